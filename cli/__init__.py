@@ -1,0 +1,1 @@
+"""The keysplit command line (installed as ``keysplit_cli``): a thin shell over the library."""

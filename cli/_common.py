@@ -1,0 +1,70 @@
+"""Shared CLI plumbing: error reporting, secret input, output conventions.
+
+Conventions (DESIGN.md section 10): data to stdout, messages to stderr; expected failures
+print one ``error:`` line (and maybe a ``hint:``) and exit 1; usage errors exit 2; secrets
+come from prompts, files or stdin, never argv.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from keysplit import KeysplitError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+err_console = Console(stderr=True, highlight=False)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoReturn:
+    """Print ``error: message`` (and ``hint: ...``) to stderr and exit."""
+    typer.echo(f"error: {message}", err=True)
+    if hint:
+        typer.echo(f"hint: {hint}", err=True)
+    raise typer.Exit(code)
+
+
+def info(message: str) -> None:
+    """A human-facing message on stderr (keeps stdout clean for data)."""
+    err_console.print(message)
+
+
+def handle_errors(func: F) -> F:
+    """Turn expected failures into one ``error:`` line and exit code 1, no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KeysplitError as exc:
+            fail(str(exc) or type(exc).__name__, exc.hint)
+        except FileNotFoundError as exc:
+            fail(f"no such file: {exc.filename}")
+        except FileExistsError as exc:
+            fail(str(exc), "choose another path or remove the existing file")
+        except PermissionError as exc:
+            fail(f"permission denied: {exc.filename}")
+        except IsADirectoryError as exc:
+            fail(f"is a directory: {exc.filename}")
+        except KeyboardInterrupt:
+            fail("interrupted", code=130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def read_input(path: Path | None) -> bytes:
+    """Read bytes from ``path``, or from stdin when it is None or ``-``."""
+    if path is None or str(path) == "-":
+        return sys.stdin.buffer.read()
+    return path.read_bytes()

@@ -1,0 +1,105 @@
+"""The keysplit exception hierarchy.
+
+Every failure that comes from bad *data* (a share, a keyring file, a ciphertext) is a
+:class:`KeysplitError`; caller misuse of the API (wrong types, impossible parameters) is
+``ValueError``/``TypeError`` as usual in Python. Messages never contain secret bytes.
+Integrity failures are deliberately detail-free (like ``cryptography``'s ``InvalidTag``):
+telling an attacker *which* check failed helps them, telling a custodian which *share* is
+bad helps them, so share errors name the share and nothing more.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuditError",
+    "ChecksumError",
+    "CustodianError",
+    "DuplicateShareError",
+    "FormatError",
+    "InsufficientSharesError",
+    "IntegrityError",
+    "KeyringError",
+    "KeysplitError",
+    "LegalHoldError",
+    "MixedSharesError",
+    "RecoveryError",
+    "SealedError",
+    "ShareError",
+]
+
+
+class KeysplitError(Exception):
+    """Base class of every error keysplit raises for bad input data.
+
+    ``hint`` is an optional, secret-free suggestion the CLI prints as ``hint: ...``.
+    """
+
+    def __init__(self, message: str = "", *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class IntegrityError(KeysplitError):
+    """Authentication failed: tampered, truncated, swapped or mis-keyed ciphertext.
+
+    Carries no detail on purpose, so that it is no oracle.
+    """
+
+    def __init__(self, message: str = "authentication failed", *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+
+
+class FormatError(KeysplitError):
+    """Input is not a well-formed keysplit object (bad magic, version, length, encoding)."""
+
+
+class ShareError(KeysplitError):
+    """A problem with one or more shares; ``index`` names the share at fault if known."""
+
+    def __init__(self, message: str, *, index: int | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.index = index
+
+
+class ChecksumError(ShareError, FormatError):
+    """A share's checksum does not match: a typo or corruption."""
+
+
+class MixedSharesError(ShareError):
+    """Shares come from different splits or disagree on parameters."""
+
+
+class DuplicateShareError(ShareError):
+    """The same share (index) was supplied twice."""
+
+
+class InsufficientSharesError(ShareError):
+    """Fewer shares than the threshold."""
+
+
+class RecoveryError(ShareError):
+    """The shares combined, but the recovered secret failed its check value.
+
+    Never returned as a key: at least one share is wrong (forged or from a different split
+    that reused its parameters).
+    """
+
+
+class CustodianError(KeysplitError):
+    """A protected share could not be opened: wrong identity, passphrase or recipient."""
+
+
+class KeyringError(KeysplitError):
+    """A keyring directory or key store is missing, inconsistent or from another keyring."""
+
+
+class SealedError(KeyringError):
+    """The operation needs an unsealed keyring."""
+
+
+class LegalHoldError(KeyringError):
+    """A subject under legal hold cannot be shredded."""
+
+
+class AuditError(KeysplitError):
+    """The audit trail is broken: an entry was edited, removed, reordered or appended badly."""

@@ -1,0 +1,263 @@
+"""Shamir secret sharing over GF(2^8), one secret or millions at once.
+
+**Hazmat.** This layer works on raw bytes and (x, y) pairs: it has no checksums, no set
+ids and no recovery check, so a mistyped or foreign share silently yields a wrong secret
+(exactly what pycryptodome and ssss do). Use :func:`keysplit.split` and
+:func:`keysplit.combine`, which wrap it in verified :class:`keysplit.Share` objects.
+
+Every byte of a secret is shared with its own random polynomial of degree
+``threshold - 1`` whose constant term is that byte; share ``j`` (row ``j`` of
+:func:`split_batch`) is the polynomials evaluated at ``x = j + 1``. Any ``threshold``
+shares determine the secret by Lagrange interpolation at 0; fewer are consistent with
+every possible secret.
+
+Speed and constant time: evaluation and interpolation multiply secret arrays only by
+PUBLIC constants (powers of x, Lagrange coefficients). Each random coefficient array gets
+one xtime chain (c, 2c, 4c, ...), and each share is the xor of the chain terms selected by
+the bits of ``x**i``; interpolation does the same with the coefficients' bits (a Horner
+scheme over bit positions). No secret byte ever becomes a branch or an index. Work runs in
+cache-sized chunks.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import gf256
+from .rng import RandomSource, SystemRandom
+
+__all__ = ["MAX_SHARES", "combine", "combine_batch", "lagrange_at_zero", "split", "split_batch"]
+
+MAX_SHARES = 255
+_CHUNK_BYTES = 1 << 20  # working-set budget per chunk for the coefficient chains
+_MIN_CHUNK = 1 << 12
+_MAX_CHUNK = 1 << 18
+_MAX_THREADS = 4
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _check_params(threshold: int, count: int) -> None:
+    for name, v in (("threshold", threshold), ("count", count)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{name} must be an int")
+    if threshold < 2:
+        raise ValueError("threshold must be at least 2 (a 1-of-n split is a plain copy)")
+    if count > MAX_SHARES:
+        raise ValueError(f"count must be at most {MAX_SHARES} (GF(2^8) has 255 non-zero x)")
+    if threshold > count:
+        raise ValueError("threshold must not exceed count")
+
+
+def _as_secret_array(secrets: np.ndarray) -> np.ndarray:
+    if not isinstance(secrets, np.ndarray):
+        raise TypeError("secrets must be a numpy array of shape (N, L)")
+    if secrets.dtype != np.uint8:
+        raise TypeError("secrets must have dtype uint8")
+    if secrets.ndim != 2:
+        raise ValueError("secrets must have shape (N, L)")
+    if secrets.shape[1] == 0:
+        raise ValueError("secrets must not be empty (L >= 1)")
+    return np.ascontiguousarray(secrets)
+
+
+def _workers(total: int, threads: int | None) -> int:
+    if threads is None:
+        threads = min(os.cpu_count() or 1, _MAX_THREADS)
+    if threads < 1:
+        raise ValueError("threads must be at least 1")
+    # Threads pay off only when each gets several chunks of work.
+    return max(1, min(threads, total // (4 * _MAX_CHUNK)))
+
+
+def _run_parallel(jobs: list[Callable[[], None]]) -> None:
+    if len(jobs) == 1:
+        jobs[0]()
+        return
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=_MAX_THREADS, thread_name_prefix="keysplit")
+    for fut in [_POOL.submit(job) for job in jobs]:
+        fut.result()
+
+
+def _ranges(total: int, parts: int, align: int) -> list[tuple[int, int]]:
+    step = -(-total // parts)
+    step = -(-step // align) * align
+    return [(a, min(a + step, total)) for a in range(0, total, step)]
+
+
+def split_batch(
+    secrets: np.ndarray,
+    threshold: int,
+    count: int,
+    *,
+    rng: RandomSource | None = None,
+    out: np.ndarray | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
+    """Split every row of ``secrets`` (uint8, shape (N, L)) ``threshold``-of-``count``.
+
+    Returns a uint8 array of shape ``(count, N, L)``; row ``j`` holds the shares at
+    ``x = j + 1``. ``rng`` is the randomness seam (default: the system CSPRNG). ``out``
+    may be a preallocated C-contiguous uint8 array of that shape (reusing it avoids page
+    faults on large batches). With the default randomness the work is spread over
+    ``threads`` threads (default: the CPU count, at most 4), each drawing from its own
+    freshly keyed generator; an explicit ``rng`` is used from one thread so its output is
+    reproducible.
+    """
+    _check_params(threshold, count)
+    secrets = _as_secret_array(secrets)
+    n_keys, length = secrets.shape
+    flat = secrets.reshape(-1)
+    total = flat.size
+    shape = (count, n_keys, length)
+    if out is None:
+        out = np.empty(shape, dtype=np.uint8)
+    elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}")
+    out2 = out.reshape(count, total)
+    k1 = threshold - 1
+    # PUBLIC schedule: for share j and coefficient i, the chain terms to xor in.
+    powers = [[gf256.pow_scalar(j + 1, i + 1) for i in range(k1)] for j in range(count)]
+    depth = [max(powers[j][i].bit_length() for j in range(count)) for i in range(k1)]
+    chunk = max(_MIN_CHUNK, min(_MAX_CHUNK, _CHUNK_BYTES // max(1, sum(depth))))
+    plan = [
+        [[b for b in range(8) if (powers[j][i] >> b) & 1] for i in range(k1)] for j in range(count)
+    ]
+
+    def work(lo: int, hi: int, source: RandomSource) -> None:
+        rand = np.empty(k1 * chunk, dtype=np.uint8)
+        chains = [np.empty((max(depth[i], 1), chunk), dtype=np.uint8) for i in range(k1)]
+        tmp = np.empty(chunk, dtype=np.uint8)
+        for start in range(lo, hi, chunk):
+            m = min(chunk, hi - start)
+            coef = rand[: k1 * m].reshape(k1, m)
+            source.fill(coef)
+            t = tmp[:m]
+            terms: list[list[np.ndarray]] = []
+            for i in range(k1):
+                row = [coef[i]]
+                for b in range(1, depth[i]):
+                    row.append(gf256.xtime(row[-1], out=chains[i][b, :m], tmp=t))
+                terms.append(row)
+            s = flat[start : start + m]
+            for j in range(count):
+                o = out2[j, start : start + m]
+                src = s
+                for i in range(k1):
+                    for b in plan[j][i]:
+                        np.bitwise_xor(src, terms[i][b], out=o)
+                        src = o
+
+    if rng is None:
+        parts = _ranges(total, _workers(total, threads), chunk)
+        _run_parallel([functools.partial(work, lo, hi, SystemRandom()) for lo, hi in parts])
+    else:
+        work(0, total, rng)
+    return out
+
+
+def lagrange_at_zero(xs: Sequence[int]) -> list[int]:
+    """Lagrange basis coefficients at x = 0 for distinct PUBLIC x-coordinates."""
+    _check_xs(xs)
+    coeffs = []
+    for j, xj in enumerate(xs):
+        num, den = 1, 1
+        for m, xm in enumerate(xs):
+            if m != j:
+                num = gf256.mul_scalar(num, xm)
+                den = gf256.mul_scalar(den, xm ^ xj)
+        coeffs.append(gf256.mul_scalar(num, gf256.inv_scalar(den)))
+    return coeffs
+
+
+def _check_xs(xs: Sequence[int]) -> None:
+    if len(xs) == 0:
+        raise ValueError("need at least one share")
+    for x in xs:
+        if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+            raise TypeError("x-coordinates must be ints")
+        if not 1 <= int(x) <= MAX_SHARES:
+            raise ValueError("x-coordinates must be in 1..255 (0 would be the secret itself)")
+    if len({int(x) for x in xs}) != len(xs):
+        raise ValueError("x-coordinates must be distinct")
+
+
+def combine_batch(xs: Sequence[int], ys: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+    """Interpolate at 0: ``ys`` (uint8, shape (k, N, L)) are the shares at ``xs``.
+
+    Returns the (N, L) secrets. Passing fewer shares than the split's threshold returns
+    garbage, not an error: this layer cannot know the threshold (see module docstring).
+    """
+    xs = [int(x) for x in xs]
+    coeffs = lagrange_at_zero(xs)
+    if not isinstance(ys, np.ndarray) or ys.dtype != np.uint8:
+        raise TypeError("ys must be a numpy uint8 array of shape (k, N, L)")
+    if ys.ndim != 3:
+        raise ValueError("ys must have shape (k, N, L)")
+    if ys.shape[0] != len(xs):
+        raise ValueError(f"got {len(xs)} x-coordinates but {ys.shape[0]} share rows")
+    if ys.shape[2] == 0:
+        raise ValueError("shares must not be empty (L >= 1)")
+    k, n_keys, length = ys.shape
+    flat = np.ascontiguousarray(ys).reshape(k, -1)
+    total = flat.shape[1]
+    out = np.empty(total, dtype=np.uint8)
+    chunk = _MAX_CHUNK
+    # PUBLIC schedule: which shares feed each bit position of the coefficients.
+    by_bit = [[j for j in range(k) if (coeffs[j] >> b) & 1] for b in range(8)]
+    top = max(c.bit_length() for c in coeffs) - 1
+
+    def work(lo: int, hi: int) -> None:
+        tmp = np.empty(chunk, dtype=np.uint8)
+        for start in range(lo, hi, chunk):
+            m = min(chunk, hi - start)
+            r = out[start : start + m]
+            t = tmp[:m]
+            first = True
+            for b in range(top, -1, -1):
+                if not first:
+                    gf256.xtime(r, out=r, tmp=t)
+                for j in by_bit[b]:
+                    src = flat[j, start : start + m]
+                    if first:
+                        r[...] = src
+                        first = False
+                    else:
+                        np.bitwise_xor(r, src, out=r)
+
+    parts = _ranges(total, _workers(total, threads), chunk)
+    _run_parallel([functools.partial(work, lo, hi) for lo, hi in parts])
+    return out.reshape(n_keys, length)
+
+
+def split(
+    secret: bytes, threshold: int, count: int, *, rng: RandomSource | None = None
+) -> list[tuple[int, bytes]]:
+    """Split one secret; returns ``count`` pairs ``(x, share_bytes)`` with x = 1..count."""
+    if not isinstance(secret, (bytes, bytearray, memoryview)):
+        raise TypeError("secret must be bytes")
+    data = bytes(secret)
+    if not data:
+        raise ValueError("secret must not be empty")
+    rows = split_batch(
+        np.frombuffer(data, dtype=np.uint8).reshape(1, -1), threshold, count, rng=rng
+    )
+    return [(j + 1, rows[j, 0].tobytes()) for j in range(count)]
+
+
+def combine(shares: Sequence[tuple[int, bytes]]) -> bytes:
+    """Recover one secret from ``(x, share_bytes)`` pairs (all of equal length)."""
+    if len(shares) == 0:
+        raise ValueError("need at least one share")
+    lengths = {len(y) for _, y in shares}
+    if len(lengths) != 1:
+        raise ValueError("shares have different lengths")
+    xs = [x for x, _ in shares]
+    ys = np.stack([np.frombuffer(bytes(y), dtype=np.uint8) for _, y in shares])[:, None, :]
+    return bytes(combine_batch(xs, ys)[0].tobytes())

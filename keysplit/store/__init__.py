@@ -1,0 +1,1 @@
+"""Key stores: where wrapped data keys live, behind one small protocol."""
