@@ -11,6 +11,18 @@ and are documented as such.
 
 from __future__ import annotations
 
+from .custodian import (
+    Argon2Params,
+    Identity,
+    Recipient,
+    SealedShareInfo,
+    is_sealed,
+    load_share,
+    open_share,
+    seal_share,
+    seal_share_with_passphrase,
+    sealed_share_info,
+)
 from .errors import (
     AuditError,
     ChecksumError,
@@ -32,23 +44,33 @@ from .share import Share, combine, secret_fingerprint, split, verify_set
 __version__ = "0.1.0"
 
 __all__ = [
+    "Argon2Params",
     "AuditError",
     "ChecksumError",
     "CustodianError",
     "DuplicateShareError",
     "FormatError",
+    "Identity",
     "InsufficientSharesError",
     "IntegrityError",
     "KeyringError",
     "KeysplitError",
     "LegalHoldError",
     "MixedSharesError",
+    "Recipient",
     "RecoveryError",
     "SealedError",
+    "SealedShareInfo",
     "Share",
     "ShareError",
     "__version__",
     "combine",
+    "is_sealed",
+    "load_share",
+    "open_share",
+    "seal_share",
+    "seal_share_with_passphrase",
+    "sealed_share_info",
     "secret_fingerprint",
     "split",
     "verify_set",
