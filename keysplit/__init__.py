@@ -27,7 +27,17 @@ from .errors import (
     SealedError,
     ShareError,
 )
+from .keyring import (
+    Keyring,
+    KeyringStatus,
+    RewrapResult,
+    UnsealedKeyring,
+    Unsealer,
+    UnsealProgress,
+    hpke_seal,
+)
 from .share import Share, combine, secret_fingerprint, split, verify_set
+from .store import KeyStore, SQLiteKeyStore, WrappedKey
 
 __version__ = "0.1.0"
 
@@ -39,16 +49,26 @@ __all__ = [
     "FormatError",
     "InsufficientSharesError",
     "IntegrityError",
+    "KeyStore",
+    "Keyring",
     "KeyringError",
+    "KeyringStatus",
     "KeysplitError",
     "LegalHoldError",
     "MixedSharesError",
     "RecoveryError",
+    "RewrapResult",
+    "SQLiteKeyStore",
     "SealedError",
     "Share",
     "ShareError",
+    "UnsealProgress",
+    "UnsealedKeyring",
+    "Unsealer",
+    "WrappedKey",
     "__version__",
     "combine",
+    "hpke_seal",
     "secret_fingerprint",
     "split",
     "verify_set",
