@@ -39,7 +39,17 @@ from .errors import (
     SealedError,
     ShareError,
 )
+from .keyring import (
+    Keyring,
+    KeyringStatus,
+    RewrapResult,
+    UnsealedKeyring,
+    Unsealer,
+    UnsealProgress,
+    hpke_seal,
+)
 from .share import Share, combine, secret_fingerprint, split, verify_set
+from .store import KeyStore, SQLiteKeyStore, WrappedKey
 
 __version__ = "0.1.0"
 
@@ -53,18 +63,28 @@ __all__ = [
     "Identity",
     "InsufficientSharesError",
     "IntegrityError",
+    "KeyStore",
+    "Keyring",
     "KeyringError",
+    "KeyringStatus",
     "KeysplitError",
     "LegalHoldError",
     "MixedSharesError",
     "Recipient",
     "RecoveryError",
+    "RewrapResult",
+    "SQLiteKeyStore",
     "SealedError",
     "SealedShareInfo",
     "Share",
     "ShareError",
+    "UnsealProgress",
+    "UnsealedKeyring",
+    "Unsealer",
+    "WrappedKey",
     "__version__",
     "combine",
+    "hpke_seal",
     "is_sealed",
     "load_share",
     "open_share",
