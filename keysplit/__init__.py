@@ -11,6 +11,7 @@ and are documented as such.
 
 from __future__ import annotations
 
+from .audit import AuditEntry, AuditLog, AuditReport
 from .errors import (
     AuditError,
     ChecksumError,
@@ -27,11 +28,24 @@ from .errors import (
     SealedError,
     ShareError,
 )
+from .stream import (
+    StreamHeader,
+    StreamInfo,
+    decrypt_file,
+    decrypt_stream,
+    encrypt_file,
+    encrypt_stream,
+    read_header,
+    recipient_id,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuditEntry",
     "AuditError",
+    "AuditLog",
+    "AuditReport",
     "ChecksumError",
     "CustodianError",
     "DuplicateShareError",
@@ -45,5 +59,13 @@ __all__ = [
     "RecoveryError",
     "SealedError",
     "ShareError",
+    "StreamHeader",
+    "StreamInfo",
     "__version__",
+    "decrypt_file",
+    "decrypt_stream",
+    "encrypt_file",
+    "encrypt_stream",
+    "read_header",
+    "recipient_id",
 ]
