@@ -178,11 +178,11 @@ def run(quick: bool) -> list[dict[str, Any]]:
         rss_note = (
             "peak RSS of a fresh process: "
             + ", ".join(
-                f"{op} {n // MiB} MiB -> {peaks[(op, n)]:.0f} MB"
+                f"{op} {n // MiB} MiB -> {peaks[(op, n)]:.1f} MB"
                 for op in ("encrypt", "decrypt")
                 for n in rss_sizes
             )
-            + f" (imports alone {imports_mb:.0f} MB)"
+            + f" (imports alone {imports_mb:.1f} MB)"
         )
 
         def ks_encrypt() -> None:

@@ -348,6 +348,11 @@ class AuditLog:
                             f"entry {entry.seq}: MAC missing or invalid; refusing to append",
                             seq=entry.seq,
                         )
+                elif entry.mac is not None:
+                    raise AuditError(
+                        "audit log is MAC-protected; appending needs its MAC key",
+                        hint="append while the keyring is unsealed",
+                    )
                 seq, prev = entry.seq + 1, entry.hash
             body = {
                 "v": VERSION,

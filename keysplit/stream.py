@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import os
 import sys
+import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -251,7 +252,7 @@ def read_header(src: BinaryIO) -> StreamHeader:
     rest = bytearray(ctx_len + SEALED_KEY_SIZE)
     if _readfull(src, memoryview(rest)) < len(rest):
         raise FormatError("stream header truncated")
-    context = _decode_context(bytes(rest[:ctx_len]))
+    context = types.MappingProxyType(_decode_context(bytes(rest[:ctx_len])))
     return StreamHeader(
         version=version,
         chunk_size=chunk_size,
@@ -392,7 +393,7 @@ def encrypt_stream(
         version=VERSION,
         chunk_size=chunk_size,
         recipient_id=recipient_id(recipient),
-        context=_decode_context(ctx),
+        context=types.MappingProxyType(_decode_context(ctx)),
         sealed_key=raw[len(prefix) :],
         raw=raw,
     )

@@ -167,13 +167,27 @@ def test_full_rewrite_detected_with_mac_key(tmp_path: Path) -> None:
         AuditLog(path, mac_key=KEY).verify()  # nor with a MAC under a guessed key.
 
 
-def test_mac_log_refuses_to_extend_unmaced_tail(tmp_path: Path) -> None:
+def test_mac_log_refuses_unkeyed_appends_and_unmaced_tails(tmp_path: Path) -> None:
     path = tmp_path / "a.log"
     make_log(path, 2, mac_key=KEY)
-    AuditLog(path).append("encrypt", file="x")  # appended without the key
-    with pytest.raises(AuditError, match="entry 3: MAC missing"):
-        AuditLog(path, mac_key=KEY).verify()
-    with pytest.raises(AuditError, match="refusing to append"):
+    before = path.read_bytes()
+    # Without the key an append would leave an entry no MAC verifier accepts: refused.
+    with pytest.raises(AuditError, match="MAC-protected"):
+        AuditLog(path).append("encrypt", file="x")
+    assert path.read_bytes() == before
+    # A keyed writer never extends a tail that lacks a valid MAC.
+    other = tmp_path / "b.log"
+    make_log(other, 2)
+    with pytest.raises(AuditError, match="entry 1: MAC missing"):
+        AuditLog(other, mac_key=KEY).verify()
+    with pytest.raises(AuditError, match="entry 2: MAC missing or invalid; refusing"):
+        AuditLog(other, mac_key=KEY).append("rotate")
+    ls = lines(path)
+    obj = json.loads(ls[-1])
+    obj["mac"] = ("0" if obj["mac"][0] != "0" else "1") + obj["mac"][1:]
+    ls[-1] = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    path.write_bytes(b"".join(ls))
+    with pytest.raises(AuditError, match="entry 2: MAC missing or invalid; refusing"):
         AuditLog(path, mac_key=KEY).append("rotate")
 
 

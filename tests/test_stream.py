@@ -526,3 +526,20 @@ def test_stdin_stdout_pipeline(tmp_path: Path) -> None:
     assert bad.returncode != 0
     assert b"IntegrityError" in bad.stderr
     assert data.startswith(bad.stdout) and len(bad.stdout) == 2 * C  # authenticated chunks only
+
+
+@pytest.mark.parametrize(
+    "enc_hex",
+    [
+        "00" * 32,  # low-order points: DH output all zero
+        "01" + "00" * 31,
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+        "ff" * 32,
+    ],
+)
+def test_low_order_ephemeral_is_integrity_error(enc_hex: str) -> None:
+    blob = seal(b"hi")
+    start = read_header(io.BytesIO(blob)).size - 64
+    bad = blob[:start] + bytes.fromhex(enc_hex) + blob[start + 32 :]
+    with pytest.raises(IntegrityError):
+        unseal(bad)
