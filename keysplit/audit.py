@@ -307,7 +307,7 @@ class AuditLog:
         finally:
             os.close(fd)  # releases the lock
 
-    def append(self, event: str, **fields: Any) -> AuditEntry:
+    def append(self, event: str, /, **fields: Any) -> AuditEntry:
         """Durably append one entry; return it.
 
         ``fields`` become the entry's ``data`` (str, int, bool, None, lists and str-keyed

@@ -304,3 +304,41 @@ def test_concurrent_appends_keep_the_chain(tmp_path: Path) -> None:
         assert p.exitcode == 0
     report = AuditLog(path, mac_key=KEY).verify()
     assert report.entries == 75
+
+
+_CRASH_CHILD = """
+import sys
+from keysplit.audit import AuditLog
+log = AuditLog(sys.argv[1], mac_key=bytes(range(32)))
+print("ready", flush=True)
+i = 0
+while True:
+    log.append("unseal-check", custodians=["alice", "bob"], i=i, pad="x" * 3000)
+    i += 1
+"""
+
+
+def test_sigkill_mid_append_never_corrupts_complete_entries(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "a.log"
+    for delay in (0.05, 0.2):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CRASH_CHILD, str(path)], stdout=subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        log = AuditLog(path, mac_key=KEY)
+        try:
+            report = log.verify()
+        except AuditError as exc:  # only a torn *last* line is acceptable
+            assert "incomplete last line" in str(exc)
+            assert log.repair_torn_tail()
+            report = log.verify()
+        assert report.entries == len(log.entries()) > 0
