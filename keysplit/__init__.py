@@ -27,6 +27,7 @@ from .errors import (
     SealedError,
     ShareError,
 )
+from .share import Share, combine, secret_fingerprint, split, verify_set
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,11 @@ __all__ = [
     "MixedSharesError",
     "RecoveryError",
     "SealedError",
+    "Share",
     "ShareError",
     "__version__",
+    "combine",
+    "secret_fingerprint",
+    "split",
+    "verify_set",
 ]
