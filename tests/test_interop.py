@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from Crypto.Protocol.SecretSharing import Shamir
@@ -131,3 +133,38 @@ def test_against_the_ssss_tool() -> None:
         check=True,
     )
     assert secret.hex() in back.stdout + back.stderr
+
+
+VECTORS = json.loads((Path(__file__).parent / "vectors" / "pycryptodome.json").read_text())
+EXPECT = {
+    "recovery-failed": RecoveryError,
+    "insufficient": InsufficientSharesError,
+    "duplicate": DuplicateShareError,
+    "bad-format": FormatError,
+}
+
+
+@pytest.mark.parametrize("case", VECTORS, ids=[c["name"] for c in VECTORS])
+def test_vectors(case: dict) -> None:
+    def run() -> bytes:
+        shares = interop.parse_pycryptodome(case["text"])
+        return interop.combine_pycryptodome(shares, threshold=case["threshold"], ssss=case["ssss"])
+
+    if case["expect"] == "ok":
+        assert run().hex() == case["secret"]
+        k, n = case["threshold"], case["count"]
+        again = interop.split_pycryptodome(
+            bytes.fromhex(case["secret"]),
+            k,
+            n,
+            ssss=case["ssss"],
+            rng=DeterministicRandom(case["seed"]),
+        )
+        assert interop.format_pycryptodome(again) == case["text"]
+        assert (
+            Shamir.combine(interop.parse_pycryptodome(case["text"])[:k], ssss=case["ssss"]).hex()
+            == case["secret"]
+        )
+    else:
+        with pytest.raises(EXPECT[case["expect"]]):
+            run()

@@ -17,6 +17,7 @@ from keysplit import (
     RecoveryError,
     slip39,
 )
+from keysplit.rng import DeterministicRandom
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "slip39" / "vectors.json").read_text())
 PASSPHRASE = b"TREZOR"
@@ -106,3 +107,29 @@ def test_decode_matches_reference_and_reencodes(mnemonic: str) -> None:
     assert slip39.encode_mnemonic(ours) == mnemonic
     # case and whitespace are not significant
     assert slip39.decode_mnemonic("  " + mnemonic.upper().replace(" ", "\n ")) == ours
+
+
+# -- keysplit's own generator: known answers through the seeded RNG seam ------------------
+
+OWN = json.loads((Path(__file__).parent / "vectors" / "slip39" / "keysplit.json").read_text())
+OWN_EXPECT = {"bad-checksum": ChecksumError, "insufficient": InsufficientSharesError}
+
+
+@pytest.mark.parametrize("case", OWN, ids=[c["name"] for c in OWN])
+def test_keysplit_generated_vectors(case: dict) -> None:
+    pw = case["passphrase"].encode()
+    if case["expect"] == "ok":
+        again = slip39.generate_mnemonics(
+            case["group_threshold"],
+            [tuple(g) for g in case["groups"]],
+            bytes.fromhex(case["secret"]),
+            passphrase=pw,
+            iteration_exponent=case["iteration_exponent"],
+            extendable=case["extendable"],
+            rng=DeterministicRandom(case["seed"]),
+        )
+        assert again == case["mnemonics"]
+        assert slip39.combine_mnemonics(case["combine"], passphrase=pw).hex() == case["secret"]
+    else:
+        with pytest.raises(OWN_EXPECT[case["expect"]]):
+            slip39.combine_mnemonics(case["combine"], passphrase=pw)
