@@ -187,6 +187,11 @@ def convert(
     iteration_exponent: int = typer.Option(
         1, "--iteration-exponent", help="SLIP-39 target: PBKDF2 cost, 10000 << e iterations."
     ),
+    extendable: bool = typer.Option(
+        True,
+        "--extendable/--classic",
+        help="SLIP-39 target: set the extendable-backup flag (--classic for older tools).",
+    ),
     source_threshold: int | None = typer.Option(
         None,
         "--source-threshold",
@@ -269,6 +274,7 @@ def convert(
                 secret,
                 passphrase=passphrase,
                 iteration_exponent=iteration_exponent,
+                extendable=extendable,
             )
             items = []
             for g, members in enumerate(made):

@@ -270,3 +270,27 @@ def test_cli_out_dir_never_overwrites(tmp_path: Path) -> None:
 def test_checksum_error_class_is_reported() -> None:
     with pytest.raises(ChecksumError):
         Share.parse(str(split(SECRET, 2, 2)[0])[:-1] + "x")
+
+
+def test_cli_classic_flag(tmp_path: Path) -> None:
+    src = _ks_file(tmp_path, split(SECRET, 2, 2))
+    r = runner.invoke(
+        app,
+        [
+            "share",
+            "convert",
+            "--from",
+            "keysplit",
+            "--to",
+            "slip39",
+            "--classic",
+            "--no-passphrase",
+            "--iteration-exponent",
+            "0",
+            str(src),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    lines = [x.strip() for x in r.stdout.splitlines() if x.strip()]
+    assert not slip39.decode_mnemonic(lines[0]).extendable
+    assert shamir_mnemonic.combine_mnemonics(lines) == SECRET
