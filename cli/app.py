@@ -42,6 +42,7 @@ _COMMAND_MODULES = (
     "cmd_shares",
     "cmd_convert",
     "cmd_demo",
+    "cmd_bench",
 )
 
 
