@@ -17,7 +17,7 @@ from pathlib import Path
 import typer
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from keysplit import Keyring, decrypt_file, encrypt_file
+from keysplit import Keyring, decrypt_file, encrypt_file, read_header, recipient_id
 
 from ._common import EXIT_USAGE, fail, handle_errors, info
 from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, gather_quorum
@@ -81,6 +81,15 @@ def decrypt_cmd(
     if out_path != "-" and not force and Path(out_path).exists():
         fail(f"refusing to overwrite existing file: {out_path}", "pass --force")
     kr = Keyring.open(directory)
+    if in_path != "-":
+        with open(in_path, "rb") as fh:
+            header = read_header(fh)
+        mine = recipient_id(X25519PublicKey.from_public_bytes(kr.public_key))
+        if header.recipient_id != mine:
+            fail(
+                f"{in_path} is sealed to another keyring",
+                f"its key id is {header.recipient_id.hex()}, this keyring's {mine.hex()}",
+            )
     ukr, contributors = gather_quorum(kr, QuorumSource(share, identity, passphrase_file))
     with ukr:
         result = decrypt_file(
