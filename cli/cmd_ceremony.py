@@ -20,7 +20,6 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
 from keysplit import (
@@ -34,8 +33,9 @@ from keysplit import (
 )
 from keysplit._fileio import atomic_write
 
-from . import cmd_shares
+from . import _quorum
 from ._common import EXIT_USAGE, err_console, fail, handle_errors, info
+from ._progress import rewrap_with_progress
 from ._quorum import (
     IDENTITY_OPTION,
     PASSPHRASE_OPTION,
@@ -43,9 +43,13 @@ from ._quorum import (
     Passphrases,
     QuorumSource,
     gather_quorum,
+    prompt_passphrase,
+    relabel,
+    share_file_text,
 )
 from .app import app
-from .cmd_shares import _prompt_passphrase, _relabel, _share_file_text
+
+__all__: list[str] = []
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 
@@ -96,7 +100,7 @@ def _parse_custodians(
             try:
                 recipient = Recipient.from_bytes(Path(pub).read_bytes())
             except KeysplitError as exc:
-                raise _relabel(exc, pub) from None
+                raise relabel(exc, pub) from None
             if recipient.name != name:
                 fail(
                     f"{pub} is the public key of {recipient.name!r}, not {name!r}",
@@ -106,7 +110,7 @@ def _parse_custodians(
         elif plain:
             out.append(_Custody(name, None, None))
         else:
-            pw = passphrases.get(name) or _prompt_passphrase(f"custodian {name!r}", confirm=True)
+            pw = passphrases.get(name) or prompt_passphrase(f"custodian {name!r}", confirm=True)
             out.append(_Custody(name, None, pw))
     names = [c.name for c in out]
     if len(set(names)) != len(names):
@@ -140,9 +144,9 @@ def _write_shares(
         if c.recipient is not None:
             data = seal_share(share, c.recipient)
         elif c.passphrase is not None:
-            data = seal_share_with_passphrase(share, c.name, c.passphrase, kdf=cmd_shares.KDF)
+            data = seal_share_with_passphrase(share, c.name, c.passphrase, kdf=_quorum.KDF)
         else:
-            data = _share_file_text(share, c.name).encode()
+            data = share_file_text(share, c.name).encode()
         path = paths[c.name]
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         atomic_write(path, data, overwrite=False)
@@ -172,7 +176,7 @@ def _default_shares_dir(directory: Path) -> Path:
     return d.parent / f"{d.name}-shares"
 
 
-def _quorum(shares: list[Path], identity: list[Path], passphrase_file: list[str]) -> QuorumSource:
+def _source(shares: list[Path], identity: list[Path], passphrase_file: list[str]) -> QuorumSource:
     return QuorumSource(list(shares), list(identity), list(passphrase_file))
 
 
@@ -273,7 +277,7 @@ def unseal_cmd(
     an 'unseal-check' audit entry naming the contributing custodians.
     """
     kr = _open(directory)
-    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:
         entry = ukr.audit_log().append(
             "unseal-check", generation=kr.meta.generation, custodians=contributors
@@ -376,7 +380,7 @@ def rekey_cmd(
         fail(f"--threshold must be between 2 and {len(custody)} (the custodians)", code=EXIT_USAGE)
     out_dir = shares_dir or _default_shares_dir(directory)
     paths = _share_paths(out_dir, custody, kr.meta.generation + 1)
-    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:
         old = kr.meta
         shares = ukr.prepare_rekey(threshold=k, custodians=[c.name for c in custody])
@@ -431,7 +435,7 @@ def rotate_cmd(
 ) -> None:
     """Create a new KEK version; new data keys use it (then run rewrap). Prints the version."""
     kr = _open(directory)
-    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:
         version = ukr.rotate()
         ukr.audit_log().append("rotate", kek_version=version, authorized_by=contributors)
@@ -454,7 +458,7 @@ def rewrap_cmd(
     Each batch commits on its own: if interrupted, run it again to continue.
     """
     kr = _open(directory)
-    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:
         result = rewrap_with_progress(ukr, batch_size)
         entry = ukr.audit_log().append(
@@ -480,26 +484,6 @@ def rewrap_cmd(
         typer.echo(result.rewrapped)
 
 
-def rewrap_with_progress(ukr: UnsealedKeyring, batch_size: int) -> Any:
-    """Run :meth:`UnsealedKeyring.rewrap` with a rich progress bar on stderr."""
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=False,
-    ) as bar:
-        task = bar.add_task("rewrapping data keys", total=None)
-
-        def step(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        result = ukr.rewrap(batch_size=batch_size, progress=step)
-        bar.update(task, completed=result.rewrapped, total=max(result.rewrapped, 1))
-    return result
-
-
 @app.command("retire")
 @handle_errors
 def retire_cmd(
@@ -511,7 +495,7 @@ def retire_cmd(
 ) -> None:
     """Delete an old KEK version (after rewrap): old backups of the key store become useless."""
     kr = _open(directory)
-    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:
         ukr.retire(version)
         ukr.audit_log().append("retire", kek_version=version, authorized_by=contributors)
@@ -542,7 +526,7 @@ def shred_cmd(
             abort=True,
             err=True,
         )
-    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:
         existed = ukr.shred(subject)
         ukr.audit_log().append(
@@ -566,11 +550,8 @@ def hold_cmd(
 ) -> None:
     """Place (--on) or lift (--off) a legal hold: a held subject cannot be shredded."""
     kr = _open(directory)
-    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:
         ukr.set_legal_hold(subject, on)
         ukr.audit_log().append("legal-hold", subject=subject, hold=on, authorized_by=contributors)
     info(f"legal hold on {subject!r}: {'on' if on else 'off'}")
-
-
-__all__ = ["rewrap_with_progress"]

@@ -42,10 +42,10 @@ from keysplit import (
 )
 from keysplit._fileio import atomic_write
 
-from . import cmd_shares
+from . import _quorum
 from ._common import err_console, fail, handle_errors, info
+from ._progress import rewrap_with_progress
 from .app import app
-from .cmd_ceremony import rewrap_with_progress
 
 __all__: list[str] = []
 
@@ -184,7 +184,7 @@ class _Custodians:
                 data = seal_share(share, self.identities[name].recipient)
             else:
                 data = seal_share_with_passphrase(
-                    share, name, self.passphrases[name], kdf=cmd_shares.KDF
+                    share, name, self.passphrases[name], kdf=_quorum.KDF
                 )
             paths[name] = self.dir / f"{name}.g{generation}.kss"
             atomic_write(paths[name], data, overwrite=False)
@@ -462,8 +462,8 @@ def _run(root: Path, n_users: int) -> None:
     table.add_column("step")
     table.add_column("result")
     table.add_column("time", justify="right")
-    for title, elapsed, result in story.steps:
-        table.add_row(escape(title), escape(result), f"{elapsed:.2f} s")
+    for title, elapsed, outcome in story.steps:
+        table.add_row(escape(title), escape(outcome), f"{elapsed:.2f} s")
     err_console.print()
     err_console.print(table)
     total = time.perf_counter() - t_start

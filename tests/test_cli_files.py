@@ -7,22 +7,18 @@ import os
 from pathlib import Path
 
 import pytest
-from ceremony_helpers import Ceremony, error_lines, make_ceremony, run
-from keysplit_cli import cmd_shares
+from ceremony_helpers import (  # noqa: F401 (fixtures)
+    Ceremony,
+    ceremony_fixture,
+    error_lines,
+    fast_kdf_fixture,
+    make_ceremony,
+    run,
+)
 
-from keysplit import Argon2Params, Keyring, read_header
+from keysplit import Keyring, read_header
 
 MiB = 1 << 20
-
-
-@pytest.fixture(autouse=True)
-def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cmd_shares, "KDF", Argon2Params(time_cost=1, memory_kib=64, lanes=1))
-
-
-@pytest.fixture
-def cer(tmp_path: Path) -> Ceremony:
-    return make_ceremony(tmp_path)
 
 
 def _encrypt(c: Ceremony, data: bytes, *extra: str) -> Path:

@@ -5,15 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ceremony_helpers import run
-from keysplit_cli import cmd_demo, cmd_shares
+from ceremony_helpers import fast_kdf_fixture, run  # noqa: F401 (fixtures)
+from keysplit_cli import cmd_demo
 
-from keysplit import Argon2Params, Keyring
-
-
-@pytest.fixture(autouse=True)
-def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cmd_shares, "KDF", Argon2Params(time_cost=1, memory_kib=64, lanes=1))
+from keysplit import Keyring
 
 
 def test_demo_small_run_keeps_its_directory(tmp_path: Path) -> None:
