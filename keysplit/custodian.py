@@ -184,7 +184,8 @@ class Argon2Params:
     """Argon2id cost parameters, recorded in every file that uses them.
 
     The default (3 passes, 64 MiB, 4 lanes) is RFC 9106's second recommended option for
-    memory-constrained use; it takes about 0.6 s here. Files announcing more than
+    memory-constrained use; one derivation takes about a third of a second on a 2-core
+    server (docs/format/custodian.md). Files announcing more than
     :attr:`MAX_MEMORY_KIB` or :attr:`MAX_TIME` are refused so a hostile file cannot
     exhaust the opener's memory.
     """
