@@ -294,6 +294,12 @@ def test_usage_errors(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "not a keysplit share" in r.stderr
     r = run(["combine"], input="")
     assert r.exit_code == 1 and "no shares given" in r.stderr
+    r = runner.invoke(app, ["combine"], input=b"\xff\xfe\x00binary")
+    assert r.exit_code == 1 and "stdin is not text" in r.stderr
+    r = run(["combine", tmp_path / "keys" / "alice.identity"])
+    assert r.exit_code == 1 and "not a keysplit share" in r.stderr
+    r = run(["combine", pub])
+    assert r.exit_code == 1 and "expected the prefix 'ks1'" in r.stderr
 
 
 def test_post_quantum_custodian(tmp_path: Path) -> None:
