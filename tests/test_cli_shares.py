@@ -337,3 +337,32 @@ def test_post_quantum_custodian(tmp_path: Path) -> None:
     )
     assert r.exit_code == 0, r.output
     assert r.stdout.strip() == SECRET
+
+
+def test_passphrases_are_nfc_normalized(tmp_path: Path) -> None:
+    decomposed = _write(tmp_path / "pw1", "cafe\u0301\n")  # e + combining accent
+    composed = _write(tmp_path / "pw2", "caf\u00e9\n")
+    r = run(
+        [
+            "split",
+            "-k",
+            "2",
+            "-n",
+            "2",
+            "--out-dir",
+            tmp_path / "o",
+            "--passphrase-file",
+            decomposed,
+            "--passphrase-custodian",
+            "a",
+            "--passphrase-custodian",
+            "b",
+        ],
+        input=SECRET,
+    )
+    assert r.exit_code == 0, r.output
+    r = run(
+        ["combine", *sorted((tmp_path / "o").iterdir()), "--passphrase-file", composed, "--reveal"]
+    )
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == SECRET
