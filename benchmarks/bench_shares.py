@@ -11,38 +11,14 @@ core (see bench_shamir). Self-contained: only ``time.perf_counter`` and ``statis
 from __future__ import annotations
 
 import os
-import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 from keysplit import Share, combine, split
 
+from .harness import measure, progress, row
+
 K, N = 3, 5
-
-
-def _measure(fn: Callable[[], None], n: int, repeats: int) -> tuple[float, float, float]:
-    fn()  # warm up
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        rates.append(n / (time.perf_counter() - t0))
-    return statistics.median(rates), min(rates), max(rates)
-
-
-def _row(impl: str, n: int, stats: tuple[float, float, float], baseline: bool) -> dict[str, Any]:
-    med, lo, hi = stats
-    return {
-        "benchmark": f"share round trip {K}-of-{N}, 16-byte key",
-        "impl": impl,
-        "n": n,
-        "unit": "keys/s",
-        "median": med,
-        "min": lo,
-        "max": hi,
-        "baseline": baseline,
-    }
+BENCH = f"share round trip {K}-of-{N}, 16-byte key"
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
@@ -67,14 +43,12 @@ def run(quick: bool) -> list[dict[str, Any]]:
             words = generate_mnemonics(1, [(K, N)], key, iteration_exponent=0)[0]
             assert combine_mnemonics(words[1:4]) == key
 
-    return [
-        _row("pycryptodome Shamir (raw)", n, _measure(pycryptodome_rt, n, repeats), True),
-        _row("keysplit Share (verified, text)", n, _measure(keysplit_rt, n, repeats), False),
-        _row("shamir-mnemonic SLIP-39 (words)", n, _measure(slip39_rt, n, repeats), False),
-    ]
-
-
-if __name__ == "__main__":
-    for r in run(quick=False):
-        print(f"{r['impl']:34s} {r['median']:>10.0f} {r['unit']}", end="")
-        print(f"  (min {r['min']:.0f}, max {r['max']:.0f})")
+    rows = []
+    for impl, fn, base in (
+        ("pycryptodome Shamir (raw)", pycryptodome_rt, True),
+        ("keysplit Share (verified, text)", keysplit_rt, False),
+        ("shamir-mnemonic SLIP-39 (words)", slip39_rt, False),
+    ):
+        progress(f"shares: {impl}")
+        rows.append(row(BENCH, impl, n, "keys/s", measure(fn, n, repeats), baseline=base))
+    return rows
