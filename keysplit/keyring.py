@@ -536,11 +536,13 @@ class UnsealedKeyring:
         wrapped = keywrap.wrap_batch(self._kek(version), raw)
         rows = [WrappedKey(s, version, wrapped[i].tobytes()) for i, s in enumerate(subjects)]
         stored = self.store.insert_many(rows)
-        winners = [r for r in stored if r not in rows]
-        for i, s in enumerate(subjects):
-            if stored[i] == rows[i]:
-                self._keys[s] = DataKey(raw[i].tobytes())
-        if winners:  # another writer created some first: use theirs
+        winners = []
+        for i, (mine, kept) in enumerate(zip(rows, stored, strict=True)):
+            if kept == mine:
+                self._keys[mine.subject] = DataKey(raw[i].tobytes())
+            else:  # another writer created this subject's key first: use theirs
+                winners.append(kept)
+        if winners:
             self._load(winners)
         raw.fill(0)
 

@@ -443,3 +443,18 @@ def test_every_bit_flip_fails(made: tuple[Path, dict[str, Share]]) -> None:
         bad[pos] ^= 0x10
         with pytest.raises((FormatError, IntegrityError)):
             kf.open_secrets(bytes(bad), master)
+
+
+def test_concurrent_first_use_agrees_on_one_key(
+    made: tuple[Path, dict[str, Share]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sessions creating the same subject's key at once: the first insert wins."""
+    path, shares = made
+    q = [shares["alice"], shares["bob"]]
+    with Keyring.open(path).unseal(q) as a, Keyring.open(path).unseal(q) as b:
+        rec_a = a.encrypt(b"from a", subject="u")
+        monkeypatch.setattr(b.store, "get_many", lambda subjects: {})  # b misses the row
+        rec_b = b.encrypt(b"from b", subject="u")
+        monkeypatch.undo()
+        assert a.decrypt(rec_b, subject="u") == b"from b"
+        assert b.decrypt(rec_a, subject="u") == b"from a"
