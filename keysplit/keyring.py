@@ -275,6 +275,11 @@ class Keyring:
         """The keyring's X25519 public key (32 bytes): seal data with :func:`hpke_seal`."""
         return bytes.fromhex(self.meta.public_key)
 
+    @property
+    def recipient(self) -> X25519PublicKey:
+        """The public key as an ``X25519PublicKey`` (what :mod:`keysplit.stream` seals to)."""
+        return X25519PublicKey.from_public_bytes(self.public_key)
+
     def custodian_of(self, share: Share) -> str | None:
         """The custodian name a share belongs to (by set id and index), if any."""
         for meta in (self.meta, self.pending):
@@ -455,6 +460,10 @@ class UnsealedKeyring:
     def public_key(self) -> bytes:
         return self._kr.public_key
 
+    @property
+    def recipient(self) -> X25519PublicKey:
+        return self._kr.recipient
+
     def close(self) -> None:
         """Forget the keys and close the store."""
         self._keys.clear()
@@ -596,6 +605,10 @@ class UnsealedKeyring:
             return HPKE_SUITE.decrypt(ciphertext, priv, info)
         except (InvalidTag, ValueError):
             raise IntegrityError() from None
+
+    def hpke_decrypt(self, ciphertext: bytes, info: bytes) -> bytes:
+        """Same as :meth:`hpke_open`; the opener protocol :mod:`keysplit.stream` accepts."""
+        return self.hpke_open(ciphertext, info)
 
     # -- key management -------------------------------------------------------------------
 

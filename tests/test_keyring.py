@@ -458,3 +458,21 @@ def test_concurrent_first_use_agrees_on_one_key(
         monkeypatch.undo()
         assert a.decrypt(rec_b, subject="u") == b"from b"
         assert b.decrypt(rec_a, subject="u") == b"from a"
+
+
+def test_stream_sealed_to_keyring_opens_with_unsealed_keyring(
+    made: tuple[Path, dict[str, Share]],
+) -> None:
+    import io
+
+    from keysplit.stream import decrypt_stream, encrypt_stream
+
+    path, shares = made
+    kr = Keyring.open(path)
+    data = bytes(range(256)) * 1000
+    sealed = io.BytesIO()
+    encrypt_stream(io.BytesIO(data), sealed, kr.recipient, context={"subject": "u1"})
+    out = io.BytesIO()
+    with kr.unseal([shares["alice"], shares["bob"]]) as ku:
+        decrypt_stream(io.BytesIO(sealed.getvalue()), out, ku)
+    assert out.getvalue() == data
