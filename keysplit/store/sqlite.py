@@ -36,7 +36,6 @@ CREATE TABLE IF NOT EXISTS data_keys (
     kek_version INTEGER NOT NULL,
     wrapped BLOB NOT NULL
 ) STRICT, WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS data_keys_version ON data_keys (kek_version, subject);
 CREATE TABLE IF NOT EXISTS legal_holds (subject TEXT PRIMARY KEY) STRICT, WITHOUT ROWID;
 """
 
