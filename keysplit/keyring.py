@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,31 @@ def _dir_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _remove_leftover_store(p: Path) -> None:
+    """A store without a keyring file is what a crash during :meth:`Keyring.create` leaves
+    (the keyring file is written last, as the commit point). Remove it if it is empty;
+    refuse if it holds keys (then it is not a leftover but someone's data)."""
+    store_path = p / STORE_FILE
+    if not store_path.exists():
+        return
+    try:
+        db = sqlite3.connect(store_path)
+        try:
+            n = db.execute("SELECT COUNT(*) FROM data_keys").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        n = -1
+    if n != 0:
+        raise KeyringError(
+            f"{store_path} exists without a keyring file and is not an empty leftover",
+            hint="move it away if it is not needed",
+        )
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(str(store_path) + suffix)
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -202,7 +228,10 @@ class Keyring:
             data = (self.path / PENDING_FILE).read_bytes()
         except FileNotFoundError:
             return None
-        meta, _, _, _ = kf.parse(data)
+        try:
+            meta, _, _, _ = kf.parse(data)
+        except FormatError:
+            return None  # never blocks the current keyring; status() reports no rekey
         if meta.keyring_id != self.meta.keyring_id or meta.generation != self.meta.generation + 1:
             return None  # stale leftover: never used, removed by the next rekey
         return meta
@@ -231,8 +260,9 @@ class Keyring:
         rng = rng or default_rng()
         p = Path(path)
         p.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if (p / KEYRING_FILE).exists() or (p / STORE_FILE).exists():
+        if (p / KEYRING_FILE).exists():
             raise KeyringError(f"a keyring already exists at {p}")
+        _remove_leftover_store(p)
         master = rng.random_bytes(16)
         shares = split(master, threshold, len(names), rng=rng)
         x_priv = X25519PrivateKey.from_private_bytes(rng.random_bytes(32))

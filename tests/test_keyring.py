@@ -476,3 +476,26 @@ def test_stream_sealed_to_keyring_opens_with_unsealed_keyring(
     with kr.unseal([shares["alice"], shares["bob"]]) as ku:
         decrypt_stream(io.BytesIO(sealed.getvalue()), out, ku)
     assert out.getvalue() == data
+
+
+def test_create_after_crash_reuses_empty_leftover_store(tmp_path: Path) -> None:
+    path = tmp_path / "kr"
+    Keyring.create(path, 2, NAMES)
+    (path / KEYRING_FILE).unlink()  # as if the process died before the commit point
+    _, shares2 = Keyring.create(path, 2, NAMES)
+    Keyring.open(path).unseal([shares2["alice"], shares2["bob"]]).close()
+    with Keyring.open(path).unseal([shares2["alice"], shares2["bob"]]) as ku:
+        ku.encrypt(b"x", subject="u")
+    (path / KEYRING_FILE).unlink()
+    with pytest.raises(KeyringError, match="not an empty leftover"):
+        Keyring.create(path, 2, NAMES)
+
+
+def test_corrupt_pending_file_does_not_block_the_keyring(
+    made: tuple[Path, dict[str, Share]],
+) -> None:
+    path, shares = made
+    (path / PENDING_FILE).write_bytes(b"KSKR\x01garbage")
+    kr = Keyring.open(path)
+    assert kr.pending is None
+    kr.unseal([shares["alice"], shares["bob"]]).close()
