@@ -13,6 +13,8 @@ import pytest
 from Crypto.Cipher import AES
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keysplit import (
     DuplicateShareError,
@@ -499,3 +501,22 @@ def test_corrupt_pending_file_does_not_block_the_keyring(
     kr = Keyring.open(path)
     assert kr.pending is None
     kr.unseal([shares["alice"], shares["bob"]]).close()
+
+
+@settings(max_examples=8)
+@given(st.integers(2, 5).flatmap(lambda n: st.tuples(st.integers(2, n), st.just(n))), st.data())
+def test_any_quorum_of_random_split_unseals(
+    tmp_path_factory: pytest.TempPathFactory, kn: tuple[int, int], data: st.DataObject
+) -> None:
+    k, n = kn
+    names = [f"c{i}" for i in range(n)]
+    path = tmp_path_factory.mktemp("kr") / "kr"
+    kr, shares = Keyring.create(path, k, names)
+    chosen = data.draw(st.permutations(names))[:k]
+    with kr.unseal([shares[c] for c in chosen]) as ku:
+        rec = ku.encrypt(b"q", subject="s")
+    too_few = [shares[c] for c in chosen[: k - 1]]
+    with pytest.raises(InsufficientSharesError):
+        Keyring.open(path).unseal(too_few)
+    with Keyring.open(path).unseal([shares[c] for c in names]) as ku:
+        assert ku.decrypt(rec, subject="s") == b"q"
