@@ -57,6 +57,7 @@ __all__ = [
     "MAX_CHUNK_SIZE",
     "MIN_CHUNK_SIZE",
     "HpkeOpener",
+    "Opener",
     "StreamHeader",
     "StreamInfo",
     "decrypt_file",

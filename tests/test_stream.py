@@ -543,3 +543,58 @@ def test_low_order_ephemeral_is_integrity_error(enc_hex: str) -> None:
     bad = blob[:start] + bytes.fromhex(enc_hex) + blob[start + 32 :]
     with pytest.raises(IntegrityError):
         unseal(bad)
+
+
+@settings(max_examples=40)
+@given(st.data())
+def test_any_proper_prefix_rejected(data: st.DataObject) -> None:
+    cut = data.draw(st.integers(0, len(BLOB) - 1))
+    with pytest.raises((IntegrityError, FormatError)):
+        unseal(BLOB[:cut])
+
+
+def reference_decrypt(blob: bytes, sk: X25519PrivateKey) -> tuple[dict[str, str], bytes]:
+    """An independent decoder written from docs/format/stream.md with pycryptodome.
+
+    Only HPKE comes from ``cryptography`` (its own implementation, not keysplit's).
+    """
+    from Crypto.Cipher import AES
+    from Crypto.Hash import SHA256
+    from Crypto.Protocol.KDF import HKDF
+
+    assert blob[:8] == b"KSSTREAM" and blob[8] == 1
+    chunk_size = int.from_bytes(blob[9:13], "big")
+    ctx_len = int.from_bytes(blob[21:23], "big")
+    ctx_raw, pos, context = blob[23 : 23 + ctx_len], 0, {}
+    while pos < ctx_len:
+        kl = int.from_bytes(ctx_raw[pos : pos + 2], "big")
+        k = ctx_raw[pos + 2 : pos + 2 + kl]
+        pos += 2 + kl
+        vl = int.from_bytes(ctx_raw[pos : pos + 2], "big")
+        context[k.decode()] = ctx_raw[pos + 2 : pos + 2 + vl].decode()
+        pos += 2 + vl
+    hlen = 23 + ctx_len + 64
+    header = blob[:hlen]
+    file_key = SUITE.decrypt(blob[23 + ctx_len : hlen], sk, blob[: 23 + ctx_len])
+    info = b"keysplit stream v1 payload\x00" + SHA256.new(header).digest()
+    okm = HKDF(file_key, 23, b"", SHA256, context=info)
+    assert isinstance(okm, bytes)
+    key, prefix = okm[:16], okm[16:]
+    body = blob[hlen:]
+    step = chunk_size + 16
+    chunks = [body[i : i + step] for i in range(0, len(body), step)] or [b""]
+    out = bytearray()
+    for i, chunk in enumerate(chunks):
+        last = b"\x01" if i == len(chunks) - 1 else b"\x00"
+        cipher = AES.new(key, AES.MODE_GCM, nonce=prefix + i.to_bytes(4, "big") + last)
+        out += cipher.decrypt_and_verify(chunk[:-16], chunk[-16:])
+    return context, bytes(out)
+
+
+@pytest.mark.parametrize("size", [0, 5, C, C + 1, 2 * C + 3])
+def test_independent_reference_decoder_agrees(size: int) -> None:
+    data = os.urandom(size)
+    ctx = {"subject": "u42", "z": "", "ä": "ö"}
+    out = io.BytesIO()
+    encrypt_stream(io.BytesIO(data), out, PK, context=ctx, chunk_size=C)
+    assert reference_decrypt(out.getvalue(), SK) == (ctx, data)
