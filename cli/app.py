@@ -37,7 +37,10 @@ def _root(
 
 def _register() -> None:
     # Each command module adds its commands to `app`; the import order is the help order.
-    from . import cmd_demo  # noqa: F401
+    from . import (
+        cmd_demo,  # noqa: F401
+        cmd_shares,  # noqa: F401
+    )
 
 
 _register()
