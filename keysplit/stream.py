@@ -56,6 +56,7 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "MAX_CHUNK_SIZE",
     "MIN_CHUNK_SIZE",
+    "HpkeDecryptor",
     "HpkeOpener",
     "Opener",
     "StreamHeader",
@@ -91,11 +92,17 @@ HpkeOpener = Callable[[bytes, bytes], bytes]
 
 
 @runtime_checkable
-class _HasHpkeDecrypt(Protocol):
+class HpkeDecryptor(Protocol):
+    """An unsealed keyring: opens HPKE ``enc || ct`` sealed to its X25519 key.
+
+    ``info`` is the stream header up to the sealed key; bytes 13..20 are the recipient
+    id, should a keyring hold several X25519 keys.
+    """
+
     def hpke_decrypt(self, ciphertext: bytes, info: bytes) -> bytes: ...
 
 
-Opener = X25519PrivateKey | HpkeOpener | _HasHpkeDecrypt
+Opener = X25519PrivateKey | HpkeOpener | HpkeDecryptor
 
 
 def recipient_id(public_key: X25519PublicKey) -> bytes:
@@ -325,7 +332,7 @@ def _open_file_key(header: StreamHeader, opener: Opener) -> bytes:
             return _SUITE.decrypt(ciphertext, private, info)
 
         fn: HpkeOpener = unseal
-    elif isinstance(opener, _HasHpkeDecrypt):
+    elif isinstance(opener, HpkeDecryptor):
         fn = opener.hpke_decrypt
     elif callable(opener):
         fn = opener
