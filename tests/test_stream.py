@@ -287,11 +287,11 @@ def test_wrong_recipient_and_openers() -> None:
         unseal(blob, other_opener)
 
     class Keyring:
-        def hpke_decrypt(self, ciphertext: bytes, info: bytes) -> bytes:
+        def hpke_open(self, ciphertext: bytes, info: bytes) -> bytes:
             return SUITE.decrypt(ciphertext, SK, info)
 
         def __call__(self, *args: object) -> bytes:  # must not be preferred
-            raise AssertionError("hpke_decrypt should be used")
+            raise AssertionError("hpke_open should be used")
 
     assert unseal(blob, Keyring()) == b"secret data"
     assert unseal(blob, lambda ct, info: SUITE.decrypt(ct, SK, info)) == b"secret data"
@@ -393,6 +393,18 @@ def test_read_header_leaves_source_at_body() -> None:
     assert header.recipient_id == recipient_id(PK)
     assert dict(header.context) == {"subject": "u42"}
     assert "sealed_key" not in repr(header) and "raw" not in repr(header)
+
+
+def test_raw_public_key_bytes_as_recipient() -> None:
+    raw = PK.public_bytes_raw()
+    out = io.BytesIO()
+    encrypt_stream(io.BytesIO(b"abc"), out, raw, chunk_size=C, rng=DeterministicRandom("r"))
+    assert out.getvalue() == seal(b"abc", seed="r")
+    assert recipient_id(raw) == recipient_id(PK)
+    with pytest.raises(ValueError):
+        encrypt_stream(io.BytesIO(b""), io.BytesIO(), raw[:31])
+    with pytest.raises(TypeError):
+        recipient_id("00" * 32)  # type: ignore[arg-type]
 
 
 def test_api_misuse() -> None:
