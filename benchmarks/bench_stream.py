@@ -143,9 +143,13 @@ def _child_peak_mb(op: str, src: Path, keyfile: Path) -> float:
     return usage.ru_maxrss / 1024  # KiB on Linux
 
 
+def _sizes(quick: bool) -> tuple[int, tuple[int, int]]:
+    """(timed file size, the two file sizes whose peak RSS is compared)."""
+    return (32 * MiB, (8 * MiB, 32 * MiB)) if quick else (1024 * MiB, (64 * MiB, 1024 * MiB))
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
-    size = 32 * MiB if quick else 1024 * MiB
-    rss_sizes = (8 * MiB, 32 * MiB) if quick else (64 * MiB, 1024 * MiB)
+    size, rss_sizes = _sizes(quick)
     repeats = 3 if quick else 5
     age = shutil.which("age")
     rows: list[dict[str, Any]] = []
