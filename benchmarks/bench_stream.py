@@ -75,7 +75,7 @@ def _row(
 
 
 def _make_file(path: Path, size: int) -> None:
-    block = os.urandom(16 * MiB)
+    block = os.urandom(min(size, 16 * MiB))
     with open(path, "wb") as fh:
         left = size
         while left:
