@@ -44,6 +44,7 @@ SECRET_BYTES = 16
 _MASK = (1 << 128) - 1
 _R = 0x87  # x^7 + x^2 + x + 1
 _MAX_INDEX = 1 << 16  # generous; pycryptodome/ssss use 1..n, ssss caps n at 255
+_MAX_SHARES = 255
 
 
 def _mul(a: int, b: int) -> int:
@@ -97,7 +98,7 @@ def _check_threshold(threshold: int, count: int) -> None:
     for name, v in (("threshold", threshold), ("count", count)):
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"{name} must be an int")
-    if not 1 <= threshold <= count <= 255:
+    if not 1 <= threshold <= count <= _MAX_SHARES:
         raise ValueError("need 1 <= threshold <= count <= 255")
 
 
@@ -140,10 +141,16 @@ def combine_pycryptodome(
     shares than ``threshold``, the first ``threshold`` determine the secret and every
     other one must lie on the same polynomial, else :class:`RecoveryError`.
     """
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, int):
+            raise TypeError("threshold must be an int")
+        if not 1 <= threshold <= _MAX_SHARES:
+            raise ValueError(f"threshold must be in 1..{_MAX_SHARES}")
     if len(shares) == 0:
         raise InsufficientSharesError("no shares given")
+    if len(shares) > _MAX_SHARES:
+        raise FormatError(f"{len(shares)} shares given; no split has more than {_MAX_SHARES}")
     k = len(shares) if threshold is None else threshold
-    _check_threshold(k, max(k, len(shares)))
     if len(shares) < k:
         raise InsufficientSharesError(f"need {k} shares, got {len(shares)}")
     points: list[tuple[int, int]] = []
