@@ -1,0 +1,183 @@
+"""Batch Shamir split/combine of 16-byte keys vs pycryptodome and shamir-mnemonic (SLIP-39).
+
+keysplit's ``split_batch``/``combine_batch`` run on N keys at once (randomness included:
+the default CSPRNG). The peers only work one key at a time, so they are timed as a per-key
+loop on a sample of keys in the same run and reported per key (``timed_n`` says how many):
+a per-key loop's throughput does not depend on N. pycryptodome's ``Shamir`` (GF(2^128),
+16-byte secrets) is the baseline of every ratio; shamir-mnemonic's raw GF(256) sharing
+(``_split_secret``/``_recover_secret``, without mnemonic encoding or its passphrase
+encryption) is shown for 3-of-5.
+
+Combine uses the shares at x = 2, 4, 5, whose Lagrange coefficients are general field
+elements. (x = 1, 2, 3 would be unrepresentatively fast: all three coefficients are 1.)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from keysplit import shamir
+
+from .harness import measure, peak_memory_mb, progress, row
+
+KEY_BYTES = 16
+SETTINGS = ((2, 3), (3, 5), (5, 9))
+COMBINE_XS = {2: [2, 3], 3: [2, 4, 5], 5: [2, 4, 5, 7, 9]}
+
+
+def _sizes(quick: bool) -> list[int]:
+    return [10**3, 10**4, 10**5, 10**6] if quick else [10**3, 10**4, 10**5, 10**6, 10**7]
+
+
+def _repeats(n: int, quick: bool) -> int:
+    if quick:
+        return 3
+    return 5 if n >= 10**7 else 7
+
+
+def _sample_size(one: Callable[[], object], quick: bool) -> int:
+    """How many keys to time a per-key peer on: about 40 ms (quick) or 0.3 s per repeat."""
+    one()
+    t0 = time.perf_counter()
+    for _ in range(5):
+        one()
+    per_key = (time.perf_counter() - t0) / 5
+    budget = 0.04 if quick else 0.3
+    return max(20, min(1000, int(budget / max(per_key, 1e-9))))
+
+
+def _peer_rows(
+    bench: str, n: int, k: int, m: int, quick: bool, combine: bool
+) -> list[dict[str, Any]]:
+    """pycryptodome (baseline) and, for 3-of-5, shamir-mnemonic, per key on a sample."""
+    from Crypto.Protocol.SecretSharing import Shamir
+
+    rows = []
+    keys = [os.urandom(KEY_BYTES) for _ in range(1000)]
+    reps = 3 if quick else 5
+    if combine:
+        xs = COMBINE_XS[k]
+        sample = _sample_size(lambda: Shamir.combine(Shamir.split(k, m, keys[0])[:k]), quick)
+        shares = [[s for s in Shamir.split(k, m, key) if s[0] in xs] for key in keys[:sample]]
+
+        def pyc() -> None:
+            for sh in shares[:sample]:
+                Shamir.combine(sh)
+    else:
+        sample = _sample_size(lambda: Shamir.split(k, m, keys[0]), quick)
+
+        def pyc() -> None:
+            for key in keys[:sample]:
+                Shamir.split(k, m, key)
+
+    op = "combine" if combine else "split"
+    rows.append(
+        row(
+            bench,
+            f"pycryptodome Shamir.{op} (per key)",
+            n,
+            "keys/s",
+            measure(pyc, sample, reps),
+            baseline=True,
+            timed_n=sample,
+        )
+    )
+    if (k, m) == (3, 5):
+        from shamir_mnemonic.shamir import _recover_secret, _split_secret
+
+        slip_sample = _sample_size(lambda: _split_secret(k, m, keys[0]), quick)
+        slip_keys = keys[:slip_sample]
+        if combine:
+            xs = COMBINE_XS[k]
+            raw = [[s for s in _split_secret(k, m, key) if s.x + 1 in xs] for key in slip_keys]
+
+            def slip() -> None:
+                for sh in raw:
+                    _recover_secret(k, sh)
+        else:
+
+            def slip() -> None:
+                for key in slip_keys:
+                    _split_secret(k, m, key)
+
+        name = "_recover_secret" if combine else "_split_secret"
+        rows.append(
+            row(
+                bench,
+                f"shamir-mnemonic {name} (per key)",
+                n,
+                "keys/s",
+                measure(slip, slip_sample, reps),
+                timed_n=slip_sample,
+            )
+        )
+    return rows
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    gen = np.random.default_rng()
+    for k, m in SETTINGS:
+        split_name = f"shamir split {k}-of-{m}, 16-byte keys"
+        combine_name = f"shamir combine {k}-of-{m}, 16-byte keys"
+        xs = COMBINE_XS[k]
+        for n in _sizes(quick):
+            progress(f"{k}-of-{m} n={n:,}")
+            reps = _repeats(n, quick)
+            secrets = gen.integers(0, 256, size=(n, KEY_BYTES), dtype=np.uint8)
+
+            def fresh(s: np.ndarray = secrets, k: int = k, m: int = m) -> None:
+                shamir.split_batch(s, k, m)
+
+            rows.append(
+                row(
+                    split_name,
+                    "keysplit split_batch",
+                    n,
+                    "keys/s",
+                    measure(fresh, n, reps),
+                    peak_mb=peak_memory_mb(fresh),
+                )
+            )
+            out = np.empty((m, n, KEY_BYTES), dtype=np.uint8)
+            out.fill(0)  # touch every page once: the timed calls do not page-fault
+
+            def reuse(s: np.ndarray = secrets, o: np.ndarray = out, k: int = k, m: int = m) -> None:
+                shamir.split_batch(s, k, m, out=o)
+
+            rows.append(
+                row(
+                    split_name,
+                    "keysplit split_batch(out=preallocated)",
+                    n,
+                    "keys/s",
+                    measure(reuse, n, reps),
+                    peak_mb=peak_memory_mb(reuse),
+                )
+            )
+            ys = np.ascontiguousarray(out[[x - 1 for x in xs]])
+            del out
+            assert np.array_equal(shamir.combine_batch(xs, ys), secrets)
+
+            def comb(y: np.ndarray = ys, xs: list[int] = xs) -> None:
+                shamir.combine_batch(xs, y)
+
+            rows.append(
+                row(
+                    combine_name,
+                    "keysplit combine_batch",
+                    n,
+                    "keys/s",
+                    measure(comb, n, reps),
+                    peak_mb=peak_memory_mb(comb),
+                )
+            )
+            del ys, secrets
+            rows += _peer_rows(split_name, n, k, m, quick, combine=False)
+            rows += _peer_rows(combine_name, n, k, m, quick, combine=True)
+    return rows
