@@ -57,14 +57,19 @@ def _mul(a: int, b: int) -> int:
 
 
 def _inv(a: int) -> int:
-    """Inverse of a PUBLIC non-zero element (a^(2^128 - 2))."""
-    result, base, e = 1, a, (1 << 128) - 2
-    while e:
-        if e & 1:
-            result = _mul(result, base)
-        base = _mul(base, base)
-        e >>= 1
-    return result
+    """Inverse of a PUBLIC non-zero element: binary-field extended Euclid (variable time,
+    used on x-coordinate differences only)."""
+    if a == 0:
+        raise ValueError("0 has no inverse")
+    u, v = a, (1 << 128) | _R
+    g1, g2 = 1, 0
+    while u != 1:
+        j = u.bit_length() - v.bit_length()
+        if j < 0:
+            u, v, g1, g2, j = v, u, g2, g1, -j
+        u ^= v << j
+        g1 ^= g2 << j
+    return g1
 
 
 def _pow(a: int, e: int) -> int:
