@@ -11,12 +11,33 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import json
 import re
+import tempfile
+from pathlib import Path
+from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keysplit import KeysplitError, Share, _bech32, interop, slip39, split
+from keysplit import (
+    AuditLog,
+    Identity,
+    KeysplitError,
+    Recipient,
+    Share,
+    _bech32,
+    envelope,
+    interop,
+    load_share,
+    sealed_share_info,
+    slip39,
+    split,
+    stream,
+)
+from keysplit import _keyring_file as kf
 from keysplit.rng import DeterministicRandom
 from keysplit.slip39 import rs1024
 from keysplit.slip39.wordlist import WORDS
@@ -205,3 +226,199 @@ def test_pycryptodome_parse(text: str) -> None:
     assert interop.parse_pycryptodome(interop.format_pycryptodome(shares)) == shares
     with contextlib.suppress(KeysplitError):
         interop.combine_pycryptodome(shares)
+
+
+# -- formats of the other modules: seeds from their known-answer vectors ---------------------
+
+_VEC = Path(__file__).parent / "vectors"
+
+
+def _load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((_VEC / name).read_text())
+    return data
+
+
+_RECORDS = _load("record.json")
+_STREAMS = _load("stream.json")
+_KEYRINGS = _load("keyring.json")
+_CUSTODIAN = _load("share_custodian.json")
+_AUDIT = _load("audit.json")
+
+
+def _seeded(seeds: list[bytes]) -> st.SearchStrategy[bytes]:
+    @st.composite
+    def strat(draw: st.DrawFn) -> bytes:
+        if draw(st.integers(0, 4)) == 0:
+            return draw(st.binary(max_size=200))
+        return _mutate(draw(st.sampled_from(seeds)), draw)
+
+    return strat()
+
+
+# record header (keysplit.envelope)
+
+_RECORD_SEEDS = [bytes.fromhex(c["record"]) for c in _RECORDS["cases"]]
+_RECORD_OK = [c for c in _RECORDS["cases"] if c["expect"] == "ok"]
+
+
+@FUZZ
+@given(_seeded(_RECORD_SEEDS), st.sampled_from(_RECORD_OK))
+def test_record_header_and_decrypt(data: bytes, case: dict[str, Any]) -> None:
+    try:
+        h = envelope.parse_header(data)
+    except KeysplitError:
+        h = None
+    if h is not None:
+        again = envelope.MAGIC + bytes([h.version, h.suite]) + h.commitment + h.nonce
+        assert again == data[: envelope.HEADER_SIZE]
+    key = envelope.DataKey(bytes.fromhex(case["data_key"]))
+    try:
+        pt = envelope.decrypt(key, data, subject=case["subject"], context=case["context"])
+    except KeysplitError:
+        return
+    assert data == bytes.fromhex(case["record"]) and pt == bytes.fromhex(case["plaintext"])
+
+
+# stream header (keysplit.stream)
+
+_STREAM_SEEDS = [bytes.fromhex(c["ciphertext"]) for c in _STREAMS["cases"] if "ciphertext" in c]
+_STREAM_KEY = X25519PrivateKey.from_private_bytes(bytes.fromhex(_STREAMS["recipient_private"]))
+
+
+@FUZZ
+@given(_seeded(_STREAM_SEEDS))
+def test_stream_header_and_decrypt(data: bytes) -> None:
+    try:
+        h = stream.read_header(io.BytesIO(data))
+    except KeysplitError:
+        h = None
+    if h is not None:
+        assert h.raw == data[: h.size]
+        ctx = stream._encode_context(h.context)
+        again = (
+            stream.MAGIC
+            + bytes([h.version])
+            + h.chunk_size.to_bytes(4, "big")
+            + h.recipient_id
+            + len(ctx).to_bytes(2, "big")
+            + ctx
+            + h.sealed_key
+        )
+        assert again == h.raw
+    with contextlib.suppress(KeysplitError):
+        stream.decrypt_stream(io.BytesIO(data), io.BytesIO(), _STREAM_KEY)
+
+
+# keyring file metadata (keysplit._keyring_file)
+
+_KEYRING_SEEDS = [bytes.fromhex(c["file"]) for c in _KEYRINGS["cases"]]
+
+
+@FUZZ
+@given(_seeded(_KEYRING_SEEDS))
+def test_keyring_file(data: bytes) -> None:
+    try:
+        meta, aad, nonce, ct = kf.parse(data)
+    except KeysplitError:
+        return
+    assert aad + nonce + ct == data
+    assert aad[kf._HEAD.size :] == meta.to_json()
+    with contextlib.suppress(KeysplitError):
+        kf.open_secrets(data, bytes.fromhex(_KEYRINGS["expected"]["master_key"]))
+
+
+# custodian files (keysplit.custodian)
+
+_RECIPIENT_SEEDS = [
+    r["text"].encode() if "text" in r else bytes.fromhex(r["hex"]) for r in _CUSTODIAN["recipients"]
+]
+# Unencrypted identities only: opening an encrypted one runs Argon2id on every example.
+_IDENTITY_SEEDS = [
+    bytes.fromhex(i["hex"]) for i in _CUSTODIAN["identities"] if "passphrase" not in i
+]
+_OPEN_IDENTITY = Identity.from_bytes(
+    next(
+        bytes.fromhex(i["hex"])
+        for i in _CUSTODIAN["identities"]
+        if i["expect"] == "ok" and "passphrase" not in i
+    )
+)
+_SEALED_SEEDS = [bytes.fromhex(s["hex"]) for s in _CUSTODIAN["sealed"]]
+
+
+@FUZZ
+@given(
+    _seeded(
+        _RECIPIENT_SEEDS + [Recipient.parse(t.decode()).to_bytes() for t in _RECIPIENT_SEEDS[:1]]
+    )
+)
+def test_recipient(data: bytes) -> None:
+    try:
+        r = Recipient.from_bytes(data)
+    except KeysplitError:
+        return
+    if data.startswith(b"KSRC"):
+        assert r.to_bytes() == data
+    else:
+        assert Recipient.from_bytes(r.to_text().encode()) == r
+
+
+@FUZZ
+@given(_seeded(_IDENTITY_SEEDS))
+def test_identity(data: bytes) -> None:
+    try:
+        ident = Identity.from_bytes(data)
+    except KeysplitError:
+        return
+    if not Identity.is_encrypted(data):
+        assert ident.to_bytes() == data
+
+
+@FUZZ
+@given(_seeded(_SEALED_SEEDS))
+def test_sealed_share(data: bytes) -> None:
+    with contextlib.suppress(KeysplitError):
+        info = sealed_share_info(data)
+        assert info.index >= 1
+    # Only public-key opening: a passphrase attempt would run Argon2id with parameters
+    # taken from the (mutated) file on every example.
+    with contextlib.suppress(KeysplitError):
+        if sealed_share_info(data).method != "passphrase":
+            load_share(data, identity=_OPEN_IDENTITY)
+
+
+# audit log (keysplit.audit)
+
+_AUDIT_SEEDS = [c["log"].encode() for c in _AUDIT["cases"]]
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(_seeded(_AUDIT_SEEDS))
+def test_audit_log(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "audit.log"
+        path.write_bytes(data)
+        log = AuditLog(path)
+        try:
+            entries = log.entries()
+        except KeysplitError:
+            entries = None
+        if entries is not None:
+            lines = []
+            for e in entries:
+                body: dict[str, Any] = {
+                    "v": 1,
+                    "seq": e.seq,
+                    "time": e.time,
+                    "event": e.event,
+                    "data": e.data,
+                    "prev": e.prev,
+                }
+                if e.mac is not None:
+                    body["mac"] = e.mac
+                line = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+                assert hashlib.sha256(line).hexdigest() == e.hash
+                lines.append(line)
+            assert data.startswith(b"".join(x + b"\n" for x in lines))
+        with contextlib.suppress(KeysplitError):
+            log.verify()
