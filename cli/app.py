@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import typer
 
 import keysplit
@@ -35,12 +37,18 @@ def _root(
     """Split-key encryption toolkit."""
 
 
+# Command modules add their commands to `app` when imported; this order is the help order.
+_COMMAND_MODULES = (
+    "cmd_shares",
+    "cmd_convert",
+    "cmd_demo",
+    "cmd_bench",
+)
+
+
 def _register() -> None:
-    # Each command module adds its commands to `app`; the import order is the help order.
-    from . import (
-        cmd_bench,  # noqa: F401
-        cmd_demo,  # noqa: F401
-    )
+    for name in _COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.{name}")
 
 
 _register()

@@ -11,6 +11,19 @@ and are documented as such.
 
 from __future__ import annotations
 
+from .audit import AuditEntry, AuditLog, AuditReport
+from .custodian import (
+    Argon2Params,
+    Identity,
+    Recipient,
+    SealedShareInfo,
+    is_sealed,
+    load_share,
+    open_share,
+    seal_share,
+    seal_share_with_passphrase,
+    sealed_share_info,
+)
 from .errors import (
     AuditError,
     ChecksumError,
@@ -27,23 +40,80 @@ from .errors import (
     SealedError,
     ShareError,
 )
+from .keyring import (
+    Keyring,
+    KeyringStatus,
+    RewrapResult,
+    UnsealedKeyring,
+    Unsealer,
+    UnsealProgress,
+    hpke_seal,
+)
+from .share import Share, combine, secret_fingerprint, split, verify_set
+from .store import KeyStore, SQLiteKeyStore, WrappedKey
+from .stream import (
+    StreamHeader,
+    StreamInfo,
+    decrypt_file,
+    decrypt_stream,
+    encrypt_file,
+    encrypt_stream,
+    read_header,
+    recipient_id,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Argon2Params",
+    "AuditEntry",
     "AuditError",
+    "AuditLog",
+    "AuditReport",
     "ChecksumError",
     "CustodianError",
     "DuplicateShareError",
     "FormatError",
+    "Identity",
     "InsufficientSharesError",
     "IntegrityError",
+    "KeyStore",
+    "Keyring",
     "KeyringError",
+    "KeyringStatus",
     "KeysplitError",
     "LegalHoldError",
     "MixedSharesError",
+    "Recipient",
     "RecoveryError",
+    "RewrapResult",
+    "SQLiteKeyStore",
     "SealedError",
+    "SealedShareInfo",
+    "Share",
     "ShareError",
+    "StreamHeader",
+    "StreamInfo",
+    "UnsealProgress",
+    "UnsealedKeyring",
+    "Unsealer",
+    "WrappedKey",
     "__version__",
+    "combine",
+    "decrypt_file",
+    "decrypt_stream",
+    "encrypt_file",
+    "encrypt_stream",
+    "hpke_seal",
+    "is_sealed",
+    "load_share",
+    "open_share",
+    "read_header",
+    "recipient_id",
+    "seal_share",
+    "seal_share_with_passphrase",
+    "sealed_share_info",
+    "secret_fingerprint",
+    "split",
+    "verify_set",
 ]

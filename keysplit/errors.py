@@ -102,4 +102,11 @@ class LegalHoldError(KeyringError):
 
 
 class AuditError(KeysplitError):
-    """The audit trail is broken: an entry was edited, removed, reordered or appended badly."""
+    """The audit trail is broken: an entry was edited, removed, reordered or appended badly.
+
+    ``seq`` is the sequence number of the first bad entry when one can be named.
+    """
+
+    def __init__(self, message: str, *, seq: int | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.seq = seq

@@ -1,1 +1,12 @@
-"""Key stores: where wrapped data keys live, behind one small protocol."""
+"""Key stores: where wrapped data keys live, behind one small protocol.
+
+:class:`KeyStore` is the protocol; :class:`SQLiteKeyStore` the embedded default that
+lives inside the keyring directory.
+"""
+
+from __future__ import annotations
+
+from .base import KeyStore, WrappedKey
+from .sqlite import SQLiteKeyStore
+
+__all__ = ["KeyStore", "SQLiteKeyStore", "WrappedKey"]

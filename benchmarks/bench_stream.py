@@ -1,0 +1,294 @@
+"""Streaming file encryption/decryption vs a bare ``AESGCM.encrypt_into`` loop (and age).
+
+All impls read the same file (page cache warm) in the same run and write to
+``/dev/null``, so the figures compare the crypto pipeline, not the disk:
+
+* baseline: a bare loop that ``readinto``s 1 MiB chunks into a reused buffer and calls
+  ``AESGCM.encrypt_into``/``decrypt_into`` into another (no header, no HPKE, no STREAM
+  nonces): the ceiling the target "streaming >= 80 % of it" is measured against;
+* ``keysplit encrypt_stream``/``decrypt_stream`` (1 MiB chunks, HPKE header included);
+* ``age`` (X25519 recipient, 64 KiB ChaCha20-Poly1305 chunks) when the binary is
+  installed, as a subprocess (process start-up included; negligible at 1 GiB);
+* ``keysplit decrypt_file`` (full mode): the atomic path to a real file, temp file, fsync
+  and rename included, to show what all-or-nothing output costs on this disk.
+
+Peak RSS: each keysplit op also runs once in a fresh subprocess per file size and the
+child's ``ru_maxrss`` (via ``os.wait4``) is reported as ``peak_mb``: it should not grow
+with the file (the interpreter and imports are most of it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from keysplit.stream import decrypt_file, decrypt_stream, encrypt_stream
+
+MiB = 1 << 20
+CHUNK = 1 << 20
+
+
+class _Null:
+    """A sink that discards (cheaper than writing to /dev/null through the kernel)."""
+
+    def write(self, b: Any) -> int:
+        return len(b)
+
+
+def _timed(fn: Callable[[], object], work: float, repeats: int) -> tuple[float, float, float]:
+    fn()  # warm-up (page cache, first-touch of buffers)
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        rates.append(work / (time.perf_counter() - t0))
+    return statistics.median(rates), min(rates), max(rates)
+
+
+def _row(
+    bench: str, impl: str, n: int, stats: tuple[float, float, float], **extra: Any
+) -> dict[str, Any]:
+    med, lo, hi = stats
+    out: dict[str, Any] = {
+        "benchmark": bench,
+        "impl": impl,
+        "n": n,
+        "unit": "MB/s",
+        "median": med,
+        "min": lo,
+        "max": hi,
+        "baseline": extra.pop("baseline", False),
+    }
+    out.update(extra)
+    return out
+
+
+def _make_file(path: Path, size: int) -> None:
+    block = os.urandom(16 * MiB)
+    with open(path, "wb") as fh:
+        left = size
+        while left:
+            n = min(left, len(block))
+            fh.write(block[:n])
+            left -= n
+
+
+def _bare_encrypt(src: Path, dst: Path | None) -> None:
+    aead = AESGCM(b"\x01" * 16)
+    buf = memoryview(bytearray(CHUNK))
+    out = memoryview(bytearray(CHUNK + 16))
+    sink: Any = open(dst, "wb") if dst else _Null()  # noqa: SIM115
+    try:
+        with open(src, "rb", buffering=0) as fh:
+            i = 0
+            while n := fh.readinto(buf):
+                ct = out[: n + 16]
+                aead.encrypt_into(i.to_bytes(12, "big"), buf[:n], None, ct)
+                sink.write(ct)
+                i += 1
+    finally:
+        if dst:
+            sink.close()
+
+
+def _bare_decrypt(src: Path) -> None:
+    aead = AESGCM(b"\x01" * 16)
+    buf = memoryview(bytearray(CHUNK + 16))
+    out = memoryview(bytearray(CHUNK))
+    sink = _Null()
+    with open(src, "rb", buffering=0) as fh:
+        i = 0
+        while n := fh.readinto(buf):
+            pt = out[: n - 16]
+            aead.decrypt_into(i.to_bytes(12, "big"), buf[:n], None, pt)
+            sink.write(pt)
+            i += 1
+
+
+_RSS_CHILD = """
+import sys
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from keysplit.stream import encrypt_stream, decrypt_stream
+op, src, keyfile = sys.argv[1:4]
+sk = X25519PrivateKey.from_private_bytes(open(keyfile, "rb").read())
+class Null:
+    def write(self, b):
+        return len(b)
+with open(src, "rb", buffering=0) as fh:
+    if op == "encrypt":
+        encrypt_stream(fh, Null(), sk.public_key())
+    elif op == "decrypt":
+        decrypt_stream(fh, Null(), sk)
+"""
+
+
+def _child_peak_mb(op: str, src: Path, keyfile: Path) -> float:
+    """Peak RSS (MB) of a fresh interpreter running one op ("none": imports only)."""
+    proc = subprocess.Popen([sys.executable, "-c", _RSS_CHILD, op, str(src), str(keyfile)])
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"rss child {op} failed with {proc.returncode}")
+    return usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    size = 32 * MiB if quick else 1024 * MiB
+    rss_sizes = (8 * MiB, 32 * MiB) if quick else (64 * MiB, 1024 * MiB)
+    repeats = 3 if quick else 5
+    age = shutil.which("age")
+    rows: list[dict[str, Any]] = []
+    sk = X25519PrivateKey.generate()
+    with tempfile.TemporaryDirectory(prefix="ks-bench-stream-") as tmp:
+        d = Path(tmp)
+        plain = d / "plain.bin"
+        _make_file(plain, size)
+        keyfile = d / "sk"
+        keyfile.write_bytes(sk.private_bytes_raw())
+        enc = d / "plain.ks"
+        with open(plain, "rb") as s, open(enc, "wb") as o:
+            encrypt_stream(s, o, sk.public_key())
+        bare_ct = d / "plain.bare"
+        _bare_encrypt(plain, bare_ct)
+        mb = size / 1e6
+
+        # Peak RSS per op and file size (fresh processes; "imports only" for reference).
+        peaks: dict[tuple[str, int], float] = {}
+        for n in rss_sizes:
+            src = plain if n == size else d / f"rss{n}.bin"
+            if n != size:
+                _make_file(src, n)
+            src_enc = d / f"rss{n}.ks"
+            with open(src, "rb") as s, open(src_enc, "wb") as o:
+                encrypt_stream(s, o, sk.public_key())
+            peaks[("encrypt", n)] = _child_peak_mb("encrypt", src, keyfile)
+            peaks[("decrypt", n)] = _child_peak_mb("decrypt", src_enc, keyfile)
+        imports_mb = _child_peak_mb("none", plain, keyfile)
+        rss_note = (
+            "peak RSS of a fresh process: "
+            + ", ".join(
+                f"{op} {n // MiB} MiB -> {peaks[(op, n)]:.1f} MB"
+                for op in ("encrypt", "decrypt")
+                for n in rss_sizes
+            )
+            + f" (imports alone {imports_mb:.1f} MB)"
+        )
+
+        def ks_encrypt() -> None:
+            with open(plain, "rb", buffering=0) as fh:
+                encrypt_stream(fh, _Null(), sk.public_key())  # type: ignore[arg-type]
+
+        def ks_decrypt() -> None:
+            with open(enc, "rb", buffering=0) as fh:
+                decrypt_stream(fh, _Null(), sk)  # type: ignore[arg-type]
+
+        bench = "stream encrypt 1 MiB chunks"
+        rows.append(
+            _row(
+                bench,
+                "bare AESGCM.encrypt_into loop",
+                size,
+                _timed(lambda: _bare_encrypt(plain, None), mb, repeats),
+                baseline=True,
+            )
+        )
+        rows.append(
+            _row(
+                bench,
+                "keysplit encrypt_stream",
+                size,
+                _timed(ks_encrypt, mb, repeats),
+                peak_mb=peaks[("encrypt", rss_sizes[-1])],
+                note=rss_note,
+            )
+        )
+        bench_d = "stream decrypt 1 MiB chunks"
+        rows.append(
+            _row(
+                bench_d,
+                "bare AESGCM.decrypt_into loop",
+                size,
+                _timed(lambda: _bare_decrypt(bare_ct), mb, repeats),
+                baseline=True,
+            )
+        )
+        rows.append(
+            _row(
+                bench_d,
+                "keysplit decrypt_stream",
+                size,
+                _timed(ks_decrypt, mb, repeats),
+                peak_mb=peaks[("decrypt", rss_sizes[-1])],
+                note=rss_note,
+            )
+        )
+        if not quick:
+            out = d / "out.bin"
+
+            def ks_decrypt_file() -> None:
+                decrypt_file(enc, out, sk, overwrite=True)
+
+            rows.append(
+                _row(
+                    bench_d,
+                    "keysplit decrypt_file (atomic, fsync, to disk)",
+                    size,
+                    _timed(ks_decrypt_file, mb, repeats),
+                )
+            )
+            out.unlink(missing_ok=True)
+        if age:
+            identity = d / "age.key"
+            subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
+            recipient = subprocess.run(
+                ["age-keygen", "-y", str(identity)], check=True, capture_output=True, text=True
+            ).stdout.strip()
+            age_ct = d / "plain.age"
+            subprocess.run([age, "-r", recipient, "-o", str(age_ct), str(plain)], check=True)
+
+            def age_encrypt() -> None:
+                subprocess.run([age, "-r", recipient, "-o", os.devnull, str(plain)], check=True)
+
+            def age_decrypt() -> None:
+                subprocess.run(
+                    [age, "-d", "-i", str(identity), "-o", os.devnull, str(age_ct)], check=True
+                )
+
+            version = subprocess.run(
+                [age, "--version"], capture_output=True, text=True
+            ).stdout.strip()
+            note = f"age {version} subprocess, ChaCha20-Poly1305 64 KiB chunks, to /dev/null"
+            rows.append(
+                _row(bench, "age -r (X25519)", size, _timed(age_encrypt, mb, repeats), note=note)
+            )
+            rows.append(
+                _row(bench_d, "age -d (X25519)", size, _timed(age_decrypt, mb, repeats), note=note)
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    quick = "--full" not in sys.argv
+    results = run(quick)
+    base = {r["benchmark"]: r["median"] for r in results if r["baseline"]}
+    for r in results:
+        ratio = r["median"] / base[r["benchmark"]]
+        print(
+            f"{r['benchmark']:<30} {r['impl']:<48} n={r['n'] // MiB} MiB "
+            f"median {r['median']:8.0f} MB/s (min {r['min']:.0f}, max {r['max']:.0f}) "
+            f"x{ratio:.2f}" + (f"  peak {r['peak_mb']:.0f} MB" if "peak_mb" in r else "")
+        )
+    notes = {r["note"] for r in results if "note" in r}
+    for note in sorted(notes):
+        print("note:", note)

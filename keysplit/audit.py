@@ -1,0 +1,434 @@
+"""Tamper-evident ceremony log: hash-chained JSON lines, optionally MACed.
+
+Every ceremony event (init, unseal-check, rekey, rotate, rewrap, retire, shred,
+legal-hold, ...) appends one line to a log in the keyring directory. Each line carries
+the SHA-256 of the previous line, so editing, removing, inserting or reordering any entry
+breaks the chain at that point, and :meth:`AuditLog.verify` names the first bad sequence
+number. The format is specified in ``docs/format/audit.md``.
+
+A hash chain alone cannot stop someone with the disk from rewriting the *whole* log. Two
+defences, both optional:
+
+* ``mac_key``: each entry also carries an HMAC-SHA256 under a key that only an unsealed
+  keyring has; a verifier holding a quorum then detects even a full rewrite.
+* :attr:`AuditLog.head`: the hash of the last entry, short enough to print, write down or
+  publish after a ceremony; ``verify(anchor=...)`` later checks that the log still
+  contains that exact entry (so it was neither rewritten nor truncated before it).
+
+Entries hold names, fingerprints, versions and counts. Never pass key material or share
+bytes: ``bytes`` values are refused outright so that cannot happen by accident.
+
+Appends are durable (``fsync``) and serialized with ``flock``; a crash mid-append leaves
+a torn last line, which :meth:`AuditLog.verify` reports (and :meth:`AuditLog.append`
+refuses to build on) until an operator calls :meth:`AuditLog.repair_torn_tail`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ._fileio import fsync_dir
+from .errors import AuditError
+
+__all__ = ["GENESIS", "AuditEntry", "AuditLog", "AuditReport"]
+
+VERSION = 1
+GENESIS = "0" * 64
+"""The ``prev`` of the first entry, and the head of an empty log."""
+
+EVENTS = (
+    "init",
+    "unseal-check",
+    "rekey",
+    "rotate",
+    "rewrap",
+    "retire",
+    "shred",
+    "legal-hold",
+    "encrypt",
+    "decrypt",
+)
+"""Well-known event names (others matching ``[a-z][a-z0-9-]{0,39}`` are allowed)."""
+
+_MAC_LABEL = b"keysplit audit mac v1\x00"
+_EVENT_RE = re.compile(r"[a-z][a-z0-9-]{0,39}")
+_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+_HEX64_RE = re.compile(r"[0-9a-f]{64}")
+_BODY_KEYS = frozenset({"v", "seq", "time", "event", "data", "prev"})
+_MAX_LINE = 1 << 20
+
+
+def _canonical(obj: Mapping[str, Any]) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def _check_value(value: Any, where: str) -> Any:
+    """Copy ``value`` into plain JSON types; refuse bytes, floats and anything exotic."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(
+            f"audit field {where!r} is bytes: log names, fingerprints or hex ids, "
+            "never key material"
+        )
+    if isinstance(value, (list, tuple)):
+        return [_check_value(v, where) for v in value]
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"audit field {where!r}: keys must be str")
+            out[k] = _check_value(v, f"{where}.{k}")
+        return out
+    raise TypeError(f"audit field {where!r}: unsupported type {type(value).__name__}")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name}")
+
+
+def _reject_float(text: str) -> Any:
+    raise ValueError("floats are not allowed")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One verified-parseable log entry. Holds no secrets."""
+
+    seq: int
+    time: str
+    event: str
+    data: Mapping[str, Any]
+    prev: str
+    mac: str | None
+    hash: str = field(compare=False)
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """Result of a successful :meth:`AuditLog.verify`."""
+
+    entries: int
+    head: str
+    mac_verified: bool
+    anchored: bool
+
+
+def _parse_line(line: bytes, seq: int) -> tuple[AuditEntry, dict[str, Any]]:
+    """Strictly parse one line (without its newline); ``seq`` is its expected number."""
+    try:
+        obj = json.loads(
+            line.decode("ascii"),
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_reject_constant,
+            parse_float=_reject_float,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise AuditError(f"entry {seq}: not a valid log line", seq=seq) from None
+    if not isinstance(obj, dict):
+        raise AuditError(f"entry {seq}: not a valid log line", seq=seq)
+    keys = set(obj)
+    if keys != _BODY_KEYS and keys != _BODY_KEYS | {"mac"}:
+        raise AuditError(f"entry {seq}: unexpected or missing fields", seq=seq)
+    if obj["v"] != VERSION:
+        raise AuditError(f"entry {seq}: unsupported audit entry version {obj['v']!r}", seq=seq)
+    if _canonical(obj) != line:
+        raise AuditError(f"entry {seq}: not in canonical form (edited by hand?)", seq=seq)
+    if (
+        not isinstance(obj["seq"], int)
+        or isinstance(obj["seq"], bool)
+        or not isinstance(obj["time"], str)
+        or not _TIME_RE.fullmatch(obj["time"])
+        or not isinstance(obj["event"], str)
+        or not _EVENT_RE.fullmatch(obj["event"])
+        or not isinstance(obj["data"], dict)
+        or not isinstance(obj["prev"], str)
+        or not _HEX64_RE.fullmatch(obj["prev"])
+        or ("mac" in obj and not (isinstance(obj["mac"], str) and _HEX64_RE.fullmatch(obj["mac"])))
+    ):
+        raise AuditError(f"entry {seq}: malformed field", seq=seq)
+    entry = AuditEntry(
+        seq=obj["seq"],
+        time=obj["time"],
+        event=obj["event"],
+        data=obj["data"],
+        prev=obj["prev"],
+        mac=obj.get("mac"),
+        hash=hashlib.sha256(line).hexdigest(),
+    )
+    return entry, obj
+
+
+def _mac(key: bytes, body: Mapping[str, Any]) -> str:
+    return hmac.new(key, _MAC_LABEL + _canonical(body), hashlib.sha256).hexdigest()
+
+
+class AuditLog:
+    """An append-only, hash-chained audit log at ``path`` (created on first append).
+
+    With ``mac_key`` (>= 16 bytes, e.g. derived by an unsealed keyring) every appended
+    entry is MACed and :meth:`verify` requires a valid MAC on every entry.
+    ``clock`` is a test seam returning an aware UTC ``datetime``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        mac_key: bytes | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        if mac_key is not None:
+            if not isinstance(mac_key, bytes):
+                raise TypeError("mac_key must be bytes")
+            if len(mac_key) < 16:
+                raise ValueError("mac_key must be at least 16 bytes")
+        self.path = Path(path)
+        self._mac_key = mac_key
+        self._clock = clock if clock is not None else (lambda: datetime.now(UTC))
+
+    def __repr__(self) -> str:
+        return f"AuditLog({str(self.path)!r}, mac_key={'<set>' if self._mac_key else None})"
+
+    # ------------------------------------------------------------------ reading
+
+    def _read(self) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return b""
+
+    def _scan(self, data: bytes, *, check: bool) -> list[AuditEntry]:
+        if not data:
+            return []
+        lines = data.split(b"\n")
+        torn = lines.pop()  # b"" when the file ends with a newline
+        entries: list[AuditEntry] = []
+        prev = GENESIS
+        for i, line in enumerate(lines):
+            seq = i + 1
+            entry, obj = _parse_line(line, seq)
+            if check:
+                if self._mac_key is not None:
+                    body = {k: v for k, v in obj.items() if k != "mac"}
+                    if entry.mac is None:
+                        raise AuditError(f"entry {seq}: MAC missing", seq=seq)
+                    if not hmac.compare_digest(entry.mac, _mac(self._mac_key, body)):
+                        raise AuditError(
+                            f"entry {seq}: MAC invalid (entry edited or log rewritten)",
+                            seq=seq,
+                            hint="check that the log belongs to this keyring",
+                        )
+                if entry.seq != seq:
+                    raise AuditError(
+                        f"entry {seq}: sequence number is {entry.seq} "
+                        "(an entry was removed, inserted or reordered)",
+                        seq=seq,
+                    )
+                if entry.prev != prev:
+                    bad = max(seq - 1, 1)
+                    raise AuditError(
+                        f"entry {bad}: altered (its hash does not match the link in entry {seq})",
+                        seq=bad,
+                    )
+            prev = entry.hash
+            entries.append(entry)
+        if torn:
+            seq = len(lines) + 1
+            raise AuditError(
+                f"entry {seq}: incomplete last line (torn write, e.g. a crash during append)",
+                seq=seq,
+                hint="if no ceremony is running, AuditLog.repair_torn_tail() drops the torn line",
+            )
+        return entries
+
+    def entries(self) -> list[AuditEntry]:
+        """All entries, parsed strictly but without checking the chain (see :meth:`verify`)."""
+        return self._scan(self._read(), check=False)
+
+    def verify(self, *, anchor: str | None = None) -> AuditReport:
+        """Check the whole log; raise :class:`AuditError` naming the first bad entry.
+
+        Detects edited, removed, inserted, reordered and torn entries; with a ``mac_key``
+        also a complete rewrite. ``anchor`` is a head printed earlier: the log must still
+        contain that entry (catches truncation and rewrites back to it).
+        """
+        entries = self._scan(self._read(), check=True)
+        head = entries[-1].hash if entries else GENESIS
+        if anchor is not None:
+            anchor = anchor.strip().lower()
+            if anchor != GENESIS and all(e.hash != anchor for e in entries):
+                raise AuditError(
+                    "anchor not found: the log was rewritten or truncated since it was recorded"
+                )
+        return AuditReport(
+            entries=len(entries),
+            head=head,
+            mac_verified=self._mac_key is not None,
+            anchored=anchor is not None,
+        )
+
+    @property
+    def head(self) -> str:
+        """SHA-256 (hex) of the last entry, for out-of-band anchoring; GENESIS if empty."""
+        return _last_entry_hash(self._read())
+
+    # ------------------------------------------------------------------ writing
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[tuple[int, bool]]:
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield fd, created
+        finally:
+            os.close(fd)  # releases the lock
+
+    def append(self, event: str, /, **fields: Any) -> AuditEntry:
+        """Durably append one entry; return it.
+
+        ``fields`` become the entry's ``data`` (str, int, bool, None, lists and str-keyed
+        mappings of those). Raises :class:`AuditError` if the current last line is torn or
+        (with a ``mac_key``) fails its MAC, so a broken chain is never extended silently.
+        """
+        if not isinstance(event, str) or not _EVENT_RE.fullmatch(event):
+            raise ValueError("event must match [a-z][a-z0-9-]{0,39}")
+        data = {k: _check_value(v, k) for k, v in fields.items()}
+        now = self._clock()
+        if now.tzinfo is None:
+            raise ValueError("clock must return an aware datetime")
+        stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        with self._locked() as (fd, created):
+            last = _read_last_line(fd)
+            if last is None:
+                seq, prev = 1, GENESIS
+            else:
+                line, complete = last
+                if not complete:
+                    raise AuditError(
+                        "audit log ends in a torn line; refusing to append",
+                        hint="verify the log; AuditLog.repair_torn_tail() drops the torn line",
+                    )
+                try:
+                    entry, obj = _parse_line(line, -1)
+                except AuditError:
+                    raise AuditError(
+                        "audit log: last entry is unreadable; refusing to append",
+                        hint="run verify on the log",
+                    ) from None
+                if self._mac_key is not None:
+                    body = {k: v for k, v in obj.items() if k != "mac"}
+                    if entry.mac is None or not hmac.compare_digest(
+                        entry.mac, _mac(self._mac_key, body)
+                    ):
+                        raise AuditError(
+                            f"entry {entry.seq}: MAC missing or invalid; refusing to append",
+                            seq=entry.seq,
+                        )
+                elif entry.mac is not None:
+                    raise AuditError(
+                        "audit log is MAC-protected; appending needs its MAC key",
+                        hint="append while the keyring is unsealed",
+                    )
+                seq, prev = entry.seq + 1, entry.hash
+            body = {
+                "v": VERSION,
+                "seq": seq,
+                "time": stamp,
+                "event": event,
+                "data": data,
+                "prev": prev,
+            }
+            obj = dict(body)
+            if self._mac_key is not None:
+                obj["mac"] = _mac(self._mac_key, body)
+            line = _canonical(obj)
+            if len(line) > _MAX_LINE:
+                raise ValueError("audit entry too large")
+            view = memoryview(line + b"\n")
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            if created:
+                fsync_dir(self.path.parent)
+        return AuditEntry(
+            seq=seq,
+            time=stamp,
+            event=event,
+            data=data,
+            prev=prev,
+            mac=obj.get("mac"),
+            hash=hashlib.sha256(line).hexdigest(),
+        )
+
+    def repair_torn_tail(self) -> bool:
+        """Drop an incomplete last line left by a crash mid-append; True if one was dropped.
+
+        Only bytes after the last newline are removed; complete entries are never touched.
+        """
+        if not self.path.exists():
+            return False
+        with self._locked() as (fd, _):
+            size = os.fstat(fd).st_size
+            last = _read_last_line(fd)
+            if last is None or last[1]:
+                return False
+            os.ftruncate(fd, size - len(last[0]))
+            os.fsync(fd)
+            return True
+
+
+def _last_entry_hash(data: bytes) -> str:
+    end = data.rfind(b"\n")
+    if end < 0:
+        return GENESIS
+    start = data.rfind(b"\n", 0, end) + 1
+    return hashlib.sha256(data[start:end]).hexdigest()
+
+
+def _read_last_line(fd: int) -> tuple[bytes, bool] | None:
+    """The last line of the file (without newline) and whether it was newline-terminated.
+
+    Reads backwards in blocks, so appends stay cheap however long the log grows.
+    """
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return None
+    block = 4096
+    tail = b""
+    pos = size
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        tail = os.pread(fd, step, pos) + tail
+        body = tail[:-1] if tail.endswith(b"\n") else tail
+        cut = body.rfind(b"\n")
+        if cut >= 0:
+            return body[cut + 1 :], tail.endswith(b"\n")
+        if len(tail) > _MAX_LINE + 1:
+            raise AuditError("audit log: last line too long")
+    body = tail[:-1] if tail.endswith(b"\n") else tail
+    return body, tail.endswith(b"\n")

@@ -1,0 +1,434 @@
+"""Shares as durable, verifiable objects: set id, parameters, checksums, recovery check.
+
+A raw Shamir share (:mod:`keysplit.shamir`) is an ``(x, bytes)`` pair: mistype it, mix it
+with another split's shares or hand over too few, and interpolation silently returns a
+wrong key (as pycryptodome, Vault and ssss do). A :class:`Share` adds what is needed to
+catch every one of those cases and to say which share is at fault:
+
+* a random 8-byte **set id**, the threshold, the share count and the index, so shares of
+  different splits, duplicates and too few shares are refused before combining;
+* a **checksum** on both encodings: SHA-256 (truncated to 4 bytes) on the binary form and
+  a bech32m BCH code on the text form, which catches every single typo and every swap of
+  two characters;
+* a **recovery check**: the split shares ``secret || tag`` where
+  ``tag = SHA-256("keysplit share check v1" || set id || params || secret)[:8]``. The tag
+  is itself Shamir-shared, so k-1 shares learn nothing about the secret *or* the tag
+  (a check value stored in the clear would let anyone test guesses of the secret), it
+  works unchanged with the batch core, and :func:`combine` recomputes it: a forged share,
+  or shares of another split that happens to reuse the set id, give a
+  :class:`~keysplit.errors.RecoveryError`, never a wrong key (false accept 2^-64).
+
+Formats are specified byte by byte in ``docs/format/shares.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _bech32, shamir
+from .errors import (
+    ChecksumError,
+    DuplicateShareError,
+    FormatError,
+    InsufficientSharesError,
+    MixedSharesError,
+    RecoveryError,
+)
+from .rng import RandomSource, default_rng
+
+__all__ = [
+    "MAX_SECRET_LEN",
+    "SHARE_VERSION",
+    "Share",
+    "combine",
+    "secret_fingerprint",
+    "split",
+    "verify_set",
+]
+
+SHARE_VERSION = 1
+MAGIC = b"KSSH"
+TEXT_PREFIX = "ks1"
+SET_ID_LEN = 8
+TAG_LEN = 8
+MAX_SECRET_LEN = 64
+"""Longest secret a share carries (a 512-bit key); keeps the text form typable."""
+
+_HRP = "ks"
+_HEADER_LEN = 13  # version, set id, threshold, count, index, secret length
+_CHECK_LEN = 4
+_TAG_DOMAIN = b"keysplit share check v1\x00"
+_FP_DOMAIN = b"keysplit secret fingerprint v1\x00"
+_GROUP = 5
+_SUBSET_SEARCH_LIMIT = 2000
+_IGNORED = re.compile(r"[\s\-]+")
+
+
+def _sha4(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()[:_CHECK_LEN]
+
+
+def _tag(set_id: bytes, threshold: int, count: int, secret: bytes) -> bytes:
+    params = bytes([SHARE_VERSION, threshold, count, len(secret)])
+    return hashlib.sha256(_TAG_DOMAIN + set_id + params + secret).digest()[:TAG_LEN]
+
+
+@dataclass(frozen=True, repr=False)
+class Share:
+    """One custodian's share of a secret: ``threshold`` of ``count`` recover it.
+
+    ``payload`` is the Shamir share (at ``x = index``) of ``secret || tag``; it is secret
+    material and never shown by ``repr``. ``str(share)`` is the typable text form, e.g.
+    ``ks1-qpzry-9x8gf-...``; :meth:`parse` reads it back byte-exactly.
+    """
+
+    version: int
+    set_id: bytes
+    threshold: int
+    count: int
+    index: int
+    payload: bytes
+
+    def __post_init__(self) -> None:
+        for name in ("version", "threshold", "count", "index"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"Share.{name} must be an int")
+        if not isinstance(self.set_id, bytes) or not isinstance(self.payload, bytes):
+            raise TypeError("Share.set_id and Share.payload must be bytes")
+        if self.version != SHARE_VERSION:
+            raise ValueError(f"unsupported share version {self.version}")
+        if len(self.set_id) != SET_ID_LEN:
+            raise ValueError(f"set_id must be {SET_ID_LEN} bytes")
+        if not 2 <= self.threshold <= self.count <= shamir.MAX_SHARES:
+            raise ValueError("need 2 <= threshold <= count <= 255")
+        if not 1 <= self.index <= self.count:
+            raise ValueError("index must be in 1..count")
+        if not TAG_LEN + 1 <= len(self.payload) <= TAG_LEN + MAX_SECRET_LEN:
+            raise ValueError(f"payload must be {TAG_LEN + 1}..{TAG_LEN + MAX_SECRET_LEN} bytes")
+
+    # -- metadata ---------------------------------------------------------------------
+
+    @property
+    def secret_len(self) -> int:
+        """Length in bytes of the secret this share belongs to."""
+        return len(self.payload) - TAG_LEN
+
+    @property
+    def set_id_hex(self) -> str:
+        """The share-set id in hex: the same for every share of one split."""
+        return self.set_id.hex()
+
+    @property
+    def fingerprint(self) -> str:
+        """Short, secret-free identifier for UIs: ``<set id hex>-<index>``."""
+        return f"{self.set_id.hex()}-{self.index}"
+
+    def __repr__(self) -> str:
+        return (
+            f"Share(set_id={self.set_id.hex()}, index={self.index}, "
+            f"threshold={self.threshold}, count={self.count}, payload=<redacted>)"
+        )
+
+    # -- binary form ------------------------------------------------------------------
+
+    def _body(self) -> bytes:
+        return (
+            bytes([self.version])
+            + self.set_id
+            + bytes([self.threshold, self.count, self.index, self.secret_len])
+            + self.payload
+        )
+
+    def to_bytes(self) -> bytes:
+        """Compact binary form: ``"KSSH" || body || SHA-256(body)[:4]``."""
+        body = self._body()
+        return MAGIC + body + _sha4(body)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Share:
+        """Parse :meth:`to_bytes` output strictly (magic, version, length, checksum)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("data must be bytes")
+        data = bytes(data)
+        if len(data) < len(MAGIC) + 1:
+            if MAGIC.startswith(data[: len(MAGIC)]):
+                raise FormatError("share is truncated")
+            raise FormatError("not a keysplit share (bad magic)")
+        if data[: len(MAGIC)] != MAGIC:
+            raise FormatError("not a keysplit share (bad magic)")
+        body_and_check = data[len(MAGIC) :]
+        expected = _expected_body_len(body_and_check)
+        if len(body_and_check) < expected + _CHECK_LEN:
+            raise FormatError("share is truncated")
+        if len(body_and_check) > expected + _CHECK_LEN:
+            raise FormatError("share has trailing bytes")
+        body = body_and_check[:expected]
+        if not hmac.compare_digest(_sha4(body), body_and_check[expected:]):
+            raise ChecksumError("share checksum mismatch (corrupted)")
+        return _from_body(body)
+
+    # -- text form --------------------------------------------------------------------
+
+    def __str__(self) -> str:
+        values = _bech32.to_5bit(self._body())
+        chars = _bech32.encode_chars(values + _bech32.checksum(_HRP, values))
+        groups = [chars[i : i + _GROUP] for i in range(0, len(chars), _GROUP)]
+        return "-".join([TEXT_PREFIX, *groups])
+
+    @classmethod
+    def parse(cls, text: str) -> Share:
+        """Parse the text form. Whitespace and ``-`` are ignored, case does not matter."""
+        if not isinstance(text, str):
+            raise TypeError("text must be str")
+        s = _IGNORED.sub("", text).lower()
+        if not s.startswith(TEXT_PREFIX):
+            raise FormatError(
+                f"not a keysplit share (expected the prefix {TEXT_PREFIX!r})",
+                hint="share text starts with ks1-",
+            )
+        chars = s[len(TEXT_PREFIX) :]
+        values, bad = _bech32.decode_chars(chars)
+        if values is None:
+            raise ChecksumError(
+                f"share has an invalid character {chars[bad]!r} at position "
+                f"{bad + len(TEXT_PREFIX) + 1} (not counting separators)",
+                hint="shares use 0 2-9 and a-z without b, i, o; check 0/o, 1/l/i, 8/b",
+            )
+        if len(values) > _bech32.MAX_DATA_CHARS + 6:
+            raise FormatError("share text is too long")
+        if len(values) < -(-_HEADER_LEN * 8 // 5) + 6:
+            raise FormatError("share text is truncated")
+        if not _bech32.verify(_HRP, values):
+            raise _text_checksum_error(values)
+        body = _bech32.from_5bit(values[:-6])
+        if body is None:
+            raise FormatError("share text has invalid padding")
+        expected = _expected_body_len(body)
+        if len(body) < expected:
+            raise FormatError("share text is truncated")
+        if len(body) > expected:
+            raise FormatError("share text has trailing characters")
+        return _from_body(body)
+
+
+def _expected_body_len(body: bytes) -> int:
+    """Total body length the header announces (raises for truncation/unknown version)."""
+    if len(body) < 1:
+        raise FormatError("share is truncated")
+    if body[0] != SHARE_VERSION:
+        raise FormatError(
+            f"unsupported share version {body[0]} (this keysplit reads version {SHARE_VERSION})",
+            hint="upgrade keysplit, or the share is corrupted",
+        )
+    if len(body) < _HEADER_LEN:
+        raise FormatError("share is truncated")
+    secret_len = body[_HEADER_LEN - 1]
+    if not 1 <= secret_len <= MAX_SECRET_LEN:
+        raise FormatError(f"share announces an invalid secret length {secret_len}")
+    return _HEADER_LEN + secret_len + TAG_LEN
+
+
+def _from_body(body: bytes) -> Share:
+    set_id = body[1 : 1 + SET_ID_LEN]
+    threshold, count, index = body[9], body[10], body[11]
+    if not 2 <= threshold <= count:
+        raise FormatError(f"share has invalid parameters (threshold {threshold}, count {count})")
+    if not 1 <= index <= count:
+        raise FormatError(f"share has an invalid index {index} (count {count})")
+    return Share(SHARE_VERSION, set_id, threshold, count, index, body[_HEADER_LEN:])
+
+
+def _text_checksum_error(values: list[int]) -> ChecksumError:
+    """A checksum error that also says when the length does not match the header."""
+    detail = ""
+    n_head = -(-_HEADER_LEN * 8 // 5)
+    if len(values) >= n_head:
+        bits = "".join(f"{v:05b}" for v in values[:n_head])
+        head = int(bits[: _HEADER_LEN * 8], 2).to_bytes(_HEADER_LEN, "big")
+        try:
+            expected = -(-_expected_body_len(head) * 8 // 5) + 6
+        except FormatError:
+            expected = len(values)
+        if expected != len(values):
+            detail = (
+                f"; its header announces {expected} characters after ks1, found "
+                f"{len(values)}: truncated, extra characters, or a typo in the header"
+            )
+    return ChecksumError(
+        f"share checksum mismatch (a typo or corruption){detail}",
+        hint="compare the share character by character with the original",
+    )
+
+
+# -- split / combine ----------------------------------------------------------------------
+
+
+def split(
+    secret: bytes, threshold: int, count: int, *, rng: RandomSource | None = None
+) -> list[Share]:
+    """Split ``secret`` (1..64 bytes) into ``count`` shares, any ``threshold`` recover it.
+
+    ``rng`` is the randomness seam (set id, then polynomial coefficients); the default is
+    the system CSPRNG. Only pass a deterministic source to produce test vectors.
+    """
+    if not isinstance(secret, (bytes, bytearray, memoryview)):
+        raise TypeError("secret must be bytes")
+    secret = bytes(secret)
+    if not 1 <= len(secret) <= MAX_SECRET_LEN:
+        raise ValueError(f"secret must be 1..{MAX_SECRET_LEN} bytes")
+    shamir._check_params(threshold, count)
+    source = rng if rng is not None else default_rng()
+    set_id = source.random_bytes(SET_ID_LEN)
+    if len(set_id) != SET_ID_LEN:
+        raise ValueError("rng returned the wrong number of bytes")
+    payload = secret + _tag(set_id, threshold, count, secret)
+    rows = shamir.split(payload, threshold, count, rng=rng)
+    return [Share(SHARE_VERSION, set_id, threshold, count, x, y) for x, y in rows]
+
+
+def _names(shares: Sequence[Share]) -> str:
+    idx = sorted(s.index for s in shares)
+    return ", ".join(str(i) for i in idx)
+
+
+def verify_set(shares: Sequence[Share]) -> None:
+    """Check that ``shares`` can belong together, without combining them.
+
+    Raises :class:`MixedSharesError` (different splits or parameters) or
+    :class:`DuplicateShareError` (an index given twice), naming the share at fault. It
+    cannot tell whether a well-formed share was forged: only :func:`combine` can.
+    """
+    if isinstance(shares, (Share, str, bytes)):
+        raise TypeError("shares must be a sequence of Share")
+    shares = list(shares)
+    for s in shares:
+        if not isinstance(s, Share):
+            raise TypeError("shares must be Share objects (use Share.parse or Share.from_bytes)")
+    if not shares:
+        return
+    common_set, _ = Counter(s.set_id for s in shares).most_common(1)[0]
+    ref = next(s for s in shares if s.set_id == common_set)
+    for s in shares:
+        if s.set_id != ref.set_id:
+            raise MixedSharesError(
+                f"shares come from different splits: share {s.index} (set "
+                f"{s.set_id.hex()}) is not from set {ref.set_id.hex()} (share {ref.index})",
+                index=s.index,
+                hint="use only shares whose set id matches",
+            )
+        for what, a, b in (
+            ("threshold", s.threshold, ref.threshold),
+            ("share count", s.count, ref.count),
+            ("secret length", s.secret_len, ref.secret_len),
+        ):
+            if a != b:
+                raise MixedSharesError(
+                    f"share {s.index} disagrees with share {ref.index} on the {what} "
+                    f"({a} vs {b}): shares come from different splits or one is forged",
+                    index=s.index,
+                )
+    seen: dict[int, Share] = {}
+    for s in shares:
+        prev = seen.get(s.index)
+        if prev is not None:
+            if hmac.compare_digest(prev.payload, s.payload):
+                msg = f"share {s.index} was given twice"
+            else:
+                msg = f"two different shares claim index {s.index} (one is corrupted or forged)"
+            raise DuplicateShareError(msg, index=s.index)
+        seen[s.index] = s
+
+
+def _interpolate(shares: Sequence[Share], at: int) -> bytes:
+    """Value at ``x = at`` of the polynomial through ``shares`` (constant-time core).
+
+    Over GF(2^8), p(at) is q(0) for q(z) = p(z + at), whose shares sit at ``x ^ at``.
+    """
+    xs = [s.index ^ at for s in shares]
+    ys = np.stack([np.frombuffer(s.payload, dtype=np.uint8) for s in shares])[:, None, :]
+    return bytes(shamir.combine_batch(xs, ys)[0].tobytes())
+
+
+def _check(ref: Share, payload: bytes) -> bytes | None:
+    secret, tag = payload[:-TAG_LEN], payload[-TAG_LEN:]
+    ok = hmac.compare_digest(tag, _tag(ref.set_id, ref.threshold, ref.count, secret))
+    return secret if ok else None
+
+
+def combine(shares: Sequence[Share]) -> bytes:
+    """Recover the secret from at least ``threshold`` shares of one split.
+
+    Refuses mixed splits, duplicates and too few shares before interpolating, then checks
+    the recovery tag: a failure is a :class:`RecoveryError`, never a returned key. Extra
+    shares beyond the threshold are checked too, and a share that does not fit is named
+    (so a bad share is reported even when enough good ones are present).
+    """
+    verify_set(shares)
+    shares = list(shares)
+    if not shares:
+        raise InsufficientSharesError("no shares given")
+    k = shares[0].threshold
+    if len(shares) < k:
+        raise InsufficientSharesError(
+            f"need {k} shares, got {len(shares)}",
+            hint=f"this split (set {shares[0].set_id.hex()}) has threshold {k}",
+        )
+    ref = shares[0]
+    secret = _check(ref, _interpolate(shares[:k], 0))
+    base = shares[:k]
+    if secret is None:
+        if len(shares) == k:
+            raise RecoveryError(
+                f"recovery check failed: at least one of shares {_names(shares)} is wrong "
+                "(forged, or from another split with the same set id)",
+                hint="add another share of this split to find out which one",
+            )
+        found = None
+        for n_tried, subset in enumerate(itertools.combinations(shares, k)):
+            if n_tried >= _SUBSET_SEARCH_LIMIT:
+                break
+            candidate = _check(ref, _interpolate(subset, 0))
+            if candidate is not None:
+                found = (list(subset), candidate)
+                break
+        if found is None:
+            raise RecoveryError(
+                f"recovery check failed: no {k} of shares {_names(shares)} recover a "
+                "verified secret (several are wrong)"
+            )
+        base, secret = found
+    in_base = {s.index for s in base}
+    bad = [
+        s
+        for s in shares
+        if s.index not in in_base
+        and not hmac.compare_digest(_interpolate(base, s.index), s.payload)
+    ]
+    if bad:
+        raise RecoveryError(
+            f"share {_names(bad)} {'does' if len(bad) == 1 else 'do'} not match the others "
+            f"(corrupted or forged); shares {_names(base)} recover a verified secret",
+            index=bad[0].index,
+            hint=f"leave out share {_names(bad)}",
+        )
+    return secret
+
+
+def secret_fingerprint(secret: bytes) -> str:
+    """Short, one-way id of a recovered secret, to confirm a recovery without showing it.
+
+    ``SHA-256("keysplit secret fingerprint v1" || secret)[:8]`` in hex; 64 bits of a hash
+    do not help guess a 128-bit random key.
+    """
+    if not isinstance(secret, (bytes, bytearray, memoryview)):
+        raise TypeError("secret must be bytes")
+    return hashlib.sha256(_FP_DOMAIN + bytes(secret)).digest()[:8].hex()

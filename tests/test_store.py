@@ -1,0 +1,124 @@
+"""SQLite key store: protocol, binding to its keyring, transactions, strict opening."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from keysplit import FormatError, KeyringError, KeyStore, LegalHoldError, SQLiteKeyStore
+from keysplit.store import WrappedKey
+
+KID = "00" * 16
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteKeyStore:
+    s = SQLiteKeyStore(tmp_path / "keys.sqlite", KID, create=True)
+    yield s  # type: ignore[misc]
+    s.close()
+
+
+def rows(n: int, version: int = 1, tag: int = 0) -> list[WrappedKey]:
+    return [WrappedKey(f"s{i:04d}", version, bytes([tag]) * 24) for i in range(n)]
+
+
+def test_is_a_keystore_and_settings(store: SQLiteKeyStore) -> None:
+    assert isinstance(store, KeyStore)
+    db = store._db
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert db.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    assert (store.path.stat().st_mode & 0o777) == 0o600
+    assert KID in repr(store)
+
+
+def test_insert_get_existing_wins(store: SQLiteKeyStore) -> None:
+    first = rows(3, tag=1)
+    assert store.insert_many(first) == first
+    again = [WrappedKey("s0001", 1, b"\x09" * 24), WrappedKey("new", 1, b"\x02" * 24)]
+    got = store.insert_many(again)
+    assert got == [first[1], again[1]], "an existing key is never overwritten"
+    assert store.get("s0001") == first[1]
+    assert store.get("nope") is None
+    assert set(store.get_many(["s0000", "new", "nope"])) == {"s0000", "new"}
+    assert len(store.get_many([f"s{i:04d}" for i in range(1200)])) == 3
+
+
+def test_replace_only_if_unchanged(store: SQLiteKeyStore) -> None:
+    old = rows(2)
+    store.insert_many(old)
+    new0 = WrappedKey("s0000", 2, b"\x05" * 24)
+    stale = WrappedKey("s0001", 7, b"\x00" * 24)  # not what is stored
+    assert store.replace_many([(old[0], new0), (stale, WrappedKey("s0001", 2, b"\x06" * 24))]) == 1
+    assert store.get("s0000") == new0
+    assert store.get("s0001") == old[1]
+
+
+def test_stale_batches_and_counts(store: SQLiteKeyStore) -> None:
+    store.insert_many(rows(25))
+    store.insert_many([WrappedKey("zz", 2, b"\x01" * 24)])
+    assert store.count_by_version() == {1: 25, 2: 1}
+    b1 = store.stale_batch(2, "", 10)
+    assert [r.subject for r in b1] == [f"s{i:04d}" for i in range(10)]
+    b3 = store.stale_batch(2, "s0019", 10)
+    assert len(b3) == 5
+    assert sum(len(b) for b in store.iter_subjects(batch_size=4)) == 26
+
+
+def test_transaction_rolls_back(store: SQLiteKeyStore) -> None:
+    with pytest.raises(RuntimeError), store.transaction():
+        store.insert_many(rows(3))
+        store.set_legal_hold("s0000", True)
+        raise RuntimeError
+    assert store.count_by_version() == {}
+    assert store.legal_holds() == []
+
+
+def test_legal_hold_guards_delete(store: SQLiteKeyStore) -> None:
+    store.insert_many(rows(2))
+    store.set_legal_hold("s0000", True)
+    store.set_legal_hold("s0000", True)
+    assert store.legal_holds() == ["s0000"] and store.is_on_hold("s0000")
+    with pytest.raises(LegalHoldError):
+        store.delete("s0000")
+    assert store.get("s0000") is not None
+    store.set_legal_hold("s0000", False)
+    assert store.delete("s0000") and not store.delete("s0000")
+
+
+def test_shredded_bytes_leave_the_database_file(tmp_path: Path) -> None:
+    s = SQLiteKeyStore(tmp_path / "k.sqlite", KID, create=True)
+    marker = b"\xa5\x5a" * 12
+    s.insert_many([WrappedKey("victim", 1, marker)])
+    s.delete("victim")
+    s.close()
+    blob = (tmp_path / "k.sqlite").read_bytes()
+    wal = tmp_path / "k.sqlite-wal"
+    if wal.exists():
+        blob += wal.read_bytes()
+    assert marker not in blob
+
+
+def test_binding_and_strict_open(tmp_path: Path) -> None:
+    p = tmp_path / "k.sqlite"
+    SQLiteKeyStore(p, KID, create=True).close()
+    with pytest.raises(KeyringError, match="another keyring"):
+        SQLiteKeyStore(p, "11" * 16)
+    with pytest.raises(KeyringError, match="not found"):
+        SQLiteKeyStore(tmp_path / "missing.sqlite", KID)
+    db = sqlite3.connect(p)
+    db.execute("UPDATE meta SET value = '9' WHERE name = 'version'")
+    db.commit()
+    db.close()
+    with pytest.raises(FormatError, match="unsupported version"):
+        SQLiteKeyStore(p, KID)
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(FormatError):
+        SQLiteKeyStore(junk, KID)
+    empty = tmp_path / "empty.sqlite"
+    sqlite3.connect(empty).close()
+    with pytest.raises(FormatError, match="not a keysplit key store"):
+        SQLiteKeyStore(empty, KID)
