@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from rich.markup import escape
 from rich.table import Table
 
@@ -325,7 +324,7 @@ def _run(root: Path, n_users: int) -> None:
     ) as r:
         lines = [f"{s},{json.loads(p)['name']},{json.loads(p)['phone']}" for s, p in data]
         export.write_text("subject,name,phone\n" + "\n".join(lines) + "\n")
-        public = X25519PublicKey.from_public_bytes(Keyring.open(kdir).public_key)
+        public = Keyring.open(kdir).public_key  # all that encrypting needs
         sealed = root / "export.ks"
         encrypt_file(export, sealed, public, context={"kind": "export"})
         story.claim(
@@ -333,7 +332,7 @@ def _run(root: Path, n_users: int) -> None:
         )
         with _unseal(kr, quorum(("alice", "carol", "dave"))) as ukr:
             out = root / "export.decrypted.csv"
-            decrypt_file(sealed, out, ukr.hpke_open)
+            decrypt_file(sealed, out, ukr)
             story.claim(
                 "a quorum decrypts it byte for byte", out.read_bytes() == export.read_bytes()
             )
@@ -344,7 +343,7 @@ def _run(root: Path, n_users: int) -> None:
             out2 = root / "export.tampered.csv"
             story.claim(
                 "a flipped bit is rejected and leaves no partial plaintext",
-                _raises(IntegrityError, lambda: decrypt_file(tampered, out2, ukr.hpke_open))
+                _raises(IntegrityError, lambda: decrypt_file(tampered, out2, ukr))
                 and not out2.exists(),
             )
         r.append(f"{export.stat().st_size:,} bytes round-trip; tampering detected")

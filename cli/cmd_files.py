@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import typer
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from keysplit import Keyring, decrypt_file, encrypt_file, read_header, recipient_id
 
@@ -52,8 +51,7 @@ def encrypt_cmd(
     """Seal a file to the keyring's public key (HPKE + chunked AES-128-GCM); no quorum needed."""
     ctx = _parse_context(context)
     kr = Keyring.open(directory)
-    recipient = X25519PublicKey.from_public_bytes(kr.public_key)
-    result = encrypt_file(in_path, out_path, recipient, context=ctx or None, overwrite=force)
+    result = encrypt_file(in_path, out_path, kr.public_key, context=ctx or None, overwrite=force)
     info(
         f"encrypted {result.plaintext_size} bytes to keyring {kr.keyring_id} "
         f"({result.chunks} chunks{', context ' + json.dumps(ctx) if ctx else ''})"
@@ -84,7 +82,7 @@ def decrypt_cmd(
     if in_path != "-":
         with open(in_path, "rb") as fh:
             header = read_header(fh)
-        mine = recipient_id(X25519PublicKey.from_public_bytes(kr.public_key))
+        mine = recipient_id(kr.public_key)
         if header.recipient_id != mine:
             fail(
                 f"{in_path} is sealed to another keyring",
@@ -92,9 +90,7 @@ def decrypt_cmd(
             )
     ukr, contributors = gather_quorum(kr, QuorumSource(share, identity, passphrase_file))
     with ukr:
-        result = decrypt_file(
-            in_path, out_path, ukr.hpke_open, context=ctx or None, overwrite=force
-        )
+        result = decrypt_file(in_path, out_path, ukr, context=ctx or None, overwrite=force)
         ukr.audit_log().append(
             "decrypt",
             file=in_path,

@@ -110,7 +110,11 @@ class _Opener:
 
 def _stdin_shares() -> list[tuple[str, bytes]]:
     """Share lines from stdin, one share per line (``#`` comments and blank lines skipped)."""
-    lines = [ln.strip() for ln in sys.stdin.read().splitlines()]
+    try:
+        text = sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError("stdin is not text: pass binary or sealed shares as files") from None
+    lines = [ln.strip() for ln in text.splitlines()]
     shares = [ln for ln in lines if ln and not ln.startswith("#")]
     return [(f"stdin share {i}", ln.encode()) for i, ln in enumerate(shares, 1)]
 
