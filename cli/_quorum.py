@@ -284,6 +284,6 @@ def gather_quorum(keyring: Keyring, src: QuorumSource) -> tuple[UnsealedKeyring,
                 typer.echo(f"rejected: {message}", err=True)
                 if bad >= _MAX_BAD_TRIES:
                     fail(f"giving up after {bad} rejected shares")
-                typer.echo("try again with another share file", err=True)
+                typer.echo("try again (empty answer to stop)", err=True)
     unsealed = unsealer.finish()
     return unsealed, contributors

@@ -209,7 +209,8 @@ def init_cmd(
     passphrase_file: list[str] = typer.Option(
         [],
         "--passphrase-file",
-        help="NAME=FILE: passphrase for custodian NAME's share (automation; default: prompt).",
+        help="NAME=FILE: passphrase for custodian NAME's share; FILE alone: for all "
+        "(automation; default: a hidden prompt with confirmation).",
     ),
     shares_dir: Path | None = typer.Option(None, "--shares-dir", help=SHARES_DIR_HELP),
     plain_shares: bool = typer.Option(
@@ -337,7 +338,7 @@ def status_cmd(
             else f"BROKEN: {audit['error']}",
         ),
     ):
-        table.add_row(field_, value)
+        table.add_row(field_, escape(value))
     Console(highlight=False, width=max(Console().width, 100)).print(table)
 
 
