@@ -201,6 +201,20 @@ class _Opener:
                 self._identities[ident.fingerprint] = ident
         return self._identities
 
+    def _identity_for(self, custodian: str, fingerprint: str) -> Identity | None:
+        """The identity whose fingerprint matches; asks for its file when interactive.
+
+        Errors here name the identity file, not the share.
+        """
+        ident = self.identities().get(fingerprint)
+        if ident is None and self._src.interactive:
+            answer = typer.prompt(
+                f"Identity file of custodian {custodian!r} (key {fingerprint})", err=True
+            )
+            ident = self._load_identity(Path(str(answer).strip()), custodian)
+            self.identities()[ident.fingerprint] = ident
+        return ident
+
     def open(self, path: Path) -> Share:
         data = path.read_bytes()
         label = str(path)
@@ -213,14 +227,11 @@ class _Opener:
                     f"custodian {meta.custodian!r} (share {meta.index}, {path.name})"
                 )
                 return load_share(data, passphrase=pw)
-            fp = meta.recipient_fingerprint or ""
-            ident = self.identities().get(fp)
-            if ident is None and self._src.interactive:
-                answer = typer.prompt(
-                    f"Identity file of custodian {meta.custodian!r} (key {fp})", err=True
-                )
-                ident = self._load_identity(Path(str(answer).strip()), meta.custodian)
-                self.identities()[ident.fingerprint] = ident
+        except KeysplitError as exc:
+            raise relabel(exc, label) from None
+        fp = meta.recipient_fingerprint or ""
+        ident = self._identity_for(meta.custodian, fp)
+        try:
             if ident is None:
                 raise KeysplitError(
                     f"share {meta.index} is sealed to custodian {meta.custodian!r} "

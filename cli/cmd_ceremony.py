@@ -11,6 +11,7 @@ too few shares, legal hold, ...), 2 usage error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass
@@ -124,6 +125,8 @@ def _parse_custodians(
 
 
 def _share_paths(shares_dir: Path, custody: list[_Custody], generation: int) -> dict[str, Path]:
+    """The share file names, checked free (and their directory made) before any key exists."""
+    shares_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths = {}
     for c in custody:
         ext = "kss" if (c.recipient or c.passphrase) else "txt"
@@ -231,7 +234,18 @@ def init_cmd(
     out_dir = shares_dir or _default_shares_dir(directory)
     paths = _share_paths(out_dir, custody, 1)
     kr, shares = Keyring.create(directory, threshold, [c.name for c in custody])
-    rows = _write_shares(shares, custody, paths)
+    try:
+        rows = _write_shares(shares, custody, paths)
+    except (OSError, KeysplitError) as exc:
+        # Without all its shares the new keyring can never be unsealed: say so plainly.
+        for p in paths.values():
+            with contextlib.suppress(OSError):
+                p.unlink()
+        fail(
+            f"could not write the share files ({exc}); the keyring at {directory} was created "
+            "but can never be unsealed",
+            f"remove {directory} and run init again",
+        )
     with kr.unseal(list(shares.values())[:threshold]) as ukr:
         entry = ukr.audit_log().append(
             "init",
@@ -390,7 +404,8 @@ def rekey_cmd(
         except BaseException:
             ukr.abort_rekey()
             for p in paths.values():
-                p.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    p.unlink()
             raise
         ukr.commit_rekey()
         shares.clear()
@@ -521,12 +536,11 @@ def shred_cmd(
     Refused (exit 1) while the subject is under legal hold.
     """
     kr = _open(directory)
-    if not yes:
-        typer.confirm(
-            f"Destroy the data key of {subject!r}? Their records become unrecoverable",
-            abort=True,
-            err=True,
-        )
+    if not yes and not typer.confirm(
+        f"Destroy the data key of {subject!r}? Their records become unrecoverable",
+        err=True,
+    ):
+        fail("not confirmed: nothing was shredded")
     ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:
         existed = ukr.shred(subject)

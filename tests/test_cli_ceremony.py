@@ -19,6 +19,7 @@ from ceremony_helpers import (  # noqa: F401 (fixtures)
     make_identity,
     run,
 )
+from keysplit_cli import cmd_ceremony, cmd_shares
 
 from keysplit import Identity, Keyring, load_share
 
@@ -438,3 +439,87 @@ def test_every_ceremony_command_has_help() -> None:
     ):
         r = run([*cmd, "--help"])
         assert r.exit_code == 0 and len(r.stdout) > 200, cmd
+
+
+def test_init_share_dir_problems_stop_before_any_key_exists(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the shares directory should be")
+    r = run(
+        [
+            "init",
+            tmp_path / "kr",
+            "-k",
+            "2",
+            "-c",
+            "a",
+            "-c",
+            "b",
+            "--plain-shares",
+            "--shares-dir",
+            blocker / "sub",
+        ]
+    )
+    assert r.exit_code == 1
+    assert error_lines(r) == [f"error: Not a directory: {blocker / 'sub'}"]
+    assert not (tmp_path / "kr").exists()
+
+
+def test_init_share_write_failure_is_reported_plainly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = cmd_ceremony.atomic_write
+    calls = []
+
+    def flaky(path: Path, data: bytes, **kw: object) -> None:
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device", str(path))
+        real(path, data, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cmd_ceremony, "atomic_write", flaky)
+    r = run(["init", tmp_path / "kr", "-k", "2", "-c", "a", "-c", "b", "--plain-shares"])
+    assert r.exit_code == 1
+    (line,) = error_lines(r)
+    assert "could not write the share files" in line and "can never be unsealed" in line
+    assert f"hint: remove {tmp_path / 'kr'} and run init again" in r.stderr
+    assert not calls[0].exists()  # the share written before the failure is removed too
+
+
+def test_encrypted_identity_with_wrong_passphrase_is_named(cer: Ceremony, tmp_path: Path) -> None:
+    ident = Identity.from_bytes(cer.ids["alice"].read_bytes())
+    locked = tmp_path / "alice-locked.identity"
+    locked.write_bytes(ident.to_bytes(b"right passphrase", kdf=cmd_shares.KDF))
+    wrong = tmp_path / "wrong.pw"
+    wrong.write_text("wrong passphrase\n")
+    r = run(
+        [
+            "unseal",
+            cer.kr,
+            "--share",
+            cer.share("alice"),
+            "--identity",
+            locked,
+            "--passphrase-file",
+            f"alice-locked={wrong}",
+            *cer.quorum("bob"),
+        ]
+    )
+    assert r.exit_code == 1
+    (line,) = error_lines(r)
+    assert line.startswith(f"error: {locked}:")
+    right = tmp_path / "right.pw"
+    right.write_text("right passphrase\n")
+    r = run(
+        [
+            "unseal",
+            cer.kr,
+            "--share",
+            cer.share("alice"),
+            "--identity",
+            locked,
+            "--passphrase-file",
+            f"alice-locked={right}",
+            *cer.quorum("bob"),
+        ]
+    )
+    assert r.exit_code == 0, r.output
