@@ -59,18 +59,21 @@ SHARE_OPTION = typer.Option(
     [],
     "--share",
     "-s",
+    metavar="FILE",
     help="A custodian's share file (repeatable). Without any, asks for share files.",
 )
 IDENTITY_OPTION = typer.Option(
     [],
     "--identity",
     "-i",
+    metavar="FILE",
     help="Identity file opening shares sealed to a public key (repeatable; matched by "
     "fingerprint).",
 )
 PASSPHRASE_OPTION = typer.Option(
     [],
     "--passphrase-file",
+    metavar="[NAME=]FILE",
     help="FILE, or NAME=FILE for custodian NAME only: passphrase of passphrase-sealed shares "
     "and encrypted identities (repeatable). Without it, asks at a hidden prompt.",
 )

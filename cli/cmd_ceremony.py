@@ -206,12 +206,15 @@ JSON_HELP = "Print a machine-readable result on stdout."
 @app.command("init")
 @handle_errors
 def init_cmd(
-    directory: Path = typer.Argument(..., help="New keyring directory (created)."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="New keyring directory (created)."),
     threshold: int = typer.Option(..., "--threshold", "-k", help="Custodians needed to unseal."),
-    custodian: list[str] = typer.Option([], "--custodian", "-c", help=CUSTODIAN_OPTION_HELP),
+    custodian: list[str] = typer.Option(
+        [], "--custodian", "-c", metavar="NAME[=PUBFILE]", help=CUSTODIAN_OPTION_HELP
+    ),
     passphrase_file: list[str] = typer.Option(
         [],
         "--passphrase-file",
+        metavar="[NAME=]FILE",
         help="NAME=FILE: passphrase for custodian NAME's share; FILE alone: for all "
         "(automation; default: a hidden prompt with confirmation).",
     ),
@@ -225,8 +228,11 @@ def init_cmd(
 ) -> None:
     """Create a keyring: a fresh master key split K-of-N among the custodians.
 
-    Writes one share file per custodian (mode 0600) and appends an 'init' entry to the audit
-    log. The master key is never written or printed: keep K share files safe.
+    Writes one share file per custodian (mode 0600) and an 'init' audit entry.
+
+    The master key is never written or printed: keep K share files safe.
+
+    Exit codes: 0 created; 1 failure (bad public key, existing keyring or share file); 2 usage.
     """
     custody = _parse_custodians(custodian, passphrase_file, plain_shares, "--passphrase-file")
     if not 2 <= threshold <= len(custody):
@@ -280,7 +286,7 @@ def init_cmd(
 @app.command("unseal")
 @handle_errors
 def unseal_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
@@ -288,8 +294,11 @@ def unseal_cmd(
 ) -> None:
     """Check that a quorum of custodians can unseal the keyring (an unseal drill).
 
-    Verifies every share and the recovered master key, reports the keyring id and records
-    an 'unseal-check' audit entry naming the contributing custodians.
+    Verifies every share and the recovered master key and reports the keyring id.
+
+    Records an 'unseal-check' audit entry naming the contributing custodians.
+
+    Exit codes: 0 verified; 1 bad, foreign or too few shares, wrong secret; 2 usage.
     """
     kr = _open(directory)
     ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
@@ -312,10 +321,13 @@ def unseal_cmd(
 @app.command("status")
 @handle_errors
 def status_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Show versions, custodians and key counts (public data only; needs no quorum)."""
+    """Show versions, custodians and key counts (public data only; needs no quorum).
+
+    Exit codes: 0 shown (even if the audit chain is broken: see its line); 1 no keyring; 2 usage.
+    """
     kr = _open(directory)
     doc = kr.status().as_dict()
     log = kr.audit_log()
@@ -362,15 +374,22 @@ def status_cmd(
 @app.command("rekey")
 @handle_errors
 def rekey_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     custodian: list[str] = typer.Option(
-        [], "--custodian", "-c", help="The NEW custodian list: " + CUSTODIAN_OPTION_HELP
+        [],
+        "--custodian",
+        "-c",
+        metavar="NAME[=PUBFILE]",
+        help="The NEW custodian list: " + CUSTODIAN_OPTION_HELP,
     ),
     threshold: int | None = typer.Option(
         None, "--threshold", "-k", help="New threshold (default: the current one)."
     ),
     new_passphrase_file: list[str] = typer.Option(
-        [], "--new-passphrase-file", help="NAME=FILE: passphrase for NAME's NEW share."
+        [],
+        "--new-passphrase-file",
+        metavar="NAME=FILE",
+        help="NAME=FILE: passphrase for NAME's NEW share.",
     ),
     shares_dir: Path | None = typer.Option(None, "--shares-dir", help=SHARES_DIR_HELP),
     plain_shares: bool = typer.Option(
@@ -383,8 +402,13 @@ def rekey_cmd(
 ) -> None:
     """New master key and new shares for the given custodians; every old share dies.
 
-    Needs a quorum of the current shares. The new share files are written before the
-    switch, so a failure leaves the old shares working. Data keys and data are untouched.
+    Needs a quorum of the current shares.
+
+    The new share files are written before the switch: on failure the old shares still work.
+
+    Data keys and data are untouched.
+
+    Exit codes: 0 rekeyed; 1 bad quorum or write failure (old shares still work); 2 usage.
     """
     kr = _open(directory)
     custody = _parse_custodians(
@@ -444,12 +468,15 @@ def rekey_cmd(
 @app.command("rotate")
 @handle_errors
 def rotate_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
 ) -> None:
-    """Create a new KEK version; new data keys use it (then run rewrap). Prints the version."""
+    """Create a new KEK version; new data keys use it (then run rewrap). Prints the version.
+
+    Exit codes: 0 rotated; 1 bad quorum; 2 usage.
+    """
     kr = _open(directory)
     ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:
@@ -462,7 +489,7 @@ def rotate_cmd(
 @app.command("rewrap")
 @handle_errors
 def rewrap_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     batch_size: int = typer.Option(10_000, "--batch-size", min=1, help="Keys per transaction."),
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
@@ -472,6 +499,8 @@ def rewrap_cmd(
     """Re-wrap every data key under the current KEK (records untouched; resumable).
 
     Each batch commits on its own: if interrupted, run it again to continue.
+
+    Exit codes: 0 done; 1 bad quorum or a stored key failed authentication; 2 usage.
     """
     kr = _open(directory)
     ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
@@ -503,13 +532,16 @@ def rewrap_cmd(
 @app.command("retire")
 @handle_errors
 def retire_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     version: int = typer.Argument(..., help="KEK version to delete (no data key may use it)."),
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
 ) -> None:
-    """Delete an old KEK version (after rewrap): old backups of the key store become useless."""
+    """Delete an old KEK version (after rewrap): old backups of the key store become useless.
+
+    Exit codes: 0 retired; 1 bad quorum, version current, unknown or still in use; 2 usage.
+    """
     kr = _open(directory)
     ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:
@@ -524,7 +556,7 @@ def retire_cmd(
 @app.command("shred")
 @handle_errors
 def shred_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     subject: str = typer.Argument(..., help="The subject (user id) whose data key to destroy."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     share: list[Path] = SHARE_OPTION,
@@ -534,6 +566,8 @@ def shred_cmd(
     """Destroy SUBJECT's data key: their records can never be decrypted again.
 
     Refused (exit 1) while the subject is under legal hold.
+
+    Exit codes: 0 shredded; 1 not confirmed, legal hold or bad quorum; 2 usage.
     """
     kr = _open(directory)
     if not yes and not typer.confirm(
@@ -556,14 +590,17 @@ def shred_cmd(
 @app.command("hold")
 @handle_errors
 def hold_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     subject: str = typer.Argument(..., help="The subject (user id)."),
     on: bool = typer.Option(..., "--on/--off", help="Place or lift the legal hold."),
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
 ) -> None:
-    """Place (--on) or lift (--off) a legal hold: a held subject cannot be shredded."""
+    """Place (--on) or lift (--off) a legal hold: a held subject cannot be shredded.
+
+    Exit codes: 0 done; 1 bad quorum; 2 usage.
+    """
     kr = _open(directory)
     ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:

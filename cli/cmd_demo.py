@@ -217,6 +217,8 @@ def demo(
     """Run the whole story in a temporary directory: init, store, unseal, rotate, shred, rekey.
 
     Every claim printed is checked; exit code 1 if any is false.
+
+    Exit codes: 0 every claim held; 1 a claim was false (named); 2 usage.
     """
     if keep is not None:
         if keep.exists() and any(keep.iterdir()):

@@ -40,15 +40,23 @@ def _parse_context(items: list[str]) -> dict[str, str]:
 @app.command("encrypt")
 @handle_errors
 def encrypt_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory (only its public key is read)."),
+    directory: Path = typer.Argument(
+        ..., metavar="DIR", help="Keyring directory (only its public key is read)."
+    ),
     in_path: str = typer.Argument(..., metavar="IN", help="File to encrypt, or - for stdin."),
     out_path: str = typer.Argument(..., metavar="OUT", help="Output file, or - for stdout."),
     context: list[str] = typer.Option(
-        [], "--context", help="KEY=VALUE stored in clear and authenticated (repeatable)."
+        [],
+        "--context",
+        metavar="KEY=VALUE",
+        help="KEY=VALUE stored in clear and authenticated (repeatable).",
     ),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUT if it exists."),
 ) -> None:
-    """Seal a file to the keyring's public key (HPKE + chunked AES-128-GCM); no quorum needed."""
+    """Seal a file to the keyring's public key (HPKE + chunked AES-128-GCM); no quorum needed.
+
+    Exit codes: 0 encrypted; 1 unreadable input, existing output or no keyring; 2 usage.
+    """
     ctx = _parse_context(context)
     kr = Keyring.open(directory)
     result = encrypt_file(in_path, out_path, kr.public_key, context=ctx or None, overwrite=force)
@@ -61,18 +69,26 @@ def encrypt_cmd(
 @app.command("decrypt")
 @handle_errors
 def decrypt_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     in_path: str = typer.Argument(..., metavar="IN", help="Encrypted file, or - for stdin."),
     out_path: str = typer.Argument(..., metavar="OUT", help="Output file, or - for stdout."),
     context: list[str] = typer.Option(
-        [], "--context", help="KEY=VALUE the file's context must equal exactly (repeatable)."
+        [],
+        "--context",
+        metavar="KEY=VALUE",
+        help="KEY=VALUE the file's context must equal exactly (repeatable).",
     ),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUT if it exists."),
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
 ) -> None:
-    """Decrypt a file sealed to the keyring (needs a quorum); records an audit entry."""
+    """Decrypt a file sealed to the keyring (needs a quorum); records an audit entry.
+
+    Exit codes: 0 decrypted; 1 tampered, truncated or foreign file, bad quorum; 2 usage.
+
+    On failure no output file is left behind.
+    """
     ctx = _parse_context(context)
     if in_path == "-" and not share:
         fail("reading the file from stdin needs --share (the prompts use stdin)", code=EXIT_USAGE)

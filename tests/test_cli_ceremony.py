@@ -439,6 +439,7 @@ def test_every_ceremony_command_has_help() -> None:
     ):
         r = run([*cmd, "--help"])
         assert r.exit_code == 0 and len(r.stdout) > 200, cmd
+        assert "Exit codes: 0" in r.stdout, cmd
 
 
 def test_init_share_dir_problems_stop_before_any_key_exists(tmp_path: Path) -> None:
