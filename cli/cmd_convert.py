@@ -214,7 +214,7 @@ def convert_cmd(
     source_threshold: int | None = typer.Option(
         None,
         "--source-threshold",
-        help="pycryptodome source: its threshold (default: the number of shares given); "
+        help="pycryptodome source: its threshold (required: the shares do not record it); "
         "give one share more than it so that a wrong share is detected.",
     ),
     ssss: bool = typer.Option(False, "--ssss", help="pycryptodome shares use its ssss=True form."),
@@ -259,6 +259,12 @@ def convert_cmd(
             set_id_bytes = b""
         if len(set_id_bytes) != 8:
             fail("--set-id takes 16 hex digits", code=EXIT_USAGE)
+    if from_ is Fmt.pycryptodome and source_threshold is None:
+        fail(
+            "pycryptodome shares do not record their threshold: pass --source-threshold K",
+            hint="give one share more than K so that a wrong share is detected",
+            code=EXIT_USAGE,
+        )
     sources = _read_sources(inputs)
     stdin_busy = any(name == "stdin" for name, _ in sources)
     needs_pass = Fmt.slip39 in (from_, to)
@@ -286,7 +292,7 @@ def convert_cmd(
         else:
             pc = _read_pycryptodome(sources)
             secret = interop.combine_pycryptodome(pc, threshold=source_threshold, ssss=ssss)
-            src_t = source_threshold if source_threshold is not None else len(pc)
+            src_t = source_threshold
             n_in = len(pc)
     except ValueError as exc:
         fail(str(exc), code=EXIT_USAGE)
