@@ -357,7 +357,7 @@ def test_recipient(data: bytes) -> None:
         r = Recipient.from_bytes(data)
     except KeysplitError:
         return
-    if data.startswith(b"KSRC"):
+    if data.startswith(b"KSPK"):
         assert r.to_bytes() == data
     else:
         assert Recipient.from_bytes(r.to_text().encode()) == r
