@@ -214,7 +214,7 @@ class _Opener:
             answer = typer.prompt(
                 f"Identity file of custodian {custodian!r} (key {fingerprint})", err=True
             )
-            ident = self._load_identity(Path(str(answer).strip()), custodian)
+            ident = self._load_identity(Path(str(answer).strip()).expanduser(), custodian)
             self.identities()[ident.fingerprint] = ident
         return ident
 
@@ -291,7 +291,7 @@ def gather_quorum(keyring: Keyring, src: QuorumSource) -> tuple[UnsealedKeyring,
             if not answer:
                 break
             try:
-                accept(Path(answer))
+                accept(Path(answer).expanduser())
             except (KeysplitError, OSError) as exc:
                 bad += 1
                 message = str(exc) if isinstance(exc, KeysplitError) else f"cannot read {answer}"

@@ -175,6 +175,12 @@ class _Custodians:
             for n in CUSTODIANS
             if n not in KEY_SEALED
         }
+        # Demo only: in a real ceremony each custodian keeps these to themselves.
+        for n, ident in self.identities.items():
+            atomic_write(self.dir / f"{n}.identity", ident.to_bytes(None))
+            atomic_write(self.dir / f"{n}.pub", ident.recipient.to_text().encode(), mode=0o644)
+        for n, pw in self.passphrases.items():
+            atomic_write(self.dir / f"{n}.passphrase", pw + b"\n")
 
     def write(self, shares: dict[str, Share], generation: int) -> dict[str, Path]:
         paths = {}
@@ -229,6 +235,18 @@ def demo(
         root = Path(tempfile.mkdtemp(prefix="keysplit-demo-"))
     try:
         _run(root, users)
+        if keep is not None:
+            c = keep / "custodians"
+            # plain echo: rich would wrap the long paths
+            typer.echo(f"\nkept in {keep}; try for example:", err=True)
+            typer.echo(f"  keysplit status {keep / 'keyring'}", err=True)
+            typer.echo(f"  keysplit audit show {keep / 'keyring'}", err=True)
+            typer.echo(
+                f"  keysplit unseal {keep / 'keyring'} -s {c / 'alice.g2.kss'} "
+                f"-i {c / 'alice.identity'} -s {c / 'bob.g2.kss'} -i {c / 'bob.identity'} "
+                f"-s {c / 'dave.g2.kss'} --passphrase-file dave={c / 'dave.passphrase'}",
+                err=True,
+            )
     finally:
         if keep is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -31,6 +31,11 @@ def test_demo_small_run_keeps_its_directory(tmp_path: Path) -> None:
     report = kr.audit_log().verify()  # the demo restored the log after tampering with it
     assert report.entries >= 8
     assert kr.status().keys_by_version == {2: 199}
+    # what the demo suggests trying afterwards works with the CLI
+    line = next(ln for ln in r.stderr.splitlines() if ln.startswith("  keysplit unseal"))
+    r = run(line.split()[1:])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == kr.keyring_id
 
 
 def test_demo_fails_when_a_claim_is_false(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
