@@ -299,5 +299,16 @@ def gather_quorum(keyring: Keyring, src: QuorumSource) -> tuple[UnsealedKeyring,
                 if bad >= _MAX_BAD_TRIES:
                     fail(f"giving up after {bad} rejected shares")
                 typer.echo("try again (empty answer to stop)", err=True)
+    before = keyring.meta.generation
     unsealed = unsealer.finish()
+    if keyring.meta.generation != before:
+        # These were the new shares of an interrupted rekey: unsealing completed it.
+        info("[yellow]note:[/] these shares completed an interrupted rekey; old shares are dead")
+        unsealed.audit_log().append(
+            "rekey",
+            generation=keyring.meta.generation,
+            recovered=True,
+            custodians=[c.name for c in keyring.meta.custodians],
+            authorized_by=[c.as_dict() for c in contributors],
+        )
     return unsealed, contributors

@@ -524,3 +524,27 @@ def test_encrypted_identity_with_wrong_passphrase_is_named(cer: Ceremony, tmp_pa
         ]
     )
     assert r.exit_code == 0, r.output
+
+
+def test_interrupted_rekey_is_completed_and_logged_by_the_new_shares(cer: Ceremony) -> None:
+    """A rekey that died between writing the new shares and the switch: the new shares
+    finish it (old ones then die), and the audit log says so."""
+    kr = Keyring.open(cer.kr)
+    ukr = kr.unseal([_open(cer, "alice"), _open(cer, "bob")])
+    new = ukr.prepare_rekey(custodians=["x", "y", "z"])  # ... and then the process "dies"
+    ukr.close()
+    files = []
+    for name in ("x", "z"):
+        path = cer.root / f"{name}.txt"
+        path.write_text(str(new[name]) + "\n")
+        files += ["--share", path]
+    r = run(["status", cer.kr, "--json"])
+    assert json.loads(r.stdout)["pending_rekey"] is True
+    r = run(["unseal", cer.kr, *files])
+    assert r.exit_code == 0, r.output
+    assert "completed an interrupted rekey" in r.stderr
+    events = Keyring.open(cer.kr).audit_log().entries()
+    assert [e.event for e in events][-2:] == ["rekey", "unseal-check"]
+    assert events[-2].data["recovered"] is True and events[-2].data["custodians"] == ["x", "y", "z"]
+    r = run(["unseal", cer.kr, *cer.quorum("alice", "bob")])
+    assert r.exit_code == 1 and "does not belong to this keyring" in r.stderr
