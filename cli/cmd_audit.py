@@ -80,8 +80,8 @@ def verify_cmd(
 def _summary(data: Any) -> str:
     parts = []
     for key, value in data.items():
-        if isinstance(value, list) and value and isinstance(value[0], dict):
-            names = [str(v.get("custodian", "?")) for v in value]
+        if isinstance(value, list):
+            names = [str(v.get("custodian", "?")) if isinstance(v, dict) else str(v) for v in value]
             parts.append(f"{key}=[{', '.join(names)}]")
         else:
             parts.append(f"{key}={value}")

@@ -292,6 +292,13 @@ def _run(root: Path, n_users: int) -> None:
     def quorum(names: tuple[str, ...], gen: int = 1) -> list[Share]:
         return [cust.open(n, cust.dir / f"{n}.g{gen}.kss") for n in names]
 
+    def who(names: tuple[str, ...], shares: list[Share]) -> list[dict[str, str | int]]:
+        """Contributors as the CLI logs them: names and share fingerprints, no share bytes."""
+        return [
+            {"custodian": n, "index": s.index, "share": s.fingerprint}
+            for n, s in zip(names, shares, strict=True)
+        ]
+
     data = _contacts(rng, n_users)
     db = _records_db(root / "records.sqlite")
     with story.step(f"2. Store {n_users:,} users' contact cards, each under its own data key") as r:
@@ -328,9 +335,11 @@ def _run(root: Path, n_users: int) -> None:
             "alice + erin (2 of 3 needed) cannot unseal",
             _raises(InsufficientSharesError, lambda: kr.unseal(two)),
         )
-        with _unseal(kr, quorum(("bob", "carol", "erin"))) as ukr:
+        three = ("bob", "carol", "erin")
+        three_shares = quorum(three)
+        with _unseal(kr, three_shares) as ukr:
             plain = ukr.decrypt_many(subjects, blobs)
-            ukr.audit_log().append("unseal-check", custodians=["bob", "carol", "erin"])
+            ukr.audit_log().append("unseal-check", custodians=who(three, three_shares))
         story.claim(
             f"bob + carol + erin unseal and decrypt all {len(plain):,} records",
             plain == [p for _, p in data],
@@ -428,8 +437,16 @@ def _run(root: Path, n_users: int) -> None:
             new = ukr.prepare_rekey(threshold=3, custodians=list(stay))
             cust.write(new, 2)
             ukr.commit_rekey()
+            ukr.audit_log().append(
+                "rekey",
+                threshold=3,
+                old_custodians=list(CUSTODIANS),
+                custodians=[
+                    {"custodian": n, "index": new[n].index, "share": new[n].fingerprint}
+                    for n in stay
+                ],
+            )
             new.clear()
-            ukr.audit_log().append("rekey", threshold=3, custodians=list(stay))
         erin_old = cust.open("erin", cust.dir / "erin.g1.kss")
         story.claim(
             "erin's old share is refused by the keyring",
