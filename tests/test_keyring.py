@@ -520,3 +520,17 @@ def test_any_quorum_of_random_split_unseals(
         Keyring.open(path).unseal(too_few)
     with Keyring.open(path).unseal([shares[c] for c in names]) as ku:
         assert ku.decrypt(rec, subject="s") == b"q"
+
+
+def test_unsealer_discard_bad_share_and_retry(made: tuple[Path, dict[str, Share]]) -> None:
+    path, shares = made
+    s = shares["alice"]
+    forged = Share(s.version, s.set_id, s.threshold, s.count, s.index, b"\x00" * len(s.payload))
+    u = Keyring.open(path).unsealer()
+    u.add(forged)
+    u.add(shares["bob"])
+    u.add(shares["carol"])
+    with pytest.raises(RecoveryError, match="share 1"):
+        u.finish()
+    assert u.discard(1).have == 2
+    u.finish().close()
