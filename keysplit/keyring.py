@@ -777,7 +777,9 @@ class UnsealedKeyring:
         """Phase 1 of rekey: new master key and shares, written as ``keyring.pending``.
 
         The current shares keep working until :meth:`commit_rekey`. Hand out (and ideally
-        verify) the returned shares before committing.
+        verify) the returned shares before committing. ``custodians`` defaults to the
+        current names; ``threshold`` to the current one, capped at the number of custodians.
+        Returns ``{custodian name: Share}`` in custodian order (share index = position + 1).
         """
         m = self._kr.meta
         names = list(custodians) if custodians is not None else [c.name for c in m.custodians]
