@@ -4,9 +4,10 @@ keysplit's ``split_batch``/``combine_batch`` run on N keys at once (randomness i
 the default CSPRNG). The peers only work one key at a time, so they are timed as a per-key
 loop on a sample of keys in the same run and reported per key (``timed_n`` says how many):
 a per-key loop's throughput does not depend on N. pycryptodome's ``Shamir`` (GF(2^128),
-16-byte secrets) is the baseline of every ratio; shamir-mnemonic's raw GF(256) sharing
-(``_split_secret``/``_recover_secret``, without mnemonic encoding or its passphrase
-encryption) is shown for 3-of-5.
+16-byte secrets) is the baseline of every ratio. For 3-of-5, shamir-mnemonic (SLIP-39) is
+shown twice: its raw GF(256) sharing (``_split_secret``/``_recover_secret``) and the full
+path its users call (``generate_mnemonics``/``combine_mnemonics``, which add PBKDF2
+passphrase encryption, a digest share and mnemonic words; a different, heavier job).
 
 Combine uses the shares at x = 2, 4, 5, whose Lagrange coefficients are general field
 elements. (x = 1, 2, 3 would be unrepresentatively fast: all three coefficients are 1.)
@@ -30,8 +31,24 @@ SETTINGS = ((2, 3), (3, 5), (5, 9))
 COMBINE_XS = {2: [2, 3], 3: [2, 4, 5], 5: [2, 4, 5, 7, 9]}
 
 
-def _sizes(quick: bool) -> list[int]:
-    return [10**3, 10**4, 10**5, 10**6] if quick else [10**3, 10**4, 10**5, 10**6, 10**7]
+SPLIT_NOTE = (
+    "randomness included: AES-128-CTR keystream keyed from os.urandom (keysplit.rng); "
+    "default threads = min(cores, 4); a fresh output array page-faults on first write, "
+    "out= reuses a buffer"
+)
+
+
+SLIP39_NOTE = (
+    "shamir-mnemonic rows: _split_secret/_recover_secret are its raw GF(256) sharing; "
+    "generate_mnemonics/combine_mnemonics are the full SLIP-39 path (PBKDF2 passphrase "
+    "encryption at the minimum iteration_exponent=0, digest share, mnemonic words)"
+)
+
+
+def _sizes(quick: bool, k: int, m: int) -> list[int]:
+    if quick:
+        return [10**3, 10**4, 10**5, 10**6] if (k, m) == (3, 5) else [10**4, 10**6]
+    return [10**3, 10**4, 10**5, 10**6, 10**7]
 
 
 def _repeats(n: int, quick: bool) -> int:
@@ -48,7 +65,44 @@ def _sample_size(one: Callable[[], object], quick: bool) -> int:
         one()
     per_key = (time.perf_counter() - t0) / 5
     budget = 0.04 if quick else 0.3
-    return max(20, min(1000, int(budget / max(per_key, 1e-9))))
+    return max(5, min(1000, int(budget / max(per_key, 1e-9))))
+
+
+def _slip39_full_row(
+    bench: str, n: int, k: int, m: int, keys: list[bytes], quick: bool, combine: bool
+) -> list[dict[str, Any]]:
+    """The whole SLIP-39 path users call (PBKDF2 encryption + mnemonic words) per key."""
+    import shamir_mnemonic as sm
+
+    def gen(key: bytes) -> list[str]:
+        return sm.generate_mnemonics(1, [(k, m)], key, b"", iteration_exponent=0)[0]
+
+    if combine:
+        sample = _sample_size(lambda: sm.combine_mnemonics(gen(keys[0])[:k]), quick)
+        words = [gen(key)[1 : k + 1] for key in keys[:sample]]
+
+        def fn() -> None:
+            for w in words:
+                sm.combine_mnemonics(w)
+    else:
+        sample = _sample_size(lambda: gen(keys[0]), quick)
+
+        def fn() -> None:
+            for key in keys[:sample]:
+                gen(key)
+
+    name = "combine_mnemonics" if combine else "generate_mnemonics"
+    return [
+        row(
+            bench,
+            f"shamir-mnemonic {name} (full SLIP-39, per key)",
+            n,
+            "keys/s",
+            measure(fn, sample, 3 if quick else 5),
+            timed_n=sample,
+            note=SLIP39_NOTE,
+        )
+    ]
 
 
 def _peer_rows(
@@ -105,6 +159,7 @@ def _peer_rows(
                 for key in slip_keys:
                     _split_secret(k, m, key)
 
+        rows += _slip39_full_row(bench, n, k, m, keys, quick, combine)
         name = "_recover_secret" if combine else "_split_secret"
         rows.append(
             row(
@@ -119,65 +174,95 @@ def _peer_rows(
     return rows
 
 
+def _keysplit_rows(
+    k: int, m: int, n: int, quick: bool, gen: np.random.Generator
+) -> list[dict[str, Any]]:
+    split_name = f"shamir split {k}-of-{m}, 16-byte keys"
+    combine_name = f"shamir combine {k}-of-{m}, 16-byte keys"
+    xs = COMBINE_XS[k]
+    reps = _repeats(n, quick)
+    secrets = gen.integers(0, 256, size=(n, KEY_BYTES), dtype=np.uint8)
+    rows = []
+
+    def fresh(threads: int | None = None) -> None:
+        shamir.split_batch(secrets, k, m, threads=threads)
+
+    rows.append(
+        row(
+            split_name,
+            "keysplit split_batch",
+            n,
+            "keys/s",
+            measure(fresh, n, reps),
+            peak_mb=peak_memory_mb(fresh),
+            note=SPLIT_NOTE,
+        )
+    )
+    if (k, m) == (3, 5):
+        rows.append(
+            row(
+                split_name,
+                "keysplit split_batch(threads=1)",
+                n,
+                "keys/s",
+                measure(lambda: fresh(1), n, reps),
+            )
+        )
+    out = np.empty((m, n, KEY_BYTES), dtype=np.uint8)
+    out.fill(0)  # touch every page once: the timed calls do not page-fault
+
+    def reuse(o: np.ndarray = out) -> None:
+        shamir.split_batch(secrets, k, m, out=o)
+
+    rows.append(
+        row(
+            split_name,
+            "keysplit split_batch(out=preallocated)",
+            n,
+            "keys/s",
+            measure(reuse, n, reps),
+            peak_mb=peak_memory_mb(reuse),
+        )
+    )
+    ys = np.ascontiguousarray(out[[x - 1 for x in xs]])
+    del out
+    if not np.array_equal(shamir.combine_batch(xs, ys), secrets):
+        raise RuntimeError("combine_batch did not recover the secrets")
+
+    def comb(threads: int | None = None) -> None:
+        shamir.combine_batch(xs, ys, threads=threads)
+
+    rows.append(
+        row(
+            combine_name,
+            "keysplit combine_batch",
+            n,
+            "keys/s",
+            measure(comb, n, reps),
+            peak_mb=peak_memory_mb(comb),
+            note=f"shares at x = {xs}",
+        )
+    )
+    if (k, m) == (3, 5):
+        rows.append(
+            row(
+                combine_name,
+                "keysplit combine_batch(threads=1)",
+                n,
+                "keys/s",
+                measure(lambda: comb(1), n, reps),
+            )
+        )
+    return rows
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     gen = np.random.default_rng()
     for k, m in SETTINGS:
-        split_name = f"shamir split {k}-of-{m}, 16-byte keys"
-        combine_name = f"shamir combine {k}-of-{m}, 16-byte keys"
-        xs = COMBINE_XS[k]
-        for n in _sizes(quick):
+        for n in _sizes(quick, k, m):
             progress(f"{k}-of-{m} n={n:,}")
-            reps = _repeats(n, quick)
-            secrets = gen.integers(0, 256, size=(n, KEY_BYTES), dtype=np.uint8)
-
-            def fresh(s: np.ndarray = secrets, k: int = k, m: int = m) -> None:
-                shamir.split_batch(s, k, m)
-
-            rows.append(
-                row(
-                    split_name,
-                    "keysplit split_batch",
-                    n,
-                    "keys/s",
-                    measure(fresh, n, reps),
-                    peak_mb=peak_memory_mb(fresh),
-                )
-            )
-            out = np.empty((m, n, KEY_BYTES), dtype=np.uint8)
-            out.fill(0)  # touch every page once: the timed calls do not page-fault
-
-            def reuse(s: np.ndarray = secrets, o: np.ndarray = out, k: int = k, m: int = m) -> None:
-                shamir.split_batch(s, k, m, out=o)
-
-            rows.append(
-                row(
-                    split_name,
-                    "keysplit split_batch(out=preallocated)",
-                    n,
-                    "keys/s",
-                    measure(reuse, n, reps),
-                    peak_mb=peak_memory_mb(reuse),
-                )
-            )
-            ys = np.ascontiguousarray(out[[x - 1 for x in xs]])
-            del out
-            assert np.array_equal(shamir.combine_batch(xs, ys), secrets)
-
-            def comb(y: np.ndarray = ys, xs: list[int] = xs) -> None:
-                shamir.combine_batch(xs, y)
-
-            rows.append(
-                row(
-                    combine_name,
-                    "keysplit combine_batch",
-                    n,
-                    "keys/s",
-                    measure(comb, n, reps),
-                    peak_mb=peak_memory_mb(comb),
-                )
-            )
-            del ys, secrets
-            rows += _peer_rows(split_name, n, k, m, quick, combine=False)
-            rows += _peer_rows(combine_name, n, k, m, quick, combine=True)
+            rows += _keysplit_rows(k, m, n, quick, gen)
+            rows += _peer_rows(f"shamir split {k}-of-{m}, 16-byte keys", n, k, m, quick, False)
+            rows += _peer_rows(f"shamir combine {k}-of-{m}, 16-byte keys", n, k, m, quick, True)
     return rows

@@ -6,6 +6,7 @@ A keyring is a directory::
                       under the master key; docs/format/keyring.md)
     keyring.pending   only between rekey prepare and commit (or after a crash there)
     keys.sqlite       the key store: per-subject data keys wrapped under a KEK version
+    audit.log         the ceremony log (keysplit.audit), MACed with ``audit_key()``
     .lock             advisory lock serializing writers
 
 The master key exists only in memory: :meth:`Keyring.create` returns the shares, and
@@ -39,13 +40,15 @@ from typing import Any
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives import hashes, hpke
 from cryptography.hazmat.primitives import serialization as ser
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from . import _keyring_file as kf
 from . import envelope, keywrap
 from ._fileio import atomic_write, fsync_dir
+from .audit import AuditLog
 from .envelope import DataKey
 from .errors import (
     DuplicateShareError,
@@ -74,6 +77,8 @@ KEYRING_FILE = "keyring.ksk"
 PENDING_FILE = "keyring.pending"
 STORE_FILE = "keys.sqlite"
 LOCK_FILE = ".lock"
+AUDIT_FILE = "audit.log"
+_AUDIT_KEY_INFO = b"keysplit keyring audit mac key v1\x00"
 
 HPKE_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
 """RFC 9180 suite used to seal data to a keyring's public key (DHKEM(X25519), HKDF-SHA256,
@@ -310,6 +315,13 @@ class Keyring:
         """The public key as an ``X25519PublicKey`` (what :mod:`keysplit.stream` seals to)."""
         return X25519PublicKey.from_public_bytes(self.public_key)
 
+    def audit_log(self) -> AuditLog:
+        """The keyring's ceremony log, without its MAC key: read it and check its hash chain.
+
+        Appending to a MAC-protected log needs :meth:`UnsealedKeyring.audit_log`.
+        """
+        return AuditLog(self.path / AUDIT_FILE)
+
     def custodian_of(self, share: Share) -> str | None:
         """The custodian name a share belongs to (by set id and index), if any."""
         for meta in (self.meta, self.pending):
@@ -536,6 +548,26 @@ class UnsealedKeyring:
                 f"a data key is wrapped under KEK version {version}, which this keyring "
                 "does not have (retired or never existed)"
             ) from None
+
+    def audit_key(self) -> bytes:
+        """32-byte HMAC key for the ceremony log (:class:`~keysplit.audit.AuditLog`).
+
+        Derived with HKDF-SHA256 from the keyring's X25519 private key, which rekey and
+        rotate keep, so one key covers the whole life of the log; the keyring id is bound
+        in, so logs of two keyrings never verify under each other's key.
+        """
+        if not self._secrets.x25519_private:
+            raise KeyringError("the keyring was closed")
+        return HKDF(
+            hashes.SHA256(),
+            32,
+            salt=None,
+            info=_AUDIT_KEY_INFO + bytes.fromhex(self._kr.keyring_id),
+        ).derive(self._secrets.x25519_private)
+
+    def audit_log(self) -> AuditLog:
+        """The keyring's ceremony log with its MAC key: appends are MACed, verify checks MACs."""
+        return AuditLog(self._kr.path / AUDIT_FILE, mac_key=self.audit_key())
 
     def _write_keyring(self, meta: kf.KeyringMeta, secrets: kf.KeyringSecrets) -> None:
         """Replace the keyring file atomically (caller holds the directory lock)."""

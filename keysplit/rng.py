@@ -60,13 +60,17 @@ class _CtrStream:
         pos = 0
         while pos < n:
             m = min(step, n - pos)
-            # update_into wants 15 bytes of slack past the data; write in place while the
-            # destination has it, and go through a scratch buffer for the tail.
-            if n - pos >= m + 15:
-                self._enc.update_into(zeros[:m].data, flat[pos : pos + m + 15].data)
-            else:
-                self._enc.update_into(zeros[:m].data, self._scratch.data)
-                flat[pos : pos + m] = self._scratch[:m]
+            # update_into wants 15 bytes of slack past the data: write in place while the
+            # destination has it, and only the last 16 bytes through a scratch buffer
+            # (CTR is a stream, so splitting a call does not change the keystream).
+            # (Short tails take one call through the scratch buffer: cheaper than two.)
+            direct = m if n - pos >= m + 15 else (m - 16 if m > 4096 else 0)
+            if direct:
+                self._enc.update_into(zeros[:direct].data, flat[pos : pos + direct + 15].data)
+            if direct < m:
+                rest = m - direct
+                self._enc.update_into(zeros[:rest].data, self._scratch.data)
+                flat[pos + direct : pos + m] = self._scratch[:rest]
             pos += m
         self.used += n
 

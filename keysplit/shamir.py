@@ -15,8 +15,15 @@ Speed and constant time: evaluation and interpolation multiply secret arrays onl
 PUBLIC constants (powers of x, Lagrange coefficients). Each random coefficient array gets
 one xtime chain (c, 2c, 4c, ...), and each share is the xor of the chain terms selected by
 the bits of ``x**i``; interpolation does the same with the coefficients' bits (a Horner
-scheme over bit positions). No secret byte ever becomes a branch or an index. Work runs in
-cache-sized chunks.
+scheme over bit positions). No secret byte ever becomes a branch or an index.
+
+The cost is numpy passes over memory, so the code minimises them: work runs in chunks that
+stay in L2 (randomness, chains and share rows of one chunk are produced together), chain
+levels of all coefficients go through one call, and each share is derived from the
+closest share already computed (a 3-of-5 split is 10 xors instead of 14; see
+:func:`_xor_schedule`). What remains for 3-of-5 is about 24 xtime passes, 10 xor passes
+and the AES-CTR keystream per byte of secret; with a fresh output array the page faults of
+writing ``count`` times the input are a large part of the time (``out=`` avoids them).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ _CHUNK_BYTES = 1 << 20  # working-set budget per chunk for the coefficient chain
 _MIN_CHUNK = 1 << 12
 _MAX_CHUNK = 1 << 18
 _MAX_THREADS = 4
+_COMBINE_CHUNK = 1 << 17  # bytes of output per step: the working set stays in L2
 _POOL: ThreadPoolExecutor | None = None
 
 
@@ -91,6 +99,33 @@ def _ranges(total: int, parts: int, align: int) -> list[tuple[int, int]]:
     return [(a, min(a + step, total)) for a in range(0, total, step)]
 
 
+def _xor_schedule(terms: list[int]) -> list[tuple[int, int, list[int]]]:
+    """Order the shares so each is computed from the cheapest already-computed row.
+
+    ``terms[j]`` is share j's set of chain terms as a bitmask; the secret row is the empty
+    set. Returns ``(share, parent, term_bits)`` in computation order, ``parent`` being -1
+    for the secret row or an earlier share: a minimum spanning tree (Prim) under the
+    Hamming distance, so e.g. a 3-of-5 split needs 10 array xors instead of 14. PUBLIC
+    data only (it depends on threshold and count).
+    """
+    count = len(terms)
+    best = [(t.bit_count(), -1) for t in terms]
+    done = [False] * count
+    order: list[tuple[int, int, list[int]]] = []
+    for _ in range(count):
+        j = min((j for j in range(count) if not done[j]), key=lambda j: best[j])
+        done[j] = True
+        parent = best[j][1]
+        diff = terms[j] ^ (terms[parent] if parent >= 0 else 0)
+        order.append((j, parent, [b for b in range(diff.bit_length()) if (diff >> b) & 1]))
+        for q in range(count):
+            if not done[q]:
+                d = (terms[q] ^ terms[j]).bit_count()
+                if d < best[q][0]:
+                    best[q] = (d, j)
+    return order
+
+
 def split_batch(
     secrets: np.ndarray,
     threshold: int,
@@ -122,43 +157,72 @@ def split_batch(
         raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}")
     out2 = out.reshape(count, total)
     k1 = threshold - 1
-    # PUBLIC schedule: for share j and coefficient i, the chain terms to xor in.
+    # PUBLIC schedule. Coefficient i (of x^(i+1)) gets an xtime chain c, 2c, 4c, ... up to
+    # the highest bit of any x^(i+1); share j xors in the terms selected by the bits of
+    # (j+1)^(i+1). Term (i, b) is bit i*8 + b of a share's term mask.
     powers = [[gf256.pow_scalar(j + 1, i + 1) for i in range(k1)] for j in range(count)]
     depth = [max(powers[j][i].bit_length() for j in range(count)) for i in range(k1)]
+    levels = max(depth)
+    masks = [sum(powers[j][i] << (8 * i) for i in range(k1)) for j in range(count)]
+    schedule = [(j, p, [(t // 8, t % 8) for t in bits]) for j, p, bits in _xor_schedule(masks)]
+    # Chain level t is computed, in one call per contiguous run, for the coefficients
+    # whose chains reach that deep.
+    runs = [_runs([i for i in range(k1) if depth[i] > t]) for t in range(levels)]
     chunk = max(_MIN_CHUNK, min(_MAX_CHUNK, _CHUNK_BYTES // max(1, sum(depth))))
-    plan = [
-        [[b for b in range(8) if (powers[j][i] >> b) & 1] for i in range(k1)] for j in range(count)
-    ]
+    chunk = min(chunk, -(-total // 64) * 64)
 
     def work(lo: int, hi: int, source: RandomSource) -> None:
-        rand = np.empty(k1 * chunk, dtype=np.uint8)
-        chains = [np.empty((max(depth[i], 1), chunk), dtype=np.uint8) for i in range(k1)]
-        tmp = np.empty(chunk, dtype=np.uint8)
+        size = 0
+        bxor, add, less, mul = np.bitwise_xor, np.add, np.less, np.multiply
+        red = gf256._RED
         for start in range(lo, hi, chunk):
             m = min(chunk, hi - start)
-            coef = rand[: k1 * m].reshape(k1, m)
-            source.fill(coef)
-            t = tmp[:m]
-            terms: list[list[np.ndarray]] = []
-            for i in range(k1):
-                row = [coef[i]]
-                for b in range(1, depth[i]):
-                    row.append(gf256.xtime(row[-1], out=chains[i][b, :m], tmp=t))
-                terms.append(row)
+            if m != size:
+                size = m
+                # chains[t, i] = coefficient i times x^t; level 0 is the random draw itself,
+                # laid out exactly as (k1, m) consecutive bytes of the generator's output.
+                chains = np.empty((levels, k1, m), dtype=np.uint8)
+                mask = np.empty((k1, m), dtype=np.uint8)
+                mask_b = mask.view(np.bool_)
+                steps = []
+                for t in range(1, levels):
+                    for a, b in runs[t]:
+                        src = chains[t - 1, a:b]
+                        steps.append(
+                            (src.view(np.int8), src, chains[t, a:b], mask[: b - a], mask_b[: b - a])
+                        )
+            source.fill(chains[0])
+            for src_i8, src, dst, mk, mk_b in steps:  # xtime, branch-free (see gf256.xtime)
+                less(src_i8, 0, out=mk_b)
+                mul(mk, red, out=mk)
+                add(src, src, out=dst)
+                bxor(dst, mk, out=dst)
             s = flat[start : start + m]
-            for j in range(count):
+            for j, parent, bits in schedule:
                 o = out2[j, start : start + m]
-                src = s
-                for i in range(k1):
-                    for b in plan[j][i]:
-                        np.bitwise_xor(src, terms[i][b], out=o)
-                        src = o
+                base = s if parent < 0 else out2[parent, start : start + m]
+                for i, b in bits:
+                    bxor(base, chains[b, i], out=o)
+                    base = o
+                if base is not o:  # share equal to its parent: never for distinct x
+                    o[...] = base
 
     if rng is None:
         parts = _ranges(total, _workers(total, threads), chunk)
         _run_parallel([functools.partial(work, lo, hi, SystemRandom()) for lo, hi in parts])
     else:
         work(0, total, rng)
+    return out
+
+
+def _runs(rows: list[int]) -> list[tuple[int, int]]:
+    """Group sorted row indices into contiguous ``(start, stop)`` runs."""
+    out: list[tuple[int, int]] = []
+    for r in rows:
+        if out and out[-1][1] == r:
+            out[-1] = (out[-1][0], r + 1)
+        else:
+            out.append((r, r + 1))
     return out
 
 
@@ -208,28 +272,37 @@ def combine_batch(xs: Sequence[int], ys: np.ndarray, *, threads: int | None = No
     flat = np.ascontiguousarray(ys).reshape(k, -1)
     total = flat.shape[1]
     out = np.empty(total, dtype=np.uint8)
-    chunk = _MAX_CHUNK
-    # PUBLIC schedule: which shares feed each bit position of the coefficients.
-    by_bit = [[j for j in range(k) if (coeffs[j] >> b) & 1] for b in range(8)]
+    chunk = _COMBINE_CHUNK
+    # PUBLIC schedule (Horner over the coefficients' bit positions, top bit first): at each
+    # step r = x * r, then r ^= every share whose coefficient has that bit set.
     top = max(c.bit_length() for c in coeffs) - 1
+    steps = [[j for j in range(k) if (coeffs[j] >> b) & 1] for b in range(top, -1, -1)]
 
     def work(lo: int, hi: int) -> None:
-        tmp = np.empty(chunk, dtype=np.uint8)
+        bxor, add, less, mul = np.bitwise_xor, np.add, np.less, np.multiply
+        red = gf256._RED
+        mask = np.empty(chunk, dtype=np.uint8)
         for start in range(lo, hi, chunk):
             m = min(chunk, hi - start)
             r = out[start : start + m]
-            t = tmp[:m]
-            first = True
-            for b in range(top, -1, -1):
-                if not first:
-                    gf256.xtime(r, out=r, tmp=t)
-                for j in by_bit[b]:
-                    src = flat[j, start : start + m]
-                    if first:
-                        r[...] = src
-                        first = False
-                    else:
-                        np.bitwise_xor(r, src, out=r)
+            r_i8 = r.view(np.int8)
+            mk = mask[:m]
+            mk_b = mk.view(np.bool_)
+            rows = [flat[j, start : start + m] for j in range(k)]
+            first = steps[0]
+            if len(first) == 1:
+                r[...] = rows[first[0]]
+            else:
+                bxor(rows[first[0]], rows[first[1]], out=r)
+            for j in first[2:]:
+                bxor(r, rows[j], out=r)
+            for step in steps[1:]:
+                less(r_i8, 0, out=mk_b)  # xtime(r), branch-free (see gf256.xtime)
+                mul(mk, red, out=mk)
+                add(r, r, out=r)
+                bxor(r, mk, out=r)
+                for j in step:
+                    bxor(r, rows[j], out=r)
 
     parts = _ranges(total, _workers(total, threads), chunk)
     _run_parallel([functools.partial(work, lo, hi) for lo, hi in parts])

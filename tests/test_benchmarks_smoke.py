@@ -131,9 +131,9 @@ def test_discover_finds_the_shamir_module() -> None:
 
 
 def test_bench_shamir_tiny(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench_shamir, "_sizes", lambda quick: [1000])
+    monkeypatch.setattr(bench_shamir, "_sizes", lambda quick, k, m: [1000])
     monkeypatch.setattr(bench_shamir, "SETTINGS", ((3, 5),))
-    monkeypatch.setattr(bench_shamir, "_sample_size", lambda one, quick: 20)
+    monkeypatch.setattr(bench_shamir, "_sample_size", lambda one, quick: 5)
     rows = harness.validate_rows(bench_shamir.run(quick=True))
     impls = {(r["benchmark"], r["impl"]) for r in rows}
     assert ("shamir split 3-of-5, 16-byte keys", "keysplit split_batch") in impls

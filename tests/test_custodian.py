@@ -242,6 +242,15 @@ def test_reprs_hide_private_material() -> None:
     assert ident.fingerprint in repr(ident.recipient)
 
 
+def test_longest_names_and_secrets_seal() -> None:
+    big = split(b"\xaa" * 64, 2, 255)[254]
+    for suite in ("x25519", "mlkem768-x25519"):
+        ident = Identity.generate("n" * 64, suite=suite)  # type: ignore[arg-type]
+        assert open_share(seal_share(big, ident.recipient), identity=ident) == big
+    sealed = seal_share_with_passphrase(big, "p" * 64, b"pw", kdf=FAST)
+    assert open_share(sealed, passphrase=b"pw") == big
+
+
 def test_names_are_restricted() -> None:
     for bad in ("", "a" * 65, "-x", "a b", "al\x1bce", "名前", "a/b"):
         with pytest.raises(ValueError):
@@ -302,7 +311,7 @@ def test_any_byte_change_is_rejected(which: bool, pos: int, xor: int, fix: bool)
 
 @given(st.binary(max_size=200))
 def test_parsers_raise_only_keysplit_errors(data: bytes) -> None:
-    for magic in (b"", b"KSSS\x01", b"KSID\x01", b"KSRC\x01"):
+    for magic in (b"", b"KSSS\x01", b"KSID\x01", b"KSPK\x01"):
         blob = magic + data
         for fn in (
             lambda b: open_share(b, identity=ALICE, passphrase=b"pw"),

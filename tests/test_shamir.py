@@ -196,3 +196,49 @@ def test_known_answer_vectors(case: dict[str, object]) -> None:
     assert shamir.combine(pairs[-k:]) == secret
     assert _interpolate([RawShare(x, y) for x, y in pairs[:k]], 0) == secret
     assert xs == list(range(1, n + 1))
+
+
+@pytest.mark.parametrize(("k", "n"), [(2, 3), (3, 5), (5, 9)])
+def test_multichunk_batch_is_a_valid_sharing(k: int, n: int) -> None:
+    """Several chunks plus a partial last one: every k-subset agrees on the secrets."""
+    n_keys = (3 * shamir._MAX_CHUNK) // 16 + 7
+    secrets = np.random.default_rng(k).integers(0, 256, size=(n_keys, 16), dtype=np.uint8)
+    rows = shamir.split_batch(secrets, k, n, rng=DeterministicRandom(f"multichunk-{k}"))
+    subsets = list(itertools.combinations(range(1, n + 1), k))
+    for xs in [*subsets[:: max(1, len(subsets) // 12)], subsets[-1]]:
+        got = shamir.combine_batch(list(xs), rows[[x - 1 for x in xs]], threads=1)
+        assert np.array_equal(got, secrets), xs
+    # k-1 shares alone do not determine the secret: combining them gives something else
+    assert not np.array_equal(shamir.combine_batch(list(range(1, k)), rows[: k - 1]), secrets)
+
+
+def test_batch_randomness_is_fresh_in_every_chunk() -> None:
+    """All-zero secrets: if any chunk reused another's coefficients, shares would repeat."""
+    n_keys = (4 * shamir._MAX_CHUNK) // 16
+    zeros = np.zeros((n_keys, 16), dtype=np.uint8)
+    for rng in (None, DeterministicRandom("fresh")):
+        rows = shamir.split_batch(zeros, 3, 5, rng=rng, threads=2)
+        for j in range(5):
+            assert len({bytes(r) for r in rows[j]}) == n_keys
+
+
+def test_seeded_batch_is_reproducible_and_out_is_filled_in_place() -> None:
+    secrets = np.random.default_rng(7).integers(0, 256, size=(50_000, 16), dtype=np.uint8)
+    a = shamir.split_batch(secrets, 3, 5, rng=DeterministicRandom("repro"))
+    out = np.full((5, 50_000, 16), 0xEE, dtype=np.uint8)
+    b = shamir.split_batch(secrets, 3, 5, rng=DeterministicRandom("repro"), out=out)
+    assert b is out
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize(("k", "n"), [(2, 3), (3, 5), (5, 9), (4, 40), (255, 255)])
+def test_xor_schedule_reaches_every_share_and_saves_work(k: int, n: int) -> None:
+    masks = [sum(gf256.pow_scalar(j + 1, i + 1) << (8 * i) for i in range(k - 1)) for j in range(n)]
+    schedule = shamir._xor_schedule(masks)
+    assert sorted(j for j, _, _ in schedule) == list(range(n))
+    value: dict[int, int] = {-1: 0}
+    for j, parent, bits in schedule:
+        assert parent in value  # computed before it is used
+        value[j] = value[parent] ^ sum(1 << b for b in bits)
+        assert value[j] == masks[j]
+    assert sum(len(b) for _, _, b in schedule) <= sum(m.bit_count() for m in masks)
