@@ -46,14 +46,23 @@ class _Null:
         return len(b)
 
 
-def _timed(fn: Callable[[], object], work: float, repeats: int) -> tuple[float, float, float]:
-    fn()  # warm-up (page cache, first-touch of buffers)
-    rates = []
+def _timed(
+    fns: dict[str, Callable[[], object]], work: float, repeats: int
+) -> dict[str, tuple[float, float, float]]:
+    """(median, min, max) throughput per impl, with the impls' repeats interleaved.
+
+    On a shared machine the load drifts; interleaving (a, b, c, a, b, c, ...) gives every
+    impl the same conditions, so same-run ratios stay meaningful.
+    """
+    for fn in fns.values():
+        fn()  # warm-up (page cache, first-touch of buffers)
+    rates: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        rates.append(work / (time.perf_counter() - t0))
-    return statistics.median(rates), min(rates), max(rates)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            rates[name].append(work / (time.perf_counter() - t0))
+    return {n: (statistics.median(r), min(r), max(r)) for n, r in rates.items()}
 
 
 def _row(
@@ -75,7 +84,7 @@ def _row(
 
 
 def _make_file(path: Path, size: int) -> None:
-    block = os.urandom(16 * MiB)
+    block = os.urandom(min(size, 16 * MiB))
     with open(path, "wb") as fh:
         left = size
         while left:
@@ -143,9 +152,13 @@ def _child_peak_mb(op: str, src: Path, keyfile: Path) -> float:
     return usage.ru_maxrss / 1024  # KiB on Linux
 
 
+def _sizes(quick: bool) -> tuple[int, tuple[int, int]]:
+    """(timed file size, the two file sizes whose peak RSS is compared)."""
+    return (32 * MiB, (8 * MiB, 32 * MiB)) if quick else (1024 * MiB, (64 * MiB, 1024 * MiB))
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
-    size = 32 * MiB if quick else 1024 * MiB
-    rss_sizes = (8 * MiB, 32 * MiB) if quick else (64 * MiB, 1024 * MiB)
+    size, rss_sizes = _sizes(quick)
     repeats = 3 if quick else 5
     age = shutil.which("age")
     rows: list[dict[str, Any]] = []
@@ -193,61 +206,29 @@ def run(quick: bool) -> list[dict[str, Any]]:
             with open(enc, "rb", buffering=0) as fh:
                 decrypt_stream(fh, _Null(), sk)  # type: ignore[arg-type]
 
-        bench = "stream encrypt 1 MiB chunks"
-        rows.append(
-            _row(
-                bench,
-                "bare AESGCM.encrypt_into loop",
-                size,
-                _timed(lambda: _bare_encrypt(plain, None), mb, repeats),
-                baseline=True,
-            )
-        )
-        rows.append(
-            _row(
-                bench,
-                "keysplit encrypt_stream",
-                size,
-                _timed(ks_encrypt, mb, repeats),
-                peak_mb=peaks[("encrypt", rss_sizes[-1])],
-                note=rss_note,
-            )
-        )
-        bench_d = "stream decrypt 1 MiB chunks"
-        rows.append(
-            _row(
-                bench_d,
-                "bare AESGCM.decrypt_into loop",
-                size,
-                _timed(lambda: _bare_decrypt(bare_ct), mb, repeats),
-                baseline=True,
-            )
-        )
-        rows.append(
-            _row(
-                bench_d,
-                "keysplit decrypt_stream",
-                size,
-                _timed(ks_decrypt, mb, repeats),
-                peak_mb=peaks[("decrypt", rss_sizes[-1])],
-                note=rss_note,
-            )
-        )
+        enc_fns: dict[str, Callable[[], object]] = {
+            "bare AESGCM.encrypt_into loop": lambda: _bare_encrypt(plain, None),
+            "keysplit encrypt_stream": ks_encrypt,
+        }
+        dec_fns: dict[str, Callable[[], object]] = {
+            "bare AESGCM.decrypt_into loop": lambda: _bare_decrypt(bare_ct),
+            "keysplit decrypt_stream": ks_decrypt,
+        }
+        out = d / "out.bin"
         if not quick:
-            out = d / "out.bin"
-
-            def ks_decrypt_file() -> None:
-                decrypt_file(enc, out, sk, overwrite=True)
-
-            rows.append(
-                _row(
-                    bench_d,
-                    "keysplit decrypt_file (atomic, fsync, to disk)",
-                    size,
-                    _timed(ks_decrypt_file, mb, repeats),
-                )
+            dec_fns["keysplit decrypt_file (atomic, fsync, to disk)"] = lambda: decrypt_file(
+                enc, out, sk, overwrite=True
             )
-            out.unlink(missing_ok=True)
+        notes: dict[str, dict[str, Any]] = {
+            "keysplit encrypt_stream": {
+                "peak_mb": peaks[("encrypt", rss_sizes[-1])],
+                "note": rss_note,
+            },
+            "keysplit decrypt_stream": {
+                "peak_mb": peaks[("decrypt", rss_sizes[-1])],
+                "note": rss_note,
+            },
+        }
         if age:
             identity = d / "age.key"
             subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
@@ -256,25 +237,28 @@ def run(quick: bool) -> list[dict[str, Any]]:
             ).stdout.strip()
             age_ct = d / "plain.age"
             subprocess.run([age, "-r", recipient, "-o", str(age_ct), str(plain)], check=True)
-
-            def age_encrypt() -> None:
-                subprocess.run([age, "-r", recipient, "-o", os.devnull, str(plain)], check=True)
-
-            def age_decrypt() -> None:
-                subprocess.run(
-                    [age, "-d", "-i", str(identity), "-o", os.devnull, str(age_ct)], check=True
-                )
-
             version = subprocess.run(
                 [age, "--version"], capture_output=True, text=True
             ).stdout.strip()
             note = f"age {version} subprocess, ChaCha20-Poly1305 64 KiB chunks, to /dev/null"
-            rows.append(
-                _row(bench, "age -r (X25519)", size, _timed(age_encrypt, mb, repeats), note=note)
+            enc_fns["age -r (X25519)"] = lambda: subprocess.run(
+                [age, "-r", recipient, "-o", os.devnull, str(plain)], check=True
             )
-            rows.append(
-                _row(bench_d, "age -d (X25519)", size, _timed(age_decrypt, mb, repeats), note=note)
+            dec_fns["age -d (X25519)"] = lambda: subprocess.run(
+                [age, "-d", "-i", str(identity), "-o", os.devnull, str(age_ct)], check=True
             )
+            notes["age -r (X25519)"] = notes["age -d (X25519)"] = {"note": note}
+
+        for bench, fns in (
+            ("stream encrypt 1 MiB chunks", enc_fns),
+            ("stream decrypt 1 MiB chunks", dec_fns),
+        ):
+            stats = _timed(fns, mb, repeats)
+            for i, impl in enumerate(fns):
+                rows.append(
+                    _row(bench, impl, size, stats[impl], baseline=i == 0, **notes.get(impl, {}))
+                )
+        out.unlink(missing_ok=True)
     return rows
 
 

@@ -16,9 +16,18 @@ from pathlib import Path
 
 import typer
 
-from keysplit import KeysplitError, Share, interop, secret_fingerprint, slip39
+from keysplit import (
+    KeysplitError,
+    Share,
+    interop,
+    is_sealed,
+    secret_fingerprint,
+    slip39,
+)
 from keysplit import combine as ks_combine
-from keysplit import split as ks_split
+from keysplit import (
+    convert as ks_convert,
+)
 from keysplit._fileio import atomic_write
 
 from ._common import EXIT_USAGE, fail, handle_errors, info, read_input
@@ -69,9 +78,19 @@ def _annotate(where: str, exc: KeysplitError) -> KeysplitError:
     return exc
 
 
-def _read_keysplit(sources: list[tuple[str, bytes]]) -> list[Share]:
+def _read_keysplit(
+    sources: list[tuple[str, bytes]], identity: list[Path], custodian_passphrase: Path | None
+) -> list[Share]:
     shares = []
+    opener = None
     for name, blob in sources:
+        if is_sealed(blob):
+            if opener is None:
+                from .cmd_shares import _Opener  # same prompts and messages as `combine`
+
+                opener = _Opener(identity, custodian_passphrase)
+            shares.append(opener.open(name, blob))
+            continue
         if blob.startswith(b"KSSH"):
             try:
                 shares.append(Share.from_bytes(blob))
@@ -166,7 +185,7 @@ def _write(out_dir: Path | None, items: list[tuple[str, str]]) -> None:
 
 @share_app.command("convert")
 @handle_errors
-def convert(
+def convert_cmd(
     inputs: list[Path] = typer.Argument(
         None, help="Files holding the source shares (one per line; '-' or none: stdin)."
     ),
@@ -205,6 +224,20 @@ def convert(
     no_passphrase: bool = typer.Option(
         False, "--no-passphrase", help="SLIP-39: use the empty passphrase without asking."
     ),
+    identity: list[Path] = typer.Option(
+        [], "--identity", help="keysplit source: identity file to open shares sealed to it."
+    ),
+    custodian_passphrase_file: Path | None = typer.Option(
+        None,
+        "--custodian-passphrase-file",
+        help="keysplit source: passphrase of passphrase-sealed shares (else a prompt).",
+    ),
+    set_id: str | None = typer.Option(
+        None,
+        "--set-id",
+        help="keysplit target: reuse this share-set id (16 hex digits), e.g. a keyring's "
+        "(keyring status), so that the keyring accepts the new shares.",
+    ),
     out_dir: Path | None = typer.Option(
         None, "--out-dir", help="Write one 0600 file per share here instead of stdout."
     ),
@@ -216,6 +249,16 @@ def convert(
     in memory, in one step. Run it on an offline machine. The old shares keep working until
     they are destroyed.
     """
+    set_id_bytes: bytes | None = None
+    if set_id is not None:
+        if to is not Fmt.keysplit:
+            fail("--set-id applies to --to keysplit only", code=EXIT_USAGE)
+        try:
+            set_id_bytes = bytes.fromhex(set_id)
+        except ValueError:
+            set_id_bytes = b""
+        if len(set_id_bytes) != 8:
+            fail("--set-id takes 16 hex digits", code=EXIT_USAGE)
     sources = _read_sources(inputs)
     stdin_busy = any(name == "stdin" for name, _ in sources)
     needs_pass = Fmt.slip39 in (from_, to)
@@ -229,7 +272,7 @@ def convert(
     src_n: int | None = None
     try:
         if from_ is Fmt.keysplit:
-            ks = _read_keysplit(sources)
+            ks = _read_keysplit(sources, identity, custodian_passphrase_file)
             secret = ks_combine(ks)
             if ks:
                 src_t, src_n = ks[0].threshold, ks[0].count
@@ -292,7 +335,7 @@ def convert(
             if t is None or n is None:
                 fail("say how to split: --threshold and --count", code=EXIT_USAGE)
             if to is Fmt.keysplit:
-                new = ks_split(secret, t, n)
+                new = ks_convert.split_with_set_id(secret, t, n, set_id=set_id_bytes)
                 items = [(f"share-{s.set_id_hex}-{s.index}.txt", f"{s}\n") for s in new]
             else:
                 if len(secret) != interop.SECRET_BYTES:

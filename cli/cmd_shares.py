@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,14 @@ def _relabel(exc: KeysplitError, label: str) -> KeysplitError:
     return KeysplitError(f"{label}: {exc}", hint=exc.hint)
 
 
+def _normalize(passphrase: bytes) -> bytes:
+    """NFC-normalize UTF-8 passphrases, so the same words typed on another system match."""
+    try:
+        return unicodedata.normalize("NFC", passphrase.decode("utf-8")).encode("utf-8")
+    except UnicodeDecodeError:
+        return passphrase
+
+
 def _read_passphrase_file(path: Path) -> bytes:
     data = path.read_bytes()
     if data.endswith(b"\r\n"):
@@ -61,7 +70,7 @@ def _read_passphrase_file(path: Path) -> bytes:
         data = data[:-1]
     if not data:
         fail(f"passphrase file {path} is empty")
-    return data
+    return _normalize(data)
 
 
 def _prompt_passphrase(what: str, *, confirm: bool = False) -> bytes:
@@ -70,7 +79,7 @@ def _prompt_passphrase(what: str, *, confirm: bool = False) -> bytes:
     )
     if not value:
         fail("empty passphrase")
-    return str(value).encode("utf-8")
+    return _normalize(str(value).encode("utf-8"))
 
 
 def _parse_secret(raw: bytes) -> bytes:
@@ -131,7 +140,11 @@ class _Opener:
 
 def _stdin_shares() -> list[tuple[str, bytes]]:
     """Share lines from stdin, one share per line (``#`` comments and blank lines skipped)."""
-    lines = [ln.strip() for ln in sys.stdin.read().splitlines()]
+    try:
+        text = sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError("stdin is not text: pass binary or sealed shares as files") from None
+    lines = [ln.strip() for ln in text.splitlines()]
     shares = [ln for ln in lines if ln and not ln.startswith("#")]
     return [(f"stdin share {i}", ln.encode()) for i, ln in enumerate(shares, 1)]
 

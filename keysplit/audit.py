@@ -58,11 +58,18 @@ EVENTS = (
     "legal-hold",
     "encrypt",
     "decrypt",
+    # as emitted by keysplit.keyring's on_event hook
+    "create",
+    "unseal",
+    "rekey_prepared",
+    "rekey_committed",
+    "rekey_aborted",
+    "legal_hold",
 )
-"""Well-known event names (others matching ``[a-z][a-z0-9-]{0,39}`` are allowed)."""
+"""Well-known event names (others matching ``[a-z][a-z0-9_-]{0,39}`` are allowed)."""
 
 _MAC_LABEL = b"keysplit audit mac v1\x00"
-_EVENT_RE = re.compile(r"[a-z][a-z0-9-]{0,39}")
+_EVENT_RE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 _TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
 _BODY_KEYS = frozenset({"v", "seq", "time", "event", "data", "prev"})
@@ -315,7 +322,7 @@ class AuditLog:
         (with a ``mac_key``) fails its MAC, so a broken chain is never extended silently.
         """
         if not isinstance(event, str) or not _EVENT_RE.fullmatch(event):
-            raise ValueError("event must match [a-z][a-z0-9-]{0,39}")
+            raise ValueError("event must match [a-z][a-z0-9_-]{0,39}")
         data = {k: _check_value(v, k) for k, v in fields.items()}
         now = self._clock()
         if now.tzinfo is None:

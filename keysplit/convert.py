@@ -21,17 +21,71 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from . import interop, slip39
 from .errors import KeysplitError
-from .rng import RandomSource
-from .share import Share, combine, split
+from .rng import RandomSource, default_rng
+from .share import SET_ID_LEN, Share, combine, split
 
 __all__ = [
     "keysplit_to_pycryptodome",
     "keysplit_to_slip39",
     "pycryptodome_to_keysplit",
     "slip39_to_keysplit",
+    "split_with_set_id",
 ]
+
+
+class _SetIdFirst:
+    """RNG seam for :func:`keysplit.split`: ``set_id`` for its first draw, then ``inner``.
+
+    ``split`` documents its draw order (set id, then coefficients); the caller checks the
+    result, so a change of that order fails loudly instead of producing other ids.
+    """
+
+    def __init__(self, set_id: bytes, inner: RandomSource) -> None:
+        self._set_id: bytes | None = set_id
+        self._inner = inner
+
+    def random_bytes(self, n: int) -> bytes:
+        if self._set_id is not None and n == len(self._set_id):
+            out, self._set_id = self._set_id, None
+            return out
+        return self._inner.random_bytes(n)
+
+    def fill(self, out: np.ndarray) -> None:
+        self._inner.fill(out)
+
+    def __repr__(self) -> str:
+        return "_SetIdFirst(...)"
+
+
+def split_with_set_id(
+    secret: bytes,
+    threshold: int,
+    count: int,
+    *,
+    set_id: bytes | None = None,
+    rng: RandomSource | None = None,
+) -> list[Share]:
+    """:func:`keysplit.split`, optionally reusing a known share-set id.
+
+    Reusing the set id of a keyring's share set makes the new shares acceptable to that
+    keyring (it knows its quorum by set id, threshold and indices). The new shares are a
+    fresh, independent split: mixed with shares of the old split they fail the recovery
+    check, they never combine to a wrong key.
+    """
+    if set_id is None:
+        return split(secret, threshold, count, rng=rng)
+    if not isinstance(set_id, bytes) or len(set_id) != SET_ID_LEN:
+        raise ValueError(f"set_id must be {SET_ID_LEN} bytes")
+    shares = split(
+        secret, threshold, count, rng=_SetIdFirst(set_id, rng if rng is not None else default_rng())
+    )
+    if any(s.set_id != set_id for s in shares):  # pragma: no cover - split changed its order
+        raise RuntimeError("keysplit.split no longer draws the set id first")
+    return shares
 
 
 def keysplit_to_slip39(
@@ -67,9 +121,12 @@ def slip39_to_keysplit(
     count: int,
     *,
     passphrase: bytes = b"",
+    set_id: bytes | None = None,
     rng: RandomSource | None = None,
 ) -> list[Share]:
     """Combine SLIP-39 mnemonics (digest-checked) and re-split as keysplit shares.
+
+    ``set_id``: see :func:`split_with_set_id` (to hand a keyring its quorum back).
 
     SLIP-39 cannot check the passphrase: a wrong one gives a different secret, which the
     new shares would then faithfully carry. Compare :func:`keysplit.secret_fingerprint`
@@ -77,7 +134,7 @@ def slip39_to_keysplit(
     shares.
     """
     secret = slip39.combine_mnemonics(mnemonics, passphrase=passphrase)
-    return split(secret, threshold, count, rng=rng)
+    return split_with_set_id(secret, threshold, count, set_id=set_id, rng=rng)
 
 
 def keysplit_to_pycryptodome(
@@ -104,6 +161,7 @@ def pycryptodome_to_keysplit(
     *,
     source_threshold: int | None = None,
     ssss: bool = False,
+    set_id: bytes | None = None,
     rng: RandomSource | None = None,
 ) -> list[Share]:
     """Combine pycryptodome/ssss shares and re-split as keysplit shares.
@@ -112,4 +170,4 @@ def pycryptodome_to_keysplit(
     so that a wrong share is detected, else a typo silently becomes a wrong key.
     """
     secret = interop.combine_pycryptodome(shares, threshold=source_threshold, ssss=ssss)
-    return split(secret, threshold, count, rng=rng)
+    return split_with_set_id(secret, threshold, count, set_id=set_id, rng=rng)

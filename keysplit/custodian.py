@@ -184,7 +184,8 @@ class Argon2Params:
     """Argon2id cost parameters, recorded in every file that uses them.
 
     The default (3 passes, 64 MiB, 4 lanes) is RFC 9106's second recommended option for
-    memory-constrained use; it takes about 0.6 s here. Files announcing more than
+    memory-constrained use; one derivation takes about a third of a second on a 2-core
+    server (docs/format/custodian.md). Files announcing more than
     :attr:`MAX_MEMORY_KIB` or :attr:`MAX_TIME` are refused so a hostile file cannot
     exhaust the opener's memory.
     """
@@ -246,10 +247,10 @@ def _fingerprint(suite_id: int, public: bytes) -> bytes:
 class Recipient:
     """A custodian's public key: anyone may seal a share to it. Not secret."""
 
-    __slots__ = ("_fp", "_public", "_suite_id", "name")
+    __slots__ = ("_fp", "_name", "_public", "_suite_id")
 
     def __init__(self, name: str, suite: Suite, public: bytes) -> None:
-        self.name = _check_name(name)
+        self._name = _check_name(name)
         if suite not in _SUITE_IDS:
             raise ValueError(f"unknown suite {suite!r} (use one of {sorted(_SUITE_IDS)})")
         self._suite_id = _SUITE_IDS[suite]
@@ -258,6 +259,11 @@ class Recipient:
         self._public = public
         self._fp = _fingerprint(self._suite_id, public)
         self._key()  # validates the key material
+
+    @property
+    def name(self) -> str:
+        """The custodian's name (a label; not part of the fingerprint)."""
+        return self._name
 
     @property
     def suite(self) -> Suite:
@@ -364,10 +370,10 @@ class Recipient:
 class Identity:
     """A custodian's private key. Never printed; store it with :meth:`to_bytes` (0600)."""
 
-    __slots__ = ("_private", "_recipient", "_suite_id", "name")
+    __slots__ = ("_name", "_private", "_recipient", "_suite_id")
 
     def __init__(self, name: str, suite: Suite, private: bytes) -> None:
-        self.name = _check_name(name)
+        self._name = _check_name(name)
         if suite not in _SUITE_IDS:
             raise ValueError(f"unknown suite {suite!r}")
         self._suite_id = _SUITE_IDS[suite]
@@ -409,6 +415,11 @@ class Identity:
             mlkem.MLKEM768PrivateKey.from_seed_bytes(self._private[:64]),
             x25519.X25519PrivateKey.from_private_bytes(self._private[64:]),
         )
+
+    @property
+    def name(self) -> str:
+        """The custodian's name."""
+        return self._name
 
     @property
     def suite(self) -> Suite:

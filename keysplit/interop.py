@@ -44,6 +44,7 @@ SECRET_BYTES = 16
 _MASK = (1 << 128) - 1
 _R = 0x87  # x^7 + x^2 + x + 1
 _MAX_INDEX = 1 << 16  # generous; pycryptodome/ssss use 1..n, ssss caps n at 255
+_MAX_SHARES = 255
 
 
 def _mul(a: int, b: int) -> int:
@@ -56,14 +57,19 @@ def _mul(a: int, b: int) -> int:
 
 
 def _inv(a: int) -> int:
-    """Inverse of a PUBLIC non-zero element (a^(2^128 - 2))."""
-    result, base, e = 1, a, (1 << 128) - 2
-    while e:
-        if e & 1:
-            result = _mul(result, base)
-        base = _mul(base, base)
-        e >>= 1
-    return result
+    """Inverse of a PUBLIC non-zero element: binary-field extended Euclid (variable time,
+    used on x-coordinate differences only)."""
+    if a == 0:
+        raise ValueError("0 has no inverse")
+    u, v = a, (1 << 128) | _R
+    g1, g2 = 1, 0
+    while u != 1:
+        j = u.bit_length() - v.bit_length()
+        if j < 0:
+            u, v, g1, g2, j = v, u, g2, g1, -j
+        u ^= v << j
+        g1 ^= g2 << j
+    return g1
 
 
 def _pow(a: int, e: int) -> int:
@@ -97,7 +103,7 @@ def _check_threshold(threshold: int, count: int) -> None:
     for name, v in (("threshold", threshold), ("count", count)):
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"{name} must be an int")
-    if not 1 <= threshold <= count <= 255:
+    if not 1 <= threshold <= count <= _MAX_SHARES:
         raise ValueError("need 1 <= threshold <= count <= 255")
 
 
@@ -140,10 +146,16 @@ def combine_pycryptodome(
     shares than ``threshold``, the first ``threshold`` determine the secret and every
     other one must lie on the same polynomial, else :class:`RecoveryError`.
     """
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, int):
+            raise TypeError("threshold must be an int")
+        if not 1 <= threshold <= _MAX_SHARES:
+            raise ValueError(f"threshold must be in 1..{_MAX_SHARES}")
     if len(shares) == 0:
         raise InsufficientSharesError("no shares given")
+    if len(shares) > _MAX_SHARES:
+        raise FormatError(f"{len(shares)} shares given; no split has more than {_MAX_SHARES}")
     k = len(shares) if threshold is None else threshold
-    _check_threshold(k, max(k, len(shares)))
     if len(shares) < k:
         raise InsufficientSharesError(f"need {k} shares, got {len(shares)}")
     points: list[tuple[int, int]] = []

@@ -6,6 +6,7 @@ A keyring is a directory::
                       under the master key; docs/format/keyring.md)
     keyring.pending   only between rekey prepare and commit (or after a crash there)
     keys.sqlite       the key store: per-subject data keys wrapped under a KEK version
+    audit.log         the ceremony log (keysplit.audit), MACed with ``audit_key()``
     .lock             advisory lock serializing writers
 
 The master key exists only in memory: :meth:`Keyring.create` returns the shares, and
@@ -31,6 +32,7 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +40,15 @@ from typing import Any
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives import hashes, hpke
 from cryptography.hazmat.primitives import serialization as ser
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from . import _keyring_file as kf
 from . import envelope, keywrap
 from ._fileio import atomic_write, fsync_dir
+from .audit import AuditLog
 from .envelope import DataKey
 from .errors import (
     DuplicateShareError,
@@ -73,6 +77,8 @@ KEYRING_FILE = "keyring.ksk"
 PENDING_FILE = "keyring.pending"
 STORE_FILE = "keys.sqlite"
 LOCK_FILE = ".lock"
+AUDIT_FILE = "audit.log"
+_AUDIT_KEY_INFO = b"keysplit keyring audit mac key v1\x00"
 
 HPKE_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
 """RFC 9180 suite used to seal data to a keyring's public key (DHKEM(X25519), HKDF-SHA256,
@@ -181,6 +187,31 @@ def _dir_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _remove_leftover_store(p: Path) -> None:
+    """A store without a keyring file is what a crash during :meth:`Keyring.create` leaves
+    (the keyring file is written last, as the commit point). Remove it if it is empty;
+    refuse if it holds keys (then it is not a leftover but someone's data)."""
+    store_path = p / STORE_FILE
+    if not store_path.exists():
+        return
+    try:
+        db = sqlite3.connect(store_path)
+        try:
+            n = db.execute("SELECT COUNT(*) FROM data_keys").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        n = -1
+    if n != 0:
+        raise KeyringError(
+            f"{store_path} exists without a keyring file and is not an empty leftover",
+            hint="move it away if it is not needed",
+        )
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(str(store_path) + suffix)
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -202,7 +233,10 @@ class Keyring:
             data = (self.path / PENDING_FILE).read_bytes()
         except FileNotFoundError:
             return None
-        meta, _, _, _ = kf.parse(data)
+        try:
+            meta, _, _, _ = kf.parse(data)
+        except FormatError:
+            return None  # never blocks the current keyring; status() reports no rekey
         if meta.keyring_id != self.meta.keyring_id or meta.generation != self.meta.generation + 1:
             return None  # stale leftover: never used, removed by the next rekey
         return meta
@@ -231,8 +265,9 @@ class Keyring:
         rng = rng or default_rng()
         p = Path(path)
         p.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if (p / KEYRING_FILE).exists() or (p / STORE_FILE).exists():
+        if (p / KEYRING_FILE).exists():
             raise KeyringError(f"a keyring already exists at {p}")
+        _remove_leftover_store(p)
         master = rng.random_bytes(16)
         shares = split(master, threshold, len(names), rng=rng)
         x_priv = X25519PrivateKey.from_private_bytes(rng.random_bytes(32))
@@ -274,6 +309,18 @@ class Keyring:
     def public_key(self) -> bytes:
         """The keyring's X25519 public key (32 bytes): seal data with :func:`hpke_seal`."""
         return bytes.fromhex(self.meta.public_key)
+
+    @property
+    def recipient(self) -> X25519PublicKey:
+        """The public key as an ``X25519PublicKey`` (what :mod:`keysplit.stream` seals to)."""
+        return X25519PublicKey.from_public_bytes(self.public_key)
+
+    def audit_log(self) -> AuditLog:
+        """The keyring's ceremony log, without its MAC key: read it and check its hash chain.
+
+        Appending to a MAC-protected log needs :meth:`UnsealedKeyring.audit_log`.
+        """
+        return AuditLog(self.path / AUDIT_FILE)
 
     def custodian_of(self, share: Share) -> str | None:
         """The custodian name a share belongs to (by set id and index), if any."""
@@ -455,6 +502,10 @@ class UnsealedKeyring:
     def public_key(self) -> bytes:
         return self._kr.public_key
 
+    @property
+    def recipient(self) -> X25519PublicKey:
+        return self._kr.recipient
+
     def close(self) -> None:
         """Forget the keys and close the store."""
         self._keys.clear()
@@ -481,6 +532,26 @@ class UnsealedKeyring:
                 f"a data key is wrapped under KEK version {version}, which this keyring "
                 "does not have (retired or never existed)"
             ) from None
+
+    def audit_key(self) -> bytes:
+        """32-byte HMAC key for the ceremony log (:class:`~keysplit.audit.AuditLog`).
+
+        Derived with HKDF-SHA256 from the keyring's X25519 private key, which rekey and
+        rotate keep, so one key covers the whole life of the log; the keyring id is bound
+        in, so logs of two keyrings never verify under each other's key.
+        """
+        if not self._secrets.x25519_private:
+            raise KeyringError("the keyring was closed")
+        return HKDF(
+            hashes.SHA256(),
+            32,
+            salt=None,
+            info=_AUDIT_KEY_INFO + bytes.fromhex(self._kr.keyring_id),
+        ).derive(self._secrets.x25519_private)
+
+    def audit_log(self) -> AuditLog:
+        """The keyring's ceremony log with its MAC key: appends are MACed, verify checks MACs."""
+        return AuditLog(self._kr.path / AUDIT_FILE, mac_key=self.audit_key())
 
     def _write_keyring(self, meta: kf.KeyringMeta, secrets: kf.KeyringSecrets) -> None:
         """Replace the keyring file atomically (caller holds the directory lock)."""
@@ -536,11 +607,13 @@ class UnsealedKeyring:
         wrapped = keywrap.wrap_batch(self._kek(version), raw)
         rows = [WrappedKey(s, version, wrapped[i].tobytes()) for i, s in enumerate(subjects)]
         stored = self.store.insert_many(rows)
-        winners = [r for r in stored if r not in rows]
-        for i, s in enumerate(subjects):
-            if stored[i] == rows[i]:
-                self._keys[s] = DataKey(raw[i].tobytes())
-        if winners:  # another writer created some first: use theirs
+        winners = []
+        for i, (mine, kept) in enumerate(zip(rows, stored, strict=True)):
+            if kept == mine:
+                self._keys[mine.subject] = DataKey(raw[i].tobytes())
+            else:  # another writer created this subject's key first: use theirs
+                winners.append(kept)
+        if winners:
             self._load(winners)
         raw.fill(0)
 
@@ -594,6 +667,10 @@ class UnsealedKeyring:
             return HPKE_SUITE.decrypt(ciphertext, priv, info)
         except (InvalidTag, ValueError):
             raise IntegrityError() from None
+
+    def hpke_decrypt(self, ciphertext: bytes, info: bytes) -> bytes:
+        """Same as :meth:`hpke_open`; the opener protocol :mod:`keysplit.stream` accepts."""
+        return self.hpke_open(ciphertext, info)
 
     # -- key management -------------------------------------------------------------------
 

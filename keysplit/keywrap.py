@@ -58,9 +58,23 @@ def _be(t: int) -> np.uint64:
     return np.uint64(int.from_bytes(t.to_bytes(8, "big"), "little"))
 
 
+def _buffers(m: int, count: int) -> list[np.ndarray]:
+    """``count`` uint64 buffers of ``2 * m`` words plus the 16 bytes ``update_into`` wants."""
+    return [np.empty(2 * m + 2, dtype=np.uint64) for _ in range(count)]
+
+
+def _blocks(buf: np.ndarray, m: int) -> np.ndarray:
+    return buf[: 2 * m].reshape(m, 2)
+
+
 def wrap_batch(kek: bytes, keys: np.ndarray) -> np.ndarray:
     """Wrap every row of ``keys`` (shape ``(N, L)``, ``L % 8 == 0``, ``L >= 16``) under
     ``kek``; returns an ``(N, L + 8)`` uint8 array, row ``i`` == ``aes_key_wrap(kek, keys[i])``.
+
+    Layout trick: block ``i`` of every key lives in the right half of its own (m, 2)
+    buffer, so each step is one ECB call into a spare buffer (which then *becomes* block
+    ``i``'s buffer) plus one fused numpy op writing ``A ^ t`` into the left half of the next
+    block's buffer: no copies of the R blocks at all.
     """
     _check_kek(kek)
     keys = _as_rows(keys, "keys", 16)
@@ -70,28 +84,27 @@ def wrap_batch(kek: bytes, keys: np.ndarray) -> np.ndarray:
     if count == 0:
         return out
     out64 = out.view(np.uint64)  # column 0 = A, columns 1..n = R[1..n]
-    out64[:, 1:] = keys.view(np.uint64)
-    out64[:, 0] = np.uint64(_IV)
+    keys64 = keys.view(np.uint64)
     enc = Cipher(algorithms.AES(bytes(kek)), modes.ECB()).encryptor()  # noqa: S305 - RFC 3394 core
-    steps = [(j, i) for j in range(6) for i in range(1, n + 1)]
-    counters = [_be(n * j + i) for j, i in steps]
+    iv = np.uint64(_IV)
     for lo in range(0, count, _CHUNK):
         hi = min(count, lo + _CHUNK)
         m = hi - lo
-        blk = out64[lo:hi]
-        buf_a = np.empty(2 * m + 2, dtype=np.uint64)  # 16 bytes of slack for update_into
-        buf_b = np.empty(2 * m + 2, dtype=np.uint64)
-        src = buf_a[: 2 * m].reshape(m, 2)
-        src[:, 0] = blk[:, 0]
-        for (_, i), t in zip(steps, counters, strict=True):
-            src[:, 1] = blk[:, i]
-            enc.update_into(src.reshape(-1).view(np.uint8).data, buf_b.view(np.uint8).data)
-            dst = buf_b[: 2 * m].reshape(m, 2)
-            blk[:, i] = dst[:, 1]
-            dst[:, 0] ^= t
-            buf_a, buf_b = buf_b, buf_a
-            src = dst
-        blk[:, 0] = src[:, 0]
+        bufs = _buffers(m, n + 1)
+        spare = bufs[n]
+        for i in range(n):
+            _blocks(bufs[i], m)[:, 1] = keys64[lo:hi, i]
+        _blocks(bufs[0], m)[:, 0] = iv
+        for j in range(6):
+            for i in range(n):
+                enc.update_into(bufs[i][: 2 * m].view(np.uint8).data, spare.view(np.uint8).data)
+                bufs[i], spare = spare, bufs[i]
+                t = _be(n * j + i + 1)
+                nxt = _blocks(bufs[(i + 1) % n], m)
+                np.bitwise_xor(_blocks(bufs[i], m)[:, 0], t, out=nxt[:, 0])
+        out64[lo:hi, 0] = _blocks(bufs[0], m)[:, 0]
+        for i in range(n):
+            out64[lo:hi, i + 1] = _blocks(bufs[i], m)[:, 1]
     return out
 
 
@@ -105,35 +118,36 @@ def unwrap_batch(kek: bytes, wrapped: np.ndarray) -> tuple[np.ndarray, np.ndarra
     wrapped = _as_rows(wrapped, "wrapped", 24)
     count, total = wrapped.shape
     n = total // 8 - 1
-    work = wrapped.copy()
+    keys = np.empty((count, 8 * n), dtype=np.uint8)
+    a_final = np.empty(count, dtype=np.uint64)
     if count == 0:
-        return work[:, 8:].copy(), np.zeros(0, dtype=bool)
-    w64 = work.view(np.uint64)
+        return keys, np.zeros(0, dtype=bool)
+    keys64 = keys.view(np.uint64)
+    w64 = wrapped.view(np.uint64)
     dec = Cipher(algorithms.AES(bytes(kek)), modes.ECB()).decryptor()  # noqa: S305 - RFC 3394 core
-    steps = [(j, i) for j in range(5, -1, -1) for i in range(n, 0, -1)]
-    counters = [_be(n * j + i) for j, i in steps]
     for lo in range(0, count, _CHUNK):
         hi = min(count, lo + _CHUNK)
         m = hi - lo
-        blk = w64[lo:hi]
-        buf_a = np.empty(2 * m + 2, dtype=np.uint64)
-        buf_b = np.empty(2 * m + 2, dtype=np.uint64)
-        src = buf_a[: 2 * m].reshape(m, 2)
-        src[:, 0] = blk[:, 0]
-        for (_, i), t in zip(steps, counters, strict=True):
-            src[:, 0] ^= t
-            src[:, 1] = blk[:, i]
-            dec.update_into(src.reshape(-1).view(np.uint8).data, buf_b.view(np.uint8).data)
-            dst = buf_b[: 2 * m].reshape(m, 2)
-            blk[:, i] = dst[:, 1]
-            buf_a, buf_b = buf_b, buf_a
-            src = dst
-        blk[:, 0] = src[:, 0]
+        bufs = _buffers(m, n + 1)
+        spare = bufs[n]
+        for i in range(n):
+            _blocks(bufs[i], m)[:, 1] = w64[lo:hi, i + 1]
+        a_src = w64[lo:hi, 0]  # current A
+        for j in range(5, -1, -1):
+            for i in range(n - 1, -1, -1):
+                cur = _blocks(bufs[i], m)
+                np.bitwise_xor(a_src, _be(n * j + i + 1), out=cur[:, 0])
+                dec.update_into(bufs[i][: 2 * m].view(np.uint8).data, spare.view(np.uint8).data)
+                bufs[i], spare = spare, bufs[i]
+                a_src = _blocks(bufs[i], m)[:, 0]
+        a_final[lo:hi] = a_src
+        for i in range(n):
+            keys64[lo:hi, i] = _blocks(bufs[i], m)[:, 1]
+        for b in bufs:
+            b.fill(0)
     # One comparison over all rows, after all the work: no per-key early exit.
-    ok = w64[:, 0] == np.uint64(_IV)
-    keys = work[:, 8:].copy()
+    ok = a_final == np.uint64(_IV)
     keys *= ok[:, None].astype(np.uint8)  # zero failed rows without branching per row
-    work.fill(0)
     return keys, ok
 
 

@@ -56,7 +56,10 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "MAX_CHUNK_SIZE",
     "MIN_CHUNK_SIZE",
+    "HpkeDecryptor",
     "HpkeOpener",
+    "Opener",
+    "Recipient",
     "StreamHeader",
     "StreamInfo",
     "decrypt_file",
@@ -86,24 +89,42 @@ _KEY_ID_LABEL = b"keysplit x25519 key id v1\x00"
 _PAYLOAD_LABEL = b"keysplit stream v1 payload\x00"
 
 HpkeOpener = Callable[[bytes, bytes], bytes]
-"""``hpke_decrypt(ciphertext, info) -> file key`` with the suite described above."""
+"""``hpke_open(ciphertext, info) -> file key`` with the suite described above."""
 
 
 @runtime_checkable
-class _HasHpkeDecrypt(Protocol):
-    def hpke_decrypt(self, ciphertext: bytes, info: bytes) -> bytes: ...
+class HpkeDecryptor(Protocol):
+    """An unsealed keyring (``keysplit.keyring.UnsealedKeyring``): opens HPKE ``enc || ct``.
+
+    ``info`` is the stream header up to the sealed key; bytes 13..20 are the recipient
+    id, should a keyring hold several X25519 keys.
+    """
+
+    def hpke_open(self, ciphertext: bytes, info: bytes) -> bytes: ...
 
 
-Opener = X25519PrivateKey | HpkeOpener | _HasHpkeDecrypt
+Opener = X25519PrivateKey | HpkeOpener | HpkeDecryptor
+Recipient = X25519PublicKey | bytes
+"""An X25519 public key object, or its 32 raw bytes (``Keyring.public_key``)."""
 
 
-def recipient_id(public_key: X25519PublicKey) -> bytes:
+def _public_key(recipient: Recipient) -> X25519PublicKey:
+    if isinstance(recipient, X25519PublicKey):
+        return recipient
+    if isinstance(recipient, (bytes, bytearray)):
+        if len(recipient) != 32:
+            raise ValueError("a raw X25519 public key is 32 bytes")
+        return X25519PublicKey.from_public_bytes(bytes(recipient))
+    raise TypeError("recipient must be an X25519PublicKey or its 32 raw bytes")
+
+
+def recipient_id(public_key: Recipient) -> bytes:
     """The 8-byte id of an X25519 recipient key written in stream headers.
 
     It only routes a file to the right keyring (several regional keyrings are normal);
     authentication comes from HPKE, which binds the full public key.
     """
-    raw = public_key.public_bytes_raw()
+    raw = _public_key(public_key).public_bytes_raw()
     return hashlib.sha256(_KEY_ID_LABEL + raw).digest()[:KEY_ID_SIZE]
 
 
@@ -324,15 +345,15 @@ def _open_file_key(header: StreamHeader, opener: Opener) -> bytes:
             return _SUITE.decrypt(ciphertext, private, info)
 
         fn: HpkeOpener = unseal
-    elif isinstance(opener, _HasHpkeDecrypt):
-        fn = opener.hpke_decrypt
+    elif isinstance(opener, HpkeDecryptor):
+        fn = opener.hpke_open
     elif callable(opener):
         fn = opener
     else:
-        raise TypeError("opener must be an X25519PrivateKey, a keyring or hpke_decrypt callable")
+        raise TypeError("opener must be an X25519PrivateKey, an unsealed keyring or a callable")
     try:
         file_key = fn(header.sealed_key, header.info)
-    except InvalidTag:
+    except (InvalidTag, ValueError):
         raise IntegrityError() from None
     if not isinstance(file_key, bytes) or len(file_key) != FILE_KEY_SIZE:
         raise IntegrityError()
@@ -362,7 +383,7 @@ def _check_chunk_size(chunk_size: int) -> None:
 def encrypt_stream(
     src: BinaryIO,
     dst: BinaryIO,
-    recipient: X25519PublicKey,
+    recipient: Recipient,
     *,
     context: Mapping[str, str] | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -374,8 +395,7 @@ def encrypt_stream(
     for what the file is (``{"subject": "u42", "kind": "backup"}``), never for secrets.
     Constant memory: about ``3 * chunk_size``.
     """
-    if not isinstance(recipient, X25519PublicKey):
-        raise TypeError("recipient must be an X25519PublicKey")
+    recipient = _public_key(recipient)
     _check_chunk_size(chunk_size)
     rng = rng if rng is not None else default_rng()
     ctx = _encode_context(context)
@@ -443,7 +463,7 @@ def decrypt_stream(
     """Decrypt a stream from ``src`` to ``dst``.
 
     ``opener`` unseals the file key: an ``X25519PrivateKey``, an object with
-    ``hpke_decrypt(ciphertext, info) -> bytes`` (an unsealed keyring) or such a callable.
+    ``hpke_open(ciphertext, info) -> bytes`` (an unsealed keyring) or such a callable.
     If ``context`` is given it must equal the header's context exactly.
 
     Each chunk is written only after it authenticates, but earlier chunks are already
@@ -526,7 +546,7 @@ def _open_out(path: PathArg, overwrite: bool) -> Iterator[BinaryIO]:
 def encrypt_file(
     in_path: PathArg,
     out_path: PathArg,
-    recipient: X25519PublicKey,
+    recipient: Recipient,
     *,
     context: Mapping[str, str] | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,

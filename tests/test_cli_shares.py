@@ -294,3 +294,75 @@ def test_usage_errors(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "not a keysplit share" in r.stderr
     r = run(["combine"], input="")
     assert r.exit_code == 1 and "no shares given" in r.stderr
+    r = runner.invoke(app, ["combine"], input=b"\xff\xfe\x00binary")
+    assert r.exit_code == 1 and "stdin is not text" in r.stderr
+    r = run(["combine", tmp_path / "keys" / "alice.identity"])
+    assert r.exit_code == 1 and "not a keysplit share" in r.stderr
+    r = run(["combine", pub])
+    assert r.exit_code == 1 and "expected the prefix 'ks1'" in r.stderr
+
+
+def test_post_quantum_custodian(tmp_path: Path) -> None:
+    r = run(["custodian", "keygen", "quinn", "--pq", "--no-passphrase", "--out-dir", tmp_path])
+    assert r.exit_code == 0, r.output
+    assert (
+        json.loads(run(["custodian", "show", "--json", tmp_path / "quinn.pub"]).stdout)["suite"]
+        == "mlkem768-x25519"
+    )
+    pw = _write(tmp_path / "pw", "pp\n")
+    r = run(
+        [
+            "split",
+            "-k",
+            "2",
+            "-n",
+            "2",
+            "--out-dir",
+            tmp_path / "o",
+            "--custodian",
+            f"quinn={tmp_path / 'quinn.pub'}",
+            "--passphrase-custodian",
+            "pat",
+            "--passphrase-file",
+            pw,
+        ],
+        input=SECRET,
+    )
+    assert r.exit_code == 0, r.output
+    files = sorted((tmp_path / "o").iterdir())
+    doc = json.loads(run(["share", "inspect", "--json", files[0]]).stdout)
+    assert doc["protection"] == "mlkem768-x25519"
+    r = run(
+        ["combine", *files, "-i", tmp_path / "quinn.identity", "--passphrase-file", pw, "--reveal"]
+    )
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == SECRET
+
+
+def test_passphrases_are_nfc_normalized(tmp_path: Path) -> None:
+    decomposed = _write(tmp_path / "pw1", "cafe\u0301\n")  # e + combining accent
+    composed = _write(tmp_path / "pw2", "caf\u00e9\n")
+    r = run(
+        [
+            "split",
+            "-k",
+            "2",
+            "-n",
+            "2",
+            "--out-dir",
+            tmp_path / "o",
+            "--passphrase-file",
+            decomposed,
+            "--passphrase-custodian",
+            "a",
+            "--passphrase-custodian",
+            "b",
+        ],
+        input=SECRET,
+    )
+    assert r.exit_code == 0, r.output
+    r = run(
+        ["combine", *sorted((tmp_path / "o").iterdir()), "--passphrase-file", composed, "--reveal"]
+    )
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == SECRET

@@ -242,6 +242,15 @@ def test_reprs_hide_private_material() -> None:
     assert ident.fingerprint in repr(ident.recipient)
 
 
+def test_longest_names_and_secrets_seal() -> None:
+    big = split(b"\xaa" * 64, 2, 255)[254]
+    for suite in ("x25519", "mlkem768-x25519"):
+        ident = Identity.generate("n" * 64, suite=suite)  # type: ignore[arg-type]
+        assert open_share(seal_share(big, ident.recipient), identity=ident) == big
+    sealed = seal_share_with_passphrase(big, "p" * 64, b"pw", kdf=FAST)
+    assert open_share(sealed, passphrase=b"pw") == big
+
+
 def test_names_are_restricted() -> None:
     for bad in ("", "a" * 65, "-x", "a b", "al\x1bce", "名前", "a/b"):
         with pytest.raises(ValueError):

@@ -168,3 +168,12 @@ def test_vectors(case: dict) -> None:
     else:
         with pytest.raises(EXPECT[case["expect"]]):
             run()
+
+
+def test_gf128_inverse() -> None:
+    from keysplit.interop import _inv, _mul
+
+    for a in [1, 2, 3, 0x87, (1 << 128) - 1, *range(4, 300)]:
+        assert _mul(a, _inv(a)) == 1
+    with pytest.raises(ValueError):
+        _inv(0)

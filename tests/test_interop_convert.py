@@ -294,3 +294,130 @@ def test_cli_classic_flag(tmp_path: Path) -> None:
     lines = [x.strip() for x in r.stdout.splitlines() if x.strip()]
     assert not slip39.decode_mnemonic(lines[0]).extendable
     assert shamir_mnemonic.combine_mnemonics(lines) == SECRET
+
+
+def test_keyring_quorum_to_slip39_and_back(tmp_path: Path) -> None:
+    """A 3-of-5 keyring's custodian shares become a SLIP-39 backup and come back.
+
+    With --set-id the keyring accepts the converted shares and unseals with them.
+    """
+    from keysplit import Keyring
+
+    kr, shares = Keyring.create(tmp_path / "kr", 3, ["ann", "bob", "cy", "dee", "eve"])
+    files = [_ks_file(tmp_path, [s], f"{name}.txt") for name, s in shares.items()]
+    r = runner.invoke(
+        app,
+        [
+            "share",
+            "convert",
+            "--from",
+            "keysplit",
+            "--to",
+            "slip39",
+            "--no-passphrase",
+            "--iteration-exponent",
+            "0",
+            *map(str, files[:3]),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    mnemonics = [x.strip() for x in r.stdout.splitlines() if x.strip()]
+    assert len(mnemonics) == 5
+    backup = tmp_path / "slip39.txt"
+    backup.write_text("\n".join(mnemonics[2:]) + "\n")
+
+    set_id = kr.status().set_id
+    out = tmp_path / "back"
+    r = runner.invoke(
+        app,
+        [
+            "share",
+            "convert",
+            "--from",
+            "slip39",
+            "--to",
+            "keysplit",
+            "--no-passphrase",
+            "-t",
+            "3",
+            "-n",
+            "5",
+            "--set-id",
+            set_id,
+            "--out-dir",
+            str(out),
+            str(backup),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    back = [Share.parse(p.read_text()) for p in sorted(out.iterdir())]
+    assert all(s.set_id.hex() == set_id for s in back)
+    assert back[0].payload != shares["ann"].payload  # a fresh split, not a copy
+    opened = Keyring.open(tmp_path / "kr").unseal([back[4], back[1], back[3]])
+    opened.close()
+    # old and new shares of the "same" set never combine to a wrong key
+    with pytest.raises(RecoveryError):
+        combine([shares["ann"], back[1], back[2]])
+
+
+def test_set_id_option_checks() -> None:
+    r = runner.invoke(
+        app,
+        ["share", "convert", "--from", "slip39", "--to", "keysplit", "--set-id", "xyz"],
+        input="",
+    )
+    assert r.exit_code == 2 and "16 hex digits" in r.output
+    r = runner.invoke(
+        app,
+        ["share", "convert", "--from", "keysplit", "--to", "slip39", "--set-id", "00" * 8],
+        input="",
+    )
+    assert r.exit_code == 2 and "--to keysplit" in r.output
+
+
+def test_split_with_set_id_library() -> None:
+    sid = bytes(range(8))
+    shares = convert.split_with_set_id(SECRET, 2, 3, set_id=sid)
+    assert {s.set_id for s in shares} == {sid} and combine(shares[1:]) == SECRET
+    with pytest.raises(ValueError):
+        convert.split_with_set_id(SECRET, 2, 3, set_id=b"short")
+
+
+def test_cli_reads_shares_sealed_to_custodians(tmp_path: Path) -> None:
+    from keysplit import Identity, seal_share
+
+    ids = [Identity.generate(n) for n in ("ann", "bob")]
+    shares = split(SECRET, 2, 2)
+    files = []
+    for ident, s in zip(ids, shares, strict=True):
+        p = tmp_path / f"{ident.recipient.name}.kss"
+        p.write_bytes(seal_share(s, ident.recipient))
+        files.append(str(p))
+    id_files = []
+    for ident in ids:
+        p = tmp_path / f"{ident.recipient.name}.id"
+        p.write_bytes(ident.to_bytes())
+        id_files += ["--identity", str(p)]
+    r = runner.invoke(
+        app,
+        [
+            "share",
+            "convert",
+            "--from",
+            "keysplit",
+            "--to",
+            "pycryptodome",
+            "-t",
+            "2",
+            "-n",
+            "3",
+            *id_files,
+            *files,
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert Shamir.combine(interop.parse_pycryptodome(r.stdout)[:2]) == SECRET
+    r = runner.invoke(
+        app, ["share", "convert", "--from", "keysplit", "--to", "pycryptodome", *files]
+    )
+    assert r.exit_code == 1 and "no --identity matches" in r.output

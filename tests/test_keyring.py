@@ -13,6 +13,8 @@ import pytest
 from Crypto.Cipher import AES
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keysplit import (
     DuplicateShareError,
@@ -443,3 +445,78 @@ def test_every_bit_flip_fails(made: tuple[Path, dict[str, Share]]) -> None:
         bad[pos] ^= 0x10
         with pytest.raises((FormatError, IntegrityError)):
             kf.open_secrets(bytes(bad), master)
+
+
+def test_concurrent_first_use_agrees_on_one_key(
+    made: tuple[Path, dict[str, Share]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sessions creating the same subject's key at once: the first insert wins."""
+    path, shares = made
+    q = [shares["alice"], shares["bob"]]
+    with Keyring.open(path).unseal(q) as a, Keyring.open(path).unseal(q) as b:
+        rec_a = a.encrypt(b"from a", subject="u")
+        monkeypatch.setattr(b.store, "get_many", lambda subjects: {})  # b misses the row
+        rec_b = b.encrypt(b"from b", subject="u")
+        monkeypatch.undo()
+        assert a.decrypt(rec_b, subject="u") == b"from b"
+        assert b.decrypt(rec_a, subject="u") == b"from a"
+
+
+def test_stream_sealed_to_keyring_opens_with_unsealed_keyring(
+    made: tuple[Path, dict[str, Share]],
+) -> None:
+    import io
+
+    from keysplit.stream import decrypt_stream, encrypt_stream
+
+    path, shares = made
+    kr = Keyring.open(path)
+    data = bytes(range(256)) * 1000
+    sealed = io.BytesIO()
+    encrypt_stream(io.BytesIO(data), sealed, kr.recipient, context={"subject": "u1"})
+    out = io.BytesIO()
+    with kr.unseal([shares["alice"], shares["bob"]]) as ku:
+        decrypt_stream(io.BytesIO(sealed.getvalue()), out, ku)
+    assert out.getvalue() == data
+
+
+def test_create_after_crash_reuses_empty_leftover_store(tmp_path: Path) -> None:
+    path = tmp_path / "kr"
+    Keyring.create(path, 2, NAMES)
+    (path / KEYRING_FILE).unlink()  # as if the process died before the commit point
+    _, shares2 = Keyring.create(path, 2, NAMES)
+    Keyring.open(path).unseal([shares2["alice"], shares2["bob"]]).close()
+    with Keyring.open(path).unseal([shares2["alice"], shares2["bob"]]) as ku:
+        ku.encrypt(b"x", subject="u")
+    (path / KEYRING_FILE).unlink()
+    with pytest.raises(KeyringError, match="not an empty leftover"):
+        Keyring.create(path, 2, NAMES)
+
+
+def test_corrupt_pending_file_does_not_block_the_keyring(
+    made: tuple[Path, dict[str, Share]],
+) -> None:
+    path, shares = made
+    (path / PENDING_FILE).write_bytes(b"KSKR\x01garbage")
+    kr = Keyring.open(path)
+    assert kr.pending is None
+    kr.unseal([shares["alice"], shares["bob"]]).close()
+
+
+@settings(max_examples=8)
+@given(st.integers(2, 5).flatmap(lambda n: st.tuples(st.integers(2, n), st.just(n))), st.data())
+def test_any_quorum_of_random_split_unseals(
+    tmp_path_factory: pytest.TempPathFactory, kn: tuple[int, int], data: st.DataObject
+) -> None:
+    k, n = kn
+    names = [f"c{i}" for i in range(n)]
+    path = tmp_path_factory.mktemp("kr") / "kr"
+    kr, shares = Keyring.create(path, k, names)
+    chosen = data.draw(st.permutations(names))[:k]
+    with kr.unseal([shares[c] for c in chosen]) as ku:
+        rec = ku.encrypt(b"q", subject="s")
+    too_few = [shares[c] for c in chosen[: k - 1]]
+    with pytest.raises(InsufficientSharesError):
+        Keyring.open(path).unseal(too_few)
+    with Keyring.open(path).unseal([shares[c] for c in names]) as ku:
+        assert ku.decrypt(rec, subject="s") == b"q"

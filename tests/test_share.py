@@ -186,6 +186,20 @@ def test_every_adjacent_swap_deletion_and_insertion_is_detected(share: Share) ->
                     Share.parse(mutated)
 
 
+@given(
+    positions=st.lists(st.integers(0, 65), min_size=2, max_size=4, unique=True),
+    deltas=st.lists(st.integers(1, 31), min_size=4, max_size=4),
+)
+def test_up_to_four_substitutions_are_detected(positions: list[int], deltas: list[int]) -> None:
+    data = str(TYPO_SHARES[1]).replace("-", "")[3:]
+    assert len(data) == 66
+    chars = list(data)
+    for pos, delta in zip(positions, deltas, strict=False):
+        chars[pos] = _bech32.CHARSET[(_bech32.CHARSET.index(chars[pos]) + delta) % 32]
+    with pytest.raises(ChecksumError):
+        Share.parse("ks1" + "".join(chars))
+
+
 def test_invalid_character_names_its_position() -> None:
     text = str(TYPO_SHARES[1]).replace("-", "")
     with pytest.raises(ChecksumError, match="invalid character 'b' at position 8") as info:

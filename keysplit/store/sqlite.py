@@ -36,7 +36,6 @@ CREATE TABLE IF NOT EXISTS data_keys (
     kek_version INTEGER NOT NULL,
     wrapped BLOB NOT NULL
 ) STRICT, WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS data_keys_version ON data_keys (kek_version, subject);
 CREATE TABLE IF NOT EXISTS legal_holds (subject TEXT PRIMARY KEY) STRICT, WITHOUT ROWID;
 """
 
@@ -141,6 +140,9 @@ class SQLiteKeyStore:
         return WrappedKey(*row) if row else None
 
     def get_many(self, subjects: Sequence[str]) -> dict[str, WrappedKey]:
+        return self._fetch_many(subjects)
+
+    def _fetch_many(self, subjects: Sequence[str]) -> dict[str, WrappedKey]:
         out: dict[str, WrappedKey] = {}
         subjects = list(dict.fromkeys(subjects))
         with self._lock:
@@ -158,7 +160,7 @@ class SQLiteKeyStore:
                 "INSERT OR IGNORE INTO data_keys (subject, kek_version, wrapped) VALUES (?, ?, ?)",
                 [tuple(r) for r in rows],
             )
-            stored = self.get_many([r.subject for r in rows])
+            stored = self._fetch_many([r.subject for r in rows])
         return [stored[r.subject] for r in rows]
 
     def replace_many(self, rows: Sequence[tuple[WrappedKey, WrappedKey]]) -> int:

@@ -1,0 +1,173 @@
+"""Records: ``encrypt_many``/``decrypt_many`` of 1 KiB records across 10,000 subjects vs a
+bare ``AESGCM.encrypt``/``decrypt`` loop with one key (no header, no context, no key
+lookup), all in the same run.
+
+The keysplit rows include everything a backend pays per record: random nonce (drawn in
+bulk), header with key commitment, canonical subject/context AAD, per-subject key lookup.
+``UnsealedKeyring`` rows also go through the keyring's data-key cache (keys already loaded:
+first-use creation and store I/O are measured by bench_rewrap / the tests, not here).
+Records are processed in batches of 100,000 and dropped, so memory stays bounded. The
+bare loop discards each ciphertext at once; a second reference row keeps them in a list as
+``encrypt_many`` must, to show how much of the gap is just allocating 100k results.
+Target (DESIGN.md §8): >= 1 M records/s and >= 50 % of the bare loop.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from keysplit import Keyring, envelope
+
+SUBJECTS = 10_000
+BATCH = 100_000
+SIZE = 1024
+
+
+def _timed(fn: Callable[[], object], work: int, repeats: int) -> tuple[float, float, float]:
+    fn()  # warm-up
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        rates.append(work / (time.perf_counter() - t0))
+    return statistics.median(rates), min(rates), max(rates)
+
+
+def _row(
+    bench: str, impl: str, n: int, stats: tuple[float, float, float], baseline: bool, **extra: Any
+) -> dict[str, Any]:
+    med, lo, hi = stats
+    return {
+        "benchmark": bench,
+        "impl": impl,
+        "n": n,
+        "unit": "records/s",
+        "median": med,
+        "min": lo,
+        "max": hi,
+        "baseline": baseline,
+        **extra,
+    }
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    n = 200_000 if quick else 1_000_000
+    repeats = 3 if quick else 5
+    batches = n // BATCH
+    pts = [os.urandom(SIZE) for _ in range(256)]
+    plain = [pts[i % 256] for i in range(BATCH)]
+    names = [f"user-{i:05d}" for i in range(SUBJECTS)]
+    subjects = [names[i % SUBJECTS] for i in range(BATCH)]
+    dks = [envelope.DataKey(os.urandom(16)) for _ in range(SUBJECTS)]
+    keys = [dks[i % SUBJECTS] for i in range(BATCH)]
+    ctx = {"table": "messages"}
+    bare = AESGCM(os.urandom(16))
+    nonce = os.urandom(12)
+    bare_ct = [bare.encrypt(nonce, p, None) for p in plain]
+    recs = envelope.encrypt_many(keys, subjects, plain, ctx)
+
+    def bare_enc() -> None:
+        for _ in range(batches):
+            for p in plain:
+                bare.encrypt(nonce, p, None)
+
+    def bare_dec() -> None:
+        for _ in range(batches):
+            for c in bare_ct:
+                bare.decrypt(nonce, c, None)
+
+    def bare_enc_keep() -> None:
+        for _ in range(batches):
+            out = []
+            for p in plain:
+                out.append(bare.encrypt(nonce, p, None))
+
+    def env_enc() -> None:
+        for _ in range(batches):
+            envelope.encrypt_many(keys, subjects, plain, ctx)
+
+    def env_dec() -> None:
+        for _ in range(batches):
+            envelope.decrypt_many(keys, subjects, recs, ctx)
+
+    rows = [
+        _row(
+            "records-encrypt-1KiB",
+            "AESGCM.encrypt loop, 1 key (bare)",
+            n,
+            _timed(bare_enc, n, repeats),
+            True,
+        ),
+        _row(
+            "records-encrypt-1KiB",
+            "envelope.encrypt_many, 10k subjects",
+            n,
+            _timed(env_enc, n, repeats),
+            False,
+        ),
+        _row(
+            "records-decrypt-1KiB",
+            "AESGCM.decrypt loop, 1 key (bare)",
+            n,
+            _timed(bare_dec, n, repeats),
+            True,
+        ),
+        _row(
+            "records-decrypt-1KiB",
+            "envelope.decrypt_many, 10k subjects",
+            n,
+            _timed(env_dec, n, repeats),
+            False,
+        ),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        kr, shares = Keyring.create(Path(tmp) / "kr", 2, ["a", "b", "c"])
+        with kr.unseal([shares["a"], shares["b"]]) as ku:
+            ku_recs = ku.encrypt_many(subjects, plain, ctx)  # creates the 10k data keys
+
+            def kr_enc() -> None:
+                for _ in range(batches):
+                    ku.encrypt_many(subjects, plain, ctx)
+
+            def kr_dec() -> None:
+                for _ in range(batches):
+                    ku.decrypt_many(subjects, ku_recs, ctx)
+
+            rows.insert(
+                2,
+                _row(
+                    "records-encrypt-1KiB",
+                    "UnsealedKeyring.encrypt_many, 10k subjects",
+                    n,
+                    _timed(kr_enc, n, repeats),
+                    False,
+                ),
+            )
+            rows.append(
+                _row(
+                    "records-decrypt-1KiB",
+                    "UnsealedKeyring.decrypt_many, 10k subjects",
+                    n,
+                    _timed(kr_dec, n, repeats),
+                    False,
+                )
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    import sys
+
+    for r in run("--full" not in sys.argv):
+        print(
+            f"{r['benchmark']:22} {r['impl']:46} n={r['n']:>9,} median {r['median']:>12,.0f} "
+            f"{r['unit']} (min {r['min']:,.0f}, max {r['max']:,.0f})"
+        )

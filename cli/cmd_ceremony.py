@@ -1,0 +1,576 @@
+"""Key ceremonies: ``keysplit init|unseal|rekey|rotate|rewrap|retire|shred|hold|status``.
+
+A thin shell over :mod:`keysplit.keyring`. Every command that needs the master key gathers
+a quorum through :func:`._quorum.gather_quorum`; every change is recorded in the keyring's
+MAC-protected audit log, naming the custodians who contributed (names and share
+fingerprints, never share bytes). The master key is never printed.
+
+Exit codes (all commands): 0 success, 1 expected failure (bad share, wrong passphrase,
+too few shares, legal hold, ...), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from keysplit import (
+    Keyring,
+    KeysplitError,
+    Recipient,
+    Share,
+    UnsealedKeyring,
+    seal_share,
+    seal_share_with_passphrase,
+)
+from keysplit._fileio import atomic_write
+
+from . import cmd_shares
+from ._common import EXIT_USAGE, err_console, fail, handle_errors, info
+from ._quorum import (
+    IDENTITY_OPTION,
+    PASSPHRASE_OPTION,
+    SHARE_OPTION,
+    Passphrases,
+    QuorumSource,
+    gather_quorum,
+)
+from .app import app
+from .cmd_shares import _prompt_passphrase, _relabel, _share_file_text
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+
+CUSTODIAN_OPTION_HELP = (
+    "NAME=PUBFILE seals NAME's share to their public key (from 'keysplit custodian keygen'); "
+    "NAME alone seals it under a passphrase NAME types (repeatable, one per custodian)."
+)
+
+
+# -- custodians and their share files ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Custody:
+    """How one custodian's share is protected (public data plus maybe a passphrase)."""
+
+    name: str
+    recipient: Recipient | None
+    passphrase: bytes | None
+
+    @property
+    def protection(self) -> str:
+        if self.recipient is not None:
+            return f"key {self.recipient.fingerprint}"
+        return "passphrase" if self.passphrase is not None else "none (plain)"
+
+    def __repr__(self) -> str:
+        return f"_Custody({self.name!r}, {self.protection})"
+
+
+def _parse_custodians(
+    specs: list[str], passphrase_specs: list[str], plain: bool, option: str
+) -> list[_Custody]:
+    """Read public keys and passphrases before anything is created (a typo costs nothing)."""
+    if not specs:
+        fail("give the custodians with --custodian NAME[=PUBFILE]", code=EXIT_USAGE)
+    passphrases = Passphrases(passphrase_specs, option=option)
+    out: list[_Custody] = []
+    for spec in specs:
+        name, sep, pub = spec.partition("=")
+        if not _NAME_RE.fullmatch(name) or (sep and not pub):
+            fail(
+                f"--custodian expects NAME or NAME=PUBFILE, got {spec!r}",
+                "names are 1-64 characters of A-Z a-z 0-9 . _ @ + -",
+                code=EXIT_USAGE,
+            )
+        if pub:
+            try:
+                recipient = Recipient.from_bytes(Path(pub).read_bytes())
+            except KeysplitError as exc:
+                raise _relabel(exc, pub) from None
+            if recipient.name != name:
+                fail(
+                    f"{pub} is the public key of {recipient.name!r}, not {name!r}",
+                    "check which file belongs to which custodian",
+                )
+            out.append(_Custody(name, recipient, None))
+        elif plain:
+            out.append(_Custody(name, None, None))
+        else:
+            pw = passphrases.get(name) or _prompt_passphrase(f"custodian {name!r}", confirm=True)
+            out.append(_Custody(name, None, pw))
+    names = [c.name for c in out]
+    if len(set(names)) != len(names):
+        fail("each custodian may appear only once", code=EXIT_USAGE)
+    if plain:
+        info(
+            "[yellow]warning:[/] --plain-shares writes shares unprotected: anyone who reads "
+            "enough of these files has the master key (use only for demos and tests)"
+        )
+    return out
+
+
+def _share_paths(shares_dir: Path, custody: list[_Custody], generation: int) -> dict[str, Path]:
+    paths = {}
+    for c in custody:
+        ext = "kss" if (c.recipient or c.passphrase) else "txt"
+        paths[c.name] = shares_dir / f"{c.name}.g{generation}.{ext}"
+    for p in paths.values():
+        if p.exists():
+            fail(f"refusing to overwrite existing share file: {p}", "choose another --shares-dir")
+    return paths
+
+
+def _write_shares(
+    shares: dict[str, Share], custody: list[_Custody], paths: dict[str, Path]
+) -> list[dict[str, Any]]:
+    """Seal each share for its custodian and write it atomically (0600); the summary rows."""
+    rows = []
+    for c in custody:
+        share = shares[c.name]
+        if c.recipient is not None:
+            data = seal_share(share, c.recipient)
+        elif c.passphrase is not None:
+            data = seal_share_with_passphrase(share, c.name, c.passphrase, kdf=cmd_shares.KDF)
+        else:
+            data = _share_file_text(share, c.name).encode()
+        path = paths[c.name]
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(path, data, overwrite=False)
+        rows.append(
+            {
+                "custodian": c.name,
+                "index": share.index,
+                "file": str(path),
+                "share": share.fingerprint,
+                "protection": c.protection,
+            }
+        )
+    return rows
+
+
+def _print_share_table(title: str, rows: list[dict[str, Any]]) -> None:
+    table = Table(title=escape(title))
+    for col in ("custodian", "share file", "share fingerprint", "protection"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(*(escape(str(r[k])) for k in ("custodian", "file", "share", "protection")))
+    err_console.print(table)
+
+
+def _default_shares_dir(directory: Path) -> Path:
+    d = directory if directory.name else directory.resolve()
+    return d.parent / f"{d.name}-shares"
+
+
+def _quorum(shares: list[Path], identity: list[Path], passphrase_file: list[str]) -> QuorumSource:
+    return QuorumSource(list(shares), list(identity), list(passphrase_file))
+
+
+def _open(directory: Path) -> Keyring:
+    return Keyring.open(directory)
+
+
+def _unseal(kr: Keyring, src: QuorumSource) -> tuple[UnsealedKeyring, list[dict[str, Any]]]:
+    ukr, contributors = gather_quorum(kr, src)
+    return ukr, [c.as_dict() for c in contributors]
+
+
+def _names(contributors: list[dict[str, Any]]) -> str:
+    return ", ".join(str(c["custodian"]) for c in contributors)
+
+
+SHARES_DIR_HELP = "Where to write the share files (default: DIR-shares beside DIR)."
+JSON_HELP = "Print a machine-readable result on stdout."
+
+
+# -- init -------------------------------------------------------------------------------------
+
+
+@app.command("init")
+@handle_errors
+def init_cmd(
+    directory: Path = typer.Argument(..., help="New keyring directory (created)."),
+    threshold: int = typer.Option(..., "--threshold", "-k", help="Custodians needed to unseal."),
+    custodian: list[str] = typer.Option([], "--custodian", "-c", help=CUSTODIAN_OPTION_HELP),
+    passphrase_file: list[str] = typer.Option(
+        [],
+        "--passphrase-file",
+        help="NAME=FILE: passphrase for custodian NAME's share (automation; default: prompt).",
+    ),
+    shares_dir: Path | None = typer.Option(None, "--shares-dir", help=SHARES_DIR_HELP),
+    plain_shares: bool = typer.Option(
+        False,
+        "--plain-shares",
+        help="Custodians without a key get unprotected share files (demos and tests only).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Create a keyring: a fresh master key split K-of-N among the custodians.
+
+    Writes one share file per custodian (mode 0600) and appends an 'init' entry to the audit
+    log. The master key is never written or printed: keep K share files safe.
+    """
+    custody = _parse_custodians(custodian, passphrase_file, plain_shares, "--passphrase-file")
+    if not 2 <= threshold <= len(custody):
+        fail(f"--threshold must be between 2 and {len(custody)} (the custodians)", code=EXIT_USAGE)
+    out_dir = shares_dir or _default_shares_dir(directory)
+    paths = _share_paths(out_dir, custody, 1)
+    kr, shares = Keyring.create(directory, threshold, [c.name for c in custody])
+    rows = _write_shares(shares, custody, paths)
+    with kr.unseal(list(shares.values())[:threshold]) as ukr:
+        entry = ukr.audit_log().append(
+            "init",
+            keyring_id=kr.keyring_id,
+            generation=kr.meta.generation,
+            threshold=threshold,
+            custodians=[
+                {k: r[k] for k in ("custodian", "index", "share", "protection")} for r in rows
+            ],
+        )
+    shares.clear()
+    _print_share_table(f"keyring {kr.keyring_id}: {threshold} of {len(custody)}", rows)
+    info(f"audit log head: {entry.hash}")
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "keyring_id": kr.keyring_id,
+                    "threshold": threshold,
+                    "shares": rows,
+                    "audit_head": entry.hash,
+                }
+            )
+        )
+    else:
+        typer.echo(kr.keyring_id)
+
+
+# -- unseal / status --------------------------------------------------------------------------
+
+
+@app.command("unseal")
+@handle_errors
+def unseal_cmd(
+    directory: Path = typer.Argument(..., help="Keyring directory."),
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Check that a quorum of custodians can unseal the keyring (an unseal drill).
+
+    Verifies every share and the recovered master key, reports the keyring id and records
+    an 'unseal-check' audit entry naming the contributing custodians.
+    """
+    kr = _open(directory)
+    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    with ukr:
+        entry = ukr.audit_log().append(
+            "unseal-check", generation=kr.meta.generation, custodians=contributors
+        )
+    info(f"[green]quorum verified[/]: {_names(contributors)} unsealed keyring {kr.keyring_id}")
+    doc = {
+        "keyring_id": kr.keyring_id,
+        "generation": kr.meta.generation,
+        "set_id": kr.meta.set_id,
+        "public_key": kr.meta.public_key,
+        "custodians": contributors,
+        "audit_head": entry.hash,
+    }
+    typer.echo(json.dumps(doc) if as_json else kr.keyring_id)
+
+
+@app.command("status")
+@handle_errors
+def status_cmd(
+    directory: Path = typer.Argument(..., help="Keyring directory."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Show versions, custodians and key counts (public data only; needs no quorum)."""
+    kr = _open(directory)
+    doc = kr.status().as_dict()
+    log = kr.audit_log()
+    try:
+        report = log.verify()
+        doc["audit"] = {"entries": report.entries, "head": report.head, "chain_ok": True}
+    except KeysplitError as exc:
+        doc["audit"] = {"chain_ok": False, "error": str(exc)}
+    if as_json:
+        typer.echo(json.dumps(doc))
+        return
+    table = Table(title=f"keyring {doc['keyring_id']}", show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    custodians = ", ".join(f"{c['name']} (#{c['index']})" for c in doc["custodians"])
+    versions = ", ".join(f"v{k}: {v}" for k, v in doc["keys_by_version"].items()) or "none"
+    audit = doc["audit"]
+    for field_, value in (
+        ("path", doc["path"]),
+        ("generation", str(doc["generation"])),
+        ("quorum", f"{doc['threshold']} of {len(doc['custodians'])}"),
+        ("custodians", custodians),
+        ("share set", doc["set_id"]),
+        ("public key", doc["public_key"]),
+        ("current KEK", f"v{doc['current_kek']}"),
+        ("KEK versions", ", ".join(f"v{v}" for v in doc["kek_versions"])),
+        ("data keys", f"{doc['data_keys']} ({versions})"),
+        ("legal holds", str(doc["legal_holds"])),
+        ("pending rekey", "yes" if doc["pending_rekey"] else "no"),
+        (
+            "audit log",
+            f"{audit['entries']} entries, head {audit['head']}"
+            if audit["chain_ok"]
+            else f"BROKEN: {audit['error']}",
+        ),
+    ):
+        table.add_row(field_, value)
+    Console(highlight=False, width=max(Console().width, 100)).print(table)
+
+
+# -- rekey ------------------------------------------------------------------------------------
+
+
+@app.command("rekey")
+@handle_errors
+def rekey_cmd(
+    directory: Path = typer.Argument(..., help="Keyring directory."),
+    custodian: list[str] = typer.Option(
+        [], "--custodian", "-c", help="The NEW custodian list: " + CUSTODIAN_OPTION_HELP
+    ),
+    threshold: int | None = typer.Option(
+        None, "--threshold", "-k", help="New threshold (default: the current one)."
+    ),
+    new_passphrase_file: list[str] = typer.Option(
+        [], "--new-passphrase-file", help="NAME=FILE: passphrase for NAME's NEW share."
+    ),
+    shares_dir: Path | None = typer.Option(None, "--shares-dir", help=SHARES_DIR_HELP),
+    plain_shares: bool = typer.Option(
+        False, "--plain-shares", help="Unprotected new share files (demos and tests only)."
+    ),
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """New master key and new shares for the given custodians; every old share dies.
+
+    Needs a quorum of the current shares. The new share files are written before the
+    switch, so a failure leaves the old shares working. Data keys and data are untouched.
+    """
+    kr = _open(directory)
+    custody = _parse_custodians(
+        custodian, new_passphrase_file, plain_shares, "--new-passphrase-file"
+    )
+    k = threshold if threshold is not None else min(kr.meta.threshold, len(custody))
+    if not 2 <= k <= len(custody):
+        fail(f"--threshold must be between 2 and {len(custody)} (the custodians)", code=EXIT_USAGE)
+    out_dir = shares_dir or _default_shares_dir(directory)
+    paths = _share_paths(out_dir, custody, kr.meta.generation + 1)
+    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    with ukr:
+        old = kr.meta
+        shares = ukr.prepare_rekey(threshold=k, custodians=[c.name for c in custody])
+        try:
+            rows = _write_shares(shares, custody, paths)
+        except BaseException:
+            ukr.abort_rekey()
+            for p in paths.values():
+                p.unlink(missing_ok=True)
+            raise
+        ukr.commit_rekey()
+        shares.clear()
+        entry = ukr.audit_log().append(
+            "rekey",
+            generation=kr.meta.generation,
+            old_threshold=old.threshold,
+            old_custodians=[c.name for c in old.custodians],
+            threshold=k,
+            custodians=[
+                {x: r[x] for x in ("custodian", "index", "share", "protection")} for r in rows
+            ],
+            authorized_by=contributors,
+        )
+    _print_share_table(f"keyring {kr.keyring_id} rekeyed: {k} of {len(custody)}", rows)
+    info("old shares no longer unseal this keyring")
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "keyring_id": kr.keyring_id,
+                    "generation": kr.meta.generation,
+                    "threshold": k,
+                    "shares": rows,
+                    "audit_head": entry.hash,
+                }
+            )
+        )
+    else:
+        typer.echo(kr.keyring_id)
+
+
+# -- rotate / rewrap / retire -----------------------------------------------------------------
+
+
+@app.command("rotate")
+@handle_errors
+def rotate_cmd(
+    directory: Path = typer.Argument(..., help="Keyring directory."),
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+) -> None:
+    """Create a new KEK version; new data keys use it (then run rewrap). Prints the version."""
+    kr = _open(directory)
+    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    with ukr:
+        version = ukr.rotate()
+        ukr.audit_log().append("rotate", kek_version=version, authorized_by=contributors)
+    info(f"new KEK version v{version}; run 'keysplit rewrap' to move existing data keys to it")
+    typer.echo(version)
+
+
+@app.command("rewrap")
+@handle_errors
+def rewrap_cmd(
+    directory: Path = typer.Argument(..., help="Keyring directory."),
+    batch_size: int = typer.Option(10_000, "--batch-size", min=1, help="Keys per transaction."),
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Re-wrap every data key under the current KEK (records untouched; resumable).
+
+    Each batch commits on its own: if interrupted, run it again to continue.
+    """
+    kr = _open(directory)
+    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    with ukr:
+        result = rewrap_with_progress(ukr, batch_size)
+        entry = ukr.audit_log().append(
+            "rewrap",
+            kek_version=result.kek_version,
+            rewrapped=result.rewrapped,
+            remaining=result.remaining,
+            authorized_by=contributors,
+        )
+    info(f"rewrapped {result.rewrapped} data keys to KEK v{result.kek_version}")
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "rewrapped": result.rewrapped,
+                    "kek_version": result.kek_version,
+                    "remaining": result.remaining,
+                    "audit_head": entry.hash,
+                }
+            )
+        )
+    else:
+        typer.echo(result.rewrapped)
+
+
+def rewrap_with_progress(ukr: UnsealedKeyring, batch_size: int) -> Any:
+    """Run :meth:`UnsealedKeyring.rewrap` with a rich progress bar on stderr."""
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("rewrapping data keys", total=None)
+
+        def step(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = ukr.rewrap(batch_size=batch_size, progress=step)
+        bar.update(task, completed=result.rewrapped, total=max(result.rewrapped, 1))
+    return result
+
+
+@app.command("retire")
+@handle_errors
+def retire_cmd(
+    directory: Path = typer.Argument(..., help="Keyring directory."),
+    version: int = typer.Argument(..., help="KEK version to delete (no data key may use it)."),
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+) -> None:
+    """Delete an old KEK version (after rewrap): old backups of the key store become useless."""
+    kr = _open(directory)
+    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    with ukr:
+        ukr.retire(version)
+        ukr.audit_log().append("retire", kek_version=version, authorized_by=contributors)
+    info(f"KEK v{version} retired")
+
+
+# -- shred / hold -----------------------------------------------------------------------------
+
+
+@app.command("shred")
+@handle_errors
+def shred_cmd(
+    directory: Path = typer.Argument(..., help="Keyring directory."),
+    subject: str = typer.Argument(..., help="The subject (user id) whose data key to destroy."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+) -> None:
+    """Destroy SUBJECT's data key: their records can never be decrypted again.
+
+    Refused (exit 1) while the subject is under legal hold.
+    """
+    kr = _open(directory)
+    if not yes:
+        typer.confirm(
+            f"Destroy the data key of {subject!r}? Their records become unrecoverable",
+            abort=True,
+            err=True,
+        )
+    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    with ukr:
+        existed = ukr.shred(subject)
+        ukr.audit_log().append(
+            "shred", subject=subject, existed=existed, authorized_by=contributors
+        )
+    if existed:
+        info(f"shredded the data key of {subject!r}")
+    else:
+        info(f"{subject!r} had no data key (nothing to shred; recorded anyway)")
+
+
+@app.command("hold")
+@handle_errors
+def hold_cmd(
+    directory: Path = typer.Argument(..., help="Keyring directory."),
+    subject: str = typer.Argument(..., help="The subject (user id)."),
+    on: bool = typer.Option(..., "--on/--off", help="Place or lift the legal hold."),
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+) -> None:
+    """Place (--on) or lift (--off) a legal hold: a held subject cannot be shredded."""
+    kr = _open(directory)
+    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    with ukr:
+        ukr.set_legal_hold(subject, on)
+        ukr.audit_log().append("legal-hold", subject=subject, hold=on, authorized_by=contributors)
+    info(f"legal hold on {subject!r}: {'on' if on else 'off'}")
+
+
+__all__ = ["rewrap_with_progress"]

@@ -1,0 +1,443 @@
+"""CLI key ceremonies: init, unseal, rekey, rotate/rewrap/retire, shred/hold, status.
+
+Each test checks exit codes and messages, then the resulting state through the library.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from ceremony_helpers import Ceremony, error_lines, make_ceremony, make_identity, run
+from keysplit_cli import cmd_shares
+
+from keysplit import Argon2Params, Identity, Keyring, load_share
+
+
+@pytest.fixture(autouse=True)
+def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cmd_shares, "KDF", Argon2Params(time_cost=1, memory_kib=64, lanes=1))
+
+
+@pytest.fixture
+def cer(tmp_path: Path) -> Ceremony:
+    return make_ceremony(tmp_path)
+
+
+def _open(c: Ceremony, name: str, gen: int = 1):
+    data = c.share(name, gen).read_bytes()
+    if name in c.ids:
+        return load_share(data, identity=Identity.from_bytes(c.ids[name].read_bytes()))
+    return load_share(data, passphrase=c.carol_pw.read_text().strip().encode())
+
+
+# -- init ----------------------------------------------------------------------------------
+
+
+def test_init_writes_sealed_shares_and_an_audited_init(cer: Ceremony) -> None:
+    files = sorted(p.name for p in cer.shares.iterdir())
+    assert files == ["alice.g1.kss", "bob.g1.kss", "carol.g1.kss"]
+    for p in cer.shares.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    kr = Keyring.open(cer.kr)
+    assert kr.meta.threshold == 2
+    assert [c.name for c in kr.meta.custodians] == ["alice", "bob", "carol"]
+    # The shares really are the keyring's: any two unseal it, and the init entry is MACed.
+    with kr.unseal([_open(cer, "alice"), _open(cer, "carol")]) as ukr:
+        report = ukr.audit_log().verify()
+    assert report.entries == 1 and report.mac_verified
+    (entry,) = kr.audit_log().entries()
+    assert entry.event == "init"
+    assert [c["custodian"] for c in entry.data["custodians"]] == ["alice", "bob", "carol"]
+    assert entry.data["custodians"][2]["protection"] == "passphrase"
+
+
+def test_init_output_has_summary_and_no_secret(tmp_path: Path) -> None:
+    pub, _ = make_identity(tmp_path / "keys", "alice")
+    r = run(
+        [
+            "init",
+            tmp_path / "kr",
+            "-k",
+            "2",
+            "-c",
+            f"alice={pub}",
+            "-c",
+            "bob",
+            "-c",
+            "carol",
+            "--plain-shares",
+            "--json",
+        ]
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["threshold"] == 2 and [s["custodian"] for s in doc["shares"]] == [
+        "alice",
+        "bob",
+        "carol",
+    ]
+    assert "warning" in r.stderr and "--plain-shares" in r.stderr
+    assert "alice" in r.stderr and "share fingerprint" in r.stderr
+    bob_share = load_share((tmp_path / "kr-shares" / "bob.g1.txt").read_bytes())
+    assert str(bob_share) not in r.output  # share text never printed
+    assert doc["shares"][1]["share"] == bob_share.fingerprint
+
+
+def test_init_passphrase_prompt_with_confirmation_then_interactive_unseal(tmp_path: Path) -> None:
+    kr = tmp_path / "kr"
+    r = run(
+        ["init", kr, "-k", "2", "-c", "alice", "-c", "bob"],
+        input="alice-pass\nalice-pass\nbob-pass\nbob-pass\n",
+    )
+    assert r.exit_code == 0, r.output
+    assert "alice-pass" not in r.output
+    shares = tmp_path / "kr-shares"
+    # Interactive unseal: a missing file and a wrong passphrase are rejected, then retried.
+    r = run(
+        ["unseal", kr],
+        input=f"{tmp_path / 'nope'}\n{shares / 'alice.g1.kss'}\nWRONG\n"
+        f"{shares / 'alice.g1.kss'}\nalice-pass\n{shares / 'bob.g1.kss'}\nbob-pass\n",
+    )
+    assert r.exit_code == 0, r.output
+    assert "rejected: cannot read" in r.stderr
+    assert "rejected:" in r.stderr and "wrong passphrase" in r.stderr
+    assert "[1/2] share 1 of alice accepted" in r.stderr
+    assert "[2/2] share 2 of bob accepted" in r.stderr
+    assert r.stdout.split()[-1] == Keyring.open(kr).keyring_id  # CliRunner echoes input
+
+
+def test_init_mismatched_confirmation_is_reprompted(tmp_path: Path) -> None:
+    r = run(
+        ["init", tmp_path / "kr", "-k", "2", "-c", "a", "-c", "b"],
+        input="one\ntwo\none\none\nbpw\nbpw\n",
+    )
+    assert r.exit_code == 0, r.output
+    assert "do not match" in r.stderr.lower() or "don't match" in r.stderr.lower()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["-k", "4", "-c", "a", "-c", "b", "-c", "c"], 2, "--threshold must be between 2 and 3"),
+        (["-k", "1", "-c", "a", "-c", "b"], 2, "--threshold"),
+        (["-k", "2", "-c", "a b", "-c", "c"], 2, "NAME or NAME=PUBFILE"),
+        (["-k", "2", "-c", "a", "-c", "a"], 2, "only once"),
+        (["-k", "2"], 2, "give the custodians"),
+        (["-k", "2", "-c", "a=missing.pub", "-c", "b"], 1, "no such file"),
+    ],
+)
+def test_init_usage_errors(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    r = run(["init", tmp_path / "kr", "--plain-shares", *args])
+    assert r.exit_code == code, r.output
+    assert message in r.stderr
+    assert not (tmp_path / "kr" / "keyring.ksk").exists()
+
+
+def test_init_public_key_of_someone_else_and_existing_keyring(cer: Ceremony) -> None:
+    r = run(
+        [
+            "init",
+            cer.root / "other",
+            "-k",
+            "2",
+            "-c",
+            f"carol={cer.pubs['alice']}",
+            "-c",
+            "x",
+            "--plain-shares",
+        ]
+    )
+    assert r.exit_code == 1
+    assert "public key of 'alice', not 'carol'" in r.stderr
+    r = run(
+        [
+            "init",
+            cer.kr,
+            "-k",
+            "2",
+            "-c",
+            "x",
+            "-c",
+            "y",
+            "--plain-shares",
+            "--shares-dir",
+            cer.root / "s2",
+        ]
+    )
+    assert r.exit_code == 1
+    assert error_lines(r) == [f"error: a keyring already exists at {cer.kr}"]
+
+
+def test_init_refuses_to_overwrite_share_files(cer: Ceremony) -> None:
+    r = run(
+        [
+            "init",
+            cer.root / "second",
+            "-k",
+            "2",
+            "-c",
+            "alice",
+            "-c",
+            "bob",
+            "--passphrase-file",
+            f"{cer.carol_pw}",
+            "--shares-dir",
+            cer.shares,
+        ]
+    )
+    assert r.exit_code == 1
+    assert "refusing to overwrite existing share file" in r.stderr
+    assert not (cer.root / "second").exists()  # checked before anything is created
+
+
+# -- unseal --------------------------------------------------------------------------------
+
+
+def test_unseal_non_interactive_records_contributors(cer: Ceremony) -> None:
+    r = run(["unseal", cer.kr, *cer.quorum("bob", "carol"), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    kr = Keyring.open(cer.kr)
+    assert doc["keyring_id"] == kr.keyring_id
+    assert [c["custodian"] for c in doc["custodians"]] == ["bob", "carol"]
+    last = kr.audit_log().entries()[-1]
+    assert last.event == "unseal-check"
+    assert last.data["custodians"] == doc["custodians"]
+    assert last.data["custodians"][0]["share"] == _open(cer, "bob").fingerprint
+    log = (cer.kr / "audit.log").read_text()
+    for n in ("alice", "bob", "carol"):
+        assert str(_open(cer, n)) not in log  # share text never logged
+    assert doc["audit_head"] == kr.audit_log().head
+
+
+def test_unseal_too_few_shares(cer: Ceremony) -> None:
+    r = run(["unseal", cer.kr, *cer.quorum("alice")])
+    assert r.exit_code == 1
+    assert error_lines(r) == ["error: need 2 shares, got 1"]
+    assert len(Keyring.open(cer.kr).audit_log().entries()) == 1  # nothing appended
+
+
+def test_unseal_wrong_passphrase(cer: Ceremony, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pw"
+    bad.write_text("not it\n")
+    args = ["--share", cer.share("carol"), "--passphrase-file", f"carol={bad}"]
+    r = run(["unseal", cer.kr, *cer.quorum("alice"), *args])
+    assert r.exit_code == 1
+    (line,) = error_lines(r)
+    assert str(cer.share("carol")) in line and "wrong passphrase" in line
+
+
+def test_unseal_wrong_identity(cer: Ceremony) -> None:
+    r = run(
+        [
+            "unseal",
+            cer.kr,
+            "--share",
+            cer.share("alice"),
+            "--identity",
+            cer.ids["bob"],
+            *cer.quorum("carol"),
+        ]
+    )
+    assert r.exit_code == 1
+    (line,) = error_lines(r)
+    assert "alice" in line and "no --identity matches" in line
+    assert "hint: add --identity with the identity file of 'alice'" in r.stderr
+
+
+def test_unseal_corrupted_share_is_named(cer: Ceremony) -> None:
+    data = bytearray(cer.share("bob").read_bytes())
+    data[len(data) // 2] ^= 0x40
+    cer.share("bob").write_bytes(bytes(data))
+    r = run(["unseal", cer.kr, *cer.quorum("alice", "bob")])
+    assert r.exit_code == 1
+    (line,) = error_lines(r)
+    assert line.startswith(f"error: {cer.share('bob')}:")
+
+
+def test_unseal_duplicate_and_foreign_shares(cer: Ceremony, tmp_path: Path) -> None:
+    r = run(["unseal", cer.kr, *cer.quorum("alice", "alice")])
+    assert r.exit_code == 1
+    assert "already added" in r.stderr
+    other = make_ceremony(tmp_path / "other")
+    r = run(["unseal", cer.kr, *cer.quorum("alice"), *other.quorum("bob")])
+    assert r.exit_code == 1
+    assert "does not belong to this keyring" in r.stderr
+
+
+def test_unseal_interactive_asks_for_identity(cer: Ceremony) -> None:
+    r = run(
+        ["unseal", cer.kr],
+        input=f"{cer.share('alice')}\n{cer.ids['alice']}\n{cer.share('alice')}\n"
+        f"{cer.share('bob')}\n{cer.ids['bob']}\n",
+    )
+    assert r.exit_code == 0, r.output
+    assert "Identity file of custodian 'alice'" in r.stderr
+    assert "rejected:" in r.stderr and "already added" in r.stderr
+
+
+def test_unseal_interactive_give_up(cer: Ceremony) -> None:
+    r = run(["unseal", cer.kr], input=f"{cer.share('alice')}\n{cer.ids['alice']}\n\n")
+    assert r.exit_code == 1
+    assert error_lines(r)[-1] == "error: need 2 shares, got 1"
+
+
+# -- rekey ---------------------------------------------------------------------------------
+
+
+def test_rekey_drops_a_custodian_and_kills_old_shares(cer: Ceremony) -> None:
+    old_id = Keyring.open(cer.kr).meta.set_id
+    r = run(
+        [
+            "rekey",
+            cer.kr,
+            "-c",
+            f"alice={cer.pubs['alice']}",
+            "-c",
+            f"bob={cer.pubs['bob']}",
+            "-k",
+            "2",
+            *cer.quorum("alice", "carol"),
+            "--json",
+        ]
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["generation"] == 2 and [s["custodian"] for s in doc["shares"]] == ["alice", "bob"]
+    kr = Keyring.open(cer.kr)
+    assert kr.meta.set_id != old_id and kr.pending is None
+    # old shares: refused; new ones (generation 2 files) unseal
+    r = run(["unseal", cer.kr, *cer.quorum("alice", "bob")])
+    assert r.exit_code == 1 and "does not belong to this keyring" in r.stderr
+    r = run(["unseal", cer.kr, *cer.quorum("alice", "bob", gen=2)])
+    assert r.exit_code == 0, r.output
+    ev = kr.audit_log().entries()
+    rekey = next(e for e in ev if e.event == "rekey")
+    assert rekey.data["old_custodians"] == ["alice", "bob", "carol"]
+    assert [c["custodian"] for c in rekey.data["authorized_by"]] == ["alice", "carol"]
+
+
+def test_rekey_needs_a_custodian_list_and_valid_threshold(cer: Ceremony) -> None:
+    r = run(["rekey", cer.kr, *cer.quorum("alice", "bob")])
+    assert r.exit_code == 2 and "give the custodians" in r.stderr
+    r = run(
+        [
+            "rekey",
+            cer.kr,
+            "-c",
+            "x",
+            "-c",
+            "y",
+            "-k",
+            "3",
+            "--plain-shares",
+            *cer.quorum("alice", "bob"),
+        ]
+    )
+    assert r.exit_code == 2
+    assert Keyring.open(cer.kr).meta.generation == 1
+
+
+def test_rekey_with_bad_quorum_changes_nothing(cer: Ceremony) -> None:
+    r = run(["rekey", cer.kr, "-c", "x", "-c", "y", "--plain-shares", *cer.quorum("alice")])
+    assert r.exit_code == 1
+    kr = Keyring.open(cer.kr)
+    assert kr.meta.generation == 1 and kr.pending is None
+    assert not list(cer.shares.glob("*.g2.*"))
+
+
+# -- rotate / rewrap / retire / shred / hold / status --------------------------------------
+
+
+def _fill(c: Ceremony, n: int) -> list[bytes]:
+    kr = Keyring.open(c.kr)
+    with kr.unseal([_open(c, "alice"), _open(c, "bob")]) as ukr:
+        return ukr.encrypt_many([f"u{i}" for i in range(n)], [b"card %d" % i for i in range(n)])
+
+
+def test_rotate_rewrap_retire(cer: Ceremony) -> None:
+    records = _fill(cer, 50)
+    r = run(["rotate", cer.kr, *cer.quorum("alice", "bob")])
+    assert r.exit_code == 0 and r.stdout.strip() == "2"
+    r = run(["retire", cer.kr, "1", *cer.quorum("alice", "bob")])
+    assert r.exit_code == 1 and "still wrapped under KEK version 1" in r.stderr
+    assert "hint: run rewrap first" in r.stderr
+    r = run(["rewrap", cer.kr, "--batch-size", "7", *cer.quorum("alice", "carol"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["rewrapped"] == 50
+    assert "rewrapping data keys" in r.stderr
+    r = run(["retire", cer.kr, "1", *cer.quorum("alice", "bob")])
+    assert r.exit_code == 0, r.output
+    r = run(["status", cer.kr, "--json"])
+    doc = json.loads(r.stdout)
+    assert doc["kek_versions"] == [2] and doc["keys_by_version"] == {"2": 50}
+    kr = Keyring.open(cer.kr)
+    with kr.unseal([_open(cer, "bob"), _open(cer, "carol")]) as ukr:
+        assert ukr.decrypt(records[7], subject="u7") == b"card 7"
+    events = [e.event for e in kr.audit_log().entries()]
+    assert events == ["init", "rotate", "rewrap", "retire"]
+
+
+def test_shred_confirmation_and_legal_hold(cer: Ceremony) -> None:
+    records = _fill(cer, 3)
+    r = run(["shred", cer.kr, "u1", *cer.quorum("alice", "bob")], input="n\n")
+    assert r.exit_code == 1
+    r = run(["hold", cer.kr, "u1", "--on", *cer.quorum("alice", "bob")])
+    assert r.exit_code == 0, r.output
+    r = run(["shred", cer.kr, "u1", "--yes", *cer.quorum("alice", "bob")])
+    assert r.exit_code == 1 and "legal hold" in r.stderr
+    r = run(["hold", cer.kr, "u1", "--off", *cer.quorum("alice", "bob")])
+    assert r.exit_code == 0
+    r = run(["shred", cer.kr, "u1", *cer.quorum("alice", "bob")], input="y\n")
+    assert r.exit_code == 0, r.output
+    kr = Keyring.open(cer.kr)
+    with kr.unseal([_open(cer, "alice"), _open(cer, "bob")]) as ukr:
+        with pytest.raises(Exception, match="authentication failed"):
+            ukr.decrypt(records[1], subject="u1")
+        assert ukr.decrypt(records[2], subject="u2") == b"card 2"
+    shred = [e for e in kr.audit_log().entries() if e.event == "shred"]
+    assert len(shred) == 1 and shred[0].data["subject"] == "u1" and shred[0].data["existed"]
+
+
+def test_status_is_public_and_needs_no_quorum(cer: Ceremony) -> None:
+    _fill(cer, 4)
+    r = run(["status", cer.kr, "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["threshold"] == 2 and doc["data_keys"] == 4 and doc["sealed"] is True
+    assert doc["audit"]["chain_ok"] and doc["audit"]["entries"] == 1
+    r = run(["status", cer.kr])
+    assert r.exit_code == 0 and "2 of 3" in r.stdout and "alice (#1)" in r.stdout
+    for n in ("alice", "bob"):
+        assert str(_open(cer, n)) not in r.output
+
+
+def test_commands_on_a_missing_keyring(tmp_path: Path) -> None:
+    for cmd in (["status"], ["unseal"], ["rotate"], ["audit", "verify"]):
+        r = run([*cmd, tmp_path / "nothing"])
+        assert r.exit_code == 1, (cmd, r.output)
+        assert "no keyring at" in r.stderr
+
+
+def test_every_ceremony_command_has_help() -> None:
+    for cmd in (
+        ["init"],
+        ["unseal"],
+        ["rekey"],
+        ["rotate"],
+        ["rewrap"],
+        ["retire"],
+        ["shred"],
+        ["hold"],
+        ["status"],
+        ["encrypt"],
+        ["decrypt"],
+        ["audit", "verify"],
+        ["audit", "show"],
+        ["demo"],
+    ):
+        r = run([*cmd, "--help"])
+        assert r.exit_code == 0 and len(r.stdout) > 200, cmd
