@@ -402,6 +402,8 @@ def machine_info(quick: bool) -> dict[str, Any]:
     except Exception:  # pragma: no cover
         pass
     info["openssl_speed"] = _openssl_speed(quick)
+    if hasattr(os, "getloadavg"):
+        info["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     return info
 
 
@@ -444,6 +446,11 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f" ({m.get('cryptography_openssl')}), keysplit {m.get('keysplit')}",
         f"- platform: {m['platform']}",
     ]
+    if m.get("load_average_start") or m.get("load_average_end"):
+        lines.append(
+            f"- load average (1, 5, 15 min) at start {m.get('load_average_start')}, at end "
+            f"{m.get('load_average_end')}: above ~1 the other core was busy with other jobs"
+        )
     ssl = m.get("openssl_speed")
     if ssl:
         lines.append(
@@ -734,11 +741,13 @@ def main(argv: Sequence[str] | None = None, default_outdir: Path | None = None) 
     if not paths:
         print("error: no benchmark modules matched", file=sys.stderr)
         return 1
+    load_start = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     results = run_suite(paths, quick)
     command = "python -m benchmarks " + ("--quick" if quick else "--full")
     if args.only:
         command += " --only " + " ".join(args.only)
     doc = build_document(results, quick, command)
+    doc["machine"]["load_average_start"] = load_start
     out = Console()
     if not out.is_terminal:
         out = Console(width=160)
