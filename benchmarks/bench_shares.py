@@ -18,6 +18,7 @@ from keysplit import Share, combine, split
 from .harness import measure, progress, row
 
 K, N = 3, 5
+QUICK_N, FULL_N = 20, 200
 BENCH = f"share round trip {K}-of-{N}, 16-byte key"
 
 
@@ -25,7 +26,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     from Crypto.Protocol.SecretSharing import Shamir
     from shamir_mnemonic import combine_mnemonics, generate_mnemonics
 
-    n = 20 if quick else 200
+    n = QUICK_N if quick else FULL_N
     repeats = 3 if quick else 7
     keys = [os.urandom(16) for _ in range(n)]
 

@@ -8,7 +8,6 @@ printed; only its fingerprint is shown, so both sides of a migration can be comp
 
 from __future__ import annotations
 
-import importlib
 import re
 import sys
 from enum import StrEnum
@@ -31,27 +30,13 @@ from keysplit import (
 from keysplit._fileio import atomic_write
 
 from ._common import EXIT_USAGE, fail, handle_errors, info, read_input
-from .app import app
+from .cmd_shares import _Opener, share_app
 
 
 class Fmt(StrEnum):
     keysplit = "keysplit"
     slip39 = "slip39"
     pycryptodome = "pycryptodome"
-
-
-def _share_app() -> typer.Typer:
-    """The ``share`` command group: the share helper's if present, else our own."""
-    try:
-        existing: typer.Typer = importlib.import_module(".cmd_shares", __package__).share_app
-        return existing
-    except (ImportError, AttributeError):
-        share_app = typer.Typer(name="share", help="Work with shares.", no_args_is_help=True)
-        app.add_typer(share_app, name="share")
-        return share_app
-
-
-share_app = _share_app()
 
 
 def _lines(blob: bytes, name: str) -> list[tuple[str, str]]:
@@ -85,9 +70,7 @@ def _read_keysplit(
     opener = None
     for name, blob in sources:
         if is_sealed(blob):
-            if opener is None:
-                from .cmd_shares import _Opener  # same prompts and messages as `combine`
-
+            if opener is None:  # the same prompts and messages as `keysplit combine`
                 opener = _Opener(identity, custodian_passphrase)
             shares.append(opener.open(name, blob))
             continue
@@ -214,7 +197,7 @@ def convert_cmd(
     source_threshold: int | None = typer.Option(
         None,
         "--source-threshold",
-        help="pycryptodome source: its threshold (default: the number of shares given); "
+        help="pycryptodome source: its threshold (required: the shares do not record it); "
         "give one share more than it so that a wrong share is detected.",
     ),
     ssss: bool = typer.Option(False, "--ssss", help="pycryptodome shares use its ssss=True form."),
@@ -259,6 +242,12 @@ def convert_cmd(
             set_id_bytes = b""
         if len(set_id_bytes) != 8:
             fail("--set-id takes 16 hex digits", code=EXIT_USAGE)
+    if from_ is Fmt.pycryptodome and source_threshold is None:
+        fail(
+            "pycryptodome shares do not record their threshold: pass --source-threshold K",
+            hint="give one share more than K so that a wrong share is detected",
+            code=EXIT_USAGE,
+        )
     sources = _read_sources(inputs)
     stdin_busy = any(name == "stdin" for name, _ in sources)
     needs_pass = Fmt.slip39 in (from_, to)
@@ -286,7 +275,7 @@ def convert_cmd(
         else:
             pc = _read_pycryptodome(sources)
             secret = interop.combine_pycryptodome(pc, threshold=source_threshold, ssss=ssss)
-            src_t = source_threshold if source_threshold is not None else len(pc)
+            src_t = source_threshold
             n_in = len(pc)
     except ValueError as exc:
         fail(str(exc), code=EXIT_USAGE)

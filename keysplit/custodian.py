@@ -54,7 +54,7 @@ Suite = Literal["x25519", "mlkem768-x25519"]
 T = TypeVar("T")
 
 _VERSION = 1
-_MAGIC_RECIPIENT = b"KSRC"
+_MAGIC_RECIPIENT = b"KSPK"
 _MAGIC_IDENTITY = b"KSID"
 _MAGIC_SEALED = b"KSSS"
 _CHECK_LEN = 4
@@ -294,7 +294,7 @@ class Recipient:
             raise FormatError("invalid public key") from None
 
     def to_bytes(self) -> bytes:
-        """Binary form: ``"KSRC" || 01 || suite || name || key || SHA-256[:4]``."""
+        """Binary form: ``"KSPK" || 01 || suite || name || key || SHA-256[:4]``."""
         name = self.name.encode("ascii")
         body = _MAGIC_RECIPIENT + bytes([_VERSION, self._suite_id, len(name)]) + name + self._public
         return body + _sha4(body)

@@ -15,8 +15,9 @@ other form on its own. Converting means combining and re-splitting, which these
 functions do in memory only.
 
 Secret data is multiplied only by public field elements (x-coordinates and Lagrange
-coefficients) with a fixed 128-step, branch-free shift-and-add loop; Python integers
-are not guaranteed constant time, so this is "no secret-dependent branches", not more.
+coefficients) with a branch-free shift-and-add loop whose length depends on the public
+operand only; Python integers are not guaranteed constant time, so this is "no
+secret-dependent branches", not more.
 
 Text form, one share per line: ``<index>-<32 hex digits>`` as printed by ``ssss-split -x``
 (an optional ``<token>-`` prefix, ``,`` or ``:`` separators and surrounding blanks are
@@ -48,9 +49,10 @@ _MAX_SHARES = 255
 
 
 def _mul(a: int, b: int) -> int:
-    """GF(2^128) product; ``b`` is the public operand, ``a`` may be secret."""
+    """GF(2^128) product; ``b`` must be PUBLIC (the loop runs over its bits), ``a`` may be
+    secret (masked, branch-free shift-and-add)."""
     z = 0
-    for i in range(128):
+    for i in range(b.bit_length()):
         z ^= a & -((b >> i) & 1)
         a = ((a << 1) & _MASK) ^ (_R & -(a >> 127))
     return z

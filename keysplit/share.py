@@ -414,11 +414,12 @@ def combine(shares: Sequence[Share]) -> bytes:
         and not hmac.compare_digest(_interpolate(base, s.index), s.payload)
     ]
     if bad:
+        which = f"share {_names(bad)} does" if len(bad) == 1 else f"shares {_names(bad)} do"
         raise RecoveryError(
-            f"share {_names(bad)} {'does' if len(bad) == 1 else 'do'} not match the others "
-            f"(corrupted or forged); shares {_names(base)} recover a verified secret",
+            f"{which} not match the others (corrupted or forged); shares {_names(base)} "
+            "recover a verified secret",
             index=bad[0].index,
-            hint=f"leave out share {_names(bad)}",
+            hint=f"leave out {which.rsplit(' ', 1)[0]}",
         )
     return secret
 

@@ -311,7 +311,7 @@ def test_any_byte_change_is_rejected(which: bool, pos: int, xor: int, fix: bool)
 
 @given(st.binary(max_size=200))
 def test_parsers_raise_only_keysplit_errors(data: bytes) -> None:
-    for magic in (b"", b"KSSS\x01", b"KSID\x01", b"KSRC\x01"):
+    for magic in (b"", b"KSSS\x01", b"KSID\x01", b"KSPK\x01"):
         blob = magic + data
         for fn in (
             lambda b: open_share(b, identity=ALICE, passphrase=b"pw"),

@@ -213,7 +213,18 @@ def test_cli_keysplit_to_pycryptodome_binary_input(tmp_path: Path) -> None:
             1,
             "stdin line 1:",
         ),
-        (["--from", "pycryptodome", "--to", "keysplit"], "1-" + "00" * 16 + "\n", 2, "--threshold"),
+        (
+            ["--from", "pycryptodome", "--to", "keysplit"],
+            "1-" + "00" * 16 + "\n",
+            2,
+            "--source-threshold K",
+        ),
+        (
+            ["--from", "pycryptodome", "--to", "keysplit", "--source-threshold", "1"],
+            "1-" + "00" * 16 + "\n",
+            2,
+            "say how to split: --threshold",
+        ),
         (
             ["--from", "slip39", "--to", "keysplit", "--no-passphrase", "-t", "2", "-n", "3"],
             "duckling enlarge academic\n",
@@ -221,7 +232,20 @@ def test_cli_keysplit_to_pycryptodome_binary_input(tmp_path: Path) -> None:
             "at least 20 words",
         ),
         (
-            ["--from", "pycryptodome", "--to", "keysplit", "-t", "2", "-n", "9", "--count", "1"],
+            [
+                "--from",
+                "pycryptodome",
+                "--to",
+                "keysplit",
+                "--source-threshold",
+                "2",
+                "-t",
+                "2",
+                "-n",
+                "9",
+                "--count",
+                "1",
+            ],
             "1-" + "00" * 16 + "\n2-" + "11" * 16 + "\n",
             2,
             "threshold",
@@ -421,3 +445,69 @@ def test_cli_reads_shares_sealed_to_custodians(tmp_path: Path) -> None:
         app, ["share", "convert", "--from", "keysplit", "--to", "pycryptodome", *files]
     )
     assert r.exit_code == 1 and "no --identity matches" in r.output
+
+
+def test_cli_documented_keyring_round_trip(tmp_path: Path) -> None:
+    """docs/MIGRATION.md, 'A keyring's quorum as a SLIP-39 backup, and back', via the CLI."""
+    import json
+
+    kr, sh = tmp_path / "kr", tmp_path / "sh"
+    names = ["ann", "bob", "cy", "dee", "eve"]
+    custodians = [x for n in names for x in ("-c", n)]
+    r = runner.invoke(
+        app, ["init", str(kr), "-k", "3", *custodians, "--plain-shares", "--shares-dir", str(sh)]
+    )
+    assert r.exit_code == 0, r.output
+    files = sorted(sh.iterdir())
+    assert len(files) == 5
+    r = runner.invoke(
+        app,
+        [
+            "share",
+            "convert",
+            "--from",
+            "keysplit",
+            "--to",
+            "slip39",
+            "-t",
+            "3",
+            "-n",
+            "5",
+            "--no-passphrase",
+            "--iteration-exponent",
+            "0",
+            *map(str, files[:3]),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    mnemonics = [x.strip() for x in r.stdout.splitlines() if x.strip()]
+    (tmp_path / "three.txt").write_text("\n".join(mnemonics[1:4]) + "\n")
+    r = runner.invoke(app, ["status", str(kr), "--json"])
+    set_id = json.loads(r.stdout)["set_id"]
+    back = tmp_path / "back"
+    r = runner.invoke(
+        app,
+        [
+            "share",
+            "convert",
+            "--from",
+            "slip39",
+            "--to",
+            "keysplit",
+            "-t",
+            "3",
+            "-n",
+            "5",
+            "--set-id",
+            set_id,
+            "--no-passphrase",
+            "--out-dir",
+            str(back),
+            str(tmp_path / "three.txt"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    picked = [back / f"share-{set_id}-{i}.txt" for i in (2, 4, 5)]
+    r = runner.invoke(app, ["unseal", str(kr), *[x for p in picked for x in ("-s", str(p))]])
+    assert r.exit_code == 0, r.output
+    assert "quorum verified" in r.output

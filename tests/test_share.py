@@ -327,7 +327,7 @@ def test_bad_share_is_named_even_with_enough_good_ones() -> None:
 def test_two_bad_shares_among_many() -> None:
     shares = split(b"k" * 16, 2, 6)
     bad = [dataclasses.replace(s, payload=bytes(len(s.payload))) for s in shares[:2]]
-    with pytest.raises(RecoveryError, match="share 1, 2 do not match"):
+    with pytest.raises(RecoveryError, match="shares 1, 2 do not match"):
         combine([*bad, *shares[2:]])
 
 

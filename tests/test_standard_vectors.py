@@ -5,9 +5,11 @@
   for the parameters keysplit uses: 128-bit key, 96-bit IV, 128-bit tag. The record layer
   (``keysplit.envelope``) exposes no raw-GCM seam (its GCM key is HKDF-derived from the
   data key), so these run through ``AESGCM``, the exact primitive it calls.
-* AES key wrap: the NIST ``KW_AE_128``/``KW_AD_128`` and Wycheproof ``aes_wrap_test.json``
-  cases run through ``keysplit.keywrap.wrap_batch``/``unwrap_batch`` in
-  ``tests/test_keywrap.py`` (every valid and invalid case); not repeated here.
+* AES key wrap: ``tests/test_keywrap.py`` runs every NIST ``KW_AE_128``/``KW_AD_128`` and
+  Wycheproof ``aes_wrap_test.json`` case through ``keysplit.keywrap`` one row at a time.
+  Here every NIST KW file (128, 192 and 256-bit KEKs) goes through ``wrap_batch`` /
+  ``unwrap_batch`` as whole batches (one per KEK and length, since a batch shares its KEK):
+  every row must match, and the validity mask must be exactly the FAIL pattern.
 * HPKE (RFC 9180): the suite keysplit seals with, base mode,
   DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / AES-128-GCM. The RFC vectors are checked
   against an independent key schedule written here from the RFC text, which then checks
@@ -25,11 +27,15 @@ from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
+from keysplit import keywrap
 
 # -- file access --------------------------------------------------------------------------
 
@@ -67,7 +73,7 @@ def _rsp(path: Path) -> Iterator[dict[str, str]]:
             continue
         k, _, v = line.partition("=")
         k, v = k.strip(), v.strip()
-        if k == "Count":
+        if k.lower() == "count":
             if case is not None:
                 yield case
             case = dict(section)
@@ -136,6 +142,60 @@ def test_wycheproof_aes_128_gcm() -> None:
                 gcm.decrypt(iv, ct, aad)
         seen[t["result"]] += 1
     assert seen["valid"] > 0 and seen["invalid"] > 0
+
+
+# -- AES key wrap: NIST KW files as whole batches ------------------------------------------
+
+
+def _kw(name: str) -> list[dict[str, str]]:
+    path = _cv("keywrap", "kwtestvectors", name)
+    return [c for c in _rsp(path) if "K" in c]
+
+
+@pytest.mark.parametrize("bits", [128, 192, 256])
+def test_nist_kw_ae_batches(bits: int) -> None:
+
+    cases = _kw(f"KW_AE_{bits}.txt")
+    assert len(cases) >= 100
+    # NIST gives every case its own KEK; a batch shares one, so each case is wrapped in a
+    # batch together with another case's plaintext of the same length (checked against
+    # cryptography's aes_key_wrap) to exercise the vectorized path with mixed rows.
+    by_len: dict[int, list[dict[str, str]]] = {}
+    for c in cases:
+        by_len.setdefault(len(c["P"]), []).append(c)
+    for rows in by_len.values():
+        for i, c in enumerate(rows):
+            kek = bytes.fromhex(c["K"])
+            other = bytes.fromhex(rows[i - 1]["P"])
+            batch = np.stack(
+                [np.frombuffer(x, dtype=np.uint8) for x in (bytes.fromhex(c["P"]), other)] * 2
+            )
+            out = [r.tobytes().hex() for r in keywrap.wrap_batch(kek, batch)]
+            assert out == [c["C"], aes_key_wrap(kek, other).hex()] * 2
+
+
+@pytest.mark.parametrize("bits", [128, 192, 256])
+def test_nist_kw_ad_batches_flag_exactly_the_failures(bits: int) -> None:
+    cases = _kw(f"KW_AD_{bits}.txt")
+    assert any("FAIL" in c for c in cases)
+    by_len: dict[int, list[dict[str, str]]] = {}
+    for c in cases:
+        by_len.setdefault(len(c["C"]), []).append(c)
+    for rows in by_len.values():
+        for c in rows:
+            # one KEK per batch: NIST gives every case its own KEK, so batch each case with
+            # copies of a valid row of the same length under that KEK
+            kek = bytes.fromhex(c["K"])
+            wrapped = np.frombuffer(bytes.fromhex(c["C"]), dtype=np.uint8)
+            good = keywrap.wrap(kek, bytes(len(wrapped) - 8))
+            batch = np.stack([np.frombuffer(good, dtype=np.uint8), wrapped, wrapped])
+            keys, ok = keywrap.unwrap_batch(kek, batch)
+            assert ok[0] and not keys[0].any()
+            if "FAIL" in c:
+                assert not ok[1] and not ok[2] and not keys[1:].any()
+            else:
+                assert ok[1] and ok[2]
+                assert keys[1].tobytes().hex() == c["P"] == keys[2].tobytes().hex()
 
 
 # -- HPKE, RFC 9180 -----------------------------------------------------------------------
