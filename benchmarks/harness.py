@@ -10,7 +10,9 @@ is better) over >= 5 repeats (quick mode: >= 3 repeats and small sizes). Exactly
 per (benchmark, n) has ``baseline: True``: the reference measured in the same run, against
 which every other row's ratio is computed. Optional keys: ``"peak_mb"`` (peak memory of
 one call, e.g. from :func:`peak_memory_mb`), ``"timed_n"`` (when a slow peer was timed on a
-sample of ``timed_n`` items and reported per item) and ``"note"`` (one short sentence).
+sample of ``timed_n`` items and reported per item), ``"target"`` (the project's target
+for this row, same unit: drawn on the plot and listed as met or not) and ``"note"`` (one
+short sentence).
 
 Why one process per module: a crash (or an out-of-memory kill) in one module is reported
 without ending the run, each module starts from a clean heap, and the child's
@@ -177,6 +179,10 @@ def validate_rows(rows: object) -> list[dict[str, Any]]:
                 raise ValueError(f"row {i}: {key!r} must be {typ.__name__}, got {v!r}")
         if not r["min"] <= r["median"] <= r["max"]:
             raise ValueError(f"row {i}: need min <= median <= max")
+        for key in ("target", "peak_mb"):
+            v = r.get(key)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"row {i}: {key!r} must be a non-negative number, got {v!r}")
     groups: dict[tuple[str, int], int] = {}
     for r in rows:
         key = (r["benchmark"], r["n"])
@@ -396,6 +402,8 @@ def machine_info(quick: bool) -> dict[str, Any]:
     except Exception:  # pragma: no cover
         pass
     info["openssl_speed"] = _openssl_speed(quick)
+    if hasattr(os, "getloadavg"):
+        info["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     return info
 
 
@@ -438,6 +446,11 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f" ({m.get('cryptography_openssl')}), keysplit {m.get('keysplit')}",
         f"- platform: {m['platform']}",
     ]
+    if m.get("load_average_start") or m.get("load_average_end"):
+        lines.append(
+            f"- load average (1, 5, 15 min) at start {m.get('load_average_start')}, at end "
+            f"{m.get('load_average_end')}: above ~1 the other core was busy with other jobs"
+        )
     ssl = m.get("openssl_speed")
     if ssl:
         lines.append(
@@ -479,6 +492,21 @@ def render_markdown(doc: dict[str, Any]) -> str:
         status = f"FAILED: {mod['error']}" if mod["error"] else f"{mod['rows']} rows"
         rss = "" if mod["max_rss_mb"] is None else f"{mod['max_rss_mb']:.0f}"
         lines.append(f"| {mod['name']} | {status} | {mod['seconds']:.1f} | {rss} |")
+    targets = [r for r in doc["rows"] if r.get("target")]
+    if targets:
+        lines += [
+            "",
+            "## Targets",
+            "",
+            "| benchmark | n | impl | median | target | met |",
+            "|---|---:|---|---:|---:|---|",
+        ]
+        for r in targets:
+            met = "yes" if r["median"] >= r["target"] else "**no**"
+            lines.append(
+                f"| {r['benchmark']} | {_fmt_n(r['n'])} | {r['impl']} | {_fmt(r['median'])} | "
+                f"{_fmt(r['target'])} {r['unit']} | {met} |"
+            )
     notes = sorted({(r["benchmark"], r["note"]) for r in doc["rows"] if r.get("note")})
     if notes:
         lines += ["", "## Notes", ""]
@@ -525,6 +553,43 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+def _bar_color(r: dict[str, Any]) -> str:
+    if r["baseline"]:
+        return "tab:gray"
+    return "tab:blue" if r["impl"].startswith("keysplit") else "tab:orange"
+
+
+def _draw_summary(plt: Any, doc: dict[str, Any], outdir: Path) -> str | None:
+    """keysplit vs baseline at each benchmark's largest n: one bar per keysplit row."""
+    largest: dict[str, int] = {}
+    for r in doc["rows"]:
+        largest[r["benchmark"]] = max(largest.get(r["benchmark"], 0), r["n"])
+    picked = [
+        r
+        for r in doc["rows"]
+        if r["n"] == largest[r["benchmark"]]
+        and not r["baseline"]
+        and r["impl"].startswith("keysplit")
+        and r.get("ratio")
+    ]
+    if not picked:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(picked) + 1.6), dpi=110)
+    labels = [f"{r['benchmark']} (n={_fmt_n(r['n'])}): {r['impl']}" for r in picked]
+    ax.barh(range(len(picked)), [r["ratio"] for r in picked], color="tab:blue")
+    ax.set_yticks(range(len(picked)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.axvline(1, color="grey", linestyle=":")
+    ax.set_xlabel("throughput ratio to the same-run baseline (log; 1 = baseline)")
+    ax.set_title("keysplit vs its reference, largest n of each benchmark")
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(outdir / "summary.png", bbox_inches="tight")
+    plt.close(fig)
+    return "summary.png"
+
+
 def draw_plots(doc: dict[str, Any], outdir: Path) -> list[str]:
     """One PNG per benchmark: throughput vs n (log-log) per impl, or bars for a single n.
 
@@ -540,7 +605,7 @@ def draw_plots(doc: dict[str, Any], outdir: Path) -> list[str]:
         by_bench.setdefault(r["benchmark"], []).append(r)
     written = []
     for bench, rows in by_bench.items():
-        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+        fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=110)
         ns = sorted({r["n"] for r in rows})
         impls = list(dict.fromkeys(r["impl"] for r in rows))
         unit = rows[0]["unit"]
@@ -559,17 +624,21 @@ def draw_plots(doc: dict[str, Any], outdir: Path) -> list[str]:
                     marker="o",
                     capsize=3,
                     linestyle="--" if sampled else "-",
-                    label=impl + (" (per item, timed on a sample)" if sampled else ""),
+                    label=impl + (" [timed on a sample]" if sampled else ""),
                 )
             ax.set_xscale("log")
             ax.set_xlabel("n")
         else:
-            med = [next(r["median"] for r in rows if r["impl"] == i) for i in impls]
-            lo = [next(r["median"] - r["min"] for r in rows if r["impl"] == i) for i in impls]
-            hi = [next(r["max"] - r["median"] for r in rows if r["impl"] == i) for i in impls]
-            ax.bar(range(len(impls)), med, yerr=[lo, hi], capsize=3, color="tab:blue")
+            picked = [next(r for r in rows if r["impl"] == i) for i in impls]
+            med = [r["median"] for r in picked]
+            lo = [r["median"] - r["min"] for r in picked]
+            hi = [r["max"] - r["median"] for r in picked]
+            colors = [_bar_color(r) for r in picked]
+            ax.bar(range(len(impls)), med, yerr=[lo, hi], capsize=3, color=colors)
             ax.set_xticks(range(len(impls)), impls, rotation=20, ha="right", fontsize=8)
             ax.set_xlabel(f"n = {ns[0]:,}")
+        for target in sorted({r["target"] for r in rows if r.get("target")}):
+            ax.axhline(target, color="tab:red", linestyle="-.", label=f"target {_fmt(target)}")
         ssl = doc["machine"].get("openssl_speed")
         if ssl and unit in ("GB/s", "MB/s"):
             ref = ssl["gb_per_s"] * (1 if unit == "GB/s" else 1e3)
@@ -580,13 +649,18 @@ def draw_plots(doc: dict[str, Any], outdir: Path) -> list[str]:
         ax.set_ylabel(f"{unit} (median, min-max bars)")
         ax.set_title(bench)
         ax.grid(True, which="both", alpha=0.3)
-        if len(ns) > 1 or (ssl and unit in ("GB/s", "MB/s")):
+        if len(ns) > 1:
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
+        elif (ssl and unit in ("GB/s", "MB/s")) or any(r.get("target") for r in rows):
             ax.legend(fontsize=7)
         fig.tight_layout()
         name = f"{_slug(bench)}.png"
-        fig.savefig(outdir / name)
+        fig.savefig(outdir / name, bbox_inches="tight")
         plt.close(fig)
         written.append(name)
+    summary = _draw_summary(plt, doc, outdir)
+    if summary:
+        written.insert(0, summary)
     return written
 
 
@@ -667,11 +741,13 @@ def main(argv: Sequence[str] | None = None, default_outdir: Path | None = None) 
     if not paths:
         print("error: no benchmark modules matched", file=sys.stderr)
         return 1
+    load_start = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     results = run_suite(paths, quick)
     command = "python -m benchmarks " + ("--quick" if quick else "--full")
     if args.only:
         command += " --only " + " ".join(args.only)
     doc = build_document(results, quick, command)
+    doc["machine"]["load_average_start"] = load_start
     out = Console()
     if not out.is_terminal:
         out = Console(width=160)

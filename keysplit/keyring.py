@@ -424,6 +424,13 @@ class Unsealer:
         self._shares.append(share)
         return UnsealProgress(len(self._shares), match.threshold, self._kr.custodian_of(share))
 
+    def discard(self, index: int) -> UnsealProgress:
+        """Drop the share with this index (e.g. the one a :class:`RecoveryError` named)."""
+        self._shares = [s for s in self._shares if s.index != index]
+        if not self._shares:
+            self._target = None
+        return self.progress
+
     @property
     def progress(self) -> UnsealProgress:
         need = (self._target or self._kr.meta).threshold
@@ -442,6 +449,15 @@ class Unsealer:
             if target is kr.pending:
                 data = (kr.path / PENDING_FILE).read_bytes()
                 meta, secrets = kf.open_secrets(data, master)
+                current = kf.parse(_read(kr.path / KEYRING_FILE))[0]
+                if (
+                    meta.keyring_id != current.keyring_id
+                    or meta.generation != current.generation + 1
+                ):
+                    raise KeyringError(
+                        "the pending rekey no longer matches the keyring file; "
+                        "unseal with the current shares and run the rekey again"
+                    )
                 # The new shares prove the pending rekey was handed out: complete it.
                 os.replace(kr.path / PENDING_FILE, kr.path / KEYRING_FILE)
                 fsync_dir(kr.path)
@@ -793,7 +809,9 @@ class UnsealedKeyring:
         """Phase 1 of rekey: new master key and shares, written as ``keyring.pending``.
 
         The current shares keep working until :meth:`commit_rekey`. Hand out (and ideally
-        verify) the returned shares before committing.
+        verify) the returned shares before committing. ``custodians`` defaults to the
+        current names; ``threshold`` to the current one, capped at the number of custodians.
+        Returns ``{custodian name: Share}`` in custodian order (share index = position + 1).
         """
         m = self._kr.meta
         names = list(custodians) if custodians is not None else [c.name for c in m.custodians]

@@ -24,8 +24,9 @@ def run(quick):
         work = list(range(n))
         rows.append(row("sum", "builtin sum", n, "items/s", measure(lambda: sum(work), n, 3),
                         baseline=True))
-        rows.append(row("sum", "python loop", n, "items/s",
-                        measure(lambda: [x for x in work], n, 3), peak_mb=0.0, note="a note"))
+        rows.append(row("sum", "keysplit list copy", n, "items/s",
+                        measure(lambda: [x for x in work], n, 3), peak_mb=0.0, note="a note",
+                        target=1e15))
     return rows
 """
 BROKEN = "def run(quick):\n    raise RuntimeError('deliberately broken')\n"
@@ -64,6 +65,8 @@ def test_validate_rows_accepts_contract() -> None:
         ([_row(median=float("nan"))], "'median'"),
         ([_row(), _row(impl="j")], "2 baseline rows"),
         ([_row(baseline=False)], "0 baseline rows"),
+        ([_row(target=-1.0)], "'target'"),
+        ([_row(peak_mb="big")], "'peak_mb'"),
     ],
 )
 def test_validate_rows_rejects(rows: Any, message: str) -> None:
@@ -121,7 +124,9 @@ def test_suite_runs_writes_table_and_survives_a_broken_module(tmp_path: Path) ->
     assert "| sum | 100 | builtin sum \\* |" in md
     assert "FAILED: RuntimeError: deliberately broken" in md
     assert "a note" in md
-    assert doc["plots"] == ["sum.png"]
+    assert "| sum | 100 | keysplit list copy |" in md.split("## Targets")[1]
+    assert "**no**" in md
+    assert doc["plots"] == ["summary.png", "sum.png"]
     assert (out / "sum.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

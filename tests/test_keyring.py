@@ -520,3 +520,48 @@ def test_any_quorum_of_random_split_unseals(
         Keyring.open(path).unseal(too_few)
     with Keyring.open(path).unseal([shares[c] for c in names]) as ku:
         assert ku.decrypt(rec, subject="s") == b"q"
+
+
+def test_unsealer_discard_bad_share_and_retry(made: tuple[Path, dict[str, Share]]) -> None:
+    path, shares = made
+    s = shares["alice"]
+    forged = Share(s.version, s.set_id, s.threshold, s.count, s.index, b"\x00" * len(s.payload))
+    u = Keyring.open(path).unsealer()
+    u.add(forged)
+    u.add(shares["bob"])
+    u.add(shares["carol"])
+    with pytest.raises(RecoveryError, match="share 1"):
+        u.finish()
+    assert u.discard(1).have == 2
+    u.finish().close()
+
+
+@given(
+    names=st.lists(st.text(min_size=1, max_size=8), min_size=2, max_size=6, unique=True),
+    versions=st.lists(st.integers(1, 2**32 - 1), min_size=1, max_size=4, unique=True),
+    generation=st.integers(1, 2**53),
+    data=st.data(),
+)
+def test_keyring_file_roundtrip_is_byte_exact(
+    names: list[str], versions: list[int], generation: int, data: st.DataObject
+) -> None:
+    versions.sort()
+    threshold = data.draw(st.integers(2, len(names)))
+    meta = kf.KeyringMeta(
+        keyring_id="ab" * 16,
+        generation=generation,
+        set_id="cd" * 8,
+        threshold=threshold,
+        custodians=tuple(kf.Custodian(n, i + 1) for i, n in enumerate(names)),
+        public_key="ef" * 32,
+        current_kek=data.draw(st.sampled_from(versions)),
+        kek_versions=tuple(versions),
+        next_kek=max(versions) + 1,
+    )
+    secrets = kf.KeyringSecrets(b"\x01" * 32, {v: bytes([v % 256]) * 16 for v in versions})
+    blob = kf.serialize(meta, secrets, b"\x02" * 16, b"\x03" * 12)
+    meta2, secrets2 = kf.open_secrets(blob, b"\x02" * 16)
+    assert meta2 == meta and secrets2 == secrets
+    assert kf.serialize(meta2, secrets2, b"\x02" * 16, b"\x03" * 12) == blob
+    with pytest.raises(IntegrityError):
+        kf.open_secrets(blob, b"\x04" * 16)
