@@ -49,6 +49,7 @@ from . import _keyring_file as kf
 from . import envelope, keywrap
 from ._fileio import atomic_write, fsync_dir
 from .audit import AuditLog
+from .custodian import check_custodian_name
 from .envelope import DataKey
 from .errors import (
     DuplicateShareError,
@@ -104,8 +105,7 @@ def _validate_custodians(threshold: int, custodians: Sequence[str]) -> list[str]
         raise TypeError("custodians must be a sequence of names, not one string")
     names = list(custodians)
     for n in names:
-        if not isinstance(n, str) or not n.strip():
-            raise ValueError("custodian names must be non-empty strings")
+        check_custodian_name(n)
     if len(set(names)) != len(names):
         raise ValueError("custodian names must be unique")
     if isinstance(threshold, bool) or not isinstance(threshold, int):

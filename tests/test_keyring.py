@@ -565,3 +565,11 @@ def test_keyring_file_roundtrip_is_byte_exact(
     assert kf.serialize(meta2, secrets2, b"\x02" * 16, b"\x03" * 12) == blob
     with pytest.raises(IntegrityError):
         kf.open_secrets(blob, b"\x04" * 16)
+
+
+def test_custodian_names_must_be_sealable(tmp_path: Path) -> None:
+    """Keyring names follow the custodian-file rules, so every custodian can be sealed to."""
+    for bad in ("", " ", "../evil", "a b", "x" * 65, "-lead"):
+        with pytest.raises(ValueError, match="custodian name"):
+            Keyring.create(tmp_path / "kr", 2, [bad, "bob", "carol"])
+    assert not (tmp_path / "kr" / "keyring.ksk").exists()
