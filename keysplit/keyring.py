@@ -132,11 +132,16 @@ class UnsealProgress:
 
 @dataclass(frozen=True)
 class RewrapResult:
-    """What a rewrap did: keys moved to ``kek_version``, and how many remain stale."""
+    """What a rewrap did: keys moved to ``kek_version``, and how many remain stale.
+
+    ``corrupt`` names subjects whose stored wrapped key failed authentication: they were
+    left untouched (their records cannot be decrypted either) and count in ``remaining``.
+    """
 
     rewrapped: int
     kek_version: int
     remaining: int
+    corrupt: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -716,7 +721,9 @@ class UnsealedKeyring:
 
         Each batch commits in one transaction, so an interrupted rewrap loses nothing and
         simply resumes where it stopped when run again. ``progress(done, total)`` is called
-        after every batch. Data and records are untouched.
+        after every batch. Data and records are untouched. A stored key that fails its
+        integrity check is left as it is and named in :attr:`RewrapResult.corrupt`; the
+        others are still rewrapped.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError("batch_size must be a positive int")
@@ -727,6 +734,7 @@ class UnsealedKeyring:
         total = sum(c for v, c in counts.items() if v != current)
         done = 0
         after = ""
+        corrupt: list[str] = []
         while True:
             rows = store.stale_batch(current, after, batch_size)
             if not rows:
@@ -737,27 +745,32 @@ class UnsealedKeyring:
                 by_version.setdefault(r.kek_version, []).append(r)
             pairs: list[tuple[WrappedKey, WrappedKey]] = []
             for version, group in by_version.items():
-                arr = np.frombuffer(b"".join(r.wrapped for r in group), np.uint8).reshape(
-                    len(group), -1
-                )
-                raw, ok = keywrap.unwrap_batch(self._kek(version), arr)
-                if not bool(ok.all()):
-                    raise IntegrityError(
-                        "a wrapped data key in the store failed authentication; "
-                        "nothing in this batch was changed"
-                    )
+                kek = self._kek(version)
+                good = [r for r in group if len(r.wrapped) == 24]
+                corrupt += [r.subject for r in group if len(r.wrapped) != 24]
+                if not good:
+                    continue
+                arr = np.frombuffer(b"".join(r.wrapped for r in good), np.uint8).reshape(-1, 24)
+                raw, ok = keywrap.unwrap_batch(kek, arr)
                 wrapped = keywrap.wrap_batch(new_kek, raw)
                 raw.fill(0)
-                pairs += [
-                    (r, WrappedKey(r.subject, current, wrapped[i].tobytes()))
-                    for i, r in enumerate(group)
-                ]
+                for i, r in enumerate(good):
+                    if ok[i]:
+                        pairs.append((r, WrappedKey(r.subject, current, wrapped[i].tobytes())))
+                    else:  # detected per key: skip it, keep going, report it
+                        corrupt.append(r.subject)
             done += store.replace_many(pairs)
             if progress is not None:
                 progress(done, total)
         remaining = sum(c for v, c in store.count_by_version().items() if v != current)
-        self._kr._emit("rewrap", rewrapped=done, kek_version=current, remaining=remaining)
-        return RewrapResult(done, current, remaining)
+        self._kr._emit(
+            "rewrap",
+            rewrapped=done,
+            kek_version=current,
+            remaining=remaining,
+            corrupt=len(corrupt),
+        )
+        return RewrapResult(done, current, remaining, tuple(corrupt))
 
     def retire(self, version: int) -> None:
         """Delete KEK ``version`` from the keyring; refused while any data key uses it."""

@@ -312,9 +312,13 @@ def test_tampered_wrapped_key_detected(made: tuple[Path, dict[str, Share]]) -> N
     with Keyring.open(path).unseal([shares["alice"], shares["bob"]]) as ku:
         with pytest.raises(IntegrityError, match="wrapped data key"):
             ku.decrypt(rec, subject="u")
+        rec_ok = ku.encrypt(b"fine", subject="v")
         ku.rotate()
-        with pytest.raises(IntegrityError):
-            ku.rewrap()
+        res = ku.rewrap()
+        assert (res.rewrapped, res.remaining, res.corrupt) == (1, 1, ("u",))
+        assert ku.decrypt(rec_ok, subject="v") == b"fine"
+        with pytest.raises(KeyringError, match="still wrapped"):
+            ku.retire(1)
 
 
 def test_reprs_and_status_hold_no_secrets(made: tuple[Path, dict[str, Share]]) -> None:
@@ -573,3 +577,23 @@ def test_custodian_names_must_be_sealable(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="custodian name"):
             Keyring.create(tmp_path / "kr", 2, [bad, "bob", "carol"])
     assert not (tmp_path / "kr" / "keyring.ksk").exists()
+
+
+def test_rewrap_skips_malformed_stored_key(made: tuple[Path, dict[str, Share]]) -> None:
+    import sqlite3
+
+    path, shares = made
+    q = [shares["alice"], shares["bob"]]
+    with Keyring.open(path).unseal(q) as ku:
+        recs = ku.encrypt_many(["a", "b", "c"], [b"1", b"2", b"3"])
+    db = sqlite3.connect(path / STORE_FILE)
+    db.execute("UPDATE data_keys SET wrapped = x'00' WHERE subject = 'b'")
+    db.commit()
+    db.close()
+    with Keyring.open(path).unseal(q) as ku:
+        ku.rotate()
+        res = ku.rewrap(batch_size=2)
+        assert (res.rewrapped, res.corrupt) == (2, ("b",))
+        assert ku.decrypt(recs[0], subject="a") == b"1"
+        with pytest.raises(FormatError, match="wrong length"):
+            ku.decrypt(recs[1], subject="b")
