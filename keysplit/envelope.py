@@ -59,6 +59,7 @@ TAG_SIZE = 16
 HEADER_SIZE = 4 + 1 + 1 + COMMIT_SIZE + NONCE_SIZE
 OVERHEAD = HEADER_SIZE + TAG_SIZE
 _PREFIX = MAGIC + bytes([VERSION, SUITE_AES128GCM_HKDF_COMMIT])
+_PREFIX_SIZE = len(_PREFIX) + COMMIT_SIZE  # magic, version, suite, commitment
 _SALT = b"keysplit record v1"
 _U32 = struct.Struct(">I")
 _Seal = Callable[[bytes, bytes, bytes], bytes]
@@ -225,35 +226,57 @@ def encrypt_many(
 
     ``context`` is either one mapping for every record or a sequence with one per record.
     Nonces are drawn in one call and the subject/context encoding is computed once per
-    distinct (subject, shared context), which is where the per-record time goes.
+    distinct (subject, shared context). The loop body is kept to the minimum a record
+    needs (one dict lookup, a nonce slice, three concatenations, one AES-GCM call):
+    profiling showed the Python work around the cipher call, not AES, is what a 1 KiB
+    record costs.
     """
     n = len(plaintexts)
     if len(keys) != n or len(subjects) != n:
         raise ValueError("keys, subjects and plaintexts must have the same length")
     shared, per_record = _contexts(n, context)
     nonces = (rng or default_rng()).random_bytes(NONCE_SIZE * n)
-    shared_part = _context_part(shared) if per_record is None else b""
+    out: list[bytes] = []
+    append = out.append
+    if per_record is not None:
+        for i, (key, subject, pt) in enumerate(zip(keys, subjects, plaintexts, strict=True)):
+            tail = encode_aad(subject, per_record[i])
+            nonce = nonces[NONCE_SIZE * i : NONCE_SIZE * (i + 1)]
+            header = key._prefix + nonce
+            append(header + key._aead.encrypt(nonce, pt, header + tail))
+        return out
+    shared_part = _context_part(shared)
     # Per distinct subject: (key, bound encrypt, header prefix, AAD tail). The identity
     # check on the key keeps the cache honest if a caller pairs one subject with two keys.
     cache: dict[str, tuple[DataKey, _Seal, bytes, bytes]] = {}
-    out: list[bytes] = []
-    append = out.append
-    for i, (key, subject, pt) in enumerate(zip(keys, subjects, plaintexts, strict=True)):
-        ent = cache.get(subject)
-        if ent is None or ent[0] is not key or per_record is not None:
-            tail = (
-                _subject_part(subject) + shared_part
-                if per_record is None
-                else encode_aad(subject, per_record[i])
+    get = cache.get
+    j, step = 0, NONCE_SIZE
+    for key, subject, pt in zip(keys, subjects, plaintexts, strict=True):
+        ent = get(subject)
+        if ent is None or ent[0] is not key:
+            ent = cache[subject] = (
+                key,
+                key._aead.encrypt,
+                key._prefix,
+                _subject_part(subject) + shared_part,
             )
-            ent = (key, key._aead.encrypt, key._prefix, tail)
-            if per_record is None:
-                cache[subject] = ent
-        j = NONCE_SIZE * i
-        nonce = nonces[j : j + NONCE_SIZE]
-        header = ent[2] + nonce
-        append(header + ent[1](nonce, pt, header + ent[3]))
+        _, seal, prefix, tail = ent
+        nonce = nonces[j : j + step]
+        j += step
+        header = prefix + nonce
+        append(header + seal(nonce, pt, header + tail))
     return out
+
+
+def _check_record(record: object, key: DataKey) -> None:
+    """The slow path of :func:`decrypt_many`'s header check: the precise error, or return
+    if the record is fine after all (a ``bytearray``)."""
+    if not isinstance(record, bytes | bytearray):
+        parse_header(record)  # type: ignore[arg-type]  # raises the precise FormatError
+        raise TypeError("records must be bytes")
+    hdr = parse_header(bytes(record))
+    if not hmac.compare_digest(hdr.commitment, key.commitment):
+        raise IntegrityError()
 
 
 def decrypt_many(
@@ -265,35 +288,42 @@ def decrypt_many(
     """Open many records; raises :class:`IntegrityError` (no detail) if any fails.
 
     All-or-nothing on purpose: a caller that needs per-record outcomes calls :func:`decrypt`.
+    The fast path compares magic, version, suite and commitment (38 bytes, the first six
+    public) in one constant-time comparison against the key's expected header prefix; any
+    mismatch takes the slow path, which names the exact problem.
     """
     n = len(records)
     if len(keys) != n or len(subjects) != n:
         raise ValueError("keys, subjects and records must have the same length")
     shared, per_record = _contexts(n, context)
     shared_part = _context_part(shared) if per_record is None else b""
-    tails: dict[str, bytes] = {}
+    cache: dict[str, tuple[DataKey, _Seal, bytes, bytes]] = {}
+    get = cache.get
     out: list[bytes] = []
     append = out.append
     compare = hmac.compare_digest
     for i, (key, subject, record) in enumerate(zip(keys, subjects, records, strict=True)):
         if per_record is None:
-            tail = tails.get(subject)
-            if tail is None:
-                tail = tails[subject] = _subject_part(subject) + shared_part
+            ent = get(subject)
+            if ent is None or ent[0] is not key:
+                ent = cache[subject] = (
+                    key,
+                    key._aead.decrypt,
+                    key._prefix,
+                    _subject_part(subject) + shared_part,
+                )
         else:
-            tail = encode_aad(subject, per_record[i])
-        if (
-            len(record) < OVERHEAD
-            or record[:6] != _PREFIX
-            or not isinstance(record, bytes | bytearray)
+            ent = (key, key._aead.decrypt, key._prefix, encode_aad(subject, per_record[i]))
+        _, open_, prefix, tail = ent
+        if not (
+            type(record) is bytes
+            and len(record) >= OVERHEAD
+            and compare(record[:_PREFIX_SIZE], prefix)
         ):
-            parse_header(record)  # raises the precise FormatError
-            raise TypeError("records must be bytes")
-        if not compare(record[6 : 6 + COMMIT_SIZE], key.commitment):
-            raise IntegrityError()
+            _check_record(record, key)
         header = record[:HEADER_SIZE]
         try:
-            append(key._aead.decrypt(header[38:], record[HEADER_SIZE:], header + tail))
+            append(open_(header[_PREFIX_SIZE:], record[HEADER_SIZE:], header + tail))
         except InvalidTag:
             raise IntegrityError() from None
     return out
