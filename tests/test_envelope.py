@@ -10,7 +10,7 @@ import pytest
 from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keysplit import FormatError, IntegrityError, envelope
@@ -184,3 +184,40 @@ def test_misuse_and_repr() -> None:
         envelope.encrypt_many([KEY], ["s"], [b""], [{}, {}])
     with pytest.raises(FormatError, match="magic"):
         envelope.parse_header(b"")
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=30))
+def test_batch_grouping_keeps_input_order_and_nonces(order: list[int]) -> None:
+    # encrypt_many/decrypt_many work subject by subject internally; outputs must still be
+    # in input order, and record i must carry nonce i of the bulk draw (reproducible vectors).
+    keys = [DataKey(bytes([k + 1]) * 16) for k in range(4)]
+    subjects = [f"s{k}" for k in order]
+    ks = [keys[k] for k in order]
+    pts = [b"%d" % i for i in range(len(order))]
+    nonces = DeterministicRandom("order").random_bytes(12 * len(order))
+    recs = envelope.encrypt_many(ks, subjects, pts, {"c": "1"}, rng=DeterministicRandom("order"))
+    for i, rec in enumerate(recs):
+        assert rec[38:50] == nonces[12 * i : 12 * i + 12]
+        assert envelope.decrypt(ks[i], rec, subject=subjects[i], context={"c": "1"}) == pts[i]
+    assert envelope.decrypt_many(ks, subjects, recs, {"c": "1"}) == pts
+    assert envelope.decrypt_many(ks, subjects, [bytearray(r) for r in recs], {"c": "1"}) == pts
+
+
+def test_batch_bad_record_in_the_middle_names_the_problem() -> None:
+    k1, k2 = DataKey(b"\x01" * 16), DataKey(b"\x02" * 16)
+    subjects = ["a", "b", "a", "b"]
+    ks = [k1, k2, k1, k2]
+    recs = envelope.encrypt_many(ks, subjects, [b"w", b"x", b"y", b"z"])
+    cases = [
+        (b"XSRC" + recs[2][4:], FormatError),
+        (recs[2][:4] + b"\x02" + recs[2][5:], FormatError),
+        (recs[2][: envelope.OVERHEAD - 1], FormatError),
+        (recs[1], IntegrityError),  # another key's commitment
+        (recs[2][:-1] + bytes([recs[2][-1] ^ 1]), IntegrityError),
+    ]
+    for bad, exc in cases:
+        with pytest.raises(exc):
+            envelope.decrypt_many(ks, subjects, [recs[0], recs[1], bad, recs[3]])
+    with pytest.raises(TypeError):
+        envelope.decrypt_many(ks, subjects, [recs[0], recs[1], memoryview(recs[2]), recs[3]])
