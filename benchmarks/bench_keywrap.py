@@ -7,9 +7,6 @@ run. Target (DESIGN.md §8): >= 20 M keys/s in batch and >= 10x the per-key loop
 from __future__ import annotations
 
 import os
-import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,15 +14,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
 
 from keysplit import keywrap
 
-
-def _timed(fn: Callable[[], object], work: int, repeats: int) -> tuple[float, float, float]:
-    fn()  # warm-up
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        rates.append(work / (time.perf_counter() - t0))
-    return statistics.median(rates), min(rates), max(rates)
+from .harness import measure
 
 
 def _row(
@@ -68,28 +57,28 @@ def run(quick: bool) -> list[dict[str, Any]]:
             "keywrap-wrap-16B",
             "cryptography aes_key_wrap loop",
             n,
-            _timed(loop_wrap, n, repeats),
+            measure(loop_wrap, n, repeats),
             True,
         ),
         _row(
             "keywrap-wrap-16B",
             "keysplit wrap_batch",
             n,
-            _timed(lambda: keywrap.wrap_batch(kek, keys), n, repeats),
+            measure(lambda: keywrap.wrap_batch(kek, keys), n, repeats),
             False,
         ),
         _row(
             "keywrap-unwrap-16B",
             "cryptography aes_key_unwrap loop",
             n,
-            _timed(loop_unwrap, n, repeats),
+            measure(loop_unwrap, n, repeats),
             True,
         ),
         _row(
             "keywrap-unwrap-16B",
             "keysplit unwrap_batch (+ validity mask)",
             n,
-            _timed(lambda: keywrap.unwrap_batch(kek, wrapped), n, repeats),
+            measure(lambda: keywrap.unwrap_batch(kek, wrapped), n, repeats),
             False,
         ),
     ]

@@ -57,6 +57,8 @@ def handle_errors(func: F) -> F:
             fail(f"permission denied: {exc.filename}")
         except IsADirectoryError as exc:
             fail(f"is a directory: {exc.filename}")
+        except OSError as exc:
+            fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
         except KeyboardInterrupt:
             fail("interrupted", code=130)
 

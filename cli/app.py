@@ -39,10 +39,10 @@ def _root(
 
 # Command modules add their commands to `app` when imported; this order is the help order.
 _COMMAND_MODULES = (
-    "cmd_shares",
     "cmd_ceremony",
     "cmd_files",
     "cmd_audit",
+    "cmd_shares",
     "cmd_convert",
     "cmd_demo",
     "cmd_bench",

@@ -34,7 +34,7 @@ app.add_typer(audit_app, name="audit")
 @audit_app.command("verify")
 @handle_errors
 def verify_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     anchor: str | None = typer.Option(
         None, "--anchor", help="A head hash recorded earlier: it must still be in the log."
     ),
@@ -46,7 +46,10 @@ def verify_cmd(
     passphrase_file: list[str] = PASSPHRASE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable result."),
 ) -> None:
-    """Check the audit log; print its head hash on stdout."""
+    """Check the audit log; print its head hash on stdout.
+
+    Exit codes: 0 log intact; 1 log broken (first bad entry named) or bad quorum; 2 usage.
+    """
     kr = Keyring.open(directory)
     if mac or share:
         ukr, _ = gather_quorum(kr, QuorumSource(share, identity, passphrase_file))
@@ -77,8 +80,8 @@ def verify_cmd(
 def _summary(data: Any) -> str:
     parts = []
     for key, value in data.items():
-        if isinstance(value, list) and value and isinstance(value[0], dict):
-            names = [str(v.get("custodian", "?")) for v in value]
+        if isinstance(value, list):
+            names = [str(v.get("custodian", "?")) if isinstance(v, dict) else str(v) for v in value]
             parts.append(f"{key}=[{', '.join(names)}]")
         else:
             parts.append(f"{key}={value}")
@@ -100,10 +103,13 @@ def _entry_dict(e: AuditEntry) -> dict[str, Any]:
 @audit_app.command("show")
 @handle_errors
 def show_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per entry (JSON lines)."),
 ) -> None:
-    """List the audit entries (not verified: use 'audit verify' for that)."""
+    """List the audit entries (not verified: use 'audit verify' for that).
+
+    Exit codes: 0 shown; 1 unreadable log or no keyring; 2 usage.
+    """
     entries = Keyring.open(directory).audit_log().entries()
     if as_json:
         for e in entries:

@@ -11,6 +11,7 @@ too few shares, legal hold, ...), 2 usage error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass
@@ -20,7 +21,6 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
 from keysplit import (
@@ -34,8 +34,9 @@ from keysplit import (
 )
 from keysplit._fileio import atomic_write
 
-from . import cmd_shares
+from . import _quorum
 from ._common import EXIT_USAGE, err_console, fail, handle_errors, info
+from ._progress import rewrap_with_progress
 from ._quorum import (
     IDENTITY_OPTION,
     PASSPHRASE_OPTION,
@@ -43,9 +44,13 @@ from ._quorum import (
     Passphrases,
     QuorumSource,
     gather_quorum,
+    prompt_passphrase,
+    relabel,
+    share_file_text,
 )
 from .app import app
-from .cmd_shares import _prompt_passphrase, _relabel, _share_file_text
+
+__all__: list[str] = []
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 
@@ -96,7 +101,7 @@ def _parse_custodians(
             try:
                 recipient = Recipient.from_bytes(Path(pub).read_bytes())
             except KeysplitError as exc:
-                raise _relabel(exc, pub) from None
+                raise relabel(exc, pub) from None
             if recipient.name != name:
                 fail(
                     f"{pub} is the public key of {recipient.name!r}, not {name!r}",
@@ -106,7 +111,7 @@ def _parse_custodians(
         elif plain:
             out.append(_Custody(name, None, None))
         else:
-            pw = passphrases.get(name) or _prompt_passphrase(f"custodian {name!r}", confirm=True)
+            pw = passphrases.get(name) or prompt_passphrase(f"custodian {name!r}", confirm=True)
             out.append(_Custody(name, None, pw))
     names = [c.name for c in out]
     if len(set(names)) != len(names):
@@ -120,6 +125,8 @@ def _parse_custodians(
 
 
 def _share_paths(shares_dir: Path, custody: list[_Custody], generation: int) -> dict[str, Path]:
+    """The share file names, checked free (and their directory made) before any key exists."""
+    shares_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths = {}
     for c in custody:
         ext = "kss" if (c.recipient or c.passphrase) else "txt"
@@ -140,9 +147,9 @@ def _write_shares(
         if c.recipient is not None:
             data = seal_share(share, c.recipient)
         elif c.passphrase is not None:
-            data = seal_share_with_passphrase(share, c.name, c.passphrase, kdf=cmd_shares.KDF)
+            data = seal_share_with_passphrase(share, c.name, c.passphrase, kdf=_quorum.KDF)
         else:
-            data = _share_file_text(share, c.name).encode()
+            data = share_file_text(share, c.name).encode()
         path = paths[c.name]
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         atomic_write(path, data, overwrite=False)
@@ -172,7 +179,7 @@ def _default_shares_dir(directory: Path) -> Path:
     return d.parent / f"{d.name}-shares"
 
 
-def _quorum(shares: list[Path], identity: list[Path], passphrase_file: list[str]) -> QuorumSource:
+def _source(shares: list[Path], identity: list[Path], passphrase_file: list[str]) -> QuorumSource:
     return QuorumSource(list(shares), list(identity), list(passphrase_file))
 
 
@@ -199,13 +206,17 @@ JSON_HELP = "Print a machine-readable result on stdout."
 @app.command("init")
 @handle_errors
 def init_cmd(
-    directory: Path = typer.Argument(..., help="New keyring directory (created)."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="New keyring directory (created)."),
     threshold: int = typer.Option(..., "--threshold", "-k", help="Custodians needed to unseal."),
-    custodian: list[str] = typer.Option([], "--custodian", "-c", help=CUSTODIAN_OPTION_HELP),
+    custodian: list[str] = typer.Option(
+        [], "--custodian", "-c", metavar="NAME[=PUBFILE]", help=CUSTODIAN_OPTION_HELP
+    ),
     passphrase_file: list[str] = typer.Option(
         [],
         "--passphrase-file",
-        help="NAME=FILE: passphrase for custodian NAME's share (automation; default: prompt).",
+        metavar="[NAME=]FILE",
+        help="NAME=FILE: passphrase for custodian NAME's share; FILE alone: for all "
+        "(automation; default: a hidden prompt with confirmation).",
     ),
     shares_dir: Path | None = typer.Option(None, "--shares-dir", help=SHARES_DIR_HELP),
     plain_shares: bool = typer.Option(
@@ -217,8 +228,11 @@ def init_cmd(
 ) -> None:
     """Create a keyring: a fresh master key split K-of-N among the custodians.
 
-    Writes one share file per custodian (mode 0600) and appends an 'init' entry to the audit
-    log. The master key is never written or printed: keep K share files safe.
+    Writes one share file per custodian (mode 0600) and an 'init' audit entry.
+
+    The master key is never written or printed: keep K share files safe.
+
+    Exit codes: 0 created; 1 failure (bad public key, existing keyring or share file); 2 usage.
     """
     custody = _parse_custodians(custodian, passphrase_file, plain_shares, "--passphrase-file")
     if not 2 <= threshold <= len(custody):
@@ -226,7 +240,18 @@ def init_cmd(
     out_dir = shares_dir or _default_shares_dir(directory)
     paths = _share_paths(out_dir, custody, 1)
     kr, shares = Keyring.create(directory, threshold, [c.name for c in custody])
-    rows = _write_shares(shares, custody, paths)
+    try:
+        rows = _write_shares(shares, custody, paths)
+    except (OSError, KeysplitError) as exc:
+        # Without all its shares the new keyring can never be unsealed: say so plainly.
+        for p in paths.values():
+            with contextlib.suppress(OSError):
+                p.unlink()
+        fail(
+            f"could not write the share files ({exc}); the keyring at {directory} was created "
+            "but can never be unsealed",
+            f"remove {directory} and run init again",
+        )
     with kr.unseal(list(shares.values())[:threshold]) as ukr:
         entry = ukr.audit_log().append(
             "init",
@@ -261,7 +286,7 @@ def init_cmd(
 @app.command("unseal")
 @handle_errors
 def unseal_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
@@ -269,11 +294,14 @@ def unseal_cmd(
 ) -> None:
     """Check that a quorum of custodians can unseal the keyring (an unseal drill).
 
-    Verifies every share and the recovered master key, reports the keyring id and records
-    an 'unseal-check' audit entry naming the contributing custodians.
+    Verifies every share and the recovered master key and reports the keyring id.
+
+    Records an 'unseal-check' audit entry naming the contributing custodians.
+
+    Exit codes: 0 verified; 1 bad, foreign or too few shares, wrong secret; 2 usage.
     """
     kr = _open(directory)
-    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:
         entry = ukr.audit_log().append(
             "unseal-check", generation=kr.meta.generation, custodians=contributors
@@ -293,10 +321,13 @@ def unseal_cmd(
 @app.command("status")
 @handle_errors
 def status_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Show versions, custodians and key counts (public data only; needs no quorum)."""
+    """Show versions, custodians and key counts (public data only; needs no quorum).
+
+    Exit codes: 0 shown (even if the audit chain is broken: see its line); 1 no keyring; 2 usage.
+    """
     kr = _open(directory)
     doc = kr.status().as_dict()
     log = kr.audit_log()
@@ -333,7 +364,7 @@ def status_cmd(
             else f"BROKEN: {audit['error']}",
         ),
     ):
-        table.add_row(field_, value)
+        table.add_row(field_, escape(value))
     Console(highlight=False, width=max(Console().width, 100)).print(table)
 
 
@@ -343,15 +374,22 @@ def status_cmd(
 @app.command("rekey")
 @handle_errors
 def rekey_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     custodian: list[str] = typer.Option(
-        [], "--custodian", "-c", help="The NEW custodian list: " + CUSTODIAN_OPTION_HELP
+        [],
+        "--custodian",
+        "-c",
+        metavar="NAME[=PUBFILE]",
+        help="The NEW custodian list: " + CUSTODIAN_OPTION_HELP,
     ),
     threshold: int | None = typer.Option(
         None, "--threshold", "-k", help="New threshold (default: the current one)."
     ),
     new_passphrase_file: list[str] = typer.Option(
-        [], "--new-passphrase-file", help="NAME=FILE: passphrase for NAME's NEW share."
+        [],
+        "--new-passphrase-file",
+        metavar="NAME=FILE",
+        help="NAME=FILE: passphrase for NAME's NEW share.",
     ),
     shares_dir: Path | None = typer.Option(None, "--shares-dir", help=SHARES_DIR_HELP),
     plain_shares: bool = typer.Option(
@@ -364,8 +402,13 @@ def rekey_cmd(
 ) -> None:
     """New master key and new shares for the given custodians; every old share dies.
 
-    Needs a quorum of the current shares. The new share files are written before the
-    switch, so a failure leaves the old shares working. Data keys and data are untouched.
+    Needs a quorum of the current shares.
+
+    The new share files are written before the switch: on failure the old shares still work.
+
+    Data keys and data are untouched.
+
+    Exit codes: 0 rekeyed; 1 bad quorum or write failure (old shares still work); 2 usage.
     """
     kr = _open(directory)
     custody = _parse_custodians(
@@ -376,7 +419,7 @@ def rekey_cmd(
         fail(f"--threshold must be between 2 and {len(custody)} (the custodians)", code=EXIT_USAGE)
     out_dir = shares_dir or _default_shares_dir(directory)
     paths = _share_paths(out_dir, custody, kr.meta.generation + 1)
-    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:
         old = kr.meta
         shares = ukr.prepare_rekey(threshold=k, custodians=[c.name for c in custody])
@@ -385,7 +428,8 @@ def rekey_cmd(
         except BaseException:
             ukr.abort_rekey()
             for p in paths.values():
-                p.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    p.unlink()
             raise
         ukr.commit_rekey()
         shares.clear()
@@ -424,14 +468,17 @@ def rekey_cmd(
 @app.command("rotate")
 @handle_errors
 def rotate_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
 ) -> None:
-    """Create a new KEK version; new data keys use it (then run rewrap). Prints the version."""
+    """Create a new KEK version; new data keys use it (then run rewrap). Prints the version.
+
+    Exit codes: 0 rotated; 1 bad quorum; 2 usage.
+    """
     kr = _open(directory)
-    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:
         version = ukr.rotate()
         ukr.audit_log().append("rotate", kek_version=version, authorized_by=contributors)
@@ -442,7 +489,7 @@ def rotate_cmd(
 @app.command("rewrap")
 @handle_errors
 def rewrap_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     batch_size: int = typer.Option(10_000, "--batch-size", min=1, help="Keys per transaction."),
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
@@ -452,9 +499,11 @@ def rewrap_cmd(
     """Re-wrap every data key under the current KEK (records untouched; resumable).
 
     Each batch commits on its own: if interrupted, run it again to continue.
+
+    Exit codes: 0 done; 1 bad quorum or a stored key failed authentication; 2 usage.
     """
     kr = _open(directory)
-    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:
         result = rewrap_with_progress(ukr, batch_size)
         entry = ukr.audit_log().append(
@@ -480,38 +529,21 @@ def rewrap_cmd(
         typer.echo(result.rewrapped)
 
 
-def rewrap_with_progress(ukr: UnsealedKeyring, batch_size: int) -> Any:
-    """Run :meth:`UnsealedKeyring.rewrap` with a rich progress bar on stderr."""
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=False,
-    ) as bar:
-        task = bar.add_task("rewrapping data keys", total=None)
-
-        def step(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        result = ukr.rewrap(batch_size=batch_size, progress=step)
-        bar.update(task, completed=result.rewrapped, total=max(result.rewrapped, 1))
-    return result
-
-
 @app.command("retire")
 @handle_errors
 def retire_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     version: int = typer.Argument(..., help="KEK version to delete (no data key may use it)."),
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
 ) -> None:
-    """Delete an old KEK version (after rewrap): old backups of the key store become useless."""
+    """Delete an old KEK version (after rewrap): old backups of the key store become useless.
+
+    Exit codes: 0 retired; 1 bad quorum, version current, unknown or still in use; 2 usage.
+    """
     kr = _open(directory)
-    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:
         ukr.retire(version)
         ukr.audit_log().append("retire", kek_version=version, authorized_by=contributors)
@@ -524,7 +556,7 @@ def retire_cmd(
 @app.command("shred")
 @handle_errors
 def shred_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     subject: str = typer.Argument(..., help="The subject (user id) whose data key to destroy."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     share: list[Path] = SHARE_OPTION,
@@ -534,15 +566,16 @@ def shred_cmd(
     """Destroy SUBJECT's data key: their records can never be decrypted again.
 
     Refused (exit 1) while the subject is under legal hold.
+
+    Exit codes: 0 shredded; 1 not confirmed, legal hold or bad quorum; 2 usage.
     """
     kr = _open(directory)
-    if not yes:
-        typer.confirm(
-            f"Destroy the data key of {subject!r}? Their records become unrecoverable",
-            abort=True,
-            err=True,
-        )
-    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    if not yes and not typer.confirm(
+        f"Destroy the data key of {subject!r}? Their records become unrecoverable",
+        err=True,
+    ):
+        fail("not confirmed: nothing was shredded")
+    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:
         existed = ukr.shred(subject)
         ukr.audit_log().append(
@@ -557,20 +590,20 @@ def shred_cmd(
 @app.command("hold")
 @handle_errors
 def hold_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     subject: str = typer.Argument(..., help="The subject (user id)."),
     on: bool = typer.Option(..., "--on/--off", help="Place or lift the legal hold."),
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
 ) -> None:
-    """Place (--on) or lift (--off) a legal hold: a held subject cannot be shredded."""
+    """Place (--on) or lift (--off) a legal hold: a held subject cannot be shredded.
+
+    Exit codes: 0 done; 1 bad quorum; 2 usage.
+    """
     kr = _open(directory)
-    ukr, contributors = _unseal(kr, _quorum(share, identity, passphrase_file))
+    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:
         ukr.set_legal_hold(subject, on)
         ukr.audit_log().append("legal-hold", subject=subject, hold=on, authorized_by=contributors)
     info(f"legal hold on {subject!r}: {'on' if on else 'off'}")
-
-
-__all__ = ["rewrap_with_progress"]

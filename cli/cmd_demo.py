@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from rich.markup import escape
 from rich.table import Table
 
@@ -42,10 +41,10 @@ from keysplit import (
 )
 from keysplit._fileio import atomic_write
 
-from . import cmd_shares
+from . import _quorum
 from ._common import err_console, fail, handle_errors, info
+from ._progress import rewrap_with_progress
 from .app import app
-from .cmd_ceremony import rewrap_with_progress
 
 __all__: list[str] = []
 
@@ -176,6 +175,12 @@ class _Custodians:
             for n in CUSTODIANS
             if n not in KEY_SEALED
         }
+        # Demo only: in a real ceremony each custodian keeps these to themselves.
+        for n, ident in self.identities.items():
+            atomic_write(self.dir / f"{n}.identity", ident.to_bytes(None))
+            atomic_write(self.dir / f"{n}.pub", ident.recipient.to_text().encode(), mode=0o644)
+        for n, pw in self.passphrases.items():
+            atomic_write(self.dir / f"{n}.passphrase", pw + b"\n")
 
     def write(self, shares: dict[str, Share], generation: int) -> dict[str, Path]:
         paths = {}
@@ -184,7 +189,7 @@ class _Custodians:
                 data = seal_share(share, self.identities[name].recipient)
             else:
                 data = seal_share_with_passphrase(
-                    share, name, self.passphrases[name], kdf=cmd_shares.KDF
+                    share, name, self.passphrases[name], kdf=_quorum.KDF
                 )
             paths[name] = self.dir / f"{name}.g{generation}.kss"
             atomic_write(paths[name], data, overwrite=False)
@@ -218,6 +223,8 @@ def demo(
     """Run the whole story in a temporary directory: init, store, unseal, rotate, shred, rekey.
 
     Every claim printed is checked; exit code 1 if any is false.
+
+    Exit codes: 0 every claim held; 1 a claim was false (named); 2 usage.
     """
     if keep is not None:
         if keep.exists() and any(keep.iterdir()):
@@ -228,6 +235,18 @@ def demo(
         root = Path(tempfile.mkdtemp(prefix="keysplit-demo-"))
     try:
         _run(root, users)
+        if keep is not None:
+            c = keep / "custodians"
+            # plain echo: rich would wrap the long paths
+            typer.echo(f"\nkept in {keep}; try for example:", err=True)
+            typer.echo(f"  keysplit status {keep / 'keyring'}", err=True)
+            typer.echo(f"  keysplit audit show {keep / 'keyring'}", err=True)
+            typer.echo(
+                f"  keysplit unseal {keep / 'keyring'} -s {c / 'alice.g2.kss'} "
+                f"-i {c / 'alice.identity'} -s {c / 'bob.g2.kss'} -i {c / 'bob.identity'} "
+                f"-s {c / 'dave.g2.kss'} --passphrase-file dave={c / 'dave.passphrase'}",
+                err=True,
+            )
     finally:
         if keep is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -273,6 +292,13 @@ def _run(root: Path, n_users: int) -> None:
     def quorum(names: tuple[str, ...], gen: int = 1) -> list[Share]:
         return [cust.open(n, cust.dir / f"{n}.g{gen}.kss") for n in names]
 
+    def who(names: tuple[str, ...], shares: list[Share]) -> list[dict[str, str | int]]:
+        """Contributors as the CLI logs them: names and share fingerprints, no share bytes."""
+        return [
+            {"custodian": n, "index": s.index, "share": s.fingerprint}
+            for n, s in zip(names, shares, strict=True)
+        ]
+
     data = _contacts(rng, n_users)
     db = _records_db(root / "records.sqlite")
     with story.step(f"2. Store {n_users:,} users' contact cards, each under its own data key") as r:
@@ -309,9 +335,11 @@ def _run(root: Path, n_users: int) -> None:
             "alice + erin (2 of 3 needed) cannot unseal",
             _raises(InsufficientSharesError, lambda: kr.unseal(two)),
         )
-        with _unseal(kr, quorum(("bob", "carol", "erin"))) as ukr:
+        three = ("bob", "carol", "erin")
+        three_shares = quorum(three)
+        with _unseal(kr, three_shares) as ukr:
             plain = ukr.decrypt_many(subjects, blobs)
-            ukr.audit_log().append("unseal-check", custodians=["bob", "carol", "erin"])
+            ukr.audit_log().append("unseal-check", custodians=who(three, three_shares))
         story.claim(
             f"bob + carol + erin unseal and decrypt all {len(plain):,} records",
             plain == [p for _, p in data],
@@ -325,7 +353,7 @@ def _run(root: Path, n_users: int) -> None:
     ) as r:
         lines = [f"{s},{json.loads(p)['name']},{json.loads(p)['phone']}" for s, p in data]
         export.write_text("subject,name,phone\n" + "\n".join(lines) + "\n")
-        public = X25519PublicKey.from_public_bytes(Keyring.open(kdir).public_key)
+        public = Keyring.open(kdir).public_key  # all that encrypting needs
         sealed = root / "export.ks"
         encrypt_file(export, sealed, public, context={"kind": "export"})
         story.claim(
@@ -333,7 +361,7 @@ def _run(root: Path, n_users: int) -> None:
         )
         with _unseal(kr, quorum(("alice", "carol", "dave"))) as ukr:
             out = root / "export.decrypted.csv"
-            decrypt_file(sealed, out, ukr.hpke_open)
+            decrypt_file(sealed, out, ukr)
             story.claim(
                 "a quorum decrypts it byte for byte", out.read_bytes() == export.read_bytes()
             )
@@ -344,7 +372,7 @@ def _run(root: Path, n_users: int) -> None:
             out2 = root / "export.tampered.csv"
             story.claim(
                 "a flipped bit is rejected and leaves no partial plaintext",
-                _raises(IntegrityError, lambda: decrypt_file(tampered, out2, ukr.hpke_open))
+                _raises(IntegrityError, lambda: decrypt_file(tampered, out2, ukr))
                 and not out2.exists(),
             )
         r.append(f"{export.stat().st_size:,} bytes round-trip; tampering detected")
@@ -409,8 +437,16 @@ def _run(root: Path, n_users: int) -> None:
             new = ukr.prepare_rekey(threshold=3, custodians=list(stay))
             cust.write(new, 2)
             ukr.commit_rekey()
+            ukr.audit_log().append(
+                "rekey",
+                threshold=3,
+                old_custodians=list(CUSTODIANS),
+                custodians=[
+                    {"custodian": n, "index": new[n].index, "share": new[n].fingerprint}
+                    for n in stay
+                ],
+            )
             new.clear()
-            ukr.audit_log().append("rekey", threshold=3, custodians=list(stay))
         erin_old = cust.open("erin", cust.dir / "erin.g1.kss")
         story.claim(
             "erin's old share is refused by the keyring",
@@ -462,8 +498,8 @@ def _run(root: Path, n_users: int) -> None:
     table.add_column("step")
     table.add_column("result")
     table.add_column("time", justify="right")
-    for title, elapsed, result in story.steps:
-        table.add_row(escape(title), escape(result), f"{elapsed:.2f} s")
+    for title, elapsed, outcome in story.steps:
+        table.add_row(escape(title), escape(outcome), f"{elapsed:.2f} s")
     err_console.print()
     err_console.print(table)
     total = time.perf_counter() - t_start

@@ -15,9 +15,8 @@ import json
 from pathlib import Path
 
 import typer
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from keysplit import Keyring, decrypt_file, encrypt_file
+from keysplit import Keyring, decrypt_file, encrypt_file, read_header, recipient_id
 
 from ._common import EXIT_USAGE, fail, handle_errors, info
 from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, gather_quorum
@@ -41,19 +40,26 @@ def _parse_context(items: list[str]) -> dict[str, str]:
 @app.command("encrypt")
 @handle_errors
 def encrypt_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory (only its public key is read)."),
+    directory: Path = typer.Argument(
+        ..., metavar="DIR", help="Keyring directory (only its public key is read)."
+    ),
     in_path: str = typer.Argument(..., metavar="IN", help="File to encrypt, or - for stdin."),
     out_path: str = typer.Argument(..., metavar="OUT", help="Output file, or - for stdout."),
     context: list[str] = typer.Option(
-        [], "--context", help="KEY=VALUE stored in clear and authenticated (repeatable)."
+        [],
+        "--context",
+        metavar="KEY=VALUE",
+        help="KEY=VALUE stored in clear and authenticated (repeatable).",
     ),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUT if it exists."),
 ) -> None:
-    """Seal a file to the keyring's public key (HPKE + chunked AES-128-GCM); no quorum needed."""
+    """Seal a file to the keyring's public key (HPKE + chunked AES-128-GCM); no quorum needed.
+
+    Exit codes: 0 encrypted; 1 unreadable input, existing output or no keyring; 2 usage.
+    """
     ctx = _parse_context(context)
     kr = Keyring.open(directory)
-    recipient = X25519PublicKey.from_public_bytes(kr.public_key)
-    result = encrypt_file(in_path, out_path, recipient, context=ctx or None, overwrite=force)
+    result = encrypt_file(in_path, out_path, kr.public_key, context=ctx or None, overwrite=force)
     info(
         f"encrypted {result.plaintext_size} bytes to keyring {kr.keyring_id} "
         f"({result.chunks} chunks{', context ' + json.dumps(ctx) if ctx else ''})"
@@ -63,29 +69,44 @@ def encrypt_cmd(
 @app.command("decrypt")
 @handle_errors
 def decrypt_cmd(
-    directory: Path = typer.Argument(..., help="Keyring directory."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     in_path: str = typer.Argument(..., metavar="IN", help="Encrypted file, or - for stdin."),
     out_path: str = typer.Argument(..., metavar="OUT", help="Output file, or - for stdout."),
     context: list[str] = typer.Option(
-        [], "--context", help="KEY=VALUE the file's context must equal exactly (repeatable)."
+        [],
+        "--context",
+        metavar="KEY=VALUE",
+        help="KEY=VALUE the file's context must equal exactly (repeatable).",
     ),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUT if it exists."),
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
 ) -> None:
-    """Decrypt a file sealed to the keyring (needs a quorum); records an audit entry."""
+    """Decrypt a file sealed to the keyring (needs a quorum); records an audit entry.
+
+    Exit codes: 0 decrypted; 1 tampered, truncated or foreign file, bad quorum; 2 usage.
+
+    On failure no output file is left behind.
+    """
     ctx = _parse_context(context)
     if in_path == "-" and not share:
         fail("reading the file from stdin needs --share (the prompts use stdin)", code=EXIT_USAGE)
     if out_path != "-" and not force and Path(out_path).exists():
         fail(f"refusing to overwrite existing file: {out_path}", "pass --force")
     kr = Keyring.open(directory)
+    if in_path != "-":
+        with open(in_path, "rb") as fh:
+            header = read_header(fh)
+        mine = recipient_id(kr.public_key)
+        if header.recipient_id != mine:
+            fail(
+                f"{in_path} is sealed to another keyring",
+                f"its key id is {header.recipient_id.hex()}, this keyring's {mine.hex()}",
+            )
     ukr, contributors = gather_quorum(kr, QuorumSource(share, identity, passphrase_file))
     with ukr:
-        result = decrypt_file(
-            in_path, out_path, ukr.hpke_open, context=ctx or None, overwrite=force
-        )
+        result = decrypt_file(in_path, out_path, ukr, context=ctx or None, overwrite=force)
         ukr.audit_log().append(
             "decrypt",
             file=in_path,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,10 @@ from keysplit import (
 from keysplit._fileio import atomic_write
 
 from ._common import EXIT_USAGE, fail, handle_errors, read_input
+from ._quorum import prompt_passphrase as _prompt_passphrase
+from ._quorum import read_passphrase_file as _read_passphrase_file
+from ._quorum import relabel as _relabel
+from ._quorum import share_file_text as _share_file_text
 from .app import app
 
 share_app = typer.Typer(help="Inspect and verify share files.", no_args_is_help=True)
@@ -47,39 +50,6 @@ KDF: Argon2Params | None = None
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def _relabel(exc: KeysplitError, label: str) -> KeysplitError:
-    """The same error, prefixed with the file it is about (the CLI's unit of blame)."""
-    return KeysplitError(f"{label}: {exc}", hint=exc.hint)
-
-
-def _normalize(passphrase: bytes) -> bytes:
-    """NFC-normalize UTF-8 passphrases, so the same words typed on another system match."""
-    try:
-        return unicodedata.normalize("NFC", passphrase.decode("utf-8")).encode("utf-8")
-    except UnicodeDecodeError:
-        return passphrase
-
-
-def _read_passphrase_file(path: Path) -> bytes:
-    data = path.read_bytes()
-    if data.endswith(b"\r\n"):
-        data = data[:-2]
-    elif data.endswith(b"\n"):
-        data = data[:-1]
-    if not data:
-        fail(f"passphrase file {path} is empty")
-    return _normalize(data)
-
-
-def _prompt_passphrase(what: str, *, confirm: bool = False) -> bytes:
-    value = typer.prompt(
-        f"Passphrase for {what}", hide_input=True, confirmation_prompt=confirm, err=True
-    )
-    if not value:
-        fail("empty passphrase")
-    return _normalize(str(value).encode("utf-8"))
 
 
 def _parse_secret(raw: bytes) -> bytes:
@@ -152,16 +122,6 @@ def _stdin_shares() -> list[tuple[str, bytes]]:
 def _note(message: str) -> None:
     """A plain (unwrapped, markup-free) message on stderr."""
     typer.echo(message, err=True)
-
-
-def _share_file_text(share: Share, custodian: str | None = None) -> str:
-    who = f" for custodian {custodian}" if custodian else ""
-    return (
-        f"# keysplit share {share.index} of {share.count}{who} "
-        f"(any {share.threshold} recover the secret)\n"
-        f"# set id {share.set_id_hex}\n"
-        f"{share}\n"
-    )
 
 
 # -- split / combine -------------------------------------------------------------------------

@@ -42,6 +42,7 @@ __all__ = [
     "Identity",
     "Recipient",
     "SealedShareInfo",
+    "check_custodian_name",
     "is_sealed",
     "load_share",
     "open_share",
@@ -89,6 +90,15 @@ def _check_name(name: str) -> str:
             "(starting with a letter or digit)"
         )
     return name
+
+
+def check_custodian_name(name: str) -> str:
+    """Validate a custodian name (shared by keyrings, so every keyring name can be sealed to).
+
+    Names appear in file names, terminals and HPKE ``info``; keeping them to a small
+    printable alphabet avoids path tricks and confusable output.
+    """
+    return _check_name(name)
 
 
 class _ShapeError(FormatError):

@@ -71,7 +71,7 @@ class DataKey:
     Holding one is holding the key: the repr is redacted and the raw key is not kept.
     """
 
-    __slots__ = ("_aead", "commitment")
+    __slots__ = ("_aead", "_prefix", "commitment")
 
     def __init__(self, key: bytes) -> None:
         if not isinstance(key, bytes | bytearray | memoryview):
@@ -84,6 +84,7 @@ class DataKey:
             hashes.SHA256(), COMMIT_SIZE, _SALT, b"keysplit/record/v1/commit"
         ).derive(key)
         self._aead = AESGCM(enc)
+        self._prefix = _PREFIX + self.commitment
 
     def __repr__(self) -> str:
         return "DataKey(<redacted>)"
@@ -108,19 +109,16 @@ def _enc_str(s: str, what: str) -> bytes:
         raise ValueError(f"{what} is not valid Unicode text") from None
 
 
-def encode_aad(subject: str, context: Mapping[str, str] | None = None) -> bytes:
-    """Canonical, injective encoding of subject and context (the record AAD after the header).
-
-    ``u32 len || subject`` then ``u32 count`` then, for each context entry sorted by the
-    UTF-8 bytes of its key, ``u32 len || key || u32 len || value`` (big-endian lengths,
-    UTF-8 text). Equal mappings encode identically whatever their insertion order.
-    """
+def _subject_part(subject: str) -> bytes:
     sub = _enc_str(subject, "subject")
     if not sub:
         raise ValueError("subject must not be empty")
     if len(sub) > MAX_SUBJECT_BYTES:
         raise ValueError(f"subject must be at most {MAX_SUBJECT_BYTES} bytes of UTF-8")
-    parts = [_U32.pack(len(sub)), sub]
+    return _U32.pack(len(sub)) + sub
+
+
+def _context_part(context: Mapping[str, str] | None) -> bytes:
     if context is None:
         context = {}
     if not isinstance(context, Mapping):
@@ -128,10 +126,20 @@ def encode_aad(subject: str, context: Mapping[str, str] | None = None) -> bytes:
     items = sorted(
         (_enc_str(k, "context key"), _enc_str(v, "context value")) for k, v in context.items()
     )
-    parts.append(_U32.pack(len(items)))
+    parts = [_U32.pack(len(items))]
     for k, v in items:
         parts += [_U32.pack(len(k)), k, _U32.pack(len(v)), v]
     return b"".join(parts)
+
+
+def encode_aad(subject: str, context: Mapping[str, str] | None = None) -> bytes:
+    """Canonical, injective encoding of subject and context (the record AAD after the header).
+
+    ``u32 len || subject`` then ``u32 count`` then, for each context entry sorted by the
+    UTF-8 bytes of its key, ``u32 len || key || u32 len || value`` (big-endian lengths,
+    UTF-8 text). Equal mappings encode identically whatever their insertion order.
+    """
+    return _subject_part(subject) + _context_part(context)
 
 
 def parse_header(record: bytes) -> RecordHeader:
@@ -224,6 +232,7 @@ def encrypt_many(
         raise ValueError("keys, subjects and plaintexts must have the same length")
     shared, per_record = _contexts(n, context)
     nonces = (rng or default_rng()).random_bytes(NONCE_SIZE * n)
+    shared_part = _context_part(shared) if per_record is None else b""
     # Per distinct subject: (key, bound encrypt, header prefix, AAD tail). The identity
     # check on the key keeps the cache honest if a caller pairs one subject with two keys.
     cache: dict[str, tuple[DataKey, _Seal, bytes, bytes]] = {}
@@ -232,8 +241,12 @@ def encrypt_many(
     for i, (key, subject, pt) in enumerate(zip(keys, subjects, plaintexts, strict=True)):
         ent = cache.get(subject)
         if ent is None or ent[0] is not key or per_record is not None:
-            ctx = shared if per_record is None else per_record[i]
-            ent = (key, key._aead.encrypt, _PREFIX + key.commitment, encode_aad(subject, ctx))
+            tail = (
+                _subject_part(subject) + shared_part
+                if per_record is None
+                else encode_aad(subject, per_record[i])
+            )
+            ent = (key, key._aead.encrypt, key._prefix, tail)
             if per_record is None:
                 cache[subject] = ent
         j = NONCE_SIZE * i
@@ -257,18 +270,16 @@ def decrypt_many(
     if len(keys) != n or len(subjects) != n:
         raise ValueError("keys, subjects and records must have the same length")
     shared, per_record = _contexts(n, context)
+    shared_part = _context_part(shared) if per_record is None else b""
     tails: dict[str, bytes] = {}
     out: list[bytes] = []
     append = out.append
     compare = hmac.compare_digest
-    for i in range(n):
-        key = keys[i]
-        subject = subjects[i]
-        record = records[i]
+    for i, (key, subject, record) in enumerate(zip(keys, subjects, records, strict=True)):
         if per_record is None:
             tail = tails.get(subject)
             if tail is None:
-                tail = tails[subject] = encode_aad(subject, shared)
+                tail = tails[subject] = _subject_part(subject) + shared_part
         else:
             tail = encode_aad(subject, per_record[i])
         if (
@@ -282,9 +293,7 @@ def decrypt_many(
             raise IntegrityError()
         header = record[:HEADER_SIZE]
         try:
-            append(
-                key._aead.decrypt(header[6 + COMMIT_SIZE :], record[HEADER_SIZE:], header + tail)
-            )
+            append(key._aead.decrypt(header[38:], record[HEADER_SIZE:], header + tail))
         except InvalidTag:
             raise IntegrityError() from None
     return out

@@ -49,6 +49,7 @@ from . import _keyring_file as kf
 from . import envelope, keywrap
 from ._fileio import atomic_write, fsync_dir
 from .audit import AuditLog
+from .custodian import check_custodian_name
 from .envelope import DataKey
 from .errors import (
     DuplicateShareError,
@@ -104,8 +105,7 @@ def _validate_custodians(threshold: int, custodians: Sequence[str]) -> list[str]
         raise TypeError("custodians must be a sequence of names, not one string")
     names = list(custodians)
     for n in names:
-        if not isinstance(n, str) or not n.strip():
-            raise ValueError("custodian names must be non-empty strings")
+        check_custodian_name(n)
     if len(set(names)) != len(names):
         raise ValueError("custodian names must be unique")
     if isinstance(threshold, bool) or not isinstance(threshold, int):
@@ -132,11 +132,16 @@ class UnsealProgress:
 
 @dataclass(frozen=True)
 class RewrapResult:
-    """What a rewrap did: keys moved to ``kek_version``, and how many remain stale."""
+    """What a rewrap did: keys moved to ``kek_version``, and how many remain stale.
+
+    ``corrupt`` names subjects whose stored wrapped key failed authentication: they were
+    left untouched (their records cannot be decrypted either) and count in ``remaining``.
+    """
 
     rewrapped: int
     kek_version: int
     remaining: int
+    corrupt: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -424,6 +429,13 @@ class Unsealer:
         self._shares.append(share)
         return UnsealProgress(len(self._shares), match.threshold, self._kr.custodian_of(share))
 
+    def discard(self, index: int) -> UnsealProgress:
+        """Drop the share with this index (e.g. the one a :class:`RecoveryError` named)."""
+        self._shares = [s for s in self._shares if s.index != index]
+        if not self._shares:
+            self._target = None
+        return self.progress
+
     @property
     def progress(self) -> UnsealProgress:
         need = (self._target or self._kr.meta).threshold
@@ -442,6 +454,15 @@ class Unsealer:
             if target is kr.pending:
                 data = (kr.path / PENDING_FILE).read_bytes()
                 meta, secrets = kf.open_secrets(data, master)
+                current = kf.parse(_read(kr.path / KEYRING_FILE))[0]
+                if (
+                    meta.keyring_id != current.keyring_id
+                    or meta.generation != current.generation + 1
+                ):
+                    raise KeyringError(
+                        "the pending rekey no longer matches the keyring file; "
+                        "unseal with the current shares and run the rekey again"
+                    )
                 # The new shares prove the pending rekey was handed out: complete it.
                 os.replace(kr.path / PENDING_FILE, kr.path / KEYRING_FILE)
                 fsync_dir(kr.path)
@@ -700,7 +721,9 @@ class UnsealedKeyring:
 
         Each batch commits in one transaction, so an interrupted rewrap loses nothing and
         simply resumes where it stopped when run again. ``progress(done, total)`` is called
-        after every batch. Data and records are untouched.
+        after every batch. Data and records are untouched. A stored key that fails its
+        integrity check is left as it is and named in :attr:`RewrapResult.corrupt`; the
+        others are still rewrapped.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError("batch_size must be a positive int")
@@ -711,6 +734,7 @@ class UnsealedKeyring:
         total = sum(c for v, c in counts.items() if v != current)
         done = 0
         after = ""
+        corrupt: list[str] = []
         while True:
             rows = store.stale_batch(current, after, batch_size)
             if not rows:
@@ -721,27 +745,32 @@ class UnsealedKeyring:
                 by_version.setdefault(r.kek_version, []).append(r)
             pairs: list[tuple[WrappedKey, WrappedKey]] = []
             for version, group in by_version.items():
-                arr = np.frombuffer(b"".join(r.wrapped for r in group), np.uint8).reshape(
-                    len(group), -1
-                )
-                raw, ok = keywrap.unwrap_batch(self._kek(version), arr)
-                if not bool(ok.all()):
-                    raise IntegrityError(
-                        "a wrapped data key in the store failed authentication; "
-                        "nothing in this batch was changed"
-                    )
+                kek = self._kek(version)
+                good = [r for r in group if len(r.wrapped) == 24]
+                corrupt += [r.subject for r in group if len(r.wrapped) != 24]
+                if not good:
+                    continue
+                arr = np.frombuffer(b"".join(r.wrapped for r in good), np.uint8).reshape(-1, 24)
+                raw, ok = keywrap.unwrap_batch(kek, arr)
                 wrapped = keywrap.wrap_batch(new_kek, raw)
                 raw.fill(0)
-                pairs += [
-                    (r, WrappedKey(r.subject, current, wrapped[i].tobytes()))
-                    for i, r in enumerate(group)
-                ]
+                for i, r in enumerate(good):
+                    if ok[i]:
+                        pairs.append((r, WrappedKey(r.subject, current, wrapped[i].tobytes())))
+                    else:  # detected per key: skip it, keep going, report it
+                        corrupt.append(r.subject)
             done += store.replace_many(pairs)
             if progress is not None:
                 progress(done, total)
         remaining = sum(c for v, c in store.count_by_version().items() if v != current)
-        self._kr._emit("rewrap", rewrapped=done, kek_version=current, remaining=remaining)
-        return RewrapResult(done, current, remaining)
+        self._kr._emit(
+            "rewrap",
+            rewrapped=done,
+            kek_version=current,
+            remaining=remaining,
+            corrupt=len(corrupt),
+        )
+        return RewrapResult(done, current, remaining, tuple(corrupt))
 
     def retire(self, version: int) -> None:
         """Delete KEK ``version`` from the keyring; refused while any data key uses it."""
@@ -793,7 +822,9 @@ class UnsealedKeyring:
         """Phase 1 of rekey: new master key and shares, written as ``keyring.pending``.
 
         The current shares keep working until :meth:`commit_rekey`. Hand out (and ideally
-        verify) the returned shares before committing.
+        verify) the returned shares before committing. ``custodians`` defaults to the
+        current names; ``threshold`` to the current one, capped at the number of custodians.
+        Returns ``{custodian name: Share}`` in custodian order (share index = position + 1).
         """
         m = self._kr.meta
         names = list(custodians) if custodians is not None else [c.name for c in m.custodians]

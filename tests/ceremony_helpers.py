@@ -5,12 +5,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+from keysplit_cli import _quorum, cmd_shares
 from keysplit_cli.app import app
 from typer.testing import CliRunner, Result
 
-from keysplit import Identity
+from keysplit import Argon2Params, Identity
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True, name="fast_kdf")
+def fast_kdf_fixture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cheap Argon2id for passphrase-sealed shares (the real cost is tested elsewhere)."""
+    fast = Argon2Params(time_cost=1, memory_kib=64, lanes=1)
+    monkeypatch.setattr(cmd_shares, "KDF", fast)
+    monkeypatch.setattr(_quorum, "KDF", fast)
+
+
+@pytest.fixture(name="cer")
+def ceremony_fixture(tmp_path: Path) -> Ceremony:
+    """A fresh 2-of-3 keyring made through ``keysplit init``."""
+    return make_ceremony(tmp_path)
 
 
 def run(args: list[object], input: str | None = None) -> Result:

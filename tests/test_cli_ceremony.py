@@ -10,20 +10,18 @@ import stat
 from pathlib import Path
 
 import pytest
-from ceremony_helpers import Ceremony, error_lines, make_ceremony, make_identity, run
-from keysplit_cli import cmd_shares
+from ceremony_helpers import (  # noqa: F401 (fixtures)
+    Ceremony,
+    ceremony_fixture,
+    error_lines,
+    fast_kdf_fixture,
+    make_ceremony,
+    make_identity,
+    run,
+)
+from keysplit_cli import cmd_ceremony, cmd_shares
 
-from keysplit import Argon2Params, Identity, Keyring, load_share
-
-
-@pytest.fixture(autouse=True)
-def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cmd_shares, "KDF", Argon2Params(time_cost=1, memory_kib=64, lanes=1))
-
-
-@pytest.fixture
-def cer(tmp_path: Path) -> Ceremony:
-    return make_ceremony(tmp_path)
+from keysplit import Identity, Keyring, load_share
 
 
 def _open(c: Ceremony, name: str, gen: int = 1):
@@ -441,3 +439,112 @@ def test_every_ceremony_command_has_help() -> None:
     ):
         r = run([*cmd, "--help"])
         assert r.exit_code == 0 and len(r.stdout) > 200, cmd
+        assert "Exit codes: 0" in r.stdout, cmd
+
+
+def test_init_share_dir_problems_stop_before_any_key_exists(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the shares directory should be")
+    r = run(
+        [
+            "init",
+            tmp_path / "kr",
+            "-k",
+            "2",
+            "-c",
+            "a",
+            "-c",
+            "b",
+            "--plain-shares",
+            "--shares-dir",
+            blocker / "sub",
+        ]
+    )
+    assert r.exit_code == 1
+    assert error_lines(r) == [f"error: Not a directory: {blocker / 'sub'}"]
+    assert not (tmp_path / "kr").exists()
+
+
+def test_init_share_write_failure_is_reported_plainly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = cmd_ceremony.atomic_write
+    calls = []
+
+    def flaky(path: Path, data: bytes, **kw: object) -> None:
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device", str(path))
+        real(path, data, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cmd_ceremony, "atomic_write", flaky)
+    r = run(["init", tmp_path / "kr", "-k", "2", "-c", "a", "-c", "b", "--plain-shares"])
+    assert r.exit_code == 1
+    (line,) = error_lines(r)
+    assert "could not write the share files" in line and "can never be unsealed" in line
+    assert f"hint: remove {tmp_path / 'kr'} and run init again" in r.stderr
+    assert not calls[0].exists()  # the share written before the failure is removed too
+
+
+def test_encrypted_identity_with_wrong_passphrase_is_named(cer: Ceremony, tmp_path: Path) -> None:
+    ident = Identity.from_bytes(cer.ids["alice"].read_bytes())
+    locked = tmp_path / "alice-locked.identity"
+    locked.write_bytes(ident.to_bytes(b"right passphrase", kdf=cmd_shares.KDF))
+    wrong = tmp_path / "wrong.pw"
+    wrong.write_text("wrong passphrase\n")
+    r = run(
+        [
+            "unseal",
+            cer.kr,
+            "--share",
+            cer.share("alice"),
+            "--identity",
+            locked,
+            "--passphrase-file",
+            f"alice-locked={wrong}",
+            *cer.quorum("bob"),
+        ]
+    )
+    assert r.exit_code == 1
+    (line,) = error_lines(r)
+    assert line.startswith(f"error: {locked}:")
+    right = tmp_path / "right.pw"
+    right.write_text("right passphrase\n")
+    r = run(
+        [
+            "unseal",
+            cer.kr,
+            "--share",
+            cer.share("alice"),
+            "--identity",
+            locked,
+            "--passphrase-file",
+            f"alice-locked={right}",
+            *cer.quorum("bob"),
+        ]
+    )
+    assert r.exit_code == 0, r.output
+
+
+def test_interrupted_rekey_is_completed_and_logged_by_the_new_shares(cer: Ceremony) -> None:
+    """A rekey that died between writing the new shares and the switch: the new shares
+    finish it (old ones then die), and the audit log says so."""
+    kr = Keyring.open(cer.kr)
+    ukr = kr.unseal([_open(cer, "alice"), _open(cer, "bob")])
+    new = ukr.prepare_rekey(custodians=["x", "y", "z"])  # ... and then the process "dies"
+    ukr.close()
+    files = []
+    for name in ("x", "z"):
+        path = cer.root / f"{name}.txt"
+        path.write_text(str(new[name]) + "\n")
+        files += ["--share", path]
+    r = run(["status", cer.kr, "--json"])
+    assert json.loads(r.stdout)["pending_rekey"] is True
+    r = run(["unseal", cer.kr, *files])
+    assert r.exit_code == 0, r.output
+    assert "completed an interrupted rekey" in r.stderr
+    events = Keyring.open(cer.kr).audit_log().entries()
+    assert [e.event for e in events][-2:] == ["rekey", "unseal-check"]
+    assert events[-2].data["recovered"] is True and events[-2].data["custodians"] == ["x", "y", "z"]
+    r = run(["unseal", cer.kr, *cer.quorum("alice", "bob")])
+    assert r.exit_code == 1 and "does not belong to this keyring" in r.stderr

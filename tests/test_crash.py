@@ -22,7 +22,7 @@ import pytest
 from keysplit import Keyring, MixedSharesError, Share
 
 NAMES = ["alice", "bob", "carol"]
-SUBJECTS = 20_000
+SUBJECTS = 6_000
 
 CHILD_PRELUDE = """
 import json, sys, time
@@ -40,7 +40,7 @@ REWRAP_CHILD = (
 def progress(done, total):
     print(done, total, flush=True)
     time.sleep(0.01)  # stretch the run so the kill lands mid-way (does not change atomicity)
-ku.rewrap(batch_size=400, progress=progress)
+ku.rewrap(batch_size=150, progress=progress)
 print("finished", flush=True)
 """
 )

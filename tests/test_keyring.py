@@ -312,9 +312,13 @@ def test_tampered_wrapped_key_detected(made: tuple[Path, dict[str, Share]]) -> N
     with Keyring.open(path).unseal([shares["alice"], shares["bob"]]) as ku:
         with pytest.raises(IntegrityError, match="wrapped data key"):
             ku.decrypt(rec, subject="u")
+        rec_ok = ku.encrypt(b"fine", subject="v")
         ku.rotate()
-        with pytest.raises(IntegrityError):
-            ku.rewrap()
+        res = ku.rewrap()
+        assert (res.rewrapped, res.remaining, res.corrupt) == (1, 1, ("u",))
+        assert ku.decrypt(rec_ok, subject="v") == b"fine"
+        with pytest.raises(KeyringError, match="still wrapped"):
+            ku.retire(1)
 
 
 def test_reprs_and_status_hold_no_secrets(made: tuple[Path, dict[str, Share]]) -> None:
@@ -520,3 +524,76 @@ def test_any_quorum_of_random_split_unseals(
         Keyring.open(path).unseal(too_few)
     with Keyring.open(path).unseal([shares[c] for c in names]) as ku:
         assert ku.decrypt(rec, subject="s") == b"q"
+
+
+def test_unsealer_discard_bad_share_and_retry(made: tuple[Path, dict[str, Share]]) -> None:
+    path, shares = made
+    s = shares["alice"]
+    forged = Share(s.version, s.set_id, s.threshold, s.count, s.index, b"\x00" * len(s.payload))
+    u = Keyring.open(path).unsealer()
+    u.add(forged)
+    u.add(shares["bob"])
+    u.add(shares["carol"])
+    with pytest.raises(RecoveryError, match="share 1"):
+        u.finish()
+    assert u.discard(1).have == 2
+    u.finish().close()
+
+
+@given(
+    names=st.lists(st.text(min_size=1, max_size=8), min_size=2, max_size=6, unique=True),
+    versions=st.lists(st.integers(1, 2**32 - 1), min_size=1, max_size=4, unique=True),
+    generation=st.integers(1, 2**53),
+    data=st.data(),
+)
+def test_keyring_file_roundtrip_is_byte_exact(
+    names: list[str], versions: list[int], generation: int, data: st.DataObject
+) -> None:
+    versions.sort()
+    threshold = data.draw(st.integers(2, len(names)))
+    meta = kf.KeyringMeta(
+        keyring_id="ab" * 16,
+        generation=generation,
+        set_id="cd" * 8,
+        threshold=threshold,
+        custodians=tuple(kf.Custodian(n, i + 1) for i, n in enumerate(names)),
+        public_key="ef" * 32,
+        current_kek=data.draw(st.sampled_from(versions)),
+        kek_versions=tuple(versions),
+        next_kek=max(versions) + 1,
+    )
+    secrets = kf.KeyringSecrets(b"\x01" * 32, {v: bytes([v % 256]) * 16 for v in versions})
+    blob = kf.serialize(meta, secrets, b"\x02" * 16, b"\x03" * 12)
+    meta2, secrets2 = kf.open_secrets(blob, b"\x02" * 16)
+    assert meta2 == meta and secrets2 == secrets
+    assert kf.serialize(meta2, secrets2, b"\x02" * 16, b"\x03" * 12) == blob
+    with pytest.raises(IntegrityError):
+        kf.open_secrets(blob, b"\x04" * 16)
+
+
+def test_custodian_names_must_be_sealable(tmp_path: Path) -> None:
+    """Keyring names follow the custodian-file rules, so every custodian can be sealed to."""
+    for bad in ("", " ", "../evil", "a b", "x" * 65, "-lead"):
+        with pytest.raises(ValueError, match="custodian name"):
+            Keyring.create(tmp_path / "kr", 2, [bad, "bob", "carol"])
+    assert not (tmp_path / "kr" / "keyring.ksk").exists()
+
+
+def test_rewrap_skips_malformed_stored_key(made: tuple[Path, dict[str, Share]]) -> None:
+    import sqlite3
+
+    path, shares = made
+    q = [shares["alice"], shares["bob"]]
+    with Keyring.open(path).unseal(q) as ku:
+        recs = ku.encrypt_many(["a", "b", "c"], [b"1", b"2", b"3"])
+    db = sqlite3.connect(path / STORE_FILE)
+    db.execute("UPDATE data_keys SET wrapped = x'00' WHERE subject = 'b'")
+    db.commit()
+    db.close()
+    with Keyring.open(path).unseal(q) as ku:
+        ku.rotate()
+        res = ku.rewrap(batch_size=2)
+        assert (res.rewrapped, res.corrupt) == (2, ("b",))
+        assert ku.decrypt(recs[0], subject="a") == b"1"
+        with pytest.raises(FormatError, match="wrong length"):
+            ku.decrypt(recs[1], subject="b")

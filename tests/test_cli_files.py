@@ -1,0 +1,213 @@
+"""CLI encrypt/decrypt and audit verify/show: round trips, stdio, and every tampering."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from ceremony_helpers import (  # noqa: F401 (fixtures)
+    Ceremony,
+    ceremony_fixture,
+    error_lines,
+    fast_kdf_fixture,
+    make_ceremony,
+    run,
+)
+
+from keysplit import Keyring, read_header
+
+MiB = 1 << 20
+
+
+def _encrypt(c: Ceremony, data: bytes, *extra: str) -> Path:
+    src = c.root / "plain.bin"
+    src.write_bytes(data)
+    out = c.root / "sealed.ks"
+    r = run(["encrypt", c.kr, src, out, *extra])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_encrypt_needs_no_quorum_decrypt_needs_one(cer: Ceremony) -> None:
+    data = os.urandom(2 * MiB + 123)
+    sealed = _encrypt(cer, data, "--context", "kind=backup", "--context", "user=u42")
+    with sealed.open("rb") as fh:
+        assert dict(read_header(fh).context) == {"kind": "backup", "user": "u42"}
+    out = cer.root / "out.bin"
+    r = run(["decrypt", cer.kr, sealed, out, *cer.quorum("alice")])
+    assert r.exit_code == 1 and error_lines(r) == ["error: need 2 shares, got 1"]
+    assert not out.exists()
+    r = run(["decrypt", cer.kr, sealed, out, *cer.quorum("alice", "carol")])
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes() == data
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    last = Keyring.open(cer.kr).audit_log().entries()[-1]
+    assert last.event == "decrypt" and last.data["context"] == {"kind": "backup", "user": "u42"}
+    # the expected context must match exactly
+    r = run(
+        [
+            "decrypt",
+            cer.kr,
+            sealed,
+            cer.root / "o2",
+            "--context",
+            "kind=other",
+            *cer.quorum("alice", "bob"),
+        ]
+    )
+    assert r.exit_code == 1 and "context does not match" in r.stderr
+    # an existing output is not overwritten without --force
+    r = run(["decrypt", cer.kr, sealed, out, *cer.quorum("alice", "bob")])
+    assert r.exit_code == 1 and "refusing to overwrite" in r.stderr
+
+
+def test_stdin_and_stdout(cer: Ceremony) -> None:
+    r = run(["encrypt", cer.kr, "-", cer.root / "s.ks"], input="hello from stdin\n")
+    assert r.exit_code == 0, r.output
+    r = run(["decrypt", cer.kr, cer.root / "s.ks", "-", *cer.quorum("bob", "carol")])
+    assert r.exit_code == 0, r.output
+    assert r.stdout == "hello from stdin\n"
+    r = run(["decrypt", cer.kr, "-", "-"])
+    assert r.exit_code == 2 and "needs --share" in r.stderr
+
+
+def _chunks(path: Path) -> tuple[bytes, list[bytes]]:
+    raw = path.read_bytes()
+    with path.open("rb") as fh:
+        h = read_header(fh)
+    body = raw[h.size :]
+    step = h.chunk_size + 16
+    return raw[: h.size], [body[i : i + step] for i in range(0, len(body), step)]
+
+
+@pytest.mark.parametrize("attack", ["truncate", "drop-last", "reorder", "extend", "flip"])
+def test_tampered_streams_fail_and_leave_no_plaintext(cer: Ceremony, attack: str) -> None:
+    sealed = _encrypt(cer, os.urandom(3 * MiB + 1000))
+    header, chunks = _chunks(sealed)
+    assert len(chunks) == 4  # 3 full chunks and a short final one
+    if attack == "truncate":
+        bad = sealed.read_bytes()[:-5]
+    elif attack == "drop-last":
+        bad = header + b"".join(chunks[:-1])
+    elif attack == "reorder":
+        bad = header + chunks[1] + chunks[0] + b"".join(chunks[2:])
+    elif attack == "extend":
+        bad = sealed.read_bytes() + b"\x00" * 17
+    else:
+        ba = bytearray(sealed.read_bytes())
+        ba[len(header) + 1000] ^= 1
+        bad = bytes(ba)
+    sealed.write_bytes(bad)
+    out = cer.root / "out.bin"
+    r = run(["decrypt", cer.kr, sealed, out, *cer.quorum("alice", "bob")])
+    assert r.exit_code == 1
+    assert error_lines(r) == ["error: authentication failed"]
+    assert not out.exists()
+    assert not [p for p in cer.root.iterdir() if p.name.startswith(".out.bin")]
+    assert Keyring.open(cer.kr).audit_log().entries()[-1].event == "init"  # nothing logged
+
+
+def test_file_of_another_keyring_is_refused(cer: Ceremony, tmp_path: Path) -> None:
+    other = make_ceremony(tmp_path / "other")
+    sealed = _encrypt(other, b"for the other keyring")
+    r = run(["decrypt", cer.kr, sealed, cer.root / "x", *cer.quorum("alice", "bob")])
+    assert r.exit_code == 1
+    assert error_lines(r) == [f"error: {sealed} is sealed to another keyring"]
+    assert "[1/2]" not in r.stderr  # refused before any custodian was asked for a share
+
+
+def test_encrypt_usage_errors(cer: Ceremony) -> None:
+    r = run(["encrypt", cer.kr, "-", cer.root / "x.ks", "--context", "novalue"], input="x")
+    assert r.exit_code == 2 and "KEY=VALUE" in r.stderr
+    r = run(["encrypt", cer.kr, cer.root / "missing", cer.root / "x.ks"])
+    assert r.exit_code == 1 and "no such file" in r.stderr
+
+
+# -- audit ---------------------------------------------------------------------------------
+
+
+def _grow_log(c: Ceremony) -> None:
+    for names in (("alice", "bob"), ("bob", "carol"), ("alice", "carol")):
+        r = run(["unseal", c.kr, *c.quorum(*names)])
+        assert r.exit_code == 0, r.output
+
+
+def test_audit_verify_prints_head_and_checks_macs(cer: Ceremony) -> None:
+    _grow_log(cer)
+    r = run(["audit", "verify", cer.kr])
+    assert r.exit_code == 0, r.output
+    head = r.stdout.strip()
+    assert head == Keyring.open(cer.kr).audit_log().head
+    assert "4 entries" in r.stderr and "MACs not checked" in r.stderr
+    r = run(["audit", "verify", cer.kr, "--json", "--anchor", head, *cer.quorum("alice", "bob")])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc == {"entries": 4, "head": head, "mac_verified": True, "anchored": True}
+
+
+def _lines(c: Ceremony) -> list[bytes]:
+    return (c.kr / "audit.log").read_bytes().splitlines(keepends=True)
+
+
+@pytest.mark.parametrize(
+    ("attack", "message"),
+    [
+        ("edit", "entry 2: not in canonical form"),
+        ("edit-canonical", "entry 2: altered"),
+        ("remove", "entry 3: sequence number is 4"),
+        ("reorder", "entry 2: sequence number is 3"),
+        ("torn", "entry 4: incomplete last line"),
+    ],
+)
+def test_audit_verify_detects_tampering(cer: Ceremony, attack: str, message: str) -> None:
+    _grow_log(cer)
+    lines = _lines(cer)
+    if attack == "edit":
+        lines[1] = lines[1].replace(b'"bob"', b'"eve" ')
+    elif attack == "edit-canonical":
+        lines[1] = lines[1].replace(b'"bob"', b'"eve"')
+    elif attack == "remove":
+        del lines[2]
+    elif attack == "reorder":
+        lines[1], lines[2] = lines[2], lines[1]
+    else:
+        lines[-1] = lines[-1][:-20]
+    (cer.kr / "audit.log").write_bytes(b"".join(lines))
+    r = run(["audit", "verify", cer.kr])
+    assert r.exit_code == 1
+    assert error_lines(r)[0].startswith(f"error: {message}"), r.stderr
+    # a ceremony refuses to extend a broken log (it would hide the break)
+    if attack == "torn":
+        r = run(["unseal", cer.kr, *cer.quorum("alice", "bob")])
+        assert r.exit_code == 1 and "torn" in r.stderr
+
+
+def test_full_rewrite_passes_the_chain_but_not_the_macs(cer: Ceremony) -> None:
+    """Someone with the disk rewrites the whole log consistently, without the MAC key."""
+    _grow_log(cer)
+    log = cer.kr / "audit.log"
+    original = [json.loads(ln) for ln in log.read_bytes().splitlines()]
+    log.unlink()
+    from keysplit import AuditLog
+
+    forged = AuditLog(log)
+    for e in original:
+        forged.append(e["event"], **e["data"])
+    r = run(["audit", "verify", cer.kr])
+    assert r.exit_code == 0  # a hash chain alone cannot tell
+    r = run(["audit", "verify", cer.kr, "--mac", *cer.quorum("alice", "bob")])
+    assert r.exit_code == 1
+    assert error_lines(r) == ["error: entry 1: MAC missing"]
+
+
+def test_audit_show(cer: Ceremony) -> None:
+    _grow_log(cer)
+    r = run(["audit", "show", cer.kr, "--json"])
+    assert r.exit_code == 0, r.output
+    entries = [json.loads(ln) for ln in r.stdout.splitlines()]
+    assert [e["event"] for e in entries] == ["init", "unseal-check", "unseal-check", "unseal-check"]
+    assert [c["custodian"] for c in entries[2]["data"]["custodians"]] == ["bob", "carol"]
+    r = run(["audit", "show", cer.kr])
+    assert r.exit_code == 0 and "unseal-check" in r.stdout and "custodians=[bob, carol]" in r.stdout
