@@ -740,6 +740,8 @@ def main(argv: Sequence[str] | None = None, default_outdir: Path | None = None) 
     outdir = args.out or default_outdir or PACKAGE_DIR / "results"
     if not paths:
         print("error: no benchmark modules matched", file=sys.stderr)
+        names = ", ".join(p.stem.removeprefix("bench_") for p in discover((), args.dir))
+        print(f"hint: available modules: {names}", file=sys.stderr)
         return 1
     load_start = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     results = run_suite(paths, quick)

@@ -399,10 +399,16 @@ def rekey_cmd(
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    abort: bool = typer.Option(
+        False,
+        "--abort",
+        help="Discard an unfinished rekey (left by a crash) with a quorum of the CURRENT "
+        "shares; its new shares become useless.",
+    ),
 ) -> None:
     """New master key and new shares for the given custodians; every old share dies.
 
-    Needs a quorum of the current shares.
+    Needs a quorum of the current shares. With --abort: discard an unfinished rekey instead.
 
     The new share files are written before the switch: on failure the old shares still work.
 
@@ -411,6 +417,9 @@ def rekey_cmd(
     Exit codes: 0 rekeyed; 1 bad quorum or write failure (old shares still work); 2 usage.
     """
     kr = _open(directory)
+    if abort:
+        _abort_rekey(kr, _source(share, identity, passphrase_file))
+        return
     custody = _parse_custodians(
         custodian, new_passphrase_file, plain_shares, "--new-passphrase-file"
     )
@@ -460,6 +469,21 @@ def rekey_cmd(
         )
     else:
         typer.echo(kr.keyring_id)
+
+
+def _abort_rekey(kr: Keyring, source: QuorumSource) -> None:
+    if kr.status().pending_rekey is False:
+        fail("no rekey is pending for this keyring")
+    ukr, contributors = _unseal(kr, source)
+    with ukr:
+        existed = ukr.abort_rekey()
+        if existed:
+            ukr.audit_log().append(
+                "rekey-abort", generation=kr.meta.generation, authorized_by=contributors
+            )
+    info(
+        "pending rekey discarded; the current shares stay valid" if existed else "nothing to abort"
+    )
 
 
 # -- rotate / rewrap / retire -----------------------------------------------------------------

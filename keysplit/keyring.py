@@ -580,7 +580,9 @@ class UnsealedKeyring:
             pend = self._kr._read_pending()
             if pend is not None:
                 raise KeyringError(
-                    "a rekey is pending", hint="commit_rekey() or abort_rekey() first"
+                    "a rekey is pending",
+                    hint="finish it by unsealing with its new shares, or discard it "
+                    "(keysplit rekey --abort; UnsealedKeyring.abort_rekey())",
                 )
         on_disk = kf.parse(_read(self._kr.path / KEYRING_FILE))[0]
         if on_disk != self._kr.meta:

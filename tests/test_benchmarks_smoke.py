@@ -173,3 +173,5 @@ def test_cli_bench_unknown_module(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", "--only", "no_such_topic", "--out", str(tmp_path)])
     assert result.exit_code == 1
     assert "error: no benchmark modules matched" in result.stderr
+    assert "hint: available modules:" in result.stderr
+    assert "shamir" in result.stderr

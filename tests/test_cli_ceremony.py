@@ -548,3 +548,20 @@ def test_interrupted_rekey_is_completed_and_logged_by_the_new_shares(cer: Ceremo
     assert events[-2].data["recovered"] is True and events[-2].data["custodians"] == ["x", "y", "z"]
     r = run(["unseal", cer.kr, *cer.quorum("alice", "bob")])
     assert r.exit_code == 1 and "does not belong to this keyring" in r.stderr
+
+
+def test_rekey_abort_discards_an_orphaned_rekey(cer: Ceremony) -> None:
+    """A crash between prepare and commit leaves keyring.pending; rotate names the way out,
+    and `rekey --abort` with the current quorum discards it (audited)."""
+    shares = [_open(cer, n) for n in ("alice", "bob")]
+    with Keyring.open(cer.kr).unseal(shares) as ukr:
+        ukr.prepare_rekey()  # ...and the process dies before committing
+    r = run(["rotate", cer.kr, *cer.quorum("alice", "bob")])
+    assert r.exit_code == 1 and "a rekey is pending" in r.stderr and "rekey --abort" in r.stderr
+    r = run(["rekey", cer.kr, "--abort", *cer.quorum("alice", "carol")])
+    assert r.exit_code == 0, r.output
+    assert Keyring.open(cer.kr).pending is None
+    assert run(["rotate", cer.kr, *cer.quorum("alice", "bob")]).exit_code == 0
+    assert "rekey-abort" in run(["audit", "show", cer.kr]).stdout
+    r = run(["rekey", cer.kr, "--abort", *cer.quorum("alice", "bob")])
+    assert r.exit_code == 1 and "no rekey is pending" in r.stderr

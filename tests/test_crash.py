@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from keysplit import Keyring, MixedSharesError, Share
+from keysplit import Keyring, KeyringError, MixedSharesError, Share
 
 NAMES = ["alice", "bob", "carol"]
 SUBJECTS = 6_000
@@ -139,4 +139,16 @@ def test_sigkill_mid_rotate_and_rekey(tmp_path: Path) -> None:
     # Older shares are refused cleanly (never a wrong key, never a crash).
     with pytest.raises(MixedSharesError):
         Keyring.open(tmp_path / "kr").unseal(previous[:2])
-    assert not (tmp_path / "kr" / "keyring.pending").exists()
+    pending = tmp_path / "kr" / "keyring.pending"
+    if pending.exists():
+        # Killed between prepare_rekey and handing out its shares: an orphan nobody can
+        # commit. It must name the next generation, block rotate with a clear error, and be
+        # discarded by the current quorum, after which everything works again.
+        kr = Keyring.open(tmp_path / "kr")
+        assert kr.pending is not None and kr.pending.generation == kr.meta.generation + 1
+        with kr.unseal(newest[:2]) as ku:
+            with pytest.raises(KeyringError, match="pending"):
+                ku.rotate()
+            assert ku.abort_rekey()
+            ku.rotate()
+    assert not pending.exists()
