@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hmac
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -62,7 +62,6 @@ _PREFIX = MAGIC + bytes([VERSION, SUITE_AES128GCM_HKDF_COMMIT])
 _PREFIX_SIZE = len(_PREFIX) + COMMIT_SIZE  # magic, version, suite, commitment
 _SALT = b"keysplit record v1"
 _U32 = struct.Struct(">I")
-_Seal = Callable[[bytes, bytes, bytes], bytes]
 MAX_SUBJECT_BYTES = 1024
 
 
