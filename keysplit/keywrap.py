@@ -26,6 +26,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
+from . import _parallel
 from .errors import IntegrityError
 
 __all__ = ["unwrap", "unwrap_batch", "unwrap_batch_strict", "wrap", "wrap_batch"]
@@ -67,7 +68,7 @@ def _blocks(buf: np.ndarray, m: int) -> np.ndarray:
     return buf[: 2 * m].reshape(m, 2)
 
 
-def wrap_batch(kek: bytes, keys: np.ndarray) -> np.ndarray:
+def wrap_batch(kek: bytes, keys: np.ndarray, *, threads: int | None = None) -> np.ndarray:
     """Wrap every row of ``keys`` (shape ``(N, L)``, ``L % 8 == 0``, ``L >= 16``) under
     ``kek``; returns an ``(N, L + 8)`` uint8 array, row ``i`` == ``aes_key_wrap(kek, keys[i])``.
 
@@ -85,30 +86,36 @@ def wrap_batch(kek: bytes, keys: np.ndarray) -> np.ndarray:
         return out
     out64 = out.view(np.uint64)  # column 0 = A, columns 1..n = R[1..n]
     keys64 = keys.view(np.uint64)
-    enc = Cipher(algorithms.AES(bytes(kek)), modes.ECB()).encryptor()  # noqa: S305 - RFC 3394 core
     iv = np.uint64(_IV)
-    for lo in range(0, count, _CHUNK):
-        hi = min(count, lo + _CHUNK)
-        m = hi - lo
-        bufs = _buffers(m, n + 1)
-        spare = bufs[n]
-        for i in range(n):
-            _blocks(bufs[i], m)[:, 1] = keys64[lo:hi, i]
-        _blocks(bufs[0], m)[:, 0] = iv
-        for j in range(6):
+
+    def work(lo0: int, hi0: int) -> None:
+        enc = Cipher(algorithms.AES(bytes(kek)), modes.ECB()).encryptor()  # noqa: S305 - RFC 3394
+        for lo in range(lo0, hi0, _CHUNK):
+            hi = min(hi0, lo + _CHUNK)
+            m = hi - lo
+            bufs = _buffers(m, n + 1)
+            spare = bufs[n]
             for i in range(n):
-                enc.update_into(bufs[i][: 2 * m].view(np.uint8).data, spare.view(np.uint8).data)
-                bufs[i], spare = spare, bufs[i]
-                t = _be(n * j + i + 1)
-                nxt = _blocks(bufs[(i + 1) % n], m)
-                np.bitwise_xor(_blocks(bufs[i], m)[:, 0], t, out=nxt[:, 0])
-        out64[lo:hi, 0] = _blocks(bufs[0], m)[:, 0]
-        for i in range(n):
-            out64[lo:hi, i + 1] = _blocks(bufs[i], m)[:, 1]
+                _blocks(bufs[i], m)[:, 1] = keys64[lo:hi, i]
+            _blocks(bufs[0], m)[:, 0] = iv
+            for j in range(6):
+                for i in range(n):
+                    enc.update_into(bufs[i][: 2 * m].view(np.uint8).data, spare.view(np.uint8).data)
+                    bufs[i], spare = spare, bufs[i]
+                    t = _be(n * j + i + 1)
+                    nxt = _blocks(bufs[(i + 1) % n], m)
+                    np.bitwise_xor(_blocks(bufs[i], m)[:, 0], t, out=nxt[:, 0])
+            out64[lo:hi, 0] = _blocks(bufs[0], m)[:, 0]
+            for i in range(n):
+                out64[lo:hi, i + 1] = _blocks(bufs[i], m)[:, 1]
+
+    _parallel.run_ranges(work, count, _CHUNK, threads)
     return out
 
 
-def unwrap_batch(kek: bytes, wrapped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def unwrap_batch(
+    kek: bytes, wrapped: np.ndarray, *, threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Unwrap every row of ``wrapped`` (shape ``(N, L + 8)``) under ``kek``.
 
     Returns ``(keys, ok)``: ``keys`` is ``(N, L)`` uint8 and ``ok`` a boolean ``(N,)`` mask
@@ -124,27 +131,31 @@ def unwrap_batch(kek: bytes, wrapped: np.ndarray) -> tuple[np.ndarray, np.ndarra
         return keys, np.zeros(0, dtype=bool)
     keys64 = keys.view(np.uint64)
     w64 = wrapped.view(np.uint64)
-    dec = Cipher(algorithms.AES(bytes(kek)), modes.ECB()).decryptor()  # noqa: S305 - RFC 3394 core
-    for lo in range(0, count, _CHUNK):
-        hi = min(count, lo + _CHUNK)
-        m = hi - lo
-        bufs = _buffers(m, n + 1)
-        spare = bufs[n]
-        for i in range(n):
-            _blocks(bufs[i], m)[:, 1] = w64[lo:hi, i + 1]
-        a_src = w64[lo:hi, 0]  # current A
-        for j in range(5, -1, -1):
-            for i in range(n - 1, -1, -1):
-                cur = _blocks(bufs[i], m)
-                np.bitwise_xor(a_src, _be(n * j + i + 1), out=cur[:, 0])
-                dec.update_into(bufs[i][: 2 * m].view(np.uint8).data, spare.view(np.uint8).data)
-                bufs[i], spare = spare, bufs[i]
-                a_src = _blocks(bufs[i], m)[:, 0]
-        a_final[lo:hi] = a_src
-        for i in range(n):
-            keys64[lo:hi, i] = _blocks(bufs[i], m)[:, 1]
-        for b in bufs:
-            b.fill(0)
+
+    def work(lo0: int, hi0: int) -> None:
+        dec = Cipher(algorithms.AES(bytes(kek)), modes.ECB()).decryptor()  # noqa: S305 - RFC 3394
+        for lo in range(lo0, hi0, _CHUNK):
+            hi = min(hi0, lo + _CHUNK)
+            m = hi - lo
+            bufs = _buffers(m, n + 1)
+            spare = bufs[n]
+            for i in range(n):
+                _blocks(bufs[i], m)[:, 1] = w64[lo:hi, i + 1]
+            a_src = w64[lo:hi, 0]  # current A
+            for j in range(5, -1, -1):
+                for i in range(n - 1, -1, -1):
+                    cur = _blocks(bufs[i], m)
+                    np.bitwise_xor(a_src, _be(n * j + i + 1), out=cur[:, 0])
+                    dec.update_into(bufs[i][: 2 * m].view(np.uint8).data, spare.view(np.uint8).data)
+                    bufs[i], spare = spare, bufs[i]
+                    a_src = _blocks(bufs[i], m)[:, 0]
+            a_final[lo:hi] = a_src
+            for i in range(n):
+                keys64[lo:hi, i] = _blocks(bufs[i], m)[:, 1]
+            for b in bufs:
+                b.fill(0)
+
+    _parallel.run_ranges(work, count, _CHUNK, threads)
     # One comparison over all rows, after all the work: no per-key early exit.
     ok = a_final == np.uint64(_IV)
     keys *= ok[:, None].astype(np.uint8)  # zero failed rows without branching per row

@@ -29,13 +29,11 @@ writing ``count`` times the input are a large part of the time (``out=`` avoids 
 from __future__ import annotations
 
 import functools
-import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 
 import numpy as np
 
-from . import gf256
+from . import _parallel, gf256
 from .rng import RandomSource, SystemRandom
 
 __all__ = ["MAX_SHARES", "combine", "combine_batch", "lagrange_at_zero", "split", "split_batch"]
@@ -44,9 +42,7 @@ MAX_SHARES = 255
 _CHUNK_BYTES = 1 << 20  # working-set budget per chunk for the coefficient chains
 _MIN_CHUNK = 1 << 12
 _MAX_CHUNK = 1 << 18
-_MAX_THREADS = 4
 _COMBINE_CHUNK = 1 << 17  # bytes of output per step: the working set stays in L2
-_POOL: ThreadPoolExecutor | None = None
 
 
 def _check_params(threshold: int, count: int) -> None:
@@ -71,32 +67,6 @@ def _as_secret_array(secrets: np.ndarray) -> np.ndarray:
     if secrets.shape[1] == 0:
         raise ValueError("secrets must not be empty (L >= 1)")
     return np.ascontiguousarray(secrets)
-
-
-def _workers(total: int, threads: int | None) -> int:
-    if threads is None:
-        threads = min(os.cpu_count() or 1, _MAX_THREADS)
-    if threads < 1:
-        raise ValueError("threads must be at least 1")
-    # Threads pay off only when each gets several chunks of work.
-    return max(1, min(threads, total // (4 * _MAX_CHUNK)))
-
-
-def _run_parallel(jobs: list[Callable[[], None]]) -> None:
-    if len(jobs) == 1:
-        jobs[0]()
-        return
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=_MAX_THREADS, thread_name_prefix="keysplit")
-    for fut in [_POOL.submit(job) for job in jobs]:
-        fut.result()
-
-
-def _ranges(total: int, parts: int, align: int) -> list[tuple[int, int]]:
-    step = -(-total // parts)
-    step = -(-step // align) * align
-    return [(a, min(a + step, total)) for a in range(0, total, step)]
 
 
 def _xor_schedule(terms: list[int]) -> list[tuple[int, int, list[int]]]:
@@ -208,8 +178,10 @@ def split_batch(
                     o[...] = base
 
     if rng is None:
-        parts = _ranges(total, _workers(total, threads), chunk)
-        _run_parallel([functools.partial(work, lo, hi, SystemRandom()) for lo, hi in parts])
+        parts = _parallel.split_ranges(
+            total, _parallel.workers(total, threads, 4 * _MAX_CHUNK), chunk
+        )
+        _parallel.run_jobs([functools.partial(work, lo, hi, SystemRandom()) for lo, hi in parts])
     else:
         work(0, total, rng)
     return out
@@ -304,8 +276,8 @@ def combine_batch(xs: Sequence[int], ys: np.ndarray, *, threads: int | None = No
                 for j in step:
                     bxor(r, rows[j], out=r)
 
-    parts = _ranges(total, _workers(total, threads), chunk)
-    _run_parallel([functools.partial(work, lo, hi) for lo, hi in parts])
+    parts = _parallel.split_ranges(total, _parallel.workers(total, threads, 4 * _MAX_CHUNK), chunk)
+    _parallel.run_jobs([functools.partial(work, lo, hi) for lo, hi in parts])
     return out.reshape(n_keys, length)
 
 

@@ -186,3 +186,27 @@ def test_chunk_boundaries() -> None:
 def test_misuse(call: object, exc: type[Exception]) -> None:
     with pytest.raises(exc):
         call()  # type: ignore[operator]
+
+
+def test_threaded_batches_equal_single_thread_and_cryptography() -> None:
+    """Several chunks per thread: the threaded paths must give the same bytes, and a
+    tampered row anywhere (here in the second thread's range) is caught per key."""
+    rng = np.random.default_rng(7)
+    kek = bytes(rng.integers(0, 256, 16, dtype=np.uint8))
+    n = 8 * keywrap._CHUNK + 123
+    keys = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
+    one = keywrap.wrap_batch(kek, keys, threads=1)
+    two = keywrap.wrap_batch(kek, keys, threads=2)
+    assert np.array_equal(one, two)
+    for i in (0, n // 2, n - 1):
+        assert one[i].tobytes() == aes_key_wrap(kek, keys[i].tobytes())
+    bad = two.copy()
+    bad[n - 5, 3] ^= 1
+    back, ok = keywrap.unwrap_batch(kek, bad, threads=2)
+    assert not ok[n - 5] and int(ok.sum()) == n - 1
+    assert not back[n - 5].any()
+    ok_rows = np.ones(n, dtype=bool)
+    ok_rows[n - 5] = False
+    assert np.array_equal(back[ok_rows], keys[ok_rows])
+    with pytest.raises(ValueError):
+        keywrap.wrap_batch(kek, keys[:10], threads=0)
