@@ -121,3 +121,38 @@ def show_cmd(
     for e in entries:
         table.add_row(str(e.seq), e.time, e.event, escape(_summary(e.data)))
     Console(highlight=False, width=max(Console().width, 100)).print(table)
+
+
+@audit_app.command("repair")
+@handle_errors
+def repair_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+) -> None:
+    """Drop a torn last line left by a crash mid-append, with a quorum; records the repair.
+
+    Only bytes after the last complete entry are removed; complete entries are never touched.
+    The rest of the log must verify (chain and MACs) before and after.
+
+    Exit codes: 0 repaired (or nothing to repair); 1 log broken elsewhere or bad quorum; 2 usage.
+    """
+    kr = Keyring.open(directory)
+    ukr, contributors = gather_quorum(kr, QuorumSource(share, identity, passphrase_file))
+    with ukr:
+        log = ukr.audit_log()
+        dropped = log.repair_torn_tail()
+        report = log.verify()
+        if dropped:
+            log.append(
+                "audit-repair",
+                dropped="torn last line",
+                authorized_by=[c.as_dict() for c in contributors],
+            )
+            report = log.verify()
+    if dropped:
+        info(f"dropped a torn last line; {report.entries} entries verify (chain and MACs)")
+    else:
+        info(f"nothing to repair; {report.entries} entries verify (chain and MACs)")
+    typer.echo(report.head)

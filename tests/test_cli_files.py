@@ -211,3 +211,26 @@ def test_audit_show(cer: Ceremony) -> None:
     assert [c["custodian"] for c in entries[2]["data"]["custodians"]] == ["bob", "carol"]
     r = run(["audit", "show", cer.kr])
     assert r.exit_code == 0 and "unseal-check" in r.stdout and "custodians=[bob, carol]" in r.stdout
+
+
+def test_audit_repair_drops_only_a_torn_tail(cer: Ceremony) -> None:
+    _grow_log(cer)
+    before = _lines(cer)
+    r = run(["audit", "repair", cer.kr, *cer.quorum("alice", "bob")])
+    assert r.exit_code == 0 and "nothing to repair" in r.stderr, r.output
+    assert _lines(cer) == before
+    torn = [*before[:-1], before[-1][:-20]]
+    (cer.kr / "audit.log").write_bytes(b"".join(torn))
+    r = run(["audit", "repair", cer.kr, *cer.quorum("alice", "carol")])
+    assert r.exit_code == 0, r.output
+    after = _lines(cer)
+    assert after[: len(before) - 1] == before[:-1]  # complete entries untouched
+    assert json.loads(after[-1])["event"] == "audit-repair"
+    assert run(["audit", "verify", cer.kr, "--mac", *cer.quorum("alice", "bob")]).exit_code == 0
+    assert run(["unseal", cer.kr, *cer.quorum("alice", "bob")]).exit_code == 0
+    # a break elsewhere is not "repaired" away
+    lines = _lines(cer)
+    lines[1] = lines[1].replace(b'"bob"', b'"eve"')
+    (cer.kr / "audit.log").write_bytes(b"".join(lines))
+    r = run(["audit", "repair", cer.kr, *cer.quorum("alice", "bob")])
+    assert r.exit_code == 1 and error_lines(r)[0].startswith("error: entry 2"), r.stderr
