@@ -14,24 +14,13 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
 
 from keysplit import keywrap
 
-from .harness import measure
+from .harness import measure, row
 
 
 def _row(
     bench: str, impl: str, n: int, stats: tuple[float, float, float], baseline: bool, **extra: Any
 ) -> dict[str, Any]:
-    med, lo, hi = stats
-    return {
-        "benchmark": bench,
-        "impl": impl,
-        "n": n,
-        "unit": "keys/s",
-        "median": med,
-        "min": lo,
-        "max": hi,
-        "baseline": baseline,
-        **extra,
-    }
+    return row(bench, impl, n, "keys/s", stats, baseline=baseline, **extra)
 
 
 def run(quick: bool) -> list[dict[str, Any]]:

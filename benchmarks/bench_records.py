@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keysplit import Keyring, envelope
 
-from .harness import measure
+from .harness import measure, row
 
 SUBJECTS = 10_000
 BATCH = 100_000
@@ -36,18 +36,7 @@ TARGET = 1_000_000.0
 def _row(
     bench: str, impl: str, n: int, stats: tuple[float, float, float], baseline: bool, **extra: Any
 ) -> dict[str, Any]:
-    med, lo, hi = stats
-    return {
-        "benchmark": bench,
-        "impl": impl,
-        "n": n,
-        "unit": "records/s",
-        "median": med,
-        "min": lo,
-        "max": hi,
-        "baseline": baseline,
-        **extra,
-    }
+    return row(bench, impl, n, "records/s", stats, baseline=baseline, **extra)
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
