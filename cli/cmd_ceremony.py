@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from keysplit import (
     Recipient,
     Share,
     UnsealedKeyring,
+    check_custodian_name,
     seal_share,
     seal_share_with_passphrase,
 )
@@ -52,7 +52,6 @@ from .app import app
 
 __all__: list[str] = []
 
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 
 CUSTODIAN_OPTION_HELP = (
     "NAME=PUBFILE seals NAME's share to their public key (from 'keysplit custodian keygen'); "
@@ -81,6 +80,14 @@ class _Custody:
         return f"_Custody({self.name!r}, {self.protection})"
 
 
+def _is_custodian_name(name: str) -> bool:
+    try:
+        check_custodian_name(name)
+    except ValueError:
+        return False
+    return True
+
+
 def _parse_custodians(
     specs: list[str], passphrase_specs: list[str], plain: bool, option: str
 ) -> list[_Custody]:
@@ -91,7 +98,7 @@ def _parse_custodians(
     out: list[_Custody] = []
     for spec in specs:
         name, sep, pub = spec.partition("=")
-        if not _NAME_RE.fullmatch(name) or (sep and not pub):
+        if not _is_custodian_name(name) or (sep and not pub):
             fail(
                 f"--custodian expects NAME or NAME=PUBFILE, got {spec!r}",
                 "names are 1-64 characters of A-Z a-z 0-9 . _ @ + -",
