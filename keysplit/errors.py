@@ -22,6 +22,7 @@ __all__ = [
     "KeysplitError",
     "LegalHoldError",
     "MixedSharesError",
+    "PermissionDenied",
     "RecoveryError",
     "SealedError",
     "ShareError",
@@ -99,6 +100,10 @@ class SealedError(KeyringError):
 
 class LegalHoldError(KeyringError):
     """A subject under legal hold cannot be shredded."""
+
+
+class PermissionDenied(KeysplitError):
+    """A key-service token is missing, unknown, revoked or outside its policy."""
 
 
 class AuditError(KeysplitError):

@@ -8,5 +8,13 @@ from __future__ import annotations
 
 from .base import KeyStore, WrappedKey
 from .sqlite import SQLiteKeyStore
+from .url import check_store_url, default_store_url, open_store
 
-__all__ = ["KeyStore", "SQLiteKeyStore", "WrappedKey"]
+__all__ = [
+    "KeyStore",
+    "SQLiteKeyStore",
+    "WrappedKey",
+    "check_store_url",
+    "default_store_url",
+    "open_store",
+]
