@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from . import _json
 from .errors import FormatError, IntegrityError
 
 __all__ = ["Custodian", "KeyringMeta", "KeyringSecrets", "open_secrets", "parse", "serialize"]
@@ -136,10 +137,7 @@ def _hex(v: object, where: str, nbytes: int) -> str:
 
 
 def _meta_from_json(raw: bytes) -> KeyringMeta:
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise FormatError("keyring metadata is not valid UTF-8 JSON") from None
+    obj = _json.loads(raw, what="keyring metadata", max_bytes=_MAX_META)
     top = _want(
         obj, {"format", "keyring_id", "generation", "share_set", "public_key", "kek"}, "top level"
     )

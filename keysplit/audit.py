@@ -38,8 +38,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from . import _json
 from ._fileio import fsync_dir
-from .errors import AuditError
+from .errors import AuditError, FormatError
 
 __all__ = ["GENESIS", "AuditEntry", "AuditLog", "AuditReport"]
 
@@ -146,13 +147,16 @@ class AuditReport:
 def _parse_line(line: bytes, seq: int) -> tuple[AuditEntry, dict[str, Any]]:
     """Strictly parse one line (without its newline); ``seq`` is its expected number."""
     try:
-        obj = json.loads(
-            line.decode("ascii"),
+        obj = _json.loads(
+            line,
+            what=f"audit entry {seq}",
+            max_bytes=_MAX_LINE,
+            encoding="ascii",
             object_pairs_hook=_no_duplicates,
             parse_constant=_reject_constant,
             parse_float=_reject_float,
         )
-    except (UnicodeDecodeError, ValueError):
+    except FormatError:
         raise AuditError(f"entry {seq}: not a valid log line", seq=seq) from None
     if not isinstance(obj, dict):
         raise AuditError(f"entry {seq}: not a valid log line", seq=seq)
