@@ -35,7 +35,13 @@ class PostgresUnavailable(RuntimeError):
 
 
 def find_bindir() -> Path:
-    """The directory holding ``initdb`` and ``pg_ctl`` (PATH first, then Debian's layout)."""
+    """The directory holding ``initdb`` and ``pg_ctl``: ``$KEYSPLIT_PG_BINDIR`` (empty:
+    none, to run without PostgreSQL), else PATH, else Debian's layout."""
+    forced = os.environ.get("KEYSPLIT_PG_BINDIR")
+    if forced is not None:
+        if not (forced and (Path(forced) / "initdb").exists()):
+            raise PostgresUnavailable(f"no initdb in KEYSPLIT_PG_BINDIR={forced!r}")
+        return Path(forced)
     found = shutil.which("initdb")
     if found and shutil.which("pg_ctl"):
         return Path(os.path.realpath(found)).parent

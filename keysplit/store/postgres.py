@@ -407,6 +407,27 @@ class PostgresKeyStore:
     def _page(self, conn: _Conn, after: str, limit: int) -> list[WrappedKey]:
         return [WrappedKey(s, v, w) for s, v, w in conn.execute(self._sql["page"], (after, limit))]
 
+    def vacuum(self, *, full: bool = False) -> None:
+        """VACUUM the key tables: after shredding, what is needed to get the bytes out.
+
+        A delete leaves the row as a dead tuple; plain VACUUM frees its space (its bytes may
+        stay in the page until overwritten), ``full=True`` rewrites the tables into new files
+        (an exclusive lock for the duration; the old files go back to the file system).
+        Needs table ownership. SECURITY.md says what WAL and backups still hold.
+        """
+        if self._closed.is_set():
+            raise KeyringError("key store is closed")
+        stmt = (
+            "VACUUM (FULL) {s}.data_keys, {s}.legal_holds"
+            if full
+            else ("VACUUM {s}.data_keys, {s}.legal_holds")
+        )
+        try:
+            with self._pool.connection() as conn:  # autocommit: VACUUM refuses a transaction
+                conn.execute(sql.SQL(stmt).format(s=sql.Identifier(self._schema)))
+        except psycopg.Error as exc:
+            raise _db_error(exc) from None
+
     def close(self) -> None:
         if not self._closed.is_set():
             self._closed.set()
