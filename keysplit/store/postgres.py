@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import random
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -84,15 +85,19 @@ _COPY_SWAP = sql.SQL(
     "COPY ks_swap (subject, old_version, old_wrapped, new_version, new_wrapped) "
     "FROM STDIN (FORMAT BINARY)"
 )
-_TYPES_IN = ["text", "int4", "bytea"]
-_TYPES_SWAP = ["text", "int4", "bytea", "int4", "bytea"]
+# COPY's binary format built by hand: 3-5x faster than a write_row() call per row.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_COPY_TRAILER = b"\xff\xff"
+_COPY_CHUNK = 20_000  # rows per write: bounded memory for any call size
+_FIELD = struct.Struct(">hi").pack  # (field count, length of the first field)
+_INT_AND_LEN = struct.Struct(">iii").pack  # (4, int4 value, length of the next field)
 
 _STATEMENTS: dict[str, LiteralString] = {
     "get_many": "SELECT subject, kek_version, wrapped FROM {s}.data_keys "
     "WHERE subject = ANY(%s::text[])",
+    # rows were staged in subject order (no ORDER BY: a sort costs more than it saves)
     "insert": "INSERT INTO {s}.data_keys (subject, kek_version, wrapped) "
-    "SELECT subject, kek_version, wrapped FROM ks_in ORDER BY subject "
-    "ON CONFLICT (subject) DO NOTHING",
+    "SELECT subject, kek_version, wrapped FROM ks_in ON CONFLICT (subject) DO NOTHING",
     # the stored row where it is not the one we asked for (NULL: gone again meanwhile)
     "winners": "SELECT t.subject, d.kek_version, d.wrapped FROM ks_in t "
     "LEFT JOIN {s}.data_keys d ON d.subject = t.subject "
@@ -120,6 +125,37 @@ _STATEMENTS: dict[str, LiteralString] = {
 def _configure(conn: _Conn) -> None:
     for stmt in _TEMP_TABLES:
         conn.execute(stmt)
+
+
+def _copy_in_rows(rows: Sequence[WrappedKey]) -> Iterator[bytes]:
+    """Binary COPY data for ks_in, in chunks."""
+    yield _COPY_HEADER
+    for lo in range(0, len(rows), _COPY_CHUNK):
+        parts: list[bytes] = []
+        for subject, version, wrapped in rows[lo : lo + _COPY_CHUNK]:
+            s = subject.encode()
+            parts += (_FIELD(3, len(s)), s, _INT_AND_LEN(4, version, len(wrapped)), wrapped)
+        yield b"".join(parts)
+    yield _COPY_TRAILER
+
+
+def _copy_swap_rows(pairs: Sequence[tuple[WrappedKey, WrappedKey]]) -> Iterator[bytes]:
+    """Binary COPY data for ks_swap, in chunks."""
+    yield _COPY_HEADER
+    for lo in range(0, len(pairs), _COPY_CHUNK):
+        parts: list[bytes] = []
+        for old, new in pairs[lo : lo + _COPY_CHUNK]:
+            s = old.subject.encode()
+            parts += (
+                _FIELD(5, len(s)),
+                s,
+                _INT_AND_LEN(4, old.kek_version, len(old.wrapped)),
+                old.wrapped,
+                _INT_AND_LEN(4, new.kek_version, len(new.wrapped)),
+                new.wrapped,
+            )
+        yield b"".join(parts)
+    yield _COPY_TRAILER
 
 
 def _db_error(exc: psycopg.Error) -> KeyringError:
@@ -274,11 +310,21 @@ class PostgresKeyStore:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _copy(conn: _Conn, stmt: sql.SQL, types: list[str], rows: Iterable[Any]) -> None:
+    def _copy(conn: _Conn, stmt: sql.SQL, chunks: Iterable[bytes]) -> None:
         with conn.cursor() as cur, cur.copy(stmt) as copy:
-            copy.set_types(types)
-            for r in rows:
-                copy.write_row(r)
+            for chunk in chunks:
+                copy.write(chunk)
+
+    @staticmethod
+    def _nested_loops(conn: _Conn) -> None:
+        """Join a staged batch to data_keys by index probes, never by hashing the table.
+
+        Without this the planner hashes all of data_keys for every batch (it costs index
+        probes at random_page_cost): measured 0.6 s per 10,000-row batch at 200,000 keys,
+        growing with the table, against ~0.05 s by probes.
+        """
+        conn.execute("SET LOCAL enable_hashjoin = off")
+        conn.execute("SET LOCAL enable_mergejoin = off")
 
     # ------------------------------------------------------------------ protocol
 
@@ -300,8 +346,8 @@ class PostgresKeyStore:
         wanted = list(dict.fromkeys(subjects))
 
         def work(conn: _Conn) -> dict[str, WrappedKey]:
-            cur = conn.execute(self._sql["get_many"], (wanted,))
-            return {s: WrappedKey(s, v, w) for s, v, w in cur}
+            cur = conn.execute(self._sql["get_many"], (wanted,), binary=True)
+            return {r[0]: WrappedKey._make(r) for r in cur.fetchall()}  # fetchall: C speed
 
         return self._tx(work)
 
@@ -311,17 +357,20 @@ class PostgresKeyStore:
         first: dict[str, WrappedKey] = {}
         for r in rows:
             first.setdefault(r.subject, r)  # a subject twice in one call: the first counts
+        # subject order (UTF-8 bytes = code points = COLLATE "C"): two bulk inserters then
+        # take their index locks in one order and do not deadlock (one would be retried)
+        ordered = sorted(first.values())
 
         def work(conn: _Conn) -> dict[str, WrappedKey]:
             stored = dict(first)
-            pending: Iterable[WrappedKey] = first.values()
-            count = len(first)
+            pending = ordered
             for _ in range(_ROUNDS):
-                self._copy(conn, _COPY_IN, _TYPES_IN, pending)
-                if conn.execute(self._sql["insert"]).rowcount == count:
+                self._copy(conn, _COPY_IN, _copy_in_rows(pending))
+                if conn.execute(self._sql["insert"]).rowcount == len(pending):
                     return stored  # every row was new: ours is what is stored
+                self._nested_loops(conn)
                 gone = []
-                for s, v, w in conn.execute(self._sql["winners"]):
+                for s, v, w in conn.execute(self._sql["winners"], binary=True):
                     if v is None:
                         gone.append(first[s])  # the winner was shredded meanwhile: retry
                     else:
@@ -329,25 +378,24 @@ class PostgresKeyStore:
                 if not gone:
                     return stored
                 conn.execute("DELETE FROM ks_in")
-                pending, count = gone, len(gone)
+                pending = gone
             raise KeyringError("insert_many: subjects keep being shredded concurrently")
 
         stored = self._tx(work)
         return [stored[r.subject] for r in rows]
 
     def replace_many(self, rows: Sequence[tuple[WrappedKey, WrappedKey]]) -> int:
-        pairs: dict[str, tuple[str, int, bytes, int, bytes]] = {}
+        pairs: dict[str, tuple[WrappedKey, WrappedKey]] = {}
         for old, new in rows:
             if old.subject == new.subject:
-                pairs.setdefault(
-                    old.subject,
-                    (old.subject, old.kek_version, old.wrapped, new.kek_version, new.wrapped),
-                )
+                pairs.setdefault(old.subject, (old, new))
         if not pairs:
             return 0
+        staged = sorted(pairs.values())
 
         def work(conn: _Conn) -> int:
-            self._copy(conn, _COPY_SWAP, _TYPES_SWAP, pairs.values())
+            self._copy(conn, _COPY_SWAP, _copy_swap_rows(staged))
+            self._nested_loops(conn)
             return conn.execute(self._sql["replace"]).rowcount
 
         return self._tx(work)
@@ -367,8 +415,8 @@ class PostgresKeyStore:
 
     def stale_batch(self, current_version: int, after: str, limit: int) -> list[WrappedKey]:
         def work(conn: _Conn) -> list[WrappedKey]:
-            cur = conn.execute(self._sql["stale"], (current_version, after, limit))
-            return [WrappedKey(s, v, w) for s, v, w in cur]
+            cur = conn.execute(self._sql["stale"], (current_version, after, limit), binary=True)
+            return list(map(WrappedKey._make, cur.fetchall()))
 
         return self._tx(work)
 
@@ -405,7 +453,8 @@ class PostgresKeyStore:
             after = page[-1].subject
 
     def _page(self, conn: _Conn, after: str, limit: int) -> list[WrappedKey]:
-        return [WrappedKey(s, v, w) for s, v, w in conn.execute(self._sql["page"], (after, limit))]
+        cur = conn.execute(self._sql["page"], (after, limit), binary=True)
+        return list(map(WrappedKey._make, cur.fetchall()))
 
     def vacuum(self, *, full: bool = False) -> None:
         """VACUUM the key tables: after shredding, what is needed to get the bytes out.
