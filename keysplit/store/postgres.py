@@ -319,9 +319,10 @@ class PostgresKeyStore:
     def _nested_loops(conn: _Conn) -> None:
         """Join a staged batch to data_keys by index probes, never by hashing the table.
 
-        Without this the planner hashes all of data_keys for every batch (it costs index
-        probes at random_page_cost): measured 0.6 s per 10,000-row batch at 200,000 keys,
-        growing with the table, against ~0.05 s by probes.
+        Without this the planner hashes all of data_keys for every batch (it prices index
+        probes at random_page_cost). Measured on PostgreSQL 15 (EXPLAIN ANALYZE, 10,000-row
+        replace batch, 200,000 keys, loaded 2-core machine): hash join ~1.0 s, probes
+        ~0.43 s; the hash grows with the table, the probes do not.
         """
         conn.execute("SET LOCAL enable_hashjoin = off")
         conn.execute("SET LOCAL enable_mergejoin = off")
@@ -378,7 +379,7 @@ class PostgresKeyStore:
                 if not gone:
                     return stored
                 conn.execute("DELETE FROM ks_in")
-                pending = gone
+                pending = sorted(gone)
             raise KeyringError("insert_many: subjects keep being shredded concurrently")
 
         stored = self._tx(work)
