@@ -92,8 +92,10 @@ def open_store(
         path = Path(parts.path) if url.startswith("sqlite:///") else Path(home) / url[7:]
         return SQLiteKeyStore(path, keyring_id, create=create)
     try:
-        from .postgres import PostgresKeyStore  # type: ignore[import-not-found,unused-ignore]
+        from .postgres import PostgresKeyStore  # lazily: psycopg is an optional extra
     except ImportError as exc:
-        raise KeyringError(f"PostgreSQL store unavailable: {exc}") from None
+        raise KeyringError(
+            f"PostgreSQL store unavailable: {exc}", hint="pip install 'keysplit[postgres]'"
+        ) from None
     store: KeyStore = PostgresKeyStore(url, keyring_id, create=create)
     return store
