@@ -85,7 +85,8 @@ _COPY_SWAP = sql.SQL(
     "COPY ks_swap (subject, old_version, old_wrapped, new_version, new_wrapped) "
     "FROM STDIN (FORMAT BINARY)"
 )
-# COPY's binary format built by hand: 3-5x faster than a write_row() call per row.
+# COPY's binary format built by hand: 1.5-4x faster than a write_row() call per row
+# (measured: 76 ms vs 20-49 ms per 10,000 rows, build included).
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 _COPY_TRAILER = b"\xff\xff"
 _COPY_CHUNK = 20_000  # rows per write: bounded memory for any call size
