@@ -81,7 +81,10 @@ class ThrowawayPostgres:
         self.bindir = find_bindir()
         self.durable = durable
         self.user = _server_user()
-        self.dir = Path(tempfile.mkdtemp(prefix="keysplit-pg-"))
+        # under /tmp when root: $TMPDIR may not be traversable by the server's user, and
+        # a Unix socket path must stay short (about 100 bytes)
+        where = "/tmp" if self.user is not None and os.path.isdir("/tmp") else None
+        self.dir = Path(tempfile.mkdtemp(prefix="keysplit-pg-", dir=where))
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
         self._started = False

@@ -6,6 +6,7 @@ The protocol itself is tested for every store in test_store_contract.py.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -185,3 +186,64 @@ def test_a_keyring_runs_on_postgres(pg_server: object, tmp_path: Path) -> None:
         assert ku.decrypt_many(subjects[2:], recs[2:]) == [s.encode() for s in subjects[2:]]
         assert ku.decrypt(recs[0], subject="u0") == b"u0"
         assert store.count_by_version() == {2: 299}
+
+
+def test_a_hold_placed_while_a_shred_is_blocked_is_never_lost(pg_server: object) -> None:
+    """Deterministic form of the hold/shred race: the shred's statement has taken its
+    snapshot (no hold yet) and waits on a row lock; a hold is placed meanwhile. The store
+    must not then delete the now-held key: set_legal_hold waits for the shred instead."""
+    import psycopg
+
+    from keysplit.store.postgres import PostgresKeyStore
+
+    url = _url(pg_server)
+    conninfo, schema = postgres_conninfo(url)
+    s = PostgresKeyStore(url, KID, create=True)
+    s.insert_many([WrappedKey("v", 1, b"v" * 24)])
+    seen: dict[str, object] = {}
+
+    def waiting() -> int:
+        with psycopg.connect(conninfo, autocommit=True) as c:
+            row = c.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name = 'keysplit' AND wait_event_type IN ('Lock')"
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def until(cond: object, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not cond():  # type: ignore[operator]
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.02)
+
+    def shred() -> None:
+        try:
+            seen["deleted"] = s.delete("v")
+        except LegalHoldError:
+            seen["deleted"] = "refused"
+
+    def hold() -> None:
+        s.set_legal_hold("v", True)
+        seen["present_after_hold"] = bool(s.get_many(["v"]))
+
+    blocker = psycopg.connect(conninfo)
+    try:
+        blocker.execute(f"SELECT 1 FROM {schema}.data_keys WHERE subject = 'v' FOR UPDATE")
+        d = threading.Thread(target=shred)
+        d.start()
+        until(lambda: waiting() >= 1, "the shred to block on the row lock")
+        h = threading.Thread(target=hold)
+        h.start()
+        until(lambda: not h.is_alive() or waiting() >= 2, "the hold to return or wait")
+        blocker.commit()
+        d.join(60)
+        h.join(60)
+        assert not d.is_alive() and not h.is_alive()
+    finally:
+        blocker.close()
+    still_there = bool(s.get_many(["v"]))
+    s.close()
+    assert "deleted" in seen and "present_after_hold" in seen
+    if seen["present_after_hold"]:
+        assert still_there, "a key seen under a placed hold was shredded"
+    assert still_there == (seen["deleted"] == "refused")
