@@ -88,6 +88,7 @@ class ThrowawayPostgres:
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
         self._started = False
+        self._opts: list[str] = []
         atexit.register(self.stop)
 
     @property
@@ -129,6 +130,7 @@ class ThrowawayPostgres:
         ]
         if not self.durable:  # tests: a crash of the server is not what they test
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        self._opts = opts
         res = self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
             "-o", " ".join(opts), "start",
@@ -144,6 +146,15 @@ class ThrowawayPostgres:
             self.stop()
             raise PostgresUnavailable(f"createdb failed: {res.stderr.strip()}")
         return self
+
+    def restart(self) -> None:
+        """Restart the server (fast shutdown): every client connection is cut."""
+        res = self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-m", "fast", "-w", "-t",
+            "60", "-o", " ".join(self._opts), "restart",
+        )  # fmt: skip
+        if res.returncode:
+            raise PostgresUnavailable(f"pg_ctl restart failed: {res.stdout.strip()}")
 
     def stop(self) -> None:
         """Stop the server (fast, then immediate, then SIGKILL) and remove its files."""

@@ -247,3 +247,27 @@ def test_a_hold_placed_while_a_shred_is_blocked_is_never_lost(pg_server: object)
     if seen["present_after_hold"]:
         assert still_there, "a key seen under a placed hold was shredded"
     assert still_there == (seen["deleted"] == "refused")
+
+
+def test_survives_a_server_restart(pg_server: object) -> None:
+    """Pooled connections die with a restart; the pool checks them out with a probe and
+    replaces dead ones, so no call fails after the server is back."""
+    from benchmarks._pgserver import ThrowawayPostgres
+    from keysplit.store.postgres import PostgresKeyStore
+
+    server = ThrowawayPostgres()  # its own server: the session's stays untouched
+    try:
+        server.start()
+        s = PostgresKeyStore(server.url, KID, create=True, pool_size=3)
+        s.insert_many([WrappedKey(f"k{i}", 1, b"k" * 24) for i in range(10)])
+        threads = [threading.Thread(target=s.count_by_version) for _ in range(3)]
+        for t in threads:  # put several connections into the pool
+            t.start()
+        for t in threads:
+            t.join(60)
+        server.restart()
+        for _ in range(5):
+            assert s.count_by_version() == {1: 10}
+        s.close()
+    finally:
+        server.stop()

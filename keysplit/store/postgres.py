@@ -204,6 +204,9 @@ class PostgresKeyStore:
             max_size=max(1, pool_size),
             kwargs=kwargs,
             configure=_configure,
+            # an empty query on checkout: after a server restart or failover the pool
+            # replaces dead connections instead of failing one call per dead connection
+            check=ConnectionPool.check_connection,
             timeout=max(connect_timeout, 30.0),
             name=f"keysplit-{self._schema}",
             open=False,
