@@ -148,3 +148,14 @@ def test_memory_error_from_argon2_is_a_custodian_error(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "needs 768 MiB for Argon2id, more than this process could allocate" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_identity_files_get_the_same_consent_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keysplit import Identity
+
+    alice = Identity.generate("alice")
+    data = alice.to_bytes(b"pw", kdf=FAST)
+    monkeypatch.setattr(Argon2Params, "CONFIRM_ABOVE_KIB", 32)
+    with pytest.raises(CustodianError, match="identity of custodian 'alice' demands"):
+        Identity.from_bytes(data, b"pw")
+    assert Identity.from_bytes(data, b"pw", confirm=lambda p: True).fingerprint == alice.fingerprint
