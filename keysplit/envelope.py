@@ -142,9 +142,9 @@ def _context_part(context: Mapping[str, str] | None) -> bytes:
             f"record context has {len(context)} entries, at most {MAX_CONTEXT_ENTRIES}"
         )
     size = 0
-    for k, v in context.items():
+    for key, value in context.items():
         # str lengths bound the UTF-8 size from below: refuse before encoding anything big
-        size += len(k) + len(v) if isinstance(k, str) and isinstance(v, str) else 0
+        size += len(key) + len(value) if isinstance(key, str) and isinstance(value, str) else 0
         if size > MAX_CONTEXT_BYTES:
             raise ContextTooLargeError(f"record context is larger than {MAX_CONTEXT_BYTES} bytes")
     items = sorted(
