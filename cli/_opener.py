@@ -12,7 +12,8 @@ from pathlib import Path
 
 import typer
 
-from keysplit import Identity, KeysplitError, Share, is_sealed, load_share, sealed_share_info
+from keysplit import Identity, KeysplitError, Share, load_share
+from keysplit.custody import is_sealed, sealed_share_info
 
 from ._common import EXIT_USAGE, fail, relabel
 from ._specs import parse_name_file

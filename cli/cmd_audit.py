@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from keysplit import AuditEntry, Keyring, ceremony
+from keysplit import Keyring, ceremony
+from keysplit.audit import AuditEntry
 
 from ._common import handle_errors, info
 from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum

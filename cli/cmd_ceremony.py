@@ -20,8 +20,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from keysplit import Keyring, KeysplitError, Recipient, ceremony, check_custodian_name
+from keysplit import Keyring, KeysplitError, Recipient, ceremony
 from keysplit.ceremony import Contributor, Custody, DirectorySink, ShareFileExists, WrittenShare
+from keysplit.custody import check_custodian_name
 
 from . import _common
 from ._common import EXIT_USAGE, err_console, fail, handle_errors, info, relabel

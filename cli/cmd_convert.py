@@ -19,7 +19,6 @@ from keysplit import (
     KeysplitError,
     Share,
     interop,
-    is_sealed,
     secret_fingerprint,
     slip39,
 )
@@ -27,6 +26,7 @@ from keysplit import combine as ks_combine
 from keysplit import (
     convert as ks_convert,
 )
+from keysplit.custody import is_sealed
 from keysplit.files import atomic_write
 
 from ._common import EXIT_USAGE, fail, handle_errors, info, read_input, relabel

@@ -21,16 +21,15 @@ from keysplit import (
     Recipient,
     Share,
     combine,
-    is_sealed,
     load_share,
     seal_share,
     seal_share_with_passphrase,
-    sealed_share_info,
     secret_fingerprint,
     split,
     verify_set,
 )
 from keysplit.ceremony import share_file_text
+from keysplit.custody import is_sealed, sealed_share_info
 from keysplit.files import atomic_write
 
 from . import _common, cmd_convert

@@ -33,21 +33,9 @@ HAZMAT_PATHS = {
 
 # (file relative to the repo, imported name): known violations, to be removed.
 ALLOWED: set[tuple[str, str]] = {
-    ("cli/_progress.py", "keysplit.RewrapResult"),
-    ("cli/_quorum.py", "keysplit.is_sealed"),
-    ("cli/_quorum.py", "keysplit.sealed_share_info"),
-    ("cli/cmd_audit.py", "keysplit.AuditEntry"),
-    ("cli/cmd_ceremony.py", "keysplit._fileio"),
-    ("cli/cmd_ceremony.py", "keysplit.check_custodian_name"),
-    ("cli/cmd_convert.py", "keysplit._fileio"),
+    # pycryptodome/ssss shares have no checksum or set id: converting them is inherently
+    # unverified, so the CLI uses the hazmat form knowingly (docs/MIGRATION.md says why).
     ("cli/cmd_convert.py", "keysplit.interop"),
-    ("cli/cmd_convert.py", "keysplit.is_sealed"),
-    ("cli/cmd_demo.py", "keysplit._fileio"),
-    ("cli/cmd_files.py", "keysplit.read_header"),
-    ("cli/cmd_files.py", "keysplit.recipient_id"),
-    ("cli/cmd_shares.py", "keysplit._fileio"),
-    ("cli/cmd_shares.py", "keysplit.is_sealed"),
-    ("cli/cmd_shares.py", "keysplit.sealed_share_info"),
 }
 
 
@@ -146,7 +134,7 @@ def test_public_surface_is_small_and_hazmat_free() -> None:
 def test_former_top_level_names_still_import() -> None:
     from keysplit import AuditEntry, SealedShareInfo, StreamHeader, is_sealed, read_header
 
-    assert AuditEntry.__module__ == "keysplit.audit"
+    assert AuditEntry.__module__.startswith("keysplit.audit")
     assert SealedShareInfo.__module__.startswith("keysplit.custody")
     assert StreamHeader.__module__ == read_header.__module__ == "keysplit.stream"
     assert is_sealed.__module__.startswith("keysplit.custody")
