@@ -70,8 +70,10 @@ def _state(tmp_path: Path) -> tuple[PendingVerification, list[Share]]:
     shares = split(b"m" * 16, 2, 3)
     pending = tmp_path / "keyring.pending"
     state = PendingVerification.create(
-        verify_path(pending), list(zip(["ana", "ben", "cy"], shares, strict=True)),
-        keyring_id="kr1", kdf=CHEAP,
+        verify_path(pending),
+        list(zip(["ana", "ben", "cy"], shares, strict=True)),
+        keyring_id="kr1",
+        kdf=CHEAP,
     )
     return state, shares
 

@@ -211,8 +211,11 @@ def test_bad_inputs() -> None:
         ("Unseal Key 1: " + base64.b64encode(b"\x01" * 300).decode() + "\n", "PGP"),
         ("nothing here at all\n", "no Vault keys"),
         ('{"unseal_keys_b64": 3}', "list of strings"),
-        ('{"unseal_keys_b64": ["' + base64.b64encode(keys[0]).decode() + '"], '
-         '"unseal_keys_hex": ["' + keys[1].hex() + '"]}', "disagree"),
+        (
+            '{"unseal_keys_b64": ["' + base64.b64encode(keys[0]).decode() + '"], '
+            '"unseal_keys_hex": ["' + keys[1].hex() + '"]}',
+            "disagree",
+        ),
         ("[" * 100000, "nested too deeply"),
     ):
         with pytest.raises(FormatError, match=msg):
