@@ -107,6 +107,13 @@ def _instructions(s: ShareSheet) -> list[str]:
     ]
 
 
+def _heading(pdf: Any, title: str, body_font: tuple[str, str, int]) -> None:
+    pdf.ln(4)
+    pdf.set_font("Helvetica", "B", 12)
+    pdf.cell(0, 8, title, new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font(*body_font)
+
+
 def _page(pdf: Any, segno: Any, s: ShareSheet) -> None:
     sh = s.share
     pdf.add_page()
@@ -141,22 +148,18 @@ def _page(pdf: Any, segno: Any, s: ShareSheet) -> None:
         pdf.cell(38, 7, label + ":")
         pdf.set_font("Courier", "", 11)
         pdf.cell(0, 7, value, new_x="LMARGIN", new_y="NEXT")
-    pdf.ln(4)
-    pdf.set_font("Helvetica", "B", 12)
-    pdf.cell(0, 8, "Share text", new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Courier", "B", 13)
+    _heading(pdf, "Share text", ("Courier", "B", 13))
     for line in share_groups(sh):
         pdf.cell(0, 7, line, new_x="LMARGIN", new_y="NEXT")
     pdf.ln(4)
     qr = segno.make(qr_text(sh), error="m", micro=False)
     png = io.BytesIO()
     qr.save(png, kind="png", scale=_QR_SCALE, border=_QR_BORDER)
-    side = min(80.0, 2.0 * qr.symbol_size(scale=1, border=_QR_BORDER)[0])  # >= 0.5 mm/module
+    # 2 mm a module, 80 mm at most
+    side = min(80.0, 2.0 * qr.symbol_size(scale=1, border=_QR_BORDER)[0])
     pdf.image(io.BytesIO(png.getvalue()), x=pdf.l_margin, y=pdf.get_y(), w=side, h=side)
-    pdf.set_y(pdf.get_y() + side + 4)
-    pdf.set_font("Helvetica", "B", 12)
-    pdf.cell(0, 8, "Recovery instructions", new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Helvetica", "", 10)
+    pdf.set_y(pdf.get_y() + side)
+    _heading(pdf, "Recovery instructions", ("Helvetica", "", 10))
     for para in _instructions(s):
         pdf.multi_cell(0, 5, para, new_x="LMARGIN", new_y="NEXT")
         pdf.ln(1)
