@@ -17,7 +17,7 @@ app = typer.Typer(
         "tampered data...), 2 usage error."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # keysplit --install-completion / --show-completion (README)
     pretty_exceptions_enable=False,
 )
 
@@ -44,6 +44,7 @@ _COMMAND_MODULES = (
     "cmd_audit",
     "cmd_shares",
     "cmd_convert",
+    "cmd_custody",  # share prove / print / convert-vault (custodians helper)
     "cmd_demo",
     "cmd_bench",
 )
