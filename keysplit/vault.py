@@ -60,6 +60,7 @@ from .shamir import MAX_SHARES, combine_batch, split_batch
 from .share import MAX_SECRET_LEN, Share, combine
 
 __all__ = [
+    "Encoding",
     "VaultKeys",
     "combine_vault",
     "encode_key",
