@@ -281,12 +281,20 @@ def combine_vault(keys: Sequence[bytes] | VaultKeys, *, threshold: int | None = 
         if threshold is None:
             threshold = keys.threshold
         keys = keys.keys
-    xs, ys = _points(keys)
+    if threshold is None and len(keys) < 2:
+        raise InsufficientSharesError(f"need at least 2 Vault keys, got {len(keys)}")
     k = len(keys) if threshold is None else threshold
     if isinstance(k, bool) or not isinstance(k, int):
         raise TypeError("threshold must be an int")
+    if k == 1:
+        raise FormatError(
+            "a Vault initialized with a key threshold of 1 does not split its key: the one "
+            "'unseal key' is the key itself, not a Shamir share",
+            hint="re-initialize or rekey Vault with a threshold of 2 or more to split it",
+        )
     if not 2 <= k <= MAX_SHARES:
         raise ValueError(f"threshold must be in 2..{MAX_SHARES}")
+    xs, ys = _points(keys)
     if len(keys) < k:
         raise InsufficientSharesError(f"need {k} Vault keys, got {len(keys)}")
     base = list(range(k))

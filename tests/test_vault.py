@@ -108,6 +108,13 @@ def test_bad_inputs() -> None:
     keys = REF.split(b"x" * 32, 3, 2, random.Random(5))
     with pytest.raises(InsufficientSharesError):
         vault.combine_vault(keys[:1], threshold=2)
+    with pytest.raises(InsufficientSharesError, match="at least 2"):
+        vault.combine_vault(keys[:1])
+    one = vault.parse_vault(
+        '{"unseal_keys_hex": ["' + bytes(32).hex() + '"], "unseal_threshold": 1}'
+    )
+    with pytest.raises(FormatError, match="does not split"):
+        vault.combine_vault(one)
     with pytest.raises(DuplicateShareError, match="given twice"):
         vault.combine_vault([keys[0], keys[0]])
     clash = keys[1][:-1][::-1] + keys[0][-1:]
