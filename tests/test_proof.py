@@ -154,3 +154,19 @@ def test_load_is_strict(tmp_path: Path, edit: object) -> None:
     state.path.write_text("[" * 50000)
     with pytest.raises(FormatError):
         PendingVerification.load(state.path)
+
+
+VECTORS = json.loads((Path(__file__).parent / "vectors" / "proof.json").read_text())["cases"]
+
+
+@pytest.mark.parametrize("case", VECTORS, ids=[f"{c['expect']}-{i}" for i, c in enumerate(VECTORS)])
+def test_proof_vectors(case: dict[str, str]) -> None:
+    """Codes computed from the specification by tests/vectors/generate_custodians.py."""
+    share = Share.parse(case["share"])
+    if case["expect"] == "bad-format":
+        with pytest.raises(FormatError):
+            check(share, case["code"])
+        return
+    assert check(share, case["code"]) == (case["expect"] == "ok")
+    if case["expect"] == "ok":
+        assert prove(share) == case["code"]

@@ -7,6 +7,8 @@ import base64
 import json
 import random
 import secrets
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -169,3 +171,25 @@ def test_slip39_and_keysplit_routes() -> None:
     assert secret_fingerprint(vault.combine_vault(vault.keysplit_to_vault(ks, 2, 3)[:2])) == (
         secret_fingerprint(root)
     )
+
+
+VECTORS = json.loads((Path(__file__).parent / "vectors" / "vault.json").read_text())["cases"]
+EXPECT = {
+    "inconsistent": RecoveryError,
+    "too-few": InsufficientSharesError,
+    "duplicate": DuplicateShareError,
+}
+
+
+@pytest.mark.parametrize("case", VECTORS, ids=[c["name"] for c in VECTORS])
+def test_vault_vectors(case: dict[str, Any]) -> None:
+    """Keys made by the independent reference (tests/vectors/generate_custodians.py)."""
+    text = "".join(f"Unseal Key {n}: {k}\n" for n, k in enumerate(case["keys"], 1))
+    keys = vault.parse_vault(text)
+    expect, secret = case["expect"], bytes.fromhex(case["secret"])
+    if expect in EXPECT:
+        with pytest.raises(EXPECT[expect]):
+            vault.combine_vault(keys, threshold=case["threshold"])
+        return
+    got = vault.combine_vault(keys, threshold=case["threshold"])
+    assert (got == secret) == (expect == "ok")
