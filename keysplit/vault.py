@@ -87,7 +87,7 @@ _THRESHOLD = re.compile(
     r"(?:key|recovery key)\s+threshold\s+of\s+(\d{1,3})",
     re.IGNORECASE,
 )
-_SKIP_LINE = re.compile(r"^\s*(#|initial root token\b|vault |openbao |it is |please |key\b)", re.I)
+_SKIP_LINE = re.compile(r"^\s*#")
 
 
 @dataclass(frozen=True, repr=False)

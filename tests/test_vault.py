@@ -156,6 +156,8 @@ def test_parse_json_hex_and_plain_lines() -> None:
     assert vault.combine_vault(parsed) == bytes(range(32))
     plain = "# custodian file\n" + keys[2].hex() + "\n" + base64.b64encode(keys[4]).decode()
     assert vault.parse_vault(plain).keys == (keys[2], keys[4])
+    odd = "key+" + "A" * 39 + "Q"  # a key that starts like a word is still a key
+    assert vault.parse_vault(odd).keys == (base64.b64decode(odd),)
     rec = vault.parse_vault(vault.format_vault(keys[:2], encoding="hex", kind="Recovery"))
     assert rec.kind == "recovery" and rec.keys == tuple(keys[:2])
 
