@@ -4,6 +4,7 @@ shamir.go (tests/vault_reference.py), never against keysplit's own core."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import random
 import secrets
@@ -195,3 +196,20 @@ def test_vault_vectors(case: dict[str, Any]) -> None:
         return
     got = vault.combine_vault(keys, threshold=case["threshold"])
     assert (got == secret) == (expect == "ok")
+
+
+@given(
+    st.lists(st.binary(min_size=2, max_size=65), min_size=1, max_size=6).filter(
+        lambda ks: len({len(k) for k in ks}) == 1
+    ),
+    st.sampled_from(["base64", "hex"]),
+)
+def test_format_parse_roundtrip(keys: list[bytes], encoding: str) -> None:
+    text = vault.format_vault(keys, encoding=encoding)  # type: ignore[arg-type]
+    assert vault.parse_vault(text).keys == tuple(keys)
+
+
+@given(st.text(max_size=300))
+def test_parse_never_fails_uncleanly(text: str) -> None:
+    with contextlib.suppress(FormatError):  # anything else fails the test
+        vault.parse_vault(text)
