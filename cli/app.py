@@ -25,7 +25,7 @@ app = typer.Typer(
         "tampered data...), 2 usage error."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # keysplit --install-completion / --show-completion (README)
     pretty_exceptions_enable=False,
 )
 

@@ -32,7 +32,7 @@ from keysplit.ceremony import share_file_text
 from keysplit.custody import is_sealed, sealed_share_info
 from keysplit.files import atomic_write
 
-from . import _common, cmd_convert
+from . import _common, cmd_convert, cmd_custody
 from ._common import EXIT_USAGE, fail, handle_errors, read_input, relabel
 from ._opener import Passphrases, ShareOpener, prompt_passphrase, read_passphrase_file
 from ._specs import parse_name_file
@@ -432,3 +432,5 @@ def show_cmd(
 
 # `share convert` lives in its own module; it joins the share group after inspect/verify.
 share_app.add_typer(cmd_convert.app)
+# share prove / print / convert-vault (custodians' side of ceremonies).
+share_app.add_typer(cmd_custody.app)
