@@ -77,6 +77,10 @@ Encoding = Literal["base64", "hex"]
 
 _MIN_LEN = 2
 _MAX_LEN = MAX_SECRET_LEN + 1
+# Vault decodes a key as hex only when the result has a barrier key's length plus the x
+# byte (16..32 + 1, http/sys_seal.go); anything else is read as base64. Short strings such
+# as "AAAA" are valid in both, so keysplit applies the same rule to read what Vault reads.
+_HEX_MIN_LEN, _HEX_MAX_LEN = 17, 33
 _MAX_TEXT = 1 << 20
 _SUBSET_SEARCH_LIMIT = 2000
 _HEX = re.compile(r"[0-9a-fA-F]+")
@@ -120,7 +124,9 @@ def _decode_key(token: str, where: str) -> bytes:
     raw: bytes | None = None
     if len(token) % 2 == 0 and _HEX.fullmatch(token):
         raw = bytes.fromhex(token)
-    elif _B64.fullmatch(token) and len(token) % 4 == 0:
+        if not _HEX_MIN_LEN <= len(raw) <= _HEX_MAX_LEN:
+            raw = None  # as Vault does: then it can only be base64
+    if raw is None and _B64.fullmatch(token) and len(token) % 4 == 0:
         try:
             raw = base64.b64decode(token, validate=True)
         except binascii.Error:
@@ -357,13 +363,23 @@ def format_vault(
     :func:`parse_vault`); paste the part after the colon into ``vault operator unseal``."""
     if encoding not in ("base64", "hex"):
         raise ValueError("encoding must be 'base64' or 'hex'")
-    enc = (lambda b: base64.b64encode(b).decode()) if encoding == "base64" else bytes.hex
-    return "".join(f"{kind} Key {n}: {enc(bytes(k))}\n" for n, k in enumerate(keys, start=1))
+    return "".join(
+        f"{kind} Key {n}: {encode_key(k, encoding)}\n" for n, k in enumerate(keys, start=1)
+    )
 
 
 def encode_key(key: bytes, encoding: Encoding = "base64") -> str:
-    """One share as ``vault operator unseal`` takes it."""
-    return base64.b64encode(key).decode() if encoding == "base64" else bytes(key).hex()
+    """One share as ``vault operator unseal`` takes it.
+
+    Hex only for keys Vault reads as hex (17..33 bytes); others would be read as base64.
+    """
+    if encoding == "base64":
+        return base64.b64encode(key).decode()
+    if not _HEX_MIN_LEN <= len(key) <= _HEX_MAX_LEN:
+        raise ValueError(
+            f"Vault reads hex keys of {_HEX_MIN_LEN}..{_HEX_MAX_LEN} bytes only; use base64"
+        )
+    return bytes(key).hex()
 
 
 # -- conversions (combine with every check, re-split in memory) ----------------------------
