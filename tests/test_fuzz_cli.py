@@ -27,7 +27,7 @@ from test_fuzz_parsers import _mutate
 from typer.testing import CliRunner, Result
 
 import keysplit
-from keysplit import Identity
+from keysplit import Identity, interop, slip39
 from keysplit import _keyring_file as kf
 from keysplit.rng import DeterministicRandom
 
@@ -48,7 +48,7 @@ NAMES = ("alice", "bob", "carol")
 
 
 def _run(args: list[str]) -> Result:
-    return runner.invoke(app, args, catch_exceptions=True)
+    return runner.invoke(app, args, input="", catch_exceptions=True)
 
 
 def _assert_clean(result: Result, args: list[str]) -> None:
@@ -83,6 +83,13 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "share.txt").write_text(f"# a plain share\n{shares[0]}\n")
     (root / "share.bin").write_bytes(shares[1].to_bytes())
     (root / "share2.txt").write_text(f"{shares[2]}\n")
+    (root / "secret.hex").write_text(bytes(range(16)).hex() + "\n")
+    mnemonics = slip39.generate_mnemonics(
+        1, [(2, 3)], bytes(16), iteration_exponent=0, rng=DeterministicRandom("cli-fuzz-s")
+    )[0]
+    (root / "slip39.txt").write_text("\n".join(mnemonics[:2]) + "\n")
+    pyc = interop.split_pycryptodome(bytes(16), 2, 3, rng=DeterministicRandom("cli-fuzz-p"))
+    (root / "pyc.txt").write_text(interop.format_pycryptodome(pyc[:2]) + "\n")
     assert (root / "vault" / "audit.log").exists()
     return root
 
@@ -273,6 +280,59 @@ def test_audit(pristine: Path, sub: str, data: st.DataObject) -> None:
     )
 
 
+@CLI
+@given(st.data())
+def test_init_with_corrupt_public_key(pristine: Path, data: st.DataObject) -> None:
+    def args(r: Path) -> list[str]:
+        spec = [f"-c{n}={r / 'keys' / f'{n}.pub'}" for n in NAMES]
+        return ["init", str(r / "new"), "-k", "2", *spec]
+
+    _case(pristine, "keys/carol.pub", data, args)
+
+
+@CLI
+@given(st.data())
+def test_custodian_show(pristine: Path, data: st.DataObject) -> None:
+    _case(
+        pristine, "keys/alice.pub", data, lambda r: ["custodian", "show", str(r / "keys/alice.pub")]
+    )
+
+
+@CLI
+@given(st.data())
+def test_split_secret_file(pristine: Path, data: st.DataObject) -> None:
+    _case(
+        pristine,
+        "secret.hex",
+        data,
+        lambda r: ["split", "-k", "2", "-n", "3", "--in", str(r / "secret.hex")],
+    )
+
+
+@CLI
+@given(
+    st.sampled_from(
+        [
+            ("slip39.txt", "slip39", "keysplit"),
+            ("pyc.txt", "pycryptodome", "slip39"),
+            ("share2.txt", "keysplit", "pycryptodome"),
+        ]
+    ),
+    st.data(),
+)
+def test_share_convert(pristine: Path, case: tuple[str, str, str], data: st.DataObject) -> None:
+    target, src, dst = case
+
+    def args(r: Path) -> list[str]:
+        inputs = [str(r / target)] + ([str(r / "share.txt")] if src == "keysplit" else [])
+        extra = ["--no-passphrase", "-t", "2", "-n", "3"] + (
+            ["--source-threshold", "2"] if src == "pycryptodome" else []
+        )
+        return ["share", "convert", *inputs, "--from", src, "--to", dst, *extra]
+
+    _case(pristine, target, data, args)
+
+
 def test_pristine_commands_succeed(pristine: Path) -> None:
     """The fuzz targets are real: each command succeeds on the uncorrupted files."""
     identity = lambda b: b  # noqa: E731
@@ -284,6 +344,44 @@ def test_pristine_commands_succeed(pristine: Path) -> None:
         ),
         ("vault/audit.log", lambda r: ["audit", "verify", str(r / "vault")]),
         ("vault/keyring.ksk", lambda r: ["status", str(r / "vault")]),
+        (
+            "slip39.txt",
+            lambda r: [
+                "share",
+                "convert",
+                str(r / "slip39.txt"),
+                "--from",
+                "slip39",
+                "--to",
+                "keysplit",
+                "--no-passphrase",
+                "-t",
+                "2",
+                "-n",
+                "3",
+            ],
+        ),
+        (
+            "pyc.txt",
+            lambda r: [
+                "share",
+                "convert",
+                str(r / "pyc.txt"),
+                "--from",
+                "pycryptodome",
+                "--to",
+                "slip39",
+                "--no-passphrase",
+                "--source-threshold",
+                "2",
+                "-t",
+                "2",
+                "-n",
+                "3",
+            ],
+        ),
+        ("secret.hex", lambda r: ["split", "-k", "2", "-n", "3", "--in", str(r / "secret.hex")]),
+        ("keys/alice.pub", lambda r: ["custodian", "show", str(r / "keys/alice.pub")]),
         (
             "vault/keyring.ksk",
             lambda r: ["encrypt", str(r / "vault"), str(r / "plain.txt"), str(r / "o")],
