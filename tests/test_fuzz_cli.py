@@ -43,7 +43,7 @@ def _budget(default: int) -> settings:
     )
 
 
-CLI = _budget(20)
+CLI = _budget(15)
 NAMES = ("alice", "bob", "carol")
 
 
