@@ -156,7 +156,7 @@ def test_passphrase_nfc() -> None:
 @given(st.text(min_size=1, max_size=30) | st.binary(min_size=1, max_size=30))
 def test_passphrase_matches_cli(p: str | bytes) -> None:
     """The library helper is a drop-in for the CLI's private normalization."""
-    from keysplit_cli._quorum import _normalize
+    from keysplit_cli._opener import _normalize
 
     raw = p.encode("utf-8", "surrogatepass") if isinstance(p, str) else p
     try:
