@@ -75,6 +75,11 @@ def handle_errors(func: F) -> F:
             fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
         except KeyboardInterrupt:
             fail("interrupted", code=130)
+        except (typer.Abort, EOFError):  # a prompt met the end of stdin
+            fail(
+                "no input: a prompt reached the end of input",
+                "give the value with its option or file (see --help), or run interactively",
+            )
 
     return wrapper  # type: ignore[return-value]
 
