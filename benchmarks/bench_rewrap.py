@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
 
-from keysplit import Keyring, UnsealedKeyring, WrappedKey, keywrap
+from keysplit import Keyring, UnsealedKeyring, WrappedKey
 
 BATCH = 10_000
 
@@ -39,28 +39,24 @@ def _row(bench: str, impl: str, n: int, rates: list[float], baseline: bool) -> d
 
 
 def _populate(ku: UnsealedKeyring, n: int) -> None:
-    kek = ku._secrets.keks[ku.keyring.meta.current_kek]  # benchmark setup only
-    version = ku.keyring.meta.current_kek
+    keks = ku.keks_for_rewrap()  # benchmark setup: rows as the keyring itself wraps them
     for lo in range(0, n, 100_000):
         m = min(100_000, n - lo)
         raw = np.frombuffer(os.urandom(16 * m), np.uint8).reshape(m, 16)
-        w = keywrap.wrap_batch(kek, raw)
-        ku.store.insert_many(
-            [WrappedKey(f"user-{lo + i:08d}", version, w[i].tobytes()) for i in range(m)]
-        )
+        ku.store.insert_many(keks.wrap([f"user-{lo + i:08d}" for i in range(m)], raw))
 
 
 def _naive_rewrap(ku: UnsealedKeyring) -> int:
     store = ku.store
     current = ku.keyring.meta.current_kek
-    keks = ku._secrets.keks
+    keks = ku.keks_for_rewrap()
     after, done = "", 0
     while rows := store.stale_batch(current, after, BATCH):
         after = rows[-1].subject
         pairs = []
         for r in rows:
-            key = aes_key_unwrap(keks[r.kek_version], r.wrapped)
-            pairs.append((r, WrappedKey(r.subject, current, aes_key_wrap(keks[current], key))))
+            key = aes_key_unwrap(keks.kek(r.kek_version), r.wrapped)
+            pairs.append((r, WrappedKey(r.subject, current, aes_key_wrap(keks.kek(current), key))))
         done += store.replace_many(pairs)
     return done
 

@@ -1,0 +1,183 @@
+"""Where a keyring lives: its sealed file, pending rekey file, writer lock and store record.
+
+:class:`KeyringHome` is everything the keyring code knows about *place*; no other keyring
+module builds a path. Today a home is a directory::
+
+    keyring.ksk       sealed keyring file (:mod:`keysplit.keyring.file`)
+    keyring.pending   only between rekey prepare and commit (or after a crash there)
+    store.json        which key store holds the wrapped data keys: {"url", "keyring_id"}
+    audit.log         the ceremony log (keysplit.audit)
+    .lock             advisory lock serializing writers
+    keys.sqlite       the default key store (``sqlite:keys.sqlite``), if that is the store
+
+A database row can be a home later (the same operations: read/replace the file, write,
+commit or discard the pending file, a writer lock, the recorded store URL).
+
+The store record is public, not secret (a URL never carries a password:
+:func:`keysplit.store.check_store_url`). Tampering with it is caught where it matters:
+every store is bound to the keyring id (a store of another keyring refuses to open), the
+record's own ``keyring_id`` must match the sealed file's, and data keys in the store are
+wrapped under KEKs only the unsealed keyring holds, so a store swapped for an attacker's
+one yields no key and accepts no forged one (it can only withhold keys, which shows up as
+records that fail to open and in ``status``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .. import _json
+from .._fileio import atomic_write, fsync_dir
+from ..errors import FormatError, KeyringError
+from ..store import check_store_url, default_store_url
+
+__all__ = [
+    "AUDIT_FILE",
+    "KEYRING_FILE",
+    "LOCK_FILE",
+    "PENDING_FILE",
+    "STORE_FILE",
+    "STORE_RECORD_FILE",
+    "KeyringHome",
+    "StoreRecord",
+]
+
+KEYRING_FILE = "keyring.ksk"
+PENDING_FILE = "keyring.pending"
+STORE_FILE = "keys.sqlite"
+STORE_RECORD_FILE = "store.json"
+LOCK_FILE = ".lock"
+AUDIT_FILE = "audit.log"
+_MAX_RECORD = 8192
+
+
+class StoreRecord:
+    """The recorded store: its URL and the keyring id it was created for."""
+
+    __slots__ = ("keyring_id", "url")
+
+    def __init__(self, url: str, keyring_id: str) -> None:
+        self.url = url
+        self.keyring_id = keyring_id
+
+    def __repr__(self) -> str:
+        return f"StoreRecord({self.url!r}, keyring_id={self.keyring_id!r})"
+
+
+class KeyringHome:
+    """A keyring directory: reads and atomic, durable writes of the keyring's own files."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"KeyringHome({str(self.path)!r})"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.path / AUDIT_FILE
+
+    def make(self) -> None:
+        """Create the directory (mode 0700) if needed."""
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def has_keyring(self) -> bool:
+        return (self.path / KEYRING_FILE).exists()
+
+    def read_keyring(self) -> bytes:
+        """The sealed keyring file; :class:`KeyringError` naming the place if missing."""
+        try:
+            return (self.path / KEYRING_FILE).read_bytes()
+        except FileNotFoundError:
+            raise KeyringError(f"no keyring at {self.path} ({KEYRING_FILE} missing)") from None
+
+    def write_keyring(self, data: bytes, *, overwrite: bool = True) -> None:
+        """Replace (or with ``overwrite=False`` first create) the keyring file atomically."""
+        atomic_write(self.path / KEYRING_FILE, data, overwrite=overwrite)
+
+    def read_pending(self) -> bytes | None:
+        try:
+            return (self.path / PENDING_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def has_pending(self) -> bool:
+        return (self.path / PENDING_FILE).exists()
+
+    def write_pending(self, data: bytes) -> None:
+        atomic_write(self.path / PENDING_FILE, data)
+
+    def commit_pending(self) -> None:
+        """The pending file replaces the keyring file in one atomic, durable rename."""
+        os.replace(self.path / PENDING_FILE, self.path / KEYRING_FILE)
+        fsync_dir(self.path)
+
+    def discard_pending(self) -> bool:
+        """Delete the pending file; True if there was one."""
+        try:
+            os.unlink(self.path / PENDING_FILE)
+        except FileNotFoundError:
+            return False
+        fsync_dir(self.path)
+        return True
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive writer lock (``flock`` on ``.lock``), held for the ``with`` body."""
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    # -- the recorded store -----------------------------------------------------------------
+
+    def store_record(self) -> StoreRecord | None:
+        """The recorded store, or None (keyrings made before the record: default store)."""
+        p = self.path / STORE_RECORD_FILE
+        try:
+            with open(p, "rb") as f:
+                raw = f.read(_MAX_RECORD + 1)
+        except FileNotFoundError:
+            return None
+        if len(raw) > _MAX_RECORD:
+            raise FormatError(f"{p} is too large to be a store record")
+        obj = _json.loads(raw, what="store record", max_bytes=_MAX_RECORD)
+        if (
+            not isinstance(obj, dict)
+            or set(obj) != {"url", "keyring_id"}
+            or not all(isinstance(v, str) for v in obj.values())
+        ):
+            raise FormatError(f"{p} must be an object with string fields url and keyring_id")
+        return StoreRecord(check_store_url(obj["url"]), obj["keyring_id"])
+
+    def record_store(self, url: str, keyring_id: str) -> None:
+        """Record the store URL (validated: no password) and the keyring id it serves."""
+        doc = {"url": check_store_url(url), "keyring_id": keyring_id}
+        atomic_write(
+            self.path / STORE_RECORD_FILE,
+            json.dumps(doc, sort_keys=True).encode() + b"\n",
+        )
+
+    def store_url(self, keyring_id: str) -> str:
+        """The store URL to use for ``keyring_id``: recorded, else the embedded default.
+
+        A record made for another keyring id is refused (a copied or tampered record).
+        """
+        rec = self.store_record()
+        if rec is None:
+            return default_store_url()
+        if rec.keyring_id != keyring_id:
+            raise KeyringError(
+                f"{self.path / STORE_RECORD_FILE} names the store of another keyring "
+                f"({rec.keyring_id}, expected {keyring_id})",
+                hint="restore the right store record or pass the store URL explicitly",
+            )
+        return rec.url
