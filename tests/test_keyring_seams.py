@@ -156,7 +156,7 @@ def test_store_url_recorded_used_and_overridden(tmp_path: Path) -> None:
     kr, shares = Keyring.create(tmp_path / "kr", 2, NAMES, store_url=url)
     assert not (tmp_path / "kr" / STORE_FILE).exists() and outside.exists()
     rec = json.loads((tmp_path / "kr" / STORE_RECORD_FILE).read_text())
-    assert rec == {"url": url, "keyring_id": kr.keyring_id}
+    assert rec == {"url": url, "keyring_id": kr.keyring_id, "default_iv_versions": []}
     with Keyring.open(tmp_path / "kr").unseal(_two(shares)) as ku:
         assert ku.keyring.store_url == url
         rec_bytes = ku.encrypt(b"x", subject="u")
@@ -183,7 +183,11 @@ def test_tampered_store_record_is_caught(tmp_path: Path) -> None:
     Keyring.create(tmp_path / "other", 2, NAMES)
     record = tmp_path / "kr" / STORE_RECORD_FILE
     # pointed at another keyring's store: that store is bound to its own keyring id
-    doc = {"url": f"sqlite://{tmp_path / 'other' / STORE_FILE}", "keyring_id": kr.keyring_id}
+    doc = {
+        "url": f"sqlite://{tmp_path / 'other' / STORE_FILE}",
+        "keyring_id": kr.keyring_id,
+        "default_iv_versions": [],
+    }
     record.write_text(json.dumps(doc))
     with pytest.raises(KeyringError, match="belongs to another keyring"):
         Keyring.open(tmp_path / "kr").status()
@@ -194,7 +198,7 @@ def test_tampered_store_record_is_caught(tmp_path: Path) -> None:
     with pytest.raises(KeyringError, match="another keyring"):
         Keyring.open(tmp_path / "kr").status()
     # a password in a URL is refused, a malformed record is a FormatError-class error
-    record.write_text(json.dumps({"url": "postgresql://u:pw@h/db", "keyring_id": kr.keyring_id}))
+    record.write_text(json.dumps(doc | {"url": "postgresql://u:pw@h/db"}))
     with pytest.raises(KeyringError, match="password"):
         Keyring.open(tmp_path / "kr").status()
     record.write_text("[" * 100_000)

@@ -61,6 +61,10 @@ def rotate(ku: UnsealedKeyring) -> int:
     with kr.home.lock():
         m = kr.meta
         v = m.next_kek
+        if kr.home.store_record_for(m.keyring_id) is None:
+            # A keyring from before subject binding: its versions so far stay unbound
+            # (recorded before the new, bound, version exists).
+            kr.home.record_store(kr.store_url, m.keyring_id, m.kek_versions)
         keks = dict(local.secrets.keks)
         keks[v] = ku.rng.random_bytes(16)
         meta = replace_meta(

@@ -13,6 +13,8 @@ same protocol over the wire, and a backend then keeps the whole record API uncha
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -34,6 +36,40 @@ __all__ = ["AUDIT_KEY_INFO", "DataKeys", "KekSet", "LocalDataKeys"]
 
 AUDIT_KEY_INFO = b"keysplit keyring audit mac key v1\x00"
 WRAPPED_SIZE = 24  # a 16-byte data key wrapped with RFC 3394
+IV_LABEL = b"keysplit/keyring/kw-subject-iv/v1"
+_HMAC_BLOCK = 64
+
+
+class _SubjectIV:
+    """Per-row RFC 3394 initial values that bind a wrapped data key to its row.
+
+    ``IV = HMAC-SHA256(K, IV_LABEL || 0x00 || keyring_id (16) || u32 version || subject)[:8]``
+    with ``K = HKDF-SHA256(KEK, salt=none, info=IV_LABEL || " key")``. Keyed (not a plain
+    hash) so nobody without the KEK can search subject names for two with the same 64-bit
+    IV offline; one HMAC per row, from precomputed inner/outer states.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, kek: bytes, keyring_id: str, version: int) -> None:
+        key = HKDF(hashes.SHA256(), 32, None, IV_LABEL + b" key").derive(kek)
+        block = key.ljust(_HMAC_BLOCK, b"\x00")
+        prefix = IV_LABEL + b"\x00" + bytes.fromhex(keyring_id) + struct.pack(">I", version)
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block) + prefix)
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def ivs(self, subjects: Sequence[str]) -> np.ndarray:
+        inner, outer = self._inner, self._outer
+
+        def one(subject: str) -> bytes:
+            h = inner.copy()
+            h.update(subject.encode())
+            o = outer.copy()
+            o.update(h.digest())
+            return o.digest()[:8]
+
+        out = np.frombuffer(b"".join(map(one, subjects)), np.uint8)
+        return out.reshape(len(subjects), 8)
 
 
 @runtime_checkable
@@ -74,18 +110,33 @@ class DataKeys(Protocol):
 class KekSet:
     """The KEK versions of one keyring and how stored rows are wrapped under them.
 
+    Rows are bound to their subject (and keyring id and KEK version) through RFC 3394's
+    alternative initial value (:class:`_SubjectIV`), so a row moved to another subject or
+    swapped with one fails its integrity check. ``unbound`` lists the versions that predate
+    the binding (rows under them use the default IV, docs/format/keyring.md "Migration"):
+    every version created since is bound, so a default-IV row under one is refused.
+
     Holding one is holding every KEK: the repr is redacted. Immutable; rotate and retire
     make a new one.
     """
 
-    __slots__ = ("_keks", "current", "keyring_id")
+    __slots__ = ("_binders", "_keks", "current", "keyring_id", "unbound")
 
-    def __init__(self, keyring_id: str, current: int, keks: Mapping[int, bytes]) -> None:
+    def __init__(
+        self,
+        keyring_id: str,
+        current: int,
+        keks: Mapping[int, bytes],
+        *,
+        unbound: Sequence[int] = (),
+    ) -> None:
         if current not in keks:
             raise ValueError("the current KEK version must be one of the KEKs")
         self.keyring_id = keyring_id
         self.current = current
         self._keks = dict(keks)
+        self.unbound = frozenset(unbound)
+        self._binders: dict[int, _SubjectIV] = {}
 
     def __repr__(self) -> str:
         return f"KekSet(<redacted>, current={self.current}, versions={sorted(self._keks)})"
@@ -103,11 +154,21 @@ class KekSet:
                 "does not have (retired or never existed)"
             ) from None
 
+    def _ivs(self, version: int, subjects: Sequence[str]) -> np.ndarray | None:
+        if version in self.unbound:
+            return None  # written before the binding: RFC 3394's default IV
+        binder = self._binders.get(version)
+        if binder is None:
+            binder = self._binders[version] = _SubjectIV(
+                self.kek(version), self.keyring_id, version
+            )
+        return binder.ivs(subjects)
+
     def wrap(self, subjects: Sequence[str], raw: np.ndarray) -> list[WrappedKey]:
         """Rows storing ``raw[i]`` (shape ``(N, 16)``) for ``subjects[i]`` under the
-        current KEK."""
+        current KEK, each bound to its subject."""
         v = self.current
-        wrapped = keywrap.wrap_batch(self.kek(v), raw)
+        wrapped = keywrap.wrap_batch(self.kek(v), raw, iv=self._ivs(v, subjects))
         return [WrappedKey(s, v, wrapped[i].tobytes()) for i, s in enumerate(subjects)]
 
     def unwrap(self, rows: Sequence[WrappedKey]) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +184,8 @@ class KekSet:
         for version, idx in by_version.items():
             kek = self.kek(version)
             arr = np.frombuffer(b"".join(rows[i].wrapped for i in idx), np.uint8)
-            raw, good = keywrap.unwrap_batch(kek, arr.reshape(len(idx), WRAPPED_SIZE))
+            iv = self._ivs(version, [rows[i].subject for i in idx])
+            raw, good = keywrap.unwrap_batch(kek, arr.reshape(len(idx), WRAPPED_SIZE), iv=iv)
             keys[idx] = raw
             ok[idx] = good
             raw.fill(0)
@@ -141,12 +203,14 @@ class LocalDataKeys:
         store: KeyStore,
         *,
         rng: RandomSource | None = None,
+        unbound: Sequence[int] = (),
     ) -> None:
         if store.keyring_id != keyring_id:
             raise KeyringError("the key store belongs to another keyring")
         self._keyring_id = keyring_id
         self._secrets = secrets
-        self._kekset = KekSet(keyring_id, current_kek, secrets.keks)
+        self._unbound = tuple(unbound)
+        self._kekset = KekSet(keyring_id, current_kek, secrets.keks, unbound=self._unbound)
         self._store: KeyStore | None = store
         self._rng = rng or default_rng()
         self._keys: dict[str, DataKey] = {}
@@ -175,7 +239,7 @@ class LocalDataKeys:
 
     def set_secrets(self, secrets: kf.KeyringSecrets, current_kek: int) -> None:
         """Adopt the KEKs of a rewritten keyring file (after rotate or retire)."""
-        self._kekset = KekSet(self._keyring_id, current_kek, secrets.keks)
+        self._kekset = KekSet(self._keyring_id, current_kek, secrets.keks, unbound=self._unbound)
         self._secrets = secrets
 
     def forget(self, subject: str) -> None:
@@ -213,9 +277,13 @@ class LocalDataKeys:
         raw, ok = self._kekset.unwrap(rows)
         if not bool(ok.all()):
             raw.fill(0)
+            bad = [r.subject for r, good in zip(rows, ok, strict=True) if not good]
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
             raise IntegrityError(
-                "a wrapped data key in the store failed authentication",
-                hint="the key store was altered or belongs to another keyring",
+                f"the wrapped data key of subject {bad[0]!r}{more} in the store failed "
+                "authentication",
+                hint="the row was altered, moved from another subject, or belongs to "
+                "another keyring",
             )
         for r, k in zip(rows, raw, strict=True):
             self._keys[r.subject] = DataKey(k.tobytes())

@@ -5,7 +5,8 @@ module builds a path. Today a home is a directory::
 
     keyring.ksk       sealed keyring file (:mod:`keysplit.keyring.file`)
     keyring.pending   only between rekey prepare and commit (or after a crash there)
-    store.json        which key store holds the wrapped data keys: {"url", "keyring_id"}
+    store.json        which key store holds the wrapped data keys and in which format:
+                      {"url", "keyring_id", "default_iv_versions"}
     audit.log         the ceremony log (keysplit.audit)
     .lock             advisory lock serializing writers
     keys.sqlite       the default key store (``sqlite:keys.sqlite``), if that is the store
@@ -57,13 +58,21 @@ _MAX_RECORD = 8192
 
 
 class StoreRecord:
-    """The recorded store: its URL and the keyring id it was created for."""
+    """The recorded store: its URL, the keyring id it was created for, and the KEK versions
+    whose rows predate subject binding (RFC 3394 default IV; see :class:`KekSet`).
 
-    __slots__ = ("keyring_id", "url")
+    A keyring without a record predates both: default store, every version unbound. The
+    record is not authenticated, and need not be for the binding: a version listed wrongly
+    either way only makes its rows fail to open (no key leaves, none is accepted moved),
+    because rows with the default IV exist only under versions made before the binding.
+    """
 
-    def __init__(self, url: str, keyring_id: str) -> None:
+    __slots__ = ("default_iv_versions", "keyring_id", "url")
+
+    def __init__(self, url: str, keyring_id: str, default_iv_versions: tuple[int, ...]) -> None:
         self.url = url
         self.keyring_id = keyring_id
+        self.default_iv_versions = default_iv_versions
 
     def __repr__(self) -> str:
         return f"StoreRecord({self.url!r}, keyring_id={self.keyring_id!r})"
@@ -152,32 +161,50 @@ class KeyringHome:
         obj = _json.loads(raw, what="store record", max_bytes=_MAX_RECORD)
         if (
             not isinstance(obj, dict)
-            or set(obj) != {"url", "keyring_id"}
-            or not all(isinstance(v, str) for v in obj.values())
+            or set(obj) != {"url", "keyring_id", "default_iv_versions"}
+            or not isinstance(obj["url"], str)
+            or not isinstance(obj["keyring_id"], str)
+            or not isinstance(obj["default_iv_versions"], list)
+            or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 1 <= v < 2**32
+                for v in obj["default_iv_versions"]
+            )
         ):
-            raise FormatError(f"{p} must be an object with string fields url and keyring_id")
-        return StoreRecord(check_store_url(obj["url"]), obj["keyring_id"])
+            raise FormatError(
+                f"{p} must be an object with fields url, keyring_id (strings) and "
+                "default_iv_versions (KEK versions)"
+            )
+        return StoreRecord(
+            check_store_url(obj["url"]), obj["keyring_id"], tuple(obj["default_iv_versions"])
+        )
 
-    def record_store(self, url: str, keyring_id: str) -> None:
-        """Record the store URL (validated: no password) and the keyring id it serves."""
-        doc = {"url": check_store_url(url), "keyring_id": keyring_id}
+    def record_store(
+        self, url: str, keyring_id: str, default_iv_versions: tuple[int, ...] = ()
+    ) -> None:
+        """Record the store URL (validated: no password), the keyring id it serves and the
+        KEK versions whose rows use the default IV (none for a keyring made today)."""
+        doc = {
+            "url": check_store_url(url),
+            "keyring_id": keyring_id,
+            "default_iv_versions": sorted(default_iv_versions),
+        }
         atomic_write(
             self.path / STORE_RECORD_FILE,
             json.dumps(doc, sort_keys=True).encode() + b"\n",
         )
 
-    def store_url(self, keyring_id: str) -> str:
-        """The store URL to use for ``keyring_id``: recorded, else the embedded default.
-
-        A record made for another keyring id is refused (a copied or tampered record).
-        """
+    def store_record_for(self, keyring_id: str) -> StoreRecord | None:
+        """The record, refused if it was made for another keyring id (copied or tampered)."""
         rec = self.store_record()
-        if rec is None:
-            return default_store_url()
-        if rec.keyring_id != keyring_id:
+        if rec is not None and rec.keyring_id != keyring_id:
             raise KeyringError(
                 f"{self.path / STORE_RECORD_FILE} names the store of another keyring "
                 f"({rec.keyring_id}, expected {keyring_id})",
                 hint="restore the right store record or pass the store URL explicitly",
             )
-        return rec.url
+        return rec
+
+    def store_url(self, keyring_id: str) -> str:
+        """The store URL to use for ``keyring_id``: recorded, else the embedded default."""
+        rec = self.store_record_for(keyring_id)
+        return default_store_url() if rec is None else rec.url

@@ -85,6 +85,9 @@ class KeyringStatus:
     legal_holds: int
     pending_rekey: bool
     sealed: bool
+    store_url: str = ""
+    unbound_kek_versions: tuple[int, ...] = ()
+    """KEK versions whose rows predate subject binding (rotate, rewrap, retire them)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +105,8 @@ class KeyringStatus:
             "legal_holds": self.legal_holds,
             "pending_rekey": self.pending_rekey,
             "sealed": self.sealed,
+            "store_url": self.store_url,
+            "unbound_kek_versions": list(self.unbound_kek_versions),
         }
 
 
@@ -121,6 +126,8 @@ def status_of(kr: Keyring, store: KeyStore, *, sealed: bool) -> KeyringStatus:
         legal_holds=len(store.legal_holds()),
         pending_rekey=kr.pending is not None,
         sealed=sealed,
+        store_url=kr.store_url,
+        unbound_kek_versions=kr.unbound_kek_versions,
     )
 
 
@@ -260,6 +267,19 @@ class Keyring:
         if self._store_url is not None:
             return self._store_url
         return self.home.store_url(self.meta.keyring_id)
+
+    @property
+    def unbound_kek_versions(self) -> tuple[int, ...]:
+        """KEK versions whose stored rows predate subject binding (RFC 3394 default IV).
+
+        Empty for a keyring made today; every version of a keyring from before the binding
+        (no store record). Migrate: :meth:`UnsealedKeyring.rotate` (the new version is
+        bound), ``rewrap``, then ``retire`` the old versions.
+        """
+        rec = self.home.store_record_for(self.meta.keyring_id)
+        if rec is None:
+            return self.meta.kek_versions
+        return tuple(v for v in self.meta.kek_versions if v in rec.default_iv_versions)
 
     def open_store(self) -> KeyStore:
         """Open this keyring's key store (bound to its keyring id)."""

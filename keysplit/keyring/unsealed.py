@@ -55,7 +55,12 @@ class UnsealedKeyring:
         elif store.keyring_id != keyring.meta.keyring_id:
             raise KeyringError("the key store belongs to another keyring")
         self._dk: DataKeys = LocalDataKeys(
-            keyring.meta.keyring_id, secrets, keyring.meta.current_kek, store, rng=self.rng
+            keyring.meta.keyring_id,
+            secrets,
+            keyring.meta.current_kek,
+            store,
+            rng=self.rng,
+            unbound=keyring.unbound_kek_versions,
         )
 
     @classmethod
