@@ -22,7 +22,8 @@ Modules: :mod:`.file` (the sealed file format), :mod:`.home` (where it lives),
 :mod:`.sealed` (:class:`Keyring`), :mod:`.unseal` (:class:`Unsealer`), :mod:`.unsealed`
 (:class:`UnsealedKeyring`: records over :class:`DataKeys`), :mod:`.datakeys`
 (:class:`DataKeys`, :class:`LocalDataKeys`, :class:`KekSet`), :mod:`.admin` (rotate,
-retire, shred, hold, rekey), :mod:`.rewrap` (the bulk rewrap loop).
+retire, shred, hold, rekey), :mod:`.rewrap` (the bulk rewrap loop), :mod:`.fingerprint`
+(the trust anchor for sealing without a quorum).
 
 Events: every public operation reports ``on_event(name, details)`` with secret-free
 details (names, counts, versions, ids), the seam for the audit log.
@@ -31,6 +32,7 @@ details (names, counts, versions, ids), the seam for the audit log.
 from __future__ import annotations
 
 from .datakeys import DataKeys, KekSet, LocalDataKeys
+from .fingerprint import FingerprintMismatch, check_fingerprint, fingerprint
 from .home import AUDIT_FILE, KEYRING_FILE, LOCK_FILE, PENDING_FILE, STORE_FILE, KeyringHome
 from .rewrap import RewrapResult, rewrap_store
 from .sealed import HPKE_SUITE, Keyring, KeyringStatus, hpke_seal
@@ -45,6 +47,7 @@ __all__ = [
     "PENDING_FILE",
     "STORE_FILE",
     "DataKeys",
+    "FingerprintMismatch",
     "KekSet",
     "Keyring",
     "KeyringHome",
@@ -54,6 +57,8 @@ __all__ = [
     "UnsealProgress",
     "UnsealedKeyring",
     "Unsealer",
+    "check_fingerprint",
+    "fingerprint",
     "hpke_seal",
     "rewrap_store",
 ]

@@ -19,6 +19,7 @@ from ..rng import RandomSource, default_rng
 from ..share import Share, split
 from ..store import KeyStore, check_store_url, default_store_url, open_store
 from . import file as kf
+from .fingerprint import check_fingerprint, fingerprint
 from .home import KeyringHome
 
 if TYPE_CHECKING:
@@ -34,11 +35,27 @@ AES-128-GCM, base mode)."""
 EventHook = Callable[[str, Mapping[str, Any]], None]
 
 
-def hpke_seal(public_key: bytes, plaintext: bytes, info: bytes = b"") -> bytes:
+def hpke_seal(
+    public_key: bytes | Keyring,
+    plaintext: bytes,
+    info: bytes = b"",
+    *,
+    expect: str | None = None,
+) -> bytes:
     """Seal ``plaintext`` to a keyring's public key; needs no quorum.
 
-    Only :meth:`UnsealedKeyring.hpke_open` with the same ``info`` can open it.
+    Only :meth:`UnsealedKeyring.hpke_open` with the same ``info`` can open it. Pass the
+    :class:`Keyring` and ``expect`` (its fingerprint, obtained outside the keyring
+    directory) to refuse a replaced public key with :class:`FingerprintMismatch` before
+    anything is sealed; the fingerprint commits to the keyring id too, so ``expect``
+    needs the keyring, not raw key bytes.
     """
+    if isinstance(public_key, Keyring):
+        if expect is not None:
+            public_key.check_fingerprint(expect)
+        public_key = public_key.public_key
+    elif expect is not None:
+        raise TypeError("hpke_seal(..., expect=) needs the Keyring (its id is fingerprinted)")
     if not isinstance(public_key, bytes) or len(public_key) != 32:
         raise ValueError("public_key must be the keyring's 32-byte X25519 public key")
     pk = X25519PublicKey.from_public_bytes(public_key)
@@ -289,6 +306,17 @@ class Keyring:
     def public_key(self) -> bytes:
         """The keyring's X25519 public key (32 bytes): seal data with :func:`hpke_seal`."""
         return bytes.fromhex(self.meta.public_key)
+
+    @property
+    def fingerprint(self) -> str:
+        """``ksk1...``: commits to the public key and keyring id (:mod:`.fingerprint`).
+        Print it at init, keep it outside the directory, check it before sealing."""
+        return fingerprint(self.meta.keyring_id, self.public_key)
+
+    def check_fingerprint(self, expected: str) -> None:
+        """Raise :class:`FingerprintMismatch` unless ``expected`` is :attr:`fingerprint`
+        (a malformed ``expected`` is a :class:`FormatError`)."""
+        check_fingerprint(expected, self.meta.keyring_id, self.public_key)
 
     @property
     def recipient(self) -> X25519PublicKey:
