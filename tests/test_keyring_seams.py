@@ -4,6 +4,7 @@ recorded in the keyring's home, the RNG threaded through every draw, the rewrap 
 from __future__ import annotations
 
 import json
+import pickle
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,6 +107,9 @@ def test_rewrap_job_over_ranges_with_handed_over_keks(tmp_path: Path) -> None:
         keks = ku.keks_for_rewrap()
         assert keks.current == v and keks.versions == (1, v)
         assert "redacted" in repr(keks)
+        _, ok = keks.unwrap(list(ku.store.get_many(["s0000"]).values()))
+        assert ok.all()
+        keks = pickle.loads(pickle.dumps(keks))  # as handed to a job in another process
         first = rewrap_store(keks, ku.store, batch_size=64, until="s0149")
         assert (first.rewrapped, first.remaining) == (150, 150)
         second = rewrap_store(keks, ku.store, batch_size=64, after="s0149")

@@ -141,6 +141,14 @@ class KekSet:
     def __repr__(self) -> str:
         return f"KekSet(<redacted>, current={self.current}, versions={sorted(self._keks)})"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Picklable (for a rewrap job in another process; the pickle holds every KEK):
+        the derived IV states are rebuilt on the other side."""
+        return (KekSet, (self.keyring_id, self.current, self._keks), {"unbound": self.unbound})
+
+    def __setstate__(self, state: dict[str, frozenset[int]]) -> None:
+        self.unbound = frozenset(state["unbound"])
+
     @property
     def versions(self) -> tuple[int, ...]:
         return tuple(sorted(self._keks))
