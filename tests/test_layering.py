@@ -103,9 +103,7 @@ def _violations(path: Path) -> set[str]:
 
 
 def test_cli_imports_only_public_keysplit_names() -> None:
-    found = {
-        (str(p.relative_to(ROOT)), v) for p in _py_files(ROOT / "cli") for v in _violations(p)
-    }
+    found = {(str(p.relative_to(ROOT)), v) for p in _py_files(ROOT / "cli") for v in _violations(p)}
     assert found - ALLOWED == set(), "the CLI imports non-public keysplit names"
     assert ALLOWED - found == set(), "fixed: remove these from ALLOWED in tests/test_layering.py"
 
@@ -160,3 +158,16 @@ def test_old_hazmat_paths_are_the_same_modules() -> None:
 
     assert Recipient is keysplit.Recipient and seal_share is keysplit.seal_share
     assert StreamRecipient is KeyringPublicKey
+
+
+def test_every_library_package_is_declared_for_installation() -> None:
+    """A subpackage missing from pyproject's list is absent from a non-editable install."""
+    import tomllib
+
+    declared = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "keysplit").rglob("__init__.py")
+    }
+    assert found <= declared
