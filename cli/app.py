@@ -46,6 +46,7 @@ _COMMAND_MODULES = (
     "cmd_convert",
     "cmd_demo",
     "cmd_bench",
+    "cmd_service",
 )
 
 

@@ -298,8 +298,13 @@ def unseal_cmd(
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    server: str | None = typer.Option(
+        None, "--server", metavar="URL", help="Unseal a running key service (unix:PATH, https://)."
+    ),
 ) -> None:
     """Check that a quorum of custodians can unseal the keyring (an unseal drill).
+
+    With --server, send this custodian's share (sealed to the service) to 'keysplit serve'.
 
     Verifies every share and the recovered master key and reports the keyring id.
 
@@ -307,6 +312,12 @@ def unseal_cmd(
 
     Exit codes: 0 verified; 1 bad, foreign or too few shares, wrong secret; 2 usage.
     """
+    if server is not None:
+        from .cmd_service import remote_unseal
+
+        return remote_unseal(
+            directory, server, _source(share, identity, passphrase_file), as_json=as_json
+        )
     kr = _open(directory)
     ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:

@@ -51,6 +51,7 @@ from .keyring import (
     UnsealProgress,
     hpke_seal,
 )
+from .service import Client, RecordKeyring
 from .share import Share, combine, secret_fingerprint, split, verify_set
 from .store import KeyStore, SQLiteKeyStore, WrappedKey
 from .stream import (
@@ -73,6 +74,7 @@ __all__ = [
     "AuditLog",
     "AuditReport",
     "ChecksumError",
+    "Client",
     "CustodianError",
     "DuplicateShareError",
     "FormatError",
@@ -88,6 +90,7 @@ __all__ = [
     "MixedSharesError",
     "PermissionDenied",
     "Recipient",
+    "RecordKeyring",
     "RecoveryError",
     "RewrapResult",
     "SQLiteKeyStore",
