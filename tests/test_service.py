@@ -28,8 +28,9 @@ from test_service_helpers import (
 )
 
 import keysplit
-from keysplit import Client, Keyring, PermissionDenied, SealedError, Share
+from keysplit import Client, Keyring, PermissionDenied, SealedError
 from keysplit.service import RecordKeyring, StaleNonceError
+from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
 
 pytestmark = pytest.mark.slow
 
@@ -168,19 +169,22 @@ def test_three_custodians_3of5_wrong_share_first_and_clients(tmp_path: Path, soc
 
 @pytest.fixture
 def served(tmp_path: Path, sockdir: Path) -> Iterator[tuple[Path, Server, dict[str, str]]]:
-    """A 2-of-3 keyring, served and unsealed, with a few tokens."""
-    vault = make_keyring(tmp_path, 2, ["a", "b", "c"])
-    q = [share_file(tmp_path / "vault-shares", n) for n in "ab"]
-    tokens = {
-        "enc": make_token(tmp_path, vault, "enc", "encrypt", "contacts/", q),
-        "all": make_token(
-            tmp_path, vault, "all", "encrypt,decrypt,datakey,shred,hold,rewrap,rotate,seal", "", q
-        ),
-    }
-    with Server(vault, sockdir / "s.sock") as srv:
+    """A 2-of-3 keyring with two tokens, served and unsealed (set up through the library,
+    not the CLI, to keep process start-ups few; the CLI paths are tested above)."""
+    kr, shares = Keyring.create(tmp_path / "vault", 2, ["a", "b", "c"])
+    with kr.unseal([shares["a"], shares["b"]]) as ukr:
+        key = mac_key(ukr.audit_key(), kr.keyring_id)
+        tl = TokenList.read(kr.path, kr.keyring_id)
+        tokens = {
+            "enc": tl.create(key, name="enc", allow=["encrypt"], subject_prefix="contacts/")[0],
+            "all": tl.create(key, name="all", allow=list(OPERATIONS), subject_prefix="")[0],
+        }
+    with Server(kr.path, sockdir / "s.sock") as srv:
+        c = Client(srv.url)
         for n in "ab":
-            assert unseal(tmp_path, vault, srv, n).returncode == 0
-        yield vault, srv, tokens
+            c.submit_share(shares[n], c.unseal_offer(), keyring_id=kr.keyring_id)
+        assert c.service_status()["sealed"] is False
+        yield kr.path, srv, tokens
 
 
 def test_out_of_policy_and_unknown_tokens_refused(
@@ -203,32 +207,29 @@ def test_out_of_policy_and_unknown_tokens_refused(
 
 
 def test_stale_nonce_share_refused(tmp_path: Path, sockdir: Path) -> None:
-    vault = make_keyring(tmp_path, 2, ["a", "b", "c"])
-    shares = tmp_path / "vault-shares"
-    with Server(vault, sockdir / "s.sock") as srv:
+    kr, shares = Keyring.create(tmp_path / "vault", 2, ["a", "b", "c"])
+    with Server(kr.path, sockdir / "s.sock") as srv:
         c = Client(srv.url)
         old = c.unseal_offer()
-        share = keysplit.load_share(share_file(shares, "a").read_bytes())
-        assert c.submit_share(share, old, keyring_id=old["keyring_id"])["progress"]["have"] == 1
+        assert c.submit_share(shares["a"], old, keyring_id=kr.keyring_id)["progress"]["have"] == 1
         assert c.reset_unseal() is True
         assert c.service_status()["progress"]["have"] == 0
-        share_b = keysplit.load_share(share_file(shares, "b").read_bytes())
         with pytest.raises(StaleNonceError, match="stale nonce"):
-            c.submit_share(share_b, old, keyring_id=old["keyring_id"])
+            c.submit_share(shares["b"], old, keyring_id=kr.keyring_id)
         new = c.unseal_offer()
         assert new["nonce"] != old["nonce"] and new["public_key"] != old["public_key"]
         assert c.service_status()["progress"]["have"] == 0  # the stale share was not counted
-        # an unseal attempt cannot be fed a share sealed for another keyring id either
         with pytest.raises(keysplit.KeysplitError, match="serves keyring"):
-            c.submit_share(share_b, new, keyring_id="00" * 16)
+            c.submit_share(shares["b"], new, keyring_id="00" * 16)  # CLI of another keyring
 
 
 def test_unseal_timeout_expires_progress(tmp_path: Path, sockdir: Path) -> None:
-    vault = make_keyring(tmp_path, 2, ["a", "b", "c"])
-    with Server(vault, sockdir / "s.sock", "--unseal-timeout", "0.5") as srv:
-        assert unseal(tmp_path, vault, srv, "a").returncode == 0
+    kr, shares = Keyring.create(tmp_path / "vault", 2, ["a", "b", "c"])
+    with Server(kr.path, sockdir / "s.sock", "--unseal-timeout", "0.5") as srv:
+        c = Client(srv.url)
+        c.submit_share(shares["a"], c.unseal_offer(), keyring_id=kr.keyring_id)
         threading.Event().wait(1.0)
-        st = Client(srv.url).service_status()
+        st = c.service_status()
         assert st["sealed"] and st["progress"]["have"] == 0
 
 
@@ -331,4 +332,100 @@ def test_tampered_token_list_refuses_every_token(
     with pytest.raises(PermissionDenied):
         c.encrypt(b"x", subject="contacts/1")  # fail closed: the list is not trusted at all
     assert "token list refused" in srv.log.read_text()
-    assert Share  # imported for the type users see in the docs
+
+
+def _certs(d: Path) -> dict[str, Path]:
+    """A throwaway CA, a server cert for 127.0.0.1 and a client cert (cryptography x509)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("test ca"))
+        .issuer_name(name("test ca"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    out = {"ca": d / "ca.pem"}
+    out["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for who, san in (("server", True), ("client", False)):
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(name(who))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+        if san:
+            b = b.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+        cert = b.sign(ca_key, hashes.SHA256())
+        out[f"{who}-cert"] = d / f"{who}.pem"
+        out[f"{who}-cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        out[f"{who}-key"] = d / f"{who}.key"
+        out[f"{who}-key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return out
+
+
+def test_tcp_with_mutual_tls(tmp_path: Path, sockdir: Path) -> None:
+    import socket as _socket
+
+    certs = _certs(tmp_path)
+    with _socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kr, shares = Keyring.create(tmp_path / "vault", 2, ["a", "b", "c"])
+    with kr.unseal([shares["a"], shares["b"]]) as ukr:
+        tl = TokenList.read(kr.path, kr.keyring_id)
+        key = mac_key(ukr.audit_key(), kr.keyring_id)
+        token = tl.create(key, name="tls", allow=["encrypt", "decrypt", "seal"], subject_prefix="")[
+            0
+        ]
+        no_seal = tl.create(key, name="noseal", allow=["encrypt"], subject_prefix="")[0]
+    extra = ("--listen", f"127.0.0.1:{port}", "--tls-cert", str(certs["server-cert"]))
+    extra += ("--tls-key", str(certs["server-key"]), "--client-ca", str(certs["ca"]))
+    with Server(kr.path, sockdir / "s.sock", *extra) as srv:
+        url = f"https://127.0.0.1:{port}"
+        tls = dict(
+            ca=str(certs["ca"]), cert=str(certs["client-cert"]), key=str(certs["client-key"])
+        )
+        c = Client(url, token=token, **tls)  # type: ignore[arg-type]
+        assert c.service_status()["sealed"] is True
+        for n in "bc":  # remote unseal over TLS works too
+            c.submit_share(shares[n], c.unseal_offer(), keyring_id=kr.keyring_id)
+        rec = c.encrypt(b"over tls", subject="t/1")
+        assert Client(srv.url, token=token).decrypt(rec, subject="t/1") == b"over tls"
+        with pytest.raises(keysplit.KeysplitError):  # no client certificate: handshake refused
+            Client(url, token=token, ca=str(certs["ca"])).service_status()
+        with pytest.raises(keysplit.KeysplitError):  # server cert not trusted without the CA
+            Client(url, token=token, cert=tls["cert"], key=tls["key"]).service_status()
+        with pytest.raises(PermissionDenied):  # over TCP, seal needs a token allowed 'seal'
+            Client(url, token=no_seal, **tls).seal()  # type: ignore[arg-type]
+        assert c.seal() is True
+        assert Client(srv.url).service_status()["sealed"] is True
