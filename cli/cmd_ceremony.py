@@ -301,6 +301,7 @@ def unseal_cmd(
     server: str | None = typer.Option(
         None, "--server", metavar="URL", help="Unseal a running key service (unix:PATH, https://)."
     ),
+    reset: bool = typer.Option(False, "--reset", help="With --server: discard unseal progress."),
 ) -> None:
     """Check that a quorum of custodians can unseal the keyring (an unseal drill).
 
@@ -315,9 +316,10 @@ def unseal_cmd(
     if server is not None:
         from .cmd_service import remote_unseal
 
-        return remote_unseal(
-            directory, server, _source(share, identity, passphrase_file), as_json=as_json
-        )
+        src = _source(share, identity, passphrase_file)
+        return remote_unseal(directory, server, src, as_json=as_json, reset=reset)
+    if reset:
+        fail("--reset needs --server", code=EXIT_USAGE)
     kr = _open(directory)
     ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:

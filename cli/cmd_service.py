@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from keysplit import Keyring
+from keysplit import Keyring, KeysplitError
 from keysplit.service import Client
 from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
 from keysplit.service.unseal import key_fingerprint
@@ -27,6 +27,7 @@ from ._quorum import (
     QuorumSource,
     _Opener,
     gather_quorum,
+    relabel,
 )
 from .app import app
 
@@ -38,6 +39,7 @@ token_app = typer.Typer(
 )
 app.add_typer(token_app, name="token")
 
+_MAX_TRIES = 5
 TOKEN_FILE_HELP = "File holding the service token (never pass tokens in argv)."  # noqa: S105
 
 
@@ -115,51 +117,76 @@ def seal_cmd(
     info("sealed" if was else "already sealed")
 
 
-def remote_unseal(directory: Path, server: str, src: QuorumSource, *, as_json: bool) -> None:
+def remote_unseal(
+    directory: Path, server: str, src: QuorumSource, *, as_json: bool, reset: bool = False
+) -> None:
     """``keysplit unseal DIR --server URL``: send this custodian's share(s) to the service.
 
     Each share is opened here and HPKE-sealed to the attempt key the server publishes, so
-    it never travels in clear. The server checks it at once and names what is wrong.
+    it never travels in clear. The server checks it at once and names what is wrong;
+    interactively the custodian may then try another file.
     """
     kr = Keyring.open(directory)
-    client = Client(server)
-    opener = _Opener(src)
-    offer = client.unseal_offer()
-    if not offer.get("sealed", True):
-        info(f"keyring {kr.keyring_id} is already unsealed at {server}")
-        typer.echo(json.dumps({"sealed": False}) if as_json else "unsealed")
-        return
-    info(
-        f"unseal attempt key {key_fingerprint(bytes.fromhex(str(offer['public_key'])))} "
-        "(compare with the server's log)"
-    )
-    paths = list(src.shares)
-    if src.interactive:
-        answer = typer.prompt("Share file", err=True)
-        paths = [Path(str(answer).strip()).expanduser()]
-    result: Any = {}
-    for path in paths:
-        share = opener.open(path)
+    with Client(server) as client:
+        if reset:
+            had = client.reset_unseal()
+            info("unseal progress discarded" if had else "no unseal progress to discard")
+            if src.interactive:
+                typer.echo(json.dumps({"reset": had}) if as_json else "reset")
+                return
         offer = client.unseal_offer()
         if not offer.get("sealed", True):
-            info(f"  {path}: not needed (already unsealed)")
-            break
-        try:
-            result = client.submit_share(share, offer, keyring_id=kr.keyring_id)
-        except Exception as exc:
-            from keysplit import KeysplitError
+            info(f"keyring {kr.keyring_id} is already unsealed at {server}")
+            typer.echo(json.dumps({"sealed": False}) if as_json else "unsealed")
+            return
+        fp = key_fingerprint(bytes.fromhex(str(offer["public_key"])))
+        info(f"unseal attempt key {fp} (compare with the server's log)")
+        opener = _Opener(src)
+        result: dict[str, Any] = {}
 
-            if isinstance(exc, KeysplitError):
-                fail(f"{path}: {exc}", exc.hint)
-            raise
-        p = result["progress"]
-        state = "unsealed" if not result["sealed"] else "sealed"
-        info(f"  [{p['have']}/{p['need']}] {path} accepted; service {state}")
-    client.close()
+        def send(path: Path) -> bool:
+            """Send one share; False once the service is unsealed (nothing more needed)."""
+            nonlocal result
+            share = opener.open(path)
+            current = client.unseal_offer()
+            if not current.get("sealed", True):
+                info(f"  {path}: not needed (already unsealed)")
+                return False
+            try:
+                result = client.submit_share(share, current, keyring_id=kr.keyring_id)
+            except KeysplitError as exc:
+                raise relabel(exc, str(path)) from None
+            p = result["progress"]
+            state = "sealed" if result["sealed"] else "unsealed"
+            info(f"  [{p['have']}/{p['need']}] {path} accepted; service {state}")
+            return bool(result["sealed"])
+
+        if not src.interactive:
+            for path in src.shares:
+                if not send(path):
+                    break
+        else:
+            for _ in range(_MAX_TRIES):
+                answer = str(
+                    typer.prompt(
+                        "Share file (empty to stop)", default="", show_default=False, err=True
+                    )
+                ).strip()
+                if not answer:
+                    break
+                try:
+                    send(Path(answer).expanduser())
+                    break
+                except (KeysplitError, OSError) as exc:
+                    msg = str(exc) if isinstance(exc, KeysplitError) else f"cannot read {answer}"
+                    typer.echo(f"rejected: {msg}", err=True)
+            else:
+                fail(f"giving up after {_MAX_TRIES} rejected shares")
+    sealed = result.get("sealed", True) if result else True
     if as_json:
         typer.echo(json.dumps(result))
     else:
-        typer.echo("unsealed" if result and not result.get("sealed", True) else "sealed")
+        typer.echo("sealed" if sealed else "unsealed")
 
 
 @token_app.command("create")

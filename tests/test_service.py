@@ -429,3 +429,31 @@ def test_tcp_with_mutual_tls(tmp_path: Path, sockdir: Path) -> None:
             Client(url, token=no_seal, **tls).seal()  # type: ignore[arg-type]
         assert c.seal() is True
         assert Client(srv.url).service_status()["sealed"] is True
+
+
+def test_cli_interactive_remote_unseal_retry_and_reset(tmp_path: Path, sockdir: Path) -> None:
+    """A custodian types a foreign share file first, is told why, then the right one;
+    --reset discards progress. (CliRunner in process against a real served socket.)"""
+    from keysplit_cli.app import app
+    from typer.testing import CliRunner
+
+    vault = make_keyring(tmp_path, 2, ["a", "b", "c"])
+    make_keyring(tmp_path, 2, ["x", "y"], dirname="other")
+    wrong = share_file(tmp_path / "other-shares", "x")
+    right = share_file(tmp_path / "vault-shares", "a")
+    runner = CliRunner()
+    with Server(vault, sockdir / "s.sock") as srv:
+        r = runner.invoke(
+            app, ["unseal", str(vault), "--server", srv.url], input=f"{wrong}\n{right}\n"
+        )
+        assert r.exit_code == 0, r.output
+        assert "rejected:" in r.output and "does not belong" in r.output
+        assert "[1/2]" in r.output
+        assert Client(srv.url).service_status()["progress"]["have"] == 1
+        r = runner.invoke(app, ["unseal", str(vault), "--server", srv.url, "--reset"])
+        assert r.exit_code == 0 and "discarded" in r.output
+        assert Client(srv.url).service_status()["progress"]["have"] == 0
+        r = runner.invoke(app, ["unseal", str(vault), "--reset"])
+        assert r.exit_code == 2 and "--reset needs --server" in r.output
+        r = runner.invoke(app, ["token", "list", str(vault)])
+        assert r.exit_code == 0
