@@ -23,6 +23,7 @@ from keysplit.errors import (
     RecoveryError,
     ShareError,
 )
+from keysplit.service import RecordKeyring
 from keysplit.service import _wire as wire
 from keysplit.service.core import KeyService, Request
 from keysplit.service.tokens import OPERATIONS, TokenList, hash_token, mac_key
@@ -353,3 +354,29 @@ def _timed(fn: object) -> float:
     t0 = time.perf_counter()
     fn()  # type: ignore[operator]
     return time.perf_counter() - t0 + 1e-9
+
+
+def test_precheck_refuses_from_headers_alone(service: tuple[KeyService, dict[str, str]]) -> None:
+    svc, tokens = service
+    assert svc.precheck(_req("/v1/encrypt", None)).status == 401  # type: ignore[union-attr]
+    assert svc.precheck(_req("/v1/encrypt", "kst1_" + "y" * 43)).status == 401  # type: ignore[union-attr]
+    assert svc.precheck(_req("/v1/encrypt", tokens["enc"])) is None  # policy checked with body
+    assert svc.precheck(_req("/v1/status", None, method="GET")) is None
+    assert svc.precheck(Request("POST", "/v1/seal", {}, b"", local=True)) is None
+    assert svc.precheck(Request("POST", "/v1/seal", {}, b"", local=False)).status == 401  # type: ignore[union-attr]
+    svc.seal("test")
+    assert svc.precheck(_req("/v1/decrypt", tokens["enc"])).status == 503  # type: ignore[union-attr]
+
+
+def _use(k: RecordKeyring) -> bytes:
+    """Typed against the Protocol: mypy checks both implementations fit it."""
+    return k.decrypt(k.encrypt(b"p", subject="s"), subject="s")
+
+
+def test_unsealed_keyring_satisfies_the_protocol(ring: tuple[keysplit.Keyring, dict]) -> None:
+    kr, shares = ring
+    with kr.unseal([shares["a"], shares["c"]]) as u:
+        assert isinstance(u, RecordKeyring) and _use(u) == b"p"
+    assert isinstance(keysplit.Client("unix:/nonexistent"), RecordKeyring)
+    with pytest.raises(keysplit.service.ServiceError, match="cannot reach"):
+        _use(keysplit.Client("unix:/nonexistent/sock"))

@@ -225,6 +225,22 @@ class KeyService:
         except (KeysplitError, ValueError, TypeError) as exc:
             return Response(_status_for(exc), wire.error_body(exc))
 
+    _PUBLIC = frozenset({"/v1/status", "/v1/unseal", "/v1/unseal/reset"})
+
+    def precheck(self, req: Request) -> Response | None:
+        """Refuse a request from its headers alone (sealed, no or unknown token), so an
+        unauthenticated peer cannot make the server read a large body first."""
+        if req.path in self._PUBLIC or (req.method, req.path) not in self._routes:
+            return None
+        local_seal = req.local and "authorization" not in req.headers
+        if req.path == "/v1/seal" and (self.sealed or local_seal):
+            return None
+        try:
+            self._authorize(req, None)
+        except _Denied as d:
+            return Response(d.status, wire.error_body(d.exc))
+        return None
+
     def _authorize(self, req: Request, op: str | None, subjects: Sequence[str] = ()) -> TokenPolicy:
         """The token's policy, or :class:`_Denied`; ``op=None`` accepts any valid token."""
         kr = self._kr

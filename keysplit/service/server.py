@@ -47,9 +47,13 @@ def make_app(service: KeyService) -> web.Application:
     async def handler(request: web.Request) -> web.StreamResponse:
         sock = request.transport.get_extra_info("socket") if request.transport else None
         local = sock is not None and sock.family == socket.AF_UNIX
-        body = await request.read()
         headers = {k.lower(): v for k, v in request.headers.items()}
-        r = service.handle(Request(request.method, request.path, headers, body, local))
+        early = service.precheck(Request(request.method, request.path, headers, b"", local))
+        if early is not None:
+            r = early
+        else:
+            body = await request.read()
+            r = service.handle(Request(request.method, request.path, headers, body, local))
         return web.Response(status=r.status, body=r.body, content_type=r.content_type)
 
     app = web.Application(client_max_size=wire.MAX_BODY)
