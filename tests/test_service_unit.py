@@ -380,3 +380,20 @@ def test_unsealed_keyring_satisfies_the_protocol(ring: tuple[keysplit.Keyring, d
     assert isinstance(keysplit.Client("unix:/nonexistent"), RecordKeyring)
     with pytest.raises(keysplit.service.ServiceError, match="cannot reach"):
         _use(keysplit.Client("unix:/nonexistent/sock"))
+
+
+def test_rekey_while_sealed_is_picked_up(ring: tuple[keysplit.Keyring, dict]) -> None:
+    """A sealed service re-reads the keyring at each new unseal attempt, so a rekey done
+    meanwhile needs the new shares (and the old ones are refused as foreign)."""
+    kr, shares = ring
+    svc = KeyService(kr.path, log=lambda m: None)
+    assert svc.remote.offer()["progress"]["have"] == 0
+    svc.remote.reset()
+    with kr.unseal([shares["a"], shares["b"]]) as u:
+        new = u.rekey()
+    with pytest.raises(MixedSharesError):
+        _send(svc.remote, shares["a"], kr.keyring_id)
+    _send(svc.remote, new["a"], kr.keyring_id)
+    _, opened = _send(svc.remote, new["c"], kr.keyring_id)
+    assert opened is not None and svc.keyring.meta.generation == 2
+    opened.close()  # type: ignore[attr-defined]

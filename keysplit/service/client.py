@@ -161,6 +161,7 @@ class Client:
             headers["Authorization"] = f"Bearer {self._token}"
         for attempt in (0, 1):
             conn = self._conn()
+            reused = conn.sock is not None
             try:
                 conn.request(method, path, body=body, headers=headers)
                 resp = conn.getresponse()
@@ -169,8 +170,12 @@ class Client:
             except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
                 conn.close()
                 self._local.conn = None
-                # A kept-alive connection the server closed: retry once on a fresh one.
-                if attempt == 1 or isinstance(exc, (FileNotFoundError, socket.timeout)):
+                # Retry once, on a fresh connection, only when a kept-alive one turned out
+                # closed by the server (it never saw the request); never after a timeout.
+                stale = reused and isinstance(
+                    exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+                )
+                if attempt == 1 or not stale:
                     raise ServiceError(
                         f"cannot reach the key service at {self.url}: {exc}",
                         hint="is keysplit serve running?",

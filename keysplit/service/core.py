@@ -119,8 +119,7 @@ class KeyService:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.directory = Path(directory)
-        self.keyring = Keyring.open(self.directory)
-        self.remote = RemoteUnseal(self.keyring, timeout=unseal_timeout)
+        self.remote = RemoteUnseal(Keyring.open(self.directory), timeout=unseal_timeout)
         self._kr: UnsealedKeyring | None = None
         self._audit_log: AuditLog | None = None
         self._mac_key: bytes | None = None
@@ -145,6 +144,10 @@ class KeyService:
         }
 
     # -- state --------------------------------------------------------------------------------
+
+    @property
+    def keyring(self) -> Keyring:
+        return self.remote.keyring
 
     @property
     def sealed(self) -> bool:

@@ -88,6 +88,11 @@ class RemoteUnseal:
         self._clock = clock
         self._attempt: _Attempt | None = None
 
+    @property
+    def keyring(self) -> Keyring:
+        """The sealed keyring as of the current (or last) unseal attempt."""
+        return self._kr
+
     def _expire(self) -> None:
         a = self._attempt
         if a is not None and self._clock() - a.started > self.timeout:
@@ -96,6 +101,8 @@ class RemoteUnseal:
     def _current(self) -> _Attempt:
         self._expire()
         if self._attempt is None:
+            # Re-read the keyring file: a rekey or rotate done while sealed is picked up.
+            self._kr = Keyring.open(self._kr.path)
             priv = X25519PrivateKey.generate()
             pub = priv.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
             self._attempt = _Attempt(
