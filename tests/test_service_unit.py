@@ -43,6 +43,7 @@ def test_frame_roundtrip(items: list[bytes | None], data: st.DataObject) -> None
     frame = wire.encode_frame(header, items, subjects)
     h, s, out = wire.decode_frame(frame)
     assert h == header and out == items and s == subjects
+    assert wire.decode_frame(wire.encode_frame({}, items))[1] == [""] * len(items)
     # every truncation and every extension is refused, never misparsed
     for cut in {0, 3, 8, len(frame) // 2, len(frame) - 1}:
         if cut < len(frame):
@@ -314,22 +315,21 @@ def test_datakey_matches_the_keyring(
     kr, shares = ring
     with kr.unseal([shares["b"], shares["c"]]) as u:
         rec = u.encrypt(b"secret", subject="s/1", context={"k": "v"})
-    r = svc.handle(
-        _req(
-            "/v1/datakey",
-            tokens["all"],
-            json.dumps({"subjects": ["s/1", "s/none", "", "s/1"], "create": False}).encode(),
-        )
-    )
+    subjects = ["s/1", "s/none", "", "s/1"]
+    frame = wire.encode_frame({"create": False}, [None] * 4, subjects)
+    r = svc.handle(_req("/v1/datakey", tokens["all"], frame))
     head, _, keys = wire.decode_frame(r.body)
     assert keys[0] is not None and keys[0] == keys[3] and len(keys[0]) == 16
     assert keys[1] is None and head["errors"]["1"]["type"] == "IntegrityError"
+    assert keys[2] is None and "2" in head["errors"]  # an invalid subject, named
     dk = envelope.DataKey(keys[0])
     assert envelope.decrypt(dk, rec, subject="s/1", context={"k": "v"}) == b"secret"
     with pytest.raises(PermissionDenied):
         raise wire.error_from_dict(
             json.loads(
-                svc.handle(_req("/v1/datakey", tokens["enc"], b'{"subjects":["c/1"]}')).body
+                svc.handle(
+                    _req("/v1/datakey", tokens["enc"], wire.encode_frame({}, [None], ["c/1"]))
+                ).body
             )["error"]
         )
 

@@ -22,6 +22,7 @@ Errors are JSON ``{"error": {"type": "SealedError", "message": "...", "hint": ..
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 from collections.abc import Mapping, Sequence
@@ -111,21 +112,16 @@ def decode_frame(
         raise FormatError(f"{what}: payload length does not match its length table")
     view = memoryview(data)
     subjects: list[str] = []
-    if any(slens):
-        try:
-            for ln in slens:
-                subjects.append(str(view[pos : pos + ln], "utf-8"))
-                pos += ln
-        except UnicodeDecodeError:
-            raise FormatError(f"{what}: a subject is not UTF-8") from None
-    items: list[bytes | None] = []
-    append = items.append
-    for ln in ilens:
-        if ln < 0:
-            append(None)
-        else:
-            append(bytes(view[pos : pos + ln]))
+    try:
+        for ln in slens:
+            subjects.append(str(view[pos : pos + ln], "utf-8"))
             pos += ln
+    except UnicodeDecodeError:
+        raise FormatError(f"{what}: a subject is not UTF-8") from None
+    ends = list(itertools.accumulate((x if x > 0 else 0 for x in ilens), initial=pos))
+    items: list[bytes | None] = [
+        None if ln < 0 else data[ends[i] : ends[i + 1]] for i, ln in enumerate(ilens)
+    ]
     return header, subjects, items
 
 

@@ -111,6 +111,7 @@ class Client:
         self._cache_uses = cache_max_records
         self._cache: dict[str, _Cached] = {}
         self._cache_lock = threading.Lock()
+        self._conns: list[http.client.HTTPConnection] = []
 
     def __repr__(self) -> str:
         return f"Client({self.url!r}, token={'<set>' if self._token else None})"
@@ -131,13 +132,18 @@ class Client:
                     self._host, self._port, timeout=self._timeout, context=self._ssl
                 )
             self._local.conn = c
+            with self._cache_lock:
+                self._conns.append(c)
         return c
 
     def close(self) -> None:
-        c = getattr(self._local, "conn", None)
-        if c is not None:
+        """Close every thread's connection and forget cached keys (the client stays usable:
+        the next call reconnects)."""
+        with self._cache_lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
             c.close()
-            self._local.conn = None
+        self._local = threading.local()
         self.drop_cache()
 
     def __enter__(self) -> Client:
@@ -170,6 +176,9 @@ class Client:
             except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
                 conn.close()
                 self._local.conn = None
+                with self._cache_lock:
+                    if conn in self._conns:
+                        self._conns.remove(conn)
                 # Retry once, on a fresh connection, only when a kept-alive one turned out
                 # closed by the server (it never saw the request); never after a timeout.
                 stale = reused and isinstance(
@@ -281,9 +290,9 @@ class Client:
 
     def datakeys(self, subjects: Sequence[str], *, create: bool = True) -> list[bytes]:
         """Raw 16-byte data keys (a token allowed ``datakey``). Handle them as secrets."""
-        data, _ = self.request(
-            "POST", "/v1/datakey", wire.dumps({"subjects": list(subjects), "create": create})
-        )
+        subjects = list(subjects)
+        body = wire.encode_frame({"create": bool(create)}, [None] * len(subjects), subjects)
+        data, _ = self.request("POST", "/v1/datakey", body, wire.BATCH_TYPE)
         head, _, out = wire.decode_frame(data, "key service response")
         errs = head.get("errors") or {}
         if errs:
