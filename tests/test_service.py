@@ -223,14 +223,22 @@ def test_stale_nonce_share_refused(tmp_path: Path, sockdir: Path) -> None:
             c.submit_share(shares["b"], new, keyring_id="00" * 16)  # CLI of another keyring
 
 
-def test_unseal_timeout_expires_progress(tmp_path: Path, sockdir: Path) -> None:
+def test_unseal_timeout_socket_in_use_and_sigint(tmp_path: Path, sockdir: Path) -> None:
     kr, shares = Keyring.create(tmp_path / "vault", 2, ["a", "b", "c"])
-    with Server(kr.path, sockdir / "s.sock", "--unseal-timeout", "0.5") as srv:
+    srv = Server(kr.path, sockdir / "s.sock", "--unseal-timeout", "0.5").start()
+    try:
         c = Client(srv.url)
         c.submit_share(shares["a"], c.unseal_offer(), keyring_id=kr.keyring_id)
         threading.Event().wait(1.0)
         st = c.service_status()
         assert st["sealed"] and st["progress"]["have"] == 0
+        # a second server on the same socket refuses to start (and leaves it alone)
+        r = cli("serve", kr.path, "--socket", srv.sock, cwd=tmp_path)
+        assert r.returncode == 1 and "another server is listening" in r.stderr
+        assert c.service_status()["sealed"] is True
+    finally:
+        assert srv.stop(signal.SIGINT) == 0
+    assert not srv.sock.exists() and "stopped (SIGINT)" in srv.log.read_text()
 
 
 def test_concurrent_clients_in_threads(served: tuple[Path, Server, dict[str, str]]) -> None:

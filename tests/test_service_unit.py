@@ -397,3 +397,35 @@ def test_rekey_while_sealed_is_picked_up(ring: tuple[keysplit.Keyring, dict]) ->
     _, opened = _send(svc.remote, new["c"], kr.keyring_id)
     assert opened is not None and svc.keyring.meta.generation == 2
     opened.close()  # type: ignore[attr-defined]
+
+
+def test_client_cache_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data-key cache refetches after max records per key and after max age."""
+    from keysplit.service import client as client_mod
+
+    now = [1000.0]
+    monkeypatch.setattr(client_mod.time, "monotonic", lambda: now[0])
+    fetched: list[list[str]] = []
+
+    def fake_datakeys(self: object, subjects: list[str], *, create: bool = True) -> list[bytes]:
+        fetched.append(list(subjects))
+        return [bytes([len(fetched)]) * 16 for _ in subjects]
+
+    monkeypatch.setattr(keysplit.Client, "datakeys", fake_datakeys)
+    c = keysplit.Client("unix:/unused", cache_max_records=5, cache_max_age=60)
+    recs = c.encrypt_many(["a", "a", "b"], [b"1", b"2", b"3"])
+    assert fetched == [["a", "b"]]
+    c.encrypt_many(["a", "a", "a"], [b"4", b"5", b"6"])  # a would reach 5 records: ok
+    assert fetched == [["a", "b"]]
+    c.encrypt(b"7", subject="a")  # 6th record under a's key: refetched
+    assert fetched[-1] == ["a"]
+    assert c.decrypt_many(["b"], [recs[2]]) == [b"3"]  # b still cached, same key
+    assert len(fetched) == 2
+    now[0] += 61  # max age passed: everything refetched
+    c.encrypt(b"8", subject="b")
+    assert fetched[-1] == ["b"] and len(fetched) == 3
+    c.drop_cache()
+    c.encrypt(b"9", subject="b")
+    assert len(fetched) == 4
+    with pytest.raises(ValueError):
+        keysplit.Client("unix:/unused", cache_max_records=0)
