@@ -85,6 +85,8 @@ class Client:
     ) -> None:
         self.url = url
         self._token = token.strip() if token else None
+        if self._token is not None and not (self._token.isascii() and self._token.isprintable()):
+            raise ValueError("token must be printable ASCII (as keysplit token create prints)")
         self._timeout = float(timeout)
         self._local = threading.local()
         if url.startswith("unix:"):
