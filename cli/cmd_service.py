@@ -19,20 +19,13 @@ from keysplit.service import Client
 from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
 from keysplit.service.unseal import key_fingerprint
 
-from ._common import EXIT_USAGE, fail, handle_errors, info
-from ._quorum import (
-    IDENTITY_OPTION,
-    PASSPHRASE_OPTION,
-    SHARE_OPTION,
-    QuorumSource,
-    _Opener,
-    gather_quorum,
-    relabel,
-)
-from .app import app
+from ._common import EXIT_USAGE, fail, handle_errors, info, relabel
+from ._opener import Passphrases, ShareOpener
+from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
 
-__all__ = ["remote_unseal"]
+__all__ = ["app", "remote_unseal"]
 
+app = typer.Typer()
 token_app = typer.Typer(
     help="Key-service tokens: created with a quorum, listed and revoked without.",
     no_args_is_help=True,
@@ -141,13 +134,14 @@ def remote_unseal(
             return
         fp = key_fingerprint(bytes.fromhex(str(offer["public_key"])))
         info(f"unseal attempt key {fp} (compare with the server's log)")
-        opener = _Opener(src)
+        passphrases = Passphrases(src.passphrase_files)
+        opener = ShareOpener(src.identities, passphrases, interactive=src.interactive)
         result: dict[str, Any] = {}
 
         def send(path: Path) -> bool:
             """Send one share; False once the service is unsealed (nothing more needed)."""
             nonlocal result
-            share = opener.open(path)
+            share = opener.open_path(path)
             current = client.unseal_offer()
             if not current.get("sealed", True):
                 info(f"  {path}: not needed (already unsealed)")
@@ -212,18 +206,18 @@ def token_create_cmd(
     Exit codes: 0 created; 1 bad quorum, name taken, list tampered; 2 usage.
     """
     kr = Keyring.open(directory)
-    ukr, contributors = gather_quorum(kr, QuorumSource(share, identity, passphrase_file))
-    with ukr:
+    q = quorum(kr, QuorumSource(share, identity, passphrase_file))
+    with q.unseal() as ukr:
         tl = TokenList.read(directory, kr.keyring_id)
         key = mac_key(ukr.audit_key(), kr.keyring_id)
-        folded = [r for r in tl.pending_revocations]
+        folded = list(tl.pending_revocations)
         try:
             token, pol = tl.create(
                 key,
                 name=name,
                 allow=allow.split(","),
                 subject_prefix=subject_prefix,
-                created_by=[c.custodian for c in contributors],
+                created_by=[c.custodian for c in q.contributors],
             )
         except ValueError as exc:
             fail(str(exc), code=EXIT_USAGE)
@@ -236,7 +230,7 @@ def token_create_cmd(
             token_id=pol.id,
             allow=list(pol.allow),
             subject_prefix=pol.subject_prefix,
-            custodians=[c.as_dict() for c in contributors],
+            custodians=[c.as_dict() for c in q.contributors],
         )
     info(f"token {pol.name!r} ({pol.id}) created: {','.join(pol.allow)} on {pol.subject_prefix!r}*")
     info("it is shown only now; store it as a secret")

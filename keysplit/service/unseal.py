@@ -24,7 +24,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization as ser
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from ..custodian import load_share
+from ..custody import load_share
 from ..errors import (
     FormatError,
     IntegrityError,
@@ -36,7 +36,14 @@ from ..errors import (
 from ..keyring import HPKE_SUITE, Keyring, UnsealedKeyring, Unsealer
 from ..share import Share
 
-__all__ = ["INFO_LABEL", "RemoteUnseal", "StaleNonceError", "seal_share_for", "unseal_info"]
+__all__ = [
+    "INFO_LABEL",
+    "RemoteUnseal",
+    "StaleNonceError",
+    "key_fingerprint",
+    "seal_share_for",
+    "unseal_info",
+]
 
 INFO_LABEL = b"keysplit remote unseal v1\x00"
 
