@@ -62,11 +62,11 @@ def test_done_when_scenario(tmp_path: Path, sockdir: Path) -> None:
         python -c 'import keysplit; c = keysplit.Client("unix:{sock}", token=open("token").read().strip()); b = c.encrypt(b"x", subject="contacts/1"); assert c.decrypt(b, subject="contacts/1") == b"x"'
         """  # noqa: E501
     )
-    r = subprocess.run(
-        ["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT
-    )
-    pid = int((tmp_path / "serve.pid").read_text())
+    pidfile = tmp_path / "serve.pid"
     try:
+        r = subprocess.run(
+            ["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT
+        )
         assert r.returncode == 0, r.stderr + (tmp_path / "serve.log").read_text()
         assert stat.S_IMODE(sock.stat().st_mode) == 0o600
         token = (tmp_path / "token").read_text().strip()
@@ -74,8 +74,9 @@ def test_done_when_scenario(tmp_path: Path, sockdir: Path) -> None:
         rec = c.encrypt(b"kept", subject="contacts/2")
         with pytest.raises(PermissionDenied):
             c.encrypt(b"x", subject="mail/1")
-    finally:
-        subprocess.run(["kill", "-TERM", str(pid)], timeout=10)
+    finally:  # never leave the background server running, even if the script timed out
+        if pidfile.exists():
+            subprocess.run(["kill", "-TERM", pidfile.read_text().strip()], timeout=10)
     # serve exits, keys dropped; restart: sealed until two custodians unseal again
     for _ in range(300):
         if not sock.exists():
@@ -147,10 +148,16 @@ def test_three_custodians_3of5_wrong_share_first_and_clients(tmp_path: Path, soc
             for w in range(4)
         ]
         outputs = []
-        for p in procs:
-            out, err = p.communicate(timeout=TIMEOUT)
-            assert p.returncode == 0, err
-            outputs.append([bytes.fromhex(h) for h in out.split()])
+        try:
+            for p in procs:
+                out, err = p.communicate(timeout=TIMEOUT)
+                assert p.returncode == 0, err
+                outputs.append([bytes.fromhex(h) for h in out.split()])
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(10)
     finally:
         srv.stop()
     # restart: sealed until unsealed again; every record still decrypts
