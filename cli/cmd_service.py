@@ -223,9 +223,10 @@ def token_create_cmd(
             fail(str(exc), code=EXIT_USAGE)
         log = ukr.audit_log()
         for r in folded:
-            log.append("token-revoke", token_id=r)
+            log.append("token-revoke", token_id=r, list_serial=tl.serial)
         log.append(
             "token-create",
+            list_serial=tl.serial,
             token=pol.name,
             token_id=pol.id,
             allow=list(pol.allow),

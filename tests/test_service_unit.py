@@ -429,3 +429,23 @@ def test_client_cache_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(fetched) == 4
     with pytest.raises(ValueError):
         keysplit.Client("unix:/unused", cache_max_records=0)
+
+
+def test_rolled_back_token_list_is_refused(service: tuple[KeyService, dict[str, str]]) -> None:
+    """An authentic but older token list (from before a revocation was folded in) would
+    revive the revoked token; the audit log's list_serial catches it."""
+    svc, tokens = service
+    frame = wire.encode_frame({}, [b"x"], ["c/1"])
+    assert svc.handle(_req("/v1/encrypt", tokens["enc"], frame)).status == 200
+    directory = svc.directory
+    old = (directory / "service-tokens.json").read_bytes()
+    TokenList.read(directory, svc.keyring.keyring_id).revoke("enc")
+    assert svc.handle(_req("/v1/encrypt", tokens["enc"], frame)).status == 401  # folded in
+    (directory / "service-tokens.revoked").unlink()
+    assert svc.handle(_req("/v1/encrypt", tokens["all"], frame)).status == 200
+    (directory / "service-tokens.json").write_bytes(old)  # roll the list back
+    svc.reload_tokens(force=True)
+    assert svc.handle(_req("/v1/encrypt", tokens["enc"], frame)).status == 401
+    assert svc.handle(_req("/v1/encrypt", tokens["all"], frame)).status == 401  # fail closed
+    events = [e.event for e in svc.keyring.audit_log().entries()]
+    assert "token-revoke" in events and "token-list-invalid" in events

@@ -201,15 +201,42 @@ class KeyService:
         try:
             tl = TokenList.read(self.directory, self.keyring.keyring_id)
             tl.verify(self._mac_key)
+            self._check_not_rolled_back(tl)
             names = {t.id: t.name for t in tl.tokens}
             for r in tl.fold_revocations(self._mac_key):
-                self._audit("token-revoke", token=names.get(r, "unknown id"), token_id=r)
+                self._audit(
+                    "token-revoke",
+                    token=names.get(r, "unknown id"),
+                    token_id=r,
+                    list_serial=tl.serial,
+                )
             self._tokens = tl.active()
         except (KeysplitError, OSError) as exc:
             self._tokens = {}
             self._log(f"token list refused, no token is accepted: {exc}")
             self._audit("token-list-invalid", error=str(exc))
         self._token_sig = file_signature(self.directory)
+
+    def _check_not_rolled_back(self, tl: TokenList) -> None:
+        """Refuse a token list older than the newest one the audit log recorded.
+
+        Every write of the list is audited with its ``list_serial``; an authentic but older
+        list (say, from before a revocation was folded in) would revive revoked tokens.
+        """
+        log = self._audit_log
+        if log is None:
+            return
+        newest = 0
+        for e in log.entries():
+            if e.event in ("token-create", "token-revoke"):
+                v = e.data.get("list_serial")
+                if isinstance(v, int) and v > newest:
+                    newest = v
+        if tl.serial < newest:
+            raise IntegrityError(
+                f"token list serial {tl.serial} is older than serial {newest} in the audit log",
+                hint="the token list was rolled back to an earlier copy",
+            )
 
     # -- dispatch -----------------------------------------------------------------------------
 
