@@ -21,6 +21,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
+from .. import names
 from ..errors import CustodianError, FormatError
 from ..rng import RandomSource, default_rng
 from ..share import Share
@@ -73,8 +74,7 @@ class Argon2Params:
             raise ValueError(f"memory_kib must be 8*lanes..{self.MAX_MEMORY_KIB}")
         if self.work_kib > self.MAX_WORK_KIB:
             raise ValueError(
-                f"time_cost * memory_kib must be at most {self.MAX_WORK_KIB} "
-                f"(got {self.work_kib})"
+                f"time_cost * memory_kib must be at most {self.MAX_WORK_KIB} (got {self.work_kib})"
             )
 
     @property
@@ -149,8 +149,7 @@ def derive_checked(
     """
     if params.needs_confirmation and (confirm is None or not confirm(params)):
         raise CustodianError(
-            f"{what} demands {params.describe()}, more work than keysplit does without "
-            "asking",
+            f"{what} demands {params.describe()}, more work than keysplit does without asking",
             hint="confirm the cost (the CLI asks), or re-seal it with lighter parameters",
         )
     available = _available_memory_kib()
@@ -217,7 +216,7 @@ class PassphraseSealer:
         rng: RandomSource | None = None,
     ) -> None:
         self.custodian = check_name(custodian)
-        self._passphrase = check_passphrase(passphrase)
+        self._passphrase = names.normalize_passphrase(check_passphrase(passphrase))
         self._kdf = kdf or Argon2Params()
         self._rng = rng or default_rng()
 
@@ -232,24 +231,34 @@ class PassphraseSealer:
         return f"PassphraseSealer(custodian={self.custodian!r}, passphrase=<redacted>)"
 
 
+def _confirmed(params: Argon2Params) -> bool:
+    return True
+
+
 class PassphraseOpener:
     """Opens passphrase-sealed shares; a wrong passphrase is fatal (it cannot be matched)."""
 
     methods = frozenset({METHOD})
 
     def __init__(self, passphrase: bytes, *, confirm: ConfirmKdf | None = None) -> None:
-        self._passphrase = check_passphrase(passphrase)
+        # NFC first (what sealers write), then the exact bytes: shares sealed before the
+        # library normalized (keysplit.names) cost one more derivation, only if non-NFC
+        self._candidates = names.passphrase_candidates(check_passphrase(passphrase))
         self._confirm = confirm
 
     def open(self, sealed: SealedShare) -> bytes:
         p = sealed.params
         assert isinstance(p, _Params)
         what = f"the share of {sealed.who}"
-        key = derive_checked(p.kdf, self._passphrase, p.salt, what, self._confirm)
-        try:
-            return AESGCM(key).decrypt(p.nonce, sealed.ciphertext, sealed.header)
-        except InvalidTag:
-            raise CustodianError(f"wrong passphrase for {what}") from None
+        confirm = self._confirm
+        for candidate in self._candidates:
+            key = derive_checked(p.kdf, candidate, p.salt, what, confirm)
+            confirm = _confirmed  # the custodian agreed to this cost once already
+            try:
+                return AESGCM(key).decrypt(p.nonce, sealed.ciphertext, sealed.header)
+            except InvalidTag:
+                continue
+        raise CustodianError(f"wrong passphrase for {what}")
 
     def __repr__(self) -> str:
         return "PassphraseOpener(passphrase=<redacted>)"
