@@ -80,6 +80,15 @@ class Reader:
     def byte(self) -> int:
         return self.take(1)[0]
 
+    def code(self, table: Mapping[int, T], what: str) -> tuple[int, T]:
+        """One byte naming an entry of ``table``: ``(code, entry)``, or a FormatError
+        ("sealed share has an unknown method 7")."""
+        code = self.byte()
+        entry = table.get(code)
+        if entry is None:
+            raise FormatError(f"{self.what} has an unknown {what} {code}")
+        return code, entry
+
     def name(self) -> str:
         raw = self.take(self.byte())
         try:
@@ -192,10 +201,7 @@ def parse_sealed(data: bytes, methods: Mapping[int, ProtectionMethod]) -> Sealed
         )
 
     def body(r: Reader) -> SealedShare:
-        code = r.byte()
-        method = methods.get(code)
-        if method is None:
-            raise FormatError(f"sealed share has an unknown method {code}")
+        code, method = r.code(methods, "method")
         name = r.name()
         set_id = r.take(8)
         threshold, count, index = r.take(3)

@@ -22,6 +22,8 @@ any row fails. Single-key :func:`wrap` / :func:`unwrap` use ``cryptography`` dir
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
@@ -114,13 +116,8 @@ def wrap_batch(
 
     def work(lo0: int, hi0: int) -> None:
         enc = Cipher(algorithms.AES(bytes(kek)), modes.ECB()).encryptor()  # noqa: S305 - RFC 3394
-        for lo in range(lo0, hi0, _CHUNK):
-            hi = min(hi0, lo + _CHUNK)
-            m = hi - lo
-            bufs = _buffers(m, n + 1)
+        for lo, hi, m, bufs in _loaded_chunks(lo0, hi0, n, keys64, 0):
             spare = bufs[n]
-            for i in range(n):
-                _blocks(bufs[i], m)[:, 1] = keys64[lo:hi, i]
             _blocks(bufs[0], m)[:, 0] = default if ivs is None else ivs[lo:hi]
             for j in range(6):
                 for i in range(n):
@@ -135,6 +132,21 @@ def wrap_batch(
 
     _parallel.run_ranges(work, count, _CHUNK, threads)
     return out
+
+
+def _loaded_chunks(
+    lo0: int, hi0: int, n: int, src64: np.ndarray, first: int
+) -> Iterator[tuple[int, int, int, list[np.ndarray]]]:
+    """Rows ``lo0..hi0`` in ``_CHUNK`` slices: ``(lo, hi, m, bufs)`` with the ``n`` R blocks
+    (columns ``first..first+n`` of ``src64``) in the right halves of ``bufs[:n]`` and
+    ``bufs[n]`` spare, the starting point of both directions of RFC 3394."""
+    for lo in range(lo0, hi0, _CHUNK):
+        hi = min(hi0, lo + _CHUNK)
+        m = hi - lo
+        bufs = _buffers(m, n + 1)
+        for i in range(n):
+            _blocks(bufs[i], m)[:, 1] = src64[lo:hi, i + first]
+        yield lo, hi, m, bufs
 
 
 def unwrap_batch(
@@ -164,13 +176,8 @@ def unwrap_batch(
 
     def work(lo0: int, hi0: int) -> None:
         dec = Cipher(algorithms.AES(bytes(kek)), modes.ECB()).decryptor()  # noqa: S305 - RFC 3394
-        for lo in range(lo0, hi0, _CHUNK):
-            hi = min(hi0, lo + _CHUNK)
-            m = hi - lo
-            bufs = _buffers(m, n + 1)
+        for lo, hi, m, bufs in _loaded_chunks(lo0, hi0, n, w64, 1):
             spare = bufs[n]
-            for i in range(n):
-                _blocks(bufs[i], m)[:, 1] = w64[lo:hi, i + 1]
             a_src = w64[lo:hi, 0]  # current A
             for j in range(5, -1, -1):
                 for i in range(n - 1, -1, -1):
