@@ -204,6 +204,15 @@ def test_passphrase_share_sealed_nfd_opens_with_nfc() -> None:
         custodian.open_share(sealed, passphrase=b"Jose")
 
 
+def test_identity_passphrase_nfc(tmp_path: Path) -> None:
+    ident = keysplit.Identity.generate("alice")
+    data = ident.to_bytes(NFD.encode(), kdf=_FAST)
+    assert keysplit.Identity.from_bytes(data, NFC.encode()).fingerprint == ident.fingerprint
+    assert keysplit.Identity.from_bytes(data, NFD.encode()).fingerprint == ident.fingerprint
+    with pytest.raises(CustodianError, match="wrong passphrase"):
+        keysplit.Identity.from_bytes(data, b"Jose")
+
+
 def test_legacy_nfd_sealed_share_still_opens() -> None:
     """A share sealed under the exact NFD bytes (before normalization) opens with the NFD
     passphrase: the opener tries NFC, then the bytes as given."""
@@ -213,16 +222,20 @@ def test_legacy_nfd_sealed_share_still_opens() -> None:
         custodian.open_share(LEGACY_SEALED, passphrase=NFC.encode())
 
 
-def test_confirm_asked_once_across_candidates() -> None:
-    asked: list[int] = []
-    heavy = custodian.Argon2Params(time_cost=2, memory_kib=600 * 1024, lanes=1)
-    assert heavy.needs_confirmation
-    sealed_ok = custodian.seal_share_with_passphrase(
-        keysplit.Share.from_bytes(LEGACY_SHARE), "alice", b"x", kdf=_FAST
-    )
-    # a light share never asks; a legacy-style retry (non-NFC input) would not ask twice
-    custodian.open_share(sealed_ok, passphrase=b"x", confirm_kdf=lambda p: asked.append(1) or True)
-    assert asked == []
+def test_confirm_asked_once_across_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A non-NFC passphrase costs two derivations on a legacy share; the custodian is
+    asked about the cost once, and a refusal stops before any derivation."""
+    monkeypatch.setattr(custodian.Argon2Params, "CONFIRM_ABOVE_KIB", 32)  # _FAST now asks
+    asked: list[custodian.Argon2Params] = []
+
+    def yes(p: custodian.Argon2Params) -> bool:
+        asked.append(p)
+        return True
+
+    share = custodian.open_share(LEGACY_SEALED, passphrase=NFD.encode(), confirm_kdf=yes)
+    assert share == keysplit.Share.from_bytes(LEGACY_SHARE) and asked == [_FAST]
+    with pytest.raises(CustodianError, match="more work"):
+        custodian.open_share(LEGACY_SEALED, passphrase=NFD.encode(), confirm_kdf=lambda p: False)
 
 
 # -- records written before normalization still open; new ones are written NFC ----------------

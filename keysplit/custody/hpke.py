@@ -45,8 +45,8 @@ from .passphrase import (
     SALT_LEN,
     Argon2Params,
     ConfirmKdf,
-    check_passphrase,
-    derive_checked,
+    open_with_passphrase,
+    sealing_key,
 )
 
 __all__ = ["Identity", "IdentityOpener", "Recipient", "RecipientSealer", "Suite", "seal_share"]
@@ -312,13 +312,12 @@ class Identity(_KeyOfCustodian):
         head = MAGIC_IDENTITY + bytes([VERSION, self._kem.code])
         if passphrase is None:
             return seal_envelope(head + bytes([0x00, len(name)]) + name + self._private)
-        passphrase = check_passphrase(passphrase)
         params = kdf or Argon2Params()
         source = rng or default_rng()
         salt = source.random_bytes(SALT_LEN)
         nonce = source.random_bytes(NONCE_LEN)
         header = head + bytes([0x01, len(name)]) + name + params.encode() + salt + nonce
-        key = params.derive(passphrase, salt)
+        key = sealing_key(params, passphrase, salt)
         return seal_envelope(header + AESGCM(key).encrypt(nonce, self._private, header))
 
     @staticmethod
@@ -345,12 +344,14 @@ class Identity(_KeyOfCustodian):
                     f"the identity of custodian {p.name!r} is passphrase-protected",
                     hint="give its passphrase",
                 )
-            what = f"the identity of custodian {p.name!r}"
-            key = derive_checked(p.params, check_passphrase(passphrase), p.salt, what, confirm)
-            try:
-                private = AESGCM(key).decrypt(p.nonce, p.sealed, p.header)
-            except InvalidTag:
-                raise CustodianError(f"wrong passphrase for {what}") from None
+            private = open_with_passphrase(
+                p.params,
+                passphrase,
+                p.salt,
+                f"the identity of custodian {p.name!r}",
+                confirm,
+                lambda key: AESGCM(key).decrypt(p.nonce, p.sealed, p.header),
+            )
         try:
             return cls(p.name, kem.name, private)  # type: ignore[arg-type]
         except ValueError:

@@ -169,6 +169,37 @@ def derive_checked(
         ) from None
 
 
+def sealing_key(params: Argon2Params, passphrase: bytes, salt: bytes) -> bytes:
+    """The key that seals under ``passphrase``: derived from its NFC form
+    (:func:`keysplit.names.normalize_passphrase`), so it opens however it is typed."""
+    return params.derive(names.normalize_passphrase(check_passphrase(passphrase)), salt)
+
+
+def open_with_passphrase(
+    params: Argon2Params,
+    passphrase: bytes,
+    salt: bytes,
+    what: str,
+    confirm: ConfirmKdf | None,
+    decrypt: Callable[[bytes], bytes],
+) -> bytes:
+    """``decrypt(key)`` with the key of each of :func:`keysplit.names.passphrase_candidates`
+    (NFC, then the exact bytes: sealed before the library normalized) until one
+    authenticates; else "wrong passphrase for <what>". ``confirm`` is asked once."""
+    for candidate in names.passphrase_candidates(check_passphrase(passphrase)):
+        key = derive_checked(params, candidate, salt, what, confirm)
+        confirm = _confirmed  # the custodian agreed to this cost once already
+        try:
+            return decrypt(key)
+        except InvalidTag:
+            continue
+    raise CustodianError(f"wrong passphrase for {what}")
+
+
+def _confirmed(params: Argon2Params) -> bool:
+    return True
+
+
 def check_passphrase(passphrase: bytes) -> bytes:
     if not isinstance(passphrase, (bytes, bytearray)):
         raise TypeError("passphrase must be bytes")
@@ -216,7 +247,7 @@ class PassphraseSealer:
         rng: RandomSource | None = None,
     ) -> None:
         self.custodian = check_name(custodian)
-        self._passphrase = names.normalize_passphrase(check_passphrase(passphrase))
+        self._passphrase = check_passphrase(passphrase)
         self._kdf = kdf or Argon2Params()
         self._rng = rng or default_rng()
 
@@ -224,15 +255,11 @@ class PassphraseSealer:
         salt = self._rng.random_bytes(SALT_LEN)
         nonce = self._rng.random_bytes(NONCE_LEN)
         params = self._kdf.encode() + salt + nonce
-        key = self._kdf.derive(self._passphrase, salt)
+        key = sealing_key(self._kdf, self._passphrase, salt)
         return params, AESGCM(key).encrypt(nonce, plaintext, head + params)
 
     def __repr__(self) -> str:
         return f"PassphraseSealer(custodian={self.custodian!r}, passphrase=<redacted>)"
-
-
-def _confirmed(params: Argon2Params) -> bool:
-    return True
 
 
 class PassphraseOpener:
@@ -241,24 +268,20 @@ class PassphraseOpener:
     methods = frozenset({METHOD})
 
     def __init__(self, passphrase: bytes, *, confirm: ConfirmKdf | None = None) -> None:
-        # NFC first (what sealers write), then the exact bytes: shares sealed before the
-        # library normalized (keysplit.names) cost one more derivation, only if non-NFC
-        self._candidates = names.passphrase_candidates(check_passphrase(passphrase))
+        self._passphrase = check_passphrase(passphrase)
         self._confirm = confirm
 
     def open(self, sealed: SealedShare) -> bytes:
         p = sealed.params
         assert isinstance(p, _Params)
-        what = f"the share of {sealed.who}"
-        confirm = self._confirm
-        for candidate in self._candidates:
-            key = derive_checked(p.kdf, candidate, p.salt, what, confirm)
-            confirm = _confirmed  # the custodian agreed to this cost once already
-            try:
-                return AESGCM(key).decrypt(p.nonce, sealed.ciphertext, sealed.header)
-            except InvalidTag:
-                continue
-        raise CustodianError(f"wrong passphrase for {what}")
+        return open_with_passphrase(
+            p.kdf,
+            self._passphrase,
+            p.salt,
+            f"the share of {sealed.who}",
+            self._confirm,
+            lambda key: AESGCM(key).decrypt(p.nonce, sealed.ciphertext, sealed.header),
+        )
 
     def __repr__(self) -> str:
         return "PassphraseOpener(passphrase=<redacted>)"
