@@ -3,35 +3,86 @@ passphrase input it needs (``--passphrase-file [NAME=]FILE`` or a hidden prompt)
 
 Identities are matched to sealed shares by recipient fingerprint (as age matches
 identities to stanzas). Every error names the file it is about (share or identity).
+Share files are read through :func:`keysplit.custody.read_share_file` (refused by size
+before reading). Passphrases go to the library as typed: it seals their NFC form and
+opens with NFC, then the exact bytes (:mod:`keysplit.names`).
+
+An Argon2id share or identity heavier than the library does unasked
+(:attr:`Argon2Params.needs_confirmation`) is confirmed at a prompt that says what it
+costs; without a terminal, or with passphrases from files, it is refused unless the
+command was given ``--allow-expensive-kdf``.
 """
 
 from __future__ import annotations
 
-import unicodedata
+import sys
+import time
 from pathlib import Path
 
 import typer
 
-from keysplit import Identity, KeysplitError, Share, load_share
-from keysplit.custody import is_sealed, sealed_share_info
+from keysplit import Argon2Params, CustodianError, Identity, KeysplitError, Share, load_share
+from keysplit.custody import ConfirmKdf, is_sealed, read_share_file, sealed_share_info
 
 from ._common import EXIT_USAGE, fail, relabel
 from ._specs import parse_name_file
 
 __all__ = [
+    "ALLOW_EXPENSIVE_KDF",
     "Passphrases",
     "ShareOpener",
+    "can_prompt",
+    "kdf_confirmer",
     "prompt_passphrase",
     "read_passphrase_file",
 ]
 
+ALLOW_EXPENSIVE_KDF = "--allow-expensive-kdf"
+"""The option that lets a non-interactive run derive an expensive Argon2id key."""
+_CALIBRATION = Argon2Params(time_cost=1, memory_kib=32 * 1024, lanes=1)
+_seconds_per_kib: float | None = None
 
-def _normalize(passphrase: bytes) -> bytes:
-    """NFC-normalize UTF-8 passphrases, so the same words typed on another system match."""
-    try:
-        return unicodedata.normalize("NFC", passphrase.decode("utf-8")).encode("utf-8")
-    except UnicodeDecodeError:
-        return passphrase
+
+def can_prompt() -> bool:
+    """Whether someone can answer a prompt: stdin and stderr are terminals."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _seconds(params: Argon2Params) -> float:
+    """Estimated seconds of one derivation: a 32 MiB, one-pass run on this host (once per
+    process, ~0.05-0.2 s), scaled by passes times memory over the lanes."""
+    global _seconds_per_kib
+    if _seconds_per_kib is None:
+        start = time.perf_counter()
+        _CALIBRATION.derive(b"calibration", bytes(16))
+        _seconds_per_kib = (time.perf_counter() - start) / _CALIBRATION.work_kib
+    return _seconds_per_kib * params.work_kib / max(1, min(params.lanes, 4))
+
+
+def kdf_confirmer(what: str, *, allow: bool, interactive: bool) -> ConfirmKdf:
+    """The ``confirm_kdf`` hook for ``what`` ("this share"): yes if ``allow``, else a
+    prompt with the cost when ``interactive`` and a terminal is there, else a refusal."""
+
+    def confirm(params: Argon2Params) -> bool:
+        if allow:
+            return True
+        gib = params.memory_kib / (1024 * 1024)
+        if not (interactive and can_prompt()):
+            raise CustodianError(
+                f"{what} asks for {gib:.1f} GiB and {params.time_cost} passes of Argon2id "
+                "per attempt, more than keysplit derives without asking, and there is no "
+                "prompt to ask at",
+                hint=f"run it at a terminal (passphrase typed) to be asked, or pass "
+                f"{ALLOW_EXPENSIVE_KDF} if you trust the file",
+            )
+        secs = _seconds(params)
+        return typer.confirm(
+            f"{what} asks for {gib:.1f} GiB and ~{secs:.0f} s per attempt; continue?",
+            default=False,
+            err=True,
+        )
+
+    return confirm
 
 
 def read_passphrase_file(path: Path) -> bytes:
@@ -43,7 +94,7 @@ def read_passphrase_file(path: Path) -> bytes:
         data = data[:-1]
     if not data:
         fail(f"passphrase file {path} is empty")
-    return _normalize(data)
+    return data
 
 
 def prompt_passphrase(what: str, *, confirm: bool = False) -> bytes:
@@ -53,7 +104,7 @@ def prompt_passphrase(what: str, *, confirm: bool = False) -> bytes:
     )
     if not value:
         fail("empty passphrase")
-    return _normalize(str(value).encode("utf-8"))
+    return str(value).encode("utf-8")
 
 
 class Passphrases:
@@ -86,6 +137,11 @@ class Passphrases:
     def get(self, name: str) -> bytes | None:
         return self.by_name.get(name, self.default)
 
+    @property
+    def from_files(self) -> bool:
+        """True if any passphrase came from a file (a scripted run: nobody to ask)."""
+        return bool(self.by_name) or self.default is not None
+
     def __repr__(self) -> str:
         return f"Passphrases(names={sorted(self.by_name)}, default={self.default is not None})"
 
@@ -94,12 +150,24 @@ class ShareOpener:
     """Opens share files; ``interactive`` asks for a missing identity file at a prompt."""
 
     def __init__(
-        self, identity_files: list[Path], passphrases: Passphrases, *, interactive: bool = False
+        self,
+        identity_files: list[Path],
+        passphrases: Passphrases,
+        *,
+        interactive: bool = False,
+        allow_expensive_kdf: bool = False,
     ) -> None:
         self._identity_files = identity_files
         self._passphrases = passphrases
         self._interactive = interactive
         self._identities: dict[str, Identity] | None = None
+        prompting = not passphrases.from_files
+        self._confirm_share = kdf_confirmer(
+            "this share", allow=allow_expensive_kdf, interactive=prompting
+        )
+        self._confirm_identity = kdf_confirmer(
+            "this identity file", allow=allow_expensive_kdf, interactive=prompting
+        )
 
     def _load_identity(self, path: Path, who: str) -> Identity:
         data = path.read_bytes()
@@ -107,7 +175,7 @@ class ShareOpener:
             pw = None
             if Identity.is_encrypted(data):
                 pw = self._passphrases.get(who) or prompt_passphrase(f"identity {path.name}")
-            return Identity.from_bytes(data, pw)
+            return Identity.from_bytes(data, pw, confirm=self._confirm_identity)
         except KeysplitError as exc:
             raise relabel(exc, str(path)) from None
 
@@ -134,7 +202,7 @@ class ShareOpener:
         return ident
 
     def open_path(self, path: Path) -> Share:
-        return self.open(str(path), path.read_bytes(), short=path.name)
+        return self.open(str(path), read_share_file(path), short=path.name)
 
     def open(self, label: str, data: bytes, *, short: str | None = None) -> Share:
         """One share from ``data``; errors are relabelled with ``label``, prompts show
@@ -147,7 +215,7 @@ class ShareOpener:
                 pw = self._passphrases.get(meta.custodian) or prompt_passphrase(
                     f"custodian {meta.custodian!r} (share {meta.index}, {short or label})"
                 )
-                return load_share(data, passphrase=pw)
+                return load_share(data, passphrase=pw, confirm_kdf=self._confirm_share)
         except KeysplitError as exc:
             raise relabel(exc, label) from None
         fp = meta.recipient_fingerprint or ""

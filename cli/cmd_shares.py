@@ -29,12 +29,18 @@ from keysplit import (
     verify_set,
 )
 from keysplit.ceremony import share_file_text
-from keysplit.custody import is_sealed, sealed_share_info
+from keysplit.custody import is_sealed, read_share_file, sealed_share_info
 from keysplit.files import atomic_write
 
 from . import _common, cmd_convert, cmd_custody
 from ._common import EXIT_USAGE, fail, handle_errors, read_input, relabel
-from ._opener import Passphrases, ShareOpener, prompt_passphrase, read_passphrase_file
+from ._opener import (
+    ALLOW_EXPENSIVE_KDF,
+    Passphrases,
+    ShareOpener,
+    prompt_passphrase,
+    read_passphrase_file,
+)
 from ._specs import parse_name_file
 
 __all__ = ["app"]
@@ -60,9 +66,19 @@ def _parse_secret(raw: bytes) -> bytes:
     return secret
 
 
-def _opener(identity: list[Path], passphrase_file: Path | None) -> ShareOpener:
+def _opener(
+    identity: list[Path], passphrase_file: Path | None, allow_expensive_kdf: bool
+) -> ShareOpener:
     """One passphrase file for every sealed share and identity (or prompts)."""
-    return ShareOpener(identity, Passphrases.single(passphrase_file))
+    return ShareOpener(
+        identity, Passphrases.single(passphrase_file), allow_expensive_kdf=allow_expensive_kdf
+    )
+
+
+_ALLOW_KDF_HELP = (
+    "Derive Argon2id keys heavier than 1 GiB x passes without asking (scripted runs; "
+    "only for share and identity files you trust)."
+)
 
 
 def _stdin_shares() -> list[tuple[str, bytes]]:
@@ -175,10 +191,14 @@ def split_cmd(
 
 
 def _load_all(
-    files: list[Path], identity: list[Path], passphrase_file: Path | None, skip_bad: bool
+    files: list[Path],
+    identity: list[Path],
+    passphrase_file: Path | None,
+    skip_bad: bool,
+    allow_expensive_kdf: bool,
 ) -> tuple[list[Share], list[str]]:
-    opener = _opener(identity, passphrase_file)
-    sources = [(str(p), p.read_bytes()) for p in files] if files else _stdin_shares()
+    opener = _opener(identity, passphrase_file, allow_expensive_kdf)
+    sources = [(str(p), read_share_file(p)) for p in files] if files else _stdin_shares()
     if not sources:
         fail("no shares given", "pass share files, or share lines on stdin")
     loaded: list[Share] = []
@@ -214,9 +234,12 @@ def combine_cmd(
         False, "--skip-bad", help="Leave out unreadable shares (each is reported) and go on."
     ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
+    allow_expensive_kdf: bool = typer.Option(False, ALLOW_EXPENSIVE_KDF, help=_ALLOW_KDF_HELP),
 ) -> None:
     """Recover a secret from shares; prints only its fingerprint unless --reveal or --out."""
-    shares, problems = _load_all(list(files or []), identity, passphrase_file, skip_bad)
+    shares, problems = _load_all(
+        list(files or []), identity, passphrase_file, skip_bad, allow_expensive_kdf
+    )
     try:
         secret = combine(shares)
     except KeysplitError as exc:
@@ -254,8 +277,10 @@ def combine_cmd(
 # -- share inspect / verify ------------------------------------------------------------------
 
 
-def _metadata(path: Path) -> dict[str, Any]:
-    data = path.read_bytes()
+def _metadata(path: Path, data: bytes | None = None) -> dict[str, Any]:
+    """What a share file says about itself; ``data`` if already read."""
+    if data is None:
+        data = read_share_file(path)
     try:
         if is_sealed(data):
             meta = sealed_share_info(data)
@@ -318,17 +343,22 @@ def verify_cmd(
     passphrase_file: Path | None = typer.Option(
         None, "--passphrase-file", help="Passphrase to open passphrase-sealed shares."
     ),
+    allow_expensive_kdf: bool = typer.Option(False, ALLOW_EXPENSIVE_KDF, help=_ALLOW_KDF_HELP),
 ) -> None:
     """Check checksums and that the shares belong together, without combining them."""
-    opener = _opener(identity, passphrase_file) if (identity or passphrase_file) else None
+    opener = (
+        _opener(identity, passphrase_file, allow_expensive_kdf)
+        if (identity or passphrase_file)
+        else None
+    )
     bad: list[str] = []
     plain: list[Share] = []
     metas: list[tuple[Path, dict[str, Any]]] = []
     for path in files:
         try:
-            meta = _metadata(path)
+            data = read_share_file(path)
+            meta = _metadata(path, data)
             if opener is not None or meta["kind"] != "sealed":
-                data = path.read_bytes()
                 share = opener.open(str(path), data) if opener else load_share(data)
                 plain.append(share)
             metas.append((path, meta))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hmac
 import struct
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from . import names
 from .errors import FormatError, IntegrityError
 from .rng import RandomSource, default_rng
 
@@ -124,7 +126,10 @@ def _enc_str(s: str, what: str) -> bytes:
 
 
 def _subject_part(subject: str) -> bytes:
+    """``u32 len || subject`` of the subject's NFC spelling (:mod:`keysplit.names`)."""
     sub = _enc_str(subject, "subject")
+    if not subject.isascii():  # ASCII is its own NFC form: skip the normalizer
+        sub = names.normalize_subject(subject).encode("utf-8")
     if not sub:
         raise ValueError("subject must not be empty")
     if len(sub) > MAX_SUBJECT_BYTES:
@@ -132,9 +137,10 @@ def _subject_part(subject: str) -> bytes:
     return _U32.pack(len(sub)) + sub
 
 
-def _context_part(context: Mapping[str, str] | None) -> bytes:
+def _check_context(context: Mapping[str, str] | None) -> Mapping[str, str]:
+    """The size bounds (a ContextTooLargeError before anything big is encoded)."""
     if context is None:
-        context = {}
+        return {}
     if not isinstance(context, Mapping):
         raise TypeError("context must be a mapping of str to str")
     if len(context) > MAX_CONTEXT_ENTRIES:
@@ -147,6 +153,10 @@ def _context_part(context: Mapping[str, str] | None) -> bytes:
         size += len(key) + len(value) if isinstance(key, str) and isinstance(value, str) else 0
         if size > MAX_CONTEXT_BYTES:
             raise ContextTooLargeError(f"record context is larger than {MAX_CONTEXT_BYTES} bytes")
+    return context
+
+
+def _encode_context(context: Mapping[str, str]) -> bytes:
     items = sorted(
         (_enc_str(k, "context key"), _enc_str(v, "context value")) for k, v in context.items()
     )
@@ -156,6 +166,33 @@ def _context_part(context: Mapping[str, str] | None) -> bytes:
     for k, v in items:
         parts += [_U32.pack(len(k)), k, _U32.pack(len(v)), v]
     return b"".join(parts)
+
+
+def _context_part(context: Mapping[str, str] | None) -> bytes:
+    """The context encoding with NFC keys (values stay byte-exact; :mod:`keysplit.names`)."""
+    return _encode_context(names.normalize_context(_check_context(context)))
+
+
+def _legacy_tails(subject: str, context: Mapping[str, str] | None) -> list[bytes]:
+    """AAD tails a record written before NFC normalization may carry, besides the
+    canonical one: the other spellings of the subject, the context keys as given and in NFD.
+
+    Empty for ASCII subjects and context keys (the usual case), so only a record that
+    failed under the canonical tail and has non-ASCII text pays for a second try.
+    """
+    ctx = _check_context(context)
+    if subject.isascii() and all(k.isascii() for k in ctx if isinstance(k, str)):
+        return []
+    canonical = _subject_part(subject) + _context_part(ctx)
+    nfd = {unicodedata.normalize("NFD", k): v for k, v in ctx.items()}
+    ctx_parts = dict.fromkeys([_context_part(ctx), _encode_context(ctx), _encode_context(nfd)])
+    out: dict[bytes, None] = {}
+    for s in names.subject_spellings(subject):
+        sub = s.encode("utf-8")
+        for c in ctx_parts:
+            out[_U32.pack(len(sub)) + sub + c] = None
+    out.pop(canonical, None)
+    return list(out)
 
 
 def encode_aad(subject: str, context: Mapping[str, str] | None = None) -> bytes:
@@ -222,10 +259,11 @@ def decrypt(
     if not hmac.compare_digest(hdr.commitment, key.commitment):
         raise IntegrityError()
     mv = memoryview(record)
+    header = bytes(mv[:HEADER_SIZE])
     try:
-        return key._aead.decrypt(hdr.nonce, mv[HEADER_SIZE:], bytes(mv[:HEADER_SIZE]) + aad_tail)
+        return key._aead.decrypt(hdr.nonce, mv[HEADER_SIZE:], header + aad_tail)
     except InvalidTag:
-        raise IntegrityError() from None
+        return _open_legacy(key, header, mv[HEADER_SIZE:], subject, context)
 
 
 def _contexts(
@@ -357,5 +395,23 @@ def decrypt_many(
                     header[_PREFIX_SIZE:], record[HEADER_SIZE:], header + tail
                 )
             except InvalidTag:
-                raise IntegrityError() from None
+                ctx = shared if per_record is None else per_record[i]
+                done[i] = _open_legacy(key, header, record[HEADER_SIZE:], subject, ctx)
     return done
+
+
+def _open_legacy(
+    key: DataKey,
+    header: bytes,
+    body: bytes | memoryview,
+    subject: str,
+    context: Mapping[str, str] | None,
+) -> bytes:
+    """A record that failed under the canonical AAD: try its pre-NFC spellings, else
+    :class:`IntegrityError`."""
+    for tail in _legacy_tails(subject, context):
+        try:
+            return key._aead.decrypt(header[_PREFIX_SIZE:], body, header + tail)
+        except InvalidTag:
+            continue
+    raise IntegrityError()

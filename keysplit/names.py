@@ -33,15 +33,17 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = [
+    "CUSTODIAN_NAME_RE",
     "MAX_CONTEXT_ENTRIES",
     "MAX_CONTEXT_KEY_BYTES",
     "MAX_CONTEXT_VALUE_BYTES",
     "MAX_CUSTODIAN_NAME",
     "MAX_PASSPHRASE_BYTES",
     "MAX_SUBJECT_BYTES",
+    "canonical_subjects",
     "check_custodian_name",
     "check_custodian_names",
     "is_nfc",
@@ -60,7 +62,7 @@ MAX_CONTEXT_KEY_BYTES = 1024
 MAX_CONTEXT_VALUE_BYTES = 1 << 16
 MAX_CUSTODIAN_NAME = 64
 MAX_PASSPHRASE_BYTES = 1 << 16
-_CUSTODIAN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+CUSTODIAN_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 
 
 def is_nfc(text: str) -> bool:
@@ -98,12 +100,37 @@ def normalize_subject(subject: str) -> str:
     return out
 
 
+def canonical_subjects(subjects: Sequence[str]) -> Sequence[str]:
+    """:func:`normalize_subject` over a batch, cheap on the hot path.
+
+    An all-ASCII batch (the usual case: ASCII is its own NFC form) is returned as it is
+    after one C-level pass; only then is anything copied, and each distinct non-ASCII
+    subject is normalized once. Emptiness and length are left to the record encoder,
+    which checks them once per distinct subject.
+    """
+    try:
+        if all(map(str.isascii, subjects)):
+            return subjects
+    except TypeError:  # not a str somewhere: normalize_subject names it
+        pass
+    memo: dict[str, str] = {}
+    out = []
+    for s in subjects:
+        c = memo.get(s) if isinstance(s, str) else None
+        if c is None:
+            c = memo[s] = normalize_subject(s)
+        out.append(c)
+    return out
+
+
 def subject_spellings(subject: str) -> tuple[str, ...]:
     """Every spelling under which a key for ``subject`` may be stored: NFC first.
 
     Then the exact spelling given and its NFD form, when they differ (records written
     before normalization). Lookups try them in order; ``shred``/legal holds apply to all.
     """
+    if isinstance(subject, str) and subject.isascii():
+        return (normalize_subject(subject),)
     canon = normalize_subject(subject)
     out = [canon]
     for s in (subject, unicodedata.normalize("NFD", canon)):
@@ -151,7 +178,7 @@ def check_custodian_name(name: str) -> str:
     """
     if not isinstance(name, str):
         raise TypeError("custodian name must be str")
-    if not _CUSTODIAN_RE.fullmatch(name):
+    if not CUSTODIAN_NAME_RE.fullmatch(name):
         raise ValueError(
             f"custodian name must be 1-{MAX_CUSTODIAN_NAME} characters of A-Z a-z 0-9 . _ @ + - "
             "(starting with a letter or digit)"

@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from . import names
 from ._fileio import atomic_writer, fsync_dir
 from .errors import FormatError, IntegrityError
 from .hazmat import hpke
@@ -145,18 +146,21 @@ def recipient_id(public_key: KeyringPublicKey) -> bytes:
 
 
 def _encode_context(context: Mapping[str, str] | None) -> bytes:
-    """Canonical context: pairs sorted by UTF-8 key, each ``u16 len || key || u16 len || value``."""
+    """Canonical context: pairs sorted by UTF-8 key, each ``u16 len || key || u16 len || value``.
+
+    Keys are written in NFC (:func:`keysplit.names.normalize_context`); values stay exact.
+    """
     if context is None:
         return b""
     if not isinstance(context, Mapping):
         raise TypeError("context must be a mapping of str to str")
-    items: list[tuple[bytes, bytes]] = []
     for key, value in context.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError("context keys and values must be str")
         if not key:
             raise ValueError("context keys must be non-empty")
-        items.append((key.encode("utf-8"), value.encode("utf-8")))
+    normalized = names.normalize_context(context)
+    items = sorted((k.encode("utf-8"), v.encode("utf-8")) for k, v in normalized.items())
     items.sort()
     out = bytearray()
     for k, v in items:
@@ -166,6 +170,16 @@ def _encode_context(context: Mapping[str, str] | None) -> bytes:
     if len(out) > MAX_CONTEXT_SIZE:
         raise ValueError(f"context too large: {len(out)} bytes encoded, at most {MAX_CONTEXT_SIZE}")
     return bytes(out)
+
+
+def _same_context(expected: Mapping[str, str], stored: Mapping[str, str]) -> bool:
+    """Equal up to the Unicode spelling of keys (a header written before NFC keys may
+    carry another spelling); exact comparison if the stored one cannot be normalized."""
+    want = _encode_context(expected)
+    try:
+        return want == _encode_context(stored)
+    except ValueError:
+        return dict(expected) == dict(stored)
 
 
 def _decode_context(data: bytes) -> dict[str, str]:
@@ -447,7 +461,7 @@ def decrypt_stream(
     :func:`decrypt_file` for all-or-nothing output.
     """
     header = read_header(src)
-    if context is not None and _encode_context(context) != _encode_context(header.context):
+    if context is not None and not _same_context(context, header.context):
         raise IntegrityError("stream context does not match the expected context")
     file_key = _open_file_key(header, opener)
     aead, nonce_prefix = _payload_cipher(file_key, header.raw)

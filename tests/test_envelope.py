@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import struct
+import unicodedata
 from pathlib import Path
 
 import pytest
 from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from keysplit import FormatError, IntegrityError, envelope
+from keysplit import FormatError, IntegrityError, envelope, names
 from keysplit.envelope import DataKey
 from keysplit.rng import DeterministicRandom
 
@@ -93,6 +94,11 @@ KEY = DataKey(bytes(range(16)))
 text = st.text(min_size=1, max_size=12)
 
 
+def _one_spelling_per_key(ctx: dict[str, str]) -> bool:
+    """False for a context with one key in two Unicode spellings (refused: keysplit.names)."""
+    return len({unicodedata.normalize("NFC", k) for k in ctx}) == len(ctx)
+
+
 @given(
     pt=st.binary(max_size=200),
     subject=text,
@@ -103,6 +109,7 @@ text = st.text(min_size=1, max_size=12)
 def test_any_bit_flip_is_rejected(
     pt: bytes, subject: str, ctx: dict[str, str], pos: int, bit: int
 ) -> None:
+    assume(_one_spelling_per_key(ctx))
     rec = envelope.encrypt(KEY, pt, subject=subject, context=ctx)
     assert len(rec) == len(pt) + envelope.OVERHEAD
     assert envelope.decrypt(KEY, rec, subject=subject, context=ctx) == pt
@@ -114,8 +121,9 @@ def test_any_bit_flip_is_rejected(
 
 @given(a=text, b=text, ca=st.dictionaries(text, text, max_size=3))
 def test_moved_to_other_subject_or_context_fails(a: str, b: str, ca: dict[str, str]) -> None:
+    assume(_one_spelling_per_key(ca))
     rec = envelope.encrypt(KEY, b"x", subject=a, context=ca)
-    if a != b:
+    if names.normalize_subject(a) != names.normalize_subject(b):  # else one subject (NFC)
         with pytest.raises(IntegrityError):
             envelope.decrypt(KEY, rec, subject=b, context=ca)
     with pytest.raises(IntegrityError):
@@ -126,6 +134,7 @@ def test_moved_to_other_subject_or_context_fails(a: str, b: str, ca: dict[str, s
 def test_context_encoding_is_order_independent_and_injective(
     ctx: dict[str, str], r: object
 ) -> None:
+    assume(_one_spelling_per_key(ctx))
     items = list(ctx.items())
     r.shuffle(items)  # type: ignore[attr-defined]
     assert envelope.encode_aad("s", dict(items)) == envelope.encode_aad("s", ctx)

@@ -154,62 +154,209 @@ def test_passphrase_nfc() -> None:
 
 @settings(max_examples=200)
 @given(st.text(min_size=1, max_size=30) | st.binary(min_size=1, max_size=30))
-def test_passphrase_matches_cli(p: str | bytes) -> None:
-    """The library helper is a drop-in for the CLI's private normalization."""
-    from keysplit_cli._opener import _normalize
-
+def test_passphrase_is_stdlib_nfc(p: str | bytes) -> None:
+    """UTF-8 passphrases become their NFC form (stdlib unicodedata as the reference),
+    other bytes stay as they are (the rule the CLI applied before the library did)."""
     raw = p.encode("utf-8", "surrogatepass") if isinstance(p, str) else p
     try:
-        got = names.normalize_passphrase(raw)
-    except ValueError:
-        return
-    assert got == _normalize(raw)
+        expected = unicodedata.normalize("NFC", raw.decode("utf-8")).encode("utf-8")
+    except UnicodeDecodeError:
+        expected = raw
+    assert names.normalize_passphrase(raw) == expected
+    assert names.passphrase_candidates(raw)[0] == expected
+    assert raw in names.passphrase_candidates(raw)
 
 
 _FAST = custodian.Argon2Params(time_cost=1, memory_kib=64, lanes=1)
 
+# Written by the code before the library normalized (main at 7191898): the share
+# ``LEGACY_SHARE`` sealed for "alice" under the exact NFD bytes of "José" with _FAST,
+# salt 0xc8.. and nonce 0xc8.. (rng returning bytes(range(200, 200 + n))).
+LEGACY_SHARE = bytes.fromhex(
+    "4b535348010e7bcdc22ffc776802020110f230275d6fb463424c546e87dd22fd3efc6c92071863084e7790d436"
+)
+LEGACY_SEALED = bytes.fromhex(
+    "4b535353011005616c6963650e7bcdc22ffc7768020201000000010000004001c8c9cacbcccdcecfd0d1d2d3"
+    "d4d5d6d7c8c9cacbcccdcecfd0d1d2d3003d8099384fb0396c1a86e0e3d70a2025b196dad6583204ccd91ae8"
+    "afe916da7c4c0af608304bad57873f8b28070c42af405ba3f316b984fbb594134f75893c70b267"
+)
+# Records by the same code: data key bytes(range(16)), nonce bytes(range(100, 112)),
+# subject NFD "José", plaintext b"old record"; the first with context {NFD "clé": NFD}.
+LEGACY_KEY = bytes(range(16))
+LEGACY_RECORD_CTX = bytes.fromhex(
+    "4b53524301015921611bcfcc602a09cc4ceb7fc4c6a31110e2a3e256ece90dade643a12fd8a16465666768"
+    "696a6b6c6d6e6f16b143b56be9ac8106348ea554f8982264a1313f4c80d72cc707"
+)
+LEGACY_RECORD = bytes.fromhex(
+    "4b53524301015921611bcfcc602a09cc4ceb7fc4c6a31110e2a3e256ece90dade643a12fd8a16465666768"
+    "696a6b6c6d6e6f16b143b56be9ac81063400db2ce796ef29e53aaecaed329df72a"
+)
+CLE_NFD = "cle\u0301"
 
-def test_passphrase_share_sealed_nfd_opens_via_candidates() -> None:
-    """Today's library seals the exact bytes; the NFC form no longer opens it, the
-    candidates list (NFC, then exact) does."""
+
+def test_passphrase_share_sealed_nfd_opens_with_nfc() -> None:
+    """Issue 15: the library seals the NFC form, so the share opens whichever spelling the
+    custodian types (before: the NFC passphrase was 'wrong' for an NFD-sealed share)."""
     (share,) = keysplit.split(bytes(16), 2, 2)[:1]
     sealed = custodian.seal_share_with_passphrase(share, "alice", NFD.encode(), kdf=_FAST)
-    with pytest.raises(CustodianError):
-        custodian.open_share(sealed, passphrase=names.normalize_passphrase(NFD.encode()))
-    opened = None
-    for cand in names.passphrase_candidates(NFD.encode()):
-        try:
-            opened = custodian.open_share(sealed, passphrase=cand)
-            break
-        except CustodianError:
-            continue
-    assert opened == share
+    assert custodian.open_share(sealed, passphrase=NFC.encode()) == share
+    assert custodian.open_share(sealed, passphrase=NFD.encode()) == share
+    with pytest.raises(CustodianError, match="wrong passphrase"):
+        custodian.open_share(sealed, passphrase=b"Jose")
 
 
-# -- the subject rule through a real keyring (how keyring.py uses it at merge) ---------------
+def test_identity_passphrase_nfc(tmp_path: Path) -> None:
+    ident = keysplit.Identity.generate("alice")
+    data = ident.to_bytes(NFD.encode(), kdf=_FAST)
+    assert keysplit.Identity.from_bytes(data, NFC.encode()).fingerprint == ident.fingerprint
+    assert keysplit.Identity.from_bytes(data, NFD.encode()).fingerprint == ident.fingerprint
+    with pytest.raises(CustodianError, match="wrong passphrase"):
+        keysplit.Identity.from_bytes(data, b"Jose")
+
+
+def test_legacy_nfd_sealed_share_still_opens() -> None:
+    """A share sealed under the exact NFD bytes (before normalization) opens with the NFD
+    passphrase: the opener tries NFC, then the bytes as given."""
+    share = keysplit.Share.from_bytes(LEGACY_SHARE)
+    assert custodian.open_share(LEGACY_SEALED, passphrase=NFD.encode()) == share
+    with pytest.raises(CustodianError, match="wrong passphrase"):
+        custodian.open_share(LEGACY_SEALED, passphrase=NFC.encode())
+
+
+def test_confirm_asked_once_across_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A non-NFC passphrase costs two derivations on a legacy share; the custodian is
+    asked about the cost once, and a refusal stops before any derivation."""
+    monkeypatch.setattr(custodian.Argon2Params, "CONFIRM_ABOVE_KIB", 32)  # _FAST now asks
+    asked: list[custodian.Argon2Params] = []
+
+    def yes(p: custodian.Argon2Params) -> bool:
+        asked.append(p)
+        return True
+
+    share = custodian.open_share(LEGACY_SEALED, passphrase=NFD.encode(), confirm_kdf=yes)
+    assert share == keysplit.Share.from_bytes(LEGACY_SHARE) and asked == [_FAST]
+    with pytest.raises(CustodianError, match="more work"):
+        custodian.open_share(LEGACY_SEALED, passphrase=NFD.encode(), confirm_kdf=lambda p: False)
+
+
+# -- records written before normalization still open; new ones are written NFC ----------------
+
+
+def test_envelope_legacy_records_open_under_every_spelling() -> None:
+    key = envelope.DataKey(LEGACY_KEY)
+    for subject in (NFC, NFD):
+        assert envelope.decrypt(key, LEGACY_RECORD, subject=subject) == b"old record"
+        got = envelope.decrypt_many([key], [subject], [LEGACY_RECORD])
+        assert got == [b"old record"]
+        for ctx in ({CLE_NFD: NFD}, {"cl\u00e9": NFD}):
+            assert envelope.decrypt(key, LEGACY_RECORD_CTX, subject=subject, context=ctx) == (
+                b"old record"
+            )
+            assert envelope.decrypt_many([key], [subject], [LEGACY_RECORD_CTX], [ctx]) == [
+                b"old record"
+            ]
+    with pytest.raises(IntegrityError):  # the value is data: compared byte-exact
+        envelope.decrypt(key, LEGACY_RECORD_CTX, subject=NFC, context={CLE_NFD: NFC})
+    with pytest.raises(IntegrityError):
+        envelope.decrypt(key, LEGACY_RECORD, subject="Jose")
+
+
+def test_envelope_writes_nfc() -> None:
+    key = envelope.DataKey(LEGACY_KEY)
+    assert envelope.encode_aad(NFD, {CLE_NFD: NFD}) == envelope.encode_aad(NFC, {"cl\u00e9": NFD})
+    rec = envelope.encrypt(key, b"new", subject=NFD, context={CLE_NFD: "v"})
+    assert envelope.decrypt(key, rec, subject=NFC, context={"cl\u00e9": "v"}) == b"new"
+    recs = envelope.encrypt_many([key, key], [NFD, NFC], [b"a", b"b"])
+    assert envelope.decrypt_many([key, key], [NFC, NFD], recs) == [b"a", b"b"]
+
+
+# -- the subject rule through a real keyring ---------------------------------------------------
+
+
+def _legacy_key(ku: keysplit.UnsealedKeyring, subject: str) -> None:
+    """Store a data key under ``subject`` exactly as spelled, as the code before
+    normalization did (the keyring's own data-key layer does not normalize)."""
+    ku.local_data_keys().resolve([subject], create=True)
+
+
+def _legacy_record(ku: keysplit.UnsealedKeyring, subject: str, pt: bytes) -> bytes:
+    """A record as the code before normalization wrote it: the exact spelling in the AAD
+    (the layout of docs/format/record.md, cross-checked against LEGACY_RECORD below)."""
+
+    (key,) = ku.local_data_keys().resolve([subject], create=True)
+    assert key is not None
+    return _old_format(key, subject, pt, bytes(12))
+
+
+def _old_format(key: envelope.DataKey, subject: str, pt: bytes, nonce: bytes) -> bytes:
+    import struct
+
+    header = b"KSRC\x01\x01" + key.commitment + nonce
+    sub = subject.encode()
+    aad = header + struct.pack(">I", len(sub)) + sub + struct.pack(">I", 0)
+    return header + key._aead.encrypt(nonce, pt, aad)
+
+
+def test_old_format_helper_matches_old_code() -> None:
+    key = envelope.DataKey(LEGACY_KEY)
+    assert _old_format(key, NFD, b"old record", bytes(range(100, 112))) == LEGACY_RECORD
 
 
 def test_keyring_legacy_nfd_subject_readable_and_shreddable(tmp_path: Path) -> None:
     kr, shares = keysplit.Keyring.create(tmp_path / "kr", 2, ["a", "b"])
     with kr.unseal([shares["a"], shares["b"]]) as ku:
-        # today's code: the NFD spelling is its own subject with its own key
-        legacy = ku.encrypt(b"old", subject=NFD)
-        with pytest.raises(IntegrityError):
-            ku.decrypt(legacy, subject=NFC)
-
-        def read(record: bytes, subject: str) -> bytes:
-            for s in names.subject_spellings(subject):
-                try:
-                    return ku.decrypt(record, subject=s)
-                except IntegrityError:
-                    continue
-            raise IntegrityError()
-
-        assert read(legacy, NFC) == b"old"  # found under the legacy spelling
-        new = ku.encrypt(b"new", subject=names.normalize_subject(NFD))
-        assert read(new, NFD) == b"new"
-        for s in names.subject_spellings(NFC):  # shred("José") reaches every spelling
-            ku.shred(s)
+        legacy = _legacy_record(ku, NFD, b"old")
+        assert ku.decrypt(legacy, subject=NFC) == b"old"  # found under the legacy spelling
+        assert ku.decrypt(legacy, subject=NFD) == b"old"
+        assert ku.decrypt_many([NFC, "alice"], [legacy, ku.encrypt(b"a", subject="alice")]) == [
+            b"old",
+            b"a",
+        ]
+        new = ku.encrypt(b"new", subject=NFD)  # written under NFC: a new key
+        assert ku.data_keys([NFD])[0] is not None
+        assert ku.decrypt(new, subject=NFC) == b"new"
+        assert ku.decrypt_many([NFD, NFC], [new, legacy]) == [b"new", b"old"]
+        assert set(ku.store.get_many([NFC, NFD])) == {NFC, NFD}
+        assert ku.shred(NFC) is True  # shred("José") reaches every spelling
+        assert ku.store.get_many([NFC, NFD]) == {}
         for rec in (legacy, new):
             with pytest.raises(IntegrityError):
-                read(rec, NFC)
+                ku.decrypt(rec, subject=NFC)
+            with pytest.raises(IntegrityError):
+                ku.decrypt(rec, subject=NFD)
+
+
+def test_keyring_nfd_written_key_shredded_by_nfc(tmp_path: Path) -> None:
+    """Issue 15: ``shred("José")`` in NFC removes the key an NFD-spelled subject created
+    (before: the NFD spelling had its own key, which survived)."""
+    kr, shares = keysplit.Keyring.create(tmp_path / "kr", 2, ["a", "b"])
+    with kr.unseal([shares["a"], shares["b"]]) as ku:
+        rec = ku.encrypt(b"x", subject=NFD)
+        (rec2,) = ku.encrypt_many([NFD], [b"y"])
+        assert ku.decrypt(rec, subject=NFC) == b"x"
+        assert ku.shred(NFC) is True
+        with pytest.raises(IntegrityError):
+            ku.decrypt(rec, subject=NFD)
+        with pytest.raises(IntegrityError):
+            ku.decrypt_many([NFD], [rec2])
+
+
+def test_legal_hold_covers_every_spelling(tmp_path: Path) -> None:
+    from keysplit.errors import LegalHoldError
+
+    kr, shares = keysplit.Keyring.create(tmp_path / "kr", 2, ["a", "b"])
+    with kr.unseal([shares["a"], shares["b"]]) as ku:
+        _legacy_key(ku, NFD)
+        ku.encrypt(b"x", subject=NFC)
+        ku.set_legal_hold(NFC, True)
+        with pytest.raises(LegalHoldError):
+            ku.shred(NFD)
+        assert set(ku.store.get_many([NFC, NFD])) == {NFC, NFD}  # nothing deleted
+        ku.set_legal_hold(NFD, False)
+        assert ku.shred(NFD) is True
+        assert ku.store.get_many([NFC, NFD]) == {}
+
+
+def test_custodian_names_unique_ignoring_case_in_keyring(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="ignoring case"):
+        keysplit.Keyring.create(tmp_path / "kr", 2, ["Alice", "alice"])

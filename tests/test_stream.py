@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keysplit import FormatError, IntegrityError
+from keysplit import FormatError, IntegrityError, names
 from keysplit.hazmat.hpke import key_schedule as _hpke_key_schedule
 from keysplit.rng import DeterministicRandom
 from keysplit.stream import (
@@ -102,9 +102,15 @@ def test_round_trip_sizes(size: int) -> None:
 def test_round_trip_property(size: int, context: dict[str, str], chunk: int) -> None:
     data = payload(size)
     out = io.BytesIO()
+    try:
+        expected = names.normalize_context(context)  # keys are written NFC
+    except ValueError:  # two keys, one text in two spellings: refused
+        with pytest.raises(ValueError):
+            encrypt_stream(io.BytesIO(data), out, PK, context=context, chunk_size=chunk)
+        return
     encrypt_stream(io.BytesIO(data), out, PK, context=context, chunk_size=chunk)
     header = read_header(io.BytesIO(out.getvalue()))
-    assert dict(header.context) == context
+    assert dict(header.context) == expected
     assert header.chunk_size == chunk
     assert unseal(out.getvalue(), context=context) == data
 
@@ -610,3 +616,35 @@ def test_independent_reference_decoder_agrees(size: int) -> None:
     out = io.BytesIO()
     encrypt_stream(io.BytesIO(data), out, PK, context=ctx, chunk_size=C)
     assert reference_decrypt(out.getvalue(), SK) == (ctx, data)
+
+
+# -- Unicode: context keys are written NFC; a header written before still opens -------------
+
+# Written by the code before NFC context keys (main at 7191898): b"legacy stream" to PK,
+# chunk size C, DeterministicRandom("legacy"), context {NFD "clé": NFD "José"}.
+LEGACY_NFD_STREAM = bytes.fromhex(
+    "4b5353545245414d0100010000d56ea625475063f3000f0005636c65cc8100064a6f7365cc8159c825ed51"
+    "fc6399d67b19fa7ed401eaecfd89b0062b2e1a125d358acd4e7100c603f110bc7481dec2c46d8a9cc1fed7"
+    "d50dec8cc8348ca001c73742c2edb63dde088699dfeeeada177cbc66d1cf5a0691aff040bc11b97bda9411"
+    "c127"
+)
+CLE_NFC, CLE_NFD, JOSE_NFD = "cl\u00e9", "cle\u0301", "Jose\u0301"
+
+
+def test_context_keys_written_nfc_values_exact() -> None:
+    blob = seal(b"x", context={CLE_NFD: JOSE_NFD})
+    header = read_header(io.BytesIO(blob))
+    assert dict(header.context) == {CLE_NFC: JOSE_NFD}
+    assert unseal(blob, context={CLE_NFD: JOSE_NFD}) == b"x"
+    assert unseal(blob, context={CLE_NFC: JOSE_NFD}) == b"x"
+    with pytest.raises(IntegrityError):
+        unseal(blob, context={CLE_NFC: "Jos\u00e9"})  # values compare byte-exact
+    with pytest.raises(ValueError):
+        seal(b"x", context={CLE_NFD: "1", CLE_NFC: "2"})  # one key in two spellings
+
+
+def test_legacy_nfd_context_header_still_opens() -> None:
+    header = read_header(io.BytesIO(LEGACY_NFD_STREAM))
+    assert dict(header.context) == {CLE_NFD: JOSE_NFD}
+    for ctx in (None, {CLE_NFD: JOSE_NFD}, {CLE_NFC: JOSE_NFD}):
+        assert unseal(LEGACY_NFD_STREAM, context=ctx) == b"legacy stream"

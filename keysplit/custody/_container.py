@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+from .. import names
 from ..errors import FormatError
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ CHECK_LEN = 4
 MAX_SEALED_SIZE = 1 << 14
 """Largest sealed share accepted (the biggest method, ML-KEM hybrid, is ~1.2 KiB)."""
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+NAME_RE = names.CUSTODIAN_NAME_RE
 
 
 def checksum(data: bytes) -> bytes:
@@ -52,15 +52,9 @@ def checksum(data: bytes) -> bytes:
 
 
 def check_name(name: str) -> str:
-    """Validate a custodian name: it appears in file names, terminals and HPKE ``info``."""
-    if not isinstance(name, str):
-        raise TypeError("custodian name must be str")
-    if not NAME_RE.fullmatch(name):
-        raise ValueError(
-            "custodian name must be 1-64 characters of A-Z a-z 0-9 . _ @ + - "
-            "(starting with a letter or digit)"
-        )
-    return name
+    """Validate a custodian name: the one rule in :func:`keysplit.names.check_custodian_name`
+    (it appears in file names, terminals and HPKE ``info``)."""
+    return names.check_custodian_name(name)
 
 
 class ShapeError(FormatError):
@@ -86,6 +80,15 @@ class Reader:
     def byte(self) -> int:
         return self.take(1)[0]
 
+    def code(self, table: Mapping[int, T], what: str) -> tuple[int, T]:
+        """One byte naming an entry of ``table``: ``(code, entry)``, or a FormatError
+        ("sealed share has an unknown method 7")."""
+        code = self.byte()
+        entry = table.get(code)
+        if entry is None:
+            raise FormatError(f"{self.what} has an unknown {what} {code}")
+        return code, entry
+
     def name(self) -> str:
         raw = self.take(self.byte())
         try:
@@ -110,8 +113,7 @@ def _open_envelope(data: bytes, magic: bytes, what: str) -> Reader:
         raise FormatError(f"{what} is truncated")
     if data[len(magic)] != VERSION:
         raise FormatError(
-            f"unsupported {what} version {data[len(magic)]} (this keysplit reads version "
-            f"{VERSION})"
+            f"unsupported {what} version {data[len(magic)]} (this keysplit reads version {VERSION})"
         )
     if len(data) < len(magic) + 1 + CHECK_LEN:
         raise FormatError(f"{what} is truncated")
@@ -199,10 +201,7 @@ def parse_sealed(data: bytes, methods: Mapping[int, ProtectionMethod]) -> Sealed
         )
 
     def body(r: Reader) -> SealedShare:
-        code = r.byte()
-        method = methods.get(code)
-        if method is None:
-            raise FormatError(f"sealed share has an unknown method {code}")
+        code, method = r.code(methods, "method")
         name = r.name()
         set_id = r.take(8)
         threshold, count, index = r.take(3)

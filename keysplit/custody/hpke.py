@@ -45,8 +45,8 @@ from .passphrase import (
     SALT_LEN,
     Argon2Params,
     ConfirmKdf,
-    check_passphrase,
-    derive_checked,
+    open_with_passphrase,
+    sealing_key,
 )
 
 __all__ = ["Identity", "IdentityOpener", "Recipient", "RecipientSealer", "Suite", "seal_share"]
@@ -152,7 +152,24 @@ def _fingerprint(code: int, public: bytes) -> bytes:
 # -- recipients and identities ------------------------------------------------------------
 
 
-class Recipient:
+class _KeyOfCustodian:
+    """What a recipient and an identity both say about themselves."""
+
+    __slots__ = ()
+    _name: str
+    _kem: _Kem
+
+    @property
+    def name(self) -> str:
+        """The custodian's name (a label; not part of the fingerprint)."""
+        return self._name
+
+    @property
+    def suite(self) -> Suite:
+        return self._kem.name  # type: ignore[return-value]
+
+
+class Recipient(_KeyOfCustodian):
     """A custodian's public key: anyone may seal a share to it. Not secret."""
 
     __slots__ = ("_fp", "_kem", "_name", "_public")
@@ -168,15 +185,6 @@ class Recipient:
             self._kem.check_public(public)
         except ValueError:
             raise FormatError("invalid public key") from None
-
-    @property
-    def name(self) -> str:
-        """The custodian's name (a label; not part of the fingerprint)."""
-        return self._name
-
-    @property
-    def suite(self) -> Suite:
-        return self._kem.name  # type: ignore[return-value]
 
     @property
     def public_bytes(self) -> bytes:
@@ -217,10 +225,7 @@ class Recipient:
                 raise FormatError("not a keysplit public key (bad magic)") from None
 
         def body(r: Reader) -> tuple[_Kem, str, bytes]:
-            code = r.byte()
-            kem = _KEMS.get(code)
-            if kem is None:
-                raise FormatError(f"public key has an unknown suite {code}")
+            _, kem = r.code(_KEMS, "suite")
             name = r.name()
             return kem, name, r.take(kem.pub_len)
 
@@ -268,17 +273,14 @@ class Recipient:
         )
 
 
-class Identity:
+class Identity(_KeyOfCustodian):
     """A custodian's private key. Never printed; store it with :meth:`to_bytes` (0600)."""
 
     __slots__ = ("_kem", "_name", "_private", "_recipient")
 
     def __init__(self, name: str, suite: Suite, private: bytes) -> None:
         self._name = check_name(name)
-        try:
-            self._kem = _kem(suite)
-        except ValueError:
-            raise ValueError(f"unknown suite {suite!r}") from None
+        self._kem = _kem(suite)
         if not isinstance(private, bytes) or len(private) != self._kem.priv_len:
             raise ValueError(f"a {suite} private key is {self._kem.priv_len} bytes")
         self._private = private
@@ -287,20 +289,7 @@ class Identity:
     @classmethod
     def generate(cls, name: str, *, suite: Suite = "x25519") -> Identity:
         """A fresh key pair for custodian ``name`` (default suite: X25519)."""
-        try:
-            kem = _kem(suite)
-        except ValueError:
-            raise ValueError(f"unknown suite {suite!r}") from None
-        return cls(name, suite, kem.generate())
-
-    @property
-    def name(self) -> str:
-        """The custodian's name."""
-        return self._name
-
-    @property
-    def suite(self) -> Suite:
-        return self._kem.name  # type: ignore[return-value]
+        return cls(name, suite, _kem(suite).generate())
 
     @property
     def recipient(self) -> Recipient:
@@ -323,13 +312,12 @@ class Identity:
         head = MAGIC_IDENTITY + bytes([VERSION, self._kem.code])
         if passphrase is None:
             return seal_envelope(head + bytes([0x00, len(name)]) + name + self._private)
-        passphrase = check_passphrase(passphrase)
         params = kdf or Argon2Params()
         source = rng or default_rng()
         salt = source.random_bytes(SALT_LEN)
         nonce = source.random_bytes(NONCE_LEN)
         header = head + bytes([0x01, len(name)]) + name + params.encode() + salt + nonce
-        key = params.derive(passphrase, salt)
+        key = sealing_key(params, passphrase, salt)
         return seal_envelope(header + AESGCM(key).encrypt(nonce, self._private, header))
 
     @staticmethod
@@ -356,12 +344,14 @@ class Identity:
                     f"the identity of custodian {p.name!r} is passphrase-protected",
                     hint="give its passphrase",
                 )
-            what = f"the identity of custodian {p.name!r}"
-            key = derive_checked(p.params, check_passphrase(passphrase), p.salt, what, confirm)
-            try:
-                private = AESGCM(key).decrypt(p.nonce, p.sealed, p.header)
-            except InvalidTag:
-                raise CustodianError(f"wrong passphrase for {what}") from None
+            private = open_with_passphrase(
+                p.params,
+                passphrase,
+                p.salt,
+                f"the identity of custodian {p.name!r}",
+                confirm,
+                lambda key: AESGCM(key).decrypt(p.nonce, p.sealed, p.header),
+            )
         try:
             return cls(p.name, kem.name, private)  # type: ignore[arg-type]
         except ValueError:
@@ -387,10 +377,7 @@ class _IdentityFields:
 
 def _parse_identity(data: bytes) -> _IdentityFields:
     def body(r: Reader) -> _IdentityFields:
-        suite_id = r.byte()
-        kem = _KEMS.get(suite_id)
-        if kem is None:
-            raise FormatError(f"identity has an unknown suite {suite_id}")
+        suite_id, kem = r.code(_KEMS, "suite")
         protection = r.byte()
         if protection not in (0, 1):
             raise FormatError(f"identity has an unknown protection {protection}")

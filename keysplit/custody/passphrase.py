@@ -21,6 +21,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
+from .. import names
 from ..errors import CustodianError, FormatError
 from ..rng import RandomSource, default_rng
 from ..share import Share
@@ -73,8 +74,7 @@ class Argon2Params:
             raise ValueError(f"memory_kib must be 8*lanes..{self.MAX_MEMORY_KIB}")
         if self.work_kib > self.MAX_WORK_KIB:
             raise ValueError(
-                f"time_cost * memory_kib must be at most {self.MAX_WORK_KIB} "
-                f"(got {self.work_kib})"
+                f"time_cost * memory_kib must be at most {self.MAX_WORK_KIB} (got {self.work_kib})"
             )
 
     @property
@@ -149,8 +149,7 @@ def derive_checked(
     """
     if params.needs_confirmation and (confirm is None or not confirm(params)):
         raise CustodianError(
-            f"{what} demands {params.describe()}, more work than keysplit does without "
-            "asking",
+            f"{what} demands {params.describe()}, more work than keysplit does without asking",
             hint="confirm the cost (the CLI asks), or re-seal it with lighter parameters",
         )
     available = _available_memory_kib()
@@ -168,6 +167,37 @@ def derive_checked(
             "process could allocate",
             hint="open it on a host with more free memory",
         ) from None
+
+
+def sealing_key(params: Argon2Params, passphrase: bytes, salt: bytes) -> bytes:
+    """The key that seals under ``passphrase``: derived from its NFC form
+    (:func:`keysplit.names.normalize_passphrase`), so it opens however it is typed."""
+    return params.derive(names.normalize_passphrase(check_passphrase(passphrase)), salt)
+
+
+def open_with_passphrase(
+    params: Argon2Params,
+    passphrase: bytes,
+    salt: bytes,
+    what: str,
+    confirm: ConfirmKdf | None,
+    decrypt: Callable[[bytes], bytes],
+) -> bytes:
+    """``decrypt(key)`` with the key of each of :func:`keysplit.names.passphrase_candidates`
+    (NFC, then the exact bytes: sealed before the library normalized) until one
+    authenticates; else "wrong passphrase for <what>". ``confirm`` is asked once."""
+    for candidate in names.passphrase_candidates(check_passphrase(passphrase)):
+        key = derive_checked(params, candidate, salt, what, confirm)
+        confirm = _confirmed  # the custodian agreed to this cost once already
+        try:
+            return decrypt(key)
+        except InvalidTag:
+            continue
+    raise CustodianError(f"wrong passphrase for {what}")
+
+
+def _confirmed(params: Argon2Params) -> bool:
+    return True
 
 
 def check_passphrase(passphrase: bytes) -> bytes:
@@ -225,7 +255,7 @@ class PassphraseSealer:
         salt = self._rng.random_bytes(SALT_LEN)
         nonce = self._rng.random_bytes(NONCE_LEN)
         params = self._kdf.encode() + salt + nonce
-        key = self._kdf.derive(self._passphrase, salt)
+        key = sealing_key(self._kdf, self._passphrase, salt)
         return params, AESGCM(key).encrypt(nonce, plaintext, head + params)
 
     def __repr__(self) -> str:
@@ -244,12 +274,14 @@ class PassphraseOpener:
     def open(self, sealed: SealedShare) -> bytes:
         p = sealed.params
         assert isinstance(p, _Params)
-        what = f"the share of {sealed.who}"
-        key = derive_checked(p.kdf, self._passphrase, p.salt, what, self._confirm)
-        try:
-            return AESGCM(key).decrypt(p.nonce, sealed.ciphertext, sealed.header)
-        except InvalidTag:
-            raise CustodianError(f"wrong passphrase for {what}") from None
+        return open_with_passphrase(
+            p.kdf,
+            self._passphrase,
+            p.salt,
+            f"the share of {sealed.who}",
+            self._confirm,
+            lambda key: AESGCM(key).decrypt(p.nonce, sealed.ciphertext, sealed.header),
+        )
 
     def __repr__(self) -> str:
         return "PassphraseOpener(passphrase=<redacted>)"

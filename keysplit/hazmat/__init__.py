@@ -4,7 +4,8 @@ Everything here is correct for what it does and dangerous for what it does not d
 Shamir shares have no set id, no checksum and no recovery check (a wrong share gives a
 wrong key, silently); GF(2^8) arithmetic is a building block; ``pycryptodome`` speaks
 pycryptodome's share format with its weaknesses; ``hpke`` is one bare RFC 9180 suite
-without framing or key ids. Use :mod:`keysplit` (``Share``, ``split``, ``combine``,
+without framing or key ids; ``keywrap`` is RFC 3394 over raw keys, with no binding of a
+wrapped key to what it is for. Use :mod:`keysplit` (``Share``, ``split``, ``combine``,
 ``seal_share``, ``encrypt_file``, ``Keyring``) unless you are building one of those.
 
 Only keysplit's own modules import this package (``tests/test_layering.py`` checks it);

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .. import envelope
-from ..errors import KeyringError
+from ..errors import KeyringError, LegalHoldError
+from ..names import subject_spellings
 from ..rng import RandomSource
 from ..share import Share, split
 from . import file as kf
@@ -104,18 +104,31 @@ def retire(ku: UnsealedKeyring, version: int) -> None:
 def set_legal_hold(ku: UnsealedKeyring, subject: str, hold: bool) -> None:
     """Place (True) or lift (False) a legal hold: a held subject cannot be shredded."""
     local = ku.local_data_keys()
-    envelope.encode_aad(subject)
-    local.store.set_legal_hold(subject, bool(hold))
-    ku.keyring.emit("legal_hold", subject=subject, hold=bool(hold))
+    spellings = subject_spellings(subject)
+    for s in spellings:  # every spelling a key may be stored under (keysplit.names)
+        local.store.set_legal_hold(s, bool(hold))
+    ku.keyring.emit("legal_hold", subject=spellings[0], hold=bool(hold))
 
 
 def shred(ku: UnsealedKeyring, subject: str) -> bool:
-    """Destroy ``subject``'s data key (the store refuses under legal hold, atomically)."""
+    """Destroy the data key of every spelling of ``subject`` (:mod:`keysplit.names`).
+
+    A hold on any spelling refuses the whole shred before anything is deleted; the store
+    still checks each delete atomically.
+    """
     local = ku.local_data_keys()
-    envelope.encode_aad(subject)
-    existed = local.store.delete(subject)  # raises LegalHoldError if held
-    local.forget(subject)
-    ku.keyring.emit("shred", subject=subject, existed=existed)
+    spellings = subject_spellings(subject)
+    if len(spellings) > 1:
+        held = set(spellings).intersection(local.store.legal_holds())
+        if held:
+            raise LegalHoldError(
+                f"subject {min(held)!r} is under legal hold", hint="lift the hold first"
+            )
+    existed = False
+    for s in spellings:
+        existed = local.store.delete(s) or existed  # raises LegalHoldError if held
+        local.forget(s)
+    ku.keyring.emit("shred", subject=spellings[0], existed=existed)
     return existed
 
 

@@ -19,18 +19,16 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .. import envelope, keywrap
+from .. import envelope
 from ..envelope import DataKey
 from ..errors import FormatError, IntegrityError, KeyringError
+from ..hazmat import hpke, keywrap
 from ..rng import RandomSource, default_rng
 from ..store import KeyStore, WrappedKey
 from . import file as kf
-from .sealed import HPKE_SUITE
 
 __all__ = ["AUDIT_KEY_INFO", "DataKeys", "KekSet", "LocalDataKeys"]
 
@@ -315,11 +313,9 @@ class LocalDataKeys:
     def hpke_open(self, ciphertext: bytes, info: bytes) -> bytes:
         if not self._secrets.x25519_private:
             raise KeyringError("the keyring was closed")
-        priv = X25519PrivateKey.from_private_bytes(self._secrets.x25519_private)
-        try:
-            return HPKE_SUITE.decrypt(ciphertext, priv, info)
-        except (InvalidTag, ValueError):
-            raise IntegrityError() from None
+        if not isinstance(info, bytes | bytearray):
+            raise TypeError("info must be bytes")
+        return hpke.open(self._secrets.x25519_private, bytes(info), ciphertext)
 
     def audit_key(self) -> bytes:
         """HKDF-SHA256 of the X25519 private key (kept by rekey and rotate, so one key

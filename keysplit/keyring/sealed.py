@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives import serialization as ser
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from ..audit import AuditLog
-from ..custodian import check_custodian_name
 from ..errors import FormatError, KeyringError
+from ..hazmat import hpke as hpke_helper
+from ..names import check_custodian_names
 from ..rng import RandomSource, default_rng
 from ..share import Share, split
 from ..store import KeyStore, check_store_url, default_store_url, open_store
@@ -30,7 +31,8 @@ __all__ = ["HPKE_SUITE", "Keyring", "KeyringStatus", "hpke_seal"]
 
 HPKE_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
 """RFC 9180 suite used to seal data to a keyring's public key (DHKEM(X25519), HKDF-SHA256,
-AES-128-GCM, base mode)."""
+AES-128-GCM, base mode). Kept for callers; keysplit seals and opens through the one helper,
+:mod:`keysplit.hazmat.hpke` (byte-compatible)."""
 
 EventHook = Callable[[str, Mapping[str, Any]], None]
 
@@ -59,19 +61,13 @@ def hpke_seal(
     if not isinstance(public_key, bytes) or len(public_key) != 32:
         raise ValueError("public_key must be the keyring's 32-byte X25519 public key")
     pk = X25519PublicKey.from_public_bytes(public_key)
-    return HPKE_SUITE.encrypt(plaintext, pk, info)
+    return hpke_helper.seal(pk, info, plaintext)  # byte-compatible with HPKE_SUITE
 
 
 def validate_custodians(threshold: int, custodians: Sequence[str]) -> list[str]:
     """Custodian names and threshold as create and rekey accept them (caller misuse:
     ``TypeError``/``ValueError``)."""
-    if isinstance(custodians, str):
-        raise TypeError("custodians must be a sequence of names, not one string")
-    names = list(custodians)
-    for n in names:
-        check_custodian_name(n)
-    if len(set(names)) != len(names):
-        raise ValueError("custodian names must be unique")
+    names = check_custodian_names(custodians)  # unique ignoring case (keysplit.names)
     if isinstance(threshold, bool) or not isinstance(threshold, int):
         raise TypeError("threshold must be an int")
     if not 2 <= threshold <= len(names):

@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from .. import envelope
+from .. import envelope, names
 from ..audit import AuditLog
 from ..envelope import DataKey
-from ..errors import IntegrityError, KeyringError
+from ..errors import FormatError, IntegrityError, KeyringError
 from ..rng import RandomSource
 from ..share import Share
 from ..store import KeyStore
@@ -29,6 +29,24 @@ from .sealed import Keyring, KeyringStatus, status_of
 __all__ = ["UnsealedKeyring"]
 
 Progress = Callable[[int, int], None]
+
+
+def _any_non_ascii(subjects: Sequence[str]) -> bool:
+    """False for the usual all-ASCII batch (one C-level pass); True otherwise, also when
+    something is not a str (the slow path reports it)."""
+    try:
+        return not all(map(str.isascii, subjects))
+    except TypeError:
+        return True
+
+
+def _commitment(record: object) -> bytes | None:
+    """The key commitment a record's header carries; None if it has none (the record
+    API then reports the precise format error)."""
+    try:
+        return envelope.parse_header(record).commitment  # type: ignore[arg-type]
+    except (FormatError, TypeError):
+        return None
 
 
 class UnsealedKeyring:
@@ -142,7 +160,23 @@ class UnsealedKeyring:
         """Plaintext data keys of ``subjects`` (in order; ``None`` for a subject without a
         key unless ``create``). What a key service's ``datakey`` endpoint hands out: whoever
         holds one can open every record of that subject."""
-        return self._dk.resolve(subjects, create=create)
+        if create:
+            return self._dk.resolve(names.canonical_subjects(subjects), create=True)
+        return (
+            [self._find(s)[0] for s in subjects]
+            if _any_non_ascii(subjects)
+            else (self._dk.resolve(subjects, create=False))
+        )
+
+    def _find(self, subject: str, commitment: bytes | None = None) -> tuple[DataKey | None, str]:
+        """The key of the first spelling of ``subject`` that has one (NFC first), or with
+        ``commitment`` the one whose commitment matches (a record's header names its key)."""
+        spellings = names.subject_spellings(subject)
+        keys = self._dk.resolve(spellings, create=False)
+        for key, s in zip(keys, spellings, strict=True):
+            if key is not None and (commitment is None or key.commitment == commitment):
+                return key, s
+        return None, spellings[0]
 
     def keks_for_rewrap(self) -> KekSet:
         """Every KEK of this keyring, current version included, for a rewrap job
@@ -156,6 +190,7 @@ class UnsealedKeyring:
         self, plaintext: bytes, *, subject: str, context: Mapping[str, str] | None = None
     ) -> bytes:
         """Seal a record for ``subject`` (its data key is created on first use)."""
+        subject = names.normalize_subject(subject)  # written under NFC (keysplit.names)
         (key,) = self._dk.resolve([subject], create=True)
         assert key is not None
         return envelope.encrypt(key, plaintext, subject=subject, context=context)
@@ -165,8 +200,8 @@ class UnsealedKeyring:
     ) -> bytes:
         """Open a record; :class:`IntegrityError` if it does not belong to this subject and
         context, was altered, or the subject was shredded."""
-        envelope.parse_header(record)
-        (key,) = self._dk.resolve([subject], create=False)
+        header = envelope.parse_header(record)
+        key, _ = self._find(subject, header.commitment)  # any spelling (keysplit.names)
         if key is None:
             raise IntegrityError(hint="the subject has no data key (never used, or shredded)")
         return envelope.decrypt(key, record, subject=subject, context=context)
@@ -178,6 +213,7 @@ class UnsealedKeyring:
         context: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
     ) -> list[bytes]:
         """Seal many records (``subjects[i]`` owns ``plaintexts[i]``) in one pass."""
+        subjects = names.canonical_subjects(subjects)  # written under NFC (keysplit.names)
         keys = self._dk.resolve(subjects, create=True)
         return envelope.encrypt_many(keys, subjects, plaintexts, context)  # type: ignore[arg-type]
 
@@ -188,7 +224,16 @@ class UnsealedKeyring:
         context: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
     ) -> list[bytes]:
         """Open many records; all-or-nothing (:class:`IntegrityError` if any fails)."""
-        keys = self._dk.resolve(subjects, create=False)
+        if _any_non_ascii(subjects):  # keys may sit under another spelling (keysplit.names)
+            found: dict[tuple[str, bytes | None], DataKey | None] = {}
+            keys = []
+            for s, r in zip(subjects, records, strict=True):
+                c = _commitment(r)
+                if (s, c) not in found:
+                    found[s, c] = self._find(s, c)[0]
+                keys.append(found[s, c])
+        else:
+            keys = self._dk.resolve(subjects, create=False)
         if any(k is None for k in keys):
             raise IntegrityError(hint="a subject has no data key (never used, or shredded)")
         return envelope.decrypt_many(keys, subjects, records, context)  # type: ignore[arg-type]
