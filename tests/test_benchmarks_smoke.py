@@ -5,6 +5,7 @@ Tiny sizes only, and no assertion on any timing (a shared machine makes them mea
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from benchmarks import bench_shamir, harness
+from benchmarks.harness import plots, report, runner, timing
 
 TINY = """
 from .harness import measure, progress, row
@@ -157,7 +159,10 @@ def test_cli_bench_runs_the_installed_suite(
     mods = tmp_path / "mods"
     mods.mkdir()
     (mods / "bench_zz_tiny.py").write_text(TINY)
-    monkeypatch.setattr(installed, "discover", lambda only, extra=(): [mods / "bench_zz_tiny.py"])
+    # main() looks modules up through runner.discover (harness.discover is its re-export)
+    monkeypatch.setattr(
+        installed.runner, "discover", lambda only, extra=(): [mods / "bench_zz_tiny.py"]
+    )
     out = tmp_path / "res"
     result = CliRunner().invoke(app, ["bench", "--out", str(out), "--no-plots"])
     assert result.exit_code == 0, result.output
@@ -175,3 +180,109 @@ def test_cli_bench_unknown_module(tmp_path: Path) -> None:
     assert "error: no benchmark modules matched" in result.stderr
     assert "hint: available modules:" in result.stderr
     assert "shamir" in result.stderr
+
+
+# --------------------------------------------------------------------------- the package split
+
+# Names bench modules and tests import from the harness (on main and on the wave-1 branches
+# bench_service / bench_jobs): they must keep working from ``benchmarks.harness``.
+MODULE_FACING = {
+    "measure": timing,
+    "row": timing,
+    "progress": timing,
+    "peak_memory_mb": timing,
+    "validate_rows": timing,
+    "REQUIRED_KEYS": timing,
+    "Stats": timing,
+    "throughput": timing,
+    "time_calls": timing,
+    "measure_interleaved": timing,
+    "add_ratios": report,
+    "reference_medians": report,
+    "run_standalone": report,
+    "render_markdown": report,
+    "render_table": report,
+    "machine_info": report,
+    "build_document": report,
+    "draw_plots": plots,
+    "discover": runner,
+    "load_module": runner,
+    "main": runner,
+    "run_suite": runner,
+    "run_module": runner,
+    "write_results": runner,
+    "ModuleResult": runner,
+}
+
+
+@pytest.mark.parametrize("package", ["benchmarks.harness", "keysplit_benchmarks.harness"])
+def test_harness_package_reexports_each_name_from_its_module(package: str) -> None:
+    pkg = importlib.import_module(package)
+    assert sorted(pkg.__all__) == sorted(set(pkg.__all__))
+    for name in pkg.__all__:
+        assert hasattr(pkg, name), name
+    for name, module in MODULE_FACING.items():
+        assert name in pkg.__all__, name
+        home = importlib.import_module(f"{package}.{module.__name__.rsplit('.', 1)[1]}")
+        assert getattr(pkg, name) is getattr(home, name), name
+
+
+def test_runner_knows_the_suite_package_and_directory() -> None:
+    import keysplit_benchmarks.harness as installed
+
+    assert runner.PACKAGE == "benchmarks"
+    assert installed.PACKAGE == "keysplit_benchmarks"
+    assert Path(harness.__file__).resolve().parent.parent == runner.PACKAGE_DIR
+    assert (runner.PACKAGE_DIR / "_worker.py").exists()
+
+
+def test_pyproject_ships_the_harness_package() -> None:
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    declared = set(config["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(("keysplit_benchmarks", *p.parent.relative_to(root / "benchmarks").parts))
+        for p in (root / "benchmarks").rglob("__init__.py")
+    }
+    assert "keysplit_benchmarks.harness" in found
+    assert found <= declared
+
+
+def test_measure_interleaved_runs_each_impl_in_turn() -> None:
+    order: list[str] = []
+    stats = timing.measure_interleaved(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 10, 3
+    )
+    assert order == ["a", "b"] * 4  # one warm-up round, then three interleaved repeats
+    assert set(stats) == {"a", "b"}
+    assert all(0 < lo <= med <= hi for med, lo, hi in stats.values())
+
+
+def test_time_calls_and_throughput() -> None:
+    calls: list[int] = []
+    times = timing.time_calls(lambda: calls.append(1), 4, warmup=2)
+    assert len(times) == 4 and len(calls) == 6 and all(t >= 0 for t in times)
+    assert len(timing.time_calls(lambda: None, 1000, budget_s=0.0, min_calls=3)) == 3
+    assert timing.throughput(100, [1.0, 2.0, 4.0]) == (50.0, 25.0, 100.0)
+    with pytest.raises(ValueError):
+        timing.throughput(1, [])
+
+
+def test_reference_medians_and_standalone_print(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [
+        _row(median=2.0, max=3.0),
+        _row(impl="kept", baseline=False, median=4.0, min=4.0, max=4.0),
+        _row(impl="j", baseline=False, median=8.0, min=8.0, max=8.0, note="a note"),
+    ]
+    kept = report.reference_medians(rows, lambda r: r["impl"] == "kept")
+    assert report.reference_medians(rows) == {("b", 1): 2.0}
+    assert kept == {("b", 1): 4.0}
+    report.run_standalone(lambda quick: rows if quick else [], ["bench_x.py"])
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4
+    assert "i *" in out[0] and out[0].endswith(" x1")
+    assert out[1].endswith(" x2") and out[2].endswith(" x4")
+    assert out[3] == "note: b: a note"
+    assert "ratio" not in rows[0]  # the caller's rows are left as they were
