@@ -225,8 +225,8 @@ def validate_rows(rows: object) -> list[dict[str, Any]]:
                 raise ValueError(f"row {i}: {key!r} must be a non-negative number, got {v!r}")
     groups: dict[tuple[str, int], int] = {}
     for r in rows:
-        key = (r["benchmark"], r["n"])
-        groups[key] = groups.get(key, 0) + (1 if r["baseline"] else 0)
+        group = (r["benchmark"], r["n"])
+        groups[group] = groups.get(group, 0) + (1 if r["baseline"] else 0)
     for (bench, n), count in groups.items():
         if count != 1:
             raise ValueError(f"{bench!r} n={n}: {count} baseline rows (need exactly one)")
