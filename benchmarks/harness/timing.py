@@ -34,6 +34,7 @@ __all__ = [
     "PROGRESS_PREFIX",
     "REQUIRED_KEYS",
     "Stats",
+    "latency_ms",
     "measure",
     "measure_interleaved",
     "peak_memory_mb",
@@ -147,6 +148,21 @@ def time_calls(
         if deadline is not None and time.monotonic() > deadline and len(out) >= min_calls:
             break
     return out
+
+
+def latency_ms(seconds: Sequence[float]) -> tuple[float, float]:
+    """(p50, p99) in milliseconds of per-call ``seconds`` (from :func:`time_calls`).
+
+    p99 is the inclusive 99th percentile (with fewer than two calls, the one call).
+    """
+    if not seconds:
+        raise ValueError("need at least one timing")
+    q = (
+        statistics.quantiles(seconds, n=100, method="inclusive")
+        if len(seconds) > 1
+        else list(seconds) * 99
+    )
+    return statistics.median(seconds) * 1e3, q[98] * 1e3
 
 
 def row(
