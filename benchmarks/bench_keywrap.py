@@ -9,6 +9,8 @@ itself, are measured too.
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,13 +19,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
 from keysplit import keywrap
 from keysplit.keyring.datakeys import _SubjectIV
 
-from .harness import measure, row
-
-
-def _row(
-    bench: str, impl: str, n: int, stats: tuple[float, float, float], baseline: bool, **extra: Any
-) -> dict[str, Any]:
-    return row(bench, impl, n, "keys/s", stats, baseline=baseline, **extra)
+from .harness import measure, row, run_standalone
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
@@ -48,65 +44,25 @@ def run(quick: bool) -> list[dict[str, Any]]:
     wrapped_iv = keywrap.wrap_batch(kek, keys, iv=ivs)
     subjects = [f"user-{i:08d}" for i in range(n)]
     binder = _SubjectIV(kek, "00" * 16, 1)
+    cases: list[tuple[str, str, Callable[[], object], bool]] = [
+        ("keywrap-wrap-16B", "cryptography aes_key_wrap loop", loop_wrap, True),
+        ("keywrap-wrap-16B", "keysplit wrap_batch", lambda: keywrap.wrap_batch(kek, keys), False),
+        ("keywrap-unwrap-16B", "cryptography aes_key_unwrap loop", loop_unwrap, True),
+        ("keywrap-unwrap-16B", "keysplit unwrap_batch (+ validity mask)",
+         lambda: keywrap.unwrap_batch(kek, wrapped), False),
+        ("keywrap-wrap-16B", "keysplit wrap_batch, per-row IV (subject-bound)",
+         lambda: keywrap.wrap_batch(kek, keys, iv=ivs), False),
+        ("keywrap-unwrap-16B", "keysplit unwrap_batch, per-row IV (subject-bound)",
+         lambda: keywrap.unwrap_batch(kek, wrapped_iv, iv=ivs), False),
+        ("keywrap-subject-iv", "keyed subject IVs (HMAC-SHA256 per row, hashlib)",
+         lambda: binder.ivs(subjects), True),
+    ]  # fmt: skip
     rows = [
-        _row(
-            "keywrap-wrap-16B",
-            "cryptography aes_key_wrap loop",
-            n,
-            measure(loop_wrap, n, repeats),
-            True,
-        ),
-        _row(
-            "keywrap-wrap-16B",
-            "keysplit wrap_batch",
-            n,
-            measure(lambda: keywrap.wrap_batch(kek, keys), n, repeats),
-            False,
-        ),
-        _row(
-            "keywrap-unwrap-16B",
-            "cryptography aes_key_unwrap loop",
-            n,
-            measure(loop_unwrap, n, repeats),
-            True,
-        ),
-        _row(
-            "keywrap-unwrap-16B",
-            "keysplit unwrap_batch (+ validity mask)",
-            n,
-            measure(lambda: keywrap.unwrap_batch(kek, wrapped), n, repeats),
-            False,
-        ),
-        _row(
-            "keywrap-wrap-16B",
-            "keysplit wrap_batch, per-row IV (subject-bound)",
-            n,
-            measure(lambda: keywrap.wrap_batch(kek, keys, iv=ivs), n, repeats),
-            False,
-        ),
-        _row(
-            "keywrap-unwrap-16B",
-            "keysplit unwrap_batch, per-row IV (subject-bound)",
-            n,
-            measure(lambda: keywrap.unwrap_batch(kek, wrapped_iv, iv=ivs), n, repeats),
-            False,
-        ),
-        _row(
-            "keywrap-subject-iv",
-            "keyed subject IVs (HMAC-SHA256 per row, hashlib)",
-            n,
-            measure(lambda: binder.ivs(subjects), n, repeats),
-            True,
-        ),
+        row(bench, impl, n, "keys/s", measure(fn, n, repeats), baseline=base)
+        for bench, impl, fn, base in cases
     ]
     return rows
 
 
 if __name__ == "__main__":
-    import sys
-
-    for r in run("--full" not in sys.argv):
-        print(
-            f"{r['benchmark']:20} {r['impl']:42} n={r['n']:>9,} median {r['median']:>14,.0f} "
-            f"{r['unit']} (min {r['min']:,.0f}, max {r['max']:,.0f})"
-        )
+    run_standalone(run, sys.argv)

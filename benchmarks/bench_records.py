@@ -17,7 +17,9 @@ Target (DESIGN.md §8): >= 1 M records/s and >= 50 % of the bare loop.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +27,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keysplit import Keyring, envelope
 
-from .harness import measure, row
+from .harness import measure, reference_medians, row, run_standalone
 
 SUBJECTS = 10_000
 BATCH = 100_000
 SIZE = 1024
 TARGET = 1_000_000.0
-
-
-def _row(
-    bench: str, impl: str, n: int, stats: tuple[float, float, float], baseline: bool, **extra: Any
-) -> dict[str, Any]:
-    return row(bench, impl, n, "records/s", stats, baseline=baseline, **extra)
+UNIT = "records/s"
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
@@ -85,51 +82,19 @@ def run(quick: bool) -> list[dict[str, Any]]:
         for _ in range(batches):
             envelope.decrypt_many(keys, subjects, recs, ctx)
 
+    enc, dec = "records-encrypt-1KiB", "records-decrypt-1KiB"
+    kept_note = {"note": "the bare loop keeping its 100k results alive, as any batch API must"}
+    cases: list[tuple[str, str, Callable[[], object], bool, dict[str, Any]]] = [
+        (enc, "AESGCM.encrypt loop, 1 key (bare)", bare_enc, True, {}),
+        (enc, "AESGCM.encrypt loop, 1 key, outputs kept", bare_enc_keep, False, kept_note),
+        (enc, "envelope.encrypt_many, 10k subjects", env_enc, False, {"target": TARGET}),
+        (dec, "AESGCM.decrypt loop, 1 key (bare)", bare_dec, True, {}),
+        (dec, "AESGCM.decrypt loop, 1 key, outputs kept", bare_dec_keep, False, {}),
+        (dec, "envelope.decrypt_many, 10k subjects", env_dec, False, {}),
+    ]
     rows = [
-        _row(
-            "records-encrypt-1KiB",
-            "AESGCM.encrypt loop, 1 key (bare)",
-            n,
-            measure(bare_enc, n, repeats),
-            True,
-        ),
-        _row(
-            "records-encrypt-1KiB",
-            "AESGCM.encrypt loop, 1 key, outputs kept",
-            n,
-            measure(bare_enc_keep, n, repeats),
-            False,
-            note="the bare loop keeping its 100k results alive, as any batch API must",
-        ),
-        _row(
-            "records-encrypt-1KiB",
-            "envelope.encrypt_many, 10k subjects",
-            n,
-            measure(env_enc, n, repeats),
-            False,
-            target=TARGET,
-        ),
-        _row(
-            "records-decrypt-1KiB",
-            "AESGCM.decrypt loop, 1 key (bare)",
-            n,
-            measure(bare_dec, n, repeats),
-            True,
-        ),
-        _row(
-            "records-decrypt-1KiB",
-            "AESGCM.decrypt loop, 1 key, outputs kept",
-            n,
-            measure(bare_dec_keep, n, repeats),
-            False,
-        ),
-        _row(
-            "records-decrypt-1KiB",
-            "envelope.decrypt_many, 10k subjects",
-            n,
-            measure(env_dec, n, repeats),
-            False,
-        ),
+        row(bench, impl, n, UNIT, measure(fn, n, repeats), baseline=base, **extra)
+        for bench, impl, fn, base, extra in cases
     ]
     with tempfile.TemporaryDirectory() as tmp:
         kr, shares = Keyring.create(Path(tmp) / "kr", 2, ["a", "b", "c"])
@@ -146,49 +111,30 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
             rows.insert(
                 2,
-                _row(
-                    "records-encrypt-1KiB",
-                    "UnsealedKeyring.encrypt_many, 10k subjects",
-                    n,
-                    measure(kr_enc, n, repeats),
-                    False,
-                    target=TARGET,
-                ),
+                row(enc, "UnsealedKeyring.encrypt_many, 10k subjects", n, UNIT,
+                    measure(kr_enc, n, repeats), target=TARGET),
             )
             rows.append(
-                _row(
-                    "records-decrypt-1KiB",
-                    "UnsealedKeyring.decrypt_many, 10k subjects",
-                    n,
-                    measure(kr_dec, n, repeats),
-                    False,
-                )
-            )
+                row(dec, "UnsealedKeyring.decrypt_many, 10k subjects", n, UNIT,
+                    measure(kr_dec, n, repeats))
+            )  # fmt: skip
     return _annotate(rows)
 
 
 def _annotate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Give each keysplit row its same-run ratios to both bare loops (discarding, keeping)."""
+    bare = reference_medians(rows)
+    kept = reference_medians(rows, lambda q: "outputs kept" in q["impl"])
     for r in rows:
         if r["baseline"] or "outputs kept" in r["impl"]:
             continue
-        refs = [q for q in rows if q["benchmark"] == r["benchmark"] and q["n"] == r["n"]]
-        bare = next(q["median"] for q in refs if q["baseline"])
-        kept = next(q["median"] for q in refs if "outputs kept" in q["impl"])
+        key = (r["benchmark"], r["n"])
         r["note"] = (
-            f"{r['impl']}: {r['median'] / bare:.0%} of the bare loop, "
-            f"{r['median'] / kept:.0%} of the bare loop that keeps its outputs (same run)"
+            f"{r['impl']}: {r['median'] / bare[key]:.0%} of the bare loop, "
+            f"{r['median'] / kept[key]:.0%} of the bare loop that keeps its outputs (same run)"
         )
     return rows
 
 
 if __name__ == "__main__":
-    import sys
-
-    for r in run("--full" not in sys.argv):
-        print(
-            f"{r['benchmark']:22} {r['impl']:46} n={r['n']:>9,} median {r['median']:>12,.0f} "
-            f"{r['unit']} (min {r['min']:,.0f}, max {r['max']:,.0f})"
-        )
-        if r.get("note"):
-            print(f"    {r['note']}")
+    run_standalone(run, sys.argv)

@@ -13,9 +13,8 @@ own, as keyrings wrote them before the binding.
 from __future__ import annotations
 
 import os
-import statistics
+import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,20 +24,9 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
 
 from keysplit import Keyring, UnsealedKeyring, WrappedKey, keywrap
 
+from .harness import Stats, measure, row, run_standalone
+
 BATCH = 10_000
-
-
-def _row(bench: str, impl: str, n: int, rates: list[float], baseline: bool) -> dict[str, Any]:
-    return {
-        "benchmark": bench,
-        "impl": impl,
-        "n": n,
-        "unit": "subjects/s",
-        "median": statistics.median(rates),
-        "min": min(rates),
-        "max": max(rates),
-        "baseline": baseline,
-    }
 
 
 def _populate(ku: UnsealedKeyring, n: int, *, bound: bool) -> None:
@@ -72,15 +60,14 @@ def _naive_rewrap(ku: UnsealedKeyring) -> int:
     return done
 
 
-def _repeat(ku: UnsealedKeyring, n: int, fn: Callable[[], int], repeats: int) -> list[float]:
-    rates = []
-    for _ in range(repeats):
-        ku.rotate()
-        t0 = time.perf_counter()
+def _repeat(ku: UnsealedKeyring, n: int, fn: Callable[[], int], repeats: int) -> Stats:
+    """Each repeat first rotates (untimed: every key is stale), then rewraps all ``n``."""
+
+    def rewrap_all() -> None:
         done = fn()
-        rates.append(n / (time.perf_counter() - t0))
         assert done == n, (done, n)
-    return rates
+
+    return measure(rewrap_all, n, repeats, warmup=0, setup=ku.rotate)
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
@@ -97,23 +84,14 @@ def run(quick: bool) -> list[dict[str, Any]]:
             ours = _repeat(ku, n, lambda: ku.rewrap(batch_size=BATCH).rewrapped, repeats)
             # every row still opens under its own subject: spot check one
             assert ku.data_keys(["user-00000000"])[0] is not None
+    unit = "subjects/s"
     return [
-        _row("rewrap-sqlite", "per-key aes_key_(un)wrap + same SQLite batches", n, base, True),
-        _row(
-            "rewrap-sqlite",
-            "UnsealedKeyring.rewrap (batched key wrap, subject-bound)",
-            n,
-            ours,
-            False,
-        ),
-    ]
+        row("rewrap-sqlite", "per-key aes_key_(un)wrap + same SQLite batches", n, unit, base,
+            baseline=True),
+        row("rewrap-sqlite", "UnsealedKeyring.rewrap (batched key wrap, subject-bound)", n, unit,
+            ours),
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":
-    import sys
-
-    for r in run("--full" not in sys.argv):
-        print(
-            f"{r['benchmark']:14} {r['impl']:48} n={r['n']:>9,} median {r['median']:>12,.0f} "
-            f"{r['unit']} (min {r['min']:,.0f}, max {r['max']:,.0f})"
-        )
+    run_standalone(run, sys.argv)

@@ -14,7 +14,6 @@ keys fetched once), which is what a backend that accepts the cache trade-off pay
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from keysplit import Client, Keyring
 from keysplit.service._keys import data_keys
 from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
 
-from .harness import progress, row
+from .harness import latency_ms, progress, row, throughput, time_calls
 
 SUBJECTS = 1000
 SIZE = 1024
@@ -36,30 +35,19 @@ SIZE = 1024
 def _calls(fn: Callable[[], object], n: int, quick: bool) -> list[float]:
     """Per-call seconds: enough calls for a p99 at small batches, bounded time at large."""
     want = (60 if quick else 300) if n <= 10 else (20 if quick else 60) if n <= 1000 else 5
-    fn()  # warm-up (connection, caches)
-    out = []
-    budget = time.monotonic() + (5 if quick else 20)
-    for _ in range(want):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-        if time.monotonic() > budget and len(out) >= 3:
-            break
-    return out
+    return time_calls(fn, want, budget_s=5 if quick else 20)  # 1 warm-up (connection, caches)
 
 
 def _row(
     bench: str, impl: str, n: int, unit: str, times: list[float], base: bool
 ) -> dict[str, Any]:
-    rates = [n / max(t, 1e-12) for t in times]
-    q = statistics.quantiles(times, n=100, method="inclusive") if len(times) > 1 else times * 99
-    p50, p99 = statistics.median(times) * 1e3, q[98] * 1e3
+    p50, p99 = latency_ms(times)
     r = row(
         bench,
         impl,
         n,
         unit,
-        (statistics.median(rates), min(rates), max(rates)),
+        throughput(n, times),
         baseline=base,
         p50_ms=round(p50, 3),
         p99_ms=round(p99, 3),

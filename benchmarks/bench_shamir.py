@@ -16,7 +16,6 @@ elements. (x = 1, 2, 3 would be unrepresentatively fast: all three coefficients 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from keysplit import shamir
 
-from .harness import measure, peak_memory_mb, progress, row
+from .harness import measure, peak_memory_mb, progress, row, time_calls
 
 KEY_BYTES = 16
 TARGET = 20e6  # DESIGN.md section 8: >= 20 M keys/s split and combine, 10^6 keys, 3-of-5
@@ -60,11 +59,7 @@ def _repeats(n: int, quick: bool) -> int:
 
 def _sample_size(one: Callable[[], object], quick: bool) -> int:
     """How many keys to time a per-key peer on: about 40 ms (quick) or 0.3 s per repeat."""
-    one()
-    t0 = time.perf_counter()
-    for _ in range(5):
-        one()
-    per_key = (time.perf_counter() - t0) / 5
+    per_key = sum(time_calls(one, 5)) / 5
     budget = 0.04 if quick else 0.3
     return max(5, min(1000, int(budget / max(per_key, 1e-9))))
 

@@ -5,7 +5,7 @@ recovery tag, interpolation of extra shares) next to pycryptodome's raw ``Shamir
 (baseline: no encoding, no verification, a wrong share gives a wrong key) and
 shamir-mnemonic's SLIP-39 (verified, mnemonic words; its passphrase KDF runs at the
 lowest iteration exponent, 0). Single keys, so this is per-call overhead, not the batch
-core (see bench_shamir). Self-contained: only ``time.perf_counter`` and ``statistics``.
+core (see bench_shamir).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ sample of ``SAMPLE`` rows and reported per row. Key wrapping is not measured her
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from keysplit.store import SQLiteKeyStore, WrappedKey
 from keysplit.store.url import postgres_conninfo
 
 from ._pgserver import throwaway_postgres
-from .harness import measure, progress, row
+from .harness import measure, progress, row, run_standalone
 
 KID = "be" * 16
 BATCH = 10_000
@@ -170,10 +171,4 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    import sys
-
-    for r in run("--full" not in sys.argv):
-        print(
-            f"{r['benchmark']:18} {r['impl']:58} n={r['n']:>9,} median {r['median']:>12,.0f} "
-            f"{r['unit']} (min {r['min']:,.0f}, max {r['max']:,.0f})"
-        )
+    run_standalone(run, sys.argv)

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keysplit.stream import decrypt_file, decrypt_stream, encrypt_stream
+
+from .harness import measure_interleaved, row, run_standalone
 
 MiB = 1 << 20
 CHUNK = 1 << 20
@@ -44,43 +44,6 @@ class _Null:
 
     def write(self, b: Any) -> int:
         return len(b)
-
-
-def _timed(
-    fns: dict[str, Callable[[], object]], work: float, repeats: int
-) -> dict[str, tuple[float, float, float]]:
-    """(median, min, max) throughput per impl, with the impls' repeats interleaved.
-
-    On a shared machine the load drifts; interleaving (a, b, c, a, b, c, ...) gives every
-    impl the same conditions, so same-run ratios stay meaningful.
-    """
-    for fn in fns.values():
-        fn()  # warm-up (page cache, first-touch of buffers)
-    rates: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            rates[name].append(work / (time.perf_counter() - t0))
-    return {n: (statistics.median(r), min(r), max(r)) for n, r in rates.items()}
-
-
-def _row(
-    bench: str, impl: str, n: int, stats: tuple[float, float, float], **extra: Any
-) -> dict[str, Any]:
-    med, lo, hi = stats
-    out: dict[str, Any] = {
-        "benchmark": bench,
-        "impl": impl,
-        "n": n,
-        "unit": "MB/s",
-        "median": med,
-        "min": lo,
-        "max": hi,
-        "baseline": extra.pop("baseline", False),
-    }
-    out.update(extra)
-    return out
 
 
 def _make_file(path: Path, size: int) -> None:
@@ -253,26 +216,15 @@ def run(quick: bool) -> list[dict[str, Any]]:
             ("stream encrypt 1 MiB chunks", enc_fns),
             ("stream decrypt 1 MiB chunks", dec_fns),
         ):
-            stats = _timed(fns, mb, repeats)
+            stats = measure_interleaved(fns, mb, repeats)
             for i, impl in enumerate(fns):
                 rows.append(
-                    _row(bench, impl, size, stats[impl], baseline=i == 0, **notes.get(impl, {}))
-                )
+                    row(bench, impl, size, "MB/s", stats[impl], baseline=i == 0,
+                        **notes.get(impl, {}))
+                )  # fmt: skip
         out.unlink(missing_ok=True)
     return rows
 
 
 if __name__ == "__main__":
-    quick = "--full" not in sys.argv
-    results = run(quick)
-    base = {r["benchmark"]: r["median"] for r in results if r["baseline"]}
-    for r in results:
-        ratio = r["median"] / base[r["benchmark"]]
-        print(
-            f"{r['benchmark']:<30} {r['impl']:<48} n={r['n'] // MiB} MiB "
-            f"median {r['median']:8.0f} MB/s (min {r['min']:.0f}, max {r['max']:.0f}) "
-            f"x{ratio:.2f}" + (f"  peak {r['peak_mb']:.0f} MB" if "peak_mb" in r else "")
-        )
-    notes = {r["note"] for r in results if "note" in r}
-    for note in sorted(notes):
-        print("note:", note)
+    run_standalone(run, sys.argv)
