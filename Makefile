@@ -42,7 +42,7 @@ SOAK_ARGS ?=
 soak: $(STAMP)
 	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
-# Its 15-second variant as one pytest test (about 40 s of wall time on a loaded machine).
+# Its 15-second variant as one pytest test (32-35 s of wall time on the loaded 2-core machine).
 soak-smoke: $(STAMP)
 	KEYSPLIT_SOAK=1 HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q tests/test_soak_smoke.py
 

@@ -36,6 +36,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -329,7 +330,8 @@ class SoakResult:
         )
         if self.restart_s:
             rs = sorted(self.restart_s)
-            lines.append(f"  restart+unseal: median {rs[len(rs) // 2]:.2f} s, max {rs[-1]:.2f} s")
+            med = statistics.median(rs)
+            lines.append(f"  restart+unseal: median {med:.2f} s, max {rs[-1]:.2f} s")
         lines.append(
             f"  verified after a final kill+restart+unseal: {self.verified}/{self.records} "
             f"acknowledged records, {self.keys_checked} data keys unchanged"
@@ -345,7 +347,7 @@ def _start_store(kind: str, say: Any) -> tuple[str, str, Any]:
         try:
             import psycopg  # noqa: F401
 
-            from benchmarks._pgserver import PostgresUnavailable, ThrowawayPostgres
+            from ._pgserver import PostgresUnavailable, ThrowawayPostgres
 
             server = ThrowawayPostgres()
             try:

@@ -1,8 +1,9 @@
 """A short run of the key-service soak (benchmarks/soak.py): 15 s, 2 clients, one SIGKILL.
 
-Not in ``make test``: on the shared 2-core machine its process start-ups alone (serve three
-times, the custodians' unseal CLIs, token create, spawned clients) took about 40 s of wall
-time. ``make soak-smoke`` runs it (KEYSPLIT_SOAK=1); ``make soak`` is the full run.
+Not in ``make test``: on the shared 2-core machine the whole run (15 s of load, plus
+starting serve three times, the custodians' unseal CLIs, token create and the spawned
+clients) took 32-35 s of wall time, over the ~25 s budget. ``make soak-smoke`` runs it
+(KEYSPLIT_SOAK=1); ``make soak`` is the full run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_soak_smoke_survives_a_kill_and_its_check_can_fail() -> None:
-    from benchmarks.soak import run
+    from benchmarks.soak import run  # the repository layout (make soak-smoke runs here)
 
     # one ledger entry is altered before the final check: that entry, and only it, must be
     # reported, so the run shows both that every other acknowledged record survived the
