@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv test lint typecheck pytest demo bench bench-full fuzz clean
+.PHONY: venv test lint typecheck pytest demo bench bench-full fuzz soak soak-smoke clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,17 @@ FUZZ_EXAMPLES ?= 2000
 fuzz: $(STAMP)
 	KEYSPLIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q \
 		tests/test_fuzz_parsers.py tests/test_fuzz_cli.py
+
+# The key-service soak (benchmarks/soak.py; minutes, not in make test or CI): client processes
+# under SIGKILL/restart/unseal of the service and dropped store connections; exit 1 if any
+# acknowledged record is lost. E.g. make soak SOAK_ARGS="--duration 600 --clients 6".
+SOAK_ARGS ?=
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
+
+# Its 15-second variant as one pytest test (32-35 s of wall time on the loaded 2-core machine).
+soak-smoke: $(STAMP)
+	KEYSPLIT_SOAK=1 HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q tests/test_soak_smoke.py
 
 demo: $(STAMP)
 	$(BIN)/keysplit demo
