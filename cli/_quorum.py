@@ -32,9 +32,25 @@ __all__ = [
     "IDENTITY_OPTION",
     "PASSPHRASE_OPTION",
     "SHARE_OPTION",
+    "STORE_OPTION",
     "QuorumSource",
+    "open_keyring",
     "quorum",
 ]
+
+STORE_OPTION = typer.Option(
+    None,
+    "--store",
+    metavar="URL",
+    help="Key store URL overriding the one recorded at init (sqlite:PATH, "
+    "postgresql://...; never a password: use libpq's PGPASSFILE/.pgpass).",
+)
+
+
+def open_keyring(directory: Path, store: str | None = None) -> Keyring:
+    """The keyring at ``directory``, with its store overridden by ``--store`` if given."""
+    return Keyring.open(directory, store_url=store)
+
 
 SHARE_OPTION = typer.Option(
     [],

@@ -23,12 +23,22 @@ from rich.table import Table
 from keysplit import Keyring, KeysplitError, Recipient, ceremony
 from keysplit.ceremony import Contributor, Custody, DirectorySink, ShareFileExists, WrittenShare
 from keysplit.custody import check_custodian_name
+from keysplit.store import check_store_url
+from keysplit.trust import KnownKeyrings
 
 from . import _common
 from ._common import EXIT_USAGE, err_console, fail, handle_errors, info, relabel
 from ._opener import Passphrases, prompt_passphrase
 from ._progress import progress_bar
-from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
+from ._quorum import (
+    IDENTITY_OPTION,
+    PASSPHRASE_OPTION,
+    SHARE_OPTION,
+    STORE_OPTION,
+    QuorumSource,
+    open_keyring,
+    quorum,
+)
 from ._specs import parse_name_file
 
 __all__ = ["app"]
@@ -156,31 +166,56 @@ def init_cmd(
         help="Custodians without a key get unprotected share files (demos and tests only).",
     ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    store: str | None = typer.Option(
+        None,
+        "--store",
+        metavar="URL",
+        help="Key store URL recorded in the keyring (default: sqlite:keys.sqlite inside DIR; "
+        "postgresql://... without a password: libpq's PGPASSFILE/.pgpass).",
+    ),
 ) -> None:
     """Create a keyring: a fresh master key split K-of-N among the custodians.
 
     Writes one share file per custodian (mode 0600) and an 'init' audit entry.
 
+    Prints the keyring fingerprint (ksk1...) and pins it in the known-keyrings file
+    ($KEYSPLIT_KNOWN_KEYRINGS or ~/.config/keysplit/known_keyrings): encrypt checks it.
+
     The master key is never written or printed: keep K share files safe.
 
     Exit codes: 0 created; 1 failure (bad public key, existing keyring or share file); 2 usage.
     """
+    url = check_store_url(store) if store is not None else None
     custody = _parse_custodians(custodian, passphrase_file, plain_shares, "--passphrase-file")
     _check_threshold(threshold, custody)
     try:
         done = ceremony.init(
-            directory, threshold, custody, _sink(shares_dir, directory), kdf=_common.KDF
+            directory,
+            threshold,
+            custody,
+            _sink(shares_dir, directory),
+            kdf=_common.KDF,
+            pin=KnownKeyrings(),
+            store_url=url,
         )
     except ShareFileExists as exc:
         fail(str(exc), "choose another --shares-dir")
     kr = done.keyring
     _print_share_table(f"keyring {kr.keyring_id}: {threshold} of {len(custody)}", done.shares)
     info(f"audit log head: {done.entry.hash}")
+    info(f"keyring fingerprint: {kr.fingerprint}")
+    if done.pinned is not None:
+        info(
+            f"pinned in {KnownKeyrings().path}; on other machines: "
+            f"keysplit keyring pin DIR --expect {kr.fingerprint}"
+        )
     if as_json:
         typer.echo(
             json.dumps(
                 {
                     "keyring_id": kr.keyring_id,
+                    "fingerprint": kr.fingerprint,
+                    "store_url": kr.store_url,
                     "threshold": threshold,
                     "shares": [w.as_dict() for w in done.shares],
                     "audit_head": done.entry.hash,
@@ -201,6 +236,7 @@ def unseal_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Check that a quorum of custodians can unseal the keyring (an unseal drill).
@@ -211,7 +247,7 @@ def unseal_cmd(
 
     Exit codes: 0 verified; 1 bad, foreign or too few shares, wrong secret; 2 usage.
     """
-    kr = Keyring.open(directory)
+    kr = open_keyring(directory, store)
     done = ceremony.unseal_check(kr, quorum(kr, _source(share, identity, passphrase_file)))
     info(f"[green]quorum verified[/]: {_names(done.contributors)} unsealed keyring {kr.keyring_id}")
     assert done.entry is not None
@@ -231,13 +267,15 @@ def unseal_cmd(
 def status_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    store: str | None = STORE_OPTION,
 ) -> None:
     """Show versions, custodians and key counts (public data only; needs no quorum).
 
     Exit codes: 0 shown (even if the audit chain is broken: see its line); 1 no keyring; 2 usage.
     """
-    kr = Keyring.open(directory)
+    kr = open_keyring(directory, store)
     doc = kr.status().as_dict()
+    doc["trust"] = ceremony.trust_state(kr).as_dict()
     log = kr.audit_log()
     try:
         report = log.verify()
@@ -253,6 +291,14 @@ def status_cmd(
     custodians = ", ".join(f"{c['name']} (#{c['index']})" for c in doc["custodians"])
     versions = ", ".join(f"v{k}: {v}" for k, v in doc["keys_by_version"].items()) or "none"
     audit = doc["audit"]
+    tr = doc["trust"]
+    pin = (
+        "not pinned: encrypt refuses without --expect (keysplit keyring pin)"
+        if not tr["pinned"]
+        else "pinned, matches"
+        if tr["pin_matches"]
+        else "PINNED TO ANOTHER KEY: the public key was replaced; do not encrypt to it"
+    )
     for field_, value in (
         ("path", doc["path"]),
         ("generation", str(doc["generation"])),
@@ -260,6 +306,9 @@ def status_cmd(
         ("custodians", custodians),
         ("share set", doc["set_id"]),
         ("public key", doc["public_key"]),
+        ("fingerprint", tr["fingerprint"]),
+        ("trust", f"{pin} ({tr['known_keyrings']})"),
+        ("store", doc["store_url"]),
         ("current KEK", f"v{doc['current_kek']}"),
         ("KEK versions", ", ".join(f"v{v}" for v in doc["kek_versions"])),
         ("data keys", f"{doc['data_keys']} ({versions})"),
@@ -306,6 +355,7 @@ def rekey_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     abort: bool = typer.Option(
         False,
@@ -324,7 +374,7 @@ def rekey_cmd(
 
     Exit codes: 0 rekeyed; 1 bad quorum or write failure (old shares still work); 2 usage.
     """
-    kr = Keyring.open(directory)
+    kr = open_keyring(directory, store)
     if abort:
         _abort_rekey(kr, _source(share, identity, passphrase_file))
         return
@@ -379,12 +429,13 @@ def rotate_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
 ) -> None:
     """Create a new KEK version; new data keys use it (then run rewrap). Prints the version.
 
     Exit codes: 0 rotated; 1 bad quorum; 2 usage.
     """
-    kr = Keyring.open(directory)
+    kr = open_keyring(directory, store)
     version = ceremony.rotate(kr, quorum(kr, _source(share, identity, passphrase_file))).value
     info(f"new KEK version v{version}; run 'keysplit rewrap' to move existing data keys to it")
     typer.echo(version)
@@ -398,6 +449,7 @@ def rewrap_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Re-wrap every data key under the current KEK (records untouched; resumable).
@@ -406,7 +458,7 @@ def rewrap_cmd(
 
     Exit codes: 0 done; 1 bad quorum or a stored key failed authentication; 2 usage.
     """
-    kr = Keyring.open(directory)
+    kr = open_keyring(directory, store)
     with progress_bar("rewrapping data keys") as bar:
         done = ceremony.rewrap(
             kr,
@@ -441,12 +493,13 @@ def retire_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
 ) -> None:
     """Delete an old KEK version (after rewrap): old backups of the key store become useless.
 
     Exit codes: 0 retired; 1 bad quorum, version current, unknown or still in use; 2 usage.
     """
-    kr = Keyring.open(directory)
+    kr = open_keyring(directory, store)
     ceremony.retire(kr, quorum(kr, _source(share, identity, passphrase_file)), version)
     info(f"KEK v{version} retired")
 
@@ -463,6 +516,7 @@ def shred_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
 ) -> None:
     """Destroy SUBJECT's data key: their records can never be decrypted again.
 
@@ -470,7 +524,7 @@ def shred_cmd(
 
     Exit codes: 0 shredded; 1 not confirmed, legal hold or bad quorum; 2 usage.
     """
-    kr = Keyring.open(directory)
+    kr = open_keyring(directory, store)
     if not yes and not typer.confirm(
         f"Destroy the data key of {subject!r}? Their records become unrecoverable",
         err=True,
@@ -493,11 +547,12 @@ def hold_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
 ) -> None:
     """Place (--on) or lift (--off) a legal hold: a held subject cannot be shredded.
 
     Exit codes: 0 done; 1 bad quorum; 2 usage.
     """
-    kr = Keyring.open(directory)
+    kr = open_keyring(directory, store)
     ceremony.hold(kr, quorum(kr, _source(share, identity, passphrase_file)), subject, on)
     info(f"legal hold on {subject!r}: {'on' if on else 'off'}")

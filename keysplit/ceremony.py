@@ -14,9 +14,11 @@ so that the CLI, the demo and (later) a key service only prompt, print or relay:
    (and a rekey aborted, so the old shares keep working); then exactly one typed entry
    from :mod:`keysplit.audit.events` is appended to the keyring's MACed log.
 
-This module is the audit seam: the keyring's ``on_event`` hook has no caller and is left
-for removal (one vocabulary, written here). Errors are :class:`KeysplitError` subclasses
-(or ``OSError`` from the file system) with secret-free messages.
+This module is the audit seam (one vocabulary, :mod:`keysplit.audit.events`, written here).
+It is also where sealing to a keyring without a quorum checks the keyring's fingerprint
+against the user's trust anchor (:func:`trust_keyring`, :func:`encrypt_file`). Errors are
+:class:`KeysplitError` subclasses (or ``OSError`` from the file system) with secret-free
+messages.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import BinaryIO, Generic, Protocol, TypeVar
 
 from . import (
     Argon2Params,
@@ -42,11 +44,15 @@ from . import (
     recipient_id,
     seal_share,
     seal_share_with_passphrase,
+    trust,
 )
 from . import decrypt_file as _decrypt_file
+from . import encrypt_file as _encrypt_file
+from . import encrypt_stream as _encrypt_stream
 from .audit import AuditEntry, AuditReport
 from .audit import events as ev
 from .audit.events import Contributor, ShareRecord
+from .errors import UntrustedKeyringError
 from .files import atomic_write
 
 __all__ = [
@@ -58,13 +64,18 @@ __all__ = [
     "Quorum",
     "QuorumFeed",
     "RekeyResult",
+    "Sealed",
     "ShareFileExists",
     "ShareSink",
+    "TrustState",
     "WrittenShare",
     "abort_rekey",
     "decrypt_file",
+    "encrypt_file",
+    "encrypt_stream",
     "hold",
     "init",
+    "pin_keyring",
     "rekey",
     "repair_audit",
     "retire",
@@ -72,6 +83,8 @@ __all__ = [
     "rotate",
     "share_file_text",
     "shred",
+    "trust_keyring",
+    "trust_state",
     "unseal_check",
 ]
 
@@ -318,6 +331,8 @@ class InitResult:
     keyring: Keyring
     shares: Sequence[WrittenShare]
     entry: AuditEntry
+    pinned: trust.KnownKeyring | None = None
+    """The known-keyrings entry written for the new keyring (None if ``pin`` was not given)."""
 
 
 def init(
@@ -327,14 +342,21 @@ def init(
     sink: ShareSink,
     *,
     kdf: Argon2Params | None = None,
+    pin: trust.KnownKeyrings | None = None,
+    store_url: str | None = None,
 ) -> InitResult:
     """Create a keyring K-of-N among ``custody`` and hand every custodian their share.
 
     If a share cannot be written, the ones written are removed and :class:`KeyringError`
-    says the new keyring can never be unsealed (it must be removed by hand).
+    says the new keyring can never be unsealed (it must be removed by hand). ``pin``: the
+    known-keyrings file to pin the new keyring's fingerprint in (this process has just
+    generated its key, so this is where trust starts). ``store_url``: the key store
+    (recorded in the keyring directory; default the embedded SQLite file).
     """
     sink.reserve(custody, 1)
-    kr, shares = Keyring.create(directory, threshold, [c.name for c in custody])
+    kr, shares = Keyring.create(
+        directory, threshold, [c.name for c in custody], store_url=store_url
+    )
     try:
         written = _hand_out(shares, custody, sink, 1, kdf)
     except (OSError, KeysplitError) as exc:
@@ -354,7 +376,8 @@ def init(
             ),
         )
     shares.clear()
-    return InitResult(kr, written, entry)
+    pinned = pin_keyring(kr, known=pin) if pin is not None else None
+    return InitResult(kr, written, entry, pinned)
 
 
 @dataclass(frozen=True)
@@ -545,3 +568,159 @@ def repair_audit(keyring: Keyring, quorum: Quorum) -> Done[AuditReport]:
             entry = ev.record(log, ev.AuditRepair(authorized_by=quorum.contributors))
             report = log.verify()
     return Done(report, entry, quorum.contributors)
+
+
+# -- sealing to a keyring without a quorum: the trust check ---------------------------------
+
+TRUST_EXPECTED = "expected"
+TRUST_PINNED = "pinned"
+TRUST_FIRST_USE = "first-use"
+
+
+def trust_keyring(
+    keyring: Keyring,
+    *,
+    expect: str | None = None,
+    known: trust.KnownKeyrings | None = None,
+    trust_on_first_use: bool = False,
+) -> str:
+    """Check ``keyring``'s public key against the trust anchor kept outside its directory.
+
+    Why: sealing needs no quorum, so nothing in the keyring directory authenticates its
+    public key to a sender; a writer of the directory could swap in their own. Policy:
+
+    * ``expect`` (a fingerprint from the owner) must match -> ``"expected"``;
+    * else the keyring must be pinned in ``known`` (default: the known-keyrings file) and
+      match -> ``"pinned"``; a pin is checked even when ``expect`` is given;
+    * an unpinned keyring without ``expect`` is refused with
+      :class:`UntrustedKeyringError`, unless ``trust_on_first_use``: then its current
+      fingerprint is pinned (SSH-style first contact) -> ``"first-use"``.
+
+    Mismatches raise :class:`UntrustedKeyringError` naming both fingerprints.
+    """
+    store = known if known is not None else trust.KnownKeyrings()
+    how = trust.verify_keyring(keyring.keyring_id, keyring.public_key, expect=expect, known=store)
+    if how != "unpinned":
+        return how
+    if not trust_on_first_use:
+        raise UntrustedKeyringError(
+            f"keyring {keyring.keyring_id} is not pinned in {store.path} and no fingerprint "
+            "was given: its public key is unverified",
+            hint=f"pass --expect {keyring.fingerprint[:8]}... as given by the keyring's owner "
+            "(keysplit status on the machine that ran init), or pin it once with "
+            "'keysplit keyring pin DIR --expect FPR'",
+        )
+    store.pin_keyring(keyring.keyring_id, keyring.public_key, str(keyring.path))
+    return TRUST_FIRST_USE
+
+
+def pin_keyring(
+    keyring: Keyring,
+    *,
+    expect: str | None = None,
+    known: trust.KnownKeyrings | None = None,
+    label: str | None = None,
+    replace: bool = False,
+) -> trust.KnownKeyring:
+    """Pin ``keyring``'s fingerprint; with ``expect`` only if it matches (else refused).
+
+    Without ``expect`` this trusts the directory as it is now (what ``init`` does, having
+    just generated the key). ``replace`` re-pins an id pinned to another fingerprint.
+    """
+    if expect is not None:
+        keyring.check_fingerprint(expect)
+    store = known if known is not None else trust.KnownKeyrings()
+    return store.pin_keyring(
+        keyring.keyring_id,
+        keyring.public_key,
+        str(keyring.path) if label is None else label,
+        replace=replace,
+    )
+
+
+def _checked_public_key(
+    keyring: Keyring,
+    expect: str | None,
+    known: trust.KnownKeyrings | None,
+    trust_on_first_use: bool,
+) -> tuple[bytes, str]:
+    # The bytes checked are the bytes sealed to (read once from the opened metadata).
+    public_key = keyring.public_key
+    how = trust_keyring(keyring, expect=expect, known=known, trust_on_first_use=trust_on_first_use)
+    if public_key != keyring.public_key:  # pragma: no cover - meta is immutable in memory
+        raise UntrustedKeyringError("the keyring's public key changed during the check")
+    return public_key, how
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """What a trusted seal did: the stream's ``info`` and how the key was trusted."""
+
+    info: StreamInfo
+    trust: str
+
+
+def encrypt_file(
+    keyring: Keyring,
+    in_path: str,
+    out_path: str,
+    *,
+    expect: str | None = None,
+    known: trust.KnownKeyrings | None = None,
+    trust_on_first_use: bool = False,
+    context: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+) -> Sealed:
+    """Seal a file to ``keyring`` after :func:`trust_keyring` (nothing written if refused).
+
+    The safe entry point: :func:`keysplit.encrypt_file` takes a raw public key and checks
+    nothing.
+    """
+    public_key, how = _checked_public_key(keyring, expect, known, trust_on_first_use)
+    info = _encrypt_file(in_path, out_path, public_key, context=context, overwrite=overwrite)
+    return Sealed(info, how)
+
+
+def encrypt_stream(
+    keyring: Keyring,
+    src: BinaryIO,
+    dst: BinaryIO,
+    *,
+    expect: str | None = None,
+    known: trust.KnownKeyrings | None = None,
+    trust_on_first_use: bool = False,
+    context: Mapping[str, str] | None = None,
+) -> Sealed:
+    """:func:`encrypt_file` between streams (nothing written to ``dst`` if refused)."""
+    public_key, how = _checked_public_key(keyring, expect, known, trust_on_first_use)
+    return Sealed(_encrypt_stream(src, dst, public_key, context=context), how)
+
+
+@dataclass(frozen=True)
+class TrustState:
+    """Public: the keyring's fingerprint and what the known-keyrings file says about it."""
+
+    fingerprint: str
+    known_file: str
+    pinned: str | None
+    """The pinned fingerprint, or None if this keyring id is not pinned."""
+
+    @property
+    def matches(self) -> bool | None:
+        """Whether the pin agrees with the directory's key (None: not pinned)."""
+        return None if self.pinned is None else self.pinned == self.fingerprint
+
+    def as_dict(self) -> dict[str, str | bool | None]:
+        return {
+            "fingerprint": self.fingerprint,
+            "known_keyrings": self.known_file,
+            "pinned": self.pinned is not None,
+            "pin_matches": self.matches,
+        }
+
+
+def trust_state(keyring: Keyring, known: trust.KnownKeyrings | None = None) -> TrustState:
+    """What ``status`` shows: fingerprint, pinned or not, and whether the pin matches."""
+    store = known if known is not None else trust.KnownKeyrings()
+    entry = store.lookup(keyring.keyring_id)
+    return TrustState(keyring.fingerprint, str(store.path), entry.fingerprint if entry else None)

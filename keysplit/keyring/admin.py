@@ -75,7 +75,6 @@ def rotate(ku: UnsealedKeyring) -> int:
             next_kek=v + 1,
         )
         _write_keyring(ku, local, meta, kf.KeyringSecrets(local.secrets.x25519_private, keks))
-    kr.emit("rotate", kek_version=v, generation=meta.generation)
     return v
 
 
@@ -98,7 +97,6 @@ def retire(ku: UnsealedKeyring, version: int) -> None:
         keks = {v: k for v, k in local.secrets.keks.items() if v != version}
         meta = replace_meta(kr.meta, generation=m.generation + 1, kek_versions=tuple(sorted(keks)))
         _write_keyring(ku, local, meta, kf.KeyringSecrets(local.secrets.x25519_private, keks))
-    kr.emit("retire", kek_version=version, generation=meta.generation)
 
 
 def set_legal_hold(ku: UnsealedKeyring, subject: str, hold: bool) -> None:
@@ -106,7 +104,6 @@ def set_legal_hold(ku: UnsealedKeyring, subject: str, hold: bool) -> None:
     local = ku.local_data_keys()
     envelope.encode_aad(subject)
     local.store.set_legal_hold(subject, bool(hold))
-    ku.keyring.emit("legal_hold", subject=subject, hold=bool(hold))
 
 
 def shred(ku: UnsealedKeyring, subject: str) -> bool:
@@ -115,7 +112,6 @@ def shred(ku: UnsealedKeyring, subject: str) -> bool:
     envelope.encode_aad(subject)
     existed = local.store.delete(subject)  # raises LegalHoldError if held
     local.forget(subject)
-    ku.keyring.emit("shred", subject=subject, existed=existed)
     return existed
 
 
@@ -150,7 +146,6 @@ def prepare_rekey(
             raise KeyringError("the keyring file changed under this process; unseal again")
         kr.home.write_pending(kf.serialize(meta, local.secrets, master, rng.random_bytes(12)))
     kr.pending = meta
-    kr.emit("rekey_prepared", generation=meta.generation, threshold=k, custodians=names)
     return {n: s for n, s in zip(names, shares, strict=True)}, master
 
 
@@ -169,7 +164,6 @@ def commit_rekey(ku: UnsealedKeyring, master: bytes) -> kf.KeyringMeta:
             raise KeyringError("the pending rekey changed on disk; start again")
         kr.home.commit_pending()
     kr.meta, kr.pending = meta, None
-    kr.emit("rekey_committed", generation=meta.generation, recovered=False)
     return meta
 
 
@@ -180,5 +174,4 @@ def abort_rekey(ku: UnsealedKeyring) -> bool:
     with kr.home.lock():
         existed = kr.home.discard_pending()
     kr.pending = None
-    kr.emit("rekey_aborted", existed=existed)
     return existed

@@ -130,14 +130,12 @@ class Unsealer:
                 # The new shares prove the pending rekey was handed out: complete it.
                 home.commit_pending()
                 kr.meta, kr.pending = meta, None
-                kr.emit("rekey_committed", generation=meta.generation, recovered=True)
             else:
                 meta, secrets = kf.open_secrets(home.read_keyring(), master)
                 if meta != kr.meta:
                     raise KeyringError("the keyring changed while unsealing; try again")
         self._shares.clear()
         opened = UnsealedKeyring(kr, master, secrets, store=store, rng=rng)
-        kr.emit("unseal", generation=meta.generation, set_id=meta.set_id)
         return opened
 
     def __repr__(self) -> str:
