@@ -95,8 +95,12 @@ def _recovered() -> None:
     info("[yellow]note:[/] these shares completed an interrupted rekey; old shares are dead")
 
 
-def quorum(keyring: Keyring, src: QuorumSource) -> Quorum:
+def quorum(
+    keyring: Keyring, src: QuorumSource, *, complete_missing: list[str] | None = None
+) -> Quorum:
     """A :class:`Quorum` fed from ``src``: share files, or prompts until the threshold is met.
+
+    ``complete_missing``: complete a pending ``--verify`` naming exactly these as missing.
 
     Nothing is read or asked until the ceremony unseals. A bad share ends it in
     non-interactive mode; interactively the custodian may try again.
@@ -147,4 +151,4 @@ def quorum(keyring: Keyring, src: QuorumSource) -> Quorum:
                     fail(f"giving up after {bad} rejected shares")
                 typer.echo("try again (empty answer to stop)", err=True)
 
-    return Quorum(keyring, feed, on_recovered=_recovered)
+    return Quorum(keyring, feed, on_recovered=_recovered, complete_missing=complete_missing)

@@ -138,6 +138,24 @@ def _names(contributors: Sequence[Contributor]) -> str:
 
 
 SHARES_DIR_HELP = "Where to write the share files (default: DIR-shares beside DIR)."
+VERIFY_HELP = (
+    "Every custodian must prove possession of their new share ('keysplit share prove FILE', "
+    "recorded with 'keysplit rekey DIR --prove NAME') before it is relied on."
+)
+SHEETS_HELP = (
+    "Also write one printable PDF share sheet per custodian into DIR (as secret as the shares)."
+)
+
+
+def _verify_note(directory: Path, until: str) -> None:
+    info(
+        f"[yellow]pending verification:[/] {until} until every custodian has proven "
+        f"possession: each runs 'keysplit share prove FILE' and the code is recorded with "
+        f"'keysplit rekey {directory} --prove NAME'; see 'keysplit rekey {directory} "
+        "--verify-status'"
+    )
+
+
 JSON_HELP = "Print a machine-readable result on stdout."
 
 
@@ -166,6 +184,8 @@ def init_cmd(
         help="Custodians without a key get unprotected share files (demos and tests only).",
     ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    verify: bool = typer.Option(False, "--verify", help=VERIFY_HELP),
+    sheets: Path | None = typer.Option(None, "--sheets", metavar="DIR", help=SHEETS_HELP),
     store: str | None = typer.Option(
         None,
         "--store",
@@ -197,12 +217,15 @@ def init_cmd(
             kdf=_common.KDF,
             pin=KnownKeyrings(),
             store_url=url,
+            verify=verify,
         )
     except ShareFileExists as exc:
         fail(str(exc), "choose another --shares-dir")
     kr = done.keyring
     _print_share_table(f"keyring {kr.keyring_id}: {threshold} of {len(custody)}", done.shares)
     info(f"audit log head: {done.entry.hash}")
+    if verify:
+        _verify_note(directory, "the keyring serves no ceremony and no encrypt")
     info(f"keyring fingerprint: {kr.fingerprint}")
     if done.pinned is not None:
         info(
@@ -363,6 +386,32 @@ def rekey_cmd(
         help="Discard an unfinished rekey (left by a crash) with a quorum of the CURRENT "
         "shares; its new shares become useless.",
     ),
+    verify: bool = typer.Option(
+        False, "--verify", help=VERIFY_HELP + " The switch waits; the old shares keep working."
+    ),
+    sheets: Path | None = typer.Option(None, "--sheets", metavar="DIR", help=SHEETS_HELP),
+    prove: str | None = typer.Option(
+        None,
+        "--prove",
+        metavar="NAME",
+        help="Record custodian NAME's proof code (from 'keysplit share prove'); no quorum.",
+    ),
+    code_file: Path | None = typer.Option(
+        None, "--code-file", help="With --prove: read the code from FILE (default: a prompt)."
+    ),
+    verify_status: bool = typer.Option(
+        False, "--verify-status", help="Show who has proven possession of the pending shares."
+    ),
+    complete: bool = typer.Option(
+        False,
+        "--complete",
+        help="Switch to the verified generation with a quorum of its NEW shares (of the "
+        "current ones after 'init --verify'); custodians who have not proven must be "
+        "named with --missing.",
+    ),
+    missing: list[str] = typer.Option(
+        [], "--missing", metavar="NAME", help="With --complete: a custodian who has not proven."
+    ),
 ) -> None:
     """New master key and new shares for the given custodians; every old share dies.
 
@@ -378,6 +427,23 @@ def rekey_cmd(
     if abort:
         _abort_rekey(kr, _source(share, identity, passphrase_file))
         return
+    if verify_status:
+        _show_verify_status(kr, as_json)
+        return
+    if prove is not None:
+        _record_proof(kr, prove, code_file, as_json)
+        return
+    if missing and not complete:
+        fail("--missing goes with --complete", code=EXIT_USAGE)
+    if complete:
+        src = _source(share, identity, passphrase_file)
+        drill = ceremony.unseal_check(kr, quorum(kr, src, complete_missing=missing))
+        info(
+            f"verification complete ({_names(drill.contributors)}); keyring {kr.keyring_id} "
+            f"is at generation {kr.meta.generation}"
+        )
+        typer.echo(kr.keyring_id)
+        return
     custody = _parse_custodians(
         custodian, new_passphrase_file, plain_shares, "--new-passphrase-file"
     )
@@ -391,17 +457,22 @@ def rekey_cmd(
             _sink(shares_dir, directory),
             threshold=k,
             kdf=_common.KDF,
+            verify=verify,
         )
     except ShareFileExists as exc:
         fail(str(exc), "choose another --shares-dir")
     _print_share_table(f"keyring {kr.keyring_id} rekeyed: {k} of {len(custody)}", done.shares)
-    info("old shares no longer unseal this keyring")
+    if done.pending:
+        _verify_note(directory, "the switch waits (the old shares still work)")
+    else:
+        info("old shares no longer unseal this keyring")
     if as_json:
         typer.echo(
             json.dumps(
                 {
                     "keyring_id": kr.keyring_id,
                     "generation": done.generation,
+                    "pending_verification": done.pending,
                     "threshold": k,
                     "shares": [w.as_dict() for w in done.shares],
                     "audit_head": done.entry.hash,
@@ -410,6 +481,51 @@ def rekey_cmd(
         )
     else:
         typer.echo(kr.keyring_id)
+
+
+def _show_verify_status(kr: Keyring, as_json: bool) -> None:
+    v = ceremony.pending_verification(kr)
+    if v is None:
+        if as_json:
+            typer.echo(json.dumps({"pending": False}))
+            return
+        fail("no share generation of this keyring awaits proofs of possession")
+    st = v.status
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"pending": True, "kind": v.kind, "generation": v.generation, **st.to_json()}
+            )
+        )
+        return
+    table = Table(title=escape(f"keyring {kr.keyring_id}: {v.kind} generation {v.generation}"))
+    for col in ("custodian", "proof", "wrong codes"):
+        table.add_column(col)
+    for name in v.state.custodians:
+        table.add_row(
+            escape(name),
+            "proven" if name in st.proven else "MISSING",
+            str(st.failures.get(name, 0)),
+        )
+    err_console.print(table)
+    if st.completed:
+        info("every custodian has proven (or was named missing): ready to switch")
+    typer.echo(f"{len(st.proven)}/{len(st.proven) + len(st.missing)} proven")
+
+
+def _record_proof(kr: Keyring, name: str, code_file: Path | None, as_json: bool) -> None:
+    if code_file is not None:
+        code = code_file.read_text().strip()
+    else:
+        code = str(typer.prompt(f"Proof code of {name} (xxxx-xxxx)", err=True)).strip()
+    st = ceremony.prove(kr, name, code)
+    info(f"[green]proof recorded[/] for {escape(name)}; missing: {', '.join(st.missing) or 'none'}")
+    if st.completed:
+        info(
+            "every custodian has proven: the next ceremony with a quorum (of the NEW shares "
+            "after a rekey) switches and records it, e.g. 'keysplit rekey DIR --complete'"
+        )
+    typer.echo(json.dumps(st.to_json()) if as_json else f"{len(st.proven)}/{st.count} proven")
 
 
 def _abort_rekey(kr: Keyring, source: QuorumSource) -> None:

@@ -52,8 +52,10 @@ from . import encrypt_stream as _encrypt_stream
 from .audit import AuditEntry, AuditReport
 from .audit import events as ev
 from .audit.events import Contributor, ShareRecord
-from .errors import UntrustedKeyringError
+from .errors import InsufficientSharesError, UntrustedKeyringError
 from .files import atomic_write
+from .keyring.home import PENDING_FILE
+from .proof import PendingVerification, VerifyIncomplete, VerifyStatus, verify_path
 
 __all__ = [
     "Contributor",
@@ -68,6 +70,7 @@ __all__ = [
     "ShareFileExists",
     "ShareSink",
     "TrustState",
+    "Verification",
     "WrittenShare",
     "abort_rekey",
     "decrypt_file",
@@ -75,7 +78,9 @@ __all__ = [
     "encrypt_stream",
     "hold",
     "init",
+    "pending_verification",
     "pin_keyring",
+    "prove",
     "rekey",
     "repair_audit",
     "retire",
@@ -259,6 +264,7 @@ class Quorum:
         feed: QuorumFeed | Sequence[Share],
         *,
         on_recovered: Callable[[], None] | None = None,
+        complete_missing: Sequence[str] | None = None,
     ) -> None:
         self.keyring = keyring
         self._feed = feed
@@ -266,10 +272,14 @@ class Quorum:
         self.contributors: list[Contributor] = []
         self.on_recovered = on_recovered
         self.recovered = False
+        self.complete_missing = None if complete_missing is None else list(complete_missing)
+        """Set (even empty) to complete a pending ``--verify`` with exactly these missing."""
+        self._set_ids: set[str] = set()
 
     def add(self, share: Share) -> UnsealProgress:
         """Check one share against the keyring at once (see :meth:`Unsealer.add`)."""
         progress = self._unsealer.add(share)
+        self._set_ids.add(share.set_id.hex())
         who = progress.custodian or "unknown custodian"
         self.contributors.append(Contributor(who, share.index, share.fingerprint))
         return progress
@@ -286,8 +296,13 @@ class Quorum:
             for share in self._feed:
                 self.add(share)
         kr = self.keyring
+        verification = self._gate()
         before = kr.meta.generation
         ukr = self._unsealer.finish()
+        if verification is not None and (
+            verification.kind == "init" or kr.meta.generation != before
+        ):
+            _record_verified(ukr, verification, self.contributors)
         if kr.meta.generation != before:
             self.recovered = True
             if self.on_recovered is not None:
@@ -301,6 +316,40 @@ class Quorum:
                 ),
             )
         return ukr
+
+    def _gate(self) -> Verification | None:
+        """The ``--verify`` rule, before the master key is recovered: a keyring made with
+        ``init --verify`` serves no ceremony, and a rekey made with ``rekey --verify`` does
+        not switch, until every custodian proved possession (or the missing are named)."""
+        kr = self.keyring
+        v = pending_verification(kr)
+        to_new = kr.pending is not None and kr.pending.set_id in self._set_ids
+        if v is None or (v.kind == "rekey" and not to_new):
+            if self.complete_missing is not None:
+                raise KeyringError(
+                    "no share generation of these shares awaits verification"
+                    if v is None
+                    else "completing a verified rekey needs a quorum of the NEW shares",
+                    hint=None if v is None else "the switch opens the new keyring file",
+                )
+            return v if v is not None and v.kind == "init" else None
+        st = v.state.status()
+        if st.completed:
+            return v
+        if self.complete_missing is None:
+            raise VerifyIncomplete(
+                f"generation {v.generation} awaits proofs of possession from: "
+                + ", ".join(st.missing),
+                missing=st.missing,
+                hint="each runs 'keysplit share prove FILE' and the code is recorded with "
+                "'keysplit rekey DIR --prove NAME'; or complete with --complete --missing NAME",
+            )
+        if not self.progress.complete:
+            raise InsufficientSharesError(
+                f"need {self.progress.need} shares, got {self.progress.have}"
+            )
+        v.state.complete(unproven=self.complete_missing)
+        return v
 
     def __repr__(self) -> str:
         p = self.progress
@@ -321,6 +370,102 @@ class Done(Generic[T]):
     value: T
     entry: AuditEntry | None
     contributors: Sequence[Contributor] = ()
+
+
+# -- --verify: every new share proven before it is relied on ---------------------------------
+
+INIT_VERIFY_FILE = "keyring.ksk.verify.json"
+"""Verification state of a keyring made with ``init --verify`` (beside ``keyring.ksk``); the
+state of a ``rekey --verify`` is :func:`keysplit.proof.verify_path` of the pending file."""
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A share generation waiting for proofs of possession: ``kind`` is ``init`` (the new
+    keyring serves no ceremony and no encrypt until done) or ``rekey`` (the switch waits;
+    the current shares keep working)."""
+
+    kind: str
+    generation: int
+    state: PendingVerification
+
+    @property
+    def status(self) -> VerifyStatus:
+        return self.state.status()
+
+
+def _verify_files(keyring: Keyring) -> tuple[Path, Path]:
+    return keyring.path / INIT_VERIFY_FILE, verify_path(keyring.path / PENDING_FILE)
+
+
+def pending_verification(keyring: Keyring) -> Verification | None:
+    """The generation of ``keyring`` awaiting proofs, if any (stale state files ignored)."""
+    init_file, rekey_file = _verify_files(keyring)
+    pending = keyring.pending
+    if pending is not None and rekey_file.exists():
+        state = PendingVerification.load(rekey_file)
+        if state.set_id.hex() == pending.set_id:
+            return Verification("rekey", pending.generation, state)
+    if init_file.exists():
+        state = PendingVerification.load(init_file)
+        if state.set_id.hex() == keyring.meta.set_id:
+            return Verification("init", keyring.meta.generation, state)
+    return None
+
+
+def prove(keyring: Keyring, custodian: str, code: str) -> VerifyStatus:
+    """Record ``custodian``'s proof of possession (from ``keysplit share prove``); no quorum.
+
+    A wrong code is a :class:`keysplit.proof.ProofError` (and counted). When the last
+    custodian has proven, the state is marked complete: a rekey then switches at the next
+    unseal with the new shares, an init'ed keyring becomes usable. The audit entry
+    (``verify-complete``, naming who proved) is written by the next ceremony with a quorum,
+    since appending needs the log's MAC key.
+    """
+    v = pending_verification(keyring)
+    if v is None:
+        raise KeyringError("no share generation of this keyring awaits proofs of possession")
+    with keyring.home.lock():
+        status = v.state.submit(custodian, code)
+        if status.all_proven and not status.completed:
+            status = v.state.complete()
+    return status
+
+
+def _record_verified(
+    ukr: UnsealedKeyring, v: Verification, contributors: Sequence[Contributor]
+) -> None:
+    st = v.state.status()
+    ev.record(
+        ukr.audit_log(),
+        ev.VerifyComplete(
+            kind=v.kind,
+            generation=v.generation,
+            set_id=st.set_id_hex,
+            proven=list(st.proven),
+            unproven=list(st.completed_unproven),
+            failures=st.failures,
+            authorized_by=contributors,
+        ),
+    )
+    v.state.discard()
+
+
+def _start_verification(
+    ukr: UnsealedKeyring,
+    kind: str,
+    path: Path,
+    shares: Mapping[str, Share],
+    generation: int,
+) -> None:
+    path.unlink(missing_ok=True)  # a leftover of a superseded generation
+    state = PendingVerification.create(
+        path, list(shares.items()), keyring_id=ukr.keyring.keyring_id
+    )
+    ev.record(
+        ukr.audit_log(),
+        ev.VerifyStart(kind, generation, state.set_id.hex(), state.custodians),
+    )
 
 
 # -- init / rekey -----------------------------------------------------------------------------
@@ -344,6 +489,7 @@ def init(
     kdf: Argon2Params | None = None,
     pin: trust.KnownKeyrings | None = None,
     store_url: str | None = None,
+    verify: bool = False,
 ) -> InitResult:
     """Create a keyring K-of-N among ``custody`` and hand every custodian their share.
 
@@ -351,7 +497,9 @@ def init(
     says the new keyring can never be unsealed (it must be removed by hand). ``pin``: the
     known-keyrings file to pin the new keyring's fingerprint in (this process has just
     generated its key, so this is where trust starts). ``store_url``: the key store
-    (recorded in the keyring directory; default the embedded SQLite file).
+    (recorded in the keyring directory; default the embedded SQLite file). ``verify``:
+    the keyring serves no ceremony and no encrypt until every custodian has proven
+    possession of their share (:func:`prove`), or a quorum completes naming the missing.
     """
     sink.reserve(custody, 1)
     kr, shares = Keyring.create(
@@ -375,6 +523,9 @@ def init(
                 custodians=[w.record() for w in written],
             ),
         )
+        if verify:
+            init_file = _verify_files(kr)[0]
+            _start_verification(ukr, "init", init_file, shares, kr.meta.generation)
     shares.clear()
     pinned = pin_keyring(kr, known=pin) if pin is not None else None
     return InitResult(kr, written, entry, pinned)
@@ -387,6 +538,8 @@ class RekeyResult:
     shares: Sequence[WrittenShare]
     entry: AuditEntry
     contributors: Sequence[Contributor]
+    pending: bool = False
+    """``rekey(verify=True)``: the new generation waits for proofs; old shares still work."""
 
 
 def rekey(
@@ -397,17 +550,24 @@ def rekey(
     *,
     threshold: int | None = None,
     kdf: Argon2Params | None = None,
+    verify: bool = False,
 ) -> RekeyResult:
     """New master key and shares for ``custody``; every old share dies.
 
     Two-phase: the new shares are written before the switch, so if writing fails the
     pending rekey is aborted, the new files are removed and the old shares still work.
     ``threshold`` defaults to the current one, capped at the number of custodians.
+
+    ``verify``: no switch now. The new generation stays pending (old shares keep working)
+    until every new custodian has proven possession (:func:`prove`); then a quorum of the
+    *new* shares switches (any ceremony, e.g. :func:`unseal_check`), or explicitly with
+    ``Quorum(..., complete_missing=[...])`` naming exactly who is missing.
     """
     k = threshold if threshold is not None else min(keyring.meta.threshold, len(custody))
     generation = keyring.meta.generation + 1
     sink.reserve(custody, generation)
     with _unsealed(quorum) as ukr:
+        _verify_files(keyring)[1].unlink(missing_ok=True)  # any earlier pending is replaced
         old = keyring.meta
         shares = ukr.prepare_rekey(threshold=k, custodians=[c.name for c in custody])
         try:
@@ -415,6 +575,28 @@ def rekey(
         except BaseException:
             ukr.abort_rekey()
             raise
+        if verify:
+            try:
+                entry = ev.record(
+                    ukr.audit_log(),
+                    ev.RekeyPending(
+                        generation=generation,
+                        old_threshold=old.threshold,
+                        old_custodians=[c.name for c in old.custodians],
+                        threshold=k,
+                        custodians=[w.record() for w in written],
+                        authorized_by=quorum.contributors,
+                    ),
+                )
+                rekey_file = _verify_files(keyring)[1]
+                _start_verification(ukr, "rekey", rekey_file, shares, generation)
+            except BaseException:
+                sink.discard()
+                ukr.abort_rekey()
+                raise
+            finally:
+                shares.clear()
+            return RekeyResult(generation, k, written, entry, quorum.contributors, pending=True)
         ukr.commit_rekey()
         shares.clear()
         entry = ev.record(
@@ -442,6 +624,7 @@ def abort_rekey(keyring: Keyring, quorum: Quorum) -> Done[bool]:
     entry = None
     with _unsealed(quorum) as ukr:
         existed = ukr.abort_rekey()
+        _verify_files(keyring)[1].unlink(missing_ok=True)
         if existed:
             entry = ev.record(
                 ukr.audit_log(),
@@ -644,6 +827,13 @@ def _checked_public_key(
     known: trust.KnownKeyrings | None,
     trust_on_first_use: bool,
 ) -> tuple[bytes, str]:
+    v = pending_verification(keyring)
+    if v is not None and v.kind == "init" and not v.status.completed:
+        raise KeyringError(
+            f"keyring {keyring.keyring_id} was made with --verify and waits for proofs of "
+            "possession from: " + ", ".join(v.status.missing),
+            hint="keysplit rekey DIR --verify-status shows who is missing",
+        )
     # The bytes checked are the bytes sealed to (read once from the opened metadata).
     public_key = keyring.public_key
     how = trust_keyring(keyring, expect=expect, known=known, trust_on_first_use=trust_on_first_use)
