@@ -218,11 +218,14 @@ def init_cmd(
             pin=KnownKeyrings(),
             store_url=url,
             verify=verify,
+            sheets=None if sheets is None else ceremony.SheetWriter(sheets),
         )
     except ShareFileExists as exc:
         fail(str(exc), "choose another --shares-dir")
     kr = done.keyring
     _print_share_table(f"keyring {kr.keyring_id}: {threshold} of {len(custody)}", done.shares)
+    if sheets is not None:
+        info(f"share sheets (as secret as the shares): {sheets}/NAME.g1.pdf")
     info(f"audit log head: {done.entry.hash}")
     if verify:
         _verify_note(directory, "the keyring serves no ceremony and no encrypt")
@@ -458,10 +461,13 @@ def rekey_cmd(
             threshold=k,
             kdf=_common.KDF,
             verify=verify,
+            sheets=None if sheets is None else ceremony.SheetWriter(sheets),
         )
     except ShareFileExists as exc:
         fail(str(exc), "choose another --shares-dir")
     _print_share_table(f"keyring {kr.keyring_id} rekeyed: {k} of {len(custody)}", done.shares)
+    if sheets is not None:
+        info(f"share sheets (as secret as the shares): {sheets}/NAME.g{done.generation}.pdf")
     if done.pending:
         _verify_note(directory, "the switch waits (the old shares still work)")
     else:

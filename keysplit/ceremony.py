@@ -69,6 +69,7 @@ __all__ = [
     "Sealed",
     "ShareFileExists",
     "ShareSink",
+    "SheetWriter",
     "TrustState",
     "Verification",
     "WrittenShare",
@@ -222,22 +223,66 @@ class DirectorySink:
         return f"DirectorySink({str(self.directory)!r})"
 
 
+class SheetWriter:
+    """Printable share sheets ``NAME.gGENERATION.pdf`` (:mod:`keysplit.sheet`), one per
+    custodian, beside the share files' ceremony: as secret as the shares (mode 0600)."""
+
+    def __init__(self, directory: str | Path, keyring_id: str | None = None) -> None:
+        self.directory = Path(directory)
+        self.keyring_id = keyring_id
+        self._written: list[Path] = []
+
+    def path(self, custodian: str, generation: int) -> Path:
+        return self.directory / f"{custodian}.g{generation}.pdf"
+
+    def reserve(self, custody: Sequence[Custody], generation: int) -> None:
+        from .sheet import _libs  # the optional 'sheets' extra: fail before any key exists
+
+        _libs()
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for c in custody:
+            if self.path(c.name, generation).exists():
+                raise ShareFileExists(
+                    f"refusing to overwrite existing sheet: {self.path(c.name, generation)}"
+                )
+
+    def write(self, custodian: str, generation: int, share: Share, keyring_id: str) -> str:
+        from .sheet import ShareSheet, write_pdf
+
+        path = self.path(custodian, generation)
+        write_pdf(path, [ShareSheet(share, custodian, keyring_id)])
+        self._written.append(path)
+        return str(path)
+
+    def discard(self) -> None:
+        for p in self._written:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        self._written.clear()
+
+
 def _hand_out(
     shares: dict[str, Share],
     custody: Sequence[Custody],
     sink: ShareSink,
     generation: int,
     kdf: Argon2Params | None,
+    sheets: tuple[SheetWriter, str] | None = None,
 ) -> list[WrittenShare]:
-    """Seal each share for its custodian and write it; on any failure remove them all."""
+    """Seal each share for its custodian and write it (and its sheet); on any failure
+    remove them all."""
     out = []
     try:
         for c in custody:
             share = shares[c.name]
             location = sink.write(c, generation, c.seal(share, kdf=kdf))
+            if sheets is not None:
+                sheets[0].write(c.name, generation, share, sheets[1])
             out.append(WrittenShare(c.name, share.index, location, share.fingerprint, c.protection))
     except BaseException:
         sink.discard()
+        if sheets is not None:
+            sheets[0].discard()
         raise
     return out
 
@@ -490,6 +535,7 @@ def init(
     pin: trust.KnownKeyrings | None = None,
     store_url: str | None = None,
     verify: bool = False,
+    sheets: SheetWriter | None = None,
 ) -> InitResult:
     """Create a keyring K-of-N among ``custody`` and hand every custodian their share.
 
@@ -500,13 +546,18 @@ def init(
     (recorded in the keyring directory; default the embedded SQLite file). ``verify``:
     the keyring serves no ceremony and no encrypt until every custodian has proven
     possession of their share (:func:`prove`), or a quorum completes naming the missing.
+    ``sheets``: also write a printable sheet per custodian.
     """
     sink.reserve(custody, 1)
+    if sheets is not None:
+        sheets.reserve(custody, 1)
     kr, shares = Keyring.create(
         directory, threshold, [c.name for c in custody], store_url=store_url
     )
     try:
-        written = _hand_out(shares, custody, sink, 1, kdf)
+        written = _hand_out(
+            shares, custody, sink, 1, kdf, None if sheets is None else (sheets, kr.keyring_id)
+        )
     except (OSError, KeysplitError) as exc:
         raise KeyringError(
             f"could not write the share files ({exc}); the keyring at {directory} was created "
@@ -551,6 +602,7 @@ def rekey(
     threshold: int | None = None,
     kdf: Argon2Params | None = None,
     verify: bool = False,
+    sheets: SheetWriter | None = None,
 ) -> RekeyResult:
     """New master key and shares for ``custody``; every old share dies.
 
@@ -566,12 +618,15 @@ def rekey(
     k = threshold if threshold is not None else min(keyring.meta.threshold, len(custody))
     generation = keyring.meta.generation + 1
     sink.reserve(custody, generation)
+    if sheets is not None:
+        sheets.reserve(custody, generation)
     with _unsealed(quorum) as ukr:
         _verify_files(keyring)[1].unlink(missing_ok=True)  # any earlier pending is replaced
         old = keyring.meta
         shares = ukr.prepare_rekey(threshold=k, custodians=[c.name for c in custody])
         try:
-            written = _hand_out(shares, custody, sink, generation, kdf)
+            sheet_to = None if sheets is None else (sheets, keyring.keyring_id)
+            written = _hand_out(shares, custody, sink, generation, kdf, sheet_to)
         except BaseException:
             ukr.abort_rekey()
             raise
@@ -592,6 +647,8 @@ def rekey(
                 _start_verification(ukr, "rekey", rekey_file, shares, generation)
             except BaseException:
                 sink.discard()
+                if sheets is not None:
+                    sheets.discard()
                 ukr.abort_rekey()
                 raise
             finally:

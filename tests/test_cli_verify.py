@@ -175,3 +175,29 @@ def test_init_verify_complete_with_missing_through_the_library(tmp_path: Path) -
     entry = next(e for e in kr.audit_log().entries() if e.event == "verify-complete")
     assert entry.data["kind"] == "init" and entry.data["unproven"] == ["alice", "carol"]
     assert ceremony.pending_verification(kr) is None
+
+
+def test_init_and_rekey_sheets_one_pdf_per_custodian(tmp_path: Path) -> None:
+    import pypdf
+    import zxingcpp
+
+    sheets = tmp_path / "sheets"
+    vault, shares = _init(tmp_path, "--sheets", sheets)
+    kid = Keyring.open(vault).keyring_id
+    assert sorted(p.name for p in sheets.iterdir()) == [f"{n}.g1.pdf" for n in NAMES]
+    for n in NAMES:
+        page = pypdf.PdfReader(sheets / f"{n}.g1.pdf").pages[0]
+        assert n in page.extract_text() and kid in page.extract_text()
+        (qr,) = [r.text for img in page.images for r in zxingcpp.read_barcodes(img.image)]
+        assert Share.parse(qr) == _share(shares, 1, n)
+        assert (sheets / f"{n}.g1.pdf").stat().st_mode & 0o777 == 0o600
+    cs = [a for n in ("alice", "bob") for a in ("-c", n)]
+    r = run(["rekey", vault, *cs, "--plain-shares", "--shares-dir", shares, "--sheets", sheets,
+             *_q(shares, 1, "alice", "carol")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in sheets.iterdir()} >= {"alice.g2.pdf", "bob.g2.pdf"}
+    # an existing sheet is never overwritten: refused before any key exists
+    r = run(["init", tmp_path / "v2", "-k", "2", *cs, "--plain-shares", "--shares-dir",
+             tmp_path / "s2", "--sheets", sheets])  # fmt: skip
+    assert r.exit_code == 1 and "refusing to overwrite" in error_lines(r)[0]
+    assert not (tmp_path / "v2" / "keyring.ksk").exists()
