@@ -52,6 +52,7 @@ COMMAND_MODULES = (
     "cmd_shares",
     "cmd_demo",
     "cmd_bench",
+    "cmd_service",
 )
 """The command modules, one per line, in help order."""
 

@@ -264,8 +264,14 @@ def unseal_cmd(
     passphrase_file: list[str] = PASSPHRASE_OPTION,
     store: str | None = STORE_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    server: str | None = typer.Option(
+        None, "--server", metavar="URL", help="Unseal a running key service (unix:PATH, https://)."
+    ),
+    reset: bool = typer.Option(False, "--reset", help="With --server: discard unseal progress."),
 ) -> None:
     """Check that a quorum of custodians can unseal the keyring (an unseal drill).
+
+    With --server, send this custodian's share (sealed to the service) to 'keysplit serve'.
 
     Verifies every share and the recovered master key and reports the keyring id.
 
@@ -273,6 +279,13 @@ def unseal_cmd(
 
     Exit codes: 0 verified; 1 bad, foreign or too few shares, wrong secret; 2 usage.
     """
+    if server is not None:
+        from .cmd_service import remote_unseal
+
+        src = _source(share, identity, passphrase_file)
+        return remote_unseal(directory, server, src, as_json=as_json, reset=reset)
+    if reset:
+        fail("--reset needs --server", code=EXIT_USAGE)
     kr = open_keyring(directory, store)
     done = ceremony.unseal_check(kr, quorum(kr, _source(share, identity, passphrase_file)))
     info(f"[green]quorum verified[/]: {_names(done.contributors)} unsealed keyring {kr.keyring_id}")

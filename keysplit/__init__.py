@@ -47,6 +47,7 @@ from .errors import (
     ShareError,
 )
 from .keyring import Keyring, UnsealedKeyring, Unsealer, hpke_seal
+from .service import Client, RecordKeyring
 from .share import Share, combine, secret_fingerprint, split, verify_set
 from .stream import decrypt_file, decrypt_stream, encrypt_file, encrypt_stream
 
@@ -57,6 +58,7 @@ __all__ = [
     "AuditError",
     "AuditLog",
     "ChecksumError",
+    "Client",
     "CustodianError",
     "DuplicateShareError",
     "FormatError",
@@ -70,6 +72,7 @@ __all__ = [
     "MixedSharesError",
     "PermissionDenied",
     "Recipient",
+    "RecordKeyring",
     "RecoveryError",
     "SealedError",
     "Share",
