@@ -846,7 +846,7 @@ def trust_keyring(
         raise UntrustedKeyringError(
             f"keyring {keyring.keyring_id} is not pinned in {store.path} and no fingerprint "
             "was given: its public key is unverified",
-            hint=f"pass --expect {keyring.fingerprint[:8]}... as given by the keyring's owner "
+            hint="pass --expect FPR with the fingerprint the keyring's owner gives you "
             "(keysplit status on the machine that ran init), or pin it once with "
             "'keysplit keyring pin DIR --expect FPR'",
         )
