@@ -32,9 +32,25 @@ __all__ = [
     "IDENTITY_OPTION",
     "PASSPHRASE_OPTION",
     "SHARE_OPTION",
+    "STORE_OPTION",
     "QuorumSource",
+    "open_keyring",
     "quorum",
 ]
+
+STORE_OPTION = typer.Option(
+    None,
+    "--store",
+    metavar="URL",
+    help="Key store URL overriding the one recorded at init (sqlite:PATH, "
+    "postgresql://...; never a password: use libpq's PGPASSFILE/.pgpass).",
+)
+
+
+def open_keyring(directory: Path, store: str | None = None) -> Keyring:
+    """The keyring at ``directory``, with its store overridden by ``--store`` if given."""
+    return Keyring.open(directory, store_url=store)
+
 
 SHARE_OPTION = typer.Option(
     [],
@@ -79,8 +95,12 @@ def _recovered() -> None:
     info("[yellow]note:[/] these shares completed an interrupted rekey; old shares are dead")
 
 
-def quorum(keyring: Keyring, src: QuorumSource) -> Quorum:
+def quorum(
+    keyring: Keyring, src: QuorumSource, *, complete_missing: list[str] | None = None
+) -> Quorum:
     """A :class:`Quorum` fed from ``src``: share files, or prompts until the threshold is met.
+
+    ``complete_missing``: complete a pending ``--verify`` naming exactly these as missing.
 
     Nothing is read or asked until the ceremony unseals. A bad share ends it in
     non-interactive mode; interactively the custodian may try again.
@@ -131,4 +151,4 @@ def quorum(keyring: Keyring, src: QuorumSource) -> Quorum:
                     fail(f"giving up after {bad} rejected shares")
                 typer.echo("try again (empty answer to stop)", err=True)
 
-    return Quorum(keyring, feed, on_recovered=_recovered)
+    return Quorum(keyring, feed, on_recovered=_recovered, complete_missing=complete_missing)

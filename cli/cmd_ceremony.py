@@ -23,12 +23,22 @@ from rich.table import Table
 from keysplit import Keyring, KeysplitError, Recipient, ceremony
 from keysplit.ceremony import Contributor, Custody, DirectorySink, ShareFileExists, WrittenShare
 from keysplit.custody import check_custodian_name
+from keysplit.store import check_store_url
+from keysplit.trust import KnownKeyrings
 
 from . import _common
 from ._common import EXIT_USAGE, err_console, fail, handle_errors, info, relabel
 from ._opener import Passphrases, prompt_passphrase
 from ._progress import progress_bar
-from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
+from ._quorum import (
+    IDENTITY_OPTION,
+    PASSPHRASE_OPTION,
+    SHARE_OPTION,
+    STORE_OPTION,
+    QuorumSource,
+    open_keyring,
+    quorum,
+)
 from ._specs import parse_name_file
 
 __all__ = ["app"]
@@ -128,6 +138,24 @@ def _names(contributors: Sequence[Contributor]) -> str:
 
 
 SHARES_DIR_HELP = "Where to write the share files (default: DIR-shares beside DIR)."
+VERIFY_HELP = (
+    "Every custodian must prove possession of their new share ('keysplit share prove FILE', "
+    "recorded with 'keysplit rekey DIR --prove NAME') before it is relied on."
+)
+SHEETS_HELP = (
+    "Also write one printable PDF share sheet per custodian into DIR (as secret as the shares)."
+)
+
+
+def _verify_note(directory: Path, until: str) -> None:
+    info(
+        f"[yellow]pending verification:[/] {until} until every custodian has proven "
+        f"possession: each runs 'keysplit share prove FILE' and the code is recorded with "
+        f"'keysplit rekey {directory} --prove NAME'; see 'keysplit rekey {directory} "
+        "--verify-status'"
+    )
+
+
 JSON_HELP = "Print a machine-readable result on stdout."
 
 
@@ -156,31 +184,64 @@ def init_cmd(
         help="Custodians without a key get unprotected share files (demos and tests only).",
     ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    verify: bool = typer.Option(False, "--verify", help=VERIFY_HELP),
+    sheets: Path | None = typer.Option(None, "--sheets", metavar="DIR", help=SHEETS_HELP),
+    store: str | None = typer.Option(
+        None,
+        "--store",
+        metavar="URL",
+        help="Key store URL recorded in the keyring (default: sqlite:keys.sqlite inside DIR; "
+        "postgresql://... without a password: libpq's PGPASSFILE/.pgpass).",
+    ),
 ) -> None:
     """Create a keyring: a fresh master key split K-of-N among the custodians.
 
     Writes one share file per custodian (mode 0600) and an 'init' audit entry.
 
+    Prints the keyring fingerprint (ksk1...) and pins it in the known-keyrings file
+    ($KEYSPLIT_KNOWN_KEYRINGS or ~/.config/keysplit/known_keyrings): encrypt checks it.
+
     The master key is never written or printed: keep K share files safe.
 
     Exit codes: 0 created; 1 failure (bad public key, existing keyring or share file); 2 usage.
     """
+    url = check_store_url(store) if store is not None else None
     custody = _parse_custodians(custodian, passphrase_file, plain_shares, "--passphrase-file")
     _check_threshold(threshold, custody)
     try:
         done = ceremony.init(
-            directory, threshold, custody, _sink(shares_dir, directory), kdf=_common.KDF
+            directory,
+            threshold,
+            custody,
+            _sink(shares_dir, directory),
+            kdf=_common.KDF,
+            pin=KnownKeyrings(),
+            store_url=url,
+            verify=verify,
+            sheets=None if sheets is None else ceremony.SheetWriter(sheets),
         )
     except ShareFileExists as exc:
         fail(str(exc), "choose another --shares-dir")
     kr = done.keyring
     _print_share_table(f"keyring {kr.keyring_id}: {threshold} of {len(custody)}", done.shares)
+    if sheets is not None:
+        info(f"share sheets (as secret as the shares): {sheets}/NAME.g1.pdf")
     info(f"audit log head: {done.entry.hash}")
+    if verify:
+        _verify_note(directory, "the keyring serves no ceremony and no encrypt")
+    info(f"keyring fingerprint: {kr.fingerprint}")
+    if done.pinned is not None:
+        info(
+            f"pinned in {KnownKeyrings().path}; on other machines: "
+            f"keysplit keyring pin DIR --expect {kr.fingerprint}"
+        )
     if as_json:
         typer.echo(
             json.dumps(
                 {
                     "keyring_id": kr.keyring_id,
+                    "fingerprint": kr.fingerprint,
+                    "store_url": kr.store_url,
                     "threshold": threshold,
                     "shares": [w.as_dict() for w in done.shares],
                     "audit_head": done.entry.hash,
@@ -201,6 +262,7 @@ def unseal_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     server: str | None = typer.Option(
         None, "--server", metavar="URL", help="Unseal a running key service (unix:PATH, https://)."
@@ -224,7 +286,7 @@ def unseal_cmd(
         return remote_unseal(directory, server, src, as_json=as_json, reset=reset)
     if reset:
         fail("--reset needs --server", code=EXIT_USAGE)
-    kr = Keyring.open(directory)
+    kr = open_keyring(directory, store)
     done = ceremony.unseal_check(kr, quorum(kr, _source(share, identity, passphrase_file)))
     info(f"[green]quorum verified[/]: {_names(done.contributors)} unsealed keyring {kr.keyring_id}")
     assert done.entry is not None
@@ -244,13 +306,15 @@ def unseal_cmd(
 def status_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    store: str | None = STORE_OPTION,
 ) -> None:
     """Show versions, custodians and key counts (public data only; needs no quorum).
 
     Exit codes: 0 shown (even if the audit chain is broken: see its line); 1 no keyring; 2 usage.
     """
-    kr = Keyring.open(directory)
+    kr = open_keyring(directory, store)
     doc = kr.status().as_dict()
+    doc["trust"] = ceremony.trust_state(kr).as_dict()
     log = kr.audit_log()
     try:
         report = log.verify()
@@ -266,6 +330,14 @@ def status_cmd(
     custodians = ", ".join(f"{c['name']} (#{c['index']})" for c in doc["custodians"])
     versions = ", ".join(f"v{k}: {v}" for k, v in doc["keys_by_version"].items()) or "none"
     audit = doc["audit"]
+    tr = doc["trust"]
+    pin = (
+        "not pinned: encrypt refuses without --expect (keysplit keyring pin)"
+        if not tr["pinned"]
+        else "pinned, matches"
+        if tr["pin_matches"]
+        else "PINNED TO ANOTHER KEY: the public key was replaced; do not encrypt to it"
+    )
     for field_, value in (
         ("path", doc["path"]),
         ("generation", str(doc["generation"])),
@@ -273,6 +345,9 @@ def status_cmd(
         ("custodians", custodians),
         ("share set", doc["set_id"]),
         ("public key", doc["public_key"]),
+        ("fingerprint", tr["fingerprint"]),
+        ("trust", f"{pin} ({tr['known_keyrings']})"),
+        ("store", doc["store_url"]),
         ("current KEK", f"v{doc['current_kek']}"),
         ("KEK versions", ", ".join(f"v{v}" for v in doc["kek_versions"])),
         ("data keys", f"{doc['data_keys']} ({versions})"),
@@ -319,12 +394,39 @@ def rekey_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     abort: bool = typer.Option(
         False,
         "--abort",
         help="Discard an unfinished rekey (left by a crash) with a quorum of the CURRENT "
         "shares; its new shares become useless.",
+    ),
+    verify: bool = typer.Option(
+        False, "--verify", help=VERIFY_HELP + " The switch waits; the old shares keep working."
+    ),
+    sheets: Path | None = typer.Option(None, "--sheets", metavar="DIR", help=SHEETS_HELP),
+    prove: str | None = typer.Option(
+        None,
+        "--prove",
+        metavar="NAME",
+        help="Record custodian NAME's proof code (from 'keysplit share prove'); no quorum.",
+    ),
+    code_file: Path | None = typer.Option(
+        None, "--code-file", help="With --prove: read the code from FILE (default: a prompt)."
+    ),
+    verify_status: bool = typer.Option(
+        False, "--verify-status", help="Show who has proven possession of the pending shares."
+    ),
+    complete: bool = typer.Option(
+        False,
+        "--complete",
+        help="Switch to the verified generation with a quorum of its NEW shares (of the "
+        "current ones after 'init --verify'); custodians who have not proven must be "
+        "named with --missing.",
+    ),
+    missing: list[str] = typer.Option(
+        [], "--missing", metavar="NAME", help="With --complete: a custodian who has not proven."
     ),
 ) -> None:
     """New master key and new shares for the given custodians; every old share dies.
@@ -337,9 +439,26 @@ def rekey_cmd(
 
     Exit codes: 0 rekeyed; 1 bad quorum or write failure (old shares still work); 2 usage.
     """
-    kr = Keyring.open(directory)
+    kr = open_keyring(directory, store)
     if abort:
         _abort_rekey(kr, _source(share, identity, passphrase_file))
+        return
+    if verify_status:
+        _show_verify_status(kr, as_json)
+        return
+    if prove is not None:
+        _record_proof(kr, prove, code_file, as_json)
+        return
+    if missing and not complete:
+        fail("--missing goes with --complete", code=EXIT_USAGE)
+    if complete:
+        src = _source(share, identity, passphrase_file)
+        drill = ceremony.unseal_check(kr, quorum(kr, src, complete_missing=missing))
+        info(
+            f"verification complete ({_names(drill.contributors)}); keyring {kr.keyring_id} "
+            f"is at generation {kr.meta.generation}"
+        )
+        typer.echo(kr.keyring_id)
         return
     custody = _parse_custodians(
         custodian, new_passphrase_file, plain_shares, "--new-passphrase-file"
@@ -354,17 +473,25 @@ def rekey_cmd(
             _sink(shares_dir, directory),
             threshold=k,
             kdf=_common.KDF,
+            verify=verify,
+            sheets=None if sheets is None else ceremony.SheetWriter(sheets),
         )
     except ShareFileExists as exc:
         fail(str(exc), "choose another --shares-dir")
     _print_share_table(f"keyring {kr.keyring_id} rekeyed: {k} of {len(custody)}", done.shares)
-    info("old shares no longer unseal this keyring")
+    if sheets is not None:
+        info(f"share sheets (as secret as the shares): {sheets}/NAME.g{done.generation}.pdf")
+    if done.pending:
+        _verify_note(directory, "the switch waits (the old shares still work)")
+    else:
+        info("old shares no longer unseal this keyring")
     if as_json:
         typer.echo(
             json.dumps(
                 {
                     "keyring_id": kr.keyring_id,
                     "generation": done.generation,
+                    "pending_verification": done.pending,
                     "threshold": k,
                     "shares": [w.as_dict() for w in done.shares],
                     "audit_head": done.entry.hash,
@@ -373,6 +500,51 @@ def rekey_cmd(
         )
     else:
         typer.echo(kr.keyring_id)
+
+
+def _show_verify_status(kr: Keyring, as_json: bool) -> None:
+    v = ceremony.pending_verification(kr)
+    if v is None:
+        if as_json:
+            typer.echo(json.dumps({"pending": False}))
+            return
+        fail("no share generation of this keyring awaits proofs of possession")
+    st = v.status
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"pending": True, "kind": v.kind, "generation": v.generation, **st.to_json()}
+            )
+        )
+        return
+    table = Table(title=escape(f"keyring {kr.keyring_id}: {v.kind} generation {v.generation}"))
+    for col in ("custodian", "proof", "wrong codes"):
+        table.add_column(col)
+    for name in v.state.custodians:
+        table.add_row(
+            escape(name),
+            "proven" if name in st.proven else "MISSING",
+            str(st.failures.get(name, 0)),
+        )
+    err_console.print(table)
+    if st.completed:
+        info("every custodian has proven (or was named missing): ready to switch")
+    typer.echo(f"{len(st.proven)}/{len(st.proven) + len(st.missing)} proven")
+
+
+def _record_proof(kr: Keyring, name: str, code_file: Path | None, as_json: bool) -> None:
+    if code_file is not None:
+        code = code_file.read_text().strip()
+    else:
+        code = str(typer.prompt(f"Proof code of {name} (xxxx-xxxx)", err=True)).strip()
+    st = ceremony.prove(kr, name, code)
+    info(f"[green]proof recorded[/] for {escape(name)}; missing: {', '.join(st.missing) or 'none'}")
+    if st.completed:
+        info(
+            "every custodian has proven: the next ceremony with a quorum (of the NEW shares "
+            "after a rekey) switches and records it, e.g. 'keysplit rekey DIR --complete'"
+        )
+    typer.echo(json.dumps(st.to_json()) if as_json else f"{len(st.proven)}/{st.count} proven")
 
 
 def _abort_rekey(kr: Keyring, source: QuorumSource) -> None:
@@ -392,12 +564,13 @@ def rotate_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
 ) -> None:
     """Create a new KEK version; new data keys use it (then run rewrap). Prints the version.
 
     Exit codes: 0 rotated; 1 bad quorum; 2 usage.
     """
-    kr = Keyring.open(directory)
+    kr = open_keyring(directory, store)
     version = ceremony.rotate(kr, quorum(kr, _source(share, identity, passphrase_file))).value
     info(f"new KEK version v{version}; run 'keysplit rewrap' to move existing data keys to it")
     typer.echo(version)
@@ -411,6 +584,7 @@ def rewrap_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Re-wrap every data key under the current KEK (records untouched; resumable).
@@ -419,7 +593,7 @@ def rewrap_cmd(
 
     Exit codes: 0 done; 1 bad quorum or a stored key failed authentication; 2 usage.
     """
-    kr = Keyring.open(directory)
+    kr = open_keyring(directory, store)
     with progress_bar("rewrapping data keys") as bar:
         done = ceremony.rewrap(
             kr,
@@ -454,12 +628,13 @@ def retire_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
 ) -> None:
     """Delete an old KEK version (after rewrap): old backups of the key store become useless.
 
     Exit codes: 0 retired; 1 bad quorum, version current, unknown or still in use; 2 usage.
     """
-    kr = Keyring.open(directory)
+    kr = open_keyring(directory, store)
     ceremony.retire(kr, quorum(kr, _source(share, identity, passphrase_file)), version)
     info(f"KEK v{version} retired")
 
@@ -476,6 +651,7 @@ def shred_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
 ) -> None:
     """Destroy SUBJECT's data key: their records can never be decrypted again.
 
@@ -483,7 +659,7 @@ def shred_cmd(
 
     Exit codes: 0 shredded; 1 not confirmed, legal hold or bad quorum; 2 usage.
     """
-    kr = Keyring.open(directory)
+    kr = open_keyring(directory, store)
     if not yes and not typer.confirm(
         f"Destroy the data key of {subject!r}? Their records become unrecoverable",
         err=True,
@@ -506,11 +682,12 @@ def hold_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
 ) -> None:
     """Place (--on) or lift (--off) a legal hold: a held subject cannot be shredded.
 
     Exit codes: 0 done; 1 bad quorum; 2 usage.
     """
-    kr = Keyring.open(directory)
+    kr = open_keyring(directory, store)
     ceremony.hold(kr, quorum(kr, _source(share, identity, passphrase_file)), subject, on)
     info(f"legal hold on {subject!r}: {'on' if on else 'off'}")

@@ -41,6 +41,7 @@ class Fmt(StrEnum):
     keysplit = "keysplit"
     slip39 = "slip39"
     pycryptodome = "pycryptodome"
+    vault = "vault"
 
 
 def _lines(blob: bytes, name: str) -> list[tuple[str, str]]:
@@ -223,14 +224,66 @@ def convert_cmd(
     out_dir: Path | None = typer.Option(
         None, "--out-dir", help="Write one 0600 file per share here instead of stdout."
     ),
+    custodian: list[str] = typer.Option(
+        [],
+        "--custodian",
+        "-c",
+        metavar="NAME[=PUBFILE]",
+        help="Vault source, keysplit target: seal each new share to a custodian (as in init).",
+    ),
+    new_passphrase_file: list[str] = typer.Option(
+        [],
+        "--new-passphrase-file",
+        metavar="[NAME=]FILE",
+        help="With --custodian NAME: passphrase for NAME's new share (else a prompt).",
+    ),
+    vault_encoding: str = typer.Option(
+        "base64", "--vault-encoding", help="Vault target: base64 (as vault prints) or hex."
+    ),
 ) -> None:
-    """Convert shares between keysplit, SLIP-39 and pycryptodome/ssss forms.
+    """Convert shares between keysplit, SLIP-39, pycryptodome/ssss and Vault/OpenBao forms.
+
+    --from vault or --to vault is what 'share convert-vault' does (same options; see its
+    help for what can be checked on a Vault import).
 
     The formats use different fields and encodings, so a share cannot be transcoded on its
     own: this combines the source shares (with all their checks) and re-splits the secret,
     in memory, in one step. Run it on an offline machine. The old shares keep working until
     they are destroyed.
     """
+    if Fmt.vault in (from_, to):
+        if Fmt.pycryptodome in (from_, to) or ssss:
+            fail("Vault keys convert to and from keysplit or slip39 only", code=EXIT_USAGE)
+        from .cmd_custody import VEnc, VFmt, convert_vault_cmd
+
+        if vault_encoding not in {e.value for e in VEnc}:
+            fail("--vault-encoding is base64 or hex", code=EXIT_USAGE)
+        convert_vault_cmd(
+            inputs=inputs,
+            from_=VFmt(from_.value),
+            to=VFmt(to.value),
+            threshold=threshold,
+            count=count,
+            source_threshold=source_threshold,
+            custodian=custodian,
+            new_passphrase_file=new_passphrase_file,
+            set_id=set_id,
+            identity=identity,
+            custodian_passphrase_file=custodian_passphrase_file,
+            vault_encoding=VEnc(vault_encoding),
+            groups=groups,
+            group_threshold=group_threshold,
+            iteration_exponent=iteration_exponent,
+            passphrase_file=passphrase_file,
+            no_passphrase=no_passphrase,
+            out_dir=out_dir,
+        )
+        return
+    if custodian or new_passphrase_file:
+        fail(
+            "--custodian applies to conversions from vault (see share convert-vault)",
+            code=EXIT_USAGE,
+        )
     set_id_bytes: bytes | None = None
     if set_id is not None:
         if to is not Fmt.keysplit:

@@ -1,7 +1,9 @@
 """``keysplit encrypt|decrypt``: files sealed to a keyring (format: docs/format/stream.md).
 
-Anyone with the keyring directory (only its public key is used) can encrypt; decrypting
-needs a quorum. ``-`` means stdin/stdout. Decrypting to a file is atomic: the plaintext
+Anyone with the keyring directory (only its public key is used) can encrypt, once the
+keyring's fingerprint is trusted: ``--expect FPR`` or a pin in the known-keyrings file
+(``keysplit keyring pin``; ``init`` pins on the machine that ran it). Decrypting needs a
+quorum. ``-`` means stdin/stdout. Decrypting to a file is atomic: the plaintext
 appears only once the whole stream has authenticated. Decrypting to stdout cannot be
 atomic: on failure the exit code is 1 and whatever was written must be discarded.
 
@@ -16,10 +18,19 @@ from pathlib import Path
 
 import typer
 
-from keysplit import Keyring, ceremony, encrypt_file
+from keysplit import Keyring, ceremony
+from keysplit.trust import KnownKeyrings
 
 from ._common import EXIT_USAGE, fail, handle_errors, info
-from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
+from ._quorum import (
+    IDENTITY_OPTION,
+    PASSPHRASE_OPTION,
+    SHARE_OPTION,
+    STORE_OPTION,
+    QuorumSource,
+    open_keyring,
+    quorum,
+)
 
 __all__ = ["app"]
 
@@ -53,14 +64,45 @@ def encrypt_cmd(
         help="KEY=VALUE stored in clear and authenticated (repeatable).",
     ),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUT if it exists."),
+    expect: str | None = typer.Option(
+        None,
+        "--expect",
+        metavar="FPR",
+        help="The keyring fingerprint (ksk1..., from init or 'keysplit status' on the owner's "
+        "machine); encrypt refuses a keyring that does not match it.",
+    ),
+    trust_on_first_use: bool = typer.Option(
+        False,
+        "--trust-on-first-use",
+        help="If the keyring is not pinned, pin its current fingerprint and encrypt "
+        "(trusts the directory as it is now, like SSH's first connection).",
+    ),
 ) -> None:
     """Seal a file to the keyring's public key (HPKE + chunked AES-128-GCM); no quorum needed.
 
-    Exit codes: 0 encrypted; 1 unreadable input, existing output or no keyring; 2 usage.
+    The keyring's fingerprint must match --expect or its pin in the known-keyrings file;
+    an unpinned keyring is refused without --expect or --trust-on-first-use.
+
+    Exit codes: 0 encrypted; 1 untrusted keyring, unreadable input, existing output or no
+    keyring (nothing written); 2 usage.
     """
     ctx = _parse_context(context)
     kr = Keyring.open(directory)
-    result = encrypt_file(in_path, out_path, kr.public_key, context=ctx or None, overwrite=force)
+    sealed = ceremony.encrypt_file(
+        kr,
+        in_path,
+        out_path,
+        expect=expect,
+        trust_on_first_use=trust_on_first_use,
+        context=ctx or None,
+        overwrite=force,
+    )
+    result = sealed.info
+    if sealed.trust == ceremony.TRUST_FIRST_USE:
+        info(
+            f"[yellow]warning:[/] keyring {kr.keyring_id} was not pinned; pinned its "
+            f"fingerprint {kr.fingerprint} now (trust on first use: compare it with the owner's)"
+        )
     info(
         f"encrypted {result.plaintext_size} bytes to keyring {kr.keyring_id} "
         f"({result.chunks} chunks{', context ' + json.dumps(ctx) if ctx else ''})"
@@ -83,6 +125,7 @@ def decrypt_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
 ) -> None:
     """Decrypt a file sealed to the keyring (needs a quorum); records an audit entry.
 
@@ -95,7 +138,7 @@ def decrypt_cmd(
         fail("reading the file from stdin needs --share (the prompts use stdin)", code=EXIT_USAGE)
     if out_path != "-" and not force and Path(out_path).exists():
         fail(f"refusing to overwrite existing file: {out_path}", "pass --force")
-    kr = Keyring.open(directory)
+    kr = open_keyring(directory, store)
     result = ceremony.decrypt_file(
         kr,
         quorum(kr, QuorumSource(share, identity, passphrase_file)),
@@ -105,3 +148,78 @@ def decrypt_cmd(
         overwrite=force,
     ).value
     info(f"decrypted {result.plaintext_size} bytes (authenticated) to {out_path}")
+
+
+# -- keyring trust: the known-keyrings file ---------------------------------------------------
+
+keyring_app = typer.Typer(
+    help="Keyring trust: pin fingerprints in the known-keyrings file that encrypt checks."
+)
+app.add_typer(keyring_app, name="keyring")
+
+
+@keyring_app.command("pin")
+@handle_errors
+def pin_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
+    expect: str | None = typer.Option(
+        None,
+        "--expect",
+        metavar="FPR",
+        help="Pin only if the keyring's fingerprint is FPR (as the owner gave it). Without "
+        "it, trusts the directory as it is now.",
+    ),
+    label: str | None = typer.Option(None, "--label", help="Free text (default: DIR)."),
+    replace: bool = typer.Option(
+        False, "--replace", help="Re-pin a keyring pinned to another fingerprint."
+    ),
+) -> None:
+    """Pin a keyring's fingerprint so that encrypt accepts it (and refuses a replaced key).
+
+    Exit codes: 0 pinned; 1 fingerprint mismatch or pinned to another key; 2 usage.
+    """
+    kr = Keyring.open(directory)
+    if expect is None:
+        info(
+            f"[yellow]warning:[/] pinning {kr.fingerprint} without --expect trusts the "
+            "directory as it is now; compare it with the owner's"
+        )
+    entry = ceremony.pin_keyring(kr, expect=expect, label=label, replace=replace)
+    info(f"pinned keyring {entry.keyring_id} in {KnownKeyrings().path}")
+    typer.echo(entry.fingerprint)
+
+
+@keyring_app.command("trusted")
+@handle_errors
+def trusted_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable.")) -> None:
+    """List the pinned keyrings: id, fingerprint, label.
+
+    Exit codes: 0 listed; 1 unreadable known-keyrings file.
+    """
+    entries = KnownKeyrings().entries()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {"keyring_id": e.keyring_id, "fingerprint": e.fingerprint, "label": e.label}
+                    for e in entries
+                ]
+            )
+        )
+        return
+    for e in entries:
+        typer.echo(f"{e.keyring_id} {e.fingerprint} {e.label}".rstrip())
+
+
+@keyring_app.command("forget")
+@handle_errors
+def forget_cmd(
+    keyring_id: str = typer.Argument(..., metavar="KEYRING_ID", help="The pinned keyring id."),
+) -> None:
+    """Remove a keyring's pin (encrypt then refuses it until pinned again).
+
+    Exit codes: 0 removed; 1 not pinned.
+    """
+    if not KnownKeyrings().remove(keyring_id):
+        fail(f"keyring {keyring_id} is not pinned in {KnownKeyrings().path}")
+    info(f"forgot keyring {keyring_id}")

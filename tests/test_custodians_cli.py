@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 
 import pypdf
+import pytest
 import shamir_mnemonic
 import zxingcpp
 from keysplit_cli.app import app
@@ -28,9 +29,9 @@ def run(args: list[object], input: str | None = None):
     return result
 
 
-def cv(words: str, *paths: object):
-    """``keysplit share convert-vault WORDS... PATHS...``."""
-    return run(["share", "convert-vault", *words.split(), *paths])
+def cv(words: str, *paths: object, command: str = "convert-vault"):
+    """``keysplit share convert-vault WORDS... PATHS...`` (or ``share convert``, the same)."""
+    return run(["share", command, *words.split(), *paths])
 
 
 def _keygen(tmp: Path, name: str) -> tuple[Path, Path]:
@@ -43,14 +44,22 @@ def _identities(tmp: Path, names: list[str]) -> dict[str, tuple[Path, Path]]:
     return {n: _keygen(tmp, n) for n in names}
 
 
-def test_vault_3_of_5_into_sealed_keysplit_and_back_to_vault(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["convert-vault", "convert"])
+def test_vault_3_of_5_into_sealed_keysplit_and_back_to_vault(tmp_path: Path, command: str) -> None:
     root = secrets.token_bytes(32)
     vkeys = REF.split(root, 5, 3, random.Random(9))
     init = tmp_path / "init.txt"
     init.write_text(init_output(vkeys, 3))
     people = _identities(tmp_path, ["ana", "ben", "cy", "dee", "eve"])
     custodians = [x for name, (pub, _) in people.items() for x in ("-c", f"{name}={pub}")]
-    r = cv("--from vault --to keysplit", *custodians, "--out-dir", tmp_path / "ks", init)
+    r = cv(
+        "--from vault --to keysplit",
+        *custodians,
+        "--out-dir",
+        tmp_path / "ks",
+        init,
+        command=command,
+    )
     assert r.exit_code == 0, r.output
     assert "checked: all 5 Vault keys lie on one polynomial" in r.stderr
     assert secret_fingerprint(root) in r.stderr and root.hex() not in r.output
@@ -63,7 +72,14 @@ def test_vault_3_of_5_into_sealed_keysplit_and_back_to_vault(tmp_path: Path) -> 
     ]
     assert combine(opened) == root
     back = [x for i in ids for x in ("--identity", i)]
-    r = cv("--from keysplit --to vault -t 3 -n 5", *back, files["ana"], files["cy"], files["eve"])
+    r = cv(
+        "--from keysplit --to vault -t 3 -n 5",
+        *back,
+        files["ana"],
+        files["cy"],
+        files["eve"],
+        command=command,
+    )
     assert r.exit_code == 0, r.output
     keys = [base64.b64decode(ln.split(": ", 1)[1]) for ln in r.stdout.splitlines()]
     assert len(keys) == 5

@@ -244,7 +244,13 @@ def test_encrypt(pristine: Path, data: st.DataObject) -> None:
         pristine,
         "vault/keyring.ksk",
         data,
-        lambda r: ["encrypt", str(r / "vault"), str(r / "plain.txt"), str(r / "out.ks")],
+        lambda r: [
+            "encrypt",
+            str(r / "vault"),
+            str(r / "plain.txt"),
+            str(r / "out.ks"),
+            "--trust-on-first-use",
+        ],
         "keyring",
     )
 
@@ -384,7 +390,13 @@ def test_pristine_commands_succeed(pristine: Path) -> None:
         ("keys/alice.pub", lambda r: ["custodian", "show", str(r / "keys/alice.pub")]),
         (
             "vault/keyring.ksk",
-            lambda r: ["encrypt", str(r / "vault"), str(r / "plain.txt"), str(r / "o")],
+            lambda r: [
+                "encrypt",
+                str(r / "vault"),
+                str(r / "plain.txt"),
+                str(r / "o"),
+                "--trust-on-first-use",
+            ],
         ),
     ]:
         with tempfile.TemporaryDirectory() as d:

@@ -37,6 +37,7 @@ __all__ = [
     "LegalHold",
     "Rekey",
     "RekeyAbort",
+    "RekeyPending",
     "RekeyRecovered",
     "Retire",
     "Rewrap",
@@ -44,6 +45,8 @@ __all__ = [
     "ShareRecord",
     "Shred",
     "UnsealCheck",
+    "VerifyComplete",
+    "VerifyStart",
     "canonical_name",
     "record",
 ]
@@ -146,6 +149,49 @@ class RekeyRecovered(Event):
 
 
 @dataclass(frozen=True)
+class RekeyPending(Event):
+    """``rekey --verify``: the new shares were handed out, the switch waits for proofs."""
+
+    NAME: ClassVar[str] = "rekey-pending"
+    generation: int
+    old_threshold: int
+    old_custodians: Sequence[str]
+    threshold: int
+    custodians: Sequence[ShareRecord]
+    authorized_by: Sequence[Contributor]
+
+
+@dataclass(frozen=True)
+class VerifyStart(Event):
+    """``--verify``: every custodian of ``generation`` must prove possession of their share.
+
+    ``kind`` is ``init`` (the new keyring stays unusable until then) or ``rekey``.
+    """
+
+    NAME: ClassVar[str] = "verify-start"
+    kind: str
+    generation: int
+    set_id: str
+    custodians: Sequence[str]
+
+
+@dataclass(frozen=True)
+class VerifyComplete(Event):
+    """Verification of ``generation`` finished: who proved possession, and who was
+    named as missing when completing without them (``unproven``). Proofs are made without a
+    quorum, so they are written here, by the first ceremony with a quorum after them."""
+
+    NAME: ClassVar[str] = "verify-complete"
+    kind: str
+    generation: int
+    set_id: str
+    proven: Sequence[str]
+    unproven: Sequence[str]
+    failures: Mapping[str, int]
+    authorized_by: Sequence[Contributor]
+
+
+@dataclass(frozen=True)
 class RekeyAbort(Event):
     NAME: ClassVar[str] = "rekey-abort"
     generation: int
@@ -214,6 +260,9 @@ EVENTS: tuple[str, ...] = (
     "unseal-check",
     "rekey",
     "rekey-abort",
+    "rekey-pending",
+    "verify-start",
+    "verify-complete",
     "rotate",
     "rewrap",
     "retire",

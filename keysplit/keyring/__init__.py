@@ -25,8 +25,8 @@ Modules: :mod:`.file` (the sealed file format), :mod:`.home` (where it lives),
 retire, shred, hold, rekey), :mod:`.rewrap` (the bulk rewrap loop), :mod:`.fingerprint`
 (the trust anchor for sealing without a quorum).
 
-Events: every public operation reports ``on_event(name, details)`` with secret-free
-details (names, counts, versions, ids), the seam for the audit log.
+Events: the keyring reports nothing; :mod:`keysplit.ceremony` writes the audit entries
+(one vocabulary, :mod:`keysplit.audit.events`).
 """
 
 from __future__ import annotations

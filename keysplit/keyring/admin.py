@@ -75,7 +75,6 @@ def rotate(ku: UnsealedKeyring) -> int:
             next_kek=v + 1,
         )
         _write_keyring(ku, local, meta, kf.KeyringSecrets(local.secrets.x25519_private, keks))
-    kr.emit("rotate", kek_version=v, generation=meta.generation)
     return v
 
 
@@ -98,7 +97,6 @@ def retire(ku: UnsealedKeyring, version: int) -> None:
         keks = {v: k for v, k in local.secrets.keks.items() if v != version}
         meta = replace_meta(kr.meta, generation=m.generation + 1, kek_versions=tuple(sorted(keks)))
         _write_keyring(ku, local, meta, kf.KeyringSecrets(local.secrets.x25519_private, keks))
-    kr.emit("retire", kek_version=version, generation=meta.generation)
 
 
 def set_legal_hold(ku: UnsealedKeyring, subject: str, hold: bool) -> None:
@@ -107,7 +105,6 @@ def set_legal_hold(ku: UnsealedKeyring, subject: str, hold: bool) -> None:
     spellings = subject_spellings(subject)
     for s in spellings:  # every spelling a key may be stored under (keysplit.names)
         local.store.set_legal_hold(s, bool(hold))
-    ku.keyring.emit("legal_hold", subject=spellings[0], hold=bool(hold))
 
 
 def shred(ku: UnsealedKeyring, subject: str) -> bool:
@@ -128,7 +125,6 @@ def shred(ku: UnsealedKeyring, subject: str) -> bool:
     for s in spellings:
         existed = local.store.delete(s) or existed  # raises LegalHoldError if held
         local.forget(s)
-    ku.keyring.emit("shred", subject=spellings[0], existed=existed)
     return existed
 
 
@@ -163,7 +159,6 @@ def prepare_rekey(
             raise KeyringError("the keyring file changed under this process; unseal again")
         kr.home.write_pending(kf.serialize(meta, local.secrets, master, rng.random_bytes(12)))
     kr.pending = meta
-    kr.emit("rekey_prepared", generation=meta.generation, threshold=k, custodians=names)
     return {n: s for n, s in zip(names, shares, strict=True)}, master
 
 
@@ -182,7 +177,6 @@ def commit_rekey(ku: UnsealedKeyring, master: bytes) -> kf.KeyringMeta:
             raise KeyringError("the pending rekey changed on disk; start again")
         kr.home.commit_pending()
     kr.meta, kr.pending = meta, None
-    kr.emit("rekey_committed", generation=meta.generation, recovered=False)
     return meta
 
 
@@ -193,5 +187,4 @@ def abort_rekey(ku: UnsealedKeyring) -> bool:
     with kr.home.lock():
         existed = kr.home.discard_pending()
     kr.pending = None
-    kr.emit("rekey_aborted", existed=existed)
     return existed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +33,6 @@ HPKE_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128
 """RFC 9180 suite used to seal data to a keyring's public key (DHKEM(X25519), HKDF-SHA256,
 AES-128-GCM, base mode). Kept for callers; keysplit seals and opens through the one helper,
 :mod:`keysplit.hazmat.hpke` (byte-compatible)."""
-
-EventHook = Callable[[str, Mapping[str, Any]], None]
 
 
 def hpke_seal(
@@ -156,13 +154,11 @@ class Keyring:
         self,
         path: str | os.PathLike[str],
         *,
-        on_event: EventHook | None = None,
         store_url: str | None = None,
         rng: RandomSource | None = None,
     ):
         self.home = KeyringHome(path)
         self.path = self.home.path
-        self._on_event = on_event
         self.rng: RandomSource = rng or default_rng()
         self.meta, _, _, _ = kf.parse(self.home.read_keyring())
         self.pending: kf.KeyringMeta | None = self.read_pending()
@@ -186,12 +182,11 @@ class Keyring:
         cls,
         path: str | os.PathLike[str],
         *,
-        on_event: EventHook | None = None,
         store_url: str | None = None,
         rng: RandomSource | None = None,
     ) -> Keyring:
         """Open an existing keyring directory (reads only public metadata)."""
-        return cls(path, on_event=on_event, store_url=store_url, rng=rng)
+        return cls(path, store_url=store_url, rng=rng)
 
     @classmethod
     def create(
@@ -201,7 +196,6 @@ class Keyring:
         custodians: Sequence[str],
         *,
         rng: RandomSource | None = None,
-        on_event: EventHook | None = None,
         store_url: str | None = None,
     ) -> tuple[Keyring, dict[str, Share]]:
         """Create a keyring in ``path`` (a new or empty directory).
@@ -261,14 +255,8 @@ class Keyring:
                 store.close()
             secrets = kf.KeyringSecrets(priv, {1: kek})
             home.write_keyring(kf.serialize(meta, secrets, master, nonce), overwrite=False)
-        kr = cls(home.path, on_event=on_event, rng=rng)
-        kr.emit("create", threshold=threshold, custodians=names, keyring_id=meta.keyring_id)
+        kr = cls(home.path, rng=rng)
         return kr, {n: s for n, s in zip(names, shares, strict=True)}
-
-    def emit(self, name: str, **details: Any) -> None:
-        """Report an event (secret-free ``details``) to the ``on_event`` hook, if any."""
-        if self._on_event is not None:
-            self._on_event(name, details)
 
     @property
     def keyring_id(self) -> str:

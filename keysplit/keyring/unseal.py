@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DuplicateShareError, InsufficientSharesError, KeyringError, MixedSharesError
+from ..proof import PendingVerification, verify_path
 from ..rng import RandomSource
 from ..share import Share, combine
 from ..store import KeyStore
 from . import file as kf
+from .home import PENDING_FILE
 
 if TYPE_CHECKING:
     from .sealed import Keyring
@@ -127,19 +130,31 @@ class Unsealer:
                         "the pending rekey no longer matches the keyring file; "
                         "unseal with the current shares and run the rekey again"
                     )
+                _check_verified(home.path / PENDING_FILE, meta.set_id)
                 # The new shares prove the pending rekey was handed out: complete it.
                 home.commit_pending()
                 kr.meta, kr.pending = meta, None
-                kr.emit("rekey_committed", generation=meta.generation, recovered=True)
             else:
                 meta, secrets = kf.open_secrets(home.read_keyring(), master)
                 if meta != kr.meta:
                     raise KeyringError("the keyring changed while unsealing; try again")
         self._shares.clear()
         opened = UnsealedKeyring(kr, master, secrets, store=store, rng=rng)
-        kr.emit("unseal", generation=meta.generation, set_id=meta.set_id)
         return opened
 
     def __repr__(self) -> str:
         p = self.progress
         return f"Unsealer(have={p.have}, need={p.need})"
+
+
+def _check_verified(pending_file: Path, set_id: str) -> None:
+    """A rekey made with ``--verify`` switches only once its proofs are complete."""
+    state_file = verify_path(pending_file)
+    if not state_file.exists():
+        return
+    status = PendingVerification.load(state_file).status()
+    if status.set_id_hex == set_id and not status.completed:
+        raise KeyringError(
+            "the pending rekey waits for proofs of possession from: " + ", ".join(status.missing),
+            hint="see 'keysplit rekey DIR --verify-status'; the current shares still work",
+        )

@@ -266,13 +266,6 @@ class UnsealedKeyring:
         """
         local = self.local_data_keys()
         res = rewrap_store(local.keks, local.store, batch_size=batch_size, progress=progress)
-        self._kr.emit(
-            "rewrap",
-            rewrapped=res.rewrapped,
-            kek_version=res.kek_version,
-            remaining=res.remaining,
-            corrupt=len(res.corrupt),
-        )
         return res
 
     def retire(self, version: int) -> None:
