@@ -211,7 +211,7 @@ class Service:
         # both at once, as custodians on their own machines would (progress is shared)
         running = []
         for name in pair:
-            share = self.directory.parent / "shares" / f"{name}.g1.txt"
+            share = self.directory.parent / "shares" / f"{name}.g1.kss"
             args = ["unseal", str(self.directory), "--server", self.url, "--share", str(share)]
             running.append((name, _cli_start(*args)))
         failed = []
@@ -391,7 +391,7 @@ def run(
         r = _cli(
             "token", "create", str(directory), "--name", "soak",
             "--allow", "encrypt,decrypt,datakey", "--subject-prefix", PREFIX,
-            "--share", str(shares / "a.g1.txt"), "--share", str(shares / "c.g1.txt"),
+            "--share", str(shares / "a.g1.kss"), "--share", str(shares / "c.g1.kss"),
         )  # fmt: skip
         if r.returncode:
             raise SoakFailure(f"token create failed: {r.stderr.strip()[-300:]}")

@@ -186,7 +186,11 @@ class ShareSink(Protocol):
 
 
 class DirectorySink:
-    """Share files ``NAME.gGENERATION.kss`` (``.txt`` when plain) in one directory, 0600."""
+    """Share files ``NAME.gGENERATION.kss`` in one directory, 0600.
+
+    One name whatever the protection (sealed, or plain ``ks1`` text for demos and tests):
+    readers detect the content, so a runbook's paths do not depend on how shares were
+    protected."""
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
@@ -194,8 +198,7 @@ class DirectorySink:
         self._reserved: list[Path] = []
 
     def path(self, custody: Custody, generation: int) -> Path:
-        ext = "txt" if custody.plain else "kss"
-        return self.directory / f"{custody.name}.g{generation}.{ext}"
+        return self.directory / f"{custody.name}.g{generation}.kss"
 
     def reserve(self, custody: Sequence[Custody], generation: int) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)

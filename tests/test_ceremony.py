@@ -73,7 +73,7 @@ def test_every_ceremony_writes_exactly_one_entry_of_the_vocabulary(tmp_path: Pat
         "alice.g1.kss",
         "bob.g1.kss",
         "carol.g1.kss",
-        "dave.g1.txt",
+        "dave.g1.kss",
     ]
     by_name = {w.custodian: w.location for w in made.shares}
     two = [_open(by_name[n], n, ids) for n in ("alice", "carol")]
@@ -194,10 +194,10 @@ def test_cheap_checks_run_before_the_quorum_is_asked(tmp_path: Path) -> None:
     kr = made.keyring
     taken = DirectorySink(tmp_path / "taken")
     (tmp_path / "taken").mkdir()
-    (tmp_path / "taken" / f"a.g{kr.meta.generation + 1}.txt").write_text("someone's share")
+    (tmp_path / "taken" / f"a.g{kr.meta.generation + 1}.kss").write_text("someone's share")
     with pytest.raises(ShareFileExists, match="refusing to overwrite existing share file"):
         ceremony.rekey(kr, Quorum(kr, _never), [Custody("a"), Custody("b")], taken)
-    assert (tmp_path / "taken" / "a.g2.txt").read_text() == "someone's share"
+    assert (tmp_path / "taken" / "a.g2.kss").read_text() == "someone's share"
     with pytest.raises(KeyringError, match="no rekey is pending"):
         ceremony.abort_rekey(kr, Quorum(kr, _never))
     other = ceremony.init(

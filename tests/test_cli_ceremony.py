@@ -79,7 +79,7 @@ def test_init_output_has_summary_and_no_secret(tmp_path: Path) -> None:
     ]
     assert "warning" in r.stderr and "--plain-shares" in r.stderr
     assert "alice" in r.stderr and "share fingerprint" in r.stderr
-    bob_share = load_share((tmp_path / "kr-shares" / "bob.g1.txt").read_bytes())
+    bob_share = load_share((tmp_path / "kr-shares" / "bob.g1.kss").read_bytes())
     assert str(bob_share) not in r.output  # share text never printed
     assert doc["shares"][1]["share"] == bob_share.fingerprint
 

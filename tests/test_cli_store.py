@@ -27,7 +27,7 @@ def _init(tmp_path: Path, *store: str) -> tuple[Path, Path]:
 
 
 def _quorum(shares: Path, *names: str) -> list[str]:
-    return [a for n in names for a in ("--share", str(shares / f"{n}.g1.txt"))]
+    return [a for n in names for a in ("--share", str(shares / f"{n}.g1.kss"))]
 
 
 def test_walkthrough_against_postgresql(pg_server: object, tmp_path: Path) -> None:
@@ -40,7 +40,7 @@ def test_walkthrough_against_postgresql(pg_server: object, tmp_path: Path) -> No
     assert r.exit_code == 0, r.output
     # data keys live in PostgreSQL
     qs = [
-        Share.parse((shares / f"{n}.g1.txt").read_text().split("\n")[2]) for n in ("alice", "bob")
+        Share.parse((shares / f"{n}.g1.kss").read_text().split("\n")[2]) for n in ("alice", "bob")
     ]
     with kr.unseal(qs) as ukr:
         ukr.encrypt_many(["u1", "u2"], [b"one", b"two"])

@@ -27,15 +27,15 @@ def _init(tmp_path: Path, *extra: str) -> tuple[Path, Path]:
 
 
 def _q(shares: Path, gen: int, *names: str) -> list[str]:
-    return [a for n in names for a in ("--share", str(shares / f"{n}.g{gen}.txt"))]
+    return [a for n in names for a in ("--share", str(shares / f"{n}.g{gen}.kss"))]
 
 
 def _share(shares: Path, gen: int, name: str) -> Share:
-    return Share.parse((shares / f"{name}.g{gen}.txt").read_text().splitlines()[2])
+    return Share.parse((shares / f"{name}.g{gen}.kss").read_text().splitlines()[2])
 
 
 def _prove(vault: Path, shares: Path, gen: int, name: str, tmp_path: Path) -> None:
-    r = run(["share", "prove", shares / f"{name}.g{gen}.txt"])
+    r = run(["share", "prove", shares / f"{name}.g{gen}.kss"])
     assert r.exit_code == 0, r.output
     code = tmp_path / f"{name}.code"
     code.write_text(r.stdout.strip())
@@ -98,13 +98,13 @@ def test_rekey_verify_refuses_to_switch_until_every_custodian_has_proven(tmp_pat
 def test_wrong_code_refused_complete_must_name_exactly_the_missing(tmp_path: Path) -> None:
     vault, shares = _rekey_verify(tmp_path)
     wrong = tmp_path / "wrong.code"
-    r = run(["share", "prove", shares / "bob.g2.txt"])
+    r = run(["share", "prove", shares / "bob.g2.kss"])
     wrong.write_text(r.stdout.strip())  # bob's code is not alice's
     r = run(["rekey", vault, "--prove", "alice", "--code-file", wrong])
     assert r.exit_code == 1 and "does not match" in error_lines(r)[0]
     r = run(["rekey", vault, "--prove", "alice", "--code-file", wrong, "--json"])
     old_code = tmp_path / "old.code"  # a code of the old generation does not prove the new
-    old_code.write_text(run(["share", "prove", shares / "alice.g1.txt"]).stdout.strip())
+    old_code.write_text(run(["share", "prove", shares / "alice.g1.kss"]).stdout.strip())
     assert run(["rekey", vault, "--prove", "alice", "--code-file", old_code]).exit_code == 1
     assert _status(vault)["failures"] == {"alice": 3}
     r = run(["rekey", vault, "--prove", "dave", "--code-file", wrong])
