@@ -1,0 +1,261 @@
+"""keysplit.jobs on a real LocalCluster (2 worker processes, one cluster for the module).
+
+Cross-checks against the in-process paths: a distributed rewrap must leave the store
+byte-identical to ``UnsealedKeyring.rewrap`` (RFC 3394 is deterministic), and records
+sealed by workers must open with ``UnsealedKeyring.decrypt``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed")
+
+import dask.dataframe as dd
+import pandas as pd
+from distributed import Client, LocalCluster
+
+from keysplit import IntegrityError, Keyring, Share, SQLiteKeyStore, UnsealedKeyring, WrappedKey
+from keysplit import jobs
+from keysplit.jobs import JobError, LocalDataKeys
+from keysplit.jobs._access import data_keys, job_keks
+from keysplit.jobs._kek import Keks, open_keks, seal_keks
+
+NAMES = ["alice", "bob", "carol"]
+TIMEOUT = 240.0  # per job round: generous for a loaded 2-core machine
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+        silence_logs=40, death_timeout=120,
+    ) as cluster, Client(cluster, timeout=120) as c:
+        c.wait_for_workers(2, timeout=120)
+        yield c
+
+
+SAMPLE = "user/0000007"
+
+
+def _keyring(path: Path, n: int) -> tuple[Path, list[Share]]:
+    """A keyring with ``n`` data keys under KEK v1, rotated to v2 (so all n are stale);
+    ``sample.rec`` beside it is a record of SAMPLE sealed before the rotation."""
+    _, shares = Keyring.create(path, 2, NAMES)
+    quorum = [shares["alice"], shares["bob"]]
+    with Keyring.open(path).unseal(quorum) as ukr:
+        subjects = [f"user/{i:07d}" for i in range(n)]
+        for lo in range(0, n, 50_000):
+            chunk = subjects[lo : lo + 50_000]
+            ukr.encrypt_many(chunk, [b"."] * len(chunk))
+        (path.parent / f"{path.name}.rec").write_bytes(ukr.encrypt(b"old", subject=SAMPLE))
+        ukr.rotate()
+    return path, quorum
+
+
+def _rows(path: Path, keyring_id: str) -> list[WrappedKey]:
+    store = SQLiteKeyStore(path / "keys.sqlite", keyring_id)
+    try:
+        return [r for batch in store.iter_subjects(10_000) for r in batch]
+    finally:
+        store.close()
+
+
+def _open(path: Path, quorum: list[Share]) -> UnsealedKeyring:
+    return Keyring.open(path).unseal(quorum)
+
+
+def test_plan_cuts_stale_keys_into_disjoint_ranges(tmp_path: Path) -> None:
+    path, quorum = _keyring(tmp_path / "kr", 1000)
+    with _open(path, quorum) as ukr:
+        store = ukr.store
+        assert jobs.plan(store, 1, 4) == []  # relative to v1 nothing is stale
+        for parts in (1, 3, 7, 1000, 5000):
+            ranges = jobs.plan(store, 2, parts)
+            assert ranges[0].after == "" and ranges[-1].last is None
+            assert len(ranges) <= min(parts, 1000)
+            covered: list[str] = []
+            for r in ranges:
+                rows = store.stale_batch(2, r.after, 10_000)
+                covered += [x.subject for x in rows if r.last is None or x.subject <= r.last]
+            assert covered == sorted(f"user/{i:07d}" for i in range(1000))
+            sizes = [
+                sum(1 for x in store.stale_batch(2, r.after, 10_000)
+                    if r.last is None or x.subject <= r.last)
+                for r in ranges
+            ]
+            assert max(sizes) - min(sizes) <= max(sizes) // 2 + 1
+        with pytest.raises(ValueError):
+            jobs.plan(store, 2, 0)
+
+
+def test_kek_bundle_opens_only_for_its_worker_and_job() -> None:
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    def pub(k: X25519PrivateKey) -> bytes:
+        return k.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
+
+    a, b = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    keks = Keks(2, {1: os.urandom(16), 2: os.urandom(16)})
+    job, kid = os.urandom(16).hex(), os.urandom(16).hex()
+    sealed = seal_keks(keks, pub(a), job_id=job, keyring_id=kid, worker="tcp://w1:1")
+    got = open_keks(sealed, a, job_id=job, keyring_id=kid, worker="tcp://w1:1")
+    assert got.current == 2 and got.kek(1) == keks.kek(1) and got.kek(2) == keks.kek(2)
+    for key, j, k, w in [
+        (b, job, kid, "tcp://w1:1"),  # another worker's key
+        (a, os.urandom(16).hex(), kid, "tcp://w1:1"),  # another job
+        (a, job, os.urandom(16).hex(), "tcp://w1:1"),  # another keyring
+        (a, job, kid, "tcp://w2:1"),  # replayed to another worker address
+    ]:
+        with pytest.raises(IntegrityError):
+            open_keks(sealed, key, job_id=j, keyring_id=k, worker=w)
+    flipped = bytearray(sealed)
+    flipped[-1] ^= 1
+    with pytest.raises(IntegrityError):
+        open_keks(bytes(flipped), a, job_id=job, keyring_id=kid, worker="tcp://w1:1")
+    assert keks.kek(1).hex() not in repr(keks)
+    with pytest.raises(TypeError):
+        pickle.dumps(keks)
+
+
+def test_rewrap_1e5_keys_equals_in_process(client: Client, tmp_path: Path) -> None:
+    path, quorum = _keyring(tmp_path / "a", 100_000)
+    shutil.copytree(path, tmp_path / "b")
+    with _open(path, quorum) as ukr:
+        expected = ukr.rewrap()
+        kid = ukr.keyring.keyring_id
+    seen: list[tuple[int, int]] = []
+    with _open(tmp_path / "b", quorum) as ukr:
+        result = jobs.rewrap(
+            ukr, client=client, partitions=8, progress=lambda d, t: seen.append((d, t)),
+            timeout=TIMEOUT,
+        )
+        old = (tmp_path / "a.rec").read_bytes()
+        assert ukr.decrypt(old, subject=SAMPLE) == b"old"  # records untouched by rewrap
+    assert (result.rewrapped, result.kek_version, result.remaining) == (100_000, 2, 0)
+    assert (expected.rewrapped, expected.remaining) == (100_000, 0)
+    assert seen[0] == (0, 8) and seen[-1] == (8, 8)
+    a, b = _rows(path, kid), _rows(tmp_path / "b", kid)
+    assert len(a) == 100_000 and all(r.kek_version == 2 for r in a)
+    assert a == b  # byte-identical to the in-process rewrap
+
+
+def _raw_keys(ukr: UnsealedKeyring, rows: list[WrappedKey]) -> list[bytes]:
+    """Every stored row unwrapped under its own KEK version; fails on any bad row."""
+    keks = job_keks(ukr, sorted({r.kek_version for r in rows}))
+    raw, ok = keks.unwrap(rows)
+    assert bool(ok.all()), "a stored key does not unwrap: a half-done write"
+    return [k.tobytes() for k in raw]
+
+
+def test_worker_killed_mid_job_leaves_nothing_half_done(client: Client, tmp_path: Path) -> None:
+    n = 40_000
+    path, quorum = _keyring(tmp_path / "a", n)
+    shutil.copytree(path, tmp_path / "b")
+    with _open(tmp_path / "b", quorum) as ukr:
+        ukr.rewrap()  # the in-process reference
+        kid = ukr.keyring.keyring_id
+    pids = client.run(os.getpid)
+    victim = sorted(pids)[0]
+    killed: list[int] = []
+
+    def kill_once(done: int, total: int) -> None:
+        if done >= 1 and not killed:
+            os.kill(pids[victim], signal.SIGKILL)
+            killed.append(pids[victim])
+
+    with _open(path, quorum) as ukr:
+        before = _raw_keys(ukr, _rows(path, kid))
+        try:
+            first = jobs.rewrap(ukr, client=client, partitions=16, batch_size=500,
+                                progress=kill_once, timeout=TIMEOUT)
+            finished_first = first.remaining == 0
+        except JobError:
+            finished_first = False
+        assert killed
+        mid = _rows(path, kid)
+        assert len(mid) == n and {r.kek_version for r in mid} <= {1, 2}
+        assert _raw_keys(ukr, mid) == before  # each key: old wrap or new wrap, same key
+        client.wait_for_workers(2, timeout=120)
+        again = jobs.rewrap(ukr, client=client, partitions=4, timeout=TIMEOUT)
+        assert again.remaining == 0
+        assert finished_first == (again.rewrapped == 0)
+    assert _rows(path, kid) == _rows(tmp_path / "b", kid)
+
+
+def _dataset(path: Path) -> pd.DataFrame:
+    """Two Parquet files (so two partitions): 300 rows over 7 users, one null value."""
+    users = [f"contacts/{i % 7}" for i in range(300)]
+    values: list[bytes | None] = [f"row {i} " .encode() * (i % 5) for i in range(300)]
+    values[17] = None
+    df = pd.DataFrame({"id": range(300), "user": users, "body": values})
+    path.mkdir()
+    df.iloc[:150].to_parquet(path / "part.0.parquet")
+    df.iloc[150:].to_parquet(path / "part.1.parquet")
+    return df
+
+
+def test_parquet_round_trip_byte_compatible_and_moved_row_fails(
+    client: Client, tmp_path: Path
+) -> None:
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    df = _dataset(tmp_path / "in")
+    ctx = {"table": "contacts", "column": "body"}
+    with _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr:
+        local = LocalDataKeys(ukr)
+        with pytest.raises(TypeError):
+            pickle.dumps(local)  # the unsealed keyring never travels to workers
+        with local.serve() as source:
+            steps: list[tuple[int, int]] = []
+            n = jobs.encrypt_dataset(
+                tmp_path / "in", tmp_path / "enc", "body", "user", service=source,
+                context=ctx, client=client, progress=lambda d, t: steps.append((d, t)),
+            )
+            assert n == 300 and steps[-1] == (2, 2)
+            enc = pd.read_parquet(tmp_path / "enc").sort_values("id").reset_index(drop=True)
+            assert enc["body"][17] is None
+            for i in (0, 5, 150, 299):  # the keyring itself opens the workers' records
+                rec = enc["body"][i]
+                assert ukr.decrypt(rec, subject=enc["user"][i], context=ctx) == df["body"][i]
+            jobs.decrypt_dataset(tmp_path / "enc", tmp_path / "dec", "body", "user",
+                                 service=source, context=ctx, client=client)
+            dec = pd.read_parquet(tmp_path / "dec").sort_values("id").reset_index(drop=True)
+            assert dec["body"].tolist() == df["body"].tolist()
+            assert dec["user"].tolist() == df["user"].tolist()
+            assert jobs.scan_dataset(tmp_path / "enc", "body", "user", service=source,
+                                     context=ctx, client=client).ok
+
+            # A row moved to another user, a flipped bit, garbage, a shredded subject.
+            bad = enc.copy()
+            bad.loc[3, "user"] = "contacts/4"
+            flipped = bytearray(bad["body"][8])
+            flipped[-1] ^= 1
+            bad.at[8, "body"] = bytes(flipped)
+            bad.at[9, "body"] = b"not a record"
+            bad.loc[10, "user"] = "contacts/never"
+            (tmp_path / "bad").mkdir()
+            bad.to_parquet(tmp_path / "bad" / "part.0.parquet")
+            with pytest.raises(IntegrityError):
+                jobs.decrypt_dataset(tmp_path / "bad", tmp_path / "dec2", "body", "user",
+                                     service=source, context=ctx, client=client)
+            report = jobs.scan_dataset(tmp_path / "bad", "body", "user", service=source,
+                                       context=ctx, client=client)
+            assert report.checked == 299
+            assert {(b.row, b.subject, b.reason) for b in report.bad} == {
+                (3, "contacts/4", "authentication failed"),
+                (8, bad["user"][8], "authentication failed"),
+                (9, bad["user"][9], "malformed"),
+                (10, "contacts/never", "no data key"),
+            }
+            # Same records under another context: all fail.
+            other = jobs.scan_dataset(tmp_path / "enc", "body", "user", service=source,
+                                      context={"table": "other"}, client=client)
+            assert len(other.bad) == 299
