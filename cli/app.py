@@ -55,6 +55,9 @@ def _register() -> None:
 
 
 _register()
+from .cmd_jobs import app as _jobs_app  # noqa: E402 - keysplit.jobs commands (own Typer app)
+
+app.registered_commands += _jobs_app.registered_commands
 
 
 def main() -> None:

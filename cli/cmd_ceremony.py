@@ -49,6 +49,7 @@ from ._quorum import (
     share_file_text,
 )
 from .app import app
+from .cmd_jobs import SCHEDULER_OPTION, rewrap_on_dask
 
 __all__: list[str] = []
 
@@ -526,6 +527,8 @@ def rewrap_cmd(
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    dask: bool = typer.Option(False, "--dask", help="Run as a Dask job (keysplit[dask])."),
+    scheduler: str | None = SCHEDULER_OPTION,
 ) -> None:
     """Re-wrap every data key under the current KEK (records untouched; resumable).
 
@@ -536,7 +539,10 @@ def rewrap_cmd(
     kr = _open(directory)
     ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
     with ukr:
-        result = rewrap_with_progress(ukr, batch_size)
+        if dask:
+            result = rewrap_on_dask(ukr, scheduler, batch_size)
+        else:
+            result = rewrap_with_progress(ukr, batch_size)
         entry = ukr.audit_log().append(
             "rewrap",
             kek_version=result.kek_version,

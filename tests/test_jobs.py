@@ -13,19 +13,28 @@ import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("distributed")
 
-import dask.dataframe as dd
 import pandas as pd
 from distributed import Client, LocalCluster
 
-from keysplit import IntegrityError, Keyring, Share, SQLiteKeyStore, UnsealedKeyring, WrappedKey
-from keysplit import jobs
+from keysplit import (
+    IntegrityError,
+    Keyring,
+    Share,
+    SQLiteKeyStore,
+    UnsealedKeyring,
+    WrappedKey,
+    jobs,
+    load_share,
+)
 from keysplit.jobs import JobError, LocalDataKeys
-from keysplit.jobs._access import data_keys, job_keks
+from keysplit.jobs._access import job_keks
 from keysplit.jobs._kek import Keks, open_keks, seal_keks
 
 NAMES = ["alice", "bob", "carol"]
@@ -34,10 +43,17 @@ TIMEOUT = 240.0  # per job round: generous for a loaded 2-core machine
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-        silence_logs=40, death_timeout=120,
-    ) as cluster, Client(cluster, timeout=120) as c:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=40,
+            death_timeout=120,
+        ) as cluster,
+        Client(cluster, timeout=120) as c,
+    ):
         c.wait_for_workers(2, timeout=120)
         yield c
 
@@ -51,10 +67,10 @@ def _keyring(path: Path, n: int) -> tuple[Path, list[Share]]:
     _, shares = Keyring.create(path, 2, NAMES)
     quorum = [shares["alice"], shares["bob"]]
     with Keyring.open(path).unseal(quorum) as ukr:
-        subjects = [f"user/{i:07d}" for i in range(n)]
-        for lo in range(0, n, 50_000):
-            chunk = subjects[lo : lo + 50_000]
-            ukr.encrypt_many(chunk, [b"."] * len(chunk))
+        # Bulk-made keys, stored the way the keyring stores them (job_keks' wrap).
+        raw = np.frombuffer(os.urandom(16 * n), np.uint8).reshape(n, 16)
+        rows = job_keks(ukr, [1]).wrap([f"user/{i:07d}" for i in range(n)], raw)
+        ukr.store.insert_many(rows)
         (path.parent / f"{path.name}.rec").write_bytes(ukr.encrypt(b"old", subject=SAMPLE))
         ukr.rotate()
     return path, quorum
@@ -73,22 +89,25 @@ def _open(path: Path, quorum: list[Share]) -> UnsealedKeyring:
 
 
 def test_plan_cuts_stale_keys_into_disjoint_ranges(tmp_path: Path) -> None:
-    path, quorum = _keyring(tmp_path / "kr", 1000)
+    path, quorum = _keyring(tmp_path / "kr", 300)
     with _open(path, quorum) as ukr:
         store = ukr.store
         assert jobs.plan(store, 1, 4) == []  # relative to v1 nothing is stale
-        for parts in (1, 3, 7, 1000, 5000):
+        for parts in (1, 3, 7, 300, 1000):
             ranges = jobs.plan(store, 2, parts)
             assert ranges[0].after == "" and ranges[-1].last is None
-            assert len(ranges) <= min(parts, 1000)
+            assert len(ranges) <= min(parts, 300)
             covered: list[str] = []
             for r in ranges:
                 rows = store.stale_batch(2, r.after, 10_000)
                 covered += [x.subject for x in rows if r.last is None or x.subject <= r.last]
-            assert covered == sorted(f"user/{i:07d}" for i in range(1000))
+            assert covered == sorted(f"user/{i:07d}" for i in range(300))
             sizes = [
-                sum(1 for x in store.stale_batch(2, r.after, 10_000)
-                    if r.last is None or x.subject <= r.last)
+                sum(
+                    1
+                    for x in store.stale_batch(2, r.after, 10_000)
+                    if r.last is None or x.subject <= r.last
+                )
                 for r in ranges
             ]
             assert max(sizes) - min(sizes) <= max(sizes) // 2 + 1
@@ -135,7 +154,10 @@ def test_rewrap_1e5_keys_equals_in_process(client: Client, tmp_path: Path) -> No
     seen: list[tuple[int, int]] = []
     with _open(tmp_path / "b", quorum) as ukr:
         result = jobs.rewrap(
-            ukr, client=client, partitions=8, progress=lambda d, t: seen.append((d, t)),
+            ukr,
+            client=client,
+            partitions=8,
+            progress=lambda d, t: seen.append((d, t)),
             timeout=TIMEOUT,
         )
         old = (tmp_path / "a.rec").read_bytes()
@@ -175,8 +197,14 @@ def test_worker_killed_mid_job_leaves_nothing_half_done(client: Client, tmp_path
     with _open(path, quorum) as ukr:
         before = _raw_keys(ukr, _rows(path, kid))
         try:
-            first = jobs.rewrap(ukr, client=client, partitions=16, batch_size=500,
-                                progress=kill_once, timeout=TIMEOUT)
+            first = jobs.rewrap(
+                ukr,
+                client=client,
+                partitions=16,
+                batch_size=500,
+                progress=kill_once,
+                timeout=TIMEOUT,
+            )
             finished_first = first.remaining == 0
         except JobError:
             finished_first = False
@@ -194,7 +222,7 @@ def test_worker_killed_mid_job_leaves_nothing_half_done(client: Client, tmp_path
 def _dataset(path: Path) -> pd.DataFrame:
     """Two Parquet files (so two partitions): 300 rows over 7 users, one null value."""
     users = [f"contacts/{i % 7}" for i in range(300)]
-    values: list[bytes | None] = [f"row {i} " .encode() * (i % 5) for i in range(300)]
+    values: list[bytes | None] = [f"row {i} ".encode() * (i % 5) for i in range(300)]
     values[17] = None
     df = pd.DataFrame({"id": range(300), "user": users, "body": values})
     path.mkdir()
@@ -216,8 +244,14 @@ def test_parquet_round_trip_byte_compatible_and_moved_row_fails(
         with local.serve() as source:
             steps: list[tuple[int, int]] = []
             n = jobs.encrypt_dataset(
-                tmp_path / "in", tmp_path / "enc", "body", "user", service=source,
-                context=ctx, client=client, progress=lambda d, t: steps.append((d, t)),
+                tmp_path / "in",
+                tmp_path / "enc",
+                "body",
+                "user",
+                service=source,
+                context=ctx,
+                client=client,
+                progress=lambda d, t: steps.append((d, t)),
             )
             assert n == 300 and steps[-1] == (2, 2)
             enc = pd.read_parquet(tmp_path / "enc").sort_values("id").reset_index(drop=True)
@@ -225,13 +259,21 @@ def test_parquet_round_trip_byte_compatible_and_moved_row_fails(
             for i in (0, 5, 150, 299):  # the keyring itself opens the workers' records
                 rec = enc["body"][i]
                 assert ukr.decrypt(rec, subject=enc["user"][i], context=ctx) == df["body"][i]
-            jobs.decrypt_dataset(tmp_path / "enc", tmp_path / "dec", "body", "user",
-                                 service=source, context=ctx, client=client)
+            jobs.decrypt_dataset(
+                tmp_path / "enc",
+                tmp_path / "dec",
+                "body",
+                "user",
+                service=source,
+                context=ctx,
+                client=client,
+            )
             dec = pd.read_parquet(tmp_path / "dec").sort_values("id").reset_index(drop=True)
             assert dec["body"].tolist() == df["body"].tolist()
             assert dec["user"].tolist() == df["user"].tolist()
-            assert jobs.scan_dataset(tmp_path / "enc", "body", "user", service=source,
-                                     context=ctx, client=client).ok
+            assert jobs.scan_dataset(
+                tmp_path / "enc", "body", "user", service=source, context=ctx, client=client
+            ).ok
 
             # A row moved to another user, a flipped bit, garbage, a shredded subject.
             bad = enc.copy()
@@ -244,10 +286,18 @@ def test_parquet_round_trip_byte_compatible_and_moved_row_fails(
             (tmp_path / "bad").mkdir()
             bad.to_parquet(tmp_path / "bad" / "part.0.parquet")
             with pytest.raises(IntegrityError):
-                jobs.decrypt_dataset(tmp_path / "bad", tmp_path / "dec2", "body", "user",
-                                     service=source, context=ctx, client=client)
-            report = jobs.scan_dataset(tmp_path / "bad", "body", "user", service=source,
-                                       context=ctx, client=client)
+                jobs.decrypt_dataset(
+                    tmp_path / "bad",
+                    tmp_path / "dec2",
+                    "body",
+                    "user",
+                    service=source,
+                    context=ctx,
+                    client=client,
+                )
+            report = jobs.scan_dataset(
+                tmp_path / "bad", "body", "user", service=source, context=ctx, client=client
+            )
             assert report.checked == 299
             assert {(b.row, b.subject, b.reason) for b in report.bad} == {
                 (3, "contacts/4", "authentication failed"),
@@ -256,6 +306,125 @@ def test_parquet_round_trip_byte_compatible_and_moved_row_fails(
                 (10, "contacts/never", "no data key"),
             }
             # Same records under another context: all fail.
-            other = jobs.scan_dataset(tmp_path / "enc", "body", "user", service=source,
-                                      context={"table": "other"}, client=client)
+            other = jobs.scan_dataset(
+                tmp_path / "enc",
+                "body",
+                "user",
+                service=source,
+                context={"table": "other"},
+                client=client,
+            )
             assert len(other.bad) == 299
+
+
+def _cli(args: list[object]) -> Any:
+    from keysplit_cli.app import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def test_cli_rewrap_dask_local_cluster_and_datasets(client: Client, tmp_path: Path) -> None:
+    kr = tmp_path / "vault"
+    assert (
+        _cli(["init", kr, "-k", "2", "-c", "a", "-c", "b", "-c", "c", "--plain-shares"]).exit_code
+        == 0
+    )
+    quorum = [
+        "--share",
+        tmp_path / "vault-shares" / "a.g1.txt",
+        "--share",
+        tmp_path / "vault-shares" / "c.g1.txt",
+    ]
+    df = _dataset(tmp_path / "in")
+    # encrypt-dataset on the module's cluster (a real scheduler address), keys from --keyring
+    r = _cli(
+        [
+            "encrypt-dataset",
+            tmp_path / "in",
+            tmp_path / "enc",
+            "--column",
+            "body",
+            "--subject-column",
+            "user",
+            "--keyring",
+            kr,
+            "--context",
+            "t=contacts",
+            "--scheduler",
+            client.scheduler.address,
+            *quorum,
+        ]
+    )
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == "300"
+    with Keyring.open(kr).unseal(
+        [
+            load_share((tmp_path / "vault-shares" / "b.g1.txt").read_bytes()),
+            load_share((tmp_path / "vault-shares" / "c.g1.txt").read_bytes()),
+        ]
+    ) as ukr:
+        enc = pd.read_parquet(tmp_path / "enc").sort_values("id").reset_index(drop=True)
+        assert (
+            ukr.decrypt(enc["body"][1], subject="contacts/1", context={"t": "contacts"})
+            == df["body"][1]
+        )
+        ukr.rotate()
+    r = _cli(
+        [
+            "scan-dataset",
+            tmp_path / "enc",
+            "--column",
+            "body",
+            "--subject-column",
+            "user",
+            "--keyring",
+            kr,
+            "--scheduler",
+            client.scheduler.address,
+            *quorum,
+        ]
+    )  # wrong context: all bad
+    assert r.exit_code == 1 and "error: 299 of 299 records do not decrypt" in r.stderr
+    assert "contacts/3\tauthentication failed" in r.stdout
+    # rewrap --dask with no address: a LocalCluster of its own
+    r = _cli(["rewrap", kr, "--dask", *quorum, "--json"])
+    assert r.exit_code == 0, r.output
+    assert '"rewrapped": 7' in r.stdout and '"remaining": 0' in r.stdout
+    r = _cli(
+        [
+            "decrypt-dataset",
+            tmp_path / "enc",
+            tmp_path / "dec",
+            "--column",
+            "body",
+            "--subject-column",
+            "user",
+            "--context",
+            "t=contacts",
+            "--keyring",
+            kr,
+            "--scheduler",
+            client.scheduler.address,
+            *quorum,
+        ]
+    )
+    assert r.exit_code == 0, r.output
+    dec = pd.read_parquet(tmp_path / "dec").sort_values("id").reset_index(drop=True)
+    assert dec["body"].tolist() == df["body"].tolist()
+    r = _cli(
+        [
+            "encrypt-dataset",
+            tmp_path / "in",
+            tmp_path / "x",
+            "--column",
+            "body",
+            "--subject-column",
+            "user",
+            "--server",
+            "unix:/nonexistent.sock",
+        ]
+    )
+    assert r.exit_code == 2 and "error: --server needs --token-file" in r.stderr

@@ -21,10 +21,17 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from ..errors import KeysplitError
 from ._kek import Keks, open_keks
 
-__all__ = ["JobKeysPlugin", "NoJobKeys", "install_keks", "plugin_name", "public_keys", "worker_keks"]
+__all__ = [
+    "JobKeysPlugin",
+    "NoJobKeys",
+    "install_keks",
+    "plugin_name",
+    "public_keys",
+    "worker_keks",
+]
 
 
-class NoJobKeys(KeysplitError):  # noqa: N818 - reads as a state, like SealedError
+class NoJobKeys(KeysplitError):
     """This worker holds no KEKs for the job (it joined or restarted after provisioning)."""
 
 
@@ -32,7 +39,7 @@ def plugin_name(job_id: str) -> str:
     return f"keysplit-job-{job_id}"
 
 
-class JobKeysPlugin(WorkerPlugin):  # type: ignore[misc]
+class JobKeysPlugin(WorkerPlugin):
     """Per-job key holder on one worker (see the module docstring)."""
 
     def __init__(self, job_id: str, keyring_id: str) -> None:
@@ -65,7 +72,10 @@ class JobKeysPlugin(WorkerPlugin):  # type: ignore[misc]
         if self._private is None:
             raise NoJobKeys("this worker has no pending key pair for the job")
         self.keks = open_keks(
-            sealed, self._private, job_id=self.job_id, keyring_id=self.keyring_id,
+            sealed,
+            self._private,
+            job_id=self.job_id,
+            keyring_id=self.keyring_id,
             worker=self.address,
         )
         self._private = None  # the bundle is open: nothing else may be opened with it

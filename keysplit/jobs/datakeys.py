@@ -106,7 +106,9 @@ class LocalDataKeys:
             listener = Listener(os.path.join(tmp, "keys.sock"), "AF_UNIX", authkey=authkey)
             stop = threading.Event()
             thread = threading.Thread(
-                target=self._accept, args=(listener, stop), daemon=True,
+                target=self._accept,
+                args=(listener, stop),
+                daemon=True,
                 name="keysplit-jobs-keys",
             )
             thread.start()

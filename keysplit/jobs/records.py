@@ -22,6 +22,8 @@ from typing import Any
 import dask
 import dask.dataframe as dd
 import pandas as pd
+from dask.base import compute
+from dask.delayed import delayed
 from distributed import Client, as_completed
 
 from .. import envelope
@@ -165,7 +167,11 @@ def encrypt_column(
     """
     source = _source(service, token)
     return ddf.map_partitions(
-        _encrypt_part, column, subject_column, source, context,
+        _encrypt_part,
+        column,
+        subject_column,
+        source,
+        context,
         meta=_meta(ddf, column, subject_column),
     )
 
@@ -184,7 +190,12 @@ def decrypt_column(
     record fails (moved, altered, shredded subject): use :func:`scan` to find which."""
     source = _source(service, token)
     return ddf.map_partitions(
-        _decrypt_part, column, subject_column, source, context, text,
+        _decrypt_part,
+        column,
+        subject_column,
+        source,
+        context,
+        text,
         meta=_meta(ddf, column, subject_column, text),
     )
 
@@ -243,8 +254,7 @@ def _scan_part(
             label = df.index[i]
             key = keys.get(s) if isinstance(s, str) else None
             if key is None:
-                bad.append(BadRecord(part, label, s if isinstance(s, str) else None,
-                                     "no data key"))
+                bad.append(BadRecord(part, label, s if isinstance(s, str) else None, "no data key"))
                 continue
             try:
                 envelope.decrypt(key, _as_record(values.iat[i]), subject=s, context=context)
@@ -257,9 +267,7 @@ def _scan_part(
     return len(rows), bad
 
 
-def _run_parts(
-    client: Client | None, tasks: list[Any], progress: Progress | None
-) -> list[Any]:
+def _run_parts(client: Client | None, tasks: list[Any], progress: Progress | None) -> list[Any]:
     """Compute delayed partition tasks, in order, reporting ``progress(done, total)``."""
     total = len(tasks)
     if progress is not None:
@@ -267,7 +275,7 @@ def _run_parts(
     if client is None:
         out = []
         for i, t in enumerate(tasks):
-            out.append(dask.compute(t, scheduler="sync")[0])
+            out.append(compute(t, scheduler="sync")[0])
             if progress is not None:
                 progress(i + 1, total)
         return out
@@ -299,7 +307,7 @@ def scan(
     source = _source(service, token)
     _meta(ddf, column, subject_column)
     tasks = [
-        dask.delayed(_scan_part)(p, i, column, subject_column, source, context)
+        delayed(_scan_part)(p, i, column, subject_column, source, context)
         for i, p in enumerate(ddf.to_delayed())
     ]
     report = ScanReport()
@@ -331,7 +339,7 @@ def _transform_dataset(
     result = make(ddf)
     out.mkdir(parents=True, exist_ok=True)
     tasks = [
-        dask.delayed(_write_part)(p, str(out / f"part.{i:05d}.parquet"))
+        delayed(_write_part)(p, str(out / f"part.{i:05d}.parquet"))
         for i, p in enumerate(result.to_delayed())
     ]
     return sum(_run_parts(client, tasks, progress))
@@ -353,10 +361,13 @@ def encrypt_dataset(
     directory of ``part.NNNNN.parquet`` files, one per partition); returns the row count."""
     with dask.config.set({"dataframe.convert-string": False}):
         return _transform_dataset(
-            src, dst,
-            lambda d: encrypt_column(d, column, subject_column, service=service, token=token,
-                                     context=context),
-            client, progress,
+            src,
+            dst,
+            lambda d: encrypt_column(
+                d, column, subject_column, service=service, token=token, context=context
+            ),
+            client,
+            progress,
         )
 
 
@@ -376,10 +387,13 @@ def decrypt_dataset(
     """Inverse of :func:`encrypt_dataset`; IntegrityError if any record fails."""
     with dask.config.set({"dataframe.convert-string": False}):
         return _transform_dataset(
-            src, dst,
-            lambda d: decrypt_column(d, column, subject_column, service=service, token=token,
-                                     context=context, text=text),
-            client, progress,
+            src,
+            dst,
+            lambda d: decrypt_column(
+                d, column, subject_column, service=service, token=token, context=context, text=text
+            ),
+            client,
+            progress,
         )
 
 
@@ -397,5 +411,13 @@ def scan_dataset(
     """:func:`scan` over a Parquet dataset."""
     with dask.config.set({"dataframe.convert-string": False}):
         ddf = dd.read_parquet(str(src), engine="pyarrow")
-        return scan(ddf, column, subject_column, service=service, token=token,
-                    context=context, client=client, progress=progress)
+        return scan(
+            ddf,
+            column,
+            subject_column,
+            service=service,
+            token=token,
+            context=context,
+            client=client,
+            progress=progress,
+        )

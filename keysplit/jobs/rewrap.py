@@ -20,6 +20,7 @@ Shape of a job (each step is idempotent, so a job is resumable by running it aga
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 from collections.abc import Callable
@@ -103,9 +104,7 @@ def plan(store: KeyStore, current_version: int, partitions: int) -> list[Subject
     return [SubjectRange(a, b) for a, b in zip(bounds, [*cuts, None], strict=True)]
 
 
-def rewrap_range(
-    job_id: str, spec: StoreSpec, rng: SubjectRange, batch_size: int
-) -> _PartResult:
+def rewrap_range(job_id: str, spec: StoreSpec, rng: SubjectRange, batch_size: int) -> _PartResult:
     """The partition task (runs on a worker): rewrap the stale keys in ``rng``."""
     keks = worker_keks(job_id)
     store = spec.open()
@@ -185,15 +184,23 @@ def rewrap(
         ranges = plan(store, current, partitions)
     finally:
         store.close()
-    done, corrupt = _run(client, keyring, spec, ranges, stale_versions, batch_size, progress,
-                         rounds, timeout)
+    done, corrupt = _run(
+        client, keyring, spec, ranges, stale_versions, batch_size, progress, rounds, timeout
+    )
     store = spec.open()
     try:
         remaining = sum(c for v, c in store.count_by_version().items() if v != current)
     finally:
         store.close()
-    _access.emit(keyring, "rewrap", rewrapped=done, kek_version=current, remaining=remaining,
-                 corrupt=len(corrupt), partitions=len(ranges))
+    _access.emit(
+        keyring,
+        "rewrap",
+        rewrapped=done,
+        kek_version=current,
+        remaining=remaining,
+        corrupt=len(corrupt),
+        partitions=len(ranges),
+    )
     return RewrapResult(done, current, remaining, tuple(sorted(corrupt)))
 
 
@@ -217,7 +224,9 @@ def _run(
     name = plugin_name(job_id)
     client.register_plugin(JobKeysPlugin(job_id, spec.keyring_id), name=name)
     todo = dict(enumerate(ranges))
-    done, corrupt, errors = 0, [], []
+    done = 0
+    corrupt: list[str] = []
+    errors: list[str] = []
     try:
         for attempt in range(max(1, rounds)):
             if not todo:
@@ -225,7 +234,12 @@ def _run(
             _provision(client, job_id, kr, versions)
             futures: dict[Any, int] = {
                 client.submit(
-                    rewrap_range, job_id, spec, rng, batch_size, pure=False,
+                    rewrap_range,
+                    job_id,
+                    spec,
+                    rng,
+                    batch_size,
+                    pure=False,
                     key=f"keysplit-rewrap-{job_id}-{i}-{attempt}",
                 ): i
                 for i, rng in todo.items()
@@ -238,7 +252,7 @@ def _run(
                         part: _PartResult = fut.result()
                     except NoJobKeys:
                         continue  # the worker joined after provisioning: next round
-                    except Exception as exc:  # noqa: BLE001 - reported, partition retried
+                    except Exception as exc:
                         errors.append(_describe(exc))
                         continue
                     del todo[i]
@@ -251,10 +265,8 @@ def _run(
                 client.cancel(list(futures))
                 break
     finally:
-        try:
+        with contextlib.suppress(Exception):  # best effort: a dead cluster forgets anyway
             client.unregister_worker_plugin(name)
-        except Exception:  # noqa: BLE001, S110 - best effort: a dead cluster forgets anyway
-            pass
     if todo:
         why = errors[0] if errors else "workers kept joining without keys"
         raise JobError(
@@ -263,4 +275,3 @@ def _run(
             hint="run the rewrap again: it continues with what is left",
         )
     return done, corrupt
-
