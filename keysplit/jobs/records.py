@@ -58,9 +58,9 @@ def _source(service: DataKeySource | str, token: str | None) -> DataKeySource:
 
 def _columns(df: pd.DataFrame, column: str, subject_column: str) -> tuple[list[int], list[str]]:
     """Positions of the non-null values and their subjects (checked)."""
-    values, subs = df[column], df[subject_column]
-    rows = [i for i, v in enumerate(values.isna().to_numpy()) if not v]
-    subjects = subs.iloc[rows].tolist() if rows else []
+    rows = [i for i, na in enumerate(df[column].isna().to_numpy()) if not na]
+    subs = df[subject_column].to_numpy(dtype=object)
+    subjects = [subs[i] for i in rows]
     for s in subjects:
         if not isinstance(s, str):
             raise KeysplitError(f"subject column {subject_column!r} must hold strings")
@@ -98,8 +98,8 @@ def _encrypt_part(
     df: pd.DataFrame, column: str, subject_column: str, source: DataKeySource, context: Context
 ) -> pd.DataFrame:
     rows, subjects = _columns(df, column, subject_column)
-    values = df[column]
-    plaintexts = [_as_bytes(values.iat[i]) for i in rows]
+    values = df[column].to_numpy(dtype=object)
+    plaintexts = [_as_bytes(values[i]) for i in rows]
     keys = _keys(source, subjects, create=True)
     try:
         out = envelope.encrypt_many([keys[s] for s in subjects], subjects, plaintexts, context)
@@ -117,8 +117,8 @@ def _decrypt_part(
     text: bool,
 ) -> pd.DataFrame:
     rows, subjects = _columns(df, column, subject_column)
-    values = df[column]
-    records = [_as_record(values.iat[i]) for i in rows]
+    values = df[column].to_numpy(dtype=object)
+    records = [_as_record(values[i]) for i in rows]
     keys = _keys(source, subjects, create=False)
     try:
         out: list[Any] = envelope.decrypt_many(
@@ -243,9 +243,10 @@ def _scan_part(
     source: DataKeySource,
     context: Context,
 ) -> tuple[int, list[BadRecord]]:
-    values, subs = df[column], df[subject_column]
-    rows = [i for i, na in enumerate(values.isna().to_numpy()) if not na]
-    subjects = [subs.iat[i] for i in rows]
+    values = df[column].to_numpy(dtype=object)
+    subs = df[subject_column].to_numpy(dtype=object)
+    rows = [i for i, na in enumerate(df[column].isna().to_numpy()) if not na]
+    subjects = [subs[i] for i in rows]
     named = [s for s in dict.fromkeys(subjects) if isinstance(s, str) and s]
     keys = _available(source, named)
     bad: list[BadRecord] = []
@@ -257,7 +258,7 @@ def _scan_part(
                 bad.append(BadRecord(part, label, s if isinstance(s, str) else None, "no data key"))
                 continue
             try:
-                envelope.decrypt(key, _as_record(values.iat[i]), subject=s, context=context)
+                envelope.decrypt(key, _as_record(values[i]), subject=s, context=context)
             except FormatError:
                 bad.append(BadRecord(part, label, s, "malformed"))
             except IntegrityError:
