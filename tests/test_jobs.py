@@ -34,7 +34,7 @@ from keysplit import (
     load_share,
 )
 from keysplit.jobs import JobError, LocalDataKeys
-from keysplit.jobs._access import job_keks
+from keysplit.jobs._access import data_keys, job_keks
 from keysplit.jobs._kek import Keks, open_keks, seal_keks
 
 NAMES = ["alice", "bob", "carol"]
@@ -428,3 +428,51 @@ def test_cli_rewrap_dask_local_cluster_and_datasets(client: Client, tmp_path: Pa
         ]
     )
     assert r.exit_code == 2 and "error: --server needs --token-file" in r.stderr
+
+
+def test_loopback_source_needs_its_key_and_service_source_plumbing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multiprocessing
+
+    import keysplit
+    from keysplit.jobs import ServiceDataKeys
+    from keysplit.jobs.datakeys import _LoopbackDataKeys
+
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    ukr = _open(tmp_path / "kr", [shares["alice"], shares["carol"]])
+    with ukr, LocalDataKeys(ukr).serve() as source:
+        handle = pickle.loads(pickle.dumps(source))  # what a worker gets
+        (k1,) = handle.datakeys(["s/1"], create=True)
+        assert data_keys(ukr, ["s/1"], create=False) == [k1]
+        with pytest.raises(IntegrityError):
+            handle.datakeys(["s/2"], create=False)
+        assert handle._authkey.hex() not in repr(handle)
+        forged = _LoopbackDataKeys(handle.address, os.urandom(32))
+        with pytest.raises(multiprocessing.AuthenticationError):
+            forged.datakeys(["s/1"], create=False)
+
+    calls: list[tuple[Any, ...]] = []
+
+    class FakeClient:  # stands in for keysplit.Client (the key service's client)
+        def __init__(self, url: str, *, token: str) -> None:
+            calls.append(("init", url, token))
+
+        def datakeys(self, subjects: list[str], *, create: bool = True) -> list[bytes]:
+            calls.append(("datakeys", list(subjects), create))
+            return [bytes(16)] * len(subjects)
+
+    src = ServiceDataKeys("unix:/tmp/ks.sock", "tok-secret")
+    assert "tok-secret" not in repr(src)
+    monkeypatch.delattr(keysplit, "Client", raising=False)
+    with pytest.raises(keysplit.KeysplitError, match="no key service client"):
+        src.datakeys(["a"])
+    monkeypatch.setattr(keysplit, "Client", FakeClient, raising=False)
+    worker_copy = pickle.loads(pickle.dumps(src))
+    assert worker_copy.datakeys(["a", "b"], create=False) == [bytes(16)] * 2
+    worker_copy.datakeys(["c"])
+    assert calls == [
+        ("init", "unix:/tmp/ks.sock", "tok-secret"),
+        ("datakeys", ["a", "b"], False),
+        ("datakeys", ["c"], True),
+    ]

@@ -20,9 +20,11 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import socket
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
+from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client as _Connect
 from multiprocessing.connection import Connection, Listener
 from typing import Any, Protocol, runtime_checkable
@@ -116,8 +118,8 @@ class LocalDataKeys:
                 yield _LoopbackDataKeys(str(listener.address), authkey)
             finally:
                 stop.set()
-                with contextlib.suppress(OSError):  # wake accept() so the thread ends
-                    _Connect(listener.address, "AF_UNIX", authkey=authkey).close()
+                with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as wake:
+                    wake.connect(str(listener.address))  # wakes accept(); fails its handshake
                 thread.join(timeout=10)
                 listener.close()
 
@@ -125,7 +127,7 @@ class LocalDataKeys:
         while not stop.is_set():
             try:
                 conn = listener.accept()
-            except (OSError, EOFError, ValueError):  # failed authentication or closed
+            except (OSError, EOFError, ValueError, AuthenticationError):  # bad key, or closed
                 if stop.is_set():
                     return
                 continue
