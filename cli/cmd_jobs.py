@@ -58,7 +58,7 @@ def dask_client(scheduler: str | None) -> Iterator[Any]:
         return
     info("starting a local Dask cluster (worker processes on this host)")
     with (
-        LocalCluster(processes=True, dashboard_address=None, silence_logs=40) as cluster,
+        LocalCluster(processes=True, dashboard_address=":0", silence_logs=40) as cluster,
         Client(cluster) as client,
     ):
         yield client

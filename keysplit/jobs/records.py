@@ -8,7 +8,9 @@ records: ``UnsealedKeyring.decrypt(record, subject=..., context=...)`` opens the
 row moved to another subject (or context) fails with :class:`IntegrityError`.
 
 Values: ``bytes`` (``str`` is sealed as its UTF-8 bytes; ``text=True`` decodes on the way
-back); nulls stay null. Subjects: non-null ``str``.
+back); nulls stay null. Subjects: non-null ``str``. Dask converts object columns to strings
+by default, which would mangle bytes: build DataFrames holding bytes under
+``dask.config.set({"dataframe.convert-string": False})`` (the ``*_dataset`` helpers do).
 """
 
 from __future__ import annotations
