@@ -126,7 +126,8 @@ def rewrap_range(job_id: str, spec: StoreSpec, rng: SubjectRange, batch_size: in
 
 def _provision(client: Client, job_id: str, kr: UnsealedKeyring, versions: list[int]) -> int:
     """Seal the job's KEKs to every worker still waiting for them; returns how many."""
-    wanting = {a: pk for a, pk in client.run(public_keys, job_id).items() if pk is not None}
+    answers = client.run(public_keys, job_id, on_error="return")  # a dying worker: skip it
+    wanting = {a: pk for a, pk in answers.items() if isinstance(pk, bytes)}
     if not wanting:
         return 0
     keks = _access.job_keks(kr, versions)
@@ -138,7 +139,7 @@ def _provision(client: Client, job_id: str, kr: UnsealedKeyring, versions: list[
         }
     finally:
         keks.forget()
-    client.run(install_keks, job_id, sealed, workers=list(sealed))
+    client.run(install_keks, job_id, sealed, workers=list(sealed), on_error="return")
     return len(sealed)
 
 
