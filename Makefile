@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv test lint typecheck pytest demo bench bench-full clean
+.PHONY: venv test lint typecheck pytest demo bench bench-full fuzz clean
 
 venv: $(STAMP)
 
@@ -22,10 +22,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy keysplit cli
 
+# The PostgreSQL store tests start a throwaway server (tests/pg_fixture.py): skipped with one
+# line without PostgreSQL, a failure under CI=true (.ci/run installs it when missing).
 pytest: $(STAMP)
 	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q
 
 test: lint typecheck pytest
+
+# The parser and CLI fuzz tests of `make test`, with many more examples (minutes).
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	KEYSPLIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q \
+		tests/test_fuzz_parsers.py tests/test_fuzz_cli.py
 
 demo: $(STAMP)
 	$(BIN)/keysplit demo

@@ -16,9 +16,14 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
-from keysplit import KeysplitError
+from keysplit import Argon2Params, KeysplitError
 
 F = TypeVar("F", bound=Callable[..., Any])
+E = TypeVar("E", bound=KeysplitError)
+
+KDF: Argon2Params | None = None
+"""Argon2id parameters for every new passphrase-sealed file the CLI writes (shares,
+identities); None: the library default. Tests lower it (read at call time)."""
 
 err_console = Console(stderr=True, highlight=False)
 
@@ -33,6 +38,15 @@ def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoR
     if hint:
         typer.echo(f"hint: {hint}", err=True)
     raise typer.Exit(code)
+
+
+def relabel(exc: E, label: str) -> E:
+    """The same error (same class, hint and fields), its message prefixed with ``label``:
+    the file or share it is about, the CLI's unit of blame."""
+    new = type(exc).__new__(type(exc))
+    new.__dict__.update(exc.__dict__)
+    new.args = (f"{label}: {exc}",)
+    return new
 
 
 def info(message: str) -> None:
@@ -61,6 +75,11 @@ def handle_errors(func: F) -> F:
             fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
         except KeyboardInterrupt:
             fail("interrupted", code=130)
+        except (typer.Abort, EOFError):  # a prompt met the end of stdin
+            fail(
+                "no input: a prompt reached the end of input",
+                "give the value with its option or file (see --help), or run interactively",
+            )
 
     return wrapper  # type: ignore[return-value]
 

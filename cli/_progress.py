@@ -2,29 +2,56 @@
 
 from __future__ import annotations
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from keysplit import RewrapResult, UnsealedKeyring
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeRemainingColumn
 
 from ._common import err_console
 
-__all__ = ["rewrap_with_progress"]
+__all__ = ["ProgressBar", "progress_bar"]
 
 
-def rewrap_with_progress(ukr: UnsealedKeyring, batch_size: int) -> RewrapResult:
-    """Run :meth:`UnsealedKeyring.rewrap` with a progress bar (one update per batch)."""
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-    ) as bar:
-        task = bar.add_task("rewrapping data keys", total=None)
+class ProgressBar:
+    """A ``progress(done, total)`` callback that shows its bar only once work starts, so
+    the quorum prompts before it are not drawn over."""
 
-        def step(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def __init__(self, description: str) -> None:
+        self._description = description
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
 
-        result = ukr.rewrap(batch_size=batch_size, progress=step)
-        bar.update(task, completed=result.rewrapped, total=max(result.rewrapped, 1))
-    return result
+    def _start(self) -> tuple[Progress, TaskID]:
+        if self._bar is None or self._task is None:
+            self._bar = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err_console,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self._description, total=None)
+        return self._bar, self._task
+
+    def __call__(self, done: int, total: int) -> None:
+        bar, task = self._start()
+        bar.update(task, completed=done, total=total)
+
+    def finish(self, done: int) -> None:
+        bar, task = self._start()
+        bar.update(task, completed=done, total=max(done, 1))
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[ProgressBar]:
+    """A :class:`ProgressBar` stopped on the way out (also on errors)."""
+    bar = ProgressBar(description)
+    try:
+        yield bar
+    finally:
+        bar.stop()

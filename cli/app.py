@@ -1,4 +1,12 @@
-"""The ``keysplit`` command: the Typer app and its entry point."""
+"""The ``keysplit`` command: the Typer app and its entry point.
+
+Commands are registered here, from one fixed list, in help order. Each command module
+``cli/cmd_NAME.py`` owns a ``typer.Typer()`` called ``app`` holding its commands and groups,
+and never imports this module (so any command module imports on its own, with no cycle).
+
+To add a command module, add ONE line to ``COMMAND_MODULES``, e.g. ``"cmd_service",``.
+(``share convert`` is added by ``cmd_shares``, which owns the ``share`` group.)
+"""
 
 from __future__ import annotations
 
@@ -17,7 +25,7 @@ app = typer.Typer(
         "tampered data...), 2 usage error."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # keysplit --install-completion / --show-completion (README)
     pretty_exceptions_enable=False,
 )
 
@@ -37,21 +45,26 @@ def _root(
     """Split-key encryption toolkit."""
 
 
-# Command modules add their commands to `app` when imported; this order is the help order.
-_COMMAND_MODULES = (
+COMMAND_MODULES = (
     "cmd_ceremony",
     "cmd_files",
     "cmd_audit",
     "cmd_shares",
-    "cmd_convert",
     "cmd_demo",
     "cmd_bench",
+    "cmd_service",
 )
+"""The command modules, one per line, in help order."""
 
 
 def _register() -> None:
-    for name in _COMMAND_MODULES:
-        importlib.import_module(f"{__package__}.{name}")
+    """Every module's commands, then every module's groups (the help lists them so)."""
+    for name in COMMAND_MODULES:
+        commands = importlib.import_module(f"{__package__}.{name}").app
+        app.registered_commands += commands.registered_commands
+    for name in COMMAND_MODULES:
+        commands = importlib.import_module(f"{__package__}.{name}").app
+        app.registered_groups += commands.registered_groups
 
 
 _register()

@@ -19,14 +19,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from keysplit import AuditEntry, Keyring
+from keysplit import Keyring, ceremony
+from keysplit.audit import AuditEntry
 
 from ._common import handle_errors, info
-from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, gather_quorum
-from .app import app
+from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
 
-__all__: list[str] = []
+__all__ = ["app"]
 
+app = typer.Typer()
 audit_app = typer.Typer(help="Verify and show the keyring's audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
@@ -52,8 +53,7 @@ def verify_cmd(
     """
     kr = Keyring.open(directory)
     if mac or share:
-        ukr, _ = gather_quorum(kr, QuorumSource(share, identity, passphrase_file))
-        with ukr:
+        with quorum(kr, QuorumSource(share, identity, passphrase_file)).unseal() as ukr:
             log = ukr.audit_log()
     else:
         log = kr.audit_log()
@@ -139,19 +139,9 @@ def repair_cmd(
     Exit codes: 0 repaired (or nothing to repair); 1 log broken elsewhere or bad quorum; 2 usage.
     """
     kr = Keyring.open(directory)
-    ukr, contributors = gather_quorum(kr, QuorumSource(share, identity, passphrase_file))
-    with ukr:
-        log = ukr.audit_log()
-        dropped = log.repair_torn_tail()
-        report = log.verify()
-        if dropped:
-            log.append(
-                "audit-repair",
-                dropped="torn last line",
-                authorized_by=[c.as_dict() for c in contributors],
-            )
-            report = log.verify()
-    if dropped:
+    done = ceremony.repair_audit(kr, quorum(kr, QuorumSource(share, identity, passphrase_file)))
+    report = done.value
+    if done.entry is not None:
         info(f"dropped a torn last line; {report.entries} entries verify (chain and MACs)")
     else:
         info(f"nothing to repair; {report.entries} entries verify (chain and MACs)")

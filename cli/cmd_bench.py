@@ -15,7 +15,10 @@ from pathlib import Path
 import typer
 
 from ._common import fail, handle_errors
-from .app import app
+
+__all__ = ["app"]
+
+app = typer.Typer()
 
 
 @app.command()

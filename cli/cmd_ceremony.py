@@ -1,9 +1,9 @@
 """Key ceremonies: ``keysplit init|unseal|rekey|rotate|rewrap|retire|shred|hold|status``.
 
-A thin shell over :mod:`keysplit.keyring`. Every command that needs the master key gathers
-a quorum through :func:`._quorum.gather_quorum`; every change is recorded in the keyring's
-MAC-protected audit log, naming the custodians who contributed (names and share
-fingerprints, never share bytes). The master key is never printed.
+Prompts and prints only: each command is one call into :mod:`keysplit.ceremony`, which
+runs the ceremony and records it in the keyring's MAC-protected audit log (names and share
+fingerprints of the quorum, never share bytes). The quorum is fed by :func:`._quorum.quorum`
+(share files or prompts). The master key is never printed.
 
 Exit codes (all commands): 0 success, 1 expected failure (bad share, wrong passphrase,
 too few shares, legal hold, ...), 2 usage error.
@@ -11,48 +11,29 @@ too few shares, legal hold, ...), 2 usage error.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from keysplit import (
-    Keyring,
-    KeysplitError,
-    Recipient,
-    Share,
-    UnsealedKeyring,
-    check_custodian_name,
-    seal_share,
-    seal_share_with_passphrase,
-)
-from keysplit._fileio import atomic_write
+from keysplit import Keyring, KeysplitError, Recipient, ceremony
+from keysplit.ceremony import Contributor, Custody, DirectorySink, ShareFileExists, WrittenShare
+from keysplit.custody import check_custodian_name
 
-from . import _quorum
-from ._common import EXIT_USAGE, err_console, fail, handle_errors, info
-from ._progress import rewrap_with_progress
-from ._quorum import (
-    IDENTITY_OPTION,
-    PASSPHRASE_OPTION,
-    SHARE_OPTION,
-    Passphrases,
-    QuorumSource,
-    gather_quorum,
-    prompt_passphrase,
-    relabel,
-    share_file_text,
-)
-from .app import app
-from .cmd_jobs import SCHEDULER_OPTION, rewrap_on_dask
+from . import _common
+from ._common import EXIT_USAGE, err_console, fail, handle_errors, info, relabel
+from ._opener import Passphrases, prompt_passphrase
+from ._progress import progress_bar
+from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
+from ._specs import parse_name_file
 
-__all__: list[str] = []
+__all__ = ["app"]
 
+app = typer.Typer()
 
 CUSTODIAN_OPTION_HELP = (
     "NAME=PUBFILE seals NAME's share to their public key (from 'keysplit custodian keygen'); "
@@ -61,24 +42,6 @@ CUSTODIAN_OPTION_HELP = (
 
 
 # -- custodians and their share files ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Custody:
-    """How one custodian's share is protected (public data plus maybe a passphrase)."""
-
-    name: str
-    recipient: Recipient | None
-    passphrase: bytes | None
-
-    @property
-    def protection(self) -> str:
-        if self.recipient is not None:
-            return f"key {self.recipient.fingerprint}"
-        return "passphrase" if self.passphrase is not None else "none (plain)"
-
-    def __repr__(self) -> str:
-        return f"_Custody({self.name!r}, {self.protection})"
 
 
 def _is_custodian_name(name: str) -> bool:
@@ -91,20 +54,21 @@ def _is_custodian_name(name: str) -> bool:
 
 def _parse_custodians(
     specs: list[str], passphrase_specs: list[str], plain: bool, option: str
-) -> list[_Custody]:
+) -> list[Custody]:
     """Read public keys and passphrases before anything is created (a typo costs nothing)."""
     if not specs:
         fail("give the custodians with --custodian NAME[=PUBFILE]", code=EXIT_USAGE)
     passphrases = Passphrases(passphrase_specs, option=option)
-    out: list[_Custody] = []
+    out: list[Custody] = []
     for spec in specs:
-        name, sep, pub = spec.partition("=")
-        if not _is_custodian_name(name) or (sep and not pub):
+        parsed = parse_name_file(spec)
+        if parsed is None or not _is_custodian_name(parsed[0]):
             fail(
                 f"--custodian expects NAME or NAME=PUBFILE, got {spec!r}",
                 "names are 1-64 characters of A-Z a-z 0-9 . _ @ + -",
                 code=EXIT_USAGE,
             )
+        name, pub = parsed
         if pub:
             try:
                 recipient = Recipient.from_bytes(Path(pub).read_bytes())
@@ -115,12 +79,12 @@ def _parse_custodians(
                     f"{pub} is the public key of {recipient.name!r}, not {name!r}",
                     "check which file belongs to which custodian",
                 )
-            out.append(_Custody(name, recipient, None))
+            out.append(Custody(name, recipient=recipient))
         elif plain:
-            out.append(_Custody(name, None, None))
+            out.append(Custody(name))
         else:
             pw = passphrases.get(name) or prompt_passphrase(f"custodian {name!r}", confirm=True)
-            out.append(_Custody(name, None, pw))
+            out.append(Custody(name, passphrase=pw))
     names = [c.name for c in out]
     if len(set(names)) != len(names):
         fail("each custodian may appear only once", code=EXIT_USAGE)
@@ -132,76 +96,35 @@ def _parse_custodians(
     return out
 
 
-def _share_paths(shares_dir: Path, custody: list[_Custody], generation: int) -> dict[str, Path]:
-    """The share file names, checked free (and their directory made) before any key exists."""
-    shares_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    paths = {}
-    for c in custody:
-        ext = "kss" if (c.recipient or c.passphrase) else "txt"
-        paths[c.name] = shares_dir / f"{c.name}.g{generation}.{ext}"
-    for p in paths.values():
-        if p.exists():
-            fail(f"refusing to overwrite existing share file: {p}", "choose another --shares-dir")
-    return paths
+def _sink(shares_dir: Path | None, directory: Path) -> DirectorySink:
+    if shares_dir is None:
+        d = directory if directory.name else directory.resolve()
+        shares_dir = d.parent / f"{d.name}-shares"
+    return DirectorySink(shares_dir)
 
 
-def _write_shares(
-    shares: dict[str, Share], custody: list[_Custody], paths: dict[str, Path]
-) -> list[dict[str, Any]]:
-    """Seal each share for its custodian and write it atomically (0600); the summary rows."""
-    rows = []
-    for c in custody:
-        share = shares[c.name]
-        if c.recipient is not None:
-            data = seal_share(share, c.recipient)
-        elif c.passphrase is not None:
-            data = seal_share_with_passphrase(share, c.name, c.passphrase, kdf=_quorum.KDF)
-        else:
-            data = share_file_text(share, c.name).encode()
-        path = paths[c.name]
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(path, data, overwrite=False)
-        rows.append(
-            {
-                "custodian": c.name,
-                "index": share.index,
-                "file": str(path),
-                "share": share.fingerprint,
-                "protection": c.protection,
-            }
-        )
-    return rows
+def _check_threshold(k: int, custody: list[Custody]) -> None:
+    if not 2 <= k <= len(custody):
+        fail(f"--threshold must be between 2 and {len(custody)} (the custodians)", code=EXIT_USAGE)
 
 
-def _print_share_table(title: str, rows: list[dict[str, Any]]) -> None:
+def _print_share_table(title: str, shares: Sequence[WrittenShare]) -> None:
     table = Table(title=escape(title))
     for col in ("custodian", "share file", "share fingerprint", "protection"):
         table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(*(escape(str(r[k])) for k in ("custodian", "file", "share", "protection")))
+    for w in shares:
+        table.add_row(
+            *(escape(str(v)) for v in (w.custodian, w.location, w.fingerprint, w.protection))
+        )
     err_console.print(table)
-
-
-def _default_shares_dir(directory: Path) -> Path:
-    d = directory if directory.name else directory.resolve()
-    return d.parent / f"{d.name}-shares"
 
 
 def _source(shares: list[Path], identity: list[Path], passphrase_file: list[str]) -> QuorumSource:
     return QuorumSource(list(shares), list(identity), list(passphrase_file))
 
 
-def _open(directory: Path) -> Keyring:
-    return Keyring.open(directory)
-
-
-def _unseal(kr: Keyring, src: QuorumSource) -> tuple[UnsealedKeyring, list[dict[str, Any]]]:
-    ukr, contributors = gather_quorum(kr, src)
-    return ukr, [c.as_dict() for c in contributors]
-
-
-def _names(contributors: list[dict[str, Any]]) -> str:
-    return ", ".join(str(c["custodian"]) for c in contributors)
+def _names(contributors: Sequence[Contributor]) -> str:
+    return ", ".join(c.custodian for c in contributors)
 
 
 SHARES_DIR_HELP = "Where to write the share files (default: DIR-shares beside DIR)."
@@ -243,44 +166,24 @@ def init_cmd(
     Exit codes: 0 created; 1 failure (bad public key, existing keyring or share file); 2 usage.
     """
     custody = _parse_custodians(custodian, passphrase_file, plain_shares, "--passphrase-file")
-    if not 2 <= threshold <= len(custody):
-        fail(f"--threshold must be between 2 and {len(custody)} (the custodians)", code=EXIT_USAGE)
-    out_dir = shares_dir or _default_shares_dir(directory)
-    paths = _share_paths(out_dir, custody, 1)
-    kr, shares = Keyring.create(directory, threshold, [c.name for c in custody])
+    _check_threshold(threshold, custody)
     try:
-        rows = _write_shares(shares, custody, paths)
-    except (OSError, KeysplitError) as exc:
-        # Without all its shares the new keyring can never be unsealed: say so plainly.
-        for p in paths.values():
-            with contextlib.suppress(OSError):
-                p.unlink()
-        fail(
-            f"could not write the share files ({exc}); the keyring at {directory} was created "
-            "but can never be unsealed",
-            f"remove {directory} and run init again",
+        done = ceremony.init(
+            directory, threshold, custody, _sink(shares_dir, directory), kdf=_common.KDF
         )
-    with kr.unseal(list(shares.values())[:threshold]) as ukr:
-        entry = ukr.audit_log().append(
-            "init",
-            keyring_id=kr.keyring_id,
-            generation=kr.meta.generation,
-            threshold=threshold,
-            custodians=[
-                {k: r[k] for k in ("custodian", "index", "share", "protection")} for r in rows
-            ],
-        )
-    shares.clear()
-    _print_share_table(f"keyring {kr.keyring_id}: {threshold} of {len(custody)}", rows)
-    info(f"audit log head: {entry.hash}")
+    except ShareFileExists as exc:
+        fail(str(exc), "choose another --shares-dir")
+    kr = done.keyring
+    _print_share_table(f"keyring {kr.keyring_id}: {threshold} of {len(custody)}", done.shares)
+    info(f"audit log head: {done.entry.hash}")
     if as_json:
         typer.echo(
             json.dumps(
                 {
                     "keyring_id": kr.keyring_id,
                     "threshold": threshold,
-                    "shares": rows,
-                    "audit_head": entry.hash,
+                    "shares": [w.as_dict() for w in done.shares],
+                    "audit_head": done.entry.hash,
                 }
             )
         )
@@ -299,8 +202,14 @@ def unseal_cmd(
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    server: str | None = typer.Option(
+        None, "--server", metavar="URL", help="Unseal a running key service (unix:PATH, https://)."
+    ),
+    reset: bool = typer.Option(False, "--reset", help="With --server: discard unseal progress."),
 ) -> None:
     """Check that a quorum of custodians can unseal the keyring (an unseal drill).
+
+    With --server, send this custodian's share (sealed to the service) to 'keysplit serve'.
 
     Verifies every share and the recovered master key and reports the keyring id.
 
@@ -308,20 +217,24 @@ def unseal_cmd(
 
     Exit codes: 0 verified; 1 bad, foreign or too few shares, wrong secret; 2 usage.
     """
-    kr = _open(directory)
-    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
-    with ukr:
-        entry = ukr.audit_log().append(
-            "unseal-check", generation=kr.meta.generation, custodians=contributors
-        )
-    info(f"[green]quorum verified[/]: {_names(contributors)} unsealed keyring {kr.keyring_id}")
+    if server is not None:
+        from .cmd_service import remote_unseal
+
+        src = _source(share, identity, passphrase_file)
+        return remote_unseal(directory, server, src, as_json=as_json, reset=reset)
+    if reset:
+        fail("--reset needs --server", code=EXIT_USAGE)
+    kr = Keyring.open(directory)
+    done = ceremony.unseal_check(kr, quorum(kr, _source(share, identity, passphrase_file)))
+    info(f"[green]quorum verified[/]: {_names(done.contributors)} unsealed keyring {kr.keyring_id}")
+    assert done.entry is not None
     doc = {
         "keyring_id": kr.keyring_id,
         "generation": kr.meta.generation,
         "set_id": kr.meta.set_id,
         "public_key": kr.meta.public_key,
-        "custodians": contributors,
-        "audit_head": entry.hash,
+        "custodians": [c.as_dict() for c in done.contributors],
+        "audit_head": done.entry.hash,
     }
     typer.echo(json.dumps(doc) if as_json else kr.keyring_id)
 
@@ -336,7 +249,7 @@ def status_cmd(
 
     Exit codes: 0 shown (even if the audit chain is broken: see its line); 1 no keyring; 2 usage.
     """
-    kr = _open(directory)
+    kr = Keyring.open(directory)
     doc = kr.status().as_dict()
     log = kr.audit_log()
     try:
@@ -424,7 +337,7 @@ def rekey_cmd(
 
     Exit codes: 0 rekeyed; 1 bad quorum or write failure (old shares still work); 2 usage.
     """
-    kr = _open(directory)
+    kr = Keyring.open(directory)
     if abort:
         _abort_rekey(kr, _source(share, identity, passphrase_file))
         return
@@ -432,46 +345,29 @@ def rekey_cmd(
         custodian, new_passphrase_file, plain_shares, "--new-passphrase-file"
     )
     k = threshold if threshold is not None else min(kr.meta.threshold, len(custody))
-    if not 2 <= k <= len(custody):
-        fail(f"--threshold must be between 2 and {len(custody)} (the custodians)", code=EXIT_USAGE)
-    out_dir = shares_dir or _default_shares_dir(directory)
-    paths = _share_paths(out_dir, custody, kr.meta.generation + 1)
-    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
-    with ukr:
-        old = kr.meta
-        shares = ukr.prepare_rekey(threshold=k, custodians=[c.name for c in custody])
-        try:
-            rows = _write_shares(shares, custody, paths)
-        except BaseException:
-            ukr.abort_rekey()
-            for p in paths.values():
-                with contextlib.suppress(OSError):
-                    p.unlink()
-            raise
-        ukr.commit_rekey()
-        shares.clear()
-        entry = ukr.audit_log().append(
-            "rekey",
-            generation=kr.meta.generation,
-            old_threshold=old.threshold,
-            old_custodians=[c.name for c in old.custodians],
+    _check_threshold(k, custody)
+    try:
+        done = ceremony.rekey(
+            kr,
+            quorum(kr, _source(share, identity, passphrase_file)),
+            custody,
+            _sink(shares_dir, directory),
             threshold=k,
-            custodians=[
-                {x: r[x] for x in ("custodian", "index", "share", "protection")} for r in rows
-            ],
-            authorized_by=contributors,
+            kdf=_common.KDF,
         )
-    _print_share_table(f"keyring {kr.keyring_id} rekeyed: {k} of {len(custody)}", rows)
+    except ShareFileExists as exc:
+        fail(str(exc), "choose another --shares-dir")
+    _print_share_table(f"keyring {kr.keyring_id} rekeyed: {k} of {len(custody)}", done.shares)
     info("old shares no longer unseal this keyring")
     if as_json:
         typer.echo(
             json.dumps(
                 {
                     "keyring_id": kr.keyring_id,
-                    "generation": kr.meta.generation,
+                    "generation": done.generation,
                     "threshold": k,
-                    "shares": rows,
-                    "audit_head": entry.hash,
+                    "shares": [w.as_dict() for w in done.shares],
+                    "audit_head": done.entry.hash,
                 }
             )
         )
@@ -480,15 +376,7 @@ def rekey_cmd(
 
 
 def _abort_rekey(kr: Keyring, source: QuorumSource) -> None:
-    if kr.status().pending_rekey is False:
-        fail("no rekey is pending for this keyring")
-    ukr, contributors = _unseal(kr, source)
-    with ukr:
-        existed = ukr.abort_rekey()
-        if existed:
-            ukr.audit_log().append(
-                "rekey-abort", generation=kr.meta.generation, authorized_by=contributors
-            )
+    existed = ceremony.abort_rekey(kr, quorum(kr, source)).value
     info(
         "pending rekey discarded; the current shares stay valid" if existed else "nothing to abort"
     )
@@ -509,11 +397,8 @@ def rotate_cmd(
 
     Exit codes: 0 rotated; 1 bad quorum; 2 usage.
     """
-    kr = _open(directory)
-    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
-    with ukr:
-        version = ukr.rotate()
-        ukr.audit_log().append("rotate", kek_version=version, authorized_by=contributors)
+    kr = Keyring.open(directory)
+    version = ceremony.rotate(kr, quorum(kr, _source(share, identity, passphrase_file))).value
     info(f"new KEK version v{version}; run 'keysplit rewrap' to move existing data keys to it")
     typer.echo(version)
 
@@ -527,8 +412,6 @@ def rewrap_cmd(
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-    dask: bool = typer.Option(False, "--dask", help="Run as a Dask job (keysplit[dask])."),
-    scheduler: str | None = SCHEDULER_OPTION,
 ) -> None:
     """Re-wrap every data key under the current KEK (records untouched; resumable).
 
@@ -536,20 +419,17 @@ def rewrap_cmd(
 
     Exit codes: 0 done; 1 bad quorum or a stored key failed authentication; 2 usage.
     """
-    kr = _open(directory)
-    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
-    with ukr:
-        if dask:
-            result = rewrap_on_dask(ukr, scheduler, batch_size)
-        else:
-            result = rewrap_with_progress(ukr, batch_size)
-        entry = ukr.audit_log().append(
-            "rewrap",
-            kek_version=result.kek_version,
-            rewrapped=result.rewrapped,
-            remaining=result.remaining,
-            authorized_by=contributors,
+    kr = Keyring.open(directory)
+    with progress_bar("rewrapping data keys") as bar:
+        done = ceremony.rewrap(
+            kr,
+            quorum(kr, _source(share, identity, passphrase_file)),
+            batch_size=batch_size,
+            progress=bar,
         )
+        bar.finish(done.value.rewrapped)
+    result, entry = done.value, done.entry
+    assert entry is not None
     info(f"rewrapped {result.rewrapped} data keys to KEK v{result.kek_version}")
     if as_json:
         typer.echo(
@@ -579,11 +459,8 @@ def retire_cmd(
 
     Exit codes: 0 retired; 1 bad quorum, version current, unknown or still in use; 2 usage.
     """
-    kr = _open(directory)
-    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
-    with ukr:
-        ukr.retire(version)
-        ukr.audit_log().append("retire", kek_version=version, authorized_by=contributors)
+    kr = Keyring.open(directory)
+    ceremony.retire(kr, quorum(kr, _source(share, identity, passphrase_file)), version)
     info(f"KEK v{version} retired")
 
 
@@ -606,18 +483,14 @@ def shred_cmd(
 
     Exit codes: 0 shredded; 1 not confirmed, legal hold or bad quorum; 2 usage.
     """
-    kr = _open(directory)
+    kr = Keyring.open(directory)
     if not yes and not typer.confirm(
         f"Destroy the data key of {subject!r}? Their records become unrecoverable",
         err=True,
     ):
         fail("not confirmed: nothing was shredded")
-    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
-    with ukr:
-        existed = ukr.shred(subject)
-        ukr.audit_log().append(
-            "shred", subject=subject, existed=existed, authorized_by=contributors
-        )
+    src = _source(share, identity, passphrase_file)
+    existed = ceremony.shred(kr, quorum(kr, src), subject).value
     if existed:
         info(f"shredded the data key of {subject!r}")
     else:
@@ -638,9 +511,6 @@ def hold_cmd(
 
     Exit codes: 0 done; 1 bad quorum; 2 usage.
     """
-    kr = _open(directory)
-    ukr, contributors = _unseal(kr, _source(share, identity, passphrase_file))
-    with ukr:
-        ukr.set_legal_hold(subject, on)
-        ukr.audit_log().append("legal-hold", subject=subject, hold=on, authorized_by=contributors)
+    kr = Keyring.open(directory)
+    ceremony.hold(kr, quorum(kr, _source(share, identity, passphrase_file)), subject, on)
     info(f"legal hold on {subject!r}: {'on' if on else 'off'}")

@@ -19,7 +19,6 @@ from keysplit import (
     KeysplitError,
     Share,
     interop,
-    is_sealed,
     secret_fingerprint,
     slip39,
 )
@@ -27,10 +26,15 @@ from keysplit import combine as ks_combine
 from keysplit import (
     convert as ks_convert,
 )
-from keysplit._fileio import atomic_write
+from keysplit.custody import is_sealed
+from keysplit.files import atomic_write
 
-from ._common import EXIT_USAGE, fail, handle_errors, info, read_input
-from .cmd_shares import _Opener, share_app
+from ._common import EXIT_USAGE, fail, handle_errors, info, read_input, relabel
+from ._opener import Passphrases, ShareOpener
+
+__all__ = ["app"]
+
+app = typer.Typer()
 
 
 class Fmt(StrEnum):
@@ -58,11 +62,6 @@ def _read_sources(inputs: list[Path] | None) -> list[tuple[str, bytes]]:
     return [("stdin" if str(p) == "-" else str(p), read_input(p)) for p in inputs]
 
 
-def _annotate(where: str, exc: KeysplitError) -> KeysplitError:
-    exc.args = (f"{where}: {exc}",)
-    return exc
-
-
 def _read_keysplit(
     sources: list[tuple[str, bytes]], identity: list[Path], custodian_passphrase: Path | None
 ) -> list[Share]:
@@ -71,20 +70,20 @@ def _read_keysplit(
     for name, blob in sources:
         if is_sealed(blob):
             if opener is None:  # the same prompts and messages as `keysplit combine`
-                opener = _Opener(identity, custodian_passphrase)
+                opener = ShareOpener(identity, Passphrases.single(custodian_passphrase))
             shares.append(opener.open(name, blob))
             continue
         if blob.startswith(b"KSSH"):
             try:
                 shares.append(Share.from_bytes(blob))
             except KeysplitError as exc:
-                raise _annotate(name, exc) from None
+                raise relabel(exc, name) from None
             continue
         for where, line in _lines(blob, name):
             try:
                 shares.append(Share.parse(line))
             except KeysplitError as exc:
-                raise _annotate(where, exc) from None
+                raise relabel(exc, where) from None
     return shares
 
 
@@ -95,7 +94,7 @@ def _read_slip39(sources: list[tuple[str, bytes]]) -> list[slip39.Slip39Share]:
             try:
                 shares.append(slip39.decode_mnemonic(line))
             except KeysplitError as exc:
-                raise _annotate(where, exc) from None
+                raise relabel(exc, where) from None
     return shares
 
 
@@ -105,7 +104,7 @@ def _read_pycryptodome(sources: list[tuple[str, bytes]]) -> list[tuple[int, byte
         try:
             shares += interop.parse_pycryptodome(blob.decode("utf-8", errors="replace"))
         except KeysplitError as exc:
-            raise _annotate(name, exc) from None
+            raise relabel(exc, name) from None
     return shares
 
 
@@ -166,7 +165,7 @@ def _write(out_dir: Path | None, items: list[tuple[str, str]]) -> None:
     info(f"wrote {sum(1 for n, t in items if not t.startswith('#'))} share file(s) to {out_dir}")
 
 
-@share_app.command("convert")
+@app.command("convert")
 @handle_errors
 def convert_cmd(
     inputs: list[Path] = typer.Argument(

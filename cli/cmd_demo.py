@@ -2,8 +2,9 @@
 
 Every claim the demo prints is checked as it runs; if any turns out false the demo says
 so and exits 1, so ``make demo`` doubles as a smoke test of the whole stack. It uses only
-the public library API (plus the CLI's rewrap progress bar), and shows the equivalent
-``keysplit`` command for each step.
+the public library API: every ceremony is the same :mod:`keysplit.ceremony` call the CLI
+makes (so the audit log holds the same entries), and it shows the equivalent ``keysplit``
+command for each step.
 """
 
 from __future__ import annotations
@@ -33,20 +34,20 @@ from keysplit import (
     MixedSharesError,
     Share,
     UnsealedKeyring,
-    decrypt_file,
+    ceremony,
     encrypt_file,
     load_share,
-    seal_share,
-    seal_share_with_passphrase,
 )
-from keysplit._fileio import atomic_write
+from keysplit.ceremony import Custody, DirectorySink, Quorum
+from keysplit.files import atomic_write
 
-from . import _quorum
+from . import _common
 from ._common import err_console, fail, handle_errors, info
-from ._progress import rewrap_with_progress
-from .app import app
+from ._progress import progress_bar
 
-__all__: list[str] = []
+__all__ = ["app"]
+
+app = typer.Typer()
 
 CUSTODIANS = ("alice", "bob", "carol", "dave", "erin")
 KEY_SEALED = ("alice", "bob", "carol")  # X25519 key pairs; dave and erin use passphrases
@@ -182,18 +183,17 @@ class _Custodians:
         for n, pw in self.passphrases.items():
             atomic_write(self.dir / f"{n}.passphrase", pw + b"\n")
 
-    def write(self, shares: dict[str, Share], generation: int) -> dict[str, Path]:
-        paths = {}
-        for name, share in shares.items():
-            if name in self.identities:
-                data = seal_share(share, self.identities[name].recipient)
-            else:
-                data = seal_share_with_passphrase(
-                    share, name, self.passphrases[name], kdf=_quorum.KDF
-                )
-            paths[name] = self.dir / f"{name}.g{generation}.kss"
-            atomic_write(paths[name], data, overwrite=False)
-        return paths
+    def custody(self, names: tuple[str, ...]) -> list[Custody]:
+        """How each custodian's new share is sealed (as ``-c NAME=PUBFILE`` / ``-c NAME``)."""
+        return [
+            Custody(n, recipient=self.identities[n].recipient)
+            if n in self.identities
+            else Custody(n, passphrase=self.passphrases[n])
+            for n in names
+        ]
+
+    def sink(self) -> DirectorySink:
+        return DirectorySink(self.dir)
 
     def open(self, name: str, path: Path) -> Share:
         data = path.read_bytes()
@@ -234,7 +234,7 @@ def demo(
     else:
         root = Path(tempfile.mkdtemp(prefix="keysplit-demo-"))
     try:
-        _run(root, users)
+        gen = _run(root, users)
         if keep is not None:
             c = keep / "custodians"
             # plain echo: rich would wrap the long paths
@@ -242,9 +242,9 @@ def demo(
             typer.echo(f"  keysplit status {keep / 'keyring'}", err=True)
             typer.echo(f"  keysplit audit show {keep / 'keyring'}", err=True)
             typer.echo(
-                f"  keysplit unseal {keep / 'keyring'} -s {c / 'alice.g2.kss'} "
-                f"-i {c / 'alice.identity'} -s {c / 'bob.g2.kss'} -i {c / 'bob.identity'} "
-                f"-s {c / 'dave.g2.kss'} --passphrase-file dave={c / 'dave.passphrase'}",
+                f"  keysplit unseal {keep / 'keyring'} -s {c / f'alice.g{gen}.kss'} "
+                f"-i {c / 'alice.identity'} -s {c / f'bob.g{gen}.kss'} -i {c / 'bob.identity'} "
+                f"-s {c / f'dave.g{gen}.kss'} --passphrase-file dave={c / 'dave.passphrase'}",
                 err=True,
             )
     finally:
@@ -252,7 +252,8 @@ def demo(
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _run(root: Path, n_users: int) -> None:
+def _run(root: Path, n_users: int) -> int:
+    """The story; returns the generation of the custodians' current share files."""
     t_start = time.perf_counter()
     story = _Story()
     rng = random.Random(2026)  # synthetic data only; all keys come from the OS CSPRNG
@@ -267,22 +268,13 @@ def _run(root: Path, n_users: int) -> None:
         "keysplit init keyring -k 3 -c alice=alice.pub -c bob=bob.pub -c carol=carol.pub "
         "-c dave -c erin",
     ) as r:
-        kr, shares = Keyring.create(kdir, THRESHOLD, list(CUSTODIANS))
-        paths = cust.write(shares, 1)
-        with _unseal(kr, [shares[n] for n in CUSTODIANS[:THRESHOLD]]) as ukr:
-            ukr.audit_log().append(
-                "init",
-                keyring_id=kr.keyring_id,
-                threshold=THRESHOLD,
-                custodians=[
-                    {"custodian": n, "index": s.index, "share": s.fingerprint}
-                    for n, s in shares.items()
-                ],
-            )
-        shares.clear()
-        for n, p in paths.items():
-            how = "X25519 key" if n in KEY_SEALED else "passphrase (Argon2id)"
-            info(f"   {n:6} {p.name:14} sealed to {how}")
+        made = ceremony.init(
+            kdir, THRESHOLD, cust.custody(CUSTODIANS), cust.sink(), kdf=_common.KDF
+        )
+        kr = made.keyring
+        for w in made.shares:
+            how = "X25519 key" if w.custodian in KEY_SEALED else "passphrase (Argon2id)"
+            info(f"   {w.custodian:6} {Path(w.location).name:14} sealed to {how}")
         story.claim(
             "the master key was written nowhere",
             all(not f.name.startswith("master") for f in kdir.iterdir()),
@@ -292,12 +284,9 @@ def _run(root: Path, n_users: int) -> None:
     def quorum(names: tuple[str, ...], gen: int = 1) -> list[Share]:
         return [cust.open(n, cust.dir / f"{n}.g{gen}.kss") for n in names]
 
-    def who(names: tuple[str, ...], shares: list[Share]) -> list[dict[str, str | int]]:
-        """Contributors as the CLI logs them: names and share fingerprints, no share bytes."""
-        return [
-            {"custodian": n, "index": s.index, "share": s.fingerprint}
-            for n, s in zip(names, shares, strict=True)
-        ]
+    def q(shares: list[Share]) -> Quorum:
+        """A quorum of already opened shares for one ceremony (as the CLI's --share files)."""
+        return Quorum(kr, shares)
 
     data = _contacts(rng, n_users)
     db = _records_db(root / "records.sqlite")
@@ -337,9 +326,9 @@ def _run(root: Path, n_users: int) -> None:
         )
         three = ("bob", "carol", "erin")
         three_shares = quorum(three)
+        ceremony.unseal_check(kr, q(three_shares))
         with _unseal(kr, three_shares) as ukr:
             plain = ukr.decrypt_many(subjects, blobs)
-            ukr.audit_log().append("unseal-check", custodians=who(three, three_shares))
         story.claim(
             f"bob + carol + erin unseal and decrypt all {len(plain):,} records",
             plain == [p for _, p in data],
@@ -359,36 +348,37 @@ def _run(root: Path, n_users: int) -> None:
         story.claim(
             "the encrypted file holds no phone number", b"+1-555-" not in sealed.read_bytes()
         )
-        with _unseal(kr, quorum(("alice", "carol", "dave"))) as ukr:
-            out = root / "export.decrypted.csv"
-            decrypt_file(sealed, out, ukr)
-            story.claim(
-                "a quorum decrypts it byte for byte", out.read_bytes() == export.read_bytes()
+        acd = quorum(("alice", "carol", "dave"))
+        out = root / "export.decrypted.csv"
+        ceremony.decrypt_file(kr, q(acd), str(sealed), str(out))
+        story.claim("a quorum decrypts it byte for byte", out.read_bytes() == export.read_bytes())
+        bad = bytearray(sealed.read_bytes())
+        bad[-100] ^= 1
+        tampered = root / "export.tampered.ks"
+        tampered.write_bytes(bytes(bad))
+        out2 = root / "export.tampered.csv"
+        story.claim(
+            "a flipped bit is rejected and leaves no partial plaintext",
+            _raises(
+                IntegrityError, lambda: ceremony.decrypt_file(kr, q(acd), str(tampered), str(out2))
             )
-            bad = bytearray(sealed.read_bytes())
-            bad[-100] ^= 1
-            tampered = root / "export.tampered.ks"
-            tampered.write_bytes(bytes(bad))
-            out2 = root / "export.tampered.csv"
-            story.claim(
-                "a flipped bit is rejected and leaves no partial plaintext",
-                _raises(IntegrityError, lambda: decrypt_file(tampered, out2, ukr))
-                and not out2.exists(),
-            )
+            and not out2.exists(),
+        )
         r.append(f"{export.stat().st_size:,} bytes round-trip; tampering detected")
 
     with story.step(
         "5. Rotate the KEK and rewrap every data key",
         "keysplit rotate keyring ...; keysplit rewrap keyring ...",
     ) as r:
-        with _unseal(kr, quorum(("alice", "bob", "carol"))) as ukr:
-            v = ukr.rotate()
-            result = rewrap_with_progress(ukr, max(n_users // 20, 1))
-            ukr.retire(1)
-            log = ukr.audit_log()
-            log.append("rotate", kek_version=v)
-            log.append("rewrap", kek_version=v, rewrapped=result.rewrapped)
-            log.append("retire", kek_version=1)
+        abc = quorum(("alice", "bob", "carol"))
+        v = ceremony.rotate(kr, q(abc)).value
+        with progress_bar("rewrapping data keys") as bar:
+            result = ceremony.rewrap(
+                kr, q(abc), batch_size=max(n_users // 20, 1), progress=bar
+            ).value
+            bar.finish(result.rewrapped)
+        ceremony.retire(kr, q(abc), 1)
+        with _unseal(kr, abc) as ukr:
             counts = ukr.status().keys_by_version
             story.claim(
                 f"all {n_users:,} data keys are now under KEK v{v}, v1 is retired",
@@ -406,16 +396,13 @@ def _run(root: Path, n_users: int) -> None:
         f"6. Shred {victim} (right to erasure); {held} is under legal hold",
         f"keysplit shred keyring {victim} ...",
     ) as r:
-        with _unseal(kr, quorum(("bob", "dave", "erin"))) as ukr:
-            ukr.set_legal_hold(held, True)
-            ukr.shred(victim)
-            log = ukr.audit_log()
-            log.append("legal-hold", subject=held, hold=True)
-            log.append("shred", subject=victim, existed=True)
-            story.claim(
-                f"{held} cannot be shredded while on hold",
-                _raises(LegalHoldError, lambda: ukr.shred(held)),
-            )
+        bde = quorum(("bob", "dave", "erin"))
+        ceremony.hold(kr, q(bde), held, True)
+        ceremony.shred(kr, q(bde), victim)
+        story.claim(
+            f"{held} cannot be shredded while on hold",
+            _raises(LegalHoldError, lambda: ceremony.shred(kr, q(bde), held)),
+        )
         with _unseal(kr, quorum(("alice", "carol", "erin"))) as ukr:
             story.claim(
                 f"{victim}'s record no longer decrypts",
@@ -433,20 +420,14 @@ def _run(root: Path, n_users: int) -> None:
         "keysplit rekey keyring -k 3 -c alice=... -c bob=... -c carol=... -c dave",
     ) as r:
         stay = tuple(n for n in CUSTODIANS if n != "erin")
-        with _unseal(kr, quorum(("alice", "bob", "erin"))) as ukr:
-            new = ukr.prepare_rekey(threshold=3, custodians=list(stay))
-            cust.write(new, 2)
-            ukr.commit_rekey()
-            ukr.audit_log().append(
-                "rekey",
-                threshold=3,
-                old_custodians=list(CUSTODIANS),
-                custodians=[
-                    {"custodian": n, "index": new[n].index, "share": new[n].fingerprint}
-                    for n in stay
-                ],
-            )
-            new.clear()
+        rekeyed = ceremony.rekey(
+            kr,
+            q(quorum(("alice", "bob", "erin"))),
+            cust.custody(stay),
+            cust.sink(),
+            threshold=3,
+            kdf=_common.KDF,
+        )
         erin_old = cust.open("erin", cust.dir / "erin.g1.kss")
         story.claim(
             "erin's old share is refused by the keyring",
@@ -456,7 +437,7 @@ def _run(root: Path, n_users: int) -> None:
             "three old shares no longer unseal",
             _raises(KeysplitError, lambda: kr.unseal(quorum(("alice", "bob", "carol")))),
         )
-        with _unseal(kr, quorum(("bob", "carol", "dave"), gen=2)) as ukr:
+        with _unseal(kr, quorum(("bob", "carol", "dave"), gen=rekeyed.generation)) as ukr:
             story.claim(
                 "three new shares unseal, and the data is untouched",
                 ukr.decrypt_many(subjects[100:600], blobs[100:600])
@@ -506,3 +487,4 @@ def _run(root: Path, n_users: int) -> None:
     if story.failed:
         fail(f"{len(story.failed)} claim(s) did not hold: {'; '.join(story.failed)}")
     info(f"[bold green]all claims held[/] in {total:.1f} s; audit head {log_head}")
+    return rekeyed.generation

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import typer
 
-from keysplit import Keyring, decrypt_file, encrypt_file, read_header, recipient_id
+from keysplit import Keyring, ceremony, encrypt_file
 
 from ._common import EXIT_USAGE, fail, handle_errors, info
-from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, gather_quorum
-from .app import app
+from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
 
-__all__: list[str] = []
+__all__ = ["app"]
+
+app = typer.Typer()
 
 
 def _parse_context(items: list[str]) -> dict[str, str]:
@@ -95,23 +96,12 @@ def decrypt_cmd(
     if out_path != "-" and not force and Path(out_path).exists():
         fail(f"refusing to overwrite existing file: {out_path}", "pass --force")
     kr = Keyring.open(directory)
-    if in_path != "-":
-        with open(in_path, "rb") as fh:
-            header = read_header(fh)
-        mine = recipient_id(kr.public_key)
-        if header.recipient_id != mine:
-            fail(
-                f"{in_path} is sealed to another keyring",
-                f"its key id is {header.recipient_id.hex()}, this keyring's {mine.hex()}",
-            )
-    ukr, contributors = gather_quorum(kr, QuorumSource(share, identity, passphrase_file))
-    with ukr:
-        result = decrypt_file(in_path, out_path, ukr, context=ctx or None, overwrite=force)
-        ukr.audit_log().append(
-            "decrypt",
-            file=in_path,
-            bytes=result.plaintext_size,
-            context=dict(result.header.context),
-            authorized_by=[c.as_dict() for c in contributors],
-        )
+    result = ceremony.decrypt_file(
+        kr,
+        quorum(kr, QuorumSource(share, identity, passphrase_file)),
+        in_path,
+        out_path,
+        context=ctx or None,
+        overwrite=force,
+    ).value
     info(f"decrypted {result.plaintext_size} bytes (authenticated) to {out_path}")

@@ -15,38 +15,35 @@ from typing import Any
 import typer
 
 from keysplit import (
-    Argon2Params,
     FormatError,
     Identity,
     KeysplitError,
     Recipient,
     Share,
     combine,
-    is_sealed,
     load_share,
     seal_share,
     seal_share_with_passphrase,
-    sealed_share_info,
     secret_fingerprint,
     split,
     verify_set,
 )
-from keysplit._fileio import atomic_write
+from keysplit.ceremony import share_file_text
+from keysplit.custody import is_sealed, sealed_share_info
+from keysplit.files import atomic_write
 
-from ._common import EXIT_USAGE, fail, handle_errors, read_input
-from ._quorum import prompt_passphrase as _prompt_passphrase
-from ._quorum import read_passphrase_file as _read_passphrase_file
-from ._quorum import relabel as _relabel
-from ._quorum import share_file_text as _share_file_text
-from .app import app
+from . import _common, cmd_convert, cmd_custody
+from ._common import EXIT_USAGE, fail, handle_errors, read_input, relabel
+from ._opener import Passphrases, ShareOpener, prompt_passphrase, read_passphrase_file
+from ._specs import parse_name_file
 
+__all__ = ["app"]
+
+app = typer.Typer()
 share_app = typer.Typer(help="Inspect and verify share files.", no_args_is_help=True)
 custodian_app = typer.Typer(help="Custodian key pairs for sealing shares.", no_args_is_help=True)
 app.add_typer(share_app, name="share")
 app.add_typer(custodian_app, name="custodian")
-
-KDF: Argon2Params | None = None
-"""Argon2id parameters for new files (None: the library default). Tests lower it."""
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -63,49 +60,9 @@ def _parse_secret(raw: bytes) -> bytes:
     return secret
 
 
-class _Opener:
-    """Opens share files, matching identities by fingerprint and asking for passphrases."""
-
-    def __init__(self, identity_files: list[Path], passphrase_file: Path | None) -> None:
-        self._passphrase = _read_passphrase_file(passphrase_file) if passphrase_file else None
-        self._identity_files = identity_files
-        self._identities: dict[str, Identity] | None = None
-
-    def identities(self) -> dict[str, Identity]:
-        if self._identities is None:
-            self._identities = {}
-            for path in self._identity_files:
-                data = path.read_bytes()
-                try:
-                    pw = None
-                    if Identity.is_encrypted(data):
-                        pw = self._passphrase or _prompt_passphrase(f"identity {path.name}")
-                    ident = Identity.from_bytes(data, pw)
-                except KeysplitError as exc:
-                    raise _relabel(exc, str(path)) from None
-                self._identities[ident.fingerprint] = ident
-        return self._identities
-
-    def open(self, label: str, data: bytes) -> Share:
-        try:
-            if not is_sealed(data):
-                return load_share(data)
-            meta = sealed_share_info(data)
-            if meta.method == "passphrase":
-                pw = self._passphrase or _prompt_passphrase(
-                    f"custodian {meta.custodian!r} (share {meta.index}, {label})"
-                )
-                return load_share(data, passphrase=pw)
-            ident = self.identities().get(meta.recipient_fingerprint or "")
-            if ident is None:
-                raise KeysplitError(
-                    f"share {meta.index} is sealed to custodian {meta.custodian!r} "
-                    f"(key {meta.recipient_fingerprint}) and no --identity matches",
-                    hint=f"add --identity with the identity file of {meta.custodian!r}",
-                )
-            return load_share(data, identity=ident)
-        except KeysplitError as exc:
-            raise _relabel(exc, label) from None
+def _opener(identity: list[Path], passphrase_file: Path | None) -> ShareOpener:
+    """One passphrase file for every sealed share and identity (or prompts)."""
+    return ShareOpener(identity, Passphrases.single(passphrase_file))
 
 
 def _stdin_shares() -> list[tuple[str, bytes]]:
@@ -162,13 +119,14 @@ def split_cmd(
         fail("need 2 <= --threshold <= --shares <= 255", code=EXIT_USAGE)
     recipients: list[Recipient] = []
     for spec in custodian:
-        name, sep, pub = spec.partition("=")
-        if not sep or not name or not pub:
+        parsed = parse_name_file(spec)
+        if parsed is None or parsed[1] is None:
             fail(f"--custodian expects NAME=PUBFILE, got {spec!r}", code=EXIT_USAGE)
+        name, pub = parsed[0], parsed[1]
         try:
             recipient = Recipient.from_bytes(Path(pub).read_bytes())
         except KeysplitError as exc:
-            raise _relabel(exc, pub) from None
+            raise relabel(exc, pub) from None
         if recipient.name != name:
             fail(
                 f"{pub} is the public key of {recipient.name!r}, not {name!r}",
@@ -181,9 +139,9 @@ def split_cmd(
     passphrases: list[bytes] = []
     for name in passphrase_custodian:
         if passphrase_file is not None:
-            passphrases.append(_read_passphrase_file(passphrase_file))
+            passphrases.append(read_passphrase_file(passphrase_file))
         else:
-            passphrases.append(_prompt_passphrase(f"custodian {name!r}", confirm=True))
+            passphrases.append(prompt_passphrase(f"custodian {name!r}", confirm=True))
 
     secret = _parse_secret(read_input(in_file))
     try:
@@ -202,13 +160,15 @@ def split_cmd(
     for i, s in enumerate(made):
         if not sealing:
             path = out_dir / f"share-{s.index}.txt"
-            atomic_write(path, _share_file_text(s).encode(), overwrite=False)
+            atomic_write(path, share_file_text(s).encode(), overwrite=False)
         elif i < len(recipients):
             path = out_dir / f"share-{s.index}-{recipients[i].name}.kss"
             atomic_write(path, seal_share(s, recipients[i]), overwrite=False)
         else:
             name = passphrase_custodian[i - len(recipients)]
-            sealed = seal_share_with_passphrase(s, name, passphrases[i - len(recipients)], kdf=KDF)
+            sealed = seal_share_with_passphrase(
+                s, name, passphrases[i - len(recipients)], kdf=_common.KDF
+            )
             path = out_dir / f"share-{s.index}-{name}.kss"
             atomic_write(path, sealed, overwrite=False)
         _note(f"  share {s.index}: {path}")
@@ -217,7 +177,7 @@ def split_cmd(
 def _load_all(
     files: list[Path], identity: list[Path], passphrase_file: Path | None, skip_bad: bool
 ) -> tuple[list[Share], list[str]]:
-    opener = _Opener(identity, passphrase_file)
+    opener = _opener(identity, passphrase_file)
     sources = [(str(p), p.read_bytes()) for p in files] if files else _stdin_shares()
     if not sources:
         fail("no shares given", "pass share files, or share lines on stdin")
@@ -321,7 +281,7 @@ def _metadata(path: Path) -> dict[str, Any]:
             return doc
         share = load_share(data)
     except KeysplitError as exc:
-        raise _relabel(exc, str(path)) from None
+        raise relabel(exc, str(path)) from None
     return {
         "kind": "text" if not data.startswith(b"KSSH") else "binary",
         "set_id": share.set_id_hex,
@@ -360,7 +320,7 @@ def verify_cmd(
     ),
 ) -> None:
     """Check checksums and that the shares belong together, without combining them."""
-    opener = _Opener(identity, passphrase_file) if (identity or passphrase_file) else None
+    opener = _opener(identity, passphrase_file) if (identity or passphrase_file) else None
     bad: list[str] = []
     plain: list[Share] = []
     metas: list[tuple[Path, dict[str, Any]]] = []
@@ -440,11 +400,11 @@ def keygen_cmd(
             fail(f"refusing to overwrite existing file: {p}")
     passphrase: bytes | None = None
     if passphrase_file is not None:
-        passphrase = _read_passphrase_file(passphrase_file)
+        passphrase = read_passphrase_file(passphrase_file)
     elif not no_passphrase:
-        passphrase = _prompt_passphrase(f"the identity of {name!r}", confirm=True)
+        passphrase = prompt_passphrase(f"the identity of {name!r}", confirm=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(id_path, ident.to_bytes(passphrase, kdf=KDF), overwrite=False)
+    atomic_write(id_path, ident.to_bytes(passphrase, kdf=_common.KDF), overwrite=False)
     atomic_write(pub_path, ident.recipient.to_text().encode(), mode=0o644, overwrite=False)
     _note(f"wrote {pub_path} (public) and {id_path} (private, mode 0600)")
     _note("compare the fingerprint with the custodian out of band before sealing shares to it")
@@ -461,10 +421,16 @@ def show_cmd(
     try:
         r = Recipient.from_bytes(file.read_bytes())
     except KeysplitError as exc:
-        raise _relabel(exc, str(file)) from None
+        raise relabel(exc, str(file)) from None
     doc = {"custodian": r.name, "suite": r.suite, "fingerprint": r.fingerprint}
     if as_json:
         typer.echo(json.dumps(doc))
     else:
         for key, value in doc.items():
             typer.echo(f"{key}: {value}")
+
+
+# `share convert` lives in its own module; it joins the share group after inspect/verify.
+share_app.add_typer(cmd_convert.app)
+# share prove / print / convert-vault (custodians' side of ceremonies).
+share_app.add_typer(cmd_custody.app)

@@ -23,8 +23,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import interop, slip39
+from . import slip39
 from .errors import KeysplitError
+from .hazmat import pycryptodome as interop
 from .rng import RandomSource, default_rng
 from .share import SET_ID_LEN, Share, combine, split
 

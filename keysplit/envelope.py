@@ -39,7 +39,10 @@ from .rng import RandomSource, default_rng
 
 __all__ = [
     "HEADER_SIZE",
+    "MAX_CONTEXT_BYTES",
+    "MAX_CONTEXT_ENTRIES",
     "OVERHEAD",
+    "ContextTooLargeError",
     "DataKey",
     "RecordHeader",
     "decrypt",
@@ -63,6 +66,17 @@ _PREFIX_SIZE = len(_PREFIX) + COMMIT_SIZE  # magic, version, suite, commitment
 _SALT = b"keysplit record v1"
 _U32 = struct.Struct(">I")
 MAX_SUBJECT_BYTES = 1024
+MAX_CONTEXT_BYTES = 0xFFFF
+"""Keys plus values of one record context in UTF-8 (the stream header's bound, too)."""
+MAX_CONTEXT_ENTRIES = 256
+
+
+class ContextTooLargeError(FormatError, ValueError):
+    """A record context beyond :data:`MAX_CONTEXT_BYTES` / :data:`MAX_CONTEXT_ENTRIES`.
+
+    A KeysplitError, since a context may come from the wire (the key service), and a
+    ValueError, as any other bad argument of the library API is.
+    """
 
 
 class DataKey:
@@ -123,9 +137,21 @@ def _context_part(context: Mapping[str, str] | None) -> bytes:
         context = {}
     if not isinstance(context, Mapping):
         raise TypeError("context must be a mapping of str to str")
+    if len(context) > MAX_CONTEXT_ENTRIES:
+        raise ContextTooLargeError(
+            f"record context has {len(context)} entries, at most {MAX_CONTEXT_ENTRIES}"
+        )
+    size = 0
+    for key, value in context.items():
+        # str lengths bound the UTF-8 size from below: refuse before encoding anything big
+        size += len(key) + len(value) if isinstance(key, str) and isinstance(value, str) else 0
+        if size > MAX_CONTEXT_BYTES:
+            raise ContextTooLargeError(f"record context is larger than {MAX_CONTEXT_BYTES} bytes")
     items = sorted(
         (_enc_str(k, "context key"), _enc_str(v, "context value")) for k, v in context.items()
     )
+    if sum(len(k) + len(v) for k, v in items) > MAX_CONTEXT_BYTES:
+        raise ContextTooLargeError(f"record context is larger than {MAX_CONTEXT_BYTES} bytes")
     parts = [_U32.pack(len(items))]
     for k, v in items:
         parts += [_U32.pack(len(k)), k, _U32.pack(len(v)), v]

@@ -26,6 +26,7 @@ __all__ = [
     "RecoveryError",
     "SealedError",
     "ShareError",
+    "UntrustedKeyringError",
 ]
 
 
@@ -100,6 +101,12 @@ class SealedError(KeyringError):
 
 class LegalHoldError(KeyringError):
     """A subject under legal hold cannot be shredded."""
+
+
+class UntrustedKeyringError(KeyringError):
+    """A keyring's public key does not match the fingerprint the caller trusts (or none is
+    pinned and one is required): sealing to it could hand the data to whoever replaced it.
+    """
 
 
 class PermissionDenied(KeysplitError):

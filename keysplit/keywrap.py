@@ -68,9 +68,32 @@ def _blocks(buf: np.ndarray, m: int) -> np.ndarray:
     return buf[: 2 * m].reshape(m, 2)
 
 
-def wrap_batch(kek: bytes, keys: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+def _as_ivs(iv: np.ndarray | None, count: int) -> np.ndarray | None:
+    """Per-row initial values as ``(N,)`` uint64 words holding the 8 IV bytes in order."""
+    if iv is None:
+        return None
+    if not isinstance(iv, np.ndarray) or iv.dtype != np.uint8:
+        raise TypeError("iv must be a numpy uint8 array of shape (N, 8)")
+    if iv.shape != (count, 8):
+        raise ValueError(f"iv must have shape ({count}, 8): one 8-byte initial value per row")
+    return np.ascontiguousarray(iv).view(np.uint64).reshape(count)
+
+
+def wrap_batch(
+    kek: bytes,
+    keys: np.ndarray,
+    *,
+    iv: np.ndarray | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
     """Wrap every row of ``keys`` (shape ``(N, L)``, ``L % 8 == 0``, ``L >= 16``) under
     ``kek``; returns an ``(N, L + 8)`` uint8 array, row ``i`` == ``aes_key_wrap(kek, keys[i])``.
+
+    ``iv`` (shape ``(N, 8)`` uint8) gives row ``i`` its own initial value instead of RFC
+    3394's default ``A6A6A6A6A6A6A6A6`` (the "alternative initial value" of RFC 3394
+    §2.2.3.2): :func:`unwrap_batch` then accepts the row only with that same IV, which is
+    how the keyring binds a wrapped data key to its subject. ``iv=None`` is byte-identical
+    to RFC 3394.
 
     Layout trick: block ``i`` of every key lives in the right half of its own (m, 2)
     buffer, so each step is one ECB call into a spare buffer (which then *becomes* block
@@ -86,7 +109,8 @@ def wrap_batch(kek: bytes, keys: np.ndarray, *, threads: int | None = None) -> n
         return out
     out64 = out.view(np.uint64)  # column 0 = A, columns 1..n = R[1..n]
     keys64 = keys.view(np.uint64)
-    iv = np.uint64(_IV)
+    ivs = _as_ivs(iv, count)
+    default = np.uint64(_IV)
 
     def work(lo0: int, hi0: int) -> None:
         enc = Cipher(algorithms.AES(bytes(kek)), modes.ECB()).encryptor()  # noqa: S305 - RFC 3394
@@ -97,7 +121,7 @@ def wrap_batch(kek: bytes, keys: np.ndarray, *, threads: int | None = None) -> n
             spare = bufs[n]
             for i in range(n):
                 _blocks(bufs[i], m)[:, 1] = keys64[lo:hi, i]
-            _blocks(bufs[0], m)[:, 0] = iv
+            _blocks(bufs[0], m)[:, 0] = default if ivs is None else ivs[lo:hi]
             for j in range(6):
                 for i in range(n):
                     enc.update_into(bufs[i][: 2 * m].view(np.uint8).data, spare.view(np.uint8).data)
@@ -114,16 +138,22 @@ def wrap_batch(kek: bytes, keys: np.ndarray, *, threads: int | None = None) -> n
 
 
 def unwrap_batch(
-    kek: bytes, wrapped: np.ndarray, *, threads: int | None = None
+    kek: bytes,
+    wrapped: np.ndarray,
+    *,
+    iv: np.ndarray | None = None,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unwrap every row of ``wrapped`` (shape ``(N, L + 8)``) under ``kek``.
 
     Returns ``(keys, ok)``: ``keys`` is ``(N, L)`` uint8 and ``ok`` a boolean ``(N,)`` mask
-    of rows whose integrity check passed. Rows that failed are all zero in ``keys``.
+    of rows whose integrity check passed (against ``iv[i]`` if ``iv`` is given, see
+    :func:`wrap_batch`, else RFC 3394's default IV). Rows that failed are all zero in ``keys``.
     """
     _check_kek(kek)
     wrapped = _as_rows(wrapped, "wrapped", 24)
     count, total = wrapped.shape
+    ivs = _as_ivs(iv, count)
     n = total // 8 - 1
     keys = np.empty((count, 8 * n), dtype=np.uint8)
     a_final = np.empty(count, dtype=np.uint64)
@@ -157,14 +187,16 @@ def unwrap_batch(
 
     _parallel.run_ranges(work, count, _CHUNK, threads)
     # One comparison over all rows, after all the work: no per-key early exit.
-    ok = a_final == np.uint64(_IV)
+    ok = a_final == (np.uint64(_IV) if ivs is None else ivs)
     keys *= ok[:, None].astype(np.uint8)  # zero failed rows without branching per row
     return keys, ok
 
 
-def unwrap_batch_strict(kek: bytes, wrapped: np.ndarray) -> np.ndarray:
+def unwrap_batch_strict(
+    kek: bytes, wrapped: np.ndarray, *, iv: np.ndarray | None = None
+) -> np.ndarray:
     """Like :func:`unwrap_batch` but raise :class:`IntegrityError` if any row fails."""
-    keys, ok = unwrap_batch(kek, wrapped)
+    keys, ok = unwrap_batch(kek, wrapped, iv=iv)
     if not bool(ok.all()):
         keys.fill(0)
         raise IntegrityError()

@@ -3,10 +3,13 @@
 :class:`SystemRandom` is the default everywhere. ``os.urandom`` alone delivers about
 0.5 GB/s here, which would cap a batch 3-of-5 split near 12 M keys/s, so bulk randomness
 comes from an AES-128-CTR keystream under a key drawn fresh from ``os.urandom`` (the core
-of NIST SP 800-90A CTR_DRBG without derivation function). The generator rekeys from
-``os.urandom`` every :data:`RESEED_BYTES` bytes and in every new process (fork safety:
-the PID is checked on each call). Small draws (keys, nonces, ids) use ``os.urandom``
-directly.
+of NIST SP 800-90A CTR_DRBG without derivation function). Each thread draws from its own
+stream (a cipher context is not safe to share: two threads could read the same keystream
+bytes, or crash with ``Already borrowed``), keyed on its first draw. A stream is replaced
+by a fresh ``os.urandom`` key every :data:`RESEED_BYTES` bytes and in every new process:
+an ``os.register_at_fork`` hook advances a generation counter in the child, and the PID is
+checked as well, so a forked child never continues its parent's stream. Small draws
+(keys, nonces, ids) use ``os.urandom`` directly.
 
 :class:`DeterministicRandom` is **for tests and vector generation only**: it expands a
 seed into a keystream, so everything it produces is predictable to anyone with the seed.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -44,10 +48,11 @@ class _CtrStream:
     """AES-128-CTR keystream writer shared by both generators."""
 
     _ZEROS = np.zeros(1 << 18, dtype=np.uint8)
+    _SCRATCH = 4096 + 16  # the longest tail written through scratch (see fill), plus slack
 
     def __init__(self, key: bytes, nonce: bytes) -> None:
         self._enc = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
-        self._scratch = np.empty(self._ZEROS.size + 16, dtype=np.uint8)
+        self._scratch = np.empty(self._SCRATCH, dtype=np.uint8)
         self.used = 0
 
     def fill(self, out: np.ndarray) -> None:
@@ -75,21 +80,58 @@ class _CtrStream:
         self.used += n
 
 
+_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _generation
+    _generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _fork_generation() -> int:
+    """How many forks separate this process from the one that imported this module."""
+    return _generation
+
+
+class _ThreadStream(threading.local):
+    """One thread's stream, with the process (generation, PID) it was keyed in."""
+
+    stream: _CtrStream | None = None
+    generation = -1
+    pid = -1
+
+
 class SystemRandom:
-    """Cryptographically secure randomness (the default). Safe to share across calls."""
+    """Cryptographically secure randomness (the default). Safe to share across threads.
+
+    Every thread gets its own AES-CTR stream, so concurrent draws never overlap; a forked
+    child and a stream past :data:`RESEED_BYTES` rekey from ``os.urandom``.
+    """
 
     def __init__(self) -> None:
-        self._stream: _CtrStream | None = None
-        self._pid = -1
+        self._local = _ThreadStream()
 
     def random_bytes(self, n: int) -> bytes:
         return os.urandom(n)
 
     def fill(self, out: np.ndarray) -> None:
-        if self._stream is None or self._pid != os.getpid() or self._stream.used > RESEED_BYTES:
-            self._stream = _CtrStream(os.urandom(16), os.urandom(16))
-            self._pid = os.getpid()
-        self._stream.fill(out)
+        local = self._local
+        stream = local.stream
+        if (
+            stream is None
+            or local.generation != _generation
+            or local.pid != os.getpid()
+            or stream.used > RESEED_BYTES
+        ):
+            # Forget the old stream before drawing the new key: a child must never use it.
+            local.stream = None
+            stream = _CtrStream(os.urandom(16), os.urandom(16))
+            local.stream, local.generation, local.pid = stream, _generation, os.getpid()
+        stream.fill(out)
 
     def __repr__(self) -> str:
         return "SystemRandom()"
@@ -103,14 +145,18 @@ class DeterministicRandom:
             seed = seed.encode()
         digest = hashlib.sha256(b"keysplit deterministic rng\x00" + seed).digest()
         self._stream = _CtrStream(digest[:16], digest[16:])
+        # One keystream in one order is what makes it reproducible: a lock, not per-thread
+        # streams (shared between threads, the bytes are distinct but their order is not).
+        self._lock = threading.Lock()
 
     def random_bytes(self, n: int) -> bytes:
         out = np.empty(n, dtype=np.uint8)
-        self._stream.fill(out)
+        self.fill(out)
         return out.tobytes()
 
     def fill(self, out: np.ndarray) -> None:
-        self._stream.fill(out)
+        with self._lock:
+            self._stream.fill(out)
 
     def __repr__(self) -> str:
         return "DeterministicRandom(<seed>)"

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _bech32, shamir
+from . import _bech32
 from .errors import (
     ChecksumError,
     DuplicateShareError,
@@ -42,6 +42,7 @@ from .errors import (
     MixedSharesError,
     RecoveryError,
 )
+from .hazmat import shamir
 from .rng import RandomSource, default_rng
 
 __all__ = [

@@ -7,7 +7,8 @@ byte in ``docs/format/stream.md``.
 Design, briefly:
 
 * A fresh random 16-byte **file key** per file is sealed in the header with HPKE
-  (RFC 9180 base mode, DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / AES-128-GCM). The HPKE
+  (RFC 9180 base mode, DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / AES-128-GCM, the one
+  suite of :mod:`keysplit.hazmat.hpke`). The HPKE
   ``info`` is the whole header before the sealed key (magic, version, chunk size,
   recipient key id, context), so editing any header field makes unsealing fail.
 * The payload key and a 7-byte nonce prefix come from HKDF-SHA256 over the file key with
@@ -22,34 +23,38 @@ Design, briefly:
 Memory stays flat: two chunk buffers and one output buffer are allocated once and reused
 (``readinto`` + ``AESGCM.encrypt_into``/``decrypt_into``).
 
-Decrypting to a *file* is atomic (:func:`decrypt_file`): plaintext goes to a 0600
-temporary file next to the target that is renamed only once the whole stream has
-authenticated. Decrypting to a *stream* (stdout, a pipe) cannot be atomic:
-:func:`decrypt_stream` writes each chunk only after that chunk authenticates, and raises
-:class:`~keysplit.errors.IntegrityError` if a later chunk or the final-chunk check fails;
-a consumer must treat that failure (the CLI's non-zero exit) as "discard everything".
+Decrypting to a *file* is atomic (:func:`decrypt_file`): plaintext goes to an unnamed
+0600 file (``O_TMPFILE``) next to the target that is linked in only once the whole stream
+has authenticated, so even a killed process leaves no plaintext behind. Decrypting to a
+*stream* (stdout, a pipe) cannot be atomic: :func:`decrypt_stream` writes each chunk
+only after that chunk authenticates, and raises :class:`~keysplit.errors.IntegrityError`
+if a later chunk or the final-chunk check fails; a consumer must treat that failure (the
+CLI's non-zero exit) as "discard everything".
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
-import hmac
 import os
+import re
 import sys
 import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, hpke
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ._fileio import atomic_writer
+from ._fileio import atomic_writer, fsync_dir
 from .errors import FormatError, IntegrityError
+from .hazmat import hpke
 from .rng import RandomSource, default_rng
 
 __all__ = [
@@ -58,8 +63,8 @@ __all__ = [
     "MIN_CHUNK_SIZE",
     "HpkeDecryptor",
     "HpkeOpener",
+    "KeyringPublicKey",
     "Opener",
-    "Recipient",
     "StreamHeader",
     "StreamInfo",
     "decrypt_file",
@@ -104,11 +109,19 @@ class HpkeDecryptor(Protocol):
 
 
 Opener = X25519PrivateKey | HpkeOpener | HpkeDecryptor
-Recipient = X25519PublicKey | bytes
-"""An X25519 public key object, or its 32 raw bytes (``Keyring.public_key``)."""
+KeyringPublicKey = X25519PublicKey | bytes
+"""What a stream is sealed to: an X25519 public key object, or its 32 raw bytes
+(``Keyring.public_key``). Not :class:`keysplit.Recipient`, which is a custodian's key."""
 
 
-def _public_key(recipient: Recipient) -> X25519PublicKey:
+def __getattr__(name: str) -> object:
+    # ``keysplit.stream.Recipient`` was this alias's old name; kept importable.
+    if name == "Recipient":
+        return KeyringPublicKey
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _public_key(recipient: KeyringPublicKey) -> X25519PublicKey:
     if isinstance(recipient, X25519PublicKey):
         return recipient
     if isinstance(recipient, (bytes, bytearray)):
@@ -118,7 +131,7 @@ def _public_key(recipient: Recipient) -> X25519PublicKey:
     raise TypeError("recipient must be an X25519PublicKey or its 32 raw bytes")
 
 
-def recipient_id(public_key: Recipient) -> bytes:
+def recipient_id(public_key: KeyringPublicKey) -> bytes:
     """The 8-byte id of an X25519 recipient key written in stream headers.
 
     It only routes a file to the right keyring (several regional keyrings are normal);
@@ -286,49 +299,12 @@ def read_header(src: BinaryIO) -> StreamHeader:
 
 # --------------------------------------------------------------------------- HPKE
 
-_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
-_KEM_SUITE_ID = b"KEM\x00\x20"
-_HPKE_SUITE_ID = b"HPKE\x00\x20\x00\x01\x00\x01"
-
-
-def _labeled_extract(salt: bytes, label: bytes, ikm: bytes, suite_id: bytes) -> bytes:
-    return hmac.new(salt, b"HPKE-v1" + suite_id + label + ikm, hashlib.sha256).digest()
-
-
-def _labeled_expand(prk: bytes, label: bytes, info: bytes, length: int, suite_id: bytes) -> bytes:
-    labeled = length.to_bytes(2, "big") + b"HPKE-v1" + suite_id + label + info
-    return HKDFExpand(hashes.SHA256(), length, labeled).derive(prk)
-
-
-def _hpke_key_schedule(
-    recipient: X25519PublicKey, ephemeral: X25519PrivateKey, info: bytes
-) -> tuple[bytes, bytes, bytes]:
-    """RFC 9180 Encap + KeySchedule (base mode); returns ``(enc, key, base_nonce)``."""
-    dh = ephemeral.exchange(recipient)
-    enc = ephemeral.public_key().public_bytes_raw()
-    kem_context = enc + recipient.public_bytes_raw()
-    eae_prk = _labeled_extract(b"", b"eae_prk", dh, _KEM_SUITE_ID)
-    shared = _labeled_expand(eae_prk, b"shared_secret", kem_context, 32, _KEM_SUITE_ID)
-    psk_id_hash = _labeled_extract(b"", b"psk_id_hash", b"", _HPKE_SUITE_ID)
-    info_hash = _labeled_extract(b"", b"info_hash", info, _HPKE_SUITE_ID)
-    context = b"\x00" + psk_id_hash + info_hash
-    secret = _labeled_extract(shared, b"secret", b"", _HPKE_SUITE_ID)
-    key = _labeled_expand(secret, b"key", context, 16, _HPKE_SUITE_ID)
-    base_nonce = _labeled_expand(secret, b"base_nonce", context, 12, _HPKE_SUITE_ID)
-    return enc, key, base_nonce
-
 
 def _hpke_seal(
     recipient: X25519PublicKey, info: bytes, plaintext: bytes, rng: RandomSource
 ) -> bytes:
-    """Single-shot HPKE seal (``enc || ct``), byte-compatible with ``hpke.Suite.encrypt``.
-
-    Implemented from RFC 9180 so the ephemeral key comes from the RNG seam (reproducible
-    vectors); checked against the RFC's test vectors and ``cryptography``'s HPKE.
-    """
-    ephemeral = X25519PrivateKey.from_private_bytes(rng.random_bytes(32))
-    enc, key, nonce = _hpke_key_schedule(recipient, ephemeral, info)
-    return enc + AESGCM(key).encrypt(nonce, plaintext, b"")
+    """HPKE seal (``enc || ct``) with the ephemeral key drawn from the RNG seam (vectors)."""
+    return hpke.seal(recipient, info, plaintext, ephemeral=rng.random_bytes(32))
 
 
 def _open_file_key(header: StreamHeader, opener: Opener) -> bytes:
@@ -342,7 +318,7 @@ def _open_file_key(header: StreamHeader, opener: Opener) -> bytes:
         private = opener
 
         def unseal(ciphertext: bytes, info: bytes) -> bytes:
-            return _SUITE.decrypt(ciphertext, private, info)
+            return hpke.open(private, info, ciphertext)
 
         fn: HpkeOpener = unseal
     elif isinstance(opener, HpkeDecryptor):
@@ -383,7 +359,7 @@ def _check_chunk_size(chunk_size: int) -> None:
 def encrypt_stream(
     src: BinaryIO,
     dst: BinaryIO,
-    recipient: Recipient,
+    recipient: KeyringPublicKey,
     *,
     context: Mapping[str, str] | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -533,20 +509,119 @@ def _open_in(path: PathArg) -> Iterator[BinaryIO]:
             yield fh
 
 
+_USE_O_TMPFILE = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+"""Write plaintext to an unnamed file (Linux ``O_TMPFILE``) and link it in when complete."""
+
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.[0-9a-f]{8}\.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Remove ``.<name>.<pid>.<hex>.tmp`` files of ``target`` left by a killed writer.
+
+    Only where ``O_TMPFILE`` is unavailable can a killed :func:`decrypt_file` leave its
+    (authenticated, partial) plaintext under such a name; the next run for the same
+    target removes those whose writer process is gone.
+    """
+    directory = target.parent
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for entry in names:
+        m = _LEFTOVER.fullmatch(entry)
+        if m and m["name"] == target.name and not _pid_alive(int(m["pid"])):
+            with contextlib.suppress(OSError):
+                os.unlink(directory / entry)
+
+
+def _open_unnamed(directory: Path) -> int | None:
+    """An ``O_TMPFILE`` descriptor in ``directory``, or None where that is unsupported."""
+    if not _USE_O_TMPFILE:
+        return None
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+
+
+def _link_fd(fd: int, dst: Path) -> None:
+    """``linkat(/proc/self/fd, "<fd>", dst, AT_SYMLINK_FOLLOW)``: give an O_TMPFILE a name.
+
+    (``os.link`` calls plain ``link()``, which does not follow the magic link, unless a
+    ``src_dir_fd`` is given; hence the directory descriptor.)
+    """
+    proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.link(str(fd), dst, src_dir_fd=proc, follow_symlinks=True)
+    finally:
+        os.close(proc)
+
+
+@contextlib.contextmanager
+def _unnamed_writer(fd: int, target: Path, overwrite: bool) -> Iterator[BinaryIO]:
+    """Like ``atomic_writer``, but the file has no name until it is complete.
+
+    ``O_TMPFILE`` made an inode with no directory entry; only after the whole stream
+    authenticated and was fsynced is it linked in (``linkat`` through ``/proc/self/fd``).
+    A process killed before that leaves nothing behind: the kernel frees the inode.
+    """
+    directory = target.parent
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fd, 0o600)
+        yield fh
+        fh.flush()
+        os.fsync(fd)
+        if not overwrite:
+            _link_fd(fd, target)
+        else:
+            tmp = directory / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+            _link_fd(fd, tmp)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+    fsync_dir(directory)
+
+
 @contextlib.contextmanager
 def _open_out(path: PathArg, overwrite: bool) -> Iterator[BinaryIO]:
     if _is_stdio(path):
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
-    else:
-        with atomic_writer(path, mode=0o600, overwrite=overwrite) as fh:
+        return
+    target = Path(path)
+    if not str(target.parent):
+        target = Path(".") / target
+    _remove_leftovers(target)
+    if not overwrite and target.exists():
+        raise FileExistsError(f"refusing to overwrite existing file: {target}")
+    fd = _open_unnamed(target.parent)
+    if fd is not None:
+        with _unnamed_writer(fd, target, overwrite) as fh:
             yield fh
+        return
+    with atomic_writer(path, mode=0o600, overwrite=overwrite) as fh:
+        yield fh
 
 
 def encrypt_file(
     in_path: PathArg,
     out_path: PathArg,
-    recipient: Recipient,
+    recipient: KeyringPublicKey,
     *,
     context: Mapping[str, str] | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -572,9 +647,12 @@ def decrypt_file(
 ) -> StreamInfo:
     """:func:`decrypt_stream` between paths; ``"-"`` means stdin/stdout.
 
-    To a file: plaintext goes to a 0600 temporary file beside ``out_path``, fsynced and
-    renamed only after the whole stream authenticated; on any failure it is removed and
-    ``out_path`` is untouched. To stdout: see :func:`decrypt_stream` (not atomic).
+    To a file: plaintext goes to an unnamed 0600 file (``O_TMPFILE``) in ``out_path``'s
+    directory, fsynced and linked in only after the whole stream authenticated; on any
+    failure, or if the process is killed, nothing is left and ``out_path`` is untouched.
+    Where ``O_TMPFILE`` is unavailable a named ``.<name>.<pid>.<hex>.tmp`` file is used
+    instead, and the next run for the same ``out_path`` removes one whose process is gone.
+    To stdout: see :func:`decrypt_stream` (not atomic).
     """
     with _open_in(in_path) as src, _open_out(out_path, overwrite) as dst:
         return decrypt_stream(src, dst, opener, context=context)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from keysplit_cli import _quorum, cmd_shares
+from keysplit_cli import _common
 from keysplit_cli.app import app
 from typer.testing import CliRunner, Result
 
@@ -19,8 +19,7 @@ runner = CliRunner()
 def fast_kdf_fixture(monkeypatch: pytest.MonkeyPatch) -> None:
     """Cheap Argon2id for passphrase-sealed shares (the real cost is tested elsewhere)."""
     fast = Argon2Params(time_cost=1, memory_kib=64, lanes=1)
-    monkeypatch.setattr(cmd_shares, "KDF", fast)
-    monkeypatch.setattr(_quorum, "KDF", fast)
+    monkeypatch.setattr(_common, "KDF", fast)
 
 
 @pytest.fixture(name="cer")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from hypothesis import HealthCheck, settings
+from pg_fixture import pg_server, pytest_runtest_makereport  # noqa: F401  (throwaway PostgreSQL)
 
 settings.register_profile(
     "ci",

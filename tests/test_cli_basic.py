@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -60,3 +61,14 @@ def test_installed_executable_runs() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"keysplit {keysplit.__version__}"
+
+
+def test_prompt_at_end_of_input_is_one_error_line(tmp_path: Path) -> None:
+    """A prompt meeting EOF on stdin was 'Aborted.' with no error: line (found by fuzzing)."""
+    shares = tmp_path / "s.txt"
+    shares.write_text("".join(f"{s}\n" for s in keysplit.split(bytes(16), threshold=2, count=3)))
+    args = ["share", "convert", str(shares), "--from", "keysplit", "--to", "slip39"]
+    r = CliRunner().invoke(app, [*args, "-t", "2", "-n", "3"], input="")
+    assert r.exit_code == 1, r.output
+    assert "error: no input" in r.output
+    assert "Traceback" not in r.output

@@ -19,9 +19,9 @@ from ceremony_helpers import (  # noqa: F401 (fixtures)
     make_identity,
     run,
 )
-from keysplit_cli import cmd_ceremony, cmd_shares
+from keysplit_cli import _common
 
-from keysplit import Identity, Keyring, load_share
+from keysplit import Identity, Keyring, ceremony, load_share
 
 
 def _open(c: Ceremony, name: str, gen: int = 1):
@@ -468,7 +468,7 @@ def test_init_share_dir_problems_stop_before_any_key_exists(tmp_path: Path) -> N
 def test_init_share_write_failure_is_reported_plainly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = cmd_ceremony.atomic_write
+    real = ceremony.atomic_write
     calls = []
 
     def flaky(path: Path, data: bytes, **kw: object) -> None:
@@ -477,7 +477,7 @@ def test_init_share_write_failure_is_reported_plainly(
             raise OSError(28, "No space left on device", str(path))
         real(path, data, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(cmd_ceremony, "atomic_write", flaky)
+    monkeypatch.setattr(ceremony, "atomic_write", flaky)
     r = run(["init", tmp_path / "kr", "-k", "2", "-c", "a", "-c", "b", "--plain-shares"])
     assert r.exit_code == 1
     (line,) = error_lines(r)
@@ -489,7 +489,7 @@ def test_init_share_write_failure_is_reported_plainly(
 def test_encrypted_identity_with_wrong_passphrase_is_named(cer: Ceremony, tmp_path: Path) -> None:
     ident = Identity.from_bytes(cer.ids["alice"].read_bytes())
     locked = tmp_path / "alice-locked.identity"
-    locked.write_bytes(ident.to_bytes(b"right passphrase", kdf=cmd_shares.KDF))
+    locked.write_bytes(ident.to_bytes(b"right passphrase", kdf=_common.KDF))
     wrong = tmp_path / "wrong.pw"
     wrong.write_text("wrong passphrase\n")
     r = run(

@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from keysplit_cli import cmd_shares
+from keysplit_cli import _common
 from keysplit_cli.app import app
 from typer.testing import CliRunner
 
@@ -19,7 +19,7 @@ runner = CliRunner()
 
 @pytest.fixture(autouse=True)
 def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cmd_shares, "KDF", Argon2Params(time_cost=1, memory_kib=64, lanes=1))
+    monkeypatch.setattr(_common, "KDF", Argon2Params(time_cost=1, memory_kib=64, lanes=1))
 
 
 def run(args: list[str], input: str | None = None):

@@ -221,3 +221,25 @@ def test_batch_bad_record_in_the_middle_names_the_problem() -> None:
             envelope.decrypt_many(ks, subjects, [recs[0], recs[1], bad, recs[3]])
     with pytest.raises(TypeError):
         envelope.decrypt_many(ks, subjects, [recs[0], recs[1], memoryview(recs[2]), recs[3]])
+
+
+def test_record_context_size_is_bounded_before_encoding() -> None:
+    # Issue 15: a context from the wire is refused (a KeysplitError, also a ValueError)
+    # before a large AAD is built; before the bound a 1 MiB context was encoded whole.
+    from keysplit import KeysplitError
+
+    key = DataKey(bytes(16))
+    limit = envelope.MAX_CONTEXT_BYTES
+    ok = {"k": "v" * (limit - 1)}
+    rec = envelope.encrypt(key, b"x", subject="u1", context=ok)
+    assert envelope.decrypt(key, rec, subject="u1", context=ok) == b"x"
+    for bad in (
+        {"k": "v" * limit},
+        {"k": "v" * (1 << 20)},
+        {"k": "é" * (limit // 2 + 1)},  # within the bound in characters, beyond it in UTF-8
+        {str(i): "" for i in range(envelope.MAX_CONTEXT_ENTRIES + 1)},
+    ):
+        with pytest.raises(KeysplitError, match="record context"):
+            envelope.encrypt(key, b"x", subject="u1", context=bad)
+        with pytest.raises(ValueError):
+            envelope.decrypt(key, rec, subject="u1", context=bad)

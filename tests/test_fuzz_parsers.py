@@ -4,7 +4,8 @@ For each parser, arbitrary input, mutations of valid encodings, and inputs whose
 checksums are *valid* around random contents (so the deeper checks run) must either
 decode to an object whose encoding is the input again (canonical form for text) or raise
 a :class:`keysplit.KeysplitError`. Nothing else (IndexError, ValueError, OverflowError,
-UnicodeError...) may escape. Example counts are bounded for the shared CI machine.
+UnicodeError...) may escape. Example counts are bounded for the shared CI machine;
+``make fuzz`` raises them with ``KEYSPLIT_FUZZ_EXAMPLES``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -36,13 +38,21 @@ from keysplit import (
     slip39,
     split,
     stream,
+    trust,
 )
 from keysplit import _keyring_file as kf
 from keysplit.rng import DeterministicRandom
 from keysplit.slip39 import rs1024
 from keysplit.slip39.wordlist import WORDS
 
-FUZZ = settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+
+def budget(default: int) -> settings:
+    """``default`` examples in ``make test``; ``KEYSPLIT_FUZZ_EXAMPLES`` (``make fuzz``) wins."""
+    n = int(os.environ.get("KEYSPLIT_FUZZ_EXAMPLES", default))
+    return settings(max_examples=n, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+FUZZ = budget(100)
 
 
 def _mutate(data: bytes, draw: st.DrawFn) -> bytes:
@@ -179,7 +189,7 @@ def test_slip39_decode(text: str) -> None:
     assert slip39.decode_mnemonic(share.mnemonic()) == share
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@budget(40)
 @given(st.lists(st.sampled_from(_MNEMONICS), min_size=1, max_size=5), st.data())
 def test_slip39_combine_sets(chosen: list[str], data: st.DataObject) -> None:
     """Arbitrary subsets (with possible mutations) combine or raise a KeysplitError."""
@@ -392,7 +402,7 @@ def test_sealed_share(data: bytes) -> None:
 _AUDIT_SEEDS = [c["log"].encode() for c in _AUDIT["cases"]]
 
 
-@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@budget(100)
 @given(_seeded(_AUDIT_SEEDS))
 def test_audit_log(data: bytes) -> None:
     with tempfile.TemporaryDirectory() as d:
@@ -422,3 +432,45 @@ def test_audit_log(data: bytes) -> None:
             assert data.startswith(b"".join(x + b"\n" for x in lines))
         with contextlib.suppress(KeysplitError):
             log.verify()
+
+
+# known-keyrings file (keysplit.trust)
+
+_KID = "00112233445566778899aabbccddeeff"
+_KNOWN_SEED = (
+    f"# known\n{_KID} {trust.keyring_fingerprint(_KID, bytes(32))} prod keyring\n"
+    f"{'ab' * 16} {trust.keyring_fingerprint('ab' * 16, bytes(range(32)))}\n"
+).encode()
+
+
+@FUZZ
+@given(_seeded([_KNOWN_SEED]))
+def test_known_keyrings_file(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        known = trust.KnownKeyrings(Path(d) / "known_keyrings")
+        known.path.write_bytes(data)
+        try:
+            entries = known.entries()
+        except KeysplitError:
+            return
+        for e in entries:
+            assert trust.parse_fingerprint(e.fingerprint) == e.fingerprint
+            assert known.lookup(e.keyring_id) == e
+        again = trust.KnownKeyrings(Path(d) / "again")
+        again.path.write_bytes(trust.KnownKeyrings._render(entries))  # what pin() writes
+        assert again.entries() == entries
+
+
+@FUZZ
+@given(
+    st.text(max_size=60)
+    | _seeded([trust.keyring_fingerprint(_KID, bytes(32)).encode()]).map(
+        lambda b: b.decode("latin-1")
+    )
+)
+def test_typed_fingerprint(text: str) -> None:
+    try:
+        canon = trust.parse_fingerprint(text)
+    except KeysplitError:
+        return
+    assert trust.parse_fingerprint(canon) == canon and len(canon) == 42

@@ -327,13 +327,15 @@ def test_reprs_and_status_hold_no_secrets(made: tuple[Path, dict[str, Share]]) -
     kr = Keyring.open(path)
     with kr.unseal([shares["alice"], shares["bob"]]) as ku:
         ku.encrypt(b"x", subject="u")
-        secrets = ku._secrets
+        secrets = ku.local_data_keys().secrets
         texts = [repr(kr), repr(ku), repr(secrets), json.dumps(ku.status().as_dict())]
+        texts += [repr(ku.local_data_keys()), repr(ku.keks_for_rewrap()), repr(kr.home)]
         forbidden = [master.hex(), secrets.x25519_private.hex(), secrets.keks[1].hex()]
         for t in texts:
             for f in forbidden:
                 assert f not in t
-        assert repr(ku._keys["u"]) == "DataKey(<redacted>)"
+        (key,) = ku.data_keys(["u"])
+        assert repr(key) == "DataKey(<redacted>)"
 
 
 def test_misuse(tmp_path: Path) -> None:
@@ -383,8 +385,8 @@ def test_keyring_vectors(case: dict[str, str], tmp_path: Path) -> None:
             exp["public_key"],
         )
         with kr.unseal(_shares()) as ku:
-            assert ku._secrets.keks == {1: bytes.fromhex(exp["kek_1"])}
-            assert ku._secrets.x25519_private.hex() == exp["x25519_private"]
+            assert ku.local_data_keys().secrets.keks == {1: bytes.fromhex(exp["kek_1"])}
+            assert ku.local_data_keys().secrets.x25519_private.hex() == exp["x25519_private"]
         assert combine(_shares()).hex() == exp["master_key"]
         return
     exc = EXPECT[case["expect"]]

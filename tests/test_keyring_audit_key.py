@@ -14,7 +14,7 @@ from keysplit import AuditLog, Keyring, KeyringError
 def test_audit_key_matches_an_independent_hkdf(tmp_path: Path) -> None:
     kr, shares = Keyring.create(tmp_path / "k", 2, ["a", "b", "c"])
     with kr.unseal([shares["a"], shares["c"]]) as ukr:
-        priv = ukr._secrets.x25519_private
+        priv = ukr.local_data_keys().secrets.x25519_private
         info = b"keysplit keyring audit mac key v1\x00" + bytes.fromhex(kr.keyring_id)
         expected = HKDF(priv, 32, b"", SHA256, context=info)  # pycryptodome, RFC 5869
         assert ukr.audit_key() == expected

@@ -210,3 +210,85 @@ def test_threaded_batches_equal_single_thread_and_cryptography() -> None:
     assert np.array_equal(back[ok_rows], keys[ok_rows])
     with pytest.raises(ValueError):
         keywrap.wrap_batch(kek, keys[:10], threads=0)
+
+
+# -- alternative initial values (RFC 3394 §2.2.3.2), per row -------------------------------
+
+
+def _rfc3394_by_hand(kek: bytes, iv: bytes, key: bytes) -> bytes:
+    """RFC 3394 §2.2.1 wrap with initial value ``iv``, written out with pycryptodome's
+    AES-ECB one block at a time (an implementation independent of keysplit's)."""
+    from Crypto.Cipher import AES
+
+    aes = AES.new(kek, AES.MODE_ECB)
+    n = len(key) // 8
+    a, r = iv, [key[8 * i : 8 * i + 8] for i in range(n)]
+    for j in range(6):
+        for i in range(n):
+            b = aes.encrypt(a + r[i])
+            t = n * j + i + 1
+            a = (int.from_bytes(b[:8], "big") ^ t).to_bytes(8, "big")
+            r[i] = b[8:]
+    return a + b"".join(r)
+
+
+@given(
+    st.binary(min_size=16, max_size=16) | st.binary(min_size=32, max_size=32),
+    st.integers(2, 4),
+    st.integers(1, 40),
+    st.binary(min_size=8, max_size=8),
+)
+def test_per_row_iv_matches_an_independent_rfc3394(
+    kek: bytes, blocks: int, count: int, seed: bytes
+) -> None:
+    rng = np.random.default_rng(int.from_bytes(seed, "big"))
+    keys = rng.integers(0, 256, (count, 8 * blocks), dtype=np.uint8)
+    ivs = rng.integers(0, 256, (count, 8), dtype=np.uint8)
+    wrapped = keywrap.wrap_batch(kek, keys, iv=ivs)
+    for i in range(count):
+        assert wrapped[i].tobytes() == _rfc3394_by_hand(kek, ivs[i].tobytes(), keys[i].tobytes())
+    back, ok = keywrap.unwrap_batch(kek, wrapped, iv=ivs)
+    assert ok.all() and np.array_equal(back, keys)
+    # the by-hand wrap with the default IV is RFC 3394 (and cryptography's) output
+    assert _rfc3394_by_hand(kek, b"\xa6" * 8, keys[0].tobytes()) == aes_key_wrap(
+        kek, keys[0].tobytes()
+    )
+
+
+def test_per_row_iv_refuses_a_row_under_another_iv() -> None:
+    kek = bytes(range(16))
+    rng = np.random.default_rng(7)
+    keys = rng.integers(0, 256, (6, 16), dtype=np.uint8)
+    ivs = rng.integers(0, 256, (6, 8), dtype=np.uint8)
+    wrapped = keywrap.wrap_batch(kek, keys, iv=ivs)
+    swapped = wrapped[[1, 0, 2, 3, 4, 5]]  # rows 0 and 1 exchanged
+    back, ok = keywrap.unwrap_batch(kek, swapped, iv=ivs)
+    assert ok.tolist() == [False, False, True, True, True, True]
+    assert not back[:2].any()
+    _, ok = keywrap.unwrap_batch(kek, wrapped)  # default IV: none of them
+    assert not ok.any()
+    default = keywrap.wrap_batch(kek, keys)
+    _, ok = keywrap.unwrap_batch(kek, default, iv=ivs)
+    assert not ok.any()
+    with pytest.raises(IntegrityError):
+        keywrap.unwrap_batch_strict(kek, swapped, iv=ivs)
+    iv_default = np.full((6, 8), 0xA6, dtype=np.uint8)  # explicit default IV == no IV
+    assert np.array_equal(keywrap.wrap_batch(kek, keys, iv=iv_default), default)
+    with pytest.raises(ValueError, match="shape"):
+        keywrap.wrap_batch(kek, keys, iv=ivs[:5])
+    with pytest.raises(TypeError):
+        keywrap.unwrap_batch(kek, wrapped, iv=ivs.astype(np.uint16))
+
+
+def test_per_row_iv_across_chunks_and_threads() -> None:
+    count = 2 * keywrap._CHUNK + 5
+    rng = np.random.default_rng(11)
+    keys = rng.integers(0, 256, (count, 16), dtype=np.uint8)
+    ivs = rng.integers(0, 256, (count, 8), dtype=np.uint8)
+    kek = bytes(16)
+    one = keywrap.wrap_batch(kek, keys, iv=ivs, threads=1)
+    assert np.array_equal(keywrap.wrap_batch(kek, keys, iv=ivs, threads=2), one)
+    for i in (0, keywrap._CHUNK - 1, keywrap._CHUNK, count - 1):
+        assert one[i].tobytes() == _rfc3394_by_hand(kek, ivs[i].tobytes(), keys[i].tobytes())
+    back, ok = keywrap.unwrap_batch(kek, one, iv=ivs, threads=2)
+    assert ok.all() and np.array_equal(back, keys)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-from collections import Counter
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from memory_store import MemoryKeyStore
 
 from keysplit import (
     FormatError,
@@ -134,76 +132,9 @@ def test_binding_and_strict_open(tmp_path: Path) -> None:
         SQLiteKeyStore(empty, KID)
 
 
-class DictKeyStore:
-    """A minimal in-memory KeyStore: proves the protocol is all the keyring needs."""
-
-    def __init__(self, keyring_id: str) -> None:
-        self._id = keyring_id
-        self.keys: dict[str, WrappedKey] = {}
-        self.holds: set[str] = set()
-
-    @property
-    def keyring_id(self) -> str:
-        return self._id
-
-    def get(self, subject: str) -> WrappedKey | None:
-        return self.keys.get(subject)
-
-    def get_many(self, subjects: Sequence[str]) -> dict[str, WrappedKey]:
-        return {s: self.keys[s] for s in subjects if s in self.keys}
-
-    def insert_many(self, rows: Sequence[WrappedKey]) -> list[WrappedKey]:
-        for r in rows:
-            self.keys.setdefault(r.subject, r)
-        return [self.keys[r.subject] for r in rows]
-
-    def replace_many(self, rows: Sequence[tuple[WrappedKey, WrappedKey]]) -> int:
-        n = 0
-        for old, new in rows:
-            if self.keys.get(old.subject) == old:
-                self.keys[old.subject] = new
-                n += 1
-        return n
-
-    def delete(self, subject: str) -> bool:
-        if subject in self.holds:
-            raise LegalHoldError("held")
-        return self.keys.pop(subject, None) is not None
-
-    def stale_batch(self, current_version: int, after: str, limit: int) -> list[WrappedKey]:
-        rows = sorted(
-            r for r in self.keys.values() if r.kek_version != current_version and r.subject > after
-        )
-        return rows[:limit]
-
-    def count_by_version(self) -> dict[int, int]:
-        return dict(Counter(r.kek_version for r in self.keys.values()))
-
-    def set_legal_hold(self, subject: str, hold: bool) -> None:
-        (self.holds.add if hold else self.holds.discard)(subject)
-
-    def legal_holds(self) -> list[str]:
-        return sorted(self.holds)
-
-    def is_on_hold(self, subject: str) -> bool:
-        return subject in self.holds
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        yield
-
-    def iter_subjects(self, batch_size: int = 1000) -> Iterator[list[WrappedKey]]:
-        rows = sorted(self.keys.values())
-        for i in range(0, len(rows), batch_size):
-            yield rows[i : i + batch_size]
-
-    def close(self) -> None:
-        pass
-
-
 def test_keyring_runs_on_any_keystore(tmp_path: Path) -> None:
     kr, shares = Keyring.create(tmp_path / "kr", 2, ["a", "b", "c"])
-    store = DictKeyStore(kr.keyring_id)
+    store = MemoryKeyStore(str(tmp_path), kr.keyring_id, create=True)  # only the protocol
     assert isinstance(store, KeyStore)
     with kr.unseal([shares["a"], shares["b"]], store=store) as ku:
         recs = ku.encrypt_many([f"u{i}" for i in range(30)], [b"%d" % i for i in range(30)])
@@ -217,4 +148,4 @@ def test_keyring_runs_on_any_keystore(tmp_path: Path) -> None:
         assert ku.decrypt(recs[0], subject="u0") == b"0"
         assert store.count_by_version() == {2: 29}
     with pytest.raises(KeyringError, match="another keyring"):
-        kr.unseal([shares["a"], shares["b"]], store=DictKeyStore("ff" * 16))
+        kr.unseal([shares["a"], shares["b"]], store=MemoryKeyStore("other", "ff" * 16, create=True))

@@ -19,13 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keysplit import FormatError, IntegrityError
+from keysplit.hazmat.hpke import key_schedule as _hpke_key_schedule
 from keysplit.rng import DeterministicRandom
 from keysplit.stream import (
     MAGIC,
     MIN_CHUNK_SIZE,
     TAG_SIZE,
     StreamHeader,
-    _hpke_key_schedule,
     _hpke_seal,
     decrypt_file,
     decrypt_stream,

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .. import gf256
 from ..errors import RecoveryError
+from ..hazmat import gf256
 from ..rng import RandomSource
 
 __all__ = ["DIGEST_INDEX", "SECRET_INDEX", "interpolate", "recover_secret", "split_secret"]

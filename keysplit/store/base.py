@@ -2,14 +2,20 @@
 
 A key store only ever sees *wrapped* data keys (RFC 3394 under a KEK version), so a
 dump of it is useless without a quorum of custodians. It is deliberately small so a
-backend can put it in its own database: get/put/delete by subject, bulk reads, iteration
-over keys not yet under the current KEK (for rewrap), legal holds, counts, transactions.
+backend can put it in its own database: exactly what the keyring calls, no more: bulk
+reads, insert-if-absent, compare-and-swap replace, delete guarded by legal holds, the
+rewrap cursor over keys not yet under the current KEK, counts, holds.
+
+Every method is atomic on its own (a store needs no caller-visible transactions: the
+bulk methods are all-or-nothing, and the keyring never needs two calls to commit
+together). ``get``, ``is_on_hold``, ``iter_subjects`` and ``transaction`` were dropped
+from the protocol because the library never calls them; :class:`SQLiteKeyStore` keeps
+them as plain methods. ``tests/test_store_contract.py`` is the suite every store passes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 __all__ = ["KeyStore", "WrappedKey"]
@@ -32,10 +38,6 @@ class KeyStore(Protocol):
         """Hex id of the keyring this store belongs to."""
         ...
 
-    def get(self, subject: str) -> WrappedKey | None:
-        """The subject's wrapped key, or None."""
-        ...
-
     def get_many(self, subjects: Sequence[str]) -> dict[str, WrappedKey]:
         """Wrapped keys of those subjects that have one."""
         ...
@@ -43,14 +45,16 @@ class KeyStore(Protocol):
     def insert_many(self, rows: Sequence[WrappedKey]) -> list[WrappedKey]:
         """Insert new keys atomically; subjects that already have a key keep it.
 
-        Returns the rows actually stored for those subjects (the existing one wins a race),
-        so two writers creating a key for the same subject agree on one.
+        Returns the rows actually stored for those subjects, in request order (the existing
+        one wins a race), so two writers creating a key for the same subject agree on one.
+        A subject repeated within one call: its first row is the one offered.
         """
         ...
 
     def replace_many(self, rows: Sequence[tuple[WrappedKey, WrappedKey]]) -> int:
         """Atomically replace ``old`` with ``new`` for each ``(old, new)`` pair, only where
-        the stored row still equals ``old``; returns how many were replaced."""
+        the stored row still equals ``old``; returns how many were replaced. Pairs whose
+        subjects differ are ignored; give each subject at most once per call."""
         ...
 
     def delete(self, subject: str) -> bool:
@@ -63,7 +67,7 @@ class KeyStore(Protocol):
 
     def stale_batch(self, current_version: int, after: str, limit: int) -> list[WrappedKey]:
         """Up to ``limit`` keys not under ``current_version`` with subject > ``after``,
-        ordered by subject (the rewrap cursor)."""
+        ordered by subject in code-point order (= UTF-8 byte order): the rewrap cursor."""
         ...
 
     def count_by_version(self) -> dict[int, int]:
@@ -76,18 +80,6 @@ class KeyStore(Protocol):
 
     def legal_holds(self) -> list[str]:
         """Subjects under legal hold."""
-        ...
-
-    def is_on_hold(self, subject: str) -> bool:
-        """Whether the subject is under legal hold."""
-        ...
-
-    def transaction(self) -> AbstractContextManager[None]:
-        """A write transaction: every call inside commits together or not at all."""
-        ...
-
-    def iter_subjects(self, batch_size: int = 1000) -> Iterator[list[WrappedKey]]:
-        """Every stored key, in batches ordered by subject."""
         ...
 
     def close(self) -> None:

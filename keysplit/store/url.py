@@ -4,20 +4,36 @@
 directory) is the embedded default; ``postgresql://...`` selects the PostgreSQL store.
 A URL never carries a password: PostgreSQL credentials come from libpq's environment,
 ``.pgpass`` or ``PGPASSFILE``, so the URL can be recorded in the keyring directory.
+
+A PostgreSQL URL is a libpq connection URI plus one keysplit parameter, ``schema``
+(default ``keysplit``): the PostgreSQL schema holding this keyring's tables, so several
+keyrings share one database (``postgresql:///app?host=/run/pg&schema=keys_eu``). It is
+stripped before the URI reaches libpq.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from ..errors import KeyringError
 from .base import KeyStore
 from .sqlite import SQLiteKeyStore
 
-__all__ = ["DEFAULT_STORE_FILE", "check_store_url", "default_store_url", "open_store"]
+__all__ = [
+    "DEFAULT_PG_SCHEMA",
+    "DEFAULT_STORE_FILE",
+    "check_store_url",
+    "default_store_url",
+    "open_store",
+    "postgres_conninfo",
+]
 
 DEFAULT_STORE_FILE = "keys.sqlite"
+DEFAULT_PG_SCHEMA = "keysplit"
+# lower-case SQL identifiers only: never quoted differently by hand, never a keyword clash
+_SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 def default_store_url() -> str:
@@ -38,8 +54,29 @@ def check_store_url(url: str) -> str:
                 "a store URL must not carry a password",
                 hint="use PGPASSWORD, ~/.pgpass or PGPASSFILE",
             )
+        postgres_conninfo(url)  # validates the schema parameter
         return url
     raise KeyringError(f"unknown store URL scheme {parts.scheme!r} (use sqlite: or postgresql:)")
+
+
+def postgres_conninfo(url: str) -> tuple[str, str]:
+    """Split a ``postgresql://`` store URL into (libpq URI without ``schema``, schema name)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise KeyringError(f"not a PostgreSQL store URL (scheme {parts.scheme!r})")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [v for k, v in query if k == "schema"]
+    if len(schemas) > 1:
+        raise KeyringError("a store URL names its schema at most once")
+    schema = schemas[0] if schemas else DEFAULT_PG_SCHEMA
+    if not _SCHEMA_RE.fullmatch(schema):
+        raise KeyringError(
+            f"invalid schema name {schema!r} in store URL",
+            hint="use lower-case letters, digits and _ (at most 63, not starting with a digit)",
+        )
+    rest = urlencode([(k, v) for k, v in query if k != "schema"], quote_via=quote, safe="/")
+    # by hand: urlunsplit drops the "//" of an empty host (postgresql:///db?host=/run/pg)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else ""), schema
 
 
 def open_store(
@@ -55,8 +92,10 @@ def open_store(
         path = Path(parts.path) if url.startswith("sqlite:///") else Path(home) / url[7:]
         return SQLiteKeyStore(path, keyring_id, create=create)
     try:
-        from .postgres import PostgresKeyStore  # type: ignore[import-not-found,unused-ignore]
+        from .postgres import PostgresKeyStore  # lazily: psycopg is an optional extra
     except ImportError as exc:
-        raise KeyringError(f"PostgreSQL store unavailable: {exc}") from None
+        raise KeyringError(
+            f"PostgreSQL store unavailable: {exc}", hint="pip install 'keysplit[postgres]'"
+        ) from None
     store: KeyStore = PostgresKeyStore(url, keyring_id, create=create)
     return store

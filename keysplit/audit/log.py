@@ -1,7 +1,8 @@
 """Tamper-evident ceremony log: hash-chained JSON lines, optionally MACed.
 
-Every ceremony event (init, unseal-check, rekey, rotate, rewrap, retire, shred,
-legal-hold, ...) appends one line to a log in the keyring directory. Each line carries
+Every ceremony (init, unseal-check, rekey, rotate, rewrap, retire, shred, legal-hold, ...;
+the vocabulary and field schema live in :mod:`keysplit.audit.events`) appends one line to
+a log in the keyring directory. Each line carries
 the SHA-256 of the previous line, so editing, removing, inserting or reordering any entry
 breaks the chain at that point, and :meth:`AuditLog.verify` names the first bad sequence
 number. The format is specified in ``docs/format/audit.md``.
@@ -38,36 +39,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import _json
-from ._fileio import fsync_dir
-from .errors import AuditError, FormatError
+from .. import _json
+from .._fileio import fsync_dir
+from ..errors import AuditError, FormatError
 
 __all__ = ["GENESIS", "AuditEntry", "AuditLog", "AuditReport"]
 
 VERSION = 1
 GENESIS = "0" * 64
 """The ``prev`` of the first entry, and the head of an empty log."""
-
-EVENTS = (
-    "init",
-    "unseal-check",
-    "rekey",
-    "rotate",
-    "rewrap",
-    "retire",
-    "shred",
-    "legal-hold",
-    "encrypt",
-    "decrypt",
-    # as emitted by keysplit.keyring's on_event hook
-    "create",
-    "unseal",
-    "rekey_prepared",
-    "rekey_committed",
-    "rekey_aborted",
-    "legal_hold",
-)
-"""Well-known event names (others matching ``[a-z][a-z0-9_-]{0,39}`` are allowed)."""
 
 _MAC_LABEL = b"keysplit audit mac v1\x00"
 _EVENT_RE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
@@ -196,6 +176,15 @@ def _mac(key: bytes, body: Mapping[str, Any]) -> str:
     return hmac.new(key, _MAC_LABEL + _canonical(body), hashlib.sha256).hexdigest()
 
 
+def _mac_ok(key: bytes, entry: AuditEntry, obj: Mapping[str, Any]) -> bool:
+    """Whether a parsed line carries a valid MAC under ``key`` (constant-time compare).
+
+    The one MAC check, used by :meth:`AuditLog.verify` and before every append.
+    """
+    body = {k: v for k, v in obj.items() if k != "mac"}
+    return entry.mac is not None and hmac.compare_digest(entry.mac, _mac(key, body))
+
+
 class AuditLog:
     """An append-only, hash-chained audit log at ``path`` (created on first append).
 
@@ -243,10 +232,9 @@ class AuditLog:
             entry, obj = _parse_line(line, seq)
             if check:
                 if self._mac_key is not None:
-                    body = {k: v for k, v in obj.items() if k != "mac"}
                     if entry.mac is None:
                         raise AuditError(f"entry {seq}: MAC missing", seq=seq)
-                    if not hmac.compare_digest(entry.mac, _mac(self._mac_key, body)):
+                    if not _mac_ok(self._mac_key, entry, obj):
                         raise AuditError(
                             f"entry {seq}: MAC invalid (entry edited or log rewritten)",
                             seq=seq,
@@ -351,10 +339,7 @@ class AuditLog:
                         hint="run verify on the log",
                     ) from None
                 if self._mac_key is not None:
-                    body = {k: v for k, v in obj.items() if k != "mac"}
-                    if entry.mac is None or not hmac.compare_digest(
-                        entry.mac, _mac(self._mac_key, body)
-                    ):
+                    if not _mac_ok(self._mac_key, entry, obj):
                         raise AuditError(
                             f"entry {entry.seq}: MAC missing or invalid; refusing to append",
                             seq=entry.seq,

@@ -1,0 +1,186 @@
+"""A throwaway PostgreSQL server for the tests and the store benchmark.
+
+``initdb`` in a fresh temp dir, ``pg_ctl start`` listening only on a Unix socket in that
+dir (no TCP port, trust auth is safe there: the dir is private), stopped and removed at
+exit. PostgreSQL refuses to run as root, so as root the server runs as an unprivileged
+system user (``keysplit-test``, created with ``useradd`` when missing). Every wait is
+bounded. Shared by ``tests/pg_fixture.py`` and ``benchmarks/bench_store.py``, which is why
+it lives here and not in tests/ (the benchmarks also ship without the tests).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["PostgresUnavailable", "ThrowawayPostgres", "find_bindir", "throwaway_postgres"]
+
+USER = "keysplit-test"
+DATABASE = "keysplit"
+TIMEOUT_S = 90.0
+
+
+class PostgresUnavailable(RuntimeError):
+    """No PostgreSQL server binaries here (or they cannot be run)."""
+
+
+def find_bindir() -> Path:
+    """The directory holding ``initdb`` and ``pg_ctl``: ``$KEYSPLIT_PG_BINDIR`` (empty:
+    none, to run without PostgreSQL), else PATH, else Debian's layout."""
+    forced = os.environ.get("KEYSPLIT_PG_BINDIR")
+    if forced is not None:
+        if not (forced and (Path(forced) / "initdb").exists()):
+            raise PostgresUnavailable(f"no initdb in KEYSPLIT_PG_BINDIR={forced!r}")
+        return Path(forced)
+    found = shutil.which("initdb")
+    if found and shutil.which("pg_ctl"):
+        return Path(os.path.realpath(found)).parent
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
+    )
+    if candidates:
+        return Path(candidates[-1]).parent
+    raise PostgresUnavailable("initdb not found (install postgresql)")
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    """None when not root (run as ourselves); else the unprivileged user, created if needed."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(USER)
+    except KeyError:
+        pass
+    res = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if res.returncode not in (0, 9):  # 9: created concurrently by another run
+        raise PostgresUnavailable(f"cannot create user {USER}: {res.stderr.strip()}")
+    return pwd.getpwnam(USER)
+
+
+class ThrowawayPostgres:
+    """One private server; :attr:`url` is a libpq URL for its database."""
+
+    def __init__(self, *, durable: bool = False) -> None:
+        self.bindir = find_bindir()
+        self.durable = durable
+        self.user = _server_user()
+        # under /tmp when root: $TMPDIR may not be traversable by the server's user, and
+        # a Unix socket path must stay short (about 100 bytes)
+        where = "/tmp" if self.user is not None and os.path.isdir("/tmp") else None
+        self.dir = Path(tempfile.mkdtemp(prefix="keysplit-pg-", dir=where))
+        self.data = self.dir / "data"
+        self.log = self.dir / "server.log"
+        self._started = False
+        self._opts: list[str] = []
+        atexit.register(self.stop)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql:///{DATABASE}?host={self.dir}&user=keysplit"
+
+    def _run(self, *args: str, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+        kwargs: dict[str, object] = {}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"}
+        if self.user is not None:
+            kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+            env["HOME"] = str(self.dir)
+        return subprocess.run(
+            [str(self.bindir / args[0]), *args[1:]],
+            cwd=self.dir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def start(self) -> ThrowawayPostgres:
+        if self.user is not None:
+            os.chown(self.dir, self.user.pw_uid, self.user.pw_gid)
+        os.chmod(self.dir, 0o700)
+        res = self._run(
+            "initdb", "-D", str(self.data), "-U", "keysplit", "--auth=trust",
+            "-E", "UTF8", "--locale=C", "--no-sync",
+        )  # fmt: skip
+        if res.returncode:
+            raise PostgresUnavailable(f"initdb failed: {res.stderr.strip()[-500:]}")
+        opts = [
+            "-c listen_addresses=''",
+            f"-c unix_socket_directories='{self.dir}'",
+            "-c max_connections=60",
+            "-c shared_buffers=128MB",
+        ]
+        if not self.durable:  # tests: a crash of the server is not what they test
+            opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        self._opts = opts
+        res = self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+            "-o", " ".join(opts), "start",
+        )  # fmt: skip
+        if res.returncode:
+            log = self.log.read_text(errors="replace")[-800:] if self.log.exists() else ""
+            self.stop()
+            raise PostgresUnavailable(f"pg_ctl start failed: {res.stdout.strip()} {log}")
+        self._started = True
+        # the database the URL names (createdb is in the same bindir on every layout)
+        res = self._run("createdb", "-h", str(self.dir), "-U", "keysplit", DATABASE)
+        if res.returncode:
+            self.stop()
+            raise PostgresUnavailable(f"createdb failed: {res.stderr.strip()}")
+        return self
+
+    def restart(self) -> None:
+        """Restart the server (fast shutdown): every client connection is cut."""
+        res = self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-m", "fast", "-w", "-t",
+            "60", "-o", " ".join(self._opts), "restart",
+        )  # fmt: skip
+        if res.returncode:
+            raise PostgresUnavailable(f"pg_ctl restart failed: {res.stdout.strip()}")
+
+    def stop(self) -> None:
+        """Stop the server (fast, then immediate, then SIGKILL) and remove its files."""
+        if self._started:
+            self._started = False
+            for mode in ("fast", "immediate"):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    if self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t",
+                                 "30", "stop", timeout=45).returncode == 0:  # fmt: skip
+                        break
+            else:
+                self._kill_postmaster()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _kill_postmaster(self) -> None:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int((self.data / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def throwaway_postgres(*, durable: bool = False) -> Iterator[ThrowawayPostgres]:
+    """Start a server for the ``with`` block; always stopped and removed afterwards."""
+    server = ThrowawayPostgres(durable=durable)
+    try:
+        yield server.start()
+    finally:
+        server.stop()

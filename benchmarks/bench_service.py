@@ -1,0 +1,203 @@
+"""The key service over its Unix socket vs the in-process ``UnsealedKeyring``, same run.
+
+A real ``keysplit serve`` child process holds the keyring (unsealed remotely, as
+custodians would); ``keysplit.Client`` in this process sends batches of 1 to 10,000 items.
+The baseline for every (benchmark, batch size) is the same work in process: ``datakey``
+rows compare with the service's own raw-key function on an in-process keyring (keys/s),
+encrypt/decrypt rows with ``UnsealedKeyring.encrypt_many``/``decrypt_many`` of 1 KiB
+records over 1,000 subjects whose keys already exist (records/s). Rows report throughput
+per batch call (median/min/max over calls) plus per-call latency p50/p99 in ms. A last
+row per size shows ``Client`` with its client-side data-key cache (records sealed locally,
+keys fetched once), which is what a backend that accepts the cache trade-off pays.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from keysplit import Client, Keyring
+from keysplit.service._keys import data_keys
+from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
+
+from .harness import progress, row
+
+SUBJECTS = 1000
+SIZE = 1024
+
+
+def _calls(fn: Callable[[], object], n: int, quick: bool) -> list[float]:
+    """Per-call seconds: enough calls for a p99 at small batches, bounded time at large."""
+    want = (60 if quick else 300) if n <= 10 else (20 if quick else 60) if n <= 1000 else 5
+    fn()  # warm-up (connection, caches)
+    out = []
+    budget = time.monotonic() + (5 if quick else 20)
+    for _ in range(want):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+        if time.monotonic() > budget and len(out) >= 3:
+            break
+    return out
+
+
+def _row(
+    bench: str, impl: str, n: int, unit: str, times: list[float], base: bool
+) -> dict[str, Any]:
+    rates = [n / max(t, 1e-12) for t in times]
+    q = statistics.quantiles(times, n=100, method="inclusive") if len(times) > 1 else times * 99
+    p50, p99 = statistics.median(times) * 1e3, q[98] * 1e3
+    r = row(
+        bench,
+        impl,
+        n,
+        unit,
+        (statistics.median(rates), min(rates), max(rates)),
+        baseline=base,
+        p50_ms=round(p50, 3),
+        p99_ms=round(p99, 3),
+        calls=len(times),
+    )
+    r["note"] = f"p50 {p50:.3f} ms, p99 {p99:.3f} ms per call of {n} ({len(times)} calls)"
+    return r
+
+
+def _start(directory: Path, sock: Path) -> subprocess.Popen[bytes]:
+    code = "import sys; from keysplit_cli.app import main; sys.argv[0] = 'keysplit'; main()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "serve", str(directory), "--socket", str(sock)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("keysplit serve did not start")
+        time.sleep(0.05)
+    return proc
+
+
+def _sizes(quick: bool) -> tuple[int, ...]:
+    return (1, 100, 10_000) if quick else (1, 10, 100, 1000, 10_000)
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    sizes = _sizes(quick)
+    rows: list[dict[str, Any]] = []
+    pts = [os.urandom(SIZE) for _ in range(64)]
+    with tempfile.TemporaryDirectory(prefix="ksb", dir="/tmp") as t:
+        tmp = Path(t)
+        kr, shares = Keyring.create(tmp / "kr", 2, ["a", "b", "c"])
+        with kr.unseal([shares["a"], shares["b"]]) as u:
+            tl = TokenList.read(kr.path, kr.keyring_id)
+            token = tl.create(
+                mac_key(u.audit_key(), kr.keyring_id),
+                name="bench",
+                allow=list(OPERATIONS),
+                subject_prefix="",
+            )[0]
+        sock = tmp / "s.sock"
+        proc = _start(kr.path, sock)
+        try:
+            client = Client(f"unix:{sock}", token=token, timeout=300)
+            for n in "ab":
+                client.submit_share(shares[n], client.unseal_offer(), keyring_id=kr.keyring_id)
+            cached = Client(f"unix:{sock}", token=token, timeout=300, cache_max_age=3600)
+            local = Keyring.open(kr.path).unseal([shares["b"], shares["c"]])
+            names = [f"user/{i:04d}" for i in range(SUBJECTS)]
+            client.encrypt_many(names, [b"x"] * SUBJECTS)  # create every data key once
+            for n in sizes:
+                progress(f"service batch {n}")
+                subjects = [names[i % SUBJECTS] for i in range(n)]
+                plain = [pts[i % 64] for i in range(n)]
+                recs = local.encrypt_many(subjects, plain)
+                cases: list[tuple[str, str, list[tuple[str, Callable[[], object]]]]] = [
+                    (
+                        "service-datakey",
+                        "keys/s",
+                        [
+                            (
+                                "in-process keyring (same raw-key function)",
+                                lambda s=subjects: data_keys(local, s, create=True),
+                            ),
+                            (
+                                "keysplit.Client over Unix socket",
+                                lambda s=subjects: client.datakeys(s),
+                            ),
+                        ],
+                    ),
+                    (
+                        "service-encrypt-1KiB",
+                        "records/s",
+                        [
+                            (
+                                "UnsealedKeyring.encrypt_many (in process)",
+                                lambda s=subjects, p=plain: local.encrypt_many(s, p),
+                            ),
+                            (
+                                "keysplit.Client over Unix socket",
+                                lambda s=subjects, p=plain: client.encrypt_many(s, p),
+                            ),
+                            (
+                                "keysplit.Client, data-key cache on",
+                                lambda s=subjects, p=plain: cached.encrypt_many(s, p),
+                            ),
+                        ],
+                    ),
+                    (
+                        "service-decrypt-1KiB",
+                        "records/s",
+                        [
+                            (
+                                "UnsealedKeyring.decrypt_many (in process)",
+                                lambda s=subjects, r=recs: local.decrypt_many(s, r),
+                            ),
+                            (
+                                "keysplit.Client over Unix socket",
+                                lambda s=subjects, r=recs: client.decrypt_many(s, r),
+                            ),
+                            (
+                                "keysplit.Client, data-key cache on",
+                                lambda s=subjects, r=recs: cached.decrypt_many(s, r),
+                            ),
+                        ],
+                    ),
+                ]
+                for bench, unit, impls in cases:
+                    for i, (impl, fn) in enumerate(impls):
+                        rows.append(_row(bench, impl, n, unit, _calls(fn, n, quick), i == 0))
+            local.close()
+            client.close()
+            cached.close()
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    for r in rows:
+        if not r["baseline"]:
+            base = next(
+                q
+                for q in rows
+                if q["benchmark"] == r["benchmark"] and q["n"] == r["n"] and q["baseline"]
+            )
+            r["note"] += f"; {r['median'] / base['median']:.1%} of in-process (same run)"
+    return rows
+
+
+if __name__ == "__main__":
+    for r in run("--full" not in sys.argv):
+        print(
+            f"{r['benchmark']:22} {r['impl']:44} n={r['n']:>6,} {r['median']:>12,.0f} "
+            f"{r['unit']}  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms"
+        )

@@ -1,0 +1,499 @@
+"""Protection types ``0x01`` and ``0x02``: a share sealed to a custodian's public key (HPKE).
+
+RFC 9180 base mode with HKDF-SHA256 / AES-128-GCM and one of two KEMs, listed once in
+:data:`_KEMS`: DHKEM(X25519) (``0x01``, through :mod:`keysplit.hazmat.hpke`) or the
+post-quantum hybrid ML-KEM-768+X25519 (``0x02``, ``cryptography``'s ``hpke.Suite``). The
+method parameter in the header is the recipient fingerprint (16 bytes); HPKE ``info`` is
+``"keysplit sealed share v1\\0" || header``, so the whole header is bound.
+
+A custodian holds an :class:`Identity` (private key, optionally encrypted under a
+passphrase with Argon2id) and publishes its :class:`Recipient` (public key).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hpke as _cg_hpke
+from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..errors import CustodianError, FormatError, IntegrityError
+from ..hazmat import hpke as _hpke
+from ..rng import RandomSource, default_rng
+from ..share import Share
+from . import base
+from ._container import (
+    MAGIC_IDENTITY,
+    MAGIC_RECIPIENT,
+    VERSION,
+    Reader,
+    SealedShare,
+    check_name,
+    parse_envelope,
+    seal_envelope,
+)
+from .passphrase import (
+    NONCE_LEN,
+    SALT_LEN,
+    Argon2Params,
+    ConfirmKdf,
+    check_passphrase,
+    derive_checked,
+)
+
+__all__ = ["Identity", "IdentityOpener", "Recipient", "RecipientSealer", "Suite", "seal_share"]
+
+Suite = Literal["x25519", "mlkem768-x25519"]
+
+FP_LEN = 16
+_TEXT_PREFIX = "keysplit-recipient-v1:"
+_FP_DOMAIN = b"keysplit recipient fingerprint v1\x00"
+_INFO_DOMAIN = b"keysplit sealed share v1\x00"
+
+
+# -- the KEMs: one entry each ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Kem:
+    code: int
+    name: str
+    pub_len: int
+    priv_len: int
+    check_public: Callable[[bytes], object]
+    """Raises ValueError for invalid key material."""
+    public_of: Callable[[bytes], bytes]
+    generate: Callable[[], bytes]
+    seal: Callable[[bytes, bytes, bytes], bytes]
+    """``seal(public, info, plaintext) -> enc || ct``."""
+    open: Callable[[bytes, bytes, bytes], bytes]
+    """``open(private, info, enc || ct)``; raises InvalidTag, ValueError or IntegrityError."""
+
+
+def _x25519_pub(private: bytes) -> bytes:
+    return x25519.X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+
+def _hybrid_public(public: bytes) -> _cg_hpke.MLKEM768X25519PublicKey:
+    return _cg_hpke.MLKEM768X25519PublicKey(
+        mlkem.MLKEM768PublicKey.from_public_bytes(public[:1184]),
+        x25519.X25519PublicKey.from_public_bytes(public[1184:]),
+    )
+
+
+def _hybrid_private(private: bytes) -> _cg_hpke.MLKEM768X25519PrivateKey:
+    return _cg_hpke.MLKEM768X25519PrivateKey(
+        mlkem.MLKEM768PrivateKey.from_seed_bytes(private[:64]),
+        x25519.X25519PrivateKey.from_private_bytes(private[64:]),
+    )
+
+
+def _hybrid_pub(private: bytes) -> bytes:
+    return (
+        mlkem.MLKEM768PrivateKey.from_seed_bytes(private[:64]).public_key().public_bytes_raw()
+        + _x25519_pub(private[64:])
+    )
+
+
+_HYBRID = _cg_hpke.Suite(
+    _cg_hpke.KEM.MLKEM768_X25519, _cg_hpke.KDF.HKDF_SHA256, _cg_hpke.AEAD.AES_128_GCM
+)
+
+_KEMS: dict[int, _Kem] = {
+    k.code: k
+    for k in (
+        _Kem(
+            0x01,
+            "x25519",
+            32,
+            32,
+            x25519.X25519PublicKey.from_public_bytes,
+            _x25519_pub,
+            lambda: x25519.X25519PrivateKey.generate().private_bytes_raw(),
+            lambda pub, info, pt: _hpke.seal(pub, info, pt),
+            lambda priv, info, ct: _hpke.open(priv, info, ct),
+        ),
+        _Kem(
+            0x02,
+            "mlkem768-x25519",
+            1184 + 32,
+            64 + 32,
+            _hybrid_public,
+            _hybrid_pub,
+            lambda: mlkem.MLKEM768PrivateKey.generate().private_bytes_raw()
+            + x25519.X25519PrivateKey.generate().private_bytes_raw(),
+            lambda pub, info, pt: _HYBRID.encrypt(pt, _hybrid_public(pub), info),
+            lambda priv, info, ct: _HYBRID.decrypt(ct, _hybrid_private(priv), info),
+        ),
+    )
+}
+_BY_NAME = {k.name: k for k in _KEMS.values()}
+
+
+def _kem(suite: str) -> _Kem:
+    kem = _BY_NAME.get(suite) if isinstance(suite, str) else None
+    if kem is None:
+        raise ValueError(f"unknown suite {suite!r} (use one of {sorted(_BY_NAME)})")
+    return kem
+
+
+def _fingerprint(code: int, public: bytes) -> bytes:
+    return hashlib.sha256(_FP_DOMAIN + bytes([code]) + public).digest()[:FP_LEN]
+
+
+# -- recipients and identities ------------------------------------------------------------
+
+
+class Recipient:
+    """A custodian's public key: anyone may seal a share to it. Not secret."""
+
+    __slots__ = ("_fp", "_kem", "_name", "_public")
+
+    def __init__(self, name: str, suite: Suite, public: bytes) -> None:
+        self._name = check_name(name)
+        self._kem = _kem(suite)
+        if not isinstance(public, bytes) or len(public) != self._kem.pub_len:
+            raise ValueError(f"a {suite} public key is {self._kem.pub_len} bytes")
+        self._public = public
+        self._fp = _fingerprint(self._kem.code, public)
+        try:
+            self._kem.check_public(public)
+        except ValueError:
+            raise FormatError("invalid public key") from None
+
+    @property
+    def name(self) -> str:
+        """The custodian's name (a label; not part of the fingerprint)."""
+        return self._name
+
+    @property
+    def suite(self) -> Suite:
+        return self._kem.name  # type: ignore[return-value]
+
+    @property
+    def public_bytes(self) -> bytes:
+        return self._public
+
+    @property
+    def fingerprint(self) -> str:
+        """Hex of ``SHA-256("keysplit recipient fingerprint v1" || suite || key)[:16]``."""
+        return self._fp.hex()
+
+    @property
+    def fingerprint_bytes(self) -> bytes:
+        return self._fp
+
+    def to_bytes(self) -> bytes:
+        """Binary form: ``"KSPK" || 01 || suite || name || key || SHA-256[:4]``."""
+        name = self.name.encode("ascii")
+        head = MAGIC_RECIPIENT + bytes([VERSION, self._kem.code, len(name)])
+        return seal_envelope(head + name + self._public)
+
+    def to_text(self) -> str:
+        """The public key file: comment lines and one ``keysplit-recipient-v1:`` line."""
+        b64 = base64.urlsafe_b64encode(self.to_bytes()).decode("ascii").rstrip("=")
+        return (
+            f"# keysplit custodian public key ({self.suite})\n"
+            f"# custodian: {self.name}\n"
+            f"# fingerprint: {self.fingerprint}\n"
+            f"{_TEXT_PREFIX}{b64}\n"
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Recipient:
+        """Parse the binary form, or the text form (:meth:`to_text`) given as bytes."""
+        if isinstance(data, (bytes, bytearray)) and not bytes(data).startswith(MAGIC_RECIPIENT):
+            try:
+                return cls.parse(bytes(data).decode("utf-8"))
+            except UnicodeDecodeError:
+                raise FormatError("not a keysplit public key (bad magic)") from None
+
+        def body(r: Reader) -> tuple[_Kem, str, bytes]:
+            code = r.byte()
+            kem = _KEMS.get(code)
+            if kem is None:
+                raise FormatError(f"public key has an unknown suite {code}")
+            name = r.name()
+            return kem, name, r.take(kem.pub_len)
+
+        kem, name, public = parse_envelope(data, MAGIC_RECIPIENT, "public key", body)
+        return cls(name, kem.name, public)  # type: ignore[arg-type]
+
+    @classmethod
+    def parse(cls, text: str) -> Recipient:
+        """Parse a public key file; ``#`` comment lines and blank lines are ignored."""
+        if len(text) > 1 << 16:
+            raise FormatError("not a keysplit public key (file too large)")
+        lines = [
+            ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
+        ]
+        if len(lines) != 1 or not lines[0].startswith(_TEXT_PREFIX):
+            raise FormatError(
+                f"not a keysplit public key (expected one line starting with {_TEXT_PREFIX})"
+            )
+        b64 = lines[0][len(_TEXT_PREFIX) :]
+        try:
+            raw = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
+        except (binascii.Error, ValueError):
+            raise FormatError("public key is not valid base64url") from None
+        if base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=") != b64:
+            raise FormatError("public key is not canonical base64url")
+        if not raw.startswith(MAGIC_RECIPIENT):
+            raise FormatError("not a keysplit public key (bad magic)")
+        return cls.from_bytes(raw)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Recipient):
+            return NotImplemented
+        return (self.name, self._kem.code, self._public) == (
+            other.name,
+            other._kem.code,
+            other._public,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self._fp))
+
+    def __repr__(self) -> str:
+        return (
+            f"Recipient(name={self.name!r}, suite={self.suite!r}, fingerprint={self.fingerprint})"
+        )
+
+
+class Identity:
+    """A custodian's private key. Never printed; store it with :meth:`to_bytes` (0600)."""
+
+    __slots__ = ("_kem", "_name", "_private", "_recipient")
+
+    def __init__(self, name: str, suite: Suite, private: bytes) -> None:
+        self._name = check_name(name)
+        try:
+            self._kem = _kem(suite)
+        except ValueError:
+            raise ValueError(f"unknown suite {suite!r}") from None
+        if not isinstance(private, bytes) or len(private) != self._kem.priv_len:
+            raise ValueError(f"a {suite} private key is {self._kem.priv_len} bytes")
+        self._private = private
+        self._recipient = Recipient(name, suite, self._kem.public_of(private))
+
+    @classmethod
+    def generate(cls, name: str, *, suite: Suite = "x25519") -> Identity:
+        """A fresh key pair for custodian ``name`` (default suite: X25519)."""
+        try:
+            kem = _kem(suite)
+        except ValueError:
+            raise ValueError(f"unknown suite {suite!r}") from None
+        return cls(name, suite, kem.generate())
+
+    @property
+    def name(self) -> str:
+        """The custodian's name."""
+        return self._name
+
+    @property
+    def suite(self) -> Suite:
+        return self._kem.name  # type: ignore[return-value]
+
+    @property
+    def recipient(self) -> Recipient:
+        return self._recipient
+
+    @property
+    def fingerprint(self) -> str:
+        """The fingerprint of :attr:`recipient` (matches sealed-share headers)."""
+        return self._recipient.fingerprint
+
+    def to_bytes(
+        self,
+        passphrase: bytes | None = None,
+        *,
+        kdf: Argon2Params | None = None,
+        rng: RandomSource | None = None,
+    ) -> bytes:
+        """Binary identity file, encrypted under ``passphrase`` (Argon2id) if given."""
+        name = self.name.encode("ascii")
+        head = MAGIC_IDENTITY + bytes([VERSION, self._kem.code])
+        if passphrase is None:
+            return seal_envelope(head + bytes([0x00, len(name)]) + name + self._private)
+        passphrase = check_passphrase(passphrase)
+        params = kdf or Argon2Params()
+        source = rng or default_rng()
+        salt = source.random_bytes(SALT_LEN)
+        nonce = source.random_bytes(NONCE_LEN)
+        header = head + bytes([0x01, len(name)]) + name + params.encode() + salt + nonce
+        key = params.derive(passphrase, salt)
+        return seal_envelope(header + AESGCM(key).encrypt(nonce, self._private, header))
+
+    @staticmethod
+    def is_encrypted(data: bytes) -> bool:
+        """True if ``data`` is an identity file protected by a passphrase."""
+        return _parse_identity(data).params is not None
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, passphrase: bytes | None = None, *, confirm: ConfirmKdf | None = None
+    ) -> Identity:
+        """Parse an identity file; a wrong or missing passphrase is a CustodianError.
+
+        ``confirm`` is asked before an expensive Argon2id derivation (see
+        :func:`keysplit.custody.passphrase.derive_checked`).
+        """
+        p = _parse_identity(data)
+        kem = _KEMS[p.suite_id]
+        if p.params is None:
+            private = p.sealed
+        else:
+            if passphrase is None:
+                raise CustodianError(
+                    f"the identity of custodian {p.name!r} is passphrase-protected",
+                    hint="give its passphrase",
+                )
+            what = f"the identity of custodian {p.name!r}"
+            key = derive_checked(p.params, check_passphrase(passphrase), p.salt, what, confirm)
+            try:
+                private = AESGCM(key).decrypt(p.nonce, p.sealed, p.header)
+            except InvalidTag:
+                raise CustodianError(f"wrong passphrase for {what}") from None
+        try:
+            return cls(p.name, kem.name, private)  # type: ignore[arg-type]
+        except ValueError:
+            raise FormatError("identity holds an invalid private key") from None
+
+    def __repr__(self) -> str:
+        return (
+            f"Identity(name={self.name!r}, suite={self.suite!r}, "
+            f"fingerprint={self.fingerprint}, private=<redacted>)"
+        )
+
+
+@dataclass(frozen=True)
+class _IdentityFields:
+    suite_id: int
+    name: str
+    params: Argon2Params | None
+    salt: bytes
+    nonce: bytes
+    header: bytes
+    sealed: bytes  # the private key itself when params is None
+
+
+def _parse_identity(data: bytes) -> _IdentityFields:
+    def body(r: Reader) -> _IdentityFields:
+        suite_id = r.byte()
+        kem = _KEMS.get(suite_id)
+        if kem is None:
+            raise FormatError(f"identity has an unknown suite {suite_id}")
+        protection = r.byte()
+        if protection not in (0, 1):
+            raise FormatError(f"identity has an unknown protection {protection}")
+        name = r.name()
+        if protection == 0:
+            return _IdentityFields(suite_id, name, None, b"", b"", b"", r.take(kem.priv_len))
+        params = Argon2Params.decode(r)
+        salt = r.take(SALT_LEN)
+        nonce = r.take(NONCE_LEN)
+        header = r.data[: r.pos]
+        sealed = r.take(kem.priv_len + 16)
+        return _IdentityFields(suite_id, name, params, salt, nonce, header, sealed)
+
+    return parse_envelope(data, MAGIC_IDENTITY, "identity", body)
+
+
+# -- the protection methods ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Params:
+    fingerprint: bytes
+
+    @property
+    def recipient_fingerprint(self) -> str:
+        return self.fingerprint.hex()
+
+    @property
+    def kdf(self) -> None:
+        return None
+
+
+def _parse_params(r: Reader) -> _Params:
+    return _Params(r.take(FP_LEN))
+
+
+def _missing(sealed: SealedShare) -> CustodianError:
+    assert isinstance(sealed.params, _Params)
+    return CustodianError(
+        f"the share of {sealed.who} is sealed to public key "
+        f"{sealed.params.recipient_fingerprint}",
+        hint="give the custodian's identity file",
+    )
+
+
+for _k in _KEMS.values():
+    base.register(base.ProtectionMethod(_k.code, _k.name, _parse_params, _missing))
+
+
+class RecipientSealer:
+    """Seals to ``recipient`` with HPKE; ``info`` binds the whole header."""
+
+    def __init__(self, recipient: Recipient) -> None:
+        if not isinstance(recipient, Recipient):
+            raise TypeError("recipient must be a Recipient")
+        self._recipient = recipient
+
+    @property
+    def method(self) -> int:
+        return self._recipient._kem.code
+
+    @property
+    def custodian(self) -> str:
+        return self._recipient.name
+
+    def seal(self, plaintext: bytes, head: bytes) -> tuple[bytes, bytes]:
+        params = self._recipient.fingerprint_bytes
+        kem = self._recipient._kem
+        info = _INFO_DOMAIN + head + params
+        return params, kem.seal(self._recipient.public_bytes, info, plaintext)
+
+
+class IdentityOpener:
+    """Opens shares sealed to ``identity``; another key's share is :class:`IncorrectIdentity`."""
+
+    methods = frozenset(_KEMS)
+
+    def __init__(self, identity: Identity) -> None:
+        if not isinstance(identity, Identity):
+            raise TypeError("identity must be an Identity")
+        self._identity = identity
+
+    def open(self, sealed: SealedShare) -> bytes:
+        ident = self._identity
+        p = sealed.params
+        assert isinstance(p, _Params)
+        if not hmac.compare_digest(ident._recipient.fingerprint_bytes, p.fingerprint):
+            raise base.IncorrectIdentity(
+                f"the share of {sealed.who} is sealed to key {p.recipient_fingerprint}, not to "
+                f"the identity of {ident.name!r} ({ident.fingerprint})",
+                hint=f"use the identity of custodian {sealed.custodian!r}",
+            )
+        try:
+            return ident._kem.open(ident._private, _INFO_DOMAIN + sealed.header, sealed.ciphertext)
+        except (InvalidTag, ValueError, IntegrityError):
+            raise CustodianError(
+                f"could not open the share of {sealed.who}: authentication failed (tampered)"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"IdentityOpener({self._identity!r})"
+
+
+def seal_share(share: Share, recipient: Recipient) -> bytes:
+    """Seal ``share`` to ``recipient`` with HPKE; ``info`` binds the whole header."""
+    return base.seal(share, RecipientSealer(recipient))

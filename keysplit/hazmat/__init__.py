@@ -1,0 +1,13 @@
+"""**Hazardous materials.** Primitives that do no verification of their own.
+
+Everything here is correct for what it does and dangerous for what it does not do: raw
+Shamir shares have no set id, no checksum and no recovery check (a wrong share gives a
+wrong key, silently); GF(2^8) arithmetic is a building block; ``pycryptodome`` speaks
+pycryptodome's share format with its weaknesses; ``hpke`` is one bare RFC 9180 suite
+without framing or key ids. Use :mod:`keysplit` (``Share``, ``split``, ``combine``,
+``seal_share``, ``encrypt_file``, ``Keyring``) unless you are building one of those.
+
+Only keysplit's own modules import this package (``tests/test_layering.py`` checks it);
+the CLI never does. This is a documentation warning: importing it warns nobody at
+runtime.
+"""

@@ -1,0 +1,308 @@
+"""Shamir secret sharing over GF(2^8), one secret or millions at once.
+
+**Hazmat.** This layer works on raw bytes and (x, y) pairs: it has no checksums, no set
+ids and no recovery check, so a mistyped or foreign share silently yields a wrong secret
+(exactly what pycryptodome and ssss do). Use :func:`keysplit.split` and
+:func:`keysplit.combine`, which wrap it in verified :class:`keysplit.Share` objects.
+
+Every byte of a secret is shared with its own random polynomial of degree
+``threshold - 1`` whose constant term is that byte; share ``j`` (row ``j`` of
+:func:`split_batch`) is the polynomials evaluated at ``x = j + 1``. Any ``threshold``
+shares determine the secret by Lagrange interpolation at 0; fewer are consistent with
+every possible secret.
+
+Speed and constant time: evaluation and interpolation multiply secret arrays only by
+PUBLIC constants (powers of x, Lagrange coefficients). Each random coefficient array gets
+one xtime chain (c, 2c, 4c, ...), and each share is the xor of the chain terms selected by
+the bits of ``x**i``; interpolation does the same with the coefficients' bits (a Horner
+scheme over bit positions). No secret byte ever becomes a branch or an index.
+
+The cost is numpy passes over memory, so the code minimises them: work runs in chunks that
+stay in L2 (randomness, chains and share rows of one chunk are produced together), chain
+levels of all coefficients go through one call, and each share is derived from the
+closest share already computed (a 3-of-5 split is 10 xors instead of 14; see
+:func:`_xor_schedule`). What remains for 3-of-5 is about 24 xtime passes, 10 xor passes
+and the AES-CTR keystream per byte of secret; with a fresh output array the page faults of
+writing ``count`` times the input are a large part of the time (``out=`` avoids them).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..rng import RandomSource, SystemRandom
+from . import _parallel, gf256
+
+__all__ = ["MAX_SHARES", "combine", "combine_batch", "lagrange_at_zero", "split", "split_batch"]
+
+MAX_SHARES = 255
+_CHUNK_BYTES = 1 << 20  # working-set budget per chunk for the coefficient chains
+_MIN_CHUNK = 1 << 12
+_MAX_CHUNK = 1 << 18
+_COMBINE_CHUNK = 1 << 17  # bytes of output per step: the working set stays in L2
+
+
+def _check_params(threshold: int, count: int) -> None:
+    for name, v in (("threshold", threshold), ("count", count)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{name} must be an int")
+    if threshold < 2:
+        raise ValueError("threshold must be at least 2 (a 1-of-n split is a plain copy)")
+    if count > MAX_SHARES:
+        raise ValueError(f"count must be at most {MAX_SHARES} (GF(2^8) has 255 non-zero x)")
+    if threshold > count:
+        raise ValueError("threshold must not exceed count")
+
+
+def _as_secret_array(secrets: np.ndarray) -> np.ndarray:
+    if not isinstance(secrets, np.ndarray):
+        raise TypeError("secrets must be a numpy array of shape (N, L)")
+    if secrets.dtype != np.uint8:
+        raise TypeError("secrets must have dtype uint8")
+    if secrets.ndim != 2:
+        raise ValueError("secrets must have shape (N, L)")
+    if secrets.shape[1] == 0:
+        raise ValueError("secrets must not be empty (L >= 1)")
+    return np.ascontiguousarray(secrets)
+
+
+def _xor_schedule(terms: list[int]) -> list[tuple[int, int, list[int]]]:
+    """Order the shares so each is computed from the cheapest already-computed row.
+
+    ``terms[j]`` is share j's set of chain terms as a bitmask; the secret row is the empty
+    set. Returns ``(share, parent, term_bits)`` in computation order, ``parent`` being -1
+    for the secret row or an earlier share: a minimum spanning tree (Prim) under the
+    Hamming distance, so e.g. a 3-of-5 split needs 10 array xors instead of 14. PUBLIC
+    data only (it depends on threshold and count).
+    """
+    count = len(terms)
+    best = [(t.bit_count(), -1) for t in terms]
+    done = [False] * count
+    order: list[tuple[int, int, list[int]]] = []
+    for _ in range(count):
+        j = min((j for j in range(count) if not done[j]), key=lambda j: best[j])
+        done[j] = True
+        parent = best[j][1]
+        diff = terms[j] ^ (terms[parent] if parent >= 0 else 0)
+        order.append((j, parent, [b for b in range(diff.bit_length()) if (diff >> b) & 1]))
+        for q in range(count):
+            if not done[q]:
+                d = (terms[q] ^ terms[j]).bit_count()
+                if d < best[q][0]:
+                    best[q] = (d, j)
+    return order
+
+
+def split_batch(
+    secrets: np.ndarray,
+    threshold: int,
+    count: int,
+    *,
+    rng: RandomSource | None = None,
+    out: np.ndarray | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
+    """Split every row of ``secrets`` (uint8, shape (N, L)) ``threshold``-of-``count``.
+
+    Returns a uint8 array of shape ``(count, N, L)``; row ``j`` holds the shares at
+    ``x = j + 1``. ``rng`` is the randomness seam (default: the system CSPRNG). ``out``
+    may be a preallocated C-contiguous uint8 array of that shape (reusing it avoids page
+    faults on large batches). With the default randomness the work is spread over
+    ``threads`` threads (default: the CPU count, at most 4), each drawing from its own
+    freshly keyed generator; an explicit ``rng`` is used from one thread so its output is
+    reproducible.
+    """
+    _check_params(threshold, count)
+    secrets = _as_secret_array(secrets)
+    n_keys, length = secrets.shape
+    flat = secrets.reshape(-1)
+    total = flat.size
+    shape = (count, n_keys, length)
+    if out is None:
+        out = np.empty(shape, dtype=np.uint8)
+    elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}")
+    out2 = out.reshape(count, total)
+    k1 = threshold - 1
+    # PUBLIC schedule. Coefficient i (of x^(i+1)) gets an xtime chain c, 2c, 4c, ... up to
+    # the highest bit of any x^(i+1); share j xors in the terms selected by the bits of
+    # (j+1)^(i+1). Term (i, b) is bit i*8 + b of a share's term mask.
+    powers = [[gf256.pow_scalar(j + 1, i + 1) for i in range(k1)] for j in range(count)]
+    depth = [max(powers[j][i].bit_length() for j in range(count)) for i in range(k1)]
+    levels = max(depth)
+    masks = [sum(powers[j][i] << (8 * i) for i in range(k1)) for j in range(count)]
+    schedule = [(j, p, [(t // 8, t % 8) for t in bits]) for j, p, bits in _xor_schedule(masks)]
+    # Chain level t is computed, in one call per contiguous run, for the coefficients
+    # whose chains reach that deep.
+    runs = [_runs([i for i in range(k1) if depth[i] > t]) for t in range(levels)]
+    chunk = max(_MIN_CHUNK, min(_MAX_CHUNK, _CHUNK_BYTES // max(1, sum(depth))))
+    chunk = min(chunk, -(-total // 64) * 64)
+
+    def work(lo: int, hi: int, source: RandomSource) -> None:
+        size = 0
+        bxor, add, less, mul = np.bitwise_xor, np.add, np.less, np.multiply
+        red = gf256._RED
+        for start in range(lo, hi, chunk):
+            m = min(chunk, hi - start)
+            if m != size:
+                size = m
+                # chains[t, i] = coefficient i times x^t; level 0 is the random draw itself,
+                # laid out exactly as (k1, m) consecutive bytes of the generator's output.
+                chains = np.empty((levels, k1, m), dtype=np.uint8)
+                mask = np.empty((k1, m), dtype=np.uint8)
+                mask_b = mask.view(np.bool_)
+                steps = []
+                for t in range(1, levels):
+                    for a, b in runs[t]:
+                        src = chains[t - 1, a:b]
+                        steps.append(
+                            (src.view(np.int8), src, chains[t, a:b], mask[: b - a], mask_b[: b - a])
+                        )
+            source.fill(chains[0])
+            for src_i8, src, dst, mk, mk_b in steps:  # xtime, branch-free (see gf256.xtime)
+                less(src_i8, 0, out=mk_b)
+                mul(mk, red, out=mk)
+                add(src, src, out=dst)
+                bxor(dst, mk, out=dst)
+            s = flat[start : start + m]
+            for j, parent, bits in schedule:
+                o = out2[j, start : start + m]
+                base = s if parent < 0 else out2[parent, start : start + m]
+                for i, b in bits:
+                    bxor(base, chains[b, i], out=o)
+                    base = o
+                if base is not o:  # share equal to its parent: never for distinct x
+                    o[...] = base
+
+    if rng is None:
+        parts = _parallel.split_ranges(
+            total, _parallel.workers(total, threads, 4 * _MAX_CHUNK), chunk
+        )
+        _parallel.run_jobs([functools.partial(work, lo, hi, SystemRandom()) for lo, hi in parts])
+    else:
+        work(0, total, rng)
+    return out
+
+
+def _runs(rows: list[int]) -> list[tuple[int, int]]:
+    """Group sorted row indices into contiguous ``(start, stop)`` runs."""
+    out: list[tuple[int, int]] = []
+    for r in rows:
+        if out and out[-1][1] == r:
+            out[-1] = (out[-1][0], r + 1)
+        else:
+            out.append((r, r + 1))
+    return out
+
+
+def lagrange_at_zero(xs: Sequence[int]) -> list[int]:
+    """Lagrange basis coefficients at x = 0 for distinct PUBLIC x-coordinates."""
+    _check_xs(xs)
+    coeffs = []
+    for j, xj in enumerate(xs):
+        num, den = 1, 1
+        for m, xm in enumerate(xs):
+            if m != j:
+                num = gf256.mul_scalar(num, xm)
+                den = gf256.mul_scalar(den, xm ^ xj)
+        coeffs.append(gf256.mul_scalar(num, gf256.inv_scalar(den)))
+    return coeffs
+
+
+def _check_xs(xs: Sequence[int]) -> None:
+    if len(xs) == 0:
+        raise ValueError("need at least one share")
+    for x in xs:
+        if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+            raise TypeError("x-coordinates must be ints")
+        if not 1 <= int(x) <= MAX_SHARES:
+            raise ValueError("x-coordinates must be in 1..255 (0 would be the secret itself)")
+    if len({int(x) for x in xs}) != len(xs):
+        raise ValueError("x-coordinates must be distinct")
+
+
+def combine_batch(xs: Sequence[int], ys: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+    """Interpolate at 0: ``ys`` (uint8, shape (k, N, L)) are the shares at ``xs``.
+
+    Returns the (N, L) secrets. Passing fewer shares than the split's threshold returns
+    garbage, not an error: this layer cannot know the threshold (see module docstring).
+    """
+    xs = [int(x) for x in xs]
+    coeffs = lagrange_at_zero(xs)
+    if not isinstance(ys, np.ndarray) or ys.dtype != np.uint8:
+        raise TypeError("ys must be a numpy uint8 array of shape (k, N, L)")
+    if ys.ndim != 3:
+        raise ValueError("ys must have shape (k, N, L)")
+    if ys.shape[0] != len(xs):
+        raise ValueError(f"got {len(xs)} x-coordinates but {ys.shape[0]} share rows")
+    if ys.shape[2] == 0:
+        raise ValueError("shares must not be empty (L >= 1)")
+    k, n_keys, length = ys.shape
+    flat = np.ascontiguousarray(ys).reshape(k, -1)
+    total = flat.shape[1]
+    out = np.empty(total, dtype=np.uint8)
+    chunk = _COMBINE_CHUNK
+    # PUBLIC schedule (Horner over the coefficients' bit positions, top bit first): at each
+    # step r = x * r, then r ^= every share whose coefficient has that bit set.
+    top = max(c.bit_length() for c in coeffs) - 1
+    steps = [[j for j in range(k) if (coeffs[j] >> b) & 1] for b in range(top, -1, -1)]
+
+    def work(lo: int, hi: int) -> None:
+        bxor, add, less, mul = np.bitwise_xor, np.add, np.less, np.multiply
+        red = gf256._RED
+        mask = np.empty(chunk, dtype=np.uint8)
+        for start in range(lo, hi, chunk):
+            m = min(chunk, hi - start)
+            r = out[start : start + m]
+            r_i8 = r.view(np.int8)
+            mk = mask[:m]
+            mk_b = mk.view(np.bool_)
+            rows = [flat[j, start : start + m] for j in range(k)]
+            first = steps[0]
+            if len(first) == 1:
+                r[...] = rows[first[0]]
+            else:
+                bxor(rows[first[0]], rows[first[1]], out=r)
+            for j in first[2:]:
+                bxor(r, rows[j], out=r)
+            for step in steps[1:]:
+                less(r_i8, 0, out=mk_b)  # xtime(r), branch-free (see gf256.xtime)
+                mul(mk, red, out=mk)
+                add(r, r, out=r)
+                bxor(r, mk, out=r)
+                for j in step:
+                    bxor(r, rows[j], out=r)
+
+    parts = _parallel.split_ranges(total, _parallel.workers(total, threads, 4 * _MAX_CHUNK), chunk)
+    _parallel.run_jobs([functools.partial(work, lo, hi) for lo, hi in parts])
+    return out.reshape(n_keys, length)
+
+
+def split(
+    secret: bytes, threshold: int, count: int, *, rng: RandomSource | None = None
+) -> list[tuple[int, bytes]]:
+    """Split one secret; returns ``count`` pairs ``(x, share_bytes)`` with x = 1..count."""
+    if not isinstance(secret, (bytes, bytearray, memoryview)):
+        raise TypeError("secret must be bytes")
+    data = bytes(secret)
+    if not data:
+        raise ValueError("secret must not be empty")
+    rows = split_batch(
+        np.frombuffer(data, dtype=np.uint8).reshape(1, -1), threshold, count, rng=rng
+    )
+    return [(j + 1, rows[j, 0].tobytes()) for j in range(count)]
+
+
+def combine(shares: Sequence[tuple[int, bytes]]) -> bytes:
+    """Recover one secret from ``(x, share_bytes)`` pairs (all of equal length)."""
+    if len(shares) == 0:
+        raise ValueError("need at least one share")
+    lengths = {len(y) for _, y in shares}
+    if len(lengths) != 1:
+        raise ValueError("shares have different lengths")
+    xs = [x for x, _ in shares]
+    ys = np.stack([np.frombuffer(bytes(y), dtype=np.uint8) for _, y in shares])[:, None, :]
+    return bytes(combine_batch(xs, ys)[0].tobytes())

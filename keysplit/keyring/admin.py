@@ -1,0 +1,184 @@
+"""Key administration of an unsealed keyring: rotate, retire, shred, hold, two-phase rekey.
+
+Every operation here needs the keyring held in this process (master key and KEKs, a
+:class:`~keysplit.keyring.datakeys.LocalDataKeys`); a keyring opened over a remote
+:class:`~keysplit.keyring.datakeys.DataKeys` refuses them. Writers serialize on the home's
+lock; the keyring file is re-read under it and must be the one this session opened, so two
+processes never overwrite each other's change. Ordering keeps crashes harmless: a new KEK
+is durable in the keyring file before any data key uses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .. import envelope
+from ..errors import KeyringError
+from ..rng import RandomSource
+from ..share import Share, split
+from . import file as kf
+from .datakeys import LocalDataKeys
+from .sealed import replace_meta, validate_custodians
+
+if TYPE_CHECKING:
+    from .unsealed import UnsealedKeyring
+
+__all__ = [
+    "abort_rekey",
+    "commit_rekey",
+    "prepare_rekey",
+    "retire",
+    "rotate",
+    "set_legal_hold",
+    "shred",
+]
+
+
+def _write_keyring(
+    ku: UnsealedKeyring, local: LocalDataKeys, meta: kf.KeyringMeta, secrets: kf.KeyringSecrets
+) -> None:
+    """Replace the keyring file atomically (caller holds the home's lock)."""
+    kr = ku.keyring
+    if (kr.pending is not None or kr.home.has_pending()) and kr.read_pending() is not None:
+        raise KeyringError(
+            "a rekey is pending",
+            hint="finish it by unsealing with its new shares, or discard it "
+            "(keysplit rekey --abort; UnsealedKeyring.abort_rekey())",
+        )
+    on_disk = kf.parse(kr.home.read_keyring())[0]
+    if on_disk != kr.meta:
+        raise KeyringError("the keyring file changed under this process; unseal again")
+    kr.home.write_keyring(kf.serialize(meta, secrets, ku.master_key, ku.rng.random_bytes(12)))
+    kr.meta = meta
+    local.set_secrets(secrets, meta.current_kek)
+
+
+def rotate(ku: UnsealedKeyring) -> int:
+    """New KEK version, current from now on; durable before anything uses it."""
+    local = ku.local_data_keys()
+    kr = ku.keyring
+    with kr.home.lock():
+        m = kr.meta
+        v = m.next_kek
+        if kr.home.store_record_for(m.keyring_id) is None:
+            # A keyring from before subject binding: its versions so far stay unbound
+            # (recorded before the new, bound, version exists).
+            kr.home.record_store(kr.store_url, m.keyring_id, m.kek_versions)
+        keks = dict(local.secrets.keks)
+        keks[v] = ku.rng.random_bytes(16)
+        meta = replace_meta(
+            m,
+            generation=m.generation + 1,
+            current_kek=v,
+            kek_versions=tuple(sorted(keks)),
+            next_kek=v + 1,
+        )
+        _write_keyring(ku, local, meta, kf.KeyringSecrets(local.secrets.x25519_private, keks))
+    kr.emit("rotate", kek_version=v, generation=meta.generation)
+    return v
+
+
+def retire(ku: UnsealedKeyring, version: int) -> None:
+    """Delete KEK ``version``; refused while it is current or any data key uses it."""
+    local = ku.local_data_keys()
+    kr = ku.keyring
+    m = kr.meta
+    if version == m.current_kek:
+        raise KeyringError(f"KEK version {version} is current and cannot be retired")
+    if version not in m.kek_versions:
+        raise KeyringError(f"KEK version {version} does not exist (or is already retired)")
+    with kr.home.lock():
+        left = local.store.count_by_version().get(version, 0)
+        if left:
+            raise KeyringError(
+                f"{left} data keys are still wrapped under KEK version {version}",
+                hint="run rewrap first",
+            )
+        keks = {v: k for v, k in local.secrets.keks.items() if v != version}
+        meta = replace_meta(kr.meta, generation=m.generation + 1, kek_versions=tuple(sorted(keks)))
+        _write_keyring(ku, local, meta, kf.KeyringSecrets(local.secrets.x25519_private, keks))
+    kr.emit("retire", kek_version=version, generation=meta.generation)
+
+
+def set_legal_hold(ku: UnsealedKeyring, subject: str, hold: bool) -> None:
+    """Place (True) or lift (False) a legal hold: a held subject cannot be shredded."""
+    local = ku.local_data_keys()
+    envelope.encode_aad(subject)
+    local.store.set_legal_hold(subject, bool(hold))
+    ku.keyring.emit("legal_hold", subject=subject, hold=bool(hold))
+
+
+def shred(ku: UnsealedKeyring, subject: str) -> bool:
+    """Destroy ``subject``'s data key (the store refuses under legal hold, atomically)."""
+    local = ku.local_data_keys()
+    envelope.encode_aad(subject)
+    existed = local.store.delete(subject)  # raises LegalHoldError if held
+    local.forget(subject)
+    ku.keyring.emit("shred", subject=subject, existed=existed)
+    return existed
+
+
+def prepare_rekey(
+    ku: UnsealedKeyring,
+    *,
+    threshold: int | None,
+    custodians: Sequence[str] | None,
+    rng: RandomSource | None,
+) -> tuple[dict[str, Share], bytes]:
+    """Phase 1: new master key and shares, written as the pending file. Returns the shares
+    and the new master key (kept by the session until :func:`commit_rekey`)."""
+    local = ku.local_data_keys()
+    kr = ku.keyring
+    m = kr.meta
+    names = list(custodians) if custodians is not None else [c.name for c in m.custodians]
+    k = threshold if threshold is not None else min(m.threshold, len(names))
+    names = validate_custodians(k, names)
+    rng = rng or ku.rng
+    master = rng.random_bytes(16)
+    shares = split(master, k, len(names), rng=rng)
+    meta = replace_meta(
+        m,
+        generation=m.generation + 1,
+        set_id=shares[0].set_id.hex(),
+        threshold=k,
+        custodians=tuple(kf.Custodian(n, s.index) for n, s in zip(names, shares, strict=True)),
+    )
+    with kr.home.lock():
+        on_disk = kf.parse(kr.home.read_keyring())[0]
+        if on_disk != m:
+            raise KeyringError("the keyring file changed under this process; unseal again")
+        kr.home.write_pending(kf.serialize(meta, local.secrets, master, rng.random_bytes(12)))
+    kr.pending = meta
+    kr.emit("rekey_prepared", generation=meta.generation, threshold=k, custodians=names)
+    return {n: s for n, s in zip(names, shares, strict=True)}, master
+
+
+def commit_rekey(ku: UnsealedKeyring, master: bytes) -> kf.KeyringMeta:
+    """Phase 2: the pending file (sealed under ``master``) replaces the keyring file."""
+    kr = ku.keyring
+    pend = kr.pending
+    if pend is None:
+        raise KeyringError("no rekey is pending in this session")
+    with kr.home.lock():
+        data = kr.home.read_pending()
+        if data is None:
+            raise KeyringError("the pending rekey changed on disk; start again")
+        meta, _ = kf.open_secrets(data, master)
+        if meta != pend or meta.generation != kr.meta.generation + 1:
+            raise KeyringError("the pending rekey changed on disk; start again")
+        kr.home.commit_pending()
+    kr.meta, kr.pending = meta, None
+    kr.emit("rekey_committed", generation=meta.generation, recovered=False)
+    return meta
+
+
+def abort_rekey(ku: UnsealedKeyring) -> bool:
+    """Discard a pending rekey (its shares become useless). True if one existed."""
+    ku.local_data_keys()
+    kr = ku.keyring
+    with kr.home.lock():
+        existed = kr.home.discard_pending()
+    kr.pending = None
+    kr.emit("rekey_aborted", existed=existed)
+    return existed

@@ -1,0 +1,335 @@
+"""Data keys: the seam between the record API and whoever holds the keys.
+
+:class:`DataKeys` is what :class:`~keysplit.keyring.UnsealedKeyring`'s record methods
+(``encrypt``, ``decrypt``, the ``_many`` forms, ``hpke_open``, ``audit_log``) need and
+nothing more. :class:`LocalDataKeys` is the in-process implementation (KEKs, the X25519
+key, the key store and a cache of unwrapped keys); a key-service client implements the
+same protocol over the wire, and a backend then keeps the whole record API unchanged.
+
+:class:`KekSet` is the KEKs of one keyring with the wrap/unwrap of stored rows: what
+:class:`LocalDataKeys` wraps new keys with and what a rewrap job is handed
+(:meth:`UnsealedKeyring.keks_for_rewrap`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .. import envelope, keywrap
+from ..envelope import DataKey
+from ..errors import FormatError, IntegrityError, KeyringError
+from ..rng import RandomSource, default_rng
+from ..store import KeyStore, WrappedKey
+from . import file as kf
+from .sealed import HPKE_SUITE
+
+__all__ = ["AUDIT_KEY_INFO", "DataKeys", "KekSet", "LocalDataKeys"]
+
+AUDIT_KEY_INFO = b"keysplit keyring audit mac key v1\x00"
+WRAPPED_SIZE = 24  # a 16-byte data key wrapped with RFC 3394
+IV_LABEL = b"keysplit/keyring/kw-subject-iv/v1"
+_HMAC_BLOCK = 64
+
+
+class _SubjectIV:
+    """Per-row RFC 3394 initial values that bind a wrapped data key to its row.
+
+    ``IV = HMAC-SHA256(K, IV_LABEL || 0x00 || keyring_id (16) || u32 version || subject)[:8]``
+    with ``K = HKDF-SHA256(KEK, salt=none, info=IV_LABEL || " key")``. Keyed (not a plain
+    hash) so nobody without the KEK can search subject names for two with the same 64-bit
+    IV offline; one HMAC per row, from precomputed inner/outer states.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, kek: bytes, keyring_id: str, version: int) -> None:
+        key = HKDF(hashes.SHA256(), 32, None, IV_LABEL + b" key").derive(kek)
+        block = key.ljust(_HMAC_BLOCK, b"\x00")
+        prefix = IV_LABEL + b"\x00" + bytes.fromhex(keyring_id) + struct.pack(">I", version)
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block) + prefix)
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def ivs(self, subjects: Sequence[str]) -> np.ndarray:
+        inner, outer = self._inner, self._outer
+
+        def one(subject: str) -> bytes:
+            h = inner.copy()
+            h.update(subject.encode())
+            o = outer.copy()
+            o.update(h.digest())
+            return o.digest()[:8]
+
+        out = np.frombuffer(b"".join(map(one, subjects)), np.uint8)
+        return out.reshape(len(subjects), 8)
+
+
+@runtime_checkable
+class DataKeys(Protocol):
+    """Where the record API gets its keys. Implementations must be thread-safe.
+
+    Error contract: :meth:`resolve` raises :class:`IntegrityError` if a stored key fails
+    authentication (the store was altered), :class:`KeyringError` if the keys are gone
+    (closed, KEK retired), ``ValueError`` for an invalid subject; :meth:`hpke_open` raises a
+    detail-free :class:`IntegrityError` for anything it cannot open. Any other error (a
+    network failure of a remote implementation) propagates as it is.
+    """
+
+    @property
+    def keyring_id(self) -> str:
+        """Hex id of the keyring whose keys these are."""
+        ...
+
+    def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
+        """The data key of each subject, in order (duplicates allowed). A subject without a
+        key gets a new one if ``create`` (durable in the store before it is returned, and
+        the same key every concurrent caller gets), else ``None``."""
+        ...
+
+    def hpke_open(self, ciphertext: bytes, info: bytes) -> bytes:
+        """Open an RFC 9180 base-mode ciphertext sealed to the keyring's public key."""
+        ...
+
+    def audit_key(self) -> bytes:
+        """The 32-byte MAC key of the keyring's ceremony log."""
+        ...
+
+    def close(self) -> None:
+        """Forget every key held (and release connections)."""
+        ...
+
+
+class KekSet:
+    """The KEK versions of one keyring and how stored rows are wrapped under them.
+
+    Rows are bound to their subject (and keyring id and KEK version) through RFC 3394's
+    alternative initial value (:class:`_SubjectIV`), so a row moved to another subject or
+    swapped with one fails its integrity check. ``unbound`` lists the versions that predate
+    the binding (rows under them use the default IV, docs/format/keyring.md "Migration"):
+    every version created since is bound, so a default-IV row under one is refused.
+
+    Holding one is holding every KEK: the repr is redacted. Immutable; rotate and retire
+    make a new one.
+    """
+
+    __slots__ = ("_binders", "_keks", "current", "keyring_id", "unbound")
+
+    def __init__(
+        self,
+        keyring_id: str,
+        current: int,
+        keks: Mapping[int, bytes],
+        *,
+        unbound: Sequence[int] = (),
+    ) -> None:
+        if current not in keks:
+            raise ValueError("the current KEK version must be one of the KEKs")
+        self.keyring_id = keyring_id
+        self.current = current
+        self._keks = dict(keks)
+        self.unbound = frozenset(unbound)
+        self._binders: dict[int, _SubjectIV] = {}
+
+    def __repr__(self) -> str:
+        return f"KekSet(<redacted>, current={self.current}, versions={sorted(self._keks)})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Picklable (for a rewrap job in another process; the pickle holds every KEK):
+        the derived IV states are rebuilt on the other side."""
+        return (KekSet, (self.keyring_id, self.current, self._keks), {"unbound": self.unbound})
+
+    def __setstate__(self, state: dict[str, frozenset[int]]) -> None:
+        self.unbound = frozenset(state["unbound"])
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        return tuple(sorted(self._keks))
+
+    def kek(self, version: int) -> bytes:
+        try:
+            return self._keks[version]
+        except KeyError:
+            raise KeyringError(
+                f"a data key is wrapped under KEK version {version}, which this keyring "
+                "does not have (retired or never existed)"
+            ) from None
+
+    def _ivs(self, version: int, subjects: Sequence[str]) -> np.ndarray | None:
+        if version in self.unbound:
+            return None  # written before the binding: RFC 3394's default IV
+        binder = self._binders.get(version)
+        if binder is None:
+            binder = self._binders[version] = _SubjectIV(
+                self.kek(version), self.keyring_id, version
+            )
+        return binder.ivs(subjects)
+
+    def wrap(self, subjects: Sequence[str], raw: np.ndarray) -> list[WrappedKey]:
+        """Rows storing ``raw[i]`` (shape ``(N, 16)``) for ``subjects[i]`` under the
+        current KEK, each bound to its subject."""
+        v = self.current
+        wrapped = keywrap.wrap_batch(self.kek(v), raw, iv=self._ivs(v, subjects))
+        return [WrappedKey(s, v, wrapped[i].tobytes()) for i, s in enumerate(subjects)]
+
+    def unwrap(self, rows: Sequence[WrappedKey]) -> tuple[np.ndarray, np.ndarray]:
+        """Unwrap stored rows: ``(keys, ok)`` in row order, ``keys`` ``(N, 16)`` uint8 and
+        ``ok`` the per-row integrity mask (failed and malformed rows are zero and False).
+        One vectorized batch per KEK version."""
+        keys = np.zeros((len(rows), 16), dtype=np.uint8)
+        ok = np.zeros(len(rows), dtype=bool)
+        by_version: dict[int, list[int]] = {}
+        for i, r in enumerate(rows):
+            if len(r.wrapped) == WRAPPED_SIZE:
+                by_version.setdefault(r.kek_version, []).append(i)
+        for version, idx in by_version.items():
+            kek = self.kek(version)
+            arr = np.frombuffer(b"".join(rows[i].wrapped for i in idx), np.uint8)
+            iv = self._ivs(version, [rows[i].subject for i in idx])
+            raw, good = keywrap.unwrap_batch(kek, arr.reshape(len(idx), WRAPPED_SIZE), iv=iv)
+            keys[idx] = raw
+            ok[idx] = good
+            raw.fill(0)
+        return keys, ok
+
+
+class LocalDataKeys:
+    """:class:`DataKeys` held in this process: KEKs, X25519 key, store, key cache."""
+
+    def __init__(
+        self,
+        keyring_id: str,
+        secrets: kf.KeyringSecrets,
+        current_kek: int,
+        store: KeyStore,
+        *,
+        rng: RandomSource | None = None,
+        unbound: Sequence[int] = (),
+    ) -> None:
+        if store.keyring_id != keyring_id:
+            raise KeyringError("the key store belongs to another keyring")
+        self._keyring_id = keyring_id
+        self._secrets = secrets
+        self._unbound = tuple(unbound)
+        self._kekset = KekSet(keyring_id, current_kek, secrets.keks, unbound=self._unbound)
+        self._store: KeyStore | None = store
+        self._rng = rng or default_rng()
+        self._keys: dict[str, DataKey] = {}
+
+    def __repr__(self) -> str:
+        return f"LocalDataKeys(id={self._keyring_id}, <redacted>)"
+
+    @property
+    def keyring_id(self) -> str:
+        return self._keyring_id
+
+    @property
+    def store(self) -> KeyStore:
+        if self._store is None:
+            raise KeyringError("the keyring was closed")
+        return self._store
+
+    @property
+    def secrets(self) -> kf.KeyringSecrets:
+        """The sealed part of the keyring file (for re-sealing it in rotate/retire/rekey)."""
+        return self._secrets
+
+    @property
+    def keks(self) -> KekSet:
+        return self._kekset
+
+    def set_secrets(self, secrets: kf.KeyringSecrets, current_kek: int) -> None:
+        """Adopt the KEKs of a rewritten keyring file (after rotate or retire)."""
+        self._kekset = KekSet(self._keyring_id, current_kek, secrets.keks, unbound=self._unbound)
+        self._secrets = secrets
+
+    def forget(self, subject: str) -> None:
+        """Drop a cached key (after its subject was shredded)."""
+        self._keys.pop(subject, None)
+
+    def close(self) -> None:
+        self._keys.clear()
+        self._secrets = kf.KeyringSecrets(b"", {})
+        self._kekset = KekSet(self._keyring_id, 0, {0: b""})
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # -- DataKeys -------------------------------------------------------------------------
+
+    def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
+        keys = self._keys
+        got: list[DataKey | None] = list(map(keys.get, subjects))
+        if None not in got:  # the steady state: every key cached, one C-level pass
+            return got
+        missing = [s for s in dict.fromkeys(subjects) if s not in keys]
+        for s in missing:
+            envelope.encode_aad(s)  # validate subject before touching the store
+        found = self.store.get_many(missing)
+        self._load(list(found.values()))
+        absent = [s for s in missing if s not in found]
+        if absent and create:
+            self._create(absent)
+        return list(map(keys.get, subjects))
+
+    def _load(self, rows: Sequence[WrappedKey]) -> None:
+        if any(len(r.wrapped) != WRAPPED_SIZE for r in rows):
+            raise FormatError("key store holds a wrapped key of the wrong length")
+        raw, ok = self._kekset.unwrap(rows)
+        if not bool(ok.all()):
+            raw.fill(0)
+            bad = [r.subject for r, good in zip(rows, ok, strict=True) if not good]
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise IntegrityError(
+                f"the wrapped data key of subject {bad[0]!r}{more} in the store failed "
+                "authentication",
+                hint="the row was altered, moved from another subject, or belongs to "
+                "another keyring",
+            )
+        for r, k in zip(rows, raw, strict=True):
+            self._keys[r.subject] = DataKey(k.tobytes())
+        raw.fill(0)
+
+    def _create(self, subjects: Sequence[str]) -> None:
+        raw = np.frombuffer(bytearray(self._rng.random_bytes(16 * len(subjects))), np.uint8)
+        raw = raw.reshape(-1, 16)
+        rows = self._kekset.wrap(subjects, raw)
+        stored = self.store.insert_many(rows)
+        winners = []
+        for i, (mine, kept) in enumerate(zip(rows, stored, strict=True)):
+            if kept == mine:
+                self._keys[mine.subject] = DataKey(raw[i].tobytes())
+            else:  # another writer created this subject's key first: use theirs
+                winners.append(kept)
+        raw.fill(0)
+        if winners:
+            self._load(winners)
+
+    def hpke_open(self, ciphertext: bytes, info: bytes) -> bytes:
+        if not self._secrets.x25519_private:
+            raise KeyringError("the keyring was closed")
+        priv = X25519PrivateKey.from_private_bytes(self._secrets.x25519_private)
+        try:
+            return HPKE_SUITE.decrypt(ciphertext, priv, info)
+        except (InvalidTag, ValueError):
+            raise IntegrityError() from None
+
+    def audit_key(self) -> bytes:
+        """HKDF-SHA256 of the X25519 private key (kept by rekey and rotate, so one key
+        covers the log's whole life), with the keyring id bound in (logs of two keyrings
+        never verify under each other's key)."""
+        if not self._secrets.x25519_private:
+            raise KeyringError("the keyring was closed")
+        return HKDF(
+            hashes.SHA256(),
+            32,
+            salt=None,
+            info=AUDIT_KEY_INFO + bytes.fromhex(self._keyring_id),
+        ).derive(self._secrets.x25519_private)

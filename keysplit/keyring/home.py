@@ -1,0 +1,210 @@
+"""Where a keyring lives: its sealed file, pending rekey file, writer lock and store record.
+
+:class:`KeyringHome` is everything the keyring code knows about *place*; no other keyring
+module builds a path. Today a home is a directory::
+
+    keyring.ksk       sealed keyring file (:mod:`keysplit.keyring.file`)
+    keyring.pending   only between rekey prepare and commit (or after a crash there)
+    store.json        which key store holds the wrapped data keys and in which format:
+                      {"url", "keyring_id", "default_iv_versions"}
+    audit.log         the ceremony log (keysplit.audit)
+    .lock             advisory lock serializing writers
+    keys.sqlite       the default key store (``sqlite:keys.sqlite``), if that is the store
+
+A database row can be a home later (the same operations: read/replace the file, write,
+commit or discard the pending file, a writer lock, the recorded store URL).
+
+The store record is public, not secret (a URL never carries a password:
+:func:`keysplit.store.check_store_url`). Tampering with it is caught where it matters:
+every store is bound to the keyring id (a store of another keyring refuses to open), the
+record's own ``keyring_id`` must match the sealed file's, and data keys in the store are
+wrapped under KEKs only the unsealed keyring holds, so a store swapped for an attacker's
+one yields no key and accepts no forged one (it can only withhold keys, which shows up as
+records that fail to open and in ``status``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .. import _json
+from .._fileio import atomic_write, fsync_dir
+from ..errors import FormatError, KeyringError
+from ..store import check_store_url, default_store_url
+
+__all__ = [
+    "AUDIT_FILE",
+    "KEYRING_FILE",
+    "LOCK_FILE",
+    "PENDING_FILE",
+    "STORE_FILE",
+    "STORE_RECORD_FILE",
+    "KeyringHome",
+    "StoreRecord",
+]
+
+KEYRING_FILE = "keyring.ksk"
+PENDING_FILE = "keyring.pending"
+STORE_FILE = "keys.sqlite"
+STORE_RECORD_FILE = "store.json"
+LOCK_FILE = ".lock"
+AUDIT_FILE = "audit.log"
+_MAX_RECORD = 8192
+
+
+class StoreRecord:
+    """The recorded store: its URL, the keyring id it was created for, and the KEK versions
+    whose rows predate subject binding (RFC 3394 default IV; see :class:`KekSet`).
+
+    A keyring without a record predates both: default store, every version unbound. The
+    record is not authenticated, and need not be for the binding: a version listed wrongly
+    either way only makes its rows fail to open (no key leaves, none is accepted moved),
+    because rows with the default IV exist only under versions made before the binding.
+    """
+
+    __slots__ = ("default_iv_versions", "keyring_id", "url")
+
+    def __init__(self, url: str, keyring_id: str, default_iv_versions: tuple[int, ...]) -> None:
+        self.url = url
+        self.keyring_id = keyring_id
+        self.default_iv_versions = default_iv_versions
+
+    def __repr__(self) -> str:
+        return f"StoreRecord({self.url!r}, keyring_id={self.keyring_id!r})"
+
+
+class KeyringHome:
+    """A keyring directory: reads and atomic, durable writes of the keyring's own files."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"KeyringHome({str(self.path)!r})"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.path / AUDIT_FILE
+
+    def make(self) -> None:
+        """Create the directory (mode 0700) if needed."""
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def has_keyring(self) -> bool:
+        return (self.path / KEYRING_FILE).exists()
+
+    def read_keyring(self) -> bytes:
+        """The sealed keyring file; :class:`KeyringError` naming the place if missing."""
+        try:
+            return (self.path / KEYRING_FILE).read_bytes()
+        except FileNotFoundError:
+            raise KeyringError(f"no keyring at {self.path} ({KEYRING_FILE} missing)") from None
+
+    def write_keyring(self, data: bytes, *, overwrite: bool = True) -> None:
+        """Replace (or with ``overwrite=False`` first create) the keyring file atomically."""
+        atomic_write(self.path / KEYRING_FILE, data, overwrite=overwrite)
+
+    def read_pending(self) -> bytes | None:
+        try:
+            return (self.path / PENDING_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def has_pending(self) -> bool:
+        return (self.path / PENDING_FILE).exists()
+
+    def write_pending(self, data: bytes) -> None:
+        atomic_write(self.path / PENDING_FILE, data)
+
+    def commit_pending(self) -> None:
+        """The pending file replaces the keyring file in one atomic, durable rename."""
+        os.replace(self.path / PENDING_FILE, self.path / KEYRING_FILE)
+        fsync_dir(self.path)
+
+    def discard_pending(self) -> bool:
+        """Delete the pending file; True if there was one."""
+        try:
+            os.unlink(self.path / PENDING_FILE)
+        except FileNotFoundError:
+            return False
+        fsync_dir(self.path)
+        return True
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive writer lock (``flock`` on ``.lock``), held for the ``with`` body."""
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    # -- the recorded store -----------------------------------------------------------------
+
+    def store_record(self) -> StoreRecord | None:
+        """The recorded store, or None (keyrings made before the record: default store)."""
+        p = self.path / STORE_RECORD_FILE
+        try:
+            with open(p, "rb") as f:
+                raw = f.read(_MAX_RECORD + 1)
+        except FileNotFoundError:
+            return None
+        if len(raw) > _MAX_RECORD:
+            raise FormatError(f"{p} is too large to be a store record")
+        obj = _json.loads(raw, what="store record", max_bytes=_MAX_RECORD)
+        if (
+            not isinstance(obj, dict)
+            or set(obj) != {"url", "keyring_id", "default_iv_versions"}
+            or not isinstance(obj["url"], str)
+            or not isinstance(obj["keyring_id"], str)
+            or not isinstance(obj["default_iv_versions"], list)
+            or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 1 <= v < 2**32
+                for v in obj["default_iv_versions"]
+            )
+        ):
+            raise FormatError(
+                f"{p} must be an object with fields url, keyring_id (strings) and "
+                "default_iv_versions (KEK versions)"
+            )
+        return StoreRecord(
+            check_store_url(obj["url"]), obj["keyring_id"], tuple(obj["default_iv_versions"])
+        )
+
+    def record_store(
+        self, url: str, keyring_id: str, default_iv_versions: tuple[int, ...] = ()
+    ) -> None:
+        """Record the store URL (validated: no password), the keyring id it serves and the
+        KEK versions whose rows use the default IV (none for a keyring made today)."""
+        doc = {
+            "url": check_store_url(url),
+            "keyring_id": keyring_id,
+            "default_iv_versions": sorted(default_iv_versions),
+        }
+        atomic_write(
+            self.path / STORE_RECORD_FILE,
+            json.dumps(doc, sort_keys=True).encode() + b"\n",
+        )
+
+    def store_record_for(self, keyring_id: str) -> StoreRecord | None:
+        """The record, refused if it was made for another keyring id (copied or tampered)."""
+        rec = self.store_record()
+        if rec is not None and rec.keyring_id != keyring_id:
+            raise KeyringError(
+                f"{self.path / STORE_RECORD_FILE} names the store of another keyring "
+                f"({rec.keyring_id}, expected {keyring_id})",
+                hint="restore the right store record or pass the store URL explicitly",
+            )
+        return rec
+
+    def store_url(self, keyring_id: str) -> str:
+        """The store URL to use for ``keyring_id``: recorded, else the embedded default."""
+        rec = self.store_record_for(keyring_id)
+        return default_store_url() if rec is None else rec.url

@@ -1,0 +1,370 @@
+"""The sealed keyring: public metadata and no keys; create one, open one, unseal it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives import serialization as ser
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from ..audit import AuditLog
+from ..custodian import check_custodian_name
+from ..errors import FormatError, KeyringError
+from ..rng import RandomSource, default_rng
+from ..share import Share, split
+from ..store import KeyStore, check_store_url, default_store_url, open_store
+from . import file as kf
+from .fingerprint import check_fingerprint, fingerprint
+from .home import KeyringHome
+
+if TYPE_CHECKING:
+    from .unseal import Unsealer
+    from .unsealed import UnsealedKeyring
+
+__all__ = ["HPKE_SUITE", "Keyring", "KeyringStatus", "hpke_seal"]
+
+HPKE_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
+"""RFC 9180 suite used to seal data to a keyring's public key (DHKEM(X25519), HKDF-SHA256,
+AES-128-GCM, base mode)."""
+
+EventHook = Callable[[str, Mapping[str, Any]], None]
+
+
+def hpke_seal(
+    public_key: bytes | Keyring,
+    plaintext: bytes,
+    info: bytes = b"",
+    *,
+    expect: str | None = None,
+) -> bytes:
+    """Seal ``plaintext`` to a keyring's public key; needs no quorum.
+
+    Only :meth:`UnsealedKeyring.hpke_open` with the same ``info`` can open it. Pass the
+    :class:`Keyring` and ``expect`` (its fingerprint, obtained outside the keyring
+    directory) to refuse a replaced public key with :class:`FingerprintMismatch` before
+    anything is sealed; the fingerprint commits to the keyring id too, so ``expect``
+    needs the keyring, not raw key bytes.
+    """
+    if isinstance(public_key, Keyring):
+        if expect is not None:
+            public_key.check_fingerprint(expect)
+        public_key = public_key.public_key
+    elif expect is not None:
+        raise TypeError("hpke_seal(..., expect=) needs the Keyring (its id is fingerprinted)")
+    if not isinstance(public_key, bytes) or len(public_key) != 32:
+        raise ValueError("public_key must be the keyring's 32-byte X25519 public key")
+    pk = X25519PublicKey.from_public_bytes(public_key)
+    return HPKE_SUITE.encrypt(plaintext, pk, info)
+
+
+def validate_custodians(threshold: int, custodians: Sequence[str]) -> list[str]:
+    """Custodian names and threshold as create and rekey accept them (caller misuse:
+    ``TypeError``/``ValueError``)."""
+    if isinstance(custodians, str):
+        raise TypeError("custodians must be a sequence of names, not one string")
+    names = list(custodians)
+    for n in names:
+        check_custodian_name(n)
+    if len(set(names)) != len(names):
+        raise ValueError("custodian names must be unique")
+    if isinstance(threshold, bool) or not isinstance(threshold, int):
+        raise TypeError("threshold must be an int")
+    if not 2 <= threshold <= len(names):
+        raise ValueError("threshold must be between 2 and the number of custodians")
+    if len(names) > 255:
+        raise ValueError("at most 255 custodians")
+    return names
+
+
+def replace_meta(meta: kf.KeyringMeta, **changes: Any) -> kf.KeyringMeta:
+    return dataclasses.replace(meta, **changes)
+
+
+@dataclass(frozen=True)
+class KeyringStatus:
+    """Secret-free description of a keyring (safe to print or log)."""
+
+    path: str
+    keyring_id: str
+    generation: int
+    set_id: str
+    threshold: int
+    custodians: tuple[tuple[str, int], ...]
+    public_key: str
+    current_kek: int
+    kek_versions: tuple[int, ...]
+    keys_by_version: dict[int, int]
+    legal_holds: int
+    pending_rekey: bool
+    sealed: bool
+    store_url: str = ""
+    unbound_kek_versions: tuple[int, ...] = ()
+    """KEK versions whose rows predate subject binding (rotate, rewrap, retire them)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "keyring_id": self.keyring_id,
+            "generation": self.generation,
+            "set_id": self.set_id,
+            "threshold": self.threshold,
+            "custodians": [{"name": n, "index": i} for n, i in self.custodians],
+            "public_key": self.public_key,
+            "current_kek": self.current_kek,
+            "kek_versions": list(self.kek_versions),
+            "keys_by_version": {str(k): v for k, v in sorted(self.keys_by_version.items())},
+            "data_keys": sum(self.keys_by_version.values()),
+            "legal_holds": self.legal_holds,
+            "pending_rekey": self.pending_rekey,
+            "sealed": self.sealed,
+            "store_url": self.store_url,
+            "unbound_kek_versions": list(self.unbound_kek_versions),
+        }
+
+
+def status_of(kr: Keyring, store: KeyStore, *, sealed: bool) -> KeyringStatus:
+    m = kr.meta
+    return KeyringStatus(
+        path=str(kr.path),
+        keyring_id=m.keyring_id,
+        generation=m.generation,
+        set_id=m.set_id,
+        threshold=m.threshold,
+        custodians=tuple((c.name, c.index) for c in m.custodians),
+        public_key=m.public_key,
+        current_kek=m.current_kek,
+        kek_versions=m.kek_versions,
+        keys_by_version=store.count_by_version(),
+        legal_holds=len(store.legal_holds()),
+        pending_rekey=kr.pending is not None,
+        sealed=sealed,
+        store_url=kr.store_url,
+        unbound_kek_versions=kr.unbound_kek_versions,
+    )
+
+
+class Keyring:
+    """A sealed keyring: public metadata, no keys. Unseal it with shares.
+
+    ``store_url`` overrides the store recorded in the keyring's home (``store.json``; the
+    embedded ``sqlite:keys.sqlite`` if none is recorded). ``rng`` is the randomness every
+    later draw of this keyring and its unsealed sessions uses (keys, KEKs, nonces).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        on_event: EventHook | None = None,
+        store_url: str | None = None,
+        rng: RandomSource | None = None,
+    ):
+        self.home = KeyringHome(path)
+        self.path = self.home.path
+        self._on_event = on_event
+        self.rng: RandomSource = rng or default_rng()
+        self.meta, _, _, _ = kf.parse(self.home.read_keyring())
+        self.pending: kf.KeyringMeta | None = self.read_pending()
+        self._store_url = check_store_url(store_url) if store_url is not None else None
+
+    def read_pending(self) -> kf.KeyringMeta | None:
+        """The pending rekey's metadata, if a valid one for the next generation exists."""
+        data = self.home.read_pending()
+        if data is None:
+            return None
+        try:
+            meta, _, _, _ = kf.parse(data)
+        except FormatError:
+            return None  # never blocks the current keyring; status() reports no rekey
+        if meta.keyring_id != self.meta.keyring_id or meta.generation != self.meta.generation + 1:
+            return None  # stale leftover: never used, removed by the next rekey
+        return meta
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        on_event: EventHook | None = None,
+        store_url: str | None = None,
+        rng: RandomSource | None = None,
+    ) -> Keyring:
+        """Open an existing keyring directory (reads only public metadata)."""
+        return cls(path, on_event=on_event, store_url=store_url, rng=rng)
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        threshold: int,
+        custodians: Sequence[str],
+        *,
+        rng: RandomSource | None = None,
+        on_event: EventHook | None = None,
+        store_url: str | None = None,
+    ) -> tuple[Keyring, dict[str, Share]]:
+        """Create a keyring in ``path`` (a new or empty directory).
+
+        Returns the sealed keyring and one :class:`Share` per custodian name. The master key
+        is generated here and never written: lose the shares and the data is gone.
+        ``store_url`` chooses the key store (:func:`keysplit.store.open_store`; default the
+        embedded SQLite file); it is recorded in the keyring directory (never a password).
+
+        Order of writes: store record, store, keyring file (the commit point). A crash
+        before the commit leaves a record and maybe an empty store; the next ``create``
+        reuses that keyring id and store if the store is empty, and refuses if it holds keys.
+        """
+        names = validate_custodians(threshold, custodians)
+        rng = rng or default_rng()
+        home = KeyringHome(path)
+        home.make()
+        if home.has_keyring():
+            raise KeyringError(f"a keyring already exists at {home.path}")
+        master = rng.random_bytes(16)
+        shares = split(master, threshold, len(names), rng=rng)
+        x_priv = X25519PrivateKey.from_private_bytes(rng.random_bytes(32))
+        pub = x_priv.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
+        priv = x_priv.private_bytes(ser.Encoding.Raw, ser.PrivateFormat.Raw, ser.NoEncryption())
+        keyring_id = rng.random_bytes(16).hex()
+        kek = rng.random_bytes(16)
+        nonce = rng.random_bytes(12)
+        with home.lock():
+            leftover = home.store_record()
+            if leftover is not None and (store_url is None or store_url == leftover.url):
+                keyring_id, url = leftover.keyring_id, leftover.url  # an interrupted create
+            else:
+                url = check_store_url(store_url or default_store_url())
+            meta = kf.KeyringMeta(
+                keyring_id=keyring_id,
+                generation=1,
+                set_id=shares[0].set_id.hex(),
+                threshold=threshold,
+                custodians=tuple(
+                    kf.Custodian(n, s.index) for n, s in zip(names, shares, strict=True)
+                ),
+                public_key=pub.hex(),
+                current_kek=1,
+                kek_versions=(1,),
+                next_kek=2,
+            )
+            home.record_store(url, keyring_id)
+            store = open_store(url, keyring_id=keyring_id, home=home.path, create=True)
+            try:
+                if store.count_by_version() or store.legal_holds():
+                    raise KeyringError(
+                        f"the key store {url} exists without a keyring file and is not an "
+                        "empty leftover",
+                        hint="move it away if it is not needed",
+                    )
+            finally:
+                store.close()
+            secrets = kf.KeyringSecrets(priv, {1: kek})
+            home.write_keyring(kf.serialize(meta, secrets, master, nonce), overwrite=False)
+        kr = cls(home.path, on_event=on_event, rng=rng)
+        kr.emit("create", threshold=threshold, custodians=names, keyring_id=meta.keyring_id)
+        return kr, {n: s for n, s in zip(names, shares, strict=True)}
+
+    def emit(self, name: str, **details: Any) -> None:
+        """Report an event (secret-free ``details``) to the ``on_event`` hook, if any."""
+        if self._on_event is not None:
+            self._on_event(name, details)
+
+    @property
+    def keyring_id(self) -> str:
+        return self.meta.keyring_id
+
+    @property
+    def store_url(self) -> str:
+        """The key store's URL: the override, else the recorded one, else the default."""
+        if self._store_url is not None:
+            return self._store_url
+        return self.home.store_url(self.meta.keyring_id)
+
+    @property
+    def unbound_kek_versions(self) -> tuple[int, ...]:
+        """KEK versions whose stored rows predate subject binding (RFC 3394 default IV).
+
+        Empty for a keyring made today; every version of a keyring from before the binding
+        (no store record). Migrate: :meth:`UnsealedKeyring.rotate` (the new version is
+        bound), ``rewrap``, then ``retire`` the old versions.
+        """
+        rec = self.home.store_record_for(self.meta.keyring_id)
+        if rec is None:
+            return self.meta.kek_versions
+        return tuple(v for v in self.meta.kek_versions if v in rec.default_iv_versions)
+
+    def open_store(self) -> KeyStore:
+        """Open this keyring's key store (bound to its keyring id)."""
+        return open_store(self.store_url, keyring_id=self.meta.keyring_id, home=self.path)
+
+    @property
+    def public_key(self) -> bytes:
+        """The keyring's X25519 public key (32 bytes): seal data with :func:`hpke_seal`."""
+        return bytes.fromhex(self.meta.public_key)
+
+    @property
+    def fingerprint(self) -> str:
+        """``ksk1...``: commits to the public key and keyring id (:mod:`.fingerprint`).
+        Print it at init, keep it outside the directory, check it before sealing."""
+        return fingerprint(self.meta.keyring_id, self.public_key)
+
+    def check_fingerprint(self, expected: str) -> None:
+        """Raise :class:`FingerprintMismatch` unless ``expected`` is :attr:`fingerprint`
+        (a malformed ``expected`` is a :class:`FormatError`)."""
+        check_fingerprint(expected, self.meta.keyring_id, self.public_key)
+
+    @property
+    def recipient(self) -> X25519PublicKey:
+        """The public key as an ``X25519PublicKey`` (what :mod:`keysplit.stream` seals to)."""
+        return X25519PublicKey.from_public_bytes(self.public_key)
+
+    def audit_log(self) -> AuditLog:
+        """The keyring's ceremony log, without its MAC key: read it and check its hash chain.
+
+        Appending to a MAC-protected log needs :meth:`UnsealedKeyring.audit_log`.
+        """
+        return AuditLog(self.home.audit_path)
+
+    def custodian_of(self, share: Share) -> str | None:
+        """The custodian name a share belongs to (by set id and index), if any."""
+        for meta in (self.meta, self.pending):
+            if meta is not None and share.set_id.hex() == meta.set_id:
+                for c in meta.custodians:
+                    if c.index == share.index:
+                        return c.name
+        return None
+
+    def unsealer(self) -> Unsealer:
+        """Start an incremental unseal."""
+        from .unseal import Unsealer
+
+        return Unsealer(self)
+
+    def unseal(
+        self,
+        shares: Sequence[Share],
+        *,
+        store: KeyStore | None = None,
+        rng: RandomSource | None = None,
+    ) -> UnsealedKeyring:
+        """Unseal in one call from at least ``threshold`` shares."""
+        u = self.unsealer()
+        for s in shares:
+            u.add(s)
+        return u.finish(store=store, rng=rng)
+
+    def status(self) -> KeyringStatus:
+        """Public state of the keyring and counts from its store (no quorum needed)."""
+        store = self.open_store()
+        try:
+            return status_of(self, store, sealed=True)
+        finally:
+            store.close()
+
+    def __repr__(self) -> str:
+        return f"Keyring({str(self.path)!r}, id={self.meta.keyring_id}, sealed)"

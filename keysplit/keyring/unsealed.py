@@ -1,0 +1,304 @@
+"""The unsealed keyring: the record API over :class:`DataKeys`, plus key administration.
+
+Records (``encrypt``/``decrypt`` and their batch forms, HPKE open, the audit log) go
+through a :class:`~keysplit.keyring.datakeys.DataKeys`, so the same API runs over the keys
+held here (:class:`LocalDataKeys`, what :meth:`Keyring.unseal` gives) or over a key
+service (:meth:`UnsealedKeyring.over`). Administration (rotate, rewrap, retire, shred,
+hold, rekey) lives in :mod:`.admin` and :mod:`.rewrap` and needs the local keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+from .. import envelope
+from ..audit import AuditLog
+from ..envelope import DataKey
+from ..errors import IntegrityError, KeyringError
+from ..rng import RandomSource
+from ..share import Share
+from ..store import KeyStore
+from . import admin
+from . import file as kf
+from .datakeys import DataKeys, KekSet, LocalDataKeys
+from .rewrap import RewrapResult, rewrap_store
+from .sealed import Keyring, KeyringStatus, status_of
+
+__all__ = ["UnsealedKeyring"]
+
+Progress = Callable[[int, int], None]
+
+
+class UnsealedKeyring:
+    """An open keyring: encrypts and decrypts records, manages keys. Holds secrets.
+
+    Use as a context manager (or call :meth:`close`) to drop the keys and close the store.
+    """
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        master: bytes,
+        secrets: kf.KeyringSecrets,
+        *,
+        store: KeyStore | None = None,
+        rng: RandomSource | None = None,
+    ) -> None:
+        self._kr = keyring
+        self._master = master
+        self._pending_master: bytes | None = None
+        self.rng: RandomSource = rng or keyring.rng
+        if store is None:
+            store = keyring.open_store()
+        elif store.keyring_id != keyring.meta.keyring_id:
+            raise KeyringError("the key store belongs to another keyring")
+        self._dk: DataKeys = LocalDataKeys(
+            keyring.meta.keyring_id,
+            secrets,
+            keyring.meta.current_kek,
+            store,
+            rng=self.rng,
+            unbound=keyring.unbound_kek_versions,
+        )
+
+    @classmethod
+    def over(cls, keyring: Keyring, data_keys: DataKeys) -> UnsealedKeyring:
+        """The record API of ``keyring`` over another :class:`DataKeys` (a key service
+        client). Key administration then raises :class:`KeyringError`."""
+        if data_keys.keyring_id != keyring.keyring_id:
+            raise KeyringError("the data keys belong to another keyring")
+        self = cls.__new__(cls)
+        self._kr = keyring
+        self._master = b""
+        self._pending_master = None
+        self.rng = keyring.rng
+        self._dk = data_keys
+        return self
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def local_data_keys(self) -> LocalDataKeys:
+        """The keys held in this process; :class:`KeyringError` over a remote DataKeys."""
+        if not isinstance(self._dk, LocalDataKeys):
+            raise KeyringError("key administration needs the keyring unsealed in this process")
+        return self._dk
+
+    @property
+    def master_key(self) -> bytes:
+        """The master key (re-seals the keyring file in rotate/retire). Secret."""
+        if not self._master:
+            raise KeyringError("the master key is not held in this session")
+        return self._master
+
+    @property
+    def store(self) -> KeyStore:
+        return self.local_data_keys().store
+
+    @property
+    def keyring(self) -> Keyring:
+        return self._kr
+
+    @property
+    def public_key(self) -> bytes:
+        return self._kr.public_key
+
+    @property
+    def recipient(self) -> X25519PublicKey:
+        return self._kr.recipient
+
+    def close(self) -> None:
+        """Forget the keys and close the store."""
+        self._dk.close()
+        self._master = b""
+        self._pending_master = None
+
+    def __enter__(self) -> UnsealedKeyring:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"UnsealedKeyring({str(self._kr.path)!r}, id={self._kr.keyring_id}, <redacted>)"
+
+    def audit_key(self) -> bytes:
+        """32-byte HMAC key for the ceremony log (:class:`~keysplit.audit.AuditLog`).
+
+        Derived with HKDF-SHA256 from the keyring's X25519 private key, which rekey and
+        rotate keep, so one key covers the whole life of the log; the keyring id is bound
+        in, so logs of two keyrings never verify under each other's key.
+        """
+        return self._dk.audit_key()
+
+    def audit_log(self) -> AuditLog:
+        """The keyring's ceremony log with its MAC key: appends are MACed, verify checks MACs."""
+        return AuditLog(self._kr.home.audit_path, mac_key=self.audit_key())
+
+    # -- for the key service and jobs -----------------------------------------------------
+
+    def data_keys(self, subjects: Sequence[str], *, create: bool = False) -> list[DataKey | None]:
+        """Plaintext data keys of ``subjects`` (in order; ``None`` for a subject without a
+        key unless ``create``). What a key service's ``datakey`` endpoint hands out: whoever
+        holds one can open every record of that subject."""
+        return self._dk.resolve(subjects, create=create)
+
+    def keks_for_rewrap(self) -> KekSet:
+        """Every KEK of this keyring, current version included, for a rewrap job
+        (:func:`keysplit.keyring.rewrap.rewrap_store` over its range of subjects).
+        Holding the result is holding every KEK."""
+        return self.local_data_keys().keks
+
+    # -- records --------------------------------------------------------------------------
+
+    def encrypt(
+        self, plaintext: bytes, *, subject: str, context: Mapping[str, str] | None = None
+    ) -> bytes:
+        """Seal a record for ``subject`` (its data key is created on first use)."""
+        (key,) = self._dk.resolve([subject], create=True)
+        assert key is not None
+        return envelope.encrypt(key, plaintext, subject=subject, context=context)
+
+    def decrypt(
+        self, record: bytes, *, subject: str, context: Mapping[str, str] | None = None
+    ) -> bytes:
+        """Open a record; :class:`IntegrityError` if it does not belong to this subject and
+        context, was altered, or the subject was shredded."""
+        envelope.parse_header(record)
+        (key,) = self._dk.resolve([subject], create=False)
+        if key is None:
+            raise IntegrityError(hint="the subject has no data key (never used, or shredded)")
+        return envelope.decrypt(key, record, subject=subject, context=context)
+
+    def encrypt_many(
+        self,
+        subjects: Sequence[str],
+        plaintexts: Sequence[bytes],
+        context: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
+    ) -> list[bytes]:
+        """Seal many records (``subjects[i]`` owns ``plaintexts[i]``) in one pass."""
+        keys = self._dk.resolve(subjects, create=True)
+        return envelope.encrypt_many(keys, subjects, plaintexts, context)  # type: ignore[arg-type]
+
+    def decrypt_many(
+        self,
+        subjects: Sequence[str],
+        records: Sequence[bytes],
+        context: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
+    ) -> list[bytes]:
+        """Open many records; all-or-nothing (:class:`IntegrityError` if any fails)."""
+        keys = self._dk.resolve(subjects, create=False)
+        if any(k is None for k in keys):
+            raise IntegrityError(hint="a subject has no data key (never used, or shredded)")
+        return envelope.decrypt_many(keys, subjects, records, context)  # type: ignore[arg-type]
+
+    def hpke_open(self, ciphertext: bytes, info: bytes = b"") -> bytes:
+        """Open data sealed to this keyring with :func:`hpke_seal` (RFC 9180 base mode)."""
+        return self._dk.hpke_open(ciphertext, info)
+
+    def hpke_decrypt(self, ciphertext: bytes, info: bytes) -> bytes:
+        """Same as :meth:`hpke_open`; the opener protocol :mod:`keysplit.stream` accepts."""
+        return self._dk.hpke_open(ciphertext, info)
+
+    # -- key management (:mod:`.admin`, :mod:`.rewrap`) ---------------------------------
+
+    def rotate(self) -> int:
+        """Create a new KEK version; new data keys are wrapped under it. Returns it.
+
+        The new KEK is durable in the keyring file before anything uses it.
+        """
+        return admin.rotate(self)
+
+    def rewrap(self, *, batch_size: int = 10_000, progress: Progress | None = None) -> RewrapResult:
+        """Move every data key not under the current KEK to it, ``batch_size`` at a time.
+
+        Each batch commits in one transaction, so an interrupted rewrap loses nothing and
+        simply resumes where it stopped when run again. ``progress(done, total)`` is called
+        after every batch. Data and records are untouched. A stored key that fails its
+        integrity check is left as it is and named in :attr:`RewrapResult.corrupt`; the
+        others are still rewrapped.
+        """
+        local = self.local_data_keys()
+        res = rewrap_store(local.keks, local.store, batch_size=batch_size, progress=progress)
+        self._kr.emit(
+            "rewrap",
+            rewrapped=res.rewrapped,
+            kek_version=res.kek_version,
+            remaining=res.remaining,
+            corrupt=len(res.corrupt),
+        )
+        return res
+
+    def retire(self, version: int) -> None:
+        """Delete KEK ``version`` from the keyring; refused while any data key uses it."""
+        admin.retire(self, version)
+
+    def set_legal_hold(self, subject: str, hold: bool) -> None:
+        """Place (True) or lift (False) a legal hold: a held subject cannot be shredded."""
+        admin.set_legal_hold(self, subject, hold)
+
+    def shred(self, subject: str) -> bool:
+        """Destroy ``subject``'s data key: its records can never be decrypted again.
+
+        Raises :class:`LegalHoldError` if the subject is under legal hold. Returns whether a
+        key existed. Copies of the store in old backups still hold the key wrapped under its
+        KEK version; rotate, rewrap and retire that version to make those useless too.
+        """
+        return admin.shred(self, subject)
+
+    def prepare_rekey(
+        self,
+        *,
+        threshold: int | None = None,
+        custodians: Sequence[str] | None = None,
+        rng: RandomSource | None = None,
+    ) -> dict[str, Share]:
+        """Phase 1 of rekey: new master key and shares, written as ``keyring.pending``.
+
+        The current shares keep working until :meth:`commit_rekey`. Hand out (and ideally
+        verify) the returned shares before committing. ``custodians`` defaults to the
+        current names; ``threshold`` to the current one, capped at the number of custodians.
+        Returns ``{custodian name: Share}`` in custodian order (share index = position + 1).
+        """
+        shares, master = admin.prepare_rekey(
+            self, threshold=threshold, custodians=custodians, rng=rng
+        )
+        self._pending_master = master
+        return shares
+
+    def commit_rekey(self) -> None:
+        """Phase 2 of rekey: the pending keyring replaces the current one atomically.
+
+        From here on only the new shares unseal the keyring.
+        """
+        master = self._pending_master
+        if master is None:
+            raise KeyringError("no rekey is pending in this session")
+        admin.commit_rekey(self, master)
+        self._master, self._pending_master = master, None
+
+    def abort_rekey(self) -> bool:
+        """Discard a pending rekey (its shares become useless). True if one existed."""
+        existed = admin.abort_rekey(self)
+        self._pending_master = None
+        return existed
+
+    def rekey(
+        self,
+        *,
+        threshold: int | None = None,
+        custodians: Sequence[str] | None = None,
+        rng: RandomSource | None = None,
+    ) -> dict[str, Share]:
+        """New master key and shares in one step (prepare + commit); old shares die.
+
+        Data keys and records are untouched. Prefer the two-phase form in a ceremony.
+        """
+        shares = self.prepare_rekey(threshold=threshold, custodians=custodians, rng=rng)
+        self.commit_rekey()
+        return shares
+
+    def status(self) -> KeyringStatus:
+        """Secret-free state: versions, counts, custodians, pending rekey."""
+        return status_of(self._kr, self.store, sealed=False)

@@ -1,0 +1,210 @@
+"""One place for the text rules: subjects, context keys, custodian names, passphrases.
+
+Why: Unicode has several spellings of the same visible text ("José" precomposed, NFC, or
+"Jose" + combining acute, NFD, as macOS keyboards and file names produce). A subject is a
+store key *and* part of each record's authenticated data, so two spellings used to mean two
+data keys: ``shred("José")`` in NFC missed the NFD-spelled subject's key, and a passphrase
+typed on another system derived another key.
+
+The policy is **normalize on write, look up every spelling on read**:
+
+* New data is always written under the NFC form (:func:`normalize_subject`,
+  :func:`normalize_context`, :func:`normalize_passphrase`). NFC rather than rejecting
+  non-NFC input, because callers cannot be expected to normalize (input methods differ);
+  NFC rather than NFKC, because compatibility folding merges text that is *not* the same
+  ("ﬁ" and "fi", superscripts), which for an identifier is a silent collision.
+* Records, keys and sealed shares written *before* this rule may carry a non-NFC spelling,
+  bound into their AAD or key derivation, so they cannot be renormalized in place. Reads
+  and destructive operations therefore try :func:`subject_spellings` (NFC, then the exact
+  spelling given, then NFD) and :func:`passphrase_candidates` (NFC, then the exact bytes);
+  a record opens under the spelling whose key authenticates it, and ``shred`` removes every
+  spelling's key. NFC input costs nothing extra: its spellings list is usually one entry
+  (two when NFD differs, which is the legacy macOS case the issue reported).
+* Custodian names are a small ASCII alphabet (they reach file names, terminals and HPKE
+  ``info``), so there is nothing to normalize: non-ASCII is refused outright, and names
+  equal up to case are refused as duplicates (they collide on case-insensitive file systems).
+
+Errors: these check arguments given to the API, so bad values are ``ValueError`` /
+``TypeError``, as in :mod:`keysplit.envelope` today; parsers of stored data wrap them in
+:class:`keysplit.errors.FormatError`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+
+__all__ = [
+    "MAX_CONTEXT_ENTRIES",
+    "MAX_CONTEXT_KEY_BYTES",
+    "MAX_CONTEXT_VALUE_BYTES",
+    "MAX_CUSTODIAN_NAME",
+    "MAX_PASSPHRASE_BYTES",
+    "MAX_SUBJECT_BYTES",
+    "check_custodian_name",
+    "check_custodian_names",
+    "is_nfc",
+    "normalize_context",
+    "normalize_context_key",
+    "normalize_passphrase",
+    "normalize_subject",
+    "passphrase_candidates",
+    "subject_spellings",
+]
+
+MAX_SUBJECT_BYTES = 1024
+"""UTF-8 bytes of a subject, after normalization (the same bound as the record format)."""
+MAX_CONTEXT_ENTRIES = 256
+MAX_CONTEXT_KEY_BYTES = 1024
+MAX_CONTEXT_VALUE_BYTES = 1 << 16
+MAX_CUSTODIAN_NAME = 64
+MAX_PASSPHRASE_BYTES = 1 << 16
+_CUSTODIAN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+
+
+def is_nfc(text: str) -> bool:
+    """Whether ``text`` is already in Unicode Normalization Form C."""
+    return unicodedata.is_normalized("NFC", text)
+
+
+def _utf8(text: object, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a str")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates
+        raise ValueError(f"{what} is not valid Unicode text") from None
+
+
+def _nfc(text: object, what: str) -> str:
+    _utf8(text, what)  # type and surrogates first: normalize() accepts lone surrogates
+    assert isinstance(text, str)
+    return text if is_nfc(text) else unicodedata.normalize("NFC", text)
+
+
+def normalize_subject(subject: str) -> str:
+    """The canonical (NFC) spelling of a subject; ValueError if empty or too long.
+
+    Drop-in for every place a subject enters the library before it is used as a store key
+    or encoded into a record's AAD.
+    """
+    out = _nfc(subject, "subject")
+    n = len(out.encode("utf-8"))
+    if n == 0:
+        raise ValueError("subject must not be empty")
+    if n > MAX_SUBJECT_BYTES:  # checked after NFC: normalization can lengthen text
+        raise ValueError(f"subject must be at most {MAX_SUBJECT_BYTES} bytes of UTF-8")
+    return out
+
+
+def subject_spellings(subject: str) -> tuple[str, ...]:
+    """Every spelling under which a key for ``subject`` may be stored: NFC first.
+
+    Then the exact spelling given and its NFD form, when they differ (records written
+    before normalization). Lookups try them in order; ``shred``/legal holds apply to all.
+    """
+    canon = normalize_subject(subject)
+    out = [canon]
+    for s in (subject, unicodedata.normalize("NFD", canon)):
+        if s not in out and 0 < len(s.encode("utf-8")) <= MAX_SUBJECT_BYTES:
+            out.append(s)
+    return tuple(out)
+
+
+def normalize_context_key(key: str) -> str:
+    """The canonical (NFC) spelling of a context key (may be empty; bounded)."""
+    out = _nfc(key, "context key")
+    if len(out.encode("utf-8")) > MAX_CONTEXT_KEY_BYTES:
+        raise ValueError(f"a context key must be at most {MAX_CONTEXT_KEY_BYTES} bytes of UTF-8")
+    return out
+
+
+def normalize_context(context: Mapping[str, str] | None) -> dict[str, str]:
+    """A context mapping with NFC keys, bounded; ValueError if two keys become equal.
+
+    Values are data and stay byte-exact (only their type and size are checked): a value
+    is compared as the caller wrote it, like the plaintext.
+    """
+    if context is None:
+        return {}
+    if not isinstance(context, Mapping):
+        raise TypeError("context must be a mapping of str to str")
+    if len(context) > MAX_CONTEXT_ENTRIES:
+        raise ValueError(f"a context has at most {MAX_CONTEXT_ENTRIES} entries")
+    out: dict[str, str] = {}
+    for k, v in context.items():
+        nk = normalize_context_key(k)
+        if len(_utf8(v, "context value")) > MAX_CONTEXT_VALUE_BYTES:
+            raise ValueError(f"a context value is at most {MAX_CONTEXT_VALUE_BYTES} bytes")
+        if nk in out:
+            raise ValueError("two context keys are the same text in different Unicode spellings")
+        out[nk] = v
+    return out
+
+
+def check_custodian_name(name: str) -> str:
+    """Validate a custodian name: 1-64 of ``A-Z a-z 0-9 . _ @ + -``, starting alphanumeric.
+
+    The same rule as ``keysplit.custodian.check_custodian_name`` today; ASCII only, so
+    there is no normalization to do, and look-alike letters from other scripts are refused.
+    """
+    if not isinstance(name, str):
+        raise TypeError("custodian name must be str")
+    if not _CUSTODIAN_RE.fullmatch(name):
+        raise ValueError(
+            f"custodian name must be 1-{MAX_CUSTODIAN_NAME} characters of A-Z a-z 0-9 . _ @ + - "
+            "(starting with a letter or digit)"
+        )
+    return name
+
+
+def check_custodian_names(names: Iterable[str]) -> list[str]:
+    """Validate every name and refuse duplicates, including names equal up to case."""
+    if isinstance(names, str):
+        raise TypeError("custodian names must be a sequence of names, not one string")
+    out = [check_custodian_name(n) for n in names]
+    folded = [n.casefold() for n in out]
+    if len(set(folded)) != len(folded):
+        raise ValueError("custodian names must be unique (ignoring case)")
+    return out
+
+
+def _passphrase_text(passphrase: bytes | bytearray | str) -> tuple[bytes, str | None]:
+    if isinstance(passphrase, str):
+        raw = _utf8(passphrase, "passphrase")
+        return raw, passphrase
+    if not isinstance(passphrase, (bytes, bytearray)):
+        raise TypeError("passphrase must be bytes or str")
+    raw = bytes(passphrase)
+    try:
+        return raw, raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw, None
+
+
+def normalize_passphrase(passphrase: bytes | bytearray | str) -> bytes:
+    """UTF-8 passphrases NFC-normalized; other bytes unchanged. ValueError if empty.
+
+    The library's version of what the CLI did alone, so a passphrase typed on two systems
+    derives the same key whichever front end sealed it.
+    """
+    raw, text = _passphrase_text(passphrase)
+    if not raw:
+        raise ValueError("passphrase must not be empty")
+    if len(raw) > MAX_PASSPHRASE_BYTES:
+        raise ValueError(f"passphrase must be at most {MAX_PASSPHRASE_BYTES} bytes")
+    if text is None or is_nfc(text):
+        return raw
+    return unicodedata.normalize("NFC", text).encode("utf-8")
+
+
+def passphrase_candidates(passphrase: bytes | bytearray | str) -> tuple[bytes, ...]:
+    """Passphrases to try when *opening*: the NFC form, then the exact bytes if different.
+
+    Shares sealed by the library before it normalized may have used non-NFC bytes; the
+    second try (one extra KDF run, only for non-NFC input) keeps them openable.
+    """
+    raw, _ = _passphrase_text(passphrase)
+    canon = normalize_passphrase(passphrase)
+    return (canon,) if canon == raw else (canon, raw)

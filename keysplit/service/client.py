@@ -1,0 +1,433 @@
+"""``keysplit.Client``: the record API of :class:`UnsealedKeyring`, served by ``keysplit serve``.
+
+Only the standard library's ``http.client`` (over ``AF_UNIX`` or TLS): a backend that
+imports the client pulls in no HTTP stack. Each thread gets its own keep-alive connection,
+so one ``Client`` can be shared by a thread pool. Errors are the same
+:mod:`keysplit.errors` subclasses the keyring raises (``SealedError`` while the service is
+sealed, ``PermissionDenied`` for a missing, revoked or out-of-policy token).
+
+Optional data-key cache (``cache_max_age`` seconds and/or ``cache_max_records`` per key;
+off by default): ``encrypt``/``decrypt`` then fetch raw data keys in batches from the
+``datakey`` endpoint and seal records locally at library speed. A cached key outlives a
+``shred`` or ``seal`` on the server until it expires; SECURITY.md spells out the trade-off.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .. import envelope
+from ..envelope import DataKey
+from ..errors import IntegrityError, KeysplitError
+from ..keyring import KeyringStatus
+from . import _wire as wire
+from .unseal import seal_share_for
+
+__all__ = ["Client", "ServiceError"]
+
+Context = Mapping[str, str] | Sequence[Mapping[str, str] | None] | None
+
+
+class ServiceError(KeysplitError):
+    """The key service could not be reached or answered something unexpected."""
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self._path)
+        except OSError:
+            s.close()
+            raise
+        self.sock = s
+
+
+@dataclass
+class _Cached:
+    key: DataKey
+    born: float
+    uses: int = 0
+
+
+class Client:
+    """A connection to a keysplit key service (``unix:/path`` or ``https://host:port``).
+
+    ``token`` is the bearer token (from ``keysplit token create``); ``ca`` a CA bundle to
+    verify the server's certificate; ``cert``/``key`` a client certificate for mTLS.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        timeout: float = 60.0,
+        cache_max_age: float | None = None,
+        cache_max_records: int | None = None,
+    ) -> None:
+        self.url = url
+        self._token = token.strip() if token else None
+        if self._token is not None and not (self._token.isascii() and self._token.isprintable()):
+            raise ValueError("token must be printable ASCII (as keysplit token create prints)")
+        self._timeout = float(timeout)
+        self._local = threading.local()
+        if url.startswith("unix:"):
+            self._unix: str | None = url[5:]
+            if not self._unix:
+                raise ValueError("unix: URL needs a socket path")
+            self._ssl: ssl.SSLContext | None = None
+            self._host = ""
+            self._port = 0
+        else:
+            parts = urlsplit(url)
+            if parts.scheme != "https" or not parts.hostname:
+                raise ValueError("url must be unix:/path/to/socket or https://host:port")
+            self._unix = None
+            self._host = parts.hostname
+            self._port = parts.port or 443
+            self._ssl = ssl.create_default_context(cafile=ca)
+            if cert:
+                self._ssl.load_cert_chain(cert, key)
+        for v, what in ((cache_max_age, "cache_max_age"), (cache_max_records, "cache_max_records")):
+            if v is not None and (isinstance(v, bool) or v <= 0):
+                raise ValueError(f"{what} must be positive")
+        self._cache_age = cache_max_age
+        self._cache_uses = cache_max_records
+        self._cache: dict[str, _Cached] = {}
+        self._cache_lock = threading.Lock()
+        self._conns: list[http.client.HTTPConnection] = []
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r}, token={'<set>' if self._token else None})"
+
+    @property
+    def caching(self) -> bool:
+        return self._cache_age is not None or self._cache_uses is not None
+
+    # -- transport ------------------------------------------------------------------------------
+
+    def _conn(self) -> http.client.HTTPConnection:
+        c: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if c is None:
+            if self._unix is not None:
+                c = _UnixConnection(self._unix, self._timeout)
+            else:
+                c = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self._timeout, context=self._ssl
+                )
+            self._local.conn = c
+            with self._cache_lock:
+                self._conns.append(c)
+        return c
+
+    def close(self) -> None:
+        """Close every thread's connection and forget cached keys (the client stays usable:
+        the next call reconnects)."""
+        with self._cache_lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            c.close()
+        self._local = threading.local()
+        self.drop_cache()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        content_type: str = wire.JSON_TYPE,
+        *,
+        auth: bool = True,
+    ) -> tuple[bytes, str]:
+        """One HTTP exchange; returns (body, content type) or raises the mapped error."""
+        headers = {"Content-Type": content_type}
+        if auth and self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        for attempt in (0, 1):
+            conn = self._conn()
+            reused = conn.sock is not None
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                break
+            except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
+                conn.close()
+                self._local.conn = None
+                with self._cache_lock:
+                    if conn in self._conns:
+                        self._conns.remove(conn)
+                # Retry once, on a fresh connection, only when a kept-alive one turned out
+                # closed by the server (it never saw the request); never after a timeout.
+                stale = reused and isinstance(
+                    exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+                )
+                if attempt == 1 or not stale:
+                    raise ServiceError(
+                        f"cannot reach the key service at {self.url}: {exc}",
+                        hint="is keysplit serve running?",
+                    ) from None
+        if resp.status >= 400:
+            raise wire.error_from_body(data, resp.status)
+        return data, resp.getheader("Content-Type", "")
+
+    def _json(self, method: str, path: str, obj: Any = None, *, auth: bool = True) -> Any:
+        body = wire.dumps(obj) if obj is not None else b""
+        data, _ = self.request(method, path, body, auth=auth)
+        return wire.loads(data, "key service response")
+
+    def _batch(
+        self, path: str, subjects: list[str], context: Context, items: Sequence[bytes]
+    ) -> list[bytes]:
+        body = wire.encode_frame(_header(context), items, subjects)
+        data, _ = self.request("POST", path, body, wire.BATCH_TYPE)
+        head, _, out = wire.decode_frame(data, "key service response")
+        errs = head.get("errors") or {}
+        if errs:
+            first = min(errs, key=int)
+            raise _item_error(int(first), errs[first])
+        if len(out) != len(items):
+            raise ServiceError("key service returned the wrong number of items")
+        return out  # type: ignore[return-value]
+
+    # -- public, unauthenticated ----------------------------------------------------------------
+
+    def service_status(self) -> dict[str, Any]:
+        """``GET /v1/status``: sealed, unseal progress, keyring id, version (no token needed)."""
+        doc = self._json("GET", "/v1/status", auth=False)
+        if not isinstance(doc, dict):
+            raise ServiceError("malformed status")
+        return doc
+
+    def unseal_offer(self) -> dict[str, Any]:
+        """The current unseal attempt: nonce, ephemeral public key, progress."""
+        doc = self._json("GET", "/v1/unseal", auth=False)
+        if not isinstance(doc, dict):
+            raise ServiceError("malformed unseal offer")
+        return doc
+
+    def submit_share(self, share: Any, offer: Mapping[str, Any], *, keyring_id: str) -> Any:
+        """Seal ``share`` to the attempt in ``offer`` and send it; returns the new progress."""
+        if offer.get("keyring_id") != keyring_id:
+            raise KeysplitError(
+                f"the key service serves keyring {offer.get('keyring_id')}, not {keyring_id}",
+                hint="check --server and the keyring directory",
+            )
+        try:
+            nonce = bytes.fromhex(str(offer["nonce"]))
+            pub = bytes.fromhex(str(offer["public_key"]))
+        except (KeyError, ValueError):
+            raise ServiceError("malformed unseal offer") from None
+        sealed = seal_share_for(share, public_key=pub, keyring_id=keyring_id, nonce=nonce)
+        body = {"nonce": nonce.hex(), "sealed_share": base64.b64encode(sealed).decode()}
+        return self._json("POST", "/v1/unseal", body, auth=False)
+
+    def reset_unseal(self) -> bool:
+        return bool(self._json("POST", "/v1/unseal/reset", {}, auth=False).get("reset"))
+
+    def seal(self) -> bool:
+        """Ask the service to drop its keys (a token allowed ``seal``, or the Unix socket)."""
+        self.drop_cache()
+        return bool(self._json("POST", "/v1/seal", {}).get("was_unsealed"))
+
+    # -- the record API (same as UnsealedKeyring) -----------------------------------------------
+
+    def encrypt(
+        self, plaintext: bytes, *, subject: str, context: Mapping[str, str] | None = None
+    ) -> bytes:
+        return self.encrypt_many([subject], [plaintext], context)[0]
+
+    def decrypt(
+        self, record: bytes, *, subject: str, context: Mapping[str, str] | None = None
+    ) -> bytes:
+        return self.decrypt_many([subject], [record], context)[0]
+
+    def encrypt_many(
+        self, subjects: Sequence[str], plaintexts: Sequence[bytes], context: Context = None
+    ) -> list[bytes]:
+        """Seal many records (``subjects[i]`` owns ``plaintexts[i]``) in one request."""
+        subjects, plaintexts = list(subjects), list(plaintexts)
+        if len(subjects) != len(plaintexts):
+            raise ValueError("subjects and plaintexts must have the same length")
+        if self.caching:
+            keys = self._keys(subjects, create=True, records=True)
+            return envelope.encrypt_many(keys, subjects, plaintexts, context)
+        return self._batch("/v1/encrypt", subjects, context, plaintexts)
+
+    def decrypt_many(
+        self, subjects: Sequence[str], records: Sequence[bytes], context: Context = None
+    ) -> list[bytes]:
+        """Open many records; all-or-nothing, like :meth:`UnsealedKeyring.decrypt_many`."""
+        subjects, records = list(subjects), list(records)
+        if len(subjects) != len(records):
+            raise ValueError("subjects and records must have the same length")
+        if self.caching:
+            keys = self._keys(subjects, create=False, records=False)
+            return envelope.decrypt_many(keys, subjects, records, context)
+        return self._batch("/v1/decrypt", subjects, context, records)
+
+    def datakeys(self, subjects: Sequence[str], *, create: bool = True) -> list[bytes]:
+        """Raw 16-byte data keys (a token allowed ``datakey``). Handle them as secrets."""
+        subjects = list(subjects)
+        body = wire.encode_frame({"create": bool(create)}, [None] * len(subjects), subjects)
+        data, _ = self.request("POST", "/v1/datakey", body, wire.BATCH_TYPE)
+        head, _, out = wire.decode_frame(data, "key service response")
+        errs = head.get("errors") or {}
+        if errs:
+            first = min(errs, key=int)
+            raise _item_error(int(first), errs[first])
+        if len(out) != len(subjects) or any(k is None or len(k) != 16 for k in out):
+            raise ServiceError("key service returned malformed data keys")
+        return out  # type: ignore[return-value]
+
+    def shred(self, subject: str) -> bool:
+        """Destroy ``subject``'s data key; True if one existed (:class:`LegalHoldError` if held)."""
+        return bool(self.shred_many([subject])[0])
+
+    def shred_many(self, subjects: Sequence[str]) -> list[bool]:
+        self._evict(subjects)
+        return [bool(x) for x in self._items("/v1/shred", {"subjects": list(subjects)})]
+
+    def set_legal_hold(self, subject: str, hold: bool) -> None:
+        self._items("/v1/hold", {"subjects": [subject], "hold": bool(hold)})
+
+    def rotate(self) -> int:
+        return int(self._json("POST", "/v1/rotate", {})["kek_version"])
+
+    def rewrap(self, *, batch_size: int = 10_000) -> dict[str, Any]:
+        doc = self._json("POST", "/v1/rewrap", {"batch_size": batch_size})
+        if not isinstance(doc, dict):
+            raise ServiceError("malformed rewrap result")
+        return doc
+
+    def status(self) -> KeyringStatus:
+        """The keyring's secret-free status, as :meth:`UnsealedKeyring.status` gives it."""
+        d = self._json("GET", "/v1/keyring")
+        try:
+            return KeyringStatus(
+                path=str(d["path"]),
+                keyring_id=str(d["keyring_id"]),
+                generation=int(d["generation"]),
+                set_id=str(d["set_id"]),
+                threshold=int(d["threshold"]),
+                custodians=tuple((str(c["name"]), int(c["index"])) for c in d["custodians"]),
+                public_key=str(d["public_key"]),
+                current_kek=int(d["current_kek"]),
+                kek_versions=tuple(int(v) for v in d["kek_versions"]),
+                keys_by_version={int(k): int(v) for k, v in d["keys_by_version"].items()},
+                legal_holds=int(d["legal_holds"]),
+                pending_rekey=bool(d["pending_rekey"]),
+                sealed=bool(d["sealed"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ServiceError("malformed keyring status") from None
+
+    def _items(self, path: str, body: dict[str, Any]) -> list[Any]:
+        doc = self._json("POST", path, body)
+        items = doc.get("items") if isinstance(doc, dict) else None
+        if not isinstance(items, list):
+            raise ServiceError("malformed response")
+        out = []
+        for i, it in enumerate(items):
+            if isinstance(it, dict) and "error" in it:
+                raise _item_error(i, it["error"])
+            out.append(it.get("ok") if isinstance(it, dict) else None)
+        return out
+
+    # -- data-key cache -------------------------------------------------------------------------
+
+    def drop_cache(self) -> None:
+        """Forget every cached data key."""
+        with self._cache_lock:
+            self._cache.clear()
+
+    def _evict(self, subjects: Sequence[str]) -> None:
+        with self._cache_lock:
+            for s in subjects:
+                self._cache.pop(s, None)
+
+    def _keys(self, subjects: list[str], *, create: bool, records: bool) -> list[DataKey]:
+        """Cached data keys for ``subjects``; missing or expired ones fetched in one batch."""
+        now = time.monotonic()
+        counts: dict[str, int] = {}
+        for s in subjects:
+            counts[s] = counts.get(s, 0) + 1
+        with self._cache_lock:
+            fresh: dict[str, DataKey] = {}
+            for s, n in counts.items():
+                c = self._cache.get(s)
+                if c is None:
+                    continue
+                too_old = self._cache_age is not None and now - c.born > self._cache_age
+                too_used = (
+                    records and self._cache_uses is not None and c.uses + n > self._cache_uses
+                )
+                if too_old or too_used:
+                    del self._cache[s]
+                else:
+                    fresh[s] = c.key
+        missing = [s for s in counts if s not in fresh]
+        if missing:
+            raws = self.datakeys(missing, create=create)
+            with self._cache_lock:
+                for s, raw in zip(missing, raws, strict=True):
+                    dk = DataKey(raw)
+                    fresh[s] = dk
+                    self._cache[s] = _Cached(dk, now)
+        if records:
+            with self._cache_lock:
+                for s, n in counts.items():
+                    c = self._cache.get(s)
+                    if c is not None:
+                        c.uses += n
+        return [fresh[s] for s in subjects]
+
+
+def _header(context: Context) -> dict[str, Any]:
+    h: dict[str, Any] = {}
+    if context is None or isinstance(context, Mapping):
+        h["context"] = dict(context) if context is not None else None
+    else:
+        h["contexts"] = [dict(c) if c is not None else None for c in context]
+    return h
+
+
+def _item_error(i: int, err: Any) -> Exception:
+    exc = wire.error_from_dict(err)
+    if isinstance(exc, IntegrityError):
+        return exc  # detail-free, as in-process
+    if isinstance(exc, KeysplitError):
+        return type(exc)(f"item {i}: {exc}", hint=exc.hint) if _simple(type(exc)) else exc
+    return exc
+
+
+def _simple(cls: type) -> bool:
+    try:
+        cls("x", hint=None)
+    except TypeError:
+        return False
+    return True

@@ -1,0 +1,545 @@
+"""The key service's request handling, independent of the HTTP stack that carries it.
+
+:class:`KeyService` maps one :class:`Request` (method, path, headers, body, whether the peer
+came over the Unix socket) to one :class:`Response`. It is driven from a single thread
+(the server's event loop), so the keyring, the unseal state and the token table need no
+locks; batches run to completion before the next request is looked at.
+
+Authorization, in order: sealed -> 503 ``SealedError`` (the token list's MAC key needs the
+unsealed keyring, so nothing can be authorized while sealed); no or unknown/revoked token
+-> 401; operation or a subject outside the token's policy -> 403 (the whole request is
+refused, no partial work). Denials, unseal, seal, shred, hold, rotate, rewrap and token
+revocations are written to the keyring's audit log.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import envelope
+from ..audit import AuditLog
+from ..errors import (
+    FormatError,
+    IntegrityError,
+    KeysplitError,
+    PermissionDenied,
+    SealedError,
+)
+from ..keyring import Keyring, UnsealedKeyring
+from . import _wire as wire
+from ._keys import data_keys
+from .tokens import TokenList, TokenPolicy, file_signature, hash_token, mac_key
+from .unseal import RemoteUnseal, StaleNonceError
+
+__all__ = ["KeyService", "Request", "Response"]
+
+API_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes = b""
+    local: bool = False
+    """True when the peer came over the Unix socket (filesystem permissions vouch for it)."""
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = wire.JSON_TYPE
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _json(status: int, obj: Any) -> Response:
+    return Response(status, wire.dumps(obj))
+
+
+class _Denied(Exception):
+    def __init__(self, status: int, exc: KeysplitError) -> None:
+        super().__init__(str(exc))
+        self.status = status
+        self.exc = exc
+
+
+_STATUS = {
+    "SealedError": 503,
+    "PermissionDenied": 403,
+    "StaleNonceError": 409,
+    "LegalHoldError": 409,
+    "IntegrityError": 400,
+}
+
+
+def _status_for(exc: BaseException) -> int:
+    for c in type(exc).__mro__:
+        if c.__name__ in _STATUS:
+            return _STATUS[c.__name__]
+    return 400
+
+
+def _subjects(obj: Any, what: str = "subjects") -> list[str]:
+    if not isinstance(obj, list) or not all(isinstance(s, str) for s in obj):
+        raise FormatError(f"'{what}' must be a list of strings")
+    if len(obj) > wire.MAX_ITEMS:
+        raise FormatError(f"at most {wire.MAX_ITEMS} items per request")
+    return obj
+
+
+def _context(header: Mapping[str, Any], n: int) -> Any:
+    if "contexts" in header:
+        ctx = header["contexts"]
+        if not isinstance(ctx, list) or len(ctx) != n:
+            raise FormatError("'contexts' must be a list with one entry per item")
+        return ctx
+    return header.get("context")
+
+
+def _ctx_at(context: Any, i: int) -> Any:
+    return context[i] if isinstance(context, list) else context
+
+
+class KeyService:
+    """A sealed-until-unsealed key service over one keyring directory."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        unseal_timeout: float = 600.0,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.remote = RemoteUnseal(Keyring.open(self.directory), timeout=unseal_timeout)
+        self._kr: UnsealedKeyring | None = None
+        self._audit_log: AuditLog | None = None
+        self._mac_key: bytes | None = None
+        self._tokens: dict[str, TokenPolicy] = {}
+        self._token_sig: tuple[tuple[int, int, int], ...] | None = None
+        self._logged_nonce = ""
+        self._log = log or (lambda m: print(f"keysplit serve: {m}", file=sys.stderr, flush=True))
+        self._routes: dict[tuple[str, str], Callable[[Request], Response]] = {
+            ("GET", "/v1/status"): self._status,
+            ("GET", "/v1/unseal"): self._unseal_offer,
+            ("POST", "/v1/unseal"): self._unseal_submit,
+            ("POST", "/v1/unseal/reset"): self._unseal_reset,
+            ("POST", "/v1/seal"): self._seal,
+            ("GET", "/v1/keyring"): self._keyring_status,
+            ("POST", "/v1/encrypt"): self._encrypt,
+            ("POST", "/v1/decrypt"): self._decrypt,
+            ("POST", "/v1/datakey"): self._datakey,
+            ("POST", "/v1/shred"): self._shred,
+            ("POST", "/v1/hold"): self._hold,
+            ("POST", "/v1/rotate"): self._rotate,
+            ("POST", "/v1/rewrap"): self._rewrap,
+        }
+
+    # -- state --------------------------------------------------------------------------------
+
+    @property
+    def keyring(self) -> Keyring:
+        return self.remote.keyring
+
+    @property
+    def sealed(self) -> bool:
+        return self._kr is None
+
+    def seal(self, reason: str, by: str | None = None) -> bool:
+        """Drop every key (audited). True if the service was unsealed."""
+        kr = self._kr
+        self.remote.reset()
+        if kr is None:
+            return False
+        self._audit("service-seal", reason=reason, by=by)
+        self._kr = None
+        self._audit_log = None
+        self._mac_key = None
+        self._tokens = {}
+        self._token_sig = None
+        kr.close()
+        self._log(f"sealed ({reason})")
+        return True
+
+    def close(self) -> None:
+        self.seal("shutdown")
+
+    def _audit(self, event: str, **fields: Any) -> None:
+        log = self._audit_log
+        if log is None:
+            return
+        try:
+            log.append(event, **fields)
+        except (KeysplitError, OSError) as exc:  # never take the service down over the log
+            self._log(f"audit append failed: {exc}")
+
+    def _unsealed(self, kr: UnsealedKeyring, custodians: list[str]) -> None:
+        self._kr = kr
+        self._mac_key = mac_key(kr.audit_key(), self.keyring.keyring_id)
+        self._audit_log = kr.audit_log()
+        self._audit(
+            "service-unseal", generation=self.keyring.meta.generation, custodians=custodians
+        )
+        self.reload_tokens(force=True)
+        self._log(f"unsealed by {', '.join(custodians)}; {len(self._tokens)} active tokens")
+
+    def reload_tokens(self, *, force: bool = False) -> None:
+        """Re-read the token list if it changed (SIGHUP forces it). Fails closed."""
+        if self._mac_key is None:
+            return
+        sig = file_signature(self.directory)
+        if not force and sig == self._token_sig:
+            return
+        try:
+            tl = TokenList.read(self.directory, self.keyring.keyring_id)
+            tl.verify(self._mac_key)
+            self._check_not_rolled_back(tl)
+            names = {t.id: t.name for t in tl.tokens}
+            for r in tl.fold_revocations(self._mac_key):
+                self._audit(
+                    "token-revoke",
+                    token=names.get(r, "unknown id"),
+                    token_id=r,
+                    list_serial=tl.serial,
+                )
+            self._tokens = tl.active()
+        except (KeysplitError, OSError) as exc:
+            self._tokens = {}
+            self._log(f"token list refused, no token is accepted: {exc}")
+            self._audit("token-list-invalid", error=str(exc))
+        self._token_sig = file_signature(self.directory)
+
+    def _check_not_rolled_back(self, tl: TokenList) -> None:
+        """Refuse a token list older than the newest one the audit log recorded.
+
+        Every write of the list is audited with its ``list_serial``; an authentic but older
+        list (say, from before a revocation was folded in) would revive revoked tokens.
+        """
+        log = self._audit_log
+        if log is None:
+            return
+        newest = 0
+        for e in log.entries():
+            if e.event in ("token-create", "token-revoke"):
+                v = e.data.get("list_serial")
+                if isinstance(v, int) and v > newest:
+                    newest = v
+        if tl.serial < newest:
+            raise IntegrityError(
+                f"token list serial {tl.serial} is older than serial {newest} in the audit log",
+                hint="the token list was rolled back to an earlier copy",
+            )
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def handle(self, req: Request) -> Response:
+        route = self._routes.get((req.method, req.path))
+        if route is None:
+            known = any(p == req.path for _, p in self._routes)
+            status = 405 if known else 404
+            msg = "method not allowed" if known else f"no endpoint {req.path}"
+            return _json(status, {"error": {"type": "KeysplitError", "message": msg}})
+        try:
+            return route(req)
+        except _Denied as d:
+            return Response(d.status, wire.error_body(d.exc))
+        except (KeysplitError, ValueError, TypeError) as exc:
+            return Response(_status_for(exc), wire.error_body(exc))
+        except Exception as exc:  # a bug or an I/O failure: JSON 500, no traceback to peers
+            self._log(f"internal error on {req.method} {req.path}: {type(exc).__name__}")
+            return Response(500, wire.error_body(exc))
+
+    _PUBLIC = frozenset({"/v1/status", "/v1/unseal", "/v1/unseal/reset"})
+
+    def precheck(self, req: Request) -> Response | None:
+        """Refuse a request from its headers alone (sealed, no or unknown token), so an
+        unauthenticated peer cannot make the server read a large body first."""
+        if req.path in self._PUBLIC or (req.method, req.path) not in self._routes:
+            return None
+        local_seal = req.local and "authorization" not in req.headers
+        if req.path == "/v1/seal" and (self.sealed or local_seal):
+            return None
+        try:
+            self._authorize(req, None)
+        except _Denied as d:
+            return Response(d.status, wire.error_body(d.exc))
+        return None
+
+    def _authorize(self, req: Request, op: str | None, subjects: Sequence[str] = ()) -> TokenPolicy:
+        """The token's policy, or :class:`_Denied`; ``op=None`` accepts any valid token."""
+        kr = self._kr
+        if kr is None:
+            raise _Denied(
+                503,
+                SealedError(
+                    "the key service is sealed",
+                    hint="custodians run: keysplit unseal DIR --server URL",
+                ),
+            )
+        self.reload_tokens()
+        auth = req.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            self._audit("token-denied", operation=op or "status", reason="no token")
+            raise _Denied(401, PermissionDenied("a token is required (Authorization: Bearer)"))
+        pol = self._tokens.get(hash_token(token.strip()))
+        if pol is None:
+            self._audit("token-denied", operation=op or "status", reason="unknown or revoked token")
+            raise _Denied(401, PermissionDenied("unknown or revoked token"))
+        if op is None:
+            return pol
+        try:
+            pol.check(op, subjects)
+        except PermissionDenied as exc:
+            self._audit("token-denied", operation=op, token=pol.name, reason=str(exc))
+            raise _Denied(403, exc) from None
+        return pol
+
+    # -- public endpoints ---------------------------------------------------------------------
+
+    def status_dict(self) -> dict[str, Any]:
+        m = self.keyring.meta
+        from .. import __version__
+
+        return {
+            "sealed": self.sealed,
+            "keyring_id": m.keyring_id,
+            "generation": m.generation,
+            "threshold": m.threshold,
+            "custodians": len(m.custodians),
+            "progress": self.remote.progress() if self.sealed else None,
+            "version": __version__,
+            "api": API_VERSION,
+        }
+
+    def _status(self, req: Request) -> Response:
+        return _json(200, self.status_dict())
+
+    def _unseal_offer(self, req: Request) -> Response:
+        if not self.sealed:
+            return _json(200, {"sealed": False, "keyring_id": self.keyring.keyring_id})
+        offer = self.remote.offer()
+        offer["sealed"] = True
+        if offer["nonce"] != self._logged_nonce:
+            self._logged_nonce = offer["nonce"]
+            self._log(f"new unseal attempt, key {offer['fingerprint']}")
+        return _json(200, offer)
+
+    def _unseal_submit(self, req: Request) -> Response:
+        doc = wire.loads(req.body)
+        if not isinstance(doc, dict):
+            raise FormatError("unseal request must be a JSON object")
+        try:
+            nonce = bytes.fromhex(str(doc.get("nonce", "")))
+            sealed = base64.b64decode(str(doc.get("sealed_share", "")), validate=True)
+        except (ValueError, binascii.Error):
+            raise FormatError("unseal request: bad nonce or sealed_share encoding") from None
+        if not self.sealed:
+            raise StaleNonceError("the key service is already unsealed")
+        try:
+            progress, opened = self.remote.submit(nonce, sealed)
+        except KeysplitError as exc:
+            self._log(f"unseal share refused: {exc}")
+            raise
+        self._log(f"unseal progress {progress['have']}/{progress['need']}")
+        if opened is not None:
+            self._unsealed(opened, list(progress["custodians"]))
+        return _json(200, {"sealed": self.sealed, "progress": progress})
+
+    def _unseal_reset(self, req: Request) -> Response:
+        had = self.remote.reset()
+        if had:
+            self._log("unseal progress reset")
+        return _json(200, {"reset": had, "sealed": self.sealed})
+
+    def _seal(self, req: Request) -> Response:
+        if self.sealed:
+            return _json(200, {"sealed": True, "was_unsealed": False})
+        by = "unix socket peer"
+        if not req.local or req.headers.get("authorization"):
+            by = f"token {self._authorize(req, 'seal').name}"
+        self.seal("seal request", by=by)
+        return _json(200, {"sealed": True, "was_unsealed": True})
+
+    # -- authenticated endpoints --------------------------------------------------------------
+
+    def _keyring_status(self, req: Request) -> Response:
+        self._authorize(req, None)
+        kr = self._kr
+        assert kr is not None
+        return _json(200, kr.status().as_dict())
+
+    def _frame(self, req: Request) -> tuple[dict[str, Any], list[bytes], list[str]]:
+        header, subjects, items = wire.decode_frame(req.body, "request")
+        if len(subjects) != len(items) or any(b is None for b in items):
+            raise FormatError("request: one subject and one payload per item")
+        return header, items, subjects  # type: ignore[return-value]
+
+    def _encrypt(self, req: Request) -> Response:
+        return self._records(req, "encrypt")
+
+    def _decrypt(self, req: Request) -> Response:
+        return self._records(req, "decrypt")
+
+    def _records(self, req: Request, op: str) -> Response:
+        """Batch encrypt/decrypt: one fast batch call; if it fails, item by item so each
+        failure is reported at its index and the others still succeed."""
+        if self.sealed:
+            self._authorize(req, op)
+        header, items, subjects = self._frame(req)
+        self._authorize(req, op, subjects)
+        kr = self._kr
+        assert kr is not None
+        ctx = _context(header, len(items))
+        many, one = (
+            (kr.encrypt_many, kr.encrypt) if op == "encrypt" else (kr.decrypt_many, kr.decrypt)
+        )
+        try:
+            out: list[bytes | None] = list(many(subjects, items, ctx))
+            return Response(200, wire.encode_frame({}, out), wire.BATCH_TYPE)
+        except (KeysplitError, ValueError, TypeError):
+            pass
+        errs: dict[str, Any] = {}
+        out = []
+        for i, (s, data) in enumerate(zip(subjects, items, strict=True)):
+            try:
+                out.append(one(data, subject=s, context=_ctx_at(ctx, i)))
+            except (KeysplitError, ValueError, TypeError) as exc:
+                out.append(None)
+                errs[str(i)] = wire.error_dict(exc)
+        return self._batch_response(out, errs)
+
+    def _batch_response(self, out: list[bytes | None], errs: dict[str, Any]) -> Response:
+        return Response(200, wire.encode_frame({"errors": errs}, out), wire.BATCH_TYPE)
+
+    def _json_subjects(self, req: Request, op: str) -> tuple[dict[str, Any], list[str]]:
+        if self.sealed:
+            self._authorize(req, op)
+        doc = wire.loads(req.body)
+        if not isinstance(doc, dict):
+            raise FormatError("request body must be a JSON object")
+        subjects = _subjects(doc.get("subjects"))
+        self._authorize(req, op, subjects)
+        return doc, subjects
+
+    def _valid(self, subjects: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+        ok: list[str] = []
+        errs: dict[str, Any] = {}
+        for i, s in enumerate(subjects):
+            try:
+                envelope.encode_aad(s)
+                ok.append(s)
+            except (KeysplitError, ValueError, TypeError) as exc:
+                errs[str(i)] = wire.error_dict(exc)
+        return ok, errs
+
+    def _datakey(self, req: Request) -> Response:
+        """Raw data keys; the request is a frame of subjects (no payloads), header
+        ``{"create": bool}``, so 10,000 subjects never pass through the JSON parser."""
+        if self.sealed:
+            self._authorize(req, "datakey")
+        header, subjects, items = wire.decode_frame(req.body, "request")
+        if len(subjects) != len(items) or any(b is not None for b in items):
+            raise FormatError("datakey request: subjects only, no payloads")
+        create = header.get("create", True)
+        if not isinstance(create, bool):
+            raise FormatError("'create' must be true or false")
+        self._authorize(req, "datakey", subjects)
+        kr = self._kr
+        assert kr is not None
+        try:
+            raws = data_keys(kr, subjects, create=create)
+            errs: dict[str, Any] = {}
+        except (KeysplitError, ValueError, TypeError):
+            good, errs = self._valid(subjects)  # name the bad subjects, serve the others
+            found = dict(zip(good, data_keys(kr, good, create=create), strict=True))
+            raws = [None if str(i) in errs else found.get(s) for i, s in enumerate(subjects)]
+        for i, k in enumerate(raws):
+            if k is None and str(i) not in errs:
+                errs[str(i)] = wire.error_dict(
+                    IntegrityError(hint="the subject has no data key (never used, or shredded)")
+                )
+        return self._batch_response(raws, errs)
+
+    def _per_subject(
+        self, subjects: Sequence[str], fn: Callable[[str], Any]
+    ) -> tuple[list[Any], int]:
+        items: list[Any] = []
+        failed = 0
+        for s in subjects:
+            try:
+                items.append({"ok": fn(s)})
+            except (KeysplitError, ValueError, TypeError) as exc:
+                items.append({"error": wire.error_dict(exc)})
+                failed += 1
+        return items, failed
+
+    def _shred(self, req: Request) -> Response:
+        _, subjects = self._json_subjects(req, "shred")
+        pol = self._authorize(req, "shred", subjects)
+        kr = self._kr
+        assert kr is not None
+        items, failed = self._per_subject(subjects, kr.shred)
+        self._audit("shred", token=pol.name, subjects=list(subjects), failed=failed)
+        return _json(200, {"items": items})
+
+    def _hold(self, req: Request) -> Response:
+        doc, subjects = self._json_subjects(req, "hold")
+        hold = doc.get("hold", True)
+        if not isinstance(hold, bool):
+            raise FormatError("'hold' must be true or false")
+        pol = self._authorize(req, "hold", subjects)
+        kr = self._kr
+        assert kr is not None
+
+        def one(s: str) -> bool:
+            kr.set_legal_hold(s, hold)
+            return hold
+
+        items, failed = self._per_subject(subjects, one)
+        self._audit("legal-hold", token=pol.name, subjects=list(subjects), hold=hold, failed=failed)
+        return _json(200, {"items": items})
+
+    def _rotate(self, req: Request) -> Response:
+        pol = self._authorize(req, "rotate")
+        kr = self._kr
+        assert kr is not None
+        v = kr.rotate()
+        self._audit(
+            "rotate", token=pol.name, kek_version=v, generation=self.keyring.meta.generation
+        )
+        return _json(200, {"kek_version": v})
+
+    def _rewrap(self, req: Request) -> Response:
+        pol = self._authorize(req, "rewrap")
+        doc = wire.loads(req.body) if req.body else {}
+        batch = doc.get("batch_size", 10_000) if isinstance(doc, dict) else 10_000
+        if type(batch) is not int or batch < 1:
+            raise FormatError("'batch_size' must be a positive integer")
+        kr = self._kr
+        assert kr is not None
+        r = kr.rewrap(batch_size=batch)
+        self._audit(
+            "rewrap",
+            token=pol.name,
+            rewrapped=r.rewrapped,
+            kek_version=r.kek_version,
+            remaining=r.remaining,
+        )
+        return _json(
+            200,
+            {
+                "rewrapped": r.rewrapped,
+                "kek_version": r.kek_version,
+                "remaining": r.remaining,
+                "corrupt": list(r.corrupt),
+            },
+        )

@@ -1,0 +1,342 @@
+"""Key-service tokens: minted with a quorum, stored only as hashes, MACed against tampering.
+
+A token is 256 random bits shown once (``kst1_`` + 43 base64url characters). The keyring
+directory keeps ``service-tokens.json``: for each token its id, name, SHA-256, allowed
+operations and subject prefix, the whole list MACed with HMAC-SHA256 under a key derived
+(HKDF, own label) from :meth:`UnsealedKeyring.audit_key`, so only a quorum can add a token
+and an edited list (a widened policy, an added hash) is refused by the service.
+
+Revocation must not need a quorum (a leaked token is an emergency), but without the
+quorum nobody can re-MAC the list. So ``revoke`` appends the token id to
+``service-tokens.revoked`` (plain, append-only). Adding a line there can only *deny*
+service, so it is trusted without a MAC; the unsealed service (or the next quorum
+``create``) folds it into the MACed ``revoked`` list, after which deleting the line no
+longer resurrects the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .. import _json
+from .._fileio import atomic_write, fsync_dir
+from ..errors import FormatError, IntegrityError, KeysplitError, PermissionDenied
+
+__all__ = [
+    "OPERATIONS",
+    "REVOKED_FILE",
+    "TOKENS_FILE",
+    "TokenList",
+    "TokenPolicy",
+    "hash_token",
+    "mac_key",
+    "new_token",
+]
+
+TOKENS_FILE = "service-tokens.json"
+REVOKED_FILE = "service-tokens.revoked"
+OPERATIONS = ("encrypt", "decrypt", "datakey", "shred", "hold", "rewrap", "rotate", "seal")
+"""What a token may be allowed to do (``datakey`` hands out plaintext data keys, so it
+implies the power to encrypt and decrypt that prefix's records locally)."""
+_PREFIX = "kst1_"
+_TOKEN_RE = re.compile(r"kst1_[A-Za-z0-9_-]{43}")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_ID_RE = re.compile(r"[0-9a-f]{16}")
+_MAC_INFO = b"keysplit service token list mac v1\x00"
+_FORMAT = "keysplit-service-tokens"
+_MAX_FILE = 8 << 20
+
+
+def new_token() -> str:
+    """A fresh 256-bit token in its text form."""
+    return _PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 (hex) of a token: the only form the keyring directory keeps.
+
+    A plain hash is enough: tokens carry 256 random bits, so there is nothing to brute-force.
+    """
+    return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
+
+
+def is_token_text(token: str) -> bool:
+    return bool(_TOKEN_RE.fullmatch(token))
+
+
+def mac_key(audit_key: bytes, keyring_id: str) -> bytes:
+    """The token-list MAC key: only an unsealed keyring can derive it."""
+    return HKDF(hashes.SHA256(), 32, salt=None, info=_MAC_INFO + bytes.fromhex(keyring_id)).derive(
+        audit_key
+    )
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    """What one token may do: operations, and subjects starting with ``subject_prefix``."""
+
+    id: str
+    name: str
+    sha256: str
+    allow: tuple[str, ...]
+    subject_prefix: str
+    created: str = ""
+    created_by: tuple[str, ...] = ()
+
+    def permits(self, operation: str) -> bool:
+        return operation in self.allow
+
+    def covers(self, subject: str) -> bool:
+        return subject.startswith(self.subject_prefix)
+
+    def check(self, operation: str, subjects: Iterable[str] = ()) -> None:
+        """Raise :class:`PermissionDenied` unless every subject is in policy."""
+        if operation not in self.allow:
+            raise PermissionDenied(f"token {self.name!r} is not allowed to {operation}")
+        for s in subjects:
+            if not isinstance(s, str) or not s.startswith(self.subject_prefix):
+                raise PermissionDenied(
+                    f"token {self.name!r} may only use subjects starting with "
+                    f"{self.subject_prefix!r}"
+                )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "sha256": self.sha256,
+            "allow": list(self.allow),
+            "subject_prefix": self.subject_prefix,
+            "created": self.created,
+            "created_by": list(self.created_by),
+        }
+
+    def public_dict(self) -> dict[str, Any]:
+        """Everything but the hash (what ``token list`` prints)."""
+        d = self.as_dict()
+        del d["sha256"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> TokenPolicy:
+        if not isinstance(d, dict):
+            raise FormatError("token list: an entry is not an object")
+        try:
+            pol = cls(
+                id=str(d["id"]),
+                name=str(d["name"]),
+                sha256=str(d["sha256"]),
+                allow=tuple(str(a) for a in d["allow"]),
+                subject_prefix=str(d["subject_prefix"]),
+                created=str(d.get("created", "")),
+                created_by=tuple(str(c) for c in d.get("created_by", [])),
+            )
+        except (KeyError, TypeError):
+            raise FormatError("token list: an entry lacks a field") from None
+        if not _ID_RE.fullmatch(pol.id) or not re.fullmatch(r"[0-9a-f]{64}", pol.sha256):
+            raise FormatError("token list: bad id or hash")
+        if any(a not in OPERATIONS for a in pol.allow):
+            raise FormatError("token list: unknown operation")
+        return pol
+
+
+def check_allow(allow: Sequence[str]) -> tuple[str, ...]:
+    ops = tuple(dict.fromkeys(a.strip() for a in allow if a.strip()))
+    if not ops:
+        raise ValueError("a token needs at least one allowed operation")
+    bad = [a for a in ops if a not in OPERATIONS]
+    if bad:
+        raise ValueError(f"unknown operation {bad[0]!r} (choose from {', '.join(OPERATIONS)})")
+    return ops
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+@dataclass
+class TokenList:
+    """The MACed token list of one keyring directory, plus pending revocations."""
+
+    directory: Path
+    keyring_id: str
+    serial: int = 0
+    tokens: list[TokenPolicy] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)
+    pending_revocations: list[str] = field(default_factory=list)
+    mac: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.directory / TOKENS_FILE
+
+    @property
+    def revoked_path(self) -> Path:
+        return self.directory / REVOKED_FILE
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @classmethod
+    def read(cls, directory: str | os.PathLike[str], keyring_id: str) -> TokenList:
+        """Parse the files strictly, without checking the MAC (see :meth:`verify`)."""
+        d = Path(directory)
+        out = cls(d, keyring_id)
+        try:
+            data = (d / TOKENS_FILE).read_bytes()
+        except FileNotFoundError:
+            data = None
+        if data is not None:
+            doc = _json.loads(data, what="token list", max_bytes=_MAX_FILE)
+            if not isinstance(doc, dict) or doc.get("format") != _FORMAT or doc.get("v") != 1:
+                raise FormatError(f"{d / TOKENS_FILE}: not a keysplit token list (v1)")
+            if doc.get("keyring_id") != keyring_id:
+                raise IntegrityError(hint=f"{d / TOKENS_FILE} belongs to another keyring")
+            try:
+                out.serial = int(doc["serial"])
+                out.tokens = [TokenPolicy.from_dict(t) for t in doc["tokens"]]
+                out.revoked = [str(r) for r in doc["revoked"]]
+                out.mac = str(doc["mac"])
+            except (KeyError, TypeError, ValueError):
+                raise FormatError(f"{d / TOKENS_FILE}: malformed token list") from None
+        try:
+            lines = (d / REVOKED_FILE).read_text("utf-8", "replace").splitlines()
+        except FileNotFoundError:
+            lines = []
+        for ln in lines:
+            tid = ln.split(" ", 1)[0].strip()
+            if _ID_RE.fullmatch(tid) and tid not in out.revoked:
+                out.pending_revocations.append(tid)
+        return out
+
+    def _body(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "v": 1,
+            "keyring_id": self.keyring_id,
+            "serial": self.serial,
+            "tokens": [t.as_dict() for t in self.tokens],
+            "revoked": list(self.revoked),
+        }
+
+    def _compute_mac(self, key: bytes) -> str:
+        return hmac.new(key, _canonical(self._body()), hashlib.sha256).hexdigest()
+
+    def verify(self, key: bytes) -> None:
+        """Raise :class:`IntegrityError` if the list was edited (or written without a quorum)."""
+        if self.mac is None and not self.tokens and not self.revoked:
+            return  # no list yet
+        if self.mac is None or not hmac.compare_digest(self.mac, self._compute_mac(key)):
+            raise IntegrityError(
+                "token list authentication failed",
+                hint=f"{self.path} was edited or does not belong to this keyring",
+            )
+
+    def active(self) -> dict[str, TokenPolicy]:
+        """Token hash -> policy, revoked ones (MACed or pending) left out."""
+        dead = set(self.revoked) | set(self.pending_revocations)
+        return {t.sha256: t for t in self.tokens if t.id not in dead}
+
+    def find(self, name_or_id: str) -> TokenPolicy:
+        for t in self.tokens:
+            if t.id == name_or_id or t.name == name_or_id:
+                return t
+        raise KeysplitError(f"no token named {name_or_id!r}")
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _write(self, key: bytes) -> None:
+        self.serial += 1
+        self.mac = self._compute_mac(key)
+        doc = self._body()
+        doc["mac"] = self.mac
+        atomic_write(self.path, json.dumps(doc, indent=1).encode() + b"\n")
+
+    def fold_revocations(self, key: bytes) -> list[str]:
+        """Move pending revocations into the MACed list (needs the unsealed key)."""
+        new = [r for r in self.pending_revocations if r not in self.revoked]
+        if new:
+            self.verify(key)
+            self.revoked.extend(new)
+            self.pending_revocations = []
+            self._write(key)
+        return new
+
+    def create(
+        self,
+        key: bytes,
+        *,
+        name: str,
+        allow: Sequence[str],
+        subject_prefix: str,
+        created_by: Sequence[str] = (),
+    ) -> tuple[str, TokenPolicy]:
+        """Mint a token; returns (token text, its policy). The text is never stored."""
+        if not _NAME_RE.fullmatch(name):
+            raise ValueError("token name must be 1-64 of A-Z a-z 0-9 _ . - (starting alnum)")
+        ops = check_allow(allow)
+        if not isinstance(subject_prefix, str):
+            raise TypeError("subject_prefix must be a str")
+        self.verify(key)
+        if any(t.name == name for t in self.active().values()):
+            raise KeysplitError(
+                f"an active token named {name!r} exists", hint="revoke it first or pick a name"
+            )
+        token = new_token()
+        pol = TokenPolicy(
+            id=secrets.token_hex(8),
+            name=name,
+            sha256=hash_token(token),
+            allow=ops,
+            subject_prefix=subject_prefix,
+            created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            created_by=tuple(created_by),
+        )
+        self.revoked.extend(r for r in self.pending_revocations if r not in self.revoked)
+        self.pending_revocations = []
+        self.tokens.append(pol)
+        self._write(key)
+        return token, pol
+
+    def revoke(self, name_or_id: str) -> TokenPolicy:
+        """Revoke without a quorum: append the id to the revocation file (durably)."""
+        pol = self.find(name_or_id)
+        if pol.id in self.revoked or pol.id in self.pending_revocations:
+            raise KeysplitError(f"token {pol.name!r} is already revoked")
+        line = f"{pol.id} {pol.name} {datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}\n"
+        created = not self.revoked_path.exists()
+        fd = os.open(self.revoked_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            fsync_dir(self.directory)
+        self.pending_revocations.append(pol.id)
+        return pol
+
+
+def file_signature(directory: Path) -> tuple[tuple[int, int, int], ...]:
+    """(inode, size, mtime_ns) of both files: the service reloads when it changes."""
+    out = []
+    for name in (TOKENS_FILE, REVOKED_FILE):
+        try:
+            st = os.stat(directory / name)
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except FileNotFoundError:
+            out.append((0, -1, 0))
+    return tuple(out)

@@ -1,0 +1,494 @@
+"""The PostgreSQL key store: wrapped data keys in a schema of a database you already run.
+
+Tables (in schema ``keysplit``, or the URL's ``?schema=NAME``, so keyrings can share a
+database)::
+
+    keysplit_migrations (version int PK, description text, applied_at timestamptz)
+    meta        (name text PK, value text)          format, keyring_id
+    data_keys   (subject text COLLATE "C" PK, kek_version int, wrapped bytea)
+    legal_holds (subject text COLLATE "C" PK)
+
+Why it is shaped like this:
+
+* ``COLLATE "C"``: subjects order by their UTF-8 bytes, as in SQLite and as Python
+  orders ``str``, so the rewrap cursor (``stale_batch``) means the same on every store.
+* Bulk paths are set-based, one round trip per step, not one per row: ``insert_many``
+  COPYs into a session temp table and runs one ``INSERT ... SELECT ... ON CONFLICT DO
+  NOTHING`` (in subject order, so two bulk inserters never deadlock); only when the row
+  count shows conflicts does a second statement (a fresh READ COMMITTED snapshot, so it
+  sees a racing writer's committed row) fetch the rows that won. ``replace_many`` is one
+  ``UPDATE ... FROM`` whose WHERE compares the old row: PostgreSQL re-checks it against a
+  concurrently updated row, so the compare-and-swap holds under races.
+* Legal hold and delete: the delete statement itself checks the hold, and both
+  ``delete`` and ``set_legal_hold`` first take a transaction advisory lock on the
+  subject, so the check always sees a hold committed before it (a plain READ COMMITTED
+  snapshot could miss one placed while the delete statement starts).
+* Schema versioned by ``keysplit_migrations``; created with ``create=True`` under an
+  advisory lock (two processes creating at once get one schema); bound to one keyring id.
+* Thread-safe: a psycopg-pool pool; every method runs in its own transaction on a pooled
+  connection, retried on deadlock or serialization failure.
+
+What a shred leaves behind in PostgreSQL (dead tuples, WAL, backups) is in SECURITY.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, LiteralString, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from ..errors import FormatError, KeyringError, LegalHoldError
+from .base import WrappedKey
+from .url import check_store_url, postgres_conninfo
+
+__all__ = ["PostgresKeyStore"]
+
+FORMAT = "keysplit-keystore"
+_T = TypeVar("_T")
+_Conn = psycopg.Connection[Any]
+_RETRIES = 8
+_ROUNDS = 10  # insert_many re-inserts subjects shredded between its two statements
+
+# (version, description, statements); {s} is the schema. Append, never edit.
+MIGRATIONS: tuple[tuple[int, str, tuple[LiteralString, ...]], ...] = (
+    (
+        1,
+        "meta, data_keys, legal_holds",
+        (
+            "CREATE TABLE {s}.meta (name text PRIMARY KEY, value text NOT NULL)",
+            'CREATE TABLE {s}.data_keys (subject text COLLATE "C" PRIMARY KEY, '
+            "kek_version integer NOT NULL, wrapped bytea NOT NULL)",
+            'CREATE TABLE {s}.legal_holds (subject text COLLATE "C" PRIMARY KEY)',
+        ),
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+# Per-connection staging tables (created once per pooled connection, emptied at commit).
+_TEMP_TABLES: tuple[LiteralString, ...] = (
+    'CREATE TEMP TABLE ks_in (subject text COLLATE "C" NOT NULL, '
+    "kek_version integer NOT NULL, wrapped bytea NOT NULL) ON COMMIT DELETE ROWS",
+    'CREATE TEMP TABLE ks_swap (subject text COLLATE "C" NOT NULL, old_version integer '
+    "NOT NULL, old_wrapped bytea NOT NULL, new_version integer NOT NULL, "
+    "new_wrapped bytea NOT NULL) ON COMMIT DELETE ROWS",
+)
+_COPY_IN = sql.SQL("COPY ks_in (subject, kek_version, wrapped) FROM STDIN (FORMAT BINARY)")
+_COPY_SWAP = sql.SQL(
+    "COPY ks_swap (subject, old_version, old_wrapped, new_version, new_wrapped) "
+    "FROM STDIN (FORMAT BINARY)"
+)
+# COPY's binary format built by hand: 1.5-4x faster than a write_row() call per row
+# (measured: 76 ms vs 20-49 ms per 10,000 rows, build included).
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_COPY_TRAILER = b"\xff\xff"
+_COPY_CHUNK = 20_000  # rows per write: bounded memory for any call size
+_FIELD = struct.Struct(">hi").pack  # (field count, length of the first field)
+_INT_AND_LEN = struct.Struct(">iii").pack  # (4, int4 value, length of the next field)
+
+_STATEMENTS: dict[str, LiteralString] = {
+    "get_many": "SELECT subject, kek_version, wrapped FROM {s}.data_keys "
+    "WHERE subject = ANY(%s::text[])",
+    # rows were staged in subject order (no ORDER BY: a sort costs more than it saves)
+    "insert": "INSERT INTO {s}.data_keys (subject, kek_version, wrapped) "
+    "SELECT subject, kek_version, wrapped FROM ks_in ON CONFLICT (subject) DO NOTHING",
+    # the stored row where it is not the one we asked for (NULL: gone again meanwhile)
+    "winners": "SELECT t.subject, d.kek_version, d.wrapped FROM ks_in t "
+    "LEFT JOIN {s}.data_keys d ON d.subject = t.subject "
+    "WHERE d.subject IS NULL OR d.kek_version <> t.kek_version OR d.wrapped <> t.wrapped",
+    "replace": "UPDATE {s}.data_keys d SET kek_version = w.new_version, "
+    "wrapped = w.new_wrapped FROM ks_swap w WHERE d.subject = w.subject "
+    "AND d.kek_version = w.old_version AND d.wrapped = w.old_wrapped",
+    "lock_subject": "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+    "delete": "WITH held AS (SELECT count(*) AS n FROM {s}.legal_holds WHERE subject = %(s)s), "
+    "gone AS (DELETE FROM {s}.data_keys WHERE subject = %(s)s "
+    "AND (SELECT n FROM held) = 0 RETURNING 1) "
+    "SELECT (SELECT n FROM held), (SELECT count(*) FROM gone)",
+    "stale": "SELECT subject, kek_version, wrapped FROM {s}.data_keys "
+    "WHERE kek_version <> %s AND subject > %s ORDER BY subject LIMIT %s",
+    "page": "SELECT subject, kek_version, wrapped FROM {s}.data_keys "
+    "WHERE subject > %s ORDER BY subject LIMIT %s",
+    "counts": "SELECT kek_version, count(*) FROM {s}.data_keys GROUP BY kek_version",
+    "hold": "INSERT INTO {s}.legal_holds (subject) VALUES (%s) ON CONFLICT DO NOTHING",
+    "unhold": "DELETE FROM {s}.legal_holds WHERE subject = %s",
+    "holds": "SELECT subject FROM {s}.legal_holds ORDER BY subject",
+    "is_held": "SELECT 1 FROM {s}.legal_holds WHERE subject = %s",
+}
+
+
+def _configure(conn: _Conn) -> None:
+    for stmt in _TEMP_TABLES:
+        conn.execute(stmt)
+
+
+def _copy_in_rows(rows: Sequence[WrappedKey]) -> Iterator[bytes]:
+    """Binary COPY data for ks_in, in chunks."""
+    yield _COPY_HEADER
+    for lo in range(0, len(rows), _COPY_CHUNK):
+        parts: list[bytes] = []
+        for subject, version, wrapped in rows[lo : lo + _COPY_CHUNK]:
+            s = subject.encode()
+            parts += (_FIELD(3, len(s)), s, _INT_AND_LEN(4, version, len(wrapped)), wrapped)
+        yield b"".join(parts)
+    yield _COPY_TRAILER
+
+
+def _copy_swap_rows(pairs: Sequence[tuple[WrappedKey, WrappedKey]]) -> Iterator[bytes]:
+    """Binary COPY data for ks_swap, in chunks."""
+    yield _COPY_HEADER
+    for lo in range(0, len(pairs), _COPY_CHUNK):
+        parts: list[bytes] = []
+        for old, new in pairs[lo : lo + _COPY_CHUNK]:
+            s = old.subject.encode()
+            parts += (
+                _FIELD(5, len(s)),
+                s,
+                _INT_AND_LEN(4, old.kek_version, len(old.wrapped)),
+                old.wrapped,
+                _INT_AND_LEN(4, new.kek_version, len(new.wrapped)),
+                new.wrapped,
+            )
+        yield b"".join(parts)
+    yield _COPY_TRAILER
+
+
+def _db_error(exc: psycopg.Error) -> KeyringError:
+    """A secret-free KeyringError: the primary message only (DETAIL may quote row values)."""
+    diag = getattr(exc, "diag", None)
+    msg = (diag.message_primary if diag is not None else None) or str(exc).split("\n")[0]
+    return KeyringError(f"PostgreSQL key store: {msg}")
+
+
+class PostgresKeyStore:
+    """PostgreSQL-backed :class:`~keysplit.store.KeyStore`. Thread-safe (connection pool).
+
+    ``url`` is a ``postgresql://`` libpq URI without a password (libpq's environment,
+    ``~/.pgpass`` or ``PGPASSFILE`` supply it), optionally with ``schema=NAME``. With
+    ``create`` the schema and tables are made if missing; either way the schema must
+    belong to ``keyring_id``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        keyring_id: str,
+        *,
+        create: bool = False,
+        pool_size: int = 4,
+        connect_timeout: float = 15.0,
+    ) -> None:
+        self._url = check_store_url(url)
+        conninfo, self._schema = postgres_conninfo(self._url)
+        self._keyring_id = keyring_id
+        self._lock_prefix = f"keysplit/{self._schema}/"
+        ident = sql.Identifier(self._schema)
+        self._sql = {k: sql.SQL(v).format(s=ident) for k, v in _STATEMENTS.items()}
+        kwargs: dict[str, Any] = {"autocommit": True, "application_name": "keysplit"}
+        if "connect_timeout" not in conninfo:
+            kwargs["connect_timeout"] = max(1, int(connect_timeout))
+        try:  # first connection by hand: its error names the real cause, not a pool timeout
+            with psycopg.connect(conninfo, **kwargs) as conn:
+                self._setup(conn, create)
+        except psycopg.Error as exc:
+            raise _db_error(exc) from None
+        self._pool: ConnectionPool[_Conn] = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=max(1, pool_size),
+            kwargs=kwargs,
+            configure=_configure,
+            # an empty query on checkout: after a server restart or failover the pool
+            # replaces dead connections instead of failing one call per dead connection
+            check=ConnectionPool.check_connection,
+            timeout=max(connect_timeout, 30.0),
+            name=f"keysplit-{self._schema}",
+            open=False,
+        )
+        self._pool.open(wait=True, timeout=max(connect_timeout, 30.0))
+        self._closed = threading.Event()
+
+    # ------------------------------------------------------------------ schema
+
+    def _setup(self, conn: _Conn, create: bool) -> None:
+        schema = self._schema
+        ident = sql.Identifier(schema)
+        with conn.transaction():
+            conn.execute(self._sql["lock_subject"], (f"keysplit/{schema}",))
+            has_schema = conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)
+            ).fetchone()
+            has_log = conn.execute(
+                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = 'keysplit_migrations'",
+                (schema,),
+            ).fetchone()
+            applied = 0
+            if not has_log:
+                if not create:
+                    raise KeyringError(
+                        f"key store not found: no keysplit tables in schema {schema!r}",
+                        hint="create the keyring with this store URL first",
+                    )
+                if has_schema:
+                    others = conn.execute(
+                        "SELECT count(*) FROM pg_class c JOIN pg_namespace n "
+                        "ON n.oid = c.relnamespace WHERE n.nspname = %s",
+                        (schema,),
+                    ).fetchone()
+                    if others and others[0]:
+                        raise FormatError(
+                            f"schema {schema!r} holds other tables: not a keysplit key store",
+                            hint="choose a schema of its own with ?schema=NAME",
+                        )
+                else:
+                    conn.execute(sql.SQL("CREATE SCHEMA {s}").format(s=ident))
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE {s}.keysplit_migrations (version integer PRIMARY KEY, "
+                        "description text NOT NULL, applied_at timestamptz NOT NULL "
+                        "DEFAULT now())"
+                    ).format(s=ident)
+                )
+            else:
+                row = conn.execute(
+                    sql.SQL("SELECT max(version) FROM {s}.keysplit_migrations").format(s=ident)
+                ).fetchone()
+                applied = int(row[0]) if row and row[0] is not None else 0
+            if applied > SCHEMA_VERSION:
+                raise FormatError(
+                    f"key store schema {schema!r} has unsupported version {applied} "
+                    f"(this keysplit knows up to {SCHEMA_VERSION})",
+                    hint="upgrade keysplit",
+                )
+            for version, description, stmts in MIGRATIONS:
+                if version > applied:
+                    for stmt in stmts:
+                        conn.execute(sql.SQL(stmt).format(s=ident))
+                    conn.execute(
+                        sql.SQL(
+                            "INSERT INTO {s}.keysplit_migrations (version, description) "
+                            "VALUES (%s, %s)"
+                        ).format(s=ident),
+                        (version, description),
+                    )
+            if applied == 0:
+                conn.execute(
+                    sql.SQL("INSERT INTO {s}.meta (name, value) VALUES (%s, %s), (%s, %s)").format(
+                        s=ident
+                    ),
+                    ("format", FORMAT, "keyring_id", self._keyring_id),
+                )
+            meta = dict(conn.execute(sql.SQL("SELECT name, value FROM {s}.meta").format(s=ident)))
+        if meta.get("format") != FORMAT:
+            raise FormatError(f"schema {schema!r} is not a keysplit key store")
+        if meta.get("keyring_id") != self._keyring_id:
+            raise KeyringError(
+                f"key store schema {schema!r} belongs to another keyring "
+                f"({meta.get('keyring_id')}, expected {self._keyring_id})",
+                hint="give each keyring its own schema: add ?schema=NAME to the store URL",
+            )
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _tx(self, work: Callable[[_Conn], _T]) -> _T:
+        """Run ``work`` in one transaction on a pooled connection; retry lost races."""
+        if self._closed.is_set():
+            raise KeyringError("key store is closed")
+        for attempt in range(_RETRIES):
+            try:
+                with self._pool.connection() as conn, conn.transaction():
+                    return work(conn)
+            except psycopg.errors.TransactionRollback as exc:  # deadlock, serialization
+                if attempt == _RETRIES - 1:
+                    raise _db_error(exc) from None
+                time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))  # jitter
+            except psycopg.Error as exc:
+                raise _db_error(exc) from None
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _copy(conn: _Conn, stmt: sql.SQL, chunks: Iterable[bytes]) -> None:
+        with conn.cursor() as cur, cur.copy(stmt) as copy:
+            for chunk in chunks:
+                copy.write(chunk)
+
+    @staticmethod
+    def _nested_loops(conn: _Conn) -> None:
+        """Join a staged batch to data_keys by index probes, never by hashing the table.
+
+        Without this the planner hashes all of data_keys for every batch (it prices index
+        probes at random_page_cost). Measured on PostgreSQL 15 (EXPLAIN ANALYZE, 10,000-row
+        replace batch, 200,000 keys, loaded 2-core machine): hash join ~1.0 s, probes
+        ~0.43 s; the hash grows with the table, the probes do not.
+        """
+        conn.execute("SET LOCAL enable_hashjoin = off")
+        conn.execute("SET LOCAL enable_mergejoin = off")
+
+    # ------------------------------------------------------------------ protocol
+
+    @property
+    def keyring_id(self) -> str:
+        return self._keyring_id
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema holding this store's tables."""
+        return self._schema
+
+    def get(self, subject: str) -> WrappedKey | None:
+        return self.get_many([subject]).get(subject)
+
+    def get_many(self, subjects: Sequence[str]) -> dict[str, WrappedKey]:
+        if not subjects:
+            return {}
+        wanted = list(dict.fromkeys(subjects))
+
+        def work(conn: _Conn) -> dict[str, WrappedKey]:
+            cur = conn.execute(self._sql["get_many"], (wanted,), binary=True)
+            return {r[0]: WrappedKey._make(r) for r in cur.fetchall()}  # fetchall: C speed
+
+        return self._tx(work)
+
+    def insert_many(self, rows: Sequence[WrappedKey]) -> list[WrappedKey]:
+        if not rows:
+            return []
+        first: dict[str, WrappedKey] = {}
+        for r in rows:
+            first.setdefault(r.subject, r)  # a subject twice in one call: the first counts
+        # subject order (UTF-8 bytes = code points = COLLATE "C"): two bulk inserters then
+        # take their index locks in one order and do not deadlock (one would be retried)
+        ordered = sorted(first.values())
+
+        def work(conn: _Conn) -> dict[str, WrappedKey]:
+            stored = dict(first)
+            pending = ordered
+            for _ in range(_ROUNDS):
+                self._copy(conn, _COPY_IN, _copy_in_rows(pending))
+                if conn.execute(self._sql["insert"]).rowcount == len(pending):
+                    return stored  # every row was new: ours is what is stored
+                self._nested_loops(conn)
+                gone = []
+                for s, v, w in conn.execute(self._sql["winners"], binary=True):
+                    if v is None:
+                        gone.append(first[s])  # the winner was shredded meanwhile: retry
+                    else:
+                        stored[s] = WrappedKey(s, v, w)
+                if not gone:
+                    return stored
+                conn.execute("DELETE FROM ks_in")
+                pending = sorted(gone)
+            raise KeyringError("insert_many: subjects keep being shredded concurrently")
+
+        stored = self._tx(work)
+        return [stored[r.subject] for r in rows]
+
+    def replace_many(self, rows: Sequence[tuple[WrappedKey, WrappedKey]]) -> int:
+        pairs: dict[str, tuple[WrappedKey, WrappedKey]] = {}
+        for old, new in rows:
+            if old.subject == new.subject:
+                pairs.setdefault(old.subject, (old, new))
+        if not pairs:
+            return 0
+        staged = sorted(pairs.values())
+
+        def work(conn: _Conn) -> int:
+            self._copy(conn, _COPY_SWAP, _copy_swap_rows(staged))
+            self._nested_loops(conn)
+            return conn.execute(self._sql["replace"]).rowcount
+
+        return self._tx(work)
+
+    def delete(self, subject: str) -> bool:
+        def work(conn: _Conn) -> bool:
+            conn.execute(self._sql["lock_subject"], (self._lock_prefix + subject,))
+            row = conn.execute(self._sql["delete"], {"s": subject}).fetchone()
+            held, gone = row if row else (0, 0)
+            if held:
+                raise LegalHoldError(
+                    f"subject {subject!r} is under legal hold", hint="lift the hold first"
+                )
+            return bool(gone)
+
+        return self._tx(work)
+
+    def stale_batch(self, current_version: int, after: str, limit: int) -> list[WrappedKey]:
+        def work(conn: _Conn) -> list[WrappedKey]:
+            cur = conn.execute(self._sql["stale"], (current_version, after, limit), binary=True)
+            return list(map(WrappedKey._make, cur.fetchall()))
+
+        return self._tx(work)
+
+    def count_by_version(self) -> dict[int, int]:
+        def work(conn: _Conn) -> dict[int, int]:
+            return {int(v): int(c) for v, c in conn.execute(self._sql["counts"])}
+
+        return self._tx(work)
+
+    def set_legal_hold(self, subject: str, hold: bool) -> None:
+        def work(conn: _Conn) -> None:
+            conn.execute(self._sql["lock_subject"], (self._lock_prefix + subject,))
+            conn.execute(self._sql["hold" if hold else "unhold"], (subject,))
+
+        self._tx(work)
+
+    def legal_holds(self) -> list[str]:
+        return self._tx(lambda conn: [r[0] for r in conn.execute(self._sql["holds"])])
+
+    def is_on_hold(self, subject: str) -> bool:
+        """Whether the subject is under legal hold (kept for parity with SQLiteKeyStore)."""
+        return self._tx(
+            lambda conn: conn.execute(self._sql["is_held"], (subject,)).fetchone() is not None
+        )
+
+    def iter_subjects(self, batch_size: int = 1000) -> Iterator[list[WrappedKey]]:
+        """Every stored key in batches ordered by subject (parity with SQLiteKeyStore)."""
+        after = ""
+        while True:
+            page = self._tx(functools.partial(self._page, after=after, limit=batch_size))
+            if not page:
+                return
+            yield page
+            after = page[-1].subject
+
+    def _page(self, conn: _Conn, after: str, limit: int) -> list[WrappedKey]:
+        cur = conn.execute(self._sql["page"], (after, limit), binary=True)
+        return list(map(WrappedKey._make, cur.fetchall()))
+
+    def vacuum(self, *, full: bool = False) -> None:
+        """VACUUM the key tables: after shredding, what is needed to get the bytes out.
+
+        A delete leaves the row as a dead tuple; plain VACUUM frees its space (its bytes may
+        stay in the page until overwritten), ``full=True`` rewrites the tables into new files
+        (an exclusive lock for the duration; the old files go back to the file system).
+        Needs table ownership. SECURITY.md says what WAL and backups still hold.
+        """
+        if self._closed.is_set():
+            raise KeyringError("key store is closed")
+        stmt = (
+            "VACUUM (FULL) {s}.data_keys, {s}.legal_holds"
+            if full
+            else ("VACUUM {s}.data_keys, {s}.legal_holds")
+        )
+        try:
+            with self._pool.connection() as conn:  # autocommit: VACUUM refuses a transaction
+                conn.execute(sql.SQL(stmt).format(s=sql.Identifier(self._schema)))
+        except psycopg.Error as exc:
+            raise _db_error(exc) from None
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._pool.close(timeout=10.0)
+
+    def __repr__(self) -> str:
+        return (
+            f"PostgresKeyStore({self._url!r}, schema={self._schema!r}, "
+            f"keyring_id={self._keyring_id!r})"
+        )

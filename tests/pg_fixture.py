@@ -1,0 +1,61 @@
+"""The throwaway PostgreSQL server for the tests (wired into conftest.py with one import).
+
+One server per test session (``initdb`` + ``pg_ctl`` on a Unix socket in a temp dir, as an
+unprivileged user when run as root; see benchmarks/_pgserver.py), stopped at the end of
+the session, also when tests fail. Each test gets its own schema, so tests never see each
+other's keys. Without PostgreSQL the tests that need it skip with one reason; with
+``CI=true`` that is an error instead, so CI can never pass without having run them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks._pgserver import PostgresUnavailable, ThrowawayPostgres
+
+__all__ = ["pg_server", "pytest_runtest_makereport"]
+
+SKIP_REASON = "PostgreSQL store tests need a local PostgreSQL"
+_HERE = (str(Path(__file__).relative_to(Path.cwd())) if Path(__file__).is_relative_to(Path.cwd())
+         else __file__)  # fmt: skip
+_LINE = Path(__file__).read_text().split("\ndef pg_server")[0].count("\n") + 1
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[ThrowawayPostgres]:
+    """A running throwaway server (skips the test, or fails it under CI, if none can run)."""
+    server = None
+    try:
+        server = ThrowawayPostgres()
+        server.start()
+    except (PostgresUnavailable, OSError, ImportError) as exc:
+        if server is not None:
+            server.stop()
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI=true: {exc}")
+        pytest.skip(f"{SKIP_REASON} ({exc})")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        server.stop()
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"psycopg is required under CI=true: {exc}")
+        pytest.skip(f"{SKIP_REASON} and psycopg ({exc})")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    """Fold every "no PostgreSQL" skip onto one location, so ``-ra`` prints one line."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and isinstance(rep.longrepr, tuple) and SKIP_REASON in rep.longrepr[2]:
+        rep.longrepr = (_HERE, _LINE, rep.longrepr[2])

@@ -1,0 +1,287 @@
+"""keysplit.ceremony: one call per ceremony, exactly one typed audit entry each, crash cleanup,
+and the cheap checks before anyone is asked for a share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from keysplit import (
+    Argon2Params,
+    Identity,
+    IntegrityError,
+    Keyring,
+    KeyringError,
+    LegalHoldError,
+    MixedSharesError,
+    Share,
+    ceremony,
+    encrypt_file,
+    load_share,
+)
+from keysplit.audit import EVENTS, events
+from keysplit.ceremony import Custody, DirectorySink, Quorum, ShareFileExists
+
+FAST = Argon2Params(time_cost=1, memory_kib=64, lanes=1)
+
+
+def _custody(tmp: Path) -> tuple[list[Custody], dict[str, Identity]]:
+    ids = {n: Identity.generate(n) for n in ("alice", "bob")}
+    custody = [
+        Custody("alice", recipient=ids["alice"].recipient),
+        Custody("bob", recipient=ids["bob"].recipient),
+        Custody("carol", passphrase=b"carol's passphrase"),
+        Custody("dave"),
+    ]
+    return custody, ids
+
+
+def _open(path: str, name: str, ids: dict[str, Identity]) -> Share:
+    data = Path(path).read_bytes()
+    if name in ids:
+        return load_share(data, identity=ids[name])
+    if name == "carol":
+        return load_share(data, passphrase=b"carol's passphrase")
+    return load_share(data)
+
+
+def _never(q: Quorum) -> None:
+    raise AssertionError("the quorum was asked for before the ceremony's own checks")
+
+
+def _events(kr: Keyring) -> list[str]:
+    return [e.event for e in kr.audit_log().entries()]
+
+
+def test_every_ceremony_writes_exactly_one_entry_of_the_vocabulary(tmp_path: Path) -> None:
+    custody, ids = _custody(tmp_path)
+    sink = DirectorySink(tmp_path / "shares")
+    made = ceremony.init(tmp_path / "kr", 2, custody, sink, kdf=FAST)
+    kr = made.keyring
+    assert _events(kr) == ["init"]
+    init = kr.audit_log().entries()[0]
+    assert init.data == {
+        "keyring_id": kr.keyring_id,
+        "generation": 1,
+        "threshold": 2,
+        "custodians": [w.record().as_dict() for w in made.shares],
+    }
+    assert [w.protection for w in made.shares][2:] == ["passphrase", "none (plain)"]
+    assert [Path(w.location).name for w in made.shares] == [
+        "alice.g1.kss",
+        "bob.g1.kss",
+        "carol.g1.kss",
+        "dave.g1.txt",
+    ]
+    by_name = {w.custodian: w.location for w in made.shares}
+    two = [_open(by_name[n], n, ids) for n in ("alice", "carol")]
+
+    def q() -> Quorum:
+        return Quorum(kr, two)
+
+    plain = tmp_path / "plain.txt"
+    plain.write_bytes(b"hello ceremony\n" * 100)
+    encrypt_file(plain, tmp_path / "plain.ks", kr.public_key, context={"kind": "t"})
+
+    steps = [
+        ("unseal-check", lambda: ceremony.unseal_check(kr, q())),
+        ("rotate", lambda: ceremony.rotate(kr, q())),
+        ("rewrap", lambda: ceremony.rewrap(kr, q(), batch_size=7)),
+        ("retire", lambda: ceremony.retire(kr, q(), 1)),
+        ("legal-hold", lambda: ceremony.hold(kr, q(), "u1", True)),
+        ("shred", lambda: ceremony.shred(kr, q(), "u2")),
+        (
+            "decrypt",
+            lambda: ceremony.decrypt_file(
+                kr, q(), str(tmp_path / "plain.ks"), str(tmp_path / "out.txt")
+            ),
+        ),
+    ]
+    for name, step in steps:
+        before = _events(kr)
+        done = step()
+        assert _events(kr) == [*before, name]
+        assert done.entry is not None and done.entry.event == name
+        assert done.entry.hash == kr.audit_log().head
+        who = done.entry.data.get("authorized_by", done.entry.data.get("custodians"))
+        assert who == [c.as_dict() for c in done.contributors]
+        assert [c.custodian for c in done.contributors] == ["alice", "carol"]
+    assert (tmp_path / "out.txt").read_bytes() == plain.read_bytes()
+
+    rekeyed = ceremony.rekey(
+        kr,
+        q(),
+        custody[:3],
+        DirectorySink(tmp_path / "shares"),
+        threshold=2,
+        kdf=FAST,
+    )
+    assert _events(kr)[-1] == "rekey" and rekeyed.entry.data["old_custodians"] == [
+        "alice",
+        "bob",
+        "carol",
+        "dave",
+    ]
+    with pytest.raises(MixedSharesError):
+        Quorum(kr, two).unseal()
+    with kr.audit_log().path.open("ab") as fh:
+        fh.write(b'{"torn')
+    fresh = [_open(w.location, w.custodian, ids) for w in rekeyed.shares[:2]]
+    repaired = ceremony.repair_audit(kr, Quorum(kr, fresh))
+    assert _events(kr)[-1] == "audit-repair" and repaired.entry is not None
+
+    assert set(_events(kr)) <= set(EVENTS)
+    with Quorum(kr, fresh).unseal() as ukr:
+        report = ukr.audit_log().verify()
+    assert report.mac_verified and report.entries == len(steps) + 3
+
+
+def test_shred_under_legal_hold_is_refused_and_not_recorded(tmp_path: Path) -> None:
+    made = ceremony.init(
+        tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path / "s")
+    )
+    kr = made.keyring
+    shares = [load_share(Path(w.location).read_bytes()) for w in made.shares]
+    ceremony.hold(kr, Quorum(kr, shares), "u1", True)
+    before = _events(kr)
+    with pytest.raises(LegalHoldError):
+        ceremony.shred(kr, Quorum(kr, shares), "u1")
+    assert _events(kr) == before
+
+
+class _FailingSink(DirectorySink):
+    """Fails on the ``fail_at``-th write, like a full disk."""
+
+    def __init__(self, directory: Path, fail_at: int) -> None:
+        super().__init__(directory)
+        self.calls = 0
+        self.fail_at = fail_at
+
+    def write(self, custody: Custody, generation: int, data: bytes) -> str:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise OSError(28, "No space left on device")
+        return super().write(custody, generation, data)
+
+
+def test_init_write_failure_removes_written_shares(tmp_path: Path) -> None:
+    sink = _FailingSink(tmp_path / "s", fail_at=2)
+    with pytest.raises(KeyringError, match="can never be unsealed") as exc:
+        ceremony.init(tmp_path / "kr", 2, [Custody("a"), Custody("b")], sink)
+    assert exc.value.hint == f"remove {tmp_path / 'kr'} and run init again"
+    assert list((tmp_path / "s").iterdir()) == []
+
+
+def test_rekey_write_failure_aborts_and_old_shares_still_work(tmp_path: Path) -> None:
+    made = ceremony.init(
+        tmp_path / "kr", 2, [Custody("a"), Custody("b"), Custody("c")], DirectorySink(tmp_path)
+    )
+    kr = made.keyring
+    old = [load_share(Path(w.location).read_bytes()) for w in made.shares]
+    sink = _FailingSink(tmp_path / "new", fail_at=3)
+    with pytest.raises(OSError, match="No space"):
+        ceremony.rekey(kr, Quorum(kr, old[:2]), [Custody("a"), Custody("b"), Custody("d")], sink)
+    assert list((tmp_path / "new").iterdir()) == []
+    assert kr.status().pending_rekey is False
+    assert _events(kr) == ["init"]
+    ceremony.unseal_check(Keyring.open(tmp_path / "kr"), Quorum(kr, old[1:]))
+
+
+def test_cheap_checks_run_before_the_quorum_is_asked(tmp_path: Path) -> None:
+    made = ceremony.init(tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path))
+    kr = made.keyring
+    taken = DirectorySink(tmp_path / "taken")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / f"a.g{kr.meta.generation + 1}.txt").write_text("someone's share")
+    with pytest.raises(ShareFileExists, match="refusing to overwrite existing share file"):
+        ceremony.rekey(kr, Quorum(kr, _never), [Custody("a"), Custody("b")], taken)
+    assert (tmp_path / "taken" / "a.g2.txt").read_text() == "someone's share"
+    with pytest.raises(KeyringError, match="no rekey is pending"):
+        ceremony.abort_rekey(kr, Quorum(kr, _never))
+    other = ceremony.init(
+        tmp_path / "kr2", 2, [Custody("x"), Custody("y")], DirectorySink(tmp_path)
+    )
+    src = tmp_path / "f.txt"
+    src.write_bytes(b"data")
+    encrypt_file(src, tmp_path / "f.ks", other.keyring.public_key)
+    with pytest.raises(KeyringError, match="sealed to another keyring"):
+        ceremony.decrypt_file(kr, Quorum(kr, _never), str(tmp_path / "f.ks"), str(tmp_path / "o"))
+    assert _events(kr) == ["init"]
+
+
+def test_a_feed_supplies_shares_one_at_a_time(tmp_path: Path) -> None:
+    made = ceremony.init(tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path))
+    kr = made.keyring
+    shares = [load_share(Path(w.location).read_bytes()) for w in made.shares]
+    seen: list[tuple[int, int]] = []
+
+    def feed(q: Quorum) -> None:
+        for s in shares:
+            p = q.add(s)
+            seen.append((p.have, p.need))
+
+    done = ceremony.rotate(kr, Quorum(kr, feed))
+    assert seen == [(1, 2), (2, 2)] and done.value == 2
+    assert [c.custodian for c in done.contributors] == ["a", "b"]
+
+
+def test_new_shares_of_an_interrupted_rekey_complete_it_and_are_recorded(tmp_path: Path) -> None:
+    made = ceremony.init(tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path))
+    kr = made.keyring
+    old = [load_share(Path(w.location).read_bytes()) for w in made.shares]
+    with kr.unseal(old) as ukr:
+        new: Sequence[Share] = list(ukr.prepare_rekey().values())  # then "crash" before commit
+    kr = Keyring.open(tmp_path / "kr")
+    calls: list[bool] = []
+    q = Quorum(kr, new, on_recovered=lambda: calls.append(True))
+    done = ceremony.unseal_check(kr, q)
+    assert calls == [True] and q.recovered
+    assert _events(kr) == ["init", "rekey", "unseal-check"]
+    entry = kr.audit_log().entries()[1]
+    assert entry.data["recovered"] is True and entry.data["generation"] == kr.meta.generation
+    assert entry.data["authorized_by"] == [c.as_dict() for c in done.contributors]
+    with pytest.raises(MixedSharesError):
+        Quorum(kr, old).unseal()
+
+
+def test_abort_discards_a_pending_rekey_with_the_current_shares(tmp_path: Path) -> None:
+    made = ceremony.init(tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path))
+    kr = made.keyring
+    old = [load_share(Path(w.location).read_bytes()) for w in made.shares]
+    with kr.unseal(old) as ukr:
+        ukr.prepare_rekey()
+    kr = Keyring.open(tmp_path / "kr")
+    done = ceremony.abort_rekey(kr, Quorum(kr, old))
+    assert done.value is True and _events(kr) == ["init", "rekey-abort"]
+    assert kr.status().pending_rekey is False
+
+
+def test_tampered_file_is_not_recorded_as_decrypted(tmp_path: Path) -> None:
+    made = ceremony.init(tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path))
+    kr = made.keyring
+    shares = [load_share(Path(w.location).read_bytes()) for w in made.shares]
+    src = tmp_path / "f.txt"
+    src.write_bytes(b"x" * 5000)
+    encrypt_file(src, tmp_path / "f.ks", kr.public_key)
+    bad = bytearray((tmp_path / "f.ks").read_bytes())
+    bad[-50] ^= 1
+    (tmp_path / "f.ks").write_bytes(bytes(bad))
+    with pytest.raises(IntegrityError):
+        ceremony.decrypt_file(kr, Quorum(kr, shares), str(tmp_path / "f.ks"), str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists() and _events(kr) == ["init"]
+
+
+def test_vocabulary_is_one_and_old_spellings_map_to_it() -> None:
+    names = {cls.NAME for cls in events.Event.__subclasses__()}
+    assert names == set(EVENTS)
+    assert events.canonical_name("legal_hold") == "legal-hold"
+    assert events.canonical_name("rekey_committed") == "rekey"
+    assert events.canonical_name("shred") == "shred"
+    assert all(v in EVENTS for v in events.LEGACY_NAMES.values())
+
+
+def test_custody_repr_hides_the_passphrase() -> None:
+    c = Custody("carol", passphrase=b"hunter2 hunter2")
+    assert "hunter2" not in repr(c) and "passphrase" in repr(c)

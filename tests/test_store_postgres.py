@@ -1,0 +1,273 @@
+"""What only the PostgreSQL store has: URLs and schemas, migrations, vacuum, a whole keyring.
+
+The protocol itself is tested for every store in test_store_contract.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from keysplit import FormatError, Keyring, KeyringError, LegalHoldError
+from keysplit.store import WrappedKey, check_store_url, open_store
+from keysplit.store.url import postgres_conninfo
+
+KID = "ab" * 16
+
+
+def _url(server: object, schema: str | None = None) -> str:
+    return f"{server.url}&schema={schema or 't_' + uuid.uuid4().hex[:16]}"  # type: ignore[attr-defined]
+
+
+def test_store_url_parsing() -> None:
+    assert postgres_conninfo("postgresql:///ks?host=/tmp/pg") == (
+        "postgresql:///ks?host=/tmp/pg",
+        "keysplit",
+    )
+    assert postgres_conninfo("postgres://db.example:5433/ks?schema=eu_keys&sslmode=require") == (
+        "postgres://db.example:5433/ks?sslmode=require",
+        "eu_keys",
+    )
+    for bad in ("Eu", "1eu", "eu-keys", "eu;drop", "a" * 64, ""):
+        with pytest.raises(KeyringError, match="invalid schema"):
+            check_store_url(f"postgresql:///ks?schema={bad}")
+    with pytest.raises(KeyringError, match="at most once"):
+        check_store_url("postgresql:///ks?schema=a&schema=b")
+    for secret in ("postgresql://u:hunter2@h/ks", "postgresql:///ks?password=hunter2"):
+        with pytest.raises(KeyringError, match="password") as info:
+            check_store_url(secret)
+        assert "hunter2" not in str(info.value)
+
+
+def test_unreachable_server_is_one_keyring_error(tmp_path: Path) -> None:
+    with pytest.raises(KeyringError, match="PostgreSQL key store"):
+        open_store(
+            f"postgresql:///ks?host={tmp_path}&connect_timeout=2", keyring_id=KID, home=tmp_path
+        )
+
+
+def test_keyrings_share_a_database_by_schema(pg_server: object, tmp_path: Path) -> None:
+    eu = open_store(_url(pg_server, "keys_eu"), keyring_id="e" * 32, home=tmp_path, create=True)
+    us = open_store(_url(pg_server, "keys_us"), keyring_id="f" * 32, home=tmp_path, create=True)
+    try:
+        eu.insert_many([WrappedKey("alice", 1, b"e" * 24)])
+        us.insert_many([WrappedKey("alice", 1, b"u" * 24)])
+        assert eu.get_many(["alice"])["alice"].wrapped == b"e" * 24
+        assert us.get_many(["alice"])["alice"].wrapped == b"u" * 24
+        with pytest.raises(KeyringError, match="another keyring") as info:
+            open_store(_url(pg_server, "keys_eu"), keyring_id="f" * 32, home=tmp_path)
+        assert info.value.hint and "schema" in info.value.hint
+    finally:
+        eu.close()
+        us.close()
+
+
+def test_schema_is_versioned_and_strict(pg_server: object, tmp_path: Path) -> None:
+    import psycopg
+
+    from keysplit.store.postgres import SCHEMA_VERSION, PostgresKeyStore
+
+    url = _url(pg_server)
+    conninfo, schema = postgres_conninfo(url)
+    PostgresKeyStore(url, KID, create=True).close()
+    with psycopg.connect(conninfo, autocommit=True) as c:
+        rows = c.execute(f"SELECT version FROM {schema}.keysplit_migrations").fetchall()
+        assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
+        c.execute(f"INSERT INTO {schema}.keysplit_migrations VALUES (99, 'from the future')")
+    with pytest.raises(FormatError, match="unsupported version 99"):
+        PostgresKeyStore(url, KID)
+    # a schema that holds someone else's tables is never taken over
+    other = _url(pg_server)
+    _, other_schema = postgres_conninfo(other)
+    with psycopg.connect(conninfo, autocommit=True) as c:
+        c.execute(f"CREATE SCHEMA {other_schema}")
+        c.execute(f"CREATE TABLE {other_schema}.invoices (id int)")
+    with pytest.raises(FormatError, match="other tables"):
+        PostgresKeyStore(other, KID, create=True)
+    with pytest.raises(KeyringError, match="not found"):
+        PostgresKeyStore(other, KID)
+
+
+def test_concurrent_creation_makes_one_schema(pg_server: object) -> None:
+    from keysplit.store.postgres import PostgresKeyStore
+
+    url = _url(pg_server)
+    barrier = threading.Barrier(4, timeout=60)
+    results: list[object] = []
+
+    def create() -> None:
+        barrier.wait()
+        try:
+            s = PostgresKeyStore(url, KID, create=True)
+            s.insert_many([WrappedKey("x", 1, b"x" * 24)])
+            s.close()
+            results.append("ok")
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert results == ["ok"] * 4
+
+
+def test_database_errors_are_secret_free_keyring_errors(pg_server: object) -> None:
+    from keysplit.store.postgres import PostgresKeyStore
+
+    s = PostgresKeyStore(_url(pg_server), KID, create=True)
+    try:
+        secret = bytes(range(24))
+        with pytest.raises(KeyringError) as info:
+            s.insert_many([WrappedKey("bad\x00subject", 1, secret)])  # text cannot hold NUL
+        assert secret.hex() not in str(info.value) and "\\x0001" not in str(info.value)
+        assert s.insert_many([WrappedKey("fine", 1, secret)])[0].wrapped == secret
+    finally:
+        s.close()
+    with pytest.raises(KeyringError, match="closed"):
+        s.get_many(["fine"])
+
+
+def test_shred_then_vacuum_full_removes_the_bytes(pg_server: object) -> None:
+    """What SECURITY.md says: a deleted key stays in the table file as a dead tuple until
+    VACUUM; plain VACUUM may leave its bytes in free page space; VACUUM FULL rewrites."""
+    import psycopg
+
+    from keysplit.store.postgres import PostgresKeyStore
+
+    url = _url(pg_server)
+    conninfo, schema = postgres_conninfo(url)
+    s = PostgresKeyStore(url, KID, create=True)
+    marker = b"\xa5\x5a" * 12
+    s.insert_many([WrappedKey(f"a{i:03d}", 1, bytes([i]) * 24) for i in range(40)])
+    s.insert_many([WrappedKey("zz-victim", 1, marker)])  # sorts last: lowest page offset
+
+    def in_table_file() -> bool:
+        with psycopg.connect(conninfo, autocommit=True) as c:
+            c.execute("CHECKPOINT")
+            row = c.execute("SELECT pg_relation_filepath(%s)", (f"{schema}.data_keys",))
+            rel = row.fetchone()
+        assert rel is not None
+        return marker in (pg_server.data / rel[0]).read_bytes()  # type: ignore[attr-defined]
+
+    try:
+        assert in_table_file()
+        assert s.delete("zz-victim")
+        assert in_table_file(), "a deleted row is a dead tuple until VACUUM"
+        s.vacuum(full=True)
+        assert not in_table_file()
+        assert len(s.get_many([f"a{i:03d}" for i in range(40)])) == 40
+        s.vacuum()
+    finally:
+        s.close()
+
+
+def test_a_keyring_runs_on_postgres(pg_server: object, tmp_path: Path) -> None:
+    url = _url(pg_server)
+    kr, shares = Keyring.create(tmp_path / "kr", 2, ["a", "b", "c"])
+    subjects = [f"u{i}" for i in range(300)]
+    store = open_store(url, keyring_id=kr.keyring_id, home=kr.path, create=True)
+    with kr.unseal([shares["a"], shares["b"]], store=store) as ku:
+        recs = ku.encrypt_many(subjects, [s.encode() for s in subjects])
+        ku.rotate()
+        assert ku.rewrap(batch_size=70).rewrapped == 300
+        ku.retire(1)
+        ku.set_legal_hold("u0", True)
+        with pytest.raises(LegalHoldError):
+            ku.shred("u0")
+        assert ku.shred("u1")
+    store = open_store(url, keyring_id=kr.keyring_id, home=kr.path)
+    with kr.unseal([shares["b"], shares["c"]], store=store) as ku:
+        assert ku.decrypt_many(subjects[2:], recs[2:]) == [s.encode() for s in subjects[2:]]
+        assert ku.decrypt(recs[0], subject="u0") == b"u0"
+        assert store.count_by_version() == {2: 299}
+
+
+def test_a_hold_placed_while_a_shred_is_blocked_is_never_lost(pg_server: object) -> None:
+    """Deterministic form of the hold/shred race: the shred's statement has taken its
+    snapshot (no hold yet) and waits on a row lock; a hold is placed meanwhile. The store
+    must not then delete the now-held key: set_legal_hold waits for the shred instead."""
+    import psycopg
+
+    from keysplit.store.postgres import PostgresKeyStore
+
+    url = _url(pg_server)
+    conninfo, schema = postgres_conninfo(url)
+    s = PostgresKeyStore(url, KID, create=True)
+    s.insert_many([WrappedKey("v", 1, b"v" * 24)])
+    seen: dict[str, object] = {}
+
+    def waiting() -> int:
+        with psycopg.connect(conninfo, autocommit=True) as c:
+            row = c.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name = 'keysplit' AND wait_event_type IN ('Lock')"
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def until(cond: object, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not cond():  # type: ignore[operator]
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.02)
+
+    def shred() -> None:
+        try:
+            seen["deleted"] = s.delete("v")
+        except LegalHoldError:
+            seen["deleted"] = "refused"
+
+    def hold() -> None:
+        s.set_legal_hold("v", True)
+        seen["present_after_hold"] = bool(s.get_many(["v"]))
+
+    blocker = psycopg.connect(conninfo)
+    try:
+        blocker.execute(f"SELECT 1 FROM {schema}.data_keys WHERE subject = 'v' FOR UPDATE")
+        d = threading.Thread(target=shred)
+        d.start()
+        until(lambda: waiting() >= 1, "the shred to block on the row lock")
+        h = threading.Thread(target=hold)
+        h.start()
+        until(lambda: not h.is_alive() or waiting() >= 2, "the hold to return or wait")
+        blocker.commit()
+        d.join(60)
+        h.join(60)
+        assert not d.is_alive() and not h.is_alive()
+    finally:
+        blocker.close()
+    still_there = bool(s.get_many(["v"]))
+    s.close()
+    assert "deleted" in seen and "present_after_hold" in seen
+    if seen["present_after_hold"]:
+        assert still_there, "a key seen under a placed hold was shredded"
+    assert still_there == (seen["deleted"] == "refused")
+
+
+def test_survives_a_server_restart(pg_server: object) -> None:
+    """Pooled connections die with a restart; the pool checks them out with a probe and
+    replaces dead ones, so no call fails after the server is back."""
+    from benchmarks._pgserver import ThrowawayPostgres
+    from keysplit.store.postgres import PostgresKeyStore
+
+    server = ThrowawayPostgres()  # its own server: the session's stays untouched
+    try:
+        server.start()
+        s = PostgresKeyStore(server.url, KID, create=True, pool_size=3)
+        s.insert_many([WrappedKey(f"k{i}", 1, b"k" * 24) for i in range(10)])
+        threads = [threading.Thread(target=s.count_by_version) for _ in range(3)]
+        for t in threads:  # put several connections into the pool
+            t.start()
+        for t in threads:
+            t.join(60)
+        server.restart()
+        for _ in range(5):
+            assert s.count_by_version() == {1: 10}
+        s.close()
+    finally:
+        server.stop()
