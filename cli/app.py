@@ -53,6 +53,7 @@ COMMAND_MODULES = (
     "cmd_demo",
     "cmd_bench",
     "cmd_service",
+    "cmd_jobs",
 )
 """The command modules, one per line, in help order."""
 
@@ -68,9 +69,6 @@ def _register() -> None:
 
 
 _register()
-from .cmd_jobs import app as _jobs_app  # noqa: E402 - keysplit.jobs commands (own Typer app)
-
-app.registered_commands += _jobs_app.registered_commands
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from ._opener import Passphrases, prompt_passphrase
 from ._progress import progress_bar
 from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
 from ._specs import parse_name_file
+from .cmd_jobs import SCHEDULER_OPTION, dask_rewrap
 
 __all__ = ["app"]
 
@@ -412,6 +413,8 @@ def rewrap_cmd(
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    dask: bool = typer.Option(False, "--dask", help="Run as a Dask job (keysplit[dask])."),
+    scheduler: str | None = SCHEDULER_OPTION,
 ) -> None:
     """Re-wrap every data key under the current KEK (records untouched; resumable).
 
@@ -426,6 +429,7 @@ def rewrap_cmd(
             quorum(kr, _source(share, identity, passphrase_file)),
             batch_size=batch_size,
             progress=bar,
+            runner=dask_rewrap(scheduler) if dask else None,
         )
         bar.finish(done.value.rewrapped)
     result, entry = done.value, done.entry

@@ -1,5 +1,7 @@
 """Bulk jobs on Dask: ``keysplit encrypt-dataset|decrypt-dataset|scan-dataset`` and the
-engine behind ``keysplit rewrap DIR --dask [--scheduler ADDRESS]``.
+runner behind ``keysplit rewrap DIR --dask [--scheduler ADDRESS]`` (the rewrap stays one
+:func:`keysplit.ceremony.rewrap`, recorded in the audit log; :func:`dask_rewrap` only does
+its work on a cluster).
 
 Each command is one call into :mod:`keysplit.jobs` with a progress bar over partitions.
 Without a scheduler address (``--scheduler`` or ``DASK_SCHEDULER_ADDRESS``) a LocalCluster
@@ -22,11 +24,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from keysplit import Keyring, KeysplitError, RewrapResult, UnsealedKeyring
+from keysplit.ceremony import RewrapRunner
 
 from ._common import EXIT_USAGE, err_console, fail, handle_errors, info
-from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, gather_quorum
+from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
 
-__all__ = ["SCHEDULER_OPTION", "app", "dask_client", "rewrap_on_dask"]
+__all__ = ["SCHEDULER_OPTION", "app", "dask_client", "dask_rewrap"]
 
 app = typer.Typer()
 
@@ -77,12 +80,22 @@ def _bar(what: str) -> Iterator[Callable[[int, int], None]]:
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
-def rewrap_on_dask(ukr: UnsealedKeyring, scheduler: str | None, batch_size: int) -> RewrapResult:
-    """``keysplit rewrap DIR --dask``: the rewrap run as a Dask job (same result)."""
+def dask_rewrap(scheduler: str | None) -> RewrapRunner:
+    """The runner of ``keysplit rewrap DIR --dask``: the ceremony unseals and records, this
+    runs the work as a Dask job (same result). Fails at once if Dask is not installed, so
+    before anyone gives a share; the cluster starts only once the quorum is complete."""
     jobs = _jobs()
-    with dask_client(scheduler) as client, _bar("rewrapping (partitions)") as step:
-        result: RewrapResult = jobs.rewrap(ukr, client=client, batch_size=batch_size, progress=step)
-    return result
+
+    def run(
+        ukr: UnsealedKeyring, batch_size: int, progress: Callable[[int, int], None] | None
+    ) -> RewrapResult:
+        with dask_client(scheduler) as client:
+            result: RewrapResult = jobs.rewrap(
+                ukr, client=client, batch_size=batch_size, progress=progress
+            )
+        return result
+
+    return run
 
 
 def _context(pairs: list[str]) -> dict[str, str] | None:
@@ -111,8 +124,8 @@ def _source(
         yield jobs.ServiceDataKeys(server, token)
         return
     assert keyring is not None
-    ukr, _ = gather_quorum(Keyring.open(keyring), src)
-    with ukr, jobs.LocalDataKeys(ukr).serve() as source:
+    kr = Keyring.open(keyring)
+    with quorum(kr, src).unseal() as ukr, jobs.LocalDataKeys(ukr).serve() as source:
         yield source
 
 

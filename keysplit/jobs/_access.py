@@ -1,47 +1,39 @@
-"""The ONE place :mod:`keysplit.jobs` reaches into an :class:`UnsealedKeyring`'s internals.
+"""The ONE place :mod:`keysplit.jobs` takes key material out of an :class:`UnsealedKeyring`.
 
-``UnsealedKeyring`` exposes no KEKs and no raw data keys (on purpose), but a distributed job
-needs both: rewrap seals KEKs to its workers, and the in-process :class:`LocalDataKeys`
-serves raw data keys to them. Both go through the functions below, so when the keyring's
-internals change (the ``DataKeys``/``KekSet`` split) only this file is repointed.
+A distributed job needs what the record API keeps inside: rewrap seals KEKs to its
+workers, and the in-process :class:`LocalDataKeys` serves raw data keys to them. Both go
+through the keyring's public hand-overs (``keks_for_rewrap``) or the key service's one
+raw-key function, so a change of the keyring's internals is adapted there, not here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from ..errors import IntegrityError
-from ..keyring import UnsealedKeyring
-from ._kek import Keks
+from ..keyring import KekSet, UnsealedKeyring
+from ..service._keys import data_keys as _service_data_keys
 
-__all__ = ["data_keys", "emit", "job_keks"]
+__all__ = ["data_keys", "job_keks"]
 
 
-def job_keks(kr: UnsealedKeyring, versions: Sequence[int]) -> Keks:
-    """The KEKs of ``versions`` plus the current one: exactly what a rewrap job needs."""
-    current = kr.keyring.meta.current_kek
-    return Keks(current, {v: kr._kek(v) for v in {*versions, current}})
+def job_keks(kr: UnsealedKeyring, versions: Sequence[int]) -> KekSet:
+    """The KEKs of ``versions`` plus the current one, with their unbound-version flags:
+    exactly what a rewrap job needs (KeyringError if one is retired)."""
+    full = kr.keks_for_rewrap()
+    wanted = sorted({*versions, full.current})
+    return KekSet(
+        full.keyring_id,
+        full.current,
+        {v: full.kek(v) for v in wanted},
+        unbound=[v for v in wanted if v in full.unbound],
+    )
 
 
 def data_keys(kr: UnsealedKeyring, subjects: Sequence[str], *, create: bool) -> list[bytes]:
     """Raw 16-byte data keys of ``subjects`` (made if ``create``); IntegrityError if one
     has none (never used, or shredded), like the key service's ``datakey`` endpoint."""
-    kr._resolve(subjects, create=create)  # validates subjects, creates what is missing
-    rows = kr.store.get_many(list(dict.fromkeys(subjects)))
-    if len(rows) != len(set(subjects)):
+    keys = _service_data_keys(kr, subjects, create=create)
+    if any(k is None for k in keys):
         raise IntegrityError(hint="a subject has no data key (never used, or shredded)")
-    order = list(rows.values())
-    keks = job_keks(kr, sorted({r.kek_version for r in order}))
-    raw, ok = keks.unwrap(order)
-    if not bool(ok.all()):
-        raw.fill(0)
-        raise IntegrityError(hint="a wrapped data key in the store failed authentication")
-    by_subject = {r.subject: raw[i].tobytes() for i, r in enumerate(order)}
-    raw.fill(0)
-    return [by_subject[s] for s in subjects]
-
-
-def emit(kr: UnsealedKeyring, name: str, **details: Any) -> None:
-    """Report a secret-free event through the keyring's ``on_event`` hook (audit seam)."""
-    kr.keyring._emit(name, **details)
+    return [k for k in keys if k is not None]

@@ -19,7 +19,8 @@ from distributed import get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ..errors import KeysplitError
-from ._kek import Keks, open_keks
+from ..keyring import KekSet
+from ._kek import open_keks
 
 __all__ = [
     "JobKeysPlugin",
@@ -46,7 +47,7 @@ class JobKeysPlugin(WorkerPlugin):
         self.job_id = job_id
         self.keyring_id = keyring_id
         self._private: X25519PrivateKey | None = None
-        self.keks: Keks | None = None
+        self.keks: KekSet | None = None
         self.address = ""
 
     def __repr__(self) -> str:
@@ -58,8 +59,6 @@ class JobKeysPlugin(WorkerPlugin):
 
     def teardown(self, worker: Any) -> None:
         self._private = None
-        if self.keks is not None:
-            self.keks.forget()
         self.keks = None
 
     def public_key(self) -> bytes | None:
@@ -102,7 +101,7 @@ def install_keks(job_id: str, sealed: dict[str, bytes], dask_worker: Any = None)
     return True
 
 
-def worker_keks(job_id: str) -> Keks:
+def worker_keks(job_id: str) -> KekSet:
     """Inside a task: the KEKs this worker holds for the job."""
     plugin = _plugin(get_worker(), job_id)
     if plugin is None or plugin.keks is None:

@@ -335,7 +335,7 @@ def _transform_dataset(
     client: Client | None,
     progress: Progress | None,
 ) -> int:
-    out = Path(dst)
+    out = Path(dst).absolute()  # the workers' working directory is not ours
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KeysplitError(f"{out} exists and is not an empty directory")
     ddf = dd.read_parquet(str(src), engine="pyarrow")

@@ -7,15 +7,21 @@ Shape of a job (each step is idempotent, so a job is resumable by running it aga
    only the :class:`~keysplit.store.KeyStore` protocol, so it works for every store
    :func:`~keysplit.store.open_store` opens (the driver reads each stale row once).
 2. **provision** (driver + workers): a per-job worker plugin makes an X25519 key pair on
-   every worker; the driver seals the stale KEK versions and the current one to each
-   public key (HPKE). Workers never see the master key, the keyring file or other KEKs.
+   every worker; the driver seals the stale KEK versions and the current one (a
+   :class:`~keysplit.keyring.KekSet` with its unbound-version flags) to each public key
+   (HPKE). Workers never see the master key, the keyring file or other KEKs.
 3. **partition tasks** (workers): open the store by URL, read the range batch by batch,
-   unwrap/rewrap each batch with the vectorized key wrap and commit it with
-   compare-and-swap (``replace_many``): a row changed meanwhile (shredded, rewrapped by a
-   duplicate run) is simply not replaced. Every batch commits atomically, so a worker
+   unwrap/rewrap each batch with :func:`~keysplit.keyring.rewrap.rewrap_rows` (the
+   in-process loop's body: subject-bound IVs, legacy rows opened with the default IV) and
+   commit it with compare-and-swap (``replace_many``): a row changed meanwhile (shredded,
+   rewrapped by a duplicate run) is simply not replaced. Every batch commits atomically, so a worker
    killed mid-partition leaves each key either under its old KEK or under the new one,
    never half-written; the partition is then run again (Dask reschedules it, or the driver
    does in its next round, or the next run of the job finds only what is left).
+
+The job records nothing itself: run it as the ``runner`` of
+:func:`keysplit.ceremony.rewrap`, which unseals with a quorum and appends the one ``rewrap``
+entry to the keyring's audit log (``keysplit rewrap DIR --dask`` does).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from distributed import Client, as_completed
 
 from ..errors import KeysplitError
 from ..keyring import RewrapResult, UnsealedKeyring
+from ..keyring.rewrap import rewrap_rows
 from ..store import KeyStore, open_store
 from . import _access
 from ._kek import seal_keks
@@ -115,7 +122,7 @@ def rewrap_range(job_id: str, spec: StoreSpec, rng: SubjectRange, batch_size: in
             inside = [r for r in rows if rng.last is None or r.subject <= rng.last]
             if inside:
                 after = inside[-1].subject
-                pairs, bad = keks.rewrap(inside)
+                pairs, bad = rewrap_rows(keks, inside)
                 done += store.replace_many(pairs)
                 corrupt += bad
             if len(inside) < batch_size:
@@ -131,14 +138,8 @@ def _provision(client: Client, job_id: str, kr: UnsealedKeyring, versions: list[
     if not wanting:
         return 0
     keks = _access.job_keks(kr, versions)
-    kid = kr.keyring.keyring_id
-    try:
-        sealed = {
-            addr: seal_keks(keks, pk, job_id=job_id, keyring_id=kid, worker=addr)
-            for addr, pk in wanting.items()
-        }
-    finally:
-        keks.forget()
+    sealed = {addr: seal_keks(keks, pk, job_id=job_id, worker=addr) for addr, pk in wanting.items()}
+    del keks
     client.run(install_keks, job_id, sealed, workers=list(sealed), on_error="return")
     return len(sealed)
 
@@ -163,9 +164,12 @@ def rewrap(
 ) -> RewrapResult:
     """Move every data key not under the current KEK to it, on the Dask cluster ``client``.
 
-    ``store_url`` names the key store as workers reach it (None: the keyring directory's
-    default SQLite store, which then must be on a path every worker sees). ``partitions``
-    defaults to 4 per worker thread. ``progress(done, total)`` counts partitions. Failed
+    ``store_url`` names the key store as workers reach it (None: the keyring's own,
+    ``keyring.keyring.store_url``; a SQLite store must then be on a path every worker
+    sees). ``partitions`` defaults to 4 per worker thread. ``progress(done, total)`` counts
+    keys like :meth:`UnsealedKeyring.rewrap` (``total``: the stale keys at the start), once
+    at the start and once per finished partition. Nothing is recorded here: the audit
+    entry comes from :func:`keysplit.ceremony.rewrap` with this job as its runner. Failed
     partitions are retried up to ``rounds`` times (after provisioning workers that joined);
     if some still fail, or ``timeout`` seconds pass in one round, :class:`JobError` says so
     and a rerun finishes the job.
@@ -174,34 +178,27 @@ def rewrap(
         raise ValueError("batch_size must be a positive int")
     home = str(Path(keyring.keyring.path).resolve())
     kid = keyring.keyring.keyring_id
-    spec = StoreSpec(store_url, kid, home)
+    url = keyring.keyring.store_url if store_url is None else store_url
+    spec = StoreSpec(url, kid, home)
     current = keyring.keyring.meta.current_kek
     store = spec.open()
     try:
         counts = store.count_by_version()
         stale_versions = sorted(v for v in counts if v != current)
+        stale = sum(c for v, c in counts.items() if v != current)
         if partitions is None:
             partitions = 4 * max(1, sum(client.nthreads().values()))
         ranges = plan(store, current, partitions)
     finally:
         store.close()
     done, corrupt = _run(
-        client, keyring, spec, ranges, stale_versions, batch_size, progress, rounds, timeout
+        client, keyring, spec, ranges, stale_versions, stale, batch_size, progress, rounds, timeout
     )
     store = spec.open()
     try:
         remaining = sum(c for v, c in store.count_by_version().items() if v != current)
     finally:
         store.close()
-    _access.emit(
-        keyring,
-        "rewrap",
-        rewrapped=done,
-        kek_version=current,
-        remaining=remaining,
-        corrupt=len(corrupt),
-        partitions=len(ranges),
-    )
     return RewrapResult(done, current, remaining, tuple(sorted(corrupt)))
 
 
@@ -211,6 +208,7 @@ def _run(
     spec: StoreSpec,
     ranges: list[SubjectRange],
     versions: list[int],
+    stale: int,
     batch_size: int,
     progress: Progress | None,
     rounds: int,
@@ -219,7 +217,7 @@ def _run(
     job_id = secrets.token_hex(16)
     total = len(ranges)
     if progress is not None:
-        progress(0, total)
+        progress(0, stale)
     if not ranges:
         return 0, []
     name = plugin_name(job_id)
@@ -260,7 +258,7 @@ def _run(
                     done += part.rewrapped
                     corrupt += part.corrupt
                     if progress is not None:
-                        progress(total - len(todo), total)
+                        progress(done, stale)
             except TimeoutError:
                 errors.insert(0, f"timed out after {timeout} s")
                 client.cancel(list(futures))
