@@ -7,16 +7,19 @@ sealed by workers must open with ``UnsealedKeyring.decrypt``.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
 import signal
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from Crypto.Cipher import AES
 
 pytest.importorskip("distributed")
 
@@ -30,12 +33,14 @@ from keysplit import (
     SQLiteKeyStore,
     UnsealedKeyring,
     WrappedKey,
+    ceremony,
     jobs,
     load_share,
 )
 from keysplit.jobs import JobError, LocalDataKeys
 from keysplit.jobs._access import data_keys, job_keks
-from keysplit.jobs._kek import Keks, open_keks, seal_keks
+from keysplit.jobs._kek import open_keks, seal_keks
+from keysplit.keyring import KEYRING_FILE, STORE_FILE, KekSet
 
 NAMES = ["alice", "bob", "carol"]
 TIMEOUT = 240.0  # per job round: generous for a loaded 2-core machine
@@ -123,11 +128,29 @@ def test_kek_bundle_opens_only_for_its_worker_and_job() -> None:
         return k.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
 
     a, b = X25519PrivateKey.generate(), X25519PrivateKey.generate()
-    keks = Keks(2, {1: os.urandom(16), 2: os.urandom(16)})
     job, kid = os.urandom(16).hex(), os.urandom(16).hex()
-    sealed = seal_keks(keks, pub(a), job_id=job, keyring_id=kid, worker="tcp://w1:1")
+    keks = KekSet(kid, 3, {1: os.urandom(16), 2: os.urandom(16), 3: os.urandom(16)}, unbound=[1])
+    sealed = seal_keks(keks, pub(a), job_id=job, worker="tcp://w1:1")
     got = open_keks(sealed, a, job_id=job, keyring_id=kid, worker="tcp://w1:1")
-    assert got.current == 2 and got.kek(1) == keks.kek(1) and got.kek(2) == keks.kek(2)
+    assert (got.keyring_id, got.current, got.versions) == (kid, 3, (1, 2, 3))
+    assert got.unbound == {1}  # the legacy flag travels: v1 rows keep RFC 3394's default IV
+    assert all(got.kek(v) == keks.kek(v) for v in (1, 2, 3))
+    # The opened set wraps and unwraps exactly like the driver's, per version: v1 with the
+    # default IV (an independent RFC 3394 unwrap opens it), v2/v3 bound to the subject.
+    raw = np.frombuffer(os.urandom(32), np.uint8).reshape(2, 16)
+    for v in (1, 2, 3):
+        ref = KekSet(kid, v, {v: keks.kek(v)}, unbound=[1] if v == 1 else [])
+        mine = KekSet(got.keyring_id, v, {v: got.kek(v)}, unbound=got.unbound & {v})
+        rows = mine.wrap(["s/a", "s/b"], raw)
+        assert rows == ref.wrap(["s/a", "s/b"], raw)
+        keys, ok = got.unwrap(rows)
+        assert bool(ok.all()) and keys.tobytes() == raw.tobytes()
+        default_iv_opens = True
+        try:  # pycryptodome's KW (RFC 3394, default IV only): an independent implementation
+            assert AES.new(keks.kek(v), AES.MODE_KW).unseal(rows[0].wrapped) == raw[0].tobytes()
+        except ValueError:
+            default_iv_opens = False
+        assert default_iv_opens == (v == 1)
     for key, j, k, w in [
         (b, job, kid, "tcp://w1:1"),  # another worker's key
         (a, os.urandom(16).hex(), kid, "tcp://w1:1"),  # another job
@@ -140,9 +163,7 @@ def test_kek_bundle_opens_only_for_its_worker_and_job() -> None:
     flipped[-1] ^= 1
     with pytest.raises(IntegrityError):
         open_keks(bytes(flipped), a, job_id=job, keyring_id=kid, worker="tcp://w1:1")
-    assert keks.kek(1).hex() not in repr(keks)
-    with pytest.raises(TypeError):
-        pickle.dumps(keks)
+    assert keks.kek(1).hex() not in repr(keks) and keks.kek(1).hex() not in repr(got)
 
 
 def test_rewrap_1e5_keys_equals_in_process(client: Client, tmp_path: Path) -> None:
@@ -164,7 +185,8 @@ def test_rewrap_1e5_keys_equals_in_process(client: Client, tmp_path: Path) -> No
         assert ukr.decrypt(old, subject=SAMPLE) == b"old"  # records untouched by rewrap
     assert (result.rewrapped, result.kek_version, result.remaining) == (100_000, 2, 0)
     assert (expected.rewrapped, expected.remaining) == (100_000, 0)
-    assert seen[0] == (0, 8) and seen[-1] == (8, 8)
+    assert seen[0] == (0, 100_000) and seen[-1] == (100_000, 100_000)  # keys, per partition
+    assert len(seen) == 9 and [d for d, _ in seen] == sorted(d for d, _ in seen)
     a, b = _rows(path, kid), _rows(tmp_path / "b", kid)
     assert len(a) == 100_000 and all(r.kek_version == 2 for r in a)
     assert a == b  # byte-identical to the in-process rewrap
@@ -178,8 +200,76 @@ def _raw_keys(ukr: UnsealedKeyring, rows: list[WrappedKey]) -> list[bytes]:
     return [k.tobytes() for k in raw]
 
 
+LEGACY = json.loads((Path(__file__).parent / "vectors" / "keyring_legacy_store.json").read_text())
+
+
+def _default_iv_opens(kek: bytes, row: WrappedKey) -> bool:
+    """pycryptodome's RFC 3394 (default IV only): an implementation independent of ours."""
+    try:
+        AES.new(kek, AES.MODE_KW).unseal(row.wrapped)
+    except ValueError:
+        return False
+    return True
+
+
+def test_rewrap_ceremony_on_dask_binds_legacy_and_bound_rows(
+    client: Client, tmp_path: Path
+) -> None:
+    """A keyring from before subject binding (tests/vectors): v1 rows use the default IV,
+    v2 rows are bound; rotated to v3, the Dask rewrap must open both kinds (the unbound
+    flag reaches the workers) and bind every row, byte-identical to the in-process rewrap;
+    the keyring then reads every key, and the ceremony records one ``rewrap`` entry."""
+    path, kid = tmp_path / "a", LEGACY["keyring_id"]
+    path.mkdir()
+    (path / KEYRING_FILE).write_bytes(bytes.fromhex(LEGACY["keyring_file"]))
+    store = SQLiteKeyStore(path / STORE_FILE, kid, create=True)
+    store.insert_many([WrappedKey(s, v, bytes.fromhex(w)) for s, v, w in LEGACY["data_keys"]])
+    store.close()
+    shares = [Share.parse(LEGACY["shares"][n]) for n in ("c1", "c3")]
+    legacy, bound = [f"legacy/{i:04d}" for i in range(2000)], [f"bound/{i:04d}" for i in range(500)]
+    n = len(LEGACY["data_keys"]) + 2500
+    with _open(path, shares) as ukr:
+        assert ukr.keyring.unbound_kek_versions == (1,)
+        ukr.data_keys(legacy, create=True)  # under v1, written with the default IV
+        ukr.rotate()  # v2, bound
+        ukr.data_keys(bound, create=True)
+        ukr.rotate()  # v3
+        keks = {v: ukr.keks_for_rewrap().kek(v) for v in (1, 2, 3)}
+        rows = _rows(path, kid)
+        before = dict(zip([r.subject for r in rows], _raw_keys(ukr, rows), strict=True))
+    assert {r.kek_version for r in rows} == {1, 2} and len(rows) == n
+    assert all(_default_iv_opens(keks[1], r) for r in rows if r.kek_version == 1)
+    assert not any(_default_iv_opens(keks[2], r) for r in rows if r.kek_version == 2)
+    shutil.copytree(path, tmp_path / "b")
+    with _open(tmp_path / "b", shares) as ukr:
+        assert ukr.rewrap().rewrapped == n  # the in-process reference
+
+    kr = Keyring.open(path)
+    done = ceremony.rewrap(
+        kr,
+        ceremony.Quorum(kr, shares),
+        batch_size=300,
+        runner=lambda ukr, b, p: jobs.rewrap(
+            ukr, client=client, partitions=4, batch_size=b, progress=p, timeout=TIMEOUT
+        ),
+    )
+    assert (done.value.rewrapped, done.value.remaining, done.value.corrupt) == (n, 0, ())
+    after = _rows(path, kid)
+    assert after == _rows(tmp_path / "b", kid)  # byte-identical to the in-process rewrap
+    assert {r.kek_version for r in after} == {3}
+    assert not any(_default_iv_opens(keks[3], r) for r in after)  # every row bound now
+    with _open(path, shares) as ukr:
+        assert None not in ukr.data_keys(list(before))  # raises if any row fails its check
+        assert dict(zip(list(before), _raw_keys(ukr, after), strict=True)) == before
+        for s, rec in LEGACY["records"].items():
+            assert ukr.decrypt(bytes.fromhex(rec), subject=s) == f"record of {s}".encode()
+    entries = [e for e in Keyring.open(path).audit_log().entries() if e.event == "rewrap"]
+    assert len(entries) == 1 and done.entry == entries[0]
+    assert entries[0].data["rewrapped"] == n and entries[0].data["kek_version"] == 3
+
+
 def test_worker_killed_mid_job_leaves_nothing_half_done(client: Client, tmp_path: Path) -> None:
-    n = 40_000
+    n = 20_000  # 16 partitions of 1 250 keys: the kill lands after the first one
     path, quorum = _keyring(tmp_path / "a", n)
     shutil.copytree(path, tmp_path / "b")
     with _open(tmp_path / "b", quorum) as ukr:
@@ -392,7 +482,11 @@ def test_cli_rewrap_dask_local_cluster_and_datasets(client: Client, tmp_path: Pa
     # rewrap --dask with no address: a LocalCluster of its own
     r = _cli(["rewrap", kr, "--dask", *quorum, "--json"])
     assert r.exit_code == 0, r.output
-    assert '"rewrapped": 7' in r.stdout and '"remaining": 0' in r.stdout
+    doc = json.loads(r.stdout)
+    assert (doc["rewrapped"], doc["kek_version"], doc["remaining"]) == (7, 2, 0)
+    rewraps = [e for e in Keyring.open(kr).audit_log().entries() if e.event == "rewrap"]
+    assert len(rewraps) == 1 and rewraps[0].hash == doc["audit_head"]  # one ceremony entry
+    assert rewraps[0].data["authorized_by"][0]["custodian"] == "a"
     r = _cli(
         [
             "decrypt-dataset",
@@ -476,3 +570,51 @@ def test_loopback_source_needs_its_key_and_service_source_plumbing(
         ("datakeys", ["a", "b"], False),
         ("datakeys", ["c"], True),
     ]
+
+
+def test_cli_datasets_through_keysplit_serve(client: Client, tmp_path: Path) -> None:
+    """End to end: ``keysplit serve`` holds the keyring; ``keysplit encrypt-dataset`` and
+    ``decrypt-dataset --server unix:...`` (real processes, on the module's cluster) get
+    each partition's data keys from it with a ``datakey`` token."""
+    from test_service_helpers import Server, cli
+
+    from keysplit.service import Client as ServiceClient
+    from keysplit.service.tokens import TokenList, mac_key
+
+    sockdir = Path(tempfile.mkdtemp(prefix="ksj", dir="/tmp"))  # AF_UNIX paths are short
+    try:
+        kr, shares = Keyring.create(tmp_path / "vault", 2, NAMES)
+        with kr.unseal([shares["alice"], shares["bob"]]) as ukr:
+            key = mac_key(ukr.audit_key(), kr.keyring_id)
+            tl = TokenList.read(kr.path, kr.keyring_id)
+            for name, allow in (("jobs", "datakey"), ("enc", "encrypt")):
+                token = tl.create(key, name=name, allow=[allow], subject_prefix="contacts/")[0]
+                (tmp_path / f"{name}.token").write_text(token)
+        df = _dataset(tmp_path / "in")
+        with Server(kr.path, sockdir / "s.sock") as srv:
+            c = ServiceClient(srv.url)
+            for n in ("alice", "carol"):
+                c.submit_share(shares[n], c.unseal_offer(), keyring_id=kr.keyring_id)
+            opts: list[object] = ["--column", "body", "--subject-column", "user"]
+            opts += ["--server", srv.url, "--scheduler", client.scheduler.address]
+            opts += ["--context", "t=contacts", "--token-file", tmp_path / "jobs.token"]
+            r = cli("encrypt-dataset", "in", "enc", *map(str, opts), cwd=tmp_path)
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.strip() == "300"
+            r = cli("decrypt-dataset", "enc", "dec", *map(str, opts), cwd=tmp_path)
+            assert r.returncode == 0, r.stderr
+            dec = pd.read_parquet(tmp_path / "dec").sort_values("id").reset_index(drop=True)
+            assert dec["body"].tolist() == df["body"].tolist()
+            assert dec["user"].tolist() == df["user"].tolist()
+            # a token without 'datakey' is refused: one error line, no traceback
+            opts[-1] = tmp_path / "enc.token"
+            r = _cli(["decrypt-dataset", tmp_path / "enc", tmp_path / "dec2", *opts])
+            assert r.exit_code == 1 and r.stderr.count("error:") == 1, r.output
+            assert not (tmp_path / "dec2").exists() or not any((tmp_path / "dec2").iterdir())
+        enc = pd.read_parquet(tmp_path / "enc").sort_values("id").reset_index(drop=True)
+        with kr.unseal([shares["bob"], shares["carol"]]) as ukr:  # ordinary keysplit records
+            for i in (0, 150, 299):
+                rec, subject = enc["body"][i], enc["user"][i]
+                assert ukr.decrypt(rec, subject=subject, context={"t": "contacts"}) == df["body"][i]
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
