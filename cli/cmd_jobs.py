@@ -23,8 +23,9 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from keysplit import Keyring, KeysplitError, RewrapResult, UnsealedKeyring
+from keysplit import Keyring, KeysplitError, UnsealedKeyring
 from keysplit.ceremony import RewrapRunner
+from keysplit.keyring import RewrapResult
 
 from ._common import EXIT_USAGE, err_console, fail, handle_errors, info
 from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
