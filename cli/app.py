@@ -53,6 +53,7 @@ COMMAND_MODULES = (
     "cmd_demo",
     "cmd_bench",
     "cmd_service",
+    "cmd_jobs",
 )
 """The command modules, one per line, in help order."""
 

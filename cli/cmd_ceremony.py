@@ -40,6 +40,7 @@ from ._quorum import (
     quorum,
 )
 from ._specs import parse_name_file
+from .cmd_jobs import SCHEDULER_OPTION, dask_rewrap
 
 __all__ = ["app"]
 
@@ -586,6 +587,8 @@ def rewrap_cmd(
     passphrase_file: list[str] = PASSPHRASE_OPTION,
     store: str | None = STORE_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    dask: bool = typer.Option(False, "--dask", help="Run as a Dask job (keysplit[dask])."),
+    scheduler: str | None = SCHEDULER_OPTION,
 ) -> None:
     """Re-wrap every data key under the current KEK (records untouched; resumable).
 
@@ -600,6 +603,7 @@ def rewrap_cmd(
             quorum(kr, _source(share, identity, passphrase_file)),
             batch_size=batch_size,
             progress=bar,
+            runner=dask_rewrap(scheduler) if dask else None,
         )
         bar.finish(done.value.rewrapped)
     result, entry = done.value, done.entry

@@ -66,6 +66,7 @@ __all__ = [
     "Quorum",
     "QuorumFeed",
     "RekeyResult",
+    "RewrapRunner",
     "Sealed",
     "ShareFileExists",
     "ShareSink",
@@ -722,17 +723,26 @@ def rotate(keyring: Keyring, quorum: Quorum) -> Done[int]:
     return _run(quorum, lambda ukr: ukr.rotate(), lambda v: ev.Rotate(v, quorum.contributors))
 
 
+RewrapRunner = Callable[[UnsealedKeyring, int, Callable[[int, int], None] | None], RewrapResult]
+"""``runner(ukr, batch_size, progress)``: who does a rewrap's work (default: ``ukr.rewrap``)."""
+
+
 def rewrap(
     keyring: Keyring,
     quorum: Quorum,
     *,
     batch_size: int = 10_000,
     progress: Callable[[int, int], None] | None = None,
+    runner: RewrapRunner | None = None,
 ) -> Done[RewrapResult]:
-    """Re-wrap every data key under the current KEK (resumable: each batch commits)."""
+    """Re-wrap every data key under the current KEK (resumable: each batch commits).
+
+    ``runner`` does the work elsewhere, e.g. on a Dask cluster (:func:`keysplit.jobs.rewrap`),
+    recorded as the same one ``rewrap`` entry."""
+    run = runner or (lambda ukr, b, p: ukr.rewrap(batch_size=b, progress=p))
     return _run(
         quorum,
-        lambda ukr: ukr.rewrap(batch_size=batch_size, progress=progress),
+        lambda ukr: run(ukr, batch_size, progress),
         lambda r: ev.Rewrap(r.kek_version, r.rewrapped, r.remaining, quorum.contributors),
     )
 

@@ -1,0 +1,196 @@
+"""keysplit.jobs on Dask: rewrap keys/s and record-encryption rows/s vs workers, and the
+scheduler's overhead per task, each against the in-process path in the same run.
+
+* ``rewrap-jobs``: a SQLite key store of N subjects; every repeat rotates (all keys stale)
+  and rewraps everything. Baseline: ``UnsealedKeyring.rewrap`` in this process; then
+  ``keysplit.jobs.rewrap`` on a LocalCluster of 1 and 2 worker processes (1 thread each),
+  timed end to end (plan walk, KEK provisioning, partition tasks, commits).
+* ``encrypt-jobs``: a Parquet dataset (8 files) of N rows of 256-byte values over N/10
+  subjects whose keys exist, sealed into a new dataset. Baseline: in this process, pandas
+  reads it, ``UnsealedKeyring.encrypt_many`` seals all rows, pandas writes it; then
+  ``keysplit.jobs.encrypt_dataset`` (workers read, seal, write; keys fetched per partition
+  in one batch from ``LocalDataKeys.serve()`` over a loopback Unix socket).
+* ``dask-task``: a no-op task: direct calls vs ``client.map`` + ``gather`` round trips on 2
+  workers; the note gives the scheduler overhead per task in microseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from keysplit import Keyring, UnsealedKeyring
+
+from .harness import measure, progress, row, run_standalone
+
+
+def _noop(x: int) -> int:
+    return x
+
+
+@contextmanager
+def _cluster(workers: int) -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=40,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.wait_for_workers(workers, timeout=120)
+        yield client
+
+
+def _populate(ku: UnsealedKeyring, n: int) -> None:
+    from keysplit.jobs._access import job_keks
+
+    keks = job_keks(ku, [])
+    for lo in range(0, n, 100_000):
+        m = min(100_000, n - lo)
+        raw = np.frombuffer(os.urandom(16 * m), np.uint8).reshape(m, 16)
+        ku.store.insert_many(keks.wrap([f"user-{lo + i:08d}" for i in range(m)], raw))
+
+
+def _rewrap_rate(ku: UnsealedKeyring, n: int, fn: Callable[[], int], repeats: int) -> Any:
+    def once() -> None:
+        done = fn()
+        assert done == n, (done, n)
+
+    return measure(once, n, repeats, warmup=0, setup=ku.rotate)
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    from keysplit import jobs
+
+    n_keys = 100_000 if quick else 1_000_000
+    n_rows = 100_000 if quick else 1_000_000
+    repeats = 3
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        kr, shares = Keyring.create(Path(tmp) / "kr", 2, ["a", "b", "c"])
+        with kr.unseal([shares["a"], shares["b"]]) as ku:
+            progress(f"rewrap: populating {n_keys:,} keys")
+            _populate(ku, n_keys)
+            progress("rewrap: in process")
+            base = _rewrap_rate(ku, n_keys, lambda: ku.rewrap().rewrapped, repeats)
+            rows.append(
+                row(
+                    "rewrap-jobs",
+                    "UnsealedKeyring.rewrap (in process)",
+                    n_keys,
+                    "keys/s",
+                    base,
+                    baseline=True,
+                )
+            )
+            import pandas as pd
+
+            subjects = [f"user-{i % (n_rows // 10):08d}" for i in range(n_rows)]
+            values = [os.urandom(256) for _ in range(1000)] * (n_rows // 1000)
+            src, dst = Path(tmp) / "in", Path(tmp) / "out"
+            src.mkdir()
+            frame = pd.DataFrame({"s": subjects, "v": values})
+            for i, part in enumerate(np.array_split(np.arange(n_rows), 8)):
+                frame.iloc[part].to_parquet(src / f"part.{i}.parquet")
+            ku.encrypt_many(subjects[: n_rows // 10], values[: n_rows // 10])  # keys exist
+
+            def in_process() -> None:
+                df = pd.read_parquet(src)
+                df["v"] = ku.encrypt_many(df["s"].tolist(), df["v"].tolist())
+                dst.mkdir()
+                df.to_parquet(dst / "part.0.parquet")
+
+            def clean() -> None:
+                shutil.rmtree(dst, ignore_errors=True)
+
+            progress("encrypt: in process")
+            enc_base = measure(in_process, n_rows, repeats, setup=clean)
+            enc_rows = [
+                row(
+                    "encrypt-jobs",
+                    "read Parquet, UnsealedKeyring.encrypt_many, write (in process)",
+                    n_rows,
+                    "rows/s",
+                    enc_base,
+                    baseline=True,
+                )
+            ]
+            task_rows: list[dict[str, Any]] = []
+            for workers in (1, 2):
+                with _cluster(workers) as client:
+                    progress(f"rewrap: dask, {workers} worker(s)")
+                    stats = _rewrap_rate(
+                        ku,
+                        n_keys,
+                        lambda c=client: jobs.rewrap(ku, client=c).rewrapped,
+                        repeats,
+                    )
+                    rows.append(
+                        row(
+                            "rewrap-jobs",
+                            f"keysplit.jobs.rewrap, {workers} worker(s)",
+                            n_keys,
+                            "keys/s",
+                            stats,
+                            workers=workers,
+                        )
+                    )
+                    progress(f"encrypt: dask, {workers} worker(s)")
+                    with jobs.LocalDataKeys(ku).serve() as source:
+                        stats = measure(
+                            lambda c=client, k=source: jobs.encrypt_dataset(
+                                src, dst, "v", "s", service=k, client=c
+                            ),
+                            n_rows,
+                            repeats,
+                            setup=clean,
+                        )
+                    enc_rows.append(
+                        row(
+                            "encrypt-jobs",
+                            f"keysplit.jobs.encrypt_dataset, {workers} worker(s)",
+                            n_rows,
+                            "rows/s",
+                            stats,
+                            workers=workers,
+                        )
+                    )
+                    if workers == 2:
+                        progress("dask: task overhead")
+                        m = 2000 if quick else 10_000
+                        direct = measure(lambda m=m: [_noop(i) for i in range(m)], m, repeats)
+                        tasks = measure(
+                            lambda c=client, m=m: c.gather(c.map(_noop, range(m), pure=False)),
+                            m,
+                            repeats,
+                        )
+                        task_rows = [
+                            row("dask-task", "direct call", m, "tasks/s", direct, baseline=True),
+                            row(
+                                "dask-task",
+                                "client.map + gather, 2 workers",
+                                m,
+                                "tasks/s",
+                                tasks,
+                                note=f"{1e6 / tasks[0]:.0f} us per task (median)",
+                            ),
+                        ]
+    return rows + enc_rows + task_rows
+
+
+if __name__ == "__main__":
+    import sys
+
+    run_standalone(run, sys.argv)

@@ -1,0 +1,266 @@
+"""Bulk jobs on Dask: ``keysplit encrypt-dataset|decrypt-dataset|scan-dataset`` and the
+runner behind ``keysplit rewrap DIR --dask [--scheduler ADDRESS]`` (the rewrap stays one
+:func:`keysplit.ceremony.rewrap`, recorded in the audit log; :func:`dask_rewrap` only does
+its work on a cluster).
+
+Each command is one call into :mod:`keysplit.jobs` with a progress bar over partitions.
+Without a scheduler address (``--scheduler`` or ``DASK_SCHEDULER_ADDRESS``) a LocalCluster
+(worker processes on this host) is started; with one (``tcp://host:8786``) the job runs on
+that cluster, whose workers must reach the input
+and output paths (or the key store, for rewrap). Data keys come from the key service
+(``--server URL --token-file F``, a token allowed ``datakey``) or, without a service, from a
+keyring unsealed in this process (``--keyring DIR`` and a quorum), served to workers on this
+host over an authenticated Unix socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from keysplit import Keyring, KeysplitError, UnsealedKeyring
+from keysplit.ceremony import RewrapRunner
+from keysplit.keyring import RewrapResult
+
+from ._common import EXIT_USAGE, err_console, fail, handle_errors, info
+from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
+
+__all__ = ["SCHEDULER_OPTION", "app", "dask_client", "dask_rewrap"]
+
+app = typer.Typer()
+
+SCHEDULER_OPTION = typer.Option(
+    None,
+    "--scheduler",
+    metavar="ADDRESS",
+    envvar="DASK_SCHEDULER_ADDRESS",
+    help="Dask scheduler (e.g. tcp://host:8786); default: a LocalCluster on this host.",
+)
+
+
+def _jobs() -> Any:
+    try:
+        from keysplit import jobs
+    except ImportError as exc:
+        fail(str(exc), "pip install 'keysplit[dask]'")
+    return jobs
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None) -> Iterator[Any]:
+    """A Dask client: connected to ``scheduler``, or to a fresh LocalCluster."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler, timeout=60) as client:
+            yield client
+        return
+    info("starting a local Dask cluster (worker processes on this host)")
+    with (
+        LocalCluster(processes=True, dashboard_address=":0", silence_logs=40) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+@contextlib.contextmanager
+def _bar(what: str) -> Iterator[Callable[[int, int], None]]:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    ) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def dask_rewrap(scheduler: str | None) -> RewrapRunner:
+    """The runner of ``keysplit rewrap DIR --dask``: the ceremony unseals and records, this
+    runs the work as a Dask job (same result). Fails at once if Dask is not installed, so
+    before anyone gives a share; the cluster starts only once the quorum is complete."""
+    jobs = _jobs()
+
+    def run(
+        ukr: UnsealedKeyring, batch_size: int, progress: Callable[[int, int], None] | None
+    ) -> RewrapResult:
+        with dask_client(scheduler) as client:
+            result: RewrapResult = jobs.rewrap(
+                ukr, client=client, batch_size=batch_size, progress=progress
+            )
+        return result
+
+    return run
+
+
+def _context(pairs: list[str]) -> dict[str, str] | None:
+    out: dict[str, str] = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            fail(f"--context wants KEY=VALUE, got {p!r}", code=EXIT_USAGE)
+        out[key] = value
+    return out or None
+
+
+@contextlib.contextmanager
+def _source(
+    server: str | None, token_file: Path | None, keyring: Path | None, src: QuorumSource
+) -> Iterator[Any]:
+    jobs = _jobs()
+    if (server is None) == (keyring is None):
+        fail("give --server URL (with --token-file) or --keyring DIR", code=EXIT_USAGE)
+    if server is not None:
+        if token_file is None:
+            fail("--server needs --token-file (a token allowed 'datakey')", code=EXIT_USAGE)
+        token = token_file.read_text().strip()
+        if not token:
+            fail(f"{token_file} holds no token")
+        yield jobs.ServiceDataKeys(server, token)
+        return
+    assert keyring is not None
+    kr = Keyring.open(keyring)
+    with quorum(kr, src).unseal() as ukr, jobs.LocalDataKeys(ukr).serve() as source:
+        yield source
+
+
+SRC_ARG = typer.Argument(..., metavar="IN", help="Input Parquet file or dataset directory.")
+DST_ARG = typer.Argument(..., metavar="OUT", help="Output dataset directory (new or empty).")
+COLUMN = typer.Option(..., "--column", metavar="C", help="The column to seal or open.")
+SUBJECT = typer.Option(..., "--subject-column", metavar="S", help="Column of subject ids.")
+SERVER = typer.Option(None, "--server", metavar="URL", help="Key service (unix:PATH, https://).")
+TOKEN = typer.Option(None, "--token-file", metavar="FILE", help="File holding the token.")
+KEYRING = typer.Option(
+    None, "--keyring", metavar="DIR", help="No service: unseal this keyring here (quorum)."
+)
+CONTEXT = typer.Option([], "--context", metavar="KEY=VALUE", help="Record context (repeatable).")
+
+
+@app.command("encrypt-dataset")
+@handle_errors
+def encrypt_dataset_cmd(
+    src: Path = SRC_ARG,
+    dst: Path = DST_ARG,
+    column: str = COLUMN,
+    subject_column: str = SUBJECT,
+    server: str | None = SERVER,
+    token_file: Path | None = TOKEN,
+    keyring: Path | None = KEYRING,
+    context: list[str] = CONTEXT,
+    scheduler: str | None = SCHEDULER_OPTION,
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+) -> None:
+    """Seal column C of a Parquet dataset per row for the subject in column S.
+
+    Example: keysplit encrypt-dataset users.parquet users.enc --column email
+    --subject-column user_id --server unix:/run/ks.sock --token-file app.token
+
+    Exit codes: 0 done; 1 bad input or key service error; 2 usage.
+    """
+    ctx = _context(context)
+    qs = QuorumSource(list(share), list(identity), list(passphrase_file))
+    with (
+        _source(server, token_file, keyring, qs) as source,
+        dask_client(scheduler) as client,
+        _bar("encrypting (partitions)") as step,
+    ):
+        rows = _jobs().encrypt_dataset(
+            src,
+            dst,
+            column,
+            subject_column,
+            service=source,
+            context=ctx,
+            client=client,
+            progress=step,
+        )
+    info(f"sealed column {column!r} of {rows} rows into {dst}")
+    typer.echo(rows)
+
+
+@app.command("decrypt-dataset")
+@handle_errors
+def decrypt_dataset_cmd(
+    src: Path = SRC_ARG,
+    dst: Path = DST_ARG,
+    column: str = COLUMN,
+    subject_column: str = SUBJECT,
+    server: str | None = SERVER,
+    token_file: Path | None = TOKEN,
+    keyring: Path | None = KEYRING,
+    context: list[str] = CONTEXT,
+    text: bool = typer.Option(False, "--text", help="Decode the opened values as UTF-8."),
+    scheduler: str | None = SCHEDULER_OPTION,
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+) -> None:
+    """Open column C of a dataset made by encrypt-dataset (all or nothing).
+
+    Exit codes: 0 done; 1 a record failed (moved, altered, shredded: see scan-dataset) or
+    bad input; 2 usage.
+    """
+    ctx = _context(context)
+    qs = QuorumSource(list(share), list(identity), list(passphrase_file))
+    with (
+        _source(server, token_file, keyring, qs) as source,
+        dask_client(scheduler) as client,
+        _bar("decrypting (partitions)") as step,
+    ):
+        rows = _jobs().decrypt_dataset(
+            src,
+            dst,
+            column,
+            subject_column,
+            service=source,
+            context=ctx,
+            text=text,
+            client=client,
+            progress=step,
+        )
+    info(f"opened column {column!r} of {rows} rows into {dst}")
+    typer.echo(rows)
+
+
+@app.command("scan-dataset")
+@handle_errors
+def scan_dataset_cmd(
+    src: Path = SRC_ARG,
+    column: str = COLUMN,
+    subject_column: str = SUBJECT,
+    server: str | None = SERVER,
+    token_file: Path | None = TOKEN,
+    keyring: Path | None = KEYRING,
+    context: list[str] = CONTEXT,
+    scheduler: str | None = SCHEDULER_OPTION,
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+) -> None:
+    """Check that every record of column C decrypts; print the bad rows (tab-separated).
+
+    Exit codes: 0 every record opens; 1 some do not (listed on stdout); 2 usage.
+    """
+    ctx = _context(context)
+    qs = QuorumSource(list(share), list(identity), list(passphrase_file))
+    with (
+        _source(server, token_file, keyring, qs) as source,
+        dask_client(scheduler) as client,
+        _bar("scanning (partitions)") as step,
+    ):
+        report = _jobs().scan_dataset(
+            src, column, subject_column, service=source, context=ctx, client=client, progress=step
+        )
+    for b in report.bad:
+        typer.echo(f"{b.partition}\t{b.row}\t{b.subject}\t{b.reason}")
+    info(f"checked {report.checked} records: {len(report.bad)} bad")
+    if report.bad:
+        raise KeysplitError(f"{len(report.bad)} of {report.checked} records do not decrypt")

@@ -1,0 +1,49 @@
+"""Bulk jobs on a Dask ``distributed`` cluster: rewrap data keys, encrypt datasets.
+
+Needs the optional extra ``keysplit[dask]``. :func:`rewrap` moves a store's data keys to
+the current KEK in parallel (workers get only the KEKs involved, sealed to a per-job key
+of each worker); :func:`encrypt_column` / :func:`decrypt_column` / :func:`scan` work on
+Dask DataFrames (so on Parquet datasets), fetching the data keys each partition needs in
+one batch from a :class:`DataKeySource` (a ``keysplit.Client`` is one). SECURITY.md says
+exactly what a compromised worker learns.
+"""
+
+from __future__ import annotations
+
+try:
+    import distributed as _distributed  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"keysplit.jobs needs Dask distributed ({exc}); install keysplit[dask]"
+    ) from None
+
+from .datakeys import DataKeySource, LocalDataKeys, ServiceDataKeys
+from .records import (
+    BadRecord,
+    ScanReport,
+    decrypt_column,
+    decrypt_dataset,
+    encrypt_column,
+    encrypt_dataset,
+    scan,
+    scan_dataset,
+)
+from .rewrap import JobError, SubjectRange, plan, rewrap
+
+__all__ = [
+    "BadRecord",
+    "DataKeySource",
+    "JobError",
+    "LocalDataKeys",
+    "ScanReport",
+    "ServiceDataKeys",
+    "SubjectRange",
+    "decrypt_column",
+    "decrypt_dataset",
+    "encrypt_column",
+    "encrypt_dataset",
+    "plan",
+    "rewrap",
+    "scan",
+    "scan_dataset",
+]

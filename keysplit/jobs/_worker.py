@@ -1,0 +1,109 @@
+"""What a Dask worker holds for one job: a per-job X25519 key, then the KEKs sealed to it.
+
+:class:`JobKeysPlugin` is registered on the cluster for the duration of one job (its name
+carries the job id). On every worker, including ones that join or restart mid-job, it
+generates a fresh X25519 key pair in memory; the driver collects the public keys, seals the
+KEKs to each (:func:`keysplit.jobs._kek.seal_keks`) and installs them; once opened, the
+private key is dropped. Unregistering the plugin at the end of the job forgets the KEKs.
+A task that lands on a worker without KEKs fails with :class:`NoJobKeys` and the driver
+provisions that worker and runs the task again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization as ser
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from distributed import get_worker
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from ..errors import KeysplitError
+from ..keyring import KekSet
+from ._kek import open_keks
+
+__all__ = [
+    "JobKeysPlugin",
+    "NoJobKeys",
+    "install_keks",
+    "plugin_name",
+    "public_keys",
+    "worker_keks",
+]
+
+
+class NoJobKeys(KeysplitError):
+    """This worker holds no KEKs for the job (it joined or restarted after provisioning)."""
+
+
+def plugin_name(job_id: str) -> str:
+    return f"keysplit-job-{job_id}"
+
+
+class JobKeysPlugin(WorkerPlugin):
+    """Per-job key holder on one worker (see the module docstring)."""
+
+    def __init__(self, job_id: str, keyring_id: str) -> None:
+        self.job_id = job_id
+        self.keyring_id = keyring_id
+        self._private: X25519PrivateKey | None = None
+        self.keks: KekSet | None = None
+        self.address = ""
+
+    def __repr__(self) -> str:
+        return f"JobKeysPlugin(job={self.job_id}, <redacted>)"
+
+    def setup(self, worker: Any) -> None:
+        self._private = X25519PrivateKey.generate()
+        self.address = str(worker.address)
+
+    def teardown(self, worker: Any) -> None:
+        self._private = None
+        self.keks = None
+
+    def public_key(self) -> bytes | None:
+        """This worker's per-job public key while it still waits for KEKs."""
+        if self._private is None or self.keks is not None:
+            return None
+        return self._private.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
+
+    def install(self, sealed: bytes) -> None:
+        if self._private is None:
+            raise NoJobKeys("this worker has no pending key pair for the job")
+        self.keks = open_keks(
+            sealed,
+            self._private,
+            job_id=self.job_id,
+            keyring_id=self.keyring_id,
+            worker=self.address,
+        )
+        self._private = None  # the bundle is open: nothing else may be opened with it
+
+
+def _plugin(worker: Any, job_id: str) -> JobKeysPlugin | None:
+    plugin = worker.plugins.get(plugin_name(job_id))
+    return plugin if isinstance(plugin, JobKeysPlugin) else None
+
+
+def public_keys(job_id: str, dask_worker: Any = None) -> bytes | None:
+    """Run on every worker by ``client.run``: its public key if it needs KEKs."""
+    plugin = _plugin(dask_worker, job_id)
+    return None if plugin is None else plugin.public_key()
+
+
+def install_keks(job_id: str, sealed: dict[str, bytes], dask_worker: Any = None) -> bool:
+    """Run by ``client.run``: open this worker's bundle (each worker can open only its own)."""
+    plugin = _plugin(dask_worker, job_id)
+    mine = sealed.get(str(dask_worker.address))
+    if plugin is None or mine is None:
+        return False
+    plugin.install(mine)
+    return True
+
+
+def worker_keks(job_id: str) -> KekSet:
+    """Inside a task: the KEKs this worker holds for the job."""
+    plugin = _plugin(get_worker(), job_id)
+    if plugin is None or plugin.keks is None:
+        raise NoJobKeys("this worker holds no keys for the job")
+    return plugin.keks
