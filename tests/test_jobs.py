@@ -424,9 +424,9 @@ def test_cli_rewrap_dask_local_cluster_and_datasets(client: Client, tmp_path: Pa
     )
     quorum = [
         "--share",
-        tmp_path / "vault-shares" / "a.g1.txt",
+        tmp_path / "vault-shares" / "a.g1.kss",
         "--share",
-        tmp_path / "vault-shares" / "c.g1.txt",
+        tmp_path / "vault-shares" / "c.g1.kss",
     ]
     df = _dataset(tmp_path / "in")
     # encrypt-dataset on the module's cluster (a real scheduler address), keys from --keyring
@@ -452,8 +452,8 @@ def test_cli_rewrap_dask_local_cluster_and_datasets(client: Client, tmp_path: Pa
     assert r.stdout.strip() == "300"
     with Keyring.open(kr).unseal(
         [
-            load_share((tmp_path / "vault-shares" / "b.g1.txt").read_bytes()),
-            load_share((tmp_path / "vault-shares" / "c.g1.txt").read_bytes()),
+            load_share((tmp_path / "vault-shares" / "b.g1.kss").read_bytes()),
+            load_share((tmp_path / "vault-shares" / "c.g1.kss").read_bytes()),
         ]
     ) as ukr:
         enc = pd.read_parquet(tmp_path / "enc").sort_values("id").reset_index(drop=True)
