@@ -142,6 +142,24 @@ KEYRING = typer.Option(
 CONTEXT = typer.Option([], "--context", metavar="KEY=VALUE", help="Record context (repeatable).")
 
 
+def _dataset_job(
+    what: str,
+    job: Callable[[Any, Any, Callable[[int, int], None]], Any],
+    server: str | None,
+    token_file: Path | None,
+    keyring: Path | None,
+    quorum_source: QuorumSource,
+    scheduler: str | None,
+) -> Any:
+    """Run ``job(source, client, progress)`` with the key source, Dask client and bar open."""
+    with (
+        _source(server, token_file, keyring, quorum_source) as source,
+        dask_client(scheduler) as client,
+        _bar(f"{what} (partitions)") as step,
+    ):
+        return job(source, client, step)
+
+
 @app.command("encrypt-dataset")
 @handle_errors
 def encrypt_dataset_cmd(
@@ -167,12 +185,9 @@ def encrypt_dataset_cmd(
     """
     ctx = _context(context)
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
-    with (
-        _source(server, token_file, keyring, qs) as source,
-        dask_client(scheduler) as client,
-        _bar("encrypting (partitions)") as step,
-    ):
-        rows = _jobs().encrypt_dataset(
+    rows = _dataset_job(
+        "encrypting",
+        lambda source, client, step: _jobs().encrypt_dataset(
             src,
             dst,
             column,
@@ -181,7 +196,13 @@ def encrypt_dataset_cmd(
             context=ctx,
             client=client,
             progress=step,
-        )
+        ),
+        server,
+        token_file,
+        keyring,
+        qs,
+        scheduler,
+    )
     info(f"sealed column {column!r} of {rows} rows into {dst}")
     typer.echo(rows)
 
@@ -210,12 +231,9 @@ def decrypt_dataset_cmd(
     """
     ctx = _context(context)
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
-    with (
-        _source(server, token_file, keyring, qs) as source,
-        dask_client(scheduler) as client,
-        _bar("decrypting (partitions)") as step,
-    ):
-        rows = _jobs().decrypt_dataset(
+    rows = _dataset_job(
+        "decrypting",
+        lambda source, client, step: _jobs().decrypt_dataset(
             src,
             dst,
             column,
@@ -225,7 +243,13 @@ def decrypt_dataset_cmd(
             text=text,
             client=client,
             progress=step,
-        )
+        ),
+        server,
+        token_file,
+        keyring,
+        qs,
+        scheduler,
+    )
     info(f"opened column {column!r} of {rows} rows into {dst}")
     typer.echo(rows)
 
@@ -251,14 +275,23 @@ def scan_dataset_cmd(
     """
     ctx = _context(context)
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
-    with (
-        _source(server, token_file, keyring, qs) as source,
-        dask_client(scheduler) as client,
-        _bar("scanning (partitions)") as step,
-    ):
-        report = _jobs().scan_dataset(
-            src, column, subject_column, service=source, context=ctx, client=client, progress=step
-        )
+    report = _dataset_job(
+        "scanning",
+        lambda source, client, step: _jobs().scan_dataset(
+            src,
+            column,
+            subject_column,
+            service=source,
+            context=ctx,
+            client=client,
+            progress=step,
+        ),
+        server,
+        token_file,
+        keyring,
+        qs,
+        scheduler,
+    )
     for b in report.bad:
         typer.echo(f"{b.partition}\t{b.row}\t{b.subject}\t{b.reason}")
     info(f"checked {report.checked} records: {len(report.bad)} bad")
