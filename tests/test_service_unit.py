@@ -449,3 +449,24 @@ def test_rolled_back_token_list_is_refused(service: tuple[KeyService, dict[str, 
     assert svc.handle(_req("/v1/encrypt", tokens["all"], frame)).status == 401  # fail closed
     events = [e.event for e in svc.keyring.audit_log().entries()]
     assert "token-revoke" in events and "token-list-invalid" in events
+
+
+def test_served_data_key_follows_the_keyrings_subject_spellings(
+    ring: tuple[keysplit.Keyring, dict],
+) -> None:
+    """An NFD-spelled subject gets the key the keyring uses for its records (stored under
+    NFC), whether created through the service or found there; the key opens its records."""
+    import unicodedata
+
+    from keysplit.service._keys import data_keys
+
+    kr, shares = ring
+    nfc = unicodedata.normalize("NFC", "contacts/José")
+    nfd = unicodedata.normalize("NFD", nfc)
+    with kr.unseal([shares["a"], shares["b"]]) as u:
+        (made,) = data_keys(u, [nfd], create=True)
+        (found,) = data_keys(u, [nfc], create=False)
+        (again,) = data_keys(u, [nfd], create=False)
+        rec = u.encrypt(b"x", subject=nfc)
+    assert made is not None and made == found == again
+    assert envelope.decrypt(envelope.DataKey(made), rec, subject=nfc) == b"x"
