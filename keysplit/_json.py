@@ -20,6 +20,8 @@ MAX_DEPTH = 32
 
 def check_depth(text: str, max_depth: int) -> bool:
     """True if the nesting of ``[``/``{`` outside strings never exceeds ``max_depth``."""
+    if text.count("[") + text.count("{") <= max_depth:
+        return True  # cannot nest deeper than it opens: skip the per-character scan
     depth = 0
     in_str = False
     escaped = False
