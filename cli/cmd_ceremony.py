@@ -82,7 +82,7 @@ def _parse_custodians(
         name, pub = parsed
         if pub:
             try:
-                recipient = Recipient.from_bytes(Path(pub).read_bytes())
+                recipient = Recipient.from_file(pub)
             except KeysplitError as exc:
                 raise relabel(exc, pub) from None
             if recipient.name != name:

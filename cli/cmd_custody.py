@@ -26,7 +26,7 @@ from keysplit import convert as ks_convert
 from keysplit import proof as ks_proof
 from keysplit import sheet as ks_sheet
 from keysplit.ceremony import WrittenShare
-from keysplit.custody import is_sealed, sealed_share_info
+from keysplit.custody import is_sealed, read_share_file, sealed_share_info
 from keysplit.files import atomic_write
 
 from . import _common
@@ -59,7 +59,7 @@ UNLOCK_HELP = "Passphrase of a passphrase-sealed share, or of the identity (else
 
 def _open_share(path: Path, opener: ShareOpener) -> tuple[Share, str | None]:
     """The share in ``path`` and its custodian's name when the file records it."""
-    data = path.read_bytes()
+    data = read_share_file(path)
     share = opener.open(str(path), data)
     if is_sealed(data):
         return share, sealed_share_info(data).custodian

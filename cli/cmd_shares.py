@@ -140,7 +140,7 @@ def split_cmd(
             fail(f"--custodian expects NAME=PUBFILE, got {spec!r}", code=EXIT_USAGE)
         name, pub = parsed[0], parsed[1]
         try:
-            recipient = Recipient.from_bytes(Path(pub).read_bytes())
+            recipient = Recipient.from_file(pub)
         except KeysplitError as exc:
             raise relabel(exc, pub) from None
         if recipient.name != name:
@@ -449,7 +449,7 @@ def show_cmd(
 ) -> None:
     """Show a custodian public key's name, suite and fingerprint."""
     try:
-        r = Recipient.from_bytes(file.read_bytes())
+        r = Recipient.from_file(file)
     except KeysplitError as exc:
         raise relabel(exc, str(file)) from None
     doc = {"custodian": r.name, "suite": r.suite, "fingerprint": r.fingerprint}

@@ -16,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives import hpke as _cg_hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .._fileio import read_bounded
 from ..errors import CustodianError, FormatError, IntegrityError
 from ..hazmat import hpke as _hpke
 from ..rng import RandomSource, default_rng
@@ -49,11 +51,23 @@ from .passphrase import (
     sealing_key,
 )
 
-__all__ = ["Identity", "IdentityOpener", "Recipient", "RecipientSealer", "Suite", "seal_share"]
+__all__ = [
+    "MAX_KEY_FILE_SIZE",
+    "Identity",
+    "IdentityOpener",
+    "Recipient",
+    "RecipientSealer",
+    "Suite",
+    "read_key_file",
+    "seal_share",
+]
 
 Suite = Literal["x25519", "mlkem768-x25519"]
 
 FP_LEN = 16
+MAX_KEY_FILE_SIZE = 1 << 16
+"""Largest identity or public-key file read (a passphrase-protected ML-KEM identity is
+~3.3 KiB): checked before reading, see :func:`read_key_file`."""
 _TEXT_PREFIX = "keysplit-recipient-v1:"
 _FP_DOMAIN = b"keysplit recipient fingerprint v1\x00"
 _INFO_DOMAIN = b"keysplit sealed share v1\x00"
@@ -233,6 +247,11 @@ class Recipient(_KeyOfCustodian):
         return cls(name, kem.name, public)  # type: ignore[arg-type]
 
     @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Recipient:
+        """Read a ``.pub`` file (refused by size before it is read) and parse it."""
+        return cls.from_bytes(read_key_file(path))
+
+    @classmethod
     def parse(cls, text: str) -> Recipient:
         """Parse a public key file; ``#`` comment lines and blank lines are ignored."""
         if len(text) > 1 << 16:
@@ -373,6 +392,12 @@ class _IdentityFields:
     nonce: bytes
     header: bytes
     sealed: bytes  # the private key itself when params is None
+
+
+def read_key_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of an identity or ``.pub`` file, at most :data:`MAX_KEY_FILE_SIZE`
+    (a larger file is a FormatError before any of it is read)."""
+    return read_bounded(path, MAX_KEY_FILE_SIZE, f"key file {os.fspath(path)}")
 
 
 def _parse_identity(data: bytes) -> _IdentityFields:
