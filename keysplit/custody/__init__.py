@@ -23,7 +23,7 @@ from .._fileio import read_bounded
 from ..errors import FormatError
 from ..share import Share
 from . import base
-from ._container import MAX_SEALED_SIZE, check_name, is_sealed
+from ._container import MAX_SEALED_SIZE, SEALED_TEXT_PREFIX, check_name, is_sealed, sealed_text
 from .base import (
     IncorrectIdentity,
     ProtectionMethod,
@@ -54,6 +54,7 @@ from .passphrase import (
 __all__ = [
     "MAX_KEY_FILE_SIZE",
     "MAX_SHARE_FILE_SIZE",
+    "SEALED_TEXT_PREFIX",
     "Argon2Params",
     "ConfirmKdf",
     "Identity",
@@ -79,6 +80,7 @@ __all__ = [
     "seal_share",
     "seal_share_with_passphrase",
     "sealed_share_info",
+    "sealed_text",
 ]
 
 for _mod in pkgutil.iter_modules(__path__):

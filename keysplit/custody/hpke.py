@@ -111,10 +111,9 @@ def _hybrid_private(private: bytes) -> _cg_hpke.MLKEM768X25519PrivateKey:
 
 
 def _hybrid_pub(private: bytes) -> bytes:
-    return (
-        mlkem.MLKEM768PrivateKey.from_seed_bytes(private[:64]).public_key().public_bytes_raw()
-        + _x25519_pub(private[64:])
-    )
+    return mlkem.MLKEM768PrivateKey.from_seed_bytes(
+        private[:64]
+    ).public_key().public_bytes_raw() + _x25519_pub(private[64:])
 
 
 _HYBRID = _cg_hpke.Suite(
@@ -142,8 +141,10 @@ _KEMS: dict[int, _Kem] = {
             64 + 32,
             _hybrid_public,
             _hybrid_pub,
-            lambda: mlkem.MLKEM768PrivateKey.generate().private_bytes_raw()
-            + x25519.X25519PrivateKey.generate().private_bytes_raw(),
+            lambda: (
+                mlkem.MLKEM768PrivateKey.generate().private_bytes_raw()
+                + x25519.X25519PrivateKey.generate().private_bytes_raw()
+            ),
             lambda pub, info, pt: _HYBRID.encrypt(pt, _hybrid_public(pub), info),
             lambda priv, info, ct: _HYBRID.decrypt(ct, _hybrid_private(priv), info),
         ),
@@ -442,8 +443,7 @@ def _parse_params(r: Reader) -> _Params:
 def _missing(sealed: SealedShare) -> CustodianError:
     assert isinstance(sealed.params, _Params)
     return CustodianError(
-        f"the share of {sealed.who} is sealed to public key "
-        f"{sealed.params.recipient_fingerprint}",
+        f"the share of {sealed.who} is sealed to public key {sealed.params.recipient_fingerprint}",
         hint="give the custodian's identity file",
     )
 
