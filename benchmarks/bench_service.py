@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
 from keysplit import Client, Keyring
 from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
 
