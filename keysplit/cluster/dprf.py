@@ -269,10 +269,12 @@ def combine(
     coefficients = None if premultiplied else lagrange(idx)
     outputs = []
     for j in range(n):
-        acc = Point.identity()
-        for i in idx:
-            z = answers[i][j]
-            acc = acc + (z if coefficients is None else z * coefficients[i])
+        terms = [
+            answers[i][j] if coefficients is None else answers[i][j] * coefficients[i] for i in idx
+        ]
+        acc = terms[0]
+        for z in terms[1:]:
+            acc = acc + z
         if acc.is_identity():
             raise ClusterError("the combined PRF output is the identity")
         outputs.append(acc)
