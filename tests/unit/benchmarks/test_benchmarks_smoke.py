@@ -17,11 +17,11 @@ from paths import REPO
 from benchmarks import bench_shamir, harness
 from benchmarks.harness import plots, report, runner, timing
 
-TINY = """
-from .harness import measure, progress, row
-
 # The benchmark smoke tests run real (small) benchmarks: make test-fast skips them.
 pytestmark = pytest.mark.slow
+
+TINY = """
+from .harness import measure, progress, row
 
 
 def run(quick):
