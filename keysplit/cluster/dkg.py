@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..errors import ClusterError, FormatError
-from ..hazmat.ristretto import POINT_BYTES, SCALAR_BYTES, Point, Scalar
+from ..hazmat.ristretto import POINT_BYTES, SCALAR_BYTES, L, Point, Scalar
 from ..rng import RandomSource, default_rng
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "deal_refresh",
     "finish",
     "interpolate",
+    "lagrange",
     "public_share",
     "public_shares",
     "recover_share",
@@ -364,10 +365,27 @@ def cluster_public_key(dealings: Sequence[Dealing]) -> Point:
 # -- interpolation ------------------------------------------------------------------------
 
 
+def lagrange(indices: Sequence[int], at: int = 0) -> dict[int, Scalar]:
+    """Lagrange coefficients ``λ_i = Π_{j≠i} (at - j)/(i - j)`` mod L for the given indices.
+
+    Indices are public, so this is plain integer arithmetic.
+    """
+    idx = check_indices(indices)
+    if not idx:
+        raise ValueError("no indices")
+    out = {}
+    for i in idx:
+        num, den = 1, 1
+        for j in idx:
+            if j != i:
+                num = num * (at - j) % L
+                den = den * (i - j) % L
+        out[i] = Scalar.from_int(num * pow(den, -1, L))
+    return out
+
+
 def interpolate(values: Mapping[int, Scalar], at: int = 0) -> Scalar:
     """Lagrange interpolation of secret values at ``at`` (public indices, secret values)."""
-    from .dprf import lagrange  # one implementation of the (public) coefficients
-
     coefficients = lagrange(list(values), at=at)
     total = Scalar.zero()
     for i, v in values.items():
