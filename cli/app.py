@@ -54,6 +54,7 @@ COMMAND_MODULES = (
     "cmd_bench",
     "cmd_service",
     "cmd_jobs",
+    "cmd_cluster",
 )
 """The command modules, one per line, in help order."""
 

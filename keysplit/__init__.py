@@ -32,6 +32,7 @@ from .custody import (
 from .errors import (
     AuditError,
     ChecksumError,
+    ClusterError,
     CustodianError,
     DuplicateShareError,
     FormatError,
@@ -48,6 +49,7 @@ from .errors import (
 )
 from .keyring import Keyring, UnsealedKeyring, Unsealer, hpke_seal
 from .service import Client, RecordKeyring
+from .service.cluster_client import ClusterClient
 from .share import Share, combine, secret_fingerprint, split, verify_set
 from .stream import decrypt_file, decrypt_stream, encrypt_file, encrypt_stream
 
@@ -59,6 +61,8 @@ __all__ = [
     "AuditLog",
     "ChecksumError",
     "Client",
+    "ClusterClient",
+    "ClusterError",
     "CustodianError",
     "DuplicateShareError",
     "FormatError",

@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "AuditError",
     "ChecksumError",
+    "ClusterError",
     "CustodianError",
     "DuplicateShareError",
     "FormatError",
@@ -122,3 +123,8 @@ class AuditError(KeysplitError):
     def __init__(self, message: str, *, seq: int | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.seq = seq
+
+
+class ClusterError(KeysplitError):
+    """A key-cluster failure: a node answered wrongly or not at all, a dealing did not
+    verify, or a request names another cluster or region. The message names the nodes."""
