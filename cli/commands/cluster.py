@@ -13,30 +13,17 @@ import typer
 
 from keysplit.service import cluster_admin
 
-from ._common import EXIT_USAGE, fail, handle_errors, info
+from .._common import EXIT_USAGE, fail, handle_errors, info
+from .._service import read_token
 
 __all__ = ["app"]
 
 app = typer.Typer()
-cluster_app = typer.Typer(
-    help="Key clusters: no single host can decrypt (a DKG among node keyrings).",
-    no_args_is_help=True,
-)
-app.add_typer(cluster_app, name="cluster")
 
 _TOKEN_HELP = "Token allowed 'cluster' on every node (only needed over TCP)."  # noqa: S105
 
 
-def _token(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    text = path.read_text("utf-8").strip()
-    if not text:
-        fail(f"token file {path} is empty")
-    return text
-
-
-@cluster_app.command("create")
+@app.command("create")
 @handle_errors
 def create_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Directory for cluster.json."),
@@ -72,7 +59,7 @@ def create_cmd(
             region=region,
             nodes=pairs,
             store=store,
-            token=_token(token_file),
+            token=read_token(token_file),
         )
     except ValueError as exc:
         fail(str(exc), code=EXIT_USAGE)
@@ -83,7 +70,7 @@ def create_cmd(
     typer.echo(cfg.cluster_id)
 
 
-@cluster_app.command("status")
+@app.command("status")
 @handle_errors
 def status_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Cluster directory."),
@@ -95,7 +82,7 @@ def status_cmd(
 
     Exit codes: 0 at least T nodes usable; 1 fewer, or cluster.json unreadable; 2 usage.
     """
-    cfg, consistent, nodes = cluster_admin.cluster_status(directory, token=_token(token_file))
+    cfg, consistent, nodes = cluster_admin.cluster_status(directory, token=read_token(token_file))
     usable = sum(1 for n in nodes if n.reachable and n.sealed is False and n.share_ok)
     if as_json:
         typer.echo(
@@ -127,7 +114,7 @@ def status_cmd(
         raise typer.Exit(1)
 
 
-@cluster_app.command("refresh")
+@app.command("refresh")
 @handle_errors
 def refresh_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Cluster directory."),
@@ -139,5 +126,5 @@ def refresh_cmd(
 
     Exit codes: 0 refreshed; 1 a node unreachable, sealed or at fault (named); 2 usage.
     """
-    cfg = cluster_admin.refresh_cluster(directory, token=_token(token_file))
+    cfg = cluster_admin.refresh_cluster(directory, token=read_token(token_file))
     info(f"cluster {cfg.cluster_id} refreshed: epoch {cfg.epoch}")
