@@ -126,5 +126,14 @@ class AuditError(KeysplitError):
 
 
 class ClusterError(KeysplitError):
-    """A key-cluster failure: a node answered wrongly or not at all, a dealing did not
-    verify, or a request names another cluster or region. The message names the nodes."""
+    """A key-cluster protocol step failed (a bad dealing, sub-share, proof or answer).
+
+    ``node`` names the cluster node at fault (its index, or its name where the caller knows
+    it) when one can be named, so that it can be excluded and reported.
+    """
+
+    def __init__(
+        self, message: str, *, node: int | str | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.node = node

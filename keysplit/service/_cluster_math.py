@@ -1,24 +1,27 @@
-"""The cluster math the node and client call, in one place (bytes in, bytes out).
+"""The cluster math as the node service and the client use it: bytes on the wire and on
+disk, :mod:`keysplit.cluster` (dkg, dprf) underneath.
 
-LOCAL STUB BODY (H7b): implemented over rbcl until H7a's keysplit.cluster lands; then every
-function here becomes a one-line call into keysplit.cluster.dkg / dprf.
+One place converts between the 32-byte encodings the wire, ``cluster.json`` and the share
+file carry and the typed :class:`~keysplit.hazmat.ristretto.Point` /
+:class:`~keysplit.hazmat.ristretto.Scalar` values of the math, so that a malformed
+encoding from a peer is refused here (:class:`FormatError` / :class:`ClusterError`) before
+any arithmetic. Imported lazily (``rbcl`` is the ``cluster`` extra).
 """
 
 from __future__ import annotations
 
-import hashlib
-import struct
 from collections.abc import Mapping, Sequence
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from ..cluster._stub import IDENTITY, L, b2s, base, mul, padd, rand_scalar, s2b, valid
-from ..errors import ClusterError
+from ..cluster import dkg, dprf
+from ..cluster.dkg import Dealing, NodeShare
+from ..errors import ClusterError, FormatError
+from ..hazmat.ristretto import Point, Scalar
 
 __all__ = [
-    "ClusterError",
+    "add_points",
+    "base_point",
     "combine",
+    "combined",
     "deal",
     "derive_kek",
     "evaluate",
@@ -27,152 +30,145 @@ __all__ = [
     "point_for",
     "prove",
     "public_key",
-    "public_share",
+    "public_shares",
+    "refresh",
+    "refresh_commitments",
+    "share_of",
     "verify",
-    "verify_subshare",
 ]
 
 
-def _poly_commit(commitments: Sequence[bytes], index: int) -> bytes:
-    acc = IDENTITY
-    xp = 1
-    for c in commitments:
-        acc = padd(acc, mul(xp, c))
-        xp = xp * index % L
-    return acc
+def _point(b: bytes) -> Point:
+    return Point.from_bytes(bytes(b))
+
+
+def _scalar(b: bytes) -> Scalar:
+    return Scalar.from_bytes(bytes(b))
 
 
 def deal(
-    threshold: int, indices: Sequence[int], *, zero: bool = False
+    dealer: int, threshold: int, indices: Sequence[int], *, zero: bool = False
 ) -> tuple[list[bytes], dict[int, bytes]]:
-    coeffs = [0 if zero else rand_scalar()] + [rand_scalar() for _ in range(threshold - 1)]
-    commitments = [base(c) for c in coeffs]
-    subs = {}
-    for j in indices:
-        v = 0
-        for c in reversed(coeffs):
-            v = (v * j + c) % L
-        subs[j] = s2b(v)
-    return commitments, subs
+    """(commitments, sub-share per index); ``zero`` deals a refresh polynomial."""
+    if zero:
+        d, subs = dkg.deal_refresh(dealer, threshold, indices)
+    else:
+        d, subs = dkg.deal(dealer, threshold, indices)
+    return [c.to_bytes() for c in d.commitments], {i: s.to_bytes() for i, s in subs.items()}
 
 
-def verify_subshare(dealer: int, commitments: Sequence[bytes], index: int, subshare: bytes) -> None:
-    if len(subshare) != 32 or b2s(subshare) >= L or not all(valid(c) for c in commitments):
-        raise ClusterError(f"node {dealer}: malformed dealing")
-    if base(b2s(subshare)) != _poly_commit(commitments, index):
-        raise ClusterError(f"node {dealer}: sub-share does not match its commitments")
+def _dealings(raw: Mapping[int, Sequence[bytes]]) -> list[Dealing]:
+    try:
+        return [Dealing(i, tuple(_point(c) for c in cs)) for i, cs in sorted(raw.items())]
+    except (FormatError, ValueError, TypeError) as exc:
+        raise ClusterError(f"malformed dealing: {exc}") from None
 
 
-def finish(subshares: Mapping[int, bytes], base_share: bytes | None = None) -> bytes:
-    acc = b2s(base_share) if base_share is not None else 0
-    for s in subshares.values():
-        acc += b2s(s)
-    return s2b(acc)
+def _subshares(raw: Mapping[int, bytes]) -> dict[int, Scalar]:
+    try:
+        return {i: _scalar(s) for i, s in raw.items()}
+    except (FormatError, ValueError) as exc:
+        raise ClusterError(f"malformed sub-share: {exc}") from None
 
 
-def public_share(dealings: Mapping[int, Sequence[bytes]], index: int) -> bytes:
-    acc = IDENTITY
-    for c in dealings.values():
-        acc = padd(acc, _poly_commit(c, index))
-    return acc
+def finish(
+    index: int, dealings: Mapping[int, Sequence[bytes]], subshares: Mapping[int, bytes]
+) -> bytes:
+    """This node's new share (every sub-share checked; a bad one names its dealer)."""
+    return dkg.finish(index, _dealings(dealings), _subshares(subshares)).share.to_bytes()
+
+
+def refresh(
+    index: int,
+    share: bytes,
+    dealings: Mapping[int, Sequence[bytes]],
+    subshares: Mapping[int, bytes],
+) -> bytes:
+    """The refreshed share (refresh dealings must have a zero constant term)."""
+    old = NodeShare(index, _scalar(share))
+    return dkg.refresh(old, _dealings(dealings), _subshares(subshares)).share.to_bytes()
+
+
+def combined(dealings: Mapping[int, Sequence[bytes]]) -> list[bytes]:
+    """The combined commitments ``C_k`` of a DKG round."""
+    return [c.to_bytes() for c in dkg.combined_commitments(_dealings(dealings))]
+
+
+def refresh_commitments(
+    commitments: Sequence[bytes], dealings: Mapping[int, Sequence[bytes]]
+) -> list[bytes]:
+    """The combined commitments after a refresh round (``C_0``, the key, unchanged)."""
+    new = dkg.refresh_commitments([_point(c) for c in commitments], _dealings(dealings))
+    return [c.to_bytes() for c in new]
+
+
+def public_shares(commitments: Sequence[bytes], indices: Sequence[int]) -> dict[int, bytes]:
+    """Each node's public share ``X_i`` from the combined commitments."""
+    cs = [_point(c) for c in commitments]
+    return {i: dkg.public_share(cs, i).to_bytes() for i in indices}
 
 
 def public_key(dealings: Mapping[int, Sequence[bytes]]) -> bytes:
-    acc = IDENTITY
-    for c in dealings.values():
-        acc = padd(acc, c[0])
-    return acc
+    return dkg.cluster_public_key(_dealings(dealings)).to_bytes()
+
+
+def base_point(scalar: Scalar | bytes) -> bytes:
+    """``scalar·B``: the public share of a share."""
+    k = scalar if isinstance(scalar, Scalar) else _scalar(scalar)
+    return Point.base_mul(k).to_bytes()
 
 
 def add_points(p: bytes, q: bytes) -> bytes:
-    return padd(p, q)
+    return (_point(p) + _point(q)).to_bytes()
 
 
-def point_for(cluster_id: str, region: str, subject: str, version: int) -> bytes:
-    import rbcl
-
-    h = hashlib.sha512(
-        b"keysplit cluster point v1\x00"
-        + bytes.fromhex(cluster_id)
-        + region.encode()
-        + b"\x00"
-        + struct.pack(">I", version)
-        + subject.encode()
-    ).digest()
-    return bytes(rbcl.crypto_core_ristretto255_from_hash(h))
+def share_of(raw: bytes) -> Scalar:
+    """A share from its 32 stored bytes (a non-canonical encoding is refused)."""
+    return _scalar(raw)
 
 
-def lagrange(indices: Sequence[int]) -> dict[int, bytes]:
-    out = {}
-    for i in indices:
-        num, den = 1, 1
-        for j in indices:
-            if j != i:
-                num = num * j % L
-                den = den * (j - i) % L
-        out[i] = s2b(num * pow(den, -1, L))
-    return out
+def point_for(cluster_id: str, region: str, subject: str, version: int) -> Point:
+    return dprf.point_for(bytes.fromhex(cluster_id), region, subject, version)
 
 
-def evaluate(share: bytes, coefficient: bytes, points: Sequence[bytes]) -> list[bytes]:
-    k = b2s(share) * b2s(coefficient) % L
-    return [mul(k, p) for p in points]
+def lagrange(indices: Sequence[int]) -> dict[int, Scalar]:
+    return dprf.lagrange(indices)
 
 
-def _challenge(*parts: bytes) -> int:
-    return int.from_bytes(hashlib.sha512(b"".join(parts)).digest(), "little") % L
-
-
-def _combo(points: Sequence[bytes], outputs: Sequence[bytes]) -> tuple[bytes, bytes]:
-    seed = hashlib.sha512(b"keysplit dleq batch" + b"".join(points) + b"".join(outputs)).digest()
-    P, Y = IDENTITY, IDENTITY
-    for k, (p, y) in enumerate(zip(points, outputs, strict=True)):
-        c = _challenge(seed, struct.pack(">I", k))
-        P = padd(P, mul(c, p))
-        Y = padd(Y, mul(c, y))
-    return P, Y
+def evaluate(share: Scalar, coefficient: Scalar, points: Sequence[Point]) -> list[bytes]:
+    return [z.to_bytes() for z in dprf.evaluate(share, points, coefficient=coefficient)]
 
 
 def prove(
-    share: bytes, coefficient: bytes, points: Sequence[bytes], outputs: Sequence[bytes]
+    share: Scalar, coefficient: Scalar, points: Sequence[Point], outputs: Sequence[bytes]
 ) -> bytes:
-    k = b2s(share) * b2s(coefficient) % L
-    P, Y = _combo(points, outputs)
-    r = rand_scalar()
-    A, B = base(r), mul(r, P)
-    c = _challenge(base(k), P, Y, A, B)
-    return s2b(c) + s2b(r - c * k)
+    return dprf.prove(share, points, [_point(z) for z in outputs], coefficient=coefficient)
 
 
 def verify(
-    public: bytes,
-    coefficient: bytes,
-    points: Sequence[bytes],
+    public_share: bytes,
+    coefficient: Scalar,
+    points: Sequence[Point],
     outputs: Sequence[bytes],
     proof: bytes,
 ) -> bool:
-    if len(proof) != 64 or not all(valid(y) and y != IDENTITY for y in outputs):
+    """True iff the node's batched DLEQ proof holds for every output (never raises)."""
+    try:
+        zs = [_point(z) for z in outputs]
+        dprf.verify(_point(public_share), points, zs, proof, coefficient=coefficient)
+    except (ClusterError, FormatError, ValueError):
         return False
-    K = mul(b2s(coefficient), public)
-    P, Y = _combo(points, outputs)
-    c, z = b2s(proof[:32]), b2s(proof[32:])
-    A = padd(base(z), mul(c, K))
-    B = padd(mul(z, P), mul(c, Y))
-    return _challenge(K, P, Y, A, B) == c
+    return True
 
 
-def combine(answers: Sequence[Sequence[bytes]]) -> list[bytes]:
-    out = list(answers[0])
-    for a in answers[1:]:
-        out = [padd(x, y) for x, y in zip(out, a, strict=True)]
-    return out
+def combine(answers: Mapping[int, Sequence[bytes]], threshold: int) -> list[Point]:
+    """Add T pre-multiplied answers; an invalid encoding or identity is a ClusterError."""
+    try:
+        pts = {i: [_point(z) for z in a] for i, a in answers.items()}
+    except (FormatError, ValueError) as exc:
+        raise ClusterError(f"a node answered a malformed point: {exc}") from None
+    return dprf.combine(pts, threshold)
 
 
-def derive_kek(point: bytes, cluster_id: str, subject: str, version: int) -> bytes:
-    info = b"keysplit cluster kek v1\x00" + bytes.fromhex(cluster_id) + struct.pack(">I", version)
-    return HKDF(hashes.SHA256(), 16, salt=None, info=info + subject.encode()).derive(point)
-
-
-def base_point(scalar: bytes) -> bytes:
-    """``scalar * G``: a node's public share from its share."""
-    return base(b2s(scalar))
+def derive_kek(output: Point, cluster_id: str, subject: str, version: int) -> bytes:
+    return dprf.derive_kek(output, bytes.fromhex(cluster_id), subject, version)

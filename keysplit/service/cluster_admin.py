@@ -26,7 +26,7 @@ from ..errors import ClusterError, KeysplitError
 from ..store import open_store
 from . import _wire as wire
 from .client import Client
-from .cluster_client import _math, node_info
+from .cluster_client import node_info
 from .cluster_config import (
     CLUSTER_FILE,
     DEFAULT_STORE,
@@ -62,7 +62,7 @@ def _plain(exc: KeysplitError) -> bool:
 
 def _round(
     nodes: Sequence[ClusterNodeInfo], params: dict[str, Any], token: str | None
-) -> dict[str, dict[str, Any]]:
+) -> tuple[dict[str, dict[str, Any]], dict[int, list[bytes]]]:
     """Deal, then finish, on every node; returns each node's finish answer."""
     public = [{k: v for k, v in n.as_dict().items() if k != "public_share"} for n in nodes]
     base = dict(params, nodes=public)
@@ -78,16 +78,24 @@ def _round(
         }
         doc = dict(base, me=n.name, dealings=dealings, sealed=sealed)
         done[n.name] = _post(n.url, "/v1/cluster/dkg/finish", doc, token, n.name)
-    return done | {"_dealings": dealings}
+    raw = {int(k): [bytes.fromhex(str(c)) for c in v] for k, v in dealings.items()}
+    return done, raw
 
 
 def _agree(
-    nodes: Sequence[ClusterNodeInfo], done: dict[str, dict[str, Any]], expect: dict[int, str]
+    nodes: Sequence[ClusterNodeInfo],
+    done: dict[str, dict[str, Any]],
+    expect: dict[int, str],
+    commitments: Sequence[bytes],
 ) -> None:
+    """Every node reports the public shares and commitments recomputed here."""
+    hexed = [c.hex() for c in commitments]
     for n in nodes:
         got = done[n.name].get("public_shares")
         if not isinstance(got, dict) or {int(k): v for k, v in got.items()} != expect:
-            raise ClusterError(f"node {n.name}: disagrees on the public shares")
+            raise ClusterError(f"node {n.name}: disagrees on the public shares", node=n.name)
+        if done[n.name].get("commitments") != hexed:
+            raise ClusterError(f"node {n.name}: disagrees on the commitments", node=n.name)
 
 
 def create_cluster(
@@ -100,6 +108,8 @@ def create_cluster(
     token: str | None = None,
 ) -> ClusterConfig:
     """Run the DKG among the named (unsealed) node services; write ``DIR/cluster.json``."""
+    from . import _cluster_math as cm  # lazily: the cluster extra
+
     check_region(region)
     d = Path(directory)
     if (d / CLUSTER_FILE).exists():
@@ -135,12 +145,13 @@ def create_cluster(
         "epoch": 1,
         "store": store or DEFAULT_STORE,
     }
-    done = _round(infos, params, token)
-    m = _math()
-    dealings = {int(k): [bytes.fromhex(c) for c in v] for k, v in done["_dealings"].items()}
-    expect = {n.index: m.public_share(dealings, n.index).hex() for n in infos}
-    _agree(infos, done, expect)
-    pk = m.public_key(dealings).hex()
+    done, dealings = _round(infos, params, token)
+    commitments = cm.combined(dealings)
+    expect = {
+        i: p.hex() for i, p in cm.public_shares(commitments, [n.index for n in infos]).items()
+    }
+    _agree(infos, done, expect, commitments)
+    pk = cm.public_key(dealings).hex()
     if any(done[n.name].get("public_key") != pk for n in infos):
         raise ClusterError("the nodes disagree on the cluster public key")
     cfg = ClusterConfig(
@@ -150,7 +161,7 @@ def create_cluster(
         tuple(infos),
         pk,
         store=store or DEFAULT_STORE,
-        commitments=(done["_dealings"],),
+        commitments=tuple(c.hex() for c in commitments),
     ).with_shares(expect)
     d.mkdir(parents=True, exist_ok=True)
     open_store(cfg.store, keyring_id=cid, home=d, create=True)
@@ -162,6 +173,8 @@ def refresh_cluster(
     directory: str | os.PathLike[str], *, token: str | None = None
 ) -> ClusterConfig:
     """Re-randomize every node's share (same cluster key); every node must take part."""
+    from . import _cluster_math as cm  # lazily: the cluster extra
+
     cfg = read_cluster(directory)
     params = {
         "cluster_id": cfg.cluster_id,
@@ -171,20 +184,13 @@ def refresh_cluster(
         "store": cfg.store,
         "refresh": True,
     }
-    done = _round(cfg.nodes, params, token)
-    m = _math()
-    dealings = {int(k): [bytes.fromhex(c) for c in v] for k, v in done["_dealings"].items()}
-    if any(cs[0] != bytes(32) for cs in dealings.values()):
-        raise ClusterError("a refresh dealing has a non-zero secret")
-    expect = {
-        n.index: m.add_points(
-            bytes.fromhex(n.public_share), m.public_share(dealings, n.index)
-        ).hex()
-        for n in cfg.nodes
-    }
-    _agree(cfg.nodes, done, expect)
+    done, dealings = _round(cfg.nodes, params, token)
+    commitments = cm.refresh_commitments([bytes.fromhex(c) for c in cfg.commitments], dealings)
+    indices = [n.index for n in cfg.nodes]
+    expect = {i: p.hex() for i, p in cm.public_shares(commitments, indices).items()}
+    _agree(cfg.nodes, done, expect, commitments)
     new = cfg.with_shares(
-        expect, epoch=cfg.epoch + 1, commitments=(*cfg.commitments, done["_dealings"])
+        expect, epoch=cfg.epoch + 1, commitments=tuple(c.hex() for c in commitments)
     )
     new.write(directory)
     return new
@@ -205,18 +211,12 @@ class NodeStatus:
         return dict(self.__dict__)
 
 
-def _recomputed(cfg: ClusterConfig) -> dict[int, str] | None:
-    """Public shares recomputed from every recorded commitment (None if none recorded)."""
-    if not cfg.commitments:
-        return None
-    m = _math()
-    shares: dict[int, bytes] = {}
-    for round_ in cfg.commitments:
-        d = {int(k): [bytes.fromhex(c) for c in v] for k, v in round_.items()}
-        for n in cfg.nodes:
-            p = m.public_share(d, n.index)
-            shares[n.index] = m.add_points(shares[n.index], p) if n.index in shares else p
-    return {i: p.hex() for i, p in shares.items()}
+def _recomputed(cfg: ClusterConfig) -> dict[int, str]:
+    """Public shares recomputed from the recorded commitments."""
+    from . import _cluster_math as cm  # lazily: the cluster extra
+
+    cs = [bytes.fromhex(c) for c in cfg.commitments]
+    return {i: p.hex() for i, p in cm.public_shares(cs, [n.index for n in cfg.nodes]).items()}
 
 
 def cluster_status(
@@ -225,7 +225,9 @@ def cluster_status(
     """(config, its public shares match its commitments, each node's status)."""
     cfg = read_cluster(directory)
     recomputed = _recomputed(cfg)
-    consistent = recomputed is None or recomputed == {n.index: n.public_share for n in cfg.nodes}
+    consistent = recomputed == {n.index: n.public_share for n in cfg.nodes} and (
+        cfg.commitments[0] == cfg.public_key
+    )
     out = []
     for n in cfg.nodes:
         try:

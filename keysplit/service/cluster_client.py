@@ -31,8 +31,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import envelope, names
 from ..envelope import DataKey
@@ -50,16 +49,12 @@ from . import _wire as wire
 from .client import Client, ServiceError
 from .cluster_config import ClusterConfig, ClusterNodeInfo, read_cluster
 
+if TYPE_CHECKING:
+    from ..hazmat.ristretto import Point
+
 __all__ = ["ClusterClient", "ClusterDataKeys", "ClusterStatus"]
 
 Context = Mapping[str, str] | Sequence[Mapping[str, str] | None] | None
-
-
-def _math() -> ModuleType:
-    """The group arithmetic, imported on first use (the ``cluster`` extra: rbcl)."""
-    from . import _cluster_math
-
-    return _cluster_math
 
 
 class _Lied(Exception):
@@ -174,7 +169,8 @@ class ClusterDataKeys:
             raise _Lied("malformed points")
         points: list[bytes] = out  # type: ignore[assignment]
         if proof:
-            m = _math()
+            from . import _cluster_math as m  # lazily: the cluster extra
+
             lam = m.lagrange(indices)[node.index]
             hashed = [m.point_for(cfg.cluster_id, cfg.region, s, cfg.kek_version) for s in subjects]
             try:
@@ -185,12 +181,15 @@ class ClusterDataKeys:
                 raise _Lied("its DLEQ proof does not verify against its public share")
         return points
 
-    def evaluate(self, subjects: Sequence[str], *, proof: bool) -> list[bytes]:
+    def evaluate(self, subjects: Sequence[str], *, proof: bool) -> list[Point]:
         """Each (NFC) subject's combined DPRF output ``s*H(subject)``, from T nodes.
 
         Nodes that do not answer are skipped (and named if fewer than T remain); with
         ``proof`` a node whose answer fails its DLEQ proof is excluded for good.
         """
+
+        from . import _cluster_math as cm  # lazily: the cluster extra
+
         cfg = self.config
         down: dict[str, str] = {}
         while True:
@@ -210,11 +209,11 @@ class ClusterDataKeys:
             futures = {
                 n.name: self._pool.submit(self._ask, n, subjects, indices, proof) for n in chosen
             }
-            answers: list[list[bytes]] = []
+            answers: dict[int, list[bytes]] = {}
             retry = False
             for n in chosen:
                 try:
-                    answers.append(futures[n.name].result())
+                    answers[n.index] = futures[n.name].result()
                 except _Lied as exc:
                     with self._lock:
                         self._excluded[n.name] = f"wrong answer ({exc})"
@@ -234,14 +233,15 @@ class ClusterDataKeys:
             if retry:
                 continue
             try:
-                return list(_math().combine(answers))
+                return cm.combine(answers, cfg.threshold)
             except (KeysplitError, ValueError) as exc:  # an invalid point in some answer
                 if proof:
                     raise ClusterError(f"nodes answered invalid points: {exc}") from None
                 return self.evaluate(subjects, proof=True)
 
     def _keks(self, subjects: Sequence[str], *, proof: bool) -> list[bytes]:
-        m = _math()
+        from . import _cluster_math as m  # lazily: the cluster extra
+
         cfg = self.config
         outs = self.evaluate(subjects, proof=proof)
         return [

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -118,8 +118,9 @@ class ClusterConfig:
     epoch: int = 1
     kek_version: int = 1
     store: str = DEFAULT_STORE
-    commitments: tuple[Mapping[str, Sequence[str]], ...] = field(default=())
-    """The DKG's dealings (dealer index -> commitments), then one entry per refresh."""
+    commitments: tuple[str, ...] = field(default=())
+    """The combined Feldman commitments ``C_0..C_{T-1}`` of the shared polynomial (after
+    every refresh): each public share is ``sum_k i^k C_k``, and ``C_0`` is the public key."""
 
     def __post_init__(self) -> None:
         _hex(self.cluster_id, _HEX32, "cluster id")
@@ -136,6 +137,8 @@ class ClusterConfig:
             raise FormatError("cluster.json: node names and indices must be unique")
         if type(self.epoch) is not int or self.epoch < 1:
             raise FormatError("cluster.json: bad epoch")
+        if self.commitments and len(self.commitments) != self.threshold:
+            raise FormatError("cluster.json: one commitment per coefficient (T of them)")
 
     def node(self, name: str) -> ClusterNodeInfo:
         for x in self.nodes:
@@ -158,7 +161,7 @@ class ClusterConfig:
             "store": self.store,
             "public_key": self.public_key,
             "nodes": [x.as_dict() for x in self.nodes],
-            "commitments": [dict(c) for c in self.commitments],
+            "commitments": list(self.commitments),
         }
 
     def to_bytes(self) -> bytes:
@@ -171,10 +174,7 @@ class ClusterConfig:
             raise FormatError(f"{what}: not a keysplit cluster description (v1)")
         try:
             nodes = tuple(ClusterNodeInfo.from_dict(x) for x in doc["nodes"])
-            commitments = tuple(
-                {str(k): [_hex(c, _HEX64, "commitment") for c in v] for k, v in d.items()}
-                for d in doc.get("commitments", [])
-            )
+            commitments = tuple(_hex(c, _HEX64, "commitment") for c in doc["commitments"])
             return cls(
                 cluster_id=str(doc["cluster_id"]),
                 region=str(doc["region"]),

@@ -42,11 +42,11 @@ from .. import _json, names
 from .._fileio import atomic_write
 from ..errors import ClusterError, FormatError, IntegrityError, KeysplitError, SealedError
 from ..keyring import UnsealedKeyring, hpke_seal
-from . import _cluster_math as cm
 from . import _wire as wire
 from .cluster_config import ClusterConfig, ClusterNodeInfo, check_node_name, check_region
 
 if TYPE_CHECKING:
+    from ..hazmat.ristretto import Scalar
     from .core import KeyService, Request, Response
 
 __all__ = ["ClusterNode", "subshare_info"]
@@ -114,7 +114,7 @@ class ClusterNode:
     def __init__(self, service: KeyService) -> None:
         self._svc = service
         self.dir = Path(service.directory) / CLUSTER_DIR
-        self._shares: dict[str, tuple[int, bytes]] = {}  # cluster id -> (epoch, share)
+        self._shares: dict[str, tuple[int, Scalar]] = {}  # cluster id -> (epoch, share)
         self._pending: dict[str, tuple[str, list[bytes]]] = {}  # id -> (params digest, mine)
 
     def routes(self) -> dict[tuple[str, str], Callable[[Request], Response]]:
@@ -169,6 +169,9 @@ class ClusterNode:
         return cfg, cfg.node(str(me)).index
 
     def _write_state(self, cfg: ClusterConfig, me: str, share: bytes, kr: UnsealedKeyring) -> None:
+
+        from . import _cluster_math as cm  # lazily: the cluster extra
+
         index = cfg.node(me).index
         kid = self._svc.keyring.keyring_id
         sealed = hpke_seal(kr.public_key, SHARE_MAGIC + share, _share_info(kid, cfg, index))
@@ -179,9 +182,12 @@ class ClusterNode:
         # open (epoch in its info), which status reports, never a wrong answer.
         atomic_write(self.dir / f"{cfg.cluster_id}.share", sealed)
         atomic_write(self.dir / f"{cfg.cluster_id}.json", json.dumps(doc, indent=1).encode())
-        self._shares[cfg.cluster_id] = (cfg.epoch, share)
+        self._shares[cfg.cluster_id] = (cfg.epoch, cm.share_of(share))
 
-    def _share(self, cfg: ClusterConfig, index: int, kr: UnsealedKeyring) -> bytes:
+    def _share(self, cfg: ClusterConfig, index: int, kr: UnsealedKeyring) -> Scalar:
+
+        from . import _cluster_math as cm  # lazily: the cluster extra
+
         held = self._shares.get(cfg.cluster_id)
         if held is not None and held[0] == cfg.epoch:
             return held[1]
@@ -199,7 +205,10 @@ class ClusterNode:
             ) from None
         if len(plain) != len(SHARE_MAGIC) + 32 or not plain.startswith(SHARE_MAGIC):
             raise ClusterError(f"the share file of cluster {cfg.cluster_id} is malformed")
-        share = plain[len(SHARE_MAGIC) :]
+        try:
+            share = cm.share_of(plain[len(SHARE_MAGIC) :])
+        except FormatError:
+            raise ClusterError(f"the share of cluster {cfg.cluster_id} is malformed") from None
         self._shares[cfg.cluster_id] = (cfg.epoch, share)
         return share
 
@@ -222,6 +231,8 @@ class ClusterNode:
     # -- endpoints ---------------------------------------------------------------------------
 
     def _node(self, req: Request) -> Response:
+
+        from . import _cluster_math as cm  # lazily: the cluster extra
         from .core import _json as respond
 
         kr = self._svc._kr
@@ -276,6 +287,8 @@ class ClusterNode:
         return doc, mine
 
     def _deal(self, req: Request) -> Response:
+
+        from . import _cluster_math as cm  # lazily: the cluster extra
         from .core import _json as respond
 
         by = self._admin(req)
@@ -291,7 +304,7 @@ class ClusterNode:
                 raise ClusterError(f"node {mine.name!r} is at epoch {cfg.epoch}, not {epoch}")
         elif (self.dir / f"{cid}.json").exists():
             raise ClusterError(f"node {mine.name!r} is already a member of cluster {cid}")
-        commitments, subs = cm.deal(threshold, [n.index for n in nodes], zero=refresh)
+        commitments, subs = cm.deal(mine.index, threshold, [n.index for n in nodes], zero=refresh)
         sealed = {
             str(n.index): base64.b64encode(
                 hpke_seal(
@@ -312,6 +325,8 @@ class ClusterNode:
         )
 
     def _finish(self, req: Request) -> Response:
+
+        from . import _cluster_math as cm  # lazily: the cluster extra
         from .core import _json as respond
 
         by = self._admin(req)
@@ -331,57 +346,51 @@ class ClusterNode:
         for n in nodes:
             raw = dealings_doc.get(str(n.index))
             if not isinstance(raw, list) or len(raw) != threshold:
-                raise ClusterError(f"node {n.name!r}: missing or malformed dealing")
+                raise ClusterError(f"node {n.name!r}: missing or malformed dealing", node=n.name)
             try:
                 dealings[n.index] = [bytes.fromhex(str(c)) for c in raw]
             except ValueError:
-                raise ClusterError(f"node {n.name!r}: malformed dealing") from None
-            if refresh and dealings[n.index][0] != bytes(32):
-                raise ClusterError(f"node {n.name!r}: refresh dealing has a non-zero secret")
+                raise ClusterError(f"node {n.name!r}: malformed dealing", node=n.name) from None
             info = subshare_info(cid, epoch, n.index, mine.index, mine.keyring_id)
             try:
-                subshares[n.index] = kr.hpke_open(
-                    _b64(sealed_doc.get(str(n.index)), "sealed"), info
-                )
+                sealed = _b64(sealed_doc.get(str(n.index)), "sealed")
+                subshares[n.index] = kr.hpke_open(sealed, info)
             except IntegrityError:
-                raise ClusterError(f"node {n.name!r}: its sub-share does not open here") from None
-            try:
-                cm.verify_subshare(n.index, dealings[n.index], mine.index, subshares[n.index])
-            except ClusterError:
                 raise ClusterError(
-                    f"node {n.name!r}: its sub-share does not match its commitments"
+                    f"node {n.name!r}: its sub-share does not open here", node=n.name
                 ) from None
         if dealings[mine.index] != pending[1]:
             raise ClusterError(f"node {mine.name!r}: the round carries another dealing of mine")
         del self._pending[cid]
-        commitments = {str(i): [c.hex() for c in cs] for i, cs in dealings.items()}
+        indices = [n.index for n in nodes]
+        try:
+            if refresh:
+                old, index = self._config(cid)
+                base = self._share(old, index, kr)
+                share = cm.refresh(index, base.to_bytes(), dealings, subshares)
+                commitments = cm.refresh_commitments(
+                    [bytes.fromhex(c) for c in old.commitments], dealings
+                )
+            else:
+                share = cm.finish(mine.index, dealings, subshares)
+                commitments = cm.combined(dealings)
+        except ClusterError as exc:  # name the dealer at fault, not its index
+            who = byname.get(exc.node, "?") if isinstance(exc.node, int) else "?"
+            raise ClusterError(f"node {who!r}: {exc}", node=who) from None
+        shares = {i: p.hex() for i, p in cm.public_shares(commitments, indices).items()}
+        hexed = tuple(c.hex() for c in commitments)
         if refresh:
-            old, index = self._config(cid)
-            base = self._share(old, index, kr)
-            share = cm.finish(subshares, base)
-            shares = {
-                n.index: cm.add_points(
-                    bytes.fromhex(old.by_index()[n.index].public_share),
-                    cm.public_share(dealings, n.index),
-                ).hex()
-                for n in nodes
-            }
-            cfg = old.with_shares(
-                shares, epoch=epoch + 1, commitments=(*old.commitments, commitments)
-            )
+            cfg = old.with_shares(shares, epoch=epoch + 1, commitments=hexed)
         else:
-            share = cm.finish(subshares)
-            shares = {n.index: cm.public_share(dealings, n.index).hex() for n in nodes}
-            base_cfg = ClusterConfig(
+            cfg = ClusterConfig(
                 cid,
                 region,
                 threshold,
                 tuple(nodes),
                 cm.public_key(dealings).hex(),
                 store=str(doc.get("store") or "sqlite:cluster-keys.sqlite"),
-                commitments=(commitments,),
-            )
-            cfg = base_cfg.with_shares(shares)
+                commitments=hexed,
+            ).with_shares(shares)
             self._pin_region(region)
         if cm.base_point(share).hex() != shares[mine.index]:
             raise ClusterError(f"node {mine.name!r}: the new share does not match the commitments")
@@ -402,11 +411,14 @@ class ClusterNode:
                 "epoch": cfg.epoch,
                 "public_key": cfg.public_key,
                 "public_shares": {str(k): v for k, v in shares.items()},
+                "commitments": list(hexed),
             },
         )
 
     def _eval(self, req: Request) -> Response:
         """Batch DPRF evaluation: frame of subjects in, one 32-byte point per subject out."""
+
+        from . import _cluster_math as cm  # lazily: the cluster extra
         from .core import Response
 
         svc = self._svc
@@ -447,10 +459,10 @@ class ClusterNode:
         share = self._share(cfg, index, kr)
         coefficient = cm.lagrange(indices)[index]
         points = [cm.point_for(cfg.cluster_id, cfg.region, s, cfg.kek_version) for s in canonical]
-        outputs = cm.evaluate(share, coefficient, points)
+        outputs: list[bytes | None] = list(cm.evaluate(share, coefficient, points))
         head: dict[str, Any] = {"index": index, "epoch": cfg.epoch}
         if header.get("proof"):
-            head["proof"] = cm.prove(share, coefficient, points, outputs).hex()
+            head["proof"] = cm.prove(share, coefficient, points, outputs).hex()  # type: ignore[arg-type]
         svc._audit(
             "cluster-eval",
             cluster=cfg.cluster_id,
@@ -458,4 +470,4 @@ class ClusterNode:
             count=len(canonical),
             subjects=sorted(set(canonical)),
         )
-        return Response(200, wire.encode_frame(head, list(outputs)), wire.BATCH_TYPE)
+        return Response(200, wire.encode_frame(head, outputs), wire.BATCH_TYPE)
