@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 from keysplit_cli import _opener
 from keysplit_cli.app import app
 from typer.testing import CliRunner
 
-from keysplit import Argon2Params, seal_share_with_passphrase, split
+from keysplit import Argon2Params, Identity, seal_share, seal_share_with_passphrase, split
 
 runner = CliRunner()
 _FAST = Argon2Params(time_cost=1, memory_kib=64, lanes=1)
@@ -97,3 +98,72 @@ def test_expensive_share_asks_at_a_terminal(
     monkeypatch.setattr(Argon2Params, "CONFIRM_ABOVE_KIB", 32)
     r = runner.invoke(app, ["combine", str(sealed), str(plain)], input="pw\n")
     assert r.exit_code == 1 and "no prompt" in r.stderr
+
+
+# -- identity, .pub and Vault input by size (issue 21 item 9) ------------------------------
+
+
+def _sparse(path: Path, size: int, head: bytes = b"") -> Path:
+    with open(path, "wb") as fh:  # sparse: long, almost nothing written
+        fh.write(head)
+        fh.truncate(size)
+    return path
+
+
+def _peak_of(args: list[str]) -> tuple[Any, int]:
+    tracemalloc.start()
+    try:
+        result = runner.invoke(app, args)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, peak
+
+
+@pytest.mark.parametrize("kind", ["pub", "identity", "vault"])
+def test_key_and_vault_files_refused_by_size_before_reading(tmp_path: Path, kind: str) -> None:
+    """A 200 MB ``.pub``, identity or Vault input: before, each was read whole (454 MiB
+    peak RSS for the ``.pub``); now it is refused by its size and nothing big is allocated."""
+    share = split(SECRET, 2, 3)[0]
+    sealed = tmp_path / "alice.kss"
+    sealed.write_bytes(seal_share(share, Identity.generate("alice").recipient))
+    big = _sparse(tmp_path / f"big.{kind}", 200_000_000)
+    args = {
+        "pub": ["custodian", "show", str(big)],
+        "identity": [
+            "share",
+            "convert",
+            "--from",
+            "keysplit",
+            "--to",
+            "keysplit",
+            "--identity",
+            str(big),
+            str(sealed),
+        ],
+        "vault": ["share", "convert", "--from", "vault", "--to", "slip39", str(big)],
+    }[kind]
+    small = tmp_path / "small"
+    small.write_bytes(b"x")
+    runner.invoke(app, [str(small) if a == str(big) else a for a in args])  # imports, caches
+    result, peak = _peak_of(args)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    errors = _error_lines(result.stderr)
+    assert len(errors) == 1 and "too large" in errors[0] and "big." in errors[0], errors
+    assert peak < 8 << 20, peak  # building Typer's command tree costs ~2 MiB; the file 200 MB
+
+
+def test_bounded_read_stops_at_the_limit_on_a_stream(tmp_path: Path) -> None:
+    """A pipe or device has no size to check first: at most limit + 1 bytes are read."""
+    from keysplit import FormatError
+    from keysplit.custody import MAX_KEY_FILE_SIZE, read_key_file
+    from keysplit.files import read_bounded
+
+    with pytest.raises(FormatError, match="too large"):
+        read_bounded("/dev/zero", 1000, "zeros")
+    pub = tmp_path / "a.pub"
+    pub.write_bytes(Identity.generate("alice").recipient.to_text().encode())
+    assert read_key_file(pub) == pub.read_bytes()
+    with pytest.raises(FormatError, match="too large"):
+        read_key_file(_sparse(tmp_path / "b.pub", MAX_KEY_FILE_SIZE + 1))

@@ -160,3 +160,25 @@ def test_share_print_writes_a_pdf_whose_qr_decodes_to_the_share(tmp_path: Path) 
     assert [Share.parse(t) for t in decoded] == [shares[0]]
     r = run(["share", "print", plain, "--out", out])
     assert r.exit_code == 1 and "refusing to overwrite" in r.stderr
+
+
+def test_share_print_keeps_a_sealed_share_sealed(tmp_path: Path) -> None:
+    """A sealed share file prints sealed (no identity asked for, no clear share on paper)."""
+    from keysplit import Identity, load_share, seal_share
+
+    ana = Identity.generate("ana")
+    share = split(bytes(16), 2, 3)[0]
+    sealed = tmp_path / "ana.g1.kss"
+    sealed.write_bytes(seal_share(share, ana.recipient))
+    out = tmp_path / "ana.pdf"
+    r = run(["share", "print", sealed, "--out", out])
+    assert r.exit_code == 0, r.output
+    page = pypdf.PdfReader(io.BytesIO(out.read_bytes())).pages[0]
+    text = page.extract_text()
+    assert "ks1" not in text.lower() and "identity file of custodian ana" in text
+    (qr,) = [res.text for img in page.images for res in zxingcpp.read_barcodes(img.image)]
+    assert "ks1" not in qr.lower() and load_share(qr.encode(), identity=ana) == share
+    typed = tmp_path / "typed.kss"
+    typed.write_text(qr.lower().replace("-", " ") + "\n")
+    r = run(["share", "inspect", typed])
+    assert r.exit_code == 0 and share.fingerprint in r.output
