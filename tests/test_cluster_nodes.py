@@ -280,6 +280,7 @@ def test_one_node_alone_cannot_derive_a_kek(cluster: Cluster) -> None:
     from keysplit.hazmat.ristretto import Point, Scalar
     from keysplit.service import _cluster_math as cm
     from keysplit.service.cluster_node import ClusterNode
+    from keysplit.service.core import Response
 
     n1 = cluster.tmp / "n1"
     kr = Keyring.open(n1)
@@ -292,7 +293,7 @@ def test_one_node_alone_cannot_derive_a_kek(cluster: Cluster) -> None:
             keyring = kr
             _kr = ukr
 
-        node = ClusterNode(_Svc())  # type: ignore[arg-type]
+        node = ClusterNode(_Svc(), Response)  # type: ignore[arg-type]
         ncfg, index = node._config(cfg.cluster_id)
         s1 = node._share(ncfg, index, ukr)
     assert cm.base_point(s1).hex() == cfg.node("n1").public_share

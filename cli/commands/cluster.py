@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from keysplit.service import cluster_admin
+from keysplit.service.cluster_admin import cluster_status, create_cluster, refresh_cluster
 
 from .._common import EXIT_USAGE, fail, handle_errors, info
 from .._service import read_token
@@ -53,7 +53,7 @@ def create_cmd(
             fail(f"--node expects NAME=URL, got {spec!r}", code=EXIT_USAGE)
         pairs.append((name, url))
     try:
-        cfg = cluster_admin.create_cluster(
+        cfg = create_cluster(
             directory,
             threshold=threshold,
             region=region,
@@ -82,7 +82,7 @@ def status_cmd(
 
     Exit codes: 0 at least T nodes usable; 1 fewer, or cluster.json unreadable; 2 usage.
     """
-    cfg, consistent, nodes = cluster_admin.cluster_status(directory, token=read_token(token_file))
+    cfg, consistent, nodes = cluster_status(directory, token=read_token(token_file))
     usable = sum(1 for n in nodes if n.reachable and n.sealed is False and n.share_ok)
     if as_json:
         typer.echo(
@@ -126,5 +126,5 @@ def refresh_cmd(
 
     Exit codes: 0 refreshed; 1 a node unreachable, sealed or at fault (named); 2 usage.
     """
-    cfg = cluster_admin.refresh_cluster(directory, token=read_token(token_file))
+    cfg = refresh_cluster(directory, token=read_token(token_file))
     info(f"cluster {cfg.cluster_id} refreshed: epoch {cfg.epoch}")

@@ -111,8 +111,9 @@ def _b64(v: Any, what: str) -> bytes:
 class ClusterNode:
     """The cluster endpoints of one :class:`KeyService` (same thread, no locks)."""
 
-    def __init__(self, service: KeyService) -> None:
+    def __init__(self, service: KeyService, response: type[Response]) -> None:
         self._svc = service
+        self._response = response  # core's Response (passed in: no import circle)
         self.dir = Path(service.directory) / CLUSTER_DIR
         self._shares: dict[str, tuple[int, Scalar]] = {}  # cluster id -> (epoch, share)
         self._pending: dict[str, tuple[str, list[bytes]]] = {}  # id -> (params digest, mine)
@@ -124,6 +125,9 @@ class ClusterNode:
             ("POST", "/v1/cluster/dkg/finish"): self._finish,
             ("POST", "/v1/cluster/eval"): self._eval,
         }
+
+    def _json(self, status: int, obj: Any) -> Response:
+        return self._response(status, wire.dumps(obj))
 
     def forget(self) -> None:
         """Drop every share held in memory (the service sealed)."""
@@ -233,8 +237,6 @@ class ClusterNode:
     def _node(self, req: Request) -> Response:
 
         from . import _cluster_math as cm  # lazily: the cluster extra
-        from .core import _json as respond
-
         kr = self._svc._kr
         clusters: dict[str, Any] = {}
         for path in sorted(self.dir.glob("*.json")) if self.dir.is_dir() else []:
@@ -261,7 +263,7 @@ class ClusterNode:
                     entry["error"] = str(exc)
             clusters[cfg.cluster_id] = entry
         m = self._svc.keyring
-        return respond(
+        return self._json(
             200,
             {
                 "keyring_id": m.keyring_id,
@@ -289,8 +291,6 @@ class ClusterNode:
     def _deal(self, req: Request) -> Response:
 
         from . import _cluster_math as cm  # lazily: the cluster extra
-        from .core import _json as respond
-
         by = self._admin(req)
         doc, mine = self._request_doc(req)
         cid, region, threshold, nodes, epoch = _params(doc)
@@ -319,7 +319,7 @@ class ClusterNode:
         self._svc._audit(
             "cluster-deal", cluster=cid, region=region, refresh=refresh, epoch=epoch, by=by
         )
-        return respond(
+        return self._json(
             200,
             {"dealer": mine.index, "commitments": [c.hex() for c in commitments], "sealed": sealed},
         )
@@ -327,8 +327,6 @@ class ClusterNode:
     def _finish(self, req: Request) -> Response:
 
         from . import _cluster_math as cm  # lazily: the cluster extra
-        from .core import _json as respond
-
         by = self._admin(req)
         kr = self._unsealed()
         doc, mine = self._request_doc(req)
@@ -404,7 +402,7 @@ class ClusterNode:
             dealers=[byname[i] for i in sorted(dealings)],
             by=by,
         )
-        return respond(
+        return self._json(
             200,
             {
                 "index": mine.index,
@@ -419,8 +417,6 @@ class ClusterNode:
         """Batch DPRF evaluation: frame of subjects in, one 32-byte point per subject out."""
 
         from . import _cluster_math as cm  # lazily: the cluster extra
-        from .core import Response
-
         svc = self._svc
         if svc.sealed:
             svc._authorize(req, "datakey")  # raises SealedError (503)
@@ -470,4 +466,4 @@ class ClusterNode:
             count=len(canonical),
             subjects=sorted(set(canonical)),
         )
-        return Response(200, wire.encode_frame(head, outputs), wire.BATCH_TYPE)
+        return self._response(200, wire.encode_frame(head, outputs), wire.BATCH_TYPE)

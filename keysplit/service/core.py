@@ -145,7 +145,7 @@ class KeyService:
             ("POST", "/v1/rotate"): self._rotate,
             ("POST", "/v1/rewrap"): self._rewrap,
         }
-        self.cluster = ClusterNode(self)
+        self.cluster = ClusterNode(self, Response)
         self._routes.update(self.cluster.routes())
 
     # -- state --------------------------------------------------------------------------------
