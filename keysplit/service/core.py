@@ -33,6 +33,9 @@ from ..errors import (
 )
 from ..keyring import Keyring, UnsealedKeyring
 from . import _wire as wire
+from .cluster_node import ADMIN_PATHS as CLUSTER_ADMIN
+from .cluster_node import PUBLIC_PATHS as CLUSTER_PUBLIC
+from .cluster_node import ClusterNode
 from .tokens import TokenList, TokenPolicy, file_signature, hash_token, mac_key
 from .unseal import RemoteUnseal, StaleNonceError
 
@@ -141,6 +144,8 @@ class KeyService:
             ("POST", "/v1/rotate"): self._rotate,
             ("POST", "/v1/rewrap"): self._rewrap,
         }
+        self.cluster = ClusterNode(self, Response)
+        self._routes.update(self.cluster.routes())
 
     # -- state --------------------------------------------------------------------------------
 
@@ -159,6 +164,7 @@ class KeyService:
         if kr is None:
             return False
         self._audit("service-seal", reason=reason, by=by)
+        self.cluster.forget()
         self._kr = None
         self._audit_log = None
         self._mac_key = None
@@ -256,7 +262,7 @@ class KeyService:
             self._log(f"internal error on {req.method} {req.path}: {type(exc).__name__}")
             return Response(500, wire.error_body(exc))
 
-    _PUBLIC = frozenset({"/v1/status", "/v1/unseal", "/v1/unseal/reset"})
+    _PUBLIC = frozenset({"/v1/status", "/v1/unseal", "/v1/unseal/reset"}) | CLUSTER_PUBLIC
 
     def route_kind(self, method: str, path: str) -> str | None:
         """``"public"`` (no token: small bodies only), ``"token"`` (authorized by
@@ -274,6 +280,8 @@ class KeyService:
         local_seal = req.local and "authorization" not in req.headers
         if req.path == "/v1/seal" and (self.sealed or local_seal):
             return None
+        if req.path in CLUSTER_ADMIN and local_seal:
+            return None  # the Unix-socket peer administers the node's cluster membership
         try:
             self._authorize(req, None)
         except _Denied as d:
