@@ -7,19 +7,18 @@ NFC subject. These tests send every spelling through every endpoint that names s
 
 from __future__ import annotations
 
-import base64
 import json
 import unicodedata
 from pathlib import Path
 
 import pytest
+from service_unseal import unseal_service
 
 import keysplit
 from keysplit.errors import PermissionDenied
 from keysplit.service import _wire as wire
 from keysplit.service.core import KeyService, Request
 from keysplit.service.tokens import OPERATIONS, TokenList, TokenPolicy, check_prefix, mac_key
-from keysplit.service.unseal import seal_share_for
 
 NFC_TENANT = "acm\u00e9/"  # "acmé/"
 NFD_TENANT = unicodedata.normalize("NFD", NFC_TENANT)  # "acme" + U+0301 + "/"
@@ -95,17 +94,7 @@ def scoped(tmp_path: Path) -> tuple[KeyService, dict[str, str]]:
     tl._write(key)  # as a list from before the rule would hold it, MACed
     tokens["acme"] = legacy
     svc = KeyService(kr.path, log=lambda m: None)
-    for n in "ab":
-        o = svc.remote.offer()
-        sealed = seal_share_for(
-            shares[n],
-            public_key=bytes.fromhex(o["public_key"]),
-            keyring_id=kr.keyring_id,
-            nonce=bytes.fromhex(o["nonce"]),
-        )
-        doc = {"nonce": o["nonce"], "sealed_share": base64.b64encode(sealed).decode()}
-        assert svc.handle(Request("POST", "/v1/unseal", {}, json.dumps(doc).encode())).status == 200
-    assert not svc.sealed
+    unseal_service(svc, kr.keyring_id, [shares["a"], shares["b"]])
     return svc, tokens
 
 
