@@ -30,6 +30,7 @@ from .base import (
     SealedShareInfo,
     ShareOpener,
     ShareSealer,
+    WrongPassphrase,
     sealed_share_info,
 )
 from .hpke import Identity, IdentityOpener, Recipient, RecipientSealer, Suite, seal_share
@@ -58,6 +59,7 @@ __all__ = [
     "ShareOpener",
     "ShareSealer",
     "Suite",
+    "WrongPassphrase",
     "check_custodian_name",
     "is_sealed",
     "load_share",
