@@ -32,6 +32,7 @@ from keysplit.custody import (
     ConfirmKdf,
     WrongPassphrase,
     is_sealed,
+    read_key_file,
     read_share_file,
     sealed_share_info,
 )
@@ -232,7 +233,7 @@ class ShareOpener:
         )
 
     def _load_identity(self, path: Path, who: str) -> Identity:
-        data = path.read_bytes()
+        data = read_key_file(path)
         try:
             if not Identity.is_encrypted(data):
                 return Identity.from_bytes(data, None, confirm=self._confirm_identity)
