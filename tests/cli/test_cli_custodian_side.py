@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_service_helpers import KEYSPLIT, Server, cli, make_certs
+from service_helpers import KEYSPLIT, Server, cli, make_certs
 
 from keysplit import Argon2Params, Client, Keyring, Share, seal_share_with_passphrase
 
