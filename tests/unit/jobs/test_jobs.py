@@ -581,7 +581,7 @@ def test_cli_datasets_through_keysplit_serve(client: Client, tmp_path: Path) -> 
     """End to end: ``keysplit serve`` holds the keyring; ``keysplit encrypt-dataset`` and
     ``decrypt-dataset --server unix:...`` (real processes, on the module's cluster) get
     each partition's data keys from it with a ``datakey`` token."""
-    from test_service_helpers import Server, cli
+    from service_helpers import Server, cli
 
     from keysplit.service import Client as ServiceClient
     from keysplit.service.tokens import TokenList, mac_key
