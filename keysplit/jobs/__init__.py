@@ -17,6 +17,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"keysplit.jobs needs Dask distributed ({exc}); install keysplit[dask]"
     ) from None
 
+from ._isolate import JobError
+from .cluster import Cluster, ClusterError
 from .datakeys import DataKeySource, LocalDataKeys, ServiceDataKeys
 from .records import (
     BadRecord,
@@ -28,10 +30,12 @@ from .records import (
     scan,
     scan_dataset,
 )
-from .rewrap import JobError, SubjectRange, plan, rewrap
+from .rewrap import SubjectRange, plan, rewrap
 
 __all__ = [
     "BadRecord",
+    "Cluster",
+    "ClusterError",
     "DataKeySource",
     "JobError",
     "LocalDataKeys",
