@@ -34,6 +34,9 @@ from ..errors import (
 from ..keyring import Keyring, UnsealedKeyring
 from . import _wire as wire
 from ._keys import data_keys
+from .cluster_node import ADMIN_PATHS as CLUSTER_ADMIN
+from .cluster_node import PUBLIC_PATHS as CLUSTER_PUBLIC
+from .cluster_node import ClusterNode
 from .tokens import TokenList, TokenPolicy, file_signature, hash_token, mac_key
 from .unseal import RemoteUnseal, StaleNonceError
 
@@ -142,6 +145,8 @@ class KeyService:
             ("POST", "/v1/rotate"): self._rotate,
             ("POST", "/v1/rewrap"): self._rewrap,
         }
+        self.cluster = ClusterNode(self, Response)
+        self._routes.update(self.cluster.routes())
 
     # -- state --------------------------------------------------------------------------------
 
@@ -160,6 +165,7 @@ class KeyService:
         if kr is None:
             return False
         self._audit("service-seal", reason=reason, by=by)
+        self.cluster.forget()
         self._kr = None
         self._audit_log = None
         self._mac_key = None
@@ -257,7 +263,15 @@ class KeyService:
             self._log(f"internal error on {req.method} {req.path}: {type(exc).__name__}")
             return Response(500, wire.error_body(exc))
 
-    _PUBLIC = frozenset({"/v1/status", "/v1/unseal", "/v1/unseal/reset"})
+    _PUBLIC = frozenset({"/v1/status", "/v1/unseal", "/v1/unseal/reset"}) | CLUSTER_PUBLIC
+
+    def route_kind(self, method: str, path: str) -> str | None:
+        """``"public"`` (no token: small bodies only), ``"token"`` (authorized by
+        :meth:`precheck` before its body is read) or None (no such route: the body is
+        never read). The server sizes its body cap from this."""
+        if (method, path) not in self._routes:
+            return None
+        return "public" if path in self._PUBLIC or path == "/v1/seal" else "token"
 
     def precheck(self, req: Request) -> Response | None:
         """Refuse a request from its headers alone (sealed, no or unknown token), so an
@@ -267,6 +281,8 @@ class KeyService:
         local_seal = req.local and "authorization" not in req.headers
         if req.path == "/v1/seal" and (self.sealed or local_seal):
             return None
+        if req.path in CLUSTER_ADMIN and local_seal:
+            return None  # the Unix-socket peer administers the node's cluster membership
         try:
             self._authorize(req, None)
         except _Denied as d:
@@ -521,9 +537,9 @@ class KeyService:
     def _rewrap(self, req: Request) -> Response:
         pol = self._authorize(req, "rewrap")
         doc = wire.loads(req.body) if req.body else {}
-        batch = doc.get("batch_size", 10_000) if isinstance(doc, dict) else 10_000
-        if type(batch) is not int or batch < 1:
-            raise FormatError("'batch_size' must be a positive integer")
+        if not isinstance(doc, dict):
+            raise FormatError("rewrap request must be a JSON object")
+        batch = wire.int_field(doc, "batch_size", 10_000, 1, wire.MAX_REWRAP_BATCH)
         kr = self._kr
         assert kr is not None
         r = kr.rewrap(batch_size=batch)
