@@ -43,7 +43,6 @@ from ..errors import KeysplitError
 from ..keyring import RewrapResult, UnsealedKeyring
 from ..keyring.rewrap import rewrap_rows
 from ..store import KeyStore, open_store
-from . import _access
 from ._driver import Channel
 from ._isolate import JobError, Message, clean, progress_of, run_job
 from ._kek import seal_keks
@@ -166,7 +165,7 @@ def _sealer(kr: UnsealedKeyring, job_id: str, versions: list[int]) -> Callable[[
         workers = msg.get("workers")
         if not isinstance(workers, dict) or not workers or len(workers) > 100_000:
             raise JobError("the job driver sent a malformed key request")
-        keks = _access.job_keks(kr, versions)
+        keks = kr.keks_for_rewrap().only(versions)
         bundles: dict[str, str] = {}
         for addr, pk in workers.items():
             if not (isinstance(addr, str) and 0 < len(addr) <= _ADDRESS_MAX and addr.isprintable()):

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import envelope, names
-from ..envelope import DataKey
+from .. import names
+from .. import record as fmt
 from ..errors import (
     ClusterError,
     FormatError,
@@ -44,6 +44,7 @@ from ..errors import (
     SealedError,
 )
 from ..hazmat import keywrap
+from ..record import DataKey
 from ..store import KeyStore, WrappedKey, open_store
 from . import _wire as wire
 from .client import Client, ServiceError
@@ -373,7 +374,7 @@ class ClusterClient:
         if len(subjects) != len(plaintexts):
             raise ValueError("subjects and plaintexts must have the same length")
         keys = self.datakeys.resolve(subjects, create=True)
-        return envelope.encrypt_many(keys, subjects, list(plaintexts), context)  # type: ignore[arg-type]
+        return fmt.encrypt_many(keys, subjects, list(plaintexts), context)  # type: ignore[arg-type]
 
     def decrypt_many(
         self, subjects: Sequence[str], records: Sequence[bytes], context: Context = None
@@ -384,7 +385,7 @@ class ClusterClient:
         keys = self.datakeys.resolve(subjects, create=False)
         if any(k is None for k in keys):
             raise IntegrityError(hint="a subject has no data key (never used, or shredded)")
-        return envelope.decrypt_many(keys, subjects, list(records), context)  # type: ignore[arg-type]
+        return fmt.decrypt_many(keys, subjects, list(records), context)  # type: ignore[arg-type]
 
     def shred(self, subject: str) -> bool:
         """Delete the subject's wrapped data key: its records die for every node quorum."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import envelope
+from .. import names
 from ..audit import AuditLog
 from ..errors import (
     FormatError,
@@ -33,7 +33,6 @@ from ..errors import (
 )
 from ..keyring import Keyring, UnsealedKeyring
 from . import _wire as wire
-from ._keys import data_keys
 from .cluster_node import ADMIN_PATHS as CLUSTER_ADMIN
 from .cluster_node import PUBLIC_PATHS as CLUSTER_PUBLIC
 from .cluster_node import ClusterNode
@@ -208,11 +207,11 @@ class KeyService:
             tl = TokenList.read(self.directory, self.keyring.keyring_id)
             tl.verify(self._mac_key)
             self._check_not_rolled_back(tl)
-            names = {t.id: t.name for t in tl.tokens}
+            token_names = {t.id: t.name for t in tl.tokens}
             for r in tl.fold_revocations(self._mac_key):
                 self._audit(
                     "token-revoke",
-                    token=names.get(r, "unknown id"),
+                    token=token_names.get(r, "unknown id"),
                     token_id=r,
                     list_serial=tl.serial,
                 )
@@ -451,7 +450,7 @@ class KeyService:
         errs: dict[str, Any] = {}
         for i, s in enumerate(subjects):
             try:
-                envelope.encode_aad(s)
+                names.check_subject(s)
                 ok.append(s)
             except (KeysplitError, ValueError, TypeError) as exc:
                 errs[str(i)] = wire.error_dict(exc)
@@ -472,11 +471,11 @@ class KeyService:
         kr = self._kr
         assert kr is not None
         try:
-            raws = data_keys(kr, subjects, create=create)
+            raws = kr.records.export(subjects, create=create)
             errs: dict[str, Any] = {}
         except (KeysplitError, ValueError, TypeError):
             good, errs = self._valid(subjects)  # name the bad subjects, serve the others
-            found = dict(zip(good, data_keys(kr, good, create=create), strict=True))
+            found = dict(zip(good, kr.records.export(good, create=create), strict=True))
             raws = [None if str(i) in errs else found.get(s) for i, s in enumerate(subjects)]
         for i, k in enumerate(raws):
             if k is None and str(i) not in errs:

@@ -211,6 +211,9 @@ def test_property_dkg_refresh_recover(t: int, extra: int, seed: int) -> None:
         for i in idx
     }
     assert _outputs(new, tuple(idx[-t:])) == before
+    # old and new shares do not combine
+    mixed = {i: (shares[i] if i == idx[0] else new[i]) for i in idx}
+    assert _outputs(mixed, subset) != before
     lost, helpers = idx[0], idx[1 : t + 1]
     if len(helpers) == t:
         rec = [dkg.deal_recovery(h, helpers, lost, rng=rng) for h in helpers]
