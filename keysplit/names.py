@@ -19,8 +19,9 @@ The policy is **normalize on write, look up every spelling on read**:
   spelling given, then NFD) and :func:`passphrase_candidates` (NFC, then the exact bytes);
   a record opens under the spelling whose key authenticates it, and ``shred`` removes every
   stored spelling's key (:func:`has_other_spellings` says when a stored spelling beyond
-  those three can exist; the keyring then finds them in the store). NFC input costs nothing extra: its spellings list is usually one entry
-  (two when NFD differs, which is the legacy macOS case the issue reported).
+  those three can exist; the keyring then finds them in the store). NFC input costs
+  nothing extra: its spellings list is usually one entry (two when NFD differs, which is
+  the legacy macOS case the issue reported).
 * Custodian names are a small ASCII alphabet (they reach file names, terminals and HPKE
   ``info``), so there is nothing to normalize: non-ASCII is refused outright, and names
   equal up to case are refused as duplicates (they collide on case-insensitive file systems).
