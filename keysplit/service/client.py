@@ -198,7 +198,7 @@ class Client:
                 if attempt == 1 or not stale:
                     raise ServiceError(
                         f"cannot reach the key service at {self.url}: {exc}",
-                        hint="is keysplit serve running?",
+                        hint=self._transport_hint(exc),
                     ) from None
         if data is None:
             conn.close()
@@ -210,6 +210,30 @@ class Client:
         if resp.status >= 400:
             raise wire.error_from_body(data, resp.status)
         return data, resp.getheader("Content-Type", "")
+
+    def _transport_hint(self, exc: BaseException) -> str:
+        """What to check after a failed exchange: TLS failures name the TLS settings."""
+        if self._ssl is None:
+            return "is keysplit serve running, and is this its --socket path?"
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return (
+                "the service's certificate is not trusted here: give the CA that signed it "
+                "(--ca FILE, or Client(ca=...))"
+            )
+        text = str(exc).lower()
+        if isinstance(exc, ssl.SSLError) and "certificate" in text:
+            return (
+                "the service refused this client's certificate (or got none): a service run "
+                "with --client-ca needs --cert FILE --key FILE signed by that CA"
+            )
+        if isinstance(exc, ssl.SSLError):
+            return "the TLS handshake failed: check --ca, --cert, --key and the port"
+        if isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError)):
+            return (
+                "the service closed the connection during TLS: a service run with "
+                "--client-ca needs --cert FILE --key FILE (signed by that CA)"
+            )
+        return "is keysplit serve running, and listening on this host and port?"
 
     def _json(self, method: str, path: str, obj: Any = None, *, auth: bool = True) -> Any:
         body = wire.dumps(obj) if obj is not None else b""

@@ -11,7 +11,7 @@
 * **Command modules are leaves**: no ``cli/commands/`` module imports another one or the
   app (what they share lives in ``cli/_*.py``).
 
-``python -m tests.test_import_graph`` prints today's circles (to update ``CIRCLES``).
+``python tests/contract/test_import_graph.py`` prints today's circles (to update ``CIRCLES``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"keysplit": ROOT / "keysplit", "keysplit_cli": ROOT / "cli"}
 
 # Today's import circles inside keysplit/ (strongly connected components, sorted): each
