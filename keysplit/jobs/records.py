@@ -35,7 +35,7 @@ from ..errors import FormatError, IntegrityError, KeysplitError
 from ..keyring import DataKeys
 from ..keyring.records import Records
 from ..record import DataKey
-from ._driver import Channel
+from ._channel import Channel
 from ._isolate import JobError, Message, progress_of, run_job
 from .cluster import Cluster
 from .datakeys import ServiceDataKeys

@@ -43,7 +43,7 @@ from ..errors import KeysplitError
 from ..keyring import RewrapResult, UnsealedKeyring
 from ..keyring.rewrap import rewrap_rows
 from ..store import KeyStore, open_store
-from ._driver import Channel
+from ._channel import Channel
 from ._isolate import JobError, Message, clean, progress_of, run_job
 from ._kek import seal_keks
 from ._worker import (
