@@ -362,6 +362,10 @@ class LocalDataKeys:
 
     def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
         keys = self._keys
+        if len(subjects) == 1:  # one record at a time: no list(map()) for a cached key
+            key = keys.get(subjects[0])
+            if key is not None:
+                return [key]
         got: list[DataKey | None] = list(map(keys.get, subjects))
         if None not in got:  # the steady state: every key cached, one C-level pass
             return got
