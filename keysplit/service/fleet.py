@@ -1,12 +1,16 @@
 """The key service's worker processes: one leader, ``N - 1`` pre-forked workers.
 
 Why processes: a batch of 1 KiB records is Python-bound work that holds the GIL, so one
-process serves one core (issue 23 measured 1.41x for 4 clients on one event loop). Why
-this shape (benchmarks/README.md "Key service" has the measurement): the leader accepts
-every connection and hands it, round robin, to itself or a worker over a Unix socketpair
-(``SCM_RIGHTS``); the alternative measured, every process accepting on the shared
-listening socket, let one process win most accept races (a busy process is not in
-``epoll_wait``, but at connect time all are idle), so 4 clients often landed on one core.
+process serves one core (issue 23 measured 1.41x for 4 clients on one event loop);
+benchmarks/ab_service_workers.py measures threads against processes on the same batches
+(figures in benchmarks/README.md). Why the leader hands out connections instead of every
+process accepting on the shared listening socket: with a shared socket the kernel wakes
+every idle process and whichever calls ``accept`` first wins, so the spread of kept-alive
+client connections over processes is left to chance; round robin over the processes that
+are ready is deterministic (4 connections on 2 processes: 2 and 2), and it lets the leader
+keep all traffic while sealed, when only it may run the unseal state machine. The leader
+hands each accepted socket, round robin, to itself or a worker over a Unix socketpair
+(``SCM_RIGHTS``); a TLS handshake then runs in the process that serves the connection.
 
 Lifecycle:
 
