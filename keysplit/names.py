@@ -18,14 +18,16 @@ The policy is **normalize on write, look up every spelling on read**:
   and destructive operations therefore try :func:`subject_spellings` (NFC, then the exact
   spelling given, then NFD) and :func:`passphrase_candidates` (NFC, then the exact bytes);
   a record opens under the spelling whose key authenticates it, and ``shred`` removes every
-  spelling's key. NFC input costs nothing extra: its spellings list is usually one entry
-  (two when NFD differs, which is the legacy macOS case the issue reported).
+  stored spelling's key (:func:`has_other_spellings` says when a stored spelling beyond
+  those three can exist; the keyring then finds them in the store). NFC input costs
+  nothing extra: its spellings list is usually one entry (two when NFD differs, which is
+  the legacy macOS case the issue reported).
 * Custodian names are a small ASCII alphabet (they reach file names, terminals and HPKE
   ``info``), so there is nothing to normalize: non-ASCII is refused outright, and names
   equal up to case are refused as duplicates (they collide on case-insensitive file systems).
 
 Errors: these check arguments given to the API, so bad values are ``ValueError`` /
-``TypeError``, as in :mod:`keysplit.envelope` today; parsers of stored data wrap them in
+``TypeError``, as in :mod:`keysplit.record` today; parsers of stored data wrap them in
 :class:`keysplit.errors.FormatError`.
 """
 
@@ -43,9 +45,12 @@ __all__ = [
     "MAX_CUSTODIAN_NAME",
     "MAX_PASSPHRASE_BYTES",
     "MAX_SUBJECT_BYTES",
+    "canonical_prefix",
     "canonical_subjects",
     "check_custodian_name",
     "check_custodian_names",
+    "check_subject",
+    "has_other_spellings",
     "is_nfc",
     "normalize_context",
     "normalize_context_key",
@@ -85,12 +90,16 @@ def _nfc(text: object, what: str) -> str:
     return text if is_nfc(text) else unicodedata.normalize("NFC", text)
 
 
-def normalize_subject(subject: str) -> str:
-    """The canonical (NFC) spelling of a subject; ValueError if empty or too long.
+def check_subject(subject: str) -> str:
+    """The one subject check: the canonical (NFC) spelling, or ValueError (empty, too long,
+    not valid Unicode) / TypeError (not a str).
 
-    Drop-in for every place a subject enters the library before it is used as a store key
-    or encoded into a record's AAD.
+    Every place a subject enters the library goes through it before the subject is used as
+    a store key, encoded into a record's AAD, or compared with a token's prefix, so all
+    three see the same text. ASCII (its own NFC form) costs two C-level checks.
     """
+    if type(subject) is str and subject.isascii() and 0 < len(subject) <= MAX_SUBJECT_BYTES:
+        return subject
     out = _nfc(subject, "subject")
     n = len(out.encode("utf-8"))
     if n == 0:
@@ -98,6 +107,17 @@ def normalize_subject(subject: str) -> str:
     if n > MAX_SUBJECT_BYTES:  # checked after NFC: normalization can lengthen text
         raise ValueError(f"subject must be at most {MAX_SUBJECT_BYTES} bytes of UTF-8")
     return out
+
+
+normalize_subject = check_subject
+"""The former name of :func:`check_subject`."""
+
+
+def canonical_prefix(prefix: str) -> str:
+    """A subject prefix (a token's scope) in the canonical form subjects are compared in:
+    NFC, with no length bound (it is text to compare, not a subject). TypeError for a
+    non-str, ValueError for text that is not valid Unicode."""
+    return _nfc(prefix, "subject prefix")
 
 
 def canonical_subjects(subjects: Sequence[str]) -> Sequence[str]:
@@ -137,6 +157,57 @@ def subject_spellings(subject: str) -> tuple[str, ...]:
         if s not in out and 0 < len(s.encode("utf-8")) <= MAX_SUBJECT_BYTES:
             out.append(s)
     return tuple(out)
+
+
+_ASCII_WITH_TWINS = frozenset(";K`")
+"""ASCII characters another code point decomposes to alone (U+037E, U+212A, U+1FEF)."""
+
+
+class _Twins:
+    """Code points that make a text's spelling not unique, from the Unicode database once:
+    targets of singleton decompositions (U+212A KELVIN SIGN is "K") and starters that
+    compose with a preceding starter (U+0BBE in Tamil U+0BCA)."""
+
+    _tables: tuple[frozenset[str], frozenset[str]] | None = None
+
+    @classmethod
+    def tables(cls) -> tuple[frozenset[str], frozenset[str]]:
+        if cls._tables is None:
+            singles: set[str] = set()
+            second: set[str] = set()
+            for cp in range(0x110000):
+                d = unicodedata.decomposition(chr(cp))
+                if not d or d.startswith("<"):
+                    continue
+                full = unicodedata.normalize("NFD", chr(cp))
+                if len(full) == 1:
+                    singles.add(full)
+                second.update(c for c in full[1:] if not unicodedata.combining(c))
+            cls._tables = frozenset(singles), frozenset(second)
+        return cls._tables
+
+
+def has_other_spellings(subject: str) -> bool:
+    """Whether text other than ``subject``'s NFC form may canonicalize to it.
+
+    False only when provably not: no combining mark, nothing precomposed, no character
+    another code point decomposes to alone, no Hangul, no starter that composes with the
+    one before it. Then ``shred`` need not look for legacy spellings beyond the usual ones
+    (:func:`subject_spellings`); otherwise the keyring looks the store over once per
+    session for every stored spelling (``LocalDataKeys.stored_spellings``).
+    """
+    canon = check_subject(subject)
+    if canon.isascii():
+        return not _ASCII_WITH_TWINS.isdisjoint(canon)
+    if unicodedata.normalize("NFD", canon) != canon:
+        return True
+    singles, second = _Twins.tables()
+    for c in canon:
+        if unicodedata.combining(c) or c in singles or c in second:
+            return True
+        if "\u1100" <= c <= "\u11ff" or "\uac00" <= c <= "\ud7a3" or "\u3130" <= c <= "\u318f":
+            return True  # Hangul composes algorithmically
+    return False
 
 
 def normalize_context_key(key: str) -> str:

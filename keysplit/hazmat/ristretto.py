@@ -5,7 +5,8 @@ Two small value types, :class:`Scalar` (an integer mod the group order ``L``) an
 value this module hands out is valid:
 
 * a point is parsed only from its canonical 32-byte encoding (RFC 9496 section 4.3.1 via
-  ``crypto_core_ristretto255_is_valid_point``); anything else is a :class:`FormatError`.
+  ``crypto_core_ristretto255_is_valid_point``, plus the top-bit check that the libsodium
+  1.0.18 inside rbcl 1.1 lacks); anything else is a :class:`FormatError`.
   This matters because libsodium's ``add``/``sub`` return an all-zero buffer (the identity)
   when an input fails to decode, and ``rbcl`` ignores that return code: a raw byte string
   must never reach them. The identity is a valid element (commitments to a zero secret
@@ -193,7 +194,9 @@ class Point:
         if not isinstance(data, (bytes, bytearray)) or len(data) != POINT_BYTES:
             raise FormatError("a group element is 32 bytes")
         data = bytes(data)
-        if not rbcl.crypto_core_ristretto255_is_valid_point(data):
+        # libsodium 1.0.18 (the one rbcl 1.1 bundles) ignores the top bit of s, so it
+        # accepts a second, non-canonical encoding of half the points; RFC 9496 does not.
+        if data[31] & 0x80 or not rbcl.crypto_core_ristretto255_is_valid_point(data):
             raise FormatError("not a canonical ristretto255 encoding")
         return cls(data)
 

@@ -1,9 +1,11 @@
 """Per-subject record encryption of a Dask DataFrame column (and so of Parquet datasets).
 
-Every partition collects the distinct subjects it holds, fetches their data keys in **one**
-batch from a :class:`~keysplit.jobs.DataKeySource` (the key service's ``datakey``), seals or
-opens the column with the batch record path (:func:`keysplit.envelope.encrypt_many` /
-``decrypt_many``), and drops the keys when it returns. The records are ordinary keysplit
+Every partition runs the library's one record engine
+(:class:`~keysplit.keyring.records.Records`) over the picklable
+:class:`~keysplit.keyring.DataKeys` it was given (:class:`~keysplit.jobs.ServiceDataKeys`,
+or :func:`~keysplit.jobs.serve_keys`' handle): the keys of the distinct subjects it holds
+arrive in **one** batch, the column is sealed or opened with ``encrypt_many`` /
+``decrypt_many``, and the keys are dropped when it returns. The records are ordinary keysplit
 records: ``UnsealedKeyring.decrypt(record, subject=..., context=...)`` opens them, and a
 row moved to another subject (or context) fails with :class:`IntegrityError`.
 
@@ -28,10 +30,15 @@ from dask.base import compute
 from dask.delayed import delayed
 from distributed import Client, as_completed
 
-from .. import envelope
-from ..envelope import DataKey
+from .. import names, record
 from ..errors import FormatError, IntegrityError, KeysplitError
-from .datakeys import DataKeySource, ServiceDataKeys
+from ..keyring import DataKeys
+from ..keyring.records import Records
+from ..record import DataKey
+from ._channel import Channel
+from ._isolate import JobError, Message, progress_of, run_job
+from .cluster import Cluster
+from .datakeys import ServiceDataKeys
 
 __all__ = [
     "BadRecord",
@@ -48,7 +55,7 @@ Progress = Callable[[int, int], None]
 Context = Mapping[str, str] | None
 
 
-def _source(service: DataKeySource | str, token: str | None) -> DataKeySource:
+def _source(service: DataKeys | str, token: str | None) -> DataKeys:
     if isinstance(service, str):
         if not token:
             raise ValueError("a key service URL needs a token allowed 'datakey'")
@@ -69,12 +76,11 @@ def _columns(df: pd.DataFrame, column: str, subject_column: str) -> tuple[list[i
     return rows, subjects
 
 
-def _keys(source: DataKeySource, subjects: Sequence[str], *, create: bool) -> dict[str, DataKey]:
+def _keys(source: DataKeys, subjects: Sequence[str]) -> dict[str, DataKey]:
+    """Keys of those (distinct) subjects that have one, under any spelling."""
     uniq = list(dict.fromkeys(subjects))
-    raws = source.datakeys(uniq, create=create) if uniq else []
-    if len(raws) != len(uniq):
-        raise KeysplitError("the data key source returned the wrong number of keys")
-    return {s: DataKey(k) for s, k in zip(uniq, raws, strict=True)}
+    keys = Records(source).keys(uniq) if uniq else []
+    return {s: k for s, k in zip(uniq, keys, strict=True) if k is not None}
 
 
 def _as_bytes(v: Any) -> bytes:
@@ -97,16 +103,12 @@ def _with(df: pd.DataFrame, column: str, rows: list[int], out: Sequence[Any]) ->
 
 
 def _encrypt_part(
-    df: pd.DataFrame, column: str, subject_column: str, source: DataKeySource, context: Context
+    df: pd.DataFrame, column: str, subject_column: str, source: DataKeys, context: Context
 ) -> pd.DataFrame:
     rows, subjects = _columns(df, column, subject_column)
     values = df[column].to_numpy(dtype=object)
     plaintexts = [_as_bytes(values[i]) for i in rows]
-    keys = _keys(source, subjects, create=True)
-    try:
-        out = envelope.encrypt_many([keys[s] for s in subjects], subjects, plaintexts, context)
-    finally:
-        keys.clear()
+    out = Records(source).encrypt_many(subjects, plaintexts, context)
     return _with(df, column, rows, out)
 
 
@@ -114,20 +116,14 @@ def _decrypt_part(
     df: pd.DataFrame,
     column: str,
     subject_column: str,
-    source: DataKeySource,
+    source: DataKeys,
     context: Context,
     text: bool,
 ) -> pd.DataFrame:
     rows, subjects = _columns(df, column, subject_column)
     values = df[column].to_numpy(dtype=object)
     records = [_as_record(values[i]) for i in rows]
-    keys = _keys(source, subjects, create=False)
-    try:
-        out: list[Any] = envelope.decrypt_many(
-            [keys[s] for s in subjects], subjects, records, context
-        )
-    finally:
-        keys.clear()
+    out: list[Any] = Records(source).decrypt_many(subjects, records, context)
     if text:
         try:
             out = [b.decode("utf-8") for b in out]
@@ -158,13 +154,13 @@ def encrypt_column(
     column: str,
     subject_column: str,
     *,
-    service: DataKeySource | str,
+    service: DataKeys | str,
     token: str | None = None,
     context: Context = None,
 ) -> dd.DataFrame:
     """``ddf`` with ``column`` sealed per row for the row's ``subject_column`` (lazy).
 
-    ``service`` is a :class:`DataKeySource` or a key service URL (then ``token``, allowed
+    ``service`` is a :class:`DataKeys` or a key service URL (then ``token``, allowed
     ``datakey``, is required). Missing data keys are created.
     """
     source = _source(service, token)
@@ -183,7 +179,7 @@ def decrypt_column(
     column: str,
     subject_column: str,
     *,
-    service: DataKeySource | str,
+    service: DataKeys | str,
     token: str | None = None,
     context: Context = None,
     text: bool = False,
@@ -224,17 +220,20 @@ class ScanReport:
         return not self.bad
 
 
-def _available(source: DataKeySource, subjects: list[str]) -> dict[str, DataKey]:
-    """Keys of those subjects that have one (bisects a failing batch: O(k log n) calls)."""
-    if not subjects:
-        return {}
+def _available(source: DataKeys, subjects: list[str]) -> dict[str, DataKey]:
+    """Keys of those subjects that have one (one batch; a bad subject has none)."""
     try:
-        return _keys(source, subjects, create=False)
-    except IntegrityError:
-        if len(subjects) == 1:
-            return {}
-    mid = len(subjects) // 2
-    return {**_available(source, subjects[:mid]), **_available(source, subjects[mid:])}
+        return _keys(source, subjects)
+    except (ValueError, TypeError):
+        return _keys(source, [s for s in subjects if _valid_subject(s)])
+
+
+def _valid_subject(subject: str) -> bool:
+    try:
+        names.check_subject(subject)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def _scan_part(
@@ -242,7 +241,7 @@ def _scan_part(
     part: int,
     column: str,
     subject_column: str,
-    source: DataKeySource,
+    source: DataKeys,
     context: Context,
 ) -> tuple[int, list[BadRecord]]:
     values = df[column].to_numpy(dtype=object)
@@ -260,7 +259,7 @@ def _scan_part(
                 bad.append(BadRecord(part, label, s if isinstance(s, str) else None, "no data key"))
                 continue
             try:
-                envelope.decrypt(key, _as_record(values[i]), subject=s, context=context)
+                record.decrypt(key, _as_record(values[i]), subject=s, context=context)
             except FormatError:
                 bad.append(BadRecord(part, label, s, "malformed"))
             except IntegrityError:
@@ -297,7 +296,7 @@ def scan(
     column: str,
     subject_column: str,
     *,
-    service: DataKeySource | str,
+    service: DataKeys | str,
     token: str | None = None,
     context: Context = None,
     client: Client | None = None,
@@ -348,30 +347,181 @@ def _transform_dataset(
     return sum(_run_parts(client, tasks, progress))
 
 
+@dataclass(frozen=True)
+class _DatasetJob:
+    """One dataset job as the child receives it (picklable: paths, names, the key source)."""
+
+    kind: str  # "encrypt" | "decrypt" | "scan"
+    src: str
+    dst: str | None
+    column: str
+    subject_column: str
+    source: DataKeys
+    context: dict[str, str] | None
+    text: bool = False
+
+    def run(self, client: Client | None, progress: Progress | None) -> Any:
+        """Run it in this process (``client``: its Dask client, or None: no cluster)."""
+        column, subjects, source, context = (
+            self.column,
+            self.subject_column,
+            self.source,
+            self.context,
+        )
+        with dask.config.set({"dataframe.convert-string": False}):
+            if self.kind == "scan":
+                ddf = dd.read_parquet(self.src, engine="pyarrow")
+                return scan(
+                    ddf,
+                    column,
+                    subjects,
+                    service=source,
+                    context=context,
+                    client=client,
+                    progress=progress,
+                )
+            assert self.dst is not None
+            if self.kind == "encrypt":
+                return _transform_dataset(
+                    self.src,
+                    self.dst,
+                    lambda d: encrypt_column(d, column, subjects, service=source, context=context),
+                    client,
+                    progress,
+                )
+            text = self.text
+            return _transform_dataset(
+                self.src,
+                self.dst,
+                lambda d: decrypt_column(
+                    d, column, subjects, service=source, context=context, text=text
+                ),
+                client,
+                progress,
+            )
+
+
+_REASONS = frozenset({"no data key", "malformed", "authentication failed"})
+_BAD_CHUNK = 5_000
+
+
+def _label(row: Any) -> int | str:
+    """A row label as plain JSON (an integer label stays an integer)."""
+    try:
+        if isinstance(row, bool):
+            return str(row)
+        if int(row) == row:
+            return int(row)
+    except (TypeError, ValueError, OverflowError):
+        pass
+    return str(row)
+
+
+def child_job(client: Client, request: dict[str, Any], chan: Channel) -> dict[str, Any]:
+    """(Child) Run a dataset job on ``client``; only counts and bad-row lists go out."""
+    job: _DatasetJob = request["job"]
+    result = job.run(client, chan.progress)
+    if job.kind != "scan":
+        return {"rows": int(result)}
+    bad = [[b.partition, _label(b.row), b.subject, b.reason] for b in result.bad]
+    for i in range(0, len(bad), _BAD_CHUNK):
+        chan.send({"t": "bad", "rows": bad[i : i + _BAD_CHUNK]})
+    return {"checked": int(result.checked)}
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise JobError("the job driver sent a malformed result")
+    return value
+
+
+def _bad_rows(rows: object) -> list[BadRecord]:
+    """(Parent) Bad rows from the child, checked field by field."""
+    if not isinstance(rows, list):
+        raise JobError("the job driver sent a malformed scan report")
+    out = []
+    for r in rows:
+        if not (isinstance(r, list) and len(r) == 4):
+            raise JobError("the job driver sent a malformed scan report")
+        part, label, subject, reason = r
+        if (
+            isinstance(part, bool)
+            or not isinstance(part, int)
+            or not isinstance(label, int | str)
+            or not (subject is None or isinstance(subject, str))
+            or reason not in _REASONS
+        ):
+            raise JobError("the job driver sent a malformed scan report")
+        out.append(BadRecord(part, label, subject, reason))
+    return out
+
+
+def _isolated(job: _DatasetJob, cluster: Cluster | None, progress: Progress | None) -> Any:
+    """Run a dataset job here (``cluster=None``) or, on a cluster, from a child process."""
+    if cluster is None:
+        return job.run(None, progress)
+    if not isinstance(cluster, Cluster):
+        raise TypeError("cluster must be a keysplit.jobs.Cluster")
+    bad: list[BadRecord] = []
+
+    def on_message(msg: Message) -> None:
+        step = progress_of(msg)
+        if step is not None and progress is not None:
+            progress(*step)
+        elif msg.get("t") == "bad" and job.kind == "scan":
+            bad.extend(_bad_rows(msg.get("rows")))
+        return None
+
+    done = run_job({"kind": "dataset", "job": job}, cluster, on_message)
+    if job.kind != "scan":
+        return _count(done.get("rows"))
+    return ScanReport(_count(done.get("checked")), bad)
+
+
+def _job(
+    kind: str,
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str] | None,
+    column: str,
+    subject_column: str,
+    service: DataKeys | str,
+    token: str | None,
+    context: Context,
+    text: bool = False,
+) -> _DatasetJob:
+    return _DatasetJob(
+        kind,
+        str(Path(src).absolute()),  # the workers' working directory is not ours
+        None if dst is None else str(Path(dst).absolute()),
+        column,
+        subject_column,
+        _source(service, token),
+        None if context is None else dict(context),
+        text,
+    )
+
+
 def encrypt_dataset(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
     column: str,
     subject_column: str,
     *,
-    service: DataKeySource | str,
+    service: DataKeys | str,
     token: str | None = None,
     context: Context = None,
-    client: Client | None = None,
+    cluster: Cluster | None = None,
     progress: Progress | None = None,
 ) -> int:
     """Read the Parquet dataset ``src``, seal ``column``, write the dataset ``dst`` (a new
-    directory of ``part.NNNNN.parquet`` files, one per partition); returns the row count."""
-    with dask.config.set({"dataframe.convert-string": False}):
-        return _transform_dataset(
-            src,
-            dst,
-            lambda d: encrypt_column(
-                d, column, subject_column, service=service, token=token, context=context
-            ),
-            client,
-            progress,
-        )
+    directory of ``part.NNNNN.parquet`` files, one per partition); returns the row count.
+
+    ``cluster=None`` runs in this process; with a :class:`Cluster` the Dask client runs in
+    a child process (this one deserializes nothing from the cluster) and ``service`` must
+    be picklable (a URL, :class:`ServiceDataKeys`, or :func:`serve_keys`' handle).
+    """
+    job = _job("encrypt", src, dst, column, subject_column, service, token, context)
+    return int(_isolated(job, cluster, progress))
 
 
 def decrypt_dataset(
@@ -380,24 +530,16 @@ def decrypt_dataset(
     column: str,
     subject_column: str,
     *,
-    service: DataKeySource | str,
+    service: DataKeys | str,
     token: str | None = None,
     context: Context = None,
     text: bool = False,
-    client: Client | None = None,
+    cluster: Cluster | None = None,
     progress: Progress | None = None,
 ) -> int:
     """Inverse of :func:`encrypt_dataset`; IntegrityError if any record fails."""
-    with dask.config.set({"dataframe.convert-string": False}):
-        return _transform_dataset(
-            src,
-            dst,
-            lambda d: decrypt_column(
-                d, column, subject_column, service=service, token=token, context=context, text=text
-            ),
-            client,
-            progress,
-        )
+    job = _job("decrypt", src, dst, column, subject_column, service, token, context, text)
+    return int(_isolated(job, cluster, progress))
 
 
 def scan_dataset(
@@ -405,22 +547,13 @@ def scan_dataset(
     column: str,
     subject_column: str,
     *,
-    service: DataKeySource | str,
+    service: DataKeys | str,
     token: str | None = None,
     context: Context = None,
-    client: Client | None = None,
+    cluster: Cluster | None = None,
     progress: Progress | None = None,
 ) -> ScanReport:
-    """:func:`scan` over a Parquet dataset."""
-    with dask.config.set({"dataframe.convert-string": False}):
-        ddf = dd.read_parquet(str(src), engine="pyarrow")
-        return scan(
-            ddf,
-            column,
-            subject_column,
-            service=service,
-            token=token,
-            context=context,
-            client=client,
-            progress=progress,
-        )
+    """:func:`scan` over a Parquet dataset (``cluster`` as in :func:`encrypt_dataset`)."""
+    job = _job("scan", src, None, column, subject_column, service, token, context)
+    report: ScanReport = _isolated(job, cluster, progress)
+    return report

@@ -32,7 +32,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .. import _json
+from .. import _json, names
 from .._fileio import atomic_write, fsync_dir
 from ..errors import FormatError, IntegrityError, KeysplitError, PermissionDenied
 
@@ -42,6 +42,7 @@ __all__ = [
     "TOKENS_FILE",
     "TokenList",
     "TokenPolicy",
+    "check_prefix",
     "hash_token",
     "mac_key",
     "new_token",
@@ -49,9 +50,21 @@ __all__ = [
 
 TOKENS_FILE = "service-tokens.json"
 REVOKED_FILE = "service-tokens.revoked"
-OPERATIONS = ("encrypt", "decrypt", "datakey", "shred", "hold", "rewrap", "rotate", "seal")
+OPERATIONS = (
+    "encrypt",
+    "decrypt",
+    "datakey",
+    "shred",
+    "hold",
+    "rewrap",
+    "rotate",
+    "seal",
+    "cluster",
+)
 """What a token may be allowed to do (``datakey`` hands out plaintext data keys, so it
-implies the power to encrypt and decrypt that prefix's records locally)."""
+implies the power to encrypt and decrypt that prefix's records locally; on a cluster node
+it allows DPRF evaluations, the node's part of a data key; ``cluster`` lets a peer over
+TCP run a node's DKG and refresh, which the Unix-socket peer may do without a token)."""
 _PREFIX = "kst1_"
 _TOKEN_RE = re.compile(r"kst1_[A-Za-z0-9_-]{43}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -96,19 +109,40 @@ class TokenPolicy:
     subject_prefix: str
     created: str = ""
     created_by: tuple[str, ...] = ()
+    region: str = ""
+    """A cluster region the token is pinned to ('' = none); a node of another region
+    refuses it (:mod:`keysplit.service.cluster_node`)."""
 
     def permits(self, operation: str) -> bool:
         return operation in self.allow
 
     def covers(self, subject: str) -> bool:
-        return subject.startswith(self.subject_prefix)
+        """Whether ``subject`` is in this token's scope, judged on the canonical spelling
+        the keyring uses (:func:`keysplit.names.check_subject`, the spelling records are
+        written and looked up under first; every other spelling the keyring may touch for
+        this subject canonicalizes to the same text). A raw comparison let ``acme`` +
+        U+0301 ("acmé" in NFD) pass a token scoped to ``acme`` and reach tenant ``acmé/``.
+        A subject the keyring would refuse is covered only by the empty prefix (the
+        operation then reports it)."""
+        prefix = self.subject_prefix
+        if not prefix:
+            return True
+        try:
+            canonical = names.check_subject(subject)
+        except (TypeError, ValueError):
+            return False
+        return canonical.startswith(names.canonical_prefix(prefix))
 
     def check(self, operation: str, subjects: Iterable[str] = ()) -> None:
-        """Raise :class:`PermissionDenied` unless every subject is in policy."""
+        """Raise :class:`PermissionDenied` unless every subject is in policy (:meth:`covers`).
+
+        The one policy point of the key service: every endpoint that names subjects calls
+        it with the subjects of the request before any key is touched.
+        """
         if operation not in self.allow:
             raise PermissionDenied(f"token {self.name!r} is not allowed to {operation}")
         for s in subjects:
-            if not isinstance(s, str) or not s.startswith(self.subject_prefix):
+            if not self.covers(s):
                 raise PermissionDenied(
                     f"token {self.name!r} may only use subjects starting with "
                     f"{self.subject_prefix!r}"
@@ -123,6 +157,7 @@ class TokenPolicy:
             "subject_prefix": self.subject_prefix,
             "created": self.created,
             "created_by": list(self.created_by),
+            **({"region": self.region} if self.region else {}),  # absent: lists MAC as before
         }
 
     def public_dict(self) -> dict[str, Any]:
@@ -144,6 +179,7 @@ class TokenPolicy:
                 subject_prefix=str(d["subject_prefix"]),
                 created=str(d.get("created", "")),
                 created_by=tuple(str(c) for c in d.get("created_by", [])),
+                region=str(d.get("region", "")),
             )
         except (KeyError, TypeError):
             raise FormatError("token list: an entry lacks a field") from None
@@ -162,6 +198,34 @@ def check_allow(allow: Sequence[str]) -> tuple[str, ...]:
     if bad:
         raise ValueError(f"unknown operation {bad[0]!r} (choose from {', '.join(OPERATIONS)})")
     return ops
+
+
+PREFIX_SEPARATOR = "/"
+"""A token's subject prefix ends here: ``acme/`` is tenant ``acme``, while ``acme`` would
+also cover ``acme2/...`` and ``acmecorp/...``."""
+
+
+def check_prefix(prefix: str) -> str:
+    """The canonical (NFC) form of a token's subject prefix, or ValueError.
+
+    Decision (issue 21): a prefix is empty (every subject) or ends with
+    :data:`PREFIX_SEPARATOR`, so a scope is always whole path segments; a prefix ending
+    mid-segment is refused at ``token create``/``add`` rather than warned about, since a
+    warning is lost in a ceremony transcript while the over-broad token lives on. Lists
+    written before this rule keep their prefixes and are still enforced on canonical text.
+    """
+    if not isinstance(prefix, str):
+        raise TypeError("subject_prefix must be a str")
+    if not prefix:
+        return prefix
+    canonical = names.canonical_prefix(prefix)
+    if not canonical.endswith(PREFIX_SEPARATOR):
+        raise ValueError(
+            f"a subject prefix must be empty or end with {PREFIX_SEPARATOR!r} "
+            f"({canonical!r} would also cover {canonical + 'x'!r}...); "
+            f"use {canonical + PREFIX_SEPARATOR!r}"
+        )
+    return canonical
 
 
 def _canonical(obj: Any) -> bytes:
@@ -285,17 +349,37 @@ class TokenList:
         created_by: Sequence[str] = (),
     ) -> tuple[str, TokenPolicy]:
         """Mint a token; returns (token text, its policy). The text is never stored."""
+        token = new_token()
+        return token, self.add(
+            key, token, name=name, allow=allow, subject_prefix=subject_prefix, created_by=created_by
+        )
+
+    def add(
+        self,
+        key: bytes,
+        token: str,
+        *,
+        name: str,
+        allow: Sequence[str],
+        subject_prefix: str,
+        created_by: Sequence[str] = (),
+        region: str = "",
+    ) -> TokenPolicy:
+        """Register an existing token (minted on another keyring: ``keysplit token add``)
+        under this keyring's own policy; only its hash is kept."""
+        if not is_token_text(token):
+            raise ValueError("not a keysplit token (kst1_ and 43 base64url characters)")
         if not _NAME_RE.fullmatch(name):
             raise ValueError("token name must be 1-64 of A-Z a-z 0-9 _ . - (starting alnum)")
         ops = check_allow(allow)
-        if not isinstance(subject_prefix, str):
-            raise TypeError("subject_prefix must be a str")
+        subject_prefix = check_prefix(subject_prefix)
         self.verify(key)
         if any(t.name == name for t in self.active().values()):
             raise KeysplitError(
                 f"an active token named {name!r} exists", hint="revoke it first or pick a name"
             )
-        token = new_token()
+        if hash_token(token) in {t.sha256 for t in self.tokens}:
+            raise KeysplitError("this token is already registered here (or was revoked here)")
         pol = TokenPolicy(
             id=secrets.token_hex(8),
             name=name,
@@ -304,12 +388,13 @@ class TokenList:
             subject_prefix=subject_prefix,
             created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             created_by=tuple(created_by),
+            region=region,
         )
         self.revoked.extend(r for r in self.pending_revocations if r not in self.revoked)
         self.pending_revocations = []
         self.tokens.append(pol)
         self._write(key)
-        return token, pol
+        return pol
 
     def revoke(self, name_or_id: str) -> TokenPolicy:
         """Revoke without a quorum: append the id to the revocation file (durably)."""

@@ -124,6 +124,15 @@ def test_from_uniform_matches_rfc9496(label: str, expected: str) -> None:
     assert Point.from_uniform(hashlib.sha512(label.encode()).digest()).hex() == expected
 
 
+def test_encodings_with_the_top_bit_set_are_refused() -> None:
+    # libsodium 1.0.18 (bundled by rbcl 1.1) ignores bit 255 and accepts these as the
+    # points without it: a second encoding of the same element, which RFC 9496 forbids.
+    for i in range(1, 16):
+        good = bytes.fromhex(SMALL_MULTIPLES[i])
+        with pytest.raises(FormatError):
+            Point.from_bytes(good[:31] + bytes([good[31] | 0x80]))
+
+
 def test_point_encodings_are_strict() -> None:
     for bad in (b"", bytes(31), bytes(33), "00" * 32):
         with pytest.raises(FormatError):

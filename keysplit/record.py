@@ -1,0 +1,469 @@
+"""The record format: AES-128-GCM under a per-subject data key, bound to subject and context.
+
+A record is ``header || ciphertext || tag`` (byte layout in ``docs/format/record.md``)::
+
+    magic "KSRC" | version 0x01 | suite 0x01 | commitment (32) | nonce (12) | ct | tag (16)
+
+* The GCM key is not the data key itself but ``HKDF-SHA256(data key, info=".../enc")``,
+  and the header carries ``HKDF-SHA256(data key, info=".../commit")``. The commitment is
+  checked (constant time) before decryption, so a record only ever opens under the one
+  data key that made it: AES-GCM alone is not key-committing (the "invisible salamanders"
+  attack), which matters once keys can be chosen by someone other than us. It is derived
+  once per data key, not per record, so it costs nothing per record; SECURITY.md explains
+  the trade-off against the AWS Encryption SDK's per-message commitment.
+* The associated data is the whole header followed by the canonical encoding of the
+  subject id and the context (:func:`encode_aad`), so a record moved to another subject or
+  context, or altered by one bit, fails with :class:`IntegrityError`.
+* Nonces are 96-bit random (drawn in bulk for batches). With random nonces one data key
+  should seal at most 2**32 records (NIST SP 800-38D); per-subject keys keep every
+  realistic subject far below that.
+
+Parse once (pyca's Fernet): :func:`parse` checks the header and returns a :class:`Parsed`
+(header, commitment, nonce, body); whoever needs the commitment to find the key (the
+keyring looks keys up by it) hands the same :class:`Parsed` to :func:`open_parsed`.
+
+:class:`DataKey` holds the derived keys and caches the AES-GCM object, so a backend that
+keeps one per subject pays the key schedule once. The engine that finds keys for subjects
+is :class:`keysplit.keyring.records.Records`; this module is the format and its loops.
+"""
+
+from __future__ import annotations
+
+import hmac
+import struct
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from . import names
+from .errors import FormatError, IntegrityError
+from .rng import RandomSource, default_rng
+
+__all__ = [
+    "HEADER_SIZE",
+    "MAX_CONTEXT_BYTES",
+    "MAX_CONTEXT_ENTRIES",
+    "NONCE_SIZE",
+    "OVERHEAD",
+    "ContextTooLargeError",
+    "DataKey",
+    "Parsed",
+    "decrypt",
+    "decrypt_many",
+    "encode_aad",
+    "encrypt",
+    "encrypt_many",
+    "open_parsed",
+    "parse",
+]
+
+MAGIC = b"KSRC"
+VERSION = 1
+SUITE_AES128GCM_HKDF_COMMIT = 1
+COMMIT_SIZE = 32
+NONCE_SIZE = 12
+TAG_SIZE = 16
+HEADER_SIZE = 4 + 1 + 1 + COMMIT_SIZE + NONCE_SIZE
+OVERHEAD = HEADER_SIZE + TAG_SIZE
+_PREFIX = MAGIC + bytes([VERSION, SUITE_AES128GCM_HKDF_COMMIT])
+PREFIX_SIZE = len(_PREFIX) + COMMIT_SIZE  # magic, version, suite, commitment
+_SALT = b"keysplit record v1"
+_U32 = struct.Struct(">I")
+MAX_SUBJECT_BYTES = names.MAX_SUBJECT_BYTES
+MAX_CONTEXT_BYTES = 0xFFFF
+"""Keys plus values of one record context in UTF-8 (the stream header's bound, too)."""
+MAX_CONTEXT_ENTRIES = 256
+_EMPTY_CONTEXT = _U32.pack(0)
+
+
+class ContextTooLargeError(FormatError, ValueError):
+    """A record context beyond :data:`MAX_CONTEXT_BYTES` / :data:`MAX_CONTEXT_ENTRIES`.
+
+    A KeysplitError, since a context may come from the wire (the key service), and a
+    ValueError, as any other bad argument of the library API is.
+    """
+
+
+class DataKey:
+    """A subject's 16-byte data key with its derived GCM key and commitment.
+
+    Holding one is holding the key: the repr is redacted and the raw key is not kept (the
+    one raw-key exit is :meth:`keysplit.keyring.DataKeys.export`).
+    """
+
+    __slots__ = ("_aead", "_prefix", "commitment")
+
+    def __init__(self, key: bytes) -> None:
+        if not isinstance(key, bytes | bytearray | memoryview):
+            raise TypeError("data key must be bytes")
+        if len(key) != 16:
+            raise ValueError("data key must be 16 bytes (AES-128)")
+        key = bytes(key)
+        enc = HKDF(hashes.SHA256(), 16, _SALT, b"keysplit/record/v1/enc").derive(key)
+        self.commitment: bytes = HKDF(
+            hashes.SHA256(), COMMIT_SIZE, _SALT, b"keysplit/record/v1/commit"
+        ).derive(key)
+        self._aead = AESGCM(enc)
+        self._prefix = _PREFIX + self.commitment
+
+    def __repr__(self) -> str:
+        return "DataKey(<redacted>)"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("a DataKey cannot be pickled (it is a key; export raw keys explicitly)")
+
+
+class Parsed(NamedTuple):
+    """A record split into its parts by :func:`parse` (nothing authenticated yet)."""
+
+    version: int
+    suite: int
+    commitment: bytes
+    nonce: bytes
+    header: bytes
+    """The 50 header bytes (the first part of the AAD)."""
+    body: bytes | memoryview
+    """Ciphertext and tag."""
+
+
+def _enc_str(s: str, what: str) -> bytes:
+    if not isinstance(s, str):
+        raise TypeError(f"{what} must be a str")
+    try:
+        return s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not valid Unicode text") from None
+
+
+def subject_part(subject: str) -> bytes:
+    """``u32 len || subject`` of the subject's canonical spelling (:func:`names.check_subject`)."""
+    sub = names.check_subject(subject).encode("utf-8")
+    return _U32.pack(len(sub)) + sub
+
+
+def _exact_subject_part(subject: str) -> bytes:
+    """``u32 len || subject`` exactly as spelled (legacy AADs only)."""
+    sub = subject.encode("utf-8")
+    return _U32.pack(len(sub)) + sub
+
+
+def _check_context(context: Mapping[str, str] | None) -> Mapping[str, str]:
+    """The size bounds (a ContextTooLargeError before anything big is encoded)."""
+    if context is None:
+        return {}
+    if not isinstance(context, Mapping):
+        raise TypeError("context must be a mapping of str to str")
+    if len(context) > MAX_CONTEXT_ENTRIES:
+        raise ContextTooLargeError(
+            f"record context has {len(context)} entries, at most {MAX_CONTEXT_ENTRIES}"
+        )
+    size = 0
+    for key, value in context.items():
+        # str lengths bound the UTF-8 size from below: refuse before encoding anything big
+        size += len(key) + len(value) if isinstance(key, str) and isinstance(value, str) else 0
+        if size > MAX_CONTEXT_BYTES:
+            raise ContextTooLargeError(f"record context is larger than {MAX_CONTEXT_BYTES} bytes")
+    return context
+
+
+def _encode_context(context: Mapping[str, str]) -> bytes:
+    items = sorted(
+        (_enc_str(k, "context key"), _enc_str(v, "context value")) for k, v in context.items()
+    )
+    if sum(len(k) + len(v) for k, v in items) > MAX_CONTEXT_BYTES:
+        raise ContextTooLargeError(f"record context is larger than {MAX_CONTEXT_BYTES} bytes")
+    parts = [_U32.pack(len(items))]
+    for k, v in items:
+        parts += [_U32.pack(len(k)), k, _U32.pack(len(v)), v]
+    return b"".join(parts)
+
+
+def context_part(context: Mapping[str, str] | None) -> bytes:
+    """The context encoding with NFC keys (values stay byte-exact; :mod:`keysplit.names`)."""
+    if not context and (context is None or isinstance(context, Mapping)):
+        return _EMPTY_CONTEXT
+    return _encode_context(names.normalize_context(_check_context(context)))
+
+
+def _legacy_tails(subject: str, context: Mapping[str, str] | None) -> list[bytes]:
+    """AAD tails a record written before NFC normalization may carry, besides the
+    canonical one: the other spellings of the subject, the context keys as given and in NFD.
+
+    Empty for ASCII subjects and context keys (the usual case), so only a record that
+    failed under the canonical tail and has non-ASCII text pays for a second try.
+    """
+    ctx = _check_context(context)
+    if subject.isascii() and all(k.isascii() for k in ctx if isinstance(k, str)):
+        return []
+    canonical = subject_part(subject) + context_part(ctx)
+    nfd = {unicodedata.normalize("NFD", k): v for k, v in ctx.items()}
+    ctx_parts = dict.fromkeys([context_part(ctx), _encode_context(ctx), _encode_context(nfd)])
+    out: dict[bytes, None] = {}
+    for s in names.subject_spellings(subject):
+        sub = _exact_subject_part(s)
+        for c in ctx_parts:
+            out[sub + c] = None
+    out.pop(canonical, None)
+    return list(out)
+
+
+def encode_aad(subject: str, context: Mapping[str, str] | None = None) -> bytes:
+    """Canonical, injective encoding of subject and context (the record AAD after the header).
+
+    ``u32 len || subject`` then ``u32 count`` then, for each context entry sorted by the
+    UTF-8 bytes of its key, ``u32 len || key || u32 len || value`` (big-endian lengths,
+    UTF-8 text). Equal mappings encode identically whatever their insertion order.
+    """
+    return subject_part(subject) + context_part(context)
+
+
+def parse(record: bytes) -> Parsed:
+    """Parse and validate a record's header once; :class:`FormatError` says what is wrong."""
+    if not isinstance(record, bytes | bytearray | memoryview):
+        raise TypeError("record must be bytes")
+    mv = memoryview(record)
+    if len(mv) < 4 or mv[:4] != MAGIC:
+        raise FormatError("not a keysplit record (bad magic)")
+    if len(mv) < 6:
+        raise FormatError("truncated record header")
+    if mv[4] != VERSION:
+        raise FormatError(f"unsupported record version {mv[4]}")
+    if mv[5] != SUITE_AES128GCM_HKDF_COMMIT:
+        raise FormatError(f"unsupported record suite {mv[5]}")
+    if len(mv) < OVERHEAD:
+        raise FormatError("truncated record")
+    header = bytes(mv[:HEADER_SIZE])
+    return Parsed(
+        VERSION,
+        SUITE_AES128GCM_HKDF_COMMIT,
+        header[6:PREFIX_SIZE],
+        header[PREFIX_SIZE:],
+        header,
+        record[HEADER_SIZE:] if type(record) is bytes else mv[HEADER_SIZE:],
+    )
+
+
+def _check_pt(plaintext: bytes) -> None:
+    if not isinstance(plaintext, bytes | bytearray | memoryview):
+        raise TypeError("plaintext must be bytes")
+
+
+def seal(key: DataKey, nonce: bytes, plaintext: bytes, tail: bytes) -> bytes:
+    """One record from its parts (``tail`` from :func:`encode_aad`); the engine's inner call."""
+    header = key._prefix + nonce
+    return header + key._aead.encrypt(nonce, plaintext, header + tail)
+
+
+def encrypt(
+    key: DataKey,
+    plaintext: bytes,
+    *,
+    subject: str,
+    context: Mapping[str, str] | None = None,
+    rng: RandomSource | None = None,
+) -> bytes:
+    """Seal one record for ``subject`` under ``key``."""
+    _check_pt(plaintext)
+    tail = encode_aad(subject, context)
+    return seal(key, (rng or default_rng()).random_bytes(NONCE_SIZE), plaintext, tail)
+
+
+def open_with_tail(
+    key: DataKey,
+    parsed: Parsed,
+    tail: bytes,
+    subject: str,
+    context: Mapping[str, str] | None,
+) -> bytes:
+    """:func:`open_parsed` with the canonical AAD tail already encoded (cached by the engine)."""
+    if not hmac.compare_digest(parsed.commitment, key.commitment):
+        raise IntegrityError()
+    try:
+        return key._aead.decrypt(parsed.nonce, parsed.body, parsed.header + tail)
+    except InvalidTag:
+        return _open_legacy(key, parsed.header, parsed.body, subject, context)
+
+
+def open_parsed(
+    key: DataKey, parsed: Parsed, *, subject: str, context: Mapping[str, str] | None = None
+) -> bytes:
+    """Open a record :func:`parse` has split: :class:`IntegrityError` unless ``key`` sealed
+    it for exactly this subject and context, unaltered."""
+    return open_with_tail(key, parsed, encode_aad(subject, context), subject, context)
+
+
+def decrypt(
+    key: DataKey, record: bytes, *, subject: str, context: Mapping[str, str] | None = None
+) -> bytes:
+    """Open one record; :class:`IntegrityError` if it was not sealed by ``key`` for exactly
+    this subject and context, or was altered; :class:`FormatError` if it is malformed."""
+    parsed = parse(record)
+    return open_parsed(key, parsed, subject=subject, context=context)
+
+
+def split_contexts(
+    n: int, context: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None
+) -> tuple[Mapping[str, str] | None, Sequence[Mapping[str, str] | None] | None]:
+    """Split ``context`` into (shared mapping, per-record sequence); one of them is None."""
+    if context is None or isinstance(context, Mapping):
+        return context, None
+    if isinstance(context, str | bytes) or len(context) != n:
+        raise ValueError("contexts must be one mapping or one per record")
+    return None, context
+
+
+def by_subject(subjects: Sequence[str]) -> dict[str, list[int]]:
+    """Indices of the records of each distinct subject, in first-seen order."""
+    groups: dict[str, list[int]] = {}
+    get = groups.get
+    for i, subject in enumerate(subjects):
+        idx = get(subject)
+        if idx is None:
+            groups[subject] = [i]
+        else:
+            idx.append(i)
+    return groups
+
+
+def encrypt_many(
+    keys: Sequence[DataKey],
+    subjects: Sequence[str],
+    plaintexts: Sequence[bytes],
+    context: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
+    *,
+    rng: RandomSource | None = None,
+) -> list[bytes]:
+    """Seal many records; ``keys[i]`` is the data key of ``subjects[i]``.
+
+    ``context`` is either one mapping for every record or a sequence with one per record.
+    Nonces are drawn in one call and the subject/context encoding is computed once per
+    distinct (subject, shared context). Records are processed grouped by subject and
+    returned in input order. Per record the loop does only what the format needs (a
+    nonce slice, three concatenations, one AES-GCM call): at 1 KiB the Python work
+    around the cipher call and the fresh output objects cost more than AES itself.
+    """
+    n = len(plaintexts)
+    if len(keys) != n or len(subjects) != n:
+        raise ValueError("keys, subjects and plaintexts must have the same length")
+    shared, per_record = split_contexts(n, context)
+    nonces = (rng or default_rng()).random_bytes(NONCE_SIZE * n)
+    if per_record is not None:
+        out: list[bytes] = []
+        append = out.append
+        for i, (key, subject, pt) in enumerate(zip(keys, subjects, plaintexts, strict=True)):
+            tail = encode_aad(subject, per_record[i])
+            nonce = nonces[NONCE_SIZE * i : NONCE_SIZE * (i + 1)]
+            header = key._prefix + nonce
+            append(header + key._aead.encrypt(nonce, pt, header + tail))
+        return out
+    return encrypt_grouped(keys, subjects, plaintexts, context_part(shared), nonces)
+
+
+def encrypt_grouped(
+    keys: Sequence[DataKey],
+    subjects: Sequence[str],
+    plaintexts: Sequence[bytes],
+    shared_part: bytes,
+    nonces: bytes,
+) -> list[bytes]:
+    """The shared-context loop of :func:`encrypt_many` (nonce ``i`` is ``nonces[12i:12i+12]``).
+
+    Records are sealed subject by subject (outputs still in input order): consecutive
+    calls on one AES-GCM object find its key schedule and GHASH table in cache, which
+    measured 12-16 % faster per record than round-robin over 10k keys. Each record uses
+    its own ``keys[i]``, so a subject paired with two keys is sealed correctly.
+    """
+    n = len(plaintexts)
+    done: list[bytes] = [b""] * n
+    for subject, idx in by_subject(subjects).items():
+        tail = subject_part(subject) + shared_part
+        for i in idx:
+            key = keys[i]
+            nonce = nonces[NONCE_SIZE * i : NONCE_SIZE * i + NONCE_SIZE]
+            header = key._prefix + nonce
+            done[i] = header + key._aead.encrypt(nonce, plaintexts[i], header + tail)
+    return done
+
+
+def _check_record(record: object, key: DataKey) -> None:
+    """The slow path of :func:`decrypt_many`'s header check: the precise error, or return
+    if the record is fine after all (a ``bytearray``)."""
+    if not isinstance(record, bytes | bytearray):
+        parse(record)  # type: ignore[arg-type]  # raises the precise FormatError
+        raise TypeError("records must be bytes")
+    if not hmac.compare_digest(parse(bytes(record)).commitment, key.commitment):
+        raise IntegrityError()
+
+
+def decrypt_many(
+    keys: Sequence[DataKey],
+    subjects: Sequence[str],
+    records: Sequence[bytes],
+    context: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
+) -> list[bytes]:
+    """Open many records; raises :class:`IntegrityError` (no detail) if any fails.
+
+    All-or-nothing on purpose: a caller that needs per-record outcomes calls :func:`decrypt`.
+    The fast path compares magic, version, suite and commitment (38 bytes, the first six
+    public) in one constant-time comparison against the key's expected header prefix; any
+    mismatch takes the slow path, which names the exact problem.
+    """
+    n = len(records)
+    if len(keys) != n or len(subjects) != n:
+        raise ValueError("keys, subjects and records must have the same length")
+    shared, per_record = split_contexts(n, context)
+    compare = hmac.compare_digest
+    groups: Iterable[tuple[str, Sequence[int]]]
+    shared_part = b""
+    if per_record is not None:
+        groups = ((s, (i,)) for i, s in enumerate(subjects))
+    else:
+        shared_part = context_part(shared)
+        groups = by_subject(subjects).items()
+    # Subject by subject, like encrypt_many (key schedule stays in cache); outputs in order.
+    done: list[bytes] = [b""] * n
+    for subject, idx in groups:
+        if per_record is None:
+            tail = subject_part(subject) + shared_part
+        else:
+            tail = encode_aad(subject, per_record[idx[0]])
+        for i in idx:
+            key = keys[i]
+            record = records[i]
+            if not (
+                type(record) is bytes
+                and len(record) >= OVERHEAD
+                and compare(record[:PREFIX_SIZE], key._prefix)
+            ):
+                _check_record(record, key)
+            header = record[:HEADER_SIZE]
+            try:
+                done[i] = key._aead.decrypt(
+                    header[PREFIX_SIZE:], record[HEADER_SIZE:], header + tail
+                )
+            except InvalidTag:
+                ctx = shared if per_record is None else per_record[i]
+                done[i] = _open_legacy(key, header, record[HEADER_SIZE:], subject, ctx)
+    return done
+
+
+def _open_legacy(
+    key: DataKey,
+    header: bytes,
+    body: bytes | memoryview,
+    subject: str,
+    context: Mapping[str, str] | None,
+) -> bytes:
+    """A record that failed under the canonical AAD: try its pre-NFC spellings, else
+    :class:`IntegrityError`."""
+    for tail in _legacy_tails(subject, context):
+        try:
+            return key._aead.decrypt(header[PREFIX_SIZE:], body, header + tail)
+        except InvalidTag:
+            continue
+    raise IntegrityError()
