@@ -39,9 +39,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,9 +53,18 @@ from typing import Any
 from ..errors import KeysplitError
 from ..keyring import Keyring, UnsealedKeyring
 from ..keyring import file as kf
-from .core import KeyService
+from . import _wire as wire
+from .core import KeyService, Request, Response
 
-__all__ = ["Fleet", "Peer", "WorkerLink", "default_workers", "fork_workers", "reopen"]
+__all__ = [
+    "Fleet",
+    "Peer",
+    "WorkerLink",
+    "default_workers",
+    "fork_workers",
+    "forwarded",
+    "reopen",
+]
 
 # leader -> worker
 CONN = b"C"  # + kind (0 plain, 1 TLS); one descriptor attached
@@ -67,6 +78,32 @@ READY = b"A"  # unsealed / reloaded
 FAILED = b"F"  # could not open the keyring with the master key
 SEALED = b"s"  # + reason: a seal request arrived here
 CHANGED = b"c"  # a state change here: reload the others
+FORWARD = b"P"  # + id, request: served by the leader (cluster ceremonies keep state there)
+ANSWER = b"p"  # (leader -> worker) + id, response
+MAX_FORWARD = 128 << 10
+"""Largest forwarded request or response (one control datagram)."""
+_ID = struct.Struct(">I")
+_ANSWER_HEAD = struct.Struct(">IHH")
+
+
+def forwarded(path: str) -> bool:
+    """Requests only the leader serves: the cluster endpoints, whose ceremonies (DKG deal
+    then finish, recovery rounds) keep state between requests in one process."""
+    return path.startswith("/v1/cluster/")
+
+
+def _pack_request(rid: int, req: Request) -> bytes:
+    meta = json.dumps(
+        {"m": req.method, "p": req.path, "h": dict(req.headers), "l": req.local}
+    ).encode()
+    return FORWARD + _ID.pack(rid) + _ID.pack(len(meta)) + meta + req.body
+
+
+def _unpack_request(msg: bytes) -> tuple[int, Request]:
+    (rid,) = _ID.unpack_from(msg, 0)
+    (mlen,) = _ID.unpack_from(msg, 4)
+    meta = json.loads(msg[8 : 8 + mlen])
+    return rid, Request(meta["m"], meta["p"], meta["h"], msg[8 + mlen :], bool(meta["l"]))
 
 ACK_TIMEOUT = 10.0
 """Seconds the leader waits for a worker to reload before it stops using that worker."""
@@ -104,6 +141,10 @@ def fork_workers(
     closed first. Call before any event loop or thread exists.
     """
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(count)]
+    for pair in pairs:  # room for a forwarded request (the kernel may cap it lower)
+        for s in pair:
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * MAX_FORWARD + 4096)
     out: list[tuple[int, socket.socket]] = []
     for i, (mine, theirs) in enumerate(pairs, 1):
         pid = os.fork()
@@ -276,6 +317,21 @@ class Fleet:
                 self.sealed()
             elif kind == CHANGED:
                 self._spawn(self._changed_from(p))
+            elif kind == FORWARD:
+                self._answer(p, msg[1:])
+
+    def _answer(self, p: Peer, msg: bytes) -> None:
+        try:
+            rid, req = _unpack_request(msg)
+        except (ValueError, KeyError, TypeError, struct.error):
+            self._drop(p, "malformed forwarded request")
+            return
+        r = self.service.handle(req)
+        if len(r.body) > MAX_FORWARD:
+            err = KeysplitError("response too large to forward from the leader")
+            r = Response(500, wire.error_body(err))
+        ct = r.content_type.encode()
+        self._send(p, ANSWER + _ANSWER_HEAD.pack(rid, r.status, len(ct)) + ct + r.body)
 
     async def _changed_from(self, p: Peer) -> None:
         await self.changed(origin=p)
@@ -303,6 +359,8 @@ class WorkerLink:
         self._log = log
         self._master = b""
         self._done: asyncio.Queue[bytes] = asyncio.Queue()
+        self._answers: dict[int, asyncio.Future[Response]] = {}
+        self._rid = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         ctl.setblocking(False)
         asyncio.get_running_loop().add_reader(ctl.fileno(), self._on_message)
@@ -315,6 +373,23 @@ class WorkerLink:
     def tell(self, msg: bytes) -> None:
         with contextlib.suppress(OSError):
             self.ctl.send(msg)
+
+    async def forward(self, req: Request) -> Response:
+        """Have the leader serve ``req`` (see :func:`forwarded`)."""
+        if len(req.body) > MAX_FORWARD:
+            err = KeysplitError(f"request body larger than {MAX_FORWARD:,} bytes")
+            return Response(413, wire.error_body(err))
+        self._rid += 1
+        fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._answers[self._rid] = fut
+        try:
+            self.ctl.send(_pack_request(self._rid, req))
+            return await asyncio.wait_for(fut, 120.0)
+        except (OSError, TimeoutError):
+            err = KeysplitError("the leader process did not answer")
+            return Response(503, wire.error_body(err))
+        finally:
+            self._answers.pop(self._rid, None)
 
     async def changed(self) -> None:
         """Report a state change and wait until every other process has reloaded."""
@@ -362,6 +437,13 @@ class WorkerLink:
                 self._on_seal()
             elif kind == DONE:
                 self._done.put_nowait(kind)
+            elif kind == ANSWER and len(body) >= _ANSWER_HEAD.size:
+                rid, status, ctlen = _ANSWER_HEAD.unpack_from(body, 0)
+                at = _ANSWER_HEAD.size
+                fut = self._answers.get(rid)
+                if fut is not None and not fut.done():
+                    ct = body[at : at + ctlen].decode("ascii", "replace")
+                    fut.set_result(Response(status, bytes(body[at + ctlen :]), ct))
             elif kind == QUIT:
                 self._stop("leader stopping")
                 return

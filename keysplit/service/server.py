@@ -30,7 +30,15 @@ from aiohttp import web
 from ..errors import KeysplitError
 from . import _wire as wire
 from .core import KeyService, Request, Response
-from .fleet import SEALED, Fleet, Peer, WorkerLink, default_workers, fork_workers
+from .fleet import (
+    SEALED,
+    Fleet,
+    Peer,
+    WorkerLink,
+    default_workers,
+    fork_workers,
+    forwarded,
+)
 
 __all__ = ["Limits", "ServeOptions", "make_app", "run"]
 
@@ -131,8 +139,12 @@ whether the service was sealed before it). The worker processes hook in here."""
 
 
 def make_app(
-    service: KeyService, limits: Limits | None = None, after: After | None = None
+    service: KeyService,
+    limits: Limits | None = None,
+    after: After | None = None,
+    forward: Callable[[Request], Awaitable[Response]] | None = None,
 ) -> web.Application:
+    """``forward`` (a worker process) serves the :func:`~.fleet.forwarded` paths elsewhere."""
     lim = limits or Limits()
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -152,7 +164,10 @@ def make_app(
                 return await _send(request, refused, lim.io, True)
             req = Request(request.method, request.path, headers, body, local)
             was_sealed = service.sealed
-            r = service.handle(req)
+            if forward is not None and forwarded(req.path):
+                r = await forward(req)
+            else:
+                r = service.handle(req)
             if after is not None:
                 await after(req, r, was_sealed)
         # A body left unread (refused from the headers, or sent where none is read) is
@@ -284,9 +299,14 @@ class _Acceptor:
 _CHANGES = frozenset({"/v1/shred", "/v1/hold", "/v1/rotate", "/v1/rewrap"})
 
 
-def _runner(service: KeyService, lim: Limits, after: After) -> web.AppRunner:
+def _runner(
+    service: KeyService,
+    lim: Limits,
+    after: After,
+    forward: Callable[[Request], Awaitable[Response]] | None = None,
+) -> web.AppRunner:
     return web.AppRunner(
-        make_app(service, lim, after),
+        make_app(service, lim, after, forward),
         handle_signals=False,
         access_log=None,
         keepalive_timeout=lim.idle,
@@ -376,7 +396,11 @@ async def _worker(
         elif req.path in _CHANGES and r.status == 200:
             await link.changed()
 
-    runner = _runner(service, lim, after)
+    async def forward(req: Request) -> Response:
+        assert link is not None
+        return await link.forward(req)
+
+    runner = _runner(service, lim, after, forward)
     await runner.setup()
     acceptor = _Acceptor(runner, lim)
     ctx = _tls(opts) if opts.listen is not None else None

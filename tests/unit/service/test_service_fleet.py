@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_service_helpers import Server
+from service_helpers import Server
 
 import keysplit
 from keysplit import Client, Keyring, SealedError
@@ -92,6 +92,8 @@ def test_workers_serve_and_obey_seal_shred_rotate(tmp_path: Path, sockdir: Path)
         for c in clients.values():  # any process opens any process's records (and caches)
             for w, rec in recs.items():
                 assert c.decrypt(rec, subject="u/1") == f"from {w}".encode()
+        nodes = {c.request("GET", "/v1/cluster/node")[0] for c in clients.values()}
+        assert len(nodes) == 1  # cluster requests are all served by the leader (forwarded)
         keep = clients[0].encrypt(b"kept", subject="u/2")
         assert clients[WORKERS - 1].shred("u/1") is True  # shred in one worker ...
         for c in clients.values():  # ... holds in every process when it returns
