@@ -22,6 +22,7 @@ from keysplit import Keyring, KeysplitError
 from .._common import EXIT_USAGE, err_console, fail, handle_errors, info
 from .._dask import SCHEDULER_OPTION, dask_client, jobs_module
 from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
+from .._service import CA_OPTION, CERT_OPTION, KEY_OPTION, SERVER_FORMS, Tls, connect
 
 __all__ = ["app"]
 
@@ -53,7 +54,11 @@ def _context(pairs: list[str]) -> dict[str, str] | None:
 
 @contextlib.contextmanager
 def _source(
-    server: str | None, token_file: Path | None, keyring: Path | None, src: QuorumSource
+    server: str | None,
+    token_file: Path | None,
+    tls: Tls,
+    keyring: Path | None,
+    src: QuorumSource,
 ) -> Iterator[Any]:
     jobs = jobs_module()
     if (server is None) == (keyring is None):
@@ -64,7 +69,9 @@ def _source(
         token = token_file.read_text().strip()
         if not token:
             fail(f"{token_file} holds no token")
-        yield jobs.ServiceDataKeys(server, token)
+        connect(server, tls, token=token).close()  # a bad URL or TLS file: one error line
+        ca, cert, key = (None if p is None else str(p) for p in tls)
+        yield jobs.ServiceDataKeys(server, token, ca=ca, cert=cert, key=key)
         return
     assert keyring is not None
     kr = Keyring.open(keyring)
@@ -84,7 +91,7 @@ COLUMN = typer.Option(..., "--column", metavar="C", help="The column to seal or 
 SUBJECT = typer.Option(..., "--subject-column", metavar="S", help="Column of subject ids.")
 
 
-SERVER = typer.Option(None, "--server", metavar="URL", help="Key service (unix:PATH, https://).")
+SERVER = typer.Option(None, "--server", metavar="URL", help=f"Key service: {SERVER_FORMS}.")
 
 
 TOKEN = typer.Option(None, "--token-file", metavar="FILE", help="File holding the token.")
@@ -103,13 +110,14 @@ def _dataset_job(
     job: Callable[[Any, Any, Callable[[int, int], None]], Any],
     server: str | None,
     token_file: Path | None,
+    tls: Tls,
     keyring: Path | None,
     quorum_source: QuorumSource,
     scheduler: str | None,
 ) -> Any:
     """Run ``job(source, client, progress)`` with the key source, Dask client and bar open."""
     with (
-        _source(server, token_file, keyring, quorum_source) as source,
+        _source(server, token_file, tls, keyring, quorum_source) as source,
         dask_client(scheduler) as client,
         _bar(f"{what} (partitions)") as step,
     ):
@@ -125,6 +133,9 @@ def encrypt_dataset_cmd(
     subject_column: str = SUBJECT,
     server: str | None = SERVER,
     token_file: Path | None = TOKEN,
+    ca: Path | None = CA_OPTION,
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
     keyring: Path | None = KEYRING,
     context: list[str] = CONTEXT,
     scheduler: str | None = SCHEDULER_OPTION,
@@ -155,6 +166,7 @@ def encrypt_dataset_cmd(
         ),
         server,
         token_file,
+        (ca, cert, key),
         keyring,
         qs,
         scheduler,
@@ -172,6 +184,9 @@ def decrypt_dataset_cmd(
     subject_column: str = SUBJECT,
     server: str | None = SERVER,
     token_file: Path | None = TOKEN,
+    ca: Path | None = CA_OPTION,
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
     keyring: Path | None = KEYRING,
     context: list[str] = CONTEXT,
     text: bool = typer.Option(False, "--text", help="Decode the opened values as UTF-8."),
@@ -202,6 +217,7 @@ def decrypt_dataset_cmd(
         ),
         server,
         token_file,
+        (ca, cert, key),
         keyring,
         qs,
         scheduler,
@@ -218,6 +234,9 @@ def scan_dataset_cmd(
     subject_column: str = SUBJECT,
     server: str | None = SERVER,
     token_file: Path | None = TOKEN,
+    ca: Path | None = CA_OPTION,
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
     keyring: Path | None = KEYRING,
     context: list[str] = CONTEXT,
     scheduler: str | None = SCHEDULER_OPTION,
@@ -244,6 +263,7 @@ def scan_dataset_cmd(
         ),
         server,
         token_file,
+        (ca, cert, key),
         keyring,
         qs,
         scheduler,

@@ -135,7 +135,7 @@ def split_cmd(
     out_dir.mkdir(parents=True, exist_ok=True)
     for i, s in enumerate(made):
         if not sealing:
-            path = out_dir / f"share-{s.index}.txt"
+            path = out_dir / f"share-{s.index}.kss"
             atomic_write(path, share_file_text(s).encode(), overwrite=False)
         elif i < len(recipients):
             path = out_dir / f"share-{s.index}-{recipients[i].name}.kss"
