@@ -137,6 +137,9 @@ def convert_cmd(
     own: this combines the source shares (with all their checks) and re-splits the secret,
     in memory, in one step. Run it on an offline machine. The old shares keep working until
     they are destroyed.
+
+    Example: keysplit share convert --from keysplit --to slip39 -t 2 -n 3 --out-dir words
+    share-1.kss share-2.kss
     """
     if Fmt.vault in (from_, to):
         if Fmt.pycryptodome in (from_, to) or ssss:

@@ -10,6 +10,7 @@ quorum), served to workers on this host over an authenticated Unix socket.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from keysplit import Keyring, KeysplitError
 
 from .._common import EXIT_USAGE, err_console, fail, handle_errors, info
 from .._dask import SCHEDULER_OPTION, dask_client, jobs_module
+from .._output import JSON_HELP, emit
 from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
 from .._service import CA_OPTION, CERT_OPTION, KEY_OPTION, SERVER_FORMS, Tls, connect
 
@@ -142,6 +144,7 @@ def encrypt_dataset_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Seal column C of a Parquet dataset per row for the subject in column S.
 
@@ -172,7 +175,7 @@ def encrypt_dataset_cmd(
         scheduler,
     )
     info(f"sealed column {column!r} of {rows} rows into {dst}")
-    typer.echo(rows)
+    emit({"rows": rows, "column": column, "out": str(dst)}, as_json, rows)
 
 
 @app.command("decrypt-dataset")
@@ -194,8 +197,12 @@ def decrypt_dataset_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Open column C of a dataset made by encrypt-dataset (all or nothing).
+
+    Example: keysplit decrypt-dataset users.enc users.out --column email
+    --subject-column user_id --server unix:/run/ks.sock --token-file app.token
 
     Exit codes: 0 done; 1 a record failed (moved, altered, shredded: see scan-dataset) or
     bad input; 2 usage.
@@ -223,7 +230,7 @@ def decrypt_dataset_cmd(
         scheduler,
     )
     info(f"opened column {column!r} of {rows} rows into {dst}")
-    typer.echo(rows)
+    emit({"rows": rows, "column": column, "out": str(dst)}, as_json, rows)
 
 
 @app.command("scan-dataset")
@@ -243,8 +250,12 @@ def scan_dataset_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Check that every record of column C decrypts; print the bad rows (tab-separated).
+
+    Example: keysplit scan-dataset users.enc --column email --subject-column user_id
+    --keyring vault -s ana.g1.kss -s ben.g1.kss
 
     Exit codes: 0 every record opens; 1 some do not (listed on stdout); 2 usage.
     """
@@ -268,7 +279,13 @@ def scan_dataset_cmd(
         qs,
         scheduler,
     )
-    for b in report.bad:
+    if as_json:
+        bad = [
+            {"partition": b.partition, "row": b.row, "subject": b.subject, "reason": b.reason}
+            for b in report.bad
+        ]
+        typer.echo(json.dumps({"checked": report.checked, "bad": bad}))
+    for b in [] if as_json else report.bad:
         typer.echo(f"{b.partition}\t{b.row}\t{b.subject}\t{b.reason}")
     info(f"checked {report.checked} records: {len(report.bad)} bad")
     if report.bad:
