@@ -41,10 +41,12 @@ from .errors import (
     KeysplitError,
     LegalHoldError,
     MixedSharesError,
+    NoDataKeyError,
     PermissionDenied,
     RecoveryError,
     SealedError,
     ShareError,
+    ShreddedError,
 )
 from .keyring import Keyring, UnsealedKeyring, Unsealer, hpke_seal
 from .service import Client, RecordKeyring
@@ -70,6 +72,7 @@ __all__ = [
     "KeysplitError",
     "LegalHoldError",
     "MixedSharesError",
+    "NoDataKeyError",
     "PermissionDenied",
     "Recipient",
     "RecordKeyring",
@@ -77,6 +80,7 @@ __all__ = [
     "SealedError",
     "Share",
     "ShareError",
+    "ShreddedError",
     "UnsealedKeyring",
     "Unsealer",
     "__version__",

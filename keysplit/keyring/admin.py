@@ -75,11 +75,15 @@ def rotate(ku: UnsealedKeyring) -> int:
             next_kek=v + 1,
         )
         _write_keyring(ku, local, meta, kf.KeyringSecrets(local.secrets.x25519_private, keks))
+        # durable in the file first; from this commit on every process writes under v
+        local.store.set_current_kek(v)
+    local.member.renew()  # report the new current KEK in this process's lease now
     return v
 
 
 def retire(ku: UnsealedKeyring, version: int) -> None:
-    """Delete KEK ``version``; refused while it is current or any data key uses it."""
+    """Delete KEK ``version``; refused while it is current, any data key uses it, or a live
+    process (lease) still writes under it."""
     local = ku.local_data_keys()
     kr = ku.keyring
     m = kr.meta
@@ -88,12 +92,9 @@ def retire(ku: UnsealedKeyring, version: int) -> None:
     if version not in m.kek_versions:
         raise KeyringError(f"KEK version {version} does not exist (or is already retired)")
     with kr.home.lock():
-        left = local.store.count_by_version().get(version, 0)
-        if left:
-            raise KeyringError(
-                f"{left} data keys are still wrapped under KEK version {version}",
-                hint="run rewrap first",
-            )
+        # one store transaction: no data key and no live process's current KEK uses the
+        # version, and from its commit on no write may use it (keysplit.store.base)
+        local.store.retire_kek(version)
         keks = {v: k for v, k in local.secrets.keks.items() if v != version}
         meta = replace_meta(kr.meta, generation=m.generation + 1, kek_versions=tuple(sorted(keks)))
         _write_keyring(ku, local, meta, kf.KeyringSecrets(local.secrets.x25519_private, keks))
@@ -123,7 +124,8 @@ def shred(ku: UnsealedKeyring, subject: str) -> bool:
             )
     existed = False
     for s in spellings:
-        existed = local.store.delete(s) or existed  # raises LegalHoldError if held
+        # the tombstone commits with the delete; other processes drop the key from it
+        existed = local.store.delete(s, local.tombstone_tag(s)) or existed  # LegalHoldError
         local.forget(s)
     return existed
 
@@ -177,6 +179,7 @@ def commit_rekey(ku: UnsealedKeyring, master: bytes) -> kf.KeyringMeta:
             raise KeyringError("the pending rekey changed on disk; start again")
         kr.home.commit_pending()
     kr.meta, kr.pending = meta, None
+    ku.local_data_keys().store.note_rekey()
     return meta
 
 

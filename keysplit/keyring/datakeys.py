@@ -13,9 +13,11 @@ same protocol over the wire, and a backend then keeps the whole record API uncha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import struct
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -24,11 +26,21 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .. import envelope
 from ..envelope import DataKey
-from ..errors import FormatError, IntegrityError, KeyringError
+from ..errors import (
+    FormatError,
+    IntegrityError,
+    KeyringError,
+    KeysplitError,
+    NoDataKeyError,
+    ShreddedError,
+)
 from ..hazmat import hpke, keywrap
+from ..names import subject_spellings
 from ..rng import RandomSource, default_rng
 from ..store import KeyStore, WrappedKey
+from ..store.base import KeyringState, StaleKekError
 from . import file as kf
+from . import fleet
 
 __all__ = ["AUDIT_KEY_INFO", "DataKeys", "KekSet", "LocalDataKeys"]
 
@@ -199,7 +211,14 @@ class KekSet:
 
 
 class LocalDataKeys:
-    """:class:`DataKeys` held in this process: KEKs, X25519 key, store, key cache."""
+    """:class:`DataKeys` held in this process: KEKs, X25519 key, store, key cache.
+
+    A member of the keyring's fleet (:mod:`.fleet`): it holds a lease in the store, drops
+    shredded subjects' keys within the stated bound, serves cached keys only while its
+    lease is valid, and writes new keys only under the store's current KEK (re-reading the
+    keyring file through ``reload`` when another process rotated; refusing to write with
+    "rekeyed elsewhere: unseal again" when it no longer can).
+    """
 
     def __init__(
         self,
@@ -210,6 +229,11 @@ class LocalDataKeys:
         *,
         rng: RandomSource | None = None,
         unbound: Sequence[int] = (),
+        reload: Callable[[], kf.KeyringSecrets] | None = None,
+        role: str = "library",
+        cache_keys: int = fleet.DEFAULT_CACHE_KEYS,
+        lease_ttl: float = fleet.DEFAULT_LEASE_TTL,
+        poll: float = fleet.DEFAULT_POLL,
     ) -> None:
         if store.keyring_id != keyring_id:
             raise KeyringError("the key store belongs to another keyring")
@@ -219,7 +243,29 @@ class LocalDataKeys:
         self._kekset = KekSet(keyring_id, current_kek, secrets.keks, unbound=self._unbound)
         self._store: KeyStore | None = store
         self._rng = rng or default_rng()
-        self._keys: dict[str, DataKey] = {}
+        self._reload = reload
+        self._refusal: str | None = None
+        self._adopt_lock = threading.RLock()
+        tkey = fleet.tombstone_key(secrets.x25519_private, keyring_id)
+        self._tag = fleet.TombstoneTagger(tkey)
+        self._tombstone_key = tkey
+        self._cache = fleet.KeyCache(cache_keys, self._tag)
+        self.member = fleet.FleetMember(
+            store,
+            role=role,
+            current_kek=lambda: self._kekset.current,
+            cached=lambda: len(self._cache),
+            on_tombstones=self._cache.drop_tags,
+            on_state=self._adopt,
+            ttl=lease_ttl,
+            poll=poll,
+        )
+        st = self.member.last_state
+        if not st.current_kek:  # a store from before fleet state: record the file's version
+            with contextlib.suppress(KeyringError):
+                st = store.set_current_kek(current_kek)
+        self._adopt(st)
+        self.member.start()
 
     def __repr__(self) -> str:
         return f"LocalDataKeys(id={self._keyring_id}, <redacted>)"
@@ -243,17 +289,75 @@ class LocalDataKeys:
     def keks(self) -> KekSet:
         return self._kekset
 
+    @property
+    def cache(self) -> fleet.KeyCache:
+        return self._cache
+
     def set_secrets(self, secrets: kf.KeyringSecrets, current_kek: int) -> None:
         """Adopt the KEKs of a rewritten keyring file (after rotate or retire)."""
         self._kekset = KekSet(self._keyring_id, current_kek, secrets.keks, unbound=self._unbound)
         self._secrets = secrets
+        self._refusal = None
 
     def forget(self, subject: str) -> None:
         """Drop a cached key (after its subject was shredded)."""
-        self._keys.pop(subject, None)
+        self._cache.drop([subject])
+
+    def tombstone_tags(self, subject: str) -> list[bytes]:
+        """Tombstone tags of every spelling of ``subject``."""
+        return fleet.tombstone_tags(self._tombstone_key, subject)
+
+    def tombstone_tag(self, subject: str) -> bytes:
+        """The tombstone tag of this exact spelling."""
+        return self._tag(subject)
+
+    def missing_error(self, subject: str) -> KeysplitError:
+        """Why no key of ``subject`` opens a record: :class:`ShreddedError` if the store
+        holds a tombstone for any of its spellings, :class:`IntegrityError` if it has a key
+        (but not the one the record names), else :class:`NoDataKeyError`."""
+        if self.store.has_tombstone(self.tombstone_tags(subject)):
+            return ShreddedError(
+                hint="its data key was deleted (keysplit shred); its records are gone"
+            )
+        if self.store.get_many(subject_spellings(subject)):
+            return IntegrityError()
+        return NoDataKeyError(
+            hint="no key was ever created for this subject in this store "
+            "(wrong subject, another keyring, or a store restored from an old backup)"
+        )
+
+    def _adopt(self, st: KeyringState) -> None:
+        """Follow the shared state: the store's current KEK, without retired versions."""
+        with self._adopt_lock:
+            ks = self._kekset
+            retired = set(st.retired) & set(ks.versions)
+            if (not st.current_kek or st.current_kek == ks.current) and not retired:
+                return
+            secrets = self._secrets
+            if st.current_kek and st.current_kek not in secrets.keks:
+                if self._reload is None:
+                    self._refusal = "the keyring changed elsewhere: unseal again"
+                    return
+                try:
+                    secrets = self._reload()
+                except IntegrityError:
+                    self._refusal = "rekeyed elsewhere: unseal again"
+                    return
+                if st.current_kek not in secrets.keks:
+                    self._refusal = (
+                        f"the store's current KEK version {st.current_kek} is not in this "
+                        "keyring file (rotated on another host?): unseal again"
+                    )
+                    return
+            keks = {v: k for v, k in secrets.keks.items() if v not in st.retired}
+            current = st.current_kek or ks.current
+            self._kekset = KekSet(self._keyring_id, current, keks, unbound=self._unbound)
+            self._secrets = kf.KeyringSecrets(secrets.x25519_private, keks)
+            self._refusal = None
 
     def close(self) -> None:
-        self._keys.clear()
+        self.member.close()
+        self._cache.clear()
         self._secrets = kf.KeyringSecrets(b"", {})
         self._kekset = KekSet(self._keyring_id, 0, {0: b""})
         if self._store is not None:
@@ -263,21 +367,29 @@ class LocalDataKeys:
     # -- DataKeys -------------------------------------------------------------------------
 
     def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
-        keys = self._keys
-        got: list[DataKey | None] = list(map(keys.get, subjects))
-        if None not in got:  # the steady state: every key cached, one C-level pass
+        if self._store is None:
+            raise KeyringError("the keyring was closed")
+        if not self.member.valid():  # the lease lapsed (thread starved, store was away)
+            self._cache.clear()
+            self.member.renew()  # raises if the store is still unreachable
+        cache = self._cache
+        gen = cache.generation
+        got = cache.get_many(subjects)
+        if None not in got:  # the steady state: every key cached
             return got
-        missing = [s for s in dict.fromkeys(subjects) if s not in keys]
+        known = {s: k for s, k in zip(subjects, got, strict=True) if k is not None}
+        missing = [s for s in dict.fromkeys(subjects) if s not in known]
         for s in missing:
             envelope.encode_aad(s)  # validate subject before touching the store
         found = self.store.get_many(missing)
-        self._load(list(found.values()))
+        known.update(self._load(list(found.values())))
         absent = [s for s in missing if s not in found]
         if absent and create:
-            self._create(absent)
-        return list(map(keys.get, subjects))
+            known.update(self._create(absent))
+        cache.put_many(((s, known[s]) for s in missing if s in known), since=gen)
+        return list(map(known.get, subjects))
 
-    def _load(self, rows: Sequence[WrappedKey]) -> None:
+    def _load(self, rows: Sequence[WrappedKey]) -> dict[str, DataKey]:
         if any(len(r.wrapped) != WRAPPED_SIZE for r in rows):
             raise FormatError("key store holds a wrapped key of the wrong length")
         raw, ok = self._kekset.unwrap(rows)
@@ -291,24 +403,37 @@ class LocalDataKeys:
                 hint="the row was altered, moved from another subject, or belongs to "
                 "another keyring",
             )
-        for r, k in zip(rows, raw, strict=True):
-            self._keys[r.subject] = DataKey(k.tobytes())
+        out = {r.subject: DataKey(k.tobytes()) for r, k in zip(rows, raw, strict=True)}
         raw.fill(0)
+        return out
 
-    def _create(self, subjects: Sequence[str]) -> None:
-        raw = np.frombuffer(bytearray(self._rng.random_bytes(16 * len(subjects))), np.uint8)
-        raw = raw.reshape(-1, 16)
-        rows = self._kekset.wrap(subjects, raw)
-        stored = self.store.insert_many(rows)
-        winners = []
-        for i, (mine, kept) in enumerate(zip(rows, stored, strict=True)):
-            if kept == mine:
-                self._keys[mine.subject] = DataKey(raw[i].tobytes())
-            else:  # another writer created this subject's key first: use theirs
-                winners.append(kept)
-        raw.fill(0)
-        if winners:
-            self._load(winners)
+    def _create(self, subjects: Sequence[str]) -> dict[str, DataKey]:
+        for attempt in (0, 1):
+            if self._refusal is not None:
+                raise KeyringError(self._refusal, hint="another process changed the keyring")
+            raw = np.frombuffer(bytearray(self._rng.random_bytes(16 * len(subjects))), np.uint8)
+            raw = raw.reshape(-1, 16)
+            rows = self._kekset.wrap(subjects, raw)
+            try:
+                stored = self.store.insert_many(rows)
+            except StaleKekError as exc:  # rotated or retired elsewhere: catch up, once
+                raw.fill(0)
+                self._adopt(exc.state)
+                if attempt:
+                    raise
+                continue
+            out: dict[str, DataKey] = {}
+            winners = []
+            for i, (mine, kept) in enumerate(zip(rows, stored, strict=True)):
+                if kept == mine:
+                    out[mine.subject] = DataKey(raw[i].tobytes())
+                else:  # another writer created this subject's key first: use theirs
+                    winners.append(kept)
+            raw.fill(0)
+            if winners:
+                out.update(self._load(winners))
+            return out
+        raise AssertionError("unreachable")
 
     def hpke_open(self, ciphertext: bytes, info: bytes) -> bytes:
         if not self._secrets.x25519_private:

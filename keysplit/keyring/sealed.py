@@ -19,6 +19,7 @@ from ..names import check_custodian_names
 from ..rng import RandomSource, default_rng
 from ..share import Share, split
 from ..store import KeyStore, check_store_url, default_store_url, open_store
+from ..store.base import AuditStore
 from . import file as kf
 from .fingerprint import check_fingerprint, fingerprint
 from .home import KeyringHome
@@ -310,9 +311,18 @@ class Keyring:
     def audit_log(self) -> AuditLog:
         """The keyring's ceremony log, without its MAC key: read it and check its hash chain.
 
-        Appending to a MAC-protected log needs :meth:`UnsealedKeyring.audit_log`.
+        Appending to a MAC-protected log needs :meth:`UnsealedKeyring.audit_log`. Where the
+        store keeps the chain (PostgreSQL) the log reads it there (the store stays open for
+        the log's life).
         """
-        return AuditLog(self.home.audit_path)
+        store = None
+        if not self.store_url.startswith("sqlite:"):
+            opened = self.open_store()
+            if isinstance(opened, AuditStore):
+                store = opened
+            else:
+                opened.close()
+        return AuditLog(self.home.audit_path, store=store)
 
     def custodian_of(self, share: Share) -> str | None:
         """The custodian name a share belongs to (by set id and index), if any."""

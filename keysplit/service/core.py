@@ -77,6 +77,8 @@ _STATUS = {
     "StaleNonceError": 409,
     "LegalHoldError": 409,
     "IntegrityError": 400,
+    "ShreddedError": 410,
+    "NoDataKeyError": 404,
 }
 
 
@@ -487,7 +489,7 @@ class KeyService:
         pol = self._authorize(req, "shred", subjects)
         kr = self._kr
         assert kr is not None
-        items, failed = self._per_subject(subjects, kr.shred)
+        items, failed = self._per_subject(subjects, lambda s: kr.shred(s, record=False))
         self._audit("shred", token=pol.name, subjects=list(subjects), failed=failed)
         return _json(200, {"items": items})
 
@@ -501,7 +503,7 @@ class KeyService:
         assert kr is not None
 
         def one(s: str) -> bool:
-            kr.set_legal_hold(s, hold)
+            kr.set_legal_hold(s, hold, record=False)
             return hold
 
         items, failed = self._per_subject(subjects, one)
@@ -512,7 +514,7 @@ class KeyService:
         pol = self._authorize(req, "rotate")
         kr = self._kr
         assert kr is not None
-        v = kr.rotate()
+        v = kr.rotate(record=False)
         self._audit(
             "rotate", token=pol.name, kek_version=v, generation=self.keyring.meta.generation
         )
@@ -526,7 +528,7 @@ class KeyService:
             raise FormatError("'batch_size' must be a positive integer")
         kr = self._kr
         assert kr is not None
-        r = kr.rewrap(batch_size=batch)
+        r = kr.rewrap(batch_size=batch, record=False)
         self._audit(
             "rewrap",
             token=pol.name,
