@@ -29,6 +29,7 @@ from ._specs import parse_name_file
 
 __all__ = [
     "ALLOW_EXPENSIVE_KDF",
+    "ALLOW_EXPENSIVE_KDF_HELP",
     "Passphrases",
     "ShareOpener",
     "can_prompt",
@@ -39,6 +40,10 @@ __all__ = [
 
 ALLOW_EXPENSIVE_KDF = "--allow-expensive-kdf"
 """The option that lets a non-interactive run derive an expensive Argon2id key."""
+ALLOW_EXPENSIVE_KDF_HELP = (
+    "Derive Argon2id keys heavier than 1 GiB x passes without asking (scripted runs; "
+    "only for share and identity files you trust)."
+)
 _CALIBRATION = Argon2Params(time_cost=1, memory_kib=32 * 1024, lanes=1)
 _seconds_per_kib: float | None = None
 

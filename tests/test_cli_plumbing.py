@@ -21,7 +21,7 @@ CLI = Path(app.__file__).parent
 def test_each_command_module_imports_alone_and_never_imports_the_app(name: str) -> None:
     code = (
         "import sys, importlib\n"
-        f"m = importlib.import_module('keysplit_cli.{name}')\n"
+        f"m = importlib.import_module('keysplit_cli.commands.{name}')\n"
         "assert 'keysplit_cli.app' not in sys.modules, 'imports the app'\n"
         "assert m.app.registered_commands or m.app.registered_groups\n"
     )
@@ -45,7 +45,7 @@ def _keysplit_imports(path: Path) -> list[tuple[str, str]]:
 
 def test_cli_imports_only_public_library_names() -> None:
     seen = []
-    for path in sorted(CLI.glob("*.py")):
+    for path in sorted(CLI.rglob("*.py")):
         for module, name in _keysplit_imports(path):
             seen.append(module)
             private = [p for p in module.split(".") if p.startswith("_")]

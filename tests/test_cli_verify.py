@@ -1,5 +1,7 @@
 """``--verify`` (issue 12): a new share generation is relied on only once every custodian
-has proven possession (``keysplit share prove`` codes, recorded with ``rekey --prove``).
+has proven possession (``keysplit share prove`` codes, recorded with ``verify prove``).
+The old spellings (``rekey --prove/--verify-status/--complete``) are hidden aliases of the
+``verify`` group; the first test drives them, the others the group.
 
 Shares are plain files here (fast); the proof itself is tested in test_proof.py.
 """
@@ -34,17 +36,21 @@ def _share(shares: Path, gen: int, name: str) -> Share:
     return Share.parse((shares / f"{name}.g{gen}.kss").read_text().splitlines()[2])
 
 
-def _prove(vault: Path, shares: Path, gen: int, name: str, tmp_path: Path) -> None:
+def _prove(
+    vault: Path, shares: Path, gen: int, name: str, tmp_path: Path, *, alias: bool = False
+) -> None:
     r = run(["share", "prove", shares / f"{name}.g{gen}.kss"])
     assert r.exit_code == 0, r.output
     code = tmp_path / f"{name}.code"
     code.write_text(r.stdout.strip())
-    r = run(["rekey", vault, "--prove", name, "--code-file", code])
+    how = ["rekey", vault, "--prove", name] if alias else ["verify", "prove", vault, name]
+    r = run([*how, "--code-file", code])
     assert r.exit_code == 0, r.output
 
 
-def _status(vault: Path) -> dict[str, object]:
-    r = run(["rekey", vault, "--verify-status", "--json"])
+def _status(vault: Path, *, alias: bool = False) -> dict[str, object]:
+    how = ["rekey", vault, "--verify-status"] if alias else ["verify", "status", vault]
+    r = run([*how, "--json"])
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout)  # type: ignore[no-any-return]
 
@@ -72,9 +78,9 @@ def test_rekey_verify_refuses_to_switch_until_every_custodian_has_proven(tmp_pat
     with pytest.raises(KeyringError, match="proofs of possession"):
         Keyring.open(vault).unseal([_share(shares, 2, "alice"), _share(shares, 2, "carol")])
     assert run(["unseal", vault, *_q(shares, 1, "bob", "carol")]).exit_code == 0
-    _prove(vault, shares, 2, "alice", tmp_path)
+    _prove(vault, shares, 2, "alice", tmp_path, alias=True)
     _prove(vault, shares, 2, "bob", tmp_path)
-    st = _status(vault)
+    st = _status(vault, alias=True)
     assert st["proven"] == ["alice", "bob"] and st["missing"] == ["carol"]
     assert st["kind"] == "rekey" and not st["completed"]
     r = run(["unseal", vault, *_q(shares, 2, "alice", "bob")])
@@ -100,29 +106,29 @@ def test_wrong_code_refused_complete_must_name_exactly_the_missing(tmp_path: Pat
     wrong = tmp_path / "wrong.code"
     r = run(["share", "prove", shares / "bob.g2.kss"])
     wrong.write_text(r.stdout.strip())  # bob's code is not alice's
-    r = run(["rekey", vault, "--prove", "alice", "--code-file", wrong])
+    r = run(["verify", "prove", vault, "alice", "--code-file", wrong])
     assert r.exit_code == 1 and "does not match" in error_lines(r)[0]
-    r = run(["rekey", vault, "--prove", "alice", "--code-file", wrong, "--json"])
+    r = run(["verify", "prove", vault, "alice", "--code-file", wrong, "--json"])
     old_code = tmp_path / "old.code"  # a code of the old generation does not prove the new
     old_code.write_text(run(["share", "prove", shares / "alice.g1.kss"]).stdout.strip())
-    assert run(["rekey", vault, "--prove", "alice", "--code-file", old_code]).exit_code == 1
+    assert run(["verify", "prove", vault, "alice", "--code-file", old_code]).exit_code == 1
     assert _status(vault)["failures"] == {"alice": 3}
-    r = run(["rekey", vault, "--prove", "dave", "--code-file", wrong])
+    r = run(["verify", "prove", vault, "dave", "--code-file", wrong])
     assert r.exit_code == 1
     _prove(vault, shares, 2, "alice", tmp_path)
     new = _q(shares, 2, "alice", "bob")
-    r = run(["rekey", vault, "--complete", *new])
+    r = run(["verify", "complete", vault, *new])
     assert r.exit_code == 1 and "bob, carol" in error_lines(r)[0]
-    r = run(["rekey", vault, "--complete", "--missing", "bob", *new])
+    r = run(["verify", "complete", vault, "--missing", "bob", *new])
     assert r.exit_code == 1 and "carol" in error_lines(r)[0]
-    r = run(["rekey", vault, "--complete", "--missing", "bob", "--missing", "carol",
+    r = run(["verify", "complete", vault, "--missing", "bob", "--missing", "carol",
              "--missing", "alice", *new])  # fmt: skip
     assert r.exit_code == 1 and "alice" in error_lines(r)[0]  # alice has proven
     old = _q(shares, 1, "alice", "bob")
-    r = run(["rekey", vault, "--complete", "--missing", "bob", "--missing", "carol", *old])
+    r = run(["verify", "complete", vault, "--missing", "bob", "--missing", "carol", *old])
     assert r.exit_code == 1 and "NEW shares" in error_lines(r)[0]
     assert Keyring.open(vault).meta.generation == 1
-    r = run(["rekey", vault, "--complete", "--missing", "bob", "--missing", "carol", *new])
+    r = run(["verify", "complete", vault, "--missing", "bob", "--missing", "carol", *new])
     assert r.exit_code == 0, r.output
     kr = Keyring.open(vault)
     assert kr.meta.generation == 2

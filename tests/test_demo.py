@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from ceremony_helpers import fast_kdf_fixture, run  # noqa: F401 (fixtures)
-from keysplit_cli import cmd_demo
+from keysplit_cli.commands import demo as cmd_demo
 
 from keysplit import Keyring
 

@@ -42,9 +42,9 @@ from keysplit import (
 from keysplit.ceremony import Custody, DirectorySink, Quorum
 from keysplit.files import atomic_write
 
-from . import _common
-from ._common import err_console, fail, handle_errors, info
-from ._progress import progress_bar
+from .. import _common
+from .._common import err_console, fail, handle_errors, info
+from .._progress import progress_bar
 
 __all__ = ["app"]
 

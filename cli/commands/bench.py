@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import fail, handle_errors
+from .._common import fail, handle_errors
 
 __all__ = ["app"]
 

@@ -1,16 +1,10 @@
-"""Bulk jobs on Dask: ``keysplit encrypt-dataset|decrypt-dataset|scan-dataset`` and the
-runner behind ``keysplit rewrap DIR --dask [--scheduler ADDRESS]`` (the rewrap stays one
-:func:`keysplit.ceremony.rewrap`, recorded in the audit log; :func:`dask_rewrap` only does
-its work on a cluster).
+"""Bulk jobs on Dask: ``keysplit encrypt-dataset|decrypt-dataset|scan-dataset``.
 
-Each command is one call into :mod:`keysplit.jobs` with a progress bar over partitions.
-Without a scheduler address (``--scheduler`` or ``DASK_SCHEDULER_ADDRESS``) a LocalCluster
-(worker processes on this host) is started; with one (``tcp://host:8786``) the job runs on
-that cluster, whose workers must reach the input
-and output paths (or the key store, for rewrap). Data keys come from the key service
-(``--server URL --token-file F``, a token allowed ``datakey``) or, without a service, from a
-keyring unsealed in this process (``--keyring DIR`` and a quorum), served to workers on this
-host over an authenticated Unix socket.
+Each command is one call into :mod:`keysplit.jobs` with a progress bar over partitions,
+run on the Dask client of :mod:`.._dask` (a LocalCluster, or ``--scheduler``). Data keys
+come from the key service (``--server URL --token-file F``, a token allowed ``datakey``)
+or, without a service, from a keyring unsealed in this process (``--keyring DIR`` and a
+quorum), served to workers on this host over an authenticated Unix socket.
 """
 
 from __future__ import annotations
@@ -23,49 +17,15 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from keysplit import Keyring, KeysplitError, UnsealedKeyring
-from keysplit.ceremony import RewrapRunner
-from keysplit.keyring import RewrapResult
+from keysplit import Keyring, KeysplitError
 
-from ._common import EXIT_USAGE, err_console, fail, handle_errors, info
-from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
+from .._common import EXIT_USAGE, err_console, fail, handle_errors, info
+from .._dask import SCHEDULER_OPTION, dask_client, jobs_module
+from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
 
-__all__ = ["SCHEDULER_OPTION", "app", "dask_client", "dask_rewrap"]
+__all__ = ["app"]
 
 app = typer.Typer()
-
-SCHEDULER_OPTION = typer.Option(
-    None,
-    "--scheduler",
-    metavar="ADDRESS",
-    envvar="DASK_SCHEDULER_ADDRESS",
-    help="Dask scheduler (e.g. tcp://host:8786); default: a LocalCluster on this host.",
-)
-
-
-def _jobs() -> Any:
-    try:
-        from keysplit import jobs
-    except ImportError as exc:
-        fail(str(exc), "pip install 'keysplit[dask]'")
-    return jobs
-
-
-@contextlib.contextmanager
-def dask_client(scheduler: str | None) -> Iterator[Any]:
-    """A Dask client: connected to ``scheduler``, or to a fresh LocalCluster."""
-    from distributed import Client, LocalCluster
-
-    if scheduler:
-        with Client(scheduler, timeout=60) as client:
-            yield client
-        return
-    info("starting a local Dask cluster (worker processes on this host)")
-    with (
-        LocalCluster(processes=True, dashboard_address=":0", silence_logs=40) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
 
 
 @contextlib.contextmanager
@@ -79,24 +39,6 @@ def _bar(what: str) -> Iterator[Callable[[int, int], None]]:
     ) as bar:
         task = bar.add_task(what, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
-
-
-def dask_rewrap(scheduler: str | None) -> RewrapRunner:
-    """The runner of ``keysplit rewrap DIR --dask``: the ceremony unseals and records, this
-    runs the work as a Dask job (same result). Fails at once if Dask is not installed, so
-    before anyone gives a share; the cluster starts only once the quorum is complete."""
-    jobs = _jobs()
-
-    def run(
-        ukr: UnsealedKeyring, batch_size: int, progress: Callable[[int, int], None] | None
-    ) -> RewrapResult:
-        with dask_client(scheduler) as client:
-            result: RewrapResult = jobs.rewrap(
-                ukr, client=client, batch_size=batch_size, progress=progress
-            )
-        return result
-
-    return run
 
 
 def _context(pairs: list[str]) -> dict[str, str] | None:
@@ -113,7 +55,7 @@ def _context(pairs: list[str]) -> dict[str, str] | None:
 def _source(
     server: str | None, token_file: Path | None, keyring: Path | None, src: QuorumSource
 ) -> Iterator[Any]:
-    jobs = _jobs()
+    jobs = jobs_module()
     if (server is None) == (keyring is None):
         fail("give --server URL (with --token-file) or --keyring DIR", code=EXIT_USAGE)
     if server is not None:
@@ -131,14 +73,28 @@ def _source(
 
 
 SRC_ARG = typer.Argument(..., metavar="IN", help="Input Parquet file or dataset directory.")
+
+
 DST_ARG = typer.Argument(..., metavar="OUT", help="Output dataset directory (new or empty).")
+
+
 COLUMN = typer.Option(..., "--column", metavar="C", help="The column to seal or open.")
+
+
 SUBJECT = typer.Option(..., "--subject-column", metavar="S", help="Column of subject ids.")
+
+
 SERVER = typer.Option(None, "--server", metavar="URL", help="Key service (unix:PATH, https://).")
+
+
 TOKEN = typer.Option(None, "--token-file", metavar="FILE", help="File holding the token.")
+
+
 KEYRING = typer.Option(
     None, "--keyring", metavar="DIR", help="No service: unseal this keyring here (quorum)."
 )
+
+
 CONTEXT = typer.Option([], "--context", metavar="KEY=VALUE", help="Record context (repeatable).")
 
 
@@ -187,7 +143,7 @@ def encrypt_dataset_cmd(
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     rows = _dataset_job(
         "encrypting",
-        lambda source, client, step: _jobs().encrypt_dataset(
+        lambda source, client, step: jobs_module().encrypt_dataset(
             src,
             dst,
             column,
@@ -233,7 +189,7 @@ def decrypt_dataset_cmd(
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     rows = _dataset_job(
         "decrypting",
-        lambda source, client, step: _jobs().decrypt_dataset(
+        lambda source, client, step: jobs_module().decrypt_dataset(
             src,
             dst,
             column,
@@ -277,7 +233,7 @@ def scan_dataset_cmd(
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     report = _dataset_job(
         "scanning",
-        lambda source, client, step: _jobs().scan_dataset(
+        lambda source, client, step: jobs_module().scan_dataset(
             src,
             column,
             subject_column,

@@ -22,17 +22,15 @@ from rich.table import Table
 from keysplit import Keyring, ceremony
 from keysplit.audit import AuditEntry
 
-from ._common import handle_errors, info
-from ._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
+from .._common import handle_errors, info
+from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
 
 __all__ = ["app"]
 
 app = typer.Typer()
-audit_app = typer.Typer(help="Verify and show the keyring's audit log.", no_args_is_help=True)
-app.add_typer(audit_app, name="audit")
 
 
-@audit_app.command("verify")
+@app.command("verify")
 @handle_errors
 def verify_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
@@ -100,7 +98,7 @@ def _entry_dict(e: AuditEntry) -> dict[str, Any]:
     }
 
 
-@audit_app.command("show")
+@app.command("show")
 @handle_errors
 def show_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
@@ -123,7 +121,7 @@ def show_cmd(
     Console(highlight=False, width=max(Console().width, 100)).print(table)
 
 
-@audit_app.command("repair")
+@app.command("repair")
 @handle_errors
 def repair_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
