@@ -10,6 +10,7 @@ is durable in the keyring file before any data key uses it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from ..errors import KeyringError, LegalHoldError
 from ..names import subject_spellings
 from ..rng import RandomSource
 from ..share import Share, split
+from ..store.base import KekInUseError
 from . import file as kf
 from .datakeys import LocalDataKeys
 from .sealed import replace_meta, validate_custodians
@@ -94,10 +96,24 @@ def retire(ku: UnsealedKeyring, version: int) -> None:
     with kr.home.lock():
         # one store transaction: no data key and no live process's current KEK uses the
         # version, and from its commit on no write may use it (keysplit.store.base)
-        local.store.retire_kek(version)
+        _retire_in_store(local, version)
         keks = {v: k for v, k in local.secrets.keks.items() if v != version}
         meta = replace_meta(kr.meta, generation=m.generation + 1, kek_versions=tuple(sorted(keks)))
         _write_keyring(ku, local, meta, kf.KeyringSecrets(local.secrets.x25519_private, keks))
+
+
+def _retire_in_store(local: LocalDataKeys, version: int) -> None:
+    """Retire in the store; while only live holders still write under the version, give
+    them a few poll intervals to adopt the current one (they do so on their own)."""
+    deadline = time.monotonic() + 3 * local.member.poll + 2.0
+    while True:
+        try:
+            local.store.retire_kek(version)
+            return
+        except KekInUseError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(min(0.05, local.member.poll))
 
 
 def set_legal_hold(ku: UnsealedKeyring, subject: str, hold: bool) -> None:

@@ -231,9 +231,7 @@ class LocalDataKeys:
         unbound: Sequence[int] = (),
         reload: Callable[[], kf.KeyringSecrets] | None = None,
         role: str = "library",
-        cache_keys: int = fleet.DEFAULT_CACHE_KEYS,
-        lease_ttl: float = fleet.DEFAULT_LEASE_TTL,
-        poll: float = fleet.DEFAULT_POLL,
+        config: fleet.FleetConfig | None = None,
     ) -> None:
         if store.keyring_id != keyring_id:
             raise KeyringError("the key store belongs to another keyring")
@@ -249,7 +247,8 @@ class LocalDataKeys:
         tkey = fleet.tombstone_key(secrets.x25519_private, keyring_id)
         self._tag = fleet.TombstoneTagger(tkey)
         self._tombstone_key = tkey
-        self._cache = fleet.KeyCache(cache_keys, self._tag)
+        cfg = config or fleet.FleetConfig.from_env()
+        self._cache = fleet.KeyCache(cfg.cache_keys, self._tag)
         self.member = fleet.FleetMember(
             store,
             role=role,
@@ -257,8 +256,8 @@ class LocalDataKeys:
             cached=lambda: len(self._cache),
             on_tombstones=self._cache.drop_tags,
             on_state=self._adopt,
-            ttl=lease_ttl,
-            poll=poll,
+            ttl=cfg.lease_ttl,
+            poll=cfg.poll,
         )
         st = self.member.last_state
         if not st.current_kek:  # a store from before fleet state: record the file's version

@@ -38,6 +38,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -52,11 +53,13 @@ __all__ = [
     "DEFAULT_LEASE_TTL",
     "DEFAULT_POLL",
     "TOMBSTONE_KEY_INFO",
+    "FleetConfig",
     "FleetMember",
     "KeyCache",
     "TombstoneTagger",
     "tombstone_key",
     "tombstone_tags",
+    "wait_for_acks",
 ]
 
 DEFAULT_LEASE_TTL = 10.0
@@ -66,6 +69,28 @@ DEFAULT_POLL = 1.0
 DEFAULT_CACHE_KEYS = 100_000
 """Data keys a process caches at most (LRU beyond)."""
 TOMBSTONE_KEY_INFO = b"keysplit keyring tombstone key v1\x00"
+
+
+class FleetConfig(NamedTuple):
+    """How long a lease lives, how often the state is polled, how many keys are cached.
+
+    :meth:`from_env` reads ``KEYSPLIT_LEASE_TTL``, ``KEYSPLIT_POLL`` and
+    ``KEYSPLIT_CACHE_KEYS`` (so ``keysplit serve``, jobs and backends are configured
+    without code); invalid values are a ``ValueError``.
+    """
+
+    lease_ttl: float = DEFAULT_LEASE_TTL
+    poll: float = DEFAULT_POLL
+    cache_keys: int = DEFAULT_CACHE_KEYS
+
+    @classmethod
+    def from_env(cls) -> FleetConfig:
+        env = os.environ
+        return cls(
+            float(env.get("KEYSPLIT_LEASE_TTL", DEFAULT_LEASE_TTL)),
+            float(env.get("KEYSPLIT_POLL", DEFAULT_POLL)),
+            int(env.get("KEYSPLIT_CACHE_KEYS", DEFAULT_CACHE_KEYS)),
+        )
 
 _log = logging.getLogger(__name__)
 
@@ -260,7 +285,8 @@ class FleetMember:
             st = self.store.renew_lease(self.lease(), self.ttl)
             self._renewed = t0
             self._deadline = t0 + self.ttl
-            self._apply(st)
+            if self._apply(st):  # report what was just adopted or acknowledged
+                st = self.store.renew_lease(self.lease(), self.ttl)
             return st
 
     def sync(self) -> KeyringState:
@@ -316,3 +342,17 @@ class FleetMember:
             self.store.drop_lease(self.id)
         except Exception:  # closing; the lease expires by itself
             _log.debug("keysplit lease %s: not dropped", self.id)
+
+
+def wait_for_acks(store: KeyStore, seq: int, timeout: float, *, step: float = 0.1) -> list[Lease]:
+    """Wait up to ``timeout`` seconds until every live lease has acknowledged tombstone
+    ``seq`` (dropped its subject's key); return the live leases that still have not
+    (empty: every holder has). A holder that cannot be reached stops counting when its
+    lease expires, by which time it has stopped using its cache (the lease bound)."""
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        pending = [x for x in store.leases() if x.acked < seq]
+        left = deadline - time.monotonic()
+        if not pending or left <= 0:
+            return pending
+        time.sleep(min(step, left))

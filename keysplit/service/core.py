@@ -184,6 +184,7 @@ class KeyService:
             self._log(f"audit append failed: {exc}")
 
     def _unsealed(self, kr: UnsealedKeyring, custodians: list[str]) -> None:
+        kr.set_role("serve")  # how this process shows in the fleet's lease list
         self._kr = kr
         self._mac_key = mac_key(kr.audit_key(), self.keyring.keyring_id)
         self._audit_log = kr.audit_log()

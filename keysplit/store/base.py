@@ -42,6 +42,7 @@ __all__ = [
     "LEASE_ROLES",
     "TOMBSTONE_SIZE",
     "AuditStore",
+    "KekInUseError",
     "KeyStore",
     "KeyringState",
     "Lease",
@@ -110,6 +111,15 @@ class StaleKekError(KeyringError):
     def __init__(self, message: str, state: KeyringState) -> None:
         super().__init__(message, hint="re-read the keyring (another process changed it)")
         self.state = state
+
+
+class KekInUseError(KeyringError):
+    """A retire refused because live processes still write under the version (named in
+    the message; ``holders`` lists their leases). Usually gone within their poll interval."""
+
+    def __init__(self, message: str, holders: Sequence[Lease], *, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.holders = tuple(holders)
 
 
 def describe_lease(lease: Lease) -> str:

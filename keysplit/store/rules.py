@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from ..errors import KeyringError
-from .base import TOMBSTONE_SIZE, KeyringState, Lease, StaleKekError, describe_lease
+from .base import (
+    TOMBSTONE_SIZE,
+    KekInUseError,
+    KeyringState,
+    Lease,
+    StaleKekError,
+    describe_lease,
+)
 
 __all__ = [
     "check_insert",
@@ -78,8 +85,9 @@ def retire_refusal(
     if users:
         named = ", ".join(describe_lease(lease) for lease in users[:3])
         more = f" and {len(users) - 3} more" if len(users) > 3 else ""
-        return KeyringError(
+        return KekInUseError(
             f"KEK version {version} is still the current KEK of a live process: {named}{more}",
+            users,
             hint="it adopts the new version within its poll interval; retry shortly, "
             "or stop it (its lease then expires)",
         )
