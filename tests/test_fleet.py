@@ -299,3 +299,36 @@ def test_cli_shred_exit_codes_wait_and_json(cer: Ceremony) -> None:
         assert "live holders" in r.stdout and "(library)" in r.stdout
     finally:
         holder.close()
+
+
+def test_client_cache_obeys_the_lease_bound_and_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    import keysplit
+    from keysplit.service import client as client_mod
+
+    monkeypatch.setenv("KEYSPLIT_CACHE_KEYS", "2")
+    now = [1000.0]
+    monkeypatch.setattr(client_mod.time, "monotonic", lambda: now[0])
+    fetched: list[list[str]] = []
+
+    def fake_datakeys(self: object, subjects: list[str], *, create: bool = True) -> list[bytes]:
+        fetched.append(list(subjects))
+        return [bytes([len(fetched)]) * 16 for _ in subjects]
+
+    monkeypatch.setattr(keysplit.Client, "datakeys", fake_datakeys)
+    c = keysplit.Client("unix:/unused", cache_max_age=3600)  # asks for an hour: gets the lease
+    c.encrypt(b"1", subject="a")
+    c.encrypt(b"2", subject="b")
+    c.encrypt(b"3", subject="a")  # a is now the most recently used
+    assert fetched == [["a"], ["b"]]
+    c.encrypt(b"4", subject="c")  # over the bound of 2: b (least recently used) goes
+    c.encrypt(b"5", subject="a")
+    assert fetched[-1] == ["c"]
+    c.encrypt(b"6", subject="b")
+    assert fetched[-1] == ["b"]
+    n = len(fetched)
+    now[0] += 5.0  # within the lease (5 s in this test module)
+    c.encrypt(b"7", subject="b")
+    assert len(fetched) == n
+    now[0] += 5.1  # past the lease ttl: refetched although cache_max_age is an hour
+    c.encrypt(b"8", subject="b")
+    assert len(fetched) == n + 1

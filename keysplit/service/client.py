@@ -10,6 +10,9 @@ Optional data-key cache (``cache_max_age`` seconds and/or ``cache_max_records`` 
 off by default): ``encrypt``/``decrypt`` then fetch raw data keys in batches from the
 ``datakey`` endpoint and seal records locally at library speed. A cached key outlives a
 ``shred`` or ``seal`` on the server until it expires; SECURITY.md spells out the trade-off.
+The cache obeys the fleet's lease bound (:mod:`keysplit.keyring.fleet`): no key is kept
+longer than the lease ``ttl`` (``KEYSPLIT_LEASE_TTL``, default 10 s) whatever
+``cache_max_age`` says, and at most ``KEYSPLIT_CACHE_KEYS`` keys are kept (LRU).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from urllib.parse import urlsplit
 from .. import envelope
 from ..envelope import DataKey
 from ..errors import IntegrityError, KeysplitError
-from ..keyring import KeyringStatus
+from ..keyring import KeyringStatus, fleet
 from . import _wire as wire
 from .unseal import seal_share_for
 
@@ -109,8 +112,12 @@ class Client:
         for v, what in ((cache_max_age, "cache_max_age"), (cache_max_records, "cache_max_records")):
             if v is not None and (isinstance(v, bool) or v <= 0):
                 raise ValueError(f"{what} must be positive")
-        self._cache_age = cache_max_age
+        cfg = fleet.FleetConfig.from_env()
         self._cache_uses = cache_max_records
+        self._cache_age = cache_max_age
+        if self.caching:  # the lease bound applies to every cache (SECURITY.md)
+            self._cache_age = min(cache_max_age or cfg.lease_ttl, cfg.lease_ttl)
+        self._cache_keys = cfg.cache_keys
         self._cache: dict[str, _Cached] = {}
         self._cache_lock = threading.Lock()
         self._conns: list[http.client.HTTPConnection] = []
@@ -390,6 +397,7 @@ class Client:
                     del self._cache[s]
                 else:
                     fresh[s] = c.key
+                    self._cache[s] = self._cache.pop(s)  # most recently used last (LRU)
         missing = [s for s in counts if s not in fresh]
         if missing:
             raws = self.datakeys(missing, create=create)
@@ -398,6 +406,8 @@ class Client:
                     dk = DataKey(raw)
                     fresh[s] = dk
                     self._cache[s] = _Cached(dk, now)
+                while len(self._cache) > self._cache_keys:
+                    del self._cache[next(iter(self._cache))]  # least recently used
         if records:
             with self._cache_lock:
                 for s, n in counts.items():
