@@ -31,18 +31,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy keysplit cli
 
-# The PostgreSQL store tests start a throwaway server (tests/pg_fixture.py): skipped with one
+# The PostgreSQL store tests start a throwaway server (tests/support/pg_fixture.py): skipped with one
 # line without PostgreSQL, a failure under CI=true (.ci/run installs it when missing).
 pytest: $(STAMP)
 	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q
 
 test: lint typecheck pytest
 
+# The same without the tests marked slow (10^5-key jobs, benchmark smoke runs): for a quick loop.
+test-fast: lint typecheck
+	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q -m "not slow"
+
 # The parser and CLI fuzz tests of `make test`, with many more examples (minutes).
 FUZZ_EXAMPLES ?= 2000
 fuzz: $(STAMP)
 	KEYSPLIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q \
-		tests/test_fuzz_parsers.py tests/test_fuzz_cli.py
+		tests/unit/parsers/test_fuzz_parsers.py tests/cli/test_fuzz_cli.py
 
 # The key-service soak (benchmarks/soak.py; minutes, not in make test or CI): client processes
 # under SIGKILL/restart/unseal of the service and dropped store connections; exit 1 if any
@@ -53,7 +57,7 @@ soak: $(STAMP)
 
 # Its 15-second variant as one pytest test (32-35 s of wall time on the loaded 2-core machine).
 soak-smoke: $(STAMP)
-	KEYSPLIT_SOAK=1 HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q tests/test_soak_smoke.py
+	KEYSPLIT_SOAK=1 HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q tests/unit/service/test_soak_smoke.py
 
 # Only the core venv: the demo needs no extras (about 20 s to bootstrap on a fresh machine).
 demo: $(CORE_STAMP)

@@ -5,7 +5,7 @@ dir (no TCP port, trust auth is safe there: the dir is private), stopped and rem
 exit. PostgreSQL refuses to run as root, so as root the server runs as an existing
 unprivileged account: ``postgres`` (made by the distribution's package) or else ``nobody``.
 No account is ever created (running the tests must not change the machine's users). Every wait is
-bounded. Shared by ``tests/pg_fixture.py`` and ``benchmarks/bench_store.py``, which is why
+bounded. Shared by ``tests/support/pg_fixture.py`` and ``benchmarks/bench_store.py``, which is why
 it lives here and not in tests/ (the benchmarks also ship without the tests).
 """
 

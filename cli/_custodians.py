@@ -44,7 +44,7 @@ SHEETS_HELP = (
 def read_recipient(name: str, pub: str) -> Recipient:
     """The public key in file ``pub``, which must be custodian ``name``'s."""
     try:
-        recipient = Recipient.from_bytes(Path(pub).read_bytes())
+        recipient = Recipient.from_file(pub)
     except KeysplitError as exc:
         raise relabel(exc, pub) from None
     if recipient.name != name:

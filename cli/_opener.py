@@ -22,7 +22,13 @@ from pathlib import Path
 import typer
 
 from keysplit import Argon2Params, CustodianError, Identity, KeysplitError, Share, load_share
-from keysplit.custody import ConfirmKdf, is_sealed, read_share_file, sealed_share_info
+from keysplit.custody import (
+    ConfirmKdf,
+    is_sealed,
+    read_key_file,
+    read_share_file,
+    sealed_share_info,
+)
 
 from ._common import EXIT_USAGE, fail, relabel
 from ._specs import parse_name_file
@@ -175,7 +181,7 @@ class ShareOpener:
         )
 
     def _load_identity(self, path: Path, who: str) -> Identity:
-        data = path.read_bytes()
+        data = read_key_file(path)
         try:
             pw = None
             if Identity.is_encrypted(data):

@@ -72,7 +72,7 @@ def show_cmd(
 ) -> None:
     """Show a custodian public key's name, suite and fingerprint."""
     try:
-        r = Recipient.from_bytes(file.read_bytes())
+        r = Recipient.from_file(file)
     except KeysplitError as exc:
         raise relabel(exc, str(file)) from None
     doc = {"custodian": r.name, "suite": r.suite, "fingerprint": r.fingerprint}

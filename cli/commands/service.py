@@ -40,6 +40,18 @@ def serve_cmd(
     unseal_timeout: float = typer.Option(
         600.0, "--unseal-timeout", metavar="SECONDS", help="Partial unseal progress expires."
     ),
+    idle_timeout: float = typer.Option(
+        30.0,
+        "--idle-timeout",
+        metavar="SECONDS",
+        help="Close a connection idle (or still sending its request header) this long.",
+    ),
+    io_timeout: float = typer.Option(
+        60.0,
+        "--io-timeout",
+        metavar="SECONDS",
+        help="Close a connection whose request body or response takes longer than this.",
+    ),
 ) -> None:
     """Run the key service. It starts sealed: custodians unseal it with
     'keysplit unseal DIR --server URL'.
@@ -49,7 +61,7 @@ def serve_cmd(
     Exit codes: 0 stopped by a signal; 1 failure (no keyring, socket in use); 2 usage.
     """
     try:
-        from keysplit.service.server import ServeOptions, run
+        from keysplit.service.server import Limits, ServeOptions, run
     except ImportError:
         fail("keysplit serve needs aiohttp", "pip install 'keysplit[service]'")
     if socket_path is None and listen is None:
@@ -65,7 +77,13 @@ def serve_cmd(
     if unseal_timeout <= 0:
         fail("--unseal-timeout must be positive", code=EXIT_USAGE)
     Keyring.open(directory)  # fail early with a clean error
-    opts = ServeOptions(directory, socket_path, addr, tls_cert, tls_key, client_ca, unseal_timeout)
+    try:
+        limits = Limits(idle=idle_timeout, io=io_timeout, handshake=min(idle_timeout, 10.0))
+    except ValueError as exc:
+        fail(f"--idle-timeout/--io-timeout: {exc}", code=EXIT_USAGE)
+    opts = ServeOptions(
+        directory, socket_path, addr, tls_cert, tls_key, client_ca, unseal_timeout, limits
+    )
     raise typer.Exit(run(opts))
 
 

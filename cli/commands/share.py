@@ -163,7 +163,7 @@ def _verify_headers(metas: list[tuple[Path, dict[str, Any]]]) -> None:
 
 def _open_share(path: Path, opener: ShareOpener) -> tuple[Share, str | None]:
     """The share in ``path`` and its custodian's name when the file records it."""
-    data = path.read_bytes()
+    data = read_share_file(path)
     share = opener.open(str(path), data)
     if is_sealed(data):
         return share, sealed_share_info(data).custodian
@@ -220,13 +220,22 @@ def print_cmd(
 ) -> None:
     """Write printable share sheets: one PDF page per share, with text, QR code, instructions.
 
-    The sheet holds the share in the clear: keep it like the share file (a safe), and
-    shred it when the keyring is rekeyed. Needs the 'sheets' extra (segno, fpdf2).
-    Example: keysplit share print ana.g1.kss --identity ana.id --out ana-sheet.pdf
+    A sheet holds its share file in the same protection: a sealed share is printed sealed
+    (its KSSS- text; no identity needed) and says who opens it, a plain one in the clear.
+    Keep it like the share file (a safe); shred it when the keyring is rekeyed. Needs the
+    'sheets' extra (segno, fpdf2).
+    Example: keysplit share print ana.g1.kss --out ana-sheet.pdf
     """
     opener = ShareOpener(identity, Passphrases.single(passphrase_file))
-    sheets = []
+    sheets: list[ks_sheet.ShareSheet | ks_sheet.SealedSheet] = []
     for path in files:
+        data = read_share_file(path)
+        if is_sealed(data):
+            try:
+                sheets.append(ks_sheet.SealedSheet(data, keyring_id=keyring_id))
+            except ValueError as exc:
+                fail(str(exc), code=EXIT_USAGE)
+            continue
         share, who = _open_share(path, opener)
         name = who or custodian
         if name is None:

@@ -1,0 +1,504 @@
+"""The key service in process: wire frames, error mapping, the token list, remote-unseal
+state and request handling (statuses, per-item errors), without sockets."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import keysplit
+from keysplit import envelope, errors
+from keysplit.errors import (
+    DuplicateShareError,
+    FormatError,
+    IntegrityError,
+    KeysplitError,
+    MixedSharesError,
+    PermissionDenied,
+    RecoveryError,
+    ShareError,
+)
+from keysplit.service import RecordKeyring
+from keysplit.service import _wire as wire
+from keysplit.service.core import KeyService, Request
+from keysplit.service.tokens import OPERATIONS, TokenList, hash_token, mac_key
+from keysplit.service.unseal import RemoteUnseal, StaleNonceError, seal_share_for
+
+# -- wire frames ---------------------------------------------------------------------------
+
+_items = st.lists(st.one_of(st.none(), st.binary(max_size=64)), max_size=20)
+
+
+@given(_items, st.data())
+def test_frame_roundtrip(items: list[bytes | None], data: st.DataObject) -> None:
+    subjects = data.draw(
+        st.lists(st.text(min_size=1, max_size=8), min_size=len(items), max_size=len(items))
+    )
+    header = {"context": {"t": "x"}, "errors": {}}
+    frame = wire.encode_frame(header, items, subjects)
+    h, s, out = wire.decode_frame(frame)
+    assert h == header and out == items and s == subjects
+    assert wire.decode_frame(wire.encode_frame({}, items))[1] == [""] * len(items)
+    # every truncation and every extension is refused, never misparsed
+    for cut in {0, 3, 8, len(frame) // 2, len(frame) - 1}:
+        if cut < len(frame):
+            with pytest.raises(FormatError):
+                wire.decode_frame(frame[:cut])
+    with pytest.raises(FormatError):
+        wire.decode_frame(frame + b"x")
+
+
+def test_frame_rejects_bad_magic_and_huge_counts() -> None:
+    frame = wire.encode_frame({}, [b"a"])
+    with pytest.raises(FormatError, match="magic"):
+        wire.decode_frame(b"XSB1" + frame[4:])
+    hlen = int.from_bytes(frame[4:8], "big")
+    huge = frame[: 8 + hlen] + (10**6).to_bytes(4, "big") + frame[12 + hlen :]
+    with pytest.raises(FormatError, match="at most"):
+        wire.decode_frame(huge)
+
+
+@pytest.mark.parametrize(
+    "cls", [getattr(errors, n) for n in errors.__all__ if n not in ("IntegrityError",)]
+)
+def test_errors_map_to_the_same_class(cls: type[KeysplitError]) -> None:
+    try:
+        exc = cls("boom", hint="try this")
+    except TypeError:
+        exc = cls("boom")
+    back = wire.error_from_dict(wire.error_dict(exc))
+    assert type(back) is cls and "boom" in str(back)
+
+
+def test_integrity_error_stays_detail_free_and_unknown_types_are_base() -> None:
+    back = wire.error_from_dict(wire.error_dict(IntegrityError()))
+    assert type(back) is IntegrityError and str(back) == "authentication failed"
+    assert type(wire.error_from_dict({"type": "os.system", "message": "x"})) is KeysplitError
+    assert type(wire.error_from_dict({"type": "StaleNonceError", "message": "x"})) is (
+        StaleNonceError
+    )
+    assert type(wire.error_from_body(b"<html>", 502)) is KeysplitError
+
+
+# -- the token list ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ring(tmp_path: Path) -> tuple[keysplit.Keyring, dict[str, keysplit.Share]]:
+    return keysplit.Keyring.create(tmp_path / "kr", 2, ["a", "b", "c"])
+
+
+def _key(ring: tuple[keysplit.Keyring, dict[str, keysplit.Share]]) -> bytes:
+    kr, shares = ring
+    with kr.unseal([shares["a"], shares["b"]]) as u:
+        return mac_key(u.audit_key(), kr.keyring_id)
+
+
+def test_token_list_mac_detects_every_edit(ring: tuple[keysplit.Keyring, dict]) -> None:
+    kr, _ = ring
+    key = _key(ring)
+    tl = TokenList.read(kr.path, kr.keyring_id)
+    token, pol = tl.create(key, name="app", allow=["encrypt"], subject_prefix="c/")
+    assert len(base64.urlsafe_b64decode(token[5:] + "=")) == 32
+    assert token not in tl.path.read_text() and pol.sha256 == hash_token(token)
+    fresh = TokenList.read(kr.path, kr.keyring_id)
+    fresh.verify(key)
+    assert set(fresh.active()) == {hash_token(token)}
+    original = tl.path.read_text()
+    doc = json.loads(original)
+    for edit in (
+        lambda d: d["tokens"][0].update(subject_prefix=""),
+        lambda d: d["tokens"][0].update(allow=list(OPERATIONS)),
+        lambda d: d["tokens"][0].update(sha256="0" * 64),
+        lambda d: d.update(revoked=["00" * 8]),
+        lambda d: d.update(serial=d["serial"] + 1),
+    ):
+        d = json.loads(original)
+        edit(d)
+        tl.path.write_text(json.dumps(d))
+        with pytest.raises(IntegrityError):
+            TokenList.read(kr.path, kr.keyring_id).verify(key)
+    tl.path.write_text(original)
+    other_key = mac_key(b"\x01" * 32, kr.keyring_id)
+    with pytest.raises(IntegrityError):
+        TokenList.read(kr.path, kr.keyring_id).verify(other_key)
+    with pytest.raises(IntegrityError):
+        TokenList.read(kr.path, "ab" * 16)
+    assert doc["tokens"][0]["name"] == "app"
+
+
+def test_revoke_needs_no_key_and_is_folded_in(ring: tuple[keysplit.Keyring, dict]) -> None:
+    kr, _ = ring
+    key = _key(ring)
+    tl = TokenList.read(kr.path, kr.keyring_id)
+    t1, _ = tl.create(key, name="one", allow=["encrypt"], subject_prefix="")
+    t2, _ = tl.create(key, name="two", allow=["decrypt"], subject_prefix="")
+    with pytest.raises(KeysplitError, match="exists"):
+        tl.create(key, name="one", allow=["encrypt"], subject_prefix="")
+    with pytest.raises(ValueError, match="unknown operation"):
+        tl.create(key, name="x", allow=["sudo"], subject_prefix="")
+    TokenList.read(kr.path, kr.keyring_id).revoke("one")  # no key involved
+    after = TokenList.read(kr.path, kr.keyring_id)
+    assert set(after.active()) == {hash_token(t2)}
+    assert after.fold_revocations(key) == [after.find("one").id]
+    (kr.path / "service-tokens.revoked").unlink()  # deleting the line no longer resurrects
+    final = TokenList.read(kr.path, kr.keyring_id)
+    final.verify(key)
+    assert set(final.active()) == {hash_token(t2)} and t1
+
+
+# -- remote unseal state -------------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _send(ru: RemoteUnseal, share: keysplit.Share, kid: str) -> tuple[dict, object]:
+    o = ru.offer()
+    sealed = seal_share_for(
+        share,
+        public_key=bytes.fromhex(o["public_key"]),
+        keyring_id=kid,
+        nonce=bytes.fromhex(o["nonce"]),
+    )
+    return ru.submit(bytes.fromhex(o["nonce"]), sealed)
+
+
+def test_remote_unseal_names_bad_shares_and_expires(
+    ring: tuple[keysplit.Keyring, dict], tmp_path: Path
+) -> None:
+    kr, shares = ring
+    _, foreign = keysplit.Keyring.create(tmp_path / "other", 2, ["x", "y"])
+    clock = _Clock()
+    ru = RemoteUnseal(kr, timeout=60, clock=clock)
+    with pytest.raises(MixedSharesError, match="does not belong"):
+        _send(ru, foreign["x"], kr.keyring_id)
+    assert ru.progress()["have"] == 0
+    assert _send(ru, shares["a"], kr.keyring_id)[0]["have"] == 1
+    with pytest.raises(DuplicateShareError, match=r"share 1 \(a\)"):
+        _send(ru, shares["a"], kr.keyring_id)
+    o = ru.offer()
+    # sealed with the wrong info (another keyring id): does not open, not counted
+    bad = seal_share_for(
+        shares["b"],
+        public_key=bytes.fromhex(o["public_key"]),
+        keyring_id="00" * 16,
+        nonce=bytes.fromhex(o["nonce"]),
+    )
+    with pytest.raises(ShareError, match="does not open"):
+        ru.submit(bytes.fromhex(o["nonce"]), bad)
+    with pytest.raises(ShareError):
+        ru.submit(bytes.fromhex(o["nonce"]), b"\x00" * 80)
+    assert ru.progress()["have"] == 1
+    clock.t = 61.0  # partial progress expires; a share for the old attempt is stale
+    assert ru.progress()["have"] == 0
+    good = seal_share_for(
+        shares["b"],
+        public_key=bytes.fromhex(o["public_key"]),
+        keyring_id=kr.keyring_id,
+        nonce=bytes.fromhex(o["nonce"]),
+    )
+    with pytest.raises(StaleNonceError):
+        ru.submit(bytes.fromhex(o["nonce"]), good)
+    _send(ru, shares["c"], kr.keyring_id)
+    progress, opened = _send(ru, shares["b"], kr.keyring_id)
+    assert progress["custodians"] == ["c", "b"] and opened is not None
+    opened.close()  # type: ignore[attr-defined]
+
+
+def test_remote_unseal_forged_share_discards_progress(
+    ring: tuple[keysplit.Keyring, dict],
+) -> None:
+    kr, shares = ring
+    b = shares["b"]
+    forged = keysplit.Share.from_bytes(b.to_bytes())
+    payload = bytes(x ^ 1 for x in forged.payload) if hasattr(forged, "payload") else None
+    if payload is None:
+        pytest.skip("Share has no payload attribute")
+    import dataclasses
+
+    try:
+        forged = dataclasses.replace(forged, payload=payload)
+    except (TypeError, ValueError, KeysplitError):
+        pytest.skip("Share refuses a hand-made payload")
+    ru = RemoteUnseal(kr)
+    _send(ru, shares["a"], kr.keyring_id)
+    with pytest.raises(RecoveryError, match="discarded"):
+        _send(ru, forged, kr.keyring_id)
+    assert ru.progress()["have"] == 0
+
+
+# -- request handling ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def service(ring: tuple[keysplit.Keyring, dict]) -> tuple[KeyService, dict[str, str]]:
+    kr, shares = ring
+    key = _key(ring)
+    tl = TokenList.read(kr.path, kr.keyring_id)
+    tokens = {
+        "all": tl.create(key, name="all", allow=list(OPERATIONS), subject_prefix="")[0],
+        "enc": tl.create(key, name="enc", allow=["encrypt"], subject_prefix="c/")[0],
+    }
+    svc = KeyService(kr.path, log=lambda m: None)
+    for n in "ab":
+        o = svc.remote.offer()
+        sealed = seal_share_for(
+            shares[n],
+            public_key=bytes.fromhex(o["public_key"]),
+            keyring_id=kr.keyring_id,
+            nonce=bytes.fromhex(o["nonce"]),
+        )
+        body = json.dumps(
+            {"nonce": o["nonce"], "sealed_share": base64.b64encode(sealed).decode()}
+        ).encode()
+        r = svc.handle(Request("POST", "/v1/unseal", {}, body))
+        assert r.status == 200, r.body
+    assert not svc.sealed
+    return svc, tokens
+
+
+def _req(path: str, token: str | None, body: bytes = b"", method: str = "POST") -> Request:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    return Request(method, path, headers, body)
+
+
+def test_statuses_and_per_item_errors(service: tuple[KeyService, dict[str, str]]) -> None:
+    svc, tokens = service
+    subjects = ["u/1", "u/2", "u/3"]
+    frame = wire.encode_frame({"context": {"t": "m"}}, [b"a", b"b", b"c"], subjects)
+    r = svc.handle(_req("/v1/encrypt", tokens["all"], frame))
+    assert r.status == 200
+    _, _, recs = wire.decode_frame(r.body)
+    tampered = list(recs)
+    tampered[1] = tampered[1][:-1] + bytes([tampered[1][-1] ^ 1])  # type: ignore[index]
+    r = svc.handle(
+        _req(
+            "/v1/decrypt",
+            tokens["all"],
+            wire.encode_frame({"context": {"t": "m"}}, tampered, subjects),
+        )
+    )
+    head, _, out = wire.decode_frame(r.body)
+    assert out == [b"a", None, b"c"] and head["errors"]["1"]["type"] == "IntegrityError"
+    assert svc.handle(_req("/v1/encrypt", None, frame)).status == 401
+    assert svc.handle(_req("/v1/encrypt", "kst1_" + "x" * 43, frame)).status == 401
+    assert svc.handle(_req("/v1/encrypt", tokens["enc"], frame)).status == 403  # prefix c/
+    assert svc.handle(_req("/v1/rotate", tokens["enc"], b"{}")).status == 403
+    assert svc.handle(_req("/v1/encrypt", tokens["all"], b"junk")).status == 400
+    assert svc.handle(_req("/v1/nope", None)).status == 404
+    assert svc.handle(_req("/v1/encrypt", None, method="GET")).status == 405
+    err = json.loads(svc.handle(_req("/v1/encrypt", None, frame)).body)["error"]
+    assert err["type"] == "PermissionDenied"
+    svc.seal("test")
+    r = svc.handle(_req("/v1/encrypt", tokens["all"], frame))
+    assert r.status == 503 and json.loads(r.body)["error"]["type"] == "SealedError"
+    assert json.loads(svc.handle(_req("/v1/status", None, method="GET")).body)["sealed"]
+
+
+def test_datakey_matches_the_keyring(
+    service: tuple[KeyService, dict[str, str]], ring: tuple[keysplit.Keyring, dict]
+) -> None:
+    """Raw keys from /v1/datakey open records the in-process keyring sealed (independent
+    path: the envelope module with the served key, not the service's own encrypt)."""
+    svc, tokens = service
+    kr, shares = ring
+    with kr.unseal([shares["b"], shares["c"]]) as u:
+        rec = u.encrypt(b"secret", subject="s/1", context={"k": "v"})
+    subjects = ["s/1", "s/none", "", "s/1"]
+    frame = wire.encode_frame({"create": False}, [None] * 4, subjects)
+    r = svc.handle(_req("/v1/datakey", tokens["all"], frame))
+    head, _, keys = wire.decode_frame(r.body)
+    assert keys[0] is not None and keys[0] == keys[3] and len(keys[0]) == 16
+    assert keys[1] is None and head["errors"]["1"]["type"] == "IntegrityError"
+    assert keys[2] is None and "2" in head["errors"]  # an invalid subject, named
+    dk = envelope.DataKey(keys[0])
+    assert envelope.decrypt(dk, rec, subject="s/1", context={"k": "v"}) == b"secret"
+    with pytest.raises(PermissionDenied):
+        raise wire.error_from_dict(
+            json.loads(
+                svc.handle(
+                    _req("/v1/datakey", tokens["enc"], wire.encode_frame({}, [None], ["c/1"]))
+                ).body
+            )["error"]
+        )
+
+
+def test_bench_service_tiny(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark runs and returns valid rows (no timing is asserted)."""
+    from benchmarks import bench_service, harness
+
+    monkeypatch.setattr(bench_service, "_sizes", lambda quick: (2,))
+    monkeypatch.setattr(bench_service, "_calls", lambda fn, n, quick: [_timed(fn)] * 3)
+    rows = harness.validate_rows(bench_service.run(quick=True))
+    assert {r["benchmark"] for r in rows} == {
+        "service-datakey",
+        "service-encrypt-1KiB",
+        "service-decrypt-1KiB",
+    }
+
+
+def _timed(fn: object) -> float:
+    import time
+
+    t0 = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - t0 + 1e-9
+
+
+def test_precheck_refuses_from_headers_alone(service: tuple[KeyService, dict[str, str]]) -> None:
+    svc, tokens = service
+    assert svc.precheck(_req("/v1/encrypt", None)).status == 401  # type: ignore[union-attr]
+    assert svc.precheck(_req("/v1/encrypt", "kst1_" + "y" * 43)).status == 401  # type: ignore[union-attr]
+    assert svc.precheck(_req("/v1/encrypt", tokens["enc"])) is None  # policy checked with body
+    assert svc.precheck(_req("/v1/status", None, method="GET")) is None
+    assert svc.precheck(Request("POST", "/v1/seal", {}, b"", local=True)) is None
+    assert svc.precheck(Request("POST", "/v1/seal", {}, b"", local=False)).status == 401  # type: ignore[union-attr]
+    svc.seal("test")
+    assert svc.precheck(_req("/v1/decrypt", tokens["enc"])).status == 503  # type: ignore[union-attr]
+
+
+def _use(k: RecordKeyring) -> bytes:
+    """Typed against the Protocol: mypy checks both implementations fit it."""
+    return k.decrypt(k.encrypt(b"p", subject="s"), subject="s")
+
+
+def test_unsealed_keyring_satisfies_the_protocol(ring: tuple[keysplit.Keyring, dict]) -> None:
+    kr, shares = ring
+    with kr.unseal([shares["a"], shares["c"]]) as u:
+        assert isinstance(u, RecordKeyring) and _use(u) == b"p"
+    assert isinstance(keysplit.Client("unix:/nonexistent"), RecordKeyring)
+    with pytest.raises(keysplit.service.ServiceError, match="cannot reach"):
+        _use(keysplit.Client("unix:/nonexistent/sock"))
+
+
+def test_rekey_while_sealed_is_picked_up(ring: tuple[keysplit.Keyring, dict]) -> None:
+    """A sealed service re-reads the keyring at each new unseal attempt, so a rekey done
+    meanwhile needs the new shares (and the old ones are refused as foreign)."""
+    kr, shares = ring
+    svc = KeyService(kr.path, log=lambda m: None)
+    assert svc.remote.offer()["progress"]["have"] == 0
+    svc.remote.reset()
+    with kr.unseal([shares["a"], shares["b"]]) as u:
+        new = u.rekey()
+    with pytest.raises(MixedSharesError):
+        _send(svc.remote, shares["a"], kr.keyring_id)
+    _send(svc.remote, new["a"], kr.keyring_id)
+    _, opened = _send(svc.remote, new["c"], kr.keyring_id)
+    assert opened is not None and svc.keyring.meta.generation == 2
+    opened.close()  # type: ignore[attr-defined]
+
+
+def _fake_datakeys(monkeypatch: pytest.MonkeyPatch) -> tuple[list[float], list[list[str]]]:
+    """A frozen clock (``now[0]``) and a ``datakeys`` that records each batch it fetches."""
+    from keysplit.service import client as client_mod
+
+    now = [1000.0]
+    monkeypatch.setattr(client_mod.time, "monotonic", lambda: now[0])
+    fetched: list[list[str]] = []
+
+    def fake_datakeys(self: object, subjects: list[str], *, create: bool = True) -> list[bytes]:
+        fetched.append(list(subjects))
+        return [bytes([len(fetched)]) * 16 for _ in subjects]
+
+    monkeypatch.setattr(keysplit.Client, "datakeys", fake_datakeys)
+    return now, fetched
+
+
+def test_client_cache_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data-key cache refetches after max records per key and after max age."""
+    monkeypatch.setenv("KEYSPLIT_LEASE_TTL", "100")  # the lease bound is tested below
+    now, fetched = _fake_datakeys(monkeypatch)
+    c = keysplit.Client("unix:/unused", cache_max_records=5, cache_max_age=60)
+    recs = c.encrypt_many(["a", "a", "b"], [b"1", b"2", b"3"])
+    assert fetched == [["a", "b"]]
+    c.encrypt_many(["a", "a", "a"], [b"4", b"5", b"6"])  # a would reach 5 records: ok
+    assert fetched == [["a", "b"]]
+    c.encrypt(b"7", subject="a")  # 6th record under a's key: refetched
+    assert fetched[-1] == ["a"]
+    assert c.decrypt_many(["b"], [recs[2]]) == [b"3"]  # b still cached, same key
+    assert len(fetched) == 2
+    now[0] += 61  # max age passed: everything refetched
+    c.encrypt(b"8", subject="b")
+    assert fetched[-1] == ["b"] and len(fetched) == 3
+    c.drop_cache()
+    c.encrypt(b"9", subject="b")
+    assert len(fetched) == 4
+    with pytest.raises(ValueError):
+        keysplit.Client("unix:/unused", cache_max_records=0)
+
+
+def test_client_cache_obeys_the_lease_bound_and_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19: no cached key outlives the fleet's lease ttl, whatever cache_max_age says,
+    and the cache is LRU-bounded by KEYSPLIT_CACHE_KEYS."""
+    monkeypatch.setenv("KEYSPLIT_CACHE_KEYS", "2")
+    monkeypatch.setenv("KEYSPLIT_LEASE_TTL", "5")
+    now, fetched = _fake_datakeys(monkeypatch)
+    c = keysplit.Client("unix:/unused", cache_max_age=3600)  # asks for an hour: gets 5 s
+    c.encrypt(b"1", subject="a")
+    c.encrypt(b"2", subject="b")
+    c.encrypt(b"3", subject="a")  # a is now the most recently used
+    assert fetched == [["a"], ["b"]]
+    c.encrypt(b"4", subject="c")  # over the bound of 2: b (least recently used) goes
+    c.encrypt(b"5", subject="a")
+    assert fetched[-1] == ["c"]
+    c.encrypt(b"6", subject="b")
+    assert fetched[-1] == ["b"]
+    n = len(fetched)
+    now[0] += 5.0  # within the lease
+    c.encrypt(b"7", subject="b")
+    assert len(fetched) == n
+    now[0] += 5.1  # past the lease ttl: refetched although cache_max_age is an hour
+    c.encrypt(b"8", subject="b")
+    assert len(fetched) == n + 1
+
+
+def test_rolled_back_token_list_is_refused(service: tuple[KeyService, dict[str, str]]) -> None:
+    """An authentic but older token list (from before a revocation was folded in) would
+    revive the revoked token; the audit log's list_serial catches it."""
+    svc, tokens = service
+    frame = wire.encode_frame({}, [b"x"], ["c/1"])
+    assert svc.handle(_req("/v1/encrypt", tokens["enc"], frame)).status == 200
+    directory = svc.directory
+    old = (directory / "service-tokens.json").read_bytes()
+    TokenList.read(directory, svc.keyring.keyring_id).revoke("enc")
+    assert svc.handle(_req("/v1/encrypt", tokens["enc"], frame)).status == 401  # folded in
+    (directory / "service-tokens.revoked").unlink()
+    assert svc.handle(_req("/v1/encrypt", tokens["all"], frame)).status == 200
+    (directory / "service-tokens.json").write_bytes(old)  # roll the list back
+    svc.reload_tokens(force=True)
+    assert svc.handle(_req("/v1/encrypt", tokens["enc"], frame)).status == 401
+    assert svc.handle(_req("/v1/encrypt", tokens["all"], frame)).status == 401  # fail closed
+    events = [e.event for e in svc.keyring.audit_log().entries()]
+    assert "token-revoke" in events and "token-list-invalid" in events
+
+
+def test_served_data_key_follows_the_keyrings_subject_spellings(
+    ring: tuple[keysplit.Keyring, dict],
+) -> None:
+    """An NFD-spelled subject gets the key the keyring uses for its records (stored under
+    NFC), whether created through the service or found there; the key opens its records."""
+    import unicodedata
+
+    from keysplit.service._keys import data_keys
+
+    kr, shares = ring
+    nfc = unicodedata.normalize("NFC", "contacts/José")
+    nfd = unicodedata.normalize("NFD", nfc)
+    with kr.unseal([shares["a"], shares["b"]]) as u:
+        (made,) = data_keys(u, [nfd], create=True)
+        (found,) = data_keys(u, [nfc], create=False)
+        (again,) = data_keys(u, [nfd], create=False)
+        rec = u.encrypt(b"x", subject=nfc)
+    assert made is not None and made == found == again
+    assert envelope.decrypt(envelope.DataKey(made), rec, subject=nfc) == b"x"
