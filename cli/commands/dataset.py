@@ -68,7 +68,7 @@ def _source(
         return
     assert keyring is not None
     kr = Keyring.open(keyring)
-    with quorum(kr, src).unseal() as ukr, jobs.LocalDataKeys(ukr).serve() as source:
+    with quorum(kr, src).unseal() as ukr, jobs.serve_keys(ukr) as source:
         yield source
 
 

@@ -33,6 +33,7 @@ Sub-shares and shares are :class:`~keysplit.hazmat.ristretto.Scalar` values: nev
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -184,6 +185,13 @@ class Dealing:
     def digest(self) -> bytes:
         """SHA-256 of :meth:`to_bytes`: what a dealer commits to before revealing (see docs)."""
         return hashlib.sha256(self.to_bytes()).digest()
+
+    def check_digest(self, digest: bytes) -> None:
+        """Check a revealed dealing against the digest its dealer committed to first."""
+        if not hmac.compare_digest(self.digest(), bytes(digest)):
+            raise ClusterError(
+                f"dealing from node {self.dealer} is not the one it committed to", node=self.dealer
+            )
 
 
 class NodeShare:

@@ -1,10 +1,11 @@
-"""Data keys: the seam between the record API and whoever holds the keys.
+"""Data keys: the one seam between records and whoever holds the keys.
 
-:class:`DataKeys` is what :class:`~keysplit.keyring.UnsealedKeyring`'s record methods
-(``encrypt``, ``decrypt``, the ``_many`` forms, ``hpke_open``, ``audit_log``) need and
-nothing more. :class:`LocalDataKeys` is the in-process implementation (KEKs, the X25519
-key, the key store and a cache of unwrapped keys); a key-service client implements the
-same protocol over the wire, and a backend then keeps the whole record API unchanged.
+:class:`DataKeys` (``resolve``, ``export``) is all the record engine
+(:class:`keysplit.keyring.records.Records`) needs. :class:`LocalDataKeys` is the
+in-process implementation (KEKs, the X25519 key, the key store and a cache of derived
+keys); ``keysplit.service.client.RemoteDataKeys`` fetches keys from a key service, and a
+fleet or a threshold cluster plugs in here the same way, once. :class:`KeyringSecrets` is
+the rest of what an unsealed keyring opens (HPKE, the audit MAC key).
 
 :class:`KekSet` is the KEKs of one keyring with the wrap/unwrap of stored rows: what
 :class:`LocalDataKeys` wraps new keys with and what a rewrap job is handed
@@ -24,8 +25,6 @@ import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .. import envelope
-from ..envelope import DataKey
 from ..errors import (
     FormatError,
     IntegrityError,
@@ -35,14 +34,22 @@ from ..errors import (
     ShreddedError,
 )
 from ..hazmat import hpke, keywrap
-from ..names import subject_spellings
+from ..names import check_subject, subject_spellings
+from ..record import DataKey
 from ..rng import RandomSource, default_rng
 from ..store import KeyStore, WrappedKey
 from ..store.base import KeyringState, StaleKekError
 from . import file as kf
 from . import fleet
 
-__all__ = ["AUDIT_KEY_INFO", "DataKeys", "KekSet", "LocalDataKeys"]
+__all__ = [
+    "AUDIT_KEY_INFO",
+    "DataKeys",
+    "DerivedDataKeys",
+    "KekSet",
+    "KeyringSecrets",
+    "LocalDataKeys",
+]
 
 AUDIT_KEY_INFO = b"keysplit keyring audit mac key v1\x00"
 WRAPPED_SIZE = 24  # a 16-byte data key wrapped with RFC 3394
@@ -84,13 +91,26 @@ class _SubjectIV:
 
 @runtime_checkable
 class DataKeys(Protocol):
-    """Where the record API gets its keys. Implementations must be thread-safe.
+    """Where records get their data keys: the one key seam (Tink's ``KmsEnvelopeAead(remote)``).
 
-    Error contract: :meth:`resolve` raises :class:`IntegrityError` if a stored key fails
-    authentication (the store was altered), :class:`KeyringError` if the keys are gone
-    (closed, KEK retired), ``ValueError`` for an invalid subject; :meth:`hpke_open` raises a
-    detail-free :class:`IntegrityError` for anything it cannot open. Any other error (a
-    network failure of a remote implementation) propagates as it is.
+    Contract: :meth:`resolve` and :meth:`export` take subjects exactly as spelled (the one
+    engine above the seam, :class:`keysplit.keyring.records.Records`, checks them with
+    ``names.check_subject`` and tries every spelling; an implementation never normalizes)
+    and answer in order, duplicates allowed. A subject without a key gets ``None``, or with
+    ``create`` a new key that is durable before it is returned and is the same key every
+    concurrent caller gets (``create`` is only ever asked for canonical, NFC, subjects).
+    Raise :class:`IntegrityError` when a stored key fails authentication and
+    :class:`KeyringError` when the keys are gone (closed, sealed, KEK retired); anything
+    else (a network failure) propagates as it is. :meth:`export` is the only way a raw
+    key leaves an implementation: :class:`DataKey` does not keep it. Implementations are
+    thread-safe. Today: :class:`LocalDataKeys` (this process holds the KEKs and the store)
+    and ``keysplit.service.client.RemoteDataKeys`` (keys fetched from ``keysplit serve``).
+
+    Optional: ``missing_error(subject) -> KeysplitError`` says why no key of a subject
+    opens a record (:class:`ShreddedError`, :class:`NoDataKeyError`, or
+    :class:`IntegrityError` for a wrong key); without it the engine raises a detail-free
+    :class:`IntegrityError`. Fleet coherence (leases, tombstones, the current-KEK check,
+    :mod:`keysplit.keyring.fleet`) lives in :class:`LocalDataKeys`, under this seam.
     """
 
     @property
@@ -99,22 +119,52 @@ class DataKeys(Protocol):
         ...
 
     def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
-        """The data key of each subject, in order (duplicates allowed). A subject without a
-        key gets a new one if ``create`` (durable in the store before it is returned, and
-        the same key every concurrent caller gets), else ``None``."""
+        """The data key of each subject, ready for records."""
         ...
 
+    def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
+        """The raw 16-byte data key of each subject. Secret: whoever holds one opens every
+        record of its subject."""
+        ...
+
+    def close(self) -> None:
+        """Forget every key held (and release connections)."""
+        ...
+
+
+@runtime_checkable
+class KeyringSecrets(Protocol):
+    """What an unsealed keyring opens besides data keys (HPKE, the audit MAC key).
+
+    :class:`LocalDataKeys` has it; a :class:`DataKeys` over a service need not (the
+    keyring then raises :class:`KeyringError` for :meth:`UnsealedKeyring.hpke_open`).
+    """
+
     def hpke_open(self, ciphertext: bytes, info: bytes) -> bytes:
-        """Open an RFC 9180 base-mode ciphertext sealed to the keyring's public key."""
+        """Open an RFC 9180 base-mode ciphertext sealed to the keyring's public key;
+        a detail-free :class:`IntegrityError` for anything it cannot open."""
         ...
 
     def audit_key(self) -> bytes:
         """The 32-byte MAC key of the keyring's ceremony log."""
         ...
 
-    def close(self) -> None:
-        """Forget every key held (and release connections)."""
-        ...
+
+class DerivedDataKeys:
+    """Base of a :class:`DataKeys` whose keys arrive raw (a key service, a job's key
+    server): :meth:`resolve` derives a :class:`DataKey` per distinct subject from
+    :meth:`export` and keeps nothing."""
+
+    def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
+        raise NotImplementedError
+
+    def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
+        uniq = list(dict.fromkeys(subjects))
+        raws = self.export(uniq, create=create)
+        if len(raws) != len(uniq):
+            raise KeyringError("the data key source returned the wrong number of keys")
+        keys = {s: None if r is None else DataKey(r) for s, r in zip(uniq, raws, strict=True)}
+        return [keys[s] for s in subjects]
 
 
 class KekSet:
@@ -162,6 +212,18 @@ class KekSet:
     @property
     def versions(self) -> tuple[int, ...]:
         return tuple(sorted(self._keks))
+
+    def only(self, versions: Sequence[int]) -> KekSet:
+        """The KEKs of ``versions`` plus the current one, with their unbound flags: exactly
+        what a rewrap job over rows under those versions needs (KeyringError if one is
+        retired)."""
+        wanted = sorted({*versions, self.current})
+        return KekSet(
+            self.keyring_id,
+            self.current,
+            {v: self.kek(v) for v in wanted},
+            unbound=[v for v in wanted if v in self.unbound],
+        )
 
     def kek(self, version: int) -> bytes:
         try:
@@ -215,7 +277,7 @@ class LocalDataKeys:
 
     A member of the keyring's fleet (:mod:`.fleet`): it holds a lease in the store, drops
     shredded subjects' keys within the stated bound, serves cached keys only while its
-    lease is valid, and writes new keys only under the store's current KEK (re-reading the
+    lease is valid, and creates keys only under the store's current KEK (re-reading the
     keyring file through ``reload`` when another process rotated; refusing to write with
     "rekeyed elsewhere: unseal again" when it no longer can).
     """
@@ -244,10 +306,9 @@ class LocalDataKeys:
         self._reload = reload
         self._refusal: str | None = None
         self._adopt_lock = threading.RLock()
-        tkey = fleet.tombstone_key(secrets.x25519_private, keyring_id)
-        self._tag = fleet.TombstoneTagger(tkey)
-        self._tombstone_key = tkey
         cfg = config or fleet.FleetConfig.from_env()
+        self._tombstone_key = fleet.tombstone_key(secrets.x25519_private, keyring_id)
+        self._tag = fleet.TombstoneTagger(self._tombstone_key)
         self._cache = fleet.KeyCache(cfg.cache_keys, self._tag)
         self.member = fleet.FleetMember(
             store,
@@ -365,30 +426,63 @@ class LocalDataKeys:
 
     # -- DataKeys -------------------------------------------------------------------------
 
-    def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
+    def _lease_ok(self) -> None:
+        """Cached keys are used only while the lease holds (:mod:`.fleet`)."""
         if self._store is None:
             raise KeyringError("the keyring was closed")
         if not self.member.valid():  # the lease lapsed (thread starved, store was away)
             self._cache.clear()
             self.member.renew()  # raises if the store is still unreachable
+
+    def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
+        self._lease_ok()
         cache = self._cache
-        gen = cache.generation
+        gen = cache.generation  # a drop after this point keeps what we fetch out of the cache
         got = cache.get_many(subjects)
         if None not in got:  # the steady state: every key cached
             return got
         known = {s: k for s, k in zip(subjects, got, strict=True) if k is not None}
         missing = [s for s in dict.fromkeys(subjects) if s not in known]
-        for s in missing:
-            envelope.encode_aad(s)  # validate subject before touching the store
-        found = self.store.get_many(missing)
-        known.update(self._load(list(found.values())))
-        absent = [s for s in missing if s not in found]
-        if absent and create:
-            known.update(self._create(absent))
-        cache.put_many(((s, known[s]) for s in missing if s in known), since=gen)
+        raw, found = self._fetch(missing, create=create)
+        try:
+            fetched = [(s, DataKey(raw[i].tobytes())) for i, s in enumerate(found)]
+        finally:
+            raw.fill(0)
+        known.update(fetched)
+        cache.put_many(fetched, since=gen)
         return list(map(known.get, subjects))
 
-    def _load(self, rows: Sequence[WrappedKey]) -> dict[str, DataKey]:
+    def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
+        """Raw keys, unwrapped from the store on every call (never from the cache of
+        derived keys, which holds no raw key)."""
+        self._lease_ok()
+        uniq = list(dict.fromkeys(subjects))
+        raw, found = self._fetch(uniq, create=create)
+        try:
+            got = {s: raw[i].tobytes() for i, s in enumerate(found)}
+        finally:
+            raw.fill(0)
+        return [got.get(s) for s in subjects]
+
+    def _fetch(self, subjects: Sequence[str], *, create: bool) -> tuple[np.ndarray, list[str]]:
+        """Raw keys ``(N, 16)`` of those of ``subjects`` (distinct) that have one, or all
+        with ``create``, and their subjects in row order. The one unwrap path of both
+        :meth:`resolve` and :meth:`export`; the caller zeroes the array."""
+        for s in subjects:
+            check_subject(s)  # a bad subject never reaches the store
+        found = self.store.get_many(subjects)
+        rows = list(found.values())
+        raw = self._unwrap(rows)
+        subs = [r.subject for r in rows]
+        absent = [s for s in subjects if s not in found]
+        if absent and create:
+            made, made_subs = self._create(absent)
+            raw = np.concatenate([raw, made])
+            made.fill(0)
+            subs += made_subs
+        return raw, subs
+
+    def _unwrap(self, rows: Sequence[WrappedKey]) -> np.ndarray:
         if any(len(r.wrapped) != WRAPPED_SIZE for r in rows):
             raise FormatError("key store holds a wrapped key of the wrong length")
         raw, ok = self._kekset.unwrap(rows)
@@ -402,11 +496,15 @@ class LocalDataKeys:
                 hint="the row was altered, moved from another subject, or belongs to "
                 "another keyring",
             )
-        out = {r.subject: DataKey(k.tobytes()) for r, k in zip(rows, raw, strict=True)}
-        raw.fill(0)
-        return out
+        return raw
 
-    def _create(self, subjects: Sequence[str]) -> dict[str, DataKey]:
+    def _create(self, subjects: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        """New keys for ``subjects``, inserted if absent; where another writer won the race
+        its key is unwrapped instead. Returns the raw keys actually stored.
+
+        Only under the store's current KEK: the store checks it in the insert's
+        transaction; on :class:`StaleKekError` this process catches up (re-reads the
+        keyring file) and tries once more, or refuses with the reason."""
         for attempt in (0, 1):
             if self._refusal is not None:
                 raise KeyringError(self._refusal, hint="another process changed the keyring")
@@ -421,17 +519,18 @@ class LocalDataKeys:
                 if attempt:
                     raise
                 continue
-            out: dict[str, DataKey] = {}
-            winners = []
-            for i, (mine, kept) in enumerate(zip(rows, stored, strict=True)):
-                if kept == mine:
-                    out[mine.subject] = DataKey(raw[i].tobytes())
-                else:  # another writer created this subject's key first: use theirs
-                    winners.append(kept)
-            raw.fill(0)
-            if winners:
-                out.update(self._load(winners))
-            return out
+            lost = [
+                i for i, (mine, kept) in enumerate(zip(rows, stored, strict=True)) if kept != mine
+            ]
+            if lost:  # another writer created these subjects' keys first: use theirs
+                try:
+                    theirs = self._unwrap([stored[i] for i in lost])
+                except BaseException:
+                    raw.fill(0)
+                    raise
+                raw[lost] = theirs
+                theirs.fill(0)
+            return raw, list(subjects)
         raise AssertionError("unreachable")
 
     def hpke_open(self, ciphertext: bytes, info: bytes) -> bytes:

@@ -43,8 +43,8 @@ from typing import NamedTuple
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..envelope import DataKey
 from ..names import subject_spellings
+from ..record import DataKey
 from ..store import KeyStore
 from ..store.base import TOMBSTONE_SIZE, KeyringState, Lease
 

@@ -30,8 +30,8 @@ from keysplit import (
     UnsealedKeyring,
     load_share,
 )
-from keysplit.envelope import DataKey
 from keysplit.keyring import fleet
+from keysplit.record import DataKey
 
 NAMES = ["alice", "bob"]
 BOUND = 10.0  # seconds a test waits for something the poll (0.1 s here) does
