@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_service_helpers import TIMEOUT, Server, cli, make_token, share_file, unseal
+from service_helpers import TIMEOUT, Server, cli, make_token, share_file, unseal
 
 from keysplit import Client, Keyring, ShreddedError
 from keysplit.store import open_store
