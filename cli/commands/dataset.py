@@ -1,7 +1,7 @@
 """Bulk jobs on Dask: ``keysplit encrypt-dataset|decrypt-dataset|scan-dataset``.
 
 Each command is one call into :mod:`keysplit.jobs` with a progress bar over partitions,
-run on the Dask client of :mod:`.._dask` (a LocalCluster, or ``--scheduler``). Data keys
+run on the cluster of :mod:`.._dask` (a LocalCluster, or ``--scheduler``). Data keys
 come from the key service (``--server URL --token-file F``, a token allowed ``datakey``)
 or, without a service, from a keyring unsealed in this process (``--keyring DIR`` and a
 quorum), served to workers on this host over an authenticated Unix socket.
@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from keysplit import Keyring, KeysplitError
 
 from .._common import EXIT_USAGE, err_console, fail, handle_errors, info
-from .._dask import SCHEDULER_OPTION, dask_client, jobs_module
+from .._dask import SCHEDULER_OPTION, job_cluster, jobs_module
 from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
 
 __all__ = ["app"]
@@ -107,13 +107,13 @@ def _dataset_job(
     quorum_source: QuorumSource,
     scheduler: str | None,
 ) -> Any:
-    """Run ``job(source, client, progress)`` with the key source, Dask client and bar open."""
+    """Run ``job(source, cluster, progress)`` with the key source and bar open (the Dask
+    client runs in the job's own child process, never in this one: see keysplit.jobs)."""
     with (
         _source(server, token_file, keyring, quorum_source) as source,
-        dask_client(scheduler) as client,
         _bar(f"{what} (partitions)") as step,
     ):
-        return job(source, client, step)
+        return job(source, job_cluster(scheduler), step)
 
 
 @app.command("encrypt-dataset")
@@ -143,14 +143,14 @@ def encrypt_dataset_cmd(
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     rows = _dataset_job(
         "encrypting",
-        lambda source, client, step: jobs_module().encrypt_dataset(
+        lambda source, cluster, step: jobs_module().encrypt_dataset(
             src,
             dst,
             column,
             subject_column,
             service=source,
             context=ctx,
-            client=client,
+            cluster=cluster,
             progress=step,
         ),
         server,
@@ -189,7 +189,7 @@ def decrypt_dataset_cmd(
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     rows = _dataset_job(
         "decrypting",
-        lambda source, client, step: jobs_module().decrypt_dataset(
+        lambda source, cluster, step: jobs_module().decrypt_dataset(
             src,
             dst,
             column,
@@ -197,7 +197,7 @@ def decrypt_dataset_cmd(
             service=source,
             context=ctx,
             text=text,
-            client=client,
+            cluster=cluster,
             progress=step,
         ),
         server,
@@ -233,13 +233,13 @@ def scan_dataset_cmd(
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     report = _dataset_job(
         "scanning",
-        lambda source, client, step: jobs_module().scan_dataset(
+        lambda source, cluster, step: jobs_module().scan_dataset(
             src,
             column,
             subject_column,
             service=source,
             context=ctx,
-            client=client,
+            cluster=cluster,
             progress=step,
         ),
         server,

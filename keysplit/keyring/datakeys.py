@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import struct
 import threading
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -25,6 +26,7 @@ import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .. import names
 from ..errors import (
     FormatError,
     IntegrityError,
@@ -34,7 +36,7 @@ from ..errors import (
     ShreddedError,
 )
 from ..hazmat import hpke, keywrap
-from ..names import check_subject, subject_spellings
+from ..names import check_subject
 from ..record import DataKey
 from ..rng import RandomSource, default_rng
 from ..store import KeyStore, WrappedKey
@@ -303,6 +305,8 @@ class LocalDataKeys:
         self._kekset = KekSet(keyring_id, current_kek, secrets.keks, unbound=self._unbound)
         self._store: KeyStore | None = store
         self._rng = rng or default_rng()
+        self._legacy: dict[str, tuple[str, ...]] | None = None
+        self._legacy_lock = threading.Lock()
         self._reload = reload
         self._refusal: str | None = None
         self._adopt_lock = threading.RLock()
@@ -359,13 +363,49 @@ class LocalDataKeys:
         self._secrets = secrets
         self._refusal = None
 
+    def stored_spellings(self, subject: str) -> tuple[str, ...]:
+        """Every spelling a key of ``subject`` may be stored under: what ``shred`` deletes
+        and a legal hold covers (issue 21: a key stored before normalization under marks
+        out of canonical order, neither NFC nor NFD, survived ``shred`` of the NFC subject).
+
+        :func:`~keysplit.names.subject_spellings` (NFC, as given, NFD), plus, when the
+        subject can be spelled other ways at all (:func:`~keysplit.names.has_other_spellings`),
+        the stored non-NFC subjects that canonicalize to it. Those are found by one pass over
+        the store per session (keys created since are NFC-only, see :meth:`_create`, so
+        the set can only shrink); an ASCII subject without ``K``, ``;`` or a backquote never
+        pays for it.
+        """
+        spellings = names.subject_spellings(subject)
+        if not names.has_other_spellings(subject):
+            return spellings
+        extra = self._legacy_index().get(spellings[0], ())
+        return spellings + tuple(x for x in extra if x not in spellings)
+
+    def _legacy_index(self) -> dict[str, tuple[str, ...]]:
+        """NFC subject -> the non-NFC spellings stored for it (one scan of the store)."""
+        with self._legacy_lock:
+            if self._legacy is None:
+                found: dict[str, list[str]] = {}
+                after = ""
+                while True:  # every row: no key is under version -1
+                    rows = self.store.stale_batch(-1, after, 10_000)
+                    if not rows:
+                        break
+                    for r in rows:
+                        if not names.is_nfc(r.subject):
+                            nfc = unicodedata.normalize("NFC", r.subject)
+                            found.setdefault(nfc, []).append(r.subject)
+                    after = rows[-1].subject
+                self._legacy = {k: tuple(v) for k, v in found.items()}
+            return self._legacy
+
     def forget(self, subject: str) -> None:
         """Drop a cached key (after its subject was shredded)."""
         self._cache.drop([subject])
 
     def tombstone_tags(self, subject: str) -> list[bytes]:
-        """Tombstone tags of every spelling of ``subject``."""
-        return fleet.tombstone_tags(self._tombstone_key, subject)
+        """Tombstone tags of every spelling a key of ``subject`` may be stored under."""
+        return [self._tag(s) for s in self.stored_spellings(subject)]
 
     def tombstone_tag(self, subject: str) -> bytes:
         """The tombstone tag of this exact spelling."""
@@ -379,7 +419,7 @@ class LocalDataKeys:
             return ShreddedError(
                 hint="its data key was deleted (keysplit shred); its records are gone"
             )
-        if self.store.get_many(subject_spellings(subject)):
+        if self.store.get_many(self.stored_spellings(subject)):
             return IntegrityError()
         return NoDataKeyError(
             hint="no key was ever created for this subject in this store "
@@ -470,6 +510,8 @@ class LocalDataKeys:
         :meth:`resolve` and :meth:`export`; the caller zeroes the array."""
         for s in subjects:
             check_subject(s)  # a bad subject never reaches the store
+        if create and not all(map(names.is_nfc, subjects)):
+            raise ValueError("data keys are created under NFC subjects only (keysplit.names)")
         found = self.store.get_many(subjects)
         rows = list(found.values())
         raw = self._unwrap(rows)
