@@ -34,7 +34,7 @@ from cryptography.exceptions import InvalidTag
 
 from .. import names
 from .. import record as fmt
-from ..errors import FormatError, IntegrityError
+from ..errors import FormatError, IntegrityError, KeysplitError
 from ..record import DataKey
 from ..rng import RandomSource, default_rng
 from .datakeys import DataKeys
@@ -245,10 +245,8 @@ class Records:
             (key,) = self._dk.resolve((subject,), create=False)
         else:  # any spelling (keysplit.names): the one whose commitment the header names
             key = self._find(subject, record[6 : fmt.PREFIX_SIZE])
-        if key is None:
-            raise IntegrityError(hint=_NO_KEY)
-        if not record.startswith(key._prefix):
-            raise IntegrityError()
+        if key is None or not record.startswith(key._prefix):
+            raise self.missing(subject, key)
         header = record[: fmt.HEADER_SIZE]
         try:
             return key._aead.decrypt(
@@ -275,11 +273,18 @@ class Records:
         n = len(records)
         if len(subjects) != n:
             raise ValueError("subjects and records must have the same length")
+        keys: list[DataKey]
         if not _any_non_ascii(subjects):
-            return fmt.open_groups(self._groups(subjects, n, context, create=False), records)
+            groups = self._groups(subjects, n, context, create=False)
+            try:
+                return fmt.open_groups(groups, records)
+            except IntegrityError:  # the keys again (cached) to say why
+                again = self._dk.resolve(subjects, create=False)
+                self._explain(subjects, again, records)
+                raise
         # keys may sit under another spelling (keysplit.names): find each by commitment
         found: dict[tuple[str, bytes | None], DataKey | None] = {}
-        keys: list[DataKey] = []
+        keys = []
         for s, r in zip(subjects, records, strict=True):
             c = _commitment(r)
             if (s, c) not in found:
@@ -287,9 +292,22 @@ class Records:
                 found[s, c] = self._find(s, c)
             k = found[s, c]
             if k is None:
-                raise IntegrityError(hint="a subject has no data key (never used, or shredded)")
+                raise self.missing(s, None)
             keys.append(k)
-        return fmt.decrypt_many(keys, subjects, records, context)
+        try:
+            return fmt.decrypt_many(keys, subjects, records, context)
+        except IntegrityError:
+            self._explain(subjects, keys, records)
+            raise
+
+    def _explain(
+        self, subjects: Sequence[str], keys: Sequence[DataKey | None], records: Sequence[bytes]
+    ) -> None:
+        """After a failed batch: raise why, if a record names another key than its
+        subject's (shredded, never had one, a wrong key); else let the caller re-raise."""
+        for s, k, r in zip(subjects, keys, records, strict=True):
+            if k is not None and k.commitment != _commitment(r):
+                raise self.missing(s, k) from None
 
     def _groups(
         self, subjects: Sequence[str], n: int, context: Context, *, create: bool
@@ -299,7 +317,7 @@ class Records:
         shared, per_record = fmt.split_contexts(n, context)
         keys = self._dk.resolve(subjects, create=create)
         if not create and None in keys:
-            raise IntegrityError(hint="a subject has no data key (never used, or shredded)")
+            raise self.missing(subjects[keys.index(None)], None)
         ok: Sequence[DataKey] = keys  # type: ignore[assignment]
         if per_record is not None:
             return [
@@ -310,6 +328,18 @@ class Records:
         return fmt.groups_by_key(
             subjects, ok, lambda s: self._subject(s)[1] + part, shared, uniform=True
         )
+
+    def missing(self, subject: str, key: DataKey | None = None) -> KeysplitError:
+        """Why no key of ``subject`` opens its record (``key``: the one it has, whose
+        commitment is not the record's): the :class:`DataKeys` tells a shredded subject
+        (:class:`ShreddedError`) from one that never had a key (:class:`NoDataKeyError`)
+        and from a wrong key (:class:`IntegrityError`) where it can (``missing_error``);
+        otherwise a detail-free :class:`IntegrityError`."""
+        classify = getattr(self._dk, "missing_error", None)
+        if classify is None:
+            return IntegrityError(hint=_NO_KEY) if key is None else IntegrityError()
+        err: KeysplitError = classify(subject)
+        return err
 
 
 def _commitment(record: object) -> bytes | None:
