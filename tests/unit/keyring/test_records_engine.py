@@ -1,0 +1,128 @@
+"""The one record engine over the one key seam: ``Records(datakeys)``.
+
+A ``DataKeys`` written in a few lines here (what a fleet or a cluster implements) runs the
+whole record API; nonces come from the RNG seam, never repeat across threads or a fork.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import unicodedata
+from collections.abc import Sequence
+
+import pytest
+
+from keysplit import IntegrityError, record
+from keysplit.keyring import DataKeys, Records
+from keysplit.record import DataKey
+from keysplit.rng import DeterministicRandom
+
+
+class DictKeys:
+    """The smallest DataKeys: raw keys in a dict, exact spellings, create under NFC."""
+
+    keyring_id = "00" * 16
+
+    def __init__(self) -> None:
+        self.raw: dict[str, bytes] = {}
+        self.derived: dict[str, DataKey] = {}
+        self.calls: list[tuple[str, int, bool]] = []
+
+    def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
+        self.calls.append(("export", len(subjects), create))
+        for s in subjects:
+            if create and s not in self.raw:
+                assert unicodedata.is_normalized("NFC", s)  # the engine asks for NFC only
+                self.raw[s] = os.urandom(16)
+        return [self.raw.get(s) for s in subjects]
+
+    def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
+        self.calls.append(("resolve", len(subjects), create))
+        raws = self.export(subjects, create=create)
+        self.calls.pop()
+        out: list[DataKey | None] = []
+        for s, r in zip(subjects, raws, strict=True):
+            if r is not None and s not in self.derived:
+                self.derived[s] = DataKey(r)
+            out.append(self.derived.get(s))
+        return out
+
+    def close(self) -> None:
+        self.raw.clear()
+        self.derived.clear()
+
+
+NFC = "Jos\u00e9/mail"
+NFD = unicodedata.normalize("NFD", NFC)
+
+
+def test_a_small_datakeys_runs_the_whole_record_api() -> None:
+    dk = DictKeys()
+    assert isinstance(dk, DataKeys)
+    rec = Records(dk)
+    one = rec.encrypt(b"hello", subject=NFD, context={"t": "m"})  # written under NFC
+    assert set(dk.raw) == {NFC}
+    assert rec.decrypt(one, subject=NFC, context={"t": "m"}) == b"hello"
+    assert rec.decrypt(one, subject=NFD, context={"t": "m"}) == b"hello"
+    many = rec.encrypt_many(["a/1", "a/2", "a/1"], [b"1", b"2", b"3"], {"t": "m"})
+    assert dk.calls[-1] == ("resolve", 3, True)  # one call per batch
+    assert rec.decrypt_many(["a/1", "a/2", "a/1"], many, {"t": "m"}) == [b"1", b"2", b"3"]
+    assert rec.export(["a/2", "nobody"]) == [dk.raw["a/2"], None]
+    assert rec.export([NFD]) == [dk.raw[NFC]]  # spelling-aware, above the seam
+    assert record.decrypt(DataKey(dk.raw["a/1"]), many[0], subject="a/1", context={"t": "m"})
+    with pytest.raises(IntegrityError):
+        rec.decrypt(many[0], subject="a/2", context={"t": "m"})  # moved to another subject
+    with pytest.raises(IntegrityError):
+        rec.decrypt_many(["nobody"], [many[0]], {"t": "m"})
+    with pytest.raises(ValueError):
+        rec.encrypt(b"x", subject="")
+
+
+def test_single_and_batch_nonces_come_from_the_rng_seam() -> None:
+    rec = Records(DictKeys(), rng=DeterministicRandom("seam"))
+    expected = DeterministicRandom("seam").random_bytes(12 * 1024)
+    first = rec.encrypt(b"x", subject="s")
+    second = rec.encrypt(b"y", subject="s")
+    assert first[38:50] == expected[:12] and second[38:50] == expected[12:24]
+    batch_rec = Records(DictKeys(), rng=DeterministicRandom("batch"))
+    out = batch_rec.encrypt_many(["a", "b", "a"], [b"1", b"2", b"3"])
+    nonces = DeterministicRandom("batch").random_bytes(36)
+    assert [r[38:50] for r in out] == [nonces[0:12], nonces[12:24], nonces[24:36]]
+
+
+def test_nonces_never_repeat_across_threads() -> None:
+    rec = Records(DictKeys())
+    rec.encrypt(b"warm", subject="s")
+    seen: list[list[bytes]] = [[] for _ in range(6)]
+
+    def work(j: int) -> None:
+        for _ in range(1500):
+            seen[j].append(rec.encrypt(b"", subject="s")[38:50])
+
+    threads = [threading.Thread(target=work, args=(j,)) for j in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [n for part in seen for n in part]
+    assert len(every) == 9000 and len(set(every)) == 9000  # across several pool refills
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_never_reuses_the_parents_nonces() -> None:
+    rec = Records(DictKeys())
+    rec.encrypt(b"fills the pool", subject="s")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next nonce, to the parent
+        try:
+            os.write(w, rec.encrypt(b"child", subject="s")[38:50])
+        finally:
+            os._exit(0)
+    os.close(w)
+    mine = rec.encrypt(b"parent", subject="s")[38:50]
+    theirs = os.read(r, 12)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert len(theirs) == 12 and theirs != mine
