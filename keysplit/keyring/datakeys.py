@@ -100,8 +100,9 @@ class DataKeys(Protocol):
     ``names.check_subject`` and tries every spelling; an implementation never normalizes)
     and answer in order, duplicates allowed (and given the same key object by
     :meth:`resolve`: the engine seals a subject's records with one AES-GCM object). A
-    subject without a key gets ``None``, or with ``create`` a new key that is durable before it is returned and is the same key every
-    concurrent caller gets (``create`` is only ever asked for canonical, NFC, subjects).
+    subject without a key gets ``None``, or with ``create`` a new key that is durable
+    before it is returned and is the same key every concurrent caller gets (``create`` is
+    only ever asked for canonical, NFC, subjects).
     Raise :class:`IntegrityError` when a stored key fails authentication and
     :class:`KeyringError` when the keys are gone (closed, sealed, KEK retired); anything
     else (a network failure) propagates as it is. :meth:`export` is the only way a raw
