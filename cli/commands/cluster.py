@@ -1,4 +1,4 @@
-"""``keysplit cluster create|status|refresh|replace``: a threshold key cluster of node keyrings.
+"""``keysplit cluster create|status|refresh|replace|rotate``: a threshold key cluster.
 
 Thin glue over :mod:`keysplit.service.cluster_admin`: the DKG, the status checks and the
 refresh are library calls; this module parses ``--node NAME=URL`` and prints.
@@ -16,6 +16,7 @@ from keysplit.service.cluster_admin import (
     create_cluster,
     refresh_cluster,
     replace_node,
+    rotate_cluster,
 )
 
 from .._common import EXIT_USAGE, fail, handle_errors, info
@@ -156,3 +157,31 @@ def replace_cmd(
         fail(f"expected NAME=URL, got {node!r}", code=EXIT_USAGE)
     cfg = replace_node(directory, name, url, token=read_token(token_file))
     info(f"node {name} of cluster {cfg.cluster_id} is now {url}")
+
+
+@app.command("rotate")
+@handle_errors
+def rotate_cmd(
+    directory: Path = typer.Argument(..., metavar="OLD_DIR", help="The cluster rotated from."),
+    new_directory: Path = typer.Argument(
+        ..., metavar="NEW_DIR", help="A cluster made by 'keysplit cluster create' (new key)."
+    ),
+    token_file: Path = typer.Option(
+        ..., "--token-file", help="Token allowed 'datakey' on the nodes of both clusters."
+    ),
+    batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Keys per batch."),
+) -> None:
+    """Rotate to a new cluster key: rewrap every data key of OLD_DIR's store under
+    NEW_DIR's cluster (records are untouched). Run again after an interruption.
+
+    Example: keysplit cluster create cl2 ...; keysplit cluster rotate cl cl2 --token-file t
+
+    Exit codes: 0 rotated; 1 fewer than T nodes of either cluster, another region; 2 usage.
+    """
+    try:
+        moved = rotate_cluster(
+            directory, new_directory, token=read_token(token_file), batch_size=batch_size
+        )
+    except ValueError as exc:
+        fail(str(exc), code=EXIT_USAGE)
+    info(f"{moved} data keys rewrapped under {new_directory}; point the backends at it")

@@ -278,7 +278,6 @@ class ClusterDataKeys:
         return [found.get(s) for s in subjects]
 
     def _fetch(self, subjects: list[str], *, create: bool) -> dict[str, tuple[bytes, DataKey]]:
-        cfg = self.config
         rows = self.store.get_many(subjects)
         wanted = [s for s in subjects if s in rows or create]
         if not wanted:
@@ -294,18 +293,44 @@ class ClusterDataKeys:
         if failed:
             raise IntegrityError(hint="a stored data key fails its check under the cluster's KEK")
         if new:
-            raws = [os.urandom(16) for _ in new]
-            offered = [
-                WrappedKey(s, cfg.kek_version, keywrap.wrap(keks[s], k))
-                for s, k in zip(new, raws, strict=True)
-            ]
-            stored = self.store.insert_many(offered)
-            for s, raw, off, got in zip(new, raws, offered, stored, strict=True):
-                if got == off:
-                    out[s] = (raw, DataKey(raw))
-                elif not _unwrap(keks[s], got, out, s):  # another writer won the race
-                    raise IntegrityError(hint="a stored data key fails its check")
+            self._insert(new, [os.urandom(16) for _ in new], keks, out)
         return out
+
+    def _insert(
+        self,
+        subjects: Sequence[str],
+        raws: Sequence[bytes],
+        keks: Mapping[str, bytes],
+        out: dict[str, tuple[bytes, DataKey]],
+    ) -> None:
+        """Wrap ``raws`` under (proven) ``keks`` and insert them; a row another writer
+        stored first wins and is unwrapped instead."""
+        offered = [
+            WrappedKey(s, self.config.kek_version, keywrap.wrap(keks[s], k))
+            for s, k in zip(subjects, raws, strict=True)
+        ]
+        stored = self.store.insert_many(offered)
+        for s, raw, off, got in zip(subjects, raws, offered, stored, strict=True):
+            if got == off:
+                out[s] = (raw, DataKey(raw))
+            elif not _unwrap(keks[s], got, out, s):
+                raise IntegrityError(hint="a stored data key fails its check")
+
+    def adopt(self, subjects: Sequence[str], raws: Sequence[bytes]) -> int:
+        """Store existing data keys (from another cluster: a rotation) under this cluster's
+        KEKs, evaluated with proofs. Returns how many were new here; a subject that already
+        has a key here must have the same one (else :class:`IntegrityError`)."""
+        have = self.store.get_many(subjects)
+        todo = [(s, k) for s, k in zip(subjects, raws, strict=True) if s not in have]
+        out: dict[str, tuple[bytes, DataKey]] = {}
+        if todo:
+            subs = [s for s, _ in todo]
+            keks = dict(zip(subs, self._keks(subs, proof=True), strict=True))
+            self._insert(subs, [k for _, k in todo], keks, out)
+        given = dict(zip(subjects, raws, strict=True))
+        if any(out[s][0] != given[s] for s in out):
+            raise IntegrityError(hint="a subject got another data key here meanwhile")
+        return len(todo)
 
 
 def _unwrap(
