@@ -391,6 +391,8 @@ def test_restart_unseal_refresh(cluster: Cluster) -> None:
     with ClusterClient(cluster.dir, token=cluster.token) as c:
         _check_records(c)
     before = read_cluster(cluster.dir)
+    running = ClusterClient(cluster.dir, token=cluster.token)  # a backend that stays up
+    assert running.decrypt(FIRST["contacts/1"], subject="contacts/1") == b"x"
     r = cli("cluster", "refresh", "cl", cwd=cluster.tmp)
     assert r.returncode == 0, r.stderr
     after = read_cluster(cluster.dir)
@@ -401,6 +403,9 @@ def test_restart_unseal_refresh(cluster: Cluster) -> None:
     assert r.returncode == 0 and '"commitments_ok": true' in r.stdout, r.stdout
     with ClusterClient(cluster.dir, token=cluster.token) as c:
         _check_records(c)
+    with running:  # it follows the new epoch in cluster.json without a restart
+        _check_records(running)
+        assert running.config.epoch == after.epoch
     # the old description (epoch before) is refused by every node: old shares are gone
     stale = cluster.tmp / "cl-stale"
     stale.mkdir()
