@@ -395,7 +395,7 @@ class Quorum:
                 + ", ".join(st.missing),
                 missing=st.missing,
                 hint="each runs 'keysplit share prove FILE' and the code is recorded with "
-                "'keysplit rekey DIR --prove NAME'; or complete with --complete --missing NAME",
+                "'keysplit verify prove DIR NAME'; or: keysplit verify complete DIR --missing NAME",
             )
         if not self.progress.complete:
             raise InsufficientSharesError(
@@ -906,7 +906,7 @@ def _checked_public_key(
         raise KeyringError(
             f"keyring {keyring.keyring_id} was made with --verify and waits for proofs of "
             "possession from: " + ", ".join(v.status.missing),
-            hint="keysplit rekey DIR --verify-status shows who is missing",
+            hint="keysplit verify status DIR shows who is missing",
         )
     # The bytes checked are the bytes sealed to (read once from the opened metadata).
     public_key = keyring.public_key

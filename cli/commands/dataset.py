@@ -10,6 +10,7 @@ quorum), served to workers on this host over an authenticated Unix socket.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ from keysplit import Keyring, KeysplitError
 
 from .._common import EXIT_USAGE, err_console, fail, handle_errors, info
 from .._dask import SCHEDULER_OPTION, job_cluster, jobs_module
+from .._output import JSON_HELP, emit
 from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
+from .._service import CA_OPTION, CERT_OPTION, KEY_OPTION, SERVER_FORMS, Tls, connect
 
 __all__ = ["app"]
 
@@ -53,7 +56,11 @@ def _context(pairs: list[str]) -> dict[str, str] | None:
 
 @contextlib.contextmanager
 def _source(
-    server: str | None, token_file: Path | None, keyring: Path | None, src: QuorumSource
+    server: str | None,
+    token_file: Path | None,
+    tls: Tls,
+    keyring: Path | None,
+    src: QuorumSource,
 ) -> Iterator[Any]:
     jobs = jobs_module()
     if (server is None) == (keyring is None):
@@ -64,7 +71,9 @@ def _source(
         token = token_file.read_text().strip()
         if not token:
             fail(f"{token_file} holds no token")
-        yield jobs.ServiceDataKeys(server, token)
+        connect(server, tls, token=token).close()  # a bad URL or TLS file: one error line
+        ca, cert, key = (None if p is None else str(p) for p in tls)
+        yield jobs.ServiceDataKeys(server, token, ca=ca, cert=cert, key=key)
         return
     assert keyring is not None
     kr = Keyring.open(keyring)
@@ -84,7 +93,7 @@ COLUMN = typer.Option(..., "--column", metavar="C", help="The column to seal or 
 SUBJECT = typer.Option(..., "--subject-column", metavar="S", help="Column of subject ids.")
 
 
-SERVER = typer.Option(None, "--server", metavar="URL", help="Key service (unix:PATH, https://).")
+SERVER = typer.Option(None, "--server", metavar="URL", help=f"Key service: {SERVER_FORMS}.")
 
 
 TOKEN = typer.Option(None, "--token-file", metavar="FILE", help="File holding the token.")
@@ -103,6 +112,7 @@ def _dataset_job(
     job: Callable[[Any, Any, Callable[[int, int], None]], Any],
     server: str | None,
     token_file: Path | None,
+    tls: Tls,
     keyring: Path | None,
     quorum_source: QuorumSource,
     scheduler: str | None,
@@ -110,7 +120,7 @@ def _dataset_job(
     """Run ``job(source, cluster, progress)`` with the key source and bar open (the Dask
     client runs in the job's own child process, never in this one: see keysplit.jobs)."""
     with (
-        _source(server, token_file, keyring, quorum_source) as source,
+        _source(server, token_file, tls, keyring, quorum_source) as source,
         _bar(f"{what} (partitions)") as step,
     ):
         return job(source, job_cluster(scheduler), step)
@@ -125,12 +135,16 @@ def encrypt_dataset_cmd(
     subject_column: str = SUBJECT,
     server: str | None = SERVER,
     token_file: Path | None = TOKEN,
+    ca: Path | None = CA_OPTION,
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
     keyring: Path | None = KEYRING,
     context: list[str] = CONTEXT,
     scheduler: str | None = SCHEDULER_OPTION,
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Seal column C of a Parquet dataset per row for the subject in column S.
 
@@ -155,12 +169,13 @@ def encrypt_dataset_cmd(
         ),
         server,
         token_file,
+        (ca, cert, key),
         keyring,
         qs,
         scheduler,
     )
     info(f"sealed column {column!r} of {rows} rows into {dst}")
-    typer.echo(rows)
+    emit({"rows": rows, "column": column, "out": str(dst)}, as_json, rows)
 
 
 @app.command("decrypt-dataset")
@@ -172,6 +187,9 @@ def decrypt_dataset_cmd(
     subject_column: str = SUBJECT,
     server: str | None = SERVER,
     token_file: Path | None = TOKEN,
+    ca: Path | None = CA_OPTION,
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
     keyring: Path | None = KEYRING,
     context: list[str] = CONTEXT,
     text: bool = typer.Option(False, "--text", help="Decode the opened values as UTF-8."),
@@ -179,8 +197,12 @@ def decrypt_dataset_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Open column C of a dataset made by encrypt-dataset (all or nothing).
+
+    Example: keysplit decrypt-dataset users.enc users.out --column email
+    --subject-column user_id --server unix:/run/ks.sock --token-file app.token
 
     Exit codes: 0 done; 1 a record failed (moved, altered, shredded: see scan-dataset) or
     bad input; 2 usage.
@@ -202,12 +224,13 @@ def decrypt_dataset_cmd(
         ),
         server,
         token_file,
+        (ca, cert, key),
         keyring,
         qs,
         scheduler,
     )
     info(f"opened column {column!r} of {rows} rows into {dst}")
-    typer.echo(rows)
+    emit({"rows": rows, "column": column, "out": str(dst)}, as_json, rows)
 
 
 @app.command("scan-dataset")
@@ -218,14 +241,21 @@ def scan_dataset_cmd(
     subject_column: str = SUBJECT,
     server: str | None = SERVER,
     token_file: Path | None = TOKEN,
+    ca: Path | None = CA_OPTION,
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
     keyring: Path | None = KEYRING,
     context: list[str] = CONTEXT,
     scheduler: str | None = SCHEDULER_OPTION,
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Check that every record of column C decrypts; print the bad rows (tab-separated).
+
+    Example: keysplit scan-dataset users.enc --column email --subject-column user_id
+    --keyring vault -s ana.g1.kss -s ben.g1.kss
 
     Exit codes: 0 every record opens; 1 some do not (listed on stdout); 2 usage.
     """
@@ -244,11 +274,18 @@ def scan_dataset_cmd(
         ),
         server,
         token_file,
+        (ca, cert, key),
         keyring,
         qs,
         scheduler,
     )
-    for b in report.bad:
+    if as_json:
+        bad = [
+            {"partition": b.partition, "row": b.row, "subject": b.subject, "reason": b.reason}
+            for b in report.bad
+        ]
+        typer.echo(json.dumps({"checked": report.checked, "bad": bad}))
+    for b in [] if as_json else report.bad:
         typer.echo(f"{b.partition}\t{b.row}\t{b.subject}\t{b.reason}")
     info(f"checked {report.checked} records: {len(report.bad)} bad")
     if report.bad:

@@ -156,5 +156,5 @@ def _check_verified(pending_file: Path, set_id: str) -> None:
     if status.set_id_hex == set_id and not status.completed:
         raise KeyringError(
             "the pending rekey waits for proofs of possession from: " + ", ".join(status.missing),
-            hint="see 'keysplit rekey DIR --verify-status'; the current shares still work",
+            hint="see 'keysplit verify status DIR'; the current shares still work",
         )
