@@ -20,6 +20,7 @@ from keysplit.service.cluster_admin import (
 )
 
 from .._common import EXIT_USAGE, fail, handle_errors, info
+from .._output import JSON_HELP, emit
 from .._service import read_token
 
 __all__ = ["app"]
@@ -42,6 +43,7 @@ def create_cmd(
         None, "--store", metavar="URL", help="Store of wrapped data keys (default: in DIR)."
     ),
     token_file: Path | None = typer.Option(None, "--token-file", help=_TOKEN_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Run a distributed key generation among unsealed node services; write DIR/cluster.json
     (public data only). Each node keeps its share sealed in its own keyring directory.
@@ -73,7 +75,14 @@ def create_cmd(
         f"cluster {cfg.cluster_id} ({cfg.threshold} of {len(cfg.nodes)}, region {cfg.region}) "
         f"written to {Path(directory) / 'cluster.json'}"
     )
-    typer.echo(cfg.cluster_id)
+    doc = {
+        "cluster_id": cfg.cluster_id,
+        "region": cfg.region,
+        "threshold": cfg.threshold,
+        "nodes": [n.name for n in cfg.nodes],
+        "public_key": cfg.public_key,
+    }
+    emit(doc, as_json, cfg.cluster_id)
 
 
 @app.command("status")
@@ -127,6 +136,7 @@ def status_cmd(
 def refresh_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Cluster directory."),
     token_file: Path | None = typer.Option(None, "--token-file", help=_TOKEN_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Re-randomize every node's share without changing the cluster key (shares of the old
     epoch no longer combine with new ones; records are unaffected). Every node must be
@@ -138,6 +148,7 @@ def refresh_cmd(
     """
     cfg = refresh_cluster(directory, token=read_token(token_file))
     info(f"cluster {cfg.cluster_id} refreshed: epoch {cfg.epoch}")
+    emit({"cluster_id": cfg.cluster_id, "epoch": cfg.epoch}, as_json, cfg.epoch)
 
 
 @app.command("replace")
@@ -146,6 +157,7 @@ def replace_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Cluster directory."),
     node: str = typer.Argument(..., metavar="NAME=URL", help="Lost node's name = new node URL."),
     token_file: Path | None = typer.Option(None, "--token-file", help=_TOKEN_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Replace a lost node by a fresh one (its own keyring, served and unsealed): T healthy
     nodes recover the lost node's share for it without anyone learning more. Nothing is
@@ -161,6 +173,9 @@ def replace_cmd(
         fail(f"expected NAME=URL, got {node!r}", code=EXIT_USAGE)
     cfg = replace_node(directory, name, url, token=read_token(token_file))
     info(f"node {name} of cluster {cfg.cluster_id} is now {url}")
+    new = cfg.node(name)
+    doc = {"cluster_id": cfg.cluster_id, "node": name, "url": url, "keyring_id": new.keyring_id}
+    emit(doc, as_json, new.keyring_id)
 
 
 @app.command("rotate")
@@ -174,6 +189,7 @@ def rotate_cmd(
         ..., "--token-file", help="Token allowed 'datakey' on the nodes of both clusters."
     ),
     batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Keys per batch."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Rotate to a new cluster key: rewrap every data key of OLD_DIR's store under
     NEW_DIR's cluster (records are untouched). Run again after an interruption.
@@ -189,3 +205,4 @@ def rotate_cmd(
     except ValueError as exc:
         fail(str(exc), code=EXIT_USAGE)
     info(f"{moved} data keys rewrapped under {new_directory}; point the backends at it")
+    emit({"moved": moved}, as_json, moved)
