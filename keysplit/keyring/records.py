@@ -31,7 +31,7 @@ from typing import ClassVar
 
 from .. import names
 from .. import record as fmt
-from ..errors import FormatError, IntegrityError
+from ..errors import FormatError, IntegrityError, KeysplitError
 from ..record import DataKey
 from ..rng import RandomSource, default_rng
 from .datakeys import DataKeys
@@ -196,8 +196,8 @@ class Records:
             (key,) = self._dk.resolve((subject,), create=False)
         else:  # any spelling (keysplit.names)
             key = self._find(subject, parsed.commitment)
-        if key is None:
-            raise IntegrityError(hint=_NO_KEY)
+        if key is None or key.commitment != parsed.commitment:
+            raise self.missing(subject, key)
         return fmt.open_with_tail(key, parsed, tail, subject, context)
 
     def encrypt_many(
@@ -225,8 +225,27 @@ class Records:
         else:
             keys = self._dk.resolve(subjects, create=False)
         if None in keys:
-            raise IntegrityError(hint="a subject has no data key (never used, or shredded)")
-        return fmt.decrypt_many(keys, subjects, records, context)  # type: ignore[arg-type]
+            s = subjects[keys.index(None)]
+            raise self.missing(s, None)
+        try:
+            return fmt.decrypt_many(keys, subjects, records, context)  # type: ignore[arg-type]
+        except IntegrityError:  # a record naming another key than its subject's: why?
+            for s, k, r in zip(subjects, keys, records, strict=True):
+                if k is not None and k.commitment != _commitment(r):
+                    raise self.missing(s, k) from None
+            raise
+
+    def missing(self, subject: str, key: DataKey | None = None) -> KeysplitError:
+        """Why no key of ``subject`` opens its record (``key``: the one it has, whose
+        commitment is not the record's): the :class:`DataKeys` tells a shredded subject
+        (:class:`ShreddedError`) from one that never had a key (:class:`NoDataKeyError`)
+        and from a wrong key (:class:`IntegrityError`) where it can (``missing_error``);
+        otherwise a detail-free :class:`IntegrityError`."""
+        classify = getattr(self._dk, "missing_error", None)
+        if classify is None:
+            return IntegrityError(hint=_NO_KEY) if key is None else IntegrityError()
+        err: KeysplitError = classify(subject)
+        return err
 
 
 def _commitment(record: object) -> bytes | None:
