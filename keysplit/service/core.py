@@ -81,6 +81,8 @@ _STATUS = {
     "StaleNonceError": 409,
     "LegalHoldError": 409,
     "IntegrityError": 400,
+    "ShreddedError": 410,
+    "NoDataKeyError": 404,
 }
 
 
@@ -196,6 +198,7 @@ class KeyService:
             self._log(f"audit append failed: {exc}")
 
     def _unsealed(self, kr: UnsealedKeyring, custodians: list[str]) -> None:
+        kr.set_role("serve")  # how this process shows in the fleet's lease list
         self._kr = kr
         self._mac_key = mac_key(kr.audit_key(), self.keyring.keyring_id)
         self._audit_log = kr.audit_log()
@@ -512,10 +515,8 @@ class KeyService:
             found = dict(zip(good, kr.records.export(good, create=create), strict=True))
             raws = [None if str(i) in errs else found.get(s) for i, s in enumerate(subjects)]
         for i, k in enumerate(raws):
-            if k is None and str(i) not in errs:
-                errs[str(i)] = wire.error_dict(
-                    IntegrityError(hint="the subject has no data key (never used, or shredded)")
-                )
+            if k is None and str(i) not in errs:  # shredded, or never had one: say which
+                errs[str(i)] = wire.error_dict(kr.records.missing(subjects[i]))
         return self._batch_response(raws, errs)
 
     def _per_subject(
@@ -536,7 +537,7 @@ class KeyService:
         pol = self._authorize(req, "shred", subjects)
         kr = self._kr
         assert kr is not None
-        items, failed = self._per_subject(subjects, kr.shred)
+        items, failed = self._per_subject(subjects, lambda s: kr.shred(s, record=False))
         self._audit("shred", token=pol.name, subjects=list(subjects), failed=failed)
         return _json(200, {"items": items})
 
@@ -550,7 +551,7 @@ class KeyService:
         assert kr is not None
 
         def one(s: str) -> bool:
-            kr.set_legal_hold(s, hold)
+            kr.set_legal_hold(s, hold, record=False)
             return hold
 
         items, failed = self._per_subject(subjects, one)
@@ -561,7 +562,7 @@ class KeyService:
         pol = self._authorize(req, "rotate")
         kr = self._kr
         assert kr is not None
-        v = kr.rotate()
+        v = kr.rotate(record=False)
         self._audit(
             "rotate", token=pol.name, kek_version=v, generation=self.keyring.meta.generation
         )
@@ -575,7 +576,7 @@ class KeyService:
         batch = wire.int_field(doc, "batch_size", 10_000, 1, wire.MAX_REWRAP_BATCH)
         kr = self._kr
         assert kr is not None
-        r = kr.rewrap(batch_size=batch)
+        r = kr.rewrap(batch_size=batch, record=False)
         self._audit(
             "rewrap",
             token=pol.name,
