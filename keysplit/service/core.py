@@ -220,6 +220,7 @@ class KeyService:
         keyring already held."""
         if kr.keyring.keyring_id != self.keyring.keyring_id:
             raise KeysplitError("adopt: the keyring belongs to another service")
+        kr.set_role("serve")  # every process of the service shows in the lease list
         old, self._kr = self._kr, kr
         self._mac_key = mac_key(kr.audit_key(), self.keyring.keyring_id)
         self._audit_log = kr.audit_log()
