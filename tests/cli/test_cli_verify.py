@@ -90,6 +90,7 @@ def test_rekey_verify_refuses_to_switch_until_every_custodian_has_proven(tmp_pat
     assert Keyring.open(vault).meta.generation == 1  # proofs alone switch nothing
     r = run(["unseal", vault, *_q(shares, 2, "bob", "carol")])
     assert r.exit_code == 0, r.output
+    assert "interrupted" not in r.stderr and "verified share generation" in r.stderr
     kr = Keyring.open(vault)
     assert kr.meta.generation == 2 and kr.pending is None
     assert run(["unseal", vault, *_q(shares, 1, "alice", "bob")]).exit_code == 1  # old: dead
