@@ -42,10 +42,12 @@ from .errors import (
     KeysplitError,
     LegalHoldError,
     MixedSharesError,
+    NoDataKeyError,
     PermissionDenied,
     RecoveryError,
     SealedError,
     ShareError,
+    ShreddedError,
 )
 from .keyring import Keyring, UnsealedKeyring, Unsealer, hpke_seal
 from .service import Client, RecordKeyring
@@ -72,6 +74,7 @@ __all__ = [
     "KeysplitError",
     "LegalHoldError",
     "MixedSharesError",
+    "NoDataKeyError",
     "PermissionDenied",
     "Recipient",
     "RecordKeyring",
@@ -79,6 +82,7 @@ __all__ = [
     "SealedError",
     "Share",
     "ShareError",
+    "ShreddedError",
     "UnsealedKeyring",
     "Unsealer",
     "__version__",

@@ -724,7 +724,9 @@ def unseal_check(keyring: Keyring, quorum: Quorum) -> Done[None]:
 
 def rotate(keyring: Keyring, quorum: Quorum) -> Done[int]:
     """A new KEK version for new data keys; the value is its number (then :func:`rewrap`)."""
-    return _run(quorum, lambda ukr: ukr.rotate(), lambda v: ev.Rotate(v, quorum.contributors))
+    return _run(
+        quorum, lambda ukr: ukr.rotate(record=False), lambda v: ev.Rotate(v, quorum.contributors)
+    )
 
 
 RewrapRunner = Callable[[UnsealedKeyring, int, Callable[[int, int], None] | None], RewrapResult]
@@ -743,7 +745,7 @@ def rewrap(
 
     ``runner`` does the work elsewhere, e.g. on a Dask cluster (:func:`keysplit.jobs.rewrap`),
     recorded as the same one ``rewrap`` entry."""
-    run = runner or (lambda ukr, b, p: ukr.rewrap(batch_size=b, progress=p))
+    run = runner or (lambda ukr, b, p: ukr.rewrap(batch_size=b, progress=p, record=False))
     return _run(
         quorum,
         lambda ukr: run(ukr, batch_size, progress),
@@ -754,7 +756,9 @@ def rewrap(
 def retire(keyring: Keyring, quorum: Quorum, version: int) -> Done[None]:
     """Delete KEK ``version`` (no data key may still use it)."""
     return _run(
-        quorum, lambda ukr: ukr.retire(version), lambda _: ev.Retire(version, quorum.contributors)
+        quorum,
+        lambda ukr: ukr.retire(version, record=False),
+        lambda _: ev.Retire(version, quorum.contributors),
     )
 
 
@@ -765,7 +769,7 @@ def shred(keyring: Keyring, quorum: Quorum, subject: str) -> Done[bool]:
     """
     return _run(
         quorum,
-        lambda ukr: ukr.shred(subject),
+        lambda ukr: ukr.shred(subject, record=False),
         lambda existed: ev.Shred(subject, existed, quorum.contributors),
     )
 
@@ -774,7 +778,7 @@ def hold(keyring: Keyring, quorum: Quorum, subject: str, on: bool) -> Done[None]
     """Place (``on``) or lift a legal hold on ``subject``."""
     return _run(
         quorum,
-        lambda ukr: ukr.set_legal_hold(subject, on),
+        lambda ukr: ukr.set_legal_hold(subject, on, record=False),
         lambda _: ev.LegalHold(subject, on, quorum.contributors),
     )
 

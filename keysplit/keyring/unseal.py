@@ -115,6 +115,7 @@ class Unsealer:
         master = combine(self._shares)
         kr = self._kr
         home = kr.home
+        recovered = target is kr.pending
         with home.lock():
             if target is kr.pending:
                 data = home.read_pending()
@@ -140,6 +141,8 @@ class Unsealer:
                     raise KeyringError("the keyring changed while unsealing; try again")
         self._shares.clear()
         opened = UnsealedKeyring(kr, master, secrets, store=store, rng=rng)
+        if recovered:  # a rekey committed here: tell the fleet (epoch, rekey count)
+            opened.store.note_rekey()
         return opened
 
     def __repr__(self) -> str:

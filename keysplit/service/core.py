@@ -81,6 +81,8 @@ _STATUS = {
     "StaleNonceError": 409,
     "LegalHoldError": 409,
     "IntegrityError": 400,
+    "ShreddedError": 410,
+    "NoDataKeyError": 404,
 }
 
 
@@ -130,6 +132,8 @@ class KeyService:
         self._tokens: dict[str, TokenPolicy] = {}
         self._token_sig: tuple[tuple[int, int, int], ...] | None = None
         self._logged_nonce = ""
+        self.worker = (0, 1)
+        """(index, count) of this process among the service's worker processes."""
         self._log = log or (lambda m: print(f"keysplit serve: {m}", file=sys.stderr, flush=True))
         self._routes: dict[tuple[str, str], Callable[[Request], Response]] = {
             ("GET", "/v1/status"): self._status,
@@ -161,13 +165,15 @@ class KeyService:
     def sealed(self) -> bool:
         return self._kr is None
 
-    def seal(self, reason: str, by: str | None = None) -> bool:
-        """Drop every key (audited). True if the service was unsealed."""
+    def seal(self, reason: str, by: str | None = None, *, audit: bool = True) -> bool:
+        """Drop every key (audited unless ``audit=False``: the other processes of a
+        multi-process service, whose seal one entry records). True if it was unsealed."""
         kr = self._kr
         self.remote.reset()
         if kr is None:
             return False
-        self._audit("service-seal", reason=reason, by=by)
+        if audit:
+            self._audit("service-seal", reason=reason, by=by)
         self.cluster.forget()
         self.recovery.forget()
         self._kr = None
@@ -192,6 +198,7 @@ class KeyService:
             self._log(f"audit append failed: {exc}")
 
     def _unsealed(self, kr: UnsealedKeyring, custodians: list[str]) -> None:
+        kr.set_role("serve")  # how this process shows in the fleet's lease list
         self._kr = kr
         self._mac_key = mac_key(kr.audit_key(), self.keyring.keyring_id)
         self._audit_log = kr.audit_log()
@@ -200,6 +207,26 @@ class KeyService:
         )
         self.reload_tokens(force=True)
         self._log(f"unsealed by {', '.join(custodians)}; {len(self._tokens)} active tokens")
+
+    @property
+    def unsealed_keyring(self) -> UnsealedKeyring | None:
+        """The keyring being served (None while sealed). Secret-holding."""
+        return self._kr
+
+    def adopt(self, kr: UnsealedKeyring) -> None:
+        """Serve ``kr``, opened elsewhere from this service's unseal (a worker process of
+        ``keysplit serve --workers``, or a reload after a rotate/shred in another worker).
+        Not audited: the unseal that produced the master key was. Replaces and closes a
+        keyring already held."""
+        if kr.keyring.keyring_id != self.keyring.keyring_id:
+            raise KeysplitError("adopt: the keyring belongs to another service")
+        kr.set_role("serve")  # every process of the service shows in the lease list
+        old, self._kr = self._kr, kr
+        self._mac_key = mac_key(kr.audit_key(), self.keyring.keyring_id)
+        self._audit_log = kr.audit_log()
+        self.reload_tokens(force=True)
+        if old is not None and old is not kr:
+            old.close()
 
     def reload_tokens(self, *, force: bool = False) -> None:
         """Re-read the token list if it changed (SIGHUP forces it). Fails closed."""
@@ -338,6 +365,8 @@ class KeyService:
             "progress": self.remote.progress() if self.sealed else None,
             "version": __version__,
             "api": API_VERSION,
+            "worker": self.worker[0],
+            "workers": self.worker[1],
         }
 
     def _status(self, req: Request) -> Response:
@@ -397,8 +426,10 @@ class KeyService:
         assert kr is not None
         return _json(200, kr.status().as_dict())
 
-    def _frame(self, req: Request) -> tuple[dict[str, Any], list[bytes], list[str]]:
-        header, subjects, items = wire.decode_frame(req.body, "request")
+    def _frame(
+        self, req: Request, views: bool = False
+    ) -> tuple[dict[str, Any], list[bytes], list[str]]:
+        header, subjects, items = wire.decode_frame(req.body, "request", views=views)
         if len(subjects) != len(items) or any(b is None for b in items):
             raise FormatError("request: one subject and one payload per item")
         return header, items, subjects  # type: ignore[return-value]
@@ -414,7 +445,9 @@ class KeyService:
         failure is reported at its index and the others still succeed."""
         if self.sealed:
             self._authorize(req, op)
-        header, items, subjects = self._frame(req)
+        # plaintexts are read in place (memoryviews: no copy per record); records are
+        # parsed as bytes
+        header, items, subjects = self._frame(req, views=op == "encrypt")
         self._authorize(req, op, subjects)
         kr = self._kr
         assert kr is not None
@@ -483,10 +516,8 @@ class KeyService:
             found = dict(zip(good, kr.records.export(good, create=create), strict=True))
             raws = [None if str(i) in errs else found.get(s) for i, s in enumerate(subjects)]
         for i, k in enumerate(raws):
-            if k is None and str(i) not in errs:
-                errs[str(i)] = wire.error_dict(
-                    IntegrityError(hint="the subject has no data key (never used, or shredded)")
-                )
+            if k is None and str(i) not in errs:  # shredded, or never had one: say which
+                errs[str(i)] = wire.error_dict(kr.records.missing(subjects[i]))
         return self._batch_response(raws, errs)
 
     def _per_subject(
@@ -507,7 +538,7 @@ class KeyService:
         pol = self._authorize(req, "shred", subjects)
         kr = self._kr
         assert kr is not None
-        items, failed = self._per_subject(subjects, kr.shred)
+        items, failed = self._per_subject(subjects, lambda s: kr.shred(s, record=False))
         self._audit("shred", token=pol.name, subjects=list(subjects), failed=failed)
         return _json(200, {"items": items})
 
@@ -521,7 +552,7 @@ class KeyService:
         assert kr is not None
 
         def one(s: str) -> bool:
-            kr.set_legal_hold(s, hold)
+            kr.set_legal_hold(s, hold, record=False)
             return hold
 
         items, failed = self._per_subject(subjects, one)
@@ -532,7 +563,7 @@ class KeyService:
         pol = self._authorize(req, "rotate")
         kr = self._kr
         assert kr is not None
-        v = kr.rotate()
+        v = kr.rotate(record=False)
         self._audit(
             "rotate", token=pol.name, kek_version=v, generation=self.keyring.meta.generation
         )
@@ -546,7 +577,7 @@ class KeyService:
         batch = wire.int_field(doc, "batch_size", 10_000, 1, wire.MAX_REWRAP_BATCH)
         kr = self._kr
         assert kr is not None
-        r = kr.rewrap(batch_size=batch)
+        r = kr.rewrap(batch_size=batch, record=False)
         self._audit(
             "rewrap",
             token=pol.name,
