@@ -234,15 +234,15 @@ class Fleet:
 
     # -- fan-out ----------------------------------------------------------------------------
 
-    def unsealed(self) -> None:
-        """The leader just unsealed: hand the master key to every worker."""
+    async def unsealed(self) -> None:
+        """The leader just unsealed: hand the master key to every worker and wait (bounded)
+        until each is ready, so the unseal is answered once every process serves."""
         kr = self.service.unsealed_keyring
         if kr is None:
             return
         master = kr.master_key
-        for p in self.peers:
-            if self._send(p, UNSEAL + master):
-                self._spawn(self._await_ready(p))
+        waits = [self._await_ready(p) for p in self.peers if self._send(p, UNSEAL + master)]
+        await asyncio.gather(*waits)
 
     async def _await_ready(self, p: Peer) -> bool:
         try:
