@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from keysplit import Keyring, KeysplitError, Recipient, ceremony
+from keysplit import Keyring, KeysplitError, Recipient, ceremony, trust
 from keysplit.ceremony import Contributor, Custody, DirectorySink, ShareFileExists, WrittenShare
 from keysplit.custody import check_custodian_name
 from keysplit.store import check_store_url
@@ -315,7 +315,7 @@ def status_cmd(
     """
     kr = open_keyring(directory, store)
     doc = kr.status().as_dict()
-    doc["trust"] = ceremony.trust_state(kr).as_dict()
+    doc["trust"] = trust.trust_state(kr).as_dict()
     log = kr.audit_log()
     try:
         report = log.verify()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import typer
 
-from keysplit import Keyring, ceremony
+from keysplit import Keyring, ceremony, encrypt_file, trust
 from keysplit.trust import KnownKeyrings
 
 from ._common import EXIT_USAGE, fail, handle_errors, info
@@ -88,7 +88,7 @@ def encrypt_cmd(
     """
     ctx = _parse_context(context)
     kr = Keyring.open(directory)
-    sealed = ceremony.encrypt_file(
+    sealed = encrypt_file(
         kr,
         in_path,
         out_path,
@@ -98,7 +98,7 @@ def encrypt_cmd(
         overwrite=force,
     )
     result = sealed.info
-    if sealed.trust == ceremony.TRUST_FIRST_USE:
+    if sealed.trust == trust.TRUST_FIRST_USE:
         info(
             f"[yellow]warning:[/] keyring {kr.keyring_id} was not pinned; pinned its "
             f"fingerprint {kr.fingerprint} now (trust on first use: compare it with the owner's)"
@@ -184,7 +184,7 @@ def pin_cmd(
             f"[yellow]warning:[/] pinning {kr.fingerprint} without --expect trusts the "
             "directory as it is now; compare it with the owner's"
         )
-    entry = ceremony.pin_keyring(kr, expect=expect, label=label, replace=replace)
+    entry = trust.pin_keyring(kr, expect=expect, label=label, replace=replace)
     info(f"pinned keyring {entry.keyring_id} in {KnownKeyrings().path}")
     typer.echo(entry.fingerprint)
 

@@ -10,7 +10,8 @@ that cluster, whose workers must reach the input
 and output paths (or the key store, for rewrap). Data keys come from the key service
 (``--server URL --token-file F``, a token allowed ``datakey``) or, without a service, from a
 keyring unsealed in this process (``--keyring DIR`` and a quorum), served to workers on this
-host over an authenticated Unix socket.
+host over an authenticated Unix socket: then the command is the ceremony
+:func:`keysplit.ceremony.dataset` and is recorded in the keyring's audit log.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from keysplit import Keyring, KeysplitError, UnsealedKeyring
+from keysplit import Keyring, KeysplitError, UnsealedKeyring, ceremony
 from keysplit.ceremony import RewrapRunner
 from keysplit.keyring import RewrapResult
 
@@ -109,25 +110,14 @@ def _context(pairs: list[str]) -> dict[str, str] | None:
     return out or None
 
 
-@contextlib.contextmanager
-def _source(
-    server: str | None, token_file: Path | None, keyring: Path | None, src: QuorumSource
-) -> Iterator[Any]:
+def _service_source(server: str, token_file: Path | None) -> Any:
     jobs = _jobs()
-    if (server is None) == (keyring is None):
-        fail("give --server URL (with --token-file) or --keyring DIR", code=EXIT_USAGE)
-    if server is not None:
-        if token_file is None:
-            fail("--server needs --token-file (a token allowed 'datakey')", code=EXIT_USAGE)
-        token = token_file.read_text().strip()
-        if not token:
-            fail(f"{token_file} holds no token")
-        yield jobs.ServiceDataKeys(server, token)
-        return
-    assert keyring is not None
-    kr = Keyring.open(keyring)
-    with quorum(kr, src).unseal() as ukr, jobs.LocalDataKeys(ukr).serve() as source:
-        yield source
+    if token_file is None:
+        fail("--server needs --token-file (a token allowed 'datakey')", code=EXIT_USAGE)
+    token = token_file.read_text().strip()
+    if not token:
+        fail(f"{token_file} holds no token")
+    return jobs.ServiceDataKeys(server, token)
 
 
 SRC_ARG = typer.Argument(..., metavar="IN", help="Input Parquet file or dataset directory.")
@@ -150,14 +140,34 @@ def _dataset_job(
     keyring: Path | None,
     quorum_source: QuorumSource,
     scheduler: str | None,
+    record: dict[str, Any],
 ) -> Any:
-    """Run ``job(source, client, progress)`` with the key source, Dask client and bar open."""
-    with (
-        _source(server, token_file, keyring, quorum_source) as source,
-        dask_client(scheduler) as client,
-        _bar(f"{what} (partitions)") as step,
-    ):
-        return job(source, client, step)
+    """Run ``job(source, client, progress)`` with the key source, Dask client and bar open.
+
+    With ``--keyring`` the job is the library ceremony :func:`keysplit.ceremony.dataset`
+    (quorum, job, one ``dataset`` audit entry: ``record`` holds its fields)."""
+    if (server is None) == (keyring is None):
+        fail("give --server URL (with --token-file) or --keyring DIR", code=EXIT_USAGE)
+
+    def run(source: Any) -> Any:
+        with dask_client(scheduler) as client, _bar(f"{what} (partitions)") as step:
+            return job(source, client, step)
+
+    if server is not None:
+        return run(_service_source(server, token_file))
+    assert keyring is not None
+    jobs = _jobs()
+    kr = Keyring.open(keyring)
+
+    def with_keys(ukr: UnsealedKeyring) -> Any:
+        with jobs.LocalDataKeys(ukr).serve() as source:
+            return run(source)
+
+    return ceremony.dataset(kr, quorum(kr, quorum_source), run=with_keys, **record).value
+
+
+def _rows(n: int) -> tuple[int, int]:
+    return n, 0
 
 
 @app.command("encrypt-dataset")
@@ -202,6 +212,13 @@ def encrypt_dataset_cmd(
         keyring,
         qs,
         scheduler,
+        {
+            "operation": "encrypt",
+            "source": str(src),
+            "destination": str(dst),
+            "column": column,
+            "count": _rows,
+        },
     )
     info(f"sealed column {column!r} of {rows} rows into {dst}")
     typer.echo(rows)
@@ -249,6 +266,13 @@ def decrypt_dataset_cmd(
         keyring,
         qs,
         scheduler,
+        {
+            "operation": "decrypt",
+            "source": str(src),
+            "destination": str(dst),
+            "column": column,
+            "count": _rows,
+        },
     )
     info(f"opened column {column!r} of {rows} rows into {dst}")
     typer.echo(rows)
@@ -291,6 +315,13 @@ def scan_dataset_cmd(
         keyring,
         qs,
         scheduler,
+        {
+            "operation": "scan",
+            "source": str(src),
+            "destination": None,
+            "column": column,
+            "count": lambda r: (r.checked, len(r.bad)),
+        },
     )
     for b in report.bad:
         typer.echo(f"{b.partition}\t{b.row}\t{b.subject}\t{b.reason}")

@@ -14,9 +14,9 @@ from typing import Any
 
 import typer
 
-from keysplit import Keyring, KeysplitError
+from keysplit import Keyring, KeysplitError, ceremony
 from keysplit.service import Client
-from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
+from keysplit.service.tokens import OPERATIONS, TokenList
 from keysplit.service.unseal import key_fingerprint
 
 from ._common import EXIT_USAGE, fail, handle_errors, info, relabel
@@ -206,33 +206,17 @@ def token_create_cmd(
     Exit codes: 0 created; 1 bad quorum, name taken, list tampered; 2 usage.
     """
     kr = Keyring.open(directory)
-    q = quorum(kr, QuorumSource(share, identity, passphrase_file))
-    with q.unseal() as ukr:
-        tl = TokenList.read(directory, kr.keyring_id)
-        key = mac_key(ukr.audit_key(), kr.keyring_id)
-        folded = list(tl.pending_revocations)
-        try:
-            token, pol = tl.create(
-                key,
-                name=name,
-                allow=allow.split(","),
-                subject_prefix=subject_prefix,
-                created_by=[c.custodian for c in q.contributors],
-            )
-        except ValueError as exc:
-            fail(str(exc), code=EXIT_USAGE)
-        log = ukr.audit_log()
-        for r in folded:
-            log.append("token-revoke", token_id=r, list_serial=tl.serial)
-        log.append(
-            "token-create",
-            list_serial=tl.serial,
-            token=pol.name,
-            token_id=pol.id,
-            allow=list(pol.allow),
-            subject_prefix=pol.subject_prefix,
-            custodians=[c.as_dict() for c in q.contributors],
+    try:
+        done = ceremony.create_token(
+            kr,
+            quorum(kr, QuorumSource(share, identity, passphrase_file)),
+            name=name,
+            allow=allow.split(","),
+            subject_prefix=subject_prefix,
         )
+    except ValueError as exc:
+        fail(str(exc), code=EXIT_USAGE)
+    token, pol = done.value.token, done.value.policy
     info(f"token {pol.name!r} ({pol.id}) created: {','.join(pol.allow)} on {pol.subject_prefix!r}*")
     info("it is shown only now; store it as a secret")
     typer.echo(token)

@@ -20,7 +20,7 @@ Entries hold names, fingerprints, versions and counts. Never pass key material o
 bytes: ``bytes`` values are refused outright so that cannot happen by accident.
 
 Appends are durable (``fsync``) and serialized with ``flock``; a crash mid-append leaves
-a torn last line, which :meth:`AuditLog.verify` reports (and :meth:`AuditLog.append`
+a torn last line, which :meth:`AuditLog.verify` reports (and appending
 refuses to build on) until an operator calls :meth:`AuditLog.repair_torn_tail`.
 """
 
@@ -33,7 +33,7 @@ import hmac
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -306,20 +306,31 @@ class AuditLog:
         finally:
             os.close(fd)  # releases the lock
 
-    def append(self, event: str, /, **fields: Any) -> AuditEntry:
-        """Durably append one entry; return it.
+    def _append(self, event: str, /, **fields: Any) -> AuditEntry:
+        """Durably append one entry; return it. Private: entries are written through
+        :func:`keysplit.audit.events.record`, so each name has its one field layout.
 
         ``fields`` become the entry's ``data`` (str, int, bool, None, lists and str-keyed
         mappings of those). Raises :class:`AuditError` if the current last line is torn or
         (with a ``mac_key``) fails its MAC, so a broken chain is never extended silently.
         """
-        if not isinstance(event, str) or not _EVENT_RE.fullmatch(event):
-            raise ValueError("event must match [a-z][a-z0-9_-]{0,39}")
-        data = {k: _check_value(v, k) for k, v in fields.items()}
+        return self._append_many([(event, fields)])[0]
+
+    def _append_many(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[AuditEntry]:
+        """Append several entries under one lock and one ``fsync`` (a batch of per-subject
+        entries) with one write. Same checks as :meth:`_append`."""
+        checked = []
+        for event, fields in items:
+            if not isinstance(event, str) or not _EVENT_RE.fullmatch(event):
+                raise ValueError("event must match [a-z][a-z0-9_-]{0,39}")
+            checked.append((event, {k: _check_value(v, k) for k, v in fields.items()}))
+        if not checked:
+            return []
         now = self._clock()
         if now.tzinfo is None:
             raise ValueError("clock must return an aware datetime")
         stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        out: list[AuditEntry] = []
         with self._locked() as (fd, created):
             last = _read_last_line(fd)
             if last is None:
@@ -350,35 +361,43 @@ class AuditLog:
                         hint="append while the keyring is unsealed",
                     )
                 seq, prev = entry.seq + 1, entry.hash
-            body = {
-                "v": VERSION,
-                "seq": seq,
-                "time": stamp,
-                "event": event,
-                "data": data,
-                "prev": prev,
-            }
-            obj = dict(body)
-            if self._mac_key is not None:
-                obj["mac"] = _mac(self._mac_key, body)
-            line = _canonical(obj)
-            if len(line) > _MAX_LINE:
-                raise ValueError("audit entry too large")
-            view = memoryview(line + b"\n")
+            lines = []
+            for event, data in checked:
+                body = {
+                    "v": VERSION,
+                    "seq": seq,
+                    "time": stamp,
+                    "event": event,
+                    "data": data,
+                    "prev": prev,
+                }
+                obj = dict(body)
+                if self._mac_key is not None:
+                    obj["mac"] = _mac(self._mac_key, body)
+                line = _canonical(obj)
+                if len(line) > _MAX_LINE:
+                    raise ValueError("audit entry too large")
+                digest = hashlib.sha256(line).hexdigest()
+                out.append(
+                    AuditEntry(
+                        seq=seq,
+                        time=stamp,
+                        event=event,
+                        data=data,
+                        prev=prev,
+                        mac=obj.get("mac"),
+                        hash=digest,
+                    )
+                )
+                lines.append(line)
+                seq, prev = seq + 1, digest
+            view = memoryview(b"".join(line + b"\n" for line in lines))
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
             if created:
                 fsync_dir(self.path.parent)
-        return AuditEntry(
-            seq=seq,
-            time=stamp,
-            event=event,
-            data=data,
-            prev=prev,
-            mac=obj.get("mac"),
-            hash=hashlib.sha256(line).hexdigest(),
-        )
+        return out
 
     def repair_torn_tail(self) -> bool:
         """Drop an incomplete last line left by a crash mid-append; True if one was dropped.

@@ -36,7 +36,7 @@ from .fingerprint import FingerprintMismatch, check_fingerprint, fingerprint
 from .home import AUDIT_FILE, KEYRING_FILE, LOCK_FILE, PENDING_FILE, STORE_FILE, KeyringHome
 from .rewrap import RewrapResult, rewrap_store
 from .sealed import HPKE_SUITE, Keyring, KeyringStatus, hpke_seal
-from .unseal import Unsealer, UnsealProgress
+from .unseal import Unsealer, UnsealOutcome, UnsealProgress
 from .unsealed import UnsealedKeyring
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "KeyringStatus",
     "LocalDataKeys",
     "RewrapResult",
+    "UnsealOutcome",
     "UnsealProgress",
     "UnsealedKeyring",
     "Unsealer",

@@ -42,6 +42,8 @@ __all__ = [
     "TOKENS_FILE",
     "TokenList",
     "TokenPolicy",
+    "check_allow",
+    "check_token_name",
     "hash_token",
     "mac_key",
     "new_token",
@@ -152,6 +154,13 @@ class TokenPolicy:
         if any(a not in OPERATIONS for a in pol.allow):
             raise FormatError("token list: unknown operation")
         return pol
+
+
+def check_token_name(name: str) -> str:
+    """A token name as :meth:`TokenList.create` accepts it (``ValueError`` otherwise)."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ValueError("token name must be 1-64 of A-Z a-z 0-9 _ . - (starting alnum)")
+    return name
 
 
 def check_allow(allow: Sequence[str]) -> tuple[str, ...]:
@@ -285,8 +294,7 @@ class TokenList:
         created_by: Sequence[str] = (),
     ) -> tuple[str, TokenPolicy]:
         """Mint a token; returns (token text, its policy). The text is never stored."""
-        if not _NAME_RE.fullmatch(name):
-            raise ValueError("token name must be 1-64 of A-Z a-z 0-9 _ . - (starting alnum)")
+        check_token_name(name)
         ops = check_allow(allow)
         if not isinstance(subject_prefix, str):
             raise TypeError("subject_prefix must be a str")
