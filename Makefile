@@ -2,17 +2,26 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.stamp-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+# Two layers in one venv: the core (library + CLI, what `make demo` needs) and the full pinned
+# set (extras, test and lint tools) on top. Each stamp names the hash of the files it came from.
+CORE_STAMP := $(VENV)/.core-$(shell cat requirements-core.lock pyproject.toml | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.stamp-$(shell cat requirements.lock requirements-core.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv test lint typecheck pytest demo bench bench-full fuzz soak soak-smoke clean
+.PHONY: venv venv-core test test-fast lint typecheck pytest demo bench bench-full fuzz soak soak-smoke dist wheel-check clean
 
 venv: $(STAMP)
+venv-core: $(CORE_STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(CORE_STAMP): requirements-core.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "keysplit needs Python 3.11+"'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-core.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.core-*
+	@touch $(CORE_STAMP)
+
+$(STAMP): $(CORE_STAMP) requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	@rm -f $(VENV)/.stamp-*
 	@touch $(STAMP)
 
@@ -22,18 +31,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy keysplit cli
 
-# The PostgreSQL store tests start a throwaway server (tests/pg_fixture.py): skipped with one
+# The PostgreSQL store tests start a throwaway server (tests/support/pg_fixture.py): skipped with one
 # line without PostgreSQL, a failure under CI=true (.ci/run installs it when missing).
 pytest: $(STAMP)
 	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q
 
 test: lint typecheck pytest
 
+# The same without the tests marked slow (10^5-key jobs, benchmark smoke runs): for a quick loop.
+test-fast: lint typecheck
+	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q -m "not slow"
+
 # The parser and CLI fuzz tests of `make test`, with many more examples (minutes).
 FUZZ_EXAMPLES ?= 2000
 fuzz: $(STAMP)
 	KEYSPLIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q \
-		tests/test_fuzz_parsers.py tests/test_fuzz_cli.py
+		tests/unit/parsers/test_fuzz_parsers.py tests/cli/test_fuzz_cli.py
 
 # The key-service soak (benchmarks/soak.py; minutes, not in make test or CI): client processes
 # under SIGKILL/restart/unseal of the service and dropped store connections; exit 1 if any
@@ -44,9 +57,10 @@ soak: $(STAMP)
 
 # Its 15-second variant as one pytest test (32-35 s of wall time on the loaded 2-core machine).
 soak-smoke: $(STAMP)
-	KEYSPLIT_SOAK=1 HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q tests/test_soak_smoke.py
+	KEYSPLIT_SOAK=1 HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q tests/unit/service/test_soak_smoke.py
 
-demo: $(STAMP)
+# Only the core venv: the demo needs no extras (about 20 s to bootstrap on a fresh machine).
+demo: $(CORE_STAMP)
 	$(BIN)/keysplit demo
 
 bench: $(STAMP)
@@ -54,6 +68,23 @@ bench: $(STAMP)
 
 bench-full: $(STAMP)
 	$(BIN)/python -m benchmarks --full
+
+# The wheel and sdist, installed into a fresh venv with only the core pins, running the demo from
+# there: catches a module or data file missing from the package list (CI runs it after make test).
+DIST := build/dist
+dist: $(STAMP)
+	rm -rf $(DIST)
+	$(BIN)/python -m build --no-isolation --sdist --wheel --outdir $(DIST) . >/dev/null
+
+wheel-check: dist
+	rm -rf build/wheel-venv build/wheel-demo
+	$(PYTHON) -m venv build/wheel-venv
+	build/wheel-venv/bin/python -m pip install --quiet --disable-pip-version-check \
+		-c requirements-core.lock $(DIST)/keysplit-*.whl
+	tar -tzf $(DIST)/keysplit-*.tar.gz | grep -q '/LICENSE$$'
+	$(BIN)/python -m zipfile -l $(DIST)/keysplit-*.whl | grep -q 'licenses/LICENSE '
+	mkdir -p build/wheel-demo && cd build/wheel-demo && ../wheel-venv/bin/keysplit demo >/dev/null
+	@echo "wheel-check: the installed wheel ran keysplit demo"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

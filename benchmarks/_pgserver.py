@@ -2,9 +2,10 @@
 
 ``initdb`` in a fresh temp dir, ``pg_ctl start`` listening only on a Unix socket in that
 dir (no TCP port, trust auth is safe there: the dir is private), stopped and removed at
-exit. PostgreSQL refuses to run as root, so as root the server runs as an unprivileged
-system user (``keysplit-test``, created with ``useradd`` when missing). Every wait is
-bounded. Shared by ``tests/pg_fixture.py`` and ``benchmarks/bench_store.py``, which is why
+exit. PostgreSQL refuses to run as root, so as root the server runs as an existing
+unprivileged account: ``postgres`` (made by the distribution's package) or else ``nobody``.
+No account is ever created (running the tests must not change the machine's users). Every wait is
+bounded. Shared by ``tests/support/pg_fixture.py`` and ``benchmarks/bench_store.py``, which is why
 it lives here and not in tests/ (the benchmarks also ship without the tests).
 """
 
@@ -25,7 +26,8 @@ from pathlib import Path
 
 __all__ = ["PostgresUnavailable", "ThrowawayPostgres", "find_bindir", "throwaway_postgres"]
 
-USER = "keysplit-test"
+# Existing unprivileged accounts the server may run as when we are root, in order of preference.
+SERVER_USERS = ("postgres", "nobody")
 DATABASE = "keysplit"
 TIMEOUT_S = 90.0
 
@@ -55,23 +57,16 @@ def find_bindir() -> Path:
 
 
 def _server_user() -> pwd.struct_passwd | None:
-    """None when not root (run as ourselves); else the unprivileged user, created if needed."""
+    """None when not root (run as ourselves); else an existing unprivileged account."""
     if os.geteuid() != 0:
         return None
-    try:
-        return pwd.getpwnam(USER)
-    except KeyError:
-        pass
-    res = subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    for name in SERVER_USERS:
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    raise PostgresUnavailable(
+        f"running as root and none of the accounts {', '.join(SERVER_USERS)} exists "
+        "(PostgreSQL refuses to run as root)"
     )
-    if res.returncode not in (0, 9):  # 9: created concurrently by another run
-        raise PostgresUnavailable(f"cannot create user {USER}: {res.stderr.strip()}")
-    return pwd.getpwnam(USER)
 
 
 class ThrowawayPostgres:

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from keysplit import Argon2Params, KeysplitError
+from keysplit.files import read_bounded, read_bounded_stream
 
 F = TypeVar("F", bound=Callable[..., Any])
 E = TypeVar("E", bound=KeysplitError)
@@ -84,8 +85,14 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+INPUT_LIMIT = 1 << 20
+"""Largest input file or stdin read by ``read_input`` (Vault's init JSON, share lists,
+secrets): the Vault parser's own bound, checked before anything is read."""
+
+
 def read_input(path: Path | None) -> bytes:
-    """Read bytes from ``path``, or from stdin when it is None or ``-``."""
+    """Read bytes from ``path``, or from stdin when it is None or ``-`` (at most
+    :data:`INPUT_LIMIT`: a larger input is refused before it is read)."""
     if path is None or str(path) == "-":
-        return sys.stdin.buffer.read()
-    return path.read_bytes()
+        return read_bounded_stream(sys.stdin.buffer, INPUT_LIMIT, "standard input")
+    return read_bounded(path, INPUT_LIMIT, str(path))

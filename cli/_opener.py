@@ -22,13 +22,20 @@ from pathlib import Path
 import typer
 
 from keysplit import Argon2Params, CustodianError, Identity, KeysplitError, Share, load_share
-from keysplit.custody import ConfirmKdf, is_sealed, read_share_file, sealed_share_info
+from keysplit.custody import (
+    ConfirmKdf,
+    is_sealed,
+    read_key_file,
+    read_share_file,
+    sealed_share_info,
+)
 
 from ._common import EXIT_USAGE, fail, relabel
 from ._specs import parse_name_file
 
 __all__ = [
     "ALLOW_EXPENSIVE_KDF",
+    "ALLOW_EXPENSIVE_KDF_HELP",
     "Passphrases",
     "ShareOpener",
     "can_prompt",
@@ -39,6 +46,10 @@ __all__ = [
 
 ALLOW_EXPENSIVE_KDF = "--allow-expensive-kdf"
 """The option that lets a non-interactive run derive an expensive Argon2id key."""
+ALLOW_EXPENSIVE_KDF_HELP = (
+    "Derive Argon2id keys heavier than 1 GiB x passes without asking (scripted runs; "
+    "only for share and identity files you trust)."
+)
 _CALIBRATION = Argon2Params(time_cost=1, memory_kib=32 * 1024, lanes=1)
 _seconds_per_kib: float | None = None
 
@@ -170,7 +181,7 @@ class ShareOpener:
         )
 
     def _load_identity(self, path: Path, who: str) -> Identity:
-        data = path.read_bytes()
+        data = read_key_file(path)
         try:
             pw = None
             if Identity.is_encrypted(data):

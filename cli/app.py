@@ -1,20 +1,40 @@
-"""The ``keysplit`` command: the Typer app and its entry point.
+"""The ``keysplit`` command: the Typer app, its command tree and the entry point.
 
-Commands are registered here, from one fixed list, in help order. Each command module
-``cli/cmd_NAME.py`` owns a ``typer.Typer()`` called ``app`` holding its commands and groups,
-and never imports this module (so any command module imports on its own, with no cycle).
+The whole tree is written down here, statically, in help order: ``TOP_LEVEL`` lists the
+modules whose commands sit at the top (``keysplit init``), ``GROUPS`` each group with its
+help and the modules whose commands it holds (``keysplit share convert``). Each module of
+``cli/commands/`` owns a ``typer.Typer()`` called ``app`` with its commands and imports
+neither this module nor another command module (tests/test_cli_plumbing.py).
 
-To add a command module, add ONE line to ``COMMAND_MODULES``, e.g. ``"cmd_service",``.
-(``share convert`` is added by ``cmd_shares``, which owns the ``share`` group.)
+To add a command module: write ``cli/commands/NAME.py`` and add it to ONE of the lists.
 """
 
 from __future__ import annotations
 
-import importlib
-
 import typer
 
 import keysplit
+
+from .commands import (
+    audit,
+    bench,
+    convert,
+    custodian,
+    dataset,
+    demo,
+    files,
+    init,
+    keyring,
+    keys,
+    rekey,
+    service,
+    share,
+    split,
+    status,
+    token,
+    unseal,
+    verify,
+)
 
 app = typer.Typer(
     name="keysplit",
@@ -28,6 +48,28 @@ app = typer.Typer(
     add_completion=True,  # keysplit --install-completion / --show-completion (README)
     pretty_exceptions_enable=False,
 )
+
+TOP_LEVEL = (init, unseal, status, rekey, keys, files, split, demo, bench, service, dataset)
+"""Modules whose commands are top-level, in help order."""
+
+GROUPS = (
+    ("verify", "Proofs of possession for a --verify ceremony: record, show, complete.", (verify,)),
+    (
+        "keyring",
+        "Keyring trust: pin fingerprints in the known-keyrings file that encrypt checks.",
+        (keyring,),
+    ),
+    ("audit", "Verify and show the keyring's audit log.", (audit,)),
+    ("share", "Inspect and verify share files.", (share, convert)),
+    ("custodian", "Custodian key pairs for sealing shares.", (custodian,)),
+    ("token", "Key-service tokens: created with a quorum, listed and revoked without.", (token,)),
+)
+"""``(name, help, modules)`` of each command group, in help order."""
+
+COMMAND_MODULES = tuple(
+    m.__name__.rpartition(".")[2] for m in TOP_LEVEL + tuple(m for _, _, ms in GROUPS for m in ms)
+)
+"""Every command module's name (``cli/commands/NAME.py``)."""
 
 
 def _version(value: bool) -> None:
@@ -45,30 +87,13 @@ def _root(
     """Split-key encryption toolkit."""
 
 
-COMMAND_MODULES = (
-    "cmd_ceremony",
-    "cmd_files",
-    "cmd_audit",
-    "cmd_shares",
-    "cmd_demo",
-    "cmd_bench",
-    "cmd_service",
-    "cmd_jobs",
-)
-"""The command modules, one per line, in help order."""
-
-
-def _register() -> None:
-    """Every module's commands, then every module's groups (the help lists them so)."""
-    for name in COMMAND_MODULES:
-        commands = importlib.import_module(f"{__package__}.{name}").app
-        app.registered_commands += commands.registered_commands
-    for name in COMMAND_MODULES:
-        commands = importlib.import_module(f"{__package__}.{name}").app
-        app.registered_groups += commands.registered_groups
-
-
-_register()
+for _module in TOP_LEVEL:
+    app.registered_commands += _module.app.registered_commands
+for _name, _help, _modules in GROUPS:
+    _group = typer.Typer(help=_help, no_args_is_help=True)
+    for _module in _modules:
+        _group.registered_commands += _module.app.registered_commands
+    app.add_typer(_group, name=_name)
 
 
 def main() -> None:

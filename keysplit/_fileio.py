@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "atomic_writer", "fsync_dir"]
+from .errors import FormatError
+
+__all__ = ["atomic_write", "atomic_writer", "fsync_dir", "read_bounded", "read_bounded_stream"]
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
@@ -66,3 +68,32 @@ def atomic_write(
     """Write ``data`` to ``path`` atomically and durably with permissions ``mode``."""
     with atomic_writer(path, mode=mode, overwrite=overwrite) as fh:
         fh.write(data)
+
+
+def read_bounded(
+    path: str | os.PathLike[str], limit: int, what: str, *, kind: str | None = None
+) -> bytes:
+    """Read a small input file whole, refusing it by size *before* reading.
+
+    Identity, public-key, Vault and share files are a few KiB; reading one of hundreds of
+    MB before checking its size would let a wrong (or hostile) path cost that much memory.
+    The size is checked with ``fstat`` first, and at most ``limit + 1`` bytes are read (a
+    file that grew meanwhile, a pipe or ``/dev/zero`` ends there). Too large: FormatError.
+    """
+    big = "too large" if kind is None else f"too large for {kind}"
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if st.st_size > limit:
+            raise FormatError(f"{what} is {big} ({st.st_size} bytes, at most {limit})")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise FormatError(f"{what} is {big} (more than {limit} bytes)")
+    return data
+
+
+def read_bounded_stream(stream: BinaryIO, limit: int, what: str) -> bytes:
+    """:func:`read_bounded` for an open stream (stdin): at most ``limit + 1`` bytes read."""
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise FormatError(f"{what} is too large (more than {limit} bytes)")
+    return data

@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "AuditError",
     "ChecksumError",
+    "ClusterError",
     "CustodianError",
     "DuplicateShareError",
     "FormatError",
@@ -122,3 +123,17 @@ class AuditError(KeysplitError):
     def __init__(self, message: str, *, seq: int | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.seq = seq
+
+
+class ClusterError(KeysplitError):
+    """A key-cluster protocol step failed (a bad dealing, sub-share, proof or answer).
+
+    ``node`` names the cluster node at fault (its index, or its name where the caller knows
+    it) when one can be named, so that it can be excluded and reported.
+    """
+
+    def __init__(
+        self, message: str, *, node: int | str | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.node = node

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
+
+# The helper modules (fixtures, the memory store, the throwaway PostgreSQL, paths) live in
+# tests/support/ and are imported by their bare names from every test directory.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 import pytest
 from hypothesis import HealthCheck, settings

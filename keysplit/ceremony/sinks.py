@@ -161,7 +161,9 @@ class DirectorySink:
 
 class SheetWriter:
     """Printable share sheets ``NAME.gGENERATION.pdf`` (:mod:`keysplit.sheet`), one per
-    custodian, beside the share files' ceremony: as secret as the shares (mode 0600)."""
+    custodian, mode 0600. A sheet copies the exact bytes of its custodian's share file, in
+    the same protection: a sealed share stays sealed on paper (and says which identity or
+    passphrase opens it); only a plain share file gives a clear sheet."""
 
     def __init__(self, directory: str | Path, keyring_id: str | None = None) -> None:
         self.directory = Path(directory)
@@ -182,11 +184,12 @@ class SheetWriter:
                     f"refusing to overwrite existing sheet: {self.path(c.name, generation)}"
                 )
 
-    def write(self, custodian: str, generation: int, share: Share, keyring_id: str) -> str:
-        from ..sheet import ShareSheet, write_pdf
+    def write(self, custodian: str, generation: int, share_file: bytes, keyring_id: str) -> str:
+        """Write the sheet of ``share_file`` (the bytes the custodian's share file holds)."""
+        from ..sheet import sheet_for_file, write_pdf
 
         path = self.path(custodian, generation)
-        write_pdf(path, [ShareSheet(share, custodian, keyring_id)])
+        write_pdf(path, [sheet_for_file(share_file, custodian, keyring_id)])
         self._written.append(path)
         return str(path)
 
@@ -211,9 +214,10 @@ def hand_out(
     try:
         for c in custody:
             share = shares[c.name]
-            location = sink.write(c, generation, c.seal(share, kdf=kdf))
+            data = c.seal(share, kdf=kdf)
+            location = sink.write(c, generation, data)
             if sheets is not None:
-                sheets[0].write(c.name, generation, share, sheets[1])
+                sheets[0].write(c.name, generation, data, sheets[1])
             out.append(WrittenShare(c.name, share.index, location, share.fingerprint, c.protection))
     except BaseException:
         sink.discard()

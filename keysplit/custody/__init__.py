@@ -19,10 +19,11 @@ import os
 import pkgutil
 from collections.abc import Sequence
 
+from .._fileio import read_bounded
 from ..errors import FormatError
 from ..share import Share
 from . import base
-from ._container import MAX_SEALED_SIZE, check_name, is_sealed
+from ._container import MAX_SEALED_SIZE, SEALED_TEXT_PREFIX, check_name, is_sealed, sealed_text
 from .base import (
     IncorrectIdentity,
     ProtectionMethod,
@@ -32,7 +33,16 @@ from .base import (
     ShareSealer,
     sealed_share_info,
 )
-from .hpke import Identity, IdentityOpener, Recipient, RecipientSealer, Suite, seal_share
+from .hpke import (
+    MAX_KEY_FILE_SIZE,
+    Identity,
+    IdentityOpener,
+    Recipient,
+    RecipientSealer,
+    Suite,
+    read_key_file,
+    seal_share,
+)
 from .passphrase import (
     Argon2Params,
     ConfirmKdf,
@@ -42,7 +52,9 @@ from .passphrase import (
 )
 
 __all__ = [
+    "MAX_KEY_FILE_SIZE",
     "MAX_SHARE_FILE_SIZE",
+    "SEALED_TEXT_PREFIX",
     "Argon2Params",
     "ConfirmKdf",
     "Identity",
@@ -62,11 +74,13 @@ __all__ = [
     "is_sealed",
     "load_share",
     "open_share",
+    "read_key_file",
     "read_share_file",
     "seal",
     "seal_share",
     "seal_share_with_passphrase",
     "sealed_share_info",
+    "sealed_text",
 ]
 
 for _mod in pkgutil.iter_modules(__path__):
@@ -121,12 +135,7 @@ def _check_size(n: int, what: str) -> None:
 
 def read_share_file(path: str | os.PathLike[str]) -> bytes:
     """Read a share file, refusing by size *before* reading (a FormatError)."""
-    with open(path, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        _check_size(st.st_size, os.fspath(path))
-        data = fh.read(MAX_SHARE_FILE_SIZE + 1)  # a file that grew meanwhile, or a pipe
-    _check_size(len(data), os.fspath(path))
-    return data
+    return read_bounded(path, MAX_SHARE_FILE_SIZE, os.fspath(path), kind="a share")
 
 
 def load_share(

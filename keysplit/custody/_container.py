@@ -21,6 +21,8 @@ parameters), so a corrupted field is reported as corruption, not as a strange va
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import struct
@@ -188,13 +190,76 @@ def frame_sealed(header: bytes, ciphertext: bytes) -> bytes:
     return seal_envelope(header + struct.pack(">H", len(ciphertext)) + ciphertext)
 
 
+# -- the text form of a sealed share (paper, typing, QR) ---------------------------------------
+
+SEALED_TEXT_PREFIX = "KSSS-"
+"""A sealed share as text: this prefix, then the sealed share's bytes in RFC 4648 base32
+(no padding), in groups of five joined by ``-``. The alphabet (A-Z, 2-7, ``-``) is QR's
+alphanumeric mode; case, blanks and dashes are ignored on reading. The sealed share's own
+checksum (SHA-256, 4 bytes) catches a typo, it does not locate it."""
+_GROUP = 5
+_B32 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+
+
+def sealed_text(data: bytes) -> str:
+    """The text form of a sealed share (what a share sheet prints and its QR code holds);
+    ``data`` is its bytes, or already its text form."""
+    data = bytes(data)
+    decoded = decode_sealed_text(data)
+    data = data if decoded is None else decoded
+    if not data.startswith(MAGIC_SEALED):
+        raise ValueError("not a sealed share")
+    b32 = base64.b32encode(data).decode("ascii").rstrip("=")
+    groups = [b32[i : i + _GROUP] for i in range(0, len(b32), _GROUP)]
+    return SEALED_TEXT_PREFIX + "-".join(groups)
+
+
+def _text_body(data: bytes) -> str | None:
+    """The base32 characters of a sealed share in text form (``#`` and blank lines
+    skipped; blanks, dashes and case ignored), or None if ``data`` is not one."""
+    if len(data) > 4 * MAX_SEALED_SIZE or (data[:4] == MAGIC_SEALED and data[4:5] != b"-"):
+        return None  # too long for any sealed share's text, or the binary form
+    try:
+        text = bytes(data).decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    lines = [ln.strip() for ln in text.splitlines()]
+    chars = "".join(ln for ln in lines if ln and not ln.startswith("#"))
+    chars = "".join(chars.split()).replace("-", "").upper()
+    prefix = SEALED_TEXT_PREFIX.rstrip("-")
+    return chars[len(prefix) :] if chars.startswith(prefix) else None
+
+
+def decode_sealed_text(data: bytes) -> bytes | None:
+    """The sealed share written as text in ``data``, as bytes (None if it is not one; a
+    FormatError if it is one but damaged)."""
+    chars = _text_body(data)
+    if chars is None:
+        return None
+    if not chars or not set(chars) <= _B32 or len(chars) % 8 in (1, 3, 6):
+        raise FormatError("sealed share text is damaged (not base32)")
+    try:
+        raw = base64.b32decode(chars + "=" * (-len(chars) % 8))
+    except (binascii.Error, ValueError):
+        raise FormatError("sealed share text is damaged (not base32)") from None
+    if not raw.startswith(MAGIC_SEALED):
+        raise FormatError("sealed share text is damaged (bad magic)")
+    return raw
+
+
 def is_sealed(data: bytes) -> bool:
-    """True if ``data`` starts like a sealed share (use before choosing how to load it)."""
-    return bytes(data[: len(MAGIC_SEALED)]) == MAGIC_SEALED
+    """True if ``data`` is (or starts like) a sealed share, in bytes or in its text form
+    (use before choosing how to load it)."""
+    data = bytes(data)
+    return data[: len(MAGIC_SEALED)] == MAGIC_SEALED or _text_body(data) is not None
 
 
 def parse_sealed(data: bytes, methods: Mapping[int, ProtectionMethod]) -> SealedShare:
-    """Parse a sealed share; method parameters are read by the registered method."""
+    """Parse a sealed share (bytes or text form); method parameters are read by the
+    registered method."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        decoded = decode_sealed_text(bytes(data))
+        data = data if decoded is None else decoded
     if isinstance(data, (bytes, bytearray, memoryview)) and len(data) > MAX_SEALED_SIZE:
         raise FormatError(
             f"sealed share is too large ({len(data)} bytes, at most {MAX_SEALED_SIZE})"

@@ -16,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives import hpke as _cg_hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .._fileio import read_bounded
 from ..errors import CustodianError, FormatError, IntegrityError
 from ..hazmat import hpke as _hpke
 from ..rng import RandomSource, default_rng
@@ -49,11 +51,23 @@ from .passphrase import (
     sealing_key,
 )
 
-__all__ = ["Identity", "IdentityOpener", "Recipient", "RecipientSealer", "Suite", "seal_share"]
+__all__ = [
+    "MAX_KEY_FILE_SIZE",
+    "Identity",
+    "IdentityOpener",
+    "Recipient",
+    "RecipientSealer",
+    "Suite",
+    "read_key_file",
+    "seal_share",
+]
 
 Suite = Literal["x25519", "mlkem768-x25519"]
 
 FP_LEN = 16
+MAX_KEY_FILE_SIZE = 1 << 16
+"""Largest identity or public-key file read (a passphrase-protected ML-KEM identity is
+~3.3 KiB): checked before reading, see :func:`read_key_file`."""
 _TEXT_PREFIX = "keysplit-recipient-v1:"
 _FP_DOMAIN = b"keysplit recipient fingerprint v1\x00"
 _INFO_DOMAIN = b"keysplit sealed share v1\x00"
@@ -97,10 +111,9 @@ def _hybrid_private(private: bytes) -> _cg_hpke.MLKEM768X25519PrivateKey:
 
 
 def _hybrid_pub(private: bytes) -> bytes:
-    return (
-        mlkem.MLKEM768PrivateKey.from_seed_bytes(private[:64]).public_key().public_bytes_raw()
-        + _x25519_pub(private[64:])
-    )
+    return mlkem.MLKEM768PrivateKey.from_seed_bytes(
+        private[:64]
+    ).public_key().public_bytes_raw() + _x25519_pub(private[64:])
 
 
 _HYBRID = _cg_hpke.Suite(
@@ -128,8 +141,10 @@ _KEMS: dict[int, _Kem] = {
             64 + 32,
             _hybrid_public,
             _hybrid_pub,
-            lambda: mlkem.MLKEM768PrivateKey.generate().private_bytes_raw()
-            + x25519.X25519PrivateKey.generate().private_bytes_raw(),
+            lambda: (
+                mlkem.MLKEM768PrivateKey.generate().private_bytes_raw()
+                + x25519.X25519PrivateKey.generate().private_bytes_raw()
+            ),
             lambda pub, info, pt: _HYBRID.encrypt(pt, _hybrid_public(pub), info),
             lambda priv, info, ct: _HYBRID.decrypt(ct, _hybrid_private(priv), info),
         ),
@@ -231,6 +246,11 @@ class Recipient(_KeyOfCustodian):
 
         kem, name, public = parse_envelope(data, MAGIC_RECIPIENT, "public key", body)
         return cls(name, kem.name, public)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Recipient:
+        """Read a ``.pub`` file (refused by size before it is read) and parse it."""
+        return cls.from_bytes(read_key_file(path))
 
     @classmethod
     def parse(cls, text: str) -> Recipient:
@@ -375,6 +395,12 @@ class _IdentityFields:
     sealed: bytes  # the private key itself when params is None
 
 
+def read_key_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of an identity or ``.pub`` file, at most :data:`MAX_KEY_FILE_SIZE`
+    (a larger file is a FormatError before any of it is read)."""
+    return read_bounded(path, MAX_KEY_FILE_SIZE, f"key file {os.fspath(path)}")
+
+
 def _parse_identity(data: bytes) -> _IdentityFields:
     def body(r: Reader) -> _IdentityFields:
         suite_id, kem = r.code(_KEMS, "suite")
@@ -417,8 +443,7 @@ def _parse_params(r: Reader) -> _Params:
 def _missing(sealed: SealedShare) -> CustodianError:
     assert isinstance(sealed.params, _Params)
     return CustodianError(
-        f"the share of {sealed.who} is sealed to public key "
-        f"{sealed.params.recipient_fingerprint}",
+        f"the share of {sealed.who} is sealed to public key {sealed.params.recipient_fingerprint}",
         hint="give the custodian's identity file",
     )
 

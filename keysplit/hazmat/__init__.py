@@ -8,7 +8,7 @@ without framing or key ids; ``keywrap`` is RFC 3394 over raw keys, with no bindi
 wrapped key to what it is for. Use :mod:`keysplit` (``Share``, ``split``, ``combine``,
 ``seal_share``, ``encrypt_file``, ``Keyring``) unless you are building one of those.
 
-Only keysplit's own modules import this package (``tests/test_layering.py`` checks it);
+Only keysplit's own modules import this package (``tests/contract/test_layering.py`` checks it);
 the CLI never does. This is a documentation warning: importing it warns nobody at
 runtime.
 """

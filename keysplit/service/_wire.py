@@ -36,6 +36,8 @@ __all__ = [
     "JSON_TYPE",
     "MAX_BODY",
     "MAX_ITEMS",
+    "MAX_PUBLIC_BODY",
+    "MAX_REWRAP_BATCH",
     "decode_frame",
     "dumps",
     "encode_frame",
@@ -43,17 +45,30 @@ __all__ = [
     "error_dict",
     "error_from_body",
     "error_from_dict",
+    "int_field",
     "loads",
+    "response_limit",
 ]
 
 BATCH_TYPE = "application/vnd.keysplit.batch"
 JSON_TYPE = "application/json"
 MAGIC = b"KSB1"
 MAX_BODY = 256 << 20
-"""Largest request or response body accepted (256 MiB)."""
+"""Largest body of an authenticated request (256 MiB): the server reads it only after
+the bearer token checked out (:meth:`KeyService.precheck`)."""
+MAX_PUBLIC_BODY = 64 << 10
+"""Largest body of an endpoint that needs no token (64 KiB: a sealed share is ~1 KiB);
+unknown paths get no body read at all."""
 MAX_HEADER = 32 << 20
 MAX_ITEMS = 100_000
 """Most items in one batch request."""
+MAX_REWRAP_BATCH = 1_000_000
+"""Largest ``batch_size`` of one rewrap step (keys read and rewritten per transaction)."""
+RESPONSE_BASE = 1 << 20
+RESPONSE_PER_ITEM = 1 << 10
+"""A :class:`keysplit.Client` reads at most ``RESPONSE_BASE`` + the request's size +
+``RESPONSE_PER_ITEM`` per item: a record grows by far less than 1 KiB, and an item's error
+is one short JSON object."""
 _LEN = struct.Struct(">I")
 
 
@@ -64,6 +79,23 @@ def dumps(obj: Any) -> bytes:
 def loads(data: bytes, what: str = "request body") -> Any:
     """Bounded JSON from the wire (:func:`keysplit._json.loads`)."""
     return _json.loads(data, what=what, max_bytes=MAX_HEADER)
+
+
+def int_field(doc: Mapping[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+    """``doc[name]`` as an int in ``lo..hi`` (``default`` if absent), else FormatError.
+
+    JSON booleans are not numbers here, and a float (even ``2.0``) is refused: every
+    numeric field of the API is a count.
+    """
+    v = doc.get(name, default)
+    if type(v) is not int or not lo <= v <= hi:
+        raise FormatError(f"'{name}' must be an integer from {lo:,} to {hi:,}")
+    return v
+
+
+def response_limit(request_size: int, items: int) -> int:
+    """The most bytes a client reads back for a request of that size and item count."""
+    return RESPONSE_BASE + request_size + RESPONSE_PER_ITEM * items
 
 
 def encode_frame(

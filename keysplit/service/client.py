@@ -162,8 +162,20 @@ class Client:
         content_type: str = wire.JSON_TYPE,
         *,
         auth: bool = True,
+        items: int = 0,
     ) -> tuple[bytes, str]:
-        """One HTTP exchange; returns (body, content type) or raises the mapped error."""
+        """One HTTP exchange; returns (body, content type) or raises the mapped error.
+
+        The response is read only up to :func:`keysplit.service._wire.response_limit` of
+        the request (its size and ``items``): a server, or whatever answers in its place,
+        cannot make the client buffer more than that.
+        """
+        if len(body) > wire.MAX_BODY:
+            raise ValueError(
+                f"request of {len(body):,} bytes is over the key service's {wire.MAX_BODY:,}"
+                " (send smaller batches)"
+            )
+        limit = wire.response_limit(len(body), items)
         headers = {"Content-Type": content_type}
         if auth and self._token:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -173,7 +185,7 @@ class Client:
             try:
                 conn.request(method, path, body=body, headers=headers)
                 resp = conn.getresponse()
-                data = resp.read()
+                data = _read_bounded(resp, limit)
                 break
             except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
                 conn.close()
@@ -191,20 +203,28 @@ class Client:
                         f"cannot reach the key service at {self.url}: {exc}",
                         hint="is keysplit serve running?",
                     ) from None
+        if data is None:
+            conn.close()
+            self._local.conn = None
+            raise ServiceError(
+                f"the key service at {self.url} sent a response larger than {limit:,} bytes",
+                hint="is the URL a keysplit key service?",
+            )
         if resp.status >= 400:
             raise wire.error_from_body(data, resp.status)
         return data, resp.getheader("Content-Type", "")
 
     def _json(self, method: str, path: str, obj: Any = None, *, auth: bool = True) -> Any:
         body = wire.dumps(obj) if obj is not None else b""
-        data, _ = self.request(method, path, body, auth=auth)
+        n = len(obj.get("subjects") or ()) if isinstance(obj, dict) else 0
+        data, _ = self.request(method, path, body, auth=auth, items=n)
         return wire.loads(data, "key service response")
 
     def _batch(
         self, path: str, subjects: list[str], context: Context, items: Sequence[bytes]
     ) -> list[bytes]:
         body = wire.encode_frame(_header(context), items, subjects)
-        data, _ = self.request("POST", path, body, wire.BATCH_TYPE)
+        data, _ = self.request("POST", path, body, wire.BATCH_TYPE, items=len(items))
         head, _, out = wire.decode_frame(data, "key service response")
         errs = head.get("errors") or {}
         if errs:
@@ -294,7 +314,7 @@ class Client:
         """Raw 16-byte data keys (a token allowed ``datakey``). Handle them as secrets."""
         subjects = list(subjects)
         body = wire.encode_frame({"create": bool(create)}, [None] * len(subjects), subjects)
-        data, _ = self.request("POST", "/v1/datakey", body, wire.BATCH_TYPE)
+        data, _ = self.request("POST", "/v1/datakey", body, wire.BATCH_TYPE, items=len(subjects))
         head, _, out = wire.decode_frame(data, "key service response")
         errs = head.get("errors") or {}
         if errs:
@@ -319,6 +339,10 @@ class Client:
         return int(self._json("POST", "/v1/rotate", {})["kek_version"])
 
     def rewrap(self, *, batch_size: int = 10_000) -> dict[str, Any]:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+            raise TypeError("batch_size must be an int")
+        if not 1 <= batch_size <= wire.MAX_REWRAP_BATCH:
+            raise ValueError(f"batch_size must be from 1 to {wire.MAX_REWRAP_BATCH:,}")
         doc = self._json("POST", "/v1/rewrap", {"batch_size": batch_size})
         if not isinstance(doc, dict):
             raise ServiceError("malformed rewrap result")
@@ -405,6 +429,14 @@ class Client:
                     if c is not None:
                         c.uses += n
         return [fresh[s] for s in subjects]
+
+
+def _read_bounded(resp: http.client.HTTPResponse, limit: int) -> bytes | None:
+    """The response body, or None if it is (or announces itself) longer than ``limit``."""
+    if resp.length is not None and resp.length > limit:
+        return None
+    data = resp.read(limit + 1) if resp.length is None else resp.read()
+    return None if len(data) > limit else data
 
 
 def _header(context: Context) -> dict[str, Any]:

@@ -264,6 +264,14 @@ class KeyService:
 
     _PUBLIC = frozenset({"/v1/status", "/v1/unseal", "/v1/unseal/reset"})
 
+    def route_kind(self, method: str, path: str) -> str | None:
+        """``"public"`` (no token: small bodies only), ``"token"`` (authorized by
+        :meth:`precheck` before its body is read) or None (no such route: the body is
+        never read). The server sizes its body cap from this."""
+        if (method, path) not in self._routes:
+            return None
+        return "public" if path in self._PUBLIC or path == "/v1/seal" else "token"
+
     def precheck(self, req: Request) -> Response | None:
         """Refuse a request from its headers alone (sealed, no or unknown token), so an
         unauthenticated peer cannot make the server read a large body first."""
@@ -525,9 +533,9 @@ class KeyService:
     def _rewrap(self, req: Request) -> Response:
         pol = self._authorize(req, "rewrap")
         doc = wire.loads(req.body) if req.body else {}
-        batch = doc.get("batch_size", 10_000) if isinstance(doc, dict) else 10_000
-        if type(batch) is not int or batch < 1:
-            raise FormatError("'batch_size' must be a positive integer")
+        if not isinstance(doc, dict):
+            raise FormatError("rewrap request must be a JSON object")
+        batch = wire.int_field(doc, "batch_size", 10_000, 1, wire.MAX_REWRAP_BATCH)
         r = ceremony.rewrap(self.keyring, self._grant(pol), batch_size=batch).value
         return _json(
             200,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -20,16 +21,42 @@ import ssl
 import stat
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from ..errors import KeysplitError
 from . import _wire as wire
-from .core import KeyService, Request
+from .core import KeyService, Request, Response
 
-__all__ = ["ServeOptions", "make_app", "run"]
+__all__ = ["Limits", "ServeOptions", "make_app", "run"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one connection may cost the server before it is refused or dropped.
+
+    Bodies are capped *before* they are read: no body at all on an unknown path, at most
+    ``public_body`` on the endpoints that need no token, and ``token_body`` only once the
+    bearer token checked out (a ``Content-Length`` above the cap is answered 413 at once; a
+    chunked body is cut off there). ``idle`` bounds a connection that has not completed a
+    request's header (slowloris) or sits idle between requests, ``io`` the reading of one
+    body and the writing of one response, ``handshake`` a TLS handshake.
+    """
+
+    public_body: int = wire.MAX_PUBLIC_BODY
+    token_body: int = wire.MAX_BODY
+    idle: float = 30.0
+    io: float = 60.0
+    handshake: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("idle", "io", "handshake"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 86_400:
+                raise ValueError(f"{name} timeout must be between 0 and 86400 seconds")
 
 
 @dataclass(frozen=True)
@@ -41,22 +68,84 @@ class ServeOptions:
     tls_key: Path | None = None
     client_ca: Path | None = None
     unseal_timeout: float = 600.0
+    limits: Limits = field(default_factory=Limits)
 
 
-def make_app(service: KeyService) -> web.Application:
+class _Refused(Exception):
+    """The peer's body is over its cap (413) or too slow (408): answer, then close."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The request body, at most ``limit`` bytes, within ``timeout`` seconds."""
+    size = request.content_length
+    if size is not None and size > limit:
+        raise _Refused(413, f"request body larger than {limit:,} bytes")
+    try:
+        async with asyncio.timeout(timeout):
+            if size is not None:
+                return await request.content.readexactly(size) if size else b""
+            buf = bytearray()
+            while chunk := await request.content.readany():
+                if len(buf) + len(chunk) > limit:
+                    raise _Refused(413, f"request body larger than {limit:,} bytes")
+                buf += chunk
+            return bytes(buf)
+    except TimeoutError:
+        raise _Refused(408, f"request body not received within {timeout:g} s") from None
+    except asyncio.IncompleteReadError:
+        raise _Refused(400, "request body shorter than its Content-Length") from None
+
+
+async def _send(
+    request: web.Request, r: Response, timeout: float, close: bool
+) -> web.StreamResponse:
+    """Write ``r`` within ``timeout`` seconds (a peer that does not read is cut off)."""
+    resp = web.StreamResponse(status=r.status, headers={"Content-Type": r.content_type})
+    resp.content_length = len(r.body)
+    if close:
+        resp.force_close()
+    try:
+        async with asyncio.timeout(timeout):
+            await resp.prepare(request)
+            await resp.write(r.body)
+            await resp.write_eof()
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        return resp
+    if close:  # no lingering read of the rest: the peer broke a limit
+        request.protocol.force_close()
+    return resp
+
+
+def make_app(service: KeyService, limits: Limits | None = None) -> web.Application:
+    lim = limits or Limits()
+
     async def handler(request: web.Request) -> web.StreamResponse:
         sock = request.transport.get_extra_info("socket") if request.transport else None
         local = sock is not None and sock.family == socket.AF_UNIX
         headers = {k.lower(): v for k, v in request.headers.items()}
-        early = service.precheck(Request(request.method, request.path, headers, b"", local))
-        if early is not None:
-            r = early
-        else:
-            body = await request.read()
+        head = Request(request.method, request.path, headers, b"", local)
+        kind = service.route_kind(request.method, request.path)
+        r = service.handle(head) if kind is None else service.precheck(head)
+        if r is None:
+            limit = lim.public_body if kind == "public" else lim.token_body
+            try:
+                body = await _read_body(request, limit, lim.io)
+            except _Refused as exc:
+                err = KeysplitError(str(exc), hint="the limits are in docs/API.md")
+                refused = Response(exc.status, wire.error_body(err))
+                return await _send(request, refused, lim.io, True)
             r = service.handle(Request(request.method, request.path, headers, body, local))
-        return web.Response(status=r.status, body=r.body, content_type=r.content_type)
+        # A body left unread (refused from the headers, or sent where none is read) is
+        # drained after the answer, discarded as it arrives, for at most ``lingering_time``.
+        return await _send(request, r, lim.io, False)
 
-    app = web.Application(client_max_size=wire.MAX_BODY)
+    app = web.Application(client_max_size=lim.token_body)
     app.router.add_route("*", "/{tail:.*}", handler)
     return app
 
@@ -99,10 +188,85 @@ def _tls(opts: ServeOptions) -> ssl.SSLContext:
     return ctx
 
 
+def _tcp_socket(host: str, port: int) -> socket.socket:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, addr = infos[0]
+    s = socket.socket(family, kind, proto)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(addr)
+    except OSError:
+        s.close()
+        raise
+    s.listen(128)
+    s.setblocking(False)
+    return s
+
+
+class _Acceptor:
+    """Accepts connections on the listening sockets and hands each to aiohttp.
+
+    Our own accept loop (not aiohttp's sites) so a TLS handshake has its own timeout and
+    every accepted connection passes through one place (see ``_dispatch``)."""
+
+    def __init__(self, runner: web.AppRunner, limits: Limits) -> None:
+        self._runner = runner
+        self._limits = limits
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def listen(self, lsock: socket.socket, ctx: ssl.SSLContext | None) -> None:
+        self._spawn(self._accept(lsock, ctx))
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, lsock: socket.socket, ctx: ssl.SSLContext | None) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(lsock)
+            except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    await asyncio.sleep(0.1)
+                    continue
+                raise
+            self._spawn(self.adopt(conn, ctx))
+
+    async def adopt(self, conn: socket.socket, ctx: ssl.SSLContext | None) -> None:
+        """Serve one accepted connection here (TLS handshake bounded in time)."""
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None
+        try:
+            await loop.connect_accepted_socket(
+                server,
+                conn,
+                ssl=ctx,
+                ssl_handshake_timeout=self._limits.handshake if ctx is not None else None,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError):
+            conn.close()
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 async def _serve(opts: ServeOptions, log: Callable[[str], None]) -> int:
     service = KeyService(opts.directory, unseal_timeout=opts.unseal_timeout, log=log)
-    runner = web.AppRunner(make_app(service), handle_signals=False, access_log=None)
+    lim = opts.limits
+    runner = web.AppRunner(
+        make_app(service, lim),
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=lim.idle,
+        lingering_time=min(lim.io, 10.0),  # drain (and discard) an unread body, bounded
+    )
     await runner.setup()
+    acceptor = _Acceptor(runner, lim)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     reason: list[str] = []
@@ -117,20 +281,25 @@ async def _serve(opts: ServeOptions, log: Callable[[str], None]) -> int:
     loop.add_signal_handler(signal.SIGHUP, lambda: service.reload_tokens(force=True))
     where = []
     sock_path = opts.socket_path
+    listening: list[socket.socket] = []
     try:
         if sock_path is not None:
-            s = _unix_socket(sock_path)
-            await web.SockSite(runner, s).start()
+            listening.append(_unix_socket(sock_path))
+            acceptor.listen(listening[-1], None)
             where.append(f"unix:{sock_path}")
         if opts.listen is not None:
             host, port = opts.listen
-            site = web.TCPSite(runner, host, port, ssl_context=_tls(opts))
-            await site.start()
+            ctx = _tls(opts)
+            listening.append(_tcp_socket(host, port))
+            acceptor.listen(listening[-1], ctx)
             where.append(f"https://{host}:{port}" + (" (mTLS)" if opts.client_ca else ""))
         log(f"keyring {service.keyring.keyring_id} sealed; listening on {', '.join(where)}")
         await stop.wait()
     finally:
         service.close()
+        await acceptor.close()
+        for s in listening:
+            s.close()
         await runner.cleanup()
         if sock_path is not None and where and where[0].startswith("unix:"):
             with contextlib.suppress(FileNotFoundError):

@@ -10,7 +10,7 @@ Every method is atomic on its own (a store needs no caller-visible transactions:
 bulk methods are all-or-nothing, and the keyring never needs two calls to commit
 together). ``get``, ``is_on_hold``, ``iter_subjects`` and ``transaction`` were dropped
 from the protocol because the library never calls them; :class:`SQLiteKeyStore` keeps
-them as plain methods. ``tests/test_store_contract.py`` is the suite every store passes.
+them as plain methods. ``tests/contract/test_store_contract.py`` is the suite every store passes.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Regenerate tests/vectors/vault.json and tests/vectors/proof.json (run from the repo root:
 ``.venv/bin/python tests/vectors/generate_custodians.py``).
 
-Vault keys come from tests/vault_reference.py (an independent transcription of Vault's
+Vault keys come from tests/support/vault_reference.py (an independent transcription of Vault's
 shamir.go) under a seeded ``random.Random``; shares for the proof codes come from
 :func:`keysplit.split` through the seeded RNG seam, and each code is computed from the
 specification in keysplit/proof.py by hand here, not by ``keysplit.proof``.
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "support"))
 
 from vault_reference import REF  # noqa: E402
 

@@ -1,0 +1,171 @@
+"""Reading and writing shares of every format ``keysplit share convert`` knows: sources
+from files or stdin (never argv), each line and file named in errors; new shares to stdout
+or to one 0600 file each, never overwriting.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import typer
+
+from keysplit import KeysplitError, Share, interop, slip39, vault
+from keysplit.custody import is_sealed
+from keysplit.files import atomic_write
+
+from ._common import EXIT_USAGE, fail, info, read_input, relabel
+from ._opener import Passphrases, ShareOpener
+
+__all__ = [
+    "parse_groups",
+    "read_keysplit",
+    "read_pycryptodome",
+    "read_slip39",
+    "read_sources",
+    "read_vault",
+    "slip39_passphrase",
+    "write_items",
+]
+
+
+def _lines(blob: bytes, name: str) -> list[tuple[str, str]]:
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError:
+        raise KeysplitError(f"{name}: not text (and not a binary keysplit share)") from None
+    out = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        s = line.strip()
+        if s and not s.startswith("#"):
+            out.append((f"{name} line {n}", s))
+    return out
+
+
+def read_sources(inputs: list[Path] | None) -> list[tuple[str, bytes]]:
+    if not inputs:
+        return [("stdin", read_input(None))]
+    return [("stdin" if str(p) == "-" else str(p), read_input(p)) for p in inputs]
+
+
+def read_keysplit(
+    sources: list[tuple[str, bytes]], identity: list[Path], custodian_passphrase: Path | None
+) -> list[Share]:
+    shares = []
+    opener = None
+    for name, blob in sources:
+        if is_sealed(blob):
+            if opener is None:  # the same prompts and messages as `keysplit combine`
+                opener = ShareOpener(identity, Passphrases.single(custodian_passphrase))
+            shares.append(opener.open(name, blob))
+            continue
+        if blob.startswith(b"KSSH"):
+            try:
+                shares.append(Share.from_bytes(blob))
+            except KeysplitError as exc:
+                raise relabel(exc, name) from None
+            continue
+        for where, line in _lines(blob, name):
+            try:
+                shares.append(Share.parse(line))
+            except KeysplitError as exc:
+                raise relabel(exc, where) from None
+    return shares
+
+
+def read_slip39(sources: list[tuple[str, bytes]]) -> list[slip39.Slip39Share]:
+    shares = []
+    for name, blob in sources:
+        for where, line in _lines(blob, name):
+            try:
+                shares.append(slip39.decode_mnemonic(line))
+            except KeysplitError as exc:
+                raise relabel(exc, where) from None
+    return shares
+
+
+def read_pycryptodome(sources: list[tuple[str, bytes]]) -> list[tuple[int, bytes]]:
+    shares = []
+    for name, blob in sources:
+        try:
+            shares += interop.parse_pycryptodome(blob.decode("utf-8", errors="replace"))
+        except KeysplitError as exc:
+            raise relabel(exc, name) from None
+    return shares
+
+
+_GROUP = re.compile(r"^\s*(\d+)\s*(?:of|/|-)\s*(\d+)\s*$")
+
+
+def parse_groups(spec: str) -> list[tuple[int, int]]:
+    groups = []
+    for part in spec.split(","):
+        m = _GROUP.match(part)
+        if not m:
+            raise typer.BadParameter(
+                f"{part.strip()!r} is not of the form T-of-N (e.g. 3of5)", param_hint="--groups"
+            )
+        groups.append((int(m.group(1)), int(m.group(2))))
+    return groups
+
+
+def slip39_passphrase(
+    passphrase_file: Path | None, no_passphrase: bool, confirm: bool, stdin_busy: bool
+) -> bytes:
+    if no_passphrase:
+        return b""
+    if passphrase_file is not None:
+        data = passphrase_file.read_bytes()
+        for end in (b"\r\n", b"\n"):
+            if data.endswith(end):
+                return data[: -len(end)]
+        return data
+    if stdin_busy:
+        fail(
+            "shares are read from stdin, so the SLIP-39 passphrase cannot be prompted for",
+            hint="use --passphrase-file FILE or --no-passphrase",
+            code=EXIT_USAGE,
+        )
+    text: str = typer.prompt(
+        "SLIP-39 passphrase (empty for none)",
+        default="",
+        show_default=False,
+        hide_input=True,
+        confirmation_prompt=confirm,
+        err=True,
+    )
+    return text.encode("utf-8")
+
+
+def write_items(out_dir: Path | None, items: list[tuple[str, str]]) -> None:
+    """Write ``(file name, text)`` items to ``out_dir`` (0600, never overwriting) or stdout."""
+    if out_dir is None:
+        sys.stdout.write("".join(text for _, text in items))
+        sys.stdout.flush()
+        return
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name, text in items:
+        if text.startswith("#"):
+            continue
+        atomic_write(out_dir / name, text.encode(), overwrite=False)
+    info(f"wrote {sum(1 for n, t in items if not t.startswith('#'))} share file(s) to {out_dir}")
+
+
+def read_vault(sources: list[tuple[str, bytes]]) -> vault.VaultKeys:
+    keys: list[bytes] = []
+    stated: set[tuple[int | None, int | None]] = set()
+    kinds = set()
+    for name, blob in sources:
+        try:
+            vk = vault.parse_vault(blob.decode("utf-8", errors="replace"))
+        except KeysplitError as exc:
+            raise relabel(exc, name) from None
+        keys += vk.keys
+        kinds.add(vk.kind)
+        if vk.threshold is not None:
+            stated.add((vk.threshold, vk.count))
+    if len(stated) > 1 or len(kinds) > 1:
+        raise KeysplitError("the inputs come from different Vault initializations")
+    t, n = stated.pop() if stated else (None, None)
+    return vault.VaultKeys(tuple(keys), t, n, kinds.pop())

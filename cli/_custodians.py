@@ -1,0 +1,110 @@
+"""Custodians as the ceremony commands take them: ``--custodian NAME[=PUBFILE]``, their
+passphrases, and where their new share files go (init, rekey, share convert).
+
+Public keys and passphrases are all read before anything is created, so a typo costs
+nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from keysplit import KeysplitError, Recipient
+from keysplit.ceremony import Custody, DirectorySink
+from keysplit.custody import check_custodian_name
+
+from ._common import EXIT_USAGE, fail, info, relabel
+from ._opener import Passphrases, prompt_passphrase
+from ._specs import parse_name_file
+
+__all__ = [
+    "CUSTODIAN_OPTION_HELP",
+    "SHARES_DIR_HELP",
+    "SHEETS_HELP",
+    "check_threshold",
+    "parse_custodians",
+    "read_recipient",
+    "sink",
+]
+
+CUSTODIAN_OPTION_HELP = (
+    "NAME=PUBFILE seals NAME's share to their public key (from 'keysplit custodian keygen'); "
+    "NAME alone seals it under a passphrase NAME types (repeatable, one per custodian)."
+)
+
+
+SHARES_DIR_HELP = "Where to write the share files (default: DIR-shares beside DIR)."
+
+
+SHEETS_HELP = (
+    "Also write one printable PDF share sheet per custodian into DIR (as secret as the shares)."
+)
+
+
+def read_recipient(name: str, pub: str) -> Recipient:
+    """The public key in file ``pub``, which must be custodian ``name``'s."""
+    try:
+        recipient = Recipient.from_file(pub)
+    except KeysplitError as exc:
+        raise relabel(exc, pub) from None
+    if recipient.name != name:
+        fail(
+            f"{pub} is the public key of {recipient.name!r}, not {name!r}",
+            "check which file belongs to which custodian",
+        )
+    return recipient
+
+
+def _is_custodian_name(name: str) -> bool:
+    try:
+        check_custodian_name(name)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_custodians(
+    specs: list[str], passphrase_specs: list[str], plain: bool, option: str
+) -> list[Custody]:
+    """Read public keys and passphrases before anything is created (a typo costs nothing)."""
+    if not specs:
+        fail("give the custodians with --custodian NAME[=PUBFILE]", code=EXIT_USAGE)
+    passphrases = Passphrases(passphrase_specs, option=option)
+    out: list[Custody] = []
+    for spec in specs:
+        parsed = parse_name_file(spec)
+        if parsed is None or not _is_custodian_name(parsed[0]):
+            fail(
+                f"--custodian expects NAME or NAME=PUBFILE, got {spec!r}",
+                "names are 1-64 characters of A-Z a-z 0-9 . _ @ + -",
+                code=EXIT_USAGE,
+            )
+        name, pub = parsed
+        if pub:
+            out.append(Custody(name, recipient=read_recipient(name, pub)))
+        elif plain:
+            out.append(Custody(name))
+        else:
+            pw = passphrases.get(name) or prompt_passphrase(f"custodian {name!r}", confirm=True)
+            out.append(Custody(name, passphrase=pw))
+    names = [c.name for c in out]
+    if len(set(names)) != len(names):
+        fail("each custodian may appear only once", code=EXIT_USAGE)
+    if plain:
+        info(
+            "[yellow]warning:[/] --plain-shares writes shares unprotected: anyone who reads "
+            "enough of these files has the master key (use only for demos and tests)"
+        )
+    return out
+
+
+def sink(shares_dir: Path | None, directory: Path) -> DirectorySink:
+    if shares_dir is None:
+        d = directory if directory.name else directory.resolve()
+        shares_dir = d.parent / f"{d.name}-shares"
+    return DirectorySink(shares_dir)
+
+
+def check_threshold(k: int, custody: list[Custody]) -> None:
+    if not 2 <= k <= len(custody):
+        fail(f"--threshold must be between 2 and {len(custody)} (the custodians)", code=EXIT_USAGE)

@@ -1,0 +1,90 @@
+"""Proofs of possession for a ``--verify`` ceremony, as ``keysplit verify ...`` shows them
+(and the old ``rekey --prove/--verify-status/--complete`` spellings, which call the same
+functions): record a custodian's code, show who is missing, complete the switch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from keysplit import Keyring, ceremony
+
+from ._common import err_console, fail, info
+from ._output import names
+from ._quorum import QuorumSource, quorum
+
+__all__ = ["VERIFY_HELP", "complete", "record_proof", "show_status", "verify_note"]
+
+VERIFY_HELP = (
+    "Every custodian must prove possession of their new share ('keysplit share prove FILE', "
+    "recorded with 'keysplit verify prove DIR NAME') before it is relied on."
+)
+
+
+def verify_note(directory: Path, until: str) -> None:
+    """What a --verify ceremony waits for, and the commands that finish it."""
+    info(
+        f"[yellow]pending verification:[/] {until} until every custodian has proven "
+        f"possession: each runs 'keysplit share prove FILE' and the code is recorded with "
+        f"'keysplit verify prove {directory} NAME'; see 'keysplit verify status {directory}'"
+    )
+
+
+def show_status(kr: Keyring, as_json: bool) -> None:
+    v = ceremony.pending_verification(kr)
+    if v is None:
+        if as_json:
+            typer.echo(json.dumps({"pending": False}))
+            return
+        fail("no share generation of this keyring awaits proofs of possession")
+    st = v.status
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"pending": True, "kind": v.kind, "generation": v.generation, **st.to_json()}
+            )
+        )
+        return
+    table = Table(title=escape(f"keyring {kr.keyring_id}: {v.kind} generation {v.generation}"))
+    for col in ("custodian", "proof", "wrong codes"):
+        table.add_column(col)
+    for name in v.state.custodians:
+        table.add_row(
+            escape(name),
+            "proven" if name in st.proven else "MISSING",
+            str(st.failures.get(name, 0)),
+        )
+    err_console.print(table)
+    if st.completed:
+        info("every custodian has proven (or was named missing): ready to switch")
+    typer.echo(f"{len(st.proven)}/{len(st.proven) + len(st.missing)} proven")
+
+
+def record_proof(kr: Keyring, name: str, code_file: Path | None, as_json: bool) -> None:
+    if code_file is not None:
+        code = code_file.read_text().strip()
+    else:
+        code = str(typer.prompt(f"Proof code of {name} (xxxx-xxxx)", err=True)).strip()
+    st = ceremony.prove(kr, name, code)
+    info(f"[green]proof recorded[/] for {escape(name)}; missing: {', '.join(st.missing) or 'none'}")
+    if st.completed:
+        info(
+            "every custodian has proven: the next ceremony with a quorum (of the NEW shares "
+            "after a rekey) switches and records it, e.g. 'keysplit verify complete DIR'"
+        )
+    typer.echo(json.dumps(st.to_json()) if as_json else f"{len(st.proven)}/{st.count} proven")
+
+
+def complete(kr: Keyring, src: QuorumSource, missing: list[str]) -> None:
+    """Switch to the verified generation with a quorum, naming the unproven custodians."""
+    drill = ceremony.unseal_check(kr, quorum(kr, src, complete_missing=missing))
+    info(
+        f"verification complete ({names(drill.contributors)}); keyring {kr.keyring_id} "
+        f"is at generation {kr.meta.generation}"
+    )
+    typer.echo(kr.keyring_id)

@@ -1,0 +1,146 @@
+"""``keysplit audit verify|show``: the keyring's tamper-evident ceremony log.
+
+Without a quorum ``verify`` checks the hash chain (edited, removed, inserted, reordered or
+torn entries) and prints the head hash to write down or publish; ``--anchor HEAD`` checks
+that a head recorded earlier is still in the log. With a quorum (``--share`` or ``--mac``)
+it also checks every entry's MAC, which catches even a complete rewrite of the log.
+
+Exit codes: 0 log intact, 1 log broken (the first bad entry is named), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from keysplit import Keyring, ceremony
+from keysplit.audit import AuditEntry
+
+from .._common import handle_errors, info
+from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
+
+__all__ = ["app"]
+
+app = typer.Typer()
+
+
+@app.command("verify")
+@handle_errors
+def verify_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
+    anchor: str | None = typer.Option(
+        None, "--anchor", help="A head hash recorded earlier: it must still be in the log."
+    ),
+    mac: bool = typer.Option(
+        False, "--mac", help="Also check MACs (asks for a quorum unless --share is given)."
+    ),
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable result."),
+) -> None:
+    """Check the audit log; print its head hash on stdout.
+
+    Exit codes: 0 log intact; 1 log broken (first bad entry named) or bad quorum; 2 usage.
+    """
+    kr = Keyring.open(directory)
+    if mac or share:
+        with quorum(kr, QuorumSource(share, identity, passphrase_file)).unseal() as ukr:
+            log = ukr.audit_log()
+    else:
+        log = kr.audit_log()
+    report = log.verify(anchor=anchor)
+    checks = "hash chain" + (" and MACs" if report.mac_verified else "")
+    info(f"[green]audit log intact[/]: {report.entries} entries, {checks} verified")
+    if not report.mac_verified:
+        info("MACs not checked (give --share/--mac with a quorum to detect a full rewrite)")
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "entries": report.entries,
+                    "head": report.head,
+                    "mac_verified": report.mac_verified,
+                    "anchored": report.anchored,
+                }
+            )
+        )
+    else:
+        typer.echo(report.head)
+
+
+def _summary(data: Any) -> str:
+    parts = []
+    for key, value in data.items():
+        if isinstance(value, list):
+            names = [str(v.get("custodian", "?")) if isinstance(v, dict) else str(v) for v in value]
+            parts.append(f"{key}=[{', '.join(names)}]")
+        else:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def _entry_dict(e: AuditEntry) -> dict[str, Any]:
+    return {
+        "seq": e.seq,
+        "time": e.time,
+        "event": e.event,
+        "data": dict(e.data),
+        "prev": e.prev,
+        "hash": e.hash,
+        "mac": e.mac,
+    }
+
+
+@app.command("show")
+@handle_errors
+def show_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per entry (JSON lines)."),
+) -> None:
+    """List the audit entries (not verified: use 'audit verify' for that).
+
+    Exit codes: 0 shown; 1 unreadable log or no keyring; 2 usage.
+    """
+    entries = Keyring.open(directory).audit_log().entries()
+    if as_json:
+        for e in entries:
+            typer.echo(json.dumps(_entry_dict(e)))
+        return
+    table = Table(title=f"audit log of {directory}")
+    for col in ("seq", "time (UTC)", "event", "details"):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        table.add_row(str(e.seq), e.time, e.event, escape(_summary(e.data)))
+    Console(highlight=False, width=max(Console().width, 100)).print(table)
+
+
+@app.command("repair")
+@handle_errors
+def repair_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+) -> None:
+    """Drop a torn last line left by a crash mid-append, with a quorum; records the repair.
+
+    Only bytes after the last complete entry are removed; complete entries are never touched.
+    The rest of the log must verify (chain and MACs) before and after.
+
+    Exit codes: 0 repaired (or nothing to repair); 1 log broken elsewhere or bad quorum; 2 usage.
+    """
+    kr = Keyring.open(directory)
+    done = ceremony.repair_audit(kr, quorum(kr, QuorumSource(share, identity, passphrase_file)))
+    report = done.value
+    if done.entry is not None:
+        info(f"dropped a torn last line; {report.entries} entries verify (chain and MACs)")
+    else:
+        info(f"nothing to repair; {report.entries} entries verify (chain and MACs)")
+    typer.echo(report.head)

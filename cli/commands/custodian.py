@@ -1,0 +1,83 @@
+"""``keysplit custodian keygen|show``: custodian key pairs that shares are sealed to.
+
+The identity (private) file is written 0600, encrypted under a passphrase typed at a
+hidden prompt unless told otherwise; the public key is printed by fingerprint only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from keysplit import Identity, KeysplitError, Recipient
+from keysplit.files import atomic_write
+
+from .. import _common
+from .._common import EXIT_USAGE, fail, handle_errors, relabel
+from .._opener import prompt_passphrase, read_passphrase_file
+from .._output import note
+
+__all__ = ["app"]
+
+app = typer.Typer()
+
+
+@app.command("keygen")
+@handle_errors
+def keygen_cmd(
+    name: str = typer.Argument(..., help="Custodian name (letters, digits, . _ @ + -)."),
+    out_dir: Path = typer.Option(Path("."), "--out-dir", help="Where to write the two files."),
+    no_passphrase: bool = typer.Option(
+        False, "--no-passphrase", help="Store the identity unencrypted (not recommended)."
+    ),
+    passphrase_file: Path | None = typer.Option(
+        None, "--passphrase-file", help="Read the identity passphrase from this file."
+    ),
+    pq: bool = typer.Option(
+        False, "--pq", help="Post-quantum hybrid key (ML-KEM-768 + X25519) instead of X25519."
+    ),
+) -> None:
+    """Create NAME.pub (share it) and NAME.identity (private, 0600, passphrase-protected)."""
+    try:
+        ident = Identity.generate(name, suite="mlkem768-x25519" if pq else "x25519")
+    except ValueError as exc:
+        fail(str(exc), code=EXIT_USAGE)
+    if no_passphrase and passphrase_file:
+        fail("--no-passphrase and --passphrase-file exclude each other", code=EXIT_USAGE)
+    pub_path = out_dir / f"{name}.pub"
+    id_path = out_dir / f"{name}.identity"
+    for p in (pub_path, id_path):
+        if p.exists():
+            fail(f"refusing to overwrite existing file: {p}")
+    passphrase: bytes | None = None
+    if passphrase_file is not None:
+        passphrase = read_passphrase_file(passphrase_file)
+    elif not no_passphrase:
+        passphrase = prompt_passphrase(f"the identity of {name!r}", confirm=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(id_path, ident.to_bytes(passphrase, kdf=_common.KDF), overwrite=False)
+    atomic_write(pub_path, ident.recipient.to_text().encode(), mode=0o644, overwrite=False)
+    note(f"wrote {pub_path} (public) and {id_path} (private, mode 0600)")
+    note("compare the fingerprint with the custodian out of band before sealing shares to it")
+    typer.echo(ident.fingerprint)
+
+
+@app.command("show")
+@handle_errors
+def show_cmd(
+    file: Path = typer.Argument(..., help="A public key (.pub) file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show a custodian public key's name, suite and fingerprint."""
+    try:
+        r = Recipient.from_file(file)
+    except KeysplitError as exc:
+        raise relabel(exc, str(file)) from None
+    doc = {"custodian": r.name, "suite": r.suite, "fingerprint": r.fingerprint}
+    if as_json:
+        typer.echo(json.dumps(doc))
+    else:
+        for key, value in doc.items():
+            typer.echo(f"{key}: {value}")

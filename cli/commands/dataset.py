@@ -1,0 +1,286 @@
+"""Bulk jobs on Dask: ``keysplit encrypt-dataset|decrypt-dataset|scan-dataset``.
+
+Each command is one call into :mod:`keysplit.jobs` with a progress bar over partitions,
+run on the Dask client of :mod:`.._dask` (a LocalCluster, or ``--scheduler``). Data keys
+come from the key service (``--server URL --token-file F``, a token allowed ``datakey``)
+or, without a service, from a keyring unsealed in this process (``--keyring DIR`` and a
+quorum), served to workers on this host over an authenticated Unix socket: then the
+command is the ceremony :func:`keysplit.ceremony.dataset`, recorded in the audit log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from keysplit import Keyring, KeysplitError, UnsealedKeyring, ceremony
+
+from .._common import EXIT_USAGE, err_console, fail, handle_errors, info
+from .._dask import SCHEDULER_OPTION, dask_client, jobs_module
+from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
+
+__all__ = ["app"]
+
+app = typer.Typer()
+
+
+@contextlib.contextmanager
+def _bar(what: str) -> Iterator[Callable[[int, int], None]]:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    ) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _context(pairs: list[str]) -> dict[str, str] | None:
+    out: dict[str, str] = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            fail(f"--context wants KEY=VALUE, got {p!r}", code=EXIT_USAGE)
+        out[key] = value
+    return out or None
+
+
+def _service_source(server: str, token_file: Path | None) -> Any:
+    jobs = jobs_module()
+    if token_file is None:
+        fail("--server needs --token-file (a token allowed 'datakey')", code=EXIT_USAGE)
+    token = token_file.read_text().strip()
+    if not token:
+        fail(f"{token_file} holds no token")
+    return jobs.ServiceDataKeys(server, token)
+
+
+SRC_ARG = typer.Argument(..., metavar="IN", help="Input Parquet file or dataset directory.")
+
+
+DST_ARG = typer.Argument(..., metavar="OUT", help="Output dataset directory (new or empty).")
+
+
+COLUMN = typer.Option(..., "--column", metavar="C", help="The column to seal or open.")
+
+
+SUBJECT = typer.Option(..., "--subject-column", metavar="S", help="Column of subject ids.")
+
+
+SERVER = typer.Option(None, "--server", metavar="URL", help="Key service (unix:PATH, https://).")
+
+
+TOKEN = typer.Option(None, "--token-file", metavar="FILE", help="File holding the token.")
+
+
+KEYRING = typer.Option(
+    None, "--keyring", metavar="DIR", help="No service: unseal this keyring here (quorum)."
+)
+
+
+CONTEXT = typer.Option([], "--context", metavar="KEY=VALUE", help="Record context (repeatable).")
+
+
+def _dataset_job(
+    what: str,
+    job: Callable[[Any, Any, Callable[[int, int], None]], Any],
+    server: str | None,
+    token_file: Path | None,
+    keyring: Path | None,
+    quorum_source: QuorumSource,
+    scheduler: str | None,
+    record: dict[str, Any],
+) -> Any:
+    """Run ``job(source, client, progress)`` with the key source, Dask client and bar open.
+
+    With ``--keyring`` the job is the library ceremony :func:`keysplit.ceremony.dataset`
+    (quorum, job, one ``dataset`` audit entry: ``record`` holds its fields)."""
+    if (server is None) == (keyring is None):
+        fail("give --server URL (with --token-file) or --keyring DIR", code=EXIT_USAGE)
+
+    def run(source: Any) -> Any:
+        with dask_client(scheduler) as client, _bar(f"{what} (partitions)") as step:
+            return job(source, client, step)
+
+    if server is not None:
+        return run(_service_source(server, token_file))
+    assert keyring is not None
+    jobs = jobs_module()
+    kr = Keyring.open(keyring)
+
+    def with_keys(ukr: UnsealedKeyring) -> Any:
+        with jobs.LocalDataKeys(ukr).serve() as source:
+            return run(source)
+
+    return ceremony.dataset(kr, quorum(kr, quorum_source), run=with_keys, **record).value
+
+
+def _rows(n: int) -> tuple[int, int]:
+    return n, 0
+
+
+@app.command("encrypt-dataset")
+@handle_errors
+def encrypt_dataset_cmd(
+    src: Path = SRC_ARG,
+    dst: Path = DST_ARG,
+    column: str = COLUMN,
+    subject_column: str = SUBJECT,
+    server: str | None = SERVER,
+    token_file: Path | None = TOKEN,
+    keyring: Path | None = KEYRING,
+    context: list[str] = CONTEXT,
+    scheduler: str | None = SCHEDULER_OPTION,
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+) -> None:
+    """Seal column C of a Parquet dataset per row for the subject in column S.
+
+    Example: keysplit encrypt-dataset users.parquet users.enc --column email
+    --subject-column user_id --server unix:/run/ks.sock --token-file app.token
+
+    Exit codes: 0 done; 1 bad input or key service error; 2 usage.
+    """
+    ctx = _context(context)
+    qs = QuorumSource(list(share), list(identity), list(passphrase_file))
+    rows = _dataset_job(
+        "encrypting",
+        lambda source, client, step: jobs_module().encrypt_dataset(
+            src,
+            dst,
+            column,
+            subject_column,
+            service=source,
+            context=ctx,
+            client=client,
+            progress=step,
+        ),
+        server,
+        token_file,
+        keyring,
+        qs,
+        scheduler,
+        {
+            "operation": "encrypt",
+            "source": str(src),
+            "destination": str(dst),
+            "column": column,
+            "count": _rows,
+        },
+    )
+    info(f"sealed column {column!r} of {rows} rows into {dst}")
+    typer.echo(rows)
+
+
+@app.command("decrypt-dataset")
+@handle_errors
+def decrypt_dataset_cmd(
+    src: Path = SRC_ARG,
+    dst: Path = DST_ARG,
+    column: str = COLUMN,
+    subject_column: str = SUBJECT,
+    server: str | None = SERVER,
+    token_file: Path | None = TOKEN,
+    keyring: Path | None = KEYRING,
+    context: list[str] = CONTEXT,
+    text: bool = typer.Option(False, "--text", help="Decode the opened values as UTF-8."),
+    scheduler: str | None = SCHEDULER_OPTION,
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+) -> None:
+    """Open column C of a dataset made by encrypt-dataset (all or nothing).
+
+    Exit codes: 0 done; 1 a record failed (moved, altered, shredded: see scan-dataset) or
+    bad input; 2 usage.
+    """
+    ctx = _context(context)
+    qs = QuorumSource(list(share), list(identity), list(passphrase_file))
+    rows = _dataset_job(
+        "decrypting",
+        lambda source, client, step: jobs_module().decrypt_dataset(
+            src,
+            dst,
+            column,
+            subject_column,
+            service=source,
+            context=ctx,
+            text=text,
+            client=client,
+            progress=step,
+        ),
+        server,
+        token_file,
+        keyring,
+        qs,
+        scheduler,
+        {
+            "operation": "decrypt",
+            "source": str(src),
+            "destination": str(dst),
+            "column": column,
+            "count": _rows,
+        },
+    )
+    info(f"opened column {column!r} of {rows} rows into {dst}")
+    typer.echo(rows)
+
+
+@app.command("scan-dataset")
+@handle_errors
+def scan_dataset_cmd(
+    src: Path = SRC_ARG,
+    column: str = COLUMN,
+    subject_column: str = SUBJECT,
+    server: str | None = SERVER,
+    token_file: Path | None = TOKEN,
+    keyring: Path | None = KEYRING,
+    context: list[str] = CONTEXT,
+    scheduler: str | None = SCHEDULER_OPTION,
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+) -> None:
+    """Check that every record of column C decrypts; print the bad rows (tab-separated).
+
+    Exit codes: 0 every record opens; 1 some do not (listed on stdout); 2 usage.
+    """
+    ctx = _context(context)
+    qs = QuorumSource(list(share), list(identity), list(passphrase_file))
+    report = _dataset_job(
+        "scanning",
+        lambda source, client, step: jobs_module().scan_dataset(
+            src,
+            column,
+            subject_column,
+            service=source,
+            context=ctx,
+            client=client,
+            progress=step,
+        ),
+        server,
+        token_file,
+        keyring,
+        qs,
+        scheduler,
+        {
+            "operation": "scan",
+            "source": str(src),
+            "destination": None,
+            "column": column,
+            "count": lambda r: (r.checked, len(r.bad)),
+        },
+    )
+    for b in report.bad:
+        typer.echo(f"{b.partition}\t{b.row}\t{b.subject}\t{b.reason}")
+    info(f"checked {report.checked} records: {len(report.bad)} bad")
+    if report.bad:
+        raise KeysplitError(f"{len(report.bad)} of {report.checked} records do not decrypt")

@@ -1,0 +1,149 @@
+"""``keysplit encrypt|decrypt``: files sealed to a keyring (format: docs/format/stream.md).
+
+Anyone with the keyring directory (only its public key is used) can encrypt, once the
+keyring's fingerprint is trusted: ``--expect FPR`` or a pin in the known-keyrings file
+(``keysplit keyring pin``; ``init`` pins on the machine that ran it). Decrypting needs a
+quorum. ``-`` means stdin/stdout. Decrypting to a file is atomic: the plaintext
+appears only once the whole stream has authenticated. Decrypting to stdout cannot be
+atomic: on failure the exit code is 1 and whatever was written must be discarded.
+
+Exit codes: 0 success, 1 expected failure (tampered, truncated or foreign file, bad
+quorum), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from keysplit import Keyring, ceremony, encrypt_file, trust
+
+from .._common import EXIT_USAGE, fail, handle_errors, info
+from .._quorum import (
+    IDENTITY_OPTION,
+    PASSPHRASE_OPTION,
+    SHARE_OPTION,
+    STORE_OPTION,
+    QuorumSource,
+    open_keyring,
+    quorum,
+)
+
+__all__ = ["app"]
+
+app = typer.Typer()
+
+
+def _parse_context(items: list[str]) -> dict[str, str]:
+    context: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--context expects KEY=VALUE, got {item!r}", code=EXIT_USAGE)
+        if key in context:
+            fail(f"--context key {key!r} given twice", code=EXIT_USAGE)
+        context[key] = value
+    return context
+
+
+@app.command("encrypt")
+@handle_errors
+def encrypt_cmd(
+    directory: Path = typer.Argument(
+        ..., metavar="DIR", help="Keyring directory (only its public key is read)."
+    ),
+    in_path: str = typer.Argument(..., metavar="IN", help="File to encrypt, or - for stdin."),
+    out_path: str = typer.Argument(..., metavar="OUT", help="Output file, or - for stdout."),
+    context: list[str] = typer.Option(
+        [],
+        "--context",
+        metavar="KEY=VALUE",
+        help="KEY=VALUE stored in clear and authenticated (repeatable).",
+    ),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUT if it exists."),
+    expect: str | None = typer.Option(
+        None,
+        "--expect",
+        metavar="FPR",
+        help="The keyring fingerprint (ksk1..., from init or 'keysplit status' on the owner's "
+        "machine); encrypt refuses a keyring that does not match it.",
+    ),
+    trust_on_first_use: bool = typer.Option(
+        False,
+        "--trust-on-first-use",
+        help="If the keyring is not pinned, pin its current fingerprint and encrypt "
+        "(trusts the directory as it is now, like SSH's first connection).",
+    ),
+) -> None:
+    """Seal a file to the keyring's public key (HPKE + chunked AES-128-GCM); no quorum needed.
+
+    The keyring's fingerprint must match --expect or its pin in the known-keyrings file;
+    an unpinned keyring is refused without --expect or --trust-on-first-use.
+
+    Exit codes: 0 encrypted; 1 untrusted keyring, unreadable input, existing output or no
+    keyring (nothing written); 2 usage.
+    """
+    ctx = _parse_context(context)
+    kr = Keyring.open(directory)
+    sealed = encrypt_file(
+        kr,
+        in_path,
+        out_path,
+        expect=expect,
+        trust_on_first_use=trust_on_first_use,
+        context=ctx or None,
+        overwrite=force,
+    )
+    result = sealed.info
+    if sealed.trust == trust.TRUST_FIRST_USE:
+        info(
+            f"[yellow]warning:[/] keyring {kr.keyring_id} was not pinned; pinned its "
+            f"fingerprint {kr.fingerprint} now (trust on first use: compare it with the owner's)"
+        )
+    info(
+        f"encrypted {result.plaintext_size} bytes to keyring {kr.keyring_id} "
+        f"({result.chunks} chunks{', context ' + json.dumps(ctx) if ctx else ''})"
+    )
+
+
+@app.command("decrypt")
+@handle_errors
+def decrypt_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
+    in_path: str = typer.Argument(..., metavar="IN", help="Encrypted file, or - for stdin."),
+    out_path: str = typer.Argument(..., metavar="OUT", help="Output file, or - for stdout."),
+    context: list[str] = typer.Option(
+        [],
+        "--context",
+        metavar="KEY=VALUE",
+        help="KEY=VALUE the file's context must equal exactly (repeatable).",
+    ),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUT if it exists."),
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
+) -> None:
+    """Decrypt a file sealed to the keyring (needs a quorum); records an audit entry.
+
+    Exit codes: 0 decrypted; 1 tampered, truncated or foreign file, bad quorum; 2 usage.
+
+    On failure no output file is left behind.
+    """
+    ctx = _parse_context(context)
+    if in_path == "-" and not share:
+        fail("reading the file from stdin needs --share (the prompts use stdin)", code=EXIT_USAGE)
+    if out_path != "-" and not force and Path(out_path).exists():
+        fail(f"refusing to overwrite existing file: {out_path}", "pass --force")
+    kr = open_keyring(directory, store)
+    result = ceremony.decrypt_file(
+        kr,
+        quorum(kr, QuorumSource(share, identity, passphrase_file)),
+        in_path,
+        out_path,
+        context=ctx or None,
+        overwrite=force,
+    ).value
+    info(f"decrypted {result.plaintext_size} bytes (authenticated) to {out_path}")

@@ -1,0 +1,167 @@
+"""The keys behind the records: ``keysplit rotate|rewrap|retire`` (KEK versions) and
+``keysplit shred|hold`` (one subject's data key). Each needs a quorum and is one
+:mod:`keysplit.ceremony` call, recorded in the audit log.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from keysplit import ceremony
+
+from .._common import fail, handle_errors, info
+from .._dask import SCHEDULER_OPTION, dask_rewrap
+from .._output import JSON_HELP
+from .._progress import progress_bar
+from .._quorum import (
+    IDENTITY_OPTION,
+    PASSPHRASE_OPTION,
+    SHARE_OPTION,
+    STORE_OPTION,
+    QuorumSource,
+    open_keyring,
+    quorum,
+)
+
+__all__ = ["app"]
+
+app = typer.Typer()
+
+
+@app.command("rotate")
+@handle_errors
+def rotate_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
+) -> None:
+    """Create a new KEK version; new data keys use it (then run rewrap). Prints the version.
+
+    Exit codes: 0 rotated; 1 bad quorum; 2 usage.
+    """
+    kr = open_keyring(directory, store)
+    version = ceremony.rotate(kr, quorum(kr, QuorumSource(share, identity, passphrase_file))).value
+    info(f"new KEK version v{version}; run 'keysplit rewrap' to move existing data keys to it")
+    typer.echo(version)
+
+
+@app.command("rewrap")
+@handle_errors
+def rewrap_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
+    batch_size: int = typer.Option(10_000, "--batch-size", min=1, help="Keys per transaction."),
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    dask: bool = typer.Option(False, "--dask", help="Run as a Dask job (keysplit[dask])."),
+    scheduler: str | None = SCHEDULER_OPTION,
+) -> None:
+    """Re-wrap every data key under the current KEK (records untouched; resumable).
+
+    Each batch commits on its own: if interrupted, run it again to continue.
+
+    Exit codes: 0 done; 1 bad quorum or a stored key failed authentication; 2 usage.
+    """
+    kr = open_keyring(directory, store)
+    with progress_bar("rewrapping data keys") as bar:
+        done = ceremony.rewrap(
+            kr,
+            quorum(kr, QuorumSource(share, identity, passphrase_file)),
+            batch_size=batch_size,
+            progress=bar,
+            runner=dask_rewrap(scheduler) if dask else None,
+        )
+        bar.finish(done.value.rewrapped)
+    result, entry = done.value, done.entry
+    assert entry is not None
+    info(f"rewrapped {result.rewrapped} data keys to KEK v{result.kek_version}")
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "rewrapped": result.rewrapped,
+                    "kek_version": result.kek_version,
+                    "remaining": result.remaining,
+                    "audit_head": entry.hash,
+                }
+            )
+        )
+    else:
+        typer.echo(result.rewrapped)
+
+
+@app.command("retire")
+@handle_errors
+def retire_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
+    version: int = typer.Argument(..., help="KEK version to delete (no data key may use it)."),
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
+) -> None:
+    """Delete an old KEK version (after rewrap): old backups of the key store become useless.
+
+    Exit codes: 0 retired; 1 bad quorum, version current, unknown or still in use; 2 usage.
+    """
+    kr = open_keyring(directory, store)
+    ceremony.retire(kr, quorum(kr, QuorumSource(share, identity, passphrase_file)), version)
+    info(f"KEK v{version} retired")
+
+
+@app.command("shred")
+@handle_errors
+def shred_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
+    subject: str = typer.Argument(..., help="The subject (user id) whose data key to destroy."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
+) -> None:
+    """Destroy SUBJECT's data key: their records can never be decrypted again.
+
+    Refused (exit 1) while the subject is under legal hold.
+
+    Exit codes: 0 shredded; 1 not confirmed, legal hold or bad quorum; 2 usage.
+    """
+    kr = open_keyring(directory, store)
+    if not yes and not typer.confirm(
+        f"Destroy the data key of {subject!r}? Their records become unrecoverable",
+        err=True,
+    ):
+        fail("not confirmed: nothing was shredded")
+    src = QuorumSource(share, identity, passphrase_file)
+    existed = ceremony.shred(kr, quorum(kr, src), subject).value
+    if existed:
+        info(f"shredded the data key of {subject!r}")
+    else:
+        info(f"{subject!r} had no data key (nothing to shred; recorded anyway)")
+
+
+@app.command("hold")
+@handle_errors
+def hold_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
+    subject: str = typer.Argument(..., help="The subject (user id)."),
+    on: bool = typer.Option(..., "--on/--off", help="Place or lift the legal hold."),
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+    store: str | None = STORE_OPTION,
+) -> None:
+    """Place (--on) or lift (--off) a legal hold: a held subject cannot be shredded.
+
+    Exit codes: 0 done; 1 bad quorum; 2 usage.
+    """
+    kr = open_keyring(directory, store)
+    ceremony.hold(kr, quorum(kr, QuorumSource(share, identity, passphrase_file)), subject, on)
+    info(f"legal hold on {subject!r}: {'on' if on else 'off'}")

@@ -1,0 +1,105 @@
+"""The key service from the command line: ``keysplit serve`` and ``keysplit seal``.
+
+Thin glue over :mod:`keysplit.service`. Custodians unseal a running service with
+``keysplit unseal DIR --server URL`` (:mod:`.unseal`); tokens are ``keysplit token ...``
+(:mod:`.token`). Tokens are never accepted in argv (``--token-file``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from keysplit import Keyring
+from keysplit.service import Client
+
+from .._common import EXIT_USAGE, fail, handle_errors, info
+from .._service import TOKEN_FILE_HELP, read_token
+
+__all__ = ["app"]
+
+app = typer.Typer()
+
+
+@app.command("serve")
+@handle_errors
+def serve_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory to serve."),
+    socket_path: Path | None = typer.Option(
+        None, "--socket", metavar="PATH", help="Unix socket to listen on (created with mode 0600)."
+    ),
+    listen: str | None = typer.Option(
+        None, "--listen", metavar="HOST:PORT", help="Also listen on TCP with TLS."
+    ),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", metavar="FILE", help="TLS cert."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", metavar="FILE", help="TLS key."),
+    client_ca: Path | None = typer.Option(
+        None, "--client-ca", metavar="FILE", help="Require client certificates from this CA."
+    ),
+    unseal_timeout: float = typer.Option(
+        600.0, "--unseal-timeout", metavar="SECONDS", help="Partial unseal progress expires."
+    ),
+    idle_timeout: float = typer.Option(
+        30.0,
+        "--idle-timeout",
+        metavar="SECONDS",
+        help="Close a connection idle (or still sending its request header) this long.",
+    ),
+    io_timeout: float = typer.Option(
+        60.0,
+        "--io-timeout",
+        metavar="SECONDS",
+        help="Close a connection whose request body or response takes longer than this.",
+    ),
+) -> None:
+    """Run the key service. It starts sealed: custodians unseal it with
+    'keysplit unseal DIR --server URL'.
+
+    SIGTERM/SIGINT and 'keysplit seal' drop every key; SIGHUP reloads the token list.
+
+    Exit codes: 0 stopped by a signal; 1 failure (no keyring, socket in use); 2 usage.
+    """
+    try:
+        from keysplit.service.server import Limits, ServeOptions, run
+    except ImportError:
+        fail("keysplit serve needs aiohttp", "pip install 'keysplit[service]'")
+    if socket_path is None and listen is None:
+        fail("give --socket PATH and/or --listen HOST:PORT", code=EXIT_USAGE)
+    addr = None
+    if listen is not None:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            fail("--listen expects HOST:PORT", code=EXIT_USAGE)
+        addr = (host.strip("[]"), int(port))
+        if tls_cert is None or tls_key is None:
+            fail("--listen needs --tls-cert and --tls-key", code=EXIT_USAGE)
+    if unseal_timeout <= 0:
+        fail("--unseal-timeout must be positive", code=EXIT_USAGE)
+    Keyring.open(directory)  # fail early with a clean error
+    try:
+        limits = Limits(idle=idle_timeout, io=io_timeout, handshake=min(idle_timeout, 10.0))
+    except ValueError as exc:
+        fail(f"--idle-timeout/--io-timeout: {exc}", code=EXIT_USAGE)
+    opts = ServeOptions(
+        directory, socket_path, addr, tls_cert, tls_key, client_ca, unseal_timeout, limits
+    )
+    raise typer.Exit(run(opts))
+
+
+@app.command("seal")
+@handle_errors
+def seal_cmd(
+    server: str = typer.Option(..., "--server", metavar="URL", help="unix:PATH or https://..."),
+    token_file: Path | None = typer.Option(None, "--token-file", help=TOKEN_FILE_HELP),
+    ca: Path | None = typer.Option(None, "--ca", metavar="FILE", help="CA of the server cert."),
+) -> None:
+    """Seal a running key service: it drops every key until custodians unseal it again.
+
+    Over the Unix socket no token is needed; over TCP a token allowed 'seal'.
+
+    Exit codes: 0 sealed (or already sealed); 1 failure; 2 usage.
+    """
+    with Client(server, token=read_token(token_file), ca=str(ca) if ca else None) as c:
+        was = c.seal()
+    info("sealed" if was else "already sealed")

@@ -1,0 +1,105 @@
+"""``keysplit token create|list|revoke``: key-service tokens, created with a quorum, listed
+and revoked without. A token is printed once on stdout; the keyring keeps only its
+SHA-256 and policy, in a list MACed under a key only an unsealed keyring derives.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from keysplit import Keyring, ceremony
+from keysplit.service.tokens import OPERATIONS, TokenList
+
+from .._common import EXIT_USAGE, fail, handle_errors, info
+from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
+
+__all__ = ["app"]
+
+app = typer.Typer()
+
+
+@app.command("create")
+@handle_errors
+def token_create_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
+    name: str = typer.Option(..., "--name", help="Token name (unique among active tokens)."),
+    allow: str = typer.Option(
+        ..., "--allow", metavar="OPS", help=f"Comma-separated: {','.join(OPERATIONS)}."
+    ),
+    subject_prefix: str = typer.Option(
+        ..., "--subject-prefix", help="Only subjects starting with this ('' = every subject)."
+    ),
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+) -> None:
+    """Mint a service token with a quorum; prints it ONCE on stdout.
+
+    The keyring keeps only its SHA-256 and policy, in a list MACed under a key only an
+    unsealed keyring derives. Audited as 'token-create'.
+
+    Exit codes: 0 created; 1 bad quorum, name taken, list tampered; 2 usage.
+    """
+    kr = Keyring.open(directory)
+    try:
+        done = ceremony.create_token(
+            kr,
+            quorum(kr, QuorumSource(share, identity, passphrase_file)),
+            name=name,
+            allow=allow.split(","),
+            subject_prefix=subject_prefix,
+        )
+    except ValueError as exc:
+        fail(str(exc), code=EXIT_USAGE)
+    token, pol = done.value.token, done.value.policy
+    info(f"token {pol.name!r} ({pol.id}) created: {','.join(pol.allow)} on {pol.subject_prefix!r}*")
+    info("it is shown only now; store it as a secret")
+    typer.echo(token)
+
+
+@app.command("list")
+@handle_errors
+def token_list_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable list."),
+) -> None:
+    """List tokens and their policies (no quorum: the MAC is checked by the service).
+
+    Exit codes: 0 listed; 1 unreadable list; 2 usage.
+    """
+    kr = Keyring.open(directory)
+    tl = TokenList.read(directory, kr.keyring_id)
+    dead = set(tl.revoked) | set(tl.pending_revocations)
+    rows = [dict(t.public_dict(), revoked=t.id in dead) for t in tl.tokens]
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    if not rows:
+        info("no tokens")
+    for r in rows:
+        state = "revoked" if r["revoked"] else "active"
+        typer.echo(
+            f"{r['id']}  {r['name']:<16} {state:<8} {','.join(r['allow'])}  "
+            f"prefix={r['subject_prefix']!r}  created {r['created']}"
+        )
+
+
+@app.command("revoke")
+@handle_errors
+def token_revoke_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
+    name: str = typer.Argument(..., metavar="NAME|ID", help="Token to revoke."),
+) -> None:
+    """Revoke a token at once, without a quorum.
+
+    A running service notices on its next request (and on SIGHUP), stops accepting the
+    token, and audits the revocation.
+
+    Exit codes: 0 revoked; 1 unknown or already revoked; 2 usage.
+    """
+    kr = Keyring.open(directory)
+    pol = TokenList.read(directory, kr.keyring_id).revoke(name)
+    info(f"token {pol.name!r} ({pol.id}) revoked")

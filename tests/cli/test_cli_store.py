@@ -1,0 +1,80 @@
+"""Store URLs through the CLI (issue 11): ``init --store`` records it, ``--store`` overrides.
+
+Runs the README walkthrough's steps against the throwaway PostgreSQL (tests/support/pg_fixture.py).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+from ceremony_helpers import error_lines, fast_kdf_fixture, run  # noqa: F401 (fixtures)
+
+from keysplit import Keyring, Share
+
+NAMES = ("alice", "bob", "carol")
+
+
+def _init(tmp_path: Path, *store: str) -> tuple[Path, Path]:
+    vault, shares = tmp_path / "vault", tmp_path / "shares"
+    custodians = [a for n in NAMES for a in ("-c", n)]
+    r = run(
+        ["init", vault, "-k", "2", *custodians, "--plain-shares", "--shares-dir", shares, *store]
+    )
+    assert r.exit_code == 0, r.output
+    return vault, shares
+
+
+def _quorum(shares: Path, *names: str) -> list[str]:
+    return [a for n in names for a in ("--share", str(shares / f"{n}.g1.kss"))]
+
+
+def test_walkthrough_against_postgresql(pg_server: object, tmp_path: Path) -> None:
+    url = f"{pg_server.url}&schema=cli_{uuid.uuid4().hex[:12]}"  # type: ignore[attr-defined]
+    vault, shares = _init(tmp_path, "--store", url)
+    kr = Keyring.open(vault)
+    assert kr.store_url == url and "password" not in (vault / "store.json").read_text()
+    assert not list(vault.glob("*.sqlite*"))  # nothing went to the embedded default
+    r = run(["unseal", vault, *_quorum(shares, "alice", "carol")])
+    assert r.exit_code == 0, r.output
+    # data keys live in PostgreSQL
+    qs = [
+        Share.parse((shares / f"{n}.g1.kss").read_text().split("\n")[2]) for n in ("alice", "bob")
+    ]
+    with kr.unseal(qs) as ukr:
+        ukr.encrypt_many(["u1", "u2"], [b"one", b"two"])
+    src, sealed, out = tmp_path / "report.txt", tmp_path / "report.ks", tmp_path / "report.out"
+    src.write_bytes(b"numbers\n" * 1000)
+    assert run(["encrypt", vault, src, sealed]).exit_code == 0
+    r = run(["decrypt", vault, sealed, out, *_quorum(shares, "bob", "carol")])
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes() == src.read_bytes()
+    r = run(["shred", vault, "u1", "--yes", *_quorum(shares, "alice", "bob")])
+    assert r.exit_code == 0 and "shredded" in r.stderr
+    doc = json.loads(run(["status", vault, "--json"]).stdout)
+    assert doc["store_url"] == url and doc["data_keys"] == 1
+    # --store overrides the recorded URL: another schema is not this keyring's store
+    other = f"{pg_server.url}&schema=cli_{uuid.uuid4().hex[:12]}"  # type: ignore[attr-defined]
+    r = run(["status", vault, "--json", "--store", other])
+    assert r.exit_code == 1 and error_lines(r)
+    doc = json.loads(run(["status", vault, "--json", "--store", url]).stdout)
+    assert doc["data_keys"] == 1
+
+
+def test_store_override_and_bad_urls(tmp_path: Path) -> None:
+    r = run(["init", tmp_path / "x", "-k", "2", "-c", "a", "-c", "b", "--plain-shares",
+             "--store", "postgresql://ks:hunter2@db/ks"])  # fmt: skip
+    assert r.exit_code == 1 and "hunter2" not in r.output and error_lines(r)
+    assert not (tmp_path / "x").exists()
+    vault, shares = _init(tmp_path, "--store", "sqlite:elsewhere.sqlite")
+    assert (vault / "elsewhere.sqlite").exists() and not (vault / "keys.sqlite").exists()
+    assert json.loads(run(["status", vault, "--json"]).stdout)["store_url"] == (
+        "sqlite:elsewhere.sqlite"
+    )
+    r = run(["status", vault, "--json", "--store", "mysql://x"])
+    assert r.exit_code == 1 and error_lines(r)
+    r = run(
+        ["unseal", vault, "--store", "sqlite:elsewhere.sqlite", *_quorum(shares, "alice", "bob")]
+    )
+    assert r.exit_code == 0, r.output

@@ -1,0 +1,457 @@
+"""The KeyStore contract: one suite every store passes (in-memory, SQLite, PostgreSQL).
+
+Each test states one promise of :class:`keysplit.store.KeyStore` and checks it against a
+real store: the in-memory one in tests/support/memory_store.py (the protocol's meaning in a few
+lines), SQLite in a temp dir and PostgreSQL on the session's throwaway server (one schema
+per test). Races run real threads and real processes; the crash test SIGKILLs a process
+in the middle of bulk replaces. A new store is added to ``BACKENDS`` and must pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from memory_store import MemoryKeyStore
+
+from keysplit import KeyringError, KeyStore, LegalHoldError
+from keysplit.store import WrappedKey, open_store
+
+KID = "ab" * 16
+OTHER = "cd" * 16
+BACKENDS = ["memory", "sqlite", "postgres"]
+PROCESS_BACKENDS = ["sqlite", "postgres"]  # the in-memory store lives in one process
+TIMEOUT = 120
+
+
+def wrap(subject: str, version: int, salt: str = "") -> bytes:
+    """A stand-in for a wrapped key that says which (subject, version) it belongs to."""
+    return hashlib.sha256(f"{subject}/{version}/{salt}".encode()).digest()[:24]
+
+
+def wk(subject: str, version: int = 1, salt: str = "") -> WrappedKey:
+    return WrappedKey(subject, version, wrap(subject, version, salt))
+
+
+@dataclass
+class Backend:
+    name: str
+    url: str | None  # None: not reachable from another process
+    home: Path
+    opened: list[KeyStore]
+
+    def open(self, keyring_id: str = KID, *, create: bool = False) -> KeyStore:
+        store: KeyStore
+        if self.url is None:
+            store = MemoryKeyStore(str(self.home), keyring_id, create=create)
+        else:
+            store = open_store(self.url, keyring_id=keyring_id, home=self.home, create=create)
+        self.opened.append(store)
+        return store
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    yield from _backend(request, tmp_path)
+
+
+@pytest.fixture(params=PROCESS_BACKENDS)
+def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    yield from _backend(request, tmp_path)
+
+
+def _backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    name = request.param
+    if name == "memory":
+        url = None
+    elif name == "sqlite":
+        url = f"sqlite://{tmp_path}/keys.sqlite"
+    else:
+        server = request.getfixturevalue("pg_server")
+        url = f"{server.url}&schema=t_{uuid.uuid4().hex[:16]}"
+    b = Backend(name, url, tmp_path, [])
+    try:
+        yield b
+    finally:
+        for s in b.opened:
+            s.close()
+
+
+@pytest.fixture
+def store(backend: Backend) -> KeyStore:
+    return backend.open(create=True)
+
+
+# --------------------------------------------------------------------------- every method
+
+
+def test_is_a_keystore_bound_to_its_keyring(backend: Backend) -> None:
+    with pytest.raises(KeyringError, match="not found"):
+        backend.open()  # nothing there yet and no create
+    s = backend.open(create=True)
+    assert isinstance(s, KeyStore)
+    assert s.keyring_id == KID
+    s.insert_many([wk("a")])
+    again = backend.open()  # a second handle sees the same keys
+    assert again.get_many(["a"]) == {"a": wk("a")}
+    with pytest.raises(KeyringError, match="another keyring"):
+        backend.open(OTHER)
+    with pytest.raises(KeyringError, match="another keyring"):
+        backend.open(OTHER, create=True)
+
+
+def test_insert_many_existing_wins_and_order_kept(store: KeyStore) -> None:
+    assert store.insert_many([]) == []
+    first = [wk(f"s{i:04d}", salt="first") for i in range(3)]
+    assert store.insert_many(first) == first
+    again = [wk("new", salt="second"), wk("s0001", salt="second"), wk("new", salt="third")]
+    got = store.insert_many(again)
+    assert got == [again[0], first[1], again[0]], "existing key wins; first of a repeat wins"
+    assert store.get_many(["s0001", "new"]) == {"s0001": first[1], "new": again[0]}
+
+
+def test_get_many(store: KeyStore) -> None:
+    assert store.get_many([]) == {}
+    store.insert_many([wk(f"u{i}") for i in range(1500)])
+    wanted = [f"u{i}" for i in range(0, 3000, 2)] + ["u0", "nobody"]
+    got = store.get_many(wanted)
+    assert got == {f"u{i}": wk(f"u{i}") for i in range(0, 1500, 2)}
+
+
+def test_replace_many_is_compare_and_swap(store: KeyStore) -> None:
+    store.insert_many([wk("a"), wk("b"), wk("c")])
+    assert store.replace_many([]) == 0
+    pairs = [
+        (wk("a"), wk("a", 2)),  # matches: replaced
+        (wk("b", 7), wk("b", 2)),  # wrong old version
+        (WrappedKey("c", 1, b"\x00" * 24), wk("c", 2)),  # wrong old bytes
+        (wk("gone"), wk("gone", 2)),  # no such key: never created by a replace
+        (wk("b"), wk("x", 2)),  # subjects differ: ignored
+    ]
+    assert store.replace_many(pairs) == 1
+    assert store.get_many(["a", "b", "c", "gone", "x"]) == {
+        "a": wk("a", 2),
+        "b": wk("b"),
+        "c": wk("c"),
+    }
+    assert store.replace_many([(wk("a"), wk("a", 3))]) == 0, "the old row is no longer stored"
+
+
+SUBJECTS = ["a", "B", "b", "ä", "z", "é", "Z", "日本", "𝄞clef", "a b", "a-b", "a\u00a0", "~", "0"]
+
+
+def test_stale_batch_is_a_keyset_cursor_in_codepoint_order(store: KeyStore) -> None:
+    rnd = random.Random(11)
+    subjects = SUBJECTS + [f"user-{rnd.randrange(10**6):06d}" for _ in range(200)]
+    rows = [wk(s, rnd.choice([1, 2, 3])) for s in dict.fromkeys(subjects)]
+    store.insert_many(rows)
+    for current in (1, 2, 3, 4):
+        expect = sorted(r for r in rows if r.kek_version != current)  # Python: code points
+        for limit in (1, 7, 1000):
+            got, after = [], ""
+            while page := store.stale_batch(current, after, limit):
+                assert len(page) <= limit
+                got += page
+                after = page[-1].subject
+            assert got == expect, (current, limit)
+    assert store.stale_batch(1, "\U0010ffff", 10) == []
+
+
+def test_count_by_version_and_delete(store: KeyStore) -> None:
+    assert store.count_by_version() == {}
+    store.insert_many([wk(f"s{i}", 1 + i % 3) for i in range(10)])
+    assert store.count_by_version() == {1: 4, 2: 3, 3: 3}
+    assert store.delete("s0") is True
+    assert store.delete("s0") is False
+    assert store.delete("never") is False
+    assert store.count_by_version() == {1: 3, 2: 3, 3: 3}
+    assert store.get_many(["s0"]) == {}
+
+
+def test_legal_hold_refuses_shred(store: KeyStore) -> None:
+    store.insert_many([wk("held"), wk("free")])
+    assert store.legal_holds() == []
+    store.set_legal_hold("held", True)
+    store.set_legal_hold("held", True)  # idempotent
+    store.set_legal_hold("keyless", True)  # a hold does not need a key
+    assert store.legal_holds() == ["held", "keyless"]
+    with pytest.raises(LegalHoldError):
+        store.delete("held")
+    assert store.get_many(["held"]) == {"held": wk("held")}, "a refused shred deletes nothing"
+    with pytest.raises(LegalHoldError):
+        store.delete("keyless")
+    assert store.delete("free")
+    store.set_legal_hold("held", False)
+    store.set_legal_hold("held", False)
+    assert store.legal_holds() == ["keyless"]
+    assert store.delete("held")
+
+
+def test_close_releases(backend: Backend) -> None:
+    s = backend.open(create=True)
+    s.insert_many([wk("a")])
+    s.close()
+    backend.opened.remove(s)
+    again = backend.open()
+    assert again.get_many(["a"]) == {"a": wk("a")}
+
+
+# --------------------------------------------------------------------------- races
+
+
+def _in_threads(n: int, fn: Callable[[int], object]) -> list[object]:
+    barrier = threading.Barrier(n, timeout=TIMEOUT)
+    out: list[object] = [None] * n
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            out[i] = fn(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    if errors:
+        raise errors[0]
+    return out
+
+
+def test_threads_creating_the_same_subjects_agree(backend: Backend) -> None:
+    backend.open(create=True)
+    subjects = [f"user-{i:04d}" for i in range(400)]
+
+    def writer(i: int) -> list[WrappedKey]:
+        mine = subjects[:]
+        rnd_i = random.Random(i)
+        rnd_i.shuffle(mine)  # different orders: a store must not deadlock on them
+        store = backend.open()
+        got = []
+        for lo in range(0, len(mine), 100):
+            got += store.insert_many([wk(s, salt=f"writer{i}") for s in mine[lo : lo + 100]])
+        return sorted(got)
+
+    results = _in_threads(6, writer)
+    assert all(r == results[0] for r in results), "every writer got the same keys"
+    stored = backend.open().get_many(subjects)
+    assert sorted(stored.values()) == results[0]
+    winners = {r.wrapped for r in results[0]}  # type: ignore[union-attr]
+    assert len(winners) == len(subjects), "one key per subject"
+
+
+WRITER_CHILD = """
+import json, sys, time
+from pathlib import Path
+from keysplit.store import WrappedKey, open_store
+url, home, kid, me, go, todo = sys.argv[1:7]
+subjects = json.loads(Path(todo).read_text())
+store = open_store(url, keyring_id=kid, home=home)
+deadline = time.monotonic() + 60
+while not Path(go).exists() and time.monotonic() < deadline:
+    time.sleep(0.002)
+rows = [WrappedKey(s, 1, f"{me}:{s}".encode().ljust(24, b".")[:24]) for s in subjects]
+got = []
+for lo in range(0, len(rows), 50):
+    got += store.insert_many(rows[lo : lo + 50])
+store.close()
+print(json.dumps(sorted([r.subject, r.kek_version, r.wrapped.hex()] for r in got)))
+"""
+
+
+def test_processes_creating_the_same_subjects_agree(shared_backend: Backend) -> None:
+    b = shared_backend
+    b.open(create=True)
+    subjects = [f"user-{i:04d}" for i in range(300)]
+    go = b.home / "go"
+    procs = []
+    for me in range(3):
+        todo = b.home / f"todo{me}.json"
+        todo.write_text(json.dumps(subjects[:: 1 if me % 2 == 0 else -1]))
+        args = [str(b.url), str(b.home), KID, f"w{me}", str(go), str(todo)]
+        p = subprocess.Popen(
+            [sys.executable, "-c", WRITER_CHILD, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(p)
+    time.sleep(0.5)  # let them connect, then start all at once
+    go.touch()
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=TIMEOUT)
+        assert p.returncode == 0, err
+        outs.append(json.loads(out))
+    assert outs[0] == outs[1] == outs[2]
+    stored = b.open().get_many(subjects)
+    assert sorted([r.subject, r.kek_version, r.wrapped.hex()] for r in stored.values()) == outs[0]
+    assert len({w for _, _, w in outs[0]}) == len(subjects)
+
+
+def test_rewrap_races_inserts_and_shreds(backend: Backend) -> None:
+    """A rewrap loop (stale_batch + compare-and-swap replace_many) while other threads
+    insert new subjects and shred old ones: nothing shredded comes back, nothing else is
+    lost, every key is exactly one version's, and a final pass finishes the rewrap."""
+    store = backend.open(create=True)
+    old = [f"old-{i:05d}" for i in range(1200)]
+    store.insert_many([wk(s) for s in old])
+    held = set(old[5::50])
+    for s in held:
+        store.set_legal_hold(s, True)
+    shredded: set[str] = set()
+    inserted: set[str] = set()
+    replaced = [0]
+
+    def rewrapper() -> None:
+        after = ""
+        while page := store.stale_batch(2, after, 97):
+            after = page[-1].subject
+            replaced[0] += store.replace_many([(r, wk(r.subject, 2)) for r in page])
+
+    def inserter() -> None:
+        s2 = backend.open()
+        for lo in range(0, 600, 60):
+            rows = [wk(f"new-{i:05d}") for i in range(lo, lo + 60)]
+            # existing keys the shredder never touches (a shredded one may be created anew)
+            rows += [wk(f"old-{i:05d}", salt="late") for i in range(lo, lo + 6) if i % 7]
+            got = s2.insert_many(rows)
+            for r, g in zip(rows, got, strict=True):
+                if r.subject.startswith("new-"):
+                    assert g == r
+                    inserted.add(r.subject)
+                else:
+                    assert g.wrapped != r.wrapped, "an existing key was overwritten"
+
+    def shredder() -> None:
+        s3 = backend.open()
+        for s in old[::7]:
+            if s in held:
+                with pytest.raises(LegalHoldError):
+                    s3.delete(s)
+            elif s3.delete(s):
+                shredded.add(s)
+
+    _in_threads(3, lambda i: (rewrapper, inserter, shredder)[i]())
+    everyone = set(old) | inserted
+    final = store.get_many(sorted(everyone))
+    assert shredded and set(final) == everyone - shredded
+    assert held <= set(final)
+    for r in final.values():
+        assert r.wrapped == wrap(r.subject, r.kek_version), f"torn or foreign row: {r}"
+    at_v2 = store.count_by_version().get(2, 0)
+    # each subject is swapped at most once (v1 -> v2); some swapped ones were shredded later
+    assert at_v2 <= replaced[0] <= at_v2 + len(shredded)
+    # a second pass finishes the job; the shredded stay shredded
+    after = ""
+    while page := store.stale_batch(2, after, 500):
+        after = page[-1].subject
+        store.replace_many([(r, wk(r.subject, 2)) for r in page])
+    assert store.count_by_version() == {2: len(everyone - shredded)}
+    assert store.get_many(sorted(shredded)) == {}
+
+
+def test_hold_then_shred_race_never_loses_a_held_key(backend: Backend) -> None:
+    """Once set_legal_hold returns and the key is there, no concurrent shred removes it."""
+    store = backend.open(create=True)
+    subjects = [f"s{i:03d}" for i in range(120)]
+    store.insert_many([wk(s) for s in subjects])
+    lost: list[str] = []
+    done = threading.Event()
+
+    def holder() -> None:
+        h = backend.open()
+        for s in subjects:
+            h.set_legal_hold(s, True)
+            if h.get_many([s]):  # the shredder had not won before the hold
+                time.sleep(0.001)
+                if not h.get_many([s]):
+                    lost.append(s)
+        done.set()
+
+    def shredder() -> None:
+        d = backend.open()
+        while not done.is_set():
+            for s in subjects:
+                with contextlib.suppress(LegalHoldError):
+                    d.delete(s)
+
+    _in_threads(2, lambda i: (holder, shredder)[i]())
+    assert lost == [], "a key was shredded after its hold was placed"
+
+
+REPLACER_CHILD = """
+import sys
+from keysplit.store import WrappedKey, open_store
+import hashlib
+def wrap(s, v):
+    return hashlib.sha256(f"{s}/{v}/".encode()).digest()[:24]
+url, home, kid, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+store = open_store(url, keyring_id=kid, home=home)
+i = 0
+while page := store.stale_batch(2, "", batch):
+    print("start", i, flush=True)
+    store.replace_many([(r, WrappedKey(r.subject, 2, wrap(r.subject, 2))) for r in page])
+    print("done", i, flush=True)
+    i += 1
+print("finished", flush=True)
+"""
+
+
+def test_sigkill_mid_bulk_replace_loses_nothing(shared_backend: Backend) -> None:
+    b = shared_backend
+    n, batch = 30_000, 5_000
+    store = b.open(create=True)
+    subjects = [f"user-{i:06d}" for i in range(n)]
+    for lo in range(0, n, 10_000):
+        store.insert_many([wk(s) for s in subjects[lo : lo + 10_000]])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(REPLACER_CHILD), str(b.url), str(b.home), KID,
+         str(batch)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line.strip())
+            if line.startswith("start 2"):
+                time.sleep(random.uniform(0.0, 0.05))  # somewhere inside the third batch
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+    finally:
+        proc.wait(timeout=TIMEOUT)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else lines
+    assert "finished" not in lines
+    counts = store.count_by_version()
+    assert sum(counts.values()) == n, "no key lost"
+    assert counts.get(2, 0) % batch == 0, f"a batch was half applied: {counts}"
+    assert counts.get(2, 0) >= 2 * batch
+    stored = store.get_many(subjects)
+    assert len(stored) == n
+    for r in stored.values():
+        assert r.wrapped == wrap(r.subject, r.kek_version)
+    # and the interrupted work resumes to completion
+    while page := store.stale_batch(2, "", batch):
+        store.replace_many([(r, wk(r.subject, 2)) for r in page])
+    assert store.count_by_version() == {2: n}

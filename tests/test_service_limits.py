@@ -1,0 +1,239 @@
+"""Issue 21 items 5 and 6: what an unauthenticated (or slow, or hostile) peer can cost the
+key service, and what a hostile server can cost ``keysplit.Client``.
+
+The server is a real ``keysplit serve`` process on a Unix socket (and TCP+TLS); peers are
+raw sockets speaking just enough HTTP/1.1. Every wait is bounded; no timing is asserted
+beyond "dropped within the configured bound plus a generous slack".
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_service_helpers import Server, make_certs
+
+from keysplit import Keyring
+from keysplit.errors import FormatError
+from keysplit.service import Client, ServiceError
+from keysplit.service import _wire as wire
+from keysplit.service.core import KeyService, Request
+from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
+
+pytestmark = pytest.mark.slow
+
+SLACK = 10.0  # seconds beyond a configured timeout before we call the connection "kept"
+
+
+@pytest.fixture
+def sockdir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="ksl", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _hwm_kib(pid: int) -> int:
+    """Peak resident memory of a process (VmHWM), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def _status_line(s: socket.socket, timeout: float) -> str:
+    s.settimeout(timeout)
+    data = b""
+    while b"\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n", 1)[0].decode("latin-1")
+
+
+def _unix(path: Path) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(str(path))
+    return s
+
+
+def _closed_within(s: socket.socket, seconds: float, trickle: bytes = b"") -> float:
+    """Seconds until the server closes ``s`` (we send ``trickle`` one byte per 0.2 s
+    meanwhile); fails if it is still open after ``seconds``."""
+    t0 = time.monotonic()
+    s.settimeout(0.2)
+    i = 0
+    while time.monotonic() - t0 < seconds:
+        try:
+            if s.recv(65536) == b"":
+                return time.monotonic() - t0
+        except TimeoutError:
+            pass
+        except (ConnectionResetError, ssl.SSLError):
+            return time.monotonic() - t0
+        if trickle:
+            try:
+                s.send(trickle[i % len(trickle) : i % len(trickle) + 1])
+            except OSError:
+                return time.monotonic() - t0
+            i += 1
+    raise AssertionError(f"connection still open after {seconds:.0f} s")
+
+
+def test_bodies_are_capped_before_they_are_read(tmp_path: Path, sockdir: Path) -> None:
+    """The issue's two requests (unknown path, POST /v1/unseal) no longer grow the server:
+    a Content-Length over the cap gets 413 before any body byte is sent; a chunked body
+    is cut off at the cap; the server's peak RSS stays put (old main: +32 MiB each)."""
+    kr, _ = Keyring.create(tmp_path / "vault", 2, ["a", "b"])
+    with Server(kr.path, sockdir / "s.sock") as srv:
+        assert srv.proc is not None
+        with _unix(srv.sock) as s:  # 413 at once, no body sent
+            s.sendall(b"POST /v1/unseal HTTP/1.1\r\nHost: k\r\nContent-Length: 268435456\r\n\r\n")
+            assert _status_line(s, 20).split()[1] == "413"
+        with _unix(srv.sock) as s:  # over the unauthenticated cap, though far under 256 MiB
+            s.sendall(b"POST /v1/unseal HTTP/1.1\r\nHost: k\r\nContent-Length: 1048576\r\n\r\n")
+            assert _status_line(s, 20).split()[1] == "413"
+        before = _hwm_kib(srv.proc.pid)
+        for path, status in ((b"/nope", "404"), (b"/v1/unseal", "413")):
+            with _unix(srv.sock) as s:
+                s.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: k\r\n")
+                s.sendall(b"Transfer-Encoding: chunked\r\n\r\n")
+                chunk = b"%x\r\n" % (1 << 20) + b"\0" * (1 << 20) + b"\r\n"
+                sent = 0
+                try:
+                    for _ in range(32):
+                        s.sendall(chunk)
+                        sent += 1
+                except OSError:  # the server answered and closed: expected
+                    pass
+                assert _status_line(s, 20).split()[1] == status
+                assert sent < 32 or status == "404"
+        grown = (_hwm_kib(srv.proc.pid) - before) / 1024
+        assert grown < 16, f"peak RSS grew {grown:.0f} MiB from unauthenticated bodies"
+        assert Client(srv.url).service_status()["sealed"] is True  # still serving
+
+
+def test_idle_and_slow_connections_are_dropped(tmp_path: Path, sockdir: Path) -> None:
+    """slowloris (a header trickled byte by byte), a trickled body, a silent TLS peer and
+    an idle keep-alive connection are each closed within their timeout (+ slack)."""
+    certs = make_certs(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    kr, _ = Keyring.create(tmp_path / "vault", 2, ["a", "b"])
+    extra = ("--idle-timeout", "1", "--io-timeout", "1", "--listen", f"127.0.0.1:{port}")
+    extra += ("--tls-cert", str(certs["server-cert"]), "--tls-key", str(certs["server-key"]))
+    with Server(kr.path, sockdir / "s.sock", *extra) as srv:
+        with _unix(srv.sock) as s:  # slowloris: the header never completes
+            s.sendall(b"GET /v1/status HTTP/1.1\r\n")
+            assert _closed_within(s, 1 + SLACK, trickle=b"X-Slow: aaaaaaaaaaaaaaaaaaaa\r\n") >= 0.5
+        with _unix(srv.sock) as s:  # a body trickled byte by byte
+            s.sendall(b"POST /v1/unseal HTTP/1.1\r\nHost: k\r\nContent-Length: 4000\r\n\r\n{")
+            _closed_within(s, 1 + SLACK, trickle=b" ")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:  # silent TLS peer
+            _closed_within(s, 1 + SLACK)
+        ctx = ssl.create_default_context(cafile=str(certs["ca"]))
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:  # idle, over TLS
+            s.sendall(b"GET /v1/status HTTP/1.1\r\nHost: k\r\n\r\n")
+            assert _status_line(s, 20).split()[1] == "200"
+            _closed_within(s, 1 + SLACK)
+        # a client that keeps its connection alive just reconnects after the idle close
+        c = Client(srv.url)
+        assert c.service_status()["sealed"] is True
+        time.sleep(1.5)
+        assert c.service_status()["sealed"] is True
+
+
+class _Hostile(threading.Thread):
+    """A fake key service on a Unix socket: answers one request with an endless chunked
+    body (or a huge Content-Length) and counts what it managed to send."""
+
+    def __init__(self, path: Path, chunked: bool) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.chunked = chunked
+        self.sent = 0
+        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.lsock.bind(str(path))
+        self.lsock.listen(1)
+        self.lsock.settimeout(30)
+
+    def run(self) -> None:
+        conn, _ = self.lsock.accept()
+        conn.settimeout(30)
+        with conn:
+            conn.recv(65536)
+            if not self.chunked:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n{")
+                time.sleep(0.5)
+                return
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            chunk = b"%x\r\n" % 65536 + b" " * 65536 + b"\r\n"
+            try:
+                while self.sent < (64 << 20):
+                    conn.sendall(chunk)
+                    self.sent += 65536
+                conn.sendall(b"1\r\n1\r\n0\r\n\r\n")
+            except OSError:
+                pass
+        self.lsock.close()
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_client_reads_bounded_responses(sockdir: Path, chunked: bool) -> None:
+    srv = _Hostile(sockdir / "h.sock", chunked)
+    srv.start()
+    with pytest.raises(ServiceError, match="larger than"):
+        Client(f"unix:{srv.path}", timeout=30).service_status()
+    srv.join(40)
+    assert srv.sent < 8 << 20  # the client stopped reading near its 1 MiB control bound
+
+
+# -- item 6: numeric fields ----------------------------------------------------------------
+
+
+def test_rewrap_batch_size_is_validated(tmp_path: Path) -> None:
+    """batch_size 10^30 was an HTTP 500 (OverflowError); every bad value is a 400 naming
+    the field, the good ones still work, and the client refuses them before sending."""
+    kr, shares = Keyring.create(tmp_path / "vault", 2, ["a", "b"])
+    with kr.unseal([shares["a"], shares["b"]]) as u:
+        tl = TokenList.read(kr.path, kr.keyring_id)
+        token = tl.create(
+            mac_key(u.audit_key(), kr.keyring_id), name="t", allow=list(OPERATIONS),
+            subject_prefix="",
+        )[0]  # fmt: skip
+    svc = KeyService(kr.path, log=lambda m: None)
+    svc._unsealed(kr.unseal([shares["a"], shares["b"]]), ["a", "b"])
+    auth = {"authorization": f"Bearer {token}"}
+
+    def rewrap(body: bytes) -> tuple[int, dict]:
+        r = svc.handle(Request("POST", "/v1/rewrap", auth, body))
+        return r.status, json.loads(r.body)
+
+    for bad in ("1" + "0" * 30, "0", "-1", "1.5", "2.0", "true", '"10"', "null", "1e3"):
+        status, doc = rewrap(b'{"batch_size": ' + bad.encode() + b"}")
+        assert status == 400, (bad, doc)
+        assert doc["error"]["type"] == "FormatError" and "batch_size" in doc["error"]["message"]
+    status, doc = rewrap(b'{"batch_size": ' + b"9" * 5000 + b"}")  # beyond int parsing
+    assert status == 400 and doc["error"]["type"] == "FormatError"
+    assert rewrap(b"[]")[0] == 400
+    for good in (b"{}", b'{"batch_size": 1}', b'{"batch_size": %d}' % wire.MAX_REWRAP_BATCH):
+        assert rewrap(good)[0] == 200
+    assert rewrap(b'{"batch_size": %d}' % (wire.MAX_REWRAP_BATCH + 1))[0] == 400
+    c = Client("unix:/nonexistent", token=token)
+    for v in (10**30, 0, True):
+        with pytest.raises((ValueError, TypeError)):
+            c.rewrap(batch_size=v)
+    with pytest.raises(FormatError):
+        wire.int_field({"n": 10**30}, "n", 1, 1, 10)
+    svc.close()

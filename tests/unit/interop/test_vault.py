@@ -1,0 +1,225 @@
+"""Vault / OpenBao unseal keys: keysplit against an independent reference of Vault's
+shamir.go (tests/support/vault_reference.py), never against keysplit's own core."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import random
+import secrets
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from paths import VECTORS_DIR
+from vault_reference import REF, init_output
+
+from keysplit import (
+    DuplicateShareError,
+    FormatError,
+    Identity,
+    InsufficientSharesError,
+    RecoveryError,
+    combine,
+    open_share,
+    seal_share,
+    secret_fingerprint,
+    slip39,
+    split,
+    vault,
+)
+
+
+def test_reference_tables_match_vaults_published_entries() -> None:
+    # First entries of Vault's tables.go: expTable 01 e5 4c b5 fb, logTable 00 ff c8 08 91.
+    assert REF.exp[:5] == [0x01, 0xE5, 0x4C, 0xB5, 0xFB]
+    assert REF.log[:5] == [0x00, 0xFF, 0xC8, 0x08, 0x91]
+    assert REF.exp[255] == 0x01
+    assert all(REF.exp[REF.log[i]] == i for i in range(1, 256))
+
+
+def test_vault_3_of_5_to_sealed_keysplit_and_back() -> None:
+    """The issue's acceptance path: Vault init output -> sealed keysplit shares -> Vault keys."""
+    rnd = random.Random(1)
+    root = secrets.token_bytes(32)
+    vkeys = REF.split(root, 5, 3, rnd)
+    parsed = vault.parse_vault(init_output(vkeys, 3))
+    assert (parsed.threshold, parsed.count, len(parsed.keys)) == (3, 5, 5)
+    assert "hvs." not in repr(parsed) and base64.b64encode(vkeys[0]).decode() not in repr(parsed)
+    custodians = [Identity.generate(name) for name in ("ana", "ben", "cy", "dee", "eve")]
+    shares = vault.vault_to_keysplit(parsed, 3, 5)
+    sealed = [seal_share(s, c.recipient) for s, c in zip(shares, custodians, strict=True)]
+    opened = [open_share(sealed[i], identity=custodians[i]) for i in (4, 0, 2)]
+    assert combine(opened) == root
+    back = vault.keysplit_to_vault(opened, 3, 5)
+    text = vault.format_vault(back)
+    b64 = [ln.split(": ", 1)[1] for ln in text.splitlines()]
+    raw = [base64.b64decode(s) for s in b64]
+    for trio in ([0, 1, 2], [4, 2, 0], [1, 3, 4]):
+        assert REF.combine([raw[i] for i in trio]) == root
+    assert vault.parse_vault(text).keys == tuple(raw)
+
+
+@given(
+    secret=st.binary(min_size=1, max_size=64),
+    kn=st.tuples(st.integers(2, 6), st.integers(0, 4)),
+    seed=st.integers(0, 2**32),
+)
+def test_combine_matches_reference_and_reference_reads_ours(
+    secret: bytes, kn: tuple[int, int], seed: int
+) -> None:
+    k, extra = kn
+    n = k + extra
+    rnd = random.Random(seed)
+    ref_keys = REF.split(secret, n, k, rnd)
+    subset = rnd.sample(ref_keys, rnd.randint(k, n))
+    assert vault.combine_vault(subset, threshold=k) == secret
+    ours = vault.split_vault(secret, k, n)
+    assert REF.combine(rnd.sample(ours, k)) == secret
+    assert len({o[-1] for o in ours}) == n
+
+
+def test_extra_keys_are_checked_and_a_single_bad_one_named() -> None:
+    rnd = random.Random(7)
+    keys = REF.split(b"k" * 32, 5, 3, rnd)
+    assert vault.combine_vault(keys, threshold=3) == b"k" * 32
+    bad = bytearray(keys[1])
+    bad[10] ^= 0x01
+    four = [keys[0], bytes(bad), keys[2], keys[3]]
+    with pytest.raises(RecoveryError, match="do not lie on one polynomial") as e1:
+        vault.combine_vault(four, threshold=3)  # k + 1: detected
+    assert e1.value.index is None
+    with pytest.raises(RecoveryError, match="Vault key 2") as e2:
+        vault.combine_vault([*four, keys[4]], threshold=3)  # k + 2: named
+    assert e2.value.index == 2
+    # too low a threshold is caught by the extra keys too
+    with pytest.raises(RecoveryError):
+        vault.combine_vault(keys[:3], threshold=2)
+
+
+def test_exactly_k_keys_cannot_be_checked() -> None:
+    """Documented limit: a wrong key among exactly k gives a wrong secret, no error."""
+    keys = REF.split(b"s" * 16, 3, 3, random.Random(3))
+    wrong = bytearray(keys[0])
+    wrong[0] ^= 0xFF
+    assert vault.combine_vault([bytes(wrong), *keys[1:]], threshold=3) != b"s" * 16
+
+
+def test_bad_inputs() -> None:
+    keys = REF.split(b"x" * 32, 3, 2, random.Random(5))
+    with pytest.raises(InsufficientSharesError):
+        vault.combine_vault(keys[:1], threshold=2)
+    with pytest.raises(InsufficientSharesError, match="at least 2"):
+        vault.combine_vault(keys[:1])
+    one = vault.parse_vault(
+        '{"unseal_keys_hex": ["' + bytes(32).hex() + '"], "unseal_threshold": 1}'
+    )
+    with pytest.raises(FormatError, match="does not split"):
+        vault.combine_vault(one)
+    with pytest.raises(DuplicateShareError, match="given twice"):
+        vault.combine_vault([keys[0], keys[0]])
+    clash = keys[1][:-1][::-1] + keys[0][-1:]
+    with pytest.raises(DuplicateShareError, match="both claim"):
+        vault.combine_vault([keys[0], clash])
+    with pytest.raises(FormatError, match="different splits"):
+        vault.combine_vault([keys[0], keys[1][1:]])
+    with pytest.raises(FormatError, match="x-coordinate 0"):
+        vault.combine_vault([keys[0], keys[1][:-1] + b"\x00"])
+    for text, msg in (
+        ("Unseal Key 1: not*base64\n", "line 1"),
+        ("Unseal Key 1: " + base64.b64encode(b"\x01" * 300).decode() + "\n", "PGP"),
+        ("nothing here at all\n", "no Vault keys"),
+        ('{"unseal_keys_b64": 3}', "list of strings"),
+        (
+            '{"unseal_keys_b64": ["' + base64.b64encode(keys[0]).decode() + '"], '
+            '"unseal_keys_hex": ["' + keys[1].hex() + '"]}',
+            "disagree",
+        ),
+        ("[" * 100000, "nested too deeply"),
+    ):
+        with pytest.raises(FormatError, match=msg):
+            vault.parse_vault(text)
+
+
+def test_parse_json_hex_and_plain_lines() -> None:
+    keys = REF.split(bytes(range(32)), 5, 3, random.Random(11))
+    doc = {
+        "unseal_keys_b64": [base64.b64encode(k).decode() for k in keys],
+        "unseal_keys_hex": [k.hex() for k in keys],
+        "unseal_shares": 5,
+        "unseal_threshold": 3,
+        "root_token": "hvs.secret",
+    }
+    parsed = vault.parse_vault(json.dumps(doc))
+    assert (parsed.keys, parsed.threshold, parsed.count) == (tuple(keys), 3, 5)
+    assert vault.combine_vault(parsed) == bytes(range(32))
+    plain = "# custodian file\n" + keys[2].hex() + "\n" + base64.b64encode(keys[4]).decode()
+    assert vault.parse_vault(plain).keys == (keys[2], keys[4])
+    odd = "key+" + "A" * 39 + "Q"  # a key that starts like a word is still a key
+    assert vault.parse_vault(odd).keys == (base64.b64decode(odd),)
+    rec = vault.parse_vault(vault.format_vault(keys[:2], encoding="hex", kind="Recovery"))
+    assert rec.kind == "recovery" and rec.keys == tuple(keys[:2])
+
+
+def test_slip39_and_keysplit_routes() -> None:
+    root = secrets.token_bytes(32)
+    vkeys = REF.split(root, 4, 2, random.Random(2))
+    mn = vault.vault_to_slip39(vkeys[:3], 1, [(2, 3)], source_threshold=2, iteration_exponent=0)
+    assert slip39.combine_mnemonics(mn[0][:2]) == root
+    back = vault.slip39_to_vault(mn[0][1:], 3, 4)
+    assert REF.combine(back[1:]) == root
+    ks = split(root, 2, 2)
+    assert secret_fingerprint(vault.combine_vault(vault.keysplit_to_vault(ks, 2, 3)[:2])) == (
+        secret_fingerprint(root)
+    )
+
+
+VECTORS = json.loads((VECTORS_DIR / "vault.json").read_text())["cases"]
+EXPECT = {
+    "inconsistent": RecoveryError,
+    "too-few": InsufficientSharesError,
+    "duplicate": DuplicateShareError,
+}
+
+
+@pytest.mark.parametrize("case", VECTORS, ids=[c["name"] for c in VECTORS])
+def test_vault_vectors(case: dict[str, Any]) -> None:
+    """Keys made by the independent reference (tests/vectors/generate_custodians.py)."""
+    text = "".join(f"Unseal Key {n}: {k}\n" for n, k in enumerate(case["keys"], 1))
+    keys = vault.parse_vault(text)
+    expect, secret = case["expect"], bytes.fromhex(case["secret"])
+    if expect in EXPECT:
+        with pytest.raises(EXPECT[expect]):
+            vault.combine_vault(keys, threshold=case["threshold"])
+        return
+    got = vault.combine_vault(keys, threshold=case["threshold"])
+    assert (got == secret) == (expect == "ok")
+
+
+@given(
+    st.lists(st.binary(min_size=2, max_size=65), min_size=1, max_size=6).filter(
+        lambda ks: len({len(k) for k in ks}) == 1
+    ),
+    st.sampled_from(["base64", "hex"]),
+)
+def test_format_parse_roundtrip(keys: list[bytes], encoding: str) -> None:
+    if encoding == "hex" and not 17 <= len(keys[0]) <= 33:
+        with pytest.raises(ValueError, match="base64"):  # Vault would read it as base64
+            vault.format_vault(keys, encoding="hex")
+        return
+    text = vault.format_vault(keys, encoding=encoding)  # type: ignore[arg-type]
+    assert vault.parse_vault(text).keys == tuple(keys)
+
+
+def test_short_key_that_is_also_hex_is_read_as_base64_like_vault() -> None:
+    # "AAAA" is valid hex (2 bytes) and base64 (3 zero bytes); Vault takes hex only for
+    # 17..33-byte results, so it reads base64.
+    assert vault.parse_vault("Unseal Key 1: AAAA\n").keys == (b"\0\0\0",)
+
+
+@given(st.text(max_size=300))
+def test_parse_never_fails_uncleanly(text: str) -> None:
+    with contextlib.suppress(FormatError):  # anything else fails the test
+        vault.parse_vault(text)

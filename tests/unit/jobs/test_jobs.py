@@ -1,0 +1,622 @@
+"""keysplit.jobs on a real LocalCluster (2 worker processes, one cluster for the module).
+
+Cross-checks against the in-process paths: a distributed rewrap must leave the store
+byte-identical to ``UnsealedKeyring.rewrap`` (RFC 3394 is deterministic), and records
+sealed by workers must open with ``UnsealedKeyring.decrypt``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from Crypto.Cipher import AES
+
+pytest.importorskip("distributed")
+
+import pandas as pd
+from distributed import Client, LocalCluster
+from paths import VECTORS_DIR
+
+from keysplit import (
+    IntegrityError,
+    Keyring,
+    Share,
+    SQLiteKeyStore,
+    UnsealedKeyring,
+    WrappedKey,
+    ceremony,
+    jobs,
+    load_share,
+)
+from keysplit.jobs import JobError, LocalDataKeys
+from keysplit.jobs._access import data_keys, job_keks
+from keysplit.jobs._kek import open_keks, seal_keks
+from keysplit.keyring import KEYRING_FILE, STORE_FILE, KekSet
+
+NAMES = ["alice", "bob", "carol"]
+TIMEOUT = 240.0  # per job round: generous for a loaded 2-core machine
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=40,
+            death_timeout=120,
+        ) as cluster,
+        Client(cluster, timeout=120) as c,
+    ):
+        c.wait_for_workers(2, timeout=120)
+        yield c
+
+
+SAMPLE = "user/0000007"
+
+
+def _keyring(path: Path, n: int) -> tuple[Path, list[Share]]:
+    """A keyring with ``n`` data keys under KEK v1, rotated to v2 (so all n are stale);
+    ``sample.rec`` beside it is a record of SAMPLE sealed before the rotation."""
+    _, shares = Keyring.create(path, 2, NAMES)
+    quorum = [shares["alice"], shares["bob"]]
+    with Keyring.open(path).unseal(quorum) as ukr:
+        # Bulk-made keys, stored the way the keyring stores them (job_keks' wrap).
+        raw = np.frombuffer(os.urandom(16 * n), np.uint8).reshape(n, 16)
+        rows = job_keks(ukr, [1]).wrap([f"user/{i:07d}" for i in range(n)], raw)
+        ukr.store.insert_many(rows)
+        (path.parent / f"{path.name}.rec").write_bytes(ukr.encrypt(b"old", subject=SAMPLE))
+        ukr.rotate()
+    return path, quorum
+
+
+def _rows(path: Path, keyring_id: str) -> list[WrappedKey]:
+    store = SQLiteKeyStore(path / "keys.sqlite", keyring_id)
+    try:
+        return [r for batch in store.iter_subjects(10_000) for r in batch]
+    finally:
+        store.close()
+
+
+def _open(path: Path, quorum: list[Share]) -> UnsealedKeyring:
+    return Keyring.open(path).unseal(quorum)
+
+
+def test_plan_cuts_stale_keys_into_disjoint_ranges(tmp_path: Path) -> None:
+    path, quorum = _keyring(tmp_path / "kr", 300)
+    with _open(path, quorum) as ukr:
+        store = ukr.store
+        assert jobs.plan(store, 1, 4) == []  # relative to v1 nothing is stale
+        for parts in (1, 3, 7, 300, 1000):
+            ranges = jobs.plan(store, 2, parts)
+            assert ranges[0].after == "" and ranges[-1].last is None
+            assert len(ranges) <= min(parts, 300)
+            covered: list[str] = []
+            for r in ranges:
+                rows = store.stale_batch(2, r.after, 10_000)
+                covered += [x.subject for x in rows if r.last is None or x.subject <= r.last]
+            assert covered == sorted(f"user/{i:07d}" for i in range(300))
+            sizes = [
+                sum(
+                    1
+                    for x in store.stale_batch(2, r.after, 10_000)
+                    if r.last is None or x.subject <= r.last
+                )
+                for r in ranges
+            ]
+            assert max(sizes) - min(sizes) <= max(sizes) // 2 + 1
+        with pytest.raises(ValueError):
+            jobs.plan(store, 2, 0)
+
+
+def test_kek_bundle_opens_only_for_its_worker_and_job() -> None:
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    def pub(k: X25519PrivateKey) -> bytes:
+        return k.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
+
+    a, b = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    job, kid = os.urandom(16).hex(), os.urandom(16).hex()
+    keks = KekSet(kid, 3, {1: os.urandom(16), 2: os.urandom(16), 3: os.urandom(16)}, unbound=[1])
+    sealed = seal_keks(keks, pub(a), job_id=job, worker="tcp://w1:1")
+    got = open_keks(sealed, a, job_id=job, keyring_id=kid, worker="tcp://w1:1")
+    assert (got.keyring_id, got.current, got.versions) == (kid, 3, (1, 2, 3))
+    assert got.unbound == {1}  # the legacy flag travels: v1 rows keep RFC 3394's default IV
+    assert all(got.kek(v) == keks.kek(v) for v in (1, 2, 3))
+    # The opened set wraps and unwraps exactly like the driver's, per version: v1 with the
+    # default IV (an independent RFC 3394 unwrap opens it), v2/v3 bound to the subject.
+    raw = np.frombuffer(os.urandom(32), np.uint8).reshape(2, 16)
+    for v in (1, 2, 3):
+        ref = KekSet(kid, v, {v: keks.kek(v)}, unbound=[1] if v == 1 else [])
+        mine = KekSet(got.keyring_id, v, {v: got.kek(v)}, unbound=got.unbound & {v})
+        rows = mine.wrap(["s/a", "s/b"], raw)
+        assert rows == ref.wrap(["s/a", "s/b"], raw)
+        keys, ok = got.unwrap(rows)
+        assert bool(ok.all()) and keys.tobytes() == raw.tobytes()
+        default_iv_opens = True
+        try:  # pycryptodome's KW (RFC 3394, default IV only): an independent implementation
+            assert AES.new(keks.kek(v), AES.MODE_KW).unseal(rows[0].wrapped) == raw[0].tobytes()
+        except ValueError:
+            default_iv_opens = False
+        assert default_iv_opens == (v == 1)
+    for key, j, k, w in [
+        (b, job, kid, "tcp://w1:1"),  # another worker's key
+        (a, os.urandom(16).hex(), kid, "tcp://w1:1"),  # another job
+        (a, job, os.urandom(16).hex(), "tcp://w1:1"),  # another keyring
+        (a, job, kid, "tcp://w2:1"),  # replayed to another worker address
+    ]:
+        with pytest.raises(IntegrityError):
+            open_keks(sealed, key, job_id=j, keyring_id=k, worker=w)
+    flipped = bytearray(sealed)
+    flipped[-1] ^= 1
+    with pytest.raises(IntegrityError):
+        open_keks(bytes(flipped), a, job_id=job, keyring_id=kid, worker="tcp://w1:1")
+    assert keks.kek(1).hex() not in repr(keks) and keks.kek(1).hex() not in repr(got)
+
+
+@pytest.mark.slow
+def test_rewrap_1e5_keys_equals_in_process(client: Client, tmp_path: Path) -> None:
+    path, quorum = _keyring(tmp_path / "a", 100_000)
+    shutil.copytree(path, tmp_path / "b")
+    with _open(path, quorum) as ukr:
+        expected = ukr.rewrap()
+        kid = ukr.keyring.keyring_id
+    seen: list[tuple[int, int]] = []
+    with _open(tmp_path / "b", quorum) as ukr:
+        result = jobs.rewrap(
+            ukr,
+            client=client,
+            partitions=8,
+            progress=lambda d, t: seen.append((d, t)),
+            timeout=TIMEOUT,
+        )
+        old = (tmp_path / "a.rec").read_bytes()
+        assert ukr.decrypt(old, subject=SAMPLE) == b"old"  # records untouched by rewrap
+    assert (result.rewrapped, result.kek_version, result.remaining) == (100_000, 2, 0)
+    assert (expected.rewrapped, expected.remaining) == (100_000, 0)
+    assert seen[0] == (0, 100_000) and seen[-1] == (100_000, 100_000)  # keys, per partition
+    assert len(seen) == 9 and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    a, b = _rows(path, kid), _rows(tmp_path / "b", kid)
+    assert len(a) == 100_000 and all(r.kek_version == 2 for r in a)
+    assert a == b  # byte-identical to the in-process rewrap
+
+
+def _raw_keys(ukr: UnsealedKeyring, rows: list[WrappedKey]) -> list[bytes]:
+    """Every stored row unwrapped under its own KEK version; fails on any bad row."""
+    keks = job_keks(ukr, sorted({r.kek_version for r in rows}))
+    raw, ok = keks.unwrap(rows)
+    assert bool(ok.all()), "a stored key does not unwrap: a half-done write"
+    return [k.tobytes() for k in raw]
+
+
+LEGACY = json.loads((VECTORS_DIR / "keyring_legacy_store.json").read_text())
+
+
+def _default_iv_opens(kek: bytes, row: WrappedKey) -> bool:
+    """pycryptodome's RFC 3394 (default IV only): an implementation independent of ours."""
+    try:
+        AES.new(kek, AES.MODE_KW).unseal(row.wrapped)
+    except ValueError:
+        return False
+    return True
+
+
+def test_rewrap_ceremony_on_dask_binds_legacy_and_bound_rows(
+    client: Client, tmp_path: Path
+) -> None:
+    """A keyring from before subject binding (tests/vectors): v1 rows use the default IV,
+    v2 rows are bound; rotated to v3, the Dask rewrap must open both kinds (the unbound
+    flag reaches the workers) and bind every row, byte-identical to the in-process rewrap;
+    the keyring then reads every key, and the ceremony records one ``rewrap`` entry."""
+    path, kid = tmp_path / "a", LEGACY["keyring_id"]
+    path.mkdir()
+    (path / KEYRING_FILE).write_bytes(bytes.fromhex(LEGACY["keyring_file"]))
+    store = SQLiteKeyStore(path / STORE_FILE, kid, create=True)
+    store.insert_many([WrappedKey(s, v, bytes.fromhex(w)) for s, v, w in LEGACY["data_keys"]])
+    store.close()
+    shares = [Share.parse(LEGACY["shares"][n]) for n in ("c1", "c3")]
+    legacy, bound = [f"legacy/{i:04d}" for i in range(2000)], [f"bound/{i:04d}" for i in range(500)]
+    n = len(LEGACY["data_keys"]) + 2500
+    with _open(path, shares) as ukr:
+        assert ukr.keyring.unbound_kek_versions == (1,)
+        ukr.data_keys(legacy, create=True)  # under v1, written with the default IV
+        ukr.rotate()  # v2, bound
+        ukr.data_keys(bound, create=True)
+        ukr.rotate()  # v3
+        keks = {v: ukr.keks_for_rewrap().kek(v) for v in (1, 2, 3)}
+        rows = _rows(path, kid)
+        before = dict(zip([r.subject for r in rows], _raw_keys(ukr, rows), strict=True))
+    assert {r.kek_version for r in rows} == {1, 2} and len(rows) == n
+    assert all(_default_iv_opens(keks[1], r) for r in rows if r.kek_version == 1)
+    assert not any(_default_iv_opens(keks[2], r) for r in rows if r.kek_version == 2)
+    shutil.copytree(path, tmp_path / "b")
+    with _open(tmp_path / "b", shares) as ukr:
+        assert ukr.rewrap().rewrapped == n  # the in-process reference
+
+    kr = Keyring.open(path)
+    done = ceremony.rewrap(
+        kr,
+        ceremony.Quorum(kr, shares),
+        batch_size=300,
+        runner=lambda ukr, b, p: jobs.rewrap(
+            ukr, client=client, partitions=4, batch_size=b, progress=p, timeout=TIMEOUT
+        ),
+    )
+    assert (done.value.rewrapped, done.value.remaining, done.value.corrupt) == (n, 0, ())
+    after = _rows(path, kid)
+    assert after == _rows(tmp_path / "b", kid)  # byte-identical to the in-process rewrap
+    assert {r.kek_version for r in after} == {3}
+    assert not any(_default_iv_opens(keks[3], r) for r in after)  # every row bound now
+    with _open(path, shares) as ukr:
+        assert None not in ukr.data_keys(list(before))  # raises if any row fails its check
+        assert dict(zip(list(before), _raw_keys(ukr, after), strict=True)) == before
+        for s, rec in LEGACY["records"].items():
+            assert ukr.decrypt(bytes.fromhex(rec), subject=s) == f"record of {s}".encode()
+    entries = [e for e in Keyring.open(path).audit_log().entries() if e.event == "rewrap"]
+    assert len(entries) == 1 and done.entry == entries[0]
+    assert entries[0].data["rewrapped"] == n and entries[0].data["kek_version"] == 3
+
+
+def test_worker_killed_mid_job_leaves_nothing_half_done(client: Client, tmp_path: Path) -> None:
+    n = 20_000  # 16 partitions of 1 250 keys: the kill lands after the first one
+    path, quorum = _keyring(tmp_path / "a", n)
+    shutil.copytree(path, tmp_path / "b")
+    with _open(tmp_path / "b", quorum) as ukr:
+        ukr.rewrap()  # the in-process reference
+        kid = ukr.keyring.keyring_id
+    pids = client.run(os.getpid)
+    victim = sorted(pids)[0]
+    killed: list[int] = []
+
+    def kill_once(done: int, total: int) -> None:
+        if done >= 1 and not killed:
+            os.kill(pids[victim], signal.SIGKILL)
+            killed.append(pids[victim])
+
+    with _open(path, quorum) as ukr:
+        before = _raw_keys(ukr, _rows(path, kid))
+        try:
+            first = jobs.rewrap(
+                ukr,
+                client=client,
+                partitions=16,
+                batch_size=500,
+                progress=kill_once,
+                timeout=TIMEOUT,
+            )
+            finished_first = first.remaining == 0
+        except JobError:
+            finished_first = False
+        assert killed
+        mid = _rows(path, kid)
+        assert len(mid) == n and {r.kek_version for r in mid} <= {1, 2}
+        assert _raw_keys(ukr, mid) == before  # each key: old wrap or new wrap, same key
+        client.wait_for_workers(2, timeout=120)
+        again = jobs.rewrap(ukr, client=client, partitions=4, timeout=TIMEOUT)
+        assert again.remaining == 0
+        assert finished_first == (again.rewrapped == 0)
+    assert _rows(path, kid) == _rows(tmp_path / "b", kid)
+
+
+def _dataset(path: Path) -> pd.DataFrame:
+    """Two Parquet files (so two partitions): 300 rows over 7 users, one null value."""
+    users = [f"contacts/{i % 7}" for i in range(300)]
+    values: list[bytes | None] = [f"row {i} ".encode() * (i % 5) for i in range(300)]
+    values[17] = None
+    df = pd.DataFrame({"id": range(300), "user": users, "body": values})
+    path.mkdir()
+    df.iloc[:150].to_parquet(path / "part.0.parquet")
+    df.iloc[150:].to_parquet(path / "part.1.parquet")
+    return df
+
+
+def test_parquet_round_trip_byte_compatible_and_moved_row_fails(
+    client: Client, tmp_path: Path
+) -> None:
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    df = _dataset(tmp_path / "in")
+    ctx = {"table": "contacts", "column": "body"}
+    with _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr:
+        local = LocalDataKeys(ukr)
+        with pytest.raises(TypeError):
+            pickle.dumps(local)  # the unsealed keyring never travels to workers
+        with local.serve() as source:
+            steps: list[tuple[int, int]] = []
+            n = jobs.encrypt_dataset(
+                tmp_path / "in",
+                tmp_path / "enc",
+                "body",
+                "user",
+                service=source,
+                context=ctx,
+                client=client,
+                progress=lambda d, t: steps.append((d, t)),
+            )
+            assert n == 300 and steps[-1] == (2, 2)
+            enc = pd.read_parquet(tmp_path / "enc").sort_values("id").reset_index(drop=True)
+            assert enc["body"][17] is None
+            for i in (0, 5, 150, 299):  # the keyring itself opens the workers' records
+                rec = enc["body"][i]
+                assert ukr.decrypt(rec, subject=enc["user"][i], context=ctx) == df["body"][i]
+            jobs.decrypt_dataset(
+                tmp_path / "enc",
+                tmp_path / "dec",
+                "body",
+                "user",
+                service=source,
+                context=ctx,
+                client=client,
+            )
+            dec = pd.read_parquet(tmp_path / "dec").sort_values("id").reset_index(drop=True)
+            assert dec["body"].tolist() == df["body"].tolist()
+            assert dec["user"].tolist() == df["user"].tolist()
+            assert jobs.scan_dataset(
+                tmp_path / "enc", "body", "user", service=source, context=ctx, client=client
+            ).ok
+
+            # A row moved to another user, a flipped bit, garbage, a shredded subject.
+            bad = enc.copy()
+            bad.loc[3, "user"] = "contacts/4"
+            flipped = bytearray(bad["body"][8])
+            flipped[-1] ^= 1
+            bad.at[8, "body"] = bytes(flipped)
+            bad.at[9, "body"] = b"not a record"
+            bad.loc[10, "user"] = "contacts/never"
+            (tmp_path / "bad").mkdir()
+            bad.to_parquet(tmp_path / "bad" / "part.0.parquet")
+            with pytest.raises(IntegrityError):
+                jobs.decrypt_dataset(
+                    tmp_path / "bad",
+                    tmp_path / "dec2",
+                    "body",
+                    "user",
+                    service=source,
+                    context=ctx,
+                    client=client,
+                )
+            report = jobs.scan_dataset(
+                tmp_path / "bad", "body", "user", service=source, context=ctx, client=client
+            )
+            assert report.checked == 299
+            assert {(b.row, b.subject, b.reason) for b in report.bad} == {
+                (3, "contacts/4", "authentication failed"),
+                (8, bad["user"][8], "authentication failed"),
+                (9, bad["user"][9], "malformed"),
+                (10, "contacts/never", "no data key"),
+            }
+            # Same records under another context: all fail.
+            other = jobs.scan_dataset(
+                tmp_path / "enc",
+                "body",
+                "user",
+                service=source,
+                context={"table": "other"},
+                client=client,
+            )
+            assert len(other.bad) == 299
+
+
+def _cli(args: list[object]) -> Any:
+    from keysplit_cli.app import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def test_cli_rewrap_dask_local_cluster_and_datasets(client: Client, tmp_path: Path) -> None:
+    kr = tmp_path / "vault"
+    assert (
+        _cli(["init", kr, "-k", "2", "-c", "a", "-c", "b", "-c", "c", "--plain-shares"]).exit_code
+        == 0
+    )
+    quorum = [
+        "--share",
+        tmp_path / "vault-shares" / "a.g1.kss",
+        "--share",
+        tmp_path / "vault-shares" / "c.g1.kss",
+    ]
+    df = _dataset(tmp_path / "in")
+    # encrypt-dataset on the module's cluster (a real scheduler address), keys from --keyring
+    r = _cli(
+        [
+            "encrypt-dataset",
+            tmp_path / "in",
+            tmp_path / "enc",
+            "--column",
+            "body",
+            "--subject-column",
+            "user",
+            "--keyring",
+            kr,
+            "--context",
+            "t=contacts",
+            "--scheduler",
+            client.scheduler.address,
+            *quorum,
+        ]
+    )
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == "300"
+    with Keyring.open(kr).unseal(
+        [
+            load_share((tmp_path / "vault-shares" / "b.g1.kss").read_bytes()),
+            load_share((tmp_path / "vault-shares" / "c.g1.kss").read_bytes()),
+        ]
+    ) as ukr:
+        enc = pd.read_parquet(tmp_path / "enc").sort_values("id").reset_index(drop=True)
+        assert (
+            ukr.decrypt(enc["body"][1], subject="contacts/1", context={"t": "contacts"})
+            == df["body"][1]
+        )
+        ukr.rotate()
+    r = _cli(
+        [
+            "scan-dataset",
+            tmp_path / "enc",
+            "--column",
+            "body",
+            "--subject-column",
+            "user",
+            "--keyring",
+            kr,
+            "--scheduler",
+            client.scheduler.address,
+            *quorum,
+        ]
+    )  # wrong context: all bad
+    assert r.exit_code == 1 and "error: 299 of 299 records do not decrypt" in r.stderr
+    assert "contacts/3\tauthentication failed" in r.stdout
+    # rewrap --dask with no address: a LocalCluster of its own
+    r = _cli(["rewrap", kr, "--dask", *quorum, "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert (doc["rewrapped"], doc["kek_version"], doc["remaining"]) == (7, 2, 0)
+    rewraps = [e for e in Keyring.open(kr).audit_log().entries() if e.event == "rewrap"]
+    assert len(rewraps) == 1 and rewraps[0].hash == doc["audit_head"]  # one ceremony entry
+    assert rewraps[0].data["authorized_by"][0]["custodian"] == "a"
+    r = _cli(
+        [
+            "decrypt-dataset",
+            tmp_path / "enc",
+            tmp_path / "dec",
+            "--column",
+            "body",
+            "--subject-column",
+            "user",
+            "--context",
+            "t=contacts",
+            "--keyring",
+            kr,
+            "--scheduler",
+            client.scheduler.address,
+            *quorum,
+        ]
+    )
+    assert r.exit_code == 0, r.output
+    dec = pd.read_parquet(tmp_path / "dec").sort_values("id").reset_index(drop=True)
+    assert dec["body"].tolist() == df["body"].tolist()
+    r = _cli(
+        [
+            "encrypt-dataset",
+            tmp_path / "in",
+            tmp_path / "x",
+            "--column",
+            "body",
+            "--subject-column",
+            "user",
+            "--server",
+            "unix:/nonexistent.sock",
+        ]
+    )
+    assert r.exit_code == 2 and "error: --server needs --token-file" in r.stderr
+
+
+def test_loopback_source_needs_its_key_and_service_source_plumbing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multiprocessing
+
+    import keysplit
+    from keysplit.jobs import ServiceDataKeys
+    from keysplit.jobs.datakeys import _LoopbackDataKeys
+
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    ukr = _open(tmp_path / "kr", [shares["alice"], shares["carol"]])
+    with ukr, LocalDataKeys(ukr).serve() as source:
+        handle = pickle.loads(pickle.dumps(source))  # what a worker gets
+        (k1,) = handle.datakeys(["s/1"], create=True)
+        assert data_keys(ukr, ["s/1"], create=False) == [k1]
+        with pytest.raises(IntegrityError):
+            handle.datakeys(["s/2"], create=False)
+        assert handle._authkey.hex() not in repr(handle)
+        forged = _LoopbackDataKeys(handle.address, os.urandom(32))
+        with pytest.raises(multiprocessing.AuthenticationError):
+            forged.datakeys(["s/1"], create=False)
+
+    calls: list[tuple[Any, ...]] = []
+
+    class FakeClient:  # stands in for keysplit.Client (the key service's client)
+        def __init__(self, url: str, *, token: str) -> None:
+            calls.append(("init", url, token))
+
+        def datakeys(self, subjects: list[str], *, create: bool = True) -> list[bytes]:
+            calls.append(("datakeys", list(subjects), create))
+            return [bytes(16)] * len(subjects)
+
+    src = ServiceDataKeys("unix:/tmp/ks.sock", "tok-secret")
+    assert "tok-secret" not in repr(src)
+    monkeypatch.delattr(keysplit, "Client", raising=False)
+    with pytest.raises(keysplit.KeysplitError, match="no key service client"):
+        src.datakeys(["a"])
+    monkeypatch.setattr(keysplit, "Client", FakeClient, raising=False)
+    worker_copy = pickle.loads(pickle.dumps(src))
+    assert worker_copy.datakeys(["a", "b"], create=False) == [bytes(16)] * 2
+    worker_copy.datakeys(["c"])
+    assert calls == [
+        ("init", "unix:/tmp/ks.sock", "tok-secret"),
+        ("datakeys", ["a", "b"], False),
+        ("datakeys", ["c"], True),
+    ]
+
+
+def test_cli_datasets_through_keysplit_serve(client: Client, tmp_path: Path) -> None:
+    """End to end: ``keysplit serve`` holds the keyring; ``keysplit encrypt-dataset`` and
+    ``decrypt-dataset --server unix:...`` (real processes, on the module's cluster) get
+    each partition's data keys from it with a ``datakey`` token."""
+    from test_service_helpers import Server, cli
+
+    from keysplit.service import Client as ServiceClient
+    from keysplit.service.tokens import TokenList, mac_key
+
+    sockdir = Path(tempfile.mkdtemp(prefix="ksj", dir="/tmp"))  # AF_UNIX paths are short
+    try:
+        kr, shares = Keyring.create(tmp_path / "vault", 2, NAMES)
+        with kr.unseal([shares["alice"], shares["bob"]]) as ukr:
+            key = mac_key(ukr.audit_key(), kr.keyring_id)
+            tl = TokenList.read(kr.path, kr.keyring_id)
+            for name, allow in (("jobs", "datakey"), ("enc", "encrypt")):
+                token = tl.create(key, name=name, allow=[allow], subject_prefix="contacts/")[0]
+                (tmp_path / f"{name}.token").write_text(token)
+        df = _dataset(tmp_path / "in")
+        with Server(kr.path, sockdir / "s.sock") as srv:
+            c = ServiceClient(srv.url)
+            for n in ("alice", "carol"):
+                c.submit_share(shares[n], c.unseal_offer(), keyring_id=kr.keyring_id)
+            opts: list[object] = ["--column", "body", "--subject-column", "user"]
+            opts += ["--server", srv.url, "--scheduler", client.scheduler.address]
+            opts += ["--context", "t=contacts", "--token-file", tmp_path / "jobs.token"]
+            r = cli("encrypt-dataset", "in", "enc", *map(str, opts), cwd=tmp_path)
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.strip() == "300"
+            r = cli("decrypt-dataset", "enc", "dec", *map(str, opts), cwd=tmp_path)
+            assert r.returncode == 0, r.stderr
+            dec = pd.read_parquet(tmp_path / "dec").sort_values("id").reset_index(drop=True)
+            assert dec["body"].tolist() == df["body"].tolist()
+            assert dec["user"].tolist() == df["user"].tolist()
+            # a token without 'datakey' is refused: one error line, no traceback
+            opts[-1] = tmp_path / "enc.token"
+            r = _cli(["decrypt-dataset", tmp_path / "enc", tmp_path / "dec2", *opts])
+            assert r.exit_code == 1 and r.stderr.count("error:") == 1, r.output
+            assert not (tmp_path / "dec2").exists() or not any((tmp_path / "dec2").iterdir())
+        enc = pd.read_parquet(tmp_path / "enc").sort_values("id").reset_index(drop=True)
+        with kr.unseal([shares["bob"], shares["carol"]]) as ukr:  # ordinary keysplit records
+            for i in (0, 150, 299):
+                rec, subject = enc["body"][i], enc["user"][i]
+                assert ukr.decrypt(rec, subject=subject, context={"t": "contacts"}) == df["body"][i]
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)

@@ -1,0 +1,255 @@
+"""Record format: known-answer vectors, an independent decoder, tamper properties, batches."""
+
+from __future__ import annotations
+
+import json
+import struct
+import unicodedata
+from pathlib import Path
+
+import pytest
+from Crypto.Cipher import AES
+from Crypto.Hash import SHA256
+from Crypto.Protocol.KDF import HKDF
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from paths import VECTORS_DIR
+
+from keysplit import FormatError, IntegrityError, envelope, names
+from keysplit.envelope import DataKey
+from keysplit.rng import DeterministicRandom
+
+VECTORS = json.loads((VECTORS_DIR / "record.json").read_text())
+EXPECT = {
+    "integrity": IntegrityError,
+    "truncated": FormatError,
+    "bad-magic": FormatError,
+    "unsupported-version": FormatError,
+    "unsupported-suite": FormatError,
+}
+
+
+@pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda c: c["name"])
+def test_vectors(case: dict[str, object]) -> None:
+    key = DataKey(bytes.fromhex(str(case["data_key"])))
+    rec = bytes.fromhex(str(case["record"]))
+    ctx = case["context"]
+    assert isinstance(ctx, dict)
+    subject = str(case["subject"])
+    if case["expect"] == "ok":
+        assert envelope.decrypt(key, rec, subject=subject, context=ctx).hex() == case["plaintext"]
+        assert envelope.decrypt_many([key], [subject], [rec], ctx)[0].hex() == case["plaintext"]
+    else:
+        exc = EXPECT[str(case["expect"])]
+        with pytest.raises(exc):
+            envelope.decrypt(key, rec, subject=subject, context=ctx)
+        with pytest.raises(exc):
+            envelope.decrypt_many([key], [subject], [rec], ctx)
+
+
+def _independent_open(key: bytes, rec: bytes, subject: str, ctx: dict[str, str]) -> bytes:
+    """Decode per docs/format/record.md with pycryptodome only (no keysplit code)."""
+    salt = b"keysplit record v1"
+    enc = HKDF(key, 16, salt, SHA256, context=b"keysplit/record/v1/enc")
+    commit = HKDF(key, 32, salt, SHA256, context=b"keysplit/record/v1/commit")
+    assert rec[:6] == b"KSRC\x01\x01"
+    assert rec[6:38] == commit
+    nonce = rec[38:50]
+
+    def lp(b: bytes) -> bytes:
+        return struct.pack(">I", len(b)) + b
+
+    items = sorted((k.encode(), v.encode()) for k, v in ctx.items())
+    aad = rec[:50] + lp(subject.encode()) + struct.pack(">I", len(items))
+    aad += b"".join(lp(k) + lp(v) for k, v in items)
+    cipher = AES.new(enc, AES.MODE_GCM, nonce=nonce)
+    cipher.update(aad)
+    return cipher.decrypt_and_verify(rec[50:-16], rec[-16:])
+
+
+def test_ok_vectors_open_with_independent_implementation() -> None:
+    oks = [c for c in VECTORS["cases"] if c["expect"] == "ok"]
+    assert len(oks) >= 3
+    for c in oks:
+        pt = _independent_open(
+            bytes.fromhex(c["data_key"]), bytes.fromhex(c["record"]), c["subject"], c["context"]
+        )
+        assert pt.hex() == c["plaintext"]
+
+
+def test_vectors_are_reproducible(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "gen", VECTORS_DIR / "generate_records.py"
+    )
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.OUT = tmp_path / "record.json"
+    mod.main()
+    assert json.loads(mod.OUT.read_text()) == VECTORS
+
+
+KEY = DataKey(bytes(range(16)))
+text = st.text(min_size=1, max_size=12)
+
+
+def _one_spelling_per_key(ctx: dict[str, str]) -> bool:
+    """False for a context with one key in two Unicode spellings (refused: keysplit.names)."""
+    return len({unicodedata.normalize("NFC", k) for k in ctx}) == len(ctx)
+
+
+@given(
+    pt=st.binary(max_size=200),
+    subject=text,
+    ctx=st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=3),
+    pos=st.integers(min_value=0),
+    bit=st.integers(0, 7),
+)
+def test_any_bit_flip_is_rejected(
+    pt: bytes, subject: str, ctx: dict[str, str], pos: int, bit: int
+) -> None:
+    assume(_one_spelling_per_key(ctx))
+    rec = envelope.encrypt(KEY, pt, subject=subject, context=ctx)
+    assert len(rec) == len(pt) + envelope.OVERHEAD
+    assert envelope.decrypt(KEY, rec, subject=subject, context=ctx) == pt
+    bad = bytearray(rec)
+    bad[pos % len(bad)] ^= 1 << bit
+    with pytest.raises((IntegrityError, FormatError)):
+        envelope.decrypt(KEY, bytes(bad), subject=subject, context=ctx)
+
+
+@given(a=text, b=text, ca=st.dictionaries(text, text, max_size=3))
+def test_moved_to_other_subject_or_context_fails(a: str, b: str, ca: dict[str, str]) -> None:
+    assume(_one_spelling_per_key(ca))
+    rec = envelope.encrypt(KEY, b"x", subject=a, context=ca)
+    if names.normalize_subject(a) != names.normalize_subject(b):  # else one subject (NFC)
+        with pytest.raises(IntegrityError):
+            envelope.decrypt(KEY, rec, subject=b, context=ca)
+    with pytest.raises(IntegrityError):
+        envelope.decrypt(KEY, rec, subject=a, context={**ca, "\x00extra": ""})
+
+
+@given(st.dictionaries(text, text, max_size=5), st.randoms())
+def test_context_encoding_is_order_independent_and_injective(
+    ctx: dict[str, str], r: object
+) -> None:
+    assume(_one_spelling_per_key(ctx))
+    items = list(ctx.items())
+    r.shuffle(items)  # type: ignore[attr-defined]
+    assert envelope.encode_aad("s", dict(items)) == envelope.encode_aad("s", ctx)
+    # length prefixes make ("ab","c") and ("a","bc") differ
+    assert envelope.encode_aad("s", {"ab": "c"}) != envelope.encode_aad("s", {"a": "bc"})
+    assert envelope.encode_aad("s|a", {}) != envelope.encode_aad("s", {"a": ""})
+
+
+def test_batch_roundtrip_and_mixed_contexts() -> None:
+    rng = DeterministicRandom("batch")
+    keys = [DataKey(rng.random_bytes(16)) for _ in range(5)]
+    subjects = [f"u{i % 5}" for i in range(50)]
+    ks = [keys[i % 5] for i in range(50)]
+    pts = [bytes([i]) * i for i in range(50)]
+    recs = envelope.encrypt_many(ks, subjects, pts, {"t": "x"}, rng=rng)
+    assert envelope.decrypt_many(ks, subjects, recs, {"t": "x"}) == pts
+    for i in (0, 17, 49):
+        assert envelope.decrypt(ks[i], recs[i], subject=subjects[i], context={"t": "x"}) == pts[i]
+    assert len({r[38:50] for r in recs}) == 50, "nonces must be distinct"
+    ctxs = [{"i": str(i)} for i in range(50)]
+    recs2 = envelope.encrypt_many(ks, subjects, pts, ctxs)
+    assert envelope.decrypt_many(ks, subjects, recs2, ctxs) == pts
+    with pytest.raises(IntegrityError):
+        envelope.decrypt_many(ks, subjects, recs2, {"i": "0"})
+    swapped = [*recs[:2][::-1], *recs[2:]]
+    with pytest.raises(IntegrityError):
+        envelope.decrypt_many(ks, subjects, swapped, {"t": "x"})
+
+
+def test_batch_same_subject_two_keys_not_confused() -> None:
+    k1, k2 = DataKey(b"\x01" * 16), DataKey(b"\x02" * 16)
+    recs = envelope.encrypt_many([k1, k2], ["s", "s"], [b"a", b"b"])
+    assert envelope.decrypt(k1, recs[0], subject="s") == b"a"
+    assert envelope.decrypt(k2, recs[1], subject="s") == b"b"
+
+
+def test_misuse_and_repr() -> None:
+    assert "redacted" in repr(KEY) and "00010203" not in repr(KEY)
+    with pytest.raises(ValueError):
+        DataKey(b"short")
+    with pytest.raises(TypeError):
+        DataKey("x" * 16)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        envelope.encrypt(KEY, b"", subject="")
+    with pytest.raises(ValueError):
+        envelope.encrypt(KEY, b"", subject="x" * 1025)
+    with pytest.raises(ValueError):
+        envelope.encrypt(KEY, b"", subject="\ud800")
+    with pytest.raises(TypeError):
+        envelope.encrypt(KEY, "text", subject="s")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        envelope.encrypt(KEY, b"", subject="s", context={"a": 1})  # type: ignore[dict-item]
+    with pytest.raises(ValueError):
+        envelope.encrypt_many([KEY], ["s", "t"], [b""])
+    with pytest.raises(ValueError):
+        envelope.encrypt_many([KEY], ["s"], [b""], [{}, {}])
+    with pytest.raises(FormatError, match="magic"):
+        envelope.parse_header(b"")
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=30))
+def test_batch_grouping_keeps_input_order_and_nonces(order: list[int]) -> None:
+    # encrypt_many/decrypt_many work subject by subject internally; outputs must still be
+    # in input order, and record i must carry nonce i of the bulk draw (reproducible vectors).
+    keys = [DataKey(bytes([k + 1]) * 16) for k in range(4)]
+    subjects = [f"s{k}" for k in order]
+    ks = [keys[k] for k in order]
+    pts = [b"%d" % i for i in range(len(order))]
+    nonces = DeterministicRandom("order").random_bytes(12 * len(order))
+    recs = envelope.encrypt_many(ks, subjects, pts, {"c": "1"}, rng=DeterministicRandom("order"))
+    for i, rec in enumerate(recs):
+        assert rec[38:50] == nonces[12 * i : 12 * i + 12]
+        assert envelope.decrypt(ks[i], rec, subject=subjects[i], context={"c": "1"}) == pts[i]
+    assert envelope.decrypt_many(ks, subjects, recs, {"c": "1"}) == pts
+    assert envelope.decrypt_many(ks, subjects, [bytearray(r) for r in recs], {"c": "1"}) == pts
+
+
+def test_batch_bad_record_in_the_middle_names_the_problem() -> None:
+    k1, k2 = DataKey(b"\x01" * 16), DataKey(b"\x02" * 16)
+    subjects = ["a", "b", "a", "b"]
+    ks = [k1, k2, k1, k2]
+    recs = envelope.encrypt_many(ks, subjects, [b"w", b"x", b"y", b"z"])
+    cases = [
+        (b"XSRC" + recs[2][4:], FormatError),
+        (recs[2][:4] + b"\x02" + recs[2][5:], FormatError),
+        (recs[2][: envelope.OVERHEAD - 1], FormatError),
+        (recs[1], IntegrityError),  # another key's commitment
+        (recs[2][:-1] + bytes([recs[2][-1] ^ 1]), IntegrityError),
+    ]
+    for bad, exc in cases:
+        with pytest.raises(exc):
+            envelope.decrypt_many(ks, subjects, [recs[0], recs[1], bad, recs[3]])
+    with pytest.raises(TypeError):
+        envelope.decrypt_many(ks, subjects, [recs[0], recs[1], memoryview(recs[2]), recs[3]])
+
+
+def test_record_context_size_is_bounded_before_encoding() -> None:
+    # Issue 15: a context from the wire is refused (a KeysplitError, also a ValueError)
+    # before a large AAD is built; before the bound a 1 MiB context was encoded whole.
+    from keysplit import KeysplitError
+
+    key = DataKey(bytes(16))
+    limit = envelope.MAX_CONTEXT_BYTES
+    ok = {"k": "v" * (limit - 1)}
+    rec = envelope.encrypt(key, b"x", subject="u1", context=ok)
+    assert envelope.decrypt(key, rec, subject="u1", context=ok) == b"x"
+    for bad in (
+        {"k": "v" * limit},
+        {"k": "v" * (1 << 20)},
+        {"k": "é" * (limit // 2 + 1)},  # within the bound in characters, beyond it in UTF-8
+        {str(i): "" for i in range(envelope.MAX_CONTEXT_ENTRIES + 1)},
+    ):
+        with pytest.raises(KeysplitError, match="record context"):
+            envelope.encrypt(key, b"x", subject="u1", context=bad)
+        with pytest.raises(ValueError):
+            envelope.decrypt(key, rec, subject="u1", context=bad)

@@ -1,0 +1,186 @@
+"""Helpers for the key-service tests: real `keysplit` processes, bounded in time.
+
+(Named test_service_* to stay inside the service's files; it holds no tests itself.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import keysplit
+from keysplit.service import Client
+
+KEYSPLIT = str(Path(sys.executable).parent / "keysplit")
+TIMEOUT = 120.0
+
+
+def cli(
+    *args: str | os.PathLike[str], cwd: Path, input: str | None = None, timeout: float = TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [KEYSPLIT, *map(str, args)],
+        cwd=cwd,
+        input=input if input is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def share_file(shares_dir: Path, name: str) -> Path:
+    (p,) = sorted(shares_dir.glob(f"{name}.g1.*"))
+    return p
+
+
+def make_keyring(tmp: Path, k: int, names: Sequence[str], dirname: str = "vault") -> Path:
+    args: list[str] = ["init", dirname, "-k", str(k), "--plain-shares"]
+    for n in names:
+        args += ["-c", n]
+    r = cli(*args, cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    return tmp / dirname
+
+
+def make_token(
+    tmp: Path, directory: Path, name: str, allow: str, prefix: str, shares: Sequence[Path]
+) -> str:
+    args: list[str] = ["token", "create", str(directory), "--name", name, "--allow", allow]
+    args += ["--subject-prefix", prefix]
+    for s in shares:
+        args += ["--share", str(s)]
+    r = cli(*args, cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    token = r.stdout.strip()
+    assert token.startswith("kst1_") and len(token) == 48
+    return token
+
+
+class Server:
+    """``keysplit serve DIR --socket PATH`` in a subprocess."""
+
+    def __init__(self, directory: Path, sock: Path, *extra: str) -> None:
+        self.directory = directory
+        self.sock = sock
+        self.extra = extra
+        self.proc: subprocess.Popen[str] | None = None
+        self.log = sock.with_suffix(".log")
+
+    @property
+    def url(self) -> str:
+        return f"unix:{self.sock}"
+
+    def start(self) -> Server:
+        with open(self.log, "a") as err:
+            self.proc = subprocess.Popen(
+                [KEYSPLIT, "serve", str(self.directory), "--socket", str(self.sock), *self.extra],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                text=True,
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited: {self.log.read_text()}")
+            if self.sock.exists():
+                try:
+                    Client(self.url, timeout=5).service_status()
+                    return self
+                except keysplit.KeysplitError:
+                    pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("serve did not come up")
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            raise
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()
+
+
+def unseal(
+    tmp: Path, directory: Path, server: Server, share: Path | str
+) -> subprocess.CompletedProcess[str]:
+    """One custodian's ``keysplit unseal --server``; a str names a custodian of DIR-shares."""
+    if isinstance(share, str):
+        share = share_file(tmp / f"{directory.name}-shares", share)
+    return cli("unseal", directory, "--server", server.url, "--share", share, cwd=tmp)
+
+
+def make_certs(d: Path) -> dict[str, Path]:
+    """A throwaway CA, a server cert for 127.0.0.1 and a client cert (cryptography x509)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("test ca"))
+        .issuer_name(name("test ca"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    out = {"ca": d / "ca.pem"}
+    out["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for who, san in (("server", True), ("client", False)):
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(name(who))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+        if san:
+            b = b.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+        cert = b.sign(ca_key, hashes.SHA256())
+        out[f"{who}-cert"] = d / f"{who}.pem"
+        out[f"{who}-cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        out[f"{who}-key"] = d / f"{who}.key"
+        out[f"{who}-key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return out

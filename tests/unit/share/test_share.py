@@ -1,0 +1,422 @@
+"""keysplit.share: encodings, known answers, checksums, verified combine."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import itertools
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from paths import VECTORS_DIR
+from shamir_mnemonic.shamir import RawShare, _interpolate
+
+import keysplit
+from keysplit import (
+    ChecksumError,
+    DuplicateShareError,
+    FormatError,
+    InsufficientSharesError,
+    KeysplitError,
+    MixedSharesError,
+    RecoveryError,
+    Share,
+    _bech32,
+    combine,
+    split,
+    verify_set,
+)
+from keysplit.rng import DeterministicRandom
+from keysplit.share import secret_fingerprint
+
+VECTORS = json.loads((VECTORS_DIR / "shares.json").read_text())
+
+# expect -> (exception class, message fragment, must NOT be a ChecksumError)
+PARSE_EXPECT = {
+    "bad-checksum": (ChecksumError, "checksum mismatch|invalid character", False),
+    "bad-prefix": (FormatError, "not a keysplit share", True),
+    "truncated": (FormatError, "truncated", True),
+    "trailing": (FormatError, "trailing", True),
+    "unknown-version": (FormatError, "unsupported share version", True),
+    "bad-params": (FormatError, "invalid", True),
+}
+COMBINE_EXPECT = {
+    "insufficient": InsufficientSharesError,
+    "mixed-sets": MixedSharesError,
+    "duplicate": DuplicateShareError,
+    "recovery-failure": RecoveryError,
+}
+
+
+def _tag(set_id: bytes, k: int, n: int, secret: bytes) -> bytes:
+    data = b"keysplit share check v1\x00" + set_id + bytes([1, k, n, len(secret)]) + secret
+    return hashlib.sha256(data).digest()[:8]
+
+
+# -- known answers ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", VECTORS["splits"], ids=lambda c: c["name"])
+def test_split_known_answers(case: dict) -> None:
+    secret = bytes.fromhex(case["secret"])
+    k, n = case["threshold"], case["count"]
+    shares = split(secret, k, n, rng=DeterministicRandom(case["seed"]))
+    by_index = {s.index: s for s in shares}
+    assert len(shares) == n
+    for entry in case["shares"]:
+        s = by_index[entry["index"]]
+        assert str(s).replace("-", "") == entry["text"].replace("-", "")
+        assert s.to_bytes().hex() == entry["binary"]
+        assert Share.parse(entry["text"]) == s
+        assert Share.from_bytes(bytes.fromhex(entry["binary"])) == s
+        assert s.set_id.hex() == case["set_id"]
+    listed = [Share.parse(e["text"]) for e in case["shares"]]
+    # Independent interpolation (shamir-mnemonic) of the payload gives secret || tag.
+    raw = [RawShare(s.index, s.payload) for s in listed[:k]]
+    assert _interpolate(raw, 0) == secret + _tag(listed[0].set_id, k, n, secret)
+    assert combine(listed[-k:]) == secret
+    assert combine(listed) == secret
+
+
+@pytest.mark.parametrize("case", VECTORS["parse_text"], ids=lambda c: c["name"])
+def test_parse_text_vectors(case: dict) -> None:
+    if case["expect"] == "ok":
+        assert Share.parse(case["text"]).index == case["index"]
+        return
+    cls, fragment, not_checksum = PARSE_EXPECT[case["expect"]]
+    with pytest.raises(cls, match=fragment) as info:
+        Share.parse(case["text"])
+    if not_checksum:
+        assert not isinstance(info.value, ChecksumError)
+
+
+@pytest.mark.parametrize("case", VECTORS["parse_binary"], ids=lambda c: c["name"])
+def test_parse_binary_vectors(case: dict) -> None:
+    data = bytes.fromhex(case["hex"])
+    if case["expect"] == "ok":
+        assert Share.from_bytes(data).index == case["index"]
+        return
+    cls, fragment, not_checksum = PARSE_EXPECT[case["expect"]]
+    with pytest.raises(cls, match=fragment) as info:
+        Share.from_bytes(data)
+    if not_checksum:
+        assert not isinstance(info.value, ChecksumError)
+
+
+@pytest.mark.parametrize("case", VECTORS["combine"], ids=lambda c: c["name"])
+def test_combine_vectors(case: dict) -> None:
+    shares = [Share.parse(t) for t in case["shares"]]
+    if case["expect"] == "ok":
+        assert combine(shares).hex() == case["secret"]
+        return
+    with pytest.raises(COMBINE_EXPECT[case["expect"]]) as info:
+        combine(shares)
+    if "bad_index" in case:
+        assert info.value.index == case["bad_index"]
+        assert f"share {case['bad_index']}" in str(info.value)
+
+
+def test_bech32m_matches_bip350_test_vectors() -> None:
+    # Valid bech32m strings from BIP-350.
+    for s in [
+        "A1LQFN3A",
+        "a1lqfn3a",
+        "abcdef1l7aum6echk45nj3s0wdvt2fg8x9yrzpqzd3ryx",
+        "split1checkupstagehandshakeupstreamerranterredcaperredlc445v",
+        "?1v759aa",
+    ]:
+        s = s.lower()
+        pos = s.rfind("1")
+        values, _ = _bech32.decode_chars(s[pos + 1 :])
+        assert values is not None
+        assert _bech32.verify(s[:pos], values)
+        assert _bech32.checksum(s[:pos], values[:-6]) == values[-6:]
+    # Invalid ones (checksum computed with bech32 instead of bech32m, or corrupted).
+    for s in ["a12uel5l", "abcdef1l7aum6echk45nj2s0wdvt2fg8x9yrzpqzd3ryx"]:
+        pos = s.rfind("1")
+        values, _ = _bech32.decode_chars(s[pos + 1 :])
+        assert values is not None
+        assert not _bech32.verify(s[:pos], values)
+
+
+# -- the checksum catches every single typo ------------------------------------------------
+
+TYPO_SHARES = [
+    split(bytes([7]), 2, 2, rng=DeterministicRandom("typo-a"))[1],
+    split(bytes(range(16)), 3, 5, rng=DeterministicRandom("typo-b"))[4],
+    split(bytes(range(32)), 2, 3, rng=DeterministicRandom("typo-c"))[0],
+    split(b"\xff" * 64, 200, 255, rng=DeterministicRandom("typo-d"))[254],
+]
+
+
+@pytest.mark.parametrize("share", TYPO_SHARES, ids=lambda s: f"{s.secret_len}B")
+def test_every_single_substitution_is_detected(share: Share) -> None:
+    text = str(share).replace("-", "")
+    data = text[3:]
+    n = 0
+    for pos, original in enumerate(data):
+        for c in _bech32.CHARSET:
+            if c == original:
+                continue
+            typo = "ks1" + data[:pos] + c + data[pos + 1 :]
+            with pytest.raises(ChecksumError):
+                Share.parse(typo)
+            n += 1
+    assert n == 31 * len(data)
+
+
+@pytest.mark.parametrize("share", TYPO_SHARES, ids=lambda s: f"{s.secret_len}B")
+def test_every_adjacent_swap_deletion_and_insertion_is_detected(share: Share) -> None:
+    data = str(share).replace("-", "")[3:]
+    for pos in range(len(data) - 1):
+        if data[pos] != data[pos + 1]:
+            swapped = data[:pos] + data[pos + 1] + data[pos] + data[pos + 2 :]
+            with pytest.raises(FormatError):
+                Share.parse("ks1" + swapped)
+    for pos in range(len(data)):
+        with pytest.raises(FormatError):
+            Share.parse("ks1" + data[:pos] + data[pos + 1 :])
+        for c in "q7":
+            mutated = "ks1" + data[:pos] + c + data[pos:]
+            if mutated != "ks1" + data:  # inserting next to an equal char can be a no-op
+                with pytest.raises(FormatError):
+                    Share.parse(mutated)
+
+
+@given(
+    positions=st.lists(st.integers(0, 65), min_size=2, max_size=4, unique=True),
+    deltas=st.lists(st.integers(1, 31), min_size=4, max_size=4),
+)
+def test_up_to_four_substitutions_are_detected(positions: list[int], deltas: list[int]) -> None:
+    data = str(TYPO_SHARES[1]).replace("-", "")[3:]
+    assert len(data) == 66
+    chars = list(data)
+    for pos, delta in zip(positions, deltas, strict=False):
+        chars[pos] = _bech32.CHARSET[(_bech32.CHARSET.index(chars[pos]) + delta) % 32]
+    with pytest.raises(ChecksumError):
+        Share.parse("ks1" + "".join(chars))
+
+
+def test_invalid_character_names_its_position() -> None:
+    text = str(TYPO_SHARES[1]).replace("-", "")
+    with pytest.raises(ChecksumError, match="invalid character 'b' at position 8") as info:
+        Share.parse(text[:7] + "b" + text[8:])
+    assert info.value.hint and "0/o" in info.value.hint
+
+
+# -- properties ---------------------------------------------------------------------------
+
+params = st.integers(2, 8).flatmap(lambda k: st.tuples(st.just(k), st.integers(k, 10)))
+
+
+@given(secret=st.binary(min_size=1, max_size=64), kn=params, data=st.data())
+def test_any_threshold_subset_recovers(secret: bytes, kn: tuple[int, int], data) -> None:
+    k, n = kn
+    shares = split(secret, k, n)
+    subset = data.draw(st.permutations(shares)).copy()[: data.draw(st.integers(k, n))]
+    assert combine(subset) == secret
+    for s in shares:
+        assert Share.parse(str(s)) == s
+        assert Share.from_bytes(s.to_bytes()) == s
+        assert "redacted" in repr(s)
+        assert s.payload.hex() not in repr(s)
+        if len(secret) >= 4:
+            assert secret.hex() not in repr(s)
+
+
+@given(secret=st.binary(min_size=1, max_size=64), kn=params)
+def test_fewer_than_threshold_is_refused(secret: bytes, kn: tuple[int, int]) -> None:
+    k, n = kn
+    shares = split(secret, k, n)
+    with pytest.raises(InsufficientSharesError, match=f"need {k} shares, got {k - 1}"):
+        combine(shares[: k - 1])
+
+
+_FUZZ_BASE = split(bytes(range(16)), 3, 5, rng=DeterministicRandom("fuzz"))
+_ALPHABET = _bech32.CHARSET + "-  1bioKS\n"
+
+
+@given(
+    which=st.integers(0, 4),
+    edits=st.lists(
+        st.tuples(st.sampled_from("sidwu"), st.integers(0, 200), st.sampled_from(_ALPHABET)),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_text_mutations_are_rejected_or_harmless(which: int, edits: list) -> None:
+    share = _FUZZ_BASE[which]
+    text = list(str(share))
+    for op, pos, c in edits:
+        pos %= len(text) + 1
+        if op == "s" and pos < len(text):
+            text[pos] = c
+        elif op == "i":
+            text.insert(pos, c)
+        elif op == "d" and pos < len(text):
+            del text[pos]
+        elif op == "w" and pos + 1 < len(text):
+            text[pos], text[pos + 1] = text[pos + 1], text[pos]
+        elif op == "u" and pos < len(text):
+            text[pos] = text[pos].upper()
+    try:
+        parsed = Share.parse("".join(text))
+    except KeysplitError:
+        return
+    assert parsed == share
+
+
+@given(
+    which=st.integers(0, 4),
+    edits=st.lists(
+        st.tuples(st.sampled_from("xid"), st.integers(0, 60), st.integers(0, 255)),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_binary_mutations_are_rejected_or_harmless(which: int, edits: list) -> None:
+    share = _FUZZ_BASE[which]
+    data = bytearray(share.to_bytes())
+    for op, pos, b in edits:
+        pos %= len(data) + 1
+        if op == "x" and pos < len(data):
+            data[pos] ^= b
+        elif op == "i":
+            data.insert(pos, b)
+        elif op == "d" and pos < len(data):
+            del data[pos]
+    try:
+        parsed = Share.from_bytes(bytes(data))
+    except KeysplitError:
+        return
+    assert parsed == share
+
+
+@given(st.text(max_size=120))
+def test_parse_arbitrary_text_raises_only_keysplit_errors(text: str) -> None:
+    with contextlib.suppress(KeysplitError):
+        Share.parse(text)
+
+
+@given(st.binary(max_size=120))
+def test_from_bytes_arbitrary_data_raises_only_keysplit_errors(data: bytes) -> None:
+    with contextlib.suppress(KeysplitError):
+        Share.from_bytes(b"KSSH" + data)
+    with contextlib.suppress(KeysplitError):
+        Share.from_bytes(data)
+
+
+# -- combine and verify_set --------------------------------------------------------------
+
+
+def test_bad_share_is_named_even_with_enough_good_ones() -> None:
+    shares = split(b"k" * 16, 3, 5)
+    forged = dataclasses.replace(shares[1], payload=bytes(len(shares[1].payload)))
+    with pytest.raises(RecoveryError, match="share 2 does not match") as info:
+        combine([shares[0], forged, shares[2], shares[3]])
+    assert info.value.index == 2
+    assert info.value.hint == "leave out share 2"
+    # The forged share as a spare (not among the first k) is caught as well.
+    with pytest.raises(RecoveryError, match="share 2 does not match"):
+        combine([shares[0], shares[2], shares[3], forged])
+
+
+def test_two_bad_shares_among_many() -> None:
+    shares = split(b"k" * 16, 2, 6)
+    bad = [dataclasses.replace(s, payload=bytes(len(s.payload))) for s in shares[:2]]
+    with pytest.raises(RecoveryError, match="shares 1, 2 do not match"):
+        combine([*bad, *shares[2:]])
+
+
+def test_exactly_threshold_with_a_bad_share_cannot_say_which() -> None:
+    shares = split(b"k" * 16, 2, 3)
+    forged = dataclasses.replace(shares[1], payload=bytes(len(shares[1].payload)))
+    with pytest.raises(RecoveryError, match="at least one of shares 1, 2"):
+        combine([shares[0], forged])
+
+
+def test_mixed_duplicate_and_empty() -> None:
+    a = split(b"a" * 16, 2, 3)
+    b = split(b"b" * 16, 2, 3)
+    with pytest.raises(MixedSharesError, match="different splits") as info:
+        combine([a[0], a[1], b[2]])
+    assert info.value.index == 3
+    with pytest.raises(MixedSharesError, match="threshold"):
+        verify_set([a[0], dataclasses.replace(split(b"a" * 16, 3, 3)[1], set_id=a[0].set_id)])
+    with pytest.raises(DuplicateShareError, match="share 1 was given twice"):
+        combine([a[0], a[0]])
+    with pytest.raises(DuplicateShareError, match="two different shares claim index 1"):
+        verify_set([a[0], dataclasses.replace(a[0], payload=bytes(len(a[0].payload)))])
+    with pytest.raises(InsufficientSharesError, match="no shares"):
+        combine([])
+    verify_set([])
+    verify_set(a[:1])
+    with pytest.raises(TypeError):
+        combine([str(a[0])])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        verify_set(a[0])  # type: ignore[arg-type]
+
+
+def test_split_rejects_misuse() -> None:
+    with pytest.raises(ValueError):
+        split(b"", 2, 3)
+    with pytest.raises(ValueError):
+        split(b"x" * 65, 2, 3)
+    with pytest.raises(ValueError):
+        split(b"x", 1, 3)
+    with pytest.raises(ValueError):
+        split(b"x", 4, 3)
+    with pytest.raises(ValueError):
+        split(b"x", 2, 256)
+    with pytest.raises(TypeError):
+        split("x", 2, 3)  # type: ignore[arg-type]
+
+
+def test_share_constructor_validates() -> None:
+    good = split(b"x" * 16, 2, 3)[0]
+    for change in (
+        {"version": 2},
+        {"set_id": b"short"},
+        {"threshold": 1},
+        {"threshold": 4},
+        {"index": 0},
+        {"index": 4},
+        {"payload": b"x" * 8},
+    ):
+        with pytest.raises(ValueError):
+            dataclasses.replace(good, **change)
+    with pytest.raises(TypeError):
+        dataclasses.replace(good, index=True)
+    with pytest.raises(TypeError):
+        dataclasses.replace(good, payload="text")
+
+
+def test_metadata_and_fingerprints_are_secret_free() -> None:
+    secret = bytes(range(16))
+    shares = split(secret, 2, 3, rng=DeterministicRandom("meta"))
+    s = shares[2]
+    assert s.fingerprint == f"{s.set_id.hex()}-3"
+    assert s.secret_len == 16
+    assert str(s).startswith("ks1-")
+    assert all(len(g) <= 5 for g in str(s).split("-"))
+    fp = secret_fingerprint(secret)
+    assert len(fp) == 16
+    assert fp == hashlib.sha256(b"keysplit secret fingerprint v1\x00" + secret).digest()[:8].hex()
+    assert secret.hex() not in fp
+
+
+def test_public_api_exports() -> None:
+    for name in ("Share", "split", "combine", "verify_set", "secret_fingerprint"):
+        assert name in keysplit.__all__
+        assert getattr(keysplit, name) is not None
+
+
+def test_all_subsets_of_a_small_split() -> None:
+    secret = b"\x00" * 16  # an all-zero secret is still protected by its tag
+    shares = split(secret, 3, 5)
+    for r in range(3, 6):
+        for subset in itertools.combinations(shares, r):
+            assert combine(list(subset)) == secret
