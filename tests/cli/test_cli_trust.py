@@ -2,7 +2,8 @@
 
 Through the real CLI and through the library's safe entry points
 (:func:`keysplit.encrypt_file` / ``encrypt_stream``, from :mod:`keysplit.trust`): init pins
-the fingerprint, status shows it, an unpinned keyring is refused unless --expect or trust on first use.
+the fingerprint, status shows it, an unpinned keyring is refused unless --expect or trust
+on first use.
 """
 
 from __future__ import annotations
