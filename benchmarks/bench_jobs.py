@@ -9,7 +9,7 @@ scheduler's overhead per task, each against the in-process path in the same run.
   subjects whose keys exist, sealed into a new dataset. Baseline: in this process, pandas
   reads it, ``UnsealedKeyring.encrypt_many`` seals all rows, pandas writes it; then
   ``keysplit.jobs.encrypt_dataset`` (workers read, seal, write; keys fetched per partition
-  in one batch from ``LocalDataKeys.serve()`` over a loopback Unix socket).
+  in one batch from ``jobs.serve_keys()`` over a loopback Unix socket).
 * ``dask-task``: a no-op task: direct calls vs ``client.map`` + ``gather`` round trips on 2
   workers; the note gives the scheduler overhead per task in microseconds.
 """
@@ -54,9 +54,7 @@ def _cluster(workers: int) -> Iterator[Any]:
 
 
 def _populate(ku: UnsealedKeyring, n: int) -> None:
-    from keysplit.jobs._access import job_keks
-
-    keks = job_keks(ku, [])
+    keks = ku.keks_for_rewrap().only([])
     for lo in range(0, n, 100_000):
         m = min(100_000, n - lo)
         raw = np.frombuffer(os.urandom(16 * m), np.uint8).reshape(m, 16)
@@ -148,7 +146,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                         )
                     )
                     progress(f"encrypt: dask, {workers} worker(s)")
-                    with jobs.LocalDataKeys(ku).serve() as source:
+                    with jobs.serve_keys(ku) as source:
                         stats = measure(
                             lambda c=client, k=source: jobs.encrypt_dataset(
                                 src, dst, "v", "s", service=k, client=c

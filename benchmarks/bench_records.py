@@ -25,7 +25,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keysplit import Keyring, envelope
+from keysplit import Keyring, record
 
 from .harness import measure, reference_medians, row, run_standalone
 
@@ -44,13 +44,13 @@ def run(quick: bool) -> list[dict[str, Any]]:
     plain = [pts[i % 256] for i in range(BATCH)]
     names = [f"user-{i:05d}" for i in range(SUBJECTS)]
     subjects = [names[i % SUBJECTS] for i in range(BATCH)]
-    dks = [envelope.DataKey(os.urandom(16)) for _ in range(SUBJECTS)]
+    dks = [record.DataKey(os.urandom(16)) for _ in range(SUBJECTS)]
     keys = [dks[i % SUBJECTS] for i in range(BATCH)]
     ctx = {"table": "messages"}
     bare = AESGCM(os.urandom(16))
     nonce = os.urandom(12)
     bare_ct = [bare.encrypt(nonce, p, None) for p in plain]
-    recs = envelope.encrypt_many(keys, subjects, plain, ctx)
+    recs = record.encrypt_many(keys, subjects, plain, ctx)
 
     def bare_enc() -> None:
         for _ in range(batches):
@@ -76,21 +76,21 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
     def env_enc() -> None:
         for _ in range(batches):
-            envelope.encrypt_many(keys, subjects, plain, ctx)
+            record.encrypt_many(keys, subjects, plain, ctx)
 
     def env_dec() -> None:
         for _ in range(batches):
-            envelope.decrypt_many(keys, subjects, recs, ctx)
+            record.decrypt_many(keys, subjects, recs, ctx)
 
     enc, dec = "records-encrypt-1KiB", "records-decrypt-1KiB"
     kept_note = {"note": "the bare loop keeping its 100k results alive, as any batch API must"}
     cases: list[tuple[str, str, Callable[[], object], bool, dict[str, Any]]] = [
         (enc, "AESGCM.encrypt loop, 1 key (bare)", bare_enc, True, {}),
         (enc, "AESGCM.encrypt loop, 1 key, outputs kept", bare_enc_keep, False, kept_note),
-        (enc, "envelope.encrypt_many, 10k subjects", env_enc, False, {"target": TARGET}),
+        (enc, "record.encrypt_many, 10k subjects", env_enc, False, {"target": TARGET}),
         (dec, "AESGCM.decrypt loop, 1 key (bare)", bare_dec, True, {}),
         (dec, "AESGCM.decrypt loop, 1 key, outputs kept", bare_dec_keep, False, {}),
-        (dec, "envelope.decrypt_many, 10k subjects", env_dec, False, {}),
+        (dec, "record.decrypt_many, 10k subjects", env_dec, False, {}),
     ]
     rows = [
         row(bench, impl, n, UNIT, measure(fn, n, repeats), baseline=base, **extra)

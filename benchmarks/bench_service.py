@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from keysplit import Client, Keyring
-from keysplit.service._keys import data_keys
 from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
 
 from .harness import latency_ms, progress, row, throughput, time_calls
@@ -115,7 +114,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                         [
                             (
                                 "in-process keyring (same raw-key function)",
-                                lambda s=subjects: data_keys(local, s, create=True),
+                                lambda s=subjects: local.records.export(s, create=True),
                             ),
                             (
                                 "keysplit.Client over Unix socket",

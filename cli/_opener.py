@@ -15,15 +15,22 @@ command was given ``--allow-expensive-kdf``.
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import sys
 import time
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import typer
 
 from keysplit import Argon2Params, CustodianError, Identity, KeysplitError, Share, load_share
 from keysplit.custody import (
+    MAX_SHARE_FILE_SIZE,
     ConfirmKdf,
+    WrongPassphrase,
     is_sealed,
     read_key_file,
     read_share_file,
@@ -39,10 +46,18 @@ __all__ = [
     "Passphrases",
     "ShareOpener",
     "can_prompt",
+    "hidden_prompt",
     "kdf_confirmer",
     "prompt_passphrase",
     "read_passphrase_file",
 ]
+
+T = TypeVar("T")
+
+PASSPHRASE_TRIES = 3
+"""Passphrases typed at a terminal for one share or identity before it is given up."""
+TYPED_SHARE = "the typed share"
+"""How a share typed (or pasted) at the prompt is named in messages."""
 
 ALLOW_EXPENSIVE_KDF = "--allow-expensive-kdf"
 """The option that lets a non-interactive run derive an expensive Argon2id key."""
@@ -108,14 +123,51 @@ def read_passphrase_file(path: Path) -> bytes:
     return data
 
 
+@contextlib.contextmanager
+def _quiet_getpass() -> Iterator[None]:
+    """No ``GetPassWarning`` when stdin is not a terminal: the input (a pipe, a file) is then
+    not shown anyway, so the warning is noise. At a terminal it stays: there it means the
+    typing would be echoed."""
+    with warnings.catch_warnings():
+        if not sys.stdin.isatty():
+            warnings.simplefilter("ignore", getpass.GetPassWarning)
+        yield
+
+
+def hidden_prompt(text: str) -> str:
+    """One line typed at a hidden prompt on stderr ('' if empty). What was typed is never
+    shown, here or in any message about it."""
+    with _quiet_getpass():
+        return str(typer.prompt(text, default="", show_default=False, hide_input=True, err=True))
+
+
 def prompt_passphrase(what: str, *, confirm: bool = False) -> bytes:
     """A passphrase typed at a hidden prompt on stderr (with confirmation if asked)."""
-    value = typer.prompt(
-        f"Passphrase for {what}", hide_input=True, confirmation_prompt=confirm, err=True
-    )
+    with _quiet_getpass():
+        value = typer.prompt(
+            f"Passphrase for {what}", hide_input=True, confirmation_prompt=confirm, err=True
+        )
     if not value:
         fail("empty passphrase")
     return str(value).encode("utf-8")
+
+
+def _unlock(what: str, given: bytes | None, attempt: Callable[[bytes], T]) -> T:
+    """``attempt(passphrase)`` with the passphrase ``given`` (from a file: once), or typed
+    at a hidden prompt; at a terminal a wrong one is asked for again, up to
+    :data:`PASSPHRASE_TRIES` times (a typo should not send the custodian back to the share
+    prompt, where a re-typed passphrase would be shown)."""
+    if given is not None:
+        return attempt(given)
+    tries = PASSPHRASE_TRIES if can_prompt() else 1
+    for n in range(1, tries + 1):
+        try:
+            return attempt(prompt_passphrase(what))
+        except WrongPassphrase as exc:
+            if n == tries:
+                raise
+            typer.echo(f"{exc}; try again ({tries - n} left)", err=True)
+    raise AssertionError("unreachable")
 
 
 class Passphrases:
@@ -183,10 +235,13 @@ class ShareOpener:
     def _load_identity(self, path: Path, who: str) -> Identity:
         data = read_key_file(path)
         try:
-            pw = None
-            if Identity.is_encrypted(data):
-                pw = self._passphrases.get(who) or prompt_passphrase(f"identity {path.name}")
-            return Identity.from_bytes(data, pw, confirm=self._confirm_identity)
+            if not Identity.is_encrypted(data):
+                return Identity.from_bytes(data, None, confirm=self._confirm_identity)
+            return _unlock(
+                f"identity {path.name}",
+                self._passphrases.get(who),
+                lambda pw: Identity.from_bytes(data, pw, confirm=self._confirm_identity),
+            )
         except KeysplitError as exc:
             raise relabel(exc, str(path)) from None
 
@@ -213,7 +268,27 @@ class ShareOpener:
         return ident
 
     def open_path(self, path: Path) -> Share:
+        """The share in file ``path``; ``-``: a share (text, binary or sealed) on stdin."""
+        if str(path) == "-":
+            return self.open("stdin", sys.stdin.buffer.read(MAX_SHARE_FILE_SIZE + 1))
         return self.open(str(path), read_share_file(path), short=path.name)
+
+    def open_answer(self, answer: str) -> tuple[str, Share]:
+        """``(name, share)`` from an answer at the share prompt: the ``ks1-`` text of a
+        share (as on its sheet), or the path of a share file. Errors never repeat the
+        answer (it may be a passphrase typed at the wrong prompt)."""
+        text = answer.strip()
+        if text[:3].lower() == "ks1":
+            return TYPED_SHARE, self.open(TYPED_SHARE, text.encode())
+        path = Path(text).expanduser()
+        try:
+            data = read_share_file(path)
+        except OSError:
+            raise KeysplitError(
+                "cannot read that share file (what was typed is not shown)",
+                hint="type the path of a share file, or the ks1- text of a share",
+            ) from None
+        return path.name, self.open(str(path), data, short=path.name)
 
     def open(self, label: str, data: bytes, *, short: str | None = None) -> Share:
         """One share from ``data``; errors are relabelled with ``label``, prompts show
@@ -223,10 +298,11 @@ class ShareOpener:
                 return load_share(data)
             meta = sealed_share_info(data)
             if meta.method == "passphrase":
-                pw = self._passphrases.get(meta.custodian) or prompt_passphrase(
-                    f"custodian {meta.custodian!r} (share {meta.index}, {short or label})"
+                return _unlock(
+                    f"custodian {meta.custodian!r} (share {meta.index}, {short or label})",
+                    self._passphrases.get(meta.custodian),
+                    lambda pw: load_share(data, passphrase=pw, confirm_kdf=self._confirm_share),
                 )
-                return load_share(data, passphrase=pw, confirm_kdf=self._confirm_share)
         except KeysplitError as exc:
             raise relabel(exc, label) from None
         fp = meta.recipient_fingerprint or ""

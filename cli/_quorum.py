@@ -5,9 +5,13 @@ Two modes, like Vault's ``operator unseal`` but friendlier:
 * non-interactive: ``--share FILE`` (repeatable), ``--identity FILE`` (matched to sealed
   shares by recipient fingerprint, as age matches identities to stanzas) and
   ``--passphrase-file [NAME=]FILE``;
-* interactive (no ``--share``): asks for share files one at a time, then for the identity
-  file or passphrase each needs, shows progress ("2/3"), names a bad share at once and lets
-  the custodian try again.
+* interactive (no ``--share``): asks for shares one at a time at a hidden prompt (a share
+  file's path, or the ``ks1-`` text of a share typed from its sheet), then for the identity
+  file or passphrase each needs (a wrong passphrase is asked for again, hidden), shows
+  progress ("2/3"), names a bad share at once and lets the custodian try again. Nothing
+  typed at a hidden prompt is ever printed back, not even in a rejection.
+
+``--share -`` reads one share (text, binary or sealed) from stdin.
 
 Each share is checked against the keyring as soon as it is read
 (:class:`keysplit.ceremony.Quorum`), so a share of another keyring, an old share set or a
@@ -17,16 +21,17 @@ the ceremony itself (and its audit entry) runs in :mod:`keysplit.ceremony`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
 
-from keysplit import Keyring, KeysplitError
+from keysplit import Keyring, KeysplitError, Share
 from keysplit.ceremony import Quorum
 
-from ._common import fail, info, relabel
-from ._opener import Passphrases, ShareOpener
+from ._common import EXIT_USAGE, fail, info, relabel
+from ._opener import Passphrases, ShareOpener, hidden_prompt
 
 __all__ = [
     "IDENTITY_OPTION",
@@ -34,6 +39,7 @@ __all__ = [
     "SHARE_OPTION",
     "STORE_OPTION",
     "QuorumSource",
+    "ask_for_shares",
     "open_keyring",
     "quorum",
 ]
@@ -57,7 +63,8 @@ SHARE_OPTION = typer.Option(
     "--share",
     "-s",
     metavar="FILE",
-    help="A custodian's share file (repeatable). Without any, asks for share files.",
+    help="A custodian's share file (repeatable; - reads one share from stdin, e.g. its ks1- "
+    "text). Without any, asks for shares at a hidden prompt.",
 )
 IDENTITY_OPTION = typer.Option(
     [],
@@ -86,9 +93,39 @@ class QuorumSource:
     identities: list[Path] = field(default_factory=list)
     passphrase_files: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if sum(str(p) == "-" for p in self.shares) > 1:
+            fail("--share - (stdin) can be given once", code=EXIT_USAGE)
+
     @property
     def interactive(self) -> bool:
         return not self.shares
+
+
+def ask_for_shares(
+    opener: ShareOpener, prompt: Callable[[], str | None], take: Callable[[str, Share], bool]
+) -> None:
+    """Ask for shares at a hidden prompt, ``prompt()`` its text (None: enough), until an
+    empty answer; each share goes to ``take(name, share)`` (False: stop). A rejected answer
+    is reported without repeating it; after :data:`_MAX_BAD_TRIES` rejections, give up."""
+    bad = 0
+    while (text := prompt()) is not None:
+        try:
+            answer = hidden_prompt(f"{text} (file or ks1- text, hidden; empty to stop)").strip()
+        except typer.Abort:  # end of input: as an empty answer
+            return
+        if not answer:
+            return
+        try:
+            name, share = opener.open_answer(answer)
+            if not take(name, share):
+                return
+        except KeysplitError as exc:
+            bad += 1
+            typer.echo(f"rejected: {exc}", err=True)
+            if bad >= _MAX_BAD_TRIES:
+                fail(f"giving up after {bad} rejected shares")
+            typer.echo("try again (empty answer to stop)", err=True)
 
 
 def _recovered() -> None:
@@ -110,14 +147,14 @@ def quorum(
     non-interactive mode; interactively the custodian may try again.
     """
 
-    def accept(q: Quorum, opener: ShareOpener, path: Path) -> None:
-        share = opener.open_path(path)
+    def accept(q: Quorum, name: str, share: Share) -> bool:
         try:
             progress = q.add(share)
         except KeysplitError as exc:
-            raise relabel(exc, str(path)) from None
+            raise relabel(exc, name) from None
         who = progress.custodian or "unknown custodian"
         info(f"  [{progress.have}/{progress.need}] share {share.index} of {who} accepted")
+        return True
 
     def feed(q: Quorum) -> None:
         passphrases = Passphrases(src.passphrase_files)
@@ -127,33 +164,15 @@ def quorum(
                 if q.progress.complete:
                     info(f"  {path}: not needed (threshold already met)")
                     continue
-                accept(q, opener, path)
+                accept(q, str(path), opener.open_path(path))
             return
-        info(f"Unsealing {keyring.path}: {q.progress.need} custodians must each give a share file.")
-        bad = 0
-        while not q.progress.complete:
+        info(f"Unsealing {keyring.path}: {q.progress.need} custodians must each give a share.")
+
+        def prompt() -> str | None:
             p = q.progress
-            try:
-                answer = typer.prompt(
-                    f"Share file [{p.have}/{p.need}] (empty to stop)",
-                    default="",
-                    show_default=False,
-                    err=True,
-                )
-            except typer.Abort:
-                answer = ""
-            answer = str(answer).strip()
-            if not answer:
-                break
-            try:
-                accept(q, opener, Path(answer).expanduser())
-            except (KeysplitError, OSError) as exc:
-                bad += 1
-                message = str(exc) if isinstance(exc, KeysplitError) else f"cannot read {answer}"
-                typer.echo(f"rejected: {message}", err=True)
-                if bad >= _MAX_BAD_TRIES:
-                    fail(f"giving up after {bad} rejected shares")
-                typer.echo("try again (empty answer to stop)", err=True)
+            return None if p.complete else f"Share [{p.have}/{p.need}]"
+
+        ask_for_shares(opener, prompt, lambda name, share: accept(q, name, share))
 
     return Quorum(
         keyring,

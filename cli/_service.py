@@ -1,14 +1,53 @@
-"""What the commands that talk to a key service share: the token file."""
+"""What the commands that talk to a key service share: ``--server``, the TLS options
+``--ca/--cert/--key`` (the same on every such command), the token file, and one way to
+connect that turns a bad URL or certificate file into one ``error:`` line.
+"""
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
-from ._common import fail
+import typer
 
-__all__ = ["TOKEN_FILE_HELP", "read_token"]
+from keysplit.service import Client
+
+from ._common import EXIT_USAGE, fail
+
+__all__ = [
+    "CA_OPTION",
+    "CERT_OPTION",
+    "KEY_OPTION",
+    "SERVER_FORMS",
+    "TOKEN_FILE_HELP",
+    "Tls",
+    "connect",
+    "read_token",
+]
+
+SERVER_FORMS = "unix:PATH (the service's socket) or https://HOST:PORT"
+"""The forms of ``--server`` a service listens on (no plain http: tokens and shares)."""
 
 TOKEN_FILE_HELP = "File holding the service token (never pass tokens in argv)."  # noqa: S105
+
+CA_OPTION = typer.Option(
+    None,
+    "--ca",
+    metavar="FILE",
+    help="https: the CA (PEM) that signed the service's certificate (default: the system's).",
+)
+CERT_OPTION = typer.Option(
+    None,
+    "--cert",
+    metavar="FILE",
+    help="https: client certificate (PEM) for a service run with --client-ca (mTLS).",
+)
+KEY_OPTION = typer.Option(
+    None, "--key", metavar="FILE", help="https: the private key (PEM) of --cert."
+)
+
+Tls = tuple[Path | None, Path | None, Path | None]
+"""``(ca, cert, key)`` as given."""
 
 
 def read_token(path: Path | None) -> str | None:
@@ -18,3 +57,39 @@ def read_token(path: Path | None) -> str | None:
     if not token:
         fail(f"token file {path} is empty")
     return token
+
+
+def connect(server: str, tls: Tls = (None, None, None), *, token: str | None = None) -> Client:
+    """A :class:`keysplit.Client` for ``--server`` (not connected yet: the first request
+    connects, and a failure then carries a TLS or socket hint)."""
+    ca, cert, key = tls
+    if key is not None and cert is None:
+        fail("--key goes with --cert (the client certificate)", code=EXIT_USAGE)
+    if server.startswith("unix:") and any(v is not None for v in tls):
+        fail("--ca, --cert and --key apply to https:// servers", code=EXIT_USAGE)
+    for opt, path in (("--ca", ca), ("--cert", cert), ("--key", key)):
+        if path is not None and not path.is_file():
+            fail(f"{opt}: no such file: {path}", code=EXIT_USAGE)
+    try:
+        return Client(
+            server,
+            token=token,
+            ca=None if ca is None else str(ca),
+            cert=None if cert is None else str(cert),
+            key=None if key is None else str(key),
+        )
+    except ssl.SSLError as exc:
+        fail(
+            f"cannot load the client certificate {cert}"
+            + (f" with key {key}" if key else "")
+            + f": {exc.reason or exc}",
+            "--cert takes a PEM certificate and --key its PEM private key (unencrypted)",
+        )
+    except ValueError as exc:
+        if "url" in str(exc).lower():
+            fail(
+                f"--server {server!r} is not a key service address",
+                f"use {SERVER_FORMS}",
+                code=EXIT_USAGE,
+            )
+        fail(str(exc), code=EXIT_USAGE)

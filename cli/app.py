@@ -18,6 +18,7 @@ import keysplit
 from .commands import (
     audit,
     bench,
+    cluster,
     convert,
     custodian,
     dataset,
@@ -63,6 +64,7 @@ GROUPS = (
     ("share", "Inspect and verify share files.", (share, convert)),
     ("custodian", "Custodian key pairs for sealing shares.", (custodian,)),
     ("token", "Key-service tokens: created with a quorum, listed and revoked without.", (token,)),
+    ("cluster", "Key clusters: no single host can decrypt (DKG among node keyrings).", (cluster,)),
 )
 """``(name, help, modules)`` of each command group, in help order."""
 

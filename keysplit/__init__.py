@@ -36,6 +36,7 @@ from .custody import (
 from .errors import (
     AuditError,
     ChecksumError,
+    ClusterError,
     CustodianError,
     DuplicateShareError,
     FormatError,
@@ -64,6 +65,7 @@ __all__ = [
     "AuditLog",
     "ChecksumError",
     "Client",
+    "ClusterError",
     "CustodianError",
     "DuplicateShareError",
     "FormatError",
@@ -110,6 +112,7 @@ if TYPE_CHECKING:  # the former top-level names, typed for mypy (resolved lazily
     from .keyring import KeyringStatus as KeyringStatus
     from .keyring import RewrapResult as RewrapResult
     from .keyring import UnsealProgress as UnsealProgress
+    from .service.cluster_client import ClusterClient as ClusterClient
     from .store import KeyStore as KeyStore
     from .store import SQLiteKeyStore as SQLiteKeyStore
     from .store import WrappedKey as WrappedKey
@@ -138,9 +141,14 @@ _MOVED = {
 }
 """Former top-level names -> the module that owns them (resolved by ``__getattr__``)."""
 
+_EXTRA = {"ClusterClient": "service.cluster_client"}
+"""Top-level names outside the recipe surface ``__all__`` (kept small on purpose,
+tests/test_layering.py): ``keysplit.ClusterClient("DIR", token=...)`` is the key-cluster
+client, a backend's one-constructor switch from :class:`Client`."""
+
 
 def __getattr__(name: str) -> object:
-    module = _MOVED.get(name)
+    module = _MOVED.get(name) or _EXTRA.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -25,7 +25,7 @@ The policy is **normalize on write, look up every spelling on read**:
   equal up to case are refused as duplicates (they collide on case-insensitive file systems).
 
 Errors: these check arguments given to the API, so bad values are ``ValueError`` /
-``TypeError``, as in :mod:`keysplit.envelope` today; parsers of stored data wrap them in
+``TypeError``, as in :mod:`keysplit.record` today; parsers of stored data wrap them in
 :class:`keysplit.errors.FormatError`.
 """
 
@@ -46,6 +46,7 @@ __all__ = [
     "canonical_subjects",
     "check_custodian_name",
     "check_custodian_names",
+    "check_subject",
     "is_nfc",
     "normalize_context",
     "normalize_context_key",
@@ -85,12 +86,16 @@ def _nfc(text: object, what: str) -> str:
     return text if is_nfc(text) else unicodedata.normalize("NFC", text)
 
 
-def normalize_subject(subject: str) -> str:
-    """The canonical (NFC) spelling of a subject; ValueError if empty or too long.
+def check_subject(subject: str) -> str:
+    """The one subject check: the canonical (NFC) spelling, or ValueError (empty, too long,
+    not valid Unicode) / TypeError (not a str).
 
-    Drop-in for every place a subject enters the library before it is used as a store key
-    or encoded into a record's AAD.
+    Every place a subject enters the library goes through it before the subject is used as
+    a store key, encoded into a record's AAD, or compared with a token's prefix, so all
+    three see the same text. ASCII (its own NFC form) costs two C-level checks.
     """
+    if type(subject) is str and subject.isascii() and 0 < len(subject) <= MAX_SUBJECT_BYTES:
+        return subject
     out = _nfc(subject, "subject")
     n = len(out.encode("utf-8"))
     if n == 0:
@@ -98,6 +103,10 @@ def normalize_subject(subject: str) -> str:
     if n > MAX_SUBJECT_BYTES:  # checked after NFC: normalization can lengthen text
         raise ValueError(f"subject must be at most {MAX_SUBJECT_BYTES} bytes of UTF-8")
     return out
+
+
+normalize_subject = check_subject
+"""The former name of :func:`check_subject`."""
 
 
 def canonical_subjects(subjects: Sequence[str]) -> Sequence[str]:

@@ -152,14 +152,16 @@ def _instructions(s: ShareSheet) -> list[str]:
         f"1. Keep this sheet as secret as the share itself: any {k} of the {n} shares of set "
         f"{sh.set_id_hex} unseal {where}; fewer than {k} reveal nothing. Store it offline, "
         "e.g. sealed in a safe, and never photograph it with a networked device.",
-        "2. To use it, scan the QR code or type the share text into a file, e.g. share.txt "
-        "(one line; blanks, dashes and case do not matter). The text carries a checksum: "
-        "a typo is reported, never silently accepted.",
+        "2. To use it, type the share text where keysplit asks for a share: its prompt "
+        "is hidden (nothing typed is shown), or pipe it in with '--share -'. Or scan the "
+        "QR code into a file, e.g. share.txt. Blanks, dashes and case do not matter; the "
+        "text carries a checksum: a typo is reported, never silently accepted.",
         f"3. Check it: 'keysplit share inspect share.txt' must show the fingerprint "
         f"{sh.fingerprint} printed above.",
         f"4. At an unseal or rekey ceremony, give it with the shares of {k - 1} other "
-        "custodians: 'keysplit unseal KEYRING_DIR --share share.txt ...'. keysplit verifies "
-        "the recovered key; a wrong or foreign share is an error, never a wrong key.",
+        "custodians: 'keysplit unseal KEYRING_DIR' and type it at the hidden 'Share' prompt "
+        "(or --share share.txt). keysplit verifies the recovered key; a wrong or foreign "
+        "share is an error, never a wrong key.",
         "5. When the keyring is rekeyed, this set id is retired: destroy the sheet (shred or "
         "burn) once the new shares are verified.",
     ]

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_service_helpers import Server, make_certs
+from service_helpers import Server, make_certs
 
 from keysplit import Keyring
 from keysplit.errors import FormatError

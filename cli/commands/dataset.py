@@ -116,7 +116,7 @@ def _dataset_job(
     kr = Keyring.open(keyring)
 
     def with_keys(ukr: UnsealedKeyring) -> Any:
-        with jobs.LocalDataKeys(ukr).serve() as source:
+        with jobs.serve_keys(ukr) as source:
             return run(source)
 
     return ceremony.dataset(kr, quorum(kr, quorum_source), run=with_keys, **record).value

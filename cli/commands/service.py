@@ -7,15 +7,24 @@ Thin glue over :mod:`keysplit.service`. Custodians unseal a running service with
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
-from keysplit import Keyring
-from keysplit.service import Client
+from keysplit import Keyring, KeysplitError
 
 from .._common import EXIT_USAGE, fail, handle_errors, info
-from .._service import TOKEN_FILE_HELP, read_token
+from .._output import JSON_HELP
+from .._service import (
+    CA_OPTION,
+    CERT_OPTION,
+    KEY_OPTION,
+    SERVER_FORMS,
+    TOKEN_FILE_HELP,
+    connect,
+    read_token,
+)
 
 __all__ = ["app"]
 
@@ -90,16 +99,33 @@ def serve_cmd(
 @app.command("seal")
 @handle_errors
 def seal_cmd(
-    server: str = typer.Option(..., "--server", metavar="URL", help="unix:PATH or https://..."),
+    directory: Path | None = typer.Argument(
+        None, metavar="[DIR]", help="Keyring directory: the service must serve this keyring."
+    ),
+    server: str = typer.Option(..., "--server", metavar="URL", help=SERVER_FORMS),
     token_file: Path | None = typer.Option(None, "--token-file", help=TOKEN_FILE_HELP),
-    ca: Path | None = typer.Option(None, "--ca", metavar="FILE", help="CA of the server cert."),
+    ca: Path | None = CA_OPTION,
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Seal a running key service: it drops every key until custodians unseal it again.
 
     Over the Unix socket no token is needed; over TCP a token allowed 'seal'.
 
+    Example: keysplit seal --server unix:/run/keysplit.sock
+
     Exit codes: 0 sealed (or already sealed); 1 failure; 2 usage.
     """
-    with Client(server, token=read_token(token_file), ca=str(ca) if ca else None) as c:
+    expected = Keyring.open(directory).keyring_id if directory is not None else None
+    with connect(server, (ca, cert, key), token=read_token(token_file)) as c:
+        serving = c.service_status().get("keyring_id")
+        if expected is not None and serving != expected:
+            raise KeysplitError(
+                f"the key service serves keyring {serving}, not {expected} (DIR)",
+                hint="check --server and the keyring directory",
+            )
         was = c.seal()
     info("sealed" if was else "already sealed")
+    if as_json:
+        typer.echo(json.dumps({"sealed": True, "was_unsealed": was, "keyring_id": serving}))

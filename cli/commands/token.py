@@ -1,4 +1,4 @@
-"""``keysplit token create|list|revoke``: key-service tokens, created with a quorum, listed
+"""``keysplit token create|add|list|revoke``: key-service tokens, created with a quorum, listed
 and revoked without. A token is printed once on stdout; the keyring keeps only its
 SHA-256 and policy, in a list MACed under a key only an unsealed keyring derives.
 """
@@ -15,6 +15,7 @@ from keysplit.service.tokens import OPERATIONS, TokenList
 
 from .._common import EXIT_USAGE, fail, handle_errors, info
 from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
+from .._service import TOKEN_FILE_HELP, read_token
 
 __all__ = ["app"]
 
@@ -58,6 +59,60 @@ def token_create_cmd(
     info(f"token {pol.name!r} ({pol.id}) created: {','.join(pol.allow)} on {pol.subject_prefix!r}*")
     info("it is shown only now; store it as a secret")
     typer.echo(token)
+
+
+@app.command("add")
+@handle_errors
+def token_add_cmd(
+    directory: Path = typer.Argument(..., metavar="NODE_DIR", help="Keyring directory."),
+    name: str = typer.Option(..., "--name", help="Token name (unique among active tokens)."),
+    token_file: Path = typer.Option(..., "--token-file", help=TOKEN_FILE_HELP),
+    allow: str = typer.Option(
+        ..., "--allow", metavar="OPS", help=f"Comma-separated: {','.join(OPERATIONS)}."
+    ),
+    subject_prefix: str = typer.Option(
+        ..., "--subject-prefix", help="Only subjects starting with this ('' = every subject)."
+    ),
+    region: str = typer.Option(
+        "", "--region", help="Pin the token to a cluster region ('' = any region)."
+    ),
+    share: list[Path] = SHARE_OPTION,
+    identity: list[Path] = IDENTITY_OPTION,
+    passphrase_file: list[str] = PASSPHRASE_OPTION,
+) -> None:
+    """Register an existing token (made by 'token create' on another keyring) here, with
+    this keyring's own quorum and policy: so no single node's custodians can authorize a
+    client on the T nodes of a key cluster. Audited as 'token-create' (added: true).
+
+    Example: keysplit token add n2 --name app --token-file token --allow datakey
+    --subject-prefix contacts/ --share n2-shares/n2a.g1.kss --share n2-shares/n2b.g1.kss
+
+    Exit codes: 0 added; 1 bad quorum, name taken, token known, list tampered; 2 usage.
+    """
+    token = read_token(token_file)
+    assert token is not None
+    if region:
+        from keysplit.service.cluster_config import check_region
+
+        try:
+            check_region(region)
+        except ValueError as exc:
+            fail(str(exc), code=EXIT_USAGE)
+
+    kr = Keyring.open(directory)
+    try:
+        pol = ceremony.add_token(
+            kr,
+            quorum(kr, QuorumSource(share, identity, passphrase_file)),
+            token,
+            name=name,
+            allow=allow.split(","),
+            subject_prefix=subject_prefix,
+            region=region,
+        ).value
+    except ValueError as exc:
+        fail(str(exc), code=EXIT_USAGE)
+    info(f"token {pol.name!r} ({pol.id}) added: {','.join(pol.allow)} on {pol.subject_prefix!r}*")
 
 
 @app.command("list")

@@ -14,8 +14,7 @@ from typing import Any
 
 import typer
 
-from keysplit import Keyring, KeysplitError, ceremony
-from keysplit.service import Client
+from keysplit import Keyring, KeysplitError, Share, ceremony
 from keysplit.service.unseal import key_fingerprint
 
 from .._common import EXIT_USAGE, fail, handle_errors, info, relabel
@@ -27,48 +26,63 @@ from .._quorum import (
     SHARE_OPTION,
     STORE_OPTION,
     QuorumSource,
+    ask_for_shares,
     open_keyring,
     quorum,
 )
+from .._service import CA_OPTION, CERT_OPTION, KEY_OPTION, SERVER_FORMS, Tls, connect
 
 __all__ = ["app"]
 
 app = typer.Typer()
 
-_MAX_TRIES = 5
-
 
 @app.command("unseal")
 @handle_errors
 def unseal_cmd(
-    directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
+    directory: Path | None = typer.Argument(
+        None, metavar="[DIR]", help="Keyring directory (optional with --server)."
+    ),
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
     store: str | None = STORE_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     server: str | None = typer.Option(
-        None, "--server", metavar="URL", help="Unseal a running key service (unix:PATH, https://)."
+        None, "--server", metavar="URL", help=f"Unseal a running key service: {SERVER_FORMS}."
     ),
     reset: bool = typer.Option(False, "--reset", help="With --server: discard unseal progress."),
+    ca: Path | None = CA_OPTION,
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
 ) -> None:
     """Check that a quorum of custodians can unseal the keyring (an unseal drill).
 
-    With --server, send this custodian's share (sealed to the service) to 'keysplit serve'.
-
     Verifies every share and the recovered master key and reports the keyring id.
-
     Records an 'unseal-check' audit entry naming the contributing custodians.
+
+    With --server, send this custodian's share to a running 'keysplit serve' instead: only
+    the URL and the share (and its identity or passphrase) are needed; the keyring id and
+    the attempt key come from the service (compare the fingerprint shown with its log).
+    With DIR too, the service must serve that keyring.
+
+    Example: keysplit unseal vault -s ana.g1.kss -s ben.g1.kss -i ana.identity
+
+    Example: keysplit unseal --server https://kms:8443 --ca ca.pem --cert a.pem --key a.key -s a.kss
 
     Exit codes: 0 verified; 1 bad, foreign or too few shares, wrong secret; 2 usage.
     """
+    src = QuorumSource(share, identity, passphrase_file)
     if server is not None:
-        src = QuorumSource(share, identity, passphrase_file)
-        return remote_unseal(directory, server, src, as_json=as_json, reset=reset)
+        return remote_unseal(directory, server, (ca, cert, key), src, as_json=as_json, reset=reset)
     if reset:
         fail("--reset needs --server", code=EXIT_USAGE)
+    if ca or cert or key:
+        fail("--ca, --cert and --key go with --server", code=EXIT_USAGE)
+    if directory is None:
+        fail("give the keyring directory DIR (or --server URL)", code=EXIT_USAGE)
     kr = open_keyring(directory, store)
-    done = ceremony.unseal_check(kr, quorum(kr, QuorumSource(share, identity, passphrase_file)))
+    done = ceremony.unseal_check(kr, quorum(kr, src))
     info(f"[green]quorum verified[/]: {names(done.contributors)} unsealed keyring {kr.keyring_id}")
     assert done.entry is not None
     doc = {
@@ -83,16 +97,22 @@ def unseal_cmd(
 
 
 def remote_unseal(
-    directory: Path, server: str, src: QuorumSource, *, as_json: bool, reset: bool = False
+    directory: Path | None,
+    server: str,
+    tls: Tls,
+    src: QuorumSource,
+    *,
+    as_json: bool,
+    reset: bool = False,
 ) -> None:
-    """``keysplit unseal DIR --server URL``: send this custodian's share(s) to the service.
+    """``keysplit unseal [DIR] --server URL``: send this custodian's share(s) to the service.
 
     Each share is opened here and HPKE-sealed to the attempt key the server publishes, so
     it never travels in clear. The server checks it at once and names what is wrong;
-    interactively the custodian may then try another file.
+    interactively the custodian may then try another share.
     """
-    kr = Keyring.open(directory)
-    with Client(server) as client:
+    expected = Keyring.open(directory).keyring_id if directory is not None else None
+    with connect(server, tls) as client:
         if reset:
             had = client.reset_unseal()
             info("unseal progress discarded" if had else "no unseal progress to discard")
@@ -100,54 +120,53 @@ def remote_unseal(
                 typer.echo(json.dumps({"reset": had}) if as_json else "reset")
                 return
         offer = client.unseal_offer()
+        keyring_id = str(offer.get("keyring_id"))
+        if expected is not None and keyring_id != expected:
+            raise KeysplitError(
+                f"the key service serves keyring {keyring_id}, not {expected} (DIR)",
+                hint="check --server and the keyring directory",
+            )
         if not offer.get("sealed", True):
-            info(f"keyring {kr.keyring_id} is already unsealed at {server}")
+            info(f"keyring {keyring_id} is already unsealed at {server}")
             typer.echo(json.dumps({"sealed": False}) if as_json else "unsealed")
             return
         fp = key_fingerprint(bytes.fromhex(str(offer["public_key"])))
-        info(f"unseal attempt key {fp} (compare with the server's log)")
+        info(f"keyring {keyring_id}: unseal attempt key {fp} (compare with the server's log)")
         passphrases = Passphrases(src.passphrase_files)
         opener = ShareOpener(src.identities, passphrases, interactive=src.interactive)
         result: dict[str, Any] = {}
 
-        def send(path: Path) -> bool:
+        def send(name: str, share: Share) -> bool:
             """Send one share; False once the service is unsealed (nothing more needed)."""
             nonlocal result
-            share = opener.open_path(path)
             current = client.unseal_offer()
             if not current.get("sealed", True):
-                info(f"  {path}: not needed (already unsealed)")
+                info(f"  {name}: not needed (already unsealed)")
                 return False
             try:
-                result = client.submit_share(share, current, keyring_id=kr.keyring_id)
+                result = client.submit_share(share, current, keyring_id=keyring_id)
             except KeysplitError as exc:
-                raise relabel(exc, str(path)) from None
+                raise relabel(exc, name) from None
             p = result["progress"]
             state = "sealed" if result["sealed"] else "unsealed"
-            info(f"  [{p['have']}/{p['need']}] {path} accepted; service {state}")
+            info(f"  [{p['have']}/{p['need']}] {name} accepted; service {state}")
             return bool(result["sealed"])
 
         if not src.interactive:
             for path in src.shares:
-                if not send(path):
+                if not send(str(path), opener.open_path(path)):
                     break
         else:
-            for _ in range(_MAX_TRIES):
-                answer = str(
-                    typer.prompt(
-                        "Share file (empty to stop)", default="", show_default=False, err=True
-                    )
-                ).strip()
-                if not answer:
-                    break
-                try:
-                    send(Path(answer).expanduser())
-                    break
-                except (KeysplitError, OSError) as exc:
-                    msg = str(exc) if isinstance(exc, KeysplitError) else f"cannot read {answer}"
-                    typer.echo(f"rejected: {msg}", err=True)
-            else:
-                fail(f"giving up after {_MAX_TRIES} rejected shares")
+            asked = False
+
+            def prompt() -> str | None:
+                nonlocal asked
+                if asked and result:
+                    return None  # one custodian, one share: done once it is accepted
+                asked = True
+                return "Share"
+
+            ask_for_shares(opener, prompt, send)
     sealed = result.get("sealed", True) if result else True
     if as_json:
         typer.echo(json.dumps(result))

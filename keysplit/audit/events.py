@@ -37,6 +37,10 @@ __all__ = [
     "LEGACY_NAMES",
     "SCHEMAS",
     "AuditRepair",
+    "ClusterDeal",
+    "ClusterEval",
+    "ClusterJoin",
+    "ClusterRefresh",
     "Contributor",
     "Dataset",
     "Decrypt",
@@ -338,7 +342,9 @@ class ServiceSeal(Event):
 
 @dataclass(frozen=True)
 class TokenCreate(Event):
-    """A quorum minted a key-service token (the token list's new ``list_serial``)."""
+    """A quorum minted a key-service token, or with ``added`` registered one minted on
+    another keyring (a key-cluster node); ``region``: the cluster region it is pinned to
+    ('' none); ``list_serial``: the token list's new serial."""
 
     NAME: ClassVar[str] = "token-create"
     KEYS: ClassVar[Mapping[str, str]] = {"authorized_by": "custodians"}
@@ -347,6 +353,8 @@ class TokenCreate(Event):
     token_id: str
     allow: Sequence[str]
     subject_prefix: str
+    region: str
+    added: bool
     authorized_by: Sequence[Principal]
 
 
@@ -378,6 +386,50 @@ class TokenListInvalid(Event):
     error: str
 
 
+@dataclass(frozen=True)
+class ClusterDeal(Event):
+    """A key-cluster node dealt its part of a DKG (or refresh) round; ``by`` who asked
+    (``token NAME`` or ``unix socket peer``)."""
+
+    NAME: ClassVar[str] = "cluster-deal"
+    cluster: str
+    region: str
+    refresh: bool
+    epoch: int
+    by: str
+
+
+@dataclass(frozen=True)
+class ClusterJoin(Event):
+    """A key-cluster node finished a DKG round and stored its share (index ``index``)."""
+
+    NAME: ClassVar[str] = "cluster-join"
+    cluster: str
+    region: str
+    epoch: int
+    index: int
+    dealers: Sequence[str]
+    by: str
+
+
+@dataclass(frozen=True)
+class ClusterRefresh(ClusterJoin):
+    """A key-cluster node replaced its share in a refresh round (same cluster key)."""
+
+    NAME: ClassVar[str] = "cluster-refresh"
+
+
+@dataclass(frozen=True)
+class ClusterEval(Event):
+    """A key-cluster node evaluated its DPRF share for ``count`` subjects for a token."""
+
+    NAME: ClassVar[str] = "cluster-eval"
+    cluster: str
+    token: str
+    count: int
+    subjects: Sequence[str]
+
+
 EVENTS: tuple[str, ...] = (
     "init",
     "unseal-check",
@@ -402,6 +454,10 @@ EVENTS: tuple[str, ...] = (
     "token-revoke",
     "token-denied",
     "token-list-invalid",
+    "cluster-deal",
+    "cluster-join",
+    "cluster-refresh",
+    "cluster-eval",
 )
 """The event names keysplit writes (others matching the format's pattern still verify)."""
 

@@ -38,7 +38,15 @@ from ..custody import Argon2Params
 from ..errors import KeyringError, KeysplitError
 from ..keyring import Keyring, RewrapResult, UnsealedKeyring
 from ..proof import PendingVerification, Verification, VerifyStatus
-from ..service.tokens import TokenList, TokenPolicy, check_allow, check_token_name, mac_key
+from ..service.tokens import (
+    TokenList,
+    TokenPolicy,
+    check_allow,
+    check_token_name,
+    is_token_text,
+    mac_key,
+    new_token,
+)
 from ..share import Share
 from ..stream import StreamInfo, read_header, recipient_id
 from ..stream import decrypt_file as _decrypt_file
@@ -74,6 +82,7 @@ __all__ = [
     "Verification",
     "WrittenShare",
     "abort_rekey",
+    "add_token",
     "create_token",
     "dataset",
     "decrypt_file",
@@ -583,24 +592,60 @@ def create_token(
     an unsealed keyring derives (:mod:`keysplit.service.tokens`). The name and operations
     are checked, and the list read, before anyone is asked for a share.
     """
+    token = new_token()
+    done = _change_tokens(keyring, quorum, token, name, allow, subject_prefix, "", added=False)
+    return Done(NewToken(token, done.value), done.entry, done.authorized_by)
+
+
+def add_token(
+    keyring: Keyring,
+    quorum: Quorum,
+    token: str,
+    *,
+    name: str,
+    allow: Sequence[str],
+    subject_prefix: str,
+    region: str = "",
+) -> Done[TokenPolicy]:
+    """Register a token minted on another keyring (a node of a key cluster) under this
+    keyring's own quorum and policy; recorded as ``token-create`` with ``added: true``."""
+    if not is_token_text(token):
+        raise ValueError("not a keysplit token (kst1_ and 43 base64url characters)")
+    return _change_tokens(keyring, quorum, token, name, allow, subject_prefix, region, added=True)
+
+
+def _change_tokens(
+    keyring: Keyring,
+    quorum: Quorum,
+    token: str,
+    name: str,
+    allow: Sequence[str],
+    subject_prefix: str,
+    region: str,
+    *,
+    added: bool,
+) -> Done[TokenPolicy]:
+    """With a quorum: fold pending revocations, register ``token``, record both."""
     check_token_name(name)
-    allow = list(check_allow(allow))
+    allowed = list(check_allow(allow))
     if not isinstance(subject_prefix, str):
         raise TypeError("subject_prefix must be a str")
-    TokenList.read(keyring.path, keyring.keyring_id)
+    TokenList.read(keyring.path, keyring.keyring_id)  # unreadable: refused before any share
     with unsealed(quorum, keyring, "token-create") as ukr:
         tl = TokenList.read(keyring.path, keyring.keyring_id)
-        names = {t.id: t.name for t in tl.tokens}
+        known = {t.id: t.name for t in tl.tokens}
         folded = [r for r in tl.pending_revocations if r not in tl.revoked]
-        token, pol = tl.create(
+        pol = tl.add(
             mac_key(ukr.audit_key(), keyring.keyring_id),
+            token,
             name=name,
-            allow=allow,
+            allow=allowed,
             subject_prefix=subject_prefix,
+            region=region,
             created_by=[c.custodian for c in quorum.contributors],
         )
         events: list[ev.Event] = [
-            ev.TokenRevoke(names.get(r, "unknown id"), r, tl.serial) for r in folded
+            ev.TokenRevoke(known.get(r, "unknown id"), r, tl.serial) for r in folded
         ]
         events.append(
             ev.TokenCreate(
@@ -609,8 +654,10 @@ def create_token(
                 token_id=pol.id,
                 allow=list(pol.allow),
                 subject_prefix=pol.subject_prefix,
+                region=pol.region,
+                added=added,
                 authorized_by=quorum.contributors,
             )
         )
         entry = ev.record_many(ukr.audit_log(), events)[-1]
-    return Done(NewToken(token, pol), entry, quorum.authorized_by)
+    return Done(pol, entry, quorum.authorized_by)

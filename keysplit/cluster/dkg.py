@@ -33,12 +33,13 @@ Sub-shares and shares are :class:`~keysplit.hazmat.ristretto.Scalar` values: nev
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..errors import ClusterError, FormatError
-from ..hazmat.ristretto import POINT_BYTES, SCALAR_BYTES, Point, Scalar
+from ..hazmat.ristretto import POINT_BYTES, SCALAR_BYTES, L, Point, Scalar
 from ..rng import RandomSource, default_rng
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "deal_refresh",
     "finish",
     "interpolate",
+    "lagrange",
     "public_share",
     "public_shares",
     "recover_share",
@@ -183,6 +185,13 @@ class Dealing:
     def digest(self) -> bytes:
         """SHA-256 of :meth:`to_bytes`: what a dealer commits to before revealing (see docs)."""
         return hashlib.sha256(self.to_bytes()).digest()
+
+    def check_digest(self, digest: bytes) -> None:
+        """Check a revealed dealing against the digest its dealer committed to first."""
+        if not hmac.compare_digest(self.digest(), bytes(digest)):
+            raise ClusterError(
+                f"dealing from node {self.dealer} is not the one it committed to", node=self.dealer
+            )
 
 
 class NodeShare:
@@ -364,10 +373,27 @@ def cluster_public_key(dealings: Sequence[Dealing]) -> Point:
 # -- interpolation ------------------------------------------------------------------------
 
 
+def lagrange(indices: Sequence[int], at: int = 0) -> dict[int, Scalar]:
+    """Lagrange coefficients ``λ_i = Π_{j≠i} (at - j)/(i - j)`` mod L for the given indices.
+
+    Indices are public, so this is plain integer arithmetic.
+    """
+    idx = check_indices(indices)
+    if not idx:
+        raise ValueError("no indices")
+    out = {}
+    for i in idx:
+        num, den = 1, 1
+        for j in idx:
+            if j != i:
+                num = num * (at - j) % L
+                den = den * (i - j) % L
+        out[i] = Scalar.from_int(num * pow(den, -1, L))
+    return out
+
+
 def interpolate(values: Mapping[int, Scalar], at: int = 0) -> Scalar:
     """Lagrange interpolation of secret values at ``at`` (public indices, secret values)."""
-    from .dprf import lagrange  # one implementation of the (public) coefficients
-
     coefficients = lagrange(list(values), at=at)
     total = Scalar.zero()
     for i, v in values.items():

@@ -31,9 +31,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import ClusterError, FormatError
-from ..hazmat.ristretto import L, Point, Scalar, hash_to_group, hash_to_scalar
+from ..hazmat.ristretto import Point, Scalar, hash_to_group, hash_to_scalar
 from ..rng import RandomSource, default_rng
-from .dkg import NodeShare, check_indices
+from .dkg import NodeShare, check_indices, lagrange
 
 __all__ = [
     "CONTEXT",
@@ -97,25 +97,6 @@ def point_for(
         + struct.pack(">I", _check_version(version))
     )
     return hash_to_group(msg, b"HashToGroup-" + context)
-
-
-def lagrange(indices: Sequence[int], at: int = 0) -> dict[int, Scalar]:
-    """Lagrange coefficients ``λ_i = Π_{j≠i} (at - j)/(i - j)`` mod L for the given indices.
-
-    Indices are public, so this is plain integer arithmetic.
-    """
-    idx = check_indices(indices)
-    if not idx:
-        raise ValueError("no indices")
-    out = {}
-    for i in idx:
-        num, den = 1, 1
-        for j in idx:
-            if j != i:
-                num = num * (at - j) % L
-                den = den * (i - j) % L
-        out[i] = Scalar.from_int(num * pow(den, -1, L))
-    return out
 
 
 def _key(share: NodeShare | Scalar, coefficient: Scalar | None) -> Scalar:

@@ -31,6 +31,7 @@ from .base import (
     SealedShareInfo,
     ShareOpener,
     ShareSealer,
+    WrongPassphrase,
     sealed_share_info,
 )
 from .hpke import (
@@ -70,6 +71,7 @@ __all__ = [
     "ShareOpener",
     "ShareSealer",
     "Suite",
+    "WrongPassphrase",
     "check_custodian_name",
     "is_sealed",
     "load_share",

@@ -38,6 +38,7 @@ __all__ = [
     "SealedShareInfo",
     "ShareOpener",
     "ShareSealer",
+    "WrongPassphrase",
     "methods",
     "open_sealed",
     "register",
@@ -51,6 +52,13 @@ class IncorrectIdentity(CustodianError):
 
     Only an opener raises it, and only to say "try the next one"; the message says whose
     share it is, so it is also what the caller sees when no opener matched.
+    """
+
+
+class WrongPassphrase(CustodianError):
+    """The passphrase does not open the share or identity (every spelling was tried).
+
+    Its own class so that a prompt can ask again (a typo) while every other error ends.
     """
 
 

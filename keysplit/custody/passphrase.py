@@ -193,7 +193,7 @@ def open_with_passphrase(
             return decrypt(key)
         except InvalidTag:
             continue
-    raise CustodianError(f"wrong passphrase for {what}")
+    raise base.WrongPassphrase(f"wrong passphrase for {what}")
 
 
 def _confirmed(params: Argon2Params) -> bool:

@@ -4,7 +4,9 @@ Needs the optional extra ``keysplit[dask]``. :func:`rewrap` moves a store's data
 the current KEK in parallel (workers get only the KEKs involved, sealed to a per-job key
 of each worker); :func:`encrypt_column` / :func:`decrypt_column` / :func:`scan` work on
 Dask DataFrames (so on Parquet datasets), fetching the data keys each partition needs in
-one batch from a :class:`DataKeySource` (a ``keysplit.Client`` is one). SECURITY.md says
+one batch from the picklable :class:`~keysplit.keyring.DataKeys` they are given
+(:class:`ServiceDataKeys` for ``keysplit serve``, :func:`serve_keys` for a keyring
+unsealed in the driver) and running the library's one record engine over them. SECURITY.md says
 exactly what a compromised worker learns.
 """
 
@@ -17,7 +19,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"keysplit.jobs needs Dask distributed ({exc}); install keysplit[dask]"
     ) from None
 
-from .datakeys import DataKeySource, LocalDataKeys, ServiceDataKeys
+from .datakeys import LoopbackDataKeys, ServiceDataKeys, serve_keys
 from .records import (
     BadRecord,
     ScanReport,
@@ -32,9 +34,8 @@ from .rewrap import JobError, SubjectRange, plan, rewrap
 
 __all__ = [
     "BadRecord",
-    "DataKeySource",
     "JobError",
-    "LocalDataKeys",
+    "LoopbackDataKeys",
     "ScanReport",
     "ServiceDataKeys",
     "SubjectRange",
@@ -46,4 +47,5 @@ __all__ = [
     "rewrap",
     "scan",
     "scan_dataset",
+    "serve_keys",
 ]

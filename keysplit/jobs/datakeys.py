@@ -1,23 +1,25 @@
-"""Where a partition gets its data keys: the :class:`DataKeySource` protocol.
+"""The data keys a job's workers are given: picklable :class:`~keysplit.keyring.DataKeys`.
 
-``datakeys(subjects, create=...)`` returns one raw 16-byte data key per subject, in order,
-and raises :class:`~keysplit.errors.IntegrityError` if a subject has none (``create=False``),
-which is exactly ``keysplit.Client.datakeys`` (the key service's batch ``datakey``
-endpoint): a ``Client`` *is* a source. Since a source is called on the workers, it must
-survive pickling; :class:`ServiceDataKeys` is the picklable handle (URL and token; each
-worker process opens its own ``keysplit.Client``).
+Workers run the library's one record engine (:class:`~keysplit.keyring.records.Records`)
+over the keys handed to them; these are the two handles that survive pickling:
 
-:class:`LocalDataKeys` serves an :class:`~keysplit.UnsealedKeyring` held by the driver
-(tests, single-host jobs): it refuses to be pickled, and :meth:`LocalDataKeys.serve`
-opens a loopback listener on a Unix socket in a private directory, authenticated with a
-random per-job key (``multiprocessing.connection``'s HMAC challenge), and yields a
-picklable source that workers on the same host use. Frames are bytes (bounded JSON in,
-keys out), never pickles.
+* :class:`ServiceDataKeys`: the key service (``keysplit serve``), URL and token; each
+  worker process opens its own ``keysplit.Client`` and asks ``datakey`` in one batch per
+  partition (the service authorizes each subject against the token's prefix).
+* :func:`serve_keys`: a keyring unsealed in the driver serves raw keys (exported through
+  :meth:`Records.export <keysplit.keyring.records.Records.export>`, spelling-aware) on a
+  Unix socket in a private directory, authenticated with a random per-job key
+  (``multiprocessing.connection``'s HMAC challenge), while the block runs; it yields a
+  :class:`LoopbackDataKeys` that workers on the same host use. Frames are bytes (bounded
+  JSON in, keys out), never pickles.
+
+Neither caches: a partition derives its keys, uses them and drops them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import socket
@@ -27,30 +29,21 @@ from collections.abc import Iterator, Sequence
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client as _Connect
 from multiprocessing.connection import Connection, Listener
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from .. import _json
 from ..errors import FormatError, IntegrityError, KeysplitError
 from ..keyring import UnsealedKeyring
-from . import _access
+from ..keyring.datakeys import DerivedDataKeys
 
-__all__ = ["DataKeySource", "LocalDataKeys", "ServiceDataKeys"]
+__all__ = ["LoopbackDataKeys", "ServiceDataKeys", "serve_keys"]
 
 _MAX_REQUEST = 64 << 20
 _ERRORS: dict[str, type[KeysplitError]] = {"IntegrityError": IntegrityError}
 
 
-@runtime_checkable
-class DataKeySource(Protocol):
-    """Raw data keys for subjects, in one batch (``keysplit.Client`` satisfies it)."""
-
-    def datakeys(self, subjects: Sequence[str], *, create: bool = True) -> list[bytes]:
-        """One 16-byte key per subject; IntegrityError if one has none and not ``create``."""
-        ...
-
-
-class ServiceDataKeys:
-    """A picklable source backed by the key service (``keysplit serve``).
+class ServiceDataKeys(DerivedDataKeys):
+    """A picklable :class:`DataKeys` backed by the key service (``keysplit serve``).
 
     Needs a token allowed ``datakey`` for the subjects. Each worker process makes one
     ``keysplit.Client(url, token=..., ca=...)`` on first use.
@@ -58,7 +51,7 @@ class ServiceDataKeys:
 
     def __init__(self, url: str, token: str, *, ca: str | None = None) -> None:
         self.url, self._token, self.ca = url, token, ca
-        self._client: DataKeySource | None = None
+        self._client: Any = None
 
     def __repr__(self) -> str:
         return f"ServiceDataKeys({self.url!r}, token=<redacted>)"
@@ -66,7 +59,7 @@ class ServiceDataKeys:
     def __getstate__(self) -> dict[str, Any]:
         return {"url": self.url, "_token": self._token, "ca": self.ca, "_client": None}
 
-    def datakeys(self, subjects: Sequence[str], *, create: bool = True) -> list[bytes]:
+    def _get_client(self) -> Any:
         if self._client is None:
             import keysplit
 
@@ -74,56 +67,58 @@ class ServiceDataKeys:
             if make is None:
                 raise KeysplitError(
                     "this keysplit has no key service client (keysplit.Client)",
-                    hint="upgrade keysplit, or use LocalDataKeys",
+                    hint="upgrade keysplit, or use serve_keys",
                 )
             kwargs = {} if self.ca is None else {"ca": self.ca}
             self._client = make(self.url, token=self._token, **kwargs)
-        assert self._client is not None
-        return self._client.datakeys(subjects, create=create)
+        return self._client
+
+    @property
+    def keyring_id(self) -> str:
+        return str(self._get_client().keyring_id())
+
+    def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
+        return list(self._get_client().fetch_datakeys(list(subjects), create=create))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
 
-class LocalDataKeys:
-    """Data keys from an unsealed keyring in this process (the driver)."""
+@contextlib.contextmanager
+def serve_keys(keyring: UnsealedKeyring) -> Iterator[LoopbackDataKeys]:
+    """Serve ``keyring``'s data keys to workers on this host while the block runs."""
+    server = _KeyServer(keyring)
+    with tempfile.TemporaryDirectory(prefix="keysplit-jobs-") as tmp:
+        os.chmod(tmp, 0o700)
+        authkey = secrets.token_bytes(32)
+        listener = Listener(os.path.join(tmp, "keys.sock"), "AF_UNIX", authkey=authkey)
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=server.accept, args=(listener, stop), daemon=True, name="keysplit-jobs-keys"
+        )
+        thread.start()
+        try:
+            yield LoopbackDataKeys(str(listener.address), authkey, keyring.keyring.keyring_id)
+        finally:
+            stop.set()
+            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as wake:
+                wake.connect(str(listener.address))  # wakes accept(); fails its handshake
+            thread.join(timeout=10)
+            listener.close()
+
+
+class _KeyServer:
+    """The driver's side of :func:`serve_keys` (never pickled, never leaves the driver)."""
 
     def __init__(self, keyring: UnsealedKeyring) -> None:
         self._kr = keyring
         self._lock = threading.Lock()
 
-    def __repr__(self) -> str:
-        return f"LocalDataKeys({self._kr!r})"
-
     def __reduce__(self) -> tuple[Any, ...]:
-        raise TypeError("LocalDataKeys cannot be sent to workers; use its serve() handle")
+        raise TypeError("the driver's key server cannot be sent to workers")
 
-    def datakeys(self, subjects: Sequence[str], *, create: bool = True) -> list[bytes]:
-        with self._lock:
-            return _access.data_keys(self._kr, list(subjects), create=create)
-
-    @contextlib.contextmanager
-    def serve(self) -> Iterator[DataKeySource]:
-        """Serve this keyring's data keys to workers on this host while the block runs."""
-        with tempfile.TemporaryDirectory(prefix="keysplit-jobs-") as tmp:
-            os.chmod(tmp, 0o700)
-            authkey = secrets.token_bytes(32)
-            listener = Listener(os.path.join(tmp, "keys.sock"), "AF_UNIX", authkey=authkey)
-            stop = threading.Event()
-            thread = threading.Thread(
-                target=self._accept,
-                args=(listener, stop),
-                daemon=True,
-                name="keysplit-jobs-keys",
-            )
-            thread.start()
-            try:
-                yield _LoopbackDataKeys(str(listener.address), authkey)
-            finally:
-                stop.set()
-                with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as wake:
-                    wake.connect(str(listener.address))  # wakes accept(); fails its handshake
-                thread.join(timeout=10)
-                listener.close()
-
-    def _accept(self, listener: Listener, stop: threading.Event) -> None:
+    def accept(self, listener: Listener, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
                 conn = listener.accept()
@@ -148,39 +143,59 @@ class LocalDataKeys:
                     subjects, create = doc["subjects"], doc["create"]
                     if not isinstance(subjects, list) or not isinstance(create, bool):
                         raise FormatError("malformed data key request")
-                    reply = b"\x00" + b"".join(self.datakeys(subjects, create=create))
+                    with self._lock:
+                        keys = self._kr.records.export(subjects, create=create)
+                    present = bytes(k is not None for k in keys)
+                    reply = b"\x00" + present + b"".join(k for k in keys if k is not None)
                 except (KeysplitError, ValueError, TypeError, KeyError) as exc:
                     kind = type(exc).__name__ if isinstance(exc, IntegrityError) else "error"
                     reply = b"\x01" + f"{kind}\x00{exc}".encode()
                 conn.send_bytes(reply)
 
 
-class _LoopbackDataKeys:
-    """The workers' handle on :meth:`LocalDataKeys.serve` (one connection per thread)."""
+class LoopbackDataKeys(DerivedDataKeys):
+    """The workers' handle on :func:`serve_keys` (one connection per thread)."""
 
-    def __init__(self, address: str, authkey: bytes) -> None:
-        self.address, self._authkey = address, authkey
+    def __init__(self, address: str, authkey: bytes, keyring_id: str) -> None:
+        self.address, self._authkey, self._keyring_id = address, authkey, keyring_id
         self._local = threading.local()
 
     def __repr__(self) -> str:
-        return f"_LoopbackDataKeys({self.address!r}, <redacted>)"
+        return f"LoopbackDataKeys({self.address!r}, <redacted>)"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"address": self.address, "_authkey": self._authkey}
+        return {"address": self.address, "_authkey": self._authkey, "kid": self._keyring_id}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["address"], state["_authkey"])  # type: ignore[misc]
+        self.__init__(state["address"], state["_authkey"], state["kid"])  # type: ignore[misc]
 
-    def datakeys(self, subjects: Sequence[str], *, create: bool = True) -> list[bytes]:
-        import json
+    @property
+    def keyring_id(self) -> str:
+        return self._keyring_id
 
+    def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = _Connect(self.address, "AF_UNIX", authkey=self._authkey)
             self._local.conn = conn
+        n = len(subjects)
         conn.send_bytes(json.dumps({"subjects": list(subjects), "create": create}).encode())
-        reply = conn.recv_bytes(16 * len(subjects) + (1 << 16))
-        if reply[:1] == b"\x00" and len(reply) == 1 + 16 * len(subjects):
-            return [reply[1 + 16 * i : 17 + 16 * i] for i in range(len(subjects))]
+        reply = conn.recv_bytes(17 * n + (1 << 16))
+        if reply[:1] == b"\x00" and len(reply) >= 1 + n:
+            present = reply[1 : 1 + n]
+            if len(reply) == 1 + n + 16 * sum(present) and set(present) <= {0, 1}:
+                out: list[bytes | None] = []
+                pos = 1 + n
+                for p in present:
+                    out.append(reply[pos : pos + 16] if p else None)
+                    pos += 16 * p
+                return out
+            raise FormatError("malformed reply from the job's key server")
         kind, _, message = reply[1:].decode(errors="replace").partition("\x00")
         raise _ERRORS.get(kind, KeysplitError)(message)
+
+    def close(self) -> None:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,9 +1,11 @@
 """Per-subject record encryption of a Dask DataFrame column (and so of Parquet datasets).
 
-Every partition collects the distinct subjects it holds, fetches their data keys in **one**
-batch from a :class:`~keysplit.jobs.DataKeySource` (the key service's ``datakey``), seals or
-opens the column with the batch record path (:func:`keysplit.envelope.encrypt_many` /
-``decrypt_many``), and drops the keys when it returns. The records are ordinary keysplit
+Every partition runs the library's one record engine
+(:class:`~keysplit.keyring.records.Records`) over the picklable
+:class:`~keysplit.keyring.DataKeys` it was given (:class:`~keysplit.jobs.ServiceDataKeys`,
+or :func:`~keysplit.jobs.serve_keys`' handle): the keys of the distinct subjects it holds
+arrive in **one** batch, the column is sealed or opened with ``encrypt_many`` /
+``decrypt_many``, and the keys are dropped when it returns. The records are ordinary keysplit
 records: ``UnsealedKeyring.decrypt(record, subject=..., context=...)`` opens them, and a
 row moved to another subject (or context) fails with :class:`IntegrityError`.
 
@@ -28,10 +30,12 @@ from dask.base import compute
 from dask.delayed import delayed
 from distributed import Client, as_completed
 
-from .. import envelope
-from ..envelope import DataKey
+from .. import names, record
 from ..errors import FormatError, IntegrityError, KeysplitError
-from .datakeys import DataKeySource, ServiceDataKeys
+from ..keyring import DataKeys
+from ..keyring.records import Records
+from ..record import DataKey
+from .datakeys import ServiceDataKeys
 
 __all__ = [
     "BadRecord",
@@ -48,7 +52,7 @@ Progress = Callable[[int, int], None]
 Context = Mapping[str, str] | None
 
 
-def _source(service: DataKeySource | str, token: str | None) -> DataKeySource:
+def _source(service: DataKeys | str, token: str | None) -> DataKeys:
     if isinstance(service, str):
         if not token:
             raise ValueError("a key service URL needs a token allowed 'datakey'")
@@ -69,12 +73,11 @@ def _columns(df: pd.DataFrame, column: str, subject_column: str) -> tuple[list[i
     return rows, subjects
 
 
-def _keys(source: DataKeySource, subjects: Sequence[str], *, create: bool) -> dict[str, DataKey]:
+def _keys(source: DataKeys, subjects: Sequence[str]) -> dict[str, DataKey]:
+    """Keys of those (distinct) subjects that have one, under any spelling."""
     uniq = list(dict.fromkeys(subjects))
-    raws = source.datakeys(uniq, create=create) if uniq else []
-    if len(raws) != len(uniq):
-        raise KeysplitError("the data key source returned the wrong number of keys")
-    return {s: DataKey(k) for s, k in zip(uniq, raws, strict=True)}
+    keys = Records(source).keys(uniq) if uniq else []
+    return {s: k for s, k in zip(uniq, keys, strict=True) if k is not None}
 
 
 def _as_bytes(v: Any) -> bytes:
@@ -97,16 +100,12 @@ def _with(df: pd.DataFrame, column: str, rows: list[int], out: Sequence[Any]) ->
 
 
 def _encrypt_part(
-    df: pd.DataFrame, column: str, subject_column: str, source: DataKeySource, context: Context
+    df: pd.DataFrame, column: str, subject_column: str, source: DataKeys, context: Context
 ) -> pd.DataFrame:
     rows, subjects = _columns(df, column, subject_column)
     values = df[column].to_numpy(dtype=object)
     plaintexts = [_as_bytes(values[i]) for i in rows]
-    keys = _keys(source, subjects, create=True)
-    try:
-        out = envelope.encrypt_many([keys[s] for s in subjects], subjects, plaintexts, context)
-    finally:
-        keys.clear()
+    out = Records(source).encrypt_many(subjects, plaintexts, context)
     return _with(df, column, rows, out)
 
 
@@ -114,20 +113,14 @@ def _decrypt_part(
     df: pd.DataFrame,
     column: str,
     subject_column: str,
-    source: DataKeySource,
+    source: DataKeys,
     context: Context,
     text: bool,
 ) -> pd.DataFrame:
     rows, subjects = _columns(df, column, subject_column)
     values = df[column].to_numpy(dtype=object)
     records = [_as_record(values[i]) for i in rows]
-    keys = _keys(source, subjects, create=False)
-    try:
-        out: list[Any] = envelope.decrypt_many(
-            [keys[s] for s in subjects], subjects, records, context
-        )
-    finally:
-        keys.clear()
+    out: list[Any] = Records(source).decrypt_many(subjects, records, context)
     if text:
         try:
             out = [b.decode("utf-8") for b in out]
@@ -158,13 +151,13 @@ def encrypt_column(
     column: str,
     subject_column: str,
     *,
-    service: DataKeySource | str,
+    service: DataKeys | str,
     token: str | None = None,
     context: Context = None,
 ) -> dd.DataFrame:
     """``ddf`` with ``column`` sealed per row for the row's ``subject_column`` (lazy).
 
-    ``service`` is a :class:`DataKeySource` or a key service URL (then ``token``, allowed
+    ``service`` is a :class:`DataKeys` or a key service URL (then ``token``, allowed
     ``datakey``, is required). Missing data keys are created.
     """
     source = _source(service, token)
@@ -183,7 +176,7 @@ def decrypt_column(
     column: str,
     subject_column: str,
     *,
-    service: DataKeySource | str,
+    service: DataKeys | str,
     token: str | None = None,
     context: Context = None,
     text: bool = False,
@@ -224,17 +217,20 @@ class ScanReport:
         return not self.bad
 
 
-def _available(source: DataKeySource, subjects: list[str]) -> dict[str, DataKey]:
-    """Keys of those subjects that have one (bisects a failing batch: O(k log n) calls)."""
-    if not subjects:
-        return {}
+def _available(source: DataKeys, subjects: list[str]) -> dict[str, DataKey]:
+    """Keys of those subjects that have one (one batch; a bad subject has none)."""
     try:
-        return _keys(source, subjects, create=False)
-    except IntegrityError:
-        if len(subjects) == 1:
-            return {}
-    mid = len(subjects) // 2
-    return {**_available(source, subjects[:mid]), **_available(source, subjects[mid:])}
+        return _keys(source, subjects)
+    except (ValueError, TypeError):
+        return _keys(source, [s for s in subjects if _valid_subject(s)])
+
+
+def _valid_subject(subject: str) -> bool:
+    try:
+        names.check_subject(subject)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def _scan_part(
@@ -242,7 +238,7 @@ def _scan_part(
     part: int,
     column: str,
     subject_column: str,
-    source: DataKeySource,
+    source: DataKeys,
     context: Context,
 ) -> tuple[int, list[BadRecord]]:
     values = df[column].to_numpy(dtype=object)
@@ -260,7 +256,7 @@ def _scan_part(
                 bad.append(BadRecord(part, label, s if isinstance(s, str) else None, "no data key"))
                 continue
             try:
-                envelope.decrypt(key, _as_record(values[i]), subject=s, context=context)
+                record.decrypt(key, _as_record(values[i]), subject=s, context=context)
             except FormatError:
                 bad.append(BadRecord(part, label, s, "malformed"))
             except IntegrityError:
@@ -297,7 +293,7 @@ def scan(
     column: str,
     subject_column: str,
     *,
-    service: DataKeySource | str,
+    service: DataKeys | str,
     token: str | None = None,
     context: Context = None,
     client: Client | None = None,
@@ -354,7 +350,7 @@ def encrypt_dataset(
     column: str,
     subject_column: str,
     *,
-    service: DataKeySource | str,
+    service: DataKeys | str,
     token: str | None = None,
     context: Context = None,
     client: Client | None = None,
@@ -380,7 +376,7 @@ def decrypt_dataset(
     column: str,
     subject_column: str,
     *,
-    service: DataKeySource | str,
+    service: DataKeys | str,
     token: str | None = None,
     context: Context = None,
     text: bool = False,
@@ -405,7 +401,7 @@ def scan_dataset(
     column: str,
     subject_column: str,
     *,
-    service: DataKeySource | str,
+    service: DataKeys | str,
     token: str | None = None,
     context: Context = None,
     client: Client | None = None,

@@ -40,7 +40,6 @@ from ..errors import KeysplitError
 from ..keyring import RewrapResult, UnsealedKeyring
 from ..keyring.rewrap import rewrap_rows
 from ..store import KeyStore, open_store
-from . import _access
 from ._kek import seal_keks
 from ._worker import (
     JobKeysPlugin,
@@ -137,7 +136,7 @@ def _provision(client: Client, job_id: str, kr: UnsealedKeyring, versions: list[
     wanting = {a: pk for a, pk in answers.items() if isinstance(pk, bytes)}
     if not wanting:
         return 0
-    keks = _access.job_keks(kr, versions)
+    keks = kr.keks_for_rewrap().only(versions)
     sealed = {addr: seal_keks(keks, pk, job_id=job_id, worker=addr) for addr, pk in wanting.items()}
     del keks
     client.run(install_keks, job_id, sealed, workers=list(sealed), on_error="return")

@@ -20,8 +20,9 @@ process dies in between, unsealing with the *new* shares completes the commit.
 
 Modules: :mod:`.file` (the sealed file format), :mod:`.home` (where it lives),
 :mod:`.sealed` (:class:`Keyring`), :mod:`.unseal` (:class:`Unsealer`), :mod:`.unsealed`
-(:class:`UnsealedKeyring`: records over :class:`DataKeys`), :mod:`.datakeys`
-(:class:`DataKeys`, :class:`LocalDataKeys`, :class:`KekSet`), :mod:`.admin` (rotate,
+(:class:`UnsealedKeyring`), :mod:`.records` (:class:`Records`, the one record engine
+over :class:`DataKeys`), :mod:`.datakeys` (:class:`DataKeys`, the one key seam;
+:class:`LocalDataKeys`, :class:`KekSet`), :mod:`.admin` (rotate,
 retire, shred, hold, rekey), :mod:`.rewrap` (the bulk rewrap loop), :mod:`.fingerprint`
 (the trust anchor for sealing without a quorum).
 
@@ -31,9 +32,10 @@ Events: the keyring reports nothing; :mod:`keysplit.ceremony` writes the audit e
 
 from __future__ import annotations
 
-from .datakeys import DataKeys, KekSet, LocalDataKeys
+from .datakeys import DataKeys, KekSet, KeyringSecrets, LocalDataKeys
 from .fingerprint import FingerprintMismatch, check_fingerprint, fingerprint
 from .home import AUDIT_FILE, KEYRING_FILE, LOCK_FILE, PENDING_FILE, STORE_FILE, KeyringHome
+from .records import Records
 from .rewrap import RewrapResult, rewrap_store
 from .sealed import HPKE_SUITE, Keyring, KeyringStatus, hpke_seal
 from .unseal import Unsealer, UnsealOutcome, UnsealProgress
@@ -51,8 +53,10 @@ __all__ = [
     "KekSet",
     "Keyring",
     "KeyringHome",
+    "KeyringSecrets",
     "KeyringStatus",
     "LocalDataKeys",
+    "Records",
     "RewrapResult",
     "UnsealOutcome",
     "UnsealProgress",

@@ -1,10 +1,11 @@
-"""Data keys: the seam between the record API and whoever holds the keys.
+"""Data keys: the one seam between records and whoever holds the keys.
 
-:class:`DataKeys` is what :class:`~keysplit.keyring.UnsealedKeyring`'s record methods
-(``encrypt``, ``decrypt``, the ``_many`` forms, ``hpke_open``, ``audit_log``) need and
-nothing more. :class:`LocalDataKeys` is the in-process implementation (KEKs, the X25519
-key, the key store and a cache of unwrapped keys); a key-service client implements the
-same protocol over the wire, and a backend then keeps the whole record API unchanged.
+:class:`DataKeys` (``resolve``, ``export``) is all the record engine
+(:class:`keysplit.keyring.records.Records`) needs. :class:`LocalDataKeys` is the
+in-process implementation (KEKs, the X25519 key, the key store and a cache of derived
+keys); ``keysplit.service.client.RemoteDataKeys`` fetches keys from a key service, and a
+fleet or a threshold cluster plugs in here the same way, once. :class:`KeyringSecrets` is
+the rest of what an unsealed keyring opens (HPKE, the audit MAC key).
 
 :class:`KekSet` is the KEKs of one keyring with the wrap/unwrap of stored rows: what
 :class:`LocalDataKeys` wraps new keys with and what a rewrap job is handed
@@ -22,15 +23,22 @@ import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .. import envelope
-from ..envelope import DataKey
 from ..errors import FormatError, IntegrityError, KeyringError
 from ..hazmat import hpke, keywrap
+from ..names import check_subject
+from ..record import DataKey
 from ..rng import RandomSource, default_rng
 from ..store import KeyStore, WrappedKey
 from . import file as kf
 
-__all__ = ["AUDIT_KEY_INFO", "DataKeys", "KekSet", "LocalDataKeys"]
+__all__ = [
+    "AUDIT_KEY_INFO",
+    "DataKeys",
+    "DerivedDataKeys",
+    "KekSet",
+    "KeyringSecrets",
+    "LocalDataKeys",
+]
 
 AUDIT_KEY_INFO = b"keysplit keyring audit mac key v1\x00"
 WRAPPED_SIZE = 24  # a 16-byte data key wrapped with RFC 3394
@@ -72,13 +80,20 @@ class _SubjectIV:
 
 @runtime_checkable
 class DataKeys(Protocol):
-    """Where the record API gets its keys. Implementations must be thread-safe.
+    """Where records get their data keys: the one key seam (Tink's ``KmsEnvelopeAead(remote)``).
 
-    Error contract: :meth:`resolve` raises :class:`IntegrityError` if a stored key fails
-    authentication (the store was altered), :class:`KeyringError` if the keys are gone
-    (closed, KEK retired), ``ValueError`` for an invalid subject; :meth:`hpke_open` raises a
-    detail-free :class:`IntegrityError` for anything it cannot open. Any other error (a
-    network failure of a remote implementation) propagates as it is.
+    Contract: :meth:`resolve` and :meth:`export` take subjects exactly as spelled (the one
+    engine above the seam, :class:`keysplit.keyring.records.Records`, checks them with
+    ``names.check_subject`` and tries every spelling; an implementation never normalizes)
+    and answer in order, duplicates allowed. A subject without a key gets ``None``, or with
+    ``create`` a new key that is durable before it is returned and is the same key every
+    concurrent caller gets (``create`` is only ever asked for canonical, NFC, subjects).
+    Raise :class:`IntegrityError` when a stored key fails authentication and
+    :class:`KeyringError` when the keys are gone (closed, sealed, KEK retired); anything
+    else (a network failure) propagates as it is. :meth:`export` is the only way a raw
+    key leaves an implementation: :class:`DataKey` does not keep it. Implementations are
+    thread-safe. Today: :class:`LocalDataKeys` (this process holds the KEKs and the store)
+    and ``keysplit.service.client.RemoteDataKeys`` (keys fetched from ``keysplit serve``).
     """
 
     @property
@@ -87,22 +102,52 @@ class DataKeys(Protocol):
         ...
 
     def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
-        """The data key of each subject, in order (duplicates allowed). A subject without a
-        key gets a new one if ``create`` (durable in the store before it is returned, and
-        the same key every concurrent caller gets), else ``None``."""
+        """The data key of each subject, ready for records."""
         ...
 
+    def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
+        """The raw 16-byte data key of each subject. Secret: whoever holds one opens every
+        record of its subject."""
+        ...
+
+    def close(self) -> None:
+        """Forget every key held (and release connections)."""
+        ...
+
+
+@runtime_checkable
+class KeyringSecrets(Protocol):
+    """What an unsealed keyring opens besides data keys (HPKE, the audit MAC key).
+
+    :class:`LocalDataKeys` has it; a :class:`DataKeys` over a service need not (the
+    keyring then raises :class:`KeyringError` for :meth:`UnsealedKeyring.hpke_open`).
+    """
+
     def hpke_open(self, ciphertext: bytes, info: bytes) -> bytes:
-        """Open an RFC 9180 base-mode ciphertext sealed to the keyring's public key."""
+        """Open an RFC 9180 base-mode ciphertext sealed to the keyring's public key;
+        a detail-free :class:`IntegrityError` for anything it cannot open."""
         ...
 
     def audit_key(self) -> bytes:
         """The 32-byte MAC key of the keyring's ceremony log."""
         ...
 
-    def close(self) -> None:
-        """Forget every key held (and release connections)."""
-        ...
+
+class DerivedDataKeys:
+    """Base of a :class:`DataKeys` whose keys arrive raw (a key service, a job's key
+    server): :meth:`resolve` derives a :class:`DataKey` per distinct subject from
+    :meth:`export` and keeps nothing."""
+
+    def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
+        raise NotImplementedError
+
+    def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
+        uniq = list(dict.fromkeys(subjects))
+        raws = self.export(uniq, create=create)
+        if len(raws) != len(uniq):
+            raise KeyringError("the data key source returned the wrong number of keys")
+        keys = {s: None if r is None else DataKey(r) for s, r in zip(uniq, raws, strict=True)}
+        return [keys[s] for s in subjects]
 
 
 class KekSet:
@@ -150,6 +195,18 @@ class KekSet:
     @property
     def versions(self) -> tuple[int, ...]:
         return tuple(sorted(self._keks))
+
+    def only(self, versions: Sequence[int]) -> KekSet:
+        """The KEKs of ``versions`` plus the current one, with their unbound flags: exactly
+        what a rewrap job over rows under those versions needs (KeyringError if one is
+        retired)."""
+        wanted = sorted({*versions, self.current})
+        return KekSet(
+            self.keyring_id,
+            self.current,
+            {v: self.kek(v) for v in wanted},
+            unbound=[v for v in wanted if v in self.unbound],
+        )
 
     def kek(self, version: int) -> bytes:
         try:
@@ -268,16 +325,44 @@ class LocalDataKeys:
         if None not in got:  # the steady state: every key cached, one C-level pass
             return got
         missing = [s for s in dict.fromkeys(subjects) if s not in keys]
-        for s in missing:
-            envelope.encode_aad(s)  # validate subject before touching the store
-        found = self.store.get_many(missing)
-        self._load(list(found.values()))
-        absent = [s for s in missing if s not in found]
-        if absent and create:
-            self._create(absent)
+        raw, found = self._fetch(missing, create=create)
+        try:
+            for i, s in enumerate(found):
+                keys[s] = DataKey(raw[i].tobytes())
+        finally:
+            raw.fill(0)
         return list(map(keys.get, subjects))
 
-    def _load(self, rows: Sequence[WrappedKey]) -> None:
+    def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
+        """Raw keys, unwrapped from the store on every call (never from the cache of
+        derived keys, which holds no raw key)."""
+        uniq = list(dict.fromkeys(subjects))
+        raw, found = self._fetch(uniq, create=create)
+        try:
+            got = {s: raw[i].tobytes() for i, s in enumerate(found)}
+        finally:
+            raw.fill(0)
+        return [got.get(s) for s in subjects]
+
+    def _fetch(self, subjects: Sequence[str], *, create: bool) -> tuple[np.ndarray, list[str]]:
+        """Raw keys ``(N, 16)`` of those of ``subjects`` (distinct) that have one, or all
+        with ``create``, and their subjects in row order. The one unwrap path of both
+        :meth:`resolve` and :meth:`export`; the caller zeroes the array."""
+        for s in subjects:
+            check_subject(s)  # a bad subject never reaches the store
+        found = self.store.get_many(subjects)
+        rows = list(found.values())
+        raw = self._unwrap(rows)
+        subs = [r.subject for r in rows]
+        absent = [s for s in subjects if s not in found]
+        if absent and create:
+            made, made_subs = self._create(absent)
+            raw = np.concatenate([raw, made])
+            made.fill(0)
+            subs += made_subs
+        return raw, subs
+
+    def _unwrap(self, rows: Sequence[WrappedKey]) -> np.ndarray:
         if any(len(r.wrapped) != WRAPPED_SIZE for r in rows):
             raise FormatError("key store holds a wrapped key of the wrong length")
         raw, ok = self._kekset.unwrap(rows)
@@ -291,24 +376,25 @@ class LocalDataKeys:
                 hint="the row was altered, moved from another subject, or belongs to "
                 "another keyring",
             )
-        for r, k in zip(rows, raw, strict=True):
-            self._keys[r.subject] = DataKey(k.tobytes())
-        raw.fill(0)
+        return raw
 
-    def _create(self, subjects: Sequence[str]) -> None:
+    def _create(self, subjects: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        """New keys for ``subjects``, inserted if absent; where another writer won the race
+        its key is unwrapped instead. Returns the raw keys actually stored."""
         raw = np.frombuffer(bytearray(self._rng.random_bytes(16 * len(subjects))), np.uint8)
         raw = raw.reshape(-1, 16)
         rows = self._kekset.wrap(subjects, raw)
         stored = self.store.insert_many(rows)
-        winners = []
-        for i, (mine, kept) in enumerate(zip(rows, stored, strict=True)):
-            if kept == mine:
-                self._keys[mine.subject] = DataKey(raw[i].tobytes())
-            else:  # another writer created this subject's key first: use theirs
-                winners.append(kept)
-        raw.fill(0)
-        if winners:
-            self._load(winners)
+        lost = [i for i, (mine, kept) in enumerate(zip(rows, stored, strict=True)) if kept != mine]
+        if lost:  # another writer created these subjects' keys first: use theirs
+            try:
+                theirs = self._unwrap([stored[i] for i in lost])
+            except BaseException:
+                raw.fill(0)
+                raise
+            raw[lost] = theirs
+            theirs.fill(0)
+        return raw, list(subjects)
 
     def hpke_open(self, ciphertext: bytes, info: bytes) -> bytes:
         if not self._secrets.x25519_private:

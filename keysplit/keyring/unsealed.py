@@ -1,9 +1,10 @@
 """The unsealed keyring: the record API over :class:`DataKeys`, plus key administration.
 
-Records (``encrypt``/``decrypt`` and their batch forms, HPKE open, the audit log) go
-through a :class:`~keysplit.keyring.datakeys.DataKeys`, so the same API runs over the keys
-held here (:class:`LocalDataKeys`, what :meth:`Keyring.unseal` gives) or over a key
-service (:meth:`UnsealedKeyring.over`). Administration (rotate, rewrap, retire, shred,
+Records (``encrypt``/``decrypt`` and their batch forms) are the one engine
+:class:`~keysplit.keyring.records.Records` over a
+:class:`~keysplit.keyring.datakeys.DataKeys`, so the same API runs over the keys held
+here (:class:`LocalDataKeys`, what :meth:`Keyring.unseal` gives) or over another source
+(:meth:`UnsealedKeyring.over`). Administration (rotate, rewrap, retire, shred,
 hold, rekey) lives in :mod:`.admin` and :mod:`.rewrap` and needs the local keys.
 """
 
@@ -13,40 +14,22 @@ from collections.abc import Callable, Mapping, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from .. import envelope, names
 from ..audit import AuditLog
-from ..envelope import DataKey
-from ..errors import FormatError, IntegrityError, KeyringError
+from ..errors import KeyringError
+from ..record import DataKey
 from ..rng import RandomSource
 from ..share import Share
 from ..store import KeyStore
 from . import admin
 from . import file as kf
-from .datakeys import DataKeys, KekSet, LocalDataKeys
+from .datakeys import DataKeys, KekSet, KeyringSecrets, LocalDataKeys
+from .records import Records
 from .rewrap import RewrapResult, rewrap_store
 from .sealed import Keyring, KeyringStatus, status_of
 
 __all__ = ["UnsealedKeyring"]
 
 Progress = Callable[[int, int], None]
-
-
-def _any_non_ascii(subjects: Sequence[str]) -> bool:
-    """False for the usual all-ASCII batch (one C-level pass); True otherwise, also when
-    something is not a str (the slow path reports it)."""
-    try:
-        return not all(map(str.isascii, subjects))
-    except TypeError:
-        return True
-
-
-def _commitment(record: object) -> bytes | None:
-    """The key commitment a record's header carries; None if it has none (the record
-    API then reports the precise format error)."""
-    try:
-        return envelope.parse_header(record).commitment  # type: ignore[arg-type]
-    except (FormatError, TypeError):
-        return None
 
 
 class UnsealedKeyring:
@@ -80,6 +63,7 @@ class UnsealedKeyring:
             rng=self.rng,
             unbound=keyring.unbound_kek_versions,
         )
+        self.records = Records(self._dk, rng=self.rng)
 
     @classmethod
     def over(cls, keyring: Keyring, data_keys: DataKeys) -> UnsealedKeyring:
@@ -93,6 +77,7 @@ class UnsealedKeyring:
         self._pending_master = None
         self.rng = keyring.rng
         self._dk = data_keys
+        self.records = Records(data_keys, rng=self.rng)
         return self
 
     # -- plumbing -------------------------------------------------------------------------
@@ -101,6 +86,11 @@ class UnsealedKeyring:
         """The keys held in this process; :class:`KeyringError` over a remote DataKeys."""
         if not isinstance(self._dk, LocalDataKeys):
             raise KeyringError("key administration needs the keyring unsealed in this process")
+        return self._dk
+
+    def _secrets(self) -> KeyringSecrets:
+        if not isinstance(self._dk, KeyringSecrets):
+            raise KeyringError("this keyring's data keys come from elsewhere: no HPKE or audit key")
         return self._dk
 
     @property
@@ -148,7 +138,7 @@ class UnsealedKeyring:
         rotate keep, so one key covers the whole life of the log; the keyring id is bound
         in, so logs of two keyrings never verify under each other's key.
         """
-        return self._dk.audit_key()
+        return self._secrets().audit_key()
 
     def audit_log(self) -> AuditLog:
         """The keyring's ceremony log with its MAC key: appends are MACed, verify checks MACs."""
@@ -157,26 +147,9 @@ class UnsealedKeyring:
     # -- for the key service and jobs -----------------------------------------------------
 
     def data_keys(self, subjects: Sequence[str], *, create: bool = False) -> list[DataKey | None]:
-        """Plaintext data keys of ``subjects`` (in order; ``None`` for a subject without a
-        key unless ``create``). What a key service's ``datakey`` endpoint hands out: whoever
-        holds one can open every record of that subject."""
-        if create:
-            return self._dk.resolve(names.canonical_subjects(subjects), create=True)
-        return (
-            [self._find(s)[0] for s in subjects]
-            if _any_non_ascii(subjects)
-            else (self._dk.resolve(subjects, create=False))
-        )
-
-    def _find(self, subject: str, commitment: bytes | None = None) -> tuple[DataKey | None, str]:
-        """The key of the first spelling of ``subject`` that has one (NFC first), or with
-        ``commitment`` the one whose commitment matches (a record's header names its key)."""
-        spellings = names.subject_spellings(subject)
-        keys = self._dk.resolve(spellings, create=False)
-        for key, s in zip(keys, spellings, strict=True):
-            if key is not None and (commitment is None or key.commitment == commitment):
-                return key, s
-        return None, spellings[0]
+        """Data keys of ``subjects`` (in order; ``None`` for a subject without a key unless
+        ``create``), under any stored spelling: :meth:`Records.keys`."""
+        return self.records.keys(subjects, create=create)
 
     def keks_for_rewrap(self) -> KekSet:
         """Every KEK of this keyring, current version included, for a rewrap job
@@ -190,21 +163,14 @@ class UnsealedKeyring:
         self, plaintext: bytes, *, subject: str, context: Mapping[str, str] | None = None
     ) -> bytes:
         """Seal a record for ``subject`` (its data key is created on first use)."""
-        subject = names.normalize_subject(subject)  # written under NFC (keysplit.names)
-        (key,) = self._dk.resolve([subject], create=True)
-        assert key is not None
-        return envelope.encrypt(key, plaintext, subject=subject, context=context)
+        return self.records.encrypt(plaintext, subject=subject, context=context)
 
     def decrypt(
         self, record: bytes, *, subject: str, context: Mapping[str, str] | None = None
     ) -> bytes:
         """Open a record; :class:`IntegrityError` if it does not belong to this subject and
         context, was altered, or the subject was shredded."""
-        header = envelope.parse_header(record)
-        key, _ = self._find(subject, header.commitment)  # any spelling (keysplit.names)
-        if key is None:
-            raise IntegrityError(hint="the subject has no data key (never used, or shredded)")
-        return envelope.decrypt(key, record, subject=subject, context=context)
+        return self.records.decrypt(record, subject=subject, context=context)
 
     def encrypt_many(
         self,
@@ -213,9 +179,7 @@ class UnsealedKeyring:
         context: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
     ) -> list[bytes]:
         """Seal many records (``subjects[i]`` owns ``plaintexts[i]``) in one pass."""
-        subjects = names.canonical_subjects(subjects)  # written under NFC (keysplit.names)
-        keys = self._dk.resolve(subjects, create=True)
-        return envelope.encrypt_many(keys, subjects, plaintexts, context)  # type: ignore[arg-type]
+        return self.records.encrypt_many(subjects, plaintexts, context)
 
     def decrypt_many(
         self,
@@ -224,27 +188,15 @@ class UnsealedKeyring:
         context: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
     ) -> list[bytes]:
         """Open many records; all-or-nothing (:class:`IntegrityError` if any fails)."""
-        if _any_non_ascii(subjects):  # keys may sit under another spelling (keysplit.names)
-            found: dict[tuple[str, bytes | None], DataKey | None] = {}
-            keys = []
-            for s, r in zip(subjects, records, strict=True):
-                c = _commitment(r)
-                if (s, c) not in found:
-                    found[s, c] = self._find(s, c)[0]
-                keys.append(found[s, c])
-        else:
-            keys = self._dk.resolve(subjects, create=False)
-        if any(k is None for k in keys):
-            raise IntegrityError(hint="a subject has no data key (never used, or shredded)")
-        return envelope.decrypt_many(keys, subjects, records, context)  # type: ignore[arg-type]
+        return self.records.decrypt_many(subjects, records, context)
 
     def hpke_open(self, ciphertext: bytes, info: bytes = b"") -> bytes:
         """Open data sealed to this keyring with :func:`hpke_seal` (RFC 9180 base mode)."""
-        return self._dk.hpke_open(ciphertext, info)
+        return self._secrets().hpke_open(ciphertext, info)
 
     def hpke_decrypt(self, ciphertext: bytes, info: bytes) -> bytes:
         """Same as :meth:`hpke_open`; the opener protocol :mod:`keysplit.stream` accepts."""
-        return self._dk.hpke_open(ciphertext, info)
+        return self._secrets().hpke_open(ciphertext, info)
 
     # -- key management (:mod:`.admin`, :mod:`.rewrap`) ---------------------------------
 

@@ -7,9 +7,11 @@ so one ``Client`` can be shared by a thread pool. Errors are the same
 sealed, ``PermissionDenied`` for a missing, revoked or out-of-policy token).
 
 Optional data-key cache (``cache_max_age`` seconds and/or ``cache_max_records`` per key;
-off by default): ``encrypt``/``decrypt`` then fetch raw data keys in batches from the
-``datakey`` endpoint and seal records locally at library speed. A cached key outlives a
-``shred`` or ``seal`` on the server until it expires; SECURITY.md spells out the trade-off.
+off by default): ``encrypt``/``decrypt`` then run the library's one record engine
+(:class:`~keysplit.keyring.records.Records`) over a :class:`~.remote.RemoteDataKeys`,
+which fetches raw data keys in batches from the ``datakey`` endpoint, so records are
+sealed locally at library speed. A cached key outlives a ``shred`` or ``seal`` on the
+server until it expires; SECURITY.md spells out the trade-off.
 """
 
 from __future__ import annotations
@@ -19,17 +21,15 @@ import http.client
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from .. import envelope
-from ..envelope import DataKey
 from ..errors import IntegrityError, KeysplitError
 from ..keyring import KeyringStatus
+from ..keyring.records import Records
 from . import _wire as wire
+from .remote import RemoteDataKeys
 from .unseal import seal_share_for
 
 __all__ = ["Client", "ServiceError"]
@@ -55,13 +55,6 @@ class _UnixConnection(http.client.HTTPConnection):
             s.close()
             raise
         self.sock = s
-
-
-@dataclass
-class _Cached:
-    key: DataKey
-    born: float
-    uses: int = 0
 
 
 class Client:
@@ -109,18 +102,22 @@ class Client:
         for v, what in ((cache_max_age, "cache_max_age"), (cache_max_records, "cache_max_records")):
             if v is not None and (isinstance(v, bool) or v <= 0):
                 raise ValueError(f"{what} must be positive")
-        self._cache_age = cache_max_age
-        self._cache_uses = cache_max_records
-        self._cache: dict[str, _Cached] = {}
         self._cache_lock = threading.Lock()
         self._conns: list[http.client.HTTPConnection] = []
+        self._remote: RemoteDataKeys | None = None
+        self._records: Records | None = None
+        if cache_max_age is not None or cache_max_records is not None:
+            self._remote = RemoteDataKeys(
+                self, max_age=cache_max_age, max_records=cache_max_records
+            )
+            self._records = Records(self._remote)
 
     def __repr__(self) -> str:
         return f"Client({self.url!r}, token={'<set>' if self._token else None})"
 
     @property
     def caching(self) -> bool:
-        return self._cache_age is not None or self._cache_uses is not None
+        return self._records is not None
 
     # -- transport ------------------------------------------------------------------------------
 
@@ -201,7 +198,7 @@ class Client:
                 if attempt == 1 or not stale:
                     raise ServiceError(
                         f"cannot reach the key service at {self.url}: {exc}",
-                        hint="is keysplit serve running?",
+                        hint=self._transport_hint(exc),
                     ) from None
         if data is None:
             conn.close()
@@ -213,6 +210,30 @@ class Client:
         if resp.status >= 400:
             raise wire.error_from_body(data, resp.status)
         return data, resp.getheader("Content-Type", "")
+
+    def _transport_hint(self, exc: BaseException) -> str:
+        """What to check after a failed exchange: TLS failures name the TLS settings."""
+        if self._ssl is None:
+            return "is keysplit serve running, and is this its --socket path?"
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return (
+                "the service's certificate is not trusted here: give the CA that signed it "
+                "(--ca FILE, or Client(ca=...))"
+            )
+        text = str(exc).lower()
+        if isinstance(exc, ssl.SSLError) and "certificate" in text:
+            return (
+                "the service refused this client's certificate (or got none): a service run "
+                "with --client-ca needs --cert FILE --key FILE signed by that CA"
+            )
+        if isinstance(exc, ssl.SSLError):
+            return "the TLS handshake failed: check --ca, --cert, --key and the port"
+        if isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError)):
+            return (
+                "the service closed the connection during TLS: a service run with "
+                "--client-ca needs --cert FILE --key FILE (signed by that CA)"
+            )
+        return "is keysplit serve running, and listening on this host and port?"
 
     def _json(self, method: str, path: str, obj: Any = None, *, auth: bool = True) -> Any:
         body = wire.dumps(obj) if obj is not None else b""
@@ -293,9 +314,8 @@ class Client:
         subjects, plaintexts = list(subjects), list(plaintexts)
         if len(subjects) != len(plaintexts):
             raise ValueError("subjects and plaintexts must have the same length")
-        if self.caching:
-            keys = self._keys(subjects, create=True, records=True)
-            return envelope.encrypt_many(keys, subjects, plaintexts, context)
+        if self._records is not None:
+            return self._records.encrypt_many(subjects, plaintexts, context)
         return self._batch("/v1/encrypt", subjects, context, plaintexts)
 
     def decrypt_many(
@@ -305,31 +325,57 @@ class Client:
         subjects, records = list(subjects), list(records)
         if len(subjects) != len(records):
             raise ValueError("subjects and records must have the same length")
-        if self.caching:
-            keys = self._keys(subjects, create=False, records=False)
-            return envelope.decrypt_many(keys, subjects, records, context)
+        if self._records is not None:
+            return self._records.decrypt_many(subjects, records, context)
         return self._batch("/v1/decrypt", subjects, context, records)
 
     def datakeys(self, subjects: Sequence[str], *, create: bool = True) -> list[bytes]:
         """Raw 16-byte data keys (a token allowed ``datakey``). Handle them as secrets."""
+        return self._datakeys(subjects, create=create, missing_ok=False)  # type: ignore[return-value]
+
+    def fetch_datakeys(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
+        """:meth:`datakeys` with ``None`` for a subject that has no key (what
+        :class:`~.remote.RemoteDataKeys` asks)."""
+        return self._datakeys(subjects, create=create, missing_ok=True)
+
+    def keyring_id(self) -> str:
+        """The id of the keyring the service serves (``GET /v1/status``)."""
+        kid = self.service_status().get("keyring_id")
+        if not isinstance(kid, str):
+            raise ServiceError("malformed status")
+        return kid
+
+    def _datakeys(
+        self, subjects: Sequence[str], *, create: bool, missing_ok: bool
+    ) -> list[bytes | None]:
         subjects = list(subjects)
         body = wire.encode_frame({"create": bool(create)}, [None] * len(subjects), subjects)
         data, _ = self.request("POST", "/v1/datakey", body, wire.BATCH_TYPE, items=len(subjects))
         head, _, out = wire.decode_frame(data, "key service response")
         errs = head.get("errors") or {}
-        if errs:
-            first = min(errs, key=int)
-            raise _item_error(int(first), errs[first])
-        if len(out) != len(subjects) or any(k is None or len(k) != 16 for k in out):
+        if len(out) != len(subjects):
             raise ServiceError("key service returned malformed data keys")
-        return out  # type: ignore[return-value]
+        keys: list[bytes | None] = []
+        for i, k in enumerate(out):
+            err = errs.get(str(i))
+            if err is not None:
+                exc = _item_error(i, err)
+                if not (missing_ok and isinstance(exc, IntegrityError)):
+                    raise exc  # a bad subject, or (without missing_ok) a missing key
+                keys.append(None)
+            elif k is None or len(k) != 16:
+                raise ServiceError("key service returned malformed data keys")
+            else:
+                keys.append(k)
+        return keys
 
     def shred(self, subject: str) -> bool:
         """Destroy ``subject``'s data key; True if one existed (:class:`LegalHoldError` if held)."""
         return bool(self.shred_many([subject])[0])
 
     def shred_many(self, subjects: Sequence[str]) -> list[bool]:
-        self._evict(subjects)
+        if self._remote is not None:
+            self._remote.evict(subjects)
         return [bool(x) for x in self._items("/v1/shred", {"subjects": list(subjects)})]
 
     def set_legal_hold(self, subject: str, hold: bool) -> None:
@@ -386,49 +432,8 @@ class Client:
 
     def drop_cache(self) -> None:
         """Forget every cached data key."""
-        with self._cache_lock:
-            self._cache.clear()
-
-    def _evict(self, subjects: Sequence[str]) -> None:
-        with self._cache_lock:
-            for s in subjects:
-                self._cache.pop(s, None)
-
-    def _keys(self, subjects: list[str], *, create: bool, records: bool) -> list[DataKey]:
-        """Cached data keys for ``subjects``; missing or expired ones fetched in one batch."""
-        now = time.monotonic()
-        counts: dict[str, int] = {}
-        for s in subjects:
-            counts[s] = counts.get(s, 0) + 1
-        with self._cache_lock:
-            fresh: dict[str, DataKey] = {}
-            for s, n in counts.items():
-                c = self._cache.get(s)
-                if c is None:
-                    continue
-                too_old = self._cache_age is not None and now - c.born > self._cache_age
-                too_used = (
-                    records and self._cache_uses is not None and c.uses + n > self._cache_uses
-                )
-                if too_old or too_used:
-                    del self._cache[s]
-                else:
-                    fresh[s] = c.key
-        missing = [s for s in counts if s not in fresh]
-        if missing:
-            raws = self.datakeys(missing, create=create)
-            with self._cache_lock:
-                for s, raw in zip(missing, raws, strict=True):
-                    dk = DataKey(raw)
-                    fresh[s] = dk
-                    self._cache[s] = _Cached(dk, now)
-        if records:
-            with self._cache_lock:
-                for s, n in counts.items():
-                    c = self._cache.get(s)
-                    if c is not None:
-                        c.uses += n
-        return [fresh[s] for s in subjects]
+        if self._remote is not None:
+            self._remote.close()
 
 
 def _read_bounded(resp: http.client.HTTPResponse, limit: int) -> bytes | None:

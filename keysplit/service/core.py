@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import ceremony, envelope
+from .. import ceremony, names
 from ..audit import AuditLog
 from ..audit import events as ev
 from ..ceremony import TokenGrant
@@ -37,7 +37,9 @@ from ..errors import (
 )
 from ..keyring import Keyring, UnsealedKeyring
 from . import _wire as wire
-from ._keys import data_keys
+from .cluster_node import ADMIN_PATHS as CLUSTER_ADMIN
+from .cluster_node import PUBLIC_PATHS as CLUSTER_PUBLIC
+from .cluster_node import ClusterNode
 from .tokens import TokenList, TokenPolicy, file_signature, hash_token, mac_key
 from .unseal import RemoteUnseal, StaleNonceError
 
@@ -146,6 +148,8 @@ class KeyService:
             ("POST", "/v1/rotate"): self._rotate,
             ("POST", "/v1/rewrap"): self._rewrap,
         }
+        self.cluster = ClusterNode(self, Response)
+        self._routes.update(self.cluster.routes())
 
     # -- state --------------------------------------------------------------------------------
 
@@ -164,6 +168,7 @@ class KeyService:
         if kr is None:
             return False
         self._audit(ev.ServiceSeal(reason=reason, by=by))
+        self.cluster.forget()
         self._kr = None
         self._audit_log = None
         self._mac_key = None
@@ -212,9 +217,9 @@ class KeyService:
             tl = TokenList.read(self.directory, self.keyring.keyring_id)
             tl.verify(self._mac_key)
             self._check_not_rolled_back(tl)
-            names = {t.id: t.name for t in tl.tokens}
+            token_names = {t.id: t.name for t in tl.tokens}
             for r in tl.fold_revocations(self._mac_key):
-                self._audit(ev.TokenRevoke(names.get(r, "unknown id"), r, tl.serial))
+                self._audit(ev.TokenRevoke(token_names.get(r, "unknown id"), r, tl.serial))
             self._tokens = tl.active()
         except (KeysplitError, OSError) as exc:
             self._tokens = {}
@@ -262,7 +267,7 @@ class KeyService:
             self._log(f"internal error on {req.method} {req.path}: {type(exc).__name__}")
             return Response(500, wire.error_body(exc))
 
-    _PUBLIC = frozenset({"/v1/status", "/v1/unseal", "/v1/unseal/reset"})
+    _PUBLIC = frozenset({"/v1/status", "/v1/unseal", "/v1/unseal/reset"}) | CLUSTER_PUBLIC
 
     def route_kind(self, method: str, path: str) -> str | None:
         """``"public"`` (no token: small bodies only), ``"token"`` (authorized by
@@ -280,6 +285,8 @@ class KeyService:
         local_seal = req.local and "authorization" not in req.headers
         if req.path == "/v1/seal" and (self.sealed or local_seal):
             return None
+        if req.path in CLUSTER_ADMIN and local_seal:
+            return None  # the Unix-socket peer administers the node's cluster membership
         try:
             self._authorize(req, None)
         except _Denied as d:
@@ -469,7 +476,7 @@ class KeyService:
         errs: dict[str, Any] = {}
         for i, s in enumerate(subjects):
             try:
-                envelope.encode_aad(s)
+                names.check_subject(s)
                 ok.append(s)
             except (KeysplitError, ValueError, TypeError) as exc:
                 errs[str(i)] = wire.error_dict(exc)
@@ -490,11 +497,11 @@ class KeyService:
         kr = self._kr
         assert kr is not None
         try:
-            raws = data_keys(kr, subjects, create=create)
+            raws = kr.records.export(subjects, create=create)
             errs: dict[str, Any] = {}
         except (KeysplitError, ValueError, TypeError):
             good, errs = self._valid(subjects)  # name the bad subjects, serve the others
-            found = dict(zip(good, data_keys(kr, good, create=create), strict=True))
+            found = dict(zip(good, kr.records.export(good, create=create), strict=True))
             raws = [None if str(i) in errs else found.get(s) for i, s in enumerate(subjects)]
         for i, k in enumerate(raws):
             if k is None and str(i) not in errs:

@@ -45,15 +45,28 @@ __all__ = [
     "check_allow",
     "check_token_name",
     "hash_token",
+    "is_token_text",
     "mac_key",
     "new_token",
 ]
 
 TOKENS_FILE = "service-tokens.json"
 REVOKED_FILE = "service-tokens.revoked"
-OPERATIONS = ("encrypt", "decrypt", "datakey", "shred", "hold", "rewrap", "rotate", "seal")
+OPERATIONS = (
+    "encrypt",
+    "decrypt",
+    "datakey",
+    "shred",
+    "hold",
+    "rewrap",
+    "rotate",
+    "seal",
+    "cluster",
+)
 """What a token may be allowed to do (``datakey`` hands out plaintext data keys, so it
-implies the power to encrypt and decrypt that prefix's records locally)."""
+implies the power to encrypt and decrypt that prefix's records locally; on a cluster node
+it allows DPRF evaluations, the node's part of a data key; ``cluster`` lets a peer over
+TCP run a node's DKG and refresh, which the Unix-socket peer may do without a token)."""
 _PREFIX = "kst1_"
 _TOKEN_RE = re.compile(r"kst1_[A-Za-z0-9_-]{43}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -98,6 +111,9 @@ class TokenPolicy:
     subject_prefix: str
     created: str = ""
     created_by: tuple[str, ...] = ()
+    region: str = ""
+    """A cluster region the token is pinned to ('' = none); a node of another region
+    refuses it (:mod:`keysplit.service.cluster_node`)."""
 
     def permits(self, operation: str) -> bool:
         return operation in self.allow
@@ -125,6 +141,7 @@ class TokenPolicy:
             "subject_prefix": self.subject_prefix,
             "created": self.created,
             "created_by": list(self.created_by),
+            **({"region": self.region} if self.region else {}),  # absent: lists MAC as before
         }
 
     def public_dict(self) -> dict[str, Any]:
@@ -146,6 +163,7 @@ class TokenPolicy:
                 subject_prefix=str(d["subject_prefix"]),
                 created=str(d.get("created", "")),
                 created_by=tuple(str(c) for c in d.get("created_by", [])),
+                region=str(d.get("region", "")),
             )
         except (KeyError, TypeError):
             raise FormatError("token list: an entry lacks a field") from None
@@ -157,7 +175,7 @@ class TokenPolicy:
 
 
 def check_token_name(name: str) -> str:
-    """A token name as :meth:`TokenList.create` accepts it (``ValueError`` otherwise)."""
+    """A token name as :meth:`TokenList.add` accepts it (``ValueError`` otherwise)."""
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ValueError("token name must be 1-64 of A-Z a-z 0-9 _ . - (starting alnum)")
     return name
@@ -294,6 +312,26 @@ class TokenList:
         created_by: Sequence[str] = (),
     ) -> tuple[str, TokenPolicy]:
         """Mint a token; returns (token text, its policy). The text is never stored."""
+        token = new_token()
+        return token, self.add(
+            key, token, name=name, allow=allow, subject_prefix=subject_prefix, created_by=created_by
+        )
+
+    def add(
+        self,
+        key: bytes,
+        token: str,
+        *,
+        name: str,
+        allow: Sequence[str],
+        subject_prefix: str,
+        created_by: Sequence[str] = (),
+        region: str = "",
+    ) -> TokenPolicy:
+        """Register an existing token (minted on another keyring: ``keysplit token add``)
+        under this keyring's own policy; only its hash is kept."""
+        if not is_token_text(token):
+            raise ValueError("not a keysplit token (kst1_ and 43 base64url characters)")
         check_token_name(name)
         ops = check_allow(allow)
         if not isinstance(subject_prefix, str):
@@ -303,7 +341,8 @@ class TokenList:
             raise KeysplitError(
                 f"an active token named {name!r} exists", hint="revoke it first or pick a name"
             )
-        token = new_token()
+        if hash_token(token) in {t.sha256 for t in self.tokens}:
+            raise KeysplitError("this token is already registered here (or was revoked here)")
         pol = TokenPolicy(
             id=secrets.token_hex(8),
             name=name,
@@ -312,12 +351,13 @@ class TokenList:
             subject_prefix=subject_prefix,
             created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             created_by=tuple(created_by),
+            region=region,
         )
         self.revoked.extend(r for r in self.pending_revocations if r not in self.revoked)
         self.pending_revocations = []
         self.tokens.append(pol)
         self._write(key)
-        return token, pol
+        return pol
 
     def revoke(self, name_or_id: str) -> TokenPolicy:
         """Revoke without a quorum: append the id to the revocation file (durably)."""

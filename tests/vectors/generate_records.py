@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from keysplit import envelope
+from keysplit import record
 from keysplit.rng import DeterministicRandom
 
 OUT = Path(__file__).parent / "record.json"
@@ -36,17 +36,17 @@ def main() -> None:
         )
 
     key = rng.random_bytes(16)
-    dk = envelope.DataKey(key)
+    dk = record.DataKey(key)
     ctx = {"table": "messages", "column": "body"}
     pt = b"hello, keysplit"
-    rec = envelope.encrypt(dk, pt, subject="user-1", context=ctx, rng=rng)
+    rec = record.encrypt(dk, pt, subject="user-1", context=ctx, rng=rng)
     add("basic", key, "user-1", ctx, rec, pt, "ok")
     add(
         "empty plaintext, no context",
         key,
         "user-1",
         {},
-        envelope.encrypt(dk, b"", subject="user-1", rng=rng),
+        record.encrypt(dk, b"", subject="user-1", rng=rng),
         b"",
         "ok",
     )
@@ -56,7 +56,7 @@ def main() -> None:
         key,
         "Zoë ✓",
         uni,
-        envelope.encrypt(dk, bytes(range(256)), subject="Zoë ✓", context=uni, rng=rng),
+        record.encrypt(dk, bytes(range(256)), subject="Zoë ✓", context=uni, rng=rng),
         bytes(range(256)),
         "ok",
     )
@@ -76,9 +76,7 @@ def main() -> None:
         bad[pos] ^= 0x01
         add(name, key, "user-1", ctx, bytes(bad), pt, "integrity")
     add("truncated tag", key, "user-1", ctx, rec[:-1], pt, "integrity")
-    add(
-        "truncated below minimum", key, "user-1", ctx, rec[: envelope.OVERHEAD - 1], pt, "truncated"
-    )
+    add("truncated below minimum", key, "user-1", ctx, rec[: record.OVERHEAD - 1], pt, "truncated")
     add("bad magic", key, "user-1", ctx, b"KSRX" + rec[4:], pt, "bad-magic")
     add(
         "unknown version",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import pytest
@@ -210,6 +211,9 @@ def test_property_dkg_refresh_recover(t: int, extra: int, seed: int) -> None:
         for i in idx
     }
     assert _outputs(new, tuple(idx[-t:])) == before
+    # old and new shares do not combine
+    mixed = {i: (shares[i] if i == idx[0] else new[i]) for i in idx}
+    assert _outputs(mixed, subset) != before
     lost, helpers = idx[0], idx[1 : t + 1]
     if len(helpers) == t:
         rec = [dkg.deal_recovery(h, helpers, lost, rng=rng) for h in helpers]
@@ -221,3 +225,39 @@ def test_property_dkg_refresh_recover(t: int, extra: int, seed: int) -> None:
             dkg.combined_commitments(dealings), [d for d, _ in rounds]
         )
         assert dkg.recover_share(lost, blinded, [d for d, _ in rec], commitments) == new[lost]
+
+
+def test_a_revealed_dealing_must_match_its_digest() -> None:
+    rng = DeterministicRandom("digest")
+    first, _ = dkg.deal(1, 2, IDX, rng=rng)
+    second, _ = dkg.deal(1, 2, IDX, rng=rng)
+    first.check_digest(first.digest())
+    with pytest.raises(ClusterError) as err:
+        second.check_digest(first.digest())
+    assert err.value.node == 1
+
+
+@given(st.binary(max_size=200))
+def test_parsers_raise_only_format_errors(data: bytes) -> None:
+    for parse in (Dealing.from_bytes, NodeShare.from_bytes, Point.from_bytes, Scalar.from_bytes):
+        with contextlib.suppress(FormatError):
+            parse(data)
+
+
+@given(st.integers(0, 8 * (7 + 64) - 1))
+def test_any_bit_flip_in_a_dealing_is_refused_or_changes_it(bit: int) -> None:
+    d, _ = dkg.deal(2, 2, IDX, rng=DeterministicRandom("flip"))
+    raw = bytearray(d.to_bytes())
+    raw[bit // 8] ^= 1 << (bit % 8)
+    try:
+        other = Dealing.from_bytes(bytes(raw))
+    except FormatError:
+        return
+    assert other != d and other.digest() != d.digest()
+
+
+def test_secret_scalars_do_not_pickle() -> None:
+    import pickle
+
+    with pytest.raises(TypeError):
+        pickle.dumps(Scalar.one())

@@ -38,8 +38,7 @@ from keysplit import (
     jobs,
     load_share,
 )
-from keysplit.jobs import JobError, LocalDataKeys
-from keysplit.jobs._access import data_keys, job_keks
+from keysplit.jobs import JobError, serve_keys
 from keysplit.jobs._kek import open_keks, seal_keks
 from keysplit.keyring import KEYRING_FILE, STORE_FILE, KekSet
 
@@ -75,7 +74,7 @@ def _keyring(path: Path, n: int) -> tuple[Path, list[Share]]:
     with Keyring.open(path).unseal(quorum) as ukr:
         # Bulk-made keys, stored the way the keyring stores them (job_keks' wrap).
         raw = np.frombuffer(os.urandom(16 * n), np.uint8).reshape(n, 16)
-        rows = job_keks(ukr, [1]).wrap([f"user/{i:07d}" for i in range(n)], raw)
+        rows = ukr.keks_for_rewrap().only([1]).wrap([f"user/{i:07d}" for i in range(n)], raw)
         ukr.store.insert_many(rows)
         (path.parent / f"{path.name}.rec").write_bytes(ukr.encrypt(b"old", subject=SAMPLE))
         ukr.rotate()
@@ -196,7 +195,7 @@ def test_rewrap_1e5_keys_equals_in_process(client: Client, tmp_path: Path) -> No
 
 def _raw_keys(ukr: UnsealedKeyring, rows: list[WrappedKey]) -> list[bytes]:
     """Every stored row unwrapped under its own KEK version; fails on any bad row."""
-    keks = job_keks(ukr, sorted({r.kek_version for r in rows}))
+    keks = ukr.keks_for_rewrap().only(sorted({r.kek_version for r in rows}))
     raw, ok = keks.unwrap(rows)
     assert bool(ok.all()), "a stored key does not unwrap: a half-done write"
     return [k.tobytes() for k in raw]
@@ -330,10 +329,9 @@ def test_parquet_round_trip_byte_compatible_and_moved_row_fails(
     df = _dataset(tmp_path / "in")
     ctx = {"table": "contacts", "column": "body"}
     with _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr:
-        local = LocalDataKeys(ukr)
         with pytest.raises(TypeError):
-            pickle.dumps(local)  # the unsealed keyring never travels to workers
-        with local.serve() as source:
+            pickle.dumps(ukr)  # the unsealed keyring never travels to workers
+        with serve_keys(ukr) as source:
             steps: list[tuple[int, int]] = []
             n = jobs.encrypt_dataset(
                 tmp_path / "in",
@@ -541,21 +539,26 @@ def test_loopback_source_needs_its_key_and_service_source_plumbing(
     import multiprocessing
 
     import keysplit
-    from keysplit.jobs import ServiceDataKeys
-    from keysplit.jobs.datakeys import _LoopbackDataKeys
+    from keysplit.jobs import LoopbackDataKeys, ServiceDataKeys
+    from keysplit.keyring import DataKeys
+    from keysplit.keyring.records import Records
 
     _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
     ukr = _open(tmp_path / "kr", [shares["alice"], shares["carol"]])
-    with ukr, LocalDataKeys(ukr).serve() as source:
+    with ukr, serve_keys(ukr) as source:
         handle = pickle.loads(pickle.dumps(source))  # what a worker gets
-        (k1,) = handle.datakeys(["s/1"], create=True)
-        assert data_keys(ukr, ["s/1"], create=False) == [k1]
+        assert isinstance(handle, DataKeys)
+        (k1,) = handle.export(["s/1"], create=True)
+        assert ukr.records.export(["s/1"], create=False) == [k1]
+        assert handle.export(["s/2", "s/1"], create=False) == [None, k1]
         with pytest.raises(IntegrityError):
-            handle.datakeys(["s/2"], create=False)
+            Records(handle).decrypt_many(["s/2"], [ukr.encrypt(b"x", subject="s/3")])
+        rec = Records(handle).encrypt(b"worker", subject="s/1")
+        assert ukr.decrypt(rec, subject="s/1") == b"worker"
         assert handle._authkey.hex() not in repr(handle)
-        forged = _LoopbackDataKeys(handle.address, os.urandom(32))
+        forged = LoopbackDataKeys(handle.address, os.urandom(32), handle.keyring_id)
         with pytest.raises(multiprocessing.AuthenticationError):
-            forged.datakeys(["s/1"], create=False)
+            forged.export(["s/1"], create=False)
 
     calls: list[tuple[Any, ...]] = []
 
@@ -563,7 +566,7 @@ def test_loopback_source_needs_its_key_and_service_source_plumbing(
         def __init__(self, url: str, *, token: str) -> None:
             calls.append(("init", url, token))
 
-        def datakeys(self, subjects: list[str], *, create: bool = True) -> list[bytes]:
+        def fetch_datakeys(self, subjects: list[str], *, create: bool) -> list[bytes | None]:
             calls.append(("datakeys", list(subjects), create))
             return [bytes(16)] * len(subjects)
 
@@ -571,11 +574,11 @@ def test_loopback_source_needs_its_key_and_service_source_plumbing(
     assert "tok-secret" not in repr(src)
     monkeypatch.delattr(keysplit, "Client", raising=False)
     with pytest.raises(keysplit.KeysplitError, match="no key service client"):
-        src.datakeys(["a"])
+        src.export(["a"], create=True)
     monkeypatch.setattr(keysplit, "Client", FakeClient, raising=False)
     worker_copy = pickle.loads(pickle.dumps(src))
-    assert worker_copy.datakeys(["a", "b"], create=False) == [bytes(16)] * 2
-    worker_copy.datakeys(["c"])
+    assert worker_copy.export(["a", "b"], create=False) == [bytes(16)] * 2
+    worker_copy.resolve(["c", "c"], create=True)
     assert calls == [
         ("init", "unix:/tmp/ks.sock", "tok-secret"),
         ("datakeys", ["a", "b"], False),
@@ -587,7 +590,7 @@ def test_cli_datasets_through_keysplit_serve(client: Client, tmp_path: Path) -> 
     """End to end: ``keysplit serve`` holds the keyring; ``keysplit encrypt-dataset`` and
     ``decrypt-dataset --server unix:...`` (real processes, on the module's cluster) get
     each partition's data keys from it with a ``datakey`` token."""
-    from test_service_helpers import Server, cli
+    from service_helpers import Server, cli
 
     from keysplit.service import Client as ServiceClient
     from keysplit.service.tokens import TokenList, mac_key

@@ -23,8 +23,8 @@ from keysplit import (
     Share,
     SQLiteKeyStore,
     WrappedKey,
-    envelope,
     keywrap,
+    record,
 )
 from keysplit.keyring import KEYRING_FILE, STORE_FILE
 
@@ -110,7 +110,7 @@ def test_shredded_subject_does_not_live_on_in_another_row(
         with pytest.raises(IntegrityError, match="'alice'"):
             (key,) = ku.data_keys(["alice"])
             assert key is not None
-            envelope.decrypt(key, recs["bob"], subject="bob")  # bob's record, via alice
+            record.decrypt(key, recs["bob"], subject="bob")  # bob's record, via alice
 
 
 def test_binding_iv_matches_an_independent_derivation(tmp_path: Path) -> None:
@@ -140,7 +140,7 @@ def test_binding_iv_matches_an_independent_derivation(tmp_path: Path) -> None:
             a, r[i] = b[:8], b[8:]
     assert a == iv
     raw = r[0] + r[1]
-    rec = envelope.encrypt(envelope.DataKey(raw), b"x", subject="José")
+    rec = record.encrypt(record.DataKey(raw), b"x", subject="José")
     with Keyring.open(tmp_path / "kr").unseal(_two(shares)) as ku:
         assert ku.decrypt(rec, subject="José") == b"x"
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from keysplit import FormatError, Keyring, KeyringError, Share, envelope, hpke_seal
-from keysplit.envelope import DataKey
+from keysplit import FormatError, Keyring, KeyringError, Share, hpke_seal, record
 from keysplit.keyring import (
     KEYRING_FILE,
     PENDING_FILE,
@@ -22,6 +21,7 @@ from keysplit.keyring import (
     rewrap_store,
 )
 from keysplit.keyring.home import STORE_RECORD_FILE
+from keysplit.record import DataKey
 from keysplit.rng import DeterministicRandom
 
 NAMES = ["alice", "bob", "carol"]
@@ -45,6 +45,9 @@ class CountingDataKeys:
     def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
         self.calls.append((len(subjects), create))
         return self.inner.resolve(subjects, create=create)
+
+    def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
+        return self.inner.export(subjects, create=create)
 
     def hpke_open(self, ciphertext: bytes, info: bytes) -> bytes:
         return self.inner.hpke_open(ciphertext, info)
@@ -87,10 +90,10 @@ def test_data_keys_hand_out_the_keys_records_use(tmp_path: Path) -> None:
         rec = ku.encrypt(b"payload", subject="u1")
         k1, k2 = ku.data_keys(["u1", "nobody"])
         assert k1 is not None and k2 is None
-        assert envelope.decrypt(k1, rec, subject="u1") == b"payload"
+        assert record.decrypt(k1, rec, subject="u1") == b"payload"
         (created,) = ku.data_keys(["nobody"], create=True)
         assert created is not None
-        rec2 = envelope.encrypt(created, b"x", subject="nobody")
+        rec2 = record.encrypt(created, b"x", subject="nobody")
         assert ku.decrypt(rec2, subject="nobody") == b"x"
         with pytest.raises(ValueError):
             ku.data_keys(["x" * 5000])

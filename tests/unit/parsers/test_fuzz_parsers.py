@@ -33,9 +33,9 @@ from keysplit import (
     Recipient,
     Share,
     _bech32,
-    envelope,
     interop,
     load_share,
+    record,
     sealed_share_info,
     slip39,
     split,
@@ -253,7 +253,7 @@ def _seeded(seeds: list[bytes]) -> st.SearchStrategy[bytes]:
     return strat()
 
 
-# record header (keysplit.envelope)
+# record header (keysplit.record)
 
 _RECORD_SEEDS = [bytes.fromhex(c["record"]) for c in _RECORDS["cases"]]
 _RECORD_OK = [c for c in _RECORDS["cases"] if c["expect"] == "ok"]
@@ -263,15 +263,15 @@ _RECORD_OK = [c for c in _RECORDS["cases"] if c["expect"] == "ok"]
 @given(_seeded(_RECORD_SEEDS), st.sampled_from(_RECORD_OK))
 def test_record_header_and_decrypt(data: bytes, case: dict[str, Any]) -> None:
     try:
-        h = envelope.parse_header(data)
+        h = record.parse(data)
     except KeysplitError:
         h = None
     if h is not None:
-        again = envelope.MAGIC + bytes([h.version, h.suite]) + h.commitment + h.nonce
-        assert again == data[: envelope.HEADER_SIZE]
-    key = envelope.DataKey(bytes.fromhex(case["data_key"]))
+        again = record.MAGIC + bytes([h.version, h.suite]) + h.commitment + h.nonce
+        assert again == data[: record.HEADER_SIZE]
+    key = record.DataKey(bytes.fromhex(case["data_key"]))
     try:
-        pt = envelope.decrypt(key, data, subject=case["subject"], context=case["context"])
+        pt = record.decrypt(key, data, subject=case["subject"], context=case["context"])
     except KeysplitError:
         return
     assert data == bytes.fromhex(case["record"]) and pt == bytes.fromhex(case["plaintext"])

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import keysplit
-from keysplit import custodian, envelope, names
+from keysplit import custodian, names, record
 from keysplit.errors import CustodianError, IntegrityError
 
 NFC = "Jos\u00e9"
@@ -63,7 +63,7 @@ def test_subject_type() -> None:
 
 
 def test_max_subject_matches_record_format() -> None:
-    assert names.MAX_SUBJECT_BYTES == envelope.MAX_SUBJECT_BYTES
+    assert names.MAX_SUBJECT_BYTES == record.MAX_SUBJECT_BYTES
 
 
 @settings(max_examples=200)
@@ -243,31 +243,31 @@ def test_confirm_asked_once_across_candidates(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_envelope_legacy_records_open_under_every_spelling() -> None:
-    key = envelope.DataKey(LEGACY_KEY)
+    key = record.DataKey(LEGACY_KEY)
     for subject in (NFC, NFD):
-        assert envelope.decrypt(key, LEGACY_RECORD, subject=subject) == b"old record"
-        got = envelope.decrypt_many([key], [subject], [LEGACY_RECORD])
+        assert record.decrypt(key, LEGACY_RECORD, subject=subject) == b"old record"
+        got = record.decrypt_many([key], [subject], [LEGACY_RECORD])
         assert got == [b"old record"]
         for ctx in ({CLE_NFD: NFD}, {"cl\u00e9": NFD}):
-            assert envelope.decrypt(key, LEGACY_RECORD_CTX, subject=subject, context=ctx) == (
+            assert record.decrypt(key, LEGACY_RECORD_CTX, subject=subject, context=ctx) == (
                 b"old record"
             )
-            assert envelope.decrypt_many([key], [subject], [LEGACY_RECORD_CTX], [ctx]) == [
+            assert record.decrypt_many([key], [subject], [LEGACY_RECORD_CTX], [ctx]) == [
                 b"old record"
             ]
     with pytest.raises(IntegrityError):  # the value is data: compared byte-exact
-        envelope.decrypt(key, LEGACY_RECORD_CTX, subject=NFC, context={CLE_NFD: NFC})
+        record.decrypt(key, LEGACY_RECORD_CTX, subject=NFC, context={CLE_NFD: NFC})
     with pytest.raises(IntegrityError):
-        envelope.decrypt(key, LEGACY_RECORD, subject="Jose")
+        record.decrypt(key, LEGACY_RECORD, subject="Jose")
 
 
 def test_envelope_writes_nfc() -> None:
-    key = envelope.DataKey(LEGACY_KEY)
-    assert envelope.encode_aad(NFD, {CLE_NFD: NFD}) == envelope.encode_aad(NFC, {"cl\u00e9": NFD})
-    rec = envelope.encrypt(key, b"new", subject=NFD, context={CLE_NFD: "v"})
-    assert envelope.decrypt(key, rec, subject=NFC, context={"cl\u00e9": "v"}) == b"new"
-    recs = envelope.encrypt_many([key, key], [NFD, NFC], [b"a", b"b"])
-    assert envelope.decrypt_many([key, key], [NFC, NFD], recs) == [b"a", b"b"]
+    key = record.DataKey(LEGACY_KEY)
+    assert record.encode_aad(NFD, {CLE_NFD: NFD}) == record.encode_aad(NFC, {"cl\u00e9": NFD})
+    rec = record.encrypt(key, b"new", subject=NFD, context={CLE_NFD: "v"})
+    assert record.decrypt(key, rec, subject=NFC, context={"cl\u00e9": "v"}) == b"new"
+    recs = record.encrypt_many([key, key], [NFD, NFC], [b"a", b"b"])
+    assert record.decrypt_many([key, key], [NFC, NFD], recs) == [b"a", b"b"]
 
 
 # -- the subject rule through a real keyring ---------------------------------------------------
@@ -288,7 +288,7 @@ def _legacy_record(ku: keysplit.UnsealedKeyring, subject: str, pt: bytes) -> byt
     return _old_format(key, subject, pt, bytes(12))
 
 
-def _old_format(key: envelope.DataKey, subject: str, pt: bytes, nonce: bytes) -> bytes:
+def _old_format(key: record.DataKey, subject: str, pt: bytes, nonce: bytes) -> bytes:
     import struct
 
     header = b"KSRC\x01\x01" + key.commitment + nonce
@@ -298,7 +298,7 @@ def _old_format(key: envelope.DataKey, subject: str, pt: bytes, nonce: bytes) ->
 
 
 def test_old_format_helper_matches_old_code() -> None:
-    key = envelope.DataKey(LEGACY_KEY)
+    key = record.DataKey(LEGACY_KEY)
     assert _old_format(key, NFD, b"old record", bytes(range(100, 112))) == LEGACY_RECORD
 
 

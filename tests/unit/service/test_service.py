@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_service_helpers import (
+from service_helpers import (
     KEYSPLIT,
     TIMEOUT,
     Server,

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import keysplit
-from keysplit import envelope, errors
+from keysplit import errors, record
 from keysplit.errors import (
     DuplicateShareError,
     FormatError,
@@ -322,8 +322,8 @@ def test_datakey_matches_the_keyring(
     assert keys[0] is not None and keys[0] == keys[3] and len(keys[0]) == 16
     assert keys[1] is None and head["errors"]["1"]["type"] == "IntegrityError"
     assert keys[2] is None and "2" in head["errors"]  # an invalid subject, named
-    dk = envelope.DataKey(keys[0])
-    assert envelope.decrypt(dk, rec, subject="s/1", context={"k": "v"}) == b"secret"
+    dk = record.DataKey(keys[0])
+    assert record.decrypt(dk, rec, subject="s/1", context={"k": "v"}) == b"secret"
     with pytest.raises(PermissionDenied):
         raise wire.error_from_dict(
             json.loads(
@@ -401,17 +401,17 @@ def test_rekey_while_sealed_is_picked_up(ring: tuple[keysplit.Keyring, dict]) ->
 
 def test_client_cache_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     """The data-key cache refetches after max records per key and after max age."""
-    from keysplit.service import client as client_mod
+    from keysplit.service import remote as remote_mod
 
     now = [1000.0]
-    monkeypatch.setattr(client_mod.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(remote_mod.time, "monotonic", lambda: now[0])
     fetched: list[list[str]] = []
 
-    def fake_datakeys(self: object, subjects: list[str], *, create: bool = True) -> list[bytes]:
+    def fake_datakeys(self: object, subjects: list[str], *, create: bool) -> list[bytes]:
         fetched.append(list(subjects))
         return [bytes([len(fetched)]) * 16 for _ in subjects]
 
-    monkeypatch.setattr(keysplit.Client, "datakeys", fake_datakeys)
+    monkeypatch.setattr(keysplit.Client, "fetch_datakeys", fake_datakeys)
     c = keysplit.Client("unix:/unused", cache_max_records=5, cache_max_age=60)
     recs = c.encrypt_many(["a", "a", "b"], [b"1", b"2", b"3"])
     assert fetched == [["a", "b"]]
@@ -458,15 +458,13 @@ def test_served_data_key_follows_the_keyrings_subject_spellings(
     NFC), whether created through the service or found there; the key opens its records."""
     import unicodedata
 
-    from keysplit.service._keys import data_keys
-
     kr, shares = ring
     nfc = unicodedata.normalize("NFC", "contacts/José")
     nfd = unicodedata.normalize("NFD", nfc)
     with kr.unseal([shares["a"], shares["b"]]) as u:
-        (made,) = data_keys(u, [nfd], create=True)
-        (found,) = data_keys(u, [nfc], create=False)
-        (again,) = data_keys(u, [nfd], create=False)
+        (made,) = u.records.export([nfd], create=True)
+        (found,) = u.records.export([nfc], create=False)
+        (again,) = u.records.export([nfd], create=False)
         rec = u.encrypt(b"x", subject=nfc)
     assert made is not None and made == found == again
-    assert envelope.decrypt(envelope.DataKey(made), rec, subject=nfc) == b"x"
+    assert record.decrypt(record.DataKey(made), rec, subject=nfc) == b"x"

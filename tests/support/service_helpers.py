@@ -1,6 +1,6 @@
 """Helpers for the key-service tests: real `keysplit` processes, bounded in time.
 
-(Named test_service_* to stay inside the service's files; it holds no tests itself.)
+(In tests/support/: imported by the service, jobs and CLI tests alike.)
 """
 
 from __future__ import annotations

@@ -18,8 +18,13 @@ A record is ``header || ciphertext || tag`` (byte layout in ``docs/format/record
   should seal at most 2**32 records (NIST SP 800-38D); per-subject keys keep every
   realistic subject far below that.
 
+Parse once (pyca's Fernet): :func:`parse` checks the header and returns a :class:`Parsed`
+(header, commitment, nonce, body); whoever needs the commitment to find the key (the
+keyring looks keys up by it) hands the same :class:`Parsed` to :func:`open_parsed`.
+
 :class:`DataKey` holds the derived keys and caches the AES-GCM object, so a backend that
-keeps one per subject pays the key schedule once.
+keeps one per subject pays the key schedule once. The engine that finds keys for subjects
+is :class:`keysplit.keyring.records.Records`; this module is the format and its loops.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import hmac
 import struct
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -43,16 +48,18 @@ __all__ = [
     "HEADER_SIZE",
     "MAX_CONTEXT_BYTES",
     "MAX_CONTEXT_ENTRIES",
+    "NONCE_SIZE",
     "OVERHEAD",
     "ContextTooLargeError",
     "DataKey",
-    "RecordHeader",
+    "Parsed",
     "decrypt",
     "decrypt_many",
     "encode_aad",
     "encrypt",
     "encrypt_many",
-    "parse_header",
+    "open_parsed",
+    "parse",
 ]
 
 MAGIC = b"KSRC"
@@ -64,13 +71,14 @@ TAG_SIZE = 16
 HEADER_SIZE = 4 + 1 + 1 + COMMIT_SIZE + NONCE_SIZE
 OVERHEAD = HEADER_SIZE + TAG_SIZE
 _PREFIX = MAGIC + bytes([VERSION, SUITE_AES128GCM_HKDF_COMMIT])
-_PREFIX_SIZE = len(_PREFIX) + COMMIT_SIZE  # magic, version, suite, commitment
+PREFIX_SIZE = len(_PREFIX) + COMMIT_SIZE  # magic, version, suite, commitment
 _SALT = b"keysplit record v1"
 _U32 = struct.Struct(">I")
-MAX_SUBJECT_BYTES = 1024
+MAX_SUBJECT_BYTES = names.MAX_SUBJECT_BYTES
 MAX_CONTEXT_BYTES = 0xFFFF
 """Keys plus values of one record context in UTF-8 (the stream header's bound, too)."""
 MAX_CONTEXT_ENTRIES = 256
+_EMPTY_CONTEXT = _U32.pack(0)
 
 
 class ContextTooLargeError(FormatError, ValueError):
@@ -84,7 +92,8 @@ class ContextTooLargeError(FormatError, ValueError):
 class DataKey:
     """A subject's 16-byte data key with its derived GCM key and commitment.
 
-    Holding one is holding the key: the repr is redacted and the raw key is not kept.
+    Holding one is holding the key: the repr is redacted and the raw key is not kept (the
+    one raw-key exit is :meth:`keysplit.keyring.DataKeys.export`).
     """
 
     __slots__ = ("_aead", "_prefix", "commitment")
@@ -105,15 +114,21 @@ class DataKey:
     def __repr__(self) -> str:
         return "DataKey(<redacted>)"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("a DataKey cannot be pickled (it is a key; export raw keys explicitly)")
 
-@dataclass(frozen=True)
-class RecordHeader:
-    """The parsed, public header of a record."""
+
+class Parsed(NamedTuple):
+    """A record split into its parts by :func:`parse` (nothing authenticated yet)."""
 
     version: int
     suite: int
     commitment: bytes
     nonce: bytes
+    header: bytes
+    """The 50 header bytes (the first part of the AAD)."""
+    body: bytes | memoryview
+    """Ciphertext and tag."""
 
 
 def _enc_str(s: str, what: str) -> bytes:
@@ -125,15 +140,15 @@ def _enc_str(s: str, what: str) -> bytes:
         raise ValueError(f"{what} is not valid Unicode text") from None
 
 
-def _subject_part(subject: str) -> bytes:
-    """``u32 len || subject`` of the subject's NFC spelling (:mod:`keysplit.names`)."""
-    sub = _enc_str(subject, "subject")
-    if not subject.isascii():  # ASCII is its own NFC form: skip the normalizer
-        sub = names.normalize_subject(subject).encode("utf-8")
-    if not sub:
-        raise ValueError("subject must not be empty")
-    if len(sub) > MAX_SUBJECT_BYTES:
-        raise ValueError(f"subject must be at most {MAX_SUBJECT_BYTES} bytes of UTF-8")
+def subject_part(subject: str) -> bytes:
+    """``u32 len || subject`` of the subject's canonical spelling (:func:`names.check_subject`)."""
+    sub = names.check_subject(subject).encode("utf-8")
+    return _U32.pack(len(sub)) + sub
+
+
+def _exact_subject_part(subject: str) -> bytes:
+    """``u32 len || subject`` exactly as spelled (legacy AADs only)."""
+    sub = subject.encode("utf-8")
     return _U32.pack(len(sub)) + sub
 
 
@@ -168,8 +183,10 @@ def _encode_context(context: Mapping[str, str]) -> bytes:
     return b"".join(parts)
 
 
-def _context_part(context: Mapping[str, str] | None) -> bytes:
+def context_part(context: Mapping[str, str] | None) -> bytes:
     """The context encoding with NFC keys (values stay byte-exact; :mod:`keysplit.names`)."""
+    if not context and (context is None or isinstance(context, Mapping)):
+        return _EMPTY_CONTEXT
     return _encode_context(names.normalize_context(_check_context(context)))
 
 
@@ -183,14 +200,14 @@ def _legacy_tails(subject: str, context: Mapping[str, str] | None) -> list[bytes
     ctx = _check_context(context)
     if subject.isascii() and all(k.isascii() for k in ctx if isinstance(k, str)):
         return []
-    canonical = _subject_part(subject) + _context_part(ctx)
+    canonical = subject_part(subject) + context_part(ctx)
     nfd = {unicodedata.normalize("NFD", k): v for k, v in ctx.items()}
-    ctx_parts = dict.fromkeys([_context_part(ctx), _encode_context(ctx), _encode_context(nfd)])
+    ctx_parts = dict.fromkeys([context_part(ctx), _encode_context(ctx), _encode_context(nfd)])
     out: dict[bytes, None] = {}
     for s in names.subject_spellings(subject):
-        sub = s.encode("utf-8")
+        sub = _exact_subject_part(s)
         for c in ctx_parts:
-            out[_U32.pack(len(sub)) + sub + c] = None
+            out[sub + c] = None
     out.pop(canonical, None)
     return list(out)
 
@@ -202,11 +219,11 @@ def encode_aad(subject: str, context: Mapping[str, str] | None = None) -> bytes:
     UTF-8 bytes of its key, ``u32 len || key || u32 len || value`` (big-endian lengths,
     UTF-8 text). Equal mappings encode identically whatever their insertion order.
     """
-    return _subject_part(subject) + _context_part(context)
+    return subject_part(subject) + context_part(context)
 
 
-def parse_header(record: bytes) -> RecordHeader:
-    """Parse and validate a record's header; :class:`FormatError` says what is wrong."""
+def parse(record: bytes) -> Parsed:
+    """Parse and validate a record's header once; :class:`FormatError` says what is wrong."""
     if not isinstance(record, bytes | bytearray | memoryview):
         raise TypeError("record must be bytes")
     mv = memoryview(record)
@@ -220,17 +237,26 @@ def parse_header(record: bytes) -> RecordHeader:
         raise FormatError(f"unsupported record suite {mv[5]}")
     if len(mv) < OVERHEAD:
         raise FormatError("truncated record")
-    return RecordHeader(
+    header = bytes(mv[:HEADER_SIZE])
+    return Parsed(
         VERSION,
         SUITE_AES128GCM_HKDF_COMMIT,
-        bytes(mv[6 : 6 + COMMIT_SIZE]),
-        bytes(mv[6 + COMMIT_SIZE : HEADER_SIZE]),
+        header[6:PREFIX_SIZE],
+        header[PREFIX_SIZE:],
+        header,
+        record[HEADER_SIZE:] if type(record) is bytes else mv[HEADER_SIZE:],
     )
 
 
 def _check_pt(plaintext: bytes) -> None:
     if not isinstance(plaintext, bytes | bytearray | memoryview):
         raise TypeError("plaintext must be bytes")
+
+
+def seal(key: DataKey, nonce: bytes, plaintext: bytes, tail: bytes) -> bytes:
+    """One record from its parts (``tail`` from :func:`encode_aad`); the engine's inner call."""
+    header = key._prefix + nonce
+    return header + key._aead.encrypt(nonce, plaintext, header + tail)
 
 
 def encrypt(
@@ -243,10 +269,32 @@ def encrypt(
 ) -> bytes:
     """Seal one record for ``subject`` under ``key``."""
     _check_pt(plaintext)
-    nonce = (rng or default_rng()).random_bytes(NONCE_SIZE)
-    header = _PREFIX + key.commitment + nonce
-    aad = header + encode_aad(subject, context)
-    return header + key._aead.encrypt(nonce, plaintext, aad)
+    tail = encode_aad(subject, context)
+    return seal(key, (rng or default_rng()).random_bytes(NONCE_SIZE), plaintext, tail)
+
+
+def open_with_tail(
+    key: DataKey,
+    parsed: Parsed,
+    tail: bytes,
+    subject: str,
+    context: Mapping[str, str] | None,
+) -> bytes:
+    """:func:`open_parsed` with the canonical AAD tail already encoded (cached by the engine)."""
+    if not hmac.compare_digest(parsed.commitment, key.commitment):
+        raise IntegrityError()
+    try:
+        return key._aead.decrypt(parsed.nonce, parsed.body, parsed.header + tail)
+    except InvalidTag:
+        return _open_legacy(key, parsed.header, parsed.body, subject, context)
+
+
+def open_parsed(
+    key: DataKey, parsed: Parsed, *, subject: str, context: Mapping[str, str] | None = None
+) -> bytes:
+    """Open a record :func:`parse` has split: :class:`IntegrityError` unless ``key`` sealed
+    it for exactly this subject and context, unaltered."""
+    return open_with_tail(key, parsed, encode_aad(subject, context), subject, context)
 
 
 def decrypt(
@@ -254,19 +302,11 @@ def decrypt(
 ) -> bytes:
     """Open one record; :class:`IntegrityError` if it was not sealed by ``key`` for exactly
     this subject and context, or was altered; :class:`FormatError` if it is malformed."""
-    hdr = parse_header(record)
-    aad_tail = encode_aad(subject, context)
-    if not hmac.compare_digest(hdr.commitment, key.commitment):
-        raise IntegrityError()
-    mv = memoryview(record)
-    header = bytes(mv[:HEADER_SIZE])
-    try:
-        return key._aead.decrypt(hdr.nonce, mv[HEADER_SIZE:], header + aad_tail)
-    except InvalidTag:
-        return _open_legacy(key, header, mv[HEADER_SIZE:], subject, context)
+    parsed = parse(record)
+    return open_parsed(key, parsed, subject=subject, context=context)
 
 
-def _contexts(
+def split_contexts(
     n: int, context: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None
 ) -> tuple[Mapping[str, str] | None, Sequence[Mapping[str, str] | None] | None]:
     """Split ``context`` into (shared mapping, per-record sequence); one of them is None."""
@@ -275,6 +315,19 @@ def _contexts(
     if isinstance(context, str | bytes) or len(context) != n:
         raise ValueError("contexts must be one mapping or one per record")
     return None, context
+
+
+def by_subject(subjects: Sequence[str]) -> dict[str, list[int]]:
+    """Indices of the records of each distinct subject, in first-seen order."""
+    groups: dict[str, list[int]] = {}
+    get = groups.get
+    for i, subject in enumerate(subjects):
+        idx = get(subject)
+        if idx is None:
+            groups[subject] = [i]
+        else:
+            idx.append(i)
+    return groups
 
 
 def encrypt_many(
@@ -297,26 +350,38 @@ def encrypt_many(
     n = len(plaintexts)
     if len(keys) != n or len(subjects) != n:
         raise ValueError("keys, subjects and plaintexts must have the same length")
-    shared, per_record = _contexts(n, context)
+    shared, per_record = split_contexts(n, context)
     nonces = (rng or default_rng()).random_bytes(NONCE_SIZE * n)
-    out: list[bytes] = []
-    append = out.append
     if per_record is not None:
+        out: list[bytes] = []
+        append = out.append
         for i, (key, subject, pt) in enumerate(zip(keys, subjects, plaintexts, strict=True)):
             tail = encode_aad(subject, per_record[i])
             nonce = nonces[NONCE_SIZE * i : NONCE_SIZE * (i + 1)]
             header = key._prefix + nonce
             append(header + key._aead.encrypt(nonce, pt, header + tail))
         return out
-    shared_part = _context_part(shared)
-    # Records are sealed subject by subject (outputs still in input order): consecutive
-    # calls on one AES-GCM object find its key schedule and GHASH table in cache, which
-    # measured 12-16 % faster per record than round-robin over 10k keys. Nonce i is still
-    # bytes 12i..12i+12 of the bulk draw. Each record uses its own keys[i], so a subject
-    # paired with two keys is sealed correctly.
+    return encrypt_grouped(keys, subjects, plaintexts, context_part(shared), nonces)
+
+
+def encrypt_grouped(
+    keys: Sequence[DataKey],
+    subjects: Sequence[str],
+    plaintexts: Sequence[bytes],
+    shared_part: bytes,
+    nonces: bytes,
+) -> list[bytes]:
+    """The shared-context loop of :func:`encrypt_many` (nonce ``i`` is ``nonces[12i:12i+12]``).
+
+    Records are sealed subject by subject (outputs still in input order): consecutive
+    calls on one AES-GCM object find its key schedule and GHASH table in cache, which
+    measured 12-16 % faster per record than round-robin over 10k keys. Each record uses
+    its own ``keys[i]``, so a subject paired with two keys is sealed correctly.
+    """
+    n = len(plaintexts)
     done: list[bytes] = [b""] * n
-    for subject, idx in _by_subject(subjects).items():
-        tail = _subject_part(subject) + shared_part
+    for subject, idx in by_subject(subjects).items():
+        tail = subject_part(subject) + shared_part
         for i in idx:
             key = keys[i]
             nonce = nonces[NONCE_SIZE * i : NONCE_SIZE * i + NONCE_SIZE]
@@ -325,27 +390,13 @@ def encrypt_many(
     return done
 
 
-def _by_subject(subjects: Sequence[str]) -> dict[str, list[int]]:
-    """Indices of the records of each distinct subject, in first-seen order."""
-    groups: dict[str, list[int]] = {}
-    get = groups.get
-    for i, subject in enumerate(subjects):
-        idx = get(subject)
-        if idx is None:
-            groups[subject] = [i]
-        else:
-            idx.append(i)
-    return groups
-
-
 def _check_record(record: object, key: DataKey) -> None:
     """The slow path of :func:`decrypt_many`'s header check: the precise error, or return
     if the record is fine after all (a ``bytearray``)."""
     if not isinstance(record, bytes | bytearray):
-        parse_header(record)  # type: ignore[arg-type]  # raises the precise FormatError
+        parse(record)  # type: ignore[arg-type]  # raises the precise FormatError
         raise TypeError("records must be bytes")
-    hdr = parse_header(bytes(record))
-    if not hmac.compare_digest(hdr.commitment, key.commitment):
+    if not hmac.compare_digest(parse(bytes(record)).commitment, key.commitment):
         raise IntegrityError()
 
 
@@ -365,19 +416,20 @@ def decrypt_many(
     n = len(records)
     if len(keys) != n or len(subjects) != n:
         raise ValueError("keys, subjects and records must have the same length")
-    shared, per_record = _contexts(n, context)
+    shared, per_record = split_contexts(n, context)
     compare = hmac.compare_digest
     groups: Iterable[tuple[str, Sequence[int]]]
+    shared_part = b""
     if per_record is not None:
         groups = ((s, (i,)) for i, s in enumerate(subjects))
     else:
-        shared_part = _context_part(shared)
-        groups = _by_subject(subjects).items()
+        shared_part = context_part(shared)
+        groups = by_subject(subjects).items()
     # Subject by subject, like encrypt_many (key schedule stays in cache); outputs in order.
     done: list[bytes] = [b""] * n
     for subject, idx in groups:
         if per_record is None:
-            tail = _subject_part(subject) + shared_part
+            tail = subject_part(subject) + shared_part
         else:
             tail = encode_aad(subject, per_record[idx[0]])
         for i in idx:
@@ -386,13 +438,13 @@ def decrypt_many(
             if not (
                 type(record) is bytes
                 and len(record) >= OVERHEAD
-                and compare(record[:_PREFIX_SIZE], key._prefix)
+                and compare(record[:PREFIX_SIZE], key._prefix)
             ):
                 _check_record(record, key)
             header = record[:HEADER_SIZE]
             try:
                 done[i] = key._aead.decrypt(
-                    header[_PREFIX_SIZE:], record[HEADER_SIZE:], header + tail
+                    header[PREFIX_SIZE:], record[HEADER_SIZE:], header + tail
                 )
             except InvalidTag:
                 ctx = shared if per_record is None else per_record[i]
@@ -411,7 +463,7 @@ def _open_legacy(
     :class:`IntegrityError`."""
     for tail in _legacy_tails(subject, context):
         try:
-            return key._aead.decrypt(header[_PREFIX_SIZE:], body, header + tail)
+            return key._aead.decrypt(header[PREFIX_SIZE:], body, header + tail)
         except InvalidTag:
             continue
     raise IntegrityError()

@@ -15,8 +15,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from paths import VECTORS_DIR
 
-from keysplit import FormatError, IntegrityError, envelope, names
-from keysplit.envelope import DataKey
+from keysplit import FormatError, IntegrityError, names, record
+from keysplit.record import DataKey
 from keysplit.rng import DeterministicRandom
 
 VECTORS = json.loads((VECTORS_DIR / "record.json").read_text())
@@ -37,14 +37,14 @@ def test_vectors(case: dict[str, object]) -> None:
     assert isinstance(ctx, dict)
     subject = str(case["subject"])
     if case["expect"] == "ok":
-        assert envelope.decrypt(key, rec, subject=subject, context=ctx).hex() == case["plaintext"]
-        assert envelope.decrypt_many([key], [subject], [rec], ctx)[0].hex() == case["plaintext"]
+        assert record.decrypt(key, rec, subject=subject, context=ctx).hex() == case["plaintext"]
+        assert record.decrypt_many([key], [subject], [rec], ctx)[0].hex() == case["plaintext"]
     else:
         exc = EXPECT[str(case["expect"])]
         with pytest.raises(exc):
-            envelope.decrypt(key, rec, subject=subject, context=ctx)
+            record.decrypt(key, rec, subject=subject, context=ctx)
         with pytest.raises(exc):
-            envelope.decrypt_many([key], [subject], [rec], ctx)
+            record.decrypt_many([key], [subject], [rec], ctx)
 
 
 def _independent_open(key: bytes, rec: bytes, subject: str, ctx: dict[str, str]) -> bytes:
@@ -111,24 +111,24 @@ def test_any_bit_flip_is_rejected(
     pt: bytes, subject: str, ctx: dict[str, str], pos: int, bit: int
 ) -> None:
     assume(_one_spelling_per_key(ctx))
-    rec = envelope.encrypt(KEY, pt, subject=subject, context=ctx)
-    assert len(rec) == len(pt) + envelope.OVERHEAD
-    assert envelope.decrypt(KEY, rec, subject=subject, context=ctx) == pt
+    rec = record.encrypt(KEY, pt, subject=subject, context=ctx)
+    assert len(rec) == len(pt) + record.OVERHEAD
+    assert record.decrypt(KEY, rec, subject=subject, context=ctx) == pt
     bad = bytearray(rec)
     bad[pos % len(bad)] ^= 1 << bit
     with pytest.raises((IntegrityError, FormatError)):
-        envelope.decrypt(KEY, bytes(bad), subject=subject, context=ctx)
+        record.decrypt(KEY, bytes(bad), subject=subject, context=ctx)
 
 
 @given(a=text, b=text, ca=st.dictionaries(text, text, max_size=3))
 def test_moved_to_other_subject_or_context_fails(a: str, b: str, ca: dict[str, str]) -> None:
     assume(_one_spelling_per_key(ca))
-    rec = envelope.encrypt(KEY, b"x", subject=a, context=ca)
+    rec = record.encrypt(KEY, b"x", subject=a, context=ca)
     if names.normalize_subject(a) != names.normalize_subject(b):  # else one subject (NFC)
         with pytest.raises(IntegrityError):
-            envelope.decrypt(KEY, rec, subject=b, context=ca)
+            record.decrypt(KEY, rec, subject=b, context=ca)
     with pytest.raises(IntegrityError):
-        envelope.decrypt(KEY, rec, subject=a, context={**ca, "\x00extra": ""})
+        record.decrypt(KEY, rec, subject=a, context={**ca, "\x00extra": ""})
 
 
 @given(st.dictionaries(text, text, max_size=5), st.randoms())
@@ -138,10 +138,10 @@ def test_context_encoding_is_order_independent_and_injective(
     assume(_one_spelling_per_key(ctx))
     items = list(ctx.items())
     r.shuffle(items)  # type: ignore[attr-defined]
-    assert envelope.encode_aad("s", dict(items)) == envelope.encode_aad("s", ctx)
+    assert record.encode_aad("s", dict(items)) == record.encode_aad("s", ctx)
     # length prefixes make ("ab","c") and ("a","bc") differ
-    assert envelope.encode_aad("s", {"ab": "c"}) != envelope.encode_aad("s", {"a": "bc"})
-    assert envelope.encode_aad("s|a", {}) != envelope.encode_aad("s", {"a": ""})
+    assert record.encode_aad("s", {"ab": "c"}) != record.encode_aad("s", {"a": "bc"})
+    assert record.encode_aad("s|a", {}) != record.encode_aad("s", {"a": ""})
 
 
 def test_batch_roundtrip_and_mixed_contexts() -> None:
@@ -150,26 +150,26 @@ def test_batch_roundtrip_and_mixed_contexts() -> None:
     subjects = [f"u{i % 5}" for i in range(50)]
     ks = [keys[i % 5] for i in range(50)]
     pts = [bytes([i]) * i for i in range(50)]
-    recs = envelope.encrypt_many(ks, subjects, pts, {"t": "x"}, rng=rng)
-    assert envelope.decrypt_many(ks, subjects, recs, {"t": "x"}) == pts
+    recs = record.encrypt_many(ks, subjects, pts, {"t": "x"}, rng=rng)
+    assert record.decrypt_many(ks, subjects, recs, {"t": "x"}) == pts
     for i in (0, 17, 49):
-        assert envelope.decrypt(ks[i], recs[i], subject=subjects[i], context={"t": "x"}) == pts[i]
+        assert record.decrypt(ks[i], recs[i], subject=subjects[i], context={"t": "x"}) == pts[i]
     assert len({r[38:50] for r in recs}) == 50, "nonces must be distinct"
     ctxs = [{"i": str(i)} for i in range(50)]
-    recs2 = envelope.encrypt_many(ks, subjects, pts, ctxs)
-    assert envelope.decrypt_many(ks, subjects, recs2, ctxs) == pts
+    recs2 = record.encrypt_many(ks, subjects, pts, ctxs)
+    assert record.decrypt_many(ks, subjects, recs2, ctxs) == pts
     with pytest.raises(IntegrityError):
-        envelope.decrypt_many(ks, subjects, recs2, {"i": "0"})
+        record.decrypt_many(ks, subjects, recs2, {"i": "0"})
     swapped = [*recs[:2][::-1], *recs[2:]]
     with pytest.raises(IntegrityError):
-        envelope.decrypt_many(ks, subjects, swapped, {"t": "x"})
+        record.decrypt_many(ks, subjects, swapped, {"t": "x"})
 
 
 def test_batch_same_subject_two_keys_not_confused() -> None:
     k1, k2 = DataKey(b"\x01" * 16), DataKey(b"\x02" * 16)
-    recs = envelope.encrypt_many([k1, k2], ["s", "s"], [b"a", b"b"])
-    assert envelope.decrypt(k1, recs[0], subject="s") == b"a"
-    assert envelope.decrypt(k2, recs[1], subject="s") == b"b"
+    recs = record.encrypt_many([k1, k2], ["s", "s"], [b"a", b"b"])
+    assert record.decrypt(k1, recs[0], subject="s") == b"a"
+    assert record.decrypt(k2, recs[1], subject="s") == b"b"
 
 
 def test_misuse_and_repr() -> None:
@@ -179,21 +179,21 @@ def test_misuse_and_repr() -> None:
     with pytest.raises(TypeError):
         DataKey("x" * 16)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        envelope.encrypt(KEY, b"", subject="")
+        record.encrypt(KEY, b"", subject="")
     with pytest.raises(ValueError):
-        envelope.encrypt(KEY, b"", subject="x" * 1025)
+        record.encrypt(KEY, b"", subject="x" * 1025)
     with pytest.raises(ValueError):
-        envelope.encrypt(KEY, b"", subject="\ud800")
+        record.encrypt(KEY, b"", subject="\ud800")
     with pytest.raises(TypeError):
-        envelope.encrypt(KEY, "text", subject="s")  # type: ignore[arg-type]
+        record.encrypt(KEY, "text", subject="s")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        envelope.encrypt(KEY, b"", subject="s", context={"a": 1})  # type: ignore[dict-item]
+        record.encrypt(KEY, b"", subject="s", context={"a": 1})  # type: ignore[dict-item]
     with pytest.raises(ValueError):
-        envelope.encrypt_many([KEY], ["s", "t"], [b""])
+        record.encrypt_many([KEY], ["s", "t"], [b""])
     with pytest.raises(ValueError):
-        envelope.encrypt_many([KEY], ["s"], [b""], [{}, {}])
+        record.encrypt_many([KEY], ["s"], [b""], [{}, {}])
     with pytest.raises(FormatError, match="magic"):
-        envelope.parse_header(b"")
+        record.parse(b"")
 
 
 @settings(max_examples=25, deadline=None)
@@ -206,31 +206,31 @@ def test_batch_grouping_keeps_input_order_and_nonces(order: list[int]) -> None:
     ks = [keys[k] for k in order]
     pts = [b"%d" % i for i in range(len(order))]
     nonces = DeterministicRandom("order").random_bytes(12 * len(order))
-    recs = envelope.encrypt_many(ks, subjects, pts, {"c": "1"}, rng=DeterministicRandom("order"))
+    recs = record.encrypt_many(ks, subjects, pts, {"c": "1"}, rng=DeterministicRandom("order"))
     for i, rec in enumerate(recs):
         assert rec[38:50] == nonces[12 * i : 12 * i + 12]
-        assert envelope.decrypt(ks[i], rec, subject=subjects[i], context={"c": "1"}) == pts[i]
-    assert envelope.decrypt_many(ks, subjects, recs, {"c": "1"}) == pts
-    assert envelope.decrypt_many(ks, subjects, [bytearray(r) for r in recs], {"c": "1"}) == pts
+        assert record.decrypt(ks[i], rec, subject=subjects[i], context={"c": "1"}) == pts[i]
+    assert record.decrypt_many(ks, subjects, recs, {"c": "1"}) == pts
+    assert record.decrypt_many(ks, subjects, [bytearray(r) for r in recs], {"c": "1"}) == pts
 
 
 def test_batch_bad_record_in_the_middle_names_the_problem() -> None:
     k1, k2 = DataKey(b"\x01" * 16), DataKey(b"\x02" * 16)
     subjects = ["a", "b", "a", "b"]
     ks = [k1, k2, k1, k2]
-    recs = envelope.encrypt_many(ks, subjects, [b"w", b"x", b"y", b"z"])
+    recs = record.encrypt_many(ks, subjects, [b"w", b"x", b"y", b"z"])
     cases = [
         (b"XSRC" + recs[2][4:], FormatError),
         (recs[2][:4] + b"\x02" + recs[2][5:], FormatError),
-        (recs[2][: envelope.OVERHEAD - 1], FormatError),
+        (recs[2][: record.OVERHEAD - 1], FormatError),
         (recs[1], IntegrityError),  # another key's commitment
         (recs[2][:-1] + bytes([recs[2][-1] ^ 1]), IntegrityError),
     ]
     for bad, exc in cases:
         with pytest.raises(exc):
-            envelope.decrypt_many(ks, subjects, [recs[0], recs[1], bad, recs[3]])
+            record.decrypt_many(ks, subjects, [recs[0], recs[1], bad, recs[3]])
     with pytest.raises(TypeError):
-        envelope.decrypt_many(ks, subjects, [recs[0], recs[1], memoryview(recs[2]), recs[3]])
+        record.decrypt_many(ks, subjects, [recs[0], recs[1], memoryview(recs[2]), recs[3]])
 
 
 def test_record_context_size_is_bounded_before_encoding() -> None:
@@ -239,17 +239,17 @@ def test_record_context_size_is_bounded_before_encoding() -> None:
     from keysplit import KeysplitError
 
     key = DataKey(bytes(16))
-    limit = envelope.MAX_CONTEXT_BYTES
+    limit = record.MAX_CONTEXT_BYTES
     ok = {"k": "v" * (limit - 1)}
-    rec = envelope.encrypt(key, b"x", subject="u1", context=ok)
-    assert envelope.decrypt(key, rec, subject="u1", context=ok) == b"x"
+    rec = record.encrypt(key, b"x", subject="u1", context=ok)
+    assert record.decrypt(key, rec, subject="u1", context=ok) == b"x"
     for bad in (
         {"k": "v" * limit},
         {"k": "v" * (1 << 20)},
         {"k": "é" * (limit // 2 + 1)},  # within the bound in characters, beyond it in UTF-8
-        {str(i): "" for i in range(envelope.MAX_CONTEXT_ENTRIES + 1)},
+        {str(i): "" for i in range(record.MAX_CONTEXT_ENTRIES + 1)},
     ):
         with pytest.raises(KeysplitError, match="record context"):
-            envelope.encrypt(key, b"x", subject="u1", context=bad)
+            record.encrypt(key, b"x", subject="u1", context=bad)
         with pytest.raises(ValueError):
-            envelope.decrypt(key, rec, subject="u1", context=bad)
+            record.decrypt(key, rec, subject="u1", context=bad)

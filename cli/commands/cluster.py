@@ -1,0 +1,130 @@
+"""``keysplit cluster create|status|refresh``: a threshold key cluster of node keyrings.
+
+Thin glue over :mod:`keysplit.service.cluster_admin`: the DKG, the status checks and the
+refresh are library calls; this module parses ``--node NAME=URL`` and prints.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from keysplit.service.cluster_admin import cluster_status, create_cluster, refresh_cluster
+
+from .._common import EXIT_USAGE, fail, handle_errors, info
+from .._service import read_token
+
+__all__ = ["app"]
+
+app = typer.Typer()
+
+_TOKEN_HELP = "Token allowed 'cluster' on every node (only needed over TCP)."  # noqa: S105
+
+
+@app.command("create")
+@handle_errors
+def create_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Directory for cluster.json."),
+    threshold: int = typer.Option(..., "--threshold", "-t", help="Nodes needed (T of N)."),
+    region: str = typer.Option(..., "--region", help="Region label, e.g. 'in' or 'eu-west'."),
+    node: list[str] = typer.Option(
+        ..., "--node", metavar="NAME=URL", help="A node service (unix:PATH or https://...)."
+    ),
+    store: str | None = typer.Option(
+        None, "--store", metavar="URL", help="Store of wrapped data keys (default: in DIR)."
+    ),
+    token_file: Path | None = typer.Option(None, "--token-file", help=_TOKEN_HELP),
+) -> None:
+    """Run a distributed key generation among unsealed node services; write DIR/cluster.json
+    (public data only). Each node keeps its share sealed in its own keyring directory.
+
+    Example: keysplit cluster create cl --threshold 2 --region in
+    --node n1=unix:/run/n1.sock --node n2=unix:/run/n2.sock --node n3=unix:/run/n3.sock
+
+    Exit codes: 0 created; 1 a node sealed, unreachable, of another region, or a dealing
+    failed (the node at fault is named); 2 usage.
+    """
+    pairs = []
+    for spec in node:
+        name, sep, url = spec.partition("=")
+        if not sep or not name or not url:
+            fail(f"--node expects NAME=URL, got {spec!r}", code=EXIT_USAGE)
+        pairs.append((name, url))
+    try:
+        cfg = create_cluster(
+            directory,
+            threshold=threshold,
+            region=region,
+            nodes=pairs,
+            store=store,
+            token=read_token(token_file),
+        )
+    except ValueError as exc:
+        fail(str(exc), code=EXIT_USAGE)
+    info(
+        f"cluster {cfg.cluster_id} ({cfg.threshold} of {len(cfg.nodes)}, region {cfg.region}) "
+        f"written to {Path(directory) / 'cluster.json'}"
+    )
+    typer.echo(cfg.cluster_id)
+
+
+@app.command("status")
+@handle_errors
+def status_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Cluster directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable status."),
+    token_file: Path | None = typer.Option(None, "--token-file", help=_TOKEN_HELP),
+) -> None:
+    """Each node: reachable, sealed, region, epoch, and whether its share matches the public
+    commitments. Exit code 1 if fewer than T nodes are usable.
+
+    Exit codes: 0 at least T nodes usable; 1 fewer, or cluster.json unreadable; 2 usage.
+    """
+    cfg, consistent, nodes = cluster_status(directory, token=read_token(token_file))
+    usable = sum(1 for n in nodes if n.reachable and n.sealed is False and n.share_ok)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "cluster_id": cfg.cluster_id,
+                    "region": cfg.region,
+                    "threshold": cfg.threshold,
+                    "epoch": cfg.epoch,
+                    "commitments_ok": consistent,
+                    "usable": usable,
+                    "nodes": [n.as_dict() for n in nodes],
+                }
+            )
+        )
+    else:
+        typer.echo(
+            f"cluster {cfg.cluster_id}  region {cfg.region}  {cfg.threshold} of {len(nodes)}  "
+            f"epoch {cfg.epoch}  commitments {'ok' if consistent else 'MISMATCH'}"
+        )
+        for n in nodes:
+            state = "unreachable" if not n.reachable else ("sealed" if n.sealed else "unsealed")
+            share = {True: "ok", False: "BAD", None: "unchecked"}[n.share_ok]
+            typer.echo(
+                f"  {n.name:<12} {state:<11} region={n.region} epoch={n.epoch} share={share}"
+                + (f"  ({n.error})" if n.error else "")
+            )
+    if not consistent or usable < cfg.threshold:
+        raise typer.Exit(1)
+
+
+@app.command("refresh")
+@handle_errors
+def refresh_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Cluster directory."),
+    token_file: Path | None = typer.Option(None, "--token-file", help=_TOKEN_HELP),
+) -> None:
+    """Re-randomize every node's share without changing the cluster key (shares of the old
+    epoch no longer combine with new ones; records are unaffected). Every node must be
+    unsealed and reachable.
+
+    Exit codes: 0 refreshed; 1 a node unreachable, sealed or at fault (named); 2 usage.
+    """
+    cfg = refresh_cluster(directory, token=read_token(token_file))
+    info(f"cluster {cfg.cluster_id} refreshed: epoch {cfg.epoch}")

@@ -1,0 +1,272 @@
+"""Running a key cluster: create (the DKG), status, refresh. The CLI's ``keysplit cluster``.
+
+The orchestrator only relays: it sends each node the round's public parameters, collects
+every dealing (public commitments + sub-shares HPKE-sealed to each recipient node's keyring
+public key), hands every node the dealings and the sub-shares sealed to it, and checks that
+all nodes agree on the cluster public key and on each public share, recomputing them from
+the commitments itself. It never sees a sub-share in clear; neither does ``cluster.json``
+nor any transcript (the DKG's sealed sub-shares are not kept).
+
+A dealing that does not verify makes the receiving node refuse and name the dealer; the
+round is then abandoned (no node keeps anything) and may be run again: this is the
+"joint Feldman" DKG without the complaint round, so a faulty dealer stops a round but
+cannot make it finish with a key it knows more about than any other dealer.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ClusterError, KeysplitError
+from ..store import open_store
+from . import _wire as wire
+from .client import Client
+from .cluster_client import node_info
+from .cluster_config import (
+    CLUSTER_FILE,
+    DEFAULT_STORE,
+    ClusterConfig,
+    ClusterNodeInfo,
+    check_node_name,
+    check_region,
+    read_cluster,
+)
+
+__all__ = ["NodeStatus", "cluster_status", "create_cluster", "refresh_cluster"]
+
+
+def _post(url: str, path: str, doc: Any, token: str | None, name: str) -> dict[str, Any]:
+    try:
+        with Client(url, token=token, timeout=120.0) as c:
+            data, _ = c.request("POST", path, wire.dumps(doc))
+    except KeysplitError as exc:
+        raise type(exc)(f"node {name}: {exc}", hint=exc.hint) if _plain(exc) else exc from None
+    out = wire.loads(data, f"node {name} answer")
+    if not isinstance(out, dict):
+        raise ClusterError(f"node {name}: malformed answer")
+    return out
+
+
+def _plain(exc: KeysplitError) -> bool:
+    try:
+        type(exc)("x", hint=None)
+    except TypeError:
+        return False
+    return True
+
+
+def _round(
+    nodes: Sequence[ClusterNodeInfo], params: dict[str, Any], token: str | None
+) -> tuple[dict[str, dict[str, Any]], dict[int, list[bytes]]]:
+    """Deal, then finish, on every node; returns each node's finish answer."""
+    public = [{k: v for k, v in n.as_dict().items() if k != "public_share"} for n in nodes]
+    base = dict(params, nodes=public)
+    deals = {
+        n.name: _post(n.url, "/v1/cluster/dkg/deal", dict(base, me=n.name), token, n.name)
+        for n in nodes
+    }
+    dealings = {str(deals[n.name]["dealer"]): deals[n.name]["commitments"] for n in nodes}
+    done = {}
+    for n in nodes:
+        sealed = {
+            str(deals[d.name]["dealer"]): deals[d.name]["sealed"][str(n.index)] for d in nodes
+        }
+        doc = dict(base, me=n.name, dealings=dealings, sealed=sealed)
+        done[n.name] = _post(n.url, "/v1/cluster/dkg/finish", doc, token, n.name)
+    raw = {int(k): [bytes.fromhex(str(c)) for c in v] for k, v in dealings.items()}
+    return done, raw
+
+
+def _agree(
+    nodes: Sequence[ClusterNodeInfo],
+    done: dict[str, dict[str, Any]],
+    expect: dict[int, str],
+    commitments: Sequence[bytes],
+) -> None:
+    """Every node reports the public shares and commitments recomputed here."""
+    hexed = [c.hex() for c in commitments]
+    for n in nodes:
+        got = done[n.name].get("public_shares")
+        if not isinstance(got, dict) or {int(k): v for k, v in got.items()} != expect:
+            raise ClusterError(f"node {n.name}: disagrees on the public shares", node=n.name)
+        if done[n.name].get("commitments") != hexed:
+            raise ClusterError(f"node {n.name}: disagrees on the commitments", node=n.name)
+
+
+def create_cluster(
+    directory: str | os.PathLike[str],
+    *,
+    threshold: int,
+    region: str,
+    nodes: Sequence[tuple[str, str]],
+    store: str | None = None,
+    token: str | None = None,
+) -> ClusterConfig:
+    """Run the DKG among the named (unsealed) node services; write ``DIR/cluster.json``."""
+    from . import _cluster_math as cm  # lazily: the cluster extra
+
+    check_region(region)
+    d = Path(directory)
+    if (d / CLUSTER_FILE).exists():
+        raise ClusterError(f"{d / CLUSTER_FILE} exists", hint="a directory holds one cluster")
+    names = [check_node_name(n) for n, _ in nodes]
+    if len(set(names)) != len(names):
+        raise ValueError("node names must be unique")
+    if not 2 <= threshold <= len(nodes):
+        raise ValueError("--threshold must be between 2 and the number of nodes")
+    infos = []
+    for i, (name, url) in enumerate(nodes, start=1):
+        try:
+            doc = node_info(url, token=token)
+        except KeysplitError as exc:
+            raise ClusterError(f"node {name} ({url}) is unreachable: {exc}") from None
+        if doc.get("sealed"):
+            raise ClusterError(f"node {name} is sealed", hint="its custodians unseal it first")
+        pinned = doc.get("region")
+        if pinned is not None and pinned != region:
+            raise ClusterError(f"node {name} serves region {pinned!r}, not {region!r}")
+        infos.append(
+            ClusterNodeInfo(
+                name, i, url, str(doc["keyring_id"]), str(doc["hpke_public_key"]), "00" * 32
+            )
+        )
+    if len({n.keyring_id for n in infos}) != len(infos):
+        raise ClusterError("two nodes serve the same keyring")
+    cid = secrets.token_hex(16)
+    params = {
+        "cluster_id": cid,
+        "region": region,
+        "threshold": threshold,
+        "epoch": 1,
+        "store": store or DEFAULT_STORE,
+    }
+    done, dealings = _round(infos, params, token)
+    commitments = cm.combined(dealings)
+    expect = {
+        i: p.hex() for i, p in cm.public_shares(commitments, [n.index for n in infos]).items()
+    }
+    _agree(infos, done, expect, commitments)
+    pk = cm.public_key(dealings).hex()
+    if any(done[n.name].get("public_key") != pk for n in infos):
+        raise ClusterError("the nodes disagree on the cluster public key")
+    cfg = ClusterConfig(
+        cid,
+        region,
+        threshold,
+        tuple(infos),
+        pk,
+        store=store or DEFAULT_STORE,
+        commitments=tuple(c.hex() for c in commitments),
+    ).with_shares(expect)
+    d.mkdir(parents=True, exist_ok=True)
+    open_store(cfg.store, keyring_id=cid, home=d, create=True)
+    cfg.write(d)
+    return cfg
+
+
+def refresh_cluster(
+    directory: str | os.PathLike[str], *, token: str | None = None
+) -> ClusterConfig:
+    """Re-randomize every node's share (same cluster key); every node must take part."""
+    from . import _cluster_math as cm  # lazily: the cluster extra
+
+    cfg = read_cluster(directory)
+    params = {
+        "cluster_id": cfg.cluster_id,
+        "region": cfg.region,
+        "threshold": cfg.threshold,
+        "epoch": cfg.epoch,
+        "store": cfg.store,
+        "refresh": True,
+    }
+    done, dealings = _round(cfg.nodes, params, token)
+    commitments = cm.refresh_commitments([bytes.fromhex(c) for c in cfg.commitments], dealings)
+    indices = [n.index for n in cfg.nodes]
+    expect = {i: p.hex() for i, p in cm.public_shares(commitments, indices).items()}
+    _agree(cfg.nodes, done, expect, commitments)
+    new = cfg.with_shares(
+        expect, epoch=cfg.epoch + 1, commitments=tuple(c.hex() for c in commitments)
+    )
+    new.write(directory)
+    return new
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    url: str
+    reachable: bool
+    sealed: bool | None
+    region: str | None
+    epoch: int | None
+    share_ok: bool | None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _recomputed(cfg: ClusterConfig) -> dict[int, str]:
+    """Public shares recomputed from the recorded commitments."""
+    from . import _cluster_math as cm  # lazily: the cluster extra
+
+    cs = [bytes.fromhex(c) for c in cfg.commitments]
+    return {i: p.hex() for i, p in cm.public_shares(cs, [n.index for n in cfg.nodes]).items()}
+
+
+def cluster_status(
+    directory: str | os.PathLike[str], *, token: str | None = None
+) -> tuple[ClusterConfig, bool, list[NodeStatus]]:
+    """(config, its public shares match its commitments, each node's status)."""
+    cfg = read_cluster(directory)
+    recomputed = _recomputed(cfg)
+    consistent = recomputed == {n.index: n.public_share for n in cfg.nodes} and (
+        cfg.commitments[0] == cfg.public_key
+    )
+    out = []
+    for n in cfg.nodes:
+        try:
+            doc = node_info(n.url, token=token)
+        except KeysplitError as exc:
+            out.append(NodeStatus(n.name, n.url, False, None, None, None, None, str(exc)))
+            continue
+        entry = (doc.get("clusters") or {}).get(cfg.cluster_id)
+        if not isinstance(entry, dict) or "epoch" not in entry:
+            err = (entry or {}).get("error") if isinstance(entry, dict) else None
+            out.append(
+                NodeStatus(
+                    n.name,
+                    n.url,
+                    True,
+                    bool(doc.get("sealed")),
+                    doc.get("region"),
+                    None,
+                    False,
+                    err or "not a member of this cluster",
+                )
+            )
+            continue
+        ok = entry.get("share_ok")
+        same = entry.get("public_share") == n.public_share and entry.get("epoch") == cfg.epoch
+        share_ok = None if ok is None and same else bool(ok) and same
+        err = entry.get("error")
+        if not same:
+            err = f"node at epoch {entry.get('epoch')} with another public share"
+        out.append(
+            NodeStatus(
+                n.name,
+                n.url,
+                True,
+                bool(doc.get("sealed")),
+                doc.get("region"),
+                entry.get("epoch"),
+                share_ok,
+                err,
+            )
+        )
+    return cfg, consistent, out

@@ -1,0 +1,418 @@
+"""``keysplit.ClusterClient``: the record API over a threshold key cluster (no single host
+can decrypt).
+
+Each subject's KEK is ``HKDF(s*H(cluster, region, version, subject))`` where ``s`` is the
+cluster key, shared T-of-N among node keyrings and never whole anywhere: T nodes each
+return ``(lambda_i*s_i)*H(...)`` (pre-multiplied by their Lagrange coefficient for the
+chosen set) and the client adds the points. Data keys stay random AES-128 keys, wrapped
+(RFC 3394) under the subject's KEK in the store ``cluster.json`` names, bound to the
+cluster id; shredding deletes the row, so a record dies even for a full quorum of nodes.
+
+Never a wrong key:
+
+* a subject that gets a *new* data key is evaluated with DLEQ proofs (each node proves its
+  answer used the share behind its public share); a key wrapped under an unproven KEK
+  could be lost for good;
+* an existing key's unwrap is its own integrity check (64 bits, RFC 3394): when it fails,
+  the batch is evaluated again with proofs, every node whose proof fails is named and
+  excluded, and the client retries with another node; if every proof holds, the stored
+  row itself is bad (:class:`IntegrityError`).
+
+Fewer than T reachable nodes raise :class:`ClusterError` naming the missing ones (and why).
+Subjects are used in NFC (:mod:`keysplit.names`); the nodes hash the same spelling.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import names
+from .. import record as fmt
+from ..errors import (
+    ClusterError,
+    FormatError,
+    IntegrityError,
+    KeysplitError,
+    PermissionDenied,
+    SealedError,
+)
+from ..hazmat import keywrap
+from ..record import DataKey
+from ..store import KeyStore, WrappedKey, open_store
+from . import _wire as wire
+from .client import Client, ServiceError
+from .cluster_config import ClusterConfig, ClusterNodeInfo, read_cluster
+
+if TYPE_CHECKING:
+    from ..hazmat.ristretto import Point
+
+__all__ = ["ClusterClient", "ClusterDataKeys", "ClusterStatus"]
+
+Context = Mapping[str, str] | Sequence[Mapping[str, str] | None] | None
+
+
+class _Lied(Exception):
+    """A node's answer failed its checks (internal: the node is named and excluded)."""
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """What :meth:`ClusterClient.status` reports (secret-free)."""
+
+    cluster_id: str
+    region: str
+    threshold: int
+    epoch: int
+    nodes: tuple[str, ...]
+    excluded: tuple[str, ...]
+    keys_by_version: Mapping[int, int]
+
+
+class ClusterDataKeys:
+    """Data keys from a key cluster: the :class:`~keysplit.keyring.DataKeys` of a cluster.
+
+    Holds no secret beyond the data keys it hands out (and caches, if asked); thread-safe.
+    ``hpke_open`` and ``audit_key`` have no cluster counterpart (no single key exists to
+    open with) and raise :class:`ClusterError`.
+    """
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        store: KeyStore,
+        *,
+        token: str | None,
+        timeout: float = 30.0,
+        cache_max_age: float | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self._clients = {n.name: Client(n.url, token=token, timeout=timeout) for n in config.nodes}
+        self._pool = ThreadPoolExecutor(max_workers=len(config.nodes), thread_name_prefix="ks-cl")
+        self._lock = threading.Lock()
+        self._excluded: dict[str, str] = {}  # node name -> why (a wrong answer)
+        if cache_max_age is not None and (isinstance(cache_max_age, bool) or cache_max_age <= 0):
+            raise ValueError("cache_max_age must be positive")
+        self._cache_age = cache_max_age
+        self._cache: dict[str, tuple[DataKey, float]] = {}
+
+    def __repr__(self) -> str:
+        return f"ClusterDataKeys(cluster={self.config.cluster_id}, region={self.config.region!r})"
+
+    @property
+    def keyring_id(self) -> str:
+        return self.config.cluster_id
+
+    @property
+    def excluded(self) -> dict[str, str]:
+        """Nodes excluded for wrong answers (name -> reason), until :meth:`close`."""
+        with self._lock:
+            return dict(self._excluded)
+
+    def close(self) -> None:
+        with self._lock:
+            self._cache.clear()
+            self._excluded.clear()
+        for c in self._clients.values():
+            c.close()
+
+    def shutdown(self) -> None:
+        self.close()
+        self._pool.shutdown(wait=False)
+        close = getattr(self.store, "close", None)
+        if callable(close):
+            close()
+
+    def hpke_open(self, ciphertext: bytes, info: bytes) -> bytes:
+        raise ClusterError("a key cluster has no keyring private key to open HPKE data with")
+
+    def audit_key(self) -> bytes:
+        raise ClusterError("a key cluster client has no audit key (each node audits itself)")
+
+    def evict(self, subjects: Sequence[str]) -> None:
+        with self._lock:
+            for s in subjects:
+                self._cache.pop(s, None)
+
+    # -- evaluation ----------------------------------------------------------------------
+
+    def _ask(
+        self, node: ClusterNodeInfo, subjects: Sequence[str], indices: list[int], proof: bool
+    ) -> list[bytes]:
+        """One node's pre-multiplied answers; raises :class:`_Lied` if they do not check."""
+        cfg = self.config
+        head = {
+            "cluster_id": cfg.cluster_id,
+            "region": cfg.region,
+            "epoch": cfg.epoch,
+            "version": cfg.kek_version,
+            "indices": indices,
+            "proof": proof,
+        }
+        body = wire.encode_frame(head, [None] * len(subjects), subjects)
+        data, _ = self._clients[node.name].request(
+            "POST", "/v1/cluster/eval", body, wire.BATCH_TYPE
+        )
+        try:
+            rhead, _, out = wire.decode_frame(data, f"node {node.name}")
+        except FormatError as exc:
+            raise _Lied(str(exc)) from None
+        if rhead.get("index") != node.index or len(out) != len(subjects):
+            raise _Lied("answered for another index or count")
+        if any(o is None or len(o) != 32 for o in out):
+            raise _Lied("malformed points")
+        points: list[bytes] = out  # type: ignore[assignment]
+        if proof:
+            from . import _cluster_math as m  # lazily: the cluster extra
+
+            lam = m.lagrange(indices)[node.index]
+            hashed = [m.point_for(cfg.cluster_id, cfg.region, s, cfg.kek_version) for s in subjects]
+            try:
+                pr = bytes.fromhex(str(rhead.get("proof", "")))
+            except ValueError:
+                pr = b""
+            if not m.verify(bytes.fromhex(node.public_share), lam, hashed, points, pr):
+                raise _Lied("its DLEQ proof does not verify against its public share")
+        return points
+
+    def evaluate(self, subjects: Sequence[str], *, proof: bool) -> list[Point]:
+        """Each (NFC) subject's combined DPRF output ``s*H(subject)``, from T nodes.
+
+        Nodes that do not answer are skipped (and named if fewer than T remain); with
+        ``proof`` a node whose answer fails its DLEQ proof is excluded for good.
+        """
+
+        from . import _cluster_math as cm  # lazily: the cluster extra
+
+        cfg = self.config
+        down: dict[str, str] = {}
+        while True:
+            with self._lock:
+                bad = dict(self._excluded)
+            usable = [n for n in cfg.nodes if n.name not in bad and n.name not in down]
+            if len(usable) < cfg.threshold:
+                missing = {**down, **bad}
+                raise ClusterError(
+                    f"cluster {cfg.cluster_id}: need {cfg.threshold} of {len(cfg.nodes)} nodes, "
+                    f"{len(usable)} usable; "
+                    + "; ".join(f"{k}: {v}" for k, v in sorted(missing.items())),
+                    hint="start or unseal the nodes named, or replace a lost one",
+                )
+            chosen = usable[: cfg.threshold]
+            indices = [n.index for n in chosen]
+            futures = {
+                n.name: self._pool.submit(self._ask, n, subjects, indices, proof) for n in chosen
+            }
+            answers: dict[int, list[bytes]] = {}
+            retry = False
+            for n in chosen:
+                try:
+                    answers[n.index] = futures[n.name].result()
+                except _Lied as exc:
+                    with self._lock:
+                        self._excluded[n.name] = f"wrong answer ({exc})"
+                    retry = True
+                except PermissionDenied as exc:
+                    if "unknown or revoked" in str(exc):
+                        down[n.name] = "does not know this token"
+                        retry = True
+                    else:
+                        raise PermissionDenied(f"node {n.name}: {exc}", hint=exc.hint) from None
+                except (ServiceError, SealedError, ClusterError, OSError) as exc:
+                    down[n.name] = str(exc).split("\n")[0] or type(exc).__name__
+                    retry = True
+                except KeysplitError as exc:
+                    down[n.name] = f"{type(exc).__name__}: {exc}"
+                    retry = True
+            if retry:
+                continue
+            try:
+                return cm.combine(answers, cfg.threshold)
+            except (KeysplitError, ValueError) as exc:  # an invalid point in some answer
+                if proof:
+                    raise ClusterError(f"nodes answered invalid points: {exc}") from None
+                return self.evaluate(subjects, proof=True)
+
+    def _keks(self, subjects: Sequence[str], *, proof: bool) -> list[bytes]:
+        from . import _cluster_math as m  # lazily: the cluster extra
+
+        cfg = self.config
+        outs = self.evaluate(subjects, proof=proof)
+        return [
+            m.derive_kek(p, cfg.cluster_id, s, cfg.kek_version)
+            for p, s in zip(outs, subjects, strict=True)
+        ]
+
+    # -- DataKeys ----------------------------------------------------------------------------
+
+    def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
+        canon = [names.normalize_subject(s) for s in subjects]
+        now = time.monotonic()
+        found: dict[str, DataKey] = {}
+        if self._cache_age is not None:
+            with self._lock:
+                for s in canon:
+                    c = self._cache.get(s)
+                    if c is not None and now - c[1] <= self._cache_age:
+                        found[s] = c[0]
+        todo = [s for s in dict.fromkeys(canon) if s not in found]
+        if todo:
+            found.update(self._fetch(todo, create=create))
+            if self._cache_age is not None:
+                with self._lock:
+                    for s in todo:
+                        if s in found:
+                            self._cache[s] = (found[s], now)
+        return [found.get(s) for s in canon]
+
+    def _fetch(self, subjects: list[str], *, create: bool) -> dict[str, DataKey]:
+        cfg = self.config
+        rows = self.store.get_many(subjects)
+        wanted = [s for s in subjects if s in rows or create]
+        if not wanted:
+            return {}
+        new = [s for s in wanted if s not in rows]
+        proved = bool(new)
+        keks = dict(zip(wanted, self._keks(wanted, proof=proved), strict=True))
+        out: dict[str, DataKey] = {}
+        failed = [s for s in wanted if s in rows and not self._unwrap(keks[s], rows[s], out, s)]
+        if failed and not proved:
+            keks.update(zip(failed, self._keks(failed, proof=True), strict=True))
+            failed = [s for s in failed if not self._unwrap(keks[s], rows[s], out, s)]
+        if failed:
+            raise IntegrityError(hint="a stored data key fails its check under the cluster's KEK")
+        if new:
+            raws = [os.urandom(16) for _ in new]
+            offered = [
+                WrappedKey(s, cfg.kek_version, keywrap.wrap(keks[s], k))
+                for s, k in zip(new, raws, strict=True)
+            ]
+            stored = self.store.insert_many(offered)
+            for s, raw, off, got in zip(new, raws, offered, stored, strict=True):
+                if got == off:
+                    out[s] = DataKey(raw)
+                elif not self._unwrap(keks[s], got, out, s):  # another writer won the race
+                    raise IntegrityError(hint="a stored data key fails its check")
+        return out
+
+    @staticmethod
+    def _unwrap(kek: bytes, row: WrappedKey, out: dict[str, DataKey], subject: str) -> bool:
+        try:
+            out[subject] = DataKey(keywrap.unwrap(kek, row.wrapped))
+            return True
+        except (IntegrityError, ValueError):
+            return False
+
+
+class ClusterClient:
+    """The record API of :class:`~keysplit.UnsealedKeyring`, keys from a key cluster.
+
+    ``ClusterClient("DIR", token=...)`` reads ``DIR/cluster.json``; ``region`` (if given)
+    must match it, so a backend configured for one region cannot open another's cluster.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        token: str | None,
+        region: str | None = None,
+        timeout: float = 30.0,
+        cache_max_age: float | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        cfg = read_cluster(self.directory)
+        if region is not None and region != cfg.region:
+            raise ClusterError(
+                f"cluster {cfg.cluster_id} is in region {cfg.region!r}, not {region!r}"
+            )
+        store = open_store(cfg.store, keyring_id=cfg.cluster_id, home=self.directory)
+        self.datakeys = ClusterDataKeys(
+            cfg, store, token=token, timeout=timeout, cache_max_age=cache_max_age
+        )
+
+    def __repr__(self) -> str:
+        c = self.datakeys.config
+        return (
+            f"ClusterClient({str(self.directory)!r}, cluster={c.cluster_id}, region={c.region!r})"
+        )
+
+    @property
+    def config(self) -> ClusterConfig:
+        return self.datakeys.config
+
+    def close(self) -> None:
+        self.datakeys.shutdown()
+
+    def __enter__(self) -> ClusterClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def encrypt(
+        self, plaintext: bytes, *, subject: str, context: Mapping[str, str] | None = None
+    ) -> bytes:
+        return self.encrypt_many([subject], [plaintext], context)[0]
+
+    def decrypt(
+        self, record: bytes, *, subject: str, context: Mapping[str, str] | None = None
+    ) -> bytes:
+        return self.decrypt_many([subject], [record], context)[0]
+
+    def encrypt_many(
+        self, subjects: Sequence[str], plaintexts: Sequence[bytes], context: Context = None
+    ) -> list[bytes]:
+        subjects = names.canonical_subjects(list(subjects))
+        if len(subjects) != len(plaintexts):
+            raise ValueError("subjects and plaintexts must have the same length")
+        keys = self.datakeys.resolve(subjects, create=True)
+        return fmt.encrypt_many(keys, subjects, list(plaintexts), context)  # type: ignore[arg-type]
+
+    def decrypt_many(
+        self, subjects: Sequence[str], records: Sequence[bytes], context: Context = None
+    ) -> list[bytes]:
+        subjects = names.canonical_subjects(list(subjects))
+        if len(subjects) != len(records):
+            raise ValueError("subjects and records must have the same length")
+        keys = self.datakeys.resolve(subjects, create=False)
+        if any(k is None for k in keys):
+            raise IntegrityError(hint="a subject has no data key (never used, or shredded)")
+        return fmt.decrypt_many(keys, subjects, list(records), context)  # type: ignore[arg-type]
+
+    def shred(self, subject: str) -> bool:
+        """Delete the subject's wrapped data key: its records die for every node quorum."""
+        s = names.normalize_subject(subject)
+        self.datakeys.evict([s])
+        return self.datakeys.store.delete(s)
+
+    def set_legal_hold(self, subject: str, hold: bool) -> None:
+        self.datakeys.store.set_legal_hold(names.normalize_subject(subject), bool(hold))
+
+    def status(self) -> ClusterStatus:
+        c = self.config
+        return ClusterStatus(
+            cluster_id=c.cluster_id,
+            region=c.region,
+            threshold=c.threshold,
+            epoch=c.epoch,
+            nodes=tuple(n.name for n in c.nodes),
+            excluded=tuple(sorted(self.datakeys.excluded)),
+            keys_by_version=self.datakeys.store.count_by_version(),
+        )
+
+
+def node_info(url: str, *, token: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    """``GET /v1/cluster/node`` of one node (public: no token needed over the socket)."""
+    with Client(url, token=token, timeout=timeout) as c:
+        doc: Any = wire.loads(c.request("GET", "/v1/cluster/node", auth=False)[0], "node info")
+    if not isinstance(doc, dict):
+        raise ServiceError(f"{url}: malformed node info")
+    return doc

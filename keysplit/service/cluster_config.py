@@ -1,0 +1,212 @@
+"""``cluster.json``: the public description of a key cluster (docs/format/cluster.md).
+
+A cluster directory holds only this file (and, for the default SQLite store, the store of
+wrapped data keys): no secret. It names the cluster (a random 16-byte id), its region, its
+threshold T, the current share epoch (bumped by every refresh), the store URL, and for each
+node its name, index, URL, keyring id and keyring public key (what sub-shares are sealed
+to) and its public share ``s_i*G``, against which the client checks every DLEQ proof.
+
+The public shares are recomputable from the recorded commitments (the DKG's and each
+refresh's), which is what ``keysplit cluster status`` checks. A node keeps a copy of the
+same document in its keyring directory (:mod:`.cluster_node`) beside its sealed share.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .. import _json
+from .._fileio import atomic_write
+from ..errors import ClusterError, FormatError
+
+__all__ = [
+    "CLUSTER_FILE",
+    "ClusterConfig",
+    "ClusterNodeInfo",
+    "check_region",
+    "read_cluster",
+]
+
+CLUSTER_FILE = "cluster.json"
+FORMAT = "keysplit-cluster"
+DEFAULT_STORE = "sqlite:cluster-keys.sqlite"
+_REGION_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_NODES = 64
+_MAX_FILE = 4 << 20
+
+
+def check_region(region: str) -> str:
+    """A region label: 1-32 of a-z 0-9 - (``in``, ``eu-west``), compared byte for byte."""
+    if not isinstance(region, str) or not _REGION_RE.fullmatch(region):
+        raise ValueError("region must be 1-32 characters of a-z 0-9 - (e.g. 'in', 'eu-west')")
+    return region
+
+
+def check_node_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ValueError("node name must be 1-64 of A-Z a-z 0-9 _ . - (starting alnum)")
+    return name
+
+
+def _hex(v: Any, pattern: re.Pattern[str], what: str) -> str:
+    if not isinstance(v, str) or not pattern.fullmatch(v):
+        raise FormatError(f"cluster.json: bad {what}")
+    return v
+
+
+@dataclass(frozen=True)
+class ClusterNodeInfo:
+    """One node as the cluster knows it (all public)."""
+
+    name: str
+    index: int
+    url: str
+    keyring_id: str
+    hpke_public_key: str
+    public_share: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "index": self.index,
+            "url": self.url,
+            "keyring_id": self.keyring_id,
+            "hpke_public_key": self.hpke_public_key,
+            "public_share": self.public_share,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ClusterNodeInfo:
+        if not isinstance(d, dict):
+            raise FormatError("cluster.json: a node is not an object")
+        try:
+            n = cls(
+                name=check_node_name(d["name"]),
+                index=d["index"],
+                url=str(d["url"]),
+                keyring_id=_hex(d["keyring_id"], _HEX32, "keyring id"),
+                hpke_public_key=_hex(d["hpke_public_key"], _HEX64, "node public key"),
+                public_share=_hex(d["public_share"], _HEX64, "public share"),
+            )
+        except KeyError as exc:
+            raise FormatError(f"cluster.json: a node lacks {exc.args[0]!r}") from None
+        except ValueError as exc:
+            raise FormatError(f"cluster.json: {exc}") from None
+        if type(n.index) is not int or not 1 <= n.index <= MAX_NODES:
+            raise FormatError("cluster.json: node index must be 1..64")
+        return n
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """The parsed ``cluster.json`` (immutable; :meth:`with_shares` makes the next epoch's)."""
+
+    cluster_id: str
+    region: str
+    threshold: int
+    nodes: tuple[ClusterNodeInfo, ...]
+    public_key: str
+    epoch: int = 1
+    kek_version: int = 1
+    store: str = DEFAULT_STORE
+    commitments: tuple[str, ...] = field(default=())
+    """The combined Feldman commitments ``C_0..C_{T-1}`` of the shared polynomial (after
+    every refresh): each public share is ``sum_k i^k C_k``, and ``C_0`` is the public key."""
+
+    def __post_init__(self) -> None:
+        _hex(self.cluster_id, _HEX32, "cluster id")
+        try:
+            check_region(self.region)
+        except ValueError as exc:
+            raise FormatError(f"cluster.json: {exc}") from None
+        n = len(self.nodes)
+        if not 2 <= n <= MAX_NODES or type(self.threshold) is not int:
+            raise FormatError("cluster.json: a cluster has 2..64 nodes")
+        if not 2 <= self.threshold <= n:
+            raise FormatError("cluster.json: threshold must be 2..number of nodes")
+        if len({x.index for x in self.nodes}) != n or len({x.name for x in self.nodes}) != n:
+            raise FormatError("cluster.json: node names and indices must be unique")
+        if type(self.epoch) is not int or self.epoch < 1:
+            raise FormatError("cluster.json: bad epoch")
+        if self.commitments and len(self.commitments) != self.threshold:
+            raise FormatError("cluster.json: one commitment per coefficient (T of them)")
+
+    def node(self, name: str) -> ClusterNodeInfo:
+        for x in self.nodes:
+            if x.name == name:
+                return x
+        raise ClusterError(f"cluster {self.cluster_id} has no node {name!r}")
+
+    def by_index(self) -> dict[int, ClusterNodeInfo]:
+        return {x.index: x for x in self.nodes}
+
+    def public_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "v": 1,
+            "cluster_id": self.cluster_id,
+            "region": self.region,
+            "threshold": self.threshold,
+            "epoch": self.epoch,
+            "kek_version": self.kek_version,
+            "store": self.store,
+            "public_key": self.public_key,
+            "nodes": [x.as_dict() for x in self.nodes],
+            "commitments": list(self.commitments),
+        }
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.public_dict(), indent=1).encode() + b"\n"
+
+    @classmethod
+    def from_bytes(cls, data: bytes, what: str = CLUSTER_FILE) -> ClusterConfig:
+        doc = _json.loads(data, what=what, max_bytes=_MAX_FILE)
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("v") != 1:
+            raise FormatError(f"{what}: not a keysplit cluster description (v1)")
+        try:
+            nodes = tuple(ClusterNodeInfo.from_dict(x) for x in doc["nodes"])
+            commitments = tuple(_hex(c, _HEX64, "commitment") for c in doc["commitments"])
+            return cls(
+                cluster_id=str(doc["cluster_id"]),
+                region=str(doc["region"]),
+                threshold=doc["threshold"],
+                nodes=nodes,
+                public_key=_hex(doc["public_key"], _HEX64, "public key"),
+                epoch=doc["epoch"],
+                kek_version=int(doc.get("kek_version", 1)),
+                store=str(doc.get("store", DEFAULT_STORE)),
+                commitments=commitments,
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise FormatError(f"{what}: malformed ({exc})") from None
+
+    def with_shares(self, public_shares: Mapping[int, str], **changes: Any) -> ClusterConfig:
+        nodes = tuple(replace(x, public_share=public_shares[x.index]) for x in self.nodes)
+        return replace(self, nodes=nodes, **changes)
+
+    def write(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``DIR/cluster.json`` atomically (public data: mode 0644)."""
+        path = Path(directory) / CLUSTER_FILE
+        atomic_write(path, self.to_bytes(), mode=0o644)
+        return path
+
+
+def read_cluster(directory: str | os.PathLike[str]) -> ClusterConfig:
+    """Parse ``DIR/cluster.json`` strictly."""
+    path = Path(directory) / CLUSTER_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ClusterError(
+            f"{path} does not exist", hint="create the cluster with: keysplit cluster create DIR"
+        ) from None
+    return ClusterConfig.from_bytes(data, str(path))

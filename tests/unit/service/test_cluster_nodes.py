@@ -1,0 +1,417 @@
+"""The key cluster end to end (issue 20's Done-when), with real processes.
+
+One module-scoped fixture builds the issue's scenario once: three node keyrings (each
+``keysplit init nX -k 2 -c nXa -c nXb --plain-shares``) served by ``keysplit serve`` on
+their own Unix sockets, each unsealed remotely by its two custodians, ``keysplit cluster
+create cl --threshold 2 --region in``, a token created on n1 and added to n2 and n3. The
+tests then run in file order over that one cluster (they stop and restart nodes), every
+wait bounded.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from test_service_helpers import Server, cli, make_keyring, make_token, share_file, unseal
+
+import keysplit
+from keysplit import ClusterClient, ClusterError, IntegrityError, Keyring
+from keysplit.custody import load_share
+from keysplit.service import Client
+from keysplit.service import _wire as wire
+from keysplit.service.cluster_config import read_cluster
+
+pytest.importorskip("rbcl")
+pytestmark = pytest.mark.slow
+
+NODES = ("n1", "n2", "n3")
+
+
+@dataclass
+class Cluster:
+    tmp: Path
+    sockdir: Path
+    servers: dict[str, Server]
+    token: str
+
+    @property
+    def dir(self) -> Path:
+        return self.tmp / "cl"
+
+    def shares(self, node: str) -> list[Path]:
+        return [share_file(self.tmp / f"{node}-shares", f"{node}{c}") for c in "ab"]
+
+    def start(self, node: str) -> None:
+        """Start a stopped node and unseal it (its custodians' shares, over the socket)."""
+        srv = self.servers[node]
+        if srv.proc is None or srv.proc.poll() is not None:
+            srv.start()
+        c = Client(srv.url)
+        kid = Keyring.open(srv.directory).keyring_id
+        for p in self.shares(node):
+            offer = c.unseal_offer()
+            if not offer.get("sealed", True):
+                break
+            c.submit_share(load_share(p.read_bytes()), offer, keyring_id=kid)
+        assert c.service_status()["sealed"] is False
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("cluster")
+    sockdir = Path(tempfile.mkdtemp(prefix="kc", dir="/tmp"))
+    servers: dict[str, Server] = {}
+    try:
+        for n in NODES:
+            make_keyring(tmp, 2, [f"{n}a", f"{n}b"], dirname=n)
+            servers[n] = Server(tmp / n, sockdir / f"{n}.sock").start()
+            for c in "ab":
+                r = unseal(tmp, tmp / n, servers[n], share_file(tmp / f"{n}-shares", f"{n}{c}"))
+                assert r.returncode == 0, r.stderr
+        args = ["cluster", "create", "cl", "--threshold", "2", "--region", "in"]
+        for n in NODES:
+            args += ["--node", f"{n}={servers[n].url}"]
+        r = cli(*args, cwd=tmp)
+        assert r.returncode == 0, r.stderr
+        cl = Cluster(tmp, sockdir, servers, "")
+        cl.token = make_token(tmp, tmp / "n1", "app", "datakey", "contacts/", cl.shares("n1"))
+        (tmp / "token").write_text(cl.token)
+        for n in ("n2", "n3"):
+            r = cli(
+                "token",
+                "add",
+                n,
+                "--name",
+                "app",
+                "--token-file",
+                "token",
+                "--allow",
+                "datakey",
+                "--subject-prefix",
+                "contacts/",
+                *_share_args(cl.shares(n)),
+                cwd=tmp,
+            )
+            assert r.returncode == 0, r.stderr
+        yield cl
+    finally:
+        for s in servers.values():
+            if s.proc is not None and s.proc.poll() is None:
+                s.stop()
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def _share_args(paths: list[Path]) -> list[str]:
+    out: list[str] = []
+    for p in paths:
+        out += ["--share", str(p)]
+    return out
+
+
+RECORDS: list[tuple[str, bytes, bytes]] = []  # (subject, record, plaintext)
+FIRST: dict[str, bytes] = {}
+
+
+def test_round_trip_and_cluster_json(cluster: Cluster) -> None:
+    cfg = read_cluster(cluster.dir)
+    assert cfg.region == "in" and cfg.threshold == 2 and [n.name for n in cfg.nodes] == list(NODES)
+    with ClusterClient(cluster.dir, token=cluster.token) as c:
+        rec = c.encrypt(b"x", subject="contacts/1")
+        assert c.decrypt(rec, subject="contacts/1") == b"x"
+        subjects = [f"contacts/{i % 5}" for i in range(20)]
+        recs = c.encrypt_many(subjects, [str(i).encode() for i in range(20)])
+        assert c.decrypt_many(subjects, recs) == [str(i).encode() for i in range(20)]
+        FIRST["contacts/1"] = rec
+        RECORDS.append(("contacts/1", rec, b"x"))
+        pairs = enumerate(zip(subjects, recs, strict=True))
+        RECORDS.extend((s, r, str(i).encode()) for i, (s, r) in pairs)
+        with pytest.raises(keysplit.PermissionDenied):
+            c.encrypt(b"x", subject="mail/1")
+        with pytest.raises(ClusterError, match="region"):
+            ClusterClient(cluster.dir, token=cluster.token, region="eu")
+    # each node audited the evaluations: token, count, subjects
+    log = Keyring.open(cluster.tmp / "n1").audit_log()
+    evals = [e for e in log.entries() if e.event == "cluster-eval"]
+    assert evals and evals[0].data["token"] == "app" and "contacts/1" in evals[0].data["subjects"]
+
+
+def _check_records(c: ClusterClient) -> None:
+    subjects, recs, pts = zip(*RECORDS, strict=True)
+    assert c.decrypt_many(subjects, recs) == list(pts)
+    assert c.decrypt(recs[0], subject=subjects[0]) == pts[0]
+
+
+class _LyingProxy:
+    """A Unix-socket proxy in front of one node that answers every evaluation wrongly:
+    it adds the base point to the first output (a valid point, just not ``s_i*H``)."""
+
+    def __init__(self, target: Path, path: Path) -> None:
+        self.target, self.path = target, path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _read_http(f: object) -> bytes:
+        import io
+
+        assert isinstance(f, io.BufferedReader)
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            line = f.readline()
+            if not line:
+                return b""
+            head += line
+        n = 0
+        for ln in head.split(b"\r\n"):
+            if ln.lower().startswith(b"content-length:"):
+                n = int(ln.split(b":", 1)[1])
+        return head + f.read(n)
+
+    def _serve(self, conn: socket.socket) -> None:
+        import rbcl
+
+        conn.settimeout(30)
+        up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        up.settimeout(30)
+        up.connect(str(self.target))
+        cf, uf = conn.makefile("rb"), up.makefile("rb")
+        try:
+            while True:
+                req = self._read_http(cf)
+                if not req:
+                    return
+                up.sendall(req)
+                resp = self._read_http(uf)
+                head, _, body = resp.partition(b"\r\n\r\n")
+                if b"vnd.keysplit.batch" in head and body:
+                    h, _, items = wire.decode_frame(body)
+                    if "index" in h and items and items[0]:
+                        g = rbcl.crypto_scalarmult_ristretto255_base(b"\x01" + bytes(31))
+                        items[0] = rbcl.crypto_core_ristretto255_add(items[0], g)
+                        body = wire.encode_frame(h, items)
+                        head = b"\r\n".join(
+                            (b"Content-Length: %d" % len(body))
+                            if ln.lower().startswith(b"content-length:")
+                            else ln
+                            for ln in head.split(b"\r\n")
+                        )
+                conn.sendall(head + b"\r\n\r\n" + body)
+        except OSError:
+            return
+        finally:
+            conn.close()
+            up.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+def _cluster_via(cluster: Cluster, liars: dict[str, Path], name: str) -> Path:
+    """A copy of ``cl`` whose named nodes are reached through the given proxy sockets."""
+    d = cluster.tmp / name
+    shutil.copytree(cluster.dir, d)
+    cfg = read_cluster(d)
+    nodes = tuple(
+        n if n.name not in liars else type(n)(**{**n.as_dict(), "url": f"unix:{liars[n.name]}"})
+        for n in cfg.nodes
+    )
+    (d / "cluster.json").unlink()
+    store = f"sqlite://{cluster.dir / 'cluster-keys.sqlite'}"  # the one store of cl
+    type(cfg)(**{**cfg.__dict__, "nodes": nodes, "store": store}).write(d)
+    return d
+
+
+def test_lying_node_is_named_and_never_yields_a_wrong_key(cluster: Cluster) -> None:
+    p1 = _LyingProxy(cluster.servers["n1"].sock, cluster.sockdir / "lie1.sock")
+    p2 = _LyingProxy(cluster.servers["n2"].sock, cluster.sockdir / "lie2.sock")
+    try:
+        d = _cluster_via(cluster, {"n1": p1.path}, "cl-lie1")
+        with ClusterClient(d, token=cluster.token) as c:
+            # an existing key: the unwrap fails, proofs name n1, n2+n3 answer instead
+            assert c.decrypt(FIRST["contacts/1"], subject="contacts/1") == b"x"
+            assert list(c.datakeys.excluded) == ["n1"]
+            assert "DLEQ" in c.datakeys.excluded["n1"]
+        with ClusterClient(d, token=cluster.token) as c:
+            # a new key is only ever wrapped under a proven KEK
+            rec = c.encrypt(b"new", subject="contacts/new-under-liar")
+            assert list(c.datakeys.excluded) == ["n1"]
+        with ClusterClient(cluster.dir, token=cluster.token) as honest:
+            assert honest.decrypt(rec, subject="contacts/new-under-liar") == b"new"
+            RECORDS.append(("contacts/new-under-liar", rec, b"new"))
+        d2 = _cluster_via(cluster, {"n1": p1.path, "n2": p2.path}, "cl-lie2")
+        with ClusterClient(d2, token=cluster.token) as c:
+            with pytest.raises(ClusterError) as ei:
+                c.decrypt(FIRST["contacts/1"], subject="contacts/1")
+            assert "n1: wrong answer" in str(ei.value) and "n2: wrong answer" in str(ei.value)
+            with pytest.raises(ClusterError):
+                c.encrypt(b"y", subject="contacts/never")
+            assert c.datakeys.store.get_many(["contacts/never"]) == {}
+    finally:
+        p1.close()
+        p2.close()
+
+
+def test_one_node_alone_cannot_derive_a_kek(cluster: Cluster) -> None:
+    """n1's directory, shares and unsealed keyring give its share s1, and s1 alone (with or
+    without any Lagrange coefficient) derives no subject's KEK; no file holds s1 in clear."""
+    from keysplit.hazmat import keywrap
+    from keysplit.hazmat.ristretto import Point, Scalar
+    from keysplit.service import _cluster_math as cm
+    from keysplit.service.cluster_node import ClusterNode
+    from keysplit.service.core import Response
+
+    n1 = cluster.tmp / "n1"
+    kr = Keyring.open(n1)
+    cfg = read_cluster(cluster.dir)
+    shares = [load_share(p.read_bytes()) for p in cluster.shares("n1")]
+    with kr.unseal(shares) as ukr:
+
+        class _Svc:
+            directory = n1
+            keyring = kr
+            _kr = ukr
+
+        node = ClusterNode(_Svc(), Response)  # type: ignore[arg-type]
+        ncfg, index = node._config(cfg.cluster_id)
+        s1 = node._share(ncfg, index, ukr)
+    assert cm.base_point(s1).hex() == cfg.node("n1").public_share
+    row = cfg_store_row(cluster, "contacts/1")
+    point = cm.point_for(cfg.cluster_id, cfg.region, "contacts/1", cfg.kek_version)
+    for coefficient in [Scalar.one(), *cm.lagrange([1, 2]).values(), *cm.lagrange([1, 3]).values()]:
+        (out,) = cm.evaluate(s1, coefficient, [point])
+        kek = cm.derive_kek(Point.from_bytes(out), cfg.cluster_id, "contacts/1", cfg.kek_version)
+        with pytest.raises(IntegrityError):
+            keywrap.unwrap(kek, row)
+    # control: the KEK T nodes give together does open the row
+    with ClusterClient(cluster.dir, token=cluster.token) as c:
+        (kek,) = c.datakeys._keks(["contacts/1"], proof=True)
+    assert len(keywrap.unwrap(kek, row)) == 16
+    for d in (n1, cluster.dir, cluster.tmp / "n1-shares"):
+        for f in d.rglob("*"):
+            if f.is_file():
+                data = f.read_bytes()
+                raw = s1.to_bytes()
+                assert raw not in data and raw.hex().encode() not in data, f
+
+
+def cfg_store_row(cluster: Cluster, subject: str) -> bytes:
+    with ClusterClient(cluster.dir, token=cluster.token) as c:
+        return c.datakeys.store.get_many([subject])[subject].wrapped
+
+
+def test_region_pinning(cluster: Cluster) -> None:
+    t = cluster.tmp
+    r = cli(
+        "cluster",
+        "create",
+        "cl-eu",
+        "--threshold",
+        "2",
+        "--region",
+        "eu",
+        "--node",
+        f"n1={cluster.servers['n1'].url}",
+        "--node",
+        f"n2={cluster.servers['n2'].url}",
+        cwd=t,
+    )
+    assert r.returncode == 1 and "n1" in r.stderr and "'in'" in r.stderr and "'eu'" in r.stderr
+    assert "Traceback" not in r.stderr and not (t / "cl-eu" / "cluster.json").exists()
+    # a token pinned to region eu is refused by the region-in node n2
+    eu = make_token(t, t / "n1", "eu-app", "datakey", "contacts/", cluster.shares("n1"))
+    (t / "eu-token").write_text(eu)
+    r = cli(
+        "token",
+        "add",
+        "n2",
+        "--name",
+        "eu-app",
+        "--token-file",
+        "eu-token",
+        "--allow",
+        "datakey",
+        "--subject-prefix",
+        "contacts/",
+        "--region",
+        "eu",
+        *_share_args(cluster.shares("n2")),
+        cwd=t,
+    )
+    assert r.returncode == 0, r.stderr
+    with ClusterClient(cluster.dir, token=eu) as c, pytest.raises(ClusterError) as ei:
+        c.encrypt(b"x", subject="contacts/eu")
+    msg = str(ei.value)
+    assert "n2" in msg and "region 'eu'" in msg and "n3: does not know this token" in msg
+
+
+def test_down_nodes(cluster: Cluster) -> None:
+    cluster.servers["n2"].stop()
+    with ClusterClient(cluster.dir, token=cluster.token) as c:
+        rec = c.encrypt(b"while n2 is down", subject="contacts/2")
+        assert c.decrypt(rec, subject="contacts/2") == b"while n2 is down"
+        RECORDS.append(("contacts/2", rec, b"while n2 is down"))
+        _check_records(c)
+        cluster.servers["n3"].stop()
+        with pytest.raises(ClusterError) as ei:
+            c.decrypt(rec, subject="contacts/2")
+        msg = str(ei.value)
+        assert "n2: cannot reach" in msg and "n3: cannot reach" in msg and "n1:" not in msg
+    r = cli("cluster", "status", "cl", cwd=cluster.tmp)
+    assert r.returncode == 1 and "unreachable" in r.stdout
+
+
+def test_restart_unseal_refresh(cluster: Cluster) -> None:
+    cluster.servers["n1"].stop()
+    for n in NODES:
+        cluster.start(n)
+    with ClusterClient(cluster.dir, token=cluster.token) as c:
+        _check_records(c)
+    before = read_cluster(cluster.dir)
+    r = cli("cluster", "refresh", "cl", cwd=cluster.tmp)
+    assert r.returncode == 0, r.stderr
+    after = read_cluster(cluster.dir)
+    assert after.epoch == before.epoch + 1 and after.public_key == before.public_key
+    pairs = zip(after.nodes, before.nodes, strict=True)
+    assert all(a.public_share != b.public_share for a, b in pairs)
+    r = cli("cluster", "status", "cl", "--json", cwd=cluster.tmp)
+    assert r.returncode == 0 and '"commitments_ok": true' in r.stdout, r.stdout
+    with ClusterClient(cluster.dir, token=cluster.token) as c:
+        _check_records(c)
+    # the old description (epoch before) is refused by every node: old shares are gone
+    stale = cluster.tmp / "cl-stale"
+    stale.mkdir()
+    type(before)(
+        **{**before.__dict__, "store": f"sqlite://{cluster.dir / 'cluster-keys.sqlite'}"}
+    ).write(stale)
+    with (
+        ClusterClient(stale, token=cluster.token) as c,
+        pytest.raises(ClusterError, match="epoch"),
+    ):
+        c.decrypt(FIRST["contacts/1"], subject="contacts/1")
+    for n in NODES:
+        cluster.servers[n].stop()
+        cluster.start(n)
+    with ClusterClient(cluster.dir, token=cluster.token) as c:
+        _check_records(c)
