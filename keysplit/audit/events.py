@@ -413,10 +413,17 @@ class ClusterJoin(Event):
 
 
 @dataclass(frozen=True)
-class ClusterRefresh(ClusterJoin):
-    """A key-cluster node replaced its share in a refresh round (same cluster key)."""
+class ClusterRefresh(Event):
+    """A key-cluster node replaced its share in a refresh round (same cluster key; the
+    fields of ``cluster-join``)."""
 
     NAME: ClassVar[str] = "cluster-refresh"
+    cluster: str
+    region: str
+    epoch: int
+    index: int
+    dealers: Sequence[str]
+    by: str
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_service_helpers import Server, cli, make_keyring, make_token, share_file, unseal
+from service_helpers import Server, cli, make_keyring, make_token, share_file, unseal
 
 import keysplit
 from keysplit import ClusterClient, ClusterError, IntegrityError, Keyring
