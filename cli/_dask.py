@@ -4,15 +4,16 @@
 its work on a cluster).
 
 Without a scheduler address (``--scheduler`` or ``DASK_SCHEDULER_ADDRESS``) a LocalCluster
-(worker processes on this host) is started; with one (``tcp://host:8786``) the job runs on
-that cluster, whose workers must reach the input and output paths (or the key store, for
-rewrap).
+(worker processes on this host, mutual TLS with a certificate made for the job) is started;
+with one the job runs on that cluster, whose workers must reach the input and output paths
+(or the key store, for rewrap). A scheduler on another host must be ``tls://`` with Dask's
+TLS settings (``distributed.comm.tls.ca-file``, ``.client.cert``, ``.client.key``, e.g.
+``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``): a job hands its workers keys.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -23,7 +24,7 @@ from keysplit.keyring import RewrapResult
 
 from ._common import fail, info
 
-__all__ = ["SCHEDULER_OPTION", "dask_client", "dask_rewrap", "jobs_module"]
+__all__ = ["SCHEDULER_OPTION", "dask_rewrap", "job_cluster", "jobs_module"]
 
 SCHEDULER_OPTION = typer.Option(
     None,
@@ -42,21 +43,13 @@ def jobs_module() -> Any:
     return jobs
 
 
-@contextlib.contextmanager
-def dask_client(scheduler: str | None) -> Iterator[Any]:
-    """A Dask client: connected to ``scheduler``, or to a fresh LocalCluster."""
-    from distributed import Client, LocalCluster
-
-    if scheduler:
-        with Client(scheduler, timeout=60) as client:
-            yield client
-        return
-    info("starting a local Dask cluster (worker processes on this host)")
-    with (
-        LocalCluster(processes=True, dashboard_address=":0", silence_logs=40) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+def job_cluster(scheduler: str | None) -> Any:
+    """The cluster a job runs on: ``scheduler`` (TLS from Dask's configuration; a remote
+    one must be ``tls://``), or a fresh authenticated LocalCluster on this host."""
+    jobs = jobs_module()
+    if not scheduler:
+        info("starting a local Dask cluster (worker processes on this host, mutual TLS)")
+    return jobs.Cluster.from_dask_config(scheduler or None)
 
 
 def dask_rewrap(scheduler: str | None) -> RewrapRunner:
@@ -68,10 +61,9 @@ def dask_rewrap(scheduler: str | None) -> RewrapRunner:
     def run(
         ukr: UnsealedKeyring, batch_size: int, progress: Callable[[int, int], None] | None
     ) -> RewrapResult:
-        with dask_client(scheduler) as client:
-            result: RewrapResult = jobs.rewrap(
-                ukr, client=client, batch_size=batch_size, progress=progress
-            )
+        result: RewrapResult = jobs.rewrap(
+            ukr, cluster=job_cluster(scheduler), batch_size=batch_size, progress=progress
+        )
         return result
 
     return run

@@ -43,6 +43,7 @@ __all__ = [
     "MAX_CUSTODIAN_NAME",
     "MAX_PASSPHRASE_BYTES",
     "MAX_SUBJECT_BYTES",
+    "canonical_prefix",
     "canonical_subjects",
     "check_custodian_name",
     "check_custodian_names",
@@ -107,6 +108,13 @@ def check_subject(subject: str) -> str:
 
 normalize_subject = check_subject
 """The former name of :func:`check_subject`."""
+
+
+def canonical_prefix(prefix: str) -> str:
+    """A subject prefix (a token's scope) in the canonical form subjects are compared in:
+    NFC, with no length bound (it is text to compare, not a subject). TypeError for a
+    non-str, ValueError for text that is not valid Unicode."""
+    return _nfc(prefix, "subject prefix")
 
 
 def canonical_subjects(subjects: Sequence[str]) -> Sequence[str]:

@@ -1,4 +1,4 @@
-"""``keysplit cluster create|status|refresh``: a threshold key cluster of node keyrings.
+"""``keysplit cluster create|status|refresh|replace``: a threshold key cluster of node keyrings.
 
 Thin glue over :mod:`keysplit.service.cluster_admin`: the DKG, the status checks and the
 refresh are library calls; this module parses ``--node NAME=URL`` and prints.
@@ -11,7 +11,12 @@ from pathlib import Path
 
 import typer
 
-from keysplit.service.cluster_admin import cluster_status, create_cluster, refresh_cluster
+from keysplit.service.cluster_admin import (
+    cluster_status,
+    create_cluster,
+    refresh_cluster,
+    replace_node,
+)
 
 from .._common import EXIT_USAGE, fail, handle_errors, info
 from .._service import read_token
@@ -128,3 +133,26 @@ def refresh_cmd(
     """
     cfg = refresh_cluster(directory, token=read_token(token_file))
     info(f"cluster {cfg.cluster_id} refreshed: epoch {cfg.epoch}")
+
+
+@app.command("replace")
+@handle_errors
+def replace_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Cluster directory."),
+    node: str = typer.Argument(..., metavar="NAME=URL", help="Lost node's name = new node URL."),
+    token_file: Path | None = typer.Option(None, "--token-file", help=_TOKEN_HELP),
+) -> None:
+    """Replace a lost node by a fresh one (its own keyring, served and unsealed): T healthy
+    nodes recover the lost node's share for it without anyone learning more. Nothing is
+    re-encrypted; DIR/cluster.json then names the new node.
+
+    Example: keysplit cluster replace cl n2=unix:/run/n4.sock
+
+    Exit codes: 0 replaced; 1 fewer than T healthy nodes, the new node sealed or of another
+    region, or a helper at fault (named); 2 usage.
+    """
+    name, sep, url = node.partition("=")
+    if not sep or not name or not url:
+        fail(f"expected NAME=URL, got {node!r}", code=EXIT_USAGE)
+    cfg = replace_node(directory, name, url, token=read_token(token_file))
+    info(f"node {name} of cluster {cfg.cluster_id} is now {url}")

@@ -1,7 +1,7 @@
 """Bulk jobs on Dask: ``keysplit encrypt-dataset|decrypt-dataset|scan-dataset``.
 
 Each command is one call into :mod:`keysplit.jobs` with a progress bar over partitions,
-run on the Dask client of :mod:`.._dask` (a LocalCluster, or ``--scheduler``). Data keys
+run on the cluster of :mod:`.._dask` (a LocalCluster, or ``--scheduler``). Data keys
 come from the key service (``--server URL --token-file F``, a token allowed ``datakey``)
 or, without a service, from a keyring unsealed in this process (``--keyring DIR`` and a
 quorum), served to workers on this host over an authenticated Unix socket: then the
@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from keysplit import Keyring, KeysplitError, UnsealedKeyring, ceremony
 
 from .._common import EXIT_USAGE, err_console, fail, handle_errors, info
-from .._dask import SCHEDULER_OPTION, dask_client, jobs_module
+from .._dask import SCHEDULER_OPTION, job_cluster, jobs_module
 from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
 
 __all__ = ["app"]
@@ -98,7 +98,8 @@ def _dataset_job(
     scheduler: str | None,
     record: dict[str, Any],
 ) -> Any:
-    """Run ``job(source, client, progress)`` with the key source, Dask client and bar open.
+    """Run ``job(source, cluster, progress)`` with the key source and bar open (the Dask
+    client runs in the job's own child process, never in this one: see keysplit.jobs).
 
     With ``--keyring`` the job is the library ceremony :func:`keysplit.ceremony.dataset`
     (quorum, job, one ``dataset`` audit entry: ``record`` holds its fields)."""
@@ -106,8 +107,8 @@ def _dataset_job(
         fail("give --server URL (with --token-file) or --keyring DIR", code=EXIT_USAGE)
 
     def run(source: Any) -> Any:
-        with dask_client(scheduler) as client, _bar(f"{what} (partitions)") as step:
-            return job(source, client, step)
+        with _bar(f"{what} (partitions)") as step:
+            return job(source, job_cluster(scheduler), step)
 
     if server is not None:
         return run(_service_source(server, token_file))
@@ -153,14 +154,14 @@ def encrypt_dataset_cmd(
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     rows = _dataset_job(
         "encrypting",
-        lambda source, client, step: jobs_module().encrypt_dataset(
+        lambda source, cluster, step: jobs_module().encrypt_dataset(
             src,
             dst,
             column,
             subject_column,
             service=source,
             context=ctx,
-            client=client,
+            cluster=cluster,
             progress=step,
         ),
         server,
@@ -206,7 +207,7 @@ def decrypt_dataset_cmd(
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     rows = _dataset_job(
         "decrypting",
-        lambda source, client, step: jobs_module().decrypt_dataset(
+        lambda source, cluster, step: jobs_module().decrypt_dataset(
             src,
             dst,
             column,
@@ -214,7 +215,7 @@ def decrypt_dataset_cmd(
             service=source,
             context=ctx,
             text=text,
-            client=client,
+            cluster=cluster,
             progress=step,
         ),
         server,
@@ -257,13 +258,13 @@ def scan_dataset_cmd(
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     report = _dataset_job(
         "scanning",
-        lambda source, client, step: jobs_module().scan_dataset(
+        lambda source, cluster, step: jobs_module().scan_dataset(
             src,
             column,
             subject_column,
             service=source,
             context=ctx,
-            client=client,
+            cluster=cluster,
             progress=step,
         ),
         server,

@@ -42,6 +42,7 @@ from ..service.tokens import (
     TokenList,
     TokenPolicy,
     check_allow,
+    check_prefix,
     check_token_name,
     is_token_text,
     mac_key,
@@ -626,10 +627,9 @@ def _change_tokens(
     added: bool,
 ) -> Done[TokenPolicy]:
     """With a quorum: fold pending revocations, register ``token``, record both."""
-    check_token_name(name)
+    check_token_name(name)  # the cheap checks, before anyone is asked for a share
     allowed = list(check_allow(allow))
-    if not isinstance(subject_prefix, str):
-        raise TypeError("subject_prefix must be a str")
+    check_prefix(subject_prefix)
     TokenList.read(keyring.path, keyring.keyring_id)  # unreadable: refused before any share
     with unsealed(quorum, keyring, "token-create") as ukr:
         tl = TokenList.read(keyring.path, keyring.keyring_id)

@@ -19,6 +19,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"keysplit.jobs needs Dask distributed ({exc}); install keysplit[dask]"
     ) from None
 
+from ._isolate import JobError
+from .cluster import Cluster, ClusterError
 from .datakeys import LoopbackDataKeys, ServiceDataKeys, serve_keys
 from .records import (
     BadRecord,
@@ -30,10 +32,12 @@ from .records import (
     scan,
     scan_dataset,
 )
-from .rewrap import JobError, SubjectRange, plan, rewrap
+from .rewrap import SubjectRange, plan, rewrap
 
 __all__ = [
     "BadRecord",
+    "Cluster",
+    "ClusterError",
     "JobError",
     "LoopbackDataKeys",
     "ScanReport",

@@ -35,6 +35,9 @@ from ..errors import FormatError, IntegrityError, KeysplitError
 from ..keyring import DataKeys
 from ..keyring.records import Records
 from ..record import DataKey
+from ._channel import Channel
+from ._isolate import JobError, Message, progress_of, run_job
+from .cluster import Cluster
 from .datakeys import ServiceDataKeys
 
 __all__ = [
@@ -344,6 +347,160 @@ def _transform_dataset(
     return sum(_run_parts(client, tasks, progress))
 
 
+@dataclass(frozen=True)
+class _DatasetJob:
+    """One dataset job as the child receives it (picklable: paths, names, the key source)."""
+
+    kind: str  # "encrypt" | "decrypt" | "scan"
+    src: str
+    dst: str | None
+    column: str
+    subject_column: str
+    source: DataKeys
+    context: dict[str, str] | None
+    text: bool = False
+
+    def run(self, client: Client | None, progress: Progress | None) -> Any:
+        """Run it in this process (``client``: its Dask client, or None: no cluster)."""
+        column, subjects, source, context = (
+            self.column,
+            self.subject_column,
+            self.source,
+            self.context,
+        )
+        with dask.config.set({"dataframe.convert-string": False}):
+            if self.kind == "scan":
+                ddf = dd.read_parquet(self.src, engine="pyarrow")
+                return scan(
+                    ddf,
+                    column,
+                    subjects,
+                    service=source,
+                    context=context,
+                    client=client,
+                    progress=progress,
+                )
+            assert self.dst is not None
+            if self.kind == "encrypt":
+                return _transform_dataset(
+                    self.src,
+                    self.dst,
+                    lambda d: encrypt_column(d, column, subjects, service=source, context=context),
+                    client,
+                    progress,
+                )
+            text = self.text
+            return _transform_dataset(
+                self.src,
+                self.dst,
+                lambda d: decrypt_column(
+                    d, column, subjects, service=source, context=context, text=text
+                ),
+                client,
+                progress,
+            )
+
+
+_REASONS = frozenset({"no data key", "malformed", "authentication failed"})
+_BAD_CHUNK = 5_000
+
+
+def _label(row: Any) -> int | str:
+    """A row label as plain JSON (an integer label stays an integer)."""
+    try:
+        if isinstance(row, bool):
+            return str(row)
+        if int(row) == row:
+            return int(row)
+    except (TypeError, ValueError, OverflowError):
+        pass
+    return str(row)
+
+
+def child_job(client: Client, request: dict[str, Any], chan: Channel) -> dict[str, Any]:
+    """(Child) Run a dataset job on ``client``; only counts and bad-row lists go out."""
+    job: _DatasetJob = request["job"]
+    result = job.run(client, chan.progress)
+    if job.kind != "scan":
+        return {"rows": int(result)}
+    bad = [[b.partition, _label(b.row), b.subject, b.reason] for b in result.bad]
+    for i in range(0, len(bad), _BAD_CHUNK):
+        chan.send({"t": "bad", "rows": bad[i : i + _BAD_CHUNK]})
+    return {"checked": int(result.checked)}
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise JobError("the job driver sent a malformed result")
+    return value
+
+
+def _bad_rows(rows: object) -> list[BadRecord]:
+    """(Parent) Bad rows from the child, checked field by field."""
+    if not isinstance(rows, list):
+        raise JobError("the job driver sent a malformed scan report")
+    out = []
+    for r in rows:
+        if not (isinstance(r, list) and len(r) == 4):
+            raise JobError("the job driver sent a malformed scan report")
+        part, label, subject, reason = r
+        if (
+            isinstance(part, bool)
+            or not isinstance(part, int)
+            or not isinstance(label, int | str)
+            or not (subject is None or isinstance(subject, str))
+            or reason not in _REASONS
+        ):
+            raise JobError("the job driver sent a malformed scan report")
+        out.append(BadRecord(part, label, subject, reason))
+    return out
+
+
+def _isolated(job: _DatasetJob, cluster: Cluster | None, progress: Progress | None) -> Any:
+    """Run a dataset job here (``cluster=None``) or, on a cluster, from a child process."""
+    if cluster is None:
+        return job.run(None, progress)
+    if not isinstance(cluster, Cluster):
+        raise TypeError("cluster must be a keysplit.jobs.Cluster")
+    bad: list[BadRecord] = []
+
+    def on_message(msg: Message) -> None:
+        step = progress_of(msg)
+        if step is not None and progress is not None:
+            progress(*step)
+        elif msg.get("t") == "bad" and job.kind == "scan":
+            bad.extend(_bad_rows(msg.get("rows")))
+        return None
+
+    done = run_job({"kind": "dataset", "job": job}, cluster, on_message)
+    if job.kind != "scan":
+        return _count(done.get("rows"))
+    return ScanReport(_count(done.get("checked")), bad)
+
+
+def _job(
+    kind: str,
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str] | None,
+    column: str,
+    subject_column: str,
+    service: DataKeys | str,
+    token: str | None,
+    context: Context,
+    text: bool = False,
+) -> _DatasetJob:
+    return _DatasetJob(
+        kind,
+        str(Path(src).absolute()),  # the workers' working directory is not ours
+        None if dst is None else str(Path(dst).absolute()),
+        column,
+        subject_column,
+        _source(service, token),
+        None if context is None else dict(context),
+        text,
+    )
+
+
 def encrypt_dataset(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -353,21 +510,18 @@ def encrypt_dataset(
     service: DataKeys | str,
     token: str | None = None,
     context: Context = None,
-    client: Client | None = None,
+    cluster: Cluster | None = None,
     progress: Progress | None = None,
 ) -> int:
     """Read the Parquet dataset ``src``, seal ``column``, write the dataset ``dst`` (a new
-    directory of ``part.NNNNN.parquet`` files, one per partition); returns the row count."""
-    with dask.config.set({"dataframe.convert-string": False}):
-        return _transform_dataset(
-            src,
-            dst,
-            lambda d: encrypt_column(
-                d, column, subject_column, service=service, token=token, context=context
-            ),
-            client,
-            progress,
-        )
+    directory of ``part.NNNNN.parquet`` files, one per partition); returns the row count.
+
+    ``cluster=None`` runs in this process; with a :class:`Cluster` the Dask client runs in
+    a child process (this one deserializes nothing from the cluster) and ``service`` must
+    be picklable (a URL, :class:`ServiceDataKeys`, or :func:`serve_keys`' handle).
+    """
+    job = _job("encrypt", src, dst, column, subject_column, service, token, context)
+    return int(_isolated(job, cluster, progress))
 
 
 def decrypt_dataset(
@@ -380,20 +534,12 @@ def decrypt_dataset(
     token: str | None = None,
     context: Context = None,
     text: bool = False,
-    client: Client | None = None,
+    cluster: Cluster | None = None,
     progress: Progress | None = None,
 ) -> int:
     """Inverse of :func:`encrypt_dataset`; IntegrityError if any record fails."""
-    with dask.config.set({"dataframe.convert-string": False}):
-        return _transform_dataset(
-            src,
-            dst,
-            lambda d: decrypt_column(
-                d, column, subject_column, service=service, token=token, context=context, text=text
-            ),
-            client,
-            progress,
-        )
+    job = _job("decrypt", src, dst, column, subject_column, service, token, context, text)
+    return int(_isolated(job, cluster, progress))
 
 
 def scan_dataset(
@@ -404,19 +550,10 @@ def scan_dataset(
     service: DataKeys | str,
     token: str | None = None,
     context: Context = None,
-    client: Client | None = None,
+    cluster: Cluster | None = None,
     progress: Progress | None = None,
 ) -> ScanReport:
-    """:func:`scan` over a Parquet dataset."""
-    with dask.config.set({"dataframe.convert-string": False}):
-        ddf = dd.read_parquet(str(src), engine="pyarrow")
-        return scan(
-            ddf,
-            column,
-            subject_column,
-            service=service,
-            token=token,
-            context=context,
-            client=client,
-            progress=progress,
-        )
+    """:func:`scan` over a Parquet dataset (``cluster`` as in :func:`encrypt_dataset`)."""
+    job = _job("scan", src, None, column, subject_column, service, token, context)
+    report: ScanReport = _isolated(job, cluster, progress)
+    return report

@@ -1,15 +1,18 @@
 """Distributed rewrap: move every data key to the current KEK on a Dask cluster.
 
-Shape of a job (each step is idempotent, so a job is resumable by running it again):
+Shape of a job (each step is idempotent, so a job is resumable by running it again). The
+*parent* is the process holding the unsealed keyring; the *child* runs the Dask client
+(:mod:`keysplit.jobs._isolate`: the parent never deserializes anything from the cluster):
 
-1. **plan** (driver): walk the store's rewrap cursor (``stale_batch``) once and cut the
-   stale keys into ``partitions`` subject ranges ``(after, last]`` of equal size. It uses
-   only the :class:`~keysplit.store.KeyStore` protocol, so it works for every store
-   :func:`~keysplit.store.open_store` opens (the driver reads each stale row once).
-2. **provision** (driver + workers): a per-job worker plugin makes an X25519 key pair on
-   every worker; the driver seals the stale KEK versions and the current one (a
-   :class:`~keysplit.keyring.KekSet` with its unbound-version flags) to each public key
-   (HPKE). Workers never see the master key, the keyring file or other KEKs.
+1. **plan** (child): cut the stale keys into ``partitions`` subject ranges ``(after, last]``
+   of equal size (:func:`plan`, through the :class:`~keysplit.store.KeyStore` protocol, so
+   it works for every store :func:`~keysplit.store.open_store` opens).
+2. **provision** (child + parent + workers): a per-job worker plugin makes an X25519 key
+   pair on every worker; the child relays the public keys, the parent seals the stale KEK
+   versions and the current one (a :class:`~keysplit.keyring.KekSet` with its
+   unbound-version flags) to each (HPKE) and the child installs the sealed bundles. Workers
+   and the child never see the master key, the keyring file or other KEKs; the child sees
+   no KEK at all.
 3. **partition tasks** (workers): open the store by URL, read the range batch by batch,
    unwrap/rewrap each batch with :func:`~keysplit.keyring.rewrap.rewrap_rows` (the
    in-process loop's body: subject-bound IVs, legacy rows opened with the default IV) and
@@ -40,6 +43,8 @@ from ..errors import KeysplitError
 from ..keyring import RewrapResult, UnsealedKeyring
 from ..keyring.rewrap import rewrap_rows
 from ..store import KeyStore, open_store
+from ._channel import Channel
+from ._isolate import JobError, Message, clean, progress_of, run_job
 from ._kek import seal_keks
 from ._worker import (
     JobKeysPlugin,
@@ -49,15 +54,12 @@ from ._worker import (
     public_keys,
     worker_keks,
 )
+from .cluster import Cluster
 
 __all__ = ["JobError", "StoreSpec", "SubjectRange", "plan", "rewrap", "rewrap_range"]
 
 Progress = Callable[[int, int], None]
 _PLAN_PAGE = 50_000
-
-
-class JobError(KeysplitError):
-    """A distributed job could not finish; what it committed stays valid (run it again)."""
 
 
 class SubjectRange(NamedTuple):
@@ -130,15 +132,17 @@ def rewrap_range(job_id: str, spec: StoreSpec, rng: SubjectRange, batch_size: in
         store.close()
 
 
-def _provision(client: Client, job_id: str, kr: UnsealedKeyring, versions: list[int]) -> int:
-    """Seal the job's KEKs to every worker still waiting for them; returns how many."""
+def _provision(client: Client, job_id: str, chan: Channel) -> int:
+    """(Child) Ask the parent to seal the job's KEKs to every worker still waiting for them;
+    install the sealed bundles. Returns how many workers were provisioned."""
     answers = client.run(public_keys, job_id, on_error="return")  # a dying worker: skip it
-    wanting = {a: pk for a, pk in answers.items() if isinstance(pk, bytes)}
+    wanting = {
+        str(a): pk.hex() for a, pk in answers.items() if isinstance(pk, bytes) and len(pk) == 32
+    }
     if not wanting:
         return 0
-    keks = kr.keks_for_rewrap().only(versions)
-    sealed = {addr: seal_keks(keks, pk, job_id=job_id, worker=addr) for addr, pk in wanting.items()}
-    del keks
+    reply = chan.ask({"t": "keys", "workers": wanting})
+    sealed = {str(a): bytes.fromhex(h) for a, h in reply["bundles"].items()}
     client.run(install_keks, job_id, sealed, workers=list(sealed), on_error="return")
     return len(sealed)
 
@@ -150,19 +154,51 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+_ADDRESS_MAX = 256
+
+
+def _sealer(kr: UnsealedKeyring, job_id: str, versions: list[int]) -> Callable[[Message], Message]:
+    """(Parent) Answers the child's key requests: checks each worker address and public key
+    (plain strings and hex, nothing else) and seals the job's KEKs to it."""
+
+    def on_keys(msg: Message) -> Message:
+        workers = msg.get("workers")
+        if not isinstance(workers, dict) or not workers or len(workers) > 100_000:
+            raise JobError("the job driver sent a malformed key request")
+        keks = kr.keks_for_rewrap().only(versions)
+        bundles: dict[str, str] = {}
+        for addr, pk in workers.items():
+            if not (isinstance(addr, str) and 0 < len(addr) <= _ADDRESS_MAX and addr.isprintable()):
+                raise JobError("the job driver sent a malformed worker address")
+            if not (isinstance(pk, str) and len(pk) == 64):
+                raise JobError("the job driver sent a malformed worker key")
+            try:
+                raw = bytes.fromhex(pk)
+            except ValueError:
+                raise JobError("the job driver sent a malformed worker key") from None
+            bundles[addr] = seal_keks(keks, raw, job_id=job_id, worker=addr).hex()
+        del keks
+        return {"t": "sealed", "bundles": bundles}
+
+    return on_keys
+
+
 def rewrap(
     keyring: UnsealedKeyring,
     store_url: str | None = None,
     *,
-    client: Client,
+    cluster: Cluster,
     partitions: int | None = None,
     batch_size: int = 10_000,
     progress: Progress | None = None,
     rounds: int = 3,
     timeout: float | None = None,
 ) -> RewrapResult:
-    """Move every data key not under the current KEK to it, on the Dask cluster ``client``.
+    """Move every data key not under the current KEK to it, on the Dask ``cluster``.
 
+    The Dask client runs in a child process (:mod:`keysplit.jobs._isolate`): this process,
+    which holds the unsealed keyring, deserializes nothing from the cluster; it seals the
+    stale and current KEKs to each worker's per-job key and reads back plain counts.
     ``store_url`` names the key store as workers reach it (None: the keyring's own,
     ``keyring.keyring.store_url``; a SQLite store must then be on a path every worker
     sees). ``partitions`` defaults to 4 per worker thread. ``progress(done, total)`` counts
@@ -175,6 +211,12 @@ def rewrap(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError("batch_size must be a positive int")
+    if partitions is not None and (
+        isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1
+    ):
+        raise ValueError("partitions must be a positive int")
+    if not isinstance(cluster, Cluster):
+        raise TypeError("cluster must be a keysplit.jobs.Cluster")
     home = str(Path(keyring.keyring.path).resolve())
     kid = keyring.keyring.keyring_id
     url = keyring.keyring.store_url if store_url is None else store_url
@@ -183,16 +225,38 @@ def rewrap(
     store = spec.open()
     try:
         counts = store.count_by_version()
-        stale_versions = sorted(v for v in counts if v != current)
-        stale = sum(c for v, c in counts.items() if v != current)
-        if partitions is None:
-            partitions = 4 * max(1, sum(client.nthreads().values()))
-        ranges = plan(store, current, partitions)
     finally:
         store.close()
-    done, corrupt = _run(
-        client, keyring, spec, ranges, stale_versions, stale, batch_size, progress, rounds, timeout
-    )
+    stale_versions = sorted(v for v in counts if v != current)
+    stale = sum(c for v, c in counts.items() if v != current)
+    if progress is not None:
+        progress(0, stale)
+    if stale:
+        job_id = secrets.token_hex(16)
+        seal = _sealer(keyring, job_id, stale_versions)
+
+        def on_message(msg: Message) -> Message | None:
+            if msg.get("t") == "keys":
+                return seal(msg)
+            step = progress_of(msg)
+            if step is not None and progress is not None:
+                progress(min(step[0], stale), stale)
+            return None
+
+        request = {
+            "kind": "rewrap",
+            "job_id": job_id,
+            "spec": spec,
+            "current": current,
+            "partitions": partitions,
+            "batch_size": batch_size,
+            "rounds": rounds,
+            "timeout": timeout,
+        }
+        done_msg = run_job(request, cluster, on_message)
+        done, corrupt = _checked_result(done_msg)
+    else:
+        done, corrupt = 0, []
     store = spec.open()
     try:
         remaining = sum(c for v, c in store.count_by_version().items() if v != current)
@@ -201,24 +265,70 @@ def rewrap(
     return RewrapResult(done, current, remaining, tuple(sorted(corrupt)))
 
 
+def _checked_result(msg: Message) -> tuple[int, list[str]]:
+    """(Parent) The child's result: counts and subject names, checked; or its JobError."""
+    done, corrupt = msg.get("rewrapped"), msg.get("corrupt")
+    unfinished, total, why = msg.get("unfinished"), msg.get("total"), msg.get("why")
+    ints = (done, unfinished, total)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints):
+        raise JobError("the job driver sent a malformed rewrap result")
+    if not isinstance(corrupt, list) or not all(
+        isinstance(c, str) and len(c) <= 4096 for c in corrupt
+    ):
+        raise JobError("the job driver sent a malformed rewrap result")
+    if unfinished:
+        raise JobError(
+            f"{unfinished} of {total} rewrap partitions did not finish ({clean(why)}); "
+            f"{done} keys were rewrapped and committed",
+            hint="run the rewrap again: it continues with what is left",
+        )
+    return int(done), list(corrupt)  # type: ignore[arg-type]
+
+
+def child_job(client: Client, request: dict[str, Any], chan: Channel) -> dict[str, Any]:
+    """(Child) Plan the ranges, provision the workers, run the partitions; plain counts out."""
+    spec: StoreSpec = request["spec"]
+    current: int = request["current"]
+    partitions = request["partitions"]
+    if partitions is None:
+        partitions = 4 * max(1, sum(client.nthreads().values()))
+    store = spec.open()
+    try:
+        ranges = plan(store, current, partitions)
+    finally:
+        store.close()
+    done, corrupt, todo, why = _run(
+        client,
+        request["job_id"],
+        spec,
+        ranges,
+        request["batch_size"],
+        chan,
+        request["rounds"],
+        request["timeout"],
+    )
+    return {
+        "rewrapped": done,
+        "corrupt": corrupt,
+        "unfinished": todo,
+        "total": len(ranges),
+        "why": why,
+    }
+
+
 def _run(
     client: Client,
-    kr: UnsealedKeyring,
+    job_id: str,
     spec: StoreSpec,
     ranges: list[SubjectRange],
-    versions: list[int],
-    stale: int,
     batch_size: int,
-    progress: Progress | None,
+    chan: Channel,
     rounds: int,
     timeout: float | None,
-) -> tuple[int, list[str]]:
-    job_id = secrets.token_hex(16)
-    total = len(ranges)
-    if progress is not None:
-        progress(0, stale)
+) -> tuple[int, list[str], int, str | None]:
+    """(Child) Returns (rewrapped, corrupt subjects, unfinished partitions, why)."""
     if not ranges:
-        return 0, []
+        return 0, [], 0, None
     name = plugin_name(job_id)
     client.register_plugin(JobKeysPlugin(job_id, spec.keyring_id), name=name)
     todo = dict(enumerate(ranges))
@@ -229,7 +339,7 @@ def _run(
         for attempt in range(max(1, rounds)):
             if not todo:
                 break
-            _provision(client, job_id, kr, versions)
+            _provision(client, job_id, chan)
             futures: dict[Any, int] = {
                 client.submit(
                     rewrap_range,
@@ -247,17 +357,19 @@ def _run(
                 for fut in as_completed(futures, timeout=timeout):
                     i = futures[fut]
                     try:
-                        part: _PartResult = fut.result()
+                        part = fut.result()
                     except NoJobKeys:
                         continue  # the worker joined after provisioning: next round
                     except Exception as exc:
                         errors.append(_describe(exc))
                         continue
+                    if not _is_part_result(part):
+                        errors.append("a worker returned a malformed partition result")
+                        continue
                     del todo[i]
                     done += part.rewrapped
                     corrupt += part.corrupt
-                    if progress is not None:
-                        progress(done, stale)
+                    chan.progress(done, 0)
             except TimeoutError:
                 errors.insert(0, f"timed out after {timeout} s")
                 client.cancel(list(futures))
@@ -265,11 +377,14 @@ def _run(
     finally:
         with contextlib.suppress(Exception):  # best effort: a dead cluster forgets anyway
             client.unregister_worker_plugin(name)
-    if todo:
-        why = errors[0] if errors else "workers kept joining without keys"
-        raise JobError(
-            f"{len(todo)} of {total} rewrap partitions did not finish ({why}); "
-            f"{done} keys were rewrapped and committed",
-            hint="run the rewrap again: it continues with what is left",
-        )
-    return done, corrupt
+    why = (errors[0] if errors else "workers kept joining without keys") if todo else None
+    return done, corrupt, len(todo), why
+
+
+def _is_part_result(part: object) -> bool:
+    return (
+        isinstance(part, _PartResult)
+        and isinstance(part.rewrapped, int)
+        and isinstance(part.corrupt, list)
+        and all(isinstance(c, str) for c in part.corrupt)
+    )

@@ -172,3 +172,35 @@ def combine(answers: Mapping[int, Sequence[bytes]], threshold: int) -> list[Poin
 
 def derive_kek(output: Point, cluster_id: str, subject: str, version: int) -> bytes:
     return dprf.derive_kek(output, bytes.fromhex(cluster_id), subject, version)
+
+
+def deal_recovery(
+    helper: int, helpers: Sequence[int], lost: int
+) -> tuple[list[bytes], dict[int, bytes]]:
+    """A helper's blinding dealing (``δ(lost) = 0``) and its sub-share per helper."""
+    d, subs = dkg.deal_recovery(helper, helpers, lost)
+    return [c.to_bytes() for c in d.commitments], {i: s.to_bytes() for i, s in subs.items()}
+
+
+def blind(
+    index: int,
+    share: Scalar,
+    lost: int,
+    dealings: Mapping[int, Sequence[bytes]],
+    subshares: Mapping[int, bytes],
+) -> bytes:
+    """Helper side: ``x_i + Σ_j δ_j(i)`` (every blinding dealing and sub-share checked)."""
+    mine = NodeShare(index, share)
+    return dkg.blind_share(mine, lost, _dealings(dealings), _subshares(subshares)).to_bytes()
+
+
+def recover(
+    lost: int,
+    blinded: Mapping[int, bytes],
+    dealings: Mapping[int, Sequence[bytes]],
+    commitments: Sequence[bytes],
+) -> bytes:
+    """New-node side: the lost index's share from T blinded shares (each checked)."""
+    cs = [_point(c) for c in commitments]
+    got = dkg.recover_share(lost, _subshares(blinded), _dealings(dealings), cs)
+    return got.share.to_bytes()

@@ -37,7 +37,7 @@ from .cluster_config import (
     read_cluster,
 )
 
-__all__ = ["NodeStatus", "cluster_status", "create_cluster", "refresh_cluster"]
+__all__ = ["NodeStatus", "cluster_status", "create_cluster", "refresh_cluster", "replace_node"]
 
 
 def _post(url: str, path: str, doc: Any, token: str | None, name: str) -> dict[str, Any]:
@@ -194,6 +194,80 @@ def refresh_cluster(
     )
     new.write(directory)
     return new
+
+
+def replace_node(
+    directory: str | os.PathLike[str], name: str, url: str, *, token: str | None = None
+) -> ClusterConfig:
+    """Give node ``name``'s index (and share) to the fresh, unsealed node service at ``url``,
+    from T healthy nodes (share recovery); nothing is re-encrypted, every public share and
+    commitment stays as it is. ``cluster.json`` then names the new node's URL and keyring.
+    """
+    cfg = read_cluster(directory)
+    lost = cfg.node(name)
+    try:
+        doc = node_info(url, token=token)
+    except KeysplitError as exc:
+        raise ClusterError(f"the new node ({url}) is unreachable: {exc}") from None
+    if doc.get("sealed"):
+        raise ClusterError("the new node is sealed", hint="its custodians unseal it first")
+    pinned = doc.get("region")
+    if pinned is not None and pinned != cfg.region:
+        raise ClusterError(f"the new node serves region {pinned!r}, not {cfg.region!r}")
+    kid = str(doc["keyring_id"])
+    if any(n.keyring_id == kid for n in cfg.nodes):
+        raise ClusterError("the new node serves a keyring that is already a member")
+    new = ClusterNodeInfo(
+        name, lost.index, url, kid, str(doc["hpke_public_key"]), lost.public_share
+    )
+    helpers: list[ClusterNodeInfo] = []
+    why: dict[str, str] = {}
+    for n in cfg.nodes:
+        if n.name == name or len(helpers) == cfg.threshold:
+            continue
+        try:
+            entry = (node_info(n.url, token=token).get("clusters") or {}).get(cfg.cluster_id)
+        except KeysplitError as exc:
+            why[n.name] = str(exc)
+            continue
+        if isinstance(entry, dict) and entry.get("share_ok") and entry.get("epoch") == cfg.epoch:
+            helpers.append(n)
+        else:
+            why[n.name] = "sealed, another epoch, or its share does not check"
+    if len(helpers) < cfg.threshold:
+        raise ClusterError(
+            f"need {cfg.threshold} healthy nodes to recover {name}; "
+            + "; ".join(f"{k}: {v}" for k, v in sorted(why.items()))
+        )
+    base = {
+        "cluster_id": cfg.cluster_id,
+        "epoch": cfg.epoch,
+        "lost": lost.index,
+        "helpers": [h.index for h in helpers],
+        "new_node": {k: v for k, v in new.as_dict().items() if k != "public_share"},
+    }
+    deals = {h.name: _post(h.url, "/v1/cluster/recover/deal", base, token, h.name) for h in helpers}
+    dealings = {str(deals[h.name]["dealer"]): deals[h.name]["commitments"] for h in helpers}
+    blinded = {}
+    for h in helpers:
+        sealed = {str(d.index): deals[d.name]["sealed"][str(h.index)] for d in helpers}
+        doc2 = dict(base, dealings=dealings, sealed=sealed)
+        blinded[str(h.index)] = _post(h.url, "/v1/cluster/recover/blind", doc2, token, h.name)[
+            "sealed"
+        ]
+    nodes = tuple(new if n.name == name else n for n in cfg.nodes)
+    updated = ClusterConfig(**{**cfg.__dict__, "nodes": nodes})
+    done = _post(
+        url,
+        "/v1/cluster/recover/finish",
+        {"cluster": updated.public_dict(), "me": name, "dealings": dealings, "blinded": blinded},
+        token,
+        name,
+    )
+    if done.get("public_share") != lost.public_share:
+        raise ClusterError(f"node {name}: the recovered share does not match")
+    updated.write(directory)
+    return updated
 
 
 @dataclass(frozen=True)

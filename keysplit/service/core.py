@@ -40,6 +40,8 @@ from . import _wire as wire
 from .cluster_node import ADMIN_PATHS as CLUSTER_ADMIN
 from .cluster_node import PUBLIC_PATHS as CLUSTER_PUBLIC
 from .cluster_node import ClusterNode
+from .cluster_recovery import ADMIN_PATHS as RECOVERY_ADMIN
+from .cluster_recovery import ClusterRecovery
 from .tokens import TokenList, TokenPolicy, file_signature, hash_token, mac_key
 from .unseal import RemoteUnseal, StaleNonceError
 
@@ -150,6 +152,8 @@ class KeyService:
         }
         self.cluster = ClusterNode(self, Response)
         self._routes.update(self.cluster.routes())
+        self.recovery = ClusterRecovery(self.cluster)
+        self._routes.update(self.recovery.routes())
 
     # -- state --------------------------------------------------------------------------------
 
@@ -169,6 +173,7 @@ class KeyService:
             return False
         self._audit(ev.ServiceSeal(reason=reason, by=by))
         self.cluster.forget()
+        self.recovery.forget()
         self._kr = None
         self._audit_log = None
         self._mac_key = None
@@ -285,7 +290,7 @@ class KeyService:
         local_seal = req.local and "authorization" not in req.headers
         if req.path == "/v1/seal" and (self.sealed or local_seal):
             return None
-        if req.path in CLUSTER_ADMIN and local_seal:
+        if (req.path in CLUSTER_ADMIN or req.path in RECOVERY_ADMIN) and local_seal:
             return None  # the Unix-socket peer administers the node's cluster membership
         try:
             self._authorize(req, None)

@@ -32,7 +32,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .. import _json
+from .. import _json, names
 from .._fileio import atomic_write, fsync_dir
 from ..errors import FormatError, IntegrityError, KeysplitError, PermissionDenied
 
@@ -43,6 +43,7 @@ __all__ = [
     "TokenList",
     "TokenPolicy",
     "check_allow",
+    "check_prefix",
     "check_token_name",
     "hash_token",
     "is_token_text",
@@ -119,14 +120,32 @@ class TokenPolicy:
         return operation in self.allow
 
     def covers(self, subject: str) -> bool:
-        return subject.startswith(self.subject_prefix)
+        """Whether ``subject`` is in this token's scope, judged on the canonical spelling
+        the keyring uses (:func:`keysplit.names.check_subject`, the spelling records are
+        written and looked up under first; every other spelling the keyring may touch for
+        this subject canonicalizes to the same text). A raw comparison let ``acme`` +
+        U+0301 ("acmé" in NFD) pass a token scoped to ``acme`` and reach tenant ``acmé/``.
+        A subject the keyring would refuse is covered only by the empty prefix (the
+        operation then reports it)."""
+        prefix = self.subject_prefix
+        if not prefix:
+            return True
+        try:
+            canonical = names.check_subject(subject)
+        except (TypeError, ValueError):
+            return False
+        return canonical.startswith(names.canonical_prefix(prefix))
 
     def check(self, operation: str, subjects: Iterable[str] = ()) -> None:
-        """Raise :class:`PermissionDenied` unless every subject is in policy."""
+        """Raise :class:`PermissionDenied` unless every subject is in policy (:meth:`covers`).
+
+        The one policy point of the key service: every endpoint that names subjects calls
+        it with the subjects of the request before any key is touched.
+        """
         if operation not in self.allow:
             raise PermissionDenied(f"token {self.name!r} is not allowed to {operation}")
         for s in subjects:
-            if not isinstance(s, str) or not s.startswith(self.subject_prefix):
+            if not self.covers(s):
                 raise PermissionDenied(
                     f"token {self.name!r} may only use subjects starting with "
                     f"{self.subject_prefix!r}"
@@ -189,6 +208,34 @@ def check_allow(allow: Sequence[str]) -> tuple[str, ...]:
     if bad:
         raise ValueError(f"unknown operation {bad[0]!r} (choose from {', '.join(OPERATIONS)})")
     return ops
+
+
+PREFIX_SEPARATOR = "/"
+"""A token's subject prefix ends here: ``acme/`` is tenant ``acme``, while ``acme`` would
+also cover ``acme2/...`` and ``acmecorp/...``."""
+
+
+def check_prefix(prefix: str) -> str:
+    """The canonical (NFC) form of a token's subject prefix, or ValueError.
+
+    Decision (issue 21): a prefix is empty (every subject) or ends with
+    :data:`PREFIX_SEPARATOR`, so a scope is always whole path segments; a prefix ending
+    mid-segment is refused at ``token create``/``add`` rather than warned about, since a
+    warning is lost in a ceremony transcript while the over-broad token lives on. Lists
+    written before this rule keep their prefixes and are still enforced on canonical text.
+    """
+    if not isinstance(prefix, str):
+        raise TypeError("subject_prefix must be a str")
+    if not prefix:
+        return prefix
+    canonical = names.canonical_prefix(prefix)
+    if not canonical.endswith(PREFIX_SEPARATOR):
+        raise ValueError(
+            f"a subject prefix must be empty or end with {PREFIX_SEPARATOR!r} "
+            f"({canonical!r} would also cover {canonical + 'x'!r}...); "
+            f"use {canonical + PREFIX_SEPARATOR!r}"
+        )
+    return canonical
 
 
 def _canonical(obj: Any) -> bytes:
@@ -334,8 +381,7 @@ class TokenList:
             raise ValueError("not a keysplit token (kst1_ and 43 base64url characters)")
         check_token_name(name)
         ops = check_allow(allow)
-        if not isinstance(subject_prefix, str):
-            raise TypeError("subject_prefix must be a str")
+        subject_prefix = check_prefix(subject_prefix)
         self.verify(key)
         if any(t.name == name for t in self.active().values()):
             raise KeysplitError(

@@ -25,6 +25,7 @@ pytest.importorskip("distributed")
 
 import pandas as pd
 from distributed import Client, LocalCluster
+from distributed.security import Security
 from paths import VECTORS_DIR
 
 from keysplit import (
@@ -46,6 +47,9 @@ NAMES = ["alice", "bob", "carol"]
 TIMEOUT = 240.0  # per job round: generous for a loaded 2-core machine
 
 
+SECURITY = Security.temporary()  # the module's cluster runs mutual TLS, as a real one must
+
+
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
     with (
@@ -56,11 +60,53 @@ def client() -> Iterator[Client]:
             dashboard_address=":0",
             silence_logs=40,
             death_timeout=120,
+            security=SECURITY,
         ) as cluster,
-        Client(cluster, timeout=120) as c,
+        Client(cluster, timeout=120, security=SECURITY) as c,
     ):
         c.wait_for_workers(2, timeout=120)
         yield c
+
+
+def _cluster(client: Client) -> jobs.Cluster:
+    """The module's cluster as a job sees it: its tls:// address and a client certificate."""
+    return jobs.Cluster(
+        client.scheduler.address,
+        tls_ca=SECURITY.tls_ca_file,
+        tls_cert=SECURITY.tls_client_cert,
+        tls_key=SECURITY.tls_client_key,
+    )
+
+
+@pytest.fixture()
+def cluster(client: Client) -> jobs.Cluster:
+    return _cluster(client)
+
+
+@pytest.fixture()
+def dask_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Dask's TLS settings for CLI runs (in this process and in child processes)."""
+    import dask.config
+
+    files = {}
+    for key, pem in (
+        ("CA_FILE", SECURITY.tls_ca_file),
+        ("CLIENT__CERT", SECURITY.tls_client_cert),
+        ("CLIENT__KEY", SECURITY.tls_client_key),
+    ):
+        path = tmp_path / f"dask-{key.lower()}.pem"
+        path.write_text(pem)
+        path.chmod(0o600)
+        files[key] = str(path)
+        monkeypatch.setenv(f"DASK_DISTRIBUTED__COMM__TLS__{key}", str(path))
+    with dask.config.set(
+        {
+            "distributed.comm.tls.ca-file": files["CA_FILE"],
+            "distributed.comm.tls.client.cert": files["CLIENT__CERT"],
+            "distributed.comm.tls.client.key": files["CLIENT__KEY"],
+        }
+    ):
+        yield
 
 
 SAMPLE = "user/0000007"
@@ -167,7 +213,7 @@ def test_kek_bundle_opens_only_for_its_worker_and_job() -> None:
 
 
 @pytest.mark.slow
-def test_rewrap_1e5_keys_equals_in_process(client: Client, tmp_path: Path) -> None:
+def test_rewrap_1e5_keys_equals_in_process(cluster: jobs.Cluster, tmp_path: Path) -> None:
     path, quorum = _keyring(tmp_path / "a", 100_000)
     shutil.copytree(path, tmp_path / "b")
     with _open(path, quorum) as ukr:
@@ -177,7 +223,7 @@ def test_rewrap_1e5_keys_equals_in_process(client: Client, tmp_path: Path) -> No
     with _open(tmp_path / "b", quorum) as ukr:
         result = jobs.rewrap(
             ukr,
-            client=client,
+            cluster=cluster,
             partitions=8,
             progress=lambda d, t: seen.append((d, t)),
             timeout=TIMEOUT,
@@ -214,7 +260,7 @@ def _default_iv_opens(kek: bytes, row: WrappedKey) -> bool:
 
 
 def test_rewrap_ceremony_on_dask_binds_legacy_and_bound_rows(
-    client: Client, tmp_path: Path
+    cluster: jobs.Cluster, tmp_path: Path
 ) -> None:
     """A keyring from before subject binding (tests/vectors): v1 rows use the default IV,
     v2 rows are bound; rotated to v3, the Dask rewrap must open both kinds (the unbound
@@ -251,7 +297,7 @@ def test_rewrap_ceremony_on_dask_binds_legacy_and_bound_rows(
         ceremony.Quorum(kr, shares),
         batch_size=300,
         runner=lambda ukr, b, p: jobs.rewrap(
-            ukr, client=client, partitions=4, batch_size=b, progress=p, timeout=TIMEOUT
+            ukr, cluster=cluster, partitions=4, batch_size=b, progress=p, timeout=TIMEOUT
         ),
     )
     assert (done.value.rewrapped, done.value.remaining, done.value.corrupt) == (n, 0, ())
@@ -290,7 +336,7 @@ def test_worker_killed_mid_job_leaves_nothing_half_done(client: Client, tmp_path
         try:
             first = jobs.rewrap(
                 ukr,
-                client=client,
+                cluster=_cluster(client),
                 partitions=16,
                 batch_size=500,
                 progress=kill_once,
@@ -304,7 +350,7 @@ def test_worker_killed_mid_job_leaves_nothing_half_done(client: Client, tmp_path
         assert len(mid) == n and {r.kek_version for r in mid} <= {1, 2}
         assert _raw_keys(ukr, mid) == before  # each key: old wrap or new wrap, same key
         client.wait_for_workers(2, timeout=120)
-        again = jobs.rewrap(ukr, client=client, partitions=4, timeout=TIMEOUT)
+        again = jobs.rewrap(ukr, cluster=_cluster(client), partitions=4, timeout=TIMEOUT)
         assert again.remaining == 0
         assert finished_first == (again.rewrapped == 0)
     assert _rows(path, kid) == _rows(tmp_path / "b", kid)
@@ -323,7 +369,7 @@ def _dataset(path: Path) -> pd.DataFrame:
 
 
 def test_parquet_round_trip_byte_compatible_and_moved_row_fails(
-    client: Client, tmp_path: Path
+    cluster: jobs.Cluster, tmp_path: Path
 ) -> None:
     _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
     df = _dataset(tmp_path / "in")
@@ -340,7 +386,7 @@ def test_parquet_round_trip_byte_compatible_and_moved_row_fails(
                 "user",
                 service=source,
                 context=ctx,
-                client=client,
+                cluster=cluster,
                 progress=lambda d, t: steps.append((d, t)),
             )
             assert n == 300 and steps[-1] == (2, 2)
@@ -356,13 +402,13 @@ def test_parquet_round_trip_byte_compatible_and_moved_row_fails(
                 "user",
                 service=source,
                 context=ctx,
-                client=client,
+                cluster=cluster,
             )
             dec = pd.read_parquet(tmp_path / "dec").sort_values("id").reset_index(drop=True)
             assert dec["body"].tolist() == df["body"].tolist()
             assert dec["user"].tolist() == df["user"].tolist()
             assert jobs.scan_dataset(
-                tmp_path / "enc", "body", "user", service=source, context=ctx, client=client
+                tmp_path / "enc", "body", "user", service=source, context=ctx, cluster=cluster
             ).ok
 
             # A row moved to another user, a flipped bit, garbage, a shredded subject.
@@ -383,10 +429,10 @@ def test_parquet_round_trip_byte_compatible_and_moved_row_fails(
                     "user",
                     service=source,
                     context=ctx,
-                    client=client,
+                    cluster=cluster,
                 )
             report = jobs.scan_dataset(
-                tmp_path / "bad", "body", "user", service=source, context=ctx, client=client
+                tmp_path / "bad", "body", "user", service=source, context=ctx, cluster=cluster
             )
             assert report.checked == 299
             assert {(b.row, b.subject, b.reason) for b in report.bad} == {
@@ -402,7 +448,7 @@ def test_parquet_round_trip_byte_compatible_and_moved_row_fails(
                 "user",
                 service=source,
                 context={"table": "other"},
-                client=client,
+                cluster=cluster,
             )
             assert len(other.bad) == 299
 
@@ -416,7 +462,9 @@ def _cli(args: list[object]) -> Any:
     return result
 
 
-def test_cli_rewrap_dask_local_cluster_and_datasets(client: Client, tmp_path: Path) -> None:
+def test_cli_rewrap_dask_local_cluster_and_datasets(
+    client: Client, tmp_path: Path, dask_tls: None
+) -> None:
     kr = tmp_path / "vault"
     assert (
         _cli(["init", kr, "-k", "2", "-c", "a", "-c", "b", "-c", "c", "--plain-shares"]).exit_code
@@ -586,7 +634,9 @@ def test_loopback_source_needs_its_key_and_service_source_plumbing(
     ]
 
 
-def test_cli_datasets_through_keysplit_serve(client: Client, tmp_path: Path) -> None:
+def test_cli_datasets_through_keysplit_serve(
+    client: Client, tmp_path: Path, dask_tls: None
+) -> None:
     """End to end: ``keysplit serve`` holds the keyring; ``keysplit encrypt-dataset`` and
     ``decrypt-dataset --server unix:...`` (real processes, on the module's cluster) get
     each partition's data keys from it with a ``datakey`` token."""
@@ -632,3 +682,110 @@ def test_cli_datasets_through_keysplit_serve(client: Client, tmp_path: Path) -> 
                 assert ukr.decrypt(rec, subject=subject, context={"t": "contacts"}) == df["body"][i]
     finally:
         shutil.rmtree(sockdir, ignore_errors=True)
+
+
+# -- the driver never deserializes what the cluster produced (issue 21 item 2) ---------------
+
+
+def _poison(code: str, dask_worker: Any = None) -> None:
+    """(On a worker) Make every rewrap partition return an object whose unpickling runs
+    ``code``, as code planted on a compromised worker could."""
+    import importlib
+
+    m = importlib.import_module("keysplit.jobs.rewrap")  # (the package's 'rewrap' is the function)
+
+    class Hostile:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (exec, (code,))
+
+    m._keysplit_unpoisoned = m.rewrap_rows  # type: ignore[attr-defined]
+    m.rewrap_rows = lambda keks, rows: ([], [Hostile()])  # type: ignore[assignment]
+
+
+def _unpoison(dask_worker: Any = None) -> None:
+    import importlib
+
+    m = importlib.import_module("keysplit.jobs.rewrap")
+
+    m.rewrap_rows = m._keysplit_unpoisoned  # type: ignore[attr-defined]
+
+
+def test_hostile_worker_result_never_runs_in_the_keyring_process(
+    client: Client, cluster: jobs.Cluster, tmp_path: Path
+) -> None:
+    """Before: the driver held the unsealed keyring and unpickled task results, so a worker
+    could run code in it. Now the Dask client runs in a child process: the hostile pickle
+    runs there (it holds no keyring and no KEK), the job fails with a clear error, and the
+    keyring process runs nothing."""
+    import sys
+
+    import cloudpickle
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    where = repr(str(marks))
+    code = f"import os; open(os.path.join({where}, 'ran-in-' + str(os.getpid())), 'w').close()"
+    path, quorum = _keyring(tmp_path / "a", 200)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        client.run(_poison, code)
+        with _open(path, quorum) as ukr:
+            with pytest.raises(JobError, match="malformed partition result") as info:
+                jobs.rewrap(ukr, cluster=cluster, partitions=2, rounds=1, timeout=TIMEOUT)
+            assert "run the rewrap again" in (info.value.hint or "")
+    finally:
+        client.run(_unpoison)
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    ran = sorted(p.name for p in marks.iterdir())
+    assert ran, "the hostile object never reached a deserializer (the test proves nothing)"
+    assert f"ran-in-{os.getpid()}" not in ran  # never in the process holding the keyring
+    with _open(path, quorum) as ukr:  # nothing was committed; the store is intact
+        assert ukr.rewrap().rewrapped == 200
+
+
+def test_cluster_refuses_unauthenticated_remote_schedulers() -> None:
+    from keysplit.jobs import Cluster, ClusterError
+
+    pem = {"tls_ca": "ca.pem", "tls_cert": "c.pem", "tls_key": "k.pem"}
+    for bad in ("tcp://10.1.2.3:8786", "10.1.2.3:8786", "tcp://sched.example:8786"):
+        with pytest.raises(ClusterError, match="unauthenticated scheduler on another host"):
+            Cluster(bad)
+    with pytest.raises(ClusterError, match="needs a CA"):
+        Cluster("tls://10.1.2.3:8786")
+    with pytest.raises(ClusterError, match="all three"):
+        Cluster("tls://10.1.2.3:8786", tls_ca="ca.pem")
+    with pytest.raises(ClusterError, match="not a Dask scheduler address"):
+        Cluster("inproc://x")
+    assert Cluster("tls://10.1.2.3:8786", **pem).authenticated
+    assert Cluster("tcp://127.0.0.1:8786").scheduler == "tcp://127.0.0.1:8786"  # this host
+    assert Cluster().local and Cluster().authenticated  # the job's own LocalCluster: mutual TLS
+    assert "k.pem" not in repr(Cluster("tls://10.1.2.3:8786", **pem))
+
+
+def test_driver_messages_are_checked_never_trusted() -> None:
+    """What the child says is parsed as plain data: an error names a keysplit class or is
+    a JobError; counts and rows of the wrong type are refused."""
+    from keysplit import FormatError
+    from keysplit.jobs._isolate import _error, clean
+    from keysplit.jobs.records import _bad_rows
+    from keysplit.jobs.rewrap import _checked_result
+
+    assert type(_error({"kind": "IntegrityError", "message": "x"})) is IntegrityError
+    assert type(_error({"kind": "FormatError", "message": "x"})) is FormatError
+    for kind in ("Exception", "SystemExit", "__import__", "os.system", None, 3):
+        assert type(_error({"kind": kind, "message": "x"})) is JobError
+    assert clean("a\x1b[2Jb" + "c" * 5000) == "a?[2Jb" + "c" * 994
+    for bad in (
+        {"rewrapped": "1", "corrupt": [], "unfinished": 0, "total": 1},
+        {"rewrapped": True, "corrupt": [], "unfinished": 0, "total": 1},
+        {"rewrapped": 1, "corrupt": [1], "unfinished": 0, "total": 1},
+        {"rewrapped": -1, "corrupt": [], "unfinished": 0, "total": 1},
+    ):
+        with pytest.raises(JobError, match="malformed"):
+            _checked_result(bad)
+    with pytest.raises(JobError, match="did not finish"):
+        _checked_result({"rewrapped": 3, "corrupt": [], "unfinished": 1, "total": 2, "why": "x"})
+    assert _bad_rows([[0, 3, "s", "malformed"]])[0].row == 3
+    for rows in ([[0, 3, "s", "other"]], [[0, [], "s", "malformed"]], {"a": 1}, [[0, 1, 2]]):
+        with pytest.raises(JobError):
+            _bad_rows(rows)

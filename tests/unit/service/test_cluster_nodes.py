@@ -415,3 +415,37 @@ def test_restart_unseal_refresh(cluster: Cluster) -> None:
         cluster.start(n)
     with ClusterClient(cluster.dir, token=cluster.token) as c:
         _check_records(c)
+
+
+def test_replace_a_lost_node(cluster: Cluster) -> None:
+    """n2 is lost for good; a fresh keyring n4 takes its place from n1 and n3 (share
+    recovery), and then carries the cluster with n3 while n1 is down: records still open."""
+    t = cluster.tmp
+    make_keyring(t, 2, ["n4a", "n4b"], dirname="n4")
+    srv = Server(t / "n4", cluster.sockdir / "n4.sock")
+    cluster.servers["n4"] = srv
+    cluster.start("n4")
+    cluster.servers["n2"].stop()
+    shutil.rmtree(t / "n2")
+    before = read_cluster(cluster.dir)
+    r = cli("cluster", "replace", "cl", f"n2={srv.url}", cwd=t)
+    assert r.returncode == 0, r.stderr
+    after = read_cluster(cluster.dir)
+    assert after.node("n2").url == srv.url
+    assert after.node("n2").keyring_id == Keyring.open(t / "n4").keyring_id
+    assert after.commitments == before.commitments and after.public_key == before.public_key
+    assert [n.public_share for n in after.nodes] == [n.public_share for n in before.nodes]
+    r = cli(
+        "token", "add", "n4", "--name", "app", "--token-file", "token", "--allow", "datakey",
+        "--subject-prefix", "contacts/",
+        *_share_args([share_file(t / "n4-shares", f"n4{c}") for c in "ab"]), cwd=t,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    cluster.servers["n1"].stop()
+    with ClusterClient(cluster.dir, token=cluster.token) as c:
+        _check_records(c)
+        assert c.datakeys.excluded == {}
+    r = cli("cluster", "status", "cl", cwd=t)
+    assert "n2" in r.stdout and "share=ok" in r.stdout
+    # the new node kept its share sealed: nothing in its directory holds it in clear
+    assert (t / "n4" / "cluster" / f"{after.cluster_id}.share").stat().st_mode & 0o077 == 0

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from service_unseal import unseal_service
 
 import keysplit
 from keysplit import errors, record
@@ -251,20 +252,7 @@ def service(ring: tuple[keysplit.Keyring, dict]) -> tuple[KeyService, dict[str, 
         "enc": tl.create(key, name="enc", allow=["encrypt"], subject_prefix="c/")[0],
     }
     svc = KeyService(kr.path, log=lambda m: None)
-    for n in "ab":
-        o = svc.remote.offer()
-        sealed = seal_share_for(
-            shares[n],
-            public_key=bytes.fromhex(o["public_key"]),
-            keyring_id=kr.keyring_id,
-            nonce=bytes.fromhex(o["nonce"]),
-        )
-        body = json.dumps(
-            {"nonce": o["nonce"], "sealed_share": base64.b64encode(sealed).decode()}
-        ).encode()
-        r = svc.handle(Request("POST", "/v1/unseal", {}, body))
-        assert r.status == 200, r.body
-    assert not svc.sealed
+    unseal_service(svc, kr.keyring_id, [shares["a"], shares["b"]])
     return svc, tokens
 
 

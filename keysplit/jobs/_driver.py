@@ -1,0 +1,95 @@
+"""The child process that runs a job's Dask client (``python -m keysplit.jobs._driver``).
+
+It reads one request from its parent (:mod:`keysplit.jobs._isolate`), connects to the
+cluster (or starts an authenticated LocalCluster), runs the job and reports JSON lines on
+its original standard output. Everything else the libraries print goes to standard error
+(file descriptor 1 is pointed there), so a stray ``print`` can never forge a message. This
+process is as trusted as a worker of the job, no more: it holds no keyring and no KEK.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import pickle
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from ._channel import Channel
+
+__all__ = ["main"]
+
+
+@contextlib.contextmanager
+def _client(doc: dict[str, Any]) -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+    from distributed.security import Security
+
+    if doc["scheduler"] is None:
+        sec = Security.temporary()  # mutual TLS even on this host: no foreign worker joins
+        with (
+            LocalCluster(
+                n_workers=doc["workers"],
+                threads_per_worker=doc["threads_per_worker"],
+                processes=True,
+                dashboard_address=None,
+                silence_logs=40,
+                security=sec,
+            ) as cluster,
+            Client(cluster, security=sec, timeout=doc["timeout"]) as client,
+        ):
+            yield client
+        return
+    tls = doc["tls"]
+    security = (
+        None
+        if tls is None
+        else Security(
+            tls_ca_file=tls["ca"],
+            tls_client_cert=tls["cert"],
+            tls_client_key=tls["key"],
+            require_encryption=True,
+        )
+    )
+    with Client(doc["scheduler"], security=security, timeout=doc["timeout"]) as client:
+        yield client
+
+
+def _run(request: dict[str, Any], chan: Channel) -> dict[str, Any]:
+    kind = request["kind"]
+    with _client(request["cluster"]) as client:
+        if kind == "rewrap":
+            from .rewrap import child_job as rewrap_job
+
+            return rewrap_job(client, request, chan)
+        from .records import child_job as records_job
+
+        return records_job(client, request, chan)
+
+
+def main() -> int:
+    out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)  # libraries' prints go to stderr, never into the channel
+    sys.stdout = sys.stderr
+    chan = Channel(out, sys.stdin)
+    from ..errors import KeysplitError
+
+    try:
+        # from the parent, which trusts this process less than itself: never the other way
+        request = pickle.loads(base64.b64decode(sys.stdin.readline()))  # noqa: S301
+        result = _run(request, chan)
+    except KeysplitError as exc:
+        chan.send({"t": "error", "kind": type(exc).__name__, "message": str(exc), "hint": exc.hint})
+        return 1
+    except Exception as exc:  # others: the type (a task's message may quote data), OS: text
+        what = f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else type(exc).__name__
+        chan.send({"t": "error", "kind": "JobError", "message": what})
+        return 1
+    chan.send({"t": "done", **result})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

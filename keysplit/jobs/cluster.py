@@ -1,0 +1,128 @@
+"""Where a job runs: :class:`Cluster` (a scheduler address and the TLS that authenticates it).
+
+A job's Dask client never runs in the process that holds the unsealed keyring (see
+:mod:`keysplit.jobs._isolate`): it runs in a child process that connects to ``scheduler``
+or, with no address, starts a LocalCluster of its own on this host. That cluster is
+**authenticated**: its scheduler, workers and client use a fresh self-signed certificate
+made in memory for the job (``Security.temporary()``, mutual TLS), so another local user
+cannot attach a worker and receive keys.
+
+An external scheduler is accepted without TLS only on a loopback address (this host; say so
+in your threat model: any local user who can reach that port can attach a worker). Any other
+address must be ``tls://`` with a CA and a client certificate and key (mutual TLS, Dask's
+``Security``; ``require_encryption``), so only workers holding a certificate of that CA can
+join and receive a job's keys. The TLS fields are file paths or PEM text, as in Dask;
+:meth:`Cluster.from_dask_config` takes them from Dask's own configuration
+(``distributed.comm.tls.ca-file``, ``.client.cert``, ``.client.key``, e.g. the
+``DASK_DISTRIBUTED__COMM__TLS__CA_FILE`` environment variable).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import KeysplitError
+
+__all__ = ["Cluster", "ClusterError"]
+
+
+class ClusterError(KeysplitError):
+    """The cluster is not acceptable for a job (unauthenticated remote scheduler, bad address)."""
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A Dask cluster for one job (see the module docstring for what is accepted)."""
+
+    scheduler: str | None = None
+    """``tls://host:port`` (or ``tcp://`` on loopback only); None: a LocalCluster."""
+    workers: int | None = None
+    """LocalCluster only: worker processes (None: Dask's default for this host)."""
+    threads_per_worker: int = 1
+    tls_ca: str | None = field(default=None, repr=False)
+    tls_cert: str | None = field(default=None, repr=False)
+    tls_key: str | None = field(default=None, repr=False)
+    timeout: float = 120.0
+    """Seconds to connect to the scheduler."""
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and (
+            isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1
+        ):
+            raise ValueError("workers must be a positive int")
+        tls = (self.tls_ca, self.tls_cert, self.tls_key)
+        if any(v is not None for v in tls) and not all(isinstance(v, str) and v for v in tls):
+            raise ClusterError(
+                "TLS needs all three of a CA, a client certificate and its key",
+                hint="give tls_ca, tls_cert and tls_key (paths or PEM text)",
+            )
+        if self.scheduler is None:
+            return
+        if not isinstance(self.scheduler, str):
+            raise TypeError("scheduler must be an address string")
+        parts = urlsplit(self.scheduler if "://" in self.scheduler else f"tcp://{self.scheduler}")
+        scheme, host = parts.scheme, parts.hostname or ""
+        if scheme not in ("tcp", "tls") or not host:
+            raise ClusterError(
+                f"not a Dask scheduler address: {self.scheduler!r}",
+                hint="use tls://HOST:PORT (or tcp://127.0.0.1:PORT on this host)",
+            )
+        if scheme == "tls" and not self.authenticated:
+            raise ClusterError(
+                "a tls:// scheduler needs a CA, a client certificate and its key",
+                hint="set Dask's distributed.comm.tls.* options or pass tls_ca/tls_cert/tls_key",
+            )
+        if scheme == "tcp" and not _loopback(host):
+            raise ClusterError(
+                f"refusing an unauthenticated scheduler on another host ({host}): a job "
+                "hands its workers keys, so only certified workers may join",
+                hint="run the cluster with TLS (tls:// address, CA and client certificate)",
+            )
+
+    @property
+    def authenticated(self) -> bool:
+        """True if the connection is mutual TLS (always true for a LocalCluster of the job)."""
+        return self.scheduler is None or self.tls_ca is not None
+
+    @property
+    def local(self) -> bool:
+        """True if the job starts its own LocalCluster on this host."""
+        return self.scheduler is None
+
+    @classmethod
+    def from_dask_config(cls, scheduler: str | None, **kwargs: Any) -> Cluster:
+        """A cluster whose TLS files come from Dask's configuration (if set there)."""
+        import dask.config
+
+        def get(key: str) -> str | None:
+            value = dask.config.get(f"distributed.comm.tls.{key}", default=None)
+            return value if isinstance(value, str) and value else None
+
+        ca, cert, key = get("ca-file"), get("client.cert"), get("client.key")
+        if scheduler is None or ca is None:
+            return cls(scheduler, **kwargs)
+        return cls(scheduler, tls_ca=ca, tls_cert=cert, tls_key=key, **kwargs)
+
+    def to_doc(self) -> dict[str, Any]:
+        """The child's copy (plain JSON types)."""
+        return {
+            "scheduler": self.scheduler,
+            "workers": self.workers,
+            "threads_per_worker": self.threads_per_worker,
+            "tls": None
+            if self.tls_ca is None
+            else {"ca": self.tls_ca, "cert": self.tls_cert, "key": self.tls_key},
+            "timeout": self.timeout,
+        }
