@@ -40,6 +40,9 @@ __all__ = [
     "ClusterDeal",
     "ClusterEval",
     "ClusterJoin",
+    "ClusterRecover",
+    "ClusterRecoverDeal",
+    "ClusterRecoverHelp",
     "ClusterRefresh",
     "Contributor",
     "Dataset",
@@ -437,6 +440,39 @@ class ClusterEval(Event):
     subjects: Sequence[str]
 
 
+@dataclass(frozen=True)
+class ClusterRecoverDeal(Event):
+    """A helper node dealt its part of recovering the lost node index ``lost``."""
+
+    NAME: ClassVar[str] = "cluster-recover-deal"
+    cluster: str
+    lost: int
+    helpers: Sequence[int]
+    by: str
+
+
+@dataclass(frozen=True)
+class ClusterRecoverHelp(Event):
+    """A helper node sealed its blinded value for the node replacing index ``lost``."""
+
+    NAME: ClassVar[str] = "cluster-recover-help"
+    cluster: str
+    lost: int
+    new_keyring: str
+    by: str
+
+
+@dataclass(frozen=True)
+class ClusterRecover(Event):
+    """This node recovered the share of index ``index`` from ``helpers``."""
+
+    NAME: ClassVar[str] = "cluster-recover"
+    cluster: str
+    index: int
+    helpers: Sequence[int]
+    by: str
+
+
 EVENTS: tuple[str, ...] = (
     "init",
     "unseal-check",
@@ -465,6 +501,9 @@ EVENTS: tuple[str, ...] = (
     "cluster-join",
     "cluster-refresh",
     "cluster-eval",
+    "cluster-recover-deal",
+    "cluster-recover-help",
+    "cluster-recover",
 )
 """The event names keysplit writes (others matching the format's pattern still verify)."""
 
