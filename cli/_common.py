@@ -8,6 +8,8 @@ come from prompts, files or stdin, never argv.
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +33,8 @@ err_console = Console(stderr=True, highlight=False)
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE
+"""141: what a shell reports for a writer whose reader went away (``keysplit ... | head``)."""
 
 
 def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoReturn:
@@ -39,6 +43,17 @@ def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoR
     if hint:
         typer.echo(f"hint: {hint}", err=True)
     raise typer.Exit(code)
+
+
+def closed_pipe() -> NoReturn:
+    """stdout's reader is gone (``| head``): stop quietly, as ``cat`` does. stdout is pointed
+    at /dev/null first, so that the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (a test runner's stream)
+        pass
+    raise typer.Exit(EXIT_CLOSED_PIPE)
 
 
 def relabel(exc: E, label: str) -> E:
@@ -64,6 +79,8 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except KeysplitError as exc:
             fail(str(exc) or type(exc).__name__, exc.hint)
+        except BrokenPipeError:
+            closed_pipe()
         except FileNotFoundError as exc:
             fail(f"no such file: {exc.filename}")
         except FileExistsError as exc:

@@ -19,6 +19,7 @@ from ._common import EXIT_USAGE, fail, info, read_input, relabel
 from ._opener import Passphrases, ShareOpener
 
 __all__ = [
+    "CUSTODIAN_PASSPHRASE",
     "parse_groups",
     "read_keysplit",
     "read_pycryptodome",
@@ -49,15 +50,21 @@ def read_sources(inputs: list[Path] | None) -> list[tuple[str, bytes]]:
     return [("stdin" if str(p) == "-" else str(p), read_input(p)) for p in inputs]
 
 
+CUSTODIAN_PASSPHRASE = "--custodian-passphrase-file"  # noqa: S105 (an option name)
+
+
 def read_keysplit(
-    sources: list[tuple[str, bytes]], identity: list[Path], custodian_passphrase: Path | None
+    sources: list[tuple[str, bytes]], identity: list[Path], custodian_passphrases: list[str]
 ) -> list[Share]:
+    """keysplit shares; sealed ones opened with ``identity`` files or the passphrases of
+    ``--custodian-passphrase-file [NAME=]FILE`` (else prompts), as ``combine`` opens them."""
     shares = []
     opener = None
     for name, blob in sources:
         if is_sealed(blob):
             if opener is None:  # the same prompts and messages as `keysplit combine`
-                opener = ShareOpener(identity, Passphrases.single(custodian_passphrase))
+                passphrases = Passphrases(custodian_passphrases, option=CUSTODIAN_PASSPHRASE)
+                opener = ShareOpener(identity, passphrases)
             shares.append(opener.open(name, blob))
             continue
         if blob.startswith(b"KSSH"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import os
 import sys
 import time
 import warnings
@@ -123,14 +124,40 @@ def read_passphrase_file(path: Path) -> bytes:
     return data
 
 
+def _has_terminal() -> bool:
+    """Whether this process has a terminal to read a hidden answer from (getpass's way)."""
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        return False
+    return True
+
+
+def _read_line(prompt: str = "") -> str:
+    """An answer from stdin when there is no terminal: nothing is shown, so nothing needs
+    hiding (getpass would warn and print "Password input may be echoed")."""
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    line = sys.stdin.readline()
+    sys.stderr.write("\n")  # as getpass ends the line the unechoed Enter did not
+    if not line:
+        raise EOFError
+    return line.rstrip("\r\n")
+
+
 @contextlib.contextmanager
 def _quiet_getpass() -> Iterator[None]:
-    """No ``GetPassWarning`` when stdin is not a terminal: the input (a pipe, a file) is then
-    not shown anyway, so the warning is noise. At a terminal it stays: there it means the
-    typing would be echoed."""
-    with warnings.catch_warnings():
-        if not sys.stdin.isatty():
-            warnings.simplefilter("ignore", getpass.GetPassWarning)
+    """Hidden prompts without a terminal read stdin quietly (no ``GetPassWarning``, no
+    "may be echoed"): the input is a pipe or a file, never shown. With a terminal, getpass
+    as usual (it reads /dev/tty with echo off, even when stdin is a pipe)."""
+    if _has_terminal():
+        yield
+        return
+    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
+        warnings.simplefilter("ignore", getpass.GetPassWarning)
+        original = getpass.getpass
+        getpass.getpass = lambda prompt="", stream=None: _read_line(prompt)
+        stack.callback(setattr, getpass, "getpass", original)
         yield
 
 

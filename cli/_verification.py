@@ -80,11 +80,20 @@ def record_proof(kr: Keyring, name: str, code_file: Path | None, as_json: bool) 
     typer.echo(json.dumps(st.to_json()) if as_json else f"{len(st.proven)}/{st.count} proven")
 
 
-def complete(kr: Keyring, src: QuorumSource, missing: list[str]) -> None:
+def complete(kr: Keyring, src: QuorumSource, missing: list[str], *, as_json: bool = False) -> None:
     """Switch to the verified generation with a quorum, naming the unproven custodians."""
     drill = ceremony.unseal_check(kr, quorum(kr, src, complete_missing=missing))
     info(
         f"verification complete ({names(drill.contributors)}); keyring {kr.keyring_id} "
         f"is at generation {kr.meta.generation}"
     )
-    typer.echo(kr.keyring_id)
+    if as_json:
+        doc = {
+            "keyring_id": kr.keyring_id,
+            "generation": kr.meta.generation,
+            "custodians": [c.as_dict() for c in drill.contributors],
+            "unproven": sorted(missing),
+        }
+        typer.echo(json.dumps(doc))
+    else:
+        typer.echo(kr.keyring_id)

@@ -11,7 +11,10 @@ To add a command module: write ``cli/commands/NAME.py`` and add it to ONE of the
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+import typer.core
 
 import keysplit
 
@@ -72,6 +75,17 @@ COMMAND_MODULES = tuple(
     m.__name__.rpartition(".")[2] for m in TOP_LEVEL + tuple(m for _, _, ms in GROUPS for m in ms)
 )
 """Every command module's name (``cli/commands/NAME.py``)."""
+
+
+_display_type = typer.core.TyperOption.display_type_rich
+
+
+def _no_flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    """A flag takes no value: its help row shows none (Typer would show ``<bool>``)."""
+    return None if self.is_flag else _display_type(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _no_flag_type  # type: ignore[method-assign]
 
 
 def _version(value: bool) -> None:

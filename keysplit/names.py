@@ -18,8 +18,10 @@ The policy is **normalize on write, look up every spelling on read**:
   and destructive operations therefore try :func:`subject_spellings` (NFC, then the exact
   spelling given, then NFD) and :func:`passphrase_candidates` (NFC, then the exact bytes);
   a record opens under the spelling whose key authenticates it, and ``shred`` removes every
-  spelling's key. NFC input costs nothing extra: its spellings list is usually one entry
-  (two when NFD differs, which is the legacy macOS case the issue reported).
+  stored spelling's key (:func:`has_other_spellings` says when a stored spelling beyond
+  those three can exist; the keyring then finds them in the store). NFC input costs
+  nothing extra: its spellings list is usually one entry (two when NFD differs, which is
+  the legacy macOS case the issue reported).
 * Custodian names are a small ASCII alphabet (they reach file names, terminals and HPKE
   ``info``), so there is nothing to normalize: non-ASCII is refused outright, and names
   equal up to case are refused as duplicates (they collide on case-insensitive file systems).
@@ -48,6 +50,7 @@ __all__ = [
     "check_custodian_name",
     "check_custodian_names",
     "check_subject",
+    "has_other_spellings",
     "is_nfc",
     "normalize_context",
     "normalize_context_key",
@@ -154,6 +157,57 @@ def subject_spellings(subject: str) -> tuple[str, ...]:
         if s not in out and 0 < len(s.encode("utf-8")) <= MAX_SUBJECT_BYTES:
             out.append(s)
     return tuple(out)
+
+
+_ASCII_WITH_TWINS = frozenset(";K`")
+"""ASCII characters another code point decomposes to alone (U+037E, U+212A, U+1FEF)."""
+
+
+class _Twins:
+    """Code points that make a text's spelling not unique, from the Unicode database once:
+    targets of singleton decompositions (U+212A KELVIN SIGN is "K") and starters that
+    compose with a preceding starter (U+0BBE in Tamil U+0BCA)."""
+
+    _tables: tuple[frozenset[str], frozenset[str]] | None = None
+
+    @classmethod
+    def tables(cls) -> tuple[frozenset[str], frozenset[str]]:
+        if cls._tables is None:
+            singles: set[str] = set()
+            second: set[str] = set()
+            for cp in range(0x110000):
+                d = unicodedata.decomposition(chr(cp))
+                if not d or d.startswith("<"):
+                    continue
+                full = unicodedata.normalize("NFD", chr(cp))
+                if len(full) == 1:
+                    singles.add(full)
+                second.update(c for c in full[1:] if not unicodedata.combining(c))
+            cls._tables = frozenset(singles), frozenset(second)
+        return cls._tables
+
+
+def has_other_spellings(subject: str) -> bool:
+    """Whether text other than ``subject``'s NFC form may canonicalize to it.
+
+    False only when provably not: no combining mark, nothing precomposed, no character
+    another code point decomposes to alone, no Hangul, no starter that composes with the
+    one before it. Then ``shred`` need not look for legacy spellings beyond the usual ones
+    (:func:`subject_spellings`); otherwise the keyring looks the store over once per
+    session for every stored spelling (``LocalDataKeys.stored_spellings``).
+    """
+    canon = check_subject(subject)
+    if canon.isascii():
+        return not _ASCII_WITH_TWINS.isdisjoint(canon)
+    if unicodedata.normalize("NFD", canon) != canon:
+        return True
+    singles, second = _Twins.tables()
+    for c in canon:
+        if unicodedata.combining(c) or c in singles or c in second:
+            return True
+        if "\u1100" <= c <= "\u11ff" or "\uac00" <= c <= "\ud7a3" or "\u3130" <= c <= "\u318f":
+            return True  # Hangul composes algorithmically
+    return False
 
 
 def normalize_context_key(key: str) -> str:

@@ -47,6 +47,8 @@ def verify_cmd(
 ) -> None:
     """Check the audit log; print its head hash on stdout.
 
+    Example: keysplit audit verify vault --anchor 3f9c...  (a head written down earlier)
+
     Exit codes: 0 log intact; 1 log broken (first bad entry named) or bad quorum; 2 usage.
     """
     kr = Keyring.open(directory)
@@ -106,6 +108,8 @@ def show_cmd(
 ) -> None:
     """List the audit entries (not verified: use 'audit verify' for that).
 
+    Example: keysplit audit show vault --json | jq .event
+
     Exit codes: 0 shown; 1 unreadable log or no keyring; 2 usage.
     """
     entries = Keyring.open(directory).audit_log().entries()
@@ -128,8 +132,11 @@ def repair_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable result."),
 ) -> None:
     """Drop a torn last line left by a crash mid-append, with a quorum; records the repair.
+
+    Example: keysplit audit repair vault -s ana.g1.kss -s ben.g1.kss
 
     Only bytes after the last complete entry are removed; complete entries are never touched.
     The rest of the log must verify (chain and MACs) before and after.
@@ -143,4 +150,5 @@ def repair_cmd(
         info(f"dropped a torn last line; {report.entries} entries verify (chain and MACs)")
     else:
         info(f"nothing to repair; {report.entries} entries verify (chain and MACs)")
-    typer.echo(report.head)
+    doc = {"repaired": done.entry is not None, "entries": report.entries, "head": report.head}
+    typer.echo(json.dumps(doc) if as_json else report.head)

@@ -40,6 +40,8 @@ def bench(
     """Measure keysplit against its peers (quick mode by default) and write a results table.
 
     The table goes to stdout, progress to stderr; results and plots go to --out.
+
+    Example: keysplit bench --only shamir
     """
     try:
         from keysplit_benchmarks import harness

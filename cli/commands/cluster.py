@@ -85,6 +85,8 @@ def status_cmd(
     """Each node: reachable, sealed, region, epoch, and whether its share matches the public
     commitments. Exit code 1 if fewer than T nodes are usable.
 
+    Example: keysplit cluster status nodes/ --json
+
     Exit codes: 0 at least T nodes usable; 1 fewer, or cluster.json unreadable; 2 usage.
     """
     cfg, consistent, nodes = cluster_status(directory, token=read_token(token_file))
@@ -128,6 +130,8 @@ def refresh_cmd(
     """Re-randomize every node's share without changing the cluster key (shares of the old
     epoch no longer combine with new ones; records are unaffected). Every node must be
     unsealed and reachable.
+
+    Example: keysplit cluster refresh nodes/
 
     Exit codes: 0 refreshed; 1 a node unreachable, sealed or at fault (named); 2 usage.
     """

@@ -24,6 +24,7 @@ from keysplit.files import atomic_write
 from .. import _common
 from .._common import EXIT_USAGE, fail, handle_errors, info
 from .._convert_io import (
+    CUSTODIAN_PASSPHRASE,
     parse_groups,
     read_keysplit,
     read_pycryptodome,
@@ -41,7 +42,10 @@ __all__ = ["app"]
 app = typer.Typer()
 
 IDENTITY_HELP = "Identity file opening a share sealed to a public key (repeatable)."
-UNLOCK_HELP = "Passphrase of a passphrase-sealed share, or of the identity (else a prompt)."
+CUSTODIAN_PASSPHRASE_HELP = (
+    "keysplit source: FILE, or NAME=FILE for custodian NAME only: passphrase of "  # noqa: S105
+    "passphrase-sealed shares and encrypted identities (repeatable; else a prompt)."
+)
 
 
 class Fmt(StrEnum):
@@ -95,10 +99,8 @@ def convert_cmd(
     identity: list[Path] = typer.Option(
         [], "--identity", help="keysplit source: identity file to open shares sealed to it."
     ),
-    custodian_passphrase_file: Path | None = typer.Option(
-        None,
-        "--custodian-passphrase-file",
-        help="keysplit source: passphrase of passphrase-sealed shares (else a prompt).",
+    custodian_passphrase_file: list[str] = typer.Option(
+        [], CUSTODIAN_PASSPHRASE, metavar="[NAME=]FILE", help=CUSTODIAN_PASSPHRASE_HELP
     ),
     set_id: str | None = typer.Option(
         None,
@@ -135,6 +137,9 @@ def convert_cmd(
     own: this combines the source shares (with all their checks) and re-splits the secret,
     in memory, in one step. Run it on an offline machine. The old shares keep working until
     they are destroyed.
+
+    Example: keysplit share convert --from keysplit --to slip39 -t 2 -n 3 --out-dir words
+    share-1.kss share-2.kss
     """
     if Fmt.vault in (from_, to):
         if Fmt.pycryptodome in (from_, to) or ssss:
@@ -260,7 +265,7 @@ def convert_cmd(
                 fail("say how to split: --threshold and --count", code=EXIT_USAGE)
             if to is Fmt.keysplit:
                 new = ks_convert.split_with_set_id(secret, t, n, set_id=set_id_bytes)
-                items = [(f"share-{s.set_id_hex}-{s.index}.txt", f"{s}\n") for s in new]
+                items = [(f"share-{s.set_id_hex}-{s.index}.kss", f"{s}\n") for s in new]
             else:
                 if len(secret) != interop.SECRET_BYTES:
                     raise KeysplitError(
@@ -349,8 +354,8 @@ def convert_vault_cmd(
         None, "--set-id", help="keysplit target: reuse this share-set id (16 hex digits)."
     ),
     identity: list[Path] = typer.Option([], "--identity", help="keysplit source: " + IDENTITY_HELP),
-    custodian_passphrase_file: Path | None = typer.Option(
-        None, "--custodian-passphrase-file", help="keysplit source: " + UNLOCK_HELP
+    custodian_passphrase_file: list[str] = typer.Option(
+        [], CUSTODIAN_PASSPHRASE, metavar="[NAME=]FILE", help=CUSTODIAN_PASSPHRASE_HELP
     ),
     vault_encoding: VEnc = typer.Option(
         VEnc.base64, "--vault-encoding", help="Vault target: base64 (as vault prints) or hex."
@@ -442,6 +447,18 @@ def convert_vault_cmd(
 
     t = threshold if threshold is not None else src_t
     n = count if count is not None else (len(custody) or src_n)
+    if custody and t is not None and n is not None and t >= n:
+        if threshold is None:
+            fail(
+                f"{n} custodians and the source's threshold {t}: every custodian would be "
+                "needed (losing one share loses the key)",
+                hint=f"give --threshold K below {n}, e.g. -t {max(2, n - 1)}",
+                code=EXIT_USAGE,
+            )
+        info(
+            f"[yellow]warning:[/] {t} of {n}: every custodian is needed, losing one share "
+            "loses the key"
+        )
     info(
         f"recovered a {len(secret)}-byte key from {n_in} share(s); "
         f"fingerprint {secret_fingerprint(secret)}"
@@ -505,7 +522,7 @@ def convert_vault_cmd(
                 print_share_table(f"{t}-of-{n} keysplit shares, set {new[0].set_id_hex}", rows)
             else:
                 write_items(
-                    out_dir, [(f"share-{s.set_id_hex}-{s.index}.txt", f"{s}\n") for s in new]
+                    out_dir, [(f"share-{s.set_id_hex}-{s.index}.kss", f"{s}\n") for s in new]
                 )
     except ValueError as exc:
         fail(str(exc), code=EXIT_USAGE)

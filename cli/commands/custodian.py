@@ -17,7 +17,7 @@ from keysplit.files import atomic_write
 from .. import _common
 from .._common import EXIT_USAGE, fail, handle_errors, relabel
 from .._opener import prompt_passphrase, read_passphrase_file
-from .._output import note
+from .._output import JSON_HELP, note
 
 __all__ = ["app"]
 
@@ -38,8 +38,16 @@ def keygen_cmd(
     pq: bool = typer.Option(
         False, "--pq", help="Post-quantum hybrid key (ML-KEM-768 + X25519) instead of X25519."
     ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Create NAME.pub (share it) and NAME.identity (private, 0600, passphrase-protected)."""
+    """Create NAME.pub (share it) and NAME.identity (private, 0600, passphrase-protected).
+
+    Prints the key's fingerprint: compare it with the custodian out of band.
+
+    Example: keysplit custodian keygen ana --out-dir keys
+
+    Exit codes: 0 written; 1 a file exists or cannot be written; 2 usage.
+    """
     try:
         ident = Identity.generate(name, suite="mlkem768-x25519" if pq else "x25519")
     except ValueError as exc:
@@ -61,7 +69,15 @@ def keygen_cmd(
     atomic_write(pub_path, ident.recipient.to_text().encode(), mode=0o644, overwrite=False)
     note(f"wrote {pub_path} (public) and {id_path} (private, mode 0600)")
     note("compare the fingerprint with the custodian out of band before sealing shares to it")
-    typer.echo(ident.fingerprint)
+    doc = {
+        "custodian": name,
+        "suite": ident.recipient.suite,
+        "fingerprint": ident.fingerprint,
+        "public_key_file": str(pub_path),
+        "identity_file": str(id_path),
+        "encrypted": passphrase is not None,
+    }
+    typer.echo(json.dumps(doc) if as_json else ident.fingerprint)
 
 
 @app.command("show")
@@ -70,7 +86,10 @@ def show_cmd(
     file: Path = typer.Argument(..., help="A public key (.pub) file."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show a custodian public key's name, suite and fingerprint."""
+    """Show a custodian public key's name, suite and fingerprint.
+
+    Example: keysplit custodian show keys/ana.pub --json
+    """
     try:
         r = Recipient.from_file(file)
     except KeysplitError as exc:

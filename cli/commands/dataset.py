@@ -11,6 +11,7 @@ command is the ceremony :func:`keysplit.ceremony.dataset`, recorded in the audit
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from keysplit import Keyring, KeysplitError, UnsealedKeyring, ceremony
 
 from .._common import EXIT_USAGE, err_console, fail, handle_errors, info
 from .._dask import SCHEDULER_OPTION, job_cluster, jobs_module
+from .._output import JSON_HELP, emit
 from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
+from .._service import CA_OPTION, CERT_OPTION, KEY_OPTION, SERVER_FORMS, Tls, connect
 
 __all__ = ["app"]
 
@@ -52,14 +55,28 @@ def _context(pairs: list[str]) -> dict[str, str] | None:
     return out or None
 
 
-def _service_source(server: str, token_file: Path | None) -> Any:
+@contextlib.contextmanager
+def _source(
+    server: str | None,
+    token_file: Path | None,
+    tls: Tls,
+    keyring: Path | None,
+    src: QuorumSource,
+) -> Iterator[Any]:
     jobs = jobs_module()
-    if token_file is None:
-        fail("--server needs --token-file (a token allowed 'datakey')", code=EXIT_USAGE)
-    token = token_file.read_text().strip()
-    if not token:
-        fail(f"{token_file} holds no token")
-    return jobs.ServiceDataKeys(server, token)
+    if (server is None) == (keyring is None):
+        fail("give --server URL (with --token-file) or --keyring DIR", code=EXIT_USAGE)
+    if server is not None:
+        if token_file is None:
+            fail("--server needs --token-file (a token allowed 'datakey')", code=EXIT_USAGE)
+        token = token_file.read_text().strip()
+        if not token:
+            fail(f"{token_file} holds no token")
+        connect(server, tls, token=token).close()  # a bad URL or TLS file: one error line
+        ca, cert, key = (None if p is None else str(p) for p in tls)
+        yield jobs.ServiceDataKeys(server, token, ca=ca, cert=cert, key=key)
+        return
+    raise AssertionError("--keyring runs as a ceremony (_dataset_job)")  # pragma: no cover
 
 
 SRC_ARG = typer.Argument(..., metavar="IN", help="Input Parquet file or dataset directory.")
@@ -74,7 +91,7 @@ COLUMN = typer.Option(..., "--column", metavar="C", help="The column to seal or 
 SUBJECT = typer.Option(..., "--subject-column", metavar="S", help="Column of subject ids.")
 
 
-SERVER = typer.Option(None, "--server", metavar="URL", help="Key service (unix:PATH, https://).")
+SERVER = typer.Option(None, "--server", metavar="URL", help=f"Key service: {SERVER_FORMS}.")
 
 
 TOKEN = typer.Option(None, "--token-file", metavar="FILE", help="File holding the token.")
@@ -93,6 +110,7 @@ def _dataset_job(
     job: Callable[[Any, Any, Callable[[int, int], None]], Any],
     server: str | None,
     token_file: Path | None,
+    tls: Tls,
     keyring: Path | None,
     quorum_source: QuorumSource,
     scheduler: str | None,
@@ -101,26 +119,22 @@ def _dataset_job(
     """Run ``job(source, cluster, progress)`` with the key source and bar open (the Dask
     client runs in the job's own child process, never in this one: see keysplit.jobs).
 
-    With ``--keyring`` the job is the library ceremony :func:`keysplit.ceremony.dataset`
-    (quorum, job, one ``dataset`` audit entry: ``record`` holds its fields)."""
-    if (server is None) == (keyring is None):
-        fail("give --server URL (with --token-file) or --keyring DIR", code=EXIT_USAGE)
+    With ``--keyring`` (and no ``--server``) this is the library ceremony
+    :func:`keysplit.ceremony.dataset`: quorum, job, one ``dataset`` audit entry (``record``
+    holds its fields)."""
+    if keyring is not None and server is None:
+        kr = Keyring.open(keyring)
 
-    def run(source: Any) -> Any:
-        with _bar(f"{what} (partitions)") as step:
-            return job(source, job_cluster(scheduler), step)
+        def run(ukr: UnsealedKeyring) -> Any:
+            with jobs_module().serve_keys(ukr) as source, _bar(f"{what} (partitions)") as step:
+                return job(source, job_cluster(scheduler), step)
 
-    if server is not None:
-        return run(_service_source(server, token_file))
-    assert keyring is not None
-    jobs = jobs_module()
-    kr = Keyring.open(keyring)
-
-    def with_keys(ukr: UnsealedKeyring) -> Any:
-        with jobs.serve_keys(ukr) as source:
-            return run(source)
-
-    return ceremony.dataset(kr, quorum(kr, quorum_source), run=with_keys, **record).value
+        return ceremony.dataset(kr, quorum(kr, quorum_source), run=run, **record).value
+    with (
+        _source(server, token_file, tls, keyring, quorum_source) as source,
+        _bar(f"{what} (partitions)") as step,
+    ):
+        return job(source, job_cluster(scheduler), step)
 
 
 def _rows(n: int) -> tuple[int, int]:
@@ -136,12 +150,16 @@ def encrypt_dataset_cmd(
     subject_column: str = SUBJECT,
     server: str | None = SERVER,
     token_file: Path | None = TOKEN,
+    ca: Path | None = CA_OPTION,
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
     keyring: Path | None = KEYRING,
     context: list[str] = CONTEXT,
     scheduler: str | None = SCHEDULER_OPTION,
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Seal column C of a Parquet dataset per row for the subject in column S.
 
@@ -166,6 +184,7 @@ def encrypt_dataset_cmd(
         ),
         server,
         token_file,
+        (ca, cert, key),
         keyring,
         qs,
         scheduler,
@@ -178,7 +197,7 @@ def encrypt_dataset_cmd(
         },
     )
     info(f"sealed column {column!r} of {rows} rows into {dst}")
-    typer.echo(rows)
+    emit({"rows": rows, "column": column, "out": str(dst)}, as_json, rows)
 
 
 @app.command("decrypt-dataset")
@@ -190,6 +209,9 @@ def decrypt_dataset_cmd(
     subject_column: str = SUBJECT,
     server: str | None = SERVER,
     token_file: Path | None = TOKEN,
+    ca: Path | None = CA_OPTION,
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
     keyring: Path | None = KEYRING,
     context: list[str] = CONTEXT,
     text: bool = typer.Option(False, "--text", help="Decode the opened values as UTF-8."),
@@ -197,8 +219,12 @@ def decrypt_dataset_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Open column C of a dataset made by encrypt-dataset (all or nothing).
+
+    Example: keysplit decrypt-dataset users.enc users.out --column email
+    --subject-column user_id --server unix:/run/ks.sock --token-file app.token
 
     Exit codes: 0 done; 1 a record failed (moved, altered, shredded: see scan-dataset) or
     bad input; 2 usage.
@@ -220,6 +246,7 @@ def decrypt_dataset_cmd(
         ),
         server,
         token_file,
+        (ca, cert, key),
         keyring,
         qs,
         scheduler,
@@ -232,7 +259,7 @@ def decrypt_dataset_cmd(
         },
     )
     info(f"opened column {column!r} of {rows} rows into {dst}")
-    typer.echo(rows)
+    emit({"rows": rows, "column": column, "out": str(dst)}, as_json, rows)
 
 
 @app.command("scan-dataset")
@@ -243,14 +270,21 @@ def scan_dataset_cmd(
     subject_column: str = SUBJECT,
     server: str | None = SERVER,
     token_file: Path | None = TOKEN,
+    ca: Path | None = CA_OPTION,
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
     keyring: Path | None = KEYRING,
     context: list[str] = CONTEXT,
     scheduler: str | None = SCHEDULER_OPTION,
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Check that every record of column C decrypts; print the bad rows (tab-separated).
+
+    Example: keysplit scan-dataset users.enc --column email --subject-column user_id
+    --keyring vault -s ana.g1.kss -s ben.g1.kss
 
     Exit codes: 0 every record opens; 1 some do not (listed on stdout); 2 usage.
     """
@@ -269,6 +303,7 @@ def scan_dataset_cmd(
         ),
         server,
         token_file,
+        (ca, cert, key),
         keyring,
         qs,
         scheduler,
@@ -280,7 +315,13 @@ def scan_dataset_cmd(
             "count": lambda r: (r.checked, len(r.bad)),
         },
     )
-    for b in report.bad:
+    if as_json:
+        bad = [
+            {"partition": b.partition, "row": b.row, "subject": b.subject, "reason": b.reason}
+            for b in report.bad
+        ]
+        typer.echo(json.dumps({"checked": report.checked, "bad": bad}))
+    for b in [] if as_json else report.bad:
         typer.echo(f"{b.partition}\t{b.row}\t{b.subject}\t{b.reason}")
     info(f"checked {report.checked} records: {len(report.bad)} bad")
     if report.bad:

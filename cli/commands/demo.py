@@ -224,6 +224,8 @@ def demo(
 
     Every claim printed is checked; exit code 1 if any is false.
 
+    Example: keysplit demo
+
     Exit codes: 0 every claim held; 1 a claim was false (named); 2 usage.
     """
     if keep is not None:

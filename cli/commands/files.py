@@ -21,6 +21,7 @@ import typer
 from keysplit import Keyring, ceremony, encrypt_file, trust
 
 from .._common import EXIT_USAGE, fail, handle_errors, info
+from .._output import JSON_HELP
 from .._quorum import (
     IDENTITY_OPTION,
     PASSPHRASE_OPTION,
@@ -34,6 +35,11 @@ from .._quorum import (
 __all__ = ["app"]
 
 app = typer.Typer()
+
+
+def _json_needs_stdout(as_json: bool, out_path: str) -> None:
+    if as_json and out_path == "-":
+        fail("--json writes to stdout, and so does OUT -: give OUT a file", code=EXIT_USAGE)
 
 
 def _parse_context(items: list[str]) -> dict[str, str]:
@@ -76,16 +82,20 @@ def encrypt_cmd(
         help="If the keyring is not pinned, pin its current fingerprint and encrypt "
         "(trusts the directory as it is now, like SSH's first connection).",
     ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " (not with OUT -)."),
 ) -> None:
     """Seal a file to the keyring's public key (HPKE + chunked AES-128-GCM); no quorum needed.
 
     The keyring's fingerprint must match --expect or its pin in the known-keyrings file;
     an unpinned keyring is refused without --expect or --trust-on-first-use.
 
+    Example: keysplit encrypt vault report.pdf report.pdf.ks --context doc=report
+
     Exit codes: 0 encrypted; 1 untrusted keyring, unreadable input, existing output or no
     keyring (nothing written); 2 usage.
     """
     ctx = _parse_context(context)
+    _json_needs_stdout(as_json, out_path)
     kr = Keyring.open(directory)
     sealed = encrypt_file(
         kr,
@@ -106,6 +116,17 @@ def encrypt_cmd(
         f"encrypted {result.plaintext_size} bytes to keyring {kr.keyring_id} "
         f"({result.chunks} chunks{', context ' + json.dumps(ctx) if ctx else ''})"
     )
+    if as_json:
+        doc = {
+            "keyring_id": kr.keyring_id,
+            "fingerprint": kr.fingerprint,
+            "out": out_path,
+            "plaintext_size": result.plaintext_size,
+            "chunks": result.chunks,
+            "context": ctx,
+            "trust": sealed.trust,
+        }
+        typer.echo(json.dumps(doc))
 
 
 @app.command("decrypt")
@@ -125,25 +146,39 @@ def decrypt_cmd(
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
     store: str | None = STORE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " (not with OUT -)."),
 ) -> None:
     """Decrypt a file sealed to the keyring (needs a quorum); records an audit entry.
+
+    Example: keysplit decrypt vault report.pdf.ks report.pdf -s ana.g1.kss -s ben.g1.kss
 
     Exit codes: 0 decrypted; 1 tampered, truncated or foreign file, bad quorum; 2 usage.
 
     On failure no output file is left behind.
     """
     ctx = _parse_context(context)
+    _json_needs_stdout(as_json, out_path)
     if in_path == "-" and not share:
         fail("reading the file from stdin needs --share (the prompts use stdin)", code=EXIT_USAGE)
     if out_path != "-" and not force and Path(out_path).exists():
         fail(f"refusing to overwrite existing file: {out_path}", "pass --force")
     kr = open_keyring(directory, store)
-    result = ceremony.decrypt_file(
+    done = ceremony.decrypt_file(
         kr,
         quorum(kr, QuorumSource(share, identity, passphrase_file)),
         in_path,
         out_path,
         context=ctx or None,
         overwrite=force,
-    ).value
+    )
+    result = done.value
     info(f"decrypted {result.plaintext_size} bytes (authenticated) to {out_path}")
+    if as_json:
+        doc = {
+            "keyring_id": kr.keyring_id,
+            "out": out_path,
+            "plaintext_size": result.plaintext_size,
+            "custodians": [c.as_dict() for c in done.contributors],
+            "audit_head": None if done.entry is None else done.entry.hash,
+        }
+        typer.echo(json.dumps(doc))

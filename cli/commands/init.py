@@ -75,6 +75,8 @@ def init_cmd(
 
     The master key is never written or printed: keep K share files safe.
 
+    Example: keysplit init vault -k 2 -c ana=keys/ana.pub -c ben=keys/ben.pub -c cy=keys/cy.pub
+
     Exit codes: 0 created; 1 failure (bad public key, existing keyring or share file); 2 usage.
     """
     url = check_store_url(store) if store is not None else None

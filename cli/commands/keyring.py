@@ -16,6 +16,7 @@ from keysplit import Keyring, trust
 from keysplit.trust import KnownKeyrings
 
 from .._common import fail, handle_errors, info
+from .._output import JSON_HELP
 
 __all__ = ["app"]
 
@@ -37,8 +38,11 @@ def pin_cmd(
     replace: bool = typer.Option(
         False, "--replace", help="Re-pin a keyring pinned to another fingerprint."
     ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Pin a keyring's fingerprint so that encrypt accepts it (and refuses a replaced key).
+
+    Example: keysplit keyring pin /mnt/vault --expect ksk1qq...  (the owner's fingerprint)
 
     Exit codes: 0 pinned; 1 fingerprint mismatch or pinned to another key; 2 usage.
     """
@@ -50,13 +54,16 @@ def pin_cmd(
         )
     entry = trust.pin_keyring(kr, expect=expect, label=label, replace=replace)
     info(f"pinned keyring {entry.keyring_id} in {KnownKeyrings().path}")
-    typer.echo(entry.fingerprint)
+    doc = {"keyring_id": entry.keyring_id, "fingerprint": entry.fingerprint, "label": entry.label}
+    typer.echo(json.dumps(doc) if as_json else entry.fingerprint)
 
 
 @app.command("trusted")
 @handle_errors
 def trusted_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable.")) -> None:
     """List the pinned keyrings: id, fingerprint, label.
+
+    Example: keysplit keyring trusted --json
 
     Exit codes: 0 listed; 1 unreadable known-keyrings file.
     """
@@ -79,11 +86,16 @@ def trusted_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
 @handle_errors
 def forget_cmd(
     keyring_id: str = typer.Argument(..., metavar="KEYRING_ID", help="The pinned keyring id."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Remove a keyring's pin (encrypt then refuses it until pinned again).
+
+    Example: keysplit keyring forget 7f3a9c2e51d04b6a
 
     Exit codes: 0 removed; 1 not pinned.
     """
     if not KnownKeyrings().remove(keyring_id):
         fail(f"keyring {keyring_id} is not pinned in {KnownKeyrings().path}")
     info(f"forgot keyring {keyring_id}")
+    if as_json:
+        typer.echo(json.dumps({"keyring_id": keyring_id, "forgotten": True}))

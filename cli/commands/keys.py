@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -14,7 +15,7 @@ from keysplit import ceremony
 
 from .._common import fail, handle_errors, info
 from .._dask import SCHEDULER_OPTION, dask_rewrap
-from .._output import JSON_HELP
+from .._output import JSON_HELP, emit
 from .._progress import progress_bar
 from .._quorum import (
     IDENTITY_OPTION,
@@ -31,6 +32,11 @@ __all__ = ["app"]
 app = typer.Typer()
 
 
+def _head(done: ceremony.Done[Any]) -> str | None:
+    """The hash of the audit entry a ceremony recorded (the new head of the log)."""
+    return None if done.entry is None else done.entry.hash
+
+
 @app.command("rotate")
 @handle_errors
 def rotate_cmd(
@@ -39,15 +45,20 @@ def rotate_cmd(
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
     store: str | None = STORE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Create a new KEK version; new data keys use it (then run rewrap). Prints the version.
+
+    Example: keysplit rotate vault -s ana.g1.kss -s ben.g1.kss -i ana.identity -i ben.identity
 
     Exit codes: 0 rotated; 1 bad quorum; 2 usage.
     """
     kr = open_keyring(directory, store)
-    version = ceremony.rotate(kr, quorum(kr, QuorumSource(share, identity, passphrase_file))).value
+    done = ceremony.rotate(kr, quorum(kr, QuorumSource(share, identity, passphrase_file)))
+    version = done.value
     info(f"new KEK version v{version}; run 'keysplit rewrap' to move existing data keys to it")
-    typer.echo(version)
+    doc = {"keyring_id": kr.keyring_id, "kek_version": version, "audit_head": _head(done)}
+    emit(doc, as_json, version)
 
 
 @app.command("rewrap")
@@ -66,6 +77,8 @@ def rewrap_cmd(
     """Re-wrap every data key under the current KEK (records untouched; resumable).
 
     Each batch commits on its own: if interrupted, run it again to continue.
+
+    Example: keysplit rewrap vault --batch-size 50000 -s ana.g1.kss -s ben.g1.kss
 
     Exit codes: 0 done; 1 bad quorum or a stored key failed authentication; 2 usage.
     """
@@ -106,14 +119,20 @@ def retire_cmd(
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
     store: str | None = STORE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Delete an old KEK version (after rewrap): old backups of the key store become useless.
+
+    Example: keysplit retire vault 1 -s ana.g1.kss -s ben.g1.kss
 
     Exit codes: 0 retired; 1 bad quorum, version current, unknown or still in use; 2 usage.
     """
     kr = open_keyring(directory, store)
-    ceremony.retire(kr, quorum(kr, QuorumSource(share, identity, passphrase_file)), version)
+    done = ceremony.retire(kr, quorum(kr, QuorumSource(share, identity, passphrase_file)), version)
     info(f"KEK v{version} retired")
+    if as_json:
+        doc = {"keyring_id": kr.keyring_id, "retired": version, "audit_head": _head(done)}
+        emit(doc, True, "")
 
 
 @app.command("shred")
@@ -130,6 +149,8 @@ def shred_cmd(
     """Destroy SUBJECT's data key: their records can never be decrypted again.
 
     Refused (exit 1) while the subject is under legal hold.
+
+    Example: keysplit shred vault user-4711 --yes -s ana.g1.kss -s ben.g1.kss
 
     Exit codes: 0 shredded; 1 not confirmed, legal hold or bad quorum; 2 usage.
     """
@@ -157,11 +178,18 @@ def hold_cmd(
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
     store: str | None = STORE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Place (--on) or lift (--off) a legal hold: a held subject cannot be shredded.
+
+    Example: keysplit hold vault user-4711 --on -s ana.g1.kss -s ben.g1.kss
 
     Exit codes: 0 done; 1 bad quorum; 2 usage.
     """
     kr = open_keyring(directory, store)
-    ceremony.hold(kr, quorum(kr, QuorumSource(share, identity, passphrase_file)), subject, on)
+    src = QuorumSource(share, identity, passphrase_file)
+    done = ceremony.hold(kr, quorum(kr, src), subject, on)
     info(f"legal hold on {subject!r}: {'on' if on else 'off'}")
+    if as_json:
+        doc = {"subject": subject, "legal_hold": on, "audit_head": _head(done)}
+        emit(doc, True, "")

@@ -125,6 +125,9 @@ def rekey_cmd(
 
     Data keys and data are untouched.
 
+    Example: keysplit rekey vault -c ana=ana.pub -c ben=ben.pub -c dee=dee.pub --verify
+    -s ana.g1.kss -s ben.g1.kss
+
     Exit codes: 0 rekeyed; 1 bad quorum or write failure (old shares still work); 2 usage.
     """
     kr = open_keyring(directory, store)

@@ -67,6 +67,8 @@ def serve_cmd(
 
     SIGTERM/SIGINT and 'keysplit seal' drop every key; SIGHUP reloads the token list.
 
+    Example: keysplit serve vault --socket /run/keysplit.sock
+
     Exit codes: 0 stopped by a signal; 1 failure (no keyring, socket in use); 2 usage.
     """
     try:

@@ -91,7 +91,10 @@ def split_cmd(
         None, "--passphrase-file", help="Passphrase for --passphrase-custodian shares."
     ),
 ) -> None:
-    """Split a secret (hex, from stdin or --in) into N shares, any K of which recover it."""
+    """Split a secret (hex, from stdin or --in) into N shares, any K of which recover it.
+
+    Example: keysplit split -k 2 -n 3 --out-dir shares < secret.hex
+    """
     sealing = bool(custodian or passphrase_custodian)
     if sealing and len(custodian) + len(passphrase_custodian) != shares:
         fail(
@@ -135,7 +138,7 @@ def split_cmd(
     out_dir.mkdir(parents=True, exist_ok=True)
     for i, s in enumerate(made):
         if not sealing:
-            path = out_dir / f"share-{s.index}.txt"
+            path = out_dir / f"share-{s.index}.kss"
             atomic_write(path, share_file_text(s).encode(), overwrite=False)
         elif i < len(recipients):
             path = out_dir / f"share-{s.index}-{recipients[i].name}.kss"
@@ -200,7 +203,10 @@ def combine_cmd(
         False, ALLOW_EXPENSIVE_KDF, help=ALLOW_EXPENSIVE_KDF_HELP
     ),
 ) -> None:
-    """Recover a secret from shares; prints only its fingerprint unless --reveal or --out."""
+    """Recover a secret from shares; prints only its fingerprint unless --reveal or --out.
+
+    Example: keysplit combine shares/share-1.kss shares/share-3.kss --json
+    """
     shares, problems = _load_all(
         list(files or []), identity, passphrase_file, skip_bad, allow_expensive_kdf
     )

@@ -30,6 +30,8 @@ def status_cmd(
 ) -> None:
     """Show versions, custodians and key counts (public data only; needs no quorum).
 
+    Example: keysplit status vault --json
+
     Exit codes: 0 shown (even if the audit chain is broken: see its line); 1 no keyring; 2 usage.
     """
     kr = open_keyring(directory, store)

@@ -11,9 +11,10 @@ from pathlib import Path
 import typer
 
 from keysplit import Keyring, ceremony
-from keysplit.service.tokens import OPERATIONS, TokenList
+from keysplit.service.tokens import OPERATIONS, TokenList, TokenPolicy
 
 from .._common import EXIT_USAGE, fail, handle_errors, info
+from .._output import JSON_HELP
 from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
 from .._service import TOKEN_FILE_HELP, read_token
 
@@ -22,13 +23,23 @@ __all__ = ["app"]
 app = typer.Typer()
 
 
+def _policy(pol: TokenPolicy) -> dict[str, object]:
+    """A token's public description (never the token)."""
+    return {
+        "name": pol.name,
+        "id": pol.id,
+        "allow": list(pol.allow),
+        "subject_prefix": pol.subject_prefix,
+    }
+
+
 @app.command("create")
 @handle_errors
 def token_create_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     name: str = typer.Option(..., "--name", help="Token name (unique among active tokens)."),
     allow: str = typer.Option(
-        ..., "--allow", metavar="OPS", help=f"Comma-separated: {','.join(OPERATIONS)}."
+        ..., "--allow", metavar="OPS", help=f"Comma-separated, of: {', '.join(OPERATIONS)}."
     ),
     subject_prefix: str = typer.Option(
         ..., "--subject-prefix", help="Only subjects starting with this ('' = every subject)."
@@ -36,11 +47,15 @@ def token_create_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Mint a service token with a quorum; prints it ONCE on stdout.
 
     The keyring keeps only its SHA-256 and policy, in a list MACed under a key only an
     unsealed keyring derives. Audited as 'token-create'.
+
+    Example: keysplit token create vault --name billing --allow encrypt,decrypt
+    --subject-prefix billing/ -s ana.g1.kss -s ben.g1.kss > billing.token
 
     Exit codes: 0 created; 1 bad quorum, name taken, list tampered; 2 usage.
     """
@@ -58,7 +73,10 @@ def token_create_cmd(
     token, pol = done.value.token, done.value.policy
     info(f"token {pol.name!r} ({pol.id}) created: {','.join(pol.allow)} on {pol.subject_prefix!r}*")
     info("it is shown only now; store it as a secret")
-    typer.echo(token)
+    if as_json:
+        typer.echo(json.dumps({"token": token, **_policy(pol)}))
+    else:
+        typer.echo(token)
 
 
 @app.command("add")
@@ -68,7 +86,7 @@ def token_add_cmd(
     name: str = typer.Option(..., "--name", help="Token name (unique among active tokens)."),
     token_file: Path = typer.Option(..., "--token-file", help=TOKEN_FILE_HELP),
     allow: str = typer.Option(
-        ..., "--allow", metavar="OPS", help=f"Comma-separated: {','.join(OPERATIONS)}."
+        ..., "--allow", metavar="OPS", help=f"Comma-separated, of: {', '.join(OPERATIONS)}."
     ),
     subject_prefix: str = typer.Option(
         ..., "--subject-prefix", help="Only subjects starting with this ('' = every subject)."
@@ -123,6 +141,8 @@ def token_list_cmd(
 ) -> None:
     """List tokens and their policies (no quorum: the MAC is checked by the service).
 
+    Example: keysplit token list vault --json
+
     Exit codes: 0 listed; 1 unreadable list; 2 usage.
     """
     kr = Keyring.open(directory)
@@ -147,14 +167,19 @@ def token_list_cmd(
 def token_revoke_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     name: str = typer.Argument(..., metavar="NAME|ID", help="Token to revoke."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Revoke a token at once, without a quorum.
 
     A running service notices on its next request (and on SIGHUP), stops accepting the
     token, and audits the revocation.
 
+    Example: keysplit token revoke vault billing
+
     Exit codes: 0 revoked; 1 unknown or already revoked; 2 usage.
     """
     kr = Keyring.open(directory)
     pol = TokenList.read(directory, kr.keyring_id).revoke(name)
     info(f"token {pol.name!r} ({pol.id}) revoked")
+    if as_json:
+        typer.echo(json.dumps({"revoked": True, **_policy(pol)}))

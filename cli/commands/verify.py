@@ -82,6 +82,7 @@ def complete_cmd(
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
     store: str | None = STORE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Switch to the verified generation now, with a quorum of its NEW shares (of the current
     ones after 'init --verify').
@@ -94,4 +95,4 @@ def complete_cmd(
     Exit codes: 0 switched; 1 bad quorum or wrong --missing list; 2 usage.
     """
     kr = open_keyring(directory, store)
-    complete(kr, QuorumSource(share, identity, passphrase_file), missing)
+    complete(kr, QuorumSource(share, identity, passphrase_file), missing, as_json=as_json)

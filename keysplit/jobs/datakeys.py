@@ -46,18 +46,28 @@ class ServiceDataKeys(DerivedDataKeys):
     """A picklable :class:`DataKeys` backed by the key service (``keysplit serve``).
 
     Needs a token allowed ``datakey`` for the subjects. Each worker process makes one
-    ``keysplit.Client(url, token=..., ca=...)`` on first use.
+    ``keysplit.Client(url, token=..., ca=..., cert=..., key=...)`` on first use (the TLS
+    files are paths: every worker must read them).
     """
 
-    def __init__(self, url: str, token: str, *, ca: str | None = None) -> None:
-        self.url, self._token, self.ca = url, token, ca
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.url, self._token, self.ca, self.cert, self.key = url, token, ca, cert, key
         self._client: Any = None
 
     def __repr__(self) -> str:
         return f"ServiceDataKeys({self.url!r}, token=<redacted>)"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"url": self.url, "_token": self._token, "ca": self.ca, "_client": None}
+        tls = {"ca": self.ca, "cert": self.cert, "key": self.key}
+        return {"url": self.url, "_token": self._token, **tls, "_client": None}
 
     def _get_client(self) -> Any:
         if self._client is None:
@@ -69,7 +79,8 @@ class ServiceDataKeys(DerivedDataKeys):
                     "this keysplit has no key service client (keysplit.Client)",
                     hint="upgrade keysplit, or use serve_keys",
                 )
-            kwargs = {} if self.ca is None else {"ca": self.ca}
+            tls = {"ca": self.ca, "cert": self.cert, "key": self.key}
+            kwargs = {k: v for k, v in tls.items() if v is not None}
             self._client = make(self.url, token=self._token, **kwargs)
         return self._client
 

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import KeyringError, LegalHoldError
-from ..names import subject_spellings
 from ..rng import RandomSource
 from ..share import Share, split
 from . import file as kf
@@ -102,7 +101,7 @@ def retire(ku: UnsealedKeyring, version: int) -> None:
 def set_legal_hold(ku: UnsealedKeyring, subject: str, hold: bool) -> None:
     """Place (True) or lift (False) a legal hold: a held subject cannot be shredded."""
     local = ku.local_data_keys()
-    spellings = subject_spellings(subject)
+    spellings = local.stored_spellings(subject)
     for s in spellings:  # every spelling a key may be stored under (keysplit.names)
         local.store.set_legal_hold(s, bool(hold))
 
@@ -114,7 +113,7 @@ def shred(ku: UnsealedKeyring, subject: str) -> bool:
     still checks each delete atomically.
     """
     local = ku.local_data_keys()
-    spellings = subject_spellings(subject)
+    spellings = local.stored_spellings(subject)
     if len(spellings) > 1:
         held = set(spellings).intersection(local.store.legal_holds())
         if held:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -23,6 +25,7 @@ import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .. import names
 from ..errors import FormatError, IntegrityError, KeyringError
 from ..hazmat import hpke, keywrap
 from ..names import check_subject
@@ -277,6 +280,8 @@ class LocalDataKeys:
         self._store: KeyStore | None = store
         self._rng = rng or default_rng()
         self._keys: dict[str, DataKey] = {}
+        self._legacy: dict[str, tuple[str, ...]] | None = None
+        self._legacy_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LocalDataKeys(id={self._keyring_id}, <redacted>)"
@@ -304,6 +309,42 @@ class LocalDataKeys:
         """Adopt the KEKs of a rewritten keyring file (after rotate or retire)."""
         self._kekset = KekSet(self._keyring_id, current_kek, secrets.keks, unbound=self._unbound)
         self._secrets = secrets
+
+    def stored_spellings(self, subject: str) -> tuple[str, ...]:
+        """Every spelling a key of ``subject`` may be stored under: what ``shred`` deletes
+        and a legal hold covers (issue 21: a key stored before normalization under marks
+        out of canonical order, neither NFC nor NFD, survived ``shred`` of the NFC subject).
+
+        :func:`~keysplit.names.subject_spellings` (NFC, as given, NFD), plus, when the
+        subject can be spelled other ways at all (:func:`~keysplit.names.has_other_spellings`),
+        the stored non-NFC subjects that canonicalize to it. Those are found by one pass over
+        the store per session (keys created since are NFC-only, see :meth:`_create`, so
+        the set can only shrink); an ASCII subject without ``K``, ``;`` or a backquote never
+        pays for it.
+        """
+        spellings = names.subject_spellings(subject)
+        if not names.has_other_spellings(subject):
+            return spellings
+        extra = self._legacy_index().get(spellings[0], ())
+        return spellings + tuple(x for x in extra if x not in spellings)
+
+    def _legacy_index(self) -> dict[str, tuple[str, ...]]:
+        """NFC subject -> the non-NFC spellings stored for it (one scan of the store)."""
+        with self._legacy_lock:
+            if self._legacy is None:
+                found: dict[str, list[str]] = {}
+                after = ""
+                while True:  # every row: no key is under version -1
+                    rows = self.store.stale_batch(-1, after, 10_000)
+                    if not rows:
+                        break
+                    for r in rows:
+                        if not names.is_nfc(r.subject):
+                            nfc = unicodedata.normalize("NFC", r.subject)
+                            found.setdefault(nfc, []).append(r.subject)
+                    after = rows[-1].subject
+                self._legacy = {k: tuple(v) for k, v in found.items()}
+            return self._legacy
 
     def forget(self, subject: str) -> None:
         """Drop a cached key (after its subject was shredded)."""
@@ -350,6 +391,8 @@ class LocalDataKeys:
         :meth:`resolve` and :meth:`export`; the caller zeroes the array."""
         for s in subjects:
             check_subject(s)  # a bad subject never reaches the store
+        if create and not all(map(names.is_nfc, subjects)):
+            raise ValueError("data keys are created under NFC subjects only (keysplit.names)")
         found = self.store.get_many(subjects)
         rows = list(found.values())
         raw = self._unwrap(rows)

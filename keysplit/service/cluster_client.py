@@ -19,7 +19,8 @@ Never a wrong key:
   row itself is bad (:class:`IntegrityError`).
 
 Fewer than T reachable nodes raise :class:`ClusterError` naming the missing ones (and why).
-Subjects are used in NFC (:mod:`keysplit.names`); the nodes hash the same spelling.
+Keys are created under NFC subjects only (the record engine asks so); a node hashes the
+NFC form of the subject it is sent, the one its token policy is checked on.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import names
-from .. import record as fmt
 from ..errors import (
     ClusterError,
     FormatError,
@@ -44,6 +44,7 @@ from ..errors import (
     SealedError,
 )
 from ..hazmat import keywrap
+from ..keyring.records import Records
 from ..record import DataKey
 from ..store import KeyStore, WrappedKey, open_store
 from . import _wire as wire
@@ -79,8 +80,9 @@ class ClusterDataKeys:
     """Data keys from a key cluster: the :class:`~keysplit.keyring.DataKeys` of a cluster.
 
     Holds no secret beyond the data keys it hands out (and caches, if asked); thread-safe.
-    ``hpke_open`` and ``audit_key`` have no cluster counterpart (no single key exists to
-    open with) and raise :class:`ClusterError`.
+    :class:`ClusterClient` runs the one record engine, :class:`~keysplit.keyring.records.
+    Records`, over it, exactly as :class:`~keysplit.UnsealedKeyring` runs it over its own
+    keys: a backend switches from a service or a keyring to a cluster by one constructor.
     """
 
     def __init__(
@@ -101,7 +103,7 @@ class ClusterDataKeys:
         if cache_max_age is not None and (isinstance(cache_max_age, bool) or cache_max_age <= 0):
             raise ValueError("cache_max_age must be positive")
         self._cache_age = cache_max_age
-        self._cache: dict[str, tuple[DataKey, float]] = {}
+        self._cache: dict[str, tuple[tuple[bytes, DataKey], float]] = {}
 
     def __repr__(self) -> str:
         return f"ClusterDataKeys(cluster={self.config.cluster_id}, region={self.config.region!r})"
@@ -129,12 +131,6 @@ class ClusterDataKeys:
         close = getattr(self.store, "close", None)
         if callable(close):
             close()
-
-    def hpke_open(self, ciphertext: bytes, info: bytes) -> bytes:
-        raise ClusterError("a key cluster has no keyring private key to open HPKE data with")
-
-    def audit_key(self) -> bytes:
-        raise ClusterError("a key cluster client has no audit key (each node audits itself)")
 
     def evict(self, subjects: Sequence[str]) -> None:
         with self._lock:
@@ -253,26 +249,35 @@ class ClusterDataKeys:
     # -- DataKeys ----------------------------------------------------------------------------
 
     def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
-        canon = [names.normalize_subject(s) for s in subjects]
+        return [None if k is None else k[1] for k in self._lookup(subjects, create=create)]
+
+    def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
+        return [None if k is None else k[0] for k in self._lookup(subjects, create=create)]
+
+    def _lookup(
+        self, subjects: Sequence[str], *, create: bool
+    ) -> list[tuple[bytes, DataKey] | None]:
+        """(raw key, DataKey) per subject as spelled (the seam's contract: no
+        normalization here; ``create`` is only asked for NFC subjects)."""
         now = time.monotonic()
-        found: dict[str, DataKey] = {}
+        found: dict[str, tuple[bytes, DataKey]] = {}
         if self._cache_age is not None:
             with self._lock:
-                for s in canon:
+                for s in subjects:
                     c = self._cache.get(s)
                     if c is not None and now - c[1] <= self._cache_age:
                         found[s] = c[0]
-        todo = [s for s in dict.fromkeys(canon) if s not in found]
+        todo = [s for s in dict.fromkeys(subjects) if s not in found]
         if todo:
-            found.update(self._fetch(todo, create=create))
+            fetched = self._fetch(todo, create=create)
+            found.update(fetched)
             if self._cache_age is not None:
                 with self._lock:
-                    for s in todo:
-                        if s in found:
-                            self._cache[s] = (found[s], now)
-        return [found.get(s) for s in canon]
+                    for s, k in fetched.items():
+                        self._cache[s] = (k, now)
+        return [found.get(s) for s in subjects]
 
-    def _fetch(self, subjects: list[str], *, create: bool) -> dict[str, DataKey]:
+    def _fetch(self, subjects: list[str], *, create: bool) -> dict[str, tuple[bytes, DataKey]]:
         cfg = self.config
         rows = self.store.get_many(subjects)
         wanted = [s for s in subjects if s in rows or create]
@@ -281,11 +286,11 @@ class ClusterDataKeys:
         new = [s for s in wanted if s not in rows]
         proved = bool(new)
         keks = dict(zip(wanted, self._keks(wanted, proof=proved), strict=True))
-        out: dict[str, DataKey] = {}
-        failed = [s for s in wanted if s in rows and not self._unwrap(keks[s], rows[s], out, s)]
+        out: dict[str, tuple[bytes, DataKey]] = {}
+        failed = [s for s in wanted if s in rows and not _unwrap(keks[s], rows[s], out, s)]
         if failed and not proved:
             keks.update(zip(failed, self._keks(failed, proof=True), strict=True))
-            failed = [s for s in failed if not self._unwrap(keks[s], rows[s], out, s)]
+            failed = [s for s in failed if not _unwrap(keks[s], rows[s], out, s)]
         if failed:
             raise IntegrityError(hint="a stored data key fails its check under the cluster's KEK")
         if new:
@@ -297,18 +302,21 @@ class ClusterDataKeys:
             stored = self.store.insert_many(offered)
             for s, raw, off, got in zip(new, raws, offered, stored, strict=True):
                 if got == off:
-                    out[s] = DataKey(raw)
-                elif not self._unwrap(keks[s], got, out, s):  # another writer won the race
+                    out[s] = (raw, DataKey(raw))
+                elif not _unwrap(keks[s], got, out, s):  # another writer won the race
                     raise IntegrityError(hint="a stored data key fails its check")
         return out
 
-    @staticmethod
-    def _unwrap(kek: bytes, row: WrappedKey, out: dict[str, DataKey], subject: str) -> bool:
-        try:
-            out[subject] = DataKey(keywrap.unwrap(kek, row.wrapped))
-            return True
-        except (IntegrityError, ValueError):
-            return False
+
+def _unwrap(
+    kek: bytes, row: WrappedKey, out: dict[str, tuple[bytes, DataKey]], subject: str
+) -> bool:
+    try:
+        raw = keywrap.unwrap(kek, row.wrapped)
+    except (IntegrityError, ValueError):
+        return False
+    out[subject] = (raw, DataKey(raw))
+    return True
 
 
 class ClusterClient:
@@ -337,6 +345,7 @@ class ClusterClient:
         self.datakeys = ClusterDataKeys(
             cfg, store, token=token, timeout=timeout, cache_max_age=cache_max_age
         )
+        self.records = Records(self.datakeys)
 
     def __repr__(self) -> str:
         c = self.datakeys.config
@@ -360,41 +369,32 @@ class ClusterClient:
     def encrypt(
         self, plaintext: bytes, *, subject: str, context: Mapping[str, str] | None = None
     ) -> bytes:
-        return self.encrypt_many([subject], [plaintext], context)[0]
+        return self.records.encrypt(plaintext, subject=subject, context=context)
 
     def decrypt(
         self, record: bytes, *, subject: str, context: Mapping[str, str] | None = None
     ) -> bytes:
-        return self.decrypt_many([subject], [record], context)[0]
+        return self.records.decrypt(record, subject=subject, context=context)
 
     def encrypt_many(
         self, subjects: Sequence[str], plaintexts: Sequence[bytes], context: Context = None
     ) -> list[bytes]:
-        subjects = names.canonical_subjects(list(subjects))
-        if len(subjects) != len(plaintexts):
-            raise ValueError("subjects and plaintexts must have the same length")
-        keys = self.datakeys.resolve(subjects, create=True)
-        return fmt.encrypt_many(keys, subjects, list(plaintexts), context)  # type: ignore[arg-type]
+        return self.records.encrypt_many(subjects, plaintexts, context)
 
     def decrypt_many(
         self, subjects: Sequence[str], records: Sequence[bytes], context: Context = None
     ) -> list[bytes]:
-        subjects = names.canonical_subjects(list(subjects))
-        if len(subjects) != len(records):
-            raise ValueError("subjects and records must have the same length")
-        keys = self.datakeys.resolve(subjects, create=False)
-        if any(k is None for k in keys):
-            raise IntegrityError(hint="a subject has no data key (never used, or shredded)")
-        return fmt.decrypt_many(keys, subjects, list(records), context)  # type: ignore[arg-type]
+        return self.records.decrypt_many(subjects, records, context)
 
     def shred(self, subject: str) -> bool:
         """Delete the subject's wrapped data key: its records die for every node quorum."""
-        s = names.normalize_subject(subject)
-        self.datakeys.evict([s])
-        return self.datakeys.store.delete(s)
+        spellings = names.subject_spellings(subject)
+        self.datakeys.evict(spellings)
+        return any([self.datakeys.store.delete(s) for s in spellings])
 
     def set_legal_hold(self, subject: str, hold: bool) -> None:
-        self.datakeys.store.set_legal_hold(names.normalize_subject(subject), bool(hold))
+        for s in names.subject_spellings(subject):
+            self.datakeys.store.set_legal_hold(s, bool(hold))
 
     def status(self) -> ClusterStatus:
         c = self.config

@@ -131,7 +131,7 @@ def test_out_dir_text_files_and_out_file(tmp_path: Path) -> None:
     r = run(["split", "-k", "2", "-n", "3", "--in", secret_file, "--out-dir", tmp_path / "s"])
     assert r.exit_code == 0, r.output
     files = sorted((tmp_path / "s").iterdir())
-    assert [f.name for f in files] == ["share-1.txt", "share-2.txt", "share-3.txt"]
+    assert [f.name for f in files] == ["share-1.kss", "share-2.kss", "share-3.kss"]
     assert files[0].read_text().startswith("# keysplit share 1 of 3")
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
     assert combine([load_share(f.read_bytes()) for f in files]).hex() == SECRET

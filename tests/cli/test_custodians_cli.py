@@ -1,4 +1,4 @@
-"""CLI: share prove / share print / share convert-vault (cli/cmd_custody.py)."""
+"""CLI: share prove / share print / share convert-vault (cli/commands/share.py, convert.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,20 @@ import pypdf
 import pytest
 import shamir_mnemonic
 import zxingcpp
+from keysplit_cli import _common
 from keysplit_cli.app import app
 from typer.testing import CliRunner
 from vault_reference import REF, init_output
 
-from keysplit import Identity, Share, combine, load_share, secret_fingerprint, split
+from keysplit import (
+    Identity,
+    Share,
+    combine,
+    load_share,
+    seal_share_with_passphrase,
+    secret_fingerprint,
+    split,
+)
 from keysplit.proof import prove
 
 runner = CliRunner()
@@ -182,3 +191,51 @@ def test_share_print_keeps_a_sealed_share_sealed(tmp_path: Path) -> None:
     typed.write_text(qr.lower().replace("-", " ") + "\n")
     r = run(["share", "inspect", typed])
     assert r.exit_code == 0 and share.fingerprint in r.output
+
+
+def test_vault_import_to_as_many_custodians_as_its_threshold_needs_threshold(
+    tmp_path: Path,
+) -> None:
+    """Issue 22 item 6: three -c and a Vault threshold of 3 was a silent 3-of-3 set."""
+    vkeys = REF.split(b"w" * 32, 5, 3, random.Random(5))
+    init = tmp_path / "init.txt"
+    init.write_text(init_output(vkeys, 3))
+    people = _identities(tmp_path, ["ana", "ben", "cy"])
+    custodians = [x for name, (pub, _) in people.items() for x in ("-c", f"{name}={pub}")]
+    r = cv("--from vault --to keysplit", *custodians, "--out-dir", tmp_path / "a", init)
+    assert r.exit_code == 2 and "every custodian would be needed" in r.stderr
+    assert "--threshold" in r.stderr and not (tmp_path / "a").exists()
+    r = cv("--from vault --to keysplit -t 3", *custodians, "--out-dir", tmp_path / "b", init)
+    assert r.exit_code == 0 and "warning: 3 of 3" in " ".join(r.stderr.split())
+    r = cv("--from vault --to keysplit -t 2", *custodians, "--out-dir", tmp_path / "c", init)
+    assert r.exit_code == 0 and "warning: 3 of 3" not in r.stderr
+    assert len(list((tmp_path / "c").iterdir())) == 3
+
+
+def test_custodian_passphrase_file_takes_name_equals_file(tmp_path: Path) -> None:
+    """Issue 22 item 6: one passphrase file per custodian, as --passphrase-file elsewhere."""
+    out = tmp_path / "out"
+    pws = {}
+    for name in ("ana", "ben"):
+        pws[name] = tmp_path / f"{name}.pw"
+        pws[name].write_text(f"{name}-own-passphrase\n")
+    r = run(
+        ["split", "-k", 2, "-n", 2, "--out-dir", out, "--passphrase-custodian", "ana",
+         "--passphrase-custodian", "ben", "--passphrase-file", pws["ana"]],
+        input=SECRET_HEX + "\n",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    # ben's share sealed under his own passphrase (the split used ana's for both: reseal)
+    ben = out / "share-2-ben.kss"
+    share = load_share(ben.read_bytes(), passphrase=b"ana-own-passphrase")
+    ben.unlink()
+    ben.write_bytes(seal_share_with_passphrase(share, "ben", b"ben-own-passphrase",
+                                               kdf=_common.KDF))  # fmt: skip
+    files = [out / "share-1-ana.kss", ben]
+    spec = [f"--custodian-passphrase-file=ana={pws['ana']}",
+            f"--custodian-passphrase-file=ben={pws['ben']}"]  # fmt: skip
+    r = cv("--from keysplit --to vault -t 2 -n 3", *spec, *files, command="convert")
+    assert r.exit_code == 0, r.output
+    assert len(r.stdout.split("Unseal Key")) == 4
+    r = cv("--from keysplit --to vault -t 2 -n 3", spec[0], *files, command="convert")
+    assert r.exit_code == 1  # ben's share: no passphrase for him, and no prompt to ask at

@@ -509,7 +509,7 @@ def test_cli_documented_keyring_round_trip(tmp_path: Path) -> None:
         ],
     )
     assert r.exit_code == 0, r.output
-    picked = [back / f"share-{set_id}-{i}.txt" for i in (2, 4, 5)]
+    picked = [back / f"share-{set_id}-{i}.kss" for i in (2, 4, 5)]
     r = runner.invoke(app, ["unseal", str(kr), *[x for p in picked for x in ("-s", str(p))]])
     assert r.exit_code == 0, r.output
     assert "quorum verified" in r.output

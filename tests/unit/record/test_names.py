@@ -3,9 +3,11 @@ NFC passphrases, with read paths that still find data written under another spel
 
 from __future__ import annotations
 
+import os
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -273,18 +275,23 @@ def test_envelope_writes_nfc() -> None:
 # -- the subject rule through a real keyring ---------------------------------------------------
 
 
-def _legacy_key(ku: keysplit.UnsealedKeyring, subject: str) -> None:
+def _legacy_key(ku: keysplit.UnsealedKeyring, subject: str) -> record.DataKey:
     """Store a data key under ``subject`` exactly as spelled, as the code before
-    normalization did (the keyring's own data-key layer does not normalize)."""
-    ku.local_data_keys().resolve([subject], create=True)
+    normalization did (wrapped and bound like any row; the keyring itself now creates
+    keys under NFC subjects only)."""
+    raw = np.frombuffer(os.urandom(16), np.uint8).reshape(1, 16)
+    ku.store.insert_many(ku.keks_for_rewrap().wrap([subject], raw))
+    (key,) = ku.local_data_keys().resolve([subject], create=False)
+    assert key is not None
+    return key
 
 
 def _legacy_record(ku: keysplit.UnsealedKeyring, subject: str, pt: bytes) -> bytes:
     """A record as the code before normalization wrote it: the exact spelling in the AAD
     (the layout of docs/format/record.md, cross-checked against LEGACY_RECORD below)."""
-
-    (key,) = ku.local_data_keys().resolve([subject], create=True)
-    assert key is not None
+    (key,) = ku.local_data_keys().resolve([subject], create=False)
+    if key is None:
+        key = _legacy_key(ku, subject)
     return _old_format(key, subject, pt, bytes(12))
 
 
@@ -360,3 +367,89 @@ def test_legal_hold_covers_every_spelling(tmp_path: Path) -> None:
 def test_custodian_names_unique_ignoring_case_in_keyring(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="ignoring case"):
         keysplit.Keyring.create(tmp_path / "kr", 2, ["Alice", "alice"])
+
+
+# -- issue 21, item 8: spellings neither NFC nor NFD ---------------------------------------
+
+# "résumé" with e + U+0301 (acute, ccc 230) + U+0323 (dot below, ccc 220): the marks are out
+# of canonical order, so this is neither the NFC nor the NFD spelling of its subject.
+ODD = "re\u0301\u0323sume\u0301"
+ODD_NFC = unicodedata.normalize("NFC", ODD)
+
+
+def test_odd_spelling_is_neither_nfc_nor_nfd() -> None:
+    assert ODD not in (ODD_NFC, unicodedata.normalize("NFD", ODD))
+    assert ODD not in names.subject_spellings(ODD_NFC)  # what shred looked at before
+    assert names.has_other_spellings(ODD_NFC)
+
+
+@pytest.mark.parametrize(
+    ("text", "other"),
+    [
+        ("plain-ascii/42", False),
+        ("Key", True),  # U+212A KELVIN SIGN is "K" in NFC
+        ("a;b", True),  # U+037E GREEK QUESTION MARK
+        ("caf\u00e9", True),
+        ("\u65e5\u672c", False),  # CJK without compatibility twins
+        ("\ud55c", True),  # a Hangul syllable
+        ("\u0b95\u0bbe", True),  # Tamil: U+0BBE composes with a preceding U+0BC6
+    ],
+)
+def test_has_other_spellings(text: str, other: bool) -> None:
+    assert names.has_other_spellings(text) is other
+
+
+@given(st.text(alphabet="aeKo;\u00e9\u0301\u0323\u0308\u212a\u037e", min_size=1, max_size=8))
+def test_every_text_with_a_twin_is_flagged(text: str) -> None:
+    canon = unicodedata.normalize("NFC", text)
+    if text != canon:
+        assert names.has_other_spellings(canon)
+
+
+def test_shred_of_nfc_reaches_an_odd_legacy_spelling(tmp_path: Path) -> None:
+    kr, shares = keysplit.Keyring.create(tmp_path / "kr", 2, ["a", "b"])
+    with kr.unseal([shares["a"], shares["b"]]) as ku:
+        legacy = _legacy_record(ku, ODD, b"old cv")
+        assert ku.decrypt(legacy, subject=ODD) == b"old cv"
+        fresh = ku.encrypt(b"new cv", subject=ODD)  # written under the NFC subject
+        assert set(ku.store.get_many([ODD, ODD_NFC])) == {ODD, ODD_NFC}
+        assert ku.shred(ODD_NFC) is True
+        assert ku.store.get_many([ODD, ODD_NFC]) == {}
+        for rec in (legacy, fresh):
+            for s in (ODD, ODD_NFC):
+                with pytest.raises(IntegrityError):
+                    ku.decrypt(rec, subject=s)
+
+
+def test_shred_reaches_a_legacy_compatibility_twin_of_an_ascii_subject(tmp_path: Path) -> None:
+    twin = "\u212aey/7"  # KELVIN SIGN + "ey/7": its NFC is the ASCII "Key/7"
+    kr, shares = keysplit.Keyring.create(tmp_path / "kr", 2, ["a", "b"])
+    with kr.unseal([shares["a"], shares["b"]]) as ku:
+        _legacy_key(ku, twin)
+        assert ku.shred("Key/7") is True
+        assert ku.store.get_many([twin]) == {}
+
+
+def test_hold_covers_an_odd_legacy_spelling(tmp_path: Path) -> None:
+    from keysplit.errors import LegalHoldError
+
+    kr, shares = keysplit.Keyring.create(tmp_path / "kr", 2, ["a", "b"])
+    with kr.unseal([shares["a"], shares["b"]]) as ku:
+        _legacy_key(ku, ODD)
+        ku.set_legal_hold(ODD_NFC, True)
+        with pytest.raises(LegalHoldError):
+            ku.shred(ODD_NFC)
+        assert set(ku.store.get_many([ODD])) == {ODD}  # nothing deleted
+        ku.set_legal_hold(ODD_NFC, False)
+        assert ku.shred(ODD_NFC) is True
+        assert ku.store.get_many([ODD]) == {}
+
+
+def test_keys_are_created_under_nfc_subjects_only(tmp_path: Path) -> None:
+    """What keeps the one-pass index of legacy spellings complete for a whole session."""
+    kr, shares = keysplit.Keyring.create(tmp_path / "kr", 2, ["a", "b"])
+    with kr.unseal([shares["a"], shares["b"]]) as ku:
+        with pytest.raises(ValueError, match="NFC"):
+            ku.local_data_keys().resolve([ODD], create=True)
+        (key,) = ku.data_keys([ODD], create=True)  # the record API canonicalizes first
+        assert key is not None and set(ku.store.get_many([ODD, ODD_NFC])) == {ODD_NFC}

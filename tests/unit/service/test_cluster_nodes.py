@@ -24,6 +24,7 @@ from service_helpers import Server, cli, make_keyring, make_token, share_file, u
 import keysplit
 from keysplit import ClusterClient, ClusterError, IntegrityError, Keyring
 from keysplit.custody import load_share
+from keysplit.keyring import DataKeys
 from keysplit.service import Client
 from keysplit.service import _wire as wire
 from keysplit.service.cluster_config import read_cluster
@@ -123,6 +124,7 @@ def test_round_trip_and_cluster_json(cluster: Cluster) -> None:
     cfg = read_cluster(cluster.dir)
     assert cfg.region == "in" and cfg.threshold == 2 and [n.name for n in cfg.nodes] == list(NODES)
     with ClusterClient(cluster.dir, token=cluster.token) as c:
+        assert isinstance(c.datakeys, DataKeys)  # the one key seam, under the one engine
         rec = c.encrypt(b"x", subject="contacts/1")
         assert c.decrypt(rec, subject="contacts/1") == b"x"
         subjects = [f"contacts/{i % 5}" for i in range(20)]
