@@ -195,7 +195,7 @@ class Verification:
             + ", ".join(st.missing),
             missing=st.missing,
             hint="each runs 'keysplit share prove FILE' and the code is recorded with "
-            "'keysplit rekey DIR --prove NAME'; or complete with --complete --missing NAME",
+            "'keysplit verify prove DIR NAME'; or: keysplit verify complete DIR --missing NAME",
         )
 
 

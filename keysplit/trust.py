@@ -432,7 +432,7 @@ def _checked_public_key(
         raise KeyringError(
             f"keyring {keyring.keyring_id} was made with --verify and waits for proofs of "
             "possession from: " + ", ".join(v.status.missing),
-            hint="keysplit rekey DIR --verify-status shows who is missing",
+            hint="keysplit verify status DIR shows who is missing",
         )
     # The bytes checked are the bytes sealed to (read once from the opened metadata).
     public_key = keyring.public_key

@@ -7,6 +7,7 @@ Thin glue over :mod:`keysplit.service`. Custodians unseal a running service with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -55,6 +56,12 @@ def serve_cmd(
         metavar="SECONDS",
         help="Close a connection idle (or still sending its request header) this long.",
     ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        metavar="N",
+        help="Processes serving once unsealed (default: the number of cores).",
+    ),
     io_timeout: float = typer.Option(
         60.0,
         "--io-timeout",
@@ -92,9 +99,13 @@ def serve_cmd(
         limits = Limits(idle=idle_timeout, io=io_timeout, handshake=min(idle_timeout, 10.0))
     except ValueError as exc:
         fail(f"--idle-timeout/--io-timeout: {exc}", code=EXIT_USAGE)
+    if workers is not None and not 1 <= workers <= 256:
+        fail("--workers must be from 1 to 256", code=EXIT_USAGE)
     opts = ServeOptions(
         directory, socket_path, addr, tls_cert, tls_key, client_ca, unseal_timeout, limits
     )
+    if workers is not None:
+        opts = dataclasses.replace(opts, workers=workers)
     raise typer.Exit(run(opts))
 
 

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from ..errors import IntegrityError
-from . import _parallel
+from . import _outputs, _parallel
 
 __all__ = ["unwrap", "unwrap_batch", "unwrap_batch_strict", "wrap", "wrap_batch"]
 
@@ -106,7 +106,7 @@ def wrap_batch(
     keys = _as_rows(keys, "keys", 16)
     count, length = keys.shape
     n = length // 8
-    out = np.empty((count, length + 8), dtype=np.uint8)
+    out = _outputs.take((count, length + 8))  # recycled pages: see hazmat/_outputs.py
     if count == 0:
         return out
     out64 = out.view(np.uint64)  # column 0 = A, columns 1..n = R[1..n]
@@ -129,6 +129,7 @@ def wrap_batch(
             out64[lo:hi, 0] = _blocks(bufs[0], m)[:, 0]
             for i in range(n):
                 out64[lo:hi, i + 1] = _blocks(bufs[i], m)[:, 1]
+            bufs[n] = spare  # the buffers are reused by the next chunk
 
     _parallel.run_ranges(work, count, _CHUNK, threads)
     return out
@@ -139,11 +140,12 @@ def _loaded_chunks(
 ) -> Iterator[tuple[int, int, int, list[np.ndarray]]]:
     """Rows ``lo0..hi0`` in ``_CHUNK`` slices: ``(lo, hi, m, bufs)`` with the ``n`` R blocks
     (columns ``first..first+n`` of ``src64``) in the right halves of ``bufs[:n]`` and
-    ``bufs[n]`` spare, the starting point of both directions of RFC 3394."""
+    ``bufs[n]`` spare, the starting point of both directions of RFC 3394. The same list
+    and buffers serve every chunk: the caller puts its spare back in ``bufs[n]``."""
+    bufs = _buffers(min(_CHUNK, hi0 - lo0), n + 1)  # once per range: no faults per chunk
     for lo in range(lo0, hi0, _CHUNK):
         hi = min(hi0, lo + _CHUNK)
         m = hi - lo
-        bufs = _buffers(m, n + 1)
         for i in range(n):
             _blocks(bufs[i], m)[:, 1] = src64[lo:hi, i + first]
         yield lo, hi, m, bufs
@@ -189,8 +191,9 @@ def unwrap_batch(
             a_final[lo:hi] = a_src
             for i in range(n):
                 keys64[lo:hi, i] = _blocks(bufs[i], m)[:, 1]
-            for b in bufs:
-                b.fill(0)
+            bufs[n] = spare  # the buffers are reused by the next chunk
+        for b in bufs:  # the last chunk's keys (earlier ones were overwritten)
+            b.fill(0)
 
     _parallel.run_ranges(work, count, _CHUNK, threads)
     # One comparison over all rows, after all the work: no per-key early exit.

@@ -23,7 +23,9 @@ levels of all coefficients go through one call, and each share is derived from t
 closest share already computed (a 3-of-5 split is 10 xors instead of 14; see
 :func:`_xor_schedule`). What remains for 3-of-5 is about 24 xtime passes, 10 xor passes
 and the AES-CTR keystream per byte of secret; with a fresh output array the page faults of
-writing ``count`` times the input are a large part of the time (``out=`` avoids them).
+writing ``count`` times the input used to be a large part of the time: large outputs now
+come from :mod:`._outputs`, which hands out already-touched memory once the previous
+result is dropped (``out=`` still lets a caller manage its own buffer).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..rng import RandomSource, SystemRandom
-from . import _parallel, gf256
+from . import _outputs, _parallel, gf256
 
 __all__ = ["MAX_SHARES", "combine", "combine_batch", "lagrange_at_zero", "split", "split_batch"]
 
@@ -122,7 +124,7 @@ def split_batch(
     total = flat.size
     shape = (count, n_keys, length)
     if out is None:
-        out = np.empty(shape, dtype=np.uint8)
+        out = _outputs.take(shape)  # recycled pages: see hazmat/_outputs.py
     elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}")
     out2 = out.reshape(count, total)

@@ -18,6 +18,7 @@ by default, which would mangle bytes: build DataFrames holding bytes under
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +31,13 @@ from dask.base import compute
 from dask.delayed import delayed
 from distributed import Client, as_completed
 
-from .. import names, record
+from .. import _json, names, record
+from .._fileio import atomic_writer
 from ..errors import FormatError, IntegrityError, KeysplitError
 from ..keyring import DataKeys
 from ..keyring.records import Records
 from ..record import DataKey
+from ._cache import job_keys, job_records
 from ._channel import Channel
 from ._isolate import JobError, Message, progress_of, run_job
 from .cluster import Cluster
@@ -103,12 +106,17 @@ def _with(df: pd.DataFrame, column: str, rows: list[int], out: Sequence[Any]) ->
 
 
 def _encrypt_part(
-    df: pd.DataFrame, column: str, subject_column: str, source: DataKeys, context: Context
+    df: pd.DataFrame,
+    column: str,
+    subject_column: str,
+    source: DataKeys,
+    context: Context,
+    job_id: str,
 ) -> pd.DataFrame:
     rows, subjects = _columns(df, column, subject_column)
     values = df[column].to_numpy(dtype=object)
     plaintexts = [_as_bytes(values[i]) for i in rows]
-    out = Records(source).encrypt_many(subjects, plaintexts, context)
+    out = job_records(source, job_id).encrypt_many(subjects, plaintexts, context)
     return _with(df, column, rows, out)
 
 
@@ -119,11 +127,12 @@ def _decrypt_part(
     source: DataKeys,
     context: Context,
     text: bool,
+    job_id: str,
 ) -> pd.DataFrame:
     rows, subjects = _columns(df, column, subject_column)
     values = df[column].to_numpy(dtype=object)
     records = [_as_record(values[i]) for i in rows]
-    out: list[Any] = Records(source).decrypt_many(subjects, records, context)
+    out: list[Any] = job_records(source, job_id).decrypt_many(subjects, records, context)
     if text:
         try:
             out = [b.decode("utf-8") for b in out]
@@ -170,6 +179,7 @@ def encrypt_column(
         subject_column,
         source,
         context,
+        secrets.token_hex(16),  # this call's job id: each worker derives a key once per job
         meta=_meta(ddf, column, subject_column),
     )
 
@@ -194,6 +204,7 @@ def decrypt_column(
         source,
         context,
         text,
+        secrets.token_hex(16),
         meta=_meta(ddf, column, subject_column, text),
     )
 
@@ -243,13 +254,14 @@ def _scan_part(
     subject_column: str,
     source: DataKeys,
     context: Context,
+    job_id: str,
 ) -> tuple[int, list[BadRecord]]:
     values = df[column].to_numpy(dtype=object)
     subs = df[subject_column].to_numpy(dtype=object)
     rows = [i for i, na in enumerate(df[column].isna().to_numpy()) if not na]
     subjects = [subs[i] for i in rows]
     named = [s for s in dict.fromkeys(subjects) if isinstance(s, str) and s]
-    keys = _available(source, named)
+    keys = _available(job_keys(source, job_id), named)
     bad: list[BadRecord] = []
     try:
         for i, s in zip(rows, subjects, strict=True):
@@ -308,8 +320,9 @@ def scan(
     """
     source = _source(service, token)
     _meta(ddf, column, subject_column)
+    job_id = secrets.token_hex(16)
     tasks = [
-        delayed(_scan_part)(p, i, column, subject_column, source, context)
+        delayed(_scan_part)(p, i, column, subject_column, source, context, job_id)
         for i, p in enumerate(ddf.to_delayed())
     ]
     report = ScanReport()
@@ -319,29 +332,90 @@ def scan(
     return report
 
 
-def _write_part(df: pd.DataFrame, path: str) -> int:
-    """Write one output part atomically (temp + rename): a rerun never sees half a file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    df.to_parquet(tmp, engine="pyarrow")
-    os.replace(tmp, path)
+PART_BYTES = 64 << 20
+"""Target in-memory size of one partition: a Parquet file larger than this is read as
+several partitions (by row groups), so a worker's memory stays bounded whatever the
+input's file sizes (a file of one huge row group cannot be split below that row group)."""
+
+_META_KEY = b"keysplit"
+
+
+def _read(src: str) -> dd.DataFrame:
+    return dd.read_parquet(src, engine="pyarrow", split_row_groups="adaptive", blocksize=PART_BYTES)
+
+
+def _sealed_types(src: str) -> dict[str, str]:
+    """The original types of the sealed columns of dataset ``src`` (from the Parquet schema
+    metadata :func:`encrypt_dataset` writes): column -> "str" or "bytes"."""
+    import pyarrow.dataset as pads
+
+    meta = pads.dataset(src, format="parquet").schema.metadata or {}
+    raw = meta.get(_META_KEY)
+    if raw is None:
+        return {}
+    try:
+        doc = _json.loads(raw, what="keysplit Parquet metadata", max_bytes=1 << 20)
+        sealed = doc["sealed"]
+        if not isinstance(sealed, dict) or not all(
+            isinstance(k, str) and v in ("str", "bytes") for k, v in sealed.items()
+        ):
+            raise FormatError("malformed keysplit Parquet metadata")
+    except (KeyError, TypeError):
+        raise FormatError("malformed keysplit Parquet metadata") from None
+    return dict(sealed)
+
+
+def _column_type(src: str, column: str) -> str:
+    """ "str" or "bytes": how ``column`` of dataset ``src`` is stored (what decrypt gives back)."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    schema = pads.dataset(src, format="parquet").schema
+    if column not in schema.names:
+        raise KeysplitError(f"no column {column!r} in the dataset")
+    t = schema.field(column).type
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "str"
+    return "bytes"
+
+
+def _write_part(df: pd.DataFrame, path: str, sealed: dict[str, str]) -> int:
+    """Write one output part through the library's one durable writer (temp file, fsync,
+    rename, mode 0600: a decrypted part is plaintext), recording which columns are sealed
+    and their original types in the Parquet schema metadata."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df)
+    meta = dict(table.schema.metadata or {})
+    if sealed:
+        meta[_META_KEY] = json.dumps({"v": 1, "sealed": sealed}, sort_keys=True).encode()
+    else:
+        meta.pop(_META_KEY, None)
+    table = table.replace_schema_metadata(meta)
+    with atomic_writer(path, mode=0o600) as fh:
+        pq.write_table(table, fh)
     return len(df)
 
 
 def _transform_dataset(
-    src: str | os.PathLike[str],
-    dst: str | os.PathLike[str],
+    src: str,
+    dst: str,
     make: Callable[[dd.DataFrame], dd.DataFrame],
+    sealed: dict[str, str],
     client: Client | None,
     progress: Progress | None,
 ) -> int:
     out = Path(dst).absolute()  # the workers' working directory is not ours
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KeysplitError(f"{out} exists and is not an empty directory")
-    ddf = dd.read_parquet(str(src), engine="pyarrow")
+    ddf = _read(src)
     result = make(ddf)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
     tasks = [
-        delayed(_write_part)(p, str(out / f"part.{i:05d}.parquet"))
+        delayed(_write_part)(p, str(out / f"part.{i:05d}.parquet"), sealed)
         for i, p in enumerate(result.to_delayed())
     ]
     return sum(_run_parts(client, tasks, progress))
@@ -370,7 +444,7 @@ class _DatasetJob:
         )
         with dask.config.set({"dataframe.convert-string": False}):
             if self.kind == "scan":
-                ddf = dd.read_parquet(self.src, engine="pyarrow")
+                ddf = _read(self.src)
                 return scan(
                     ddf,
                     column,
@@ -381,21 +455,28 @@ class _DatasetJob:
                     progress=progress,
                 )
             assert self.dst is not None
+            sealed = _sealed_types(self.src)
             if self.kind == "encrypt":
+                if column in sealed:
+                    raise KeysplitError(f"column {column!r} of the dataset is already sealed")
+                sealed[column] = _column_type(self.src, column)
                 return _transform_dataset(
                     self.src,
                     self.dst,
                     lambda d: encrypt_column(d, column, subjects, service=source, context=context),
+                    sealed,
                     client,
                     progress,
                 )
-            text = self.text
+            # each column back in its original type: a sealed str column opens as str
+            text = self.text or sealed.pop(column, None) == "str"
             return _transform_dataset(
                 self.src,
                 self.dst,
                 lambda d: decrypt_column(
                     d, column, subjects, service=source, context=context, text=text
                 ),
+                sealed,
                 client,
                 progress,
             )

@@ -59,7 +59,6 @@ from .cluster import Cluster
 __all__ = ["JobError", "StoreSpec", "SubjectRange", "plan", "rewrap", "rewrap_range"]
 
 Progress = Callable[[int, int], None]
-_PLAN_PAGE = 50_000
 
 
 class SubjectRange(NamedTuple):
@@ -88,26 +87,15 @@ class _PartResult(NamedTuple):
 
 def plan(store: KeyStore, current_version: int, partitions: int) -> list[SubjectRange]:
     """Cut the keys not under ``current_version`` into at most ``partitions`` ranges of
-    (nearly) equal size, in subject order; the last range is open-ended."""
+    (nearly) equal size, in subject order; the last range is open-ended. The cut points
+    come from the store in one statement (:meth:`KeyStore.stale_cuts`: row numbers over the
+    subject index), so planning reads no rows, whatever the store's size."""
     if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
         raise ValueError("partitions must be a positive int")
     total = sum(c for v, c in store.count_by_version().items() if v != current_version)
     if total == 0:
         return []
-    size = math.ceil(total / partitions)
-    cuts: list[str] = []
-    after, need = "", size
-    while True:
-        page = store.stale_batch(current_version, after, min(need, _PLAN_PAGE))
-        if not page:
-            break
-        after = page[-1].subject
-        need -= len(page)
-        if need == 0:
-            cuts.append(after)
-            need = size
-    if cuts and need == size:  # the walk ended on a cut: the last range is open-ended
-        cuts.pop()
+    cuts = store.stale_cuts(current_version, math.ceil(total / partitions))
     bounds = ["", *cuts]
     return [SubjectRange(a, b) for a, b in zip(bounds, [*cuts, None], strict=True)]
 

@@ -134,6 +134,8 @@ class KeyService:
         self._tokens: dict[str, TokenPolicy] = {}
         self._token_sig: tuple[tuple[int, int, int], ...] | None = None
         self._logged_nonce = ""
+        self.worker = (0, 1)
+        """(index, count) of this process among the service's worker processes."""
         self._log = log or (lambda m: print(f"keysplit serve: {m}", file=sys.stderr, flush=True))
         self._routes: dict[tuple[str, str], Callable[[Request], Response]] = {
             ("GET", "/v1/status"): self._status,
@@ -165,13 +167,15 @@ class KeyService:
     def sealed(self) -> bool:
         return self._kr is None
 
-    def seal(self, reason: str, by: str | None = None) -> bool:
-        """Drop every key (audited). True if the service was unsealed."""
+    def seal(self, reason: str, by: str | None = None, *, audit: bool = True) -> bool:
+        """Drop every key (audited unless ``audit=False``: the other processes of a
+        multi-process service, whose seal one entry records). True if it was unsealed."""
         kr = self._kr
         self.remote.reset()
         if kr is None:
             return False
-        self._audit(ev.ServiceSeal(reason=reason, by=by))
+        if audit:
+            self._audit(ev.ServiceSeal(reason=reason, by=by))
         self.cluster.forget()
         self.recovery.forget()
         self._kr = None
@@ -210,6 +214,25 @@ class KeyService:
         self._audit(ev.ServiceUnseal(generation=self.keyring.meta.generation, authorized_by=by))
         self.reload_tokens(force=True)
         self._log(f"unsealed by {', '.join(custodians)}; {len(self._tokens)} active tokens")
+
+    @property
+    def unsealed_keyring(self) -> UnsealedKeyring | None:
+        """The keyring being served (None while sealed). Secret-holding."""
+        return self._kr
+
+    def adopt(self, kr: UnsealedKeyring) -> None:
+        """Serve ``kr``, opened elsewhere from this service's unseal (a worker process of
+        ``keysplit serve --workers``, or a reload after a rotate/shred in another worker).
+        Not audited: the unseal that produced the master key was. Replaces and closes a
+        keyring already held."""
+        if kr.keyring.keyring_id != self.keyring.keyring_id:
+            raise KeysplitError("adopt: the keyring belongs to another service")
+        old, self._kr = self._kr, kr
+        self._mac_key = mac_key(kr.audit_key(), self.keyring.keyring_id)
+        self._audit_log = kr.audit_log()
+        self.reload_tokens(force=True)
+        if old is not None and old is not kr:
+            old.close()
 
     def reload_tokens(self, *, force: bool = False) -> None:
         """Re-read the token list if it changed (SIGHUP forces it). Fails closed."""
@@ -343,6 +366,8 @@ class KeyService:
             "progress": self.remote.progress() if self.sealed else None,
             "version": __version__,
             "api": API_VERSION,
+            "worker": self.worker[0],
+            "workers": self.worker[1],
         }
         if self.sealed:
             out["verification"] = self._verification()

@@ -20,7 +20,7 @@ import socket
 import ssl
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,15 @@ from aiohttp import web
 from ..errors import KeysplitError
 from . import _wire as wire
 from .core import KeyService, Request, Response
+from .fleet import (
+    SEALED,
+    Fleet,
+    Peer,
+    WorkerLink,
+    default_workers,
+    fork_workers,
+    forwarded,
+)
 
 __all__ = ["Limits", "ServeOptions", "make_app", "run"]
 
@@ -69,6 +78,8 @@ class ServeOptions:
     client_ca: Path | None = None
     unseal_timeout: float = 600.0
     limits: Limits = field(default_factory=Limits)
+    workers: int = field(default_factory=default_workers)
+    """Processes serving once unsealed (the leader included); default: the core count."""
 
 
 class _Refused(Exception):
@@ -122,7 +133,18 @@ async def _send(
     return resp
 
 
-def make_app(service: KeyService, limits: Limits | None = None) -> web.Application:
+After = Callable[[Request, Response, bool], Awaitable[None]]
+"""Called after a request was handled, before its answer is sent: (request, response,
+whether the service was sealed before it). The worker processes hook in here."""
+
+
+def make_app(
+    service: KeyService,
+    limits: Limits | None = None,
+    after: After | None = None,
+    forward: Callable[[Request], Awaitable[Response]] | None = None,
+) -> web.Application:
+    """``forward`` (a worker process) serves the :func:`~.fleet.forwarded` paths elsewhere."""
     lim = limits or Limits()
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -140,7 +162,14 @@ def make_app(service: KeyService, limits: Limits | None = None) -> web.Applicati
                 err = KeysplitError(str(exc), hint="the limits are in docs/API.md")
                 refused = Response(exc.status, wire.error_body(err))
                 return await _send(request, refused, lim.io, True)
-            r = service.handle(Request(request.method, request.path, headers, body, local))
+            req = Request(request.method, request.path, headers, body, local)
+            was_sealed = service.sealed
+            if forward is not None and forwarded(req.path):
+                r = await forward(req)
+            else:
+                r = service.handle(req)
+            if after is not None:
+                await after(req, r, was_sealed)
         # A body left unread (refused from the headers, or sent where none is read) is
         # drained after the answer, discarded as it arrives, for at most ``lingering_time``.
         return await _send(request, r, lim.io, False)
@@ -213,6 +242,8 @@ class _Acceptor:
         self._runner = runner
         self._limits = limits
         self._tasks: set[asyncio.Task[None]] = set()
+        self.route: Callable[[socket.socket, ssl.SSLContext | None], Awaitable[None]]
+        self.route = self.adopt
 
     def listen(self, lsock: socket.socket, ctx: ssl.SSLContext | None) -> None:
         self._spawn(self._accept(lsock, ctx))
@@ -232,7 +263,7 @@ class _Acceptor:
                     await asyncio.sleep(0.1)
                     continue
                 raise
-            self._spawn(self.adopt(conn, ctx))
+            self._spawn(self.route(conn, ctx))
 
     async def adopt(self, conn: socket.socket, ctx: ssl.SSLContext | None) -> None:
         """Serve one accepted connection here (TLS handshake bounded in time)."""
@@ -249,68 +280,187 @@ class _Acceptor:
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError):
             conn.close()
 
+    def close_connections(self) -> None:
+        """Close every connection served here: idle ones at once, busy ones after the
+        request in progress (``close`` alone would leave an idle one's socket open)."""
+        server = self._runner.server
+        for h in list(server.connections if server is not None else ()):
+            if getattr(h, "_request_in_progress", False):  # aiohttp 3.x, pinned in the lock
+                h.close()
+            else:
+                h.force_close()
+
     async def close(self) -> None:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def _serve(opts: ServeOptions, log: Callable[[str], None]) -> int:
-    service = KeyService(opts.directory, unseal_timeout=opts.unseal_timeout, log=log)
-    lim = opts.limits
-    runner = web.AppRunner(
-        make_app(service, lim),
+_CHANGES = frozenset({"/v1/shred", "/v1/hold", "/v1/rotate", "/v1/rewrap"})
+
+
+def _runner(
+    service: KeyService,
+    lim: Limits,
+    after: After,
+    forward: Callable[[Request], Awaitable[Response]] | None = None,
+) -> web.AppRunner:
+    return web.AppRunner(
+        make_app(service, lim, after, forward),
         handle_signals=False,
         access_log=None,
         keepalive_timeout=lim.idle,
         lingering_time=min(lim.io, 10.0),  # drain (and discard) an unread body, bounded
     )
+
+
+async def _serve(
+    opts: ServeOptions,
+    log: Callable[[str], None],
+    listening: list[tuple[socket.socket, str]],
+    workers: list[tuple[int, socket.socket]],
+) -> int:
+    """The leader: the only process while sealed; then one of ``1 + len(workers)``."""
+    service = KeyService(opts.directory, unseal_timeout=opts.unseal_timeout, log=log)
+    service.worker = (0, 1 + len(workers))
+    lim = opts.limits
+    fleet: Fleet | None = None
+
+    async def after(req: Request, r: Response, was_sealed: bool) -> None:
+        assert fleet is not None
+        if req.path == "/v1/unseal" and was_sealed and not service.sealed:
+            fleet.unsealed()
+        elif req.path == "/v1/seal" and r.status == 200 and not was_sealed:
+            fleet.sealed()
+        elif req.path in _CHANGES and r.status == 200:
+            await fleet.changed()
+
+    runner = _runner(service, lim, after)
     await runner.setup()
     acceptor = _Acceptor(runner, lim)
+    fleet = Fleet(
+        service,
+        [Peer(i, pid, ctl) for i, (pid, ctl) in enumerate(workers, 1)],
+        acceptor.adopt,
+        log,
+    )
+    acceptor.route = fleet.dispatch
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     reason: list[str] = []
 
     def on_stop(name: str) -> None:
         reason.append(name)
-        service.seal(name)  # drop keys first, then stop accepting
+        service.seal(name)  # drop keys first (audited once), then the workers', then stop
+        fleet.sealed()
         stop.set()
 
     loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
     loop.add_signal_handler(signal.SIGHUP, lambda: service.reload_tokens(force=True))
-    where = []
     sock_path = opts.socket_path
-    listening: list[socket.socket] = []
     try:
-        if sock_path is not None:
-            listening.append(_unix_socket(sock_path))
-            acceptor.listen(listening[-1], None)
-            where.append(f"unix:{sock_path}")
-        if opts.listen is not None:
-            host, port = opts.listen
-            ctx = _tls(opts)
-            listening.append(_tcp_socket(host, port))
-            acceptor.listen(listening[-1], ctx)
-            where.append(f"https://{host}:{port}" + (" (mTLS)" if opts.client_ca else ""))
-        log(f"keyring {service.keyring.keyring_id} sealed; listening on {', '.join(where)}")
+        for lsock, where in listening:
+            acceptor.listen(lsock, _tls(opts) if where.startswith("https") else None)
+        n = f"; {1 + len(workers)} processes" if workers else ""
+        where = ", ".join(w for _, w in listening)
+        log(f"keyring {service.keyring.keyring_id} sealed; listening on {where}{n}")
         await stop.wait()
     finally:
         service.close()
+        await fleet.stop()
         await acceptor.close()
-        for s in listening:
-            s.close()
+        for lsock, _ in listening:
+            lsock.close()
         await runner.cleanup()
-        if sock_path is not None and where and where[0].startswith("unix:"):
+        if sock_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 sock_path.unlink()
     log(f"stopped ({reason[0] if reason else 'error'})")
     return 0
 
 
+async def _worker(
+    opts: ServeOptions, index: int, count: int, ctl: socket.socket, log: Callable[[str], None]
+) -> int:
+    """A worker: idle while sealed, then serves the connections the leader hands it."""
+    service = KeyService(opts.directory, unseal_timeout=opts.unseal_timeout, log=log)
+    service.worker = (index, count)
+    lim = opts.limits
+    link: WorkerLink | None = None
+
+    async def after(req: Request, r: Response, was_sealed: bool) -> None:
+        assert link is not None
+        if req.path == "/v1/seal" and r.status == 200 and not was_sealed:
+            link.tell(SEALED + b"seal request")  # the leader's SEAL closes our connections
+        elif req.path in _CHANGES and r.status == 200:
+            await link.changed()
+
+    async def forward(req: Request) -> Response:
+        assert link is not None
+        return await link.forward(req)
+
+    runner = _runner(service, lim, after, forward)
+    await runner.setup()
+    acceptor = _Acceptor(runner, lim)
+    ctx = _tls(opts) if opts.listen is not None else None
+    stop = asyncio.Event()
+
+    def on_stop(why: str) -> None:
+        service.seal(why, audit=False)
+        stop.set()
+
+    async def adopt(conn: socket.socket, tls: bool) -> None:
+        await acceptor.adopt(conn, ctx if tls else None)
+
+    link = WorkerLink(ctl, service, adopt, acceptor.close_connections, on_stop, log)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, lambda: service.reload_tokens(force=True))
+    try:
+        await stop.wait()
+    finally:
+        service.close()
+        await acceptor.close()
+        await runner.cleanup()
+    return 0
+
+
 def run(opts: ServeOptions, log: Callable[[str], None] | None = None) -> int:
-    """Serve until SIGTERM/SIGINT (which seal first). Returns the exit code."""
+    """Serve until SIGTERM/SIGINT (which seal first). Returns the exit code.
+
+    With ``opts.workers > 1`` the worker processes are forked here, before any event
+    loop or thread exists (:mod:`keysplit.service.fleet`).
+    """
     if opts.socket_path is None and opts.listen is None:
         raise ValueError("give a socket path and/or a TCP address")
+    if isinstance(opts.workers, bool) or not 1 <= opts.workers <= 256:
+        raise ValueError("workers must be from 1 to 256")
     out = log or (lambda m: print(f"keysplit serve: {m}", file=sys.stderr, flush=True))
-    return asyncio.run(_serve(opts, out))
+    if opts.listen is not None:
+        _tls(opts)  # a bad certificate fails here, once, not in every worker
+    listening: list[tuple[socket.socket, str]] = []
+    try:
+        if opts.socket_path is not None:
+            listening.append((_unix_socket(opts.socket_path), f"unix:{opts.socket_path}"))
+        if opts.listen is not None:
+            host, port = opts.listen
+            mtls = " (mTLS)" if opts.client_ca else ""
+            listening.append((_tcp_socket(host, port), f"https://{host}:{port}{mtls}"))
+    except BaseException:
+        for s, _ in listening:
+            s.close()
+        if opts.socket_path is not None and listening:
+            with contextlib.suppress(FileNotFoundError):
+                opts.socket_path.unlink()
+        raise
+
+    def child(index: int, ctl: socket.socket) -> int:  # pragma: no cover - in the child
+        def wlog(m: str) -> None:
+            out(f"worker {index}: {m}")
+
+        return asyncio.run(_worker(opts, index, opts.workers, ctl, wlog))
+
+    workers = fork_workers(opts.workers - 1, [s for s, _ in listening], child)
+    return asyncio.run(_serve(opts, out, listening, workers))

@@ -70,6 +70,13 @@ class KeyStore(Protocol):
         ordered by subject in code-point order (= UTF-8 byte order): the rewrap cursor."""
         ...
 
+    def stale_cuts(self, current_version: int, every: int) -> list[str]:
+        """The subjects of the keys not under ``current_version`` at ranks ``every``,
+        ``2 * every``, ... (1-based, in :meth:`stale_batch`'s order), the last stale key
+        excluded: the boundaries that cut the stale keys into ranges of ``every`` keys.
+        Computed in the store (one statement), so a rewrap planner never reads the rows."""
+        ...
+
     def count_by_version(self) -> dict[int, int]:
         """Number of keys per KEK version."""
         ...

@@ -116,6 +116,9 @@ _STATEMENTS: dict[str, LiteralString] = {
     "page": "SELECT subject, kek_version, wrapped FROM {s}.data_keys "
     "WHERE subject > %s ORDER BY subject LIMIT %s",
     "counts": "SELECT kek_version, count(*) FROM {s}.data_keys GROUP BY kek_version",
+    "cuts": "SELECT subject FROM (SELECT subject, row_number() OVER (ORDER BY subject) AS rn, "
+    "count(*) OVER () AS n FROM {s}.data_keys WHERE kek_version <> %s) t "
+    "WHERE mod(rn, %s) = 0 AND rn < n ORDER BY subject",
     "hold": "INSERT INTO {s}.legal_holds (subject) VALUES (%s) ON CONFLICT DO NOTHING",
     "unhold": "DELETE FROM {s}.legal_holds WHERE subject = %s",
     "holds": "SELECT subject FROM {s}.legal_holds ORDER BY subject",
@@ -422,6 +425,15 @@ class PostgresKeyStore:
         def work(conn: _Conn) -> list[WrappedKey]:
             cur = conn.execute(self._sql["stale"], (current_version, after, limit), binary=True)
             return list(map(WrappedKey._make, cur.fetchall()))
+
+        return self._tx(work)
+
+    def stale_cuts(self, current_version: int, every: int) -> list[str]:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError("every must be a positive int")
+
+        def work(conn: _Conn) -> list[str]:
+            return [r[0] for r in conn.execute(self._sql["cuts"], (current_version, every))]
 
         return self._tx(work)
 

@@ -201,6 +201,18 @@ class SQLiteKeyStore:
             ).fetchall()
         return [WrappedKey(*r) for r in rows]
 
+    def stale_cuts(self, current_version: int, every: int) -> list[str]:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError("every must be a positive int")
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT subject FROM (SELECT subject, ROW_NUMBER() OVER (ORDER BY subject) AS rn,"
+                " COUNT(*) OVER () AS n FROM data_keys WHERE kek_version != ?) "
+                "WHERE rn % ? = 0 AND rn < n ORDER BY subject",
+                (current_version, every),
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def count_by_version(self) -> dict[int, int]:
         with self._lock:
             rows = self._db.execute(

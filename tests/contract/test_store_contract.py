@@ -169,6 +169,12 @@ def test_stale_batch_is_a_keyset_cursor_in_codepoint_order(store: KeyStore) -> N
                 after = page[-1].subject
             assert got == expect, (current, limit)
     assert store.stale_batch(1, "\U0010ffff", 10) == []
+    for current in (1, 2, 4):  # the planner's cuts, computed in the store, match Python's
+        stale = sorted(r.subject for r in rows if r.kek_version != current)
+        for every in (1, 2, 7, len(stale) - 1, len(stale), 10**6):
+            assert store.stale_cuts(current, every) == stale[every - 1 : len(stale) - 1 : every]
+    with pytest.raises(ValueError):
+        store.stale_cuts(1, 0)
 
 
 def test_count_by_version_and_delete(store: KeyStore) -> None:

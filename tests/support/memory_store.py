@@ -80,6 +80,15 @@ class MemoryKeyStore:
             ]
         return sorted(rows)[:limit]
 
+    def stale_cuts(self, current_version: int, every: int) -> list[str]:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError("every must be a positive int")
+        with self._d.lock:
+            stale = sorted(
+                r.subject for r in self._d.keys.values() if r.kek_version != current_version
+            )
+        return stale[every - 1 : len(stale) - 1 : every]
+
     def count_by_version(self) -> dict[int, int]:
         with self._d.lock:
             return dict(Counter(r.kek_version for r in self._d.keys.values()))

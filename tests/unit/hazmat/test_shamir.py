@@ -242,3 +242,37 @@ def test_xor_schedule_reaches_every_share_and_saves_work(k: int, n: int) -> None
         value[j] = value[parent] ^ sum(1 << b for b in bits)
         assert value[j] == masks[j]
     assert sum(len(b) for _, _, b in schedule) <= sum(m.bit_count() for m in masks)
+
+
+def test_recycled_outputs_never_overwrite_a_live_result() -> None:
+    """Large split/wrap outputs reuse pages (hazmat/_outputs.py) only once every array and
+    view over them is gone; results stay correct across reuse."""
+    from keysplit.hazmat import _outputs, keywrap
+    from keysplit.hazmat import shamir as hz
+
+    n = _outputs.MIN_BYTES // (5 * 16) + 1
+    secrets = np.random.default_rng(1).integers(0, 256, (n, 16), dtype=np.uint8)
+    first = hz.split_batch(secrets, 3, 5)
+    view = first[1]  # only a view survives
+    keep = first[[0, 1, 2]].copy()
+    del first
+    second = hz.split_batch(secrets, 3, 5)
+    assert not np.shares_memory(second, view)
+    assert np.array_equal(view, keep[1])  # untouched by the second split
+    assert np.array_equal(hz.combine_batch([2, 4, 5], second[[1, 3, 4]]), secrets)
+    pooled = len(_outputs._POOL)
+    del view, second
+    third = hz.split_batch(secrets, 3, 5)  # the first result's pages, now free
+    assert len(_outputs._POOL) == pooled  # reused, not grown
+    assert np.array_equal(hz.combine_batch([1, 2, 3], third[[0, 1, 2]]), secrets)
+    kek = bytes(range(16))
+    keys = secrets[: _outputs.MIN_BYTES // 24 + 1]
+    w1 = keywrap.wrap_batch(kek, keys)
+    w2 = keywrap.wrap_batch(kek, keys)
+    assert not np.shares_memory(w1, w2) and np.array_equal(w1, w2)
+    assert np.array_equal(keywrap.unwrap_batch_strict(kek, w2), keys)
+    pooled = len(_outputs._POOL)
+    del w1
+    w3 = keywrap.wrap_batch(kek, keys)
+    assert len(_outputs._POOL) == pooled and np.array_equal(w3, w2)  # reused, not grown
+    _outputs.clear()

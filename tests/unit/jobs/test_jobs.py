@@ -39,7 +39,8 @@ from keysplit import (
     jobs,
     load_share,
 )
-from keysplit.jobs import JobError, serve_keys
+from keysplit import errors as keysplit_errors
+from keysplit.jobs import JobError, LoopbackDataKeys, serve_keys
 from keysplit.jobs._kek import open_keks, seal_keks
 from keysplit.keyring import KEYRING_FILE, STORE_FILE, KekSet
 
@@ -789,3 +790,86 @@ def test_driver_messages_are_checked_never_trusted() -> None:
     for rows in ([[0, 3, "s", "other"]], [[0, [], "s", "malformed"]], {"a": 1}, [[0, 1, 2]]):
         with pytest.raises(JobError):
             _bad_rows(rows)
+
+
+# -- jobs that scale (issue 23) ---------------------------------------------------------------
+
+
+def test_decrypt_dataset_gives_each_column_its_original_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a sealed str column came back as bytes. Now the sealed dataset records each
+    sealed column's original type (Parquet schema metadata) and decrypt restores it; one
+    large file of many row groups is read as several bounded partitions; decrypted parts
+    are written 0600."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import keysplit.jobs.records as jr
+
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    n = 600
+    df = pd.DataFrame(
+        {
+            "id": range(n),
+            "user": [f"u/{i % 13}" for i in range(n)],
+            "name": [None if i == 5 else f"név {i}" for i in range(n)],  # str, not ASCII
+            "blob": [bytes([i % 256]) * (i % 7) for i in range(n)],
+        }
+    )
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.Table.from_pandas(df), tmp_path / "in" / "big.parquet", row_group_size=50)
+    monkeypatch.setattr(jr, "PART_BYTES", 4096)  # the one file is far larger than a partition
+    with _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
+        jobs.encrypt_dataset(tmp_path / "in", tmp_path / "e1", "name", "user", service=src)
+        assert len(list((tmp_path / "e1").iterdir())) > 1  # split by row groups
+        jobs.encrypt_dataset(tmp_path / "e1", tmp_path / "e2", "blob", "user", service=src)
+        sealed = pq.read_table(tmp_path / "e2")
+        assert sealed.schema.field("name").type == pa.binary()
+        assert json.loads(sealed.schema.metadata[b"keysplit"])["sealed"] == {
+            "name": "str",
+            "blob": "bytes",
+        }
+        with pytest.raises(keysplit_errors.KeysplitError, match="already sealed"):
+            jobs.encrypt_dataset(tmp_path / "e2", tmp_path / "x", "name", "user", service=src)
+        jobs.decrypt_dataset(tmp_path / "e2", tmp_path / "d1", "name", "user", service=src)
+        jobs.decrypt_dataset(tmp_path / "d1", tmp_path / "d2", "blob", "user", service=src)
+    out = pq.read_table(tmp_path / "d2")
+    name_type = out.schema.field("name").type
+    assert pa.types.is_string(name_type) or pa.types.is_large_string(name_type)
+    assert out.schema.field("blob").type == pa.binary()
+    assert b"keysplit" not in (out.schema.metadata or {})
+    back = out.to_pandas().sort_values("id").reset_index(drop=True)
+    assert back["name"].tolist() == df["name"].tolist()
+    assert back["blob"].tolist() == df["blob"].tolist()
+    for part in (tmp_path / "d1").iterdir():
+        assert part.stat().st_mode & 0o777 == 0o600
+
+
+class _CountingKeys(LoopbackDataKeys):
+    """Counts key fetches (module level: the graph pickles its arguments by reference)."""
+
+    calls: list[int] = []  # noqa: RUF012
+
+    def export(self, subjects: Any, *, create: bool) -> list[bytes | None]:
+        self.calls.append(len(subjects))
+        return super().export(subjects, create=create)
+
+
+def test_a_worker_derives_each_subject_key_once_per_job(tmp_path: Path) -> None:
+    """Keys are fetched and derived once per job and worker, not once per partition."""
+    from keysplit.jobs import _cache
+
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    _dataset(tmp_path / "in")  # two partitions, the same 7 users in both
+    calls = _CountingKeys.calls
+    calls.clear()
+    with _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
+        counting = _CountingKeys(src.address, src._authkey, src.keyring_id)
+        jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=counting)
+        assert calls == [7]  # before: [7, 7], one fetch per partition
+        jobs.scan_dataset(tmp_path / "enc", "body", "user", service=counting)
+        assert calls == [7, 7]  # a new job, a new cache
+    assert len(_cache._jobs) <= _cache.JOBS_KEPT
+    with pytest.raises(TypeError):
+        pickle.dumps(next(iter(_cache._jobs.values())))

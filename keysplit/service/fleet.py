@@ -1,0 +1,455 @@
+"""The key service's worker processes: one leader, ``N - 1`` pre-forked workers.
+
+Why processes: a batch of 1 KiB records is Python-bound work that holds the GIL, so one
+process serves one core (issue 23 measured 1.41x for 4 clients on one event loop);
+benchmarks/ab_service_workers.py measures threads against processes on the same batches
+(figures in benchmarks/README.md). Why the leader hands out connections instead of every
+process accepting on the shared listening socket: with a shared socket the kernel wakes
+every idle process and whichever calls ``accept`` first wins, so the spread of kept-alive
+client connections over processes is left to chance; round robin over the processes that
+are ready is deterministic (4 connections on 2 processes: 2 and 2), and it lets the leader
+keep all traffic while sealed, when only it may run the unseal state machine. The leader
+hands each accepted socket, round robin, to itself or a worker over a Unix socketpair
+(``SCM_RIGHTS``); a TLS handshake then runs in the process that serves the connection.
+
+Lifecycle:
+
+* ``run`` binds the sockets, forks the workers *before* any event loop, thread or store
+  connection exists (each worker closes every descriptor that is not its own), then the
+  leader serves. While sealed only the leader serves: the remote unseal is one state
+  machine in one process.
+* When the leader's unseal completes it sends the master key over each worker's
+  socketpair (never to disk); a worker re-opens the keyring file with it (AES-GCM of the
+  keyring file authenticates the key), holds its own store connection and data-key
+  cache, and answers ``ready``; only ready workers get connections.
+* A state change in any process (``shred``, ``hold``, ``rotate``, ``rewrap``) makes every
+  other process re-open its keyring from the master key (dropping every cached key and
+  picking up the current KEK) before the request is answered: a shred acknowledged by the
+  service holds in all of its processes. The store-level rules of the fleet (epochs,
+  tombstones, leases) apply to each process as to any library user.
+* A seal, wherever it arrives (a request, SIGTERM/SIGINT to the leader), reaches every
+  process: each drops its keys and its connections (clients reconnect to the leader). One
+  audit entry records it. The leader stops the workers on exit; a worker whose leader is
+  gone (its socketpair reads EOF) seals and exits.
+
+Control messages are single ``SOCK_SEQPACKET`` datagrams: one type byte, then a payload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import KeysplitError
+from ..keyring import Keyring, UnsealedKeyring
+from ..keyring import file as kf
+from . import _wire as wire
+from .core import KeyService, Request, Response
+
+__all__ = [
+    "Fleet",
+    "Peer",
+    "WorkerLink",
+    "default_workers",
+    "fork_workers",
+    "forwarded",
+    "reopen",
+]
+
+# leader -> worker
+CONN = b"C"  # + kind (0 plain, 1 TLS); one descriptor attached
+UNSEAL = b"U"  # + master key
+SEAL = b"S"
+RELOAD = b"R"
+QUIT = b"Q"
+DONE = b"a"  # a change this worker reported has reached every process
+# worker -> leader
+READY = b"A"  # unsealed / reloaded
+FAILED = b"F"  # could not open the keyring with the master key
+SEALED = b"s"  # + reason: a seal request arrived here
+CHANGED = b"c"  # a state change here: reload the others
+FORWARD = b"P"  # + id, request: served by the leader (cluster ceremonies keep state there)
+ANSWER = b"p"  # (leader -> worker) + id, response
+MAX_FORWARD = 128 << 10
+"""Largest forwarded request or response (one control datagram)."""
+_ID = struct.Struct(">I")
+_ANSWER_HEAD = struct.Struct(">IHH")
+
+
+def forwarded(path: str) -> bool:
+    """Requests only the leader serves: the cluster endpoints, whose ceremonies (DKG deal
+    then finish, recovery rounds) keep state between requests in one process."""
+    return path.startswith("/v1/cluster/")
+
+
+def _pack_request(rid: int, req: Request) -> bytes:
+    meta = json.dumps(
+        {"m": req.method, "p": req.path, "h": dict(req.headers), "l": req.local}
+    ).encode()
+    return FORWARD + _ID.pack(rid) + _ID.pack(len(meta)) + meta + req.body
+
+
+def _unpack_request(msg: bytes) -> tuple[int, Request]:
+    (rid,) = _ID.unpack_from(msg, 0)
+    (mlen,) = _ID.unpack_from(msg, 4)
+    meta = json.loads(msg[8 : 8 + mlen])
+    return rid, Request(meta["m"], meta["p"], meta["h"], msg[8 + mlen :], bool(meta["l"]))
+
+ACK_TIMEOUT = 10.0
+"""Seconds the leader waits for a worker to reload before it stops using that worker."""
+
+
+def reopen(directory: Path, master: bytes) -> UnsealedKeyring:
+    """The keyring at ``directory`` opened with ``master`` (already recovered by an
+    audited unseal in the leader): what every worker holds."""
+    kr = Keyring.open(directory)
+    meta, secrets = kf.open_secrets(kr.home.read_keyring(), master)
+    if meta != kr.meta:
+        raise KeysplitError("the keyring changed while it was re-opened; try again")
+    return UnsealedKeyring(kr, master, secrets)
+
+
+@dataclass
+class Peer:
+    """The leader's handle on one worker."""
+
+    index: int
+    pid: int
+    ctl: socket.socket
+    ready: bool = False
+    alive: bool = True
+    acks: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
+
+
+def fork_workers(
+    count: int, keep: list[socket.socket], child: Callable[[int, socket.socket], int]
+) -> list[tuple[int, socket.socket]]:
+    """Fork ``count`` workers; returns (pid, leader end of its socketpair) for each.
+
+    In a child, ``child(index, its end)`` runs and its result is the exit status; every
+    inherited descriptor but its own end (the listening sockets in ``keep`` included) is
+    closed first. Call before any event loop or thread exists.
+    """
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(count)]
+    for pair in pairs:  # room for a forwarded request (the kernel may cap it lower)
+        for s in pair:
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * MAX_FORWARD + 4096)
+    out: list[tuple[int, socket.socket]] = []
+    for i, (mine, theirs) in enumerate(pairs, 1):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child (tests see it as a process)
+            code = 1
+            try:
+                for s in keep:
+                    s.close()
+                for j, (a, b) in enumerate(pairs, 1):
+                    a.close()
+                    if j != i:
+                        b.close()
+                code = child(i, theirs)
+            finally:
+                os._exit(code)
+        theirs.close()
+        out.append((pid, mine))
+    return out
+
+
+class Fleet:
+    """The leader's side: dispatch connections, fan out unseal/seal/reload."""
+
+    def __init__(
+        self,
+        service: KeyService,
+        peers: list[Peer],
+        adopt_local: Callable[[socket.socket, Any], Awaitable[None]],
+        log: Callable[[str], None],
+    ) -> None:
+        self.service = service
+        self.peers = peers
+        self._adopt_local = adopt_local
+        self._log = log
+        self._next = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        loop = asyncio.get_running_loop()
+        for p in peers:
+            p.ctl.setblocking(False)
+            loop.add_reader(p.ctl.fileno(), self._on_message, p)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        t = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    def _send(self, p: Peer, msg: bytes, fds: list[int] | None = None) -> bool:
+        if not p.alive:
+            return False
+        try:
+            if fds:
+                socket.send_fds(p.ctl, [msg], fds)
+            else:
+                p.ctl.send(msg)
+            return True
+        except OSError:  # full (a stuck worker) or gone: stop using it
+            self._drop(p, "control channel failed")
+            return False
+
+    def _drop(self, p: Peer, why: str) -> None:
+        if p.alive:
+            p.alive = p.ready = False
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(p.ctl.fileno())
+            self._log(f"worker {p.index} (pid {p.pid}) dropped: {why}")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGTERM)
+
+    # -- connections ------------------------------------------------------------------------
+
+    async def dispatch(self, conn: socket.socket, ctx: Any) -> None:
+        """Serve ``conn`` here or in the next ready worker (round robin over all of them);
+        ``ctx`` is the TLS context of the socket it came from (None: plain)."""
+        ready = [p for p in self.peers if p.ready]
+        if not ready or self.service.sealed:
+            await self._adopt_local(conn, ctx)
+            return
+        self._next = (self._next + 1) % (len(ready) + 1)
+        if self._next == 0:
+            await self._adopt_local(conn, ctx)
+            return
+        p = ready[self._next - 1]
+        if not self._send(p, CONN + (b"\x00" if ctx is None else b"\x01"), [conn.fileno()]):
+            await self._adopt_local(conn, ctx)
+            return
+        conn.close()
+
+    # -- fan-out ----------------------------------------------------------------------------
+
+    def unsealed(self) -> None:
+        """The leader just unsealed: hand the master key to every worker."""
+        kr = self.service.unsealed_keyring
+        if kr is None:
+            return
+        master = kr.master_key
+        for p in self.peers:
+            if self._send(p, UNSEAL + master):
+                self._spawn(self._await_ready(p))
+
+    async def _await_ready(self, p: Peer) -> bool:
+        try:
+            msg = await asyncio.wait_for(p.acks.get(), ACK_TIMEOUT)
+        except TimeoutError:
+            self._drop(p, "did not answer")
+            return False
+        p.ready = msg == READY and not self.service.sealed
+        if msg != READY:
+            self._log(f"worker {p.index} could not open the keyring")
+        return p.ready
+
+    def sealed(self) -> None:
+        """The leader sealed: every worker drops its keys and connections."""
+        for p in self.peers:
+            p.ready = False
+            self._send(p, SEAL)
+
+    async def changed(self, origin: Peer | None = None) -> None:
+        """A state change in ``origin`` (None: the leader): every other process re-opens
+        its keyring before this returns (workers that do not answer are dropped)."""
+        kr = self.service.unsealed_keyring
+        if kr is not None and origin is not None:
+            self.service.adopt(reopen(self.service.directory, kr.master_key))
+        waits = []
+        for p in self.peers:
+            if p is not origin and p.ready:
+                p.ready = False
+                if self._send(p, RELOAD):
+                    waits.append(self._await_ready(p))
+        await asyncio.gather(*waits)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Tell every worker to quit; SIGKILL what is still running after ``timeout``."""
+        for p in self.peers:
+            self._send(p, QUIT)
+        deadline = time.monotonic() + timeout
+        for p in self.peers:
+            while time.monotonic() < deadline:
+                pid, _ = os.waitpid(p.pid, os.WNOHANG)
+                if pid:
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                    os.kill(p.pid, signal.SIGKILL)
+                    os.waitpid(p.pid, 0)
+            p.alive = False
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(p.ctl.fileno())
+            p.ctl.close()
+
+    # -- messages from workers --------------------------------------------------------------
+
+    def _on_message(self, p: Peer) -> None:
+        while True:
+            try:
+                msg = p.ctl.recv(4096)
+            except BlockingIOError:
+                return
+            except OSError:
+                msg = b""
+            if not msg:
+                self._drop(p, "exited")
+                return
+            kind, body = msg[:1], msg[1:]
+            if kind in (READY, FAILED):
+                p.acks.put_nowait(kind)
+            elif kind == SEALED:
+                reason = body.decode("utf-8", "replace") or "seal request"
+                self.service.seal(reason, audit=False)  # the worker audited it
+                self.sealed()
+            elif kind == CHANGED:
+                self._spawn(self._changed_from(p))
+            elif kind == FORWARD:
+                self._answer(p, msg[1:])
+
+    def _answer(self, p: Peer, msg: bytes) -> None:
+        try:
+            rid, req = _unpack_request(msg)
+        except (ValueError, KeyError, TypeError, struct.error):
+            self._drop(p, "malformed forwarded request")
+            return
+        r = self.service.handle(req)
+        if len(r.body) > MAX_FORWARD:
+            err = KeysplitError("response too large to forward from the leader")
+            r = Response(500, wire.error_body(err))
+        ct = r.content_type.encode()
+        self._send(p, ANSWER + _ANSWER_HEAD.pack(rid, r.status, len(ct)) + ct + r.body)
+
+    async def _changed_from(self, p: Peer) -> None:
+        await self.changed(origin=p)
+        p.ready = p.alive and not self.service.sealed
+        self._send(p, DONE)
+
+
+class WorkerLink:
+    """A worker's side of its socketpair: receives connections and orders."""
+
+    def __init__(
+        self,
+        ctl: socket.socket,
+        service: KeyService,
+        adopt_conn: Callable[[socket.socket, bool], Awaitable[None]],
+        on_seal: Callable[[], None],
+        stop: Callable[[str], None],
+        log: Callable[[str], None],
+    ) -> None:
+        self.ctl = ctl
+        self.service = service
+        self._adopt_conn = adopt_conn
+        self._on_seal = on_seal
+        self._stop = stop
+        self._log = log
+        self._master = b""
+        self._done: asyncio.Queue[bytes] = asyncio.Queue()
+        self._answers: dict[int, asyncio.Future[Response]] = {}
+        self._rid = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        ctl.setblocking(False)
+        asyncio.get_running_loop().add_reader(ctl.fileno(), self._on_message)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        t = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    def tell(self, msg: bytes) -> None:
+        with contextlib.suppress(OSError):
+            self.ctl.send(msg)
+
+    async def forward(self, req: Request) -> Response:
+        """Have the leader serve ``req`` (see :func:`forwarded`)."""
+        if len(req.body) > MAX_FORWARD:
+            err = KeysplitError(f"request body larger than {MAX_FORWARD:,} bytes")
+            return Response(413, wire.error_body(err))
+        self._rid += 1
+        fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._answers[self._rid] = fut
+        try:
+            self.ctl.send(_pack_request(self._rid, req))
+            return await asyncio.wait_for(fut, 120.0)
+        except (OSError, TimeoutError):
+            err = KeysplitError("the leader process did not answer")
+            return Response(503, wire.error_body(err))
+        finally:
+            self._answers.pop(self._rid, None)
+
+    async def changed(self) -> None:
+        """Report a state change and wait until every other process has reloaded."""
+        self.tell(CHANGED)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._done.get(), ACK_TIMEOUT * 2)
+
+    def _open(self) -> None:
+        try:
+            self.service.adopt(reopen(self.service.directory, self._master))
+        except (KeysplitError, OSError) as exc:
+            self._log(f"cannot open the keyring with the leader's key: {exc}")
+            self.service.seal("open failed", audit=False)
+            self.tell(FAILED)
+            return
+        self.tell(READY)
+
+    def _on_message(self) -> None:
+        while True:
+            try:
+                msg, fds, _, _ = socket.recv_fds(self.ctl, 4096, 1)
+            except BlockingIOError:
+                return
+            except OSError:
+                msg, fds = b"", []
+            if not msg:
+                self._stop("leader gone")
+                return
+            kind, body = msg[:1], msg[1:]
+            if kind == CONN:
+                for fd in fds:
+                    conn = socket.socket(fileno=fd)
+                    if self.service.sealed:
+                        conn.close()
+                    else:
+                        self._spawn(self._adopt_conn(conn, body == b"\x01"))
+            elif kind == UNSEAL:
+                self._master = bytes(body)
+                self._open()
+            elif kind == RELOAD:
+                self._open()
+            elif kind == SEAL:
+                self._master = b""
+                self.service.seal("sealed by the leader", audit=False)
+                self._on_seal()
+            elif kind == DONE:
+                self._done.put_nowait(kind)
+            elif kind == ANSWER and len(body) >= _ANSWER_HEAD.size:
+                rid, status, ctlen = _ANSWER_HEAD.unpack_from(body, 0)
+                at = _ANSWER_HEAD.size
+                fut = self._answers.get(rid)
+                if fut is not None and not fut.done():
+                    ct = body[at : at + ctlen].decode("ascii", "replace")
+                    fut.set_result(Response(status, bytes(body[at + ctlen :]), ct))
+            elif kind == QUIT:
+                self._stop("leader stopping")
+                return
+
+
+def default_workers() -> int:
+    """The core count (what ``--workers`` defaults to)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+

@@ -1,0 +1,138 @@
+"""``keysplit serve --workers N`` in real processes (issue 23): unsealed once, every worker
+serves; shred, rotate and seal reach every process; SIGTERM stops them all, and workers do
+not outlive a killed leader. Each Client connection is pinned to the process that got it
+(round robin), and ``GET /v1/status`` names that process."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from service_helpers import Server
+
+import keysplit
+from keysplit import Client, Keyring, SealedError
+from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
+
+pytestmark = pytest.mark.slow
+
+WORKERS = 3
+
+
+@pytest.fixture
+def sockdir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="ksf", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _children(pid: int) -> set[int]:
+    p = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(x) for x in p.read_text().split()} if p.exists() else set()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")  # exited (a zombie until its new parent reaps it)
+
+
+def _wait_gone(pids: set[int], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not all(_gone(p) for p in pids):
+        assert time.monotonic() < deadline, f"still running: {[p for p in pids if not _gone(p)]}"
+        time.sleep(0.05)
+
+
+def _pinned(url: str, token: str) -> dict[int, Client]:
+    """One client (one kept-alive connection) per process, found by opening connections
+    until every worker index has been seen (round robin: WORKERS connections suffice)."""
+    out: dict[int, Client] = {}
+    for _ in range(4 * WORKERS):
+        c = Client(url, token=token, timeout=60)
+        st = c.service_status()
+        assert st["workers"] == WORKERS
+        out.setdefault(st["worker"], c)
+        if len(out) == WORKERS:
+            return out
+    raise AssertionError(f"only processes {sorted(out)} served")
+
+
+def _unseal(url: str, kr: Keyring, shares: dict) -> None:
+    c = Client(url)
+    for n in "ab":
+        c.submit_share(shares[n], c.unseal_offer(), keyring_id=kr.keyring_id)
+    c.close()
+
+
+def test_workers_serve_and_obey_seal_shred_rotate(tmp_path: Path, sockdir: Path) -> None:
+    kr, shares = Keyring.create(tmp_path / "vault", 2, ["a", "b", "c"])
+    with kr.unseal([shares["a"], shares["b"]]) as u:
+        token = TokenList.read(kr.path, kr.keyring_id).create(
+            mac_key(u.audit_key(), kr.keyring_id), name="t", allow=list(OPERATIONS),
+            subject_prefix="",
+        )[0]  # fmt: skip
+    with Server(kr.path, sockdir / "s.sock", "--workers", str(WORKERS)) as srv:
+        assert srv.proc is not None
+        workers = _children(srv.proc.pid)
+        assert len(workers) == WORKERS - 1
+        sealed = Client(srv.url, token=token)
+        with pytest.raises(SealedError):  # sealed: only the leader serves, and refuses
+            sealed.encrypt(b"x", subject="u/0")
+        _unseal(srv.url, kr, shares)
+        clients = _pinned(srv.url, token)  # every process serves
+        recs = {w: c.encrypt(f"from {w}".encode(), subject="u/1") for w, c in clients.items()}
+        for c in clients.values():  # any process opens any process's records (and caches)
+            for w, rec in recs.items():
+                assert c.decrypt(rec, subject="u/1") == f"from {w}".encode()
+        nodes = {c.request("GET", "/v1/cluster/node")[0] for c in clients.values()}
+        assert len(nodes) == 1  # cluster requests are all served by the leader (forwarded)
+        keep = clients[0].encrypt(b"kept", subject="u/2")
+        assert clients[WORKERS - 1].shred("u/1") is True  # shred in one worker ...
+        for c in clients.values():  # ... holds in every process when it returns
+            with pytest.raises(keysplit.KeysplitError) as ei:
+                c.decrypt(recs[0], subject="u/1")
+            assert not isinstance(ei.value, SealedError)
+            assert c.decrypt(keep, subject="u/2") == b"kept"
+        assert clients[1].rotate() == 2  # rotate in a worker: the leader and others follow
+        for c in clients.values():
+            assert c.status().current_kek == 2
+            assert c.decrypt(c.encrypt(b"new", subject="u/3"), subject="u/3") == b"new"
+        assert clients[0].status().keys_by_version.get(1, 0) == 1  # u/2 only, not u/3
+        assert Client(srv.url).seal() is True  # seal via whichever process got it
+        for c in clients.values():  # every process dropped its keys
+            with pytest.raises(SealedError):
+                c.decrypt(keep, subject="u/2")
+        _unseal(srv.url, kr, shares)  # and serves again after the next unseal
+        again = _pinned(srv.url, token)
+        assert all(c.decrypt(keep, subject="u/2") == b"kept" for c in again.values())
+        assert srv.stop(signal.SIGTERM) == 0
+        _wait_gone(workers)  # SIGTERM to the leader stops every worker
+    assert not srv.sock.exists()
+    events = [e.event for e in Keyring.open(kr.path).audit_log().entries()]
+    assert events.count("service-unseal") == 2  # once per unseal, not once per process
+    assert events.count("service-seal") == 2  # the seal request, and SIGTERM
+    assert events.count("shred") == 1 and events.count("rotate") == 1
+
+
+def test_workers_do_not_outlive_a_killed_leader(tmp_path: Path, sockdir: Path) -> None:
+    kr, shares = Keyring.create(tmp_path / "vault", 2, ["a", "b", "c"])
+    srv = Server(kr.path, sockdir / "s.sock", "--workers", str(WORKERS)).start()
+    assert srv.proc is not None
+    try:
+        _unseal(srv.url, kr, shares)
+        workers = _children(srv.proc.pid)
+        assert len(workers) == WORKERS - 1
+        srv.proc.kill()  # no chance to tell anyone: the workers see their socketpair close
+        srv.proc.wait(30)
+        _wait_gone(workers)
+    finally:
+        if srv.proc.poll() is None:
+            srv.stop()
