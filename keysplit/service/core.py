@@ -206,7 +206,7 @@ class KeyService:
         return TokenGrant(kr, policy)
 
     def _unsealed(
-        self, kr: UnsealedKeyring, custodians: list[str], by: Sequence[ev.Principal]
+        self, kr: UnsealedKeyring, custodians: list[str], by: Sequence[ev.Principal] = ()
     ) -> None:
         self._kr = kr
         self._mac_key = mac_key(kr.audit_key(), self.keyring.keyring_id)
