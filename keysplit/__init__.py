@@ -46,10 +46,12 @@ from .errors import (
     KeysplitError,
     LegalHoldError,
     MixedSharesError,
+    NoDataKeyError,
     PermissionDenied,
     RecoveryError,
     SealedError,
     ShareError,
+    ShreddedError,
 )
 from .keyring import Keyring, UnsealedKeyring, Unsealer, hpke_seal
 from .service import Client, RecordKeyring
@@ -77,6 +79,7 @@ __all__ = [
     "KeysplitError",
     "LegalHoldError",
     "MixedSharesError",
+    "NoDataKeyError",
     "PermissionDenied",
     "Recipient",
     "RecordKeyring",
@@ -84,6 +87,7 @@ __all__ = [
     "SealedError",
     "Share",
     "ShareError",
+    "ShreddedError",
     "UnsealedKeyring",
     "Unsealer",
     "__version__",

@@ -23,10 +23,12 @@ __all__ = [
     "KeysplitError",
     "LegalHoldError",
     "MixedSharesError",
+    "NoDataKeyError",
     "PermissionDenied",
     "RecoveryError",
     "SealedError",
     "ShareError",
+    "ShreddedError",
     "UntrustedKeyringError",
 ]
 
@@ -49,6 +51,30 @@ class IntegrityError(KeysplitError):
     """
 
     def __init__(self, message: str = "authentication failed", *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+
+
+class ShreddedError(KeysplitError):
+    """The record's subject was shredded: its data key is gone for good, on purpose.
+
+    Raised instead of :class:`IntegrityError` when the store holds a tombstone for the
+    subject, so a backend can tell an erasure it was asked for from tampering. Says
+    nothing about the record's bytes (they were never authenticated).
+    """
+
+    def __init__(
+        self, message: str = "the subject was shredded", *, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+
+
+class NoDataKeyError(KeysplitError):
+    """The subject never had a data key here (no key and no tombstone): a wrong subject
+    id, a record from another keyring or store, or a store restored from an old backup."""
+
+    def __init__(
+        self, message: str = "the subject has no data key", *, hint: str | None = None
+    ) -> None:
         super().__init__(message, hint=hint)
 
 

@@ -54,10 +54,9 @@ def verify_cmd(
     kr = Keyring.open(directory)
     if mac or share:
         with quorum(kr, QuorumSource(share, identity, passphrase_file)).unseal() as ukr:
-            log = ukr.audit_log()
+            report = ukr.audit_log().verify(anchor=anchor)  # while its store is open
     else:
-        log = kr.audit_log()
-    report = log.verify(anchor=anchor)
+        report = kr.audit_log().verify(anchor=anchor)
     checks = "hash chain" + (" and MACs" if report.mac_verified else "")
     info(f"[green]audit log intact[/]: {report.entries} entries, {checks} verified")
     if not report.mac_verified:

@@ -33,6 +33,7 @@ from keysplit import (
     LegalHoldError,
     MixedSharesError,
     Share,
+    ShreddedError,
     UnsealedKeyring,
     ceremony,
     encrypt_file,
@@ -410,8 +411,8 @@ def _run(root: Path, n_users: int) -> int:
         )
         with _unseal(kr, quorum(("alice", "carol", "erin"))) as ukr:
             story.claim(
-                f"{victim}'s record no longer decrypts",
-                _raises(IntegrityError, lambda: ukr.decrypt(blobs[42], subject=victim)),
+                f"{victim}'s record no longer decrypts (ShreddedError, not tampering)",
+                _raises(ShreddedError, lambda: ukr.decrypt(blobs[42], subject=victim)),
             )
             others = [i for i in range(min(len(subjects), 1000)) if i != 42]
             got = ukr.decrypt_many([subjects[i] for i in others], [blobs[i] for i in others])

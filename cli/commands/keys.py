@@ -12,6 +12,8 @@ from typing import Any
 import typer
 
 from keysplit import ceremony
+from keysplit.keyring import fleet
+from keysplit.store.base import Lease, describe_lease
 
 from .._common import fail, handle_errors, info
 from .._dask import SCHEDULER_OPTION, dask_rewrap
@@ -135,24 +137,42 @@ def retire_cmd(
         emit(doc, True, "")
 
 
+EXIT_NO_KEY = 3
+EXIT_NOT_ACKNOWLEDGED = 4
+
+
 @app.command("shred")
 @handle_errors
 def shred_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
     subject: str = typer.Argument(..., help="The subject (user id) whose data key to destroy."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    wait: float = typer.Option(
+        0.0,
+        "--wait",
+        min=0.0,
+        metavar="SECONDS",
+        help="Wait up to SECONDS until every live process holding the keyring has dropped "
+        "the key from its cache; name those that have not.",
+    ),
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
     store: str | None = STORE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Destroy SUBJECT's data key: their records can never be decrypted again.
 
-    Refused (exit 1) while the subject is under legal hold.
+    Refused (exit 1) while the subject is under legal hold. A tombstone (a keyed hash of
+    the subject) is written with the delete; every process holding the keyring drops the
+    key within its poll interval, and before its lease expires in any case.
 
-    Example: keysplit shred vault user-4711 --yes -s ana.g1.kss -s ben.g1.kss
+    Example: keysplit shred vault user-4711 --yes --wait 10 --json -s ana.g1.kss -s ben.g1.kss
 
-    Exit codes: 0 shredded; 1 not confirmed, legal hold or bad quorum; 2 usage.
+    Exit codes: 0 shredded (and, with --wait, acknowledged by every live holder); 1 not
+    confirmed, legal hold or bad quorum; 2 usage; 3 the subject had no data key (nothing
+    shredded, the request is still recorded); 4 shredded, but some live holders did not
+    acknowledge within --wait (named).
     """
     kr = open_keyring(directory, store)
     if not yes and not typer.confirm(
@@ -161,11 +181,50 @@ def shred_cmd(
     ):
         fail("not confirmed: nothing was shredded")
     src = QuorumSource(share, identity, passphrase_file)
-    existed = ceremony.shred(kr, quorum(kr, src), subject).value
-    if existed:
-        info(f"shredded the data key of {subject!r}")
-    else:
-        info(f"{subject!r} had no data key (nothing to shred; recorded anyway)")
+    done = ceremony.shred(kr, quorum(kr, src), subject)
+    existed = done.value
+    pending: list[Lease] = []
+    held = kr.open_store()
+    try:
+        seq = held.state().tombstone_seq
+        if existed and wait > 0:
+            pending = fleet.wait_for_acks(held, seq, wait)
+        live = held.leases()
+    finally:
+        held.close()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "subject": subject,
+                    "shredded": existed,
+                    "tombstone_seq": seq if existed else None,
+                    "holders": len(live),
+                    "not_acknowledged": [
+                        {"host": x.host, "pid": x.pid, "role": x.role, "lease": x.id}
+                        for x in pending
+                    ],
+                    "audit_head": _head(done),
+                }
+            )
+        )
+    if not existed:
+        fail(
+            f"{subject!r} has no data key: nothing was shredded (the request is recorded)",
+            hint="check the subject id (a mistyped id shreds nothing)",
+            code=EXIT_NO_KEY,
+        )
+    info(f"shredded the data key of {subject!r}")
+    if pending:
+        fail(
+            f"{len(pending)} live process(es) did not acknowledge the shred within {wait:g} s: "
+            + ", ".join(describe_lease(x) for x in pending),
+            hint="each drops the key when it next reaches the store, and stops using its "
+            "cache when its lease expires",
+            code=EXIT_NOT_ACKNOWLEDGED,
+        )
+    if wait > 0:
+        info(f"acknowledged by every live holder ({len(live)})")
 
 
 @app.command("hold")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import typer
@@ -75,6 +76,8 @@ def status_cmd(
         ("data keys", f"{doc['data_keys']} ({versions})"),
         ("legal holds", str(doc["legal_holds"])),
         ("pending rekey", "yes" if doc["pending_rekey"] else "no"),
+        ("fleet", _fleet_line(doc["fleet"])),
+        ("live holders", _holders(doc["leases"])),
         (
             "audit log",
             f"{audit['entries']} entries, head {audit['head']}"
@@ -84,3 +87,26 @@ def status_cmd(
     ):
         table.add_row(field_, escape(value))
     Console(highlight=False, width=max(Console().width, 100)).print(table)
+
+
+def _fleet_line(fleet: dict[str, object] | None) -> str:
+    if fleet is None:
+        return "unknown"
+    retired = fleet["retired"]
+    gone = ", ".join(f"v{v}" for v in retired) if isinstance(retired, list) and retired else "none"
+    return (
+        f"epoch {fleet['epoch']}, current KEK v{fleet['current_kek']}, retired {gone}, "
+        f"{fleet['shreds']} shreds, {fleet['rekeys']} rekeys"
+    )
+
+
+def _holders(leases: list[dict[str, object]]) -> str:
+    if not leases:
+        return "none"
+    now = time.time()
+    return "\n".join(
+        f"{x['host']} pid {x['pid']} ({x['role']}): KEK v{x['current_kek']}, "
+        f"{x['cached_keys']} keys cached, acked shred #{x['acked_shreds']}, "
+        f"lease {max(0.0, float(x['expires']) - now):.0f} s"  # type: ignore[arg-type]
+        for x in leases
+    )

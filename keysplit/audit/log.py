@@ -22,6 +22,11 @@ bytes: ``bytes`` values are refused outright so that cannot happen by accident.
 Appends are durable (``fsync``) and serialized with ``flock``; a crash mid-append leaves
 a torn last line, which :meth:`AuditLog.verify` reports (and appending
 refuses to build on) until an operator calls :meth:`AuditLog.repair_torn_tail`.
+
+Where the key store keeps the chain (``store=``, a PostgreSQL
+:class:`~keysplit.store.base.AuditStore`), the same lines live in a table, one row per
+entry, appended in a transaction under a lock, so processes on several hosts write one
+chain; reading, hashing, MACs and verification are exactly those of the file.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from typing import Any
 from .. import _json
 from .._fileio import fsync_dir
 from ..errors import AuditError, FormatError
+from ..store.base import AuditStore
 
 __all__ = ["GENESIS", "AuditEntry", "AuditLog", "AuditReport"]
 
@@ -199,6 +205,7 @@ class AuditLog:
         *,
         mac_key: bytes | None = None,
         clock: Callable[[], datetime] | None = None,
+        store: AuditStore | None = None,
     ) -> None:
         if mac_key is not None:
             if not isinstance(mac_key, bytes):
@@ -206,15 +213,19 @@ class AuditLog:
             if len(mac_key) < 16:
                 raise ValueError("mac_key must be at least 16 bytes")
         self.path = Path(path)
+        self.store = store
         self._mac_key = mac_key
         self._clock = clock if clock is not None else (lambda: datetime.now(UTC))
 
     def __repr__(self) -> str:
-        return f"AuditLog({str(self.path)!r}, mac_key={'<set>' if self._mac_key else None})"
+        where = repr(self.store) if self.store is not None else repr(str(self.path))
+        return f"AuditLog({where}, mac_key={'<set>' if self._mac_key else None})"
 
     # ------------------------------------------------------------------ reading
 
     def _read(self) -> bytes:
+        if self.store is not None:
+            return b"".join(line + b"\n" for line in self.store.audit_lines())
         try:
             return self.path.read_bytes()
         except FileNotFoundError:
@@ -306,105 +317,106 @@ class AuditLog:
         finally:
             os.close(fd)  # releases the lock
 
+    def _append_many(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[AuditEntry]:
+        """Append several entries in order (a batch of per-subject entries)."""
+        return [self._append(event, **fields) for event, fields in items]
+
     def _append(self, event: str, /, **fields: Any) -> AuditEntry:
-        """Durably append one entry; return it. Private: entries are written through
-        :func:`keysplit.audit.events.record`, so each name has its one field layout.
+        """Private: entries are written through :func:`keysplit.audit.events.record`, so
+        each name has its one field layout.
+
+        Durably append one entry; return it.
 
         ``fields`` become the entry's ``data`` (str, int, bool, None, lists and str-keyed
         mappings of those). Raises :class:`AuditError` if the current last line is torn or
         (with a ``mac_key``) fails its MAC, so a broken chain is never extended silently.
         """
-        return self._append_many([(event, fields)])[0]
-
-    def _append_many(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[AuditEntry]:
-        """Append several entries under one lock and one ``fsync`` (a batch of per-subject
-        entries) with one write. Same checks as :meth:`_append`."""
-        checked = []
-        for event, fields in items:
-            if not isinstance(event, str) or not _EVENT_RE.fullmatch(event):
-                raise ValueError("event must match [a-z][a-z0-9_-]{0,39}")
-            checked.append((event, {k: _check_value(v, k) for k, v in fields.items()}))
-        if not checked:
-            return []
+        if not isinstance(event, str) or not _EVENT_RE.fullmatch(event):
+            raise ValueError("event must match [a-z][a-z0-9_-]{0,39}")
+        data = {k: _check_value(v, k) for k, v in fields.items()}
         now = self._clock()
         if now.tzinfo is None:
             raise ValueError("clock must return an aware datetime")
         stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        out: list[AuditEntry] = []
-        with self._locked() as (fd, created):
-            last = _read_last_line(fd)
-            if last is None:
-                seq, prev = 1, GENESIS
-            else:
-                line, complete = last
-                if not complete:
-                    raise AuditError(
-                        "audit log ends in a torn line; refusing to append",
-                        hint="verify the log; AuditLog.repair_torn_tail() drops the torn line",
-                    )
-                try:
-                    entry, obj = _parse_line(line, -1)
-                except AuditError:
-                    raise AuditError(
-                        "audit log: last entry is unreadable; refusing to append",
-                        hint="run verify on the log",
-                    ) from None
-                if self._mac_key is not None:
-                    if not _mac_ok(self._mac_key, entry, obj):
-                        raise AuditError(
-                            f"entry {entry.seq}: MAC missing or invalid; refusing to append",
-                            seq=entry.seq,
-                        )
-                elif entry.mac is not None:
-                    raise AuditError(
-                        "audit log is MAC-protected; appending needs its MAC key",
-                        hint="append while the keyring is unsealed",
-                    )
-                seq, prev = entry.seq + 1, entry.hash
-            lines = []
-            for event, data in checked:
-                body = {
-                    "v": VERSION,
-                    "seq": seq,
-                    "time": stamp,
-                    "event": event,
-                    "data": data,
-                    "prev": prev,
-                }
-                obj = dict(body)
-                if self._mac_key is not None:
-                    obj["mac"] = _mac(self._mac_key, body)
-                line = _canonical(obj)
-                if len(line) > _MAX_LINE:
-                    raise ValueError("audit entry too large")
-                digest = hashlib.sha256(line).hexdigest()
-                out.append(
-                    AuditEntry(
-                        seq=seq,
-                        time=stamp,
-                        event=event,
-                        data=data,
-                        prev=prev,
-                        mac=obj.get("mac"),
-                        hash=digest,
-                    )
+        built: list[tuple[int, str, dict[str, Any], bytes]] = []
+
+        def build(last: tuple[bytes, bool] | None) -> bytes:
+            seq, prev = self._link(last)
+            body = {
+                "v": VERSION,
+                "seq": seq,
+                "time": stamp,
+                "event": event,
+                "data": data,
+                "prev": prev,
+            }
+            obj = dict(body)
+            if self._mac_key is not None:
+                obj["mac"] = _mac(self._mac_key, body)
+            line = _canonical(obj)
+            if len(line) > _MAX_LINE:
+                raise ValueError("audit entry too large")
+            built.append((seq, prev, obj, line))
+            return line
+
+        if self.store is not None:
+            self.store.audit_append(lambda last: build(None if last is None else (last, True)))
+        else:
+            with self._locked() as (fd, created):
+                view = memoryview(build(_read_last_line(fd)) + b"\n")
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+                if created:
+                    fsync_dir(self.path.parent)
+        seq, prev, obj, line = built[-1]
+        return AuditEntry(
+            seq=seq,
+            time=stamp,
+            event=event,
+            data=data,
+            prev=prev,
+            mac=obj.get("mac"),
+            hash=hashlib.sha256(line).hexdigest(),
+        )
+
+    def _link(self, last: tuple[bytes, bool] | None) -> tuple[int, str]:
+        """(seq, prev) of the entry after ``last``; refuses to extend a broken chain."""
+        if last is None:
+            return 1, GENESIS
+        line, complete = last
+        if not complete:
+            raise AuditError(
+                "audit log ends in a torn line; refusing to append",
+                hint="verify the log; AuditLog.repair_torn_tail() drops the torn line",
+            )
+        try:
+            entry, obj = _parse_line(line, -1)
+        except AuditError:
+            raise AuditError(
+                "audit log: last entry is unreadable; refusing to append",
+                hint="run verify on the log",
+            ) from None
+        if self._mac_key is not None:
+            if not _mac_ok(self._mac_key, entry, obj):
+                raise AuditError(
+                    f"entry {entry.seq}: MAC missing or invalid; refusing to append",
+                    seq=entry.seq,
                 )
-                lines.append(line)
-                seq, prev = seq + 1, digest
-            view = memoryview(b"".join(line + b"\n" for line in lines))
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-            if created:
-                fsync_dir(self.path.parent)
-        return out
+        elif entry.mac is not None:
+            raise AuditError(
+                "audit log is MAC-protected; appending needs its MAC key",
+                hint="append while the keyring is unsealed",
+            )
+        return entry.seq + 1, entry.hash
 
     def repair_torn_tail(self) -> bool:
         """Drop an incomplete last line left by a crash mid-append; True if one was dropped.
 
         Only bytes after the last newline are removed; complete entries are never touched.
+        A chain kept in the store has no torn lines (each entry is one committed row).
         """
-        if not self.path.exists():
+        if self.store is not None or not self.path.exists():
             return False
         with self._locked() as (fd, _):
             size = os.fstat(fd).st_size

@@ -361,7 +361,7 @@ def unseal_check(keyring: Keyring, authority: Authority) -> Done[None]:
 
 def rotate(keyring: Keyring, authority: Authority) -> Done[int]:
     """A new KEK version for new data keys; the value is its number (then :func:`rewrap`)."""
-    return _run(keyring, authority, "rotate", lambda ukr: ukr.rotate(), ev.Rotate)
+    return _run(keyring, authority, "rotate", lambda ukr: ukr.rotate(record=False), ev.Rotate)
 
 
 RewrapRunner = Callable[[UnsealedKeyring, int, Callable[[int, int], None] | None], RewrapResult]
@@ -380,7 +380,7 @@ def rewrap(
 
     ``runner`` does the work elsewhere, e.g. on a Dask cluster (:func:`keysplit.jobs.rewrap`),
     recorded as the same one ``rewrap`` entry."""
-    run = runner or (lambda ukr, b, p: ukr.rewrap(batch_size=b, progress=p))
+    run = runner or (lambda ukr, b, p: ukr.rewrap(batch_size=b, progress=p, record=False))
     return _run(
         keyring,
         authority,
@@ -396,7 +396,7 @@ def retire(keyring: Keyring, authority: Authority, version: int) -> Done[None]:
         keyring,
         authority,
         "retire",
-        lambda ukr: ukr.retire(version),
+        lambda ukr: ukr.retire(version, record=False),
         lambda _, by: ev.Retire(version, by),
     )
 
@@ -410,7 +410,7 @@ def shred(keyring: Keyring, authority: Authority, subject: str) -> Done[bool]:
         keyring,
         authority,
         "shred",
-        lambda ukr: ukr.shred(subject),
+        lambda ukr: ukr.shred(subject, record=False),
         lambda existed, by: ev.Shred(subject, existed, by),
         [subject],
     )
@@ -422,7 +422,7 @@ def hold(keyring: Keyring, authority: Authority, subject: str, on: bool) -> Done
         keyring,
         authority,
         "hold",
-        lambda ukr: ukr.set_legal_hold(subject, on),
+        lambda ukr: ukr.set_legal_hold(subject, on, record=False),
         lambda _, by: ev.LegalHold(subject, on, by),
         [subject],
     )
@@ -469,7 +469,7 @@ def shred_many(
         authority,
         "shred",
         subjects,
-        lambda ukr, s: ukr.shred(s),
+        lambda ukr, s: ukr.shred(s, record=False),
         lambda s, existed, by: ev.Shred(s, existed, by),
     )
 
@@ -480,7 +480,7 @@ def hold_many(
     """:func:`hold` for many subjects; ``value[i]`` is ``on``, or the error that refused it."""
 
     def one(ukr: UnsealedKeyring, s: str) -> bool:
-        ukr.set_legal_hold(s, on)
+        ukr.set_legal_hold(s, on, record=False)
         return on
 
     return _per_subject(

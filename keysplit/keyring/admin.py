@@ -10,12 +10,14 @@ is durable in the keyring file before any data key uses it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import KeyringError, LegalHoldError
 from ..rng import RandomSource
 from ..share import Share, split
+from ..store.base import KekInUseError
 from . import file as kf
 from .datakeys import LocalDataKeys
 from .sealed import replace_meta, validate_custodians
@@ -74,11 +76,15 @@ def rotate(ku: UnsealedKeyring) -> int:
             next_kek=v + 1,
         )
         _write_keyring(ku, local, meta, kf.KeyringSecrets(local.secrets.x25519_private, keks))
+        # durable in the file first; from this commit on every process writes under v
+        local.store.set_current_kek(v)
+    local.member.renew()  # report the new current KEK in this process's lease now
     return v
 
 
 def retire(ku: UnsealedKeyring, version: int) -> None:
-    """Delete KEK ``version``; refused while it is current or any data key uses it."""
+    """Delete KEK ``version``; refused while it is current, any data key uses it, or a live
+    process (lease) still writes under it."""
     local = ku.local_data_keys()
     kr = ku.keyring
     m = kr.meta
@@ -87,15 +93,26 @@ def retire(ku: UnsealedKeyring, version: int) -> None:
     if version not in m.kek_versions:
         raise KeyringError(f"KEK version {version} does not exist (or is already retired)")
     with kr.home.lock():
-        left = local.store.count_by_version().get(version, 0)
-        if left:
-            raise KeyringError(
-                f"{left} data keys are still wrapped under KEK version {version}",
-                hint="run rewrap first",
-            )
+        # one store transaction: no data key and no live process's current KEK uses the
+        # version, and from its commit on no write may use it (keysplit.store.base)
+        _retire_in_store(local, version)
         keks = {v: k for v, k in local.secrets.keks.items() if v != version}
         meta = replace_meta(kr.meta, generation=m.generation + 1, kek_versions=tuple(sorted(keks)))
         _write_keyring(ku, local, meta, kf.KeyringSecrets(local.secrets.x25519_private, keks))
+
+
+def _retire_in_store(local: LocalDataKeys, version: int) -> None:
+    """Retire in the store; while only live holders still write under the version, give
+    them a few poll intervals to adopt the current one (they do so on their own)."""
+    deadline = time.monotonic() + 3 * local.member.poll + 2.0
+    while True:
+        try:
+            local.store.retire_kek(version)
+            return
+        except KekInUseError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(min(0.05, local.member.poll))
 
 
 def set_legal_hold(ku: UnsealedKeyring, subject: str, hold: bool) -> None:
@@ -122,7 +139,8 @@ def shred(ku: UnsealedKeyring, subject: str) -> bool:
             )
     existed = False
     for s in spellings:
-        existed = local.store.delete(s) or existed  # raises LegalHoldError if held
+        # the tombstone commits with the delete; other processes drop the key from it
+        existed = local.store.delete(s, local.tombstone_tag(s)) or existed  # LegalHoldError
         local.forget(s)
     return existed
 
@@ -176,6 +194,7 @@ def commit_rekey(ku: UnsealedKeyring, master: bytes) -> kf.KeyringMeta:
             raise KeyringError("the pending rekey changed on disk; start again")
         kr.home.commit_pending()
     kr.meta, kr.pending = meta, None
+    ku.local_data_keys().store.note_rekey()
     return meta
 
 

@@ -14,11 +14,12 @@ the rest of what an unsealed keyring opens (HPKE, the audit MAC key).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import struct
 import threading
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -26,13 +27,22 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .. import names
-from ..errors import FormatError, IntegrityError, KeyringError
+from ..errors import (
+    FormatError,
+    IntegrityError,
+    KeyringError,
+    KeysplitError,
+    NoDataKeyError,
+    ShreddedError,
+)
 from ..hazmat import hpke, keywrap
 from ..names import check_subject
 from ..record import DataKey
 from ..rng import RandomSource, default_rng
 from ..store import KeyStore, WrappedKey
+from ..store.base import KeyringState, StaleKekError
 from . import file as kf
+from . import fleet
 
 __all__ = [
     "AUDIT_KEY_INFO",
@@ -97,6 +107,12 @@ class DataKeys(Protocol):
     key leaves an implementation: :class:`DataKey` does not keep it. Implementations are
     thread-safe. Today: :class:`LocalDataKeys` (this process holds the KEKs and the store)
     and ``keysplit.service.client.RemoteDataKeys`` (keys fetched from ``keysplit serve``).
+
+    Optional: ``missing_error(subject) -> KeysplitError`` says why no key of a subject
+    opens a record (:class:`ShreddedError`, :class:`NoDataKeyError`, or
+    :class:`IntegrityError` for a wrong key); without it the engine raises a detail-free
+    :class:`IntegrityError`. Fleet coherence (leases, tombstones, the current-KEK check,
+    :mod:`keysplit.keyring.fleet`) lives in :class:`LocalDataKeys`, under this seam.
     """
 
     @property
@@ -259,7 +275,14 @@ class KekSet:
 
 
 class LocalDataKeys:
-    """:class:`DataKeys` held in this process: KEKs, X25519 key, store, key cache."""
+    """:class:`DataKeys` held in this process: KEKs, X25519 key, store, key cache.
+
+    A member of the keyring's fleet (:mod:`.fleet`): it holds a lease in the store, drops
+    shredded subjects' keys within the stated bound, serves cached keys only while its
+    lease is valid, and creates keys only under the store's current KEK (re-reading the
+    keyring file through ``reload`` when another process rotated; refusing to write with
+    "rekeyed elsewhere: unseal again" when it no longer can).
+    """
 
     def __init__(
         self,
@@ -270,6 +293,9 @@ class LocalDataKeys:
         *,
         rng: RandomSource | None = None,
         unbound: Sequence[int] = (),
+        reload: Callable[[], kf.KeyringSecrets] | None = None,
+        role: str = "library",
+        config: fleet.FleetConfig | None = None,
     ) -> None:
         if store.keyring_id != keyring_id:
             raise KeyringError("the key store belongs to another keyring")
@@ -279,9 +305,31 @@ class LocalDataKeys:
         self._kekset = KekSet(keyring_id, current_kek, secrets.keks, unbound=self._unbound)
         self._store: KeyStore | None = store
         self._rng = rng or default_rng()
-        self._keys: dict[str, DataKey] = {}
         self._legacy: dict[str, tuple[str, ...]] | None = None
         self._legacy_lock = threading.Lock()
+        self._reload = reload
+        self._refusal: str | None = None
+        self._adopt_lock = threading.RLock()
+        cfg = config or fleet.FleetConfig.from_env()
+        self._tombstone_key = fleet.tombstone_key(secrets.x25519_private, keyring_id)
+        self._tag = fleet.TombstoneTagger(self._tombstone_key)
+        self._cache = fleet.KeyCache(cfg.cache_keys, self._tag)
+        self.member = fleet.FleetMember(
+            store,
+            role=role,
+            current_kek=lambda: self._kekset.current,
+            cached=lambda: len(self._cache),
+            on_tombstones=self._cache.drop_tags,
+            on_state=self._adopt,
+            ttl=cfg.lease_ttl,
+            poll=cfg.poll,
+        )
+        st = self.member.last_state
+        if not st.current_kek:  # a store from before fleet state: record the file's version
+            with contextlib.suppress(KeyringError):
+                st = store.set_current_kek(current_kek)
+        self._adopt(st)
+        self.member.start()
 
     def __repr__(self) -> str:
         return f"LocalDataKeys(id={self._keyring_id}, <redacted>)"
@@ -305,10 +353,15 @@ class LocalDataKeys:
     def keks(self) -> KekSet:
         return self._kekset
 
+    @property
+    def cache(self) -> fleet.KeyCache:
+        return self._cache
+
     def set_secrets(self, secrets: kf.KeyringSecrets, current_kek: int) -> None:
         """Adopt the KEKs of a rewritten keyring file (after rotate or retire)."""
         self._kekset = KekSet(self._keyring_id, current_kek, secrets.keks, unbound=self._unbound)
         self._secrets = secrets
+        self._refusal = None
 
     def stored_spellings(self, subject: str) -> tuple[str, ...]:
         """Every spelling a key of ``subject`` may be stored under: what ``shred`` deletes
@@ -348,10 +401,63 @@ class LocalDataKeys:
 
     def forget(self, subject: str) -> None:
         """Drop a cached key (after its subject was shredded)."""
-        self._keys.pop(subject, None)
+        self._cache.drop([subject])
+
+    def tombstone_tags(self, subject: str) -> list[bytes]:
+        """Tombstone tags of every spelling a key of ``subject`` may be stored under."""
+        return [self._tag(s) for s in self.stored_spellings(subject)]
+
+    def tombstone_tag(self, subject: str) -> bytes:
+        """The tombstone tag of this exact spelling."""
+        return self._tag(subject)
+
+    def missing_error(self, subject: str) -> KeysplitError:
+        """Why no key of ``subject`` opens a record: :class:`ShreddedError` if the store
+        holds a tombstone for any of its spellings, :class:`IntegrityError` if it has a key
+        (but not the one the record names), else :class:`NoDataKeyError`."""
+        if self.store.has_tombstone(self.tombstone_tags(subject)):
+            return ShreddedError(
+                hint="its data key was deleted (keysplit shred); its records are gone"
+            )
+        if self.store.get_many(self.stored_spellings(subject)):
+            return IntegrityError()
+        return NoDataKeyError(
+            hint="no key was ever created for this subject in this store "
+            "(wrong subject, another keyring, or a store restored from an old backup)"
+        )
+
+    def _adopt(self, st: KeyringState) -> None:
+        """Follow the shared state: the store's current KEK, without retired versions."""
+        with self._adopt_lock:
+            ks = self._kekset
+            retired = set(st.retired) & set(ks.versions)
+            if (not st.current_kek or st.current_kek == ks.current) and not retired:
+                return
+            secrets = self._secrets
+            if st.current_kek and st.current_kek not in secrets.keks:
+                if self._reload is None:
+                    self._refusal = "the keyring changed elsewhere: unseal again"
+                    return
+                try:
+                    secrets = self._reload()
+                except IntegrityError:
+                    self._refusal = "rekeyed elsewhere: unseal again"
+                    return
+                if st.current_kek not in secrets.keks:
+                    self._refusal = (
+                        f"the store's current KEK version {st.current_kek} is not in this "
+                        "keyring file (rotated on another host?): unseal again"
+                    )
+                    return
+            keks = {v: k for v, k in secrets.keks.items() if v not in st.retired}
+            current = st.current_kek or ks.current
+            self._kekset = KekSet(self._keyring_id, current, keks, unbound=self._unbound)
+            self._secrets = kf.KeyringSecrets(secrets.x25519_private, keks)
+            self._refusal = None
 
     def close(self) -> None:
-        self._keys.clear()
+        self.member.close()
+        self._cache.clear()
         self._secrets = kf.KeyringSecrets(b"", {})
         self._kekset = KekSet(self._keyring_id, 0, {0: b""})
         if self._store is not None:
@@ -360,23 +466,36 @@ class LocalDataKeys:
 
     # -- DataKeys -------------------------------------------------------------------------
 
+    def _lease_ok(self) -> None:
+        """Cached keys are used only while the lease holds (:mod:`.fleet`)."""
+        if self._store is None:
+            raise KeyringError("the keyring was closed")
+        if not self.member.valid():  # the lease lapsed (thread starved, store was away)
+            self._cache.clear()
+            self.member.renew()  # raises if the store is still unreachable
+
     def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
-        keys = self._keys
-        got: list[DataKey | None] = list(map(keys.get, subjects))
-        if None not in got:  # the steady state: every key cached, one C-level pass
+        self._lease_ok()
+        cache = self._cache
+        gen = cache.generation  # a drop after this point keeps what we fetch out of the cache
+        got = cache.get_many(subjects)
+        if None not in got:  # the steady state: every key cached
             return got
-        missing = [s for s in dict.fromkeys(subjects) if s not in keys]
+        known = {s: k for s, k in zip(subjects, got, strict=True) if k is not None}
+        missing = [s for s in dict.fromkeys(subjects) if s not in known]
         raw, found = self._fetch(missing, create=create)
         try:
-            for i, s in enumerate(found):
-                keys[s] = DataKey(raw[i].tobytes())
+            fetched = [(s, DataKey(raw[i].tobytes())) for i, s in enumerate(found)]
         finally:
             raw.fill(0)
-        return list(map(keys.get, subjects))
+        known.update(fetched)
+        cache.put_many(fetched, since=gen)
+        return list(map(known.get, subjects))
 
     def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
         """Raw keys, unwrapped from the store on every call (never from the cache of
         derived keys, which holds no raw key)."""
+        self._lease_ok()
         uniq = list(dict.fromkeys(subjects))
         raw, found = self._fetch(uniq, create=create)
         try:
@@ -423,21 +542,38 @@ class LocalDataKeys:
 
     def _create(self, subjects: Sequence[str]) -> tuple[np.ndarray, list[str]]:
         """New keys for ``subjects``, inserted if absent; where another writer won the race
-        its key is unwrapped instead. Returns the raw keys actually stored."""
-        raw = np.frombuffer(bytearray(self._rng.random_bytes(16 * len(subjects))), np.uint8)
-        raw = raw.reshape(-1, 16)
-        rows = self._kekset.wrap(subjects, raw)
-        stored = self.store.insert_many(rows)
-        lost = [i for i, (mine, kept) in enumerate(zip(rows, stored, strict=True)) if kept != mine]
-        if lost:  # another writer created these subjects' keys first: use theirs
+        its key is unwrapped instead. Returns the raw keys actually stored.
+
+        Only under the store's current KEK: the store checks it in the insert's
+        transaction; on :class:`StaleKekError` this process catches up (re-reads the
+        keyring file) and tries once more, or refuses with the reason."""
+        for attempt in (0, 1):
+            if self._refusal is not None:
+                raise KeyringError(self._refusal, hint="another process changed the keyring")
+            raw = np.frombuffer(bytearray(self._rng.random_bytes(16 * len(subjects))), np.uint8)
+            raw = raw.reshape(-1, 16)
+            rows = self._kekset.wrap(subjects, raw)
             try:
-                theirs = self._unwrap([stored[i] for i in lost])
-            except BaseException:
+                stored = self.store.insert_many(rows)
+            except StaleKekError as exc:  # rotated or retired elsewhere: catch up, once
                 raw.fill(0)
-                raise
-            raw[lost] = theirs
-            theirs.fill(0)
-        return raw, list(subjects)
+                self._adopt(exc.state)
+                if attempt:
+                    raise
+                continue
+            lost = [
+                i for i, (mine, kept) in enumerate(zip(rows, stored, strict=True)) if kept != mine
+            ]
+            if lost:  # another writer created these subjects' keys first: use theirs
+                try:
+                    theirs = self._unwrap([stored[i] for i in lost])
+                except BaseException:
+                    raw.fill(0)
+                    raise
+                raw[lost] = theirs
+                theirs.fill(0)
+            return raw, list(subjects)
+        raise AssertionError("unreachable")
 
     def hpke_open(self, ciphertext: bytes, info: bytes) -> bytes:
         if not self._secrets.x25519_private:

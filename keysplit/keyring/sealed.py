@@ -19,6 +19,7 @@ from ..names import check_custodian_names
 from ..rng import RandomSource, default_rng
 from ..share import Share, split
 from ..store import KeyStore, check_store_url, default_store_url, open_store
+from ..store.base import AuditStore, KeyringState, Lease
 from . import file as kf
 from .fingerprint import check_fingerprint, fingerprint
 from .home import KeyringHome
@@ -100,6 +101,10 @@ class KeyringStatus:
     store_url: str = ""
     unbound_kek_versions: tuple[int, ...] = ()
     """KEK versions whose rows predate subject binding (rotate, rewrap, retire them)."""
+    fleet: KeyringState | None = None
+    """The state every process holding the keyring shares (from the store)."""
+    leases: tuple[Lease, ...] = ()
+    """Live processes holding the keyring unsealed."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +124,28 @@ class KeyringStatus:
             "sealed": self.sealed,
             "store_url": self.store_url,
             "unbound_kek_versions": list(self.unbound_kek_versions),
+            "fleet": None
+            if self.fleet is None
+            else {
+                "epoch": self.fleet.epoch,
+                "current_kek": self.fleet.current_kek,
+                "retired": list(self.fleet.retired),
+                "rekeys": self.fleet.rekeys,
+                "shreds": self.fleet.tombstone_seq,
+            },
+            "leases": [
+                {
+                    "id": x.id,
+                    "host": x.host,
+                    "pid": x.pid,
+                    "role": x.role,
+                    "current_kek": x.current_kek,
+                    "acked_shreds": x.acked,
+                    "cached_keys": x.cached,
+                    "expires": x.expires,
+                }
+                for x in self.leases
+            ],
         }
 
 
@@ -136,6 +163,8 @@ def status_of(kr: Keyring, store: KeyStore, *, sealed: bool) -> KeyringStatus:
         kek_versions=m.kek_versions,
         keys_by_version=store.count_by_version(),
         legal_holds=len(store.legal_holds()),
+        fleet=store.state(),
+        leases=tuple(store.leases()),
         pending_rekey=kr.pending is not None,
         sealed=sealed,
         store_url=kr.store_url,
@@ -311,9 +340,18 @@ class Keyring:
     def audit_log(self) -> AuditLog:
         """The keyring's ceremony log, without its MAC key: read it and check its hash chain.
 
-        Appending to a MAC-protected log needs :meth:`UnsealedKeyring.audit_log`.
+        Appending to a MAC-protected log needs :meth:`UnsealedKeyring.audit_log`. Where the
+        store keeps the chain (PostgreSQL) the log reads it there (the store stays open for
+        the log's life).
         """
-        return AuditLog(self.home.audit_path)
+        store = None
+        if not self.store_url.startswith("sqlite:"):
+            opened = self.open_store()
+            if isinstance(opened, AuditStore):
+                store = opened
+            else:
+                opened.close()
+        return AuditLog(self.home.audit_path, store=store)
 
     def custodian_of(self, share: Share) -> str | None:
         """The custodian name a share belongs to (by set id and index), if any."""
@@ -362,7 +400,10 @@ class Keyring:
         if outcome.switched is not None:
             self.pending = None
         self.meta = outcome.meta
-        return UnsealedKeyring(self, outcome.master_key, outcome.secrets, store=store, rng=rng)
+        opened = UnsealedKeyring(self, outcome.master_key, outcome.secrets, store=store, rng=rng)
+        if outcome.switched is not None:  # a rekey committed here: tell the fleet (epoch)
+            opened.store.note_rekey()
+        return opened
 
     def status(self) -> KeyringStatus:
         """Public state of the keyring and counts from its store (no quorum needed)."""

@@ -11,7 +11,9 @@ off by default): ``encrypt``/``decrypt`` then run the library's one record engin
 (:class:`~keysplit.keyring.records.Records`) over a :class:`~.remote.RemoteDataKeys`,
 which fetches raw data keys in batches from the ``datakey`` endpoint, so records are
 sealed locally at library speed. A cached key outlives a ``shred`` or ``seal`` on the
-server until it expires; SECURITY.md spells out the trade-off.
+server until it expires, and never longer than the fleet's lease ``ttl``
+(``KEYSPLIT_LEASE_TTL``, default 10 s) whatever ``cache_max_age`` says; at most
+``KEYSPLIT_CACHE_KEYS`` keys are kept (LRU). SECURITY.md spells out the trade-off.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import IntegrityError, KeysplitError
+from ..errors import IntegrityError, KeysplitError, NoDataKeyError, ShreddedError
 from ..keyring import KeyringStatus
 from ..keyring.records import Records
 from . import _wire as wire
@@ -33,6 +35,8 @@ from .remote import RemoteDataKeys
 from .unseal import seal_share_for
 
 __all__ = ["Client", "ServiceError"]
+
+_MISSING = (IntegrityError, NoDataKeyError, ShreddedError)  # "no key for this subject"
 
 Context = Mapping[str, str] | Sequence[Mapping[str, str] | None] | None
 
@@ -338,6 +342,16 @@ class Client:
         :class:`~.remote.RemoteDataKeys` asks)."""
         return self._datakeys(subjects, create=create, missing_ok=True)
 
+    def missing_error(self, subject: str) -> KeysplitError:
+        """Why the service has no key of ``subject`` that opens a record: its
+        :class:`ShreddedError`, :class:`NoDataKeyError` or :class:`IntegrityError` (one
+        round trip; the error path of a cached decrypt, :class:`~.remote.RemoteDataKeys`)."""
+        try:
+            self._datakeys([subject], create=False, missing_ok=False)
+        except _MISSING as exc:
+            return exc
+        return IntegrityError()  # it has a key, but not the one the record names
+
     def keyring_id(self) -> str:
         """The id of the keyring the service serves (``GET /v1/status``)."""
         kid = self.service_status().get("keyring_id")
@@ -360,7 +374,7 @@ class Client:
             err = errs.get(str(i))
             if err is not None:
                 exc = _item_error(i, err)
-                if not (missing_ok and isinstance(exc, IntegrityError)):
+                if not (missing_ok and isinstance(exc, _MISSING)):
                     raise exc  # a bad subject, or (without missing_ok) a missing key
                 keys.append(None)
             elif k is None or len(k) != 16:

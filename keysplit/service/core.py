@@ -85,6 +85,8 @@ _STATUS = {
     "StaleNonceError": 409,
     "LegalHoldError": 409,
     "IntegrityError": 400,
+    "ShreddedError": 410,
+    "NoDataKeyError": 404,
 }
 
 
@@ -208,6 +210,7 @@ class KeyService:
     def _unsealed(
         self, kr: UnsealedKeyring, custodians: list[str], by: Sequence[ev.Principal] = ()
     ) -> None:
+        kr.set_role("serve")  # how this process shows in the fleet's lease list
         self._kr = kr
         self._mac_key = mac_key(kr.audit_key(), self.keyring.keyring_id)
         self._audit_log = kr.audit_log()
@@ -227,6 +230,7 @@ class KeyService:
         keyring already held."""
         if kr.keyring.keyring_id != self.keyring.keyring_id:
             raise KeysplitError("adopt: the keyring belongs to another service")
+        kr.set_role("serve")  # every process of the service shows in the lease list
         old, self._kr = self._kr, kr
         self._mac_key = mac_key(kr.audit_key(), self.keyring.keyring_id)
         self._audit_log = kr.audit_log()
@@ -448,8 +452,10 @@ class KeyService:
         assert kr is not None
         return _json(200, kr.status().as_dict())
 
-    def _frame(self, req: Request) -> tuple[dict[str, Any], list[bytes], list[str]]:
-        header, subjects, items = wire.decode_frame(req.body, "request")
+    def _frame(
+        self, req: Request, views: bool = False
+    ) -> tuple[dict[str, Any], list[bytes], list[str]]:
+        header, subjects, items = wire.decode_frame(req.body, "request", views=views)
         if len(subjects) != len(items) or any(b is None for b in items):
             raise FormatError("request: one subject and one payload per item")
         return header, items, subjects  # type: ignore[return-value]
@@ -465,7 +471,9 @@ class KeyService:
         failure is reported at its index and the others still succeed."""
         if self.sealed:
             self._authorize(req, op)
-        header, items, subjects = self._frame(req)
+        # plaintexts are read in place (memoryviews: no copy per record); records are
+        # parsed as bytes
+        header, items, subjects = self._frame(req, views=op == "encrypt")
         self._authorize(req, op, subjects)
         kr = self._kr
         assert kr is not None
@@ -534,10 +542,8 @@ class KeyService:
             found = dict(zip(good, kr.records.export(good, create=create), strict=True))
             raws = [None if str(i) in errs else found.get(s) for i, s in enumerate(subjects)]
         for i, k in enumerate(raws):
-            if k is None and str(i) not in errs:
-                errs[str(i)] = wire.error_dict(
-                    IntegrityError(hint="the subject has no data key (never used, or shredded)")
-                )
+            if k is None and str(i) not in errs:  # shredded, or never had one: say which
+                errs[str(i)] = wire.error_dict(kr.records.missing(subjects[i]))
         return self._batch_response(raws, errs)
 
     @staticmethod

@@ -5,7 +5,9 @@ the one record engine (:class:`~keysplit.keyring.records.Records`) in the backen
 process, keys fetched in batches from ``POST /v1/datakey`` (the service is spelling-aware
 and authorizes each subject by its token's prefix). A cached key outlives a ``shred`` or
 ``seal`` on the server until it expires (``max_age`` seconds, or ``max_records`` records
-sealed under it); SECURITY.md spells out the trade-off.
+sealed under it), and never longer than the fleet's lease ``ttl``; the cache holds at
+most ``KEYSPLIT_CACHE_KEYS`` keys, least recently used dropped first
+(:class:`keysplit.keyring.fleet.FleetConfig`). SECURITY.md spells out the trade-off.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .. import names
+from ..errors import IntegrityError, KeysplitError
+from ..keyring.fleet import FleetConfig
 from ..record import DataKey
 
 __all__ = ["KeyFetcher", "RemoteDataKeys"]
@@ -56,9 +60,11 @@ class RemoteDataKeys:
         max_age: float | None = None,
         max_records: int | None = None,
     ) -> None:
+        cfg = FleetConfig.from_env()  # the fleet's bounds hold for this cache too
         self._fetcher = fetcher
-        self._max_age = max_age
+        self._max_age = min(max_age or cfg.lease_ttl, cfg.lease_ttl)
         self._max_uses = max_records
+        self._max_keys = cfg.cache_keys
         self._cache: dict[str, _Cached] = {}
         self._lock = threading.Lock()
         self._keyring_id: str | None = None
@@ -89,6 +95,7 @@ class RemoteDataKeys:
                     del self._cache[s]
                 else:
                     fresh[s] = c.key
+                    self._cache[s] = self._cache.pop(s)  # most recently used last (LRU)
         missing = [s for s in counts if s not in fresh]
         if missing:
             raws = self._fetcher.fetch_datakeys(missing, create=create)
@@ -100,6 +107,8 @@ class RemoteDataKeys:
                     dk = DataKey(raw)
                     fresh[s] = dk
                     self._cache[s] = _Cached(dk, now)
+                while len(self._cache) > self._max_keys:
+                    del self._cache[next(iter(self._cache))]  # the least recently used
         if create:
             with self._lock:
                 for s, n in counts.items():
@@ -121,6 +130,16 @@ class RemoteDataKeys:
                     spellings = (s,) if isinstance(s, str) else ()
                 for x in (s, *spellings) if isinstance(s, str) else ():
                     self._cache.pop(x, None)
+
+    def missing_error(self, subject: str) -> KeysplitError:
+        """Why no key of ``subject`` opens a record, as the service tells it (shredded,
+        never had one, or a wrong key); a detail-free :class:`IntegrityError` if the
+        fetcher cannot say."""
+        ask = getattr(self._fetcher, "missing_error", None)
+        if ask is None:
+            return IntegrityError()
+        err: KeysplitError = ask(subject)
+        return err
 
     def close(self) -> None:
         """Forget every cached key."""

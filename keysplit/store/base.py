@@ -10,15 +10,51 @@ Every method is atomic on its own (a store needs no caller-visible transactions:
 bulk methods are all-or-nothing, and the keyring never needs two calls to commit
 together). ``get``, ``is_on_hold``, ``iter_subjects`` and ``transaction`` were dropped
 from the protocol because the library never calls them; :class:`SQLiteKeyStore` keeps
-them as plain methods. ``tests/contract/test_store_contract.py`` is the suite every store passes.
+them as plain methods. ``tests/contract/test_store_contract.py`` is the suite every store
+passes.
+
+**Fleet state** (several processes holding one keyring, SECURITY.md "Many processes"):
+what every unsealed process must agree on lives here, changed in the same transaction as
+the rows it guards. :class:`KeyringState` is one row: an ``epoch`` bumped by every change
+a process must learn of (rotate, retire, shred, hold, rekey), the current KEK version, the
+retired versions, a rekey counter and the last tombstone's sequence number. Because
+``insert_many`` checks the current version and ``replace_many`` the retired ones inside
+their own transaction, no data key is ever stored under a version that is not current (a
+new key) or that is retired (a rewrapped one): the store raises :class:`StaleKekError` and
+the writer re-reads the keyring. ``retire_kek`` checks, in one transaction, that no data
+key and no live :class:`Lease` still uses the version. ``delete`` writes a
+:class:`Tombstone` (a keyed hash of the subject, no key material) in the delete's
+transaction, with a sequence number taken under the state row's lock, so sequence order is
+commit order and a poller reading ``tombstones_since(seq)`` never skips one. Leases
+expire on the store's clock, so clocks of different hosts do not matter.
+
+A PostgreSQL store also keeps the audit chain (:class:`AuditStore`), so backends on
+several hosts append to one chain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
-__all__ = ["KeyStore", "WrappedKey"]
+from ..errors import KeyringError
+
+__all__ = [
+    "LEASE_ROLES",
+    "TOMBSTONE_SIZE",
+    "AuditStore",
+    "KekInUseError",
+    "KeyStore",
+    "KeyringState",
+    "Lease",
+    "StaleKekError",
+    "Tombstone",
+    "WrappedKey",
+    "describe_lease",
+]
+
+LEASE_ROLES = ("library", "serve", "job", "cli")
+TOMBSTONE_SIZE = 16
 
 
 class WrappedKey(NamedTuple):
@@ -27,6 +63,69 @@ class WrappedKey(NamedTuple):
     subject: str
     kek_version: int
     wrapped: bytes
+
+
+class KeyringState(NamedTuple):
+    """What every process holding the keyring must agree on (one row in the store).
+
+    ``current_kek`` is 0 in a store made before fleet state was recorded: until a rotate
+    (or the first unseal) records it, any version not retired is accepted for new keys.
+    """
+
+    epoch: int
+    current_kek: int
+    retired: tuple[int, ...]
+    rekeys: int
+    tombstone_seq: int
+
+
+class Lease(NamedTuple):
+    """A live process holding the keyring: who it is, what it holds, until when.
+
+    ``acked`` is the last tombstone sequence number whose subjects it has dropped from its
+    cache; ``cached`` how many data keys it held at its last renewal; ``expires`` is in
+    seconds since the epoch on the *store's* clock (set by the store on renewal).
+    """
+
+    id: str
+    host: str
+    pid: int
+    role: str
+    current_kek: int
+    acked: int
+    cached: int
+    expires: float
+
+
+class Tombstone(NamedTuple):
+    """Proof that a subject's key was deleted: a keyed hash of the subject, no key."""
+
+    seq: int
+    tag: bytes
+    time: float
+
+
+class StaleKekError(KeyringError):
+    """A write under a KEK version that is not (or no longer) allowed: the writer's picture
+    of the keyring is out of date. Carries the store's state so it can catch up."""
+
+    def __init__(self, message: str, state: KeyringState) -> None:
+        super().__init__(message, hint="re-read the keyring (another process changed it)")
+        self.state = state
+
+
+class KekInUseError(KeyringError):
+    """A retire refused because live processes still write under the version (named in
+    the message; ``holders`` lists their leases). Usually gone within their poll interval."""
+
+    def __init__(self, message: str, holders: Sequence[Lease], *, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.holders = tuple(holders)
+
+
+def describe_lease(lease: Lease) -> str:
+    """``host pid N (role)``: how a lease is named in messages."""
+    return f"{lease.host} pid {lease.pid} ({lease.role})"
 
 
 @runtime_checkable
@@ -45,6 +144,10 @@ class KeyStore(Protocol):
     def insert_many(self, rows: Sequence[WrappedKey]) -> list[WrappedKey]:
         """Insert new keys atomically; subjects that already have a key keep it.
 
+        Raises :class:`StaleKekError` (and stores nothing) unless every row is under the
+        state's current KEK version (any version not retired while none is recorded);
+        the check is in the insert's transaction.
+
         Returns the rows actually stored for those subjects, in request order (the existing
         one wins a race), so two writers creating a key for the same subject agree on one.
         A subject repeated within one call: its first row is the one offered.
@@ -54,14 +157,18 @@ class KeyStore(Protocol):
     def replace_many(self, rows: Sequence[tuple[WrappedKey, WrappedKey]]) -> int:
         """Atomically replace ``old`` with ``new`` for each ``(old, new)`` pair, only where
         the stored row still equals ``old``; returns how many were replaced. Pairs whose
-        subjects differ are ignored; give each subject at most once per call."""
+        subjects differ are ignored; give each subject at most once per call.
+        Raises :class:`StaleKekError` (and replaces nothing) if a ``new`` row's version is
+        retired."""
         ...
 
-    def delete(self, subject: str) -> bool:
+    def delete(self, subject: str, tombstone: bytes | None = None) -> bool:
         """Remove the subject's key (crypto-shredding); True if there was one.
 
         Raises :class:`~keysplit.errors.LegalHoldError` (and deletes nothing) if the subject
         is under legal hold: the guard sits in the store so it is atomic with the delete.
+        If a key was deleted and ``tombstone`` (16 bytes) is given, the same transaction
+        appends it as a :class:`Tombstone` and bumps the epoch.
         """
         ...
 
@@ -82,13 +189,75 @@ class KeyStore(Protocol):
         ...
 
     def set_legal_hold(self, subject: str, hold: bool) -> None:
-        """Place or lift a legal hold on a subject (independent of whether it has a key)."""
+        """Place or lift a legal hold on a subject (independent of whether it has a key);
+        bumps the epoch in the same transaction."""
         ...
 
     def legal_holds(self) -> list[str]:
         """Subjects under legal hold."""
         ...
 
+    # -- fleet state ---------------------------------------------------------------------
+
+    def state(self) -> KeyringState:
+        """The shared keyring state."""
+        ...
+
+    def set_current_kek(self, version: int) -> KeyringState:
+        """Record ``version`` as the current KEK (after it is durable in the keyring file);
+        bumps the epoch. Refuses a retired version or one older than the recorded one."""
+        ...
+
+    def retire_kek(self, version: int) -> KeyringState:
+        """Mark ``version`` retired (no new row may use it); bumps the epoch. Refused with
+        a :class:`KeyringError` naming what still uses it while the version is current,
+        any data key is under it, or a live lease's current KEK is it, all checked in
+        this one transaction."""
+        ...
+
+    def note_rekey(self) -> KeyringState:
+        """Count a committed rekey (new master key) and bump the epoch."""
+        ...
+
+    def tombstones_since(self, seq: int, limit: int = 10_000) -> list[Tombstone]:
+        """Tombstones with sequence number > ``seq``, in order, at most ``limit``."""
+        ...
+
+    def has_tombstone(self, tags: Sequence[bytes]) -> bool:
+        """Whether any of ``tags`` was ever tombstoned."""
+        ...
+
+    def renew_lease(self, lease: Lease, ttl: float) -> KeyringState:
+        """Create or renew ``lease`` (its ``expires`` is ignored: now + ``ttl`` on the
+        store's clock), in one transaction with reading the state it returns."""
+        ...
+
+    def drop_lease(self, lease_id: str) -> None:
+        """Remove a lease (its process let go of the keyring)."""
+        ...
+
+    def leases(self, *, live: bool = True) -> list[Lease]:
+        """Leases ordered by host and pid; with ``live`` only unexpired ones."""
+        ...
+
     def close(self) -> None:
         """Release the store."""
+        ...
+
+
+@runtime_checkable
+class AuditStore(Protocol):
+    """A store that also keeps the keyring's audit chain (one chain for every host).
+
+    Lines are the audit log's canonical JSON lines (:mod:`keysplit.audit.log`), unchanged,
+    so the same hash chain and MACs verify them.
+    """
+
+    def audit_lines(self) -> list[bytes]:
+        """Every entry line in sequence order."""
+        ...
+
+    def audit_append(self, build: Callable[[bytes | None], bytes]) -> bytes:
+        """Under a lock that serializes appenders: ``build(last_line_or_None)`` makes the
+        next line, which is stored in the same transaction and returned."""
         ...

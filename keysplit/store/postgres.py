@@ -28,6 +28,17 @@ Why it is shaped like this:
 * Thread-safe: a psycopg-pool pool; every method runs in its own transaction on a pooled
   connection, retried on deadlock or serialization failure.
 
+* Fleet state (migration 2): ``keyring_state`` (one row), ``tombstones``, ``leases`` and
+  ``audit`` (the keyring's audit chain, one for every host). Every transaction that reads
+  the state to guard a write (``insert_many``, ``replace_many``) takes a *shared*
+  transaction advisory lock on the keyring; every one that changes it (rotate, retire,
+  rekey, shred, hold) the *exclusive* one, always before any other lock, so a retire's
+  count sees every insert that passed its check and lock order never deadlocks. A shared
+  advisory lock is an entry in the lock table, not a row lock (no MultiXact writes on the
+  hot insert path). State changes ``NOTIFY`` the channel ``ks_<schema>`` with the new
+  epoch at commit; :meth:`PostgresKeyStore.wait_for_change` LISTENs on it, so processes
+  learn of a shred or rotate as it commits. Leases expire on the server's clock.
+
 What a shred leaves behind in PostgreSQL (dead tuples, WAL, backups) is in SECURITY.md.
 """
 
@@ -46,7 +57,8 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from ..errors import FormatError, KeyringError, LegalHoldError
-from .base import WrappedKey
+from . import rules as _rules
+from .base import KeyringState, Lease, Tombstone, WrappedKey
 from .url import check_store_url, postgres_conninfo
 
 __all__ = ["PostgresKeyStore"]
@@ -67,6 +79,23 @@ MIGRATIONS: tuple[tuple[int, str, tuple[LiteralString, ...]], ...] = (
             'CREATE TABLE {s}.data_keys (subject text COLLATE "C" PRIMARY KEY, '
             "kek_version integer NOT NULL, wrapped bytea NOT NULL)",
             'CREATE TABLE {s}.legal_holds (subject text COLLATE "C" PRIMARY KEY)',
+        ),
+    ),
+    (
+        2,
+        "fleet state: keyring_state, tombstones, leases, audit",
+        (
+            "CREATE TABLE {s}.keyring_state (id integer PRIMARY KEY CHECK (id = 1), "
+            "epoch bigint NOT NULL, current_kek integer NOT NULL, retired text NOT NULL, "
+            "rekeys integer NOT NULL, tombstone_seq bigint NOT NULL)",
+            "INSERT INTO {s}.keyring_state VALUES (1, 0, 0, '', 0, 0)",
+            "CREATE TABLE {s}.tombstones (seq bigint PRIMARY KEY, tag bytea NOT NULL, "
+            "time double precision NOT NULL)",
+            "CREATE INDEX tombstones_tag ON {s}.tombstones (tag)",
+            "CREATE TABLE {s}.leases (id text PRIMARY KEY, host text NOT NULL, "
+            "pid integer NOT NULL, role text NOT NULL, current_kek integer NOT NULL, "
+            "acked bigint NOT NULL, cached integer NOT NULL, expires double precision NOT NULL)",
+            "CREATE TABLE {s}.audit (seq bigint PRIMARY KEY, line bytea NOT NULL)",
         ),
     ),
 )
@@ -123,6 +152,25 @@ _STATEMENTS: dict[str, LiteralString] = {
     "unhold": "DELETE FROM {s}.legal_holds WHERE subject = %s",
     "holds": "SELECT subject FROM {s}.legal_holds ORDER BY subject",
     "is_held": "SELECT 1 FROM {s}.legal_holds WHERE subject = %s",
+    "state": "SELECT epoch, current_kek, retired, rekeys, tombstone_seq FROM {s}.keyring_state",
+    "bump": "UPDATE {s}.keyring_state SET epoch = epoch + 1, current_kek = %s, retired = %s, "
+    "rekeys = %s, tombstone_seq = %s RETURNING epoch",
+    "tombstone": "INSERT INTO {s}.tombstones (seq, tag, time) "
+    "VALUES (%s, %s, extract(epoch FROM clock_timestamp()))",
+    "tombstones": "SELECT seq, tag, time FROM {s}.tombstones WHERE seq > %s ORDER BY seq LIMIT %s",
+    "has_tombstone": "SELECT 1 FROM {s}.tombstones WHERE tag = ANY(%s::bytea[]) LIMIT 1",
+    "count_version": "SELECT count(*) FROM {s}.data_keys WHERE kek_version = %s",
+    "renew": "INSERT INTO {s}.leases (id, host, pid, role, current_kek, acked, cached, expires) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, extract(epoch FROM clock_timestamp()) + %s) "
+    "ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
+    "role = excluded.role, current_kek = excluded.current_kek, acked = excluded.acked, "
+    "cached = excluded.cached, expires = excluded.expires",
+    "drop_lease": "DELETE FROM {s}.leases WHERE id = %s",
+    "leases": "SELECT id, host, pid, role, current_kek, acked, cached, expires FROM {s}.leases "
+    "WHERE NOT %s OR expires > extract(epoch FROM clock_timestamp()) ORDER BY host, pid",
+    "audit_last": "SELECT seq, line FROM {s}.audit ORDER BY seq DESC LIMIT 1",
+    "audit_add": "INSERT INTO {s}.audit (seq, line) VALUES (%s, %s)",
+    "audit_all": "SELECT line FROM {s}.audit ORDER BY seq",
 }
 
 
@@ -191,11 +239,17 @@ class PostgresKeyStore:
         conninfo, self._schema = postgres_conninfo(self._url)
         self._keyring_id = keyring_id
         self._lock_prefix = f"keysplit/{self._schema}/"
+        self._state_lock = f"keysplit/{self._schema}//state"  # no subject ends in "//state"
+        self._channel = f"ks_{self._schema}"
+        self._conninfo, self._conn_kwargs = conninfo, None
+        self._listener: _Conn | None = None
+        self._listen_lock = threading.Lock()
         ident = sql.Identifier(self._schema)
         self._sql = {k: sql.SQL(v).format(s=ident) for k, v in _STATEMENTS.items()}
         kwargs: dict[str, Any] = {"autocommit": True, "application_name": "keysplit"}
         if "connect_timeout" not in conninfo:
             kwargs["connect_timeout"] = max(1, int(connect_timeout))
+        self._conn_kwargs = kwargs
         try:  # first connection by hand: its error names the real cause, not a pool timeout
             with psycopg.connect(conninfo, **kwargs) as conn:
                 self._setup(conn, create)
@@ -369,7 +423,10 @@ class PostgresKeyStore:
         # take their index locks in one order and do not deadlock (one would be retried)
         ordered = sorted(first.values())
 
+        versions = {r.kek_version for r in ordered}
+
         def work(conn: _Conn) -> dict[str, WrappedKey]:
+            _rules.check_insert(self._guard(conn), versions)
             stored = dict(first)
             pending = ordered
             for _ in range(_ROUNDS):
@@ -401,15 +458,21 @@ class PostgresKeyStore:
             return 0
         staged = sorted(pairs.values())
 
+        versions = {new.kek_version for _, new in staged}
+
         def work(conn: _Conn) -> int:
+            _rules.check_replace(self._guard(conn), versions)
             self._copy(conn, _COPY_SWAP, _copy_swap_rows(staged))
             self._nested_loops(conn)
             return conn.execute(self._sql["replace"]).rowcount
 
         return self._tx(work)
 
-    def delete(self, subject: str) -> bool:
+    def delete(self, subject: str, tombstone: bytes | None = None) -> bool:
+        _rules.check_tombstone(tombstone)
+
         def work(conn: _Conn) -> bool:
+            st = self._exclusive(conn)
             conn.execute(self._sql["lock_subject"], (self._lock_prefix + subject,))
             row = conn.execute(self._sql["delete"], {"s": subject}).fetchone()
             held, gone = row if row else (0, 0)
@@ -417,6 +480,10 @@ class PostgresKeyStore:
                 raise LegalHoldError(
                     f"subject {subject!r} is under legal hold", hint="lift the hold first"
                 )
+            if gone and tombstone is not None:
+                seq = st.tombstone_seq + 1
+                conn.execute(self._sql["tombstone"], (seq, tombstone))
+                self._bump(conn, st._replace(tombstone_seq=seq))
             return bool(gone)
 
         return self._tx(work)
@@ -445,8 +512,10 @@ class PostgresKeyStore:
 
     def set_legal_hold(self, subject: str, hold: bool) -> None:
         def work(conn: _Conn) -> None:
+            st = self._exclusive(conn)
             conn.execute(self._sql["lock_subject"], (self._lock_prefix + subject,))
             conn.execute(self._sql["hold" if hold else "unhold"], (subject,))
+            self._bump(conn, st)
 
         self._tx(work)
 
@@ -494,10 +563,149 @@ class PostgresKeyStore:
         except psycopg.Error as exc:
             raise _db_error(exc) from None
 
+    # ------------------------------------------------------------------ fleet state
+
+    def _read_state(self, conn: _Conn) -> KeyringState:
+        row = conn.execute(self._sql["state"]).fetchone()
+        if row is None:
+            raise KeyringError("PostgreSQL key store: keyring_state row missing")
+        e, cur, retired, rekeys, ts = row
+        return KeyringState(int(e), int(cur), _rules.parse_retired(retired), int(rekeys), int(ts))
+
+    def _guard(self, conn: _Conn) -> KeyringState:
+        """The state, read under the shared lock (held to commit): a write it allows cannot
+        be overtaken by a state change."""
+        conn.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))",
+                     (self._state_lock,))  # fmt: skip
+        return self._read_state(conn)
+
+    def _exclusive(self, conn: _Conn) -> KeyringState:
+        conn.execute(self._sql["lock_subject"], (self._state_lock,))
+        return self._read_state(conn)
+
+    def _bump(self, conn: _Conn, st: KeyringState) -> KeyringState:
+        """Write ``st`` with epoch + 1 and notify listeners (delivered at commit)."""
+        row = conn.execute(
+            self._sql["bump"],
+            (st.current_kek, _rules.encode_retired(st.retired), st.rekeys, st.tombstone_seq),
+        ).fetchone()
+        epoch = int(row[0]) if row else st.epoch + 1
+        conn.execute("SELECT pg_notify(%s, %s)", (self._channel, str(epoch)))
+        return st._replace(epoch=epoch)
+
+    def state(self) -> KeyringState:
+        return self._tx(self._read_state)
+
+    def set_current_kek(self, version: int) -> KeyringState:
+        def work(conn: _Conn) -> KeyringState:
+            st = self._exclusive(conn)
+            _rules.check_rotate(st, version)
+            return self._bump(conn, st._replace(current_kek=version))
+
+        return self._tx(work)
+
+    def retire_kek(self, version: int) -> KeyringState:
+        def work(conn: _Conn) -> KeyringState:
+            st = self._exclusive(conn)
+            row = conn.execute(self._sql["count_version"], (version,)).fetchone()
+            live = self._leases(conn, live=True)
+            refusal = _rules.retire_refusal(st, version, int(row[0]) if row else 0, live)
+            if refusal is not None:
+                raise refusal
+            return self._bump(conn, st._replace(retired=(*st.retired, version)))
+
+        return self._tx(work)
+
+    def note_rekey(self) -> KeyringState:
+        def work(conn: _Conn) -> KeyringState:
+            st = self._exclusive(conn)
+            return self._bump(conn, st._replace(rekeys=st.rekeys + 1))
+
+        return self._tx(work)
+
+    def tombstones_since(self, seq: int, limit: int = 10_000) -> list[Tombstone]:
+        def work(conn: _Conn) -> list[Tombstone]:
+            rows = conn.execute(self._sql["tombstones"], (seq, limit), binary=True).fetchall()
+            return [Tombstone(int(q), bytes(t), float(w)) for q, t, w in rows]
+
+        return self._tx(work)
+
+    def has_tombstone(self, tags: Sequence[bytes]) -> bool:
+        if not tags:
+            return False
+        return self._tx(
+            lambda conn: conn.execute(self._sql["has_tombstone"], (list(tags),)).fetchone()
+            is not None
+        )
+
+    def renew_lease(self, lease: Lease, ttl: float) -> KeyringState:
+        def work(conn: _Conn) -> KeyringState:
+            conn.execute(self._sql["renew"], (*lease[:-1], float(ttl)))
+            return self._read_state(conn)
+
+        return self._tx(work)
+
+    def drop_lease(self, lease_id: str) -> None:
+        self._tx(lambda conn: conn.execute(self._sql["drop_lease"], (lease_id,)))
+
+    def _leases(self, conn: _Conn, *, live: bool) -> list[Lease]:
+        rows = conn.execute(self._sql["leases"], (live,)).fetchall()
+        return [Lease(r[0], r[1], int(r[2]), r[3], int(r[4]), int(r[5]), int(r[6]), float(r[7]))
+                for r in rows]  # fmt: skip
+
+    def leases(self, *, live: bool = True) -> list[Lease]:
+        return self._tx(functools.partial(self._leases, live=live))
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds for a state change (LISTEN/NOTIFY); True if one
+        was notified. Opens its own connection on first use; a lost connection is
+        reopened on the next call (the caller polls the state either way)."""
+        with self._listen_lock:
+            if self._closed.is_set():
+                return False
+            try:
+                if self._listener is None or self._listener.closed:
+                    conn = psycopg.connect(self._conninfo, **(self._conn_kwargs or {}))
+                    conn.execute(sql.SQL("LISTEN {c}").format(c=sql.Identifier(self._channel)))
+                    self._listener = conn
+                    return True  # changes before LISTEN were missed: have the caller look
+                got = False
+                for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                    got = True
+                return got
+            except psycopg.Error:
+                if self._listener is not None:
+                    self._listener.close()
+                self._listener = None
+                time.sleep(min(timeout, 1.0))
+                return True
+
+    # ------------------------------------------------------------------ audit chain
+
+    def audit_lines(self) -> list[bytes]:
+        return self._tx(
+            lambda conn: [bytes(r[0]) for r in conn.execute(self._sql["audit_all"], binary=True)]
+        )
+
+    def audit_append(self, build: Callable[[bytes | None], bytes]) -> bytes:
+        def work(conn: _Conn) -> bytes:
+            conn.execute(self._sql["lock_subject"], (f"keysplit/{self._schema}//audit",))
+            row = conn.execute(self._sql["audit_last"], binary=True).fetchone()
+            seq, last = (int(row[0]), bytes(row[1])) if row else (0, None)
+            line = build(last)
+            conn.execute(self._sql["audit_add"], (seq + 1, line))
+            return line
+
+        return self._tx(work)
+
     def close(self) -> None:
         if not self._closed.is_set():
             self._closed.set()
             self._pool.close(timeout=10.0)
+            with self._listen_lock:
+                if self._listener is not None:
+                    self._listener.close()
+                    self._listener = None
 
     def __repr__(self) -> str:
         return (

@@ -9,6 +9,12 @@ still hold it, wrapped under its KEK: rotate, rewrap and retire that KEK to kill
 
 The store records the id of the keyring it belongs to and refuses to open for another
 one, so a store copied from another keyring (or region) is never mixed in.
+
+Fleet state (:class:`~keysplit.store.base.KeyringState`, leases, tombstones) lives in
+three more tables; every rule runs inside a ``BEGIN IMMEDIATE`` transaction, which
+serializes all writers of the file, so the checks and the writes they guard are atomic.
+Version 1 stores (no fleet tables) are upgraded in place on open. Lease expiry uses this
+host's clock: every process sharing a SQLite file runs on the one host.
 """
 
 from __future__ import annotations
@@ -17,16 +23,18 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import FormatError, KeyringError, LegalHoldError
-from .base import WrappedKey
+from . import rules as _rules
+from .base import KeyringState, Lease, Tombstone, WrappedKey
 
 __all__ = ["SQLiteKeyStore"]
 
 FORMAT = "keysplit-keystore"
-VERSION = 1
+VERSION = 2  # 2: fleet state (keyring_state, tombstones, leases)
 _IN_CHUNK = 500  # bound on SQL host parameters per IN (...) query
 
 _SCHEMA = """
@@ -38,6 +46,40 @@ CREATE TABLE IF NOT EXISTS data_keys (
 ) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS legal_holds (subject TEXT PRIMARY KEY) STRICT, WITHOUT ROWID;
 """
+_FLEET_SCHEMA = """
+CREATE TABLE IF NOT EXISTS keyring_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch INTEGER NOT NULL,
+    current_kek INTEGER NOT NULL,
+    retired TEXT NOT NULL,
+    rekeys INTEGER NOT NULL,
+    tombstone_seq INTEGER NOT NULL
+) STRICT;
+INSERT OR IGNORE INTO keyring_state VALUES (1, 0, 0, '', 0, 0);
+CREATE TABLE IF NOT EXISTS tombstones (
+    seq INTEGER PRIMARY KEY,
+    tag BLOB NOT NULL,
+    time REAL NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS tombstones_tag ON tombstones (tag);
+CREATE TABLE IF NOT EXISTS leases (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    current_kek INTEGER NOT NULL,
+    acked INTEGER NOT NULL,
+    cached INTEGER NOT NULL,
+    expires REAL NOT NULL
+) STRICT;
+"""
+_STATE = "SELECT epoch, current_kek, retired, rekeys, tombstone_seq FROM keyring_state"
+_LEASE = "SELECT id, host, pid, role, current_kek, acked, cached, expires FROM leases"
+
+
+def _statements(script: str) -> list[str]:
+    return [stmt for stmt in script.strip().split(";") if stmt.strip()]
+
 
 
 class SQLiteKeyStore:
@@ -81,9 +123,8 @@ class SQLiteKeyStore:
             if not create:
                 raise FormatError(f"key store {self._path} is not a keysplit key store")
             with self.transaction():
-                for stmt in _SCHEMA.strip().split(";"):
-                    if stmt.strip():
-                        db.execute(stmt)
+                for stmt in _statements(_SCHEMA + _FLEET_SCHEMA):
+                    db.execute(stmt)
                 db.executemany(
                     "INSERT INTO meta (name, value) VALUES (?, ?)",
                     [("format", FORMAT), ("version", str(VERSION)), ("keyring_id", keyring_id)],
@@ -91,6 +132,12 @@ class SQLiteKeyStore:
         meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
         if meta.get("format") != FORMAT:
             raise FormatError(f"key store {self._path} is not a keysplit key store")
+        if meta.get("version") == "1" and meta.get("keyring_id") == keyring_id:
+            with self.transaction():  # upgrade in place: add the fleet tables
+                for stmt in _statements(_FLEET_SCHEMA):
+                    db.execute(stmt)
+                db.execute("UPDATE meta SET value = ? WHERE name = 'version'", (str(VERSION),))
+            meta["version"] = str(VERSION)
         if meta.get("version") != str(VERSION):
             raise FormatError(
                 f"key store {self._path} has unsupported version {meta.get('version')!r}"
@@ -156,6 +203,7 @@ class SQLiteKeyStore:
 
     def insert_many(self, rows: Sequence[WrappedKey]) -> list[WrappedKey]:
         with self.transaction():
+            _rules.check_insert(self._state(), {r.kek_version for r in rows})
             self._db.executemany(
                 "INSERT OR IGNORE INTO data_keys (subject, kek_version, wrapped) VALUES (?, ?, ?)",
                 [tuple(r) for r in rows],
@@ -165,6 +213,7 @@ class SQLiteKeyStore:
 
     def replace_many(self, rows: Sequence[tuple[WrappedKey, WrappedKey]]) -> int:
         with self.transaction():
+            _rules.check_replace(self._state(), {new.kek_version for _, new in rows})
             before = self._db.total_changes
             self._db.executemany(
                 "UPDATE data_keys SET kek_version = ?, wrapped = ? "
@@ -177,7 +226,8 @@ class SQLiteKeyStore:
             )
             return self._db.total_changes - before
 
-    def delete(self, subject: str) -> bool:
+    def delete(self, subject: str, tombstone: bytes | None = None) -> bool:
+        _rules.check_tombstone(tombstone)
         with self.transaction():
             held = self._db.execute(
                 "SELECT 1 FROM legal_holds WHERE subject = ?", (subject,)
@@ -187,6 +237,13 @@ class SQLiteKeyStore:
                     f"subject {subject!r} is under legal hold", hint="lift the hold first"
                 )
             gone = self._db.execute("DELETE FROM data_keys WHERE subject = ?", (subject,)).rowcount
+            if gone and tombstone is not None:
+                seq = self._state().tombstone_seq + 1
+                self._db.execute(
+                    "INSERT INTO tombstones (seq, tag, time) VALUES (?, ?, ?)",
+                    (seq, tombstone, time.time()),
+                )
+                self._bump(tombstone_seq=seq)
         if gone and not self._depth:
             with self._lock:  # move the overwritten page out of the WAL into the main file
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -228,6 +285,7 @@ class SQLiteKeyStore:
                 )
             else:
                 self._db.execute("DELETE FROM legal_holds WHERE subject = ?", (subject,))
+            self._bump()
 
     def legal_holds(self) -> list[str]:
         with self._lock:
@@ -253,6 +311,93 @@ class SQLiteKeyStore:
                 return
             yield [WrappedKey(*r) for r in rows]
             after = rows[-1][0]
+
+    # -- fleet state ------------------------------------------------------------------------
+
+    def _state(self) -> KeyringState:
+        e, cur, retired, rekeys, ts = self._db.execute(_STATE).fetchone()
+        return KeyringState(e, cur, _rules.parse_retired(retired), rekeys, ts)
+
+    def _bump(self, **changes: object) -> KeyringState:
+        """Epoch + 1 and ``changes``, inside the caller's transaction."""
+        st = self._state()._replace(**changes)  # type: ignore[arg-type]
+        st = st._replace(epoch=st.epoch + 1)
+        self._db.execute(
+            "UPDATE keyring_state SET epoch = ?, current_kek = ?, retired = ?, rekeys = ?, "
+            "tombstone_seq = ? WHERE id = 1",
+            (st.epoch, st.current_kek, _rules.encode_retired(st.retired), st.rekeys,
+             st.tombstone_seq),
+        )  # fmt: skip
+        return st
+
+    def _in_tx(self, work: Callable[[], KeyringState]) -> KeyringState:
+        with self.transaction():
+            return work()
+
+    def state(self) -> KeyringState:
+        with self._lock:
+            return self._state()
+
+    def set_current_kek(self, version: int) -> KeyringState:
+        def work() -> KeyringState:
+            _rules.check_rotate(self._state(), version)
+            return self._bump(current_kek=version)
+
+        return self._in_tx(work)
+
+    def retire_kek(self, version: int) -> KeyringState:
+        def work() -> KeyringState:
+            st = self._state()
+            (left,) = self._db.execute(
+                "SELECT COUNT(*) FROM data_keys WHERE kek_version = ?", (version,)
+            ).fetchone()
+            refusal = _rules.retire_refusal(st, version, left, self._leases(live=True))
+            if refusal is not None:
+                raise refusal
+            return self._bump(retired=(*st.retired, version))
+
+        return self._in_tx(work)
+
+    def note_rekey(self) -> KeyringState:
+        return self._in_tx(lambda: self._bump(rekeys=self._state().rekeys + 1))
+
+    def tombstones_since(self, seq: int, limit: int = 10_000) -> list[Tombstone]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, tag, time FROM tombstones WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        return [Tombstone(*r) for r in rows]
+
+    def has_tombstone(self, tags: Sequence[bytes]) -> bool:
+        with self._lock:
+            return any(
+                self._db.execute("SELECT 1 FROM tombstones WHERE tag = ?", (t,)).fetchone()
+                for t in tags
+            )
+
+    def renew_lease(self, lease: Lease, ttl: float) -> KeyringState:
+        def work() -> KeyringState:
+            self._db.execute(
+                "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (*lease[:-1], time.time() + ttl),
+            )
+            return self._state()
+
+        return self._in_tx(work)
+
+    def drop_lease(self, lease_id: str) -> None:
+        with self.transaction():
+            self._db.execute("DELETE FROM leases WHERE id = ?", (lease_id,))
+
+    def _leases(self, *, live: bool) -> list[Lease]:
+        where = " WHERE expires > ?" if live else " WHERE ? IS NOT NULL"
+        rows = self._db.execute(_LEASE + where + " ORDER BY host, pid", (time.time(),))
+        return [Lease(*r) for r in rows.fetchall()]
+
+    def leases(self, *, live: bool = True) -> list[Lease]:
+        with self._lock:
+            return self._leases(live=live)
 
     def close(self) -> None:
         with self._lock:

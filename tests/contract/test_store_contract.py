@@ -30,6 +30,7 @@ from memory_store import MemoryKeyStore
 
 from keysplit import KeyringError, KeyStore, LegalHoldError
 from keysplit.store import WrappedKey, open_store
+from keysplit.store.base import AuditStore, Lease, StaleKekError
 
 KID = "ab" * 16
 OTHER = "cd" * 16
@@ -214,6 +215,165 @@ def test_close_releases(backend: Backend) -> None:
     backend.opened.remove(s)
     again = backend.open()
     assert again.get_many(["a"]) == {"a": wk("a")}
+
+
+# --------------------------------------------------------------------------- fleet state
+
+
+def lease(lid: str, current: int, *, acked: int = 0) -> Lease:
+    return Lease(lid, "host-a", 4242, "serve", current, acked, 0, 0.0)
+
+
+def test_state_guards_inserts_under_the_current_kek(store: KeyStore) -> None:
+    st = store.state()
+    assert (st.current_kek, st.retired, st.tombstone_seq) == (0, (), 0)
+    store.insert_many([wk("legacy", 3)])  # nothing recorded yet: any version not retired
+    st1 = store.set_current_kek(1)
+    assert st1.current_kek == 1 and st1.epoch > st.epoch
+    with pytest.raises(StaleKekError) as info:
+        store.insert_many([wk("a", 1), wk("b", 2)])
+    assert info.value.state.current_kek == 1
+    assert store.get_many(["a", "b"]) == {}, "a refused insert stores nothing"
+    assert store.insert_many([wk("a", 1)]) == [wk("a", 1)]
+    st2 = store.set_current_kek(2)
+    assert st2.epoch > st1.epoch
+    with pytest.raises(StaleKekError, match="not current"):
+        store.insert_many([wk("c", 1)])
+    with pytest.raises(KeyringError, match="older"):
+        store.set_current_kek(1)
+    assert store.state() == st2
+
+
+def test_retire_is_safe_by_construction(store: KeyStore) -> None:
+    store.set_current_kek(1)
+    store.insert_many([wk("a", 1)])
+    store.set_current_kek(2)
+    with pytest.raises(KeyringError, match="current"):
+        store.retire_kek(2)
+    with pytest.raises(KeyringError, match="1 data keys are still wrapped under KEK version 1"):
+        store.retire_kek(1)
+    assert store.replace_many([(wk("a", 1), wk("a", 2))]) == 1
+    store.renew_lease(lease("L1", 1), 60.0)
+    with pytest.raises(KeyringError, match=r"live process: host-a pid 4242 \(serve\)"):
+        store.retire_kek(1)
+    assert [x.id for x in store.leases()] == ["L1"]
+    store.renew_lease(lease("L1", 1), -1.0)  # expired: no longer blocks
+    assert store.leases() == [] and [x.id for x in store.leases(live=False)] == ["L1"]
+    before = store.state()
+    st = store.retire_kek(1)
+    assert st.retired == (1,) and st.epoch > before.epoch
+    with pytest.raises(StaleKekError, match="retired"):
+        store.replace_many([(wk("a", 2), wk("a", 1))])
+    assert store.get_many(["a"]) == {"a": wk("a", 2)}
+    store.drop_lease("L1")
+    assert store.leases(live=False) == []
+
+
+def test_delete_tombstones_in_its_transaction(store: KeyStore) -> None:
+    tag_a, tag_b = b"\x01" * 16, b"\x02" * 16
+    store.insert_many([wk("a"), wk("b")])
+    e0 = store.state().epoch
+    assert store.delete("a", tag_a)
+    assert not store.delete("a", tag_a), "nothing deleted: no second tombstone"
+    assert not store.delete("nobody", tag_b)
+    st = store.state()
+    assert st.tombstone_seq == 1 and st.epoch == e0 + 1
+    (t,) = store.tombstones_since(0)
+    assert (t.seq, t.tag) == (1, tag_a) and t.time > 0
+    assert store.has_tombstone([tag_b, tag_a]) and not store.has_tombstone([tag_b])
+    store.set_legal_hold("b", True)
+    assert store.state().epoch == e0 + 2, "a hold bumps the epoch"
+    with pytest.raises(LegalHoldError):
+        store.delete("b", tag_b)
+    assert store.tombstones_since(1) == [] and store.state().tombstone_seq == 1
+    with pytest.raises(ValueError):
+        store.delete("b", b"short")
+    assert store.delete("c") is False  # no tombstone asked: plain delete as before
+    rekeyed = store.note_rekey()
+    assert rekeyed.rekeys == 1 and rekeyed.epoch == e0 + 3
+
+
+def test_audit_chain_appends_serialize(backend: Backend) -> None:
+    store = backend.open(create=True)
+    if not isinstance(store, AuditStore):
+        pytest.skip(f"{backend.name} keeps the audit chain in a file")
+    assert store.audit_lines() == []
+
+    def build(last: bytes | None) -> bytes:
+        n = int(last.split(b":")[0]) if last else 0
+        return f"{n + 1}:{hashlib.sha256(last or b'').hexdigest()}".encode()
+
+    _in_threads(4, lambda i: [backend.open().audit_append(build) for _ in range(10)])  # type: ignore[attr-defined]
+    lines = store.audit_lines()
+    assert [int(x.split(b":")[0]) for x in lines] == list(range(1, 41))
+    prev = b""
+    for line in lines:  # every line built on the one before it: no lost or forked append
+        assert line.split(b":")[1] == hashlib.sha256(prev).hexdigest().encode()
+        prev = line
+
+
+def test_retire_races_inserts_of_stale_writers(backend: Backend) -> None:
+    """Writers keep creating keys under the version they last saw while the KEK is rotated
+    and the old one retired: after the retire, no row is ever under the retired version."""
+    store = backend.open(create=True)
+    store.set_current_kek(1)
+    stop = threading.Event()
+    refused = [0]
+
+    def writer(i: int) -> None:
+        s = backend.open()
+        version, n = 1, 0
+        while not stop.is_set():
+            try:
+                s.insert_many([wk(f"w{i}-{n:05d}", version)])
+                n += 1
+            except StaleKekError as exc:
+                refused[0] += 1
+                version = exc.state.current_kek
+
+    def admin() -> None:
+        time.sleep(0.2)
+        store.set_current_kek(2)
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            after = ""
+            while page := store.stale_batch(2, after, 200):
+                after = page[-1].subject
+                store.replace_many([(r, wk(r.subject, 2)) for r in page])
+            try:
+                store.retire_kek(1)
+                break
+            except KeyringError:
+                continue
+        time.sleep(0.2)
+        stop.set()
+
+    _in_threads(3, lambda i: admin() if i == 2 else writer(i))
+    assert store.state().retired == (1,)
+    assert 1 not in store.count_by_version(), "a key was stored under a retired version"
+    assert refused[0] >= 1
+
+
+def test_sqlite_store_of_version_1_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    from keysplit.store import SQLiteKeyStore
+
+    path = tmp_path / "keys.sqlite"
+    s = SQLiteKeyStore(path, KID, create=True)
+    s.insert_many([wk("a", 1)])
+    s.close()
+    db = sqlite3.connect(path)
+    db.executescript(
+        "DROP TABLE keyring_state; DROP TABLE tombstones; DROP TABLE leases;"
+        "UPDATE meta SET value = '1' WHERE name = 'version';"
+    )
+    db.close()
+    s = SQLiteKeyStore(path, KID)
+    assert s.get_many(["a"]) == {"a": wk("a", 1)}
+    assert s.state().current_kek == 0
+    assert s.delete("a", b"\x03" * 16) and s.state().tombstone_seq == 1
+    s.close()
 
 
 # --------------------------------------------------------------------------- races

@@ -9,12 +9,15 @@ atomic. Stores are named so a test can "reopen" one and see the keyring binding 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import ClassVar
 
 from keysplit.errors import KeyringError, LegalHoldError
 from keysplit.store import WrappedKey
+from keysplit.store import rules as _rules
+from keysplit.store.base import KeyringState, Lease, Tombstone
 
 __all__ = ["MemoryKeyStore"]
 
@@ -25,6 +28,13 @@ class _Data:
         self.lock = threading.Lock()
         self.keys: dict[str, WrappedKey] = {}
         self.holds: set[str] = set()
+        self.state = KeyringState(0, 0, (), 0, 0)
+        self.tombstones: list[Tombstone] = []
+        self.leases: dict[str, Lease] = {}
+
+    def bump(self, st: KeyringState) -> KeyringState:
+        self.state = st._replace(epoch=st.epoch + 1)
+        return self.state
 
 
 class MemoryKeyStore:
@@ -52,6 +62,7 @@ class MemoryKeyStore:
 
     def insert_many(self, rows: Sequence[WrappedKey]) -> list[WrappedKey]:
         with self._d.lock:
+            _rules.check_insert(self._d.state, {r.kek_version for r in rows})
             for r in rows:
                 self._d.keys.setdefault(r.subject, r)
             return [self._d.keys[r.subject] for r in rows]
@@ -59,17 +70,24 @@ class MemoryKeyStore:
     def replace_many(self, rows: Sequence[tuple[WrappedKey, WrappedKey]]) -> int:
         n = 0
         with self._d.lock:
+            _rules.check_replace(self._d.state, {new.kek_version for _, new in rows})
             for old, new in rows:
                 if old.subject == new.subject and self._d.keys.get(old.subject) == old:
                     self._d.keys[old.subject] = new
                     n += 1
         return n
 
-    def delete(self, subject: str) -> bool:
+    def delete(self, subject: str, tombstone: bytes | None = None) -> bool:
+        _rules.check_tombstone(tombstone)
         with self._d.lock:
             if subject in self._d.holds:
                 raise LegalHoldError(f"subject {subject!r} is under legal hold")
-            return self._d.keys.pop(subject, None) is not None
+            gone = self._d.keys.pop(subject, None) is not None
+            if gone and tombstone is not None:
+                seq = self._d.state.tombstone_seq + 1
+                self._d.tombstones.append(Tombstone(seq, tombstone, time.time()))
+                self._d.bump(self._d.state._replace(tombstone_seq=seq))
+            return gone
 
     def stale_batch(self, current_version: int, after: str, limit: int) -> list[WrappedKey]:
         with self._d.lock:
@@ -96,10 +114,58 @@ class MemoryKeyStore:
     def set_legal_hold(self, subject: str, hold: bool) -> None:
         with self._d.lock:
             (self._d.holds.add if hold else self._d.holds.discard)(subject)
+            self._d.bump(self._d.state)
 
     def legal_holds(self) -> list[str]:
         with self._d.lock:
             return sorted(self._d.holds)
+
+    def state(self) -> KeyringState:
+        return self._d.state
+
+    def set_current_kek(self, version: int) -> KeyringState:
+        with self._d.lock:
+            _rules.check_rotate(self._d.state, version)
+            return self._d.bump(self._d.state._replace(current_kek=version))
+
+    def retire_kek(self, version: int) -> KeyringState:
+        with self._d.lock:
+            st = self._d.state
+            left = sum(r.kek_version == version for r in self._d.keys.values())
+            refusal = _rules.retire_refusal(st, version, left, self._live())
+            if refusal is not None:
+                raise refusal
+            return self._d.bump(st._replace(retired=(*st.retired, version)))
+
+    def note_rekey(self) -> KeyringState:
+        with self._d.lock:
+            return self._d.bump(self._d.state._replace(rekeys=self._d.state.rekeys + 1))
+
+    def tombstones_since(self, seq: int, limit: int = 10_000) -> list[Tombstone]:
+        with self._d.lock:
+            return [t for t in self._d.tombstones if t.seq > seq][:limit]
+
+    def has_tombstone(self, tags: Sequence[bytes]) -> bool:
+        with self._d.lock:
+            return any(t.tag in tags for t in self._d.tombstones)
+
+    def renew_lease(self, lease: Lease, ttl: float) -> KeyringState:
+        with self._d.lock:
+            self._d.leases[lease.id] = lease._replace(expires=time.time() + ttl)
+            return self._d.state
+
+    def drop_lease(self, lease_id: str) -> None:
+        with self._d.lock:
+            self._d.leases.pop(lease_id, None)
+
+    def _live(self) -> list[Lease]:
+        now = time.time()
+        return [x for x in self._d.leases.values() if x.expires > now]
+
+    def leases(self, *, live: bool = True) -> list[Lease]:
+        with self._d.lock:
+            found = self._live() if live else list(self._d.leases.values())
+        return sorted(found, key=lambda x: (x.host, x.pid))
 
     def close(self) -> None:
         pass

@@ -26,8 +26,10 @@ from keysplit import (
     KeyringError,
     LegalHoldError,
     MixedSharesError,
+    NoDataKeyError,
     RecoveryError,
     Share,
+    ShreddedError,
     SQLiteKeyStore,
     combine,
     hpke_seal,
@@ -122,7 +124,7 @@ def test_records_bound_to_subject_and_context(made: tuple[Path, dict[str, Share]
             ku.decrypt(rec, subject="u2", context={"table": "msg"})
         with pytest.raises(IntegrityError):
             ku.decrypt(rec, subject="u1", context={"table": "contacts"})
-        with pytest.raises(IntegrityError):
+        with pytest.raises(NoDataKeyError):
             ku.decrypt(rec, subject="never-seen", context={"table": "msg"})
         with pytest.raises(FormatError):
             ku.decrypt(b"garbage", subject="u1")
@@ -131,6 +133,8 @@ def test_records_bound_to_subject_and_context(made: tuple[Path, dict[str, Share]
         recs = ku.encrypt_many(subjects, pts, {"t": "x"})
         assert ku.decrypt_many(subjects, recs, {"t": "x"}) == pts
         with pytest.raises(IntegrityError):
+            ku.decrypt_many(["s1", *subjects[1:]], recs, {"t": "x"})
+        with pytest.raises(NoDataKeyError):
             ku.decrypt_many(["zz", *subjects[1:]], recs, {"t": "x"})
         assert ku.status().keys_by_version == {1: 9}
     # a fresh session loads the same data keys from the store
@@ -193,10 +197,10 @@ def test_shred_and_legal_hold(made: tuple[Path, dict[str, Share]]) -> None:
         ku.set_legal_hold("u1", False)
         assert ku.shred("u1") is True
         assert ku.shred("u1") is False
-        with pytest.raises(IntegrityError):
+        with pytest.raises(ShreddedError):
             ku.decrypt(rec, subject="u1")
         rec2 = ku.encrypt(b"again", subject="u1")  # a new key; the old record stays dead
-        with pytest.raises(IntegrityError):
+        with pytest.raises(ShreddedError):
             ku.decrypt(rec, subject="u1")
         assert ku.decrypt(rec2, subject="u1") == b"again"
     wrapped_gone = SQLiteKeyStore(path / STORE_FILE, Keyring.open(path).keyring_id)

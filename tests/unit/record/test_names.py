@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import keysplit
 from keysplit import custodian, names, record
-from keysplit.errors import CustodianError, IntegrityError
+from keysplit.errors import CustodianError, IntegrityError, ShreddedError
 
 NFC = "Jos\u00e9"
 NFD = "Jose\u0301"
@@ -327,9 +327,9 @@ def test_keyring_legacy_nfd_subject_readable_and_shreddable(tmp_path: Path) -> N
         assert ku.shred(NFC) is True  # shred("José") reaches every spelling
         assert ku.store.get_many([NFC, NFD]) == {}
         for rec in (legacy, new):
-            with pytest.raises(IntegrityError):
+            with pytest.raises(ShreddedError):
                 ku.decrypt(rec, subject=NFC)
-            with pytest.raises(IntegrityError):
+            with pytest.raises(ShreddedError):
                 ku.decrypt(rec, subject=NFD)
 
 
@@ -342,9 +342,9 @@ def test_keyring_nfd_written_key_shredded_by_nfc(tmp_path: Path) -> None:
         (rec2,) = ku.encrypt_many([NFD], [b"y"])
         assert ku.decrypt(rec, subject=NFC) == b"x"
         assert ku.shred(NFC) is True
-        with pytest.raises(IntegrityError):
+        with pytest.raises(ShreddedError):
             ku.decrypt(rec, subject=NFD)
-        with pytest.raises(IntegrityError):
+        with pytest.raises(ShreddedError):
             ku.decrypt_many([NFD], [rec2])
 
 
@@ -417,7 +417,7 @@ def test_shred_of_nfc_reaches_an_odd_legacy_spelling(tmp_path: Path) -> None:
         assert ku.store.get_many([ODD, ODD_NFC]) == {}
         for rec in (legacy, fresh):
             for s in (ODD, ODD_NFC):
-                with pytest.raises(IntegrityError):
+                with pytest.raises(ShreddedError):
                     ku.decrypt(rec, subject=s)
 
 

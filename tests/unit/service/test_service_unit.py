@@ -308,7 +308,7 @@ def test_datakey_matches_the_keyring(
     r = svc.handle(_req("/v1/datakey", tokens["all"], frame))
     head, _, keys = wire.decode_frame(r.body)
     assert keys[0] is not None and keys[0] == keys[3] and len(keys[0]) == 16
-    assert keys[1] is None and head["errors"]["1"]["type"] == "IntegrityError"
+    assert keys[1] is None and head["errors"]["1"]["type"] == "NoDataKeyError"
     assert keys[2] is None and "2" in head["errors"]  # an invalid subject, named
     dk = record.DataKey(keys[0])
     assert record.decrypt(dk, rec, subject="s/1", context={"k": "v"}) == b"secret"
@@ -328,11 +328,13 @@ def test_bench_service_tiny(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(bench_service, "_sizes", lambda quick: (2,))
     monkeypatch.setattr(bench_service, "_calls", lambda fn, n, quick: [_timed(fn)] * 3)
+    monkeypatch.setattr(bench_service, "_scale_params", lambda quick: (0.05, 1))
     rows = harness.validate_rows(bench_service.run(quick=True))
     assert {r["benchmark"] for r in rows} == {
         "service-datakey",
         "service-encrypt-1KiB",
         "service-decrypt-1KiB",
+        "service-clients-encrypt-1KiB",
     }
 
 
@@ -387,8 +389,8 @@ def test_rekey_while_sealed_is_picked_up(ring: tuple[keysplit.Keyring, dict]) ->
     opened.close()  # type: ignore[attr-defined]
 
 
-def test_client_cache_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The data-key cache refetches after max records per key and after max age."""
+def _fake_datakeys(monkeypatch: pytest.MonkeyPatch) -> tuple[list[float], list[list[str]]]:
+    """A frozen clock (``now[0]``) and a ``fetch_datakeys`` that records each batch."""
     from keysplit.service import remote as remote_mod
 
     now = [1000.0]
@@ -400,6 +402,13 @@ def test_client_cache_limits(monkeypatch: pytest.MonkeyPatch) -> None:
         return [bytes([len(fetched)]) * 16 for _ in subjects]
 
     monkeypatch.setattr(keysplit.Client, "fetch_datakeys", fake_datakeys)
+    return now, fetched
+
+
+def test_client_cache_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data-key cache refetches after max records per key and after max age."""
+    monkeypatch.setenv("KEYSPLIT_LEASE_TTL", "100")  # the lease bound is tested below
+    now, fetched = _fake_datakeys(monkeypatch)
     c = keysplit.Client("unix:/unused", cache_max_records=5, cache_max_age=60)
     recs = c.encrypt_many(["a", "a", "b"], [b"1", b"2", b"3"])
     assert fetched == [["a", "b"]]
@@ -417,6 +426,31 @@ def test_client_cache_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(fetched) == 4
     with pytest.raises(ValueError):
         keysplit.Client("unix:/unused", cache_max_records=0)
+
+
+def test_client_cache_obeys_the_lease_bound_and_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19: no cached key outlives the fleet's lease ttl, whatever cache_max_age says,
+    and the cache is LRU-bounded by KEYSPLIT_CACHE_KEYS."""
+    monkeypatch.setenv("KEYSPLIT_CACHE_KEYS", "2")
+    monkeypatch.setenv("KEYSPLIT_LEASE_TTL", "5")
+    now, fetched = _fake_datakeys(monkeypatch)
+    c = keysplit.Client("unix:/unused", cache_max_age=3600)  # asks for an hour: gets 5 s
+    c.encrypt(b"1", subject="a")
+    c.encrypt(b"2", subject="b")
+    c.encrypt(b"3", subject="a")  # a is now the most recently used
+    assert fetched == [["a"], ["b"]]
+    c.encrypt(b"4", subject="c")  # over the bound of 2: b (least recently used) goes
+    c.encrypt(b"5", subject="a")
+    assert fetched[-1] == ["c"]
+    c.encrypt(b"6", subject="b")
+    assert fetched[-1] == ["b"]
+    n = len(fetched)
+    now[0] += 5.0  # within the lease
+    c.encrypt(b"7", subject="b")
+    assert len(fetched) == n
+    now[0] += 5.1  # past the lease ttl: refetched although cache_max_age is an hour
+    c.encrypt(b"8", subject="b")
+    assert len(fetched) == n + 1
 
 
 def test_rolled_back_token_list_is_refused(service: tuple[KeyService, dict[str, str]]) -> None:

@@ -1,0 +1,358 @@
+"""One keyring, many processes: the lease, the bounded key cache and the tombstone tags.
+
+Every process that holds an unsealed keyring (a backend, ``keysplit serve``, a job
+driver, a CLI ceremony) is a *member* of the keyring's fleet: it holds a
+:class:`~keysplit.store.base.Lease` in the store (host, pid, role, its current KEK, the
+last shred it has acknowledged, how many keys it caches) and watches the shared
+:class:`~keysplit.store.base.KeyringState`. The rules, and the bound each one keeps:
+
+* **Shred.** The store writes a tombstone (:func:`tombstone_tags`: a keyed hash of the
+  subject) in the transaction that deletes the key. A member reads new tombstones every
+  ``poll`` seconds (SQLite) or as soon as PostgreSQL notifies it, drops those subjects'
+  cached keys, and acknowledges the tombstone's sequence number in its lease, which is
+  what ``keysplit shred --wait`` waits for.
+* **Lease bound.** The cache serves keys only until ``ttl`` seconds after the member's
+  last successful renewal (renewed every ``ttl / 3``). A member cut off from the store
+  stops serving cached keys when its lease expires, which is also when the rest of the
+  fleet stops counting it as live: nobody ever waits on a partitioned member, and it can
+  never decrypt a shredded subject for longer than ``ttl``.
+* **Rotate, retire, rekey.** The store refuses a new key under a version that is not
+  current (in the insert's transaction); the member then re-reads the keyring file with
+  its master key and retries. A member adopts a new current KEK within ``poll`` seconds
+  anyway and reports it in its lease, so a retire is refused only while some live member
+  still writes under the old version.
+
+:class:`KeyCache` is the bounded LRU of unwrapped data keys every :class:`DataKeys`
+implementation that caches uses; memory per key is stated in its docstring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..names import subject_spellings
+from ..record import DataKey
+from ..store import KeyStore
+from ..store.base import TOMBSTONE_SIZE, KeyringState, Lease
+
+__all__ = [
+    "DEFAULT_CACHE_KEYS",
+    "DEFAULT_LEASE_TTL",
+    "DEFAULT_POLL",
+    "TOMBSTONE_KEY_INFO",
+    "FleetConfig",
+    "FleetMember",
+    "KeyCache",
+    "TombstoneTagger",
+    "tombstone_key",
+    "tombstone_tags",
+    "wait_for_acks",
+]
+
+DEFAULT_LEASE_TTL = 10.0
+"""Seconds a lease (and so every cached key) lives without a renewal."""
+DEFAULT_POLL = 1.0
+"""Seconds between looks at the shared state (PostgreSQL also wakes on NOTIFY)."""
+DEFAULT_CACHE_KEYS = 100_000
+"""Data keys a process caches at most (LRU beyond)."""
+TOMBSTONE_KEY_INFO = b"keysplit keyring tombstone key v1\x00"
+
+
+class FleetConfig(NamedTuple):
+    """How long a lease lives, how often the state is polled, how many keys are cached.
+
+    :meth:`from_env` reads ``KEYSPLIT_LEASE_TTL``, ``KEYSPLIT_POLL`` and
+    ``KEYSPLIT_CACHE_KEYS`` (so ``keysplit serve``, jobs and backends are configured
+    without code); invalid values are a ``ValueError``.
+    """
+
+    lease_ttl: float = DEFAULT_LEASE_TTL
+    poll: float = DEFAULT_POLL
+    cache_keys: int = DEFAULT_CACHE_KEYS
+
+    @classmethod
+    def from_env(cls) -> FleetConfig:
+        env = os.environ
+        return cls(
+            float(env.get("KEYSPLIT_LEASE_TTL", DEFAULT_LEASE_TTL)),
+            float(env.get("KEYSPLIT_POLL", DEFAULT_POLL)),
+            int(env.get("KEYSPLIT_CACHE_KEYS", DEFAULT_CACHE_KEYS)),
+        )
+
+_log = logging.getLogger(__name__)
+
+
+def tombstone_key(x25519_private: bytes, keyring_id: str) -> bytes:
+    """The keyring's tombstone MAC key: HKDF-SHA256 of the X25519 private key (kept across
+    rekey and rotate, like the audit key), the keyring id bound in."""
+    return HKDF(
+        hashes.SHA256(), 32, salt=None, info=TOMBSTONE_KEY_INFO + bytes.fromhex(keyring_id)
+    ).derive(x25519_private)
+
+
+class TombstoneTagger:
+    """HMAC-SHA256(key, subject)[:16] from precomputed inner/outer states (~1 us each)."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        block = key.ljust(64, b"\x00")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def __call__(self, subject: str) -> bytes:
+        h = self._inner.copy()
+        h.update(subject.encode())
+        o = self._outer.copy()
+        o.update(h.digest())
+        return o.digest()[:TOMBSTONE_SIZE]
+
+
+def tombstone_tags(key: bytes, subject: str) -> list[bytes]:
+    """The tombstone tag of every spelling of ``subject`` (:mod:`keysplit.names`)."""
+    tag = TombstoneTagger(key)
+    return [tag(s) for s in subject_spellings(subject)]
+
+
+def _check_tag(key: bytes, subject: str, tag: bytes) -> bool:
+    """Reference HMAC (used by tests to cross-check the precomputed states)."""
+    full = hmac.new(key, subject.encode(), hashlib.sha256).digest()
+    return hmac.compare_digest(full[:TOMBSTONE_SIZE], tag)
+
+
+class KeyCache:
+    """Bounded LRU of unwrapped data keys, usable only while ``valid()`` says so.
+
+    Memory: a cached key costs about 250 bytes (the 16-byte key in a ``DataKey`` object,
+    its 16-byte commitment, the subject string, the LRU entry and the tombstone tag map
+    entry); measured by ``tests/unit/keyring/test_fleet.py::test_cache_memory_per_key``.
+    The default bound of 100,000 keys is thus ~25 MB. Thread-safe.
+    """
+
+    def __init__(self, max_keys: int = DEFAULT_CACHE_KEYS, tagger: TombstoneTagger | None = None):
+        if max_keys < 1:
+            raise ValueError("the key cache holds at least one key")
+        self.max_keys = max_keys
+        self._keys: OrderedDict[str, DataKey] = OrderedDict()
+        self._tags: dict[bytes, str] = {}
+        self._tag = tagger
+        self._lock = threading.Lock()
+        self.generation = 0
+        """Bumped by every drop: a key read from the store before a drop is not cached."""
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get_many(self, subjects: Sequence[str]) -> list[DataKey | None]:
+        """Cached keys in order (``None`` where absent)."""
+        keys = self._keys
+        with self._lock:
+            got = list(map(keys.get, subjects))
+            touch = keys.move_to_end
+            for s, k in zip(subjects, got, strict=True):
+                if k is not None:
+                    touch(s)
+        return got
+
+    def put_many(self, items: Iterable[tuple[str, DataKey]], *, since: int | None = None) -> None:
+        """Cache keys; with ``since`` (a :attr:`generation` read before the keys were read
+        from the store) nothing is cached if a drop happened in between, so a key read
+        just before its shred is processed never outlives the shred in the cache."""
+        tag = self._tag
+        with self._lock:
+            if since is not None and since != self.generation:
+                return
+            keys, tags = self._keys, self._tags
+            for s, k in items:
+                if s not in keys and tag is not None:
+                    tags[tag(s)] = s
+                keys[s] = k
+                keys.move_to_end(s)
+            while len(keys) > self.max_keys:
+                old, _ = keys.popitem(last=False)
+                if tag is not None:
+                    tags.pop(tag(old), None)
+
+    def drop(self, subjects: Iterable[str]) -> None:
+        tag = self._tag
+        with self._lock:
+            self.generation += 1
+            for s in subjects:
+                if self._keys.pop(s, None) is not None and tag is not None:
+                    self._tags.pop(tag(s), None)
+
+    def drop_tags(self, tags: Iterable[bytes]) -> int:
+        """Drop the keys of subjects whose tombstone tag is in ``tags``; how many."""
+        n = 0
+        with self._lock:
+            self.generation += 1
+            for t in tags:
+                s = self._tags.pop(t, None)
+                if s is not None and self._keys.pop(s, None) is not None:
+                    n += 1
+        return n
+
+    def clear(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._keys.clear()
+            self._tags.clear()
+
+
+class FleetMember:
+    """This process's lease on a keyring and the thread that keeps it and its cache current.
+
+    ``current_kek()`` reports the version this process writes under; ``on_tombstones``
+    drops the named subjects' keys; ``on_state`` adopts a changed state (a new current or
+    retired KEK). Both callbacks run on the member's thread; an exception in them is
+    logged and retried on the next poll, and the cache lapses with the lease meanwhile.
+    """
+
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        role: str,
+        current_kek: Callable[[], int],
+        cached: Callable[[], int],
+        on_tombstones: Callable[[list[bytes]], object],
+        on_state: Callable[[KeyringState], None],
+        ttl: float = DEFAULT_LEASE_TTL,
+        poll: float = DEFAULT_POLL,
+    ) -> None:
+        if ttl <= 0 or poll <= 0 or poll >= ttl:
+            raise ValueError("need 0 < poll < ttl")
+        self.store = store
+        self.id = secrets.token_hex(8)
+        self.role = role
+        self.ttl, self.poll = float(ttl), float(poll)
+        self._current_kek, self._cached = current_kek, cached
+        self._on_tombstones, self._on_state = on_tombstones, on_state
+        self._deadline = 0.0
+        self._renewed = -1e18
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        st = store.state()
+        self._epoch = st.epoch
+        self.acked = st.tombstone_seq  # earlier shreds removed their keys before we loaded any
+        self.last_state = st
+
+    def __repr__(self) -> str:
+        return f"FleetMember({self.id}, role={self.role!r}, acked={self.acked})"
+
+    def lease(self) -> Lease:
+        return Lease(
+            self.id,
+            socket.gethostname(),
+            os.getpid(),
+            self.role,
+            self._current_kek(),
+            self.acked,
+            self._cached(),
+            0.0,
+        )
+
+    def valid(self) -> bool:
+        """Whether cached keys may still be used (the lease has not lapsed locally)."""
+        return time.monotonic() < self._deadline
+
+    def start(self) -> None:
+        """Take the lease now (so it shows before the first use) and start watching."""
+        self.renew()
+        self._thread = threading.Thread(
+            target=self._run, name=f"keysplit-lease-{self.id}", daemon=True
+        )
+        self._thread.start()
+
+    def renew(self) -> KeyringState:
+        """Renew the lease and catch up with the state now (also after a local change)."""
+        with self._lock:
+            t0 = time.monotonic()
+            st = self.store.renew_lease(self.lease(), self.ttl)
+            self._renewed = t0
+            self._deadline = t0 + self.ttl
+            if self._apply(st):  # report what was just adopted or acknowledged
+                st = self.store.renew_lease(self.lease(), self.ttl)
+            return st
+
+    def sync(self) -> KeyringState:
+        """Look at the state; process what changed; renew when due or when acking."""
+        with self._lock:
+            due = time.monotonic() - self._renewed >= self.ttl / 3
+            if due:
+                return self.renew()
+            st = self.store.state()
+            if self._apply(st):
+                return self.renew()
+            return st
+
+    def _apply(self, st: KeyringState) -> bool:
+        """Process a state; True if the lease should be renewed to report it."""
+        self.last_state = st
+        changed = False
+        while st.tombstone_seq > self.acked:
+            batch = self.store.tombstones_since(self.acked)
+            if not batch:
+                break
+            self._on_tombstones([t.tag for t in batch])
+            self.acked = batch[-1].seq
+            changed = True
+        if st.epoch != self._epoch:
+            before = self._current_kek()
+            self._on_state(st)
+            self._epoch = st.epoch
+            changed = changed or self._current_kek() != before
+        return changed
+
+    def _run(self) -> None:
+        wait = getattr(self.store, "wait_for_change", None)
+        while not self._stop.is_set():
+            if wait is not None:
+                wait(self.poll)
+            elif self._stop.wait(self.poll):
+                break
+            if self._stop.is_set():
+                break
+            try:
+                self.sync()
+            except Exception as exc:  # the store is unreachable: the lease lapses on its own
+                _log.warning("keysplit lease %s: %s", self.id, type(exc).__name__)
+
+    def close(self) -> None:
+        """Stop watching and give the lease back (best effort: it expires anyway)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(self.poll + 5.0)
+        self._deadline = 0.0
+        try:
+            self.store.drop_lease(self.id)
+        except Exception:  # closing; the lease expires by itself
+            _log.debug("keysplit lease %s: not dropped", self.id)
+
+
+def wait_for_acks(store: KeyStore, seq: int, timeout: float, *, step: float = 0.1) -> list[Lease]:
+    """Wait up to ``timeout`` seconds until every live lease has acknowledged tombstone
+    ``seq`` (dropped its subject's key); return the live leases that still have not
+    (empty: every holder has). A holder that cannot be reached stops counting when its
+    lease expires, by which time it has stopped using its cache (the lease bound)."""
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        pending = [x for x in store.leases() if x.acked < seq]
+        left = deadline - time.monotonic()
+        if not pending or left <= 0:
+            return pending
+        time.sleep(min(step, left))

@@ -1,0 +1,94 @@
+"""The fleet-state rules every store applies inside its transactions (written once).
+
+Each store reads the state row under its lock, calls one of these, and writes what they
+return in the same transaction; the rules themselves never touch a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from ..errors import KeyringError
+from .base import (
+    TOMBSTONE_SIZE,
+    KekInUseError,
+    KeyringState,
+    Lease,
+    StaleKekError,
+    describe_lease,
+)
+
+__all__ = [
+    "check_insert",
+    "check_replace",
+    "check_rotate",
+    "check_tombstone",
+    "encode_retired",
+    "parse_retired",
+    "retire_refusal",
+]
+
+
+def encode_retired(versions: Iterable[int]) -> str:
+    return ",".join(str(v) for v in sorted(set(versions)))
+
+
+def parse_retired(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v)
+
+
+def check_insert(state: KeyringState, versions: Iterable[int]) -> None:
+    """New keys go under the current KEK only (any non-retired one while none is recorded)."""
+    for v in set(versions):
+        if v in state.retired:
+            raise StaleKekError(f"KEK version {v} is retired; new keys use a current one", state)
+        if state.current_kek and v != state.current_kek:
+            raise StaleKekError(
+                f"KEK version {v} is not current (version {state.current_kek} is)", state
+            )
+
+
+def check_replace(state: KeyringState, versions: Iterable[int]) -> None:
+    """A rewrapped key never lands under a retired version."""
+    for v in set(versions):
+        if v in state.retired:
+            raise StaleKekError(f"KEK version {v} is retired; cannot rewrap to it", state)
+
+
+def check_rotate(state: KeyringState, version: int) -> None:
+    if version in state.retired:
+        raise KeyringError(f"KEK version {version} is retired")
+    if version < state.current_kek:
+        raise KeyringError(
+            f"KEK version {version} is older than the current one ({state.current_kek})",
+            hint="another process rotated; unseal again",
+        )
+
+
+def check_tombstone(tag: bytes | None) -> None:
+    if tag is not None and (not isinstance(tag, bytes) or len(tag) != TOMBSTONE_SIZE):
+        raise ValueError(f"a tombstone is {TOMBSTONE_SIZE} bytes")
+
+
+def retire_refusal(
+    state: KeyringState, version: int, keys_left: int, live: Sequence[Lease]
+) -> KeyringError | None:
+    """Why ``version`` cannot be retired now (naming what still uses it), or None."""
+    if version == state.current_kek:
+        return KeyringError(f"KEK version {version} is current and cannot be retired")
+    if keys_left:
+        return KeyringError(
+            f"{keys_left} data keys are still wrapped under KEK version {version}",
+            hint="run rewrap first",
+        )
+    users = [lease for lease in live if lease.current_kek == version]
+    if users:
+        named = ", ".join(describe_lease(lease) for lease in users[:3])
+        more = f" and {len(users) - 3} more" if len(users) > 3 else ""
+        return KekInUseError(
+            f"KEK version {version} is still the current KEK of a live process: {named}{more}",
+            users,
+            hint="it adopts the new version within its poll interval; retry shortly, "
+            "or stop it (its lease then expires)",
+        )
+    return None

@@ -1,0 +1,302 @@
+"""One keyring, many holders (issue 19), in one process: two unsealed keyrings on one home
+behave like two processes (each has its own lease, cache and poll thread). The scenario
+with real processes, SQLite and PostgreSQL, is in tests/unit/service/test_fleet_processes.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import socket
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from ceremony_helpers import Ceremony, make_ceremony, run
+from ceremony_helpers import fast_kdf_fixture as fast_kdf  # noqa: F401 - autouse fixture
+
+from keysplit import (
+    Identity,
+    IntegrityError,
+    Keyring,
+    KeyringError,
+    NoDataKeyError,
+    Share,
+    ShreddedError,
+    UnsealedKeyring,
+    load_share,
+)
+from keysplit.keyring import fleet
+from keysplit.record import DataKey
+
+NAMES = ["alice", "bob"]
+BOUND = 10.0  # seconds a test waits for something the poll (0.1 s here) does
+
+
+@pytest.fixture(autouse=True)
+def _fast_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEYSPLIT_POLL", "0.1")
+    monkeypatch.setenv("KEYSPLIT_LEASE_TTL", "5")
+
+
+@pytest.fixture
+def made(tmp_path: Path) -> tuple[Path, dict[str, Share]]:
+    path = tmp_path / "kr"
+    _, shares = Keyring.create(path, 2, NAMES)
+    return path, shares
+
+
+@pytest.fixture
+def pair(made: tuple[Path, dict[str, Share]]) -> Iterator[tuple[UnsealedKeyring, UnsealedKeyring]]:
+    path, shares = made
+    a = Keyring.open(path).unseal(list(shares.values()))
+    b = Keyring.open(path).unseal(list(shares.values()))
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def eventually(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + BOUND
+    while not check():
+        assert time.monotonic() < deadline, f"not within {BOUND} s: {what}"
+        time.sleep(0.02)
+
+
+def raises(exc: type[BaseException], fn: Callable[[], object]) -> bool:
+    try:
+        fn()
+    except exc:
+        return True
+    return False
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def test_tombstone_tags_are_hmac_sha256_of_each_spelling() -> None:
+    key = bytes(range(32))
+    tagger = fleet.TombstoneTagger(key)
+    for subject in ("user-1", "José", "Jose\u0301", "ü" * 300, ""):
+        expect = hmac.new(key, subject.encode(), hashlib.sha256).digest()[:16]
+        assert tagger(subject) == expect
+    nfc, nfd = "Jos\u00e9", "Jose\u0301"
+    assert fleet.tombstone_tags(key, nfc) == fleet.tombstone_tags(key, nfd)
+    assert len(fleet.tombstone_tags(key, nfc)) == 2
+    assert fleet.tombstone_key(b"\x01" * 32, "ab" * 16) != fleet.tombstone_key(
+        b"\x01" * 32, "cd" * 16
+    ), "the keyring id is bound into the tombstone key"
+
+
+def test_key_cache_is_a_bounded_lru() -> None:
+    tagger = fleet.TombstoneTagger(b"k" * 32)
+    cache = fleet.KeyCache(3, tagger)
+    keys = {s: DataKey(bytes([i]) * 16) for i, s in enumerate("abcde")}
+    cache.put_many((s, keys[s]) for s in "abc")
+    assert cache.get_many(["a"]) == [keys["a"]]  # a is now the most recent
+    cache.put_many([("d", keys["d"])])
+    assert cache.get_many(list("abcd")) == [keys["a"], None, keys["c"], keys["d"]]
+    assert len(cache) == 3
+    assert cache.drop_tags([tagger("c"), tagger("zz")]) == 1
+    assert cache.get_many(["c"]) == [None]
+    gen = cache.generation
+    cache.drop(["a"])
+    cache.put_many([("e", keys["e"])], since=gen)  # read before a drop: not cached
+    assert cache.get_many(["e"]) == [None]
+    with pytest.raises(ValueError):
+        fleet.KeyCache(0)
+
+
+def test_cache_memory_per_key() -> None:
+    """The figure KeyCache's docstring states (~250 bytes per cached key)."""
+    n = 20_000
+    subjects = [f"user-{i:08d}" for i in range(n)]  # 13-character ids
+    keys = [DataKey(os.urandom(16)) for _ in range(n)]
+    cache = fleet.KeyCache(n, fleet.TombstoneTagger(b"k" * 32))
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    cache.put_many(zip(subjects, keys, strict=True))
+    per_key = (tracemalloc.get_traced_memory()[0] - before) / n
+    tracemalloc.stop()
+    del keys, subjects  # the DataKey objects and subject strings themselves (tag map incl.)
+    assert 60 < per_key < 400, per_key
+
+
+# --------------------------------------------------------------------------- two holders
+
+
+def test_shred_reaches_the_other_holder_within_the_poll(
+    pair: tuple[UnsealedKeyring, UnsealedKeyring],
+) -> None:
+    a, b = pair
+    rec = a.encrypt(b"secret", subject="victim")
+    keep = a.encrypt(b"kept", subject="other")
+    assert b.decrypt(rec, subject="victim") == b"secret"  # cached in b now
+    assert a.shred("victim") is True
+    eventually(lambda: raises(ShreddedError, lambda: b.decrypt(rec, subject="victim")),
+               "b drops the shredded key")  # fmt: skip
+    with pytest.raises(ShreddedError):
+        a.decrypt(rec, subject="victim")
+    assert b.decrypt(keep, subject="other") == b"kept"
+    seq = a.store.state().tombstone_seq
+    assert fleet.wait_for_acks(a.store, seq, BOUND) == [], "both leases acknowledge"
+    with pytest.raises(NoDataKeyError):
+        b.decrypt(rec, subject="never-had-one")
+    tampered = rec[:-1] + bytes([rec[-1] ^ 1])
+    with pytest.raises(IntegrityError):
+        b.decrypt(a.encrypt(b"x", subject="u2")[:-1] + b"\x00", subject="u2")
+    with pytest.raises(ShreddedError):  # a shredded subject's record stays shredded
+        b.decrypt(tampered, subject="victim")
+
+
+def test_rotated_elsewhere_new_keys_only_under_the_current_kek(
+    pair: tuple[UnsealedKeyring, UnsealedKeyring],
+) -> None:
+    a, b = pair
+    b.local_data_keys().member.close()  # b stops polling: only the store's check saves it
+    assert a.rotate() == 2
+    b.encrypt(b"x", subject="new-after-rotate")  # b still believes v1 is current
+    assert b.store.get_many(["new-after-rotate"])["new-after-rotate"].kek_version == 2
+    assert b.local_data_keys().keks.current == 2
+
+
+def test_retire_refused_while_a_live_holder_writes_under_it(
+    pair: tuple[UnsealedKeyring, UnsealedKeyring],
+) -> None:
+    a, b = pair
+    b.set_role("job")
+    mb = b.local_data_keys().member
+    mb._stop.set()  # b is alive but slow: it has not adopted v2 yet
+    a.encrypt(b"x", subject="u1")
+    a.rotate()
+    a.rewrap()
+    with pytest.raises(KeyringError) as info:
+        a.retire(1)
+    host = socket.gethostname()
+    assert f"{host} pid {os.getpid()} (job)" in str(info.value)
+    mb.sync()  # b catches up and reports v2
+    a.retire(1)
+    assert a.store.state().retired == (1,)
+    assert a.keyring.meta.kek_versions == (2,)
+    eventually(lambda: b.local_data_keys().keks.versions == (2,) or mb.renew() is None,
+               "b forgets the retired KEK")  # fmt: skip
+
+
+def test_rekeyed_elsewhere_refuses_to_write(
+    pair: tuple[UnsealedKeyring, UnsealedKeyring],
+) -> None:
+    a, b = pair
+    rec = b.encrypt(b"old", subject="u1")
+    a.rekey()  # new master key: b's no longer opens the keyring file
+    a.rotate()
+    with pytest.raises(KeyringError, match="rekeyed elsewhere: unseal again"):
+        b.encrypt(b"new", subject="u-new")
+    assert b.store.get_many(["u-new"]) == {}, "nothing written under a stale KEK"
+    assert b.decrypt(rec, subject="u1") == b"old"  # reading existing keys still works
+    assert a.encrypt(b"new", subject="u-new")
+
+
+def test_cache_stops_when_the_lease_lapses(
+    pair: tuple[UnsealedKeyring, UnsealedKeyring],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = pair
+    rec = a.encrypt(b"x", subject="u1")
+    assert b.decrypt(rec, subject="u1") == b"x"
+    mb = b.local_data_keys().member
+    mb._stop.set()
+
+    def unreachable(*args: object) -> object:
+        raise KeyringError("store unreachable (test)")
+
+    monkeypatch.setattr(b.store, "renew_lease", unreachable)
+    mb._deadline = time.monotonic() - 1  # the lease ran out while cut off
+    with pytest.raises(KeyringError, match="unreachable"):
+        b.decrypt(rec, subject="u1")  # a cached key is not used past the lease
+    assert len(b.local_data_keys().cache) == 0
+
+
+def test_status_lists_live_holders(pair: tuple[UnsealedKeyring, UnsealedKeyring]) -> None:
+    a, b = pair
+    b.set_role("serve")
+    st = Keyring.open(a.keyring.path).status()
+    roles = sorted(x.role for x in st.leases)
+    assert roles == ["library", "serve"]
+    doc = st.as_dict()
+    assert doc["fleet"]["current_kek"] == 1 and len(doc["leases"]) == 2
+    assert {x["pid"] for x in doc["leases"]} == {os.getpid()}
+    b.close()
+    assert [x.role for x in Keyring.open(a.keyring.path).status().leases] == ["library"]
+
+
+def test_library_calls_are_audited(pair: tuple[UnsealedKeyring, UnsealedKeyring]) -> None:
+    a, _ = pair
+    a.encrypt(b"x", subject="u1")
+    a.set_legal_hold("u1", True)
+    a.set_legal_hold("u1", False)
+    a.shred("u1")
+    v = a.rotate()
+    a.rewrap()
+    a.retire(1)
+    log = a.audit_log()
+    log.verify()
+    events = [(e.event, e.data.get("authorized_by")) for e in log.entries()]
+    assert [e for e, _ in events][-6:] == [
+        "legal-hold", "legal-hold", "shred", "rotate", "rewrap", "retire",
+    ]  # fmt: skip
+    assert all(by == [] for _, by in events[-6:])
+    assert log.entries()[-2].data["kek_version"] == v
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def cer(tmp_path: Path) -> Ceremony:
+    return make_ceremony(tmp_path)
+
+
+def _unseal(cer: Ceremony) -> UnsealedKeyring:
+    shares = [
+        load_share(cer.share(n).read_bytes(), identity=Identity.from_bytes(cer.ids[n].read_bytes()))
+        for n in ("alice", "bob")
+    ]
+    return Keyring.open(cer.kr).unseal(shares)
+
+
+def test_cli_shred_exit_codes_wait_and_json(cer: Ceremony) -> None:
+    holder = _unseal(cer)
+    try:
+        holder.encrypt(b"x", subject="u1")
+        holder.encrypt(b"y", subject="u2")
+        r = run(["shred", cer.kr, "nobody", "--yes", *cer.quorum("alice", "bob")])
+        assert r.exit_code == 3, r.output
+        assert "has no data key: nothing was shredded" in r.stderr
+        r = run(["shred", cer.kr, "u1", "--yes", "--wait", "10", "--json",
+                 *cer.quorum("alice", "bob")])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert doc["shredded"] is True and doc["not_acknowledged"] == []
+        assert doc["holders"] == 1 and doc["tombstone_seq"] == 1
+        holder.local_data_keys().member._stop.set()  # alive, but no longer polling
+        time.sleep(0.3)
+        r = run(["shred", cer.kr, "u2", "--yes", "--wait", "0.5", "--json",
+                 *cer.quorum("alice", "bob")])  # fmt: skip
+        assert r.exit_code == 4, r.output
+        (pending,) = json.loads(r.stdout)["not_acknowledged"]
+        assert pending["pid"] == os.getpid() and pending["role"] == "library"
+        assert f"pid {os.getpid()} (library)" in r.stderr
+        r = run(["status", cer.kr, "--json"])
+        assert r.exit_code == 0
+        assert json.loads(r.stdout)["fleet"]["shreds"] == 2
+        r = run(["status", cer.kr])
+        assert "live holders" in r.stdout and "(library)" in r.stdout
+    finally:
+        holder.close()
+
