@@ -133,6 +133,7 @@ def token_add_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Register an existing token (made by 'token create' on another keyring) here, with
     this keyring's own quorum and policy: so no single node's custodians can authorize a
@@ -168,6 +169,8 @@ def token_add_cmd(
         directory, QuorumSource(share, identity, passphrase_file), mint, added=True
     )
     info(f"token {pol.name!r} ({pol.id}) added: {','.join(pol.allow)} on {pol.subject_prefix!r}*")
+    doc = {**_policy(pol), "region": pol.region}
+    typer.echo(json.dumps(doc) if as_json else pol.id)
 
 
 @app.command("list")

@@ -220,6 +220,7 @@ class KeyService:
         keyring already held."""
         if kr.keyring.keyring_id != self.keyring.keyring_id:
             raise KeysplitError("adopt: the keyring belongs to another service")
+        kr.set_role("serve")  # every process of the service shows in the lease list
         old, self._kr = self._kr, kr
         self._mac_key = mac_key(kr.audit_key(), self.keyring.keyring_id)
         self._audit_log = kr.audit_log()
@@ -425,8 +426,10 @@ class KeyService:
         assert kr is not None
         return _json(200, kr.status().as_dict())
 
-    def _frame(self, req: Request) -> tuple[dict[str, Any], list[bytes], list[str]]:
-        header, subjects, items = wire.decode_frame(req.body, "request")
+    def _frame(
+        self, req: Request, views: bool = False
+    ) -> tuple[dict[str, Any], list[bytes], list[str]]:
+        header, subjects, items = wire.decode_frame(req.body, "request", views=views)
         if len(subjects) != len(items) or any(b is None for b in items):
             raise FormatError("request: one subject and one payload per item")
         return header, items, subjects  # type: ignore[return-value]
@@ -442,7 +445,9 @@ class KeyService:
         failure is reported at its index and the others still succeed."""
         if self.sealed:
             self._authorize(req, op)
-        header, items, subjects = self._frame(req)
+        # plaintexts are read in place (memoryviews: no copy per record); records are
+        # parsed as bytes
+        header, items, subjects = self._frame(req, views=op == "encrypt")
         self._authorize(req, op, subjects)
         kr = self._kr
         assert kr is not None
