@@ -34,8 +34,8 @@ from keysplit import (
     combine,
     hpke_seal,
 )
-from keysplit import _keyring_file as kf
 from keysplit.keyring import KEYRING_FILE, PENDING_FILE, STORE_FILE
+from keysplit.keyring import file as kf
 
 NAMES = ["alice", "bob", "carol"]
 VECTORS = json.loads((VECTORS_DIR / "keyring.json").read_text())
