@@ -11,12 +11,20 @@ scheduler's overhead per task, each against the in-process path in the same run.
   reads it, ``UnsealedKeyring.encrypt_many`` seals all rows, pandas writes it; then
   ``keysplit.jobs.encrypt_dataset`` (workers read, seal, write; keys fetched per partition
   in one batch from ``jobs.serve_keys()`` over a loopback Unix socket).
+* ``rewrap-jobs-pg``: the same rewrap with the key store on PostgreSQL 15 (a throwaway
+  server, benchmarks/_pgserver.py): in process, then 1 and 2 workers.
 * ``dask-task``: a no-op task: direct calls vs ``client.map`` + ``gather`` round trips on 2
   workers; the note gives the scheduler overhead per task in microseconds.
+
+Every job runs its Dask client in a child process (SECURITY.md: the keyring process never
+deserializes what the cluster produced); its start (~1-3 s: Python, Dask) is inside each
+timed job, so ratios improve with N. ``--workers-only`` is not offered: the in-process
+baseline is always measured in the same run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -68,6 +76,61 @@ def _rewrap_rate(ku: UnsealedKeyring, n: int, fn: Callable[[], int], repeats: in
         assert done == n, (done, n)
 
     return measure(once, n, repeats, warmup=0, setup=ku.rotate)
+
+
+def _pg_rows(n_keys: int, repeats: int) -> list[dict[str, Any]]:
+    """Rewrap on a PostgreSQL key store: in process, then 1 and 2 workers (same run)."""
+    from keysplit import jobs
+
+    from ._pgserver import PostgresUnavailable, throwaway_postgres
+
+    rows: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(throwaway_postgres(durable=True))
+        except PostgresUnavailable as exc:
+            progress(f"rewrap-pg: skipped ({exc})")
+            return rows
+        with tempfile.TemporaryDirectory() as tmp:
+            kr, shares = Keyring.create(
+                Path(tmp) / "kr", 2, ["a", "b", "c"], store_url=f"{server.url}&schema=bench"
+            )
+            with kr.unseal([shares["a"], shares["b"]]) as ku:
+                progress(f"rewrap-pg: populating {n_keys:,} keys")
+                _populate(ku, n_keys)
+                progress("rewrap-pg: in process")
+                base = _rewrap_rate(ku, n_keys, lambda: ku.rewrap().rewrapped, repeats)
+                rows.append(
+                    row(
+                        "rewrap-jobs-pg",
+                        "UnsealedKeyring.rewrap (in process), PostgreSQL",
+                        n_keys,
+                        "keys/s",
+                        base,
+                        baseline=True,
+                    )
+                )
+                for workers in (1, 2):
+                    with _cluster(workers) as client:
+                        cluster = jobs.Cluster(client.scheduler.address)
+                        progress(f"rewrap-pg: dask, {workers} worker(s)")
+                        stats = _rewrap_rate(
+                            ku,
+                            n_keys,
+                            lambda c=cluster: jobs.rewrap(ku, cluster=c).rewrapped,
+                            repeats,
+                        )
+                        rows.append(
+                            row(
+                                "rewrap-jobs-pg",
+                                f"keysplit.jobs.rewrap, {workers} worker(s), PostgreSQL",
+                                n_keys,
+                                "keys/s",
+                                stats,
+                                workers=workers,
+                            )
+                        )
+    return rows
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
@@ -189,7 +252,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                                 note=f"{1e6 / tasks[0]:.0f} us per task (median)",
                             ),
                         ]
-    return rows + enc_rows + task_rows
+    return rows + enc_rows + _pg_rows(n_keys, repeats) + task_rows
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ keys fetched once), which is what a backend that accepts the cache trade-off pay
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from keysplit import Client, Keyring
+from keysplit.service.fleet import default_workers
 from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
 
 from .harness import latency_ms, progress, row, throughput, time_calls
@@ -56,10 +59,10 @@ def _row(
     return r
 
 
-def _start(directory: Path, sock: Path) -> subprocess.Popen[bytes]:
+def _start(directory: Path, sock: Path, *extra: str) -> subprocess.Popen[bytes]:
     code = "import sys; from keysplit_cli.app import main; sys.argv[0] = 'keysplit'; main()"
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, "serve", str(directory), "--socket", str(sock)],
+        [sys.executable, "-c", code, "serve", str(directory), "--socket", str(sock), *extra],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -74,7 +77,82 @@ def _start(directory: Path, sock: Path) -> subprocess.Popen[bytes]:
 
 
 def _sizes(quick: bool) -> tuple[int, ...]:
-    return (1, 100, 10_000) if quick else (1, 10, 100, 1000, 10_000)
+    return (1, 1000, 10_000) if quick else (1, 10, 100, 1000, 10_000)
+
+
+SCALE_BATCH = 1000
+"""Batch size of the scaling rows (issue 23: 4 clients >= 1.5x one client at 1000)."""
+
+
+def _scale_params(quick: bool) -> tuple[float, int]:
+    """(seconds per measurement, repeats) of the scaling rows."""
+    return (1.5, 3) if quick else (4.0, 5)
+
+
+def _client_loop(url: str, token: str, secs: float, go: Any, q: Any) -> None:
+    """One client process: encrypt_many batches of SCALE_BATCH for ``secs`` after ``go``."""
+    c = Client(url, token=token, timeout=300)
+    subjects = [f"user/{i % SUBJECTS:04d}" for i in range(SCALE_BATCH)]
+    plain = [os.urandom(SIZE) for _ in range(SCALE_BATCH)]
+    c.encrypt_many(subjects, plain)  # connect, warm up
+    go.wait(60)
+    n = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < secs:
+        c.encrypt_many(subjects, plain)
+        n += SCALE_BATCH
+    q.put(n / (time.perf_counter() - t0))
+    c.close()
+
+
+def _aggregate(url: str, token: str, clients: int, secs: float) -> float:
+    """Records/s of ``clients`` client processes running at once (summed)."""
+    ctx = mp.get_context("fork")
+    go, q = ctx.Event(), ctx.Queue()
+    ps = [ctx.Process(target=_client_loop, args=(url, token, secs, go, q)) for _ in range(clients)]
+    for p in ps:
+        p.start()
+    time.sleep(0.2)
+    go.set()
+    total = sum(q.get(timeout=300) for _ in ps)
+    for p in ps:
+        p.join(60)
+    return total
+
+
+def _scaling_rows(urls: dict[str, str], token: str, quick: bool) -> list[dict[str, Any]]:
+    """Client processes at once against ``--workers`` = cores and ``--workers 1``; the
+    baseline is one client against the default service, in the same run."""
+    secs, reps = _scale_params(quick)
+    cases = [
+        ("1 client", urls["default"], 1, True),
+        ("2 clients", urls["default"], 2, False),
+        ("4 clients", urls["default"], 4, False),
+        ("4 clients, --workers 1", urls["one"], 4, False),
+        ("1 client, --workers 1", urls["one"], 1, False),
+    ]
+    rates: dict[str, list[float]] = {name: [] for name, *_ in cases}
+    for _ in range(reps):  # interleaved: every case sees the same drift in machine load
+        for name, url, k, _base in cases:
+            rates[name].append(_aggregate(url, token, k, secs))
+    rows = []
+    base = statistics.median(rates["1 client"])
+    for name, _url, _k, is_base in cases:
+        r = rates[name]
+        rows.append(
+            row(
+                "service-clients-encrypt-1KiB",
+                name,
+                SCALE_BATCH,
+                "records/s",
+                (statistics.median(r), min(r), max(r)),
+                baseline=is_base,
+                workers=(1 if "--workers 1" in name else default_workers()),
+                note=f"{statistics.median(r) / base:.2f}x one client (same run); "
+                f"client processes of encrypt_many({SCALE_BATCH}) for {secs:g} s each",
+            )
+        )
+    return rows
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
@@ -165,26 +243,42 @@ def run(quick: bool) -> list[dict[str, Any]]:
             local.close()
             client.close()
             cached.close()
-        finally:
-            proc.terminate()
+            progress("service client processes (scaling)")
+            one_sock = tmp / "one.sock"
+            one = _start(kr.path, one_sock, "--workers", "1")
             try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                c1 = Client(f"unix:{one_sock}", token=token, timeout=300)
+                for n in "ab":
+                    c1.submit_share(shares[n], c1.unseal_offer(), keyring_id=kr.keyring_id)
+                c1.close()
+                urls = {"default": f"unix:{sock}", "one": f"unix:{one_sock}"}
+                scaling = _scaling_rows(urls, token, quick)
+            finally:
+                _stop(one)
+        finally:
+            _stop(proc)
     for r in rows:
-        if not r["baseline"]:
+        if not r["baseline"] and not r["benchmark"].startswith("service-clients"):
             base = next(
                 q
                 for q in rows
                 if q["benchmark"] == r["benchmark"] and q["n"] == r["n"] and q["baseline"]
             )
             r["note"] += f"; {r['median'] / base['median']:.1%} of in-process (same run)"
-    return rows
+    return rows + scaling
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 if __name__ == "__main__":
     for r in run("--full" not in sys.argv):
         print(
             f"{r['benchmark']:22} {r['impl']:44} n={r['n']:>6,} {r['median']:>12,.0f} "
-            f"{r['unit']}  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms"
+            f"{r['unit']}  {r.get('note', '')}"
         )

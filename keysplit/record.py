@@ -32,7 +32,7 @@ from __future__ import annotations
 import hmac
 import struct
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
@@ -330,6 +330,101 @@ def by_subject(subjects: Sequence[str]) -> dict[str, list[int]]:
     return groups
 
 
+Group = tuple[DataKey, bytes, Sequence[int], str, "Mapping[str, str] | None"]
+"""Records sealed or opened together: key, AAD tail, their indices, subject, context."""
+
+
+def groups_by_key(
+    subjects: Sequence[str],
+    keys: Sequence[DataKey],
+    tail: Callable[[str], bytes],
+    context: Mapping[str, str] | None,
+    *,
+    uniform: bool = False,
+) -> list[Group]:
+    """Group record indices by subject, then by key (one AES-GCM object per group).
+
+    ``uniform`` promises that every occurrence of a subject has the same key object (what
+    a :class:`~keysplit.keyring.DataKeys` returns), which skips the per-record check.
+    """
+    out: list[Group] = []
+    for subject, idx in by_subject(subjects).items():
+        k0 = keys[idx[0]]
+        if uniform or all(keys[i] is k0 for i in idx):
+            out.append((k0, tail(subject), idx, subject, context))
+            continue
+        split: dict[int, tuple[DataKey, list[int]]] = {}
+        for i in idx:
+            split.setdefault(id(keys[i]), (keys[i], []))[1].append(i)
+        t = tail(subject)
+        out.extend((k, t, ix, subject, context) for k, ix in split.values())
+    return out
+
+
+def seal_groups(groups: Iterable[Group], plaintexts: Sequence[bytes], nonces: bytes) -> list[bytes]:
+    """The sealing loop: record ``i`` gets nonce ``nonces[12i:12i+12]``; output in input order.
+
+    Groups run one after the other, so consecutive calls use one AES-GCM object whose key
+    schedule and GHASH table stay in cache (10k subjects round-robin: 0.72x of a one-key
+    loop in input order, 0.94x grouped; /tmp measurements in the issue note), and the
+    group's bound method, prefix and tail are looked up once, not per record.
+    """
+    done: list[bytes] = [b""] * len(plaintexts)
+    for key, tail, idx, _, _ in groups:
+        enc = key._aead.encrypt
+        prefix = key._prefix
+        for i in idx:
+            nonce = nonces[NONCE_SIZE * i : NONCE_SIZE * i + NONCE_SIZE]
+            header = prefix + nonce
+            done[i] = header + enc(nonce, plaintexts[i], header + tail)
+    return done
+
+
+def open_groups(groups: Iterable[Group], records: Sequence[bytes]) -> list[bytes]:
+    """The opening loop, all-or-nothing (:class:`IntegrityError` if any record fails).
+
+    Per record: one C-level ``startswith`` checks magic, version, suite and commitment
+    against the key's expected 38-byte prefix (all public: the commitment is in every
+    record's header, so this comparison needs no constant time); any mismatch takes the
+    slow path, which names the exact problem.
+    """
+    done: list[bytes] = [b""] * len(records)
+    for key, tail, idx, subject, context in groups:
+        dec = key._aead.decrypt
+        prefix = key._prefix
+        for i in idx:
+            record = records[i]
+            if not (
+                type(record) is bytes and len(record) >= OVERHEAD and record.startswith(prefix)
+            ):
+                _check_record(record, key)
+                record = bytes(record)
+            header = record[:HEADER_SIZE]
+            try:
+                done[i] = dec(header[PREFIX_SIZE:], record[HEADER_SIZE:], header + tail)
+            except InvalidTag:
+                done[i] = _open_legacy(key, header, record[HEADER_SIZE:], subject, context)
+    return done
+
+
+def _groups_for(
+    keys: Sequence[DataKey],
+    subjects: Sequence[str],
+    n: int,
+    context: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None,
+) -> list[Group]:
+    if len(keys) != n or len(subjects) != n:
+        raise ValueError("keys, subjects and records must have the same length")
+    shared, per_record = split_contexts(n, context)
+    if per_record is not None:
+        return [
+            (keys[i], encode_aad(subjects[i], per_record[i]), (i,), subjects[i], per_record[i])
+            for i in range(n)
+        ]
+    shared_part = context_part(shared)
+    return groups_by_key(subjects, keys, lambda s: subject_part(s) + shared_part, shared)
+
+
 def encrypt_many(
     keys: Sequence[DataKey],
     subjects: Sequence[str],
@@ -343,56 +438,16 @@ def encrypt_many(
     ``context`` is either one mapping for every record or a sequence with one per record.
     Nonces are drawn in one call and the subject/context encoding is computed once per
     distinct (subject, shared context). Records are processed grouped by subject and
-    returned in input order. Per record the loop does only what the format needs (a
-    nonce slice, three concatenations, one AES-GCM call): at 1 KiB the Python work
-    around the cipher call and the fresh output objects cost more than AES itself.
+    returned in input order (:func:`seal_groups`).
     """
-    n = len(plaintexts)
-    if len(keys) != n or len(subjects) != n:
-        raise ValueError("keys, subjects and plaintexts must have the same length")
-    shared, per_record = split_contexts(n, context)
-    nonces = (rng or default_rng()).random_bytes(NONCE_SIZE * n)
-    if per_record is not None:
-        out: list[bytes] = []
-        append = out.append
-        for i, (key, subject, pt) in enumerate(zip(keys, subjects, plaintexts, strict=True)):
-            tail = encode_aad(subject, per_record[i])
-            nonce = nonces[NONCE_SIZE * i : NONCE_SIZE * (i + 1)]
-            header = key._prefix + nonce
-            append(header + key._aead.encrypt(nonce, pt, header + tail))
-        return out
-    return encrypt_grouped(keys, subjects, plaintexts, context_part(shared), nonces)
-
-
-def encrypt_grouped(
-    keys: Sequence[DataKey],
-    subjects: Sequence[str],
-    plaintexts: Sequence[bytes],
-    shared_part: bytes,
-    nonces: bytes,
-) -> list[bytes]:
-    """The shared-context loop of :func:`encrypt_many` (nonce ``i`` is ``nonces[12i:12i+12]``).
-
-    Records are sealed subject by subject (outputs still in input order): consecutive
-    calls on one AES-GCM object find its key schedule and GHASH table in cache, which
-    measured 12-16 % faster per record than round-robin over 10k keys. Each record uses
-    its own ``keys[i]``, so a subject paired with two keys is sealed correctly.
-    """
-    n = len(plaintexts)
-    done: list[bytes] = [b""] * n
-    for subject, idx in by_subject(subjects).items():
-        tail = subject_part(subject) + shared_part
-        for i in idx:
-            key = keys[i]
-            nonce = nonces[NONCE_SIZE * i : NONCE_SIZE * i + NONCE_SIZE]
-            header = key._prefix + nonce
-            done[i] = header + key._aead.encrypt(nonce, plaintexts[i], header + tail)
-    return done
+    groups = _groups_for(keys, subjects, len(plaintexts), context)
+    nonces = (rng or default_rng()).random_bytes(NONCE_SIZE * len(plaintexts))
+    return seal_groups(groups, plaintexts, nonces)
 
 
 def _check_record(record: object, key: DataKey) -> None:
-    """The slow path of :func:`decrypt_many`'s header check: the precise error, or return
-    if the record is fine after all (a ``bytearray``)."""
+    """The slow path of the opening loop's header check: the precise error, or return if
+    the record is fine after all (a ``bytearray``)."""
     if not isinstance(record, bytes | bytearray):
         parse(record)  # type: ignore[arg-type]  # raises the precise FormatError
         raise TypeError("records must be bytes")
@@ -409,47 +464,8 @@ def decrypt_many(
     """Open many records; raises :class:`IntegrityError` (no detail) if any fails.
 
     All-or-nothing on purpose: a caller that needs per-record outcomes calls :func:`decrypt`.
-    The fast path compares magic, version, suite and commitment (38 bytes, the first six
-    public) in one constant-time comparison against the key's expected header prefix; any
-    mismatch takes the slow path, which names the exact problem.
     """
-    n = len(records)
-    if len(keys) != n or len(subjects) != n:
-        raise ValueError("keys, subjects and records must have the same length")
-    shared, per_record = split_contexts(n, context)
-    compare = hmac.compare_digest
-    groups: Iterable[tuple[str, Sequence[int]]]
-    shared_part = b""
-    if per_record is not None:
-        groups = ((s, (i,)) for i, s in enumerate(subjects))
-    else:
-        shared_part = context_part(shared)
-        groups = by_subject(subjects).items()
-    # Subject by subject, like encrypt_many (key schedule stays in cache); outputs in order.
-    done: list[bytes] = [b""] * n
-    for subject, idx in groups:
-        if per_record is None:
-            tail = subject_part(subject) + shared_part
-        else:
-            tail = encode_aad(subject, per_record[idx[0]])
-        for i in idx:
-            key = keys[i]
-            record = records[i]
-            if not (
-                type(record) is bytes
-                and len(record) >= OVERHEAD
-                and compare(record[:PREFIX_SIZE], key._prefix)
-            ):
-                _check_record(record, key)
-            header = record[:HEADER_SIZE]
-            try:
-                done[i] = key._aead.decrypt(
-                    header[PREFIX_SIZE:], record[HEADER_SIZE:], header + tail
-                )
-            except InvalidTag:
-                ctx = shared if per_record is None else per_record[i]
-                done[i] = _open_legacy(key, header, record[HEADER_SIZE:], subject, ctx)
-    return done
+    return open_groups(_groups_for(keys, subjects, len(records), context), records)
 
 
 def _open_legacy(

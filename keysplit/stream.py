@@ -115,13 +115,6 @@ KeyringPublicKey = X25519PublicKey | bytes
 (``Keyring.public_key``). Not :class:`keysplit.Recipient`, which is a custodian's key."""
 
 
-def __getattr__(name: str) -> object:
-    # ``keysplit.stream.Recipient`` was this alias's old name; kept importable.
-    if name == "Recipient":
-        return KeyringPublicKey
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _public_key(recipient: KeyringPublicKey) -> X25519PublicKey:
     if isinstance(recipient, X25519PublicKey):
         return recipient

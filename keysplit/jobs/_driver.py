@@ -57,16 +57,14 @@ def _client(doc: dict[str, Any]) -> Iterator[Any]:
         yield client
 
 
-def _run(request: dict[str, Any], chan: Channel) -> dict[str, Any]:
-    kind = request["kind"]
-    with _client(request["cluster"]) as client:
-        if kind == "rewrap":
-            from .rewrap import child_job as rewrap_job
+def _job(client: Any, request: dict[str, Any], chan: Channel) -> dict[str, Any]:
+    if request["kind"] == "rewrap":
+        from .rewrap import child_job as rewrap_job
 
-            return rewrap_job(client, request, chan)
-        from .records import child_job as records_job
+        return rewrap_job(client, request, chan)
+    from .records import child_job as records_job
 
-        return records_job(client, request, chan)
+    return records_job(client, request, chan)
 
 
 def main() -> int:
@@ -76,18 +74,38 @@ def main() -> int:
     chan = Channel(out, sys.stdin)
     from ..errors import KeysplitError
 
-    try:
-        # from the parent, which trusts this process less than itself: never the other way
-        request = pickle.loads(base64.b64decode(sys.stdin.readline()))  # noqa: S301
-        result = _run(request, chan)
-    except KeysplitError as exc:
-        chan.send({"t": "error", "kind": type(exc).__name__, "message": str(exc), "hint": exc.hint})
-        return 1
-    except Exception as exc:  # others: the type (a task's message may quote data), OS: text
-        what = f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else type(exc).__name__
-        chan.send({"t": "error", "kind": "JobError", "message": what})
-        return 1
-    chan.send({"t": "done", **result})
+    with contextlib.ExitStack() as stack:
+        client: Any = None
+        cluster: dict[str, Any] | None = None
+        while line := sys.stdin.readline():  # one job per request line, until the parent closes
+            try:
+                # from the parent, which trusts this process less than itself: never the other way
+                request = pickle.loads(base64.b64decode(line))  # noqa: S301
+                if client is None:
+                    cluster = request["cluster"]
+                    client = stack.enter_context(_client(request["cluster"]))
+                elif request["cluster"] != cluster:
+                    raise ValueError("one driver process serves one cluster")
+                result = _job(client, request, chan)
+            except KeysplitError as exc:
+                chan.send(
+                    {
+                        "t": "error",
+                        "kind": type(exc).__name__,
+                        "message": str(exc),
+                        "hint": exc.hint,
+                    }
+                )
+                continue
+            except Exception as exc:  # others: the type (a task's message may quote data), OS: text
+                what = (
+                    f"{type(exc).__name__}: {exc}"
+                    if isinstance(exc, OSError)
+                    else type(exc).__name__
+                )
+                chan.send({"t": "error", "kind": "JobError", "message": what, "fatal": True})
+                return 1
+            chan.send({"t": "done", **result})
     return 0
 
 

@@ -11,8 +11,11 @@ Dask client runs in a **child process** (:mod:`keysplit.jobs._driver`, started w
   :func:`keysplit._json.loads` (bounded) and checked field by field here: plain counts,
   strings, hex. Nothing from the child is unpickled, evaluated or imported.
 
-The child holds what a worker holds or less: the cluster's TLS client credentials, the job
-id, subject ranges, the data key source handle (service token or loopback key) for dataset
+A child is kept between jobs on the same cluster (its Dask client, and the LocalCluster it
+started, stay up: Python and Dask take seconds to start) and ended when this process exits
+or a job ends abnormally (a reused child is as trusted as the cluster's workers, like a
+fresh one). It holds what a worker holds or less: the cluster's TLS client credentials, the
+job id, subject ranges, the data key source handle (service token or loopback key) for dataset
 jobs; for a rewrap it never holds a KEK (the parent seals the KEKs to each worker's
 per-job public key; the child only relays the sealed bundles). A hostile worker that takes
 over the child therefore learns nothing a worker of the job does not already have.
@@ -20,12 +23,16 @@ over the child therefore learns nothing a worker of the job does not already hav
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
+import hashlib
+import json
 import os
 import pickle
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
@@ -68,25 +75,65 @@ def _error(msg: Message) -> KeysplitError:
     return exc
 
 
-@contextlib.contextmanager
-def _child() -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
+def _start() -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [sys.executable, "-m", "keysplit.jobs._driver"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         close_fds=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+_idle: dict[str, list[subprocess.Popen[bytes]]] = {}
+_idle_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_idle() -> None:
+    with _idle_lock:
+        procs = [p for ps in _idle.values() for p in ps]
+        _idle.clear()
+    for p in procs:
+        _stop(p)
+
+
+@contextlib.contextmanager
+def _child(key: str) -> Iterator[tuple[subprocess.Popen[bytes], list[bool]]]:
+    """A driver child for the cluster ``key``: an idle one of this process (it keeps its
+    Dask client, and its LocalCluster, between jobs: starting Python and Dask costs
+    seconds) or a new one. Returned to the idle list only after a clean ``done`` or
+    ``error`` (``reusable[0]`` set by the caller); any other end kills it."""
+    with _idle_lock:
+        procs = _idle.get(key, [])
+        proc = None
+        while procs:
+            candidate = procs.pop()
+            if candidate.poll() is None:
+                proc = candidate
+                break
+            _stop(candidate)
+    if proc is None:
+        proc = _start()
+    reusable = [False]
     try:
-        yield proc
+        yield proc, reusable
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        if reusable[0] and proc.poll() is None:
+            with _idle_lock:
+                _idle.setdefault(key, []).append(proc)
+        else:
+            _stop(proc)
 
 
 def _send(pipe: IO[bytes], line: bytes) -> None:
@@ -113,9 +160,11 @@ def run_job(request: dict[str, Any], cluster: Cluster, on_message: OnMessage) ->
     reply. An ``error`` message raises the keysplit error class it names (JobError if it
     names none); a child that dies without ``done`` is a JobError.
     """
-    request = {**request, "cluster": cluster.to_doc()}
+    doc = cluster.to_doc()
+    request = {**request, "cluster": doc}
     blob = base64.b64encode(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
-    with _child() as proc:
+    key = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+    with _child(key) as (proc, reusable):
         assert proc.stdin is not None and proc.stdout is not None
         with contextlib.suppress(BrokenPipeError):  # the child died at start: reported below
             _send(proc.stdin, blob)
@@ -131,8 +180,10 @@ def run_job(request: dict[str, Any], cluster: Cluster, on_message: OnMessage) ->
                     hint="its log is on standard error; run the job again",
                 )
             if msg["t"] == "done":
+                reusable[0] = True
                 return msg
             if msg["t"] == "error":
+                reusable[0] = msg.get("fatal") is not True
                 raise _error(msg)
             reply = on_message(msg)
             if reply is not None:
@@ -143,8 +194,6 @@ def run_job(request: dict[str, Any], cluster: Cluster, on_message: OnMessage) ->
 
 
 def _json_line(msg: Message) -> bytes:
-    import json
-
     return json.dumps(msg, separators=(",", ":")).encode()
 
 

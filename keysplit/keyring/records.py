@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import struct
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
+
+from cryptography.exceptions import InvalidTag
 
 from .. import names
 from .. import record as fmt
@@ -41,7 +44,10 @@ __all__ = ["Records"]
 Context = Mapping[str, str] | Sequence[Mapping[str, str] | None] | None
 _NO_KEY = "the subject has no data key (never used, or shredded)"
 _POOL_NONCES = 1024
-_TAIL_CACHE = 4096
+_SUBJECT_CACHE = 1 << 16
+_CONTEXT_CACHE = 256
+_U32 = struct.Struct(">I")
+_RECORD_PREFIX = fmt.MAGIC + bytes([fmt.VERSION, fmt.SUITE_AES128GCM_HKDF_COMMIT])
 
 
 def _any_non_ascii(subjects: Sequence[str]) -> bool:
@@ -65,27 +71,27 @@ class _NoncePool:
 
     def __init__(self, rng: RandomSource) -> None:
         self._rng = rng
-        self._state: tuple[bytes, itertools.count[int]] | None = None
+        self.state: tuple[bytes, itertools.count[int]] | None = None
         self._lock = threading.Lock()
         _NoncePool._all.add(self)
 
     def next(self) -> bytes:
-        state = self._state
+        state = self.state
         if state is not None:
             i = next(state[1])
             if i < _POOL_NONCES:
                 return state[0][fmt.NONCE_SIZE * i : fmt.NONCE_SIZE * i + fmt.NONCE_SIZE]
         with self._lock:
-            if self._state is state:  # nobody refilled meanwhile
+            if self.state is state:  # nobody refilled meanwhile
                 pool = self._rng.random_bytes(fmt.NONCE_SIZE * _POOL_NONCES)
-                self._state = (pool, itertools.count())
+                self.state = (pool, itertools.count())
         return self.next()
 
     @classmethod
     def _forget_all(cls) -> None:
         """In a forked child: drop every pool (the parent keeps using its copy)."""
         for pool in list(cls._all):
-            pool._state = None
+            pool.state = None
             pool._lock = threading.Lock()
 
 
@@ -100,13 +106,15 @@ class Records:
     :class:`DataKeys` is.
     """
 
-    __slots__ = ("_dk", "_nonces", "_tails", "rng")
+    __slots__ = ("_contexts", "_dk", "_nonces", "_subjects", "_tails", "rng")
 
     def __init__(self, datakeys: DataKeys, *, rng: RandomSource | None = None) -> None:
         self._dk = datakeys
         self.rng: RandomSource = rng or default_rng()
         self._nonces = _NoncePool(self.rng)
-        self._tails: dict[tuple[str, object], bytes] = {}
+        self._subjects: dict[str, tuple[str, bytes]] = {}
+        self._contexts: dict[tuple[object, ...], bytes] = {}
+        self._tails: dict[tuple[str, object], tuple[str, bytes]] = {}
 
     def __repr__(self) -> str:
         return f"Records(keyring={self._dk.keyring_id}, <redacted>)"
@@ -155,85 +163,171 @@ class Records:
                     return key
         return found[0] if found else None
 
-    def _tail(self, subject: str, context: Mapping[str, str] | None) -> bytes:
-        """The canonical AAD tail of (subject, context), cached: it is public, and a
-        service or backend encrypts for the same few contexts again and again."""
+    def _subject(self, subject: str) -> tuple[str, bytes]:
+        """(canonical spelling, ``u32 len || UTF-8``) of a subject, checked once and cached
+        (public data; a backend seals for the same users again and again)."""
+        got = self._subjects.get(subject)
+        if got is None:
+            canon = names.check_subject(subject)
+            enc = canon.encode("utf-8")
+            got = (canon, _U32.pack(len(enc)) + enc)
+            if len(self._subjects) >= _SUBJECT_CACHE:
+                self._subjects.clear()
+            self._subjects[subject] = got
+        return got
+
+    def _context(self, context: Mapping[str, str] | None) -> bytes:
+        """The encoded context, cached by its items (a service sees a few contexts)."""
+        if not context:
+            return fmt.context_part(context)  # empty: constant, or the precise TypeError
         try:
-            ck: object = tuple(context.items()) if context else None
-            memo = (subject, ck)
-            tail = self._tails.get(memo)
+            memo: tuple[object, ...] | None = tuple(context.items())
+            part = self._contexts.get(memo)  # type: ignore[arg-type]
         except (TypeError, AttributeError):  # unhashable or not a mapping: no cache
-            return fmt.encode_aad(subject, context)
-        if tail is None:
-            tail = fmt.encode_aad(subject, context)
-            if len(self._tails) >= _TAIL_CACHE:
-                self._tails.clear()
-            self._tails[memo] = tail
-        return tail
+            memo, part = None, None
+        if part is None:
+            part = fmt.context_part(context)
+            if memo is not None:
+                if len(self._contexts) >= _CONTEXT_CACHE:
+                    self._contexts.clear()
+                self._contexts[memo] = part
+        return part
 
     # -- records ------------------------------------------------------------------------------
+
+    def _tail(self, subject: str, context: Mapping[str, str] | None) -> tuple[str, bytes]:
+        """(canonical subject, AAD tail) of one record, from one cache lookup in the
+        steady state (the single-record paths' share of :meth:`_subject`/:meth:`_context`)."""
+        try:
+            memo = (subject, None if context is None else tuple(context.items()))
+            got = self._tails.get(memo)
+        except (TypeError, AttributeError):  # unhashable, or not a mapping: the slow path
+            canon, part = self._subject(subject)
+            return canon, part + self._context(context)
+        if got is None:
+            canon, part = self._subject(subject)
+            got = (canon, part + self._context(context))
+            if len(self._tails) >= _SUBJECT_CACHE:
+                self._tails.clear()
+            self._tails[memo] = got
+        return got
 
     def encrypt(
         self, plaintext: bytes, *, subject: str, context: Mapping[str, str] | None = None
     ) -> bytes:
         """Seal a record for ``subject`` (its data key is created on first use)."""
-        subject = names.check_subject(subject)
-        tail = self._tail(subject, context)
-        if not isinstance(plaintext, bytes | bytearray | memoryview):
+        canon, tail = self._tail(subject, context)
+        if type(plaintext) is not bytes and not isinstance(plaintext, bytearray | memoryview):
             raise TypeError("plaintext must be bytes")
-        (key,) = self._dk.resolve((subject,), create=True)
+        (key,) = self._dk.resolve((canon,), create=True)
         assert key is not None
-        return fmt.seal(key, self._nonces.next(), plaintext, tail)
+        state = self._nonces.state
+        i = next(state[1]) if state is not None else _POOL_NONCES
+        # the pool's fast path, inlined (see _NoncePool)
+        nonce = state[0][12 * i : 12 * i + 12] if i < _POOL_NONCES else self._nonces.next()  # type: ignore[index]
+        header = key._prefix + nonce
+        return header + key._aead.encrypt(nonce, plaintext, header + tail)
 
     def decrypt(
         self, record: bytes, *, subject: str, context: Mapping[str, str] | None = None
     ) -> bytes:
         """Open a record; :class:`IntegrityError` if it does not belong to this subject and
         context, was altered, or the subject was shredded."""
-        parsed = fmt.parse(record)
-        tail = self._tail(subject, context)  # checks the subject
+        if not (
+            type(record) is bytes
+            and len(record) >= fmt.OVERHEAD
+            and record.startswith(_RECORD_PREFIX)
+        ):
+            fmt.parse(record)  # the precise FormatError first (a bytearray passes)
+            record = bytes(record)
+        tail = self._tail(subject, context)[1]
         if subject.isascii():
             (key,) = self._dk.resolve((subject,), create=False)
-        else:  # any spelling (keysplit.names)
-            key = self._find(subject, parsed.commitment)
-        if key is None or key.commitment != parsed.commitment:
+        else:  # any spelling (keysplit.names): the one whose commitment the header names
+            key = self._find(subject, record[6 : fmt.PREFIX_SIZE])
+        if key is None or not record.startswith(key._prefix):
             raise self.missing(subject, key)
-        return fmt.open_with_tail(key, parsed, tail, subject, context)
+        header = record[: fmt.HEADER_SIZE]
+        try:
+            return key._aead.decrypt(
+                header[fmt.PREFIX_SIZE :], record[fmt.HEADER_SIZE :], header + tail
+            )
+        except InvalidTag:
+            return fmt.open_parsed(key, fmt.parse(record), subject=subject, context=context)
 
     def encrypt_many(
         self, subjects: Sequence[str], plaintexts: Sequence[bytes], context: Context = None
     ) -> list[bytes]:
         """Seal many records (``subjects[i]`` owns ``plaintexts[i]``) in one pass."""
+        n = len(plaintexts)
+        if len(subjects) != n:
+            raise ValueError("subjects and plaintexts must have the same length")
         subjects = names.canonical_subjects(subjects)
-        keys = self._dk.resolve(subjects, create=True)
-        return fmt.encrypt_many(keys, subjects, plaintexts, context, rng=self.rng)  # type: ignore[arg-type]
+        groups = self._groups(subjects, n, context, create=True)
+        return fmt.seal_groups(groups, plaintexts, self.rng.random_bytes(fmt.NONCE_SIZE * n))
 
     def decrypt_many(
         self, subjects: Sequence[str], records: Sequence[bytes], context: Context = None
     ) -> list[bytes]:
         """Open many records; all-or-nothing (:class:`IntegrityError` if any fails)."""
-        keys: list[DataKey | None]
-        if _any_non_ascii(subjects):  # keys may sit under another spelling (keysplit.names)
-            found: dict[tuple[str, bytes | None], DataKey | None] = {}
-            keys = []
-            for s, r in zip(subjects, records, strict=True):
-                c = _commitment(r)
-                if (s, c) not in found:
-                    names.check_subject(s)
-                    found[s, c] = self._find(s, c)
-                keys.append(found[s, c])
-        else:
-            keys = self._dk.resolve(subjects, create=False)
-        if None in keys:
-            s = subjects[keys.index(None)]
-            raise self.missing(s, None)
+        n = len(records)
+        if len(subjects) != n:
+            raise ValueError("subjects and records must have the same length")
+        keys: list[DataKey]
+        if not _any_non_ascii(subjects):
+            groups = self._groups(subjects, n, context, create=False)
+            try:
+                return fmt.open_groups(groups, records)
+            except IntegrityError:  # the keys again (cached) to say why
+                again = self._dk.resolve(subjects, create=False)
+                self._explain(subjects, again, records)
+                raise
+        # keys may sit under another spelling (keysplit.names): find each by commitment
+        found: dict[tuple[str, bytes | None], DataKey | None] = {}
+        keys = []
+        for s, r in zip(subjects, records, strict=True):
+            c = _commitment(r)
+            if (s, c) not in found:
+                names.check_subject(s)
+                found[s, c] = self._find(s, c)
+            k = found[s, c]
+            if k is None:
+                raise self.missing(s, None)
+            keys.append(k)
         try:
-            return fmt.decrypt_many(keys, subjects, records, context)  # type: ignore[arg-type]
-        except IntegrityError:  # a record naming another key than its subject's: why?
-            for s, k, r in zip(subjects, keys, records, strict=True):
-                if k is not None and k.commitment != _commitment(r):
-                    raise self.missing(s, k) from None
+            return fmt.decrypt_many(keys, subjects, records, context)
+        except IntegrityError:
+            self._explain(subjects, keys, records)
             raise
+
+    def _explain(
+        self, subjects: Sequence[str], keys: Sequence[DataKey | None], records: Sequence[bytes]
+    ) -> None:
+        """After a failed batch: raise why, if a record names another key than its
+        subject's (shredded, never had one, a wrong key); else let the caller re-raise."""
+        for s, k, r in zip(subjects, keys, records, strict=True):
+            if k is not None and k.commitment != _commitment(r):
+                raise self.missing(s, k) from None
+
+    def _groups(
+        self, subjects: Sequence[str], n: int, context: Context, *, create: bool
+    ) -> list[fmt.Group]:
+        """The engine's batch plan: one key lookup for the batch, then per subject its key
+        and AAD tail (cached), the record indices grouped (:func:`keysplit.record.seal_groups`)."""
+        shared, per_record = fmt.split_contexts(n, context)
+        keys = self._dk.resolve(subjects, create=create)
+        if not create and None in keys:
+            raise self.missing(subjects[keys.index(None)], None)
+        ok: Sequence[DataKey] = keys  # type: ignore[assignment]
+        if per_record is not None:
+            return [
+                (ok[i], self._subject(s)[1] + self._context(per_record[i]), (i,), s, per_record[i])
+                for i, s in enumerate(subjects)
+            ]
+        part = self._context(shared)
+        return fmt.groups_by_key(
+            subjects, ok, lambda s: self._subject(s)[1] + part, shared, uniform=True
+        )
 
     def missing(self, subject: str, key: DataKey | None = None) -> KeysplitError:
         """Why no key of ``subject`` opens its record (``key``: the one it has, whose

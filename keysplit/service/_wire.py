@@ -118,9 +118,13 @@ def encode_frame(
 
 
 def decode_frame(
-    data: bytes, what: str = "batch"
+    data: bytes, what: str = "batch", *, views: bool = False
 ) -> tuple[dict[str, Any], list[str], list[bytes | None]]:
-    """Parse a frame strictly: (header, subjects, items); missing items come back as None."""
+    """Parse a frame strictly: (header, subjects, items); missing items come back as None.
+
+    ``views=True`` gives the items as read-only memoryviews into ``data`` instead of
+    copies (a copy per 1 KiB item was a third of the server's framing cost).
+    """
     size = len(data)
     if size < 12 or data[:4] != MAGIC:
         raise FormatError(f"{what}: not a keysplit batch frame (magic KSB1)")
@@ -142,19 +146,39 @@ def decode_frame(
         raise FormatError(f"{what}: bad item length")
     if pos + sum(slens) + sum(x for x in ilens if x > 0) != size:
         raise FormatError(f"{what}: payload length does not match its length table")
-    view = memoryview(data)
-    subjects: list[str] = []
+    stotal = sum(slens)
+    subjects = _subjects(data[pos : pos + stotal], slens, what)
+    pos += stotal
+    ends = list(itertools.accumulate(map(_nonneg, ilens), initial=pos))
+    src: Any = memoryview(data).toreadonly() if views else data
+    if min(ilens, default=0) >= 0:  # the common case: every item present
+        items: list[bytes | None] = list(map(src.__getitem__, map(slice, ends, ends[1:])))
+    else:
+        items = [None if ln < 0 else src[ends[i] : ends[i + 1]] for i, ln in enumerate(ilens)]
+    return header, subjects, items
+
+
+def _nonneg(x: int) -> int:
+    return x if x > 0 else 0
+
+
+def _subjects(blob: bytes, lens: Sequence[int], what: str) -> list[str]:
+    """The subjects of a frame. ASCII (the common case) is decoded once and sliced, since
+    then byte offsets are character offsets; anything else subject by subject."""
+    if blob.isascii():
+        text = blob.decode("ascii")
+        ends = list(itertools.accumulate(lens, initial=0))
+        return list(map(text.__getitem__, map(slice, ends, ends[1:])))
+    view = memoryview(blob)
+    out: list[str] = []
+    pos = 0
     try:
-        for ln in slens:
-            subjects.append(str(view[pos : pos + ln], "utf-8"))
+        for ln in lens:
+            out.append(str(view[pos : pos + ln], "utf-8"))
             pos += ln
     except UnicodeDecodeError:
         raise FormatError(f"{what}: a subject is not UTF-8") from None
-    ends = list(itertools.accumulate((x if x > 0 else 0 for x in ilens), initial=pos))
-    items: list[bytes | None] = [
-        None if ln < 0 else data[ends[i] : ends[i + 1]] for i, ln in enumerate(ilens)
-    ]
-    return header, subjects, items
+    return out
 
 
 def _known(name: str) -> type[KeysplitError] | None:

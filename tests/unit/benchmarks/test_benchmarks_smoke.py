@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from paths import REPO
 
-from benchmarks import bench_shamir, harness
+from benchmarks import bench_records, bench_shamir, harness
 from benchmarks.harness import plots, report, runner, timing
 
 # The benchmark smoke tests run real (small) benchmarks: make test-fast skips them.
@@ -152,6 +152,18 @@ def test_bench_shamir_tiny(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ("shamir combine 3-of-5, 16-byte keys", "keysplit combine_batch") in impls
     assert any(r["impl"].startswith("shamir-mnemonic") for r in rows)
     assert all(r["unit"] == "keys/s" and r["n"] == 1000 for r in rows)
+
+
+def test_bench_records_tiny(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench_records gives each benchmark one baseline and every keysplit row its ratio
+    target as a rate (issue 23's rows)."""
+    monkeypatch.setattr(bench_records, "SUBJECTS", 20)
+    monkeypatch.setattr(bench_records, "N_QUICK", 200)
+    rows = harness.validate_rows(bench_records.run(quick=True))
+    assert {r["benchmark"] for r in rows} == {"records-encrypt-1KiB", "records-decrypt-1KiB"}
+    assert sum(r["baseline"] for r in rows) == 2
+    targets = [r for r in rows if "target" in r]
+    assert len(targets) == 4 and all("x the bare loop" in r["note"] for r in rows)
 
 
 def test_cli_bench_runs_the_installed_suite(

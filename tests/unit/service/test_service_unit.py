@@ -328,11 +328,13 @@ def test_bench_service_tiny(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(bench_service, "_sizes", lambda quick: (2,))
     monkeypatch.setattr(bench_service, "_calls", lambda fn, n, quick: [_timed(fn)] * 3)
+    monkeypatch.setattr(bench_service, "_scale_params", lambda quick: (0.05, 1))
     rows = harness.validate_rows(bench_service.run(quick=True))
     assert {r["benchmark"] for r in rows} == {
         "service-datakey",
         "service-encrypt-1KiB",
         "service-decrypt-1KiB",
+        "service-clients-encrypt-1KiB",
     }
 
 
