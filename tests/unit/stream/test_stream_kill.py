@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from keysplit import _fileio, decrypt_file, encrypt_stream
+from keysplit import _fileio, decrypt_file
 from keysplit import stream as ks_stream
 from keysplit.rng import DeterministicRandom
+from keysplit.stream import encrypt_stream
 
 SK = X25519PrivateKey.from_private_bytes(bytes(range(32)))
 C = ks_stream.MIN_CHUNK_SIZE
