@@ -63,7 +63,7 @@ def status_cmd(
     )
     for field_, value in (
         ("path", doc["path"]),
-        ("generation", str(doc["generation"])),
+        ("keyring generation", str(doc["generation"])),
         ("quorum", f"{doc['threshold']} of {len(doc['custodians'])}"),
         ("custodians", custodians),
         ("share set", doc["set_id"]),

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _json
-from .._fileio import fsync_dir
+from .._fileio import durable_append, fsync_dir, fsync_fd
 from ..errors import AuditError, FormatError
 from ..store.base import AuditStore
 
@@ -363,10 +363,7 @@ class AuditLog:
             self.store.audit_append(lambda last: build(None if last is None else (last, True)))
         else:
             with self._locked() as (fd, created):
-                view = memoryview(build(_read_last_line(fd)) + b"\n")
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                durable_append(fd, build(_read_last_line(fd)) + b"\n")
                 if created:
                     fsync_dir(self.path.parent)
         seq, prev, obj, line = built[-1]
@@ -424,7 +421,7 @@ class AuditLog:
             if last is None or last[1]:
                 return False
             os.ftruncate(fd, size - len(last[0]))
-            os.fsync(fd)
+            fsync_fd(fd)
             return True
 
 

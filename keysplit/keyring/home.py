@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import _json
-from .._fileio import atomic_write, fsync_dir
+from .._fileio import atomic_write, durable_rename, fsync_dir
 from ..errors import FormatError, KeyringError
 from ..proof import INIT_VERIFY_FILE, PendingVerification, Verification, verify_path
 from ..store import check_store_url, default_store_url
@@ -129,8 +129,7 @@ class KeyringHome:
 
     def commit_pending(self) -> None:
         """The pending file replaces the keyring file in one atomic, durable rename."""
-        os.replace(self.path / PENDING_FILE, self.path / KEYRING_FILE)
-        fsync_dir(self.path)
+        durable_rename(self.path / PENDING_FILE, self.path / KEYRING_FILE)
 
     def discard_pending(self) -> bool:
         """Delete the pending file; True if there was one."""

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .. import _json, names
-from .._fileio import atomic_write, fsync_dir
+from .._fileio import atomic_write, durable_append, fsync_dir
 from ..errors import FormatError, IntegrityError, KeysplitError, PermissionDenied
 
 __all__ = [
@@ -414,8 +414,7 @@ class TokenList:
         created = not self.revoked_path.exists()
         fd = os.open(self.revoked_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line.encode())
-            os.fsync(fd)
+            durable_append(fd, line.encode())
         finally:
             os.close(fd)
         if created:
