@@ -132,6 +132,10 @@ def _recovered() -> None:
     info("[yellow]note:[/] these shares completed an interrupted rekey; old shares are dead")
 
 
+def _switched(generation: int) -> None:
+    info(f"note: the verified rekey took effect (keyring generation {generation}); old shares dead")
+
+
 def quorum(
     keyring: Keyring, src: QuorumSource, *, complete_missing: list[str] | None = None
 ) -> Quorum:
@@ -170,4 +174,10 @@ def quorum(
 
         ask_for_shares(opener, prompt, lambda name, share: accept(q, name, share))
 
-    return Quorum(keyring, feed, on_recovered=_recovered, complete_missing=complete_missing)
+    return Quorum(
+        keyring,
+        feed,
+        on_recovered=_recovered,
+        on_switched=_switched,
+        complete_missing=complete_missing,
+    )

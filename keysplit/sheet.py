@@ -33,8 +33,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._fileio import atomic_write
-from .custodian import check_custodian_name
-from .custody import SealedShareInfo, is_sealed, load_share, sealed_share_info, sealed_text
+from .custody import (
+    SealedShareInfo,
+    check_custodian_name,
+    is_sealed,
+    load_share,
+    sealed_share_info,
+    sealed_text,
+)
 from .errors import FormatError, KeysplitError
 from .share import Share
 

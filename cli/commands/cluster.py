@@ -1,4 +1,4 @@
-"""``keysplit cluster create|status|refresh|replace``: a threshold key cluster of node keyrings.
+"""``keysplit cluster create|status|refresh|replace|rotate``: a threshold key cluster.
 
 Thin glue over :mod:`keysplit.service.cluster_admin`: the DKG, the status checks and the
 refresh are library calls; this module parses ``--node NAME=URL`` and prints.
@@ -16,9 +16,11 @@ from keysplit.service.cluster_admin import (
     create_cluster,
     refresh_cluster,
     replace_node,
+    rotate_cluster,
 )
 
 from .._common import EXIT_USAGE, fail, handle_errors, info
+from .._output import JSON_HELP, emit
 from .._service import read_token
 
 __all__ = ["app"]
@@ -41,6 +43,7 @@ def create_cmd(
         None, "--store", metavar="URL", help="Store of wrapped data keys (default: in DIR)."
     ),
     token_file: Path | None = typer.Option(None, "--token-file", help=_TOKEN_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Run a distributed key generation among unsealed node services; write DIR/cluster.json
     (public data only). Each node keeps its share sealed in its own keyring directory.
@@ -72,7 +75,14 @@ def create_cmd(
         f"cluster {cfg.cluster_id} ({cfg.threshold} of {len(cfg.nodes)}, region {cfg.region}) "
         f"written to {Path(directory) / 'cluster.json'}"
     )
-    typer.echo(cfg.cluster_id)
+    doc = {
+        "cluster_id": cfg.cluster_id,
+        "region": cfg.region,
+        "threshold": cfg.threshold,
+        "nodes": [n.name for n in cfg.nodes],
+        "public_key": cfg.public_key,
+    }
+    emit(doc, as_json, cfg.cluster_id)
 
 
 @app.command("status")
@@ -126,6 +136,7 @@ def status_cmd(
 def refresh_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Cluster directory."),
     token_file: Path | None = typer.Option(None, "--token-file", help=_TOKEN_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Re-randomize every node's share without changing the cluster key (shares of the old
     epoch no longer combine with new ones; records are unaffected). Every node must be
@@ -137,6 +148,7 @@ def refresh_cmd(
     """
     cfg = refresh_cluster(directory, token=read_token(token_file))
     info(f"cluster {cfg.cluster_id} refreshed: epoch {cfg.epoch}")
+    emit({"cluster_id": cfg.cluster_id, "epoch": cfg.epoch}, as_json, cfg.epoch)
 
 
 @app.command("replace")
@@ -145,6 +157,7 @@ def replace_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Cluster directory."),
     node: str = typer.Argument(..., metavar="NAME=URL", help="Lost node's name = new node URL."),
     token_file: Path | None = typer.Option(None, "--token-file", help=_TOKEN_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Replace a lost node by a fresh one (its own keyring, served and unsealed): T healthy
     nodes recover the lost node's share for it without anyone learning more. Nothing is
@@ -160,3 +173,36 @@ def replace_cmd(
         fail(f"expected NAME=URL, got {node!r}", code=EXIT_USAGE)
     cfg = replace_node(directory, name, url, token=read_token(token_file))
     info(f"node {name} of cluster {cfg.cluster_id} is now {url}")
+    new = cfg.node(name)
+    doc = {"cluster_id": cfg.cluster_id, "node": name, "url": url, "keyring_id": new.keyring_id}
+    emit(doc, as_json, new.keyring_id)
+
+
+@app.command("rotate")
+@handle_errors
+def rotate_cmd(
+    directory: Path = typer.Argument(..., metavar="OLD_DIR", help="The cluster rotated from."),
+    new_directory: Path = typer.Argument(
+        ..., metavar="NEW_DIR", help="A cluster made by 'keysplit cluster create' (new key)."
+    ),
+    token_file: Path = typer.Option(
+        ..., "--token-file", help="Token allowed 'datakey' on the nodes of both clusters."
+    ),
+    batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Keys per batch."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Rotate to a new cluster key: rewrap every data key of OLD_DIR's store under
+    NEW_DIR's cluster (records are untouched). Run again after an interruption.
+
+    Example: keysplit cluster create cl2 ...; keysplit cluster rotate cl cl2 --token-file t
+
+    Exit codes: 0 rotated; 1 fewer than T nodes of either cluster, another region; 2 usage.
+    """
+    try:
+        moved = rotate_cluster(
+            directory, new_directory, token=read_token(token_file), batch_size=batch_size
+        )
+    except ValueError as exc:
+        fail(str(exc), code=EXIT_USAGE)
+    info(f"{moved} data keys rewrapped under {new_directory}; point the backends at it")
+    emit({"moved": moved}, as_json, moved)

@@ -37,7 +37,14 @@ from .cluster_config import (
     read_cluster,
 )
 
-__all__ = ["NodeStatus", "cluster_status", "create_cluster", "refresh_cluster", "replace_node"]
+__all__ = [
+    "NodeStatus",
+    "cluster_status",
+    "create_cluster",
+    "refresh_cluster",
+    "replace_node",
+    "rotate_cluster",
+]
 
 
 def _post(url: str, path: str, doc: Any, token: str | None, name: str) -> dict[str, Any]:
@@ -268,6 +275,49 @@ def replace_node(
         raise ClusterError(f"node {name}: the recovered share does not match")
     updated.write(directory)
     return updated
+
+
+def rotate_cluster(
+    old_dir: str | os.PathLike[str],
+    new_dir: str | os.PathLike[str],
+    *,
+    token: str | None,
+    batch_size: int = 1000,
+) -> int:
+    """Move every wrapped data key of the cluster in ``old_dir`` to the (new, already
+    created) cluster in ``new_dir``: unwrapped under the old cluster's KEKs, wrapped under
+    the new cluster key's (evaluated with DLEQ proofs), in batches. Data keys and records
+    do not change; a backend then switches to ``new_dir``. Idempotent (keys already moved
+    are kept, and must be equal), so an interrupted rotation is run again. Returns how many
+    keys were moved. Pause shreds meanwhile: a key shredded in the old store after it was
+    moved survives in the new one (shred it there too, or run again).
+    """
+    from .cluster_client import ClusterClient
+
+    if batch_size < 1:
+        raise ValueError("batch_size must be positive")
+    with (
+        ClusterClient(old_dir, token=token) as old,
+        ClusterClient(new_dir, token=token) as new,
+    ):
+        if new.config.cluster_id == old.config.cluster_id:
+            raise ValueError("rotate to another cluster (run keysplit cluster create first)")
+        if new.config.region != old.config.region:
+            raise ClusterError(
+                f"the new cluster is in region {new.config.region!r}, not {old.config.region!r}"
+            )
+        moved, after = 0, ""
+        while True:
+            # every row: no key is ever stored under version 0, so all are "stale" for it
+            rows = old.datakeys.store.stale_batch(0, after, batch_size)
+            if not rows:
+                return moved
+            subjects = [r.subject for r in rows]
+            raws = old.datakeys.export(subjects, create=False)
+            if any(k is None for k in raws):
+                raise ClusterError("a key vanished from the old store during the rotation")
+            moved += new.datakeys.adopt(subjects, raws)  # type: ignore[arg-type]
+            after = subjects[-1]
 
 
 @dataclass(frozen=True)

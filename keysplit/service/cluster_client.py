@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,9 +93,11 @@ class ClusterDataKeys:
         token: str | None,
         timeout: float = 30.0,
         cache_max_age: float | None = None,
+        reload: Callable[[], ClusterConfig] | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        self._token, self._timeout, self._reload = token, timeout, reload
         self._clients = {n.name: Client(n.url, token=token, timeout=timeout) for n in config.nodes}
         self._pool = ThreadPoolExecutor(max_workers=len(config.nodes), thread_name_prefix="ks-cl")
         self._lock = threading.Lock()
@@ -194,6 +196,8 @@ class ClusterDataKeys:
                 bad = dict(self._excluded)
             usable = [n for n in cfg.nodes if n.name not in bad and n.name not in down]
             if len(usable) < cfg.threshold:
+                if down and self._reloaded():  # a refresh or replacement since we read it
+                    return self.evaluate(subjects, proof=proof)
                 missing = {**down, **bad}
                 raise ClusterError(
                     f"cluster {cfg.cluster_id}: need {cfg.threshold} of {len(cfg.nodes)} nodes, "
@@ -235,6 +239,31 @@ class ClusterDataKeys:
                 if proof:
                     raise ClusterError(f"nodes answered invalid points: {exc}") from None
                 return self.evaluate(subjects, proof=True)
+
+    def _reloaded(self) -> bool:
+        """Re-read ``cluster.json``; True if it changed (epoch, nodes), so a long-running
+        backend follows ``cluster refresh`` and ``cluster replace`` without a restart. Only
+        the same cluster (id, region, key) is accepted."""
+        if self._reload is None:
+            return False
+        try:
+            new = self._reload()
+        except KeysplitError:
+            return False
+        old = self.config
+        same = (new.cluster_id, new.region, new.public_key) == (
+            old.cluster_id,
+            old.region,
+            old.public_key,
+        )
+        if not same or new == old:
+            return False
+        with self._lock:
+            self.config = new
+            for n in new.nodes:
+                if n.url != self._clients[n.name].url:
+                    self._clients[n.name] = Client(n.url, token=self._token, timeout=self._timeout)
+        return True
 
     def _keks(self, subjects: Sequence[str], *, proof: bool) -> list[bytes]:
         from . import _cluster_math as m  # lazily: the cluster extra
@@ -278,7 +307,6 @@ class ClusterDataKeys:
         return [found.get(s) for s in subjects]
 
     def _fetch(self, subjects: list[str], *, create: bool) -> dict[str, tuple[bytes, DataKey]]:
-        cfg = self.config
         rows = self.store.get_many(subjects)
         wanted = [s for s in subjects if s in rows or create]
         if not wanted:
@@ -294,18 +322,44 @@ class ClusterDataKeys:
         if failed:
             raise IntegrityError(hint="a stored data key fails its check under the cluster's KEK")
         if new:
-            raws = [os.urandom(16) for _ in new]
-            offered = [
-                WrappedKey(s, cfg.kek_version, keywrap.wrap(keks[s], k))
-                for s, k in zip(new, raws, strict=True)
-            ]
-            stored = self.store.insert_many(offered)
-            for s, raw, off, got in zip(new, raws, offered, stored, strict=True):
-                if got == off:
-                    out[s] = (raw, DataKey(raw))
-                elif not _unwrap(keks[s], got, out, s):  # another writer won the race
-                    raise IntegrityError(hint="a stored data key fails its check")
+            self._insert(new, [os.urandom(16) for _ in new], keks, out)
         return out
+
+    def _insert(
+        self,
+        subjects: Sequence[str],
+        raws: Sequence[bytes],
+        keks: Mapping[str, bytes],
+        out: dict[str, tuple[bytes, DataKey]],
+    ) -> None:
+        """Wrap ``raws`` under (proven) ``keks`` and insert them; a row another writer
+        stored first wins and is unwrapped instead."""
+        offered = [
+            WrappedKey(s, self.config.kek_version, keywrap.wrap(keks[s], k))
+            for s, k in zip(subjects, raws, strict=True)
+        ]
+        stored = self.store.insert_many(offered)
+        for s, raw, off, got in zip(subjects, raws, offered, stored, strict=True):
+            if got == off:
+                out[s] = (raw, DataKey(raw))
+            elif not _unwrap(keks[s], got, out, s):
+                raise IntegrityError(hint="a stored data key fails its check")
+
+    def adopt(self, subjects: Sequence[str], raws: Sequence[bytes]) -> int:
+        """Store existing data keys (from another cluster: a rotation) under this cluster's
+        KEKs, evaluated with proofs. Returns how many were new here; a subject that already
+        has a key here must have the same one (else :class:`IntegrityError`)."""
+        have = self.store.get_many(subjects)
+        todo = [(s, k) for s, k in zip(subjects, raws, strict=True) if s not in have]
+        out: dict[str, tuple[bytes, DataKey]] = {}
+        if todo:
+            subs = [s for s, _ in todo]
+            keks = dict(zip(subs, self._keks(subs, proof=True), strict=True))
+            self._insert(subs, [k for _, k in todo], keks, out)
+        given = dict(zip(subjects, raws, strict=True))
+        if any(out[s][0] != given[s] for s in out):
+            raise IntegrityError(hint="a subject got another data key here meanwhile")
+        return len(todo)
 
 
 def _unwrap(
@@ -343,7 +397,12 @@ class ClusterClient:
             )
         store = open_store(cfg.store, keyring_id=cfg.cluster_id, home=self.directory)
         self.datakeys = ClusterDataKeys(
-            cfg, store, token=token, timeout=timeout, cache_max_age=cache_max_age
+            cfg,
+            store,
+            token=token,
+            timeout=timeout,
+            cache_max_age=cache_max_age,
+            reload=lambda: read_cluster(self.directory),
         )
         self.records = Records(self.datakeys)
 

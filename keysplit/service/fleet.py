@@ -88,8 +88,14 @@ _ANSWER_HEAD = struct.Struct(">IHH")
 
 def forwarded(path: str) -> bool:
     """Requests only the leader serves: the cluster endpoints, whose ceremonies (DKG deal
-    then finish, recovery rounds) keep state between requests in one process."""
-    return path.startswith("/v1/cluster/")
+    then finish, recovery rounds) keep state between requests in one process. Evaluation
+    and node status keep none (each process reads the share from disk and opens it with
+    its own unsealed keyring), so every worker serves them: a batch of 10^4 points is
+    larger than one forwarded datagram (``MAX_FORWARD``) and the DPRF wants every core."""
+    return path.startswith("/v1/cluster/") and path not in _ANY_PROCESS
+
+
+_ANY_PROCESS = frozenset({"/v1/cluster/eval", "/v1/cluster/node"})
 
 
 def _pack_request(rid: int, req: Request) -> bytes:

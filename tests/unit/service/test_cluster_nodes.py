@@ -391,6 +391,8 @@ def test_restart_unseal_refresh(cluster: Cluster) -> None:
     with ClusterClient(cluster.dir, token=cluster.token) as c:
         _check_records(c)
     before = read_cluster(cluster.dir)
+    running = ClusterClient(cluster.dir, token=cluster.token)  # a backend that stays up
+    assert running.decrypt(FIRST["contacts/1"], subject="contacts/1") == b"x"
     r = cli("cluster", "refresh", "cl", cwd=cluster.tmp)
     assert r.returncode == 0, r.stderr
     after = read_cluster(cluster.dir)
@@ -401,6 +403,9 @@ def test_restart_unseal_refresh(cluster: Cluster) -> None:
     assert r.returncode == 0 and '"commitments_ok": true' in r.stdout, r.stdout
     with ClusterClient(cluster.dir, token=cluster.token) as c:
         _check_records(c)
+    with running:  # it follows the new epoch in cluster.json without a restart
+        _check_records(running)
+        assert running.config.epoch == after.epoch
     # the old description (epoch before) is refused by every node: old shares are gone
     stale = cluster.tmp / "cl-stale"
     stale.mkdir()
@@ -417,6 +422,31 @@ def test_restart_unseal_refresh(cluster: Cluster) -> None:
         cluster.start(n)
     with ClusterClient(cluster.dir, token=cluster.token) as c:
         _check_records(c)
+
+
+def test_rotate_to_a_new_cluster_key(cluster: Cluster) -> None:
+    """A second DKG among the same nodes makes cl2 (another key); every wrapped key moves to
+    it (the records stay as they are) and opens there; running it again moves nothing."""
+    t = cluster.tmp
+    args = ["cluster", "create", "cl2", "--threshold", "2", "--region", "in"]
+    for n in NODES:
+        args += ["--node", f"{n}={cluster.servers[n].url}"]
+    r = cli(*args, cwd=t)
+    assert r.returncode == 0, r.stderr
+    assert read_cluster(t / "cl2").public_key != read_cluster(cluster.dir).public_key
+    r = cli("cluster", "rotate", "cl", "cl2", "--token-file", "token", "--batch-size", "3", cwd=t)
+    assert r.returncode == 0, r.stderr
+    moved = len({s for s, _, _ in RECORDS})
+    assert f"{moved} data keys rewrapped" in r.stderr
+    with ClusterClient(t / "cl2", token=cluster.token) as c:
+        _check_records(c)
+        old = ClusterClient(cluster.dir, token=cluster.token)
+        new_rows = c.datakeys.store.get_many(["contacts/1"])
+        old_rows = old.datakeys.store.get_many(["contacts/1"])
+        old.close()
+        assert new_rows["contacts/1"].wrapped != old_rows["contacts/1"].wrapped
+    r = cli("cluster", "rotate", "cl", "cl2", "--token-file", "token", cwd=t)
+    assert r.returncode == 0 and "0 data keys rewrapped" in r.stderr, r.stderr
 
 
 def test_replace_a_lost_node(cluster: Cluster) -> None:
