@@ -28,7 +28,7 @@ from pathlib import Path
 
 import typer
 
-from keysplit import Keyring, KeysplitError, Share, ceremony
+from keysplit import Keyring, KeysplitError, Share
 from keysplit.ceremony import Quorum
 
 from ._common import EXIT_USAGE, fail, info, relabel
@@ -129,21 +129,12 @@ def ask_for_shares(
             typer.echo("try again (empty answer to stop)", err=True)
 
 
-def _on_switch(keyring: Keyring) -> Callable[[], None]:
-    """What to say when these shares switch the keyring to a new generation: the end of a
-    ``rekey --verify`` whose proofs are in, or of a rekey a crash interrupted."""
-    pending = ceremony.pending_verification(keyring)
-    verified = pending is not None and pending.kind == "rekey"
+def _recovered() -> None:
+    info("[yellow]note:[/] these shares completed an interrupted rekey; old shares are dead")
 
-    def say() -> None:
-        if verified:
-            info("switched to the verified share generation; the old shares are dead")
-        else:
-            info(
-                "[yellow]note:[/] these shares completed an interrupted rekey; old shares are dead"
-            )
 
-    return say
+def _switched(generation: int) -> None:
+    info(f"note: the verified rekey took effect (keyring generation {generation}); old shares dead")
 
 
 def quorum(
@@ -184,5 +175,10 @@ def quorum(
 
         ask_for_shares(opener, prompt, lambda name, share: accept(q, name, share))
 
-    switched = _on_switch(keyring)
-    return Quorum(keyring, feed, on_recovered=switched, complete_missing=complete_missing)
+    return Quorum(
+        keyring,
+        feed,
+        on_recovered=_recovered,
+        on_switched=_switched,
+        complete_missing=complete_missing,
+    )
