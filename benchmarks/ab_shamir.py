@@ -20,7 +20,7 @@ from types import ModuleType
 
 import numpy as np
 
-from keysplit import shamir as current
+from keysplit.hazmat import shamir as current
 
 
 def _load(checkout: Path) -> ModuleType:

@@ -2,12 +2,12 @@
 
 Whole operations per second on one 16-byte secret, 3-of-5, timed in the same run:
 
-* SLIP-39 generate / combine (iteration exponent 0, empty passphrase): keysplit.slip39 vs
+* SLIP-39 generate / combine (iteration exponent 0, empty passphrase): keysplit.interop.slip39 vs
   shamir-mnemonic (baseline). Both spend most of their time in the same PBKDF2 Feistel
   rounds (10000 iterations of HMAC-SHA256 per operation), so this shows the overhead of
   the sharing layer and encoding, not a faster KDF.
-* pycryptodome form split / combine: keysplit.interop vs pycryptodome's Shamir (baseline),
-  both pure Python over GF(2^128).
+* pycryptodome form split / combine: keysplit.interop.pycryptodome vs pycryptodome's
+  Shamir (baseline), both pure Python over GF(2^128).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import shamir_mnemonic
 from Crypto.Protocol.SecretSharing import Shamir
 
-from keysplit import interop, slip39
+from keysplit.interop import pycryptodome, slip39
 
 from .harness import measure, progress, row
 
@@ -70,7 +70,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
         "splits/s",
         [
             ("pycryptodome", lambda: Shamir.split(3, 5, SECRET), True),
-            ("keysplit", lambda: interop.split_pycryptodome(SECRET, 3, 5), False),
+            ("keysplit", lambda: pycryptodome.split_pycryptodome(SECRET, 3, 5), False),
         ],
     )
     shares = Shamir.split(3, 5, SECRET)[1:4]
@@ -79,7 +79,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
         "secrets/s",
         [
             ("pycryptodome", lambda: Shamir.combine(shares), True),
-            ("keysplit", lambda: interop.combine_pycryptodome(shares), False),
+            ("keysplit", lambda: pycryptodome.combine_pycryptodome(shares), False),
         ],
     )
     return rows

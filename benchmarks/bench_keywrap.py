@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
 
-from keysplit import keywrap
-from keysplit.hazmat import _outputs
+from keysplit.hazmat import _outputs, keywrap
 from keysplit.keyring.datakeys import _SubjectIV
 
 from .harness import measure, row, run_standalone

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
 
-from keysplit import Keyring, UnsealedKeyring, WrappedKey, keywrap
+from keysplit import Keyring, UnsealedKeyring, WrappedKey
+from keysplit.hazmat import keywrap
 
 from .harness import Stats, measure, row, run_standalone
 

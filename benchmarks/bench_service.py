@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,12 +95,8 @@ def _client_loop(url: str, token: str, secs: float, go: Any, q: Any) -> None:
     plain = [os.urandom(SIZE) for _ in range(SCALE_BATCH)]
     c.encrypt_many(subjects, plain)  # connect, warm up
     go.wait(60)
-    n = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < secs:
-        c.encrypt_many(subjects, plain)
-        n += SCALE_BATCH
-    q.put(n / (time.perf_counter() - t0))
+    times = time_calls(lambda: c.encrypt_many(subjects, plain), 10**6, warmup=0, budget_s=secs)
+    q.put(SCALE_BATCH * len(times) / sum(times))
     c.close()
 
 
@@ -136,19 +131,19 @@ def _scaling_rows(urls: dict[str, str], token: str, quick: bool) -> list[dict[st
         for name, url, k, _base in cases:
             rates[name].append(_aggregate(url, token, k, secs))
     rows = []
-    base = statistics.median(rates["1 client"])
+    stats = {name: throughput(1.0, [1.0 / r for r in rs]) for name, rs in rates.items()}
+    base = stats["1 client"][0]
     for name, _url, _k, is_base in cases:
-        r = rates[name]
         rows.append(
             row(
                 "service-clients-encrypt-1KiB",
                 name,
                 SCALE_BATCH,
                 "records/s",
-                (statistics.median(r), min(r), max(r)),
+                stats[name],
                 baseline=is_base,
                 workers=(1 if "--workers 1" in name else default_workers()),
-                note=f"{statistics.median(r) / base:.2f}x one client (same run); "
+                note=f"{stats[name][0] / base:.2f}x one client (same run); "
                 f"client processes of encrypt_many({SCALE_BATCH}) for {secs:g} s each",
             )
         )

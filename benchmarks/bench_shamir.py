@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from keysplit import shamir
-from keysplit.hazmat import _outputs
+from keysplit.hazmat import _outputs, shamir
 
 from .harness import measure, peak_memory_mb, progress, row, time_calls
 

@@ -9,6 +9,11 @@ fsync and synchronous_commit on) over its Unix socket. Workloads, N = 10^6 in fu
 * rewrap: the keyring's rewrap loop without the crypto: ``stale_batch`` pages of ``BATCH``
   and ``replace_many`` (compare-and-swap) of each page to the next KEK version.
 
+* first record: ``UnsealedKeyring.encrypt`` of one record for a subject never seen
+  before (a new data key made, stored and checked against the fleet state), one at a
+  time, on a keyring over each store; SQLite is the baseline (issue 23: PostgreSQL >= 0.5x
+  it, one round trip per new subject). Repeats interleave the two stores.
+
 Reference (``*``): a per-row loop against the same PostgreSQL table, one statement per
 subject inside one transaction (``INSERT ... ON CONFLICT DO NOTHING`` /
 ``UPDATE ... WHERE`` old row), i.e. what the set-based paths replace; it is timed on a
@@ -30,7 +35,7 @@ from keysplit.store import SQLiteKeyStore, WrappedKey
 from keysplit.store.url import postgres_conninfo
 
 from ._pgserver import throwaway_postgres
-from .harness import measure, progress, row, run_standalone
+from .harness import measure, measure_interleaved, progress, row, run_standalone
 
 KID = "be" * 16
 BATCH = 10_000
@@ -152,6 +157,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 s.close()
             opened.clear()
 
+        first = _first_record(Path(tmp), server.url, 200 if quick else 2_000, repeats)
+
     loop_note = "one statement per row, one transaction, same PostgreSQL table"
     out += [
         row("store-insert-new", "PostgreSQL per-row INSERT loop", n, "subjects/s", ins_loop,
@@ -166,8 +173,39 @@ def run(quick: bool) -> list[dict[str, Any]]:
             "subjects/s", results[("pg", "rewrap")]),
         row("store-rewrap", "SQLiteKeyStore stale_batch + replace_many", n, "subjects/s",
             results[("sqlite", "rewrap")]),
+        row("store-first-record", "SQLite store: encrypt for a new subject", first["n"],
+            "records/s", first["sqlite"], baseline=True),
+        row("store-first-record", "PostgreSQL store: encrypt for a new subject", first["n"],
+            "records/s", first["pg"], note="one pipelined round trip per new subject"),
     ]  # fmt: skip
     return out
+
+
+def _first_record(tmp: Path, pg_url: str, n: int, repeats: int) -> dict[str, Any]:
+    """encrypt() of one record per never-seen subject, keyrings on SQLite and PostgreSQL."""
+    from keysplit import Keyring
+
+    progress(f"store: first record of {n:,} new subjects, SQLite vs PostgreSQL")
+    opened = []
+    for name, url in (("sqlite", None), ("pg", f"{pg_url}&schema=f_{uuid.uuid4().hex[:12]}")):
+        _, shares = Keyring.create(tmp / f"first-{name}", 2, ["a", "b"], store_url=url)
+        opened.append((name, Keyring.open(tmp / f"first-{name}").unseal(list(shares.values()))))
+    rounds = {name: 0 for name, _ in opened}
+
+    def one(name: str, ku: Any) -> Any:
+        def go() -> None:
+            rounds[name] += 1
+            for i in range(n):
+                ku.encrypt(b"x", subject=f"r{rounds[name]}-{i}")
+
+        return go
+
+    try:
+        stats = measure_interleaved({name: one(name, ku) for name, ku in opened}, n, repeats)
+    finally:
+        for _, ku in opened:
+            ku.close()
+    return {"n": n, **stats}
 
 
 if __name__ == "__main__":

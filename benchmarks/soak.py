@@ -13,6 +13,17 @@ cannot run here), ``keysplit serve`` on a Unix socket, unsealed by two custodian
 * a chaos loop SIGKILLs the service every ``--kill-every`` seconds, restarts it and
   re-unseals it as custodians would (a different pair each time), and between kills
   terminates the service's PostgreSQL backends (``pg_terminate_backend``).
+* key ceremonies from the CLI while the load runs (issue 19: one keyring, many
+  processes): every ``--rotate-every`` seconds ``keysplit rotate``, ``rewrap`` and
+  ``retire`` of every older version (a refusal naming a live holder, e.g. the lease of a
+  just-killed service, is retried next round); every ``--shred-every`` seconds ``keysplit
+  shred --wait`` of one of the "victim" subjects the clients also write to (and never
+  read back during the run).
+
+Victims are checked by when their records were acknowledged: a record acknowledged before
+a shred of its subject started must raise ``ShreddedError``; one acknowledged after the
+subject's last shred finished must decrypt; one acknowledged while a shred ran may do
+either (it is ordered before or after that shred).
 
 At the end the service is killed once more, restarted and unsealed, and every
 acknowledged record must decrypt to its plaintext and every data key must come back the
@@ -55,6 +66,11 @@ CLI_TIMEOUT = 120.0
 START_TIMEOUT = 60.0
 # Errors an outage explains: the client retries these with backoff.
 RETRIED = ("SealedError", "Unreachable", "StoreUnavailable")
+VICTIMS = 4  # shreddable subjects per client
+
+
+def victim_subject(cid: int, k: int) -> str:
+    return f"{PREFIX}v/c{cid}/v{k}"
 
 
 def _kind(exc: BaseException) -> str:
@@ -90,11 +106,16 @@ def _client(cid: int, url: str, token: str, workdir: str, until: float, batch: i
     bad: list[str] = []
     slowest: dict[str, float] = {}
     subjects = [f"{PREFIX}c{cid}/s{i}" for i in range(200)]
+    victims = [victim_subject(cid, k) for k in range(VICTIMS)]
     seq = 0
     backoff = 0.05
-    with open(ledger_path, "a") as lf, open(keys_path, "a") as kf:
+    with (
+        open(ledger_path, "a") as lf,
+        open(keys_path, "a") as kf,
+        open(Path(workdir) / f"victims-{cid}.jsonl", "a") as vf,
+    ):
         while time.time() < until and len(bad) < 20:
-            op = rng.choices(("encrypt", "decrypt", "datakey"), (5, 3, 2))[0]
+            op = rng.choices(("encrypt", "decrypt", "datakey", "victim"), (5, 3, 2, 1))[0]
             if op == "decrypt" and not ledger:
                 op = "encrypt"
             t_op = time.monotonic()
@@ -111,6 +132,16 @@ def _client(cid: int, url: str, token: str, workdir: str, until: float, batch: i
                         lf.write(json.dumps({"s": s, "c": ctx, "p": _b64(p), "r": _b64(r)}))
                         lf.write("\n")
                     lf.flush()
+                elif op == "victim":  # written, never read back until the final check
+                    n = rng.randint(1, 3)
+                    subs = [rng.choice(victims) for _ in range(n)]
+                    pts = [rng.randbytes(rng.randint(0, 100)) for _ in range(n)]
+                    recs = client.encrypt_many(subs, pts)
+                    acked = time.time()
+                    for s_, p, r in zip(subs, pts, recs, strict=True):
+                        vf.write(json.dumps({"s": s_, "p": _b64(p), "r": _b64(r), "t": acked}))
+                        vf.write("\n")
+                    vf.flush()
                 elif op == "decrypt":
                     sample = rng.sample(ledger, min(len(ledger), rng.randint(1, batch)))
                     out = client.decrypt_many(
@@ -286,6 +317,76 @@ def _drop_backends(pg_url: str) -> int:
     return sum(1 for (ok,) in rows if ok)
 
 
+# -- ceremonies under load ---------------------------------------------------------------------
+
+
+def _ceremonies(directory: Path, quorum: list[str], res: SoakResult) -> None:
+    """rotate, rewrap, then retire every version older than the current one."""
+    r = _cli("rotate", str(directory), *quorum)
+    if r.returncode:
+        res.problems.append(f"rotate failed: {r.stderr.strip()[-300:]}")
+        return
+    res.rotations += 1
+    current = int(r.stdout.strip())
+    r = _cli("rewrap", str(directory), *quorum, "--json")
+    if r.returncode or json.loads(r.stdout)["remaining"]:
+        res.problems.append(f"rewrap failed: {r.stderr.strip()[-300:]}")
+        return
+    res.rewraps += 1
+    r = _cli("status", str(directory), "--json")
+    versions = json.loads(r.stdout)["kek_versions"] if r.returncode == 0 else []
+    for v in versions:
+        if v >= current:
+            continue
+        r = _cli("retire", str(directory), str(v), *quorum)
+        if r.returncode == 0:
+            res.retired.append(v)
+        elif "still the current KEK of a live process" in r.stderr:
+            res.retire_refusals += 1  # e.g. the lease of a service killed moments ago
+        else:
+            res.problems.append(f"retire {v} failed: {r.stderr.strip()[-300:]}")
+
+
+def _check_victims(
+    final: Any, root: Path, clients: int, shreds: list[tuple[str, float, float]], res: SoakResult
+) -> None:
+    """Each victim record against the shreds of its subject (module docstring)."""
+    import keysplit
+
+    by_subject: dict[str, list[tuple[float, float]]] = {}
+    for subject, t0, t1 in shreds:
+        by_subject.setdefault(subject, []).append((t0, t1))
+    for cid in range(clients):
+        path = root / f"victims-{cid}.jsonl"
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            e = json.loads(line)
+            spans = by_subject.get(e["s"], [])
+            dead = any(t0 > e["t"] for t0, _ in spans)
+            either = not dead and any(t0 <= e["t"] <= t1 for t0, t1 in spans)
+            try:
+                got: bytes | None = final.decrypt(base64.b64decode(e["r"]), subject=e["s"])
+            except keysplit.ShreddedError:
+                got = None
+            except keysplit.KeysplitError as exc:
+                res.problems.append(f"victim record of {e['s']}: {_kind(exc)}: {exc}"[:300])
+                continue
+            if got is not None and got != base64.b64decode(e["p"]):
+                res.problems.append(f"victim record of {e['s']} decrypted to other bytes")
+            elif dead:
+                if got is None:
+                    res.victims_dead += 1
+                else:
+                    res.problems.append(f"victim record of {e['s']} outlived its shred")
+            elif either:
+                res.victims_either += 1
+            elif got is None:
+                res.problems.append(f"victim record of {e['s']} lost (written after the shred)")
+            else:
+                res.victims_alive += 1
+
+
 # -- the run ------------------------------------------------------------------------------------
 
 
@@ -297,6 +398,15 @@ class SoakResult:
     kills: int = 0
     drops: int = 0
     backends_terminated: int = 0
+    rotations: int = 0
+    rewraps: int = 0
+    retired: list[int] = field(default_factory=list)
+    retire_refusals: int = 0
+    shreds: int = 0
+    shreds_unacknowledged: int = 0
+    victims_dead: int = 0
+    victims_alive: int = 0
+    victims_either: int = 0
     ops: Counter[str] = field(default_factory=Counter)
     items: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
@@ -323,6 +433,17 @@ class SoakResult:
             f"  chaos: {self.kills} SIGKILL+restart+unseal, {self.drops} store drops "
             f"({self.backends_terminated} backends terminated)",
         ]
+        lines.append(
+            f"  ceremonies under load: {self.rotations} rotate, {self.rewraps} rewrap, "
+            f"retired {self.retired or 'none'} ({self.retire_refusals} refusals naming a live "
+            f"holder, retried), {self.shreds} shred --wait "
+            f"({self.shreds_unacknowledged} not acknowledged in time)"
+        )
+        lines.append(
+            f"  shredded victims: {self.victims_dead} records ShreddedError as due, "
+            f"{self.victims_alive} written after their shred decrypt, {self.victims_either} "
+            "acknowledged during a shred (either outcome allowed)"
+        )
         lines.append(
             "  slowest successful request: "
             + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(self.slowest.items()))
@@ -372,6 +493,8 @@ def run(
     say: Any = print,
     corrupt_one: bool = False,
     keep_failed: bool = True,
+    rotate_every: float = 15.0,
+    shred_every: float = 5.0,
 ) -> SoakResult:
     """One soak run; every phase bounded in time. Never raises for a failed check.
 
@@ -414,6 +537,10 @@ def run(
         jitter = random.Random()
         next_kill = time.monotonic() + kill_every * jitter.uniform(0.7, 1.3)
         next_drop = time.monotonic() + drop_every * jitter.uniform(0.2, 1.8)
+        next_rotate = time.monotonic() + rotate_every * jitter.uniform(0.5, 1.0)
+        next_shred = time.monotonic() + shred_every * jitter.uniform(0.5, 1.5)
+        shreds: list[tuple[str, float, float]] = []
+        quorum = ["--share", str(shares / "a.g1.kss"), "--share", str(shares / "c.g1.kss")]
         end = time.monotonic() + duration
         while time.monotonic() < end - 1.0:
             now = time.monotonic()
@@ -429,6 +556,21 @@ def run(
                 res.backends_terminated += _drop_backends(pg.url)
                 res.drops += 1
                 next_drop = time.monotonic() + drop_every * jitter.uniform(0.2, 1.8)
+            elif now >= next_rotate and end - now > 10.0:
+                _ceremonies(directory, quorum, res)
+                next_rotate = time.monotonic() + rotate_every * jitter.uniform(0.7, 1.3)
+            elif now >= next_shred and end - now > 5.0:
+                victim = victim_subject(jitter.randrange(clients), jitter.randrange(VICTIMS))
+                t_start = time.time()
+                r = _cli("shred", str(directory), victim, "--yes", "--wait", "15", "--json",
+                         *quorum)  # fmt: skip
+                if r.returncode in (0, 4):
+                    shreds.append((victim, t_start, time.time()))
+                    res.shreds += 1
+                    res.shreds_unacknowledged += r.returncode == 4
+                elif r.returncode != 3:  # 3: no key yet (nothing written to it so far)
+                    res.problems.append(f"shred failed: {r.stderr.strip()[-300:]}")
+                next_shred = time.monotonic() + shred_every * jitter.uniform(0.5, 1.5)
             time.sleep(0.1)
 
         join_by = max(time.time(), until) + 60.0  # a request in flight has a 30 s timeout
@@ -513,7 +655,10 @@ def run(
                     res.keys_checked += 1
                 else:
                     res.problems.append(f"data key of {s} changed")
+        _check_victims(final, root, clients, shreds, res)
         final.close()
+        if res.rotations == 0 and duration >= 3 * rotate_every:
+            res.problems.append("no rotate ran under load")
         if res.records == 0:
             res.problems.append("no record was acknowledged: the load never ran")
         unexpected = {k for k in res.errors if k.split(":", 1)[1] not in RETRIED}
@@ -547,6 +692,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drop-every", type=float, default=3.0, help="seconds between store drops")
     ap.add_argument("--store", choices=("postgres", "sqlite"), default="postgres")
     ap.add_argument("--batch", type=int, default=40, help="largest batch per request")
+    ap.add_argument("--rotate-every", type=float, default=15.0,
+                    help="seconds between rotate+rewrap+retire from the CLI")  # fmt: skip
+    ap.add_argument("--shred-every", type=float, default=5.0,
+                    help="seconds between shreds of a victim subject")  # fmt: skip
     a = ap.parse_args(argv)
     if a.duration <= 0 or a.clients < 1 or a.kill_every <= 0 or a.drop_every <= 0 or a.batch < 1:
         ap.error("--duration, --kill-every, --drop-every must be > 0; --clients, --batch >= 1")
@@ -557,6 +706,8 @@ def main(argv: list[str] | None = None) -> int:
         drop_every=a.drop_every,
         store=a.store,
         batch=a.batch,
+        rotate_every=a.rotate_every,
+        shred_every=a.shred_every,
     )
     print(res.report(), flush=True)
     return 0 if res.ok else 1

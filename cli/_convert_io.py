@@ -11,9 +11,10 @@ from pathlib import Path
 
 import typer
 
-from keysplit import KeysplitError, Share, interop, slip39, vault
+from keysplit import KeysplitError, Share
 from keysplit.custody import is_sealed
 from keysplit.files import atomic_write
+from keysplit.interop import pycryptodome, slip39, vault
 
 from ._common import EXIT_USAGE, fail, info, read_input, relabel
 from ._opener import Passphrases, ShareOpener
@@ -96,7 +97,7 @@ def read_pycryptodome(sources: list[tuple[str, bytes]]) -> list[tuple[int, bytes
     shares = []
     for name, blob in sources:
         try:
-            shares += interop.parse_pycryptodome(blob.decode("utf-8", errors="replace"))
+            shares += pycryptodome.parse_pycryptodome(blob.decode("utf-8", errors="replace"))
         except KeysplitError as exc:
             raise relabel(exc, name) from None
     return shares

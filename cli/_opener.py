@@ -30,6 +30,7 @@ import typer
 from keysplit import Argon2Params, CustodianError, Identity, KeysplitError, Share, load_share
 from keysplit.custody import (
     MAX_SHARE_FILE_SIZE,
+    SEALED_TEXT_PREFIX,
     ConfirmKdf,
     WrongPassphrase,
     is_sealed,
@@ -301,11 +302,12 @@ class ShareOpener:
         return self.open(str(path), read_share_file(path), short=path.name)
 
     def open_answer(self, answer: str) -> tuple[str, Share]:
-        """``(name, share)`` from an answer at the share prompt: the ``ks1-`` text of a
-        share (as on its sheet), or the path of a share file. Errors never repeat the
+        """``(name, share)`` from an answer at the share prompt: the text of a share as
+        its sheet prints it (``ks1-...``, or ``KSSS-...`` for a sealed one), or the path of
+        a share file. Errors never repeat the
         answer (it may be a passphrase typed at the wrong prompt)."""
         text = answer.strip()
-        if text[:3].lower() == "ks1":
+        if text[:3].lower() == "ks1" or text[:4].upper() == SEALED_TEXT_PREFIX[:4]:
             return TYPED_SHARE, self.open(TYPED_SHARE, text.encode())
         path = Path(text).expanduser()
         try:

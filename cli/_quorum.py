@@ -6,8 +6,9 @@ Two modes, like Vault's ``operator unseal`` but friendlier:
   shares by recipient fingerprint, as age matches identities to stanzas) and
   ``--passphrase-file [NAME=]FILE``;
 * interactive (no ``--share``): asks for shares one at a time at a hidden prompt (a share
-  file's path, or the ``ks1-`` text of a share typed from its sheet), then for the identity
-  file or passphrase each needs (a wrong passphrase is asked for again, hidden), shows
+  file's path, or a share's text typed from its sheet: ``ks1-``, or ``KSSS-`` sealed),
+  then for the identity file or passphrase each needs (a wrong passphrase is asked for
+  again, hidden), shows
   progress ("2/3"), names a bad share at once and lets the custodian try again. Nothing
   typed at a hidden prompt is ever printed back, not even in a rejection.
 
@@ -111,7 +112,7 @@ def ask_for_shares(
     bad = 0
     while (text := prompt()) is not None:
         try:
-            answer = hidden_prompt(f"{text} (file or ks1- text, hidden; empty to stop)").strip()
+            answer = hidden_prompt(f"{text} (file or share text, hidden; empty to stop)").strip()
         except typer.Abort:  # end of input: as an empty answer
             return
         if not answer:
@@ -130,6 +131,10 @@ def ask_for_shares(
 
 def _recovered() -> None:
     info("[yellow]note:[/] these shares completed an interrupted rekey; old shares are dead")
+
+
+def _switched(generation: int) -> None:
+    info(f"note: the verified rekey took effect (keyring generation {generation}); old shares dead")
 
 
 def quorum(
@@ -170,4 +175,10 @@ def quorum(
 
         ask_for_shares(opener, prompt, lambda name, share: accept(q, name, share))
 
-    return Quorum(keyring, feed, on_recovered=_recovered, complete_missing=complete_missing)
+    return Quorum(
+        keyring,
+        feed,
+        on_recovered=_recovered,
+        on_switched=_switched,
+        complete_missing=complete_missing,
+    )

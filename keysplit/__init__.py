@@ -5,7 +5,11 @@ k of them unseal it, per-subject data keys encrypt records with AES-128-GCM. See
 README.md for the tour and SECURITY.md for the threat model.
 
 ``__all__`` is the recipe surface: shares, custody, keyrings, files, audit, and the
-errors. Everything else is importable from its module (``keysplit.stream.read_header``,
+errors. The short names are the safe ones: :func:`encrypt_file`/:func:`encrypt_stream`
+seal to a :class:`Keyring` after checking its fingerprint against the user's trust anchor
+(:mod:`keysplit.trust`); the unchecked forms taking raw key bytes are
+:func:`keysplit.stream.encrypt_file`/:func:`keysplit.stream.encrypt_stream`. Everything
+else is importable from its module (``keysplit.stream.read_header``,
 ``keysplit.custody.sealed_share_info``, ``keysplit.store.open_store``, ...). Names that
 were top-level before the surface shrank still resolve here, lazily, through the module
 ``__getattr__`` below (not in ``__all__``, not recommended for new code).
@@ -52,7 +56,8 @@ from .errors import (
 from .keyring import Keyring, UnsealedKeyring, Unsealer, hpke_seal
 from .service import Client, RecordKeyring
 from .share import Share, combine, secret_fingerprint, split, verify_set
-from .stream import decrypt_file, decrypt_stream, encrypt_file, encrypt_stream
+from .stream import decrypt_file, decrypt_stream
+from .trust import encrypt_file, encrypt_stream
 
 __version__ = "0.1.0"
 

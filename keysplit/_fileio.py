@@ -1,4 +1,10 @@
-"""Atomic, durable file writes.
+"""Atomic, durable file writes: the one module that renames, links and fsyncs.
+
+Every durable output of keysplit goes through here (tests/contract/test_durable_writes.py
+checks that no other module calls ``os.replace``/``os.link``/``os.fsync``): secret files
+(:func:`atomic_write`), decrypted streams and dataset parts (:func:`unnamed_writer`,
+:func:`atomic_writer`), the keyring's pending-file commit (:func:`durable_rename`) and
+append-only logs (:func:`durable_append`).
 
 Files that hold secrets (shares, identities, keyring metadata) are written to a temporary
 file in the same directory, fsynced, renamed over the target and the directory fsynced, so
@@ -9,14 +15,26 @@ is replaced until its replacement is durable. New files get mode 0600.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from .errors import FormatError
 
-__all__ = ["atomic_write", "atomic_writer", "fsync_dir", "read_bounded", "read_bounded_stream"]
+__all__ = [
+    "atomic_write",
+    "atomic_writer",
+    "durable_append",
+    "durable_rename",
+    "fsync_dir",
+    "fsync_fd",
+    "read_bounded",
+    "read_bounded_stream",
+    "unnamed_writer",
+]
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
@@ -62,12 +80,149 @@ def atomic_writer(
         raise
 
 
+def durable_rename(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Replace ``dst`` by ``src`` (same directory, ``src`` already fsynced) and make the
+    rename durable: the commit step of a two-phase write (the keyring's pending file)."""
+    os.replace(src, dst)
+    fsync_dir(Path(dst).parent)
+
+
+def durable_append(fd: int, data: bytes) -> None:
+    """Append all of ``data`` to an ``O_APPEND`` descriptor and fsync it (append-only logs:
+    the audit chain, token revocations). The caller fsyncs the directory if it created the
+    file (0600, as every file here)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
+
+
+def fsync_fd(fd: int) -> None:
+    """fsync an open descriptor after an in-place change (a torn audit line cut off)."""
+    os.fsync(fd)
+
+
 def atomic_write(
     path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600, overwrite: bool = True
 ) -> None:
     """Write ``data`` to ``path`` atomically and durably with permissions ``mode``."""
     with atomic_writer(path, mode=mode, overwrite=overwrite) as fh:
         fh.write(data)
+
+
+# -- streams: plaintext that must not exist under any name until it is complete ----------
+
+_USE_O_TMPFILE = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+"""Write plaintext to an unnamed file (Linux ``O_TMPFILE``) and link it in when complete."""
+
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.[0-9a-f]{8}\.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Remove ``.<name>.<pid>.<hex>.tmp`` files of ``target`` left by a killed writer.
+
+    Only where ``O_TMPFILE`` is unavailable can a killed :func:`decrypt_file` leave its
+    (authenticated, partial) plaintext under such a name; the next run for the same
+    target removes those whose writer process is gone.
+    """
+    directory = target.parent
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for entry in names:
+        m = _LEFTOVER.fullmatch(entry)
+        if m and m["name"] == target.name and not _pid_alive(int(m["pid"])):
+            with contextlib.suppress(OSError):
+                os.unlink(directory / entry)
+
+
+def _open_unnamed(directory: Path) -> int | None:
+    """An ``O_TMPFILE`` descriptor in ``directory``, or None where that is unsupported."""
+    if not _USE_O_TMPFILE:
+        return None
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+
+
+def _link_fd(fd: int, dst: Path) -> None:
+    """``linkat(/proc/self/fd, "<fd>", dst, AT_SYMLINK_FOLLOW)``: give an O_TMPFILE a name.
+
+    (``os.link`` calls plain ``link()``, which does not follow the magic link, unless a
+    ``src_dir_fd`` is given; hence the directory descriptor.)
+    """
+    proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.link(str(fd), dst, src_dir_fd=proc, follow_symlinks=True)
+    finally:
+        os.close(proc)
+
+
+@contextlib.contextmanager
+def _unnamed_writer(fd: int, target: Path, overwrite: bool) -> Iterator[BinaryIO]:
+    """Like ``atomic_writer``, but the file has no name until it is complete.
+
+    ``O_TMPFILE`` made an inode with no directory entry; only after the whole stream
+    authenticated and was fsynced is it linked in (``linkat`` through ``/proc/self/fd``).
+    A process killed before that leaves nothing behind: the kernel frees the inode.
+    """
+    directory = target.parent
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fd, 0o600)
+        yield fh
+        fh.flush()
+        os.fsync(fd)
+        if not overwrite:
+            _link_fd(fd, target)
+        else:
+            tmp = directory / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+            _link_fd(fd, tmp)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+    fsync_dir(directory)
+
+
+@contextlib.contextmanager
+def unnamed_writer(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[BinaryIO]:
+    """Yield a binary file (mode 0600) that gets ``path`` as its name only on clean exit.
+
+    For output that is authenticated as it is written (decrypted streams): with Linux
+    ``O_TMPFILE`` the bytes live in an inode without a name until the end (fsync, then
+    ``linkat``), so a killed writer leaves nothing; elsewhere :func:`atomic_writer`'s
+    named temporary is used and a later call removes those of dead writers. An existing
+    ``path`` is an error unless ``overwrite``.
+    """
+    target = Path(path)
+    if not str(target.parent):
+        target = Path(".") / target
+    _remove_leftovers(target)
+    if not overwrite and target.exists():
+        raise FileExistsError(f"refusing to overwrite existing file: {target}")
+    fd = _open_unnamed(target.parent)
+    if fd is not None:
+        with _unnamed_writer(fd, target, overwrite) as fh:
+            yield fh
+        return
+    with atomic_writer(path, mode=0o600, overwrite=overwrite) as fh:
+        yield fh
 
 
 def read_bounded(

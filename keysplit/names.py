@@ -244,7 +244,7 @@ def normalize_context(context: Mapping[str, str] | None) -> dict[str, str]:
 def check_custodian_name(name: str) -> str:
     """Validate a custodian name: 1-64 of ``A-Z a-z 0-9 . _ @ + -``, starting alphanumeric.
 
-    The same rule as ``keysplit.custodian.check_custodian_name`` today; ASCII only, so
+    The same rule as ``keysplit.custody.check_custodian_name`` today; ASCII only, so
     there is no normalization to do, and look-alike letters from other scripts are refused.
     """
     if not isinstance(name, str):

@@ -42,13 +42,16 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from . import _json
 from ._bech32 import CHARSET
 from ._fileio import atomic_write
-from .errors import CustodianError, FormatError
+from .errors import CustodianError, FormatError, KeyringError
 from .share import Share
 
 __all__ = [
     "CODE_BITS",
+    "INIT_VERIFY_FILE",
     "PendingVerification",
     "ProofError",
+    "Verification",
+    "VerificationPending",
     "VerifyIncomplete",
     "VerifyStatus",
     "check",
@@ -56,6 +59,10 @@ __all__ = [
     "prove",
     "verify_path",
 ]
+
+INIT_VERIFY_FILE = "keyring.ksk.verify.json"
+"""Verification state of a keyring made with ``init --verify`` (beside ``keyring.ksk``); the
+state of a ``rekey --verify`` is :func:`verify_path` of the pending file."""
 
 CODE_BITS = 40
 _CODE_CHARS = CODE_BITS // 5
@@ -80,6 +87,12 @@ class VerifyIncomplete(ProofError):
     def __init__(self, message: str, *, missing: Sequence[str], hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.missing = tuple(missing)
+
+
+class VerificationPending(VerifyIncomplete, KeyringError):
+    """An unseal was refused: its share generation (``init --verify`` or ``rekey --verify``)
+    still waits for proofs of possession. Raised by :class:`keysplit.Unsealer`, so every
+    path from shares to an unsealed keyring (CLI, library, key service) obeys it."""
 
 
 def prove(share: Share) -> str:
@@ -158,6 +171,32 @@ class VerifyStatus:
             "completed": self.completed,
             "completed_unproven": list(self.completed_unproven),
         }
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A share generation waiting for proofs of possession: ``kind`` is ``init`` (the new
+    keyring serves no ceremony and no encrypt until done) or ``rekey`` (the switch waits;
+    the current shares keep working). Found by :meth:`keysplit.keyring.KeyringHome.verification`."""
+
+    kind: str
+    generation: int
+    state: PendingVerification
+
+    @property
+    def status(self) -> VerifyStatus:
+        return self.state.status()
+
+    def refusal(self) -> VerificationPending:
+        """The error an unseal of this generation gets while custodians are missing."""
+        st = self.status
+        return VerificationPending(
+            f"generation {self.generation} awaits proofs of possession from: "
+            + ", ".join(st.missing),
+            missing=st.missing,
+            hint="each runs 'keysplit share prove FILE' and the code is recorded with "
+            "'keysplit verify prove DIR NAME'; or: keysplit verify complete DIR --missing NAME",
+        )
 
 
 class PendingVerification:

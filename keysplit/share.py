@@ -1,6 +1,6 @@
 """Shares as durable, verifiable objects: set id, parameters, checksums, recovery check.
 
-A raw Shamir share (:mod:`keysplit.shamir`) is an ``(x, bytes)`` pair: mistype it, mix it
+A raw Shamir share (:mod:`keysplit.hazmat.shamir`) is an ``(x, bytes)`` pair: mistype it, mix it
 with another split's shares or hand over too few, and interpolation silently returns a
 wrong key (as pycryptodome, Vault and ssss do). A :class:`Share` adds what is needed to
 catch every one of those cases and to say which share is at fault:

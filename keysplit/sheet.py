@@ -33,8 +33,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._fileio import atomic_write
-from .custodian import check_custodian_name
-from .custody import SealedShareInfo, is_sealed, load_share, sealed_share_info, sealed_text
+from .custody import (
+    SealedShareInfo,
+    check_custodian_name,
+    is_sealed,
+    load_share,
+    sealed_share_info,
+    sealed_text,
+)
 from .errors import FormatError, KeysplitError
 from .share import Share
 
@@ -239,9 +245,10 @@ def _sealed_layout(s: SealedSheet) -> _Layout:
             f"1. This sheet holds the share file of custodian {i.custodian} exactly as it was "
             f"written, still sealed: it opens only with {opens}. Keep sheet and identity "
             f"apart and both safe; any {k} opened shares of set {i.set_id_hex} unseal {where}.",
-            "2. To use it, scan the QR code or type the text into a file, e.g. share.kss "
-            "(blanks, dashes and case do not matter). The sealed share carries a checksum: a "
-            "typo is reported, never silently accepted.",
+            "2. To use it, type the text where keysplit asks for a share (its prompt is "
+            "hidden), or pipe it in with '--share -', or scan the QR code or type the text "
+            "into a file, e.g. share.kss (blanks, dashes and case do not matter). The sealed "
+            "share carries a checksum: a typo is reported, never silently accepted.",
             f"3. Check it: 'keysplit share inspect share.kss' must show the fingerprint "
             f"{i.fingerprint} printed above.",
             f"4. At an unseal or rekey ceremony: 'keysplit unseal KEYRING_DIR {give} ...' "

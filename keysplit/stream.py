@@ -35,15 +35,12 @@ CLI's non-zero exit) as "discard everything".
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
-import re
 import sys
 import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
@@ -52,8 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from . import names
-from ._fileio import atomic_writer, fsync_dir
+from . import _fileio, names
 from .errors import FormatError, IntegrityError
 from .hazmat import hpke
 from .rng import RandomSource, default_rng
@@ -113,13 +109,6 @@ Opener = X25519PrivateKey | HpkeOpener | HpkeDecryptor
 KeyringPublicKey = X25519PublicKey | bytes
 """What a stream is sealed to: an X25519 public key object, or its 32 raw bytes
 (``Keyring.public_key``). Not :class:`keysplit.Recipient`, which is a custodian's key."""
-
-
-def __getattr__(name: str) -> object:
-    # ``keysplit.stream.Recipient`` was this alias's old name; kept importable.
-    if name == "Recipient":
-        return KeyringPublicKey
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _public_key(recipient: KeyringPublicKey) -> X25519PublicKey:
@@ -523,112 +512,13 @@ def _open_in(path: PathArg) -> Iterator[BinaryIO]:
             yield fh
 
 
-_USE_O_TMPFILE = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
-"""Write plaintext to an unnamed file (Linux ``O_TMPFILE``) and link it in when complete."""
-
-_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.[0-9a-f]{8}\.tmp")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_leftovers(target: Path) -> None:
-    """Remove ``.<name>.<pid>.<hex>.tmp`` files of ``target`` left by a killed writer.
-
-    Only where ``O_TMPFILE`` is unavailable can a killed :func:`decrypt_file` leave its
-    (authenticated, partial) plaintext under such a name; the next run for the same
-    target removes those whose writer process is gone.
-    """
-    directory = target.parent
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return
-    for entry in names:
-        m = _LEFTOVER.fullmatch(entry)
-        if m and m["name"] == target.name and not _pid_alive(int(m["pid"])):
-            with contextlib.suppress(OSError):
-                os.unlink(directory / entry)
-
-
-def _open_unnamed(directory: Path) -> int | None:
-    """An ``O_TMPFILE`` descriptor in ``directory``, or None where that is unsupported."""
-    if not _USE_O_TMPFILE:
-        return None
-    try:
-        return os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600)
-    except OSError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-            return None
-        raise
-
-
-def _link_fd(fd: int, dst: Path) -> None:
-    """``linkat(/proc/self/fd, "<fd>", dst, AT_SYMLINK_FOLLOW)``: give an O_TMPFILE a name.
-
-    (``os.link`` calls plain ``link()``, which does not follow the magic link, unless a
-    ``src_dir_fd`` is given; hence the directory descriptor.)
-    """
-    proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.link(str(fd), dst, src_dir_fd=proc, follow_symlinks=True)
-    finally:
-        os.close(proc)
-
-
-@contextlib.contextmanager
-def _unnamed_writer(fd: int, target: Path, overwrite: bool) -> Iterator[BinaryIO]:
-    """Like ``atomic_writer``, but the file has no name until it is complete.
-
-    ``O_TMPFILE`` made an inode with no directory entry; only after the whole stream
-    authenticated and was fsynced is it linked in (``linkat`` through ``/proc/self/fd``).
-    A process killed before that leaves nothing behind: the kernel frees the inode.
-    """
-    directory = target.parent
-    with os.fdopen(fd, "wb") as fh:
-        os.fchmod(fd, 0o600)
-        yield fh
-        fh.flush()
-        os.fsync(fd)
-        if not overwrite:
-            _link_fd(fd, target)
-        else:
-            tmp = directory / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-            _link_fd(fd, tmp)
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
-    fsync_dir(directory)
-
-
 @contextlib.contextmanager
 def _open_out(path: PathArg, overwrite: bool) -> Iterator[BinaryIO]:
     if _is_stdio(path):
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    target = Path(path)
-    if not str(target.parent):
-        target = Path(".") / target
-    _remove_leftovers(target)
-    if not overwrite and target.exists():
-        raise FileExistsError(f"refusing to overwrite existing file: {target}")
-    fd = _open_unnamed(target.parent)
-    if fd is not None:
-        with _unnamed_writer(fd, target, overwrite) as fh:
-            yield fh
-        return
-    with atomic_writer(path, mode=0o600, overwrite=overwrite) as fh:
+    with _fileio.unnamed_writer(path, overwrite=overwrite) as fh:
         yield fh
 
 

@@ -26,6 +26,12 @@ allowed::
 
 It is read with bounds (size, line length, entry count) and rewritten atomically under an
 advisory lock. Nothing in it is secret.
+
+The policy on top (:func:`trust_keyring`: expected, pinned, or trust on first use) and the
+sealing entry points that run it, :func:`encrypt_file` and :func:`encrypt_stream`, also
+live here: they are ``keysplit.encrypt_file``/``keysplit.encrypt_stream``, the short names
+being the checked ones (the unchecked primitives stay in :mod:`keysplit.stream`). A
+keyring made with ``init --verify`` is refused until its custodians have proven possession.
 """
 
 from __future__ import annotations
@@ -35,23 +41,40 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 from . import _bech32
 from ._fileio import atomic_write
-from .errors import FormatError, UntrustedKeyringError
+from .errors import FormatError, KeyringError, UntrustedKeyringError
+from .stream import StreamInfo
+from .stream import encrypt_file as _encrypt_file
+from .stream import encrypt_stream as _encrypt_stream
+
+if TYPE_CHECKING:
+    from .keyring import Keyring
 
 __all__ = [
     "ENV_KNOWN_KEYRINGS",
     "FINGERPRINT_PREFIX",
+    "TRUST_EXPECTED",
+    "TRUST_FIRST_USE",
+    "TRUST_PINNED",
     "KnownKeyring",
     "KnownKeyrings",
+    "Sealed",
+    "TrustState",
     "check_fingerprint",
     "default_known_keyrings_path",
+    "encrypt_file",
+    "encrypt_stream",
     "keyring_fingerprint",
     "parse_fingerprint",
+    "pin_keyring",
+    "trust_keyring",
+    "trust_state",
     "verify_keyring",
 ]
 
@@ -323,3 +346,171 @@ def verify_keyring(
             hint="pass the fingerprint printed at init (--expect), or pin it first",
         )
     return "unpinned"
+
+
+# -- sealing to a keyring without a quorum: the checks every seal runs ---------------------
+
+TRUST_EXPECTED = "expected"
+TRUST_PINNED = "pinned"
+TRUST_FIRST_USE = "first-use"
+
+
+def trust_keyring(
+    keyring: Keyring,
+    *,
+    expect: str | None = None,
+    known: KnownKeyrings | None = None,
+    trust_on_first_use: bool = False,
+) -> str:
+    """Check ``keyring``'s public key against the trust anchor kept outside its directory.
+
+    Why: sealing needs no quorum, so nothing in the keyring directory authenticates its
+    public key to a sender; a writer of the directory could swap in their own. Policy:
+
+    * ``expect`` (a fingerprint from the owner) must match -> ``"expected"``;
+    * else the keyring must be pinned in ``known`` (default: the known-keyrings file) and
+      match -> ``"pinned"``; a pin is checked even when ``expect`` is given;
+    * an unpinned keyring without ``expect`` is refused with
+      :class:`UntrustedKeyringError`, unless ``trust_on_first_use``: then its current
+      fingerprint is pinned (SSH-style first contact) -> ``"first-use"``.
+
+    Mismatches raise :class:`UntrustedKeyringError` naming both fingerprints.
+    """
+    store = known if known is not None else KnownKeyrings()
+    how = verify_keyring(keyring.keyring_id, keyring.public_key, expect=expect, known=store)
+    if how != "unpinned":
+        return how
+    if not trust_on_first_use:
+        raise UntrustedKeyringError(
+            f"keyring {keyring.keyring_id} is not pinned in {store.path} and no fingerprint "
+            "was given: its public key is unverified",
+            hint="pass --expect FPR with the fingerprint the keyring's owner gives you "
+            "(keysplit status on the machine that ran init), or pin it once with "
+            "'keysplit keyring pin DIR --expect FPR'",
+        )
+    store.pin_keyring(keyring.keyring_id, keyring.public_key, str(keyring.path))
+    return TRUST_FIRST_USE
+
+
+def pin_keyring(
+    keyring: Keyring,
+    *,
+    expect: str | None = None,
+    known: KnownKeyrings | None = None,
+    label: str | None = None,
+    replace: bool = False,
+) -> KnownKeyring:
+    """Pin ``keyring``'s fingerprint; with ``expect`` only if it matches (else refused).
+
+    Without ``expect`` this trusts the directory as it is now (what ``init`` does, having
+    just generated the key). ``replace`` re-pins an id pinned to another fingerprint.
+    """
+    if expect is not None:
+        keyring.check_fingerprint(expect)
+    store = known if known is not None else KnownKeyrings()
+    return store.pin_keyring(
+        keyring.keyring_id,
+        keyring.public_key,
+        str(keyring.path) if label is None else label,
+        replace=replace,
+    )
+
+
+def _checked_public_key(
+    keyring: Keyring,
+    expect: str | None,
+    known: KnownKeyrings | None,
+    trust_on_first_use: bool,
+) -> tuple[bytes, str]:
+    if not callable(getattr(keyring, "verification", None)):
+        raise TypeError(
+            "seal to a Keyring (keysplit.Keyring.open(DIR)); the unchecked form taking raw "
+            "key bytes is keysplit.stream.encrypt_file/encrypt_stream"
+        )
+    v = keyring.verification()
+    if v is not None and v.kind == "init" and not v.status.completed:
+        raise KeyringError(
+            f"keyring {keyring.keyring_id} was made with --verify and waits for proofs of "
+            "possession from: " + ", ".join(v.status.missing),
+            hint="keysplit verify status DIR shows who is missing",
+        )
+    # The bytes checked are the bytes sealed to (read once from the opened metadata).
+    public_key = keyring.public_key
+    how = trust_keyring(keyring, expect=expect, known=known, trust_on_first_use=trust_on_first_use)
+    if public_key != keyring.public_key:  # pragma: no cover - meta is immutable in memory
+        raise UntrustedKeyringError("the keyring's public key changed during the check")
+    return public_key, how
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """What a trusted seal did: the stream's ``info`` and how the key was trusted."""
+
+    info: StreamInfo
+    trust: str
+
+
+def encrypt_file(
+    keyring: Keyring,
+    in_path: str,
+    out_path: str,
+    *,
+    expect: str | None = None,
+    known: KnownKeyrings | None = None,
+    trust_on_first_use: bool = False,
+    context: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+) -> Sealed:
+    """Seal a file to ``keyring`` after :func:`trust_keyring` (nothing written if refused).
+
+    The safe entry point, :func:`keysplit.encrypt_file`: :func:`keysplit.stream.encrypt_file`
+    takes a raw public key and checks nothing.
+    """
+    public_key, how = _checked_public_key(keyring, expect, known, trust_on_first_use)
+    info = _encrypt_file(in_path, out_path, public_key, context=context, overwrite=overwrite)
+    return Sealed(info, how)
+
+
+def encrypt_stream(
+    keyring: Keyring,
+    src: BinaryIO,
+    dst: BinaryIO,
+    *,
+    expect: str | None = None,
+    known: KnownKeyrings | None = None,
+    trust_on_first_use: bool = False,
+    context: Mapping[str, str] | None = None,
+) -> Sealed:
+    """:func:`encrypt_file` between streams (nothing written to ``dst`` if refused)."""
+    public_key, how = _checked_public_key(keyring, expect, known, trust_on_first_use)
+    return Sealed(_encrypt_stream(src, dst, public_key, context=context), how)
+
+
+@dataclass(frozen=True)
+class TrustState:
+    """Public: the keyring's fingerprint and what the known-keyrings file says about it."""
+
+    fingerprint: str
+    known_file: str
+    pinned: str | None
+    """The pinned fingerprint, or None if this keyring id is not pinned."""
+
+    @property
+    def matches(self) -> bool | None:
+        """Whether the pin agrees with the directory's key (None: not pinned)."""
+        return None if self.pinned is None else self.pinned == self.fingerprint
+
+    def as_dict(self) -> dict[str, str | bool | None]:
+        return {
+            "fingerprint": self.fingerprint,
+            "known_keyrings": self.known_file,
+            "pinned": self.pinned is not None,
+            "pin_matches": self.matches,
+        }
+
+
+def trust_state(keyring: Keyring, known: KnownKeyrings | None = None) -> TrustState:
+    """What ``status`` shows: fingerprint, pinned or not, and whether the pin matches."""
+    store = known if known is not None else KnownKeyrings()
+    entry = store.lookup(keyring.keyring_id)
+    return TrustState(keyring.fingerprint, str(store.path), entry.fingerprint if entry else None)

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import typer
 
-from keysplit import KeysplitError, interop, secret_fingerprint, slip39, vault
+from keysplit import KeysplitError, secret_fingerprint
 from keysplit import combine as ks_combine
-from keysplit import convert as ks_convert
 from keysplit.ceremony import WrittenShare
 from keysplit.files import atomic_write
+from keysplit.interop import convert as ks_convert
+from keysplit.interop import pycryptodome, slip39, vault
 
 from .. import _common
 from .._common import EXIT_USAGE, fail, handle_errors, info
@@ -214,7 +215,7 @@ def convert_cmd(
             n_in = len(sl)
         else:
             pc = read_pycryptodome(sources)
-            secret = interop.combine_pycryptodome(pc, threshold=source_threshold, ssss=ssss)
+            secret = pycryptodome.combine_pycryptodome(pc, threshold=source_threshold, ssss=ssss)
             src_t = source_threshold
             n_in = len(pc)
     except ValueError as exc:
@@ -267,13 +268,14 @@ def convert_cmd(
                 new = ks_convert.split_with_set_id(secret, t, n, set_id=set_id_bytes)
                 items = [(f"share-{s.set_id_hex}-{s.index}.kss", f"{s}\n") for s in new]
             else:
-                if len(secret) != interop.SECRET_BYTES:
+                if len(secret) != pycryptodome.SECRET_BYTES:
                     raise KeysplitError(
                         f"pycryptodome shares hold a 16-byte secret; this one is {len(secret)}"
                     )
-                pcs = interop.split_pycryptodome(secret, t, n, ssss=ssss)
+                pcs = pycryptodome.split_pycryptodome(secret, t, n, ssss=ssss)
                 items = [
-                    (f"pycryptodome-{x}.txt", interop.format_pycryptodome([(x, y)])) for x, y in pcs
+                    (f"pycryptodome-{x}.txt", pycryptodome.format_pycryptodome([(x, y)]))
+                    for x, y in pcs
                 ]
     except ValueError as exc:
         fail(str(exc), code=EXIT_USAGE)
@@ -300,7 +302,8 @@ class VFmt(StrEnum):
 
 
 def _vault_import_note(n_keys: int, k: int) -> None:
-    """What could be checked (see keysplit.vault): say it every time, not only in the docs."""
+    """What could be checked (see keysplit.interop.vault): say it every time, not only in
+    the docs."""
     if n_keys > k:
         info(
             f"checked: all {n_keys} Vault keys lie on one polynomial of degree {k - 1} "

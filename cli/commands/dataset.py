@@ -4,7 +4,8 @@ Each command is one call into :mod:`keysplit.jobs` with a progress bar over part
 run on the cluster of :mod:`.._dask` (a LocalCluster, or ``--scheduler``). Data keys
 come from the key service (``--server URL --token-file F``, a token allowed ``datakey``)
 or, without a service, from a keyring unsealed in this process (``--keyring DIR`` and a
-quorum), served to workers on this host over an authenticated Unix socket.
+quorum), served to workers on this host over an authenticated Unix socket: then the
+command is the ceremony :func:`keysplit.ceremony.dataset`, recorded in the audit log.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from keysplit import Keyring, KeysplitError
+from keysplit import Keyring, KeysplitError, UnsealedKeyring, ceremony
 
 from .._common import EXIT_USAGE, err_console, fail, handle_errors, info
 from .._dask import SCHEDULER_OPTION, job_cluster, jobs_module
@@ -75,10 +76,7 @@ def _source(
         ca, cert, key = (None if p is None else str(p) for p in tls)
         yield jobs.ServiceDataKeys(server, token, ca=ca, cert=cert, key=key)
         return
-    assert keyring is not None
-    kr = Keyring.open(keyring)
-    with quorum(kr, src).unseal() as ukr, jobs.serve_keys(ukr) as source:
-        yield source
+    raise AssertionError("--keyring runs as a ceremony (_dataset_job)")  # pragma: no cover
 
 
 SRC_ARG = typer.Argument(..., metavar="IN", help="Input Parquet file or dataset directory.")
@@ -116,14 +114,31 @@ def _dataset_job(
     keyring: Path | None,
     quorum_source: QuorumSource,
     scheduler: str | None,
+    record: dict[str, Any],
 ) -> Any:
     """Run ``job(source, cluster, progress)`` with the key source and bar open (the Dask
-    client runs in the job's own child process, never in this one: see keysplit.jobs)."""
+    client runs in the job's own child process, never in this one: see keysplit.jobs).
+
+    With ``--keyring`` (and no ``--server``) this is the library ceremony
+    :func:`keysplit.ceremony.dataset`: quorum, job, one ``dataset`` audit entry (``record``
+    holds its fields)."""
+    if keyring is not None and server is None:
+        kr = Keyring.open(keyring)
+
+        def run(ukr: UnsealedKeyring) -> Any:
+            with jobs_module().serve_keys(ukr) as source, _bar(f"{what} (partitions)") as step:
+                return job(source, job_cluster(scheduler), step)
+
+        return ceremony.dataset(kr, quorum(kr, quorum_source), run=run, **record).value
     with (
         _source(server, token_file, tls, keyring, quorum_source) as source,
         _bar(f"{what} (partitions)") as step,
     ):
         return job(source, job_cluster(scheduler), step)
+
+
+def _rows(n: int) -> tuple[int, int]:
+    return n, 0
 
 
 @app.command("encrypt-dataset")
@@ -173,6 +188,13 @@ def encrypt_dataset_cmd(
         keyring,
         qs,
         scheduler,
+        {
+            "operation": "encrypt",
+            "source": str(src),
+            "destination": str(dst),
+            "column": column,
+            "count": _rows,
+        },
     )
     info(f"sealed column {column!r} of {rows} rows into {dst}")
     emit({"rows": rows, "column": column, "out": str(dst)}, as_json, rows)
@@ -228,6 +250,13 @@ def decrypt_dataset_cmd(
         keyring,
         qs,
         scheduler,
+        {
+            "operation": "decrypt",
+            "source": str(src),
+            "destination": str(dst),
+            "column": column,
+            "count": _rows,
+        },
     )
     info(f"opened column {column!r} of {rows} rows into {dst}")
     emit({"rows": rows, "column": column, "out": str(dst)}, as_json, rows)
@@ -278,6 +307,13 @@ def scan_dataset_cmd(
         keyring,
         qs,
         scheduler,
+        {
+            "operation": "scan",
+            "source": str(src),
+            "destination": None,
+            "column": column,
+            "count": lambda r: (r.checked, len(r.bad)),
+        },
     )
     if as_json:
         bad = [

@@ -345,9 +345,12 @@ def _run(root: Path, n_users: int) -> int:
     ) as r:
         lines = [f"{s},{json.loads(p)['name']},{json.loads(p)['phone']}" for s, p in data]
         export.write_text("subject,name,phone\n" + "\n".join(lines) + "\n")
-        public = Keyring.open(kdir).public_key  # all that encrypting needs
+        public = Keyring.open(kdir)  # its public key is all that encrypting needs
         sealed = root / "export.ks"
-        encrypt_file(export, sealed, public, context={"kind": "export"})
+        # checked against the fingerprint printed at init (here: the keyring just made)
+        encrypt_file(
+            public, str(export), str(sealed), expect=public.fingerprint, context={"kind": "export"}
+        )
         story.claim(
             "the encrypted file holds no phone number", b"+1-555-" not in sealed.read_bytes()
         )

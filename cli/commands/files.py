@@ -18,7 +18,7 @@ from pathlib import Path
 
 import typer
 
-from keysplit import Keyring, ceremony
+from keysplit import Keyring, ceremony, encrypt_file, trust
 
 from .._common import EXIT_USAGE, fail, handle_errors, info
 from .._output import JSON_HELP
@@ -97,7 +97,7 @@ def encrypt_cmd(
     ctx = _parse_context(context)
     _json_needs_stdout(as_json, out_path)
     kr = Keyring.open(directory)
-    sealed = ceremony.encrypt_file(
+    sealed = encrypt_file(
         kr,
         in_path,
         out_path,
@@ -107,7 +107,7 @@ def encrypt_cmd(
         overwrite=force,
     )
     result = sealed.info
-    if sealed.trust == ceremony.TRUST_FIRST_USE:
+    if sealed.trust == trust.TRUST_FIRST_USE:
         info(
             f"[yellow]warning:[/] keyring {kr.keyring_id} was not pinned; pinned its "
             f"fingerprint {kr.fingerprint} now (trust on first use: compare it with the owner's)"

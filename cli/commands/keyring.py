@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from keysplit import Keyring, ceremony
+from keysplit import Keyring, trust
 from keysplit.trust import KnownKeyrings
 
 from .._common import fail, handle_errors, info
@@ -52,7 +52,7 @@ def pin_cmd(
             f"[yellow]warning:[/] pinning {kr.fingerprint} without --expect trusts the "
             "directory as it is now; compare it with the owner's"
         )
-    entry = ceremony.pin_keyring(kr, expect=expect, label=label, replace=replace)
+    entry = trust.pin_keyring(kr, expect=expect, label=label, replace=replace)
     info(f"pinned keyring {entry.keyring_id} in {KnownKeyrings().path}")
     doc = {"keyring_id": entry.keyring_id, "fingerprint": entry.fingerprint, "label": entry.label}
     typer.echo(json.dumps(doc) if as_json else entry.fingerprint)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from keysplit import KeysplitError, ceremony
+from keysplit import KeysplitError, trust
 
 from .._common import handle_errors
 from .._output import JSON_HELP
@@ -37,7 +37,7 @@ def status_cmd(
     """
     kr = open_keyring(directory, store)
     doc = kr.status().as_dict()
-    doc["trust"] = ceremony.trust_state(kr).as_dict()
+    doc["trust"] = trust.trust_state(kr).as_dict()
     log = kr.audit_log()
     try:
         report = log.verify()
@@ -63,7 +63,7 @@ def status_cmd(
     )
     for field_, value in (
         ("path", doc["path"]),
-        ("generation", str(doc["generation"])),
+        ("keyring generation", str(doc["generation"])),
         ("quorum", f"{doc['threshold']} of {len(doc['custodians'])}"),
         ("custodians", custodians),
         ("share set", doc["set_id"]),

@@ -6,14 +6,12 @@ SHA-256 and policy, in a list MACed under a key only an unsealed keyring derives
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from keysplit import Keyring
-from keysplit.service.tokens import OPERATIONS, TokenList, TokenPolicy, mac_key
+from keysplit import Keyring, ceremony
+from keysplit.service.tokens import OPERATIONS, TokenList, TokenPolicy
 
 from .._common import EXIT_USAGE, fail, handle_errors, info
 from .._output import JSON_HELP
@@ -23,41 +21,6 @@ from .._service import TOKEN_FILE_HELP, read_token
 __all__ = ["app"]
 
 app = typer.Typer()
-
-
-def _change_tokens(
-    directory: Path,
-    src: QuorumSource,
-    mint: Callable[[TokenList, bytes, list[str]], TokenPolicy],
-    **audit: Any,
-) -> TokenPolicy:
-    """With a quorum: fold pending revocations, add one token (``mint``), audit both."""
-    kr = Keyring.open(directory)
-    q = quorum(kr, src)
-    with q.unseal() as ukr:
-        tl = TokenList.read(directory, kr.keyring_id)
-        key = mac_key(ukr.audit_key(), kr.keyring_id)
-        folded = list(tl.pending_revocations)
-        try:
-            pol = mint(tl, key, [c.custodian for c in q.contributors])
-        except ValueError as exc:
-            fail(str(exc), code=EXIT_USAGE)
-        log = ukr.audit_log()
-        for r in folded:
-            log.append("token-revoke", token_id=r, list_serial=tl.serial)
-        if pol.region:
-            audit["region"] = pol.region
-        log.append(
-            "token-create",
-            list_serial=tl.serial,
-            token=pol.name,
-            token_id=pol.id,
-            allow=list(pol.allow),
-            subject_prefix=pol.subject_prefix,
-            custodians=[c.as_dict() for c in q.contributors],
-            **audit,
-        )
-    return pol
 
 
 def _policy(pol: TokenPolicy) -> dict[str, object]:
@@ -96,17 +59,18 @@ def token_create_cmd(
 
     Exit codes: 0 created; 1 bad quorum, name taken, list tampered; 2 usage.
     """
-    allowed = allow.split(",")
-    token = ""
-
-    def mint(tl: TokenList, key: bytes, by: list[str]) -> TokenPolicy:
-        nonlocal token
-        token, pol = tl.create(
-            key, name=name, allow=allowed, subject_prefix=subject_prefix, created_by=by
+    kr = Keyring.open(directory)
+    try:
+        done = ceremony.create_token(
+            kr,
+            quorum(kr, QuorumSource(share, identity, passphrase_file)),
+            name=name,
+            allow=allow.split(","),
+            subject_prefix=subject_prefix,
         )
-        return pol
-
-    pol = _change_tokens(directory, QuorumSource(share, identity, passphrase_file), mint)
+    except ValueError as exc:
+        fail(str(exc), code=EXIT_USAGE)
+    token, pol = done.value.token, done.value.policy
     info(f"token {pol.name!r} ({pol.id}) created: {','.join(pol.allow)} on {pol.subject_prefix!r}*")
     info("it is shown only now; store it as a secret")
     if as_json:
@@ -154,20 +118,19 @@ def token_add_cmd(
         except ValueError as exc:
             fail(str(exc), code=EXIT_USAGE)
 
-    def mint(tl: TokenList, key: bytes, by: list[str]) -> TokenPolicy:
-        return tl.add(
-            key,
+    kr = Keyring.open(directory)
+    try:
+        pol = ceremony.add_token(
+            kr,
+            quorum(kr, QuorumSource(share, identity, passphrase_file)),
             token,
             name=name,
             allow=allow.split(","),
             subject_prefix=subject_prefix,
             region=region,
-            created_by=by,
-        )
-
-    pol = _change_tokens(
-        directory, QuorumSource(share, identity, passphrase_file), mint, added=True
-    )
+        ).value
+    except ValueError as exc:
+        fail(str(exc), code=EXIT_USAGE)
     info(f"token {pol.name!r} ({pol.id}) added: {','.join(pol.allow)} on {pol.subject_prefix!r}*")
     doc = {**_policy(pol), "region": pol.region}
     typer.echo(json.dumps(doc) if as_json else pol.id)

@@ -1,21 +1,27 @@
-"""The one audit vocabulary: every ceremony's event name and the fields its entry carries.
+"""The one audit vocabulary: every event name keysplit writes and the fields its entry carries.
 
-Each ceremony in :mod:`keysplit.ceremony` records exactly one of these typed events, so an
-entry's shape is decided here and nowhere else (not in the CLI, the demo or a service).
-The names and fields are those keysplit has always written, so existing logs read the
-same; :data:`LEGACY_NAMES` maps the spellings of the keyring's retired ``on_event`` hook
-(``legal_hold``, ``rekey_committed``, ...) to them for anyone summarising old logs.
-Verification never depends on the vocabulary: any name matching the format's pattern
-verifies (docs/format/audit.md).
+Each ceremony in :mod:`keysplit.ceremony` (and the key service, which runs the same
+ceremonies) records typed events from here, through :func:`record`, the only writer of a
+log's entries: an entry's shape is decided here and nowhere else (not in the CLI, the demo
+or a service), one field layout per event name (:data:`SCHEMAS`). The names and fields
+are those keysplit has always written where that was one layout; where two layouts shared
+a name, one got a name of its own (``rekey-recovered``, once ``rekey`` with
+``recovered: true``: see :func:`canonical_name`). Verification never depends on the
+vocabulary: any name matching the format's pattern verifies (docs/format/audit.md).
 
 Shared field schema:
 
-* ``authorized_by``: the quorum, a list of :class:`Contributor` dicts
-  ``{"custodian", "index", "share"}`` (name, share index, share fingerprint; no share bytes);
-  ``unseal-check`` names the same list ``custodians`` (its subject is the quorum itself).
-* ``custodians`` on ``init``/``rekey``: one :class:`ShareRecord` dict per new share,
-  ``{"custodian", "index", "share", "protection"}``.
-* ``generation`` (share set generation), ``kek_version``, ``subject``: as in the keyring.
+* ``authorized_by``: who authorized it, a list of principals: a quorum's
+  :class:`Contributor` dicts ``{"custodian", "index", "share"}`` (name, share index, share
+  fingerprint; no share bytes), or one :class:`TokenHolder` dict ``{"token", "token_id"}``
+  for a key-service token; ``unseal-check``, ``service-unseal`` and ``token-create`` name
+  the quorum ``custodians`` (their subject is the quorum itself).
+* ``custodians`` on ``init``/``rekey``/``rekey-pending``: one :class:`ShareRecord` dict per
+  new share, ``{"custodian", "index", "share", "protection"}``; on ``rekey-recovered`` and
+  ``rekey-switch`` the names of the new generation's custodians.
+* ``generation``: the keyring file's generation (``keysplit status`` calls it the
+  *keyring generation*; share files are named after the one their set was made at);
+  ``kek_version``, ``subject``: as in the keyring.
 """
 
 from __future__ import annotations
@@ -29,26 +35,45 @@ from .log import AuditEntry, AuditLog
 __all__ = [
     "EVENTS",
     "LEGACY_NAMES",
+    "SCHEMAS",
     "AuditRepair",
+    "ClusterDeal",
+    "ClusterEval",
+    "ClusterJoin",
+    "ClusterRecover",
+    "ClusterRecoverDeal",
+    "ClusterRecoverHelp",
+    "ClusterRefresh",
     "Contributor",
+    "Dataset",
     "Decrypt",
     "Event",
     "Init",
     "LegalHold",
+    "Principal",
     "Rekey",
     "RekeyAbort",
     "RekeyPending",
     "RekeyRecovered",
+    "RekeySwitch",
     "Retire",
     "Rewrap",
     "Rotate",
+    "ServiceSeal",
+    "ServiceUnseal",
     "ShareRecord",
     "Shred",
+    "TokenCreate",
+    "TokenDenied",
+    "TokenHolder",
+    "TokenListInvalid",
+    "TokenRevoke",
     "UnsealCheck",
     "VerifyComplete",
     "VerifyStart",
     "canonical_name",
     "record",
+    "record_many",
 ]
 
 
@@ -62,6 +87,21 @@ class Contributor:
 
     def as_dict(self) -> dict[str, str | int]:
         return {"custodian": self.custodian, "index": self.index, "share": self.fingerprint}
+
+
+@dataclass(frozen=True)
+class TokenHolder:
+    """A key-service token that authorized an action (its name and id; never the token)."""
+
+    token: str
+    token_id: str
+
+    def as_dict(self) -> dict[str, str | int]:
+        return {"token": self.token, "token_id": self.token_id}
+
+
+Principal = Contributor | TokenHolder
+"""Who authorized an action: a custodian's share in a quorum, or a token."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +124,7 @@ class ShareRecord:
 
 def _plain(value: Any) -> Any:
     """A field value as the log stores it (records as dicts, sequences as lists)."""
-    if isinstance(value, (Contributor, ShareRecord)):
+    if isinstance(value, (Contributor, TokenHolder, ShareRecord)):
         return value.as_dict()
     if isinstance(value, Mapping):
         return dict(value)
@@ -123,7 +163,7 @@ class UnsealCheck(Event):
     NAME: ClassVar[str] = "unseal-check"
     KEYS: ClassVar[Mapping[str, str]] = {"authorized_by": "custodians"}
     generation: int
-    authorized_by: Sequence[Contributor]
+    authorized_by: Sequence[Principal]
 
 
 @dataclass(frozen=True)
@@ -134,18 +174,30 @@ class Rekey(Event):
     old_custodians: Sequence[str]
     threshold: int
     custodians: Sequence[ShareRecord]
-    authorized_by: Sequence[Contributor]
+    authorized_by: Sequence[Principal]
 
 
 @dataclass(frozen=True)
 class RekeyRecovered(Event):
-    """The new shares of an interrupted rekey unsealed the keyring and so completed it."""
+    """The new shares of an interrupted rekey unsealed the keyring and so completed it.
 
-    NAME: ClassVar[str] = "rekey"
-    EXTRA: ClassVar[Mapping[str, Any]] = {"recovered": True}
+    Written as ``rekey`` with ``recovered: true`` before 0.1.0 (:func:`canonical_name`)."""
+
+    NAME: ClassVar[str] = "rekey-recovered"
     generation: int
     custodians: Sequence[str]
-    authorized_by: Sequence[Contributor]
+    authorized_by: Sequence[Principal]
+
+
+@dataclass(frozen=True)
+class RekeySwitch(Event):
+    """A ``rekey --verify`` whose proofs were complete switched: the new shares unsealed the
+    keyring and the old ones died (nothing was interrupted)."""
+
+    NAME: ClassVar[str] = "rekey-switch"
+    generation: int
+    custodians: Sequence[str]
+    authorized_by: Sequence[Principal]
 
 
 @dataclass(frozen=True)
@@ -158,7 +210,7 @@ class RekeyPending(Event):
     old_custodians: Sequence[str]
     threshold: int
     custodians: Sequence[ShareRecord]
-    authorized_by: Sequence[Contributor]
+    authorized_by: Sequence[Principal]
 
 
 @dataclass(frozen=True)
@@ -188,21 +240,21 @@ class VerifyComplete(Event):
     proven: Sequence[str]
     unproven: Sequence[str]
     failures: Mapping[str, int]
-    authorized_by: Sequence[Contributor]
+    authorized_by: Sequence[Principal]
 
 
 @dataclass(frozen=True)
 class RekeyAbort(Event):
     NAME: ClassVar[str] = "rekey-abort"
     generation: int
-    authorized_by: Sequence[Contributor]
+    authorized_by: Sequence[Principal]
 
 
 @dataclass(frozen=True)
 class Rotate(Event):
     NAME: ClassVar[str] = "rotate"
     kek_version: int
-    authorized_by: Sequence[Contributor]
+    authorized_by: Sequence[Principal]
 
 
 @dataclass(frozen=True)
@@ -211,14 +263,14 @@ class Rewrap(Event):
     kek_version: int
     rewrapped: int
     remaining: int
-    authorized_by: Sequence[Contributor]
+    authorized_by: Sequence[Principal]
 
 
 @dataclass(frozen=True)
 class Retire(Event):
     NAME: ClassVar[str] = "retire"
     kek_version: int
-    authorized_by: Sequence[Contributor]
+    authorized_by: Sequence[Principal]
 
 
 @dataclass(frozen=True)
@@ -226,7 +278,7 @@ class Shred(Event):
     NAME: ClassVar[str] = "shred"
     subject: str
     existed: bool
-    authorized_by: Sequence[Contributor]
+    authorized_by: Sequence[Principal]
 
 
 @dataclass(frozen=True)
@@ -234,7 +286,7 @@ class LegalHold(Event):
     NAME: ClassVar[str] = "legal-hold"
     subject: str
     hold: bool
-    authorized_by: Sequence[Contributor]
+    authorized_by: Sequence[Principal]
 
 
 @dataclass(frozen=True)
@@ -245,14 +297,180 @@ class Decrypt(Event):
     file: str
     bytes: int
     context: Mapping[str, str]
-    authorized_by: Sequence[Contributor]
+    authorized_by: Sequence[Principal]
 
 
 @dataclass(frozen=True)
 class AuditRepair(Event):
     NAME: ClassVar[str] = "audit-repair"
-    authorized_by: Sequence[Contributor]
+    authorized_by: Sequence[Principal]
     dropped: str = "torn last line"
+
+
+@dataclass(frozen=True)
+class Dataset(Event):
+    """A Dask dataset job run with a keyring unsealed here (``--keyring``): ``operation`` is
+    ``encrypt``, ``decrypt`` or ``scan``; ``rows`` how many it processed (``bad``: records
+    that did not open, for ``scan``)."""
+
+    NAME: ClassVar[str] = "dataset"
+    operation: str
+    source: str
+    destination: str | None
+    column: str
+    rows: int
+    bad: int
+    authorized_by: Sequence[Principal]
+
+
+@dataclass(frozen=True)
+class ServiceUnseal(Event):
+    """A key service was unsealed by remote custodians (its subject is the quorum)."""
+
+    NAME: ClassVar[str] = "service-unseal"
+    KEYS: ClassVar[Mapping[str, str]] = {"authorized_by": "custodians"}
+    generation: int
+    authorized_by: Sequence[Principal]
+
+
+@dataclass(frozen=True)
+class ServiceSeal(Event):
+    """A key service dropped its keys: ``reason`` (seal request, shutdown, ...) and ``by``
+    (``token NAME``, ``unix socket peer``, or None for the process itself)."""
+
+    NAME: ClassVar[str] = "service-seal"
+    reason: str
+    by: str | None
+
+
+@dataclass(frozen=True)
+class TokenCreate(Event):
+    """A quorum minted a key-service token, or with ``added`` registered one minted on
+    another keyring (a key-cluster node); ``region``: the cluster region it is pinned to
+    ('' none); ``list_serial``: the token list's new serial."""
+
+    NAME: ClassVar[str] = "token-create"
+    KEYS: ClassVar[Mapping[str, str]] = {"authorized_by": "custodians"}
+    list_serial: int
+    token: str
+    token_id: str
+    allow: Sequence[str]
+    subject_prefix: str
+    region: str
+    added: bool
+    authorized_by: Sequence[Principal]
+
+
+@dataclass(frozen=True)
+class TokenRevoke(Event):
+    """A revocation (made without a quorum) folded into the MACed token list."""
+
+    NAME: ClassVar[str] = "token-revoke"
+    token: str
+    token_id: str
+    list_serial: int
+
+
+@dataclass(frozen=True)
+class TokenDenied(Event):
+    """The key service refused a request: ``token`` is None when none was recognised."""
+
+    NAME: ClassVar[str] = "token-denied"
+    operation: str
+    token: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class TokenListInvalid(Event):
+    """The key service refused its token list (tampered, rolled back): no token is accepted."""
+
+    NAME: ClassVar[str] = "token-list-invalid"
+    error: str
+
+
+@dataclass(frozen=True)
+class ClusterDeal(Event):
+    """A key-cluster node dealt its part of a DKG (or refresh) round; ``by`` who asked
+    (``token NAME`` or ``unix socket peer``)."""
+
+    NAME: ClassVar[str] = "cluster-deal"
+    cluster: str
+    region: str
+    refresh: bool
+    epoch: int
+    by: str
+
+
+@dataclass(frozen=True)
+class ClusterJoin(Event):
+    """A key-cluster node finished a DKG round and stored its share (index ``index``)."""
+
+    NAME: ClassVar[str] = "cluster-join"
+    cluster: str
+    region: str
+    epoch: int
+    index: int
+    dealers: Sequence[str]
+    by: str
+
+
+@dataclass(frozen=True)
+class ClusterRefresh(Event):
+    """A key-cluster node replaced its share in a refresh round (same cluster key; the
+    fields of ``cluster-join``)."""
+
+    NAME: ClassVar[str] = "cluster-refresh"
+    cluster: str
+    region: str
+    epoch: int
+    index: int
+    dealers: Sequence[str]
+    by: str
+
+
+@dataclass(frozen=True)
+class ClusterEval(Event):
+    """A key-cluster node evaluated its DPRF share for ``count`` subjects for a token."""
+
+    NAME: ClassVar[str] = "cluster-eval"
+    cluster: str
+    token: str
+    count: int
+    subjects: Sequence[str]
+
+
+@dataclass(frozen=True)
+class ClusterRecoverDeal(Event):
+    """A helper node dealt its part of recovering the lost node index ``lost``."""
+
+    NAME: ClassVar[str] = "cluster-recover-deal"
+    cluster: str
+    lost: int
+    helpers: Sequence[int]
+    by: str
+
+
+@dataclass(frozen=True)
+class ClusterRecoverHelp(Event):
+    """A helper node sealed its blinded value for the node replacing index ``lost``."""
+
+    NAME: ClassVar[str] = "cluster-recover-help"
+    cluster: str
+    lost: int
+    new_keyring: str
+    by: str
+
+
+@dataclass(frozen=True)
+class ClusterRecover(Event):
+    """This node recovered the share of index ``index`` from ``helpers``."""
+
+    NAME: ClassVar[str] = "cluster-recover"
+    cluster: str
+    index: int
+    helpers: Sequence[int]
+    by: str
 
 
 EVENTS: tuple[str, ...] = (
@@ -270,8 +488,46 @@ EVENTS: tuple[str, ...] = (
     "legal-hold",
     "decrypt",
     "audit-repair",
+    "rekey-recovered",
+    "rekey-switch",
+    "dataset",
+    "service-unseal",
+    "service-seal",
+    "token-create",
+    "token-revoke",
+    "token-denied",
+    "token-list-invalid",
+    "cluster-deal",
+    "cluster-join",
+    "cluster-refresh",
+    "cluster-eval",
+    "cluster-recover-deal",
+    "cluster-recover-help",
+    "cluster-recover",
 )
 """The event names keysplit writes (others matching the format's pattern still verify)."""
+
+
+def _event_classes() -> dict[str, type[Event]]:
+    found: dict[str, type[Event]] = {}
+    todo = list(Event.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls.NAME in found:
+            raise AssertionError(f"two event classes write {cls.NAME!r}")  # pragma: no cover
+        found[cls.NAME] = cls
+    return found
+
+
+def _schema(cls: type[Event]) -> frozenset[str]:
+    return frozenset([*(cls.KEYS.get(f.name, f.name) for f in fields(cls)), *cls.EXTRA])
+
+
+SCHEMAS: Mapping[str, frozenset[str]] = {
+    name: _schema(cls) for name, cls in sorted(_event_classes().items())
+}
+"""Each event name's one field layout: the keys of its entry's ``data``."""
 
 LEGACY_NAMES: Mapping[str, str] = {
     "create": "init",
@@ -283,11 +539,19 @@ LEGACY_NAMES: Mapping[str, str] = {
 (``unseal`` and ``rekey_prepared`` have no ceremony of their own and stay as they are)."""
 
 
-def canonical_name(event: str) -> str:
-    """The current name of an event read from a log (old hook spellings mapped)."""
+def canonical_name(event: str, data: Mapping[str, Any] | None = None) -> str:
+    """The current name of an event read from a log (old hook spellings mapped; with the
+    entry's ``data``, an old ``rekey`` entry with ``recovered: true`` is ``rekey-recovered``)."""
+    if event == "rekey" and data is not None and data.get("recovered") is True:
+        return "rekey-recovered"
     return LEGACY_NAMES.get(event, event)
 
 
 def record(log: AuditLog, event: Event) -> AuditEntry:
-    """Append ``event`` to ``log`` as one entry; return it (the one way ceremonies log)."""
-    return log.append(event.NAME, **event.fields())
+    """Append ``event`` to ``log`` as one entry and return it: the one writer of entries."""
+    return log._append(event.NAME, **event.fields())
+
+
+def record_many(log: AuditLog, events: Sequence[Event]) -> list[AuditEntry]:
+    """:func:`record` for several events under one lock and one ``fsync`` (a batch)."""
+    return log._append_many([(e.NAME, e.fields()) for e in events])

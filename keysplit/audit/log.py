@@ -20,7 +20,7 @@ Entries hold names, fingerprints, versions and counts. Never pass key material o
 bytes: ``bytes`` values are refused outright so that cannot happen by accident.
 
 Appends are durable (``fsync``) and serialized with ``flock``; a crash mid-append leaves
-a torn last line, which :meth:`AuditLog.verify` reports (and :meth:`AuditLog.append`
+a torn last line, which :meth:`AuditLog.verify` reports (and appending
 refuses to build on) until an operator calls :meth:`AuditLog.repair_torn_tail`.
 
 Where the key store keeps the chain (``store=``, a PostgreSQL
@@ -38,14 +38,14 @@ import hmac
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .. import _json
-from .._fileio import fsync_dir
+from .._fileio import durable_append, fsync_dir, fsync_fd
 from ..errors import AuditError, FormatError
 from ..store.base import AuditStore
 
@@ -317,8 +317,15 @@ class AuditLog:
         finally:
             os.close(fd)  # releases the lock
 
-    def append(self, event: str, /, **fields: Any) -> AuditEntry:
-        """Durably append one entry; return it.
+    def _append_many(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[AuditEntry]:
+        """Append several entries in order (a batch of per-subject entries)."""
+        return [self._append(event, **fields) for event, fields in items]
+
+    def _append(self, event: str, /, **fields: Any) -> AuditEntry:
+        """Private: entries are written through :func:`keysplit.audit.events.record`, so
+        each name has its one field layout.
+
+        Durably append one entry; return it.
 
         ``fields`` become the entry's ``data`` (str, int, bool, None, lists and str-keyed
         mappings of those). Raises :class:`AuditError` if the current last line is torn or
@@ -356,10 +363,7 @@ class AuditLog:
             self.store.audit_append(lambda last: build(None if last is None else (last, True)))
         else:
             with self._locked() as (fd, created):
-                view = memoryview(build(_read_last_line(fd)) + b"\n")
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                durable_append(fd, build(_read_last_line(fd)) + b"\n")
                 if created:
                     fsync_dir(self.path.parent)
         seq, prev, obj, line = built[-1]
@@ -417,7 +421,7 @@ class AuditLog:
             if last is None or last[1]:
                 return False
             os.ftruncate(fd, size - len(last[0]))
-            os.fsync(fd)
+            fsync_fd(fd)
             return True
 
 

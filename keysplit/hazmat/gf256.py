@@ -1,6 +1,6 @@
 """GF(2^8) arithmetic with the AES polynomial x^8 + x^4 + x^3 + x + 1 (0x11B), on numpy.
 
-**Hazmat.** These are building blocks for :mod:`keysplit.shamir`; most users want
+**Hazmat.** These are building blocks for :mod:`keysplit.hazmat.shamir`; most users want
 :func:`keysplit.split` / :func:`keysplit.combine` instead.
 
 Constant-time discipline: every function that takes a *secret* array (``xtime``,

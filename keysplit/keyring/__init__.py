@@ -38,7 +38,7 @@ from .home import AUDIT_FILE, KEYRING_FILE, LOCK_FILE, PENDING_FILE, STORE_FILE,
 from .records import Records
 from .rewrap import RewrapResult, rewrap_store
 from .sealed import HPKE_SUITE, Keyring, KeyringStatus, hpke_seal
-from .unseal import Unsealer, UnsealProgress
+from .unseal import Unsealer, UnsealOutcome, UnsealProgress
 from .unsealed import UnsealedKeyring
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "LocalDataKeys",
     "Records",
     "RewrapResult",
+    "UnsealOutcome",
     "UnsealProgress",
     "UnsealedKeyring",
     "Unsealer",

@@ -55,6 +55,7 @@ __all__ = [
 
 AUDIT_KEY_INFO = b"keysplit keyring audit mac key v1\x00"
 WRAPPED_SIZE = 24  # a 16-byte data key wrapped with RFC 3394
+_INSERT_FIRST = 16  # create for at most this many uncached subjects: insert, no lookup first
 IV_LABEL = b"keysplit/keyring/kw-subject-iv/v1"
 _HMAC_BLOCK = 64
 
@@ -514,6 +515,11 @@ class LocalDataKeys:
             check_subject(s)  # a bad subject never reaches the store
         if create and not all(map(names.is_nfc, subjects)):
             raise ValueError("data keys are created under NFC subjects only (keysplit.names)")
+        if create and len(subjects) <= _INSERT_FIRST and self._refusal is None:
+            # a few subjects: offer new keys straight away; insert_many hands back the
+            # stored key where one exists, so a new subject costs one store call (one
+            # round trip on PostgreSQL) instead of a lookup and then an insert
+            return self._create(subjects)
         found = self.store.get_many(subjects)
         rows = list(found.values())
         raw = self._unwrap(rows)

@@ -5,6 +5,9 @@ module builds a path. Today a home is a directory::
 
     keyring.ksk       sealed keyring file (:mod:`keysplit.keyring.file`)
     keyring.pending   only between rekey prepare and commit (or after a crash there)
+    keyring.ksk.verify.json, keyring.pending.verify.json
+                      proofs of possession awaited by ``init --verify`` / ``rekey --verify``
+                      (:class:`keysplit.proof.PendingVerification`)
     store.json        which key store holds the wrapped data keys and in which format:
                       {"url", "keyring_id", "default_iv_versions"}
     audit.log         the ceremony log (keysplit.audit)
@@ -33,12 +36,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import _json
-from .._fileio import atomic_write, fsync_dir
+from .._fileio import atomic_write, durable_rename, fsync_dir
 from ..errors import FormatError, KeyringError
+from ..proof import INIT_VERIFY_FILE, PendingVerification, Verification, verify_path
 from ..store import check_store_url, default_store_url
+from .file import KeyringMeta
 
 __all__ = [
     "AUDIT_FILE",
+    "INIT_VERIFY_FILE",
     "KEYRING_FILE",
     "LOCK_FILE",
     "PENDING_FILE",
@@ -123,8 +129,7 @@ class KeyringHome:
 
     def commit_pending(self) -> None:
         """The pending file replaces the keyring file in one atomic, durable rename."""
-        os.replace(self.path / PENDING_FILE, self.path / KEYRING_FILE)
-        fsync_dir(self.path)
+        durable_rename(self.path / PENDING_FILE, self.path / KEYRING_FILE)
 
     def discard_pending(self) -> bool:
         """Delete the pending file; True if there was one."""
@@ -134,6 +139,32 @@ class KeyringHome:
             return False
         fsync_dir(self.path)
         return True
+
+    # -- --verify: proofs of possession awaited before a generation is relied on -----------
+
+    @property
+    def init_verify_path(self) -> Path:
+        return self.path / INIT_VERIFY_FILE
+
+    @property
+    def rekey_verify_path(self) -> Path:
+        return verify_path(self.path / PENDING_FILE)
+
+    def verification(
+        self, current: KeyringMeta, pending: KeyringMeta | None
+    ) -> Verification | None:
+        """The generation awaiting proofs, if any: the ``pending`` rekey's, or else the
+        ``current`` one's after ``init --verify``; state files of other share sets (stale
+        leftovers) are ignored. Both verify gates of the unsealer ask this."""
+        if pending is not None and self.rekey_verify_path.exists():
+            state = PendingVerification.load(self.rekey_verify_path)
+            if state.set_id.hex() == pending.set_id:
+                return Verification("rekey", pending.generation, state)
+        if self.init_verify_path.exists():
+            state = PendingVerification.load(self.init_verify_path)
+            if state.set_id.hex() == current.set_id:
+                return Verification("init", current.generation, state)
+        return None
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

@@ -25,7 +25,8 @@ from .fingerprint import check_fingerprint, fingerprint
 from .home import KeyringHome
 
 if TYPE_CHECKING:
-    from .unseal import Unsealer
+    from ..proof import Verification
+    from .unseal import Unsealer, UnsealOutcome
     from .unsealed import UnsealedKeyring
 
 __all__ = ["HPKE_SUITE", "Keyring", "KeyringStatus", "hpke_seal"]
@@ -361,24 +362,48 @@ class Keyring:
                         return c.name
         return None
 
-    def unsealer(self) -> Unsealer:
-        """Start an incremental unseal."""
+    def unsealer(self, *, complete_missing: Sequence[str] | None = None) -> Unsealer:
+        """Start an incremental unseal (``complete_missing``: see :class:`Unsealer`)."""
         from .unseal import Unsealer
 
-        return Unsealer(self)
+        return Unsealer(self, complete_missing=complete_missing)
+
+    def verification(self) -> Verification | None:
+        """The share generation awaiting proofs of possession (``--verify``), if any."""
+        return self.home.verification(self.meta, self.pending)
 
     def unseal(
         self,
-        shares: Sequence[Share],
+        shares: Sequence[Share] | UnsealOutcome,
         *,
         store: KeyStore | None = None,
         rng: RandomSource | None = None,
     ) -> UnsealedKeyring:
-        """Unseal in one call from at least ``threshold`` shares."""
-        u = self.unsealer()
-        for s in shares:
-            u.add(s)
-        return u.finish(store=store, rng=rng)
+        """Unseal from at least ``threshold`` shares, through the :class:`Unsealer`'s rules,
+        or open what an :meth:`Unsealer.finish` of this keyring returned.
+
+        ``store`` replaces the keyring's own store (it must belong to this keyring);
+        ``rng`` the keyring's randomness for this session.
+        """
+        from .unseal import UnsealOutcome
+        from .unsealed import UnsealedKeyring
+
+        if isinstance(shares, UnsealOutcome):
+            outcome = shares
+        else:
+            u = self.unsealer()
+            for s in shares:
+                u.add(s)
+            outcome = u.finish()
+        if outcome.meta.keyring_id != self.meta.keyring_id:
+            raise KeyringError("the unseal outcome belongs to another keyring")
+        if outcome.switched is not None:
+            self.pending = None
+        self.meta = outcome.meta
+        opened = UnsealedKeyring(self, outcome.master_key, outcome.secrets, store=store, rng=rng)
+        if outcome.switched is not None:  # a rekey committed here: tell the fleet (epoch)
+            opened.store.note_rekey()
+        return opened
 
     def status(self) -> KeyringStatus:
         """Public state of the keyring and counts from its store (no quorum needed)."""

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import DuplicateShareError, InsufficientSharesError, KeyringError, MixedSharesError
-from ..proof import PendingVerification, verify_path
-from ..rng import RandomSource
+from ..proof import Verification
 from ..share import Share, combine
-from ..store import KeyStore
 from . import file as kf
-from .home import PENDING_FILE
 
 if TYPE_CHECKING:
     from .sealed import Keyring
-    from .unsealed import UnsealedKeyring
 
-__all__ = ["UnsealProgress", "Unsealer"]
+__all__ = ["UnsealOutcome", "UnsealProgress", "Unsealer"]
 
 
 @dataclass(frozen=True)
@@ -34,19 +30,46 @@ class UnsealProgress:
         return self.have >= self.need
 
 
+@dataclass(frozen=True, repr=False)
+class UnsealOutcome:
+    """What :meth:`Unsealer.finish` recovered, as values: the opened metadata and secrets
+    (``master_key``, ``secrets``: secret), ``verified`` (the ``--verify`` generation these
+    shares completed, whose ``verify-complete`` entry a ceremony records, else None) and
+    ``switched``: ``"recovered"`` when the shares of an interrupted rekey completed it,
+    ``"verified"`` when a ``rekey --verify`` switched after its proofs, else None."""
+
+    meta: kf.KeyringMeta
+    master_key: bytes
+    secrets: kf.KeyringSecrets
+    verified: Verification | None = None
+    switched: Literal["recovered", "verified"] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"UnsealOutcome({self.meta.keyring_id}, generation={self.meta.generation}, "
+            f"switched={self.switched}, <redacted>)"
+        )
+
+
 class Unsealer:
     """Collects shares one at a time and reports progress.
 
     Each :meth:`add` checks the share at once: a share of another keyring or an older share
     set, a duplicate, or one disagreeing with the shares so far is refused with an error
-    naming it. When enough shares are in, :meth:`finish` recovers the master key (verified
-    by the share recovery tag, then by the keyring file's authentication).
+    naming it. When enough shares are in, :meth:`finish` applies the keyring's ``--verify``
+    rules and recovers the master key (verified by the share recovery tag, then by the
+    keyring file's authentication). Like trezor's ``RecoveryState``, no share reaches a
+    master key except through these rules.
+
+    ``complete_missing`` (names, possibly none): complete a pending ``--verify`` with
+    exactly these custodians missing.
     """
 
-    def __init__(self, keyring: Keyring) -> None:
+    def __init__(self, keyring: Keyring, *, complete_missing: Sequence[str] | None = None) -> None:
         self._kr = keyring
         self._shares: list[Share] = []
         self._target: kf.KeyringMeta | None = None
+        self._complete_missing = None if complete_missing is None else list(complete_missing)
 
     def _name(self, share: Share) -> str:
         who = self._kr.custodian_of(share)
@@ -97,27 +120,36 @@ class Unsealer:
         need = (self._target or self._kr.meta).threshold
         return UnsealProgress(len(self._shares), need)
 
-    def finish(
-        self, *, store: KeyStore | None = None, rng: RandomSource | None = None
-    ) -> UnsealedKeyring:
-        """Recover the master key and open the keyring (needs ``threshold`` shares).
+    def finish(self) -> UnsealOutcome:
+        """Apply the keyring's rules, recover the master key and open the keyring file.
 
-        ``store`` replaces the keyring's own store (it must belong to this keyring);
-        ``rng`` the keyring's randomness for this session.
+        Needs ``threshold`` shares. The rules hold for every caller (CLI, library, key
+        service), under the home's writer lock and before the master key is recovered:
+
+        * ``init --verify``: a keyring whose custodians have not all proven possession of
+          their share serves nothing (:class:`~keysplit.proof.VerificationPending`);
+        * ``rekey --verify``: the new shares do not switch the keyring until every new
+          custodian has proven (the current shares keep working);
+        * ``complete_missing`` completes either verification naming exactly who is missing
+          (recorded in the state file once the master key has checked out).
+
+        Shares of a pending rekey complete it (the keyring file is replaced). Returns the
+        values (the :class:`Keyring` object is left as it was); :meth:`Keyring.unseal` adopts
+        the opened metadata and builds the :class:`UnsealedKeyring` from them and a
+        ceremony records :attr:`UnsealOutcome.verified` and :attr:`UnsealOutcome.switched`.
         """
-        from .unsealed import UnsealedKeyring
-
         target = self._target or self._kr.meta
         if len(self._shares) < target.threshold:
             raise InsufficientSharesError(
                 f"need {target.threshold} shares, got {len(self._shares)}"
             )
-        master = combine(self._shares)
         kr = self._kr
         home = kr.home
-        recovered = target is kr.pending
+        to_new = kr.pending is not None and target is kr.pending
         with home.lock():
-            if target is kr.pending:
+            verification = self._gate(home.verification(kr.meta, kr.pending), to_new)
+            master = combine(self._shares)
+            if to_new:
                 data = home.read_pending()
                 if data is None:
                     raise KeyringError("the pending rekey disappeared; unseal again")
@@ -131,33 +163,38 @@ class Unsealer:
                         "the pending rekey no longer matches the keyring file; "
                         "unseal with the current shares and run the rekey again"
                     )
-                _check_verified(home.path / PENDING_FILE, meta.set_id)
-                # The new shares prove the pending rekey was handed out: complete it.
-                home.commit_pending()
-                kr.meta, kr.pending = meta, None
             else:
                 meta, secrets = kf.open_secrets(home.read_keyring(), master)
                 if meta != kr.meta:
                     raise KeyringError("the keyring changed while unsealing; try again")
+            if verification is not None and not verification.status.completed:
+                verification.state.complete(unproven=self._complete_missing or ())
+            switched: Literal["recovered", "verified"] | None = None
+            if to_new:
+                # The new shares prove the pending rekey was handed out: complete it.
+                home.commit_pending()
+                verified_rekey = verification is not None and verification.kind == "rekey"
+                switched = "verified" if verified_rekey else "recovered"
         self._shares.clear()
-        opened = UnsealedKeyring(kr, master, secrets, store=store, rng=rng)
-        if recovered:  # a rekey committed here: tell the fleet (epoch, rekey count)
-            opened.store.note_rekey()
-        return opened
+        return UnsealOutcome(meta, master, secrets, verification, switched)
+
+    def _gate(self, v: Verification | None, to_new: bool) -> Verification | None:
+        """The ``--verify`` rules (see :meth:`finish`): the verification these shares
+        complete (to be recorded), None if none applies; raises if one is incomplete."""
+        missing = self._complete_missing
+        if v is None or (v.kind == "rekey" and not to_new):
+            if missing is not None:
+                raise KeyringError(
+                    "no share generation of these shares awaits verification"
+                    if v is None
+                    else "completing a verified rekey needs a quorum of the NEW shares",
+                    hint=None if v is None else "the switch opens the new keyring file",
+                )
+            return None
+        if v.status.completed or missing is not None:
+            return v
+        raise v.refusal()
 
     def __repr__(self) -> str:
         p = self.progress
         return f"Unsealer(have={p.have}, need={p.need})"
-
-
-def _check_verified(pending_file: Path, set_id: str) -> None:
-    """A rekey made with ``--verify`` switches only once its proofs are complete."""
-    state_file = verify_path(pending_file)
-    if not state_file.exists():
-        return
-    status = PendingVerification.load(state_file).status()
-    if status.set_id_hex == set_id and not status.completed:
-        raise KeyringError(
-            "the pending rekey waits for proofs of possession from: " + ", ".join(status.missing),
-            hint="see 'keysplit verify status DIR'; the current shares still work",
-        )

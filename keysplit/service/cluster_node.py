@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _json, names
 from .._fileio import atomic_write
+from ..audit import events as ev
 from ..errors import ClusterError, FormatError, IntegrityError, KeysplitError, SealedError
 from ..keyring import UnsealedKeyring, hpke_seal
 from . import _wire as wire
@@ -317,7 +318,7 @@ class ClusterNode:
         }
         self._pending[cid] = (_digest(doc), commitments)
         self._svc._audit(
-            "cluster-deal", cluster=cid, region=region, refresh=refresh, epoch=epoch, by=by
+            ev.ClusterDeal(cluster=cid, region=region, refresh=refresh, epoch=epoch, by=by)
         )
         return self._json(
             200,
@@ -394,13 +395,14 @@ class ClusterNode:
             raise ClusterError(f"node {mine.name!r}: the new share does not match the commitments")
         self._write_state(cfg, mine.name, share, kr)
         self._svc._audit(
-            "cluster-refresh" if refresh else "cluster-join",
-            cluster=cid,
-            region=region,
-            epoch=cfg.epoch,
-            index=mine.index,
-            dealers=[byname[i] for i in sorted(dealings)],
-            by=by,
+            (ev.ClusterRefresh if refresh else ev.ClusterJoin)(
+                cluster=cid,
+                region=region,
+                epoch=cfg.epoch,
+                index=mine.index,
+                dealers=[byname[i] for i in sorted(dealings)],
+                by=by,
+            )
         )
         return self._json(
             200,
@@ -460,10 +462,11 @@ class ClusterNode:
         if header.get("proof"):
             head["proof"] = cm.prove(share, coefficient, points, outputs).hex()  # type: ignore[arg-type]
         svc._audit(
-            "cluster-eval",
-            cluster=cfg.cluster_id,
-            token=pol.name,
-            count=len(canonical),
-            subjects=sorted(set(canonical)),
+            ev.ClusterEval(
+                cluster=cfg.cluster_id,
+                token=pol.name,
+                count=len(canonical),
+                subjects=sorted(set(canonical)),
+            )
         )
         return self._response(200, wire.encode_frame(head, outputs), wire.BATCH_TYPE)

@@ -24,6 +24,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..audit import events as ev
 from ..errors import ClusterError, FormatError, IntegrityError
 from ..keyring import hpke_seal
 from . import _wire as wire
@@ -136,7 +137,7 @@ class ClusterRecovery:
         }
         self._pending[cfg.cluster_id] = commitments
         self._n._svc._audit(
-            "cluster-recover-deal", cluster=cfg.cluster_id, lost=lost, helpers=helpers, by=by
+            ev.ClusterRecoverDeal(cluster=cfg.cluster_id, lost=lost, helpers=helpers, by=by)
         )
         return self._n._json(
             200, {"dealer": index, "commitments": [c.hex() for c in commitments], "sealed": sealed}
@@ -182,11 +183,9 @@ class ClusterRecovery:
             blinded_info(cfg.cluster_id, cfg.epoch, lost, index, new.keyring_id),
         )
         self._n._svc._audit(
-            "cluster-recover-help",
-            cluster=cfg.cluster_id,
-            lost=lost,
-            new_keyring=new.keyring_id,
-            by=by,
+            ev.ClusterRecoverHelp(
+                cluster=cfg.cluster_id, lost=lost, new_keyring=new.keyring_id, by=by
+            )
         )
         return self._n._json(200, {"helper": index, "sealed": base64.b64encode(out).decode()})
 
@@ -241,6 +240,6 @@ class ClusterRecovery:
         self._n._pin_region(cfg.region)
         self._n._write_state(cfg, me.name, share, kr)
         self._n._svc._audit(
-            "cluster-recover", cluster=cfg.cluster_id, index=me.index, helpers=sorted(values), by=by
+            ev.ClusterRecover(cluster=cfg.cluster_id, index=me.index, helpers=sorted(values), by=by)
         )
         return self._n._json(200, {"index": me.index, "public_share": me.public_share})

@@ -8,8 +8,10 @@ locks; batches run to completion before the next request is looked at.
 Authorization, in order: sealed -> 503 ``SealedError`` (the token list's MAC key needs the
 unsealed keyring, so nothing can be authorized while sealed); no or unknown/revoked token
 -> 401; operation or a subject outside the token's policy -> 403 (the whole request is
-refused, no partial work). Denials, unseal, seal, shred, hold, rotate, rewrap and token
-revocations are written to the keyring's audit log.
+refused, no partial work). Denials, unseal, seal and token revocations are written to the
+keyring's audit log as typed events (:mod:`keysplit.audit.events`); shred, hold, rotate and
+rewrap are the same :mod:`keysplit.ceremony` calls the CLI makes, under a
+:class:`~keysplit.ceremony.TokenGrant` instead of a quorum, so they write the same entries.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import names
+from .. import ceremony, names
 from ..audit import AuditLog
+from ..audit import events as ev
+from ..ceremony import TokenGrant
 from ..errors import (
     FormatError,
     IntegrityError,
@@ -173,7 +177,7 @@ class KeyService:
         if kr is None:
             return False
         if audit:
-            self._audit("service-seal", reason=reason, by=by)
+            self._audit(ev.ServiceSeal(reason=reason, by=by))
         self.cluster.forget()
         self.recovery.forget()
         self._kr = None
@@ -188,23 +192,29 @@ class KeyService:
     def close(self) -> None:
         self.seal("shutdown")
 
-    def _audit(self, event: str, **fields: Any) -> None:
+    def _audit(self, event: ev.Event) -> None:
+        """Record a service event (not a ceremony's: those record their own entries)."""
         log = self._audit_log
         if log is None:
             return
         try:
-            log.append(event, **fields)
+            ev.record(log, event)
         except (KeysplitError, OSError) as exc:  # never take the service down over the log
             self._log(f"audit append failed: {exc}")
 
-    def _unsealed(self, kr: UnsealedKeyring, custodians: list[str]) -> None:
+    def _grant(self, policy: TokenPolicy) -> TokenGrant:
+        kr = self._kr
+        assert kr is not None
+        return TokenGrant(kr, policy)
+
+    def _unsealed(
+        self, kr: UnsealedKeyring, custodians: list[str], by: Sequence[ev.Principal] = ()
+    ) -> None:
         kr.set_role("serve")  # how this process shows in the fleet's lease list
         self._kr = kr
         self._mac_key = mac_key(kr.audit_key(), self.keyring.keyring_id)
         self._audit_log = kr.audit_log()
-        self._audit(
-            "service-unseal", generation=self.keyring.meta.generation, custodians=custodians
-        )
+        self._audit(ev.ServiceUnseal(generation=self.keyring.meta.generation, authorized_by=by))
         self.reload_tokens(force=True)
         self._log(f"unsealed by {', '.join(custodians)}; {len(self._tokens)} active tokens")
 
@@ -241,17 +251,12 @@ class KeyService:
             self._check_not_rolled_back(tl)
             token_names = {t.id: t.name for t in tl.tokens}
             for r in tl.fold_revocations(self._mac_key):
-                self._audit(
-                    "token-revoke",
-                    token=token_names.get(r, "unknown id"),
-                    token_id=r,
-                    list_serial=tl.serial,
-                )
+                self._audit(ev.TokenRevoke(token_names.get(r, "unknown id"), r, tl.serial))
             self._tokens = tl.active()
         except (KeysplitError, OSError) as exc:
             self._tokens = {}
             self._log(f"token list refused, no token is accepted: {exc}")
-            self._audit("token-list-invalid", error=str(exc))
+            self._audit(ev.TokenListInvalid(error=str(exc)))
         self._token_sig = file_signature(self.directory)
 
     def _check_not_rolled_back(self, tl: TokenList) -> None:
@@ -335,18 +340,18 @@ class KeyService:
         auth = req.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            self._audit("token-denied", operation=op or "status", reason="no token")
+            self._audit(ev.TokenDenied(op or "status", None, "no token"))
             raise _Denied(401, PermissionDenied("a token is required (Authorization: Bearer)"))
         pol = self._tokens.get(hash_token(token.strip()))
         if pol is None:
-            self._audit("token-denied", operation=op or "status", reason="unknown or revoked token")
+            self._audit(ev.TokenDenied(op or "status", None, "unknown or revoked token"))
             raise _Denied(401, PermissionDenied("unknown or revoked token"))
         if op is None:
             return pol
         try:
             pol.check(op, subjects)
         except PermissionDenied as exc:
-            self._audit("token-denied", operation=op, token=pol.name, reason=str(exc))
+            self._audit(ev.TokenDenied(op, pol.name, str(exc)))
             raise _Denied(403, exc) from None
         return pol
 
@@ -356,7 +361,7 @@ class KeyService:
         m = self.keyring.meta
         from .. import __version__
 
-        return {
+        out = {
             "sealed": self.sealed,
             "keyring_id": m.keyring_id,
             "generation": m.generation,
@@ -367,6 +372,27 @@ class KeyService:
             "api": API_VERSION,
             "worker": self.worker[0],
             "workers": self.worker[1],
+        }
+        if self.sealed:
+            out["verification"] = self._verification()
+        return out
+
+    def _verification(self) -> dict[str, Any] | None:
+        """A ``--verify`` generation's public state while sealed: who must still prove
+        possession before the keyring unseals (init) or its rekey switches."""
+        try:
+            v = self.keyring.verification()
+        except (KeysplitError, OSError) as exc:
+            return {"error": str(exc)}
+        if v is None:
+            return None
+        st = v.status
+        return {
+            "kind": v.kind,
+            "generation": v.generation,
+            "proven": list(st.proven),
+            "missing": list(st.missing),
+            "completed": st.completed,
         }
 
     def _status(self, req: Request) -> Response:
@@ -400,7 +426,7 @@ class KeyService:
             raise
         self._log(f"unseal progress {progress['have']}/{progress['need']}")
         if opened is not None:
-            self._unsealed(opened, list(progress["custodians"]))
+            self._unsealed(opened, list(progress["custodians"]), self.remote.unsealed_by)
         return _json(200, {"sealed": self.sealed, "progress": progress})
 
     def _unseal_reset(self, req: Request) -> Response:
@@ -520,27 +546,18 @@ class KeyService:
                 errs[str(i)] = wire.error_dict(kr.records.missing(subjects[i]))
         return self._batch_response(raws, errs)
 
-    def _per_subject(
-        self, subjects: Sequence[str], fn: Callable[[str], Any]
-    ) -> tuple[list[Any], int]:
-        items: list[Any] = []
-        failed = 0
-        for s in subjects:
-            try:
-                items.append({"ok": fn(s)})
-            except (KeysplitError, ValueError, TypeError) as exc:
-                items.append({"error": wire.error_dict(exc)})
-                failed += 1
-        return items, failed
+    @staticmethod
+    def _items(results: Sequence[Any]) -> list[Any]:
+        return [
+            {"error": wire.error_dict(r)} if isinstance(r, BaseException) else {"ok": r}
+            for r in results
+        ]
 
     def _shred(self, req: Request) -> Response:
         _, subjects = self._json_subjects(req, "shred")
         pol = self._authorize(req, "shred", subjects)
-        kr = self._kr
-        assert kr is not None
-        items, failed = self._per_subject(subjects, lambda s: kr.shred(s, record=False))
-        self._audit("shred", token=pol.name, subjects=list(subjects), failed=failed)
-        return _json(200, {"items": items})
+        done = ceremony.shred_many(self.keyring, self._grant(pol), subjects)
+        return _json(200, {"items": self._items(done.value)})
 
     def _hold(self, req: Request) -> Response:
         doc, subjects = self._json_subjects(req, "hold")
@@ -548,26 +565,13 @@ class KeyService:
         if not isinstance(hold, bool):
             raise FormatError("'hold' must be true or false")
         pol = self._authorize(req, "hold", subjects)
-        kr = self._kr
-        assert kr is not None
-
-        def one(s: str) -> bool:
-            kr.set_legal_hold(s, hold, record=False)
-            return hold
-
-        items, failed = self._per_subject(subjects, one)
-        self._audit("legal-hold", token=pol.name, subjects=list(subjects), hold=hold, failed=failed)
-        return _json(200, {"items": items})
+        done = ceremony.hold_many(self.keyring, self._grant(pol), subjects, hold)
+        return _json(200, {"items": self._items(done.value)})
 
     def _rotate(self, req: Request) -> Response:
         pol = self._authorize(req, "rotate")
-        kr = self._kr
-        assert kr is not None
-        v = kr.rotate(record=False)
-        self._audit(
-            "rotate", token=pol.name, kek_version=v, generation=self.keyring.meta.generation
-        )
-        return _json(200, {"kek_version": v})
+        done = ceremony.rotate(self.keyring, self._grant(pol))
+        return _json(200, {"kek_version": done.value})
 
     def _rewrap(self, req: Request) -> Response:
         pol = self._authorize(req, "rewrap")
@@ -575,16 +579,7 @@ class KeyService:
         if not isinstance(doc, dict):
             raise FormatError("rewrap request must be a JSON object")
         batch = wire.int_field(doc, "batch_size", 10_000, 1, wire.MAX_REWRAP_BATCH)
-        kr = self._kr
-        assert kr is not None
-        r = kr.rewrap(batch_size=batch, record=False)
-        self._audit(
-            "rewrap",
-            token=pol.name,
-            rewrapped=r.rewrapped,
-            kek_version=r.kek_version,
-            remaining=r.remaining,
-        )
+        r = ceremony.rewrap(self.keyring, self._grant(pol), batch_size=batch).value
         return _json(
             200,
             {

@@ -88,8 +88,14 @@ _ANSWER_HEAD = struct.Struct(">IHH")
 
 def forwarded(path: str) -> bool:
     """Requests only the leader serves: the cluster endpoints, whose ceremonies (DKG deal
-    then finish, recovery rounds) keep state between requests in one process."""
-    return path.startswith("/v1/cluster/")
+    then finish, recovery rounds) keep state between requests in one process. Evaluation
+    and node status keep none (each process reads the share from disk and opens it with
+    its own unsealed keyring), so every worker serves them: a batch of 10^4 points is
+    larger than one forwarded datagram (``MAX_FORWARD``) and the DPRF wants every core."""
+    return path.startswith("/v1/cluster/") and path not in _ANY_PROCESS
+
+
+_ANY_PROCESS = frozenset({"/v1/cluster/eval", "/v1/cluster/node"})
 
 
 def _pack_request(rid: int, req: Request) -> bytes:
@@ -234,15 +240,15 @@ class Fleet:
 
     # -- fan-out ----------------------------------------------------------------------------
 
-    def unsealed(self) -> None:
-        """The leader just unsealed: hand the master key to every worker."""
+    async def unsealed(self) -> None:
+        """The leader just unsealed: hand the master key to every worker and wait (bounded)
+        until each is ready, so the unseal is answered once every process serves."""
         kr = self.service.unsealed_keyring
         if kr is None:
             return
         master = kr.master_key
-        for p in self.peers:
-            if self._send(p, UNSEAL + master):
-                self._spawn(self._await_ready(p))
+        waits = [self._await_ready(p) for p in self.peers if self._send(p, UNSEAL + master)]
+        await asyncio.gather(*waits)
 
     async def _await_ready(self, p: Peer) -> bool:
         try:

@@ -329,7 +329,7 @@ async def _serve(
     async def after(req: Request, r: Response, was_sealed: bool) -> None:
         assert fleet is not None
         if req.path == "/v1/unseal" and was_sealed and not service.sealed:
-            fleet.unsealed()
+            await fleet.unsealed()
         elif req.path == "/v1/seal" and r.status == 200 and not was_sealed:
             fleet.sealed()
         elif req.path in _CHANGES and r.status == 200:

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .. import _json, names
-from .._fileio import atomic_write, fsync_dir
+from .._fileio import atomic_write, durable_append, fsync_dir
 from ..errors import FormatError, IntegrityError, KeysplitError, PermissionDenied
 
 __all__ = [
@@ -42,8 +42,11 @@ __all__ = [
     "TOKENS_FILE",
     "TokenList",
     "TokenPolicy",
+    "check_allow",
     "check_prefix",
+    "check_token_name",
     "hash_token",
+    "is_token_text",
     "mac_key",
     "new_token",
 ]
@@ -188,6 +191,13 @@ class TokenPolicy:
         if any(a not in OPERATIONS for a in pol.allow):
             raise FormatError("token list: unknown operation")
         return pol
+
+
+def check_token_name(name: str) -> str:
+    """A token name as :meth:`TokenList.add` accepts it (``ValueError`` otherwise)."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ValueError("token name must be 1-64 of A-Z a-z 0-9 _ . - (starting alnum)")
+    return name
 
 
 def check_allow(allow: Sequence[str]) -> tuple[str, ...]:
@@ -369,8 +379,7 @@ class TokenList:
         under this keyring's own policy; only its hash is kept."""
         if not is_token_text(token):
             raise ValueError("not a keysplit token (kst1_ and 43 base64url characters)")
-        if not _NAME_RE.fullmatch(name):
-            raise ValueError("token name must be 1-64 of A-Z a-z 0-9 _ . - (starting alnum)")
+        check_token_name(name)
         ops = check_allow(allow)
         subject_prefix = check_prefix(subject_prefix)
         self.verify(key)
@@ -405,8 +414,7 @@ class TokenList:
         created = not self.revoked_path.exists()
         fd = os.open(self.revoked_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line.encode())
-            os.fsync(fd)
+            durable_append(fd, line.encode())
         finally:
             os.close(fd)
         if created:

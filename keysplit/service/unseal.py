@@ -8,8 +8,13 @@ sealed for another attempt or another keyring does not open. An attempt ends whe
 quorum is reached (the ephemeral key is dropped), on reset, or when its partial progress
 is older than the timeout; a share sealed for an ended attempt is refused as stale.
 
-Each accepted share goes through :class:`keysplit.Unsealer` at once, so a foreign,
-mismatched or duplicate share is named and not counted.
+This module is only that transport. Each opened share is fed to a
+:class:`keysplit.ceremony.Quorum` (checked at once by the keyring's
+:class:`~keysplit.keyring.Unsealer`, so a foreign, mismatched or duplicate share is named
+and not counted), and the quorum unseals exactly as a ceremony on the command line does:
+the same rules (a keyring made with ``init --verify`` stays sealed until its custodians
+have proven possession; a ``rekey --verify`` switches only once proven) and the same audit
+entries for what unsealing did (``verify-complete``, ``rekey-recovered``).
 """
 
 from __future__ import annotations
@@ -24,16 +29,17 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization as ser
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from ..audit.events import Contributor
+from ..ceremony.quorum import Quorum
 from ..custody import load_share
 from ..errors import (
     FormatError,
-    IntegrityError,
     KeysplitError,
     RecoveryError,
     SealedError,
     ShareError,
 )
-from ..keyring import HPKE_SUITE, Keyring, UnsealedKeyring, Unsealer
+from ..keyring import HPKE_SUITE, Keyring, UnsealedKeyring
 from ..share import Share
 
 __all__ = [
@@ -75,7 +81,7 @@ class _Attempt:
     private: X25519PrivateKey
     public: bytes
     started: float
-    unsealer: Unsealer
+    quorum: Quorum
     custodians: list[str]
 
 
@@ -94,6 +100,8 @@ class RemoteUnseal:
         self.timeout = float(timeout)
         self._clock = clock
         self._attempt: _Attempt | None = None
+        self.unsealed_by: list[Contributor] = []
+        """The quorum of the last completed unseal (names, indexes, share fingerprints)."""
 
     @property
     def keyring(self) -> Keyring:
@@ -113,7 +121,7 @@ class RemoteUnseal:
             priv = X25519PrivateKey.generate()
             pub = priv.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
             self._attempt = _Attempt(
-                secrets.token_bytes(16), priv, pub, self._clock(), self._kr.unsealer(), []
+                secrets.token_bytes(16), priv, pub, self._clock(), Quorum(self._kr, ()), []
             )
         return self._attempt
 
@@ -123,7 +131,7 @@ class RemoteUnseal:
         need = self._kr.meta.threshold
         if a is None:
             return {"have": 0, "need": need, "custodians": []}
-        p = a.unsealer.progress
+        p = a.quorum.progress
         left = max(0.0, self.timeout - (self._clock() - a.started))
         return {
             "have": p.have,
@@ -144,14 +152,18 @@ class RemoteUnseal:
         }
 
     def reset(self) -> bool:
-        had = self._attempt is not None and self._attempt.unsealer.progress.have > 0
+        had = self._attempt is not None and self._attempt.quorum.progress.have > 0
         self._attempt = None
         return had
 
     def submit(self, nonce: bytes, sealed: bytes) -> tuple[dict[str, Any], UnsealedKeyring | None]:
-        """Take one sealed share. Returns (progress, the unsealed keyring once complete).
+        """Take one sealed share. Returns (progress, the unsealed keyring once complete; who
+        gave the quorum's shares is then :attr:`unsealed_by`).
 
         Raises a :class:`ShareError` subclass naming the problem; the share is not counted.
+        A complete quorum the keyring's rules refuse (its custodians have not all proven
+        possession: :class:`~keysplit.proof.VerificationPending`) ends the attempt, and the
+        service stays sealed.
         """
         self._expire()
         a = self._attempt
@@ -168,12 +180,12 @@ class RemoteUnseal:
             share = load_share(data)
         except KeysplitError as exc:
             raise ShareError(f"share: {exc}") from None
-        progress = a.unsealer.add(share)  # raises Mixed/Duplicate errors naming the share
+        progress = a.quorum.add(share)  # raises Mixed/Duplicate errors naming the share
         a.custodians.append(progress.custodian or f"share {share.index}")
         if not progress.complete:
             return self.progress(), None
         try:
-            opened = a.unsealer.finish()
+            opened = a.quorum.unseal()  # the keyring's rules, and their audit entries
         except RecoveryError:
             self._attempt = None
             raise RecoveryError(
@@ -181,11 +193,12 @@ class RemoteUnseal:
                 "or wrong; progress was discarded",
                 hint="every custodian must unseal again",
             ) from None
-        except IntegrityError:
+        except (KeysplitError, OSError):  # refused by a rule, or failed: start over
             self._attempt = None
             raise
         done = {"have": progress.have, "need": progress.need, "custodians": list(a.custodians)}
         self._attempt = None
+        self.unsealed_by = list(a.quorum.contributors)
         return done, opened
 
 

@@ -68,6 +68,7 @@ _T = TypeVar("_T")
 _Conn = psycopg.Connection[Any]
 _RETRIES = 8
 _ROUNDS = 10  # insert_many re-inserts subjects shredded between its two statements
+_SMALL = 64  # insert_many of up to this many rows: one pipelined round trip, no COPY
 
 # (version, description, statements); {s} is the schema. Append, never edit.
 MIGRATIONS: tuple[tuple[int, str, tuple[LiteralString, ...]], ...] = (
@@ -136,6 +137,17 @@ _STATEMENTS: dict[str, LiteralString] = {
     "wrapped = w.new_wrapped FROM ks_swap w WHERE d.subject = w.subject "
     "AND d.kek_version = w.old_version AND d.wrapped = w.old_wrapped",
     "lock_subject": "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+    "lock_shared": "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))",
+    # a few new keys in one statement, guarded by the state in the same statement (its
+    # snapshot is taken after the shared lock of the statement before it was granted)
+    # (all rows or none: one row under a version the state refuses stores nothing)
+    "insert_small": "WITH v AS (SELECT * FROM unnest(%s::text[], %s::int[], %s::bytea[]) "
+    "AS v(s, k, w)), ok AS (SELECT bool_and((st.current_kek = 0 OR v.k = st.current_kek) "
+    "AND NOT (v.k::text = ANY(string_to_array(st.retired, ',')))) AS fine "
+    "FROM v, {s}.keyring_state st) "
+    "INSERT INTO {s}.data_keys (subject, kek_version, wrapped) "
+    "SELECT v.s, v.k, v.w FROM v, ok WHERE ok.fine ORDER BY v.s "
+    "ON CONFLICT (subject) DO NOTHING",
     "delete": "WITH held AS (SELECT count(*) AS n FROM {s}.legal_holds WHERE subject = %(s)s), "
     "gone AS (DELETE FROM {s}.data_keys WHERE subject = %(s)s "
     "AND (SELECT n FROM held) = 0 RETURNING 1) "
@@ -261,9 +273,8 @@ class PostgresKeyStore:
             max_size=max(1, pool_size),
             kwargs=kwargs,
             configure=_configure,
-            # an empty query on checkout: after a server restart or failover the pool
-            # replaces dead connections instead of failing one call per dead connection
-            check=ConnectionPool.check_connection,
+            # no check query on checkout (it would cost every call a round trip): a call
+            # that meets a connection the server dropped retries on another (_tx)
             timeout=max(connect_timeout, 30.0),
             name=f"keysplit-{self._schema}",
             open=False,
@@ -354,18 +365,41 @@ class PostgresKeyStore:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _tx(self, work: Callable[[_Conn], _T]) -> _T:
-        """Run ``work`` in one transaction on a pooled connection; retry lost races."""
+    def _tx(
+        self, work: Callable[[_Conn], _T], *, idempotent: bool = True, pipeline: bool = False
+    ) -> _T:
+        """Run ``work`` in one transaction on a pooled connection; retry lost races.
+
+        A connection the server dropped (restart, failover, a terminated backend) fails
+        its first statement; the call is then retried on another connection (the pool
+        discards the broken one). ``idempotent=False`` work (a shred: whether a key existed;
+        an audit append) first checks the connection instead, so it never runs twice.
+        ``pipeline``: BEGIN, the work's statements and COMMIT go out together (psycopg
+        pipeline mode): one round trip when the work reads its results only at the end.
+        """
         if self._closed.is_set():
             raise KeyringError("key store is closed")
         for attempt in range(_RETRIES):
+            started = False
+            conn: _Conn | None = None
             try:
-                with self._pool.connection() as conn, conn.transaction():
-                    return work(conn)
+                with self._pool.connection() as conn:
+                    if not idempotent:
+                        ConnectionPool.check_connection(conn)
+                    started = True
+                    if pipeline:
+                        with conn.pipeline(), conn.transaction():
+                            return work(conn)
+                    with conn.transaction():
+                        return work(conn)
             except psycopg.errors.TransactionRollback as exc:  # deadlock, serialization
                 if attempt == _RETRIES - 1:
                     raise _db_error(exc) from None
                 time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))  # jitter
+            except psycopg.OperationalError as exc:
+                dropped = conn is not None and (conn.broken or conn.closed)
+                if not dropped or (started and not idempotent) or attempt == _RETRIES - 1:
+                    raise _db_error(exc) from None
             except psycopg.Error as exc:
                 raise _db_error(exc) from None
         raise AssertionError("unreachable")
@@ -424,6 +458,9 @@ class PostgresKeyStore:
         ordered = sorted(first.values())
 
         versions = {r.kek_version for r in ordered}
+        if len(ordered) <= _SMALL:
+            stored = self._insert_small(first, ordered, versions)
+            return [stored[r.subject] for r in rows]
 
         def work(conn: _Conn) -> dict[str, WrappedKey]:
             _rules.check_insert(self._guard(conn), versions)
@@ -448,6 +485,38 @@ class PostgresKeyStore:
 
         stored = self._tx(work)
         return [stored[r.subject] for r in rows]
+
+    def _insert_small(
+        self, first: dict[str, WrappedKey], ordered: list[WrappedKey], versions: set[int]
+    ) -> dict[str, WrappedKey]:
+        """A few new keys in one round trip: BEGIN, the shared state lock, the state, one
+        guarded ``INSERT ... SELECT FROM unnest ... ON CONFLICT DO NOTHING``, the stored
+        rows (a fresh snapshot: a racing writer's committed row wins) and COMMIT, sent
+        together in pipeline mode; the results are read after the commit. The state
+        decides in SQL and is checked again here to say why nothing was stored."""
+        stored = dict(first)
+        pending = ordered
+        for _ in range(_ROUNDS):
+            def work(conn: _Conn, rows: list[WrappedKey] = pending) -> tuple[Any, Any]:
+                subjects = [r.subject for r in rows]
+                conn.execute(self._sql["lock_shared"], (self._state_lock,))
+                state = conn.execute(self._sql["state"])
+                conn.execute(
+                    self._sql["insert_small"],
+                    (subjects, [r.kek_version for r in rows], [r.wrapped for r in rows]),
+                )
+                return state, conn.execute(self._sql["get_many"], (subjects,), binary=True)
+
+            state_cur, rows_cur = self._tx(work, pipeline=True)
+            e, cur, retired, rekeys, ts = state_cur.fetchone()
+            st = KeyringState(int(e), int(cur), _rules.parse_retired(retired), int(rekeys), int(ts))
+            _rules.check_insert(st, versions)  # nothing was inserted if this raises
+            got = {r[0]: WrappedKey._make(r) for r in rows_cur.fetchall()}
+            stored.update(got)
+            pending = [r for r in pending if r.subject not in got]  # shredded meanwhile
+            if not pending:
+                return stored
+        raise KeyringError("insert_many: subjects keep being shredded concurrently")
 
     def replace_many(self, rows: Sequence[tuple[WrappedKey, WrappedKey]]) -> int:
         pairs: dict[str, tuple[WrappedKey, WrappedKey]] = {}
@@ -486,7 +555,7 @@ class PostgresKeyStore:
                 self._bump(conn, st._replace(tombstone_seq=seq))
             return bool(gone)
 
-        return self._tx(work)
+        return self._tx(work, idempotent=False)
 
     def stale_batch(self, current_version: int, after: str, limit: int) -> list[WrappedKey]:
         def work(conn: _Conn) -> list[WrappedKey]:
@@ -575,8 +644,7 @@ class PostgresKeyStore:
     def _guard(self, conn: _Conn) -> KeyringState:
         """The state, read under the shared lock (held to commit): a write it allows cannot
         be overtaken by a state change."""
-        conn.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))",
-                     (self._state_lock,))  # fmt: skip
+        conn.execute(self._sql["lock_shared"], (self._state_lock,))
         return self._read_state(conn)
 
     def _exclusive(self, conn: _Conn) -> KeyringState:
@@ -696,7 +764,7 @@ class PostgresKeyStore:
             conn.execute(self._sql["audit_add"], (seq + 1, line))
             return line
 
-        return self._tx(work)
+        return self._tx(work, idempotent=False)
 
     def close(self) -> None:
         if not self._closed.is_set():

@@ -21,7 +21,8 @@ from ceremony_helpers import (  # noqa: F401 (fixtures)
 )
 from keysplit_cli import _common
 
-from keysplit import Identity, Keyring, ShreddedError, ceremony, load_share
+from keysplit import Identity, Keyring, ShreddedError, load_share
+from keysplit.ceremony import sinks
 
 
 def _open(c: Ceremony, name: str, gen: int = 1):
@@ -468,7 +469,7 @@ def test_init_share_dir_problems_stop_before_any_key_exists(tmp_path: Path) -> N
 def test_init_share_write_failure_is_reported_plainly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = ceremony.atomic_write
+    real = sinks.atomic_write
     calls = []
 
     def flaky(path: Path, data: bytes, **kw: object) -> None:
@@ -477,7 +478,7 @@ def test_init_share_write_failure_is_reported_plainly(
             raise OSError(28, "No space left on device", str(path))
         real(path, data, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ceremony, "atomic_write", flaky)
+    monkeypatch.setattr(sinks, "atomic_write", flaky)
     r = run(["init", tmp_path / "kr", "-k", "2", "-c", "a", "-c", "b", "--plain-shares"])
     assert r.exit_code == 1
     (line,) = error_lines(r)
@@ -544,8 +545,8 @@ def test_interrupted_rekey_is_completed_and_logged_by_the_new_shares(cer: Ceremo
     assert r.exit_code == 0, r.output
     assert "completed an interrupted rekey" in r.stderr
     events = Keyring.open(cer.kr).audit_log().entries()
-    assert [e.event for e in events][-2:] == ["rekey", "unseal-check"]
-    assert events[-2].data["recovered"] is True and events[-2].data["custodians"] == ["x", "y", "z"]
+    assert [e.event for e in events][-2:] == ["rekey-recovered", "unseal-check"]
+    assert events[-2].data["custodians"] == ["x", "y", "z"]
     r = run(["unseal", cer.kr, *cer.quorum("alice", "bob")])
     assert r.exit_code == 1 and "does not belong to this keyring" in r.stderr
 

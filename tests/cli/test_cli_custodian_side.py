@@ -20,6 +20,7 @@ import pytest
 from service_helpers import KEYSPLIT, Server, cli, make_certs
 
 from keysplit import Argon2Params, Client, Keyring, Share, seal_share_with_passphrase
+from keysplit.custody import sealed_text
 
 FAST = Argon2Params(time_cost=1, memory_kib=64, lanes=1)
 PASSPHRASE = "alice-Secret-passphrase-7"
@@ -142,6 +143,12 @@ def test_share_text_on_stdin_with_the_checksum_of_files(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert "\nerror: stdin: share checksum mismatch" in r.stderr, r.stderr
     assert text not in r.stderr + r.stdout
+    # a sealed share as its sheet prints it (KSSS- text), typed at the hidden prompt
+    typed_sealed = sealed_text(alice.read_bytes())
+    r = cli("unseal", vault, "--passphrase-file", f"alice={pw}", cwd=tmp_path,
+            input=f"{typed_sealed.lower()}\n{bob}\n")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert typed_sealed not in r.stderr + r.stdout and str(bob) not in r.stderr + r.stdout
     r = cli("unseal", vault, "-s", "-", "-s", "-", cwd=tmp_path)
     assert r.returncode == 2 and "once" in r.stderr
 

@@ -1,8 +1,9 @@
 """Keyring trust (issue 15): a replaced public key in keyring.ksk is refused on encrypt.
 
 Through the real CLI and through the library's safe entry points
-(:func:`keysplit.ceremony.encrypt_file` / ``encrypt_stream``): init pins the fingerprint,
-status shows it, an unpinned keyring is refused unless --expect or trust on first use.
+(:func:`keysplit.encrypt_file` / ``encrypt_stream``, from :mod:`keysplit.trust`): init pins
+the fingerprint, status shows it, an unpinned keyring is refused unless --expect or trust
+on first use.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from tamper import replace_public_key
 
-from keysplit import Keyring, ceremony, read_header, recipient_id
+import keysplit
+from keysplit import Keyring, read_header, recipient_id, trust
 from keysplit.errors import FormatError, UntrustedKeyringError
 from keysplit.trust import KnownKeyrings, keyring_fingerprint
 
@@ -125,13 +127,13 @@ def test_library_entry_points_carry_the_same_check(tmp_path: Path) -> None:
     src = tmp_path / "in.bin"
     src.write_bytes(os.urandom(1000))
     with pytest.raises(UntrustedKeyringError, match="not pinned"):
-        ceremony.encrypt_file(kr, str(src), str(tmp_path / "x"), known=known)
+        keysplit.encrypt_file(kr, str(src), str(tmp_path / "x"), known=known)
     assert not (tmp_path / "x").exists()
-    ceremony.pin_keyring(kr, expect=fpr, known=known)
-    sealed = ceremony.encrypt_file(kr, str(src), str(tmp_path / "ok"), known=known)
+    trust.pin_keyring(kr, expect=fpr, known=known)
+    sealed = keysplit.encrypt_file(kr, str(src), str(tmp_path / "ok"), known=known)
     assert sealed.trust == "pinned"
     buf = io.BytesIO()
-    assert ceremony.encrypt_stream(kr, io.BytesIO(b"abc"), buf, known=known).trust == "pinned"
+    assert keysplit.encrypt_stream(kr, io.BytesIO(b"abc"), buf, known=known).trust == "pinned"
     with kr.unseal([shares["alice"], shares["bob"]]) as ukr:
         from keysplit import decrypt_file
 
@@ -142,15 +144,15 @@ def test_library_entry_points_carry_the_same_check(tmp_path: Path) -> None:
     forged = Keyring.open(path)
     for kwargs in ({}, {"expect": fpr}, {"trust_on_first_use": True}):
         with pytest.raises(UntrustedKeyringError, match="replaced"):
-            ceremony.encrypt_file(forged, str(src), str(tmp_path / "y"), known=known, **kwargs)  # type: ignore[arg-type]
+            keysplit.encrypt_file(forged, str(src), str(tmp_path / "y"), known=known, **kwargs)  # type: ignore[arg-type]
         buf = io.BytesIO()
         with pytest.raises(UntrustedKeyringError):
-            ceremony.encrypt_stream(forged, io.BytesIO(b"abc"), buf, known=known, **kwargs)  # type: ignore[arg-type]
+            keysplit.encrypt_stream(forged, io.BytesIO(b"abc"), buf, known=known, **kwargs)  # type: ignore[arg-type]
         assert buf.getvalue() == b""
     assert not (tmp_path / "y").exists()
     # a typed fingerprint that contradicts the pin cannot override it
     other = Keyring.create(tmp_path / "other", 2, ["a", "b"])[0]
     with pytest.raises(UntrustedKeyringError):
-        ceremony.pin_keyring(forged, known=known)  # pinned to another key: refused
+        trust.pin_keyring(forged, known=known)  # pinned to another key: refused
     with pytest.raises(FormatError):
-        ceremony.encrypt_file(other, str(src), str(tmp_path / "z"), expect="ksk1nope")
+        keysplit.encrypt_file(other, str(src), str(tmp_path / "z"), expect="ksk1nope")

@@ -8,14 +8,18 @@ Shares are plain files here (fast); the proof itself is tested in test_proof.py.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import pytest
 from ceremony_helpers import error_lines, fast_kdf_fixture, run  # noqa: F401 (fixtures)
 
-from keysplit import Keyring, Share, ceremony
+from keysplit import Keyring, Share, UnsealedKeyring, ceremony
 from keysplit.errors import KeyringError
+from keysplit.proof import VerificationPending
+from keysplit.service.core import KeyService, Request, Response
+from keysplit.service.unseal import RemoteUnseal
 
 NAMES = ("alice", "bob", "carol")
 
@@ -90,13 +94,16 @@ def test_rekey_verify_refuses_to_switch_until_every_custodian_has_proven(tmp_pat
     assert Keyring.open(vault).meta.generation == 1  # proofs alone switch nothing
     r = run(["unseal", vault, *_q(shares, 2, "bob", "carol")])
     assert r.exit_code == 0, r.output
+    # a planned switch, not a recovery (issue 22 item 5): no "interrupted" note, own event
+    assert "interrupted" not in r.stderr and "verified rekey took effect" in r.stderr
     kr = Keyring.open(vault)
     assert kr.meta.generation == 2 and kr.pending is None
     assert run(["unseal", vault, *_q(shares, 1, "alice", "bob")]).exit_code == 1  # old: dead
     events = kr.audit_log().entries()
     done = next(e for e in events if e.event == "verify-complete")
     assert done.data["proven"] == ["alice", "bob", "carol"] and done.data["unproven"] == []
-    assert events[-2].event == "rekey" and events[-2].data["recovered"] is True
+    assert [e.event for e in events[-3:]] == ["verify-complete", "rekey-switch", "unseal-check"]
+    assert "recovered" not in events[-2].data and events[-2].data["generation"] == 2
     assert _status(vault) == {"pending": False}
     assert kr.audit_log().verify().entries == len(events)
 
@@ -207,3 +214,88 @@ def test_init_and_rekey_sheets_one_pdf_per_custodian(tmp_path: Path) -> None:
              tmp_path / "s2", "--sheets", sheets])  # fmt: skip
     assert r.exit_code == 1 and "refusing to overwrite" in error_lines(r)[0]
     assert not (tmp_path / "v2" / "keyring.ksk").exists()
+
+
+def _sealed_for(offer: dict[str, str], share: Share) -> tuple[bytes, bytes]:
+    """A custodian's share as ``keysplit unseal --server`` sends it: (nonce, sealed share)."""
+    from keysplit.service.unseal import seal_share_for
+
+    nonce = bytes.fromhex(offer["nonce"])
+    return nonce, seal_share_for(
+        share,
+        public_key=bytes.fromhex(offer["public_key"]),
+        keyring_id=offer["keyring_id"],
+        nonce=nonce,
+    )
+
+
+def _post_share(svc: KeyService, share: Share) -> Response:
+    nonce, sealed = _sealed_for(svc.remote.offer(), share)
+    body = {"nonce": nonce.hex(), "sealed_share": base64.b64encode(sealed).decode()}
+    return svc.handle(Request("POST", "/v1/unseal", {}, json.dumps(body).encode()))
+
+
+def test_every_path_from_shares_obeys_the_init_gate(tmp_path: Path) -> None:
+    """The rule lives in the Unsealer (issue 18): the library's one-call unseal, an
+    Unsealer driven by hand and the key service's remote unseal all refuse, naming who
+    must still prove possession; none writes anything."""
+    vault, shares = _init(tmp_path, "--verify")
+    quorum = [_share(shares, 1, "alice"), _share(shares, 1, "bob")]
+    with pytest.raises(VerificationPending, match="alice, bob, carol") as info:
+        Keyring.open(vault).unseal(quorum)
+    assert info.value.missing == ("alice", "bob", "carol")
+    assert isinstance(info.value, KeyringError)
+    u = Keyring.open(vault).unsealer()
+    for s in quorum:
+        u.add(s)
+    with pytest.raises(VerificationPending):
+        u.finish()
+    svc = KeyService(vault, log=lambda m: None)
+    assert _post_share(svc, quorum[0]).status == 200
+    resp = _post_share(svc, quorum[1])
+    assert resp.status == 400 and b"awaits proofs of possession" in resp.body
+    status = json.loads(svc.handle(Request("GET", "/v1/status", {})).body)
+    assert status["sealed"] is True and status["progress"]["have"] == 0
+    assert status["verification"]["missing"] == ["alice", "bob", "carol"]
+    assert _events(vault) == ["init", "verify-start"]
+    # once everyone proved, the same two shares unseal the service, recorded once each
+    for n in NAMES:
+        _prove(vault, shares, 1, n, tmp_path)
+    for s in quorum:
+        assert _post_share(svc, s).status == 200
+    assert not svc.sealed
+    svc.close()
+    assert _events(vault) == [
+        "init", "verify-start", "verify-complete", "service-unseal", "service-seal"
+    ]  # fmt: skip
+    done = Keyring.open(vault).audit_log().entries()[2]
+    assert done.data["proven"] == list(NAMES)
+    assert [c["custodian"] for c in done.data["authorized_by"]] == ["alice", "bob"]
+
+
+def test_the_service_obeys_the_rekey_gate(tmp_path: Path) -> None:
+    """A pending ``rekey --verify``: the service unseals with the current shares, and the
+    new ones do not switch the keyring through it until every new custodian has proven."""
+    vault, shares = _rekey_verify(tmp_path)
+
+    def send(ru: RemoteUnseal, s: Share) -> UnsealedKeyring | None:
+        return ru.submit(*_sealed_for(ru.offer(), s))[1]
+
+    ru = RemoteUnseal(Keyring.open(vault))
+    send(ru, _share(shares, 2, "alice"))
+    with pytest.raises(VerificationPending, match="alice, bob, carol"):
+        send(ru, _share(shares, 2, "bob"))
+    assert Keyring.open(vault).meta.generation == 1 and ru.progress()["have"] == 0
+    send(ru, _share(shares, 1, "alice"))
+    opened = send(ru, _share(shares, 1, "carol"))
+    assert opened is not None and Keyring.open(vault).pending is not None
+    opened.close()
+    for n in NAMES:
+        _prove(vault, shares, 2, n, tmp_path)
+    send(ru, _share(shares, 2, "bob"))
+    opened = send(ru, _share(shares, 2, "carol"))
+    assert opened is not None
+    opened.close()
+    kr = Keyring.open(vault)
+    assert kr.meta.generation == 2 and kr.pending is None
+    assert _events(vault)[-2:] == ["verify-complete", "rekey-switch"]

@@ -27,8 +27,9 @@ from tamper import mutate
 from typer.testing import CliRunner, Result
 
 import keysplit
-from keysplit import Identity, interop, slip39
-from keysplit import _keyring_file as kf
+from keysplit import Identity
+from keysplit.interop import pycryptodome, slip39
+from keysplit.keyring import file as kf
 from keysplit.rng import DeterministicRandom
 
 runner = CliRunner()
@@ -88,8 +89,8 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
         1, [(2, 3)], bytes(16), iteration_exponent=0, rng=DeterministicRandom("cli-fuzz-s")
     )[0]
     (root / "slip39.txt").write_text("\n".join(mnemonics[:2]) + "\n")
-    pyc = interop.split_pycryptodome(bytes(16), 2, 3, rng=DeterministicRandom("cli-fuzz-p"))
-    (root / "pyc.txt").write_text(interop.format_pycryptodome(pyc[:2]) + "\n")
+    pyc = pycryptodome.split_pycryptodome(bytes(16), 2, 3, rng=DeterministicRandom("cli-fuzz-p"))
+    (root / "pyc.txt").write_text(pycryptodome.format_pycryptodome(pyc[:2]) + "\n")
     assert (root / "vault" / "audit.log").exists()
     return root
 

@@ -3,10 +3,10 @@
 * ``cli/`` imports names from ``keysplit`` that are in ``keysplit.__all__`` (or public
   submodules), and names from public modules (no ``_`` path component, not hazmat) that
   are in that module's ``__all__``;
-* nothing outside ``keysplit/`` imports :mod:`keysplit.hazmat` or one of its old paths
-  (``keysplit.gf256``, ``keysplit.shamir``, ``keysplit._parallel``, ``keysplit.interop``,
-  ``keysplit.keywrap``),
-  except tests and benchmarks.
+* nothing outside ``keysplit/`` imports :mod:`keysplit.hazmat` or the hazmat-grade
+  :mod:`keysplit.interop.pycryptodome` (shares without checksums), except tests and
+  benchmarks;
+* the old import paths deleted in issue 18 (docs/MIGRATION.md lists them) stay deleted.
 
 ``ALLOWED`` lists today's CLI violations explicitly; it may only shrink. An entry that no
 longer occurs fails the test too, so the list is trimmed as the CLI is cleaned up.
@@ -28,19 +28,15 @@ ROOT = REPO
 EXEMPT = {"keysplit", "tests", "benchmarks", ".venv", "build", ".git"}
 HAZMAT_PATHS = {
     "keysplit.hazmat",
-    "keysplit.gf256",
-    "keysplit.shamir",
-    "keysplit._parallel",
-    "keysplit.interop",
-    "keysplit.keywrap",
+    "keysplit.interop.pycryptodome",
 }
 
 # (file relative to the repo, imported name): known violations, to be removed.
 ALLOWED: set[tuple[str, str]] = {
     # pycryptodome/ssss shares have no checksum or set id: converting them is inherently
     # unverified, so the CLI uses the hazmat form knowingly (docs/MIGRATION.md says why).
-    ("cli/commands/convert.py", "keysplit.interop"),
-    ("cli/_convert_io.py", "keysplit.interop"),
+    ("cli/commands/convert.py", "keysplit.interop.pycryptodome"),
+    ("cli/_convert_io.py", "keysplit.interop.pycryptodome"),
 }
 
 
@@ -98,6 +94,9 @@ def _violations(path: Path) -> set[str]:
         if not _public_module(module):
             bad.add(module)
             continue
+        if _is_hazmat(f"{module}.{name}"):  # from keysplit.interop import pycryptodome
+            bad.add(f"{module}.{name}")
+            continue
         mod = importlib.import_module(module)
         exported = getattr(mod, "__all__", None)
         submodule = isinstance(getattr(mod, name, None), types.ModuleType)
@@ -118,7 +117,7 @@ def test_nothing_outside_the_library_imports_hazmat() -> None:
         (str(p.relative_to(ROOT)), m if n is None else f"{m}.{n}")
         for p in _py_files(ROOT)
         for m, n in _imports(p)
-        if _is_hazmat(m) or (m == "keysplit" and n is not None and _is_hazmat(f"keysplit.{n}"))
+        if _is_hazmat(m) or (n is not None and _is_hazmat(f"{m}.{n}"))
     }
     assert found <= ALLOWED, f"hazmat imported outside keysplit/: {sorted(found - ALLOWED)}"
 
@@ -143,30 +142,41 @@ def test_former_top_level_names_still_import() -> None:
     assert is_sealed.__module__.startswith("keysplit.custody")
 
 
-def test_old_hazmat_paths_are_the_same_modules() -> None:
-    import keysplit.gf256
-    import keysplit.hazmat.gf256
-    import keysplit.hazmat.pycryptodome
-    import keysplit.hazmat.shamir
-    import keysplit.interop
-    import keysplit.shamir
+# keysplit is unreleased (0.1.0): the compatibility modules were deleted, not kept
+# (docs/MIGRATION.md, "Removed import paths"). Each old path must fail to import.
+REMOVED_PATHS = [
+    "keysplit.custodian",
+    "keysplit._keyring_file",
+    "keysplit.gf256",
+    "keysplit.shamir",
+    "keysplit.keywrap",
+    "keysplit._parallel",
+    "keysplit.vault",
+    "keysplit.convert",
+    "keysplit.slip39",
+    "keysplit.hazmat.pycryptodome",
+]
 
-    assert keysplit.gf256 is keysplit.hazmat.gf256
-    assert keysplit.shamir is keysplit.hazmat.shamir
-    assert keysplit.interop is keysplit.hazmat.pycryptodome
-    import keysplit.hazmat.keywrap
-    import keysplit.keywrap
 
-    assert keysplit.keywrap is keysplit.hazmat.keywrap
-    assert importlib.import_module("keysplit._parallel") is importlib.import_module(
-        "keysplit.hazmat._parallel"
-    )
-    from keysplit.custodian import Recipient, seal_share
-    from keysplit.stream import KeyringPublicKey
-    from keysplit.stream import Recipient as StreamRecipient
+def test_removed_import_paths_stay_removed() -> None:
+    for path in REMOVED_PATHS:
+        assert importlib.util.find_spec(path) is None, path
+    assert not (ROOT / "keysplit" / "interop.py").exists()  # the package took its name
+    for name in REMOVED_PATHS:
+        assert name.rpartition(".")[2] not in vars(keysplit), name
+    migration = (ROOT / "docs" / "MIGRATION.md").read_text()
+    assert all(f"`{path}`" in migration for path in [*REMOVED_PATHS, "keysplit.interop"])
 
-    assert Recipient is keysplit.Recipient and seal_share is keysplit.seal_share
-    assert StreamRecipient is KeyringPublicKey
+
+def test_interop_holds_the_foreign_formats() -> None:
+    from keysplit.interop import convert, pycryptodome, slip39, vault
+    from keysplit.interop.slip39.wordlist import WORDS
+
+    assert {m.__name__ for m in (convert, pycryptodome, slip39, vault)} == {
+        f"keysplit.interop.{n}" for n in ("convert", "pycryptodome", "slip39", "vault")
+    }
+    assert len(WORDS) == 1024  # the package data came along
+    assert "Hazmat" in (pycryptodome.__doc__ or "")
 
 
 def test_every_library_package_is_declared_for_installation() -> None:

@@ -6,7 +6,7 @@
   (``keysplit.record``) exposes no raw-GCM seam (its GCM key is HKDF-derived from the
   data key), so these run through ``AESGCM``, the exact primitive it calls.
 * AES key wrap: ``tests/unit/hazmat/test_keywrap.py`` runs every NIST ``KW_AE_128``/
-  ``KW_AD_128`` and Wycheproof ``aes_wrap_test.json`` case through ``keysplit.keywrap``
+  ``KW_AD_128`` and Wycheproof ``aes_wrap_test.json`` case through ``keysplit.hazmat.keywrap``
   one row at a time.
   Here every NIST KW file (128, 192 and 256-bit KEKs) goes through ``wrap_batch`` /
   ``unwrap_batch`` as whole batches (one per KEK and length, since a batch shares its KEK):
@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
-from keysplit import keywrap
+from keysplit.hazmat import keywrap
 
 # -- file access --------------------------------------------------------------------------
 

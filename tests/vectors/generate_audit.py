@@ -68,7 +68,7 @@ def build(mac_key: bytes | None) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         log = AuditLog(Path(tmp) / "audit.log", mac_key=mac_key, clock=clock())
         for event, fields in EVENTS:
-            log.append(event, **fields)
+            log._append(event, **fields)
         return log.path.read_bytes()
 
 

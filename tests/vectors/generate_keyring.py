@@ -12,9 +12,9 @@ import struct
 import tempfile
 from pathlib import Path
 
-from keysplit import _keyring_file as kf
 from keysplit import combine
 from keysplit.keyring import KEYRING_FILE, Keyring
+from keysplit.keyring import file as kf
 from keysplit.rng import DeterministicRandom
 
 OUT = Path(__file__).parent / "keyring.json"

@@ -1,7 +1,7 @@
 """Regenerate tests/vectors/pycryptodome.json (run from the repo root).
 
 Shares in pycryptodome's GF(2^128) form (``index-hex`` lines), made by
-``keysplit.interop.split_pycryptodome`` through the seeded RNG seam and cross-checked
+``keysplit.interop.pycryptodome.split_pycryptodome`` through the seeded RNG seam and cross-checked
 with pycryptodome's own ``Shamir.combine`` before they are written. Each entry says what
 combining ``text`` (with ``threshold`` and ``ssss``) must do.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from Crypto.Protocol.SecretSharing import Shamir
 
-from keysplit import interop
+from keysplit.interop import pycryptodome
 from keysplit.rng import DeterministicRandom
 
 OUT = Path(__file__).with_name("pycryptodome.json")
@@ -24,16 +24,17 @@ def main() -> None:
     out = []
     for k, n, ssss in ((2, 3, False), (3, 5, False), (3, 5, True), (1, 1, False)):
         name = f"{k}-of-{n}{' ssss' if ssss else ''}"
-        shares = interop.split_pycryptodome(
+        shares = pycryptodome.split_pycryptodome(
             bytes.fromhex(SECRET), k, n, ssss=ssss, rng=DeterministicRandom(name)
         )
         assert Shamir.combine(shares[-k:], ssss=ssss).hex() == SECRET
-        text = interop.format_pycryptodome(shares)
+        text = pycryptodome.format_pycryptodome(shares)
         base = {"threshold": k, "ssss": ssss, "seed": name, "count": n}
         out.append({**base, "name": name, "text": text, "secret": SECRET, "expect": "ok"})
         if n > k:
             x, y = shares[-1]
-            bad = interop.format_pycryptodome([*shares[:-1], (x, bytes([y[0] ^ 0x80]) + y[1:])])
+            flipped = (x, bytes([y[0] ^ 0x80]) + y[1:])
+            bad = pycryptodome.format_pycryptodome([*shares[:-1], flipped])
             out.append(
                 {
                     **base,
@@ -43,7 +44,7 @@ def main() -> None:
                     "expect": "recovery-failed",
                 }
             )
-            short = interop.format_pycryptodome(shares[: k - 1])
+            short = pycryptodome.format_pycryptodome(shares[: k - 1])
             if k > 1:
                 out.append(
                     {
@@ -54,7 +55,7 @@ def main() -> None:
                         "expect": "insufficient",
                     }
                 )
-            dup = interop.format_pycryptodome([shares[0], shares[0], *shares[1:k]])
+            dup = pycryptodome.format_pycryptodome([shares[0], shares[0], *shares[1:k]])
             out.append(
                 {
                     **base,

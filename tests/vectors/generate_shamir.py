@@ -11,7 +11,7 @@ from pathlib import Path
 
 from shamir_mnemonic.shamir import RawShare, _interpolate
 
-from keysplit import shamir
+from keysplit.hazmat import shamir
 from keysplit.rng import DeterministicRandom
 
 CASES = [

@@ -34,7 +34,7 @@ def make_log(path: Path, n: int = 5, *, mac_key: bytes | None = None) -> AuditLo
     log = AuditLog(path, mac_key=mac_key, clock=clock_from(datetime(2026, 1, 1, tzinfo=UTC)))  # type: ignore[arg-type]
     events = ["init", "unseal-check", "rotate", "rewrap", "shred", "rekey", "retire"]
     for i in range(n):
-        log.append(
+        log._append(
             events[i % len(events)],
             custodians=["alice", "bob"],
             fingerprints=[f"fp{i:02d}"],
@@ -53,8 +53,8 @@ def test_append_and_verify(tmp_path: Path) -> None:
     assert log.entries() == []
     assert log.head == GENESIS
     assert log.verify().entries == 0
-    e1 = log.append("init", custodians=["alice", "bob", "carol"], threshold=2)
-    e2 = log.append("rotate", versions={"kek": 2})
+    e1 = log._append("init", custodians=["alice", "bob", "carol"], threshold=2)
+    e2 = log._append("rotate", versions={"kek": 2})
     assert (e1.seq, e2.seq) == (1, 2)
     assert e1.prev == GENESIS and e2.prev == e1.hash
     assert log.head == e2.hash
@@ -173,7 +173,7 @@ def test_mac_log_refuses_unkeyed_appends_and_unmaced_tails(tmp_path: Path) -> No
     before = path.read_bytes()
     # Without the key an append would leave an entry no MAC verifier accepts: refused.
     with pytest.raises(AuditError, match="MAC-protected"):
-        AuditLog(path).append("encrypt", file="x")
+        AuditLog(path)._append("encrypt", file="x")
     assert path.read_bytes() == before
     # A keyed writer never extends a tail that lacks a valid MAC.
     other = tmp_path / "b.log"
@@ -181,14 +181,14 @@ def test_mac_log_refuses_unkeyed_appends_and_unmaced_tails(tmp_path: Path) -> No
     with pytest.raises(AuditError, match="entry 1: MAC missing"):
         AuditLog(other, mac_key=KEY).verify()
     with pytest.raises(AuditError, match="entry 2: MAC missing or invalid; refusing"):
-        AuditLog(other, mac_key=KEY).append("rotate")
+        AuditLog(other, mac_key=KEY)._append("rotate")
     ls = lines(path)
     obj = json.loads(ls[-1])
     obj["mac"] = ("0" if obj["mac"][0] != "0" else "1") + obj["mac"][1:]
     ls[-1] = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode() + b"\n"
     path.write_bytes(b"".join(ls))
     with pytest.raises(AuditError, match="entry 2: MAC missing or invalid; refusing"):
-        AuditLog(path, mac_key=KEY).append("rotate")
+        AuditLog(path, mac_key=KEY)._append("rotate")
 
 
 def test_torn_tail(tmp_path: Path) -> None:
@@ -204,12 +204,12 @@ def test_torn_tail(tmp_path: Path) -> None:
     assert exc.value.seq == 4
     assert exc.value.hint
     with pytest.raises(AuditError, match="torn"):
-        log.append("rotate")
+        log._append("rotate")
     assert log.head == head
     assert log.repair_torn_tail() is True
     assert path.read_bytes() == good
     assert log.repair_torn_tail() is False
-    assert log.append("rotate").seq == 4
+    assert log._append("rotate").seq == 4
     assert log.verify().entries == 4
 
 
@@ -235,21 +235,21 @@ def test_torn_first_line(tmp_path: Path) -> None:
 def test_refuses_secrets_and_bad_input(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "a.log")
     with pytest.raises(TypeError, match="never key material"):
-        log.append("init", share=b"\x01\x02")
+        log._append("init", share=b"\x01\x02")
     with pytest.raises(TypeError):
-        log.append("init", nested={"k": [bytearray(b"x")]})
+        log._append("init", nested={"k": [bytearray(b"x")]})
     with pytest.raises(TypeError):
-        log.append("init", ratio=0.5)
+        log._append("init", ratio=0.5)
     with pytest.raises(ValueError):
-        log.append("Init")
+        log._append("Init")
     with pytest.raises(ValueError):
-        log.append("a" * 41)
+        log._append("a" * 41)
     with pytest.raises(ValueError):
         AuditLog(tmp_path / "b", mac_key=b"short")
     with pytest.raises(TypeError):
         AuditLog(tmp_path / "b", mac_key="k" * 32)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        AuditLog(tmp_path / "c", clock=lambda: datetime(2026, 1, 1)).append("init")
+        AuditLog(tmp_path / "c", clock=lambda: datetime(2026, 1, 1))._append("init")
     assert not (tmp_path / "a.log").exists()
     assert "0001" not in repr(AuditLog(tmp_path / "d", mac_key=KEY))
 
@@ -275,8 +275,8 @@ def test_fields_round_trip_and_any_byte_change_detected(
 ) -> None:
     path = tmp_path_factory.mktemp("h") / "a.log"
     log = AuditLog(path, mac_key=KEY)
-    log.append("init", **{"x": 1})
-    entry = log.append("rekey", **fields)  # type: ignore[arg-type]
+    log._append("init", **{"x": 1})
+    entry = log._append("rekey", **fields)  # type: ignore[arg-type]
     assert log.entries()[-1].data == entry.data
     assert log.verify().entries == 2
     data = bytearray(path.read_bytes())
@@ -290,7 +290,7 @@ def test_fields_round_trip_and_any_byte_change_detected(
 def _appender(path: str, n: int) -> None:
     log = AuditLog(path, mac_key=KEY)
     for i in range(n):
-        log.append("unseal-check", worker=os.getpid(), i=i)
+        log._append("unseal-check", worker=os.getpid(), i=i)
 
 
 def test_concurrent_appends_keep_the_chain(tmp_path: Path) -> None:
@@ -313,7 +313,7 @@ log = AuditLog(sys.argv[1], mac_key=bytes(range(32)))
 print("ready", flush=True)
 i = 0
 while True:
-    log.append("unseal-check", custodians=["alice", "bob"], i=i, pad="x" * 3000)
+    log._append("unseal-check", custodians=["alice", "bob"], i=i, pad="x" * 3000)
     i += 1
 """
 

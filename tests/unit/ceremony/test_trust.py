@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import keysplit
-from keysplit import _keyring_file as kf
 from keysplit import trust
 from keysplit.errors import FormatError, KeyringError, KeysplitError, UntrustedKeyringError
+from keysplit.keyring import file as kf
 from keysplit.trust import (
     KnownKeyring,
     KnownKeyrings,

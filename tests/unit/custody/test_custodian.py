@@ -1,4 +1,4 @@
-"""keysplit.custodian: identities, recipients, sealed shares, RFC 9180 vectors."""
+"""keysplit.custody: identities, recipients, sealed shares, RFC 9180 vectors."""
 
 from __future__ import annotations
 

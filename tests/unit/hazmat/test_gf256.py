@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keysplit import gf256
+from keysplit.hazmat import gf256
 
 
 def ref_mul(a: int, b: int) -> int:

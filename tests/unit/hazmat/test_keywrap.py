@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keysplit import IntegrityError, keywrap
+from keysplit import IntegrityError
+from keysplit.hazmat import keywrap
 
 
 def _nist(name: str) -> list[dict[str, str]]:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from paths import VECTORS_DIR
 from shamir_mnemonic.shamir import RawShare, _interpolate
 
-from keysplit import gf256, shamir
+from keysplit.hazmat import gf256, shamir
 from keysplit.rng import DeterministicRandom
 
 VECTORS = VECTORS_DIR / "shamir.json"

@@ -12,13 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paths import VECTORS_DIR
 
-from keysplit import (
-    DuplicateShareError,
-    FormatError,
-    InsufficientSharesError,
-    RecoveryError,
-    interop,
-)
+from keysplit import DuplicateShareError, FormatError, InsufficientSharesError, RecoveryError
+from keysplit.interop import pycryptodome
 from keysplit.rng import DeterministicRandom
 
 secrets16 = st.binary(min_size=16, max_size=16)
@@ -36,16 +31,16 @@ def test_pycryptodome_split_keysplit_combines(secret, cfg, rnd) -> None:
     k, n, ssss = cfg
     shares = Shamir.split(k, n, secret, ssss=ssss)
     subset = rnd.sample(shares, k)
-    assert interop.combine_pycryptodome(subset, ssss=ssss) == secret
+    assert pycryptodome.combine_pycryptodome(subset, ssss=ssss) == secret
     # all n shares with the threshold stated: the extras are verified, not ignored
-    assert interop.combine_pycryptodome(shares, threshold=k, ssss=ssss) == secret
+    assert pycryptodome.combine_pycryptodome(shares, threshold=k, ssss=ssss) == secret
 
 
 @settings(max_examples=30)
 @given(secrets16, splits(), st.randoms(use_true_random=False))
 def test_keysplit_split_pycryptodome_combines(secret, cfg, rnd) -> None:
     k, n, ssss = cfg
-    shares = interop.split_pycryptodome(secret, k, n, ssss=ssss)
+    shares = pycryptodome.split_pycryptodome(secret, k, n, ssss=ssss)
     assert [x for x, _ in shares] == list(range(1, n + 1))
     assert Shamir.combine(rnd.sample(shares, k), ssss=ssss) == secret
 
@@ -54,35 +49,35 @@ def test_keysplit_split_pycryptodome_combines(secret, cfg, rnd) -> None:
 @given(secrets16, splits())
 def test_text_roundtrip(secret, cfg) -> None:
     k, n, ssss = cfg
-    shares = interop.split_pycryptodome(secret, k, n, ssss=ssss)
-    text = interop.format_pycryptodome(shares)
-    assert interop.parse_pycryptodome(text) == shares
-    assert interop.format_pycryptodome(interop.parse_pycryptodome(text)) == text
+    shares = pycryptodome.split_pycryptodome(secret, k, n, ssss=ssss)
+    text = pycryptodome.format_pycryptodome(shares)
+    assert pycryptodome.parse_pycryptodome(text) == shares
+    assert pycryptodome.format_pycryptodome(pycryptodome.parse_pycryptodome(text)) == text
 
 
 def test_wrong_extra_share_is_detected() -> None:
     shares = Shamir.split(2, 4, bytes(16))
     bad = (shares[3][0], bytes([shares[3][1][0] ^ 1]) + shares[3][1][1:])
     with pytest.raises(RecoveryError, match="share 4"):
-        interop.combine_pycryptodome([*shares[:3], bad], threshold=2)
+        pycryptodome.combine_pycryptodome([*shares[:3], bad], threshold=2)
 
 
 def test_errors() -> None:
     shares = Shamir.split(3, 5, bytes(16))
     with pytest.raises(InsufficientSharesError, match="need 3 shares, got 2"):
-        interop.combine_pycryptodome(shares[:2], threshold=3)
+        pycryptodome.combine_pycryptodome(shares[:2], threshold=3)
     with pytest.raises(InsufficientSharesError):
-        interop.combine_pycryptodome([])
+        pycryptodome.combine_pycryptodome([])
     with pytest.raises(DuplicateShareError):
-        interop.combine_pycryptodome([shares[0], shares[0], shares[1]])
+        pycryptodome.combine_pycryptodome([shares[0], shares[0], shares[1]])
     with pytest.raises(FormatError):
-        interop.combine_pycryptodome([(1, b"short"), shares[1]])
+        pycryptodome.combine_pycryptodome([(1, b"short"), shares[1]])
     with pytest.raises(FormatError):
-        interop.combine_pycryptodome([(0, bytes(16)), shares[1]])
+        pycryptodome.combine_pycryptodome([(0, bytes(16)), shares[1]])
     with pytest.raises(ValueError):
-        interop.split_pycryptodome(bytes(32), 2, 3)
+        pycryptodome.split_pycryptodome(bytes(32), 2, 3)
     with pytest.raises(ValueError):
-        interop.split_pycryptodome(bytes(16), 4, 3)
+        pycryptodome.split_pycryptodome(bytes(16), 4, 3)
 
 
 @pytest.mark.parametrize(
@@ -91,20 +86,20 @@ def test_errors() -> None:
 )
 def test_parse_rejects(text: str) -> None:
     with pytest.raises(FormatError, match="line 1"):
-        interop.parse_pycryptodome(text)
+        pycryptodome.parse_pycryptodome(text)
 
 
 def test_parse_accepts_variants() -> None:
     hexv = "00112233445566778899aabbccddeeff"
     text = f"# comment\n\n  tok-01-{hexv}\n2,{hexv.upper()}\n3: {hexv}\n"
-    assert [x for x, _ in interop.parse_pycryptodome(text)] == [1, 2, 3]
+    assert [x for x, _ in pycryptodome.parse_pycryptodome(text)] == [1, 2, 3]
 
 
 def test_known_answer_with_seeded_rng() -> None:
     """Coefficients from the RNG seam: p(x) = s + c1 x, checked by pycryptodome."""
     secret = bytes(range(16))
-    shares = interop.split_pycryptodome(secret, 2, 3, rng=DeterministicRandom("kat"))
-    assert shares == interop.split_pycryptodome(secret, 2, 3, rng=DeterministicRandom("kat"))
+    shares = pycryptodome.split_pycryptodome(secret, 2, 3, rng=DeterministicRandom("kat"))
+    assert shares == pycryptodome.split_pycryptodome(secret, 2, 3, rng=DeterministicRandom("kat"))
     assert Shamir.combine(shares[1:], ssss=False) == secret
 
 
@@ -121,10 +116,11 @@ def test_against_the_ssss_tool() -> None:
         text=True,
         check=True,
     ).stdout
-    shares = interop.parse_pycryptodome(out)
-    assert interop.combine_pycryptodome(shares[1:4], ssss=True) == secret
-    assert interop.combine_pycryptodome(shares, threshold=3, ssss=True) == secret
-    ours = interop.format_pycryptodome(interop.split_pycryptodome(secret, 3, 5, ssss=True))
+    shares = pycryptodome.parse_pycryptodome(out)
+    assert pycryptodome.combine_pycryptodome(shares[1:4], ssss=True) == secret
+    assert pycryptodome.combine_pycryptodome(shares, threshold=3, ssss=True) == secret
+    split = pycryptodome.split_pycryptodome(secret, 3, 5, ssss=True)
+    ours = pycryptodome.format_pycryptodome(split)
     back = subprocess.run(
         ["ssss-combine", "-t", "3", "-x", "-D", "-q"],
         input="".join(ours.splitlines(True)[2:5]),
@@ -147,22 +143,26 @@ EXPECT = {
 @pytest.mark.parametrize("case", VECTORS, ids=[c["name"] for c in VECTORS])
 def test_vectors(case: dict) -> None:
     def run() -> bytes:
-        shares = interop.parse_pycryptodome(case["text"])
-        return interop.combine_pycryptodome(shares, threshold=case["threshold"], ssss=case["ssss"])
+        shares = pycryptodome.parse_pycryptodome(case["text"])
+        return pycryptodome.combine_pycryptodome(
+            shares, threshold=case["threshold"], ssss=case["ssss"]
+        )
 
     if case["expect"] == "ok":
         assert run().hex() == case["secret"]
         k, n = case["threshold"], case["count"]
-        again = interop.split_pycryptodome(
+        again = pycryptodome.split_pycryptodome(
             bytes.fromhex(case["secret"]),
             k,
             n,
             ssss=case["ssss"],
             rng=DeterministicRandom(case["seed"]),
         )
-        assert interop.format_pycryptodome(again) == case["text"]
+        assert pycryptodome.format_pycryptodome(again) == case["text"]
         assert (
-            Shamir.combine(interop.parse_pycryptodome(case["text"])[:k], ssss=case["ssss"]).hex()
+            Shamir.combine(
+                pycryptodome.parse_pycryptodome(case["text"])[:k], ssss=case["ssss"]
+            ).hex()
             == case["secret"]
         )
     else:
@@ -171,7 +171,7 @@ def test_vectors(case: dict) -> None:
 
 
 def test_gf128_inverse() -> None:
-    from keysplit.interop import _inv, _mul
+    from keysplit.interop.pycryptodome import _inv, _mul
 
     for a in [1, 2, 3, 0x87, (1 << 128) - 1, *range(4, 300)]:
         assert _mul(a, _inv(a)) == 1

@@ -18,12 +18,10 @@ from keysplit import (
     RecoveryError,
     Share,
     combine,
-    convert,
-    interop,
     secret_fingerprint,
-    slip39,
     split,
 )
+from keysplit.interop import convert, pycryptodome, slip39
 
 SECRET = bytes.fromhex("00112233445566778899aabbccddeeff")
 runner = CliRunner()
@@ -164,7 +162,7 @@ def test_cli_slip39_groups_and_prompt(tmp_path: Path) -> None:
 
 
 def test_cli_pycryptodome_stdin_to_keysplit() -> None:
-    text = interop.format_pycryptodome(Shamir.split(2, 3, SECRET))
+    text = pycryptodome.format_pycryptodome(Shamir.split(2, 3, SECRET))
     r = runner.invoke(
         app,
         [
@@ -199,7 +197,7 @@ def test_cli_keysplit_to_pycryptodome_binary_input(tmp_path: Path) -> None:
         app, ["share", "convert", "--from", "keysplit", "--to", "pycryptodome", *files]
     )
     assert r.exit_code == 0, r.output
-    pc = interop.parse_pycryptodome(r.stdout)
+    pc = pycryptodome.parse_pycryptodome(r.stdout)
     assert len(pc) == 3 and Shamir.combine(pc[:2]) == SECRET
 
 
@@ -442,7 +440,7 @@ def test_cli_reads_shares_sealed_to_custodians(tmp_path: Path) -> None:
         ],
     )
     assert r.exit_code == 0, r.output
-    assert Shamir.combine(interop.parse_pycryptodome(r.stdout)[:2]) == SECRET
+    assert Shamir.combine(pycryptodome.parse_pycryptodome(r.stdout)[:2]) == SECRET
     r = runner.invoke(
         app, ["share", "convert", "--from", "keysplit", "--to", "pycryptodome", *files]
     )

@@ -18,11 +18,11 @@ from keysplit import (
     KeysplitError,
     MixedSharesError,
     RecoveryError,
-    slip39,
 )
+from keysplit.interop import slip39
+from keysplit.interop.slip39 import rs1024
+from keysplit.interop.slip39.wordlist import WORDS
 from keysplit.rng import DeterministicRandom
-from keysplit.slip39 import rs1024
-from keysplit.slip39.wordlist import WORDS
 
 SECRET16 = bytes(range(16))
 

@@ -15,8 +15,8 @@ from keysplit import (
     InsufficientSharesError,
     MixedSharesError,
     RecoveryError,
-    slip39,
 )
+from keysplit.interop import slip39
 from keysplit.rng import DeterministicRandom
 
 VECTORS = json.loads((VECTORS_DIR / "slip39" / "vectors.json").read_text())

@@ -26,10 +26,9 @@ from keysplit import (
     open_share,
     seal_share,
     secret_fingerprint,
-    slip39,
     split,
-    vault,
 )
+from keysplit.interop import slip39, vault
 
 
 def test_reference_tables_match_vaults_published_entries() -> None:

@@ -557,6 +557,15 @@ def test_cli_rewrap_dask_local_cluster_and_datasets(
     assert r.exit_code == 0, r.output
     dec = pd.read_parquet(tmp_path / "dec").sort_values("id").reset_index(drop=True)
     assert dec["body"].tolist() == df["body"].tolist()
+    # with --keyring each command is a ceremony: one 'dataset' entry each (issue 18)
+    runs = [e.data for e in Keyring.open(kr).audit_log().entries() if e.event == "dataset"]
+    assert [(d["operation"], d["rows"], d["bad"]) for d in runs] == [
+        ("encrypt", 300, 0),
+        ("scan", 299, 299),
+        ("decrypt", 300, 0),
+    ]
+    assert runs[0]["source"] == str(tmp_path / "in") and runs[0]["column"] == "body"
+    assert [c["custodian"] for c in runs[2]["authorized_by"]] == ["a", "c"]
     r = _cli(
         [
             "encrypt-dataset",

@@ -34,8 +34,8 @@ from keysplit import (
     combine,
     hpke_seal,
 )
-from keysplit import _keyring_file as kf
 from keysplit.keyring import KEYRING_FILE, PENDING_FILE, STORE_FILE
+from keysplit.keyring import file as kf
 
 NAMES = ["alice", "bob", "carol"]
 VECTORS = json.loads((VECTORS_DIR / "keyring.json").read_text())
@@ -80,7 +80,7 @@ def test_every_quorum_unseals_and_progress(made: tuple[Path, dict[str, Share]]) 
         assert (p1.have, p1.need, p1.custodian, p1.complete) == (1, 2, combo[0], False)
         p2 = u.add(shares[combo[1]])
         assert p2.complete
-        with u.finish() as ku:
+        with kr.unseal(u.finish()) as ku:  # finish() returns values; unseal opens them
             for s, rec in records.items():
                 assert ku.decrypt(rec, subject=s) == s.encode()
 
@@ -537,14 +537,15 @@ def test_unsealer_discard_bad_share_and_retry(made: tuple[Path, dict[str, Share]
     path, shares = made
     s = shares["alice"]
     forged = Share(s.version, s.set_id, s.threshold, s.count, s.index, b"\x00" * len(s.payload))
-    u = Keyring.open(path).unsealer()
+    kr = Keyring.open(path)
+    u = kr.unsealer()
     u.add(forged)
     u.add(shares["bob"])
     u.add(shares["carol"])
     with pytest.raises(RecoveryError, match="share 1"):
         u.finish()
     assert u.discard(1).have == 2
-    u.finish().close()
+    kr.unseal(u.finish()).close()
 
 
 @given(

@@ -24,7 +24,7 @@ def test_audit_key_survives_rotate_and_rekey_and_differs_per_keyring(tmp_path: P
     kr, shares = Keyring.create(tmp_path / "k", 2, ["a", "b", "c"])
     with kr.unseal([shares["a"], shares["b"]]) as ukr:
         key = ukr.audit_key()
-        ukr.audit_log().append("init", threshold=2)
+        ukr.audit_log()._append("init", threshold=2)
         ukr.rotate()
         new = ukr.rekey(custodians=["a", "b"])
         assert ukr.audit_key() == key
@@ -40,9 +40,9 @@ def test_sealed_log_has_no_mac_key_and_closed_keyring_has_no_audit_key(tmp_path:
     kr, shares = Keyring.create(tmp_path / "k", 2, ["a", "b"])
     assert isinstance(kr.audit_log(), AuditLog) and "mac_key=None" in repr(kr.audit_log())
     ukr = kr.unseal([shares["a"], shares["b"]])
-    ukr.audit_log().append("init")
+    ukr.audit_log()._append("init")
     ukr.close()
     with pytest.raises(KeyringError, match="closed"):
         ukr.audit_key()
     with pytest.raises(Exception, match="MAC-protected"):
-        kr.audit_log().append("shred", subject="x")  # no unkeyed appends to a MACed log
+        kr.audit_log()._append("shred", subject="x")  # no unkeyed appends to a MACed log

@@ -23,9 +23,9 @@ from keysplit import (
     Share,
     SQLiteKeyStore,
     WrappedKey,
-    keywrap,
     record,
 )
+from keysplit.hazmat import keywrap
 from keysplit.keyring import KEYRING_FILE, STORE_FILE
 
 NAMES = ["alice", "bob", "carol"]

@@ -33,19 +33,18 @@ from keysplit import (
     Recipient,
     Share,
     _bech32,
-    interop,
     load_share,
     record,
     sealed_share_info,
-    slip39,
     split,
     stream,
     trust,
 )
-from keysplit import _keyring_file as kf
+from keysplit.interop import pycryptodome, slip39
+from keysplit.interop.slip39 import rs1024
+from keysplit.interop.slip39.wordlist import WORDS
+from keysplit.keyring import file as kf
 from keysplit.rng import DeterministicRandom
-from keysplit.slip39 import rs1024
-from keysplit.slip39.wordlist import WORDS
 
 
 def budget(default: int) -> settings:
@@ -218,12 +217,12 @@ def pyc_text(draw: st.DrawFn) -> str:
 @given(pyc_text())
 def test_pycryptodome_parse(text: str) -> None:
     try:
-        shares = interop.parse_pycryptodome(text)
+        shares = pycryptodome.parse_pycryptodome(text)
     except KeysplitError:
         return
-    assert interop.parse_pycryptodome(interop.format_pycryptodome(shares)) == shares
+    assert pycryptodome.parse_pycryptodome(pycryptodome.format_pycryptodome(shares)) == shares
     with contextlib.suppress(KeysplitError):
-        interop.combine_pycryptodome(shares)
+        pycryptodome.combine_pycryptodome(shares)
 
 
 # -- formats of the other modules: seeds from their known-answer vectors ---------------------
@@ -307,7 +306,7 @@ def test_stream_header_and_decrypt(data: bytes) -> None:
         stream.decrypt_stream(io.BytesIO(data), io.BytesIO(), _STREAM_KEY)
 
 
-# keyring file metadata (keysplit._keyring_file)
+# keyring file metadata (keysplit.keyring.file)
 
 _KEYRING_SEEDS = [bytes.fromhex(c["file"]) for c in _KEYRINGS["cases"]]
 
@@ -325,7 +324,7 @@ def test_keyring_file(data: bytes) -> None:
         kf.open_secrets(data, bytes.fromhex(_KEYRINGS["expected"]["master_key"]))
 
 
-# custodian files (keysplit.custodian)
+# custodian files (keysplit.custody)
 
 _RECIPIENT_SEEDS = [
     r["text"].encode() if "text" in r else bytes.fromhex(r["hex"]) for r in _CUSTODIAN["recipients"]

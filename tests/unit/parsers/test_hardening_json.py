@@ -8,8 +8,8 @@ import pytest
 
 import keysplit
 from keysplit import _json
-from keysplit import _keyring_file as kf
 from keysplit.audit import AuditLog
+from keysplit.keyring import file as kf
 
 
 def _deep(n: int) -> bytes:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import keysplit
-from keysplit import custodian, names, record
+from keysplit import custody, names, record
 from keysplit.errors import CustodianError, IntegrityError, ShreddedError
 
 NFC = "Jos\u00e9"
@@ -120,7 +120,7 @@ def test_custodian_rule_matches_todays(name: str) -> None:
         except ValueError:
             return ValueError
 
-    assert outcome(names.check_custodian_name) == outcome(custodian.check_custodian_name)
+    assert outcome(names.check_custodian_name) == outcome(custody.check_custodian_name)
 
 
 @pytest.mark.parametrize("bad", ["\uff21lice", "\u0430lice", "Jos\u00e9", "", "-x", "a" * 65])
@@ -169,7 +169,7 @@ def test_passphrase_is_stdlib_nfc(p: str | bytes) -> None:
     assert raw in names.passphrase_candidates(raw)
 
 
-_FAST = custodian.Argon2Params(time_cost=1, memory_kib=64, lanes=1)
+_FAST = custody.Argon2Params(time_cost=1, memory_kib=64, lanes=1)
 
 # Written by the code before the library normalized (main at 7191898): the share
 # ``LEGACY_SHARE`` sealed for "alice" under the exact NFD bytes of "José" with _FAST,
@@ -200,11 +200,11 @@ def test_passphrase_share_sealed_nfd_opens_with_nfc() -> None:
     """Issue 15: the library seals the NFC form, so the share opens whichever spelling the
     custodian types (before: the NFC passphrase was 'wrong' for an NFD-sealed share)."""
     (share,) = keysplit.split(bytes(16), 2, 2)[:1]
-    sealed = custodian.seal_share_with_passphrase(share, "alice", NFD.encode(), kdf=_FAST)
-    assert custodian.open_share(sealed, passphrase=NFC.encode()) == share
-    assert custodian.open_share(sealed, passphrase=NFD.encode()) == share
+    sealed = custody.seal_share_with_passphrase(share, "alice", NFD.encode(), kdf=_FAST)
+    assert custody.open_share(sealed, passphrase=NFC.encode()) == share
+    assert custody.open_share(sealed, passphrase=NFD.encode()) == share
     with pytest.raises(CustodianError, match="wrong passphrase"):
-        custodian.open_share(sealed, passphrase=b"Jose")
+        custody.open_share(sealed, passphrase=b"Jose")
 
 
 def test_identity_passphrase_nfc(tmp_path: Path) -> None:
@@ -220,25 +220,25 @@ def test_legacy_nfd_sealed_share_still_opens() -> None:
     """A share sealed under the exact NFD bytes (before normalization) opens with the NFD
     passphrase: the opener tries NFC, then the bytes as given."""
     share = keysplit.Share.from_bytes(LEGACY_SHARE)
-    assert custodian.open_share(LEGACY_SEALED, passphrase=NFD.encode()) == share
+    assert custody.open_share(LEGACY_SEALED, passphrase=NFD.encode()) == share
     with pytest.raises(CustodianError, match="wrong passphrase"):
-        custodian.open_share(LEGACY_SEALED, passphrase=NFC.encode())
+        custody.open_share(LEGACY_SEALED, passphrase=NFC.encode())
 
 
 def test_confirm_asked_once_across_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
     """A non-NFC passphrase costs two derivations on a legacy share; the custodian is
     asked about the cost once, and a refusal stops before any derivation."""
-    monkeypatch.setattr(custodian.Argon2Params, "CONFIRM_ABOVE_KIB", 32)  # _FAST now asks
-    asked: list[custodian.Argon2Params] = []
+    monkeypatch.setattr(custody.Argon2Params, "CONFIRM_ABOVE_KIB", 32)  # _FAST now asks
+    asked: list[custody.Argon2Params] = []
 
-    def yes(p: custodian.Argon2Params) -> bool:
+    def yes(p: custody.Argon2Params) -> bool:
         asked.append(p)
         return True
 
-    share = custodian.open_share(LEGACY_SEALED, passphrase=NFD.encode(), confirm_kdf=yes)
+    share = custody.open_share(LEGACY_SEALED, passphrase=NFD.encode(), confirm_kdf=yes)
     assert share == keysplit.Share.from_bytes(LEGACY_SHARE) and asked == [_FAST]
     with pytest.raises(CustodianError, match="more work"):
-        custodian.open_share(LEGACY_SEALED, passphrase=NFD.encode(), confirm_kdf=lambda p: False)
+        custody.open_share(LEGACY_SEALED, passphrase=NFD.encode(), confirm_kdf=lambda p: False)
 
 
 # -- records written before normalization still open; new ones are written NFC ----------------

@@ -99,6 +99,48 @@ def test_done_when_scenario(tmp_path: Path, sockdir: Path) -> None:
     assert "token-create" in events and "token-denied" in events
 
 
+def test_init_verify_keyring_stays_sealed_under_remote_unseal(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    """Issue 18's Done-when (and issue 21 item 4), as a custodian types it: a keyring made
+    with ``init --verify`` is not unsealed by two remote custodians before anyone proved
+    possession; the service's status names the missing proofs."""
+    sock = sockdir / "s.sock"
+    script = textwrap.dedent(
+        f"""
+        set -e
+        export PATH="{Path(KEYSPLIT).parent}:$PATH"
+        keysplit init kr -k 2 -c a -c b -c c --plain-shares --verify
+        keysplit serve kr --socket {sock} < /dev/null > /dev/null 2> serve.log &
+        echo $! > serve.pid
+        for i in $(seq 1 300); do [ -S {sock} ] && break; sleep 0.1; done
+        keysplit unseal kr --server unix:{sock} -s kr-shares/a.g1.kss
+        if keysplit unseal kr --server unix:{sock} -s kr-shares/b.g1.kss 2> b.err; then
+            exit 3
+        fi
+        """
+    )
+    pidfile = tmp_path / "serve.pid"
+    try:
+        r = subprocess.run(
+            ["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT
+        )
+        assert r.returncode == 0, r.stderr + (tmp_path / "serve.log").read_text()
+        err = (tmp_path / "b.err").read_text()
+        assert "error:" in err and "awaits proofs of possession from: a, b, c" in err
+        status = Client(f"unix:{sock}").service_status()
+        assert status["sealed"] is True
+        assert status["verification"]["kind"] == "init"
+        assert status["verification"]["missing"] == ["a", "b", "c"]
+        with pytest.raises(SealedError):
+            Client(f"unix:{sock}", token="kst1_" + "A" * 43).encrypt(b"x", subject="s")
+    finally:
+        if pidfile.exists():
+            subprocess.run(["kill", "-TERM", pidfile.read_text().strip()], timeout=10)
+    events = [e.event for e in Keyring.open(tmp_path / "kr").audit_log().entries()]
+    assert events == ["init", "verify-start"]  # nothing unsealed, nothing served
+
+
 def test_three_custodians_3of5_wrong_share_first_and_clients(tmp_path: Path, sockdir: Path) -> None:
     names = ["a", "b", "c", "d", "e"]
     vault = make_keyring(tmp_path, 3, names)

@@ -27,9 +27,12 @@ def test_soak_smoke_survives_a_kill_and_its_check_can_fail() -> None:
     res = run(
         duration=15, clients=2, kill_every=6, drop_every=2, batch=20,
         corrupt_one=True, keep_failed=False, say=lambda m: None,
+        rotate_every=4, shred_every=2,
     )  # fmt: skip
     report = res.report()
     assert res.kills >= 1, report
+    assert res.rotations >= 1 and res.rewraps == res.rotations, report  # under load
+    assert res.shreds >= 1, report
     assert res.records > 0 and res.ops["encrypt"] > 0, report
     assert res.verified == res.records - 1, report
     assert [p for p in res.problems if "decrypted to other bytes" in p] == res.problems[:1], report

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from keysplit import decrypt_file, encrypt_stream
+from keysplit import _fileio, decrypt_file
 from keysplit import stream as ks_stream
 from keysplit.rng import DeterministicRandom
+from keysplit.stream import encrypt_stream
 
 SK = X25519PrivateKey.from_private_bytes(bytes(range(32)))
 C = ks_stream.MIN_CHUNK_SIZE
@@ -30,9 +31,9 @@ DATA = bytes(i % 251 for i in range(12 * C))
 CHILD = """
 import sys
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from keysplit import stream
+from keysplit import _fileio, stream
 if sys.argv[3] == "named":
-    stream._USE_O_TMPFILE = False
+    _fileio._USE_O_TMPFILE = False
 stream.decrypt_file(sys.argv[1], sys.argv[2], X25519PrivateKey.from_private_bytes(bytes(range(32))))
 """
 
@@ -84,7 +85,7 @@ def _kill_mid_stream(tmp_path: Path, mode: str) -> Path:
     return out
 
 
-@pytest.mark.skipif(not ks_stream._USE_O_TMPFILE, reason="O_TMPFILE unavailable here")
+@pytest.mark.skipif(not _fileio._USE_O_TMPFILE, reason="O_TMPFILE unavailable here")
 def test_sigkill_leaves_no_plaintext_with_o_tmpfile(tmp_path: Path) -> None:
     _kill_mid_stream(tmp_path, "unnamed")
     assert os.listdir(tmp_path) == []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import shamir_mnemonic
 
-from keysplit import slip39
+from keysplit.interop import slip39
 from keysplit.rng import DeterministicRandom
 
 OUT = Path(__file__).with_name("keysplit.json")

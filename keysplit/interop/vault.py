@@ -7,8 +7,9 @@ x-coordinate. ``vault operator init`` (and ``bao operator init``) print the shar
 base64 (``Unseal Key 1: ...``) and, with ``-format=json``, in base64 and hex.
 
 So a Vault share *is* a raw GF(2^8) Shamir point, and combining it needs no Vault code:
-the interpolation runs on keysplit's constant-time core (:func:`keysplit.shamir.combine_batch`,
-multiplications by public Lagrange coefficients only), not on Vault's table lookups.
+the interpolation runs on keysplit's constant-time core
+(:func:`keysplit.hazmat.shamir.combine_batch`, multiplications by public Lagrange
+coefficients only), not on Vault's table lookups.
 
 What keysplit can and cannot verify on import (Vault shares carry no check value, no
 threshold, no set id):
@@ -30,7 +31,7 @@ threshold, no set id):
   or comparing :func:`keysplit.secret_fingerprint` with one recorded earlier, confirms
   the key itself.
 
-Converting re-splits the recovered key in memory (see :mod:`keysplit.convert`): the new
+Converting re-splits the recovered key in memory (see :mod:`keysplit.interop.convert`): the new
 shares are independent of the old ones, and both sets work until the old one is destroyed.
 New Vault shares use x = 1..count (Vault's own ``Combine`` accepts any distinct non-zero x).
 """
@@ -48,16 +49,17 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import _json, convert
-from .errors import (
+from .. import _json
+from ..errors import (
     DuplicateShareError,
     FormatError,
     InsufficientSharesError,
     RecoveryError,
 )
-from .rng import RandomSource
-from .shamir import MAX_SHARES, combine_batch, split_batch
-from .share import MAX_SECRET_LEN, Share, combine
+from ..hazmat.shamir import MAX_SHARES, combine_batch, split_batch
+from ..rng import RandomSource
+from ..share import MAX_SECRET_LEN, Share, combine
+from . import convert
 
 __all__ = [
     "Encoding",
@@ -412,7 +414,8 @@ def vault_to_slip39(
     rng: RandomSource | None = None,
 ) -> list[list[str]]:
     """Combine Vault keys and re-split the key as SLIP-39 mnemonics (via an in-memory
-    keysplit 2-of-2, so :func:`keysplit.convert.keysplit_to_slip39` does the SLIP-39 part)."""
+    keysplit 2-of-2, so :func:`keysplit.interop.convert.keysplit_to_slip39` does the
+    SLIP-39 part)."""
     return convert.keysplit_to_slip39(
         vault_to_keysplit(keys, 2, 2, source_threshold=source_threshold),
         group_threshold,

@@ -8,7 +8,7 @@ two-level group sharing.
 
 Differences from the reference, all deliberate:
 
-* GF(2^8) products on secret data use :func:`keysplit.gf256.mul_const` (no tables).
+* GF(2^8) products on secret data use :func:`keysplit.hazmat.gf256.mul_const` (no tables).
 * Errors are :class:`keysplit.KeysplitError` subclasses (format, checksum, mixed,
   duplicate, insufficient, recovery) that name the share at fault, never its words.
 * Supplying *more* than the threshold (members or groups) is accepted: every supplied
@@ -23,14 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..errors import (
+from ...errors import (
     DuplicateShareError,
     InsufficientSharesError,
     KeysplitError,
     MixedSharesError,
     ShareError,
 )
-from ..rng import RandomSource, default_rng
+from ...rng import RandomSource, default_rng
 from . import cipher
 from .share import MAX_SHARES, MIN_SECRET_BYTES, Slip39Share, decode_mnemonic, encode_mnemonic
 from .sharing import recover_secret, split_secret

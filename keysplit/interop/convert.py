@@ -23,11 +23,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import slip39
-from .errors import KeysplitError
-from .hazmat import pycryptodome as interop
-from .rng import RandomSource, default_rng
-from .share import SET_ID_LEN, Share, combine, split
+from ..errors import KeysplitError
+from ..rng import RandomSource, default_rng
+from ..share import SET_ID_LEN, Share, combine, split
+from . import pycryptodome, slip39
 
 __all__ = [
     "keysplit_to_pycryptodome",
@@ -148,11 +147,11 @@ def keysplit_to_pycryptodome(
 ) -> list[tuple[int, bytes]]:
     """Combine keysplit shares and re-split a 16-byte secret in pycryptodome's form."""
     secret = combine(shares)
-    if len(secret) != interop.SECRET_BYTES:
+    if len(secret) != pycryptodome.SECRET_BYTES:
         raise KeysplitError(
             f"pycryptodome shares hold a 16-byte secret; this one is {len(secret)} bytes"
         )
-    return interop.split_pycryptodome(secret, threshold, count, ssss=ssss, rng=rng)
+    return pycryptodome.split_pycryptodome(secret, threshold, count, ssss=ssss, rng=rng)
 
 
 def pycryptodome_to_keysplit(
@@ -170,5 +169,5 @@ def pycryptodome_to_keysplit(
     pycryptodome shares carry no check: give one share more than ``source_threshold``
     so that a wrong share is detected, else a typo silently becomes a wrong key.
     """
-    secret = interop.combine_pycryptodome(shares, threshold=source_threshold, ssss=ssss)
+    secret = pycryptodome.combine_pycryptodome(shares, threshold=source_threshold, ssss=ssss)
     return split_with_set_id(secret, threshold, count, set_id=set_id, rng=rng)

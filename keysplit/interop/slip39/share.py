@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import ChecksumError, FormatError
+from ...errors import ChecksumError, FormatError
 from . import rs1024
 from .wordlist import indices_to_words, words_to_indices
 

@@ -4,7 +4,7 @@ Vendored unchanged from the reference implementation (see ``LICENSE.wordlist``).
 word is 4 to 8 letters and is uniquely identified by its first four letters.
 
 Word <-> index conversion is a table lookup on (secret) share data, as in every mnemonic
-implementation; the constant-time promise of :mod:`keysplit.gf256` covers the arithmetic,
+implementation; the constant-time promise of :mod:`keysplit.hazmat.gf256` covers the arithmetic,
 not the text encoding, which runs once per share on a ceremony machine.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from ..errors import FormatError
+from ...errors import FormatError
 
 __all__ = ["RADIX", "WORDS", "indices_to_words", "words_to_indices"]
 

@@ -1,6 +1,6 @@
 """SLIP-39's Shamir layer: digest-checked splits at two levels, on keysplit's GF(2^8) core.
 
-SLIP-39 interpolates over GF(2^8) with the AES polynomial, like :mod:`keysplit.shamir`,
+SLIP-39 interpolates over GF(2^8) with the AES polynomial, like :mod:`keysplit.hazmat.shamir`,
 but places the shared secret at x = 255 and a *digest share* at x = 254: 4 bytes of
 HMAC-SHA256(key=R, msg=secret) followed by the random R. A ``t``-of-``n`` split takes
 ``t - 2`` random shares at x = 0.., adds those two points, and evaluates the unique
@@ -9,7 +9,7 @@ polynomial through them at the remaining member indices. Recovery interpolates a
 miss 2^-32). A threshold of 1 copies the secret and has no digest.
 
 Unlike the reference implementation (lookup tables, "not hardened"), every product of a
-secret byte array here is a :func:`keysplit.gf256.mul_const` by a PUBLIC Lagrange
+secret byte array here is a :func:`keysplit.hazmat.gf256.mul_const` by a PUBLIC Lagrange
 coefficient computed from the x-coordinates only.
 """
 
@@ -21,9 +21,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import RecoveryError
-from ..hazmat import gf256
-from ..rng import RandomSource
+from ...errors import RecoveryError
+from ...hazmat import gf256
+from ...rng import RandomSource
 
 __all__ = ["DIGEST_INDEX", "SECRET_INDEX", "interpolate", "recover_secret", "split_secret"]
 

@@ -1,0 +1,663 @@
+"""Key ceremonies, each one library call: authority in, keyring operation, shares out, entry.
+
+Every ceremony that changes or uses a keyring runs the same four steps, and they live here
+so that the CLI, the demo and the key service only prompt, print or relay:
+
+1. checks that cost nothing (targets for new shares free, a pending rekey to abort, a file
+   sealed to this keyring) run *before* anyone is asked for a share;
+2. the authority (:data:`Authority`, :mod:`.quorum`): a :class:`Quorum` collects shares
+   through its feed (prompts in the CLI, a list in the demo, remote custodians in the key
+   service) and unseals the keyring through :class:`keysplit.keyring.Unsealer`, which
+   holds every unseal rule; or a :class:`TokenGrant` lends the keyring a key service holds
+   unsealed, after checking the token's policy for this operation and its subjects;
+3. the keyring operation, through the public methods of :class:`UnsealedKeyring`;
+4. new shares (init, rekey) sealed per :class:`Custody` and written through a
+   :class:`ShareSink` (:mod:`.sinks`); if writing fails, what was written is removed (and
+   a rekey aborted, so the old shares keep working); then typed entries from
+   :mod:`keysplit.audit.events` are appended to the keyring's MACed log.
+
+This package is the audit seam (one vocabulary, :mod:`keysplit.audit.events`, written
+through :func:`keysplit.audit.events.record`). Sealing to a keyring without a quorum is
+not a ceremony: its trust check lives in :mod:`keysplit.trust` (``keysplit.encrypt_file``).
+Errors are :class:`KeysplitError` subclasses (or ``OSError`` from the file system) with
+secret-free messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeAlias, TypeVar
+
+from .. import trust
+from ..audit import AuditEntry, AuditReport
+from ..audit import events as ev
+from ..audit.events import Contributor, Principal
+from ..custody import Argon2Params
+from ..errors import KeyringError, KeysplitError
+from ..keyring import Keyring, RewrapResult, UnsealedKeyring
+from ..proof import PendingVerification, Verification, VerifyStatus
+from ..service.tokens import (
+    TokenList,
+    TokenPolicy,
+    check_allow,
+    check_prefix,
+    check_token_name,
+    is_token_text,
+    mac_key,
+    new_token,
+)
+from ..share import Share
+from ..stream import StreamInfo, read_header, recipient_id
+from ..stream import decrypt_file as _decrypt_file
+from .quorum import Authority, Done, Quorum, QuorumFeed, TokenGrant, unsealed
+from .sinks import (
+    Custody,
+    DirectorySink,
+    ShareFileExists,
+    ShareSink,
+    SheetWriter,
+    WrittenShare,
+    hand_out,
+    share_file_text,
+)
+
+__all__ = [
+    "Authority",
+    "Contributor",
+    "Custody",
+    "DatasetRunner",
+    "DirectorySink",
+    "Done",
+    "InitResult",
+    "NewToken",
+    "Quorum",
+    "QuorumFeed",
+    "RekeyResult",
+    "RewrapRunner",
+    "ShareFileExists",
+    "ShareSink",
+    "SheetWriter",
+    "TokenGrant",
+    "Verification",
+    "WrittenShare",
+    "abort_rekey",
+    "add_token",
+    "create_token",
+    "dataset",
+    "decrypt_file",
+    "hold",
+    "hold_many",
+    "init",
+    "pending_verification",
+    "prove",
+    "rekey",
+    "repair_audit",
+    "retire",
+    "rewrap",
+    "rotate",
+    "share_file_text",
+    "shred",
+    "shred_many",
+    "unseal_check",
+]
+
+T = TypeVar("T")
+
+
+# -- --verify: every new share proven before it is relied on ---------------------------------
+
+
+def pending_verification(keyring: Keyring) -> Verification | None:
+    """The generation of ``keyring`` awaiting proofs, if any (stale state files ignored)."""
+    return keyring.verification()
+
+
+def prove(keyring: Keyring, custodian: str, code: str) -> VerifyStatus:
+    """Record ``custodian``'s proof of possession (from ``keysplit share prove``); no quorum.
+
+    A wrong code is a :class:`keysplit.proof.ProofError` (and counted). When the last
+    custodian has proven, the state is marked complete: a rekey then switches at the next
+    unseal with the new shares, an init'ed keyring becomes usable. The audit entry
+    (``verify-complete``, naming who proved) is written by the next ceremony with a quorum,
+    since appending needs the log's MAC key.
+    """
+    v = keyring.verification()
+    if v is None:
+        raise KeyringError("no share generation of this keyring awaits proofs of possession")
+    with keyring.home.lock():
+        status = v.state.submit(custodian, code)
+        if status.all_proven and not status.completed:
+            status = v.state.complete()
+    return status
+
+
+def _start_verification(
+    ukr: UnsealedKeyring,
+    kind: str,
+    path: Path,
+    shares: Mapping[str, Share],
+    generation: int,
+) -> None:
+    path.unlink(missing_ok=True)  # a leftover of a superseded generation
+    state = PendingVerification.create(
+        path, list(shares.items()), keyring_id=ukr.keyring.keyring_id
+    )
+    ev.record(
+        ukr.audit_log(),
+        ev.VerifyStart(kind, generation, state.set_id.hex(), state.custodians),
+    )
+
+
+# -- init / rekey -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InitResult:
+    keyring: Keyring
+    shares: Sequence[WrittenShare]
+    entry: AuditEntry
+    pinned: trust.KnownKeyring | None = None
+    """The known-keyrings entry written for the new keyring (None if ``pin`` was not given)."""
+
+
+def init(
+    directory: str | Path,
+    threshold: int,
+    custody: Sequence[Custody],
+    sink: ShareSink,
+    *,
+    kdf: Argon2Params | None = None,
+    pin: trust.KnownKeyrings | None = None,
+    store_url: str | None = None,
+    verify: bool = False,
+    sheets: SheetWriter | None = None,
+) -> InitResult:
+    """Create a keyring K-of-N among ``custody`` and hand every custodian their share.
+
+    If a share cannot be written, the ones written are removed and :class:`KeyringError`
+    says the new keyring can never be unsealed (it must be removed by hand). ``pin``: the
+    known-keyrings file to pin the new keyring's fingerprint in (this process has just
+    generated its key, so this is where trust starts). ``store_url``: the key store
+    (recorded in the keyring directory; default the embedded SQLite file). ``verify``:
+    the keyring serves no ceremony and no encrypt until every custodian has proven
+    possession of their share (:func:`prove`), or a quorum completes naming the missing.
+    ``sheets``: also write a printable sheet per custodian.
+    """
+    sink.reserve(custody, 1)
+    if sheets is not None:
+        sheets.reserve(custody, 1)
+    kr, shares = Keyring.create(
+        directory, threshold, [c.name for c in custody], store_url=store_url
+    )
+    try:
+        written = hand_out(
+            shares, custody, sink, 1, kdf, None if sheets is None else (sheets, kr.keyring_id)
+        )
+    except (OSError, KeysplitError) as exc:
+        raise KeyringError(
+            f"could not write the share files ({exc}); the keyring at {directory} was created "
+            "but can never be unsealed",
+            hint=f"remove {directory} and run init again",
+        ) from None
+    with kr.unseal(list(shares.values())[:threshold]) as ukr:
+        entry = ev.record(
+            ukr.audit_log(),
+            ev.Init(
+                keyring_id=kr.keyring_id,
+                generation=kr.meta.generation,
+                threshold=threshold,
+                custodians=[w.record() for w in written],
+            ),
+        )
+        if verify:
+            init_file = kr.home.init_verify_path
+            _start_verification(ukr, "init", init_file, shares, kr.meta.generation)
+    shares.clear()
+    pinned = trust.pin_keyring(kr, known=pin) if pin is not None else None
+    return InitResult(kr, written, entry, pinned)
+
+
+@dataclass(frozen=True)
+class RekeyResult:
+    generation: int
+    threshold: int
+    shares: Sequence[WrittenShare]
+    entry: AuditEntry
+    contributors: Sequence[Contributor]
+    pending: bool = False
+    """``rekey(verify=True)``: the new generation waits for proofs; old shares still work."""
+
+
+def rekey(
+    keyring: Keyring,
+    quorum: Quorum,
+    custody: Sequence[Custody],
+    sink: ShareSink,
+    *,
+    threshold: int | None = None,
+    kdf: Argon2Params | None = None,
+    verify: bool = False,
+    sheets: SheetWriter | None = None,
+) -> RekeyResult:
+    """New master key and shares for ``custody``; every old share dies.
+
+    Two-phase: the new shares are written before the switch, so if writing fails the
+    pending rekey is aborted, the new files are removed and the old shares still work.
+    ``threshold`` defaults to the current one, capped at the number of custodians.
+
+    ``verify``: no switch now. The new generation stays pending (old shares keep working)
+    until every new custodian has proven possession (:func:`prove`); then a quorum of the
+    *new* shares switches (any ceremony, e.g. :func:`unseal_check`), or explicitly with
+    ``Quorum(..., complete_missing=[...])`` naming exactly who is missing.
+    """
+    k = threshold if threshold is not None else min(keyring.meta.threshold, len(custody))
+    generation = keyring.meta.generation + 1
+    sink.reserve(custody, generation)
+    if sheets is not None:
+        sheets.reserve(custody, generation)
+    with unsealed(quorum, keyring, "rekey") as ukr:
+        keyring.home.rekey_verify_path.unlink(missing_ok=True)  # an earlier pending is replaced
+        old = keyring.meta
+        shares = ukr.prepare_rekey(threshold=k, custodians=[c.name for c in custody])
+        try:
+            sheet_to = None if sheets is None else (sheets, keyring.keyring_id)
+            written = hand_out(shares, custody, sink, generation, kdf, sheet_to)
+        except BaseException:
+            ukr.abort_rekey()
+            raise
+        if verify:
+            try:
+                entry = ev.record(
+                    ukr.audit_log(),
+                    ev.RekeyPending(
+                        generation=generation,
+                        old_threshold=old.threshold,
+                        old_custodians=[c.name for c in old.custodians],
+                        threshold=k,
+                        custodians=[w.record() for w in written],
+                        authorized_by=quorum.contributors,
+                    ),
+                )
+                rekey_file = keyring.home.rekey_verify_path
+                _start_verification(ukr, "rekey", rekey_file, shares, generation)
+            except BaseException:
+                sink.discard()
+                if sheets is not None:
+                    sheets.discard()
+                ukr.abort_rekey()
+                raise
+            finally:
+                shares.clear()
+            return RekeyResult(generation, k, written, entry, quorum.contributors, pending=True)
+        ukr.commit_rekey()
+        shares.clear()
+        entry = ev.record(
+            ukr.audit_log(),
+            ev.Rekey(
+                generation=keyring.meta.generation,
+                old_threshold=old.threshold,
+                old_custodians=[c.name for c in old.custodians],
+                threshold=k,
+                custodians=[w.record() for w in written],
+                authorized_by=quorum.contributors,
+            ),
+        )
+    return RekeyResult(keyring.meta.generation, k, written, entry, quorum.contributors)
+
+
+def abort_rekey(keyring: Keyring, quorum: Quorum) -> Done[bool]:
+    """Discard an unfinished rekey (left by a crash) with a quorum of the current shares.
+
+    Raises :class:`KeyringError` before asking for shares if none is pending. The value is
+    whether one was still there once unsealed (only then is ``rekey-abort`` recorded).
+    """
+    if keyring.status().pending_rekey is False:
+        raise KeyringError("no rekey is pending for this keyring")
+    entry = None
+    with unsealed(quorum, keyring, "rekey-abort") as ukr:
+        existed = ukr.abort_rekey()
+        keyring.home.rekey_verify_path.unlink(missing_ok=True)
+        if existed:
+            entry = ev.record(
+                ukr.audit_log(),
+                ev.RekeyAbort(
+                    generation=keyring.meta.generation, authorized_by=quorum.contributors
+                ),
+            )
+    return Done(existed, entry, quorum.contributors)
+
+
+# -- ceremonies on an unsealed keyring --------------------------------------------------------
+
+
+def _run(
+    keyring: Keyring,
+    authority: Authority,
+    operation: str,
+    op: Callable[[UnsealedKeyring], T],
+    event: Callable[[T, Sequence[Principal]], ev.Event],
+    subjects: Iterable[str] = (),
+) -> Done[T]:
+    """Unseal (or borrow under a grant), do ``op``, record ``event(result, authorized_by)``:
+    the shape of every one-step ceremony."""
+    with unsealed(authority, keyring, operation, subjects) as ukr:
+        value = op(ukr)
+        entry = ev.record(ukr.audit_log(), event(value, authority.authorized_by))
+    return Done(value, entry, authority.authorized_by)
+
+
+def unseal_check(keyring: Keyring, authority: Authority) -> Done[None]:
+    """An unseal drill: the quorum's shares and the recovered master key verify."""
+    return _run(
+        keyring,
+        authority,
+        "unseal-check",
+        lambda ukr: None,
+        lambda _, by: ev.UnsealCheck(keyring.meta.generation, by),
+    )
+
+
+def rotate(keyring: Keyring, authority: Authority) -> Done[int]:
+    """A new KEK version for new data keys; the value is its number (then :func:`rewrap`)."""
+    return _run(keyring, authority, "rotate", lambda ukr: ukr.rotate(record=False), ev.Rotate)
+
+
+RewrapRunner = Callable[[UnsealedKeyring, int, Callable[[int, int], None] | None], RewrapResult]
+"""``runner(ukr, batch_size, progress)``: who does a rewrap's work (default: ``ukr.rewrap``)."""
+
+
+def rewrap(
+    keyring: Keyring,
+    authority: Authority,
+    *,
+    batch_size: int = 10_000,
+    progress: Callable[[int, int], None] | None = None,
+    runner: RewrapRunner | None = None,
+) -> Done[RewrapResult]:
+    """Re-wrap every data key under the current KEK (resumable: each batch commits).
+
+    ``runner`` does the work elsewhere, e.g. on a Dask cluster (:func:`keysplit.jobs.rewrap`),
+    recorded as the same one ``rewrap`` entry."""
+    run = runner or (lambda ukr, b, p: ukr.rewrap(batch_size=b, progress=p, record=False))
+    return _run(
+        keyring,
+        authority,
+        "rewrap",
+        lambda ukr: run(ukr, batch_size, progress),
+        lambda r, by: ev.Rewrap(r.kek_version, r.rewrapped, r.remaining, by),
+    )
+
+
+def retire(keyring: Keyring, authority: Authority, version: int) -> Done[None]:
+    """Delete KEK ``version`` (no data key may still use it)."""
+    return _run(
+        keyring,
+        authority,
+        "retire",
+        lambda ukr: ukr.retire(version, record=False),
+        lambda _, by: ev.Retire(version, by),
+    )
+
+
+def shred(keyring: Keyring, authority: Authority, subject: str) -> Done[bool]:
+    """Destroy ``subject``'s data key (refused under legal hold); value: whether it existed.
+
+    Recorded either way, so a request to erase a subject is on file even if it had no key.
+    """
+    return _run(
+        keyring,
+        authority,
+        "shred",
+        lambda ukr: ukr.shred(subject, record=False),
+        lambda existed, by: ev.Shred(subject, existed, by),
+        [subject],
+    )
+
+
+def hold(keyring: Keyring, authority: Authority, subject: str, on: bool) -> Done[None]:
+    """Place (``on``) or lift a legal hold on ``subject``."""
+    return _run(
+        keyring,
+        authority,
+        "hold",
+        lambda ukr: ukr.set_legal_hold(subject, on, record=False),
+        lambda _, by: ev.LegalHold(subject, on, by),
+        [subject],
+    )
+
+
+ItemResult: TypeAlias = T | KeysplitError | ValueError | TypeError
+"""One subject's result in a ``*_many`` ceremony: its value, or the error that stopped it."""
+
+
+def _per_subject(
+    keyring: Keyring,
+    authority: Authority,
+    operation: str,
+    subjects: Sequence[str],
+    op: Callable[[UnsealedKeyring, str], T],
+    event: Callable[[str, T, Sequence[Principal]], ev.Event],
+) -> Done[list[ItemResult[T]]]:
+    """``op`` on each subject; one entry per subject that succeeded (a refused one, e.g.
+    under legal hold, is reported in its place and records nothing, as :func:`shred` does),
+    all appended together (one lock, one fsync)."""
+    results: list[ItemResult[T]] = []
+    done: list[ev.Event] = []
+    with unsealed(authority, keyring, operation, subjects) as ukr:
+        by = authority.authorized_by
+        for s in subjects:
+            try:
+                value = op(ukr, s)
+            except (KeysplitError, ValueError, TypeError) as exc:
+                results.append(exc)
+                continue
+            results.append(value)
+            done.append(event(s, value, by))
+        entries = ev.record_many(ukr.audit_log(), done)
+    return Done(results, entries[-1] if entries else None, authority.authorized_by)
+
+
+def shred_many(
+    keyring: Keyring, authority: Authority, subjects: Sequence[str]
+) -> Done[list[ItemResult[bool]]]:
+    """:func:`shred` for many subjects in one authorization (the key service's batch);
+    ``value[i]`` is whether ``subjects[i]`` had a key, or the error that refused it."""
+    return _per_subject(
+        keyring,
+        authority,
+        "shred",
+        subjects,
+        lambda ukr, s: ukr.shred(s, record=False),
+        lambda s, existed, by: ev.Shred(s, existed, by),
+    )
+
+
+def hold_many(
+    keyring: Keyring, authority: Authority, subjects: Sequence[str], on: bool
+) -> Done[list[ItemResult[bool]]]:
+    """:func:`hold` for many subjects; ``value[i]`` is ``on``, or the error that refused it."""
+
+    def one(ukr: UnsealedKeyring, s: str) -> bool:
+        ukr.set_legal_hold(s, on, record=False)
+        return on
+
+    return _per_subject(
+        keyring, authority, "hold", subjects, one, lambda s, _, by: ev.LegalHold(s, on, by)
+    )
+
+
+def decrypt_file(
+    keyring: Keyring,
+    authority: Authority,
+    in_path: str,
+    out_path: str,
+    *,
+    context: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+) -> Done[StreamInfo]:
+    """Decrypt a file sealed to the keyring (``-``: stdin/stdout) and record it.
+
+    A file sealed to another keyring is refused before any share is asked for.
+    """
+    if in_path != "-":
+        with open(in_path, "rb") as fh:
+            header = read_header(fh)
+        mine = recipient_id(keyring.public_key)
+        if header.recipient_id != mine:
+            raise KeyringError(
+                f"{in_path} is sealed to another keyring",
+                hint=f"its key id is {header.recipient_id.hex()}, this keyring's {mine.hex()}",
+            )
+    return _run(
+        keyring,
+        authority,
+        "decrypt",
+        lambda ukr: _decrypt_file(in_path, out_path, ukr, context=context, overwrite=overwrite),
+        lambda r, by: ev.Decrypt(in_path, r.plaintext_size, dict(r.header.context), by),
+    )
+
+
+DatasetRunner = Callable[[UnsealedKeyring], T]
+"""``run(ukr)``: a dataset job's work with the keyring unsealed here (:mod:`keysplit.jobs`)."""
+
+
+def dataset(
+    keyring: Keyring,
+    authority: Authority,
+    operation: str,
+    run: DatasetRunner[T],
+    *,
+    source: str,
+    destination: str | None,
+    column: str,
+    count: Callable[[T], tuple[int, int]],
+) -> Done[T]:
+    """A dataset job (``encrypt``, ``decrypt`` or ``scan``) run with this keyring's keys,
+    recorded as one ``dataset`` entry; ``count(result)`` gives (rows, bad records).
+
+    A job whose keys come from a key service is not a ceremony here: the service's token
+    authorizes (and its log records) each key it hands out.
+    """
+    if operation not in ("encrypt", "decrypt", "scan"):
+        raise ValueError("operation must be encrypt, decrypt or scan")
+
+    def event(result: T, by: Sequence[Principal]) -> ev.Event:
+        rows, bad = count(result)
+        return ev.Dataset(operation, source, destination, column, rows, bad, by)
+
+    return _run(keyring, authority, operation, run, event)
+
+
+def repair_audit(keyring: Keyring, quorum: Quorum) -> Done[AuditReport]:
+    """Drop a torn last line of the audit log (complete entries untouched) and record that.
+
+    The rest of the log must verify (chain and MACs) before and after; ``entry`` is None
+    when there was nothing to repair.
+    """
+    entry = None
+    with unsealed(quorum, keyring, "audit-repair") as ukr:
+        log = ukr.audit_log()
+        dropped = log.repair_torn_tail()
+        report = log.verify()
+        if dropped:
+            entry = ev.record(log, ev.AuditRepair(authorized_by=quorum.contributors))
+            report = log.verify()
+    return Done(report, entry, quorum.authorized_by)
+
+
+# -- key-service tokens -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """A token just minted: ``token`` is the secret, shown once; ``policy`` what it may do."""
+
+    token: str = field(repr=False)
+    policy: TokenPolicy
+
+
+def create_token(
+    keyring: Keyring,
+    quorum: Quorum,
+    *,
+    name: str,
+    allow: Sequence[str],
+    subject_prefix: str,
+) -> Done[NewToken]:
+    """Mint a key-service token with a quorum; recorded as ``token-create`` (and a
+    ``token-revoke`` for each revocation folded into the list on the way).
+
+    The keyring keeps only the token's SHA-256 and policy, in a list MACed under a key only
+    an unsealed keyring derives (:mod:`keysplit.service.tokens`). The name and operations
+    are checked, and the list read, before anyone is asked for a share.
+    """
+    token = new_token()
+    done = _change_tokens(keyring, quorum, token, name, allow, subject_prefix, "", added=False)
+    return Done(NewToken(token, done.value), done.entry, done.authorized_by)
+
+
+def add_token(
+    keyring: Keyring,
+    quorum: Quorum,
+    token: str,
+    *,
+    name: str,
+    allow: Sequence[str],
+    subject_prefix: str,
+    region: str = "",
+) -> Done[TokenPolicy]:
+    """Register a token minted on another keyring (a node of a key cluster) under this
+    keyring's own quorum and policy; recorded as ``token-create`` with ``added: true``."""
+    if not is_token_text(token):
+        raise ValueError("not a keysplit token (kst1_ and 43 base64url characters)")
+    return _change_tokens(keyring, quorum, token, name, allow, subject_prefix, region, added=True)
+
+
+def _change_tokens(
+    keyring: Keyring,
+    quorum: Quorum,
+    token: str,
+    name: str,
+    allow: Sequence[str],
+    subject_prefix: str,
+    region: str,
+    *,
+    added: bool,
+) -> Done[TokenPolicy]:
+    """With a quorum: fold pending revocations, register ``token``, record both."""
+    check_token_name(name)  # the cheap checks, before anyone is asked for a share
+    allowed = list(check_allow(allow))
+    check_prefix(subject_prefix)
+    TokenList.read(keyring.path, keyring.keyring_id)  # unreadable: refused before any share
+    with unsealed(quorum, keyring, "token-create") as ukr:
+        tl = TokenList.read(keyring.path, keyring.keyring_id)
+        known = {t.id: t.name for t in tl.tokens}
+        folded = [r for r in tl.pending_revocations if r not in tl.revoked]
+        pol = tl.add(
+            mac_key(ukr.audit_key(), keyring.keyring_id),
+            token,
+            name=name,
+            allow=allowed,
+            subject_prefix=subject_prefix,
+            region=region,
+            created_by=[c.custodian for c in quorum.contributors],
+        )
+        events: list[ev.Event] = [
+            ev.TokenRevoke(known.get(r, "unknown id"), r, tl.serial) for r in folded
+        ]
+        events.append(
+            ev.TokenCreate(
+                list_serial=tl.serial,
+                token=pol.name,
+                token_id=pol.id,
+                allow=list(pol.allow),
+                subject_prefix=pol.subject_prefix,
+                region=pol.region,
+                added=added,
+                authorized_by=quorum.contributors,
+            )
+        )
+        entry = ev.record_many(ukr.audit_log(), events)[-1]
+    return Done(pol, entry, quorum.authorized_by)

@@ -1,0 +1,226 @@
+"""Who authorizes a ceremony: a quorum of custodian shares, or a key-service token grant.
+
+:data:`Authority` is one of the two; every ceremony in :mod:`keysplit.ceremony` takes one,
+so the CLI (a quorum fed by prompts), the demo (a list of shares) and the key service (a
+quorum fed by remote custodians to unseal, then token grants for each request) run the
+same functions and write the same entries.
+
+* :class:`Quorum` gathers shares through a feed and unseals with
+  :meth:`keysplit.keyring.Unsealer.finish`, which holds every unseal rule (both ``--verify``
+  gates, the completion of an interrupted rekey); the quorum then records what the unseal
+  itself did (``verify-complete``, ``rekey-recovered``, ``rekey-switch``), since appending
+  needs the unsealed keyring's MAC key.
+* :class:`TokenGrant` acts on a keyring a key service already holds unsealed: the service
+  authenticated the bearer; each ceremony checks the token's policy for its own operation
+  and subjects before touching anything, so no ceremony runs outside a policy whatever the
+  caller forgot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from ..audit import AuditEntry
+from ..audit import events as ev
+from ..audit.events import Contributor, Principal, TokenHolder
+from ..errors import KeyringError
+from ..keyring import Keyring, UnsealedKeyring, UnsealOutcome, UnsealProgress
+from ..share import Share
+
+__all__ = [
+    "Authority",
+    "Done",
+    "Quorum",
+    "QuorumFeed",
+    "TokenGrant",
+    "TokenPolicy",
+    "unsealed",
+]
+
+T = TypeVar("T")
+
+QuorumFeed = Callable[["Quorum"], None]
+"""Adds shares to a :class:`Quorum` (``quorum.add``) until ``quorum.progress.complete`` or it
+gives up; errors it raises end the ceremony."""
+
+
+class Quorum:
+    """The shares of one ceremony, fed lazily so a ceremony's cheap checks run first.
+
+    ``feed`` is a :data:`QuorumFeed` (the CLI's prompts) or a list of shares (empty when the
+    caller adds shares itself, as the key service's remote unseal does). ``contributors``
+    names who gave a share (no share bytes). ``complete_missing`` (names, possibly none)
+    completes a pending ``--verify`` naming exactly who is missing. ``on_recovered`` is
+    called if these shares were the new set of an interrupted rekey, which unsealing
+    completes; ``on_switched(generation)`` when they switched a ``rekey --verify`` whose
+    proofs were complete.
+    """
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        feed: QuorumFeed | Sequence[Share],
+        *,
+        on_recovered: Callable[[], None] | None = None,
+        on_switched: Callable[[int], None] | None = None,
+        complete_missing: Sequence[str] | None = None,
+    ) -> None:
+        self.keyring = keyring
+        self._feed = feed
+        self._unsealer = keyring.unsealer(complete_missing=complete_missing)
+        self.contributors: list[Contributor] = []
+        self.on_recovered = on_recovered
+        self.on_switched = on_switched
+        self.recovered = False
+        """These shares completed an interrupted rekey."""
+        self.switched = False
+        """These shares switched a verified rekey (``rekey --verify``, proofs complete)."""
+
+    def add(self, share: Share) -> UnsealProgress:
+        """Check one share against the keyring at once (see :meth:`Unsealer.add`)."""
+        progress = self._unsealer.add(share)
+        who = progress.custodian or "unknown custodian"
+        self.contributors.append(Contributor(who, share.index, share.fingerprint))
+        return progress
+
+    @property
+    def progress(self) -> UnsealProgress:
+        return self._unsealer.progress
+
+    @property
+    def authorized_by(self) -> list[Principal]:
+        return list(self.contributors)
+
+    def unseal(self) -> UnsealedKeyring:
+        """Gather the shares (through the feed) and unseal; raises if they fall short or a
+        rule of the keyring refuses them (:meth:`Unsealer.finish`)."""
+        if callable(self._feed):
+            self._feed(self)
+        else:
+            for share in self._feed:
+                self.add(share)
+        outcome = self._unsealer.finish()
+        ukr = self.keyring.unseal(outcome)
+        try:
+            self._record(ukr, outcome)
+        except BaseException:
+            ukr.close()
+            raise
+        if outcome.switched == "recovered":
+            self.recovered = True
+            if self.on_recovered is not None:
+                self.on_recovered()
+        elif outcome.switched == "verified":
+            self.switched = True
+            if self.on_switched is not None:
+                self.on_switched(outcome.meta.generation)
+        return ukr
+
+    def _record(self, ukr: UnsealedKeyring, outcome: UnsealOutcome) -> None:
+        """The entries of what unsealing itself did (the ceremony then records its own)."""
+        log = ukr.audit_log()
+        v = outcome.verified
+        if v is not None:
+            st = v.status
+            ev.record(
+                log,
+                ev.VerifyComplete(
+                    kind=v.kind,
+                    generation=v.generation,
+                    set_id=st.set_id_hex,
+                    proven=list(st.proven),
+                    unproven=list(st.completed_unproven),
+                    failures=st.failures,
+                    authorized_by=self.contributors,
+                ),
+            )
+            v.state.discard()
+        if outcome.switched is not None:
+            meta = outcome.meta
+            event = ev.RekeyRecovered if outcome.switched == "recovered" else ev.RekeySwitch
+            ev.record(
+                log,
+                event(
+                    generation=meta.generation,
+                    custodians=[c.name for c in meta.custodians],
+                    authorized_by=self.contributors,
+                ),
+            )
+
+    def __repr__(self) -> str:
+        p = self.progress
+        return f"Quorum({self.keyring.keyring_id}, {p.have}/{p.need})"
+
+
+class TokenPolicy(Protocol):
+    """What a grant needs of a key-service token (:class:`keysplit.service.tokens.TokenPolicy`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def id(self) -> str: ...
+
+    def check(self, operation: str, subjects: Iterable[str] = ()) -> None:
+        """Raise :class:`~keysplit.errors.PermissionDenied` unless allowed."""
+        ...
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """A token's authority over the keyring a key service holds unsealed.
+
+    The service authenticates the bearer and builds the grant; each ceremony checks
+    ``policy`` for its operation and subjects, then acts on ``unsealed`` (which stays open:
+    the service owns it) and records the token as ``authorized_by``.
+    """
+
+    unsealed: UnsealedKeyring
+    policy: TokenPolicy
+
+    @property
+    def authorized_by(self) -> list[Principal]:
+        return [TokenHolder(self.policy.name, self.policy.id)]
+
+    def __repr__(self) -> str:
+        return f"TokenGrant({self.policy.name!r}, {self.unsealed.keyring.keyring_id})"
+
+
+Authority = Quorum | TokenGrant
+"""Who may run a ceremony: custodians' shares, or a token a key service accepted."""
+
+
+@contextlib.contextmanager
+def unsealed(
+    authority: Authority, keyring: Keyring, operation: str, subjects: Iterable[str] = ()
+) -> Iterator[UnsealedKeyring]:
+    """The unsealed ``keyring`` for one ceremony: a quorum unseals it (closed after), a
+    grant lends the service's after checking its policy for ``operation`` on ``subjects``."""
+    if isinstance(authority, TokenGrant):
+        if authority.unsealed.keyring.keyring_id != keyring.keyring_id:
+            raise KeyringError("the token grant is for another keyring")
+        authority.policy.check(operation, list(subjects))
+        yield authority.unsealed
+        return
+    if authority.keyring.keyring_id != keyring.keyring_id:
+        raise KeyringError("the quorum is for another keyring")
+    with authority.unseal() as ukr:
+        yield ukr
+
+
+@dataclass(frozen=True)
+class Done(Generic[T]):
+    """What a ceremony did: its ``value``, the audit ``entry`` (None if nothing was recorded)
+    and who authorized it (custodians' shares, or a token)."""
+
+    value: T
+    entry: AuditEntry | None
+    authorized_by: Sequence[Principal] = ()
+
+    @property
+    def contributors(self) -> list[Contributor]:
+        """The custodians who gave a share (none for a token grant)."""
+        return [p for p in self.authorized_by if isinstance(p, Contributor)]

@@ -1,0 +1,76 @@
+"""One durable writer: every rename, link and fsync in keysplit/ is in ``keysplit/_fileio.py``.
+
+The rule of SECURITY.md ("secret files atomic + mode 0600") holds only if no module grows
+its own writer: an AST scan finds every ``os.replace/rename/link/fsync/fdatasync`` call and
+every ``O_TMPFILE`` use outside ``_fileio``. The files written through it are 0600 whatever
+the umask, on both stream paths (``O_TMPFILE`` and the named temporary).
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from keysplit import _fileio, stream
+from keysplit.rng import DeterministicRandom
+
+KEYSPLIT = Path(__file__).resolve().parents[2] / "keysplit"
+DURABLE_CALLS = {"replace", "rename", "renames", "link", "fsync", "fdatasync", "sync"}
+
+
+def _durable_uses(path: Path) -> list[str]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+            and (node.attr in DURABLE_CALLS or node.attr == "O_TMPFILE")
+        ):
+            out.append(f"{path.relative_to(KEYSPLIT.parent)}:{node.lineno} os.{node.attr}")
+    return out
+
+
+def test_every_durable_write_goes_through_fileio() -> None:
+    modules = [p for p in sorted(KEYSPLIT.rglob("*.py")) if p.name != "_fileio.py"]
+    found = [use for p in modules for use in _durable_uses(p)]
+    assert found == [], "durable writes outside keysplit/_fileio.py"
+    assert _durable_uses(KEYSPLIT / "_fileio.py")  # the scan does see them where they belong
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("unnamed", [True, False])
+def test_written_files_are_0600_whatever_the_umask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool
+) -> None:
+    if unnamed and not _fileio._USE_O_TMPFILE:
+        pytest.skip("O_TMPFILE unavailable here")
+    monkeypatch.setattr(_fileio, "_USE_O_TMPFILE", unnamed)
+    old = os.umask(0)
+    try:
+        _fileio.atomic_write(tmp_path / "secret", b"s")
+        with _fileio.atomic_writer(tmp_path / "new", overwrite=False) as fh:
+            fh.write(b"n")
+        sk = X25519PrivateKey.from_private_bytes(bytes(range(32)))
+        blob = io.BytesIO()
+        stream.encrypt_stream(
+            io.BytesIO(b"plain" * 100), blob, sk.public_key(), rng=DeterministicRandom("f")
+        )
+        (tmp_path / "ct").write_bytes(blob.getvalue())
+        stream.decrypt_file(tmp_path / "ct", tmp_path / "pt", sk)
+        stream.decrypt_file(tmp_path / "ct", tmp_path / "pt", sk, overwrite=True)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "pt").read_bytes() == b"plain" * 100
+    for name in ("secret", "new", "pt"):
+        assert _mode(tmp_path / name) == 0o600, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct", "new", "pt", "secret"]
