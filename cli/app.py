@@ -4,7 +4,7 @@ The whole tree is written down here, statically, in help order: ``TOP_LEVEL`` li
 modules whose commands sit at the top (``keysplit init``), ``GROUPS`` each group with its
 help and the modules whose commands it holds (``keysplit share convert``). Each module of
 ``cli/commands/`` owns a ``typer.Typer()`` called ``app`` with its commands and imports
-neither this module nor another command module (tests/test_cli_plumbing.py).
+neither this module nor another command module (tests/cli/test_cli_plumbing.py).
 
 To add a command module: write ``cli/commands/NAME.py`` and add it to ONE of the lists.
 """

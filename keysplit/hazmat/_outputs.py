@@ -38,7 +38,7 @@ _POOL: list[mmap.mmap] = []
 def _free(m: mmap.mmap) -> bool:
     # References when free: the pool's list, the caller's variable, this parameter and
     # getrefcount's argument. Anything more is an array (or view, or memoryview) over the
-    # mapping that someone still holds. (tests/test_shamir.py checks both directions.)
+    # mapping that someone still holds. (tests/unit/hazmat/test_shamir.py checks both directions.)
     return sys.getrefcount(m) <= 4
 
 

@@ -22,9 +22,12 @@ Modules: :mod:`.file` (the sealed file format), :mod:`.home` (where it lives),
 :mod:`.sealed` (:class:`Keyring`), :mod:`.unseal` (:class:`Unsealer`), :mod:`.unsealed`
 (:class:`UnsealedKeyring`), :mod:`.records` (:class:`Records`, the one record engine
 over :class:`DataKeys`), :mod:`.datakeys` (:class:`DataKeys`, the one key seam;
-:class:`LocalDataKeys`, :class:`KekSet`), :mod:`.admin` (rotate,
-retire, shred, hold, rekey), :mod:`.rewrap` (the bulk rewrap loop), :mod:`.fingerprint`
-(the trust anchor for sealing without a quorum).
+:class:`LocalDataKeys`, :class:`KekSet`), :mod:`.admin` (:class:`~.admin.KeyAdmin`:
+rotate, retire, shred, hold, rekey), :mod:`.status` (:class:`KeyringStatus`),
+:mod:`.fleet` (leases, the key cache, tombstones), :mod:`.rewrap` (the bulk rewrap
+loop), :mod:`.fingerprint` (the trust anchor for sealing without a quorum). Imports run
+one way, sealed -> unseal -> unsealed -> admin; the keyring's metadata is an immutable
+value that each commit replaces.
 
 Events: the keyring reports nothing; :mod:`keysplit.ceremony` writes the audit entries
 (one vocabulary, :mod:`keysplit.audit.events`).
@@ -37,7 +40,8 @@ from .fingerprint import FingerprintMismatch, check_fingerprint, fingerprint
 from .home import AUDIT_FILE, KEYRING_FILE, LOCK_FILE, PENDING_FILE, STORE_FILE, KeyringHome
 from .records import Records
 from .rewrap import RewrapResult, rewrap_store
-from .sealed import HPKE_SUITE, Keyring, KeyringStatus, hpke_seal
+from .sealed import HPKE_SUITE, Keyring, hpke_seal
+from .status import KeyringStatus
 from .unseal import Unsealer, UnsealOutcome, UnsealProgress
 from .unsealed import UnsealedKeyring
 

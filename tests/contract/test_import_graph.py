@@ -10,6 +10,7 @@
   ``a.b`` (the package the ``_`` module belongs to, or one of its subpackages).
 * **Command modules are leaves**: no ``cli/commands/`` module imports another one or the
   app (what they share lives in ``cli/_*.py``).
+* **No module is shadowed** by a package of the same name (``x.py`` beside ``x/``).
 
 ``python tests/contract/test_import_graph.py`` prints today's circles (to update ``CIRCLES``).
 """
@@ -185,6 +186,18 @@ def test_command_modules_import_no_other_command_module_nor_the_app() -> None:
         if d in commands or d == "keysplit_cli.app"
     ]
     assert not bad, bad
+
+
+def test_no_module_is_shadowed_by_a_package() -> None:
+    """A ``x.py`` beside a package ``x/`` is dead code Python never imports (a merge once
+    brought back keysplit/ceremony.py after it had become the package keysplit/ceremony/)."""
+    shadowed = [
+        str(p.relative_to(ROOT))
+        for base in PACKAGES.values()
+        for p in base.rglob("*.py")
+        if (p.with_suffix("") / "__init__.py").exists()
+    ]
+    assert not shadowed, shadowed
 
 
 def test_the_graph_sees_imports_of_every_kind() -> None:
