@@ -35,6 +35,10 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE
 """141: what a shell reports for a writer whose reader went away (``keysplit ... | head``)."""
+EXIT_NO_KEY = 3
+"""``keys shred`` / ``cluster shred``: no such key."""
+EXIT_NOT_ACKNOWLEDGED = 4
+"""``shred --wait``: a live holder did not drop the key in time (they are named)."""
 
 
 def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoReturn:

@@ -21,10 +21,16 @@ from keysplit.service.cluster_admin import (
 )
 from keysplit.store.base import describe_lease
 
-from .._common import EXIT_USAGE, fail, handle_errors, info
+from .._common import (
+    EXIT_NO_KEY,
+    EXIT_NOT_ACKNOWLEDGED,
+    EXIT_USAGE,
+    fail,
+    handle_errors,
+    info,
+)
 from .._output import JSON_HELP, emit
 from .._service import read_token
-from .keys import EXIT_NO_KEY, EXIT_NOT_ACKNOWLEDGED
 
 __all__ = ["app"]
 

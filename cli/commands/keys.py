@@ -15,7 +15,7 @@ from keysplit import ceremony
 from keysplit.keyring import fleet
 from keysplit.store.base import Lease, describe_lease
 
-from .._common import fail, handle_errors, info
+from .._common import EXIT_NO_KEY, EXIT_NOT_ACKNOWLEDGED, fail, handle_errors, info
 from .._dask import SCHEDULER_OPTION, dask_rewrap
 from .._output import JSON_HELP, emit
 from .._progress import progress_bar
@@ -135,10 +135,6 @@ def retire_cmd(
     if as_json:
         doc = {"keyring_id": kr.keyring_id, "retired": version, "audit_head": _head(done)}
         emit(doc, True, "")
-
-
-EXIT_NO_KEY = 3
-EXIT_NOT_ACKNOWLEDGED = 4
 
 
 @app.command("shred")
