@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
 
-from keysplit import Keyring, UnsealedKeyring, WrappedKey
+from keysplit import Keyring, UnsealedKeyring
 from keysplit.hazmat import keywrap
+from keysplit.store import WrappedKey
 
 from .harness import Stats, measure, row, run_standalone
 

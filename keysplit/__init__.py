@@ -11,8 +11,9 @@ seal to a :class:`Keyring` after checking its fingerprint against the user's tru
 :func:`keysplit.stream.encrypt_file`/:func:`keysplit.stream.encrypt_stream`. Everything
 else is importable from its module (``keysplit.stream.read_header``,
 ``keysplit.custody.sealed_share_info``, ``keysplit.store.open_store``, ...). Names that
-were top-level before the surface shrank still resolve here, lazily, through the module
-``__getattr__`` below (not in ``__all__``, not recommended for new code).
+were top-level before the surface shrank are gone from here (keysplit is unreleased, so
+no alias is carried into a first release); asking for one raises an ``AttributeError``
+naming its module (docs/MIGRATION.md, "Names no longer at the top level").
 
 Primitives without verification live in :mod:`keysplit.hazmat` (GF(2^8), raw Shamir,
 pycryptodome's share form, bare HPKE) and are never re-exported here.
@@ -106,24 +107,8 @@ __all__ = [
     "verify_set",
 ]
 
-if TYPE_CHECKING:  # the former top-level names, typed for mypy (resolved lazily below)
-    from .audit import AuditEntry as AuditEntry
-    from .audit import AuditReport as AuditReport
-    from .custody import SealedShareInfo as SealedShareInfo
-    from .custody import check_custodian_name as check_custodian_name
-    from .custody import is_sealed as is_sealed
-    from .custody import sealed_share_info as sealed_share_info
-    from .keyring import KeyringStatus as KeyringStatus
-    from .keyring import RewrapResult as RewrapResult
-    from .keyring import UnsealProgress as UnsealProgress
+if TYPE_CHECKING:  # the lazy top-level name below, typed for mypy
     from .service.cluster_client import ClusterClient as ClusterClient
-    from .store import KeyStore as KeyStore
-    from .store import SQLiteKeyStore as SQLiteKeyStore
-    from .store import WrappedKey as WrappedKey
-    from .stream import StreamHeader as StreamHeader
-    from .stream import StreamInfo as StreamInfo
-    from .stream import read_header as read_header
-    from .stream import recipient_id as recipient_id
 
 _MOVED = {
     "AuditEntry": "audit",
@@ -143,16 +128,24 @@ _MOVED = {
     "read_header": "stream",
     "recipient_id": "stream",
 }
-"""Former top-level names -> the module that owns them (resolved by ``__getattr__``)."""
+"""Former top-level names -> the module that owns them now. Only named in the error (never
+imported or returned here): one name, one home."""
 
 _EXTRA = {"ClusterClient": "service.cluster_client"}
 """Top-level names outside the recipe surface ``__all__`` (kept small on purpose,
-tests/test_layering.py): ``keysplit.ClusterClient("DIR", token=...)`` is the key-cluster
+tests/contract/test_layering.py): ``keysplit.ClusterClient("DIR", token=...)`` is the key-cluster
 client, a backend's one-constructor switch from :class:`Client`."""
 
 
 def __getattr__(name: str) -> object:
-    module = _MOVED.get(name) or _EXTRA.get(name)
+    moved = _MOVED.get(name)
+    if moved is not None:
+        raise AttributeError(
+            f"module {__name__!r} has no attribute {name!r}: it lives in "
+            f"{__name__}.{moved} (from {__name__}.{moved} import {name}; docs/MIGRATION.md)",
+            name=name,
+        )
+    module = _EXTRA.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -1,4 +1,4 @@
-"""``keysplit cluster create|status|refresh|replace|rotate``: a threshold key cluster.
+"""``keysplit cluster create|status|refresh|replace|rotate|shred``: a threshold key cluster.
 
 Thin glue over :mod:`keysplit.service.cluster_admin`: the DKG, the status checks and the
 refresh are library calls; this module parses ``--node NAME=URL`` and prints.
@@ -17,11 +17,14 @@ from keysplit.service.cluster_admin import (
     refresh_cluster,
     replace_node,
     rotate_cluster,
+    shred_subject,
 )
+from keysplit.store.base import describe_lease
 
 from .._common import EXIT_USAGE, fail, handle_errors, info
 from .._output import JSON_HELP, emit
 from .._service import read_token
+from .keys import EXIT_NO_KEY, EXIT_NOT_ACKNOWLEDGED
 
 __all__ = ["app"]
 
@@ -206,3 +209,75 @@ def rotate_cmd(
         fail(str(exc), code=EXIT_USAGE)
     info(f"{moved} data keys rewrapped under {new_directory}; point the backends at it")
     emit({"moved": moved}, as_json, moved)
+
+
+@app.command("shred")
+@handle_errors
+def shred_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Cluster directory."),
+    subject: str = typer.Argument(..., help="The subject (user id) whose data key to destroy."),
+    token_file: Path = typer.Option(
+        ..., "--token-file", help="Token allowed 'datakey' for SUBJECT on the nodes."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    wait: float = typer.Option(
+        0.0,
+        "--wait",
+        min=0.0,
+        metavar="SECONDS",
+        help="Wait up to SECONDS until every live client caching the cluster's keys has "
+        "dropped the key; name those that have not.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Destroy SUBJECT's wrapped data key in the cluster's store: its records can never be
+    decrypted again, by any quorum of nodes.
+
+    Refused (exit 1) while the subject is under legal hold. A tombstone (a tag derived from
+    the subject's PRF output: T nodes evaluate it) is written with the delete; every client
+    caching the cluster's keys drops the key within its poll interval, and before its lease
+    expires in any case.
+
+    Example: keysplit cluster shred cl user-4711 --token-file app.token --yes --wait 10
+
+    Exit codes: 0 shredded (and, with --wait, acknowledged by every live client); 1 not
+    confirmed, legal hold; 2 usage; 3 the subject had no data key; 4 shredded, but some
+    live clients did not acknowledge within --wait (named).
+    """
+    if not yes and not typer.confirm(
+        f"Destroy the data key of {subject!r}? Their records become unrecoverable", err=True
+    ):
+        fail("not confirmed: nothing was shredded")
+    done = shred_subject(directory, subject, token=read_token(token_file), wait=wait)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "subject": subject,
+                    "shredded": done.existed,
+                    "tombstone_seq": done.tombstone_seq if done.existed else None,
+                    "holders": len(done.holders),
+                    "not_acknowledged": [
+                        {"host": x.host, "pid": x.pid, "role": x.role, "lease": x.id}
+                        for x in done.pending
+                    ],
+                }
+            )
+        )
+    if not done.existed:
+        fail(
+            f"{subject!r} has no data key in this cluster's store: nothing was shredded",
+            hint="check the subject id (a mistyped id shreds nothing)",
+            code=EXIT_NO_KEY,
+        )
+    info(f"shredded the data key of {subject!r}")
+    if done.pending:
+        fail(
+            f"{len(done.pending)} live client(s) did not acknowledge the shred within "
+            f"{wait:g} s: " + ", ".join(describe_lease(x) for x in done.pending),
+            hint="each drops the key when it next reaches the store, and stops using its "
+            "cache when its lease expires",
+            code=EXIT_NOT_ACKNOWLEDGED,
+        )
+    if wait > 0:
+        info(f"acknowledged by every live client ({len(done.holders)})")

@@ -27,9 +27,6 @@ import hmac
 import struct
 from collections.abc import Mapping, Sequence
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from ..errors import ClusterError, FormatError
 from ..hazmat.ristretto import Point, Scalar, hash_to_group, hash_to_scalar
 from ..rng import RandomSource, default_rng
@@ -41,6 +38,7 @@ __all__ = [
     "PROOF_SIZE",
     "combine",
     "derive_kek",
+    "derive_tombstone",
     "evaluate",
     "lagrange",
     "point_for",
@@ -52,6 +50,8 @@ CONTEXT = b"keysplit-cluster-v1"
 """The context string of every domain-separation tag below (RFC 9497's ``contextString``)."""
 
 KEK_SIZE = 16
+KEK_SALT = b"keysplit cluster kek v1"
+TOMBSTONE_SALT = b"keysplit cluster tombstone v1"
 PROOF_SIZE = 64
 MAX_BATCH = 65535
 """RFC 9497's transcripts carry the pair index in two bytes."""
@@ -262,16 +262,38 @@ def combine(
     return outputs
 
 
+def _hkdf16(ikm: bytes, salt: bytes, info: bytes) -> bytes:
+    """RFC 5869 HKDF-SHA256 with L = 16 (one expand block): two HMACs through
+    :func:`hmac.digest` (C), a few microseconds less per subject than the HKDF object."""
+    prk = hmac.digest(salt, ikm, "sha256")
+    return hmac.digest(prk, info + b"\x01", "sha256")[:16]
+
+
+def _kek_info(cluster_id: bytes, subject: str, version: int) -> bytes:
+    return (
+        _lp(cluster_id)
+        + _lp(_text(subject, "subject"))
+        + struct.pack(">I", _check_version(version))
+    )
+
+
 def derive_kek(output: Point, cluster_id: bytes, subject: str, version: int) -> bytes:
     """The subject's 16-byte KEK: HKDF-SHA256(ikm = Y, salt = "keysplit cluster kek v1",
     info = lp(cluster_id) || lp(subject) || u32(version))."""
     if output.is_identity():
         raise ClusterError("the PRF output is the identity")
-    info = (
-        _lp(cluster_id)
-        + _lp(_text(subject, "subject"))
-        + struct.pack(">I", _check_version(version))
-    )
-    return HKDF(
-        algorithm=hashes.SHA256(), length=KEK_SIZE, salt=b"keysplit cluster kek v1", info=info
-    ).derive(output.to_bytes())
+    return _hkdf16(output.to_bytes(), KEK_SALT, _kek_info(cluster_id, subject, version))
+
+
+def derive_tombstone(output: Point, cluster_id: bytes, subject: str, version: int) -> bytes:
+    """The subject's 16-byte tombstone tag: HKDF-SHA256(ikm = Y, salt = "keysplit cluster
+    tombstone v1", info as :func:`derive_kek`'s).
+
+    What a shred writes with the delete and every caching client keys its cached data key
+    by (the fleet rules of :mod:`keysplit.keyring.fleet`): computable only with the
+    subject's PRF output (T nodes, a token allowed the subject), so the store's tombstone
+    table names no subject, and independent of the KEK (another salt).
+    """
+    if output.is_identity():
+        raise ClusterError("the PRF output is the identity")
+    return _hkdf16(output.to_bytes(), TOMBSTONE_SALT, _kek_info(cluster_id, subject, version))

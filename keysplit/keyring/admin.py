@@ -1,208 +1,266 @@
 """Key administration of an unsealed keyring: rotate, retire, shred, hold, two-phase rekey.
 
-Every operation here needs the keyring held in this process (master key and KEKs, a
+:class:`KeyAdmin` is owned by the :class:`~keysplit.keyring.unsealed.UnsealedKeyring`
+that holds the keyring in this process (master key and KEKs, a
 :class:`~keysplit.keyring.datakeys.LocalDataKeys`); a keyring opened over a remote
-:class:`~keysplit.keyring.datakeys.DataKeys` refuses them. Writers serialize on the home's
-lock; the keyring file is re-read under it and must be the one this session opened, so two
-processes never overwrite each other's change. Ordering keeps crashes harmless: a new KEK
-is durable in the keyring file before any data key uses it.
+:class:`~keysplit.keyring.datakeys.DataKeys` has none, so it refuses these operations.
+It gets what it needs as arguments (the home, the local keys, the master key, the
+randomness) and never reaches back into the keyring objects: each operation takes the
+keyring's current metadata, an immutable :class:`~keysplit.keyring.file.KeyringMeta`, and
+returns the new one, which the owner adopts once the file is committed.
+
+Writers serialize on the home's lock; the keyring file is re-read under it and must be the
+one this session opened, so two processes never overwrite each other's change. Ordering
+keeps crashes harmless: a new KEK is durable in the keyring file before any data key uses
+it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from ..errors import KeyringError, LegalHoldError
+from ..names import check_custodian_names
 from ..rng import RandomSource
 from ..share import Share, split
 from ..store.base import KekInUseError
 from . import file as kf
 from .datakeys import LocalDataKeys
-from .sealed import replace_meta, validate_custodians
+from .home import KeyringHome
 
-if TYPE_CHECKING:
-    from .unsealed import UnsealedKeyring
-
-__all__ = [
-    "abort_rekey",
-    "commit_rekey",
-    "prepare_rekey",
-    "retire",
-    "rotate",
-    "set_legal_hold",
-    "shred",
-]
+__all__ = ["KeyAdmin", "validate_custodians"]
 
 
-def _write_keyring(
-    ku: UnsealedKeyring, local: LocalDataKeys, meta: kf.KeyringMeta, secrets: kf.KeyringSecrets
-) -> None:
-    """Replace the keyring file atomically (caller holds the home's lock)."""
-    kr = ku.keyring
-    if (kr.pending is not None or kr.home.has_pending()) and kr.read_pending() is not None:
-        raise KeyringError(
-            "a rekey is pending",
-            hint="finish it by unsealing with its new shares, or discard it "
-            "(keysplit rekey --abort; UnsealedKeyring.abort_rekey())",
-        )
-    on_disk = kf.parse(kr.home.read_keyring())[0]
-    if on_disk != kr.meta:
-        raise KeyringError("the keyring file changed under this process; unseal again")
-    kr.home.write_keyring(kf.serialize(meta, secrets, ku.master_key, ku.rng.random_bytes(12)))
-    kr.meta = meta
-    local.set_secrets(secrets, meta.current_kek)
+def validate_custodians(threshold: int, custodians: Sequence[str]) -> list[str]:
+    """Custodian names and threshold as create and rekey accept them (caller misuse:
+    ``TypeError``/``ValueError``)."""
+    names = check_custodian_names(custodians)  # unique ignoring case (keysplit.names)
+    if isinstance(threshold, bool) or not isinstance(threshold, int):
+        raise TypeError("threshold must be an int")
+    if not 2 <= threshold <= len(names):
+        raise ValueError("threshold must be between 2 and the number of custodians")
+    if len(names) > 255:
+        raise ValueError("at most 255 custodians")
+    return names
 
 
-def rotate(ku: UnsealedKeyring) -> int:
-    """New KEK version, current from now on; durable before anything uses it."""
-    local = ku.local_data_keys()
-    kr = ku.keyring
-    with kr.home.lock():
-        m = kr.meta
-        v = m.next_kek
-        if kr.home.store_record_for(m.keyring_id) is None:
-            # A keyring from before subject binding: its versions so far stay unbound
-            # (recorded before the new, bound, version exists).
-            kr.home.record_store(kr.store_url, m.keyring_id, m.kek_versions)
-        keks = dict(local.secrets.keks)
-        keks[v] = ku.rng.random_bytes(16)
-        meta = replace_meta(
+class KeyAdmin:
+    """The key operations of one unsealed session. Holds the master key (and, between
+    :meth:`prepare_rekey` and :meth:`commit_rekey`, the new one): secret.
+
+    ``store_url`` is the keyring's store, recorded beside a keyring from before subject
+    binding on its first rotate.
+    """
+
+    def __init__(
+        self,
+        home: KeyringHome,
+        local: LocalDataKeys,
+        master: bytes,
+        rng: RandomSource,
+        *,
+        store_url: str,
+    ) -> None:
+        self._home = home
+        self._local = local
+        self._master = master
+        self._pending_master: bytes | None = None
+        self._rng = rng
+        self._store_url = store_url
+
+    def __repr__(self) -> str:
+        return f"KeyAdmin({str(self._home.path)!r}, <redacted>)"
+
+    @property
+    def master_key(self) -> bytes:
+        """The master key (re-seals the keyring file in rotate/retire). Secret."""
+        if not self._master:
+            raise KeyringError("the master key is not held in this session")
+        return self._master
+
+    @property
+    def closed(self) -> bool:
+        return not self._master
+
+    def close(self) -> None:
+        """Forget the master keys (the owner closes the local keys)."""
+        self._master = b""
+        self._pending_master = None
+
+    def _write_keyring(
+        self,
+        current: kf.KeyringMeta,
+        pending: kf.KeyringMeta | None,
+        meta: kf.KeyringMeta,
+        secrets: kf.KeyringSecrets,
+    ) -> None:
+        """Replace the keyring file atomically (caller holds the home's lock)."""
+        home = self._home
+        if (pending is not None or home.has_pending()) and home.pending_meta(current) is not None:
+            raise KeyringError(
+                "a rekey is pending",
+                hint="finish it by unsealing with its new shares, or discard it "
+                "(keysplit rekey --abort; UnsealedKeyring.abort_rekey())",
+            )
+        on_disk = kf.parse(home.read_keyring())[0]
+        if on_disk != current:
+            raise KeyringError("the keyring file changed under this process; unseal again")
+        home.write_keyring(kf.serialize(meta, secrets, self.master_key, self._rng.random_bytes(12)))
+        self._local.set_secrets(secrets, meta.current_kek)
+
+    def rotate(
+        self, current: kf.KeyringMeta, pending: kf.KeyringMeta | None
+    ) -> tuple[int, kf.KeyringMeta]:
+        """New KEK version, current from now on; durable before anything uses it. Returns
+        the version and the new metadata."""
+        local = self._local
+        with self._home.lock():
+            m = current
+            v = m.next_kek
+            if self._home.store_record_for(m.keyring_id) is None:
+                # A keyring from before subject binding: its versions so far stay unbound
+                # (recorded before the new, bound, version exists).
+                self._home.record_store(self._store_url, m.keyring_id, m.kek_versions)
+            keks = dict(local.secrets.keks)
+            keks[v] = self._rng.random_bytes(16)
+            meta = dataclasses.replace(
+                m,
+                generation=m.generation + 1,
+                current_kek=v,
+                kek_versions=tuple(sorted(keks)),
+                next_kek=v + 1,
+            )
+            secrets = kf.KeyringSecrets(local.secrets.x25519_private, keks)
+            self._write_keyring(current, pending, meta, secrets)
+            # durable in the file first; from this commit on every process writes under v
+            local.store.set_current_kek(v)
+        local.member.renew()  # report the new current KEK in this process's lease now
+        return v, meta
+
+    def retire(
+        self, current: kf.KeyringMeta, pending: kf.KeyringMeta | None, version: int
+    ) -> kf.KeyringMeta:
+        """Delete KEK ``version``; refused while it is current, any data key uses it, or a
+        live process (lease) still writes under it. Returns the new metadata."""
+        local = self._local
+        m = current
+        if version == m.current_kek:
+            raise KeyringError(f"KEK version {version} is current and cannot be retired")
+        if version not in m.kek_versions:
+            raise KeyringError(f"KEK version {version} does not exist (or is already retired)")
+        with self._home.lock():
+            # one store transaction: no data key and no live process's current KEK uses the
+            # version, and from its commit on no write may use it (keysplit.store.base)
+            self._retire_in_store(version)
+            keks = {v: k for v, k in local.secrets.keks.items() if v != version}
+            meta = dataclasses.replace(
+                m, generation=m.generation + 1, kek_versions=tuple(sorted(keks))
+            )
+            secrets = kf.KeyringSecrets(local.secrets.x25519_private, keks)
+            self._write_keyring(current, pending, meta, secrets)
+        return meta
+
+    def _retire_in_store(self, version: int) -> None:
+        """Retire in the store; while only live holders still write under the version, give
+        them a few poll intervals to adopt the current one (they do so on their own)."""
+        local = self._local
+        deadline = time.monotonic() + 3 * local.member.poll + 2.0
+        while True:
+            try:
+                local.store.retire_kek(version)
+                return
+            except KekInUseError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(0.05, local.member.poll))
+
+    def set_legal_hold(self, subject: str, hold: bool) -> None:
+        """Place (True) or lift (False) a legal hold: a held subject cannot be shredded."""
+        local = self._local
+        for s in local.stored_spellings(subject):  # every spelling a key may be stored under
+            local.store.set_legal_hold(s, bool(hold))
+
+    def shred(self, subject: str) -> bool:
+        """Destroy the data key of every spelling of ``subject`` (:mod:`keysplit.names`).
+
+        A hold on any spelling refuses the whole shred before anything is deleted; the store
+        still checks each delete atomically.
+        """
+        local = self._local
+        spellings = local.stored_spellings(subject)
+        if len(spellings) > 1:
+            held = set(spellings).intersection(local.store.legal_holds())
+            if held:
+                raise LegalHoldError(
+                    f"subject {min(held)!r} is under legal hold", hint="lift the hold first"
+                )
+        existed = False
+        for s in spellings:
+            # the tombstone commits with the delete; other processes drop the key from it
+            existed = local.store.delete(s, local.tombstone_tag(s)) or existed  # LegalHoldError
+            local.forget(s)
+        return existed
+
+    def prepare_rekey(
+        self,
+        current: kf.KeyringMeta,
+        *,
+        threshold: int | None,
+        custodians: Sequence[str] | None,
+        rng: RandomSource | None,
+    ) -> tuple[dict[str, Share], kf.KeyringMeta]:
+        """Phase 1: new master key and shares, written as the pending file. Returns the
+        shares and the pending metadata; the new master key stays here until
+        :meth:`commit_rekey`."""
+        m = current
+        names = list(custodians) if custodians is not None else [c.name for c in m.custodians]
+        k = threshold if threshold is not None else min(m.threshold, len(names))
+        names = validate_custodians(k, names)
+        rng = rng or self._rng
+        master = rng.random_bytes(16)
+        shares = split(master, k, len(names), rng=rng)
+        meta = dataclasses.replace(
             m,
             generation=m.generation + 1,
-            current_kek=v,
-            kek_versions=tuple(sorted(keks)),
-            next_kek=v + 1,
+            set_id=shares[0].set_id.hex(),
+            threshold=k,
+            custodians=tuple(kf.Custodian(n, s.index) for n, s in zip(names, shares, strict=True)),
         )
-        _write_keyring(ku, local, meta, kf.KeyringSecrets(local.secrets.x25519_private, keks))
-        # durable in the file first; from this commit on every process writes under v
-        local.store.set_current_kek(v)
-    local.member.renew()  # report the new current KEK in this process's lease now
-    return v
-
-
-def retire(ku: UnsealedKeyring, version: int) -> None:
-    """Delete KEK ``version``; refused while it is current, any data key uses it, or a live
-    process (lease) still writes under it."""
-    local = ku.local_data_keys()
-    kr = ku.keyring
-    m = kr.meta
-    if version == m.current_kek:
-        raise KeyringError(f"KEK version {version} is current and cannot be retired")
-    if version not in m.kek_versions:
-        raise KeyringError(f"KEK version {version} does not exist (or is already retired)")
-    with kr.home.lock():
-        # one store transaction: no data key and no live process's current KEK uses the
-        # version, and from its commit on no write may use it (keysplit.store.base)
-        _retire_in_store(local, version)
-        keks = {v: k for v, k in local.secrets.keks.items() if v != version}
-        meta = replace_meta(kr.meta, generation=m.generation + 1, kek_versions=tuple(sorted(keks)))
-        _write_keyring(ku, local, meta, kf.KeyringSecrets(local.secrets.x25519_private, keks))
-
-
-def _retire_in_store(local: LocalDataKeys, version: int) -> None:
-    """Retire in the store; while only live holders still write under the version, give
-    them a few poll intervals to adopt the current one (they do so on their own)."""
-    deadline = time.monotonic() + 3 * local.member.poll + 2.0
-    while True:
-        try:
-            local.store.retire_kek(version)
-            return
-        except KekInUseError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(min(0.05, local.member.poll))
-
-
-def set_legal_hold(ku: UnsealedKeyring, subject: str, hold: bool) -> None:
-    """Place (True) or lift (False) a legal hold: a held subject cannot be shredded."""
-    local = ku.local_data_keys()
-    spellings = local.stored_spellings(subject)
-    for s in spellings:  # every spelling a key may be stored under (keysplit.names)
-        local.store.set_legal_hold(s, bool(hold))
-
-
-def shred(ku: UnsealedKeyring, subject: str) -> bool:
-    """Destroy the data key of every spelling of ``subject`` (:mod:`keysplit.names`).
-
-    A hold on any spelling refuses the whole shred before anything is deleted; the store
-    still checks each delete atomically.
-    """
-    local = ku.local_data_keys()
-    spellings = local.stored_spellings(subject)
-    if len(spellings) > 1:
-        held = set(spellings).intersection(local.store.legal_holds())
-        if held:
-            raise LegalHoldError(
-                f"subject {min(held)!r} is under legal hold", hint="lift the hold first"
+        with self._home.lock():
+            on_disk = kf.parse(self._home.read_keyring())[0]
+            if on_disk != m:
+                raise KeyringError("the keyring file changed under this process; unseal again")
+            self._home.write_pending(
+                kf.serialize(meta, self._local.secrets, master, rng.random_bytes(12))
             )
-    existed = False
-    for s in spellings:
-        # the tombstone commits with the delete; other processes drop the key from it
-        existed = local.store.delete(s, local.tombstone_tag(s)) or existed  # LegalHoldError
-        local.forget(s)
-    return existed
+        self._pending_master = master
+        return {n: s for n, s in zip(names, shares, strict=True)}, meta
 
+    def commit_rekey(
+        self, current: kf.KeyringMeta, pending: kf.KeyringMeta | None
+    ) -> kf.KeyringMeta:
+        """Phase 2: the pending file (sealed under the new master key) replaces the keyring
+        file; the new master key is this session's from now on. Returns the new metadata
+        (the owner adopts it, then tells the fleet: ``store.note_rekey``)."""
+        master = self._pending_master
+        if pending is None or master is None:
+            raise KeyringError("no rekey is pending in this session")
+        with self._home.lock():
+            data = self._home.read_pending()
+            if data is None:
+                raise KeyringError("the pending rekey changed on disk; start again")
+            meta, _ = kf.open_secrets(data, master)
+            if meta != pending or meta.generation != current.generation + 1:
+                raise KeyringError("the pending rekey changed on disk; start again")
+            self._home.commit_pending()
+        self._master, self._pending_master = master, None
+        return meta
 
-def prepare_rekey(
-    ku: UnsealedKeyring,
-    *,
-    threshold: int | None,
-    custodians: Sequence[str] | None,
-    rng: RandomSource | None,
-) -> tuple[dict[str, Share], bytes]:
-    """Phase 1: new master key and shares, written as the pending file. Returns the shares
-    and the new master key (kept by the session until :func:`commit_rekey`)."""
-    local = ku.local_data_keys()
-    kr = ku.keyring
-    m = kr.meta
-    names = list(custodians) if custodians is not None else [c.name for c in m.custodians]
-    k = threshold if threshold is not None else min(m.threshold, len(names))
-    names = validate_custodians(k, names)
-    rng = rng or ku.rng
-    master = rng.random_bytes(16)
-    shares = split(master, k, len(names), rng=rng)
-    meta = replace_meta(
-        m,
-        generation=m.generation + 1,
-        set_id=shares[0].set_id.hex(),
-        threshold=k,
-        custodians=tuple(kf.Custodian(n, s.index) for n, s in zip(names, shares, strict=True)),
-    )
-    with kr.home.lock():
-        on_disk = kf.parse(kr.home.read_keyring())[0]
-        if on_disk != m:
-            raise KeyringError("the keyring file changed under this process; unseal again")
-        kr.home.write_pending(kf.serialize(meta, local.secrets, master, rng.random_bytes(12)))
-    kr.pending = meta
-    return {n: s for n, s in zip(names, shares, strict=True)}, master
-
-
-def commit_rekey(ku: UnsealedKeyring, master: bytes) -> kf.KeyringMeta:
-    """Phase 2: the pending file (sealed under ``master``) replaces the keyring file."""
-    kr = ku.keyring
-    pend = kr.pending
-    if pend is None:
-        raise KeyringError("no rekey is pending in this session")
-    with kr.home.lock():
-        data = kr.home.read_pending()
-        if data is None:
-            raise KeyringError("the pending rekey changed on disk; start again")
-        meta, _ = kf.open_secrets(data, master)
-        if meta != pend or meta.generation != kr.meta.generation + 1:
-            raise KeyringError("the pending rekey changed on disk; start again")
-        kr.home.commit_pending()
-    kr.meta, kr.pending = meta, None
-    ku.local_data_keys().store.note_rekey()
-    return meta
-
-
-def abort_rekey(ku: UnsealedKeyring) -> bool:
-    """Discard a pending rekey (its shares become useless). True if one existed."""
-    ku.local_data_keys()
-    kr = ku.keyring
-    with kr.home.lock():
-        existed = kr.home.discard_pending()
-    kr.pending = None
-    return existed
+    def abort_rekey(self) -> bool:
+        """Discard a pending rekey (its shares become useless). True if one existed."""
+        with self._home.lock():
+            existed = self._home.discard_pending()
+        self._pending_master = None
+        return existed

@@ -149,6 +149,7 @@ class KeyCache:
         self._keys: OrderedDict[str, DataKey] = OrderedDict()
         self._tags: dict[bytes, str] = {}
         self._tag = tagger
+        self._tag_of: dict[str, bytes] = {}  # without a tagger: each key's tag, as given
         self._lock = threading.Lock()
         self.generation = 0
         """Bumped by every drop: a key read from the store before a drop is not cached."""
@@ -167,32 +168,60 @@ class KeyCache:
                     touch(s)
         return got
 
-    def put_many(self, items: Iterable[tuple[str, DataKey]], *, since: int | None = None) -> None:
+    def put_many(
+        self,
+        items: Iterable[tuple[str, DataKey]],
+        *,
+        since: int | None = None,
+        tags: Sequence[bytes] | None = None,
+    ) -> None:
         """Cache keys; with ``since`` (a :attr:`generation` read before the keys were read
         from the store) nothing is cached if a drop happened in between, so a key read
-        just before its shred is processed never outlives the shred in the cache."""
+        just before its shred is processed never outlives the shred in the cache.
+
+        ``tags`` (one per item) is for a cache without a tagger, whose tombstone tags are
+        not a function of the subject alone (a key cluster's come from each subject's PRF
+        output, :mod:`keysplit.service.cluster_client`)."""
         tag = self._tag
         with self._lock:
             if since is not None and since != self.generation:
                 return
-            keys, tags = self._keys, self._tags
+            keys, tagmap = self._keys, self._tags
+            if tags is not None:
+                items = list(items)
+                if tag is not None or len(tags) != len(items):
+                    raise ValueError("one tag per key, and only for a cache without a tagger")
+                for (s, _), t in zip(items, tags, strict=True):
+                    old = self._tag_of.get(s)
+                    if old != t:
+                        if old is not None:
+                            tagmap.pop(old, None)
+                        self._tag_of[s] = t
+                        tagmap[t] = s
             for s, k in items:
                 if s not in keys and tag is not None:
-                    tags[tag(s)] = s
+                    tagmap[tag(s)] = s
                 keys[s] = k
                 keys.move_to_end(s)
             while len(keys) > self.max_keys:
-                old, _ = keys.popitem(last=False)
-                if tag is not None:
-                    tags.pop(tag(old), None)
+                old_s, _ = keys.popitem(last=False)
+                self._untag(old_s)
+
+    def _untag(self, subject: str) -> None:
+        """Forget a dropped key's tag (under the lock)."""
+        if self._tag is not None:
+            self._tags.pop(self._tag(subject), None)
+        else:
+            t = self._tag_of.pop(subject, None)
+            if t is not None:
+                self._tags.pop(t, None)
 
     def drop(self, subjects: Iterable[str]) -> None:
-        tag = self._tag
         with self._lock:
             self.generation += 1
             for s in subjects:
-                if self._keys.pop(s, None) is not None and tag is not None:
-                    self._tags.pop(tag(s), None)
+                if self._keys.pop(s, None) is not None:
+                    self._untag(s)
 
     def drop_tags(self, tags: Iterable[bytes]) -> int:
         """Drop the keys of subjects whose tombstone tag is in ``tags``; how many."""
@@ -201,8 +230,10 @@ class KeyCache:
             self.generation += 1
             for t in tags:
                 s = self._tags.pop(t, None)
-                if s is not None and self._keys.pop(s, None) is not None:
-                    n += 1
+                if s is not None:
+                    self._tag_of.pop(s, None)
+                    if self._keys.pop(s, None) is not None:
+                        n += 1
         return n
 
     def clear(self) -> None:
@@ -210,6 +241,7 @@ class KeyCache:
             self.generation += 1
             self._keys.clear()
             self._tags.clear()
+            self._tag_of.clear()
 
 
 class FleetMember:

@@ -40,7 +40,7 @@ from .._fileio import atomic_write, durable_rename, fsync_dir
 from ..errors import FormatError, KeyringError
 from ..proof import INIT_VERIFY_FILE, PendingVerification, Verification, verify_path
 from ..store import check_store_url, default_store_url
-from .file import KeyringMeta
+from .file import KeyringMeta, parse
 
 __all__ = [
     "AUDIT_FILE",
@@ -120,6 +120,21 @@ class KeyringHome:
             return (self.path / PENDING_FILE).read_bytes()
         except FileNotFoundError:
             return None
+
+    def pending_meta(self, current: KeyringMeta) -> KeyringMeta | None:
+        """The pending rekey's metadata, if a valid one for the generation after
+        ``current`` exists (a damaged or stale file is ignored: it never blocks the current
+        keyring, and the next rekey replaces it)."""
+        data = self.read_pending()
+        if data is None:
+            return None
+        try:
+            meta = parse(data)[0]
+        except FormatError:
+            return None
+        if meta.keyring_id != current.keyring_id or meta.generation != current.generation + 1:
+            return None
+        return meta
 
     def has_pending(self) -> bool:
         return (self.path / PENDING_FILE).exists()

@@ -1,33 +1,39 @@
-"""The sealed keyring: public metadata and no keys; create one, open one, unseal it."""
+"""The sealed keyring: public metadata and no keys; create one, open one, unseal it.
+
+The dependency runs one way: :mod:`.sealed` starts an :mod:`.unseal`, and from its
+values builds the :mod:`.unsealed` keyring, which owns the :mod:`.admin` of its keys.
+:attr:`Keyring.meta` and :attr:`Keyring.pending` are immutable values: a commit (unseal,
+rotate, retire, rekey, a reload after another process's change) replaces them whole, in
+one place (:meth:`Keyring._adopt`).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives import serialization as ser
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from ..audit import AuditLog
-from ..errors import FormatError, KeyringError
+from ..errors import KeyringError
 from ..hazmat import hpke as hpke_helper
-from ..names import check_custodian_names
 from ..rng import RandomSource, default_rng
 from ..share import Share, split
 from ..store import KeyStore, check_store_url, default_store_url, open_store
-from ..store.base import AuditStore, KeyringState, Lease
+from ..store.base import AuditStore
 from . import file as kf
+from .admin import validate_custodians
 from .fingerprint import check_fingerprint, fingerprint
 from .home import KeyringHome
+from .status import KeyringStatus, status_of
+from .unseal import Unsealer, UnsealOutcome
+from .unsealed import UnsealedKeyring
 
 if TYPE_CHECKING:
     from ..proof import Verification
-    from .unseal import Unsealer, UnsealOutcome
-    from .unsealed import UnsealedKeyring
 
 __all__ = ["HPKE_SUITE", "Keyring", "KeyringStatus", "hpke_seal"]
 
@@ -64,114 +70,6 @@ def hpke_seal(
     return hpke_helper.seal(pk, info, plaintext)  # byte-compatible with HPKE_SUITE
 
 
-def validate_custodians(threshold: int, custodians: Sequence[str]) -> list[str]:
-    """Custodian names and threshold as create and rekey accept them (caller misuse:
-    ``TypeError``/``ValueError``)."""
-    names = check_custodian_names(custodians)  # unique ignoring case (keysplit.names)
-    if isinstance(threshold, bool) or not isinstance(threshold, int):
-        raise TypeError("threshold must be an int")
-    if not 2 <= threshold <= len(names):
-        raise ValueError("threshold must be between 2 and the number of custodians")
-    if len(names) > 255:
-        raise ValueError("at most 255 custodians")
-    return names
-
-
-def replace_meta(meta: kf.KeyringMeta, **changes: Any) -> kf.KeyringMeta:
-    return dataclasses.replace(meta, **changes)
-
-
-@dataclass(frozen=True)
-class KeyringStatus:
-    """Secret-free description of a keyring (safe to print or log)."""
-
-    path: str
-    keyring_id: str
-    generation: int
-    set_id: str
-    threshold: int
-    custodians: tuple[tuple[str, int], ...]
-    public_key: str
-    current_kek: int
-    kek_versions: tuple[int, ...]
-    keys_by_version: dict[int, int]
-    legal_holds: int
-    pending_rekey: bool
-    sealed: bool
-    store_url: str = ""
-    unbound_kek_versions: tuple[int, ...] = ()
-    """KEK versions whose rows predate subject binding (rotate, rewrap, retire them)."""
-    fleet: KeyringState | None = None
-    """The state every process holding the keyring shares (from the store)."""
-    leases: tuple[Lease, ...] = ()
-    """Live processes holding the keyring unsealed."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "keyring_id": self.keyring_id,
-            "generation": self.generation,
-            "set_id": self.set_id,
-            "threshold": self.threshold,
-            "custodians": [{"name": n, "index": i} for n, i in self.custodians],
-            "public_key": self.public_key,
-            "current_kek": self.current_kek,
-            "kek_versions": list(self.kek_versions),
-            "keys_by_version": {str(k): v for k, v in sorted(self.keys_by_version.items())},
-            "data_keys": sum(self.keys_by_version.values()),
-            "legal_holds": self.legal_holds,
-            "pending_rekey": self.pending_rekey,
-            "sealed": self.sealed,
-            "store_url": self.store_url,
-            "unbound_kek_versions": list(self.unbound_kek_versions),
-            "fleet": None
-            if self.fleet is None
-            else {
-                "epoch": self.fleet.epoch,
-                "current_kek": self.fleet.current_kek,
-                "retired": list(self.fleet.retired),
-                "rekeys": self.fleet.rekeys,
-                "shreds": self.fleet.tombstone_seq,
-            },
-            "leases": [
-                {
-                    "id": x.id,
-                    "host": x.host,
-                    "pid": x.pid,
-                    "role": x.role,
-                    "current_kek": x.current_kek,
-                    "acked_shreds": x.acked,
-                    "cached_keys": x.cached,
-                    "expires": x.expires,
-                }
-                for x in self.leases
-            ],
-        }
-
-
-def status_of(kr: Keyring, store: KeyStore, *, sealed: bool) -> KeyringStatus:
-    m = kr.meta
-    return KeyringStatus(
-        path=str(kr.path),
-        keyring_id=m.keyring_id,
-        generation=m.generation,
-        set_id=m.set_id,
-        threshold=m.threshold,
-        custodians=tuple((c.name, c.index) for c in m.custodians),
-        public_key=m.public_key,
-        current_kek=m.current_kek,
-        kek_versions=m.kek_versions,
-        keys_by_version=store.count_by_version(),
-        legal_holds=len(store.legal_holds()),
-        fleet=store.state(),
-        leases=tuple(store.leases()),
-        pending_rekey=kr.pending is not None,
-        sealed=sealed,
-        store_url=kr.store_url,
-        unbound_kek_versions=kr.unbound_kek_versions,
-    )
-
-
 class Keyring:
     """A sealed keyring: public metadata, no keys. Unseal it with shares.
 
@@ -190,22 +88,31 @@ class Keyring:
         self.home = KeyringHome(path)
         self.path = self.home.path
         self.rng: RandomSource = rng or default_rng()
-        self.meta, _, _, _ = kf.parse(self.home.read_keyring())
-        self.pending: kf.KeyringMeta | None = self.read_pending()
+        self._meta: kf.KeyringMeta = kf.parse(self.home.read_keyring())[0]
+        self._pending: kf.KeyringMeta | None = self.home.pending_meta(self._meta)
         self._store_url = check_store_url(store_url) if store_url is not None else None
 
+    @property
+    def meta(self) -> kf.KeyringMeta:
+        """The keyring file's public metadata as this process last committed or read it."""
+        return self._meta
+
+    @property
+    def pending(self) -> kf.KeyringMeta | None:
+        """The metadata of the rekey pending for the next generation, if any."""
+        return self._pending
+
+    def _adopt(self, meta: kf.KeyringMeta, pending: kf.KeyringMeta | None) -> None:
+        """Replace the metadata after a commit (the one place it changes): called by the
+        unseal that opened it and by the :class:`UnsealedKeyring` that committed it."""
+        if meta.keyring_id != self._meta.keyring_id:
+            raise KeyringError("the keyring file now belongs to another keyring")
+        self._meta, self._pending = meta, pending
+
     def read_pending(self) -> kf.KeyringMeta | None:
-        """The pending rekey's metadata, if a valid one for the next generation exists."""
-        data = self.home.read_pending()
-        if data is None:
-            return None
-        try:
-            meta, _, _, _ = kf.parse(data)
-        except FormatError:
-            return None  # never blocks the current keyring; status() reports no rekey
-        if meta.keyring_id != self.meta.keyring_id or meta.generation != self.meta.generation + 1:
-            return None  # stale leftover: never used, removed by the next rekey
-        return meta
+        """The pending rekey's metadata, if a valid one for the next generation exists
+        (a damaged or stale leftover is never used; status() reports no rekey)."""
+        return self.home.pending_meta(self._meta)
 
     @classmethod
     def open(
@@ -364,8 +271,6 @@ class Keyring:
 
     def unsealer(self, *, complete_missing: Sequence[str] | None = None) -> Unsealer:
         """Start an incremental unseal (``complete_missing``: see :class:`Unsealer`)."""
-        from .unseal import Unsealer
-
         return Unsealer(self, complete_missing=complete_missing)
 
     def verification(self) -> Verification | None:
@@ -385,9 +290,6 @@ class Keyring:
         ``store`` replaces the keyring's own store (it must belong to this keyring);
         ``rng`` the keyring's randomness for this session.
         """
-        from .unseal import UnsealOutcome
-        from .unsealed import UnsealedKeyring
-
         if isinstance(shares, UnsealOutcome):
             outcome = shares
         else:
@@ -397,9 +299,7 @@ class Keyring:
             outcome = u.finish()
         if outcome.meta.keyring_id != self.meta.keyring_id:
             raise KeyringError("the unseal outcome belongs to another keyring")
-        if outcome.switched is not None:
-            self.pending = None
-        self.meta = outcome.meta
+        self._adopt(outcome.meta, None if outcome.switched is not None else self.pending)
         opened = UnsealedKeyring(self, outcome.master_key, outcome.secrets, store=store, rng=rng)
         if outcome.switched is not None:  # a rekey committed here: tell the fleet (epoch)
             opened.store.note_rekey()

@@ -4,13 +4,16 @@ Records (``encrypt``/``decrypt`` and their batch forms) are the one engine
 :class:`~keysplit.keyring.records.Records` over a
 :class:`~keysplit.keyring.datakeys.DataKeys`, so the same API runs over the keys held
 here (:class:`LocalDataKeys`, what :meth:`Keyring.unseal` gives) or over another source
-(:meth:`UnsealedKeyring.over`). Administration (rotate, rewrap, retire, shred,
-hold, rekey) lives in :mod:`.admin` and :mod:`.rewrap` and needs the local keys.
+(:meth:`UnsealedKeyring.over`). Administration (rotate, retire, shred, hold, rekey)
+is the :class:`~keysplit.keyring.admin.KeyAdmin` this keyring owns when it holds the keys
+itself (and the bulk loop of :mod:`.rewrap`): it returns new metadata, which this keyring
+hands to its :class:`Keyring` once committed. Nothing here imports :mod:`.sealed`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
@@ -22,12 +25,15 @@ from ..rng import RandomSource
 from ..share import Share
 from ..store import KeyStore
 from ..store.base import AuditStore
-from . import admin
 from . import file as kf
+from .admin import KeyAdmin
 from .datakeys import DataKeys, KekSet, KeyringSecrets, LocalDataKeys
 from .records import Records
 from .rewrap import RewrapResult, rewrap_store
-from .sealed import Keyring, KeyringStatus, status_of
+from .status import KeyringStatus, status_of
+
+if TYPE_CHECKING:
+    from .sealed import Keyring
 
 __all__ = ["UnsealedKeyring"]
 
@@ -50,14 +56,12 @@ class UnsealedKeyring:
         rng: RandomSource | None = None,
     ) -> None:
         self._kr = keyring
-        self._master = master
-        self._pending_master: bytes | None = None
         self.rng: RandomSource = rng or keyring.rng
         if store is None:
             store = keyring.open_store()
         elif store.keyring_id != keyring.meta.keyring_id:
             raise KeyringError("the key store belongs to another keyring")
-        self._dk: DataKeys = LocalDataKeys(
+        local = LocalDataKeys(
             keyring.meta.keyring_id,
             secrets,
             keyring.meta.current_kek,
@@ -66,17 +70,19 @@ class UnsealedKeyring:
             unbound=keyring.unbound_kek_versions,
             reload=self._reload,
         )
+        self._dk: DataKeys = local
+        self._admin: KeyAdmin | None = KeyAdmin(
+            keyring.home, local, master, self.rng, store_url=keyring.store_url
+        )
         self._use_records(Records(self._dk, rng=self.rng))
 
     def _reload(self) -> kf.KeyringSecrets:
         """Re-read the keyring file (another process rotated or retired): its secrets.
         :class:`IntegrityError` if this session's master key no longer opens it (rekeyed)."""
-        if not self._master:
+        if self._admin is None or self._admin.closed:
             raise KeyringError("the keyring was closed")
-        meta, secrets = kf.open_secrets(self._kr.home.read_keyring(), self._master)
-        if meta.keyring_id != self._kr.meta.keyring_id:
-            raise KeyringError("the keyring file now belongs to another keyring")
-        self._kr.meta = meta
+        meta, secrets = kf.open_secrets(self._kr.home.read_keyring(), self._admin.master_key)
+        self._kr._adopt(meta, self._kr.pending)
         return secrets
 
     def set_role(self, role: str) -> None:
@@ -94,8 +100,7 @@ class UnsealedKeyring:
             raise KeyringError("the data keys belong to another keyring")
         self = cls.__new__(cls)
         self._kr = keyring
-        self._master = b""
-        self._pending_master = None
+        self._admin = None
         self.rng = keyring.rng
         self._dk = data_keys
         self._use_records(Records(data_keys, rng=self.rng))
@@ -119,6 +124,13 @@ class UnsealedKeyring:
             raise KeyringError("key administration needs the keyring unsealed in this process")
         return self._dk
 
+    def _key_admin(self) -> KeyAdmin:
+        """This session's :class:`KeyAdmin`; :class:`KeyringError` over a remote DataKeys."""
+        self.local_data_keys()
+        if self._admin is None:  # not reached: the admin exists whenever the keys are local
+            raise KeyringError("key administration needs the keyring unsealed in this process")
+        return self._admin
+
     def _secrets(self) -> KeyringSecrets:
         if not isinstance(self._dk, KeyringSecrets):
             raise KeyringError("this keyring's data keys come from elsewhere: no HPKE or audit key")
@@ -127,9 +139,9 @@ class UnsealedKeyring:
     @property
     def master_key(self) -> bytes:
         """The master key (re-seals the keyring file in rotate/retire). Secret."""
-        if not self._master:
+        if self._admin is None:
             raise KeyringError("the master key is not held in this session")
-        return self._master
+        return self._admin.master_key
 
     @property
     def store(self) -> KeyStore:
@@ -150,8 +162,8 @@ class UnsealedKeyring:
     def close(self) -> None:
         """Forget the keys and close the store."""
         self._dk.close()
-        self._master = b""
-        self._pending_master = None
+        if self._admin is not None:
+            self._admin.close()
 
     def __enter__(self) -> UnsealedKeyring:
         return self
@@ -249,7 +261,9 @@ class UnsealedKeyring:
         The new KEK is durable in the keyring file before anything uses it, and current in
         the store (for every process) from then on.
         """
-        v = admin.rotate(self)
+        kr = self._kr
+        v, meta = self._key_admin().rotate(kr.meta, kr.pending)
+        kr._adopt(meta, kr.pending)
         if record:
             self._record(ev.Rotate(v, ()))
         return v
@@ -278,13 +292,14 @@ class UnsealedKeyring:
     def retire(self, version: int, *, record: bool = True) -> None:
         """Delete KEK ``version`` from the keyring; refused (naming what still uses it)
         while any data key, or any live process's current KEK, uses it."""
-        admin.retire(self, version)
+        kr = self._kr
+        kr._adopt(self._key_admin().retire(kr.meta, kr.pending, version), kr.pending)
         if record:
             self._record(ev.Retire(version, ()))
 
     def set_legal_hold(self, subject: str, hold: bool, *, record: bool = True) -> None:
         """Place (True) or lift (False) a legal hold: a held subject cannot be shredded."""
-        admin.set_legal_hold(self, subject, hold)
+        self._key_admin().set_legal_hold(subject, hold)
         if record:
             self._record(ev.LegalHold(subject, bool(hold), ()))
 
@@ -299,7 +314,7 @@ class UnsealedKeyring:
         hold the key wrapped under its KEK version; rotate, rewrap and retire that version
         to make those useless too.
         """
-        existed = admin.shred(self, subject)
+        existed = self._key_admin().shred(subject)
         if record:
             self._record(ev.Shred(subject, existed, ()))
         return existed
@@ -318,10 +333,11 @@ class UnsealedKeyring:
         current names; ``threshold`` to the current one, capped at the number of custodians.
         Returns ``{custodian name: Share}`` in custodian order (share index = position + 1).
         """
-        shares, master = admin.prepare_rekey(
-            self, threshold=threshold, custodians=custodians, rng=rng
+        kr = self._kr
+        shares, pending = self._key_admin().prepare_rekey(
+            kr.meta, threshold=threshold, custodians=custodians, rng=rng
         )
-        self._pending_master = master
+        kr._adopt(kr.meta, pending)
         return shares
 
     def commit_rekey(self) -> None:
@@ -329,16 +345,14 @@ class UnsealedKeyring:
 
         From here on only the new shares unseal the keyring.
         """
-        master = self._pending_master
-        if master is None:
-            raise KeyringError("no rekey is pending in this session")
-        admin.commit_rekey(self, master)
-        self._master, self._pending_master = master, None
+        kr = self._kr
+        kr._adopt(self._key_admin().commit_rekey(kr.meta, kr.pending), None)
+        self.store.note_rekey()  # tell the fleet (epoch)
 
     def abort_rekey(self) -> bool:
         """Discard a pending rekey (its shares become useless). True if one existed."""
-        existed = admin.abort_rekey(self)
-        self._pending_master = None
+        existed = self._key_admin().abort_rekey()
+        self._kr._adopt(self._kr.meta, None)
         return existed
 
     def rekey(

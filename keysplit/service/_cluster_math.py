@@ -24,6 +24,7 @@ __all__ = [
     "combined",
     "deal",
     "derive_kek",
+    "derive_tombstone",
     "evaluate",
     "finish",
     "lagrange",
@@ -172,6 +173,10 @@ def combine(answers: Mapping[int, Sequence[bytes]], threshold: int) -> list[Poin
 
 def derive_kek(output: Point, cluster_id: str, subject: str, version: int) -> bytes:
     return dprf.derive_kek(output, bytes.fromhex(cluster_id), subject, version)
+
+
+def derive_tombstone(output: Point, cluster_id: str, subject: str, version: int) -> bytes:
+    return dprf.derive_tombstone(output, bytes.fromhex(cluster_id), subject, version)
 
 
 def deal_recovery(

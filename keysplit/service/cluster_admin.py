@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import ClusterError, KeysplitError
 from ..store import open_store
+from ..store.base import Lease
 from . import _wire as wire
 from .client import Client
 from .cluster_client import node_info
@@ -44,6 +45,7 @@ __all__ = [
     "refresh_cluster",
     "replace_node",
     "rotate_cluster",
+    "shred_subject",
 ]
 
 
@@ -318,6 +320,36 @@ def rotate_cluster(
                 raise ClusterError("a key vanished from the old store during the rotation")
             moved += new.datakeys.adopt(subjects, raws)  # type: ignore[arg-type]
             after = subjects[-1]
+
+
+@dataclass(frozen=True)
+class Shredded:
+    """What :func:`shred_subject` did: whether a key existed, the store's tombstone
+    sequence number after it, the live holders of the store's leases and those of them that
+    had not acknowledged it within the wait."""
+
+    existed: bool
+    tombstone_seq: int
+    holders: tuple[Lease, ...]
+    pending: tuple[Lease, ...]
+
+
+def shred_subject(
+    directory: str | os.PathLike[str], subject: str, *, token: str | None, wait: float = 0.0
+) -> Shredded:
+    """``ClusterClient.shred`` (tombstone with the delete, refused under legal hold), then
+    up to ``wait`` seconds until every live client caching the cluster's keys has dropped
+    the key (:func:`keysplit.keyring.fleet.wait_for_acks`)."""
+    from ..keyring import fleet
+    from .cluster_client import ClusterClient
+
+    with ClusterClient(directory, token=token) as c:
+        existed = c.shred(subject)
+        store = c.datakeys.store
+        seq = store.state().tombstone_seq
+        pending = fleet.wait_for_acks(store, seq, wait) if existed and wait > 0 else []
+        live = store.leases()
+    return Shredded(existed, seq, tuple(live), tuple(pending))
 
 
 @dataclass(frozen=True)

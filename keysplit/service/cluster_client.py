@@ -40,10 +40,14 @@ from ..errors import (
     FormatError,
     IntegrityError,
     KeysplitError,
+    LegalHoldError,
+    NoDataKeyError,
     PermissionDenied,
     SealedError,
+    ShreddedError,
 )
 from ..hazmat import keywrap
+from ..keyring import fleet
 from ..keyring.records import Records
 from ..record import DataKey
 from ..store import KeyStore, WrappedKey, open_store
@@ -54,7 +58,12 @@ from .cluster_config import ClusterConfig, ClusterNodeInfo, read_cluster
 if TYPE_CHECKING:
     from ..hazmat.ristretto import Point
 
-__all__ = ["ClusterClient", "ClusterDataKeys", "ClusterStatus"]
+__all__ = ["FLUSH_TAG", "ClusterClient", "ClusterDataKeys", "ClusterStatus"]
+
+FLUSH_TAG = b"\xff" * 16
+"""The tombstone of a shred whose subject's tag could not be computed (fewer than T
+nodes): every caching client drops every cached key (and the shredded subject then reads
+as :class:`NoDataKeyError`, not :class:`ShreddedError`)."""
 
 Context = Mapping[str, str] | Sequence[Mapping[str, str] | None] | None
 
@@ -83,6 +92,16 @@ class ClusterDataKeys:
     :class:`ClusterClient` runs the one record engine, :class:`~keysplit.keyring.records.
     Records`, over it, exactly as :class:`~keysplit.UnsealedKeyring` runs it over its own
     keys: a backend switches from a service or a keyring to a cluster by one constructor.
+
+    With a cache (``cache_max_age``) it is a member of the store's fleet, under the same
+    rules and bound as :class:`~keysplit.keyring.datakeys.LocalDataKeys`
+    (:mod:`keysplit.keyring.fleet`): it holds a lease in the cluster's store (so
+    ``keysplit cluster shred --wait`` counts it), drops a shredded subject's key within the
+    poll interval (PostgreSQL: on NOTIFY), and serves cached keys only while its lease is
+    valid. A cluster has no keyring-wide tombstone key: each subject's tombstone tag is
+    derived from its PRF output (:func:`keysplit.cluster.dprf.derive_tombstone`), so the
+    cache keeps the tag it computed beside each key. Without a cache nothing is held
+    between calls (every call reads the store) and no lease is taken.
     """
 
     def __init__(
@@ -95,6 +114,8 @@ class ClusterDataKeys:
         cache_max_age: float | None = None,
         reload: Callable[[], ClusterConfig] | None = None,
     ) -> None:
+        if cache_max_age is not None and (isinstance(cache_max_age, bool) or cache_max_age <= 0):
+            raise ValueError("cache_max_age must be positive")
         self.config = config
         self.store = store
         self._token, self._timeout, self._reload = token, timeout, reload
@@ -102,10 +123,24 @@ class ClusterDataKeys:
         self._pool = ThreadPoolExecutor(max_workers=len(config.nodes), thread_name_prefix="ks-cl")
         self._lock = threading.Lock()
         self._excluded: dict[str, str] = {}  # node name -> why (a wrong answer)
-        if cache_max_age is not None and (isinstance(cache_max_age, bool) or cache_max_age <= 0):
-            raise ValueError("cache_max_age must be positive")
         self._cache_age = cache_max_age
-        self._cache: dict[str, tuple[tuple[bytes, DataKey], float]] = {}
+        self._cache: fleet.KeyCache | None = None
+        self.member: fleet.FleetMember | None = None
+        if cache_max_age is not None:
+            fc = fleet.FleetConfig.from_env()
+            cache = self._cache = fleet.KeyCache(fc.cache_keys)
+            self._cache_born = time.monotonic()
+            self.member = fleet.FleetMember(
+                store,
+                role="cluster-client",
+                current_kek=lambda: self.config.kek_version,
+                cached=lambda: len(cache),
+                on_tombstones=self._on_tombstones,
+                on_state=lambda st: None,  # a cluster store has no KEK versions to follow
+                ttl=fc.lease_ttl,
+                poll=fc.poll,
+            )
+            self.member.start()
 
     def __repr__(self) -> str:
         return f"ClusterDataKeys(cluster={self.config.cluster_id}, region={self.config.region!r})"
@@ -121,13 +156,16 @@ class ClusterDataKeys:
             return dict(self._excluded)
 
     def close(self) -> None:
-        with self._lock:
+        if self._cache is not None:
             self._cache.clear()
+        with self._lock:
             self._excluded.clear()
         for c in self._clients.values():
             c.close()
 
     def shutdown(self) -> None:
+        if self.member is not None:
+            self.member.close()
         self.close()
         self._pool.shutdown(wait=False)
         close = getattr(self.store, "close", None)
@@ -135,9 +173,18 @@ class ClusterDataKeys:
             close()
 
     def evict(self, subjects: Sequence[str]) -> None:
-        with self._lock:
-            for s in subjects:
-                self._cache.pop(s, None)
+        if self._cache is not None:
+            self._cache.drop(subjects)
+
+    def _on_tombstones(self, tags: list[bytes]) -> None:
+        """The fleet member's callback: drop the shredded subjects' keys (all of them for a
+        shred that could not name its subject, :data:`FLUSH_TAG`)."""
+        if self._cache is None:
+            return
+        if FLUSH_TAG in tags:
+            self._cache.clear()
+        else:
+            self._cache.drop_tags(tags)
 
     # -- evaluation ----------------------------------------------------------------------
 
@@ -266,71 +313,124 @@ class ClusterDataKeys:
         return True
 
     def _keks(self, subjects: Sequence[str], *, proof: bool) -> list[bytes]:
+        return self._derive(subjects, proof=proof)[0]
+
+    def _derive(
+        self, subjects: Sequence[str], *, proof: bool, tags: bool = False
+    ) -> tuple[list[bytes], list[bytes]]:
+        """Each subject's KEK and (with ``tags``) its tombstone tag, from one evaluation."""
         from . import _cluster_math as m  # lazily: the cluster extra
 
         cfg = self.config
         outs = self.evaluate(subjects, proof=proof)
-        return [
-            m.derive_kek(p, cfg.cluster_id, s, cfg.kek_version)
-            for p, s in zip(outs, subjects, strict=True)
-        ]
+        cid, v = cfg.cluster_id, cfg.kek_version
+        keks = [m.derive_kek(p, cid, s, v) for p, s in zip(outs, subjects, strict=True)]
+        marks = (
+            [m.derive_tombstone(p, cid, s, v) for p, s in zip(outs, subjects, strict=True)]
+            if tags
+            else []
+        )
+        return keks, marks
+
+    def tombstone_tags(self, subjects: Sequence[str]) -> list[bytes]:
+        """The tombstone tag of each subject as spelled (one evaluation, with proofs: a
+        wrong tag would leave a shredded key in other clients' caches)."""
+        return self._derive(subjects, proof=True, tags=True)[1]
 
     # -- DataKeys ----------------------------------------------------------------------------
 
     def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
-        return [None if k is None else k[1] for k in self._lookup(subjects, create=create)]
+        cache = self._cache
+        if cache is None:
+            got = self._fetch(list(dict.fromkeys(subjects)), create=create)
+            keys = {s: DataKey(raw) for s, (raw, _) in got.items()}
+            return [keys.get(s) for s in subjects]
+        self._cache_ok(cache)
+        gen = cache.generation  # a drop after this point keeps what we fetch out of the cache
+        hit = cache.get_many(subjects)
+        if None not in hit:  # the steady state: every key cached
+            return hit
+        known = {s: k for s, k in zip(subjects, hit, strict=True) if k is not None}
+        missing = [s for s in dict.fromkeys(subjects) if s not in known]
+        got = self._fetch(missing, create=create, tags=True)
+        fetched = [(s, DataKey(raw)) for s, (raw, _) in got.items()]
+        known.update(fetched)
+        cache.put_many(fetched, since=gen, tags=[t for _, t in got.values()])
+        return [known.get(s) for s in subjects]
+
+    def _cache_ok(self, cache: fleet.KeyCache) -> None:
+        """Cached keys are used only while the lease holds and for ``cache_max_age``
+        (the whole cache is dropped that often: no key is older)."""
+        member = self.member
+        assert member is not None and self._cache_age is not None
+        now = time.monotonic()
+        if now - self._cache_born > self._cache_age:
+            cache.clear()
+            self._cache_born = now
+        if not member.valid():  # the lease lapsed (thread starved, store was away)
+            cache.clear()
+            member.renew()  # raises if the store is still unreachable
 
     def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
-        return [None if k is None else k[0] for k in self._lookup(subjects, create=create)]
+        """Raw keys, unwrapped from the store on every call (never from the cache)."""
+        got = self._fetch(list(dict.fromkeys(subjects)), create=create)
+        return [None if (k := got.get(s)) is None else k[0] for s in subjects]
 
-    def _lookup(
-        self, subjects: Sequence[str], *, create: bool
-    ) -> list[tuple[bytes, DataKey] | None]:
-        """(raw key, DataKey) per subject as spelled (the seam's contract: no
-        normalization here; ``create`` is only asked for NFC subjects)."""
-        now = time.monotonic()
-        found: dict[str, tuple[bytes, DataKey]] = {}
-        if self._cache_age is not None:
-            with self._lock:
-                for s in subjects:
-                    c = self._cache.get(s)
-                    if c is not None and now - c[1] <= self._cache_age:
-                        found[s] = c[0]
-        todo = [s for s in dict.fromkeys(subjects) if s not in found]
-        if todo:
-            fetched = self._fetch(todo, create=create)
-            found.update(fetched)
-            if self._cache_age is not None:
-                with self._lock:
-                    for s, k in fetched.items():
-                        self._cache[s] = (k, now)
-        return [found.get(s) for s in subjects]
+    def missing_error(self, subject: str) -> KeysplitError:
+        """Why no key of ``subject`` opens a record: :class:`ShreddedError` if the store
+        holds a tombstone for one of its spellings (their tags need one evaluation),
+        :class:`IntegrityError` if it has a key, else :class:`NoDataKeyError`."""
+        spellings = names.subject_spellings(subject)
+        if self.store.get_many(spellings):
+            return IntegrityError()
+        try:
+            shredded = self.store.has_tombstone(self.tombstone_tags(spellings))
+        except (ClusterError, PermissionDenied, SealedError, ServiceError, OSError):
+            return NoDataKeyError(
+                hint="the store has no data key for this subject (shredded or never created; "
+                "the cluster could not be asked which)"
+            )
+        if shredded:
+            return ShreddedError(hint="its data key was deleted (shred); its records are gone")
+        return NoDataKeyError(
+            hint="no key was ever created for this subject in this cluster's store "
+            "(wrong subject, another cluster, or a store restored from an old backup)"
+        )
 
-    def _fetch(self, subjects: list[str], *, create: bool) -> dict[str, tuple[bytes, DataKey]]:
+    def _fetch(
+        self, subjects: list[str], *, create: bool, tags: bool = False
+    ) -> dict[str, tuple[bytes, bytes]]:
+        """(raw key, tombstone tag or b"") of each subject that has a key (all, with
+        ``create``), from one evaluation; a failed unwrap is re-asked with proofs."""
         rows = self.store.get_many(subjects)
         wanted = [s for s in subjects if s in rows or create]
         if not wanted:
             return {}
         new = [s for s in wanted if s not in rows]
         proved = bool(new)
-        keks = dict(zip(wanted, self._keks(wanted, proof=proved), strict=True))
-        out: dict[str, tuple[bytes, DataKey]] = {}
-        failed = [s for s in wanted if s in rows and not _unwrap(keks[s], rows[s], out, s)]
+        keks, marks = self._derive(wanted, proof=proved, tags=tags)
+        kek = dict(zip(wanted, keks, strict=True))
+        tag = dict(zip(wanted, marks, strict=True)) if tags else {}
+        out: dict[str, bytes] = {}
+        failed = [s for s in wanted if s in rows and not _unwrap(kek[s], rows[s], out, s)]
         if failed and not proved:
-            keks.update(zip(failed, self._keks(failed, proof=True), strict=True))
-            failed = [s for s in failed if not _unwrap(keks[s], rows[s], out, s)]
+            keks, marks = self._derive(failed, proof=True, tags=tags)
+            kek.update(zip(failed, keks, strict=True))
+            if tags:
+                tag.update(zip(failed, marks, strict=True))
+            failed = [s for s in failed if not _unwrap(kek[s], rows[s], out, s)]
         if failed:
             raise IntegrityError(hint="a stored data key fails its check under the cluster's KEK")
         if new:
-            self._insert(new, [os.urandom(16) for _ in new], keks, out)
-        return out
+            self._insert(new, [os.urandom(16) for _ in new], kek, out)
+        return {s: (k, tag.get(s, b"")) for s, k in out.items()}
 
     def _insert(
         self,
         subjects: Sequence[str],
         raws: Sequence[bytes],
         keks: Mapping[str, bytes],
-        out: dict[str, tuple[bytes, DataKey]],
+        out: dict[str, bytes],
     ) -> None:
         """Wrap ``raws`` under (proven) ``keks`` and insert them; a row another writer
         stored first wins and is unwrapped instead."""
@@ -341,7 +441,7 @@ class ClusterDataKeys:
         stored = self.store.insert_many(offered)
         for s, raw, off, got in zip(subjects, raws, offered, stored, strict=True):
             if got == off:
-                out[s] = (raw, DataKey(raw))
+                out[s] = raw
             elif not _unwrap(keks[s], got, out, s):
                 raise IntegrityError(hint="a stored data key fails its check")
 
@@ -351,25 +451,22 @@ class ClusterDataKeys:
         has a key here must have the same one (else :class:`IntegrityError`)."""
         have = self.store.get_many(subjects)
         todo = [(s, k) for s, k in zip(subjects, raws, strict=True) if s not in have]
-        out: dict[str, tuple[bytes, DataKey]] = {}
+        out: dict[str, bytes] = {}
         if todo:
             subs = [s for s, _ in todo]
             keks = dict(zip(subs, self._keks(subs, proof=True), strict=True))
             self._insert(subs, [k for _, k in todo], keks, out)
         given = dict(zip(subjects, raws, strict=True))
-        if any(out[s][0] != given[s] for s in out):
+        if any(out[s] != given[s] for s in out):
             raise IntegrityError(hint="a subject got another data key here meanwhile")
         return len(todo)
 
 
-def _unwrap(
-    kek: bytes, row: WrappedKey, out: dict[str, tuple[bytes, DataKey]], subject: str
-) -> bool:
+def _unwrap(kek: bytes, row: WrappedKey, out: dict[str, bytes], subject: str) -> bool:
     try:
-        raw = keywrap.unwrap(kek, row.wrapped)
+        out[subject] = keywrap.unwrap(kek, row.wrapped)
     except (IntegrityError, ValueError):
         return False
-    out[subject] = (raw, DataKey(raw))
     return True
 
 
@@ -446,10 +543,34 @@ class ClusterClient:
         return self.records.decrypt_many(subjects, records, context)
 
     def shred(self, subject: str) -> bool:
-        """Delete the subject's wrapped data key: its records die for every node quorum."""
+        """Delete the subject's wrapped data key: its records die for every node quorum.
+
+        Under every spelling, each delete with its tombstone in one transaction (refused
+        under legal hold, :class:`LegalHoldError`); every caching client of the store drops
+        the key within the fleet bound (:mod:`keysplit.keyring.fleet`). The tags need one
+        evaluation by T nodes with this token; if that fails the deletes go ahead anyway
+        under :data:`FLUSH_TAG` (every caching client drops every cached key), since
+        erasure must not wait for the nodes. Returns whether a key existed.
+        """
+        dk = self.datakeys
         spellings = names.subject_spellings(subject)
-        self.datakeys.evict(spellings)
-        return any([self.datakeys.store.delete(s) for s in spellings])
+        held = set(spellings).intersection(dk.store.legal_holds()) if len(spellings) > 1 else ()
+        if held:
+            raise LegalHoldError(
+                f"subject {min(held)!r} is under legal hold", hint="lift the hold first"
+            )
+        present = [s for s in spellings if s in dk.store.get_many(spellings)]
+        if not present:
+            return False
+        try:
+            tags = dict(zip(present, dk.tombstone_tags(present), strict=True))
+        except (ClusterError, PermissionDenied, SealedError, ServiceError, OSError):
+            tags = dict.fromkeys(present, FLUSH_TAG)
+        existed = False
+        for s in present:
+            existed = dk.store.delete(s, tags[s]) or existed
+        dk.evict(spellings)
+        return existed
 
     def set_legal_hold(self, subject: str, hold: bool) -> None:
         for s in names.subject_spellings(subject):

@@ -3,16 +3,20 @@
 :class:`KeyStore` is the protocol; :class:`SQLiteKeyStore` the embedded default that
 lives inside the keyring directory; :class:`PostgresKeyStore` (``postgresql://`` store
 URLs, the ``postgres`` extra) keeps them in a database the backend already runs. It is
-imported on first use, so ``import keysplit`` never needs psycopg.
+imported on first use, so ``import keysplit`` never needs psycopg. :func:`open_store` is
+the one place a store is chosen from its URL (parsed by :mod:`.url`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+from ..errors import KeyringError
 from .base import KeyStore, WrappedKey
 from .sqlite import SQLiteKeyStore
-from .url import check_store_url, default_store_url, open_store
+from .url import check_store_url, default_store_url
 
 if TYPE_CHECKING:
     from .postgres import PostgresKeyStore
@@ -34,3 +38,25 @@ def __getattr__(name: str) -> Any:
 
         return PostgresKeyStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def open_store(
+    url: str | None, *, keyring_id: str, home: str | Path, create: bool = False
+) -> KeyStore:
+    """Open (or with ``create`` make) the key store a URL names, bound to ``keyring_id``.
+
+    ``home`` is the keyring directory; relative sqlite paths resolve against it.
+    """
+    url = check_store_url(url or default_store_url())
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = Path(parts.path) if url.startswith("sqlite:///") else Path(home) / url[7:]
+        return SQLiteKeyStore(path, keyring_id, create=create)
+    try:
+        from .postgres import PostgresKeyStore  # lazily: psycopg is an optional extra
+    except ImportError as exc:
+        raise KeyringError(
+            f"PostgreSQL store unavailable: {exc}", hint="pip install 'keysplit[postgres]'"
+        ) from None
+    store: KeyStore = PostgresKeyStore(url, keyring_id, create=create)
+    return store

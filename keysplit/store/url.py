@@ -1,4 +1,4 @@
-"""Store URLs: the one place a key store is chosen from a string.
+"""Store URLs: the one place a store URL is parsed and checked.
 
 ``sqlite:///abs/path/keys.sqlite`` (or ``sqlite:keys.sqlite``, relative to the keyring
 directory) is the embedded default; ``postgresql://...`` selects the PostgreSQL store.
@@ -9,24 +9,23 @@ A PostgreSQL URL is a libpq connection URI plus one keysplit parameter, ``schema
 (default ``keysplit``): the PostgreSQL schema holding this keyring's tables, so several
 keyrings share one database (``postgresql:///app?host=/run/pg&schema=keys_eu``). It is
 stripped before the URI reaches libpq.
+
+Parsing only: :func:`keysplit.store.open_store` turns a URL into a store, and the
+stores import this module, never the other way round.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from ..errors import KeyringError
-from .base import KeyStore
-from .sqlite import SQLiteKeyStore
 
 __all__ = [
     "DEFAULT_PG_SCHEMA",
     "DEFAULT_STORE_FILE",
     "check_store_url",
     "default_store_url",
-    "open_store",
     "postgres_conninfo",
 ]
 
@@ -77,25 +76,3 @@ def postgres_conninfo(url: str) -> tuple[str, str]:
     rest = urlencode([(k, v) for k, v in query if k != "schema"], quote_via=quote, safe="/")
     # by hand: urlunsplit drops the "//" of an empty host (postgresql:///db?host=/run/pg)
     return f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else ""), schema
-
-
-def open_store(
-    url: str | None, *, keyring_id: str, home: str | Path, create: bool = False
-) -> KeyStore:
-    """Open (or with ``create`` make) the key store a URL names, bound to ``keyring_id``.
-
-    ``home`` is the keyring directory; relative sqlite paths resolve against it.
-    """
-    url = check_store_url(url or default_store_url())
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        path = Path(parts.path) if url.startswith("sqlite:///") else Path(home) / url[7:]
-        return SQLiteKeyStore(path, keyring_id, create=create)
-    try:
-        from .postgres import PostgresKeyStore  # lazily: psycopg is an optional extra
-    except ImportError as exc:
-        raise KeyringError(
-            f"PostgreSQL store unavailable: {exc}", hint="pip install 'keysplit[postgres]'"
-        ) from None
-    store: KeyStore = PostgresKeyStore(url, keyring_id, create=create)
-    return store

@@ -16,7 +16,8 @@ from ceremony_helpers import (  # noqa: F401 (fixtures)
     run,
 )
 
-from keysplit import Keyring, read_header
+from keysplit import Keyring
+from keysplit.stream import read_header
 
 MiB = 1 << 20
 

@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from tamper import replace_public_key
 
 import keysplit
-from keysplit import Keyring, read_header, recipient_id, trust
+from keysplit import Keyring, trust
 from keysplit.errors import FormatError, UntrustedKeyringError
+from keysplit.stream import read_header, recipient_id
 from keysplit.trust import KnownKeyrings, keyring_fingerprint
 
 

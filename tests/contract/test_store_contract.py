@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 from memory_store import MemoryKeyStore
 
-from keysplit import KeyringError, KeyStore, LegalHoldError
-from keysplit.store import WrappedKey, open_store
+from keysplit import KeyringError, LegalHoldError
+from keysplit.store import KeyStore, WrappedKey, open_store
 from keysplit.store.base import AuditStore, Lease, StaleKekError
 
 KID = "ab" * 16

@@ -24,14 +24,13 @@ from keysplit import (
     KeysplitError,
     Recipient,
     combine,
-    is_sealed,
     load_share,
     open_share,
     seal_share,
     seal_share_with_passphrase,
-    sealed_share_info,
     split,
 )
+from keysplit.custody import is_sealed, sealed_share_info
 from keysplit.rng import DeterministicRandom
 
 FAST = Argon2Params(time_cost=1, memory_kib=64, lanes=1)

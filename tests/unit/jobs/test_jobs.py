@@ -28,21 +28,12 @@ from distributed import Client, LocalCluster
 from distributed.security import Security
 from paths import VECTORS_DIR
 
-from keysplit import (
-    IntegrityError,
-    Keyring,
-    Share,
-    SQLiteKeyStore,
-    UnsealedKeyring,
-    WrappedKey,
-    ceremony,
-    jobs,
-    load_share,
-)
+from keysplit import IntegrityError, Keyring, Share, UnsealedKeyring, ceremony, jobs, load_share
 from keysplit import errors as keysplit_errors
 from keysplit.jobs import JobError, LoopbackDataKeys, serve_keys
 from keysplit.jobs._kek import open_keks, seal_keks
 from keysplit.keyring import KEYRING_FILE, STORE_FILE, KekSet
+from keysplit.store import SQLiteKeyStore, WrappedKey
 
 NAMES = ["alice", "bob", "carol"]
 TIMEOUT = 240.0  # per job round: generous for a loaded 2-core machine

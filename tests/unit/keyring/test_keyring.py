@@ -30,12 +30,12 @@ from keysplit import (
     RecoveryError,
     Share,
     ShreddedError,
-    SQLiteKeyStore,
     combine,
     hpke_seal,
 )
 from keysplit.keyring import KEYRING_FILE, PENDING_FILE, STORE_FILE
 from keysplit.keyring import file as kf
+from keysplit.store import SQLiteKeyStore
 
 NAMES = ["alice", "bob", "carol"]
 VECTORS = json.loads((VECTORS_DIR / "keyring.json").read_text())

@@ -16,17 +16,10 @@ from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
 from paths import VECTORS_DIR
 
-from keysplit import (
-    IntegrityError,
-    Keyring,
-    KeyringError,
-    Share,
-    SQLiteKeyStore,
-    WrappedKey,
-    record,
-)
+from keysplit import IntegrityError, Keyring, KeyringError, Share, record
 from keysplit.hazmat import keywrap
 from keysplit.keyring import KEYRING_FILE, STORE_FILE
+from keysplit.store import SQLiteKeyStore, WrappedKey
 
 NAMES = ["alice", "bob", "carol"]
 LEGACY = json.loads((VECTORS_DIR / "keyring_legacy_store.json").read_text())

@@ -35,11 +35,11 @@ from keysplit import (
     _bech32,
     load_share,
     record,
-    sealed_share_info,
     split,
     stream,
     trust,
 )
+from keysplit.custody import sealed_share_info
 from keysplit.interop import pycryptodome, slip39
 from keysplit.interop.slip39 import rs1024
 from keysplit.interop.slip39.wordlist import WORDS

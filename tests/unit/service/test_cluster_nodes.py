@@ -10,10 +10,17 @@ wait bounded.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
+import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +149,91 @@ def test_round_trip_and_cluster_json(cluster: Cluster) -> None:
     log = Keyring.open(cluster.tmp / "n1").audit_log()
     evals = [e for e in log.entries() if e.event == "cluster-eval"]
     assert evals and evals[0].data["token"] == "app" and "contacts/1" in evals[0].data["subjects"]
+
+
+HOLDER = textwrap.dedent(
+    """
+    import json, sys
+    from keysplit import ClusterClient
+    c = ClusterClient(sys.argv[1], token=sys.stdin.readline().strip(), cache_max_age=3600)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        req = json.loads(line)
+        if req["op"] == "quit":
+            break
+        try:
+            out = c.decrypt(bytes.fromhex(req["record"]), subject=req["subject"]).hex()
+            print(json.dumps({"ok": out}), flush=True)
+        except Exception as exc:
+            print(json.dumps({"error": type(exc).__name__}), flush=True)
+    c.close()
+    """
+)
+
+
+def test_shred_reaches_a_caching_client_in_another_process(cluster: Cluster) -> None:
+    """A backend process caches data keys (ClusterClient(cache_max_age=1 h)); a shred from
+    another process (a library ClusterClient, then ``keysplit cluster shred --wait``) makes
+    it raise ShreddedError within the fleet bound, while other subjects stay cached;
+    ``--wait`` counts it among the holders."""
+    with ClusterClient(cluster.dir, token=cluster.token) as c:
+        recs = {s: c.encrypt(s.encode(), subject=s) for s in ("contacts/v1", "contacts/v2")}
+        recs["contacts/kept"] = c.encrypt(b"kept", subject="contacts/kept")
+    RECORDS.append(("contacts/kept", recs["contacts/kept"], b"kept"))  # checked from here on
+    env = {**os.environ, "KEYSPLIT_POLL": "0.1", "KEYSPLIT_LEASE_TTL": "5"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(cluster.dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def decrypt(subject: str) -> dict[str, str]:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps({"op": "decrypt", "subject": subject,
+                                     "record": recs[subject].hex()}) + "\n")  # fmt: skip
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.stderr else "the holder died"
+        got: dict[str, str] = json.loads(line)
+        return got
+
+    try:
+        proc.stdin.write(cluster.token + "\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline()) == {"ready": True}
+        for s in recs:  # now cached in the holder
+            assert decrypt(s) == {"ok": s.encode().hex() if s != "contacts/kept" else b"kept".hex()}
+        with ClusterClient(cluster.dir, token=cluster.token) as other:
+            assert other.shred("contacts/v1") is True
+            with pytest.raises(keysplit.ShreddedError):
+                other.decrypt(recs["contacts/v1"], subject="contacts/v1")
+        deadline = time.monotonic() + 30  # the bound: the poll (0.1 s) plus this machine's load
+        while decrypt("contacts/v1") != {"error": "ShreddedError"}:
+            assert time.monotonic() < deadline, "the holder kept the shredded key"
+            time.sleep(0.05)
+        r = cli("cluster", "shred", "cl", "contacts/v2", "--token-file", "token", "--yes",
+                "--wait", "30", "--json", cwd=cluster.tmp)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        assert doc["shredded"] is True and doc["holders"] >= 1 and doc["not_acknowledged"] == []
+        assert decrypt("contacts/v2") == {"error": "ShreddedError"}  # acknowledged = dropped
+        assert decrypt("contacts/kept") == {"ok": b"kept".hex()}
+        r = cli("cluster", "shred", "cl", "contacts/v2", "--token-file", "token", "--yes",
+                cwd=cluster.tmp)  # fmt: skip
+        assert r.returncode == 3 and "nothing was shredded" in r.stderr
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+            proc.stdin.flush()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def _check_records(c: ClusterClient) -> None:

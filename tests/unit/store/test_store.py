@@ -8,15 +8,8 @@ from pathlib import Path
 import pytest
 from memory_store import MemoryKeyStore
 
-from keysplit import (
-    FormatError,
-    Keyring,
-    KeyringError,
-    KeyStore,
-    LegalHoldError,
-    SQLiteKeyStore,
-)
-from keysplit.store import WrappedKey
+from keysplit import FormatError, Keyring, KeyringError, LegalHoldError
+from keysplit.store import KeyStore, SQLiteKeyStore, WrappedKey
 
 KID = "00" * 16
 

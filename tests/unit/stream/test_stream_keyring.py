@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from keysplit import IntegrityError, decrypt_file, read_header, recipient_id
+from keysplit import IntegrityError, decrypt_file
 from keysplit.keyring import Keyring
 from keysplit.rng import DeterministicRandom
-from keysplit.stream import encrypt_file
+from keysplit.stream import encrypt_file, read_header, recipient_id
 
 
 def test_seal_to_keyring_public_key_open_with_quorum(tmp_path: Path) -> None:

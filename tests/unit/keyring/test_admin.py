@@ -1,0 +1,66 @@
+"""KeyAdmin: owned by the unsealed keyring, given what it needs as arguments, returning new
+metadata that its owner adopts; the keyring's metadata is a value replaced on commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from keysplit import Keyring, KeyringError
+from keysplit.keyring import file as kf
+from keysplit.keyring.admin import KeyAdmin
+from keysplit.rng import DeterministicRandom
+
+NAMES = ["alice", "bob", "carol"]
+
+
+def test_key_admin_returns_values_and_touches_no_keyring(tmp_path: Path) -> None:
+    kr, shares = Keyring.create(tmp_path / "kr", 2, NAMES, rng=DeterministicRandom(b"admin"))
+    ku = kr.unseal([shares["alice"], shares["bob"]])
+    before = kr.meta
+    admin = KeyAdmin(kr.home, ku.local_data_keys(), ku.master_key, ku.rng, store_url=kr.store_url)
+    v, meta = admin.rotate(kr.meta, kr.pending)
+    # the file holds the new metadata; the Keyring still holds the value it had
+    assert kf.parse(kr.home.read_keyring())[0] == meta
+    assert (v, meta.current_kek, meta.generation) == (2, 2, before.generation + 1)
+    assert kr.meta is before and before.current_kek == 1
+    # an owner that did not adopt it is refused rather than overwriting the change
+    with pytest.raises(KeyringError, match="changed under this process"):
+        ku.rotate(record=False)
+    shares2, pending = admin.prepare_rekey(meta, threshold=None, custodians=None, rng=None)
+    assert kr.pending is None and pending.generation == meta.generation + 1
+    assert sorted(shares2) == NAMES
+    committed = admin.commit_rekey(meta, pending)
+    assert committed == pending and kr.meta is before
+    # the new master key is the session's: the file it re-seals opens with the new shares
+    assert admin.master_key != ku.master_key
+    ku.close()
+
+
+def test_the_unsealed_keyring_adopts_new_metadata_whole(tmp_path: Path) -> None:
+    kr, shares = Keyring.create(tmp_path / "kr", 2, NAMES, rng=DeterministicRandom(b"adopt"))
+    with kr.unseal([shares["alice"], shares["bob"]]) as ku:
+        first = kr.meta
+        v = ku.rotate(record=False)
+        assert kr.meta is not first and first.current_kek == 1 and kr.meta.current_kek == v
+        assert ku.keyring is kr
+        ku.prepare_rekey()
+        assert kr.pending is not None and kr.pending.generation == kr.meta.generation + 1
+        ku.commit_rekey()
+        assert kr.pending is None and kr.meta == kf.parse(kr.home.read_keyring())[0]
+    with pytest.raises(AttributeError):
+        kr.meta = first  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        kr.pending = None  # type: ignore[misc]
+
+
+def test_a_closed_session_administers_nothing(tmp_path: Path) -> None:
+    kr, shares = Keyring.create(tmp_path / "kr", 2, NAMES, rng=DeterministicRandom(b"closed"))
+    ku = kr.unseal([shares["alice"], shares["bob"]])
+    ku.close()
+    with pytest.raises(KeyringError):
+        ku.rotate(record=False)
+    with pytest.raises(KeyringError, match="not held"):
+        _ = ku.master_key
+    assert kf.parse(kr.home.read_keyring())[0] == kr.meta and kr.meta.current_kek == 1
