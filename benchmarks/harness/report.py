@@ -222,6 +222,12 @@ def render_markdown(doc: dict[str, Any]) -> str:
                 f"| {r['benchmark']} | {fmt_n(r['n'])} | {r['impl']} | {fmt(r['median'])} | "
                 f"{fmt(r['target'])} {r['unit']} | {met} |"
             )
+    from .goals import render as render_goals  # lazy: `python -m benchmarks.harness.goals`
+
+    goal_lines = render_goals([doc["rows"]], only_measured=True)
+    if len(goal_lines) > 2:
+        lines += ["", "## Issue goals (same-run figures; benchmarks/harness/goals.py)", ""]
+        lines += goal_lines
     notes = sorted({(r["benchmark"], r["note"]) for r in doc["rows"] if r.get("note")})
     if notes:
         lines += ["", "## Notes", ""]

@@ -240,6 +240,11 @@ def main(argv: Sequence[str] | None = None, default_outdir: Path | None = None) 
     if not out.is_terminal:
         out = Console(width=160)
     out.print(render_table(doc["rows"]))
+    from .goals import render as render_goals  # lazy: `python -m benchmarks.harness.goals`
+
+    goal_lines = render_goals([doc["rows"]], only_measured=True)
+    if len(goal_lines) > 2:  # the issues' goals measured in this run (make bench prints them)
+        print("\nIssue goals (same-run figures):\n" + "\n".join(goal_lines))
     written = write_results(doc, outdir, plots=not args.no_plots)
     print(f"wrote {written[1]} and {len(written) - 1} more files in {outdir}", file=sys.stderr)
     failed = [r.name for r in results if r.error]
