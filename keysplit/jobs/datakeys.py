@@ -13,7 +13,8 @@ over the keys handed to them; these are the two handles that survive pickling:
   :class:`LoopbackDataKeys` that workers on the same host use. Frames are bytes (bounded
   JSON in, keys out), never pickles.
 
-Neither caches: a partition derives its keys, uses them and drops them.
+Neither caches; a job's workers wrap them in a per-job cache (:mod:`keysplit.jobs._cache`):
+each key fetched once per job and worker, derived once while the source returns it unchanged.
 """
 
 from __future__ import annotations
