@@ -135,7 +135,10 @@ def job_keys(source: DataKeys, job_id: str) -> DataKeys:
         cached = _jobs.get(job_id)
         if cached is None:
             prior = next(reversed(_jobs.values()))._derived if _jobs else None
-            cached = _jobs[job_id] = _JobKeys(source, prior)
+            # a source that can name the job in its requests (serve_keys' handle) does
+            for_job = getattr(source, "for_job", None)
+            inner = for_job(job_id) if callable(for_job) else source
+            cached = _jobs[job_id] = _JobKeys(inner, prior)
             while len(_jobs) > JOBS_KEPT:
                 _, old = _jobs.popitem(last=False)
                 old.drop()

@@ -102,7 +102,11 @@ def plan(src: str, slots: int, part_bytes: int) -> Plan:
     for f in frags:
         expr = f.partition_expression
         hive = None if expr.equals(pads.scalar(True)) else expr
-        for rg in f.row_groups:
+        try:
+            groups = f.row_groups  # reads the file's footer
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise KeysplitError(f"cannot read the Parquet file {f.path}: {exc}") from None
+        for rg in groups:
             units.append((f.path, rg.id, max(1, rg.total_byte_size), hive))
             rows += rg.num_rows
     if not units:  # only empty files: one empty part keeps the schema

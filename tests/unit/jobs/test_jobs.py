@@ -940,6 +940,9 @@ def test_plan_packs_row_groups_into_bounded_parts(tmp_path: Path) -> None:
     with pytest.raises(keysplit_errors.KeysplitError, match="no Parquet files"):
         (tmp_path / "empty").mkdir()
         _parquet.plan(str(tmp_path / "empty"), 1, 1 << 30)
+    (tmp_path / "d" / "part.3.parquet").write_bytes(b"not Parquet at all")
+    with pytest.raises(keysplit_errors.KeysplitError, match="cannot read the Parquet"):
+        _parquet.plan(str(tmp_path / "d"), 1, 1 << 30)
 
 
 class _CountedKey(keysplit_record.DataKey):
@@ -978,3 +981,34 @@ def test_a_worker_derives_a_key_again_only_when_the_source_changed_it(
     for old in list(_cache._jobs.values()):
         old.drop()
     assert all(not j._derived and not j._keys for j in _cache._jobs.values())
+
+
+def test_the_key_server_exports_a_jobs_key_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: each worker's request unwrapped its keys again in the keyring process (35 ms
+    per 10^4 keys, one request after the other), so a second worker slowed a job down.
+    Now requests naming a job get the keys already exported for it; another job (or a
+    request naming none) asks the keyring again, so a shred counts from the next job."""
+    from keysplit.keyring.records import Records
+
+    calls: list[int] = []
+    export = Records.export
+
+    def counting(self: Records, subjects: Any, *, create: bool = False) -> Any:
+        calls.append(len(subjects))
+        return export(self, subjects, create=create)
+
+    monkeypatch.setattr(Records, "export", counting)
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    with _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
+        one, other = src.for_job("a" * 32), pickle.loads(pickle.dumps(src.for_job("a" * 32)))
+        k1, k2 = one.export(["s/1", "s/2"], create=True)
+        assert other.export(["s/2", "s/1", "s/3"], create=True)[:2] == [k2, k1]
+        assert calls == [2, 1]  # only s/3 was new to the job
+        ukr.shred("s/1")
+        assert other.export(["s/1"], create=False) == [k1]  # within the job, as its workers
+        assert src.for_job("b" * 32).export(["s/1", "s/2"], create=False) == [None, k2]
+        assert src.export(["s/2"], create=False) == [k2] and calls[-2:] == [2, 1]
+        with pytest.raises(ValueError):
+            src.for_job("not a job id")
