@@ -52,3 +52,28 @@ def test_status_describes_the_cluster_and_its_keys(cl: Path) -> None:  # noqa: F
     )  # fmt: skip
     assert st.nodes == ("n1", "n2", "n3") and st.excluded == ()
     assert dict(st.keys_by_version) == {1: 3, 2: 2}
+
+
+def test_one_constructor_switches_a_backend() -> None:
+    """The record API has the same calls on a keyring, a key-service client and a cluster
+    client, so a backend changes only its constructor (status types differ by design)."""
+    import inspect
+
+    from keysplit import Client, UnsealedKeyring
+
+    def params(cls: type, name: str) -> list[tuple[str, object, object]]:
+        sig = inspect.signature(getattr(cls, name))
+        return [
+            (p.name, p.kind, p.default)
+            for p in sig.parameters.values()
+            if p.name != "record" or name in ("decrypt", "decrypt_many")  # the audit flag
+        ]
+
+    calls = ["encrypt", "decrypt", "encrypt_many", "decrypt_many", "shred", "set_legal_hold"]
+    for name in [*calls, "status", "close"]:
+        for cls in (Client, ClusterClient):
+            assert callable(getattr(cls, name, None)), (cls.__name__, name)
+    for name in calls:
+        assert (
+            params(ClusterClient, name) == params(Client, name) == params(UnsealedKeyring, name)
+        ), name
