@@ -7,8 +7,13 @@ import sys
 from pathlib import Path
 
 # The helper modules (fixtures, the memory store, the throwaway PostgreSQL, paths) live in
-# tests/support/ and are imported by their bare names from every test directory.
-sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
+# tests/support/ and are imported by their bare names from every test directory; some use
+# the benchmarks package (the throwaway PostgreSQL server), so the checkout's root is on the
+# path too: a bare `pytest` works as well as `python -m pytest`.
+_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(_ROOT / "tests" / "support"))
+if str(_ROOT) not in sys.path:
+    sys.path.insert(1, str(_ROOT))
 
 import pytest
 from hypothesis import HealthCheck, settings
