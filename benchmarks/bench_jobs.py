@@ -70,6 +70,30 @@ def _populate(ku: UnsealedKeyring, n: int) -> None:
         ku.store.insert_many(keks.wrap([f"user-{lo + i:08d}" for i in range(m)], raw))
 
 
+def dataset(ku: UnsealedKeyring, tmp: Path, n_rows: int) -> tuple[Path, Path, Callable[[], None]]:
+    """The encrypt rows' dataset: ``tmp/in`` (8 Parquet files, ``n_rows`` rows of 256 bytes
+    over ``n_rows / 10`` subjects whose keys exist), the output directory ``tmp/out`` and
+    the in-process baseline (pandas reads, ``encrypt_many`` seals, pandas writes)."""
+    import pandas as pd
+
+    subjects = [f"user-{i % (n_rows // 10):08d}" for i in range(n_rows)]
+    values = [os.urandom(256) for _ in range(1000)] * (n_rows // 1000)
+    src, dst = tmp / "in", tmp / "out"
+    src.mkdir()
+    frame = pd.DataFrame({"s": subjects, "v": values})
+    for i, part in enumerate(np.array_split(np.arange(n_rows), 8)):
+        frame.iloc[part].to_parquet(src / f"part.{i}.parquet")
+    ku.encrypt_many(subjects[: n_rows // 10], values[: n_rows // 10])  # keys exist
+
+    def in_process() -> None:
+        df = pd.read_parquet(src)
+        df["v"] = ku.encrypt_many(df["s"].tolist(), df["v"].tolist())
+        dst.mkdir()
+        df.to_parquet(dst / "part.0.parquet")
+
+    return src, dst, in_process
+
+
 def _rewrap_rate(ku: UnsealedKeyring, n: int, fn: Callable[[], int], repeats: int) -> Any:
     def once() -> None:
         done = fn()
@@ -157,22 +181,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                     baseline=True,
                 )
             )
-            import pandas as pd
-
-            subjects = [f"user-{i % (n_rows // 10):08d}" for i in range(n_rows)]
-            values = [os.urandom(256) for _ in range(1000)] * (n_rows // 1000)
-            src, dst = Path(tmp) / "in", Path(tmp) / "out"
-            src.mkdir()
-            frame = pd.DataFrame({"s": subjects, "v": values})
-            for i, part in enumerate(np.array_split(np.arange(n_rows), 8)):
-                frame.iloc[part].to_parquet(src / f"part.{i}.parquet")
-            ku.encrypt_many(subjects[: n_rows // 10], values[: n_rows // 10])  # keys exist
-
-            def in_process() -> None:
-                df = pd.read_parquet(src)
-                df["v"] = ku.encrypt_many(df["s"].tolist(), df["v"].tolist())
-                dst.mkdir()
-                df.to_parquet(dst / "part.0.parquet")
+            src, dst, in_process = dataset(ku, Path(tmp), n_rows)
 
             def clean() -> None:
                 shutil.rmtree(dst, ignore_errors=True)

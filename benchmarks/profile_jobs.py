@@ -25,8 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 
 def _wrap_on_worker(dask_worker: Any = None) -> None:
     """(On each worker) time the job's steps into ``keysplit.jobs._parquet._times``."""
@@ -85,31 +83,19 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    import pandas as pd
     from distributed import Client, LocalCluster
 
     from keysplit import Keyring, jobs
     from keysplit.keyring.records import Records
+
+    from .bench_jobs import dataset
 
     n = args.rows
     tmp = Path(tempfile.mkdtemp())
     try:
         kr, shares = Keyring.create(tmp / "kr", 2, ["a", "b", "c"])
         with kr.unseal([shares["a"], shares["b"]]) as ku:
-            subjects = [f"user-{i % (n // 10):08d}" for i in range(n)]
-            values = [os.urandom(256) for _ in range(1000)] * (n // 1000)
-            src, dst = tmp / "in", tmp / "out"
-            src.mkdir()
-            frame = pd.DataFrame({"s": subjects, "v": values})
-            for i, rows in enumerate(np.array_split(np.arange(n), 8)):
-                frame.iloc[rows].to_parquet(src / f"part.{i}.parquet")
-            ku.encrypt_many(subjects[: n // 10], values[: n // 10])  # keys exist
-
-            def in_process() -> None:
-                df = pd.read_parquet(src)
-                df["v"] = ku.encrypt_many(df["s"].tolist(), df["v"].tolist())
-                dst.mkdir()
-                df.to_parquet(dst / "part.0.parquet")
+            src, dst, in_process = dataset(ku, tmp, n)
 
             served = [0.0]
             export: Callable[..., Any] = Records.export
