@@ -27,7 +27,7 @@ import os
 import struct
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 from cryptography.exceptions import InvalidTag
@@ -57,6 +57,11 @@ def _any_non_ascii(subjects: Sequence[str]) -> bool:
         return not all(map(str.isascii, subjects))
     except TypeError:
         return True
+
+
+def _no_cached_key(subject: str) -> DataKey | None:
+    """``cached_key`` of a :class:`DataKeys` without one: always the full path."""
+    return None
 
 
 class _NoncePool:
@@ -106,7 +111,7 @@ class Records:
     :class:`DataKeys` is.
     """
 
-    __slots__ = ("_contexts", "_dk", "_nonces", "_subjects", "_tails", "rng")
+    __slots__ = ("_cached", "_contexts", "_dk", "_nonces", "_subjects", "_tails", "rng")
 
     def __init__(self, datakeys: DataKeys, *, rng: RandomSource | None = None) -> None:
         self._dk = datakeys
@@ -114,7 +119,11 @@ class Records:
         self._nonces = _NoncePool(self.rng)
         self._subjects: dict[str, tuple[str, bytes]] = {}
         self._contexts: dict[tuple[object, ...], bytes] = {}
-        self._tails: dict[tuple[str, object], tuple[str, bytes]] = {}
+        # subject -> (the context it last came with, canonical subject, AAD tail)
+        self._tails: dict[str, tuple[dict[str, str] | None, str, bytes]] = {}
+        self._cached: Callable[[str], DataKey | None] = (
+            getattr(datakeys, "cached_key", None) or _no_cached_key
+        )
 
     def __repr__(self) -> str:
         return f"Records(keyring={self._dk.keyring_id}, <redacted>)"
@@ -195,32 +204,51 @@ class Records:
 
     # -- records ------------------------------------------------------------------------------
 
-    def _tail(self, subject: str, context: Mapping[str, str] | None) -> tuple[str, bytes]:
-        """(canonical subject, AAD tail) of one record, from one cache lookup in the
-        steady state (the single-record paths' share of :meth:`_subject`/:meth:`_context`)."""
+    def _memo(
+        self, subject: str, context: Mapping[str, str] | None
+    ) -> tuple[dict[str, str] | None, str, bytes] | None:
+        """The single-record memo of ``subject`` if it was made for an equal context:
+        (context, canonical subject, AAD tail); else None (:meth:`_tail` makes it)."""
         try:
-            memo = (subject, None if context is None else tuple(context.items()))
-            got = self._tails.get(memo)
-        except (TypeError, AttributeError):  # unhashable, or not a mapping: the slow path
-            canon, part = self._subject(subject)
-            return canon, part + self._context(context)
-        if got is None:
-            canon, part = self._subject(subject)
-            got = (canon, part + self._context(context))
+            hit = self._tails.get(subject)
+            return hit if hit is not None and hit[0] == context else None
+        except Exception:  # unhashable subject, uncomparable context: _tail says why
+            return None
+
+    def _tail(self, subject: str, context: Mapping[str, str] | None) -> tuple[str, bytes]:
+        """(canonical subject, AAD tail) of one record: the single-record paths' share of
+        :meth:`_subject`/:meth:`_context`, remembered per subject with the last context it
+        came with (:meth:`_memo`)."""
+        hit = self._memo(subject, context)
+        if hit is not None:
+            return hit[1], hit[2]
+        canon, part = self._subject(subject)
+        tail = part + self._context(context)
+        if context is None or isinstance(context, Mapping):
+            # a copy: the caller may change its mapping later; equal mappings encode alike
+            # (the encoding sorts the entries), so == on the copy is the memo's test
+            memo = None if context is None else dict(context)
             if len(self._tails) >= _SUBJECT_CACHE:
                 self._tails.clear()
-            self._tails[memo] = got
-        return got
+            self._tails[subject] = (memo, canon, tail)
+        return canon, tail
 
     def encrypt(
         self, plaintext: bytes, *, subject: str, context: Mapping[str, str] | None = None
     ) -> bytes:
-        """Seal a record for ``subject`` (its data key is created on first use)."""
-        canon, tail = self._tail(subject, context)
+        """Seal a record for ``subject`` (its data key is created on first use).
+
+        The steady state costs one memo lookup (:meth:`_tail`), one ``cached_key`` call
+        (the :class:`DataKeys`' lease-bound cache, when it has one) and the AEAD call.
+        """
+        hit = self._memo(subject, context)
+        canon, tail = self._tail(subject, context) if hit is None else (hit[1], hit[2])
         if type(plaintext) is not bytes and not isinstance(plaintext, bytearray | memoryview):
             raise TypeError("plaintext must be bytes")
-        (key,) = self._dk.resolve((canon,), create=True)
-        assert key is not None
+        key = self._cached(canon)
+        if key is None:
+            (key,) = self._dk.resolve((canon,), create=True)
+            assert key is not None
         state = self._nonces.state
         i = next(state[1]) if state is not None else _POOL_NONCES
         # the pool's fast path, inlined (see _NoncePool)
@@ -233,6 +261,27 @@ class Records:
     ) -> bytes:
         """Open a record; :class:`IntegrityError` if it does not belong to this subject and
         context, was altered, or the subject was shredded."""
+        hit = self._memo(subject, context)
+        if hit is not None:  # a subject seen before: its canonical key, if cached, and
+            # only if the header names that key (else the full path finds the spelling)
+            key = self._cached(hit[1])
+            if (
+                key is not None
+                and type(record) is bytes
+                and len(record) >= fmt.OVERHEAD
+                and record.startswith(key._prefix)
+            ):
+                header = record[: fmt.HEADER_SIZE]
+                try:
+                    return key._aead.decrypt(
+                        header[fmt.PREFIX_SIZE :], record[fmt.HEADER_SIZE :], header + hit[2]
+                    )
+                except InvalidTag:
+                    return fmt.open_parsed(key, fmt.parse(record), subject=subject, context=context)
+        return self._decrypt(record, subject, context)
+
+    def _decrypt(self, record: bytes, subject: str, context: Mapping[str, str] | None) -> bytes:
+        """:meth:`decrypt` in full: the precise format error first, any spelling's key."""
         if not (
             type(record) is bytes
             and len(record) >= fmt.OVERHEAD
