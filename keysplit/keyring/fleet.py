@@ -34,6 +34,7 @@ import logging
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -174,30 +175,42 @@ class KeyCache:
         its full path, which renews the lease or raises, e.g. on a closed keyring).
 
         The same rules as the full path, in one call: a lapsed (or closed, deadline 0)
-        lease serves nothing from the cache; a key is read under the cache's lock, so a
-        drop (:meth:`drop_tags`, :meth:`drop`, :meth:`clear`) that has returned is never
-        undone: the lookup only reads and never caches. It touches the LRU like
-        :meth:`get_many`. About 4x cheaper than ``resolve((subject,))`` (no lists, no
-        ``with`` block: ``acquire``/``release`` cost half of it on CPython 3.11).
+        lease serves nothing from the cache, and the lookup only reads (it never caches),
+        so a drop (:meth:`drop_tags`, :meth:`drop`, :meth:`clear`) that has returned is
+        never undone. It touches the LRU like :meth:`get_many`.
+
+        Under the GIL it takes no lock: ``get`` and ``move_to_end`` of an ``OrderedDict``
+        with ``str`` keys are each one C call that runs no Python code, so each is atomic
+        against the locked writers; a key dropped between the two is not served (the
+        ``KeyError`` of the touch). The lock cost as much as the rest of the lookup
+        (issue 23's profile). Without the GIL (free-threaded builds) it locks.
         """
         keys, lock = self._keys, self._lock  # never rebound: clear() empties them in place
         get, touch = keys.get, keys.move_to_end
-        acquire, release = lock.acquire, lock.release
         mono = time.monotonic
 
         def lookup(subject: str) -> DataKey | None:
             if mono() >= member._deadline:  # the lease's clock (FleetMember.valid, inlined)
                 return None
-            acquire()
-            try:
+            key = get(subject)
+            if key is not None:
+                try:
+                    touch(subject)
+                except KeyError:  # dropped (or evicted) since the get: the full path decides
+                    return None
+            return key
+
+        def locked(subject: str) -> DataKey | None:
+            if mono() >= member._deadline:
+                return None
+            with lock:
                 key = get(subject)
                 if key is not None:
                     touch(subject)
-            finally:
-                release()
             return key
 
-        return lookup
+        gil = getattr(sys, "_is_gil_enabled", None)
+        return lookup if gil is None or gil() else locked
 
     def put_many(
         self,

@@ -47,6 +47,7 @@ _POOL_NONCES = 1024
 _SUBJECT_CACHE = 1 << 16
 _CONTEXT_CACHE = 256
 _U32 = struct.Struct(">I")
+_PLAIN_CONTEXT = (dict, type(None))  # the contexts the single-record memo compares with ==
 _RECORD_PREFIX = fmt.MAGIC + bytes([fmt.VERSION, fmt.SUITE_AES128GCM_HKDF_COMMIT])
 
 
@@ -111,7 +112,16 @@ class Records:
     :class:`DataKeys` is.
     """
 
-    __slots__ = ("_cached", "_contexts", "_dk", "_nonces", "_subjects", "_tails", "rng")
+    __slots__ = (
+        "_cached",
+        "_context_copies",
+        "_contexts",
+        "_dk",
+        "_nonces",
+        "_subjects",
+        "_tails",
+        "rng",
+    )
 
     def __init__(self, datakeys: DataKeys, *, rng: RandomSource | None = None) -> None:
         self._dk = datakeys
@@ -121,6 +131,7 @@ class Records:
         self._contexts: dict[tuple[object, ...], bytes] = {}
         # subject -> (the context it last came with, canonical subject, AAD tail)
         self._tails: dict[str, tuple[dict[str, str] | None, str, bytes]] = {}
+        self._context_copies: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
         self._cached: Callable[[str], DataKey | None] = (
             getattr(datakeys, "cached_key", None) or _no_cached_key
         )
@@ -177,7 +188,9 @@ class Records:
         (public data; a backend seals for the same users again and again)."""
         got = self._subjects.get(subject)
         if got is None:
-            canon = names.check_subject(subject)
+            # a plain str (not a subclass's own __eq__/__hash__): the key cache is read
+            # without a lock on the single-record path (fleet.KeyCache.lease_bound_get)
+            canon = str.__str__(names.check_subject(subject))
             enc = canon.encode("utf-8")
             got = (canon, _U32.pack(len(enc)) + enc)
             if len(self._subjects) >= _SUBJECT_CACHE:
@@ -204,33 +217,34 @@ class Records:
 
     # -- records ------------------------------------------------------------------------------
 
-    def _memo(
-        self, subject: str, context: Mapping[str, str] | None
-    ) -> tuple[dict[str, str] | None, str, bytes] | None:
-        """The single-record memo of ``subject`` if it was made for an equal context:
-        (context, canonical subject, AAD tail); else None (:meth:`_tail` makes it)."""
-        try:
-            hit = self._tails.get(subject)
-            return hit if hit is not None and hit[0] == context else None
-        except Exception:  # unhashable subject, uncomparable context: _tail says why
-            return None
-
     def _tail(self, subject: str, context: Mapping[str, str] | None) -> tuple[str, bytes]:
         """(canonical subject, AAD tail) of one record: the single-record paths' share of
         :meth:`_subject`/:meth:`_context`, remembered per subject with the last context it
-        came with (:meth:`_memo`)."""
-        hit = self._memo(subject, context)
-        if hit is not None:
+        came with, for a ``str`` subject and a ``dict`` (or no) context.
+
+        :meth:`encrypt` and :meth:`decrypt` read the memo inline: an entry is used only if
+        its context equals the one given (``==``: equal mappings encode alike, the encoding
+        sorts the entries), so a caller that changes its mapping gets a new tail. The
+        entry holds a copy of the context, one copy shared by every subject sealed with
+        equal contexts (one hot object to compare with, not one per subject).
+        """
+        hit = self._tails.get(subject) if type(subject) is str else None
+        if hit is not None and type(context) in _PLAIN_CONTEXT and hit[0] == context:
             return hit[1], hit[2]
         canon, part = self._subject(subject)
         tail = part + self._context(context)
-        if context is None or isinstance(context, Mapping):
-            # a copy: the caller may change its mapping later; equal mappings encode alike
-            # (the encoding sorts the entries), so == on the copy is the memo's test
-            memo = None if context is None else dict(context)
+        if type(subject) is str and type(context) in _PLAIN_CONTEXT:
+            copy = None
+            if context is not None:  # a valid context: _context has encoded it
+                items = tuple(context.items())
+                copy = self._context_copies.get(items)
+                if copy is None:
+                    if len(self._context_copies) >= _CONTEXT_CACHE:
+                        self._context_copies.clear()
+                    copy = self._context_copies[items] = dict(context)
             if len(self._tails) >= _SUBJECT_CACHE:
                 self._tails.clear()
-            self._tails[subject] = (memo, canon, tail)
+            self._tails[subject] = (copy, canon, tail)
         return canon, tail
 
     def encrypt(
@@ -241,8 +255,11 @@ class Records:
         The steady state costs one memo lookup (:meth:`_tail`), one ``cached_key`` call
         (the :class:`DataKeys`' lease-bound cache, when it has one) and the AEAD call.
         """
-        hit = self._memo(subject, context)
-        canon, tail = self._tail(subject, context) if hit is None else (hit[1], hit[2])
+        hit = self._tails.get(subject) if type(subject) is str else None  # _tail, inlined
+        if hit is None or type(context) not in _PLAIN_CONTEXT or hit[0] != context:
+            canon, tail = self._tail(subject, context)
+        else:
+            canon, tail = hit[1], hit[2]
         if type(plaintext) is not bytes and not isinstance(plaintext, bytearray | memoryview):
             raise TypeError("plaintext must be bytes")
         key = self._cached(canon)
@@ -261,9 +278,10 @@ class Records:
     ) -> bytes:
         """Open a record; :class:`IntegrityError` if it does not belong to this subject and
         context, was altered, or the subject was shredded."""
-        hit = self._memo(subject, context)
-        if hit is not None:  # a subject seen before: its canonical key, if cached, and
-            # only if the header names that key (else the full path finds the spelling)
+        hit = self._tails.get(subject) if type(subject) is str else None  # _tail, inlined
+        if hit is not None and type(context) in _PLAIN_CONTEXT and hit[0] == context:
+            # seen before: its canonical spelling's key, if cached, and only if the header
+            # names that key (else the full path finds the spelling or says what is wrong)
             key = self._cached(hit[1])
             if (
                 key is not None
