@@ -37,8 +37,9 @@ import socket
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
+from itertools import compress
 from typing import NamedTuple
 
 from cryptography.hazmat.primitives import hashes
@@ -159,14 +160,12 @@ class KeyCache:
         return len(self._keys)
 
     def get_many(self, subjects: Sequence[str]) -> list[DataKey | None]:
-        """Cached keys in order (``None`` where absent)."""
+        """Cached keys in order (``None`` where absent); each cached subject becomes the
+        most recently used once (C-level passes: a batch repeats its subjects)."""
         keys = self._keys
         with self._lock:
             got = list(map(keys.get, subjects))
-            touch = keys.move_to_end
-            for s, k in zip(subjects, got, strict=True):
-                if k is not None:
-                    touch(s)
+            deque(map(keys.move_to_end, dict.fromkeys(compress(subjects, got))), maxlen=0)
         return got
 
     def lease_bound_get(self, member: FleetMember) -> Callable[[str], DataKey | None]:

@@ -27,7 +27,7 @@ import os
 import struct
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import ClassVar
 
 from cryptography.exceptions import InvalidTag
@@ -378,23 +378,35 @@ class Records:
 
     def _groups(
         self, subjects: Sequence[str], n: int, context: Context, *, create: bool
-    ) -> list[fmt.Group]:
+    ) -> Iterable[fmt.Group]:
         """The engine's batch plan: one key lookup for the batch, then per subject its key
-        and AAD tail (cached), the record indices grouped (:func:`keysplit.record.seal_groups`)."""
+        and AAD tail (cached), the record indices grouped (:func:`keysplit.record.plan_groups`,
+        fed one group at a time to :func:`keysplit.record.seal_groups`/``open_groups``)."""
         shared, per_record = fmt.split_contexts(n, context)
-        keys = self._dk.resolve(subjects, create=create)
-        if not create and None in keys:
-            raise self.missing(subjects[keys.index(None)], None)
-        ok: Sequence[DataKey] = keys  # type: ignore[assignment]
         if per_record is not None:
+            keys = self._dk.resolve(subjects, create=create)
+            if not create and None in keys:
+                raise self.missing(subjects[keys.index(None)], None)
+            ok: Sequence[DataKey] = keys  # type: ignore[assignment]
             return [
                 (ok[i], self._subject(s)[1] + self._context(per_record[i]), (i,), s, per_record[i])
                 for i, s in enumerate(subjects)
             ]
         part = self._context(shared)
-        return fmt.groups_by_key(
-            subjects, ok, lambda s: self._subject(s)[1] + part, shared, uniform=True
-        )
+        plan = fmt.plan_groups(subjects)
+        uniq = plan[0]
+        if create and len(uniq) < n:
+            # every occurrence: a DataKeys may count records per key (keysplit.Client's
+            # cache_max_records); each subject's occurrences share one key object
+            each = self._dk.resolve(subjects, create=True)
+            keys = list(map(dict(zip(subjects, each, strict=True)).__getitem__, uniq))
+        else:  # opening counts nothing (and distinct subjects are every occurrence): once each
+            keys = self._dk.resolve(uniq, create=create)
+        if not create and None in keys:
+            raise self.missing(uniq[keys.index(None)], None)
+        known = self._subjects.get
+        tails = [(known(s) or self._subject(s))[1] + part for s in uniq]
+        return fmt.planned_groups(keys, tails, plan, shared)  # type: ignore[arg-type]
 
     def missing(self, subject: str, key: DataKey | None = None) -> KeysplitError:
         """Why no key of ``subject`` opens its record (``key``: the one it has, whose

@@ -66,8 +66,9 @@ def test_a_small_datakeys_runs_the_whole_record_api() -> None:
     assert rec.decrypt(one, subject=NFC, context={"t": "m"}) == b"hello"
     assert rec.decrypt(one, subject=NFD, context={"t": "m"}) == b"hello"
     many = rec.encrypt_many(["a/1", "a/2", "a/1"], [b"1", b"2", b"3"], {"t": "m"})
-    assert dk.calls[-1] == ("resolve", 3, True)  # one call per batch
+    assert dk.calls[-1] == ("resolve", 3, True)  # one call per batch, every occurrence
     assert rec.decrypt_many(["a/1", "a/2", "a/1"], many, {"t": "m"}) == [b"1", b"2", b"3"]
+    assert dk.calls[-1] == ("resolve", 2, False)  # opening: each distinct subject once
     assert rec.export(["a/2", "nobody"]) == [dk.raw["a/2"], None]
     assert rec.export([NFD]) == [dk.raw[NFC]]  # spelling-aware, above the seam
     assert record.decrypt(DataKey(dk.raw["a/1"]), many[0], subject="a/1", context={"t": "m"})
