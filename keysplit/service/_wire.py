@@ -164,7 +164,7 @@ def _encode_subjects(subjects: Sequence[str]) -> tuple[array[int], bytes]:
 
 
 def decode_frame(
-    data: bytes | bytearray | memoryview, what: str = "batch"
+    data: bytes | bytearray | memoryview, what: str = "batch", *, present: bool | None = None
 ) -> tuple[dict[str, Any], list[str], list[bytes | None]]:
     """Parse a frame strictly: (header, subjects, items); missing items come back as None.
 
@@ -172,7 +172,7 @@ def decode_frame(
     body's size, a header that is not a JSON object, a subject that is not UTF-8) is a
     :class:`FormatError` naming ``what``; nothing else escapes. Items are ``bytes``,
     read from one BytesIO over ``data`` (which shares a ``bytes`` body: no copy, and no
-    slice object per item).
+    slice object per item). ``present=True`` requires every item, ``False`` none.
     """
     if type(data) is not bytes:
         data = memoryview(data).cast("B")
@@ -202,6 +202,10 @@ def decode_frame(
     low = min(ilens, default=0)
     if low < -1:
         raise FormatError(f"{what}: bad item length")
+    if present is True and low < 0:
+        raise FormatError(f"{what}: one subject and one payload per item")
+    if present is False and max(ilens, default=-1) != -1:
+        raise FormatError(f"{what}: subjects only, no payloads")
     stotal = sum(slens)
     itotal = sum(ilens) if low >= 0 else sum(x for x in ilens if x > 0)
     if pos + stotal + itotal != size:

@@ -453,9 +453,7 @@ class KeyService:
         return _json(200, kr.status().as_dict())
 
     def _frame(self, req: Request) -> tuple[dict[str, Any], list[bytes], list[str]]:
-        header, subjects, items = wire.decode_frame(req.body, "request")
-        if len(subjects) != len(items) or any(b is None for b in items):
-            raise FormatError("request: one subject and one payload per item")
+        header, subjects, items = wire.decode_frame(req.body, "request", present=True)
         return header, items, subjects  # type: ignore[return-value]
 
     def _encrypt(self, req: Request) -> Response:
@@ -523,9 +521,7 @@ class KeyService:
         ``{"create": bool}``, so 10,000 subjects never pass through the JSON parser."""
         if self.sealed:
             self._authorize(req, "datakey")
-        header, subjects, items = wire.decode_frame(req.body, "request")
-        if len(subjects) != len(items) or any(b is not None for b in items):
-            raise FormatError("datakey request: subjects only, no payloads")
+        header, subjects, _ = wire.decode_frame(req.body, "request", present=False)
         create = header.get("create", True)
         if not isinstance(create, bool):
             raise FormatError("'create' must be true or false")

@@ -74,6 +74,17 @@ def test_encode_refuses_mismatched_subjects() -> None:
         wire.encode_parts({}, [b"a"], [b"s"])  # type: ignore[list-item]
 
 
+def test_decode_can_require_items_or_none() -> None:
+    half = wire.encode_frame({}, [b"a", None], ["s", "t"])
+    with pytest.raises(FormatError, match="one subject and one payload per item"):
+        wire.decode_frame(half, present=True)
+    with pytest.raises(FormatError, match="subjects only"):
+        wire.decode_frame(half, present=False)
+    assert wire.decode_frame(wire.encode_frame({}, [None], ["s"]), present=False)[2] == [None]
+    assert wire.decode_frame(wire.encode_frame({}, [b""], ["s"]), present=True)[2] == [b""]
+    assert wire.decode_frame(wire.encode_frame({}, []), present=False)[2] == []
+
+
 def _frame(n: int = 3) -> bytes:
     return wire.encode_frame({"context": None}, [b"x" * i for i in range(n)], ["s"] * n)
 
