@@ -7,8 +7,12 @@ import sys
 from pathlib import Path
 
 # The helper modules (fixtures, the memory store, the throwaway PostgreSQL, paths) live in
-# tests/support/ and are imported by their bare names from every test directory.
+# tests/support/ and are imported by their bare names from every test directory; some use
+# the benchmarks package (the throwaway PostgreSQL server), so the checkout's root is on the
+# path too: a bare `pytest` works as well as `python -m pytest`.
+# (Only sys.path calls may precede the imports below: anything else there is ruff E402.)
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # a duplicate entry is harmless
 
 import pytest
 from hypothesis import HealthCheck, settings

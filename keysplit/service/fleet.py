@@ -28,7 +28,10 @@ Lifecycle:
   service holds in all of its processes. The store-level rules of the fleet (epochs,
   tombstones, leases) apply to each process as to any library user.
 * A seal, wherever it arrives (a request, SIGTERM/SIGINT to the leader), reaches every
-  process: each drops its keys and its connections (clients reconnect to the leader). One
+  process: each drops its keys and its connections (clients reconnect to the leader). A
+  seal *request* is answered only once every process has acknowledged that it dropped its
+  keys (bounded by ``ACK_TIMEOUT``; a worker that does not answer is killed), so a client
+  that saw "sealed" is never served a decryption by a worker that had not heard yet. One
   audit entry records it. The leader stops the workers on exit; a worker whose leader is
   gone (its socketpair reads EOF) seals and exits.
 
@@ -69,7 +72,7 @@ __all__ = [
 # leader -> worker
 CONN = b"C"  # + kind (0 plain, 1 TLS); one descriptor attached
 UNSEAL = b"U"  # + master key
-SEAL = b"S"
+SEAL = b"S"  # + sequence number (u32), echoed by the worker's DROPPED
 RELOAD = b"R"
 QUIT = b"Q"
 DONE = b"a"  # a change this worker reported has reached every process
@@ -77,6 +80,7 @@ DONE = b"a"  # a change this worker reported has reached every process
 READY = b"A"  # unsealed / reloaded
 FAILED = b"F"  # could not open the keyring with the master key
 SEALED = b"s"  # + reason: a seal request arrived here
+DROPPED = b"d"  # + the SEAL's sequence number: this worker's keys are gone
 CHANGED = b"c"  # a state change here: reload the others
 FORWARD = b"P"  # + id, request: served by the leader (cluster ceremonies keep state there)
 ANSWER = b"p"  # (leader -> worker) + id, response
@@ -135,6 +139,7 @@ class Peer:
     ready: bool = False
     alive: bool = True
     acks: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
+    dropped: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
 
 
 def fork_workers(
@@ -186,6 +191,7 @@ class Fleet:
         self._adopt_local = adopt_local
         self._log = log
         self._next = 0
+        self._seal_seq = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         loop = asyncio.get_running_loop()
         for p in peers:
@@ -261,11 +267,41 @@ class Fleet:
             self._log(f"worker {p.index} could not open the keyring")
         return p.ready
 
-    def sealed(self) -> None:
-        """The leader sealed: every worker drops its keys and connections."""
+    def seal_now(self) -> bytes:
+        """The leader sealed: tell every worker to drop its keys and connections, without
+        waiting (a signal handler). Returns the SEAL message sent."""
+        self._seal_seq = (self._seal_seq + 1) & 0xFFFFFFFF
+        msg = SEAL + _ID.pack(self._seal_seq)
         for p in self.peers:
             p.ready = False
-            self._send(p, SEAL)
+            self._send(p, msg)
+        return msg
+
+    async def sealed(self, origin: Peer | None = None) -> None:
+        """The leader sealed (``origin``: on that worker's seal request): returns once every
+        other worker acknowledged that its keys are gone; ``origin`` is told last, and
+        answers its request only then (workers that do not answer in time are dropped)."""
+        self._seal_seq = (self._seal_seq + 1) & 0xFFFFFFFF
+        msg = SEAL + _ID.pack(self._seal_seq)
+        waits = []
+        for p in self.peers:
+            p.ready = False
+            if p is not origin and self._send(p, msg):
+                waits.append(self._await_dropped(p, msg[1:]))
+        await asyncio.gather(*waits)
+        if origin is not None:
+            self._send(origin, msg)
+
+    async def _await_dropped(self, p: Peer, seq: bytes) -> bool:
+        deadline = time.monotonic() + ACK_TIMEOUT
+        while True:  # earlier seals' late answers are skipped by their sequence number
+            try:
+                got = await asyncio.wait_for(p.dropped.get(), deadline - time.monotonic())
+            except TimeoutError:
+                self._drop(p, "did not acknowledge the seal")
+                return False
+            if got == seq:
+                return True
 
     async def changed(self, origin: Peer | None = None) -> None:
         """A state change in ``origin`` (None: the leader): every other process re-opens
@@ -317,10 +353,12 @@ class Fleet:
             kind, body = msg[:1], msg[1:]
             if kind in (READY, FAILED):
                 p.acks.put_nowait(kind)
+            elif kind == DROPPED:
+                p.dropped.put_nowait(bytes(body))
             elif kind == SEALED:
                 reason = body.decode("utf-8", "replace") or "seal request"
                 self.service.seal(reason, audit=False)  # the worker audited it
-                self.sealed()
+                self._spawn(self.sealed(origin=p))
             elif kind == CHANGED:
                 self._spawn(self._changed_from(p))
             elif kind == FORWARD:
@@ -365,6 +403,7 @@ class WorkerLink:
         self._log = log
         self._master = b""
         self._done: asyncio.Queue[bytes] = asyncio.Queue()
+        self._leader_sealed = asyncio.Event()
         self._answers: dict[int, asyncio.Future[Response]] = {}
         self._rid = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -396,6 +435,15 @@ class WorkerLink:
             return Response(503, wire.error_body(err))
         finally:
             self._answers.pop(self._rid, None)
+
+    async def sealed(self) -> None:
+        """A seal request arrived here (this process already sealed): have the leader seal
+        every process, and return once it says all others dropped their keys (bounded)."""
+        if self._leader_sealed.is_set():
+            return
+        self.tell(SEALED + b"seal request")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._leader_sealed.wait(), ACK_TIMEOUT * 2)
 
     async def changed(self) -> None:
         """Report a state change and wait until every other process has reloaded."""
@@ -434,6 +482,7 @@ class WorkerLink:
                         self._spawn(self._adopt_conn(conn, body == b"\x01"))
             elif kind == UNSEAL:
                 self._master = bytes(body)
+                self._leader_sealed.clear()
                 self._open()
             elif kind == RELOAD:
                 self._open()
@@ -441,6 +490,8 @@ class WorkerLink:
                 self._master = b""
                 self.service.seal("sealed by the leader", audit=False)
                 self._on_seal()
+                self.tell(DROPPED + body)
+                self._leader_sealed.set()
             elif kind == DONE:
                 self._done.put_nowait(kind)
             elif kind == ANSWER and len(body) >= _ANSWER_HEAD.size:

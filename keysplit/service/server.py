@@ -33,7 +33,6 @@ from ..errors import KeysplitError
 from . import _wire as wire
 from .core import KeyService, Request, Response
 from .fleet import (
-    SEALED,
     Fleet,
     Peer,
     WorkerLink,
@@ -348,7 +347,7 @@ async def _serve(
         if req.path == "/v1/unseal" and was_sealed and not service.sealed:
             await fleet.unsealed()
         elif req.path == "/v1/seal" and r.status == 200 and not was_sealed:
-            fleet.sealed()
+            await fleet.sealed()  # answered once every worker dropped its keys
         elif req.path in _CHANGES and r.status == 200:
             await fleet.changed()
 
@@ -369,7 +368,7 @@ async def _serve(
     def on_stop(name: str) -> None:
         reason.append(name)
         service.seal(name)  # drop keys first (audited once), then the workers', then stop
-        fleet.sealed()
+        fleet.seal_now()
         stop.set()
 
     loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
@@ -409,7 +408,7 @@ async def _worker(
     async def after(req: Request, r: Response, was_sealed: bool) -> None:
         assert link is not None
         if req.path == "/v1/seal" and r.status == 200 and not was_sealed:
-            link.tell(SEALED + b"seal request")  # the leader's SEAL closes our connections
+            await link.sealed()  # the leader's SEAL, sent last to us, closes our connections
         elif req.path in _CHANGES and r.status == 200:
             await link.changed()
 

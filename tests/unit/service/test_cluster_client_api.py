@@ -1,0 +1,79 @@
+"""The rest of ClusterClient's record API (issue 20: "encrypt, decrypt, *_many, shred, hold,
+status"): legal holds and status, which need no node, so the nodes of this cluster are
+unreachable sockets (the ``cl`` fixture of test_cluster_cache.py). Records, shreds and
+everything that needs T nodes are in test_cluster_nodes.py with real node processes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from test_cluster_cache import _fast_poll, cl  # noqa: F401  (fixtures, used by name)
+
+from keysplit import ClusterClient, LegalHoldError
+from keysplit.service.cluster_config import read_cluster
+from keysplit.store import WrappedKey
+
+pytest.importorskip("rbcl")
+
+
+def test_legal_hold_blocks_shred_under_every_spelling(cl: Path) -> None:  # noqa: F811
+    nfc, nfd = "contacts/Jos\u00e9", "contacts/Jose\u0301"
+    with ClusterClient(cl, token="t") as c:
+        store = c.datakeys.store
+        store.insert_many([WrappedKey("contacts/1", 1, os.urandom(24))])
+        store.insert_many([WrappedKey(nfd, 1, os.urandom(24))])  # a key under another spelling
+        c.set_legal_hold("contacts/1", True)
+        c.set_legal_hold(nfc, True)  # held as the NFC subject: the NFD key is held too
+        assert {"contacts/1", nfc} <= set(store.legal_holds())
+        for subject in ("contacts/1", nfc, nfd):
+            with pytest.raises(LegalHoldError):
+                c.shred(subject)
+        assert set(store.get_many(["contacts/1", nfd])) == {"contacts/1", nfd}, "nothing deleted"
+        c.set_legal_hold("contacts/1", False)
+        c.set_legal_hold(nfc, False)
+        assert not {"contacts/1", nfc, nfd} & set(store.legal_holds())
+        assert c.shred("contacts/1") is True  # nodes down: deleted under the flush tag
+        assert c.shred(nfc) is True
+        assert store.get_many(["contacts/1", nfc, nfd]) == {}
+
+
+def test_status_describes_the_cluster_and_its_keys(cl: Path) -> None:  # noqa: F811
+    cfg = read_cluster(cl)
+    with ClusterClient(cl, token="t") as c:
+        c.datakeys.store.insert_many(
+            [WrappedKey(f"contacts/{i}", 1 + i % 2, os.urandom(24)) for i in range(5)]
+        )
+        st = c.status()
+    assert (st.cluster_id, st.region, st.threshold, st.epoch) == (
+        cfg.cluster_id, "in", 2, cfg.epoch,
+    )  # fmt: skip
+    assert st.nodes == ("n1", "n2", "n3") and st.excluded == ()
+    assert dict(st.keys_by_version) == {1: 3, 2: 2}
+
+
+def test_one_constructor_switches_a_backend() -> None:
+    """The record API has the same calls on a keyring, a key-service client and a cluster
+    client, so a backend changes only its constructor (status types differ by design)."""
+    import inspect
+
+    from keysplit import Client, UnsealedKeyring
+
+    def params(cls: type, name: str) -> list[tuple[str, object, object]]:
+        sig = inspect.signature(getattr(cls, name))
+        return [
+            (p.name, p.kind, p.default)
+            for p in sig.parameters.values()
+            if p.name != "record" or name in ("decrypt", "decrypt_many")  # the audit flag
+        ]
+
+    calls = ["encrypt", "decrypt", "encrypt_many", "decrypt_many", "shred", "set_legal_hold"]
+    for name in [*calls, "status", "close"]:
+        for cls in (Client, ClusterClient):
+            assert callable(getattr(cls, name, None)), (cls.__name__, name)
+    for name in calls:
+        assert (
+            params(ClusterClient, name) == params(Client, name) == params(UnsealedKeyring, name)
+        ), name
