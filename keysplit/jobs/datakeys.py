@@ -13,7 +13,8 @@ over the keys handed to them; these are the two handles that survive pickling:
   :class:`LoopbackDataKeys` that workers on the same host use. Frames are bytes (bounded
   JSON in, keys out), never pickles.
 
-Neither caches: a partition derives its keys, uses them and drops them.
+Neither caches; a job's workers wrap them in a per-job cache (:mod:`keysplit.jobs._cache`):
+each key fetched once per job and worker, derived once while the source returns it unchanged.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import socket
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client as _Connect
@@ -35,11 +38,13 @@ from .. import _json
 from ..errors import FormatError, IntegrityError, KeysplitError
 from ..keyring import UnsealedKeyring
 from ..keyring.datakeys import DerivedDataKeys
+from ._cache import JOBS_KEPT, MAX_KEYS
 
 __all__ = ["LoopbackDataKeys", "ServiceDataKeys", "serve_keys"]
 
 _MAX_REQUEST = 64 << 20
 _ERRORS: dict[str, type[KeysplitError]] = {"IntegrityError": IntegrityError}
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class ServiceDataKeys(DerivedDataKeys):
@@ -112,6 +117,7 @@ def serve_keys(keyring: UnsealedKeyring) -> Iterator[LoopbackDataKeys]:
         try:
             yield LoopbackDataKeys(str(listener.address), authkey, keyring.keyring.keyring_id)
         finally:
+            server.forget()
             stop.set()
             with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as wake:
                 wake.connect(str(listener.address))  # wakes accept(); fails its handshake
@@ -120,14 +126,33 @@ def serve_keys(keyring: UnsealedKeyring) -> Iterator[LoopbackDataKeys]:
 
 
 class _KeyServer:
-    """The driver's side of :func:`serve_keys` (never pickled, never leaves the driver)."""
+    """The driver's side of :func:`serve_keys` (never pickled, never leaves the driver).
+
+    A request may name its job (:meth:`LoopbackDataKeys.for_job`): the server then answers
+    from the keys it already exported for that job and asks the keyring only for the
+    others. Every worker of a job asks for the subjects of its parts, and when subjects
+    recur across parts those are the same keys: each export of 10^4 keys cost the keyring
+    process 35 ms (SQLite lookup, unwrap), paid once per worker and one after the other,
+    so a second worker made a job slower rather than faster (issue 23). This holds a job's
+    raw keys in the keyring process for the job's lifetime, as its workers hold them
+    (SECURITY.md): at most :data:`~keysplit.jobs._cache.MAX_KEYS` per job and the
+    :data:`~keysplit.jobs._cache.JOBS_KEPT` most recent jobs, all dropped when the
+    ``serve_keys`` block ends.
+    """
 
     def __init__(self, keyring: UnsealedKeyring) -> None:
         self._kr = keyring
         self._lock = threading.Lock()
+        self._jobs: OrderedDict[str, dict[str, bytes]] = OrderedDict()
 
     def __reduce__(self) -> tuple[Any, ...]:
         raise TypeError("the driver's key server cannot be sent to workers")
+
+    def forget(self) -> None:
+        with self._lock:
+            for keys in self._jobs.values():
+                keys.clear()
+            self._jobs.clear()
 
     def accept(self, listener: Listener, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -142,6 +167,28 @@ class _KeyServer:
                 return
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
+    def _export(self, subjects: list[str], create: bool, job: str | None) -> list[bytes | None]:
+        """(Under the lock) the keys of ``subjects``: for a job, those it was given
+        already from its cache, the others from the keyring."""
+        if job is None:
+            return self._kr.records.export(subjects, create=create)
+        keys = self._jobs.get(job)
+        if keys is None:
+            keys = self._jobs[job] = {}
+            while len(self._jobs) > JOBS_KEPT:
+                self._jobs.popitem(last=False)[1].clear()
+        else:
+            self._jobs.move_to_end(job)
+        wanted = [s for s in dict.fromkeys(subjects) if s not in keys]
+        if wanted:
+            got = self._kr.records.export(wanted, create=create)
+            if len(keys) + len(wanted) > MAX_KEYS:
+                keys.clear()
+            fresh = {s: k for s, k in zip(wanted, got, strict=True) if k is not None}
+            keys.update(fresh)
+            return [keys.get(s) or fresh.get(s) for s in subjects]
+        return [keys[s] for s in subjects]
+
     def _handle(self, conn: Connection) -> None:
         with conn:
             while True:
@@ -151,11 +198,15 @@ class _KeyServer:
                     return
                 try:
                     doc = _json.loads(data, what="data key request", max_bytes=_MAX_REQUEST)
-                    subjects, create = doc["subjects"], doc["create"]
-                    if not isinstance(subjects, list) or not isinstance(create, bool):
+                    subjects, create, job = doc["subjects"], doc["create"], doc.get("job")
+                    if (
+                        not isinstance(subjects, list)
+                        or not isinstance(create, bool)
+                        or not (job is None or (isinstance(job, str) and _JOB_ID.fullmatch(job)))
+                    ):
                         raise FormatError("malformed data key request")
                     with self._lock:
-                        keys = self._kr.records.export(subjects, create=create)
+                        keys = self._export(subjects, create, job)
                     present = bytes(k is not None for k in keys)
                     reply = b"\x00" + present + b"".join(k for k in keys if k is not None)
                 except (KeysplitError, ValueError, TypeError, KeyError) as exc:
@@ -167,18 +218,35 @@ class _KeyServer:
 class LoopbackDataKeys(DerivedDataKeys):
     """The workers' handle on :func:`serve_keys` (one connection per thread)."""
 
-    def __init__(self, address: str, authkey: bytes, keyring_id: str) -> None:
+    def __init__(
+        self, address: str, authkey: bytes, keyring_id: str, job: str | None = None
+    ) -> None:
         self.address, self._authkey, self._keyring_id = address, authkey, keyring_id
+        self.job = job
         self._local = threading.local()
 
     def __repr__(self) -> str:
         return f"LoopbackDataKeys({self.address!r}, <redacted>)"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"address": self.address, "_authkey": self._authkey, "kid": self._keyring_id}
+        return {
+            "address": self.address,
+            "_authkey": self._authkey,
+            "kid": self._keyring_id,
+            "job": self.job,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["address"], state["_authkey"], state["kid"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["address"], state["_authkey"], state["kid"], state.get("job")
+        )
+
+    def for_job(self, job_id: str) -> LoopbackDataKeys:
+        """This handle for one job: the server answers the job's repeated subjects from
+        the keys it exported for the job (see :class:`_KeyServer`)."""
+        if not _JOB_ID.fullmatch(job_id):
+            raise ValueError("a job id is 32 hex digits")
+        return type(self)(self.address, self._authkey, self._keyring_id, job_id)
 
     @property
     def keyring_id(self) -> str:
@@ -190,7 +258,8 @@ class LoopbackDataKeys(DerivedDataKeys):
             conn = _Connect(self.address, "AF_UNIX", authkey=self._authkey)
             self._local.conn = conn
         n = len(subjects)
-        conn.send_bytes(json.dumps({"subjects": list(subjects), "create": create}).encode())
+        request = {"subjects": list(subjects), "create": create, "job": self.job}
+        conn.send_bytes(json.dumps(request).encode())
         reply = conn.recv_bytes(17 * n + (1 << 16))
         if reply[:1] == b"\x00" and len(reply) >= 1 + n:
             present = reply[1 : 1 + n]

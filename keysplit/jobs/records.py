@@ -4,8 +4,11 @@ Every partition runs the library's one record engine
 (:class:`~keysplit.keyring.records.Records`) over the picklable
 :class:`~keysplit.keyring.DataKeys` it was given (:class:`~keysplit.jobs.ServiceDataKeys`,
 or :func:`~keysplit.jobs.serve_keys`' handle): the keys of the distinct subjects it holds
-arrive in **one** batch, the column is sealed or opened with ``encrypt_many`` /
-``decrypt_many``, and the keys are dropped when it returns. The records are ordinary keysplit
+arrive in **one** batch (once per job and worker: :mod:`keysplit.jobs._cache`), and the column
+is sealed or opened with ``encrypt_many`` / ``decrypt_many``. The ``*_dataset`` helpers
+(encrypt, decrypt) skip Dask DataFrames: the driver child packs the Parquet row groups into
+one bounded part per worker thread or more and each task seals its part with pyarrow
+(:mod:`keysplit.jobs._parquet`, which says why). The records are ordinary keysplit
 records: ``UnsealedKeyring.decrypt(record, subject=..., context=...)`` opens them, and a
 row moved to another subject (or context) fails with :class:`IntegrityError`.
 
@@ -31,12 +34,12 @@ from dask.base import compute
 from dask.delayed import delayed
 from distributed import Client, as_completed
 
-from .. import _json, names, record
-from .._fileio import atomic_writer
+from .. import names, record
 from ..errors import FormatError, IntegrityError, KeysplitError
 from ..keyring import DataKeys
 from ..keyring.records import Records
 from ..record import DataKey
+from . import _parquet as _pq
 from ._cache import job_keys, job_records
 from ._channel import Channel
 from ._isolate import JobError, Message, progress_of, run_job
@@ -337,88 +340,58 @@ PART_BYTES = 64 << 20
 several partitions (by row groups), so a worker's memory stays bounded whatever the
 input's file sizes (a file of one huge row group cannot be split below that row group)."""
 
-_META_KEY = b"keysplit"
-
 
 def _read(src: str) -> dd.DataFrame:
     return dd.read_parquet(src, engine="pyarrow", split_row_groups="adaptive", blocksize=PART_BYTES)
 
 
-def _sealed_types(src: str) -> dict[str, str]:
-    """The original types of the sealed columns of dataset ``src`` (from the Parquet schema
-    metadata :func:`encrypt_dataset` writes): column -> "str" or "bytes"."""
-    import pyarrow.dataset as pads
-
-    meta = pads.dataset(src, format="parquet").schema.metadata or {}
-    raw = meta.get(_META_KEY)
-    if raw is None:
-        return {}
-    try:
-        doc = _json.loads(raw, what="keysplit Parquet metadata", max_bytes=1 << 20)
-        sealed = doc["sealed"]
-        if not isinstance(sealed, dict) or not all(
-            isinstance(k, str) and v in ("str", "bytes") for k, v in sealed.items()
-        ):
-            raise FormatError("malformed keysplit Parquet metadata")
-    except (KeyError, TypeError):
-        raise FormatError("malformed keysplit Parquet metadata") from None
-    return dict(sealed)
-
-
-def _column_type(src: str, column: str) -> str:
-    """ "str" or "bytes": how ``column`` of dataset ``src`` is stored (what decrypt gives back)."""
-    import pyarrow as pa
-    import pyarrow.dataset as pads
-
-    schema = pads.dataset(src, format="parquet").schema
-    if column not in schema.names:
-        raise KeysplitError(f"no column {column!r} in the dataset")
-    t = schema.field(column).type
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return "str"
-    return "bytes"
-
-
-def _write_part(df: pd.DataFrame, path: str, sealed: dict[str, str]) -> int:
-    """Write one output part through the library's one durable writer (temp file, fsync,
-    rename, mode 0600: a decrypted part is plaintext), recording which columns are sealed
-    and their original types in the Parquet schema metadata."""
-    import json
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(df)
-    meta = dict(table.schema.metadata or {})
-    if sealed:
-        meta[_META_KEY] = json.dumps({"v": 1, "sealed": sealed}, sort_keys=True).encode()
-    else:
-        meta.pop(_META_KEY, None)
-    table = table.replace_schema_metadata(meta)
-    with atomic_writer(path, mode=0o600) as fh:
-        pq.write_table(table, fh)
-    return len(df)
+def _slots(client: Client | None) -> int:
+    """Worker threads of the cluster (1 in process): the least number of parts."""
+    if client is None:
+        return 1
+    return max(1, sum(int(n) for n in client.nthreads().values()))
 
 
 def _transform_dataset(
-    src: str,
-    dst: str,
-    make: Callable[[dd.DataFrame], dd.DataFrame],
-    sealed: dict[str, str],
     client: Client | None,
     progress: Progress | None,
+    spec_of: Callable[[Any], _pq.PartSpec],
+    src: str,
+    dst: str,
 ) -> int:
+    """Plan ``src`` into parts (:func:`keysplit.jobs._parquet.plan`) and run one task per
+    part, each writing ``dst/part.NNNNN.parquet``; the rows written."""
     out = Path(dst).absolute()  # the workers' working directory is not ours
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KeysplitError(f"{out} exists and is not an empty directory")
-    ddf = _read(src)
-    result = make(ddf)
+    layout = _pq.plan(src, _slots(client), PART_BYTES)
+    spec = spec_of(layout.schema)
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tasks = [
-        delayed(_write_part)(p, str(out / f"part.{i:05d}.parquet"), sealed)
-        for i, p in enumerate(result.to_delayed())
+    calls = [
+        (spec, pieces, str(out / f"part.{i:05d}.parquet")) for i, pieces in enumerate(layout.parts)
     ]
-    return sum(_run_parts(client, tasks, progress))
+    total = len(calls)
+    if progress is not None:
+        progress(0, total)
+    done = 0
+    if client is None:
+        for n, call in enumerate(calls, 1):
+            done += _pq.run_part(*call)
+            if progress is not None:
+                progress(n, total)
+        return done
+    futures = [
+        client.submit(_pq.run_part, *call, key=f"keysplit-part-{spec.job_id}-{i}")
+        for i, call in enumerate(calls)
+    ]
+    for n, fut in enumerate(as_completed(futures), 1):
+        rows = fut.result()
+        if isinstance(rows, bool) or not isinstance(rows, int):
+            raise JobError("a worker returned a malformed part result")
+        done += rows
+        if progress is not None:
+            progress(n, total)
+    return done
 
 
 @dataclass(frozen=True)
@@ -436,50 +409,36 @@ class _DatasetJob:
 
     def run(self, client: Client | None, progress: Progress | None) -> Any:
         """Run it in this process (``client``: its Dask client, or None: no cluster)."""
-        column, subjects, source, context = (
+        if self.kind == "scan":
+            with dask.config.set({"dataframe.convert-string": False}):
+                return scan(
+                    _read(self.src),
+                    self.column,
+                    self.subject_column,
+                    service=self.source,
+                    context=self.context,
+                    client=client,
+                    progress=progress,
+                )
+        assert self.dst is not None
+        return _transform_dataset(client, progress, self._spec, self.src, self.dst)
+
+    def _spec(self, schema: Any) -> _pq.PartSpec:
+        """What each part task gets; a sealed str column opens as str (its original type)."""
+        text = self.text or (
+            self.kind == "decrypt" and _pq.sealed_types(schema).get(self.column) == "str"
+        )
+        return _pq.PartSpec(
+            self.kind,
             self.column,
             self.subject_column,
             self.source,
             self.context,
+            text,
+            secrets.token_hex(16),  # the job id: each worker derives a key once per job
+            schema,
+            _pq.output_metadata(schema, self.kind, self.column, self.subject_column),
         )
-        with dask.config.set({"dataframe.convert-string": False}):
-            if self.kind == "scan":
-                ddf = _read(self.src)
-                return scan(
-                    ddf,
-                    column,
-                    subjects,
-                    service=source,
-                    context=context,
-                    client=client,
-                    progress=progress,
-                )
-            assert self.dst is not None
-            sealed = _sealed_types(self.src)
-            if self.kind == "encrypt":
-                if column in sealed:
-                    raise KeysplitError(f"column {column!r} of the dataset is already sealed")
-                sealed[column] = _column_type(self.src, column)
-                return _transform_dataset(
-                    self.src,
-                    self.dst,
-                    lambda d: encrypt_column(d, column, subjects, service=source, context=context),
-                    sealed,
-                    client,
-                    progress,
-                )
-            # each column back in its original type: a sealed str column opens as str
-            text = self.text or sealed.pop(column, None) == "str"
-            return _transform_dataset(
-                self.src,
-                self.dst,
-                lambda d: decrypt_column(
-                    d, column, subjects, service=source, context=context, text=text
-                ),
-                sealed,
-                client,
-                progress,
-            )
 
 
 _REASONS = frozenset({"no data key", "malformed", "authentication failed"})

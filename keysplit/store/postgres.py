@@ -140,14 +140,16 @@ _STATEMENTS: dict[str, LiteralString] = {
     "lock_shared": "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))",
     # a few new keys in one statement, guarded by the state in the same statement (its
     # snapshot is taken after the shared lock of the statement before it was granted)
-    # (all rows or none: one row under a version the state refuses stores nothing)
-    "insert_small": "WITH v AS (SELECT * FROM unnest(%s::text[], %s::int[], %s::bytea[]) "
+    # (all rows or none: one row under a version the state refuses stores nothing); it
+    # returns the state it decided on, which says why when nothing was stored
+    "insert_small": "WITH st AS (SELECT epoch, current_kek, retired, rekeys, tombstone_seq "
+    "FROM {s}.keyring_state), v AS (SELECT * FROM unnest(%s::text[], %s::int[], %s::bytea[]) "
     "AS v(s, k, w)), ok AS (SELECT bool_and((st.current_kek = 0 OR v.k = st.current_kek) "
-    "AND NOT (v.k::text = ANY(string_to_array(st.retired, ',')))) AS fine "
-    "FROM v, {s}.keyring_state st) "
-    "INSERT INTO {s}.data_keys (subject, kek_version, wrapped) "
+    "AND NOT (v.k::text = ANY(string_to_array(st.retired, ',')))) AS fine FROM v, st), "
+    "ins AS (INSERT INTO {s}.data_keys (subject, kek_version, wrapped) "
     "SELECT v.s, v.k, v.w FROM v, ok WHERE ok.fine ORDER BY v.s "
-    "ON CONFLICT (subject) DO NOTHING",
+    "ON CONFLICT (subject) DO NOTHING) "
+    "SELECT epoch, current_kek, retired, rekeys, tombstone_seq FROM st",
     "delete": "WITH held AS (SELECT count(*) AS n FROM {s}.legal_holds WHERE subject = %(s)s), "
     "gone AS (DELETE FROM {s}.data_keys WHERE subject = %(s)s "
     "AND (SELECT n FROM held) = 0 RETURNING 1) "
@@ -374,8 +376,13 @@ class PostgresKeyStore:
         its first statement; the call is then retried on another connection (the pool
         discards the broken one). ``idempotent=False`` work (a shred: whether a key existed;
         an audit append) first checks the connection instead, so it never runs twice.
-        ``pipeline``: BEGIN, the work's statements and COMMIT go out together (psycopg
-        pipeline mode): one round trip when the work reads its results only at the end.
+        ``pipeline``: the work's statements go out together (psycopg pipeline mode) as one
+        *implicit* transaction, no BEGIN or COMMIT: the server runs everything up to the
+        pipeline's one Sync as a single transaction (its transaction-scoped advisory locks
+        held to the end, each statement a fresh READ COMMITTED snapshot), commits at the
+        Sync, and rolls all of it back if a statement fails. One round trip when the work
+        reads its results only after the pipeline ends (``conn.transaction()`` here cost
+        three more: psycopg syncs after BEGIN, after COMMIT and on leaving the pipeline).
         """
         if self._closed.is_set():
             raise KeyringError("key store is closed")
@@ -387,8 +394,8 @@ class PostgresKeyStore:
                     if not idempotent:
                         ConnectionPool.check_connection(conn)
                     started = True
-                    if pipeline:
-                        with conn.pipeline(), conn.transaction():
+                    if pipeline:  # autocommit connection: one implicit transaction
+                        with conn.pipeline():
                             return work(conn)
                     with conn.transaction():
                         return work(conn)
@@ -489,19 +496,19 @@ class PostgresKeyStore:
     def _insert_small(
         self, first: dict[str, WrappedKey], ordered: list[WrappedKey], versions: set[int]
     ) -> dict[str, WrappedKey]:
-        """A few new keys in one round trip: BEGIN, the shared state lock, the state, one
-        guarded ``INSERT ... SELECT FROM unnest ... ON CONFLICT DO NOTHING``, the stored
-        rows (a fresh snapshot: a racing writer's committed row wins) and COMMIT, sent
-        together in pipeline mode; the results are read after the commit. The state
-        decides in SQL and is checked again here to say why nothing was stored."""
+        """A few new keys in one round trip of three statements: the shared state lock;
+        one guarded ``INSERT ... SELECT FROM unnest ... ON CONFLICT DO NOTHING`` that
+        returns the state it decided on; the stored rows (a fresh snapshot: a racing
+        writer's committed row wins). They go out together in pipeline mode as one
+        implicit transaction (see :meth:`_tx`); the results are read after the commit.
+        The state decides in SQL and is checked again here to say why nothing was stored."""
         stored = dict(first)
         pending = ordered
         for _ in range(_ROUNDS):
             def work(conn: _Conn, rows: list[WrappedKey] = pending) -> tuple[Any, Any]:
                 subjects = [r.subject for r in rows]
                 conn.execute(self._sql["lock_shared"], (self._state_lock,))
-                state = conn.execute(self._sql["state"])
-                conn.execute(
+                state = conn.execute(
                     self._sql["insert_small"],
                     (subjects, [r.kek_version for r in rows], [r.wrapped for r in rows]),
                 )

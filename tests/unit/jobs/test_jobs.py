@@ -30,6 +30,7 @@ from paths import VECTORS_DIR
 
 from keysplit import IntegrityError, Keyring, Share, UnsealedKeyring, ceremony, jobs, load_share
 from keysplit import errors as keysplit_errors
+from keysplit import record as keysplit_record
 from keysplit.jobs import JobError, LoopbackDataKeys, serve_keys
 from keysplit.jobs._kek import open_keks, seal_keks
 from keysplit.keyring import KEYRING_FILE, STORE_FILE, KekSet
@@ -864,3 +865,150 @@ def test_a_worker_derives_each_subject_key_once_per_job(tmp_path: Path) -> None:
     assert len(_cache._jobs) <= _cache.JOBS_KEPT
     with pytest.raises(TypeError):
         pickle.dumps(next(iter(_cache._jobs.values())))
+
+
+def test_small_files_make_one_part_per_worker_thread_in_order(tmp_path: Path) -> None:
+    """Before: one partition per input file, so each subject's key lookup, AAD and grouping
+    ran once per file (8 times here), and every value went through pandas twice. Now the
+    row groups are packed into max(ceil(bytes / PART_BYTES), worker threads) parts: one
+    here (in process), rows in file order; pandas reads the sealed column as bytes and
+    the decrypted one as str again."""
+    import pyarrow.parquet as pq
+
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    n = 400
+    df = pd.DataFrame(
+        {
+            "id": range(n),
+            "user": [f"u/{i % 9}" for i in range(n)],
+            "note": [None if i % 50 == 3 else f"nöte {i}" for i in range(n)],
+        }
+    )
+    (tmp_path / "in").mkdir()
+    for i, part in enumerate(np.array_split(np.arange(n), 8)):
+        df.iloc[part].to_parquet(tmp_path / "in" / f"part.{i}.parquet")
+    steps: list[tuple[int, int]] = []
+    with _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
+        kwargs: dict[str, Any] = {"service": src, "context": {"t": "notes"}}
+        rows = jobs.encrypt_dataset(
+            tmp_path / "in",
+            tmp_path / "enc",
+            "note",
+            "user",
+            progress=lambda d, t: steps.append((d, t)),
+            **kwargs,
+        )
+        assert rows == n
+        assert steps == [(0, 1), (1, 1)]
+        assert [p.name for p in (tmp_path / "enc").iterdir()] == ["part.00000.parquet"]
+        enc = pd.read_parquet(tmp_path / "enc")
+        assert enc["id"].tolist() == list(range(n))  # file order kept
+        assert enc["note"][3] is None and isinstance(enc["note"][0], bytes)
+        sealed = enc["note"][0]
+        assert ukr.decrypt(sealed, subject="u/0", context={"t": "notes"}) == "nöte 0".encode()
+        jobs.decrypt_dataset(tmp_path / "enc", tmp_path / "dec", "note", "user", **kwargs)
+    dec = pd.read_parquet(tmp_path / "dec")
+    assert dec["note"].tolist() == df["note"].tolist()
+    assert pq.read_table(tmp_path / "dec").schema.metadata.get(b"keysplit") is None
+
+
+def test_plan_packs_row_groups_into_bounded_parts(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from keysplit.jobs import _parquet
+
+    (tmp_path / "d").mkdir()
+    table = pa.table(
+        {"s": [f"u{i}" for i in range(100)], "v": [os.urandom(100) for _ in range(100)]}
+    )
+    for name in ("part.2.parquet", "part.10.parquet", "part.1.parquet"):
+        pq.write_table(table, tmp_path / "d" / name, row_group_size=10)  # 10 row groups each
+    one = _parquet.plan(str(tmp_path / "d"), 1, 1 << 30)
+    assert one.rows == 300 and len(one.parts) == 1
+    assert [Path(p).name for p, _, _ in one.parts[0]] == [
+        "part.1.parquet",
+        "part.2.parquet",
+        "part.10.parquet",
+    ]  # natural order, each file's row groups together
+    assert len(_parquet.plan(str(tmp_path / "d"), 2, 1 << 30).parts) == 2  # one per thread
+    small = _parquet.plan(str(tmp_path / "d"), 1, 5_000)  # about 4 row groups a part
+    assert 6 <= len(small.parts) <= 10
+    groups = [(Path(p).name, g) for part in small.parts for p, gs, _ in part for g in gs]
+    assert len(groups) == 30 and len(set(groups)) == 30  # every row group once
+    assert len(_parquet.plan(str(tmp_path / "d"), 500, 1 << 30).parts) == 30  # never split one
+    with pytest.raises(keysplit_errors.KeysplitError, match="no Parquet files"):
+        (tmp_path / "empty").mkdir()
+        _parquet.plan(str(tmp_path / "empty"), 1, 1 << 30)
+    (tmp_path / "d" / "part.3.parquet").write_bytes(b"not Parquet at all")
+    with pytest.raises(keysplit_errors.KeysplitError, match="cannot read the Parquet"):
+        _parquet.plan(str(tmp_path / "d"), 1, 1 << 30)
+
+
+class _CountedKey(keysplit_record.DataKey):
+    made: list[int] = []  # noqa: RUF012
+
+    def __init__(self, key: bytes) -> None:
+        self.made.append(1)
+        super().__init__(key)
+
+
+def test_a_worker_derives_a_key_again_only_when_the_source_changed_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deriving 10^4 keys cost as much as sealing 10^5 records (issue 23). A new job still
+    fetches every key (so a shred counts from the next job on), but reuses the previous
+    job's derived key where the source hands out the same raw key."""
+    from keysplit.jobs import _cache
+
+    monkeypatch.setattr(_cache, "DataKey", _CountedKey)
+    _CountedKey.made.clear()
+    _CountingKeys.calls.clear()
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    _dataset(tmp_path / "in")
+    with _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
+        counting = _CountingKeys(src.address, src._authkey, src.keyring_id)
+        jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=counting)
+        assert (_CountingKeys.calls, len(_CountedKey.made)) == ([7], 7)
+        jobs.decrypt_dataset(tmp_path / "enc", tmp_path / "d1", "body", "user", service=counting)
+        assert (_CountingKeys.calls, len(_CountedKey.made)) == ([7, 7], 7)  # fetched, not derived
+        ukr.shred("contacts/3")
+        with pytest.raises(keysplit_errors.KeysplitError):  # the shredded key is not served
+            jobs.decrypt_dataset(
+                tmp_path / "enc", tmp_path / "d2", "body", "user", service=counting
+            )
+        assert _CountingKeys.calls[2] == 7 and len(_CountedKey.made) == 7
+    for old in list(_cache._jobs.values()):
+        old.drop()
+    assert all(not j._derived and not j._keys for j in _cache._jobs.values())
+
+
+def test_the_key_server_exports_a_jobs_key_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: each worker's request unwrapped its keys again in the keyring process (35 ms
+    per 10^4 keys, one request after the other), so a second worker slowed a job down.
+    Now requests naming a job get the keys already exported for it; another job (or a
+    request naming none) asks the keyring again, so a shred counts from the next job."""
+    from keysplit.keyring.records import Records
+
+    calls: list[int] = []
+    export = Records.export
+
+    def counting(self: Records, subjects: Any, *, create: bool = False) -> Any:
+        calls.append(len(subjects))
+        return export(self, subjects, create=create)
+
+    monkeypatch.setattr(Records, "export", counting)
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    with _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
+        one, other = src.for_job("a" * 32), pickle.loads(pickle.dumps(src.for_job("a" * 32)))
+        k1, k2 = one.export(["s/1", "s/2"], create=True)
+        assert other.export(["s/2", "s/1", "s/3"], create=True)[:2] == [k2, k1]
+        assert calls == [2, 1]  # only s/3 was new to the job
+        ukr.shred("s/1")
+        assert other.export(["s/1"], create=False) == [k1]  # within the job, as its workers
+        assert src.for_job("b" * 32).export(["s/1", "s/2"], create=False) == [None, k2]
+        assert src.export(["s/2"], create=False) == [k2] and calls[-2:] == [2, 1]
+        with pytest.raises(ValueError):
+            src.for_job("not a job id")

@@ -271,3 +271,40 @@ def test_survives_a_server_restart(pg_server: object) -> None:
         s.close()
     finally:
         server.stop()
+
+
+def test_a_new_subjects_key_is_one_round_trip(pg_server: object, tmp_path: Path) -> None:
+    """The store call behind ``UnsealedKeyring.encrypt`` for a new subject. Before: BEGIN,
+    lock, state, insert, lookup and COMMIT with four Syncs, i.e. four round trips (issue
+    23). Now one pipelined implicit transaction: three statements, one Sync, committed
+    when it returns; a refused version still stores nothing and says why."""
+    from psycopg.pq import Trace, TransactionStatus
+
+    from keysplit.store.base import StaleKekError
+    from keysplit.store.postgres import PostgresKeyStore
+
+    store = PostgresKeyStore(_url(pg_server), KID, create=True, pool_size=1)
+    trace = tmp_path / "libpq.trace"
+    try:
+        with trace.open("w") as fh:
+            with store._pool.connection() as conn:  # the pool's one connection
+                conn.pgconn.trace(fh.fileno())
+                conn.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS | Trace.REGRESS_MODE)
+            got = store.insert_many([WrappedKey("new-subject", 1, b"k" * 24)])
+            with store._pool.connection() as conn:
+                assert conn.info.transaction_status == TransactionStatus.IDLE  # committed
+                conn.pgconn.untrace()
+        sent = [line.split("\t")[2] for line in trace.read_text().splitlines()
+                if line.startswith("F\t")]  # fmt: skip
+        assert sent.count("Sync") == 1, sent  # one round trip
+        assert sent.count("Execute") == 3, sent  # lock, guarded insert (+ state), lookup
+        assert got == [WrappedKey("new-subject", 1, b"k" * 24)]
+        other = PostgresKeyStore(store._url, KID)  # another connection sees it committed
+        assert other.get_many(["new-subject"]) == {"new-subject": got[0]}
+        other.close()
+        store.set_current_kek(2)  # a rotation elsewhere: version 1 is no longer current
+        with pytest.raises(StaleKekError, match="version 2 is"):
+            store.insert_many([WrappedKey("late", 1, b"l" * 24)])
+        assert store.get_many(["late"]) == {}
+    finally:
+        store.close()
