@@ -116,6 +116,10 @@ class DataKeys(Protocol):
     and under every rule :meth:`resolve` keeps (a fleet member: its lease is valid, the key
     was not dropped), else ``None``, and the engine calls :meth:`resolve`. It never
     creates, fetches or caches anything.
+    ``counts_records: bool`` (default True): whether ``resolve(create=True)`` counts each
+    occurrence of a subject as one record sealed (a use-bounded cache, as
+    ``keysplit.Client(cache_max_records=...)``'s); then the engine passes every occurrence
+    of a batch, otherwise each distinct subject once.
     ``missing_error(subject) -> KeysplitError`` says why no key of a subject
     opens a record (:class:`ShreddedError`, :class:`NoDataKeyError`, or
     :class:`IntegrityError` for a wrong key); without it the engine raises a detail-free
@@ -341,6 +345,9 @@ class LocalDataKeys:
                 st = store.set_current_kek(current_kek)
         self._adopt(st)
         self.member.start()
+
+    counts_records = False
+    """Sealing counts nothing here: a batch asks for each distinct subject once."""
 
     def __repr__(self) -> str:
         return f"LocalDataKeys(id={self._keyring_id}, <redacted>)"

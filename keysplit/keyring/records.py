@@ -116,6 +116,7 @@ class Records:
         "_cached",
         "_context_copies",
         "_contexts",
+        "_counts",
         "_dk",
         "_nonces",
         "_subjects",
@@ -135,6 +136,7 @@ class Records:
         self._cached: Callable[[str], DataKey | None] = (
             getattr(datakeys, "cached_key", None) or _no_cached_key
         )
+        self._counts: bool = getattr(datakeys, "counts_records", True)
 
     def __repr__(self) -> str:
         return f"Records(keyring={self._dk.keyring_id}, <redacted>)"
@@ -395,12 +397,12 @@ class Records:
         part = self._context(shared)
         plan = fmt.plan_groups(subjects)
         uniq = plan[0]
-        if create and len(uniq) < n:
-            # every occurrence: a DataKeys may count records per key (keysplit.Client's
+        if create and len(uniq) < n and self._counts:
+            # every occurrence: this DataKeys counts records per key (keysplit.Client's
             # cache_max_records); each subject's occurrences share one key object
             each = self._dk.resolve(subjects, create=True)
             keys = list(map(dict(zip(subjects, each, strict=True)).__getitem__, uniq))
-        else:  # opening counts nothing (and distinct subjects are every occurrence): once each
+        else:  # nothing counts occurrences here: each distinct subject once
             keys = self._dk.resolve(uniq, create=create)
         if not create and None in keys:
             raise self.missing(uniq[keys.index(None)], None)

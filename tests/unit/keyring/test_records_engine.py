@@ -173,3 +173,17 @@ def test_single_record_memo_follows_the_context_and_the_seam() -> None:
         rec.encrypt(b"x", subject=["a/1"])  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         rec.decrypt(one, subject="a/1", context=[("t", "m")])  # type: ignore[arg-type]
+
+
+def test_batches_ask_every_occurrence_only_of_a_datakeys_that_counts_them() -> None:
+    """``resolve(create=True)`` gets every occurrence unless the DataKeys says it counts
+    nothing (``counts_records = False``, as LocalDataKeys does); opening asks once each."""
+    counting, plain = DictKeys(), DictKeys()
+    plain.counts_records = False  # type: ignore[attr-defined]
+    subjects = ["a", "b", "a", "a"]
+    for dk, sealed in ((counting, 4), (plain, 2)):
+        rec = Records(dk)
+        out = rec.encrypt_many(subjects, [b"1", b"2", b"3", b"4"])
+        assert dk.calls[-1] == ("resolve", sealed, True)
+        assert rec.decrypt_many(subjects, out) == [b"1", b"2", b"3", b"4"]
+        assert dk.calls[-1] == ("resolve", 2, False)
