@@ -19,8 +19,9 @@ decrypt: the plaintexts of such blobs). Against it, same run, repeats interleave
   format's share of the gap and the rest, down to ``encrypt_many``, the engine's
   (grouping, AAD tails and keys per call: ``record.encrypt_many`` shows that part alone);
 * the bare loop and the record loop over the 10k keys in subject order (round-robin, as
-  one record per call meets them): a different key every call, so each AEAD call misses
-  the cache for its key schedule; the ceiling for the one-record-per-call rows.
+  one record per call meets them): a different key every call, so each AEAD call reads its
+  key schedule from further away, to read the one-record-per-call rows by (not a ceiling:
+  where the keys' objects sit in memory moves these rows by 10-20 % on a busy machine).
 
 Reading the decomposition (quiet run, issue 23's note): bare 1.0 -> 10k keys grouped
 (keys) -> + header/AAD (the v1 format) -> record.encrypt_many (per-call planning) ->

@@ -10,6 +10,7 @@ import hmac
 import json
 import os
 import socket
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -111,6 +112,46 @@ def test_key_cache_is_a_bounded_lru() -> None:
     assert cache.get_many(["e"]) == [None]
     with pytest.raises(ValueError):
         fleet.KeyCache(0)
+
+
+def test_lease_bound_get_against_concurrent_drops() -> None:
+    """The single-record lookup reads the cache without a lock (under the GIL): with
+    drops, evictions and refills running in another thread it returns the subject's own
+    key or None, never raises, and returns None once a drop has returned or the lease
+    has lapsed."""
+
+    class Member:
+        _deadline = time.monotonic() + 60
+
+    tagger = fleet.TombstoneTagger(b"k" * 32)
+    cache = fleet.KeyCache(50, tagger)
+    keys = {f"s{i}": DataKey(bytes([i]) * 16) for i in range(64)}
+    member = Member()
+    lookup = cache.lease_bound_get(member)  # type: ignore[arg-type]
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            cache.put_many(keys.items())  # 64 into 50: evicts
+            cache.drop_tags([tagger("s1"), tagger("s2")])
+            cache.drop(["s3"])
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        for _ in range(20_000):
+            for s in ("s1", "s3", "s40", "s63"):
+                got = lookup(s)
+                assert got is None or got is keys[s]
+    finally:
+        stop.set()
+        t.join()
+    cache.drop(["s40"])
+    assert lookup("s40") is None
+    cache.put_many([("s40", keys["s40"])])
+    assert lookup("s40") is keys["s40"]
+    member._deadline = time.monotonic() - 1
+    assert lookup("s40") is None
 
 
 def test_cache_memory_per_key() -> None:
