@@ -81,8 +81,8 @@ wheel-check: dist
 	$(PYTHON) -m venv build/wheel-venv
 	build/wheel-venv/bin/python -m pip install --quiet --disable-pip-version-check \
 		-c requirements-core.lock $(DIST)/keysplit-*.whl
-	tar -tzf $(DIST)/keysplit-*.tar.gz | grep -q '/LICENSE$$'
-	$(BIN)/python -m zipfile -l $(DIST)/keysplit-*.whl | grep -q 'licenses/LICENSE '
+	tar -tzf $(DIST)/keysplit-*.tar.gz | grep '/LICENSE$$' >/dev/null
+	$(BIN)/python -m zipfile -l $(DIST)/keysplit-*.whl | grep 'licenses/LICENSE ' >/dev/null
 	mkdir -p build/wheel-demo && cd build/wheel-demo && ../wheel-venv/bin/keysplit demo >/dev/null
 	@echo "wheel-check: the installed wheel ran keysplit demo"
 

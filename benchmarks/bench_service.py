@@ -9,12 +9,17 @@ records over 1,000 subjects whose keys already exist (records/s). Rows report th
 per batch call (median/min/max over calls) plus per-call latency p50/p99 in ms. A last
 row per size shows ``Client`` with its client-side data-key cache (records sealed locally,
 keys fetched once), which is what a backend that accepts the cache trade-off pays.
+The floor rows run the in-process call and then send the request's frame to a forked
+echo process over a socketpair and read back as many bytes as the answer's frame: what a
+single-threaded service over a Unix socket could reach with HTTP and framing for free.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from keysplit import Client, Keyring
+from keysplit.service import _wire as wire
 from keysplit.service.fleet import default_workers
 from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
 
@@ -31,12 +37,25 @@ from .harness import latency_ms, progress, row, throughput, time_calls
 
 SUBJECTS = 1000
 SIZE = 1024
+FLOOR = "floor: in-process + raw socket echo of the same bytes"
 
 
-def _calls(fn: Callable[[], object], n: int, quick: bool) -> list[float]:
-    """Per-call seconds: enough calls for a p99 at small batches, bounded time at large."""
+def _calls(fns: list[Callable[[], object]], n: int, quick: bool) -> list[list[float]]:
+    """Per-call seconds of each of ``fns``, their calls interleaved (a, b, c, a, b, c, ...)
+    so the drifting load of this shared machine hits every impl alike: enough calls for a
+    p99 at small batches, bounded time at large (one untimed warm-up call each)."""
     want = (60 if quick else 300) if n <= 10 else (20 if quick else 60) if n <= 1000 else 5
-    return time_calls(fn, want, budget_s=5 if quick else 20)  # 1 warm-up (connection, caches)
+    budget = (5 if quick else 20) * len(fns)
+    for fn in fns:
+        fn()  # connection, caches
+    out: list[list[float]] = [[] for _ in fns]
+    deadline = time.monotonic() + budget
+    for i in range(want):
+        for fn, times in zip(fns, out, strict=True):
+            times.extend(time_calls(fn, 1, warmup=0, min_calls=1))
+        if time.monotonic() > deadline and i >= 2:
+            break
+    return out
 
 
 def _row(
@@ -77,6 +96,75 @@ def _start(directory: Path, sock: Path, *extra: str) -> subprocess.Popen[bytes]:
 
 def _sizes(quick: bool) -> tuple[int, ...]:
     return (1, 1000, 10_000) if quick else (1, 10, 100, 1000, 10_000)
+
+
+class _Echo:
+    """A forked process on a socketpair that reads ``n`` bytes and answers ``m`` bytes:
+    the floor of any service over a Unix socket (the same bytes each way, no HTTP, no
+    parsing, no crypto), for the floor rows."""
+
+    def __init__(self) -> None:
+        self.sock, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for s in (self.sock, peer):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - the child
+            self.sock.close()
+            code = 0
+            try:
+                self._serve(peer)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        peer.close()
+        self._buf = bytearray()
+
+    @staticmethod
+    def _serve(s: socket.socket) -> None:
+        buf = bytearray(1 << 20)
+        answer = b""
+        while True:
+            head = s.recv(8, socket.MSG_WAITALL)
+            if len(head) < 8:
+                return
+            n, m = struct.unpack(">II", head)
+            if len(buf) < n:
+                buf = bytearray(n)
+            view = memoryview(buf)
+            got = 0
+            while got < n:
+                k = s.recv_into(view[got:n])
+                if not k:
+                    return
+                got += k
+            if len(answer) != m:
+                answer = os.urandom(m)
+            s.sendall(answer)
+
+    def exchange(self, request: bytes, answer_size: int) -> None:
+        self.sock.sendall(struct.pack(">II", len(request), answer_size) + request)
+        if len(self._buf) < answer_size:
+            self._buf = bytearray(answer_size)
+        view = memoryview(self._buf)
+        got = 0
+        while got < answer_size:
+            got += self.sock.recv_into(view[got:answer_size])
+
+    def close(self) -> None:
+        self.sock.close()
+        os.waitpid(self.pid, 0)
+
+
+def _floor(echo: _Echo, op: Callable[[], list[bytes]], request: bytes) -> Callable[[], object]:
+    """In-process ``op`` plus an echo of the request's and the answer's bytes: what a
+    single-threaded service could reach if HTTP and framing cost nothing."""
+    answer = sum(map(len, op())) + 16 + 8 * len(op())
+
+    def run() -> None:
+        op()
+        echo.exchange(request, answer)
+
+    return run
 
 
 SCALE_BATCH = 1000
@@ -175,11 +263,14 @@ def run(quick: bool) -> list[dict[str, Any]]:
             local = Keyring.open(kr.path).unseal([shares["b"], shares["c"]])
             names = [f"user/{i:04d}" for i in range(SUBJECTS)]
             client.encrypt_many(names, [b"x"] * SUBJECTS)  # create every data key once
+            echo = _Echo()
             for n in sizes:
                 progress(f"service batch {n}")
                 subjects = [names[i % SUBJECTS] for i in range(n)]
                 plain = [pts[i % 64] for i in range(n)]
                 recs = local.encrypt_many(subjects, plain)
+                enc_req = wire.encode_frame({"context": None}, plain, subjects)
+                dec_req = wire.encode_frame({"context": None}, recs, subjects)
                 cases: list[tuple[str, str, list[tuple[str, Callable[[], object]]]]] = [
                     (
                         "service-datakey",
@@ -211,6 +302,14 @@ def run(quick: bool) -> list[dict[str, Any]]:
                                 "keysplit.Client, data-key cache on",
                                 lambda s=subjects, p=plain: cached.encrypt_many(s, p),
                             ),
+                            (
+                                FLOOR,
+                                _floor(
+                                    echo,
+                                    lambda s=subjects, p=plain: local.encrypt_many(s, p),
+                                    enc_req,
+                                ),
+                            ),
                         ],
                     ),
                     (
@@ -229,12 +328,22 @@ def run(quick: bool) -> list[dict[str, Any]]:
                                 "keysplit.Client, data-key cache on",
                                 lambda s=subjects, r=recs: cached.decrypt_many(s, r),
                             ),
+                            (
+                                FLOOR,
+                                _floor(
+                                    echo,
+                                    lambda s=subjects, r=recs: local.decrypt_many(s, r),
+                                    dec_req,
+                                ),
+                            ),
                         ],
                     ),
                 ]
                 for bench, unit, impls in cases:
-                    for i, (impl, fn) in enumerate(impls):
-                        rows.append(_row(bench, impl, n, unit, _calls(fn, n, quick), i == 0))
+                    timed = _calls([fn for _, fn in impls], n, quick)
+                    for i, ((impl, _), times) in enumerate(zip(impls, timed, strict=True)):
+                        rows.append(_row(bench, impl, n, unit, times, i == 0))
+            echo.close()
             local.close()
             client.close()
             cached.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from keysplit.service import Client
+from keysplit.service.cluster_client import TlsFiles
 
 from ._common import EXIT_USAGE, fail
 
@@ -23,6 +24,7 @@ __all__ = [
     "Tls",
     "connect",
     "read_token",
+    "tls_files",
 ]
 
 SERVER_FORMS = "unix:PATH (the service's socket) or https://HOST:PORT"
@@ -59,17 +61,29 @@ def read_token(path: Path | None) -> str | None:
     return token
 
 
+def _check_tls(tls: Tls) -> None:
+    ca, cert, key = tls
+    if key is not None and cert is None:
+        fail("--key goes with --cert (the client certificate)", code=EXIT_USAGE)
+    for opt, path in (("--ca", ca), ("--cert", cert), ("--key", key)):
+        if path is not None and not path.is_file():
+            fail(f"{opt}: no such file: {path}", code=EXIT_USAGE)
+
+
+def tls_files(ca: Path | None, cert: Path | None, key: Path | None) -> TlsFiles:
+    """``--ca/--cert/--key`` of a command that talks to every node of a cluster (the files
+    apply to its ``https://`` nodes), checked as :func:`connect` checks them."""
+    _check_tls((ca, cert, key))
+    return TlsFiles(*(None if p is None else str(p) for p in (ca, cert, key)))
+
+
 def connect(server: str, tls: Tls = (None, None, None), *, token: str | None = None) -> Client:
     """A :class:`keysplit.Client` for ``--server`` (not connected yet: the first request
     connects, and a failure then carries a TLS or socket hint)."""
     ca, cert, key = tls
-    if key is not None and cert is None:
-        fail("--key goes with --cert (the client certificate)", code=EXIT_USAGE)
     if server.startswith("unix:") and any(v is not None for v in tls):
         fail("--ca, --cert and --key apply to https:// servers", code=EXIT_USAGE)
-    for opt, path in (("--ca", ca), ("--cert", cert), ("--key", key)):
-        if path is not None and not path.is_file():
-            fail(f"{opt}: no such file: {path}", code=EXIT_USAGE)
+    _check_tls(tls)
     try:
         return Client(
             server,

@@ -32,9 +32,10 @@ from __future__ import annotations
 import hmac
 import struct
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
+import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -332,6 +333,44 @@ def by_subject(subjects: Sequence[str]) -> dict[str, list[int]]:
 
 Group = tuple[DataKey, bytes, Sequence[int], str, "Mapping[str, str] | None"]
 """Records sealed or opened together: key, AAD tail, their indices, subject, context."""
+
+
+def plan_groups(subjects: Sequence[str]) -> tuple[list[str], Sequence[int], Sequence[int]]:
+    """(distinct subjects in first-seen order, record indices ordered by subject, where
+    each subject's run ends in that order): a batch's grouping in C-level passes.
+
+    :func:`by_subject` builds a list per subject in a Python loop; at 10k subjects that
+    is 10k live lists and tuples per call, and the garbage collector walks them (profiled
+    in issue 23: ~40 % of the planning). Here the per-record work is one ``map`` over a
+    dict and a stable sort of small integers (NumPy's radix sort for up to 65,535
+    subjects); a batch of distinct subjects skips the sort. Stable: a subject's records
+    keep their input order, as in :func:`by_subject`. Subjects must be hashable.
+    """
+    uniq = list(dict.fromkeys(subjects))
+    g, n = len(uniq), len(subjects)
+    if g == n:
+        return uniq, range(n), range(1, n + 1)
+    pos = dict(zip(uniq, range(g), strict=True))
+    gids = np.fromiter(map(pos.__getitem__, subjects), np.uint16 if g <= 0xFFFF else np.intp, n)
+    order: list[int] = np.argsort(gids, kind="stable").tolist()
+    ends: list[int] = np.cumsum(np.bincount(gids, minlength=g)).tolist()
+    return uniq, order, ends
+
+
+def planned_groups(
+    keys: Sequence[DataKey],
+    tails: Sequence[bytes],
+    plan: tuple[list[str], Sequence[int], Sequence[int]],
+    context: Mapping[str, str] | None,
+) -> Iterator[Group]:
+    """The :data:`Group` of each distinct subject of a :func:`plan_groups` plan
+    (``keys[j]``/``tails[j]`` belong to its ``j``-th subject), made one at a time so none
+    outlives its turn in :func:`seal_groups`/:func:`open_groups`."""
+    uniq, order, ends = plan
+    start = 0
+    for key, tail, end, subject in zip(keys, tails, ends, uniq, strict=True):
+        yield key, tail, order[start:end], subject, context
+        start = end
 
 
 def groups_by_key(

@@ -30,7 +30,7 @@ from .._common import (
     info,
 )
 from .._output import JSON_HELP, emit
-from .._service import read_token
+from .._service import CA_OPTION, CERT_OPTION, KEY_OPTION, read_token, tls_files
 
 __all__ = ["app"]
 
@@ -52,6 +52,9 @@ def create_cmd(
         None, "--store", metavar="URL", help="Store of wrapped data keys (default: in DIR)."
     ),
     token_file: Path | None = typer.Option(None, "--token-file", help=_TOKEN_HELP),
+    ca: Path | None = CA_OPTION,
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Run a distributed key generation among unsealed node services; write DIR/cluster.json
@@ -77,6 +80,7 @@ def create_cmd(
             nodes=pairs,
             store=store,
             token=read_token(token_file),
+            tls=tls_files(ca, cert, key),
         )
     except ValueError as exc:
         fail(str(exc), code=EXIT_USAGE)
@@ -100,6 +104,9 @@ def status_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Cluster directory."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable status."),
     token_file: Path | None = typer.Option(None, "--token-file", help=_TOKEN_HELP),
+    ca: Path | None = CA_OPTION,
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
 ) -> None:
     """Each node: reachable, sealed, region, epoch, and whether its share matches the public
     commitments. Exit code 1 if fewer than T nodes are usable.
@@ -108,7 +115,9 @@ def status_cmd(
 
     Exit codes: 0 at least T nodes usable; 1 fewer, or cluster.json unreadable; 2 usage.
     """
-    cfg, consistent, nodes = cluster_status(directory, token=read_token(token_file))
+    cfg, consistent, nodes = cluster_status(
+        directory, token=read_token(token_file), tls=tls_files(ca, cert, key)
+    )
     usable = sum(1 for n in nodes if n.reachable and n.sealed is False and n.share_ok)
     if as_json:
         typer.echo(
@@ -145,6 +154,9 @@ def status_cmd(
 def refresh_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Cluster directory."),
     token_file: Path | None = typer.Option(None, "--token-file", help=_TOKEN_HELP),
+    ca: Path | None = CA_OPTION,
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Re-randomize every node's share without changing the cluster key (shares of the old
@@ -155,7 +167,7 @@ def refresh_cmd(
 
     Exit codes: 0 refreshed; 1 a node unreachable, sealed or at fault (named); 2 usage.
     """
-    cfg = refresh_cluster(directory, token=read_token(token_file))
+    cfg = refresh_cluster(directory, token=read_token(token_file), tls=tls_files(ca, cert, key))
     info(f"cluster {cfg.cluster_id} refreshed: epoch {cfg.epoch}")
     emit({"cluster_id": cfg.cluster_id, "epoch": cfg.epoch}, as_json, cfg.epoch)
 
@@ -166,6 +178,9 @@ def replace_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Cluster directory."),
     node: str = typer.Argument(..., metavar="NAME=URL", help="Lost node's name = new node URL."),
     token_file: Path | None = typer.Option(None, "--token-file", help=_TOKEN_HELP),
+    ca: Path | None = CA_OPTION,
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Replace a lost node by a fresh one (its own keyring, served and unsealed): T healthy
@@ -180,7 +195,9 @@ def replace_cmd(
     name, sep, url = node.partition("=")
     if not sep or not name or not url:
         fail(f"expected NAME=URL, got {node!r}", code=EXIT_USAGE)
-    cfg = replace_node(directory, name, url, token=read_token(token_file))
+    cfg = replace_node(
+        directory, name, url, token=read_token(token_file), tls=tls_files(ca, cert, key)
+    )
     info(f"node {name} of cluster {cfg.cluster_id} is now {url}")
     new = cfg.node(name)
     doc = {"cluster_id": cfg.cluster_id, "node": name, "url": url, "keyring_id": new.keyring_id}
@@ -197,6 +214,9 @@ def rotate_cmd(
     token_file: Path = typer.Option(
         ..., "--token-file", help="Token allowed 'datakey' on the nodes of both clusters."
     ),
+    ca: Path | None = CA_OPTION,
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
     batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Keys per batch."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -209,7 +229,11 @@ def rotate_cmd(
     """
     try:
         moved = rotate_cluster(
-            directory, new_directory, token=read_token(token_file), batch_size=batch_size
+            directory,
+            new_directory,
+            token=read_token(token_file),
+            batch_size=batch_size,
+            tls=tls_files(ca, cert, key),
         )
     except ValueError as exc:
         fail(str(exc), code=EXIT_USAGE)
@@ -225,6 +249,9 @@ def shred_cmd(
     token_file: Path = typer.Option(
         ..., "--token-file", help="Token allowed 'datakey' for SUBJECT on the nodes."
     ),
+    ca: Path | None = CA_OPTION,
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     wait: float = typer.Option(
         0.0,
@@ -254,7 +281,9 @@ def shred_cmd(
         f"Destroy the data key of {subject!r}? Their records become unrecoverable", err=True
     ):
         fail("not confirmed: nothing was shredded")
-    done = shred_subject(directory, subject, token=read_token(token_file), wait=wait)
+    done = shred_subject(
+        directory, subject, token=read_token(token_file), wait=wait, tls=tls_files(ca, cert, key)
+    )
     if as_json:
         typer.echo(
             json.dumps(

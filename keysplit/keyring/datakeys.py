@@ -111,7 +111,16 @@ class DataKeys(Protocol):
     thread-safe. Today: :class:`LocalDataKeys` (this process holds the KEKs and the store)
     and ``keysplit.service.client.RemoteDataKeys`` (keys fetched from ``keysplit serve``).
 
-    Optional: ``missing_error(subject) -> KeysplitError`` says why no key of a subject
+    Optional: ``cached_key(subject) -> DataKey | None`` is the single-record fast path:
+    the key of one subject (spelled exactly so) if it can be served right now without I/O
+    and under every rule :meth:`resolve` keeps (a fleet member: its lease is valid, the key
+    was not dropped), else ``None``, and the engine calls :meth:`resolve`. It never
+    creates, fetches or caches anything.
+    ``counts_records: bool`` (default True): whether ``resolve(create=True)`` counts each
+    occurrence of a subject as one record sealed (a use-bounded cache, as
+    ``keysplit.Client(cache_max_records=...)``'s); then the engine passes every occurrence
+    of a batch, otherwise each distinct subject once.
+    ``missing_error(subject) -> KeysplitError`` says why no key of a subject
     opens a record (:class:`ShreddedError`, :class:`NoDataKeyError`, or
     :class:`IntegrityError` for a wrong key); without it the engine raises a detail-free
     :class:`IntegrityError`. Fleet coherence (leases, tombstones, the current-KEK check,
@@ -327,12 +336,18 @@ class LocalDataKeys:
             ttl=cfg.lease_ttl,
             poll=cfg.poll,
         )
+        self.cached_key = self._cache.lease_bound_get(self.member)
+        """The single-record fast path (the optional ``cached_key`` of :class:`DataKeys`):
+        a cached key while the lease is valid, else ``None``; never touches the store."""
         st = self.member.last_state
         if not st.current_kek:  # a store from before fleet state: record the file's version
             with contextlib.suppress(KeyringError):
                 st = store.set_current_kek(current_kek)
         self._adopt(st)
         self.member.start()
+
+    counts_records = False
+    """Sealing counts nothing here: a batch asks for each distinct subject once."""
 
     def __repr__(self) -> str:
         return f"LocalDataKeys(id={self._keyring_id}, <redacted>)"

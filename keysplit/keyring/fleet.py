@@ -34,10 +34,12 @@ import logging
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
+from itertools import compress
 from typing import NamedTuple
 
 from cryptography.hazmat.primitives import hashes
@@ -158,15 +160,56 @@ class KeyCache:
         return len(self._keys)
 
     def get_many(self, subjects: Sequence[str]) -> list[DataKey | None]:
-        """Cached keys in order (``None`` where absent)."""
+        """Cached keys in order (``None`` where absent); each cached subject becomes the
+        most recently used once (C-level passes: a batch repeats its subjects)."""
         keys = self._keys
         with self._lock:
             got = list(map(keys.get, subjects))
-            touch = keys.move_to_end
-            for s, k in zip(subjects, got, strict=True):
-                if k is not None:
-                    touch(s)
+            deque(map(keys.move_to_end, dict.fromkeys(compress(subjects, got))), maxlen=0)
         return got
+
+    def lease_bound_get(self, member: FleetMember) -> Callable[[str], DataKey | None]:
+        """A one-subject lookup for the single-record hot path: the cached key of a
+        subject while ``member``'s lease is valid, else ``None`` (the caller then takes
+        its full path, which renews the lease or raises, e.g. on a closed keyring).
+
+        The same rules as the full path, in one call: a lapsed (or closed, deadline 0)
+        lease serves nothing from the cache, and the lookup only reads (it never caches),
+        so a drop (:meth:`drop_tags`, :meth:`drop`, :meth:`clear`) that has returned is
+        never undone. It touches the LRU like :meth:`get_many`.
+
+        Under the GIL it takes no lock: ``get`` and ``move_to_end`` of an ``OrderedDict``
+        with ``str`` keys are each one C call that runs no Python code, so each is atomic
+        against the locked writers; a key dropped between the two is not served (the
+        ``KeyError`` of the touch). The lock cost as much as the rest of the lookup
+        (issue 23's profile). Without the GIL (free-threaded builds) it locks.
+        """
+        keys, lock = self._keys, self._lock  # never rebound: clear() empties them in place
+        get, touch = keys.get, keys.move_to_end
+        mono = time.monotonic
+
+        def lookup(subject: str) -> DataKey | None:
+            if mono() >= member._deadline:  # the lease's clock (FleetMember.valid, inlined)
+                return None
+            key = get(subject)
+            if key is not None:
+                try:
+                    touch(subject)
+                except KeyError:  # dropped (or evicted) since the get: the full path decides
+                    return None
+            return key
+
+        def locked(subject: str) -> DataKey | None:
+            if mono() >= member._deadline:
+                return None
+            with lock:
+                key = get(subject)
+                if key is not None:
+                    touch(subject)
+            return key
+
+        gil = getattr(sys, "_is_gil_enabled", None)
+        return lookup if gil is None or gil() else locked
 
     def put_many(
         self,

@@ -27,7 +27,7 @@ import os
 import struct
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import ClassVar
 
 from cryptography.exceptions import InvalidTag
@@ -47,6 +47,7 @@ _POOL_NONCES = 1024
 _SUBJECT_CACHE = 1 << 16
 _CONTEXT_CACHE = 256
 _U32 = struct.Struct(">I")
+_PLAIN_CONTEXT = (dict, type(None))  # the contexts the single-record memo compares with ==
 _RECORD_PREFIX = fmt.MAGIC + bytes([fmt.VERSION, fmt.SUITE_AES128GCM_HKDF_COMMIT])
 
 
@@ -57,6 +58,11 @@ def _any_non_ascii(subjects: Sequence[str]) -> bool:
         return not all(map(str.isascii, subjects))
     except TypeError:
         return True
+
+
+def _no_cached_key(subject: str) -> DataKey | None:
+    """``cached_key`` of a :class:`DataKeys` without one: always the full path."""
+    return None
 
 
 class _NoncePool:
@@ -106,7 +112,17 @@ class Records:
     :class:`DataKeys` is.
     """
 
-    __slots__ = ("_contexts", "_dk", "_nonces", "_subjects", "_tails", "rng")
+    __slots__ = (
+        "_cached",
+        "_context_copies",
+        "_contexts",
+        "_counts",
+        "_dk",
+        "_nonces",
+        "_subjects",
+        "_tails",
+        "rng",
+    )
 
     def __init__(self, datakeys: DataKeys, *, rng: RandomSource | None = None) -> None:
         self._dk = datakeys
@@ -114,7 +130,13 @@ class Records:
         self._nonces = _NoncePool(self.rng)
         self._subjects: dict[str, tuple[str, bytes]] = {}
         self._contexts: dict[tuple[object, ...], bytes] = {}
-        self._tails: dict[tuple[str, object], tuple[str, bytes]] = {}
+        # subject -> (the context it last came with, canonical subject, AAD tail)
+        self._tails: dict[str, tuple[dict[str, str] | None, str, bytes]] = {}
+        self._context_copies: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        self._cached: Callable[[str], DataKey | None] = (
+            getattr(datakeys, "cached_key", None) or _no_cached_key
+        )
+        self._counts: bool = getattr(datakeys, "counts_records", True)
 
     def __repr__(self) -> str:
         return f"Records(keyring={self._dk.keyring_id}, <redacted>)"
@@ -168,7 +190,9 @@ class Records:
         (public data; a backend seals for the same users again and again)."""
         got = self._subjects.get(subject)
         if got is None:
-            canon = names.check_subject(subject)
+            # a plain str (not a subclass's own __eq__/__hash__): the key cache is read
+            # without a lock on the single-record path (fleet.KeyCache.lease_bound_get)
+            canon = str.__str__(names.check_subject(subject))
             enc = canon.encode("utf-8")
             got = (canon, _U32.pack(len(enc)) + enc)
             if len(self._subjects) >= _SUBJECT_CACHE:
@@ -196,31 +220,54 @@ class Records:
     # -- records ------------------------------------------------------------------------------
 
     def _tail(self, subject: str, context: Mapping[str, str] | None) -> tuple[str, bytes]:
-        """(canonical subject, AAD tail) of one record, from one cache lookup in the
-        steady state (the single-record paths' share of :meth:`_subject`/:meth:`_context`)."""
-        try:
-            memo = (subject, None if context is None else tuple(context.items()))
-            got = self._tails.get(memo)
-        except (TypeError, AttributeError):  # unhashable, or not a mapping: the slow path
-            canon, part = self._subject(subject)
-            return canon, part + self._context(context)
-        if got is None:
-            canon, part = self._subject(subject)
-            got = (canon, part + self._context(context))
+        """(canonical subject, AAD tail) of one record: the single-record paths' share of
+        :meth:`_subject`/:meth:`_context`, remembered per subject with the last context it
+        came with, for a ``str`` subject and a ``dict`` (or no) context.
+
+        :meth:`encrypt` and :meth:`decrypt` read the memo inline: an entry is used only if
+        its context equals the one given (``==``: equal mappings encode alike, the encoding
+        sorts the entries), so a caller that changes its mapping gets a new tail. The
+        entry holds a copy of the context, one copy shared by every subject sealed with
+        equal contexts (one hot object to compare with, not one per subject).
+        """
+        hit = self._tails.get(subject) if type(subject) is str else None
+        if hit is not None and type(context) in _PLAIN_CONTEXT and hit[0] == context:
+            return hit[1], hit[2]
+        canon, part = self._subject(subject)
+        tail = part + self._context(context)
+        if type(subject) is str and type(context) in _PLAIN_CONTEXT:
+            copy = None
+            if context is not None:  # a valid context: _context has encoded it
+                items = tuple(context.items())
+                copy = self._context_copies.get(items)
+                if copy is None:
+                    if len(self._context_copies) >= _CONTEXT_CACHE:
+                        self._context_copies.clear()
+                    copy = self._context_copies[items] = dict(context)
             if len(self._tails) >= _SUBJECT_CACHE:
                 self._tails.clear()
-            self._tails[memo] = got
-        return got
+            self._tails[subject] = (copy, canon, tail)
+        return canon, tail
 
     def encrypt(
         self, plaintext: bytes, *, subject: str, context: Mapping[str, str] | None = None
     ) -> bytes:
-        """Seal a record for ``subject`` (its data key is created on first use)."""
-        canon, tail = self._tail(subject, context)
+        """Seal a record for ``subject`` (its data key is created on first use).
+
+        The steady state costs one memo lookup (:meth:`_tail`), one ``cached_key`` call
+        (the :class:`DataKeys`' lease-bound cache, when it has one) and the AEAD call.
+        """
+        hit = self._tails.get(subject) if type(subject) is str else None  # _tail, inlined
+        if hit is None or type(context) not in _PLAIN_CONTEXT or hit[0] != context:
+            canon, tail = self._tail(subject, context)
+        else:
+            canon, tail = hit[1], hit[2]
         if type(plaintext) is not bytes and not isinstance(plaintext, bytearray | memoryview):
             raise TypeError("plaintext must be bytes")
-        (key,) = self._dk.resolve((canon,), create=True)
-        assert key is not None
+        key = self._cached(canon)
+        if key is None:
+            (key,) = self._dk.resolve((canon,), create=True)
+            assert key is not None
         state = self._nonces.state
         i = next(state[1]) if state is not None else _POOL_NONCES
         # the pool's fast path, inlined (see _NoncePool)
@@ -233,6 +280,28 @@ class Records:
     ) -> bytes:
         """Open a record; :class:`IntegrityError` if it does not belong to this subject and
         context, was altered, or the subject was shredded."""
+        hit = self._tails.get(subject) if type(subject) is str else None  # _tail, inlined
+        if hit is not None and type(context) in _PLAIN_CONTEXT and hit[0] == context:
+            # seen before: its canonical spelling's key, if cached, and only if the header
+            # names that key (else the full path finds the spelling or says what is wrong)
+            key = self._cached(hit[1])
+            if (
+                key is not None
+                and type(record) is bytes
+                and len(record) >= fmt.OVERHEAD
+                and record.startswith(key._prefix)
+            ):
+                header = record[: fmt.HEADER_SIZE]
+                try:
+                    return key._aead.decrypt(
+                        header[fmt.PREFIX_SIZE :], record[fmt.HEADER_SIZE :], header + hit[2]
+                    )
+                except InvalidTag:
+                    return fmt.open_parsed(key, fmt.parse(record), subject=subject, context=context)
+        return self._decrypt(record, subject, context)
+
+    def _decrypt(self, record: bytes, subject: str, context: Mapping[str, str] | None) -> bytes:
+        """:meth:`decrypt` in full: the precise format error first, any spelling's key."""
         if not (
             type(record) is bytes
             and len(record) >= fmt.OVERHEAD
@@ -311,23 +380,35 @@ class Records:
 
     def _groups(
         self, subjects: Sequence[str], n: int, context: Context, *, create: bool
-    ) -> list[fmt.Group]:
+    ) -> Iterable[fmt.Group]:
         """The engine's batch plan: one key lookup for the batch, then per subject its key
-        and AAD tail (cached), the record indices grouped (:func:`keysplit.record.seal_groups`)."""
+        and AAD tail (cached), the record indices grouped (:func:`keysplit.record.plan_groups`,
+        fed one group at a time to :func:`keysplit.record.seal_groups`/``open_groups``)."""
         shared, per_record = fmt.split_contexts(n, context)
-        keys = self._dk.resolve(subjects, create=create)
-        if not create and None in keys:
-            raise self.missing(subjects[keys.index(None)], None)
-        ok: Sequence[DataKey] = keys  # type: ignore[assignment]
         if per_record is not None:
+            keys = self._dk.resolve(subjects, create=create)
+            if not create and None in keys:
+                raise self.missing(subjects[keys.index(None)], None)
+            ok: Sequence[DataKey] = keys  # type: ignore[assignment]
             return [
                 (ok[i], self._subject(s)[1] + self._context(per_record[i]), (i,), s, per_record[i])
                 for i, s in enumerate(subjects)
             ]
         part = self._context(shared)
-        return fmt.groups_by_key(
-            subjects, ok, lambda s: self._subject(s)[1] + part, shared, uniform=True
-        )
+        plan = fmt.plan_groups(subjects)
+        uniq = plan[0]
+        if create and len(uniq) < n and self._counts:
+            # every occurrence: this DataKeys counts records per key (keysplit.Client's
+            # cache_max_records); each subject's occurrences share one key object
+            each = self._dk.resolve(subjects, create=True)
+            keys = list(map(dict(zip(subjects, each, strict=True)).__getitem__, uniq))
+        else:  # nothing counts occurrences here: each distinct subject once
+            keys = self._dk.resolve(uniq, create=create)
+        if not create and None in keys:
+            raise self.missing(uniq[keys.index(None)], None)
+        known = self._subjects.get
+        tails = [(known(s) or self._subject(s))[1] + part for s in uniq]
+        return fmt.planned_groups(keys, tails, plan, shared)  # type: ignore[arg-type]
 
     def missing(self, subject: str, key: DataKey | None = None) -> KeysplitError:
         """Why no key of ``subject`` opens its record (``key``: the one it has, whose

@@ -26,8 +26,7 @@ from ..errors import ClusterError, KeysplitError
 from ..store import open_store
 from ..store.base import Lease
 from . import _wire as wire
-from .client import Client
-from .cluster_client import node_info
+from .cluster_client import NO_TLS, TlsFiles, node_info
 from .cluster_config import (
     CLUSTER_FILE,
     DEFAULT_STORE,
@@ -49,9 +48,11 @@ __all__ = [
 ]
 
 
-def _post(url: str, path: str, doc: Any, token: str | None, name: str) -> dict[str, Any]:
+def _post(
+    url: str, path: str, doc: Any, token: str | None, name: str, tls: TlsFiles
+) -> dict[str, Any]:
     try:
-        with Client(url, token=token, timeout=120.0) as c:
+        with tls.client(url, token=token, timeout=120.0) as c:
             data, _ = c.request("POST", path, wire.dumps(doc))
     except KeysplitError as exc:
         raise type(exc)(f"node {name}: {exc}", hint=exc.hint) if _plain(exc) else exc from None
@@ -70,13 +71,13 @@ def _plain(exc: KeysplitError) -> bool:
 
 
 def _round(
-    nodes: Sequence[ClusterNodeInfo], params: dict[str, Any], token: str | None
+    nodes: Sequence[ClusterNodeInfo], params: dict[str, Any], token: str | None, tls: TlsFiles
 ) -> tuple[dict[str, dict[str, Any]], dict[int, list[bytes]]]:
     """Deal, then finish, on every node; returns each node's finish answer."""
     public = [{k: v for k, v in n.as_dict().items() if k != "public_share"} for n in nodes]
     base = dict(params, nodes=public)
     deals = {
-        n.name: _post(n.url, "/v1/cluster/dkg/deal", dict(base, me=n.name), token, n.name)
+        n.name: _post(n.url, "/v1/cluster/dkg/deal", dict(base, me=n.name), token, n.name, tls)
         for n in nodes
     }
     dealings = {str(deals[n.name]["dealer"]): deals[n.name]["commitments"] for n in nodes}
@@ -86,7 +87,7 @@ def _round(
             str(deals[d.name]["dealer"]): deals[d.name]["sealed"][str(n.index)] for d in nodes
         }
         doc = dict(base, me=n.name, dealings=dealings, sealed=sealed)
-        done[n.name] = _post(n.url, "/v1/cluster/dkg/finish", doc, token, n.name)
+        done[n.name] = _post(n.url, "/v1/cluster/dkg/finish", doc, token, n.name, tls)
     raw = {int(k): [bytes.fromhex(str(c)) for c in v] for k, v in dealings.items()}
     return done, raw
 
@@ -115,8 +116,10 @@ def create_cluster(
     nodes: Sequence[tuple[str, str]],
     store: str | None = None,
     token: str | None = None,
+    tls: TlsFiles = NO_TLS,
 ) -> ClusterConfig:
-    """Run the DKG among the named (unsealed) node services; write ``DIR/cluster.json``."""
+    """Run the DKG among the named (unsealed) node services; write ``DIR/cluster.json``.
+    ``tls``: the CA bundle and client certificate of ``https://`` nodes."""
     from . import _cluster_math as cm  # lazily: the cluster extra
 
     check_region(region)
@@ -131,9 +134,11 @@ def create_cluster(
     infos = []
     for i, (name, url) in enumerate(nodes, start=1):
         try:
-            doc = node_info(url, token=token)
+            doc = node_info(url, token=token, tls=tls)
         except KeysplitError as exc:
-            raise ClusterError(f"node {name} ({url}) is unreachable: {exc}") from None
+            raise ClusterError(
+                f"node {name} ({url}) is unreachable: {exc}", hint=exc.hint
+            ) from None
         if doc.get("sealed"):
             raise ClusterError(f"node {name} is sealed", hint="its custodians unseal it first")
         pinned = doc.get("region")
@@ -154,7 +159,7 @@ def create_cluster(
         "epoch": 1,
         "store": store or DEFAULT_STORE,
     }
-    done, dealings = _round(infos, params, token)
+    done, dealings = _round(infos, params, token, tls)
     commitments = cm.combined(dealings)
     expect = {
         i: p.hex() for i, p in cm.public_shares(commitments, [n.index for n in infos]).items()
@@ -179,7 +184,7 @@ def create_cluster(
 
 
 def refresh_cluster(
-    directory: str | os.PathLike[str], *, token: str | None = None
+    directory: str | os.PathLike[str], *, token: str | None = None, tls: TlsFiles = NO_TLS
 ) -> ClusterConfig:
     """Re-randomize every node's share (same cluster key); every node must take part."""
     from . import _cluster_math as cm  # lazily: the cluster extra
@@ -193,7 +198,7 @@ def refresh_cluster(
         "store": cfg.store,
         "refresh": True,
     }
-    done, dealings = _round(cfg.nodes, params, token)
+    done, dealings = _round(cfg.nodes, params, token, tls)
     commitments = cm.refresh_commitments([bytes.fromhex(c) for c in cfg.commitments], dealings)
     indices = [n.index for n in cfg.nodes]
     expect = {i: p.hex() for i, p in cm.public_shares(commitments, indices).items()}
@@ -206,7 +211,12 @@ def refresh_cluster(
 
 
 def replace_node(
-    directory: str | os.PathLike[str], name: str, url: str, *, token: str | None = None
+    directory: str | os.PathLike[str],
+    name: str,
+    url: str,
+    *,
+    token: str | None = None,
+    tls: TlsFiles = NO_TLS,
 ) -> ClusterConfig:
     """Give node ``name``'s index (and share) to the fresh, unsealed node service at ``url``,
     from T healthy nodes (share recovery); nothing is re-encrypted, every public share and
@@ -215,9 +225,9 @@ def replace_node(
     cfg = read_cluster(directory)
     lost = cfg.node(name)
     try:
-        doc = node_info(url, token=token)
+        doc = node_info(url, token=token, tls=tls)
     except KeysplitError as exc:
-        raise ClusterError(f"the new node ({url}) is unreachable: {exc}") from None
+        raise ClusterError(f"the new node ({url}) is unreachable: {exc}", hint=exc.hint) from None
     if doc.get("sealed"):
         raise ClusterError("the new node is sealed", hint="its custodians unseal it first")
     pinned = doc.get("region")
@@ -235,7 +245,8 @@ def replace_node(
         if n.name == name or len(helpers) == cfg.threshold:
             continue
         try:
-            entry = (node_info(n.url, token=token).get("clusters") or {}).get(cfg.cluster_id)
+            info = node_info(n.url, token=token, tls=tls)
+            entry = (info.get("clusters") or {}).get(cfg.cluster_id)
         except KeysplitError as exc:
             why[n.name] = str(exc)
             continue
@@ -255,13 +266,15 @@ def replace_node(
         "helpers": [h.index for h in helpers],
         "new_node": {k: v for k, v in new.as_dict().items() if k != "public_share"},
     }
-    deals = {h.name: _post(h.url, "/v1/cluster/recover/deal", base, token, h.name) for h in helpers}
+    deals = {
+        h.name: _post(h.url, "/v1/cluster/recover/deal", base, token, h.name, tls) for h in helpers
+    }
     dealings = {str(deals[h.name]["dealer"]): deals[h.name]["commitments"] for h in helpers}
     blinded = {}
     for h in helpers:
         sealed = {str(d.index): deals[d.name]["sealed"][str(h.index)] for d in helpers}
         doc2 = dict(base, dealings=dealings, sealed=sealed)
-        blinded[str(h.index)] = _post(h.url, "/v1/cluster/recover/blind", doc2, token, h.name)[
+        blinded[str(h.index)] = _post(h.url, "/v1/cluster/recover/blind", doc2, token, h.name, tls)[
             "sealed"
         ]
     nodes = tuple(new if n.name == name else n for n in cfg.nodes)
@@ -272,6 +285,7 @@ def replace_node(
         {"cluster": updated.public_dict(), "me": name, "dealings": dealings, "blinded": blinded},
         token,
         name,
+        tls,
     )
     if done.get("public_share") != lost.public_share:
         raise ClusterError(f"node {name}: the recovered share does not match")
@@ -285,6 +299,7 @@ def rotate_cluster(
     *,
     token: str | None,
     batch_size: int = 1000,
+    tls: TlsFiles = NO_TLS,
 ) -> int:
     """Move every wrapped data key of the cluster in ``old_dir`` to the (new, already
     created) cluster in ``new_dir``: unwrapped under the old cluster's KEKs, wrapped under
@@ -299,8 +314,8 @@ def rotate_cluster(
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
     with (
-        ClusterClient(old_dir, token=token) as old,
-        ClusterClient(new_dir, token=token) as new,
+        ClusterClient(old_dir, token=token, ca=tls.ca, cert=tls.cert, key=tls.key) as old,
+        ClusterClient(new_dir, token=token, ca=tls.ca, cert=tls.cert, key=tls.key) as new,
     ):
         if new.config.cluster_id == old.config.cluster_id:
             raise ValueError("rotate to another cluster (run keysplit cluster create first)")
@@ -335,7 +350,12 @@ class Shredded:
 
 
 def shred_subject(
-    directory: str | os.PathLike[str], subject: str, *, token: str | None, wait: float = 0.0
+    directory: str | os.PathLike[str],
+    subject: str,
+    *,
+    token: str | None,
+    wait: float = 0.0,
+    tls: TlsFiles = NO_TLS,
 ) -> Shredded:
     """``ClusterClient.shred`` (tombstone with the delete, refused under legal hold), then
     up to ``wait`` seconds until every live client caching the cluster's keys has dropped
@@ -343,7 +363,7 @@ def shred_subject(
     from ..keyring import fleet
     from .cluster_client import ClusterClient
 
-    with ClusterClient(directory, token=token) as c:
+    with ClusterClient(directory, token=token, ca=tls.ca, cert=tls.cert, key=tls.key) as c:
         existed = c.shred(subject)
         store = c.datakeys.store
         seq = store.state().tombstone_seq
@@ -376,7 +396,7 @@ def _recomputed(cfg: ClusterConfig) -> dict[int, str]:
 
 
 def cluster_status(
-    directory: str | os.PathLike[str], *, token: str | None = None
+    directory: str | os.PathLike[str], *, token: str | None = None, tls: TlsFiles = NO_TLS
 ) -> tuple[ClusterConfig, bool, list[NodeStatus]]:
     """(config, its public shares match its commitments, each node's status)."""
     cfg = read_cluster(directory)
@@ -387,7 +407,7 @@ def cluster_status(
     out = []
     for n in cfg.nodes:
         try:
-            doc = node_info(n.url, token=token)
+            doc = node_info(n.url, token=token, tls=tls)
         except KeysplitError as exc:
             out.append(NodeStatus(n.name, n.url, False, None, None, None, None, str(exc)))
             continue

@@ -58,7 +58,7 @@ from .cluster_config import ClusterConfig, ClusterNodeInfo, read_cluster
 if TYPE_CHECKING:
     from ..hazmat.ristretto import Point
 
-__all__ = ["FLUSH_TAG", "ClusterClient", "ClusterDataKeys", "ClusterStatus"]
+__all__ = ["FLUSH_TAG", "ClusterClient", "ClusterDataKeys", "ClusterStatus", "TlsFiles"]
 
 FLUSH_TAG = b"\xff" * 16
 """The tombstone of a shred whose subject's tag could not be computed (fewer than T
@@ -70,6 +70,25 @@ Context = Mapping[str, str] | Sequence[Mapping[str, str] | None] | None
 
 class _Lied(Exception):
     """A node's answer failed its checks (internal: the node is named and excluded)."""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """TLS files for a cluster's ``https://`` nodes, given once for all of them, as
+    ``keysplit.Client`` takes them for one service: ``ca`` a CA bundle (PEM; several CAs
+    when the data centres' nodes have different ones), ``cert``/``key`` the client
+    certificate for nodes served with ``--client-ca`` (mTLS). Unused for ``unix:`` nodes."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def client(self, url: str, *, token: str | None, timeout: float) -> Client:
+        """A :class:`Client` for one node."""
+        return Client(url, token=token, timeout=timeout, ca=self.ca, cert=self.cert, key=self.key)
+
+
+NO_TLS = TlsFiles()
 
 
 @dataclass(frozen=True)
@@ -113,13 +132,16 @@ class ClusterDataKeys:
         timeout: float = 30.0,
         cache_max_age: float | None = None,
         reload: Callable[[], ClusterConfig] | None = None,
+        tls: TlsFiles = NO_TLS,
     ) -> None:
         if cache_max_age is not None and (isinstance(cache_max_age, bool) or cache_max_age <= 0):
             raise ValueError("cache_max_age must be positive")
         self.config = config
         self.store = store
-        self._token, self._timeout, self._reload = token, timeout, reload
-        self._clients = {n.name: Client(n.url, token=token, timeout=timeout) for n in config.nodes}
+        self._token, self._timeout, self._reload, self._tls = token, timeout, reload, tls
+        self._clients = {
+            n.name: tls.client(n.url, token=token, timeout=timeout) for n in config.nodes
+        }
         self._pool = ThreadPoolExecutor(max_workers=len(config.nodes), thread_name_prefix="ks-cl")
         self._lock = threading.Lock()
         self._excluded: dict[str, str] = {}  # node name -> why (a wrong answer)
@@ -309,7 +331,9 @@ class ClusterDataKeys:
             self.config = new
             for n in new.nodes:
                 if n.url != self._clients[n.name].url:
-                    self._clients[n.name] = Client(n.url, token=self._token, timeout=self._timeout)
+                    self._clients[n.name] = self._tls.client(
+                        n.url, token=self._token, timeout=self._timeout
+                    )
         return True
 
     def _keks(self, subjects: Sequence[str], *, proof: bool) -> list[bytes]:
@@ -475,6 +499,8 @@ class ClusterClient:
 
     ``ClusterClient("DIR", token=...)`` reads ``DIR/cluster.json``; ``region`` (if given)
     must match it, so a backend configured for one region cannot open another's cluster.
+    ``ca``/``cert``/``key`` are the TLS files of ``https://`` nodes, as ``keysplit.Client``
+    takes them (one CA bundle and one client certificate for every node).
     """
 
     def __init__(
@@ -485,6 +511,9 @@ class ClusterClient:
         region: str | None = None,
         timeout: float = 30.0,
         cache_max_age: float | None = None,
+        ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
     ) -> None:
         self.directory = Path(directory)
         cfg = read_cluster(self.directory)
@@ -500,6 +529,7 @@ class ClusterClient:
             timeout=timeout,
             cache_max_age=cache_max_age,
             reload=lambda: read_cluster(self.directory),
+            tls=TlsFiles(ca, cert, key),
         )
         self.records = Records(self.datakeys)
 
@@ -589,9 +619,11 @@ class ClusterClient:
         )
 
 
-def node_info(url: str, *, token: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+def node_info(
+    url: str, *, token: str | None = None, timeout: float = 10.0, tls: TlsFiles = NO_TLS
+) -> dict[str, Any]:
     """``GET /v1/cluster/node`` of one node (public: no token needed over the socket)."""
-    with Client(url, token=token, timeout=timeout) as c:
+    with tls.client(url, token=token, timeout=timeout) as c:
         doc: Any = wire.loads(c.request("GET", "/v1/cluster/node", auth=False)[0], "node info")
     if not isinstance(doc, dict):
         raise ServiceError(f"{url}: malformed node info")

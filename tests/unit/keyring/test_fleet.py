@@ -10,6 +10,7 @@ import hmac
 import json
 import os
 import socket
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -111,6 +112,46 @@ def test_key_cache_is_a_bounded_lru() -> None:
     assert cache.get_many(["e"]) == [None]
     with pytest.raises(ValueError):
         fleet.KeyCache(0)
+
+
+def test_lease_bound_get_against_concurrent_drops() -> None:
+    """The single-record lookup reads the cache without a lock (under the GIL): with
+    drops, evictions and refills running in another thread it returns the subject's own
+    key or None, never raises, and returns None once a drop has returned or the lease
+    has lapsed."""
+
+    class Member:
+        _deadline = time.monotonic() + 60
+
+    tagger = fleet.TombstoneTagger(b"k" * 32)
+    cache = fleet.KeyCache(50, tagger)
+    keys = {f"s{i}": DataKey(bytes([i]) * 16) for i in range(64)}
+    member = Member()
+    lookup = cache.lease_bound_get(member)  # type: ignore[arg-type]
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            cache.put_many(keys.items())  # 64 into 50: evicts
+            cache.drop_tags([tagger("s1"), tagger("s2")])
+            cache.drop(["s3"])
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        for _ in range(20_000):
+            for s in ("s1", "s3", "s40", "s63"):
+                got = lookup(s)
+                assert got is None or got is keys[s]
+    finally:
+        stop.set()
+        t.join()
+    cache.drop(["s40"])
+    assert lookup("s40") is None
+    cache.put_many([("s40", keys["s40"])])
+    assert lookup("s40") is keys["s40"]
+    member._deadline = time.monotonic() - 1
+    assert lookup("s40") is None
 
 
 def test_cache_memory_per_key() -> None:
@@ -220,6 +261,55 @@ def test_cache_stops_when_the_lease_lapses(
     with pytest.raises(KeyringError, match="unreachable"):
         b.decrypt(rec, subject="u1")  # a cached key is not used past the lease
     assert len(b.local_data_keys().cache) == 0
+
+
+def test_single_record_fast_path_keeps_the_fleet_rules(
+    pair: tuple[UnsealedKeyring, UnsealedKeyring],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The one-subject fast path (``LocalDataKeys.cached_key``, issue 23) serves a cached
+    key without ``resolve``, but never after the key was dropped for a shred, never past
+    the lease, never after close. A fast path that remembered keys above the cache, or
+    skipped the lease check, fails here."""
+    a, b = pair
+    rec = a.encrypt(b"secret", subject="victim")
+    keep = a.encrypt(b"kept", subject="other")
+    assert b.decrypt(rec, subject="victim") == b"secret"  # cached in b now
+    assert b.decrypt(keep, subject="other") == b"kept"
+    dkb = b.local_data_keys()
+    mb = dkb.member
+    mb._stop.set()  # b's poll thread stays out: b processes the shred below, at a known point
+    with monkeypatch.context() as m:  # the steady state: no resolve, no store
+        m.setattr(dkb, "resolve", lambda *a, **k: pytest.fail("resolve on the fast path"))
+        assert b.decrypt(rec, subject="victim") == b"secret"
+        assert b.decrypt(b.encrypt(b"more", subject="other"), subject="other") == b"more"
+    assert a.shred("victim") is True
+    assert b.decrypt(rec, subject="victim") == b"secret"  # not seen yet: within the bound
+    mb.sync()  # the tombstone reaches b: the key is dropped from its cache
+    assert dkb.cached_key("victim") is None
+    with pytest.raises(ShreddedError):
+        b.decrypt(rec, subject="victim")
+    assert dkb.cached_key("other") is not None  # only the shredded subject's key went
+
+    def unreachable(*args: object) -> object:
+        raise KeyringError("store unreachable (test)")
+
+    monkeypatch.setattr(b.store, "renew_lease", unreachable)
+    mb._deadline = time.monotonic() - 1  # the lease ran out while cut off
+    assert len(dkb.cache) > 0 and dkb.cached_key("other") is None
+    with pytest.raises(KeyringError, match="unreachable"):
+        b.encrypt(b"x", subject="other")  # a cached key is not used past the lease
+    assert len(dkb.cache) == 0
+    monkeypatch.undo()
+    mb.renew()
+    assert b.decrypt(keep, subject="other") == b"kept"  # cached again
+    assert dkb.cached_key("other") is not None
+    b.close()
+    assert dkb.cached_key("other") is None
+    with pytest.raises(KeyringError, match="closed"):
+        b.encrypt(b"x", subject="other")
+    with pytest.raises(KeyringError, match="closed"):
+        b.decrypt(keep, subject="other")
 
 
 def test_status_lists_live_holders(pair: tuple[UnsealedKeyring, UnsealedKeyring]) -> None:

@@ -66,8 +66,9 @@ def test_a_small_datakeys_runs_the_whole_record_api() -> None:
     assert rec.decrypt(one, subject=NFC, context={"t": "m"}) == b"hello"
     assert rec.decrypt(one, subject=NFD, context={"t": "m"}) == b"hello"
     many = rec.encrypt_many(["a/1", "a/2", "a/1"], [b"1", b"2", b"3"], {"t": "m"})
-    assert dk.calls[-1] == ("resolve", 3, True)  # one call per batch
+    assert dk.calls[-1] == ("resolve", 3, True)  # one call per batch, every occurrence
     assert rec.decrypt_many(["a/1", "a/2", "a/1"], many, {"t": "m"}) == [b"1", b"2", b"3"]
+    assert dk.calls[-1] == ("resolve", 2, False)  # opening: each distinct subject once
     assert rec.export(["a/2", "nobody"]) == [dk.raw["a/2"], None]
     assert rec.export([NFD]) == [dk.raw[NFC]]  # spelling-aware, above the seam
     assert record.decrypt(DataKey(dk.raw["a/1"]), many[0], subject="a/1", context={"t": "m"})
@@ -126,3 +127,63 @@ def test_a_forked_child_never_reuses_the_parents_nonces() -> None:
     os.close(r)
     os.waitpid(pid, 0)
     assert len(theirs) == 12 and theirs != mine
+
+
+class CachedDictKeys(DictKeys):
+    """DictKeys with the optional single-record fast path (``cached_key``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.serve = True
+
+    def cached_key(self, subject: str) -> DataKey | None:
+        self.calls.append(("cached_key", 1, False))
+        return self.derived.get(subject) if self.serve else None
+
+
+def test_single_record_memo_follows_the_context_and_the_seam() -> None:
+    """The per-subject memo of the single-record paths compares the context by value (a
+    mutated mapping is a new context) and asks ``cached_key`` for the canonical spelling;
+    ``None`` from it means resolve, as does a DataKeys without it."""
+    dk = CachedDictKeys()
+    rec = Records(dk)
+    ctx = {"t": "m"}
+    one = rec.encrypt(b"1", subject="a/1", context=ctx)
+    assert rec.decrypt(one, subject="a/1", context=ctx) == b"1"
+    assert dk.calls[-1] == ("cached_key", 1, False)  # served without resolve
+    ctx["t"] = "other"  # the caller changes its mapping: the memo must not keep the old tail
+    with pytest.raises(IntegrityError):
+        rec.decrypt(one, subject="a/1", context=ctx)
+    two = rec.encrypt(b"2", subject="a/1", context=ctx)
+    assert rec.decrypt(two, subject="a/1", context={"t": "other"}) == b"2"
+    with pytest.raises(IntegrityError):
+        rec.decrypt(two, subject="a/1", context={"t": "m"})
+    with pytest.raises(IntegrityError):
+        rec.decrypt(two, subject="a/1")  # no context is another context
+    assert rec.decrypt(one, subject="a/1", context={"t": "m"}) == b"1"
+    nfd = rec.encrypt(b"3", subject=NFD)
+    assert ("cached_key", 1, False) in dk.calls and NFD not in dk.derived  # NFC asked
+    assert rec.decrypt(nfd, subject=NFD) == rec.decrypt(nfd, subject=NFC) == b"3"
+    dk.serve = False  # the DataKeys declines (e.g. a lapsed lease): the full path decides
+    dk.calls.clear()
+    assert rec.decrypt(one, subject="a/1", context={"t": "m"}) == b"1"
+    assert rec.encrypt(b"4", subject="a/1")
+    assert [c[0] for c in dk.calls] == ["cached_key", "resolve", "cached_key", "resolve"]
+    with pytest.raises(TypeError):
+        rec.encrypt(b"x", subject=["a/1"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        rec.decrypt(one, subject="a/1", context=[("t", "m")])  # type: ignore[arg-type]
+
+
+def test_batches_ask_every_occurrence_only_of_a_datakeys_that_counts_them() -> None:
+    """``resolve(create=True)`` gets every occurrence unless the DataKeys says it counts
+    nothing (``counts_records = False``, as LocalDataKeys does); opening asks once each."""
+    counting, plain = DictKeys(), DictKeys()
+    plain.counts_records = False  # type: ignore[attr-defined]
+    subjects = ["a", "b", "a", "a"]
+    for dk, sealed in ((counting, 4), (plain, 2)):
+        rec = Records(dk)
+        out = rec.encrypt_many(subjects, [b"1", b"2", b"3", b"4"])
+        assert dk.calls[-1] == ("resolve", sealed, True)
+        assert rec.decrypt_many(subjects, out) == [b"1", b"2", b"3", b"4"]
+        assert dk.calls[-1] == ("resolve", 2, False)

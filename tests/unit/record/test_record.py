@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import struct
 import unicodedata
 from pathlib import Path
@@ -253,3 +254,20 @@ def test_record_context_size_is_bounded_before_encoding() -> None:
             record.encrypt(key, b"x", subject="u1", context=bad)
         with pytest.raises(ValueError):
             record.decrypt(key, rec, subject="u1", context=bad)
+
+
+def test_plan_groups_is_by_subject_in_c_level_passes() -> None:
+    """plan_groups (the engine's batch plan) groups exactly as by_subject does: distinct
+    subjects in first-seen order, each one's records in input order; also past 65,535
+    subjects (no radix sort) and for a batch of distinct subjects (no sort)."""
+    rnd = random.Random(23)
+    for n_subjects, n in ((3, 10), (1, 5), (40, 40), (70_000, 80_000), (0, 0)):
+        pool = [f"s{i}" for i in range(n_subjects)]
+        subjects = pool[:] if n == n_subjects else [rnd.choice(pool) for _ in range(n)]
+        uniq, order, ends = record.plan_groups(subjects)
+        expect = record.by_subject(subjects)
+        assert uniq == list(expect)
+        starts = [0, *ends][: len(ends)]
+        assert [list(order[a:b]) for a, b in zip(starts, ends, strict=True)] == list(
+            expect.values()
+        )

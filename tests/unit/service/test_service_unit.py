@@ -327,7 +327,9 @@ def test_bench_service_tiny(monkeypatch: pytest.MonkeyPatch) -> None:
     from benchmarks import bench_service, harness
 
     monkeypatch.setattr(bench_service, "_sizes", lambda quick: (2,))
-    monkeypatch.setattr(bench_service, "_calls", lambda fn, n, quick: [_timed(fn)] * 3)
+    monkeypatch.setattr(
+        bench_service, "_calls", lambda fns, n, quick: [[_timed(fn)] * 3 for fn in fns]
+    )
     monkeypatch.setattr(bench_service, "_scale_params", lambda quick: (0.05, 1))
     rows = harness.validate_rows(bench_service.run(quick=True))
     assert {r["benchmark"] for r in rows} == {
@@ -336,6 +338,8 @@ def test_bench_service_tiny(monkeypatch: pytest.MonkeyPatch) -> None:
         "service-decrypt-1KiB",
         "service-clients-encrypt-1KiB",
     }
+    floors = {r["benchmark"] for r in rows if r["impl"] == bench_service.FLOOR}
+    assert floors == {"service-encrypt-1KiB", "service-decrypt-1KiB"}
 
 
 def _timed(fn: object) -> float:

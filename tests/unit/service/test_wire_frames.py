@@ -1,0 +1,369 @@
+"""The batch frame (``application/vnd.keysplit.batch``) on both ends: round trips, the
+parser fuzzed, malformed requests answered 400 (never 500), malformed or oversized
+answers refused by ``keysplit.Client``, and the client's ``sendmsg`` body path.
+
+The server side runs in process (``KeyService.handle``) and as a real ``keysplit serve``
+over its Unix socket; the hostile servers are raw sockets on a Unix socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import struct
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from service_unseal import unseal_service
+
+import keysplit
+from keysplit.errors import FormatError, KeysplitError
+from keysplit.service import Client, ServiceError
+from keysplit.service import _wire as wire
+from keysplit.service import client as client_mod
+from keysplit.service.core import KeyService, Request
+from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
+
+# -- the codec -------------------------------------------------------------------------------
+
+_subject = st.text(st.characters(codec="utf-8"), max_size=12)
+_items = st.lists(st.one_of(st.none(), st.binary(max_size=48)), max_size=24)
+
+
+@given(_items, st.data())
+def test_parts_join_to_the_frame_and_parse_back(
+    items: list[bytes | None], data: st.DataObject
+) -> None:
+    subjects = data.draw(st.lists(_subject, min_size=len(items), max_size=len(items)))
+    header = {"context": {"k": "v"}} if data.draw(st.booleans()) else {}
+    parts = wire.encode_parts(header, items, subjects)
+    frame = b"".join(parts)
+    assert frame == wire.encode_frame(header, items, subjects)
+    for body in (frame, bytearray(frame), memoryview(frame)):  # bytes and buffers alike
+        h, s, out = wire.decode_frame(body)
+        assert (h, s, out) == (header, subjects, items)
+        assert all(type(x) is bytes for x in out if x is not None)
+    # the length table is big endian, as documented
+    hlen = struct.unpack_from(">I", frame, 4)[0]
+    n = struct.unpack_from(">I", frame, 8 + hlen)[0]
+    table = struct.unpack_from(f">{n}I{n}i", frame, 12 + hlen)
+    assert list(table[n:]) == [-1 if x is None else len(x) for x in items]
+    assert list(table[:n]) == [len(x.encode()) for x in subjects]
+
+
+def test_subjects_keep_every_character() -> None:
+    """ASCII subjects are decoded as one text and read in pieces: no newline translation."""
+    subjects = ["a\r\nb", "\r", "", "x\n", "é/ü", "\x00"]
+    _, s, _ = wire.decode_frame(wire.encode_frame({}, [b""] * 6, subjects))
+    assert s == subjects
+    _, s, _ = wire.decode_frame(wire.encode_frame({}, [b""] * 3, subjects[:3]))
+    assert s == subjects[:3]
+
+
+def test_encode_refuses_mismatched_subjects() -> None:
+    with pytest.raises(ValueError, match="one subject per item"):
+        wire.encode_parts({}, [b"a", b"b"], ["s"])
+    with pytest.raises(TypeError):
+        wire.encode_parts({}, [b"a"], [b"s"])  # type: ignore[list-item]
+
+
+def test_decode_can_require_items_or_none() -> None:
+    half = wire.encode_frame({}, [b"a", None], ["s", "t"])
+    with pytest.raises(FormatError, match="one subject and one payload per item"):
+        wire.decode_frame(half, present=True)
+    with pytest.raises(FormatError, match="subjects only"):
+        wire.decode_frame(half, present=False)
+    assert wire.decode_frame(wire.encode_frame({}, [None], ["s"]), present=False)[2] == [None]
+    assert wire.decode_frame(wire.encode_frame({}, [b""], ["s"]), present=True)[2] == [b""]
+    assert wire.decode_frame(wire.encode_frame({}, []), present=False)[2] == []
+
+
+def _frame(n: int = 3) -> bytes:
+    return wire.encode_frame({"context": None}, [b"x" * i for i in range(n)], ["s"] * n)
+
+
+def _table_at(frame: bytes) -> int:
+    return 12 + struct.unpack_from(">I", frame, 4)[0]
+
+
+def _malformed() -> list[tuple[str, bytes, str]]:
+    f = _frame()
+    t = _table_at(f)
+    n = 3
+    bad: list[tuple[str, bytes, str]] = [
+        ("empty", b"", "magic"),
+        ("magic", b"KSB2" + f[4:], "magic"),
+        ("truncated header", f[:10], "header"),
+        ("header length too large", f[:4] + struct.pack(">I", 1 << 30) + f[8:], "header"),
+        ("header not JSON", f[:8] + b"{" * (t - 12) + f[t - 4 :], "JSON"),
+        ("header a list", wire.encode_frame({}, []).replace(b"{}", b"[]"), "JSON object"),
+        ("truncated table", f[: t + 5], "length table"),
+        ("count too large", f[: t - 4] + struct.pack(">I", 4) + f[t:], "length"),
+        ("count too small", f[: t - 4] + struct.pack(">I", 2) + f[t:], "length"),
+        ("count over the maximum", f[: t - 4] + struct.pack(">I", 10**6) + f[t:], "items"),
+        ("item length -2", f[: t + 4 * n] + struct.pack(">i", -2) + f[t + 4 * n + 4 :], "item"),
+        (
+            "item length oversized",
+            f[: t + 4 * n] + struct.pack(">i", 2**31 - 1) + f[t + 4 * n + 4 :],
+            "length",
+        ),
+        ("subject length oversized", f[:t] + struct.pack(">I", 2**32 - 1) + f[t + 4 :], "length"),
+        ("a byte short", f[:-1], "length"),
+        ("a byte long", f + b"\x00", "length"),
+        ("subject not UTF-8", f.replace(b"sss", b"s\xffs"), "UTF-8"),
+    ]
+    return bad
+
+
+@pytest.mark.parametrize(("name", "body", "says"), _malformed(), ids=lambda x: str(x)[:30])
+def test_malformed_frames_are_format_errors(name: str, body: bytes, says: str) -> None:
+    with pytest.raises(FormatError, match=says):
+        wire.decode_frame(body, "request")
+
+
+@given(st.binary(max_size=200))
+def test_fuzz_any_bytes_parse_or_format_error(data: bytes) -> None:
+    for body in (data, wire.MAGIC + data):
+        try:
+            h, s, items = wire.decode_frame(body)
+        except FormatError:
+            continue
+        assert isinstance(h, dict) and len(s) == len(items)
+
+
+@given(_items, st.data())
+def test_fuzz_mutated_frames_parse_or_format_error(
+    items: list[bytes | None], data: st.DataObject
+) -> None:
+    subjects = data.draw(st.lists(_subject, min_size=len(items), max_size=len(items)))
+    frame = bytearray(wire.encode_frame({"context": {"a": "b"}}, items, subjects))
+    for _ in range(data.draw(st.integers(1, 4))):
+        op = data.draw(st.sampled_from(["flip", "cut", "grow", "int"]))
+        if op == "flip" and frame:
+            i = data.draw(st.integers(0, len(frame) - 1))
+            frame[i] ^= 1 << data.draw(st.integers(0, 7))
+        elif op == "cut" and frame:
+            del frame[data.draw(st.integers(0, len(frame) - 1)) :]
+        elif op == "grow":
+            frame += data.draw(st.binary(min_size=1, max_size=8))
+        elif len(frame) >= 4:  # overwrite a 32-bit field with an extreme value
+            i = data.draw(st.integers(0, len(frame) - 4))
+            v = data.draw(st.sampled_from([0, 1, 2**31 - 1, 2**31, 2**32 - 1]))
+            frame[i : i + 4] = struct.pack(">I", v)
+    try:
+        h, s, out = wire.decode_frame(bytes(frame))
+    except FormatError:
+        return
+    assert isinstance(h, dict) and len(s) == len(out)
+
+
+# -- the service in process: 400, never 500 ---------------------------------------------------
+
+
+def _keyring(d: Path) -> tuple[keysplit.Keyring, dict[str, keysplit.Share], str]:
+    """A 2-of-3 keyring in ``d`` and a token allowed everything on every subject."""
+    kr, shares = keysplit.Keyring.create(d / "kr", 2, ["a", "b", "c"])
+    with kr.unseal([shares["a"], shares["b"]]) as u:
+        key = mac_key(u.audit_key(), kr.keyring_id)
+    token = TokenList.read(kr.path, kr.keyring_id).create(
+        key, name="all", allow=list(OPERATIONS), subject_prefix=""
+    )[0]
+    return kr, shares, token
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[tuple[KeyService, str]]:
+    d = Path(tempfile.mkdtemp(prefix="ksw", dir="/tmp"))
+    kr, shares, token = _keyring(d)
+    svc = KeyService(kr.path, log=lambda m: None)
+    unseal_service(svc, kr.keyring_id, [shares["a"], shares["b"]])
+    yield svc, token
+    svc.close()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _post(svc: KeyService, token: str, path: str, body: bytes) -> tuple[int, dict]:
+    r = svc.handle(Request("POST", path, {"authorization": f"Bearer {token}"}, body))
+    return r.status, (json.loads(r.body) if r.content_type == wire.JSON_TYPE else {})
+
+
+@pytest.mark.parametrize("path", ["/v1/encrypt", "/v1/decrypt", "/v1/datakey"])
+@pytest.mark.parametrize(("name", "body", "says"), _malformed(), ids=lambda x: str(x)[:30])
+def test_malformed_requests_are_400(
+    service: tuple[KeyService, str], path: str, name: str, body: bytes, says: str
+) -> None:
+    svc, token = service
+    status, doc = _post(svc, token, path, body)
+    assert status == 400, doc
+    assert doc["error"]["type"] == "FormatError"
+    assert doc["error"]["message"].startswith("request")
+
+
+@given(st.binary(max_size=120), st.sampled_from(["/v1/encrypt", "/v1/decrypt", "/v1/datakey"]))
+def test_fuzz_requests_never_500(service: tuple[KeyService, str], data: bytes, path: str) -> None:
+    svc, token = service
+    for body in (data, wire.MAGIC + data):
+        status, _ = _post(svc, token, path, body)
+        assert status in (200, 400), status
+
+
+def test_records_need_every_item_and_datakeys_none(service: tuple[KeyService, str]) -> None:
+    svc, token = service
+    half = wire.encode_frame({}, [b"a", None], ["u/1", "u/2"])
+    for path in ("/v1/encrypt", "/v1/decrypt"):
+        status, doc = _post(svc, token, path, half)
+        assert (status, doc["error"]["type"]) == (400, "FormatError")
+    status, doc = _post(svc, token, "/v1/datakey", wire.encode_frame({}, [b"k"], ["u/1"]))
+    assert (status, doc["error"]["type"]) == (400, "FormatError")
+
+
+# -- a real keysplit serve: the Client's sendmsg body ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[Client, keysplit.UnsealedKeyring]]:
+    from service_helpers import Server
+
+    d = Path(tempfile.mkdtemp(prefix="ksw", dir="/tmp"))
+    kr, shares, token = _keyring(d)
+    with Server(kr.path, d / "s.sock", "--workers", "1") as srv:
+        c = Client(srv.url, token=token)
+        for n in "ab":
+            c.submit_share(shares[n], c.unseal_offer(), keyring_id=kr.keyring_id)
+        local = keysplit.Keyring.open(kr.path).unseal([shares["b"], shares["c"]])
+        yield c, local
+        local.close()
+        c.close()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_batches_round_trip_over_the_socket(
+    served: tuple[Client, keysplit.UnsealedKeyring],
+) -> None:
+    """More buffers than IOV_MAX, bytes-like items, non-ASCII subjects and a per-record
+    context: what goes out in several ``sendmsg`` calls arrives whole."""
+    c, local = served
+    n = client_mod._IOV_MAX * 2 + 7
+    subjects = [f"u/{i % 50}" if i % 7 else f"ü/{i % 5}" for i in range(n)]
+    plain: list[bytes] = [bytes([i % 256]) * (i % 300) for i in range(n)]
+    plain[3] = bytearray(b"a bytearray")  # type: ignore[call-overload]
+    ctx = [{"i": str(i)} if i % 2 else None for i in range(n)]
+    recs = c.encrypt_many(subjects, plain, ctx)
+    assert local.decrypt_many(subjects, recs, ctx) == [bytes(p) for p in plain]
+    assert c.decrypt_many(subjects, recs, ctx) == [bytes(p) for p in plain]
+    assert len(c.datakeys(subjects[:5])) == 5
+    with pytest.raises(keysplit.IntegrityError):  # all or nothing, same class as in process
+        c.decrypt_many(subjects[:2], [recs[0], recs[0]], ctx[:2])
+
+
+def test_sendmsg_finishes_partial_sends() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    a.settimeout(10)
+    parts = [bytes([i % 251]) * (i % 5000) for i in range(client_mod._IOV_MAX + 300)]
+    want = b"".join(parts)
+    got = bytearray()
+
+    def read() -> None:
+        while len(got) < len(want):
+            chunk = b.recv(65536)
+            if not chunk:
+                break
+            got.extend(chunk)
+
+    t = threading.Thread(target=read)
+    t.start()
+    client_mod._sendmsg_all(a, parts)
+    t.join(30)
+    a.close()
+    b.close()
+    assert bytes(got) == want
+
+
+# -- hostile servers: the Client refuses what is not a well-formed answer ---------------------
+
+
+class _Answer(threading.Thread):
+    """A fake key service on a Unix socket that answers one request with ``reply``."""
+
+    def __init__(self, path: Path, reply: bytes) -> None:
+        super().__init__(daemon=True)
+        self.reply = reply
+        self.lsock = socket.create_server(str(path), family=socket.AF_UNIX)
+        self.lsock.settimeout(30)
+
+    def run(self) -> None:
+        conn, _ = self.lsock.accept()
+        conn.settimeout(30)
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            body = head.split(b"\r\n\r\n", 1)[1]
+            while len(body) < length:
+                body += conn.recv(65536)
+            with contextlib.suppress(OSError):  # the client stopped reading (oversized)
+                conn.sendall(self.reply)
+        self.lsock.close()
+
+
+def _http(body: bytes, content_type: str = wire.BATCH_TYPE, status: str = "200 OK") -> bytes:
+    head = f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+    return head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+@pytest.fixture
+def sockdir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="ksw", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "says"),
+    [
+        (_http(b"KSB1 not a frame"), FormatError, "key service response"),
+        (_http(wire.encode_frame({}, [b"r1"])[:-1]), FormatError, "key service response"),
+        (_http(wire.encode_frame({}, [b"r1"])), ServiceError, "wrong number of items"),
+        (_http(b"\x00" * (wire.RESPONSE_BASE + 4096)), ServiceError, "larger than"),
+        (_http(b"<html>", "text/html", "502 Bad Gateway"), KeysplitError, "HTTP 502"),
+    ],
+    ids=["garbage", "truncated", "item count", "oversized", "not JSON error"],
+)
+def test_client_refuses_malformed_answers(
+    sockdir: Path, reply: bytes, error: type[Exception], says: str
+) -> None:
+    srv = _Answer(sockdir / "h.sock", reply)
+    srv.start()
+    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
+    with pytest.raises(error, match=says):
+        c.encrypt_many(["u/1", "u/2"], [b"a", b"b"])
+    c.close()
+    srv.join(40)
+
+
+def test_client_maps_item_errors_and_bad_datakeys(sockdir: Path) -> None:
+    err = {"0": {"type": "ShreddedError", "message": "subject was shredded"}}
+    srv = _Answer(sockdir / "h.sock", _http(wire.encode_frame({"errors": err}, [None])))
+    srv.start()
+    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
+    with pytest.raises(keysplit.errors.ShreddedError, match="item 0"):
+        c.decrypt_many(["u/1"], [b"r"])
+    c.close()
+    srv.join(40)
+    (sockdir / "h.sock").unlink()
+    srv = _Answer(sockdir / "h.sock", _http(wire.encode_frame({}, [b"short"])))
+    srv.start()
+    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
+    with pytest.raises(ServiceError, match="malformed data keys"):
+        c.datakeys(["u/1"])
+    c.close()
+    srv.join(40)
