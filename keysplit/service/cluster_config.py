@@ -41,6 +41,8 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_NODES = 64
+MAX_U32 = 2**32 - 1
+"""Largest epoch and key version (each travels as a u32 in HPKE infos and DPRF points)."""
 _MAX_FILE = 4 << 20
 
 
@@ -135,8 +137,10 @@ class ClusterConfig:
             raise FormatError("cluster.json: threshold must be 2..number of nodes")
         if len({x.index for x in self.nodes}) != n or len({x.name for x in self.nodes}) != n:
             raise FormatError("cluster.json: node names and indices must be unique")
-        if type(self.epoch) is not int or self.epoch < 1:
-            raise FormatError("cluster.json: bad epoch")
+        if type(self.epoch) is not int or not 1 <= self.epoch <= MAX_U32:
+            raise FormatError("cluster.json: epoch must be an integer 1..2^32-1")
+        if type(self.kek_version) is not int or not 1 <= self.kek_version <= MAX_U32:
+            raise FormatError("cluster.json: kek_version must be an integer 1..2^32-1")
         if self.commitments and len(self.commitments) != self.threshold:
             raise FormatError("cluster.json: one commitment per coefficient (T of them)")
 
@@ -182,7 +186,7 @@ class ClusterConfig:
                 nodes=nodes,
                 public_key=_hex(doc["public_key"], _HEX64, "public key"),
                 epoch=doc["epoch"],
-                kek_version=int(doc.get("kek_version", 1)),
+                kek_version=doc.get("kek_version", 1),
                 store=str(doc.get("store", DEFAULT_STORE)),
                 commitments=commitments,
             )

@@ -439,10 +439,11 @@ class ClusterNode:
         token_region = getattr(pol, "region", "")
         if token_region and token_region != region:
             raise ClusterError(f"token {pol.name!r} is for region {token_region!r}, not {region!r}")
-        if header.get("epoch") != cfg.epoch:
-            raise ClusterError(f"this node is at epoch {cfg.epoch}, not {header.get('epoch')}")
+        epoch = header.get("epoch")
+        if type(epoch) is not int or epoch != cfg.epoch:  # JSON true is not 1
+            raise ClusterError(f"this node is at epoch {cfg.epoch}, not {epoch!r}")
         version = header.get("version", cfg.kek_version)
-        if version != cfg.kek_version:
+        if type(version) is not int or version != cfg.kek_version:
             raise ClusterError(f"cluster {cfg.cluster_id} evaluates version {cfg.kek_version}")
         indices = header.get("indices")
         known = cfg.by_index()

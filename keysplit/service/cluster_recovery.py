@@ -62,6 +62,11 @@ def blinded_info(cid: str, epoch: int, lost: int, helper: int, new_keyring: str)
     )
 
 
+def _is(v: Any, want: int) -> bool:
+    """``v`` is the integer ``want`` (JSON ``true`` is not 1)."""
+    return type(v) is int and v == want
+
+
 def _ints(v: Any, what: str) -> list[int]:
     if not isinstance(v, list) or not all(type(i) is int for i in v):
         raise FormatError(f"recovery request: '{what}' must be a list of node indices")
@@ -93,7 +98,7 @@ class ClusterRecovery:
         if not isinstance(doc, dict):
             raise FormatError("recovery request must be a JSON object")
         cfg, index = self._n._config(str(doc.get("cluster_id", "")))
-        if doc.get("epoch") != cfg.epoch:
+        if not _is(doc.get("epoch"), cfg.epoch):
             raise ClusterError(f"this node is at epoch {cfg.epoch}, not {doc.get('epoch')}")
         helpers = _ints(doc.get("helpers"), "helpers")
         lost = doc.get("lost")
