@@ -40,7 +40,10 @@ from ..keyring import UnsealedKeyring
 from ..keyring.datakeys import DerivedDataKeys
 from ._cache import JOBS_KEPT, MAX_KEYS
 
-__all__ = ["LoopbackDataKeys", "ServiceDataKeys", "serve_keys"]
+__all__ = ["LoopbackDataKeys", "ServiceDataKeys", "serve_keys", "served_here"]
+
+_SERVED: set[str] = set()
+"""Addresses of the :func:`serve_keys` sockets this process serves (its keyring is here)."""
 
 _MAX_REQUEST = 64 << 20
 _ERRORS: dict[str, type[KeysplitError]] = {"IntegrityError": IntegrityError}
@@ -114,15 +117,24 @@ def serve_keys(keyring: UnsealedKeyring) -> Iterator[LoopbackDataKeys]:
             target=server.accept, args=(listener, stop), daemon=True, name="keysplit-jobs-keys"
         )
         thread.start()
+        _SERVED.add(str(listener.address))
         try:
             yield LoopbackDataKeys(str(listener.address), authkey, keyring.keyring.keyring_id)
         finally:
+            _SERVED.discard(str(listener.address))
             server.forget()
             stop.set()
             with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as wake:
                 wake.connect(str(listener.address))  # wakes accept(); fails its handshake
             thread.join(timeout=10)
             listener.close()
+
+
+def served_here(source: object) -> bool:
+    """Whether ``source`` is a :func:`serve_keys` handle served by this very process, i.e.
+    this process holds the unsealed keyring and must not run a Dask client for the job
+    (SECURITY.md: the driver/worker trust model)."""
+    return isinstance(source, LoopbackDataKeys) and source.address in _SERVED
 
 
 class _KeyServer:

@@ -44,7 +44,7 @@ from ._cache import job_keys, job_records
 from ._channel import Channel
 from ._isolate import JobError, Message, progress_of, run_job
 from .cluster import Cluster
-from .datakeys import ServiceDataKeys
+from .datakeys import ServiceDataKeys, served_here
 
 __all__ = [
     "BadRecord",
@@ -173,7 +173,10 @@ def encrypt_column(
     """``ddf`` with ``column`` sealed per row for the row's ``subject_column`` (lazy).
 
     ``service`` is a :class:`DataKeys` or a key service URL (then ``token``, allowed
-    ``datakey``, is required). Missing data keys are created.
+    ``datakey``, is required). Missing data keys are created. Whoever computes the result
+    with a Dask client unpickles what workers return: never compute it on a cluster in
+    the process that holds the unsealed keyring (a :func:`serve_keys` source); use
+    :func:`encrypt_dataset` with ``cluster=``, whose client runs in a child process.
     """
     source = _source(service, token)
     return ddf.map_partitions(
@@ -198,7 +201,8 @@ def decrypt_column(
     text: bool = False,
 ) -> dd.DataFrame:
     """Inverse of :func:`encrypt_column` (lazy); computing it raises IntegrityError if any
-    record fails (moved, altered, shredded subject): use :func:`scan` to find which."""
+    record fails (moved, altered, shredded subject): use :func:`scan` to find which.
+    Compute it on a cluster only outside the keyring's process (as :func:`encrypt_column`)."""
     source = _source(service, token)
     return ddf.map_partitions(
         _decrypt_part,
@@ -319,9 +323,18 @@ def scan(
 ) -> ScanReport:
     """Integrity scan: try every record of ``column``; list those that do not decrypt.
 
-    Plaintexts are discarded. ``client=None`` runs in this process.
+    Plaintexts are discarded. ``client=None`` runs in this process. A Dask ``client``
+    unpickles what workers return, so it is refused with a :func:`serve_keys` source served
+    by this process (which then holds the unsealed keyring): use :func:`scan_dataset` with
+    ``cluster=``, whose client runs in a child process.
     """
     source = _source(service, token)
+    if client is not None and served_here(source):
+        raise JobError(
+            "scan(client=...) would deserialize worker results in the process that holds "
+            "the unsealed keyring",
+            hint="use jobs.scan_dataset(..., cluster=jobs.Cluster(...)), or client=None",
+        )
     _meta(ddf, column, subject_column)
     job_id = secrets.token_hex(16)
     tasks = [
