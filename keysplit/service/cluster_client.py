@@ -61,6 +61,11 @@ if TYPE_CHECKING:
 __all__ = ["FLUSH_TAG", "ClusterClient", "ClusterDataKeys", "ClusterStatus", "TlsFiles"]
 
 FLUSH_TAG = b"\xff" * 16
+EVAL_BATCH = 8192
+"""Most subjects in one evaluation request to a node. A node's proof covers at most
+65,535 pairs (RFC 9497's two-byte index), and its answer (40 bytes per subject: point and
+length-table row) must fit the client's response bound of 1 MiB plus the request's size
+whatever the subjects' lengths (8,192 x 40 bytes = 320 KiB); a larger batch is split."""
 """The tombstone of a shred whose subject's tag could not be computed (fewer than T
 nodes): every caching client drops every cached key (and the shredded subject then reads
 as :class:`NoDataKeyError`, not :class:`ShreddedError`)."""
@@ -258,6 +263,12 @@ class ClusterDataKeys:
 
         from . import _cluster_math as cm  # lazily: the cluster extra
 
+        if len(subjects) > EVAL_BATCH:
+            return [
+                p
+                for i in range(0, len(subjects), EVAL_BATCH)
+                for p in self.evaluate(subjects[i : i + EVAL_BATCH], proof=proof)
+            ]
         cfg = self.config
         down: dict[str, str] = {}
         while True:
