@@ -54,6 +54,15 @@ class Limits:
     chunked body is cut off there). ``idle`` bounds a connection that has not completed a
     request's header (slowloris) or sits idle between requests, ``io`` the reading of one
     body and the writing of one response, ``handshake`` a TLS handshake.
+
+    A request's header is at most ``header_fields`` fields of at most ``field_size`` bytes
+    (431/400 beyond), and one process serves at most ``connections`` connections at once
+    (TLS handshakes included; one more is closed at once). A header that never completes
+    is held until the idle timeout, so before these bounds every unauthenticated
+    connection could park aiohttp's 128 fields of 8 KiB, about 0.44 MiB of the server's
+    memory each, in as many connections as the file limit allows (300 grew it by 130 MiB).
+    Now the server holds at most ~1,024 x 64 KiB of parked headers (measured: 1,100 parked
+    connections of 62 KB each grew it by 132 MiB, then no more).
     """
 
     public_body: int = wire.MAX_PUBLIC_BODY
@@ -61,12 +70,23 @@ class Limits:
     idle: float = 30.0
     io: float = 60.0
     handshake: float = 10.0
+    connections: int = 1024
+    header_fields: int = 32
+    field_size: int = 2048
 
     def __post_init__(self) -> None:
         for name in ("idle", "io", "handshake"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 86_400:
                 raise ValueError(f"{name} timeout must be between 0 and 86400 seconds")
+        for name, hi in (
+            ("connections", 1 << 20),
+            ("header_fields", 1024),
+            ("field_size", 1 << 16),
+        ):
+            v = getattr(self, name)
+            if type(v) is not int or not 1 <= v <= hi:
+                raise ValueError(f"{name} must be an integer from 1 to {hi}")
 
 
 @dataclass(frozen=True)
@@ -255,6 +275,7 @@ class _Acceptor:
         self._runner = runner
         self._limits = limits
         self._tasks: set[asyncio.Task[None]] = set()
+        self._handshakes = 0  # accepted, TLS handshake in progress (not yet aiohttp's)
         self.route: Callable[[socket.socket, ssl.SSLContext | None], Awaitable[None]]
         self.route = self.adopt
 
@@ -283,9 +304,13 @@ class _Acceptor:
         loop = asyncio.get_running_loop()
         server = self._runner.server
         assert server is not None
+        if len(server.connections) + self._handshakes >= self._limits.connections:
+            conn.close()  # over the cap: the peer reconnects later, nothing is held for it
+            return
         if ctx is None and conn.family == socket.AF_UNIX:
             with contextlib.suppress(OSError):
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        self._handshakes += 1
         try:
             await loop.connect_accepted_socket(
                 server,
@@ -295,6 +320,8 @@ class _Acceptor:
             )
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError):
             conn.close()
+        finally:
+            self._handshakes -= 1
 
     def close_connections(self) -> None:
         """Close every connection served here: idle ones at once, busy ones after the
@@ -326,6 +353,9 @@ def _runner(
         handle_signals=False,
         access_log=None,
         keepalive_timeout=lim.idle,
+        max_headers=lim.header_fields,
+        max_field_size=lim.field_size,
+        max_line_size=8190,
         lingering_time=min(lim.io, 10.0),  # drain (and discard) an unread body, bounded
     )
 

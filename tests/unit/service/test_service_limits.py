@@ -237,3 +237,76 @@ def test_rewrap_batch_size_is_validated(tmp_path: Path) -> None:
     with pytest.raises(FormatError):
         wire.int_field({"n": 10**30}, "n", 1, 1, 10)
     svc.close()
+
+
+def test_parked_headers_are_bounded_per_connection_and_in_number(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    """A header that never completes is held until the idle timeout; before, aiohttp's
+    defaults let each unauthenticated connection park 128 fields of 8 KiB and nothing
+    capped the connections (300 grew a real server by 130 MiB). The server's own stack
+    (runner + acceptor, as ``keysplit serve`` runs them) with ``connections=3``: a fourth
+    connection is closed at once, a freed slot serves again, 33 header fields are refused."""
+    import asyncio
+
+    from keysplit.service import server as srv_mod
+
+    kr, _ = Keyring.create(tmp_path / "vault", 2, ["a", "b"])
+    svc = KeyService(kr.path, log=lambda m: None)
+    lim = srv_mod.Limits(connections=3, idle=30.0)
+    assert lim.header_fields == 32 and lim.field_size == 2048
+    for bad in ({"connections": 0}, {"header_fields": True}, {"field_size": 10**9}):
+        with pytest.raises(ValueError):
+            srv_mod.Limits(**bad)  # type: ignore[arg-type]
+    path = sockdir / "s.sock"
+
+    async def after(req: Request, r: object, was_sealed: bool) -> None:
+        return None
+
+    async def status(reader: asyncio.StreamReader) -> str:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 10)
+        except ConnectionResetError:  # closed with our request unread
+            return "closed"
+        return line.decode("latin-1").split(" ")[1] if line else "closed"
+
+    async def main() -> None:
+        runner = srv_mod._runner(svc, lim, after)
+        await runner.setup()
+        acc = srv_mod._Acceptor(runner, lim)
+        acc.listen(srv_mod._unix_socket(path), None)
+        parked = []
+        for _ in range(3):
+            r, w = await asyncio.open_unix_connection(str(path))
+            w.write(b"GET /v1/status HTTP/1.1\r\nHost: k\r\nX-A: " + b"a" * 2000 + b"\r\n")
+            parked.append((r, w))
+        for _ in range(100):
+            if runner.server is not None and len(runner.server.connections) == 3:
+                break
+            await asyncio.sleep(0.05)
+        r4, w4 = await asyncio.open_unix_connection(str(path))
+        w4.write(b"GET /v1/status HTTP/1.1\r\nHost: k\r\n\r\n")
+        assert await status(r4) == "closed"  # over the cap: closed, nothing answered
+        w4.close()
+        parked[0][1].close()
+        for _ in range(100):
+            assert runner.server is not None
+            if len(runner.server.connections) < 3:
+                break
+            await asyncio.sleep(0.05)
+        r5, w5 = await asyncio.open_unix_connection(str(path))
+        w5.write(b"GET /v1/status HTTP/1.1\r\nHost: k\r\n\r\n")
+        assert await status(r5) == "200"
+        w5.close()
+        many = b"".join(b"X-%d: v\r\n" % i for i in range(33))
+        r5, w5 = await asyncio.open_unix_connection(str(path))
+        w5.write(b"GET /v1/status HTTP/1.1\r\nHost: k\r\n" + many + b"\r\n")
+        assert await status(r5) in ("400", "431", "closed")
+        w5.close()
+        for _, w in parked[1:]:
+            w.close()
+        await acc.close()
+        await runner.cleanup()
+
+    asyncio.run(main())
+    svc.close()
