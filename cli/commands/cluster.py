@@ -19,7 +19,7 @@ from keysplit.service.cluster_admin import (
     rotate_cluster,
     shred_subject,
 )
-from keysplit.store.base import describe_lease
+from keysplit.store.base import MAX_BATCH, describe_lease
 
 from .._common import (
     EXIT_NO_KEY,
@@ -217,7 +217,9 @@ def rotate_cmd(
     ca: Path | None = CA_OPTION,
     cert: Path | None = CERT_OPTION,
     key: Path | None = KEY_OPTION,
-    batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Keys per batch."),
+    batch_size: int = typer.Option(
+        1000, "--batch-size", min=1, max=MAX_BATCH, help="Keys per batch."
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Rotate to a new cluster key: rewrap every data key of OLD_DIR's store under

@@ -13,7 +13,7 @@ import typer
 
 from keysplit import ceremony
 from keysplit.keyring import fleet
-from keysplit.store.base import Lease, describe_lease
+from keysplit.store.base import MAX_BATCH, Lease, describe_lease
 
 from .._common import EXIT_NO_KEY, EXIT_NOT_ACKNOWLEDGED, fail, handle_errors, info
 from .._dask import SCHEDULER_OPTION, dask_rewrap
@@ -67,7 +67,9 @@ def rotate_cmd(
 @handle_errors
 def rewrap_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Keyring directory."),
-    batch_size: int = typer.Option(10_000, "--batch-size", min=1, help="Keys per transaction."),
+    batch_size: int = typer.Option(
+        10_000, "--batch-size", min=1, max=MAX_BATCH, help="Keys per transaction."
+    ),
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,

@@ -43,6 +43,7 @@ from ..errors import KeysplitError
 from ..keyring import RewrapResult, UnsealedKeyring
 from ..keyring.rewrap import rewrap_rows
 from ..store import KeyStore, open_store
+from ..store.base import check_batch_size
 from ._channel import Channel
 from ._isolate import JobError, Message, clean, progress_of, run_job
 from ._kek import seal_keks
@@ -197,8 +198,7 @@ def rewrap(
     if some still fail, or ``timeout`` seconds pass in one round, :class:`JobError` says so
     and a rerun finishes the job.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError("batch_size must be a positive int")
+    check_batch_size(batch_size)
     if partitions is not None and (
         isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1
     ):

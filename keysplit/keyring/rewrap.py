@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..store import KeyStore, WrappedKey
+from ..store.base import check_batch_size
 from .datakeys import KekSet
 
 __all__ = ["RewrapResult", "rewrap_rows", "rewrap_store"]
@@ -66,8 +67,7 @@ def rewrap_store(
     ``progress(done, total)`` is called after every batch (``total``: stale keys of the
     whole store). ``remaining`` counts the whole store too.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError("batch_size must be a positive int")
+    check_batch_size(batch_size)
     current = keks.current
     keks.kek(current)
     total = sum(c for v, c in store.count_by_version().items() if v != current)

@@ -36,6 +36,7 @@ from typing import Any
 
 from .. import _json, errors
 from ..errors import FormatError, KeysplitError
+from ..store.base import MAX_BATCH
 
 __all__ = [
     "BATCH_TYPE",
@@ -69,7 +70,7 @@ unknown paths get no body read at all."""
 MAX_HEADER = 32 << 20
 MAX_ITEMS = 100_000
 """Most items in one batch request."""
-MAX_REWRAP_BATCH = 1_000_000
+MAX_REWRAP_BATCH = MAX_BATCH
 """Largest ``batch_size`` of one rewrap step (keys read and rewritten per transaction)."""
 RESPONSE_BASE = 1 << 20
 RESPONSE_PER_ITEM = 1 << 10

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import ClusterError, KeysplitError
 from ..store import open_store
-from ..store.base import Lease
+from ..store.base import Lease, check_batch_size
 from . import _wire as wire
 from .cluster_client import NO_TLS, TlsFiles, node_info
 from .cluster_config import (
@@ -311,8 +311,7 @@ def rotate_cluster(
     """
     from .cluster_client import ClusterClient
 
-    if batch_size < 1:
-        raise ValueError("batch_size must be positive")
+    check_batch_size(batch_size)
     with (
         ClusterClient(old_dir, token=token, ca=tls.ca, cert=tls.cert, key=tls.key) as old,
         ClusterClient(new_dir, token=token, ca=tls.ca, cert=tls.cert, key=tls.key) as new,

@@ -41,6 +41,7 @@ from ..errors import KeyringError
 
 __all__ = [
     "LEASE_ROLES",
+    "MAX_BATCH",
     "TOMBSTONE_SIZE",
     "AuditStore",
     "KekInUseError",
@@ -50,8 +51,23 @@ __all__ = [
     "StaleKekError",
     "Tombstone",
     "WrappedKey",
+    "check_batch_size",
     "describe_lease",
 ]
+
+MAX_BATCH = 1_000_000
+"""Most keys one batch of a store walk reads and rewrites (``stale_batch``'s ``limit``):
+above 2^63 - 1 a backend's integer overflows, and far below that one batch is a
+transaction too large to hold (the key service's ``/v1/rewrap`` allows the same)."""
+
+
+def check_batch_size(batch_size: object) -> int:
+    """``batch_size`` if it is an int from 1 to :data:`MAX_BATCH`, else ValueError (10^30
+    was an OverflowError from SQLite deep inside a rewrap: a CLI traceback)."""
+    if type(batch_size) is not int or not 1 <= batch_size <= MAX_BATCH:
+        raise ValueError(f"batch_size must be an integer from 1 to {MAX_BATCH:,}")
+    return batch_size
+
 
 LEASE_ROLES = ("library", "serve", "job", "cli")
 TOMBSTONE_SIZE = 16
