@@ -92,8 +92,8 @@ def serve_cmd(
         addr = (host.strip("[]"), int(port))
         if tls_cert is None or tls_key is None:
             fail("--listen needs --tls-cert and --tls-key", code=EXIT_USAGE)
-    if unseal_timeout <= 0:
-        fail("--unseal-timeout must be positive", code=EXIT_USAGE)
+    if not 0 < unseal_timeout <= 86_400:  # NaN too: it made the attempt never expire
+        fail("--unseal-timeout must be between 0 and 86400 seconds", code=EXIT_USAGE)
     Keyring.open(directory)  # fail early with a clean error
     try:
         limits = Limits(idle=idle_timeout, io=io_timeout, handshake=min(idle_timeout, 10.0))

@@ -42,6 +42,9 @@ from ..errors import (
 from ..keyring import HPKE_SUITE, Keyring, UnsealedKeyring
 from ..share import Share
 
+MAX_TIMEOUT = 86_400
+"""Longest an unseal attempt may stay open (seconds), as the connection timeouts."""
+
 __all__ = [
     "INFO_LABEL",
     "RemoteUnseal",
@@ -97,6 +100,11 @@ class RemoteUnseal:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._kr = keyring
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError("timeout must be a number of seconds")
+        if not 0 < timeout <= MAX_TIMEOUT:  # NaN fails too: it never expired (and inf
+            # went out as JSON's non-standard Infinity in every offer)
+            raise ValueError(f"unseal timeout must be between 0 and {MAX_TIMEOUT} seconds")
         self.timeout = float(timeout)
         self._clock = clock
         self._attempt: _Attempt | None = None

@@ -50,3 +50,23 @@ def test_library_batch_walks_check_one_bound(tmp_path: Path) -> None:
         jobs = pytest.importorskip("keysplit.jobs")
         with pytest.raises(ValueError, match="batch_size"):
             jobs.rewrap(u, cluster=jobs.Cluster(), batch_size=10**30)
+
+
+def test_unseal_timeout_must_be_a_finite_positive_number(tmp_path: Path) -> None:
+    """``serve --unseal-timeout nan`` served with an unseal attempt that never expired
+    (``elapsed > nan`` is false) and ``inf`` sent JSON's non-standard ``Infinity``."""
+    from keysplit.service.unseal import RemoteUnseal
+
+    vault = make_keyring(tmp_path, 2, ["a", "b"])
+    for bad in ("nan", "inf", HUGE, "0"):
+        r = cli("serve", vault, "--socket", tmp_path / "s.sock", "--unseal-timeout", bad,
+                cwd=tmp_path, timeout=60)  # fmt: skip
+        assert r.returncode == 2, (bad, r.stderr)
+        assert "Traceback" not in r.stderr and "--unseal-timeout" in r.stderr
+    kr = Keyring.open(vault)
+    for v in (float("nan"), float("inf"), 10**30, -1, 0):
+        with pytest.raises(ValueError, match="unseal timeout"):
+            RemoteUnseal(kr, timeout=v)
+    with pytest.raises(TypeError):
+        RemoteUnseal(kr, timeout=True)
+    assert RemoteUnseal(kr, timeout=0.5).timeout == 0.5
