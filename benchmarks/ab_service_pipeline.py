@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from keysplit.service.client import _header
 from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
 
 from .bench_service import _start, _stop
+from .harness import time_calls
 
 N = 1000
 CALLS = 40
@@ -98,9 +98,7 @@ def main() -> None:
                 f()
             for _ in range(CALLS):
                 for k, f in fns.items():
-                    t0 = time.perf_counter()
-                    f()
-                    times[k].append(time.perf_counter() - t0)
+                    times[k].extend(time_calls(f, 1, warmup=0, min_calls=1))
             med = {k: statistics.median(v) for k, v in times.items()}
             print(f"batches of {N:,} 1 KiB records, {CALLS} interleaved calls each, medians")
             for k, v in med.items():
