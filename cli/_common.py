@@ -111,6 +111,25 @@ INPUT_LIMIT = 1 << 20
 secrets): the Vault parser's own bound, checked before anything is read."""
 
 
+SMALL_FILE_LIMIT = 64 << 10
+"""Largest token, passphrase or proof-code file: each is a line of text, and a wrong path
+(``/dev/zero``, a 50 MB file) must be refused before it is read, not read whole."""
+
+
+def read_small_file(path: Path, what: str) -> bytes:
+    """``path`` whole, at most :data:`SMALL_FILE_LIMIT` bytes (refused by size first)."""
+    return read_bounded(path, SMALL_FILE_LIMIT, f"{what} {path}")
+
+
+def read_small_text(path: Path, what: str) -> str:
+    """:func:`read_small_file` as UTF-8 text, stripped; bytes that are not UTF-8 are one
+    ``error:`` line, not a traceback."""
+    try:
+        return read_small_file(path, what).decode("utf-8").strip()
+    except UnicodeDecodeError:
+        fail(f"{what} {path} is not UTF-8 text")
+
+
 def read_input(path: Path | None) -> bytes:
     """Read bytes from ``path``, or from stdin when it is None or ``-`` (at most
     :data:`INPUT_LIMIT`: a larger input is refused before it is read)."""

@@ -16,7 +16,7 @@ from keysplit.custody import is_sealed
 from keysplit.files import atomic_write
 from keysplit.interop import pycryptodome, slip39, vault
 
-from ._common import EXIT_USAGE, fail, info, read_input, relabel
+from ._common import EXIT_USAGE, fail, info, read_input, read_small_file, relabel
 from ._opener import Passphrases, ShareOpener
 
 __all__ = [
@@ -124,7 +124,7 @@ def slip39_passphrase(
     if no_passphrase:
         return b""
     if passphrase_file is not None:
-        data = passphrase_file.read_bytes()
+        data = read_small_file(passphrase_file, "passphrase file")
         for end in (b"\r\n", b"\n"):
             if data.endswith(end):
                 return data[: -len(end)]

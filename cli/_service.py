@@ -13,7 +13,7 @@ import typer
 from keysplit.service import Client
 from keysplit.service.cluster_client import TlsFiles
 
-from ._common import EXIT_USAGE, fail
+from ._common import EXIT_USAGE, fail, read_small_text
 
 __all__ = [
     "CA_OPTION",
@@ -55,7 +55,7 @@ Tls = tuple[Path | None, Path | None, Path | None]
 def read_token(path: Path | None) -> str | None:
     if path is None:
         return None
-    token = path.read_text("utf-8").strip()
+    token = read_small_text(path, "token file")
     if not token:
         fail(f"token file {path} is empty")
     return token

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from keysplit import Keyring, ceremony
 
-from ._common import err_console, fail, info
+from ._common import err_console, fail, info, read_small_text
 from ._output import names
 from ._quorum import QuorumSource, quorum
 
@@ -67,7 +67,7 @@ def show_status(kr: Keyring, as_json: bool) -> None:
 
 def record_proof(kr: Keyring, name: str, code_file: Path | None, as_json: bool) -> None:
     if code_file is not None:
-        code = code_file.read_text().strip()
+        code = read_small_text(code_file, "proof code file")
     else:
         code = str(typer.prompt(f"Proof code of {name} (xxxx-xxxx)", err=True)).strip()
     st = ceremony.prove(kr, name, code)

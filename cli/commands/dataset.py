@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 
 from keysplit import Keyring, KeysplitError, UnsealedKeyring, ceremony
 
-from .._common import EXIT_USAGE, err_console, fail, handle_errors, info
+from .._common import EXIT_USAGE, err_console, fail, handle_errors, info, read_small_text
 from .._dask import SCHEDULER_OPTION, job_cluster, jobs_module
 from .._output import JSON_HELP, emit
 from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
@@ -69,7 +69,7 @@ def _source(
     if server is not None:
         if token_file is None:
             fail("--server needs --token-file (a token allowed 'datakey')", code=EXIT_USAGE)
-        token = token_file.read_text().strip()
+        token = read_small_text(token_file, "token file")
         if not token:
             fail(f"{token_file} holds no token")
         connect(server, tls, token=token).close()  # a bad URL or TLS file: one error line

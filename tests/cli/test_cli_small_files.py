@@ -1,0 +1,43 @@
+"""Issue 21 item 9, a variant: token, passphrase and proof-code files are bounded before
+they are read.
+
+``--token-file /dev/zero`` ran the CLI out of memory with a ``MemoryError`` traceback, a
+50 MB token file was read whole, and a file of bytes that are not UTF-8 printed a
+``UnicodeDecodeError`` traceback (``cli/_service.py`` read the token with
+``read_text``). Token, passphrase and proof-code files now go through
+``cli._common.read_small_file`` (at most 64 KiB, refused by size before reading); real CLI
+processes, one ``error:`` line each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from service_helpers import cli
+
+from cli._common import SMALL_FILE_LIMIT
+
+
+def _bad_files(tmp_path: Path) -> dict[str, Path]:
+    big = tmp_path / "big"
+    big.write_bytes(b"t" * (SMALL_FILE_LIMIT + 1))
+    bad = tmp_path / "not-utf8"
+    bad.write_bytes(b"\xff\xfe\x00token")
+    return {"/dev/zero": Path("/dev/zero"), "too large": big, "not UTF-8": bad}
+
+
+def _one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "too large", "not UTF-8"])
+def test_token_file_is_bounded_and_decoded_before_use(tmp_path: Path, kind: str) -> None:
+    path = _bad_files(tmp_path)[kind]
+    r = cli("cluster", "status", tmp_path / "no-cluster", "--token-file", path, cwd=tmp_path)
+    assert r.returncode != 0
+    line = _one_error_line(r.stderr)
+    assert "token file" in line and str(path) in line
+    assert ("not UTF-8" in line) == (kind == "not UTF-8")
