@@ -912,6 +912,47 @@ def test_small_files_make_one_part_per_worker_thread_in_order(tmp_path: Path) ->
     assert pq.read_table(tmp_path / "dec").schema.metadata.get(b"keysplit") is None
 
 
+def test_a_part_is_sealed_subject_by_subject_with_keys_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part's rows are taken subject by subject, sealed one key batch after another (the
+    next batch fetched meanwhile) and put back in row order. Before: one request for all
+    the part's keys before sealing started (calls == [9, 9]: encrypt, decrypt)."""
+    from keysplit.jobs import _parquet
+
+    monkeypatch.setattr(_parquet, "KEY_BATCH", 2, raising=False)
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    n = 300
+    df = pd.DataFrame(
+        {
+            "id": range(n),
+            "user": [f"u{(7 * i) % 9}" for i in range(n)],  # interleaved: 9 users
+            "body": [None if i % 31 == 5 else f"row {i}".encode() for i in range(n)],
+        }
+    )
+    (tmp_path / "in").mkdir()
+    df.to_parquet(tmp_path / "in" / "part.0.parquet")
+    calls = _CountingKeys.calls
+    calls.clear()
+    with _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
+        counting = _CountingKeys(src.address, src._authkey, src.keyring_id)
+        kwargs: dict[str, Any] = {"service": counting}
+        jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", **kwargs)
+        assert calls == [2, 2, 2, 2, 1]
+        enc = pd.read_parquet(tmp_path / "enc")
+        assert enc["id"].tolist() == list(range(n))
+        for user, body, sealed in zip(df["user"], df["body"], enc["body"], strict=True):
+            if body is None:
+                assert sealed is None
+            else:  # each row's record, on its own row, for its own subject
+                assert ukr.decrypt(sealed, subject=user) == body
+        calls.clear()
+        jobs.decrypt_dataset(tmp_path / "enc", tmp_path / "dec", "body", "user", **kwargs)
+        assert calls == [2, 2, 2, 2, 1]
+    dec = pd.read_parquet(tmp_path / "dec")
+    assert dec["body"].tolist() == df["body"].tolist()
+
+
 def test_plan_packs_row_groups_into_bounded_parts(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
