@@ -81,6 +81,12 @@ def _take_times(dask_worker: Any = None) -> dict[str, float]:
     return out
 
 
+def _peak_rss_mb(dask_worker: Any = None) -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=1)
@@ -152,6 +158,7 @@ def main() -> None:
                                 run[k] = run.get(k, 0.0) + v
                         if i:  # the first job warms the driver child and the workers
                             runs.append(run)
+                peaks = client.run(_peak_rss_mb)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     med = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in runs[0]}
@@ -160,6 +167,7 @@ def main() -> None:
     print(f"medians of {args.repeats} jobs; load {os.getloadavg()[0]:.1f}")
     for k, v in med.items():
         print(f"  {k:46s} {v * 1e3:8.1f} ms {100 * v / job:6.1f} %")
+    print(f"  workers' peak RSS: {', '.join(f'{v:.0f} MB' for v in peaks.values())}")
     print(f"  ratio to the in-process baseline: {med['baseline (in process)'] / job:.3f}")
 
 

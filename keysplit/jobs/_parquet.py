@@ -12,10 +12,13 @@ file, packed in order into ``max(ceil(bytes / part_bytes), slots)`` parts of abo
 in-memory size (``slots``: the cluster's worker threads), so a part stays bounded while
 each worker thread gets one large part rather than many small ones. A worker's task
 (:func:`run_part`) reads its row groups with pyarrow, seals or opens the one column with
-the job's record engine in **one** ``encrypt_many``/``decrypt_many`` call (values and
-subjects taken from Arrow as Python objects once; nulls and the UTF-8 check are Arrow
-column operations), replaces that column and writes the part through the one durable
-writer. Only the row count goes back.
+the job's record engine, subject by subject in batches of keys fetched while the previous
+batch is sealed (each subject in exactly one ``encrypt_many``/``decrypt_many`` call;
+values and subjects taken from Arrow as Python objects once; grouping, nulls and the
+UTF-8 check are Arrow column operations), replaces that column and writes the part
+through the one durable writer. Only the row count goes back. The part size is the
+driver's choice (:func:`keysplit.jobs.records.part_bytes`: as large as the workers'
+memory allows, since the engine's per-subject work is paid once per part).
 
 Parquet metadata: every output part carries the dataset schema's metadata with the
 ``keysplit`` entry (sealed columns and their original types) and pandas' column entry

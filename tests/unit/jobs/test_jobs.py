@@ -870,7 +870,7 @@ def test_a_worker_derives_each_subject_key_once_per_job(tmp_path: Path) -> None:
 def test_small_files_make_one_part_per_worker_thread_in_order(tmp_path: Path) -> None:
     """Before: one partition per input file, so each subject's key lookup, AAD and grouping
     ran once per file (8 times here), and every value went through pandas twice. Now the
-    row groups are packed into max(ceil(bytes / PART_BYTES), worker threads) parts: one
+    row groups are packed into max(ceil(bytes / part size), worker threads) parts: one
     here (in process), rows in file order; pandas reads the sealed column as bytes and
     the decrypted one as str again."""
     import pyarrow.parquet as pq
@@ -951,6 +951,20 @@ def test_a_part_is_sealed_subject_by_subject_with_keys_in_batches(
         assert calls == [2, 2, 2, 2, 1]
     dec = pd.read_parquet(tmp_path / "dec")
     assert dec["body"].tolist() == df["body"].tolist()
+
+
+def test_a_part_is_as_large_as_the_workers_memory_allows() -> None:
+    """Before: 64 MB parts whatever the workers' memory, so a 10^6-row dataset was sealed
+    in 5 parts on one worker and the engine's per-subject work ran 5 times. Now 1/16 of
+    the smallest memory limit per worker thread, within [PART_BYTES, PART_BYTES_MAX]."""
+    from keysplit.jobs import records as jr
+
+    gib = 1 << 30
+    assert jr.part_bytes([(24 * gib, 1)]) == jr.PART_BYTES_MAX
+    assert jr.part_bytes([(4 * gib, 1), (8 * gib, 4)]) == 128 << 20  # the smallest share
+    assert jr.part_bytes([(gib, 2)]) == jr.PART_BYTES  # never below the floor
+    assert jr.part_bytes([(0, 1)]) == jr.PART_BYTES  # no stated limit
+    assert jr.part_bytes([]) == jr.PART_BYTES
 
 
 def test_plan_packs_row_groups_into_bounded_parts(tmp_path: Path) -> None:
