@@ -41,3 +41,27 @@ def test_token_file_is_bounded_and_decoded_before_use(tmp_path: Path, kind: str)
     line = _one_error_line(r.stderr)
     assert "token file" in line and str(path) in line
     assert ("not UTF-8" in line) == (kind == "not UTF-8")
+
+
+_DATASET = ("encrypt-dataset", "in.parquet", "out", "--column", "c", "--subject-column", "s")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("cluster", "status", "no-cluster"),
+        (*_DATASET, "--server", "unix:no.sock"),
+    ],
+    ids=["cluster", "dataset"],
+)
+def test_an_empty_token_file_is_the_same_error_everywhere(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """Every command reads its token file through ``cli._service.read_token``: the dataset
+    commands had their own copy, worded differently ("holds no token")."""
+    empty = tmp_path / "empty.token"
+    empty.write_bytes(b" \n")
+    r = cli(*args, "--token-file", empty, cwd=tmp_path)
+    assert r.returncode == 1
+    assert _one_error_line(r.stderr) == f"error: token file {empty} is empty"
+
