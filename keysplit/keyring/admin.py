@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 
 from ..errors import KeyringError, LegalHoldError
-from ..names import check_custodian_names
+from ..names import check_custodian_names, has_other_spellings
 from ..rng import RandomSource
 from ..share import Share, split
 from ..store.base import KekInUseError
@@ -179,7 +179,10 @@ class KeyAdmin:
     def set_legal_hold(self, subject: str, hold: bool) -> None:
         """Place (True) or lift (False) a legal hold: a held subject cannot be shredded."""
         local = self._local
-        for s in local.stored_spellings(subject):  # every spelling a key may be stored under
+        spellings = local.stored_spellings(subject)  # every spelling a key may be stored under
+        if not hold:  # and every held one, keyless or not (LocalDataKeys.held_spellings)
+            spellings += tuple(h for h in local.held_spellings(subject) if h not in spellings)
+        for s in spellings:
             local.store.set_legal_hold(s, bool(hold))
 
     def shred(self, subject: str) -> bool:
@@ -190,8 +193,8 @@ class KeyAdmin:
         """
         local = self._local
         spellings = local.stored_spellings(subject)
-        if len(spellings) > 1:
-            held = set(spellings).intersection(local.store.legal_holds())
+        if len(spellings) > 1 or has_other_spellings(subject):
+            held = local.held_spellings(subject)
             if held:
                 raise LegalHoldError(
                     f"subject {min(held)!r} is under legal hold", hint="lift the hold first"
