@@ -201,8 +201,13 @@ class KeyAdmin:
                 )
         existed = False
         for s in spellings:
-            # the tombstone commits with the delete; other processes drop the key from it
-            existed = local.store.delete(s, local.tombstone_tag(s)) or existed  # LegalHoldError
+            # the tombstone commits with the delete; other processes drop the key from it.
+            # The subject's own tag comes with the first key deleted: a later process, which
+            # no longer knows a deleted legacy spelling, still finds the subject shredded.
+            tags = [local.tombstone_tag(s)]
+            if not existed and s != spellings[0]:
+                tags.append(local.tombstone_tag(spellings[0]))
+            existed = local.store.delete(s, tags) or existed  # LegalHoldError
             local.forget(s)
         return existed
 

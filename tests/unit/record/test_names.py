@@ -446,6 +446,32 @@ def test_hold_covers_an_odd_legacy_spelling(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "legacy",
+    [ODD, "\ud558\u11ab/2", "\u212aey/9"],  # odd mark order, Hangul LV + T jamo, KELVIN SIGN
+    ids=["odd-marks", "hangul", "kelvin"],
+)
+def test_a_shredded_legacy_only_subject_is_shredded_for_a_later_process(
+    tmp_path: Path, legacy: str
+) -> None:
+    """Issue 21 item 8, a variant: a subject whose only key was stored under an odd legacy
+    spelling is shredded by its NFC spelling; a process unsealing afterwards (the CLI's
+    next command, a restarted service) knows nothing of that spelling any more, and the
+    record's decrypt under the subject said NoDataKeyError ("no key was ever created")
+    instead of ShreddedError: the shred tombstoned only the legacy spelling."""
+    subject = unicodedata.normalize("NFC", legacy)
+    kr, shares = keysplit.Keyring.create(tmp_path / "kr", 2, ["a", "b"])
+    with kr.unseal([shares["a"], shares["b"]]) as ku:
+        rec = _legacy_record(ku, legacy, b"old")
+    with kr.unseal([shares["a"], shares["b"]]) as ku:
+        assert ku.shred(subject) is True
+        assert ku.store.get_many([legacy, subject]) == {}
+    with kr.unseal([shares["a"], shares["b"]]) as ku:
+        for s in {subject, legacy, unicodedata.normalize("NFD", subject)}:
+            with pytest.raises(ShreddedError):
+                ku.decrypt(rec, subject=s)
+
+
+@pytest.mark.parametrize(
     ("subject", "held"),
     [
         (ODD_NFC, ODD),  # marks out of canonical order
