@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import os
 import statistics
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from keysplit import Client, Keyring
+from keysplit import Client
 from keysplit.service import _wire as wire
 from keysplit.service.client import _header
-from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
 
-from .bench_service import _start, _stop
+from .bench_service import served
 from .harness import time_calls
 
 N = 1000
@@ -55,57 +52,37 @@ def pipelined(
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="ksb", dir="/tmp") as t:
-        tmp = Path(t)
-        kr, shares = Keyring.create(tmp / "kr", 2, ["a", "b", "c"])
-        with kr.unseal([shares["a"], shares["b"]]) as u:
-            token = TokenList.read(kr.path, kr.keyring_id).create(
-                mac_key(u.audit_key(), kr.keyring_id),
-                name="ab",
-                allow=list(OPERATIONS),
-                subject_prefix="",
-            )[0]
-        sock = tmp / "s.sock"
-        proc = _start(kr.path, sock)
-        try:
-            client = Client(f"unix:{sock}", token=token, timeout=300)
-            for name in "ab":
-                client.submit_share(shares[name], client.unseal_offer(), keyring_id=kr.keyring_id)
-            two = [Client(f"unix:{sock}", token=token) for _ in range(2)]
-            four = [Client(f"unix:{sock}", token=token) for _ in range(4)]
-            local = Keyring.open(kr.path).unseal([shares["b"], shares["c"]])
-            names = [f"user/{i:04d}" for i in range(N)]
-            pts = [os.urandom(1024) for _ in range(64)]
-            plain = [pts[i % 64] for i in range(N)]
-            client.encrypt_many(names, plain)  # every data key exists
-            recs = local.encrypt_many(names, plain)
-            assert local.decrypt_many(names, pipelined(four, "/v1/encrypt", names, plain)) == plain
-            fns: dict[str, Callable[[], object]] = {
-                "encrypt, in process *": lambda: local.encrypt_many(names, plain),
-                "encrypt, Client, one request": lambda: client.encrypt_many(names, plain),
-                "encrypt, split in 2 pipelined": lambda: pipelined(
-                    two, "/v1/encrypt", names, plain
-                ),
-                "encrypt, split in 4 pipelined": lambda: pipelined(
-                    four, "/v1/encrypt", names, plain
-                ),
-                "decrypt, in process *": lambda: local.decrypt_many(names, recs),
-                "decrypt, Client, one request": lambda: client.decrypt_many(names, recs),
-                "decrypt, split in 2 pipelined": lambda: pipelined(two, "/v1/decrypt", names, recs),
-            }
-            times: dict[str, list[float]] = {k: [] for k in fns}
-            for f in fns.values():
-                f()
-            for _ in range(CALLS):
-                for k, f in fns.items():
-                    times[k].extend(time_calls(f, 1, warmup=0, min_calls=1))
-            med = {k: statistics.median(v) for k, v in times.items()}
-            print(f"batches of {N:,} 1 KiB records, {CALLS} interleaved calls each, medians")
-            for k, v in med.items():
-                base = med[k.split(",")[0] + ", in process *"]
-                print(f"  {k:32s} {N / v / 1e3:7.0f} k records/s  {base / v:.3f}x")
-        finally:
-            _stop(proc)
+    with served() as sv:
+        client = sv.client
+        two = [Client(sv.url, token=sv.token) for _ in range(2)]
+        four = [Client(sv.url, token=sv.token) for _ in range(4)]
+        local = sv.local()
+        names = [f"user/{i:04d}" for i in range(N)]
+        pts = [os.urandom(1024) for _ in range(64)]
+        plain = [pts[i % 64] for i in range(N)]
+        client.encrypt_many(names, plain)  # every data key exists
+        recs = local.encrypt_many(names, plain)
+        assert local.decrypt_many(names, pipelined(four, "/v1/encrypt", names, plain)) == plain
+        fns: dict[str, Callable[[], object]] = {
+            "encrypt, in process *": lambda: local.encrypt_many(names, plain),
+            "encrypt, Client, one request": lambda: client.encrypt_many(names, plain),
+            "encrypt, split in 2 pipelined": lambda: pipelined(two, "/v1/encrypt", names, plain),
+            "encrypt, split in 4 pipelined": lambda: pipelined(four, "/v1/encrypt", names, plain),
+            "decrypt, in process *": lambda: local.decrypt_many(names, recs),
+            "decrypt, Client, one request": lambda: client.decrypt_many(names, recs),
+            "decrypt, split in 2 pipelined": lambda: pipelined(two, "/v1/decrypt", names, recs),
+        }
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        for f in fns.values():
+            f()
+        for _ in range(CALLS):
+            for k, f in fns.items():
+                times[k].extend(time_calls(f, 1, warmup=0, min_calls=1))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"batches of {N:,} 1 KiB records, {CALLS} interleaved calls each, medians")
+        for k, v in med.items():
+            base = med[k.split(",")[0] + ", in process *"]
+            print(f"  {k:32s} {N / v / 1e3:7.0f} k records/s  {base / v:.3f}x")
 
 
 if __name__ == "__main__":

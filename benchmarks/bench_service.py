@@ -24,11 +24,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keysplit import Client, Keyring
+from keysplit import Client, Keyring, Share, UnsealedKeyring
 from keysplit.service import _wire as wire
 from keysplit.service.fleet import default_workers
 from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
@@ -155,6 +157,13 @@ class _Echo:
         os.waitpid(self.pid, 0)
 
 
+def _bound(
+    op: Callable[[list[str], list[bytes]], list[bytes]], subjects: list[str], items: list[bytes]
+) -> Callable[[], list[bytes]]:
+    """``op(subjects, items)`` as a call without arguments, for the timing loop."""
+    return lambda: op(subjects, items)
+
+
 def _floor(echo: _Echo, op: Callable[[], list[bytes]], request: bytes) -> Callable[[], object]:
     """In-process ``op`` plus an echo of the request's and the answer's bytes: what a
     single-threaded service could reach if HTTP and framing cost nothing."""
@@ -238,129 +247,129 @@ def _scaling_rows(urls: dict[str, str], token: str, quick: bool) -> list[dict[st
     return rows
 
 
-def run(quick: bool) -> list[dict[str, Any]]:
-    sizes = _sizes(quick)
-    rows: list[dict[str, Any]] = []
-    pts = [os.urandom(SIZE) for _ in range(64)]
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@contextmanager
+def _unsealed(
+    kr: Keyring, shares: dict[str, Share], token: str, sock: Path, *extra: str
+) -> Iterator[Client]:
+    """A real ``keysplit serve`` of ``kr`` on ``sock``, unsealed remotely by custodians a and
+    b as in production, and a ``Client`` of it; the process is stopped on exit."""
+    proc = _start(kr.path, sock, *extra)
+    try:
+        with Client(f"unix:{sock}", token=token, timeout=300) as client:
+            for n in "ab":
+                client.submit_share(shares[n], client.unseal_offer(), keyring_id=kr.keyring_id)
+            yield client
+    finally:
+        _stop(proc)
+
+
+@dataclass(frozen=True)
+class Served:
+    """A throwaway 2-of-3 keyring (custodians a, b, c), a token allowing every operation
+    on every subject, and an unsealed ``keysplit serve`` of it: the set-up of every
+    service benchmark, so they all measure the same service."""
+
+    tmp: Path
+    keyring: Keyring
+    shares: dict[str, Share]
+    token: str
+    client: Client
+    """Unsealed the service; timeout 300 s."""
+
+    @property
+    def url(self) -> str:
+        return self.client.url
+
+    def local(self) -> UnsealedKeyring:
+        """The same keyring unsealed in this process (custodians b and c): the baseline."""
+        return Keyring.open(self.keyring.path).unseal([self.shares["b"], self.shares["c"]])
+
+    def another(self, sock: str, *extra: str) -> AbstractContextManager[Client]:
+        """A second service of the same keyring on ``tmp/sock`` (``extra``: serve options)."""
+        return _unsealed(self.keyring, self.shares, self.token, self.tmp / sock, *extra)
+
+
+@contextmanager
+def served() -> Iterator[Served]:
+    """Create the keyring and its token in a temporary directory, serve and unseal it."""
     with tempfile.TemporaryDirectory(prefix="ksb", dir="/tmp") as t:
         tmp = Path(t)
         kr, shares = Keyring.create(tmp / "kr", 2, ["a", "b", "c"])
         with kr.unseal([shares["a"], shares["b"]]) as u:
-            tl = TokenList.read(kr.path, kr.keyring_id)
-            token = tl.create(
+            token = TokenList.read(kr.path, kr.keyring_id).create(
                 mac_key(u.audit_key(), kr.keyring_id),
                 name="bench",
                 allow=list(OPERATIONS),
                 subject_prefix="",
             )[0]
-        sock = tmp / "s.sock"
-        proc = _start(kr.path, sock)
-        try:
-            client = Client(f"unix:{sock}", token=token, timeout=300)
-            for n in "ab":
-                client.submit_share(shares[n], client.unseal_offer(), keyring_id=kr.keyring_id)
-            cached = Client(f"unix:{sock}", token=token, timeout=300, cache_max_age=3600)
-            local = Keyring.open(kr.path).unseal([shares["b"], shares["c"]])
-            names = [f"user/{i:04d}" for i in range(SUBJECTS)]
-            client.encrypt_many(names, [b"x"] * SUBJECTS)  # create every data key once
-            echo = _Echo()
-            for n in sizes:
-                progress(f"service batch {n}")
-                subjects = [names[i % SUBJECTS] for i in range(n)]
-                plain = [pts[i % 64] for i in range(n)]
-                recs = local.encrypt_many(subjects, plain)
-                enc_req = wire.encode_frame({"context": None}, plain, subjects)
-                dec_req = wire.encode_frame({"context": None}, recs, subjects)
-                cases: list[tuple[str, str, list[tuple[str, Callable[[], object]]]]] = [
-                    (
-                        "service-datakey",
-                        "keys/s",
-                        [
-                            (
-                                "in-process keyring (same raw-key function)",
-                                lambda s=subjects: local.records.export(s, create=True),
-                            ),
-                            (
-                                "keysplit.Client over Unix socket",
-                                lambda s=subjects: client.datakeys(s),
-                            ),
-                        ],
-                    ),
-                    (
-                        "service-encrypt-1KiB",
-                        "records/s",
-                        [
-                            (
-                                "UnsealedKeyring.encrypt_many (in process)",
-                                lambda s=subjects, p=plain: local.encrypt_many(s, p),
-                            ),
-                            (
-                                "keysplit.Client over Unix socket",
-                                lambda s=subjects, p=plain: client.encrypt_many(s, p),
-                            ),
-                            (
-                                "keysplit.Client, data-key cache on",
-                                lambda s=subjects, p=plain: cached.encrypt_many(s, p),
-                            ),
-                            (
-                                FLOOR,
-                                _floor(
-                                    echo,
-                                    lambda s=subjects, p=plain: local.encrypt_many(s, p),
-                                    enc_req,
-                                ),
-                            ),
-                        ],
-                    ),
-                    (
-                        "service-decrypt-1KiB",
-                        "records/s",
-                        [
-                            (
-                                "UnsealedKeyring.decrypt_many (in process)",
-                                lambda s=subjects, r=recs: local.decrypt_many(s, r),
-                            ),
-                            (
-                                "keysplit.Client over Unix socket",
-                                lambda s=subjects, r=recs: client.decrypt_many(s, r),
-                            ),
-                            (
-                                "keysplit.Client, data-key cache on",
-                                lambda s=subjects, r=recs: cached.decrypt_many(s, r),
-                            ),
-                            (
-                                FLOOR,
-                                _floor(
-                                    echo,
-                                    lambda s=subjects, r=recs: local.decrypt_many(s, r),
-                                    dec_req,
-                                ),
-                            ),
-                        ],
-                    ),
+        with _unsealed(kr, shares, token, tmp / "s.sock") as client:
+            yield Served(tmp, kr, shares, token, client)
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    sizes = _sizes(quick)
+    rows: list[dict[str, Any]] = []
+    pts = [os.urandom(SIZE) for _ in range(64)]
+    with served() as sv:
+        client, token = sv.client, sv.token
+        cached = Client(sv.url, token=token, timeout=300, cache_max_age=3600)
+        local = sv.local()
+        names = [f"user/{i:04d}" for i in range(SUBJECTS)]
+        client.encrypt_many(names, [b"x"] * SUBJECTS)  # create every data key once
+        echo = _Echo()
+        for n in sizes:
+            progress(f"service batch {n}")
+            subjects = [names[i % SUBJECTS] for i in range(n)]
+            plain = [pts[i % 64] for i in range(n)]
+            recs = local.encrypt_many(subjects, plain)
+            cases: list[tuple[str, str, list[tuple[str, Callable[[], object]]]]] = [
+                (
+                    "service-datakey",
+                    "keys/s",
+                    [
+                        (
+                            "in-process keyring (same raw-key function)",
+                            lambda s=subjects: local.records.export(s, create=True),
+                        ),
+                        (
+                            "keysplit.Client over Unix socket",
+                            lambda s=subjects: client.datakeys(s),
+                        ),
+                    ],
+                ),
+            ]
+            for op, items, here, remote, remote_cached in (
+                ("encrypt", plain, local.encrypt_many, client.encrypt_many, cached.encrypt_many),
+                ("decrypt", recs, local.decrypt_many, client.decrypt_many, cached.decrypt_many),
+            ):
+                request = wire.encode_frame({"context": None}, items, subjects)
+                impls: list[tuple[str, Callable[[], object]]] = [
+                    (f"UnsealedKeyring.{op}_many (in process)", _bound(here, subjects, items)),
+                    ("keysplit.Client over Unix socket", _bound(remote, subjects, items)),
+                    ("keysplit.Client, data-key cache on", _bound(remote_cached, subjects, items)),
+                    (FLOOR, _floor(echo, _bound(here, subjects, items), request)),
                 ]
-                for bench, unit, impls in cases:
-                    timed = _calls([fn for _, fn in impls], n, quick)
-                    for i, ((impl, _), times) in enumerate(zip(impls, timed, strict=True)):
-                        rows.append(_row(bench, impl, n, unit, times, i == 0))
-            echo.close()
-            local.close()
-            client.close()
-            cached.close()
-            progress("service client processes (scaling)")
-            one_sock = tmp / "one.sock"
-            one = _start(kr.path, one_sock, "--workers", "1")
-            try:
-                c1 = Client(f"unix:{one_sock}", token=token, timeout=300)
-                for n in "ab":
-                    c1.submit_share(shares[n], c1.unseal_offer(), keyring_id=kr.keyring_id)
-                c1.close()
-                urls = {"default": f"unix:{sock}", "one": f"unix:{one_sock}"}
-                scaling = _scaling_rows(urls, token, quick)
-            finally:
-                _stop(one)
-        finally:
-            _stop(proc)
+                cases.append((f"service-{op}-1KiB", "records/s", impls))
+            for bench, unit, impls in cases:
+                timed = _calls([fn for _, fn in impls], n, quick)
+                for i, ((impl, _), times) in enumerate(zip(impls, timed, strict=True)):
+                    rows.append(_row(bench, impl, n, unit, times, i == 0))
+        echo.close()
+        local.close()
+        client.close()
+        cached.close()
+        progress("service client processes (scaling)")
+        with sv.another("one.sock", "--workers", "1") as one:
+            one.close()
+            scaling = _scaling_rows({"default": sv.url, "one": one.url}, token, quick)
     for r in rows:
         if not r["baseline"] and not r["benchmark"].startswith("service-clients"):
             base = next(
@@ -370,14 +379,6 @@ def run(quick: bool) -> list[dict[str, Any]]:
             )
             r["note"] += f"; {r['median'] / base['median']:.1%} of in-process (same run)"
     return rows + scaling
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 if __name__ == "__main__":

@@ -130,6 +130,16 @@ def read_small_text(path: Path, what: str) -> str:
         fail(f"{what} {path} is not UTF-8 text")
 
 
+def read_small_secret(path: Path, what: str) -> bytes:
+    """:func:`read_small_file` less one trailing newline (``\\r\\n`` or ``\\n``: what an editor
+    or ``echo`` adds); every other byte, spaces too, is the secret's own."""
+    data = read_small_file(path, what)
+    for end in (b"\r\n", b"\n"):
+        if data.endswith(end):
+            return data[: -len(end)]
+    return data
+
+
 def read_input(path: Path | None) -> bytes:
     """Read bytes from ``path``, or from stdin when it is None or ``-`` (at most
     :data:`INPUT_LIMIT`: a larger input is refused before it is read)."""

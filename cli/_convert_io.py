@@ -16,7 +16,7 @@ from keysplit.custody import is_sealed
 from keysplit.files import atomic_write
 from keysplit.interop import pycryptodome, slip39, vault
 
-from ._common import EXIT_USAGE, fail, info, read_input, read_small_file, relabel
+from ._common import EXIT_USAGE, fail, info, read_input, read_small_secret, relabel
 from ._opener import Passphrases, ShareOpener
 
 __all__ = [
@@ -124,11 +124,7 @@ def slip39_passphrase(
     if no_passphrase:
         return b""
     if passphrase_file is not None:
-        data = read_small_file(passphrase_file, "passphrase file")
-        for end in (b"\r\n", b"\n"):
-            if data.endswith(end):
-                return data[: -len(end)]
-        return data
+        return read_small_secret(passphrase_file, "passphrase file")
     if stdin_busy:
         fail(
             "shares are read from stdin, so the SLIP-39 passphrase cannot be prompted for",

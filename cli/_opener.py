@@ -39,7 +39,7 @@ from keysplit.custody import (
     sealed_share_info,
 )
 
-from ._common import EXIT_USAGE, fail, read_small_file, relabel
+from ._common import EXIT_USAGE, fail, read_small_secret, relabel
 from ._specs import parse_name_file
 
 __all__ = [
@@ -115,11 +115,7 @@ def kdf_confirmer(what: str, *, allow: bool, interactive: bool) -> ConfirmKdf:
 
 def read_passphrase_file(path: Path) -> bytes:
     """A passphrase from a file (one trailing newline dropped); empty is an error."""
-    data = read_small_file(path, "passphrase file")
-    if data.endswith(b"\r\n"):
-        data = data[:-2]
-    elif data.endswith(b"\n"):
-        data = data[:-1]
+    data = read_small_secret(path, "passphrase file")
     if not data:
         fail(f"passphrase file {path} is empty")
     return data

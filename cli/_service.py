@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import overload
 
 import typer
 
@@ -52,7 +53,13 @@ Tls = tuple[Path | None, Path | None, Path | None]
 """``(ca, cert, key)`` as given."""
 
 
+@overload
+def read_token(path: Path) -> str: ...
+@overload
+def read_token(path: Path | None) -> str | None: ...
 def read_token(path: Path | None) -> str | None:
+    """The token in ``path`` (``--token-file``; None: none given), bounded and stripped;
+    an empty file is one ``error:`` line, not a request that fails later as unauthorized."""
     if path is None:
         return None
     token = read_small_text(path, "token file")

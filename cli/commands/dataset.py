@@ -21,11 +21,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 
 from keysplit import Keyring, KeysplitError, UnsealedKeyring, ceremony
 
-from .._common import EXIT_USAGE, err_console, fail, handle_errors, info, read_small_text
+from .._common import EXIT_USAGE, err_console, fail, handle_errors, info
 from .._dask import SCHEDULER_OPTION, job_cluster, jobs_module
 from .._output import JSON_HELP, emit
 from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
-from .._service import CA_OPTION, CERT_OPTION, KEY_OPTION, SERVER_FORMS, Tls, connect
+from .._service import CA_OPTION, CERT_OPTION, KEY_OPTION, SERVER_FORMS, Tls, connect, read_token
 
 __all__ = ["app"]
 
@@ -69,9 +69,7 @@ def _source(
     if server is not None:
         if token_file is None:
             fail("--server needs --token-file (a token allowed 'datakey')", code=EXIT_USAGE)
-        token = read_small_text(token_file, "token file")
-        if not token:
-            fail(f"{token_file} holds no token")
+        token = read_token(token_file)
         connect(server, tls, token=token).close()  # a bad URL or TLS file: one error line
         ca, cert, key = (None if p is None else str(p) for p in tls)
         yield jobs.ServiceDataKeys(server, token, ca=ca, cert=cert, key=key)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 
 from ..errors import KeyringError, LegalHoldError
-from ..names import check_custodian_names
+from ..names import check_custodian_names, has_other_spellings
 from ..rng import RandomSource
 from ..share import Share, split
 from ..store.base import KekInUseError
@@ -179,7 +179,10 @@ class KeyAdmin:
     def set_legal_hold(self, subject: str, hold: bool) -> None:
         """Place (True) or lift (False) a legal hold: a held subject cannot be shredded."""
         local = self._local
-        for s in local.stored_spellings(subject):  # every spelling a key may be stored under
+        spellings = local.stored_spellings(subject)  # every spelling a key may be stored under
+        if not hold:  # and every held one, keyless or not (LocalDataKeys.held_spellings)
+            spellings += tuple(h for h in local.held_spellings(subject) if h not in spellings)
+        for s in spellings:
             local.store.set_legal_hold(s, bool(hold))
 
     def shred(self, subject: str) -> bool:
@@ -190,16 +193,21 @@ class KeyAdmin:
         """
         local = self._local
         spellings = local.stored_spellings(subject)
-        if len(spellings) > 1:
-            held = set(spellings).intersection(local.store.legal_holds())
+        if len(spellings) > 1 or has_other_spellings(subject):
+            held = local.held_spellings(subject)
             if held:
                 raise LegalHoldError(
                     f"subject {min(held)!r} is under legal hold", hint="lift the hold first"
                 )
         existed = False
         for s in spellings:
-            # the tombstone commits with the delete; other processes drop the key from it
-            existed = local.store.delete(s, local.tombstone_tag(s)) or existed  # LegalHoldError
+            # the tombstone commits with the delete; other processes drop the key from it.
+            # The subject's own tag comes with the first key deleted: a later process, which
+            # no longer knows a deleted legacy spelling, still finds the subject shredded.
+            tags = [local.tombstone_tag(s)]
+            if not existed and s != spellings[0]:
+                tags.append(local.tombstone_tag(spellings[0]))
+            existed = local.store.delete(s, tags) or existed  # LegalHoldError
             local.forget(s)
         return existed
 

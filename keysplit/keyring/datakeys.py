@@ -399,6 +399,27 @@ class LocalDataKeys:
         extra = self._legacy_index().get(spellings[0], ())
         return spellings + tuple(x for x in extra if x not in spellings)
 
+    def held_spellings(self, subject: str) -> tuple[str, ...]:
+        """The spellings of ``subject`` under legal hold, read from the store now.
+
+        Those of :meth:`stored_spellings`, and any other held text that canonicalizes to
+        the subject: holds came before normalization, so one may sit on a spelling under
+        which no key is stored (the key under NFC or another spelling), and it still holds
+        the subject. Only an empty answer lets ``shred`` go ahead.
+        """
+        spellings = self.stored_spellings(subject)
+        holds = self.store.legal_holds()
+        if not holds:
+            return ()
+        if not names.has_other_spellings(subject):
+            return tuple(h for h in holds if h in spellings)
+        canon = spellings[0]
+        return tuple(
+            h
+            for h in holds
+            if h in spellings or (not names.is_nfc(h) and unicodedata.normalize("NFC", h) == canon)
+        )
+
     def _legacy_index(self) -> dict[str, tuple[str, ...]]:
         """NFC subject -> the non-NFC spellings stored for it (one scan of the store)."""
         with self._legacy_lock:

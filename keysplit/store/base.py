@@ -178,13 +178,14 @@ class KeyStore(Protocol):
         retired."""
         ...
 
-    def delete(self, subject: str, tombstone: bytes | None = None) -> bool:
+    def delete(self, subject: str, tombstone: bytes | Sequence[bytes] | None = None) -> bool:
         """Remove the subject's key (crypto-shredding); True if there was one.
 
         Raises :class:`~keysplit.errors.LegalHoldError` (and deletes nothing) if the subject
         is under legal hold: the guard sits in the store so it is atomic with the delete.
-        If a key was deleted and ``tombstone`` (16 bytes) is given, the same transaction
-        appends it as a :class:`Tombstone` and bumps the epoch.
+        If a key was deleted and ``tombstone`` (16 bytes, or several tags: a legacy
+        spelling's and its subject's) is given, the same transaction appends each as a
+        :class:`Tombstone`, in order, and bumps the epoch.
         """
         ...
 

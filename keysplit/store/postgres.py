@@ -544,8 +544,8 @@ class PostgresKeyStore:
 
         return self._tx(work)
 
-    def delete(self, subject: str, tombstone: bytes | None = None) -> bool:
-        _rules.check_tombstone(tombstone)
+    def delete(self, subject: str, tombstone: bytes | Sequence[bytes] | None = None) -> bool:
+        tags = _rules.tombstone_tags(tombstone)
 
         def work(conn: _Conn) -> bool:
             st = self._exclusive(conn)
@@ -556,9 +556,11 @@ class PostgresKeyStore:
                 raise LegalHoldError(
                     f"subject {subject!r} is under legal hold", hint="lift the hold first"
                 )
-            if gone and tombstone is not None:
-                seq = st.tombstone_seq + 1
-                conn.execute(self._sql["tombstone"], (seq, tombstone))
+            if gone and tags:
+                seq = st.tombstone_seq
+                for tag in tags:
+                    seq += 1
+                    conn.execute(self._sql["tombstone"], (seq, tag))
                 self._bump(conn, st._replace(tombstone_seq=seq))
             return bool(gone)
 

@@ -22,10 +22,10 @@ __all__ = [
     "check_insert",
     "check_replace",
     "check_rotate",
-    "check_tombstone",
     "encode_retired",
     "parse_retired",
     "retire_refusal",
+    "tombstone_tags",
 ]
 
 
@@ -65,9 +65,16 @@ def check_rotate(state: KeyringState, version: int) -> None:
         )
 
 
-def check_tombstone(tag: bytes | None) -> None:
-    if tag is not None and (not isinstance(tag, bytes) or len(tag) != TOMBSTONE_SIZE):
-        raise ValueError(f"a tombstone is {TOMBSTONE_SIZE} bytes")
+def tombstone_tags(tombstone: bytes | Sequence[bytes] | None) -> tuple[bytes, ...]:
+    """The tags of a ``delete``'s ``tombstone`` argument (none, one, or several), each
+    checked to be :data:`TOMBSTONE_SIZE` bytes."""
+    if tombstone is None:
+        return ()
+    tags = (tombstone,) if isinstance(tombstone, bytes) else tuple(tombstone)
+    for tag in tags:
+        if not isinstance(tag, bytes) or len(tag) != TOMBSTONE_SIZE:
+            raise ValueError(f"a tombstone is {TOMBSTONE_SIZE} bytes")
+    return tags
 
 
 def retire_refusal(

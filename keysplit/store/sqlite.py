@@ -226,8 +226,8 @@ class SQLiteKeyStore:
             )
             return self._db.total_changes - before
 
-    def delete(self, subject: str, tombstone: bytes | None = None) -> bool:
-        _rules.check_tombstone(tombstone)
+    def delete(self, subject: str, tombstone: bytes | Sequence[bytes] | None = None) -> bool:
+        tags = _rules.tombstone_tags(tombstone)
         with self.transaction():
             held = self._db.execute(
                 "SELECT 1 FROM legal_holds WHERE subject = ?", (subject,)
@@ -237,12 +237,14 @@ class SQLiteKeyStore:
                     f"subject {subject!r} is under legal hold", hint="lift the hold first"
                 )
             gone = self._db.execute("DELETE FROM data_keys WHERE subject = ?", (subject,)).rowcount
-            if gone and tombstone is not None:
-                seq = self._state().tombstone_seq + 1
-                self._db.execute(
-                    "INSERT INTO tombstones (seq, tag, time) VALUES (?, ?, ?)",
-                    (seq, tombstone, time.time()),
-                )
+            if gone and tags:
+                seq = self._state().tombstone_seq
+                for tag in tags:
+                    seq += 1
+                    self._db.execute(
+                        "INSERT INTO tombstones (seq, tag, time) VALUES (?, ?, ?)",
+                        (seq, tag, time.time()),
+                    )
                 self._bump(tombstone_seq=seq)
         if gone and not self._depth:
             with self._lock:  # move the overwritten page out of the WAL into the main file

@@ -293,6 +293,23 @@ def test_delete_tombstones_in_its_transaction(store: KeyStore) -> None:
     assert rekeyed.rekeys == 1 and rekeyed.epoch == e0 + 3
 
 
+def test_delete_appends_several_tombstones_in_order(store: KeyStore) -> None:
+    """A shred that deletes a legacy spelling's key tombstones that spelling and its
+    subject in one transaction (keysplit.keyring.admin)."""
+    tags = [b"\x03" * 16, b"\x04" * 16]
+    store.insert_many([wk("a")])
+    e0 = store.state().epoch
+    assert not store.delete("nobody", tags)
+    assert store.delete("a", tags)
+    st = store.state()
+    assert st.tombstone_seq == 2 and st.epoch == e0 + 1
+    assert [(t.seq, t.tag) for t in store.tombstones_since(0)] == [(1, tags[0]), (2, tags[1])]
+    store.insert_many([wk("b")])
+    with pytest.raises(ValueError):
+        store.delete("b", [tags[0], b"short"])
+    assert store.get_many(["b"]) and store.state().tombstone_seq == 2
+
+
 def test_audit_chain_appends_serialize(backend: Backend) -> None:
     store = backend.open(create=True)
     if not isinstance(store, AuditStore):

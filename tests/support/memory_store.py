@@ -77,15 +77,17 @@ class MemoryKeyStore:
                     n += 1
         return n
 
-    def delete(self, subject: str, tombstone: bytes | None = None) -> bool:
-        _rules.check_tombstone(tombstone)
+    def delete(self, subject: str, tombstone: bytes | Sequence[bytes] | None = None) -> bool:
+        tags = _rules.tombstone_tags(tombstone)
         with self._d.lock:
             if subject in self._d.holds:
                 raise LegalHoldError(f"subject {subject!r} is under legal hold")
             gone = self._d.keys.pop(subject, None) is not None
-            if gone and tombstone is not None:
-                seq = self._d.state.tombstone_seq + 1
-                self._d.tombstones.append(Tombstone(seq, tombstone, time.time()))
+            if gone and tags:
+                seq = self._d.state.tombstone_seq
+                for tag in tags:
+                    seq += 1
+                    self._d.tombstones.append(Tombstone(seq, tag, time.time()))
                 self._d.bump(self._d.state._replace(tombstone_seq=seq))
             return gone
 

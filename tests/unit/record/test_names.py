@@ -445,6 +445,86 @@ def test_hold_covers_an_odd_legacy_spelling(tmp_path: Path) -> None:
         assert ku.store.get_many([ODD]) == {}
 
 
+@pytest.mark.parametrize(
+    "legacy",
+    [ODD, "\ud558\u11ab/2", "\u212aey/9"],  # odd mark order, Hangul LV + T jamo, KELVIN SIGN
+    ids=["odd-marks", "hangul", "kelvin"],
+)
+def test_a_shredded_legacy_only_subject_is_shredded_for_a_later_process(
+    tmp_path: Path, legacy: str
+) -> None:
+    """Issue 21 item 8, a variant: a subject whose only key was stored under an odd legacy
+    spelling is shredded by its NFC spelling; a process unsealing afterwards (the CLI's
+    next command, a restarted service) knows nothing of that spelling any more, and the
+    record's decrypt under the subject said NoDataKeyError ("no key was ever created")
+    instead of ShreddedError: the shred tombstoned only the legacy spelling."""
+    subject = unicodedata.normalize("NFC", legacy)
+    kr, shares = keysplit.Keyring.create(tmp_path / "kr", 2, ["a", "b"])
+    with kr.unseal([shares["a"], shares["b"]]) as ku:
+        rec = _legacy_record(ku, legacy, b"old")
+    with kr.unseal([shares["a"], shares["b"]]) as ku:
+        assert ku.shred(subject) is True
+        assert ku.store.get_many([legacy, subject]) == {}
+    with kr.unseal([shares["a"], shares["b"]]) as ku:
+        for s in {subject, legacy, unicodedata.normalize("NFD", subject)}:
+            with pytest.raises(ShreddedError):
+                ku.decrypt(rec, subject=s)
+
+
+@pytest.mark.parametrize(
+    ("subject", "held"),
+    [
+        (ODD_NFC, ODD),  # marks out of canonical order
+        ("\ud55c/1", "\ud558\u11ab/1"),  # Hangul: syllable + trailing jamo
+        ("Key/8", "\u212aey/8"),  # KELVIN SIGN: the ASCII subject has one spelling to try
+    ],
+    ids=["odd-marks", "hangul", "kelvin"],
+)
+def test_a_hold_on_any_spelling_refuses_shred_even_without_a_key_there(
+    tmp_path: Path, subject: str, held: str
+) -> None:
+    """Issue 21 item 8, a variant: legal holds came before NFC (issue 15), so a hold may sit
+    on a spelling under which no key is stored (the key under NFC or another spelling);
+    ``shred`` looked for holds only among the spellings that have keys and went through."""
+    from keysplit.errors import LegalHoldError
+
+    kr, shares = keysplit.Keyring.create(tmp_path / "kr", 2, ["a", "b"])
+    with kr.unseal([shares["a"], shares["b"]]) as ku:
+        rec = ku.encrypt(b"x", subject=subject)
+        ku.store.set_legal_hold(held, True)  # as the code before normalization held it
+        assert held not in ku.store.get_many([held])
+        for s in {subject, held, unicodedata.normalize("NFD", subject)}:
+            with pytest.raises(LegalHoldError):
+                ku.shred(s)
+        assert set(ku.store.get_many([subject])) == {subject}  # nothing deleted
+        ku.set_legal_hold(subject, False)  # lifting under one spelling lifts every one
+        assert ku.store.legal_holds() == []
+        assert ku.shred(subject) is True
+        with pytest.raises(ShreddedError):
+            ku.decrypt(rec, subject=held)
+
+
+def test_a_compatibility_twin_is_another_subject_for_shred_and_hold(tmp_path: Path) -> None:
+    """NFKC-equal is not the same subject (names.py: "fi" and the ligature are different
+    ids): neither a key nor a hold under the ligature is touched by the plain subject."""
+    from keysplit.errors import LegalHoldError
+
+    kr, shares = keysplit.Keyring.create(tmp_path / "kr", 2, ["a", "b"])
+    with kr.unseal([shares["a"], shares["b"]]) as ku:
+        twin = _legacy_record(ku, "\ufb01le/1", b"ligature")
+        rec = ku.encrypt(b"plain", subject="file/1")
+        ku.store.set_legal_hold("\ufb01le/2", True)
+        ku.encrypt(b"plain", subject="file/2")
+        assert ku.shred("file/1") is True and ku.shred("file/2") is True
+        assert ku.decrypt(twin, subject="\ufb01le/1") == b"ligature"
+        with pytest.raises(ShreddedError):
+            ku.decrypt(rec, subject="file/1")
+        ku.set_legal_hold("file/2", False)
+        assert ku.store.legal_holds() == ["\ufb01le/2"]
+        with pytest.raises(LegalHoldError):
+            ku.shred("\ufb01le/2")
+
+
 def test_keys_are_created_under_nfc_subjects_only(tmp_path: Path) -> None:
     """What keeps the one-pass index of legacy spellings complete for a whole session."""
     kr, shares = keysplit.Keyring.create(tmp_path / "kr", 2, ["a", "b"])
