@@ -333,9 +333,10 @@ def _binary(values: list[bytes]) -> pa.Array | pa.ChunkedArray:
     return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), data])
 
 
-KEY_BATCH = 16_384
+KEY_BATCH = 4096
 """Subjects per key request of a part: the records of a batch's subjects are sealed while
-the next batch is fetched."""
+the next batch is fetched (small enough that sealing starts early: a 10^5-row part of 10^4
+subjects is three batches)."""
 
 
 class _KeyFetch:
@@ -373,28 +374,34 @@ class _KeyFetch:
         self._thread.join()
 
 
-def _seal(records: Records, grouped: _Grouped, items: list[bytes], spec: PartSpec) -> list[bytes]:
-    """The engine over the part, one call per :data:`KEY_BATCH` of its subjects (each
-    subject in exactly one call: the engine's per-subject work is done once, as for one
-    call), in ``grouped`` order. Prefetched where the keys are one batch per call
+def _fetch(records: Records, grouped: _Grouped, spec: PartSpec) -> _KeyFetch | None:
+    """The part's keys, fetched meanwhile where they are one batch per engine call
     (creating, or ASCII subjects; else the engine finds every spelling itself)."""
     encrypt = spec.kind == "encrypt"
-    engine = records.encrypt_many if encrypt else records.decrypt_many
+    if encrypt or all(map(str.isascii, grouped.uniq)):
+        return _KeyFetch(records, grouped.uniq, create=encrypt)
+    return None
+
+
+def _seal(
+    records: Records,
+    grouped: _Grouped,
+    items: list[bytes],
+    spec: PartSpec,
+    fetch: _KeyFetch | None,
+) -> list[bytes]:
+    """The engine over the part, one call per :data:`KEY_BATCH` of its subjects (each
+    subject in exactly one call: the engine's per-subject work is done once, as for one
+    call), in ``grouped`` order, each call once ``fetch`` has its batch's keys."""
+    engine = records.encrypt_many if spec.kind == "encrypt" else records.decrypt_many
     uniq, ends = grouped.uniq, grouped.ends
-    fetch = None
-    if encrypt or all(map(str.isascii, uniq)):
-        fetch = _KeyFetch(records, uniq, create=encrypt)
     out: list[bytes] = []
-    try:
-        for b, first in enumerate(range(0, len(uniq), KEY_BATCH)):
-            last = min(len(uniq), first + KEY_BATCH)
-            lo, hi = ends[first - 1] if first else 0, ends[last - 1]
-            if fetch is not None:
-                fetch.wait(b)
-            out += engine(grouped.subjects[lo:hi], items[lo:hi], spec.context)
-    finally:
+    for b, first in enumerate(range(0, len(uniq), KEY_BATCH)):
+        last = min(len(uniq), first + KEY_BATCH)
+        lo, hi = ends[first - 1] if first else 0, ends[last - 1]
         if fetch is not None:
-            fetch.close()
+            fetch.wait(b)
+        out += engine(grouped.subjects[lo:hi], items[lo:hi], spec.context)
     return out
 
 
@@ -421,16 +428,22 @@ def _transform(table: pa.Table, spec: PartSpec) -> pa.Table:
                 raise KeysplitError(f"cannot encrypt a column of type {col.type} (bytes or str)")
             raise FormatError("not a keysplit record (the column must hold bytes)")
         grouped = _group(_subjects(table, spec.subject_column, valid))
-        vals = col if valid is None else col.filter(valid)
-        del col
-        if encrypt and _is_str(vals.type):
-            vals = vals.cast(pa.large_binary())  # the UTF-8 bytes, no copy per value
-        if grouped.order is not None:
-            vals = vals.take(grouped.order)
-        items = vals.to_pylist()
-        del vals
-        sealed = _seal(job_records(spec.source, spec.job_id), grouped, items, spec)
-        del items
+        records = job_records(spec.source, spec.job_id)
+        fetch = _fetch(records, grouped, spec)  # while the values become Python objects
+        try:
+            vals = col if valid is None else col.filter(valid)
+            del col
+            if encrypt and _is_str(vals.type):
+                vals = vals.cast(pa.large_binary())  # the UTF-8 bytes, no copy per value
+            if grouped.order is not None:
+                vals = vals.take(grouped.order)
+            items = vals.to_pylist()
+            del vals
+            sealed = _seal(records, grouped, items, spec, fetch)
+            del items
+        finally:
+            if fetch is not None:
+                fetch.close()
         out = _binary(sealed)
         del sealed
         if grouped.order is not None:
