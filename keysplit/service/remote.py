@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -121,8 +122,15 @@ class RemoteDataKeys:
         return self._fetcher.fetch_datakeys(list(subjects), create=create)
 
     def evict(self, subjects: Sequence[str]) -> None:
-        """Forget the cached keys of ``subjects`` under every spelling (after a shred)."""
+        """Forget the cached keys of ``subjects`` under every spelling (after a shred).
+
+        Every spelling, not only the NFC and NFD forms :func:`names.subject_spellings`
+        names: a key cached under the spelling a caller decrypted with (combining marks
+        out of canonical order, say) is dropped too, by comparing NFC forms. Only
+        non-ASCII entries can be such spellings, and only a non-ASCII shred looks.
+        """
         with self._lock:
+            odd: set[str] = set()
             for s in subjects:
                 try:
                     spellings: Sequence[str] = names.subject_spellings(s)
@@ -130,6 +138,12 @@ class RemoteDataKeys:
                     spellings = (s,) if isinstance(s, str) else ()
                 for x in (s, *spellings) if isinstance(s, str) else ():
                     self._cache.pop(x, None)
+                if isinstance(s, str) and not s.isascii():
+                    odd.add(unicodedata.normalize("NFC", s))
+            if odd:
+                for x in [x for x in self._cache if not x.isascii()]:
+                    if unicodedata.normalize("NFC", x) in odd:
+                        del self._cache[x]
 
     def missing_error(self, subject: str) -> KeysplitError:
         """Why no key of ``subject`` opens a record, as the service tells it (shredded,

@@ -103,3 +103,23 @@ def test_service_shred_reaches_legacy_spellings_and_holds(tmp_path: Path) -> Non
                 c.decrypt(rec, subject=_nfc(legacy))
     for legacy, rec in recs.items():  # after the service is gone: still shredded
         _assert_shredded(d, shares, legacy, rec)
+
+
+@pytest.mark.slow
+def test_caching_client_forgets_every_spelling_it_cached_on_shred(tmp_path: Path) -> None:
+    """A ``Client`` with its data-key cache that decrypted under an odd spelling (marks out
+    of canonical order) must not go on decrypting after its own ``shred`` of the subject:
+    the cache entry under that spelling is dropped too (it was kept until it expired)."""
+    d = make_keyring(tmp_path, 2, ["a", "b", "c"])
+    files = [share_file(tmp_path / "vault-shares", n) for n in "ab"]
+    with Server(d, tmp_path / "s.sock") as srv:
+        for f in files:
+            assert unseal(tmp_path, d, srv, f).returncode == 0
+        token = make_token(tmp_path, d, "rt", "datakey,shred", "", files)
+        with Client(srv.url, token=token, cache_max_age=3600) as c:
+            rec = c.encrypt(b"mine", subject=_nfc(ODD + "5"))
+            assert c.decrypt(rec, subject=ODD + "5") == b"mine"  # cached under ODD + "5"
+            assert c.shred(_nfc(ODD + "5")) is True
+            for s in (ODD + "5", _nfc(ODD + "5")):
+                with pytest.raises((ShreddedError, keysplit.IntegrityError)):
+                    c.decrypt(rec, subject=s)
