@@ -79,8 +79,11 @@ def _row(
     return r
 
 
-def _start(directory: Path, sock: Path, *extra: str) -> subprocess.Popen[bytes]:
-    code = "import sys; from keysplit_cli.app import main; sys.argv[0] = 'keysplit'; main()"
+SERVE = "import sys; from keysplit_cli.app import main; sys.argv[0] = 'keysplit'; main()"
+"""The ``python -c`` program of a served keyring (benchmarks.profile_service wraps it)."""
+
+
+def _start(directory: Path, sock: Path, *extra: str, code: str = SERVE) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "serve", str(directory), "--socket", str(sock), *extra],
         stdin=subprocess.DEVNULL,
@@ -257,11 +260,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def _unsealed(
-    kr: Keyring, shares: dict[str, Share], token: str, sock: Path, *extra: str
+    kr: Keyring, shares: dict[str, Share], token: str, sock: Path, *extra: str, code: str = SERVE
 ) -> Iterator[Client]:
     """A real ``keysplit serve`` of ``kr`` on ``sock``, unsealed remotely by custodians a and
     b as in production, and a ``Client`` of it; the process is stopped on exit."""
-    proc = _start(kr.path, sock, *extra)
+    proc = _start(kr.path, sock, *extra, code=code)
     try:
         with Client(f"unix:{sock}", token=token, timeout=300) as client:
             for n in "ab":
@@ -298,8 +301,9 @@ class Served:
 
 
 @contextmanager
-def served() -> Iterator[Served]:
-    """Create the keyring and its token in a temporary directory, serve and unseal it."""
+def served(*extra: str, code: str = SERVE) -> Iterator[Served]:
+    """Create the keyring and its token in a temporary directory, serve and unseal it
+    (``extra``: serve options; ``code``: the serving program, :data:`SERVE`)."""
     with tempfile.TemporaryDirectory(prefix="ksb", dir="/tmp") as t:
         tmp = Path(t)
         kr, shares = Keyring.create(tmp / "kr", 2, ["a", "b", "c"])
@@ -310,7 +314,7 @@ def served() -> Iterator[Served]:
                 allow=list(OPERATIONS),
                 subject_prefix="",
             )[0]
-        with _unsealed(kr, shares, token, tmp / "s.sock") as client:
+        with _unsealed(kr, shares, token, tmp / "s.sock", *extra, code=code) as client:
             yield Served(tmp, kr, shares, token, client)
 
 
