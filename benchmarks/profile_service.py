@@ -15,6 +15,7 @@ the client. The steps on the critical path add up to the call. Not part of ``mak
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import statistics
@@ -25,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from keysplit.service import _wire as wire
 from keysplit.service import client as client_mod
 
 from .bench_service import SERVE, served
@@ -68,13 +70,10 @@ Event = tuple[str, int, int]
 @contextmanager
 def _client_timed(log: list[Event]) -> Iterator[None]:
     """Timestamps around the client's send, ``getresponse`` and frame decode."""
-    saved = (
-        client_mod._sendmsg_all,
-        client_mod.http.client.HTTPConnection.getresponse,
-        client_mod.wire.decode_frame,
-    )
+    conn = http.client.HTTPConnection
+    saved = (client_mod._sendmsg_all, conn.getresponse, wire.decode_frame)
 
-    def wrap(fn: Callable[..., Any], tag: str) -> Callable[..., Any]:
+    def wrap(fn: Callable[..., Any], tag: str) -> Any:
         def wrapper(*a: Any, **k: Any) -> Any:
             t = time.monotonic_ns()
             r = fn(*a, **k)
@@ -83,15 +82,15 @@ def _client_timed(log: list[Event]) -> Iterator[None]:
 
         return wrapper
 
-    client_mod._sendmsg_all = wrap(saved[0], "sent")  # type: ignore[assignment]
-    client_mod.http.client.HTTPConnection.getresponse = wrap(saved[1], "status")  # type: ignore[method-assign]
-    client_mod.wire.decode_frame = wrap(saved[2], "decode")  # type: ignore[assignment]
+    client_mod._sendmsg_all = wrap(saved[0], "sent")
+    conn.getresponse = wrap(saved[1], "status")  # type: ignore[method-assign]
+    wire.decode_frame = wrap(saved[2], "decode")
     try:
         yield
     finally:
-        client_mod._sendmsg_all = saved[0]  # type: ignore[assignment]
-        client_mod.http.client.HTTPConnection.getresponse = saved[1]  # type: ignore[method-assign]
-        client_mod.wire.decode_frame = saved[2]  # type: ignore[assignment]
+        client_mod._sendmsg_all = saved[0]
+        conn.getresponse = saved[1]  # type: ignore[method-assign]
+        wire.decode_frame = saved[2]
 
 
 def _steps(call: tuple[int, int], events: list[Event]) -> dict[str, float] | None:
