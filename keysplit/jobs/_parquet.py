@@ -298,9 +298,9 @@ def _group(subjects: pa.Array) -> _Grouped:
     codes = encoded.indices.to_numpy()
     uniq: list[str] = encoded.dictionary.to_pylist()
     counts = np.bincount(codes, minlength=len(uniq))
-    order: np.ndarray | None = np.argsort(codes, kind="stable")
-    if len(uniq) == len(codes) or bool((np.diff(codes) >= 0).all()):
-        order = None  # already grouped (or all distinct): first-seen order is row order
+    grouped = len(uniq) == len(codes) or bool((np.diff(codes) >= 0).all())
+    # already grouped (or all distinct): first-seen order is row order, no sort needed
+    order = None if grouped else np.argsort(codes, kind="stable")
     repeated = itertools.chain.from_iterable(map(itertools.repeat, uniq, counts.tolist()))
     return _Grouped(uniq, np.cumsum(counts).tolist(), list(repeated), order)
 
