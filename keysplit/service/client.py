@@ -295,11 +295,18 @@ class Client:
             )
         return "is keysplit serve running, and listening on this host and port?"
 
-    def _json(self, method: str, path: str, obj: Any = None, *, auth: bool = True) -> Any:
+    def _json(
+        self, method: str, path: str, obj: Any = None, *, auth: bool = True
+    ) -> dict[str, Any]:
+        """A JSON exchange; every endpoint answers a JSON object (anything else is a
+        :class:`ServiceError`, never a ``TypeError`` further on)."""
         body = wire.dumps(obj) if obj is not None else b""
         n = len(obj.get("subjects") or ()) if isinstance(obj, dict) else 0
         data, _ = self.request(method, path, body, auth=auth, items=n)
-        return wire.loads(data, "key service response")
+        doc = wire.loads(data, "key service response")
+        if not isinstance(doc, dict):
+            raise ServiceError(f"the key service answered {path} with malformed JSON")
+        return doc
 
     def _batch(
         self, path: str, subjects: list[str], context: Context, items: Sequence[bytes]
@@ -307,12 +314,14 @@ class Client:
         body = wire.encode_parts(_header(context), items, subjects)
         data, _ = self.request("POST", path, body, wire.BATCH_TYPE, items=len(items))
         head, _, out = wire.decode_frame(data, "key service response")
-        errs = head.get("errors") or {}
-        if errs:
-            first = min(errs, key=int)
-            raise _item_error(int(first), errs[first])
         if len(out) != len(items):
             raise ServiceError("key service returned the wrong number of items")
+        errs = _item_errors(head, len(out))
+        if errs:
+            first = min(errs)
+            raise _item_error(first, errs[first])
+        if None in out:  # an item missing without an error: never hand back None
+            raise ServiceError("key service returned an item without a record or an error")
         return out  # type: ignore[return-value]
 
     # -- public, unauthenticated ----------------------------------------------------------------
@@ -422,12 +431,12 @@ class Client:
         body = wire.encode_parts({"create": bool(create)}, [None] * len(subjects), subjects)
         data, _ = self.request("POST", "/v1/datakey", body, wire.BATCH_TYPE, items=len(subjects))
         head, _, out = wire.decode_frame(data, "key service response")
-        errs = head.get("errors") or {}
         if len(out) != len(subjects):
             raise ServiceError("key service returned malformed data keys")
+        errs = _item_errors(head, len(out))
         keys: list[bytes | None] = []
         for i, k in enumerate(out):
-            err = errs.get(str(i))
+            err = errs.get(i)
             if err is not None:
                 exc = _item_error(i, err)
                 if not (missing_ok and isinstance(exc, _MISSING)):
@@ -452,7 +461,10 @@ class Client:
         self._items("/v1/hold", {"subjects": [subject], "hold": bool(hold)})
 
     def rotate(self) -> int:
-        return int(self._json("POST", "/v1/rotate", {})["kek_version"])
+        v = self._json("POST", "/v1/rotate", {}).get("kek_version")
+        if type(v) is not int:
+            raise ServiceError("malformed rotate result")
+        return v
 
     def rewrap(self, *, batch_size: int = 10_000) -> dict[str, Any]:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int):
@@ -488,14 +500,16 @@ class Client:
 
     def _items(self, path: str, body: dict[str, Any]) -> list[Any]:
         doc = self._json("POST", path, body)
-        items = doc.get("items") if isinstance(doc, dict) else None
-        if not isinstance(items, list):
+        items = doc.get("items")
+        if not isinstance(items, list) or len(items) != len(body["subjects"]):
             raise ServiceError("malformed response")
         out = []
         for i, it in enumerate(items):
             if isinstance(it, dict) and "error" in it:
                 raise _item_error(i, it["error"])
-            out.append(it.get("ok") if isinstance(it, dict) else None)
+            if not isinstance(it, dict) or "ok" not in it:
+                raise ServiceError(f"malformed response (item {i})")
+            out.append(it["ok"])
         return out
 
     # -- data-key cache -------------------------------------------------------------------------
@@ -537,6 +551,22 @@ def _header(context: Context) -> dict[str, Any]:
     else:
         h["contexts"] = [dict(c) if c is not None else None for c in context]
     return h
+
+
+def _item_errors(head: Mapping[str, Any], n: int) -> dict[int, Any]:
+    """A frame's per-item errors by index: an object whose keys are the decimal indices
+    of items of the answer (anything else is a :class:`ServiceError`)."""
+    errs = head.get("errors")
+    if errs is None:
+        return {}
+    if not isinstance(errs, dict):
+        raise ServiceError("key service returned malformed item errors")
+    out: dict[int, Any] = {}
+    for k, v in errs.items():
+        if not (isinstance(k, str) and k.isdigit() and k.isascii() and int(k) < n):
+            raise ServiceError("key service returned malformed item errors")
+        out[int(k)] = v
+    return out
 
 
 def _item_error(i: int, err: Any) -> Exception:
