@@ -38,7 +38,7 @@ def _dataset(path: Path, n: int = 600) -> None:
     pq.write_table(table, path / "big.parquet", row_group_size=50)
 
 
-@pytest.mark.parametrize("kind", ["decrypt"])
+@pytest.mark.parametrize("kind", ["decrypt", "bad-file"])
 def test_a_job_failing_part_way_leaves_no_dataset_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
