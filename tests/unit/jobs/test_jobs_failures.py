@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import keysplit.jobs.records as jr
-from keysplit import Keyring, jobs
+from keysplit import Keyring, UnsealedKeyring, jobs
 from keysplit import errors as ke
 from keysplit.jobs import serve_keys
 
@@ -38,14 +38,19 @@ def _dataset(path: Path, n: int = 600) -> None:
     pq.write_table(table, path / "big.parquet", row_group_size=50)
 
 
+def _unsealed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> UnsealedKeyring:
+    """A keyring unsealed, the dataset ``in`` beside it, parts of ~2 KB (many, in order)."""
+    monkeypatch.setattr(jr, "PART_BYTES", 2048)
+    kr, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    _dataset(tmp_path / "in")
+    return kr.unseal([shares["bob"], shares["carol"]])
+
+
 @pytest.mark.parametrize("kind", ["decrypt", "bad-file"])
 def test_a_job_failing_part_way_leaves_no_dataset_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    monkeypatch.setattr(jr, "PART_BYTES", 2048)  # many parts, run in order
-    kr, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
-    _dataset(tmp_path / "in")
-    with kr.unseal([shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
         jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=src)
         assert len(list((tmp_path / "enc").iterdir())) > 3
         if kind == "decrypt":
@@ -72,11 +77,8 @@ def test_a_job_failing_part_way_leaves_no_dataset_behind(
 def test_a_finished_job_fills_an_existing_empty_destination(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jr, "PART_BYTES", 2048)
-    kr, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
-    _dataset(tmp_path / "in")
     (tmp_path / "enc").mkdir()  # an empty directory is a valid destination
-    with kr.unseal([shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
         n = jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=src)
         assert n == 600
         (tmp_path / "full").mkdir()
@@ -92,10 +94,7 @@ def test_a_finished_job_fills_an_existing_empty_destination(
 def test_shred_then_reuse_between_jobs_never_seals_with_the_old_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jr, "PART_BYTES", 2048)
-    kr, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
-    _dataset(tmp_path / "in")
-    with kr.unseal([shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
         jobs.encrypt_dataset(tmp_path / "in", tmp_path / "e1", "body", "user", service=src)
         assert ukr.shred("late/x") is True
         jobs.encrypt_dataset(tmp_path / "in", tmp_path / "e2", "body", "user", service=src)

@@ -15,8 +15,9 @@ import socket
 import struct
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -365,5 +366,53 @@ def test_client_maps_item_errors_and_bad_datakeys(sockdir: Path) -> None:
     c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
     with pytest.raises(ServiceError, match="malformed data keys"):
         c.datakeys(["u/1"])
+    c.close()
+    srv.join(40)
+
+
+def _json(doc: Any) -> bytes:
+    return _http(wire.dumps(doc), wire.JSON_TYPE)
+
+
+Call = Callable[[Client], Any]
+ENCRYPT: Call = lambda c: c.encrypt_many(["u/1", "u/2"], [b"a", b"b"])  # noqa: E731
+DECRYPT: Call = lambda c: c.decrypt_many(["u/1"], [b"r" * 40])  # noqa: E731
+DATAKEYS: Call = lambda c: c.datakeys(["u/1"])  # noqa: E731
+
+CASES: list[tuple[str, bytes, Call]] = [
+    # per-item errors that are not an object of index -> error
+    ("errors-list", _http(wire.encode_frame({"errors": [1, 2]}, [b"x", b"y"])), ENCRYPT),
+    ("errors-string", _http(wire.encode_frame({"errors": "boom"}, [b"x", b"y"])), ENCRYPT),
+    ("errors-number", _http(wire.encode_frame({"errors": 7}, [b"x"])), DECRYPT),
+    ("errors-bad-index", _http(wire.encode_frame({"errors": {"x": {}}}, [b"x", b"y"])), ENCRYPT),
+    ("errors-list-keys", _http(wire.encode_frame({"errors": [{"type": "X"}]}, [None])), DATAKEYS),
+    # an answer whose items are missing (length -1) where records / plaintexts were asked
+    ("missing-records", _http(wire.encode_frame({}, [None, None])), ENCRYPT),
+    ("missing-plaintext", _http(wire.encode_frame({}, [None])), DECRYPT),
+    # JSON endpoints answering JSON of another shape
+    ("rotate-list", _json([1, 2]), lambda c: c.rotate()),
+    ("rotate-no-version", _json({}), lambda c: c.rotate()),
+    ("rotate-text-version", _json({"kek_version": "two"}), lambda c: c.rotate()),
+    ("seal-list", _json([]), lambda c: c.seal()),
+    ("shred-items-not-objects", _json({"items": ["yes"]}), lambda c: c.shred("u/1")),
+    ("shred-fewer-items", _json({"items": [{"ok": True}]}), lambda c: c.shred_many(["a", "b"])),
+    ("status-list", _json([]), lambda c: c.service_status()),
+    ("keyring-list", _json([]), lambda c: c.status()),
+    ("offer-list", _json([]), lambda c: c.unseal_offer()),
+]
+
+
+@pytest.mark.parametrize(("reply", "call"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_client_answers_hostile_shapes_with_keysplit_errors(
+    sockdir: Path, reply: bytes, call: Call
+) -> None:
+    """Red team (issue 23 follow-up): answers of the wrong shape are KeysplitErrors, never
+    a TypeError/ValueError/KeyError further on, and never None handed back as a record."""
+    srv = _Answer(sockdir / "h.sock", reply)
+    srv.start()
+    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
+    with pytest.raises(KeysplitError):
+        got = call(c)
+        raise AssertionError(f"accepted: {got!r}")  # pragma: no cover - the bug
     c.close()
     srv.join(40)
