@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.client
+import select
 import socket
 import ssl
 import threading
@@ -198,8 +199,15 @@ class Client:
         *,
         auth: bool = True,
         items: int = 0,
+        retry: bool = True,
     ) -> tuple[bytes, str]:
         """One HTTP exchange; returns (body, content type) or raises the mapped error.
+
+        A kept-alive connection the server has closed meanwhile (its idle timeout) is
+        replaced before the request goes out. ``retry``: if a kept-alive connection still
+        turns out closed after sending, send once more on a new one; ``False`` for a
+        request that changes state (shred, rotate, seal, unseal), which the server may
+        have run before it went away (a worker killed mid-request): it is never sent twice.
 
         ``body`` may be a list of buffers (a frame from :func:`~._wire.encode_parts`):
         over a Unix socket they go out with ``sendmsg``, never joined. The response is
@@ -217,6 +225,8 @@ class Client:
         limit = wire.response_limit(size, items)
         for attempt in (0, 1):
             conn = self._conn()
+            if conn.sock is not None and _closed_by_peer(conn.sock):
+                conn.close()  # http.client reconnects on the next send
             reused = conn.sock is not None
             try:
                 self._send(conn, method, path, parts, size, content_type, auth)
@@ -231,8 +241,12 @@ class Client:
                         self._conns.remove(conn)
                 # Retry once, on a fresh connection, only when a kept-alive one turned out
                 # closed by the server (it never saw the request); never after a timeout.
-                stale = reused and isinstance(
-                    exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+                stale = (
+                    retry
+                    and reused
+                    and isinstance(
+                        exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+                    )
                 )
                 if attempt == 1 or not stale:
                     raise ServiceError(
@@ -296,13 +310,13 @@ class Client:
         return "is keysplit serve running, and listening on this host and port?"
 
     def _json(
-        self, method: str, path: str, obj: Any = None, *, auth: bool = True
+        self, method: str, path: str, obj: Any = None, *, auth: bool = True, retry: bool = True
     ) -> dict[str, Any]:
         """A JSON exchange; every endpoint answers a JSON object (anything else is a
         :class:`ServiceError`, never a ``TypeError`` further on)."""
         body = wire.dumps(obj) if obj is not None else b""
         n = len(obj.get("subjects") or ()) if isinstance(obj, dict) else 0
-        data, _ = self.request(method, path, body, auth=auth, items=n)
+        data, _ = self.request(method, path, body, auth=auth, items=n, retry=retry)
         doc = wire.loads(data, "key service response")
         if not isinstance(doc, dict):
             raise ServiceError(f"the key service answered {path} with malformed JSON")
@@ -354,15 +368,17 @@ class Client:
             raise ServiceError("malformed unseal offer") from None
         sealed = seal_share_for(share, public_key=pub, keyring_id=keyring_id, nonce=nonce)
         body = {"nonce": nonce.hex(), "sealed_share": base64.b64encode(sealed).decode()}
-        return self._json("POST", "/v1/unseal", body, auth=False)
+        return self._json("POST", "/v1/unseal", body, auth=False, retry=False)
 
     def reset_unseal(self) -> bool:
-        return bool(self._json("POST", "/v1/unseal/reset", {}, auth=False).get("reset"))
+        return bool(
+            self._json("POST", "/v1/unseal/reset", {}, auth=False, retry=False).get("reset")
+        )
 
     def seal(self) -> bool:
         """Ask the service to drop its keys (a token allowed ``seal``, or the Unix socket)."""
         self.drop_cache()
-        return bool(self._json("POST", "/v1/seal", {}).get("was_unsealed"))
+        return bool(self._json("POST", "/v1/seal", {}, retry=False).get("was_unsealed"))
 
     # -- the record API (same as UnsealedKeyring) -----------------------------------------------
 
@@ -455,13 +471,15 @@ class Client:
     def shred_many(self, subjects: Sequence[str]) -> list[bool]:
         if self._remote is not None:
             self._remote.evict(subjects)
-        return [bool(x) for x in self._items("/v1/shred", {"subjects": list(subjects)})]
+        return [
+            bool(x) for x in self._items("/v1/shred", {"subjects": list(subjects)}, retry=False)
+        ]
 
     def set_legal_hold(self, subject: str, hold: bool) -> None:
         self._items("/v1/hold", {"subjects": [subject], "hold": bool(hold)})
 
     def rotate(self) -> int:
-        v = self._json("POST", "/v1/rotate", {}).get("kek_version")
+        v = self._json("POST", "/v1/rotate", {}, retry=False).get("kek_version")
         if type(v) is not int:
             raise ServiceError("malformed rotate result")
         return v
@@ -498,8 +516,8 @@ class Client:
         except (KeyError, TypeError, ValueError, AttributeError):
             raise ServiceError("malformed keyring status") from None
 
-    def _items(self, path: str, body: dict[str, Any]) -> list[Any]:
-        doc = self._json("POST", path, body)
+    def _items(self, path: str, body: dict[str, Any], *, retry: bool = True) -> list[Any]:
+        doc = self._json("POST", path, body, retry=retry)
         items = doc.get("items")
         if not isinstance(items, list) or len(items) != len(body["subjects"]):
             raise ServiceError("malformed response")
@@ -534,6 +552,16 @@ def _sendmsg_all(sock: socket.socket, parts: list[Any]) -> None:
                 sock.sendall(memoryview(buf)[sent:])
                 break
             sent -= n
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether an idle kept-alive connection is readable: the server closed it (its idle
+    timeout) or sent something unasked; either way it is not used for the next request."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _read_bounded(resp: http.client.HTTPResponse, limit: int) -> bytes | None:

@@ -416,3 +416,105 @@ def test_client_answers_hostile_shapes_with_keysplit_errors(
         raise AssertionError(f"accepted: {got!r}")  # pragma: no cover - the bug
     c.close()
     srv.join(40)
+
+
+class _Script(threading.Thread):
+    """A fake key service that serves each connection's requests by ``script``: for the
+    n-th request overall (its path), an answer to send (kept alive), or None to close the
+    connection without answering (as a worker killed mid-request does). ``seen`` lists
+    every request path received, ``closed`` is set after each close."""
+
+    def __init__(self, path: Path, script: list[bytes | None], close_after: set[int]) -> None:
+        super().__init__(daemon=True)
+        self.script, self.close_after = script, close_after
+        self.seen: list[str] = []
+        self.closed = threading.Event()
+        self.done = threading.Event()
+        self.path = path
+        self.lsock = socket.create_server(str(path), family=socket.AF_UNIX)
+        self.lsock.settimeout(30)
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError):
+            while len(self.seen) < len(self.script) and not self.done.is_set():
+                conn, _ = self.lsock.accept()
+                conn.settimeout(30)
+                with conn:
+                    buf = b""
+                    while len(self.seen) < len(self.script):
+                        while b"\r\n\r\n" not in buf:
+                            chunk = conn.recv(65536)
+                            if not chunk:
+                                break
+                            buf += chunk
+                        if b"\r\n\r\n" not in buf:
+                            break  # the client closed this connection
+                        head, buf = buf.split(b"\r\n\r\n", 1)
+                        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                        while len(buf) < length:
+                            buf += conn.recv(65536)
+                        buf = buf[length:]
+                        self.seen.append(head.split(b" ")[1].decode())
+                        answer = self.script[len(self.seen) - 1]
+                        if answer is None:
+                            break
+                        conn.sendall(answer)
+                        if len(self.seen) - 1 in self.close_after:
+                            break
+                self.closed.set()
+        self.lsock.close()
+
+    def finish(self) -> None:
+        """Stop waiting for more requests (wake the accept with a connection that says
+        nothing) and wait for the thread."""
+        self.done.set()
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.path))
+        self.join(40)
+
+
+STATUS = _http(wire.dumps({"sealed": False}), wire.JSON_TYPE)
+
+
+@pytest.mark.parametrize(
+    ("call", "path"),
+    [
+        (lambda c: c.rotate(), "/v1/rotate"),
+        (lambda c: c.shred("u/1"), "/v1/shred"),
+        (lambda c: c.seal(), "/v1/seal"),
+    ],
+    ids=["rotate", "shred", "seal"],
+)
+def test_a_request_the_server_may_have_run_is_never_sent_twice(
+    sockdir: Path, call: Call, path: str
+) -> None:
+    """Red team (issue 23 follow-up): a kept-alive connection closed after the request
+    was read (a worker SIGKILLed mid-request) must not make the Client send a request
+    that changes state again: before, ``rotate`` rotated twice and ``shred`` answered
+    False ("no key existed") for the key its first attempt had deleted."""
+    again = _http(wire.dumps({"kek_version": 3, "items": [{"ok": False}]}), wire.JSON_TYPE)
+    srv = _Script(sockdir / "h.sock", [STATUS, None, again], set())
+    srv.start()
+    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
+    c.service_status()  # the connection is now kept alive
+    with pytest.raises(ServiceError, match="cannot reach"):
+        call(c)
+    c.close()
+    srv.finish()
+    assert srv.seen.count(path) == 1, srv.seen
+
+
+def test_an_idle_connection_the_server_closed_is_replaced_before_sending(sockdir: Path) -> None:
+    """The other half: a kept-alive connection the server closed while idle (its idle
+    timeout) is noticed before a state-changing request goes out on it, which then
+    succeeds on a new connection, sent once."""
+    shred = _http(wire.dumps({"items": [{"ok": True}]}), wire.JSON_TYPE)
+    srv = _Script(sockdir / "h.sock", [STATUS, shred], {0})
+    srv.start()
+    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
+    c.service_status()
+    assert srv.closed.wait(30)  # the server closed the kept-alive connection meanwhile
+    assert c.shred("u/1") is True
+    c.close()
+    srv.join(40)
+    assert srv.seen == ["/v1/status", "/v1/shred"]
