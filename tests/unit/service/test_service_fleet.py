@@ -5,6 +5,7 @@ not outlive a killed leader. Each Client connection is pinned to the process tha
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import tempfile
@@ -217,3 +218,49 @@ def test_a_change_through_one_worker_holds_for_requests_sent_after_it_on_busy_wo
             c.close()
         for ld in loaders:
             ld.c.close()
+
+
+def test_a_worker_killed_mid_batch_costs_its_connections_only(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    """Red team (issue 23 follow-up): SIGKILL one worker while batches run on it. Its
+    clients get a KeysplitError (never a hang, never a wrong answer), new connections go
+    to the processes still alive, and a shred then reaches all of them."""
+    kr, shares, token = _setup(tmp_path)
+    with Server(kr.path, sockdir / "s.sock", "--workers", str(WORKERS)) as srv:
+        assert srv.proc is not None
+        _unseal(srv.url, kr, shares)
+        clients = _pinned(srv.url, token)
+        records = clients[0].encrypt_many(["u/x"] * BATCH, [b"%d" % i for i in range(BATCH)])
+        victim = next(iter(_children(srv.proc.pid)))
+        loaders = []
+        for w in clients:
+            c = Client(srv.url, token=token, timeout=60)
+            while c.service_status()["worker"] != w:
+                c.close()
+                c = Client(srv.url, token=token, timeout=60)
+            loaders.append(_Loader(c, records, "u/x", threading.Event()))
+        for ld in loaders:
+            ld.start()
+        while not all(ld.results for ld in loaders):
+            threading.Event().wait(0.01)
+        os.kill(victim, signal.SIGKILL)
+        _wait_gone({victim})
+        for ld in loaders:
+            ld.stop.set()
+            ld.join(120)
+            assert not ld.is_alive()
+            assert all(r == "ok" or r == "ServiceError" for _, r in ld.results), ld.results
+        fresh = [Client(srv.url, token=token, timeout=60) for _ in range(3 * WORKERS)]
+        assert all(c.decrypt(records[0], subject="u/x") == b"0" for c in fresh)
+        assert len({c.service_status()["worker"] for c in fresh}) == WORKERS - 1
+        assert fresh[0].shred("u/x") is True
+        for c in fresh:
+            with pytest.raises(KeysplitError) as ei:
+                c.decrypt(records[0], subject="u/x")
+            assert not isinstance(ei.value, SealedError)
+            c.close()
+        for ld in loaders:
+            ld.c.close()
+        for c in clients.values():
+            c.close()
