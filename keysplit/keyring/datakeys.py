@@ -316,6 +316,7 @@ class LocalDataKeys:
         self._unbound = tuple(unbound)
         self._kekset = KekSet(keyring_id, current_kek, secrets.keks, unbound=self._unbound)
         self._store: KeyStore | None = store
+        self._closed = False
         self._rng = rng or default_rng()
         self._legacy: dict[str, tuple[str, ...]] | None = None
         self._legacy_lock = threading.Lock()
@@ -495,6 +496,7 @@ class LocalDataKeys:
             self._refusal = None
 
     def close(self) -> None:
+        self._closed = True  # first: a call racing the teardown below says "closed"
         self.member.close()
         self._cache.clear()
         self._secrets = kf.KeyringSecrets(b"", {})
@@ -522,7 +524,7 @@ class LocalDataKeys:
             return got
         known = {s: k for s, k in zip(subjects, got, strict=True) if k is not None}
         missing = [s for s in dict.fromkeys(subjects) if s not in known]
-        raw, found = self._fetch(missing, create=create)
+        raw, found = self._fetch_open(missing, create=create)
         try:
             fetched = [(s, DataKey(raw[i].tobytes())) for i, s in enumerate(found)]
         finally:
@@ -536,12 +538,23 @@ class LocalDataKeys:
         derived keys, which holds no raw key)."""
         self._lease_ok()
         uniq = list(dict.fromkeys(subjects))
-        raw, found = self._fetch(uniq, create=create)
+        raw, found = self._fetch_open(uniq, create=create)
         try:
             got = {s: raw[i].tobytes() for i, s in enumerate(found)}
         finally:
             raw.fill(0)
         return [got.get(s) for s in subjects]
+
+    def _fetch_open(self, subjects: Sequence[str], *, create: bool) -> tuple[np.ndarray, list[str]]:
+        """:meth:`_fetch`, where a failure caused by a concurrent :meth:`close` (the store
+        closed under it, the KEKs zeroed) is the :class:`KeyringError` any call after the
+        close gets, not whatever the torn-down part raised."""
+        try:
+            return self._fetch(subjects, create=create)
+        except Exception:
+            if self._closed:
+                raise KeyringError("the keyring was closed") from None
+            raise
 
     def _fetch(self, subjects: Sequence[str], *, create: bool) -> tuple[np.ndarray, list[str]]:
         """Raw keys ``(N, 16)`` of those of ``subjects`` (distinct) that have one, or all

@@ -26,10 +26,24 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import FormatError, KeyringError, LegalHoldError
 from . import rules as _rules
 from .base import KeyringState, Lease, Tombstone, WrappedKey
+
+
+class _ClosedDb:
+    """Stands in for the connection of a closed store: every use says so."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise KeyringError("key store is closed")
+
+    def close(self) -> None:
+        return None
+
+
+_CLOSED: Any = _ClosedDb()
 
 __all__ = ["SQLiteKeyStore"]
 
@@ -79,7 +93,6 @@ _LEASE = "SELECT id, host, pid, role, current_kek, acked, cached, expires FROM l
 
 def _statements(script: str) -> list[str]:
     return [stmt for stmt in script.strip().split(";") if stmt.strip()]
-
 
 
 class SQLiteKeyStore:
@@ -402,8 +415,11 @@ class SQLiteKeyStore:
             return self._leases(live=live)
 
     def close(self) -> None:
+        """Close the database; any later call (also one that was waiting for the lock,
+        from another thread) is a :class:`KeyringError`, not sqlite3's ProgrammingError."""
         with self._lock:
             self._db.close()
+            self._db = _CLOSED
 
     def __repr__(self) -> str:
         return f"SQLiteKeyStore({str(self._path)!r}, keyring_id={self._keyring_id!r})"

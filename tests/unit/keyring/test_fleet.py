@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+import traceback
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -390,3 +391,57 @@ def test_cli_shred_exit_codes_wait_and_json(cer: Ceremony) -> None:
     finally:
         holder.close()
 
+
+def test_fast_path_under_threads_obeys_a_shred_and_a_close(
+    pair: tuple[UnsealedKeyring, UnsealedKeyring],
+) -> None:
+    """Red team (issue 23 follow-up): threads sealing and opening one subject's records on
+    the single-record fast path while another thread shreds it, then closes the keyring.
+    A record sealed by a call that began after the shred returned opens afterwards (a new
+    key; never the shredded one); after ``close`` returned, no call succeeds, and a call
+    that races the close fails with KeyringError (before: the zeroed KEK's ValueError or
+    sqlite3's ProgrammingError escaped)."""
+    _, b = pair
+    old = b.encrypt(b"old", subject="hot")
+    shredded, closed = threading.Event(), threading.Event()
+    late: list[bytes] = []
+    bad: list[str] = []
+
+    def run() -> None:
+        while True:
+            after_shred, after_close = shredded.is_set(), closed.is_set()
+            try:
+                rec = b.encrypt(b"new", subject="hot")
+                if after_close:
+                    bad.append("encrypt after close")
+                elif after_shred:
+                    late.append(rec)
+                got = b.decrypt(old, subject="hot")
+                if after_shred:
+                    bad.append(f"shredded record opened: {got!r}")
+            except (ShreddedError, IntegrityError, KeyringError):
+                if after_close:
+                    return
+            except Exception:  # a close racing a call: "closed", nothing rawer
+                bad.append(traceback.format_exc())
+                return
+            if len(late) > 200 and not closed.is_set():
+                threading.Event().wait(0.001)
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(3)]
+    for t in threads:
+        t.start()
+    threading.Event().wait(0.05)
+    assert b.shred("hot") is True
+    shredded.set()
+    while len(late) < 50:
+        threading.Event().wait(0.005)
+    recs = list(late)
+    for rec in recs:
+        assert b.decrypt(rec, subject="hot") == b"new"
+    b.close()
+    closed.set()
+    for t in threads:
+        t.join(60)
+        assert not t.is_alive()
+    assert bad == [], "\n".join(bad)
