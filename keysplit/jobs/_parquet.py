@@ -240,11 +240,15 @@ class PartSpec:
 
 
 def _read(pieces: list[Piece], schema: pa.Schema) -> pa.Table:
+    """The part's rows in the dataset's schema; a file that cannot be read in it (another
+    column type than the dataset's first file, a damaged file) is a KeysplitError naming it."""
     fmt, fs = pads.ParquetFileFormat(), pafs.LocalFileSystem()
-    tables = [
-        fmt.make_fragment(path, fs, hive, list(groups)).to_table(schema=schema)
-        for path, groups, hive in pieces
-    ]
+    tables = []
+    for path, groups, hive in pieces:
+        try:
+            tables.append(fmt.make_fragment(path, fs, hive, list(groups)).to_table(schema=schema))
+        except (OSError, pa.ArrowException) as exc:
+            raise KeysplitError(f"cannot read the Parquet file {path}: {exc}") from None
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 

@@ -20,8 +20,11 @@ by default, which would mangle bytes: build DataFrames holding bytes under
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +38,7 @@ from dask.delayed import delayed
 from distributed import Client, as_completed
 
 from .. import names, record
+from .._fileio import durable_rename
 from ..errors import FormatError, IntegrityError, KeysplitError
 from ..keyring import DataKeys
 from ..keyring.records import Records
@@ -405,16 +409,41 @@ def _transform_dataset(
     dst: str,
 ) -> int:
     """Plan ``src`` into parts (:func:`keysplit.jobs._parquet.plan`) and run one task per
-    part, each writing ``dst/part.NNNNN.parquet``; the rows written."""
+    part, each writing ``part.NNNNN.parquet``; the rows written.
+
+    The parts are written into a private staging directory beside ``dst`` (mode 0700),
+    renamed to ``dst`` only once every part is written: a job that fails part-way (a
+    shredded subject in a later part, a bad file) leaves no ``dst`` that reads as a whole
+    dataset, and no decrypted part behind (the staging directory is removed)."""
     out = Path(dst).absolute()  # the workers' working directory is not ours
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KeysplitError(f"{out} exists and is not an empty directory")
     layout = _pq.plan(src, _slots(client), _part_bytes(client))
     spec = spec_of(layout.schema)
-    out.mkdir(mode=0o700, parents=True, exist_ok=True)
-    calls = [
-        (spec, pieces, str(out / f"part.{i:05d}.parquet")) for i, pieces in enumerate(layout.parts)
-    ]
+    out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.keysplit-", dir=out.parent))
+    try:
+        done = _run_dataset_parts(client, progress, spec, layout.parts, stage)
+        try:
+            durable_rename(stage, out)  # replaces an empty directory, never a full one
+        except OSError as exc:
+            raise KeysplitError(f"cannot move the finished parts to {out}: {exc}") from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return done
+
+
+def _run_dataset_parts(
+    client: Client | None,
+    progress: Progress | None,
+    spec: _pq.PartSpec,
+    parts: list[list[_pq.Piece]],
+    out: Path,
+) -> int:
+    """Run one task per part, each writing ``out/part.NNNNN.parquet``; the rows written.
+    On a failure the parts not yet finished are cancelled."""
+    calls = [(spec, pieces, str(out / f"part.{i:05d}.parquet")) for i, pieces in enumerate(parts)]
     total = len(calls)
     if progress is not None:
         progress(0, total)
@@ -429,13 +458,18 @@ def _transform_dataset(
         client.submit(_pq.run_part, *call, key=f"keysplit-part-{spec.job_id}-{i}")
         for i, call in enumerate(calls)
     ]
-    for n, fut in enumerate(as_completed(futures), 1):
-        rows = fut.result()
-        if isinstance(rows, bool) or not isinstance(rows, int):
-            raise JobError("a worker returned a malformed part result")
-        done += rows
-        if progress is not None:
-            progress(n, total)
+    try:
+        for n, fut in enumerate(as_completed(futures), 1):
+            rows = fut.result()
+            if isinstance(rows, bool) or not isinstance(rows, int):
+                raise JobError("a worker returned a malformed part result")
+            done += rows
+            if progress is not None:
+                progress(n, total)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.cancel(futures)
+        raise
     return done
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.client
+import select
 import socket
 import ssl
 import threading
@@ -198,8 +199,15 @@ class Client:
         *,
         auth: bool = True,
         items: int = 0,
+        retry: bool = True,
     ) -> tuple[bytes, str]:
         """One HTTP exchange; returns (body, content type) or raises the mapped error.
+
+        A kept-alive connection the server has closed meanwhile (its idle timeout) is
+        replaced before the request goes out. ``retry``: if a kept-alive connection still
+        turns out closed after sending, send once more on a new one; ``False`` for a
+        request that changes state (shred, rotate, seal, unseal), which the server may
+        have run before it went away (a worker killed mid-request): it is never sent twice.
 
         ``body`` may be a list of buffers (a frame from :func:`~._wire.encode_parts`):
         over a Unix socket they go out with ``sendmsg``, never joined. The response is
@@ -217,6 +225,8 @@ class Client:
         limit = wire.response_limit(size, items)
         for attempt in (0, 1):
             conn = self._conn()
+            if conn.sock is not None and _closed_by_peer(conn.sock):
+                conn.close()  # http.client reconnects on the next send
             reused = conn.sock is not None
             try:
                 self._send(conn, method, path, parts, size, content_type, auth)
@@ -231,8 +241,12 @@ class Client:
                         self._conns.remove(conn)
                 # Retry once, on a fresh connection, only when a kept-alive one turned out
                 # closed by the server (it never saw the request); never after a timeout.
-                stale = reused and isinstance(
-                    exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+                stale = (
+                    retry
+                    and reused
+                    and isinstance(
+                        exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+                    )
                 )
                 if attempt == 1 or not stale:
                     raise ServiceError(
@@ -295,11 +309,18 @@ class Client:
             )
         return "is keysplit serve running, and listening on this host and port?"
 
-    def _json(self, method: str, path: str, obj: Any = None, *, auth: bool = True) -> Any:
+    def _json(
+        self, method: str, path: str, obj: Any = None, *, auth: bool = True, retry: bool = True
+    ) -> dict[str, Any]:
+        """A JSON exchange; every endpoint answers a JSON object (anything else is a
+        :class:`ServiceError`, never a ``TypeError`` further on)."""
         body = wire.dumps(obj) if obj is not None else b""
         n = len(obj.get("subjects") or ()) if isinstance(obj, dict) else 0
-        data, _ = self.request(method, path, body, auth=auth, items=n)
-        return wire.loads(data, "key service response")
+        data, _ = self.request(method, path, body, auth=auth, items=n, retry=retry)
+        doc = wire.loads(data, "key service response")
+        if not isinstance(doc, dict):
+            raise ServiceError(f"the key service answered {path} with malformed JSON")
+        return doc
 
     def _batch(
         self, path: str, subjects: list[str], context: Context, items: Sequence[bytes]
@@ -307,12 +328,14 @@ class Client:
         body = wire.encode_parts(_header(context), items, subjects)
         data, _ = self.request("POST", path, body, wire.BATCH_TYPE, items=len(items))
         head, _, out = wire.decode_frame(data, "key service response")
-        errs = head.get("errors") or {}
-        if errs:
-            first = min(errs, key=int)
-            raise _item_error(int(first), errs[first])
         if len(out) != len(items):
             raise ServiceError("key service returned the wrong number of items")
+        errs = _item_errors(head, len(out))
+        if errs:
+            first = min(errs)
+            raise _item_error(first, errs[first])
+        if None in out:  # an item missing without an error: never hand back None
+            raise ServiceError("key service returned an item without a record or an error")
         return out  # type: ignore[return-value]
 
     # -- public, unauthenticated ----------------------------------------------------------------
@@ -345,15 +368,17 @@ class Client:
             raise ServiceError("malformed unseal offer") from None
         sealed = seal_share_for(share, public_key=pub, keyring_id=keyring_id, nonce=nonce)
         body = {"nonce": nonce.hex(), "sealed_share": base64.b64encode(sealed).decode()}
-        return self._json("POST", "/v1/unseal", body, auth=False)
+        return self._json("POST", "/v1/unseal", body, auth=False, retry=False)
 
     def reset_unseal(self) -> bool:
-        return bool(self._json("POST", "/v1/unseal/reset", {}, auth=False).get("reset"))
+        return bool(
+            self._json("POST", "/v1/unseal/reset", {}, auth=False, retry=False).get("reset")
+        )
 
     def seal(self) -> bool:
         """Ask the service to drop its keys (a token allowed ``seal``, or the Unix socket)."""
         self.drop_cache()
-        return bool(self._json("POST", "/v1/seal", {}).get("was_unsealed"))
+        return bool(self._json("POST", "/v1/seal", {}, retry=False).get("was_unsealed"))
 
     # -- the record API (same as UnsealedKeyring) -----------------------------------------------
 
@@ -422,12 +447,12 @@ class Client:
         body = wire.encode_parts({"create": bool(create)}, [None] * len(subjects), subjects)
         data, _ = self.request("POST", "/v1/datakey", body, wire.BATCH_TYPE, items=len(subjects))
         head, _, out = wire.decode_frame(data, "key service response")
-        errs = head.get("errors") or {}
         if len(out) != len(subjects):
             raise ServiceError("key service returned malformed data keys")
+        errs = _item_errors(head, len(out))
         keys: list[bytes | None] = []
         for i, k in enumerate(out):
-            err = errs.get(str(i))
+            err = errs.get(i)
             if err is not None:
                 exc = _item_error(i, err)
                 if not (missing_ok and isinstance(exc, _MISSING)):
@@ -446,13 +471,18 @@ class Client:
     def shred_many(self, subjects: Sequence[str]) -> list[bool]:
         if self._remote is not None:
             self._remote.evict(subjects)
-        return [bool(x) for x in self._items("/v1/shred", {"subjects": list(subjects)})]
+        return [
+            bool(x) for x in self._items("/v1/shred", {"subjects": list(subjects)}, retry=False)
+        ]
 
     def set_legal_hold(self, subject: str, hold: bool) -> None:
         self._items("/v1/hold", {"subjects": [subject], "hold": bool(hold)})
 
     def rotate(self) -> int:
-        return int(self._json("POST", "/v1/rotate", {})["kek_version"])
+        v = self._json("POST", "/v1/rotate", {}, retry=False).get("kek_version")
+        if type(v) is not int:
+            raise ServiceError("malformed rotate result")
+        return v
 
     def rewrap(self, *, batch_size: int = 10_000) -> dict[str, Any]:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int):
@@ -486,16 +516,18 @@ class Client:
         except (KeyError, TypeError, ValueError, AttributeError):
             raise ServiceError("malformed keyring status") from None
 
-    def _items(self, path: str, body: dict[str, Any]) -> list[Any]:
-        doc = self._json("POST", path, body)
-        items = doc.get("items") if isinstance(doc, dict) else None
-        if not isinstance(items, list):
+    def _items(self, path: str, body: dict[str, Any], *, retry: bool = True) -> list[Any]:
+        doc = self._json("POST", path, body, retry=retry)
+        items = doc.get("items")
+        if not isinstance(items, list) or len(items) != len(body["subjects"]):
             raise ServiceError("malformed response")
         out = []
         for i, it in enumerate(items):
             if isinstance(it, dict) and "error" in it:
                 raise _item_error(i, it["error"])
-            out.append(it.get("ok") if isinstance(it, dict) else None)
+            if not isinstance(it, dict) or "ok" not in it:
+                raise ServiceError(f"malformed response (item {i})")
+            out.append(it["ok"])
         return out
 
     # -- data-key cache -------------------------------------------------------------------------
@@ -522,6 +554,16 @@ def _sendmsg_all(sock: socket.socket, parts: list[Any]) -> None:
             sent -= n
 
 
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether an idle kept-alive connection is readable: the server closed it (its idle
+    timeout) or sent something unasked; either way it is not used for the next request."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 def _read_bounded(resp: http.client.HTTPResponse, limit: int) -> bytes | None:
     """The response body, or None if it is (or announces itself) longer than ``limit``."""
     if resp.length is not None and resp.length > limit:
@@ -537,6 +579,22 @@ def _header(context: Context) -> dict[str, Any]:
     else:
         h["contexts"] = [dict(c) if c is not None else None for c in context]
     return h
+
+
+def _item_errors(head: Mapping[str, Any], n: int) -> dict[int, Any]:
+    """A frame's per-item errors by index: an object whose keys are the decimal indices
+    of items of the answer (anything else is a :class:`ServiceError`)."""
+    errs = head.get("errors")
+    if errs is None:
+        return {}
+    if not isinstance(errs, dict):
+        raise ServiceError("key service returned malformed item errors")
+    out: dict[int, Any] = {}
+    for k, v in errs.items():
+        if not (isinstance(k, str) and k.isdigit() and k.isascii() and int(k) < n):
+            raise ServiceError("key service returned malformed item errors")
+        out[int(k)] = v
+    return out
 
 
 def _item_error(i: int, err: Any) -> Exception:

@@ -15,8 +15,9 @@ import socket
 import struct
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -367,3 +368,153 @@ def test_client_maps_item_errors_and_bad_datakeys(sockdir: Path) -> None:
         c.datakeys(["u/1"])
     c.close()
     srv.join(40)
+
+
+def _json(doc: Any) -> bytes:
+    return _http(wire.dumps(doc), wire.JSON_TYPE)
+
+
+Call = Callable[[Client], Any]
+ENCRYPT: Call = lambda c: c.encrypt_many(["u/1", "u/2"], [b"a", b"b"])  # noqa: E731
+DECRYPT: Call = lambda c: c.decrypt_many(["u/1"], [b"r" * 40])  # noqa: E731
+DATAKEYS: Call = lambda c: c.datakeys(["u/1"])  # noqa: E731
+
+CASES: list[tuple[str, bytes, Call]] = [
+    # per-item errors that are not an object of index -> error
+    ("errors-list", _http(wire.encode_frame({"errors": [1, 2]}, [b"x", b"y"])), ENCRYPT),
+    ("errors-string", _http(wire.encode_frame({"errors": "boom"}, [b"x", b"y"])), ENCRYPT),
+    ("errors-number", _http(wire.encode_frame({"errors": 7}, [b"x"])), DECRYPT),
+    ("errors-bad-index", _http(wire.encode_frame({"errors": {"x": {}}}, [b"x", b"y"])), ENCRYPT),
+    ("errors-list-keys", _http(wire.encode_frame({"errors": [{"type": "X"}]}, [None])), DATAKEYS),
+    # an answer whose items are missing (length -1) where records / plaintexts were asked
+    ("missing-records", _http(wire.encode_frame({}, [None, None])), ENCRYPT),
+    ("missing-plaintext", _http(wire.encode_frame({}, [None])), DECRYPT),
+    # JSON endpoints answering JSON of another shape
+    ("rotate-list", _json([1, 2]), lambda c: c.rotate()),
+    ("rotate-no-version", _json({}), lambda c: c.rotate()),
+    ("rotate-text-version", _json({"kek_version": "two"}), lambda c: c.rotate()),
+    ("seal-list", _json([]), lambda c: c.seal()),
+    ("shred-items-not-objects", _json({"items": ["yes"]}), lambda c: c.shred("u/1")),
+    ("shred-fewer-items", _json({"items": [{"ok": True}]}), lambda c: c.shred_many(["a", "b"])),
+    ("status-list", _json([]), lambda c: c.service_status()),
+    ("keyring-list", _json([]), lambda c: c.status()),
+    ("offer-list", _json([]), lambda c: c.unseal_offer()),
+]
+
+
+@pytest.mark.parametrize(("reply", "call"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_client_answers_hostile_shapes_with_keysplit_errors(
+    sockdir: Path, reply: bytes, call: Call
+) -> None:
+    """Red team (issue 23 follow-up): answers of the wrong shape are KeysplitErrors, never
+    a TypeError/ValueError/KeyError further on, and never None handed back as a record."""
+    srv = _Answer(sockdir / "h.sock", reply)
+    srv.start()
+    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
+    with pytest.raises(KeysplitError):
+        got = call(c)
+        raise AssertionError(f"accepted: {got!r}")  # pragma: no cover - the bug
+    c.close()
+    srv.join(40)
+
+
+class _Script(threading.Thread):
+    """A fake key service that serves each connection's requests by ``script``: for the
+    n-th request overall (its path), an answer to send (kept alive), or None to close the
+    connection without answering (as a worker killed mid-request does). ``seen`` lists
+    every request path received, ``closed`` is set after each close."""
+
+    def __init__(self, path: Path, script: list[bytes | None], close_after: set[int]) -> None:
+        super().__init__(daemon=True)
+        self.script, self.close_after = script, close_after
+        self.seen: list[str] = []
+        self.closed = threading.Event()
+        self.done = threading.Event()
+        self.path = path
+        self.lsock = socket.create_server(str(path), family=socket.AF_UNIX)
+        self.lsock.settimeout(30)
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError):
+            while len(self.seen) < len(self.script) and not self.done.is_set():
+                conn, _ = self.lsock.accept()
+                conn.settimeout(30)
+                with conn:
+                    buf = b""
+                    while len(self.seen) < len(self.script):
+                        while b"\r\n\r\n" not in buf:
+                            chunk = conn.recv(65536)
+                            if not chunk:
+                                break
+                            buf += chunk
+                        if b"\r\n\r\n" not in buf:
+                            break  # the client closed this connection
+                        head, buf = buf.split(b"\r\n\r\n", 1)
+                        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                        while len(buf) < length:
+                            buf += conn.recv(65536)
+                        buf = buf[length:]
+                        self.seen.append(head.split(b" ")[1].decode())
+                        answer = self.script[len(self.seen) - 1]
+                        if answer is None:
+                            break
+                        conn.sendall(answer)
+                        if len(self.seen) - 1 in self.close_after:
+                            break
+                self.closed.set()
+        self.lsock.close()
+
+    def finish(self) -> None:
+        """Stop waiting for more requests (wake the accept with a connection that says
+        nothing) and wait for the thread."""
+        self.done.set()
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.path))
+        self.join(40)
+
+
+STATUS = _http(wire.dumps({"sealed": False}), wire.JSON_TYPE)
+
+
+@pytest.mark.parametrize(
+    ("call", "path"),
+    [
+        (lambda c: c.rotate(), "/v1/rotate"),
+        (lambda c: c.shred("u/1"), "/v1/shred"),
+        (lambda c: c.seal(), "/v1/seal"),
+    ],
+    ids=["rotate", "shred", "seal"],
+)
+def test_a_request_the_server_may_have_run_is_never_sent_twice(
+    sockdir: Path, call: Call, path: str
+) -> None:
+    """Red team (issue 23 follow-up): a kept-alive connection closed after the request
+    was read (a worker SIGKILLed mid-request) must not make the Client send a request
+    that changes state again: before, ``rotate`` rotated twice and ``shred`` answered
+    False ("no key existed") for the key its first attempt had deleted."""
+    again = _http(wire.dumps({"kek_version": 3, "items": [{"ok": False}]}), wire.JSON_TYPE)
+    srv = _Script(sockdir / "h.sock", [STATUS, None, again], set())
+    srv.start()
+    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
+    c.service_status()  # the connection is now kept alive
+    with pytest.raises(ServiceError, match="cannot reach"):
+        call(c)
+    c.close()
+    srv.finish()
+    assert srv.seen.count(path) == 1, srv.seen
+
+
+def test_an_idle_connection_the_server_closed_is_replaced_before_sending(sockdir: Path) -> None:
+    """The other half: a kept-alive connection the server closed while idle (its idle
+    timeout) is noticed before a state-changing request goes out on it, which then
+    succeeds on a new connection, sent once."""
+    shred = _http(wire.dumps({"items": [{"ok": True}]}), wire.JSON_TYPE)
+    srv = _Script(sockdir / "h.sock", [STATUS, shred], {0})
+    srv.start()
+    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
+    c.service_status()
+    assert srv.closed.wait(30)  # the server closed the kept-alive connection meanwhile
+    assert c.shred("u/1") is True
+    c.close()
+    srv.join(40)
+    assert srv.seen == ["/v1/status", "/v1/shred"]

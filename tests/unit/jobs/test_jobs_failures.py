@@ -1,0 +1,108 @@
+"""Red team (issue 23 follow-up): dataset jobs that fail part-way, and keys across jobs.
+
+* A job that fails after some of its parts were written (a subject shredded whose rows
+  are in a later part; the key fetch thread's error surfaces in the engine call) must
+  not leave a destination that reads as a finished dataset: before, ``dst`` kept the
+  parts written so far (plaintext, for a decrypt), and ``pyarrow.parquet.read_table(dst)``
+  read them as if they were the whole dataset.
+* A subject shredded and then used again between two jobs gets a new key; the second
+  job's worker must seal with the new key, never the first job's derived key.
+
+In process (``cluster=None``), so parts run one after another and the failure point is
+deterministic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pyarrow")
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import keysplit.jobs.records as jr
+from keysplit import Keyring, UnsealedKeyring, jobs
+from keysplit import errors as ke
+from keysplit.jobs import serve_keys
+
+NAMES = ["alice", "bob", "carol"]
+
+
+def _dataset(path: Path, n: int = 600) -> None:
+    """One file of many row groups; ``late/x`` owns only the last rows."""
+    users = [f"u/{i % 13}" for i in range(n - 10)] + ["late/x"] * 10
+    path.mkdir()
+    table = pa.table({"id": list(range(n)), "user": users, "body": [b"v%d" % i for i in range(n)]})
+    pq.write_table(table, path / "big.parquet", row_group_size=50)
+
+
+def _unsealed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> UnsealedKeyring:
+    """A keyring unsealed, the dataset ``in`` beside it, parts of ~2 KB (many, in order)."""
+    monkeypatch.setattr(jr, "PART_BYTES", 2048)
+    kr, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    _dataset(tmp_path / "in")
+    return kr.unseal([shares["bob"], shares["carol"]])
+
+
+@pytest.mark.parametrize("kind", ["decrypt", "bad-file"])
+def test_a_job_failing_part_way_leaves_no_dataset_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
+        jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=src)
+        assert len(list((tmp_path / "enc").iterdir())) > 3
+        if kind == "decrypt":
+            assert ukr.shred("late/x") is True
+            with pytest.raises(ke.KeysplitError):
+                jobs.decrypt_dataset(
+                    tmp_path / "enc", tmp_path / "out", "body", "user", service=src
+                )
+        else:  # a later file of another column type: another failure, same rule
+            bad = pq.read_table(tmp_path / "enc" / "part.00003.parquet")
+            bad = bad.set_column(2, "body", pa.array([1] * bad.num_rows, pa.int64()))
+            pq.write_table(bad, tmp_path / "enc" / "part.00003.parquet")
+            with pytest.raises(ke.KeysplitError):
+                jobs.decrypt_dataset(
+                    tmp_path / "enc", tmp_path / "out", "body", "user", service=src
+                )
+    out = tmp_path / "out"
+    left = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert left == [], f"a failed job left {left}"
+    stray = [p.name for p in tmp_path.iterdir() if p.name not in {"enc", "in", "kr", "out"}]
+    assert stray == [], f"staging left behind: {stray}"
+
+
+def test_a_finished_job_fills_an_existing_empty_destination(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "enc").mkdir()  # an empty directory is a valid destination
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
+        n = jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=src)
+        assert n == 600
+        (tmp_path / "full").mkdir()
+        (tmp_path / "full" / "x").write_bytes(b"keep")
+        with pytest.raises(ke.KeysplitError, match="not an empty directory"):
+            jobs.encrypt_dataset(tmp_path / "in", tmp_path / "full", "body", "user", service=src)
+    assert (tmp_path / "full" / "x").read_bytes() == b"keep"
+    assert (tmp_path / "enc").stat().st_mode & 0o777 == 0o700
+    assert pq.read_table(tmp_path / "enc").num_rows == 600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["enc", "full", "in", "kr"]
+
+
+def test_shred_then_reuse_between_jobs_never_seals_with_the_old_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
+        jobs.encrypt_dataset(tmp_path / "in", tmp_path / "e1", "body", "user", service=src)
+        assert ukr.shred("late/x") is True
+        jobs.encrypt_dataset(tmp_path / "in", tmp_path / "e2", "body", "user", service=src)
+        for part in sorted((tmp_path / "e2").iterdir()):
+            t = pq.read_table(part).to_pydict()
+            for u, rec, i in zip(t["user"], t["body"], t["id"], strict=True):
+                assert ukr.decrypt(rec, subject=u) == b"v%d" % i
+        first = pq.read_table(tmp_path / "e1").to_pydict()
+        late = [r for u, r in zip(first["user"], first["body"], strict=True) if u == "late/x"]
+        with pytest.raises(ke.ShreddedError):
+            ukr.decrypt(late[0], subject="late/x")
