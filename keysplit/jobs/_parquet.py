@@ -296,6 +296,12 @@ class _Grouped:
     subjects: list[str]
     order: np.ndarray | None
 
+    def key_batches(self) -> list[range]:
+        """The engine calls of the part: :data:`KEY_BATCH` distinct subjects each (indices
+        into ``uniq``), the unit both the key fetch and the sealing go by."""
+        n = len(self.uniq)
+        return [range(i, min(n, i + KEY_BATCH)) for i in range(0, n, KEY_BATCH)]
+
 
 def _group(subjects: pa.Array) -> _Grouped:
     encoded = pc.dictionary_encode(subjects)  # first-seen order, in C
@@ -352,8 +358,9 @@ class _KeyFetch:
     that was a wait of 0.8 s in a 10^6-row part (issue 23). Errors are left to the engine
     call for the batch, which fetches again and raises them."""
 
-    def __init__(self, records: Records, uniq: list[str], *, create: bool) -> None:
-        self._batches = [uniq[i : i + KEY_BATCH] for i in range(0, len(uniq), KEY_BATCH)]
+    def __init__(self, records: Records, grouped: _Grouped, *, create: bool) -> None:
+        uniq = grouped.uniq
+        self._batches = [uniq[b.start : b.stop] for b in grouped.key_batches()]
         self._done = [threading.Event() for _ in self._batches]
         self._records, self._create = records, create
         self._stop = False
@@ -383,7 +390,7 @@ def _fetch(records: Records, grouped: _Grouped, spec: PartSpec) -> _KeyFetch | N
     (creating, or ASCII subjects; else the engine finds every spelling itself)."""
     encrypt = spec.kind == "encrypt"
     if encrypt or all(map(str.isascii, grouped.uniq)):
-        return _KeyFetch(records, grouped.uniq, create=encrypt)
+        return _KeyFetch(records, grouped, create=encrypt)
     return None
 
 
@@ -402,11 +409,10 @@ def _seal(
     call, so the next batch's objects reuse that memory: made for the whole part (10^6
     rows), the values and records were about 700 MB of Python objects on fresh pages."""
     engine = records.encrypt_many if spec.kind == "encrypt" else records.decrypt_many
-    uniq, ends = grouped.uniq, grouped.ends
+    ends = grouped.ends
     chunks: list[pa.Array] = []
-    for b, first in enumerate(range(0, len(uniq), KEY_BATCH)):
-        last = min(len(uniq), first + KEY_BATCH)
-        lo, hi = ends[first - 1] if first else 0, ends[last - 1]
+    for b, batch in enumerate(grouped.key_batches()):
+        lo, hi = ends[batch.start - 1] if batch.start else 0, ends[batch.stop - 1]
         items = values.slice(lo, hi - lo).to_pylist()
         if fetch is not None:
             fetch.wait(b)
