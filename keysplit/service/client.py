@@ -557,11 +557,12 @@ def _sendmsg_all(sock: socket.socket, parts: list[Any]) -> None:
 def _closed_by_peer(sock: socket.socket) -> bool:
     """Whether an idle kept-alive connection is readable: the server closed it (its idle
     timeout) or sent something unasked; either way it is not used for the next request."""
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
+    try:  # poll, not select: a descriptor above FD_SETSIZE (1024) is fine
+        p = select.poll()
+        p.register(sock, select.POLLIN)
+        return bool(p.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 def _read_bounded(resp: http.client.HTTPResponse, limit: int) -> bytes | None:

@@ -428,6 +428,7 @@ class _Script(threading.Thread):
         super().__init__(daemon=True)
         self.script, self.close_after = script, close_after
         self.seen: list[str] = []
+        self.accepted = 0
         self.closed = threading.Event()
         self.done = threading.Event()
         self.path = path
@@ -438,6 +439,7 @@ class _Script(threading.Thread):
         with contextlib.suppress(OSError):
             while len(self.seen) < len(self.script) and not self.done.is_set():
                 conn, _ = self.lsock.accept()
+                self.accepted += 1
                 conn.settimeout(30)
                 with conn:
                     buf = b""
@@ -518,3 +520,28 @@ def test_an_idle_connection_the_server_closed_is_replaced_before_sending(sockdir
     c.close()
     srv.join(40)
     assert srv.seen == ["/v1/status", "/v1/shred"]
+
+
+def test_a_kept_alive_connection_is_reused_also_above_fd_setsize(sockdir: Path) -> None:
+    """The idle-connection check works for any descriptor number (``select`` refuses
+    descriptors from 1024 up, which made every request open a new connection there)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("the descriptor limit is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = [socket.socket() for _ in range(1100)]  # the client's socket comes after these
+    try:
+        srv = _Script(sockdir / "h.sock", [STATUS, STATUS], set())
+        srv.start()
+        c = Client(f"unix:{sockdir / 'h.sock'}", timeout=30)
+        c.service_status()
+        c.service_status()  # on the same connection: the script serves one connection
+        c.close()
+        srv.join(40)
+        assert srv.seen == ["/v1/status", "/v1/status"] and srv.accepted == 1
+    finally:
+        for f in filler:
+            f.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
