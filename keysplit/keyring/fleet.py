@@ -410,6 +410,9 @@ class FleetMember:
     def close(self) -> None:
         """Stop watching and give the lease back (best effort: it expires anyway)."""
         self._stop.set()
+        wake = getattr(self.store, "wake", None)  # a watcher blocked in LISTEN returns now
+        if wake is not None:
+            wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(self.poll + 5.0)
         self._deadline = 0.0

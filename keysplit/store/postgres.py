@@ -44,8 +44,10 @@ What a shred leaves behind in PostgreSQL (dead tuples, WAL, backups) is in SECUR
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
+import secrets
 import struct
 import threading
 import time
@@ -255,6 +257,8 @@ class PostgresKeyStore:
         self._lock_prefix = f"keysplit/{self._schema}/"
         self._state_lock = f"keysplit/{self._schema}//state"  # no subject ends in "//state"
         self._channel = f"ks_{self._schema}"
+        # this store's own channel: :meth:`wake` ends its listener's wait, no one else's
+        self._wake_channel = f"ksw_{secrets.token_hex(16)}"
         self._conninfo, self._conn_kwargs = conninfo, None
         self._listener: _Conn | None = None
         self._listen_lock = threading.Lock()
@@ -743,7 +747,8 @@ class PostgresKeyStore:
             try:
                 if self._listener is None or self._listener.closed:
                     conn = psycopg.connect(self._conninfo, **(self._conn_kwargs or {}))
-                    conn.execute(sql.SQL("LISTEN {c}").format(c=sql.Identifier(self._channel)))
+                    for channel in (self._channel, self._wake_channel):
+                        conn.execute(sql.SQL("LISTEN {c}").format(c=sql.Identifier(channel)))
                     self._listener = conn
                     return True  # changes before LISTEN were missed: have the caller look
                 got = False
@@ -775,8 +780,19 @@ class PostgresKeyStore:
 
         return self._tx(work, idempotent=False)
 
+    def wake(self) -> None:
+        """End a :meth:`wait_for_change` blocked in another thread now (it returns True),
+        by a notification on this store's own channel: a closing lease watcher would
+        otherwise hold :meth:`close` (and the event loop of a service replacing its
+        keyring after every shred or rotate) for up to its poll. Best effort."""
+        if self._listener is None or self._closed.is_set():
+            return  # nobody is listening: the first wait returns at once anyway
+        with contextlib.suppress(psycopg.Error):  # else the wait ends at its timeout
+            self._tx(lambda conn: conn.execute("SELECT pg_notify(%s, '')", (self._wake_channel,)))
+
     def close(self) -> None:
         if not self._closed.is_set():
+            self.wake()  # before the flag: wake() is a no-op on a closed store
             self._closed.set()
             self._pool.close(timeout=10.0)
             with self._listen_lock:

@@ -87,13 +87,37 @@ def test_shred_reaches_a_holder_by_notify_before_its_poll(
         )
         assert b.decrypt(keep, subject="other") == b"kept"
     finally:
-        # each holder's watcher blocks in LISTEN for up to the (long) poll: stop them, then
-        # wake them with one more state change so closing does not wait for the poll
-        for ukr in (a, b):
-            ukr.local_data_keys().member._stop.set()
-        a.store.note_rekey()
-        a.close()
+        a.close()  # each watcher blocks in LISTEN for the (long) poll: close wakes it
         b.close()
+
+
+def _closes_within_bound(close: Callable[[], None]) -> bool:
+    t = threading.Thread(target=close, daemon=True)
+    t.start()
+    t.join(BOUND)
+    return not t.is_alive()
+
+
+def test_closing_a_holder_does_not_wait_for_its_poll(
+    pg_server: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service replaces its keyring after every shred, rotate or hold and closes the old
+    one on its event loop: its lease watcher, blocked in LISTEN for up to the poll, must
+    not hold that close (it held it for up to the poll, 1 s by default, before wake())."""
+    monkeypatch.setenv("KEYSPLIT_POLL", str(3 * BOUND))  # waiting for it fails the bound
+    monkeypatch.setenv("KEYSPLIT_LEASE_TTL", str(30 * BOUND))
+    path = tmp_path / "kr"
+    _, shares = Keyring.create(path, 2, NAMES, store_url=_url(pg_server))
+    a = Keyring.open(path).unseal(list(shares.values()))
+    b = Keyring.open(path).unseal(list(shares.values()))
+    try:
+        rec = a.encrypt(b"secret", subject="victim")  # both watchers run and listen
+        assert b.decrypt(rec, subject="victim") == b"secret"
+        time.sleep(0.5)  # past their first (immediate) wait: now blocked in LISTEN
+        assert _closes_within_bound(a.close), "close waited for the watcher's poll"
+        assert b.decrypt(rec, subject="victim") == b"secret"  # others are untouched
+    finally:
+        assert _closes_within_bound(b.close), "close waited for the watcher's poll"
 
 
 def test_holders_on_two_hosts_write_one_audit_chain(pg_server: object, tmp_path: Path) -> None:
