@@ -16,8 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
+import shutil
+import socket
+import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -145,6 +150,44 @@ def _remove_leftovers(target: Path) -> None:
         if m and m["name"] == target.name and not _pid_alive(int(m["pid"])):
             with contextlib.suppress(OSError):
                 os.unlink(directory / entry)
+
+
+_STAGE = re.compile(r"\.(?P<name>.+)\.keysplit-(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-[^/]+")
+
+
+def _host_tag() -> str:
+    """This host, as a stage name carries it: a directory shared between hosts (NFS) may
+    hold another host's live stage, whose pid means nothing here."""
+    return hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
+
+
+def staging_dir(target: Path) -> Path:
+    """A new private directory (0700) beside ``target`` to build it in, named
+    ``.<name>.keysplit-<host>-<pid>-<random>``; renamed to ``target`` when complete.
+
+    A process killed while building (a dataset job's driver: SIGKILL, a lost machine)
+    leaves its stage behind, plaintext parts of a decrypt included. So the stages of
+    ``target`` that this host's dead processes left are removed first: only directories
+    owned by this user (never a link), and never another host's (its pid is not ours to
+    judge).
+    """
+    directory, host = target.parent, _host_tag()
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(directory):
+            m = _STAGE.fullmatch(entry)
+            if not m or m["name"] != target.name or m["host"] != host:
+                continue
+            path = directory / entry
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                if (
+                    stat.S_ISDIR(st.st_mode)
+                    and st.st_uid == os.getuid()
+                    and not _pid_alive(int(m["pid"]))
+                ):
+                    shutil.rmtree(path)
+    prefix = f".{target.name}.keysplit-{host}-{os.getpid()}-"
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=directory))
 
 
 def _open_unnamed(directory: Path) -> int | None:

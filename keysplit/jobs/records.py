@@ -24,7 +24,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from dask.delayed import delayed
 from distributed import Client, as_completed
 
 from .. import names, record
-from .._fileio import durable_rename
+from .._fileio import durable_rename, staging_dir
 from ..errors import FormatError, IntegrityError, KeysplitError
 from ..keyring import DataKeys
 from ..keyring.records import Records
@@ -414,14 +413,16 @@ def _transform_dataset(
     The parts are written into a private staging directory beside ``dst`` (mode 0700),
     renamed to ``dst`` only once every part is written: a job that fails part-way (a
     shredded subject in a later part, a bad file) leaves no ``dst`` that reads as a whole
-    dataset, and no decrypted part behind (the staging directory is removed)."""
+    dataset, and no decrypted part behind (the staging directory is removed; one that a
+    killed job left is removed by the next job for the same ``dst`` on this host:
+    :func:`keysplit._fileio.staging_dir`)."""
     out = Path(dst).absolute()  # the workers' working directory is not ours
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KeysplitError(f"{out} exists and is not an empty directory")
     layout = _pq.plan(src, _slots(client), _part_bytes(client))
     spec = spec_of(layout.schema)
     out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.keysplit-", dir=out.parent))
+    stage = staging_dir(out)  # also removes stages this host's killed jobs left
     try:
         done = _run_dataset_parts(client, progress, spec, layout.parts, stage)
         try:

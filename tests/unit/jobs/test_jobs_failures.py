@@ -14,6 +14,9 @@ deterministic.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ pytest.importorskip("pyarrow")
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import keysplit._fileio as fileio
 import keysplit.jobs.records as jr
 from keysplit import Keyring, UnsealedKeyring, jobs
 from keysplit import errors as ke
@@ -106,3 +110,36 @@ def test_shred_then_reuse_between_jobs_never_seals_with_the_old_key(
         late = [r for u, r in zip(first["user"], first["body"], strict=True) if u == "late/x"]
         with pytest.raises(ke.ShreddedError):
             ukr.decrypt(late[0], subject="late/x")
+
+
+def test_a_killed_jobs_stage_is_removed_by_the_next_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver killed mid-job (SIGKILL: no ``finally``) leaves its staging directory, a
+    decrypt's plaintext parts in it. The next job for the same destination removes the
+    stages of this host's dead processes, and only those: not a live process's, not
+    another host's (a shared directory), never through a symbolic link."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead, host = proc.pid, fileio._host_tag()
+    other_host = "%08x" % (int(host, 16) ^ 1)
+
+    def stage(host_tag: str, pid: int, tail: str) -> Path:
+        return tmp_path / f".enc.keysplit-{host_tag}-{pid}-{tail}"
+
+    killed = stage(host, dead, "k1lled")
+    killed.mkdir()
+    (killed / "part.00000.parquet").write_bytes(b"decrypted rows")
+    live, elsewhere = stage(host, os.getpid(), "l1ve"), stage(other_host, dead, "0ther")
+    live.mkdir()
+    elsewhere.mkdir()
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_bytes(b"not a stage")
+    stage(host, dead, "l1nk").symlink_to(victim, target_is_directory=True)
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
+        jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=src)
+    assert not killed.exists(), "the dead job's stage (plaintext parts) is still there"
+    assert live.is_dir() and elsewhere.is_dir(), "a live or another host's stage was removed"
+    assert (victim / "keep").read_bytes() == b"not a stage"
+    assert pq.read_table(tmp_path / "enc").num_rows == 600
