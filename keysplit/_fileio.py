@@ -133,6 +133,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _dead_writers(target: Path, pattern: re.Pattern[str]) -> Iterator[tuple[Path, re.Match[str]]]:
+    """The entries beside ``target`` whose names ``pattern`` matches for ``target`` (its
+    ``name`` group) and whose writer (its ``pid`` group) is no longer running: what a
+    killed writer left. An unreadable directory has none."""
+    directory = target.parent
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        m = pattern.fullmatch(entry)
+        if m and m["name"] == target.name and not _pid_alive(int(m["pid"])):
+            yield directory / entry, m
+
+
 def _remove_leftovers(target: Path) -> None:
     """Remove ``.<name>.<pid>.<hex>.tmp`` files of ``target`` left by a killed writer.
 
@@ -140,16 +155,9 @@ def _remove_leftovers(target: Path) -> None:
     (authenticated, partial) plaintext under such a name; the next run for the same
     target removes those whose writer process is gone.
     """
-    directory = target.parent
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return
-    for entry in names:
-        m = _LEFTOVER.fullmatch(entry)
-        if m and m["name"] == target.name and not _pid_alive(int(m["pid"])):
-            with contextlib.suppress(OSError):
-                os.unlink(directory / entry)
+    for path, _ in _dead_writers(target, _LEFTOVER):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 _STAGE = re.compile(r"\.(?P<name>.+)\.keysplit-(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-[^/]+")
@@ -171,23 +179,16 @@ def staging_dir(target: Path) -> Path:
     owned by this user (never a link), and never another host's (its pid is not ours to
     judge).
     """
-    directory, host = target.parent, _host_tag()
-    with contextlib.suppress(OSError):
-        for entry in os.listdir(directory):
-            m = _STAGE.fullmatch(entry)
-            if not m or m["name"] != target.name or m["host"] != host:
-                continue
-            path = directory / entry
-            with contextlib.suppress(OSError):
-                st = os.lstat(path)
-                if (
-                    stat.S_ISDIR(st.st_mode)
-                    and st.st_uid == os.getuid()
-                    and not _pid_alive(int(m["pid"]))
-                ):
-                    shutil.rmtree(path)
+    host = _host_tag()
+    for path, m in _dead_writers(target, _STAGE):
+        if m["host"] != host:
+            continue
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+                shutil.rmtree(path)
     prefix = f".{target.name}.keysplit-{host}-{os.getpid()}-"
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=directory))
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
 
 
 def _open_unnamed(directory: Path) -> int | None:
