@@ -33,14 +33,20 @@ typecheck: $(STAMP)
 
 # The PostgreSQL store tests start a throwaway server (tests/support/pg_fixture.py): skipped with one
 # line without PostgreSQL, a failure under CI=true (.ci/run installs it when missing).
+# One pytest worker per core (pytest-xdist); a module's tests stay together and in order on
+# one worker (--dist loadfile: the served fleets and Dask clusters of a module are built once).
+# PYTEST_WORKERS=0 runs them in this process.
+PYTEST_WORKERS ?= auto
+PYTEST_ARGS := -q -n $(PYTEST_WORKERS) --dist loadfile
+
 pytest: $(STAMP)
-	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q
+	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
 # The same without the tests marked slow (10^5-key jobs, benchmark smoke runs): for a quick loop.
 test-fast: lint typecheck
-	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q -m "not slow"
+	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest $(PYTEST_ARGS) -m "not slow"
 
 # The parser and CLI fuzz tests of `make test`, with many more examples (minutes).
 FUZZ_EXAMPLES ?= 2000
