@@ -101,6 +101,19 @@ KEYRING = typer.Option(
 
 
 CONTEXT = typer.Option([], "--context", metavar="KEY=VALUE", help="Record context (repeatable).")
+TIMEOUT = typer.Option(
+    None,
+    "--timeout",
+    metavar="SECONDS",
+    help="Fail the job if it has not finished after SECONDS (its parts are cancelled, "
+    "nothing is written); default: no limit.",
+)
+
+
+def _timeout(value: float | None) -> float | None:
+    if value is not None and not 0 < value < 1e9:  # also refuses nan
+        fail("--timeout must be a positive number of seconds", code=EXIT_USAGE)
+    return value
 
 
 def _dataset_job(
@@ -157,6 +170,7 @@ def encrypt_dataset_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    timeout: float | None = TIMEOUT,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Seal column C of a Parquet dataset per row for the subject in column S.
@@ -166,6 +180,7 @@ def encrypt_dataset_cmd(
 
     Exit codes: 0 done; 1 bad input or key service error; 2 usage.
     """
+    limit = _timeout(timeout)
     ctx = _context(context)
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     rows = _dataset_job(
@@ -179,6 +194,7 @@ def encrypt_dataset_cmd(
             context=ctx,
             cluster=cluster,
             progress=step,
+            timeout=limit,
         ),
         server,
         token_file,
@@ -217,6 +233,7 @@ def decrypt_dataset_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    timeout: float | None = TIMEOUT,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Open column C of a dataset made by encrypt-dataset (all or nothing).
@@ -227,6 +244,7 @@ def decrypt_dataset_cmd(
     Exit codes: 0 done; 1 a record failed (moved, altered, shredded: see scan-dataset) or
     bad input; 2 usage.
     """
+    limit = _timeout(timeout)
     ctx = _context(context)
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     rows = _dataset_job(
@@ -241,6 +259,7 @@ def decrypt_dataset_cmd(
             text=text,
             cluster=cluster,
             progress=step,
+            timeout=limit,
         ),
         server,
         token_file,
@@ -277,6 +296,7 @@ def scan_dataset_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
+    timeout: float | None = TIMEOUT,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Check that every record of column C decrypts; print the bad rows (tab-separated).
@@ -286,6 +306,7 @@ def scan_dataset_cmd(
 
     Exit codes: 0 every record opens; 1 some do not (listed on stdout); 2 usage.
     """
+    limit = _timeout(timeout)
     ctx = _context(context)
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     report = _dataset_job(
@@ -298,6 +319,7 @@ def scan_dataset_cmd(
             context=ctx,
             cluster=cluster,
             progress=step,
+            timeout=limit,
         ),
         server,
         token_file,

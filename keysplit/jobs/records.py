@@ -291,8 +291,30 @@ def _scan_part(
     return len(rows), bad
 
 
-def _run_parts(client: Client | None, tasks: list[Any], progress: Progress | None) -> list[Any]:
-    """Compute delayed partition tasks, in order, reporting ``progress(done, total)``."""
+def _timeout(value: float | None) -> float | None:
+    """A job's ``timeout``: None (wait as long as it takes) or finite positive seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
+        raise ValueError("timeout must be a finite positive number of seconds (or None)")
+    return float(value)
+
+
+def _timed_out(timeout: float | None, left: int, total: int) -> JobError:
+    return JobError(
+        f"the job did not finish within {timeout:g} s ({left} of {total} parts left)",
+        hint="a worker or the key service may be stuck; nothing was written: run it again",
+    )
+
+
+def _run_parts(
+    client: Client | None,
+    tasks: list[Any],
+    progress: Progress | None,
+    timeout: float | None = None,
+) -> list[Any]:
+    """Compute delayed partition tasks, in order, reporting ``progress(done, total)``;
+    on a cluster, :class:`JobError` once ``timeout`` seconds pass (the rest cancelled)."""
     total = len(tasks)
     if progress is not None:
         progress(0, total)
@@ -306,10 +328,16 @@ def _run_parts(client: Client | None, tasks: list[Any], progress: Progress | Non
     futures = client.compute(tasks)
     index = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * total
-    for n, fut in enumerate(as_completed(futures), 1):
-        results[index[fut.key]] = fut.result()
-        if progress is not None:
-            progress(n, total)
+    n = 0
+    try:
+        for n, fut in enumerate(as_completed(futures, timeout=timeout), 1):
+            results[index[fut.key]] = fut.result()
+            if progress is not None:
+                progress(n, total)
+    except TimeoutError:
+        with contextlib.suppress(Exception):
+            client.cancel(futures)
+        raise _timed_out(timeout, total - n, total) from None
     return results
 
 
@@ -323,15 +351,18 @@ def scan(
     context: Context = None,
     client: Client | None = None,
     progress: Progress | None = None,
+    timeout: float | None = None,
 ) -> ScanReport:
     """Integrity scan: try every record of ``column``; list those that do not decrypt.
 
-    Plaintexts are discarded. ``client=None`` runs in this process. A Dask ``client``
+    Plaintexts are discarded. ``client=None`` runs in this process (``timeout`` applies on
+    a cluster only, as for :func:`encrypt_dataset`). A Dask ``client``
     unpickles what workers return, so it is refused with a :func:`serve_keys` source served
     by this process (which then holds the unsealed keyring): use :func:`scan_dataset` with
     ``cluster=``, whose client runs in a child process.
     """
     source = _source(service, token)
+    timeout = _timeout(timeout)
     if client is not None and served_here(source):
         raise JobError(
             "scan(client=...) would deserialize worker results in the process that holds "
@@ -345,7 +376,7 @@ def scan(
         for i, p in enumerate(ddf.to_delayed())
     ]
     report = ScanReport()
-    for n, bad in _run_parts(client, tasks, progress):
+    for n, bad in _run_parts(client, tasks, progress, timeout):
         report.checked += n
         report.bad += bad
     return report
@@ -406,6 +437,7 @@ def _transform_dataset(
     spec_of: Callable[[Any], _pq.PartSpec],
     src: str,
     dst: str,
+    timeout: float | None = None,
 ) -> int:
     """Plan ``src`` into parts (:func:`keysplit.jobs._parquet.plan`) and run one task per
     part, each writing ``part.NNNNN.parquet``; the rows written.
@@ -424,7 +456,7 @@ def _transform_dataset(
     out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     stage = staging_dir(out)  # also removes stages this host's killed jobs left
     try:
-        done = _run_dataset_parts(client, progress, spec, layout.parts, stage)
+        done = _run_dataset_parts(client, progress, spec, layout.parts, stage, timeout)
         try:
             durable_rename(stage, out)  # replaces an empty directory, never a full one
         except OSError as exc:
@@ -441,9 +473,11 @@ def _run_dataset_parts(
     spec: _pq.PartSpec,
     parts: list[list[_pq.Piece]],
     out: Path,
+    timeout: float | None = None,
 ) -> int:
     """Run one task per part, each writing ``out/part.NNNNN.parquet``; the rows written.
-    On a failure the parts not yet finished are cancelled."""
+    On a failure, or once ``timeout`` seconds pass, the parts not yet finished are
+    cancelled."""
     calls = [(spec, pieces, str(out / f"part.{i:05d}.parquet")) for i, pieces in enumerate(parts)]
     total = len(calls)
     if progress is not None:
@@ -459,14 +493,18 @@ def _run_dataset_parts(
         client.submit(_pq.run_part, *call, key=f"keysplit-part-{spec.job_id}-{i}")
         for i, call in enumerate(calls)
     ]
+    n = 0
     try:
-        for n, fut in enumerate(as_completed(futures), 1):
-            rows = fut.result()
-            if isinstance(rows, bool) or not isinstance(rows, int):
-                raise JobError("a worker returned a malformed part result")
-            done += rows
-            if progress is not None:
-                progress(n, total)
+        try:
+            for n, fut in enumerate(as_completed(futures, timeout=timeout), 1):
+                rows = fut.result()
+                if isinstance(rows, bool) or not isinstance(rows, int):
+                    raise JobError("a worker returned a malformed part result")
+                done += rows
+                if progress is not None:
+                    progress(n, total)
+        except TimeoutError:
+            raise _timed_out(timeout, total - n, total) from None
     except BaseException:
         with contextlib.suppress(Exception):
             client.cancel(futures)
@@ -486,6 +524,7 @@ class _DatasetJob:
     source: DataKeys
     context: dict[str, str] | None
     text: bool = False
+    timeout: float | None = None
 
     def run(self, client: Client | None, progress: Progress | None) -> Any:
         """Run it in this process (``client``: its Dask client, or None: no cluster)."""
@@ -499,9 +538,10 @@ class _DatasetJob:
                     context=self.context,
                     client=client,
                     progress=progress,
+                    timeout=self.timeout,
                 )
         assert self.dst is not None
-        return _transform_dataset(client, progress, self._spec, self.src, self.dst)
+        return _transform_dataset(client, progress, self._spec, self.src, self.dst, self.timeout)
 
     def _spec(self, schema: Any) -> _pq.PartSpec:
         """What each part task gets; a sealed str column opens as str (its original type)."""
@@ -608,6 +648,7 @@ def _job(
     token: str | None,
     context: Context,
     text: bool = False,
+    timeout: float | None = None,
 ) -> _DatasetJob:
     return _DatasetJob(
         kind,
@@ -618,6 +659,7 @@ def _job(
         _source(service, token),
         None if context is None else dict(context),
         text,
+        _timeout(timeout),
     )
 
 
@@ -632,6 +674,7 @@ def encrypt_dataset(
     context: Context = None,
     cluster: Cluster | None = None,
     progress: Progress | None = None,
+    timeout: float | None = None,
 ) -> int:
     """Read the Parquet dataset ``src``, seal ``column``, write the dataset ``dst`` (a new
     directory of ``part.NNNNN.parquet`` files, one per partition); returns the row count.
@@ -639,8 +682,11 @@ def encrypt_dataset(
     ``cluster=None`` runs in this process; with a :class:`Cluster` the Dask client runs in
     a child process (this one deserializes nothing from the cluster) and ``service`` must
     be picklable (a URL, :class:`ServiceDataKeys`, or :func:`serve_keys`' handle).
+    ``timeout`` (on a cluster): seconds the whole job may take; past them the parts not
+    finished are cancelled and :class:`JobError` says so, ``dst`` untouched (a stuck
+    worker otherwise holds the job until Dask declares it dead, minutes later).
     """
-    job = _job("encrypt", src, dst, column, subject_column, service, token, context)
+    job = _job("encrypt", src, dst, column, subject_column, service, token, context, False, timeout)
     return int(_isolated(job, cluster, progress))
 
 
@@ -656,9 +702,10 @@ def decrypt_dataset(
     text: bool = False,
     cluster: Cluster | None = None,
     progress: Progress | None = None,
+    timeout: float | None = None,
 ) -> int:
     """Inverse of :func:`encrypt_dataset`; IntegrityError if any record fails."""
-    job = _job("decrypt", src, dst, column, subject_column, service, token, context, text)
+    job = _job("decrypt", src, dst, column, subject_column, service, token, context, text, timeout)
     return int(_isolated(job, cluster, progress))
 
 
@@ -672,8 +719,10 @@ def scan_dataset(
     context: Context = None,
     cluster: Cluster | None = None,
     progress: Progress | None = None,
+    timeout: float | None = None,
 ) -> ScanReport:
-    """:func:`scan` over a Parquet dataset (``cluster`` as in :func:`encrypt_dataset`)."""
-    job = _job("scan", src, None, column, subject_column, service, token, context)
+    """:func:`scan` over a Parquet dataset (``cluster``, ``timeout`` as in
+    :func:`encrypt_dataset`)."""
+    job = _job("scan", src, None, column, subject_column, service, token, context, False, timeout)
     report: ScanReport = _isolated(job, cluster, progress)
     return report

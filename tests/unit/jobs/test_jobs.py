@@ -677,6 +677,63 @@ def test_cli_datasets_through_keysplit_serve(
         shutil.rmtree(sockdir, ignore_errors=True)
 
 
+def test_a_stuck_dataset_job_times_out_and_writes_nothing(
+    client: Client, cluster: jobs.Cluster, tmp_path: Path, dask_tls: None
+) -> None:
+    """A worker waiting on a key service that never answers held a dataset job until Dask
+    declared the worker dead (its TTL: minutes; once seen in CI, 558 s, when a worker
+    hung). With ``timeout`` the job fails at the deadline with one clear error, cancels
+    its parts and leaves no destination and no staging directory. The "key service" is a
+    listening Unix socket that is never read: connections and requests go through, no
+    answer ever comes."""
+    import socket
+
+    _dataset(tmp_path / "in")
+    sockdir = Path(tempfile.mkdtemp(prefix="kst", dir="/tmp"))  # AF_UNIX paths are short
+    stuck = socket.socket(socket.AF_UNIX)
+    try:
+        stuck.bind(str(sockdir / "s.sock"))
+        stuck.listen(64)
+        source = jobs.ServiceDataKeys(f"unix:{sockdir / 's.sock'}", "ks-token-never-read")
+        with pytest.raises(JobError, match=r"did not finish within 3 s \(2 of 2 parts left\)") as e:
+            jobs.encrypt_dataset(
+                tmp_path / "in", tmp_path / "enc", "body", "user",
+                service=source, cluster=cluster, timeout=3,
+            )  # fmt: skip
+        assert "stuck" in (e.value.hint or "")
+        (tmp_path / "t").write_text("ks-token-never-read")
+        opts: list[object] = ["--column", "body", "--subject-column", "user", "--server"]
+        opts += [
+            source.url,
+            "--token-file",
+            tmp_path / "t",
+            "--scheduler",
+            client.scheduler.address,
+        ]
+        r = _cli(["encrypt-dataset", tmp_path / "in", tmp_path / "enc", *opts, "--timeout", "3"])
+        assert r.exit_code == 1 and r.stderr.count("error:") == 1, r.output
+        assert "did not finish within 3 s" in r.stderr
+        for bad in ("nan", "inf", "0", "-1", "x"):
+            r = _cli(["scan-dataset", tmp_path / "in", *opts, "--timeout", bad])
+            assert r.exit_code == 2 and "--timeout" in r.stderr, (bad, r.output)
+        (tmp_path / "t").unlink()
+    finally:
+        stuck.close()  # the workers' pending requests fail now, not at their 60 s timeout
+        shutil.rmtree(sockdir, ignore_errors=True)
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("dask-"))
+    assert left == ["in"]  # no dst, no stage (dask-*.pem: the TLS files of dask_tls)
+    for bad in (0, -1.0, float("nan"), float("inf"), True, "5"):
+        with pytest.raises(ValueError, match="timeout"):
+            jobs.decrypt_dataset(
+                tmp_path / "in", tmp_path / "dec", "body", "user",
+                service=source, cluster=cluster, timeout=bad,  # type: ignore[arg-type]
+            )  # fmt: skip
+        with pytest.raises(ValueError, match="timeout"):
+            jobs.scan_dataset(
+                tmp_path / "in", "body", "user", service=source, timeout=bad,  # type: ignore[arg-type]
+            )  # fmt: skip
+
+
 # -- the driver never deserializes what the cluster produced (issue 21 item 2) ---------------
 
 
