@@ -65,7 +65,7 @@ def atomic_writer(
     directory = target.parent if str(target.parent) else Path(".")
     if not overwrite and target.exists():
         raise FileExistsError(f"refusing to overwrite existing file: {target}")
-    tmp = directory / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    tmp = _temp_name(directory, target.name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.fchmod(fd, mode)
@@ -120,7 +120,14 @@ def atomic_write(
 _USE_O_TMPFILE = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
 """Write plaintext to an unnamed file (Linux ``O_TMPFILE``) and link it in when complete."""
 
-_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.[0-9a-f]{8}\.tmp")
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})\.(?P<pid>[0-9]+)\.[0-9a-f]{8}\.tmp")
+
+
+def _temp_name(directory: Path, name: str) -> Path:
+    """``.<name>.<host>.<pid>.<random>.tmp`` in ``directory``: the host tag because a
+    directory shared between hosts (NFS, where ``O_TMPFILE`` is not offered) may hold
+    another host's live temporary file, whose pid means nothing here."""
+    return directory / f".{name}.{_host_tag()}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -149,15 +156,21 @@ def _dead_writers(target: Path, pattern: re.Pattern[str]) -> Iterator[tuple[Path
 
 
 def _remove_leftovers(target: Path) -> None:
-    """Remove ``.<name>.<pid>.<hex>.tmp`` files of ``target`` left by a killed writer.
+    """Remove ``.<name>.<host>.<pid>.<hex>.tmp`` files of ``target`` left by a killed writer.
 
     Only where ``O_TMPFILE`` is unavailable can a killed :func:`decrypt_file` leave its
     (authenticated, partial) plaintext under such a name; the next run for the same
-    target removes those whose writer process is gone.
+    target removes those whose writer process of this host is gone: regular files of this
+    user only, never another host's (as :func:`staging_dir` does for stages).
     """
-    for path, _ in _dead_writers(target, _LEFTOVER):
+    host = _host_tag()
+    for path, m in _dead_writers(target, _LEFTOVER):
+        if m["host"] != host:
+            continue
         with contextlib.suppress(OSError):
-            os.unlink(path)
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid():
+                os.unlink(path)
 
 
 _STAGE = re.compile(r"\.(?P<name>.+)\.keysplit-(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-[^/]+")
@@ -233,7 +246,7 @@ def _unnamed_writer(fd: int, target: Path, overwrite: bool) -> Iterator[BinaryIO
         if not overwrite:
             _link_fd(fd, target)
         else:
-            tmp = directory / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+            tmp = _temp_name(directory, target.name)
             _link_fd(fd, tmp)
             try:
                 os.replace(tmp, target)

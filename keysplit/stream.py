@@ -554,8 +554,9 @@ def decrypt_file(
     To a file: plaintext goes to an unnamed 0600 file (``O_TMPFILE``) in ``out_path``'s
     directory, fsynced and linked in only after the whole stream authenticated; on any
     failure, or if the process is killed, nothing is left and ``out_path`` is untouched.
-    Where ``O_TMPFILE`` is unavailable a named ``.<name>.<pid>.<hex>.tmp`` file is used
-    instead, and the next run for the same ``out_path`` removes one whose process is gone.
+    Where ``O_TMPFILE`` is unavailable a named ``.<name>.<host>.<pid>.<hex>.tmp`` file is
+    used instead, and the next run for the same ``out_path`` removes one whose process on
+    this host is gone.
     To stdout: see :func:`decrypt_stream` (not atomic).
     """
     with _open_in(in_path) as src, _open_out(out_path, overwrite) as dst:

@@ -102,8 +102,31 @@ def test_sigkill_leftover_is_removed_by_the_next_run(tmp_path: Path) -> None:
 
 
 def test_leftover_of_a_live_writer_is_kept(tmp_path: Path) -> None:
-    live = tmp_path / f".out.bin.{os.getpid()}.0123abcd.tmp"
+    live = tmp_path / f".out.bin.{_fileio._host_tag()}.{os.getpid()}.0123abcd.tmp"
     live.write_bytes(b"in progress")
     (tmp_path / "in.ks").write_bytes(_blob())
     decrypt_file(tmp_path / "in.ks", tmp_path / "out.bin", SK)
     assert live.exists()
+
+
+def test_only_this_hosts_dead_writers_leftovers_are_removed(tmp_path: Path) -> None:
+    """In a directory shared between hosts (NFS offers no ``O_TMPFILE``, so the named
+    fallback is what runs there) a live writer's temporary file on another host must not
+    be judged by its pid here: before the host tag, one whose pid was free here was
+    removed. A link is never followed or removed."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead, host = proc.pid, _fileio._host_tag()
+    other = "%08x" % (int(host, 16) ^ 1)
+    mine = tmp_path / f".out.bin.{host}.{dead}.0123abcd.tmp"
+    theirs = tmp_path / f".out.bin.{other}.{dead}.0123abcd.tmp"
+    link = tmp_path / f".out.bin.{host}.{dead}.4567cdef.tmp"
+    for p in (mine, theirs):
+        p.write_bytes(b"partial")
+    (tmp_path / "keep").write_bytes(b"x")
+    link.symlink_to(tmp_path / "keep")
+    (tmp_path / "in.ks").write_bytes(_blob())
+    decrypt_file(tmp_path / "in.ks", tmp_path / "out.bin", SK)
+    assert not mine.exists()
+    assert theirs.read_bytes() == b"partial"  # another host's: not ours to judge
+    assert link.is_symlink() and (tmp_path / "keep").read_bytes() == b"x"
