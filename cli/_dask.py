@@ -22,9 +22,16 @@ from keysplit import UnsealedKeyring
 from keysplit.ceremony import RewrapRunner
 from keysplit.keyring import RewrapResult
 
-from ._common import fail, info
+from ._common import EXIT_USAGE, fail, info
 
-__all__ = ["SCHEDULER_OPTION", "dask_rewrap", "job_cluster", "jobs_module"]
+__all__ = [
+    "JOB_TIMEOUT_OPTION",
+    "SCHEDULER_OPTION",
+    "dask_rewrap",
+    "job_cluster",
+    "job_timeout",
+    "jobs_module",
+]
 
 SCHEDULER_OPTION = typer.Option(
     None,
@@ -52,7 +59,23 @@ def job_cluster(scheduler: str | None) -> Any:
     return jobs.Cluster.from_dask_config(scheduler or None)
 
 
-def dask_rewrap(scheduler: str | None) -> RewrapRunner:
+JOB_TIMEOUT_OPTION = typer.Option(
+    None,
+    "--timeout",
+    metavar="SECONDS",
+    help="Fail the Dask job if it has not finished after SECONDS (its running parts are "
+    "cancelled; what it committed stays valid); default: no limit.",
+)
+
+
+def job_timeout(value: float | None) -> float | None:
+    """``--timeout``, checked: a usage error unless a finite positive number."""
+    if value is not None and not 0 < value < 1e9:  # also refuses nan
+        fail("--timeout must be a positive number of seconds", code=EXIT_USAGE)
+    return value
+
+
+def dask_rewrap(scheduler: str | None, timeout: float | None = None) -> RewrapRunner:
     """The runner of ``keysplit rewrap DIR --dask``: the ceremony unseals and records, this
     runs the work as a Dask job (same result). Fails at once if Dask is not installed, so
     before anyone gives a share; the cluster starts only once the quorum is complete."""
@@ -62,7 +85,11 @@ def dask_rewrap(scheduler: str | None) -> RewrapRunner:
         ukr: UnsealedKeyring, batch_size: int, progress: Callable[[int, int], None] | None
     ) -> RewrapResult:
         result: RewrapResult = jobs.rewrap(
-            ukr, cluster=job_cluster(scheduler), batch_size=batch_size, progress=progress
+            ukr,
+            cluster=job_cluster(scheduler),
+            batch_size=batch_size,
+            progress=progress,
+            timeout=timeout,
         )
         return result
 

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from keysplit import Keyring, KeysplitError, UnsealedKeyring, ceremony
 
 from .._common import EXIT_USAGE, err_console, fail, handle_errors, info
-from .._dask import SCHEDULER_OPTION, job_cluster, jobs_module
+from .._dask import JOB_TIMEOUT_OPTION, SCHEDULER_OPTION, job_cluster, job_timeout, jobs_module
 from .._output import JSON_HELP, emit
 from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
 from .._service import CA_OPTION, CERT_OPTION, KEY_OPTION, SERVER_FORMS, Tls, connect, read_token
@@ -101,19 +101,6 @@ KEYRING = typer.Option(
 
 
 CONTEXT = typer.Option([], "--context", metavar="KEY=VALUE", help="Record context (repeatable).")
-TIMEOUT = typer.Option(
-    None,
-    "--timeout",
-    metavar="SECONDS",
-    help="Fail the job if it has not finished after SECONDS (its parts are cancelled, "
-    "nothing is written); default: no limit.",
-)
-
-
-def _timeout(value: float | None) -> float | None:
-    if value is not None and not 0 < value < 1e9:  # also refuses nan
-        fail("--timeout must be a positive number of seconds", code=EXIT_USAGE)
-    return value
 
 
 def _dataset_job(
@@ -170,7 +157,7 @@ def encrypt_dataset_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
-    timeout: float | None = TIMEOUT,
+    timeout: float | None = JOB_TIMEOUT_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Seal column C of a Parquet dataset per row for the subject in column S.
@@ -180,7 +167,7 @@ def encrypt_dataset_cmd(
 
     Exit codes: 0 done; 1 bad input or key service error; 2 usage.
     """
-    limit = _timeout(timeout)
+    limit = job_timeout(timeout)
     ctx = _context(context)
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     rows = _dataset_job(
@@ -233,7 +220,7 @@ def decrypt_dataset_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
-    timeout: float | None = TIMEOUT,
+    timeout: float | None = JOB_TIMEOUT_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Open column C of a dataset made by encrypt-dataset (all or nothing).
@@ -244,7 +231,7 @@ def decrypt_dataset_cmd(
     Exit codes: 0 done; 1 a record failed (moved, altered, shredded: see scan-dataset) or
     bad input; 2 usage.
     """
-    limit = _timeout(timeout)
+    limit = job_timeout(timeout)
     ctx = _context(context)
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     rows = _dataset_job(
@@ -296,7 +283,7 @@ def scan_dataset_cmd(
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
-    timeout: float | None = TIMEOUT,
+    timeout: float | None = JOB_TIMEOUT_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Check that every record of column C decrypts; print the bad rows (tab-separated).
@@ -306,7 +293,7 @@ def scan_dataset_cmd(
 
     Exit codes: 0 every record opens; 1 some do not (listed on stdout); 2 usage.
     """
-    limit = _timeout(timeout)
+    limit = job_timeout(timeout)
     ctx = _context(context)
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     report = _dataset_job(

@@ -15,8 +15,8 @@ from keysplit import ceremony
 from keysplit.keyring import fleet
 from keysplit.store.base import MAX_BATCH, Lease, describe_lease
 
-from .._common import EXIT_NO_KEY, EXIT_NOT_ACKNOWLEDGED, fail, handle_errors, info
-from .._dask import SCHEDULER_OPTION, dask_rewrap
+from .._common import EXIT_NO_KEY, EXIT_NOT_ACKNOWLEDGED, EXIT_USAGE, fail, handle_errors, info
+from .._dask import JOB_TIMEOUT_OPTION, SCHEDULER_OPTION, dask_rewrap, job_timeout
 from .._output import JSON_HELP, emit
 from .._progress import progress_bar
 from .._quorum import (
@@ -77,6 +77,7 @@ def rewrap_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     dask: bool = typer.Option(False, "--dask", help="Run as a Dask job (keysplit[dask])."),
     scheduler: str | None = SCHEDULER_OPTION,
+    timeout: float | None = JOB_TIMEOUT_OPTION,
 ) -> None:
     """Re-wrap every data key under the current KEK (records untouched; resumable).
 
@@ -86,6 +87,9 @@ def rewrap_cmd(
 
     Exit codes: 0 done; 1 bad quorum or a stored key failed authentication; 2 usage.
     """
+    if timeout is not None and not dask:
+        fail("--timeout bounds a Dask job: give it with --dask", code=EXIT_USAGE)
+    limit = job_timeout(timeout)
     kr = open_keyring(directory, store)
     with progress_bar("rewrapping data keys") as bar:
         done = ceremony.rewrap(
@@ -93,7 +97,7 @@ def rewrap_cmd(
             quorum(kr, QuorumSource(share, identity, passphrase_file)),
             batch_size=batch_size,
             progress=bar,
-            runner=dask_rewrap(scheduler) if dask else None,
+            runner=dask_rewrap(scheduler, limit) if dask else None,
         )
         bar.finish(done.value.rewrapped)
     result, entry = done.value, done.entry

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from ..errors import KeysplitError
 
-__all__ = ["Cluster", "ClusterError"]
+__all__ = ["Cluster", "ClusterError", "check_timeout"]
 
 
 class ClusterError(KeysplitError):
@@ -126,3 +126,12 @@ class Cluster:
             else {"ca": self.tls_ca, "cert": self.tls_cert, "key": self.tls_key},
             "timeout": self.timeout,
         }
+
+
+def check_timeout(value: float | None) -> float | None:
+    """A job's ``timeout``: None (wait as long as it takes) or finite positive seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
+        raise ValueError("timeout must be a finite positive number of seconds (or None)")
+    return float(value)

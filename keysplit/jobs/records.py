@@ -46,7 +46,7 @@ from . import _parquet as _pq
 from ._cache import job_keys, job_records
 from ._channel import Channel
 from ._isolate import JobError, Message, progress_of, run_job
-from .cluster import Cluster
+from .cluster import Cluster, check_timeout
 from .datakeys import ServiceDataKeys, served_here
 
 __all__ = [
@@ -291,15 +291,6 @@ def _scan_part(
     return len(rows), bad
 
 
-def _timeout(value: float | None) -> float | None:
-    """A job's ``timeout``: None (wait as long as it takes) or finite positive seconds."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
-        raise ValueError("timeout must be a finite positive number of seconds (or None)")
-    return float(value)
-
-
 def _timed_out(timeout: float | None, left: int, total: int) -> JobError:
     return JobError(
         f"the job did not finish within {timeout:g} s ({left} of {total} parts left)",
@@ -362,7 +353,7 @@ def scan(
     ``cluster=``, whose client runs in a child process.
     """
     source = _source(service, token)
-    timeout = _timeout(timeout)
+    timeout = check_timeout(timeout)
     if client is not None and served_here(source):
         raise JobError(
             "scan(client=...) would deserialize worker results in the process that holds "
@@ -659,7 +650,7 @@ def _job(
         _source(service, token),
         None if context is None else dict(context),
         text,
-        _timeout(timeout),
+        check_timeout(timeout),
     )
 
 

@@ -55,7 +55,7 @@ from ._worker import (
     public_keys,
     worker_keks,
 )
-from .cluster import Cluster
+from .cluster import Cluster, check_timeout
 
 __all__ = ["JobError", "StoreSpec", "SubjectRange", "plan", "rewrap", "rewrap_range"]
 
@@ -199,6 +199,7 @@ def rewrap(
     and a rerun finishes the job.
     """
     check_batch_size(batch_size)
+    timeout = check_timeout(timeout)
     if partitions is not None and (
         isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1
     ):

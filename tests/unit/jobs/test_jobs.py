@@ -733,6 +733,17 @@ def test_a_stuck_dataset_job_times_out_and_writes_nothing(
                 tmp_path / "in", "body", "user", service=source, timeout=bad,  # type: ignore[arg-type]
             )  # fmt: skip
 
+    # the rewrap job checks its timeout the same way; the CLI takes it only with --dask
+    path, quorum = _keyring(tmp_path / "kr", 10)
+    with _open(path, quorum) as ukr:
+        for bad in (0, float("nan"), True):
+            with pytest.raises(ValueError, match="timeout"):
+                jobs.rewrap(ukr, cluster=cluster, timeout=bad)  # type: ignore[arg-type]
+    r = _cli(["rewrap", path, "--timeout", "5"])  # refused before any share is asked for
+    assert r.exit_code == 2 and "--dask" in r.stderr, r.output
+    r = _cli(["rewrap", path, "--dask", "--timeout", "nan"])
+    assert r.exit_code == 2 and "--timeout" in r.stderr, r.output
+
 
 # -- the driver never deserializes what the cluster produced (issue 21 item 2) ---------------
 
