@@ -509,11 +509,19 @@ class LocalDataKeys:
 
     def _lease_ok(self) -> None:
         """Cached keys are used only while the lease holds (:mod:`.fleet`)."""
-        if self._store is None:
+        if self._closed or self._store is None:
             raise KeyringError("the keyring was closed")
         if not self.member.valid():  # the lease lapsed (thread starved, store was away)
             self._cache.clear()
-            self.member.renew()  # raises if the store is still unreachable
+            try:
+                self.member.renew()  # raises if the store is still unreachable
+            except Exception:
+                if self._closed:
+                    raise KeyringError("the keyring was closed") from None
+                raise
+            if self._closed:  # a close zeroed the lease meanwhile: never leave it revived,
+                self.member.lapse()  # or what this call caches is served after close
+                raise KeyringError("the keyring was closed")
 
     def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
         self._lease_ok()

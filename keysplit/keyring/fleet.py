@@ -345,6 +345,12 @@ class FleetMember:
         """Whether cached keys may still be used (the lease has not lapsed locally)."""
         return time.monotonic() < self._deadline
 
+    def lapse(self) -> None:
+        """End the lease locally now (cached keys are no longer served): a renewal that
+        raced a close must not leave the lease alive."""
+        with self._lock:
+            self._deadline = 0.0
+
     def start(self) -> None:
         """Take the lease now (so it shows before the first use) and start watching."""
         self.renew()
@@ -405,6 +411,8 @@ class FleetMember:
             try:
                 self.sync()
             except Exception as exc:  # the store is unreachable: the lease lapses on its own
+                if self._stop.is_set():  # closed meanwhile: nothing to warn about
+                    break
                 _log.warning("keysplit lease %s: %s", self.id, type(exc).__name__)
 
     def close(self) -> None:
@@ -415,7 +423,8 @@ class FleetMember:
             wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(self.poll + 5.0)
-        self._deadline = 0.0
+        with self._lock:  # after any renewal in flight (one racing a close: see lapse)
+            self._deadline = 0.0
         try:
             self.store.drop_lease(self.id)
         except Exception:  # closing; the lease expires by itself

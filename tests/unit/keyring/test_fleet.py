@@ -199,6 +199,26 @@ def test_shred_reaches_the_other_holder_within_the_poll(
         b.decrypt(tampered, subject="victim")
 
 
+def test_a_call_racing_close_never_revives_the_lease(
+    pair: tuple[UnsealedKeyring, UnsealedKeyring],
+) -> None:
+    """Found in CI by the threaded test below ("encrypt after close"): ``close`` zeroes the
+    lease first, so a record call racing it found the lease lapsed and renewed it, which
+    revived the lease; the key that call then cached was served by the fast path after
+    ``close`` had returned. Here the call comes exactly in that window (the lease closed,
+    the rest of the close not yet run): it fails with KeyringError and nothing is revived."""
+    _, b = pair
+    b.encrypt(b"x", subject="hot")  # cached
+    local = b.local_data_keys()
+    local._closed = True  # LocalDataKeys.close's first two steps, as a racing call sees them
+    local.member.close()  # (the store is still open: the rest of the close has not run)
+    with pytest.raises(KeyringError, match="closed"):
+        b.encrypt(b"y", subject="hot")
+    assert not local.member.valid()
+    with pytest.raises(KeyringError, match="closed"):
+        b.encrypt(b"z", subject="hot")  # the fast path too: no lease, no cached key
+
+
 def test_rotated_elsewhere_new_keys_only_under_the_current_kek(
     pair: tuple[UnsealedKeyring, UnsealedKeyring],
 ) -> None:
