@@ -36,3 +36,26 @@ def _known_keyrings(
     """Each test pins keyrings in its own known-keyrings file, never the user's."""
     path = tmp_path_factory.mktemp("known") / "known_keyrings"
     monkeypatch.setenv("KEYSPLIT_KNOWN_KEYRINGS", str(path))
+
+
+# The longest modules first (each 15-70 s on the 2-core CI machine; `--durations` of stop 30).
+# `make test` runs pytest-xdist with --dist loadfile, which hands out whole modules in
+# collection order: collected last (tests/unit/service sorts late), they left one worker
+# alone with them at the end. A stable sort: order within a module, and of the rest, is kept.
+_LONG_MODULES = (
+    "tests/unit/service/test_fleet_processes.py",
+    "tests/unit/service/test_cluster_nodes.py",
+    "tests/unit/service/test_service.py",
+    "tests/unit/jobs/test_jobs.py",
+    "tests/cli/test_cli_legacy_spellings.py",
+    "tests/unit/service/test_cluster_tls.py",
+    "tests/cli/test_cli_numbers.py",
+    "tests/unit/benchmarks/test_benchmarks_smoke.py",
+    "tests/cli/test_e2e_ceremony.py",
+    "tests/cli/test_cli_custodian_side.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {m: i for i, m in enumerate(_LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
