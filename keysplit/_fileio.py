@@ -140,19 +140,27 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _dead_writers(target: Path, pattern: re.Pattern[str]) -> Iterator[tuple[Path, re.Match[str]]]:
-    """The entries beside ``target`` whose names ``pattern`` matches for ``target`` (its
-    ``name`` group) and whose writer (its ``pid`` group) is no longer running: what a
-    killed writer left. An unreadable directory has none."""
-    directory = target.parent
+def _dead_writers(target: Path, pattern: re.Pattern[str]) -> Iterator[tuple[Path, os.stat_result]]:
+    """The entries beside ``target`` (with their ``lstat``) that a killed writer of this
+    host left: ``pattern`` matches the name for ``target`` (its ``name`` group), its
+    ``host`` group is this host, its writer (``pid``) is no longer running, and the entry
+    belongs to this user. Another host's entries are never judged here (a directory shared
+    between hosts: their pids mean nothing here). An unreadable directory has none."""
+    directory, host, uid = target.parent, _host_tag(), os.getuid()
     try:
         entries = os.listdir(directory)
     except OSError:
         return
     for entry in entries:
         m = pattern.fullmatch(entry)
-        if m and m["name"] == target.name and not _pid_alive(int(m["pid"])):
-            yield directory / entry, m
+        if not m or m["name"] != target.name or m["host"] != host or _pid_alive(int(m["pid"])):
+            continue
+        try:
+            st = os.lstat(directory / entry)
+        except OSError:
+            continue
+        if st.st_uid == uid:
+            yield directory / entry, st
 
 
 def _remove_leftovers(target: Path) -> None:
@@ -163,13 +171,9 @@ def _remove_leftovers(target: Path) -> None:
     target removes those whose writer process of this host is gone: regular files of this
     user only, never another host's (as :func:`staging_dir` does for stages).
     """
-    host = _host_tag()
-    for path, m in _dead_writers(target, _LEFTOVER):
-        if m["host"] != host:
-            continue
-        with contextlib.suppress(OSError):
-            st = os.lstat(path)
-            if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid():
+    for path, st in _dead_writers(target, _LEFTOVER):
+        if stat.S_ISREG(st.st_mode):
+            with contextlib.suppress(OSError):
                 os.unlink(path)
 
 
@@ -192,15 +196,11 @@ def staging_dir(target: Path) -> Path:
     owned by this user (never a link), and never another host's (its pid is not ours to
     judge).
     """
-    host = _host_tag()
-    for path, m in _dead_writers(target, _STAGE):
-        if m["host"] != host:
-            continue
-        with contextlib.suppress(OSError):
-            st = os.lstat(path)
-            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+    for path, st in _dead_writers(target, _STAGE):
+        if stat.S_ISDIR(st.st_mode):  # never a link
+            with contextlib.suppress(OSError):
                 shutil.rmtree(path)
-    prefix = f".{target.name}.keysplit-{host}-{os.getpid()}-"
+    prefix = f".{target.name}.keysplit-{_host_tag()}-{os.getpid()}-"
     return Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
 
 
