@@ -9,19 +9,27 @@ STAMP  := $(VENV)/.stamp-$(shell cat requirements.lock requirements-core.lock py
 
 .PHONY: venv venv-core test test-fast lint typecheck pytest demo bench bench-full fuzz soak soak-smoke dist wheel-check clean
 
+# pip compiles what it installs one file at a time; compileall -j0 does it on every core
+# (a fresh venv 100-124 s against 114-153 s, two pairs on the loaded 2-core CI machine). Files
+# that do not compile (a package's own syntax tests) are skipped as pip skips them.
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile
+COMPILE_VENV := -$(BIN)/python -m compileall -q -j0 $(VENV)/lib >/dev/null 2>&1
+
 venv: $(STAMP)
 venv-core: $(CORE_STAMP)
 
 $(CORE_STAMP): requirements-core.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "keysplit needs Python 3.11+"'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-core.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PIP) -r requirements-core.lock
+	$(PIP) --no-deps --no-build-isolation -e .
+	$(COMPILE_VENV)
 	@rm -f $(VENV)/.core-*
 	@touch $(CORE_STAMP)
 
 $(STAMP): $(CORE_STAMP) requirements.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PIP) -r requirements.lock
+	$(COMPILE_VENV)
 	@rm -f $(VENV)/.stamp-*
 	@touch $(STAMP)
 
@@ -92,7 +100,7 @@ dist: $(STAMP)
 wheel-check: dist
 	rm -rf build/wheel-venv build/wheel-demo
 	$(PYTHON) -m venv build/wheel-venv
-	build/wheel-venv/bin/python -m pip install --quiet --disable-pip-version-check \
+	build/wheel-venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile \
 		-c requirements-core.lock $(DIST)/keysplit-*.whl
 	tar -tzf $(DIST)/keysplit-*.tar.gz | grep '/LICENSE$$' >/dev/null
 	$(BIN)/python -m zipfile -l $(DIST)/keysplit-*.whl | grep 'licenses/LICENSE ' >/dev/null
