@@ -5,7 +5,6 @@ connect that turns a bad URL or certificate file into one ``error:`` line.
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
@@ -90,6 +89,8 @@ def tls_files(ca: Path | None, cert: Path | None, key: Path | None) -> TlsFiles:
 def connect(server: str, tls: Tls = (None, None, None), *, token: str | None = None) -> Client:
     """A :class:`keysplit.Client` for ``--server`` (not connected yet: the first request
     connects, and a failure then carries a TLS or socket hint)."""
+    import ssl
+
     from keysplit.service import Client
 
     ca, cert, key = tls
