@@ -7,6 +7,14 @@ help and the modules whose commands it holds (``keysplit share convert``). Each 
 neither this module nor another command module (tests/cli/test_cli_plumbing.py).
 
 To add a command module: write ``cli/commands/NAME.py`` and add it to ONE of the lists.
+
+Start-up is paid by every call: importing this module imports every command module, so
+those (and ``cli/_*.py``) import library parts and heavy packages (numpy through the
+library, rich tables and progress, the service, jobs, interop) inside the functions that
+use them, with ``if TYPE_CHECKING:`` imports for annotations; at module level only what
+option declarations need (typer, ``pathlib``, enums, ``keysplit``'s errors, constants of
+light modules). :func:`main` builds only the command it runs (:func:`app_for`).
+tests/cli/test_cli_startup.py checks both.
 """
 
 from __future__ import annotations
