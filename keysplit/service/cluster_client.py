@@ -39,6 +39,7 @@ from ..errors import (
     ClusterError,
     FormatError,
     IntegrityError,
+    KeyringError,
     KeysplitError,
     LegalHoldError,
     NoDataKeyError,
@@ -69,6 +70,7 @@ whatever the subjects' lengths (8,192 x 40 bytes = 320 KiB); a larger batch is s
 """The tombstone of a shred whose subject's tag could not be computed (fewer than T
 nodes): every caching client drops every cached key (and the shredded subject then reads
 as :class:`NoDataKeyError`, not :class:`ShreddedError`)."""
+_CLOSED = "the cluster client was closed"
 
 Context = Mapping[str, str] | Sequence[Mapping[str, str] | None] | None
 
@@ -126,6 +128,11 @@ class ClusterDataKeys:
     derived from its PRF output (:func:`keysplit.cluster.dprf.derive_tombstone`), so the
     cache keeps the tag it computed beside each key. Without a cache nothing is held
     between calls (every call reads the store) and no lease is taken.
+
+    :meth:`close` is final: every later call raises :class:`KeyringError` (as the
+    :class:`~keysplit.keyring.DataKeys` contract says for keys that are gone), never
+    reconnects and never serves a cached key; a call racing the close in another thread
+    gets the same error rather than what the torn-down store, pool or connection raised.
     """
 
     def __init__(
@@ -142,7 +149,9 @@ class ClusterDataKeys:
         if cache_max_age is not None and (isinstance(cache_max_age, bool) or cache_max_age <= 0):
             raise ValueError("cache_max_age must be positive")
         self.config = config
-        self.store = store
+        self._store = store
+        self._closed = False
+        self._closing = threading.Lock()  # a lease renewal vs. close (see _cache_ok)
         self._token, self._timeout, self._reload, self._tls = token, timeout, reload, tls
         self._clients = {
             n.name: tls.client(n.url, token=token, timeout=timeout) for n in config.nodes
@@ -182,20 +191,37 @@ class ClusterDataKeys:
         with self._lock:
             return dict(self._excluded)
 
+    @property
+    def store(self) -> KeyStore:
+        """The cluster's key store; :class:`KeyringError` once closed (every call that
+        reads or writes keys comes through here or :meth:`evaluate`)."""
+        if self._closed:
+            raise KeyringError(_CLOSED)
+        return self._store
+
     def close(self) -> None:
+        """Drop every cached key, give the lease back, close the node connections and the
+        store, for good (a second close does nothing).
+
+        The flag goes up first, under the lock a lease renewal takes: a call racing the
+        close either renewed before it (the member's close below then ends that lease) or
+        sees the flag, so it can never revive the lease this close ends (nor cache a key
+        that a revived lease would then serve after close returned).
+        """
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+        if self.member is not None:
+            self.member.close()
         if self._cache is not None:
             self._cache.clear()
         with self._lock:
             self._excluded.clear()
         for c in self._clients.values():
             c.close()
-
-    def shutdown(self) -> None:
-        if self.member is not None:
-            self.member.close()
-        self.close()
         self._pool.shutdown(wait=False)
-        close = getattr(self.store, "close", None)
+        close = getattr(self._store, "close", None)
         if callable(close):
             close()
 
@@ -263,6 +289,8 @@ class ClusterDataKeys:
 
         from . import _cluster_math as cm  # lazily: the cluster extra
 
+        if self._closed:
+            raise KeyringError(_CLOSED)
         if len(subjects) > EVAL_BATCH:
             return [
                 p
@@ -287,9 +315,15 @@ class ClusterDataKeys:
                 )
             chosen = usable[: cfg.threshold]
             indices = [n.index for n in chosen]
-            futures = {
-                n.name: self._pool.submit(self._ask, n, subjects, indices, proof) for n in chosen
-            }
+            try:
+                futures = {
+                    n.name: self._pool.submit(self._ask, n, subjects, indices, proof)
+                    for n in chosen
+                }
+            except RuntimeError:  # the pool was shut down: by a close, since the check above
+                if self._closed:
+                    raise KeyringError(_CLOSED) from None
+                raise
             answers: dict[int, list[bytes]] = {}
             retry = False
             for n in chosen:
@@ -391,20 +425,34 @@ class ClusterDataKeys:
         fetched = [(s, DataKey(raw)) for s, (raw, _) in got.items()]
         known.update(fetched)
         cache.put_many(fetched, since=gen, tags=[t for _, t in got.values()])
+        if self._closed:  # closed meanwhile (maybe after its cache.clear): keep nothing
+            cache.clear()
+            raise KeyringError(_CLOSED)
         return [known.get(s) for s in subjects]
 
     def _cache_ok(self, cache: fleet.KeyCache) -> None:
-        """Cached keys are used only while the lease holds and for ``cache_max_age``
-        (the whole cache is dropped that often: no key is older)."""
+        """Cached keys are used only while the client is open, while the lease holds and
+        for ``cache_max_age`` (the whole cache is dropped that often: no key is older).
+
+        A lapsed lease is renewed under the lock :meth:`close` takes to raise its flag, and
+        only if the flag is still down: a close ends the lease right after, and a renewal
+        after that would revive it (the lease kept in the store, the keys cached under it
+        served after close returned)."""
         member = self.member
         assert member is not None and self._cache_age is not None
+        if self._closed:
+            raise KeyringError(_CLOSED)
         now = time.monotonic()
         if now - self._cache_born > self._cache_age:
             cache.clear()
             self._cache_born = now
         if not member.valid():  # the lease lapsed (thread starved, store was away)
             cache.clear()
-            member.renew()  # raises if the store is still unreachable
+            with self._closing:
+                if self._closed:
+                    raise KeyringError(_CLOSED)
+                if not member.valid():  # (another call may have renewed it meanwhile)
+                    member.renew()  # raises if the store is still unreachable
 
     def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
         """Raw keys, unwrapped from the store on every call (never from the cache)."""
@@ -433,6 +481,19 @@ class ClusterDataKeys:
         )
 
     def _fetch(
+        self, subjects: list[str], *, create: bool, tags: bool = False
+    ) -> dict[str, tuple[bytes, bytes]]:
+        """:meth:`_fetch_keys`, where a failure caused by a concurrent :meth:`close` (the
+        store, pool or node connections closed under it) is the :class:`KeyringError` any
+        call after the close gets, not whatever the torn-down part raised."""
+        try:
+            return self._fetch_keys(subjects, create=create, tags=tags)
+        except Exception:
+            if self._closed:
+                raise KeyringError(_CLOSED) from None
+            raise
+
+    def _fetch_keys(
         self, subjects: list[str], *, create: bool, tags: bool = False
     ) -> dict[str, tuple[bytes, bytes]]:
         """(raw key, tombstone tag or b"") of each subject that has a key (all, with
@@ -555,7 +616,10 @@ class ClusterClient:
         return self.datakeys.config
 
     def close(self) -> None:
-        self.datakeys.shutdown()
+        """Forget every key, give the lease back, close the connections and the store.
+        Final: any later call raises :class:`KeyringError` ("closed"); closing again does
+        nothing."""
+        self.datakeys.close()
 
     def __enter__(self) -> ClusterClient:
         return self

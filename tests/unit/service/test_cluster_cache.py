@@ -7,17 +7,19 @@ processes is test_cluster_nodes.py::test_shred_reaches_a_caching_client_in_anoth
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from keysplit import ClusterClient, NoDataKeyError
+from keysplit import ClusterClient, KeyringError, NoDataKeyError
 from keysplit.keyring import fleet
 from keysplit.record import DataKey
+from keysplit.service.client import Client
 from keysplit.service.cluster_client import FLUSH_TAG
 from keysplit.service.cluster_config import ClusterConfig, ClusterNodeInfo
 from keysplit.store import WrappedKey, open_store
@@ -127,3 +129,150 @@ def test_cache_max_age_is_checked(cl: Path) -> None:
         c.datakeys._cache.put_many([("s", DataKey(os.urandom(16)))], tags=[b"T" * 16])
         time.sleep(0.1)
         assert c.datakeys.resolve(["s"], create=False) == [None]  # too old: not served
+
+
+def _cached_client(cl: Path) -> ClusterClient:
+    """A caching client with the key of ``contacts/hot`` in its cache (the nodes of ``cl``
+    are unreachable: a record of that subject needs nothing but the cache)."""
+    c = ClusterClient(cl, token="t", cache_max_age=3600)
+    assert c.datakeys._cache is not None
+    c.datakeys._cache.put_many([("contacts/hot", DataKey(os.urandom(16)))], tags=[b"T" * 16])
+    return c
+
+
+def _assert_closed_for_good(c: ClusterClient, cl: Path) -> None:
+    """After ``close``: no lease, locally or in the store, no cached key, every call says
+    "closed"."""
+    dk = c.datakeys
+    assert dk.member is None or not dk.member.valid()
+    assert dk._cache is None or len(dk._cache) == 0
+    store = open_store(dk.config.store, keyring_id=dk.config.cluster_id, home=cl)
+    try:
+        assert store.leases() == []
+    finally:
+        store.close()
+    with pytest.raises(KeyringError, match="closed"):
+        c.encrypt(b"z", subject="contacts/hot")
+
+
+def test_every_call_after_close_says_closed(cl: Path) -> None:
+    """A closed client is closed for good: every call raises KeyringError("... closed"),
+    with or without a cache, whatever part it would reach first (the store, the nodes,
+    the cache); it never reconnects; a second close is a no-op."""
+    with _cached_client(cl) as caching:
+        rec = caching.encrypt(b"x", subject="contacts/hot")  # from the cache
+    plain = ClusterClient(cl, token="t")
+    plain.close()
+    calls: dict[str, Callable[[ClusterClient], object]] = {
+        "encrypt": lambda c: c.encrypt(b"x", subject="contacts/hot"),
+        "decrypt": lambda c: c.decrypt(rec, subject="contacts/hot"),
+        "encrypt_many": lambda c: c.encrypt_many(["contacts/hot"], [b"x"]),
+        "decrypt_many": lambda c: c.decrypt_many(["contacts/hot"], [rec]),
+        "shred": lambda c: c.shred("contacts/hot"),
+        "set_legal_hold": lambda c: c.set_legal_hold("contacts/hot", True),
+        "status": lambda c: c.status(),
+        "resolve": lambda c: c.datakeys.resolve(["contacts/hot"], create=False),
+        "export": lambda c: c.datakeys.export(["contacts/hot"], create=False),
+        "tombstone_tags": lambda c: c.datakeys.tombstone_tags(["contacts/hot"]),
+        "evaluate": lambda c: c.datakeys.evaluate(["contacts/hot"], proof=False),
+    }
+    for c in (caching, plain):
+        wrong = {}
+        for name, call in calls.items():
+            try:
+                wrong[name] = repr(call(c))
+            except KeyringError as exc:
+                if "closed" not in str(exc):
+                    wrong[name] = repr(exc)
+            except Exception as exc:  # reported by the assertion below
+                wrong[name] = repr(exc)
+        assert wrong == {}, f"after close (cache: {c.datakeys.member is not None})"
+        c.close()  # again: nothing happens
+        _assert_closed_for_good(c, cl)
+
+
+def close_with_a_call_racing(c: ClusterClient, call: Callable[[], object]) -> object:
+    """Close ``c`` while ``call`` runs in another thread in the window of the race: the
+    lease already ended by the close, the store still open (the call runs, and is waited
+    for, when the close closes its first node connection). Returns what the call returned
+    or raised."""
+    window: list[object] = []
+    close_node = Client.close
+
+    def racing_call() -> None:
+        try:
+            window.append(call())
+        except BaseException as exc:  # returned: the caller's assertion reports it
+            window.append(exc)
+
+    def close_node_with_a_call_racing(self: Client) -> None:
+        if not window:
+            t = threading.Thread(target=racing_call, daemon=True)
+            t.start()
+            t.join(60)
+            assert window, "the racing call did not return"
+        close_node(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Client, "close", close_node_with_a_call_racing)
+        c.close()
+    assert len(window) == 1
+    return window[0]
+
+
+def test_a_call_racing_close_never_revives_the_lease(cl: Path) -> None:
+    """The race of b3fb1fd (LocalDataKeys), in the cluster client: ``close`` ends the lease
+    first, so a call from another thread in the rest of the close found the lease lapsed
+    and renewed it: the lease lived on in the store (``cluster shred --wait`` counted a
+    closed client) and locally (with nodes up, the key that call cached was served after
+    close returned: test_cluster_nodes.py). Here the call comes exactly in that window,
+    while close closes the node connections: it says "closed" and nothing is revived."""
+    c = _cached_client(cl)
+    got = close_with_a_call_racing(c, lambda: c.encrypt(b"y", subject="contacts/hot"))
+    assert isinstance(got, KeyringError) and "closed" in str(got), got
+    _assert_closed_for_good(c, cl)
+
+
+def test_threads_on_the_fast_path_while_another_closes(cl: Path) -> None:
+    """Threads sealing records from the cache while another thread closes the client: each
+    call either succeeds (it ran before the close took effect) or says "closed"; none that
+    started after close returned succeeds; nothing else is raised; nothing is revived."""
+    c = _cached_client(cl)
+    returned = threading.Event()
+    late: list[int] = []
+    errors: list[BaseException] = []
+    done = 0
+
+    def seal() -> None:
+        nonlocal done
+        while True:
+            after = returned.is_set()
+            try:
+                c.encrypt(b"r", subject="contacts/hot")
+            except KeyringError as exc:
+                if "closed" not in str(exc):
+                    errors.append(exc)
+                if after:
+                    return
+            except BaseException as exc:  # reported by the assertion below
+                errors.append(exc)
+                return
+            else:
+                if after:
+                    late.append(1)
+                    return
+                done += 1
+
+    threads = [threading.Thread(target=seal, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + BOUND
+    while done < 200 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    c.close()
+    returned.set()
+    for t in threads:
+        t.join(BOUND)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == [] and late == []
+    _assert_closed_for_good(c, cl)

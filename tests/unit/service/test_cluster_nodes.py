@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from service_helpers import Server, cli, make_keyring, make_token, share_file, unseal
+from test_cluster_cache import close_with_a_call_racing
 
 import keysplit
 from keysplit import ClusterClient, ClusterError, IntegrityError, Keyring
@@ -234,6 +235,30 @@ def test_shred_reaches_a_caching_client_in_another_process(cluster: Cluster) -> 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_no_key_is_served_after_close(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race of b3fb1fd (LocalDataKeys) in the cluster client, with nodes up: a call
+    from another thread while ``close`` closes the node connections found the lease ended
+    by the close, renewed it, reconnected to the nodes and cached the key, which later
+    calls were served after close had returned. Now that call says "closed", and so does
+    every call after close (test_cluster_cache.py has the cheap cases)."""
+    monkeypatch.setenv("KEYSPLIT_POLL", "0.1")
+    monkeypatch.setenv("KEYSPLIT_LEASE_TTL", "5")
+    c = ClusterClient(cluster.dir, token=cluster.token, cache_max_age=3600)
+    rec = c.encrypt(b"hot", subject="contacts/race")  # the key is cached now
+    RECORDS.append(("contacts/race", rec, b"hot"))  # checked from here on
+    got = close_with_a_call_racing(c, lambda: c.decrypt(rec, subject="contacts/race"))
+    served = []
+    for _ in range(2):
+        with contextlib.suppress(keysplit.KeyringError):
+            served.append(c.decrypt(rec, subject="contacts/race"))
+    assert served == [], "a key was served after close returned"
+    assert isinstance(got, keysplit.KeyringError) and "closed" in str(got), got
+    assert c.datakeys.member is not None and not c.datakeys.member.valid()
+    with ClusterClient(cluster.dir, token=cluster.token) as other:
+        assert other.datakeys.store.leases() == []  # the closed client holds no lease
+        assert other.decrypt(rec, subject="contacts/race") == b"hot"
 
 
 def _check_records(c: ClusterClient) -> None:
