@@ -13,13 +13,15 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
-from keysplit import Argon2Params, KeysplitError
-from keysplit.files import read_bounded, read_bounded_stream
+from keysplit import KeysplitError
+
+if TYPE_CHECKING:
+    from keysplit import Argon2Params
 
 F = TypeVar("F", bound=Callable[..., Any])
 E = TypeVar("E", bound=KeysplitError)
@@ -118,6 +120,8 @@ SMALL_FILE_LIMIT = 64 << 10
 
 def read_small_file(path: Path, what: str) -> bytes:
     """``path`` whole, at most :data:`SMALL_FILE_LIMIT` bytes (refused by size first)."""
+    from keysplit.files import read_bounded
+
     return read_bounded(path, SMALL_FILE_LIMIT, f"{what} {path}")
 
 
@@ -143,6 +147,8 @@ def read_small_secret(path: Path, what: str) -> bytes:
 def read_input(path: Path | None) -> bytes:
     """Read bytes from ``path``, or from stdin when it is None or ``-`` (at most
     :data:`INPUT_LIMIT`: a larger input is refused before it is read)."""
+    from keysplit.files import read_bounded, read_bounded_stream
+
     if path is None or str(path) == "-":
         return read_bounded_stream(sys.stdin.buffer, INPUT_LIMIT, "standard input")
     return read_bounded(path, INPUT_LIMIT, str(path))

@@ -8,16 +8,18 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from keysplit import KeysplitError, Share
-from keysplit.custody import is_sealed
-from keysplit.files import atomic_write
-from keysplit.interop import pycryptodome, slip39, vault
+from keysplit import KeysplitError
 
 from ._common import EXIT_USAGE, fail, info, read_input, read_small_secret, relabel
 from ._opener import Passphrases, ShareOpener
+
+if TYPE_CHECKING:
+    from keysplit import Share
+    from keysplit.interop import slip39, vault
 
 __all__ = [
     "CUSTODIAN_PASSPHRASE",
@@ -59,6 +61,9 @@ def read_keysplit(
 ) -> list[Share]:
     """keysplit shares; sealed ones opened with ``identity`` files or the passphrases of
     ``--custodian-passphrase-file [NAME=]FILE`` (else prompts), as ``combine`` opens them."""
+    from keysplit import Share
+    from keysplit.custody import is_sealed
+
     shares = []
     opener = None
     for name, blob in sources:
@@ -83,6 +88,8 @@ def read_keysplit(
 
 
 def read_slip39(sources: list[tuple[str, bytes]]) -> list[slip39.Slip39Share]:
+    from keysplit.interop import slip39
+
     shares = []
     for name, blob in sources:
         for where, line in _lines(blob, name):
@@ -94,6 +101,8 @@ def read_slip39(sources: list[tuple[str, bytes]]) -> list[slip39.Slip39Share]:
 
 
 def read_pycryptodome(sources: list[tuple[str, bytes]]) -> list[tuple[int, bytes]]:
+    from keysplit.interop import pycryptodome
+
     shares = []
     for name, blob in sources:
         try:
@@ -144,6 +153,8 @@ def slip39_passphrase(
 
 def write_items(out_dir: Path | None, items: list[tuple[str, str]]) -> None:
     """Write ``(file name, text)`` items to ``out_dir`` (0600, never overwriting) or stdout."""
+    from keysplit.files import atomic_write
+
     if out_dir is None:
         sys.stdout.write("".join(text for _, text in items))
         sys.stdout.flush()
@@ -157,6 +168,8 @@ def write_items(out_dir: Path | None, items: list[tuple[str, str]]) -> None:
 
 
 def read_vault(sources: list[tuple[str, bytes]]) -> vault.VaultKeys:
+    from keysplit.interop import vault
+
     keys: list[bytes] = []
     stated: set[tuple[int | None, int | None]] = set()
     kinds = set()

@@ -8,14 +8,17 @@ nothing.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from keysplit import KeysplitError, Recipient
-from keysplit.ceremony import Custody, DirectorySink
-from keysplit.custody import check_custodian_name
+from keysplit import KeysplitError
 
 from ._common import EXIT_USAGE, fail, info, relabel
 from ._opener import Passphrases, prompt_passphrase
 from ._specs import parse_name_file
+
+if TYPE_CHECKING:
+    from keysplit import Recipient
+    from keysplit.ceremony import Custody, DirectorySink
 
 __all__ = [
     "CUSTODIAN_OPTION_HELP",
@@ -43,6 +46,8 @@ SHEETS_HELP = (
 
 def read_recipient(name: str, pub: str) -> Recipient:
     """The public key in file ``pub``, which must be custodian ``name``'s."""
+    from keysplit import Recipient
+
     try:
         recipient = Recipient.from_file(pub)
     except KeysplitError as exc:
@@ -56,6 +61,8 @@ def read_recipient(name: str, pub: str) -> Recipient:
 
 
 def _is_custodian_name(name: str) -> bool:
+    from keysplit.custody import check_custodian_name
+
     try:
         check_custodian_name(name)
     except ValueError:
@@ -67,6 +74,8 @@ def parse_custodians(
     specs: list[str], passphrase_specs: list[str], plain: bool, option: str
 ) -> list[Custody]:
     """Read public keys and passphrases before anything is created (a typo costs nothing)."""
+    from keysplit.ceremony import Custody
+
     if not specs:
         fail("give the custodians with --custodian NAME[=PUBFILE]", code=EXIT_USAGE)
     passphrases = Passphrases(passphrase_specs, option=option)
@@ -99,6 +108,8 @@ def parse_custodians(
 
 
 def sink(shares_dir: Path | None, directory: Path) -> DirectorySink:
+    from keysplit.ceremony import DirectorySink
+
     if shares_dir is None:
         d = directory if directory.name else directory.resolve()
         shares_dir = d.parent / f"{d.name}-shares"

@@ -14,15 +14,16 @@ TLS settings (``distributed.comm.tls.ca-file``, ``.client.cert``, ``.client.key`
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from keysplit import UnsealedKeyring
-from keysplit.ceremony import RewrapRunner
-from keysplit.keyring import RewrapResult
-
 from ._common import EXIT_USAGE, fail, info
+
+if TYPE_CHECKING:
+    from keysplit import UnsealedKeyring
+    from keysplit.ceremony import RewrapRunner
+    from keysplit.keyring import RewrapResult
 
 __all__ = [
     "JOB_TIMEOUT_OPTION",

@@ -23,24 +23,18 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
-from keysplit import Argon2Params, CustodianError, Identity, KeysplitError, Share, load_share
-from keysplit.custody import (
-    MAX_SHARE_FILE_SIZE,
-    SEALED_TEXT_PREFIX,
-    ConfirmKdf,
-    WrongPassphrase,
-    is_sealed,
-    read_key_file,
-    read_share_file,
-    sealed_share_info,
-)
+from keysplit import CustodianError, KeysplitError
 
 from ._common import EXIT_USAGE, fail, read_small_secret, relabel
 from ._specs import parse_name_file
+
+if TYPE_CHECKING:
+    from keysplit import Argon2Params, Identity, Share
+    from keysplit.custody import ConfirmKdf
 
 __all__ = [
     "ALLOW_EXPENSIVE_KDF",
@@ -67,7 +61,6 @@ ALLOW_EXPENSIVE_KDF_HELP = (
     "Derive Argon2id keys heavier than 1 GiB x passes without asking (scripted runs; "
     "only for share and identity files you trust)."
 )
-_CALIBRATION = Argon2Params(time_cost=1, memory_kib=32 * 1024, lanes=1)
 _seconds_per_kib: float | None = None
 
 
@@ -79,11 +72,14 @@ def can_prompt() -> bool:
 def _seconds(params: Argon2Params) -> float:
     """Estimated seconds of one derivation: a 32 MiB, one-pass run on this host (once per
     process, ~0.05-0.2 s), scaled by passes times memory over the lanes."""
+    from keysplit import Argon2Params
+
     global _seconds_per_kib
     if _seconds_per_kib is None:
+        calibration = Argon2Params(time_cost=1, memory_kib=32 * 1024, lanes=1)
         start = time.perf_counter()
-        _CALIBRATION.derive(b"calibration", bytes(16))
-        _seconds_per_kib = (time.perf_counter() - start) / _CALIBRATION.work_kib
+        calibration.derive(b"calibration", bytes(16))
+        _seconds_per_kib = (time.perf_counter() - start) / calibration.work_kib
     return _seconds_per_kib * params.work_kib / max(1, min(params.lanes, 4))
 
 
@@ -181,6 +177,8 @@ def _unlock(what: str, given: bytes | None, attempt: Callable[[bytes], T]) -> T:
     at a hidden prompt; at a terminal a wrong one is asked for again, up to
     :data:`PASSPHRASE_TRIES` times (a typo should not send the custodian back to the share
     prompt, where a re-typed passphrase would be shown)."""
+    from keysplit.custody import WrongPassphrase
+
     if given is not None:
         return attempt(given)
     tries = PASSPHRASE_TRIES if can_prompt() else 1
@@ -257,6 +255,9 @@ class ShareOpener:
         )
 
     def _load_identity(self, path: Path, who: str) -> Identity:
+        from keysplit import Identity
+        from keysplit.custody import read_key_file
+
         data = read_key_file(path)
         try:
             if not Identity.is_encrypted(data):
@@ -293,6 +294,8 @@ class ShareOpener:
 
     def open_path(self, path: Path) -> Share:
         """The share in file ``path``; ``-``: a share (text, binary or sealed) on stdin."""
+        from keysplit.custody import MAX_SHARE_FILE_SIZE, read_share_file
+
         if str(path) == "-":
             return self.open("stdin", sys.stdin.buffer.read(MAX_SHARE_FILE_SIZE + 1))
         return self.open(str(path), read_share_file(path), short=path.name)
@@ -302,6 +305,8 @@ class ShareOpener:
         its sheet prints it (``ks1-...``, or ``KSSS-...`` for a sealed one), or the path of
         a share file. Errors never repeat the
         answer (it may be a passphrase typed at the wrong prompt)."""
+        from keysplit.custody import SEALED_TEXT_PREFIX, read_share_file
+
         text = answer.strip()
         if text[:3].lower() == "ks1" or text[:4].upper() == SEALED_TEXT_PREFIX[:4]:
             return TYPED_SHARE, self.open(TYPED_SHARE, text.encode())
@@ -318,6 +323,9 @@ class ShareOpener:
     def open(self, label: str, data: bytes, *, short: str | None = None) -> Share:
         """One share from ``data``; errors are relabelled with ``label``, prompts show
         ``short`` (default ``label``)."""
+        from keysplit import load_share
+        from keysplit.custody import is_sealed, sealed_share_info
+
         try:
             if not is_sealed(data):
                 return load_share(data)

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
-
-from keysplit.ceremony import Contributor, WrittenShare
 
 from ._common import err_console
+
+if TYPE_CHECKING:
+    from keysplit.ceremony import Contributor, WrittenShare
 
 __all__ = ["JSON_HELP", "emit", "names", "note", "print_share_table"]
 
@@ -40,6 +39,9 @@ def names(contributors: Sequence[Contributor]) -> str:
 
 
 def print_share_table(title: str, shares: Sequence[WrittenShare]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title=escape(title))
     for col in ("custodian", "share file", "share fingerprint", "protection"):
         table.add_column(col, overflow="fold")

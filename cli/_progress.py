@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeRemainingColumn
+from typing import TYPE_CHECKING
 
 from ._common import err_console
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 __all__ = ["ProgressBar", "progress_bar"]
 
@@ -22,6 +24,8 @@ class ProgressBar:
         self._task: TaskID | None = None
 
     def _start(self) -> tuple[Progress, TaskID]:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
         if self._bar is None or self._task is None:
             self._bar = Progress(
                 "[progress.description]{task.description}",

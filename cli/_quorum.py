@@ -25,14 +25,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from keysplit import Keyring, KeysplitError, Share
-from keysplit.ceremony import Quorum
+from keysplit import KeysplitError
 
 from ._common import EXIT_USAGE, fail, info, relabel
 from ._opener import Passphrases, ShareOpener, hidden_prompt
+
+if TYPE_CHECKING:
+    from keysplit import Keyring, Share
+    from keysplit.ceremony import Quorum
 
 __all__ = [
     "IDENTITY_OPTION",
@@ -56,6 +60,8 @@ STORE_OPTION = typer.Option(
 
 def open_keyring(directory: Path, store: str | None = None) -> Keyring:
     """The keyring at ``directory``, with its store overridden by ``--store`` if given."""
+    from keysplit import Keyring
+
     return Keyring.open(directory, store_url=store)
 
 
@@ -147,6 +153,7 @@ def quorum(
     Nothing is read or asked until the ceremony unseals. A bad share ends it in
     non-interactive mode; interactively the custodian may try again.
     """
+    from keysplit.ceremony import Quorum
 
     def accept(q: Quorum, name: str, share: Share) -> bool:
         try:

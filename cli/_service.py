@@ -5,16 +5,16 @@ connect that turns a bad URL or certificate file into one ``error:`` line.
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 import typer
 
-from keysplit.service import Client
-from keysplit.service.cluster_client import TlsFiles
-
 from ._common import EXIT_USAGE, fail, read_small_text
+
+if TYPE_CHECKING:
+    from keysplit.service import Client
+    from keysplit.service.cluster_client import TlsFiles
 
 __all__ = [
     "CA_OPTION",
@@ -80,6 +80,8 @@ def _check_tls(tls: Tls) -> None:
 def tls_files(ca: Path | None, cert: Path | None, key: Path | None) -> TlsFiles:
     """``--ca/--cert/--key`` of a command that talks to every node of a cluster (the files
     apply to its ``https://`` nodes), checked as :func:`connect` checks them."""
+    from keysplit.service.cluster_client import TlsFiles
+
     _check_tls((ca, cert, key))
     return TlsFiles(*(None if p is None else str(p) for p in (ca, cert, key)))
 
@@ -87,6 +89,10 @@ def tls_files(ca: Path | None, cert: Path | None, key: Path | None) -> TlsFiles:
 def connect(server: str, tls: Tls = (None, None, None), *, token: str | None = None) -> Client:
     """A :class:`keysplit.Client` for ``--server`` (not connected yet: the first request
     connects, and a failure then carries a TLS or socket hint)."""
+    import ssl
+
+    from keysplit.service import Client
+
     ca, cert, key = tls
     if server.startswith("unix:") and any(v is not None for v in tls):
         fail("--ca, --cert and --key apply to https:// servers", code=EXIT_USAGE)

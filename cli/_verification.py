@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
-from rich.table import Table
-
-from keysplit import Keyring, ceremony
 
 from ._common import err_console, fail, info, read_small_text
 from ._output import names
 from ._quorum import QuorumSource, quorum
+
+if TYPE_CHECKING:
+    from keysplit import Keyring
 
 __all__ = ["VERIFY_HELP", "complete", "record_proof", "show_status", "verify_note"]
 
@@ -36,6 +36,11 @@ def verify_note(directory: Path, until: str) -> None:
 
 
 def show_status(kr: Keyring, as_json: bool) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from keysplit import ceremony
+
     v = ceremony.pending_verification(kr)
     if v is None:
         if as_json:
@@ -66,6 +71,10 @@ def show_status(kr: Keyring, as_json: bool) -> None:
 
 
 def record_proof(kr: Keyring, name: str, code_file: Path | None, as_json: bool) -> None:
+    from rich.markup import escape
+
+    from keysplit import ceremony
+
     if code_file is not None:
         code = read_small_text(code_file, "proof code file")
     else:
@@ -82,6 +91,8 @@ def record_proof(kr: Keyring, name: str, code_file: Path | None, as_json: bool) 
 
 def complete(kr: Keyring, src: QuorumSource, missing: list[str], *, as_json: bool = False) -> None:
     """Switch to the verified generation with a quorum, naming the unproven custodians."""
+    from keysplit import ceremony
+
     drill = ceremony.unseal_check(kr, quorum(kr, src, complete_missing=missing))
     info(
         f"verification complete ({names(drill.contributors)}); keyring {kr.keyring_id} "

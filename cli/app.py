@@ -7,14 +7,27 @@ help and the modules whose commands it holds (``keysplit share convert``). Each 
 neither this module nor another command module (tests/cli/test_cli_plumbing.py).
 
 To add a command module: write ``cli/commands/NAME.py`` and add it to ONE of the lists.
+
+Start-up is paid by every call: importing this module imports every command module, so
+those (and ``cli/_*.py``) import library parts and heavy packages (numpy through the
+library, rich tables and progress, the service, jobs, interop) inside the functions that
+use them, with ``if TYPE_CHECKING:`` imports for annotations; at module level only what
+option declarations need (typer, ``pathlib``, enums, ``keysplit``'s errors, constants of
+light modules). :func:`main` builds only the command it runs (:func:`app_for`).
+tests/cli/test_cli_startup.py checks both.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import typer
 import typer.core
+import typer.main
+import typer.models
 
 import keysplit
 
@@ -38,19 +51,6 @@ from .commands import (
     token,
     unseal,
     verify,
-)
-
-app = typer.Typer(
-    name="keysplit",
-    help=(
-        "Split-key encryption: Shamir-split master keys among custodians, sealed keyrings, "
-        "AES-128-GCM records, key ceremonies.\n\n"
-        "Exit codes: 0 success, 1 expected failure (bad share, wrong passphrase, "
-        "tampered data...), 2 usage error."
-    ),
-    no_args_is_help=True,
-    add_completion=True,  # keysplit --install-completion / --show-completion (README)
-    pretty_exceptions_enable=False,
 )
 
 TOP_LEVEL = (init, unseal, status, rekey, keys, files, split, demo, bench, service, dataset)
@@ -94,7 +94,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", help="Print the version and exit.", callback=_version, is_eager=True
@@ -103,15 +102,68 @@ def _root(
     """Split-key encryption toolkit."""
 
 
-for _module in TOP_LEVEL:
-    app.registered_commands += _module.app.registered_commands
-for _name, _help, _modules in GROUPS:
-    _group = typer.Typer(help=_help, no_args_is_help=True)
-    for _module in _modules:
-        _group.registered_commands += _module.app.registered_commands
-    app.add_typer(_group, name=_name)
+HELP = (
+    "Split-key encryption: Shamir-split master keys among custodians, sealed keyrings, "
+    "AES-128-GCM records, key ceremonies.\n\n"
+    "Exit codes: 0 success, 1 expected failure (bad share, wrong passphrase, "
+    "tampered data...), 2 usage error."
+)
+
+
+def _build(only: str | None = None) -> typer.Typer:
+    """The app with every command, or with only the top-level command or group ``only``."""
+    root = typer.Typer(
+        name="keysplit",
+        help=HELP,
+        no_args_is_help=True,
+        add_completion=True,  # keysplit --install-completion / --show-completion (README)
+        pretty_exceptions_enable=False,
+    )
+    root.callback()(_root)
+    for module in TOP_LEVEL:
+        root.registered_commands += [
+            c for c in module.app.registered_commands if only in (None, _name(c))
+        ]
+    for name, group_help, modules in GROUPS:
+        if only not in (None, name):
+            continue
+        group = typer.Typer(help=group_help, no_args_is_help=True)
+        for module in modules:
+            group.registered_commands += module.app.registered_commands
+        root.add_typer(group, name=name)
+    return root
+
+
+def _name(command: typer.models.CommandInfo) -> str:
+    assert command.callback is not None
+    return command.name or typer.main.get_command_name(command.callback.__name__)
+
+
+app = _build()
+"""The whole command tree (what the tests invoke, what --help and completion show)."""
+
+NAMES = frozenset([_name(c) for c in app.registered_commands] + [name for name, _, _ in GROUPS])
+"""The top-level command and group names."""
+
+
+def app_for(args: Sequence[str]) -> typer.Typer:
+    """The app to run ``keysplit ARGS`` with: only the top-level command or group that
+    ``args`` name, when they name one, else the whole tree (root help, an unknown command).
+
+    Typer builds a Click command, with each of its parameters, for every command of the
+    app it runs, on every start: for the whole tree (about 50 commands) that took ~0.1 s of
+    a command's start; running one command needs only its own. The root options are flags
+    (no value), so the first argument that is no option is the command's name; what the
+    user sees (help, usage errors) is the same as with the whole tree
+    (tests/cli/test_cli_startup.py)."""
+    if any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ):
+        return app  # shell completion lists the whole tree
+    first = next((a for a in args if not a.startswith("-")), None)
+    if first is None or first not in NAMES:
+        return app
+    return _build(first)
 
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    app_for(sys.argv[1:])()

@@ -22,18 +22,9 @@ pycryptodome's share form, bare HPKE) and are never re-exported here.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING
 
-from .audit import AuditLog
-from .custody import (
-    Argon2Params,
-    Identity,
-    Recipient,
-    load_share,
-    open_share,
-    seal_share,
-    seal_share_with_passphrase,
-)
 from .errors import (
     AuditError,
     ChecksumError,
@@ -54,11 +45,31 @@ from .errors import (
     ShareError,
     ShreddedError,
 )
-from .keyring import Keyring, UnsealedKeyring, Unsealer, hpke_seal
-from .service import Client, RecordKeyring
-from .share import Share, combine, secret_fingerprint, split, verify_set
-from .stream import decrypt_file, decrypt_stream
-from .trust import encrypt_file, encrypt_stream
+
+if TYPE_CHECKING:  # imported on first use (_LAZY below), typed for mypy here
+    from .audit import AuditLog as AuditLog
+    from .custody import Argon2Params as Argon2Params
+    from .custody import Identity as Identity
+    from .custody import Recipient as Recipient
+    from .custody import load_share as load_share
+    from .custody import open_share as open_share
+    from .custody import seal_share as seal_share
+    from .custody import seal_share_with_passphrase as seal_share_with_passphrase
+    from .keyring import Keyring as Keyring
+    from .keyring import UnsealedKeyring as UnsealedKeyring
+    from .keyring import Unsealer as Unsealer
+    from .keyring import hpke_seal as hpke_seal
+    from .service import Client as Client
+    from .service import RecordKeyring as RecordKeyring
+    from .share import Share as Share
+    from .share import combine as combine
+    from .share import secret_fingerprint as secret_fingerprint
+    from .share import split as split
+    from .share import verify_set as verify_set
+    from .stream import decrypt_file as decrypt_file
+    from .stream import decrypt_stream as decrypt_stream
+    from .trust import encrypt_file as encrypt_file
+    from .trust import encrypt_stream as encrypt_stream
 
 __version__ = "0.1.0"
 
@@ -131,6 +142,35 @@ _MOVED = {
 """Former top-level names -> the module that owns them now. Only named in the error (never
 imported or returned here): one name, one home."""
 
+_LAZY = {
+    "AuditLog": "audit",
+    "Argon2Params": "custody",
+    "Identity": "custody",
+    "Recipient": "custody",
+    "load_share": "custody",
+    "open_share": "custody",
+    "seal_share": "custody",
+    "seal_share_with_passphrase": "custody",
+    "Keyring": "keyring",
+    "UnsealedKeyring": "keyring",
+    "Unsealer": "keyring",
+    "hpke_seal": "keyring",
+    "Client": "service",
+    "RecordKeyring": "service",
+    "Share": "share",
+    "combine": "share",
+    "secret_fingerprint": "share",
+    "split": "share",
+    "verify_set": "share",
+    "decrypt_file": "stream",
+    "decrypt_stream": "stream",
+    "encrypt_file": "trust",
+    "encrypt_stream": "trust",
+}
+"""The recipe names of ``__all__`` (all but the errors) -> their module, imported on first use
+(PEP 562): ``import keysplit`` costs only the errors, so a program (the CLI's ``--help``)
+pays for numpy, cryptography and the rest only when it uses a part that needs them."""
+
 _EXTRA = {"ClusterClient": "service.cluster_client"}
 """Top-level names outside the recipe surface ``__all__`` (kept small on purpose,
 tests/contract/test_layering.py): ``keysplit.ClusterClient("DIR", token=...)`` is the key-cluster
@@ -145,8 +185,12 @@ def __getattr__(name: str) -> object:
             f"{__name__}.{moved} (from {__name__}.{moved} import {name}; docs/MIGRATION.md)",
             name=name,
         )
-    module = _EXTRA.get(name)
+    module = _LAZY.get(name) or _EXTRA.get(name)
     if module is None:
+        # a submodule, as ``keysplit.stream`` was after a bare ``import keysplit`` when this
+        # module imported its parts eagerly
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
+            return importlib.import_module(f"{__name__}.{name}")
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value  # resolve once

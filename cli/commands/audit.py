@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
-from keysplit import Keyring, ceremony
-from keysplit.audit import AuditEntry
 
 from .._common import handle_errors, info
 from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
+
+if TYPE_CHECKING:
+    from keysplit.audit import AuditEntry
 
 __all__ = ["app"]
 
@@ -51,6 +49,8 @@ def verify_cmd(
 
     Exit codes: 0 log intact; 1 log broken (first bad entry named) or bad quorum; 2 usage.
     """
+    from keysplit import Keyring
+
     kr = Keyring.open(directory)
     if mac or share:
         with quorum(kr, QuorumSource(share, identity, passphrase_file)).unseal() as ukr:
@@ -111,6 +111,11 @@ def show_cmd(
 
     Exit codes: 0 shown; 1 unreadable log or no keyring; 2 usage.
     """
+    from rich.markup import escape
+    from rich.table import Table
+
+    from keysplit import Keyring
+
     entries = Keyring.open(directory).audit_log().entries()
     if as_json:
         for e in entries:
@@ -142,6 +147,8 @@ def repair_cmd(
 
     Exit codes: 0 repaired (or nothing to repair); 1 log broken elsewhere or bad quorum; 2 usage.
     """
+    from keysplit import Keyring, ceremony
+
     kr = Keyring.open(directory)
     done = ceremony.repair_audit(kr, quorum(kr, QuorumSource(share, identity, passphrase_file)))
     report = done.value

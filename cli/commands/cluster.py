@@ -11,15 +11,7 @@ from pathlib import Path
 
 import typer
 
-from keysplit.service.cluster_admin import (
-    cluster_status,
-    create_cluster,
-    refresh_cluster,
-    replace_node,
-    rotate_cluster,
-    shred_subject,
-)
-from keysplit.store.base import MAX_BATCH, describe_lease
+from keysplit.store.base import MAX_BATCH
 
 from .._common import (
     EXIT_NO_KEY,
@@ -66,6 +58,8 @@ def create_cmd(
     Exit codes: 0 created; 1 a node sealed, unreachable, of another region, or a dealing
     failed (the node at fault is named); 2 usage.
     """
+    from keysplit.service.cluster_admin import create_cluster
+
     pairs = []
     for spec in node:
         name, sep, url = spec.partition("=")
@@ -115,6 +109,8 @@ def status_cmd(
 
     Exit codes: 0 at least T nodes usable; 1 fewer, or cluster.json unreadable; 2 usage.
     """
+    from keysplit.service.cluster_admin import cluster_status
+
     cfg, consistent, nodes = cluster_status(
         directory, token=read_token(token_file), tls=tls_files(ca, cert, key)
     )
@@ -167,6 +163,8 @@ def refresh_cmd(
 
     Exit codes: 0 refreshed; 1 a node unreachable, sealed or at fault (named); 2 usage.
     """
+    from keysplit.service.cluster_admin import refresh_cluster
+
     cfg = refresh_cluster(directory, token=read_token(token_file), tls=tls_files(ca, cert, key))
     info(f"cluster {cfg.cluster_id} refreshed: epoch {cfg.epoch}")
     emit({"cluster_id": cfg.cluster_id, "epoch": cfg.epoch}, as_json, cfg.epoch)
@@ -192,6 +190,8 @@ def replace_cmd(
     Exit codes: 0 replaced; 1 fewer than T healthy nodes, the new node sealed or of another
     region, or a helper at fault (named); 2 usage.
     """
+    from keysplit.service.cluster_admin import replace_node
+
     name, sep, url = node.partition("=")
     if not sep or not name or not url:
         fail(f"expected NAME=URL, got {node!r}", code=EXIT_USAGE)
@@ -229,6 +229,8 @@ def rotate_cmd(
 
     Exit codes: 0 rotated; 1 fewer than T nodes of either cluster, another region; 2 usage.
     """
+    from keysplit.service.cluster_admin import rotate_cluster
+
     try:
         moved = rotate_cluster(
             directory,
@@ -279,6 +281,9 @@ def shred_cmd(
     confirmed, legal hold; 2 usage; 3 the subject had no data key; 4 shredded, but some
     live clients did not acknowledge within --wait (named).
     """
+    from keysplit.service.cluster_admin import shred_subject
+    from keysplit.store.base import describe_lease
+
     if not yes and not typer.confirm(
         f"Destroy the data key of {subject!r}? Their records become unrecoverable", err=True
     ):

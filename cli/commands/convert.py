@@ -12,15 +12,11 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from keysplit import KeysplitError, secret_fingerprint
-from keysplit import combine as ks_combine
-from keysplit.ceremony import WrittenShare
-from keysplit.files import atomic_write
-from keysplit.interop import convert as ks_convert
-from keysplit.interop import pycryptodome, slip39, vault
+from keysplit import KeysplitError
 
 from .. import _common
 from .._common import EXIT_USAGE, fail, handle_errors, info
@@ -37,6 +33,9 @@ from .._convert_io import (
 )
 from .._custodians import CUSTODIAN_OPTION_HELP, parse_custodians
 from .._output import print_share_table
+
+if TYPE_CHECKING:
+    from keysplit.interop import vault
 
 __all__ = ["app"]
 
@@ -142,6 +141,11 @@ def convert_cmd(
     Example: keysplit share convert --from keysplit --to slip39 -t 2 -n 3 --out-dir words
     share-1.kss share-2.kss
     """
+    from keysplit import combine as ks_combine
+    from keysplit import secret_fingerprint
+    from keysplit.interop import convert as ks_convert
+    from keysplit.interop import pycryptodome, slip39
+
     if Fmt.vault in (from_, to):
         if Fmt.pycryptodome in (from_, to) or ssss:
             fail("Vault keys convert to and from keysplit or slip39 only", code=EXIT_USAGE)
@@ -386,6 +390,13 @@ def convert_vault_cmd(
     Example: keysplit share convert-vault --from vault --to keysplit -c ana=ana.pub
     -c ben=ben.pub -c cy=cy.pub -t 2 --out-dir shares init.txt
     """
+    from keysplit import combine as ks_combine
+    from keysplit import secret_fingerprint
+    from keysplit.ceremony import WrittenShare
+    from keysplit.files import atomic_write
+    from keysplit.interop import convert as ks_convert
+    from keysplit.interop import slip39, vault
+
     if (from_ is VFmt.vault) == (to is VFmt.vault):
         fail("exactly one of --from and --to must be vault", code=EXIT_USAGE)
     if (custodian or set_id) and to is not VFmt.keysplit:

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import typer
 
-from keysplit import Identity, KeysplitError, Recipient
-from keysplit.files import atomic_write
+from keysplit import KeysplitError
 
 from .. import _common
 from .._common import EXIT_USAGE, fail, handle_errors, relabel
@@ -48,6 +47,9 @@ def keygen_cmd(
 
     Exit codes: 0 written; 1 a file exists or cannot be written; 2 usage.
     """
+    from keysplit import Identity
+    from keysplit.files import atomic_write
+
     try:
         ident = Identity.generate(name, suite="mlkem768-x25519" if pq else "x25519")
     except ValueError as exc:
@@ -90,6 +92,8 @@ def show_cmd(
 
     Example: keysplit custodian show keys/ana.pub --json
     """
+    from keysplit import Recipient
+
     try:
         r = Recipient.from_file(file)
     except KeysplitError as exc:

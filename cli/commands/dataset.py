@@ -14,18 +14,20 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from keysplit import Keyring, KeysplitError, UnsealedKeyring, ceremony
+from keysplit import KeysplitError
 
 from .._common import EXIT_USAGE, err_console, fail, handle_errors, info
 from .._dask import JOB_TIMEOUT_OPTION, SCHEDULER_OPTION, job_cluster, job_timeout, jobs_module
 from .._output import JSON_HELP, emit
 from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
 from .._service import CA_OPTION, CERT_OPTION, KEY_OPTION, SERVER_FORMS, Tls, connect, read_token
+
+if TYPE_CHECKING:
+    from keysplit import UnsealedKeyring
 
 __all__ = ["app"]
 
@@ -34,6 +36,8 @@ app = typer.Typer()
 
 @contextlib.contextmanager
 def _bar(what: str) -> Iterator[Callable[[int, int], None]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -120,6 +124,8 @@ def _dataset_job(
     With ``--keyring`` (and no ``--server``) this is the library ceremony
     :func:`keysplit.ceremony.dataset`: quorum, job, one ``dataset`` audit entry (``record``
     holds its fields)."""
+    from keysplit import Keyring, ceremony
+
     if keyring is not None and server is None:
         kr = Keyring.open(keyring)
 

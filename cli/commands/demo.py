@@ -18,33 +18,27 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from keysplit import (
     AuditError,
-    Identity,
     InsufficientSharesError,
     IntegrityError,
-    Keyring,
     KeysplitError,
     LegalHoldError,
     MixedSharesError,
-    Share,
     ShreddedError,
-    UnsealedKeyring,
-    ceremony,
-    encrypt_file,
-    load_share,
 )
-from keysplit.ceremony import Custody, DirectorySink, Quorum
-from keysplit.files import atomic_write
 
 from .. import _common
 from .._common import err_console, fail, handle_errors, info
 from .._progress import progress_bar
+
+if TYPE_CHECKING:
+    from keysplit import Keyring, Share, UnsealedKeyring
+    from keysplit.ceremony import Custody, DirectorySink, Quorum
 
 __all__ = ["app"]
 
@@ -121,6 +115,8 @@ class _Story:
 
     @contextmanager
     def step(self, title: str, command: str | None = None) -> Iterator[list[str]]:
+        from rich.markup import escape
+
         info(f"\n[bold cyan]== {escape(title)}[/]")
         if command:
             info(f"[dim]   $ {escape(command)}[/]")
@@ -132,6 +128,8 @@ class _Story:
         info(f"[dim]   ({elapsed:.2f} s)[/]")
 
     def claim(self, text: str, ok: bool) -> None:
+        from rich.markup import escape
+
         mark = "[green]✓[/]" if ok else "[bold red]✗ FALSE:[/]"
         info(f"   {mark} {escape(text)}")
         if not ok:
@@ -169,6 +167,9 @@ class _Custodians:
     """The five custodians' share files, identities and passphrases in the demo folder."""
 
     def __init__(self, root: Path) -> None:
+        from keysplit import Identity
+        from keysplit.files import atomic_write
+
         self.dir = root / "custodians"
         self.dir.mkdir()
         self.identities = {n: Identity.generate(n) for n in KEY_SEALED}
@@ -186,6 +187,8 @@ class _Custodians:
 
     def custody(self, names: tuple[str, ...]) -> list[Custody]:
         """How each custodian's new share is sealed (as ``-c NAME=PUBFILE`` / ``-c NAME``)."""
+        from keysplit.ceremony import Custody
+
         return [
             Custody(n, recipient=self.identities[n].recipient)
             if n in self.identities
@@ -194,9 +197,13 @@ class _Custodians:
         ]
 
     def sink(self) -> DirectorySink:
+        from keysplit.ceremony import DirectorySink
+
         return DirectorySink(self.dir)
 
     def open(self, name: str, path: Path) -> Share:
+        from keysplit import load_share
+
         data = path.read_bytes()
         if name in self.identities:
             return load_share(data, identity=self.identities[name])
@@ -257,6 +264,12 @@ def demo(
 
 def _run(root: Path, n_users: int) -> int:
     """The story; returns the generation of the custodians' current share files."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from keysplit import Keyring, ceremony, encrypt_file
+    from keysplit.ceremony import Quorum
+
     t_start = time.perf_counter()
     story = _Story()
     rng = random.Random(2026)  # synthetic data only; all keys come from the OS CSPRNG

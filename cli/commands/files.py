@@ -18,8 +18,6 @@ from pathlib import Path
 
 import typer
 
-from keysplit import Keyring, ceremony, encrypt_file, trust
-
 from .._common import EXIT_USAGE, fail, handle_errors, info
 from .._output import JSON_HELP
 from .._quorum import (
@@ -94,6 +92,8 @@ def encrypt_cmd(
     Exit codes: 0 encrypted; 1 untrusted keyring, unreadable input, existing output or no
     keyring (nothing written); 2 usage.
     """
+    from keysplit import Keyring, encrypt_file, trust
+
     ctx = _parse_context(context)
     _json_needs_stdout(as_json, out_path)
     kr = Keyring.open(directory)
@@ -156,6 +156,8 @@ def decrypt_cmd(
 
     On failure no output file is left behind.
     """
+    from keysplit import ceremony
+
     ctx = _parse_context(context)
     _json_needs_stdout(as_json, out_path)
     if in_path == "-" and not share:

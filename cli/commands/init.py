@@ -11,11 +11,6 @@ from pathlib import Path
 
 import typer
 
-from keysplit import ceremony
-from keysplit.ceremony import ShareFileExists
-from keysplit.store import check_store_url
-from keysplit.trust import KnownKeyrings
-
 from .. import _common
 from .._common import fail, handle_errors, info
 from .._custodians import (
@@ -79,6 +74,11 @@ def init_cmd(
 
     Exit codes: 0 created; 1 failure (bad public key, existing keyring or share file); 2 usage.
     """
+    from keysplit import ceremony
+    from keysplit.ceremony import ShareFileExists
+    from keysplit.store import check_store_url
+    from keysplit.trust import KnownKeyrings
+
     url = check_store_url(store) if store is not None else None
     custody = parse_custodians(custodian, passphrase_file, plain_shares, "--passphrase-file")
     check_threshold(threshold, custody)

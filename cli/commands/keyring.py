@@ -12,9 +12,6 @@ from pathlib import Path
 
 import typer
 
-from keysplit import Keyring, trust
-from keysplit.trust import KnownKeyrings
-
 from .._common import fail, handle_errors, info
 from .._output import JSON_HELP
 
@@ -46,6 +43,9 @@ def pin_cmd(
 
     Exit codes: 0 pinned; 1 fingerprint mismatch or pinned to another key; 2 usage.
     """
+    from keysplit import Keyring, trust
+    from keysplit.trust import KnownKeyrings
+
     kr = Keyring.open(directory)
     if expect is None:
         info(
@@ -67,6 +67,8 @@ def trusted_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
 
     Exit codes: 0 listed; 1 unreadable known-keyrings file.
     """
+    from keysplit.trust import KnownKeyrings
+
     entries = KnownKeyrings().entries()
     if as_json:
         typer.echo(
@@ -94,6 +96,8 @@ def forget_cmd(
 
     Exit codes: 0 removed; 1 not pinned.
     """
+    from keysplit.trust import KnownKeyrings
+
     if not KnownKeyrings().remove(keyring_id):
         fail(f"keyring {keyring_id} is not pinned in {KnownKeyrings().path}")
     info(f"forgot keyring {keyring_id}")

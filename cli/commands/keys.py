@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from keysplit import ceremony
-from keysplit.keyring import fleet
-from keysplit.store.base import MAX_BATCH, Lease, describe_lease
+from keysplit.store.base import MAX_BATCH
 
 from .._common import EXIT_NO_KEY, EXIT_NOT_ACKNOWLEDGED, EXIT_USAGE, fail, handle_errors, info
 from .._dask import JOB_TIMEOUT_OPTION, SCHEDULER_OPTION, dask_rewrap, job_timeout
@@ -28,6 +26,10 @@ from .._quorum import (
     open_keyring,
     quorum,
 )
+
+if TYPE_CHECKING:
+    from keysplit import ceremony
+    from keysplit.store.base import Lease
 
 __all__ = ["app"]
 
@@ -55,6 +57,8 @@ def rotate_cmd(
 
     Exit codes: 0 rotated; 1 bad quorum; 2 usage.
     """
+    from keysplit import ceremony
+
     kr = open_keyring(directory, store)
     done = ceremony.rotate(kr, quorum(kr, QuorumSource(share, identity, passphrase_file)))
     version = done.value
@@ -87,6 +91,8 @@ def rewrap_cmd(
 
     Exit codes: 0 done; 1 bad quorum or a stored key failed authentication; 2 usage.
     """
+    from keysplit import ceremony
+
     if timeout is not None and not dask:
         fail("--timeout bounds a Dask job: give it with --dask", code=EXIT_USAGE)
     limit = job_timeout(timeout)
@@ -135,6 +141,8 @@ def retire_cmd(
 
     Exit codes: 0 retired; 1 bad quorum, version current, unknown or still in use; 2 usage.
     """
+    from keysplit import ceremony
+
     kr = open_keyring(directory, store)
     done = ceremony.retire(kr, quorum(kr, QuorumSource(share, identity, passphrase_file)), version)
     info(f"KEK v{version} retired")
@@ -176,6 +184,10 @@ def shred_cmd(
     shredded, the request is still recorded); 4 shredded, but some live holders did not
     acknowledge within --wait (named).
     """
+    from keysplit import ceremony
+    from keysplit.keyring import fleet
+    from keysplit.store.base import describe_lease
+
     kr = open_keyring(directory, store)
     if not yes and not typer.confirm(
         f"Destroy the data key of {subject!r}? Their records become unrecoverable",
@@ -247,6 +259,8 @@ def hold_cmd(
 
     Exit codes: 0 done; 1 bad quorum; 2 usage.
     """
+    from keysplit import ceremony
+
     kr = open_keyring(directory, store)
     src = QuorumSource(share, identity, passphrase_file)
     done = ceremony.hold(kr, quorum(kr, src), subject, on)

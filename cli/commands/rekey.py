@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-
-from keysplit import Keyring, ceremony
-from keysplit.ceremony import ShareFileExists
 
 from .. import _common
 from .._common import EXIT_USAGE, fail, handle_errors, info
@@ -37,6 +35,9 @@ from .._quorum import (
 )
 from .._verification import VERIFY_HELP, record_proof, show_status, verify_note
 from .._verification import complete as complete_verification
+
+if TYPE_CHECKING:
+    from keysplit import Keyring
 
 __all__ = ["app"]
 
@@ -130,6 +131,9 @@ def rekey_cmd(
 
     Exit codes: 0 rekeyed; 1 bad quorum or write failure (old shares still work); 2 usage.
     """
+    from keysplit import ceremony
+    from keysplit.ceremony import ShareFileExists
+
     kr = open_keyring(directory, store)
     if abort:
         _abort_rekey(kr, QuorumSource(share, identity, passphrase_file))
@@ -188,6 +192,8 @@ def rekey_cmd(
 
 
 def _abort_rekey(kr: Keyring, source: QuorumSource) -> None:
+    from keysplit import ceremony
+
     existed = ceremony.abort_rekey(kr, quorum(kr, source)).value
     info(
         "pending rekey discarded; the current shares stay valid" if existed else "nothing to abort"

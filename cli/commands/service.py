@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from keysplit import Keyring, KeysplitError
+from keysplit import KeysplitError
 
 from .._common import EXIT_USAGE, fail, handle_errors, info
 from .._output import JSON_HELP
@@ -78,6 +78,8 @@ def serve_cmd(
 
     Exit codes: 0 stopped by a signal; 1 failure (no keyring, socket in use); 2 usage.
     """
+    from keysplit import Keyring
+
     try:
         from keysplit.service.server import Limits, ServeOptions, run
     except ImportError:
@@ -130,6 +132,8 @@ def seal_cmd(
 
     Exit codes: 0 sealed (or already sealed); 1 failure; 2 usage.
     """
+    from keysplit import Keyring
+
     expected = Keyring.open(directory).keyring_id if directory is not None else None
     with connect(server, (ca, cert, key), token=read_token(token_file)) as c:
         serving = c.service_status().get("keyring_id")

@@ -10,18 +10,19 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from keysplit import FormatError, KeysplitError, Share, load_share, verify_set
-from keysplit import proof as ks_proof
-from keysplit import sheet as ks_sheet
-from keysplit.custody import is_sealed, read_share_file, sealed_share_info
+from keysplit import FormatError, KeysplitError
 
 from .._common import EXIT_USAGE, fail, handle_errors, info, relabel
 from .._opener import ALLOW_EXPENSIVE_KDF, ALLOW_EXPENSIVE_KDF_HELP, Passphrases, ShareOpener
 from .._output import note
+
+if TYPE_CHECKING:
+    from keysplit import Share
+    from keysplit import sheet as ks_sheet
 
 __all__ = ["app"]
 
@@ -38,6 +39,9 @@ UNLOCK_HELP = "Passphrase of a passphrase-sealed share, or of the identity (else
 
 def _metadata(path: Path, data: bytes | None = None) -> dict[str, Any]:
     """What a share file says about itself; ``data`` if already read."""
+    from keysplit import load_share
+    from keysplit.custody import is_sealed, read_share_file, sealed_share_info
+
     if data is None:
         data = read_share_file(path)
     try:
@@ -120,6 +124,9 @@ def verify_cmd(
 
     Exit codes: 0 consistent; 1 a bad file, or shares that do not belong together; 2 usage.
     """
+    from keysplit import load_share, verify_set
+    from keysplit.custody import read_share_file
+
     opener = (
         ShareOpener(
             identity, Passphrases.single(passphrase_file), allow_expensive_kdf=allow_expensive_kdf
@@ -198,6 +205,8 @@ def _verify_headers(metas: list[tuple[Path, dict[str, Any]]]) -> None:
 
 def _open_share(path: Path, opener: ShareOpener) -> tuple[Share, str | None]:
     """The share in ``path`` and its custodian's name when the file records it."""
+    from keysplit.custody import is_sealed, read_share_file, sealed_share_info
+
     data = read_share_file(path)
     share = opener.open(str(path), data)
     if is_sealed(data):
@@ -224,6 +233,8 @@ def prove_cmd(
     set and your index. The code reveals nothing about the share; give it to the
     ceremony operator. Example: keysplit share prove ana.g2.kss --identity ana.id
     """
+    from keysplit import proof as ks_proof
+
     share, who = _open_share(file, ShareOpener(identity, Passphrases.single(passphrase_file)))
     code = ks_proof.prove(share)
     if as_json:
@@ -261,6 +272,9 @@ def print_cmd(
     'sheets' extra (segno, fpdf2).
     Example: keysplit share print ana.g1.kss --out ana-sheet.pdf
     """
+    from keysplit import sheet as ks_sheet
+    from keysplit.custody import is_sealed, read_share_file
+
     opener = ShareOpener(identity, Passphrases.single(passphrase_file))
     sheets: list[ks_sheet.ShareSheet | ks_sheet.SealedSheet] = []
     for path in files:

@@ -10,24 +10,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from keysplit import (
-    FormatError,
-    KeysplitError,
-    Recipient,
-    Share,
-    combine,
-    seal_share,
-    seal_share_with_passphrase,
-    secret_fingerprint,
-    split,
-)
-from keysplit.ceremony import share_file_text
-from keysplit.custody import read_share_file
-from keysplit.files import atomic_write
+from keysplit import FormatError, KeysplitError
 
 from .. import _common
 from .._common import EXIT_USAGE, fail, handle_errors, read_input
@@ -42,6 +29,9 @@ from .._opener import (
 )
 from .._output import note
 from .._specs import parse_name_file
+
+if TYPE_CHECKING:
+    from keysplit import Recipient, Share
 
 __all__ = ["app"]
 
@@ -95,6 +85,10 @@ def split_cmd(
 
     Example: keysplit split -k 2 -n 3 --out-dir shares < secret.hex
     """
+    from keysplit import seal_share, seal_share_with_passphrase, secret_fingerprint, split
+    from keysplit.ceremony import share_file_text
+    from keysplit.files import atomic_write
+
     sealing = bool(custodian or passphrase_custodian)
     if sealing and len(custodian) + len(passphrase_custodian) != shares:
         fail(
@@ -160,6 +154,8 @@ def _load_all(
     skip_bad: bool,
     allow_expensive_kdf: bool,
 ) -> tuple[list[Share], list[str]]:
+    from keysplit.custody import read_share_file
+
     opener = ShareOpener(
         identity, Passphrases.single(passphrase_file), allow_expensive_kdf=allow_expensive_kdf
     )
@@ -207,6 +203,9 @@ def combine_cmd(
 
     Example: keysplit combine shares/share-1.kss shares/share-3.kss --json
     """
+    from keysplit import combine, secret_fingerprint
+    from keysplit.files import atomic_write
+
     shares, problems = _load_all(
         list(files or []), identity, passphrase_file, skip_bad, allow_expensive_kdf
     )

@@ -8,10 +8,8 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from keysplit import KeysplitError, trust
+from keysplit import KeysplitError
 
 from .._common import handle_errors
 from .._output import JSON_HELP
@@ -35,6 +33,11 @@ def status_cmd(
 
     Exit codes: 0 shown (even if the audit chain is broken: see its line); 1 no keyring; 2 usage.
     """
+    from rich.markup import escape
+    from rich.table import Table
+
+    from keysplit import trust
+
     kr = open_keyring(directory, store)
     doc = kr.status().as_dict()
     doc["trust"] = trust.trust_state(kr).as_dict()

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from keysplit import Keyring, ceremony
-from keysplit.service.tokens import OPERATIONS, TokenList, TokenPolicy
+from keysplit.service.tokens import OPERATIONS
 
 from .._common import EXIT_USAGE, fail, handle_errors, info
 from .._output import JSON_HELP
 from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
 from .._service import TOKEN_FILE_HELP, read_token
+
+if TYPE_CHECKING:
+    from keysplit.service.tokens import TokenPolicy
 
 __all__ = ["app"]
 
@@ -59,6 +62,8 @@ def token_create_cmd(
 
     Exit codes: 0 created; 1 bad quorum, name taken, list tampered; 2 usage.
     """
+    from keysplit import Keyring, ceremony
+
     kr = Keyring.open(directory)
     try:
         done = ceremony.create_token(
@@ -108,6 +113,8 @@ def token_add_cmd(
 
     Exit codes: 0 added; 1 bad quorum, name taken, token known, list tampered; 2 usage.
     """
+    from keysplit import Keyring, ceremony
+
     token = read_token(token_file)
     assert token is not None
     if region:
@@ -148,6 +155,9 @@ def token_list_cmd(
 
     Exit codes: 0 listed; 1 unreadable list; 2 usage.
     """
+    from keysplit import Keyring
+    from keysplit.service.tokens import TokenList
+
     kr = Keyring.open(directory)
     tl = TokenList.read(directory, kr.keyring_id)
     dead = set(tl.revoked) | set(tl.pending_revocations)
@@ -181,6 +191,9 @@ def token_revoke_cmd(
 
     Exit codes: 0 revoked; 1 unknown or already revoked; 2 usage.
     """
+    from keysplit import Keyring
+    from keysplit.service.tokens import TokenList
+
     kr = Keyring.open(directory)
     pol = TokenList.read(directory, kr.keyring_id).revoke(name)
     info(f"token {pol.name!r} ({pol.id}) revoked")

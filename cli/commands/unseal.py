@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from keysplit import Keyring, KeysplitError, Share, ceremony
-from keysplit.service.unseal import key_fingerprint
+from keysplit import KeysplitError
 
 from .._common import EXIT_USAGE, fail, handle_errors, info, relabel
 from .._opener import Passphrases, ShareOpener
@@ -31,6 +30,9 @@ from .._quorum import (
     quorum,
 )
 from .._service import CA_OPTION, CERT_OPTION, KEY_OPTION, SERVER_FORMS, Tls, connect
+
+if TYPE_CHECKING:
+    from keysplit import Share
 
 __all__ = ["app"]
 
@@ -72,6 +74,8 @@ def unseal_cmd(
 
     Exit codes: 0 verified; 1 bad, foreign or too few shares, wrong secret; 2 usage.
     """
+    from keysplit import ceremony
+
     src = QuorumSource(share, identity, passphrase_file)
     if server is not None:
         return remote_unseal(directory, server, (ca, cert, key), src, as_json=as_json, reset=reset)
@@ -111,6 +115,9 @@ def remote_unseal(
     it never travels in clear. The server checks it at once and names what is wrong;
     interactively the custodian may then try another share.
     """
+    from keysplit import Keyring
+    from keysplit.service.unseal import key_fingerprint
+
     expected = Keyring.open(directory).keyring_id if directory is not None else None
     with connect(server, tls) as client:
         if reset:

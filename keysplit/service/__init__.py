@@ -12,12 +12,15 @@ the client uses only the standard library.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ..keyring import KeyringStatus
-from .client import Client, ServiceError
-from .unseal import StaleNonceError
+if TYPE_CHECKING:  # imported on first use (__getattr__ below), typed for mypy here
+    from ..keyring import KeyringStatus
+    from .client import Client as Client
+    from .client import ServiceError as ServiceError
+    from .unseal import StaleNonceError as StaleNonceError
 
 __all__ = ["Client", "RecordKeyring", "ServiceError", "StaleNonceError"]
 
@@ -51,3 +54,18 @@ class RecordKeyring(Protocol):
     def shred(self, subject: str) -> bool: ...
 
     def status(self) -> KeyringStatus: ...
+
+
+_LAZY = {"Client": "client", "ServiceError": "client", "StaleNonceError": "unseal"}
+"""Names of ``__all__`` -> their module, imported on first use (PEP 562): a program that needs
+only a light part of the service (``keysplit token``'s help reads ``tokens.OPERATIONS``) does
+not pay for the client, the keyring and numpy."""
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # resolve once
+    return value
