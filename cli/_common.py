@@ -108,6 +108,19 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def check_subject_arg(subject: str) -> None:
+    """A usage error (exit 2) for a SUBJECT argument no data key can have: empty, too
+    long, or not Unicode (bytes that are not UTF-8 reach argv as lone surrogates). Checked
+    before a quorum is asked for, by the library's one rule
+    (:func:`keysplit.names.check_subject`)."""
+    from keysplit.names import check_subject
+
+    try:
+        check_subject(subject)
+    except ValueError as exc:
+        fail(f"SUBJECT: {exc}", code=EXIT_USAGE)
+
+
 INPUT_LIMIT = 1 << 20
 """Largest input file or stdin read by ``read_input`` (Vault's init JSON, share lists,
 secrets): the Vault parser's own bound, checked before anything is read."""

@@ -64,6 +64,7 @@ __all__ = [
     "Opener",
     "StreamHeader",
     "StreamInfo",
+    "check_context",
     "decrypt_file",
     "decrypt_stream",
     "encrypt_file",
@@ -159,6 +160,15 @@ def _encode_context(context: Mapping[str, str] | None) -> bytes:
     if len(out) > MAX_CONTEXT_SIZE:
         raise ValueError(f"context too large: {len(out)} bytes encoded, at most {MAX_CONTEXT_SIZE}")
     return bytes(out)
+
+
+def check_context(context: Mapping[str, str] | None) -> None:
+    """Raise ``ValueError`` (``TypeError``) for a context a stream header cannot hold: too
+    many, too long or empty keys, too long values, text that is not Unicode (lone
+    surrogates: bytes that are not UTF-8 in a command line) or more than
+    :data:`MAX_CONTEXT_SIZE` bytes encoded. What :func:`encrypt_stream` checks, and an
+    expected context of :func:`decrypt_stream`, up front (before a quorum is gathered)."""
+    _encode_context(context)
 
 
 def _same_context(expected: Mapping[str, str], stored: Mapping[str, str]) -> bool:

@@ -17,6 +17,7 @@ from .._common import (
     EXIT_NO_KEY,
     EXIT_NOT_ACKNOWLEDGED,
     EXIT_USAGE,
+    check_subject_arg,
     fail,
     handle_errors,
     info,
@@ -284,6 +285,7 @@ def shred_cmd(
     from keysplit.service.cluster_admin import shred_subject
     from keysplit.store.base import describe_lease
 
+    check_subject_arg(subject)
     if not yes and not typer.confirm(
         f"Destroy the data key of {subject!r}? Their records become unrecoverable", err=True
     ):

@@ -49,6 +49,12 @@ def _parse_context(items: list[str]) -> dict[str, str]:
         if key in context:
             fail(f"--context key {key!r} given twice", code=EXIT_USAGE)
         context[key] = value
+    from keysplit.stream import check_context
+
+    try:
+        check_context(context)
+    except ValueError as exc:  # too long, or not Unicode (argv bytes that are not UTF-8)
+        fail(f"--context: {exc}", code=EXIT_USAGE)
     return context
 
 

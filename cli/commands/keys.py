@@ -13,7 +13,15 @@ import typer
 
 from keysplit.store.base import MAX_BATCH
 
-from .._common import EXIT_NO_KEY, EXIT_NOT_ACKNOWLEDGED, EXIT_USAGE, fail, handle_errors, info
+from .._common import (
+    EXIT_NO_KEY,
+    EXIT_NOT_ACKNOWLEDGED,
+    EXIT_USAGE,
+    check_subject_arg,
+    fail,
+    handle_errors,
+    info,
+)
 from .._dask import JOB_TIMEOUT_OPTION, SCHEDULER_OPTION, dask_rewrap, job_timeout
 from .._output import JSON_HELP, emit
 from .._progress import progress_bar
@@ -188,6 +196,7 @@ def shred_cmd(
     from keysplit.keyring import fleet
     from keysplit.store.base import describe_lease
 
+    check_subject_arg(subject)
     kr = open_keyring(directory, store)
     if not yes and not typer.confirm(
         f"Destroy the data key of {subject!r}? Their records become unrecoverable",
@@ -261,6 +270,7 @@ def hold_cmd(
     """
     from keysplit import ceremony
 
+    check_subject_arg(subject)
     kr = open_keyring(directory, store)
     src = QuorumSource(share, identity, passphrase_file)
     done = ceremony.hold(kr, quorum(kr, src), subject, on)

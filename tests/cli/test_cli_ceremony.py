@@ -401,6 +401,33 @@ def test_shred_confirmation_and_legal_hold(cer: Ceremony) -> None:
     assert len(shred) == 1 and shred[0].data["subject"] == "u1" and shred[0].data["existed"]
 
 
+@pytest.mark.parametrize(
+    ("subject", "message"),
+    [
+        ("", "error: SUBJECT: subject must not be empty"),
+        ("u\udcff", "error: SUBJECT: subject is not valid Unicode text"),
+        ("u" * 1025, "error: SUBJECT: subject must be at most 1024 bytes of UTF-8"),
+    ],
+)
+@pytest.mark.parametrize("command", [["shred", "--yes"], ["hold", "--on"], ["hold", "--off"]])
+def test_subject_the_library_refuses_is_a_usage_error(
+    cer: Ceremony, command: list[str], subject: str, message: str
+) -> None:
+    """A subject no key can have (empty, too long, not Unicode: bytes that are not UTF-8
+    reach Python's argv as lone surrogates) was a ValueError traceback from shred and hold,
+    raised after the custodians had given their shares (red team)."""
+    r = run([command[0], cer.kr, subject, command[1], *cer.quorum("alice", "bob")])
+    assert r.exit_code == 2 and error_lines(r) == [message], r.stderr
+    assert "[1/2]" not in r.stderr  # refused before any share was asked for
+    assert [e.event for e in Keyring.open(cer.kr).audit_log().entries()] == ["init"]
+
+
+def test_cluster_shred_refuses_a_subject_no_key_can_have(tmp_path: Path) -> None:
+    r = run(["cluster", "shred", tmp_path, "u\udcff", "--token-file", tmp_path / "t", "--yes"])
+    assert r.exit_code == 2, r.output
+    assert error_lines(r) == ["error: SUBJECT: subject is not valid Unicode text"]
+
+
 def test_status_is_public_and_needs_no_quorum(cer: Ceremony) -> None:
     _fill(cer, 4)
     r = run(["status", cer.kr, "--json"])

@@ -235,3 +235,40 @@ def test_audit_repair_drops_only_a_torn_tail(cer: Ceremony) -> None:
     (cer.kr / "audit.log").write_bytes(b"".join(lines))
     r = run(["audit", "repair", cer.kr, *cer.quorum("alice", "bob")])
     assert r.exit_code == 1 and error_lines(r)[0].startswith("error: entry 2"), r.stderr
+
+
+# -- text from argv the library refuses (red team) -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        (["k=" + "v" * 70_000], "error: --context: a context value is at most 65536 bytes"),
+        (["k\udcff=v"], "error: --context: context key is not valid Unicode text"),
+        (["k=\udcff"], "error: --context: context value is not valid Unicode text"),
+        (
+            ["k" * 2000 + "=v"],
+            "error: --context: a context key must be at most 1024 bytes of UTF-8",
+        ),
+        (
+            ["a=" + "v" * 40_000, "b=" + "v" * 40_000],
+            "error: --context: context too large: 80010 bytes encoded, at most 65535",
+        ),
+    ],
+)
+def test_context_the_library_refuses_is_a_usage_error(
+    cer: Ceremony, items: list[str], message: str
+) -> None:
+    """Text the stream format cannot hold (too long, not Unicode: bytes that are not UTF-8
+    reach Python's argv as lone surrogates) was a ValueError traceback from encrypt, and
+    from decrypt after the custodians had given their shares."""
+    src = cer.root / "plain.bin"
+    src.write_bytes(b"x")
+    ctx = [arg for item in items for arg in ("--context", item)]
+    r = run(["encrypt", cer.kr, src, cer.root / "x.ks", *ctx])
+    assert r.exit_code == 2 and error_lines(r) == [message], r.stderr
+    assert not (cer.root / "x.ks").exists()
+    sealed = _encrypt(cer, b"data")
+    r = run(["decrypt", cer.kr, sealed, cer.root / "y", *ctx, *cer.quorum("alice", "bob")])
+    assert r.exit_code == 2 and error_lines(r) == [message], r.stderr
+    assert "[1/2]" not in r.stderr  # refused before any share was asked for
