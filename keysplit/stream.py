@@ -459,7 +459,18 @@ def decrypt_stream(
     written when a later one fails: on :class:`IntegrityError` discard all output. Use
     :func:`decrypt_file` for all-or-nothing output.
     """
-    header = read_header(src)
+    return _decrypt_body(read_header(src), src, dst, opener, context=context)
+
+
+def _decrypt_body(
+    header: StreamHeader,
+    src: BinaryIO,
+    dst: BinaryIO,
+    opener: Opener,
+    *,
+    context: Mapping[str, str] | None,
+) -> StreamInfo:
+    """:func:`decrypt_stream` after the header: ``src`` is at the body."""
     if context is not None and not _same_context(context, header.context):
         raise IntegrityError("stream context does not match the expected context")
     file_key = _open_file_key(header, opener)
@@ -569,5 +580,23 @@ def decrypt_file(
     this host is gone.
     To stdout: see :func:`decrypt_stream` (not atomic).
     """
-    with _open_in(in_path) as src, _open_out(out_path, overwrite) as dst:
-        return decrypt_stream(src, dst, opener, context=context)
+    with _open_in(in_path) as src:
+        return _decrypt_to(src, None, out_path, opener, context=context, overwrite=overwrite)
+
+
+def _decrypt_to(
+    src: BinaryIO,
+    header: StreamHeader | None,
+    out_path: PathArg,
+    opener: Opener,
+    *,
+    context: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+) -> StreamInfo:
+    """:func:`decrypt_file` from an open source whose ``header`` may be read already
+    (:func:`keysplit.ceremony.decrypt_file` reads it to check the recipient before a quorum
+    is asked for: the input is opened once, since a pipe can be read only once)."""
+    with _open_out(out_path, overwrite) as dst:
+        if header is None:
+            header = read_header(src)
+        return _decrypt_body(header, src, dst, opener, context=context)

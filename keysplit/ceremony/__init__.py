@@ -49,7 +49,7 @@ from ..service.tokens import (
     new_token,
 )
 from ..share import Share
-from ..stream import StreamInfo, read_header, recipient_id
+from ..stream import StreamInfo, _decrypt_to, read_header, recipient_id
 from ..stream import decrypt_file as _decrypt_file
 from .quorum import Authority, Done, Quorum, QuorumFeed, TokenGrant, unsealed
 from .sinks import (
@@ -499,24 +499,39 @@ def decrypt_file(
 ) -> Done[StreamInfo]:
     """Decrypt a file sealed to the keyring (``-``: stdin/stdout) and record it.
 
-    A file sealed to another keyring is refused before any share is asked for.
+    A file sealed to another keyring is refused before any share is asked for. The input
+    is opened and read once (its header for that check, then the body), so a pipe
+    (``<(curl ...)``, a FIFO) works as well as a file.
     """
-    if in_path != "-":
-        with open(in_path, "rb") as fh:
-            header = read_header(fh)
+
+    def record(r: StreamInfo, by: Sequence[Principal]) -> ev.Event:
+        return ev.Decrypt(in_path, r.plaintext_size, dict(r.header.context), by)
+
+    if in_path == "-":
+        return _run(
+            keyring,
+            authority,
+            "decrypt",
+            lambda ukr: _decrypt_file(in_path, out_path, ukr, context=context, overwrite=overwrite),
+            record,
+        )
+    with open(in_path, "rb", buffering=0) as src:
+        header = read_header(src)
         mine = recipient_id(keyring.public_key)
         if header.recipient_id != mine:
             raise KeyringError(
                 f"{in_path} is sealed to another keyring",
                 hint=f"its key id is {header.recipient_id.hex()}, this keyring's {mine.hex()}",
             )
-    return _run(
-        keyring,
-        authority,
-        "decrypt",
-        lambda ukr: _decrypt_file(in_path, out_path, ukr, context=context, overwrite=overwrite),
-        lambda r, by: ev.Decrypt(in_path, r.plaintext_size, dict(r.header.context), by),
-    )
+        return _run(
+            keyring,
+            authority,
+            "decrypt",
+            lambda ukr: _decrypt_to(
+                src, header, out_path, ukr, context=context, overwrite=overwrite
+            ),
+            record,
+        )
 
 
 DatasetRunner = Callable[[UnsealedKeyring], T]

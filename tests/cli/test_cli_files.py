@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -235,6 +237,48 @@ def test_audit_repair_drops_only_a_torn_tail(cer: Ceremony) -> None:
     (cer.kr / "audit.log").write_bytes(b"".join(lines))
     r = run(["audit", "repair", cer.kr, *cer.quorum("alice", "bob")])
     assert r.exit_code == 1 and error_lines(r)[0].startswith("error: entry 2"), r.stderr
+
+
+# -- inputs that can be read only once (red team) ------------------------------------------
+
+
+def test_decrypt_reads_a_pipe_once(cer: Ceremony) -> None:
+    """``keysplit decrypt vault <(curl ...) out``: IN is a pipe (/dev/fd/N), which can be read
+    only once. The check that the file is sealed to this keyring read its header through a
+    first open, and the decryption opened the path again: it found the rest of the pipe
+    ("not a keysplit stream (bad magic)" or "empty input") after the custodians had given
+    their shares, and a named FIFO whose writer the first open had cut off hung forever."""
+    data = os.urandom(300_000)  # several pipe buffers and more than one read block
+    sealed = _encrypt(cer, data).read_bytes()
+    rfd, wfd = os.pipe()
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError), os.fdopen(wfd, "wb") as fh:
+            fh.write(sealed)
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    out = cer.root / "from-pipe.bin"
+    try:
+        r = run(["decrypt", cer.kr, f"/dev/fd/{rfd}", out, *cer.quorum("alice", "bob")])
+    finally:
+        os.close(rfd)  # a writer still blocked (the bug) gets EPIPE and ends
+        writer.join(10)
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes() == data
+    # a pipe sealed to another keyring is still refused before any share is asked for
+    other = make_ceremony(cer.root / "other")
+    foreign = _encrypt(other, b"for the other keyring").read_bytes()
+    rfd, wfd = os.pipe()
+    os.write(wfd, foreign)
+    os.close(wfd)
+    try:
+        r = run(["decrypt", cer.kr, f"/dev/fd/{rfd}", cer.root / "x", *cer.quorum("alice", "bob")])
+    finally:
+        os.close(rfd)
+    assert r.exit_code == 1
+    assert error_lines(r) == [f"error: /dev/fd/{rfd} is sealed to another keyring"]
+    assert "[1/2]" not in r.stderr
 
 
 # -- text from argv the library refuses (red team) -----------------------------------------
