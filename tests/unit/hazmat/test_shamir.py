@@ -324,3 +324,14 @@ def test_threshold_3_plan_gives_the_chain_plan_shares(
     assert shamir._plan(3, 5) == shamir._additive_plan(5)
     assert shamir._passes(shamir._plan(3, 5)) == 4 * 5 + 8
     assert shamir._passes(shamir._chain_plan(3, 5)) == 4 * 6 + 10
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 64, 65])
+def test_mask_multiply_view_turns_bits_into_the_reduction_byte(n: int) -> None:
+    """The xtime mask is multiplied as uint16 pairs when its length is even: every 0/1 byte
+    must become 0/0x1B on its own, whatever its neighbour, for odd lengths too."""
+    bits = np.random.default_rng(n).integers(0, 2, size=(2, n), dtype=np.uint8)
+    mask = bits.copy()
+    view, const = shamir._mask_mul(mask)
+    np.multiply(view, const, out=view)
+    assert np.array_equal(mask, bits * 0x1B)
