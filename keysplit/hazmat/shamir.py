@@ -49,9 +49,10 @@ MAX_SHARES = 255
 _CHUNK_BYTES = 1 << 20  # working-set budget per chunk for the coefficient chains
 _MIN_CHUNK = 1 << 12
 _MAX_CHUNK = 1 << 18
-# With several threads (fresh randomness, so no layout to keep) each ufunc call covers this
-# many chunks: the calls hand the GIL back and forth, and fewer, longer calls made a 2-thread
-# 3-of-5 split 0.93-1.35x (median ~1.15x) as fast as one chunk per call in same-run A/B.
+# With several threads each ufunc call covers this many chunks (a split's chunking only
+# matters for a seeded rng, which runs on one thread): the calls hand the GIL back and forth,
+# and fewer, longer calls made a 2-thread 3-of-5 split 0.93-1.35x (median ~1.15x) and a
+# combine 1.31-1.72x as fast as one chunk per call in same-run A/B (4 was no better).
 _THREAD_SCALE = 2
 _COMBINE_CHUNK = 1 << 17  # bytes of output per step: the working set stays in L2
 # The kernels' constants as 0-d arrays: a ufunc call with a numpy or Python scalar operand
@@ -406,7 +407,7 @@ def combine_batch(xs: Sequence[int], ys: np.ndarray, *, threads: int | None = No
     top = max(c.bit_length() for c in coeffs) - 1
     steps = [[j for j in range(k) if (coeffs[j] >> b) & 1] for b in range(top, -1, -1)]
 
-    def work(lo: int, hi: int) -> None:
+    def work(lo: int, hi: int, chunk: int) -> None:
         bxor, add, less, mul = np.bitwise_xor, np.add, np.less, np.multiply
         zero = _ZERO
         mask = np.empty(chunk, dtype=np.uint8)
@@ -434,7 +435,8 @@ def combine_batch(xs: Sequence[int], ys: np.ndarray, *, threads: int | None = No
                     bxor(r, rows[j], out=r)
 
     parts = _parallel.split_ranges(total, _parallel.workers(total, threads, 4 * _MAX_CHUNK), chunk)
-    _parallel.run_jobs([functools.partial(work, lo, hi) for lo, hi in parts])
+    step = chunk * (_THREAD_SCALE if len(parts) > 1 else 1)
+    _parallel.run_jobs([functools.partial(work, lo, hi, step) for lo, hi in parts])
     return out.reshape(n_keys, length)
 
 
