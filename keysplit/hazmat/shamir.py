@@ -49,11 +49,7 @@ MAX_SHARES = 255
 _CHUNK_BYTES = 1 << 20  # working-set budget per chunk for the coefficient chains
 _MIN_CHUNK = 1 << 12
 _MAX_CHUNK = 1 << 18
-# With several threads each ufunc call covers this many chunks (a split's chunking only
-# matters for a seeded rng, which runs on one thread): the calls hand the GIL back and forth,
-# and fewer, longer calls made a 2-thread 3-of-5 split 0.93-1.35x (median ~1.15x) and a
-# combine 1.31-1.72x as fast as one chunk per call in same-run A/B (4 was no better).
-_THREAD_SCALE = 2
+_THREAD_SCALE = 2  # see _thread_step
 _COMBINE_CHUNK = 1 << 17  # bytes of output per step: the working set stays in L2
 # The kernels' constants as 0-d arrays: a ufunc call with a numpy or Python scalar operand
 # costs ~1-1.6 us more here than with an array operand (measured: 2.8 vs 1.2 us per call).
@@ -71,6 +67,21 @@ def _mask_mul(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if flat.size % 2 == 0:
         return flat.view(np.uint16), _RED16
     return flat, _RED
+
+
+def _thread_step(chunk: int, parts: int) -> int:
+    """Bytes per ufunc call when ``parts`` threads share the work.
+
+    With several threads a call covers up to ``_THREAD_SCALE`` chunks, at most
+    ``_MAX_CHUNK`` bytes (a split's chunking only matters for a seeded rng, which runs on
+    one thread). The calls hand the GIL back and forth: fewer, longer ones made a 2-thread
+    3-of-5 split 0.93-1.35x (median ~1.15x) and a combine 1.31-1.72x as fast in same-run
+    A/B (4 chunks were no better); 2-of-3, whose chunks are already ``_MAX_CHUNK``, lost
+    5-10 % at twice that.
+    """
+    if parts == 1:
+        return chunk
+    return max(chunk, min(_THREAD_SCALE * chunk, _MAX_CHUNK))
 
 
 def _check_params(threshold: int, count: int) -> None:
@@ -218,7 +229,7 @@ def split_batch(
         parts = _parallel.split_ranges(
             total, _parallel.workers(total, threads, 4 * _MAX_CHUNK), chunk
         )
-        step = chunk * (_THREAD_SCALE if len(parts) > 1 else 1)
+        step = _thread_step(chunk, len(parts))
         _parallel.run_jobs(
             [functools.partial(work, lo, hi, SystemRandom(), step) for lo, hi in parts]
         )
@@ -435,7 +446,7 @@ def combine_batch(xs: Sequence[int], ys: np.ndarray, *, threads: int | None = No
                     bxor(r, rows[j], out=r)
 
     parts = _parallel.split_ranges(total, _parallel.workers(total, threads, 4 * _MAX_CHUNK), chunk)
-    step = chunk * (_THREAD_SCALE if len(parts) > 1 else 1)
+    step = _thread_step(chunk, len(parts))
     _parallel.run_jobs([functools.partial(work, lo, hi, step) for lo, hi in parts])
     return out.reshape(n_keys, length)
 
