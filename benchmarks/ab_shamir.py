@@ -33,7 +33,10 @@ def _load(checkout: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules["keysplit_before"] = module
     spec.loader.exec_module(module)
-    return importlib.import_module("keysplit_before.shamir")
+    try:  # the module moved to keysplit/hazmat/ (cc32565); older checkouts have it at the top
+        return importlib.import_module("keysplit_before.hazmat.shamir")
+    except ModuleNotFoundError:
+        return importlib.import_module("keysplit_before.shamir")
 
 
 def main() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 
@@ -276,3 +277,61 @@ def test_recycled_outputs_never_overwrite_a_live_result() -> None:
     w3 = keywrap.wrap_batch(kek, keys)
     assert len(_outputs._POOL) == pooled and np.array_equal(w3, w2)  # reused, not grown
     _outputs.clear()
+
+
+# sha256 (first 16 bytes, hex) of split_batch's output for seeded multi-chunk batches, as
+# produced by the plain-chain implementation before the threshold-3 plan (fd4d0a7).
+_SEEDED_DIGESTS = {
+    (2, 3): "2e33e6b4a6274e7e169d2eb296c6f837",
+    (3, 3): "84ecb0f992e1b47666e3c2a079a07382",
+    (3, 5): "2fb834f7a596eb03d2a4a4f2aa15b1ce",
+    (3, 7): "7afe1c828c1b3e4aea89092b3725ae85",
+    (4, 6): "4c0575ac366a88659c4116ba4131608f",
+    (5, 9): "9e6dbfd16918df0ccb7afb61885498fd",
+}
+
+
+@pytest.mark.parametrize(("k", "n"), sorted(_SEEDED_DIGESTS))
+def test_seeded_multichunk_output_is_pinned(k: int, n: int) -> None:
+    """A given seeded rng gives the same shares, byte for byte, across kernel changes: the
+    random bytes go to the same coefficients in every chunk and the same polynomials are
+    evaluated (the known-answer vectors pin this for one chunk only)."""
+    nk = (3 * (1 << 18)) // 16 + 7
+    secrets = np.random.default_rng(k * 100 + n).integers(0, 256, size=(nk, 16), dtype=np.uint8)
+    rows = shamir.split_batch(secrets, k, n, rng=DeterministicRandom(f"pin-{k}-{n}-{nk}"))
+    assert hashlib.sha256(rows.tobytes()).hexdigest()[:32] == _SEEDED_DIGESTS[(k, n)]
+
+
+def test_threshold_3_plan_gives_the_chain_plan_shares(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The additive (Frobenius) plan of threshold 3 evaluates the same polynomials as the
+    plain chains: bit-identical shares for every count tried. The split uses whichever plan
+    costs fewer array passes."""
+    secrets = np.random.default_rng(3).integers(0, 256, size=(5, 7), dtype=np.uint8)
+    for n in [*range(3, 40), 63, 64, 100, 127, 128, 200, 255]:
+        chain = shamir._chain_plan(3, n)
+        used = shamir._plan(3, n)
+        assert used in (chain, shamir._additive_plan(n))
+        assert shamir._passes(used) <= shamir._passes(chain), n
+        outputs = []
+        for plan in (shamir._additive_plan(n), chain):
+            monkeypatch.setattr(shamir, "_plan", lambda k, c, plan=plan: plan)
+            outputs.append(shamir.split_batch(secrets, 3, n, rng=DeterministicRandom(f"p{n}")))
+            monkeypatch.undo()
+        assert np.array_equal(outputs[0], outputs[1]), n
+    # 3-of-5: 5 xtime rows and 8 xors instead of 6 and 10
+    assert shamir._plan(3, 5) == shamir._additive_plan(5)
+    assert shamir._passes(shamir._plan(3, 5)) == 4 * 5 + 8
+    assert shamir._passes(shamir._chain_plan(3, 5)) == 4 * 6 + 10
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 64, 65])
+def test_mask_multiply_view_turns_bits_into_the_reduction_byte(n: int) -> None:
+    """The xtime mask is multiplied as uint16 pairs when its length is even: every 0/1 byte
+    must become 0/0x1B on its own, whatever its neighbour, for odd lengths too."""
+    bits = np.random.default_rng(n).integers(0, 2, size=(2, n), dtype=np.uint8)
+    mask = bits.copy()
+    view, const = shamir._mask_mul(mask)
+    np.multiply(view, const, out=view)
+    assert np.array_equal(mask, bits * 0x1B)
