@@ -54,6 +54,7 @@ __all__ = [
     "ContextTooLargeError",
     "DataKey",
     "Parsed",
+    "check_context",
     "decrypt",
     "decrypt_many",
     "encode_aad",
@@ -189,6 +190,15 @@ def context_part(context: Mapping[str, str] | None) -> bytes:
     if not context and (context is None or isinstance(context, Mapping)):
         return _EMPTY_CONTEXT
     return _encode_context(names.normalize_context(_check_context(context)))
+
+
+def check_context(context: Mapping[str, str] | None) -> None:
+    """Raise ``ValueError`` (:class:`ContextTooLargeError` for size, ``TypeError`` for
+    type) for a context no record can carry: more than :data:`MAX_CONTEXT_ENTRIES`
+    entries or :data:`MAX_CONTEXT_BYTES` bytes, text that is not Unicode (lone surrogates:
+    bytes that are not UTF-8 in a command line), keys equal after NFC. Up front, before a
+    quorum or a job; every record call checks the same."""
+    context_part(context)
 
 
 def _legacy_tails(subject: str, context: Mapping[str, str] | None) -> list[bytes]:

@@ -56,6 +56,12 @@ def _context(pairs: list[str]) -> dict[str, str] | None:
         if not sep or not key:
             fail(f"--context wants KEY=VALUE, got {p!r}", code=EXIT_USAGE)
         out[key] = value
+    from keysplit.record import check_context
+
+    try:
+        check_context(out)
+    except ValueError as exc:  # too long, or not Unicode (argv bytes that are not UTF-8)
+        fail(f"--context: {exc}", code=EXIT_USAGE)
     return out or None
 
 

@@ -641,6 +641,7 @@ def _job(
     text: bool = False,
     timeout: float | None = None,
 ) -> _DatasetJob:
+    record.check_context(context)  # here, with its reason (in a part: JobError('ValueError'))
     return _DatasetJob(
         kind,
         str(Path(src).absolute()),  # the workers' working directory is not ours

@@ -316,3 +316,20 @@ def test_context_the_library_refuses_is_a_usage_error(
     r = run(["decrypt", cer.kr, sealed, cer.root / "y", *ctx, *cer.quorum("alice", "bob")])
     assert r.exit_code == 2 and error_lines(r) == [message], r.stderr
     assert "[1/2]" not in r.stderr  # refused before any share was asked for
+
+
+@pytest.mark.parametrize("command", ["encrypt-dataset", "decrypt-dataset", "scan-dataset"])
+def test_dataset_context_no_record_can_carry_is_a_usage_error(cer: Ceremony, command: str) -> None:
+    """A dataset job's --context that no record can carry (not Unicode) failed inside the
+    job, after the quorum and the cluster's start, as `error: ValueError` (no reason)."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    src = cer.root / "ds"
+    src.mkdir()
+    pq.write_table(pa.table({"user": ["u1"], "email": ["a@x"]}), src / "part-0.parquet")
+    dst = [] if command == "scan-dataset" else [cer.root / "out"]
+    args = [command, src, *dst, "--column", "email", "--subject-column", "user"]
+    r = run([*args, "--keyring", cer.kr, "--context", "k\udcff=v", *cer.quorum("alice", "bob")])
+    assert r.exit_code == 2, r.output
+    assert error_lines(r) == ["error: --context: context key is not valid Unicode text"]
+    assert "[1/2]" not in r.stderr and not (cer.root / "out").exists()

@@ -143,3 +143,36 @@ def test_a_killed_jobs_stage_is_removed_by_the_next_job(
     assert live.is_dir() and elsewhere.is_dir(), "a live or another host's stage was removed"
     assert (victim / "keep").read_bytes() == b"not a stage"
     assert pq.read_table(tmp_path / "enc").num_rows == 600
+
+
+@pytest.mark.parametrize(
+    ("context", "reason"),
+    [
+        ({"k\udcff": "v"}, "context key is not valid Unicode text"),
+        ({"k": "\udcff"}, "context value is not valid Unicode text"),
+        ({"k": "v" * 70_000}, "record context is larger than 65535 bytes"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["encrypt", "decrypt", "scan"])
+def test_a_context_no_record_can_carry_is_refused_before_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, context: dict[str, str], reason: str
+) -> None:
+    """Red team: a context no record can carry (not Unicode: argv bytes that are not UTF-8
+    become lone surrogates) failed inside the job's first part, and what reached the
+    caller was a bare ``JobError('ValueError')``; now a ValueError with the reason, from the
+    call itself, before any part runs or any destination is made."""
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
+        call = {
+            "encrypt": lambda: jobs.encrypt_dataset(
+                tmp_path / "in", tmp_path / "out", "body", "user", service=src, context=context
+            ),
+            "decrypt": lambda: jobs.decrypt_dataset(
+                tmp_path / "in", tmp_path / "out", "body", "user", service=src, context=context
+            ),
+            "scan": lambda: jobs.scan_dataset(
+                tmp_path / "in", "body", "user", service=src, context=context
+            ),
+        }[kind]
+        with pytest.raises(ValueError, match=reason):
+            call()
+    assert not (tmp_path / "out").exists()
