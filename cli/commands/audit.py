@@ -77,6 +77,10 @@ def verify_cmd(
 
 
 def _summary(data: Any) -> str:
+    """An entry's data on one line; every value as text shown escaped (:func:`shown`): a
+    subject, for one, is whatever text a shred or hold (or a token holder) gave."""
+    from .._output import shown
+
     parts = []
     for key, value in data.items():
         if isinstance(value, list):
@@ -84,7 +88,7 @@ def _summary(data: Any) -> str:
             parts.append(f"{key}=[{', '.join(names)}]")
         else:
             parts.append(f"{key}={value}")
-    return " ".join(parts)
+    return shown(" ".join(parts))
 
 
 def _entry_dict(e: AuditEntry) -> dict[str, Any]:

@@ -216,6 +216,24 @@ def test_audit_show(cer: Ceremony) -> None:
     assert r.exit_code == 0 and "unseal-check" in r.stdout and "custodians=[bob, carol]" in r.stdout
 
 
+def test_audit_show_escapes_control_characters(cer: Ceremony) -> None:
+    """A subject is any Unicode text, and whoever may shred or hold (a key service token
+    holder too) chooses it: `audit show` printed it raw, so terminal escapes in it cleared
+    the screen or erased and forged the lines above (red team). Now every character that
+    is not printable is shown escaped; --json was already safe (JSON escapes them)."""
+    evil = "u1\x1b[2J\x1b[1A\x1b[2Kfake entry\x07\u202e\r\n"
+    r = run(["hold", cer.kr, evil, "--on", *cer.quorum("alice", "bob")])
+    assert r.exit_code == 0, r.output
+    r = run(["audit", "show", cer.kr])
+    assert r.exit_code == 0, r.output
+    bad = {c for c in r.stdout if not c.isprintable() and c != "\n"}
+    assert not bad, sorted(bad)
+    flat = "".join(r.stdout.replace("\u2502", " ").split())  # the value may be folded
+    assert "u1\\x1b[2J\\x1b[1A\\x1b[2Kfakeentry\\x07\\u202e\\r\\n" in flat, r.stdout
+    r = run(["audit", "show", cer.kr, "--json"])
+    assert json.loads(r.stdout.splitlines()[-1])["data"]["subject"] == evil
+
+
 def test_audit_repair_drops_only_a_torn_tail(cer: Ceremony) -> None:
     _grow_log(cer)
     before = _lines(cer)
