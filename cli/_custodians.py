@@ -7,6 +7,7 @@ nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,15 +72,25 @@ def _is_custodian_name(name: str) -> bool:
 
 
 def parse_custodians(
-    specs: list[str], passphrase_specs: list[str], plain: bool, option: str
+    specs: list[str],
+    passphrase_specs: list[str],
+    plain: bool,
+    option: str,
+    *,
+    threshold: Callable[[int], int] | None = None,
 ) -> list[Custody]:
-    """Read public keys and passphrases before anything is created (a typo costs nothing)."""
+    """Read public keys and passphrases before anything is created (a typo costs nothing).
+
+    Every check of the list itself (syntax, a custodian named twice, ``threshold(count)``
+    against the count) comes before the first passphrase prompt: nobody types and
+    confirms a passphrase for a ceremony refused afterwards.
+    """
     from keysplit.ceremony import Custody
 
     if not specs:
         fail("give the custodians with --custodian NAME[=PUBFILE]", code=EXIT_USAGE)
     passphrases = Passphrases(passphrase_specs, option=option)
-    out: list[Custody] = []
+    parsed_specs: list[tuple[str, str | None]] = []
     for spec in specs:
         parsed = parse_name_file(spec)
         if parsed is None or not _is_custodian_name(parsed[0]):
@@ -88,7 +99,14 @@ def parse_custodians(
                 "names are 1-64 characters of A-Z a-z 0-9 . _ @ + -",
                 code=EXIT_USAGE,
             )
-        name, pub = parsed
+        parsed_specs.append(parsed)
+    names = [name for name, _ in parsed_specs]
+    if len(set(names)) != len(names):
+        fail("each custodian may appear only once", code=EXIT_USAGE)
+    if threshold is not None:
+        check_threshold(threshold(len(names)), names)
+    out: list[Custody] = []
+    for name, pub in parsed_specs:
         if pub:
             out.append(Custody(name, recipient=read_recipient(name, pub)))
         elif plain:
@@ -96,9 +114,6 @@ def parse_custodians(
         else:
             pw = passphrases.get(name) or prompt_passphrase(f"custodian {name!r}", confirm=True)
             out.append(Custody(name, passphrase=pw))
-    names = [c.name for c in out]
-    if len(set(names)) != len(names):
-        fail("each custodian may appear only once", code=EXIT_USAGE)
     if plain:
         info(
             "[yellow]warning:[/] --plain-shares writes shares unprotected: anyone who reads "
@@ -116,6 +131,6 @@ def sink(shares_dir: Path | None, directory: Path) -> DirectorySink:
     return DirectorySink(shares_dir)
 
 
-def check_threshold(k: int, custody: list[Custody]) -> None:
+def check_threshold(k: int, custody: list[Custody] | list[str]) -> None:
     if not 2 <= k <= len(custody):
         fail(f"--threshold must be between 2 and {len(custody)} (the custodians)", code=EXIT_USAGE)

@@ -80,7 +80,9 @@ def init_cmd(
     from keysplit.trust import KnownKeyrings
 
     url = check_store_url(store) if store is not None else None
-    custody = parse_custodians(custodian, passphrase_file, plain_shares, "--passphrase-file")
+    custody = parse_custodians(
+        custodian, passphrase_file, plain_shares, "--passphrase-file", threshold=lambda n: threshold
+    )
     check_threshold(threshold, custody)
     try:
         done = ceremony.init(

@@ -149,10 +149,18 @@ def rekey_cmd(
     if complete:
         complete_verification(kr, QuorumSource(share, identity, passphrase_file), missing)
         return
+
+    def new_threshold(count: int) -> int:
+        return threshold if threshold is not None else min(kr.meta.threshold, count)
+
     custody = parse_custodians(
-        custodian, new_passphrase_file, plain_shares, "--new-passphrase-file"
+        custodian,
+        new_passphrase_file,
+        plain_shares,
+        "--new-passphrase-file",
+        threshold=new_threshold,
     )
-    k = threshold if threshold is not None else min(kr.meta.threshold, len(custody))
+    k = new_threshold(len(custody))
     check_threshold(k, custody)
     try:
         done = ceremony.rekey(

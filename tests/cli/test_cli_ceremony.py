@@ -402,6 +402,32 @@ def test_shred_confirmation_and_legal_hold(cer: Ceremony) -> None:
 
 
 @pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["-k", "4", "-c", "ann", "-c", "ben", "-c", "cy"], "--threshold must be between 2 and 3"),
+        (["-k", "1", "-c", "ann", "-c", "ben"], "--threshold must be between 2 and 2"),
+        (["-k", "2", "-c", "ann", "-c", "ben", "-c", "ann"], "each custodian may appear only once"),
+    ],
+)
+def test_custodian_list_errors_come_before_any_passphrase_prompt(
+    cer: Ceremony, command: list[str], message: str
+) -> None:
+    """init and rekey read every passphrase (typed twice) before checking the threshold
+    against the custodian count and for a custodian named twice: each custodian typed and
+    confirmed a passphrase, then the usage error came (red team)."""
+    for args in (
+        ["init", cer.root / "new", *command],
+        ["rekey", cer.kr, *command, *cer.quorum("alice", "bob")],
+    ):
+        r = run(args, input="pass phrase one\npass phrase one\n" * 3)
+        assert r.exit_code == 2, r.output
+        assert error_lines(r) == [f"error: {message} (the custodians)"] or error_lines(r) == [
+            f"error: {message}"
+        ], r.stderr
+        assert "Passphrase" not in r.stderr
+
+
+@pytest.mark.parametrize(
     ("subject", "message"),
     [
         ("", "error: SUBJECT: subject must not be empty"),
