@@ -121,6 +121,49 @@ def check_subject_arg(subject: str) -> None:
         fail(f"SUBJECT: {exc}", code=EXIT_USAGE)
 
 
+def _check_parent(directory: Path, what: str) -> None:
+    """``directory`` (an output's parent) exists, is a directory and can take a new file."""
+    if not directory.exists():
+        fail(f"{what}: no such directory: {directory}", code=EXIT_USAGE)
+    if not directory.is_dir():
+        fail(f"{what}: not a directory: {directory}", code=EXIT_USAGE)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        fail(f"{what}: cannot write in {directory} (permission denied)", code=EXIT_USAGE)
+
+
+def check_output_file(
+    path: str | Path, what: str, *, overwrite: bool = False, force: str | None = "--force"
+) -> None:
+    """A usage error (exit 2) for an output file the command could not write: its
+    directory missing, not a directory or not writable, or ``path`` itself a directory;
+    an existing file without ``overwrite`` is refused (exit 1) as the library would (the
+    hint names the ``force`` option, if the command has one).
+    Checked before any share or passphrase is asked for: nobody gives a share for a
+    command that then cannot write its result. ``-`` (stdout) passes."""
+    if str(path) == "-":
+        return
+    target = Path(path)
+    if target.is_dir():
+        fail(f"{what}: is a directory: {target}", code=EXIT_USAGE)
+    if target.exists() and not overwrite:
+        fail(
+            f"refusing to overwrite existing file: {target}",
+            f"pass {force}" if force else "choose another path or remove the existing file",
+        )
+    _check_parent(target.parent, what)
+
+
+def check_output_dir(path: Path, what: str) -> None:
+    """:func:`check_output_file` for an output directory created with its parents if
+    missing: ``path`` must be a directory if it exists, and its nearest existing ancestor
+    a directory it can be created in."""
+    if path.exists():
+        _check_parent(path, what)
+        return
+    ancestor = next((p for p in path.absolute().parents if p.exists()), Path("/"))
+    _check_parent(ancestor, what)
+
+
 INPUT_LIMIT = 1 << 20
 """Largest input file or stdin read by ``read_input`` (Vault's init JSON, share lists,
 secrets): the Vault parser's own bound, checked before anything is read."""

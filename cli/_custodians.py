@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from keysplit import KeysplitError
 
-from ._common import EXIT_USAGE, fail, info, relabel
+from ._common import EXIT_USAGE, check_output_dir, fail, info, relabel
 from ._opener import Passphrases, prompt_passphrase
 from ._specs import parse_name_file
 
@@ -122,12 +122,18 @@ def parse_custodians(
     return out
 
 
-def sink(shares_dir: Path | None, directory: Path) -> DirectorySink:
+def sink(shares_dir: Path | None, directory: Path, sheets: Path | None = None) -> DirectorySink:
+    """Where the new shares go (``--shares-dir``, default ``DIR-shares``), that directory
+    and ``--sheets`` checked first: made before any passphrase prompt or quorum, so a path
+    that cannot be written is refused before anyone types a secret."""
     from keysplit.ceremony import DirectorySink
 
     if shares_dir is None:
         d = directory if directory.name else directory.resolve()
         shares_dir = d.parent / f"{d.name}-shares"
+    check_output_dir(shares_dir, "--shares-dir")
+    if sheets is not None:
+        check_output_dir(sheets, "--sheets")
     return DirectorySink(shares_dir)
 
 

@@ -19,7 +19,7 @@ import typer
 from keysplit import KeysplitError
 
 from .. import _common
-from .._common import EXIT_USAGE, fail, handle_errors, info
+from .._common import EXIT_USAGE, check_output_dir, fail, handle_errors, info
 from .._convert_io import (
     CUSTODIAN_PASSPHRASE,
     parse_groups,
@@ -172,6 +172,8 @@ def convert_cmd(
             out_dir=out_dir,
         )
         return
+    if out_dir is not None:
+        check_output_dir(out_dir, "--out-dir")
     if custodian or new_passphrase_file:
         fail(
             "--custodian applies to conversions from vault (see share convert-vault)",
@@ -409,6 +411,8 @@ def convert_vault_cmd(
         )
     if custodian and out_dir is None:
         fail("sealed shares are files: give --out-dir", code=EXIT_USAGE)
+    if out_dir is not None:
+        check_output_dir(out_dir, "--out-dir")
     set_id_bytes = None
     if set_id is not None:
         set_id_bytes = bytes.fromhex(set_id) if re.fullmatch(r"[0-9a-fA-F]{16}", set_id) else None

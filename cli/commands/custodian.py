@@ -14,7 +14,7 @@ import typer
 from keysplit import KeysplitError
 
 from .. import _common
-from .._common import EXIT_USAGE, fail, handle_errors, relabel
+from .._common import EXIT_USAGE, check_output_dir, fail, handle_errors, relabel
 from .._opener import prompt_passphrase, read_passphrase_file
 from .._output import JSON_HELP, note
 
@@ -56,6 +56,7 @@ def keygen_cmd(
         fail(str(exc), code=EXIT_USAGE)
     if no_passphrase and passphrase_file:
         fail("--no-passphrase and --passphrase-file exclude each other", code=EXIT_USAGE)
+    check_output_dir(out_dir, "--out-dir")
     pub_path = out_dir / f"{name}.pub"
     id_path = out_dir / f"{name}.identity"
     for p in (pub_path, id_path):

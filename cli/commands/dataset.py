@@ -20,7 +20,7 @@ import typer
 
 from keysplit import KeysplitError
 
-from .._common import EXIT_USAGE, err_console, fail, handle_errors, info
+from .._common import EXIT_USAGE, check_output_dir, err_console, fail, handle_errors, info
 from .._dask import JOB_TIMEOUT_OPTION, SCHEDULER_OPTION, job_cluster, job_timeout, jobs_module
 from .._output import JSON_HELP, emit
 from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
@@ -85,6 +85,19 @@ def _source(
         yield jobs.ServiceDataKeys(server, token, ca=ca, cert=cert, key=key)
         return
     raise AssertionError("--keyring runs as a ceremony (_dataset_job)")  # pragma: no cover
+
+
+def _check_paths(src: Path, dst: Path | None) -> None:
+    """IN exists and OUT can be made (a new or empty directory), checked before a quorum
+    is asked for or a cluster started."""
+    if not src.exists():
+        fail(f"IN: no such file or directory: {src}", code=EXIT_USAGE)
+    if dst is not None:
+        check_output_dir(dst, "OUT")
+        try:
+            jobs_module().check_destination(dst)
+        except KeysplitError as exc:
+            fail(f"OUT: {exc}", code=EXIT_USAGE)
 
 
 SRC_ARG = typer.Argument(..., metavar="IN", help="Input Parquet file or dataset directory.")
@@ -181,6 +194,7 @@ def encrypt_dataset_cmd(
     """
     limit = job_timeout(timeout)
     ctx = _context(context)
+    _check_paths(src, dst)
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     rows = _dataset_job(
         "encrypting",
@@ -245,6 +259,7 @@ def decrypt_dataset_cmd(
     """
     limit = job_timeout(timeout)
     ctx = _context(context)
+    _check_paths(src, dst)
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     rows = _dataset_job(
         "decrypting",
@@ -307,6 +322,7 @@ def scan_dataset_cmd(
     """
     limit = job_timeout(timeout)
     ctx = _context(context)
+    _check_paths(src, None)
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     report = _dataset_job(
         "scanning",

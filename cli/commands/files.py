@@ -18,7 +18,7 @@ from pathlib import Path
 
 import typer
 
-from .._common import EXIT_USAGE, fail, handle_errors, info
+from .._common import EXIT_USAGE, check_output_file, fail, handle_errors, info
 from .._output import JSON_HELP
 from .._quorum import (
     IDENTITY_OPTION,
@@ -102,6 +102,7 @@ def encrypt_cmd(
 
     ctx = _parse_context(context)
     _json_needs_stdout(as_json, out_path)
+    check_output_file(out_path, "OUT", overwrite=force)
     kr = Keyring.open(directory)
     sealed = encrypt_file(
         kr,
@@ -168,8 +169,7 @@ def decrypt_cmd(
     _json_needs_stdout(as_json, out_path)
     if in_path == "-" and not share:
         fail("reading the file from stdin needs --share (the prompts use stdin)", code=EXIT_USAGE)
-    if out_path != "-" and not force and Path(out_path).exists():
-        fail(f"refusing to overwrite existing file: {out_path}", "pass --force")
+    check_output_file(out_path, "OUT", overwrite=force)
     kr = open_keyring(directory, store)
     done = ceremony.decrypt_file(
         kr,

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from .. import _common
-from .._common import fail, handle_errors, info
+from .._common import check_output_dir, fail, handle_errors, info
 from .._custodians import (
     CUSTODIAN_OPTION_HELP,
     SHARES_DIR_HELP,
@@ -80,6 +80,8 @@ def init_cmd(
     from keysplit.trust import KnownKeyrings
 
     url = check_store_url(store) if store is not None else None
+    check_output_dir(directory, "DIR")
+    shares = sink(shares_dir, directory, sheets)
     custody = parse_custodians(
         custodian, passphrase_file, plain_shares, "--passphrase-file", threshold=lambda n: threshold
     )
@@ -89,7 +91,7 @@ def init_cmd(
             directory,
             threshold,
             custody,
-            sink(shares_dir, directory),
+            shares,
             kdf=_common.KDF,
             pin=KnownKeyrings(),
             store_url=url,

@@ -153,6 +153,7 @@ def rekey_cmd(
     def new_threshold(count: int) -> int:
         return threshold if threshold is not None else min(kr.meta.threshold, count)
 
+    shares = sink(shares_dir, directory, sheets)
     custody = parse_custodians(
         custodian,
         new_passphrase_file,
@@ -167,7 +168,7 @@ def rekey_cmd(
             kr,
             quorum(kr, QuorumSource(share, identity, passphrase_file)),
             custody,
-            sink(shares_dir, directory),
+            shares,
             threshold=k,
             kdf=_common.KDF,
             verify=verify,

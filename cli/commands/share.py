@@ -16,7 +16,7 @@ import typer
 
 from keysplit import FormatError, KeysplitError
 
-from .._common import EXIT_USAGE, fail, handle_errors, info, relabel
+from .._common import EXIT_USAGE, check_output_file, fail, handle_errors, info, relabel
 from .._opener import ALLOW_EXPENSIVE_KDF, ALLOW_EXPENSIVE_KDF_HELP, Passphrases, ShareOpener
 from .._output import note
 
@@ -275,6 +275,7 @@ def print_cmd(
     from keysplit import sheet as ks_sheet
     from keysplit.custody import is_sealed, read_share_file
 
+    check_output_file(out, "--out", overwrite=force)
     opener = ShareOpener(identity, Passphrases.single(passphrase_file))
     sheets: list[ks_sheet.ShareSheet | ks_sheet.SealedSheet] = []
     for path in files:

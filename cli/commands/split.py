@@ -17,7 +17,14 @@ import typer
 from keysplit import FormatError, KeysplitError
 
 from .. import _common
-from .._common import EXIT_USAGE, fail, handle_errors, read_input
+from .._common import (
+    EXIT_USAGE,
+    check_output_dir,
+    check_output_file,
+    fail,
+    handle_errors,
+    read_input,
+)
 from .._custodians import read_recipient
 from .._opener import (
     ALLOW_EXPENSIVE_KDF,
@@ -100,6 +107,8 @@ def split_cmd(
         fail("sealed shares are files: give --out-dir", code=EXIT_USAGE)
     if not 2 <= threshold <= shares <= 255:
         fail("need 2 <= --threshold <= --shares <= 255", code=EXIT_USAGE)
+    if out_dir is not None:
+        check_output_dir(out_dir, "--out-dir")
     recipients: list[Recipient] = []
     for spec in custodian:
         parsed = parse_name_file(spec)
@@ -206,6 +215,8 @@ def combine_cmd(
     from keysplit import combine, secret_fingerprint
     from keysplit.files import atomic_write
 
+    if out is not None:
+        check_output_file(out, "--out", force=None)
     shares, problems = _load_all(
         list(files or []), identity, passphrase_file, skip_bad, allow_expensive_kdf
     )

@@ -25,6 +25,7 @@ from .datakeys import LoopbackDataKeys, ServiceDataKeys, serve_keys
 from .records import (
     BadRecord,
     ScanReport,
+    check_destination,
     decrypt_column,
     decrypt_dataset,
     encrypt_column,
@@ -43,6 +44,7 @@ __all__ = [
     "ScanReport",
     "ServiceDataKeys",
     "SubjectRange",
+    "check_destination",
     "decrypt_column",
     "decrypt_dataset",
     "encrypt_column",

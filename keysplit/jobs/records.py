@@ -52,6 +52,7 @@ from .datakeys import ServiceDataKeys, served_here
 __all__ = [
     "BadRecord",
     "ScanReport",
+    "check_destination",
     "decrypt_column",
     "decrypt_dataset",
     "encrypt_column",
@@ -422,6 +423,15 @@ def _slots(client: Client | None) -> int:
     return max(1, sum(int(n) for n in client.nthreads().values()))
 
 
+def check_destination(dst: str | os.PathLike[str]) -> None:
+    """Raise KeysplitError if ``dst`` exists and is not an empty directory: what
+    :func:`encrypt_dataset` and :func:`decrypt_dataset` refuse, checkable up front (before
+    a quorum is gathered for the job)."""
+    out = Path(dst)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise KeysplitError(f"{out.absolute()} exists and is not an empty directory")
+
+
 def _transform_dataset(
     client: Client | None,
     progress: Progress | None,
@@ -440,8 +450,7 @@ def _transform_dataset(
     killed job left is removed by the next job for the same ``dst`` on this host:
     :func:`keysplit._fileio.staging_dir`)."""
     out = Path(dst).absolute()  # the workers' working directory is not ours
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise KeysplitError(f"{out} exists and is not an empty directory")
+    check_destination(out)
     layout = _pq.plan(src, _slots(client), _part_bytes(client))
     spec = spec_of(layout.schema)
     out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -427,6 +427,47 @@ def test_custodian_list_errors_come_before_any_passphrase_prompt(
         assert "Passphrase" not in r.stderr
 
 
+@pytest.mark.parametrize("option", ["DIR", "--shares-dir", "--sheets"])
+def test_output_directories_are_checked_before_any_passphrase_prompt(
+    cer: Ceremony, option: str
+) -> None:
+    """init (DIR, --shares-dir, --sheets) and rekey (--shares-dir, --sheets) under a path
+    that is a file: every custodian typed and confirmed a passphrase (and, for rekey, the
+    quorum was asked for), then `error: Not a directory` (red team)."""
+    afile = cer.root / "a-file"
+    afile.write_bytes(b"x")
+    bad = afile / "sub"
+    custodians = ["-k", "2", "-c", "ann", "-c", "ben"]
+    runs = [["init", cer.root / "new", *custodians]]
+    if option != "DIR":
+        runs.append(["rekey", cer.kr, *custodians])
+    for args in runs:
+        if option == "DIR":
+            args[1] = bad
+        else:
+            args += [option, bad]
+        r = run(args, input="pass phrase one\n" * 8)
+        assert r.exit_code == 2, r.output
+        assert error_lines(r) == [f"error: {option}: not a directory: {afile}"], r.stderr
+        assert "Passphrase" not in r.stderr and "Share" not in r.stderr
+
+
+def test_combine_and_share_print_check_their_output_before_reading_shares(
+    cer: Ceremony,
+) -> None:
+    """combine --out and share print --out in a missing directory: the shares were opened
+    (passphrases asked for) before the write failed (red team)."""
+    out = cer.root / "no-dir" / "out"
+    for args in (
+        ["combine", cer.share("carol"), cer.share("alice"), "--out", out],
+        ["share", "print", cer.share("carol"), "--out", out],
+    ):
+        r = run(args, input="carol's long passphrase\n")
+        assert r.exit_code == 2, r.output
+        assert error_lines(r) == [f"error: --out: no such directory: {out.parent}"], r.stderr
+        assert "Passphrase" not in r.stderr
+
+
 @pytest.mark.parametrize(
     ("subject", "message"),
     [
@@ -514,8 +555,8 @@ def test_init_share_dir_problems_stop_before_any_key_exists(tmp_path: Path) -> N
             blocker / "sub",
         ]
     )
-    assert r.exit_code == 1
-    assert error_lines(r) == [f"error: Not a directory: {blocker / 'sub'}"]
+    assert r.exit_code == 2  # checked up front, a usage error (before any prompt)
+    assert error_lines(r) == [f"error: --shares-dir: not a directory: {blocker}"]
     assert not (tmp_path / "kr").exists()
 
 

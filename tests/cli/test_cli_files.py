@@ -351,3 +351,63 @@ def test_dataset_context_no_record_can_carry_is_a_usage_error(cer: Ceremony, com
     assert r.exit_code == 2, r.output
     assert error_lines(r) == ["error: --context: context key is not valid Unicode text"]
     assert "[1/2]" not in r.stderr and not (cer.root / "out").exists()
+
+
+# -- output paths checked before the quorum (red team) ---------------------------------------
+
+
+def _bad_outputs(c: Ceremony) -> list[tuple[Path, list[str], str]]:
+    """(OUT, extra options, error line) for outputs no command can write."""
+    afile = c.root / "a-file"
+    afile.write_bytes(b"x")
+    return [
+        (c.root / "no-dir" / "out", [], f"error: OUT: no such directory: {c.root / 'no-dir'}"),
+        (afile / "out", [], f"error: OUT: not a directory: {afile}"),
+        (c.root, ["--force"], f"error: OUT: is a directory: {c.root}"),
+    ]
+
+
+def test_decrypt_output_that_cannot_be_written_is_refused_before_any_share(cer: Ceremony) -> None:
+    """decrypt to a path in a missing directory (or under a file, or to a directory) failed
+    only once the custodians had given their shares: `error: no such file: DIR`."""
+    sealed = _encrypt(cer, b"data")
+    for out, extra, message in _bad_outputs(cer):
+        for quorum_args in (cer.quorum("alice", "bob"), []):  # files, or the share prompt
+            r = run(["decrypt", cer.kr, sealed, out, *extra, *quorum_args], input="\n")
+            assert r.exit_code == 2 and error_lines(r) == [message], r.stderr
+            assert "[1/2]" not in r.stderr and "Share [0/2]" not in r.stderr
+
+
+def test_encrypt_output_that_cannot_be_written_is_a_usage_error(cer: Ceremony) -> None:
+    src = cer.root / "plain.bin"
+    src.write_bytes(b"x")
+    for out, extra, message in _bad_outputs(cer):
+        r = run(["encrypt", cer.kr, src, out, *extra])
+        assert r.exit_code == 2 and error_lines(r) == [message], r.stderr
+
+
+@pytest.mark.parametrize("command", ["encrypt-dataset", "decrypt-dataset", "scan-dataset"])
+def test_dataset_paths_are_checked_before_the_quorum(cer: Ceremony, command: str) -> None:
+    """A dataset job whose OUT is a file or a full directory (or whose IN is missing) was
+    refused inside the job, after the quorum and the cluster's start."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    src = cer.root / "ds"
+    src.mkdir()
+    pq.write_table(pa.table({"user": ["u1"], "email": ["a@x"]}), src / "part-0.parquet")
+    full = cer.root / "full"
+    full.mkdir()
+    (full / "keep").write_bytes(b"x")
+    cases = [(cer.root / "missing", cer.root / "out", "error: IN: no such file or directory")]
+    if command != "scan-dataset":
+        cases += [
+            (src, full, f"error: OUT: {full} exists and is not an empty directory"),
+            (src, src / "part-0.parquet" / "out", "error: OUT: not a directory"),
+        ]
+    for in_path, out, message in cases:
+        dst = [] if command == "scan-dataset" else [out]
+        args = [command, in_path, *dst, "--column", "email", "--subject-column", "user"]
+        r = run([*args, "--keyring", cer.kr, *cer.quorum("alice", "bob")])
+        assert r.exit_code == 2, r.output
+        assert len(error_lines(r)) == 1 and error_lines(r)[0].startswith(message), r.stderr
+        assert "[1/2]" not in r.stderr and "Dask" not in r.stderr

@@ -64,6 +64,7 @@ def test_an_empty_token_file_is_the_same_error_everywhere(
     commands had their own copy, worded differently ("holds no token")."""
     empty = tmp_path / "empty.token"
     empty.write_bytes(b" \n")
+    (tmp_path / "in.parquet").write_bytes(b"")  # a missing IN is refused first
     r = cli(*args, "--token-file", empty, cwd=tmp_path)
     assert r.returncode == 1
     assert _one_error_line(r.stderr) == f"error: token file {empty} is empty"
