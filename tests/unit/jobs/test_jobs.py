@@ -825,6 +825,29 @@ def test_cluster_refuses_unauthenticated_remote_schedulers() -> None:
     assert "k.pem" not in repr(Cluster("tls://10.1.2.3:8786", **pem))
 
 
+def test_a_workers_error_reaches_the_caller_with_its_class_and_reason(
+    cluster: jobs.Cluster, tmp_path: Path
+) -> None:
+    """A task that fails on a worker with a keysplit error keysplit.errors does not define
+    (the workers' ``ServiceError``: the key service cannot be reached) became a JobError
+    without its class's name; the caller's error, and the CLI's ``error:`` line, now say
+    ``ServiceError: <its message>`` (red team). Never the token, never a traceback."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"user": ["u1"], "body": [b"x"]}), src / "p.parquet")
+    gone = jobs.ServiceDataKeys(f"unix:{tmp_path / 'no.sock'}", "tok-planted-secret")
+    with pytest.raises(JobError) as job_info:
+        jobs.encrypt_dataset(
+            src, tmp_path / "out", "body", "user", service=gone, cluster=cluster, timeout=TIMEOUT
+        )
+    assert str(job_info.value).startswith("ServiceError: cannot reach the key service"), str(
+        job_info.value
+    )
+    assert "Traceback" not in str(job_info.value) and "planted" not in str(job_info.value)
+
+
 def test_driver_messages_are_checked_never_trusted() -> None:
     """What the child says is parsed as plain data: an error names a keysplit class or is
     a JobError; counts and rows of the wrong type are refused."""
