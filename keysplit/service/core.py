@@ -52,18 +52,23 @@ API_VERSION = 1
 
 @dataclass(frozen=True)
 class Request:
+    """One request; its repr leaves out the headers (the bearer token) and the body
+    (plaintexts, shares, data keys)."""
+
     method: str
     path: str
-    headers: Mapping[str, str]
-    body: bytes = b""
+    headers: Mapping[str, str] = field(repr=False)
+    body: bytes = field(default=b"", repr=False)
     local: bool = False
     """True when the peer came over the Unix socket (filesystem permissions vouch for it)."""
 
 
 @dataclass(frozen=True)
 class Response:
+    """One answer; its repr leaves out the body (data keys, plaintexts)."""
+
     status: int
-    body: bytes
+    body: bytes = field(repr=False)
     content_type: str = wire.JSON_TYPE
     headers: dict[str, str] = field(default_factory=dict)
 

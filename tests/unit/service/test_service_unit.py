@@ -494,3 +494,34 @@ def test_served_data_key_follows_the_keyrings_subject_spellings(
         rec = u.encrypt(b"x", subject=nfc)
     assert made is not None and made == found == again
     assert record.decrypt(record.DataKey(made), rec, subject=nfc) == b"x"
+
+
+def test_reprs_of_requests_and_answers_hold_no_secret() -> None:
+    """Request and Response were dataclasses with generated reprs: a log line or a
+    traceback's locals showing one printed the bearer token and the body (plaintexts,
+    data keys) (red team). The other service and job objects that hold a token or a key
+    keep them out of their reprs too."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from keysplit.service.core import Response
+    from keysplit.service.unseal import _Attempt
+
+    token, plain = "tok-planted-0123456789abcdef", b"planted plaintext \x00\xff"
+    request = Request(
+        "POST", "/v1/decrypt", {"Authorization": f"Bearer {token}"}, plain, local=True
+    )
+    answer = Response(200, plain, headers={"X-Request": "r1"})
+    shown = [repr(request), str(request), repr(answer)]
+    for text in shown:
+        assert token not in text and "planted" not in text, text
+    assert "POST" in shown[0] and "/v1/decrypt" in shown[0] and "200" in shown[2]
+    private = X25519PrivateKey.generate()
+    raw = private.private_bytes_raw()
+    attempt = _Attempt(b"n" * 16, private, b"p" * 32, 0.0, None, [])  # type: ignore[arg-type]
+    assert raw.hex() not in repr(attempt) and repr(raw) not in repr(attempt)
+    jobs = pytest.importorskip("keysplit.jobs")
+    from keysplit.jobs._parquet import PartSpec
+
+    source = jobs.ServiceDataKeys("unix:/run/ks.sock", token)
+    spec = PartSpec("decrypt", "c", "s", source, None, False, "0" * 32, None, {})  # type: ignore[arg-type]
+    assert token not in repr(spec) and token not in repr(source)
