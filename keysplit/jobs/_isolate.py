@@ -90,7 +90,23 @@ def _start() -> subprocess.Popen[bytes]:
     )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+STOP_GRACE = 30.0
+"""Seconds a driver child told to stop (its stdin closed) has to close its Dask client and
+LocalCluster and exit before it is killed. A killed child leaves the semaphores of its
+LocalCluster's worker processes to multiprocessing's resource tracker, which then prints
+"There appear to be N leaked semaphore objects" on the command's standard error."""
+
+
+def _stop(proc: subprocess.Popen[bytes], grace: float = 0.0) -> None:
+    """End a driver child: with ``grace``, let it close its cluster and exit (at the end of
+    its input it leaves its loop), killing it only after ``grace`` seconds; without, kill
+    it (it is in the middle of a job, or not to be trusted any more)."""
+    if grace and proc.poll() is None:
+        with contextlib.suppress(OSError):
+            if proc.stdin is not None:
+                proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
     if proc.poll() is None:
         proc.kill()
     proc.wait()
@@ -109,16 +125,22 @@ def _stop_idle() -> None:
     with _idle_lock:
         procs = [p for ps in _idle.values() for p in ps]
         _idle.clear()
+    for p in procs:  # all told first, so that they close their clusters side by side
+        with contextlib.suppress(OSError):
+            if p.stdin is not None:
+                p.stdin.close()
     for p in procs:
-        _stop(p)
+        _stop(p, STOP_GRACE)
 
 
 @contextlib.contextmanager
-def _child(key: str) -> Iterator[tuple[subprocess.Popen[bytes], list[bool]]]:
+def _child(key: str) -> Iterator[tuple[subprocess.Popen[bytes], list[str]]]:
     """A driver child for the cluster ``key``: an idle one of this process (it keeps its
     Dask client, and its LocalCluster, between jobs: starting Python and Dask costs
     seconds) or a new one. Returned to the idle list only after a clean ``done`` or
-    ``error`` (``reusable[0]`` set by the caller); any other end kills it."""
+    ``error`` (``end[0] = "reuse"``, set by the caller); after a fatal error, which the
+    child leaves by closing its cluster, it is given :data:`STOP_GRACE` to exit
+    (``"stop"``); any other end kills it."""
     with _idle_lock:
         procs = _idle.get(key, [])
         proc = None
@@ -130,15 +152,15 @@ def _child(key: str) -> Iterator[tuple[subprocess.Popen[bytes], list[bool]]]:
             _stop(candidate)
     if proc is None:
         proc = _start()
-    reusable = [False]
+    end = ["kill"]
     try:
-        yield proc, reusable
+        yield proc, end
     finally:
-        if reusable[0] and proc.poll() is None:
+        if end[0] == "reuse" and proc.poll() is None:
             with _idle_lock:
                 _idle.setdefault(key, []).append(proc)
         else:
-            _stop(proc)
+            _stop(proc, STOP_GRACE if end[0] == "stop" else 0.0)
 
 
 def _send(pipe: IO[bytes], line: bytes) -> None:
@@ -169,7 +191,7 @@ def run_job(request: dict[str, Any], cluster: Cluster, on_message: OnMessage) ->
     request = {**request, "cluster": doc}
     blob = base64.b64encode(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
     key = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-    with _child(key) as (proc, reusable):
+    with _child(key) as (proc, end):
         assert proc.stdin is not None and proc.stdout is not None
         with contextlib.suppress(BrokenPipeError):  # the child died at start: reported below
             _send(proc.stdin, blob)
@@ -185,10 +207,10 @@ def run_job(request: dict[str, Any], cluster: Cluster, on_message: OnMessage) ->
                     hint="its log is on standard error; run the job again",
                 )
             if msg["t"] == "done":
-                reusable[0] = True
+                end[0] = "reuse"
                 return msg
             if msg["t"] == "error":
-                reusable[0] = msg.get("fatal") is not True
+                end[0] = "stop" if msg.get("fatal") is True else "reuse"
                 raise _error(msg)
             reply = on_message(msg)
             if reply is not None:

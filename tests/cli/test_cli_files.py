@@ -411,3 +411,27 @@ def test_dataset_paths_are_checked_before_the_quorum(cer: Ceremony, command: str
         assert r.exit_code == 2, r.output
         assert len(error_lines(r)) == 1 and error_lines(r)[0].startswith(message), r.stderr
         assert "[1/2]" not in r.stderr and "Dask" not in r.stderr
+
+
+def test_dataset_commands_leave_no_leaked_semaphore_warning(tmp_path: Path) -> None:
+    """The job's driver process was killed at exit, its LocalCluster never closed: the
+    resource tracker then printed `resource_tracker: There appear to be 12 leaked semaphore
+    objects to clean up at shutdown` (and a `warnings.warn` line) on the command's stderr,
+    after a job that succeeded or failed alike (red team). Real processes: atexit matters."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pytest.importorskip("distributed")
+    from service_helpers import cli, make_keyring, share_file
+
+    kr = make_keyring(tmp_path, 2, ["a", "b"])
+    quorum = ["--keyring", kr, "-s", share_file(kr.parent / "vault-shares", "a")]
+    quorum += ["-s", share_file(kr.parent / "vault-shares", "b")]
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"user": ["u1", "u2"], "body": [b"x", b"y"]}), tmp_path / "in" / "p")
+    cols = ["--column", "body", "--subject-column", "user"]
+    ok = cli("encrypt-dataset", "in", "enc", *cols, *quorum, cwd=tmp_path)
+    bad = cli("decrypt-dataset", "in", "out", *cols, *quorum, cwd=tmp_path)  # not records
+    assert ok.returncode == 0 and bad.returncode == 1, (ok.stderr, bad.stderr)
+    assert "error: not a keysplit record" in bad.stderr
+    for r in (ok, bad):
+        assert "leaked" not in r.stderr and "resource_tracker" not in r.stderr, r.stderr
