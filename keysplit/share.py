@@ -187,9 +187,21 @@ class Share:
 
     @classmethod
     def parse(cls, text: str) -> Share:
-        """Parse the text form. Whitespace and ``-`` are ignored, case does not matter."""
+        """Parse the text form. Whitespace and ``-`` are ignored, case does not matter.
+
+        The text form is ASCII: any other character is refused by name, before the
+        Unicode-aware steps (``\\s``, ``lower``) could read a look-alike as the real
+        thing (a no-break or ideographic space as a separator, the Kelvin sign as ``k``)."""
         if not isinstance(text, str):
             raise TypeError("text must be str")
+        if not text.isascii():
+            at = next(i for i, c in enumerate(text) if not c.isascii())
+            raise FormatError(
+                f"share text has a character that is not ASCII, {text[at]!r} "
+                f"(U+{ord(text[at]):04X}), at position {at + 1} (counting separators)",
+                hint="share text is ASCII letters, digits and dashes; retype that character "
+                "(full-width, other-script or look-alike characters are not read)",
+            )
         s = _IGNORED.sub("", text).lower()
         if not s.startswith(TEXT_PREFIX):
             raise FormatError(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import re
 from collections.abc import Sequence
 
 from .._fileio import read_bounded
@@ -160,7 +161,9 @@ def load_share(
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise FormatError("not a keysplit share (neither text nor a known binary form)") from None
-    lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
+    # ASCII line breaks only: str.splitlines also breaks at U+2028, U+0085..., which would
+    # drop a look-alike from the share text before Share.parse could refuse it.
+    lines = [ln for ln in re.split(r"\r\n|\r|\n", text) if not ln.lstrip().startswith("#")]
     return Share.parse("\n".join(lines))
 
 

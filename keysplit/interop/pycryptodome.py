@@ -203,6 +203,12 @@ def parse_pycryptodome(text: str) -> list[tuple[int, bytes]]:
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
+        if not line.isascii():  # \d and int() would read a full-width or Arabic-Indic index
+            c = next(c for c in line if not c.isascii())
+            raise FormatError(
+                f"line {lineno}: a character that is not ASCII, {c!r} (U+{ord(c):04X}); "
+                "shares of this form are ASCII text"
+            )
         m = _LINE.match(line)
         if m is None:
             raise FormatError(

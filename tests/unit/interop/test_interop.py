@@ -89,6 +89,16 @@ def test_parse_rejects(text: str) -> None:
         pycryptodome.parse_pycryptodome(text)
 
 
+@pytest.mark.parametrize("digit", ["\uff11", "\u0661", "\u06f1", "\u0967"])
+def test_parse_refuses_an_index_in_other_digits(digit: str) -> None:
+    """A full-width, Arabic-Indic or Devanagari 1 as the index matched ``\\d`` and
+    int() read it as 1: a share line that is not ASCII parsed (red team)."""
+    hexv = "00112233445566778899aabbccddeeff"
+    with pytest.raises(FormatError, match="line 2: a character that is not ASCII") as info:
+        pycryptodome.parse_pycryptodome(f"# share of José\n{digit}-{hexv}\n")
+    assert f"U+{ord(digit):04X}" in str(info.value)
+
+
 def test_parse_accepts_variants() -> None:
     hexv = "00112233445566778899aabbccddeeff"
     text = f"# comment\n\n  tok-01-{hexv}\n2,{hexv.upper()}\n3: {hexv}\n"

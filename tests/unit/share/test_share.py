@@ -420,3 +420,56 @@ def test_all_subsets_of_a_small_split() -> None:
     for r in range(3, 6):
         for subset in itertools.combinations(shares, r):
             assert combine(list(subset)) == secret
+
+
+# -- the text form is ASCII (red team) ---------------------------------------------------------
+
+_LOOKALIKES = [
+    ("\u212a", "Kelvin sign for K"),
+    ("\u00a0", "no-break space"),
+    ("\u3000", "ideographic space"),
+    ("\u2003", "em space"),
+    ("\u2028", "line separator"),
+    ("\u0085", "next line"),
+    ("\uff19", "full-width 9"),
+    ("\u0669", "Arabic-Indic 9"),
+    ("\u06f9", "extended Arabic-Indic 9"),
+    ("\u0969", "Devanagari 3"),
+    ("\uff4b", "full-width k"),
+    ("\u2013", "en dash"),
+    ("\udcff", "lone surrogate"),
+]
+
+
+@pytest.mark.parametrize(("char", "what"), _LOOKALIKES, ids=[w for _, w in _LOOKALIKES])
+def test_share_text_with_a_non_ascii_character_is_refused_by_name(char: str, what: str) -> None:
+    """Unicode whitespace was skipped as a separator (``\\s``) and the Kelvin sign read as
+    ``k`` (``lower``): a share text with look-alikes parsed; others got a checksum
+    error's hint about 0/o and 1/l. Now a FormatError names the character and where."""
+    share = TYPO_SHARES[1]
+    text = str(share)
+    at = text.index("-", 4)  # a separator, then a letter, then the prefix's K
+    variants = [text[:at] + char + text[at + 1 :], text[:at] + char + text[at:]]
+    variants.append(char + text[1:] if char == "\u212a" else text[:6] + char + text[7:])
+    for variant in variants:
+        pos = variant.index(char) + 1
+        with pytest.raises(FormatError, match="not ASCII") as info:
+            Share.parse(variant)
+        assert type(info.value) is FormatError
+        assert str(info.value) == (
+            f"share text has a character that is not ASCII, {char!r} "
+            f"(U+{ord(char):04X}), at position {pos} (counting separators)"
+        )
+        assert info.value.hint and "ASCII" in info.value.hint
+        if char != "\udcff":  # a file holds UTF-8: a lone surrogate cannot be in one
+            with pytest.raises(FormatError, match="not ASCII"):
+                keysplit.load_share(f"# custodian José\n{variant}\n".encode())
+    assert keysplit.load_share(f"# custodian José\n{text}\n".encode()) == share
+
+
+@given(st.text(st.characters(min_codepoint=0x80), min_size=1, max_size=3), st.data())
+def test_any_non_ascii_text_in_a_share_is_refused(extra: str, data: st.DataObject) -> None:
+    text = str(_FUZZ_BASE[0])
+    at = data.draw(st.integers(0, len(text)))
+    with pytest.raises(FormatError, match="not ASCII"):
+        Share.parse(text[:at] + extra + text[at:])
