@@ -13,17 +13,10 @@ import typer
 
 from keysplit.store.base import MAX_BATCH
 
-from .._common import (
-    EXIT_NO_KEY,
-    EXIT_NOT_ACKNOWLEDGED,
-    EXIT_USAGE,
-    check_subject_arg,
-    fail,
-    handle_errors,
-    info,
-)
+from .._common import EXIT_USAGE, check_subject_arg, fail, handle_errors, info
 from .._output import JSON_HELP, emit
 from .._service import CA_OPTION, CERT_OPTION, KEY_OPTION, read_token, tls_files
+from .._shred import confirm_shred, report_shred
 
 __all__ = ["app"]
 
@@ -283,45 +276,20 @@ def shred_cmd(
     live clients did not acknowledge within --wait (named).
     """
     from keysplit.service.cluster_admin import shred_subject
-    from keysplit.store.base import describe_lease
 
     check_subject_arg(subject)
-    if not yes and not typer.confirm(
-        f"Destroy the data key of {subject!r}? Their records become unrecoverable", err=True
-    ):
-        fail("not confirmed: nothing was shredded")
+    confirm_shred(subject, yes)
     done = shred_subject(
         directory, subject, token=read_token(token_file), wait=wait, tls=tls_files(ca, cert, key)
     )
-    if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "subject": subject,
-                    "shredded": done.existed,
-                    "tombstone_seq": done.tombstone_seq if done.existed else None,
-                    "holders": len(done.holders),
-                    "not_acknowledged": [
-                        {"host": x.host, "pid": x.pid, "role": x.role, "lease": x.id}
-                        for x in done.pending
-                    ],
-                }
-            )
-        )
-    if not done.existed:
-        fail(
-            f"{subject!r} has no data key in this cluster's store: nothing was shredded",
-            hint="check the subject id (a mistyped id shreds nothing)",
-            code=EXIT_NO_KEY,
-        )
-    info(f"shredded the data key of {subject!r}")
-    if done.pending:
-        fail(
-            f"{len(done.pending)} live client(s) did not acknowledge the shred within "
-            f"{wait:g} s: " + ", ".join(describe_lease(x) for x in done.pending),
-            hint="each drops the key when it next reaches the store, and stops using its "
-            "cache when its lease expires",
-            code=EXIT_NOT_ACKNOWLEDGED,
-        )
-    if wait > 0:
-        info(f"acknowledged by every live client ({len(done.holders)})")
+    report_shred(
+        subject,
+        existed=done.existed,
+        tombstone_seq=done.tombstone_seq,
+        holders=len(done.holders),
+        pending=done.pending,
+        wait=wait,
+        as_json=as_json,
+        no_key=f"{subject!r} has no data key in this cluster's store: nothing was shredded",
+        holder=("client(s)", "client"),
+    )

@@ -13,15 +13,7 @@ import typer
 
 from keysplit.store.base import MAX_BATCH
 
-from .._common import (
-    EXIT_NO_KEY,
-    EXIT_NOT_ACKNOWLEDGED,
-    EXIT_USAGE,
-    check_subject_arg,
-    fail,
-    handle_errors,
-    info,
-)
+from .._common import EXIT_USAGE, check_subject_arg, fail, handle_errors, info
 from .._dask import JOB_TIMEOUT_OPTION, SCHEDULER_OPTION, dask_rewrap, job_timeout
 from .._output import JSON_HELP, emit
 from .._progress import progress_bar
@@ -34,6 +26,7 @@ from .._quorum import (
     open_keyring,
     quorum,
 )
+from .._shred import confirm_shred, report_shred
 
 if TYPE_CHECKING:
     from keysplit import ceremony
@@ -194,15 +187,10 @@ def shred_cmd(
     """
     from keysplit import ceremony
     from keysplit.keyring import fleet
-    from keysplit.store.base import describe_lease
 
     check_subject_arg(subject)
     kr = open_keyring(directory, store)
-    if not yes and not typer.confirm(
-        f"Destroy the data key of {subject!r}? Their records become unrecoverable",
-        err=True,
-    ):
-        fail("not confirmed: nothing was shredded")
+    confirm_shred(subject, yes)
     src = QuorumSource(share, identity, passphrase_file)
     done = ceremony.shred(kr, quorum(kr, src), subject)
     existed = done.value
@@ -215,39 +203,18 @@ def shred_cmd(
         live = held.leases()
     finally:
         held.close()
-    if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "subject": subject,
-                    "shredded": existed,
-                    "tombstone_seq": seq if existed else None,
-                    "holders": len(live),
-                    "not_acknowledged": [
-                        {"host": x.host, "pid": x.pid, "role": x.role, "lease": x.id}
-                        for x in pending
-                    ],
-                    "audit_head": _head(done),
-                }
-            )
-        )
-    if not existed:
-        fail(
-            f"{subject!r} has no data key: nothing was shredded (the request is recorded)",
-            hint="check the subject id (a mistyped id shreds nothing)",
-            code=EXIT_NO_KEY,
-        )
-    info(f"shredded the data key of {subject!r}")
-    if pending:
-        fail(
-            f"{len(pending)} live process(es) did not acknowledge the shred within {wait:g} s: "
-            + ", ".join(describe_lease(x) for x in pending),
-            hint="each drops the key when it next reaches the store, and stops using its "
-            "cache when its lease expires",
-            code=EXIT_NOT_ACKNOWLEDGED,
-        )
-    if wait > 0:
-        info(f"acknowledged by every live holder ({len(live)})")
+    report_shred(
+        subject,
+        existed=existed,
+        tombstone_seq=seq,
+        holders=len(live),
+        pending=pending,
+        wait=wait,
+        as_json=as_json,
+        no_key=f"{subject!r} has no data key: nothing was shredded (the request is recorded)",
+        holder=("process(es)", "holder"),
+        extra={"audit_head": _head(done)},
+    )
 
 
 @app.command("hold")
