@@ -35,7 +35,9 @@ def _client(doc: dict[str, Any]) -> Iterator[Any]:
                 threads_per_worker=doc["threads_per_worker"],
                 processes=True,
                 dashboard_address=None,
-                silence_logs=40,
+                # CRITICAL only: a failed task is the job's error (one line, its text judged
+                # by main()); at ERROR the workers logged it with its text and a traceback
+                silence_logs=50,
                 security=sec,
             ) as cluster,
             Client(cluster, security=sec, timeout=doc["timeout"]) as client,

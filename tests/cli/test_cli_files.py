@@ -413,7 +413,9 @@ def test_dataset_paths_are_checked_before_the_quorum(cer: Ceremony, command: str
         assert "[1/2]" not in r.stderr and "Dask" not in r.stderr
 
 
-def test_dataset_commands_leave_no_leaked_semaphore_warning(tmp_path: Path) -> None:
+def test_dataset_commands_leave_no_leaked_semaphore_warning_nor_worker_log(
+    tmp_path: Path,
+) -> None:
     """The job's driver process was killed at exit, its LocalCluster never closed: the
     resource tracker then printed `resource_tracker: There appear to be 12 leaked semaphore
     objects to clean up at shutdown` (and a `warnings.warn` line) on the command's stderr,
@@ -435,3 +437,10 @@ def test_dataset_commands_leave_no_leaked_semaphore_warning(tmp_path: Path) -> N
     assert "error: not a keysplit record" in bad.stderr
     for r in (ok, bad):
         assert "leaked" not in r.stderr and "resource_tracker" not in r.stderr, r.stderr
+    # and a failed part is one error line: the local workers logged it as `distributed.worker
+    # - ERROR - Compute Failed` with the exception's text (which the driver withholds for
+    # other than keysplit errors: it may quote data) and a traceback (red team)
+    assert "Traceback" not in bad.stderr and "Compute Failed" not in bad.stderr, bad.stderr
+    assert [ln for ln in bad.stderr.splitlines() if "error" in ln.lower()] == [
+        "error: not a keysplit record (bad magic)"
+    ], bad.stderr
