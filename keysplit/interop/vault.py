@@ -185,6 +185,14 @@ def _parse_json(text: str) -> VaultKeys:
     raise FormatError("Vault JSON holds no unseal_keys_b64/_hex or recovery_keys_b64/_hex")
 
 
+def _ascii(text: str, where: str) -> None:
+    """Vault writes ASCII: a look-alike (a full-width digit, which ``\\d`` and ``int()``
+    read as the digit) in a line that is used is refused by name, never read."""
+    if not text.isascii():
+        c = next(c for c in text if not c.isascii())
+        raise FormatError(f"{where}: a character that is not ASCII, {c!r} (U+{ord(c):04X})")
+
+
 def parse_vault(text: str) -> VaultKeys:
     """Read Vault shares from ``vault operator init`` output (text or ``-format=json``),
     or from plain lines holding one base64/hex key each (``#`` comments ignored).
@@ -202,6 +210,7 @@ def parse_vault(text: str) -> VaultKeys:
     threshold = count = None
     m = _THRESHOLD.search(" ".join(text.split()))
     if m:
+        _ascii(m.group(0), "the threshold sentence")  # \d and int() read other digits
         count, threshold = int(m.group(1)), int(m.group(2))
         if not 1 <= threshold <= count <= MAX_SHARES:
             raise FormatError(f"Vault output states an impossible {threshold}-of-{count} split")
@@ -210,6 +219,7 @@ def parse_vault(text: str) -> VaultKeys:
             continue
         km = _KEY_LINE.match(line)
         if km:
+            _ascii(line, f"line {lineno}")
             kinds.add(km.group(1).lower())
             keys.append(_decode_key(km.group(3), f"line {lineno}"))
         elif _SKIP_LINE.match(line) or ":" in line or len(line.split()) > 1:

@@ -142,6 +142,23 @@ def test_bad_inputs() -> None:
             vault.parse_vault(text)
 
 
+def test_a_used_line_that_is_not_ascii_is_refused() -> None:
+    """A full-width digit in 'Unseal Key N' or in the threshold sentence matched ``\\d``
+    and int() read it: such an output parsed as if Vault had written it (red team)."""
+    keys = REF.split(bytes(range(32)), 5, 3, random.Random(12))
+    text = init_output(keys, 3)
+    assert vault.parse_vault(text).threshold == 3
+    for old, new, where in (
+        ("Unseal Key 2:", "Unseal Key \uff12:", "line 2"),
+        ("threshold of 3", "threshold of \uff13", "the threshold sentence"),
+        ("with 5 key", "with \u0665 key", "the threshold sentence"),
+    ):
+        assert old in text
+        with pytest.raises(FormatError, match=f"{where}: a character that is not ASCII"):
+            vault.parse_vault(text.replace(old, new))
+    assert vault.parse_vault("# clés de José\n" + text).count == 5  # a comment may be any text
+
+
 def test_parse_json_hex_and_plain_lines() -> None:
     keys = REF.split(bytes(range(32)), 5, 3, random.Random(11))
     doc = {
