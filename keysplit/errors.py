@@ -43,6 +43,20 @@ class KeysplitError(Exception):
         super().__init__(message)
         self.hint = hint
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Rebuilt from its message and attributes without calling ``__init__``: errors
+        cross process boundaries (multiprocessing pools, Dask, the job driver), and
+        Python's default calls ``cls(*args)``, which fails for every subclass whose
+        constructor wants more (``VerifyIncomplete(missing=...)``, ``KekInUseError``...)."""
+        return (_rebuild, (type(self), self.args), self.__dict__)
+
+
+def _rebuild(cls: type[KeysplitError], args: tuple[object, ...]) -> KeysplitError:
+    """The unpickling half of :meth:`KeysplitError.__reduce__`."""
+    if not (isinstance(cls, type) and issubclass(cls, KeysplitError)):
+        raise TypeError("not a keysplit error class")
+    return cls.__new__(cls, *args)
+
 
 class IntegrityError(KeysplitError):
     """Authentication failed: tampered, truncated, swapped or mis-keyed ciphertext.
