@@ -35,7 +35,8 @@ from multiprocessing.connection import Connection, Listener
 from typing import Any
 
 from .. import _json
-from ..errors import FormatError, IntegrityError, KeysplitError
+from .. import errors as _errors
+from ..errors import FormatError, KeysplitError
 from ..keyring import UnsealedKeyring
 from ..keyring.datakeys import DerivedDataKeys
 from ._cache import JOBS_KEPT, MAX_KEYS
@@ -46,7 +47,6 @@ _SERVED: set[str] = set()
 """Addresses of the :func:`serve_keys` sockets this process serves (its keyring is here)."""
 
 _MAX_REQUEST = 64 << 20
-_ERRORS: dict[str, type[KeysplitError]] = {"IntegrityError": IntegrityError}
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -222,9 +222,24 @@ class _KeyServer:
                     present = bytes(k is not None for k in keys)
                     reply = b"\x00" + present + b"".join(k for k in keys if k is not None)
                 except (KeysplitError, ValueError, TypeError, KeyError) as exc:
-                    kind = type(exc).__name__ if isinstance(exc, IntegrityError) else "error"
+                    kind = type(exc).__name__ if isinstance(exc, KeysplitError) else "error"
                     reply = b"\x01" + f"{kind}\x00{exc}".encode()
                 conn.send_bytes(reply)
+
+
+def _server_error(kind: str, message: str) -> KeysplitError:
+    """The key server's error as the worker raises it: a class of :mod:`keysplit.errors`
+    by its name (a closed keyring stays a ``KeyringError``, a bad subject a
+    ``FormatError``), built without its constructor as the job driver rebuilds errors;
+    any other keysplit class is a :class:`KeysplitError` whose text starts with its name."""
+    cls = getattr(_errors, kind, None) if kind in _errors.__all__ else None
+    if not (isinstance(cls, type) and issubclass(cls, KeysplitError)):
+        if kind.isidentifier() and kind != "error" and len(kind) <= 64:
+            message = f"{kind}: {message}"
+        cls = KeysplitError
+    exc = cls.__new__(cls, message)
+    KeysplitError.__init__(exc, message)
+    return exc
 
 
 class LoopbackDataKeys(DerivedDataKeys):
@@ -284,7 +299,7 @@ class LoopbackDataKeys(DerivedDataKeys):
                 return out
             raise FormatError("malformed reply from the job's key server")
         kind, _, message = reply[1:].decode(errors="replace").partition("\x00")
-        raise _ERRORS.get(kind, KeysplitError)(message)
+        raise _server_error(kind, message)
 
     def close(self) -> None:
         conn: Connection | None = getattr(self._local, "conn", None)

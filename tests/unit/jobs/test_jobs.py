@@ -574,6 +574,30 @@ def test_cli_rewrap_dask_local_cluster_and_datasets(
     assert r.exit_code == 2 and "error: --server needs --token-file" in r.stderr
 
 
+def test_the_key_servers_errors_reach_the_worker_as_their_own_class(tmp_path: Path) -> None:
+    """A worker's key fetch failing in the driver's keyring raises the keyring's class
+    (``KeyringError`` for a closed keyring), not a bare ``KeysplitError``; other keysplit
+    classes keep their name in the text."""
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    ukr = _open(tmp_path / "kr", [shares["alice"], shares["carol"]])
+    with serve_keys(ukr) as source:
+        handle = pickle.loads(pickle.dumps(source))  # what a worker gets
+        handle.export(["s/1"], create=True)
+        ukr.close()
+        with pytest.raises(keysplit_errors.KeyringError, match="closed"):
+            handle.export(["s/1"], create=False)
+    from keysplit.jobs.datakeys import _server_error
+
+    err = _server_error("StaleKekError", "re-read the keyring")
+    assert type(err) is keysplit_errors.KeysplitError
+    assert str(err) == "StaleKekError: re-read the keyring"
+    assert type(_server_error("IntegrityError", "authentication failed")) is IntegrityError
+    assert (
+        type(_server_error("error", "subject must not be empty")) is keysplit_errors.KeysplitError
+    )
+    assert str(_server_error("__import__", "x")) == "__import__: x"  # a name, never looked up
+
+
 def test_loopback_source_needs_its_key_and_service_source_plumbing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
