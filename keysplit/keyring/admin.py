@@ -46,6 +46,13 @@ def validate_custodians(threshold: int, custodians: Sequence[str]) -> list[str]:
     return names
 
 
+def _check_sealable(secrets: kf.KeyringSecrets) -> None:
+    """:class:`KeyringError` for the zeroed secrets of a closed session (no private key, no
+    KEK): sealed into the keyring file they would leave nothing any quorum could open."""
+    if len(secrets.x25519_private) != 32 or not secrets.keks:
+        raise KeyringError("the keyring was closed")
+
+
 class KeyAdmin:
     """The key operations of one unsealed session. Holds the master key (and, between
     :meth:`prepare_rekey` and :meth:`commit_rekey`, the new one): secret.
@@ -96,8 +103,11 @@ class KeyAdmin:
         meta: kf.KeyringMeta,
         secrets: kf.KeyringSecrets,
     ) -> None:
-        """Replace the keyring file atomically (caller holds the home's lock)."""
+        """Replace the keyring file atomically (caller holds the home's lock); refused
+        once the session is closed (its secrets zeroed: they must never be sealed)."""
         home = self._home
+        master = self.master_key
+        _check_sealable(secrets)
         if (pending is not None or home.has_pending()) and home.pending_meta(current) is not None:
             raise KeyringError(
                 "a rekey is pending",
@@ -107,7 +117,7 @@ class KeyAdmin:
         on_disk = kf.parse(home.read_keyring())[0]
         if on_disk != current:
             raise KeyringError("the keyring file changed under this process; unseal again")
-        home.write_keyring(kf.serialize(meta, secrets, self.master_key, self._rng.random_bytes(12)))
+        home.write_keyring(kf.serialize(meta, secrets, master, self._rng.random_bytes(12)))
         self._local.set_secrets(secrets, meta.current_kek)
 
     def rotate(
@@ -240,9 +250,9 @@ class KeyAdmin:
             on_disk = kf.parse(self._home.read_keyring())[0]
             if on_disk != m:
                 raise KeyringError("the keyring file changed under this process; unseal again")
-            self._home.write_pending(
-                kf.serialize(meta, self._local.secrets, master, rng.random_bytes(12))
-            )
+            secrets = self._local.secrets
+            _check_sealable(secrets)
+            self._home.write_pending(kf.serialize(meta, secrets, master, rng.random_bytes(12)))
         self._pending_master = master
         return {n: s for n, s in zip(names, shares, strict=True)}, meta
 

@@ -160,10 +160,14 @@ class UnsealedKeyring:
         return self._kr.recipient
 
     def close(self) -> None:
-        """Forget the keys and close the store."""
-        self._dk.close()
+        """Forget the keys and close the store.
+
+        The master key goes first: a rotate, retire or rekey racing this close then fails
+        for want of it, never seals the keyring file around the KEKs the data keys' close
+        has just zeroed (which left a file no quorum could open: every data key lost)."""
         if self._admin is not None:
             self._admin.close()
+        self._dk.close()
 
     def __enter__(self) -> UnsealedKeyring:
         return self

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from keysplit import Keyring, KeyringError
+from keysplit import Keyring, KeyringError, KeysplitError
 from keysplit.keyring import file as kf
 from keysplit.keyring.admin import KeyAdmin
+from keysplit.keyring.datakeys import LocalDataKeys
 from keysplit.rng import DeterministicRandom
 
 NAMES = ["alice", "bob", "carol"]
@@ -64,3 +65,40 @@ def test_a_closed_session_administers_nothing(tmp_path: Path) -> None:
     with pytest.raises(KeyringError, match="not held"):
         _ = ku.master_key
     assert kf.parse(kr.home.read_keyring())[0] == kr.meta and kr.meta.current_kek == 1
+
+
+@pytest.mark.parametrize("op", ["rotate", "retire", "prepare_rekey"])
+def test_an_operation_racing_close_never_seals_zeroed_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, op: str
+) -> None:
+    """(red team) close() dropped the data keys (KEKs and private key zeroed) before the
+    master key: a rotate in that window sealed the keyring file around the zeroed secrets,
+    and no quorum could open it again (every data key lost)."""
+    kr, shares = Keyring.create(tmp_path / "kr", 2, NAMES, rng=DeterministicRandom(b"race"))
+    ku = kr.unseal([shares["alice"], shares["bob"]])
+    record = ku.encrypt(b"kept", subject="u1")
+    ku.rotate(record=False)
+    ku.rewrap(record=False)  # version 1 can be retired
+    calls = {
+        "rotate": lambda: ku.rotate(record=False),
+        "retire": lambda: ku.retire(1, record=False),
+        "prepare_rekey": lambda: ku.prepare_rekey(),
+    }
+    original = LocalDataKeys.close
+    seen: list[BaseException] = []
+
+    def close_then_race(self: LocalDataKeys) -> None:
+        original(self)
+        try:  # another thread's call, arriving just after the data keys were dropped
+            calls[op]()
+        except KeysplitError as e:
+            seen.append(e)
+
+    monkeypatch.setattr(LocalDataKeys, "close", close_then_race)
+    ku.close()
+    monkeypatch.undo()
+    assert [type(e) for e in seen] == [KeyringError]
+    assert kr.home.read_pending() is None
+    with Keyring.open(tmp_path / "kr").unseal([shares["alice"], shares["carol"]]) as again:
+        assert again.decrypt(record, subject="u1") == b"kept"
+        assert again.keyring.meta.kek_versions == (1, 2)
