@@ -103,7 +103,12 @@ class SQLiteKeyStore:
         if not create and not self._path.exists():
             raise KeyringError(f"key store not found: {self._path}")
         if create and not self._path.exists():
-            fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except OSError as exc:  # no such directory, not writable: a KeysplitError
+                raise KeyringError(
+                    f"cannot create key store {self._path}: {exc.strerror}"
+                ) from None
             os.close(fd)
         self._lock = threading.RLock()
         self._depth = 0

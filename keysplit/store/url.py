@@ -17,7 +17,7 @@ stores import this module, never the other way round.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit
 
 from ..errors import KeyringError
 
@@ -42,13 +42,26 @@ def default_store_url() -> str:
 
 def check_store_url(url: str) -> str:
     """Validate a store URL (scheme known, no password); returns it unchanged."""
-    parts = urlsplit(url)
+    parts = _split(url)
     if parts.scheme == "sqlite":
         if not (parts.path or parts.netloc):
             raise KeyringError("a sqlite store URL needs a path (sqlite:///abs/path)")
+        if parts.netloc or "?" in url or "#" in url:
+            # urlsplit would cut the path at '?' or '#' (sqlite:///d/keys?eu.sqlite opened
+            # /d/keys) and a host has no meaning for a local file
+            raise KeyringError(
+                "a sqlite store URL is a local path without host, '?' or '#'",
+                hint="sqlite:///abs/path/keys.sqlite or sqlite:relative/keys.sqlite",
+            )
         return url
     if parts.scheme in ("postgresql", "postgres"):
-        if parts.password is not None or "password=" in parts.query:
+        # parameter names as libpq reads them, percent-decoded: pass%77ord= is password=
+        params = [k.lower() for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
+        if (
+            parts.password is not None
+            or "password=" in parts.query
+            or any("password" in k for k in params)
+        ):
             raise KeyringError(
                 "a store URL must not carry a password",
                 hint="use PGPASSWORD, ~/.pgpass or PGPASSFILE",
@@ -58,9 +71,20 @@ def check_store_url(url: str) -> str:
     raise KeyringError(f"unknown store URL scheme {parts.scheme!r} (use sqlite: or postgresql:)")
 
 
+def _split(url: str) -> SplitResult:
+    """``urlsplit``, its ``ValueError`` (an unclosed IPv6 bracket) as :class:`KeyringError`;
+    a NUL is refused here too (no path or libpq URI can carry one)."""
+    if isinstance(url, str) and "\0" in url:
+        raise KeyringError("a store URL must not contain a NUL character")
+    try:
+        return urlsplit(url)
+    except ValueError as exc:
+        raise KeyringError(f"invalid store URL: {exc}") from None
+
+
 def postgres_conninfo(url: str) -> tuple[str, str]:
     """Split a ``postgresql://`` store URL into (libpq URI without ``schema``, schema name)."""
-    parts = urlsplit(url)
+    parts = _split(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise KeyringError(f"not a PostgreSQL store URL (scheme {parts.scheme!r})")
     query = parse_qsl(parts.query, keep_blank_values=True)

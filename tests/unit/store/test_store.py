@@ -9,7 +9,7 @@ import pytest
 from memory_store import MemoryKeyStore
 
 from keysplit import FormatError, Keyring, KeyringError, LegalHoldError
-from keysplit.store import KeyStore, SQLiteKeyStore, WrappedKey
+from keysplit.store import KeyStore, SQLiteKeyStore, WrappedKey, open_store
 
 KID = "00" * 16
 
@@ -123,6 +123,27 @@ def test_binding_and_strict_open(tmp_path: Path) -> None:
     sqlite3.connect(empty).close()
     with pytest.raises(FormatError, match="not a keysplit key store"):
         SQLiteKeyStore(empty, KID)
+
+
+def test_sqlite_urls_name_exactly_one_file(tmp_path: Path) -> None:
+    """(red team) urlsplit cut a sqlite URL's path at '?' or '#': sqlite:///d/keys?eu.sqlite
+    and sqlite:///d/keys#us.sqlite both opened d/keys; a host was joined to the home as a
+    path; creating a store in a missing directory was a raw FileNotFoundError."""
+    for url in (
+        f"sqlite://{tmp_path}/keys?eu.sqlite",
+        f"sqlite://{tmp_path}/keys#us.sqlite",
+        "sqlite:keys?eu.sqlite",
+        f"sqlite://localhost{tmp_path}/keys.sqlite",
+    ):
+        with pytest.raises(KeyringError, match="local path"):
+            open_store(url, keyring_id=KID, home=tmp_path, create=True)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(KeyringError, match="cannot create key store"):
+        open_store(
+            f"sqlite://{tmp_path}/missing/k.sqlite", keyring_id=KID, home=tmp_path, create=True
+        )
+    with pytest.raises(KeyringError, match="cannot create key store"):
+        Keyring.create(tmp_path / "kr", 2, ["a", "b"], store_url=f"sqlite://{tmp_path}/no/k.sqlite")
 
 
 def test_keyring_runs_on_any_keystore(tmp_path: Path) -> None:

@@ -37,10 +37,24 @@ def test_store_url_parsing() -> None:
             check_store_url(f"postgresql:///ks?schema={bad}")
     with pytest.raises(KeyringError, match="at most once"):
         check_store_url("postgresql:///ks?schema=a&schema=b")
-    for secret in ("postgresql://u:hunter2@h/ks", "postgresql:///ks?password=hunter2"):
+    for secret in (
+        "postgresql://u:hunter2@h/ks",
+        "postgresql:///ks?password=hunter2",
+        # (red team) libpq percent-decodes parameter names: these are password= too
+        "postgresql:///ks?pass%77ord=hunter2",
+        "postgresql:///ks?host=/run/pg&%70assword=hunter2",
+        "postgresql:///ks?sslpass%77ord=hunter2",
+    ):
         with pytest.raises(KeyringError, match="password") as info:
             check_store_url(secret)
         assert "hunter2" not in str(info.value)
+
+
+def test_a_malformed_store_url_is_a_keyring_error() -> None:
+    """(red team) urlsplit's ValueError escaped check_store_url and open_store."""
+    for bad in ("postgresql://[::1/ks", "postgresql://h/ks\0", "sqlite:///tmp/k\0.sqlite"):
+        with pytest.raises(KeyringError):
+            check_store_url(bad)
 
 
 def test_unreachable_server_is_one_keyring_error(tmp_path: Path) -> None:
