@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+import unicodedata
 from collections.abc import Mapping, Sequence
 
 from ..errors import ClusterError, FormatError
@@ -84,12 +85,17 @@ def point_for(
     """``H = hash_to_ristretto255(lp(cluster_id) || lp(region) || lp(subject) || u32(version),
     DST = "HashToGroup-" || context)``.
 
-    Strings are UTF-8 as given: callers pass the canonical (NFC) subject, the one the node
-    checks its token policy on. ``version`` is the cluster-key version (a rotation to a new
-    cluster key gives new points).
+    The subject is hashed in its canonical (NFC) spelling, the one the node checks its
+    token policy on and hashes, whatever spelling the caller holds: a client verifying a
+    node's proof for a legacy or NFD spelling (asking whether it was shredded) hashed that
+    spelling, the proof of every honest node failed and the client excluded them all.
+    ``version`` is the cluster-key version (a rotation to a new cluster key gives new
+    points).
     """
     if not isinstance(cluster_id, bytes) or not cluster_id:
         raise TypeError("cluster_id must be non-empty bytes")
+    if isinstance(subject, str) and not subject.isascii():
+        subject = unicodedata.normalize("NFC", subject)
     msg = (
         _lp(cluster_id)
         + _lp(_text(region, "region"))

@@ -194,6 +194,21 @@ def test_a_wrong_answer_is_named_by_its_proof() -> None:
     assert err.value.node == 3
 
 
+def test_every_spelling_of_a_subject_hashes_to_the_node_point() -> None:
+    """(red team) A node hashes the NFC subject; a client verifying its proof for another
+    spelling (a shredded subject's NFD form, asked for its tombstone) hashed that spelling,
+    so every honest node's proof failed and the client excluded them all for good."""
+    cid = b"\x01" * 16
+    nfc, nfd = "contacts/Jos\u00e9", "contacts/Jose\u0301"
+    node_side = [dprf.point_for(cid, "in", nfc, 1)]  # the node: the NFC subject
+    z = dprf.evaluate(SHARES[2], node_side)
+    proof = dprf.prove(SHARES[2], node_side, z, rng=DeterministicRandom("nfd"))
+    for spelling in (nfc, nfd):  # the client: the spelling it holds
+        client_side = [dprf.point_for(cid, "in", spelling, 1)]
+        assert client_side == node_side
+        dprf.verify(PUBLIC[2], client_side, z, proof, node=2)
+
+
 def test_identity_answers_and_malformed_proofs_are_refused() -> None:
     z = dprf.evaluate(SHARES[1], POINTS)
     proof = dprf.prove(SHARES[1], POINTS, z)

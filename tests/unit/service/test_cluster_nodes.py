@@ -152,6 +152,22 @@ def test_round_trip_and_cluster_json(cluster: Cluster) -> None:
     assert evals and evals[0].data["token"] == "app" and "contacts/1" in evals[0].data["subjects"]
 
 
+def test_a_shredded_accented_subject_is_shredded_and_costs_no_node(cluster: Cluster) -> None:
+    """(red team) Decrypting a shredded non-ASCII subject's record asks the nodes for the
+    tombstone tags of its spellings, with proofs; the client hashed the NFD spelling as
+    given while each node hashes the NFC one, so every honest node's proof failed: both
+    were excluded for good (the client refused every later call) and the record read as
+    NoDataKeyError."""
+    subject = "contacts/Jos\u00e9"
+    with ClusterClient(cluster.dir, token=cluster.token) as c:
+        rec = c.encrypt(b"gone", subject=subject)
+        assert c.shred(subject) is True
+        with pytest.raises(keysplit.ShreddedError):
+            c.decrypt(rec, subject=subject)
+        assert c.datakeys.excluded == {}
+        assert c.decrypt(c.encrypt(b"y", subject="contacts/2"), subject="contacts/2") == b"y"
+
+
 HOLDER = textwrap.dedent(
     """
     import json, sys
