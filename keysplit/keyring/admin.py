@@ -102,9 +102,12 @@ class KeyAdmin:
         pending: kf.KeyringMeta | None,
         meta: kf.KeyringMeta,
         secrets: kf.KeyringSecrets,
+        *,
+        adopt: bool = True,
     ) -> None:
         """Replace the keyring file atomically (caller holds the home's lock); refused
-        once the session is closed (its secrets zeroed: they must never be sealed)."""
+        once the session is closed (its secrets zeroed: they must never be sealed).
+        ``adopt``: this process's keys follow the file at once (else the caller does)."""
         home = self._home
         master = self.master_key
         _check_sealable(secrets)
@@ -118,7 +121,8 @@ class KeyAdmin:
         if on_disk != current:
             raise KeyringError("the keyring file changed under this process; unseal again")
         home.write_keyring(kf.serialize(meta, secrets, master, self._rng.random_bytes(12)))
-        self._local.set_secrets(secrets, meta.current_kek)
+        if adopt:
+            self._local.set_secrets(secrets, meta.current_kek)
 
     def rotate(
         self, current: kf.KeyringMeta, pending: kf.KeyringMeta | None
@@ -143,9 +147,13 @@ class KeyAdmin:
                 next_kek=v + 1,
             )
             secrets = kf.KeyringSecrets(local.secrets.x25519_private, keks)
-            self._write_keyring(current, pending, meta, secrets)
+            self._write_keyring(current, pending, meta, secrets, adopt=False)
             # durable in the file first; from this commit on every process writes under v
             local.store.set_current_kek(v)
+            # and this process too, only now: ahead of the store, a thread creating a key
+            # was refused (StaleKekError), caught up back to the old version and, the
+            # commit landing before its one retry, failed again
+            local.set_secrets(secrets, v)
         local.member.renew()  # report the new current KEK in this process's lease now
         return v, meta
 

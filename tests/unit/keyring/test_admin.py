@@ -12,6 +12,8 @@ from keysplit.keyring import file as kf
 from keysplit.keyring.admin import KeyAdmin
 from keysplit.keyring.datakeys import LocalDataKeys
 from keysplit.rng import DeterministicRandom
+from keysplit.store import WrappedKey
+from keysplit.store.base import KeyringState, StaleKekError
 
 NAMES = ["alice", "bob", "carol"]
 
@@ -102,3 +104,40 @@ def test_an_operation_racing_close_never_seals_zeroed_secrets(
     with Keyring.open(tmp_path / "kr").unseal([shares["alice"], shares["carol"]]) as again:
         assert again.decrypt(record, subject="u1") == b"kept"
         assert again.keyring.meta.kek_versions == (1, 2)
+
+
+def test_a_new_key_created_while_this_process_rotates_is_not_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(red team) rotate() adopted the new KEK in this process before the store made it
+    current: a thread creating a key in that window wrote under the new version, was
+    refused (StaleKekError), caught up *back* to the store's old version, and when the
+    store's commit landed before its one retry, encrypt raised StaleKekError (3 rotations
+    in 30 with two writer threads). This interleaves the two threads by hand."""
+    kr, shares = Keyring.create(tmp_path / "kr", 2, NAMES, rng=DeterministicRandom(b"stale"))
+    ku = kr.unseal([shares["alice"], shares["bob"]])
+    store = ku.store
+    set_current = store.set_current_kek
+    insert = store.insert_many
+    records: list[bytes] = []
+
+    def insert_as_the_store_commits(rows: list[WrappedKey]) -> list[WrappedKey]:
+        try:
+            return insert(rows)
+        except StaleKekError:
+            set_current(2)  # the rotating thread's store commit lands before the retry
+            raise
+
+    def set_current_with_a_writer_in_the_window(version: int) -> KeyringState:
+        monkeypatch.setattr(store, "insert_many", insert_as_the_store_commits)
+        records.append(ku.encrypt(b"new", subject="created-meanwhile"))  # another thread
+        monkeypatch.setattr(store, "insert_many", insert)
+        return store.state() if store.state().current_kek == version else set_current(version)
+
+    monkeypatch.setattr(store, "set_current_kek", set_current_with_a_writer_in_the_window)
+    assert ku.rotate(record=False) == 2
+    monkeypatch.undo()
+    assert ku.decrypt(records[0], subject="created-meanwhile") == b"new"
+    ku.encrypt(b"x", subject="after")
+    assert store.get_many(["after"])["after"].kek_version == 2
+    ku.close()
