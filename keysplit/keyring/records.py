@@ -335,6 +335,56 @@ class Records:
         groups = self._groups(subjects, n, context, create=True)
         return fmt.seal_groups(groups, plaintexts, self.rng.random_bytes(fmt.NONCE_SIZE * n))
 
+    def sealer(
+        self, subjects: Sequence[str], plaintexts: Sequence[bytes], context: Context = None
+    ) -> Callable[[int, int, bytes], bytearray]:
+        """:meth:`encrypt_many` in pieces: every subject is checked, every key resolved
+        (created on first use) and every nonce drawn now, so whatever can fail fails here.
+        The function returned, ``seal(a, b, lead)``, gives ``lead`` followed by records
+        ``a`` to ``b - 1`` (in input order) in one buffer, and can no longer fail; record
+        ``i`` is ``len(plaintexts[i]) + OVERHEAD`` bytes long, the same bytes
+        :meth:`encrypt_many` would give it with the same nonce. Each record is sealed in
+        place (``encrypt_into``): no ``bytes`` object per record, and no join after.
+
+        For an answer written while it is sealed (the key service's streamed ``encrypt``):
+        the caller must not use the function after the keys may have changed (a seal or a
+        shred), as it seals with the keys resolved here."""
+        n = len(plaintexts)
+        if len(subjects) != n:
+            raise ValueError("subjects and plaintexts must have the same length")
+        subjects = names.canonical_subjects(subjects)
+        shared, per_record = fmt.split_contexts(n, context)
+        if per_record is not None:  # one group per record, in order
+            groups = self._groups(subjects, n, context, create=True)
+            owner = [(k._aead.encrypt_into, k._prefix, tail) for k, tail, _, _, _ in groups]
+        else:  # each record takes its subject's (C-level map)
+            plan, keys, tails = self._plan(subjects, n, shared, create=True)
+            encs = [k._aead.encrypt_into for k in keys]
+            mine = zip(encs, [k._prefix for k in keys], tails, strict=True)
+            each = dict(zip(plan[0], mine, strict=True))
+            owner = list(map(each.__getitem__, subjects))
+        nonces = self.rng.random_bytes(fmt.NONCE_SIZE * n)
+        sizes = list(map(len, plaintexts))
+        head, over = fmt.HEADER_SIZE, fmt.OVERHEAD
+
+        def seal(a: int, b: int, lead: bytes = b"") -> bytearray:
+            pos = len(lead)
+            buf = bytearray(pos + sum(sizes[a:b]) + over * (b - a))
+            view = memoryview(buf)
+            view[:pos] = lead
+            for i in range(a, b):
+                enc, prefix, tail = owner[i]
+                nonce = nonces[12 * i : 12 * i + 12]
+                header = prefix + nonce
+                mid = pos + head
+                end = mid + sizes[i] + 16
+                view[pos:mid] = header
+                enc(nonce, plaintexts[i], header + tail, view[mid:end])
+                pos = end
+            return buf
+
+        return seal
+
     def decrypt_many(
         self, subjects: Sequence[str], records: Sequence[bytes], context: Context = None
     ) -> list[bytes]:
@@ -394,6 +444,14 @@ class Records:
                 (ok[i], self._subject(s)[1] + self._context(per_record[i]), (i,), s, per_record[i])
                 for i, s in enumerate(subjects)
             ]
+        plan, found, tails = self._plan(subjects, n, shared, create=create)
+        return fmt.planned_groups(found, tails, plan, shared)
+
+    def _plan(
+        self, subjects: Sequence[str], n: int, shared: Mapping[str, str] | None, *, create: bool
+    ) -> tuple[tuple[list[str], Sequence[int], Sequence[int]], list[DataKey], list[bytes]]:
+        """:meth:`_groups` with one context for the batch: (the :func:`plan_groups` plan,
+        the key and the AAD tail of each of its distinct subjects)."""
         part = self._context(shared)
         plan = fmt.plan_groups(subjects)
         uniq = plan[0]
@@ -408,7 +466,7 @@ class Records:
             raise self.missing(uniq[keys.index(None)], None)
         known = self._subjects.get
         tails = [(known(s) or self._subject(s))[1] + part for s in uniq]
-        return fmt.planned_groups(keys, tails, plan, shared)  # type: ignore[arg-type]
+        return plan, keys, tails  # type: ignore[return-value]
 
     def missing(self, subject: str, key: DataKey | None = None) -> KeysplitError:
         """Why no key of ``subject`` opens its record (``key``: the one it has, whose

@@ -1,8 +1,9 @@
 """``keysplit.Client``: the record API of :class:`UnsealedKeyring`, served by ``keysplit serve``.
 
 Only the standard library's ``http.client`` (over ``AF_UNIX`` or TLS): a backend that
-imports the client pulls in no HTTP stack. Each thread gets its own keep-alive connection,
-so one ``Client`` can be shared by a thread pool. Errors are the same
+imports the client pulls in no HTTP stack. A streamed batch answer is decoded as it
+arrives (:func:`~._wire.read_frame`), never held as one buffer. Each thread gets its own
+keep-alive connection, so one ``Client`` can be shared by a thread pool. Errors are the same
 :mod:`keysplit.errors` subclasses the keyring raises (``SealedError`` while the service is
 sealed, ``PermissionDenied`` for a missing, revoked or out-of-policy token).
 
@@ -29,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import IntegrityError, KeysplitError, NoDataKeyError, ShreddedError
+from ..errors import FormatError, IntegrityError, KeysplitError, NoDataKeyError, ShreddedError
 from ..keyring import KeyringStatus
 from ..keyring.records import Records
 from . import _wire as wire
@@ -215,6 +216,30 @@ class Client:
         size and ``items``): a server, or whatever answers in its place, cannot make the
         client buffer more than that.
         """
+        data, ctype = self._exchange(method, path, body, content_type, auth, items, retry, False)
+        return data, ctype
+
+    def _frame_request(
+        self, path: str, body: Body, items: int
+    ) -> tuple[dict[str, Any], list[str], list[bytes | None]]:
+        """POST a batch frame and decode the answer's, with the checks of :meth:`request`.
+        A streamed answer (``encrypt``; header ``Keysplit-Streamed: 1``) is decoded as it
+        arrives (:func:`~._wire.read_frame`: its records are cut while the server still
+        seals the last ones); a whole answer is read at once, then decoded."""
+        got, _ = self._exchange("POST", path, body, wire.BATCH_TYPE, True, items, True, True)
+        return got  # type: ignore[no-any-return]
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        body: Body,
+        content_type: str,
+        auth: bool,
+        items: int,
+        retry: bool,
+        frame: bool,
+    ) -> tuple[Any, str]:
         parts = [body] if isinstance(body, bytes | bytearray | memoryview) else list(body)
         size = sum(map(len, parts))
         if size > wire.MAX_BODY:
@@ -223,6 +248,7 @@ class Client:
                 " (send smaller batches)"
             )
         limit = wire.response_limit(size, items)
+        data: Any = None
         for attempt in (0, 1):
             conn = self._conn()
             if conn.sock is not None and _closed_by_peer(conn.sock):
@@ -231,8 +257,15 @@ class Client:
             try:
                 self._send(conn, method, path, parts, size, content_type, auth)
                 resp = conn.getresponse()
-                data = _read_bounded(resp, limit)
+                if frame and resp.length is not None and resp.getheader(wire.STREAMED) == "1":
+                    data = _read_frame(resp, limit)  # the records as they are sealed
+                else:
+                    data = _read_bounded(resp, limit)
                 break
+            except FormatError:  # a malformed answer: the rest of it is never read
+                conn.close()
+                self._local.conn = None
+                raise
             except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
                 conn.close()
                 self._local.conn = None
@@ -262,6 +295,8 @@ class Client:
             )
         if resp.status >= 400:
             raise wire.error_from_body(data, resp.status)
+        if frame and type(data) is bytes:  # a whole answer (or one without a length)
+            data = wire.decode_frame(data, "key service response")
         return data, resp.getheader("Content-Type", "")
 
     def _send(
@@ -326,8 +361,7 @@ class Client:
         self, path: str, subjects: list[str], context: Context, items: Sequence[bytes]
     ) -> list[bytes]:
         body = wire.encode_parts(_header(context), items, subjects)
-        data, _ = self.request("POST", path, body, wire.BATCH_TYPE, items=len(items))
-        head, _, out = wire.decode_frame(data, "key service response")
+        head, _, out = self._frame_request(path, body, len(items))
         if len(out) != len(items):
             raise ServiceError("key service returned the wrong number of items")
         errs = _item_errors(head, len(out))
@@ -445,8 +479,7 @@ class Client:
     ) -> list[bytes | None]:
         subjects = list(subjects)
         body = wire.encode_parts({"create": bool(create)}, [None] * len(subjects), subjects)
-        data, _ = self.request("POST", "/v1/datakey", body, wire.BATCH_TYPE, items=len(subjects))
-        head, _, out = wire.decode_frame(data, "key service response")
+        head, _, out = self._frame_request("/v1/datakey", body, len(subjects))
         if len(out) != len(subjects):
             raise ServiceError("key service returned malformed data keys")
         errs = _item_errors(head, len(out))
@@ -571,6 +604,21 @@ def _read_bounded(resp: http.client.HTTPResponse, limit: int) -> bytes | None:
         return None
     data = resp.read(limit + 1) if resp.length is None else resp.read()
     return None if len(data) > limit else data
+
+
+def _read_frame(
+    resp: http.client.HTTPResponse, limit: int
+) -> tuple[dict[str, Any], list[str], list[bytes | None]] | None:
+    """The answer's frame, decoded as it arrives; None if it announces more than
+    ``limit`` bytes. A body that ends early is a transport failure (as for
+    :func:`_read_bounded`), a malformed frame a :class:`FormatError`."""
+    assert resp.length is not None
+    if resp.length > limit:
+        return None
+    try:
+        return wire.read_frame(resp.read, resp.length, "key service response")
+    except wire.ShortRead:
+        raise http.client.IncompleteRead(b"") from None
 
 
 def _header(context: Context) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from ..errors import (
     SealedError,
 )
 from ..keyring import Keyring, UnsealedKeyring
+from ..record import OVERHEAD
 from . import _wire as wire
 from .cluster_node import ADMIN_PATHS as CLUSTER_ADMIN
 from .cluster_node import PUBLIC_PATHS as CLUSTER_PUBLIC
@@ -45,7 +46,7 @@ from .cluster_recovery import ClusterRecovery
 from .tokens import TokenList, TokenPolicy, file_signature, hash_token, mac_key
 from .unseal import RemoteUnseal, StaleNonceError
 
-__all__ = ["KeyService", "Request", "Response"]
+__all__ = ["Interrupted", "KeyService", "Request", "Response", "Streamed"]
 
 API_VERSION = 1
 
@@ -71,6 +72,39 @@ class Response:
     body: bytes = field(repr=False)
     content_type: str = wire.JSON_TYPE
     headers: dict[str, str] = field(default_factory=dict)
+
+
+STREAM_PIECE = 256 << 10
+"""Bytes of records sealed per piece of a streamed ``encrypt`` answer (:class:`Streamed`);
+an answer of at most one piece is not streamed. A 1,000-record answer goes out in five
+pieces: with 64 KiB pieces (17) the client's wake-ups ate most of the overlap
+(benchmarks/ab_service_stream.py, figures in benchmarks/README.md)."""
+
+
+class Interrupted(Exception):
+    """The keys may have changed while a :class:`Streamed` answer was being sealed: no
+    more of it may go out, and its connection is dropped."""
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """A 200 batch answer whose records are sealed while it is written (``encrypt``).
+
+    Its size is known before any record exists (a record is its plaintext plus
+    ``OVERHEAD`` bytes), so the HTTP head and the frame's length table go out first and
+    the client cuts the first records while the last are sealed. Each ``next(pieces)``
+    seals the next piece (the first one carries the frame's head); it raises
+    :class:`Interrupted` if any request was handled, or the service sealed, unsealed or
+    reloaded its keyring, since the keys were resolved: a record sealed under a key shredded
+    meanwhile never leaves. The server writes the pieces without an event-loop turn in
+    between (server.py), so on a healthy connection that never happens."""
+
+    length: int
+    pieces: Iterator[bytearray]
+    content_type: str = wire.BATCH_TYPE
+    headers: tuple[tuple[str, str], ...] = ((wire.STREAMED, "1"),)
+    """Tells ``keysplit.Client`` to cut the records as they arrive (:func:`~._wire.read_frame`);
+    it reads a whole answer at once, as before."""
 
 
 def _json(status: int, obj: Any) -> Response:
@@ -141,6 +175,9 @@ class KeyService:
         self._tokens: dict[str, TokenPolicy] = {}
         self._token_sig: tuple[tuple[int, int, int], ...] | None = None
         self._logged_nonce = ""
+        self._changes = 0
+        """Bumped by every request handled and every seal, unseal and reload: a
+        :class:`Streamed` answer goes on only while it is unchanged."""
         self.worker = (0, 1)
         """(index, count) of this process among the service's worker processes."""
         self._log = log or (lambda m: print(f"keysplit serve: {m}", file=sys.stderr, flush=True))
@@ -178,6 +215,7 @@ class KeyService:
         """Drop every key (audited unless ``audit=False``: the other processes of a
         multi-process service, whose seal one entry records). True if it was unsealed."""
         kr = self._kr
+        self._changes += 1
         self.remote.reset()
         if kr is None:
             return False
@@ -216,6 +254,7 @@ class KeyService:
         self, kr: UnsealedKeyring, custodians: list[str], by: Sequence[ev.Principal] = ()
     ) -> None:
         kr.set_role("serve")  # how this process shows in the fleet's lease list
+        self._changes += 1
         self._kr = kr
         self._mac_key = mac_key(kr.audit_key(), self.keyring.keyring_id)
         self._audit_log = kr.audit_log()
@@ -236,6 +275,7 @@ class KeyService:
         if kr.keyring.keyring_id != self.keyring.keyring_id:
             raise KeysplitError("adopt: the keyring belongs to another service")
         kr.set_role("serve")  # every process of the service shows in the lease list
+        self._changes += 1
         old, self._kr = self._kr, kr
         self._mac_key = mac_key(kr.audit_key(), self.keyring.keyring_id)
         self._audit_log = kr.audit_log()
@@ -288,7 +328,22 @@ class KeyService:
     # -- dispatch -----------------------------------------------------------------------------
 
     def handle(self, req: Request) -> Response:
-        route = self._routes.get((req.method, req.path))
+        r = self._run(req, self._routes.get((req.method, req.path)))
+        assert isinstance(r, Response)  # only respond() routes to a Streamed answer
+        return r
+
+    def respond(self, req: Request) -> Response | Streamed:
+        """:meth:`handle`, except that an ``encrypt`` batch of more than one
+        ``STREAM_PIECE`` whose keys all resolve comes back as a :class:`Streamed` answer
+        (what the server does; :meth:`handle` always builds the whole answer)."""
+        if (req.method, req.path) != ("POST", "/v1/encrypt"):
+            return self.handle(req)
+        return self._run(req, lambda r: self._records(r, "encrypt", stream=True))
+
+    def _run(
+        self, req: Request, route: Callable[[Request], Response | Streamed] | None
+    ) -> Response | Streamed:
+        self._changes += 1
         if route is None:
             known = any(p == req.path for _, p in self._routes)
             status = 405 if known else 404
@@ -462,14 +517,19 @@ class KeyService:
         return header, items, subjects  # type: ignore[return-value]
 
     def _encrypt(self, req: Request) -> Response:
-        return self._records(req, "encrypt")
+        r = self._records(req, "encrypt")
+        assert isinstance(r, Response)
+        return r
 
     def _decrypt(self, req: Request) -> Response:
-        return self._records(req, "decrypt")
+        r = self._records(req, "decrypt")
+        assert isinstance(r, Response)
+        return r
 
-    def _records(self, req: Request, op: str) -> Response:
+    def _records(self, req: Request, op: str, *, stream: bool = False) -> Response | Streamed:
         """Batch encrypt/decrypt: one fast batch call; if it fails, item by item so each
-        failure is reported at its index and the others still succeed."""
+        failure is reported at its index and the others still succeed. ``stream``: a
+        large ``encrypt`` whose keys all resolve is answered :class:`Streamed`."""
         if self.sealed:
             self._authorize(req, op)
         # items as bytes: a BytesIO read each (cheaper than a memoryview per item, which
@@ -482,6 +542,15 @@ class KeyService:
         many, one = (
             (kr.encrypt_many, kr.encrypt) if op == "encrypt" else (kr.decrypt_many, kr.decrypt)
         )
+        streamed = stream and op == "encrypt"
+        size = sum(map(len, items)) + OVERHEAD * len(items) if streamed else 0
+        if size > STREAM_PIECE:  # records of len(plaintext) + OVERHEAD bytes
+            try:
+                seal = kr.records.sealer(subjects, items, ctx)
+            except (KeysplitError, ValueError, TypeError):
+                pass  # item by item, below: each failure at its index
+            else:
+                return self._streamed(kr, seal, items, size)
         try:
             out: list[bytes | None] = list(many(subjects, items, ctx))
             return Response(200, wire.encode_frame({}, out), wire.BATCH_TYPE)
@@ -496,6 +565,31 @@ class KeyService:
                 out.append(None)
                 errs[str(i)] = wire.error_dict(exc)
         return self._batch_response(out, errs)
+
+    def _streamed(
+        self,
+        kr: UnsealedKeyring,
+        seal: Callable[[int, int, bytes], bytearray],
+        items: Sequence[bytes],
+        size: int,
+    ) -> Streamed:
+        """The answer to a batch whose keys are resolved (``seal``), sealed piece by piece
+        as it is written, each piece only while nothing changed (:class:`Streamed`)."""
+        lengths = list(map(OVERHEAD.__add__, map(len, items)))
+        head = wire.encode_head({}, lengths)
+        n = len(items)
+        per = max(1, STREAM_PIECE * n // size)
+        mark = self._changes
+
+        def pieces() -> Iterator[bytearray]:
+            lead = head
+            for a in range(0, n, per):
+                if self._kr is not kr or self._changes != mark:
+                    raise Interrupted("the keyring changed while an answer was being sealed")
+                yield seal(a, min(n, a + per), lead)
+                lead = b""
+
+        return Streamed(len(head) + size, pieces())
 
     def _batch_response(self, out: list[bytes | None], errs: dict[str, Any]) -> Response:
         return Response(200, wire.encode_frame({"errors": errs}, out), wire.BATCH_TYPE)

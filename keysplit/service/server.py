@@ -5,8 +5,11 @@ the Unix socket was within noise of Starlette on uvicorn, and aiohttp serves sev
 sites from one runner with TLS per site, so the local socket stays plain while TCP gets
 TLS, and signal handling stays ours. One dependency tree, no ASGI server.
 
-Handlers call :meth:`KeyService.handle` directly on the event loop: one request at a time
-owns the keyring, so no locks; a large batch delays the next request by its own length.
+Handlers call :meth:`KeyService.respond` directly on the event loop: one request at a time
+owns the keyring, so no locks; a large batch delays the next request by its own length. A
+large ``encrypt`` batch is answered streamed (:class:`~.core.Streamed`, :func:`_stream`):
+its keys resolved, the head goes out with the first piece of records and each next piece
+as soon as it is sealed, so the client cuts records while the last ones are sealed.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_writer import StreamWriter
 
 from ..errors import KeysplitError
 from . import _wire as wire
-from .core import KeyService, Request, Response
+from .core import Interrupted, KeyService, Request, Response, Streamed
 from .fleet import (
     Fleet,
     Peer,
@@ -165,6 +169,35 @@ async def _send(
     return resp
 
 
+async def _stream(request: web.Request, s: Streamed, timeout: float) -> web.StreamResponse:
+    """Write a :class:`Streamed` answer: the HTTP head and the first piece, then each
+    piece as soon as it is sealed, within ``timeout`` seconds.
+
+    The pieces are handed to the transport with no event-loop turn in between (a write
+    without ``drain`` does not wait; a Unix socket takes a 1,000-record answer at once,
+    and whatever it does not take waits in the transport's buffer, as a whole answer
+    did before): no other request, seal or reload can reach this process while the
+    answer is sealed. Should one anyway, :class:`Interrupted` drops the connection with
+    whatever it had not sent yet; so does a failure in the middle (the client sees a
+    short answer, never a wrong one)."""
+    resp = web.StreamResponse(
+        status=200, headers={"Content-Type": s.content_type, **dict(s.headers)}
+    )
+    resp.content_length = s.length
+    try:
+        async with asyncio.timeout(timeout):
+            writer = await resp.prepare(request)
+            if not isinstance(writer, StreamWriter):
+                raise Interrupted("not an HTTP/1 stream writer")
+            for piece in s.pieces:
+                await writer.write(piece, drain=False)
+            await resp.write_eof()  # waits (drains) only now
+    except Exception:  # Interrupted, a timeout, a peer gone, a bug: never half an answer
+        if request.transport is not None:
+            request.transport.abort()
+    return resp
+
+
 After = Callable[[Request, Response, bool], Awaitable[None]]
 """Called after a request was handled, before its answer is sent: (request, response,
 whether the service was sealed before it). The worker processes hook in here."""
@@ -200,7 +233,10 @@ def make_app(
             if forward is not None and forwarded(req.path):
                 r = await forward(req)
             else:
-                r = service.handle(req)
+                streamed = service.respond(req)
+                if isinstance(streamed, Streamed):  # encrypt: changes nothing, after() has
+                    return await _stream(request, streamed, lim.io)  # nothing to do
+                r = streamed
             if after is not None:
                 await after(req, r, was_sealed)
         # A body left unread (refused from the headers, or sent where none is read) is

@@ -144,6 +144,8 @@ class TokenPolicy:
         """
         if operation not in self.allow:
             raise PermissionDenied(f"token {self.name!r} is not allowed to {operation}")
+        if not self.subject_prefix:
+            return  # every subject is covered: no walk over a batch's 10^4 subjects
         for s in subjects:
             if not self.covers(s):
                 raise PermissionDenied(

@@ -316,9 +316,14 @@ class _Answer(threading.Thread):
         self.lsock.close()
 
 
-def _http(body: bytes, content_type: str = wire.BATCH_TYPE, status: str = "200 OK") -> bytes:
-    head = f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+def _http(
+    body: bytes, content_type: str = wire.BATCH_TYPE, status: str = "200 OK", more: str = ""
+) -> bytes:
+    head = f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n{more}"
     return head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+_STREAMED = f"{wire.STREAMED}: 1\r\n"
 
 
 @pytest.fixture
@@ -336,8 +341,39 @@ def sockdir() -> Iterator[Path]:
         (_http(wire.encode_frame({}, [b"r1"])), ServiceError, "wrong number of items"),
         (_http(b"\x00" * (wire.RESPONSE_BASE + 4096)), ServiceError, "larger than"),
         (_http(b"<html>", "text/html", "502 Bad Gateway"), KeysplitError, "HTTP 502"),
+        (  # the connection closes before its Content-Length
+            _http(wire.encode_frame({}, [b"r1", b"r2"]))[:-3],
+            ServiceError,
+            "cannot reach",
+        ),
+        # the same, as streamed answers (read as they arrive, wire.read_frame)
+        (_http(b"KSB1 not a frame", more=_STREAMED), FormatError, "key service response"),
+        (
+            _http(wire.encode_frame({}, [b"r1"])[:-1], more=_STREAMED),
+            FormatError,
+            "key service response",
+        ),
+        (_http(wire.encode_frame({}, [b"r1"]), more=_STREAMED), ServiceError, "wrong number"),
+        (_http(b"\x00" * (wire.RESPONSE_BASE + 4096), more=_STREAMED), ServiceError, "larger"),
+        (
+            _http(wire.encode_frame({}, [b"r1", b"r2"]), more=_STREAMED)[:-3],
+            ServiceError,
+            "cannot reach",
+        ),
     ],
-    ids=["garbage", "truncated", "item count", "oversized", "not JSON error"],
+    ids=[
+        "garbage",
+        "truncated",
+        "item count",
+        "oversized",
+        "not JSON error",
+        "cut off",
+        "streamed garbage",
+        "streamed truncated",
+        "streamed item count",
+        "streamed oversized",
+        "streamed cut off",
+    ],
 )
 def test_client_refuses_malformed_answers(
     sockdir: Path, reply: bytes, error: type[Exception], says: str
