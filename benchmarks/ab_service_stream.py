@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import multiprocessing as mp
 import os
 import shutil
 import statistics
@@ -30,9 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .bench_service import SERVE, _unsealed, served
+from .bench_service import SERVE, _aggregate, _unsealed, served
 
-N = 1000
+N = 1000  # bench_service.SCALE_BATCH too
 
 
 def _base_client(base: Path, tmp: Path) -> Any:
@@ -43,37 +42,6 @@ def _base_client(base: Path, tmp: Path) -> Any:
         return importlib.import_module("keysplit_base.service.client").Client
     finally:
         sys.path.remove(str(tmp))
-
-
-def _client_loop(cls: Any, url: str, token: str, secs: float, go: Any, q: Any) -> None:
-    """One client process (bench_service's scaling rows): encrypt_many(1000) for ``secs``."""
-    c = cls(url, token=token, timeout=300)
-    subjects = [f"user/{i:04d}" for i in range(N)]
-    plain = [os.urandom(1024) for _ in range(N)]
-    c.encrypt_many(subjects, plain)
-    go.wait(60)
-    calls, t0 = 0, time.perf_counter()
-    while (t := time.perf_counter() - t0) < secs:
-        c.encrypt_many(subjects, plain)
-        calls += 1
-    q.put(N * calls / t)
-    c.close()
-
-
-def _aggregate(cls: Any, url: str, token: str, clients: int, secs: float) -> float:
-    """Records/s of ``clients`` client processes at once, summed."""
-    ctx = mp.get_context("fork")
-    go, q = ctx.Event(), ctx.Queue()
-    args = (cls, url, token, secs, go, q)
-    ps = [ctx.Process(target=_client_loop, args=args) for _ in range(clients)]
-    for p in ps:
-        p.start()
-    time.sleep(0.2)
-    go.set()
-    total = sum(q.get(timeout=300) for _ in ps)
-    for p in ps:
-        p.join(60)
-    return float(total)
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -172,7 +140,7 @@ def main() -> int:
             for rep in range(args.repeats):
                 order = ("base", "this") if rep % 2 == 0 else ("this", "base")
                 for name in order:
-                    got = _aggregate(classes[name], urls[name], sv.token, k, args.secs)
+                    got = _aggregate(urls[name], sv.token, k, args.secs, classes[name])
                     rates[name].append(got)
                 load.append(os.getloadavg()[0])
                 print(

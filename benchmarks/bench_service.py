@@ -188,9 +188,12 @@ def _scale_params(quick: bool) -> tuple[float, int]:
     return (1.5, 3) if quick else (4.0, 5)
 
 
-def _client_loop(url: str, token: str, secs: float, go: Any, q: Any) -> None:
-    """One client process: encrypt_many batches of SCALE_BATCH for ``secs`` after ``go``."""
-    c = Client(url, token=token, timeout=300)
+def _client_loop(
+    url: str, token: str, secs: float, go: Any, q: Any, cls: type[Client] = Client
+) -> None:
+    """One client process: encrypt_many batches of SCALE_BATCH for ``secs`` after ``go``
+    (``cls``: the client class, another tree's in benchmarks.ab_service_stream)."""
+    c = cls(url, token=token, timeout=300)
     subjects = [f"user/{i % SUBJECTS:04d}" for i in range(SCALE_BATCH)]
     plain = [os.urandom(SIZE) for _ in range(SCALE_BATCH)]
     c.encrypt_many(subjects, plain)  # connect, warm up
@@ -200,11 +203,14 @@ def _client_loop(url: str, token: str, secs: float, go: Any, q: Any) -> None:
     c.close()
 
 
-def _aggregate(url: str, token: str, clients: int, secs: float) -> float:
+def _aggregate(
+    url: str, token: str, clients: int, secs: float, cls: type[Client] = Client
+) -> float:
     """Records/s of ``clients`` client processes running at once (summed)."""
     ctx = mp.get_context("fork")
     go, q = ctx.Event(), ctx.Queue()
-    ps = [ctx.Process(target=_client_loop, args=(url, token, secs, go, q)) for _ in range(clients)]
+    args = (url, token, secs, go, q, cls)
+    ps = [ctx.Process(target=_client_loop, args=args) for _ in range(clients)]
     for p in ps:
         p.start()
     time.sleep(0.2)

@@ -11,6 +11,7 @@ shred, reload or any other request reaching the process in between must stop the
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
@@ -26,7 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from service_unseal import unseal_service
-from test_wire_frames import _malformed
+from test_wire_frames import _keyring, _malformed
 
 import keysplit
 from keysplit import record as fmt
@@ -35,7 +36,6 @@ from keysplit.rng import DeterministicRandom
 from keysplit.service import Client, ServiceError
 from keysplit.service import _wire as wire
 from keysplit.service.core import STREAM_PIECE, Interrupted, KeyService, Request, Streamed
-from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
 
 # -- the record engine: sealer --------------------------------------------------------------
 
@@ -43,13 +43,7 @@ from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
 @pytest.fixture(scope="module")
 def keyring() -> Iterator[tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path]]:
     d = Path(tempfile.mkdtemp(prefix="kss", dir="/tmp"))
-    kr, shares = keysplit.Keyring.create(d / "kr", 2, ["a", "b", "c"])
-    with kr.unseal([shares["a"], shares["b"]]) as u:
-        key = mac_key(u.audit_key(), kr.keyring_id)
-    token = TokenList.read(kr.path, kr.keyring_id).create(
-        key, name="all", allow=list(OPERATIONS), subject_prefix=""
-    )[0]
-    yield kr, shares, token, d
+    yield (*_keyring(d), d)
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -298,29 +292,40 @@ main()
 
 
 _PLAIN = "from keysplit_cli.app import main\nsys.argv[0] = 'keysplit'\nmain()"
-_OPTIONS = ["--workers", "1", "--socket"]
 
 
-def _serve(code: str, directory: Path, sock: Path) -> subprocess.Popen[bytes]:
+@contextlib.contextmanager
+def _running(
+    code: str, keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path], name: str
+) -> Iterator[Client]:
+    """``keysplit serve --workers 1`` run by the program ``code``, unsealed by custodians
+    a and b, and a client of it; stopped on exit (bounded in time)."""
+    kr, shares, token, d = keyring
+    sock = d / name
+    argv = [sys.executable, "-c", "import sys\n" + code, "serve", str(kr.path)]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys\n" + code,
-            "serve",
-            str(directory),
-            *_OPTIONS,
-            str(sock),
-        ],
+        [*argv, "--workers", "1", "--socket", str(sock)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while not sock.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-        time.sleep(0.05)
-    return proc
+    try:
+        deadline = time.monotonic() + 60
+        while not sock.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.05)
+        c = Client(f"unix:{sock}", token=token, timeout=60)
+        for n in "ab":
+            c.submit_share(shares[n], c.unseal_offer(), keyring_id=kr.keyring_id)
+        yield c
+        c.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
 
 
 def test_a_seal_mid_answer_drops_the_connection(
@@ -329,13 +334,7 @@ def test_a_seal_mid_answer_drops_the_connection(
     """Against a real server whose program seals the service after the first piece of
     a streamed answer: the client gets an error, never the records, and the service is
     sealed; a small batch (not streamed) before it went through."""
-    kr, shares, token, d = keyring
-    sock = d / "mid.sock"
-    proc = _serve(_SEAL_MID_ANSWER, kr.path, sock)
-    try:
-        c = Client(f"unix:{sock}", token=token, timeout=60)
-        for n in "ab":
-            c.submit_share(shares[n], c.unseal_offer(), keyring_id=kr.keyring_id)
+    with _running(_SEAL_MID_ANSWER, keyring, "mid.sock") as c:
         assert len(c.encrypt_many(["s/1"], [b"small"])) == 1
         subjects, plain = _batch(1000)
         with pytest.raises(ServiceError, match="cannot reach"):
@@ -343,10 +342,6 @@ def test_a_seal_mid_answer_drops_the_connection(
         assert c.service_status()["sealed"] is True
         with pytest.raises(SealedError):
             c.encrypt_many(subjects, plain)
-        c.close()
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def test_streamed_answers_over_a_real_socket(
@@ -364,13 +359,7 @@ def test_streamed_answers_over_a_real_socket(
         return read_frame(*a, **k)  # type: ignore[arg-type]
 
     monkeypatch.setattr(wire, "read_frame", counted)
-    kr, shares, token, d = keyring
-    sock = d / "ok.sock"
-    proc = _serve(_PLAIN, kr.path, sock)
-    try:
-        c = Client(f"unix:{sock}", token=token, timeout=60)
-        for n in "ab":
-            c.submit_share(shares[n], c.unseal_offer(), keyring_id=kr.keyring_id)
+    with _running(_PLAIN, keyring, "ok.sock") as c:
         subjects, plain = _batch(3000)
         for i in range(3):
             recs = c.encrypt_many(subjects, plain, {"t": "x"})
@@ -381,7 +370,3 @@ def test_streamed_answers_over_a_real_socket(
         assert conn.sock is not None
         conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         assert c.decrypt_many(subjects, c.encrypt_many(subjects, plain), None) == plain
-        c.close()
-    finally:
-        proc.terminate()
-        proc.wait(30)
