@@ -98,8 +98,14 @@ class KeyringHome:
         return self.path / AUDIT_FILE
 
     def make(self) -> None:
-        """Create the directory (mode 0700) if needed."""
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Create the directory (mode 0700) if needed; :class:`KeyringError` if it cannot
+        be (a file in the way, no permission)."""
+        try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise KeyringError(
+                f"cannot create keyring directory {self.path}: {exc.strerror}"
+            ) from None
 
     def has_keyring(self) -> bool:
         return (self.path / KEYRING_FILE).exists()
@@ -110,6 +116,8 @@ class KeyringHome:
             return (self.path / KEYRING_FILE).read_bytes()
         except FileNotFoundError:
             raise KeyringError(f"no keyring at {self.path} ({KEYRING_FILE} missing)") from None
+        except OSError as exc:  # a file where the directory should be, no permission
+            raise KeyringError(f"cannot read a keyring at {self.path}: {exc.strerror}") from None
 
     def write_keyring(self, data: bytes, *, overwrite: bool = True) -> None:
         """Replace (or with ``overwrite=False`` first create) the keyring file atomically."""

@@ -605,3 +605,16 @@ def test_rewrap_skips_malformed_stored_key(made: tuple[Path, dict[str, Share]]) 
         assert ku.decrypt(recs[0], subject="a") == b"1"
         with pytest.raises(FormatError, match="wrong length"):
             ku.decrypt(recs[1], subject="b")
+
+
+def test_a_keyring_path_that_is_a_file_is_a_keyring_error(tmp_path: Path) -> None:
+    """(red team) Keyring.create and Keyring.open on a path that is a file (or under one)
+    raised FileExistsError / NotADirectoryError where a KeyringError is the contract."""
+    afile = tmp_path / "a-file"
+    afile.write_bytes(b"x")
+    for path in (afile, afile / "sub"):
+        with pytest.raises(KeyringError, match="cannot create keyring directory"):
+            Keyring.create(path, 2, ["a", "b"])
+        with pytest.raises(KeyringError, match="cannot read a keyring"):
+            Keyring.open(path)
+    assert afile.read_bytes() == b"x"
