@@ -428,9 +428,7 @@ def test_keyring_file_decodes_independently() -> None:
 def test_keyring_vectors_reproducible(tmp_path: Path) -> None:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "genkr", VECTORS_DIR / "generate_keyring.py"
-    )
+    spec = importlib.util.spec_from_file_location("genkr", VECTORS_DIR / "generate_keyring.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
