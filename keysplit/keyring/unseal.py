@@ -176,6 +176,7 @@ class Unsealer:
                 verified_rekey = verification is not None and verification.kind == "rekey"
                 switched = "verified" if verified_rekey else "recovered"
         self._shares.clear()
+        self._target = None  # a later add is checked against the keyring as it is then
         return UnsealOutcome(meta, master, secrets, verification, switched)
 
     def _gate(self, v: Verification | None, to_new: bool) -> Verification | None:

@@ -546,6 +546,19 @@ def test_unsealer_discard_bad_share_and_retry(made: tuple[Path, dict[str, Share]
     kr.unseal(u.finish()).close()
 
 
+def test_an_unsealer_serves_again_after_finish(made: tuple[Path, dict[str, Share]]) -> None:
+    """(red team) finish() kept its target share set: once Keyring.unseal had adopted the
+    opened metadata, the next add of a current share was refused as 'from the new share
+    set of an unfinished rekey' (no rekey was pending)."""
+    path, shares = made
+    kr = Keyring.open(path)
+    u = kr.unsealer()
+    for _ in range(2):
+        u.add(shares["alice"])
+        u.add(shares["carol"])
+        kr.unseal(u.finish()).close()
+
+
 @given(
     names=st.lists(st.text(min_size=1, max_size=8), min_size=2, max_size=6, unique=True),
     versions=st.lists(st.integers(1, 2**32 - 1), min_size=1, max_size=4, unique=True),
