@@ -60,6 +60,14 @@ def _any_non_ascii(subjects: Sequence[str]) -> bool:
         return True
 
 
+def _many(subjects: Sequence[str]) -> None:
+    """``TypeError`` for one string where a batch of subjects is due: iterated, its
+    characters were taken for subjects (``data_keys("user-42", create=True)`` created keys
+    for "u", "s", "e"...)."""
+    if isinstance(subjects, str | bytes):
+        raise TypeError("subjects must be a sequence of subjects, not one string")
+
+
 def _no_cached_key(subject: str) -> DataKey | None:
     """``cached_key`` of a :class:`DataKeys` without one: always the full path."""
     return None
@@ -150,6 +158,7 @@ class Records:
     def keys(self, subjects: Sequence[str], *, create: bool = False) -> list[DataKey | None]:
         """The data key of each subject (``None`` where it has none, unless ``create``,
         which makes it under the NFC spelling); any stored spelling is found."""
+        _many(subjects)
         if create:
             return self._dk.resolve(names.canonical_subjects(subjects), create=True)
         if not _any_non_ascii(subjects):
@@ -159,6 +168,7 @@ class Records:
     def export(self, subjects: Sequence[str], *, create: bool = False) -> list[bytes | None]:
         """Raw 16-byte data keys, found as :meth:`keys` finds them (the key service's
         ``datakey`` endpoint and jobs handing keys to workers). Secret."""
+        _many(subjects)
         if create:
             canon = names.canonical_subjects(subjects)
             return self._dk.export(canon, create=True)
@@ -329,6 +339,7 @@ class Records:
     ) -> list[bytes]:
         """Seal many records (``subjects[i]`` owns ``plaintexts[i]``) in one pass."""
         n = len(plaintexts)
+        _many(subjects)
         if len(subjects) != n:
             raise ValueError("subjects and plaintexts must have the same length")
         subjects = names.canonical_subjects(subjects)
@@ -350,6 +361,7 @@ class Records:
         the caller must not use the function after the keys may have changed (a seal or a
         shred), as it seals with the keys resolved here."""
         n = len(plaintexts)
+        _many(subjects)
         if len(subjects) != n:
             raise ValueError("subjects and plaintexts must have the same length")
         subjects = names.canonical_subjects(subjects)
@@ -390,6 +402,7 @@ class Records:
     ) -> list[bytes]:
         """Open many records; all-or-nothing (:class:`IntegrityError` if any fails)."""
         n = len(records)
+        _many(subjects)
         if len(subjects) != n:
             raise ValueError("subjects and records must have the same length")
         keys: list[DataKey]

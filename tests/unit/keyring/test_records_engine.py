@@ -187,3 +187,19 @@ def test_batches_ask_every_occurrence_only_of_a_datakeys_that_counts_them() -> N
         assert dk.calls[-1] == ("resolve", sealed, True)
         assert rec.decrypt_many(subjects, out) == [b"1", b"2", b"3", b"4"]
         assert dk.calls[-1] == ("resolve", 2, False)
+
+
+def test_one_string_is_not_a_batch_of_subjects() -> None:
+    """(red team) A subject where the batch calls take a list was iterated: its characters
+    became subjects, and data_keys("user-42", create=True) created seven data keys."""
+    dk = DictKeys()
+    rec = Records(dk)
+    with pytest.raises(TypeError, match="not one string"):
+        rec.keys("ab", create=True)
+    with pytest.raises(TypeError, match="not one string"):
+        rec.export("ab", create=True)
+    with pytest.raises(TypeError, match="not one string"):
+        rec.encrypt_many("ab", [b"1", b"2"])
+    with pytest.raises(TypeError, match="not one string"):
+        rec.decrypt_many("ab", rec.encrypt_many(["a", "b"], [b"1", b"2"]))
+    assert set(dk.raw) == {"a", "b"}  # only the real batch made keys
