@@ -74,6 +74,7 @@ class KeyAdmin:
         self._local = local
         self._master = master
         self._pending_master: bytes | None = None
+        self._closed = False
         self._rng = rng
         self._store_url = store_url
 
@@ -83,18 +84,30 @@ class KeyAdmin:
     @property
     def master_key(self) -> bytes:
         """The master key (re-seals the keyring file in rotate/retire). Secret."""
-        if not self._master:
+        if self._closed or not self._master:
             raise KeyringError("the master key is not held in this session")
         return self._master
 
     @property
     def closed(self) -> bool:
-        return not self._master
+        return self._closed or not self._master
 
     def close(self) -> None:
-        """Forget the master keys (the owner closes the local keys)."""
+        """Forget the master keys (the owner closes the local keys). Final: a rekey racing
+        this close never hands its new master key back to the session (:meth:`_keep`)."""
+        self._closed = True
         self._master = b""
         self._pending_master = None
+
+    def _keep(self, master: bytes | None, pending: bytes | None) -> None:
+        """Hold these master keys from now on, unless a close came first: the session then
+        keeps none (what the rekey wrote stands; its shares complete it at the next unseal)."""
+        if self._closed:
+            self._master, self._pending_master = b"", None
+            return
+        if master is not None:
+            self._master = master
+        self._pending_master = pending
 
     def _write_keyring(
         self,
@@ -261,7 +274,7 @@ class KeyAdmin:
             secrets = self._local.secrets
             _check_sealable(secrets)
             self._home.write_pending(kf.serialize(meta, secrets, master, rng.random_bytes(12)))
-        self._pending_master = master
+        self._keep(None, master)
         return {n: s for n, s in zip(names, shares, strict=True)}, meta
 
     def commit_rekey(
@@ -281,7 +294,7 @@ class KeyAdmin:
             if meta != pending or meta.generation != current.generation + 1:
                 raise KeyringError("the pending rekey changed on disk; start again")
             self._home.commit_pending()
-        self._master, self._pending_master = master, None
+        self._keep(master, None)
         return meta
 
     def abort_rekey(self) -> bool:

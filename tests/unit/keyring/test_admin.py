@@ -141,3 +141,39 @@ def test_a_new_key_created_while_this_process_rotates_is_not_refused(
     ku.encrypt(b"x", subject="after")
     assert store.get_many(["after"])["after"].kek_version == 2
     ku.close()
+
+
+@pytest.mark.parametrize("phase", ["prepare", "commit"])
+def test_a_rekey_racing_close_leaves_no_master_key_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, phase: str
+) -> None:
+    """(red team) prepare_rekey and commit_rekey stored the new master key after their
+    file write: a close() landing meanwhile was undone, and the closed session held the new
+    master key (handed out by ``master_key``; a prepared one still committed the rekey)."""
+    kr, shares = Keyring.create(tmp_path / "kr", 2, NAMES, rng=DeterministicRandom(b"keep"))
+    ku = kr.unseal([shares["alice"], shares["bob"]])
+    if phase == "commit":
+        new = ku.prepare_rekey()
+    home = kr.home
+    write = home.write_pending if phase == "prepare" else home.commit_pending
+    name = "write_pending" if phase == "prepare" else "commit_pending"
+
+    def write_then_close(*args: object) -> None:
+        write(*args)  # type: ignore[operator]
+        ku.close()  # another thread's close, while the rekey holds the lock
+
+    monkeypatch.setattr(home, name, write_then_close)
+    if phase == "prepare":
+        new = ku.prepare_rekey()
+        with pytest.raises(KeyringError):
+            ku.commit_rekey()  # the closed session kept the new master key and committed
+        assert kf.parse(home.read_keyring())[0].set_id != new["alice"].set_id.hex()
+    else:
+        with pytest.raises(KeyringError, match="closed"):  # telling the fleet, after close
+            ku.commit_rekey()
+    with pytest.raises(KeyringError, match="not held"):
+        _ = ku.master_key
+    monkeypatch.undo()
+    # what the rekey wrote stands: its shares open the keyring (completing a prepared one)
+    with Keyring.open(tmp_path / "kr").unseal([new["alice"], new["carol"]]) as again:
+        assert again.keyring.meta.set_id == new["alice"].set_id.hex()
