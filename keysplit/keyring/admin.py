@@ -53,6 +53,12 @@ def _check_sealable(secrets: kf.KeyringSecrets) -> None:
         raise KeyringError("the keyring was closed")
 
 
+def check_hold(hold: object) -> None:
+    """TypeError unless ``hold`` is ``True`` or ``False`` (every ``set_legal_hold``)."""
+    if not isinstance(hold, bool):
+        raise TypeError("hold must be True or False")
+
+
 class KeyAdmin:
     """The key operations of one unsealed session. Holds the master key (and, between
     :meth:`prepare_rekey` and :meth:`commit_rekey`, the new one): secret.
@@ -208,7 +214,9 @@ class KeyAdmin:
                 time.sleep(min(0.05, local.member.poll))
 
     def set_legal_hold(self, subject: str, hold: bool) -> None:
-        """Place (True) or lift (False) a legal hold: a held subject cannot be shredded."""
+        """Place (True) or lift (False) a legal hold: a held subject cannot be shredded.
+        ``hold`` is a bool, nothing else: ``"no"`` would place one, ``0`` lift one."""
+        check_hold(hold)
         local = self._local
         spellings = local.stored_spellings(subject)  # every spelling a key may be stored under
         if not hold:  # and every held one, keyless or not (LocalDataKeys.held_spellings)

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from ..errors import FormatError, IntegrityError, KeysplitError, NoDataKeyError, ShreddedError
 from ..keyring import KeyringStatus
+from ..keyring.admin import check_hold
 from ..keyring.records import Records
 from . import _wire as wire
 from .remote import RemoteDataKeys
@@ -509,7 +510,8 @@ class Client:
         ]
 
     def set_legal_hold(self, subject: str, hold: bool) -> None:
-        self._items("/v1/hold", {"subjects": [subject], "hold": bool(hold)})
+        check_hold(hold)
+        self._items("/v1/hold", {"subjects": [subject], "hold": hold})
 
     def rotate(self) -> int:
         v = self._json("POST", "/v1/rotate", {}, retry=False).get("kek_version")

@@ -49,6 +49,7 @@ from ..errors import (
 )
 from ..hazmat import keywrap
 from ..keyring import fleet
+from ..keyring.admin import check_hold
 from ..keyring.records import Records
 from ..record import DataKey
 from ..store import KeyStore, WrappedKey, open_store
@@ -678,8 +679,9 @@ class ClusterClient:
         return existed
 
     def set_legal_hold(self, subject: str, hold: bool) -> None:
+        check_hold(hold)
         for s in names.subject_spellings(subject):
-            self.datakeys.store.set_legal_hold(s, bool(hold))
+            self.datakeys.store.set_legal_hold(s, hold)
 
     def status(self) -> ClusterStatus:
         c = self.config

@@ -186,6 +186,25 @@ def test_rewrap_resumes_after_interruption(made: tuple[Path, dict[str, Share]]) 
         assert ku.rewrap(batch_size=7).rewrapped == 30
 
 
+def test_a_legal_hold_takes_a_bool_only(made: tuple[Path, dict[str, Share]]) -> None:
+    """(red team) ``set_legal_hold(s, "no")`` placed a hold and ``set_legal_hold(s, "")``
+    (or 0) lifted one: any value was taken for its truth. A compliance switch takes
+    ``True`` or ``False``; anything else is a TypeError and changes nothing."""
+    path, shares = made
+    with Keyring.open(path).unseal([shares["alice"], shares["bob"]]) as ku:
+        ku.encrypt(b"x", subject="u1")
+        ku.encrypt(b"y", subject="u2")
+        ku.set_legal_hold("u2", True)
+        for bad in ("no", "", 0, 1, None, "False"):
+            with pytest.raises(TypeError, match="hold must be True or False"):
+                ku.set_legal_hold("u1", bad)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="hold must be True or False"):
+                ku.set_legal_hold("u2", bad)  # type: ignore[arg-type]
+        assert ku.shred("u1") is True  # never held
+        with pytest.raises(LegalHoldError):
+            ku.shred("u2")  # still held
+
+
 def test_shred_and_legal_hold(made: tuple[Path, dict[str, Share]]) -> None:
     path, shares = made
     with Keyring.open(path).unseal([shares["alice"], shares["bob"]]) as ku:

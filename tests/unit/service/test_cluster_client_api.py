@@ -32,6 +32,9 @@ def test_legal_hold_blocks_shred_under_every_spelling(cl: Path) -> None:  # noqa
             with pytest.raises(LegalHoldError):
                 c.shred(subject)
         assert set(store.get_many(["contacts/1", nfd])) == {"contacts/1", nfd}, "nothing deleted"
+        with pytest.raises(TypeError, match="True or False"):
+            c.set_legal_hold("contacts/1", "")  # type: ignore[arg-type]  # was: lifted
+        assert "contacts/1" in set(store.legal_holds())
         c.set_legal_hold("contacts/1", False)
         c.set_legal_hold(nfc, False)
         assert not {"contacts/1", nfc, nfd} & set(store.legal_holds())

@@ -325,6 +325,10 @@ def test_management_endpoints_and_protocol(
     c.set_legal_hold("u/1", True)
     with pytest.raises(keysplit.LegalHoldError):
         c.shred("u/1")
+    with pytest.raises(TypeError, match="True or False"):
+        c.set_legal_hold("u/1", 0)  # type: ignore[arg-type]  # was: lifted
+    with pytest.raises(keysplit.LegalHoldError):
+        c.shred("u/1")
     c.set_legal_hold("u/1", False)
     assert c.shred("u/1") is True
     with pytest.raises(keysplit.ShreddedError):
