@@ -462,20 +462,24 @@ class ClusterDataKeys:
 
     def missing_error(self, subject: str) -> KeysplitError:
         """Why no key of ``subject`` opens a record: :class:`ShreddedError` if the store
-        holds a tombstone for one of its spellings (their tags need one evaluation),
+        holds a tombstone for one of its spellings (their tags need one evaluation), also
+        when the subject has been used again since (its new key cannot open its old
+        records: as :class:`~keysplit.keyring.datakeys.LocalDataKeys` says),
         :class:`IntegrityError` if it has a key, else :class:`NoDataKeyError`."""
         spellings = names.subject_spellings(subject)
-        if self.store.get_many(spellings):
-            return IntegrityError()
         try:
             shredded = self.store.has_tombstone(self.tombstone_tags(spellings))
         except (ClusterError, PermissionDenied, SealedError, ServiceError, OSError):
+            if self.store.get_many(spellings):
+                return IntegrityError()
             return NoDataKeyError(
                 hint="the store has no data key for this subject (shredded or never created; "
                 "the cluster could not be asked which)"
             )
         if shredded:
             return ShreddedError(hint="its data key was deleted (shred); its records are gone")
+        if self.store.get_many(spellings):
+            return IntegrityError()
         return NoDataKeyError(
             hint="no key was ever created for this subject in this cluster's store "
             "(wrong subject, another cluster, or a store restored from an old backup)"

@@ -168,6 +168,27 @@ def test_a_shredded_accented_subject_is_shredded_and_costs_no_node(cluster: Clus
         assert c.decrypt(c.encrypt(b"y", subject="contacts/2"), subject="contacts/2") == b"y"
 
 
+def test_an_old_record_of_a_shredded_then_reused_subject_is_shredded(cluster: Cluster) -> None:
+    """A subject shredded and then used again has a new key; its records from before the
+    shred read as ShreddedError, as in UnsealedKeyring (the cluster client said
+    IntegrityError: it asked whether a key exists before asking for a tombstone)."""
+    subject = "contacts/reused"
+    with ClusterClient(cluster.dir, token=cluster.token) as c:
+        old = c.encrypt(b"before", subject=subject)
+        assert c.shred(subject) is True
+        new = c.encrypt(b"after", subject=subject)
+        with pytest.raises(keysplit.ShreddedError):
+            c.decrypt(old, subject=subject)
+        with pytest.raises(keysplit.ShreddedError):
+            c.decrypt_many([subject], [old])
+        assert c.decrypt(new, subject=subject) == b"after"
+        tampered = bytearray(new)
+        tampered[-1] ^= 1
+        with pytest.raises(keysplit.IntegrityError):
+            c.decrypt(bytes(tampered), subject=subject)
+        assert c.shred(subject) is True  # the module's later tests count the stored keys
+
+
 HOLDER = textwrap.dedent(
     """
     import json, sys
