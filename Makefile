@@ -35,6 +35,7 @@ $(STAMP): $(CORE_STAMP) requirements.lock
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy keysplit cli

@@ -99,9 +99,7 @@ def seal(
     return enc + AESGCM(key).encrypt(nonce, pt, aad)
 
 
-def open(
-    sk: X25519PrivateKey | bytes, info: bytes, enc_ct: bytes, *, aad: bytes = b""
-) -> bytes:
+def open(sk: X25519PrivateKey | bytes, info: bytes, enc_ct: bytes, *, aad: bytes = b"") -> bytes:
     """Open ``enc || ct`` with ``sk``; any failure is a detail-free IntegrityError."""
     private = _private(sk)
     if not isinstance(enc_ct, (bytes, bytearray, memoryview)) or len(enc_ct) < ENC_SIZE + TAG_SIZE:

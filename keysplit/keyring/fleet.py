@@ -94,6 +94,7 @@ class FleetConfig(NamedTuple):
             int(env.get("KEYSPLIT_CACHE_KEYS", DEFAULT_CACHE_KEYS)),
         )
 
+
 _log = logging.getLogger(__name__)
 
 

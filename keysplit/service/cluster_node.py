@@ -238,6 +238,7 @@ class ClusterNode:
     def _node(self, req: Request) -> Response:
 
         from . import _cluster_math as cm  # lazily: the cluster extra
+
         kr = self._svc._kr
         clusters: dict[str, Any] = {}
         for path in sorted(self.dir.glob("*.json")) if self.dir.is_dir() else []:
@@ -292,6 +293,7 @@ class ClusterNode:
     def _deal(self, req: Request) -> Response:
 
         from . import _cluster_math as cm  # lazily: the cluster extra
+
         by = self._admin(req)
         doc, mine = self._request_doc(req)
         cid, region, threshold, nodes, epoch = _params(doc)
@@ -328,6 +330,7 @@ class ClusterNode:
     def _finish(self, req: Request) -> Response:
 
         from . import _cluster_math as cm  # lazily: the cluster extra
+
         by = self._admin(req)
         kr = self._unsealed()
         doc, mine = self._request_doc(req)
@@ -419,6 +422,7 @@ class ClusterNode:
         """Batch DPRF evaluation: frame of subjects in, one 32-byte point per subject out."""
 
         from . import _cluster_math as cm  # lazily: the cluster extra
+
         svc = self._svc
         if svc.sealed:
             svc._authorize(req, "datakey")  # raises SealedError (503)

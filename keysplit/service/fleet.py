@@ -115,6 +115,7 @@ def _unpack_request(msg: bytes) -> tuple[int, Request]:
     meta = json.loads(msg[8 : 8 + mlen])
     return rid, Request(meta["m"], meta["p"], meta["h"], msg[8 + mlen :], bool(meta["l"]))
 
+
 ACK_TIMEOUT = 10.0
 """Seconds the leader waits for a worker to reload before it stops using that worker."""
 
@@ -509,4 +510,3 @@ class WorkerLink:
 def default_workers() -> int:
     """The core count (what ``--workers`` defaults to)."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-

@@ -509,6 +509,7 @@ class PostgresKeyStore:
         stored = dict(first)
         pending = ordered
         for _ in range(_ROUNDS):
+
             def work(conn: _Conn, rows: list[WrappedKey] = pending) -> tuple[Any, Any]:
                 subjects = [r.subject for r in rows]
                 conn.execute(self._sql["lock_shared"], (self._state_lock,))
@@ -715,8 +716,9 @@ class PostgresKeyStore:
         if not tags:
             return False
         return self._tx(
-            lambda conn: conn.execute(self._sql["has_tombstone"], (list(tags),)).fetchone()
-            is not None
+            lambda conn: (
+                conn.execute(self._sql["has_tombstone"], (list(tags),)).fetchone() is not None
+            )
         )
 
     def renew_lease(self, lease: Lease, ttl: float) -> KeyringState:

@@ -344,7 +344,5 @@ def test_bench_module_times_and_builds_rows_only_through_the_harness(path: Path)
         if isinstance(node, ast.Dict):
             keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
             assert "median" not in keys, f"{where} builds a row by hand"
-    imports = [
-        n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "harness"
-    ]
+    imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "harness"]
     assert imports and all(n.level == 1 for n in imports), "import the harness relatively"

@@ -142,9 +142,7 @@ def test_memory_error_from_argon2_is_a_custodian_error(tmp_path: Path) -> None:
         sys.exit(3)
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "needs 768 MiB for Argon2id, more than this process could allocate" in proc.stdout
     assert "Traceback" not in proc.stderr

@@ -71,9 +71,7 @@ def test_replaced_public_key_is_refused_before_sealing(tmp_path: Path) -> None:
     sealed = hpke_seal(kr, b"for the keyring", expect=pinned)
     with kr.unseal([shares["alice"], shares["bob"]]) as ku:
         assert ku.hpke_open(sealed) == b"for the keyring"
-    attacker = X25519PrivateKey.generate().public_key().public_bytes(
-        Encoding.Raw, PublicFormat.Raw
-    )
+    attacker = X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     replace_public_key(path, attacker)
     forged = Keyring.open(path)  # opens: the metadata is authenticated only at unseal
     assert forged.public_key == attacker

@@ -81,9 +81,7 @@ def test_ok_vectors_open_with_independent_implementation() -> None:
 def test_vectors_are_reproducible(tmp_path: Path) -> None:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "gen", VECTORS_DIR / "generate_records.py"
-    )
+    spec = importlib.util.spec_from_file_location("gen", VECTORS_DIR / "generate_records.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
