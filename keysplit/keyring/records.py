@@ -397,6 +397,64 @@ class Records:
 
         return seal
 
+    def opener(
+        self, subjects: Sequence[str], records: Sequence[bytes], context: Context = None
+    ) -> Callable[[int, int, bytes], bytearray]:
+        """:meth:`decrypt_many` in pieces, for an answer written while it is opened (the
+        key service's streamed ``decrypt``): every key is resolved and every record's
+        header checked against its subject's key now, so that only a record's tag can
+        still fail. The function returned, ``open_(a, b, lead)``, gives ``lead`` followed
+        by the plaintexts of records ``a`` to ``b - 1`` in one buffer (each opened in
+        place, ``decrypt_into``); it raises :class:`IntegrityError` if a tag fails, and then
+        no byte of that piece may be used (what was written of it is unauthenticated).
+
+        Raises ``ValueError`` for a batch it does not open piece by piece (a subject that
+        is not ASCII, whose key may sit under another spelling; a record whose header does
+        not name its subject's key, or that is not ``bytes``), and whatever
+        :meth:`decrypt_many` raises for a missing key: the caller then opens the batch
+        whole, which says precisely what is wrong. Plaintext ``i`` is
+        ``len(records[i]) - OVERHEAD`` bytes long."""
+        n = len(records)
+        _many(subjects)
+        if len(subjects) != n:
+            raise ValueError("subjects and records must have the same length")
+        if _any_non_ascii(subjects):
+            raise ValueError("not opened in pieces: a subject is not ASCII")
+        shared, per_record = fmt.split_contexts(n, context)
+        if per_record is not None:  # one group per record, in order
+            groups = self._groups(subjects, n, context, create=False)
+            owner = [(k._aead.decrypt_into, k._prefix, tail) for k, tail, _, _, _ in groups]
+        else:
+            plan, keys, tails = self._plan(subjects, n, shared, create=False)
+            decs = [k._aead.decrypt_into for k in keys]
+            mine = zip(decs, [k._prefix for k in keys], tails, strict=True)
+            each = dict(zip(plan[0], mine, strict=True))
+            owner = list(map(each.__getitem__, subjects))
+        over, head, pre = fmt.OVERHEAD, fmt.HEADER_SIZE, fmt.PREFIX_SIZE
+        for (_, prefix, _), r in zip(owner, records, strict=True):
+            if not (type(r) is bytes and len(r) >= over and r.startswith(prefix)):
+                raise ValueError("not opened in pieces: a record does not name its key")
+        sizes = [len(r) - over for r in records]
+
+        def open_(a: int, b: int, lead: bytes = b"") -> bytearray:
+            pos = len(lead)
+            buf = bytearray(pos + sum(sizes[a:b]))
+            view = memoryview(buf)
+            view[:pos] = lead
+            for i in range(a, b):
+                dec, _, tail = owner[i]
+                r = records[i]
+                header = r[:head]
+                end = pos + sizes[i]
+                try:
+                    dec(header[pre:], r[head:], header + tail, view[pos:end])
+                except InvalidTag:
+                    raise IntegrityError() from None
+                pos = end
+            return buf
+
+        return open_
+
     def decrypt_many(
         self, subjects: Sequence[str], records: Sequence[bytes], context: Context = None
     ) -> list[bytes]:

@@ -52,6 +52,7 @@ __all__ = [
     "MAX_PUBLIC_BODY",
     "MAX_REWRAP_BATCH",
     "STREAMED",
+    "STREAM_OK",
     "decode_frame",
     "dumps",
     "encode_frame",
@@ -70,6 +71,10 @@ __all__ = [
 BATCH_TYPE = "application/vnd.keysplit.batch"
 STREAMED = "Keysplit-Streamed"
 """Response header of a frame whose records follow as they are sealed (value ``1``)."""
+STREAM_OK = "Keysplit-Stream-Ok"
+"""Request header (value ``1``) of a ``decrypt`` whose client takes a streamed answer and,
+should the server cut it (a record failed after the first piece went out), asks again
+without the header, to get the whole answer with each failure at its index."""
 JSON_TYPE = "application/json"
 MAGIC = b"KSB1"
 MAX_BODY = 256 << 20

@@ -221,13 +221,17 @@ class Client:
         return data, ctype
 
     def _frame_request(
-        self, path: str, body: Body, items: int
+        self, path: str, body: Body, items: int, *, stream_ok: bool = False
     ) -> tuple[dict[str, Any], list[str], list[bytes | None]]:
         """POST a batch frame and decode the answer's, with the checks of :meth:`request`.
-        A streamed answer (``encrypt``; header ``Keysplit-Streamed: 1``) is decoded as it
-        arrives (:func:`~._wire.read_frame`: its records are cut while the server still
-        seals the last ones); a whole answer is read at once, then decoded."""
-        got, _ = self._exchange("POST", path, body, wire.BATCH_TYPE, True, items, True, True)
+        A streamed answer (``encrypt``, or a ``decrypt`` asked with ``stream_ok``; header
+        ``Keysplit-Streamed: 1``) is decoded as it arrives (:func:`~._wire.read_frame`: its
+        items are cut while the server still makes the last ones); a whole answer is read
+        at once, then decoded. With ``stream_ok``, a streamed answer the server cut short
+        raises :class:`_StreamCut` (the caller asks again, without it)."""
+        got, _ = self._exchange(
+            "POST", path, body, wire.BATCH_TYPE, True, items, True, True, stream_ok
+        )
         return got  # type: ignore[no-any-return]
 
     def _exchange(
@@ -240,6 +244,7 @@ class Client:
         items: int,
         retry: bool,
         frame: bool,
+        stream_ok: bool = False,
     ) -> tuple[Any, str]:
         parts = [body] if isinstance(body, bytes | bytearray | memoryview) else list(body)
         size = sum(map(len, parts))
@@ -255,10 +260,12 @@ class Client:
             if conn.sock is not None and _closed_by_peer(conn.sock):
                 conn.close()  # http.client reconnects on the next send
             reused = conn.sock is not None
+            cut_ok = False
             try:
-                self._send(conn, method, path, parts, size, content_type, auth)
+                self._send(conn, method, path, parts, size, content_type, auth, stream_ok)
                 resp = conn.getresponse()
                 if frame and resp.length is not None and resp.getheader(wire.STREAMED) == "1":
+                    cut_ok = stream_ok and resp.status == 200
                     data = _read_frame(resp, limit)  # the records as they are sealed
                 else:
                     data = _read_bounded(resp, limit)
@@ -273,6 +280,8 @@ class Client:
                 with self._cache_lock:
                     if conn in self._conns:
                         self._conns.remove(conn)
+                if cut_ok:  # a streamed decrypt the server cut: the caller asks again whole
+                    raise _StreamCut() from None
                 # Retry once, on a fresh connection, only when a kept-alive one turned out
                 # closed by the server (it never saw the request); never after a timeout.
                 stale = (
@@ -309,11 +318,14 @@ class Client:
         size: int,
         content_type: str,
         auth: bool,
+        stream_ok: bool = False,
     ) -> None:
         """The request line and headers through http.client, then the body's buffers."""
         conn.putrequest(method, path)
         conn.putheader("Content-Type", content_type)
         conn.putheader("Content-Length", str(size))
+        if stream_ok:
+            conn.putheader(wire.STREAM_OK, "1")
         if auth and self._token:
             conn.putheader("Authorization", f"Bearer {self._token}")
         if isinstance(conn, _UnixConnection):
@@ -359,10 +371,23 @@ class Client:
         return doc
 
     def _batch(
-        self, path: str, subjects: list[str], context: Context, items: Sequence[bytes]
+        self,
+        path: str,
+        subjects: list[str],
+        context: Context,
+        items: Sequence[bytes],
+        *,
+        stream_ok: bool = False,
     ) -> list[bytes]:
+        """One batch request. ``stream_ok`` (``decrypt``, read-only, so safe to send twice):
+        the server may stream the answer; if it cuts it (a record failed after the first
+        piece went out, or its keys changed meanwhile), the batch is asked again without
+        streaming, and the whole answer names each failure at its index."""
         body = wire.encode_parts(_header(context), items, subjects)
-        head, _, out = self._frame_request(path, body, len(items))
+        try:
+            head, _, out = self._frame_request(path, body, len(items), stream_ok=stream_ok)
+        except _StreamCut:
+            head, _, out = self._frame_request(path, body, len(items))
         if len(out) != len(items):
             raise ServiceError("key service returned the wrong number of items")
         errs = _item_errors(head, len(out))
@@ -447,7 +472,7 @@ class Client:
             raise ValueError("subjects and records must have the same length")
         if self._records is not None:
             return self._records.decrypt_many(subjects, records, context)
-        return self._batch("/v1/decrypt", subjects, context, records)
+        return self._batch("/v1/decrypt", subjects, context, records, stream_ok=True)
 
     def datakeys(self, subjects: Sequence[str], *, create: bool = True) -> list[bytes]:
         """Raw 16-byte data keys (a token allowed ``datakey``). Handle them as secrets."""
@@ -598,6 +623,10 @@ def _closed_by_peer(sock: socket.socket) -> bool:
         return bool(p.poll(0))
     except (OSError, ValueError):
         return True
+
+
+class _StreamCut(Exception):
+    """A streamed answer asked with ``stream_ok`` ended early (its connection is closed)."""
 
 
 def _read_bounded(resp: http.client.HTTPResponse, limit: int) -> bytes | None:

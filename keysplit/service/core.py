@@ -336,9 +336,14 @@ class KeyService:
         """:meth:`handle`, except that an ``encrypt`` batch of more than one
         ``STREAM_PIECE`` whose keys all resolve comes back as a :class:`Streamed` answer
         (what the server does; :meth:`handle` always builds the whole answer)."""
-        if (req.method, req.path) != ("POST", "/v1/encrypt"):
-            return self.handle(req)
-        return self._run(req, lambda r: self._records(r, "encrypt", stream=True))
+        if req.method == "POST" and req.path == "/v1/encrypt":
+            return self._run(req, lambda r: self._records(r, "encrypt", stream=True))
+        if req.method == "POST" and req.path == "/v1/decrypt":
+            # only for a client that retries a cut answer whole (the request's header):
+            # a record failing mid-answer can only cut it, not report at its index
+            ok = req.headers.get(wire.STREAM_OK.lower()) == "1"
+            return self._run(req, lambda r: self._records(r, "decrypt", stream=ok))
+        return self.handle(req)
 
     def _run(
         self, req: Request, route: Callable[[Request], Response | Streamed] | None
@@ -542,15 +547,25 @@ class KeyService:
         many, one = (
             (kr.encrypt_many, kr.encrypt) if op == "encrypt" else (kr.decrypt_many, kr.decrypt)
         )
-        streamed = stream and op == "encrypt"
-        size = sum(map(len, items)) + OVERHEAD * len(items) if streamed else 0
-        if size > STREAM_PIECE:  # records of len(plaintext) + OVERHEAD bytes
-            try:
-                seal = kr.records.sealer(subjects, items, ctx)
-            except (KeysplitError, ValueError, TypeError):
-                pass  # item by item, below: each failure at its index
-            else:
-                return self._streamed(kr, seal, items, size)
+        if stream and op == "encrypt":
+            size = sum(map(len, items)) + OVERHEAD * len(items)
+            if size > STREAM_PIECE:  # records of len(plaintext) + OVERHEAD bytes
+                try:
+                    seal = kr.records.sealer(subjects, items, ctx)
+                except (KeysplitError, ValueError, TypeError):
+                    pass  # item by item, below: each failure at its index
+                else:
+                    lengths = list(map(OVERHEAD.__add__, map(len, items)))
+                    return self._streamed(kr, seal, lengths, size)
+        elif stream:  # decrypt: plaintexts of len(record) - OVERHEAD bytes
+            size = sum(map(len, items)) - OVERHEAD * len(items)
+            if size > STREAM_PIECE:
+                try:
+                    open_ = kr.records.opener(subjects, items, ctx)
+                    lengths = [len(r) - OVERHEAD for r in items]
+                    return self._streamed(kr, open_, lengths, size, eager=True)
+                except (KeysplitError, ValueError, TypeError):
+                    pass  # whole, below: a precise error at each failing index
         try:
             out: list[bytes | None] = list(many(subjects, items, ctx))
             return Response(200, wire.encode_frame({}, out), wire.BATCH_TYPE)
@@ -570,20 +585,27 @@ class KeyService:
         self,
         kr: UnsealedKeyring,
         seal: Callable[[int, int, bytes], bytearray],
-        items: Sequence[bytes],
+        lengths: list[int],
         size: int,
+        *,
+        eager: bool = False,
     ) -> Streamed:
-        """The answer to a batch whose keys are resolved (``seal``), sealed piece by piece
-        as it is written, each piece only while nothing changed (:class:`Streamed`)."""
-        lengths = list(map(OVERHEAD.__add__, map(len, items)))
+        """The answer to a batch whose keys are resolved (``seal``: records sealed, or
+        opened, piece by piece) made as it is written, each piece only while nothing
+        changed (:class:`Streamed`); ``lengths`` are its items', ``size`` their sum.
+        ``eager`` makes the first piece now, so that its failure (a decrypt's tag) is
+        raised here, before anything is sent: a cut is then always after the HTTP head,
+        which tells the client to ask again whole."""
         head = wire.encode_head({}, lengths)
-        n = len(items)
+        n = len(lengths)
         per = max(1, STREAM_PIECE * n // size)
         mark = self._changes
+        first = [seal(0, min(n, per), head)] if eager else []
 
         def pieces() -> Iterator[bytearray]:
-            lead = head
-            for a in range(0, n, per):
+            yield from first
+            lead = b"" if first else head
+            for a in range(per if first else 0, n, per):
                 if self._kr is not kr or self._changes != mark:
                     raise Interrupted("the keyring changed while an answer was being sealed")
                 yield seal(a, min(n, a + per), lead)

@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -63,7 +64,7 @@ def _cases() -> list[tuple[str, list[str], list[bytes], object]]:
 
 
 @pytest.mark.parametrize(("name", "subjects", "plain", "ctx"), _cases(), ids=lambda x: str(x)[:12])
-def test_sealer_gives_encrypt_many_s_records(
+def test_sealer_and_opener_give_encrypt_many_s_records_and_decrypt_many_s_plaintexts(
     keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path],
     name: str,
     subjects: list[str],
@@ -71,7 +72,7 @@ def test_sealer_gives_encrypt_many_s_records(
     ctx: object,
 ) -> None:
     """Byte for byte the records ``encrypt_many`` seals with the same nonces, in any
-    split into pieces, after the lead given; and they open."""
+    split into pieces, after the lead given; and they open, also piece by piece."""
     kr, shares, _, _ = keyring
     with kr.unseal([shares["a"], shares["b"]]) as u:
         u.records.rng = DeterministicRandom("nonces")
@@ -89,6 +90,20 @@ def test_sealer_gives_encrypt_many_s_records(
                 got += piece
             assert bytes(got) == b"LEAD" + b"".join(want)
         assert u.decrypt_many(subjects, want, ctx) == plain  # type: ignore[arg-type]
+        # the streamed decrypt's opener: decrypt_many's plaintexts, in any split; a batch
+        # it does not open in pieces (a subject that is not ASCII) is a ValueError, so the
+        # caller opens it whole
+        if not all(s.isascii() for s in subjects):
+            with pytest.raises(ValueError, match="not ASCII"):
+                u.records.opener(subjects, want, ctx)  # type: ignore[arg-type]
+            return
+        open_ = u.records.opener(subjects, want, ctx)  # type: ignore[arg-type]
+        for per in (1, 7, n):
+            out = b"".join(
+                bytes(open_(a, min(n, a + per), b"LEAD" if a == 0 else b""))
+                for a in range(0, n, per)
+            )
+            assert out == b"LEAD" + b"".join(plain)
 
 
 def test_sealer_fails_before_sealing(
@@ -102,6 +117,29 @@ def test_sealer_fails_before_sealing(
             u.records.sealer(["u/1"], [b"a", b"b"])
         with pytest.raises((TypeError, ValueError)):
             u.records.sealer(["u/1"], [b"a"], {"k": 1})  # type: ignore[dict-item]
+
+
+def test_opener_checks_every_header_first_and_fails_on_a_tag(
+    keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path],
+) -> None:
+    """What can be checked before any plaintext exists is (a record naming another key,
+    one that is not bytes, a subject without a key); a bad tag fails its piece with
+    IntegrityError, and the pieces before it were fine."""
+    kr, shares, _, _ = keyring
+    with kr.unseal([shares["a"], shares["b"]]) as u:
+        subjects = [f"o/{i}" for i in range(6)]
+        recs = u.encrypt_many(subjects, [b"x" * 50] * 6)
+        swapped = [recs[1], recs[0], *recs[2:]]
+        for bad in (swapped, [bytearray(recs[0]), *recs[1:]], [recs[0][:60], *recs[1:]]):
+            with pytest.raises(ValueError, match="does not name its key"):
+                u.records.opener(subjects, bad)  # type: ignore[arg-type]
+        with pytest.raises(keysplit.NoDataKeyError):
+            u.records.opener([*subjects[:5], "o/never"], recs)
+        tampered = [*recs[:5], recs[5][:-1] + bytes([recs[5][-1] ^ 1])]
+        open_ = u.records.opener(subjects, tampered)
+        assert bytes(open_(0, 5, b"")) == b"x" * 250
+        with pytest.raises(keysplit.IntegrityError):
+            open_(5, 6, b"")
 
 
 # -- the client's frame reader ----------------------------------------------------------------
@@ -229,6 +267,42 @@ def test_small_batches_failures_and_decrypt_are_whole_answers(
     assert not isinstance(r, Streamed) and r.status == 401
 
 
+def _stream_ok(r: Request) -> Request:
+    return Request(r.method, r.path, {**r.headers, wire.STREAM_OK.lower(): "1"}, r.body)
+
+
+def test_a_large_decrypt_is_streamed_only_for_a_client_that_asks(
+    service: tuple[KeyService, str, keysplit.UnsealedKeyring],
+) -> None:
+    """With the request's ``Keysplit-Stream-Ok`` a large decrypt is Streamed and gives the
+    plaintexts; a record failing in the first piece gives the whole answer (its error at
+    its index); one failing in a later piece stops the answer (IntegrityError, which the
+    server turns into a cut connection, and the client into a second, whole request)."""
+    svc, token, local = service
+    subjects, plain = _batch(1000)
+    recs = local.encrypt_many(subjects, plain, {"t": "x"})
+    s = svc.respond(_stream_ok(_request(token, subjects, recs, "/v1/decrypt")))
+    assert isinstance(s, Streamed)
+    pieces = [bytes(p) for p in s.pieces]
+    assert len(pieces) > 2 and sum(map(len, pieces)) == s.length
+    assert wire.decode_frame(b"".join(pieces), present=True)[2] == plain
+    for at, streamed in ((3, False), (999, True)):
+        bad = list(recs)
+        bad[at] = bad[at][:-1] + bytes([bad[at][-1] ^ 1])
+        s = svc.respond(_stream_ok(_request(token, subjects, bad, "/v1/decrypt")))
+        if not streamed:
+            assert not isinstance(s, Streamed) and s.status == 200
+            head, _, out = wire.decode_frame(s.body)
+            assert list(head["errors"]) == [str(at)] and out[at] is None
+            continue
+        assert isinstance(s, Streamed)
+        got = [next(s.pieces), next(s.pieces)]
+        with pytest.raises(keysplit.IntegrityError):
+            for p in s.pieces:
+                got.append(p)
+        assert sum(map(len, got)) < s.length
+
+
 def _shred(token: str, subject: str) -> Request:
     body = json.dumps({"subjects": [subject]}).encode()
     return Request("POST", "/v1/shred", {"authorization": f"Bearer {token}"}, body)
@@ -344,6 +418,39 @@ def test_a_seal_mid_answer_drops_the_connection(
             c.encrypt_many(subjects, plain)
 
 
+def test_a_cut_streamed_decrypt_is_asked_again_whole(
+    keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path],
+) -> None:
+    """Against a real server: a record failing after the first piece of a streamed
+    decrypt cuts the answer; the client asks again without streaming and raises the
+    whole answer's precise error (IntegrityError at its index, ShreddedError), never a
+    transport error or a partial list; the connection serves on."""
+    with _running(_PLAIN, keyring, "cut.sock") as c:
+        asked: list[bool] = []
+        frame_request = c._frame_request
+
+        def counted(*a: Any, stream_ok: bool = False) -> Any:
+            asked.append(stream_ok)
+            return frame_request(*a, stream_ok=stream_ok)
+
+        c._frame_request = counted  # type: ignore[method-assign]
+        subjects, plain = _batch(3000)
+        recs = c.encrypt_many(subjects, plain)
+        bad = list(recs)
+        bad[-1] = bad[-1][:-1] + bytes([bad[-1][-1] ^ 1])
+        asked.clear()
+        with pytest.raises(keysplit.IntegrityError):
+            c.decrypt_many(subjects, bad)
+        assert asked == [True, False]  # streamed, cut, then whole (where the error is)
+        asked.clear()
+        assert c.decrypt_many(subjects, recs) == plain
+        assert asked == [True]
+        c.shred(subjects[-1])
+        with pytest.raises(keysplit.ShreddedError, match="item 299"):
+            c.decrypt_many(subjects, recs)  # its key is resolved first: a whole answer
+        assert asked == [True, True]
+
+
 def test_streamed_answers_over_a_real_socket(
     keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path],
     monkeypatch: pytest.MonkeyPatch,
@@ -363,9 +470,11 @@ def test_streamed_answers_over_a_real_socket(
         subjects, plain = _batch(3000)
         for i in range(3):
             recs = c.encrypt_many(subjects, plain, {"t": "x"})
-            assert len(streamed) == i + 1
+            assert len(streamed) == 2 * i + 1
             assert c.decrypt_many(subjects, recs, {"t": "x"}) == plain
-            assert len(streamed) == i + 1
+            assert len(streamed) == 2 * i + 2
+        assert c.datakeys(subjects[:2]) is not None  # a whole answer in between
+        assert len(streamed) == 6
         conn = c._conn()
         assert conn.sock is not None
         conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
