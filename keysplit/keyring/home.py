@@ -247,6 +247,19 @@ class KeyringHome:
             json.dumps(doc, sort_keys=True).encode() + b"\n",
         )
 
+    def restore_store_record(self, record: StoreRecord | None) -> None:
+        """Put the store record back as it was (``None``: none), after a ``create`` whose
+        store could not be opened: a record naming it would be taken up by the next
+        ``create`` as an interrupted one's, and fail the same way."""
+        if record is not None:
+            self.record_store(record.url, record.keyring_id, record.default_iv_versions)
+            return
+        try:
+            os.unlink(self.path / STORE_RECORD_FILE)
+        except FileNotFoundError:
+            return
+        fsync_dir(self.path)
+
     def store_record_for(self, keyring_id: str) -> StoreRecord | None:
         """The record, refused if it was made for another keyring id (copied or tampered)."""
         rec = self.store_record()

@@ -180,7 +180,11 @@ class Keyring:
                 next_kek=2,
             )
             home.record_store(url, keyring_id)
-            store = open_store(url, keyring_id=keyring_id, home=home.path, create=True)
+            try:
+                store = open_store(url, keyring_id=keyring_id, home=home.path, create=True)
+            except BaseException:  # nothing was made: the record goes back as it was
+                home.restore_store_record(leftover)
+                raise
             try:
                 if store.count_by_version() or store.legal_holds():
                     raise KeyringError(

@@ -64,6 +64,18 @@ def test_unreachable_server_is_one_keyring_error(tmp_path: Path) -> None:
         )
 
 
+def test_a_create_whose_store_cannot_be_opened_leaves_no_record(tmp_path: Path) -> None:
+    """(red team) Keyring.create with an unreachable store left store.json naming it, so
+    a retry without store_url took it up as an interrupted create's store and failed the
+    same way; now nothing is recorded and the retry makes the default store."""
+    url = f"postgresql:///ks?host={tmp_path}&connect_timeout=2"
+    with pytest.raises(KeyringError, match="PostgreSQL key store"):
+        Keyring.create(tmp_path / "kr", 2, ["a", "b"], store_url=url)
+    assert not (tmp_path / "kr" / "store.json").exists()
+    kr, _ = Keyring.create(tmp_path / "kr", 2, ["a", "b"])
+    assert kr.store_url.startswith("sqlite:")
+
+
 def test_keyrings_share_a_database_by_schema(pg_server: object, tmp_path: Path) -> None:
     eu = open_store(_url(pg_server, "keys_eu"), keyring_id="e" * 32, home=tmp_path, create=True)
     us = open_store(_url(pg_server, "keys_us"), keyring_id="f" * 32, home=tmp_path, create=True)
