@@ -496,8 +496,9 @@ def encrypt_many(
 
 def _check_record(record: object, key: DataKey) -> None:
     """The slow path of the opening loop's header check: the precise error, or return if
-    the record is fine after all (a ``bytearray``)."""
-    if not isinstance(record, bytes | bytearray):
+    the record is fine after all (a ``bytearray`` or ``memoryview``, as :func:`decrypt`
+    takes: a database driver may hand a column back as either)."""
+    if not isinstance(record, bytes | bytearray | memoryview):
         parse(record)  # type: ignore[arg-type]  # raises the precise FormatError
         raise TypeError("records must be bytes")
     if not hmac.compare_digest(parse(bytes(record)).commitment, key.commitment):

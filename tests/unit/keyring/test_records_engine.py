@@ -10,10 +10,11 @@ import os
 import threading
 import unicodedata
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
-from keysplit import IntegrityError, record
+from keysplit import IntegrityError, Keyring, record
 from keysplit.keyring import DataKeys, Records
 from keysplit.record import DataKey
 from keysplit.rng import DeterministicRandom
@@ -203,3 +204,16 @@ def test_one_string_is_not_a_batch_of_subjects() -> None:
     with pytest.raises(TypeError, match="not one string"):
         rec.decrypt_many("ab", rec.encrypt_many(["a", "b"], [b"1", b"2"]))
     assert set(dk.raw) == {"a", "b"}  # only the real batch made keys
+
+
+def test_decrypt_many_takes_the_bytes_like_records_decrypt_takes(tmp_path: Path) -> None:
+    """(red team) ``decrypt`` opened a memoryview record, ``decrypt_many`` refused it with
+    "records must be bytes" (a database driver may hand a column back as a memoryview);
+    ASCII and non-ASCII subjects alike."""
+    kr, shares = Keyring.create(tmp_path / "kr", 2, ["a", "b", "c"])
+    with kr.unseal([shares["a"], shares["b"]]) as u:
+        subjects = ["s/1", "Jos\u00e9"]
+        recs = u.encrypt_many(subjects, [b"one", b"two"])
+        for wrap in (memoryview, bytearray):
+            assert u.decrypt_many(subjects, [wrap(r) for r in recs]) == [b"one", b"two"]  # type: ignore[misc]
+            assert u.decrypt(wrap(recs[1]), subject=subjects[1]) == b"two"  # type: ignore[arg-type]

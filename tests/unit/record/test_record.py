@@ -229,7 +229,10 @@ def test_batch_bad_record_in_the_middle_names_the_problem() -> None:
         with pytest.raises(exc):
             record.decrypt_many(ks, subjects, [recs[0], recs[1], bad, recs[3]])
     with pytest.raises(TypeError):
-        record.decrypt_many(ks, subjects, [recs[0], recs[1], memoryview(recs[2]), recs[3]])
+        record.decrypt_many(ks, subjects, [recs[0], recs[1], "not a record", recs[3]])  # type: ignore[list-item]
+    # bytes-like records open, as in decrypt (a database driver may give a memoryview)
+    mixed = [recs[0], bytearray(recs[1]), memoryview(recs[2]), recs[3]]
+    assert record.decrypt_many(ks, subjects, mixed) == [b"w", b"x", b"y", b"z"]  # type: ignore[arg-type]
 
 
 def test_record_context_size_is_bounded_before_encoding() -> None:
