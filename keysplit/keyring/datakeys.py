@@ -376,6 +376,15 @@ class LocalDataKeys:
     def cache(self) -> fleet.KeyCache:
         return self._cache
 
+    def catch_up(self) -> None:
+        """Follow the store's shared state now, not at the next poll: an admin call acts on
+        what the store says (a rewrap right after another process rotated moves the keys to
+        the new version; it answered "nothing to do" under the old one). KeyringError if
+        this process cannot follow it (unseal again)."""
+        self._adopt(self.store.state())
+        if self._refusal is not None:
+            raise KeyringError(self._refusal, hint="another process changed the keyring")
+
     def set_secrets(self, secrets: kf.KeyringSecrets, current_kek: int) -> None:
         """Adopt the KEKs of a rewritten keyring file (after rotate or retire)."""
         self._kekset = KekSet(self._keyring_id, current_kek, secrets.keks, unbound=self._unbound)

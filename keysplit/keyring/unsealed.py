@@ -288,6 +288,7 @@ class UnsealedKeyring:
         others are still rewrapped.
         """
         local = self.local_data_keys()
+        local.catch_up()  # the store's current KEK, even if another process just rotated
         res = rewrap_store(local.keks, local.store, batch_size=batch_size, progress=progress)
         if record:
             self._record(ev.Rewrap(res.kek_version, res.rewrapped, res.remaining, ()))

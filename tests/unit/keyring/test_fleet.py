@@ -467,3 +467,27 @@ def test_fast_path_under_threads_obeys_a_shred_and_a_close(
         t.join(60)
         assert not t.is_alive()
     assert bad == [], "\n".join(bad)
+
+
+def test_a_rewrap_right_after_another_holder_rotated_moves_the_keys(
+    made: tuple[Path, dict[str, Share]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(red team) A rewrap in a holder that had not yet polled since another rotated
+    answered "0 rewrapped, 0 remaining" under the old version while every key still sat
+    under it: an operator's rewrap acts on the store's state, read in the call."""
+    monkeypatch.setenv("KEYSPLIT_LEASE_TTL", "1200")
+    monkeypatch.setenv("KEYSPLIT_POLL", "600")  # b hears of the rotate only from the store
+    path, shares = made
+    a = Keyring.open(path).unseal(list(shares.values()))
+    b = Keyring.open(path).unseal(list(shares.values()))
+    try:
+        subjects = [f"s/{i}" for i in range(10)]
+        recs = a.encrypt_many(subjects, [b"x"] * 10)
+        assert a.rotate() == 2
+        res = b.rewrap()
+        assert (res.kek_version, res.rewrapped, res.remaining) == (2, 10, 0)
+        assert a.status().keys_by_version == {2: 10}
+        assert b.decrypt_many(subjects, recs) == [b"x"] * 10
+    finally:
+        a.close()
+        b.close()
