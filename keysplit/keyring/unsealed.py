@@ -12,6 +12,7 @@ hands to its :class:`Keyring` once committed. Nothing here imports :mod:`.sealed
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -57,6 +58,10 @@ class UnsealedKeyring:
     ) -> None:
         self._kr = keyring
         self.rng: RandomSource = rng or keyring.rng
+        self._admin_lock = threading.RLock()
+        """Held by rotate, retire and the rekey steps from reading the keyring's metadata to
+        adopting what they wrote: two threads of this process rotating at once took the
+        second for another process ("the keyring file changed under this process")."""
         if store is None:
             store = keyring.open_store()
         elif store.keyring_id != keyring.meta.keyring_id:
@@ -101,6 +106,7 @@ class UnsealedKeyring:
         self = cls.__new__(cls)
         self._kr = keyring
         self._admin = None
+        self._admin_lock = threading.RLock()
         self.rng = keyring.rng
         self._dk = data_keys
         self._use_records(Records(data_keys, rng=self.rng))
@@ -266,8 +272,9 @@ class UnsealedKeyring:
         the store (for every process) from then on.
         """
         kr = self._kr
-        v, meta = self._key_admin().rotate(kr.meta, kr.pending)
-        kr._adopt(meta, kr.pending)
+        with self._admin_lock:
+            v, meta = self._key_admin().rotate(kr.meta, kr.pending)
+            kr._adopt(meta, kr.pending)
         if record:
             self._record(ev.Rotate(v, ()))
         return v
@@ -298,7 +305,8 @@ class UnsealedKeyring:
         """Delete KEK ``version`` from the keyring; refused (naming what still uses it)
         while any data key, or any live process's current KEK, uses it."""
         kr = self._kr
-        kr._adopt(self._key_admin().retire(kr.meta, kr.pending, version), kr.pending)
+        with self._admin_lock:
+            kr._adopt(self._key_admin().retire(kr.meta, kr.pending, version), kr.pending)
         if record:
             self._record(ev.Retire(version, ()))
 
@@ -339,10 +347,11 @@ class UnsealedKeyring:
         Returns ``{custodian name: Share}`` in custodian order (share index = position + 1).
         """
         kr = self._kr
-        shares, pending = self._key_admin().prepare_rekey(
-            kr.meta, threshold=threshold, custodians=custodians, rng=rng
-        )
-        kr._adopt(kr.meta, pending)
+        with self._admin_lock:
+            shares, pending = self._key_admin().prepare_rekey(
+                kr.meta, threshold=threshold, custodians=custodians, rng=rng
+            )
+            kr._adopt(kr.meta, pending)
         return shares
 
     def commit_rekey(self) -> None:
@@ -351,13 +360,15 @@ class UnsealedKeyring:
         From here on only the new shares unseal the keyring.
         """
         kr = self._kr
-        kr._adopt(self._key_admin().commit_rekey(kr.meta, kr.pending), None)
+        with self._admin_lock:
+            kr._adopt(self._key_admin().commit_rekey(kr.meta, kr.pending), None)
         self.store.note_rekey()  # tell the fleet (epoch)
 
     def abort_rekey(self) -> bool:
         """Discard a pending rekey (its shares become useless). True if one existed."""
-        existed = self._key_admin().abort_rekey()
-        self._kr._adopt(self._kr.meta, None)
+        with self._admin_lock:
+            existed = self._key_admin().abort_rekey()
+            self._kr._adopt(self._kr.meta, None)
         return existed
 
     def rekey(

@@ -491,3 +491,48 @@ def test_a_rewrap_right_after_another_holder_rotated_moves_the_keys(
     finally:
         a.close()
         b.close()
+
+
+def test_two_threads_rotating_one_keyring_both_succeed(
+    made: tuple[Path, dict[str, Share]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(red team) Two threads of one process rotating at once: the second had read the
+    keyring's metadata before the first wrote its new version, and was refused with "the
+    keyring file changed under this process; unseal again" (its own process had changed
+    it). Rotations of one unsealed keyring now take turns: versions 2 and 3."""
+    from keysplit.keyring.admin import KeyAdmin
+
+    path, shares = made
+    inside, go = threading.Event(), threading.Event()
+    entered: list[int] = []
+    rotate = KeyAdmin.rotate
+
+    def held(self: KeyAdmin, *a: object, **k: object) -> object:
+        entered.append(1)
+        if len(entered) == 1:  # the first rotation waits inside until told to go on
+            inside.set()
+            go.wait(BOUND)
+        return rotate(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(KeyAdmin, "rotate", held)
+    got: list[object] = []
+
+    def run_rotate() -> None:
+        try:
+            got.append(u.rotate())
+        except Exception as exc:  # reported by the asserts below
+            got.append(exc)
+
+    with Keyring.open(path).unseal(list(shares.values())) as u:
+        first = threading.Thread(target=run_rotate)
+        first.start()
+        assert inside.wait(BOUND)
+        second = threading.Thread(target=run_rotate)
+        second.start()
+        second.join(0.5)  # before: it read the old metadata and waited inside too
+        go.set()
+        first.join(BOUND)
+        second.join(BOUND)
+        assert all(isinstance(v, int) for v in got), got  # before: KeyringError
+        assert sorted(got) == [2, 3]  # type: ignore[type-var]
+        assert u.status().current_kek == 3
