@@ -264,8 +264,9 @@ class Client:
             try:
                 self._send(conn, method, path, parts, size, content_type, auth, stream_ok)
                 resp = conn.getresponse()
-                if frame and resp.length is not None and resp.getheader(wire.STREAMED) == "1":
-                    cut_ok = stream_ok and resp.status == 200
+                streamed = resp.status == 200 and resp.getheader(wire.STREAMED) == "1"
+                if frame and resp.length is not None and streamed:  # an error is JSON
+                    cut_ok = stream_ok
                     data = _read_frame(resp, limit)  # the records as they are sealed
                 else:
                     data = _read_bounded(resp, limit)

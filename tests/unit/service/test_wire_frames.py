@@ -360,6 +360,22 @@ def sockdir() -> Iterator[Path]:
             ServiceError,
             "cannot reach",
         ),
+        # an error status is read whole, whatever its headers say (red team)
+        (
+            _http(wire.encode_frame({}, [b"r1", b"r2"]), status="400 Bad", more=_STREAMED),
+            KeysplitError,
+            "HTTP 400 without a JSON error",
+        ),
+        (
+            _http(
+                wire.dumps({"error": {"type": "PermissionDenied", "message": "no"}}),
+                wire.JSON_TYPE,
+                "403 Forbidden",
+                _STREAMED,
+            ),
+            keysplit.errors.PermissionDenied,
+            "no",
+        ),
     ],
     ids=[
         "garbage",
@@ -373,6 +389,8 @@ def sockdir() -> Iterator[Path]:
         "streamed item count",
         "streamed oversized",
         "streamed cut off",
+        "streamed error frame",
+        "streamed error",
     ],
 )
 def test_client_refuses_malformed_answers(
