@@ -281,8 +281,8 @@ class Client:
                 with self._cache_lock:
                     if conn in self._conns:
                         self._conns.remove(conn)
-                if cut_ok:  # a streamed decrypt the server cut: the caller asks again whole
-                    raise _StreamCut() from None
+                if cut_ok and not isinstance(exc, TimeoutError):
+                    raise _StreamCut() from None  # a streamed decrypt the server cut: again whole
                 # Retry once, on a fresh connection, only when a kept-alive one turned out
                 # closed by the server (it never saw the request); never after a timeout.
                 stale = (

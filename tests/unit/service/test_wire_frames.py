@@ -560,6 +560,23 @@ def test_a_request_the_server_may_have_run_is_never_sent_twice(
     assert srv.seen.count(path) == 1, srv.seen
 
 
+def test_a_streamed_decrypt_that_times_out_is_not_asked_again(sockdir: Path) -> None:
+    """Red team: a streamed decrypt the server stops sending (no cut: the connection
+    stays open) is a timeout, raised as such; before, it was taken for a cut and the batch
+    asked again, so the caller waited twice its timeout."""
+    frame = _http(wire.encode_frame({}, [b"a" * 10, b"b" * 10]), more=_STREAMED)
+    srv = _Script(
+        sockdir / "h.sock", [frame[:-5], _http(wire.encode_frame({}, [b"x", b"y"]))], set()
+    )
+    srv.start()
+    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=1)
+    with pytest.raises(ServiceError, match="timed out"):
+        c.decrypt_many(["u/1", "u/2"], [b"r" * 70, b"s" * 70])
+    c.close()
+    srv.finish()
+    assert srv.seen == ["/v1/decrypt"]
+
+
 def test_an_idle_connection_the_server_closed_is_replaced_before_sending(sockdir: Path) -> None:
     """The other half: a kept-alive connection the server closed while idle (its idle
     timeout) is noticed before a state-changing request goes out on it, which then
