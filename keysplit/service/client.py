@@ -260,10 +260,11 @@ class Client:
             if conn.sock is not None and _closed_by_peer(conn.sock):
                 conn.close()  # http.client reconnects on the next send
             reused = conn.sock is not None
-            cut_ok = False
+            cut_ok = answered = False
             try:
                 self._send(conn, method, path, parts, size, content_type, auth, stream_ok)
                 resp = conn.getresponse()
+                answered = True
                 streamed = resp.status == 200 and resp.getheader(wire.STREAMED) == "1"
                 if frame and resp.length is not None and streamed:  # an error is JSON
                     cut_ok = stream_ok
@@ -284,10 +285,12 @@ class Client:
                 if cut_ok and not isinstance(exc, TimeoutError):
                     raise _StreamCut() from None  # a streamed decrypt the server cut: again whole
                 # Retry once, on a fresh connection, only when a kept-alive one turned out
-                # closed by the server (it never saw the request); never after a timeout.
+                # closed by the server (it never saw the request: no answer began); never
+                # after a timeout.
                 stale = (
                     retry
                     and reused
+                    and not answered
                     and isinstance(
                         exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
                     )

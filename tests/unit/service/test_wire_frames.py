@@ -577,6 +577,59 @@ def test_a_streamed_decrypt_that_times_out_is_not_asked_again(sockdir: Path) -> 
     assert srv.seen == ["/v1/decrypt"]
 
 
+def test_an_answer_cut_after_its_head_is_never_asked_again(sockdir: Path) -> None:
+    """Red team: a kept-alive connection reset in the middle of an answer (here a
+    streamed ``encrypt``; the server leaves the body unread, so its close is a reset) was
+    taken for one the server had closed while idle, and the batch sent again; the server
+    had seen it, as the head of its answer says. Only a streamed ``decrypt`` is asked
+    again (whole), never an ``encrypt``."""
+    path = sockdir / "h.sock"
+    seen: list[bytes] = []
+    lsock = socket.create_server(str(path), family=socket.AF_UNIX)
+    lsock.settimeout(30)
+    cut = _http(wire.encode_frame({}, [b"a" * 100] * 2), more=_STREAMED)[:-50]
+    done = threading.Event()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while len(seen) < 3 and not done.is_set():
+                conn, _ = lsock.accept()
+                conn.settimeout(30)
+                with conn:
+                    while len(seen) < 3:
+                        head = b""
+                        while b"\r\n\r\n" not in head:  # the head only, byte by byte
+                            chunk = conn.recv(1)
+                            if not chunk:
+                                break
+                            head += chunk
+                        if not chunk:
+                            break
+                        seen.append(head.split(b" ")[1])
+                        if len(seen) == 1:
+                            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                            while length:
+                                length -= len(conn.recv(length))
+                            conn.sendall(STATUS)
+                            continue
+                        conn.sendall(cut)  # and close with the body unread: a reset
+                        break
+
+    srv = threading.Thread(target=serve, daemon=True)
+    srv.start()
+    c = Client(f"unix:{path}", token="kst1_" + "x" * 43, timeout=30)
+    c.service_status()  # the connection is now kept alive
+    with pytest.raises(ServiceError, match="cannot reach"):
+        c.encrypt_many(["u/1", "u/2"], [b"x" * 30000, b"y" * 30000])
+    c.close()
+    done.set()
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(path))  # wakes the accept
+    srv.join(40)
+    lsock.close()
+    assert seen == [b"/v1/status", b"/v1/encrypt"]
+
+
 def test_an_idle_connection_the_server_closed_is_replaced_before_sending(sockdir: Path) -> None:
     """The other half: a kept-alive connection the server closed while idle (its idle
     timeout) is noticed before a state-changing request goes out on it, which then
