@@ -273,15 +273,10 @@ class Client:
                     data = _read_bounded(resp, limit)
                 break
             except FormatError:  # a malformed answer: the rest of it is never read
-                conn.close()
-                self._local.conn = None
+                self._drop(conn)
                 raise
             except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
-                conn.close()
-                self._local.conn = None
-                with self._cache_lock:
-                    if conn in self._conns:
-                        self._conns.remove(conn)
+                self._drop(conn)
                 if cut_ok and not isinstance(exc, TimeoutError):
                     raise _StreamCut() from None  # a streamed decrypt the server cut: again whole
                 # Retry once, on a fresh connection, only when a kept-alive one turned out
@@ -301,8 +296,7 @@ class Client:
                         hint=self._transport_hint(exc),
                     ) from None
         if data is None:
-            conn.close()
-            self._local.conn = None
+            self._drop(conn)
             raise ServiceError(
                 f"the key service at {self.url} sent a response larger than {limit:,} bytes",
                 hint="is the URL a keysplit key service?",
@@ -312,6 +306,14 @@ class Client:
         if frame and type(data) is bytes:  # a whole answer (or one without a length)
             data = wire.decode_frame(data, "key service response")
         return data, resp.getheader("Content-Type", "")
+
+    def _drop(self, conn: http.client.HTTPConnection) -> None:
+        """Close this thread's connection for good (the next call opens another)."""
+        conn.close()
+        self._local.conn = None
+        with self._cache_lock:
+            if conn in self._conns:
+                self._conns.remove(conn)
 
     def _send(
         self,

@@ -405,6 +405,27 @@ def test_client_refuses_malformed_answers(
     srv.join(40)
 
 
+def test_connections_closed_on_bad_answers_are_forgotten(sockdir: Path) -> None:
+    """Red team: a connection closed because its answer was malformed (a streamed one,
+    read as it arrives) or too large stayed in the client's list of connections, one
+    more per bad answer for the client's lifetime."""
+    bad = [
+        _http(b"KSB1 not a frame", more=_STREAMED),
+        _http(wire.encode_frame({}, [b"r1"])[:-1], more=_STREAMED),
+        _http(b"\x00" * (wire.RESPONSE_BASE + 4096), more=_STREAMED),
+        _http(b"\x00" * (wire.RESPONSE_BASE + 4096)),
+    ]
+    srv = _Script(sockdir / "h.sock", bad, set(range(len(bad))))
+    srv.start()
+    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
+    for _ in bad:
+        with pytest.raises((FormatError, ServiceError)):
+            c.encrypt_many(["u/1", "u/2"], [b"a", b"b"])
+        assert c._conns == []
+    c.close()
+    srv.finish()
+
+
 def test_client_maps_item_errors_and_bad_datakeys(sockdir: Path) -> None:
     err = {"0": {"type": "ShreddedError", "message": "subject was shredded"}}
     srv = _Answer(sockdir / "h.sock", _http(wire.encode_frame({"errors": err}, [None])))
