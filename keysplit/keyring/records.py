@@ -365,16 +365,7 @@ class Records:
         if len(subjects) != n:
             raise ValueError("subjects and plaintexts must have the same length")
         subjects = names.canonical_subjects(subjects)
-        shared, per_record = fmt.split_contexts(n, context)
-        if per_record is not None:  # one group per record, in order
-            groups = self._groups(subjects, n, context, create=True)
-            owner = [(k._aead.encrypt_into, k._prefix, tail) for k, tail, _, _, _ in groups]
-        else:  # each record takes its subject's (C-level map)
-            plan, keys, tails = self._plan(subjects, n, shared, create=True)
-            encs = [k._aead.encrypt_into for k in keys]
-            mine = zip(encs, [k._prefix for k in keys], tails, strict=True)
-            each = dict(zip(plan[0], mine, strict=True))
-            owner = list(map(each.__getitem__, subjects))
+        owner = self._owners(subjects, n, context, create=True, method="encrypt_into")
         nonces = self.rng.random_bytes(fmt.NONCE_SIZE * n)
         sizes = list(map(len, plaintexts))
         head, over = fmt.HEADER_SIZE, fmt.OVERHEAD
@@ -420,16 +411,7 @@ class Records:
             raise ValueError("subjects and records must have the same length")
         if _any_non_ascii(subjects):
             raise ValueError("not opened in pieces: a subject is not ASCII")
-        shared, per_record = fmt.split_contexts(n, context)
-        if per_record is not None:  # one group per record, in order
-            groups = self._groups(subjects, n, context, create=False)
-            owner = [(k._aead.decrypt_into, k._prefix, tail) for k, tail, _, _, _ in groups]
-        else:
-            plan, keys, tails = self._plan(subjects, n, shared, create=False)
-            decs = [k._aead.decrypt_into for k in keys]
-            mine = zip(decs, [k._prefix for k in keys], tails, strict=True)
-            each = dict(zip(plan[0], mine, strict=True))
-            owner = list(map(each.__getitem__, subjects))
+        owner = self._owners(subjects, n, context, create=False, method="decrypt_into")
         over, head, pre = fmt.OVERHEAD, fmt.HEADER_SIZE, fmt.PREFIX_SIZE
         for (_, prefix, _), r in zip(owner, records, strict=True):
             if not (type(r) is bytes and len(r) >= over and r.startswith(prefix)):
@@ -517,6 +499,21 @@ class Records:
             ]
         plan, found, tails = self._plan(subjects, n, shared, create=create)
         return fmt.planned_groups(found, tails, plan, shared)
+
+    def _owners(
+        self, subjects: Sequence[str], n: int, context: Context, *, create: bool, method: str
+    ) -> list[tuple[Callable[..., object], bytes, bytes]]:
+        """For :meth:`sealer` and :meth:`opener`: per record, in input order, its key's
+        AES-GCM ``method`` (``encrypt_into``/``decrypt_into``), header prefix and AAD tail."""
+        shared, per_record = fmt.split_contexts(n, context)
+        if per_record is not None:  # one group per record, in order
+            groups = self._groups(subjects, n, context, create=create)
+            return [(getattr(k._aead, method), k._prefix, tail) for k, tail, _, _, _ in groups]
+        plan, keys, tails = self._plan(subjects, n, shared, create=create)
+        calls = [getattr(k._aead, method) for k in keys]
+        mine = zip(calls, [k._prefix for k in keys], tails, strict=True)
+        each = dict(zip(plan[0], mine, strict=True))
+        return list(map(each.__getitem__, subjects))  # each record takes its subject's
 
     def _plan(
         self, subjects: Sequence[str], n: int, shared: Mapping[str, str] | None, *, create: bool
