@@ -547,25 +547,19 @@ class KeyService:
         many, one = (
             (kr.encrypt_many, kr.encrypt) if op == "encrypt" else (kr.decrypt_many, kr.decrypt)
         )
-        if stream and op == "encrypt":
-            size = sum(map(len, items)) + OVERHEAD * len(items)
-            if size > STREAM_PIECE:  # records of len(plaintext) + OVERHEAD bytes
-                try:
-                    seal = kr.records.sealer(subjects, items, ctx)
-                except (KeysplitError, ValueError, TypeError):
-                    pass  # item by item, below: each failure at its index
-                else:
-                    lengths = list(map(OVERHEAD.__add__, map(len, items)))
-                    return self._streamed(kr, seal, lengths, size)
-        elif stream:  # decrypt: plaintexts of len(record) - OVERHEAD bytes
-            size = sum(map(len, items)) - OVERHEAD * len(items)
+        if stream:  # a record is its plaintext + OVERHEAD bytes, a plaintext its record -
+            grow = OVERHEAD if op == "encrypt" else -OVERHEAD
+            lengths = [len(x) + grow for x in items]
+            size = sum(lengths)
             if size > STREAM_PIECE:
-                try:
+                try:  # what can fail fails here: then whole, below (each failure at its index)
+                    if op == "encrypt":
+                        seal = kr.records.sealer(subjects, items, ctx)
+                        return self._streamed(kr, seal, lengths, size)
                     open_ = kr.records.opener(subjects, items, ctx)
-                    lengths = [len(r) - OVERHEAD for r in items]
                     return self._streamed(kr, open_, lengths, size, eager=True)
                 except (KeysplitError, ValueError, TypeError):
-                    pass  # whole, below: a precise error at each failing index
+                    pass
         try:
             out: list[bytes | None] = list(many(subjects, items, ctx))
             return Response(200, wire.encode_frame({}, out), wire.BATCH_TYPE)
