@@ -51,6 +51,29 @@ class KeysplitError(Exception):
         return (_rebuild, (type(self), self.args), self.__dict__)
 
 
+def by_name(
+    kind: object,
+    message: str,
+    hint: str | None = None,
+    *,
+    other: type[KeysplitError] | None = None,
+) -> KeysplitError:
+    """The error another process reported by its class name (the job driver's child, the
+    jobs' key server): a class of this module by its name, built without its constructor;
+    any other name is ``other`` (default :class:`KeysplitError`), whose text starts with
+    the name (kept, never looked up)."""
+    fallback = other or KeysplitError
+    cls = globals().get(kind) if isinstance(kind, str) and kind in __all__ else None
+    if not (isinstance(cls, type) and issubclass(cls, KeysplitError)):
+        cls = fallback
+        named = isinstance(kind, str) and kind.isidentifier() and len(kind) <= 64
+        if named and kind != fallback.__name__:
+            message = f"{kind}: {message}" if message else str(kind)
+    exc = cls.__new__(cls, message)
+    KeysplitError.__init__(exc, message, hint=hint)
+    return exc
+
+
 def _rebuild(cls: type[KeysplitError], args: tuple[object, ...]) -> KeysplitError:
     """The unpickling half of :meth:`KeysplitError.__reduce__`."""
     if not (isinstance(cls, type) and issubclass(cls, KeysplitError)):

@@ -67,17 +67,10 @@ def _error(msg: Message) -> KeysplitError:
     """The error the child reported, as the same keysplit class (never anything else). A
     class :mod:`keysplit.errors` does not define (``ServiceError``, ``NoJobKeys``...) is a
     JobError whose text starts with the class's name: the reason is kept, not the class."""
-    kind = msg.get("kind")
-    cls = getattr(_errors, kind, None) if isinstance(kind, str) and kind.isidentifier() else None
-    message = clean(msg.get("message"))
-    if kind == "JobError" or not (isinstance(cls, type) and issubclass(cls, KeysplitError)):
-        cls = JobError
-        if isinstance(kind, str) and kind.isidentifier() and len(kind) <= 64 and kind != "JobError":
-            message = f"{kind}: {message}" if message else kind
     hint = msg.get("hint")
-    exc = cls.__new__(cls)
-    KeysplitError.__init__(exc, message, hint=clean(hint) if hint else None)
-    return exc
+    return _errors.by_name(
+        msg.get("kind"), clean(msg.get("message")), clean(hint) if hint else None, other=JobError
+    )
 
 
 def _start() -> subprocess.Popen[bytes]:

@@ -232,14 +232,8 @@ def _server_error(kind: str, message: str) -> KeysplitError:
     by its name (a closed keyring stays a ``KeyringError``, a bad subject a
     ``FormatError``), built without its constructor as the job driver rebuilds errors;
     any other keysplit class is a :class:`KeysplitError` whose text starts with its name."""
-    cls = getattr(_errors, kind, None) if kind in _errors.__all__ else None
-    if not (isinstance(cls, type) and issubclass(cls, KeysplitError)):
-        if kind.isidentifier() and kind != "error" and len(kind) <= 64:
-            message = f"{kind}: {message}"
-        cls = KeysplitError
-    exc = cls.__new__(cls, message)
-    KeysplitError.__init__(exc, message)
-    return exc
+    # "error": a failure that was no keysplit error (a bad request), sent without a class
+    return _errors.by_name("KeysplitError" if kind == "error" else kind, message)
 
 
 class LoopbackDataKeys(DerivedDataKeys):
