@@ -555,9 +555,9 @@ class KeyService:
                 try:  # what can fail fails here: then whole, below (each failure at its index)
                     if op == "encrypt":
                         seal = kr.records.sealer(subjects, items, ctx)
-                        return self._streamed(kr, seal, lengths, size)
+                        return self._streamed(kr, seal, lengths, size, op)
                     open_ = kr.records.opener(subjects, items, ctx)
-                    return self._streamed(kr, open_, lengths, size, eager=True)
+                    return self._streamed(kr, open_, lengths, size, op, eager=True)
                 except (KeysplitError, ValueError, TypeError):
                     pass
         try:
@@ -581,6 +581,7 @@ class KeyService:
         seal: Callable[[int, int, bytes], bytearray],
         lengths: list[int],
         size: int,
+        op: str,
         *,
         eager: bool = False,
     ) -> Streamed:
@@ -589,12 +590,23 @@ class KeyService:
         changed (:class:`Streamed`); ``lengths`` are its items', ``size`` their sum.
         ``eager`` makes the first piece now, so that its failure (a decrypt's tag) is
         raised here, before anything is sent: a cut is then always after the HTTP head,
-        which tells the client to ask again whole."""
+        which tells the client to ask again whole. A later piece failing for any other
+        reason than a record (a bug, memory) is logged: the server only drops the
+        connection, and the client sees nothing but a short answer."""
         head = wire.encode_head({}, lengths)
         n = len(lengths)
         per = max(1, STREAM_PIECE * n // size)
         mark = self._changes
         first = [seal(0, min(n, per), head)] if eager else []
+
+        def piece(a: int, lead: bytes) -> bytearray:
+            try:
+                return seal(a, min(n, a + per), lead)
+            except (KeysplitError, ValueError, TypeError):
+                raise  # a record that does not open: the client asks again, whole
+            except Exception as exc:
+                self._log(f"internal error in a streamed {op} answer: {type(exc).__name__}")
+                raise
 
         def pieces() -> Iterator[bytearray]:
             yield from first
@@ -602,7 +614,7 @@ class KeyService:
             for a in range(per if first else 0, n, per):
                 if self._kr is not kr or self._changes != mark:
                     raise Interrupted("the keyring changed while an answer was being sealed")
-                yield seal(a, min(n, a + per), lead)
+                yield piece(a, lead)
                 lead = b""
 
         return Streamed(len(head) + size, pieces())

@@ -402,6 +402,57 @@ def _running(
             proc.wait(30)
 
 
+def test_a_failure_mid_answer_other_than_a_record_is_logged(
+    keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A piece after the first failing for a reason other than a record (a bug, memory):
+    the answer stops (the server drops the connection) and the service log says so, with
+    the error's class and never its text; a record that does not open is not logged
+    (the client asks again whole and gets its error at its index)."""
+    kr, shares, token, _ = keyring
+    logged: list[str] = []
+    svc = KeyService(kr.path, log=logged.append)
+    unseal_service(svc, kr.keyring_id, [shares["a"], shares["b"]])
+    try:
+        records = type(svc._kr.records)  # type: ignore[union-attr]
+        sealer = records.sealer
+
+        def failing(self: Any, *a: Any) -> Any:
+            seal = sealer(self, *a)
+
+            def broken(lo: int, hi: int, lead: bytes = b"") -> bytearray:
+                if lo > 0:
+                    raise RuntimeError("secret-looking text")
+                return seal(lo, hi, lead)
+
+            return broken
+
+        monkeypatch.setattr(records, "sealer", failing)
+        subjects, plain = _batch(1000)
+        s = svc.respond(_request(token, subjects, plain, "/v1/encrypt"))
+        assert isinstance(s, Streamed)
+        logged.clear()
+        first = next(s.pieces)
+        assert first and logged == []
+        with pytest.raises(RuntimeError):
+            next(s.pieces)
+        assert logged == ["internal error in a streamed encrypt answer: RuntimeError"]
+        monkeypatch.undo()
+        logged.clear()
+        answer = svc.handle(_request(token, subjects, plain, "/v1/encrypt"))
+        recs = wire.decode_frame(answer.body)[2]
+        bad = list(recs)
+        bad[-1] = bad[-1][:-1] + bytes([bad[-1][-1] ^ 1])  # type: ignore[index]
+        s = svc.respond(_stream_ok(_request(token, subjects, bad, "/v1/decrypt")))  # type: ignore[arg-type]
+        assert isinstance(s, Streamed)
+        with pytest.raises(keysplit.IntegrityError):
+            list(s.pieces)
+        assert logged == []
+    finally:
+        svc.close()
+
+
 def test_a_seal_mid_answer_drops_the_connection(
     keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path],
 ) -> None:
