@@ -270,7 +270,8 @@ class AuditLog:
             raise AuditError(
                 f"entry {seq}: incomplete last line (torn write, e.g. a crash during append)",
                 seq=seq,
-                hint="if no ceremony is running, AuditLog.repair_torn_tail() drops the torn line",
+                hint="if no ceremony is running, 'keysplit audit repair DIR' "
+                "(AuditLog.repair_torn_tail()) drops the torn line",
             )
         return entries
 
@@ -377,6 +378,28 @@ class AuditLog:
             hash=hashlib.sha256(line).hexdigest(),
         )
 
+    def check_append(self) -> None:
+        """Raise the :class:`AuditError` an append would raise now (a torn or unreadable last
+        line; with a ``mac_key`` a last entry whose MAC is missing or wrong), writing nothing.
+
+        A ceremony checks this before it changes anything, so that an entry it cannot
+        append never fails it after the change is made (a rekey that switched reported as
+        failed). Reads only the last line (the whole chain where the store keeps it).
+        """
+        if self.store is not None:
+            lines = self.store.audit_lines()
+            self._link((lines[-1], True) if lines else None)
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            self._link(_read_last_line(fd))
+        finally:
+            os.close(fd)
+
     def _link(self, last: tuple[bytes, bool] | None) -> tuple[int, str]:
         """(seq, prev) of the entry after ``last``; refuses to extend a broken chain."""
         if last is None:
@@ -385,7 +408,7 @@ class AuditLog:
         if not complete:
             raise AuditError(
                 "audit log ends in a torn line; refusing to append",
-                hint="verify the log; AuditLog.repair_torn_tail() drops the torn line",
+                hint="'keysplit audit repair DIR' (AuditLog.repair_torn_tail()) drops it",
             )
         try:
             entry, obj = _parse_line(line, -1)

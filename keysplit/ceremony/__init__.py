@@ -36,7 +36,7 @@ from ..audit import events as ev
 from ..audit.events import Contributor, Principal
 from ..custody import Argon2Params
 from ..errors import KeyringError, KeysplitError
-from ..keyring import Keyring, RewrapResult, UnsealedKeyring
+from ..keyring import Keyring, KeyringHome, RewrapResult, UnsealedKeyring
 from ..proof import PendingVerification, Verification, VerifyStatus
 from ..service.tokens import (
     TokenList,
@@ -185,6 +185,13 @@ def init(
     possession of their share (:func:`prove`), or a quorum completes naming the missing.
     ``sheets``: also write a printable sheet per custodian.
     """
+    home = KeyringHome(directory)
+    log = home.audit_path  # (an existing keyring is refused by Keyring.create)
+    if not home.has_keyring() and log.exists() and log.stat().st_size > 0:
+        raise KeyringError(
+            f"{log} holds the audit log of an earlier keyring; a new keyring starts a new log",
+            hint="move it away (it is that keyring's record), then run init again",
+        )
     sink.reserve(custody, 1)
     if sheets is not None:
         sheets.reserve(custody, 1)
@@ -572,7 +579,7 @@ def repair_audit(keyring: Keyring, quorum: Quorum) -> Done[AuditReport]:
     when there was nothing to repair.
     """
     entry = None
-    with unsealed(quorum, keyring, "audit-repair") as ukr:
+    with unsealed(quorum, keyring, "audit-repair", check_log=False) as ukr:
         log = ukr.audit_log()
         dropped = log.repair_torn_tail()
         report = log.verify()

@@ -195,10 +195,20 @@ Authority = Quorum | TokenGrant
 
 @contextlib.contextmanager
 def unsealed(
-    authority: Authority, keyring: Keyring, operation: str, subjects: Iterable[str] = ()
+    authority: Authority,
+    keyring: Keyring,
+    operation: str,
+    subjects: Iterable[str] = (),
+    *,
+    check_log: bool = True,
 ) -> Iterator[UnsealedKeyring]:
     """The unsealed ``keyring`` for one ceremony: a quorum unseals it (closed after), a
-    grant lends the service's after checking its policy for ``operation`` on ``subjects``."""
+    grant lends the service's after checking its policy for ``operation`` on ``subjects``.
+
+    ``check_log``: a quorum's ceremony is refused, before it changes anything, if its entry
+    could not be appended to the log (:meth:`~keysplit.audit.AuditLog.check_append`): a
+    rekey must not switch and then report failure. Off only for repairing the log.
+    """
     if isinstance(authority, TokenGrant):
         if authority.unsealed.keyring.keyring_id != keyring.keyring_id:
             raise KeyringError("the token grant is for another keyring")
@@ -208,6 +218,8 @@ def unsealed(
     if authority.keyring.keyring_id != keyring.keyring_id:
         raise KeyringError("the quorum is for another keyring")
     with authority.unseal() as ukr:
+        if check_log:
+            ukr.audit_log().check_append()
         yield ukr
 
 

@@ -192,6 +192,22 @@ def test_init_refuses_to_overwrite_share_files(cer: Ceremony) -> None:
     assert not (cer.root / "second").exists()  # checked before anything is created
 
 
+def test_init_over_an_earlier_keyrings_audit_log_creates_nothing(cer: Ceremony) -> None:
+    """A directory still holding the log of a keyring removed by hand: init used to create
+    the keyring and its shares, then fail (exit 1) on the old log's MACs."""
+    second = cer.root / "second"
+    second.mkdir()
+    (second / "audit.log").write_bytes((cer.kr / "audit.log").read_bytes())
+    r = run(["init", second, "-k", "2", "-c", "x", "-c", "y", "--plain-shares"])
+    assert r.exit_code == 1
+    (line,) = error_lines(r)
+    assert "holds the audit log of an earlier keyring" in line
+    assert not (second / "keyring.ksk").exists()
+    assert not (cer.root / "second-shares").exists() or not any(
+        (cer.root / "second-shares").iterdir()
+    )
+
+
 # -- unseal --------------------------------------------------------------------------------
 
 
@@ -346,6 +362,21 @@ def test_rekey_with_bad_quorum_changes_nothing(cer: Ceremony) -> None:
     kr = Keyring.open(cer.kr)
     assert kr.meta.generation == 1 and kr.pending is None
     assert not list(cer.shares.glob("*.g2.*"))
+
+
+def test_rekey_on_a_log_it_cannot_extend_changes_nothing(cer: Ceremony) -> None:
+    """A rekey whose audit entry cannot be appended (a torn last line) is refused before the
+    switch: it used to switch, then fail with exit 1 while the old shares were already dead."""
+    with (cer.kr / "audit.log").open("ab") as f:
+        f.write(b'{"data":')  # a crash mid-append
+    r = run(["rekey", cer.kr, "-c", "x", "-c", "y", "--plain-shares", *cer.quorum("alice", "bob")])
+    assert r.exit_code == 1
+    assert error_lines(r) == ["error: audit log ends in a torn line; refusing to append"]
+    kr = Keyring.open(cer.kr)
+    assert kr.meta.generation == 1 and kr.pending is None
+    assert not list(cer.shares.glob("*.g2.*"))
+    with kr.unseal([_open(cer, "alice"), _open(cer, "bob")]):  # the old shares still work
+        pass
 
 
 # -- rotate / rewrap / retire / shred / hold / status --------------------------------------
