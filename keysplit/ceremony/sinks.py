@@ -128,7 +128,6 @@ class DirectorySink:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self._written: list[Path] = []
-        self._reserved: list[Path] = []
 
     def path(self, custody: Custody, generation: int) -> Path:
         return self.directory / f"{custody.name}.g{generation}.kss"
@@ -139,24 +138,39 @@ class DirectorySink:
         for p in paths:
             if p.exists():
                 raise ShareFileExists(f"refusing to overwrite existing share file: {p}")
-        self._reserved = paths
 
     def write(self, custody: Custody, generation: int, data: bytes) -> str:
         path = self.path(custody, generation)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(path, data, overwrite=False)
+        try:
+            atomic_write(path, data, overwrite=False)
+        except BaseException:
+            # Linked in, then a later step failed (the directory's fsync): the file is ours
+            # to remove. A file that was already there (another ceremony's) never is.
+            if _holds(path, data):
+                self._written.append(path)
+            raise
         self._written.append(path)
         return str(path)
 
     def discard(self) -> None:
-        # The reserved names too: a write that failed after its rename is not in _written.
-        for p in dict.fromkeys([*self._written, *self._reserved]):
+        # Only what this sink wrote: a name it reserved may since hold another ceremony's
+        # share (two rekeys at once), which is all that unseals the keyring then.
+        for p in self._written:
             with contextlib.suppress(OSError):
                 p.unlink()
         self._written.clear()
 
     def __repr__(self) -> str:
         return f"DirectorySink({str(self.directory)!r})"
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether ``path`` holds exactly ``data`` (a sealed share: fresh randomness in each)."""
+    try:
+        return path.read_bytes() == data
+    except OSError:
+        return False
 
 
 class SheetWriter:

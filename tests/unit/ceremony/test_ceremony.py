@@ -3,7 +3,9 @@ and the cheap checks before anyone is asked for a share."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -187,6 +189,52 @@ def test_rekey_write_failure_aborts_and_old_shares_still_work(tmp_path: Path) ->
     assert kr.status().pending_rekey is False
     assert _events(kr) == ["init"]
     ceremony.unseal_check(Keyring.open(tmp_path / "kr"), Quorum(kr, old[1:]))
+
+
+class _RacedSink(DirectorySink):
+    """Runs ``other`` (another process's whole ceremony) just before its first write."""
+
+    def __init__(self, directory: Path, other: Callable[[], None]) -> None:
+        super().__init__(directory)
+        self.other: Callable[[], None] | None = other
+
+    def write(self, custody: Custody, generation: int, data: bytes) -> str:
+        if self.other is not None:
+            other, self.other = self.other, None
+            other()
+        return super().write(custody, generation, data)
+
+
+def test_a_failed_rekey_never_deletes_the_shares_of_another_rekey(tmp_path: Path) -> None:
+    """Two operators rekey one keyring at once into the same shares directory: another
+    process switches to its new shares while this rekey is between prepare and writing.
+    This one then finds those files and fails; its cleanup used to delete every file named
+    like one of its own, i.e. the other's new shares: the keyring had no quorum left."""
+    custody = [Custody("a"), Custody("b"), Custody("c")]
+    made = ceremony.init(tmp_path / "kr", 2, custody, DirectorySink(tmp_path / "s"))
+    kr = made.keyring
+    old = [w.location for w in made.shares]
+    exe = Path(sys.executable).parent / "keysplit"
+
+    def other_operator() -> None:
+        args = ["rekey", tmp_path / "kr", "-c", "a", "-c", "b", "-c", "c", "--plain-shares"]
+        args += ["--shares-dir", tmp_path / "s", "-s", old[1], "-s", old[2]]
+        p = subprocess.run(
+            [str(exe), *map(str, args)],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        assert p.returncode == 0, p.stderr
+
+    shares = [load_share(Path(p).read_bytes()) for p in old[:2]]
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        ceremony.rekey(kr, Quorum(kr, shares), custody, _RacedSink(tmp_path / "s", other_operator))
+    new = [load_share((tmp_path / "s" / f"{n}.g2.kss").read_bytes()) for n in ("a", "c")]
+    kr = Keyring.open(tmp_path / "kr")
+    assert kr.meta.generation == 2 and kr.pending is None
+    ceremony.unseal_check(kr, Quorum(kr, new))  # the other rekey's shares still unseal
 
 
 def test_cheap_checks_run_before_the_quorum_is_asked(tmp_path: Path) -> None:
