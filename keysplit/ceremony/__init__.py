@@ -265,6 +265,12 @@ def rekey(
     if sheets is not None:
         sheets.reserve(custody, generation)
     with unsealed(quorum, keyring, "rekey") as ukr:
+        if keyring.meta.generation + 1 != generation:
+            # the shares of an interrupted rekey completed it: the new set is one later
+            generation = keyring.meta.generation + 1
+            sink.reserve(custody, generation)
+            if sheets is not None:
+                sheets.reserve(custody, generation)
         keyring.home.rekey_verify_path.unlink(missing_ok=True)  # an earlier pending is replaced
         old = keyring.meta
         shares = ukr.prepare_rekey(threshold=k, custodians=[c.name for c in custody])

@@ -676,6 +676,33 @@ def test_interrupted_rekey_is_completed_and_logged_by_the_new_shares(cer: Ceremo
     assert r.exit_code == 1 and "does not belong to this keyring" in r.stderr
 
 
+def test_rekey_by_the_shares_of_an_interrupted_rekey_names_files_after_its_generation(
+    cer: Ceremony,
+) -> None:
+    """The new shares of an interrupted rekey (generation 2) authorize another rekey: they
+    complete the interrupted one first, so the new set is generation 3. Its files used to
+    be named NAME.g2.kss, like the dead set they replace."""
+    kr = Keyring.open(cer.kr)
+    with kr.unseal([_open(cer, "alice"), _open(cer, "bob")]) as ukr:
+        new = ukr.prepare_rekey(custodians=["x", "y", "z"])  # ... and the process "dies"
+    files = []
+    for name in ("x", "y"):
+        path = cer.root / f"{name}.g2.txt"
+        path.write_text(str(new[name]) + "\n")
+        files += ["--share", path]
+    out = cer.root / "next"
+    args = ["rekey", cer.kr, "-c", "x", "-c", "y", "-c", "z", "--plain-shares"]
+    r = run([*args, "--shares-dir", out, *files, "--json"])
+    assert r.exit_code == 0, r.output
+    assert "completed an interrupted rekey" in r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["generation"] == 3 == Keyring.open(cer.kr).meta.generation
+    assert sorted(p.name for p in out.iterdir()) == ["x.g3.kss", "y.g3.kss", "z.g3.kss"]
+    assert [s["file"] for s in doc["shares"]] == [str(out / f"{n}.g3.kss") for n in "xyz"]
+    r = run(["unseal", cer.kr, "-s", out / "x.g3.kss", "-s", out / "z.g3.kss"])
+    assert r.exit_code == 0, r.output
+
+
 def test_rekey_abort_discards_an_orphaned_rekey(cer: Ceremony) -> None:
     """A crash between prepare and commit leaves keyring.pending; rotate names the way out,
     and `rekey --abort` with the current quorum discards it (audited)."""
