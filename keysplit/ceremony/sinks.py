@@ -105,10 +105,11 @@ class ShareFileExists(KeysplitError):
 class ShareSink(Protocol):
     """Where a ceremony's new share files go (a directory today; a service channel later).
 
-    ``reserve`` runs before any key exists and must refuse (raise) rather than ever let a
-    later ``write`` overwrite something. ``write`` stores one sealed share durably and
-    returns where it went. ``discard`` removes everything this sink wrote in this ceremony
-    (the crash cleanup: a partial share set is worse than none); it must not raise.
+    ``reserve`` starts a ceremony: it runs before any key exists and must refuse (raise)
+    rather than ever let a later ``write`` overwrite something. ``write`` stores one sealed
+    share durably and returns where it went. ``discard`` removes everything this sink wrote
+    in this ceremony and nothing else (the crash cleanup: a partial share set is worse than
+    none; an earlier ceremony's shares are the keyring's current ones); it must not raise.
     """
 
     def reserve(self, custody: Sequence[Custody], generation: int) -> None: ...
@@ -133,6 +134,7 @@ class DirectorySink:
         return self.directory / f"{custody.name}.g{generation}.kss"
 
     def reserve(self, custody: Sequence[Custody], generation: int) -> None:
+        self._written.clear()  # a new ceremony: the last one's files are kept, whatever happens
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         paths = [self.path(c, generation) for c in custody]
         for p in paths:
@@ -191,6 +193,7 @@ class SheetWriter:
         from ..sheet import _libs  # the optional 'sheets' extra: fail before any key exists
 
         _libs()
+        self._written.clear()  # a new ceremony: the last one's sheets are kept
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         for c in custody:
             if self.path(c.name, generation).exists():

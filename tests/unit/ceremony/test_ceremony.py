@@ -23,7 +23,7 @@ from keysplit import (
     load_share,
 )
 from keysplit.audit import EVENTS, events
-from keysplit.ceremony import Custody, DirectorySink, Quorum, ShareFileExists
+from keysplit.ceremony import Custody, DirectorySink, Quorum, ShareFileExists, SheetWriter
 from keysplit.stream import encrypt_file  # raw key: these tests trust the key they made
 
 FAST = Argon2Params(time_cost=1, memory_kib=64, lanes=1)
@@ -235,6 +235,22 @@ def test_a_failed_rekey_never_deletes_the_shares_of_another_rekey(tmp_path: Path
     kr = Keyring.open(tmp_path / "kr")
     assert kr.meta.generation == 2 and kr.pending is None
     ceremony.unseal_check(kr, Quorum(kr, new))  # the other rekey's shares still unseal
+
+
+def test_a_sink_used_again_discards_only_the_failed_ceremonys_files(tmp_path: Path) -> None:
+    # One sink (and sheet writer) for every ceremony of a keyring: a rekey whose writes fail
+    # removes its own new files, never the current shares (or sheets) an earlier ceremony
+    # wrote through the same objects: they are the only way left to unseal.
+    sink = _FailingSink(tmp_path / "s", fail_at=4)
+    sheets = SheetWriter(tmp_path / "sheets")
+    made = ceremony.init(tmp_path / "kr", 2, [Custody("a"), Custody("b")], sink, sheets=sheets)
+    kr = made.keyring
+    current = [load_share(Path(w.location).read_bytes()) for w in made.shares]
+    with pytest.raises(OSError, match="No space"):
+        ceremony.rekey(kr, Quorum(kr, current), [Custody("a"), Custody("b")], sink, sheets=sheets)
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["a.g1.kss", "b.g1.kss"]
+    assert sorted(p.name for p in (tmp_path / "sheets").iterdir()) == ["a.g1.pdf", "b.g1.pdf"]
+    ceremony.unseal_check(Keyring.open(tmp_path / "kr"), Quorum(kr, current))
 
 
 def test_cheap_checks_run_before_the_quorum_is_asked(tmp_path: Path) -> None:
