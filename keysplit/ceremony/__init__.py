@@ -37,6 +37,7 @@ from ..audit.events import Contributor, Principal
 from ..custody import Argon2Params
 from ..errors import KeyringError, KeysplitError
 from ..keyring import Keyring, KeyringHome, RewrapResult, UnsealedKeyring
+from ..keyring.file import parse
 from ..proof import PendingVerification, Verification, VerifyStatus
 from ..service.tokens import (
     TokenList,
@@ -304,8 +305,17 @@ def rekey(
             finally:
                 shares.clear()
             return RekeyResult(generation, k, written, entry, quorum.contributors, pending=True)
-        ukr.commit_rekey()
-        shares.clear()
+        new_set = next(iter(shares.values())).set_id.hex()
+        try:
+            ukr.commit_rekey()
+        except BaseException:
+            if not _switched_to(keyring, new_set):  # refused before the switch: useless
+                sink.discard()
+                if sheets is not None:
+                    sheets.discard()
+            raise
+        finally:
+            shares.clear()
         entry = ev.record(
             ukr.audit_log(),
             ev.Rekey(
@@ -318,6 +328,16 @@ def rekey(
             ),
         )
     return RekeyResult(keyring.meta.generation, k, written, entry, quorum.contributors)
+
+
+def _switched_to(keyring: Keyring, set_id: str) -> bool:
+    """Whether the keyring file on disk is sealed for share set ``set_id`` (True when
+    unsure: the new shares of a rekey are only ever removed when they surely unseal
+    nothing)."""
+    try:
+        return parse(keyring.home.read_keyring())[0].set_id == set_id
+    except KeysplitError:
+        return True
 
 
 def abort_rekey(keyring: Keyring, quorum: Quorum) -> Done[bool]:

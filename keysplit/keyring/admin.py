@@ -21,7 +21,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 
-from ..errors import KeyringError, LegalHoldError
+from ..errors import FormatError, IntegrityError, KeyringError, LegalHoldError
 from ..names import check_custodian_names, has_other_spellings
 from ..rng import RandomSource
 from ..share import Share, split
@@ -294,13 +294,19 @@ class KeyAdmin:
         master = self._pending_master
         if pending is None or master is None:
             raise KeyringError("no rekey is pending in this session")
+        changed = KeyringError(
+            "the pending rekey changed on disk (another rekey or an abort replaced it); start again"
+        )
         with self._home.lock():
             data = self._home.read_pending()
             if data is None:
-                raise KeyringError("the pending rekey changed on disk; start again")
-            meta, _ = kf.open_secrets(data, master)
+                raise changed
+            try:
+                meta, _ = kf.open_secrets(data, master)
+            except (IntegrityError, FormatError):  # another session's, under its master key
+                raise changed from None
             if meta != pending or meta.generation != current.generation + 1:
-                raise KeyringError("the pending rekey changed on disk; start again")
+                raise changed
             self._home.commit_pending()
         self._keep(master, None)
         return meta

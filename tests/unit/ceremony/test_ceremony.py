@@ -205,6 +205,25 @@ class _RacedSink(DirectorySink):
         return super().write(custody, generation, data)
 
 
+def _rekey_process(kr: Path, quorum: Sequence[str], *options: object) -> Callable[[], None]:
+    """Another operator's whole ``keysplit rekey`` (a real process) to a, b, c."""
+
+    def run() -> None:
+        args = ["rekey", kr, "-c", "a", "-c", "b", "-c", "c", "--plain-shares", *options]
+        for path in quorum:
+            args += ["-s", path]
+        p = subprocess.run(
+            [str(Path(sys.executable).parent / "keysplit"), *map(str, args)],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        assert p.returncode == 0, p.stderr
+
+    return run
+
+
 def test_a_failed_rekey_never_deletes_the_shares_of_another_rekey(tmp_path: Path) -> None:
     """Two operators rekey one keyring at once into the same shares directory: another
     process switches to its new shares while this rekey is between prepare and writing.
@@ -214,23 +233,10 @@ def test_a_failed_rekey_never_deletes_the_shares_of_another_rekey(tmp_path: Path
     made = ceremony.init(tmp_path / "kr", 2, custody, DirectorySink(tmp_path / "s"))
     kr = made.keyring
     old = [w.location for w in made.shares]
-    exe = Path(sys.executable).parent / "keysplit"
-
-    def other_operator() -> None:
-        args = ["rekey", tmp_path / "kr", "-c", "a", "-c", "b", "-c", "c", "--plain-shares"]
-        args += ["--shares-dir", tmp_path / "s", "-s", old[1], "-s", old[2]]
-        p = subprocess.run(
-            [str(exe), *map(str, args)],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=120,
-        )
-        assert p.returncode == 0, p.stderr
-
+    other = _rekey_process(tmp_path / "kr", old[1:], "--shares-dir", tmp_path / "s")
     shares = [load_share(Path(p).read_bytes()) for p in old[:2]]
     with pytest.raises(FileExistsError, match="refusing to overwrite"):
-        ceremony.rekey(kr, Quorum(kr, shares), custody, _RacedSink(tmp_path / "s", other_operator))
+        ceremony.rekey(kr, Quorum(kr, shares), custody, _RacedSink(tmp_path / "s", other))
     new = [load_share((tmp_path / "s" / f"{n}.g2.kss").read_bytes()) for n in ("a", "c")]
     kr = Keyring.open(tmp_path / "kr")
     assert kr.meta.generation == 2 and kr.pending is None
@@ -251,6 +257,27 @@ def test_a_sink_used_again_discards_only_the_failed_ceremonys_files(tmp_path: Pa
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["a.g1.kss", "b.g1.kss"]
     assert sorted(p.name for p in (tmp_path / "sheets").iterdir()) == ["a.g1.pdf", "b.g1.pdf"]
     ceremony.unseal_check(Keyring.open(tmp_path / "kr"), Quorum(kr, current))
+
+
+def test_a_rekey_whose_pending_file_was_replaced_fails_plainly_and_leaves_no_shares(
+    tmp_path: Path,
+) -> None:
+    """Another process starts its own rekey (--verify: its pending file stays) while this
+    one is writing shares. This one's switch used to fail as 'keyring file failed
+    authentication' (as if tampered with) and leave its dead share files behind."""
+    custody = [Custody("a"), Custody("b"), Custody("c")]
+    made = ceremony.init(tmp_path / "kr", 2, custody, DirectorySink(tmp_path / "s"))
+    kr = made.keyring
+    old = [w.location for w in made.shares]
+    other = _rekey_process(tmp_path / "kr", old[1:], "--verify", "--shares-dir", tmp_path / "o")
+    shares = [load_share(Path(p).read_bytes()) for p in old[:2]]
+    mine = _RacedSink(tmp_path / "mine", other)
+    with pytest.raises(KeyringError, match="pending rekey changed on disk"):
+        ceremony.rekey(kr, Quorum(kr, shares), custody, mine)
+    assert list((tmp_path / "mine").iterdir()) == []
+    kr = Keyring.open(tmp_path / "kr")
+    assert kr.meta.generation == 1 and kr.pending is not None  # the other rekey's, intact
+    assert ceremony.pending_verification(kr) is not None
 
 
 def test_cheap_checks_run_before_the_quorum_is_asked(tmp_path: Path) -> None:
