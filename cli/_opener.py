@@ -288,6 +288,8 @@ class ShareOpener:
             answer = typer.prompt(
                 f"Identity file of custodian {custodian!r} (key {fingerprint})", err=True
             )
+            if "\0" in answer:  # no path holds one (open() would raise ValueError)
+                raise KeysplitError("cannot read that identity file (what was typed is not shown)")
             ident = self._load_identity(Path(str(answer).strip()).expanduser(), custodian)
             self.identities()[ident.fingerprint] = ident
         return ident
@@ -313,7 +315,7 @@ class ShareOpener:
         path = Path(text).expanduser()
         try:
             data = read_share_file(path)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL byte, which no path holds
             raise KeysplitError(
                 "cannot read that share file (what was typed is not shown)",
                 hint="type the path of a share file, or the ks1- text of a share",

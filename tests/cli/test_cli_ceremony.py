@@ -294,6 +294,20 @@ def test_unseal_interactive_asks_for_identity(cer: Ceremony) -> None:
     assert "rejected:" in r.stderr and "already added" in r.stderr
 
 
+def test_unseal_interactive_answer_with_a_nul_byte_is_rejected(cer: Ceremony) -> None:
+    # A NUL cannot be in a path: open() raised ValueError, a traceback at the share prompt
+    # and at the identity prompt alike. Now each is a rejected answer (the share prompt's
+    # is hidden, and never repeated).
+    r = run(
+        ["unseal", cer.kr],
+        input=f"x\0Tr0ub4dor\n{cer.share('alice')}\nx\0shown\n",
+    )
+    assert r.exit_code == 1
+    assert "rejected: cannot read that share file (what was typed is not shown)" in r.stderr
+    assert "rejected: cannot read that identity file (what was typed is not shown)" in r.stderr
+    assert error_lines(r) == ["error: need 2 shares, got 0"] and "Tr0ub4dor" not in r.output
+
+
 def test_unseal_interactive_give_up(cer: Ceremony) -> None:
     r = run(["unseal", cer.kr], input=f"{cer.share('alice')}\n{cer.ids['alice']}\n\n")
     assert r.exit_code == 1
