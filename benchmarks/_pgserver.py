@@ -151,6 +151,22 @@ class ThrowawayPostgres:
         if res.returncode:
             raise PostgresUnavailable(f"pg_ctl restart failed: {res.stdout.strip()}")
 
+    def halt(self) -> None:
+        """Stop the server (fast shutdown: every client connection is cut), keeping its files
+        for :meth:`resume`: the database is down, as when its host goes away."""
+        res = self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
+        if res.returncode:
+            raise PostgresUnavailable(f"pg_ctl stop failed: {res.stdout.strip()}")
+
+    def resume(self) -> None:
+        """Start a server stopped by :meth:`halt` again, on the same socket and data."""
+        res = self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+            "-o", " ".join(self._opts), "start",
+        )  # fmt: skip
+        if res.returncode:
+            raise PostgresUnavailable(f"pg_ctl start failed: {res.stdout.strip()}")
+
     def stop(self) -> None:
         """Stop the server (fast, then immediate, then SIGKILL) and remove its files."""
         if self._started:

@@ -44,6 +44,7 @@ from .errors import (
     SealedError,
     ShareError,
     ShreddedError,
+    StoreUnreachableError,
 )
 
 if TYPE_CHECKING:  # imported on first use (_LAZY below), typed for mypy here
@@ -100,6 +101,7 @@ __all__ = [
     "Share",
     "ShareError",
     "ShreddedError",
+    "StoreUnreachableError",
     "UnsealedKeyring",
     "Unsealer",
     "__version__",

@@ -29,6 +29,7 @@ __all__ = [
     "SealedError",
     "ShareError",
     "ShreddedError",
+    "StoreUnreachableError",
     "UntrustedKeyringError",
 ]
 
@@ -161,6 +162,12 @@ class KeyringError(KeysplitError):
 
 class SealedError(KeyringError):
     """The operation needs an unsealed keyring."""
+
+
+class StoreUnreachableError(KeyringError):
+    """The key store's server cannot be reached (down, restarting, cut off). Raised within
+    the store's stated bound instead of waiting; names where it looked (host, port), never
+    a password. Nothing was changed; the same call succeeds once the server is back."""
 
 
 class LegalHoldError(KeyringError):

@@ -27,6 +27,14 @@ Why it is shaped like this:
   advisory lock (two processes creating at once get one schema); bound to one keyring id.
 * Thread-safe: a psycopg-pool pool; every method runs in its own transaction on a pooled
   connection, retried on deadlock or serialization failure.
+* A server that is down or unreachable fails a call within a stated bound: the URL's
+  libpq ``connect_timeout`` (seconds), else the ``connect_timeout`` argument (default
+  5 s). The call raises :class:`~keysplit.errors.StoreUnreachableError` naming the host
+  and port (never a password) once no connection could be made for that long; the pool
+  gives up reconnecting after the same bound and the next call tries afresh, so the
+  first call after the server is back succeeds (no restart of the process). Without the
+  bound every call waited the pool's 30 s, and calls after the server came back waited
+  out its reconnect backoff (doubling, up to 5 minutes).
 
 * Fleet state (migration 2): ``keyring_state`` (one row), ``tombstones``, ``leases`` and
   ``audit`` (the keyring's audit chain, one for every host). Every transaction that reads
@@ -46,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import random
 import secrets
 import struct
@@ -56,9 +65,10 @@ from typing import Any, LiteralString, TypeVar
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import ConnectionPool
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import FormatError, KeyringError, LegalHoldError
+from ..errors import FormatError, KeyringError, LegalHoldError, StoreUnreachableError
 from . import rules as _rules
 from .base import KeyringState, Lease, Tombstone, WrappedKey
 from .url import check_store_url, postgres_conninfo
@@ -71,6 +81,17 @@ _Conn = psycopg.Connection[Any]
 _RETRIES = 8
 _ROUNDS = 10  # insert_many re-inserts subjects shredded between its two statements
 _SMALL = 64  # insert_many of up to this many rows: one pipelined round trip, no COPY
+DEFAULT_TIMEOUT = 5.0  # seconds: the unreachable bound without connect_timeout in the URL
+_BUSY_WAIT = 30.0  # seconds a call waits for a connection while the server is reachable
+# a server's refusals that pass (57P03 cannot_connect_now, 53300 too_many_connections)
+_TRANSIENT = (
+    "starting up",
+    "shutting down",
+    "recovery mode",
+    "not yet accepting",
+    "too many clients",
+    "slots are reserved",
+)
 
 # (version, description, statements); {s} is the schema. Append, never edit.
 MIGRATIONS: tuple[tuple[int, str, tuple[LiteralString, ...]], ...] = (
@@ -233,6 +254,48 @@ def _db_error(exc: psycopg.Error) -> KeyringError:
     return KeyringError(f"PostgreSQL key store: {msg}")
 
 
+class _Reach:
+    """What the pool's connection attempts met: ``error`` is the last attempt's failure
+    (None after a success), ``pending`` the attempts under way. Written by the pool's
+    connection class (:func:`_recording`), read by a call that got no connection."""
+
+    __slots__ = ("error", "lock", "pending")
+
+    def __init__(self) -> None:
+        self.error: psycopg.OperationalError | None = None
+        self.pending = 0
+        self.lock = threading.Lock()  # the pool connects from several worker threads
+
+
+def _recording(reach: _Reach) -> type[_Conn]:
+    """A connection class for the pool that notes each connection attempt in ``reach``."""
+
+    class Connection(psycopg.Connection[Any]):
+        @classmethod
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
+            with reach.lock:
+                reach.pending += 1
+            error = None
+            try:
+                return super().connect(conninfo, **kwargs)
+            except psycopg.OperationalError as exc:
+                error = exc
+                raise
+            finally:
+                with reach.lock:
+                    reach.pending -= 1
+                    reach.error = error
+
+    return Connection
+
+
+def _where(params: dict[str, Any]) -> str:
+    """Where libpq connects, for messages: host(s) and port(s) of the URL, nothing else."""
+    host = params.get("host") or params.get("hostaddr") or "the default local socket"
+    port = params.get("port")
+    return f"host {host}" + (f", port {port}" if port else "")
+
+
 class PostgresKeyStore:
     """PostgreSQL-backed :class:`~keysplit.store.KeyStore`. Thread-safe (connection pool).
 
@@ -240,6 +303,12 @@ class PostgresKeyStore:
     ``~/.pgpass`` or ``PGPASSFILE`` supply it), optionally with ``schema=NAME``. With
     ``create`` the schema and tables are made if missing; either way the schema must
     belong to ``keyring_id``.
+
+    ``connect_timeout`` (seconds; the URL's ``connect_timeout=N`` wins) bounds how long
+    a call waits for a server that is down or unreachable before it raises
+    :class:`~keysplit.errors.StoreUnreachableError`; the store reconnects by itself once
+    the server is back. A reachable server whose pooled connections are all busy is
+    waited for up to 30 s.
     """
 
     def __init__(
@@ -249,10 +318,23 @@ class PostgresKeyStore:
         *,
         create: bool = False,
         pool_size: int = 4,
-        connect_timeout: float = 15.0,
+        connect_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self._url = check_store_url(url)
         conninfo, self._schema = postgres_conninfo(self._url)
+        try:
+            params = conninfo_to_dict(conninfo)
+        except psycopg.Error as exc:
+            raise _db_error(exc) from None
+        self._where = _where(params)
+        with contextlib.suppress(ValueError):  # libpq says what is wrong with it below
+            if float(str(params.get("connect_timeout") or 0)) > 0:
+                connect_timeout = float(str(params["connect_timeout"]))
+        if not connect_timeout > 0:
+            raise ValueError("connect_timeout must be a positive number of seconds")
+        # libpq takes whole seconds, at least 2 (it reads 1 as 2)
+        self._timeout = max(2.0, float(connect_timeout))
+        self._reach = _Reach()
         self._keyring_id = keyring_id
         self._lock_prefix = f"keysplit/{self._schema}/"
         self._state_lock = f"keysplit/{self._schema}//state"  # no subject ends in "//state"
@@ -265,27 +347,37 @@ class PostgresKeyStore:
         ident = sql.Identifier(self._schema)
         self._sql = {k: sql.SQL(v).format(s=ident) for k, v in _STATEMENTS.items()}
         kwargs: dict[str, Any] = {"autocommit": True, "application_name": "keysplit"}
-        if "connect_timeout" not in conninfo:
-            kwargs["connect_timeout"] = max(1, int(connect_timeout))
+        if "connect_timeout" not in params:
+            kwargs["connect_timeout"] = math.ceil(self._timeout)
         self._conn_kwargs = kwargs
         try:  # first connection by hand: its error names the real cause, not a pool timeout
-            with psycopg.connect(conninfo, **kwargs) as conn:
+            first = psycopg.connect(conninfo, **kwargs)
+        except psycopg.OperationalError as exc:
+            raise self._unreachable(exc) from None
+        except psycopg.Error as exc:
+            raise _db_error(exc) from None
+        try:
+            with first as conn:
                 self._setup(conn, create)
         except psycopg.Error as exc:
             raise _db_error(exc) from None
         self._pool: ConnectionPool[_Conn] = ConnectionPool(
             conninfo,
+            connection_class=_recording(self._reach),
             min_size=1,
             max_size=max(1, pool_size),
             kwargs=kwargs,
             configure=_configure,
             # no check query on checkout (it would cost every call a round trip): a call
             # that meets a connection the server dropped retries on another (_tx)
-            timeout=max(connect_timeout, 30.0),
+            timeout=self._timeout,
+            # give up reconnecting after the bound, so that the next call tries at once
+            # (a backoff doubling to minutes kept calls failing after the server was back)
+            reconnect_timeout=self._timeout,
             name=f"keysplit-{self._schema}",
             open=False,
         )
-        self._pool.open(wait=True, timeout=max(connect_timeout, 30.0))
+        self._pool.open(wait=True, timeout=max(self._timeout, 30.0))
         self._closed = threading.Event()
 
     # ------------------------------------------------------------------ schema
@@ -371,6 +463,45 @@ class PostgresKeyStore:
 
     # ------------------------------------------------------------------ plumbing
 
+    def _unreachable(self, exc: psycopg.Error | None) -> KeyringError:
+        """The error of a failed connection: where (host, port: the URL has no password)
+        and libpq's first line of why. :class:`StoreUnreachableError` unless the server
+        answered with a lasting refusal (a wrong database, role or password: nothing to
+        wait for), which stays a plain KeyringError."""
+        why = str(exc).split("\n")[0].strip() if exc is not None else "no answer"
+        if "FATAL:" in why and not any(m in why for m in _TRANSIENT):
+            return KeyringError(f"PostgreSQL key store at {self._where}: {why}")
+        return StoreUnreachableError(
+            f"PostgreSQL key store unreachable at {self._where}: {why} "
+            f"(no connection within {self._timeout:g} s)",
+            hint="check that the server is up and reachable; keysplit connects again by "
+            "itself once it is (connect_timeout=N in the store URL sets this bound)",
+        )
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[_Conn]:
+        """A pooled connection, or :class:`StoreUnreachableError` once none could be made
+        within the bound. A reachable server whose connections are all in use by other
+        calls is waited for up to ``_BUSY_WAIT``."""
+        start = time.monotonic()
+        while True:
+            try:
+                conn = self._pool.getconn(timeout=self._timeout)
+                break
+            except PoolTimeout:
+                reach = self._reach
+                if reach.error is not None or reach.pending:
+                    raise self._unreachable(reach.error) from None
+                if time.monotonic() - start >= _BUSY_WAIT:
+                    raise KeyringError(
+                        f"PostgreSQL key store: no free connection within {_BUSY_WAIT:g} s "
+                        "(every pooled connection stayed in use)"
+                    ) from None
+        try:
+            yield conn
+        finally:
+            self._pool.putconn(conn)
+
     def _tx(
         self, work: Callable[[_Conn], _T], *, idempotent: bool = True, pipeline: bool = False
     ) -> _T:
@@ -394,7 +525,7 @@ class PostgresKeyStore:
             started = False
             conn: _Conn | None = None
             try:
-                with self._pool.connection() as conn:
+                with self._connection() as conn:
                     if not idempotent:
                         ConnectionPool.check_connection(conn)
                     started = True
@@ -641,7 +772,7 @@ class PostgresKeyStore:
             else ("VACUUM {s}.data_keys, {s}.legal_holds")
         )
         try:
-            with self._pool.connection() as conn:  # autocommit: VACUUM refuses a transaction
+            with self._connection() as conn:  # autocommit: VACUUM refuses a transaction
                 conn.execute(sql.SQL(stmt).format(s=sql.Identifier(self._schema)))
         except psycopg.Error as exc:
             raise _db_error(exc) from None

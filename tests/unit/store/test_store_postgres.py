@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from keysplit import FormatError, Keyring, KeyringError, LegalHoldError
+from keysplit import FormatError, Keyring, KeyringError, LegalHoldError, StoreUnreachableError
 from keysplit.store import WrappedKey, check_store_url, open_store
 from keysplit.store.url import postgres_conninfo
 
@@ -58,10 +58,21 @@ def test_a_malformed_store_url_is_a_keyring_error() -> None:
 
 
 def test_unreachable_server_is_one_keyring_error(tmp_path: Path) -> None:
-    with pytest.raises(KeyringError, match="PostgreSQL key store"):
+    with pytest.raises(StoreUnreachableError, match=f"unreachable at host {tmp_path}"):
         open_store(
             f"postgresql:///ks?host={tmp_path}&connect_timeout=2", keyring_id=KID, home=tmp_path
         )
+
+
+def test_a_lasting_refusal_is_not_taken_for_an_unreachable_server(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """A wrong database answers at once and will not pass by waiting: a KeyringError that
+    says why, not StoreUnreachableError."""
+    url = _url(pg_server).replace("/keysplit?", "/no_such_db?")
+    with pytest.raises(KeyringError, match="no_such_db") as info:
+        open_store(url, keyring_id=KID, home=tmp_path)
+    assert not isinstance(info.value, StoreUnreachableError)
 
 
 def test_a_create_whose_store_cannot_be_opened_leaves_no_record(tmp_path: Path) -> None:
@@ -295,6 +306,66 @@ def test_survives_a_server_restart(pg_server: object) -> None:
         for _ in range(5):
             assert s.count_by_version() == {1: 10}
         s.close()
+    finally:
+        server.stop()
+
+
+def _outcome(call: object, guard: float) -> object:
+    """What ``call()`` returned or raised, run in a thread; "hung" if it was still running
+    after ``guard`` seconds (a hang guard, many times the bound under test, not a timing)."""
+    got: list[object] = ["hung"]
+
+    def run() -> None:
+        try:
+            got[0] = call()  # type: ignore[operator]
+        except Exception as exc:
+            got[0] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(guard)
+    return got[0]
+
+
+def test_a_stopped_server_fails_each_call_promptly_and_is_used_again_once_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(known problem) With PostgreSQL down, every call waited the pool's full timeout (30 s)
+    and said "couldn't get a connection after 30.00 sec"; once the server was back, calls
+    still failed until the pool's reconnect backoff (doubling, up to 5 min) tried again. Now
+    a call fails with StoreUnreachableError naming the host, within the URL's
+    ``connect_timeout`` (2 s here), and the first call after the restart succeeds."""
+    from benchmarks._pgserver import ThrowawayPostgres
+
+    monkeypatch.setenv("PGPASSWORD", "hunter2-not-in-errors")  # libpq's; trust auth ignores it
+    server = ThrowawayPostgres()  # its own server: the session's stays up
+    try:
+        server.start()
+        url = f"{server.url}&connect_timeout=2&schema=down"
+        kr, shares = Keyring.create(tmp_path / "kr", 2, ["a", "b"])
+        store = open_store(url, keyring_id=kr.keyring_id, home=kr.path, create=True)
+        with kr.unseal([shares["a"], shares["b"]], store=store) as ku:
+            rec = ku.encrypt(b"hi", subject="alice")
+            server.halt()
+            # a new subject's key needs the store: first on the dead pooled connection,
+            # then with none to be had; the store's own calls likewise
+            calls = [
+                lambda: ku.encrypt(b"x", subject="bob"),
+                lambda: ku.encrypt(b"y", subject="carol"),
+                lambda: store.count_by_version(),
+                lambda: store.get_many(["alice"]),
+            ]
+            for call in calls:
+                got = _outcome(call, guard=20.0)  # was 30 s each
+                assert isinstance(got, StoreUnreachableError), got
+                msg = f"{got} {got.hint}"
+                assert "unreachable" in msg and str(server.dir) in msg and "2 s" in msg
+                assert "hunter2" not in msg and "hunter2" not in repr(got)
+            server.resume()
+            assert _outcome(lambda: ku.encrypt(b"x", subject="bob"), guard=20.0) != "hung"
+            assert ku.decrypt(ku.encrypt(b"z", subject="dave"), subject="dave") == b"z"
+            assert ku.decrypt(rec, subject="alice") == b"hi"
+            assert store.count_by_version() == {1: 3}  # alice, bob, dave: not carol
     finally:
         server.stop()
 
