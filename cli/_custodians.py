@@ -86,6 +86,7 @@ def parse_custodians(
     confirms a passphrase for a ceremony refused afterwards.
     """
     from keysplit.ceremony import Custody
+    from keysplit.names import check_custodian_names
 
     if not specs:
         fail("give the custodians with --custodian NAME[=PUBFILE]", code=EXIT_USAGE)
@@ -101,8 +102,14 @@ def parse_custodians(
             )
         parsed_specs.append(parsed)
     names = [name for name, _ in parsed_specs]
-    if len(set(names)) != len(names):
-        fail("each custodian may appear only once", code=EXIT_USAGE)
+    try:
+        check_custodian_names(names)  # the library's rule: unique ignoring case
+    except ValueError:
+        fail(
+            "each custodian may appear only once",
+            "names are compared ignoring case ('ann' and 'ANN' are one custodian)",
+            code=EXIT_USAGE,
+        )
     if threshold is not None:
         check_threshold(threshold(len(names)), names)
     out: list[Custody] = []

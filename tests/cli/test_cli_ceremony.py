@@ -452,6 +452,9 @@ def test_shred_confirmation_and_legal_hold(cer: Ceremony) -> None:
         (["-k", "4", "-c", "ann", "-c", "ben", "-c", "cy"], "--threshold must be between 2 and 3"),
         (["-k", "1", "-c", "ann", "-c", "ben"], "--threshold must be between 2 and 2"),
         (["-k", "2", "-c", "ann", "-c", "ben", "-c", "ann"], "each custodian may appear only once"),
+        # names equal but for case: the library refuses them; this was a traceback after
+        # every passphrase prompt (and, for rekey, after the quorum) (red team)
+        (["-k", "2", "-c", "ann", "-c", "ben", "-c", "ANN"], "each custodian may appear only once"),
     ],
 )
 def test_custodian_list_errors_come_before_any_passphrase_prompt(
