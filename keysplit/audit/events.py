@@ -417,8 +417,9 @@ class ClusterJoin(Event):
 
 @dataclass(frozen=True)
 class ClusterRefresh(Event):
-    """A key-cluster node replaced its share in a refresh round (same cluster key; the
-    fields of ``cluster-join``)."""
+    """A key-cluster node finished a refresh round: its next epoch's share is staged beside
+    the current one until the coordinator commits it (same cluster key; the fields of
+    ``cluster-join``)."""
 
     NAME: ClassVar[str] = "cluster-refresh"
     cluster: str

@@ -206,7 +206,23 @@ def refresh_cluster(
     new = cfg.with_shares(
         expect, epoch=cfg.epoch + 1, commitments=tuple(c.hex() for c in commitments)
     )
+    # Every node staged its new share and still serves the old one: only now, with every
+    # node done, does cluster.json name the new epoch and each node drop its old share.
     new.write(directory)
+    failed: dict[str, str] = {}
+    for n in cfg.nodes:
+        doc = {"cluster_id": cfg.cluster_id, "epoch": new.epoch}
+        try:
+            _post(n.url, "/v1/cluster/dkg/commit", doc, token, n.name, tls)
+        except KeysplitError as exc:
+            failed[n.name] = str(exc).split("\n")[0]
+    if failed:
+        raise ClusterError(
+            f"cluster {cfg.cluster_id} is at epoch {new.epoch} (cluster.json written), but "
+            "these nodes still keep their old share beside the new one: "
+            + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())),
+            hint="run keysplit cluster refresh again once they are reachable",
+        )
     return new
 
 

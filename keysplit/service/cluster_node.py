@@ -6,6 +6,8 @@ custodians. Its share of a cluster key lives in its keyring directory::
     cluster/node.json        {"region": R}: pinned when the node first joins a cluster
     cluster/<id>.json        the cluster's public description (as DIR/cluster.json) + index
     cluster/<id>.share       the share, HPKE-sealed to the node's keyring public key
+    cluster/<id>.json.next   a refresh's next epoch (description and share), staged:
+    cluster/<id>.share.next  kept beside the current ones until the administrator commits
 
 The share file opens only through the unsealed keyring (:meth:`UnsealedKeyring.hpke_open`),
 so a disk thief gets as little as from the keyring file itself; its HPKE ``info`` binds
@@ -17,6 +19,7 @@ Endpoints (JSON unless noted; docs/API.md "Key cluster")::
     GET  /v1/cluster/node          public: keyring id and key, region, clusters, share check
     POST /v1/cluster/dkg/deal      admin: deal (or, with "refresh", deal a zero polynomial)
     POST /v1/cluster/dkg/finish    admin: open + verify sub-shares, keep the (new) share
+    POST /v1/cluster/dkg/commit    admin: a refresh's staged epoch replaces the current one
     POST /v1/cluster/eval          token ("datakey" on every subject): batch frame in/out
 
 Admin requests come from the Unix-socket peer (filesystem permissions vouch for it, as for
@@ -56,7 +59,16 @@ CLUSTER_DIR = "cluster"
 SUBSHARE_LABEL = b"keysplit cluster subshare v1\x00"
 SHARE_LABEL = b"keysplit cluster share v1\x00"
 SHARE_MAGIC = b"KSCS\x01"
-ADMIN_PATHS = frozenset({"/v1/cluster/dkg/deal", "/v1/cluster/dkg/finish"})
+ADMIN_PATHS = frozenset(
+    {"/v1/cluster/dkg/deal", "/v1/cluster/dkg/finish", "/v1/cluster/dkg/commit"}
+)
+STAGED = ".next"
+"""Suffix of a refresh's staged files. A refresh round changes no node's share: each node
+stages its next-epoch share and keeps serving the current one (and, for a client that has
+the new ``cluster.json``, the staged one) until the administrator commits the epoch, which
+it does only after every node finished and agreed. A round cut after some nodes finished
+used to leave the old and the new polynomial with fewer than T shares each (the cluster
+key gone, with N < 2T - 1) or a ``cluster.json`` no quorum answered for."""
 PUBLIC_PATHS = frozenset({"/v1/cluster/node"})
 
 
@@ -124,6 +136,7 @@ class ClusterNode:
             ("GET", "/v1/cluster/node"): self._node,
             ("POST", "/v1/cluster/dkg/deal"): self._deal,
             ("POST", "/v1/cluster/dkg/finish"): self._finish,
+            ("POST", "/v1/cluster/dkg/commit"): self._commit,
             ("POST", "/v1/cluster/eval"): self._eval,
         }
 
@@ -157,11 +170,12 @@ class ClusterNode:
         elif pinned != region:
             raise ClusterError(f"this node serves region {pinned!r}, not {region!r}")
 
-    def _config(self, cid: str) -> tuple[ClusterConfig, int]:
-        """The stored public description of cluster ``cid`` and this node's index in it."""
+    def _config(self, cid: str, staged: bool = False) -> tuple[ClusterConfig, int]:
+        """The stored public description of cluster ``cid`` and this node's index in it
+        (``staged``: a refresh's next epoch, not yet committed)."""
         if not isinstance(cid, str) or len(cid) != 32:
             raise FormatError("cluster id must be 32 hex digits")
-        path = self.dir / f"{cid}.json"
+        path = self.dir / f"{cid}.json{STAGED if staged else ''}"
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -173,7 +187,39 @@ class ClusterNode:
             raise FormatError(f"{path}: does not name this node")
         return cfg, cfg.node(str(me)).index
 
-    def _write_state(self, cfg: ClusterConfig, me: str, share: bytes, kr: UnsealedKeyring) -> None:
+    def _staged(self, cid: str, epoch: object) -> tuple[ClusterConfig, int] | None:
+        """The staged description of cluster ``cid`` if it is at ``epoch``."""
+        if not (self.dir / f"{cid}.json{STAGED}").exists():
+            return None
+        cfg, index = self._config(cid, staged=True)
+        return (cfg, index) if type(epoch) is int and cfg.epoch == epoch else None
+
+    def _promote(self, cid: str) -> None:
+        """Make the staged epoch of ``cid`` the current one and drop the old share.
+
+        Copies first, then unlinks the staged files: a crash in between leaves the staged
+        epoch servable and a second commit finishes the move."""
+        staged_json = self.dir / f"{cid}.json{STAGED}"
+        staged_share = self.dir / f"{cid}.share{STAGED}"
+        try:
+            doc, sealed = staged_json.read_bytes(), staged_share.read_bytes()
+        except FileNotFoundError:
+            raise ClusterError(f"this node has no staged epoch of cluster {cid}") from None
+        atomic_write(self.dir / f"{cid}.share", sealed)
+        atomic_write(self.dir / f"{cid}.json", doc)
+        self._shares.pop(cid, None)
+        staged_share.unlink()
+        staged_json.unlink()
+        self._shares.pop(cid + STAGED, None)
+
+    def _write_state(
+        self,
+        cfg: ClusterConfig,
+        me: str,
+        share: bytes,
+        kr: UnsealedKeyring,
+        staged: bool = False,
+    ) -> None:
 
         from . import _cluster_math as cm  # lazily: the cluster extra
 
@@ -185,18 +231,24 @@ class ClusterNode:
         doc["me"] = me
         # Share first: a crash between the two leaves a share the old description cannot
         # open (epoch in its info), which status reports, never a wrong answer.
-        atomic_write(self.dir / f"{cfg.cluster_id}.share", sealed)
-        atomic_write(self.dir / f"{cfg.cluster_id}.json", json.dumps(doc, indent=1).encode())
-        self._shares[cfg.cluster_id] = (cfg.epoch, cm.share_of(share))
+        suffix = STAGED if staged else ""
+        atomic_write(self.dir / f"{cfg.cluster_id}.share{suffix}", sealed)
+        atomic_write(
+            self.dir / f"{cfg.cluster_id}.json{suffix}", json.dumps(doc, indent=1).encode()
+        )
+        self._shares[cfg.cluster_id + suffix] = (cfg.epoch, cm.share_of(share))
 
-    def _share(self, cfg: ClusterConfig, index: int, kr: UnsealedKeyring) -> Scalar:
+    def _share(
+        self, cfg: ClusterConfig, index: int, kr: UnsealedKeyring, staged: bool = False
+    ) -> Scalar:
 
         from . import _cluster_math as cm  # lazily: the cluster extra
 
-        held = self._shares.get(cfg.cluster_id)
+        key = cfg.cluster_id + (STAGED if staged else "")
+        held = self._shares.get(key)
         if held is not None and held[0] == cfg.epoch:
             return held[1]
-        path = self.dir / f"{cfg.cluster_id}.share"
+        path = self.dir / f"{cfg.cluster_id}.share{STAGED if staged else ''}"
         try:
             sealed = path.read_bytes()
         except FileNotFoundError:
@@ -214,7 +266,7 @@ class ClusterNode:
             share = cm.share_of(plain[len(SHARE_MAGIC) :])
         except FormatError:
             raise ClusterError(f"the share of cluster {cfg.cluster_id} is malformed") from None
-        self._shares[cfg.cluster_id] = (cfg.epoch, share)
+        self._shares[key] = (cfg.epoch, share)
         return share
 
     # -- authorization ----------------------------------------------------------------------
@@ -303,6 +355,10 @@ class ClusterNode:
             raise ClusterError(f"node {mine.name!r} serves region {pinned!r}, not {region!r}")
         if refresh:
             cfg, index = self._config(cid)
+            if cfg.epoch != epoch and self._staged(cid, epoch) is not None:
+                # the last refresh was committed in cluster.json but not here: finish it
+                self._promote(cid)
+                cfg, index = self._config(cid)
             if cfg.epoch != epoch or index != mine.index:
                 raise ClusterError(f"node {mine.name!r} is at epoch {cfg.epoch}, not {epoch}")
         elif (self.dir / f"{cid}.json").exists():
@@ -396,7 +452,7 @@ class ClusterNode:
             self._pin_region(region)
         if cm.base_point(share).hex() != shares[mine.index]:
             raise ClusterError(f"node {mine.name!r}: the new share does not match the commitments")
-        self._write_state(cfg, mine.name, share, kr)
+        self._write_state(cfg, mine.name, share, kr, staged=refresh)
         self._svc._audit(
             (ev.ClusterRefresh if refresh else ev.ClusterJoin)(
                 cluster=cid,
@@ -418,6 +474,22 @@ class ClusterNode:
             },
         )
 
+    def _commit(self, req: Request) -> Response:
+        """A refresh's staged epoch becomes the current one (the old share is dropped);
+        committing the current epoch again does nothing."""
+        self._admin(req)
+        self._unsealed()
+        doc = wire.loads(req.body)
+        if not isinstance(doc, dict):
+            raise FormatError("cluster request must be a JSON object")
+        cid, epoch = str(doc.get("cluster_id", "")), doc.get("epoch")
+        cfg, _ = self._config(cid)
+        if type(epoch) is not int or epoch != cfg.epoch:
+            if self._staged(cid, epoch) is None:
+                raise ClusterError(f"this node is at epoch {cfg.epoch}, with no staged {epoch!r}")
+            self._promote(cid)
+        return self._json(200, {"epoch": epoch})
+
     def _eval(self, req: Request) -> Response:
         """Batch DPRF evaluation: frame of subjects in, one 32-byte point per subject out."""
 
@@ -435,7 +507,12 @@ class ClusterNode:
             raise FormatError(f"eval request: {exc}") from None
         pol = svc._authorize(req, "datakey", canonical)
         kr = self._unsealed()
-        cfg, index = self._config(str(header.get("cluster_id", "")))
+        cid = str(header.get("cluster_id", ""))
+        cfg, index = self._config(cid)
+        epoch = header.get("epoch")
+        staged = type(epoch) is int and epoch != cfg.epoch and self._staged(cid, epoch)
+        if staged:  # a client with the new cluster.json, before this node's commit
+            cfg, index = staged
         region = self.region()
         asked = header.get("region")
         if asked != cfg.region or region != cfg.region:
@@ -443,7 +520,6 @@ class ClusterNode:
         token_region = getattr(pol, "region", "")
         if token_region and token_region != region:
             raise ClusterError(f"token {pol.name!r} is for region {token_region!r}, not {region!r}")
-        epoch = header.get("epoch")
         if type(epoch) is not int or epoch != cfg.epoch:  # JSON true is not 1
             raise ClusterError(f"this node is at epoch {cfg.epoch}, not {epoch!r}")
         version = header.get("version", cfg.kek_version)
@@ -459,7 +535,7 @@ class ClusterNode:
             or any(type(i) is not int or i not in known for i in indices)
         ):
             raise FormatError("eval request: 'indices' must name at least T distinct members")
-        share = self._share(cfg, index, kr)
+        share = self._share(cfg, index, kr, staged=bool(staged))
         coefficient = cm.lagrange(indices)[index]
         points = [cm.point_for(cfg.cluster_id, cfg.region, s, cfg.kek_version) for s in canonical]
         outputs: list[bytes | None] = list(cm.evaluate(share, coefficient, points))

@@ -127,6 +127,17 @@ def unseal(
     return cli("unseal", directory, "--server", server.url, "--share", share, cwd=tmp)
 
 
+def start_node(tmp: Path, name: str, sock: Path) -> Server:
+    """A cluster node: keyring ``tmp/NAME`` (2 of custodians NAMEa, NAMEb, plain shares)
+    served on ``sock`` and unsealed by both custodians."""
+    make_keyring(tmp, 2, [f"{name}a", f"{name}b"], dirname=name)
+    srv = Server(tmp / name, sock).start()
+    for c in "ab":
+        r = unseal(tmp, tmp / name, srv, share_file(tmp / f"{name}-shares", f"{name}{c}"))
+        assert r.returncode == 0, r.stderr
+    return srv
+
+
 def make_certs(d: Path) -> dict[str, Path]:
     """A throwaway CA, a server cert for 127.0.0.1 and a client cert (cryptography x509)."""
     import datetime

@@ -14,19 +14,18 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from service_helpers import Server, cli, make_keyring, make_token, share_file, unseal
+from node_proxy import NodeProxy
+from service_helpers import Server, cli, make_keyring, make_token, share_file, start_node
 from test_cluster_cache import close_with_a_call_racing
 
 import keysplit
@@ -79,11 +78,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     servers: dict[str, Server] = {}
     try:
         for n in NODES:
-            make_keyring(tmp, 2, [f"{n}a", f"{n}b"], dirname=n)
-            servers[n] = Server(tmp / n, sockdir / f"{n}.sock").start()
-            for c in "ab":
-                r = unseal(tmp, tmp / n, servers[n], share_file(tmp / f"{n}-shares", f"{n}{c}"))
-                assert r.returncode == 0, r.stderr
+            servers[n] = start_node(tmp, n, sockdir / f"{n}.sock")
         args = ["cluster", "create", "cl", "--threshold", "2", "--region", "in"]
         for n in NODES:
             args += ["--node", f"{n}={servers[n].url}"]
@@ -304,84 +299,20 @@ def _check_records(c: ClusterClient) -> None:
     assert c.decrypt(recs[0], subject=subjects[0]) == pts[0]
 
 
-class _LyingProxy:
-    """A Unix-socket proxy in front of one node that answers every evaluation wrongly:
-    it adds the base point to the first output (a valid point, just not ``s_i*H``)."""
+class _LyingProxy(NodeProxy):
+    """A proxy in front of one node that answers every evaluation wrongly: it adds the
+    base point to the first output (a valid point, just not ``s_i*H``)."""
 
-    def __init__(self, target: Path, path: Path) -> None:
-        self.target, self.path = target, path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _read_http(f: object) -> bytes:
-        import io
-
-        assert isinstance(f, io.BufferedReader)
-        head = b""
-        while not head.endswith(b"\r\n\r\n"):
-            line = f.readline()
-            if not line:
-                return b""
-            head += line
-        n = 0
-        for ln in head.split(b"\r\n"):
-            if ln.lower().startswith(b"content-length:"):
-                n = int(ln.split(b":", 1)[1])
-        return head + f.read(n)
-
-    def _serve(self, conn: socket.socket) -> None:
+    def rewrite(self, path: str, head: bytes, body: bytes) -> bytes:
         import rbcl
 
-        conn.settimeout(30)
-        up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        up.settimeout(30)
-        up.connect(str(self.target))
-        cf, uf = conn.makefile("rb"), up.makefile("rb")
-        try:
-            while True:
-                req = self._read_http(cf)
-                if not req:
-                    return
-                up.sendall(req)
-                resp = self._read_http(uf)
-                head, _, body = resp.partition(b"\r\n\r\n")
-                if b"vnd.keysplit.batch" in head and body:
-                    h, _, items = wire.decode_frame(body)
-                    if "index" in h and items and items[0]:
-                        g = rbcl.crypto_scalarmult_ristretto255_base(b"\x01" + bytes(31))
-                        items[0] = rbcl.crypto_core_ristretto255_add(items[0], g)
-                        body = wire.encode_frame(h, items)
-                        head = b"\r\n".join(
-                            (b"Content-Length: %d" % len(body))
-                            if ln.lower().startswith(b"content-length:")
-                            else ln
-                            for ln in head.split(b"\r\n")
-                        )
-                conn.sendall(head + b"\r\n\r\n" + body)
-        except OSError:
-            return
-        finally:
-            conn.close()
-            up.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
-        self.sock.close()
+        if b"vnd.keysplit.batch" in head and body:
+            h, _, items = wire.decode_frame(body)
+            if "index" in h and items and items[0]:
+                g = rbcl.crypto_scalarmult_ristretto255_base(b"\x01" + bytes(31))
+                items[0] = rbcl.crypto_core_ristretto255_add(items[0], g)
+                return wire.encode_frame(h, items)
+        return body
 
 
 def _cluster_via(cluster: Cluster, liars: dict[str, Path], name: str) -> Path:

@@ -1,0 +1,99 @@
+"""A Unix-socket HTTP proxy in front of one ``keysplit serve`` node, for tests of a node that
+misbehaves on the wire (lies, or is cut off mid-protocol) while the real node runs behind it.
+
+Requests are forwarded one by one; a request whose path is in :attr:`NodeProxy.cut` is never
+forwarded (the connection is closed: a network failure before the node saw it), one in
+:attr:`NodeProxy.drop_answer` is forwarded and its answer dropped (the node acted, the caller
+never hears of it). Subclasses rewrite answers in :meth:`NodeProxy.rewrite`.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+from pathlib import Path
+
+__all__ = ["NodeProxy"]
+
+
+class NodeProxy:
+    def __init__(self, target: Path, path: Path) -> None:
+        self.target, self.path = target, path
+        self.cut: set[str] = set()
+        self.drop_answer: set[str] = set()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"unix:{self.path}"
+
+    def rewrite(self, path: str, head: bytes, body: bytes) -> bytes:
+        """The body sent back for ``path`` (default: the node's own)."""
+        return body
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _read_http(f: io.BufferedReader) -> bytes:
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            line = f.readline()
+            if not line:
+                return b""
+            head += line
+        n = 0
+        for ln in head.split(b"\r\n"):
+            if ln.lower().startswith(b"content-length:"):
+                n = int(ln.split(b":", 1)[1])
+        return head + f.read(n)
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(60)
+        up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        up.settimeout(60)
+        try:
+            up.connect(str(self.target))
+            cf, uf = conn.makefile("rb"), up.makefile("rb")
+            while True:
+                req = self._read_http(cf)
+                if not req:
+                    return
+                path = req.split(b" ", 2)[1].decode()
+                if path in self.cut:
+                    return
+                up.sendall(req)
+                head, _, body = self._read_http(uf).partition(b"\r\n\r\n")
+                if path in self.drop_answer:
+                    return
+                new = self.rewrite(path, head, body)
+                if new != body:
+                    head = b"\r\n".join(
+                        (b"Content-Length: %d" % len(new))
+                        if ln.lower().startswith(b"content-length:")
+                        else ln
+                        for ln in head.split(b"\r\n")
+                    )
+                conn.sendall(head + b"\r\n\r\n" + new)
+        except OSError:
+            return
+        finally:
+            conn.close()
+            up.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()

@@ -1,0 +1,160 @@
+"""Cluster refresh and replace interrupted mid-way (red team), with real node processes.
+
+A 3-of-4 cluster (four ``keysplit serve`` node keyrings, each unsealed by its two
+custodians) whose node n3 is reached through a Unix-socket proxy (:mod:`node_proxy`) that
+can cut chosen requests: the administrator's ``keysplit cluster refresh`` then dies after some nodes
+finished their round and before the others did. The cluster must stay usable with its
+``cluster.json`` as it was, and running the command again must finish the job. Every wait
+is bounded.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from node_proxy import NodeProxy
+from service_helpers import Server, cli, make_token, share_file, start_node
+
+from keysplit import ClusterClient, ClusterError
+from keysplit.service.cluster_config import ClusterConfig, read_cluster
+
+pytest.importorskip("rbcl")
+pytestmark = pytest.mark.slow
+
+NODES = ("n1", "n2", "n3", "n4")
+
+
+@dataclass
+class Cluster:
+    tmp: Path
+    servers: dict[str, Server]
+    proxy: NodeProxy
+    token: str = ""
+    records: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+
+    @property
+    def dir(self) -> Path:
+        return self.tmp / "cl"
+
+    def shares(self, node: str) -> list[Path]:
+        return [share_file(self.tmp / f"{node}-shares", f"{node}{c}") for c in "ab"]
+
+    def check_records(self) -> None:
+        subjects, recs, pts = zip(*self.records, strict=True)
+        with ClusterClient(self.dir, token=self.token, timeout=20) as c:
+            assert c.decrypt_many(subjects, recs) == list(pts)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("cluster")
+    sockdir = Path(tempfile.mkdtemp(prefix="kr", dir="/tmp"))
+    servers: dict[str, Server] = {}
+    proxy: NodeProxy | None = None
+    try:
+        for n in NODES:
+            servers[n] = start_node(tmp, n, sockdir / f"{n}.sock")
+        proxy = NodeProxy(servers["n3"].sock, sockdir / "n3-proxy.sock")
+        urls = {n: servers[n].url for n in NODES} | {"n3": proxy.url}
+        args = ["cluster", "create", "cl", "--threshold", "3", "--region", "in"]
+        for n in NODES:
+            args += ["--node", f"{n}={urls[n]}"]
+        r = cli(*args, cwd=tmp)
+        assert r.returncode == 0, r.stderr
+        cl = Cluster(tmp, servers, proxy)
+        cl.token = make_token(tmp, tmp / "n1", "app", "datakey", "contacts/", cl.shares("n1"))
+        (tmp / "token").write_text(cl.token)
+        for n in NODES[1:]:
+            shares: list[str] = []
+            for p in cl.shares(n):
+                shares += ["--share", str(p)]
+            r = cli(
+                "token", "add", n, "--name", "app", "--token-file", "token",
+                "--allow", "datakey", "--subject-prefix", "contacts/", *shares, cwd=tmp,
+            )  # fmt: skip
+            assert r.returncode == 0, r.stderr
+        with ClusterClient(cl.dir, token=cl.token) as c:
+            subjects = [f"contacts/{i}" for i in range(4)]
+            plain = [s.encode() for s in subjects]
+            cl.records = list(zip(subjects, c.encrypt_many(subjects, plain), plain, strict=True))
+        yield cl
+    finally:
+        if proxy is not None:
+            proxy.close()
+        for s in servers.values():
+            if s.proc is not None and s.proc.poll() is None:
+                s.stop()
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def _refresh_cut_at(cluster: Cluster, path: str) -> subprocess.CompletedProcess[str]:
+    """``keysplit cluster refresh cl`` with n3's requests to ``path`` cut: it fails with
+    one error line."""
+    cluster.proxy.cut = {path}
+    try:
+        r = cli("cluster", "refresh", "cl", cwd=cluster.tmp)
+    finally:
+        cluster.proxy.cut = set()
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) <= 2
+    return r
+
+
+def test_a_refresh_cut_before_every_node_finished_loses_nothing(cluster: Cluster) -> None:
+    """(red team) n3's finish is cut: n1 and n2 had finished (they replaced their shares by
+    new-epoch ones), n3 and n4 had not. Each node replaced its share as soon as it
+    finished, so the old polynomial kept two shares and the new one two, in a 3-of-4
+    cluster: the cluster key was gone for good (every record with it), and running the
+    refresh again was refused ('node n1 is at epoch 2, not 1'). Now a node keeps serving
+    its old share until the administrator commits the new epoch after every node finished:
+    the cluster stays usable as cluster.json describes it, and a second run completes."""
+    before = read_cluster(cluster.dir)
+    _refresh_cut_at(cluster, "/v1/cluster/dkg/finish")
+    assert read_cluster(cluster.dir) == before
+    cluster.check_records()  # the cluster as cluster.json describes it still works
+    r = cli("cluster", "refresh", "cl", cwd=cluster.tmp)
+    assert r.returncode == 0, r.stderr
+    after = read_cluster(cluster.dir)
+    assert after.epoch == before.epoch + 1 and after.public_key == before.public_key
+    cluster.check_records()
+    r = cli("cluster", "status", "cl", "--json", cwd=cluster.tmp)
+    assert r.returncode == 0 and '"usable": 4' in r.stdout, r.stdout
+
+
+def _stale_copy(cluster: Cluster, cfg: ClusterConfig, name: str) -> Path:
+    d = cluster.tmp / name
+    d.mkdir()
+    store = f"sqlite://{cluster.dir / 'cluster-keys.sqlite'}"
+    type(cfg)(**{**cfg.__dict__, "store": store}).write(d)
+    return d
+
+
+def test_a_refresh_cut_at_commit_keeps_working_and_old_shares_end(cluster: Cluster) -> None:
+    """n3's commit is cut: cluster.json names the new epoch, which n3 serves from its staged
+    share; the command says which node still keeps its old share, and a second run
+    completes it. After a refresh that succeeded no node answers for the old epoch."""
+    before = read_cluster(cluster.dir)
+    r = _refresh_cut_at(cluster, "/v1/cluster/dkg/commit")
+    assert "n3" in r.stderr and "old share" in r.stderr
+    mid = read_cluster(cluster.dir)
+    assert mid.epoch == before.epoch + 1
+    cluster.check_records()
+    with ClusterClient(cluster.dir, token=cluster.token, timeout=20) as c:
+        c.datakeys.evaluate(["contacts/0"], proof=True)  # every answer proven, n3's too
+        assert c.datakeys.excluded == {}
+    r = cli("cluster", "refresh", "cl", cwd=cluster.tmp)
+    assert r.returncode == 0, r.stderr
+    assert read_cluster(cluster.dir).epoch == mid.epoch + 1
+    cluster.check_records()
+    for cfg, name in ((before, "cl-e-before"), (mid, "cl-e-mid")):
+        with (
+            ClusterClient(_stale_copy(cluster, cfg, name), token=cluster.token) as c,
+            pytest.raises(ClusterError, match="epoch"),
+        ):
+            c.decrypt(cluster.records[0][1], subject=cluster.records[0][0])
