@@ -145,7 +145,7 @@ def check_output_file(
     target = Path(path)
     if target.is_dir():
         fail(f"{what}: is a directory: {target}", code=EXIT_USAGE)
-    if target.exists() and not overwrite:
+    if os.path.lexists(target) and not overwrite:  # a link to nowhere is there too
         fail(
             f"refusing to overwrite existing file: {target}",
             f"pass {force}" if force else "choose another path or remove the existing file",

@@ -63,7 +63,7 @@ def atomic_writer(
     """
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
-    if not overwrite and target.exists():
+    if not overwrite and os.path.lexists(target):  # a link to nowhere is there too
         raise FileExistsError(f"refusing to overwrite existing file: {target}")
     tmp = _temp_name(directory, target.name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -271,7 +271,7 @@ def unnamed_writer(path: str | os.PathLike[str], *, overwrite: bool = False) -> 
     if not str(target.parent):
         target = Path(".") / target
     _remove_leftovers(target)
-    if not overwrite and target.exists():
+    if not overwrite and os.path.lexists(target):  # a link to nowhere is there too
         raise FileExistsError(f"refusing to overwrite existing file: {target}")
     fd = _open_unnamed(target.parent)
     if fd is not None:

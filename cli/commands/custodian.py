@@ -7,6 +7,7 @@ hidden prompt unless told otherwise; the public key is printed by fingerprint on
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -60,7 +61,7 @@ def keygen_cmd(
     pub_path = out_dir / f"{name}.pub"
     id_path = out_dir / f"{name}.identity"
     for p in (pub_path, id_path):
-        if p.exists():
+        if os.path.lexists(p):  # a link to nowhere is there too
             fail(f"refusing to overwrite existing file: {p}")
     passphrase: bytes | None = None
     if passphrase_file is not None:

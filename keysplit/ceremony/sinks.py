@@ -10,6 +10,7 @@ it wrote: a partial share set is worse than none.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +139,7 @@ class DirectorySink:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         paths = [self.path(c, generation) for c in custody]
         for p in paths:
-            if p.exists():
+            if os.path.lexists(p):  # a link to nowhere is there too
                 raise ShareFileExists(f"refusing to overwrite existing share file: {p}")
 
     def write(self, custody: Custody, generation: int, data: bytes) -> str:
@@ -196,7 +197,7 @@ class SheetWriter:
         self._written.clear()  # a new ceremony: the last one's sheets are kept
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         for c in custody:
-            if self.path(c.name, generation).exists():
+            if os.path.lexists(self.path(c.name, generation)):
                 raise ShareFileExists(
                     f"refusing to overwrite existing sheet: {self.path(c.name, generation)}"
                 )

@@ -378,6 +378,25 @@ def test_decrypt_output_that_cannot_be_written_is_refused_before_any_share(cer: 
             assert "[1/2]" not in r.stderr and "Share [0/2]" not in r.stderr
 
 
+def test_output_that_is_a_dangling_symlink_is_refused_before_any_share(cer: Ceremony) -> None:
+    """OUT a symbolic link to nowhere "does not exist" (Path.exists follows it), so decrypt
+    asked for the shares, decrypted, then failed to link its output in:
+    `error: [Errno 17] File exists: '7' -> 'OUT'`. It is an existing file like any other."""
+    sealed = _encrypt(cer, b"data")
+    out = cer.root / "dangling"
+    out.symlink_to(cer.root / "nowhere")
+    refused = f"error: refusing to overwrite existing file: {out}"
+    for quorum_args in (cer.quorum("alice", "bob"), []):
+        r = run(["decrypt", cer.kr, sealed, out, *quorum_args], input="\n")
+        assert r.exit_code == 1 and error_lines(r) == [refused], r.stderr
+        assert "[1/2]" not in r.stderr and "Share [0/2]" not in r.stderr
+    r = run(["encrypt", cer.kr, cer.root / "plain.bin", out])
+    assert r.exit_code == 1 and error_lines(r) == [refused], r.stderr
+    assert out.is_symlink() and not (cer.root / "nowhere").exists()
+    r = run(["decrypt", cer.kr, sealed, out, "--force", *cer.quorum("alice", "bob")])
+    assert r.exit_code == 0 and out.read_bytes() == b"data" and not out.is_symlink()
+
+
 def test_encrypt_output_that_cannot_be_written_is_a_usage_error(cer: Ceremony) -> None:
     src = cer.root / "plain.bin"
     src.write_bytes(b"x")

@@ -162,6 +162,18 @@ def test_out_dir_text_files_and_out_file(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "given twice" in r.stderr
 
 
+def test_keygen_refuses_a_link_to_nowhere_before_writing_either_file(tmp_path: Path) -> None:
+    # It wrote the identity, then failed on the public key: a half-made pair that blocked
+    # every retry ("refusing to overwrite ... ana.identity").
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "ana.pub").symlink_to(tmp_path / "nowhere")
+    r = run(["custodian", "keygen", "ana", "--no-passphrase", "--out-dir", keys])
+    assert r.exit_code == 1
+    assert _error_lines(r) == [f"error: refusing to overwrite existing file: {keys / 'ana.pub'}"]
+    assert sorted(p.name for p in keys.iterdir()) == ["ana.pub"]
+
+
 def test_passphrases_identity_and_passphrase_custodian(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     r = run(["custodian", "keygen", "alice", "--out-dir", keys], input="pw-a\npw-a\n")

@@ -74,3 +74,29 @@ def test_written_files_are_0600_whatever_the_umask(
     for name in ("secret", "new", "pt"):
         assert _mode(tmp_path / name) == 0o600, name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct", "new", "pt", "secret"]
+
+
+@pytest.mark.parametrize("unnamed", [True, False])
+def test_a_dangling_symlink_is_an_existing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool
+) -> None:
+    """``Path.exists`` follows a link: one to nowhere passed the check, and the write failed
+    only at the end, with the link's own error (``[Errno 17] File exists: '7' -> 'out'``)
+    after the whole stream was decrypted. Refused up front now, and nothing is created
+    where the link points; ``overwrite`` replaces the link itself."""
+    if unnamed and not _fileio._USE_O_TMPFILE:
+        pytest.skip("O_TMPFILE unavailable here")
+    monkeypatch.setattr(_fileio, "_USE_O_TMPFILE", unnamed)
+    out = tmp_path / "out"
+    out.symlink_to(tmp_path / "nowhere")
+    sk = X25519PrivateKey.from_private_bytes(bytes(range(32)))
+    stream.encrypt_file(__file__, tmp_path / "ct", sk.public_key())
+    refused = "refusing to overwrite existing file"
+    with pytest.raises(FileExistsError, match=refused):
+        _fileio.atomic_write(out, b"s", overwrite=False)
+    with pytest.raises(FileExistsError, match=refused):
+        stream.decrypt_file(tmp_path / "ct", out, sk)
+    assert out.is_symlink() and not (tmp_path / "nowhere").exists()
+    stream.decrypt_file(tmp_path / "ct", out, sk, overwrite=True)
+    assert not out.is_symlink() and out.read_bytes() == Path(__file__).read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct", "out"]

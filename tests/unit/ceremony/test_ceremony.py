@@ -280,6 +280,20 @@ def test_a_rekey_whose_pending_file_was_replaced_fails_plainly_and_leaves_no_sha
     assert ceremony.pending_verification(kr) is not None
 
 
+def test_a_link_to_nowhere_at_a_share_name_is_refused_before_the_keyring_exists(
+    tmp_path: Path,
+) -> None:
+    # It passed the check (Path.exists follows links); the write then failed on it and init
+    # left a keyring that can never be unsealed.
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "b.g1.kss").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ShareFileExists, match="refusing to overwrite existing share file"):
+        ceremony.init(
+            tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path / "s")
+        )
+    assert not (tmp_path / "kr").exists() and not (tmp_path / "nowhere").exists()
+
+
 def test_cheap_checks_run_before_the_quorum_is_asked(tmp_path: Path) -> None:
     made = ceremony.init(tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path))
     kr = made.keyring
