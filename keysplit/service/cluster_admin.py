@@ -255,6 +255,20 @@ def replace_node(
     new = ClusterNodeInfo(
         name, lost.index, url, kid, str(doc["hpke_public_key"]), lost.public_share
     )
+    nodes = tuple(new if n.name == name else n for n in cfg.nodes)
+    updated = ClusterConfig(**{**cfg.__dict__, "nodes": nodes})
+    held = (doc.get("clusters") or {}).get(cfg.cluster_id)
+    if isinstance(held, dict) and held.get("share_ok") is True:
+        # a replacement cut after the new node kept its share (before cluster.json was
+        # written): the node refuses a second recovery, so finish the job here
+        if (held.get("index"), held.get("epoch"), held.get("public_share")) != (
+            lost.index,
+            cfg.epoch,
+            lost.public_share,
+        ):
+            raise ClusterError(f"the new node ({url}) holds another share of this cluster")
+        updated.write(directory)
+        return updated
     helpers: list[ClusterNodeInfo] = []
     why: dict[str, str] = {}
     for n in cfg.nodes:
@@ -293,8 +307,6 @@ def replace_node(
         blinded[str(h.index)] = _post(h.url, "/v1/cluster/recover/blind", doc2, token, h.name, tls)[
             "sealed"
         ]
-    nodes = tuple(new if n.name == name else n for n in cfg.nodes)
-    updated = ClusterConfig(**{**cfg.__dict__, "nodes": nodes})
     done = _post(
         url,
         "/v1/cluster/recover/finish",

@@ -158,3 +158,42 @@ def test_a_refresh_cut_at_commit_keeps_working_and_old_shares_end(cluster: Clust
             pytest.raises(ClusterError, match="epoch"),
         ):
             c.decrypt(cluster.records[0][1], subject=cluster.records[0][0])
+
+
+def test_a_replacement_cut_after_the_new_node_kept_its_share_is_finished(
+    cluster: Cluster,
+) -> None:
+    """(red team) n4 is lost; the fresh n5 recovers its share, but the answer of its
+    finish is lost (the coordinator dies or the link drops before cluster.json is
+    written). Running the replacement again was refused for good ('this node is already a
+    member'); now it sees the new node holds the lost index's share and writes
+    cluster.json."""
+    t, sockdir = cluster.tmp, cluster.servers["n1"].sock.parent
+    cluster.servers["n5"] = start_node(t, "n5", sockdir / "n5.sock")
+    proxy = NodeProxy(cluster.servers["n5"].sock, sockdir / "n5-proxy.sock")
+    try:
+        cluster.servers["n4"].stop()
+        shutil.rmtree(t / "n4")
+        before = read_cluster(cluster.dir)
+        proxy.drop_answer = {"/v1/cluster/recover/finish"}
+        r = cli("cluster", "replace", "cl", f"n4={proxy.url}", cwd=t)
+        assert r.returncode == 1 and r.stderr.startswith("error: "), r.stderr
+        assert read_cluster(cluster.dir) == before
+        proxy.drop_answer = set()
+        r = cli("cluster", "replace", "cl", f"n4={proxy.url}", cwd=t)
+        assert r.returncode == 0, r.stderr
+        after = read_cluster(cluster.dir)
+        assert after.node("n4").url == proxy.url
+        assert [n.public_share for n in after.nodes] == [n.public_share for n in before.nodes]
+        shares: list[str] = []
+        for p in cluster.shares("n5"):
+            shares += ["--share", str(p)]
+        r = cli(
+            "token", "add", "n5", "--name", "app", "--token-file", "token",
+            "--allow", "datakey", "--subject-prefix", "contacts/", *shares, cwd=t,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        cluster.servers["n1"].stop()  # n2, n3 and the new n4 carry the cluster
+        cluster.check_records()
+    finally:
+        proxy.close()
