@@ -156,7 +156,18 @@ def _as_record(v: Any) -> bytes:
     raise FormatError("not a keysplit record (the column must hold bytes)")
 
 
+def _distinct(column: str, subject_column: str) -> None:
+    """A column sealed under its own values would hide the subjects its records need: no
+    decrypt could name them again (the column lost once the source is gone)."""
+    if column == subject_column:
+        raise KeysplitError(
+            f"column {column!r} cannot be sealed as its own subject column",
+            hint="name the column holding each row's subject (user id) with the subject column",
+        )
+
+
 def _meta(ddf: dd.DataFrame, column: str, subject_column: str, text: bool = False) -> Any:
+    _distinct(column, subject_column)
     for c in (column, subject_column):
         if c not in ddf.columns:
             raise KeysplitError(f"no column {c!r} in the dataset")
@@ -651,6 +662,7 @@ def _job(
     timeout: float | None = None,
 ) -> _DatasetJob:
     record.check_context(context)  # here, with its reason (in a part: JobError('ValueError'))
+    _distinct(column, subject_column)
     return _DatasetJob(
         kind,
         str(Path(src).absolute()),  # the workers' working directory is not ours

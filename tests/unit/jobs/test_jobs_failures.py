@@ -176,3 +176,55 @@ def test_a_context_no_record_can_carry_is_refused_before_the_job(
         with pytest.raises(ValueError, match=reason):
             call()
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", ["encrypt", "decrypt", "scan"])
+def test_a_column_sealed_under_itself_is_refused_before_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Red team: ``encrypt_dataset(src, dst, "user", "user")`` sealed the subject column
+    under its own values and reported success; the output's subjects were ciphertext, so
+    no decrypt could ever name them ("subject column 'user' must hold strings"): once the
+    source was deleted the column was lost. Refused now, before any part or destination."""
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
+        call = {
+            "encrypt": lambda: jobs.encrypt_dataset(
+                tmp_path / "in", tmp_path / "out", "user", "user", service=src
+            ),
+            "decrypt": lambda: jobs.decrypt_dataset(
+                tmp_path / "in", tmp_path / "out", "user", "user", service=src
+            ),
+            "scan": lambda: jobs.scan_dataset(tmp_path / "in", "user", "user", service=src),
+        }[kind]
+        with pytest.raises(ke.KeysplitError, match="its own subject column"):
+            call()
+        with pytest.raises(ke.KeysplitError, match="its own subject column"):
+            jobs.encrypt_column(jr._read(str(tmp_path / "in")), "user", "user", service=src)
+        assert ukr.status().keys_by_version == {}  # no key was made for the job
+    assert not (tmp_path / "out").exists()
+
+
+def test_view_columns_with_nulls_round_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team: a dataset written with ``string_view`` columns (pyarrow keeps the type in
+    the file's Arrow schema) failed with a bare ``ArrowNotImplementedError`` (no filter
+    kernel for views) as soon as the value column had a null; now views are read as
+    their plain types and the values round-trip."""
+    users = pa.array([f"u/{i % 3}" for i in range(12)], pa.string_view())
+    body = pa.array([None if i % 4 == 1 else f"v{i}é" for i in range(12)], pa.string_view())
+    blob = pa.array([None if i % 5 == 2 else b"b%d" % i for i in range(12)], pa.binary_view())
+    (tmp_path / "views").mkdir()
+    pq.write_table(
+        pa.table({"user": users, "body": body, "blob": blob}), tmp_path / "views" / "p.parquet"
+    )
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
+        for col in ("body", "blob"):
+            jobs.encrypt_dataset(
+                tmp_path / "views", tmp_path / f"e-{col}", col, "user", service=src
+            )
+            jobs.decrypt_dataset(
+                tmp_path / f"e-{col}", tmp_path / f"d-{col}", col, "user", service=src
+            )
+            back = pq.read_table(tmp_path / f"d-{col}").column(col).to_pylist()
+            assert back == pq.read_table(tmp_path / "views").column(col).to_pylist()
