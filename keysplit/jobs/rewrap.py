@@ -210,7 +210,9 @@ def rewrap(
     kid = keyring.keyring.keyring_id
     url = keyring.keyring.store_url if store_url is None else store_url
     spec = StoreSpec(url, kid, home)
-    current = keyring.keyring.meta.current_kek
+    local = keyring.local_data_keys()
+    local.catch_up()  # the store's current KEK, even if another process just rotated
+    current = local.keks.current
     store = spec.open()
     try:
         counts = store.count_by_version()

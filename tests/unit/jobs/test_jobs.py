@@ -1184,3 +1184,24 @@ def test_the_key_server_exports_a_jobs_key_once(
         assert src.export(["s/2"], create=False) == [k2] and calls[-2:] == [2, 1]
         with pytest.raises(ValueError):
             src.for_job("not a job id")
+
+
+def test_a_dask_rewrap_right_after_another_holder_rotated_moves_the_keys(
+    cluster: jobs.Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team (the in-process fix of rewrap, for the Dask job): a holder that had not
+    polled since another rotated ran ``jobs.rewrap`` under its old current version: "0
+    rewrapped, 0 remaining" at version 1 while every key still sat under it (and a
+    ceremony recorded that). The job now follows the store's state first."""
+    monkeypatch.setenv("KEYSPLIT_LEASE_TTL", "1200")
+    monkeypatch.setenv("KEYSPLIT_POLL", "600")  # b hears of the rotate only from the store
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    quorum = [shares["alice"], shares["bob"]]
+    with _open(tmp_path / "kr", quorum) as a, _open(tmp_path / "kr", quorum) as b:
+        subjects = [f"s/{i}" for i in range(50)]
+        recs = a.encrypt_many(subjects, [b"x"] * 50)
+        assert a.rotate() == 2
+        res = jobs.rewrap(b, cluster=cluster, partitions=2, timeout=TIMEOUT)
+        assert (res.kek_version, res.rewrapped, res.remaining) == (2, 50, 0)
+        assert a.status().keys_by_version == {2: 50}
+        assert b.decrypt_many(subjects, recs) == [b"x"] * 50
