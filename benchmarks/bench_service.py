@@ -33,6 +33,7 @@ from typing import Any
 from keysplit import Client, Keyring, Share, UnsealedKeyring
 from keysplit.service import _wire as wire
 from keysplit.service.fleet import default_workers
+from keysplit.service.heap import keep_heap
 from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
 
 from .harness import latency_ms, progress, row, throughput, time_calls
@@ -189,10 +190,19 @@ def _scale_params(quick: bool) -> tuple[float, int]:
 
 
 def _client_loop(
-    url: str, token: str, secs: float, go: Any, q: Any, cls: type[Client] = Client
+    url: str,
+    token: str,
+    secs: float,
+    go: Any,
+    q: Any,
+    cls: type[Client] = Client,
+    heap: bool = False,
 ) -> None:
     """One client process: encrypt_many batches of SCALE_BATCH for ``secs`` after ``go``
-    (``cls``: the client class, another tree's in benchmarks.ab_service_stream)."""
+    (``cls``: the client class, another tree's in benchmarks.ab_service_stream; ``heap``:
+    the process calls :func:`keysplit.service.keep_heap` first)."""
+    if heap:
+        keep_heap()
     c = cls(url, token=token, timeout=300)
     subjects = [f"user/{i % SUBJECTS:04d}" for i in range(SCALE_BATCH)]
     plain = [os.urandom(SIZE) for _ in range(SCALE_BATCH)]
@@ -204,12 +214,17 @@ def _client_loop(
 
 
 def _aggregate(
-    url: str, token: str, clients: int, secs: float, cls: type[Client] = Client
+    url: str,
+    token: str,
+    clients: int,
+    secs: float,
+    cls: type[Client] = Client,
+    heap: bool = False,
 ) -> float:
     """Records/s of ``clients`` client processes running at once (summed)."""
     ctx = mp.get_context("fork")
     go, q = ctx.Event(), ctx.Queue()
-    args = (url, token, secs, go, q, cls)
+    args = (url, token, secs, go, q, cls, heap)
     ps = [ctx.Process(target=_client_loop, args=args) for _ in range(clients)]
     for p in ps:
         p.start()
@@ -219,6 +234,11 @@ def _aggregate(
     for p in ps:
         p.join(60)
     return total
+
+
+HEAP = ", clients call keep_heap()"
+"""The rows whose client processes keep freed heap memory (:func:`keysplit.service.keep_heap`,
+what ``keysplit serve`` does): the goal rows are the ones without it (a backend's default)."""
 
 
 def _scaling_rows(urls: dict[str, str], token: str, quick: bool) -> list[dict[str, Any]]:
@@ -231,15 +251,18 @@ def _scaling_rows(urls: dict[str, str], token: str, quick: bool) -> list[dict[st
         ("4 clients", urls["default"], 4, False),
         ("4 clients, --workers 1", urls["one"], 4, False),
         ("1 client, --workers 1", urls["one"], 1, False),
+        ("1 client" + HEAP, urls["default"], 1, False),
+        ("4 clients" + HEAP, urls["default"], 4, False),
     ]
     rates: dict[str, list[float]] = {name: [] for name, *_ in cases}
     for _ in range(reps):  # interleaved: every case sees the same drift in machine load
         for name, url, k, _base in cases:
-            rates[name].append(_aggregate(url, token, k, secs))
+            rates[name].append(_aggregate(url, token, k, secs, heap=HEAP in name))
     rows = []
     stats = {name: throughput(1.0, [1.0 / r for r in rs]) for name, rs in rates.items()}
     base = stats["1 client"][0]
     for name, _url, _k, is_base in cases:
+        mine = stats["1 client" + HEAP][0] if HEAP in name else base
         rows.append(
             row(
                 "service-clients-encrypt-1KiB",
@@ -250,7 +273,8 @@ def _scaling_rows(urls: dict[str, str], token: str, quick: bool) -> list[dict[st
                 baseline=is_base,
                 workers=(1 if "--workers 1" in name else default_workers()),
                 note=f"{stats[name][0] / base:.2f}x one client (same run); "
-                f"client processes of encrypt_many({SCALE_BATCH}) for {secs:g} s each",
+                + (f"{stats[name][0] / mine:.2f}x one client{HEAP}; " if HEAP in name else "")
+                + f"client processes of encrypt_many({SCALE_BATCH}) for {secs:g} s each",
             )
         )
     return rows

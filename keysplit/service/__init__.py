@@ -20,9 +20,10 @@ if TYPE_CHECKING:  # imported on first use (__getattr__ below), typed for mypy h
     from ..keyring import KeyringStatus
     from .client import Client as Client
     from .client import ServiceError as ServiceError
+    from .heap import keep_heap as keep_heap
     from .unseal import StaleNonceError as StaleNonceError
 
-__all__ = ["Client", "RecordKeyring", "ServiceError", "StaleNonceError"]
+__all__ = ["Client", "RecordKeyring", "ServiceError", "StaleNonceError", "keep_heap"]
 
 
 @runtime_checkable
@@ -56,7 +57,12 @@ class RecordKeyring(Protocol):
     def status(self) -> KeyringStatus: ...
 
 
-_LAZY = {"Client": "client", "ServiceError": "client", "StaleNonceError": "unseal"}
+_LAZY = {
+    "Client": "client",
+    "ServiceError": "client",
+    "StaleNonceError": "unseal",
+    "keep_heap": "heap",
+}
 """Names of ``__all__`` -> their module, imported on first use (PEP 562): a program that needs
 only a light part of the service (``keysplit token``'s help reads ``tokens.OPERATIONS``) does
 not pay for the client, the keyring and numpy."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import gc
 import os
@@ -44,6 +43,7 @@ from .fleet import (
     fork_workers,
     forwarded,
 )
+from .heap import keep_heap
 
 __all__ = ["Limits", "ServeOptions", "make_app", "run"]
 
@@ -509,26 +509,6 @@ async def _worker(
     return 0
 
 
-def _keep_heap() -> None:
-    """Let this process keep freed heap memory for the next batch.
-
-    glibc's default hands memory back to the kernel as soon as 128 KiB lie free at the top
-    of the heap, so every batch of 1,000 records faulted its ~3 MiB of buffers in again
-    (a third of the server's system time, measured with perf). Blocks up to 32 MiB now
-    come from the heap and up to 64 MiB stay free in it; larger ones are still mapped
-    and unmapped. Best effort: a no-op without glibc's ``mallopt``.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-    mallopt(_M_TRIM_THRESHOLD, 64 << 20)
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h>
-
-
 def run(opts: ServeOptions, log: Callable[[str], None] | None = None) -> int:
     """Serve until SIGTERM/SIGINT (which seal first). Returns the exit code.
 
@@ -564,7 +544,7 @@ def run(opts: ServeOptions, log: Callable[[str], None] | None = None) -> int:
 
         return asyncio.run(_worker(opts, index, opts.workers, ctl, wlog))
 
-    _keep_heap()
+    keep_heap()  # every batch would fault its buffers in again (keysplit.service.heap)
     gc.freeze()  # what is loaded by now lives forever: the collector stops walking it
     workers = fork_workers(opts.workers - 1, [s for s, _ in listening], child)
     return asyncio.run(_serve(opts, out, listening, workers))
