@@ -82,10 +82,10 @@ def parse_custodians(
     """Read public keys and passphrases before anything is created (a typo costs nothing).
 
     Every check of the list itself (syntax, a custodian named twice, ``threshold(count)``
-    against the count) comes before the first passphrase prompt: nobody types and
-    confirms a passphrase for a ceremony refused afterwards.
+    against the count, one public key for two custodians) comes before the first passphrase
+    prompt: nobody types and confirms a passphrase for a ceremony refused afterwards.
     """
-    from keysplit.ceremony import Custody
+    from keysplit.ceremony import Custody, check_custody
     from keysplit.names import check_custodian_names
 
     if not specs:
@@ -112,10 +112,12 @@ def parse_custodians(
         )
     if threshold is not None:
         check_threshold(threshold(len(names)), names)
+    keys = {name: read_recipient(name, pub) for name, pub in parsed_specs if pub}
+    check_custody([Custody(name, recipient=key) for name, key in keys.items()])
     out: list[Custody] = []
     for name, pub in parsed_specs:
         if pub:
-            out.append(Custody(name, recipient=read_recipient(name, pub)))
+            out.append(Custody(name, recipient=keys[name]))
         elif plain:
             out.append(Custody(name))
         else:

@@ -93,7 +93,7 @@ def split_cmd(
     Example: keysplit split -k 2 -n 3 --out-dir shares < secret.hex
     """
     from keysplit import seal_share, seal_share_with_passphrase, secret_fingerprint, split
-    from keysplit.ceremony import share_file_text
+    from keysplit.ceremony import Custody, check_custody, share_file_text
     from keysplit.files import atomic_write
 
     sealing = bool(custodian or passphrase_custodian)
@@ -118,6 +118,7 @@ def split_cmd(
     names = [r.name for r in recipients] + list(passphrase_custodian)
     if len(set(names)) != len(names):
         fail("each custodian may appear only once", code=EXIT_USAGE)
+    check_custody([Custody(r.name, recipient=r) for r in recipients])
     passphrases: list[bytes] = []
     for name in passphrase_custodian:
         if passphrase_file is not None:

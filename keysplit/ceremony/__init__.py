@@ -60,6 +60,7 @@ from .sinks import (
     ShareSink,
     SheetWriter,
     WrittenShare,
+    check_custody,
     hand_out,
     share_file_text,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "WrittenShare",
     "abort_rekey",
     "add_token",
+    "check_custody",
     "create_token",
     "dataset",
     "decrypt_file",
@@ -193,6 +195,7 @@ def init(
             f"{log} holds the audit log of an earlier keyring; a new keyring starts a new log",
             hint="move it away (it is that keyring's record), then run init again",
         )
+    check_custody(custody)
     sink.reserve(custody, 1)
     if sheets is not None:
         sheets.reserve(custody, 1)
@@ -262,6 +265,7 @@ def rekey(
     """
     k = threshold if threshold is not None else min(keyring.meta.threshold, len(custody))
     generation = keyring.meta.generation + 1
+    check_custody(custody)
     sink.reserve(custody, generation)
     if sheets is not None:
         sheets.reserve(custody, generation)

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from ..audit.events import ShareRecord
 from ..custody import Argon2Params, Recipient, seal_share, seal_share_with_passphrase
-from ..errors import KeysplitError
+from ..errors import CustodianError, KeysplitError
 from ..files import atomic_write
 from ..share import Share
 
@@ -29,6 +29,7 @@ __all__ = [
     "ShareSink",
     "SheetWriter",
     "WrittenShare",
+    "check_custody",
     "hand_out",
     "share_file_text",
 ]
@@ -63,6 +64,28 @@ class Custody:
 
     def __repr__(self) -> str:
         return f"Custody({self.name!r}, {self.protection})"
+
+
+def check_custody(custody: Sequence[Custody]) -> None:
+    """Refuse one public key for two custodians (:class:`CustodianError`).
+
+    A public key file names its custodian, but anyone can write one for any name (the key
+    is public): a custodian whose key is also filed under another's name holds both shares,
+    and a K-of-N split is then open to fewer than K people. Checked before anything is
+    created. (Names are checked by the keyring: unique, ignoring case.)
+    """
+    first: dict[bytes, str] = {}
+    for c in custody:
+        if c.recipient is None:
+            continue
+        other = first.setdefault(c.recipient.public_bytes, c.name)
+        if other != c.name:
+            raise CustodianError(
+                f"custodians {other!r} and {c.name!r} have the same public key "
+                f"({c.recipient.fingerprint}): one person would hold both shares",
+                hint="check where each public key file came from; compare the fingerprints "
+                "with the custodians",
+            )
 
 
 def share_file_text(share: Share, custodian: str | None = None) -> str:

@@ -21,7 +21,7 @@ from ceremony_helpers import (  # noqa: F401 (fixtures)
 )
 from keysplit_cli import _common
 
-from keysplit import Identity, Keyring, ShreddedError, load_share
+from keysplit import Identity, Keyring, Recipient, ShreddedError, load_share
 from keysplit.ceremony import sinks
 
 
@@ -168,6 +168,28 @@ def test_init_public_key_of_someone_else_and_existing_keyring(cer: Ceremony) -> 
     )
     assert r.exit_code == 1
     assert error_lines(r) == [f"error: a keyring already exists at {cer.kr}"]
+
+
+def test_one_public_key_filed_under_two_custodians_is_refused_before_any_prompt(
+    cer: Ceremony,
+) -> None:
+    """alice's key in a file naming bob (anyone can write one): alice held two shares of the
+    2-of-3 and unsealed it alone. Refused before any passphrase is asked for."""
+    as_bob = Recipient("bob", "x25519", Recipient.from_file(cer.pubs["alice"]).public_bytes)
+    bob_pub = cer.root / "bob-really.pub"
+    bob_pub.write_text(as_bob.to_text())
+    alice, bob = f"alice={cer.pubs['alice']}", f"bob={bob_pub}"
+    r = run(["init", cer.root / "kr2", "-k", "2", "-c", alice, "-c", bob, "-c", "carol"])
+    assert r.exit_code == 1 and "Passphrase" not in r.stderr
+    assert error_lines(r) == [
+        "error: custodians 'alice' and 'bob' have the same public key "
+        f"({as_bob.fingerprint}): one person would hold both shares"
+    ]
+    assert not (cer.root / "kr2").exists() and not (cer.root / "kr2-shares").exists()
+    r = run(["rekey", cer.kr, "-c", alice, "-c", bob, "-c", "carol", *cer.quorum("alice", "bob")])
+    assert r.exit_code == 1 and "have the same public key" in r.stderr
+    assert "Passphrase" not in r.stderr and "[1/2]" not in r.stderr
+    assert Keyring.open(cer.kr).meta.generation == 1
 
 
 def test_init_refuses_to_overwrite_share_files(cer: Ceremony) -> None:

@@ -11,7 +11,15 @@ from keysplit_cli import _common
 from keysplit_cli.app import app
 from typer.testing import CliRunner
 
-from keysplit import Argon2Params, Identity, Share, combine, load_share, secret_fingerprint
+from keysplit import (
+    Argon2Params,
+    Identity,
+    Recipient,
+    Share,
+    combine,
+    load_share,
+    secret_fingerprint,
+)
 
 SECRET = "2b7e151628aed2a6abf7158809cf4f3c"
 runner = CliRunner()
@@ -172,6 +180,17 @@ def test_keygen_refuses_a_link_to_nowhere_before_writing_either_file(tmp_path: P
     assert r.exit_code == 1
     assert _error_lines(r) == [f"error: refusing to overwrite existing file: {keys / 'ana.pub'}"]
     assert sorted(p.name for p in keys.iterdir()) == ["ana.pub"]
+
+
+def test_split_refuses_one_public_key_for_two_custodians(tmp_path: Path) -> None:
+    alice = _keygen(tmp_path, "alice")
+    as_bob = Recipient("bob", "x25519", Recipient.from_file(alice).public_bytes)
+    bob = _write(tmp_path / "bob.pub", as_bob.to_text())
+    secret = _write(tmp_path / "secret", SECRET)
+    args = ["split", "-k", "2", "-n", "2", "--out-dir", tmp_path / "out", "--in", secret]
+    r = run([*args, "--custodian", f"alice={alice}", "--custodian", f"bob={bob}"])
+    assert r.exit_code == 1 and "have the same public key" in r.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_passphrases_identity_and_passphrase_custodian(tmp_path: Path) -> None:

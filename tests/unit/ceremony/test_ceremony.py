@@ -12,12 +12,14 @@ import pytest
 
 from keysplit import (
     Argon2Params,
+    CustodianError,
     Identity,
     IntegrityError,
     Keyring,
     KeyringError,
     LegalHoldError,
     MixedSharesError,
+    Recipient,
     Share,
     ceremony,
     load_share,
@@ -292,6 +294,23 @@ def test_a_link_to_nowhere_at_a_share_name_is_refused_before_the_keyring_exists(
             tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path / "s")
         )
     assert not (tmp_path / "kr").exists() and not (tmp_path / "nowhere").exists()
+
+
+def test_one_public_key_for_two_custodians_is_refused_before_anything(tmp_path: Path) -> None:
+    # A public key file names its custodian, but anyone can write one (the key is public):
+    # alice's key under the name bob gave alice two shares of a 2-of-3, so she alone could
+    # unseal. Refused before a keyring, a share file or a quorum exists.
+    alice = Identity.generate("alice")
+    as_bob = Recipient("bob", "x25519", alice.recipient.public_bytes)
+    custody = [Custody("alice", recipient=alice.recipient), Custody("bob", recipient=as_bob)]
+    same = "custodians 'alice' and 'bob' have the same public key"
+    with pytest.raises(CustodianError, match=same):
+        ceremony.init(tmp_path / "kr", 2, [*custody, Custody("c")], DirectorySink(tmp_path / "s"))
+    assert not (tmp_path / "kr").exists() and not (tmp_path / "s").exists()
+    made = ceremony.init(tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path))
+    with pytest.raises(CustodianError, match=same):
+        ceremony.rekey(made.keyring, Quorum(made.keyring, _never), custody, DirectorySink(tmp_path))
+    assert _events(made.keyring) == ["init"]
 
 
 def test_cheap_checks_run_before_the_quorum_is_asked(tmp_path: Path) -> None:
