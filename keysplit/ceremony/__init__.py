@@ -279,9 +279,13 @@ def rekey(
         keyring.home.rekey_verify_path.unlink(missing_ok=True)  # an earlier pending is replaced
         old = keyring.meta
         shares = ukr.prepare_rekey(threshold=k, custodians=[c.name for c in custody])
+        new_set = next(iter(shares.values())).set_id.hex()
         try:
+            # killed while writing, the shares written must not complete the rekey
+            keyring.home.mark_handout(new_set)
             sheet_to = None if sheets is None else (sheets, keyring.keyring_id)
             written = hand_out(shares, custody, sink, generation, kdf, sheet_to)
+            keyring.home.clear_handout()
         except BaseException:
             ukr.abort_rekey()
             raise
@@ -309,7 +313,6 @@ def rekey(
             finally:
                 shares.clear()
             return RekeyResult(generation, k, written, entry, quorum.contributors, pending=True)
-        new_set = next(iter(shares.values())).set_id.hex()
         try:
             ukr.commit_rekey()
         except BaseException:

@@ -5,6 +5,9 @@ module builds a path. Today a home is a directory::
 
     keyring.ksk       sealed keyring file (:mod:`keysplit.keyring.file`)
     keyring.pending   only between rekey prepare and commit (or after a crash there)
+    keyring.pending.handout
+                      the pending rekey's set id while a ceremony writes its new shares:
+                      a rekey killed then handed out only some, so they must not complete it
     keyring.ksk.verify.json, keyring.pending.verify.json
                       proofs of possession awaited by ``init --verify`` / ``rekey --verify``
                       (:class:`keysplit.proof.PendingVerification`)
@@ -44,6 +47,7 @@ from .file import KeyringMeta, parse
 
 __all__ = [
     "AUDIT_FILE",
+    "HANDOUT_FILE",
     "INIT_VERIFY_FILE",
     "KEYRING_FILE",
     "LOCK_FILE",
@@ -56,6 +60,7 @@ __all__ = [
 
 KEYRING_FILE = "keyring.ksk"
 PENDING_FILE = "keyring.pending"
+HANDOUT_FILE = "keyring.pending.handout"
 STORE_FILE = "keys.sqlite"
 STORE_RECORD_FILE = "store.json"
 LOCK_FILE = ".lock"
@@ -155,13 +160,36 @@ class KeyringHome:
         durable_rename(self.path / PENDING_FILE, self.path / KEYRING_FILE)
 
     def discard_pending(self) -> bool:
-        """Delete the pending file; True if there was one."""
+        """Delete the pending file (and its hand-out mark); True if there was one."""
+        self.clear_handout()
         try:
             os.unlink(self.path / PENDING_FILE)
         except FileNotFoundError:
             return False
         fsync_dir(self.path)
         return True
+
+    def mark_handout(self, set_id: str) -> None:
+        """A ceremony starts writing the new shares of pending set ``set_id``: until
+        :meth:`clear_handout`, they must not complete the rekey (:meth:`handout_incomplete`)."""
+        atomic_write(self.path / HANDOUT_FILE, set_id.encode())
+
+    def clear_handout(self) -> None:
+        """Every new share of the pending rekey was written (or it is discarded)."""
+        try:
+            os.unlink(self.path / HANDOUT_FILE)
+        except FileNotFoundError:
+            return
+        fsync_dir(self.path)
+
+    def handout_incomplete(self, set_id: str) -> bool:
+        """Whether the writing of set ``set_id``'s new shares began and never finished (the
+        ceremony was killed): some custodians of that set may have no share."""
+        try:
+            with open(self.path / HANDOUT_FILE, "rb") as f:
+                return f.read(65) == set_id.encode()
+        except FileNotFoundError:
+            return False
 
     # -- --verify: proofs of possession awaited before a generation is relied on -----------
 

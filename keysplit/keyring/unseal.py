@@ -147,6 +147,13 @@ class Unsealer:
         home = kr.home
         to_new = kr.pending is not None and target is kr.pending
         with home.lock():
+            if to_new and home.handout_incomplete(target.set_id):
+                raise KeyringError(
+                    "these shares are of a rekey that was killed while its new shares were "
+                    "written: some custodians may have none, so they do not complete it",
+                    hint="discard it with a quorum of the current shares "
+                    "(keysplit rekey --abort), then rekey again",
+                )
             verification = self._gate(home.verification(kr.meta, kr.pending), to_new)
             master = combine(self._shares)
             if to_new:

@@ -313,6 +313,54 @@ def test_one_public_key_for_two_custodians_is_refused_before_anything(tmp_path: 
     assert _events(made.keyring) == ["init"]
 
 
+_DIES_MID_HAND_OUT = """
+import os, signal, sys
+from pathlib import Path
+from keysplit import Keyring, ceremony, load_share
+from keysplit.ceremony import Custody, DirectorySink, Quorum
+
+class Dying(DirectorySink):  # the process is killed before it writes the third share
+    def write(self, custody, generation, data):
+        if len(self._written) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().write(custody, generation, data)
+
+base = Path(sys.argv[1])
+kr = Keyring.open(base / "kr")
+old = [load_share((base / "s" / f"{n}.g1.kss").read_bytes()) for n in ("a", "b")]
+custody = [Custody("a"), Custody("b"), Custody("c")]
+ceremony.rekey(kr, Quorum(kr, old), custody, Dying(base / "new"))
+"""
+
+
+def test_new_shares_of_a_rekey_killed_while_writing_them_do_not_complete_it(
+    tmp_path: Path,
+) -> None:
+    """A rekey process killed after writing 2 of its 3 new shares: those two used to
+    complete it at the next unseal ('completed an interrupted rekey; old shares are dead'),
+    and custodian c, whose share was never written, was left out of the keyring for good."""
+    custody = [Custody("a"), Custody("b"), Custody("c")]
+    made = ceremony.init(tmp_path / "kr", 2, custody, DirectorySink(tmp_path / "s"))
+    p = subprocess.run(
+        [sys.executable, "-c", _DIES_MID_HAND_OUT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == -9, p.stderr
+    assert sorted(f.name for f in (tmp_path / "new").iterdir()) == ["a.g2.kss", "b.g2.kss"]
+    kr = Keyring.open(tmp_path / "kr")
+    assert kr.pending is not None
+    new = [load_share((tmp_path / "new" / f"{n}.g2.kss").read_bytes()) for n in ("a", "b")]
+    with pytest.raises(KeyringError, match="killed while its new shares were written"):
+        ceremony.unseal_check(kr, Quorum(kr, new))
+    kr = Keyring.open(tmp_path / "kr")
+    assert kr.meta.generation == 1
+    old = [load_share(Path(w.location).read_bytes()) for w in made.shares]
+    assert ceremony.abort_rekey(kr, Quorum(kr, old[1:])).value is True
+    ceremony.unseal_check(Keyring.open(tmp_path / "kr"), Quorum(kr, old[:2]))
+
+
 def test_cheap_checks_run_before_the_quorum_is_asked(tmp_path: Path) -> None:
     made = ceremony.init(tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path))
     kr = made.keyring
