@@ -920,7 +920,8 @@ class PostgresKeyStore:
         keyring after every shred or rotate) for up to its poll. Best effort."""
         if self._listener is None or self._closed.is_set():
             return  # nobody is listening: the first wait returns at once anyway
-        with contextlib.suppress(psycopg.Error):  # else the wait ends at its timeout
+        # else the wait ends at its timeout (a server that is down: _tx's KeyringError)
+        with contextlib.suppress(psycopg.Error, KeyringError):
             self._tx(lambda conn: conn.execute("SELECT pg_notify(%s, '')", (self._wake_channel,)))
 
     def close(self) -> None:

@@ -370,6 +370,27 @@ def test_a_stopped_server_fails_each_call_promptly_and_is_used_again_once_back(
         server.stop()
 
 
+def test_closing_a_store_whose_server_is_down_closes_it(tmp_path: Path) -> None:
+    """(red team) ``close`` first wakes its change listener with a notification through
+    the pool (best effort); with the server down that raised the store's KeyringError out
+    of ``close``, leaving the store open (its pool reconnecting in the background), and a
+    keyring's close stopped there, before dropping its cached keys and its store."""
+    from benchmarks._pgserver import ThrowawayPostgres
+    from keysplit.store.postgres import PostgresKeyStore
+
+    server = ThrowawayPostgres()
+    try:
+        server.start()
+        s = PostgresKeyStore(f"{server.url}&connect_timeout=2", KID, create=True)
+        assert s.wait_for_change(0.01)  # the first wait LISTENs and returns at once
+        server.halt()
+        assert _outcome(s.close, guard=20.0) is None
+        with pytest.raises(KeyringError, match="closed"):
+            s.count_by_version()
+    finally:
+        server.stop()
+
+
 def test_a_new_subjects_key_is_one_round_trip(pg_server: object, tmp_path: Path) -> None:
     """The store call behind ``UnsealedKeyring.encrypt`` for a new subject. Before: BEGIN,
     lock, state, insert, lookup and COMMIT with four Syncs, i.e. four round trips (issue
