@@ -188,7 +188,8 @@ class ClusterDataKeys:
 
     @property
     def excluded(self) -> dict[str, str]:
-        """Nodes excluded for wrong answers (name -> reason), until :meth:`close`."""
+        """Nodes excluded for wrong answers (name -> reason), until :meth:`close` or until
+        ``cluster.json`` describes the node anew (a replacement, a new URL, a refresh)."""
         with self._lock:
             return dict(self._excluded)
 
@@ -243,10 +244,19 @@ class ClusterDataKeys:
     # -- evaluation ----------------------------------------------------------------------
 
     def _ask(
-        self, node: ClusterNodeInfo, subjects: Sequence[str], indices: list[int], proof: bool
+        self,
+        cfg: ClusterConfig,
+        node: ClusterNodeInfo,
+        subjects: Sequence[str],
+        indices: list[int],
+        proof: bool,
     ) -> list[bytes]:
-        """One node's pre-multiplied answers; raises :class:`_Lied` if they do not check."""
-        cfg = self.config
+        """One node's pre-multiplied answers; raises :class:`_Lied` if they do not check.
+
+        ``cfg`` is the description the call chose ``node`` from: the request names its
+        epoch and the answer is checked against ``node``'s public share in it, even if
+        another thread reloaded ``cluster.json`` meanwhile (an honest node answering for
+        the new epoch was checked against its old public share and excluded)."""
         head = {
             "cluster_id": cfg.cluster_id,
             "region": cfg.region,
@@ -285,7 +295,7 @@ class ClusterDataKeys:
         """Each (NFC) subject's combined DPRF output ``s*H(subject)``, from T nodes.
 
         Nodes that do not answer are skipped (and named if fewer than T remain); with
-        ``proof`` a node whose answer fails its DLEQ proof is excluded for good.
+        ``proof`` a node whose answer fails its DLEQ proof is excluded (see :attr:`excluded`).
         """
 
         from . import _cluster_math as cm  # lazily: the cluster extra
@@ -305,7 +315,8 @@ class ClusterDataKeys:
                 bad = dict(self._excluded)
             usable = [n for n in cfg.nodes if n.name not in bad and n.name not in down]
             if len(usable) < cfg.threshold:
-                if down and self._reloaded():  # a refresh or replacement since we read it
+                # a refresh or replacement since we read it (here or in another thread)
+                if down and (self.config is not cfg or self._reloaded()):
                     return self.evaluate(subjects, proof=proof)
                 missing = {**down, **bad}
                 raise ClusterError(
@@ -318,7 +329,7 @@ class ClusterDataKeys:
             indices = [n.index for n in chosen]
             try:
                 futures = {
-                    n.name: self._pool.submit(self._ask, n, subjects, indices, proof)
+                    n.name: self._pool.submit(self._ask, cfg, n, subjects, indices, proof)
                     for n in chosen
                 }
             except RuntimeError:  # the pool was shut down: by a close, since the check above
@@ -332,7 +343,8 @@ class ClusterDataKeys:
                     answers[n.index] = futures[n.name].result()
                 except _Lied as exc:
                     with self._lock:
-                        self._excluded[n.name] = f"wrong answer ({exc})"
+                        if n in self.config.nodes:  # not described anew meanwhile
+                            self._excluded[n.name] = f"wrong answer ({exc})"
                     retry = True
                 except PermissionDenied as exc:
                     if "unknown or revoked" in str(exc):
@@ -376,6 +388,8 @@ class ClusterDataKeys:
         with self._lock:
             self.config = new
             for n in new.nodes:
+                if n not in old.nodes:  # described anew: replaced, moved or refreshed
+                    self._excluded.pop(n.name, None)
                 if n.url != self._clients[n.name].url:
                     self._clients[n.name] = self._tls.client(
                         n.url, token=self._token, timeout=self._timeout

@@ -4,7 +4,9 @@ misbehaves on the wire (lies, or is cut off mid-protocol) while the real node ru
 Requests are forwarded one by one; a request whose path is in :attr:`NodeProxy.cut` is never
 forwarded (the connection is closed: a network failure before the node saw it), one in
 :attr:`NodeProxy.drop_answer` is forwarded and its answer dropped (the node acted, the caller
-never hears of it). Subclasses rewrite answers in :meth:`NodeProxy.rewrite`.
+never hears of it), and one in :attr:`NodeProxy.gated` waits until :attr:`NodeProxy.gate` is
+set before it is forwarded. Subclasses rewrite answers in :meth:`NodeProxy.rewrite`
+(:class:`LyingProxy` answers every evaluation wrongly).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import socket
 import threading
 from pathlib import Path
 
-__all__ = ["NodeProxy"]
+__all__ = ["LyingProxy", "NodeProxy"]
 
 
 class NodeProxy:
@@ -22,6 +24,11 @@ class NodeProxy:
         self.target, self.path = target, path
         self.cut: set[str] = set()
         self.drop_answer: set[str] = set()
+        self.gated: set[str] = set()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.waiting = 0  # requests held at the closed gate now
+        self._count = threading.Lock()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
         self.sock.listen(8)
@@ -37,6 +44,15 @@ class NodeProxy:
     def rewrite(self, path: str, head: bytes, body: bytes) -> bytes:
         """The body sent back for ``path`` (default: the node's own)."""
         return body
+
+    def _pass_gate(self) -> bool:
+        with self._count:
+            self.waiting += 1
+        try:
+            return self.gate.wait(60)
+        finally:
+            with self._count:
+                self.waiting -= 1
 
     def _run(self) -> None:
         while not self.stop.is_set():
@@ -74,6 +90,8 @@ class NodeProxy:
                 path = req.split(b" ", 2)[1].decode()
                 if path in self.cut:
                     return
+                if path in self.gated and not self._pass_gate():
+                    return
                 up.sendall(req)
                 head, _, body = self._read_http(uf).partition(b"\r\n\r\n")
                 if path in self.drop_answer:
@@ -97,3 +115,21 @@ class NodeProxy:
         self.stop.set()
         self.thread.join(timeout=5)
         self.sock.close()
+
+
+class LyingProxy(NodeProxy):
+    """A proxy that answers every evaluation wrongly: it adds the base point to the first
+    output (a valid point, just not ``s_i*H``)."""
+
+    def rewrite(self, path: str, head: bytes, body: bytes) -> bytes:
+        import rbcl
+
+        from keysplit.service import _wire as wire
+
+        if b"vnd.keysplit.batch" in head and body:
+            h, _, items = wire.decode_frame(body)
+            if "index" in h and items and items[0]:
+                g = rbcl.crypto_scalarmult_ristretto255_base(b"\x01" + bytes(31))
+                items[0] = rbcl.crypto_core_ristretto255_add(items[0], g)
+                return wire.encode_frame(h, items)
+        return body

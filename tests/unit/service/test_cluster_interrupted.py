@@ -13,16 +13,20 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
-from node_proxy import NodeProxy
+from node_proxy import LyingProxy, NodeProxy
 from service_helpers import Server, cli, make_token, share_file, start_node
 
 from keysplit import ClusterClient, ClusterError
+from keysplit.service.cluster_client import ClusterDataKeys
 from keysplit.service.cluster_config import ClusterConfig, read_cluster
+from keysplit.store import open_store
 
 pytest.importorskip("rbcl")
 pytestmark = pytest.mark.slow
@@ -127,11 +131,16 @@ def test_a_refresh_cut_before_every_node_finished_loses_nothing(cluster: Cluster
     assert r.returncode == 0 and '"usable": 4' in r.stdout, r.stdout
 
 
-def _stale_copy(cluster: Cluster, cfg: ClusterConfig, name: str) -> Path:
+def _copy(
+    cluster: Cluster, cfg: ClusterConfig, name: str, urls: dict[str, str] | None = None
+) -> Path:
+    """``DIR/cluster.json`` for ``cfg`` (with cl's one store) in ``tmp/NAME``, the named
+    nodes reached at other URLs (proxies)."""
     d = cluster.tmp / name
-    d.mkdir()
+    d.mkdir(exist_ok=True)
     store = f"sqlite://{cluster.dir / 'cluster-keys.sqlite'}"
-    type(cfg)(**{**cfg.__dict__, "store": store}).write(d)
+    nodes = tuple(replace(n, url=(urls or {}).get(n.name, n.url)) for n in cfg.nodes)
+    replace(cfg, store=store, nodes=nodes).write(d)
     return d
 
 
@@ -154,10 +163,116 @@ def test_a_refresh_cut_at_commit_keeps_working_and_old_shares_end(cluster: Clust
     cluster.check_records()
     for cfg, name in ((before, "cl-e-before"), (mid, "cl-e-mid")):
         with (
-            ClusterClient(_stale_copy(cluster, cfg, name), token=cluster.token) as c,
+            ClusterClient(_copy(cluster, cfg, name), token=cluster.token) as c,
             pytest.raises(ClusterError, match="epoch"),
         ):
             c.decrypt(cluster.records[0][1], subject=cluster.records[0][0])
+
+
+def test_a_node_excluded_for_a_wrong_answer_is_asked_again_once_replaced(
+    cluster: Cluster,
+) -> None:
+    """(red team) A running client excluded n1 for a wrong answer (a lying route to it); the
+    operator fixes it (cluster.json names n1 anew: replaced, or reached another way). When
+    the client next reloaded cluster.json (n3 down) it kept n1 excluded by name, for good:
+    with n3 down it refused every call though n1, n2 and n4 answered. An exclusion now ends
+    when cluster.json describes its node anew."""
+    liar = LyingProxy(cluster.servers["n1"].sock, cluster.proxy.path.parent / "n1-liar.sock")
+    cfg = read_cluster(cluster.dir)
+    d = _copy(cluster, cfg, "cl-liar", {"n1": liar.url})
+    subject, rec, plain = cluster.records[0]
+    try:
+        with ClusterClient(d, token=cluster.token, timeout=20) as c:
+            c.encrypt(b"new", subject="contacts/under-liar")  # proofs: n1 named and excluded
+            assert list(c.datakeys.excluded) == ["n1"]
+            _copy(cluster, cfg, "cl-liar")  # cluster.json reaches n1 directly again
+            cluster.proxy.cut = {"/v1/cluster/eval"}  # n3 down: the client reloads
+            try:
+                assert c.decrypt(rec, subject=subject) == plain
+            finally:
+                cluster.proxy.cut = set()
+            assert c.datakeys.excluded == {}
+    finally:
+        liar.close()
+
+
+def test_a_reload_by_another_thread_excludes_no_honest_node(cluster: Cluster) -> None:
+    """(red team) A call chose its nodes from the client's description of epoch e; another
+    thread reloaded cluster.json (epoch e+1, after a refresh) before the call's requests
+    left: each request then named epoch e+1 while its answer was checked against the node's
+    public share of epoch e, so every honest node's proof failed and each was excluded for
+    good (the client refused every call after). Each request now names the description its
+    call chose the node from, and a call that finds it stale retries with the new one.
+
+    Made deterministic with gates: thread B's call finds every node at another epoch and
+    reloads (held inside the reload); four held calls fill the client's four workers; call
+    A (with proofs) then chooses its nodes from epoch e and waits for a worker; B's reload
+    completes; the gates open."""
+    old = read_cluster(cluster.dir)
+    r = cli("cluster", "refresh", "cl", cwd=cluster.tmp)
+    assert r.returncode == 0, r.stderr
+    new = read_cluster(cluster.dir)
+    sockdir = cluster.proxy.path.parent
+    gates = {n: NodeProxy(cluster.servers[n].sock, sockdir / f"{n}-gate.sock") for n in NODES}
+    gates["n3"] = cluster.proxy
+    urls = {n: p.url for n, p in gates.items()}
+    via = {
+        e: read_cluster(_copy(cluster, c, f"cl-gate-{e}", urls))
+        for e, c in (("old", old), ("new", new))
+    }
+    entered, release = threading.Event(), threading.Event()
+
+    def reload() -> ClusterConfig:
+        entered.set()
+        assert release.wait(60)
+        return via["new"]
+
+    store = open_store(via["old"].store, keyring_id=old.cluster_id, home=cluster.dir)
+    dk = ClusterDataKeys(via["old"], store, token=cluster.token, timeout=60, reload=reload)
+    results: dict[str, object] = {}
+
+    def call(name: str, proof: bool) -> threading.Thread:
+        def run() -> None:
+            try:
+                results[name] = dk.evaluate(["contacts/0"], proof=proof)
+            except Exception as exc:  # reported below
+                results[name] = exc
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+    def until(cond: object) -> None:
+        deadline = time.monotonic() + 60
+        while not cond():  # type: ignore[operator]
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+    threads = []
+    try:
+        threads.append(call("B", False))
+        assert entered.wait(60)  # B found every node at another epoch, reloading
+        for p in gates.values():
+            p.gated, _ = {"/v1/cluster/eval"}, p.gate.clear()
+        threads += [call("C1", False), call("C2", False)]
+        until(lambda: sum(p.waiting for p in gates.values()) == 4)  # every worker held
+        threads.append(call("A", True))
+        release.set()
+        until(lambda: dk.config == via["new"])
+    finally:
+        release.set()
+        for p in gates.values():
+            p.gate.set()
+            p.gated = set()
+        for t in threads:
+            t.join(60)
+        excluded = dk.excluded
+        dk.close()
+        for n, p in gates.items():
+            if n != "n3":
+                p.close()
+    assert excluded == {}
+    assert all(not isinstance(v, Exception) for v in results.values()), results
 
 
 def test_a_replacement_cut_after_the_new_node_kept_its_share_is_finished(

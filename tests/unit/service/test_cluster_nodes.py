@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from node_proxy import NodeProxy
+from node_proxy import LyingProxy
 from service_helpers import Server, cli, make_keyring, make_token, share_file, start_node
 from test_cluster_cache import close_with_a_call_racing
 
@@ -299,22 +299,6 @@ def _check_records(c: ClusterClient) -> None:
     assert c.decrypt(recs[0], subject=subjects[0]) == pts[0]
 
 
-class _LyingProxy(NodeProxy):
-    """A proxy in front of one node that answers every evaluation wrongly: it adds the
-    base point to the first output (a valid point, just not ``s_i*H``)."""
-
-    def rewrite(self, path: str, head: bytes, body: bytes) -> bytes:
-        import rbcl
-
-        if b"vnd.keysplit.batch" in head and body:
-            h, _, items = wire.decode_frame(body)
-            if "index" in h and items and items[0]:
-                g = rbcl.crypto_scalarmult_ristretto255_base(b"\x01" + bytes(31))
-                items[0] = rbcl.crypto_core_ristretto255_add(items[0], g)
-                return wire.encode_frame(h, items)
-        return body
-
-
 def _cluster_via(cluster: Cluster, liars: dict[str, Path], name: str) -> Path:
     """A copy of ``cl`` whose named nodes are reached through the given proxy sockets."""
     d = cluster.tmp / name
@@ -331,8 +315,8 @@ def _cluster_via(cluster: Cluster, liars: dict[str, Path], name: str) -> Path:
 
 
 def test_lying_node_is_named_and_never_yields_a_wrong_key(cluster: Cluster) -> None:
-    p1 = _LyingProxy(cluster.servers["n1"].sock, cluster.sockdir / "lie1.sock")
-    p2 = _LyingProxy(cluster.servers["n2"].sock, cluster.sockdir / "lie2.sock")
+    p1 = LyingProxy(cluster.servers["n1"].sock, cluster.sockdir / "lie1.sock")
+    p2 = LyingProxy(cluster.servers["n2"].sock, cluster.sockdir / "lie2.sock")
     try:
         d = _cluster_via(cluster, {"n1": p1.path}, "cl-lie1")
         with ClusterClient(d, token=cluster.token) as c:
@@ -602,9 +586,11 @@ def test_a_call_larger_than_a_batch_is_split_and_keeps_its_order(
     sizes: list[int] = []
     ask = cc.ClusterDataKeys._ask
 
-    def counted(self: object, node: object, subjects: list[str], *a: object) -> list[bytes]:
+    def counted(
+        self: object, cfg: object, node: object, subjects: list[str], *a: object
+    ) -> list[bytes]:
         sizes.append(len(subjects))
-        return ask(self, node, subjects, *a)  # type: ignore[arg-type]
+        return ask(self, cfg, node, subjects, *a)  # type: ignore[arg-type]
 
     monkeypatch.setattr(cc.ClusterDataKeys, "_ask", counted)
     subjects = [f"contacts/split-{i:x}" for i in range(130)]
