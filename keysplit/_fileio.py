@@ -7,9 +7,10 @@ checks that no other module calls ``os.replace``/``os.link``/``os.fsync``): secr
 append-only logs (:func:`durable_append`).
 
 Files that hold secrets (shares, identities, keyring metadata) are written to a temporary
-file in the same directory, fsynced, renamed over the target and the directory fsynced, so
-a crash leaves either the old file or the new one, never a torn or empty one, and nothing
-is replaced until its replacement is durable. New files get mode 0600.
+file in the same directory (unnamed where Linux offers ``O_TMPFILE``, so a killed writer
+leaves nothing), fsynced, renamed over the target and the directory fsynced, so a crash
+leaves either the old file or the new one, never a torn or empty one, and nothing is
+replaced until its replacement is durable. New files get mode 0600.
 """
 
 from __future__ import annotations
@@ -60,11 +61,22 @@ def atomic_writer(
     On an exception the temporary file is removed and ``path`` is untouched. With
     ``overwrite=False`` an existing ``path`` is an error (checked again at rename time via
     ``os.link`` so two writers cannot both win).
+
+    The file has no name until it is complete where Linux ``O_TMPFILE`` is available, so
+    a writer killed mid-write (SIGKILL, a power cut) leaves nothing; elsewhere it is a
+    named ``.<name>.<host>.<pid>.<hex>.tmp``, and the next write of ``path`` removes those
+    a dead writer of this host left (they may hold a whole secret).
     """
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
+    _remove_leftovers(directory / target.name)
     if not overwrite and os.path.lexists(target):  # a link to nowhere is there too
         raise FileExistsError(f"refusing to overwrite existing file: {target}")
+    fd = _open_unnamed(directory)
+    if fd is not None:
+        with _unnamed_writer(fd, directory / target.name, overwrite, mode) as fh:
+            yield fh
+        return
     tmp = _temp_name(directory, target.name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -166,10 +178,10 @@ def _dead_writers(target: Path, pattern: re.Pattern[str]) -> Iterator[tuple[Path
 def _remove_leftovers(target: Path) -> None:
     """Remove ``.<name>.<host>.<pid>.<hex>.tmp`` files of ``target`` left by a killed writer.
 
-    Only where ``O_TMPFILE`` is unavailable can a killed :func:`decrypt_file` leave its
-    (authenticated, partial) plaintext under such a name; the next run for the same
-    target removes those whose writer process of this host is gone: regular files of this
-    user only, never another host's (as :func:`staging_dir` does for stages).
+    Only where ``O_TMPFILE`` is unavailable can a killed :func:`atomic_writer` (a secret
+    file, a decrypt's authenticated partial plaintext) leave one; the next write of the
+    same target removes those whose writer process of this host is gone: regular files of
+    this user only, never another host's (as :func:`staging_dir` does for stages).
     """
     for path, st in _dead_writers(target, _LEFTOVER):
         if stat.S_ISREG(st.st_mode):
@@ -230,8 +242,8 @@ def _link_fd(fd: int, dst: Path) -> None:
 
 
 @contextlib.contextmanager
-def _unnamed_writer(fd: int, target: Path, overwrite: bool) -> Iterator[BinaryIO]:
-    """Like ``atomic_writer``, but the file has no name until it is complete.
+def _unnamed_writer(fd: int, target: Path, overwrite: bool, mode: int) -> Iterator[BinaryIO]:
+    """:func:`atomic_writer` where ``O_TMPFILE`` is offered: no name until it is complete.
 
     ``O_TMPFILE`` made an inode with no directory entry; only after the whole stream
     authenticated and was fsynced is it linked in (``linkat`` through ``/proc/self/fd``).
@@ -239,7 +251,7 @@ def _unnamed_writer(fd: int, target: Path, overwrite: bool) -> Iterator[BinaryIO
     """
     directory = target.parent
     with os.fdopen(fd, "wb") as fh:
-        os.fchmod(fd, 0o600)
+        os.fchmod(fd, mode)
         yield fh
         fh.flush()
         os.fsync(fd)
@@ -261,23 +273,11 @@ def _unnamed_writer(fd: int, target: Path, overwrite: bool) -> Iterator[BinaryIO
 def unnamed_writer(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[BinaryIO]:
     """Yield a binary file (mode 0600) that gets ``path`` as its name only on clean exit.
 
-    For output that is authenticated as it is written (decrypted streams): with Linux
-    ``O_TMPFILE`` the bytes live in an inode without a name until the end (fsync, then
-    ``linkat``), so a killed writer leaves nothing; elsewhere :func:`atomic_writer`'s
-    named temporary is used and a later call removes those of dead writers. An existing
-    ``path`` is an error unless ``overwrite``.
+    The writer of decrypted streams: :func:`atomic_writer`, refusing an existing ``path``
+    unless ``overwrite``. Their plaintext is authenticated as it is written, so it must
+    have no name before the whole stream has (``O_TMPFILE``; elsewhere a named temporary
+    that a later call removes if its writer died).
     """
-    target = Path(path)
-    if not str(target.parent):
-        target = Path(".") / target
-    _remove_leftovers(target)
-    if not overwrite and os.path.lexists(target):  # a link to nowhere is there too
-        raise FileExistsError(f"refusing to overwrite existing file: {target}")
-    fd = _open_unnamed(target.parent)
-    if fd is not None:
-        with _unnamed_writer(fd, target, overwrite) as fh:
-            yield fh
-        return
     with atomic_writer(path, mode=0o600, overwrite=overwrite) as fh:
         yield fh
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 import ast
 import io
 import os
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +103,47 @@ def test_a_dangling_symlink_is_an_existing_file(
     stream.decrypt_file(tmp_path / "ct", out, sk, overwrite=True)
     assert not out.is_symlink() and out.read_bytes() == Path(__file__).read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct", "out"]
+
+
+_KILLED_WRITER = """
+import sys, time
+from keysplit import _fileio
+if sys.argv[2] == "named":
+    _fileio._USE_O_TMPFILE = False
+with _fileio.atomic_writer(sys.argv[1], overwrite=False) as fh:
+    fh.write(b"0123456789abcdef0123456789abcdef (the secret)")
+    fh.flush()
+    print("written", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("unnamed", [True, False])
+def test_a_writer_killed_before_its_rename_leaves_no_secret_behind(
+    tmp_path: Path, unnamed: bool
+) -> None:
+    """A secret file (``combine --out``, plain shares, converted shares, an unencrypted
+    identity) whose writer was killed (SIGKILL, a power cut) mid-write stayed for good in
+    ``.NAME.<host>.<pid>.<hex>.tmp``: only a decrypt's leftovers were ever removed. Now it
+    has no name until complete (``O_TMPFILE``), and where a name is needed the next write
+    of the same file removes what a dead writer of this host left."""
+    if unnamed and not _fileio._USE_O_TMPFILE:
+        pytest.skip("O_TMPFILE unavailable here")
+    target = tmp_path / "secret.hex"
+    mode = "unnamed" if unnamed else "named"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(target), mode], stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"written\n"
+    finally:
+        child.kill()  # SIGKILL: no cleanup runs
+        child.communicate(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    left = os.listdir(tmp_path)
+    if unnamed:
+        assert left == []
+    else:
+        assert len(left) == 1 and left[0].startswith(".secret.hex.")  # the fallback's window
+    _fileio.atomic_write(target, b"new", overwrite=False)
+    assert os.listdir(tmp_path) == ["secret.hex"] and target.read_bytes() == b"new"
