@@ -203,9 +203,11 @@ def init(
         directory, threshold, [c.name for c in custody], store_url=store_url
     )
     try:
+        kr.home.mark_handout(kr.meta.set_id)  # killed while writing, the shares never unseal
         written = hand_out(
             shares, custody, sink, 1, kdf, None if sheets is None else (sheets, kr.keyring_id)
         )
+        kr.home.clear_handout()
     except (OSError, KeysplitError) as exc:
         raise KeyringError(
             f"could not write the share files ({exc}); the keyring at {directory} was created "

@@ -6,8 +6,8 @@ module builds a path. Today a home is a directory::
     keyring.ksk       sealed keyring file (:mod:`keysplit.keyring.file`)
     keyring.pending   only between rekey prepare and commit (or after a crash there)
     keyring.pending.handout
-                      the pending rekey's set id while a ceremony writes its new shares:
-                      a rekey killed then handed out only some, so they must not complete it
+                      the set id of the shares an init or rekey ceremony is writing: one
+                      killed then handed out only some, so they must not unseal
     keyring.ksk.verify.json, keyring.pending.verify.json
                       proofs of possession awaited by ``init --verify`` / ``rekey --verify``
                       (:class:`keysplit.proof.PendingVerification`)
@@ -170,12 +170,13 @@ class KeyringHome:
         return True
 
     def mark_handout(self, set_id: str) -> None:
-        """A ceremony starts writing the new shares of pending set ``set_id``: until
-        :meth:`clear_handout`, they must not complete the rekey (:meth:`handout_incomplete`)."""
+        """A ceremony starts writing the shares of set ``set_id`` (a new keyring's, or a
+        pending rekey's): until :meth:`clear_handout`, they must not unseal it
+        (:meth:`handout_incomplete`)."""
         atomic_write(self.path / HANDOUT_FILE, set_id.encode())
 
     def clear_handout(self) -> None:
-        """Every new share of the pending rekey was written (or it is discarded)."""
+        """Every share of the marked set was written (or the pending rekey is discarded)."""
         try:
             os.unlink(self.path / HANDOUT_FILE)
         except FileNotFoundError:

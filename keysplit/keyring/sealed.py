@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization as ser
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from ..audit import AuditLog
-from ..errors import KeyringError
+from ..errors import KeyringError, KeysplitError
 from ..hazmat import hpke as hpke_helper
 from ..rng import RandomSource, default_rng
 from ..share import Share, split
@@ -68,6 +68,20 @@ def hpke_seal(
         raise ValueError("public_key must be the keyring's 32-byte X25519 public key")
     pk = X25519PublicKey.from_public_bytes(public_key)
     return hpke_helper.seal(pk, info, plaintext)  # byte-compatible with HPKE_SUITE
+
+
+def _leftover(home: KeyringHome) -> str | None:
+    """A hint for a keyring in the way that an init left half done (else None)."""
+    try:
+        set_id = kf.parse(home.read_keyring())[0].set_id
+    except KeysplitError:
+        return None
+    if not home.handout_incomplete(set_id):
+        return None
+    return (
+        f"its init stopped before all its shares were written (it never unseals): remove "
+        f"{home.path} and init again"
+    )
 
 
 class Keyring:
@@ -151,7 +165,7 @@ class Keyring:
         home = KeyringHome(path)
         home.make()
         if home.has_keyring():
-            raise KeyringError(f"a keyring already exists at {home.path}")
+            raise KeyringError(f"a keyring already exists at {home.path}", hint=_leftover(home))
         master = rng.random_bytes(16)
         shares = split(master, threshold, len(names), rng=rng)
         x_priv = X25519PrivateKey.from_private_bytes(rng.random_bytes(32))

@@ -147,12 +147,18 @@ class Unsealer:
         home = kr.home
         to_new = kr.pending is not None and target is kr.pending
         with home.lock():
-            if to_new and home.handout_incomplete(target.set_id):
+            if home.handout_incomplete(target.set_id):  # some custodians may have no share
+                if to_new:
+                    raise KeyringError(
+                        "these shares are of a rekey that was killed while its new shares "
+                        "were written: some custodians may have none, so they do not complete it",
+                        hint="discard it with a quorum of the current shares "
+                        "(keysplit rekey --abort), then rekey again",
+                    )
                 raise KeyringError(
-                    "these shares are of a rekey that was killed while its new shares were "
-                    "written: some custodians may have none, so they do not complete it",
-                    hint="discard it with a quorum of the current shares "
-                    "(keysplit rekey --abort), then rekey again",
+                    "this keyring's init was killed while its shares were written: some "
+                    "custodians may have none, so it is never unsealed",
+                    hint=f"remove {home.path} and run init again",
                 )
             verification = self._gate(home.verification(kr.meta, kr.pending), to_new)
             master = combine(self._shares)

@@ -326,11 +326,23 @@ class Dying(DirectorySink):  # the process is killed before it writes the third 
         return super().write(custody, generation, data)
 
 base = Path(sys.argv[1])
+custody = [Custody("a"), Custody("b"), Custody("c")]
+if sys.argv[2] == "init":
+    ceremony.init(base / "kr", 2, custody, Dying(base / "s"))
 kr = Keyring.open(base / "kr")
 old = [load_share((base / "s" / f"{n}.g1.kss").read_bytes()) for n in ("a", "b")]
-custody = [Custody("a"), Custody("b"), Custody("c")]
 ceremony.rekey(kr, Quorum(kr, old), custody, Dying(base / "new"))
 """
+
+
+def _killed_mid_hand_out(base: Path, which: str) -> None:
+    p = subprocess.run(
+        [sys.executable, "-c", _DIES_MID_HAND_OUT, str(base), which],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == -9, p.stderr
 
 
 def test_new_shares_of_a_rekey_killed_while_writing_them_do_not_complete_it(
@@ -341,13 +353,7 @@ def test_new_shares_of_a_rekey_killed_while_writing_them_do_not_complete_it(
     and custodian c, whose share was never written, was left out of the keyring for good."""
     custody = [Custody("a"), Custody("b"), Custody("c")]
     made = ceremony.init(tmp_path / "kr", 2, custody, DirectorySink(tmp_path / "s"))
-    p = subprocess.run(
-        [sys.executable, "-c", _DIES_MID_HAND_OUT, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert p.returncode == -9, p.stderr
+    _killed_mid_hand_out(tmp_path, "rekey")
     assert sorted(f.name for f in (tmp_path / "new").iterdir()) == ["a.g2.kss", "b.g2.kss"]
     kr = Keyring.open(tmp_path / "kr")
     assert kr.pending is not None
@@ -359,6 +365,20 @@ def test_new_shares_of_a_rekey_killed_while_writing_them_do_not_complete_it(
     old = [load_share(Path(w.location).read_bytes()) for w in made.shares]
     assert ceremony.abort_rekey(kr, Quorum(kr, old[1:])).value is True
     ceremony.unseal_check(Keyring.open(tmp_path / "kr"), Quorum(kr, old[:2]))
+
+
+def test_shares_of_an_init_killed_while_writing_them_do_not_unseal(tmp_path: Path) -> None:
+    """An init process killed after writing 2 of its 3 shares: the keyring unsealed with
+    those two as if nothing had happened, custodian c never having had a share."""
+    _killed_mid_hand_out(tmp_path, "init")
+    assert sorted(f.name for f in (tmp_path / "s").iterdir()) == ["a.g1.kss", "b.g1.kss"]
+    kr = Keyring.open(tmp_path / "kr")
+    shares = [load_share((tmp_path / "s" / f"{n}.g1.kss").read_bytes()) for n in ("a", "b")]
+    with pytest.raises(KeyringError, match="killed while its shares were written"):
+        ceremony.unseal_check(kr, Quorum(kr, shares))
+    with pytest.raises(KeyringError, match="a keyring already exists") as again:
+        ceremony.init(tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path))
+    assert again.value.hint is not None and "before all its shares were written" in again.value.hint
 
 
 def test_cheap_checks_run_before_the_quorum_is_asked(tmp_path: Path) -> None:
