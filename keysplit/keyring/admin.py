@@ -150,6 +150,7 @@ class KeyAdmin:
         the version and the new metadata."""
         local = self._local
         with self._home.lock():
+            local.catch_up()  # a keyring file behind the store's state writes nothing
             m = current
             v = m.next_kek
             if self._home.store_record_for(m.keyring_id) is None:
@@ -182,6 +183,7 @@ class KeyAdmin:
         """Delete KEK ``version``; refused while it is current, any data key uses it, or a
         live process (lease) still writes under it. Returns the new metadata."""
         local = self._local
+        local.catch_up()  # a keyring file behind the store's state writes nothing
         m = current
         if version == m.current_kek:
             raise KeyringError(f"KEK version {version} is current and cannot be retired")
@@ -261,6 +263,7 @@ class KeyAdmin:
         """Phase 1: new master key and shares, written as the pending file. Returns the
         shares and the pending metadata; the new master key stays here until
         :meth:`commit_rekey`."""
+        self._local.catch_up()  # new shares for a file behind the store's state: refused
         m = current
         names = list(custodians) if custodians is not None else [c.name for c in m.custodians]
         k = threshold if threshold is not None else min(m.threshold, len(names))

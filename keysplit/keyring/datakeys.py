@@ -344,7 +344,7 @@ class LocalDataKeys:
         if not st.current_kek:  # a store from before fleet state: record the file's version
             with contextlib.suppress(KeyringError):
                 st = store.set_current_kek(current_kek)
-        self._adopt(st)
+        self._adopt(st, reload=False)  # the file was read just now (and its reader is not set up)
         self.member.start()
 
     counts_records = False
@@ -475,8 +475,9 @@ class LocalDataKeys:
             "(wrong subject, another keyring, or a store restored from an old backup)"
         )
 
-    def _adopt(self, st: KeyringState) -> None:
-        """Follow the shared state: the store's current KEK, without retired versions."""
+    def _adopt(self, st: KeyringState, *, reload: bool = True) -> None:
+        """Follow the shared state: the store's current KEK, without retired versions
+        (``reload``: re-read the keyring file for a current KEK it does not know yet)."""
         with self._adopt_lock:
             ks = self._kekset
             retired = set(st.retired) & set(ks.versions)
@@ -484,11 +485,11 @@ class LocalDataKeys:
                 return
             secrets = self._secrets
             if st.current_kek and st.current_kek not in secrets.keks:
-                if self._reload is None:
+                if reload and self._reload is None:
                     self._refusal = "the keyring changed elsewhere: unseal again"
                     return
                 try:
-                    secrets = self._reload()
+                    secrets = self._reload() if reload and self._reload else secrets
                 except IntegrityError:
                     self._refusal = "rekeyed elsewhere: unseal again"
                     return

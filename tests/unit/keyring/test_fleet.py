@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import socket
 import threading
 import time
@@ -536,3 +537,35 @@ def test_two_threads_rotating_one_keyring_both_succeed(
         assert all(isinstance(v, int) for v in got), got  # before: KeyringError
         assert sorted(got) == [2, 3]  # type: ignore[type-var]
         assert u.status().current_kek == 3
+
+
+def test_a_host_whose_keyring_copy_is_stale_cannot_rotate_or_retire(tmp_path: Path) -> None:
+    """(red team) Two hosts, each with a copy of the keyring directory, one store (SECURITY.md
+    "Several hosts": copy the file after every rotate). Host a rotated to v2; host b, its copy
+    not yet refreshed, rotated too: its file got a *different* KEK under the same version 2
+    and the store accepted "2" again, so each host wrapped new keys under a v2 the other could
+    not open (IntegrityError), and copying b's "rotated" file to a, as the procedure says,
+    lost every key under a's v2. A retire on the stale copy wrote a file without v2 likewise.
+    Now both are refused, naming the cause, before anything is written."""
+    _, shares = Keyring.create(tmp_path / "a", 2, NAMES, store_url=f"sqlite://{tmp_path}/k.sqlite")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    quorum = list(shares.values())
+    with Keyring.open(tmp_path / "a").unseal(quorum) as a:
+        a.encrypt(b"old", subject="s/old")
+        assert a.rotate() == 2
+        rec = a.encrypt(b"new", subject="s/new")  # under a's v2
+        stale_b = (tmp_path / "b" / "keyring.ksk").read_bytes()
+        with Keyring.open(tmp_path / "b").unseal(quorum) as b:
+            with pytest.raises(KeyringError, match="not in this keyring file"):
+                b.rotate()
+            with pytest.raises(KeyringError, match="not in this keyring file"):
+                b.retire(1)
+            with pytest.raises(KeyringError, match="not in this keyring file"):
+                b.prepare_rekey()
+            with pytest.raises(KeyringError, match="not in this keyring file"):
+                b.encrypt(b"x", subject="s/b")  # as before: no key under a stale version
+        assert (tmp_path / "b" / "keyring.ksk").read_bytes() == stale_b  # nothing written
+        assert not (tmp_path / "b" / "keyring.pending").exists()  # no pending rekey either
+        assert a.decrypt(a.encrypt(b"x", subject="s/newer"), subject="s/newer") == b"x"
+        assert a.decrypt(rec, subject="s/new") == b"new"
+        assert a.status().keys_by_version == {1: 1, 2: 2}
