@@ -185,10 +185,15 @@ def replace_cmd(
     region, or a helper at fault (named); 2 usage.
     """
     from keysplit.service.cluster_admin import replace_node
+    from keysplit.service.cluster_config import check_url
 
     name, sep, url = node.partition("=")
     if not sep or not name or not url:
         fail(f"expected NAME=URL, got {node!r}", code=EXIT_USAGE)
+    try:
+        check_url(url)
+    except ValueError as exc:
+        fail(str(exc), code=EXIT_USAGE)
     cfg = replace_node(
         directory, name, url, token=read_token(token_file), tls=tls_files(ca, cert, key)
     )

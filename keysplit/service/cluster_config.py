@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .. import _json
 from .._fileio import atomic_write
@@ -30,6 +31,7 @@ __all__ = [
     "ClusterConfig",
     "ClusterNodeInfo",
     "check_region",
+    "check_url",
     "read_cluster",
 ]
 
@@ -51,6 +53,21 @@ def check_region(region: str) -> str:
     if not isinstance(region, str) or not _REGION_RE.fullmatch(region):
         raise ValueError("region must be 1-32 characters of a-z 0-9 - (e.g. 'in', 'eu-west')")
     return region
+
+
+def check_url(url: str) -> str:
+    """A node URL keysplit can reach: ``unix:PATH`` or ``https://host[:port]`` (the rule of
+    :class:`~keysplit.service.Client`, checked where a cluster description is read)."""
+    if isinstance(url, str) and url.startswith("unix:") and len(url) > len("unix:"):
+        return url
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme == "https" and bool(parts.hostname) and (parts.port or 443) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"node URL must be unix:/path/to/socket or https://host:port, not {url!r}")
+    return url
 
 
 def check_node_name(name: str) -> str:
@@ -103,6 +120,10 @@ class ClusterNodeInfo:
             raise FormatError(f"cluster.json: a node lacks {exc.args[0]!r}") from None
         except ValueError as exc:
             raise FormatError(f"cluster.json: {exc}") from None
+        try:
+            check_url(n.url)
+        except ValueError as exc:
+            raise FormatError(f"cluster.json: node {n.name}: {exc}") from None
         if type(n.index) is not int or not 1 <= n.index <= MAX_NODES:
             raise FormatError("cluster.json: node index must be 1..64")
         return n

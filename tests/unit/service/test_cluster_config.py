@@ -103,3 +103,29 @@ def test_with_shares_bumps_only_what_it_is_told() -> None:
     assert (
         new.epoch == 2 and new.public_key == cfg.public_key and new.nodes[0].url == cfg.nodes[0].url
     )
+
+
+@pytest.mark.parametrize(
+    "url", ["http://host:1", "ftp://x", "https://", "https://h:99999", "unix:"]
+)
+def test_a_node_url_no_client_can_reach_is_one_error_line(tmp_path: Path, url: str) -> None:
+    """(red team) A cluster.json naming a node by a URL keysplit cannot use (http, a bad
+    port: an operator's edit), and the same URL given to ``cluster replace``, ended in a
+    ValueError traceback (the node client's constructor) in status, shred, rotate and
+    replace. cluster.json is refused as malformed; replace calls it a usage error."""
+    from service_helpers import cli
+
+    cfg = _cfg()
+    (tmp_path / "cl").mkdir()
+    cfg.write(tmp_path / "cl")
+    r = cli("cluster", "replace", "cl", f"n1={url}", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr and "URL" in r.stderr
+    doc = json.loads(cfg.to_bytes())
+    doc["nodes"][1]["url"] = url
+    (tmp_path / "cl" / "cluster.json").write_text(json.dumps(doc))
+    with pytest.raises(FormatError, match="n2"):
+        read_cluster(tmp_path / "cl")
+    r = cli("cluster", "status", "cl", cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr and "n2" in r.stderr

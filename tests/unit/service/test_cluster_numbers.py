@@ -47,7 +47,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Nodes, dic
                 tl.add(key, token, name="t", allow=list(OPERATIONS), subject_prefix="")
         svc = KeyService(kr.path, log=lambda m: None)
         svc._unsealed(kr.unseal([shares["a"], shares["b"]]), ["a", "b"])
-        svcs[f"mem:{name}"] = svc
+        svcs[f"unix:{name}"] = svc
     auth = {"authorization": f"Bearer {token}"}
 
     def post(url: str, path: str, doc: Any, tok: Any, name: str, tls: Any) -> dict[str, Any]:
@@ -68,7 +68,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Nodes, dic
             tmp / "cl",
             threshold=2,
             region="in",
-            nodes=[(n, f"mem:{n}") for n in ("n1", "n2", "n3")],
+            nodes=[(n, f"unix:{n}") for n in ("n1", "n2", "n3")],
         )
     CLUSTER.update(cfg.public_dict())
     yield svcs, auth
@@ -157,7 +157,7 @@ def test_hostile_numbers_are_a_client_error_never_a_500(
     bad: Callable[[Any], Any],
 ) -> None:
     svcs, auth = nodes
-    n1 = svcs["mem:n1"]
+    n1 = svcs["unix:n1"]
     status, body = _post(n1, auth, path, good())  # the numbers below are reached
     assert status == 200, (path, body[:300])
     for v in HOSTILE:
