@@ -135,11 +135,22 @@ _USE_O_TMPFILE = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
 _LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})\.(?P<pid>[0-9]+)\.[0-9a-f]{8}\.tmp")
 
 
+_NAME_IN_TEMP = 200
+"""Bytes of the target's name a temporary name keeps: the rest (``.``, host, pid, random,
+``.tmp``: at most 32 bytes) must fit with it in NAME_MAX (255 bytes) for any valid name."""
+
+
+def _name_in_temp(name: str) -> str:
+    return os.fsdecode(os.fsencode(name)[:_NAME_IN_TEMP])
+
+
 def _temp_name(directory: Path, name: str) -> Path:
-    """``.<name>.<host>.<pid>.<random>.tmp`` in ``directory``: the host tag because a
-    directory shared between hosts (NFS, where ``O_TMPFILE`` is not offered) may hold
-    another host's live temporary file, whose pid means nothing here."""
-    return directory / f".{name}.{_host_tag()}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    """``.<name>.<host>.<pid>.<random>.tmp`` in ``directory`` (the name cut to
+    :data:`_NAME_IN_TEMP` bytes): the host tag because a directory shared between hosts
+    (NFS, where ``O_TMPFILE`` is not offered) may hold another host's live temporary file,
+    whose pid means nothing here."""
+    tag = f"{_host_tag()}.{os.getpid()}.{os.urandom(4).hex()}"
+    return directory / f".{_name_in_temp(name)}.{tag}.tmp"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -183,7 +194,7 @@ def _remove_leftovers(target: Path) -> None:
     same target removes those whose writer process of this host is gone: regular files of
     this user only, never another host's (as :func:`staging_dir` does for stages).
     """
-    for path, st in _dead_writers(target, _LEFTOVER):
+    for path, st in _dead_writers(target.with_name(_name_in_temp(target.name)), _LEFTOVER):
         if stat.S_ISREG(st.st_mode):
             with contextlib.suppress(OSError):
                 os.unlink(path)

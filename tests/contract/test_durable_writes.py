@@ -147,3 +147,25 @@ def test_a_writer_killed_before_its_rename_leaves_no_secret_behind(
         assert len(left) == 1 and left[0].startswith(".secret.hex.")  # the fallback's window
     _fileio.atomic_write(target, b"new", overwrite=False)
     assert os.listdir(tmp_path) == ["secret.hex"] and target.read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("unnamed", [True, False])
+def test_a_long_file_name_can_be_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool
+) -> None:
+    """The temporary name is ``.NAME.<host>.<pid>.<hex>.tmp``: for a NAME of 225..255 bytes
+    (valid) it passed NAME_MAX, so replacing such a file failed at the very end, after a
+    whole decrypt (and its quorum): ``error: File name too long: 7``."""
+    if unnamed and not _fileio._USE_O_TMPFILE:
+        pytest.skip("O_TMPFILE unavailable here")
+    monkeypatch.setattr(_fileio, "_USE_O_TMPFILE", unnamed)
+    sk = X25519PrivateKey.from_private_bytes(bytes(range(32)))
+    stream.encrypt_file(__file__, tmp_path / "ct", sk.public_key())
+    for name in ("n" * 255, "é" * 127):  # bytes count, not characters
+        out = tmp_path / name
+        _fileio.atomic_write(out, b"old")
+        stream.decrypt_file(tmp_path / "ct", out, sk, overwrite=True)
+        assert out.read_bytes() == Path(__file__).read_bytes()
+        _fileio.atomic_write(out, b"new")
+        assert out.read_bytes() == b"new"
+    assert len(os.listdir(tmp_path)) == 3
