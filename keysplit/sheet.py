@@ -57,6 +57,9 @@ __all__ = [
 _GROUPS_PER_LINE = 6
 _QR_SCALE = 8  # pixels per module in the embedded PNG
 _QR_BORDER = 4  # quiet zone, in modules (the standard's minimum)
+_QR_CAPACITY = 3391
+"""Characters the largest QR code (version 40) holds in alphanumeric mode at error level M:
+far more than any sealed share's text (ML-KEM hybrid, 64-byte secret: about 2450)."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -99,6 +102,11 @@ class SealedSheet:
         if not isinstance(self.sealed, bytes) or not is_sealed(self.sealed):
             raise TypeError("sealed must be the bytes of a sealed share file")
         sealed_share_info(self.sealed)  # parses: a damaged file is refused, not printed
+        if len(self.text) > _QR_CAPACITY:  # only an edited or foreign file: no method's is
+            raise FormatError(
+                f"the sealed share is too large for a QR code ({len(self.text)} characters, "
+                f"at most {_QR_CAPACITY}): no keysplit protection makes one so large"
+            )
         _check_keyring_id(self.keyring_id)
 
     @property

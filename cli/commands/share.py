@@ -283,6 +283,8 @@ def print_cmd(
         if is_sealed(data):
             try:
                 sheets.append(ks_sheet.SealedSheet(data, keyring_id=keyring_id))
+            except KeysplitError as exc:  # damaged, or too large for a QR code
+                raise relabel(exc, str(path)) from None
             except ValueError as exc:
                 fail(str(exc), code=EXIT_USAGE)
             continue

@@ -193,6 +193,28 @@ def test_share_print_keeps_a_sealed_share_sealed(tmp_path: Path) -> None:
     assert r.exit_code == 0 and share.fingerprint in r.output
 
 
+def test_share_print_refuses_a_sealed_share_no_qr_code_can_hold(tmp_path: Path) -> None:
+    """A sealed share file whose header and checksum are valid but whose ciphertext is
+    longer than any method makes (edited, or foreign): segno's DataOverflowError escaped as
+    a traceback. Now one error line naming the file, and no PDF; a corrupted file is named
+    too."""
+    from keysplit import Identity, seal_share
+    from keysplit.custody import _container, base
+
+    sealed = seal_share(split(bytes(16), 2, 3)[0], Identity.generate("ana").recipient)
+    parsed = _container.parse_sealed(sealed, base.methods())
+    big = tmp_path / "big.kss"
+    big.write_bytes(_container.frame_sealed(parsed.header, bytes(8000)))
+    out = tmp_path / "out.pdf"
+    r = run(["share", "print", big, "--out", out])
+    assert r.exit_code == 1 and r.stderr.startswith(f"error: {big}: ")
+    assert "too large for a QR code" in r.stderr and not out.exists()
+    bad = tmp_path / "bad.kss"
+    bad.write_bytes(sealed[:-1] + bytes([sealed[-1] ^ 1]))
+    r = run(["share", "print", bad, "--out", out])
+    assert r.exit_code == 1 and r.stderr.startswith(f"error: {bad}: ") and not out.exists()
+
+
 def test_vault_import_to_as_many_custodians_as_its_threshold_needs_threshold(
     tmp_path: Path,
 ) -> None:
