@@ -317,25 +317,33 @@ def rekey(
             return RekeyResult(generation, k, written, entry, quorum.contributors, pending=True)
         try:
             ukr.commit_rekey()
-        except BaseException:
+            entry = ev.record(
+                ukr.audit_log(),
+                ev.Rekey(
+                    generation=keyring.meta.generation,
+                    old_threshold=old.threshold,
+                    old_custodians=[c.name for c in old.custodians],
+                    threshold=k,
+                    custodians=[w.record() for w in written],
+                    authorized_by=quorum.contributors,
+                ),
+            )
+        except BaseException as exc:
             if not _switched_to(keyring, new_set):  # refused before the switch: useless
                 sink.discard()
                 if sheets is not None:
                     sheets.discard()
-            raise
+                raise
+            if not isinstance(exc, (Exception, KeyboardInterrupt)):
+                raise
+            # never reported as a plain failure: the old shares are dead now
+            raise KeyringError(
+                f"the rekey took effect (generation {generation}: the new shares unseal the "
+                f"keyring, the old ones no longer do) but did not finish: {exc or 'interrupted'}",
+                hint="keep the new share files and hand them out",
+            ) from None
         finally:
             shares.clear()
-        entry = ev.record(
-            ukr.audit_log(),
-            ev.Rekey(
-                generation=keyring.meta.generation,
-                old_threshold=old.threshold,
-                old_custodians=[c.name for c in old.custodians],
-                threshold=k,
-                custodians=[w.record() for w in written],
-                authorized_by=quorum.contributors,
-            ),
-        )
     return RekeyResult(keyring.meta.generation, k, written, entry, quorum.contributors)
 
 

@@ -313,6 +313,31 @@ def test_one_public_key_for_two_custodians_is_refused_before_anything(tmp_path: 
     assert _events(made.keyring) == ["init"]
 
 
+def test_a_rekey_that_switched_says_so_when_it_cannot_finish(tmp_path: Path) -> None:
+    """Another process dies mid-append to the audit log while this rekey writes its shares:
+    the rekey switched, then failed on the torn log with 'audit log ends in a torn line'
+    (exit 1: 'old shares still work'), yet only the new shares unsealed the keyring."""
+    custody = [Custody("a"), Custody("b"), Custody("c")]
+    made = ceremony.init(tmp_path / "kr", 2, custody, DirectorySink(tmp_path / "s"))
+    kr = made.keyring
+    log = tmp_path / "kr" / "audit.log"
+
+    def dies_mid_append() -> None:
+        torn = "import sys; open(sys.argv[1], 'ab').write(b'{\"data\":')"
+        subprocess.run([sys.executable, "-c", torn, str(log)], check=True, timeout=60)
+
+    old = [load_share(Path(w.location).read_bytes()) for w in made.shares]
+    with pytest.raises(KeyringError, match="the rekey took effect") as exc:
+        ceremony.rekey(
+            kr, Quorum(kr, old[:2]), custody, _RacedSink(tmp_path / "n", dies_mid_append)
+        )
+    assert "torn line" in str(exc.value) and exc.value.hint is not None
+    assert "keep the new share files" in exc.value.hint
+    new = [load_share((tmp_path / "n" / f"{n}.g2.kss").read_bytes()) for n in ("a", "c")]
+    with Keyring.open(tmp_path / "kr").unseal(new):
+        pass
+
+
 _DIES_MID_HAND_OUT = """
 import os, signal, sys
 from pathlib import Path
