@@ -275,6 +275,33 @@ def test_a_reload_by_another_thread_excludes_no_honest_node(cluster: Cluster) ->
     assert all(not isinstance(v, Exception) for v in results.values()), results
 
 
+def test_a_rotation_never_keeps_another_key_the_new_cluster_holds(cluster: Cluster) -> None:
+    """(red team) A subject that already had a *different* data key in the new cluster (a
+    backend switched to it early and wrote there) was skipped by ``cluster rotate`` as
+    'already moved' and the rotation reported success: once the old cluster was retired,
+    the subject's older records were lost. ClusterDataKeys.adopt promised IntegrityError
+    for it; now a key already there must be the same one."""
+    t = cluster.tmp
+    cfg = read_cluster(cluster.dir)
+    args = ["cluster", "create", "cl2", "--threshold", "3", "--region", "in"]
+    for n in cfg.nodes:
+        args += ["--node", f"{n.name}={n.url}"]
+    r = cli(*args, cwd=t)
+    assert r.returncode == 0, r.stderr
+    subject, rec, plain = cluster.records[0]
+    with ClusterClient(t / "cl2", token=cluster.token, timeout=20) as c:
+        c.encrypt(b"written early", subject=subject)  # another data key for the subject
+    r = cli("cluster", "rotate", "cl", "cl2", "--token-file", "token", cwd=t)
+    assert r.returncode == 1 and r.stderr.startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    with ClusterClient(t / "cl2", token=cluster.token, timeout=20) as c:
+        c.shred(subject)  # the operator resolves it (here: the early key goes)
+    r = cli("cluster", "rotate", "cl", "cl2", "--token-file", "token", cwd=t)
+    assert r.returncode == 0, r.stderr
+    with ClusterClient(t / "cl2", token=cluster.token, timeout=20) as c:
+        assert c.decrypt(rec, subject=subject) == plain
+
+
 def test_a_replacement_cut_after_the_new_node_kept_its_share_is_finished(
     cluster: Cluster,
 ) -> None:
