@@ -154,3 +154,20 @@ def test_shares_without_a_keyring_run_as_written(walk: Custodians) -> None:
     ]
     out = run(["combine", "--reveal", "shares/share-1.kss", "shares/share-3.kss"])
     assert out.stdout.strip() == secret
+
+
+def test_lost_share_section_runs_as_written(walk: Custodians) -> None:
+    """'Lost shares': after the ceremony's keygen and init, bob's new key pair and the rekey
+    by alice and carol give bob a share that works, and his old one stops working."""
+    ceremony = sh_blocks(section(README, "### A real 2-of-3 ceremony"))
+    for block in ceremony[:2]:  # keygen, init
+        walk.run_block(block)
+    (block,) = sh_blocks(section(README, "### Lost shares, compromised shares, backups"))
+    walk.run_block(block)
+    assert walk.ran == [*["custodian keygen"] * 3, "init vault", "custodian keygen", "rekey vault"]
+    answers = f"{walk.passphrase['bob']}\n{walk.passphrase['alice']}\n"
+    alice = ["-s", "vault-shares/alice.g2.kss", "-i", "keys/alice.identity"]
+    new = ["-s", "vault-shares/bob.g2.kss", "-i", "new-keys/bob.identity"]
+    assert run(["unseal", "vault", *new, *alice], input=answers).exit_code == 0
+    old = ["-s", "vault-shares/bob.g1.kss", "-i", "keys/bob.identity"]
+    assert run(["unseal", "vault", *old, *alice], input=answers).exit_code == 1
