@@ -30,5 +30,21 @@ class Channel:
             raise ValueError("malformed reply from the parent")
         return reply
 
+    def send_items(self, kind: str, field: str, items: list[Any], limit: int) -> None:
+        """Send ``items`` as ``{"t": kind, field: [...]}`` messages of at most about
+        ``limit`` bytes each (the parent refuses a line past its bound, so a long list,
+        or long subject names, goes out in several)."""
+        chunk: list[Any] = []
+        size = 0
+        for item in items:
+            n = len(json.dumps(item, separators=(",", ":"))) + 1
+            if chunk and size + n > limit:
+                self.send({"t": kind, field: chunk})
+                chunk, size = [], 0
+            chunk.append(item)
+            size += n
+        if chunk:
+            self.send({"t": kind, field: chunk})
+
     def progress(self, done: int, total: int) -> None:
         self.send({"t": "progress", "done": int(done), "total": int(total)})

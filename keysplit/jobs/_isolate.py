@@ -41,10 +41,13 @@ from .. import errors as _errors
 from ..errors import KeysplitError
 from .cluster import Cluster
 
-__all__ = ["MAX_LINE", "JobError", "Message", "clean", "run_job"]
+__all__ = ["ITEMS_LINE", "MAX_LINE", "JobError", "Message", "clean", "run_job"]
 
 MAX_LINE = 1 << 20
 """Largest message the child may send (a line of JSON)."""
+ITEMS_LINE = MAX_LINE // 4
+"""What the child puts in one line of a list it sends in pieces (``Channel.send_items``),
+well inside :data:`MAX_LINE`."""
 _MAX_TEXT = 1000
 
 Message = dict[str, Any]

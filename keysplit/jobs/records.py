@@ -45,7 +45,7 @@ from ..record import DataKey
 from . import _parquet as _pq
 from ._cache import job_keys, job_records
 from ._channel import Channel
-from ._isolate import JobError, Message, progress_of, run_job
+from ._isolate import ITEMS_LINE, JobError, Message, progress_of, run_job
 from .cluster import Cluster, check_timeout
 from .datakeys import ServiceDataKeys, served_here
 
@@ -573,7 +573,6 @@ class _DatasetJob:
 
 
 _REASONS = frozenset({"no data key", "malformed", "authentication failed"})
-_BAD_CHUNK = 5_000
 
 
 def _label(row: Any) -> int | str:
@@ -595,8 +594,7 @@ def child_job(client: Client, request: dict[str, Any], chan: Channel) -> dict[st
     if job.kind != "scan":
         return {"rows": int(result)}
     bad = [[b.partition, _label(b.row), b.subject, b.reason] for b in result.bad]
-    for i in range(0, len(bad), _BAD_CHUNK):
-        chan.send({"t": "bad", "rows": bad[i : i + _BAD_CHUNK]})
+    chan.send_items("bad", "rows", bad, ITEMS_LINE)
     return {"checked": int(result.checked)}
 
 

@@ -45,7 +45,7 @@ from ..keyring.rewrap import rewrap_rows
 from ..store import KeyStore, open_store
 from ..store.base import check_batch_size
 from ._channel import Channel
-from ._isolate import JobError, Message, clean, progress_of, run_job
+from ._isolate import ITEMS_LINE, JobError, Message, clean, progress_of, run_job
 from ._kek import seal_keks
 from ._worker import (
     JobKeysPlugin,
@@ -225,10 +225,14 @@ def rewrap(
     if stale:
         job_id = secrets.token_hex(16)
         seal = _sealer(keyring, job_id, stale_versions)
+        corrupt: list[str] = []
 
         def on_message(msg: Message) -> Message | None:
             if msg.get("t") == "keys":
                 return seal(msg)
+            if msg.get("t") == "corrupt":
+                corrupt.extend(_subject_list(msg.get("subjects")))
+                return None
             step = progress_of(msg)
             if step is not None and progress is not None:
                 progress(min(step[0], stale), stale)
@@ -244,8 +248,7 @@ def rewrap(
             "rounds": rounds,
             "timeout": timeout,
         }
-        done_msg = run_job(request, cluster, on_message)
-        done, corrupt = _checked_result(done_msg)
+        done = _checked_result(run_job(request, cluster, on_message))
     else:
         done, corrupt = 0, []
     store = spec.open()
@@ -256,16 +259,22 @@ def rewrap(
     return RewrapResult(done, current, remaining, tuple(sorted(corrupt)))
 
 
-def _checked_result(msg: Message) -> tuple[int, list[str]]:
-    """(Parent) The child's result: counts and subject names, checked; or its JobError."""
-    done, corrupt = msg.get("rewrapped"), msg.get("corrupt")
+def _subject_list(subjects: object) -> list[str]:
+    """(Parent) A piece of the corrupt subjects' list from the child, checked."""
+    if not isinstance(subjects, list) or not all(
+        isinstance(c, str) and len(c) <= 4096 for c in subjects
+    ):
+        raise JobError("the job driver sent a malformed rewrap result")
+    return subjects
+
+
+def _checked_result(msg: Message) -> int:
+    """(Parent) The child's result: the count of keys rewrapped, checked; or its JobError
+    (the corrupt subjects came before it, in pieces: ``{"t": "corrupt"}``)."""
+    done = msg.get("rewrapped")
     unfinished, total, why = msg.get("unfinished"), msg.get("total"), msg.get("why")
     ints = (done, unfinished, total)
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints):
-        raise JobError("the job driver sent a malformed rewrap result")
-    if not isinstance(corrupt, list) or not all(
-        isinstance(c, str) and len(c) <= 4096 for c in corrupt
-    ):
         raise JobError("the job driver sent a malformed rewrap result")
     if unfinished:
         raise JobError(
@@ -273,7 +282,7 @@ def _checked_result(msg: Message) -> tuple[int, list[str]]:
             f"{done} keys were rewrapped and committed",
             hint="run the rewrap again: it continues with what is left",
         )
-    return int(done), list(corrupt)  # type: ignore[arg-type]
+    return int(done)  # type: ignore[arg-type]
 
 
 def child_job(client: Client, request: dict[str, Any], chan: Channel) -> dict[str, Any]:
@@ -298,9 +307,9 @@ def child_job(client: Client, request: dict[str, Any], chan: Channel) -> dict[st
         request["rounds"],
         request["timeout"],
     )
+    chan.send_items("corrupt", "subjects", corrupt, ITEMS_LINE)  # may be long: in pieces
     return {
         "rewrapped": done,
-        "corrupt": corrupt,
         "unfinished": todo,
         "total": len(ranges),
         "why": why,

@@ -878,7 +878,7 @@ def test_driver_messages_are_checked_never_trusted() -> None:
     from keysplit import FormatError
     from keysplit.jobs._isolate import _error, clean
     from keysplit.jobs.records import _bad_rows
-    from keysplit.jobs.rewrap import _checked_result
+    from keysplit.jobs.rewrap import _checked_result, _subject_list
 
     assert type(_error({"kind": "IntegrityError", "message": "x"})) is IntegrityError
     assert type(_error({"kind": "FormatError", "message": "x"})) is FormatError
@@ -886,15 +886,18 @@ def test_driver_messages_are_checked_never_trusted() -> None:
         assert type(_error({"kind": kind, "message": "x"})) is JobError
     assert clean("a\x1b[2Jb" + "c" * 5000) == "a?[2Jb" + "c" * 994
     for bad in (
-        {"rewrapped": "1", "corrupt": [], "unfinished": 0, "total": 1},
-        {"rewrapped": True, "corrupt": [], "unfinished": 0, "total": 1},
-        {"rewrapped": 1, "corrupt": [1], "unfinished": 0, "total": 1},
-        {"rewrapped": -1, "corrupt": [], "unfinished": 0, "total": 1},
+        {"rewrapped": "1", "unfinished": 0, "total": 1},
+        {"rewrapped": True, "unfinished": 0, "total": 1},
+        {"rewrapped": -1, "unfinished": 0, "total": 1},
     ):
         with pytest.raises(JobError, match="malformed"):
             _checked_result(bad)
+    for subjects in ([1], "s", None, ["x" * 4097]):  # corrupt subjects come in pieces
+        with pytest.raises(JobError, match="malformed"):
+            _subject_list(subjects)
+    assert _subject_list(["a", "b"]) == ["a", "b"]
     with pytest.raises(JobError, match="did not finish"):
-        _checked_result({"rewrapped": 3, "corrupt": [], "unfinished": 1, "total": 2, "why": "x"})
+        _checked_result({"rewrapped": 3, "unfinished": 1, "total": 2, "why": "x"})
     assert _bad_rows([[0, 3, "s", "malformed"]])[0].row == 3
     for rows in ([[0, 3, "s", "other"]], [[0, [], "s", "malformed"]], {"a": 1}, [[0, 1, 2]]):
         with pytest.raises(JobError):
@@ -1205,3 +1208,37 @@ def test_a_dask_rewrap_right_after_another_holder_rotated_moves_the_keys(
         assert (res.kek_version, res.rewrapped, res.remaining) == (2, 50, 0)
         assert a.status().keys_by_version == {2: 50}
         assert b.decrypt_many(subjects, recs) == [b"x"] * 50
+
+
+def test_many_corrupt_keys_or_bad_rows_are_reported_whole(
+    cluster: jobs.Cluster, tmp_path: Path
+) -> None:
+    """Red team: the job driver child sent a rewrap's corrupt subjects in its one ``done``
+    line and a scan's bad rows 5,000 to a line; past 1 MiB (1,100 subjects of 1,000
+    characters; 5,000 bad rows of 300-character subjects) the parent refused the line as
+    oversized: the job failed with "oversized message" on every run, though its keys
+    were committed (the Dask rewrap could never finish such a store). Now sent in lines
+    bounded by size, and every one is reported, as the in-process paths do."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    quorum = [shares["alice"], shares["bob"]]
+    bad = [f"{i:04d}" + "x" * 996 for i in range(1100)]
+    with _open(tmp_path / "kr", quorum) as ukr:
+        ukr.encrypt_many(["good/1", "good/2"], [b"a", b"b"])
+        ukr.store.insert_many([WrappedKey(s, 1, os.urandom(24)) for s in bad])  # fail to unwrap
+        ukr.rotate()
+        res = jobs.rewrap(ukr, cluster=cluster, partitions=2, timeout=TIMEOUT)
+        assert (res.rewrapped, res.remaining) == (2, 1100)
+        assert list(res.corrupt) == bad
+        subjects = [f"{i:05d}" + "y" * 295 for i in range(5000)]
+        (tmp_path / "in").mkdir()
+        table = pa.table({"user": subjects, "body": [b"not a record"] * 5000})
+        pq.write_table(table, tmp_path / "in" / "p.parquet")
+        with serve_keys(ukr) as src:
+            report = jobs.scan_dataset(
+                tmp_path / "in", "body", "user", service=src, cluster=cluster, timeout=TIMEOUT
+            )
+    assert report.checked == 5000 and len(report.bad) == 5000
+    assert sorted(b.subject for b in report.bad) == subjects
