@@ -188,6 +188,8 @@ def init(
     possession of their share (:func:`prove`), or a quorum completes naming the missing.
     ``sheets``: also write a printable sheet per custodian.
     """
+    if pin is not None:
+        pin.entries()  # an unreadable known-keyrings file is refused before anything exists
     home = KeyringHome(directory)
     log = home.audit_path  # (an existing keyring is refused by Keyring.create)
     if not home.has_keyring() and log.exists() and log.stat().st_size > 0:

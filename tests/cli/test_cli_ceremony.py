@@ -230,6 +230,21 @@ def test_init_over_an_earlier_keyrings_audit_log_creates_nothing(cer: Ceremony) 
     )
 
 
+def test_init_with_an_unreadable_known_keyrings_file_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """init pins the new keyring last: a broken known-keyrings file used to fail it (exit 1)
+    after the keyring, its shares and its 'init' entry were all made."""
+    known = tmp_path / "known"
+    known.write_text("not a known-keyrings line\n")
+    monkeypatch.setenv("KEYSPLIT_KNOWN_KEYRINGS", str(known))
+    r = run(["init", tmp_path / "kr", "-k", "2", "-c", "x", "-c", "y", "--plain-shares"])
+    assert r.exit_code == 1
+    assert error_lines(r) == [f"error: {known} line 1: not a keyring fingerprint"]
+    assert not (tmp_path / "kr" / "keyring.ksk").exists()
+    assert not list((tmp_path / "kr-shares").glob("*"))
+
+
 # -- unseal --------------------------------------------------------------------------------
 
 
