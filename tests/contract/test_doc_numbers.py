@@ -1,0 +1,71 @@
+"""The defaults and bounds the documents state are the code's (each read from its constant)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from paths import REPO
+
+from keysplit.custody.passphrase import Argon2Params
+from keysplit.keyring import fleet
+from keysplit.service.server import Limits
+
+DOCS = {name: (REPO / name).read_text() for name in ("README.md", "SECURITY.md", "docs/API.md")}
+
+
+def flat(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
+def grouped(n: int) -> str:
+    return f"{n:,}"
+
+
+LIMITS = Limits()
+KDF = Argon2Params()
+
+CLAIMS = [
+    # (document, text that must appear, where the number comes from)
+    ("docs/API.md", f"`--idle-timeout` (default {LIMITS.idle:g} s)", "Limits.idle"),
+    ("docs/API.md", f"`--io-timeout` (default {LIMITS.io:g} s)", "Limits.io"),
+    ("docs/API.md", f"within {LIMITS.handshake:g} s", "Limits.handshake"),
+    (
+        "docs/API.md",
+        f"at most {LIMITS.header_fields} fields of at most {LIMITS.field_size // 1024} KiB",
+        "Limits.header_fields/field_size",
+    ),
+    ("docs/API.md", f"at most {grouped(LIMITS.connections)} connections", "connections"),
+    (
+        "SECURITY.md",
+        f"at most {LIMITS.header_fields} fields of at most {LIMITS.field_size // 1024} KiB",
+        "Limits.header_fields/field_size",
+    ),
+    ("SECURITY.md", f"at most {grouped(LIMITS.connections)} connections", "connections"),
+    ("SECURITY.md", f"`--idle-timeout` ({LIMITS.idle:g} s", "Limits.idle"),
+    ("SECURITY.md", f"`--io-timeout` ({LIMITS.io:g} s)", "Limits.io"),
+    (
+        "SECURITY.md",
+        f"default t={KDF.time_cost}, {KDF.memory_kib // 1024} MiB, {KDF.lanes} lanes",
+        "Argon2Params",
+    ),
+    ("SECURITY.md", f"default `ttl` {fleet.DEFAULT_LEASE_TTL:g} s", "DEFAULT_LEASE_TTL"),
+    ("SECURITY.md", f"default {fleet.DEFAULT_POLL:g} s", "DEFAULT_POLL"),
+    ("SECURITY.md", f"default {grouped(fleet.DEFAULT_CACHE_KEYS)}", "DEFAULT_CACHE_KEYS"),
+    ("README.md", f"`KEYSPLIT_LEASE_TTL`, default {fleet.DEFAULT_LEASE_TTL:g} s", "ttl"),
+    ("README.md", f"`KEYSPLIT_POLL`, default {fleet.DEFAULT_POLL:g} s", "DEFAULT_POLL"),
+    (
+        "README.md",
+        f"`KEYSPLIT_CACHE_KEYS`, default {grouped(fleet.DEFAULT_CACHE_KEYS)} keys",
+        "DEFAULT_CACHE_KEYS",
+    ),
+]
+
+
+@pytest.mark.parametrize(("doc", "text", "source"), CLAIMS, ids=[c[2] + "@" + c[0] for c in CLAIMS])
+def test_documented_default_matches_the_code(doc: str, text: str, source: str) -> None:
+    assert flat(text) in flat(DOCS[doc]), f"{doc} should say {text!r} ({source})"
+
+
+def test_security_md_does_not_call_connections_unbounded() -> None:
+    assert "bounded only by the process's file-descriptor limit" not in flat(DOCS["SECURITY.md"])
