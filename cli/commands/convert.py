@@ -106,7 +106,7 @@ def convert_cmd(
         None,
         "--set-id",
         help="keysplit target: reuse this share-set id (16 hex digits), e.g. a keyring's "
-        "(keyring status), so that the keyring accepts the new shares.",
+        "(keysplit status DIR --json: set_id), so that the keyring accepts the new shares.",
     ),
     out_dir: Path | None = typer.Option(
         None, "--out-dir", help="Write one 0600 file per share here instead of stdout."

@@ -1,7 +1,7 @@
 """The key service from the command line: ``keysplit serve`` and ``keysplit seal``.
 
 Thin glue over :mod:`keysplit.service`. Custodians unseal a running service with
-``keysplit unseal DIR --server URL`` (:mod:`.unseal`); tokens are ``keysplit token ...``
+``keysplit unseal --server URL`` (:mod:`.unseal`); tokens are ``keysplit token ...``
 (:mod:`.token`). Tokens are never accepted in argv (``--token-file``).
 """
 
@@ -70,7 +70,7 @@ def serve_cmd(
     ),
 ) -> None:
     """Run the key service. It starts sealed: custodians unseal it with
-    'keysplit unseal DIR --server URL'.
+    'keysplit unseal --server URL' (the URL and their own share: no keyring directory).
 
     SIGTERM/SIGINT and 'keysplit seal' drop every key; SIGHUP reloads the token list.
 

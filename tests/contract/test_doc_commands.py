@@ -1,0 +1,113 @@
+"""Every `keysplit ...` command the documents show names a real command and real options.
+
+Commands are taken from code blocks (a line starting with ``keysplit`` or ``$ keysplit``,
+and each part after ``&&``, ``;`` or ``|``) and from inline code spans starting with
+``keysplit ``. The command path must resolve in the CLI's tree, and every ``-x``/``--xyz``
+word (``[--json]`` notation included) must be an option of that command: a renamed or
+removed flag in the docs fails here, without running anything.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import typer.main
+from keysplit_cli.app import app
+from paths import REPO
+
+DOCS = [
+    "README.md",
+    "SECURITY.md",
+    "docs/API.md",
+    "docs/DEVELOPING.md",
+    "docs/MIGRATION.md",
+    "benchmarks/README.md",
+    *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs" / "format").glob("*.md")),
+]
+ROOT = typer.main.get_command(app)
+
+
+def references(text: str) -> Iterator[str]:
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in re.split(r"&&|;|\|", line):
+                m = re.match(r"\s*(?:\$\s+)?keysplit\s+(.*)", part)
+                if m:
+                    yield m.group(1).split(" #")[0]
+    for span in re.findall(r"`([^`\n]*)`", text):
+        m = re.match(r"keysplit\s+(.*)", span)
+        if m:
+            yield m.group(1)
+
+
+def check(ref: str) -> str | None:
+    """What is wrong with one reference, or None."""
+    try:
+        words = shlex.split(ref, comments=True)
+    except ValueError:
+        words = ref.split()
+    cmd: Any = ROOT
+    ctx = ROOT.context_class(ROOT)
+    while words and hasattr(cmd, "list_commands"):
+        sub = cmd.get_command(ctx, words[0])
+        if sub is None:
+            break
+        cmd = sub
+        words.pop(0)
+    if hasattr(cmd, "list_commands"):  # the top, or a group: the next word must be a command
+        if words and re.fullmatch(r"[a-z][a-z-]*", words[0]):
+            return f"no command {words[0]!r}"
+        return None
+    known = {"--help"}
+    for param in cmd.params:
+        known.update(param.opts)
+        known.update(param.secondary_opts)
+    for w in words:
+        opt = w.strip("[]").split("=")[0]
+        if re.fullmatch(r"--?[A-Za-z][\w-]*", opt) and opt not in known:
+            return f"{cmd.name}: no option {opt}"
+    return None
+
+
+CASES = [(doc, ref) for doc in DOCS for ref in references((REPO / doc).read_text())]
+
+
+def test_the_docs_show_commands() -> None:
+    assert len(CASES) > 100
+
+
+@pytest.mark.parametrize(("doc", "ref"), CASES)
+def test_documented_command_exists(doc: str, ref: str) -> None:
+    problem = check(ref)
+    assert problem is None, f"{doc}: `keysplit {ref}`: {problem}"
+
+
+def test_a_wrong_flag_is_caught() -> None:
+    assert check("init vault --bogus") == "init: no option --bogus"
+    assert check("keyring status vault") == "no command 'status'"
+    assert check("frobnicate vault") == "no command 'frobnicate'"
+
+
+def help_texts(cmd: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
+    ctx = cmd.context_class(cmd)
+    texts = [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+    yield " ".join(path), re.sub(r"\s+", " ", "\n".join(texts))
+    if hasattr(cmd, "list_commands"):
+        for name in cmd.list_commands(ctx):
+            yield from help_texts(cmd.get_command(ctx, name), (*path, name))
+
+
+def test_help_texts_quote_real_commands() -> None:
+    """A command quoted in --help ('keysplit unseal --server URL') exists with its options."""
+    quoted = [
+        (where, ref)
+        for where, text in help_texts(ROOT)
+        for ref in re.findall(r"'keysplit ([^']+)'", text)
+    ]
+    assert len(quoted) > 10
+    problems = [f"{where}: 'keysplit {ref}': {check(ref)}" for where, ref in quoted if check(ref)]
+    assert not problems
