@@ -25,29 +25,22 @@ def grouped(n: int) -> str:
 LIMITS = Limits()
 KDF = Argon2Params()
 
+HEADERS = f"at most {LIMITS.header_fields} fields of at most {LIMITS.field_size // 1024} KiB"
+CONNECTIONS = f"at most {grouped(LIMITS.connections)} connections"
+
+# (document, text that must appear, where the number comes from)
 CLAIMS = [
-    # (document, text that must appear, where the number comes from)
+    *[(doc, HEADERS, "Limits.header_fields/field_size") for doc in ("docs/API.md", "SECURITY.md")],
+    *[(doc, CONNECTIONS, "Limits.connections") for doc in ("docs/API.md", "SECURITY.md")],
     ("docs/API.md", f"`--idle-timeout` (default {LIMITS.idle:g} s)", "Limits.idle"),
     ("docs/API.md", f"`--io-timeout` (default {LIMITS.io:g} s)", "Limits.io"),
     ("docs/API.md", f"within {LIMITS.handshake:g} s", "Limits.handshake"),
-    (
-        "docs/API.md",
-        f"at most {LIMITS.header_fields} fields of at most {LIMITS.field_size // 1024} KiB",
-        "Limits.header_fields/field_size",
-    ),
-    ("docs/API.md", f"at most {grouped(LIMITS.connections)} connections", "connections"),
-    (
-        "SECURITY.md",
-        f"at most {LIMITS.header_fields} fields of at most {LIMITS.field_size // 1024} KiB",
-        "Limits.header_fields/field_size",
-    ),
-    ("SECURITY.md", f"at most {grouped(LIMITS.connections)} connections", "connections"),
     ("SECURITY.md", f"`--idle-timeout` ({LIMITS.idle:g} s", "Limits.idle"),
     ("SECURITY.md", f"`--io-timeout` ({LIMITS.io:g} s)", "Limits.io"),
     (
         "SECURITY.md",
         f"default t={KDF.time_cost}, {KDF.memory_kib // 1024} MiB, {KDF.lanes} lanes",
-        "Argon2Params",
+        "KDF",
     ),
     ("SECURITY.md", f"default `ttl` {fleet.DEFAULT_LEASE_TTL:g} s", "DEFAULT_LEASE_TTL"),
     ("SECURITY.md", f"default {fleet.DEFAULT_POLL:g} s", "DEFAULT_POLL"),
@@ -57,7 +50,7 @@ CLAIMS = [
     (
         "README.md",
         f"`KEYSPLIT_CACHE_KEYS`, default {grouped(fleet.DEFAULT_CACHE_KEYS)} keys",
-        "DEFAULT_CACHE_KEYS",
+        "cache",
     ),
 ]
 
