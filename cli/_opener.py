@@ -169,18 +169,26 @@ def prompt_passphrase(what: str, *, confirm: bool = False) -> bytes:
         )
     if not value:
         fail("empty passphrase")
-    return str(value).encode("utf-8")
+    return str(value).encode("utf-8", "surrogateescape")  # bytes that are not UTF-8 as given
 
 
-def _unlock(what: str, given: bytes | None, attempt: Callable[[bytes], T]) -> T:
+def _unlock(
+    what: str, given: bytes | None, attempt: Callable[[bytes], T], *, stdin_is_data: bool = False
+) -> T:
     """``attempt(passphrase)`` with the passphrase ``given`` (from a file: once), or typed
     at a hidden prompt; at a terminal a wrong one is asked for again, up to
     :data:`PASSPHRASE_TRIES` times (a typo should not send the custodian back to the share
-    prompt, where a re-typed passphrase would be shown)."""
+    prompt, where a re-typed passphrase would be shown). ``stdin_is_data``: without a
+    terminal the prompt would read stdin, which is the command's input: refused."""
     from keysplit.custody import WrongPassphrase
 
     if given is not None:
         return attempt(given)
+    if stdin_is_data and not _has_terminal():
+        raise KeysplitError(
+            "standard input carries the file to decrypt, so a passphrase cannot be read from it",
+            hint="give --passphrase-file NAME=FILE",
+        )
     tries = PASSPHRASE_TRIES if can_prompt() else 1
     for n in range(1, tries + 1):
         try:
@@ -241,10 +249,12 @@ class ShareOpener:
         *,
         interactive: bool = False,
         allow_expensive_kdf: bool = False,
+        stdin_is_data: bool = False,
     ) -> None:
         self._identity_files = identity_files
         self._passphrases = passphrases
         self._interactive = interactive
+        self._stdin_is_data = stdin_is_data
         self._identities: dict[str, Identity] | None = None
         prompting = not passphrases.from_files
         self._confirm_share = kdf_confirmer(
@@ -266,6 +276,7 @@ class ShareOpener:
                 f"identity {path.name}",
                 self._passphrases.get(who),
                 lambda pw: Identity.from_bytes(data, pw, confirm=self._confirm_identity),
+                stdin_is_data=self._stdin_is_data,
             )
         except KeysplitError as exc:
             raise relabel(exc, str(path)) from None
@@ -311,7 +322,7 @@ class ShareOpener:
 
         text = answer.strip()
         if text[:3].lower() == "ks1" or text[:4].upper() == SEALED_TEXT_PREFIX[:4]:
-            return TYPED_SHARE, self.open(TYPED_SHARE, text.encode())
+            return TYPED_SHARE, self.open(TYPED_SHARE, text.encode("utf-8", "surrogateescape"))
         path = Path(text).expanduser()
         try:
             data = read_share_file(path)
@@ -337,6 +348,7 @@ class ShareOpener:
                     f"custodian {meta.custodian!r} (share {meta.index}, {short or label})",
                     self._passphrases.get(meta.custodian),
                     lambda pw: load_share(data, passphrase=pw, confirm_kdf=self._confirm_share),
+                    stdin_is_data=self._stdin_is_data,
                 )
         except KeysplitError as exc:
             raise relabel(exc, label) from None

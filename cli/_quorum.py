@@ -99,6 +99,8 @@ class QuorumSource:
     shares: list[Path] = field(default_factory=list)
     identities: list[Path] = field(default_factory=list)
     passphrase_files: list[str] = field(default_factory=list)
+    stdin_is_data: bool = False
+    """stdin carries the command's input (``decrypt DIR -``): no prompt may read it."""
 
     def __post_init__(self) -> None:
         if sum(str(p) == "-" for p in self.shares) > 1:
@@ -166,7 +168,12 @@ def quorum(
 
     def feed(q: Quorum) -> None:
         passphrases = Passphrases(src.passphrase_files)
-        opener = ShareOpener(src.identities, passphrases, interactive=src.interactive)
+        opener = ShareOpener(
+            src.identities,
+            passphrases,
+            interactive=src.interactive,
+            stdin_is_data=src.stdin_is_data,
+        )
         if not src.interactive:
             for path in src.shares:
                 if q.progress.complete:

@@ -173,7 +173,7 @@ def decrypt_cmd(
     kr = open_keyring(directory, store)
     done = ceremony.decrypt_file(
         kr,
-        quorum(kr, QuorumSource(share, identity, passphrase_file)),
+        quorum(kr, QuorumSource(share, identity, passphrase_file, stdin_is_data=in_path == "-")),
         in_path,
         out_path,
         context=ctx or None,

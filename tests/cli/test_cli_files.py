@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ceremony_helpers import (  # noqa: F401 (fixtures)
     make_ceremony,
     run,
 )
+from service_helpers import KEYSPLIT
 
 from keysplit import Keyring
 from keysplit.stream import read_header
@@ -297,6 +299,33 @@ def test_decrypt_reads_a_pipe_once(cer: Ceremony) -> None:
     assert r.exit_code == 1
     assert error_lines(r) == [f"error: /dev/fd/{rfd} is sealed to another keyring"]
     assert "[1/2]" not in r.stderr
+
+
+def test_decrypt_from_stdin_never_reads_a_passphrase_from_it(cer: Ceremony) -> None:
+    """``... | keysplit decrypt DIR - OUT --share carol.kss`` without a terminal (cron, CI):
+    carol's passphrase prompt read the first line of the encrypted stream as her
+    passphrase, a UnicodeEncodeError traceback (binary bytes), or else a "wrong passphrase"
+    for a passphrase nobody typed. stdin is the file: the passphrase must come from a file."""
+    sealed = _encrypt(cer, os.urandom(5000)).read_bytes()
+    out = cer.root / "out.bin"
+    args = ["decrypt", cer.kr, "-", out, "--share", cer.share("carol"), *cer.quorum("alice")]
+    p = subprocess.run(
+        [KEYSPLIT, *map(str, args)],
+        input=sealed,
+        capture_output=True,
+        start_new_session=True,  # no controlling terminal: a prompt would read stdin
+        timeout=120,
+    )
+    assert p.returncode == 1 and b"Traceback" not in p.stderr, p.stderr
+    assert p.stderr.decode().splitlines()[-2:] == [
+        f"error: {cer.share('carol')}: standard input carries the file to decrypt, so a "
+        "passphrase cannot be read from it",
+        "hint: give --passphrase-file NAME=FILE",
+    ]
+    assert not out.exists()
+    args += ["--passphrase-file", f"carol={cer.carol_pw}"]  # the way to do it
+    p = subprocess.run([KEYSPLIT, *map(str, args)], input=sealed, capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr
 
 
 # -- text from argv the library refuses (red team) -----------------------------------------

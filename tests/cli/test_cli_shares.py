@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 from keysplit_cli import _common
 from keysplit_cli.app import app
+from service_helpers import KEYSPLIT
 from typer.testing import CliRunner
 
 from keysplit import (
@@ -18,7 +20,9 @@ from keysplit import (
     Share,
     combine,
     load_share,
+    seal_share_with_passphrase,
     secret_fingerprint,
+    split,
 )
 
 SECRET = "2b7e151628aed2a6abf7158809cf4f3c"
@@ -191,6 +195,27 @@ def test_split_refuses_one_public_key_for_two_custodians(tmp_path: Path) -> None
     r = run([*args, "--custodian", f"alice={alice}", "--custodian", f"bob={bob}"])
     assert r.exit_code == 1 and "have the same public key" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_passphrase_that_is_not_utf8_is_taken_as_its_bytes(tmp_path: Path) -> None:
+    """A passphrase piped at the hidden prompt (no terminal) in bytes that are not UTF-8 (a
+    Latin-1 file): stdin hands them over as surrogates, and encoding them raised a
+    UnicodeEncodeError traceback. They are the passphrase's own bytes, as from a file."""
+    secret = bytes(range(16))
+    shares = split(secret, 2, 2)
+    fast = Argon2Params(time_cost=1, memory_kib=64, lanes=1)
+    sealed = tmp_path / "dave.kss"
+    sealed.write_bytes(seal_share_with_passphrase(shares[0], "dave", b"caf\xe9 \xff", kdf=fast))
+    plain = _write(tmp_path / "other.txt", f"{shares[1]}\n")
+    p = subprocess.run(
+        [KEYSPLIT, "combine", str(sealed), str(plain)],
+        input=b"caf\xe9 \xff\n",
+        capture_output=True,
+        start_new_session=True,  # no terminal: the prompt reads stdin
+        timeout=120,
+    )
+    assert p.returncode == 0 and b"Traceback" not in p.stderr, p.stderr
+    assert p.stdout.decode().strip() == secret_fingerprint(secret)
 
 
 def test_passphrases_identity_and_passphrase_custodian(tmp_path: Path) -> None:
