@@ -37,6 +37,7 @@ from ..audit.events import Contributor, Principal
 from ..custody import Argon2Params
 from ..errors import KeyringError, KeysplitError
 from ..keyring import Keyring, KeyringHome, RewrapResult, UnsealedKeyring
+from ..keyring.admin import check_retirable
 from ..keyring.file import parse
 from ..proof import PendingVerification, Verification, VerifyStatus
 from ..service.tokens import (
@@ -444,6 +445,8 @@ def rewrap(
 
 def retire(keyring: Keyring, authority: Authority, version: int) -> Done[None]:
     """Delete KEK ``version`` (no data key may still use it)."""
+    if isinstance(authority, Quorum):  # a version it has not: refused before any share
+        check_retirable(keyring.meta, version)
     return _run(
         keyring,
         authority,

@@ -30,7 +30,7 @@ from . import file as kf
 from .datakeys import LocalDataKeys
 from .home import KeyringHome
 
-__all__ = ["KeyAdmin", "validate_custodians"]
+__all__ = ["KeyAdmin", "check_retirable", "validate_custodians"]
 
 
 def validate_custodians(threshold: int, custodians: Sequence[str]) -> list[str]:
@@ -51,6 +51,15 @@ def _check_sealable(secrets: kf.KeyringSecrets) -> None:
     KEK): sealed into the keyring file they would leave nothing any quorum could open."""
     if len(secrets.x25519_private) != 32 or not secrets.keks:
         raise KeyringError("the keyring was closed")
+
+
+def check_retirable(meta: kf.KeyringMeta, version: int) -> None:
+    """:class:`KeyringError` if ``meta`` has no KEK ``version`` to retire (current, or none
+    such); what the store still holds under it is checked when retiring."""
+    if version == meta.current_kek:
+        raise KeyringError(f"KEK version {version} is current and cannot be retired")
+    if version not in meta.kek_versions:
+        raise KeyringError(f"KEK version {version} does not exist (or is already retired)")
 
 
 def check_hold(hold: object) -> None:
@@ -185,10 +194,7 @@ class KeyAdmin:
         local = self._local
         local.catch_up()  # a keyring file behind the store's state writes nothing
         m = current
-        if version == m.current_kek:
-            raise KeyringError(f"KEK version {version} is current and cannot be retired")
-        if version not in m.kek_versions:
-            raise KeyringError(f"KEK version {version} does not exist (or is already retired)")
+        check_retirable(m, version)
         with self._home.lock():
             # one store transaction: no data key and no live process's current KEK uses the
             # version, and from its commit on no write may use it (keysplit.store.base)

@@ -417,6 +417,10 @@ def test_cheap_checks_run_before_the_quorum_is_asked(tmp_path: Path) -> None:
     assert (tmp_path / "taken" / "a.g2.kss").read_text() == "someone's share"
     with pytest.raises(KeyringError, match="no rekey is pending"):
         ceremony.abort_rekey(kr, Quorum(kr, _never))
+    with pytest.raises(KeyringError, match="KEK version 7 does not exist"):
+        ceremony.retire(kr, Quorum(kr, _never), 7)
+    with pytest.raises(KeyringError, match="KEK version 1 is current"):
+        ceremony.retire(kr, Quorum(kr, _never), 1)
     other = ceremony.init(
         tmp_path / "kr2", 2, [Custody("x"), Custody("y")], DirectorySink(tmp_path)
     )
