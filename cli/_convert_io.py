@@ -15,7 +15,7 @@ import typer
 from keysplit import KeysplitError
 
 from ._common import EXIT_USAGE, fail, info, read_input, read_small_secret, relabel
-from ._opener import Passphrases, ShareOpener
+from ._opener import Passphrases, ShareOpener, hidden_prompt
 
 if TYPE_CHECKING:
     from keysplit import Share
@@ -140,15 +140,8 @@ def slip39_passphrase(
             hint="use --passphrase-file FILE or --no-passphrase",
             code=EXIT_USAGE,
         )
-    text: str = typer.prompt(
-        "SLIP-39 passphrase (empty for none)",
-        default="",
-        show_default=False,
-        hide_input=True,
-        confirmation_prompt=confirm,
-        err=True,
-    )
-    return text.encode("utf-8")
+    text = hidden_prompt("SLIP-39 passphrase (empty for none)", confirm=confirm)
+    return text.encode("utf-8", "surrogateescape")  # bytes that are not UTF-8 as given
 
 
 def write_items(out_dir: Path | None, items: list[tuple[str, str]]) -> None:

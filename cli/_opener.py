@@ -154,11 +154,19 @@ def _quiet_getpass() -> Iterator[None]:
         yield
 
 
-def hidden_prompt(text: str) -> str:
-    """One line typed at a hidden prompt on stderr ('' if empty). What was typed is never
-    shown, here or in any message about it."""
+def hidden_prompt(text: str, *, confirm: bool = False) -> str:
+    """One line typed at a hidden prompt on stderr ('' if empty; typed twice if
+    ``confirm``). What was typed is never shown, here or in any message about it."""
     with _quiet_getpass():
-        return str(typer.prompt(text, default="", show_default=False, hide_input=True, err=True))
+        answer = typer.prompt(
+            text,
+            default="",
+            show_default=False,
+            hide_input=True,
+            confirmation_prompt=confirm,
+            err=True,
+        )
+    return str(answer)
 
 
 def prompt_passphrase(what: str, *, confirm: bool = False) -> bytes:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 import shamir_mnemonic
 from Crypto.Protocol.SecretSharing import Shamir
 from keysplit_cli.app import app
+from service_helpers import KEYSPLIT
 from typer.testing import CliRunner
 
 from keysplit import (
@@ -159,6 +161,27 @@ def test_cli_slip39_groups_and_prompt(tmp_path: Path) -> None:
     lines = [x.strip() for x in r.stdout.splitlines() if x.strip() and not x.startswith("#")]
     assert len(lines) == 4
     assert slip39.combine_mnemonics([lines[0], lines[1], lines[3]], passphrase=b"hunter2") == SECRET
+
+
+def test_cli_slip39_passphrase_piped_in_bytes_that_are_not_utf8(tmp_path: Path) -> None:
+    """The SLIP-39 passphrase prompt read from a pipe (no terminal) in bytes that are not
+    UTF-8: a UnicodeEncodeError traceback. They are the passphrase's bytes, as from
+    --passphrase-file (SLIP-39 decrypts under any bytes; only new backups need ASCII)."""
+    words = slip39.generate_mnemonics(1, [(2, 3)], bytes(range(16)))[0]
+    src = tmp_path / "words.txt"
+    src.write_text("\n".join(words[:2]) + "\n")
+    args = ["share", "convert", "--from", "slip39", "--to", "keysplit", str(src), "-t", "2"]
+    p = subprocess.run(
+        [KEYSPLIT, *args, "-n", "3"],
+        input=b"\xff\n",
+        capture_output=True,
+        start_new_session=True,  # no terminal: the prompt reads stdin
+        timeout=120,
+    )
+    assert p.returncode == 0 and b"Traceback" not in p.stderr, p.stderr
+    assert b"GetPassWarning" not in p.stderr and b"may be echoed" not in p.stderr
+    expected = secret_fingerprint(slip39.combine_mnemonics(words[:2], passphrase=b"\xff"))
+    assert f"fingerprint {expected}" in p.stderr.decode()
 
 
 def test_cli_pycryptodome_stdin_to_keysplit() -> None:
