@@ -21,7 +21,10 @@ driver's choice (:func:`keysplit.jobs.records.part_bytes`: as large as the worke
 memory allows, since the engine's per-subject work is paid once per part).
 
 Parquet metadata: every output part carries the dataset schema's metadata with the
-``keysplit`` entry (sealed columns and their original types) and pandas' column entry
+``keysplit`` entry (sealed columns and their original types: ``sealed`` says "str" or
+"bytes", ``arrow`` the column's own Arrow type where it is not plain ``string`` or
+``binary``, e.g. ``large_string``, ``fixed_size_binary:16``, ``dictionary:string``,
+``null``, which decrypting casts back to) and pandas' column entry
 of the changed column made to match its new type (a sealed column is ``bytes`` to pandas;
 without this pandas would decode ciphertext as text); sealing keeps the original pandas
 entry in the ``keysplit`` entry so decrypting restores it.
@@ -134,6 +137,49 @@ def plan(src: str, slots: int, part_bytes: int) -> Plan:
     return Plan(ds.schema, [p for p in parts if p], rows)
 
 
+_PLAIN_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "large_string": pa.large_string(),
+    "string_view": pa.string_view(),
+    "binary": pa.binary(),
+    "large_binary": pa.large_binary(),
+    "binary_view": pa.binary_view(),
+    "null": pa.null(),
+}
+_FIXED = re.compile(r"fixed_size_binary:([1-9][0-9]{0,9})")
+
+
+def _type_tag(t: pa.DataType) -> str | None:
+    """How a sealed column's own Arrow type is recorded (None: plain string or binary)."""
+    if pa.types.is_dictionary(t):
+        inner = _type_tag(t.value_type) or str(t.value_type)
+        known = (inner in _PLAIN_TYPES and inner != "null") or _FIXED.fullmatch(inner)
+        return f"dictionary:{inner}" if known else None
+    if pa.types.is_fixed_size_binary(t):
+        return f"fixed_size_binary:{t.byte_width}"
+    tag = next((k for k, v in _PLAIN_TYPES.items() if v == t), None)
+    return None if tag in ("string", "binary") else tag
+
+
+def _tag_type(tag: object) -> pa.DataType:
+    """The Arrow type a tag of :func:`_type_tag` names (FormatError for anything else)."""
+    if isinstance(tag, str):
+        dictionary = tag.startswith("dictionary:")
+        inner = tag.removeprefix("dictionary:")
+        fixed = _FIXED.fullmatch(inner)
+        t = pa.binary(int(fixed.group(1))) if fixed and int(fixed.group(1)) < 1 << 31 else None
+        t = t or _PLAIN_TYPES.get(inner)
+        if t is not None and not (dictionary and pa.types.is_null(t)):
+            return pa.dictionary(pa.int32(), t) if dictionary else t
+    raise FormatError("malformed keysplit Parquet metadata")
+
+
+def original_type(schema: pa.Schema, column: str) -> pa.DataType | None:
+    """The Arrow type ``column`` had before it was sealed, if not plain string or binary."""
+    tag = _keysplit_doc(schema)["arrow"].get(column)
+    return None if tag is None else _tag_type(tag)
+
+
 def sealed_types(schema: pa.Schema) -> dict[str, str]:
     """The original types of a dataset's sealed columns (column -> "str" or "bytes"), from
     the schema metadata the jobs write."""
@@ -143,11 +189,11 @@ def sealed_types(schema: pa.Schema) -> dict[str, str]:
 def _keysplit_doc(schema: pa.Schema) -> dict[str, Any]:
     raw = (schema.metadata or {}).get(META_KEY)
     if raw is None:
-        return {"v": 1, "sealed": {}, "pandas": {}}
+        return {"v": 1, "sealed": {}, "pandas": {}, "arrow": {}}
     bad = FormatError("malformed keysplit Parquet metadata")
     try:
         doc = _json.loads(raw, what="keysplit Parquet metadata", max_bytes=1 << 20)
-        sealed, entries = doc["sealed"], doc.get("pandas", {})
+        sealed, entries, arrow = doc["sealed"], doc.get("pandas", {}), doc.get("arrow", {})
     except (KeyError, TypeError, AttributeError):
         raise bad from None
     if not isinstance(sealed, dict) or not all(
@@ -159,7 +205,11 @@ def _keysplit_doc(schema: pa.Schema) -> dict[str, Any]:
         for v in entries.values()
     ):
         raise bad
-    return {"v": 1, "sealed": sealed, "pandas": entries}
+    if not isinstance(arrow, dict) or not all(k in sealed for k in arrow):
+        raise bad
+    for tag in arrow.values():
+        _tag_type(tag)
+    return {"v": 1, "sealed": sealed, "pandas": entries, "arrow": arrow}
 
 
 def column_type(schema: pa.Schema, column: str) -> str:
@@ -175,7 +225,8 @@ def column_type(schema: pa.Schema, column: str) -> str:
 
 
 def _pandas_entry(doc: dict[str, Any], column: str) -> dict[str, Any] | None:
-    for entry in doc.get("columns", []):
+    columns = doc.get("columns")
+    for entry in columns if isinstance(columns, list) else ():  # a hint: never trusted
         if isinstance(entry, dict) and entry.get("field_name", entry.get("name")) == column:
             return entry
     return None
@@ -193,6 +244,7 @@ def output_metadata(
     doc = _keysplit_doc(schema)
     sealed: dict[str, str] = doc["sealed"]
     entries: dict[str, list[str]] = doc["pandas"]
+    arrow: dict[str, str] = doc["arrow"]
     pandas_doc = None
     if _PANDAS_KEY in meta:
         try:
@@ -204,12 +256,16 @@ def output_metadata(
         if column in sealed:
             raise KeysplitError(f"column {column!r} of the dataset is already sealed")
         sealed[column] = column_type(schema, column)
+        tag = _type_tag(schema.field(column).type)
+        if tag is not None:
+            arrow[column] = tag
         if entry is not None:
             entries[column] = [str(entry.get("pandas_type")), str(entry.get("numpy_type"))]
             entry["pandas_type"], entry["numpy_type"] = _BYTES_ENTRY
     else:
         was = sealed.pop(column, None)
         back = entries.pop(column, None)
+        arrow.pop(column, None)
         if entry is not None and was is not None:
             if back is None:
                 back = list(_STR_ENTRY if was == "str" else _BYTES_ENTRY)
@@ -217,7 +273,12 @@ def output_metadata(
     if entry is not None:
         meta[_PANDAS_KEY] = json.dumps(pandas_doc).encode()
     if sealed:
-        doc = {"v": 1, "sealed": sealed, **({"pandas": entries} if entries else {})}
+        doc = {
+            "v": 1,
+            "sealed": sealed,
+            **({"pandas": entries} if entries else {}),
+            **({"arrow": arrow} if arrow else {}),
+        }
         meta[META_KEY] = json.dumps(doc, sort_keys=True).encode()
     else:
         meta.pop(META_KEY, None)
@@ -237,6 +298,7 @@ class PartSpec:
     job_id: str
     schema: pa.Schema
     metadata: Mapping[bytes, bytes]
+    restore: pa.DataType | None = None  # decrypt: the column's own type (original_type)
 
 
 def _read(pieces: list[Piece], schema: pa.Schema) -> pa.Table:
@@ -474,9 +536,28 @@ def _transform(table: pa.Table, spec: PartSpec) -> pa.Table:
             out = out.cast(out_type)  # checks UTF-8 in one pass
         except pa.ArrowInvalid:
             raise KeysplitError("a decrypted value is not UTF-8 text (drop text=True)") from None
+    column = _spread(out, valid)
+    if spec.restore is not None and _is_str(out_type) == _is_str(_value_type(spec.restore)):
+        column = _restored(column, spec.restore)
     old = table.schema.field(i)
-    field = pa.field(spec.column, out_type, nullable=True, metadata=old.metadata)
-    return table.set_column(i, field, _spread(out, valid))
+    field = pa.field(spec.column, column.type, nullable=True, metadata=old.metadata)
+    return table.set_column(i, field, column)
+
+
+def _value_type(t: pa.DataType) -> pa.DataType:
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _restored(column: pa.Array | pa.ChunkedArray, to: pa.DataType) -> Any:
+    """The opened column as the type it had before it was sealed (:func:`original_type`)."""
+    try:
+        if pa.types.is_null(to):
+            if column.null_count != len(column):
+                raise pa.ArrowInvalid("values in a column of nulls")
+            return pa.nulls(len(column))
+        return column.cast(to)
+    except pa.ArrowException:
+        raise KeysplitError(f"a decrypted value does not fit the column's type {to}") from None
 
 
 def run_part(spec: PartSpec, pieces: list[Piece], path: str) -> int:

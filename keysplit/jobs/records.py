@@ -569,6 +569,7 @@ class _DatasetJob:
             secrets.token_hex(16),  # the job id: each worker derives a key once per job
             schema,
             _pq.output_metadata(schema, self.kind, self.column, self.subject_column),
+            _pq.original_type(schema, self.column) if self.kind == "decrypt" else None,
         )
 
 

@@ -228,3 +228,62 @@ def test_view_columns_with_nulls_round_trip(
             )
             back = pq.read_table(tmp_path / f"d-{col}").column(col).to_pylist()
             assert back == pq.read_table(tmp_path / "views").column(col).to_pylist()
+
+
+def test_decrypt_dataset_restores_every_columns_own_arrow_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team: decrypt gave back only "str" or "bytes" as ``string``/``binary``: a
+    ``large_string``, ``large_binary``, ``fixed_size_binary(3)``, dictionary, view or
+    all-null column came back with another type (a reader bound to the dataset's schema
+    then failed). The sealed dataset now records the column's own type and decrypt
+    restores it, values and nulls included."""
+    n = 12
+    strs = [None if i == 4 else ("" if i == 6 else f"v{i}é") for i in range(n)]
+    blobs = [None if i == 4 else (b"" if i == 6 else bytes([i]) * 3) for i in range(n)]
+    columns = {
+        "string": pa.array(strs, pa.string()),
+        "large_string": pa.array(strs, pa.large_string()),
+        "string_view": pa.array(strs, pa.string_view()),
+        "binary": pa.array(blobs, pa.binary()),
+        "large_binary": pa.array(blobs, pa.large_binary()),
+        "binary_view": pa.array(blobs, pa.binary_view()),
+        "fixed": pa.array([None if b is None else (b + b"xyz")[:3] for b in blobs], pa.binary(3)),
+        "dict_string": pa.array(strs, pa.string()).dictionary_encode(),
+        "dict_binary": pa.array(blobs, pa.binary()).dictionary_encode(),
+        "all_null": pa.nulls(n),
+    }
+    users = pa.array([f"u/{i % 3}" for i in range(n)])
+    (tmp_path / "src").mkdir()
+    pq.write_table(pa.table({"user": users, **columns}), tmp_path / "src" / "p.parquet")
+    want = pq.read_table(tmp_path / "src")
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
+        here = tmp_path / "src"
+        for i, name in enumerate(columns):  # seal them all, one after the other
+            jobs.encrypt_dataset(here, tmp_path / f"e{i}", name, "user", service=src)
+            here = tmp_path / f"e{i}"
+        assert all(pq.read_table(here).schema.field(c).type == pa.binary() for c in columns)
+        for i, name in enumerate(columns):
+            jobs.decrypt_dataset(here, tmp_path / f"d{i}", name, "user", service=src)
+            here = tmp_path / f"d{i}"
+    got = pq.read_table(here)
+    for name in columns:
+        assert got.schema.field(name).type == want.schema.field(name).type, name
+        assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
+    assert b"keysplit" not in (got.schema.metadata or {})
+
+
+def test_odd_pandas_metadata_is_ignored_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team: a file whose ``pandas`` schema metadata is JSON of another shape (its
+    ``columns`` not a list) failed the job with a bare ``TypeError``; the entry is only a
+    hint for pandas and is now left alone when it cannot be read."""
+    (tmp_path / "odd").mkdir()
+    meta = {b"pandas": b'{"columns": 5}'}
+    table = pa.table({"user": ["u/1", "u/2"], "v": [b"a", b"b"]}).replace_schema_metadata(meta)
+    pq.write_table(table, tmp_path / "odd" / "p.parquet")
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
+        jobs.encrypt_dataset(tmp_path / "odd", tmp_path / "e", "v", "user", service=src)
+        jobs.decrypt_dataset(tmp_path / "e", tmp_path / "d", "v", "user", service=src)
+    assert pq.read_table(tmp_path / "d").column("v").to_pylist() == [b"a", b"b"]
