@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,8 +49,11 @@ __all__ = [
 
 
 def _post(
-    url: str, path: str, doc: Any, token: str | None, name: str, tls: TlsFiles
+    url: str, path: str, doc: Any, token: str | None, name: str, tls: TlsFiles, **fields: type
 ) -> dict[str, Any]:
+    """A node's JSON answer, with each of ``fields`` of its type (else a
+    :class:`ClusterError` naming the node: a broken or hostile node's answer never reaches
+    the caller as a KeyError or TypeError)."""
     try:
         with tls.client(url, token=token, timeout=120.0) as c:
             data, _ = c.request("POST", path, wire.dumps(doc))
@@ -58,8 +61,40 @@ def _post(
         raise type(exc)(f"node {name}: {exc}", hint=exc.hint) if _plain(exc) else exc from None
     out = wire.loads(data, f"node {name} answer")
     if not isinstance(out, dict):
-        raise ClusterError(f"node {name}: malformed answer")
+        raise ClusterError(f"node {name}: malformed answer", node=name)
+    for key, kind in fields.items():
+        v = out.get(key)
+        if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+            raise ClusterError(f"node {name}: malformed answer ({key!r})", node=name)
     return out
+
+
+def _dealt(
+    nodes: Sequence[ClusterNodeInfo],
+    path: str,
+    docs: Mapping[str, Any],
+    token: str | None,
+    tls: TlsFiles,
+) -> tuple[dict[str, dict[str, Any]], dict[int, list[bytes]]]:
+    """Each node's dealing answer to ``path`` and its commitments (raw) by index, checked:
+    dealt as its own index, hex commitments, a sealed sub-share for every node."""
+    deals, raw = {}, {}
+    for n in nodes:
+        d = _post(
+            n.url, path, docs[n.name], token, n.name, tls, dealer=int, commitments=list, sealed=dict
+        )
+        if d["dealer"] != n.index:
+            raise ClusterError(
+                f"node {n.name}: dealt as node {d['dealer']}, not {n.index}", node=n.name
+            )
+        try:
+            raw[n.index] = [bytes.fromhex(c) for c in d["commitments"]]
+        except (TypeError, ValueError):
+            raise ClusterError(f"node {n.name}: malformed dealing", node=n.name) from None
+        if not all(isinstance(d["sealed"].get(str(m.index)), str) for m in nodes):
+            raise ClusterError(f"node {n.name}: a sub-share is missing", node=n.name)
+        deals[n.name] = d
+    return deals, raw
 
 
 def _plain(exc: KeysplitError) -> bool:
@@ -76,19 +111,16 @@ def _round(
     """Deal, then finish, on every node; returns each node's finish answer."""
     public = [{k: v for k, v in n.as_dict().items() if k != "public_share"} for n in nodes]
     base = dict(params, nodes=public)
-    deals = {
-        n.name: _post(n.url, "/v1/cluster/dkg/deal", dict(base, me=n.name), token, n.name, tls)
-        for n in nodes
-    }
-    dealings = {str(deals[n.name]["dealer"]): deals[n.name]["commitments"] for n in nodes}
+    docs = {n.name: dict(base, me=n.name) for n in nodes}
+    deals, raw = _dealt(nodes, "/v1/cluster/dkg/deal", docs, token, tls)
+    dealings = {str(n.index): deals[n.name]["commitments"] for n in nodes}
     done = {}
     for n in nodes:
-        sealed = {
-            str(deals[d.name]["dealer"]): deals[d.name]["sealed"][str(n.index)] for d in nodes
-        }
+        sealed = {str(d.index): deals[d.name]["sealed"][str(n.index)] for d in nodes}
         doc = dict(base, me=n.name, dealings=dealings, sealed=sealed)
-        done[n.name] = _post(n.url, "/v1/cluster/dkg/finish", doc, token, n.name, tls)
-    raw = {int(k): [bytes.fromhex(str(c)) for c in v] for k, v in dealings.items()}
+        done[n.name] = _post(
+            n.url, "/v1/cluster/dkg/finish", doc, token, n.name, tls, public_shares=dict
+        )
     return done, raw
 
 
@@ -101,8 +133,8 @@ def _agree(
     """Every node reports the public shares and commitments recomputed here."""
     hexed = [c.hex() for c in commitments]
     for n in nodes:
-        got = done[n.name].get("public_shares")
-        if not isinstance(got, dict) or {int(k): v for k, v in got.items()} != expect:
+        got = done[n.name]["public_shares"]
+        if {str(k): v for k, v in expect.items()} != got:
             raise ClusterError(f"node {n.name}: disagrees on the public shares", node=n.name)
         if done[n.name].get("commitments") != hexed:
             raise ClusterError(f"node {n.name}: disagrees on the commitments", node=n.name)
@@ -296,17 +328,15 @@ def replace_node(
         "helpers": [h.index for h in helpers],
         "new_node": {k: v for k, v in new.as_dict().items() if k != "public_share"},
     }
-    deals = {
-        h.name: _post(h.url, "/v1/cluster/recover/deal", base, token, h.name, tls) for h in helpers
-    }
-    dealings = {str(deals[h.name]["dealer"]): deals[h.name]["commitments"] for h in helpers}
+    asks = {h.name: base for h in helpers}
+    deals, _ = _dealt(helpers, "/v1/cluster/recover/deal", asks, token, tls)
+    dealings = {str(h.index): deals[h.name]["commitments"] for h in helpers}
     blinded = {}
     for h in helpers:
         sealed = {str(d.index): deals[d.name]["sealed"][str(h.index)] for d in helpers}
         doc2 = dict(base, dealings=dealings, sealed=sealed)
-        blinded[str(h.index)] = _post(h.url, "/v1/cluster/recover/blind", doc2, token, h.name, tls)[
-            "sealed"
-        ]
+        blind = _post(h.url, "/v1/cluster/recover/blind", doc2, token, h.name, tls, sealed=str)
+        blinded[str(h.index)] = blind["sealed"]
     done = _post(
         url,
         "/v1/cluster/recover/finish",

@@ -729,6 +729,11 @@ def node_info(
     """``GET /v1/cluster/node`` of one node (public: no token needed over the socket)."""
     with tls.client(url, token=token, timeout=timeout) as c:
         doc: Any = wire.loads(c.request("GET", "/v1/cluster/node", auth=False)[0], "node info")
-    if not isinstance(doc, dict):
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("keyring_id"), str)
+        or not isinstance(doc.get("hpke_public_key"), str)
+        or not isinstance(doc.get("clusters", {}), dict)
+    ):
         raise ServiceError(f"{url}: malformed node info")
     return doc

@@ -169,6 +169,59 @@ def test_a_refresh_cut_at_commit_keeps_working_and_old_shares_end(cluster: Clust
             c.decrypt(cluster.records[0][1], subject=cluster.records[0][0])
 
 
+def _answer(doc: dict[str, object], **changes: object) -> dict[str, object]:
+    out = dict(doc)
+    for k, v in changes.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
+@pytest.mark.parametrize(
+    ("path", "changes"),
+    [
+        ("/v1/cluster/node", {"clusters": "x"}),
+        ("/v1/cluster/dkg/deal", {"sealed": None}),
+        ("/v1/cluster/dkg/deal", {"sealed": {"1": "AA=="}}),
+        ("/v1/cluster/dkg/deal", {"commitments": None}),
+        ("/v1/cluster/dkg/deal", {"dealer": 2}),
+        ("/v1/cluster/dkg/finish", {"public_shares": {"x": "y"}}),
+    ],
+)
+def test_a_node_answering_malformed_json_is_named_not_a_traceback(
+    cluster: Cluster, path: str, changes: dict[str, object]
+) -> None:
+    """(red team) A broken or hostile node whose JSON answer lacks a field or has one of
+    the wrong type made ``cluster status`` / ``cluster refresh`` end in a KeyError,
+    TypeError, ValueError or AttributeError traceback; now one error line names it (status
+    lists it as unusable). Nothing changes: the round never reaches a finish."""
+    import json
+
+    def rewrite(p: str, head: bytes, body: bytes) -> bytes:
+        if p != path or not body.startswith(b"{"):
+            return body
+        return json.dumps(_answer(json.loads(body), **changes)).encode()
+
+    before = read_cluster(cluster.dir)
+    cluster.proxy.rewrite = rewrite  # type: ignore[method-assign]
+    try:
+        cmd = "status" if path == "/v1/cluster/node" else "refresh"
+        r = cli("cluster", cmd, "cl", cwd=cluster.tmp)
+    finally:
+        del cluster.proxy.rewrite
+    assert "Traceback" not in r.stderr, r.stderr
+    if cmd == "status":
+        line = next(ln for ln in r.stdout.splitlines() if ln.strip().startswith("n3"))
+        assert "malformed" in line, r.stdout
+    else:
+        assert r.returncode == 1 and r.stderr.startswith("error: "), r.stderr
+        assert "n3" in r.stderr.splitlines()[0]
+    assert read_cluster(cluster.dir) == before
+    cluster.check_records()
+
+
 def test_a_node_excluded_for_a_wrong_answer_is_asked_again_once_replaced(
     cluster: Cluster,
 ) -> None:

@@ -50,7 +50,9 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Nodes, dic
         svcs[f"unix:{name}"] = svc
     auth = {"authorization": f"Bearer {token}"}
 
-    def post(url: str, path: str, doc: Any, tok: Any, name: str, tls: Any) -> dict[str, Any]:
+    def post(
+        url: str, path: str, doc: Any, tok: Any, name: str, tls: Any, **fields: Any
+    ) -> dict[str, Any]:
         status, body = _post(svcs[url], auth, path, doc)
         assert status == 200, (path, body)
         out: dict[str, Any] = json.loads(body)
