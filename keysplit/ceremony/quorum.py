@@ -106,9 +106,19 @@ class Quorum:
         ukr = self.keyring.unseal(outcome)
         try:
             self._record(ukr, outcome)
-        except BaseException:
+        except BaseException as exc:
             ukr.close()
-            raise
+            if outcome.switched is None or not isinstance(exc, (Exception, KeyboardInterrupt)):
+                raise
+            # never reported as a plain failure: the switch stands, the old shares are dead
+            did = (
+                "completed an interrupted" if outcome.switched == "recovered" else "switched to the"
+            )
+            raise KeyringError(
+                f"these shares {did} rekey (the old shares no longer unseal the keyring) but "
+                f"it could not be recorded: {exc or 'interrupted'}",
+                hint="keep these shares",
+            ) from None
         if outcome.switched == "recovered":
             self.recovered = True
             if self.on_recovered is not None:

@@ -468,6 +468,25 @@ def test_new_shares_of_an_interrupted_rekey_complete_it_and_are_recorded(tmp_pat
         Quorum(kr, old).unseal()
 
 
+def test_shares_that_completed_a_rekey_say_so_when_its_entry_cannot_be_written(
+    tmp_path: Path,
+) -> None:
+    """The new shares of an interrupted rekey complete it, then its entry cannot be
+    appended (a torn log): the error used to be the log's alone, the switch (old shares
+    dead from now on) unmentioned."""
+    made = ceremony.init(tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path))
+    old = [load_share(Path(w.location).read_bytes()) for w in made.shares]
+    with made.keyring.unseal(old) as ukr:
+        new: Sequence[Share] = list(ukr.prepare_rekey().values())  # then "crash" before commit
+    with (tmp_path / "kr" / "audit.log").open("ab") as f:
+        f.write(b'{"data":')  # and another process died mid-append
+    kr = Keyring.open(tmp_path / "kr")
+    with pytest.raises(KeyringError, match="completed an interrupted rekey") as exc:
+        ceremony.unseal_check(kr, Quorum(kr, new))
+    assert "torn line" in str(exc.value) and "old shares no longer" in str(exc.value)
+    assert Keyring.open(tmp_path / "kr").meta.generation == 2
+
+
 def test_abort_discards_a_pending_rekey_with_the_current_shares(tmp_path: Path) -> None:
     made = ceremony.init(tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path))
     kr = made.keyring
