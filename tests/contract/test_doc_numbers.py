@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from keysplit_cli._common import EXIT_CLOSED_PIPE, EXIT_NO_KEY, EXIT_NOT_ACKNOWLEDGED
 from paths import REPO
 
 from keysplit.custody.passphrase import Argon2Params
@@ -46,6 +47,9 @@ CLAIMS = [
     ("SECURITY.md", f"default {fleet.DEFAULT_POLL:g} s", "DEFAULT_POLL"),
     ("SECURITY.md", f"default {grouped(fleet.DEFAULT_CACHE_KEYS)}", "DEFAULT_CACHE_KEYS"),
     ("README.md", f"`KEYSPLIT_LEASE_TTL`, default {fleet.DEFAULT_LEASE_TTL:g} s", "ttl"),
+    ("README.md", f"also exit {EXIT_NO_KEY} when the subject has no data key", "EXIT_NO_KEY"),
+    ("README.md", f"and {EXIT_NOT_ACKNOWLEDGED} when a live holder did not drop it", "EXIT_4"),
+    ("README.md", f"{EXIT_CLOSED_PIPE} when the reader of stdout went away", "EXIT_CLOSED_PIPE"),
     ("README.md", f"`KEYSPLIT_POLL`, default {fleet.DEFAULT_POLL:g} s", "DEFAULT_POLL"),
     (
         "README.md",
