@@ -139,7 +139,7 @@ def split_cmd(
         for s in made:
             typer.echo(str(s))
         return
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     for i, s in enumerate(made):
         if not sealing:
             path = out_dir / f"share-{s.index}.kss"

@@ -146,6 +146,8 @@ def test_out_dir_text_files_and_out_file(tmp_path: Path) -> None:
     assert [f.name for f in files] == ["share-1.kss", "share-2.kss", "share-3.kss"]
     assert files[0].read_text().startswith("# keysplit share 1 of 3")
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    # the directory it made is private too, like init's shares dir and convert's --out-dir
+    assert stat.S_IMODE((tmp_path / "s").stat().st_mode) == 0o700
     assert combine([load_share(f.read_bytes()) for f in files]).hex() == SECRET
 
     out = tmp_path / "recovered.hex"
