@@ -5,6 +5,8 @@ or to one 0600 file each, never overwriting.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -145,7 +147,12 @@ def slip39_passphrase(
 
 
 def write_items(out_dir: Path | None, items: list[tuple[str, str]]) -> None:
-    """Write ``(file name, text)`` items to ``out_dir`` (0600, never overwriting) or stdout."""
+    """Write ``(file name, text)`` items to ``out_dir`` (0600, never overwriting) or stdout.
+
+    All of them or none: a name already taken is refused before anything is written, and
+    a failed write removes the ones written. Half a new set beside an old one would mix
+    two splits in one directory, and pycryptodome or Vault shares carry no check to tell.
+    """
     from keysplit.files import atomic_write
 
     if out_dir is None:
@@ -153,11 +160,21 @@ def write_items(out_dir: Path | None, items: list[tuple[str, str]]) -> None:
         sys.stdout.flush()
         return
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for name, text in items:
-        if text.startswith("#"):
-            continue
-        atomic_write(out_dir / name, text.encode(), overwrite=False)
-    info(f"wrote {sum(1 for n, t in items if not t.startswith('#'))} share file(s) to {out_dir}")
+    files = [(out_dir / name, text.encode()) for name, text in items if not text.startswith("#")]
+    for path, _ in files:
+        if os.path.lexists(path):
+            raise FileExistsError(f"refusing to overwrite existing file: {path}")
+    written: list[Path] = []
+    try:
+        for path, data in files:
+            atomic_write(path, data, overwrite=False)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+    info(f"wrote {len(files)} share file(s) to {out_dir}")
 
 
 def read_vault(sources: list[tuple[str, bytes]]) -> vault.VaultKeys:

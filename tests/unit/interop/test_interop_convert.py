@@ -312,6 +312,22 @@ def test_cli_out_dir_never_overwrites(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "refusing to overwrite" in r.output
 
 
+def test_cli_out_dir_with_one_taken_name_writes_no_share(tmp_path: Path) -> None:
+    """One output name already taken (an earlier conversion's second share): the new first
+    share was written before the refusal, leaving the old and new splits mixed in one
+    directory. pycryptodome shares carry no check: that mix combines to a wrong secret
+    without any error. Now nothing is written."""
+    out = tmp_path / "o"
+    out.mkdir()
+    earlier = pycryptodome.format_pycryptodome(pycryptodome.split_pycryptodome(SECRET, 2, 2))
+    (out / "pycryptodome-2.txt").write_text(earlier.splitlines()[1] + "\n")
+    src = _ks_file(tmp_path, split(SECRET, 2, 2))
+    args = ["share", "convert", "--from", "keysplit", "--to", "pycryptodome"]
+    r = runner.invoke(app, [*args, "-t", "2", "-n", "3", "--out-dir", str(out), str(src)])
+    assert r.exit_code == 1 and "refusing to overwrite" in r.output
+    assert sorted(p.name for p in out.iterdir()) == ["pycryptodome-2.txt"]
+
+
 def test_checksum_error_class_is_reported() -> None:
     text = str(split(SECRET, 2, 2)[0])
     typo = "q" if text[-1] != "q" else "p"  # always a real substitution (random last char)
