@@ -175,6 +175,20 @@ class SQLiteKeyStore:
     def path(self) -> Path:
         return self._path
 
+    def _error(self, exc: sqlite3.Error) -> KeyringError:
+        """sqlite3's error (a full disk, a lock held past the timeout, a damaged file) as
+        the library's: its message names no value, only what failed."""
+        return KeyringError(f"key store {self._path}: {exc}")
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """The store's lock, with sqlite3's errors raised as :class:`KeyringError`."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         with self._lock:
@@ -185,19 +199,26 @@ class SQLiteKeyStore:
                 finally:
                     self._depth -= 1
                 return
-            self._db.execute("BEGIN IMMEDIATE")
+            with self._reading():
+                self._db.execute("BEGIN IMMEDIATE")
             self._depth = 1
             try:
                 yield
-            except BaseException:
                 self._depth = 0
-                self._db.execute("ROLLBACK")
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                self._depth = 0
+                # SQLite may have rolled back already (SQLITE_FULL, an I/O error): a second
+                # ROLLBACK failed with "no transaction is active" and hid the cause
+                with contextlib.suppress(sqlite3.Error):
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._error(exc) from None
                 raise
-            self._depth = 0
-            self._db.execute("COMMIT")
 
     def get(self, subject: str) -> WrappedKey | None:
-        with self._lock:
+        with self._reading():
             row = self._db.execute(
                 "SELECT subject, kek_version, wrapped FROM data_keys WHERE subject = ?",
                 (subject,),
@@ -210,7 +231,7 @@ class SQLiteKeyStore:
     def _fetch_many(self, subjects: Sequence[str]) -> dict[str, WrappedKey]:
         out: dict[str, WrappedKey] = {}
         subjects = list(dict.fromkeys(subjects))
-        with self._lock:
+        with self._reading():
             for lo in range(0, len(subjects), _IN_CHUNK):
                 chunk = subjects[lo : lo + _IN_CHUNK]
                 marks = ",".join("?" * len(chunk))
@@ -265,12 +286,12 @@ class SQLiteKeyStore:
                     )
                 self._bump(tombstone_seq=seq)
         if gone and not self._depth:
-            with self._lock:  # move the overwritten page out of the WAL into the main file
+            with self._reading():  # move the overwritten page out of the WAL into the main file
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return gone > 0
 
     def stale_batch(self, current_version: int, after: str, limit: int) -> list[WrappedKey]:
-        with self._lock:
+        with self._reading():
             rows = self._db.execute(
                 "SELECT subject, kek_version, wrapped FROM data_keys "
                 "WHERE kek_version != ? AND subject > ? ORDER BY subject LIMIT ?",
@@ -281,7 +302,7 @@ class SQLiteKeyStore:
     def stale_cuts(self, current_version: int, every: int) -> list[str]:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError("every must be a positive int")
-        with self._lock:
+        with self._reading():
             rows = self._db.execute(
                 "SELECT subject FROM (SELECT subject, ROW_NUMBER() OVER (ORDER BY subject) AS rn,"
                 " COUNT(*) OVER () AS n FROM data_keys WHERE kek_version != ?) "
@@ -291,7 +312,7 @@ class SQLiteKeyStore:
         return [r[0] for r in rows]
 
     def count_by_version(self) -> dict[int, int]:
-        with self._lock:
+        with self._reading():
             rows = self._db.execute(
                 "SELECT kek_version, COUNT(*) FROM data_keys GROUP BY kek_version"
             ).fetchall()
@@ -308,11 +329,11 @@ class SQLiteKeyStore:
             self._bump()
 
     def legal_holds(self) -> list[str]:
-        with self._lock:
+        with self._reading():
             return [r[0] for r in self._db.execute("SELECT subject FROM legal_holds ORDER BY 1")]
 
     def is_on_hold(self, subject: str) -> bool:
-        with self._lock:
+        with self._reading():
             row = self._db.execute(
                 "SELECT 1 FROM legal_holds WHERE subject = ?", (subject,)
             ).fetchone()
@@ -321,7 +342,7 @@ class SQLiteKeyStore:
     def iter_subjects(self, batch_size: int = 1000) -> Iterator[list[WrappedKey]]:
         after = ""
         while True:
-            with self._lock:
+            with self._reading():
                 rows = self._db.execute(
                     "SELECT subject, kek_version, wrapped FROM data_keys "
                     "WHERE subject > ? ORDER BY subject LIMIT ?",
@@ -355,7 +376,7 @@ class SQLiteKeyStore:
             return work()
 
     def state(self) -> KeyringState:
-        with self._lock:
+        with self._reading():
             return self._state()
 
     def set_current_kek(self, version: int) -> KeyringState:
@@ -382,7 +403,7 @@ class SQLiteKeyStore:
         return self._in_tx(lambda: self._bump(rekeys=self._state().rekeys + 1))
 
     def tombstones_since(self, seq: int, limit: int = 10_000) -> list[Tombstone]:
-        with self._lock:
+        with self._reading():
             rows = self._db.execute(
                 "SELECT seq, tag, time FROM tombstones WHERE seq > ? ORDER BY seq LIMIT ?",
                 (seq, limit),
@@ -390,7 +411,7 @@ class SQLiteKeyStore:
         return [Tombstone(*r) for r in rows]
 
     def has_tombstone(self, tags: Sequence[bytes]) -> bool:
-        with self._lock:
+        with self._reading():
             return any(
                 self._db.execute("SELECT 1 FROM tombstones WHERE tag = ?", (t,)).fetchone()
                 for t in tags
@@ -416,7 +437,7 @@ class SQLiteKeyStore:
         return [Lease(*r) for r in rows.fetchall()]
 
     def leases(self, *, live: bool = True) -> list[Lease]:
-        with self._lock:
+        with self._reading():
             return self._leases(live=live)
 
     def close(self) -> None:

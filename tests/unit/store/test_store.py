@@ -163,3 +163,28 @@ def test_keyring_runs_on_any_keystore(tmp_path: Path) -> None:
         assert store.count_by_version() == {2: 29}
     with pytest.raises(KeyringError, match="another keyring"):
         kr.unseal([shares["a"], shares["b"]], store=MemoryKeyStore("other", "ff" * 16, create=True))
+
+
+def test_a_full_database_is_a_keyring_error_and_the_store_goes_on(tmp_path: Path) -> None:
+    """(red team) A disk or database that is full (here: SQLite's page limit) failed a key
+    creation with sqlite3's "cannot rollback - no transaction is active": SQLite had
+    already rolled the transaction back on SQLITE_FULL, the store's ROLLBACK then failed
+    and its error, a bare sqlite3 one, hid the real cause. Now a KeyringError that says
+    the store is full; nothing was stored; the store works on once there is room."""
+    kr, shares = Keyring.create(tmp_path / "kr", 2, ["a", "b"])
+    with kr.unseal(list(shares.values())) as ukr:
+        store = ukr.store
+        assert isinstance(store, SQLiteKeyStore)
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages}")  # no room for another page
+        subjects = [f"s/{i:04d}" + "y" * 500 for i in range(40)]
+        with pytest.raises(KeyringError, match="full"):
+            for s in subjects:
+                ukr.encrypt(b"x", subject=s)
+        stored = store.count_by_version()
+        with pytest.raises(KeyringError, match="full"):
+            store.insert_many([WrappedKey(s, 1, b"k" * 24) for s in subjects])
+        assert store.count_by_version() == stored  # all or nothing
+        store._db.execute(f"PRAGMA max_page_count = {pages * 100}")
+        rec = ukr.encrypt(b"x", subject=subjects[-1])
+        assert ukr.decrypt(rec, subject=subjects[-1]) == b"x"
