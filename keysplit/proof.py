@@ -361,6 +361,15 @@ class PendingVerification:
         Raises :class:`VerifyIncomplete` listing who is missing otherwise.
         """
         self._open()
+        named = self.check_unproven(unproven)
+        self._doc["completed"] = {"at": _now(now), "unproven": sorted(set(named))}
+        self._write()
+        return self.status()
+
+    def check_unproven(self, unproven: Iterable[str]) -> list[str]:
+        """The names, if they are exactly the custodians still missing (what :meth:`complete`
+        requires; asked before a quorum too): else :class:`ProofError` for a name that is
+        no custodian's or has proven, :class:`VerifyIncomplete` listing who is left."""
         named = list(unproven)
         for name in named:
             if self._entry(name)["proven"] is not None:
@@ -374,9 +383,7 @@ class PendingVerification:
                 missing=left,
                 hint="wait for their codes, or complete anyway naming each missing custodian",
             )
-        self._doc["completed"] = {"at": _now(now), "unproven": sorted(set(named))}
-        self._write()
-        return self.status()
+        return named
 
     def discard(self) -> None:
         """Remove the state file (after the generation switched or was aborted)."""

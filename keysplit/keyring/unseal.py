@@ -70,6 +70,9 @@ class Unsealer:
         self._shares: list[Share] = []
         self._target: kf.KeyringMeta | None = None
         self._complete_missing = None if complete_missing is None else list(complete_missing)
+        v = keyring.verification() if complete_missing is not None else None
+        if v is not None and not v.status.completed:  # a wrong list: before any share
+            v.state.check_unproven(complete_missing or ())
 
     def _name(self, share: Share) -> str:
         who = self._kr.custodian_of(share)

@@ -144,6 +144,21 @@ def test_wrong_code_refused_complete_must_name_exactly_the_missing(tmp_path: Pat
     assert done.data["failures"] == {"alice": 3}
 
 
+def test_a_wrong_missing_list_is_refused_before_any_share_is_read(tmp_path: Path) -> None:
+    """'verify complete --missing ...' checks the list after the quorum: custodians gave
+    (and typed passphrases for) their shares for a completion refused on its own input."""
+    vault, _ = _rekey_verify(tmp_path)
+    unread = ["--share", str(tmp_path / "not-read.kss")] * 2
+    for missing, message in (
+        (["dave"], "custodian 'dave' has no share in this generation"),
+        (["bob"], "missing alice, carol"),
+    ):
+        args = [a for m in missing for a in ("--missing", m)]
+        r = run(["verify", "complete", vault, *args, *unread])
+        assert r.exit_code == 1 and message in error_lines(r)[0], r.output
+    assert Keyring.open(vault).meta.generation == 1
+
+
 def test_abort_discards_a_pending_verified_rekey(tmp_path: Path) -> None:
     vault, shares = _rekey_verify(tmp_path)
     _prove(vault, shares, 2, "alice", tmp_path)
