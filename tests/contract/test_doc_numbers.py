@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from keysplit_cli._common import EXIT_CLOSED_PIPE, EXIT_NO_KEY, EXIT_NOT_ACKNOWLEDGED
+from keysplit_cli._opener import PASSPHRASE_TRIES
+from keysplit_cli._quorum import _MAX_BAD_TRIES
 from paths import REPO
 
 from keysplit.custody.passphrase import Argon2Params
 from keysplit.keyring import fleet
 from keysplit.service.server import Limits
+from keysplit.trust import default_known_keyrings_path
 
 DOCS = {name: (REPO / name).read_text() for name in ("README.md", "SECURITY.md", "docs/API.md")}
 
@@ -24,6 +28,7 @@ def grouped(n: int) -> str:
 
 
 LIMITS = Limits()
+WORDS = dict(enumerate(["zero", "one", "two", "three", "four", "five", "six"]))
 KDF = Argon2Params()
 
 HEADERS = f"at most {LIMITS.header_fields} fields of at most {LIMITS.field_size // 1024} KiB"
@@ -50,6 +55,8 @@ CLAIMS = [
     ("README.md", f"also exit {EXIT_NO_KEY} when the subject has no data key", "EXIT_NO_KEY"),
     ("README.md", f"and {EXIT_NOT_ACKNOWLEDGED} when a live holder did not drop it", "EXIT_4"),
     ("README.md", f"{EXIT_CLOSED_PIPE} when the reader of stdout went away", "EXIT_CLOSED_PIPE"),
+    ("README.md", f"{WORDS[PASSPHRASE_TRIES]} tries at a terminal", "PASSPHRASE_TRIES"),
+    ("README.md", f"or {WORDS[_MAX_BAD_TRIES]} rejections, stops", "_MAX_BAD_TRIES"),
     ("README.md", f"`KEYSPLIT_POLL`, default {fleet.DEFAULT_POLL:g} s", "DEFAULT_POLL"),
     (
         "README.md",
@@ -66,3 +73,15 @@ def test_documented_default_matches_the_code(doc: str, text: str, source: str) -
 
 def test_security_md_does_not_call_connections_unbounded() -> None:
     assert "bounded only by the process's file-descriptor limit" not in flat(DOCS["SECURITY.md"])
+
+
+def test_known_keyrings_default_path_is_the_documented_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    text = flat(DOCS["README.md"])
+    assert "(`$XDG_CONFIG_HOME/keysplit/known_keyrings`, by default under `~/.config`" in text
+    monkeypatch.delenv("KEYSPLIT_KNOWN_KEYRINGS")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert default_known_keyrings_path() == tmp_path / "keysplit" / "known_keyrings"
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    assert default_known_keyrings_path() == Path.home() / ".config" / "keysplit" / "known_keyrings"
