@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from cryptography.exceptions import InvalidTag
@@ -392,7 +392,7 @@ class _IdentityFields:
     salt: bytes
     nonce: bytes
     header: bytes
-    sealed: bytes  # the private key itself when params is None
+    sealed: bytes = field(repr=False)  # the private key itself when params is None
 
 
 def read_key_file(path: str | os.PathLike[str]) -> bytes:

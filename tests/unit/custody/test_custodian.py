@@ -30,6 +30,7 @@ from keysplit import (
     seal_share_with_passphrase,
     split,
 )
+from keysplit.custody import hpke as custody_hpke
 from keysplit.custody import is_sealed, sealed_share_info
 from keysplit.rng import DeterministicRandom
 
@@ -240,6 +241,9 @@ def test_reprs_hide_private_material() -> None:
     assert bytes(range(32)).hex() not in repr(ident)
     assert "0001020304" not in repr(ident)
     assert ident.fingerprint in repr(ident.recipient)
+    # the parsed identity file, which holds the private key itself when unencrypted
+    fields = repr(custody_hpke._parse_identity(ident.to_bytes(None)))
+    assert repr(bytes(range(32)))[2:20] not in fields and "erin" in fields
 
 
 def test_longest_names_and_secrets_seal() -> None:
