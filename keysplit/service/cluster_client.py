@@ -73,6 +73,9 @@ whatever the subjects' lengths (8,192 x 40 bytes = 320 KiB); a larger batch is s
 nodes): every caching client drops every cached key (and the shredded subject then reads
 as :class:`NoDataKeyError`, not :class:`ShreddedError`)."""
 _CLOSED = "the cluster client was closed"
+DOWN_BACKOFF = 60.0
+"""Seconds a node that failed to answer is asked last (after the nodes that answered): a
+hung node made every call wait its whole timeout before another node was asked."""
 
 Context = Mapping[str, str] | Sequence[Mapping[str, str] | None] | None
 
@@ -161,6 +164,7 @@ class ClusterDataKeys:
         self._pool = ThreadPoolExecutor(max_workers=len(config.nodes), thread_name_prefix="ks-cl")
         self._lock = threading.Lock()
         self._excluded: dict[str, str] = {}  # node name -> why (a wrong answer)
+        self._failed: dict[str, float] = {}  # node name -> when it last failed to answer
         self._cache_age = cache_max_age
         self._cache: fleet.KeyCache | None = None
         self.member: fleet.FleetMember | None = None
@@ -315,6 +319,9 @@ class ClusterDataKeys:
             with self._lock:
                 bad = dict(self._excluded)
             usable = [n for n in cfg.nodes if n.name not in bad and n.name not in down]
+            with self._lock:  # nodes that failed lately go last (a stable sort)
+                lately = {k for k, t in self._failed.items() if time.monotonic() - t < DOWN_BACKOFF}
+            usable.sort(key=lambda n: n.name in lately)
             if len(usable) < cfg.threshold:
                 # a refresh or replacement since we read it (here or in another thread)
                 if down and (self.config is not cfg or self._reloaded()):
@@ -359,6 +366,12 @@ class ClusterDataKeys:
                 except KeysplitError as exc:
                     down[n.name] = f"{type(exc).__name__}: {exc}"
                     retry = True
+            with self._lock:
+                for n in chosen:
+                    if n.name in down:
+                        self._failed[n.name] = time.monotonic()
+                    elif n.index in answers:
+                        self._failed.pop(n.name, None)
             if retry:
                 continue
             try:

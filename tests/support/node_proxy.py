@@ -28,6 +28,7 @@ class NodeProxy:
         self.gate = threading.Event()
         self.gate.set()
         self.waiting = 0  # requests held at the closed gate now
+        self.seen: list[str] = []  # the path of every request read, in order
         self._count = threading.Lock()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
@@ -88,6 +89,7 @@ class NodeProxy:
                 if not req:
                     return
                 path = req.split(b" ", 2)[1].decode()
+                self.seen.append(path)
                 if path in self.cut:
                     return
                 if path in self.gated and not self._pass_gate():

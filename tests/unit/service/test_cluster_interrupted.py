@@ -222,6 +222,24 @@ def test_a_node_answering_malformed_json_is_named_not_a_traceback(
     cluster.check_records()
 
 
+def test_a_node_that_does_not_answer_is_not_waited_for_by_every_call(cluster: Cluster) -> None:
+    """(red team) n3 accepts requests and never answers (a hung host, a dropped route):
+    every call of a running client chose it again among its T nodes and waited its whole
+    timeout for it before asking n4, so each call took the timeout. A node that failed is
+    now asked last for a while (still asked when the others cannot make T)."""
+    subject, rec, plain = cluster.records[0]
+    cluster.proxy.gated, _ = {"/v1/cluster/eval"}, cluster.proxy.gate.clear()
+    start = len(cluster.proxy.seen)
+    try:
+        with ClusterClient(cluster.dir, token=cluster.token, timeout=2) as c:
+            for _ in range(3):
+                assert c.decrypt(rec, subject=subject) == plain
+    finally:
+        cluster.proxy.gate.set()
+        cluster.proxy.gated = set()
+    assert cluster.proxy.seen[start:].count("/v1/cluster/eval") == 1
+
+
 def test_a_node_excluded_for_a_wrong_answer_is_asked_again_once_replaced(
     cluster: Cluster,
 ) -> None:
