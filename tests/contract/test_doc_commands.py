@@ -111,3 +111,11 @@ def test_help_texts_quote_real_commands() -> None:
     assert len(quoted) > 10
     problems = [f"{where}: 'keysplit {ref}': {check(ref)}" for where, ref in quoted if check(ref)]
     assert not problems
+
+
+def test_every_make_target_is_in_developing_md() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    (phony,) = re.findall(r"^\.PHONY: (.*)$", makefile, flags=re.M)
+    developing = (REPO / "docs" / "DEVELOPING.md").read_text()
+    missing = [t for t in phony.split() if f"make {t}" not in developing]
+    assert not missing, f"docs/DEVELOPING.md does not mention: {missing}"
