@@ -90,6 +90,7 @@ _TRANSIENT = (
     "recovery mode",
     "not yet accepting",
     "too many clients",
+    "too many connections",
     "slots are reserved",
 )
 

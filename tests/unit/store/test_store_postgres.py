@@ -426,3 +426,19 @@ def test_a_new_subjects_key_is_one_round_trip(pg_server: object, tmp_path: Path)
         assert store.get_many(["late"]) == {}
     finally:
         store.close()
+
+
+def test_a_server_at_its_connection_limit_is_unreachable_for_now(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """A server that refuses for now (no connection slot left for the role) is
+    StoreUnreachableError, as for one that is down: waiting helps. It was taken for a
+    lasting refusal (a plain KeyringError, like a wrong database)."""
+    import psycopg
+
+    role = "lim_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+        conn.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")
+    url = _url(pg_server).replace("user=keysplit", f"user={role}")
+    with pytest.raises(StoreUnreachableError, match="too many connections"):
+        open_store(url, keyring_id=KID, home=tmp_path)
