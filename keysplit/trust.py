@@ -427,6 +427,12 @@ def _checked_public_key(
             "seal to a Keyring (keysplit.Keyring.open(DIR)); the unchecked form taking raw "
             "key bytes is keysplit.stream.encrypt_file/encrypt_stream"
         )
+    if keyring.home.handout_incomplete(keyring.meta.set_id):
+        raise KeyringError(
+            f"keyring {keyring.keyring_id} can never be unsealed: its init stopped before all "
+            "its shares were written",
+            hint=f"remove {keyring.path} and run init again",
+        )
     v = keyring.verification()
     if v is not None and v.kind == "init" and not v.status.completed:
         raise KeyringError(

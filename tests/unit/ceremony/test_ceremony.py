@@ -23,6 +23,7 @@ from keysplit import (
     Share,
     ceremony,
     load_share,
+    trust,
 )
 from keysplit.audit import EVENTS, events
 from keysplit.ceremony import Custody, DirectorySink, Quorum, ShareFileExists, SheetWriter
@@ -404,6 +405,13 @@ def test_shares_of_an_init_killed_while_writing_them_do_not_unseal(tmp_path: Pat
     with pytest.raises(KeyringError, match="a keyring already exists") as again:
         ceremony.init(tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path))
     assert again.value.hint is not None and "before all its shares were written" in again.value.hint
+    # and nothing is sealed to a keyring no quorum will ever open
+    (tmp_path / "f.txt").write_bytes(b"data")
+    with pytest.raises(KeyringError, match="can never be unsealed"):
+        trust.encrypt_file(
+            kr, str(tmp_path / "f.txt"), str(tmp_path / "f.ks"), trust_on_first_use=True
+        )
+    assert not (tmp_path / "f.ks").exists()
 
 
 def test_cheap_checks_run_before_the_quorum_is_asked(tmp_path: Path) -> None:
