@@ -11,17 +11,22 @@ any arithmetic. Imported lazily (``rbcl`` is the ``cluster`` extra).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from ..cluster import dkg, dprf
 from ..cluster.dkg import Dealing, NodeShare
 from ..errors import ClusterError, FormatError
 from ..hazmat.ristretto import Point, Scalar
 
+if TYPE_CHECKING:
+    from .cluster_config import ClusterConfig
+
 __all__ = [
     "add_points",
     "base_point",
     "combine",
     "combined",
+    "consistent",
     "deal",
     "derive_kek",
     "derive_tombstone",
@@ -107,6 +112,19 @@ def public_shares(commitments: Sequence[bytes], indices: Sequence[int]) -> dict[
     """Each node's public share ``X_i`` from the combined commitments."""
     cs = [_point(c) for c in commitments]
     return {i: dkg.public_share(cs, i).to_bytes() for i in indices}
+
+
+def consistent(cfg: ClusterConfig) -> bool:
+    """``cluster.json``'s public key and every node's public share are the ones its recorded
+    commitments give (``C_0``; ``Σ_k i^k·C_k``): what every proof is checked against.
+    False without commitments or with a malformed one."""
+    if not cfg.commitments or cfg.commitments[0] != cfg.public_key:
+        return False
+    try:
+        cs = [_point(bytes.fromhex(c)) for c in cfg.commitments]
+    except FormatError:
+        return False
+    return all(dkg.public_share(cs, n.index).hex() == n.public_share for n in cfg.nodes)
 
 
 def public_key(dealings: Mapping[int, Sequence[bytes]]) -> bytes:

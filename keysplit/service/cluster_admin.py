@@ -444,23 +444,14 @@ class NodeStatus:
         return dict(self.__dict__)
 
 
-def _recomputed(cfg: ClusterConfig) -> dict[int, str]:
-    """Public shares recomputed from the recorded commitments."""
-    from . import _cluster_math as cm  # lazily: the cluster extra
-
-    cs = [bytes.fromhex(c) for c in cfg.commitments]
-    return {i: p.hex() for i, p in cm.public_shares(cs, [n.index for n in cfg.nodes]).items()}
-
-
 def cluster_status(
     directory: str | os.PathLike[str], *, token: str | None = None, tls: TlsFiles = NO_TLS
 ) -> tuple[ClusterConfig, bool, list[NodeStatus]]:
     """(config, its public shares match its commitments, each node's status)."""
+    from . import _cluster_math as cm  # lazily: the cluster extra
+
     cfg = read_cluster(directory)
-    recomputed = _recomputed(cfg)
-    consistent = recomputed == {n.index: n.public_share for n in cfg.nodes} and (
-        cfg.commitments[0] == cfg.public_key
-    )
+    consistent = cm.consistent(cfg)
     out = []
     for n in cfg.nodes:
         try:

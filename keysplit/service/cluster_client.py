@@ -151,8 +151,16 @@ class ClusterDataKeys:
         reload: Callable[[], ClusterConfig] | None = None,
         tls: TlsFiles = NO_TLS,
     ) -> None:
+        from . import _cluster_math as cm  # lazily: the cluster extra
+
         if cache_max_age is not None and (isinstance(cache_max_age, bool) or cache_max_age <= 0):
             raise ValueError("cache_max_age must be positive")
+        if not cm.consistent(config):  # every proof is checked against these public shares
+            raise ClusterError(
+                f"cluster {config.cluster_id}: the public key or public shares in cluster.json "
+                "are not the ones its commitments give",
+                hint="keysplit cluster status DIR shows it; restore cluster.json",
+            )
         self.config = config
         self._store = store
         self._closed = False
@@ -397,7 +405,9 @@ class ClusterDataKeys:
             old.region,
             old.public_key,
         )
-        if not same or new == old:
+        from . import _cluster_math as cm  # lazily: the cluster extra
+
+        if not same or new == old or not cm.consistent(new):
             return False
         with self._lock:
             self.config = new

@@ -35,15 +35,24 @@ def _fast_poll(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEYSPLIT_LEASE_TTL", "5")
 
 
+def dealt_config(url: Callable[[int], str], n: int = 3, t: int = 2) -> ClusterConfig:
+    """A cluster description whose key, commitments and public shares are consistent (one
+    dealing of a random polynomial; nobody serves its shares)."""
+    from keysplit.cluster import dkg
+
+    dealing, _ = dkg.deal(1, t, list(range(1, n + 1)))
+    cs = dealing.commitments
+    nodes = tuple(
+        ClusterNodeInfo(f"n{i}", i, url(i), f"{i:032x}", "ab" * 32, dkg.public_share(cs, i).hex())
+        for i in range(1, n + 1)
+    )
+    hexed = tuple(c.hex() for c in cs)
+    return ClusterConfig("0f" * 16, "in", t, nodes, hexed[0], commitments=hexed)
+
+
 @pytest.fixture
 def cl(tmp_path: Path) -> Iterator[Path]:
-    nodes = tuple(
-        ClusterNodeInfo(
-            f"n{i}", i, f"unix:{tmp_path}/absent{i}.sock", f"{i:032x}", "ab" * 32, "cd" * 32
-        )
-        for i in (1, 2, 3)
-    )
-    cfg = ClusterConfig("0f" * 16, "in", 2, nodes, "ef" * 32, commitments=("ef" * 32,) * 2)
+    cfg = dealt_config(lambda i: f"unix:{tmp_path}/absent{i}.sock")
     cfg.write(tmp_path)
     open_store(cfg.store, keyring_id=cfg.cluster_id, home=tmp_path, create=True).close()
     yield tmp_path

@@ -129,3 +129,41 @@ def test_a_node_url_no_client_can_reach_is_one_error_line(tmp_path: Path, url: s
     r = cli("cluster", "status", "cl", cwd=tmp_path)
     assert r.returncode == 1 and r.stderr.startswith("error: "), r.stderr
     assert "Traceback" not in r.stderr and "n2" in r.stderr
+
+
+def test_a_client_refuses_public_shares_its_commitments_do_not_give(tmp_path: Path) -> None:
+    """(red team) The client checks every node's proof against the node's public share in
+    cluster.json, and checked nothing else of the file: an edited cluster.json (a careless
+    merge, or an attacker who can write the file but no node) with other public shares made
+    it accept answers from whoever knows the shares named there, and wrap new data keys
+    under a KEK they know. Now the public key and every public share must be the ones the
+    recorded commitments give (what ``cluster status`` checks), else ClusterError."""
+    pytest.importorskip("rbcl")
+    from service_helpers import cli
+    from test_cluster_cache import dealt_config
+
+    from keysplit import ClusterClient
+    from keysplit.cluster import dkg
+    from keysplit.store import open_store
+
+    good = dealt_config(lambda i: f"unix:/run/n{i}.sock")
+    nodes = good.nodes
+    other, _ = dkg.deal(1, 2, [1, 2, 3])  # shares someone else knows
+    forged = dkg.public_share(other.commitments, 1).hex()
+    bad = [
+        good.with_shares({1: forged, 2: nodes[1].public_share, 3: nodes[2].public_share}),
+        ClusterConfig(**{**good.__dict__, "public_key": other.commitments[0].hex()}),
+        ClusterConfig(**{**good.__dict__, "commitments": ()}),
+    ]
+    for i, cfg in enumerate([good, *bad]):
+        d = tmp_path / f"c{i}"
+        d.mkdir()
+        open_store(cfg.store, keyring_id=cfg.cluster_id, home=d, create=True).close()
+        cfg.write(d)
+        if cfg is good:
+            ClusterClient(d, token=None).close()
+        else:
+            with pytest.raises(ClusterError, match="commitments"):
+                ClusterClient(d, token=None)
+            r = cli("cluster", "status", d, cwd=tmp_path)  # (no commitments: an IndexError)
+            assert r.returncode == 1 and "commitments MISMATCH" in r.stdout, r.stderr
