@@ -53,6 +53,7 @@ _LONG_MODULES = (
     "tests/unit/benchmarks/test_benchmarks_smoke.py",
     "tests/cli/test_e2e_ceremony.py",
     "tests/cli/test_cli_custodian_side.py",
+    "tests/contract/test_readme_cluster.py",
 )
 
 
