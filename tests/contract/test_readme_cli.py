@@ -11,32 +11,16 @@ identity file and passphrase for a quorum asked at the prompt, the identity's pa
 from __future__ import annotations
 
 import glob
-import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from ceremony_helpers import fast_kdf_fixture, run  # noqa: F401  (fixture: cheap Argon2id)
-from paths import REPO
-
-README = (REPO / "README.md").read_text()
+from readme_blocks import README, blocks, section
 
 # Commands the sequences hold as placeholders ("..." for options a reader fills in).
 PLACEHOLDER = "..."
-
-
-def sh_blocks(text: str) -> list[str]:
-    return re.findall(r"```sh\n(.*?)```", text, flags=re.S)
-
-
-def section(text: str, heading: str) -> str:
-    """The README text from ``heading`` to the next heading of the same or a higher level."""
-    level = heading.split(" ")[0]
-    start = text.index(heading + "\n")
-    rest = text[start + len(heading) + 1 :]
-    nxt = re.search(rf"^#{{1,{len(level)}}} ", rest, flags=re.M)
-    return rest[: nxt.start()] if nxt else rest
 
 
 def commands(block: str) -> list[list[str]]:
@@ -116,7 +100,7 @@ def walk_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Custodians:
 def test_quickstart_ceremony_runs_as_written(walk: Custodians) -> None:
     """'A ceremony from the shell': keygen, init, encrypt, decrypt at the prompt, rotate and
     rewrap, rekey without cy, audit verify, status."""
-    (block,) = [b for b in sh_blocks(README) if "keysplit custodian keygen ana" in b]
+    (block,) = [b for b in blocks(README, "sh") if "keysplit custodian keygen ana" in b]
     walk.run_block(block)
     assert walk.ran.count("custodian keygen") == 3
     assert {"init vault", "decrypt vault", "rekey vault", "status vault"} <= set(walk.ran)
@@ -129,21 +113,21 @@ def test_quickstart_ceremony_runs_as_written(walk: Custodians) -> None:
 
 def test_real_ceremony_section_runs_as_written(walk: Custodians) -> None:
     """'A real 2-of-3 ceremony', every block in order (the dave/passphrase paragraph aside)."""
-    text = section(README, "### A real 2-of-3 ceremony")
-    for block in sh_blocks(text):
+    text = section("### A real 2-of-3 ceremony")
+    for block in blocks(text, "sh"):
         walk.run_block(block)
     assert walk.ran.count("custodian keygen") == 3
     for step in ("init vault", "encrypt vault", "decrypt vault", "rekey vault", "audit verify"):
         assert step in walk.ran, step
-    decrypted = next(c for b in sh_blocks(text) for c in commands(b) if c[0] == "decrypt")[3]
+    decrypted = next(c for b in blocks(text, "sh") for c in commands(b) if c[0] == "decrypt")[3]
     assert Path(decrypted).read_bytes() == Path("report.pdf").read_bytes()
 
 
 def test_shares_without_a_keyring_run_as_written(walk: Custodians) -> None:
-    text = section(README, "### Shares without a keyring")
+    text = section("### Shares without a keyring")
     secret = "00112233445566778899aabbccddeeff"
     Path("key.hex").write_text(secret + "\n")
-    (block,) = sh_blocks(text)
+    (block,) = blocks(text, "sh")
     walk.run_block(block)
     assert walk.ran == [
         "split --threshold",
@@ -159,10 +143,10 @@ def test_shares_without_a_keyring_run_as_written(walk: Custodians) -> None:
 def test_lost_share_section_runs_as_written(walk: Custodians) -> None:
     """'Lost shares': after the ceremony's keygen and init, bob's new key pair and the rekey
     by alice and carol give bob a share that works, and his old one stops working."""
-    ceremony = sh_blocks(section(README, "### A real 2-of-3 ceremony"))
+    ceremony = blocks(section("### A real 2-of-3 ceremony"), "sh")
     for block in ceremony[:2]:  # keygen, init
         walk.run_block(block)
-    (block,) = sh_blocks(section(README, "### Lost shares, compromised shares, backups"))
+    (block,) = blocks(section("### Lost shares, compromised shares, backups"), "sh")
     walk.run_block(block)
     assert walk.ran == [*["custodian keygen"] * 3, "init vault", "custodian keygen", "rekey vault"]
     answers = f"{walk.passphrase['bob']}\n{walk.passphrase['alice']}\n"

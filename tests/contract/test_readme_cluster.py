@@ -13,40 +13,30 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from paths import REPO
+from readme_blocks import blocks, run_lines, section, short_tempdir
 from service_helpers import Server, cli, share_file, start_node
 
 import keysplit
-
-README = (REPO / "README.md").read_text()
 
 pytest.importorskip("rbcl")
 pytestmark = pytest.mark.slow  # four served nodes and a DKG: ~35 s on the shared machine
 
 
-def cluster_block() -> str:
-    section = README.split("## Run a cluster across data centres\n", 1)[1].split("\n## ", 1)[0]
-    (block,) = re.findall(r"```\n(.*?)```", section, flags=re.S)
-    return block
-
-
 @pytest.fixture(name="sockdir")
 def sockdir_fixture() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="ks-cl-", dir="/tmp"))  # a socket path must be short
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    yield from short_tempdir("ks-cl-")
 
 
 def test_cluster_section_runs_as_written(
     tmp_path: Path, sockdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the client names its cluster directory 'cl'
-    block = cluster_block().replace("/run/", f"{sockdir}/")
+    (block,) = blocks(section("## Run a cluster across data centres"))
+    block = block.replace("/run/", f"{sockdir}/")
     nodes: dict[str, Server] = {}
     try:
         for n in ("n1", "n2", "n3", "n4"):
@@ -72,17 +62,10 @@ def test_cluster_section_runs_as_written(
                 if argv[-1] == "&":  # the nodes are served (and unsealed) above
                     assert argv == ["serve", "n1", "--socket", str(sockdir / "n1.sock"), "&"]
                     continue
-                out = None
-                if ">" in argv:
-                    out, argv = argv[argv.index(">") + 1], argv[: argv.index(">")]
                 runs = [argv]
                 if "and n3" in comment:
                     runs.append([re.sub(r"^n2", "n3", a) for a in argv])
-                for one in runs:
-                    r = cli(*one, cwd=tmp_path, timeout=120)
-                    assert r.returncode == 0, (one, r.stderr)
-                    if out is not None:
-                        (tmp_path / out).write_text(r.stdout)
+                run_lines(runs, tmp_path, timeout=120)
                 ran.append(" ".join(argv[:2]))
         assert ran == [
             *("cluster create", "token create", "token add", "client"),

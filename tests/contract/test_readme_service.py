@@ -12,34 +12,23 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from paths import REPO
-from service_helpers import Server, cli, make_keyring, share_file
+from readme_blocks import blocks, run_lines, section, short_tempdir
+from service_helpers import Server, make_keyring, share_file
 
 import keysplit
-
-README = (REPO / "README.md").read_text()
-
-
-def service_block() -> str:
-    section = README.split("## Run keysplit as a service\n", 1)[1]
-    (block,) = re.findall(r"```\n(.*?)```", section.split("\n## ", 1)[0], flags=re.S)
-    return block
 
 
 @pytest.fixture(name="sockdir")
 def sockdir_fixture() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="ks-readme-", dir="/tmp"))  # a socket path must be short
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    yield from short_tempdir("ks-readme-")
 
 
 def test_service_section_runs_as_written(tmp_path: Path, sockdir: Path) -> None:
-    block = service_block()
+    (block,) = blocks(section("## Run keysplit as a service"))
     sock = re.search(r"--socket (\S+)", block)
     assert sock is not None
     block = block.replace(sock.group(1), str(sockdir / "ks.sock"))
@@ -65,18 +54,10 @@ def test_service_section_runs_as_written(tmp_path: Path, sockdir: Path) -> None:
                 server = Server(vault, sockdir / "ks.sock").start()
                 ran.append("serve")
                 continue
-            out = None
-            if ">" in argv:
-                out = argv[argv.index(">") + 1]
-                argv = argv[: argv.index(">")]
             runs = [argv]
             if argv[0] == "unseal":  # "each custodian: URL + own share"
                 runs.append([a if a != "a.kss" else "b.kss" for a in argv])
-            for one in runs:
-                r = cli(*one, cwd=tmp_path, timeout=60)
-                assert r.returncode == 0, (one, r.stderr)
-                if out is not None:
-                    (tmp_path / out).write_text(r.stdout)
+            run_lines(runs, tmp_path)
             ran.append(" ".join(argv[:2]))
         assert ran == ["token create", "serve", "unseal --server", "client", "token revoke"]
         # the revoked token is refused by the running service at once
