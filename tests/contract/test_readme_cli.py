@@ -82,7 +82,7 @@ class Custodians:
                 argv = argv[:at] + argv[at + 2 :]
             argv = [x for a in argv for x in (sorted(glob.glob(a)) if "*" in a else [a])]
             answers = stdin if stdin is not None else self.answers(argv)
-            result = run(argv, input=answers)
+            result = run([*argv], input=answers)
             assert result.exit_code == 0, (argv, result.output)
             self.ran.append(" ".join(argv[:2]))
 
