@@ -134,7 +134,9 @@ class Unsealer:
         * ``rekey --verify``: the new shares do not switch the keyring until every new
           custodian has proven (the current shares keep working);
         * ``complete_missing`` completes either verification naming exactly who is missing
-          (recorded in the state file once the master key has checked out).
+          (recorded in the state file once the master key has checked out);
+        * a share set whose hand-out an init or rekey ceremony was killed in (the home's
+          hand-out mark) unseals nothing: some custodians may have no share.
 
         Shares of a pending rekey complete it (the keyring file is replaced). Returns the
         values (the :class:`Keyring` object is left as it was); :meth:`Keyring.unseal` adopts
