@@ -47,7 +47,10 @@ def jobs_module() -> Any:
     try:
         from keysplit import jobs
     except ImportError as exc:
-        fail(str(exc), "pip install 'keysplit[dask]'")
+        fail(
+            str(exc),
+            "install the 'dask' extra: pip install '.[dask]' in a keysplit checkout (not on PyPI)",
+        )
     return jobs
 
 

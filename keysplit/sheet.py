@@ -153,7 +153,8 @@ def _libs() -> tuple[Any, Any]:
     except ImportError:
         raise KeysplitError(
             "printing share sheets needs the optional libraries segno and fpdf2",
-            hint="pip install 'keysplit[sheets]'",
+            hint="install the 'sheets' extra: pip install '.[sheets]' in a keysplit checkout "
+            "(not on PyPI)",
         ) from None
     return segno, fpdf
 

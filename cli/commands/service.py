@@ -83,7 +83,11 @@ def serve_cmd(
     try:
         from keysplit.service.server import Limits, ServeOptions, run
     except ImportError:
-        fail("keysplit serve needs aiohttp", "pip install 'keysplit[service]'")
+        fail(
+            "keysplit serve needs aiohttp",
+            "install the 'service' extra: pip install '.[service]' in a keysplit checkout "
+            "(not on PyPI)",
+        )
     if socket_path is None and listen is None:
         fail("give --socket PATH and/or --listen HOST:PORT", code=EXIT_USAGE)
     addr = None
