@@ -460,6 +460,15 @@ def cluster_status(
             out.append(NodeStatus(n.name, n.url, False, None, None, None, None, str(exc)))
             continue
         entry = (doc.get("clusters") or {}).get(cfg.cluster_id)
+        staged = entry.get("staged") if isinstance(entry, dict) else None
+        if (
+            isinstance(entry, dict)
+            and isinstance(staged, dict)
+            and staged.get("epoch") == cfg.epoch != entry.get("epoch")
+        ):
+            # its refresh to this epoch is staged but not committed: it answers for it
+            note = "the refresh to this epoch is not committed here: run cluster refresh again"
+            entry = dict(staged, error=staged.get("error") or note)
         if not isinstance(entry, dict) or "epoch" not in entry:
             err = (entry or {}).get("error") if isinstance(entry, dict) else None
             out.append(

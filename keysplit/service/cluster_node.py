@@ -287,10 +287,31 @@ class ClusterNode:
 
     # -- endpoints ---------------------------------------------------------------------------
 
-    def _node(self, req: Request) -> Response:
+    def _describe(
+        self, cfg: ClusterConfig, index: int, kr: UnsealedKeyring | None, staged: bool = False
+    ) -> dict[str, Any]:
+        """Public facts of this node's (current or staged) share of ``cfg``; with the
+        keyring unsealed, whether the share opens and matches its public share."""
 
         from . import _cluster_math as cm  # lazily: the cluster extra
 
+        entry: dict[str, Any] = {
+            "region": cfg.region,
+            "index": index,
+            "epoch": cfg.epoch,
+            "public_share": cfg.by_index()[index].public_share,
+            "share_ok": None,
+        }
+        if kr is not None:
+            try:
+                s = self._share(cfg, index, kr, staged=staged)
+                entry["share_ok"] = cm.base_point(s).hex() == entry["public_share"]
+            except ClusterError as exc:
+                entry["share_ok"] = False
+                entry["error"] = str(exc)
+        return entry
+
+    def _node(self, req: Request) -> Response:
         kr = self._svc._kr
         clusters: dict[str, Any] = {}
         for path in sorted(self.dir.glob("*.json")) if self.dir.is_dir() else []:
@@ -298,23 +319,13 @@ class ClusterNode:
                 continue
             try:
                 cfg, index = self._config(path.stem)
+                entry = self._describe(cfg, index, kr)
+                if (self.dir / f"{cfg.cluster_id}.json{STAGED}").exists():
+                    # a refresh staged here and not committed yet (it answers for both)
+                    entry["staged"] = self._describe(*self._config(cfg.cluster_id, True), kr, True)
             except KeysplitError as exc:
                 clusters[path.stem] = {"error": str(exc)}
                 continue
-            entry: dict[str, Any] = {
-                "region": cfg.region,
-                "index": index,
-                "epoch": cfg.epoch,
-                "public_share": cfg.by_index()[index].public_share,
-                "share_ok": None,
-            }
-            if kr is not None:
-                try:
-                    s = self._share(cfg, index, kr)
-                    entry["share_ok"] = cm.base_point(s).hex() == entry["public_share"]
-                except ClusterError as exc:
-                    entry["share_ok"] = False
-                    entry["error"] = str(exc)
             clusters[cfg.cluster_id] = entry
         m = self._svc.keyring
         return self._json(

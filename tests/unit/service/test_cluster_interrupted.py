@@ -154,6 +154,8 @@ def test_a_refresh_cut_at_commit_keeps_working_and_old_shares_end(cluster: Clust
     mid = read_cluster(cluster.dir)
     assert mid.epoch == before.epoch + 1
     cluster.check_records()
+    r = cli("cluster", "status", "cl", "--json", cwd=cluster.tmp)  # n3 answers: usable
+    assert r.returncode == 0 and '"usable": 4' in r.stdout and "not committed" in r.stdout
     with ClusterClient(cluster.dir, token=cluster.token, timeout=20) as c:
         c.datakeys.evaluate(["contacts/0"], proof=True)  # every answer proven, n3's too
         assert c.datakeys.excluded == {}
