@@ -1,4 +1,4 @@
-"""docs/format/audit.md lists every event name keysplit writes (keysplit.audit.events)."""
+"""docs/format/ names what keysplit writes: every audit event, every file of a keyring directory."""
 
 from __future__ import annotations
 
@@ -20,3 +20,14 @@ def test_the_readme_names_every_event_outside_the_cluster() -> None:
         n for n in sorted(SCHEMAS) if not n.startswith("cluster-") and f"`{n}`" not in readme
     ]
     assert not missing, f"README.md's audit section does not name: {missing}"
+
+
+def test_the_keyring_directory_table_names_every_file_keysplit_writes() -> None:
+    from keysplit.keyring.home import STORE_RECORD_FILE
+    from keysplit.proof import INIT_VERIFY_FILE
+    from keysplit.service.tokens import REVOKED_FILE, TOKENS_FILE
+
+    page = (REPO / "docs" / "format" / "keyring.md").read_text()
+    table = page.split("## Directory", 1)[1].split("\n## ", 1)[0]
+    for name in (STORE_RECORD_FILE, INIT_VERIFY_FILE, TOKENS_FILE, REVOKED_FILE, "cluster/"):
+        assert f"`{name}`" in table, name
