@@ -158,7 +158,9 @@ class KeyAdmin:
         """New KEK version, current from now on; durable before anything uses it. Returns
         the version and the new metadata."""
         local = self._local
-        with self._home.lock():
+        # the store's lock first (then the directory's): of two hosts rotating at once, the
+        # second waits, then its catch-up finds its copy behind the store and writes nothing
+        with local.store.admin_lock(), self._home.lock():
             local.catch_up()  # a keyring file behind the store's state writes nothing
             m = current
             v = m.next_kek

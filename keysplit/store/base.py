@@ -35,11 +35,13 @@ several hosts append to one chain.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from ..errors import KeyringError
 
 __all__ = [
+    "ADMIN_WAIT",
     "LEASE_ROLES",
     "MAX_BATCH",
     "TOMBSTONE_SIZE",
@@ -71,6 +73,9 @@ def check_batch_size(batch_size: object) -> int:
 
 LEASE_ROLES = ("library", "serve", "job", "cli")
 TOMBSTONE_SIZE = 16
+ADMIN_WAIT = 30.0
+"""Seconds :meth:`KeyStore.admin_lock` waits for another process's rotation (which holds
+it for a keyring file write and one store transaction: milliseconds)."""
 
 
 class WrappedKey(NamedTuple):
@@ -222,7 +227,16 @@ class KeyStore(Protocol):
 
     def set_current_kek(self, version: int) -> KeyringState:
         """Record ``version`` as the current KEK (after it is durable in the keyring file);
-        bumps the epoch. Refuses a retired version or one older than the recorded one."""
+        bumps the epoch. Refuses a retired version or one not newer than the recorded one
+        (two rotations from the same version made two different KEKs under one number)."""
+        ...
+
+    def admin_lock(self, timeout: float = ADMIN_WAIT) -> AbstractContextManager[None]:
+        """Held by a rotation from its catch-up with the store's state to its commit, so
+        that of two hosts (copies of the keyring directory, one store) rotating at once
+        the second waits, then finds its copy behind the store and writes nothing. Every
+        process of every host sharing the store takes turns; a :class:`KeyringError` after
+        ``timeout`` seconds of waiting. Released when the holder exits or dies."""
         ...
 
     def retire_kek(self, version: int) -> KeyringState:

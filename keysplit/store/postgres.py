@@ -70,7 +70,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import FormatError, KeyringError, LegalHoldError, StoreUnreachableError
 from . import rules as _rules
-from .base import KeyringState, Lease, Tombstone, WrappedKey
+from .base import ADMIN_WAIT, KeyringState, Lease, Tombstone, WrappedKey
 from .url import check_store_url, postgres_conninfo
 
 __all__ = ["PostgresKeyStore"]
@@ -339,6 +339,7 @@ class PostgresKeyStore:
         self._keyring_id = keyring_id
         self._lock_prefix = f"keysplit/{self._schema}/"
         self._state_lock = f"keysplit/{self._schema}//state"  # no subject ends in "//state"
+        self._admin_lock = f"keysplit/{self._schema}//admin"  # admin_lock: rotations
         self._channel = f"ks_{self._schema}"
         # this store's own channel: :meth:`wake` ends its listener's wait, no one else's
         self._wake_channel = f"ksw_{secrets.token_hex(16)}"
@@ -809,6 +810,34 @@ class PostgresKeyStore:
 
     def state(self) -> KeyringState:
         return self._tx(self._read_state)
+
+    @contextlib.contextmanager
+    def admin_lock(self, timeout: float = ADMIN_WAIT) -> Iterator[None]:
+        """A transaction advisory lock on a connection of its own, held open (idle) for the
+        ``with`` body; the server drops it with the session if this process dies."""
+        if self._closed.is_set():
+            raise KeyringError("key store is closed")
+        with self._connection() as conn:
+            try:
+                conn.execute("BEGIN")
+                conn.execute(
+                    "SELECT set_config('lock_timeout', %s, true)",
+                    (f"{max(1, int(timeout * 1000))}ms",),
+                )
+                conn.execute(self._sql["lock_subject"], (self._admin_lock,))
+            except psycopg.errors.LockNotAvailable:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+                raise _rules.busy_admin(timeout) from None
+            except psycopg.Error as exc:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+                raise _db_error(exc) from None
+            try:
+                yield
+            finally:
+                with contextlib.suppress(psycopg.Error):  # gone with the session otherwise
+                    conn.execute("ROLLBACK")
 
     def set_current_kek(self, version: int) -> KeyringState:
         def work(conn: _Conn) -> KeyringState:

@@ -19,6 +19,7 @@ from .base import (
 )
 
 __all__ = [
+    "busy_admin",
     "check_insert",
     "check_replace",
     "check_rotate",
@@ -55,13 +56,22 @@ def check_replace(state: KeyringState, versions: Iterable[int]) -> None:
             raise StaleKekError(f"KEK version {v} is retired; cannot rewrap to it", state)
 
 
+def busy_admin(timeout: float) -> KeyringError:
+    """The error of a :meth:`KeyStore.admin_lock` not taken within ``timeout`` seconds."""
+    return KeyringError(
+        f"another process has held this keyring's rotation lock for over {timeout:g} s",
+        hint="a rotation takes milliseconds: a process holding it longer is stuck; stop it",
+    )
+
+
 def check_rotate(state: KeyringState, version: int) -> None:
     if version in state.retired:
         raise KeyringError(f"KEK version {version} is retired")
-    if version < state.current_kek:
+    if version <= state.current_kek:  # equal: two rotations made two different "v"s
         raise KeyringError(
-            f"KEK version {version} is older than the current one ({state.current_kek})",
-            hint="another process rotated; unseal again",
+            f"KEK version {version} is not newer than the store's current one "
+            f"({state.current_kek}): another process rotated",
+            hint="unseal again (on another host: copy its keyring file first)",
         )
 
 

@@ -20,6 +20,7 @@ host's clock: every process sharing a SQLite file runs on the one host.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
@@ -30,7 +31,7 @@ from typing import Any
 
 from ..errors import FormatError, KeyringError, LegalHoldError
 from . import rules as _rules
-from .base import KeyringState, Lease, Tombstone, WrappedKey
+from .base import ADMIN_WAIT, KeyringState, Lease, Tombstone, WrappedKey
 
 
 class _ClosedDb:
@@ -378,6 +379,29 @@ class SQLiteKeyStore:
     def state(self) -> KeyringState:
         with self._reading():
             return self._state()
+
+    @contextlib.contextmanager
+    def admin_lock(self, timeout: float = ADMIN_WAIT) -> Iterator[None]:
+        """``flock`` on ``<store>.admin-lock`` beside the database (never on the database
+        file itself: closing another descriptor of it would drop SQLite's own locks)."""
+        path = self._path.with_name(self._path.name + ".admin-lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise KeyringError(f"cannot open the key store's lock {path}: {exc.strerror}") from None
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise _rules.busy_admin(timeout) from None
+                    time.sleep(0.01)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def set_current_kek(self, version: int) -> KeyringState:
         def work() -> KeyringState:

@@ -239,9 +239,26 @@ def test_state_guards_inserts_under_the_current_kek(store: KeyStore) -> None:
     assert st2.epoch > st1.epoch
     with pytest.raises(StaleKekError, match="not current"):
         store.insert_many([wk("c", 1)])
-    with pytest.raises(KeyringError, match="older"):
+    with pytest.raises(KeyringError, match="not newer"):
         store.set_current_kek(1)
+    with pytest.raises(KeyringError, match="another process rotated"):
+        store.set_current_kek(2)  # two rotations from 1 made two different KEKs "2"
     assert store.state() == st2
+
+
+def test_admin_lock_makes_rotations_take_turns(backend: Backend) -> None:
+    """Two handles on one store (two hosts): while one holds the admin lock the other
+    waits, and gives up with a KeyringError after its timeout; once released it is free."""
+    one, two = backend.open(create=True), backend.open()
+    with one.admin_lock(), pytest.raises(KeyringError, match="rotation lock"):  # noqa: SIM117
+        with two.admin_lock(timeout=0.3):  # raises on entry: no body runs
+            pass
+    with two.admin_lock(timeout=5):
+        pass
+    with pytest.raises(RuntimeError), one.admin_lock():
+        raise RuntimeError("a failed rotation releases it too")
+    with two.admin_lock(timeout=5):
+        pass
 
 
 def test_retire_is_safe_by_construction(store: KeyStore) -> None:

@@ -8,16 +8,17 @@ atomic. Stores are named so a test can "reopen" one and see the keyring binding 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 from keysplit.errors import KeyringError, LegalHoldError
 from keysplit.store import WrappedKey
 from keysplit.store import rules as _rules
-from keysplit.store.base import KeyringState, Lease, Tombstone
+from keysplit.store.base import ADMIN_WAIT, KeyringState, Lease, Tombstone
 
 __all__ = ["MemoryKeyStore"]
 
@@ -26,6 +27,7 @@ class _Data:
     def __init__(self, keyring_id: str) -> None:
         self.keyring_id = keyring_id
         self.lock = threading.Lock()
+        self.admin = threading.Lock()  # admin_lock: stores of one keyring share it
         self.keys: dict[str, WrappedKey] = {}
         self.holds: set[str] = set()
         self.state = KeyringState(0, 0, (), 0, 0)
@@ -124,6 +126,15 @@ class MemoryKeyStore:
 
     def state(self) -> KeyringState:
         return self._d.state
+
+    @contextlib.contextmanager
+    def admin_lock(self, timeout: float = ADMIN_WAIT) -> Iterator[None]:
+        if not self._d.admin.acquire(timeout=timeout):
+            raise _rules.busy_admin(timeout)
+        try:
+            yield
+        finally:
+            self._d.admin.release()
 
     def set_current_kek(self, version: int) -> KeyringState:
         with self._d.lock:
