@@ -261,7 +261,8 @@ def _sealed_layout(s: SealedSheet) -> _Layout:
             f"3. Check it: 'keysplit share inspect share.kss' must show the fingerprint "
             f"{i.fingerprint} printed above.",
             f"4. At an unseal or rekey ceremony: 'keysplit unseal KEYRING_DIR {give} ...' "
-            f"with {k - 1} other custodians. A wrong or foreign share is an error, never a "
+            f"with {k - 1} other custodian{'s' if k > 2 else ''}. A wrong or foreign share is "
+            "an error, never a "
             "wrong key.",
             "5. When the keyring is rekeyed, this set id is retired: destroy the sheet.",
         ],

@@ -147,6 +147,7 @@ def test_public_key_ceremony_sheets_hold_no_clear_share(tmp_path: Path) -> None:
             printed = text.split("Sealed share text", 1)[1].split("Recovery instructions")[0]
             assert "".join(printed.split()) == "".join(sealed_text(share_file).split("-"))
             assert n in text and info.fingerprint in text
+            assert "with 1 other custodian." in " ".join(text.split())  # 2 of 3: one more
             if n == "carol":
                 assert "passphrase of custodian carol" in text
                 assert load_share(qrs[0].encode(), passphrase=b"carol's passphrase") == (
