@@ -12,6 +12,7 @@ from keysplit_cli._quorum import _MAX_BAD_TRIES
 from paths import REPO
 
 from keysplit.custody.passphrase import Argon2Params
+from keysplit.jobs.records import PART_BYTES, PART_BYTES_MAX, PART_SHARE
 from keysplit.keyring import fleet
 from keysplit.service.server import Limits
 from keysplit.trust import default_known_keyrings_path
@@ -28,6 +29,13 @@ def grouped(n: int) -> str:
 
 
 LIMITS = Limits()
+ORDINAL = {16: "sixteenth", 8: "eighth", 4: "quarter"}
+
+
+def mib(n: int) -> int:
+    return n >> 20
+
+
 WORDS = dict(enumerate(["zero", "one", "two", "three", "four", "five", "six"]))
 KDF = Argon2Params()
 
@@ -57,6 +65,8 @@ CLAIMS = [
     ("README.md", f"{EXIT_CLOSED_PIPE} when the reader of stdout went away", "EXIT_CLOSED_PIPE"),
     ("README.md", f"{WORDS[PASSPHRASE_TRIES]} tries at a terminal", "PASSPHRASE_TRIES"),
     ("README.md", f"or {WORDS[_MAX_BAD_TRIES]} rejections, stops", "_MAX_BAD_TRIES"),
+    ("README.md", f"{mib(PART_BYTES)} MiB to {mib(PART_BYTES_MAX)} MiB uncompressed", "PART_BYTES"),
+    ("README.md", f"a {ORDINAL[PART_SHARE]} of the smallest worker's memory", "PART_SHARE"),
     ("README.md", f"`KEYSPLIT_POLL`, default {fleet.DEFAULT_POLL:g} s", "DEFAULT_POLL"),
     (
         "README.md",
