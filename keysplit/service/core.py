@@ -34,6 +34,7 @@ from ..errors import (
     KeysplitError,
     PermissionDenied,
     SealedError,
+    StoreUnreachableError,
 )
 from ..keyring import Keyring, UnsealedKeyring
 from ..record import OVERHEAD
@@ -120,6 +121,7 @@ class _Denied(Exception):
 
 _STATUS = {
     "SealedError": 503,
+    "StoreUnreachableError": 503,  # try again later (a proxy may retry elsewhere)
     "PermissionDenied": 403,
     "StaleNonceError": 409,
     "LegalHoldError": 409,
@@ -558,11 +560,15 @@ class KeyService:
                         return self._streamed(kr, seal, lengths, size, op)
                     open_ = kr.records.opener(subjects, items, ctx)
                     return self._streamed(kr, open_, lengths, size, op, eager=True)
+                except StoreUnreachableError:
+                    raise  # the store's, not an item's: 503 at once (never item by item)
                 except (KeysplitError, ValueError, TypeError):
                     pass
         try:
             out: list[bytes | None] = list(many(subjects, items, ctx))
             return Response(200, wire.encode_frame({}, out), wire.BATCH_TYPE)
+        except StoreUnreachableError:
+            raise  # each item would wait the store's bound again
         except (KeysplitError, ValueError, TypeError):
             pass
         errs: dict[str, Any] = {}
@@ -570,6 +576,8 @@ class KeyService:
         for i, (s, data) in enumerate(zip(subjects, items, strict=True)):
             try:
                 out.append(one(data, subject=s, context=_ctx_at(ctx, i)))
+            except StoreUnreachableError:
+                raise
             except (KeysplitError, ValueError, TypeError) as exc:
                 out.append(None)
                 errs[str(i)] = wire.error_dict(exc)
@@ -658,6 +666,8 @@ class KeyService:
         try:
             raws = kr.records.export(subjects, create=create)
             errs: dict[str, Any] = {}
+        except StoreUnreachableError:
+            raise  # 503, without asking the store again
         except (KeysplitError, ValueError, TypeError):
             good, errs = self._valid(subjects)  # name the bad subjects, serve the others
             found = dict(zip(good, kr.records.export(good, create=create), strict=True))
