@@ -331,8 +331,9 @@ class ClusterDataKeys:
                 lately = {k for k, t in self._failed.items() if time.monotonic() - t < DOWN_BACKOFF}
             usable.sort(key=lambda n: n.name in lately)
             if len(usable) < cfg.threshold:
-                # a refresh or replacement since we read it (here or in another thread)
-                if down and (self.config is not cfg or self._reloaded()):
+                # a refresh or replacement since we read it (here or in another thread);
+                # exclusions alone count too: the excluded nodes may have been replaced
+                if (down or bad) and (self.config is not cfg or self._reloaded()):
                     return self.evaluate(subjects, proof=proof)
                 missing = {**down, **bad}
                 raise ClusterError(

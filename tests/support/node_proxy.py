@@ -117,6 +117,7 @@ class NodeProxy:
         self.stop.set()
         self.thread.join(timeout=5)
         self.sock.close()
+        self.path.unlink(missing_ok=True)
 
 
 class LyingProxy(NodeProxy):

@@ -242,31 +242,39 @@ def test_a_node_that_does_not_answer_is_not_waited_for_by_every_call(cluster: Cl
     assert cluster.proxy.seen[start:].count("/v1/cluster/eval") == 1
 
 
+@pytest.mark.parametrize("liars", [("n1",), ("n1", "n2")])
 def test_a_node_excluded_for_a_wrong_answer_is_asked_again_once_replaced(
-    cluster: Cluster,
+    cluster: Cluster, liars: tuple[str, ...]
 ) -> None:
     """(red team) A running client excluded n1 for a wrong answer (a lying route to it); the
     operator fixes it (cluster.json names n1 anew: replaced, or reached another way). When
     the client next reloaded cluster.json (n3 down) it kept n1 excluded by name, for good:
-    with n3 down it refused every call though n1, n2 and n4 answered. An exclusion now ends
-    when cluster.json describes its node anew."""
-    liar = LyingProxy(cluster.servers["n1"].sock, cluster.proxy.path.parent / "n1-liar.sock")
+    with n3 down it refused every call though n1, n2 and n4 answered. With n1 and n2 both
+    excluded (fewer than T left, none down) it did not even reload. An exclusion now ends
+    when cluster.json describes its node anew, and exclusions alone make the client look."""
+    sockdir = cluster.proxy.path.parent
+    proxies = {n: LyingProxy(cluster.servers[n].sock, sockdir / f"{n}-liar.sock") for n in liars}
     cfg = read_cluster(cluster.dir)
-    d = _copy(cluster, cfg, "cl-liar", {"n1": liar.url})
+    name = "cl-liar-" + "-".join(liars)
+    d = _copy(cluster, cfg, name, {n: p.url for n, p in proxies.items()})
     subject, rec, plain = cluster.records[0]
     try:
         with ClusterClient(d, token=cluster.token, timeout=20) as c:
-            c.encrypt(b"new", subject="contacts/under-liar")  # proofs: n1 named and excluded
-            assert list(c.datakeys.excluded) == ["n1"]
-            _copy(cluster, cfg, "cl-liar")  # cluster.json reaches n1 directly again
-            cluster.proxy.cut = {"/v1/cluster/eval"}  # n3 down: the client reloads
+            try:  # proofs: the liars are named and excluded
+                c.encrypt(b"new", subject="contacts/under-liar")
+            except ClusterError:
+                assert len(liars) == 2  # fewer than T left
+            assert sorted(c.datakeys.excluded) == list(liars)
+            _copy(cluster, cfg, name)  # cluster.json reaches them directly again
+            cluster.proxy.cut = {"/v1/cluster/eval"} if len(liars) == 1 else set()  # n3 down
             try:
                 assert c.decrypt(rec, subject=subject) == plain
             finally:
                 cluster.proxy.cut = set()
             assert c.datakeys.excluded == {}
     finally:
-        liar.close()
+        for p in proxies.values():
+            p.close()
 
 
 def test_a_reload_by_another_thread_excludes_no_honest_node(cluster: Cluster) -> None:
