@@ -115,7 +115,12 @@ SUBJECT = typer.Option(..., "--subject-column", metavar="S", help="Column of sub
 SERVER = typer.Option(None, "--server", metavar="URL", help=f"Key service: {SERVER_FORMS}.")
 
 
-TOKEN = typer.Option(None, "--token-file", metavar="FILE", help="File holding the token.")
+TOKEN = typer.Option(
+    None,
+    "--token-file",
+    metavar="FILE",
+    help="File holding a token allowed 'datakey' on the column's subjects (token create).",
+)
 
 
 KEYRING = typer.Option(

@@ -95,3 +95,10 @@ def test_known_keyrings_default_path_is_the_documented_one(
     assert default_known_keyrings_path() == tmp_path / "keysplit" / "known_keyrings"
     monkeypatch.delenv("XDG_CONFIG_HOME")
     assert default_known_keyrings_path() == Path.home() / ".config" / "keysplit" / "known_keyrings"
+
+
+def test_dataset_jobs_say_their_token_needs_datakey() -> None:
+    """A token allowed encrypt,decrypt is refused ('not allowed to datakey') by a dataset job."""
+    section = flat(DOCS["README.md"].split("## Bulk jobs on a Dask cluster", 1)[1])
+    assert "needs a token allowed `datakey`" in section
+    assert "--allow datakey" in section
