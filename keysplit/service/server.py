@@ -263,13 +263,34 @@ def _unix_socket(path: Path) -> socket.socket:
         finally:
             probe.close()
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # Listening before the name appears: bound under a temporary name, then linked to
+    # ``path`` (which fails if it exists, as bind does). A client that saw the file and
+    # connected between bind and listen was refused (seen under load in CI).
+    tmp = path.parent / f".ks{os.urandom(4).hex()}"
     old = os.umask(0o177)
     try:
-        s.bind(str(path))
+        try:
+            s.bind(str(tmp))
+        except OSError:  # the longer name does not fit sun_path: bind in place, as before
+            tmp = path
+            s.bind(str(path))
+    except BaseException:
+        s.close()
+        raise
     finally:
         os.umask(old)
-    os.chmod(path, 0o600)
-    s.listen(128)
+    try:
+        os.chmod(tmp, 0o600)
+        s.listen(128)
+        if tmp != path:
+            os.link(tmp, path)
+    except BaseException:
+        s.close()
+        raise
+    finally:
+        if tmp != path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
     s.setblocking(False)
     return s
 
