@@ -68,7 +68,7 @@ def keygen_cmd(
         passphrase = read_passphrase_file(passphrase_file)
     elif not no_passphrase:
         passphrase = prompt_passphrase(f"the identity of {name!r}", confirm=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     atomic_write(id_path, ident.to_bytes(passphrase, kdf=_common.KDF), overwrite=False)
     atomic_write(pub_path, ident.recipient.to_text().encode(), mode=0o644, overwrite=False)
     note(f"wrote {pub_path} (public) and {id_path} (private, mode 0600)")

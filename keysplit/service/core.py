@@ -400,7 +400,7 @@ class KeyService:
                 503,
                 SealedError(
                     "the key service is sealed",
-                    hint="custodians run: keysplit unseal DIR --server URL",
+                    hint="custodians run: keysplit unseal --server URL (with their own share)",
                 ),
             )
         self.reload_tokens()

@@ -56,7 +56,9 @@ def open_store(
         from .postgres import PostgresKeyStore  # lazily: psycopg is an optional extra
     except ImportError as exc:
         raise KeyringError(
-            f"PostgreSQL store unavailable: {exc}", hint="pip install 'keysplit[postgres]'"
+            f"PostgreSQL store unavailable: {exc}",
+            hint="install the 'postgres' extra: pip install '.[postgres]' in a keysplit "
+            "checkout (not on PyPI)",
         ) from None
     store: KeyStore = PostgresKeyStore(url, keyring_id, create=create)
     return store

@@ -188,6 +188,14 @@ def test_keygen_refuses_a_link_to_nowhere_before_writing_either_file(tmp_path: P
     assert sorted(p.name for p in keys.iterdir()) == ["ana.pub"]
 
 
+def test_keygen_makes_its_out_dir_private(tmp_path: Path) -> None:
+    """(docs walkthrough) the directory ``--out-dir`` creates is 0700 like split's and
+    init's: it was the umask's 0755, so every user could list whose identity lies there."""
+    r = run(["custodian", "keygen", "ana", "--no-passphrase", "--out-dir", tmp_path / "keys"])
+    assert r.exit_code == 0, r.stderr
+    assert stat.S_IMODE((tmp_path / "keys").stat().st_mode) == 0o700
+
+
 def test_split_refuses_one_public_key_for_two_custodians(tmp_path: Path) -> None:
     alice = _keygen(tmp_path, "alice")
     as_bob = Recipient("bob", "x25519", Recipient.from_file(alice).public_bytes)
