@@ -37,6 +37,7 @@ __all__ = [
     "LEGACY_NAMES",
     "SCHEMAS",
     "AuditRepair",
+    "ClusterCommit",
     "ClusterDeal",
     "ClusterEval",
     "ClusterJoin",
@@ -431,6 +432,17 @@ class ClusterRefresh(Event):
 
 
 @dataclass(frozen=True)
+class ClusterCommit(Event):
+    """A key-cluster node committed a refresh: its staged share of epoch ``epoch`` replaced
+    the previous epoch's, which it deleted."""
+
+    NAME: ClassVar[str] = "cluster-commit"
+    cluster: str
+    epoch: int
+    by: str
+
+
+@dataclass(frozen=True)
 class ClusterEval(Event):
     """A key-cluster node evaluated its DPRF share for ``count`` subjects for a token."""
 
@@ -501,6 +513,7 @@ EVENTS: tuple[str, ...] = (
     "cluster-deal",
     "cluster-join",
     "cluster-refresh",
+    "cluster-commit",
     "cluster-eval",
     "cluster-recover-deal",
     "cluster-recover-help",

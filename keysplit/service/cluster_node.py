@@ -194,7 +194,7 @@ class ClusterNode:
         cfg, index = self._config(cid, staged=True)
         return (cfg, index) if type(epoch) is int and cfg.epoch == epoch else None
 
-    def _promote(self, cid: str) -> None:
+    def _promote(self, cid: str, by: str) -> None:
         """Make the staged epoch of ``cid`` the current one and drop the old share.
 
         Copies first, then unlinks the staged files: a crash in between leaves the staged
@@ -211,6 +211,8 @@ class ClusterNode:
         staged_share.unlink()
         staged_json.unlink()
         self._shares.pop(cid + STAGED, None)
+        epoch = ClusterConfig.from_bytes(doc, str(staged_json)).epoch
+        self._svc._audit(ev.ClusterCommit(cluster=cid, epoch=epoch, by=by))
 
     def _write_state(
         self,
@@ -368,7 +370,7 @@ class ClusterNode:
             cfg, index = self._config(cid)
             if cfg.epoch != epoch and self._staged(cid, epoch) is not None:
                 # the last refresh was committed in cluster.json but not here: finish it
-                self._promote(cid)
+                self._promote(cid, by)
                 cfg, index = self._config(cid)
             if cfg.epoch != epoch or index != mine.index:
                 raise ClusterError(f"node {mine.name!r} is at epoch {cfg.epoch}, not {epoch}")
@@ -488,7 +490,7 @@ class ClusterNode:
     def _commit(self, req: Request) -> Response:
         """A refresh's staged epoch becomes the current one (the old share is dropped);
         committing the current epoch again does nothing."""
-        self._admin(req)
+        by = self._admin(req)
         self._unsealed()
         doc = wire.loads(req.body)
         if not isinstance(doc, dict):
@@ -498,7 +500,7 @@ class ClusterNode:
         if type(epoch) is not int or epoch != cfg.epoch:
             if self._staged(cid, epoch) is None:
                 raise ClusterError(f"this node is at epoch {cfg.epoch}, with no staged {epoch!r}")
-            self._promote(cid)
+            self._promote(cid, by)
         return self._json(200, {"epoch": epoch})
 
     def _eval(self, req: Request) -> Response:

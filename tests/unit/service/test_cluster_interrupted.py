@@ -23,7 +23,7 @@ import pytest
 from node_proxy import LyingProxy, NodeProxy
 from service_helpers import Server, cli, make_token, share_file, start_node
 
-from keysplit import ClusterClient, ClusterError
+from keysplit import ClusterClient, ClusterError, Keyring
 from keysplit.service.cluster_client import ClusterDataKeys
 from keysplit.service.cluster_config import ClusterConfig, read_cluster
 from keysplit.store import open_store
@@ -127,6 +127,10 @@ def test_a_refresh_cut_before_every_node_finished_loses_nothing(cluster: Cluster
     after = read_cluster(cluster.dir)
     assert after.epoch == before.epoch + 1 and after.public_key == before.public_key
     cluster.check_records()
+    for n in NODES:  # each node's log says when it dropped its old share
+        log = Keyring.open(cluster.tmp / n).audit_log().entries()
+        commits = [e.data for e in log if e.event == "cluster-commit"]
+        assert commits[-1]["epoch"] == after.epoch and commits[-1]["cluster"] == after.cluster_id
     r = cli("cluster", "status", "cl", "--json", cwd=cluster.tmp)
     assert r.returncode == 0 and '"usable": 4' in r.stdout, r.stdout
 
