@@ -37,6 +37,7 @@ __all__ = [
     "durable_rename",
     "fsync_dir",
     "fsync_fd",
+    "link_new",
     "read_bounded",
     "read_bounded_stream",
     "unnamed_writer",
@@ -102,6 +103,13 @@ def durable_rename(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> 
     rename durable: the commit step of a two-phase write (the keyring's pending file)."""
     os.replace(src, dst)
     fsync_dir(Path(dst).parent)
+
+
+def link_new(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Give ``src`` the name ``dst`` too, only if nothing has that name (``FileExistsError``
+    otherwise): how an object made under a temporary name (``keysplit serve``'s listening
+    socket) appears whole, and never over another's. Not durable: nothing is fsynced."""
+    os.link(src, dst)
 
 
 def durable_append(fd: int, data: bytes) -> None:

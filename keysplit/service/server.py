@@ -32,6 +32,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_writer import StreamWriter
 
+from .._fileio import link_new
 from ..errors import KeysplitError
 from . import _wire as wire
 from .core import Interrupted, KeyService, Request, Response, Streamed
@@ -283,7 +284,7 @@ def _unix_socket(path: Path) -> socket.socket:
         os.chmod(tmp, 0o600)
         s.listen(128)
         if tmp != path:
-            os.link(tmp, path)
+            link_new(tmp, path)  # fails if the name exists, as bind did
     except BaseException:
         s.close()
         raise
