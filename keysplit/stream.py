@@ -469,8 +469,10 @@ def _decrypt_body(
     opener: Opener,
     *,
     context: Mapping[str, str] | None,
+    released: list[int] | None = None,
 ) -> StreamInfo:
-    """:func:`decrypt_stream` after the header: ``src`` is at the body."""
+    """:func:`decrypt_stream` after the header: ``src`` is at the body. ``released[0]``
+    grows by each chunk's plaintext as it is written to ``dst``."""
     if context is not None and not _same_context(context, header.context):
         raise IntegrityError("stream context does not match the expected context")
     file_key = _open_file_key(header, opener)
@@ -501,6 +503,8 @@ def _decrypt_body(
             aead.decrypt_into(nonce, bufs[cur][:n], None, pt)
         except InvalidTag:
             raise IntegrityError() from None
+        if released is not None:  # counted before the write: it may leave in part
+            released[0] += len(pt)
         _writeall(dst, pt)
         total += len(pt)
         counter += 1
@@ -592,11 +596,15 @@ def _decrypt_to(
     *,
     context: Mapping[str, str] | None = None,
     overwrite: bool = False,
+    released: list[int] | None = None,
 ) -> StreamInfo:
     """:func:`decrypt_file` from an open source whose ``header`` may be read already
     (:func:`keysplit.ceremony.decrypt_file` reads it to check the recipient before a quorum
-    is asked for: the input is opened once, since a pipe can be read only once)."""
+    is asked for: the input is opened once, since a pipe can be read only once).
+    ``released[0]`` counts the plaintext bytes handed to stdout so far (a file's are
+    released only once all authenticated), for the audit entry of a decrypt that fails."""
     with _open_out(out_path, overwrite) as dst:
         if header is None:
             header = read_header(src)
-        return _decrypt_body(header, src, dst, opener, context=context)
+        count = released if str(out_path) == "-" else None
+        return _decrypt_body(header, src, dst, opener, context=context, released=count)

@@ -48,6 +48,7 @@ __all__ = [
     "Contributor",
     "Dataset",
     "Decrypt",
+    "DecryptIncomplete",
     "Event",
     "Init",
     "LegalHold",
@@ -302,6 +303,21 @@ class Decrypt(Event):
 
 
 @dataclass(frozen=True)
+class DecryptIncomplete(Event):
+    """A decrypt to a stream (stdout) stopped after ``bytes`` of authenticated plaintext had
+    left the process (a later chunk failed, the input was cut, the reader went away):
+    recorded because that plaintext is out, though the file was never wholly decrypted
+    (``error``: the failure's class name). A decrypt to a file releases nothing on failure."""
+
+    NAME: ClassVar[str] = "decrypt-incomplete"
+    file: str
+    bytes: int
+    context: Mapping[str, str]
+    error: str
+    authorized_by: Sequence[Principal]
+
+
+@dataclass(frozen=True)
 class AuditRepair(Event):
     NAME: ClassVar[str] = "audit-repair"
     authorized_by: Sequence[Principal]
@@ -500,6 +516,7 @@ EVENTS: tuple[str, ...] = (
     "shred",
     "legal-hold",
     "decrypt",
+    "decrypt-incomplete",
     "audit-repair",
     "rekey-recovered",
     "rekey-switch",

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeAlias, TypeVar
+from typing import BinaryIO, TypeAlias, TypeVar
 
 from .. import trust
 from ..audit import AuditEntry, AuditReport
@@ -51,8 +51,7 @@ from ..service.tokens import (
     new_token,
 )
 from ..share import Share
-from ..stream import StreamInfo, _decrypt_to, read_header, recipient_id
-from ..stream import decrypt_file as _decrypt_file
+from ..stream import StreamHeader, StreamInfo, _decrypt_to, _open_in, read_header, recipient_id
 from .quorum import Authority, Done, Quorum, QuorumFeed, TokenGrant, unsealed
 from .sinks import (
     Custody,
@@ -559,17 +558,34 @@ def decrypt_file(
     (``<(curl ...)``, a FIFO) works as well as a file.
     """
 
-    def record(r: StreamInfo, by: Sequence[Principal]) -> ev.Event:
-        return ev.Decrypt(in_path, r.plaintext_size, dict(r.header.context), by)
+    def run(src: BinaryIO, header: StreamHeader | None) -> Done[StreamInfo]:
+        with unsealed(authority, keyring, "decrypt", ()) as ukr:
+            by = authority.authorized_by  # known once the quorum has unsealed
+            released = [0]  # plaintext bytes handed to stdout so far
+            try:
+                head = read_header(src) if header is None else header
+                info = _decrypt_to(
+                    src,
+                    head,
+                    out_path,
+                    ukr,
+                    context=context,
+                    overwrite=overwrite,
+                    released=released,
+                )
+            except BaseException as exc:
+                if released[0]:  # plaintext left the process: on the record, then the error
+                    why = type(exc).__name__
+                    done = ev.DecryptIncomplete(in_path, released[0], dict(head.context), why, by)
+                    ev.record(ukr.audit_log(), done)
+                raise
+            size, ctx = info.plaintext_size, dict(info.header.context)
+            entry = ev.record(ukr.audit_log(), ev.Decrypt(in_path, size, ctx, by))
+        return Done(info, entry, by)
 
     if in_path == "-":
-        return _run(
-            keyring,
-            authority,
-            "decrypt",
-            lambda ukr: _decrypt_file(in_path, out_path, ukr, context=context, overwrite=overwrite),
-            record,
-        )
+        with _open_in(in_path) as stdin:
+            return run(stdin, None)
     with open(in_path, "rb", buffering=0) as src:
         header = read_header(src)
         mine = recipient_id(keyring.public_key)
@@ -578,15 +594,7 @@ def decrypt_file(
                 f"{in_path} is sealed to another keyring",
                 hint=f"its key id is {header.recipient_id.hex()}, this keyring's {mine.hex()}",
             )
-        return _run(
-            keyring,
-            authority,
-            "decrypt",
-            lambda ukr: _decrypt_to(
-                src, header, out_path, ukr, context=context, overwrite=overwrite
-            ),
-            record,
-        )
+        return run(src, header)
 
 
 DatasetRunner = Callable[[UnsealedKeyring], T]

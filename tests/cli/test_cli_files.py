@@ -114,6 +114,29 @@ def test_tampered_streams_fail_and_leave_no_plaintext(cer: Ceremony, attack: str
     assert Keyring.open(cer.kr).audit_log().entries()[-1].event == "init"  # nothing logged
 
 
+def test_a_decrypt_to_stdout_that_fails_records_what_it_released(cer: Ceremony) -> None:
+    """(red team) A decrypt to stdout writes each chunk once it authenticates: when a later
+    chunk fails, what came before is already out, and nothing was recorded (the entry was
+    written only on success). Now a ``decrypt-incomplete`` entry says how many bytes left,
+    and why it stopped; a decrypt to a file still records nothing (it released nothing)."""
+    data = os.urandom(3 * MiB + 1000)
+    sealed = _encrypt(cer, data, "--context", "kind=backup")
+    header, chunks = _chunks(sealed)
+    sealed.write_bytes(header + b"".join(chunks[:2]) + chunks[2][:-1])  # the third is cut
+    r = run(["decrypt", cer.kr, sealed, "-", *cer.quorum("alice", "bob")])
+    assert r.exit_code == 1 and error_lines(r) == ["error: authentication failed"]
+    out = r.stdout_bytes
+    assert out == data[: 2 * MiB]  # two chunks authenticated and left
+    last = Keyring.open(cer.kr).audit_log().entries()[-1]
+    assert last.event == "decrypt-incomplete"  # before: "init", nothing on the record
+    assert last.data["bytes"] == len(out) and last.data["error"] == "IntegrityError"
+    assert last.data["file"] == str(sealed) and last.data["context"] == {"kind": "backup"}
+    assert "alice" in str(last.data["authorized_by"]) and "bob" in str(last.data["authorized_by"])
+    r = run(["decrypt", cer.kr, sealed, cer.root / "o.bin", *cer.quorum("alice", "bob")])
+    assert r.exit_code == 1 and not (cer.root / "o.bin").exists()
+    assert Keyring.open(cer.kr).audit_log().entries()[-1] == last  # nothing released
+
+
 def test_file_of_another_keyring_is_refused(cer: Ceremony, tmp_path: Path) -> None:
     other = make_ceremony(tmp_path / "other")
     sealed = _encrypt(other, b"for the other keyring")
