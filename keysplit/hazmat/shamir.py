@@ -400,6 +400,7 @@ def combine_batch(xs: Sequence[int], ys: np.ndarray, *, threads: int | None = No
     Returns the (N, L) secrets. Passing fewer shares than the split's threshold returns
     garbage, not an error: this layer cannot know the threshold (see module docstring).
     """
+    _check_xs(xs)  # before int(): 2.9, "3" or True must not become a coordinate
     xs = [int(x) for x in xs]
     coeffs = lagrange_at_zero(xs)
     if not isinstance(ys, np.ndarray) or ys.dtype != np.uint8:

@@ -335,3 +335,17 @@ def test_mask_multiply_view_turns_bits_into_the_reduction_byte(n: int) -> None:
     view, const = shamir._mask_mul(mask)
     np.multiply(view, const, out=view)
     assert np.array_equal(mask, bits * 0x1B)
+
+
+@pytest.mark.parametrize("bad_x", [2.9, 3.0, "3", b"3", True, np.float64(3.0), None])
+def test_combine_refuses_x_coordinates_that_are_not_ints(bad_x: object) -> None:
+    """A float, str or bool x was passed through ``int()`` before the check: ``2.9`` became
+    share 2, ``"3"`` share 3, so a mistyped coordinate interpolated a wrong secret."""
+    shares = shamir.split(b"0123456789abcdef", 2, 3)
+    with pytest.raises(TypeError, match="x-coordinates must be ints"):
+        shamir.combine([(bad_x, shares[2][1]), shares[0]])  # type: ignore[list-item]
+    ys = np.stack([np.frombuffer(y, np.uint8) for _, y in shares[:2]])[:, None, :]
+    with pytest.raises(TypeError, match="x-coordinates must be ints"):
+        shamir.combine_batch([bad_x, 2], ys)  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="x-coordinates must be ints"):
+        shamir.lagrange_at_zero([bad_x, 2])  # type: ignore[list-item]
