@@ -140,9 +140,15 @@ class Client:
             self._ssl = ssl.create_default_context(cafile=ca)
             if cert:
                 self._ssl.load_cert_chain(cert, key)
-        for v, what in ((cache_max_age, "cache_max_age"), (cache_max_records, "cache_max_records")):
-            if v is not None and (isinstance(v, bool) or v <= 0):
-                raise ValueError(f"{what} must be positive")
+        # not "v <= 0": NaN passed it and then never expired a key (nan compares false)
+        if cache_max_age is not None and (isinstance(cache_max_age, bool) or not cache_max_age > 0):
+            raise ValueError("cache_max_age must be positive")
+        if cache_max_records is not None and (
+            isinstance(cache_max_records, bool)
+            or not isinstance(cache_max_records, int)
+            or cache_max_records <= 0
+        ):
+            raise ValueError("cache_max_records must be a positive int")
         self._cache_lock = threading.Lock()
         self._conns: list[http.client.HTTPConnection] = []
         self._remote: RemoteDataKeys | None = None

@@ -525,3 +525,22 @@ def test_reprs_of_requests_and_answers_hold_no_secret() -> None:
     source = jobs.ServiceDataKeys("unix:/run/ks.sock", token)
     spec = PartSpec("decrypt", "c", "s", source, None, False, "0" * 32, None, {})  # type: ignore[arg-type]
     assert token not in repr(spec) and token not in repr(source)
+
+
+@pytest.mark.parametrize(
+    ("arg", "value"),
+    [
+        ("cache_max_age", float("nan")),
+        ("cache_max_age", float("-inf")),
+        ("cache_max_records", float("nan")),
+        ("cache_max_records", 2.5),
+        ("cache_max_records", float("inf")),
+    ],
+)
+def test_client_cache_bounds_must_be_real_numbers(arg: str, value: float) -> None:
+    """Red team: Client(cache_max_age=nan) passed the 'positive' check (nan <= 0 is False)
+    and min(nan, ttl) is nan, so 'age > max_age' was never true: every key stayed cached
+    for the life of the process, past any shred, seal or revocation on the service and past
+    the lease bound the docs promise; cache_max_records=nan never ran out either."""
+    with pytest.raises(ValueError):
+        keysplit.Client("unix:/unused", **{arg: value})
