@@ -87,9 +87,13 @@ def _source(
     raise AssertionError("--keyring runs as a ceremony (_dataset_job)")  # pragma: no cover
 
 
-def _check_paths(src: Path, dst: Path | None) -> None:
-    """IN exists and OUT can be made (a new or empty directory), checked before a quorum
-    is asked for or a cluster started."""
+def _check_paths(src: Path, dst: Path | None, column: str, subject_column: str) -> None:
+    """IN exists, OUT can be made (a new or empty directory) and the two columns differ,
+    checked before a quorum is asked for or a cluster started."""
+    try:
+        jobs_module().check_columns(column, subject_column)
+    except KeysplitError as exc:
+        fail(f"--column: {exc}", exc.hint, code=EXIT_USAGE)
     if not src.exists():
         fail(f"IN: no such file or directory: {src}", code=EXIT_USAGE)
     if dst is not None:
@@ -199,7 +203,7 @@ def encrypt_dataset_cmd(
     """
     limit = job_timeout(timeout)
     ctx = _context(context)
-    _check_paths(src, dst)
+    _check_paths(src, dst, column, subject_column)
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     rows = _dataset_job(
         "encrypting",
@@ -264,7 +268,7 @@ def decrypt_dataset_cmd(
     """
     limit = job_timeout(timeout)
     ctx = _context(context)
-    _check_paths(src, dst)
+    _check_paths(src, dst, column, subject_column)
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     rows = _dataset_job(
         "decrypting",
@@ -327,7 +331,7 @@ def scan_dataset_cmd(
     """
     limit = job_timeout(timeout)
     ctx = _context(context)
-    _check_paths(src, None)
+    _check_paths(src, None, column, subject_column)
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     report = _dataset_job(
         "scanning",

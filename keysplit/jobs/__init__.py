@@ -25,6 +25,7 @@ from .datakeys import LoopbackDataKeys, ServiceDataKeys, serve_keys
 from .records import (
     BadRecord,
     ScanReport,
+    check_columns,
     check_destination,
     decrypt_column,
     decrypt_dataset,
@@ -44,6 +45,7 @@ __all__ = [
     "ScanReport",
     "ServiceDataKeys",
     "SubjectRange",
+    "check_columns",
     "check_destination",
     "decrypt_column",
     "decrypt_dataset",

@@ -52,6 +52,7 @@ from .datakeys import ServiceDataKeys, served_here
 __all__ = [
     "BadRecord",
     "ScanReport",
+    "check_columns",
     "check_destination",
     "decrypt_column",
     "decrypt_dataset",
@@ -156,8 +157,10 @@ def _as_record(v: Any) -> bytes:
     raise FormatError("not a keysplit record (the column must hold bytes)")
 
 
-def _distinct(column: str, subject_column: str) -> None:
-    """A column sealed under its own values would hide the subjects its records need: no
+def check_columns(column: str, subject_column: str) -> None:
+    """Refuse ``column`` equal to ``subject_column`` (a caller checks it before a quorum).
+
+    A column sealed under its own values would hide the subjects its records need: no
     decrypt could name them again (the column lost once the source is gone)."""
     if column == subject_column:
         raise KeysplitError(
@@ -167,7 +170,7 @@ def _distinct(column: str, subject_column: str) -> None:
 
 
 def _meta(ddf: dd.DataFrame, column: str, subject_column: str, text: bool = False) -> Any:
-    _distinct(column, subject_column)
+    check_columns(column, subject_column)
     for c in (column, subject_column):
         if c not in ddf.columns:
             raise KeysplitError(f"no column {c!r} in the dataset")
@@ -661,7 +664,7 @@ def _job(
     timeout: float | None = None,
 ) -> _DatasetJob:
     record.check_context(context)  # here, with its reason (in a part: JobError('ValueError'))
-    _distinct(column, subject_column)
+    check_columns(column, subject_column)
     return _DatasetJob(
         kind,
         str(Path(src).absolute()),  # the workers' working directory is not ours

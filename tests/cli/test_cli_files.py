@@ -388,21 +388,45 @@ def test_context_the_library_refuses_is_a_usage_error(
     assert "[1/2]" not in r.stderr  # refused before any share was asked for
 
 
+def _one_row_dataset(c: Ceremony) -> Path:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    src = c.root / "ds"
+    src.mkdir()
+    pq.write_table(pa.table({"user": ["u1"], "email": ["a@x"]}), src / "part-0.parquet")
+    return src
+
+
 @pytest.mark.parametrize("command", ["encrypt-dataset", "decrypt-dataset", "scan-dataset"])
 def test_dataset_context_no_record_can_carry_is_a_usage_error(cer: Ceremony, command: str) -> None:
     """A dataset job's --context that no record can carry (not Unicode) failed inside the
     job, after the quorum and the cluster's start, as `error: ValueError` (no reason)."""
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
-    src = cer.root / "ds"
-    src.mkdir()
-    pq.write_table(pa.table({"user": ["u1"], "email": ["a@x"]}), src / "part-0.parquet")
+    src = _one_row_dataset(cer)
     dst = [] if command == "scan-dataset" else [cer.root / "out"]
     args = [command, src, *dst, "--column", "email", "--subject-column", "user"]
     r = run([*args, "--keyring", cer.kr, "--context", "k\udcff=v", *cer.quorum("alice", "bob")])
     assert r.exit_code == 2, r.output
     assert error_lines(r) == ["error: --context: context key is not valid Unicode text"]
     assert "[1/2]" not in r.stderr and not (cer.root / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["encrypt-dataset", "decrypt-dataset", "scan-dataset"])
+def test_dataset_column_as_its_own_subject_column_is_refused_before_any_share(
+    cer: Ceremony, command: str
+) -> None:
+    """--column equal to --subject-column was refused by the library only once the job ran:
+    after the custodians had been asked for their shares (red team, 'found, not fixed')."""
+    src = _one_row_dataset(cer)
+    dst = [] if command == "scan-dataset" else [cer.root / "out"]
+    args = [command, src, *dst, "--column", "user", "--subject-column", "user"]
+    for quorum_args in (cer.quorum("alice", "bob"), []):  # files, or the share prompt
+        r = run([*args, "--keyring", cer.kr, *quorum_args], input="\n")
+        assert r.exit_code == 2, r.output
+        assert error_lines(r) == [
+            "error: --column: column 'user' cannot be sealed as its own subject column"
+        ], r.stderr
+        assert "[1/2]" not in r.stderr and "Share [0/2]" not in r.stderr
+        assert not (cer.root / "out").exists()
 
 
 # -- output paths checked before the quorum (red team) ---------------------------------------
@@ -461,11 +485,7 @@ def test_encrypt_output_that_cannot_be_written_is_a_usage_error(cer: Ceremony) -
 def test_dataset_paths_are_checked_before_the_quorum(cer: Ceremony, command: str) -> None:
     """A dataset job whose OUT is a file or a full directory (or whose IN is missing) was
     refused inside the job, after the quorum and the cluster's start."""
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
-    src = cer.root / "ds"
-    src.mkdir()
-    pq.write_table(pa.table({"user": ["u1"], "email": ["a@x"]}), src / "part-0.parquet")
+    src = _one_row_dataset(cer)
     full = cer.root / "full"
     full.mkdir()
     (full / "keep").write_bytes(b"x")
