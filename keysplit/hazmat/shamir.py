@@ -166,6 +166,8 @@ def split_batch(
         out = _outputs.take(shape)  # recycled pages: see hazmat/_outputs.py
     elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}")
+    if total == 0:  # no secrets: nothing to draw or compute (the sizing below divides by it)
+        return out
     out2 = out.reshape(count, total)
     k1 = threshold - 1
     plan = _plan(threshold, count)  # PUBLIC: depends on threshold and count only
@@ -415,6 +417,8 @@ def combine_batch(xs: Sequence[int], ys: np.ndarray, *, threads: int | None = No
     flat = np.ascontiguousarray(ys).reshape(k, -1)
     total = flat.shape[1]
     out = np.empty(total, dtype=np.uint8)
+    if total == 0:  # no shares to interpolate (the ranges below would step by 0)
+        return out.reshape(n_keys, length)
     chunk = _COMBINE_CHUNK
     # PUBLIC schedule (Horner over the coefficients' bit positions, top bit first): at each
     # step r = x * r, then r ^= every share whose coefficient has that bit set.

@@ -349,3 +349,12 @@ def test_combine_refuses_x_coordinates_that_are_not_ints(bad_x: object) -> None:
         shamir.combine_batch([bad_x, 2], ys)  # type: ignore[list-item]
     with pytest.raises(TypeError, match="x-coordinates must be ints"):
         shamir.lagrange_at_zero([bad_x, 2])  # type: ignore[list-item]
+
+
+def test_empty_batches_give_empty_results() -> None:
+    """A batch of no secrets (a job's empty slice) divided by zero in the chunk sizing
+    (split) or stepped a range by 0 (combine); now empty in, empty out, as key wrap does."""
+    shares = shamir.split_batch(np.zeros((0, 16), dtype=np.uint8), 3, 5)
+    assert shares.shape == (5, 0, 16) and shares.dtype == np.uint8
+    secrets = shamir.combine_batch([1, 2, 3], shares[:3])
+    assert secrets.shape == (0, 16) and secrets.dtype == np.uint8
