@@ -103,9 +103,9 @@ class DataKey:
     def __init__(self, key: bytes) -> None:
         if not isinstance(key, bytes | bytearray | memoryview):
             raise TypeError("data key must be bytes")
+        key = bytes(key)  # first: len() of a memoryview counts items, not bytes
         if len(key) != 16:
             raise ValueError("data key must be 16 bytes (AES-128)")
-        key = bytes(key)
         enc = HKDF(hashes.SHA256(), 16, _SALT, b"keysplit/record/v1/enc").derive(key)
         self.commitment: bytes = HKDF(
             hashes.SHA256(), COMMIT_SIZE, _SALT, b"keysplit/record/v1/commit"
@@ -131,6 +131,11 @@ class Parsed(NamedTuple):
     """The 50 header bytes (the first part of the AAD)."""
     body: bytes | memoryview
     """Ciphertext and tag."""
+
+
+def _check_key(key: object) -> None:
+    if not isinstance(key, DataKey):
+        raise TypeError("a record key must be a DataKey (raw bytes: DataKey(key))")
 
 
 def _enc_str(s: str, what: str) -> bytes:
@@ -279,6 +284,7 @@ def encrypt(
     rng: RandomSource | None = None,
 ) -> bytes:
     """Seal one record for ``subject`` under ``key``."""
+    _check_key(key)
     _check_pt(plaintext)
     tail = encode_aad(subject, context)
     return seal(key, (rng or default_rng()).random_bytes(NONCE_SIZE), plaintext, tail)
@@ -292,6 +298,7 @@ def open_with_tail(
     context: Mapping[str, str] | None,
 ) -> bytes:
     """:func:`open_parsed` with the canonical AAD tail already encoded (cached by the engine)."""
+    _check_key(key)
     if not hmac.compare_digest(parsed.commitment, key.commitment):
         raise IntegrityError()
     try:
@@ -399,12 +406,15 @@ def groups_by_key(
     out: list[Group] = []
     for subject, idx in by_subject(subjects).items():
         k0 = keys[idx[0]]
+        _check_key(k0)
         if uniform or all(keys[i] is k0 for i in idx):
             out.append((k0, tail(subject), idx, subject, context))
             continue
         split: dict[int, tuple[DataKey, list[int]]] = {}
         for i in idx:
             split.setdefault(id(keys[i]), (keys[i], []))[1].append(i)
+        for k, _ in split.values():
+            _check_key(k)
         t = tail(subject)
         out.extend((k, t, ix, subject, context) for k, ix in split.values())
     return out
@@ -466,6 +476,8 @@ def _groups_for(
         raise ValueError("keys, subjects and records must have the same length")
     shared, per_record = split_contexts(n, context)
     if per_record is not None:
+        for k in keys:
+            _check_key(k)
         return [
             (keys[i], encode_aad(subjects[i], per_record[i]), (i,), subjects[i], per_record[i])
             for i in range(n)

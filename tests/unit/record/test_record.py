@@ -272,3 +272,32 @@ def test_plan_groups_is_by_subject_in_c_level_passes() -> None:
         assert [list(order[a:b]) for a, b in zip(starts, ends, strict=True)] == list(
             expect.values()
         )
+
+
+@pytest.mark.parametrize("bad", [b"k" * 16, None, "k" * 16])
+def test_a_key_that_is_not_a_data_key_is_a_type_error(bad: object) -> None:
+    """Raw key bytes (or None for a missing key) where a DataKey is due raised
+    AttributeError ('bytes' object has no attribute '_aead') from inside the loops."""
+    key = DataKey(b"k" * 16)
+    rec = record.encrypt(key, b"x", subject="a")
+    calls = [
+        lambda: record.encrypt(bad, b"x", subject="a"),  # type: ignore[arg-type]
+        lambda: record.decrypt(bad, rec, subject="a"),  # type: ignore[arg-type]
+        lambda: record.encrypt_many([key, bad], ["a", "a"], [b"x", b"y"]),  # type: ignore[list-item]
+        lambda: record.decrypt_many([key, bad], ["a", "a"], [rec, rec]),  # type: ignore[list-item]
+        lambda: record.encrypt_many([bad], ["b"], [b"x"], [None]),  # type: ignore[list-item]
+        lambda: record.decrypt_many([bad], ["a"], [rec], [{}]),  # type: ignore[list-item]
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match="DataKey"):
+            call()
+
+
+def test_a_data_key_is_sixteen_bytes_not_sixteen_items() -> None:
+    """A memoryview of 16 four-byte items passed the length check as 16 and became a
+    64-byte key (its records then opened under nothing the caller meant)."""
+    import array
+
+    with pytest.raises(ValueError, match="16 bytes"):
+        DataKey(memoryview(array.array("I", range(16))))
+    assert DataKey(memoryview(b"k" * 16)).commitment == DataKey(b"k" * 16).commitment
