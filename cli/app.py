@@ -164,6 +164,21 @@ def app_for(args: Sequence[str]) -> typer.Typer:
     return _build(first)
 
 
+def _quiet_logging() -> None:
+    """Library and driver log records (psycopg_pool's reconnect attempts, a fleet lease's
+    failed renewal during a store outage) are not the CLI's output: with no handler Python
+    printed each one raw on stderr (its last-resort handler), beside the single ``error:``
+    line. They are dropped, unless ``KEYSPLIT_LOG=debug|info|warning`` asks for them."""
+    import logging
+
+    level = os.environ.get("KEYSPLIT_LOG", "").upper()
+    if level in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        logging.basicConfig(level=level, format="log: %(name)s: %(levelname)s: %(message)s")
+    else:
+        logging.getLogger().addHandler(logging.NullHandler())
+
+
 def main() -> None:
     """Console-script entry point."""
+    _quiet_logging()
     app_for(sys.argv[1:])()

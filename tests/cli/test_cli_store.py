@@ -78,3 +78,60 @@ def test_store_override_and_bad_urls(tmp_path: Path) -> None:
         ["unseal", vault, "--store", "sqlite:elsewhere.sqlite", *_quorum(shares, "alice", "bob")]
     )
     assert r.exit_code == 0, r.output
+
+
+def test_a_store_outage_mid_command_prints_one_error_line(tmp_path: Path) -> None:
+    """With the PostgreSQL store down mid-command, psycopg_pool's reconnect warnings (and a
+    lease's failed renewals) went through Python's last-resort log handler: raw lines such
+    as `error connecting in 'keysplit-...': connection is bad: ...` beside the CLI's one
+    `error:` line (red team, 'found, not fixed'). Real processes: a server halted while a
+    decrypt waits on its stdin, unsealed."""
+    import os
+    import subprocess
+    import threading
+    import time
+
+    from pg_fixture import own_postgres
+    from service_helpers import KEYSPLIT, cli, share_file
+
+    with own_postgres() as server:
+        url = f"{server.url}&connect_timeout=1&schema=outage"
+        r = cli("init", "vault", "-k", "2", "-c", "a", "-c", "b", "--plain-shares", "--store", url,
+                cwd=tmp_path)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        sh = tmp_path / "vault-shares"
+        quorum = ["--share", str(share_file(sh, "a")), "--share", str(share_file(sh, "b"))]
+        env = dict(os.environ, KEYSPLIT_POLL="0.2")
+        env.pop("KEYSPLIT_LOG", None)
+        p = subprocess.Popen(
+            [KEYSPLIT, "decrypt", "vault", "-", "out", *quorum],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(p.stderr or []), daemon=True)
+        reader.start()
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # unsealed: its lease is in the store
+                doc = json.loads(cli("status", "vault", "--json", cwd=tmp_path).stdout)
+                if doc["leases"]:
+                    break
+                time.sleep(0.2)
+            assert doc["leases"], lines
+            server.halt()
+            time.sleep(2.0)  # ten polls: the pool reconnects, the lease fails to renew
+            assert p.stdin is not None
+            p.stdin.close()  # then the command fails on its (empty) input
+            p.wait(timeout=60)
+            reader.join(10)
+        finally:
+            p.kill()
+            p.wait()
+        errors = [ln for ln in lines if not ln.lstrip().startswith("[")]  # the quorum's lines
+        assert errors == ["error: empty input: not a keysplit stream\n"], lines
+        assert p.returncode == 1

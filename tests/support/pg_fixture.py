@@ -9,6 +9,7 @@ other's keys. Without PostgreSQL the tests that need it skip with one reason; wi
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 
 from benchmarks._pgserver import PostgresUnavailable, ThrowawayPostgres
 
-__all__ = ["pg_server", "pytest_runtest_makereport"]
+__all__ = ["own_postgres", "pg_server", "pytest_runtest_makereport"]
 
 SKIP_REASON = "PostgreSQL store tests need a local PostgreSQL"
 _HERE = (str(Path(__file__).relative_to(Path.cwd())) if Path(__file__).is_relative_to(Path.cwd())
@@ -46,6 +47,21 @@ def pg_server() -> Iterator[ThrowawayPostgres]:
         if os.environ.get("CI") == "true":
             pytest.fail(f"psycopg is required under CI=true: {exc}")
         pytest.skip(f"{SKIP_REASON} and psycopg ({exc})")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def own_postgres() -> Iterator[ThrowawayPostgres]:
+    """A server of the test's own, for a test that halts it (the session's stays up)."""
+    server = ThrowawayPostgres()
+    try:
+        server.start()
+    except (PostgresUnavailable, OSError) as exc:  # pragma: no cover - no PostgreSQL here
+        server.stop()
+        pytest.skip(f"{SKIP_REASON} ({exc})")
     try:
         yield server
     finally:
