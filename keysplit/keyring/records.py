@@ -367,6 +367,8 @@ class Records:
         subjects = names.canonical_subjects(subjects)
         owner = self._owners(subjects, n, context, create=True, method="encrypt_into")
         nonces = self.rng.random_bytes(fmt.NONCE_SIZE * n)
+        if not all(type(p) is bytes for p in plaintexts):  # len() must count bytes, now
+            plaintexts = list(map(_frozen_bytes, plaintexts))
         sizes = list(map(len, plaintexts))
         head, over = fmt.HEADER_SIZE, fmt.OVERHEAD
 
@@ -547,6 +549,17 @@ class Records:
             return IntegrityError(hint=_NO_KEY) if key is None else IntegrityError()
         err: KeysplitError = classify(subject)
         return err
+
+
+def _frozen_bytes(plaintext: object) -> bytes:
+    """A plaintext as ``bytes`` for :meth:`Records.sealer`: a ``bytearray`` or ``memoryview``
+    copied (its size in bytes fixed now, not changed under the sealer by the caller), anything
+    else a ``TypeError`` now rather than inside the sealing."""
+    if isinstance(plaintext, bytes):
+        return plaintext
+    if not isinstance(plaintext, bytearray | memoryview):
+        raise TypeError("plaintext must be bytes")
+    return bytes(plaintext)
 
 
 def _commitment(record: object) -> bytes | None:

@@ -217,3 +217,21 @@ def test_decrypt_many_takes_the_bytes_like_records_decrypt_takes(tmp_path: Path)
         for wrap in (memoryview, bytearray):
             assert u.decrypt_many(subjects, [wrap(r) for r in recs]) == [b"one", b"two"]  # type: ignore[misc]
             assert u.decrypt(wrap(recs[1]), subject=subjects[1]) == b"two"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["text", "t\u00e9xt", 5, None], ids=repr)
+def test_sealer_refuses_a_plaintext_that_is_not_bytes_up_front(bad: object) -> None:
+    """``sealer`` promises that whatever can fail fails when it is made: a str plaintext
+    (``len`` counts characters) or a memoryview of 4-byte items (``len`` counts items)
+    was sized by that count and failed inside ``seal``, mid-answer; now the first is a
+    ``TypeError`` at once and the second is sealed as its 64 bytes."""
+    eng = Records(DictKeys())
+    with pytest.raises(TypeError, match="plaintext"):
+        eng.sealer(["a", "b"], [b"ok", bad], None)  # type: ignore[list-item]
+    pts = [b"ok", bytearray(b"fine"), memoryview(bytes(range(64))).cast("I")]
+    seal = eng.sealer(["a", "b", "a"], pts, {"c": "1"})
+    buf = bytes(seal(0, 3, b""))
+    lens = [len(bytes(p)) + record.OVERHEAD for p in pts]
+    assert len(buf) == sum(lens)
+    recs = [buf[sum(lens[:i]) : sum(lens[: i + 1])] for i in range(3)]
+    assert eng.decrypt_many(["a", "b", "a"], recs, {"c": "1"}) == [bytes(p) for p in pts]
