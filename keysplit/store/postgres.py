@@ -379,7 +379,10 @@ class PostgresKeyStore:
             name=f"keysplit-{self._schema}",
             open=False,
         )
-        self._pool.open(wait=True, timeout=max(self._timeout, 30.0))
+        try:  # the server can die after the first connection: the same bound, the same error
+            self._pool.open(wait=True, timeout=self._timeout)
+        except PoolTimeout:  # the pool has closed itself
+            raise self._unreachable(self._reach.error) from None
         self._closed = threading.Event()
 
     # ------------------------------------------------------------------ schema

@@ -5,6 +5,10 @@ The protocol itself is tested for every store in test_store_contract.py.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -442,3 +446,56 @@ def test_a_server_at_its_connection_limit_is_unreachable_for_now(
     url = _url(pg_server).replace("user=keysplit", f"user={role}")
     with pytest.raises(StoreUnreachableError, match="too many connections"):
         open_store(url, keyring_id=KID, home=tmp_path)
+
+
+def _one_connection_then_gone(server_dir: str, where: str) -> threading.Thread:
+    """A Unix-socket relay at ``where``/.s.PGSQL.5432 to the real server: it relays the
+    first connection, then its socket disappears (the server died after it)."""
+    import socket
+
+    path = f"{where}/.s.PGSQL.5432"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(1)
+
+    def pump(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+
+    def relay() -> None:
+        client, _ = listener.accept()
+        listener.close()
+        os.unlink(path)  # gone: later connections fail as to a dead server
+        upstream = socket.socket(socket.AF_UNIX)
+        upstream.connect(f"{server_dir}/.s.PGSQL.5432")
+        back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
+        back.start()
+        pump(client, upstream)
+        back.join(30)
+        client.close()
+        upstream.close()
+
+    thread = threading.Thread(target=relay, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_server_gone_between_the_first_connection_and_the_pool_is_unreachable(
+    pg_server: object,
+) -> None:
+    """(red team, 'found, not fixed') The store's first connection (its schema check)
+    worked, then the server died before the pool's first connection: the pool's own
+    `PoolTimeout` ('pool initialization incomplete after 30.0 sec') escaped the
+    constructor after 30 s. It is StoreUnreachableError, within the store's bound."""
+    where = tempfile.mkdtemp(prefix="ks-relay-", dir="/tmp")  # a socket path must be short
+    try:
+        relay = _one_connection_then_gone(pg_server.dir, where)  # type: ignore[attr-defined]
+        url = _url(pg_server).replace(f"host={pg_server.dir}", f"host={where}")  # type: ignore[attr-defined]
+        with pytest.raises(StoreUnreachableError, match=f"unreachable at host {where}"):
+            open_store(f"{url}&connect_timeout=2", keyring_id=KID, home=Path(where), create=True)
+        relay.join(30)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
