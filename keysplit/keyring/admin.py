@@ -55,7 +55,10 @@ def _check_sealable(secrets: kf.KeyringSecrets) -> None:
 
 def check_retirable(meta: kf.KeyringMeta, version: int) -> None:
     """:class:`KeyringError` if ``meta`` has no KEK ``version`` to retire (current, or none
-    such); what the store still holds under it is checked when retiring."""
+    such); what the store still holds under it is checked when retiring. ``TypeError``
+    for a version that is not an int (``True`` and ``"1"`` are not version 1)."""
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise TypeError("KEK version must be an int")
     if version == meta.current_kek:
         raise KeyringError(f"KEK version {version} is current and cannot be retired")
     if version not in meta.kek_versions:
@@ -273,6 +276,8 @@ class KeyAdmin:
         :meth:`commit_rekey`."""
         self._local.catch_up()  # new shares for a file behind the store's state: refused
         m = current
+        if isinstance(custodians, str | bytes):  # list() would make each character a name
+            raise TypeError("custodian names must be a sequence of names, not one string")
         names = list(custodians) if custodians is not None else [c.name for c in m.custodians]
         k = threshold if threshold is not None else min(m.threshold, len(names))
         names = validate_custodians(k, names)

@@ -177,3 +177,23 @@ def test_a_rekey_racing_close_leaves_no_master_key_behind(
     # what the rekey wrote stands: its shares open the keyring (completing a prepared one)
     with Keyring.open(tmp_path / "kr").unseal([new["alice"], new["carol"]]) as again:
         assert again.keyring.meta.set_id == new["alice"].set_id.hex()
+
+
+def test_one_string_is_not_a_list_of_custodians_and_a_kek_version_is_an_int(
+    tmp_path: Path,
+) -> None:
+    """(red team, library round) ``prepare_rekey(custodians="abc")`` made a pending rekey
+    for custodians "a", "b" and "c" (``list()`` of the string ran before the names were
+    checked; committed, it hands the keyring to three made-up names), and
+    ``retire(True)``/``retire("1")`` were taken for version 1 instead of refused."""
+    _, shares = Keyring.create(tmp_path / "kr", 2, ["alice", "bob", "carol"])
+    with Keyring.open(tmp_path / "kr").unseal([shares["alice"], shares["bob"]]) as ku:
+        with pytest.raises(TypeError, match="not one string"):
+            ku.prepare_rekey(custodians="abc")
+        assert ku.keyring.pending is None
+        ku.rotate(record=False)
+        for bad in (True, "1", 1.0):
+            with pytest.raises(TypeError, match="KEK version must be an int"):
+                ku.retire(bad, record=False)  # type: ignore[arg-type]
+        assert ku.status().kek_versions == (1, 2)
+        ku.retire(1, record=False)
