@@ -92,15 +92,25 @@ def _nfc(text: object, what: str) -> str:
 
 def check_subject(subject: str) -> str:
     """The one subject check: the canonical (NFC) spelling, or ValueError (empty, too long,
-    not valid Unicode) / TypeError (not a str).
+    not valid Unicode, holding NUL) / TypeError (not a str).
 
     Every place a subject enters the library goes through it before the subject is used as
     a store key, encoded into a record's AAD, or compared with a token's prefix, so all
-    three see the same text. ASCII (its own NFC form) costs two C-level checks.
+    three see the same text. ASCII (its own NFC form) costs three C-level checks.
+
+    NUL (U+0000) is refused: PostgreSQL's text cannot hold it, so a store could keep a key
+    that another could not, and no command line (argv) can name such a subject.
     """
-    if type(subject) is str and subject.isascii() and 0 < len(subject) <= MAX_SUBJECT_BYTES:
+    if (
+        type(subject) is str
+        and subject.isascii()
+        and 0 < len(subject) <= MAX_SUBJECT_BYTES
+        and "\x00" not in subject
+    ):
         return subject
     out = _nfc(subject, "subject")
+    if "\x00" in out:
+        raise ValueError("subject must not contain NUL (U+0000)")
     n = len(out.encode("utf-8"))
     if n == 0:
         raise ValueError("subject must not be empty")

@@ -533,3 +533,30 @@ def test_keys_are_created_under_nfc_subjects_only(tmp_path: Path) -> None:
             ku.local_data_keys().resolve([ODD], create=True)
         (key,) = ku.data_keys([ODD], create=True)  # the record API canonicalizes first
         assert key is not None and set(ku.store.get_many([ODD, ODD_NFC])) == {ODD_NFC}
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_a_subject_with_nul_is_refused_by_every_store(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """(red team, 'found, not fixed') "\\x00" passed check_subject: the SQLite store kept a
+    key under it, PostgreSQL (text cannot hold NUL) refused it with a database error, so
+    the stores disagreed, and no command line (argv cannot hold NUL) could shred it. Now
+    the subject rule refuses it, before any store is asked, the same for both."""
+    for bad in ("a\x00b", "\x00", "caf\u00e9\x00", "e\u0301\x00"):
+        with pytest.raises(ValueError, match="NUL"):
+            names.check_subject(bad)
+    url = None
+    if store == "postgres":
+        url = f"{request.getfixturevalue('pg_server').url}&schema=nul_{os.urandom(6).hex()}"
+    kr, shares = keysplit.Keyring.create(tmp_path / "kr", 2, ["a", "b"], store_url=url)
+    with kr.unseal([shares["a"], shares["b"]]) as ukr:
+        for bad in ("a\x00b", "caf\u00e9\x00"):
+            with pytest.raises(ValueError, match="NUL"):
+                ukr.encrypt(b"x", subject=bad)
+            with pytest.raises(ValueError, match="NUL"):
+                ukr.encrypt_many([bad, "ok"], [b"x", b"y"])
+            with pytest.raises(ValueError, match="NUL"):
+                ukr.shred(bad)
+        assert ukr.decrypt(ukr.encrypt(b"x", subject="ok"), subject="ok") == b"x"
+        assert sum(ukr.store.count_by_version().values()) == 1  # "ok" only
