@@ -134,12 +134,17 @@ def canonical_subjects(subjects: Sequence[str]) -> Sequence[str]:
     """:func:`normalize_subject` over a batch, cheap on the hot path.
 
     An all-ASCII batch (the usual case: ASCII is its own NFC form) is returned as it is
-    after one C-level pass; only then is anything copied, and each distinct non-ASCII
-    subject is normalized once. Emptiness and length are left to the record encoder,
-    which checks them once per distinct subject.
+    after C-level passes (ASCII, then the shortest and longest length); only then is
+    anything copied, and each distinct non-ASCII subject is normalized once. Every subject
+    is checked here (empty, too long: ``ValueError``), before any key is asked for.
     """
     try:
         if all(map(str.isascii, subjects)):
+            if subjects and not 0 < min(map(len, subjects)) <= max(map(len, subjects)) <= (
+                MAX_SUBJECT_BYTES
+            ):
+                for s in subjects:
+                    check_subject(s)  # the precise error
             return subjects
     except TypeError:  # not a str somewhere: normalize_subject names it
         pass

@@ -162,7 +162,7 @@ class Records:
         if create:
             return self._dk.resolve(names.canonical_subjects(subjects), create=True)
         if not _any_non_ascii(subjects):
-            return self._dk.resolve(subjects, create=False)
+            return self._dk.resolve(names.canonical_subjects(subjects), create=False)
         return [self._find(s, None) for s in subjects]
 
     def export(self, subjects: Sequence[str], *, create: bool = False) -> list[bytes | None]:
@@ -413,6 +413,7 @@ class Records:
             raise ValueError("subjects and records must have the same length")
         if _any_non_ascii(subjects):
             raise ValueError("not opened in pieces: a subject is not ASCII")
+        subjects = names.canonical_subjects(subjects)  # checked before any key is asked for
         owner = self._owners(subjects, n, context, create=False, method="decrypt_into")
         over, head, pre = fmt.OVERHEAD, fmt.HEADER_SIZE, fmt.PREFIX_SIZE
         for (_, prefix, _), r in zip(owner, records, strict=True):
@@ -449,6 +450,7 @@ class Records:
             raise ValueError("subjects and records must have the same length")
         keys: list[DataKey]
         if not _any_non_ascii(subjects):
+            subjects = names.canonical_subjects(subjects)  # checked before any key is asked for
             groups = self._groups(subjects, n, context, create=False)
             try:
                 return fmt.open_groups(groups, records)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from keysplit import IntegrityError, Keyring, record
+from keysplit import IntegrityError, Keyring, names, record
 from keysplit.keyring import DataKeys, Records
 from keysplit.record import DataKey
 from keysplit.rng import DeterministicRandom
@@ -235,3 +235,37 @@ def test_sealer_refuses_a_plaintext_that_is_not_bytes_up_front(bad: object) -> N
     assert len(buf) == sum(lens)
     recs = [buf[sum(lens[:i]) : sum(lens[: i + 1])] for i in range(3)]
     assert eng.decrypt_many(["a", "b", "a"], recs, {"c": "1"}) == [bytes(p) for p in pts]
+
+
+class CheckedKeys(DictKeys):
+    """A DataKeys that fails the test if the engine hands it a subject it should have
+    refused (the seam's contract: the engine checks subjects, implementations do not)."""
+
+    def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
+        for s in subjects:
+            assert 0 < len(s.encode("utf-8")) <= names.MAX_SUBJECT_BYTES, "bad subject at the seam"
+        return super().export(subjects, create=create)
+
+
+@pytest.mark.parametrize("bad", ["", "a" * (names.MAX_SUBJECT_BYTES + 1)], ids=["empty", "long"])
+def test_a_bad_subject_in_a_batch_never_reaches_the_data_keys(bad: str) -> None:
+    """(red team, library round) The batch paths checked an ASCII subject only when they
+    encoded its AAD, after asking the DataKeys for its key: an empty or overlong subject
+    reached the seam (with ``create``, a key was made for it) before the ValueError."""
+    rec = record.encrypt(DataKey(bytes(16)), b"x", subject="ok")
+    calls = [
+        lambda e: e.encrypt_many([bad, "ok"], [b"x", b"y"]),
+        lambda e: e.encrypt_many([bad, bad], [b"x", b"y"]),
+        lambda e: e.encrypt_many([bad], [b"x"], [None]),
+        lambda e: e.sealer([bad], [b"x"]),
+        lambda e: e.keys([bad], create=True),
+        lambda e: e.keys(["ok", bad]),
+        lambda e: e.export([bad], create=True),
+        lambda e: e.decrypt_many(["ok", bad], [rec, rec]),
+        lambda e: e.opener([bad], [rec]),
+    ]
+    for call in calls:
+        keys = CheckedKeys()
+        with pytest.raises(ValueError, match="subject must"):
+            call(Records(keys))
+        assert keys.raw == {}
