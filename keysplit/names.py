@@ -33,9 +33,11 @@ Errors: these check arguments given to the API, so bad values are ``ValueError``
 
 from __future__ import annotations
 
+import operator
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 
 __all__ = [
     "CUSTODIAN_NAME_RE",
@@ -134,14 +136,15 @@ def canonical_subjects(subjects: Sequence[str]) -> Sequence[str]:
     """:func:`normalize_subject` over a batch, cheap on the hot path.
 
     An all-ASCII batch (the usual case: ASCII is its own NFC form) is returned as it is
-    after C-level passes (ASCII, then the shortest and longest length); only then is
+    after C-level passes (ASCII, the shortest and longest length, NUL); only then is
     anything copied, and each distinct non-ASCII subject is normalized once. Every subject
-    is checked here (empty, too long: ``ValueError``), before any key is asked for.
+    is checked here (empty, too long, NUL: ``ValueError``), before any key is asked for.
     """
     try:
         if all(map(str.isascii, subjects)):
-            if subjects and not 0 < min(map(len, subjects)) <= max(map(len, subjects)) <= (
-                MAX_SUBJECT_BYTES
+            if subjects and (
+                not 0 < min(map(len, subjects)) <= max(map(len, subjects)) <= MAX_SUBJECT_BYTES
+                or any(map(operator.contains, subjects, repeat("\x00")))
             ):
                 for s in subjects:
                     check_subject(s)  # the precise error

@@ -244,10 +244,13 @@ class CheckedKeys(DictKeys):
     def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
         for s in subjects:
             assert 0 < len(s.encode("utf-8")) <= names.MAX_SUBJECT_BYTES, "bad subject at the seam"
+            assert "\x00" not in s, "NUL at the seam"
         return super().export(subjects, create=create)
 
 
-@pytest.mark.parametrize("bad", ["", "a" * (names.MAX_SUBJECT_BYTES + 1)], ids=["empty", "long"])
+@pytest.mark.parametrize(
+    "bad", ["", "a" * (names.MAX_SUBJECT_BYTES + 1), "a\x00b"], ids=["empty", "long", "nul"]
+)
 def test_a_bad_subject_in_a_batch_never_reaches_the_data_keys(bad: str) -> None:
     """(red team, library round) The batch paths checked an ASCII subject only when they
     encoded its AAD, after asking the DataKeys for its key: an empty or overlong subject
