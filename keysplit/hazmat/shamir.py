@@ -166,6 +166,8 @@ def split_batch(
         out = _outputs.take(shape)  # recycled pages: see hazmat/_outputs.py
     elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}")
+    elif np.may_share_memory(out, secrets):  # shares written over secrets not yet shared
+        raise ValueError("out must not overlap the secrets")
     if total == 0:  # no secrets: nothing to draw or compute (the sizing below divides by it)
         return out
     out2 = out.reshape(count, total)

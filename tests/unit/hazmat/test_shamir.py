@@ -358,3 +358,17 @@ def test_empty_batches_give_empty_results() -> None:
     assert shares.shape == (5, 0, 16) and shares.dtype == np.uint8
     secrets = shamir.combine_batch([1, 2, 3], shares[:3])
     assert secrets.shape == (0, 16) and secrets.dtype == np.uint8
+
+
+def test_split_into_an_out_that_overlaps_the_secrets_is_refused() -> None:
+    """``out`` over the secrets' own memory (a caller reusing one buffer) overwrote the
+    secrets while they were being shared: the shares then recovered a wrong secret,
+    silently. Refused now; an ``out`` beside them is fine."""
+    buf = np.zeros((3, 1000, 16), dtype=np.uint8)
+    buf[0] = np.frombuffer(bytes(range(256)) * 62 + bytes(range(128)), np.uint8).reshape(1000, 16)
+    secrets = buf[0].copy()
+    with pytest.raises(ValueError, match="overlap"):
+        shamir.split_batch(buf[0], 2, 3, out=buf)
+    assert (buf[0] == secrets).all()
+    out = shamir.split_batch(secrets, 2, 3, out=np.empty((3, 1000, 16), dtype=np.uint8))
+    assert (shamir.combine_batch([2, 3], out[1:]) == secrets).all()
