@@ -139,6 +139,9 @@ class Peer:
     ctl: socket.socket
     ready: bool = False
     alive: bool = True
+    reloading: int = 0
+    """Reloads (or the unseal) sent and not yet answered: a change meanwhile must send
+    its own RELOAD too, since those may have run before it."""
     acks: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
     dropped: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
 
@@ -254,8 +257,16 @@ class Fleet:
         if kr is None:
             return
         master = kr.master_key
-        waits = [self._await_ready(p) for p in self.peers if self._send(p, UNSEAL + master)]
+        waits = [w for p in self.peers if (w := self._order(p, UNSEAL + master))]
         await asyncio.gather(*waits)
+
+    def _order(self, p: Peer, msg: bytes) -> Awaitable[bool] | None:
+        """Send UNSEAL or RELOAD to ``p``; what waits for its answer (None: not sent).
+        Counted in ``p.reloading`` from the send on, until answered or dropped."""
+        if not self._send(p, msg):
+            return None
+        p.reloading += 1
+        return self._await_ready(p)
 
     async def _await_ready(self, p: Peer) -> bool:
         try:
@@ -263,6 +274,8 @@ class Fleet:
         except TimeoutError:
             self._drop(p, "did not answer")
             return False
+        finally:
+            p.reloading -= 1
         p.ready = msg == READY and not self.service.sealed
         if msg != READY:
             self._log(f"worker {p.index} could not open the keyring")
@@ -308,14 +321,18 @@ class Fleet:
         """A state change in ``origin`` (None: the leader): every other process re-opens
         its keyring before this returns (workers that do not answer are dropped)."""
         kr = self.service.unsealed_keyring
-        if kr is not None and origin is not None:
+        if kr is None:
+            return  # sealed meanwhile: every worker was told to drop its keys
+        if origin is not None:
             self.service.adopt(reopen(self.service.directory, kr.master_key))
         waits = []
         for p in self.peers:
-            if p is not origin and p.ready:
+            # a worker still reloading for an earlier change (or unsealing) may have done
+            # so before this one: it reloads again, and this change waits for that too
+            if p is not origin and (p.ready or p.reloading):
                 p.ready = False
-                if self._send(p, RELOAD):
-                    waits.append(self._await_ready(p))
+                if w := self._order(p, RELOAD):
+                    waits.append(w)
         await asyncio.gather(*waits)
 
     async def stop(self, timeout: float = 10.0) -> None:

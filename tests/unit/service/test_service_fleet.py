@@ -264,3 +264,63 @@ def test_a_worker_killed_mid_batch_costs_its_connections_only(
             ld.c.close()
         for c in clients.values():
             c.close()
+
+
+def _leader_client(url: str, token: str) -> Client:
+    """A client whose connection (this thread's) the leader serves (worker 0)."""
+    while True:
+        c = Client(url, token=token, timeout=60)
+        if c.service_status()["worker"] == 0:
+            return c
+        c.close()
+
+
+def test_a_change_while_a_worker_reloads_for_another_still_waits_for_it(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    """Red team: two shreds served by the leader at once. The first sets the worker 'not
+    ready' and sends it RELOAD; the second skipped every worker that was not ready, so it
+    was answered at once, although the worker's reload for the first may have run before
+    the second shred (the worker then keeps that subject's key cached: a shred the service
+    acknowledged that did not hold in all of its processes). The worker is stopped
+    (SIGSTOP) here, so it cannot reload: the second shred may be answered only once the
+    leader gave up on it (dropped it), never while it still counts as serving."""
+    kr, shares, token = _setup(tmp_path)
+    with Server(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
+        assert srv.proc is not None
+        _unseal(srv.url, kr, shares)
+        (worker,) = _children(srv.proc.pid)
+        second = _leader_client(srv.url, token)  # (a Client's connection is per thread)
+        second.encrypt(b"a", subject="u/a")
+        second.encrypt(b"b", subject="u/b")
+        pinned, go = threading.Event(), threading.Event()
+
+        def shred_first() -> None:
+            c = _leader_client(srv.url, token)  # pinned before the worker stops
+            pinned.set()
+            go.wait(60)
+            c.shred("u/a")
+
+        first = threading.Thread(target=shred_first, daemon=True)
+        first.start()
+        assert pinned.wait(60)
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            go.set()
+
+            def shreds() -> int:
+                log = Keyring.open(kr.path).audit_log()
+                return [e.event for e in log.entries()].count("shred")
+
+            deadline = time.monotonic() + 60
+            while shreds() < 1:  # the first is committed: its fan-out has begun
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert second.shred("u/b") is True
+            # answered: the worker must have reloaded since (impossible: it is stopped) or
+            # be out of the service
+            assert "dropped" in srv.log.read_text()
+            first.join(60)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        second.close()
