@@ -17,7 +17,7 @@ import typer
 from keysplit import KeysplitError
 
 from ._common import EXIT_USAGE, fail, info, read_input, read_small_secret, relabel
-from ._opener import Passphrases, ShareOpener, hidden_prompt
+from ._opener import ALLOW_EXPENSIVE_KDF, Passphrases, ShareOpener, can_prompt, hidden_prompt
 
 if TYPE_CHECKING:
     from keysplit import Share
@@ -31,6 +31,7 @@ __all__ = [
     "read_slip39",
     "read_sources",
     "read_vault",
+    "slip39_confirmer",
     "slip39_passphrase",
     "write_items",
 ]
@@ -57,9 +58,39 @@ def read_sources(inputs: list[Path] | None) -> list[tuple[str, bytes]]:
 
 CUSTODIAN_PASSPHRASE = "--custodian-passphrase-file"  # noqa: S105 (an option name)
 
+ALLOW_EXPENSIVE_KDF_CONVERT_HELP = (
+    "Run the key derivations that keysplit asks about without asking (SLIP-39 sources above "
+    "iteration exponent 10, Argon2id-sealed shares above 1 GiB x passes): scripted runs, "
+    "only for shares you trust."
+)
+
+
+def slip39_confirmer(allow: bool, stdin_busy: bool) -> slip39.ConfirmIterations:
+    """The ``confirm`` hook of a SLIP-39 recovery: yes with ``--allow-expensive-kdf``, else
+    a prompt with the cost at a terminal, else a refusal that says what to pass."""
+    from keysplit.interop import slip39
+
+    def confirm(exponent: int) -> bool:
+        if allow:
+            return True
+        n = slip39.pbkdf2_iterations(exponent)
+        what = f"the SLIP-39 shares ask for {n:,} PBKDF2 iterations (iteration exponent {exponent})"
+        if stdin_busy or not can_prompt():
+            raise KeysplitError(
+                f"{what}, more than keysplit runs without asking, and there is no prompt to ask at",
+                hint=f"run it at a terminal to be asked, or pass {ALLOW_EXPENSIVE_KDF} if you "
+                "trust the shares",
+            )
+        return typer.confirm(f"{what}; continue?", default=False, err=True)
+
+    return confirm
+
 
 def read_keysplit(
-    sources: list[tuple[str, bytes]], identity: list[Path], custodian_passphrases: list[str]
+    sources: list[tuple[str, bytes]],
+    identity: list[Path],
+    custodian_passphrases: list[str],
+    allow_expensive_kdf: bool = False,
 ) -> list[Share]:
     """keysplit shares; sealed ones opened with ``identity`` files or the passphrases of
     ``--custodian-passphrase-file [NAME=]FILE`` (else prompts), as ``combine`` opens them."""
@@ -72,7 +103,7 @@ def read_keysplit(
         if is_sealed(blob):
             if opener is None:  # the same prompts and messages as `keysplit combine`
                 passphrases = Passphrases(custodian_passphrases, option=CUSTODIAN_PASSPHRASE)
-                opener = ShareOpener(identity, passphrases)
+                opener = ShareOpener(identity, passphrases, allow_expensive_kdf=allow_expensive_kdf)
             shares.append(opener.open(name, blob))
             continue
         if blob.startswith(b"KSSH"):

@@ -21,6 +21,7 @@ from keysplit import KeysplitError
 from .. import _common
 from .._common import EXIT_USAGE, check_output_dir, fail, handle_errors, info
 from .._convert_io import (
+    ALLOW_EXPENSIVE_KDF_CONVERT_HELP,
     CUSTODIAN_PASSPHRASE,
     parse_groups,
     read_keysplit,
@@ -28,10 +29,12 @@ from .._convert_io import (
     read_slip39,
     read_sources,
     read_vault,
+    slip39_confirmer,
     slip39_passphrase,
     write_items,
 )
 from .._custodians import CUSTODIAN_OPTION_HELP, parse_custodians
+from .._opener import ALLOW_EXPENSIVE_KDF
 from .._output import print_share_table
 
 if TYPE_CHECKING:
@@ -95,6 +98,9 @@ def convert_cmd(
     ),
     no_passphrase: bool = typer.Option(
         False, "--no-passphrase", help="SLIP-39: use the empty passphrase without asking."
+    ),
+    allow_expensive_kdf: bool = typer.Option(
+        False, ALLOW_EXPENSIVE_KDF, help=ALLOW_EXPENSIVE_KDF_CONVERT_HELP
     ),
     identity: list[Path] = typer.Option(
         [], "--identity", help="keysplit source: identity file to open shares sealed to it."
@@ -169,6 +175,7 @@ def convert_cmd(
             iteration_exponent=iteration_exponent,
             passphrase_file=passphrase_file,
             no_passphrase=no_passphrase,
+            allow_expensive_kdf=allow_expensive_kdf,
             out_dir=out_dir,
         )
         return
@@ -208,14 +215,15 @@ def convert_cmd(
     src_n: int | None = None
     try:
         if from_ is Fmt.keysplit:
-            ks = read_keysplit(sources, identity, custodian_passphrase_file)
+            ks = read_keysplit(sources, identity, custodian_passphrase_file, allow_expensive_kdf)
             secret = ks_combine(ks)
             if ks:
                 src_t, src_n = ks[0].threshold, ks[0].count
             n_in = len(ks)
         elif from_ is Fmt.slip39:
             sl = read_slip39(sources)
-            secret = slip39.combine_shares(sl, passphrase=passphrase)
+            confirm = slip39_confirmer(allow_expensive_kdf, stdin_busy)
+            secret = slip39.combine_shares(sl, passphrase=passphrase, confirm=confirm)
             if sl[0].group_count == 1:
                 src_t = sl[0].member_threshold
             n_in = len(sl)
@@ -378,6 +386,9 @@ def convert_vault_cmd(
         None, "--passphrase-file", help="SLIP-39 passphrase from this file (else a prompt)."
     ),
     no_passphrase: bool = typer.Option(False, "--no-passphrase", help="SLIP-39: empty passphrase."),
+    allow_expensive_kdf: bool = typer.Option(
+        False, ALLOW_EXPENSIVE_KDF, help=ALLOW_EXPENSIVE_KDF_CONVERT_HELP
+    ),
     out_dir: Path | None = typer.Option(
         None, "--out-dir", help="Write one 0600 file per share here instead of stdout."
     ),
@@ -452,12 +463,13 @@ def convert_vault_cmd(
             _vault_import_note(len(vk.keys), k)
             src_t, src_n, n_in = k, vk.count, len(vk.keys)
         elif from_ is VFmt.keysplit:
-            ks = read_keysplit(sources, identity, custodian_passphrase_file)
+            ks = read_keysplit(sources, identity, custodian_passphrase_file, allow_expensive_kdf)
             secret = ks_combine(ks)
             src_t, src_n, n_in = ks[0].threshold, ks[0].count, len(ks)
         else:
             sl = read_slip39(sources)
-            secret = slip39.combine_shares(sl, passphrase=passphrase)
+            confirm = slip39_confirmer(allow_expensive_kdf, stdin_busy)
+            secret = slip39.combine_shares(sl, passphrase=passphrase, confirm=confirm)
             src_t = sl[0].member_threshold if sl[0].group_count == 1 else None
             n_in = len(sl)
     except ValueError as exc:

@@ -123,17 +123,19 @@ def slip39_to_keysplit(
     passphrase: bytes = b"",
     set_id: bytes | None = None,
     rng: RandomSource | None = None,
+    confirm: slip39.ConfirmIterations | None = None,
 ) -> list[Share]:
     """Combine SLIP-39 mnemonics (digest-checked) and re-split as keysplit shares.
 
     ``set_id``: see :func:`split_with_set_id` (to hand a keyring its quorum back).
+    ``confirm``: see :data:`keysplit.interop.slip39.CONFIRM_ABOVE_EXPONENT`.
 
     SLIP-39 cannot check the passphrase: a wrong one gives a different secret, which the
     new shares would then faithfully carry. Compare :func:`keysplit.secret_fingerprint`
     of the result with a known value, or unseal the keyring, before destroying the old
     shares.
     """
-    secret = slip39.combine_mnemonics(mnemonics, passphrase=passphrase)
+    secret = slip39.combine_mnemonics(mnemonics, passphrase=passphrase, confirm=confirm)
     return split_with_set_id(secret, threshold, count, set_id=set_id, rng=rng)
 
 

@@ -17,11 +17,16 @@ Differences from the reference, all deliberate:
 
 A SLIP-39 passphrase is never checked (by design of the standard): a wrong one yields a
 different, valid-looking master secret.
+
+The PBKDF2 cost (``10000 << e`` iterations) is whatever the shares' iteration exponent
+says, and shares are input anyone may have written: above :data:`CONFIRM_ABOVE_EXPONENT`
+a recovery runs only if the caller's ``confirm`` hook agrees (as Argon2id costs do in
+:mod:`keysplit.custody.passphrase`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ...errors import (
     DuplicateShareError,
@@ -36,6 +41,8 @@ from .share import MAX_SHARES, MIN_SECRET_BYTES, Slip39Share, decode_mnemonic, e
 from .sharing import recover_secret, split_secret
 
 __all__ = [
+    "CONFIRM_ABOVE_EXPONENT",
+    "ConfirmIterations",
     "Slip39Share",
     "combine_mnemonics",
     "combine_shares",
@@ -43,7 +50,31 @@ __all__ = [
     "encode_mnemonic",
     "generate_mnemonics",
     "generate_shares",
+    "pbkdf2_iterations",
 ]
+
+CONFIRM_ABOVE_EXPONENT = 10
+"""Iteration exponents above this need the ``confirm`` hook's consent: 10 is 10,240,000
+PBKDF2-HMAC-SHA256 iterations per recovery (~2.7 s measured here; the default 1 is 20,000,
+5 ms), 15, the largest, 327,680,000 (~85 s here, minutes on a slow laptop)."""
+
+ConfirmIterations = Callable[[int], bool]
+"""Asked with the iteration exponent before work above :data:`CONFIRM_ABOVE_EXPONENT`;
+True goes on."""
+
+
+def pbkdf2_iterations(exponent: int) -> int:
+    """PBKDF2 iterations of one recovery (or split) at iteration exponent ``exponent``."""
+    return cipher.BASE_ITERATIONS << exponent
+
+
+def _consent(exponent: int, confirm: ConfirmIterations | None) -> None:
+    if exponent > CONFIRM_ABOVE_EXPONENT and (confirm is None or not confirm(exponent)):
+        raise KeysplitError(
+            f"the SLIP-39 shares demand {pbkdf2_iterations(exponent):,} PBKDF2 iterations "
+            f"(iteration exponent {exponent}), more work than keysplit does without asking",
+            hint="confirm the cost (the CLI asks), if you trust the shares",
+        )
 
 
 def _check_passphrase(passphrase: bytes) -> None:
@@ -216,16 +247,28 @@ def recover_ems(shares: Sequence[Slip39Share]) -> bytes:
     return recover_secret(group_threshold, group_points)
 
 
-def combine_shares(shares: Sequence[Slip39Share], *, passphrase: bytes = b"") -> bytes:
-    """Recover the master secret from decoded shares."""
+def combine_shares(
+    shares: Sequence[Slip39Share],
+    *,
+    passphrase: bytes = b"",
+    confirm: ConfirmIterations | None = None,
+) -> bytes:
+    """Recover the master secret from decoded shares (``confirm``: see
+    :data:`CONFIRM_ABOVE_EXPONENT`; the shares are checked first)."""
     if not isinstance(passphrase, bytes):
         raise TypeError("passphrase must be bytes")
     ems = recover_ems(shares)
     s = shares[0]
+    _consent(s.iteration_exponent, confirm)
     return cipher.decrypt(ems, passphrase, s.iteration_exponent, s.identifier, s.extendable)
 
 
-def combine_mnemonics(mnemonics: Sequence[str], *, passphrase: bytes = b"") -> bytes:
+def combine_mnemonics(
+    mnemonics: Sequence[str],
+    *,
+    passphrase: bytes = b"",
+    confirm: ConfirmIterations | None = None,
+) -> bytes:
     """Recover the master secret from SLIP-39 mnemonics.
 
     Raises :class:`keysplit.FormatError` / :class:`keysplit.ChecksumError` for a bad
@@ -243,4 +286,4 @@ def combine_mnemonics(mnemonics: Sequence[str], *, passphrase: bytes = b"") -> b
             raise type(exc)(f"share {n}: {exc}", index=n, hint=exc.hint) from None
         except KeysplitError as exc:
             raise type(exc)(f"share {n}: {exc}", hint=exc.hint) from None
-    return combine_shares(shares, passphrase=passphrase)
+    return combine_shares(shares, passphrase=passphrase, confirm=confirm)

@@ -550,3 +550,61 @@ def test_cli_documented_keyring_round_trip(tmp_path: Path) -> None:
     r = runner.invoke(app, ["unseal", str(kr), *[x for p in picked for x in ("-s", str(p))]])
     assert r.exit_code == 0, r.output
     assert "quorum verified" in r.output
+
+
+# -- SLIP-39 PBKDF2 cost (red team) ---------------------------------------------------------
+
+
+def _costly_slip39(exponent: int) -> list[str]:
+    """Mnemonics whose header claims ``exponent``: made at exponent 0, the field rewritten
+    (the checksum recomputed), as anyone handing over shares can."""
+    import dataclasses
+
+    shares = slip39.generate_shares(1, [(2, 3)], SECRET, iteration_exponent=0)[0][:2]
+    return [dataclasses.replace(s, iteration_exponent=exponent).mnemonic() for s in shares]
+
+
+def test_a_slip39_recovery_above_the_stated_cost_needs_consent() -> None:
+    """(red team, 'found, not fixed') Shares claiming iteration exponent 15 ran PBKDF2 for
+    327,680,000 iterations (~85 s here, minutes on a laptop) without a word. Above
+    CONFIRM_ABOVE_EXPONENT the confirm hook is asked first; no hook, or a no, refuses."""
+    asked: list[int] = []
+    with pytest.raises(KeysplitError, match="without asking"):
+        slip39.combine_mnemonics(_costly_slip39(11), confirm=lambda e: asked.append(e) or False)
+    assert asked == [11]
+    with pytest.raises(KeysplitError, match="327,680,000 PBKDF2 iterations"):
+        slip39.combine_mnemonics(_costly_slip39(15))
+    with pytest.raises(KeysplitError, match="iteration exponent 15"):
+        convert.slip39_to_keysplit(_costly_slip39(15), 2, 3)
+
+    def never(exponent: int) -> bool:
+        raise AssertionError("asked below the bound")
+
+    cheap = slip39.generate_mnemonics(1, [(2, 3)], SECRET, iteration_exponent=1)[0][:2]
+    assert slip39.combine_mnemonics(cheap, confirm=never) == SECRET
+
+
+@pytest.mark.parametrize("from_stdin", [False, True])
+def test_a_slip39_import_above_the_stated_cost_is_refused_without_a_prompt(
+    tmp_path: Path, from_stdin: bool
+) -> None:
+    """The CLI, with no terminal to ask at, refuses at once (one error line, the option to
+    pass); before, the command ran PBKDF2 for minutes. Real process, bounded in time."""
+    src = tmp_path / "slip39.txt"
+    src.write_text("\n".join(_costly_slip39(15)) + "\n")
+    args = [KEYSPLIT, "share", "convert", "--from", "slip39", "--to", "keysplit"]
+    args += ["-t", "2", "-n", "3", "--no-passphrase"]
+    r = subprocess.run(
+        [*args] if from_stdin else [*args, str(src)],
+        input=src.read_text(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == [
+        "error: the SLIP-39 shares ask for 327,680,000 PBKDF2 iterations (iteration exponent "
+        "15), more than keysplit runs without asking, and there is no prompt to ask at"
+    ], r.stderr
+    assert "--allow-expensive-kdf" in r.stderr and "ks1" not in r.stdout
