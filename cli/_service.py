@@ -97,6 +97,14 @@ def connect(server: str, tls: Tls = (None, None, None), *, token: str | None = N
     if server.startswith("unix:") and any(v is not None for v in tls):
         fail("--ca, --cert and --key apply to https:// servers", code=EXIT_USAGE)
     _check_tls(tls)
+    if ca is not None and server.startswith("https:"):
+        try:  # what Client does first: a bad bundle is not the client certificate's fault
+            ssl.create_default_context(cafile=str(ca))
+        except (ssl.SSLError, OSError) as exc:
+            fail(
+                f"--ca: cannot load the CA bundle {ca}: {getattr(exc, 'reason', None) or exc}",
+                "--ca takes PEM CA certificates",
+            )
     try:
         return Client(
             server,

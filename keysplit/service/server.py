@@ -275,6 +275,9 @@ def _unix_socket(path: Path) -> socket.socket:
         except OSError:  # the longer name does not fit sun_path: bind in place, as before
             tmp = path
             s.bind(str(path))
+    except OSError as exc:  # bind names no path ("no such file: None")
+        s.close()
+        raise KeysplitError(f"cannot listen on {path}: {exc.strerror or exc}") from None
     except BaseException:
         s.close()
         raise
@@ -301,11 +304,29 @@ def _tls(opts: ServeOptions) -> ssl.SSLContext:
         raise KeysplitError("--listen needs --tls-cert and --tls-key (plain TCP is refused)")
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(opts.tls_cert), str(opts.tls_key))
+    try:  # ssl names neither file ("no such file: None", "PEM lib (_ssl.c:3905)")
+        ctx.load_cert_chain(str(opts.tls_cert), str(opts.tls_key))
+    except (OSError, ssl.SSLError) as exc:
+        raise KeysplitError(
+            f"cannot load the TLS certificate {opts.tls_cert} with key {opts.tls_key}: {_why(exc)}",
+            hint="--tls-cert takes a PEM certificate (chain), --tls-key its unencrypted key",
+        ) from None
     if opts.client_ca is not None:
-        ctx.load_verify_locations(cafile=str(opts.client_ca))
+        try:
+            ctx.load_verify_locations(cafile=str(opts.client_ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise KeysplitError(
+                f"cannot load the client CA bundle {opts.client_ca}: {_why(exc)}",
+                hint="--client-ca takes PEM CA certificates",
+            ) from None
         ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
+
+
+def _why(exc: OSError | ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLError):  # "PEM lib" comes with no reason
+        return str(exc.reason) if exc.reason else "not PEM, or the key does not match"
+    return exc.strerror or type(exc).__name__
 
 
 def _tcp_socket(host: str, port: int) -> socket.socket:

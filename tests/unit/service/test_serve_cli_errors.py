@@ -1,0 +1,49 @@
+"""Red team: ``keysplit serve`` / ``seal --server`` name the file or path that is wrong.
+
+Each failure is one ``error:`` line that names what the operator gave; before, a missing
+TLS certificate or a socket in a missing directory read ``error: no such file: None``, and
+a CA bundle that is not PEM was blamed on the client certificate (``None``)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from service_helpers import cli, make_keyring
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Path:
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    return make_keyring(tmp_path, 2, ["a", "b", "c"])
+
+
+def _one_error(r: subprocess.CompletedProcess[str], *wanted: str) -> None:
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode == 1, r.stderr
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    for w in wanted:
+        assert w in lines[0], lines[0]
+    assert "None" not in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(("cert", "key"), [("nope.pem", "nope.key"), ("junk.pem", "junk.pem")])
+def test_serve_names_a_tls_file_that_is_missing_or_not_pem(
+    tmp_path: Path, vault: Path, cert: str, key: str
+) -> None:
+    r = cli(
+        "serve", vault, "--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key,
+        cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    _one_error(r, cert)
+
+
+def test_serve_names_a_socket_path_it_cannot_bind(tmp_path: Path, vault: Path) -> None:
+    r = cli("serve", vault, "--socket", "no/such/dir/s.sock", cwd=tmp_path, timeout=60)
+    _one_error(r, "no/such/dir/s.sock")
+
+
+def test_seal_blames_a_bad_ca_bundle_on_ca(tmp_path: Path, vault: Path) -> None:
+    r = cli("seal", "--server", "https://127.0.0.1:1", "--ca", "junk.pem", cwd=tmp_path)
+    _one_error(r, "--ca", "junk.pem")
