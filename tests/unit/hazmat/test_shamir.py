@@ -279,6 +279,32 @@ def test_recycled_outputs_never_overwrite_a_live_result() -> None:
     _outputs.clear()
 
 
+def test_a_live_result_is_never_recycled_whatever_the_reference_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """(red team) A mapping was free when ``sys.getrefcount`` said 4 or fewer: exact on 3.11,
+    but an interpreter that counts fewer (borrowed references, on newer Pythons) would hand a
+    live result out again and the next split would overwrite its shares. Freeness is now
+    whether any buffer over the mapping is still exported; counts do not matter."""
+    import sys
+
+    from keysplit.hazmat import _outputs
+    from keysplit.hazmat import shamir as hz
+
+    monkeypatch.setattr(sys, "getrefcount", lambda obj: 1)  # a Python that counts fewer
+    n = _outputs.MIN_BYTES // (5 * 16) + 1
+    secrets = np.random.default_rng(2).integers(0, 256, (n, 16), dtype=np.uint8)
+    first = hz.split_batch(secrets, 3, 5)
+    keep = first.copy()
+    second = hz.split_batch(secrets, 3, 5)
+    assert not np.shares_memory(first, second)  # before: the live result's pages, reused
+    assert np.array_equal(first, keep)
+    del first, second
+    third = hz.split_batch(secrets, 3, 5)  # now free: reused
+    assert np.array_equal(hz.combine_batch([1, 2, 3], third[[0, 1, 2]]), secrets)
+    _outputs.clear()
+
+
 # sha256 (first 16 bytes, hex) of split_batch's output for seeded multi-chunk batches, as
 # produced by the plain-chain implementation before the threshold-3 plan (fd4d0a7).
 _SEEDED_DIGESTS = {
