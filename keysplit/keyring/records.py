@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import os
 import struct
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -77,19 +78,28 @@ class _NoncePool:
     """Nonces for single records, drawn ``_POOL_NONCES`` at a time from the RNG seam.
 
     Thread-safe without a lock on the hot path: a pool state is ``(bytes, counter)`` read
-    in one attribute load, and ``next(counter)`` hands each index out once (atomic in
-    CPython), so two threads never get the same slice, even across a refill.
+    in one attribute load, and ``next(counter)`` hands each index out once (atomic under
+    the GIL), so two threads never get the same slice, even across a refill. Without the
+    GIL (a free-threaded build) that atomicity is not promised and a repeated index is a
+    repeated GCM nonce: there the pool never publishes ``state`` (so the inlined fast path
+    in :meth:`Records.encrypt` always falls through to :meth:`next`) and hands every nonce
+    out under its lock.
     """
 
     _all: ClassVar[weakref.WeakSet[_NoncePool]] = weakref.WeakSet()
+    locked: ClassVar[bool] = not getattr(sys, "_is_gil_enabled", lambda: True)()
+    """True on a free-threaded interpreter: every nonce under the lock (see above)."""
 
     def __init__(self, rng: RandomSource) -> None:
         self._rng = rng
         self.state: tuple[bytes, itertools.count[int]] | None = None
+        self._locked_state: tuple[bytes, int] | None = None
         self._lock = threading.Lock()
         _NoncePool._all.add(self)
 
     def next(self) -> bytes:
+        if self.locked:
+            return self._next_locked()
         state = self.state
         if state is not None:
             i = next(state[1])
@@ -101,11 +111,21 @@ class _NoncePool:
                 self.state = (pool, itertools.count())
         return self.next()
 
+    def _next_locked(self) -> bytes:
+        with self._lock:
+            held = self._locked_state
+            if held is None or held[1] >= _POOL_NONCES:
+                held = (self._rng.random_bytes(fmt.NONCE_SIZE * _POOL_NONCES), 0)
+            pool, i = held
+            self._locked_state = (pool, i + 1)
+        return pool[fmt.NONCE_SIZE * i : fmt.NONCE_SIZE * i + fmt.NONCE_SIZE]
+
     @classmethod
     def _forget_all(cls) -> None:
         """In a forked child: drop every pool (the parent keeps using its copy)."""
         for pool in list(cls._all):
             pool.state = None
+            pool._locked_state = None
             pool._lock = threading.Lock()
 
 

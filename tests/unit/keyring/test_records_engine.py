@@ -111,6 +111,38 @@ def test_nonces_never_repeat_across_threads() -> None:
     assert len(every) == 9000 and len(set(every)) == 9000  # across several pool refills
 
 
+def test_without_the_gil_every_nonce_is_handed_out_under_the_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """(red team) The pool's lock-free path relies on ``next(itertools.count)`` being atomic,
+    which the GIL gives; a free-threaded interpreter does not promise it, and a repeated
+    index is a repeated GCM nonce. There (``_NoncePool.locked``, set from
+    ``sys._is_gil_enabled()``) the pool never publishes its lock-free state, so
+    ``Records.encrypt``'s inlined fast path always falls through, and every nonce, still
+    from the RNG seam and in order, is handed out under the lock."""
+    from keysplit.keyring.records import _NoncePool
+
+    monkeypatch.setattr(_NoncePool, "locked", True)  # what a free-threaded build sets
+    rec = Records(DictKeys(), rng=DeterministicRandom("nogil"))
+    expected = DeterministicRandom("nogil").random_bytes(12 * 1024 * 2)
+    got = [rec.encrypt(b"", subject="s")[38:50] for _ in range(1500)]  # across a refill
+    assert got == [expected[12 * i : 12 * i + 12] for i in range(1500)]
+    assert rec._nonces.state is None  # never the lock-free path
+    seen: list[list[bytes]] = [[] for _ in range(4)]
+
+    def work(j: int) -> None:
+        for _ in range(1000):
+            seen[j].append(rec.encrypt(b"", subject="s")[38:50])
+
+    threads = [threading.Thread(target=work, args=(j,)) for j in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = got + [n for part in seen for n in part]
+    assert len(set(every)) == len(every) == 5500
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_never_reuses_the_parents_nonces() -> None:
     rec = Records(DictKeys())
