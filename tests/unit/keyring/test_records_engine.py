@@ -93,21 +93,26 @@ def test_single_and_batch_nonces_come_from_the_rng_seam() -> None:
     assert [r[38:50] for r in out] == [nonces[0:12], nonces[12:24], nonces[24:36]]
 
 
+def _nonces_from_threads(rec: Records, threads: int, each: int) -> list[bytes]:
+    """The nonces of ``each`` single-record encrypts in each of ``threads`` threads at once."""
+    seen: list[list[bytes]] = [[] for _ in range(threads)]
+
+    def work(j: int) -> None:
+        for _ in range(each):
+            seen[j].append(rec.encrypt(b"", subject="s")[38:50])
+
+    running = [threading.Thread(target=work, args=(j,)) for j in range(threads)]
+    for t in running:
+        t.start()
+    for t in running:
+        t.join()
+    return [n for part in seen for n in part]
+
+
 def test_nonces_never_repeat_across_threads() -> None:
     rec = Records(DictKeys())
     rec.encrypt(b"warm", subject="s")
-    seen: list[list[bytes]] = [[] for _ in range(6)]
-
-    def work(j: int) -> None:
-        for _ in range(1500):
-            seen[j].append(rec.encrypt(b"", subject="s")[38:50])
-
-    threads = [threading.Thread(target=work, args=(j,)) for j in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    every = [n for part in seen for n in part]
+    every = _nonces_from_threads(rec, 6, 1500)
     assert len(every) == 9000 and len(set(every)) == 9000  # across several pool refills
 
 
@@ -128,18 +133,7 @@ def test_without_the_gil_every_nonce_is_handed_out_under_the_lock(
     got = [rec.encrypt(b"", subject="s")[38:50] for _ in range(1500)]  # across a refill
     assert got == [expected[12 * i : 12 * i + 12] for i in range(1500)]
     assert rec._nonces.state is None  # never the lock-free path
-    seen: list[list[bytes]] = [[] for _ in range(4)]
-
-    def work(j: int) -> None:
-        for _ in range(1000):
-            seen[j].append(rec.encrypt(b"", subject="s")[38:50])
-
-    threads = [threading.Thread(target=work, args=(j,)) for j in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    every = got + [n for part in seen for n in part]
+    every = got + _nonces_from_threads(rec, 4, 1000)
     assert len(set(every)) == len(every) == 5500
 
 
