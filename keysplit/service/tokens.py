@@ -327,10 +327,14 @@ class TokenList:
         return {t.sha256: t for t in self.tokens if t.id not in dead}
 
     def find(self, name_or_id: str) -> TokenPolicy:
-        for t in self.tokens:
-            if t.id == name_or_id or t.name == name_or_id:
-                return t
-        raise KeysplitError(f"no token named {name_or_id!r}")
+        """The token with this id or name: the active one when a name was reused (names
+        are unique among active tokens only), else the newest revoked one."""
+        found = [t for t in self.tokens if name_or_id in (t.id, t.name)]
+        if not found:
+            raise KeysplitError(f"no token named {name_or_id!r}")
+        dead = set(self.revoked) | set(self.pending_revocations)
+        live = [t for t in found if t.id not in dead]
+        return (live or found)[-1]
 
     # -- writing ----------------------------------------------------------------------------
 

@@ -1,0 +1,47 @@
+"""Red team: a token re-issued under the name of a revoked one can be revoked by name.
+
+Names are unique among *active* tokens, so ``ci`` can be minted again once the first
+``ci`` is revoked; ``token revoke DIR ci`` then found the first (revoked) entry and said
+``error: token 'ci' is already revoked``, while the new ``ci`` went on being served: a
+leaked credential that its operator could not revoke by the name it was issued under, with
+a message that reads like success. Real ``keysplit`` processes: the CLI and a service."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from service_helpers import Server, cli, make_keyring, make_token, share_file, unseal
+
+from keysplit import Client, PermissionDenied
+
+
+def test_revoke_by_name_reaches_the_active_token_of_that_name(tmp_path: Path) -> None:
+    sockdir = Path(tempfile.mkdtemp(prefix="kst", dir="/tmp"))  # short: sun_path
+    try:
+        _revoke_reissued(tmp_path, sockdir)
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def _revoke_reissued(tmp_path: Path, sockdir: Path) -> None:
+    vault = make_keyring(tmp_path, 2, ["a", "b", "c"])
+    shares = [share_file(tmp_path / "vault-shares", n) for n in "ab"]
+    first = make_token(tmp_path, vault, "ci", "encrypt", "", shares)
+    r = cli("token", "revoke", vault, "ci", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    second = make_token(tmp_path, vault, "ci", "encrypt", "", shares)  # re-issued
+    with Server(vault, sockdir / "s.sock") as srv:
+        for n in "ab":
+            assert unseal(tmp_path, vault, srv, n).returncode == 0
+        with pytest.raises(PermissionDenied):
+            Client(srv.url, token=first).encrypt(b"x", subject="u/1")
+        Client(srv.url, token=second).encrypt(b"x", subject="u/1")
+        r = cli("token", "revoke", vault, "ci", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        with pytest.raises(PermissionDenied):
+            Client(srv.url, token=second).encrypt(b"x", subject="u/1")
+    r = cli("token", "revoke", vault, "ci", cwd=tmp_path)  # both revoked now
+    assert r.returncode == 1 and "already revoked" in r.stderr, r.stderr
