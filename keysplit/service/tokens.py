@@ -17,13 +17,15 @@ longer resurrects the token.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
 import os
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -345,14 +347,29 @@ class TokenList:
         doc["mac"] = self.mac
         atomic_write(self.path, json.dumps(doc, indent=1).encode() + b"\n")
 
+    def _adopt(self, other: TokenList) -> None:
+        self.serial, self.tokens, self.revoked = other.serial, other.tokens, other.revoked
+        self.pending_revocations, self.mac = other.pending_revocations, other.mac
+
     def fold_revocations(self, key: bytes) -> list[str]:
-        """Move pending revocations into the MACed list (needs the unsealed key)."""
-        new = [r for r in self.pending_revocations if r not in self.revoked]
-        if new:
-            self.verify(key)
-            self.revoked.extend(new)
-            self.pending_revocations = []
-            self._write(key)
+        """Move pending revocations into the MACed list (needs the unsealed key).
+
+        Every process of a service folds what it sees, so the list is read again under a
+        lock and folded there: a process that read it before another one wrote a newer
+        serial never writes its older copy back (which the audit log's serial then
+        refuses, and with it every token). This list then holds what was written."""
+        if not [r for r in self.pending_revocations if r not in self.revoked]:
+            return []
+        self.verify(key)
+        with _locked(self.directory):
+            cur = TokenList.read(self.directory, self.keyring_id)
+            cur.verify(key)
+            new = [r for r in cur.pending_revocations if r not in cur.revoked]
+            if new:
+                cur.revoked.extend(new)
+                cur.pending_revocations = []
+                cur._write(key)
+        self._adopt(cur)
         return new
 
     def create(
@@ -389,6 +406,23 @@ class TokenList:
         ops = check_allow(allow)
         subject_prefix = check_prefix(subject_prefix)
         self.verify(key)
+        with _locked(self.directory):  # on the list as it is now (see fold_revocations)
+            cur = TokenList.read(self.directory, self.keyring_id)
+            cur.verify(key)
+            pol = cur._add(key, token, name, ops, subject_prefix, created_by, region)
+        self._adopt(cur)
+        return pol
+
+    def _add(
+        self,
+        key: bytes,
+        token: str,
+        name: str,
+        ops: tuple[str, ...],
+        subject_prefix: str,
+        created_by: Sequence[str],
+        region: str,
+    ) -> TokenPolicy:
         if any(t.name == name for t in self.active().values()):
             raise KeysplitError(
                 f"an active token named {name!r} exists", hint="revoke it first or pick a name"
@@ -427,6 +461,18 @@ class TokenList:
             fsync_dir(self.directory)
         self.pending_revocations.append(pol.id)
         return pol
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Writers of the token list, one at a time (``flock`` on the directory itself: held
+    for a read and a write, never across a prompt)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def file_signature(directory: Path) -> tuple[tuple[int, int, int], ...]:

@@ -45,3 +45,34 @@ def _revoke_reissued(tmp_path: Path, sockdir: Path) -> None:
             Client(srv.url, token=second).encrypt(b"x", subject="u/1")
     r = cli("token", "revoke", vault, "ci", cwd=tmp_path)  # both revoked now
     assert r.returncode == 1 and "already revoked" in r.stderr, r.stderr
+
+
+def test_a_slow_fold_never_writes_over_a_newer_list(tmp_path: Path) -> None:
+    """Red team: every worker folds a new revocation into the MACed list when it sees one.
+    A worker that read the list (serial 1 + revocation r1) and wrote only after another
+    worker had folded r1 (serial 2) and a later r2 (serial 3) put serial 2 back on disk:
+    older than the serial the audit log recorded, so every process then refused *every*
+    token (rollback detected) until a quorum wrote the list again. Two views of the list
+    stand for the two workers' reads."""
+    import keysplit
+    from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
+
+    kr, shares = keysplit.Keyring.create(tmp_path / "vault", 2, ["a", "b", "c"])
+    with kr.unseal([shares["a"], shares["b"]]) as u:
+        key = mac_key(u.audit_key(), kr.keyring_id)
+    tl = TokenList.read(kr.path, kr.keyring_id)
+    for n in ("t1", "t2", "keep"):
+        tl.create(key, name=n, allow=list(OPERATIONS), subject_prefix="")
+    TokenList.read(kr.path, kr.keyring_id).revoke("t1")
+    slow = TokenList.read(kr.path, kr.keyring_id)  # worker B reads, then stalls
+    assert TokenList.read(kr.path, kr.keyring_id).fold_revocations(key)  # worker A
+    TokenList.read(kr.path, kr.keyring_id).revoke("t2")
+    fast = TokenList.read(kr.path, kr.keyring_id)
+    assert fast.fold_revocations(key)
+    newest = fast.serial
+    slow.fold_revocations(key)  # B wakes up and writes
+    disk = TokenList.read(kr.path, kr.keyring_id)
+    disk.verify(key)
+    assert disk.serial >= newest  # never older than what was already written (and audited)
+    assert {t.name for t in disk.active().values()} == {"keep"}
+    assert {t.name for t in slow.active().values()} == {"keep"}
