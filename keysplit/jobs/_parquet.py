@@ -38,7 +38,7 @@ import json
 import math
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,7 +100,8 @@ def _dataset(src: str) -> pads.Dataset:
 def plan(src: str, slots: int, part_bytes: int) -> Plan:
     """Cut dataset ``src`` into parts (see the module docstring): in file and row-group
     order, at most about ``part_bytes`` each (uncompressed), at least ``slots`` of them
-    where there are as many row groups. A row group is never split."""
+    where there are as many row groups. A row group is never split here (a part holding
+    one larger than ``part_bytes`` is read in slices: :func:`run_part`)."""
     ds = _dataset(src)
     frags = sorted(ds.get_fragments(), key=lambda f: _natural(f.path))
     if not frags:
@@ -299,6 +300,7 @@ class PartSpec:
     schema: pa.Schema
     metadata: Mapping[bytes, bytes]
     restore: pa.DataType | None = None  # decrypt: the column's own type (original_type)
+    part_bytes: int = 64 << 20  # the plan's part size: a larger row group is read in slices
 
 
 def _read(pieces: list[Piece], schema: pa.Schema) -> pa.Table:
@@ -312,6 +314,68 @@ def _read(pieces: list[Piece], schema: pa.Schema) -> pa.Table:
         except (OSError, pa.ArrowException) as exc:
             raise KeysplitError(f"cannot read the Parquet file {path}: {exc}") from None
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+
+_READ_BUFFER = 1 << 20  # a sliced row group's column chunks are read in pieces of this
+
+
+def _sizes(pieces: list[Piece]) -> dict[tuple[str, int], tuple[int, int]]:
+    """(bytes, rows) of each row group of ``pieces``, from the files' footers."""
+    out = {}
+    for path, groups, _ in pieces:
+        try:
+            meta = pq.ParquetFile(path).metadata
+        except (OSError, pa.ArrowException) as exc:
+            raise KeysplitError(f"cannot read the Parquet file {path}: {exc}") from None
+        for rg in groups:
+            g = meta.row_group(rg)
+            out[path, rg] = (g.total_byte_size, g.num_rows)
+    return out
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema, hive: Any, path: str) -> pa.Table:
+    """A batch read straight from a file, in the dataset's schema (its hive partition
+    columns added, each column cast), as the dataset reader gives it."""
+    keys = {} if hive is None else pads.get_partition_keys(hive)
+    n, cols = batch.num_rows, []
+    try:
+        for field in schema:
+            if field.name in batch.schema.names:
+                col = batch.column(field.name)
+            elif field.name in keys:
+                col = pa.array([keys[field.name]] * n)
+            else:
+                col = pa.nulls(n)
+            cols.append(col if col.type == field.type else col.cast(field.type))
+        return pa.Table.from_arrays(cols, schema=schema)
+    except pa.ArrowException as exc:
+        raise KeysplitError(f"cannot read the Parquet file {path}: {exc}") from None
+
+
+def _read_slices(pieces: list[Piece], schema: pa.Schema, limit: int) -> Iterator[pa.Table]:
+    """The part's rows as tables of about ``limit`` bytes or less: the whole part at once
+    (:func:`_read`) unless one of its row groups is larger than ``limit``; then row group by
+    row group, a larger one in slices of about ``limit`` (``iter_batches``: decoded as it is
+    read, column chunks read in pieces), so a worker's memory is bounded by the part size
+    whatever the input's row groups. Always at least one table (an empty part: empty)."""
+    sizes = _sizes(pieces)
+    if all(size <= limit for size, _ in sizes.values()):
+        yield _read(pieces, schema)
+        return
+    for path, groups, hive in pieces:
+        for rg in groups:
+            size, rows = sizes[path, rg]
+            if size <= limit:
+                yield _read([(path, (rg,), hive)], schema)
+                continue
+            step = max(1, rows * limit // max(1, size))
+            try:
+                pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=_READ_BUFFER)
+                batches = pf.iter_batches(step, row_groups=[rg], use_pandas_metadata=False)
+                for batch in batches:
+                    yield _conform(batch, schema, hive, path)
+            except (OSError, pa.ArrowException) as exc:
+                raise KeysplitError(f"cannot read the Parquet file {path}: {exc}") from None
 
 
 def _plain(col: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -562,12 +626,27 @@ def _restored(column: pa.Array | pa.ChunkedArray, to: pa.DataType) -> Any:
 
 def run_part(spec: PartSpec, pieces: list[Piece], path: str) -> int:
     """(Worker) Read one part, seal or open its column, write it to ``path`` (0600,
-    durable); the number of rows written."""
-    table = _transform(_read(pieces, spec.schema), spec)
-    table = table.replace_schema_metadata(dict(spec.metadata))
+    durable); the number of rows written. A part is one table (the engine's per-subject
+    work paid once) unless a row group of it exceeds ``spec.part_bytes``: then it is
+    sealed and written slice by slice (:func:`_read_slices`), one row group or more each."""
+    rows = 0
+    writer: pq.ParquetWriter | None = None
     with atomic_writer(path, mode=0o600) as fh:
-        pq.write_table(table, fh, **_write_options(table.schema, spec))
-    return int(table.num_rows)
+        try:
+            for piece in _read_slices(pieces, spec.schema, spec.part_bytes):
+                table = _transform(piece, spec).replace_schema_metadata(dict(spec.metadata))
+                if writer is None:
+                    options = _write_options(table.schema, spec)
+                    writer = pq.ParquetWriter(fh, table.schema, **options)
+                elif table.schema != writer.schema:  # a slice all null: another column type
+                    table = table.cast(writer.schema)
+                writer.write_table(table)
+                rows += table.num_rows
+                del table, piece
+        finally:  # also on a failed slice: else the writer's __del__ writes to a closed file
+            if writer is not None:
+                writer.close()
+    return rows
 
 
 def _write_options(schema: pa.Schema, spec: PartSpec) -> dict[str, Any]:

@@ -21,6 +21,7 @@ by default, which would mangle bytes: build DataFrames holding bytes under
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import shutil
@@ -392,7 +393,7 @@ PART_BYTES = 64 << 20
 """Target in-memory size of one partition (the least, for the dataset jobs: see
 :func:`part_bytes`): a Parquet file larger than this is read as several partitions (by
 row groups), so a worker's memory stays bounded whatever the input's file sizes (a file
-of one huge row group cannot be split below that row group)."""
+of one huge row group is read in slices of about this size: keysplit.jobs._parquet.run_part)."""
 PART_BYTES_MAX = 512 << 20
 PART_SHARE = 16
 """A dataset part is planned at most 1/16 of a worker thread's memory limit: a worker's
@@ -465,8 +466,9 @@ def _transform_dataset(
     :func:`keysplit._fileio.staging_dir`)."""
     out = Path(dst).absolute()  # the workers' working directory is not ours
     check_destination(out)
-    layout = _pq.plan(src, _slots(client), _part_bytes(client))
-    spec = spec_of(layout.schema)
+    size = _part_bytes(client)
+    layout = _pq.plan(src, _slots(client), size)
+    spec = dataclasses.replace(spec_of(layout.schema), part_bytes=size)
     out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     stage = staging_dir(out)  # also removes stages this host's killed jobs left
     try:

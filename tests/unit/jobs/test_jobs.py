@@ -958,6 +958,46 @@ def test_decrypt_dataset_gives_each_column_its_original_type(
         assert part.stat().st_mode & 0o777 == 0o600
 
 
+def test_a_row_group_larger_than_a_part_is_read_in_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(red team, 'found, not fixed') A row group is never split by the plan, so a file of
+    one row group larger than a worker's memory share was one part, read, sealed and
+    written whole (about 6.5x its size resident): such a part OOM-killed its workers again
+    on every retry. Now a part holding a row group above the part size reads it in slices
+    of about the part size (ParquetFile.iter_batches) and writes each as it goes: one part
+    file, several row groups, every value round trips."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import keysplit.jobs.records as jr
+
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    n = 3000
+    (tmp_path / "in" / "k=a").mkdir(parents=True)  # a hive partition column too
+    table = pa.table(
+        {
+            "id": pa.array(range(n), pa.int64()),
+            "user": [f"u/{i % 97}" for i in range(n)],
+            "blob": [bytes([i % 256]) * 100 + str(i).encode() for i in range(n)],
+        }
+    )
+    pq.write_table(table, tmp_path / "in" / "k=a" / "one.parquet", row_group_size=n)
+    assert pq.ParquetFile(tmp_path / "in" / "k=a" / "one.parquet").num_row_groups == 1
+    monkeypatch.setattr(jr, "PART_BYTES", 64 << 10)  # the row group is ~5 times larger
+    with _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
+        assert jobs.encrypt_dataset(tmp_path / "in", tmp_path / "e", "blob", "user", service=src)
+        (part,) = sorted((tmp_path / "e").iterdir())
+        meta = pq.ParquetFile(part).metadata
+        assert meta.num_row_groups >= 4, meta  # before: 1, the whole row group at once
+        assert meta.num_rows == n
+        assert jobs.decrypt_dataset(tmp_path / "e", tmp_path / "d", "blob", "user", service=src)
+    back = pq.read_table(tmp_path / "d").sort_by("id")
+    assert back.column("blob").to_pylist() == table.column("blob").to_pylist()
+    assert back.column("user").to_pylist() == table.column("user").to_pylist()
+    assert set(back.column("k").to_pylist()) == {"a"}
+
+
 class _CountingKeys(LoopbackDataKeys):
     """Counts key fetches (module level: the graph pickles its arguments by reference)."""
 
