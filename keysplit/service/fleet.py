@@ -475,6 +475,7 @@ class WorkerLink:
         except (KeysplitError, OSError) as exc:
             self._log(f"cannot open the keyring with the leader's key: {exc}")
             self.service.seal("open failed", audit=False)
+            self._on_seal()  # its clients reconnect to a process that serves (not 503)
             self.tell(FAILED)
             return
         self.tell(READY)

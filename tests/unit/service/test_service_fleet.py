@@ -324,3 +324,30 @@ def test_a_change_while_a_worker_reloads_for_another_still_waits_for_it(
         finally:
             os.kill(worker, signal.SIGCONT)
         second.close()
+
+
+def test_a_worker_that_cannot_reload_hands_its_clients_back(tmp_path: Path, sockdir: Path) -> None:
+    """Red team: a rekey made while the service runs (a routine ceremony: new master key,
+    the keyring file re-encrypted under it) makes the next shred's RELOAD fail in every
+    worker (the leader's master key no longer opens the file). Each such worker sealed
+    itself but kept its connections: their clients got SealedError (503, 'the key service
+    is sealed') on every request while the leader went on serving. Now the worker closes
+    its connections and its clients reconnect to a process that serves."""
+    kr, shares, token = _setup(tmp_path)
+    with Server(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
+        _unseal(srv.url, kr, shares)
+        leader = _leader_client(srv.url, token)
+        on_worker = Client(srv.url, token=token, timeout=60)
+        while on_worker.service_status()["worker"] != 1:
+            on_worker.close()
+            on_worker = Client(srv.url, token=token, timeout=60)
+        rec = leader.encrypt(b"kept", subject="u/1")
+        assert on_worker.decrypt(rec, subject="u/1") == b"kept"
+        with Keyring.open(kr.path).unseal([shares["a"], shares["b"]]) as u:
+            u.rekey()
+        assert leader.shred("u/2") is False  # the worker's reload fails
+        assert "could not open the keyring" in srv.log.read_text()
+        assert not Client(srv.url).service_status()["sealed"]
+        assert on_worker.decrypt(rec, subject="u/1") == b"kept"
+        leader.close()
+        on_worker.close()
