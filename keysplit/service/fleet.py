@@ -324,7 +324,11 @@ class Fleet:
         if kr is None:
             return  # sealed meanwhile: every worker was told to drop its keys
         if origin is not None:
-            self.service.adopt(reopen(self.service.directory, kr.master_key))
+            try:
+                self.service.adopt(reopen(self.service.directory, kr.master_key))
+            except (KeysplitError, OSError) as exc:  # e.g. rekeyed meanwhile: the others
+                # still reload (or close their connections), and the worker is answered
+                self._log(f"cannot re-open the keyring after worker {origin.index}'s change: {exc}")
         waits = []
         for p in self.peers:
             # a worker still reloading for an earlier change (or unsealing) may have done

@@ -351,3 +351,26 @@ def test_a_worker_that_cannot_reload_hands_its_clients_back(tmp_path: Path, sock
         assert on_worker.decrypt(rec, subject="u/1") == b"kept"
         leader.close()
         on_worker.close()
+
+
+def test_a_change_in_a_worker_is_answered_when_the_leader_cannot_reload(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    """Red team: after a rekey made while the service runs, a shred served by a worker
+    reached the leader, whose re-open of the keyring (with the old master key) raised in
+    its fan-out task: nothing was logged, no other worker was told, and the worker waited
+    for the leader's DONE until its own bound (20 s) before answering. Now the failure is
+    logged and the fan-out goes on."""
+    kr, shares, token = _setup(tmp_path)
+    with Server(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
+        _unseal(srv.url, kr, shares)
+        on_worker = Client(srv.url, token=token, timeout=60)
+        while on_worker.service_status()["worker"] != 1:
+            on_worker.close()
+            on_worker = Client(srv.url, token=token, timeout=60)
+        on_worker.encrypt(b"x", subject="u/1")
+        with Keyring.open(kr.path).unseal([shares["a"], shares["b"]]) as u:
+            u.rekey()
+        assert on_worker.shred("u/1") is True
+        assert "cannot re-open the keyring" in srv.log.read_text()
+        on_worker.close()
