@@ -150,6 +150,17 @@ def remote_unseal(
             if not current.get("sealed", True):
                 info(f"  {name}: not needed (already unsealed)")
                 return False
+            if current.get("public_key") != offer["public_key"]:  # only the key shown
+                try:
+                    new = key_fingerprint(bytes.fromhex(str(current.get("public_key"))))
+                except ValueError:
+                    new = "a malformed key"
+                raise KeysplitError(
+                    f"the service's unseal attempt key changed ({fp} -> {new}) before "
+                    f"{name} was sent: the attempt was reset or timed out (or the answer "
+                    "was tampered with); nothing was sent",
+                    hint="run the command again and compare the new key with the server's log",
+                )
             try:
                 result = client.submit_share(share, current, keyring_id=keyring_id)
             except KeysplitError as exc:
