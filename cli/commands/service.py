@@ -95,6 +95,8 @@ def serve_cmd(
         host, sep, port = listen.rpartition(":")
         if not sep or not host or not port.isdigit():
             fail("--listen expects HOST:PORT", code=EXIT_USAGE)
+        if not 1 <= int(port) <= 65535:  # 99999 was bound as 99999 % 65536
+            fail(f"--listen: port {port} is not from 1 to 65535", code=EXIT_USAGE)
         addr = (host.strip("[]"), int(port))
         if tls_cert is None or tls_key is None:
             fail("--listen needs --tls-cert and --tls-key", code=EXIT_USAGE)

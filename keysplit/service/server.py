@@ -330,7 +330,12 @@ def _why(exc: OSError | ssl.SSLError) -> str:
 
 
 def _tcp_socket(host: str, port: int) -> socket.socket:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port {port!r} is not from 0 to 65535")  # not taken mod 65536
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:  # names no host ("Name or service not known")
+        raise KeysplitError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     family, kind, proto, _, addr = infos[0]
     s = socket.socket(family, kind, proto)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from service_helpers import cli, make_keyring
+from service_helpers import cli, make_certs, make_keyring
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def test_serve_names_a_tls_file_that_is_missing_or_not_pem(
     tmp_path: Path, vault: Path, cert: str, key: str
 ) -> None:
     r = cli(
-        "serve", vault, "--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key,
+        "serve", vault, "--listen", "127.0.0.1:8443", "--tls-cert", cert, "--tls-key", key,
         cwd=tmp_path, timeout=60,
     )  # fmt: skip
     _one_error(r, cert)
@@ -47,3 +47,25 @@ def test_serve_names_a_socket_path_it_cannot_bind(tmp_path: Path, vault: Path) -
 def test_seal_blames_a_bad_ca_bundle_on_ca(tmp_path: Path, vault: Path) -> None:
     r = cli("seal", "--server", "https://127.0.0.1:1", "--ca", "junk.pem", cwd=tmp_path)
     _one_error(r, "--ca", "junk.pem")
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:99999", "127.0.0.1:65536"])
+def test_serve_refuses_a_port_out_of_range(tmp_path: Path, vault: Path, listen: str) -> None:
+    """Red team: port 99999 was taken modulo 65536: the service listened on 34463 and
+    logged 'listening on https://127.0.0.1:99999'."""
+    r = cli(
+        "serve", vault, "--listen", listen, "--tls-cert", "junk.pem", "--tls-key", "junk.pem",
+        cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "error: --listen" in r.stderr and "listening" not in r.stderr, r.stderr
+
+
+def test_serve_names_a_host_it_cannot_resolve(tmp_path: Path, vault: Path) -> None:
+    certs = make_certs(tmp_path)
+    r = cli(
+        "serve", vault, "--listen", "no-such-host.invalid:8443",
+        "--tls-cert", certs["server-cert"], "--tls-key", certs["server-key"],
+        cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    _one_error(r, "no-such-host.invalid")
