@@ -86,6 +86,10 @@ FORWARD = b"P"  # + id, request: served by the leader (cluster ceremonies keep s
 ANSWER = b"p"  # (leader -> worker) + id, response
 MAX_FORWARD = 128 << 10
 """Largest forwarded request or response (one control datagram)."""
+DATAGRAM = 2 * MAX_FORWARD + 4096
+"""Largest control datagram (the socketpairs' send buffer): what each end reads at once.
+A SOCK_SEQPACKET datagram longer than the read is cut, the rest lost (recv(4096) cut
+every forwarded request or answer over 4 KiB)."""
 _ID = struct.Struct(">I")
 _ANSWER_HEAD = struct.Struct(">IHH")
 
@@ -159,7 +163,7 @@ def fork_workers(
     for pair in pairs:  # room for a forwarded request (the kernel may cap it lower)
         for s in pair:
             with contextlib.suppress(OSError):
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * MAX_FORWARD + 4096)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, DATAGRAM)
     out: list[tuple[int, socket.socket]] = []
     for i, (mine, theirs) in enumerate(pairs, 1):
         pid = os.fork()
@@ -364,7 +368,7 @@ class Fleet:
     def _on_message(self, p: Peer) -> None:
         while True:
             try:
-                msg = p.ctl.recv(4096)
+                msg = p.ctl.recv(DATAGRAM)
             except BlockingIOError:
                 return
             except OSError:
@@ -447,10 +451,14 @@ class WorkerLink:
             err = KeysplitError(f"request body larger than {MAX_FORWARD:,} bytes")
             return Response(413, wire.error_body(err))
         self._rid += 1
+        msg = _pack_request(self._rid, req)
+        if len(msg) > DATAGRAM:  # the headers too (up to 64 KiB of them)
+            err = KeysplitError("request too large to forward to the leader")
+            return Response(413, wire.error_body(err))
         fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._answers[self._rid] = fut
         try:
-            self.ctl.send(_pack_request(self._rid, req))
+            self.ctl.send(msg)
             return await asyncio.wait_for(fut, 120.0)
         except (OSError, TimeoutError):
             err = KeysplitError("the leader process did not answer")
@@ -487,7 +495,7 @@ class WorkerLink:
     def _on_message(self) -> None:
         while True:
             try:
-                msg, fds, _, _ = socket.recv_fds(self.ctl, 4096, 1)
+                msg, fds, _, _ = socket.recv_fds(self.ctl, DATAGRAM, 1)
             except BlockingIOError:
                 return
             except OSError:

@@ -5,9 +5,12 @@ not outlive a killed leader. Each Client connection is pinned to the process tha
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -266,13 +269,18 @@ def test_a_worker_killed_mid_batch_costs_its_connections_only(
             c.close()
 
 
-def _leader_client(url: str, token: str) -> Client:
-    """A client whose connection (this thread's) the leader serves (worker 0)."""
+def _worker_client(url: str, token: str, worker: int) -> Client:
+    """A client whose connection (this thread's) process ``worker`` serves."""
     while True:
         c = Client(url, token=token, timeout=60)
-        if c.service_status()["worker"] == 0:
+        if c.service_status()["worker"] == worker:
             return c
         c.close()
+
+
+def _leader_client(url: str, token: str) -> Client:
+    """A client whose connection (this thread's) the leader serves (worker 0)."""
+    return _worker_client(url, token, 0)
 
 
 def test_a_change_while_a_worker_reloads_for_another_still_waits_for_it(
@@ -337,10 +345,7 @@ def test_a_worker_that_cannot_reload_hands_its_clients_back(tmp_path: Path, sock
     with Server(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
         _unseal(srv.url, kr, shares)
         leader = _leader_client(srv.url, token)
-        on_worker = Client(srv.url, token=token, timeout=60)
-        while on_worker.service_status()["worker"] != 1:
-            on_worker.close()
-            on_worker = Client(srv.url, token=token, timeout=60)
+        on_worker = _worker_client(srv.url, token, 1)
         rec = leader.encrypt(b"kept", subject="u/1")
         assert on_worker.decrypt(rec, subject="u/1") == b"kept"
         with Keyring.open(kr.path).unseal([shares["a"], shares["b"]]) as u:
@@ -364,13 +369,51 @@ def test_a_change_in_a_worker_is_answered_when_the_leader_cannot_reload(
     kr, shares, token = _setup(tmp_path)
     with Server(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
         _unseal(srv.url, kr, shares)
-        on_worker = Client(srv.url, token=token, timeout=60)
-        while on_worker.service_status()["worker"] != 1:
-            on_worker.close()
-            on_worker = Client(srv.url, token=token, timeout=60)
+        on_worker = _worker_client(srv.url, token, 1)
         on_worker.encrypt(b"x", subject="u/1")
         with Keyring.open(kr.path).unseal([shares["a"], shares["b"]]) as u:
             u.rekey()
         assert on_worker.shred("u/1") is True
         assert "cannot re-open the keyring" in srv.log.read_text()
+        on_worker.close()
+
+
+def test_a_forwarded_request_or_answer_over_4_kib_arrives_whole(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    """Red team: a worker forwards the cluster ceremony endpoints to the leader as one
+    control datagram (up to MAX_FORWARD, 128 KiB), but both ends read it with recv(4096),
+    which cuts a SOCK_SEQPACKET datagram there: a body over ~4 KiB reached the leader cut
+    ('request body is not valid JSON' instead of the leader's own answer), and headers over
+    4 KiB cut the request's metadata, for which the leader killed the worker ('malformed
+    forwarded request'): any token holder could stop every worker."""
+    kr, shares, token = _setup(tmp_path)
+    with Server(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
+        _unseal(srv.url, kr, shares)
+        leader = _leader_client(srv.url, token)
+        on_worker = _worker_client(srv.url, token, 1)
+        body = json.dumps({"pad": "x" * 20_000}).encode()
+        answers = []
+        for c in (leader, on_worker):
+            with pytest.raises(KeysplitError) as ei:
+                c.request("POST", "/v1/cluster/dkg/deal", body)
+            answers.append(str(ei.value))
+        assert answers[0] == answers[1]  # the worker's request reached the leader whole
+        conn = http.client.HTTPConnection("localhost")
+        conn.sock = socket.socket(socket.AF_UNIX)
+        pinned = None
+        while pinned != 1:  # a raw connection served by the worker
+            conn.close()
+            conn.sock = socket.socket(socket.AF_UNIX)
+            conn.sock.connect(str(srv.sock))
+            conn.request("GET", "/v1/status")
+            pinned = json.loads(conn.getresponse().read())["worker"]
+        headers = {"Authorization": f"Bearer {token}"}
+        headers.update({f"X-Pad-{i}": "p" * 1500 for i in range(8)})  # 12 KiB of headers
+        conn.request("POST", "/v1/cluster/dkg/deal", body=b"{}", headers=headers)
+        assert conn.getresponse().status == 400
+        conn.close()
+        assert "dropped" not in srv.log.read_text()
+        assert on_worker.service_status()["worker"] == 1  # still there
+        leader.close()
         on_worker.close()
