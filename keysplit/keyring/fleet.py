@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import os
 import secrets
 import socket
@@ -309,8 +310,13 @@ class FleetMember:
         ttl: float = DEFAULT_LEASE_TTL,
         poll: float = DEFAULT_POLL,
     ) -> None:
-        if ttl <= 0 or poll <= 0 or poll >= ttl:
-            raise ValueError("need 0 < poll < ttl")
+        # finite first: every comparison with NaN is false, and an infinite lease never
+        # ends (cached keys of a process cut off from the store would outlive any shred)
+        if not (math.isfinite(ttl) and math.isfinite(poll) and 0 < poll < ttl):
+            raise ValueError(
+                f"the lease needs finite seconds with 0 < poll < ttl (got ttl {ttl}, poll "
+                f"{poll}: KEYSPLIT_LEASE_TTL, KEYSPLIT_POLL)"
+            )
         self.store = store
         self.id = secrets.token_hex(8)
         self.role = role

@@ -569,3 +569,20 @@ def test_a_host_whose_keyring_copy_is_stale_cannot_rotate_or_retire(tmp_path: Pa
         assert a.decrypt(a.encrypt(b"x", subject="s/newer"), subject="s/newer") == b"x"
         assert a.decrypt(rec, subject="s/new") == b"new"
         assert a.status().keys_by_version == {1: 1, 2: 2}
+
+
+@pytest.mark.parametrize(
+    ("ttl", "poll"), [("nan", "1"), ("inf", "1"), ("10", "nan"), ("10", "inf"), ("-1", "0.5")]
+)
+def test_a_lease_that_never_ends_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ttl: str, poll: str
+) -> None:
+    """(red team) ``KEYSPLIT_LEASE_TTL=nan`` or ``inf`` passed the ``0 < poll < ttl`` check (every
+    comparison with NaN is false; inf is larger than any poll): the lease, and with it every
+    cached key, never expired, so a process cut off from the store decrypted a shredded
+    subject for ever, not for at most ``ttl``. Now a ValueError when the keyring is unsealed."""
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    monkeypatch.setenv("KEYSPLIT_LEASE_TTL", ttl)
+    monkeypatch.setenv("KEYSPLIT_POLL", poll)
+    with pytest.raises(ValueError, match="finite"):
+        Keyring.open(tmp_path / "kr").unseal(list(shares.values()))
