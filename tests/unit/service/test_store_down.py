@@ -15,42 +15,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pg_fixture import own_postgres
 from service_unseal import unseal_service
+from test_wire_frames import _keyring
 
-from keysplit import Keyring
 from keysplit.service import _wire as wire
 from keysplit.service.core import KeyService, Request
-from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[KeyService, str, object]]:
-    from benchmarks._pgserver import ThrowawayPostgres
-
-    server = ThrowawayPostgres()  # its own server: the session's stays up
-    try:
-        server.start()
-    except Exception as exc:  # pragma: no cover - no PostgreSQL here
-        server.stop()
-        pytest.skip(f"no throwaway PostgreSQL: {exc}")
-    try:
+    with own_postgres() as server:  # its own server: the session's stays up
         url = f"{server.url}&connect_timeout=1&schema=svcdown"
-        kr, shares = Keyring.create(tmp_path / "kr", 2, ["a", "b", "c"], store_url=url)
-        with kr.unseal([shares["a"], shares["b"]]) as u:
-            token = TokenList.read(kr.path, kr.keyring_id).create(
-                mac_key(u.audit_key(), kr.keyring_id),
-                name="t",
-                allow=list(OPERATIONS),
-                subject_prefix="",
-            )[0]
+        kr, shares, token = _keyring(tmp_path, url)
         svc = KeyService(kr.path, log=lambda m: None)
         unseal_service(svc, kr.keyring_id, [shares["a"], shares["b"]])
         try:
             yield svc, token, server
         finally:
             svc.close()
-    finally:
-        server.stop()
 
 
 def _post(path: str, token: str, body: bytes) -> Request:

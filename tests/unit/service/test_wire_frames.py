@@ -168,9 +168,12 @@ def test_fuzz_mutated_frames_parse_or_format_error(
 # -- the service in process: 400, never 500 ---------------------------------------------------
 
 
-def _keyring(d: Path) -> tuple[keysplit.Keyring, dict[str, keysplit.Share], str]:
-    """A 2-of-3 keyring in ``d`` and a token allowed everything on every subject."""
-    kr, shares = keysplit.Keyring.create(d / "kr", 2, ["a", "b", "c"])
+def _keyring(
+    d: Path, store_url: str | None = None
+) -> tuple[keysplit.Keyring, dict[str, keysplit.Share], str]:
+    """A 2-of-3 keyring in ``d`` (on ``store_url``, default its own SQLite) and a token
+    allowed everything on every subject."""
+    kr, shares = keysplit.Keyring.create(d / "kr", 2, ["a", "b", "c"], store_url=store_url)
     with kr.unseal([shares["a"], shares["b"]]) as u:
         key = mac_key(u.audit_key(), kr.keyring_id)
     token = TokenList.read(kr.path, kr.keyring_id).create(
