@@ -215,14 +215,17 @@ def unsealed(
     """The unsealed ``keyring`` for one ceremony: a quorum unseals it (closed after), a
     grant lends the service's after checking its policy for ``operation`` on ``subjects``.
 
-    ``check_log``: a quorum's ceremony is refused, before it changes anything, if its entry
-    could not be appended to the log (:meth:`~keysplit.audit.AuditLog.check_append`): a
-    rekey must not switch and then report failure. Off only for repairing the log.
+    ``check_log``: a ceremony (a quorum's or a grant's) is refused, before it changes
+    anything, if its entry could not be appended to the log
+    (:meth:`~keysplit.audit.AuditLog.check_append`): a rekey must not switch, nor a service's
+    shred take effect, and then report failure. Off only for repairing the log.
     """
     if isinstance(authority, TokenGrant):
         if authority.unsealed.keyring.keyring_id != keyring.keyring_id:
             raise KeyringError("the token grant is for another keyring")
         authority.policy.check(operation, list(subjects))
+        if check_log:
+            authority.unsealed.audit_log().check_append()
         yield authority.unsealed
         return
     if authority.keyring.keyring_id != keyring.keyring_id:

@@ -265,6 +265,12 @@ class UnsealedKeyring:
     def _record(self, event: ev.Event) -> None:
         ev.record(self.audit_log(), event)
 
+    def _check_log(self, record: bool) -> None:
+        """Before a change that will be recorded: refuse it, changing nothing, if its entry
+        could not be appended (a torn last line, a bad MAC), rather than act and then fail."""
+        if record:
+            self.audit_log().check_append()
+
     def rotate(self, *, record: bool = True) -> int:
         """Create a new KEK version; new data keys are wrapped under it. Returns it.
 
@@ -272,6 +278,7 @@ class UnsealedKeyring:
         the store (for every process) from then on.
         """
         kr = self._kr
+        self._check_log(record)
         with self._admin_lock:
             v, meta = self._key_admin().rotate(kr.meta, kr.pending)
             kr._adopt(meta, kr.pending)
@@ -294,6 +301,7 @@ class UnsealedKeyring:
         integrity check is left as it is and named in :attr:`RewrapResult.corrupt`; the
         others are still rewrapped.
         """
+        self._check_log(record)
         local = self.local_data_keys()
         local.catch_up()  # the store's current KEK, even if another process just rotated
         res = rewrap_store(local.keks, local.store, batch_size=batch_size, progress=progress)
@@ -305,6 +313,7 @@ class UnsealedKeyring:
         """Delete KEK ``version`` from the keyring; refused (naming what still uses it)
         while any data key, or any live process's current KEK, uses it."""
         kr = self._kr
+        self._check_log(record)
         with self._admin_lock:
             kr._adopt(self._key_admin().retire(kr.meta, kr.pending, version), kr.pending)
         if record:
@@ -312,6 +321,7 @@ class UnsealedKeyring:
 
     def set_legal_hold(self, subject: str, hold: bool, *, record: bool = True) -> None:
         """Place (True) or lift (False) a legal hold: a held subject cannot be shredded."""
+        self._check_log(record)
         self._key_admin().set_legal_hold(subject, hold)
         if record:
             self._record(ev.LegalHold(subject, bool(hold), ()))
@@ -327,6 +337,7 @@ class UnsealedKeyring:
         hold the key wrapped under its KEK version; rotate, rewrap and retire that version
         to make those useless too.
         """
+        self._check_log(record)
         existed = self._key_admin().shred(subject)
         if record:
             self._record(ev.Shred(subject, existed, ()))

@@ -29,6 +29,7 @@ from ..audit import AuditLog
 from ..audit import events as ev
 from ..ceremony import TokenGrant
 from ..errors import (
+    AuditError,
     FormatError,
     IntegrityError,
     KeysplitError,
@@ -128,6 +129,9 @@ _STATUS = {
     "IntegrityError": 400,
     "ShreddedError": 410,
     "NoDataKeyError": 404,
+    # the log cannot take the entry (torn last line, bad MAC): the service changed nothing
+    # and cannot until an operator repairs the log; not the client's fault
+    "AuditError": 500,
 }
 
 
@@ -361,6 +365,8 @@ class KeyService:
         except _Denied as d:
             return Response(d.status, wire.error_body(d.exc))
         except (KeysplitError, ValueError, TypeError) as exc:
+            if isinstance(exc, AuditError):  # the operator must act: say so in the log
+                self._log(f"refused {req.method} {req.path}: {exc}")
             return Response(_status_for(exc), wire.error_body(exc))
         except Exception as exc:  # a bug or an I/O failure: JSON 500, no traceback to peers
             self._log(f"internal error on {req.method} {req.path}: {type(exc).__name__}")

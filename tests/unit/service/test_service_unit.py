@@ -4,6 +4,7 @@ state and request handling (statuses, per-item errors), without sockets."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from pathlib import Path
 
@@ -544,3 +545,57 @@ def test_client_cache_bounds_must_be_real_numbers(arg: str, value: float) -> Non
     the lease bound the docs promise; cache_max_records=nan never ran out either."""
     with pytest.raises(ValueError):
         keysplit.Client("unix:/unused", **{arg: value})
+
+
+def test_token_ceremonies_change_nothing_when_their_entry_cannot_be_appended(
+    service: tuple[KeyService, dict[str, str]],
+) -> None:
+    """A torn last audit line (another process died mid-append): a token's shred, hold,
+    rotate and rewrap through the service, and retire under a grant, used to act and then
+    fail on the log (the subject shredded, the KEK rotated, yet answered as failed). Now
+    each is refused before it acts, as a quorum's ceremony is: a 500 naming the log, the
+    keyring unchanged, nothing further appended."""
+    from keysplit import ceremony
+
+    svc, tokens = service
+    frame = wire.encode_frame({}, [b"x"], ["u/1"])
+    r = svc.handle(_req("/v1/encrypt", tokens["all"], frame))
+    assert r.status == 200
+    (rec,) = wire.decode_frame(r.body)[2]
+    assert svc.handle(_req("/v1/rotate", tokens["all"], b"{}")).status == 200
+    assert svc.handle(_req("/v1/rewrap", tokens["all"], b"{}")).status == 200
+    ukr = svc.unsealed_keyring
+    assert ukr is not None
+    before = ukr.status()
+    assert before.kek_versions == (1, 2) and before.current_kek == 2
+    log = svc.keyring.audit_log()
+    with log.path.open("ab") as fh:
+        fh.write(b'{"data":')
+    torn = log.path.read_bytes()
+    for path, body in (
+        ("/v1/shred", b'{"subjects":["u/1"]}'),
+        ("/v1/hold", b'{"subjects":["u/1"]}'),
+        ("/v1/rotate", b"{}"),
+        ("/v1/rewrap", b"{}"),
+    ):
+        r = svc.handle(_req(path, tokens["all"], body))
+        err = json.loads(r.body)["error"]
+        assert r.status == 500, (path, r.status, err)
+        assert err["type"] == "AuditError" and "torn line" in err["message"], path
+        assert "keysplit audit repair" in err["hint"]
+    pol = TokenList.read(svc.directory, svc.keyring.keyring_id).find("all")
+    pol = dataclasses.replace(pol, allow=(*pol.allow, "retire"))  # no endpoint: the library's
+    with pytest.raises(errors.AuditError, match="torn line"):
+        ceremony.retire(svc.keyring, ceremony.TokenGrant(ukr, pol), 1)
+    for act in (
+        lambda: ukr.shred("u/1"),
+        lambda: ukr.rotate(),
+        lambda: ukr.retire(1),
+        lambda: ukr.set_legal_hold("u/1", True),
+    ):
+        with pytest.raises(errors.AuditError, match="torn line"):
+            act()
+    assert log.path.read_bytes() == torn
+    after = ukr.status()
+    assert (after.kek_versions, after.current_kek, after.legal_holds) == ((1, 2), 2, 0)
+    assert ukr.decrypt(rec, subject="u/1") == b"x"  # not shredded
