@@ -39,6 +39,7 @@ from .. import errors as _errors
 from ..errors import FormatError, KeysplitError
 from ..keyring import UnsealedKeyring
 from ..keyring.datakeys import DerivedDataKeys
+from ..keyring.fleet import KeyCache
 from ._cache import JOBS_KEPT, MAX_KEYS
 
 __all__ = ["LoopbackDataKeys", "ServiceDataKeys", "serve_keys", "served_here"]
@@ -150,12 +151,25 @@ class _KeyServer:
     (SECURITY.md): at most :data:`~keysplit.jobs._cache.MAX_KEYS` per job and the
     :data:`~keysplit.jobs._cache.JOBS_KEPT` most recent jobs, all dropped when the
     ``serve_keys`` block ends.
+
+    A shred empties every job's keys here before the next answer: every request is
+    checked against the keyring's key cache generation, which each drop bumps (a shred in
+    this process, a tombstone polled from another, a lapsed lease). Before, a worker
+    holding the job's authentication key could name an earlier job's id and get that job's
+    keys, a subject shredded since among them, while the job was one of the two most recent.
+    A keyring whose keys are not held here (nothing to watch) answers from the keyring
+    every time.
     """
 
     def __init__(self, keyring: UnsealedKeyring) -> None:
         self._kr = keyring
         self._lock = threading.Lock()
         self._jobs: OrderedDict[str, dict[str, bytes]] = OrderedDict()
+        try:
+            self._cache: KeyCache | None = keyring.local_data_keys().cache
+        except KeysplitError:  # a remote DataKeys: no drop to watch, so no job cache
+            self._cache = None
+        self._generation = self._cache.generation if self._cache is not None else 0
 
     def __reduce__(self) -> tuple[Any, ...]:
         raise TypeError("the driver's key server cannot be sent to workers")
@@ -182,8 +196,13 @@ class _KeyServer:
     def _export(self, subjects: list[str], create: bool, job: str | None) -> list[bytes | None]:
         """(Under the lock) the keys of ``subjects``: for a job, those it was given
         already from its cache, the others from the keyring."""
-        if job is None:
+        if job is None or self._cache is None:
             return self._kr.records.export(subjects, create=create)
+        gen = self._cache.generation
+        if gen != self._generation:  # a drop since the keys here were exported: forget them
+            for old in self._jobs.values():
+                old.clear()
+            self._generation = gen
         keys = self._jobs.get(job)
         if keys is None:
             keys = self._jobs[job] = {}
@@ -197,7 +216,8 @@ class _KeyServer:
             if len(keys) + len(wanted) > MAX_KEYS:
                 keys.clear()
             fresh = {s: k for s, k in zip(wanted, got, strict=True) if k is not None}
-            keys.update(fresh)
+            if self._cache.generation == gen:  # else a key read before a drop: not kept
+                keys.update(fresh)
             return [keys.get(s) or fresh.get(s) for s in subjects]
         return [keys[s] for s in subjects]
 

@@ -1204,7 +1204,7 @@ def test_the_key_server_exports_a_jobs_key_once(
     """Before: each worker's request unwrapped its keys again in the keyring process (35 ms
     per 10^4 keys, one request after the other), so a second worker slowed a job down.
     Now requests naming a job get the keys already exported for it; another job (or a
-    request naming none) asks the keyring again, so a shred counts from the next job."""
+    request naming none) asks the keyring again, and a shred empties the job's keys."""
     from keysplit.keyring.records import Records
 
     calls: list[int] = []
@@ -1222,11 +1222,41 @@ def test_the_key_server_exports_a_jobs_key_once(
         assert other.export(["s/2", "s/1", "s/3"], create=True)[:2] == [k2, k1]
         assert calls == [2, 1]  # only s/3 was new to the job
         ukr.shred("s/1")
-        assert other.export(["s/1"], create=False) == [k1]  # within the job, as its workers
+        assert other.export(["s/1"], create=False) == [None]  # a shred empties the job's keys
         assert src.for_job("b" * 32).export(["s/1", "s/2"], create=False) == [None, k2]
         assert src.export(["s/2"], create=False) == [k2] and calls[-2:] == [2, 1]
         with pytest.raises(ValueError):
             src.for_job("not a job id")
+
+
+def test_the_key_server_never_answers_a_shredded_subject_from_an_earlier_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team: a worker holding ``serve_keys``' authentication key named an earlier job's
+    id and got that job's cached key of a subject shredded since (while the job was one of
+    the two most recent). Now every answer first checks the keyring's drops: a shred here
+    or one polled from another process empties every job's keys on the server."""
+    monkeypatch.setenv("KEYSPLIT_POLL", "0.05")
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    quorum = [shares["bob"], shares["carol"]]
+    with _open(tmp_path / "kr", quorum) as ukr, serve_keys(ukr) as src:
+        earlier, current = src.for_job("a" * 32), src.for_job("b" * 32)
+        k1, k2, k3 = earlier.export(["s/1", "s/2", "s/3"], create=True)
+        assert current.export(["s/2"], create=False) == [k2]  # a newer job: "a" is kept
+        assert earlier.export(["s/1"], create=False) == [k1]
+        ukr.shred("s/1")  # in this process
+        assert earlier.export(["s/1", "s/2"], create=False) == [None, k2]
+        assert current.export(["s/1"], create=False) == [None]
+        assert earlier.export(["s/3"], create=False) == [k3]
+        with _open(tmp_path / "kr", quorum) as other:  # another holder shreds
+            other.shred("s/3")
+        member = ukr.local_data_keys().member
+        for _ in range(400):  # until this keyring has polled the tombstone (bounded)
+            if member.acked >= ukr.store.state().tombstone_seq:
+                break
+            member._stop.wait(0.05)
+        assert member.acked >= ukr.store.state().tombstone_seq
+        assert earlier.export(["s/3", "s/2"], create=False) == [None, k2]
 
 
 def test_a_dask_rewrap_right_after_another_holder_rotated_moves_the_keys(
