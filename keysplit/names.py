@@ -33,11 +33,9 @@ Errors: these check arguments given to the API, so bad values are ``ValueError``
 
 from __future__ import annotations
 
-import operator
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import repeat
 
 __all__ = [
     "CUSTODIAN_NAME_RE",
@@ -136,21 +134,26 @@ def canonical_subjects(subjects: Sequence[str]) -> Sequence[str]:
     """:func:`normalize_subject` over a batch, cheap on the hot path.
 
     An all-ASCII batch (the usual case: ASCII is its own NFC form) is returned as it is
-    after C-level passes (ASCII, the shortest and longest length, NUL); only then is
-    anything copied, and each distinct non-ASCII subject is normalized once. Every subject
-    is checked here (empty, too long, NUL: ``ValueError``), before any key is asked for.
+    (the same object: callers test ``is`` to know the batch is all ASCII)
+    after checks on one joined string (ASCII, NUL: each one C scan) and two passes over
+    the list (none empty; the longest, only when the batch's text could hold a subject
+    too long); only then is anything copied, and each distinct non-ASCII subject is
+    normalized once. Every subject is checked here (empty, too long, NUL: ``ValueError``),
+    before any key is asked for.
     """
     try:
-        if all(map(str.isascii, subjects)):
-            if subjects and (
-                not 0 < min(map(len, subjects)) <= max(map(len, subjects)) <= MAX_SUBJECT_BYTES
-                or any(map(operator.contains, subjects, repeat("\x00")))
-            ):
-                for s in subjects:
-                    check_subject(s)  # the precise error
-            return subjects
+        joined = "".join(subjects)
     except TypeError:  # not a str somewhere: normalize_subject names it
-        pass
+        joined = None
+    if joined is not None and joined.isascii():
+        if (
+            "\x00" in joined
+            or not all(subjects)  # an empty str is false
+            or (len(joined) > MAX_SUBJECT_BYTES and max(map(len, subjects)) > MAX_SUBJECT_BYTES)
+        ):
+            for s in subjects:
+                check_subject(s)  # the precise error
+        return subjects
     memo: dict[str, str] = {}
     out = []
     for s in subjects:

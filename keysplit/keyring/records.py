@@ -431,9 +431,8 @@ class Records:
         _many(subjects)
         if len(subjects) != n:
             raise ValueError("subjects and records must have the same length")
-        if _any_non_ascii(subjects):
+        if names.canonical_subjects(subjects) is not subjects:  # checked before any key
             raise ValueError("not opened in pieces: a subject is not ASCII")
-        subjects = names.canonical_subjects(subjects)  # checked before any key is asked for
         owner = self._owners(subjects, n, context, create=False, method="decrypt_into")
         over, head, pre = fmt.OVERHEAD, fmt.HEADER_SIZE, fmt.PREFIX_SIZE
         for (_, prefix, _), r in zip(owner, records, strict=True):
@@ -469,8 +468,7 @@ class Records:
         if len(subjects) != n:
             raise ValueError("subjects and records must have the same length")
         keys: list[DataKey]
-        if not _any_non_ascii(subjects):
-            subjects = names.canonical_subjects(subjects)  # checked before any key is asked for
+        if names.canonical_subjects(subjects) is subjects:  # all ASCII, checked before any key
             groups = self._groups(subjects, n, context, create=False)
             try:
                 return fmt.open_groups(groups, records)

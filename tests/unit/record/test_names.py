@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import keysplit
@@ -560,3 +560,41 @@ def test_a_subject_with_nul_is_refused_by_every_store(
                 ukr.shred(bad)
         assert ukr.decrypt(ukr.encrypt(b"x", subject="ok"), subject="ok") == b"x"
         assert sum(ukr.store.count_by_version().values()) == 1  # "ok" only
+
+
+_batch_subject = st.one_of(
+    st.text(st.characters(max_codepoint=0x7F), max_size=6),  # ASCII, NUL and empty included
+    st.text(max_size=6),  # any text (surrogates too: refused, as by check_subject)
+    st.sampled_from(["a" * names.MAX_SUBJECT_BYTES, "a" * (names.MAX_SUBJECT_BYTES + 1)]),
+    st.sampled_from(["\u00e9" * 512, "\u00e9" * 513, "e\u0301" * 300, b"x", None, 1]),
+)
+
+
+def _one_by_one(subjects: list[object]) -> list[str] | type[Exception]:
+    try:
+        return [names.check_subject(s) for s in subjects]  # type: ignore[arg-type]
+    except (ValueError, TypeError) as e:
+        return type(e)
+
+
+@given(st.lists(_batch_subject, max_size=8))
+@example(["ok", "a\x00b"])
+@example(["ok", ""])
+@example(["ok", "a" * (names.MAX_SUBJECT_BYTES + 1)])
+@example(["ok", "caf\u00e9", "\x00"])
+def test_the_batch_check_agrees_with_the_subject_check(subjects: list[object]) -> None:
+    """canonical_subjects is check_subject over a batch, by cheaper passes (one joined
+    string for ASCII and NUL, the list for empty and too long): the same canonical
+    spellings, or an error of the same kind, for every mix of good and bad subjects;
+    and an all-ASCII batch comes back as the same object (the engine's fast-path test)."""
+    want = _one_by_one(subjects)
+    try:
+        got: object = names.canonical_subjects(subjects)  # type: ignore[arg-type]
+    except (ValueError, TypeError) as e:
+        got = type(e)
+    if isinstance(want, list):
+        assert isinstance(got, list) and got == want
+        all_ascii = all(s.isascii() for s in subjects)  # type: ignore[union-attr]
+        assert (got is subjects) == all_ascii
+    else:
+        assert got is want
