@@ -7,6 +7,17 @@ fsynced. ``secure_delete`` overwrites a shredded key's bytes in the database fil
 shred checkpoints the WAL so the old page does not linger there (backups taken earlier
 still hold it, wrapped under its KEK: rotate, rewrap and retire that KEK to kill those).
 
+That checkpoint (``TRUNCATE``: every WAL frame copied into the database file, the WAL
+emptied) cannot finish while another connection reads an older snapshot, which may still
+need the old page. The shred then retries for up to :data:`ERASE_WAIT` seconds, without
+holding the store's lock between tries, and if the erase is still unconfirmed logs a
+warning (logger ``keysplit.store.sqlite``) and retries after every later write
+transaction of this store and at :meth:`SQLiteKeyStore.close` until one succeeds;
+:meth:`SQLiteKeyStore.checkpoint` does it on demand and says whether it did. The shred
+itself stands (its transaction committed with its tombstone): only where the wrapped
+bytes still lie on disk is delayed, as with a backup. Before, the checkpoint waited the
+30 s busy timeout holding the store's lock and ignored a busy result.
+
 The store records the id of the keyring it belongs to and refuses to open for another
 one, so a store copied from another keyring (or region) is never mixed in.
 
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -46,8 +58,16 @@ class _ClosedDb:
 
 _CLOSED: Any = _ClosedDb()
 
-__all__ = ["SQLiteKeyStore"]
+__all__ = ["ERASE_WAIT", "SQLiteKeyStore"]
 
+_log = logging.getLogger(__name__)
+
+ERASE_WAIT = 5.0
+"""Seconds a shred retries its WAL checkpoint while another connection holds an old
+snapshot (a reader's transaction: normally milliseconds), before it logs a warning and
+leaves the erase to the store's next write or close."""
+_BUSY_MS = 30_000  # the connection's busy timeout (sqlite3.connect's timeout=30.0)
+_ERASE_TRY_MS = 100  # busy timeout of one checkpoint try
 FORMAT = "keysplit-keystore"
 VERSION = 2  # 2: fleet state (keyring_state, tombstones, leases)
 _IN_CHUNK = 500  # bound on SQL host parameters per IN (...) query
@@ -113,6 +133,7 @@ class SQLiteKeyStore:
             os.close(fd)
         self._lock = threading.RLock()
         self._depth = 0
+        self._unerased = False  # a shred's WAL checkpoint is not confirmed yet
         try:
             self._db = sqlite3.connect(
                 self._path, isolation_level=None, check_same_thread=False, timeout=30.0
@@ -207,6 +228,9 @@ class SQLiteKeyStore:
                 yield
                 self._depth = 0
                 self._db.execute("COMMIT")
+                if self._unerased:  # a shred's erase left pending (or shred in a transaction)
+                    with contextlib.suppress(KeyringError):  # the commit stands either way
+                        self._checkpoint_once()
             except BaseException as exc:
                 self._depth = 0
                 # SQLite may have rolled back already (SQLITE_FULL, an I/O error): a second
@@ -286,10 +310,50 @@ class SQLiteKeyStore:
                         (seq, tag, time.time()),
                     )
                 self._bump(tombstone_seq=seq)
-        if gone and not self._depth:
-            with self._reading():  # move the overwritten page out of the WAL into the main file
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if gone:
+                self._unerased = True  # the commit's own try (transaction) is the first
+        if gone and self._unerased and not self._depth and not self.checkpoint(ERASE_WAIT):
+            _log.warning(
+                "key store %s: a shredded key's old page is still in the WAL or database "
+                "file (another connection keeps an older snapshot open); the erase is "
+                "retried after the next write and at close",
+                self._path,
+            )
         return gone > 0
+
+    def _checkpoint_once(self) -> bool:
+        """One ``wal_checkpoint(TRUNCATE)`` try of at most ``_ERASE_TRY_MS`` (under the
+        lock, outside any transaction): True if it finished, i.e. every frame is in the
+        database file and the WAL is empty."""
+        with self._reading():
+            if self._depth or self._db.in_transaction:
+                return False
+            db = self._db
+            db.execute(f"PRAGMA busy_timeout = {_ERASE_TRY_MS}")
+            try:
+                row = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.OperationalError:  # locked: the same as a busy result
+                row = None
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+            done = row is not None and row[0] == 0
+            if done:
+                self._unerased = False
+            return done
+
+    def checkpoint(self, timeout: float = ERASE_WAIT) -> bool:
+        """Copy every committed page out of the WAL into the database file and empty the
+        WAL (what makes a shredded key's old page leave the live files), retrying for up
+        to ``timeout`` seconds while another connection reads an older snapshot. True once
+        done; False if it could not finish in time (the store retries after its next write
+        and at close). The store's lock is not held between tries."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            if self._checkpoint_once():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
 
     def stale_batch(self, current_version: int, after: str, limit: int) -> list[WrappedKey]:
         with self._reading():
@@ -468,6 +532,14 @@ class SQLiteKeyStore:
         """Close the database; any later call (also one that was waiting for the lock,
         from another thread) is a :class:`KeyringError`, not sqlite3's ProgrammingError."""
         with self._lock:
+            if self._unerased and self._db is not _CLOSED:
+                with contextlib.suppress(KeyringError):  # closing is never refused for it
+                    if not self._checkpoint_once():
+                        _log.warning(
+                            "key store %s closed with a shredded key's erase unconfirmed: "
+                            "SQLite checkpoints the WAL when its last connection closes",
+                            self._path,
+                        )
             self._db.close()
             self._db = _CLOSED
 

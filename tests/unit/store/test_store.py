@@ -102,6 +102,59 @@ def test_shredded_bytes_leave_the_database_file(tmp_path: Path) -> None:
     assert marker not in blob
 
 
+_READER = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN")
+db.execute("SELECT count(*) FROM data_keys").fetchone()  # a snapshot that holds the key
+print("reading", flush=True)
+sys.stdin.readline()
+db.execute("COMMIT")
+db.close()
+"""
+
+
+def test_a_shred_whose_checkpoint_is_blocked_says_so_and_erases_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Red team: while another process read an older snapshot, a shred's
+    ``wal_checkpoint(TRUNCATE)`` waited the 30 s busy timeout holding the store's lock,
+    then its busy result was ignored: nothing said that the wrapped key's old page was
+    still on disk, and nothing erased it later. Now the shred retries within a bound,
+    logs a warning, and the store's next write after the reader is gone erases it."""
+    import subprocess
+    import sys
+
+    from keysplit.store import sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "ERASE_WAIT", 0.2, raising=False)
+    path = tmp_path / "k.sqlite"
+    s = SQLiteKeyStore(path, KID, create=True)
+    marker = b"\xc3\x3c" * 12
+    s.insert_many([WrappedKey("victim", 1, marker), *rows(3)])
+    reader = subprocess.Popen(
+        [sys.executable, "-c", _READER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == "reading\n"
+        with caplog.at_level("WARNING", logger="keysplit.store.sqlite"):
+            assert s.delete("victim")
+        assert [r.levelname for r in caplog.records] == ["WARNING"]
+        assert "victim" not in caplog.text and "WAL" in caplog.text
+        assert s.checkpoint(0) is False  # the reader still holds its snapshot
+    finally:
+        reader.communicate("done\n", timeout=30)
+    assert reader.returncode == 0
+    s.set_legal_hold("other", True)  # the next write erases it
+    blob = path.read_bytes() + (path.with_name("k.sqlite-wal").read_bytes())
+    assert marker not in blob
+    assert s.checkpoint(0) is True
+    s.close()
+
+
 def test_binding_and_strict_open(tmp_path: Path) -> None:
     p = tmp_path / "k.sqlite"
     SQLiteKeyStore(p, KID, create=True).close()
