@@ -7,6 +7,7 @@ come from prompts, files or stdin, never argv.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -162,6 +163,31 @@ def check_output_dir(path: Path, what: str) -> None:
         return
     ancestor = next((p for p in path.absolute().parents if p.exists()), Path("/"))
     _check_parent(ancestor, what)
+
+
+def write_all_or_none(files: list[tuple[Path, bytes]]) -> None:
+    """Write new files (0600, atomically, never overwriting): all of them or none.
+
+    A name already taken is refused before anything is written, and a failed write removes
+    the ones written. Half a new set beside an old one would mix two splits in one
+    directory (pycryptodome or Vault shares carry no check to tell), and a rerun would
+    then stop at the first file of the half set.
+    """
+    from keysplit.files import atomic_write
+
+    for path, _ in files:
+        if os.path.lexists(path):
+            raise FileExistsError(f"refusing to overwrite existing file: {path}")
+    written: list[Path] = []
+    try:
+        for path, data in files:
+            atomic_write(path, data, overwrite=False)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
 
 
 INPUT_LIMIT = 1 << 20

@@ -5,8 +5,6 @@ or to one 0600 file each, never overwriting.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import sys
 from pathlib import Path
@@ -16,7 +14,15 @@ import typer
 
 from keysplit import KeysplitError
 
-from ._common import EXIT_USAGE, fail, info, read_input, read_small_secret, relabel
+from ._common import (
+    EXIT_USAGE,
+    fail,
+    info,
+    read_input,
+    read_small_secret,
+    relabel,
+    write_all_or_none,
+)
 from ._opener import ALLOW_EXPENSIVE_KDF, Passphrases, ShareOpener, can_prompt, hidden_prompt
 
 if TYPE_CHECKING:
@@ -178,33 +184,15 @@ def slip39_passphrase(
 
 
 def write_items(out_dir: Path | None, items: list[tuple[str, str]]) -> None:
-    """Write ``(file name, text)`` items to ``out_dir`` (0600, never overwriting) or stdout.
-
-    All of them or none: a name already taken is refused before anything is written, and
-    a failed write removes the ones written. Half a new set beside an old one would mix
-    two splits in one directory, and pycryptodome or Vault shares carry no check to tell.
-    """
-    from keysplit.files import atomic_write
-
+    """Write ``(file name, text)`` items to ``out_dir`` (0600, never overwriting) or stdout,
+    all of them or none (:func:`write_all_or_none`)."""
     if out_dir is None:
         sys.stdout.write("".join(text for _, text in items))
         sys.stdout.flush()
         return
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     files = [(out_dir / name, text.encode()) for name, text in items if not text.startswith("#")]
-    for path, _ in files:
-        if os.path.lexists(path):
-            raise FileExistsError(f"refusing to overwrite existing file: {path}")
-    written: list[Path] = []
-    try:
-        for path, data in files:
-            atomic_write(path, data, overwrite=False)
-            written.append(path)
-    except BaseException:
-        for path in written:
-            with contextlib.suppress(OSError):
-                path.unlink()
-        raise
+    write_all_or_none(files)
     info(f"wrote {len(files)} share file(s) to {out_dir}")
 
 

@@ -24,6 +24,7 @@ from .._common import (
     fail,
     handle_errors,
     read_input,
+    write_all_or_none,
 )
 from .._custodians import read_recipient
 from .._opener import (
@@ -94,7 +95,6 @@ def split_cmd(
     """
     from keysplit import seal_share, seal_share_with_passphrase, secret_fingerprint, split
     from keysplit.ceremony import Custody, check_custody, share_file_text
-    from keysplit.files import atomic_write
 
     sealing = bool(custodian or passphrase_custodian)
     if sealing and len(custodian) + len(passphrase_custodian) != shares:
@@ -139,21 +139,22 @@ def split_cmd(
         for s in made:
             typer.echo(str(s))
         return
-    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    files: list[tuple[Path, bytes]] = []  # sealed first, then written all or none
     for i, s in enumerate(made):
         if not sealing:
-            path = out_dir / f"share-{s.index}.kss"
-            atomic_write(path, share_file_text(s).encode(), overwrite=False)
+            files.append((out_dir / f"share-{s.index}.kss", share_file_text(s).encode()))
         elif i < len(recipients):
-            path = out_dir / f"share-{s.index}-{recipients[i].name}.kss"
-            atomic_write(path, seal_share(s, recipients[i]), overwrite=False)
+            name = recipients[i].name
+            files.append((out_dir / f"share-{s.index}-{name}.kss", seal_share(s, recipients[i])))
         else:
             name = passphrase_custodian[i - len(recipients)]
             sealed = seal_share_with_passphrase(
                 s, name, passphrases[i - len(recipients)], kdf=_common.KDF
             )
-            path = out_dir / f"share-{s.index}-{name}.kss"
-            atomic_write(path, sealed, overwrite=False)
+            files.append((out_dir / f"share-{s.index}-{name}.kss", sealed))
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_all_or_none(files)
+    for s, (path, _) in zip(made, files, strict=True):
         note(f"  share {s.index}: {path}")
 
 

@@ -432,3 +432,20 @@ def test_passphrases_are_nfc_normalized(tmp_path: Path) -> None:
     )
     assert r.exit_code == 0, r.output
     assert r.stdout.strip() == SECRET
+
+
+def test_split_into_a_directory_writes_every_share_or_none(tmp_path: Path) -> None:
+    """(files red team, 'found, not fixed') split wrote its shares one by one: with
+    share-3.kss already taken it wrote share-1 and share-2 of a new set, then failed, so the
+    directory held two sets mixed and a rerun stopped at share-1. Now a taken name is
+    refused before anything is written, and the directory is as it was."""
+    secret_file = tmp_path / "secret.hex"
+    secret_file.write_text(SECRET + "\n")
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "share-3.kss").write_text("an older set's share\n")
+    r = run(["split", "-k", "2", "-n", "3", "--in", secret_file, "--out-dir", out])
+    assert r.exit_code == 1
+    assert _error_lines(r) == [f"error: refusing to overwrite existing file: {out / 'share-3.kss'}"]
+    assert sorted(f.name for f in out.iterdir()) == ["share-3.kss"]
+    assert (out / "share-3.kss").read_text() == "an older set's share\n"
