@@ -310,10 +310,11 @@ _CRASH_CHILD = """
 import sys
 from keysplit.audit import AuditLog
 log = AuditLog(sys.argv[1], mac_key=bytes(range(32)))
-print("ready", flush=True)
 i = 0
 while True:
     log._append("unseal-check", custodians=["alice", "bob"], i=i, pad="x" * 3000)
+    if i == 0:  # one complete entry before the kill can come, however loaded the machine
+        print("ready", flush=True)
     i += 1
 """
 
