@@ -398,8 +398,13 @@ def test_cli_shred_exit_codes_wait_and_json(cer: Ceremony) -> None:
         doc = json.loads(r.stdout)
         assert doc["shredded"] is True and doc["not_acknowledged"] == []
         assert doc["holders"] == 1 and doc["tombstone_seq"] == 1
-        holder.local_data_keys().member._stop.set()  # alive, but no longer polling
-        time.sleep(0.3)
+        # alive, but no longer polling: the watcher is joined, not slept on (a sync it had
+        # begun could run late on a loaded machine, after the next shred, and ack it)
+        member = holder.local_data_keys().member
+        member._stop.set()
+        assert member._thread is not None
+        member._thread.join(BOUND)
+        assert not member._thread.is_alive()
         r = run(["shred", cer.kr, "u2", "--yes", "--wait", "0.5", "--json",
                  *cer.quorum("alice", "bob")])  # fmt: skip
         assert r.exit_code == 4, r.output
