@@ -25,7 +25,9 @@ allowed::
     <keyring_id> <fingerprint> <label to end of line>
 
 It is read with bounds (size, line length, entry count) and rewritten atomically under an
-advisory lock. Nothing in it is secret.
+advisory lock, one entry's line at a time: comments, blank lines and the other entries stay
+as they were, and a file that is a symbolic link is written where it points. Nothing in it
+is secret.
 
 The policy on top (:func:`trust_keyring`: expected, pinned, or trust on first use) and the
 sealing entry points that run it, :func:`encrypt_file` and :func:`encrypt_stream`, also
@@ -178,6 +180,9 @@ def _check_label(label: object) -> str:
     return label
 
 
+_HEADER = "# keysplit known keyrings: <keyring_id> <fingerprint> <label>"
+
+
 class KnownKeyrings:
     """The pinning store: keyring id -> fingerprint, in a file outside any keyring directory."""
 
@@ -241,6 +246,35 @@ class KnownKeyrings:
         _check_id(keyring_id)
         return next((e for e in self.entries() if e.keyring_id == keyring_id), None)
 
+    def _target(self) -> Path:
+        """The file written: the path itself, or what it links to (a known-keyrings file
+        kept in a dotfiles repository and linked into place stays a link)."""
+        return Path(os.path.realpath(self.path))
+
+    def _rewrite(self, keyring_id: str, line: str | None) -> None:
+        """Write the file with ``keyring_id``'s line replaced by ``line`` (appended if the id
+        has none; removed if ``line`` is None), every other line, comments and blank lines
+        kept as they are. Called under :meth:`_locked`, after :meth:`entries` checked it."""
+        text = self._read().decode("utf-8")
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()  # the final newline
+        out: list[str] = []
+        done = False
+        for raw in lines:
+            body = raw.strip()
+            if body and not body.startswith("#") and body.split(None, 1)[0] == keyring_id:
+                if line is not None and not done:
+                    out.append(line)
+                done = True  # a duplicate line of the same id (same fingerprint) goes
+                continue
+            out.append(raw)
+        if line is not None and not done:
+            if not out:
+                out.append(_HEADER)
+            out.append(line)
+        atomic_write(self._target(), "".join(x + "\n" for x in out).encode(), mode=0o644)
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -249,7 +283,8 @@ class KnownKeyrings:
         except ImportError:  # not POSIX: atomic replace still holds, concurrent pins may race
             yield
             return
-        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        target = self._target()  # beside the file written, whatever link names it
+        fd = os.open(target.with_name(target.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -279,10 +314,7 @@ class KnownKeyrings:
                 )
             if old == entry:
                 return entry
-            entries = [entry if e.keyring_id == keyring_id else e for e in entries]
-            if old is None:
-                entries.append(entry)
-            atomic_write(self.path, self._render(entries), mode=0o644)
+            self._rewrite(keyring_id, self._line(entry))
         return entry
 
     def pin_keyring(
@@ -298,19 +330,14 @@ class KnownKeyrings:
         _check_id(keyring_id)
         with self._locked():
             entries = self.entries()
-            kept = [e for e in entries if e.keyring_id != keyring_id]
-            if len(kept) == len(entries):
+            if not any(e.keyring_id == keyring_id for e in entries):
                 return False
-            atomic_write(self.path, self._render(kept), mode=0o644)
+            self._rewrite(keyring_id, None)
             return True
 
     @staticmethod
-    def _render(entries: list[KnownKeyring]) -> bytes:
-        head = "# keysplit known keyrings: <keyring_id> <fingerprint> <label>\n"
-        body = "".join(
-            f"{e.keyring_id} {e.fingerprint}{' ' + e.label if e.label else ''}\n" for e in entries
-        )
-        return (head + body).encode()
+    def _line(e: KnownKeyring) -> str:
+        return f"{e.keyring_id} {e.fingerprint}{' ' + e.label if e.label else ''}"
 
 
 def verify_keyring(

@@ -243,6 +243,34 @@ def test_comments_blank_lines_and_duplicates(tmp_path: Path) -> None:
     assert KnownKeyrings(p).entries() == [KnownKeyring(KID, fp, "a label")]
 
 
+def test_an_edit_keeps_comments_other_lines_and_a_link(tmp_path: Path) -> None:
+    """(files red team, 'found, not fixed') pin, re-pin and remove rewrote the whole file
+    from its parsed entries: every comment and blank line an operator wrote was dropped,
+    and a known_keyrings that is a symbolic link (kept in a dotfiles repository) was
+    replaced by a regular file. Now only the entry's own line changes, written where the
+    link points."""
+    fp, other = keyring_fingerprint(KID, PK), keyring_fingerprint("ab" * 16, PK)
+    real = tmp_path / "dotfiles" / "known_keyrings"
+    real.parent.mkdir()
+    text = f"# prod keyrings, confirmed by phone 2026-11-02\n\n{'ab' * 16} {other} hr\n# end\n"
+    real.write_text(text)
+    link = tmp_path / "cfg" / "known_keyrings"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    store = KnownKeyrings(link)
+    store.pin_keyring(KID, PK, "payroll")
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert real.read_text() == text + f"{KID} {fp} payroll\n"
+    store.pin_keyring(KID, bytes(32), "payroll", replace=True)  # a deliberate re-pin
+    new = keyring_fingerprint(KID, bytes(32))
+    assert real.read_text() == text + f"{KID} {new} payroll\n"
+    assert store.remove("ab" * 16)
+    assert real.read_text() == (
+        f"# prod keyrings, confirmed by phone 2026-11-02\n\n# end\n{KID} {new} payroll\n"
+    )
+    assert link.is_symlink() and not (link.parent / "known_keyrings.lock").exists()
+
+
 # -- verify_keyring and the forged-key attack ------------------------------------------------
 
 

@@ -444,8 +444,14 @@ def test_known_keyrings_file(data: bytes) -> None:
             assert trust.parse_fingerprint(e.fingerprint) == e.fingerprint
             assert known.lookup(e.keyring_id) == e
         again = trust.KnownKeyrings(Path(d) / "again")
-        again.path.write_bytes(trust.KnownKeyrings._render(entries))  # what pin() writes
+        for e in entries:  # what pin() writes reads back the same
+            again.pin(e.keyring_id, e.fingerprint, e.label)
         assert again.entries() == entries
+        new = "f" * 32
+        if known.lookup(new) is None:  # an edit keeps every other entry of the file as it was
+            known.pin(new, trust.keyring_fingerprint(new, bytes(32)), "added")
+            assert known.entries() == [*entries, known.lookup(new)]
+            assert known.remove(new) and known.entries() == entries
 
 
 @FUZZ
