@@ -35,6 +35,7 @@ __all__ = [
     "atomic_writer",
     "durable_append",
     "durable_rename",
+    "erase_file",
     "fsync_dir",
     "fsync_fd",
     "link_new",
@@ -133,6 +134,27 @@ def atomic_write(
     """Write ``data`` to ``path`` atomically and durably with permissions ``mode``."""
     with atomic_writer(path, mode=mode, overwrite=overwrite) as fh:
         fh.write(data)
+
+
+def erase_file(path: str | os.PathLike[str]) -> bool:
+    """Overwrite ``path`` with zeros in place, fsync, unlink it and fsync its directory
+    (a secret file that must not outlive its use); False if there was no such file."""
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        done = 0
+        while done < size:
+            done += os.write(fd, bytes(min(size - done, 1 << 16)))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    p.unlink(missing_ok=True)
+    fsync_dir(p.parent)
+    return True
 
 
 # -- streams: plaintext that must not exist under any name until it is complete ----------

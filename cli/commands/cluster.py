@@ -147,18 +147,38 @@ def refresh_cmd(
     ca: Path | None = CA_OPTION,
     cert: Path | None = CERT_OPTION,
     key: Path | None = KEY_OPTION,
+    abort: bool = typer.Option(
+        False,
+        "--abort",
+        help="Erase what an unfinished refresh staged on the nodes (cluster status names "
+        "them) instead of refreshing; refused by a node cluster.json's refresh still needs.",
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Re-randomize every node's share without changing the cluster key (shares of the old
     epoch no longer combine with new ones; records are unaffected). Every node must be
-    unsealed and reachable.
+    unsealed and reachable. An interrupted refresh leaves each node that finished its round
+    a staged next-epoch share (cluster status reports it): run the refresh again, or
+    --abort to erase it.
 
     Example: keysplit cluster refresh nodes/
 
-    Exit codes: 0 refreshed; 1 a node unreachable, sealed or at fault (named); 2 usage.
+    Exit codes: 0 refreshed (or aborted); 1 a node unreachable, sealed or at fault (named);
+    2 usage.
     """
-    from keysplit.service.cluster_admin import refresh_cluster
+    from keysplit.service.cluster_admin import abort_refresh, refresh_cluster
 
+    if abort:
+        erased = abort_refresh(
+            directory, token=read_token(token_file), tls=tls_files(ca, cert, key)
+        )
+        info(
+            "erased the staged refresh on: " + ", ".join(erased)
+            if erased
+            else "no node had a staged refresh"
+        )
+        emit({"erased": erased}, as_json, len(erased))
+        return
     cfg = refresh_cluster(directory, token=read_token(token_file), tls=tls_files(ca, cert, key))
     info(f"cluster {cfg.cluster_id} refreshed: epoch {cfg.epoch}")
     emit({"cluster_id": cfg.cluster_id, "epoch": cfg.epoch}, as_json, cfg.epoch)

@@ -459,6 +459,19 @@ class ClusterCommit(Event):
 
 
 @dataclass(frozen=True)
+class ClusterAbort(Event):
+    """A key-cluster node erased what an unfinished round left: ``round`` "refresh" (its
+    staged share of epoch ``epoch``) or "create" (its membership of a cluster whose
+    creation never completed, and its region pin if no membership is left)."""
+
+    NAME: ClassVar[str] = "cluster-abort"
+    cluster: str
+    epoch: int
+    round: str
+    by: str
+
+
+@dataclass(frozen=True)
 class ClusterEval(Event):
     """A key-cluster node evaluated its DPRF share for ``count`` subjects for a token."""
 
@@ -531,6 +544,7 @@ EVENTS: tuple[str, ...] = (
     "cluster-join",
     "cluster-refresh",
     "cluster-commit",
+    "cluster-abort",
     "cluster-eval",
     "cluster-recover-deal",
     "cluster-recover-help",

@@ -39,6 +39,7 @@ from .cluster_config import (
 
 __all__ = [
     "NodeStatus",
+    "abort_refresh",
     "cluster_status",
     "create_cluster",
     "refresh_cluster",
@@ -258,6 +259,35 @@ def refresh_cluster(
     return new
 
 
+def abort_refresh(
+    directory: str | os.PathLike[str], *, token: str | None = None, tls: TlsFiles = NO_TLS
+) -> list[str]:
+    """Erase, on every node, the staged share an unfinished refresh left (the share file
+    overwritten, then unlinked); returns the names of the nodes that had one. Each node
+    refuses unless it is at the epoch ``cluster.json`` names, so a refresh already written
+    to ``cluster.json`` (cut during its commits) is never undone: run it again instead.
+    Raises :class:`ClusterError` naming the nodes it could not reach or that refused."""
+    cfg = read_cluster(directory)
+    doc = {"cluster_id": cfg.cluster_id, "epoch": cfg.epoch}
+    erased: list[str] = []
+    failed: dict[str, str] = {}
+    for n in cfg.nodes:
+        try:
+            out = _post(n.url, "/v1/cluster/dkg/abort", doc, token, n.name, tls, erased=bool)
+        except KeysplitError as exc:
+            failed[n.name] = str(exc).split("\n")[0]
+            continue
+        if out["erased"]:
+            erased.append(n.name)
+    if failed:
+        raise ClusterError(
+            "the staged refresh was not erased on: "
+            + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())),
+            hint="run keysplit cluster refresh --abort again once they are reachable",
+        )
+    return erased
+
+
 def replace_node(
     directory: str | os.PathLike[str],
     name: str,
@@ -439,6 +469,8 @@ class NodeStatus:
     epoch: int | None
     share_ok: bool | None
     error: str | None = None
+    staged: int | None = None
+    """The epoch of a refresh staged on the node and not committed (nor aborted)."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -461,6 +493,8 @@ def cluster_status(
             continue
         entry = (doc.get("clusters") or {}).get(cfg.cluster_id)
         staged = entry.get("staged") if isinstance(entry, dict) else None
+        left = staged.get("epoch") if isinstance(staged, dict) else None
+        left = left if type(left) is int else None
         if (
             isinstance(entry, dict)
             and isinstance(staged, dict)
@@ -481,6 +515,7 @@ def cluster_status(
                     None,
                     False,
                     err or "not a member of this cluster",
+                    left,
                 )
             )
             continue
@@ -490,6 +525,11 @@ def cluster_status(
         err = entry.get("error")
         if not same:
             err = f"node at epoch {entry.get('epoch')} with another public share"
+        elif left is not None and left != cfg.epoch and not err:
+            err = (
+                f"a refresh to epoch {left} is staged here, not committed: run keysplit "
+                "cluster refresh again, or keysplit cluster refresh --abort to erase it"
+            )
         out.append(
             NodeStatus(
                 n.name,
@@ -500,6 +540,7 @@ def cluster_status(
                 entry.get("epoch"),
                 share_ok,
                 err,
+                left,
             )
         )
     return cfg, consistent, out

@@ -8,6 +8,7 @@ custodians. Its share of a cluster key lives in its keyring directory::
     cluster/<id>.share       the share, HPKE-sealed to the node's keyring public key
     cluster/<id>.json.next   a refresh's next epoch (description and share), staged:
     cluster/<id>.share.next  kept beside the current ones until the administrator commits
+                             (or aborts: both erased, the share overwritten first)
 
 The share file opens only through the unsealed keyring (:meth:`UnsealedKeyring.hpke_open`),
 so a disk thief gets as little as from the keyring file itself; its HPKE ``info`` binds
@@ -20,6 +21,7 @@ Endpoints (JSON unless noted; docs/API.md "Key cluster")::
     POST /v1/cluster/dkg/deal      admin: deal (or, with "refresh", deal a zero polynomial)
     POST /v1/cluster/dkg/finish    admin: open + verify sub-shares, keep the (new) share
     POST /v1/cluster/dkg/commit    admin: a refresh's staged epoch replaces the current one
+    POST /v1/cluster/dkg/abort     admin: erase what an unfinished refresh staged
     POST /v1/cluster/eval          token ("datakey" on every subject): batch frame in/out
 
 Admin requests come from the Unix-socket peer (filesystem permissions vouch for it, as for
@@ -42,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _json, names
-from .._fileio import atomic_write
+from .._fileio import atomic_write, erase_file
 from ..audit import events as ev
 from ..errors import ClusterError, FormatError, IntegrityError, KeysplitError, SealedError
 from ..keyring import UnsealedKeyring, hpke_seal
@@ -60,7 +62,12 @@ SUBSHARE_LABEL = b"keysplit cluster subshare v1\x00"
 SHARE_LABEL = b"keysplit cluster share v1\x00"
 SHARE_MAGIC = b"KSCS\x01"
 ADMIN_PATHS = frozenset(
-    {"/v1/cluster/dkg/deal", "/v1/cluster/dkg/finish", "/v1/cluster/dkg/commit"}
+    {
+        "/v1/cluster/dkg/deal",
+        "/v1/cluster/dkg/finish",
+        "/v1/cluster/dkg/commit",
+        "/v1/cluster/dkg/abort",
+    }
 )
 STAGED = ".next"
 """Suffix of a refresh's staged files. A refresh round changes no node's share: each node
@@ -137,6 +144,7 @@ class ClusterNode:
             ("POST", "/v1/cluster/dkg/deal"): self._deal,
             ("POST", "/v1/cluster/dkg/finish"): self._finish,
             ("POST", "/v1/cluster/dkg/commit"): self._commit,
+            ("POST", "/v1/cluster/dkg/abort"): self._abort,
             ("POST", "/v1/cluster/eval"): self._eval,
         }
 
@@ -487,21 +495,50 @@ class ClusterNode:
             },
         )
 
-    def _commit(self, req: Request) -> Response:
-        """A refresh's staged epoch becomes the current one (the old share is dropped);
-        committing the current epoch again does nothing."""
+    def _epoch_request(self, req: Request) -> tuple[str, str, Any, ClusterConfig]:
+        """(who, cluster id, epoch as sent, this node's current description) of an admin
+        request ``{"cluster_id", "epoch"}`` (commit, abort)."""
         by = self._admin(req)
         self._unsealed()
         doc = wire.loads(req.body)
         if not isinstance(doc, dict):
             raise FormatError("cluster request must be a JSON object")
-        cid, epoch = str(doc.get("cluster_id", "")), doc.get("epoch")
-        cfg, _ = self._config(cid)
+        cid = str(doc.get("cluster_id", ""))
+        return by, cid, doc.get("epoch"), self._config(cid)[0]
+
+    def _commit(self, req: Request) -> Response:
+        """A refresh's staged epoch becomes the current one (the old share is dropped);
+        committing the current epoch again does nothing."""
+        by, cid, epoch, cfg = self._epoch_request(req)
         if type(epoch) is not int or epoch != cfg.epoch:
             if self._staged(cid, epoch) is None:
                 raise ClusterError(f"this node is at epoch {cfg.epoch}, with no staged {epoch!r}")
             self._promote(cid, by)
         return self._json(200, {"epoch": epoch})
+
+    def _abort(self, req: Request) -> Response:
+        """Erase the staged epoch an unfinished refresh left (share overwritten, then both
+        files unlinked). ``epoch`` is the one the administrator's ``cluster.json`` names:
+        refused unless this node is at that epoch too, so a refresh that ``cluster.json``
+        already committed (a node's staged share is then the one it must serve) is never
+        aborted. Answers whether anything was erased."""
+        by, cid, epoch, cfg = self._epoch_request(req)
+        if type(epoch) is not int or epoch != cfg.epoch:
+            raise ClusterError(
+                f"this node is at epoch {cfg.epoch}, not {epoch!r}",
+                hint="cluster.json names a refresh this node has not committed: "
+                "run keysplit cluster refresh again to finish it",
+            )
+        staged_json = self.dir / f"{cid}.json{STAGED}"
+        staged_share = self.dir / f"{cid}.share{STAGED}"
+        staged = staged_json.exists() or staged_share.exists()
+        self._shares.pop(cid + STAGED, None)
+        self._pending.pop(cid, None)  # a dealing of that round will not be finished
+        erase_file(staged_share)  # the share first: a crash leaves no share without its epoch
+        staged_json.unlink(missing_ok=True)
+        if staged:
+            self._svc._audit(ev.ClusterAbort(cluster=cid, epoch=epoch + 1, round="refresh", by=by))
+        return self._json(200, {"epoch": epoch, "erased": staged})
 
     def _eval(self, req: Request) -> Response:
         """Batch DPRF evaluation: frame of subjects in, one 32-byte point per subject out."""

@@ -10,6 +10,7 @@ is bounded.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from node_proxy import LyingProxy, NodeProxy
-from service_helpers import Server, cli, make_token, share_file, start_node
+from service_helpers import KEYSPLIT, Server, cli, make_token, share_file, start_node
 
 from keysplit import ClusterClient, ClusterError, Keyring
 from keysplit.service.cluster_client import ClusterDataKeys
@@ -175,6 +176,100 @@ def test_a_refresh_cut_at_commit_keeps_working_and_old_shares_end(cluster: Clust
             c.decrypt(cluster.records[0][1], subject=cluster.records[0][0])
 
 
+def _staged_files(cluster: Cluster, cid: str) -> dict[str, list[str]]:
+    return {
+        n: sorted(p.name for p in (cluster.tmp / n / "cluster").glob(f"{cid}.*.next"))
+        for n in NODES
+    }
+
+
+def _until(cond: object, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_a_refresh_whose_coordinator_is_killed_is_reported_and_aborted(cluster: Cluster) -> None:
+    """(red team) The coordinator process of ``cluster refresh`` is killed (SIGKILL) while
+    n3's finish is in flight: n1, n2 and n3 finished their round and staged a next-epoch
+    share, n4 never heard of it. The staged shares stayed on disk until some later refresh
+    and ``cluster status`` said nothing of them (cluster.json still names the old epoch).
+    Now status names each node holding one, ``cluster refresh --abort`` erases them (the
+    share overwritten first; audited) with the cluster key and every record intact, and the
+    next refresh completes."""
+    before = read_cluster(cluster.dir)
+    cid = before.cluster_id
+    cluster.proxy.gated, _ = {"/v1/cluster/dkg/finish"}, cluster.proxy.gate.clear()
+    proc = subprocess.Popen(
+        [KEYSPLIT, "cluster", "refresh", "cl"],
+        cwd=cluster.tmp,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _until(lambda: cluster.proxy.waiting == 1, "n3's finish never reached the proxy")
+        proc.kill()
+        proc.wait(60)
+    finally:
+        cluster.proxy.gate.set()
+        cluster.proxy.gated = set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(60)
+    # n3's finish was already sent: it reaches n3 after the coordinator died
+    _until(lambda: len(_staged_files(cluster, cid)["n3"]) == 2, "n3 never staged its share")
+    staged = _staged_files(cluster, cid)
+    assert [n for n in NODES if staged[n]] == ["n1", "n2", "n3"]
+    assert read_cluster(cluster.dir) == before
+    cluster.check_records()
+    r = cli("cluster", "status", "cl", "--json", cwd=cluster.tmp)
+    assert r.returncode == 0, r.stderr
+    nodes = {n["name"]: n for n in json.loads(r.stdout)["nodes"]}
+    assert {n: nodes[n]["staged"] for n in NODES} == {
+        "n1": before.epoch + 1,
+        "n2": before.epoch + 1,
+        "n3": before.epoch + 1,
+        "n4": None,
+    }
+    assert all("--abort" in (nodes[n]["error"] or "") for n in ("n1", "n2", "n3"))
+    r = cli("cluster", "refresh", "cl", "--abort", "--json", cwd=cluster.tmp)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"erased": ["n1", "n2", "n3"]}
+    assert _staged_files(cluster, cid) == {n: [] for n in NODES}
+    for n in ("n1", "n2", "n3"):
+        log = Keyring.open(cluster.tmp / n).audit_log().entries()
+        assert [e.data["round"] for e in log if e.event == "cluster-abort"][-1] == "refresh"
+    r = cli("cluster", "status", "cl", "--json", cwd=cluster.tmp)
+    assert r.returncode == 0 and '"usable": 4' in r.stdout and "staged here" not in r.stdout
+    assert read_cluster(cluster.dir) == before
+    cluster.check_records()
+    r = cli("cluster", "refresh", "cl", cwd=cluster.tmp)
+    assert r.returncode == 0, r.stderr
+    after = read_cluster(cluster.dir)
+    assert after.epoch == before.epoch + 1 and after.public_key == before.public_key
+    cluster.check_records()
+
+
+def test_an_abort_never_undoes_a_refresh_cluster_json_names(cluster: Cluster) -> None:
+    """A refresh cut during its commits (cluster.json at the new epoch, n3 serving it from
+    its staged share): ``--abort`` is refused by n3 (erasing that share would leave n3
+    without one for the epoch cluster.json names) and keeps it; running the refresh again
+    finishes the job."""
+    before = read_cluster(cluster.dir)
+    _refresh_cut_at(cluster, "/v1/cluster/dkg/commit")
+    r = cli("cluster", "refresh", "cl", "--abort", cwd=cluster.tmp)
+    assert r.returncode == 1 and r.stderr.startswith("error: "), r.stderr
+    assert "n3" in r.stderr and "Traceback" not in r.stderr
+    assert len(_staged_files(cluster, before.cluster_id)["n3"]) == 2
+    cluster.check_records()
+    r = cli("cluster", "refresh", "cl", cwd=cluster.tmp)
+    assert r.returncode == 0, r.stderr
+    assert _staged_files(cluster, before.cluster_id) == {n: [] for n in NODES}
+    cluster.check_records()
+
+
 def _answer(doc: dict[str, object], **changes: object) -> dict[str, object]:
     out = dict(doc)
     for k, v in changes.items():
@@ -203,7 +298,6 @@ def test_a_node_answering_malformed_json_is_named_not_a_traceback(
     the wrong type made ``cluster status`` / ``cluster refresh`` end in a KeyError,
     TypeError, ValueError or AttributeError traceback; now one error line names it (status
     lists it as unusable). Nothing changes: the round never reaches a finish."""
-    import json
 
     def rewrite(p: str, head: bytes, body: bytes) -> bytes:
         if p != path or not body.startswith(b"{"):
