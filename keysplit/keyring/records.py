@@ -497,10 +497,11 @@ class Records:
     def _explain(
         self, subjects: Sequence[str], keys: Sequence[DataKey | None], records: Sequence[bytes]
     ) -> None:
-        """After a failed batch: raise why, if a record names another key than its
-        subject's (shredded, never had one, a wrong key); else let the caller re-raise."""
+        """After a failed batch: raise why, if a subject has no key now (shredded since
+        the batch looked its keys up) or a record names another key than its subject's
+        (shredded, never had one, a wrong key); else let the caller re-raise."""
         for s, k, r in zip(subjects, keys, records, strict=True):
-            if k is not None and k.commitment != _commitment(r):
+            if k is None or k.commitment != _commitment(r):
                 raise self.missing(s, k) from None
 
     def _groups(

@@ -227,6 +227,30 @@ def test_shred_and_legal_hold(made: tuple[Path, dict[str, Share]]) -> None:
     wrapped_gone.close()
 
 
+def test_a_shred_landing_during_decrypt_many_is_reported_as_such(
+    made: tuple[Path, dict[str, Share]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """decrypt_many looks the keys up, opens the batch, and on a failure looks them up
+    again to say why. A subject shredded in between (its key gone on the second look)
+    was not explained: a bare IntegrityError instead of ShreddedError."""
+    from keysplit import record as fmt
+
+    path, shares = made
+    with Keyring.open(path).unseal([shares["alice"], shares["bob"]]) as ku:
+        old = ku.encrypt_many(["u1", "u2"], [b"a", b"b"])
+        assert ku.shred("u1") is True
+        ku.encrypt(b"new key", subject="u1")  # u1's old record names the shredded key
+        open_groups = fmt.open_groups
+
+        def shred_meanwhile(groups: object, records: object) -> object:
+            ku.shred("u1")  # another caller, between the lookup and the failure
+            return open_groups(groups, records)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(fmt, "open_groups", shred_meanwhile)
+        with pytest.raises(ShreddedError):
+            ku.decrypt_many(["u1", "u2"], old)
+
+
 def test_rekey_kills_old_shares(made: tuple[Path, dict[str, Share]]) -> None:
     path, shares = made
     with Keyring.open(path).unseal([shares["alice"], shares["bob"]]) as ku:
