@@ -241,7 +241,7 @@ class KeyAdmin:
         """Destroy the data key of every spelling of ``subject`` (:mod:`keysplit.names`).
 
         A hold on any spelling refuses the whole shred before anything is deleted; the store
-        still checks each delete atomically.
+        checks the holds again in the one transaction that deletes every spelling.
         """
         local = self._local
         spellings = local.stored_spellings(subject)
@@ -251,15 +251,15 @@ class KeyAdmin:
                 raise LegalHoldError(
                     f"subject {min(held)!r} is under legal hold", hint="lift the hold first"
                 )
-        existed = False
+        # One store transaction deletes every spelling's key, or none if a hold sits on any
+        # of them by then (one delete per spelling let a hold placed meanwhile stop the
+        # shred halfway). The tombstones commit with it, every spelling's tag (the
+        # subject's own first): other processes drop the keys from them, and a later
+        # process, which no longer knows a deleted legacy spelling, still finds the
+        # subject shredded.
+        tags = [local.tombstone_tag(s) for s in spellings]
+        existed = local.store.delete_many(spellings, tags)  # LegalHoldError
         for s in spellings:
-            # the tombstone commits with the delete; other processes drop the key from it.
-            # The subject's own tag comes with the first key deleted: a later process, which
-            # no longer knows a deleted legacy spelling, still finds the subject shredded.
-            tags = [local.tombstone_tag(s)]
-            if not existed and s != spellings[0]:
-                tags.append(local.tombstone_tag(spellings[0]))
-            existed = local.store.delete(s, tags) or existed  # LegalHoldError
             local.forget(s)
         return existed
 

@@ -702,10 +702,10 @@ class ClusterClient:
     def shred(self, subject: str) -> bool:
         """Delete the subject's wrapped data key: its records die for every node quorum.
 
-        Under every spelling, each delete with its tombstone in one transaction (refused
-        under legal hold, :class:`LegalHoldError`); every caching client of the store drops
-        the key within the fleet bound (:mod:`keysplit.keyring.fleet`). The tags need one
-        evaluation by T nodes with this token; if that fails the deletes go ahead anyway
+        Every spelling deleted with its tombstones in one transaction (refused whole if any
+        spelling is under legal hold, :class:`LegalHoldError`); every caching client of the
+        store drops the key within the fleet bound (:mod:`keysplit.keyring.fleet`). The tags
+        need one evaluation by T nodes with this token; if that fails the deletes go ahead anyway
         under :data:`FLUSH_TAG` (every caching client drops every cached key), since
         erasure must not wait for the nodes. Returns whether a key existed.
         """
@@ -723,9 +723,8 @@ class ClusterClient:
             tags = dict(zip(present, dk.tombstone_tags(present), strict=True))
         except (ClusterError, PermissionDenied, SealedError, ServiceError, OSError):
             tags = dict.fromkeys(present, FLUSH_TAG)
-        existed = False
-        for s in present:
-            existed = dk.store.delete(s, tags[s]) or existed
+        # every spelling in one transaction that checks each one's hold again
+        existed = dk.store.delete_many(spellings, [tags[s] for s in present])
         dk.evict(spellings)
         return existed
 

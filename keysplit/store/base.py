@@ -3,8 +3,9 @@
 A key store only ever sees *wrapped* data keys (RFC 3394 under a KEK version), so a
 dump of it is useless without a quorum of custodians. It is deliberately small so a
 backend can put it in its own database: exactly what the keyring calls, no more: bulk
-reads, insert-if-absent, compare-and-swap replace, delete guarded by legal holds, the
-rewrap cursor over keys not yet under the current KEK, counts, holds.
+reads, insert-if-absent, compare-and-swap replace, delete (every spelling of a subject at
+once) guarded by legal holds, the rewrap cursor over keys not yet under the current KEK,
+counts, holds.
 
 Every method is atomic on its own (a store needs no caller-visible transactions: the
 bulk methods are all-or-nothing, and the keyring never needs two calls to commit
@@ -191,6 +192,20 @@ class KeyStore(Protocol):
         If a key was deleted and ``tombstone`` (16 bytes, or several tags: a legacy
         spelling's and its subject's) is given, the same transaction appends each as a
         :class:`Tombstone`, in order, and bumps the epoch.
+        """
+        ...
+
+    def delete_many(
+        self, subjects: Sequence[str], tombstone: bytes | Sequence[bytes] | None = None
+    ) -> bool:
+        """Remove the keys of ``subjects`` (one subject's spellings, :mod:`keysplit.names`)
+        in one transaction; True if any was there. :meth:`delete` is its one-subject case.
+
+        Raises :class:`~keysplit.errors.LegalHoldError` (and deletes nothing) if any of
+        ``subjects`` is under legal hold, checked in the same transaction: a hold placed
+        on one spelling while a shred runs never leaves the subject partly shredded (one
+        ``delete`` per spelling did). If a key was deleted, the transaction appends every
+        tag of ``tombstone`` as a :class:`Tombstone`, in order, and bumps the epoch once.
         """
         ...
 

@@ -68,7 +68,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import FormatError, KeyringError, LegalHoldError, StoreUnreachableError
+from ..errors import FormatError, KeyringError, StoreUnreachableError
 from . import rules as _rules
 from .base import ADMIN_WAIT, KeyringState, Lease, Tombstone, WrappedKey
 from .url import check_store_url, postgres_conninfo
@@ -174,10 +174,15 @@ _STATEMENTS: dict[str, LiteralString] = {
     "SELECT v.s, v.k, v.w FROM v, ok WHERE ok.fine ORDER BY v.s "
     "ON CONFLICT (subject) DO NOTHING) "
     "SELECT epoch, current_kek, retired, rekeys, tombstone_seq FROM st",
-    "delete": "WITH held AS (SELECT count(*) AS n FROM {s}.legal_holds WHERE subject = %(s)s), "
-    "gone AS (DELETE FROM {s}.data_keys WHERE subject = %(s)s "
-    "AND (SELECT n FROM held) = 0 RETURNING 1) "
-    "SELECT (SELECT n FROM held), (SELECT count(*) FROM gone)",
+    # every spelling of a subject at once: all deleted, or none if any is held
+    "delete": "WITH held AS (SELECT subject FROM {s}.legal_holds "
+    "WHERE subject = ANY(%(s)s::text[])), "
+    "gone AS (DELETE FROM {s}.data_keys WHERE subject = ANY(%(s)s::text[]) "
+    "AND NOT EXISTS (SELECT 1 FROM held) RETURNING 1) "
+    "SELECT (SELECT array_agg(subject) FROM held), (SELECT count(*) FROM gone)",
+    # subject locks in one statement, in subject order
+    "lock_subjects": "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
+    "FROM unnest(%s::text[]) AS k",
     "stale": "SELECT subject, kek_version, wrapped FROM {s}.data_keys "
     "WHERE kek_version <> %s AND subject > %s ORDER BY subject LIMIT %s",
     "page": "SELECT subject, kek_version, wrapped FROM {s}.data_keys "
@@ -686,17 +691,28 @@ class PostgresKeyStore:
         return self._tx(work)
 
     def delete(self, subject: str, tombstone: bytes | Sequence[bytes] | None = None) -> bool:
+        return self.delete_many([subject], tombstone)
+
+    def delete_many(
+        self, subjects: Sequence[str], tombstone: bytes | Sequence[bytes] | None = None
+    ) -> bool:
+        """One transaction: the exclusive state lock, each subject's lock (as
+        :meth:`set_legal_hold` takes it), then one statement that deletes every key
+        unless one of the subjects is held."""
+        wanted = _rules.delete_subjects(subjects)
         tags = _rules.tombstone_tags(tombstone)
+        if not wanted:
+            return False
+        locks = sorted(self._lock_prefix + s for s in wanted)
 
         def work(conn: _Conn) -> bool:
             st = self._exclusive(conn)
-            conn.execute(self._sql["lock_subject"], (self._lock_prefix + subject,))
-            row = conn.execute(self._sql["delete"], {"s": subject}).fetchone()
-            held, gone = row if row else (0, 0)
-            if held:
-                raise LegalHoldError(
-                    f"subject {subject!r} is under legal hold", hint="lift the hold first"
-                )
+            conn.execute(self._sql["lock_subjects"], (locks,))
+            row = conn.execute(self._sql["delete"], {"s": wanted}).fetchone()
+            held, gone = row if row else (None, 0)
+            refusal = _rules.hold_refusal(held or ())
+            if refusal is not None:
+                raise refusal
             if gone and tags:
                 seq = st.tombstone_seq
                 for tag in tags:

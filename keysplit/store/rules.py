@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from ..errors import KeyringError
+from ..errors import KeyringError, LegalHoldError
 from .base import (
     TOMBSTONE_SIZE,
     KekInUseError,
@@ -23,7 +23,9 @@ __all__ = [
     "check_insert",
     "check_replace",
     "check_rotate",
+    "delete_subjects",
     "encode_retired",
+    "hold_refusal",
     "parse_retired",
     "retire_refusal",
     "tombstone_tags",
@@ -85,6 +87,22 @@ def tombstone_tags(tombstone: bytes | Sequence[bytes] | None) -> tuple[bytes, ..
         if not isinstance(tag, bytes) or len(tag) != TOMBSTONE_SIZE:
             raise ValueError(f"a tombstone is {TOMBSTONE_SIZE} bytes")
     return tags
+
+
+def delete_subjects(subjects: Sequence[str]) -> list[str]:
+    """The distinct subjects of a ``delete_many`` (a lone ``str`` is a caller's mistake:
+    iterating it would delete its characters)."""
+    if isinstance(subjects, str) or not all(isinstance(s, str) for s in subjects):
+        raise TypeError("delete_many takes a sequence of subjects (str)")
+    return list(dict.fromkeys(subjects))
+
+
+def hold_refusal(held: Iterable[str]) -> LegalHoldError | None:
+    """The error of a delete that found ``held`` subjects under legal hold, or None."""
+    first = min(held, default=None)
+    if first is None:
+        return None
+    return LegalHoldError(f"subject {first!r} is under legal hold", hint="lift the hold first")
 
 
 def retire_refusal(

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import FormatError, KeyringError, LegalHoldError
+from ..errors import FormatError, KeyringError
 from . import rules as _rules
 from .base import ADMIN_WAIT, KeyringState, Lease, Tombstone, WrappedKey
 
@@ -108,6 +108,8 @@ CREATE TABLE IF NOT EXISTS leases (
     expires REAL NOT NULL
 ) STRICT;
 """
+_HELD = "SELECT 1 FROM legal_holds WHERE subject = ?"
+_DELETE = "DELETE FROM data_keys WHERE subject = ?"
 _STATE = "SELECT epoch, current_kek, retired, rekeys, tombstone_seq FROM keyring_state"
 _LEASE = "SELECT id, host, pid, role, current_kek, acked, cached, expires FROM leases"
 
@@ -291,16 +293,19 @@ class SQLiteKeyStore:
             return self._db.total_changes - before
 
     def delete(self, subject: str, tombstone: bytes | Sequence[bytes] | None = None) -> bool:
+        return self.delete_many([subject], tombstone)
+
+    def delete_many(
+        self, subjects: Sequence[str], tombstone: bytes | Sequence[bytes] | None = None
+    ) -> bool:
+        wanted = _rules.delete_subjects(subjects)
         tags = _rules.tombstone_tags(tombstone)
         with self.transaction():
-            held = self._db.execute(
-                "SELECT 1 FROM legal_holds WHERE subject = ?", (subject,)
-            ).fetchone()
-            if held:
-                raise LegalHoldError(
-                    f"subject {subject!r} is under legal hold", hint="lift the hold first"
-                )
-            gone = self._db.execute("DELETE FROM data_keys WHERE subject = ?", (subject,)).rowcount
+            db = self._db
+            refusal = _rules.hold_refusal(s for s in wanted if db.execute(_HELD, (s,)).fetchone())
+            if refusal is not None:
+                raise refusal
+            gone = sum(db.execute(_DELETE, (s,)).rowcount for s in wanted)
             if gone and tags:
                 seq = self._state().tombstone_seq
                 for tag in tags:
@@ -399,9 +404,7 @@ class SQLiteKeyStore:
 
     def is_on_hold(self, subject: str) -> bool:
         with self._reading():
-            row = self._db.execute(
-                "SELECT 1 FROM legal_holds WHERE subject = ?", (subject,)
-            ).fetchone()
+            row = self._db.execute(_HELD, (subject,)).fetchone()
         return row is not None
 
     def iter_subjects(self, batch_size: int = 1000) -> Iterator[list[WrappedKey]]:

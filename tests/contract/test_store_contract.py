@@ -327,6 +327,29 @@ def test_delete_appends_several_tombstones_in_order(store: KeyStore) -> None:
     assert store.get_many(["b"]) and store.state().tombstone_seq == 2
 
 
+def test_delete_many_deletes_every_subject_or_none(store: KeyStore) -> None:
+    """One subject's spellings are shredded in one transaction: a hold on any of them
+    (keyed or not) refuses the whole delete; else every key goes, the tombstones are
+    appended once, in order, with one epoch bump."""
+    tags = [b"\x05" * 16, b"\x06" * 16]
+    store.insert_many([wk("x-nfc"), wk("x-nfd"), wk("y")])
+    store.set_legal_hold("x-odd", True)  # held, no key there
+    e0 = store.state().epoch
+    with pytest.raises(LegalHoldError, match="x-odd"):
+        store.delete_many(["x-nfc", "x-nfd", "x-odd"], tags)
+    assert set(store.get_many(["x-nfc", "x-nfd"])) == {"x-nfc", "x-nfd"}
+    assert store.state().epoch == e0 and store.tombstones_since(0) == []
+    with pytest.raises(TypeError):
+        store.delete_many("x-nfc", tags)  # type: ignore[arg-type]  # a str, not subjects
+    assert not store.delete_many(["nobody", "nobody-else"], tags)
+    assert store.delete_many(["x-nfc", "x-nfd", "x-nfd", "never"], tags)
+    assert store.get_many(["x-nfc", "x-nfd", "y"]).keys() == {"y"}
+    st = store.state()
+    assert st.epoch == e0 + 1 and st.tombstone_seq == 2
+    assert [(t.seq, t.tag) for t in store.tombstones_since(0)] == [(1, tags[0]), (2, tags[1])]
+    assert not store.delete_many([])
+
+
 def test_audit_chain_appends_serialize(backend: Backend) -> None:
     store = backend.open(create=True)
     if not isinstance(store, AuditStore):

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
-from keysplit.errors import KeyringError, LegalHoldError
+from keysplit.errors import KeyringError
 from keysplit.store import WrappedKey
 from keysplit.store import rules as _rules
 from keysplit.store.base import ADMIN_WAIT, KeyringState, Lease, Tombstone
@@ -80,11 +80,18 @@ class MemoryKeyStore:
         return n
 
     def delete(self, subject: str, tombstone: bytes | Sequence[bytes] | None = None) -> bool:
+        return self.delete_many([subject], tombstone)
+
+    def delete_many(
+        self, subjects: Sequence[str], tombstone: bytes | Sequence[bytes] | None = None
+    ) -> bool:
+        wanted = _rules.delete_subjects(subjects)
         tags = _rules.tombstone_tags(tombstone)
         with self._d.lock:
-            if subject in self._d.holds:
-                raise LegalHoldError(f"subject {subject!r} is under legal hold")
-            gone = self._d.keys.pop(subject, None) is not None
+            refusal = _rules.hold_refusal(s for s in wanted if s in self._d.holds)
+            if refusal is not None:
+                raise refusal
+            gone = sum(self._d.keys.pop(s, None) is not None for s in wanted) > 0
             if gone and tags:
                 seq = self._d.state.tombstone_seq
                 for tag in tags:

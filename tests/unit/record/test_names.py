@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -331,6 +332,51 @@ def test_keyring_legacy_nfd_subject_readable_and_shreddable(tmp_path: Path) -> N
                 ku.decrypt(rec, subject=NFC)
             with pytest.raises(ShreddedError):
                 ku.decrypt(rec, subject=NFD)
+
+
+def test_a_hold_placed_during_a_shred_leaves_no_spelling_shredded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team: a subject with keys under two spellings (NFC and a legacy NFD one) was
+    shredded one spelling per store transaction, so a legal hold placed on the legacy
+    spelling by another process between the two deletes stopped the shred halfway: the NFC
+    key gone, the NFD key kept, a LegalHoldError, a half-shredded subject. Now the store
+    deletes every spelling in one transaction that checks every hold: all or nothing."""
+    from keysplit.errors import LegalHoldError
+    from keysplit.keyring import STORE_FILE
+    from keysplit.store import SQLiteKeyStore
+
+    kr, shares = keysplit.Keyring.create(tmp_path / "kr", 2, ["a", "b"])
+    with kr.unseal([shares["a"], shares["b"]]) as ku:
+        _legacy_key(ku, NFD)
+        ku.encrypt(b"x", subject=NFC)
+        store = ku.store
+        other = SQLiteKeyStore(tmp_path / "kr" / STORE_FILE, store.keyring_id)
+        placed: list[str] = []
+
+        def hold_first(name: str) -> Any:  # another process holds the legacy spelling now
+            real = getattr(store, name)
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                if not placed:
+                    other.set_legal_hold(NFD, True)
+                    placed.append(name)
+                return real(*args, **kwargs)
+
+            return call
+
+        for name in ("delete", "delete_many"):
+            if hasattr(store, name):
+                monkeypatch.setattr(store, name, hold_first(name))
+        with pytest.raises(LegalHoldError):
+            ku.shred(NFC)
+        assert placed
+        assert set(other.get_many([NFC, NFD])) == {NFC, NFD}  # nothing shredded
+        assert other.tombstones_since(0) == []
+        other.set_legal_hold(NFD, False)
+        assert ku.shred(NFC) is True
+        assert other.get_many([NFC, NFD]) == {}
+        other.close()
 
 
 def test_keyring_nfd_written_key_shredded_by_nfc(tmp_path: Path) -> None:
