@@ -32,12 +32,14 @@ chain; reading, hashing, MACs and verification are exactly those of the file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import hmac
 import json
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -227,9 +229,14 @@ class AuditLog:
         if self.store is not None:
             return b"".join(line + b"\n" for line in self.store.audit_lines())
         try:
-            return self.path.read_bytes()
+            fd = _open_log(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return b""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # no append half-seen (a false torn line)
+            return _read_exactly(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
 
     def _scan(self, data: bytes, *, check: bool) -> list[AuditEntry]:
         if not data:
@@ -310,8 +317,8 @@ class AuditLog:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[tuple[int, bool]]:
-        created = not self.path.exists()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        created = not os.path.lexists(self.path)
+        fd = _open_log(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield fd, created
@@ -391,7 +398,7 @@ class AuditLog:
             self._link((lines[-1], True) if lines else None)
             return
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            fd = _open_log(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return
         try:
@@ -436,7 +443,7 @@ class AuditLog:
         Only bytes after the last newline are removed; complete entries are never touched.
         A chain kept in the store has no torn lines (each entry is one committed row).
         """
-        if self.store is not None or not self.path.exists():
+        if self.store is not None or not os.path.lexists(self.path):
             return False
         with self._locked() as (fd, _):
             size = os.fstat(fd).st_size
@@ -446,6 +453,68 @@ class AuditLog:
             os.ftruncate(fd, size - len(last[0]))
             fsync_fd(fd)
             return True
+
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+def _not_regular(path: Path, mode: int) -> AuditError:
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    return AuditError(
+        f"audit log {path} is {kind}, not a regular file; refusing to use it",
+        hint="the log is a regular file in the keyring directory: move this away and "
+        "put the keyring's log back (from a backup if need be)",
+    )
+
+
+def _open_log(path: Path, flags: int) -> int:
+    """A descriptor on the log file, refused (:class:`AuditError`) unless it is a regular
+    file: a FIFO or a device (``/dev/zero``) put in its place, directly or by a symbolic
+    link, would block the ceremony or never end its read. The final component is never
+    followed (``O_NOFOLLOW``), a FIFO's open never waits for a writer (``O_NONBLOCK``), and
+    the type is checked on the open descriptor (``fstat``), so a swap between the ``lstat``
+    (which spares opening a device at all) and the open is caught too.
+    ``FileNotFoundError`` if there is no log (and ``flags`` does not create it).
+    """
+    with contextlib.suppress(FileNotFoundError):
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(path, st.st_mode)
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # made a link since the lstat
+            raise _not_regular(path, stat.S_IFLNK) from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    """The first ``size`` bytes of a regular file (its size when locked): never more."""
+    parts: list[bytes] = []
+    pos = 0
+    while pos < size:
+        chunk = os.pread(fd, min(size - pos, 1 << 20), pos)
+        if not chunk:
+            break
+        parts.append(chunk)
+        pos += len(chunk)
+    return b"".join(parts)
 
 
 def _last_entry_hash(data: bytes) -> str:

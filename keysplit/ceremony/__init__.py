@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import BinaryIO, TypeAlias, TypeVar
 
 from .. import trust
-from ..audit import AuditEntry, AuditReport
+from ..audit import AuditEntry, AuditLog, AuditReport
 from ..audit import events as ev
 from ..audit.events import Contributor, Principal
 from ..custody import Argon2Params
@@ -197,6 +197,8 @@ def init(
             f"{log} holds the audit log of an earlier keyring; a new keyring starts a new log",
             hint="move it away (it is that keyring's record), then run init again",
         )
+    if not home.has_keyring():
+        AuditLog(log).check_append()  # a FIFO or a device in its place: refused now
     check_custody(custody)
     sink.reserve(custody, 1)
     if sheets is not None:

@@ -6,6 +6,7 @@ Each test checks exit codes and messages, then the resulting state through the l
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ceremony_helpers import (  # noqa: F401 (fixtures)
     run,
 )
 from keysplit_cli import _common
+from paths import run_keysplit
 
 from keysplit import Identity, Keyring, Recipient, ShreddedError, load_share
 from keysplit.ceremony import sinks
@@ -428,6 +430,38 @@ def test_rekey_on_a_log_it_cannot_extend_changes_nothing(cer: Ceremony) -> None:
     assert not list(cer.shares.glob("*.g2.*"))
     with kr.unseal([_open(cer, "alice"), _open(cer, "bob")]):  # the old shares still work
         pass
+
+
+def _not_a_file(path: Path, kind: str) -> None:
+    """Put ``kind`` where the audit log was: what someone with the disk (or a mistake)
+    can leave there."""
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "link-to-dev-zero":
+        path.symlink_to("/dev/zero")
+    else:  # the same device, made in place (needs CAP_MKNOD)
+        try:
+            os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 5))
+        except PermissionError:
+            pytest.skip("mknod needs CAP_MKNOD")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link-to-dev-zero", "char-device"])
+def test_an_audit_log_that_is_no_regular_file_is_refused(cer: Ceremony, kind: str) -> None:
+    """A FIFO or /dev/zero as audit.log: 'audit verify' blocked in open() (FIFO) or read
+    until memory ran out (/dev/zero), 'unseal' blocked in its pre-check (FIFO) or wrote its
+    entry to the device ('[Errno 22] Invalid argument'). Now each says what is there, in one
+    error line, at once. The installed executable, every run bounded by a timeout."""
+    log = cer.kr / "audit.log"
+    _not_a_file(log, kind)
+    what = {"fifo": "a FIFO", "link-to-dev-zero": "a symbolic link"}.get(kind, "a character device")
+    for args in (["audit", "verify", cer.kr], ["unseal", cer.kr, *cer.quorum("alice", "bob")]):
+        p = run_keysplit(args, timeout=60)
+        errs = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+        assert p.returncode == 1 and "Traceback" not in p.stderr, (args, p.stderr)
+        assert errs == [f"error: audit log {log} is {what}, not a regular file; refusing to use it"]
+    assert not log.is_file()
 
 
 # -- rotate / rewrap / retire / shred / hold / status --------------------------------------

@@ -343,3 +343,65 @@ def test_sigkill_mid_append_never_corrupts_complete_entries(tmp_path: Path) -> N
             assert log.repair_torn_tail()
             report = log.verify()
         assert report.entries == len(log.entries()) > 0
+
+
+_EVERY_ENTRY_POINT = r"""
+import os, sys
+from pathlib import Path
+from keysplit import AuditError, AuditLog
+from keysplit.audit import events as ev
+
+log = AuditLog(Path(sys.argv[1]), mac_key=bytes(32))
+calls = {
+    "verify": log.verify,
+    "entries": log.entries,
+    "head": lambda: log.head,
+    "check_append": log.check_append,
+    "append": lambda: ev.record(log, ev.UnsealCheck(1, ())),
+    "repair_torn_tail": log.repair_torn_tail,
+}
+for name, call in calls.items():
+    try:
+        call()
+    except AuditError as exc:
+        print(name, exc, sep=": ")
+    else:
+        print(name, "accepted", sep=": ")
+"""
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link-to-dev-zero", "link-to-a-file", "directory"])
+def test_every_entry_point_refuses_a_log_that_is_no_regular_file(tmp_path: Path, kind: str) -> None:
+    """Each AuditLog method opened the path as it found it: a FIFO blocked verify, entries,
+    head and check_append in open(); /dev/zero was read until memory ran out (verify,
+    entries, head) or written to (append). Now every one refuses, naming what is there, and
+    a link is never followed (not even to a regular file: appends must not land elsewhere).
+    In a child process, bounded by a timeout, as the old code blocks."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "audit.log"
+    what = {"fifo": "a FIFO", "directory": "a directory"}.get(kind, "a symbolic link")
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "link-to-dev-zero":
+        path.symlink_to("/dev/zero")
+    else:
+        make_log(tmp_path / "real.log", 2, mac_key=bytes(32))
+        path.symlink_to(tmp_path / "real.log")
+    p = subprocess.run(
+        [sys.executable, "-c", _EVERY_ENTRY_POINT, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    refused = f"audit log {path} is {what}, not a regular file; refusing to use it"
+    assert p.stdout.splitlines() == [
+        f"{name}: {refused}"
+        for name in ("verify", "entries", "head", "check_append", "append", "repair_torn_tail")
+    ]
+    if kind == "link-to-a-file":
+        assert AuditLog(tmp_path / "real.log", mac_key=bytes(32)).verify().entries == 2

@@ -9,9 +9,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from paths import run_keysplit
 
 from keysplit import (
     Argon2Params,
+    AuditError,
     CustodianError,
     Identity,
     IntegrityError,
@@ -215,13 +217,7 @@ def _rekey_process(kr: Path, quorum: Sequence[str], *options: object) -> Callabl
         args = ["rekey", kr, "-c", "a", "-c", "b", "-c", "c", "--plain-shares", *options]
         for path in quorum:
             args += ["-s", path]
-        p = subprocess.run(
-            [str(Path(sys.executable).parent / "keysplit"), *map(str, args)],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=120,
-        )
+        p = run_keysplit(args)
         assert p.returncode == 0, p.stderr
 
     return run
@@ -534,3 +530,19 @@ def test_vocabulary_is_one_and_old_spellings_map_to_it() -> None:
 def test_custody_repr_hides_the_passphrase() -> None:
     c = Custody("carol", passphrase=b"hunter2 hunter2")
     assert "hunter2" not in repr(c) and "passphrase" in repr(c)
+
+
+def test_init_beside_a_fifo_named_audit_log_makes_nothing(tmp_path: Path) -> None:
+    """A FIFO where the new keyring's log goes: init made the keyring and its shares, then
+    failed writing the init entry (fsync on a pipe: '[Errno 22] Invalid argument'). Now it
+    is refused before anything exists."""
+    import os
+
+    (tmp_path / "kr").mkdir()
+    os.mkfifo(tmp_path / "kr" / "audit.log")
+    with pytest.raises(AuditError, match="is a FIFO, not a regular file"):
+        ceremony.init(
+            tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path / "s")
+        )
+    assert sorted(p.name for p in (tmp_path / "kr").iterdir()) == ["audit.log"]
+    assert not (tmp_path / "s").exists()
