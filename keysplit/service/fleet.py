@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import KeysplitError
+from ..errors import IntegrityError, KeysplitError
 from ..keyring import Keyring, UnsealedKeyring
 from ..keyring import file as kf
 from . import _wire as wire
@@ -90,6 +90,9 @@ DATAGRAM = 2 * MAX_FORWARD + 4096
 """Largest control datagram (the socketpairs' send buffer): what each end reads at once.
 A SOCK_SEQPACKET datagram longer than the read is cut, the rest lost (recv(4096) cut
 every forwarded request or answer over 4 KiB)."""
+GONE = b""
+"""Queued to a dropped worker's waiters (never a message: every message has a type byte):
+a fan-out waiting for that worker's answer goes on without it at once."""
 _ID = struct.Struct(">I")
 _ANSWER_HEAD = struct.Struct(">IHH")
 
@@ -124,11 +127,29 @@ ACK_TIMEOUT = 10.0
 """Seconds the leader waits for a worker to reload before it stops using that worker."""
 
 
-def reopen(directory: Path, master: bytes) -> UnsealedKeyring:
+def reopen(directory: Path, master: bytes, held: UnsealedKeyring | None = None) -> UnsealedKeyring:
     """The keyring at ``directory`` opened with ``master`` (already recovered by an
-    audited unseal in the leader): what every worker holds."""
+    audited unseal in the leader): what every worker holds.
+
+    ``held``: the keyring this process serves now (a reload). When ``master`` no longer
+    opens the file because it was rekeyed while the service runs, the keys are taken from
+    ``held`` instead: a rekey seals the same X25519 key and KEKs under a new master key
+    (:mod:`keysplit.keyring.admin`), so they are still this keyring's, authenticated when
+    ``held`` was opened. The new keyring has a fresh key cache, store connection and lease,
+    like one re-read from the file; the unauthenticated metadata of the rekeyed file is not
+    adopted, so a rotate or retire through it is refused ("unseal again") and never seals
+    the file under the old master key. The next unseal (with the new shares) reads the file
+    again."""
     kr = Keyring.open(directory)
-    meta, secrets = kf.open_secrets(kr.home.read_keyring(), master)
+    try:
+        meta, secrets = kf.open_secrets(kr.home.read_keyring(), master)
+    except IntegrityError:
+        if held is None:
+            raise
+        s = held.local_data_keys().secrets  # a copy: closing ``held`` replaces its own
+        return UnsealedKeyring(
+            held.keyring, master, kf.KeyringSecrets(bytes(s.x25519_private), dict(s.keks))
+        )
     if meta != kr.meta:
         raise KeysplitError("the keyring changed while it was re-opened; try again")
     return UnsealedKeyring(kr, master, secrets)
@@ -232,6 +253,10 @@ class Fleet:
             self._log(f"worker {p.index} (pid {p.pid}) dropped: {why}")
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p.pid, signal.SIGTERM)
+            # wake whatever waits for its answer (an unseal, seal or reload fan-out): it
+            # goes on without this worker instead of waiting out ACK_TIMEOUT
+            p.acks.put_nowait(GONE)
+            p.dropped.put_nowait(GONE)
 
     # -- connections ------------------------------------------------------------------------
 
@@ -280,6 +305,9 @@ class Fleet:
             return False
         finally:
             p.reloading -= 1
+        if msg == GONE:  # dropped (its socket closed: it exited) while we waited
+            p.acks.put_nowait(GONE)  # for any other fan-out waiting on it too
+            return False
         p.ready = msg == READY and not self.service.sealed
         if msg != READY:
             self._log(f"worker {p.index} could not open the keyring")
@@ -318,6 +346,9 @@ class Fleet:
             except TimeoutError:
                 self._drop(p, "did not acknowledge the seal")
                 return False
+            if got == GONE:  # dropped while we waited: its keys went with it
+                p.dropped.put_nowait(GONE)
+                return False
             if got == seq:
                 return True
 
@@ -329,10 +360,11 @@ class Fleet:
             return  # sealed meanwhile: every worker was told to drop its keys
         if origin is not None:
             try:
-                self.service.adopt(reopen(self.service.directory, kr.master_key))
-            except (KeysplitError, OSError) as exc:  # e.g. rekeyed meanwhile: the others
+                self.service.adopt(reopen(self.service.directory, kr.master_key, kr))
+            except (KeysplitError, OSError) as exc:  # e.g. the store is down: the others
                 # still reload (or close their connections), and the worker is answered
                 self._log(f"cannot re-open the keyring after worker {origin.index}'s change: {exc}")
+                kr.local_data_keys().cache.clear()  # a shred there holds here all the same
         waits = []
         for p in self.peers:
             # a worker still reloading for an earlier change (or unsealing) may have done
@@ -483,7 +515,8 @@ class WorkerLink:
 
     def _open(self) -> None:
         try:
-            self.service.adopt(reopen(self.service.directory, self._master))
+            held = self.service.unsealed_keyring  # None on UNSEAL: the file is read
+            self.service.adopt(reopen(self.service.directory, self._master, held))
         except (KeysplitError, OSError) as exc:
             self._log(f"cannot open the keyring with the leader's key: {exc}")
             self.service.seal("open failed", audit=False)

@@ -11,6 +11,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -334,13 +336,17 @@ def test_a_change_while_a_worker_reloads_for_another_still_waits_for_it(
         second.close()
 
 
+def _damage_keyring_file(kr: Keyring) -> None:
+    """Make the keyring file unreadable (bad magic): every re-open of it fails."""
+    (kr.path / "keyring.ksk").write_bytes(b"not a keyring")
+
+
 def test_a_worker_that_cannot_reload_hands_its_clients_back(tmp_path: Path, sockdir: Path) -> None:
-    """Red team: a rekey made while the service runs (a routine ceremony: new master key,
-    the keyring file re-encrypted under it) makes the next shred's RELOAD fail in every
-    worker (the leader's master key no longer opens the file). Each such worker sealed
-    itself but kept its connections: their clients got SealedError (503, 'the key service
-    is sealed') on every request while the leader went on serving. Now the worker closes
-    its connections and its clients reconnect to a process that serves."""
+    """Red team: a RELOAD that fails in a worker (here the keyring file was damaged; it
+    was a rekey until a reload could re-open from the keys held) sealed that worker but
+    kept its connections: their clients got SealedError (503, 'the key service is sealed')
+    on every request while the leader went on serving. Now the worker closes its
+    connections and its clients reconnect to a process that serves."""
     kr, shares, token = _setup(tmp_path)
     with Server(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
         _unseal(srv.url, kr, shares)
@@ -348,8 +354,7 @@ def test_a_worker_that_cannot_reload_hands_its_clients_back(tmp_path: Path, sock
         on_worker = _worker_client(srv.url, token, 1)
         rec = leader.encrypt(b"kept", subject="u/1")
         assert on_worker.decrypt(rec, subject="u/1") == b"kept"
-        with Keyring.open(kr.path).unseal([shares["a"], shares["b"]]) as u:
-            u.rekey()
+        _damage_keyring_file(kr)
         assert leader.shred("u/2") is False  # the worker's reload fails
         assert "could not open the keyring" in srv.log.read_text()
         assert not Client(srv.url).service_status()["sealed"]
@@ -359,22 +364,30 @@ def test_a_worker_that_cannot_reload_hands_its_clients_back(tmp_path: Path, sock
 
 
 def test_a_change_in_a_worker_is_answered_when_the_leader_cannot_reload(
-    tmp_path: Path, sockdir: Path
+    tmp_path: Path, sockdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Red team: after a rekey made while the service runs, a shred served by a worker
-    reached the leader, whose re-open of the keyring (with the old master key) raised in
-    its fan-out task: nothing was logged, no other worker was told, and the worker waited
-    for the leader's DONE until its own bound (20 s) before answering. Now the failure is
-    logged and the fan-out goes on."""
+    """Red team: a shred served by a worker reached the leader, whose re-open of the
+    keyring raised in its fan-out task (after a rekey then; a damaged keyring file here):
+    nothing was logged, no other worker was told, and the worker waited for the leader's
+    DONE until its own bound (20 s) before answering. Now the failure is logged, the
+    fan-out goes on, and the leader drops its cached keys all the same (the poll is set
+    far beyond the test: only that drops the shredded key here)."""
+    monkeypatch.setenv("KEYSPLIT_POLL", "300")
+    monkeypatch.setenv("KEYSPLIT_LEASE_TTL", "900")
     kr, shares, token = _setup(tmp_path)
     with Server(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
         _unseal(srv.url, kr, shares)
+        leader = _leader_client(srv.url, token)
         on_worker = _worker_client(srv.url, token, 1)
-        on_worker.encrypt(b"x", subject="u/1")
-        with Keyring.open(kr.path).unseal([shares["a"], shares["b"]]) as u:
-            u.rekey()
+        rec = on_worker.encrypt(b"x", subject="u/1")
+        assert leader.decrypt(rec, subject="u/1") == b"x"  # cached in the leader
+        _damage_keyring_file(kr)
         assert on_worker.shred("u/1") is True
         assert "cannot re-open the keyring" in srv.log.read_text()
+        with pytest.raises(KeysplitError) as ei:
+            leader.decrypt(rec, subject="u/1")
+        assert not isinstance(ei.value, SealedError)
+        leader.close()
         on_worker.close()
 
 
@@ -417,3 +430,122 @@ def test_a_forwarded_request_or_answer_over_4_kib_arrives_whole(
         assert on_worker.service_status()["worker"] == 1  # still there
         leader.close()
         on_worker.close()
+
+
+def test_a_rekey_while_serving_keeps_every_worker_and_a_worker_shred_holds_in_the_leader(
+    tmp_path: Path, sockdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rekey made while the service runs (another process: new master key, the keyring
+    file re-sealed under it) made every later reload fail: each worker sealed itself and
+    the fleet shrank to the leader until the next unseal; and a shred served by a worker
+    left the leader's cached key usable until its tombstone poll, since the leader could
+    not re-open the keyring either. Now the reload re-opens from the keys held (a rekey
+    keeps them), every process keeps serving and the shred holds in all of them when it
+    is answered. The poll is set far beyond the test, so only the fan-out can drop a key."""
+    monkeypatch.setenv("KEYSPLIT_POLL", "300")
+    monkeypatch.setenv("KEYSPLIT_LEASE_TTL", "900")
+    kr, shares, token = _setup(tmp_path)
+    with Server(kr.path, sockdir / "s.sock", "--workers", str(WORKERS)) as srv:
+        _unseal(srv.url, kr, shares)
+        clients = _pinned(srv.url, token)
+        rec = clients[0].encrypt(b"gone", subject="u/1")
+        keep = clients[0].encrypt(b"kept", subject="u/2")
+        for c in clients.values():  # every process caches u/1's key
+            assert c.decrypt(rec, subject="u/1") == b"gone"
+        with Keyring.open(kr.path).unseal([shares["a"], shares["b"]]) as u:
+            new = u.rekey()
+        assert clients[0].shred("u/0") is False  # through the leader: every worker reloads
+        assert clients[1].shred("u/1") is True  # through a worker: the leader reloads
+        for c in clients.values():
+            with pytest.raises(KeysplitError) as ei:
+                c.decrypt(rec, subject="u/1")
+            assert not isinstance(ei.value, SealedError)
+            assert c.decrypt(keep, subject="u/2") == b"kept"
+        assert set(_pinned(srv.url, token)) == set(range(WORKERS))  # none left the fleet
+        log = srv.log.read_text()
+        assert "could not open" not in log and "cannot re-open" not in log
+        with pytest.raises(KeysplitError, match="unseal again"):  # never sealed under the
+            clients[2].rotate()  # old master key: the new shares still open the keyring
+        assert Client(srv.url).seal() is True
+        _unseal(srv.url, kr, new)  # the new shares unseal every process
+        again = _pinned(srv.url, token)
+        assert all(c.decrypt(keep, subject="u/2") == b"kept" for c in again.values())
+        for c in [*clients.values(), *again.values()]:
+            c.close()
+
+
+class _PatientServer(Server):
+    """``keysplit serve`` whose fan-outs wait for a worker's answer up to 600 s (instead of
+    ACK_TIMEOUT's 10 s): a fan-out that does not notice a dead worker outlasts any client."""
+
+    def start(self) -> Server:
+        code = (
+            "import sys, keysplit.service.fleet as f; f.ACK_TIMEOUT = 600.0; "
+            "from keysplit_cli.app import main; sys.argv[0] = 'keysplit'; sys.exit(main())"
+        )
+        real = sys.executable
+        with open(self.log, "a") as err:
+            self.proc = subprocess.Popen(
+                [real, "-c", code, "serve", str(self.directory), "--socket", str(self.sock),
+                 *self.extra],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, text=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not self.sock.exists() or not _answers(self.url):
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, "serve did not come up"
+            time.sleep(0.05)
+        return self
+
+
+def _answers(url: str) -> bool:
+    try:
+        Client(url, timeout=5).service_status()
+        return True
+    except KeysplitError:
+        return False
+
+
+@pytest.mark.parametrize("change", ["shred", "seal"])
+def test_a_worker_that_dies_during_a_fan_out_is_not_waited_for(
+    tmp_path: Path, sockdir: Path, change: str
+) -> None:
+    """A worker that died while the leader waited for its answer to a RELOAD (shred) or
+    SEAL went unnoticed: its socket's EOF dropped it, but the fan-out waited out its whole
+    bound (ACK_TIMEOUT) before answering. Now the drop wakes the fan-out, which finishes
+    without the dead worker (logged). The worker is stopped (SIGSTOP) so it cannot answer,
+    then killed once the change is under way; the server's bound is 600 s here and the
+    client's 60 s, so only noticing the EOF answers the request."""
+    kr, shares, token = _setup(tmp_path)
+    with _PatientServer(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
+        assert srv.proc is not None
+        _unseal(srv.url, kr, shares)
+        (worker,) = _children(srv.proc.pid)
+        pinned, go = threading.Event(), threading.Event()
+        done: list[object] = []
+
+        def run() -> None:
+            leader = _leader_client(srv.url, token)  # (a Client's connection is per thread)
+            leader.encrypt(b"x", subject="u/1")
+            pinned.set()
+            go.wait(60)
+            try:
+                done.append(leader.shred("u/1") if change == "shred" else leader.seal())
+            except KeysplitError as exc:
+                done.append(exc)
+            leader.close()
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        assert pinned.wait(60)
+        os.kill(worker, signal.SIGSTOP)
+        go.set()
+        entry = "shred" if change == "shred" else "service-seal"
+        deadline = time.monotonic() + 60
+        while entry not in [e.event for e in Keyring.open(kr.path).audit_log().entries()]:
+            assert time.monotonic() < deadline  # the change is made: its fan-out has begun
+            time.sleep(0.02)
+        os.kill(worker, signal.SIGKILL)
+        t.join(90)
+        assert done == [True]
+        assert f"(pid {worker}) dropped: exited" in srv.log.read_text()
