@@ -42,18 +42,20 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from . import names
-from .errors import FormatError, IntegrityError
+from .errors import FormatError, IntegrityError, KeysplitError
 from .rng import RandomSource, default_rng
 
 __all__ = [
     "HEADER_SIZE",
     "MAX_CONTEXT_BYTES",
     "MAX_CONTEXT_ENTRIES",
+    "MAX_PLAINTEXT_BYTES",
     "NONCE_SIZE",
     "OVERHEAD",
     "ContextTooLargeError",
     "DataKey",
     "Parsed",
+    "PlaintextTooLargeError",
     "check_context",
     "decrypt",
     "decrypt_many",
@@ -89,6 +91,27 @@ class ContextTooLargeError(FormatError, ValueError):
     A KeysplitError, since a context may come from the wire (the key service), and a
     ValueError, as any other bad argument of the library API is.
     """
+
+
+MAX_PLAINTEXT_BYTES = 2**31 - 1
+"""The most plaintext one record holds: AES-GCM in ``cryptography`` takes at most
+2**31 - 1 bytes per call. Larger data goes through :mod:`keysplit.stream` (chunked)."""
+
+
+class PlaintextTooLargeError(KeysplitError, ValueError):
+    """A plaintext over :data:`MAX_PLAINTEXT_BYTES` for one record (nothing is sealed).
+
+    A ValueError, as any other bad argument of the library API is; a KeysplitError, so
+    the CLI and the key service report it as one line. The check is ``cryptography``'s
+    own, translated: the sealing loops test no length themselves.
+    """
+
+
+def _too_large() -> PlaintextTooLargeError:
+    return PlaintextTooLargeError(
+        f"a record holds at most {MAX_PLAINTEXT_BYTES} bytes of plaintext",
+        hint="seal larger data as a stream (keysplit.stream, `keysplit encrypt`)",
+    )
 
 
 class DataKey:
@@ -287,7 +310,10 @@ def encrypt(
     _check_key(key)
     _check_pt(plaintext)
     tail = encode_aad(subject, context)
-    return seal(key, (rng or default_rng()).random_bytes(NONCE_SIZE), plaintext, tail)
+    try:
+        return seal(key, (rng or default_rng()).random_bytes(NONCE_SIZE), plaintext, tail)
+    except OverflowError:  # cryptography's length check (MAX_PLAINTEXT_BYTES)
+        raise _too_large() from None
 
 
 def open_with_tail(
@@ -429,13 +455,16 @@ def seal_groups(groups: Iterable[Group], plaintexts: Sequence[bytes], nonces: by
     group's bound method, prefix and tail are looked up once, not per record.
     """
     done: list[bytes] = [b""] * len(plaintexts)
-    for key, tail, idx, _, _ in groups:
-        enc = key._aead.encrypt
-        prefix = key._prefix
-        for i in idx:
-            nonce = nonces[NONCE_SIZE * i : NONCE_SIZE * i + NONCE_SIZE]
-            header = prefix + nonce
-            done[i] = header + enc(nonce, plaintexts[i], header + tail)
+    try:  # around the loops, not in them: no cost per record
+        for key, tail, idx, _, _ in groups:
+            enc = key._aead.encrypt
+            prefix = key._prefix
+            for i in idx:
+                nonce = nonces[NONCE_SIZE * i : NONCE_SIZE * i + NONCE_SIZE]
+                header = prefix + nonce
+                done[i] = header + enc(nonce, plaintexts[i], header + tail)
+    except OverflowError:  # cryptography's length check (MAX_PLAINTEXT_BYTES)
+        raise _too_large() from None
     return done
 
 

@@ -303,7 +303,10 @@ class Records:
         # the pool's fast path, inlined (see _NoncePool)
         nonce = state[0][12 * i : 12 * i + 12] if i < _POOL_NONCES else self._nonces.next()  # type: ignore[index]
         header = key._prefix + nonce
-        return header + key._aead.encrypt(nonce, plaintext, header + tail)
+        try:
+            return header + key._aead.encrypt(nonce, plaintext, header + tail)
+        except OverflowError:  # cryptography's length check (fmt.MAX_PLAINTEXT_BYTES)
+            raise fmt._too_large() from None
 
     def decrypt(
         self, record: bytes, *, subject: str, context: Mapping[str, str] | None = None

@@ -6,6 +6,7 @@ import json
 import random
 import struct
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from paths import VECTORS_DIR
 
-from keysplit import FormatError, IntegrityError, names, record
+from keysplit import FormatError, IntegrityError, KeysplitError, names, record
 from keysplit.record import DataKey
 from keysplit.rng import DeterministicRandom
 
@@ -305,3 +306,44 @@ def test_a_data_key_is_sixteen_bytes_not_sixteen_items() -> None:
     with pytest.raises(ValueError, match="16 bytes"):
         DataKey(memoryview(array.array("I", range(16))))
     assert DataKey(memoryview(b"k" * 16)).commitment == DataKey(b"k" * 16).commitment
+
+
+@pytest.fixture
+def over_the_limit(tmp_path: Path) -> Iterator[memoryview]:
+    """A plaintext one byte over MAX_PLAINTEXT_BYTES without 2 GiB of memory: a sparse file
+    mapped read-only, never read (the length is checked before any byte is)."""
+    import mmap
+
+    size = record.MAX_PLAINTEXT_BYTES + 1
+    with open(tmp_path / "sparse", "w+b") as f:
+        f.truncate(size)
+        m = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+    view = memoryview(m)
+    yield view
+    view.release()
+    m.close()
+
+
+def test_a_plaintext_over_the_record_limit_is_a_keysplit_error(
+    tmp_path: Path, over_the_limit: memoryview
+) -> None:
+    """Over 2 GiB - 1 bytes, cryptography's OverflowError escaped every sealing call (not a
+    KeysplitError: a CLI traceback, an unmapped service error). Now PlaintextTooLargeError,
+    a KeysplitError and ValueError naming the limit and pointing at streams."""
+    from keysplit import Keyring
+
+    big = over_the_limit
+    calls = [
+        lambda: record.encrypt(KEY, big, subject="s"),  # type: ignore[arg-type]
+        lambda: record.encrypt_many([KEY, KEY], ["s", "t"], [b"x", big]),  # type: ignore[list-item]
+    ]
+    kr, shares = Keyring.create(tmp_path / "v", 2, ["a", "b"])
+    with kr.unseal([shares["a"], shares["b"]]) as u:
+        calls.append(lambda: u.encrypt(big, subject="s"))  # type: ignore[arg-type]
+        calls.append(lambda: u.encrypt_many(["s", "t"], [b"x", big]))  # type: ignore[list-item]
+        for call in calls:
+            with pytest.raises(record.PlaintextTooLargeError, match="at most 2147483647") as e:
+                call()
+            assert isinstance(e.value, KeysplitError) and isinstance(e.value, ValueError)
+            assert e.value.hint and "stream" in e.value.hint
+        assert u.decrypt(u.encrypt(b"still fine", subject="s"), subject="s") == b"still fine"
