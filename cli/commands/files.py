@@ -146,7 +146,8 @@ def decrypt_cmd(
         [],
         "--context",
         metavar="KEY=VALUE",
-        help="KEY=VALUE the file's context must equal exactly (repeatable).",
+        help="KEY=VALUE the file's context must equal exactly (repeatable). Without it the "
+        "context is not checked; either way it is shown (authenticated with the file).",
     ),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUT if it exists."),
     share: list[Path] = SHARE_OPTION,
@@ -180,12 +181,21 @@ def decrypt_cmd(
         overwrite=force,
     )
     result = done.value
-    info(f"decrypted {result.plaintext_size} bytes (authenticated) to {out_path}")
+    stored = dict(result.header.context)
+    if not stored:
+        shown = ""
+    elif ctx:
+        shown = f", context {json.dumps(stored)} (as expected)"
+    else:
+        shown = f", context {json.dumps(stored)} (not checked: --context requires it)"
+    info(f"decrypted {result.plaintext_size} bytes (authenticated) to {out_path}{shown}")
     if as_json:
         doc = {
             "keyring_id": kr.keyring_id,
             "out": out_path,
             "plaintext_size": result.plaintext_size,
+            "context": stored,
+            "context_checked": bool(ctx),
             "custodians": [c.as_dict() for c in done.contributors],
             "audit_head": None if done.entry is None else done.entry.hash,
         }

@@ -96,6 +96,7 @@ def test_json_of_the_commands_that_lacked_it(cer: Ceremony, tmp_path: Path) -> N
     assert enc["plaintext_size"] == 5 and enc["out"].endswith("p.ks")
     dec = _json(["decrypt", cer.kr, tmp_path / "p.ks", tmp_path / "p.out", *q])
     assert dec["plaintext_size"] == 5 and dec["audit_head"]
+    assert dec["context"] == {} and dec["context_checked"] is False
     r = run(["decrypt", cer.kr, tmp_path / "p.ks", "-", *q, "--json"])
     assert r.exit_code == 2  # stdout is the plaintext: no JSON there
     keygen = _json(["custodian", "keygen", "dee", "--no-passphrase", "--out-dir", tmp_path])
