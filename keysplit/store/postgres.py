@@ -36,6 +36,17 @@ Why it is shaped like this:
   bound every call waited the pool's 30 s, and calls after the server came back waited
   out its reconnect backoff (doubling, up to 5 minutes).
 
+* A server that stops answering on an open connection (its backend stopped or hung, its
+  host gone) fails a call within the URL's ``call_timeout`` (seconds, default 120):
+  TCP keepalives and ``tcp_user_timeout`` (libpq's, set to the same bound unless the URL
+  sets them) let the kernel give up on a vanished peer, and a watchdog shuts down the
+  socket of a connection whose call outlives the bound (a stopped backend's kernel still
+  acknowledges every packet: only the client can tell). The call raises
+  :class:`~keysplit.errors.StoreUnreachableError` naming host and port; the connection is
+  closed, so the pool discards it and the next call, once the server answers again, runs
+  on a new one. Before, a stopped backend made a call wait for ever and a vanished host
+  for ~15 minutes of TCP retransmissions.
+
 * Fleet state (migration 2): ``keyring_state`` (one row), ``tombstones``, ``leases`` and
   ``audit`` (the keyring's audit chain, one for every host). Every transaction that reads
   the state to guard a write (``insert_many``, ``replace_many``) takes a *shared*
@@ -55,8 +66,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import random
 import secrets
+import socket
 import struct
 import threading
 import time
@@ -71,7 +84,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..errors import FormatError, KeyringError, StoreUnreachableError
 from . import rules as _rules
 from .base import ADMIN_WAIT, KeyringState, Lease, Tombstone, WrappedKey
-from .url import check_store_url, postgres_conninfo
+from .url import check_store_url, postgres_call_timeout, postgres_conninfo
 
 __all__ = ["PostgresKeyStore"]
 
@@ -295,6 +308,79 @@ def _recording(reach: _Reach) -> type[_Conn]:
     return Connection
 
 
+# libpq's TCP settings unless the URL has its own: a peer that vanished is noticed by the
+# kernel (keepalives on an idle connection, tcp_user_timeout on unacknowledged data)
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+               "keepalives_count": 3}  # fmt: skip
+
+
+class _Watch:
+    """One call's deadline on one connection; ``fired`` once the watchdog ended it."""
+
+    __slots__ = ("conn", "deadline", "fired")
+
+    def __init__(self, conn: _Conn, deadline: float) -> None:
+        self.conn, self.deadline, self.fired = conn, deadline, False
+
+
+class _Watchdog:
+    """Ends the calls that outlive their bound: shuts down their connection's socket, so
+    the blocked call fails at once (as if the server had dropped it), whatever the server
+    does. One daemon thread per store, started on first use, looking every ``tick``
+    seconds; arming a call costs a dict insert, no thread and no system call."""
+
+    def __init__(self, tick: float, name: str) -> None:
+        self._tick, self._name = tick, name
+        self._lock = threading.Lock()
+        self._armed: dict[int, _Watch] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def bound(self, conn: _Conn, seconds: float) -> Iterator[_Watch]:
+        """Arm a deadline ``seconds`` from now for the ``with`` body's use of ``conn``;
+        if it fired, ``conn`` is closed on the way out (the pool then discards it)."""
+        watch = _Watch(conn, time.monotonic() + seconds)
+        with self._lock:
+            self._armed[id(watch)] = watch
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._run, daemon=True, name=self._name)
+                self._thread.start()
+        try:
+            yield watch
+        finally:
+            with self._lock:
+                self._armed.pop(id(watch), None)
+            if watch.fired:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._tick):
+            now = time.monotonic()
+            with self._lock:  # held while shutting down: a disarmed call is never cut
+                if not self._armed:  # idle: end (the next call starts it again), so a
+                    self._thread = None  # store nobody closes leaves no thread behind
+                    return
+                for watch in self._armed.values():
+                    if not watch.fired and now >= watch.deadline:
+                        watch.fired = True
+                        _shutdown(watch.conn)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _shutdown(conn: _Conn) -> None:
+    """Shut the connection's socket down in both directions (through a duplicate of its
+    descriptor: the connection's own stays open until it is closed): a thread blocked
+    reading or writing it returns at once with an error."""
+    with contextlib.suppress(OSError, psycopg.Error, ValueError):
+        fd = os.dup(conn.fileno())
+        with socket.socket(fileno=fd) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 def _where(params: dict[str, Any]) -> str:
     """Where libpq connects, for messages: host(s) and port(s) of the URL, nothing else."""
     host = params.get("host") or params.get("hostaddr") or "the default local socket"
@@ -314,7 +400,10 @@ class PostgresKeyStore:
     a call waits for a server that is down or unreachable before it raises
     :class:`~keysplit.errors.StoreUnreachableError`; the store reconnects by itself once
     the server is back. A reachable server whose pooled connections are all busy is
-    waited for up to 30 s.
+    waited for up to 30 s. A call on an open connection that gets no answer within the
+    URL's ``call_timeout=N`` (seconds, default 120) raises
+    :class:`~keysplit.errors.StoreUnreachableError` too (whether a change in flight
+    committed is then unknown, as with any lost connection).
     """
 
     def __init__(
@@ -341,6 +430,10 @@ class PostgresKeyStore:
         # libpq takes whole seconds, at least 2 (it reads 1 as 2)
         self._timeout = max(2.0, float(connect_timeout))
         self._reach = _Reach()
+        self._call_timeout = postgres_call_timeout(self._url)
+        self._watchdog = _Watchdog(
+            min(1.0, self._call_timeout / 4), f"keysplit-{self._schema}-watchdog"
+        )
         self._keyring_id = keyring_id
         self._lock_prefix = f"keysplit/{self._schema}/"
         self._state_lock = f"keysplit/{self._schema}//state"  # no subject ends in "//state"
@@ -356,6 +449,9 @@ class PostgresKeyStore:
         kwargs: dict[str, Any] = {"autocommit": True, "application_name": "keysplit"}
         if "connect_timeout" not in params:
             kwargs["connect_timeout"] = math.ceil(self._timeout)
+        kwargs.update((k, v) for k, v in _KEEPALIVES.items() if k not in params)
+        if "tcp_user_timeout" not in params:  # milliseconds
+            kwargs["tcp_user_timeout"] = math.ceil(self._call_timeout * 1000)
         self._conn_kwargs = kwargs
         try:  # first connection by hand: its error names the real cause, not a pool timeout
             first = psycopg.connect(conninfo, **kwargs)
@@ -363,10 +459,13 @@ class PostgresKeyStore:
             raise self._unreachable(exc) from None
         except psycopg.Error as exc:
             raise _db_error(exc) from None
+        watch: _Watch | None = None
         try:
-            with first as conn:
+            with first as conn, self._watchdog.bound(conn, self._call_timeout) as watch:
                 self._setup(conn, create)
         except psycopg.Error as exc:
+            if watch is not None and watch.fired:
+                raise self._silent() from None
             raise _db_error(exc) from None
         self._pool: ConnectionPool[_Conn] = ConnectionPool(
             conninfo,
@@ -488,6 +587,16 @@ class PostgresKeyStore:
             "itself once it is (connect_timeout=N in the store URL sets this bound)",
         )
 
+    def _silent(self) -> StoreUnreachableError:
+        """The error of a call the watchdog ended: host and port, the bound, no secret."""
+        return StoreUnreachableError(
+            f"PostgreSQL key store at {self._where} did not answer within "
+            f"{self._call_timeout:g} s (connection dropped)",
+            hint="the server, its host or the network is stopped or overloaded; whether a "
+            "change in flight committed is unknown; the next call uses a new connection "
+            "(call_timeout=N in the store URL sets this bound)",
+        )
+
     @contextlib.contextmanager
     def _connection(self) -> Iterator[_Conn]:
         """A pooled connection, or :class:`StoreUnreachableError` once none could be made
@@ -534,8 +643,12 @@ class PostgresKeyStore:
         for attempt in range(_RETRIES):
             started = False
             conn: _Conn | None = None
+            watch: _Watch | None = None
             try:
-                with self._connection() as conn:
+                with (
+                    self._connection() as conn,
+                    self._watchdog.bound(conn, self._call_timeout) as watch,
+                ):
                     if not idempotent:
                         ConnectionPool.check_connection(conn)
                     started = True
@@ -544,16 +657,22 @@ class PostgresKeyStore:
                             return work(conn)
                     with conn.transaction():
                         return work(conn)
-            except psycopg.errors.TransactionRollback as exc:  # deadlock, serialization
-                if attempt == _RETRIES - 1:
-                    raise _db_error(exc) from None
-                time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))  # jitter
-            except psycopg.OperationalError as exc:
-                dropped = conn is not None and (conn.broken or conn.closed)
-                if not dropped or (started and not idempotent) or attempt == _RETRIES - 1:
-                    raise _db_error(exc) from None
             except psycopg.Error as exc:
-                raise _db_error(exc) from None
+                if watch is not None and watch.fired:  # no answer within the bound
+                    raise self._silent() from None
+                if isinstance(exc, psycopg.errors.TransactionRollback):
+                    if attempt == _RETRIES - 1:  # deadlock, serialization
+                        raise _db_error(exc) from None
+                    time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))  # jitter
+                    continue
+                dropped = conn is not None and (conn.broken or conn.closed)
+                if (
+                    not isinstance(exc, psycopg.OperationalError)
+                    or not dropped
+                    or (started and not idempotent)
+                    or attempt == _RETRIES - 1
+                ):
+                    raise _db_error(exc) from None
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -783,7 +902,8 @@ class PostgresKeyStore:
         A delete leaves the row as a dead tuple; plain VACUUM frees its space (its bytes may
         stay in the page until overwritten), ``full=True`` rewrites the tables into new files
         (an exclusive lock for the duration; the old files go back to the file system).
-        Needs table ownership. SECURITY.md says what WAL and backups still hold.
+        Needs table ownership. SECURITY.md says what WAL and backups still hold. Not bounded
+        by ``call_timeout`` (a ``VACUUM (FULL)`` of a large table may rightly run longer).
         """
         if self._closed.is_set():
             raise KeyringError("key store is closed")
@@ -837,25 +957,30 @@ class PostgresKeyStore:
         if self._closed.is_set():
             raise KeyringError("key store is closed")
         with self._connection() as conn:
-            try:
-                conn.execute("BEGIN")
-                conn.execute(
-                    "SELECT set_config('lock_timeout', %s, true)",
-                    (f"{max(1, int(timeout * 1000))}ms",),
-                )
-                conn.execute(self._sql["lock_subject"], (self._admin_lock,))
-            except psycopg.errors.LockNotAvailable:
-                with contextlib.suppress(psycopg.Error):
-                    conn.execute("ROLLBACK")
-                raise _rules.busy_admin(timeout) from None
+            watch: _Watch | None = None
+            try:  # the wait for the lock is bounded by lock_timeout, the answers by the watchdog
+                with self._watchdog.bound(conn, timeout + self._call_timeout) as watch:
+                    conn.execute("BEGIN")
+                    conn.execute(
+                        "SELECT set_config('lock_timeout', %s, true)",
+                        (f"{max(1, int(timeout * 1000))}ms",),
+                    )
+                    conn.execute(self._sql["lock_subject"], (self._admin_lock,))
             except psycopg.Error as exc:
+                if watch is not None and watch.fired:
+                    raise self._silent() from None
                 with contextlib.suppress(psycopg.Error):
                     conn.execute("ROLLBACK")
+                if isinstance(exc, psycopg.errors.LockNotAvailable):
+                    raise _rules.busy_admin(timeout) from None
                 raise _db_error(exc) from None
             try:
                 yield
             finally:
-                with contextlib.suppress(psycopg.Error):  # gone with the session otherwise
+                with (
+                    self._watchdog.bound(conn, self._call_timeout),
+                    contextlib.suppress(psycopg.Error),  # gone with the session otherwise
+                ):
                     conn.execute("ROLLBACK")
 
     def set_current_kek(self, version: int) -> KeyringState:
@@ -977,6 +1102,7 @@ class PostgresKeyStore:
         if not self._closed.is_set():
             self.wake()  # before the flag: wake() is a no-op on a closed store
             self._closed.set()
+            self._watchdog.stop()
             self._pool.close(timeout=10.0)
             with self._listen_lock:
                 if self._listener is not None:

@@ -5,10 +5,12 @@ directory) is the embedded default; ``postgresql://...`` selects the PostgreSQL 
 A URL never carries a password: PostgreSQL credentials come from libpq's environment,
 ``.pgpass`` or ``PGPASSFILE``, so the URL can be recorded in the keyring directory.
 
-A PostgreSQL URL is a libpq connection URI plus one keysplit parameter, ``schema``
-(default ``keysplit``): the PostgreSQL schema holding this keyring's tables, so several
-keyrings share one database (``postgresql:///app?host=/run/pg&schema=keys_eu``). It is
-stripped before the URI reaches libpq.
+A PostgreSQL URL is a libpq connection URI plus two keysplit parameters, stripped before
+the URI reaches libpq: ``schema`` (default ``keysplit``), the PostgreSQL schema holding
+this keyring's tables, so several keyrings share one database
+(``postgresql:///app?host=/run/pg&schema=keys_eu``); and ``call_timeout`` (seconds,
+default :data:`DEFAULT_CALL_TIMEOUT`), the bound on one store call over an open
+connection (:class:`~keysplit.store.postgres.PostgresKeyStore`).
 
 Parsing only: :func:`keysplit.store.open_store` turns a URL into a store, and the
 stores import this module, never the other way round.
@@ -16,21 +18,28 @@ stores import this module, never the other way round.
 
 from __future__ import annotations
 
+import math
 import re
 from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit
 
 from ..errors import KeyringError
 
 __all__ = [
+    "DEFAULT_CALL_TIMEOUT",
     "DEFAULT_PG_SCHEMA",
     "DEFAULT_STORE_FILE",
     "check_store_url",
     "default_store_url",
+    "postgres_call_timeout",
     "postgres_conninfo",
 ]
 
 DEFAULT_STORE_FILE = "keys.sqlite"
 DEFAULT_PG_SCHEMA = "keysplit"
+DEFAULT_CALL_TIMEOUT = 120.0
+"""Seconds one PostgreSQL store call may take on an open connection (``call_timeout``):
+a rewrap batch of 10^4 keys takes well under a second, the largest (10^6) under a minute."""
+_KEYSPLIT_PARAMS = ("schema", "call_timeout")
 # lower-case SQL identifiers only: never quoted differently by hand, never a keyword clash
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -67,6 +76,7 @@ def check_store_url(url: str) -> str:
                 hint="use PGPASSWORD, ~/.pgpass or PGPASSFILE",
             )
         postgres_conninfo(url)  # validates the schema parameter
+        postgres_call_timeout(url)  # and the call bound
         return url
     raise KeyringError(f"unknown store URL scheme {parts.scheme!r} (use sqlite: or postgresql:)")
 
@@ -97,6 +107,27 @@ def postgres_conninfo(url: str) -> tuple[str, str]:
             f"invalid schema name {schema!r} in store URL",
             hint="use lower-case letters, digits and _ (at most 63, not starting with a digit)",
         )
-    rest = urlencode([(k, v) for k, v in query if k != "schema"], quote_via=quote, safe="/")
+    rest = urlencode(
+        [(k, v) for k, v in query if k not in _KEYSPLIT_PARAMS], quote_via=quote, safe="/"
+    )
     # by hand: urlunsplit drops the "//" of an empty host (postgresql:///db?host=/run/pg)
     return f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else ""), schema
+
+
+def postgres_call_timeout(url: str) -> float:
+    """The URL's ``call_timeout`` (seconds, a positive finite number), else
+    :data:`DEFAULT_CALL_TIMEOUT`."""
+    query = parse_qsl(_split(url).query, keep_blank_values=True)
+    given = [v for k, v in query if k == "call_timeout"]
+    if not given:
+        return DEFAULT_CALL_TIMEOUT
+    try:
+        seconds = float(given[0]) if len(given) == 1 else math.nan
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise KeyringError(
+            f"invalid call_timeout {given[-1]!r} in store URL",
+            hint="give it once, in seconds (a positive number), e.g. call_timeout=30",
+        )
+    return seconds

@@ -54,6 +54,56 @@ def test_store_url_parsing() -> None:
         assert "hunter2" not in str(info.value)
 
 
+def test_call_timeout_is_keysplits_own_url_parameter() -> None:
+    from keysplit.store.url import DEFAULT_CALL_TIMEOUT, postgres_call_timeout
+
+    url = "postgresql:///ks?host=/tmp/pg&call_timeout=2.5&schema=eu"
+    assert postgres_conninfo(url) == ("postgresql:///ks?host=/tmp/pg", "eu")  # not for libpq
+    assert postgres_call_timeout(url) == 2.5
+    assert postgres_call_timeout("postgresql:///ks") == DEFAULT_CALL_TIMEOUT
+    for bad in ("0", "-1", "nan", "inf", "soon", "1&call_timeout=2"):
+        with pytest.raises(KeyringError, match="call_timeout"):
+            check_store_url(f"postgresql:///ks?call_timeout={bad}")
+
+
+def test_a_stopped_backend_fails_the_call_within_call_timeout_and_is_replaced(
+    pg_server: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(known problem) A backend that stops answering on an open connection (SIGSTOP here;
+    a hung server or a host gone from the network alike) made a store call wait for ever:
+    connect_timeout bounds connecting only, and a stopped backend's kernel still
+    acknowledges every packet. Now the call raises StoreUnreachableError naming the host
+    once the URL's call_timeout (2 s here) has passed, the connection is discarded, and
+    the next call once the backend runs again works on a new connection."""
+    import signal
+
+    from keysplit.store.postgres import PostgresKeyStore
+
+    monkeypatch.setenv("PGPASSWORD", "hunter2-not-in-errors")  # libpq's; trust auth ignores it
+    store = PostgresKeyStore(f"{_url(pg_server)}&call_timeout=2", KID, create=True, pool_size=1)
+    try:
+        row = WrappedKey("alice", 1, b"\x01" * 24)
+        store.insert_many([row])
+
+        def backend() -> int:
+            return int(store._tx(lambda c: c.execute("SELECT pg_backend_pid()").fetchone()[0]))
+
+        pid = backend()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            got = _outcome(lambda: store.get_many(["alice"]), guard=60.0)  # hang guard
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert isinstance(got, StoreUnreachableError), got
+        msg = f"{got} {got.hint}"
+        assert str(pg_server.dir) in msg and "2 s" in msg and "call_timeout" in msg  # type: ignore[attr-defined]
+        assert "hunter2" not in msg and "hunter2" not in repr(got)
+        assert store.get_many(["alice"]) == {"alice": row}
+        assert backend() != pid  # the stopped backend's connection was discarded
+    finally:
+        store.close()
+
+
 def test_a_malformed_store_url_is_a_keyring_error() -> None:
     """(red team) urlsplit's ValueError escaped check_store_url and open_store."""
     for bad in ("postgresql://[::1/ks", "postgresql://h/ks\0", "sqlite:///tmp/k\0.sqlite"):
