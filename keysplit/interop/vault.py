@@ -79,10 +79,11 @@ Encoding = Literal["base64", "hex"]
 
 _MIN_LEN = 2
 _MAX_LEN = MAX_SECRET_LEN + 1
-# Vault decodes a key as hex only when the result has a barrier key's length plus the x
-# byte (16..32 + 1, http/sys_seal.go); anything else is read as base64. Short strings such
-# as "AAAA" are valid in both, so keysplit applies the same rule to read what Vault reads.
-_HEX_MIN_LEN, _HEX_MAX_LEN = 17, 33
+# Vault decodes a key as hex only when the result has min..max bytes of BarrierKeyLength():
+# the barrier's (16, 32), the x byte added to the max only (http/sys_seal.go, vault/core.go),
+# so 16..33; anything else is read as base64. Short strings such as "AAAA" are valid in
+# both, so keysplit applies the same rule to read what Vault reads.
+_HEX_MIN_LEN, _HEX_MAX_LEN = 16, 33
 _MAX_TEXT = 1 << 20
 _SUBSET_SEARCH_LIMIT = 2000
 _HEX = re.compile(r"[0-9a-fA-F]+")
@@ -383,7 +384,7 @@ def format_vault(
 def encode_key(key: bytes, encoding: Encoding = "base64") -> str:
     """One share as ``vault operator unseal`` takes it.
 
-    Hex only for keys Vault reads as hex (17..33 bytes); others would be read as base64.
+    Hex only for keys Vault reads as hex (16..33 bytes); others would be read as base64.
     """
     if encoding == "base64":
         return base64.b64encode(key).decode()

@@ -221,7 +221,7 @@ def test_vault_vectors(case: dict[str, Any]) -> None:
     st.sampled_from(["base64", "hex"]),
 )
 def test_format_parse_roundtrip(keys: list[bytes], encoding: str) -> None:
-    if encoding == "hex" and not 17 <= len(keys[0]) <= 33:
+    if encoding == "hex" and not 16 <= len(keys[0]) <= 33:
         with pytest.raises(ValueError, match="base64"):  # Vault would read it as base64
             vault.format_vault(keys, encoding="hex")
         return
@@ -231,8 +231,21 @@ def test_format_parse_roundtrip(keys: list[bytes], encoding: str) -> None:
 
 def test_short_key_that_is_also_hex_is_read_as_base64_like_vault() -> None:
     # "AAAA" is valid hex (2 bytes) and base64 (3 zero bytes); Vault takes hex only for
-    # 17..33-byte results, so it reads base64.
+    # 16..33-byte results, so it reads base64.
     assert vault.parse_vault("Unseal Key 1: AAAA\n").keys == (b"\0\0\0",)
+
+
+def test_hex_of_16_bytes_is_read_as_hex_like_vault() -> None:
+    """Vault's unseal reads a key as hex when it decodes to min..max bytes of
+    BarrierKeyLength(): the barrier's (16, 32) with one x byte added to the max only
+    (http/sys_seal.go, vault/core.go), so 16..33. keysplit took 17..33: 32 hex digits
+    (16 bytes) were read as base64, 24 other bytes, a wrong share where Vault's is right."""
+    key = bytes(range(1, 17))
+    line = f"Unseal Key 1: {key.hex()}\n"
+    assert vault.parse_vault(line).keys == (key,)
+    assert vault.format_vault([key], encoding="hex") == line
+    below = bytes(14).hex()  # 14 bytes: below the range, Vault reads base64 (21 bytes)
+    assert vault.parse_vault(f"Unseal Key 1: {below}\n").keys == (base64.b64decode(below),)
 
 
 @given(st.text(max_size=300))
