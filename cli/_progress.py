@@ -43,8 +43,9 @@ class ProgressBar:
         bar.update(task, completed=done, total=total)
 
     def finish(self, done: int) -> None:
+        """End at ``done`` of ``done`` (nothing to do ends "0/0", not one short of done)."""
         bar, task = self._start()
-        bar.update(task, completed=done, total=max(done, 1))
+        bar.update(task, completed=done, total=done)
 
     def stop(self) -> None:
         if self._bar is not None:

@@ -138,3 +138,12 @@ def test_no_getpass_warning_without_a_terminal(tmp_path: Path) -> None:
     assert b"GetPassWarning" not in p.stderr and b"may be echoed" not in p.stderr
     assert b"a passphrase" not in p.stderr + p.stdout
     assert (tmp_path / "ana.identity").exists()
+
+
+def test_a_rewrap_of_no_keys_shows_none_of_none(cer: Ceremony) -> None:
+    """(docs walkthrough, 'found, not fixed') the bar of a rewrap with no data key to move
+    ended at "0/1", one key short of done; now "0/0"."""
+    r = run(["rewrap", cer.kr, *cer.quorum("alice", "bob")])
+    assert r.exit_code == 0, r.output
+    assert "rewrapped 0 data keys" in r.stderr
+    assert "0/0" in r.stderr and "0/1" not in r.stderr
