@@ -142,12 +142,14 @@ def repair_cmd(
     passphrase_file: list[str] = PASSPHRASE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable result."),
 ) -> None:
-    """Drop a torn last line left by a crash mid-append, with a quorum; records the repair.
+    """Repair a last line left by a crash mid-append, with a quorum; records the repair.
 
     Example: keysplit audit repair vault -s ana.g1.kss -s ben.g1.kss
 
-    Only bytes after the last complete entry are removed; complete entries are never touched.
-    The rest of the log must verify (chain and MACs) before and after.
+    A torn write (part of an entry) is dropped. A whole entry that lacks only its newline is
+    kept and the newline added, if it follows the chain and its MAC checks (else refused:
+    that is an edit, not a crash). Complete entries are never touched. The whole log must
+    verify (chain and MACs) after.
 
     Exit codes: 0 repaired (or nothing to repair); 1 log broken elsewhere or bad quorum; 2 usage.
     """
@@ -156,8 +158,13 @@ def repair_cmd(
     kr = Keyring.open(directory)
     done = ceremony.repair_audit(kr, quorum(kr, QuorumSource(share, identity, passphrase_file)))
     report = done.value
-    if done.entry is not None:
+    if done.entry is not None and done.entry.data.get("dropped") == "torn last line":
         info(f"dropped a torn last line; {report.entries} entries verify (chain and MACs)")
+    elif done.entry is not None:
+        info(
+            f"the last entry was whole but for its newline: kept, newline added; "
+            f"{report.entries} entries verify (chain and MACs)"
+        )
     else:
         info(f"nothing to repair; {report.entries} entries verify (chain and MACs)")
     doc = {"repaired": done.entry is not None, "entries": report.entries, "head": report.head}

@@ -274,6 +274,15 @@ class AuditLog:
             entries.append(entry)
         if torn:
             seq = len(lines) + 1
+            if _whole_entry(torn) is not None:
+                raise AuditError(
+                    f"entry {seq}: incomplete last line (only its newline is missing; "
+                    "the entry itself is whole)",
+                    seq=seq,
+                    hint="if no ceremony is running, 'keysplit audit repair DIR' "
+                    "(AuditLog.repair_torn_tail()) keeps it and adds the newline, once "
+                    "the entry links to the chain (and its MAC checks)",
+                )
             raise AuditError(
                 f"entry {seq}: incomplete last line (torn write, e.g. a crash during append)",
                 seq=seq,
@@ -438,21 +447,73 @@ class AuditLog:
         return entry.seq + 1, entry.hash
 
     def repair_torn_tail(self) -> bool:
-        """Drop an incomplete last line left by a crash mid-append; True if one was dropped.
+        """Repair a last line without its newline (a crash mid-append); True if repaired.
 
-        Only bytes after the last newline are removed; complete entries are never touched.
-        A chain kept in the store has no torn lines (each entry is one committed row).
+        See :meth:`repair_tail`, which also says how.
+        """
+        return self.repair_tail() is not None
+
+    def repair_tail(self) -> str | None:
+        """Repair a last line that lacks its newline: ``"dropped"``, ``"completed"`` or None.
+
+        A torn write (a prefix of an entry) is dropped: only the bytes after the last
+        newline go. A whole entry that lacks only its newline (the write stopped just before
+        it) is kept and its newline added ("completed"), provided it links to the chain (its
+        ``seq`` and ``prev`` follow the entry before it) and, with a ``mac_key``, its MAC
+        checks: such an entry may record a ceremony that took effect, so dropping it would
+        erase that record. A whole entry that does not link or whose MAC fails is no torn
+        write but an edit: :class:`AuditError`, nothing changed. Complete entries are never
+        touched. A chain kept in the store has no torn lines (each entry is one committed row).
         """
         if self.store is not None or not os.path.lexists(self.path):
-            return False
+            return None
         with self._locked() as (fd, _):
             size = os.fstat(fd).st_size
             last = _read_last_line(fd)
             if last is None or last[1]:
-                return False
-            os.ftruncate(fd, size - len(last[0]))
+                return None
+            tail = last[0]
+            if self._keep_tail(tail, _read_last_line(fd, size - len(tail))):
+                durable_append(fd, b"\n")
+                return "completed"
+            os.ftruncate(fd, size - len(tail))
             fsync_fd(fd)
-            return True
+            return "dropped"
+
+    def _keep_tail(self, tail: bytes, before: tuple[bytes, bool] | None) -> bool:
+        """Whether an unterminated last line is a whole entry that follows ``before`` (the
+        line before it); False for a torn write; AuditError for a whole entry that does not
+        belong (edited, or its MAC fails)."""
+        found = _whole_entry(tail)
+        if found is None:
+            return False
+        entry, obj = found
+        seq, prev = 1, GENESIS
+        if before is not None:
+            try:
+                prev_entry, _ = _parse_line(before[0], -1)
+            except AuditError:
+                raise AuditError(
+                    "audit log: the entry before the unterminated last line is unreadable; "
+                    "refusing to repair",
+                    hint="run verify on the log",
+                ) from None
+            seq, prev = prev_entry.seq + 1, prev_entry.hash
+        if entry.seq != seq or entry.prev != prev:
+            raise AuditError(
+                f"entry {seq}: the unterminated last line is a whole entry that does not "
+                "follow the one before it (edited, not torn); refusing to repair",
+                seq=seq,
+                hint="inspect it ('keysplit audit show DIR'); the log may have been altered",
+            )
+        if self._mac_key is not None and not _mac_ok(self._mac_key, entry, obj):
+            raise AuditError(
+                f"entry {seq}: the unterminated last line is a whole entry whose MAC is "
+                "missing or invalid (edited, not torn); refusing to repair",
+                seq=seq,
+                hint="check that the log belongs to this keyring",
+            )
+        return True
 
 
 _KINDS = (
@@ -525,12 +586,22 @@ def _last_entry_hash(data: bytes) -> str:
     return hashlib.sha256(data[start:end]).hexdigest()
 
 
-def _read_last_line(fd: int) -> tuple[bytes, bool] | None:
-    """The last line of the file (without newline) and whether it was newline-terminated.
+def _whole_entry(line: bytes) -> tuple[AuditEntry, dict[str, Any]] | None:
+    """``line`` parsed if it is a whole entry (no strict prefix of one ever parses: the
+    object closes at its last byte), else None."""
+    try:
+        return _parse_line(line, -1)
+    except AuditError:
+        return None
+
+
+def _read_last_line(fd: int, end: int | None = None) -> tuple[bytes, bool] | None:
+    """The last line of the file (or of its first ``end`` bytes), without newline, and
+    whether it was newline-terminated.
 
     Reads backwards in blocks, so appends stay cheap however long the log grows.
     """
-    size = os.fstat(fd).st_size
+    size = os.fstat(fd).st_size if end is None else end
     if size == 0:
         return None
     block = 4096

@@ -631,18 +631,27 @@ def dataset(
 
 
 def repair_audit(keyring: Keyring, quorum: Quorum) -> Done[AuditReport]:
-    """Drop a torn last line of the audit log (complete entries untouched) and record that.
+    """Repair the audit log's last line and record that: a torn write is dropped; a whole
+    entry lacking only its newline is kept and completed, if it links and its MAC checks
+    (:meth:`~keysplit.audit.AuditLog.repair_tail`). Complete entries are untouched.
 
-    The rest of the log must verify (chain and MACs) before and after; ``entry`` is None
-    when there was nothing to repair.
+    The whole log must verify (chain and MACs) after; ``entry`` is None when there was
+    nothing to repair, else its ``dropped`` field says what was done.
     """
     entry = None
     with unsealed(quorum, keyring, "audit-repair", check_log=False) as ukr:
         log = ukr.audit_log()
-        dropped = log.repair_torn_tail()
+        how = log.repair_tail()
         report = log.verify()
-        if dropped:
-            entry = ev.record(log, ev.AuditRepair(authorized_by=quorum.contributors))
+        if how is not None:
+            dropped = (
+                "torn last line"
+                if how == "dropped"
+                else f"nothing: entry {report.entries} was whole, its newline added"
+            )
+            entry = ev.record(
+                log, ev.AuditRepair(authorized_by=quorum.contributors, dropped=dropped)
+            )
             report = log.verify()
     return Done(report, entry, quorum.authorized_by)
 

@@ -20,7 +20,7 @@ from ceremony_helpers import (  # noqa: F401 (fixtures)
 )
 from service_helpers import KEYSPLIT
 
-from keysplit import Keyring
+from keysplit import Identity, Keyring, load_share
 from keysplit.stream import read_header
 
 MiB = 1 << 20
@@ -284,6 +284,31 @@ def test_audit_repair_drops_only_a_torn_tail(cer: Ceremony) -> None:
     (cer.kr / "audit.log").write_bytes(b"".join(lines))
     r = run(["audit", "repair", cer.kr, *cer.quorum("alice", "bob")])
     assert r.exit_code == 1 and error_lines(r)[0].startswith("error: entry 2"), r.stderr
+
+
+def test_audit_repair_keeps_a_whole_shred_entry_that_lost_its_newline(cer: Ceremony) -> None:
+    """The write of a shred's entry stopped just before its newline: the shred took effect
+    and the entry is whole (chain and MAC check). 'audit repair' dropped it, erasing the
+    only record of the erasure; now it keeps it, adds the newline and records the repair."""
+    ab = [
+        load_share(cer.share(n).read_bytes(), identity=Identity.from_bytes(cer.ids[n].read_bytes()))
+        for n in ("alice", "bob")
+    ]
+    with Keyring.open(cer.kr).unseal(ab) as ukr:
+        ukr.encrypt(b"card", subject="u1")
+    assert run(["shred", cer.kr, "u1", "--yes", *cer.quorum("alice", "bob")]).exit_code == 0
+    before = _lines(cer)
+    assert json.loads(before[-1])["event"] == "shred"
+    (cer.kr / "audit.log").write_bytes(b"".join(before)[:-1])
+    r = run(["audit", "repair", cer.kr, *cer.quorum("alice", "carol")])
+    assert r.exit_code == 0, r.output
+    assert "kept, newline added" in r.stderr
+    after = _lines(cer)
+    assert after[: len(before)] == before  # the shred entry, byte for byte
+    repair = json.loads(after[-1])
+    assert repair["event"] == "audit-repair" and "was whole" in repair["data"]["dropped"]
+    assert len(after) == len(before) + 1
+    assert run(["audit", "verify", cer.kr, "--mac", *cer.quorum("alice", "bob")]).exit_code == 0
 
 
 # -- inputs that can be read only once (red team) ------------------------------------------

@@ -213,14 +213,44 @@ def test_torn_tail(tmp_path: Path) -> None:
     assert log.verify().entries == 4
 
 
-def test_torn_complete_line_without_newline(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mac", [None, KEY], ids=["plain", "maced"])
+def test_a_whole_last_entry_without_its_newline_is_kept(tmp_path: Path, mac: bytes | None) -> None:
+    """The write stopped just before the newline: the entry is whole, links and (MACed)
+    verifies; it may record a ceremony that took effect. Repair used to drop it; now it is
+    kept and the newline added, so the log is byte for byte what the append meant."""
     path = tmp_path / "a.log"
-    make_log(path, 2)
-    path.write_bytes(path.read_bytes()[:-1])  # the whole line but its newline
-    with pytest.raises(AuditError, match="entry 2: incomplete"):
-        AuditLog(path).verify()
-    assert AuditLog(path).repair_torn_tail()
-    assert AuditLog(path).verify().entries == 1
+    make_log(path, 2, mac_key=mac)
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-1])  # the whole line but its newline
+    with pytest.raises(AuditError, match="entry 2: incomplete last line") as exc:
+        AuditLog(path, mac_key=mac).verify()
+    assert "the entry itself is whole" in str(exc.value) and "adds the newline" in str(
+        exc.value.hint
+    )
+    assert AuditLog(path, mac_key=mac).repair_tail() == "completed"
+    assert path.read_bytes() == whole
+    assert AuditLog(path, mac_key=mac).verify().entries == 2
+    assert AuditLog(path, mac_key=mac).repair_tail() is None
+
+
+def test_a_whole_last_entry_that_does_not_belong_is_not_repaired_away(tmp_path: Path) -> None:
+    """A whole unterminated last entry that breaks the chain or fails its MAC is an edit, not
+    a crash: repair refuses it (nothing changed) rather than erase the evidence."""
+    path = tmp_path / "a.log"
+    make_log(path, 3, mac_key=KEY)
+    lines = path.read_bytes().splitlines(keepends=True)
+    last = json.loads(lines[-1])
+    edits = {
+        "does not follow": dict(last, seq=7),
+        "MAC is missing or invalid": dict(last, data={"custodians": ["mallory"]}),
+    }
+    for says, forged in edits.items():
+        line = json.dumps(forged, sort_keys=True, separators=(",", ":")).encode()
+        path.write_bytes(b"".join(lines[:-1]) + line)
+        with pytest.raises(AuditError, match=says) as exc:
+            AuditLog(path, mac_key=KEY).repair_tail()
+        assert exc.value.seq == 3
+        assert path.read_bytes() == b"".join(lines[:-1]) + line
 
 
 def test_torn_first_line(tmp_path: Path) -> None:
