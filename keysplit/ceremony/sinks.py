@@ -67,25 +67,40 @@ class Custody:
 
 
 def check_custody(custody: Sequence[Custody]) -> None:
-    """Refuse one public key for two custodians (:class:`CustodianError`).
+    """Refuse one public key, or one part of one, for two custodians (:class:`CustodianError`).
 
     A public key file names its custodian, but anyone can write one for any name (the key
     is public): a custodian whose key is also filed under another's name holds both shares,
-    and a K-of-N split is then open to fewer than K people. Checked before anything is
-    created. (Names are checked by the keyring: unique, ignoring case.)
+    and a K-of-N split is then open to fewer than K people. The same holds for a part of a
+    key (:attr:`Recipient.key_parts`): the X25519 half of one custodian's ML-KEM+X25519 key
+    filed as another's x25519 key is opened by the first custodian's identity. Key pairs made
+    honestly never share a part. Checked before anything is created. (Names are checked by
+    the keyring: unique, ignoring case.)
     """
-    first: dict[bytes, str] = {}
+    hint = (
+        "check where each public key file came from; compare the fingerprints with the custodians"
+    )
+    whole: dict[bytes, str] = {}
+    parts: dict[tuple[str, bytes], str] = {}
     for c in custody:
         if c.recipient is None:
             continue
-        other = first.setdefault(c.recipient.public_bytes, c.name)
+        other = whole.setdefault(c.recipient.public_bytes, c.name)
         if other != c.name:
             raise CustodianError(
                 f"custodians {other!r} and {c.name!r} have the same public key "
                 f"({c.recipient.fingerprint}): one person would hold both shares",
-                hint="check where each public key file came from; compare the fingerprints "
-                "with the custodians",
+                hint=hint,
             )
+        for part, key in c.recipient.key_parts:
+            other = parts.setdefault((part, key), c.name)
+            if other != c.name:
+                raise CustodianError(
+                    f"custodians {other!r} and {c.name!r} have keys with the same {part} "
+                    f"part ({c.name}'s key {c.recipient.fingerprint}): one person may hold "
+                    "both shares",
+                    hint=hint,
+                )
 
 
 def share_file_text(share: Share, custodian: str | None = None) -> str:

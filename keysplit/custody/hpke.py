@@ -211,6 +211,17 @@ class Recipient(_KeyOfCustodian):
         return self._fp.hex()
 
     @property
+    def key_parts(self) -> tuple[tuple[str, bytes], ...]:
+        """The KEM public keys this key is made of, named: ``X25519`` alone, or
+        ``ML-KEM-768`` and ``X25519`` for the hybrid suite. Whoever holds the private key
+        of a part opens what is sealed to that part alone (the X25519 half of a hybrid
+        identity opens an x25519 recipient's shares), so
+        :func:`keysplit.ceremony.check_custody` refuses a part two custodians share."""
+        if self._kem.code == 0x02:
+            return (("ML-KEM-768", self._public[:1184]), ("X25519", self._public[1184:]))
+        return (("X25519", self._public),)
+
+    @property
     def fingerprint_bytes(self) -> bytes:
         return self._fp
 

@@ -28,7 +28,14 @@ from keysplit import (
     trust,
 )
 from keysplit.audit import EVENTS, events
-from keysplit.ceremony import Custody, DirectorySink, Quorum, ShareFileExists, SheetWriter
+from keysplit.ceremony import (
+    Custody,
+    DirectorySink,
+    Quorum,
+    ShareFileExists,
+    SheetWriter,
+    check_custody,
+)
 from keysplit.stream import encrypt_file  # raw key: these tests trust the key they made
 
 FAST = Argon2Params(time_cost=1, memory_kib=64, lanes=1)
@@ -308,6 +315,44 @@ def test_one_public_key_for_two_custodians_is_refused_before_anything(tmp_path: 
     with pytest.raises(CustodianError, match=same):
         ceremony.rekey(made.keyring, Quorum(made.keyring, _never), custody, DirectorySink(tmp_path))
     assert _events(made.keyring) == ["init"]
+
+
+def test_a_hybrid_keys_x25519_half_under_another_name_is_refused(tmp_path: Path) -> None:
+    """(red team) check_custody compared whole public keys only: the X25519 half of alice's
+    ML-KEM+X25519 key, filed as bob's x25519 key, passed; alice's identity holds that half's
+    private key, so she could open bob's share too (two shares of a 2-of-3). A key sharing
+    either part with another custodian's key is now refused, before anything is made."""
+    from keysplit.custody import open_share, seal_share
+    from keysplit.share import split
+
+    alice = Identity.generate("alice", suite="mlkem768-x25519")
+    half = alice.recipient.public_bytes[-32:]
+    as_bob = Recipient("bob", "x25519", half)
+    x_of_alice = Identity("alice", "x25519", alice._private[-32:])  # the threat, shown
+    share = split(bytes(16), 2, 3)[1]
+    assert open_share(seal_share(share, as_bob), identity=x_of_alice) == share
+    custody = [Custody("alice", recipient=alice.recipient), Custody("bob", recipient=as_bob)]
+    shared = "custodians 'alice' and 'bob' have keys with the same X25519 part"
+    for order in (custody, custody[::-1]):
+        with pytest.raises(CustodianError, match="have keys with the same X25519 part"):
+            ceremony.init(tmp_path / "kr", 2, [*order, Custody("c")], DirectorySink(tmp_path / "s"))
+    with pytest.raises(CustodianError, match=shared):
+        check_custody(custody)
+    assert not (tmp_path / "kr").exists() and not (tmp_path / "s").exists()
+    # two hybrid keys built on one ML-KEM key: refused as well (one key pair, two names)
+    mlkem_half = alice.recipient.public_bytes[:-32]
+    other = Identity.generate("bob", suite="mlkem768-x25519").recipient.public_bytes[-32:]
+    twin = Recipient("bob", "mlkem768-x25519", mlkem_half + other)
+    with pytest.raises(CustodianError, match="the same ML-KEM-768 part"):
+        check_custody([custody[0], Custody("bob", recipient=twin)])
+    # distinct keys of either suite pass
+    check_custody(
+        [
+            custody[0],
+            Custody("bob", recipient=Identity.generate("bob").recipient),
+            Custody("c", recipient=Identity.generate("c", suite="mlkem768-x25519").recipient),
+        ]
+    )
 
 
 def test_a_rekey_that_switched_says_so_when_it_cannot_finish(tmp_path: Path) -> None:
