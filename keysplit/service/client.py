@@ -22,10 +22,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.client
+import math
 import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,14 +58,102 @@ class ServiceError(KeysplitError):
     """The key service could not be reached or answered something unexpected."""
 
 
+class _Clock:
+    """The deadline of the call a connection is making (``time.monotonic()`` seconds) and
+    the longest one socket operation may take (the client's ``timeout``)."""
+
+    __slots__ = ("deadline", "op", "total")
+
+    def __init__(self, op: float, total: float) -> None:
+        self.op, self.total = op, total
+        self.deadline = math.inf
+
+    def start(self) -> None:
+        """A call begins: it must end within ``total`` seconds from now."""
+        self.deadline = time.monotonic() + self.total
+
+    def left(self) -> float:
+        """Seconds the next socket operation may take; TimeoutError once the call's
+        deadline has passed (a server trickling its answer byte by byte reset ``op``'s
+        timeout with every byte: a call could last for ever)."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise self.expired()
+        return min(self.op, left)
+
+    def expired(self) -> TimeoutError:
+        return TimeoutError(f"no complete answer within the call's deadline ({self.total:g} s)")
+
+    def name(self, exc: BaseException) -> BaseException:
+        """``exc``, or the deadline's error for a timeout that ended the call at it."""
+        if isinstance(exc, TimeoutError) and time.monotonic() >= self.deadline:
+            return self.expired()
+        return exc
+
+
+class _DeadlineIO:
+    """Socket methods that bound each operation by the connection's :class:`_Clock`
+    (mixed into the Unix socket and the TLS socket class the client creates)."""
+
+    _clock: _Clock | None = None
+
+    def _arm(self) -> None:
+        if self._clock is not None:
+            self.settimeout(self._clock.left())  # type: ignore[attr-defined]
+
+    def recv_into(self, *args: Any, **kw: Any) -> int:
+        self._arm()
+        return super().recv_into(*args, **kw)  # type: ignore[misc, no-any-return]
+
+    def recv(self, *args: Any, **kw: Any) -> bytes:
+        self._arm()
+        return super().recv(*args, **kw)  # type: ignore[misc, no-any-return]
+
+    def send(self, *args: Any, **kw: Any) -> int:
+        self._arm()
+        return super().send(*args, **kw)  # type: ignore[misc, no-any-return]
+
+    def sendall(self, *args: Any, **kw: Any) -> None:
+        self._arm()
+        super().sendall(*args, **kw)  # type: ignore[misc]
+
+    def sendmsg(self, *args: Any, **kw: Any) -> int:
+        self._arm()
+        return super().sendmsg(*args, **kw)  # type: ignore[misc, no-any-return]
+
+
+class _DeadlineSocket(_DeadlineIO, socket.socket):
+    pass
+
+
+class _DeadlineSSLSocket(_DeadlineIO, ssl.SSLSocket):  # type: ignore[misc]  # (no sendmsg)
+    pass
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS whose socket keeps to the call's deadline (:class:`_Clock`); the TLS context's
+    ``sslsocket_class`` is :class:`_DeadlineSSLSocket`."""
+
+    def __init__(self, host: str, port: int, clock: _Clock, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=clock.op, context=context)
+        self.clock = clock
+
+    def connect(self) -> None:
+        self.timeout = self.clock.left()  # connect and handshake within the deadline too
+        super().connect()
+        if isinstance(self.sock, _DeadlineIO):
+            self.sock._clock = self.clock
+
+
 class _UnixConnection(http.client.HTTPConnection):
     """http.client over ``AF_UNIX``; a request's header block and body buffers leave in
     one ``sendmsg`` (:meth:`send_parts`), so the server wakes up once per request."""
 
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
+    def __init__(self, path: str, clock: _Clock) -> None:
+        super().__init__("localhost", timeout=clock.op)
         self._path = path
         self._held: list[Any] | None = None
+        self.clock = clock
 
     def send(self, data: Any) -> None:
         if self._held is None:
@@ -86,8 +176,8 @@ class _UnixConnection(http.client.HTTPConnection):
         _sendmsg_all(self.sock, held + parts)
 
     def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
+        s = _DeadlineSocket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.clock.left())
         with contextlib.suppress(OSError):  # a batch goes out in one call (the kernel caps it)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         try:
@@ -95,6 +185,7 @@ class _UnixConnection(http.client.HTTPConnection):
         except OSError:
             s.close()
             raise
+        s._clock = self.clock
         self.sock = s
 
 
@@ -103,6 +194,10 @@ class Client:
 
     ``token`` is the bearer token (from ``keysplit token create``); ``ca`` a CA bundle to
     verify the server's certificate; ``cert``/``key`` a client certificate for mTLS.
+    ``timeout`` bounds each socket operation (connect, send, one read), ``deadline`` one
+    whole call, from its first byte sent to the last byte of its answer (default: the same
+    as ``timeout``): a server that trickles its answer cannot hold a call longer. A call
+    past either raises :class:`ServiceError` and is not sent again.
     """
 
     def __init__(
@@ -116,12 +211,14 @@ class Client:
         timeout: float = 60.0,
         cache_max_age: float | None = None,
         cache_max_records: int | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.url = url
         self._token = token.strip() if token else None
         if self._token is not None and not (self._token.isascii() and self._token.isprintable()):
             raise ValueError("token must be printable ASCII (as keysplit token create prints)")
-        self._timeout = float(timeout)
+        self._timeout = _seconds(timeout, "timeout")
+        self._deadline = self._timeout if deadline is None else _seconds(deadline, "deadline")
         self._local = threading.local()
         if url.startswith("unix:"):
             self._unix: str | None = url[5:]
@@ -138,6 +235,7 @@ class Client:
             self._host = parts.hostname
             self._port = parts.port or 443
             self._ssl = ssl.create_default_context(cafile=ca)
+            self._ssl.sslsocket_class = _DeadlineSSLSocket
             if cert:
                 self._ssl.load_cert_chain(cert, key)
         # not "v <= 0": NaN passed it and then never expired a key (nan compares false)
@@ -171,12 +269,12 @@ class Client:
     def _conn(self) -> http.client.HTTPConnection:
         c: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if c is None:
+            clock = _Clock(self._timeout, self._deadline)
             if self._unix is not None:
-                c = _UnixConnection(self._unix, self._timeout)
+                c = _UnixConnection(self._unix, clock)
             else:
-                c = http.client.HTTPSConnection(
-                    self._host, self._port, timeout=self._timeout, context=self._ssl
-                )
+                assert self._ssl is not None
+                c = _HTTPSConnection(self._host, self._port, clock, self._ssl)
             self._local.conn = c
             with self._cache_lock:
                 self._conns.append(c)
@@ -263,6 +361,8 @@ class Client:
         data: Any = None
         for attempt in (0, 1):
             conn = self._conn()
+            if attempt == 0:
+                conn.clock.start()  # type: ignore[attr-defined]  # one deadline per call
             if conn.sock is not None and _closed_by_peer(conn.sock):
                 conn.close()  # http.client reconnects on the next send
             reused = conn.sock is not None
@@ -297,6 +397,7 @@ class Client:
                     )
                 )
                 if attempt == 1 or not stale:
+                    exc = conn.clock.name(exc)  # type: ignore[attr-defined]
                     raise ServiceError(
                         f"cannot reach the key service at {self.url}: {exc}",
                         hint=self._transport_hint(exc),
@@ -608,6 +709,13 @@ class Client:
         """Forget every cached data key."""
         if self._remote is not None:
             self._remote.close()
+
+
+def _seconds(v: float, name: str) -> float:
+    """A positive, finite number of seconds (NaN or infinity would never end a call)."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < math.inf:
+        raise ValueError(f"{name} must be a positive number of seconds")
+    return float(v)
 
 
 def _sendmsg_all(sock: socket.socket, parts: list[Any]) -> None:

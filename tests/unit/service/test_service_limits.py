@@ -199,6 +199,80 @@ def test_client_reads_bounded_responses(sockdir: Path, chunked: bool) -> None:
     assert srv.sent < 8 << 20  # the client stopped reading near its 1 MiB control bound
 
 
+class _Trickle(threading.Thread):
+    """A fake key service that answers one request a byte at a time, each byte well within
+    the client's per-operation timeout, until the client hangs up (or 30 s have passed)."""
+
+    def __init__(self, lsock: socket.socket, ctx: ssl.SSLContext | None = None) -> None:
+        super().__init__(daemon=True)
+        self.lsock, self.ctx = lsock, ctx
+        self.lsock.listen(1)
+        self.lsock.settimeout(30)
+        self.sent = 0
+        self.hung_up = False
+
+    def run(self) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n"
+        answer = head + b" " * 3998 + b"{}"
+        conn, _ = self.lsock.accept()
+        if self.ctx is not None:
+            conn = self.ctx.wrap_socket(conn, server_side=True)
+        conn.settimeout(30)
+        end = time.monotonic() + 30
+        with conn:
+            conn.recv(65536)
+            try:
+                while self.sent < len(answer) and time.monotonic() < end:
+                    conn.sendall(answer[self.sent : self.sent + 1])
+                    self.sent += 1
+                    time.sleep(0.02)
+            except OSError:
+                self.hung_up = True
+        self.lsock.close()
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_client_bounds_a_whole_call_against_a_trickling_server(sockdir: Path, tls: bool) -> None:
+    """Red team: the client's timeout bounded each socket read, so a server (or whatever
+    answered in its place) sending one byte per read held a call for as long as it liked:
+    each byte reset the timeout. Now ``deadline`` (default: ``timeout``) bounds the whole
+    call; the trickle here would take 80 s, the server gives up after 30 s, and the client
+    must hang up first, naming the deadline."""
+    if tls:
+        certs = make_certs(sockdir)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(certs["server-cert"], certs["server-key"])
+        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lsock.bind(("127.0.0.1", 0))
+        srv = _Trickle(lsock, ctx)
+        client = Client(
+            f"https://127.0.0.1:{lsock.getsockname()[1]}",
+            ca=str(certs["ca"]),
+            timeout=10,
+            deadline=2,
+        )
+    else:
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(str(sockdir / "t.sock"))
+        srv = _Trickle(lsock)
+        client = Client(f"unix:{sockdir / 't.sock'}", timeout=10, deadline=2)
+    srv.start()
+    with pytest.raises(ServiceError, match="deadline"):
+        client.service_status()
+    client.close()
+    srv.join(40)
+    assert not srv.is_alive()
+    assert srv.hung_up and srv.sent < 4000
+
+
+def test_client_timeout_and_deadline_must_be_positive_seconds() -> None:
+    for bad in (0, -1, float("nan"), float("inf"), True, "5"):
+        with pytest.raises(ValueError, match="positive number of seconds"):
+            Client("unix:/nonexistent", timeout=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="positive number of seconds"):
+            Client("unix:/nonexistent", deadline=bad)  # type: ignore[arg-type]
+
+
 # -- item 6: numeric fields ----------------------------------------------------------------
 
 
