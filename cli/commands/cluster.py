@@ -244,6 +244,11 @@ def rotate_cmd(
     """Rotate to a new cluster key: rewrap every data key of OLD_DIR's store under
     NEW_DIR's cluster (records are untouched). Run again after an interruption.
 
+    Shreds need no pause: from the first run on, every shred (and legal hold) made through
+    OLD_DIR reaches NEW_DIR too (OLD_DIR/successor.json names it), and each run shreds in
+    NEW_DIR every subject shredded in OLD_DIR since the rotation began (a client reading
+    another copy of OLD_DIR). Run it once more after every backend uses NEW_DIR.
+
     Example: keysplit cluster create cl2 ...; keysplit cluster rotate cl cl2 --token-file t
 
     Exit codes: 0 rotated; 1 fewer than T nodes of either cluster, another region; 2 usage.
@@ -251,7 +256,7 @@ def rotate_cmd(
     from keysplit.service.cluster_admin import rotate_cluster
 
     try:
-        moved = rotate_cluster(
+        done = rotate_cluster(
             directory,
             new_directory,
             token=read_token(token_file),
@@ -260,8 +265,12 @@ def rotate_cmd(
         )
     except ValueError as exc:
         fail(str(exc), code=EXIT_USAGE)
-    info(f"{moved} data keys rewrapped under {new_directory}; point the backends at it")
-    emit({"moved": moved}, as_json, moved)
+    info(
+        f"{done.moved} data keys rewrapped under {new_directory}"
+        + (f", {done.shredded} shredded there (shredded in {directory})" if done.shredded else "")
+        + "; point the backends at it"
+    )
+    emit({"moved": done.moved, "shredded": done.shredded}, as_json, done.moved)
 
 
 @app.command("shred")

@@ -26,19 +26,23 @@ from ..errors import ClusterError, KeysplitError
 from ..store import open_store
 from ..store.base import Lease, check_batch_size
 from . import _wire as wire
-from .cluster_client import NO_TLS, TlsFiles, node_info
+from .cluster_client import FLUSH_TAG, NO_TLS, ClusterClient, TlsFiles, node_info
 from .cluster_config import (
     CLUSTER_FILE,
     DEFAULT_STORE,
+    SUCCESSOR_FILE,
     ClusterConfig,
     ClusterNodeInfo,
+    Successor,
     check_node_name,
     check_region,
     read_cluster,
+    read_successor,
 )
 
 __all__ = [
     "NodeStatus",
+    "Rotated",
     "abort_refresh",
     "cluster_status",
     "create_cluster",
@@ -381,6 +385,16 @@ def replace_node(
     return updated
 
 
+@dataclass(frozen=True)
+class Rotated:
+    """What :func:`rotate_cluster` did: data keys moved to the new cluster by this run, and
+    subjects it shredded there because they were shredded in the old one since the
+    rotation began."""
+
+    moved: int
+    shredded: int
+
+
 def rotate_cluster(
     old_dir: str | os.PathLike[str],
     new_dir: str | os.PathLike[str],
@@ -388,17 +402,24 @@ def rotate_cluster(
     token: str | None,
     batch_size: int = 1000,
     tls: TlsFiles = NO_TLS,
-) -> int:
+) -> Rotated:
     """Move every wrapped data key of the cluster in ``old_dir`` to the (new, already
     created) cluster in ``new_dir``: unwrapped under the old cluster's KEKs, wrapped under
     the new cluster key's (evaluated with DLEQ proofs), in batches. Data keys and records
     do not change; a backend then switches to ``new_dir``. Idempotent (keys already moved
-    are kept, and must be equal), so an interrupted rotation is run again. Returns how many
-    keys were moved. Pause shreds meanwhile: a key shredded in the old store after it was
-    moved survives in the new one (shred it there too, or run again).
-    """
-    from .cluster_client import ClusterClient
+    are kept, and must be equal), so an interrupted rotation is run again.
 
+    Shreds need no pause. The first run records the new cluster as the old one's
+    successor (``old_dir/successor.json``, with the old store's tombstone count then) and
+    copies the old store's legal holds; from then on every shred and hold made through
+    ``old_dir`` reaches the new cluster too (:meth:`ClusterClient.shred`). A key shredded
+    in the old store while this run moved it, or by a client reading another copy of the
+    old directory (without the marker), is carried at the end of every run: a subject
+    with a key in the new store, none in the old one and a tombstone in the old store
+    since the rotation began is shredded in the new one, unless the new store already
+    holds a tombstone for it (the shred reached it; its key there is newer). Run it again
+    once every backend uses ``new_dir``, before retiring the old cluster.
+    """
     check_batch_size(batch_size)
     with (
         ClusterClient(old_dir, token=token, ca=tls.ca, cert=tls.cert, key=tls.key) as old,
@@ -410,18 +431,69 @@ def rotate_cluster(
             raise ClusterError(
                 f"the new cluster is in region {new.config.region!r}, not {old.config.region!r}"
             )
+        succ = read_successor(old_dir)
+        if succ is not None and succ.cluster_id != new.config.cluster_id:
+            raise ClusterError(
+                f"cluster {old.config.cluster_id} is being rotated to cluster {succ.cluster_id} "
+                f"({succ.directory}), not {new.config.cluster_id}",
+                hint=f"finish that rotation, or remove {Path(old_dir) / SUCCESSOR_FILE} "
+                "if it was abandoned",
+            )
+        ostore, nstore = old.datakeys.store, new.datakeys.store
+        if succ is None:
+            succ = Successor(
+                new.config.cluster_id,
+                str(Path(new_dir).resolve()),
+                ostore.state().tombstone_seq,
+            )
+            succ.write(old_dir)
+        for held in ostore.legal_holds():
+            nstore.set_legal_hold(held, True)
         moved, after = 0, ""
         while True:
             # every row: no key is ever stored under version 0, so all are "stale" for it
-            rows = old.datakeys.store.stale_batch(0, after, batch_size)
+            rows = ostore.stale_batch(0, after, batch_size)
             if not rows:
-                return moved
+                break
+            after = rows[-1].subject
             subjects = [r.subject for r in rows]
             raws = old.datakeys.export(subjects, create=False)
-            if any(k is None for k in raws):
-                raise ClusterError("a key vanished from the old store during the rotation")
-            moved += new.datakeys.adopt(subjects, raws)  # type: ignore[arg-type]
-            after = subjects[-1]
+            # a key that vanished was shredded meanwhile (and in the new cluster with it)
+            keep = [(s, k) for s, k in zip(subjects, raws, strict=True) if k is not None]
+            if keep:
+                moved += new.datakeys.adopt([s for s, _ in keep], [k for _, k in keep])
+        return Rotated(moved, _carry_shreds(old, new, succ.since, batch_size))
+
+
+def _carry_shreds(old: ClusterClient, new: ClusterClient, since: int, batch_size: int) -> int:
+    """Shred in ``new`` each subject it holds that ``old`` shredded after ``since`` (its
+    tombstone tag in the old store), unless ``new`` holds a tombstone for it already."""
+    ostore, nstore = old.datakeys.store, new.datakeys.store
+    tags: set[bytes] = set()
+    seq = since
+    while batch := ostore.tombstones_since(seq):
+        tags.update(t.tag for t in batch)
+        seq = batch[-1].seq
+    tags.discard(FLUSH_TAG)  # a shred whose subject its nodes could not tag: unknowable
+    if not tags:
+        return 0
+    shredded, after = 0, ""
+    while rows := nstore.stale_batch(0, after, batch_size):
+        after = rows[-1].subject
+        subjects = [r.subject for r in rows]
+        gone = ostore.get_many(subjects)
+        gone_here = [s for s in subjects if s not in gone]
+        if not gone_here:
+            continue
+        hit = [
+            s
+            for s, t in zip(gone_here, old.datakeys.tombstone_tags(gone_here), strict=True)
+            if t in tags
+        ]
+        for s, t in zip(hit, new.datakeys.tombstone_tags(hit) if hit else [], strict=True):
+            if not nstore.has_tombstone([t]) and new.shred(s):
+                shredded += 1
+    return shredded
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,13 @@ from ..record import DataKey
 from ..store import KeyStore, WrappedKey, open_store
 from . import _wire as wire
 from .client import Client, ServiceError
-from .cluster_config import ClusterConfig, ClusterNodeInfo, read_cluster
+from .cluster_config import (
+    SUCCESSOR_FILE,
+    ClusterConfig,
+    ClusterNodeInfo,
+    read_cluster,
+    read_successor,
+)
 
 if TYPE_CHECKING:
     from ..hazmat.ristretto import Point
@@ -640,6 +646,7 @@ class ClusterClient:
         key: str | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self._opened = (token, timeout, ca, cert, key)  # how to open a successor (shred, hold)
         cfg = read_cluster(self.directory)
         if region is not None and region != cfg.region:
             raise ClusterError(
@@ -699,8 +706,49 @@ class ClusterClient:
     ) -> list[bytes]:
         return self.records.decrypt_many(subjects, records, context)
 
+    def _successor(self) -> ClusterClient | None:
+        """The cluster a rotation is moving this one's keys to (``DIR/successor.json``,
+        :func:`~keysplit.service.cluster_admin.rotate_cluster`), opened with this client's
+        token and TLS files; None if no rotation began. A successor that cannot be opened
+        is a :class:`ClusterError`: a shred must not silently miss it."""
+        succ = read_successor(self.directory)
+        if succ is None:
+            return None
+        token, timeout, ca, cert, key = self._opened
+        where = self.directory / SUCCESSOR_FILE
+        try:
+            nxt = ClusterClient(
+                succ.directory,
+                token=token,
+                region=self.config.region,
+                timeout=timeout,
+                ca=ca,
+                cert=cert,
+                key=key,
+            )
+        except KeysplitError as exc:
+            raise ClusterError(
+                f"cluster {self.config.cluster_id} is being rotated to {succ.directory} "
+                f"({where}), which cannot be opened: {exc}",
+                hint="nothing was changed; make that directory reachable here",
+            ) from None
+        if nxt.config.cluster_id != succ.cluster_id:
+            nxt.close()
+            raise ClusterError(
+                f"{where} names cluster {succ.cluster_id}, but {succ.directory} holds "
+                f"{nxt.config.cluster_id}",
+                hint="nothing was changed",
+            )
+        return nxt
+
     def shred(self, subject: str) -> bool:
         """Delete the subject's wrapped data key: its records die for every node quorum.
+
+        Once a rotation to another cluster began (``keysplit cluster rotate``: this
+        directory's ``successor.json``), the subject is shredded in that cluster too, in the
+        same call: a key the rotation moved (or moves later) must not survive there. Refused
+        before anything is deleted if the successor cannot be opened or holds the subject
+        under legal hold.
 
         Every spelling deleted with its tombstones in one transaction (refused whole if any
         spelling is under legal hold, :class:`LegalHoldError`); every caching client of the
@@ -709,6 +757,25 @@ class ClusterClient:
         under :data:`FLUSH_TAG` (every caching client drops every cached key), since
         erasure must not wait for the nodes. Returns whether a key existed.
         """
+        nxt = self._successor()
+        try:
+            if nxt is not None:
+                held = set(names.subject_spellings(subject)) & set(nxt.datakeys.store.legal_holds())
+                if held:
+                    raise LegalHoldError(
+                        f"subject {min(held)!r} is under legal hold in cluster "
+                        f"{nxt.config.cluster_id}, which this one is being rotated to",
+                        hint="lift the hold first",
+                    )
+            existed = self._shred_here(subject)
+            if nxt is not None:
+                existed = nxt.shred(subject) or existed
+            return existed
+        finally:
+            if nxt is not None:
+                nxt.close()
+
+    def _shred_here(self, subject: str) -> bool:
         dk = self.datakeys
         spellings = names.subject_spellings(subject)
         held = set(spellings).intersection(dk.store.legal_holds()) if len(spellings) > 1 else ()
@@ -729,9 +796,18 @@ class ClusterClient:
         return existed
 
     def set_legal_hold(self, subject: str, hold: bool) -> None:
+        """Place or lift a hold under every spelling (in the cluster a rotation is moving
+        this one's keys to as well, if one began)."""
         check_hold(hold)
-        for s in names.subject_spellings(subject):
-            self.datakeys.store.set_legal_hold(s, hold)
+        nxt = self._successor()
+        try:
+            for s in names.subject_spellings(subject):
+                if nxt is not None:
+                    nxt.datakeys.store.set_legal_hold(s, hold)
+                self.datakeys.store.set_legal_hold(s, hold)
+        finally:
+            if nxt is not None:
+                nxt.close()
 
     def status(self) -> ClusterStatus:
         c = self.config

@@ -1,7 +1,8 @@
 """``cluster.json``: the public description of a key cluster (docs/format/cluster.md).
 
 A cluster directory holds only this file (and, for the default SQLite store, the store of
-wrapped data keys): no secret. It names the cluster (a random 16-byte id), its region, its
+wrapped data keys, and ``successor.json`` once a rotation to another cluster began): no
+secret. It names the cluster (a random 16-byte id), its region, its
 threshold T, the current share epoch (bumped by every refresh), the store URL, and for each
 node its name, index, URL, keyring id and keyring public key (what sub-shares are sealed
 to) and its public share ``s_i*G``, against which the client checks every DLEQ proof.
@@ -30,9 +31,11 @@ __all__ = [
     "CLUSTER_FILE",
     "ClusterConfig",
     "ClusterNodeInfo",
+    "Successor",
     "check_region",
     "check_url",
     "read_cluster",
+    "read_successor",
 ]
 
 CLUSTER_FILE = "cluster.json"
@@ -235,3 +238,49 @@ def read_cluster(directory: str | os.PathLike[str]) -> ClusterConfig:
             f"{path} does not exist", hint="create the cluster with: keysplit cluster create DIR"
         ) from None
     return ClusterConfig.from_bytes(data, str(path))
+
+
+SUCCESSOR_FILE = "successor.json"
+"""``DIR/successor.json``: written by ``keysplit cluster rotate DIR NEW`` when it starts."""
+
+
+@dataclass(frozen=True)
+class Successor:
+    """The cluster a rotation moves this cluster's keys to (``DIR/successor.json``): its
+    id, its directory (absolute) and this cluster's store tombstone sequence number when
+    the rotation began. While it exists every shred and legal hold made through ``DIR``
+    reaches the successor too, and the rotation carries every shred made since ``since``."""
+
+    cluster_id: str
+    directory: str
+    since: int
+
+    def write(self, directory: str | os.PathLike[str]) -> Path:
+        path = Path(directory) / SUCCESSOR_FILE
+        doc = {"cluster_id": self.cluster_id, "directory": self.directory, "since": self.since}
+        atomic_write(path, json.dumps(doc, indent=1).encode() + b"\n", mode=0o644)
+        return path
+
+
+def read_successor(directory: str | os.PathLike[str]) -> Successor | None:
+    """``DIR/successor.json`` parsed strictly, or None if there is none."""
+    path = Path(directory) / SUCCESSOR_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    doc = _json.loads(data, what=str(path), max_bytes=_MAX_FILE)
+    try:
+        cid, where, since = doc["cluster_id"], doc["directory"], doc["since"]
+    except (KeyError, TypeError):
+        raise FormatError(f"{path}: malformed") from None
+    if (
+        not isinstance(cid, str)
+        or not _HEX32.fullmatch(cid)
+        or not isinstance(where, str)
+        or not where
+        or type(since) is not int
+        or since < 0
+    ):
+        raise FormatError(f"{path}: malformed")
+    return Successor(cid, where, since)

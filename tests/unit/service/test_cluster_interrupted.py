@@ -24,7 +24,7 @@ import pytest
 from node_proxy import LyingProxy, NodeProxy
 from service_helpers import KEYSPLIT, Server, cli, make_token, share_file, start_node
 
-from keysplit import ClusterClient, ClusterError, Keyring
+from keysplit import ClusterClient, ClusterError, Keyring, ShreddedError
 from keysplit.service.cluster_client import ClusterDataKeys
 from keysplit.service.cluster_config import ClusterConfig, read_cluster
 from keysplit.store import open_store
@@ -479,6 +479,65 @@ def test_a_rotation_never_keeps_another_key_the_new_cluster_holds(cluster: Clust
     assert r.returncode == 0, r.stderr
     with ClusterClient(t / "cl2", token=cluster.token, timeout=20) as c:
         assert c.decrypt(rec, subject=subject) == plain
+
+
+def _create(cluster: Cluster, name: str) -> Path:
+    """A new 3-of-4 cluster ``tmp/NAME`` on the same four nodes (its own store)."""
+    args = ["cluster", "create", name, "--threshold", "3", "--region", "in"]
+    for n in read_cluster(cluster.dir).nodes:
+        args += ["--node", f"{n.name}={n.url}"]
+    r = cli(*args, cwd=cluster.tmp)
+    assert r.returncode == 0, r.stderr
+    return cluster.tmp / name
+
+
+def test_a_subject_shredded_in_the_old_cluster_is_shredded_in_the_new_one(
+    cluster: Cluster,
+) -> None:
+    """(red team) ``cluster rotate OLD NEW`` moved a subject's key, then the subject was
+    shredded through OLD (the backends still used it): its key survived in NEW, so once
+    the backends switched, every record of the 'erased' subject decrypted again; the
+    docstring only said to pause shreds. Now a shred through OLD reaches NEW in the same
+    call (OLD/successor.json), and a shred by a client reading another copy of OLD's
+    directory (no marker) is carried by the next run of the rotation. A subject shredded
+    before the rotation began whose key in NEW was written there afresh keeps that key."""
+    t, tok = cluster.tmp, cluster.token
+    old, new = _create(cluster, "cl-old"), _create(cluster, "cl-new")
+    subjects = ["contacts/rot-a", "contacts/rot-b", "contacts/rot-c"]
+    with ClusterClient(old, token=tok, timeout=20) as c:
+        recs = dict(zip(subjects, c.encrypt_many(subjects, [b"a", b"b", b"c"]), strict=True))
+        c.encrypt(b"pre", subject="contacts/rot-pre")
+        assert c.shred("contacts/rot-pre")  # before the rotation
+    with ClusterClient(new, token=tok, timeout=20) as c:  # a backend wrote there early
+        fresh = c.encrypt(b"fresh", subject="contacts/rot-pre")
+    r = cli("cluster", "rotate", "cl-old", "cl-new", "--token-file", "token", "--json", cwd=t)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["moved"] == 3
+    r = cli("cluster", "shred", "cl-old", "contacts/rot-a", "--token-file", "token", "--yes", cwd=t)
+    assert r.returncode == 0, r.stderr
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        assert c.datakeys.store.get_many(["contacts/rot-a"]) == {}
+        with pytest.raises(ShreddedError):
+            c.decrypt(recs["contacts/rot-a"], subject="contacts/rot-a")
+    # another host's copy of OLD's directory (no successor.json) shreds rot-b
+    elsewhere = t / "cl-old-elsewhere"
+    elsewhere.mkdir()
+    cfg = read_cluster(old)
+    replace(cfg, store=f"sqlite://{old / 'cluster-keys.sqlite'}").write(elsewhere)
+    with ClusterClient(elsewhere, token=tok, timeout=20) as c:
+        assert c.shred("contacts/rot-b")
+    r = cli("cluster", "rotate", "cl-old", "cl-new", "--token-file", "token", "--json", cwd=t)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"moved": 0, "shredded": 1}
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        have = c.datakeys.store.get_many([*subjects, "contacts/rot-pre"])
+        assert sorted(have) == ["contacts/rot-c", "contacts/rot-pre"]
+        assert c.decrypt(recs["contacts/rot-c"], subject="contacts/rot-c") == b"c"
+        assert c.decrypt(fresh, subject="contacts/rot-pre") == b"fresh"
+    r = cli("cluster", "rotate", "cl-old", "cl-new", "--token-file", "token", "--json", cwd=t)
+    assert json.loads(r.stdout) == {"moved": 0, "shredded": 0}  # nothing twice
+    r = cli("cluster", "rotate", "cl-old", "cl", "--token-file", "token", cwd=t)
+    assert r.returncode == 1 and "being rotated to" in r.stderr, r.stderr
 
 
 def test_a_replacement_cut_after_the_new_node_kept_its_share_is_finished(
