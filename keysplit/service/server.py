@@ -329,13 +329,18 @@ def _why(exc: OSError | ssl.SSLError) -> str:
     return exc.strerror or type(exc).__name__
 
 
+def _hostport(host: str, port: int) -> str:
+    """``HOST:PORT`` as a URL writes it: an IPv6 address in brackets (``[::1]:8443``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _tcp_socket(host: str, port: int) -> socket.socket:
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port {port!r} is not from 0 to 65535")  # not taken mod 65536
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:  # names no host ("Name or service not known")
-        raise KeysplitError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise KeysplitError(f"cannot listen on {_hostport(host, port)}: {exc.strerror}") from None
     family, kind, proto, _, addr = infos[0]
     s = socket.socket(family, kind, proto)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -577,7 +582,8 @@ def run(opts: ServeOptions, log: Callable[[str], None] | None = None) -> int:
         if opts.listen is not None:
             host, port = opts.listen
             mtls = " (mTLS)" if opts.client_ca else ""
-            listening.append((_tcp_socket(host, port), f"https://{host}:{port}{mtls}"))
+            where = f"https://{_hostport(host, port)}{mtls}"
+            listening.append((_tcp_socket(host, port), where))
     except BaseException:
         for s, _ in listening:
             s.close()

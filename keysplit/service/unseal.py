@@ -137,8 +137,8 @@ class RemoteUnseal:
         self._expire()
         a = self._attempt
         need = self._kr.meta.threshold
-        if a is None:
-            return {"have": 0, "need": need, "custodians": []}
+        if a is None:  # no attempt runs: nothing expires yet (the key is always there)
+            return {"have": 0, "need": need, "custodians": [], "expires_in": None}
         p = a.quorum.progress
         left = max(0.0, self.timeout - (self._clock() - a.started))
         return {

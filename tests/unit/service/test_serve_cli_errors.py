@@ -6,11 +6,12 @@ a CA bundle that is not PEM was blamed on the client certificate (``None``)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
-from service_helpers import cli, make_certs, make_keyring
+from service_helpers import Server, cli, make_certs, make_keyring
 
 
 @pytest.fixture
@@ -69,3 +70,27 @@ def test_serve_names_a_host_it_cannot_resolve(tmp_path: Path, vault: Path) -> No
         cwd=tmp_path, timeout=60,
     )  # fmt: skip
     _one_error(r, "no-such-host.invalid")
+
+
+def _ipv6_loopback_port() -> int | None:
+    """A free port on ::1, or None where this host has no IPv6 loopback."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+            return int(s.getsockname()[1])
+    except OSError:
+        return None
+
+
+def test_serve_logs_an_ipv6_listen_address_in_brackets(tmp_path: Path, vault: Path) -> None:
+    """Red team: ``--listen [::1]:PORT`` was logged 'listening on https://::1:PORT', which
+    is no URL (a client given it reads host ':' and port ':1:PORT'). Now the address is
+    written as a URL writes it, in brackets; an IPv4 one is unchanged."""
+    port = _ipv6_loopback_port()
+    if port is None:
+        pytest.skip("no IPv6 loopback on this host")
+    certs = make_certs(tmp_path)
+    tls = ("--tls-cert", str(certs["server-cert"]), "--tls-key", str(certs["server-key"]))
+    with Server(vault, tmp_path / "s.sock", "--listen", f"[::1]:{port}", *tls) as srv:
+        log = srv.log.read_text()
+    assert f"https://[::1]:{port}" in log and "https://::1" not in log, log

@@ -218,6 +218,24 @@ def test_remote_unseal_names_bad_shares_and_expires(
     opened.close()  # type: ignore[attr-defined]
 
 
+def test_remote_unseal_progress_has_expires_in_before_an_attempt_starts(
+    ring: tuple[keysplit.Keyring, dict],
+) -> None:
+    """docs/API.md gives ``progress`` an ``expires_in``; before the first ``GET
+    /v1/unseal`` started an attempt it had no such key at all (a client reading
+    ``progress["expires_in"]`` from ``/v1/status`` got a KeyError). Now it is null until
+    an attempt runs, then its seconds left."""
+    kr, _ = ring
+    clock = _Clock()
+    ru = RemoteUnseal(kr, timeout=60, clock=clock)
+    before = ru.progress()
+    assert set(before) == {"have", "need", "custodians", "expires_in"}
+    assert before["expires_in"] is None
+    ru.offer()
+    clock.t = 10.0
+    assert ru.progress()["expires_in"] == 50.0
+
+
 def test_remote_unseal_forged_share_discards_progress(
     ring: tuple[keysplit.Keyring, dict],
 ) -> None:
