@@ -122,13 +122,19 @@ class VaultKeys:
         )
 
 
-def _decode_key(token: str, where: str) -> bytes:
-    """One share, hex or base64 (Vault's unseal accepts both; hex is tried first, as it does)."""
-    raw: bytes | None = None
+def _as_hex(token: str) -> bytes | None:
+    """The key Vault's unseal reads from ``token`` as hex (it tries hex first), or None
+    where it reads base64: not hex digits, or not 16..33 bytes."""
     if len(token) % 2 == 0 and _HEX.fullmatch(token):
         raw = bytes.fromhex(token)
-        if not _HEX_MIN_LEN <= len(raw) <= _HEX_MAX_LEN:
-            raw = None  # as Vault does: then it can only be base64
+        if _HEX_MIN_LEN <= len(raw) <= _HEX_MAX_LEN:
+            return raw
+    return None
+
+
+def _decode_key(token: str, where: str) -> bytes:
+    """One share, hex or base64 (Vault's unseal accepts both; hex is tried first, as it does)."""
+    raw = _as_hex(token)
     if raw is None and _B64.fullmatch(token) and len(token) % 4 == 0:
         try:
             raw = base64.b64decode(token, validate=True)
@@ -385,9 +391,18 @@ def encode_key(key: bytes, encoding: Encoding = "base64") -> str:
     """One share as ``vault operator unseal`` takes it.
 
     Hex only for keys Vault reads as hex (16..33 bytes); others would be read as base64.
+    Base64 only where Vault reads it as base64: a base64 text made of hex digits alone
+    (``AAAA...`` for a key of zeros) whose hex would be 16..33 bytes is read as hex, by
+    Vault's unseal as by :func:`parse_vault` (random keys: about one in 10^20).
     """
     if encoding == "base64":
-        return base64.b64encode(key).decode()
+        text = base64.b64encode(key).decode()
+        if _as_hex(text) is not None:
+            raise ValueError(
+                "Vault would read this key's base64 as hex (it holds only hex digits)"
+                + ("; use hex" if _HEX_MIN_LEN <= len(key) <= _HEX_MAX_LEN else "")
+            )
+        return text
     if not _HEX_MIN_LEN <= len(key) <= _HEX_MAX_LEN:
         raise ValueError(
             f"Vault reads hex keys of {_HEX_MIN_LEN}..{_HEX_MAX_LEN} bytes only; use base64"
