@@ -151,6 +151,12 @@ def check_output_file(
             f"refusing to overwrite existing file: {target}",
             f"pass {force}" if force else "choose another path or remove the existing file",
         )
+    if os.path.exists(target) and not target.is_file():  # a device, FIFO or socket
+        fail(
+            f"{what}: not a regular file: {target}",
+            "write to stdout with - and redirect it",
+            code=EXIT_USAGE,
+        )
     _check_parent(target.parent, what)
 
 

@@ -74,6 +74,7 @@ def atomic_writer(
     _remove_leftovers(directory / target.name)
     if not overwrite and os.path.lexists(target):  # a link to nowhere is there too
         raise FileExistsError(f"refusing to overwrite existing file: {target}")
+    _refuse_special(target)
     fd = _open_unnamed(directory)
     if fd is not None:
         with _unnamed_writer(fd, directory / target.name, overwrite, mode) as fh:
@@ -97,6 +98,26 @@ def atomic_writer(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _refuse_special(target: Path) -> None:
+    """Refuse to replace anything but a regular file (or a link to one, or nothing).
+
+    The rename would put a regular file in place of a device, FIFO or socket: ``--out
+    /dev/null --force`` run as root replaced the system's ``/dev/null`` (``/dev/stdout``,
+    a link to ``/proc/self/fd/1``, likewise), and a reader waiting on a FIFO got nothing.
+    """
+    try:
+        st = os.stat(target)  # through a link: what it names is what would be lost
+    except OSError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", str(target))
+    if not stat.S_ISREG(st.st_mode):
+        raise FileExistsError(
+            f"refusing to replace {target}: not a regular file (a device, FIFO or socket; "
+            "write to stdout with - and redirect instead)"
+        )
 
 
 def durable_rename(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:

@@ -564,3 +564,24 @@ def test_dataset_commands_leave_no_leaked_semaphore_warning_nor_worker_log(
     assert [ln for ln in bad.stderr.splitlines() if "error" in ln.lower()] == [
         "error: not a keysplit record (bad magic)"
     ], bad.stderr
+
+
+def test_output_that_is_a_fifo_or_a_link_to_one_is_never_replaced(cer: Ceremony) -> None:
+    """(red team) `encrypt ... /dev/null --force` as root renamed a regular file over the
+    system's /dev/null (and `/dev/stdout`, a link, likewise): any device, FIFO or socket
+    OUT, or a link to one, was replaced by the rename. Refused before any share now, and
+    by the library's writer too. (A FIFO stands in for the device here.)"""
+    sealed = _encrypt(cer, b"data")
+    fifo = cer.root / "fifo"
+    os.mkfifo(fifo)
+    link = cer.root / "link-to-fifo"
+    link.symlink_to(fifo)
+    for out in (fifo, link):
+        message = f"error: OUT: not a regular file: {out}"
+        r = run(["encrypt", cer.kr, cer.root / "plain.bin", out, "--force"])
+        assert r.exit_code == 2 and error_lines(r) == [message], r.stderr
+        for quorum_args in (cer.quorum("alice", "bob"), []):
+            r = run(["decrypt", cer.kr, sealed, out, "--force", *quorum_args], input="\n")
+            assert r.exit_code == 2 and error_lines(r) == [message], r.stderr
+            assert "[1/2]" not in r.stderr and "Share [0/2]" not in r.stderr
+    assert fifo.is_fifo() and link.is_symlink() and link.is_fifo()

@@ -105,6 +105,32 @@ def test_a_dangling_symlink_is_an_existing_file(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct", "out"]
 
 
+@pytest.mark.parametrize("unnamed", [True, False])
+def test_a_special_file_is_never_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool
+) -> None:
+    """(red team) ``overwrite`` renamed a regular file over a FIFO, a device (``/dev/null``
+    as root) or a link to one (``/dev/stdout``): the writer refuses such a target now.
+    A directory is an ``IsADirectoryError`` before anything is written."""
+    if unnamed and not _fileio._USE_O_TMPFILE:
+        pytest.skip("O_TMPFILE unavailable here")
+    monkeypatch.setattr(_fileio, "_USE_O_TMPFILE", unnamed)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "link"
+    link.symlink_to(fifo)
+    sk = X25519PrivateKey.from_private_bytes(bytes(range(32)))
+    for target in (fifo, link):
+        with pytest.raises(FileExistsError, match="not a regular file"):
+            _fileio.atomic_write(target, b"s", overwrite=True)
+        with pytest.raises(FileExistsError, match="not a regular file"):
+            stream.encrypt_file(__file__, target, sk.public_key(), overwrite=True)
+    with pytest.raises(IsADirectoryError):
+        _fileio.atomic_write(tmp_path, b"s", overwrite=True)
+    assert fifo.is_fifo() and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "link"]
+
+
 _KILLED_WRITER = """
 import sys, time
 from keysplit import _fileio
