@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,15 @@ def test_readme_postgres_example_runs(
     server_url = pg_server.url + "&schema=readme_" + tmp_path.name[-8:].replace("-", "_")  # type: ignore[attr-defined]
     monkeypatch.chdir(tmp_path)
     sealed, shares = keysplit.Keyring.create("vault", threshold=2, custodians=["a", "b", "c"])
+    before = set(threading.enumerate())
     scope = {"keysplit": keysplit, "sealed": sealed, "quorum": [shares["a"], shares["c"]]}
     exec(compile(code.replace(url.group(1), server_url), str(README), "exec"), scope)
     kr = scope["kr"]
-    blob = kr.encrypt(b"+1 555 0100", subject="user-42")
-    assert kr.decrypt(blob, subject="user-42") == b"+1 555 0100"
+    try:
+        blob = kr.encrypt(b"+1 555 0100", subject="user-42")
+        assert kr.decrypt(blob, subject="user-42") == b"+1 555 0100"
+    finally:
+        # closing the keyring closes the store: left open, its pool and lease watcher kept
+        # reconnecting (and logging each failure) once the session's server had stopped
+        kr.close()
+    assert [t.name for t in set(threading.enumerate()) - before] == []
