@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import stat
 import sys
 import time
 import warnings
@@ -29,7 +30,7 @@ import typer
 
 from keysplit import CustodianError, KeysplitError
 
-from ._common import EXIT_USAGE, fail, read_small_secret, relabel
+from ._common import EXIT_USAGE, fail, info, read_small_secret, relabel
 from ._specs import parse_name_file
 
 if TYPE_CHECKING:
@@ -247,6 +248,21 @@ class Passphrases:
         return f"Passphrases(names={sorted(self.by_name)}, default={self.default is not None})"
 
 
+def _warn_if_exposed(path: Path) -> None:
+    """Warn (as ssh would refuse) of an identity without a passphrase that other users may
+    read: its private key opens the custodian's shares. A warning, not a refusal: a file on
+    a FAT USB stick (the offline laptop's usual carrier) shows mode 0755 whatever is done."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if stat.S_ISREG(mode) and mode & 0o077:
+        info(
+            f"[yellow]warning:[/] identity {path} has no passphrase and is readable by other "
+            f"users (mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
+        )
+
+
 class ShareOpener:
     """Opens share files; ``interactive`` asks for a missing identity file at a prompt."""
 
@@ -279,6 +295,7 @@ class ShareOpener:
         data = read_key_file(path)
         try:
             if not Identity.is_encrypted(data):
+                _warn_if_exposed(path)
                 return Identity.from_bytes(data, None, confirm=self._confirm_identity)
             return _unlock(
                 f"identity {path.name}",

@@ -585,3 +585,24 @@ def test_output_that_is_a_fifo_or_a_link_to_one_is_never_replaced(cer: Ceremony)
             assert r.exit_code == 2 and error_lines(r) == [message], r.stderr
             assert "[1/2]" not in r.stderr and "Share [0/2]" not in r.stderr
     assert fifo.is_fifo() and link.is_symlink() and link.is_fifo()
+
+
+def test_an_identity_without_passphrase_readable_by_others_is_warned_of(cer: Ceremony) -> None:
+    """(red team) An identity file with no passphrase and mode 0644 (copied with cp, written
+    by a script) was used silently: its private key opens the custodian's shares, and any
+    local user could read it. ssh refuses such a key; keysplit warns, naming the file (a
+    FAT USB stick shows 0755 whatever is done, so a refusal would lock custodians out)."""
+    sealed = _encrypt(cer, b"data")
+    ident = cer.ids["alice"]
+    ident.chmod(0o644)
+    cer.ids["bob"].chmod(0o600)
+    r = run(["decrypt", cer.kr, sealed, "-", *cer.quorum("alice", "bob")])
+    said = "".join(r.stderr.split())  # the console wraps long lines, even inside a path
+    assert r.exit_code == 0 and r.stdout == "data", r.stderr
+    warning = f"warning: identity {ident} has no passphrase and is readable by other users"
+    assert "".join(warning.split()) in said
+    assert "".join(f"(mode 0644); run: chmod 600 {ident}".split()) in said
+    assert r.stderr.count("warning: identity") == 1
+    ident.chmod(0o600)
+    r = run(["decrypt", cer.kr, sealed, "-", *cer.quorum("alice", "bob")])
+    assert r.exit_code == 0 and "warning: identity" not in r.stderr
