@@ -33,7 +33,38 @@ def _policy(pol: TokenPolicy) -> dict[str, object]:
         "id": pol.id,
         "allow": list(pol.allow),
         "subject_prefix": pol.subject_prefix,
+        **({"expires": pol.expires} if pol.expires else {}),
     }
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+EXPIRES_HELP = (
+    "The service stops accepting the token after this long: N followed by s, m, h or d "
+    "(90d, 12h; a bare N is seconds). Default: never."
+)
+
+
+def _duration(text: str | None) -> float | None:
+    """``--expires-in``: seconds from ``N[smhd]`` (None when not given)."""
+    if text is None:
+        return None
+    t = text.strip().lower()
+    unit = _UNITS.get(t[-1:], 0)
+    digits = t[:-1] if unit else t
+    if not digits.isdigit() or not digits.isascii():
+        fail(
+            f"--expires-in: {text!r} is not a duration like 90d, 12h, 30m or 3600s", code=EXIT_USAGE
+        )
+    from keysplit.service.tokens import check_expires_in
+
+    try:
+        return check_expires_in(float(int(digits) * (unit or 1)))
+    except ValueError as exc:
+        fail(f"--expires-in: {exc}", code=EXIT_USAGE)
+
+
+def _expires(pol: TokenPolicy) -> str:
+    return f"; expires {pol.expires}" if pol.expires else ""
 
 
 @app.command("create")
@@ -47,6 +78,9 @@ def token_create_cmd(
     subject_prefix: str = typer.Option(
         ..., "--subject-prefix", help="Only subjects starting with this ('' = every subject)."
     ),
+    expires_in: str | None = typer.Option(
+        None, "--expires-in", metavar="DURATION", help=EXPIRES_HELP
+    ),
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
@@ -58,12 +92,13 @@ def token_create_cmd(
     unsealed keyring derives. Audited as 'token-create'.
 
     Example: keysplit token create vault --name billing --allow encrypt,decrypt
-    --subject-prefix billing/ -s ana.g1.kss -s ben.g1.kss > billing.token
+    --subject-prefix billing/ --expires-in 90d -s ana.g1.kss -s ben.g1.kss > billing.token
 
     Exit codes: 0 created; 1 bad quorum, name taken, list tampered; 2 usage.
     """
     from keysplit import Keyring, ceremony
 
+    life = _duration(expires_in)
     kr = Keyring.open(directory)
     try:
         done = ceremony.create_token(
@@ -72,11 +107,15 @@ def token_create_cmd(
             name=name,
             allow=allow.split(","),
             subject_prefix=subject_prefix,
+            expires_in=life,
         )
     except ValueError as exc:
         fail(str(exc), code=EXIT_USAGE)
     token, pol = done.value.token, done.value.policy
-    info(f"token {pol.name!r} ({pol.id}) created: {','.join(pol.allow)} on {pol.subject_prefix!r}*")
+    info(
+        f"token {pol.name!r} ({pol.id}) created: {','.join(pol.allow)} on "
+        f"{pol.subject_prefix!r}*{_expires(pol)}"
+    )
     info("it is shown only now; store it as a secret")
     if as_json:
         typer.echo(json.dumps({"token": token, **_policy(pol)}))
@@ -99,6 +138,9 @@ def token_add_cmd(
     region: str = typer.Option(
         "", "--region", help="Pin the token to a cluster region ('' = any region)."
     ),
+    expires_in: str | None = typer.Option(
+        None, "--expires-in", metavar="DURATION", help=EXPIRES_HELP
+    ),
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
@@ -117,6 +159,7 @@ def token_add_cmd(
 
     token = read_token(token_file)
     assert token is not None
+    life = _duration(expires_in)
     if region:
         from keysplit.service.cluster_config import check_region
 
@@ -135,10 +178,14 @@ def token_add_cmd(
             allow=allow.split(","),
             subject_prefix=subject_prefix,
             region=region,
+            expires_in=life,
         ).value
     except ValueError as exc:
         fail(str(exc), code=EXIT_USAGE)
-    info(f"token {pol.name!r} ({pol.id}) added: {','.join(pol.allow)} on {pol.subject_prefix!r}*")
+    info(
+        f"token {pol.name!r} ({pol.id}) added: {','.join(pol.allow)} on "
+        f"{pol.subject_prefix!r}*{_expires(pol)}"
+    )
     doc = {**_policy(pol), "region": pol.region}
     typer.echo(json.dumps(doc) if as_json else pol.id)
 
@@ -161,17 +208,18 @@ def token_list_cmd(
     kr = Keyring.open(directory)
     tl = TokenList.read(directory, kr.keyring_id)
     dead = set(tl.revoked) | set(tl.pending_revocations)
-    rows = [dict(t.public_dict(), revoked=t.id in dead) for t in tl.tokens]
+    rows = [dict(t.public_dict(), revoked=t.id in dead, expired=t.expired()) for t in tl.tokens]
     if as_json:
         typer.echo(json.dumps(rows))
         return
     if not rows:
         info("no tokens")
     for r in rows:
-        state = "revoked" if r["revoked"] else "active"
+        state = "revoked" if r["revoked"] else "expired" if r["expired"] else "active"
+        until = f"  expires {r['expires']}" if r.get("expires") else ""
         typer.echo(
             f"{r['id']}  {r['name']:<16} {state:<8} {','.join(r['allow'])}  "
-            f"prefix={r['subject_prefix']!r}  created {r['created']}"
+            f"prefix={r['subject_prefix']!r}  created {r['created']}{until}"
         )
 
 

@@ -44,6 +44,7 @@ from ..service.tokens import (
     TokenList,
     TokenPolicy,
     check_allow,
+    check_expires_in,
     check_prefix,
     check_token_name,
     is_token_text,
@@ -674,16 +675,20 @@ def create_token(
     name: str,
     allow: Sequence[str],
     subject_prefix: str,
+    expires_in: float | None = None,
 ) -> Done[NewToken]:
     """Mint a key-service token with a quorum; recorded as ``token-create`` (and a
     ``token-revoke`` for each revocation folded into the list on the way).
 
     The keyring keeps only the token's SHA-256 and policy, in a list MACed under a key only
     an unsealed keyring derives (:mod:`keysplit.service.tokens`). The name and operations
-    are checked, and the list read, before anyone is asked for a share.
+    are checked, and the list read, before anyone is asked for a share. ``expires_in``:
+    seconds until the service stops accepting the token (None: never).
     """
     token = new_token()
-    done = _change_tokens(keyring, quorum, token, name, allow, subject_prefix, "", added=False)
+    done = _change_tokens(
+        keyring, quorum, token, name, allow, subject_prefix, "", added=False, expires_in=expires_in
+    )
     return Done(NewToken(token, done.value), done.entry, done.authorized_by)
 
 
@@ -696,12 +701,16 @@ def add_token(
     allow: Sequence[str],
     subject_prefix: str,
     region: str = "",
+    expires_in: float | None = None,
 ) -> Done[TokenPolicy]:
     """Register a token minted on another keyring (a node of a key cluster) under this
     keyring's own quorum and policy; recorded as ``token-create`` with ``added: true``."""
     if not is_token_text(token):
         raise ValueError("not a keysplit token (kst1_ and 43 base64url characters)")
-    return _change_tokens(keyring, quorum, token, name, allow, subject_prefix, region, added=True)
+    return _change_tokens(
+        keyring, quorum, token, name, allow, subject_prefix, region, added=True,
+        expires_in=expires_in,
+    )  # fmt: skip
 
 
 def _change_tokens(
@@ -714,11 +723,13 @@ def _change_tokens(
     region: str,
     *,
     added: bool,
+    expires_in: float | None = None,
 ) -> Done[TokenPolicy]:
     """With a quorum: fold pending revocations, register ``token``, record both."""
     check_token_name(name)  # the cheap checks, before anyone is asked for a share
     allowed = list(check_allow(allow))
     check_prefix(subject_prefix)
+    check_expires_in(expires_in)
     TokenList.read(keyring.path, keyring.keyring_id)  # unreadable: refused before any share
     with unsealed(quorum, keyring, "token-create") as ukr:
         tl = TokenList.read(keyring.path, keyring.keyring_id)
@@ -732,6 +743,7 @@ def _change_tokens(
             subject_prefix=subject_prefix,
             region=region,
             created_by=[c.custodian for c in quorum.contributors],
+            expires_in=expires_in,
         )
         events: list[ev.Event] = [
             ev.TokenRevoke(known.get(r, "unknown id"), r, tl.serial) for r in folded

@@ -419,6 +419,15 @@ class KeyService:
         if pol is None:
             self._audit(ev.TokenDenied(op or "status", None, "unknown or revoked token"))
             raise _Denied(401, PermissionDenied("unknown or revoked token"))
+        if pol.expires and pol.expired():
+            self._audit(ev.TokenDenied(op or "status", pol.name, "token expired"))
+            raise _Denied(
+                401,
+                PermissionDenied(
+                    f"token {pol.name!r} expired at {pol.expires}",
+                    hint="a quorum creates a new one: keysplit token create",
+                ),
+            )
         if op is None:
             return pol
         try:

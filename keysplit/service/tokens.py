@@ -22,12 +22,13 @@ import fcntl
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ __all__ = [
     "TokenList",
     "TokenPolicy",
     "check_allow",
+    "check_expires_in",
     "check_prefix",
     "check_token_name",
     "hash_token",
@@ -77,6 +79,32 @@ _ID_RE = re.compile(r"[0-9a-f]{16}")
 _MAC_INFO = b"keysplit service token list mac v1\x00"
 _FORMAT = "keysplit-service-tokens"
 _MAX_FILE = 8 << 20
+_TIME = "%Y-%m-%dT%H:%M:%SZ"
+MAX_EXPIRES_IN = 100 * 366 * 86_400
+"""The longest expiry a token can be given (seconds): a century, past which none is needed."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _parse_time(text: str) -> datetime:
+    """A token list's UTC time (``YYYY-MM-DDTHH:MM:SSZ``); ValueError otherwise."""
+    if not isinstance(text, str) or len(text) != 20:
+        raise ValueError("not a UTC time")
+    return datetime.strptime(text, _TIME).replace(tzinfo=UTC)
+
+
+def check_expires_in(seconds: float | None) -> float | None:
+    """Seconds until a new token expires (None: never), as ``create``/``add`` accept them:
+    a positive, finite number up to :data:`MAX_EXPIRES_IN` (``ValueError`` otherwise)."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise TypeError("expires_in must be a number of seconds")
+    if not 1 <= seconds <= MAX_EXPIRES_IN:  # NaN fails this too
+        raise ValueError(f"a token's expiry must be from 1 second to {MAX_EXPIRES_IN:,} seconds")
+    return float(seconds)
 
 
 def new_token() -> str:
@@ -117,9 +145,18 @@ class TokenPolicy:
     region: str = ""
     """A cluster region the token is pinned to ('' = none); a node of another region
     refuses it (:mod:`keysplit.service.cluster_node`)."""
+    expires: str = ""
+    """When the service stops accepting the token (UTC, ``YYYY-MM-DDTHH:MM:SSZ``, set at
+    ``create``/``add``); '' = never. Lists written before expiries have none."""
 
     def permits(self, operation: str) -> bool:
         return operation in self.allow
+
+    def expired(self, now: datetime | None = None) -> bool:
+        """Whether the token's expiry has passed (never, without one)."""
+        if not self.expires:
+            return False
+        return (now or _now()) >= _parse_time(self.expires)
 
     def covers(self, subject: str) -> bool:
         """Whether ``subject`` is in this token's scope, judged on the canonical spelling
@@ -165,6 +202,7 @@ class TokenPolicy:
             "created": self.created,
             "created_by": list(self.created_by),
             **({"region": self.region} if self.region else {}),  # absent: lists MAC as before
+            **({"expires": self.expires} if self.expires else {}),  # the same
         }
 
     def public_dict(self) -> dict[str, Any]:
@@ -187,9 +225,15 @@ class TokenPolicy:
                 created=str(d.get("created", "")),
                 created_by=tuple(str(c) for c in d.get("created_by", [])),
                 region=str(d.get("region", "")),
+                expires=str(d.get("expires", "")),
             )
         except (KeyError, TypeError):
             raise FormatError("token list: an entry lacks a field") from None
+        if pol.expires:
+            try:
+                _parse_time(pol.expires)
+            except ValueError:
+                raise FormatError("token list: bad expiry time") from None
         if not _ID_RE.fullmatch(pol.id) or not re.fullmatch(r"[0-9a-f]{64}", pol.sha256):
             raise FormatError("token list: bad id or hash")
         if any(a not in OPERATIONS for a in pol.allow):
@@ -380,11 +424,19 @@ class TokenList:
         allow: Sequence[str],
         subject_prefix: str,
         created_by: Sequence[str] = (),
+        expires_in: float | None = None,
     ) -> tuple[str, TokenPolicy]:
-        """Mint a token; returns (token text, its policy). The text is never stored."""
+        """Mint a token; returns (token text, its policy). The text is never stored.
+        ``expires_in``: seconds until the service stops accepting it (None: never)."""
         token = new_token()
         return token, self.add(
-            key, token, name=name, allow=allow, subject_prefix=subject_prefix, created_by=created_by
+            key,
+            token,
+            name=name,
+            allow=allow,
+            subject_prefix=subject_prefix,
+            created_by=created_by,
+            expires_in=expires_in,
         )
 
     def add(
@@ -397,19 +449,22 @@ class TokenList:
         subject_prefix: str,
         created_by: Sequence[str] = (),
         region: str = "",
+        expires_in: float | None = None,
     ) -> TokenPolicy:
         """Register an existing token (minted on another keyring: ``keysplit token add``)
-        under this keyring's own policy; only its hash is kept."""
+        under this keyring's own policy; only its hash is kept. ``expires_in``: seconds
+        until the service stops accepting it (None: never)."""
         if not is_token_text(token):
             raise ValueError("not a keysplit token (kst1_ and 43 base64url characters)")
         check_token_name(name)
         ops = check_allow(allow)
         subject_prefix = check_prefix(subject_prefix)
+        life = check_expires_in(expires_in)
         self.verify(key)
         with _locked(self.directory):  # on the list as it is now (see fold_revocations)
             cur = TokenList.read(self.directory, self.keyring_id)
             cur.verify(key)
-            pol = cur._add(key, token, name, ops, subject_prefix, created_by, region)
+            pol = cur._add(key, token, name, ops, subject_prefix, created_by, region, life)
         self._adopt(cur)
         return pol
 
@@ -422,8 +477,10 @@ class TokenList:
         subject_prefix: str,
         created_by: Sequence[str],
         region: str,
+        life: float | None = None,
     ) -> TokenPolicy:
-        if any(t.name == name for t in self.active().values()):
+        now = _now().replace(microsecond=0)
+        if any(t.name == name and not t.expired(now) for t in self.active().values()):
             raise KeysplitError(
                 f"an active token named {name!r} exists", hint="revoke it first or pick a name"
             )
@@ -435,9 +492,13 @@ class TokenList:
             sha256=hash_token(token),
             allow=ops,
             subject_prefix=subject_prefix,
-            created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            created=now.strftime(_TIME),
             created_by=tuple(created_by),
             region=region,
+            # whole seconds, rounded up: never shorter than asked
+            expires=""
+            if life is None
+            else (now + timedelta(seconds=math.ceil(life))).strftime(_TIME),
         )
         self.revoked.extend(r for r in self.pending_revocations if r not in self.revoked)
         self.pending_revocations = []
