@@ -40,7 +40,10 @@ def serve_cmd(
         None, "--socket", metavar="PATH", help="Unix socket to listen on (created with mode 0600)."
     ),
     listen: str | None = typer.Option(
-        None, "--listen", metavar="HOST:PORT", help="Also listen on TCP with TLS."
+        None,
+        "--listen",
+        metavar="HOST:PORT",
+        help="Also listen on TCP with TLS (port 0: one the system picks, logged).",
     ),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", metavar="FILE", help="TLS cert."),
     tls_key: Path | None = typer.Option(None, "--tls-key", metavar="FILE", help="TLS key."),
@@ -95,8 +98,8 @@ def serve_cmd(
         host, sep, port = listen.rpartition(":")
         if not sep or not host or not port.isdigit():
             fail("--listen expects HOST:PORT", code=EXIT_USAGE)
-        if not 1 <= int(port) <= 65535:  # 99999 was bound as 99999 % 65536
-            fail(f"--listen: port {port} is not from 1 to 65535", code=EXIT_USAGE)
+        if not 0 <= int(port) <= 65535:  # 99999 was bound as 99999 % 65536
+            fail(f"--listen: port {port} is not from 0 to 65535", code=EXIT_USAGE)
         addr = (host.strip("[]"), int(port))
         if tls_cert is None or tls_key is None:
             fail("--listen needs --tls-cert and --tls-key", code=EXIT_USAGE)

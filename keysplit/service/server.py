@@ -582,8 +582,9 @@ def run(opts: ServeOptions, log: Callable[[str], None] | None = None) -> int:
         if opts.listen is not None:
             host, port = opts.listen
             mtls = " (mTLS)" if opts.client_ca else ""
-            where = f"https://{_hostport(host, port)}{mtls}"
-            listening.append((_tcp_socket(host, port), where))
+            tcp = _tcp_socket(host, port)
+            bound = tcp.getsockname()[1]  # for port 0, the one the kernel chose: logged
+            listening.append((tcp, f"https://{_hostport(host, bound)}{mtls}"))
     except BaseException:
         for s, _ in listening:
             s.close()

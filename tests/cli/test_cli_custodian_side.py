@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import pty
 import select
+import shutil
 import signal
-import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -153,12 +154,6 @@ def test_share_text_on_stdin_with_the_checksum_of_files(tmp_path: Path) -> None:
     assert r.returncode == 2 and "once" in r.stderr
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_remote_custodian_unseals_mtls_service_with_url_share_and_certificates(
     tmp_path: Path,
 ) -> None:
@@ -168,14 +163,13 @@ def test_remote_custodian_unseals_mtls_service_with_url_share_and_certificates(
     for name in "ab":  # the custodians' plain share files, far from the keyring directory
         files[name] = tmp_path / f"{name}.kss"
         files[name].write_text(f"{shares[name]}\n")
-    port = _port()
-    extra = ("--listen", f"127.0.0.1:{port}", "--tls-cert", str(certs["server-cert"]))
+    extra = ("--listen", "127.0.0.1:0", "--tls-cert", str(certs["server-cert"]))
     extra += ("--tls-key", str(certs["server-key"]), "--client-ca", str(certs["ca"]))
-    sock = Path(os.environ.get("TMPDIR", "/tmp")) / f"ks-{os.getpid()}-{port}.sock"
-    url = f"https://127.0.0.1:{port}"
+    sock = Path(tempfile.mkdtemp(prefix="ks", dir=os.environ.get("TMPDIR", "/tmp"))) / "s.sock"
     ca = ("--ca", str(certs["ca"]))
     mine = ("--cert", str(certs["client-cert"]), "--key", str(certs["client-key"]))
-    with Server(kr.path, sock, *extra):
+    with Server(kr.path, sock, *extra) as srv:
+        url = f"https://127.0.0.1:{srv.tcp_port}"  # port 0: the one it was given
         # no client certificate: a TLS failure with a TLS hint, not "is serve running?"
         r = cli("unseal", "--server", url, *ca, "-s", files["a"], cwd=tmp_path)
         assert r.returncode == 1, r.stderr
@@ -194,7 +188,7 @@ def test_remote_custodian_unseals_mtls_service_with_url_share_and_certificates(
         # seal takes the same TLS options (over TCP a token allowed 'seal' is needed)
         r = cli("seal", "--server", url, *ca, *mine, cwd=tmp_path)
         assert r.returncode == 1 and "error:" in r.stderr
-    sock.unlink(missing_ok=True)
+    shutil.rmtree(sock.parent, ignore_errors=True)  # the socket and the server's log
 
 
 @pytest.mark.parametrize("server", ["http://127.0.0.1:1", "ftp://example.org/x", "unix:"])

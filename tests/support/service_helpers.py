@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -74,6 +75,17 @@ class Server:
     @property
     def url(self) -> str:
         return f"unix:{self.sock}"
+
+    @property
+    def tcp_port(self) -> int:
+        """The port of ``--listen HOST:0``, the system's choice, from the started server's
+        log line (``listening on https://HOST:PORT``). A port probed free and closed
+        before the server binds it can be taken in between (any connect() on this host
+        picks from the same range): the tests listen on port 0 instead."""
+        text = "\n".join(x for x in self.log.read_text().splitlines() if "listening on" in x)
+        found = re.findall(r"https://[^\s,;]+:(\d+)", text)
+        assert found, text
+        return int(found[-1])
 
     def start(self) -> Server:
         with open(self.log, "a") as err:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
@@ -25,12 +24,6 @@ pytest.importorskip("rbcl")
 pytestmark = pytest.mark.slow
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_cluster_of_mtls_nodes_from_the_cli_and_the_library(tmp_path: Path) -> None:
     certs = make_certs(tmp_path)
     sockdir = Path(tempfile.mkdtemp(prefix="kt", dir="/tmp"))
@@ -41,15 +34,14 @@ def test_cluster_of_mtls_nodes_from_the_cli_and_the_library(tmp_path: Path) -> N
     try:
         for n in ("n1", "n2"):
             make_keyring(tmp_path, 2, [f"{n}a", f"{n}b"], dirname=n)
-            port = _port()
-            urls[n] = f"https://127.0.0.1:{port}"
             servers[n] = Server(
                 tmp_path / n,
                 sockdir / f"{n}.sock",
-                *("--listen", f"127.0.0.1:{port}"),
+                *("--listen", "127.0.0.1:0"),  # the port it was given: from its log
                 *("--tls-cert", str(certs["server-cert"]), "--tls-key", str(certs["server-key"])),
                 *("--client-ca", str(certs["ca"])),
             ).start()
+            urls[n] = f"https://127.0.0.1:{servers[n].tcp_port}"
             for c in "ab":
                 r = unseal(tmp_path, tmp_path / n, servers[n], f"{n}{c}")
                 assert r.returncode == 0, r.stderr

@@ -397,12 +397,7 @@ def test_tampered_token_list_refuses_every_token(
 
 
 def test_tcp_with_mutual_tls(tmp_path: Path, sockdir: Path) -> None:
-    import socket as _socket
-
     certs = make_certs(tmp_path)
-    with _socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     kr, shares = Keyring.create(tmp_path / "vault", 2, ["a", "b", "c"])
     with kr.unseal([shares["a"], shares["b"]]) as ukr:
         tl = TokenList.read(kr.path, kr.keyring_id)
@@ -411,10 +406,10 @@ def test_tcp_with_mutual_tls(tmp_path: Path, sockdir: Path) -> None:
             0
         ]
         no_seal = tl.create(key, name="noseal", allow=["encrypt"], subject_prefix="")[0]
-    extra = ("--listen", f"127.0.0.1:{port}", "--tls-cert", str(certs["server-cert"]))
+    extra = ("--listen", "127.0.0.1:0", "--tls-cert", str(certs["server-cert"]))
     extra += ("--tls-key", str(certs["server-key"]), "--client-ca", str(certs["ca"]))
     with Server(kr.path, sockdir / "s.sock", *extra) as srv:
-        url = f"https://127.0.0.1:{port}"
+        url = f"https://127.0.0.1:{srv.tcp_port}"  # port 0: the one it was given
         tls = dict(
             ca=str(certs["ca"]), cert=str(certs["client-cert"]), key=str(certs["client-key"])
         )

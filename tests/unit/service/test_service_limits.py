@@ -126,13 +126,11 @@ def test_idle_and_slow_connections_are_dropped(tmp_path: Path, sockdir: Path) ->
     """slowloris (a header trickled byte by byte), a trickled body, a silent TLS peer and
     an idle keep-alive connection are each closed within their timeout (+ slack)."""
     certs = make_certs(tmp_path)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     kr, _ = Keyring.create(tmp_path / "vault", 2, ["a", "b"])
-    extra = ("--idle-timeout", "1", "--io-timeout", "1", "--listen", f"127.0.0.1:{port}")
+    extra = ("--idle-timeout", "1", "--io-timeout", "1", "--listen", "127.0.0.1:0")
     extra += ("--tls-cert", str(certs["server-cert"]), "--tls-key", str(certs["server-key"]))
     with Server(kr.path, sockdir / "s.sock", *extra) as srv:
+        port = srv.tcp_port
         with _unix(srv.sock) as s:  # slowloris: the header never completes
             s.sendall(b"GET /v1/status HTTP/1.1\r\n")
             assert _closed_within(s, 1 + SLACK, trickle=b"X-Slow: aaaaaaaaaaaaaaaaaaaa\r\n") >= 0.5
