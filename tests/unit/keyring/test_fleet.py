@@ -462,8 +462,7 @@ def test_fast_path_under_threads_obeys_a_shred_and_a_close(
     threading.Event().wait(0.05)
     assert b.shred("hot") is True
     shredded.set()
-    while len(late) < 50:
-        threading.Event().wait(0.005)
+    eventually(lambda: len(late) >= 50 or bad != [], "50 records sealed after the shred")
     recs = list(late)
     for rec in recs:
         assert b.decrypt(rec, subject="hot") == b"new"
