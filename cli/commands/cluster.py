@@ -1,4 +1,5 @@
-"""``keysplit cluster create|status|refresh|replace|rotate|shred``: a threshold key cluster.
+"""``keysplit cluster create|abandon|status|refresh|replace|rotate|shred``: a threshold key
+cluster.
 
 Thin glue over :mod:`keysplit.service.cluster_admin`: the DKG, the status checks and the
 refresh are library calls; this module parses ``--node NAME=URL`` and prints.
@@ -49,17 +50,16 @@ def create_cmd(
     Example: keysplit cluster create cl --threshold 2 --region in
     --node n1=unix:/run/n1.sock --node n2=unix:/run/n2.sock --node n3=unix:/run/n3.sock
 
+    Interrupted? Run the same command again: it finishes (cluster.json written) or erases
+    what the cut round left on the nodes and runs it again under the same cluster id
+    (DIR/creating.json records it); 'keysplit cluster abandon DIR' erases it instead.
+
     Exit codes: 0 created; 1 a node sealed, unreachable, of another region, or a dealing
     failed (the node at fault is named); 2 usage.
     """
     from keysplit.service.cluster_admin import create_cluster
 
-    pairs = []
-    for spec in node:
-        name, sep, url = spec.partition("=")
-        if not sep or not name or not url:
-            fail(f"--node expects NAME=URL, got {spec!r}", code=EXIT_USAGE)
-        pairs.append((name, url))
+    pairs = _node_pairs(node)
     try:
         cfg = create_cluster(
             directory,
@@ -84,6 +84,58 @@ def create_cmd(
         "public_key": cfg.public_key,
     }
     emit(doc, as_json, cfg.cluster_id)
+
+
+def _node_pairs(specs: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for spec in specs:
+        name, sep, url = spec.partition("=")
+        if not sep or not name or not url:
+            fail(f"--node expects NAME=URL, got {spec!r}", code=EXIT_USAGE)
+        pairs.append((name, url))
+    return pairs
+
+
+@app.command("abandon")
+@handle_errors
+def abandon_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="The unfinished cluster's DIR."),
+    cluster_id: str | None = typer.Option(
+        None, "--cluster-id", metavar="ID", help="Without DIR/creating.json: the cluster id."
+    ),
+    node: list[str] = typer.Option(
+        [], "--node", metavar="NAME=URL", help="With --cluster-id: a node it may be on."
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    token_file: Path | None = typer.Option(None, "--token-file", help=_TOKEN_HELP),
+    ca: Path | None = CA_OPTION,
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
+) -> None:
+    """Abandon a cluster whose 'cluster create' never completed: each of its nodes erases
+    its uncommitted membership (share overwritten, then unlinked) and, if it is a member of
+    no other cluster, its region pin, so the node can join another cluster of any region.
+    A node refuses to erase a membership whose creation completed.
+
+    Example: keysplit cluster abandon cl  (or: --cluster-id ID --node n1=unix:/run/n1.sock)
+
+    Exit codes: 0 abandoned (on every node that had it); 1 DIR/cluster.json exists, nothing
+    recorded, a node unreachable or refusing (named); 2 usage.
+    """
+    from keysplit.service.cluster_admin import abandon_cluster
+
+    if (cluster_id is None) != (not node):
+        fail("--cluster-id and --node go together", code=EXIT_USAGE)
+    tls, token = tls_files(ca, cert, key), read_token(token_file)
+    pairs = _node_pairs(node)
+    cid, erased = abandon_cluster(
+        directory, cluster_id=cluster_id, nodes=pairs, token=token, tls=tls
+    )
+    info(
+        f"cluster {cid} abandoned"
+        + (f": erased on {', '.join(erased)}" if erased else ": no node held it")
+    )
+    emit({"cluster_id": cid, "erased": erased}, as_json, cid)
 
 
 @app.command("status")

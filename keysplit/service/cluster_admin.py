@@ -15,6 +15,7 @@ cannot make it finish with a key it knows more about than any other dealer.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ClusterError, KeysplitError
+from .. import _json
+from .._fileio import atomic_write
+from ..errors import ClusterError, FormatError, KeysplitError
 from ..store import open_store
 from ..store.base import Lease, check_batch_size
 from . import _wire as wire
@@ -43,6 +46,7 @@ from .cluster_config import (
 __all__ = [
     "NodeStatus",
     "Rotated",
+    "abandon_cluster",
     "abort_refresh",
     "cluster_status",
     "create_cluster",
@@ -102,6 +106,132 @@ def _dealt(
     return deals, raw
 
 
+CREATING_FILE = "creating.json"
+"""``DIR/creating.json``: a ``cluster create`` in progress (id, region, node names and
+URLs), removed once every node committed its membership."""
+
+
+def _read_creating(d: Path) -> tuple[str, list[tuple[str, str]]] | None:
+    """(cluster id, [(name, url)]) of ``DIR/creating.json``, or None."""
+    path = d / CREATING_FILE
+    try:
+        doc = _json.loads(path.read_bytes(), what=str(path), max_bytes=1 << 20)
+        cid = doc["cluster_id"]
+        nodes = [(str(n["name"]), str(n["url"])) for n in doc["nodes"]]
+    except FileNotFoundError:
+        return None
+    except (KeyError, TypeError):
+        raise FormatError(f"{path}: malformed") from None
+    if not isinstance(cid, str) or len(cid) != 32:
+        raise FormatError(f"{path}: malformed")
+    return cid, nodes
+
+
+def _on_each(
+    nodes: Sequence[tuple[str, str]],
+    path: str,
+    doc: Any,
+    token: str | None,
+    tls: TlsFiles,
+    **fields: type,
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """``path`` on every node (name, URL), each whatever the others answer: (answers by
+    name, first line of each failure by name)."""
+    answers: dict[str, dict[str, Any]] = {}
+    failed: dict[str, str] = {}
+    for name, url in nodes:
+        try:
+            answers[name] = _post(url, path, doc, token, name, tls, **fields)
+        except KeysplitError as exc:
+            failed[name] = str(exc).split("\n")[0]
+    return answers, failed
+
+
+def _pairs(nodes: Sequence[ClusterNodeInfo]) -> list[tuple[str, str]]:
+    return [(n.name, n.url) for n in nodes]
+
+
+def _abandon_on(
+    cid: str, nodes: Sequence[tuple[str, str]], token: str | None, tls: TlsFiles
+) -> list[str]:
+    """Ask each node to erase its uncommitted membership of ``cid``; the names of those
+    that had one. A node that refuses or cannot be reached is a :class:`ClusterError`."""
+    doc = {"cluster_id": cid}
+    out, failed = _on_each(nodes, "/v1/cluster/dkg/abandon", doc, token, tls, erased=bool)
+    erased = [name for name, a in out.items() if a["erased"]]
+    if failed:
+        raise ClusterError(
+            f"the unfinished cluster {cid} was not abandoned on: "
+            + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())),
+            hint="run it again once they are reachable",
+        )
+    return erased
+
+
+def _commit_created(d: Path, cfg: ClusterConfig, token: str | None, tls: TlsFiles) -> None:
+    """Every node commits its membership (``cluster.json`` is written), then
+    ``DIR/creating.json`` goes."""
+    _commit_all(
+        cfg,
+        cfg.epoch,
+        token,
+        tls,
+        f"cluster {cfg.cluster_id} is created ({d / CLUSTER_FILE} written), but these nodes "
+        "did not commit their membership (they evaluate nothing for it yet): ",
+        "run the same keysplit cluster create again once they are reachable",
+    )
+    (d / CREATING_FILE).unlink(missing_ok=True)
+
+
+def _commit_all(
+    cfg: ClusterConfig, epoch: int, token: str | None, tls: TlsFiles, lead: str, hint: str
+) -> None:
+    """``dkg/commit`` of ``epoch`` on every node of ``cfg``; a :class:`ClusterError`
+    (``lead`` then each node that failed and why) if any failed."""
+    doc = {"cluster_id": cfg.cluster_id, "epoch": epoch}
+    _, failed = _on_each(_pairs(cfg.nodes), "/v1/cluster/dkg/commit", doc, token, tls)
+    if failed:
+        raise ClusterError(
+            lead + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())), hint=hint
+        )
+
+
+def abandon_cluster(
+    directory: str | os.PathLike[str],
+    *,
+    cluster_id: str | None = None,
+    nodes: Sequence[tuple[str, str]] = (),
+    token: str | None = None,
+    tls: TlsFiles = NO_TLS,
+) -> tuple[str, list[str]]:
+    """Erase, on its nodes, the memberships and region pins an unfinished ``cluster
+    create`` left: the one ``DIR/creating.json`` names (then removed), or ``cluster_id`` on
+    ``nodes`` (name, URL). Each node erases only a membership whose creation it never
+    committed (a completed cluster's share is refused), and unpins its region when no
+    membership is left. Returns (cluster id, names of the nodes that had one)."""
+    d = Path(directory)
+    if cluster_id is None:
+        if (d / CLUSTER_FILE).exists():
+            raise ClusterError(
+                f"{d / CLUSTER_FILE} exists: the cluster was created",
+                hint="run the same keysplit cluster create again to finish its commits",
+            )
+        creating = _read_creating(d)
+        if creating is None:
+            raise ClusterError(
+                f"{d / CREATING_FILE} does not exist: no unfinished creation is recorded here",
+                hint="name it: --cluster-id ID --node NAME=URL ... (GET /v1/cluster/node lists "
+                "a node's clusters; 'pending' marks an unfinished one)",
+            )
+        cluster_id, nodes = creating
+        erased = _abandon_on(cluster_id, nodes, token, tls)
+        (d / CREATING_FILE).unlink(missing_ok=True)
+        return cluster_id, erased
+    if not nodes:
+        raise ClusterError("name the nodes the cluster may be on")
+    return cluster_id, _abandon_on(cluster_id, nodes, token, tls)
+
+
 def _plain(exc: KeysplitError) -> bool:
     try:
         type(exc)("x", hint=None)
@@ -156,13 +286,26 @@ def create_cluster(
     tls: TlsFiles = NO_TLS,
 ) -> ClusterConfig:
     """Run the DKG among the named (unsealed) node services; write ``DIR/cluster.json``.
-    ``tls``: the CA bundle and client certificate of ``https://`` nodes."""
+    ``tls``: the CA bundle and client certificate of ``https://`` nodes.
+
+    Resumable: ``DIR/creating.json`` records the cluster id and nodes before the round.
+    Each node keeps its membership uncommitted (it evaluates nothing for it) until
+    ``cluster.json`` is written and this function commits it. Run again after an
+    interruption: with ``cluster.json`` written it commits the remaining nodes; without, it
+    first erases the memberships (and region pins) the cut round left on the nodes it
+    recorded, then runs the DKG again under the same id. :func:`abandon_cluster` erases
+    them instead."""
     from . import _cluster_math as cm  # lazily: the cluster extra
 
     check_region(region)
     d = Path(directory)
+    creating = _read_creating(d)
     if (d / CLUSTER_FILE).exists():
-        raise ClusterError(f"{d / CLUSTER_FILE} exists", hint="a directory holds one cluster")
+        done_cfg = read_cluster(d)
+        if creating is None or creating[0] != done_cfg.cluster_id:
+            raise ClusterError(f"{d / CLUSTER_FILE} exists", hint="a directory holds one cluster")
+        _commit_created(d, done_cfg, token, tls)  # the last run was cut during its commits
+        return done_cfg
     names = [check_node_name(n) for n, _ in nodes]
     if len(set(names)) != len(names):
         raise ValueError("node names must be unique")
@@ -189,6 +332,16 @@ def create_cluster(
     if len({n.keyring_id for n in infos}) != len(infos):
         raise ClusterError("two nodes serve the same keyring")
     cid = secrets.token_hex(16)
+    if creating is not None:  # a run cut before cluster.json: erase what it left, same id
+        cid = creating[0]
+        _abandon_on(cid, creating[1], token, tls)
+    d.mkdir(parents=True, exist_ok=True)
+    record = {
+        "cluster_id": cid,
+        "region": region,
+        "nodes": [{"name": n, "url": u} for n, u in nodes],
+    }
+    atomic_write(d / CREATING_FILE, json.dumps(record, indent=1).encode() + b"\n", mode=0o644)
     params = {
         "cluster_id": cid,
         "region": region,
@@ -214,9 +367,9 @@ def create_cluster(
         store=store or DEFAULT_STORE,
         commitments=tuple(c.hex() for c in commitments),
     ).with_shares(expect)
-    d.mkdir(parents=True, exist_ok=True)
     open_store(cfg.store, keyring_id=cid, home=d, create=True)
     cfg.write(d)
+    _commit_created(d, cfg, token, tls)
     return cfg
 
 
@@ -246,20 +399,15 @@ def refresh_cluster(
     # Every node staged its new share and still serves the old one: only now, with every
     # node done, does cluster.json name the new epoch and each node drop its old share.
     new.write(directory)
-    failed: dict[str, str] = {}
-    for n in cfg.nodes:
-        doc = {"cluster_id": cfg.cluster_id, "epoch": new.epoch}
-        try:
-            _post(n.url, "/v1/cluster/dkg/commit", doc, token, n.name, tls)
-        except KeysplitError as exc:
-            failed[n.name] = str(exc).split("\n")[0]
-    if failed:
-        raise ClusterError(
-            f"cluster {cfg.cluster_id} is at epoch {new.epoch} (cluster.json written), but "
-            "these nodes still keep their old share beside the new one: "
-            + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())),
-            hint="run keysplit cluster refresh again once they are reachable",
-        )
+    _commit_all(
+        cfg,
+        new.epoch,
+        token,
+        tls,
+        f"cluster {cfg.cluster_id} is at epoch {new.epoch} (cluster.json written), but "
+        "these nodes still keep their old share beside the new one: ",
+        "run keysplit cluster refresh again once they are reachable",
+    )
     return new
 
 
@@ -273,16 +421,9 @@ def abort_refresh(
     Raises :class:`ClusterError` naming the nodes it could not reach or that refused."""
     cfg = read_cluster(directory)
     doc = {"cluster_id": cfg.cluster_id, "epoch": cfg.epoch}
-    erased: list[str] = []
-    failed: dict[str, str] = {}
-    for n in cfg.nodes:
-        try:
-            out = _post(n.url, "/v1/cluster/dkg/abort", doc, token, n.name, tls, erased=bool)
-        except KeysplitError as exc:
-            failed[n.name] = str(exc).split("\n")[0]
-            continue
-        if out["erased"]:
-            erased.append(n.name)
+    path = "/v1/cluster/dkg/abort"
+    out, failed = _on_each(_pairs(cfg.nodes), path, doc, token, tls, erased=bool)
+    erased = [n.name for n in cfg.nodes if n.name in out and out[n.name]["erased"]]
     if failed:
         raise ClusterError(
             "the staged refresh was not erased on: "
@@ -597,6 +738,12 @@ def cluster_status(
         err = entry.get("error")
         if not same:
             err = f"node at epoch {entry.get('epoch')} with another public share"
+        elif entry.get("pending"):
+            share_ok = False  # the node evaluates nothing for it yet
+            err = (
+                "its membership was never committed (cluster create was cut): run the same "
+                "keysplit cluster create again"
+            )
         elif left is not None and left != cfg.epoch and not err:
             err = (
                 f"a refresh to epoch {left} is staged here, not committed: run keysplit "

@@ -9,6 +9,10 @@ custodians. Its share of a cluster key lives in its keyring directory::
     cluster/<id>.json.next   a refresh's next epoch (description and share), staged:
     cluster/<id>.share.next  kept beside the current ones until the administrator commits
                              (or aborts: both erased, the share overwritten first)
+    cluster/<id>.pending     a membership whose creation is not committed yet: written
+                             before the share, removed by the coordinator's commit once
+                             cluster.json exists; until then the node evaluates nothing
+                             for it and the administrator may abandon it
 
 The share file opens only through the unsealed keyring (:meth:`UnsealedKeyring.hpke_open`),
 so a disk thief gets as little as from the keyring file itself; its HPKE ``info`` binds
@@ -22,6 +26,7 @@ Endpoints (JSON unless noted; docs/API.md "Key cluster")::
     POST /v1/cluster/dkg/finish    admin: open + verify sub-shares, keep the (new) share
     POST /v1/cluster/dkg/commit    admin: a refresh's staged epoch replaces the current one
     POST /v1/cluster/dkg/abort     admin: erase what an unfinished refresh staged
+    POST /v1/cluster/dkg/abandon   admin: erase a membership whose creation never completed
     POST /v1/cluster/eval          token ("datakey" on every subject): batch frame in/out
 
 Admin requests come from the Unix-socket peer (filesystem permissions vouch for it, as for
@@ -67,8 +72,11 @@ ADMIN_PATHS = frozenset(
         "/v1/cluster/dkg/finish",
         "/v1/cluster/dkg/commit",
         "/v1/cluster/dkg/abort",
+        "/v1/cluster/dkg/abandon",
     }
 )
+PENDING = ".pending"
+"""Suffix of the marker of a membership whose creation was not committed."""
 STAGED = ".next"
 """Suffix of a refresh's staged files. A refresh round changes no node's share: each node
 stages its next-epoch share and keeps serving the current one (and, for a client that has
@@ -145,6 +153,7 @@ class ClusterNode:
             ("POST", "/v1/cluster/dkg/finish"): self._finish,
             ("POST", "/v1/cluster/dkg/commit"): self._commit,
             ("POST", "/v1/cluster/dkg/abort"): self._abort,
+            ("POST", "/v1/cluster/dkg/abandon"): self._abandon,
             ("POST", "/v1/cluster/eval"): self._eval,
         }
 
@@ -177,6 +186,10 @@ class ClusterNode:
             atomic_write(self.dir / "node.json", json.dumps({"region": region}).encode() + b"\n")
         elif pinned != region:
             raise ClusterError(f"this node serves region {pinned!r}, not {region!r}")
+
+    def pending(self, cid: str) -> bool:
+        """Whether this node's membership of ``cid`` is one whose creation never committed."""
+        return (self.dir / f"{cid}{PENDING}").exists()
 
     def _config(self, cid: str, staged: bool = False) -> tuple[ClusterConfig, int]:
         """The stored public description of cluster ``cid`` and this node's index in it
@@ -330,6 +343,8 @@ class ClusterNode:
             try:
                 cfg, index = self._config(path.stem)
                 entry = self._describe(cfg, index, kr)
+                if self.pending(cfg.cluster_id):
+                    entry["pending"] = True  # its creation never committed here
                 if (self.dir / f"{cfg.cluster_id}.json{STAGED}").exists():
                     # a refresh staged here and not committed yet (it answers for both)
                     entry["staged"] = self._describe(*self._config(cfg.cluster_id, True), kr, True)
@@ -470,6 +485,9 @@ class ClusterNode:
                 store=str(doc.get("store") or "sqlite:cluster-keys.sqlite"),
                 commitments=hexed,
             ).with_shares(shares)
+            # the marker first: a crash from here on leaves a membership it can abandon
+            self.dir.mkdir(mode=0o700, exist_ok=True)
+            atomic_write(self.dir / f"{cid}{PENDING}", b"{}\n")
             self._pin_region(region)
         if cm.base_point(share).hex() != shares[mine.index]:
             raise ClusterError(f"node {mine.name!r}: the new share does not match the commitments")
@@ -495,22 +513,30 @@ class ClusterNode:
             },
         )
 
-    def _epoch_request(self, req: Request) -> tuple[str, str, Any, ClusterConfig]:
-        """(who, cluster id, epoch as sent, this node's current description) of an admin
-        request ``{"cluster_id", "epoch"}`` (commit, abort)."""
+    def _id_request(self, req: Request) -> tuple[str, str, dict[str, Any]]:
+        """(who, cluster id, the JSON object) of an unsealed node's admin request naming a
+        cluster (commit, abort, abandon)."""
         by = self._admin(req)
         self._unsealed()
         doc = wire.loads(req.body)
         if not isinstance(doc, dict):
             raise FormatError("cluster request must be a JSON object")
-        cid = str(doc.get("cluster_id", ""))
+        return by, str(doc.get("cluster_id", "")), doc
+
+    def _epoch_request(self, req: Request) -> tuple[str, str, Any, ClusterConfig]:
+        """(who, cluster id, epoch as sent, this node's current description) of an admin
+        request ``{"cluster_id", "epoch"}`` (commit, abort)."""
+        by, cid, doc = self._id_request(req)
         return by, cid, doc.get("epoch"), self._config(cid)[0]
 
     def _commit(self, req: Request) -> Response:
         """A refresh's staged epoch becomes the current one (the old share is dropped);
         committing the current epoch again does nothing."""
         by, cid, epoch, cfg = self._epoch_request(req)
-        if type(epoch) is not int or epoch != cfg.epoch:
+        if self.pending(cid) and type(epoch) is int and epoch == cfg.epoch:
+            (self.dir / f"{cid}{PENDING}").unlink()  # the creation completed: a member now
+            self._svc._audit(ev.ClusterCommit(cluster=cid, epoch=epoch, by=by))
+        elif type(epoch) is not int or epoch != cfg.epoch:
             if self._staged(cid, epoch) is None:
                 raise ClusterError(f"this node is at epoch {cfg.epoch}, with no staged {epoch!r}")
             self._promote(cid, by)
@@ -540,6 +566,33 @@ class ClusterNode:
             self._svc._audit(ev.ClusterAbort(cluster=cid, epoch=epoch + 1, round="refresh", by=by))
         return self._json(200, {"epoch": epoch, "erased": staged})
 
+    def _abandon(self, req: Request) -> Response:
+        """Erase this node's membership of a cluster whose creation never completed (its
+        ``.pending`` marker is still there): the share overwritten then unlinked, the
+        description, then the marker; the region pin too when no membership is left.
+        Refused for a completed membership. Answers whether anything was erased."""
+        by, cid, _ = self._id_request(req)
+        if len(cid) != 32 or any(c not in "0123456789abcdef" for c in cid):
+            raise FormatError("cluster id must be 32 hex digits")
+        files = [self.dir / f"{cid}{x}" for x in (".share", ".json")]
+        if not self.pending(cid):
+            if any(f.exists() for f in files):
+                raise ClusterError(
+                    f"this node is a member of cluster {cid}, whose creation completed",
+                    hint="only an unfinished creation is abandoned",
+                )
+            return self._json(200, {"erased": False, "region": self.region()})
+        self._shares.pop(cid, None)
+        self._pending.pop(cid, None)
+        erase_file(self.dir / f"{cid}.share")
+        (self.dir / f"{cid}.json").unlink(missing_ok=True)
+        (self.dir / f"{cid}{PENDING}").unlink()
+        left = [p for p in self.dir.iterdir() if p.name != "node.json"]
+        if not left:  # no membership, pending or complete: the node may join any region
+            (self.dir / "node.json").unlink(missing_ok=True)
+        self._svc._audit(ev.ClusterAbort(cluster=cid, epoch=1, round="create", by=by))
+        return self._json(200, {"erased": True, "region": self.region()})
+
     def _eval(self, req: Request) -> Response:
         """Batch DPRF evaluation: frame of subjects in, one 32-byte point per subject out."""
 
@@ -559,6 +612,11 @@ class ClusterNode:
         kr = self._unsealed()
         cid = str(header.get("cluster_id", ""))
         cfg, index = self._config(cid)
+        if self.pending(cid):
+            raise ClusterError(
+                f"the creation of cluster {cid} was not committed on this node",
+                hint="run keysplit cluster create again to finish it, or abandon it",
+            )
         epoch = header.get("epoch")
         staged = type(epoch) is int and epoch != cfg.epoch and self._staged(cid, epoch)
         if staged:  # a client with the new cluster.json, before this node's commit

@@ -5,13 +5,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import keysplit
@@ -148,6 +151,25 @@ def start_node(tmp: Path, name: str, sock: Path) -> Server:
         r = unseal(tmp, tmp / name, srv, share_file(tmp / f"{name}-shares", f"{name}{c}"))
         assert r.returncode == 0, r.stderr
     return srv
+
+
+@contextlib.contextmanager
+def served_nodes(
+    tmp: Path, names: Sequence[str], prefix: str
+) -> Iterator[tuple[Path, dict[str, Server]]]:
+    """Cluster nodes NAME (:func:`start_node`) on sockets in a short temporary directory;
+    yields (that directory, servers by name; a test may add more) and stops them all."""
+    sockdir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    servers: dict[str, Server] = {}
+    try:
+        for n in names:
+            servers[n] = start_node(tmp, n, sockdir / f"{n}.sock")
+        yield sockdir, servers
+    finally:
+        for s in servers.values():
+            if s.proc is not None and s.proc.poll() is None:
+                s.stop()
+        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def make_certs(d: Path) -> dict[str, Path]:

@@ -1,0 +1,140 @@
+"""``keysplit cluster create`` interrupted mid-way (red team), with real node processes.
+
+Three fresh node keyrings x1..x3 served by ``keysplit serve`` (x3 behind a Unix-socket
+proxy that cuts chosen requests, :mod:`node_proxy`). A create cut after some nodes finished
+their round used to leave those nodes a membership of a cluster that never existed and a
+region pin, with no command to undo either. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from node_proxy import NodeProxy
+from service_helpers import Server, cli, served_nodes
+
+from keysplit import Keyring
+from keysplit.service.cluster_client import node_info
+from keysplit.service.cluster_config import read_cluster
+
+pytest.importorskip("rbcl")
+pytestmark = pytest.mark.slow
+
+NODES = ("x1", "x2", "x3")
+
+
+@dataclass
+class Nodes:
+    tmp: Path
+    servers: dict[str, Server]
+    proxy: NodeProxy
+
+    def urls(self) -> dict[str, str]:
+        return {n: self.servers[n].url for n in NODES} | {"x3": self.proxy.url}
+
+    def create(self, name: str, region: str, cut: str | None = None) -> tuple[int, str]:
+        args = ["cluster", "create", name, "--threshold", "2", "--region", region]
+        for n, url in self.urls().items():
+            args += ["--node", f"{n}={url}"]
+        self.proxy.cut = {cut} if cut else set()
+        try:
+            r = cli(*args, cwd=self.tmp)
+        finally:
+            self.proxy.cut = set()
+        assert "Traceback" not in r.stderr, r.stderr
+        return r.returncode, r.stderr
+
+    def files(self, node: str) -> list[str]:
+        d = self.tmp / node / "cluster"
+        return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+    def info(self, node: str) -> dict[str, object]:
+        return node_info(self.servers[node].url)
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+    tmp = tmp_path_factory.mktemp("create-cut")
+    with served_nodes(tmp, NODES, "kx") as (sockdir, servers):
+        proxy = NodeProxy(servers["x3"].sock, sockdir / "x3-proxy.sock")
+        try:
+            yield Nodes(tmp, servers, proxy)
+        finally:
+            proxy.close()
+
+
+def test_an_unfinished_create_is_abandoned_and_its_nodes_join_another_region(
+    nodes: Nodes,
+) -> None:
+    """(red team) x3's finish is cut: x1 and x2 kept a share of a cluster that was never
+    written and were pinned to region eu for good (no leave or unpin command), so a cluster
+    of another region could not use them. Now their membership is uncommitted (they
+    evaluate nothing for it) and ``cluster abandon DIR`` erases it (share overwritten,
+    audited) and the pin, on the nodes ``DIR/creating.json`` recorded."""
+    code, err = nodes.create("cl-eu", "eu", cut="/v1/cluster/dkg/finish")
+    assert code == 1 and err.startswith("error: ") and "x3" in err, err
+    cid = json.loads((nodes.tmp / "cl-eu" / "creating.json").read_text())["cluster_id"]
+    for n in ("x1", "x2"):
+        assert nodes.files(n) == sorted(
+            [f"{cid}.json", f"{cid}.pending", f"{cid}.share", "node.json"]
+        )
+        entry = nodes.info(n)["clusters"][cid]  # type: ignore[index]
+        assert entry["pending"] is True
+    assert nodes.files("x3") == []
+    r = cli("cluster", "abandon", "cl-eu", "--json", cwd=nodes.tmp)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"cluster_id": cid, "erased": ["x1", "x2"]}
+    assert not (nodes.tmp / "cl-eu" / "creating.json").exists()
+    for n in NODES:
+        assert nodes.files(n) == [] and nodes.info(n)["region"] is None
+    for n in ("x1", "x2"):
+        log = Keyring.open(nodes.tmp / n).audit_log().entries()
+        assert [e.data for e in log if e.event == "cluster-abort"][-1]["cluster"] == cid
+    code, err = nodes.create("cl-us", "us")
+    assert code == 0, err
+    assert read_cluster(nodes.tmp / "cl-us").region == "us"
+
+
+def test_a_create_cut_during_its_commits_is_finished_by_running_it_again(nodes: Nodes) -> None:
+    """x3's commit is cut: cluster.json is written, x3's membership is not committed (status
+    says so, abandon refuses the created cluster); the same command again finishes it."""
+    code, err = nodes.create("cl-c", "us", cut="/v1/cluster/dkg/commit")
+    assert code == 1 and "x3" in err and "did not commit" in err, err
+    cfg = read_cluster(nodes.tmp / "cl-c")
+    r = cli("cluster", "status", "cl-c", "--json", cwd=nodes.tmp)
+    status = {n["name"]: n for n in json.loads(r.stdout)["nodes"]}
+    assert status["x3"]["share_ok"] is False and "never committed" in status["x3"]["error"]
+    assert status["x1"]["share_ok"] is True
+    r = cli("cluster", "abandon", "cl-c", cwd=nodes.tmp)
+    assert r.returncode == 1 and "cluster.json exists" in r.stderr, r.stderr
+    url = nodes.servers["x1"].url
+    by_id = ["--cluster-id", cfg.cluster_id, "--node", f"x1={url}"]
+    r = cli("cluster", "abandon", "elsewhere", *by_id, cwd=nodes.tmp)
+    assert r.returncode == 1 and "completed" in r.stderr, r.stderr
+    code, err = nodes.create("cl-c", "us")
+    assert code == 0, err
+    assert read_cluster(nodes.tmp / "cl-c") == cfg
+    assert not (nodes.tmp / "cl-c" / "creating.json").exists()
+    r = cli("cluster", "status", "cl-c", "--json", cwd=nodes.tmp)
+    assert r.returncode == 0 and json.loads(r.stdout)["usable"] == 3, r.stdout
+    assert not any(f.endswith(".pending") for n in NODES for f in nodes.files(n))
+
+
+def test_a_create_cut_before_cluster_json_is_rerun_under_the_same_id(nodes: Nodes) -> None:
+    """x3's finish is cut again: running the same command erases what the cut round left
+    on x1 and x2 and runs the DKG again under the recorded id; nothing else stays."""
+    before = {n: nodes.files(n) for n in NODES}
+    code, err = nodes.create("cl-r", "us", cut="/v1/cluster/dkg/finish")
+    assert code == 1, err
+    cid = json.loads((nodes.tmp / "cl-r" / "creating.json").read_text())["cluster_id"]
+    code, err = nodes.create("cl-r", "us")
+    assert code == 0, err
+    assert read_cluster(nodes.tmp / "cl-r").cluster_id == cid
+    for n in NODES:
+        assert nodes.files(n) == sorted([*before[n], f"{cid}.json", f"{cid}.share"])
+    r = cli("cluster", "status", "cl-r", "--json", cwd=nodes.tmp)
+    assert r.returncode == 0 and json.loads(r.stdout)["usable"] == 3, r.stdout
