@@ -364,7 +364,8 @@ class ServiceSeal(Event):
 class TokenCreate(Event):
     """A quorum minted a key-service token, or with ``added`` registered one minted on
     another keyring (a key-cluster node); ``region``: the cluster region it is pinned to
-    ('' none); ``list_serial``: the token list's new serial."""
+    ('' none); ``list_serial``: the token list's new serial; ``expires``: when the service
+    stops accepting it (UTC; '' never; entries written before expiries have no such field)."""
 
     NAME: ClassVar[str] = "token-create"
     KEYS: ClassVar[Mapping[str, str]] = {"authorized_by": "custodians"}
@@ -376,6 +377,7 @@ class TokenCreate(Event):
     region: str
     added: bool
     authorized_by: Sequence[Principal]
+    expires: str = ""
 
 
 @dataclass(frozen=True)

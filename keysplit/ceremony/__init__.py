@@ -758,6 +758,7 @@ def _change_tokens(
                 region=pol.region,
                 added=added,
                 authorized_by=quorum.contributors,
+                expires=pol.expires,
             )
         )
         entry = ev.record_many(ukr.audit_log(), events)[-1]

@@ -59,6 +59,9 @@ def test_an_expired_token_is_refused_by_the_service_and_listed_as_expired(
         for tok in (long, never):  # unexpired, and without an expiry (as before)
             c = Client(srv.url, token=tok)
             assert c.decrypt(c.encrypt(b"x", subject="u/1"), subject="u/1") == b"x"
+    made = {e.data["token"]: e.data["expires"] for e in kr.audit_log().entries()
+            if e.event == "token-create"}  # fmt: skip
+    assert made["never"] == "" and made["long"] == pol_of(vault, "long").expires
     denied = [e for e in kr.audit_log().entries() if e.event == "token-denied"]
     assert [e.data.get("reason") for e in denied][-1:] == ["token expired"], denied
     r = cli("token", "list", vault, "--json", cwd=tmp_path)
@@ -69,6 +72,12 @@ def test_an_expired_token_is_refused_by_the_service_and_listed_as_expired(
     text = cli("token", "list", vault, cwd=tmp_path).stdout
     (line,) = [ln for ln in text.splitlines() if " short " in ln]
     assert " expired " in line and "expires " in line
+
+
+def pol_of(vault: Path, name: str) -> TokenPolicy:
+    kr = keysplit.Keyring.open(vault)
+    (pol,) = [t for t in TokenList.read(vault, kr.keyring_id).tokens if t.name == name]
+    return pol
 
 
 def test_a_name_of_an_expired_token_can_be_issued_again(tmp_path: Path) -> None:
