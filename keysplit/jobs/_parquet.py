@@ -547,7 +547,11 @@ def _seal(
         items = values.slice(lo, hi - lo).to_pylist()
         if fetch is not None:
             fetch.wait(b)
-        out = _binary(engine(grouped.subjects[lo:hi], items, spec.context))
+        try:
+            sealed = engine(grouped.subjects[lo:hi], items, spec.context)
+        except ValueError as exc:  # a subject no key can have (empty, NUL, too long)
+            raise KeysplitError(f"subject column {spec.subject_column!r}: {exc}") from None
+        out = _binary(sealed)
         del items
         chunks.extend(out.chunks if isinstance(out, pa.ChunkedArray) else [out])
     return pa.chunked_array(chunks, pa.binary())

@@ -287,3 +287,30 @@ def test_odd_pandas_metadata_is_ignored_not_a_crash(
         jobs.encrypt_dataset(tmp_path / "odd", tmp_path / "e", "v", "user", service=src)
         jobs.decrypt_dataset(tmp_path / "e", tmp_path / "d", "v", "user", service=src)
     assert pq.read_table(tmp_path / "d").column("v").to_pylist() == [b"a", b"b"]
+
+
+@pytest.mark.parametrize(("subject", "why"), [("", "must not be empty"), ("a\x00b", "NUL")])
+def test_a_subject_no_key_can_have_is_a_keysplit_error_naming_the_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, subject: str, why: str
+) -> None:
+    """(red team) A dataset row whose subject is empty (or holds NUL) failed with the
+    engine's bare ValueError, which crossed the job's process boundary as
+    ``error: ValueError`` (its class name only): now a KeysplitError that names the
+    subject column and what is wrong, on encrypt and on decrypt; nothing is written."""
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
+        (tmp_path / "odd").mkdir()
+        table = pa.table({"user": ["u/1", subject, "u/2"], "body": [b"a", b"b", b"c"]})
+        pq.write_table(table, tmp_path / "odd" / "p.parquet")
+        with pytest.raises(ke.KeysplitError, match=f"subject column 'user': .*{why}"):
+            jobs.encrypt_dataset(tmp_path / "odd", tmp_path / "enc", "body", "user", service=src)
+        assert not (tmp_path / "enc").exists()
+        # a sealed dataset whose subject cell was emptied (or NUL-ed) afterwards
+        jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=src)
+        part = tmp_path / "enc" / "part.00000.parquet"
+        sealed = pq.read_table(part)
+        users = sealed.column("user").to_pylist()
+        users[0] = subject
+        pq.write_table(sealed.set_column(1, "user", pa.array(users)), part)
+        with pytest.raises(ke.KeysplitError, match=f"subject column 'user': .*{why}"):
+            jobs.decrypt_dataset(tmp_path / "enc", tmp_path / "out", "body", "user", service=src)
+    assert not (tmp_path / "out").exists()
