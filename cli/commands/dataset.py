@@ -99,9 +99,9 @@ def _check_paths(src: Path, dst: Path | None, column: str, subject_column: str) 
     if dst is not None:
         check_output_dir(dst, "OUT")
         try:
-            jobs_module().check_destination(dst)
+            jobs_module().check_destination(dst, src)
         except KeysplitError as exc:
-            fail(f"OUT: {exc}", code=EXIT_USAGE)
+            fail(f"OUT: {exc}", exc.hint, code=EXIT_USAGE)
 
 
 SRC_ARG = typer.Argument(..., metavar="IN", help="Input Parquet file or dataset directory.")

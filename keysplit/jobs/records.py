@@ -438,13 +438,26 @@ def _slots(client: Client | None) -> int:
     return max(1, sum(int(n) for n in client.nthreads().values()))
 
 
-def check_destination(dst: str | os.PathLike[str]) -> None:
-    """Raise KeysplitError if ``dst`` exists and is not an empty directory: what
-    :func:`encrypt_dataset` and :func:`decrypt_dataset` refuse, checkable up front (before
-    a quorum is gathered for the job)."""
+def check_destination(
+    dst: str | os.PathLike[str], src: str | os.PathLike[str] | None = None
+) -> None:
+    """Raise KeysplitError if ``dst`` exists and is not an empty directory, or lies inside
+    the input dataset ``src``: what :func:`encrypt_dataset` and :func:`decrypt_dataset`
+    refuse, checkable up front (before a quorum is gathered for the job).
+
+    An output inside its input became part of it: the next read of ``src`` (a rerun, a
+    scan, any Parquet reader of the directory) took the sealed or opened parts as rows of
+    the input, and a decrypt left plaintext inside the sealed dataset."""
     out = Path(dst)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KeysplitError(f"{out.absolute()} exists and is not an empty directory")
+    if src is not None:
+        inp = Path(src).resolve()
+        if inp.is_dir() and out.resolve().is_relative_to(inp):
+            raise KeysplitError(
+                f"{out.absolute()} is inside the input dataset {inp}",
+                hint="write the output dataset outside the input directory",
+            )
 
 
 def _transform_dataset(
@@ -465,7 +478,7 @@ def _transform_dataset(
     killed job left is removed by the next job for the same ``dst`` on this host:
     :func:`keysplit._fileio.staging_dir`)."""
     out = Path(dst).absolute()  # the workers' working directory is not ours
-    check_destination(out)
+    check_destination(out, src)
     size = _part_bytes(client)
     layout = _pq.plan(src, _slots(client), size)
     spec = dataclasses.replace(spec_of(layout.schema), part_bytes=size)

@@ -523,6 +523,8 @@ def test_dataset_paths_are_checked_before_the_quorum(cer: Ceremony, command: str
         cases += [
             (src, full, f"error: OUT: {full} exists and is not an empty directory"),
             (src, src / "part-0.parquet" / "out", "error: OUT: not a directory"),
+            # (red team) an output inside its input became part of the input dataset
+            (src, src / "out", f"error: OUT: {src / 'out'} is inside the input dataset"),
         ]
     for in_path, out, message in cases:
         dst = [] if command == "scan-dataset" else [out]

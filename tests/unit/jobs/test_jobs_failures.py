@@ -314,3 +314,26 @@ def test_a_subject_no_key_can_have_is_a_keysplit_error_naming_the_column(
         with pytest.raises(ke.KeysplitError, match=f"subject column 'user': .*{why}"):
             jobs.decrypt_dataset(tmp_path / "enc", tmp_path / "out", "body", "user", service=src)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_inside_its_input_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(red team) ``encrypt_dataset(IN, IN/enc)`` was accepted: the sealed parts then lay
+    inside the input, and every later read of IN (a rerun, a scan, pyarrow) took them as
+    input rows; a decrypt into the sealed dataset left plaintext inside it. Refused now,
+    also through a link to the input; nothing is written."""
+    (tmp_path / "link").symlink_to(tmp_path / "in")
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
+        rows = pq.read_table(tmp_path / "in").num_rows
+        for dst in (tmp_path / "in" / "enc", tmp_path / "link" / "sub" / "enc"):
+            with pytest.raises(ke.KeysplitError, match="is inside the input dataset"):
+                jobs.encrypt_dataset(tmp_path / "in", dst, "body", "user", service=src)
+        jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=src)
+        with pytest.raises(ke.KeysplitError, match="is inside the input dataset"):
+            jobs.decrypt_dataset(
+                tmp_path / "enc", tmp_path / "enc" / "plain", "body", "user", service=src
+            )
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["big.parquet"]
+    assert not (tmp_path / "enc" / "plain").exists()
+    assert pq.read_table(tmp_path / "in").num_rows == rows
