@@ -355,6 +355,9 @@ def shred_cmd(
     caching the cluster's keys drops the key within its poll interval, and before its lease
     expires in any case.
 
+    Once 'keysplit cluster rotate DIR NEW' began (DIR/successor.json), the key is shredded
+    in NEW's store too, in the same call.
+
     Example: keysplit cluster shred cl user-4711 --token-file app.token --yes --wait 10
 
     Exit codes: 0 shredded (and, with --wait, acknowledged by every live client); 1 not
