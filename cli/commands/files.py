@@ -14,6 +14,7 @@ quorum), 2 usage error.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -38,6 +39,19 @@ app = typer.Typer()
 def _json_needs_stdout(as_json: bool, out_path: str) -> None:
     if as_json and out_path == "-":
         fail("--json writes to stdout, and so does OUT -: give OUT a file", code=EXIT_USAGE)
+
+
+def _is_stdin(in_path: str) -> bool:
+    """IN is standard input: ``-``, or a name of it (``/dev/stdin``, ``/dev/fd/0``, any path
+    to the pipe or file that fd 0 is). A prompt would then read the file being decrypted:
+    carol's passphrase prompt took the stream's first line as her passphrase."""
+    if in_path == "-":
+        return True
+    try:
+        mine, stdin = os.stat(in_path), os.fstat(0)
+    except (OSError, ValueError):
+        return False
+    return (mine.st_dev, mine.st_ino) == (stdin.st_dev, stdin.st_ino)
 
 
 def _parse_context(items: list[str]) -> dict[str, str]:
@@ -168,13 +182,14 @@ def decrypt_cmd(
 
     ctx = _parse_context(context)
     _json_needs_stdout(as_json, out_path)
-    if in_path == "-" and not share:
+    from_stdin = _is_stdin(in_path)
+    if from_stdin and not share:
         fail("reading the file from stdin needs --share (the prompts use stdin)", code=EXIT_USAGE)
     check_output_file(out_path, "OUT", overwrite=force)
     kr = open_keyring(directory, store)
     done = ceremony.decrypt_file(
         kr,
-        quorum(kr, QuorumSource(share, identity, passphrase_file, stdin_is_data=in_path == "-")),
+        quorum(kr, QuorumSource(share, identity, passphrase_file, stdin_is_data=from_stdin)),
         in_path,
         out_path,
         context=ctx or None,

@@ -353,6 +353,18 @@ def test_decrypt_reads_a_pipe_once(cer: Ceremony) -> None:
     assert "[1/2]" not in r.stderr
 
 
+def _without_terminal(args: list[object], data: bytes) -> subprocess.CompletedProcess[bytes]:
+    """The installed keysplit with ``data`` on stdin and no controlling terminal (cron, CI):
+    a prompt would read stdin."""
+    return subprocess.run(
+        [KEYSPLIT, *map(str, args)],
+        input=data,
+        capture_output=True,
+        start_new_session=True,
+        timeout=120,
+    )
+
+
 def test_decrypt_from_stdin_never_reads_a_passphrase_from_it(cer: Ceremony) -> None:
     """``... | keysplit decrypt DIR - OUT --share carol.kss`` without a terminal (cron, CI):
     carol's passphrase prompt read the first line of the encrypted stream as her
@@ -361,13 +373,7 @@ def test_decrypt_from_stdin_never_reads_a_passphrase_from_it(cer: Ceremony) -> N
     sealed = _encrypt(cer, os.urandom(5000)).read_bytes()
     out = cer.root / "out.bin"
     args = ["decrypt", cer.kr, "-", out, "--share", cer.share("carol"), *cer.quorum("alice")]
-    p = subprocess.run(
-        [KEYSPLIT, *map(str, args)],
-        input=sealed,
-        capture_output=True,
-        start_new_session=True,  # no controlling terminal: a prompt would read stdin
-        timeout=120,
-    )
+    p = _without_terminal(args, sealed)
     assert p.returncode == 1 and b"Traceback" not in p.stderr, p.stderr
     assert p.stderr.decode().splitlines()[-2:] == [
         f"error: {cer.share('carol')}: standard input carries the file to decrypt, so a "
@@ -608,3 +614,37 @@ def test_an_identity_without_passphrase_readable_by_others_is_warned_of(cer: Cer
     ident.chmod(0o600)
     r = run(["decrypt", cer.kr, sealed, "-", *cer.quorum("alice", "bob")])
     assert r.exit_code == 0 and "warning: identity" not in r.stderr
+
+
+@pytest.mark.parametrize("name", ["/dev/stdin", "/dev/fd/0"])
+def test_decrypt_from_stdin_by_another_name_never_reads_a_passphrase_from_it(
+    cer: Ceremony, name: str
+) -> None:
+    """(red team) ``... | keysplit decrypt DIR /dev/stdin OUT``: only ``-`` counted as
+    stdin, so carol's passphrase prompt read the stream's first bytes as her passphrase
+    ("wrong passphrase" for one nobody typed), and without --share the share prompt read
+    the stream too. Any name of fd 0 is stdin now, with the same rules as ``-``."""
+    sealed = _encrypt(cer, os.urandom(5000)).read_bytes()
+    out = cer.root / "out.bin"
+    args = ["decrypt", cer.kr, name, out, "--share", cer.share("carol"), *cer.quorum("alice")]
+    for argv, last in [
+        (
+            args,
+            [
+                f"error: {cer.share('carol')}: standard input carries the file to decrypt, so "
+                "a passphrase cannot be read from it",
+                "hint: give --passphrase-file NAME=FILE",
+            ],
+        ),
+        (
+            ["decrypt", cer.kr, name, out, "--identity", cer.ids["alice"]],
+            ["error: reading the file from stdin needs --share (the prompts use stdin)"],
+        ),
+    ]:
+        p = _without_terminal(argv, sealed)
+        assert p.returncode in (1, 2) and b"Traceback" not in p.stderr, p.stderr
+        assert p.stderr.decode().splitlines()[-len(last) :] == last
+        assert not out.exists()
+    args += ["--passphrase-file", f"carol={cer.carol_pw}"]
+    p = subprocess.run([KEYSPLIT, *map(str, args)], input=sealed, capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr
