@@ -146,16 +146,16 @@ def check_output_file(
     target = Path(path)
     if target.is_dir():
         fail(f"{what}: is a directory: {target}", code=EXIT_USAGE)
-    if os.path.lexists(target) and not overwrite:  # a link to nowhere is there too
-        fail(
-            f"refusing to overwrite existing file: {target}",
-            f"pass {force}" if force else "choose another path or remove the existing file",
-        )
     if os.path.exists(target) and not target.is_file():  # a device, FIFO or socket
         fail(
             f"{what}: not a regular file: {target}",
             "write to stdout with - and redirect it",
             code=EXIT_USAGE,
+        )
+    if os.path.lexists(target) and not overwrite:  # a link to nowhere is there too
+        fail(
+            f"refusing to overwrite existing file: {target}",
+            f"pass {force}" if force else "choose another path or remove the existing file",
         )
     _check_parent(target.parent, what)
 
