@@ -58,19 +58,35 @@ class ServiceError(KeysplitError):
     """The key service could not be reached or answered something unexpected."""
 
 
+MIN_RATE = 64 << 10
+"""Bytes per second a call moves, at the least, under the default deadline: a call may take
+``timeout`` plus the time its request and the largest answer the client accepts
+(:func:`~._wire.response_limit`) take at this rate (a 1 MiB answer: 16 s more; a 256 MiB
+batch over a slow link: hours, still bounded). A fixed default of ``timeout`` cut a big
+batch that was steadily moving over a slow link; a server trickling a byte at a time is
+still ended."""
+
+
+def default_deadline(timeout: float, size: int, limit: int) -> float:
+    """The whole-call bound of a request of ``size`` bytes whose answer may be up to
+    ``limit`` bytes, when the client was given no ``deadline`` (whole seconds)."""
+    return float(math.ceil(timeout + (size + limit) / MIN_RATE))
+
+
 class _Clock:
     """The deadline of the call a connection is making (``time.monotonic()`` seconds) and
     the longest one socket operation may take (the client's ``timeout``)."""
 
     __slots__ = ("deadline", "op", "total")
 
-    def __init__(self, op: float, total: float) -> None:
-        self.op, self.total = op, total
+    def __init__(self, op: float) -> None:
+        self.op, self.total = op, math.inf
         self.deadline = math.inf
 
-    def start(self) -> None:
+    def start(self, total: float) -> None:
         """A call begins: it must end within ``total`` seconds from now."""
-        self.deadline = time.monotonic() + self.total
+        self.total = total
+        self.deadline = time.monotonic() + total
 
     def left(self) -> float:
         """Seconds the next socket operation may take; TimeoutError once the call's
@@ -195,9 +211,11 @@ class Client:
     ``token`` is the bearer token (from ``keysplit token create``); ``ca`` a CA bundle to
     verify the server's certificate; ``cert``/``key`` a client certificate for mTLS.
     ``timeout`` bounds each socket operation (connect, send, one read), ``deadline`` one
-    whole call, from its first byte sent to the last byte of its answer (default: the same
-    as ``timeout``): a server that trickles its answer cannot hold a call longer. A call
-    past either raises :class:`ServiceError` and is not sent again.
+    whole call, from its first byte sent to the last byte of its answer: a server that
+    trickles its answer cannot hold a call longer. Without ``deadline`` the bound is
+    ``timeout`` plus the time the call's bytes take at :data:`MIN_RATE` (64 KiB/s;
+    :func:`default_deadline`), so a big batch moving steadily over a slow link is not cut.
+    A call past either raises :class:`ServiceError` and is not sent again.
     """
 
     def __init__(
@@ -218,7 +236,7 @@ class Client:
         if self._token is not None and not (self._token.isascii() and self._token.isprintable()):
             raise ValueError("token must be printable ASCII (as keysplit token create prints)")
         self._timeout = _seconds(timeout, "timeout")
-        self._deadline = self._timeout if deadline is None else _seconds(deadline, "deadline")
+        self._deadline = None if deadline is None else _seconds(deadline, "deadline")
         self._local = threading.local()
         if url.startswith("unix:"):
             self._unix: str | None = url[5:]
@@ -269,7 +287,7 @@ class Client:
     def _conn(self) -> http.client.HTTPConnection:
         c: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if c is None:
-            clock = _Clock(self._timeout, self._deadline)
+            clock = _Clock(self._timeout)
             if self._unix is not None:
                 c = _UnixConnection(self._unix, clock)
             else:
@@ -361,8 +379,9 @@ class Client:
         data: Any = None
         for attempt in (0, 1):
             conn = self._conn()
-            if attempt == 0:
-                conn.clock.start()  # type: ignore[attr-defined]  # one deadline per call
+            if attempt == 0:  # one deadline per call
+                bound = self._deadline or default_deadline(self._timeout, size, limit)
+                conn.clock.start(bound)  # type: ignore[attr-defined]
             if conn.sock is not None and _closed_by_peer(conn.sock):
                 conn.close()  # http.client reconnects on the next send
             reused = conn.sock is not None

@@ -8,7 +8,9 @@ beyond "dropped within the configured bound plus a generous slack".
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import shutil
 import socket
 import ssl
@@ -17,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from service_helpers import Server, make_certs
@@ -229,6 +232,28 @@ class _Trickle(threading.Thread):
         self.lsock.close()
 
 
+def _fake_service(
+    sockdir: Path, tls: bool, kind: type[threading.Thread], **client_kw: float
+) -> tuple[Any, Client]:
+    """A started fake service of ``kind`` (TLS on loopback, or a Unix socket) and a client."""
+    if tls:
+        certs = make_certs(sockdir)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(certs["server-cert"], certs["server-key"])
+        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lsock.bind(("127.0.0.1", 0))
+        srv = kind(lsock, ctx)  # type: ignore[call-arg]
+        url = f"https://127.0.0.1:{lsock.getsockname()[1]}"
+        client = Client(url, ca=str(certs["ca"]), **client_kw)
+    else:
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(str(sockdir / "t.sock"))
+        srv = kind(lsock)  # type: ignore[call-arg]
+        client = Client(f"unix:{sockdir / 't.sock'}", **client_kw)
+    srv.start()
+    return srv, client
+
+
 @pytest.mark.parametrize("tls", [False, True])
 def test_client_bounds_a_whole_call_against_a_trickling_server(sockdir: Path, tls: bool) -> None:
     """Red team: the client's timeout bounded each socket read, so a server (or whatever
@@ -236,31 +261,56 @@ def test_client_bounds_a_whole_call_against_a_trickling_server(sockdir: Path, tl
     each byte reset the timeout. Now ``deadline`` (default: ``timeout``) bounds the whole
     call; the trickle here would take 80 s, the server gives up after 30 s, and the client
     must hang up first, naming the deadline."""
-    if tls:
-        certs = make_certs(sockdir)
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(certs["server-cert"], certs["server-key"])
-        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        lsock.bind(("127.0.0.1", 0))
-        srv = _Trickle(lsock, ctx)
-        client = Client(
-            f"https://127.0.0.1:{lsock.getsockname()[1]}",
-            ca=str(certs["ca"]),
-            timeout=10,
-            deadline=2,
-        )
-    else:
-        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        lsock.bind(str(sockdir / "t.sock"))
-        srv = _Trickle(lsock)
-        client = Client(f"unix:{sockdir / 't.sock'}", timeout=10, deadline=2)
-    srv.start()
+    srv, client = _fake_service(sockdir, tls, _Trickle, timeout=10, deadline=2)
     with pytest.raises(ServiceError, match="deadline"):
         client.service_status()
     client.close()
     srv.join(40)
     assert not srv.is_alive()
     assert srv.hung_up and srv.sent < 4000
+
+
+class _Steady(_Trickle):
+    """A fake key service whose answer (400 KB) moves steadily over a slow link: 10 KB every
+    50 ms, each piece well within the client's per-operation timeout, 2 s in all."""
+
+    def run(self) -> None:
+        body = b" " * (400_000 - 2) + b"{}"
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+        answer = head.encode() + b"\r\n\r\n" + body
+        conn, _ = self.lsock.accept()
+        if self.ctx is not None:
+            conn = self.ctx.wrap_socket(conn, server_side=True)
+        conn.settimeout(30)
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            while self.sent < len(answer):
+                conn.sendall(answer[self.sent : self.sent + 10_000])
+                self.sent = min(len(answer), self.sent + 10_000)
+                time.sleep(0.05)
+        self.lsock.close()
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_call_moving_steadily_past_timeout_is_not_cut_by_the_default_deadline(
+    sockdir: Path, tls: bool
+) -> None:
+    """Red team: the whole-call deadline defaulted to ``timeout``, so a big batch whose bytes
+    kept moving over a slow link, which worked while ``timeout`` bounded each socket
+    operation, now failed once the whole call outlasted it. Without ``deadline`` the bound
+    is ``timeout`` plus the time the call's bytes take at 64 KiB/s: this answer (2 s with
+    ``timeout=1``) arrives whole; a trickling server is still ended (finite bound)."""
+    srv, client = _fake_service(sockdir, tls, _Steady, timeout=1)
+    try:
+        assert client.service_status() == {}
+    finally:
+        client.close()
+        srv.join(40)
+    assert not srv.is_alive()
+    from keysplit.service.client import MIN_RATE, default_deadline
+
+    limit = wire.response_limit(0, 0)
+    assert default_deadline(1.0, 0, limit) == math.ceil(1 + limit / MIN_RATE)  # finite
 
 
 def test_client_timeout_and_deadline_must_be_positive_seconds() -> None:
