@@ -178,7 +178,12 @@ def prompt_passphrase(what: str, *, confirm: bool = False) -> bytes:
         )
     if not value:
         fail("empty passphrase")
-    return str(value).encode("utf-8", "surrogateescape")  # bytes that are not UTF-8 as given
+    typed = str(value).encode("utf-8", "surrogateescape")  # bytes that are not UTF-8 as given
+    from keysplit.names import MAX_PASSPHRASE_BYTES
+
+    if len(typed) > MAX_PASSPHRASE_BYTES:  # the library's ValueError was a traceback
+        fail(f"passphrase too long ({len(typed)} bytes, at most {MAX_PASSPHRASE_BYTES})")
+    return typed
 
 
 def _unlock(

@@ -649,3 +649,16 @@ def test_decrypt_from_stdin_by_another_name_never_reads_a_passphrase_from_it(
     args += ["--passphrase-file", f"carol={cer.carol_pw}"]
     p = subprocess.run([KEYSPLIT, *map(str, args)], input=sealed, capture_output=True, timeout=120)
     assert p.returncode == 0, p.stderr
+
+
+def test_a_passphrase_longer_than_the_library_takes_is_an_error_not_a_traceback(
+    cer: Ceremony,
+) -> None:
+    """(red team) A passphrase of more than 64 KiB at the prompt (piped in, no terminal)
+    reached the library, whose ValueError escaped as a traceback."""
+    sealed = _encrypt(cer, b"data")
+    args = ["decrypt", cer.kr, sealed, "-", "--share", cer.share("carol"), *cer.quorum("alice")]
+    r = run(args, input="x" * 70_000 + "\n")
+    assert r.exit_code == 1
+    assert error_lines(r) == ["error: passphrase too long (70000 bytes, at most 65536)"]
+    assert "xxxx" not in r.output  # never shown
