@@ -392,14 +392,17 @@ class KeyService:
             return None
         if (req.path in CLUSTER_ADMIN or req.path in RECOVERY_ADMIN) and local_seal:
             return None  # the Unix-socket peer administers the node's cluster membership
-        try:
-            self._authorize(req, None)
+        try:  # a denial is audited under the route's name ('encrypt', 'cluster/eval')
+            self._authorize(req, None, route=req.path.removeprefix("/v1/"))
         except _Denied as d:
             return Response(d.status, wire.error_body(d.exc))
         return None
 
-    def _authorize(self, req: Request, op: str | None, subjects: Sequence[str] = ()) -> TokenPolicy:
-        """The token's policy, or :class:`_Denied`; ``op=None`` accepts any valid token."""
+    def _authorize(
+        self, req: Request, op: str | None, subjects: Sequence[str] = (), *, route: str = "status"
+    ) -> TokenPolicy:
+        """The token's policy, or :class:`_Denied`; ``op=None`` accepts any valid token (a
+        denial is then audited as operation ``route``)."""
         kr = self._kr
         if kr is None:
             raise _Denied(
@@ -413,14 +416,14 @@ class KeyService:
         auth = req.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            self._audit(ev.TokenDenied(op or "status", None, "no token"))
+            self._audit(ev.TokenDenied(op or route, None, "no token"))
             raise _Denied(401, PermissionDenied("a token is required (Authorization: Bearer)"))
         pol = self._tokens.get(hash_token(token.strip()))
         if pol is None:
-            self._audit(ev.TokenDenied(op or "status", None, "unknown or revoked token"))
+            self._audit(ev.TokenDenied(op or route, None, "unknown or revoked token"))
             raise _Denied(401, PermissionDenied("unknown or revoked token"))
         if pol.expires and pol.expired():
-            self._audit(ev.TokenDenied(op or "status", pol.name, "token expired"))
+            self._audit(ev.TokenDenied(op or route, pol.name, "token expired"))
             raise _Denied(
                 401,
                 PermissionDenied(

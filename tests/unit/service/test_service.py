@@ -254,6 +254,8 @@ def test_out_of_policy_and_unknown_tokens_refused(
     assert Client(srv.url, token=tokens["all"]).decrypt(rec, subject="contacts/9") == b"hi"
     denied = [e for e in Keyring.open(vault).audit_log().entries() if e.event == "token-denied"]
     assert len(denied) == 4
+    # each denial names the operation tried, also when the headers alone refuse it
+    assert [e.data["operation"] for e in denied] == ["decrypt", "encrypt", "encrypt", "encrypt"]
 
 
 def test_stale_nonce_share_refused(tmp_path: Path, sockdir: Path) -> None:
