@@ -277,11 +277,14 @@ def test_stale_nonce_share_refused(tmp_path: Path, sockdir: Path) -> None:
 
 def test_unseal_timeout_socket_in_use_and_sigint(tmp_path: Path, sockdir: Path) -> None:
     kr, shares = Keyring.create(tmp_path / "vault", 2, ["a", "b", "c"])
-    srv = Server(kr.path, sockdir / "s.sock", "--unseal-timeout", "0.5").start()
+    # 2 s, not 0.5: the share must arrive within the timeout of the offer it answers (a
+    # loaded machine can take over 0.5 s between the two: StaleNonceError); then the wait
+    # outlasts the timeout, so the attempt has expired whatever the load
+    srv = Server(kr.path, sockdir / "s.sock", "--unseal-timeout", "2").start()
     try:
         c = Client(srv.url)
         c.submit_share(shares["a"], c.unseal_offer(), keyring_id=kr.keyring_id)
-        threading.Event().wait(1.0)
+        threading.Event().wait(2.1)
         st = c.service_status()
         assert st["sealed"] and st["progress"]["have"] == 0
         # a second server on the same socket refuses to start (and leaves it alone)
