@@ -6,6 +6,7 @@ SHA-256 and policy, in a list MACed under a key only an unsealed keyring derives
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,8 +58,11 @@ def _duration(text: str | None) -> float | None:
         )
     from keysplit.service.tokens import check_expires_in
 
+    # more digits than any century has seconds: too long (float() of a huge int overflowed)
+    digits = digits.lstrip("0") or "0"
+    seconds = int(digits) * (unit or 1) if len(digits) <= 15 else math.inf
     try:
-        return check_expires_in(float(int(digits) * (unit or 1)))
+        return check_expires_in(float(seconds))
     except ValueError as exc:
         fail(f"--expires-in: {exc}", code=EXIT_USAGE)
 
