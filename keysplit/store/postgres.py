@@ -450,8 +450,8 @@ class PostgresKeyStore:
         if "connect_timeout" not in params:
             kwargs["connect_timeout"] = math.ceil(self._timeout)
         kwargs.update((k, v) for k, v in _KEEPALIVES.items() if k not in params)
-        if "tcp_user_timeout" not in params:  # milliseconds
-            kwargs["tcp_user_timeout"] = math.ceil(self._call_timeout * 1000)
+        if "tcp_user_timeout" not in params:  # milliseconds, a C int for libpq (~24.8 days)
+            kwargs["tcp_user_timeout"] = min(math.ceil(self._call_timeout * 1000), 2**31 - 1)
         self._conn_kwargs = kwargs
         try:  # first connection by hand: its error names the real cause, not a pool timeout
             first = psycopg.connect(conninfo, **kwargs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -64,6 +65,26 @@ def test_call_timeout_is_keysplits_own_url_parameter() -> None:
     for bad in ("0", "-1", "nan", "inf", "soon", "1&call_timeout=2"):
         with pytest.raises(KeyringError, match="call_timeout"):
             check_store_url(f"postgresql:///ks?call_timeout={bad}")
+
+
+def test_a_call_timeout_of_weeks_still_connects_over_tcp() -> None:
+    """(red team) tcp_user_timeout was call_timeout in milliseconds, unbounded: libpq reads a
+    C int, so over a TCP URL any call_timeout above ~24.8 days (an operator's "practically
+    never") made every connection fail 'invalid integer value ... tcp_user_timeout',
+    reported as the server being unreachable. It is capped at libpq's largest value; here
+    the store meets the real cause (nothing listens on the port)."""
+    pytest.importorskip("psycopg")
+    from keysplit.store.postgres import PostgresKeyStore
+
+    with socket.socket() as taken:  # bound, never listening: connect() is refused at once
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        for bound in ("1e7", "1e300"):
+            url = f"postgresql://127.0.0.1:{port}/ks?call_timeout={bound}"
+            with pytest.raises(StoreUnreachableError) as info:
+                PostgresKeyStore(url, KID, connect_timeout=2)
+            assert "invalid integer" not in str(info.value)
+            assert "refused" in str(info.value).lower(), info.value
 
 
 def test_a_stopped_backend_fails_the_call_within_call_timeout_and_is_replaced(
