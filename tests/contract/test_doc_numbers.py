@@ -15,6 +15,8 @@ from keysplit.custody.passphrase import Argon2Params
 from keysplit.jobs.records import PART_BYTES, PART_BYTES_MAX, PART_SHARE
 from keysplit.keyring import fleet
 from keysplit.service.server import Limits
+from keysplit.store import url as store_url
+from keysplit.store.sqlite import ERASE_WAIT
 from keysplit.trust import default_known_keyrings_path
 
 DOCS = {name: (REPO / name).read_text() for name in ("README.md", "SECURITY.md", "docs/API.md")}
@@ -73,6 +75,12 @@ CLAIMS = [
         f"`KEYSPLIT_CACHE_KEYS`, default {grouped(fleet.DEFAULT_CACHE_KEYS)} keys",
         "cache",
     ),
+    (
+        "README.md",
+        f"`call_timeout=N` (seconds; default {store_url.DEFAULT_CALL_TIMEOUT:g},",
+        "DEFAULT_CALL_TIMEOUT",
+    ),
+    ("SECURITY.md", f"up to {ERASE_WAIT:g} s (`keysplit.store.sqlite.ERASE_WAIT`)", "ERASE_WAIT"),
 ]
 
 
@@ -102,3 +110,9 @@ def test_dataset_jobs_say_their_token_needs_datakey() -> None:
     section = flat(DOCS["README.md"].split("## Bulk jobs on a Dask cluster", 1)[1])
     assert "needs a token allowed `datakey`" in section
     assert "--allow datakey" in section
+
+
+def test_readme_states_the_postgres_connect_bound() -> None:
+    pg_store = pytest.importorskip("keysplit.store.postgres")  # the postgres extra
+    text = f"`connect_timeout=N` (seconds; default {pg_store.DEFAULT_TIMEOUT:g})"
+    assert flat(text) in flat(DOCS["README.md"])

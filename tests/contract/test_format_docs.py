@@ -31,3 +31,14 @@ def test_the_keyring_directory_table_names_every_file_keysplit_writes() -> None:
     table = page.split("## Directory", 1)[1].split("\n## ", 1)[0]
     for name in (STORE_RECORD_FILE, INIT_VERIFY_FILE, TOKENS_FILE, REVOKED_FILE, "cluster/"):
         assert f"`{name}`" in table, name
+
+
+def test_the_cluster_directory_table_names_every_file_the_administrator_writes() -> None:
+    from keysplit.service.cluster_admin import CREATING_FILE
+    from keysplit.service.cluster_config import DEFAULT_STORE, SUCCESSOR_FILE
+
+    page = (REPO / "docs" / "format" / "cluster.md").read_text()
+    table = page.split("## The cluster directory", 1)[1].split("\n## ", 1)[0]
+    sqlite = DEFAULT_STORE.removeprefix("sqlite:")
+    for name in ("cluster.json", sqlite, CREATING_FILE, SUCCESSOR_FILE):
+        assert f"`{name}`" in table, name
