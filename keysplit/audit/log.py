@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _json
-from .._fileio import durable_append, fsync_dir, fsync_fd
+from .._fileio import atomic_write, durable_append, fsync_dir, fsync_fd
 from ..errors import AuditError, FormatError
 from ..store.base import AuditStore
 
@@ -63,6 +63,9 @@ _TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
 _BODY_KEYS = frozenset({"v", "seq", "time", "event", "data", "prev"})
 _MAX_LINE = 1 << 20
+_ANCHOR_LABEL = b"keysplit audit anchor v1\x00"
+_ANCHOR_KEYS = frozenset({"v", "entries", "head", "mac"})
+_MAX_ANCHOR = 4096
 
 
 def _canonical(obj: Mapping[str, Any]) -> bytes:
@@ -180,8 +183,8 @@ def _parse_line(line: bytes, seq: int) -> tuple[AuditEntry, dict[str, Any]]:
     return entry, obj
 
 
-def _mac(key: bytes, body: Mapping[str, Any]) -> str:
-    return hmac.new(key, _MAC_LABEL + _canonical(body), hashlib.sha256).hexdigest()
+def _mac(key: bytes, body: Mapping[str, Any], label: bytes = _MAC_LABEL) -> str:
+    return hmac.new(key, label + _canonical(body), hashlib.sha256).hexdigest()
 
 
 def _mac_ok(key: bytes, entry: AuditEntry, obj: Mapping[str, Any]) -> bool:
@@ -199,6 +202,12 @@ class AuditLog:
     With ``mac_key`` (>= 16 bytes, e.g. derived by an unsealed keyring) every appended
     entry is MACed and :meth:`verify` requires a valid MAC on every entry.
     ``clock`` is a test seam returning an aware UTC ``datetime``.
+
+    ``anchor``: a file that records the chain's head (entry count and hash, MACed), kept
+    outside the log and rewritten after every keyed append; :meth:`verify`,
+    :meth:`check_append` and every append refuse a log shorter than it or diverging from
+    it (truncation or rollback of the log alone). ``anchor_required``: a missing anchor
+    file is an error too (the keyring's authenticated metadata says it is anchored).
     """
 
     def __init__(
@@ -208,6 +217,8 @@ class AuditLog:
         mac_key: bytes | None = None,
         clock: Callable[[], datetime] | None = None,
         store: AuditStore | None = None,
+        anchor: str | os.PathLike[str] | None = None,
+        anchor_required: bool = False,
     ) -> None:
         if mac_key is not None:
             if not isinstance(mac_key, bytes):
@@ -216,6 +227,8 @@ class AuditLog:
                 raise ValueError("mac_key must be at least 16 bytes")
         self.path = Path(path)
         self.store = store
+        self.anchor_path = Path(anchor) if anchor is not None else None
+        self._anchor_required = anchor_required
         self._mac_key = mac_key
         self._clock = clock if clock is not None else (lambda: datetime.now(UTC))
 
@@ -304,6 +317,17 @@ class AuditLog:
         """
         entries = self._scan(self._read(), check=True)
         head = entries[-1].hash if entries else GENESIS
+        recorded = self._recorded()
+        if recorded is not None:
+            n, h = recorded
+            self._check_anchor(len(entries), head, n, h)
+            if 0 < n < len(entries) and entries[n - 1].hash != h:
+                raise AuditError(
+                    f"entry {n}: differs from the head recorded in {self.anchor_path} "
+                    f"({h[:16]}...): the log was rewritten",
+                    seq=n,
+                    hint=_ANCHOR_HINT,
+                )
         if anchor is not None:
             anchor = anchor.strip().lower()
             if anchor != GENESIS and all(e.hash != anchor for e in entries):
@@ -334,9 +358,21 @@ class AuditLog:
         finally:
             os.close(fd)  # releases the lock
 
+    _defer_anchor = False
+
     def _append_many(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[AuditEntry]:
-        """Append several entries in order (a batch of per-subject entries)."""
-        return [self._append(event, **fields) for event, fields in items]
+        """Append several entries in order (a batch of per-subject entries); the anchor is
+        written once, after the last."""
+        out: list[AuditEntry] = []
+        self._defer_anchor = True
+        try:
+            for event, fields in items:
+                out.append(self._append(event, **fields))
+        finally:
+            self._defer_anchor = False
+            if out:
+                self._write_anchor(out[-1].seq, out[-1].hash, only_forward=True)
+        return out
 
     def _append(self, event: str, /, **fields: Any) -> AuditEntry:
         """Private: entries are written through :func:`keysplit.audit.events.record`, so
@@ -378,11 +414,19 @@ class AuditLog:
 
         if self.store is not None:
             self.store.audit_append(lambda last: build(None if last is None else (last, True)))
+            seq, _, _, line = built[-1]
+            if not self._defer_anchor:
+                self._write_anchor(seq, hashlib.sha256(line).hexdigest(), only_forward=True)
         else:
+            if not os.path.lexists(self.path):
+                self._link(None)  # a removed log is not re-created only to be refused
             with self._locked() as (fd, created):
                 durable_append(fd, build(_read_last_line(fd)) + b"\n")
                 if created:
                     fsync_dir(self.path.parent)
+                seq, _, _, line = built[-1]
+                if not self._defer_anchor:  # under the log's lock: the anchor is its head
+                    self._write_anchor(seq, hashlib.sha256(line).hexdigest())
         seq, prev, obj, line = built[-1]
         return AuditEntry(
             seq=seq,
@@ -409,6 +453,7 @@ class AuditLog:
         try:
             fd = _open_log(self.path, os.O_RDONLY)
         except FileNotFoundError:
+            self._link(None)  # no log: fine, unless its anchor records entries
             return
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
@@ -417,7 +462,15 @@ class AuditLog:
             os.close(fd)
 
     def _link(self, last: tuple[bytes, bool] | None) -> tuple[int, str]:
-        """(seq, prev) of the entry after ``last``; refuses to extend a broken chain."""
+        """(seq, prev) of the entry after ``last``; refuses to extend a broken chain, or a
+        chain shorter than (or diverging from) the head its anchor records."""
+        seq, prev = self._link_last(last)
+        recorded = self._recorded()
+        if recorded is not None:
+            self._check_anchor(seq - 1, prev, *recorded)
+        return seq, prev
+
+    def _link_last(self, last: tuple[bytes, bool] | None) -> tuple[int, str]:
         if last is None:
             return 1, GENESIS
         line, complete = last
@@ -445,6 +498,107 @@ class AuditLog:
                 hint="append while the keyring is unsealed",
             )
         return entry.seq + 1, entry.hash
+
+    # ------------------------------------------------------------------ the anchor
+
+    def _recorded(self) -> tuple[int, str] | None:
+        """(entries, head) the anchor file records; None without one (not required)."""
+        path = self.anchor_path
+        if path is None:
+            return None
+        try:
+            fd = _open_log(path, os.O_RDONLY, what="audit anchor")
+        except FileNotFoundError:
+            if not self._anchor_required:
+                return None
+            raise AuditError(
+                f"audit anchor {path} is missing, though the keyring records that its log is "
+                "anchored: the log and its anchor were removed or replaced",
+                hint=_ANCHOR_HINT,
+            ) from None
+        try:
+            size = os.fstat(fd).st_size
+            data = _read_exactly(fd, min(size, _MAX_ANCHOR + 1))
+        finally:
+            os.close(fd)
+        bad = AuditError(f"audit anchor {path} is not a valid anchor", hint=_ANCHOR_HINT)
+        try:
+            obj = _json.loads(data, what="audit anchor", max_bytes=_MAX_ANCHOR, encoding="ascii")
+        except FormatError:
+            raise bad from None
+        if (
+            not isinstance(obj, dict)
+            or set(obj) != _ANCHOR_KEYS
+            or obj["v"] != VERSION
+            or isinstance(obj["entries"], bool)
+            or not isinstance(obj["entries"], int)
+            or obj["entries"] < 0
+            or not isinstance(obj["head"], str)
+            or not _HEX64_RE.fullmatch(obj["head"])
+            or not isinstance(obj["mac"], str)
+            or not _HEX64_RE.fullmatch(obj["mac"])
+            or _canonical(obj) != data
+        ):
+            raise bad
+        if self._mac_key is not None:
+            body = {k: v for k, v in obj.items() if k != "mac"}
+            want = _mac(self._mac_key, body, _ANCHOR_LABEL)
+            if not hmac.compare_digest(obj["mac"], want):
+                raise AuditError(
+                    f"audit anchor {path}: MAC invalid (edited, or another keyring's)",
+                    hint=_ANCHOR_HINT,
+                )
+        return obj["entries"], obj["head"]
+
+    def _check_anchor(self, count: int, head: str, n: int, h: str) -> None:
+        """Refuse a log of ``count`` entries ending in ``head`` that is shorter than the
+        anchored ``n`` entries, or as long but with another head."""
+        if count < n or (count == n and head != h):
+            raise AuditError(
+                f"audit log {self.path} has {count} entries (head {head[:16]}...) but "
+                f"{self.anchor_path} records {n} (head {h[:16]}...): the log was truncated "
+                "or rolled back",
+                hint=_ANCHOR_HINT,
+            )
+
+    def _write_anchor(
+        self, entries: int, head: str, *, only_forward: bool = False, strict: bool = False
+    ) -> None:
+        """Record the chain's head in the anchor file (keyed logs only). ``only_forward``:
+        never replace a longer recorded chain (the store's chain, appended by other
+        processes without this file's lock)."""
+        if self.anchor_path is None or self._mac_key is None:
+            return
+        if only_forward:
+            with contextlib.suppress(AuditError):
+                recorded = self._recorded()
+                if recorded is not None and recorded[0] >= entries:
+                    return
+        body = {"v": VERSION, "entries": entries, "head": head}
+        obj = dict(body, mac=_mac(self._mac_key, body, _ANCHOR_LABEL))
+        try:
+            atomic_write(self.anchor_path, _canonical(obj))
+        except OSError:
+            # after an append the entry is durable already: a failed write (a full disk)
+            # must not fail the ceremony after the fact; the previous anchor (a shorter
+            # chain) still holds. ``strict`` (write_anchor) raises: nothing rests on it yet
+            if strict:
+                raise
+
+    def write_anchor(self) -> None:
+        """Anchor the chain as it is now (a keyring's creation: the empty log); needs the
+        MAC key. Verifies the whole chain first, so only a valid head is ever recorded."""
+        if self._mac_key is None:
+            raise AuditError("writing the audit anchor needs the log's MAC key")
+        if self.store is not None or not os.path.lexists(self.path):
+            entries = self._scan(self._read(), check=True)
+            head = entries[-1].hash if entries else GENESIS
+            self._write_anchor(len(entries), head, strict=True)
+            return
+        with self._locked() as (fd, _):
+            entries = self._scan(_read_exactly(fd, os.fstat(fd).st_size), check=True)
+            head = entries[-1].hash if entries else GENESIS
+            self._write_anchor(len(entries), head, strict=True)
 
     def repair_torn_tail(self) -> bool:
         """Repair a last line without its newline (a crash mid-append); True if repaired.
@@ -526,16 +680,22 @@ _KINDS = (
 )
 
 
-def _not_regular(path: Path, mode: int) -> AuditError:
+_ANCHOR_HINT = (
+    "restore the log and its anchor (audit.anchor) together from a backup; compare with a "
+    "head written down earlier ('keysplit audit verify --anchor HEAD')"
+)
+
+
+def _not_regular(path: Path, mode: int, what: str = "audit log") -> AuditError:
     kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
     return AuditError(
-        f"audit log {path} is {kind}, not a regular file; refusing to use it",
+        f"{what} {path} is {kind}, not a regular file; refusing to use it",
         hint="the log is a regular file in the keyring directory: move this away and "
         "put the keyring's log back (from a backup if need be)",
     )
 
 
-def _open_log(path: Path, flags: int) -> int:
+def _open_log(path: Path, flags: int, *, what: str = "audit log") -> int:
     """A descriptor on the log file, refused (:class:`AuditError`) unless it is a regular
     file: a FIFO or a device (``/dev/zero``) put in its place, directly or by a symbolic
     link, would block the ceremony or never end its read. The final component is never
@@ -547,17 +707,17 @@ def _open_log(path: Path, flags: int) -> int:
     with contextlib.suppress(FileNotFoundError):
         st = os.lstat(path)
         if not stat.S_ISREG(st.st_mode):
-            raise _not_regular(path, st.st_mode)
+            raise _not_regular(path, st.st_mode, what)
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # made a link since the lstat
-            raise _not_regular(path, stat.S_IFLNK) from None
+            raise _not_regular(path, stat.S_IFLNK, what) from None
         raise
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise _not_regular(path, mode)
+            raise _not_regular(path, mode, what)
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)

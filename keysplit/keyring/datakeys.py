@@ -51,6 +51,7 @@ __all__ = [
     "KekSet",
     "KeyringSecrets",
     "LocalDataKeys",
+    "audit_key_for",
 ]
 
 AUDIT_KEY_INFO = b"keysplit keyring audit mac key v1\x00"
@@ -162,6 +163,13 @@ class KeyringSecrets(Protocol):
     def audit_key(self) -> bytes:
         """The 32-byte MAC key of the keyring's ceremony log."""
         ...
+
+
+def audit_key_for(x25519_private: bytes, keyring_id: str) -> bytes:
+    """The audit MAC key of a keyring (:meth:`LocalDataKeys.audit_key`). Secret."""
+    return HKDF(
+        hashes.SHA256(), 32, salt=None, info=AUDIT_KEY_INFO + bytes.fromhex(keyring_id)
+    ).derive(x25519_private)
 
 
 class DerivedDataKeys:
@@ -663,9 +671,4 @@ class LocalDataKeys:
         never verify under each other's key)."""
         if not self._secrets.x25519_private:
             raise KeyringError("the keyring was closed")
-        return HKDF(
-            hashes.SHA256(),
-            32,
-            salt=None,
-            info=AUDIT_KEY_INFO + bytes.fromhex(self._keyring_id),
-        ).derive(self._secrets.x25519_private)
+        return audit_key_for(self._secrets.x25519_private, self._keyring_id)

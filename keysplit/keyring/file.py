@@ -60,9 +60,12 @@ class KeyringMeta:
     current_kek: int
     kek_versions: tuple[int, ...]
     next_kek: int
+    audit_anchor: int = 0
+    """1: the audit log's head is anchored in ``audit.anchor``, which must exist (written
+    from ``Keyring.create`` on); 0 (field absent): a keyring from before, anchor optional."""
 
     def to_json(self) -> bytes:
-        obj = {
+        obj: dict[str, object] = {
             "format": FORMAT_NAME,
             "keyring_id": self.keyring_id,
             "generation": self.generation,
@@ -78,6 +81,8 @@ class KeyringMeta:
                 "next": self.next_kek,
             },
         }
+        if self.audit_anchor:
+            obj["audit_anchor"] = self.audit_anchor
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -138,9 +143,10 @@ def _hex(v: object, where: str, nbytes: int) -> str:
 
 def _meta_from_json(raw: bytes) -> KeyringMeta:
     obj = _json.loads(raw, what="keyring metadata", max_bytes=_MAX_META)
-    top = _want(
-        obj, {"format", "keyring_id", "generation", "share_set", "public_key", "kek"}, "top level"
-    )
+    fields = {"format", "keyring_id", "generation", "share_set", "public_key", "kek"}
+    if isinstance(obj, dict) and "audit_anchor" in obj:
+        fields.add("audit_anchor")
+    top = _want(obj, fields, "top level")
     if top["format"] != FORMAT_NAME:
         raise FormatError("keyring metadata: wrong format name")
     ss = _want(top["share_set"], {"set_id", "threshold", "custodians"}, "share_set")
@@ -169,6 +175,9 @@ def _meta_from_json(raw: bytes) -> KeyringMeta:
         current_kek=_int(kek["current"], "kek.current", 1, 2**32 - 1),
         kek_versions=versions,
         next_kek=_int(kek["next"], "kek.next", 2, 2**32),
+        audit_anchor=_int(top["audit_anchor"], "audit_anchor", 1, 1)
+        if "audit_anchor" in top
+        else 0,
     )
     if meta.threshold > len(meta.custodians):
         raise FormatError("keyring metadata: threshold exceeds the number of custodians")

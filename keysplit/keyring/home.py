@@ -14,6 +14,7 @@ module builds a path. Today a home is a directory::
     store.json        which key store holds the wrapped data keys and in which format:
                       {"url", "keyring_id", "default_iv_versions"}
     audit.log         the ceremony log (keysplit.audit)
+    audit.anchor      the log's head (entries, hash; MACed), rewritten after each append
     .lock             advisory lock serializing writers
     keys.sqlite       the default key store (``sqlite:keys.sqlite``), if that is the store
 
@@ -65,6 +66,7 @@ STORE_FILE = "keys.sqlite"
 STORE_RECORD_FILE = "store.json"
 LOCK_FILE = ".lock"
 AUDIT_FILE = "audit.log"
+ANCHOR_FILE = "audit.anchor"
 _MAX_RECORD = 8192
 
 
@@ -101,6 +103,11 @@ class KeyringHome:
     @property
     def audit_path(self) -> Path:
         return self.path / AUDIT_FILE
+
+    @property
+    def anchor_path(self) -> Path:
+        """The audit log's anchor: its head, recorded after every keyed append."""
+        return self.path / ANCHOR_FILE
 
     def make(self) -> None:
         """Create the directory (mode 0700) if needed; :class:`KeyringError` if it cannot

@@ -26,6 +26,7 @@ from ..store import KeyStore, check_store_url, default_store_url, open_store
 from ..store.base import AuditStore
 from . import file as kf
 from .admin import validate_custodians
+from .datakeys import audit_key_for
 from .fingerprint import check_fingerprint, fingerprint
 from .home import KeyringHome
 from .status import KeyringStatus, status_of
@@ -192,6 +193,7 @@ class Keyring:
                 current_kek=1,
                 kek_versions=(1,),
                 next_kek=2,
+                audit_anchor=1,
             )
             home.record_store(url, keyring_id)
             try:
@@ -209,6 +211,11 @@ class Keyring:
             finally:
                 store.close()
             secrets = kf.KeyringSecrets(priv, {1: kek})
+            # the anchor of the empty log, before the commit point: the keyring file says
+            # it exists (audit_anchor), so it must never be missing once that file is there
+            AuditLog(
+                home.audit_path, mac_key=audit_key_for(priv, keyring_id), anchor=home.anchor_path
+            ).write_anchor()
             home.write_keyring(kf.serialize(meta, secrets, master, nonce), overwrite=False)
         kr = cls(home.path, rng=rng)
         return kr, {n: s for n, s in zip(names, shares, strict=True)}
@@ -276,7 +283,12 @@ class Keyring:
                 store = opened
             else:
                 opened.close()
-        return AuditLog(self.home.audit_path, store=store)
+        return AuditLog(
+            self.home.audit_path,
+            store=store,
+            anchor=self.home.anchor_path,
+            anchor_required=bool(self.meta.audit_anchor),
+        )
 
     def custodian_of(self, share: Share) -> str | None:
         """The custodian name a share belongs to (by set id and index), if any."""

@@ -196,10 +196,13 @@ class UnsealedKeyring:
     def audit_log(self) -> AuditLog:
         """The keyring's ceremony log with its MAC key: appends are MACed, verify checks MACs."""
         store = self._dk.store if isinstance(self._dk, LocalDataKeys) else None
+        home = self._kr.home
         return AuditLog(
-            self._kr.home.audit_path,
+            home.audit_path,
             mac_key=self.audit_key(),
             store=store if isinstance(store, AuditStore) else None,
+            anchor=home.anchor_path,
+            anchor_required=bool(self._kr.meta.audit_anchor),
         )
 
     # -- for the key service and jobs -----------------------------------------------------

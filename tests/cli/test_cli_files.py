@@ -227,8 +227,13 @@ def test_full_rewrite_passes_the_chain_but_not_the_macs(cer: Ceremony) -> None:
     forged = AuditLog(log)
     for e in original:
         forged._append(e["event"], **e["data"])
+    r = run(["audit", "verify", cer.kr])  # the anchor's head is not the forged log's
+    assert r.exit_code == 1 and "records 4" in error_lines(r)[0], r.output
+    body = {"entries": len(original), "head": forged.head, "v": 1}
+    anchor = json.dumps(dict(body, mac="0" * 64), sort_keys=True, separators=(",", ":"))
+    (cer.kr / "audit.anchor").write_text(anchor)  # forged too: its MAC needs the key
     r = run(["audit", "verify", cer.kr])
-    assert r.exit_code == 0  # a hash chain alone cannot tell
+    assert r.exit_code == 0  # a hash chain and an unkeyed anchor alone cannot tell
     r = run(["audit", "verify", cer.kr, "--mac", *cer.quorum("alice", "bob")])
     assert r.exit_code == 1
     assert error_lines(r) == ["error: entry 1: MAC missing"]
@@ -269,12 +274,14 @@ def test_audit_repair_drops_only_a_torn_tail(cer: Ceremony) -> None:
     r = run(["audit", "repair", cer.kr, *cer.quorum("alice", "bob")])
     assert r.exit_code == 0 and "nothing to repair" in r.stderr, r.output
     assert _lines(cer) == before
-    torn = [*before[:-1], before[-1][:-20]]
+    # a crash while appending a fifth entry (cutting the fourth, which the anchor records,
+    # would be a truncation: refused, see test_a_deleted_or_truncated_audit_log_...)
+    torn = [*before, before[-1][:-20]]
     (cer.kr / "audit.log").write_bytes(b"".join(torn))
     r = run(["audit", "repair", cer.kr, *cer.quorum("alice", "carol")])
     assert r.exit_code == 0, r.output
     after = _lines(cer)
-    assert after[: len(before) - 1] == before[:-1]  # complete entries untouched
+    assert after[: len(before)] == before  # complete entries untouched
     assert json.loads(after[-1])["event"] == "audit-repair"
     assert run(["audit", "verify", cer.kr, "--mac", *cer.quorum("alice", "bob")]).exit_code == 0
     assert run(["unseal", cer.kr, *cer.quorum("alice", "bob")]).exit_code == 0
@@ -309,6 +316,50 @@ def test_audit_repair_keeps_a_whole_shred_entry_that_lost_its_newline(cer: Cerem
     assert repair["event"] == "audit-repair" and "was whole" in repair["data"]["dropped"]
     assert len(after) == len(before) + 1
     assert run(["audit", "verify", cer.kr, "--mac", *cer.quorum("alice", "bob")]).exit_code == 0
+
+
+def test_a_deleted_or_truncated_audit_log_is_refused_without_anchor(cer: Ceremony) -> None:
+    """Deleting audit.log made 'audit verify' (even --mac) report 'intact: 0 entries' and
+    the next ceremony start a fresh chain; cutting its newest entries went unseen too. The
+    keyring now anchors the log's head in audit.anchor after every ceremony (required by
+    its authenticated metadata), and both refuse, naming the log's and the anchor's head."""
+    _grow_log(cer)
+    log, anchor = cer.kr / "audit.log", cer.kr / "audit.anchor"
+    full = log.read_bytes()
+    n = len(full.splitlines())
+    log.write_bytes(b"".join(full.splitlines(keepends=True)[:-1]))
+    r = run(["audit", "verify", cer.kr])
+    assert r.exit_code == 1
+    assert error_lines(r) == [
+        f"error: audit log {log} has {n - 1} entries (head {_head_of(log)[:16]}...) but "
+        f"{anchor} records {n} (head {_sha(full.splitlines()[-1])[:16]}...): the log was "
+        "truncated or rolled back"
+    ]
+    log.unlink()
+    for args in (
+        ["audit", "verify", cer.kr, "--mac", *cer.quorum("alice", "bob")],
+        ["unseal", cer.kr, *cer.quorum("alice", "bob")],
+    ):
+        r = run(args)
+        assert r.exit_code == 1 and "has 0 entries" in error_lines(r)[0], r.output
+    assert not log.exists()  # no fresh chain began
+    anchor.unlink()
+    r = run(["audit", "verify", cer.kr])
+    assert r.exit_code == 1 and "audit.anchor is missing" in error_lines(r)[0]
+    log.write_bytes(full)
+    anchor.unlink(missing_ok=True)
+    r = run(["audit", "verify", cer.kr])
+    assert r.exit_code == 1 and "missing" in error_lines(r)[0]
+
+
+def _sha(line: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(line).hexdigest()
+
+
+def _head_of(log: Path) -> str:
+    return _sha(log.read_bytes().splitlines()[-1])
 
 
 # -- inputs that can be read only once (red team) ------------------------------------------

@@ -30,9 +30,18 @@ SHAPE_ONLY = {
 }
 
 
+# Hex fields whose length today's code may change in a snapshot written by older code, and why.
+LENGTH_MAY_DIFFER = {
+    "keyring_legacy_store.json.keyring_file": "today's keyrings also carry audit_anchor in "
+    "their metadata (docs/format/keyring.md); the snapshot's keyring has none, on purpose",
+}
+
+
 def _same_shape(ours: object, theirs: object, where: str = "$") -> None:
     """Same keys, list lengths, numbers and plain strings; hex strings of the same length."""
     assert type(ours) is type(theirs), where
+    if where in LENGTH_MAY_DIFFER:
+        return
     if isinstance(ours, dict):
         assert isinstance(theirs, dict)
         assert ours.keys() == theirs.keys(), where

@@ -435,3 +435,58 @@ def test_every_entry_point_refuses_a_log_that_is_no_regular_file(tmp_path: Path,
     ]
     if kind == "link-to-a-file":
         assert AuditLog(tmp_path / "real.log", mac_key=bytes(32)).verify().entries == 2
+
+
+def test_the_anchor_catches_truncation_rollback_and_removal(tmp_path: Path) -> None:
+    """Without an anchor a log cut back to any earlier entry, or deleted ("intact: 0
+    entries"), verified, MACs and all, and the next append extended it (or began a fresh
+    chain). The anchor file records the head after every keyed append; a shorter or
+    diverging log is refused by verify, check_append and append, naming both heads."""
+    path, anchor = tmp_path / "a.log", tmp_path / "a.anchor"
+
+    def log(*, key: bytes | None = KEY, required: bool = True) -> AuditLog:
+        return AuditLog(path, mac_key=key, anchor=anchor, anchor_required=required)
+
+    log().write_anchor()  # a keyring's creation: the empty log
+    for i in range(3):
+        log()._append("rotate", kek_version=i + 2, authorized_by=[])
+    full = path.read_bytes()
+    assert json.loads(anchor.read_bytes())["entries"] == 3
+    assert log().verify().entries == 3 and log(key=None).verify().entries == 3
+    lines = full.splitlines(keepends=True)
+    for cut, count in ((lines[:2], 2), ([], 0)):
+        path.write_bytes(b"".join(cut))
+        says = rf"has {count} entries .* but {anchor} records 3 .*truncated or rolled back"
+        for call in (log().verify, log(key=None).verify, log().check_append):
+            with pytest.raises(AuditError, match=says):
+                call()
+        with pytest.raises(AuditError, match=says):
+            log()._append("shred", subject="x", existed=False, authorized_by=[])
+        assert path.read_bytes() == b"".join(cut)  # nothing appended
+    path.unlink()
+    with pytest.raises(AuditError, match="has 0 entries"):
+        log().verify()
+    # rolled back to two entries, then a different third one (same key): diverges
+    path.write_bytes(b"".join(lines[:2]))
+    AuditLog(path, mac_key=KEY)._append("retire", version=1, authorized_by=[])
+    with pytest.raises(AuditError, match=r"has 3 entries .* records 3 .*rolled back"):
+        log().verify()
+    path.write_bytes(full)
+    log()._append("shred", subject="x", existed=False, authorized_by=[])
+    # a stale anchor (a longer log) is fine, but its entry must be the recorded one
+    stale = anchor.read_bytes()
+    log()._append("shred", subject="y", existed=False, authorized_by=[])
+    anchor.write_bytes(stale)
+    assert log().verify().entries == 5
+    edited = json.loads(stale)
+    anchor.write_bytes(
+        json.dumps(dict(edited, entries=2), sort_keys=True, separators=(",", ":")).encode()
+    )
+    with pytest.raises(AuditError, match="MAC invalid"):
+        log().verify()
+    anchor.unlink()
+    with pytest.raises(AuditError, match=r"anchor .* is missing"):
+        log().verify()
+    assert log(required=False).verify().entries == 5  # a keyring from before anchors
+    log(required=False)._append("shred", subject="z", existed=False, authorized_by=[])
+    assert json.loads(anchor.read_bytes())["entries"] == 6  # and from now on it has one

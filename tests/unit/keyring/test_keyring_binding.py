@@ -176,6 +176,10 @@ def test_legacy_store_opens_and_migrates(tmp_path: Path) -> None:
     with Keyring.open(path).unseal(shares) as ku:
         for s, rec in records.items():
             assert ku.decrypt(rec, subject=s) == f"record of {s}".encode()
+    # a keyring from before audit anchors (no audit_anchor in its metadata) works without
+    # audit.anchor; its first keyed append writes one (here: rotate, rewrap, retire)
+    assert Keyring.open(path).meta.audit_anchor == 0
+    assert json.loads((path / "audit.anchor").read_bytes())["entries"] == 3
     # after the migration a moved row is refused ...
     alice = _row(path, "alice")
     _put(path, "bob", *alice)
