@@ -231,8 +231,10 @@ class SQLiteKeyStore:
                 self._depth = 0
                 self._db.execute("COMMIT")
                 if self._unerased:  # a shred's erase left pending (or shred in a transaction)
+                    # one try that does not wait: while a reader keeps its snapshot for long
+                    # (a backup), a waiting try cost every write its wait, under the lock
                     with contextlib.suppress(KeyringError):  # the commit stands either way
-                        self._checkpoint_once()
+                        self._checkpoint_once(0)
             except BaseException as exc:
                 self._depth = 0
                 # SQLite may have rolled back already (SQLITE_FULL, an I/O error): a second
@@ -326,15 +328,15 @@ class SQLiteKeyStore:
             )
         return gone > 0
 
-    def _checkpoint_once(self) -> bool:
-        """One ``wal_checkpoint(TRUNCATE)`` try of at most ``_ERASE_TRY_MS`` (under the
-        lock, outside any transaction): True if it finished, i.e. every frame is in the
-        database file and the WAL is empty."""
+    def _checkpoint_once(self, wait_ms: int = _ERASE_TRY_MS) -> bool:
+        """One ``wal_checkpoint(TRUNCATE)`` try that waits at most ``wait_ms`` for readers
+        (under the lock, outside any transaction): True if it finished, i.e. every frame is
+        in the database file and the WAL is empty."""
         with self._reading():
             if self._depth or self._db.in_transaction:
                 return False
             db = self._db
-            db.execute(f"PRAGMA busy_timeout = {_ERASE_TRY_MS}")
+            db.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
             try:
                 row = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             except sqlite3.OperationalError:  # locked: the same as a busy result

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,17 +116,12 @@ db.close()
 """
 
 
-def test_a_shred_whose_checkpoint_is_blocked_says_so_and_erases_later(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Red team: while another process read an older snapshot, a shred's
-    ``wal_checkpoint(TRUNCATE)`` waited the 30 s busy timeout holding the store's lock,
-    then its busy result was ignored: nothing said that the wrapped key's old page was
-    still on disk, and nothing erased it later. Now the shred retries within a bound,
-    logs a warning, and the store's next write after the reader is gone erases it."""
-    import subprocess
-    import sys
-
+def _with_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[SQLiteKeyStore, Path, bytes, subprocess.Popen[str]]:
+    """A store holding the key "victim" (its wrapped bytes: the marker) and a reader process
+    about to pin a snapshot of it (it prints "reading", then waits for a line); shreds retry
+    their erase for 0.2 s."""
     from keysplit.store import sqlite as sqlite_store
 
     monkeypatch.setattr(sqlite_store, "ERASE_WAIT", 0.2, raising=False)
@@ -138,6 +135,18 @@ def test_a_shred_whose_checkpoint_is_blocked_says_so_and_erases_later(
         stdout=subprocess.PIPE,
         text=True,
     )
+    return s, path, marker, reader
+
+
+def test_a_shred_whose_checkpoint_is_blocked_says_so_and_erases_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Red team: while another process read an older snapshot, a shred's
+    ``wal_checkpoint(TRUNCATE)`` waited the 30 s busy timeout holding the store's lock,
+    then its busy result was ignored: nothing said that the wrapped key's old page was
+    still on disk, and nothing erased it later. Now the shred retries within a bound,
+    logs a warning, and the store's next write after the reader is gone erases it."""
+    s, path, marker, reader = _with_reader(tmp_path, monkeypatch)
     try:
         assert reader.stdout is not None and reader.stdout.readline() == "reading\n"
         with caplog.at_level("WARNING", logger="keysplit.store.sqlite"):
@@ -151,6 +160,36 @@ def test_a_shred_whose_checkpoint_is_blocked_says_so_and_erases_later(
     s.set_legal_hold("other", True)  # the next write erases it
     blob = path.read_bytes() + (path.with_name("k.sqlite-wal").read_bytes())
     assert marker not in blob
+    assert s.checkpoint(0) is True
+    s.close()
+
+
+def test_writes_after_an_unconfirmed_erase_do_not_wait_for_the_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team: once a shred's erase was left pending, every later write transaction retried
+    the checkpoint with a 100 ms busy wait, holding the store's lock: while a reader kept its
+    snapshot for long (a backup, a replication tool), each write of the process (a new
+    subject's key, a hold) waited 100 ms and every other call of the store with it. The
+    retry after a commit is now one try that does not wait (busy_timeout 0); the erase still
+    happens at the first write after the reader is gone."""
+    s, path, marker, reader = _with_reader(tmp_path, monkeypatch)
+    sent: list[str] = []
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == "reading\n"
+        assert s.delete("victim")  # the erase is left pending (the reader holds it)
+        s._db.set_trace_callback(sent.append)
+        for i in range(3):
+            s.set_legal_hold(f"h{i}", True)
+        s._db.set_trace_callback(None)
+    finally:
+        reader.communicate("done\n", timeout=30)
+    assert reader.returncode == 0
+    tries = [i for i, q in enumerate(sent) if "wal_checkpoint" in q]
+    assert len(tries) == 3, sent  # one try after each write...
+    assert all(sent[i - 1] == "PRAGMA busy_timeout = 0" for i in tries), sent  # ...not waiting
+    s.set_legal_hold("other", True)  # the reader is gone: this write erases it
+    assert marker not in path.read_bytes() + path.with_name("k.sqlite-wal").read_bytes()
     assert s.checkpoint(0) is True
     s.close()
 
