@@ -24,7 +24,14 @@ from .._fileio import read_bounded
 from ..errors import FormatError
 from ..share import Share
 from . import base
-from ._container import MAX_SEALED_SIZE, SEALED_TEXT_PREFIX, check_name, is_sealed, sealed_text
+from ._container import (
+    MAX_SEALED_SIZE,
+    SEALED_TEXT_PREFIX,
+    check_name,
+    is_sealed,
+    kind_of,
+    sealed_text,
+)
 from .base import (
     IncorrectIdentity,
     ProtectionMethod,
@@ -157,6 +164,9 @@ def load_share(
         return open_share(data, identity=identity, passphrase=passphrase, confirm_kdf=confirm_kdf)
     if data.startswith(b"KSSH"):
         return Share.from_bytes(data)
+    kind = kind_of(data)
+    if kind is not None and not kind.endswith("share"):
+        raise FormatError(f"not a keysplit share: {kind}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

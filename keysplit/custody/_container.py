@@ -102,6 +102,26 @@ class Reader:
         return name
 
 
+_KINDS: tuple[tuple[bytes, str], ...] = (
+    (MAGIC_IDENTITY, "an identity file (a custodian's private key)"),
+    (MAGIC_RECIPIENT, "a custodian's public key"),
+    (b"keysplit-recipient-v1:", "a custodian's public key (.pub)"),
+    (b"# keysplit custodian public key", "a custodian's public key (.pub)"),
+    (MAGIC_SEALED, "a sealed share"),
+    (b"KSSS-", "a sealed share"),
+    (b"KSSH", "a share"),
+    (b"ks1", "a share"),
+    (b"KSSTREAM", "a file encrypted to a keyring"),
+)
+
+
+def kind_of(data: bytes) -> str | None:
+    """What keysplit object ``data`` is by its first bytes (None: none known), for an
+    error naming a mixed-up file: an identity given as a share, a ``.pub`` as an identity."""
+    head = bytes(data[:32]).lstrip()
+    return next((kind for magic, kind in _KINDS if head.startswith(magic)), None)
+
+
 def _open_envelope(data: bytes, magic: bytes, what: str) -> Reader:
     """Check magic, version and trailing checksum; return a reader over the body."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -110,7 +130,8 @@ def _open_envelope(data: bytes, magic: bytes, what: str) -> Reader:
     if len(data) < len(magic) or data[: len(magic)] != magic:
         if magic.startswith(data):
             raise FormatError(f"{what} is truncated")
-        raise FormatError(f"not a keysplit {what} (bad magic)")
+        kind = kind_of(data)
+        raise FormatError(f"not a keysplit {what} (bad magic)" + (f": {kind}" if kind else ""))
     if len(data) < len(magic) + 1:
         raise FormatError(f"{what} is truncated")
     if data[len(magic)] != VERSION:

@@ -365,7 +365,7 @@ def test_usage_errors(tmp_path: Path) -> None:
     r = run(["combine", tmp_path / "keys" / "alice.identity"])
     assert r.exit_code == 1 and "not a keysplit share" in r.stderr
     r = run(["combine", pub])
-    assert r.exit_code == 1 and "expected the prefix 'ks1'" in r.stderr
+    assert r.exit_code == 1 and "not a keysplit share: a custodian's public key" in r.stderr
 
 
 def test_post_quantum_custodian(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ demand 64 passes at 2 GiB (~75 s) and get them without anyone being asked.
 from __future__ import annotations
 
 import hashlib
+import io
 import struct
 import subprocess
 import sys
@@ -16,11 +17,13 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from keysplit import (
     Argon2Params,
     CustodianError,
     FormatError,
+    Identity,
     load_share,
     open_share,
     seal_share_with_passphrase,
@@ -28,6 +31,7 @@ from keysplit import (
 )
 from keysplit.custody import MAX_SHARE_FILE_SIZE, passphrase, read_share_file
 from keysplit.rng import DeterministicRandom
+from keysplit.stream import encrypt_stream
 
 FAST = Argon2Params(time_cost=1, memory_kib=64, lanes=1)
 SHARE = split(bytes(range(16)), 2, 3, rng=DeterministicRandom("hardening"))[0]
@@ -157,3 +161,29 @@ def test_identity_files_get_the_same_consent_check(monkeypatch: pytest.MonkeyPat
     with pytest.raises(CustodianError, match="identity of custodian 'alice' demands"):
         Identity.from_bytes(data, b"pw")
     assert Identity.from_bytes(data, b"pw", confirm=lambda p: True).fingerprint == alice.fingerprint
+
+
+# -- a file given in another's place (red team) ---------------------------------------------
+
+
+def test_a_mixed_up_file_is_named_for_what_it_is() -> None:
+    """(red team) An identity given as a share was "not a keysplit share (neither text nor
+    a known binary form)", a ``.pub`` or a sealed share given as an identity "not a keysplit
+    identity (bad magic)": true, but the custodian holding three files of keysplit's own
+    could not tell which went where. The error now says what the file is."""
+    ident = Identity.generate("erin")
+    pub = ident.recipient.to_text().encode()
+    blob = io.BytesIO()
+    encrypt_stream(io.BytesIO(b"x"), blob, X25519PrivateKey.generate().public_key())
+    for data, kind in [
+        (ident.to_bytes(None), r"an identity file \(a custodian's private key\)"),
+        (pub, r"a custodian's public key \(\.pub\)"),
+        (blob.getvalue(), "a file encrypted to a keyring"),
+    ]:
+        with pytest.raises(FormatError, match=f"^not a keysplit share: {kind}$"):
+            load_share(data)
+    for data, kind in [(pub, r"a custodian's public key \(\.pub\)"), (SEALED, "a sealed share")]:
+        with pytest.raises(FormatError, match=rf"^not a keysplit identity \(bad magic\): {kind}$"):
+            Identity.from_bytes(data)
+    with pytest.raises(FormatError, match=r"^not a keysplit identity \(bad magic\)$"):
+        Identity.from_bytes(b"JUNK" * 20)  # nothing known: no guess
