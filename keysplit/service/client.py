@@ -83,10 +83,10 @@ class _Clock:
         self.op, self.total = op, math.inf
         self.deadline = math.inf
 
-    def start(self, total: float) -> None:
-        """A call begins: it must end within ``total`` seconds from now."""
-        self.total = total
-        self.deadline = time.monotonic() + total
+    def start(self, total: float, deadline: float) -> None:
+        """A call (or its retry on a new connection) runs on this connection: it must end
+        by ``deadline`` (``time.monotonic()``), ``total`` seconds from its start."""
+        self.total, self.deadline = total, deadline
 
     def left(self) -> float:
         """Seconds the next socket operation may take; TimeoutError once the call's
@@ -377,11 +377,11 @@ class Client:
             )
         limit = wire.response_limit(size, items)
         data: Any = None
+        bound = self._deadline or default_deadline(self._timeout, size, limit)
+        ends = time.monotonic() + bound  # one deadline per call, its retry included
         for attempt in (0, 1):
-            conn = self._conn()
-            if attempt == 0:  # one deadline per call
-                bound = self._deadline or default_deadline(self._timeout, size, limit)
-                conn.clock.start(bound)  # type: ignore[attr-defined]
+            conn = self._conn()  # the retry's is a new connection: its clock is set too
+            conn.clock.start(bound, ends)  # type: ignore[attr-defined]
             if conn.sock is not None and _closed_by_peer(conn.sock):
                 conn.close()  # http.client reconnects on the next send
             reused = conn.sock is not None

@@ -313,6 +313,42 @@ def test_a_call_moving_steadily_past_timeout_is_not_cut_by_the_default_deadline(
     assert default_deadline(1.0, 0, limit) == math.ceil(1 + limit / MIN_RATE)  # finite
 
 
+class _HangUpThenTrickle(_Trickle):
+    """A fake key service that answers a first request whole (keep-alive), hangs up on the
+    second unanswered (the client then sends it again on a new connection, as it does when
+    a server's idle timeout closed a kept-alive one), and trickles its answer there."""
+
+    def run(self) -> None:
+        ok = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        first, _ = self.lsock.accept()
+        if self.ctx is not None:
+            first = self.ctx.wrap_socket(first, server_side=True)
+        with first:
+            first.settimeout(30)
+            first.recv(65536)
+            first.sendall(ok)
+            first.recv(65536)  # the second request: never answered here
+        super().run()  # the retry's connection: a byte every 20 ms
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_retried_call_keeps_the_calls_deadline(sockdir: Path, tls: bool) -> None:
+    """Red team: a call sent again on a new connection (its kept-alive one closed by the
+    server before an answer) ran on that connection's fresh clock, with no deadline at all:
+    a server could hang up once, then trickle the answer for as long as it liked. The retry
+    now keeps the call's deadline."""
+    srv, client = _fake_service(sockdir, tls, _HangUpThenTrickle, timeout=10, deadline=2)
+    try:
+        assert client.service_status() == {}
+        with pytest.raises(ServiceError, match="deadline"):
+            client.service_status()
+    finally:
+        client.close()
+        srv.join(40)
+    assert not srv.is_alive()
+    assert srv.hung_up and srv.sent < 4000
+
+
 def test_client_timeout_and_deadline_must_be_positive_seconds() -> None:
     for bad in (0, -1, float("nan"), float("inf"), True, "5"):
         with pytest.raises(ValueError, match="positive number of seconds"):
