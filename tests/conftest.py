@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 from pathlib import Path
+from typing import Any
 
 # The helper modules (fixtures, the memory store, the throwaway PostgreSQL, paths) live in
 # tests/support/ and are imported by their bare names from every test directory; some use
@@ -15,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # a duplicate entry is harmless
 
 import pytest
+import typer.main
+import typer.testing
 from hypothesis import HealthCheck, settings
 from pg_fixture import pg_server, pytest_runtest_makereport  # noqa: F401  (throwaway PostgreSQL)
 
@@ -27,6 +31,32 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=200, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# typer's CliRunner.invoke built the app's whole Click command tree (every command and
+# parameter, about 50 commands) again on every call: 0.25 s a call under load, 82 of the
+# 258 s of tests/cli/test_cli_ceremony.py + test_cli_files.py (325 builds). The installed
+# `keysplit` builds its command once per process; so do the tests now, once per app and
+# shape of its registry (a command or group added later builds it again), and invoke it
+# again and again as Click does (a fresh context per call; the command holds no state).
+_COMMANDS: weakref.WeakKeyDictionary[typer.Typer, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def _shape(app: typer.Typer) -> tuple[Any, ...]:
+    groups = tuple((id(g), _shape(g.typer_instance)) for g in app.registered_groups
+                   if g.typer_instance is not None)  # fmt: skip
+    return (id(app.registered_callback), tuple(map(id, app.registered_commands)), groups)
+
+
+def _built_once(app: typer.Typer) -> Any:
+    shape = _shape(app)
+    cached = _COMMANDS.get(app)
+    if cached is None or cached[0] != shape:
+        cached = _COMMANDS[app] = (shape, typer.main.get_command(app))
+    return cached[1]
+
+
+typer.testing._get_command = _built_once  # type: ignore[attr-defined]
 
 
 @pytest.fixture(autouse=True)
