@@ -253,19 +253,33 @@ class Passphrases:
         return f"Passphrases(names={sorted(self.by_name)}, default={self.default is not None})"
 
 
-def _warn_if_exposed(path: Path) -> None:
-    """Warn (as ssh would refuse) of an identity without a passphrase that other users may
-    read: its private key opens the custodian's shares. A warning, not a refusal: a file on
-    a FAT USB stick (the offline laptop's usual carrier) shows mode 0755 whatever is done."""
+def _warn_if_exposed(
+    path: Path, what: str = "identity", unprotected: str = "no passphrase"
+) -> None:
+    """Warn (as ssh would refuse) of an unprotected secret file other users may read: an
+    identity without a passphrase (its private key opens the custodian's shares) or a
+    share file that is not sealed. A warning, not a refusal: a file on a FAT USB stick
+    (the offline laptop's usual carrier) shows mode 0755 whatever is done."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return
     if stat.S_ISREG(mode) and mode & 0o077:
         info(
-            f"[yellow]warning:[/] identity {path} has no passphrase and is readable by other "
+            f"[yellow]warning:[/] {what} {path} has {unprotected} and is readable by other "
             f"users (mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
         )
+
+
+def read_share_path(path: Path) -> bytes:
+    """A share file's bytes (:func:`keysplit.custody.read_share_file`), with a warning if
+    it is not sealed (the share itself) and other users may read it."""
+    from keysplit.custody import is_sealed, read_share_file
+
+    data = read_share_file(path)
+    if not is_sealed(data):
+        _warn_if_exposed(path, "share file", "no sealing (the share in clear)")
+    return data
 
 
 class ShareOpener:
@@ -337,25 +351,25 @@ class ShareOpener:
 
     def open_path(self, path: Path) -> Share:
         """The share in file ``path``; ``-``: a share (text, binary or sealed) on stdin."""
-        from keysplit.custody import MAX_SHARE_FILE_SIZE, read_share_file
+        from keysplit.custody import MAX_SHARE_FILE_SIZE
 
         if str(path) == "-":
             return self.open("stdin", sys.stdin.buffer.read(MAX_SHARE_FILE_SIZE + 1))
-        return self.open(str(path), read_share_file(path), short=path.name)
+        return self.open(str(path), read_share_path(path), short=path.name)
 
     def open_answer(self, answer: str) -> tuple[str, Share]:
         """``(name, share)`` from an answer at the share prompt: the text of a share as
         its sheet prints it (``ks1-...``, or ``KSSS-...`` for a sealed one), or the path of
         a share file. Errors never repeat the
         answer (it may be a passphrase typed at the wrong prompt)."""
-        from keysplit.custody import SEALED_TEXT_PREFIX, read_share_file
+        from keysplit.custody import SEALED_TEXT_PREFIX
 
         text = answer.strip()
         if text[:3].lower() == "ks1" or text[:4].upper() == SEALED_TEXT_PREFIX[:4]:
             return TYPED_SHARE, self.open(TYPED_SHARE, text.encode("utf-8", "surrogateescape"))
         path = Path(text).expanduser()
         try:
-            data = read_share_file(path)
+            data = read_share_path(path)
         except (OSError, ValueError):  # ValueError: a NUL byte, which no path holds
             raise KeysplitError(
                 "cannot read that share file (what was typed is not shown)",

@@ -17,7 +17,13 @@ import typer
 from keysplit import FormatError, KeysplitError
 
 from .._common import EXIT_USAGE, check_output_file, fail, handle_errors, info, relabel
-from .._opener import ALLOW_EXPENSIVE_KDF, ALLOW_EXPENSIVE_KDF_HELP, Passphrases, ShareOpener
+from .._opener import (
+    ALLOW_EXPENSIVE_KDF,
+    ALLOW_EXPENSIVE_KDF_HELP,
+    Passphrases,
+    ShareOpener,
+    read_share_path,
+)
 from .._output import note
 
 if TYPE_CHECKING:
@@ -125,7 +131,6 @@ def verify_cmd(
     Exit codes: 0 consistent; 1 a bad file, or shares that do not belong together; 2 usage.
     """
     from keysplit import load_share, verify_set
-    from keysplit.custody import read_share_file
 
     opener = (
         ShareOpener(
@@ -140,7 +145,7 @@ def verify_cmd(
     metas: list[tuple[Path, dict[str, Any]]] = []
     for path in files:
         try:
-            data = read_share_file(path)
+            data = read_share_path(path)
             meta = _metadata(path, data)
             if opener is not None or meta["kind"] != "sealed":
                 share = opener.open(str(path), data) if opener else load_share(data)
@@ -205,9 +210,9 @@ def _verify_headers(metas: list[tuple[Path, dict[str, Any]]]) -> None:
 
 def _open_share(path: Path, opener: ShareOpener) -> tuple[Share, str | None]:
     """The share in ``path`` and its custodian's name when the file records it."""
-    from keysplit.custody import is_sealed, read_share_file, sealed_share_info
+    from keysplit.custody import is_sealed, sealed_share_info
 
-    data = read_share_file(path)
+    data = read_share_path(path)
     share = opener.open(str(path), data)
     if is_sealed(data):
         return share, sealed_share_info(data).custodian
@@ -273,13 +278,13 @@ def print_cmd(
     Example: keysplit share print ana.g1.kss --out ana-sheet.pdf
     """
     from keysplit import sheet as ks_sheet
-    from keysplit.custody import is_sealed, read_share_file
+    from keysplit.custody import is_sealed
 
     check_output_file(out, "--out", overwrite=force)
     opener = ShareOpener(identity, Passphrases.single(passphrase_file))
     sheets: list[ks_sheet.ShareSheet | ks_sheet.SealedSheet] = []
     for path in files:
-        data = read_share_file(path)
+        data = read_share_path(path)
         if is_sealed(data):
             try:
                 sheets.append(ks_sheet.SealedSheet(data, keyring_id=keyring_id))

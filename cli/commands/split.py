@@ -34,6 +34,7 @@ from .._opener import (
     ShareOpener,
     prompt_passphrase,
     read_passphrase_file,
+    read_share_path,
 )
 from .._output import note
 from .._specs import parse_name_file
@@ -165,12 +166,10 @@ def _load_all(
     skip_bad: bool,
     allow_expensive_kdf: bool,
 ) -> tuple[list[Share], list[str]]:
-    from keysplit.custody import read_share_file
-
     opener = ShareOpener(
         identity, Passphrases.single(passphrase_file), allow_expensive_kdf=allow_expensive_kdf
     )
-    sources = [(str(p), read_share_file(p)) for p in files] if files else _stdin_shares()
+    sources = [(str(p), read_share_path(p)) for p in files] if files else _stdin_shares()
     if not sources:
         fail("no shares given", "pass share files, or share lines on stdin")
     loaded: list[Share] = []

@@ -449,3 +449,23 @@ def test_split_into_a_directory_writes_every_share_or_none(tmp_path: Path) -> No
     assert _error_lines(r) == [f"error: refusing to overwrite existing file: {out / 'share-3.kss'}"]
     assert sorted(f.name for f in out.iterdir()) == ["share-3.kss"]
     assert (out / "share-3.kss").read_text() == "an older set's share\n"
+
+
+def test_a_share_in_clear_readable_by_others_is_warned_of(tmp_path: Path) -> None:
+    """(red team) A share file that is not sealed (``ks1-`` text or binary) is the share
+    itself; one with mode 0644 (written by a script, copied with cp) was read silently.
+    Warned of now, naming the file, as an identity without a passphrase is; a 0600 one and
+    a sealed one are not."""
+    shares = split(bytes.fromhex(SECRET), 2, 2)
+    loose, kept = tmp_path / "loose.txt", tmp_path / "kept.txt"
+    loose.write_bytes(shares[0].to_bytes())
+    kept.write_bytes(shares[1].to_bytes())
+    loose.chmod(0o644)
+    kept.chmod(0o600)
+    r = run(["combine", loose, kept, "--reveal"])
+    said = "".join(r.stderr.split())  # the console wraps long lines, even inside a path
+    assert r.exit_code == 0 and SECRET in r.stdout, r.stderr
+    warning = f"warning: share file {loose} has no sealing (the share in clear) and is readable"
+    assert "".join(warning.split()) in said
+    assert "".join(f"(mode 0644); run: chmod 600 {loose}".split()) in said
+    assert r.stderr.count("warning: share file") == 1
