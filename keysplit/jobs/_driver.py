@@ -35,6 +35,10 @@ def _client(doc: dict[str, Any]) -> Iterator[Any]:
                 threads_per_worker=doc["threads_per_worker"],
                 processes=True,
                 dashboard_address=None,
+                # no dashboard, and the scheduler's HTTP routes (health, metrics) on a free
+                # loopback port: by default they take 8787, and when another cluster on this
+                # host holds it Dask warns "Port 8787 is already in use" on our stderr
+                scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
                 # CRITICAL only: a failed task is the job's error (one line, its text judged
                 # by main()); at ERROR the workers logged it with its text and a traceback
                 silence_logs=50,

@@ -1312,3 +1312,34 @@ def test_many_corrupt_keys_or_bad_rows_are_reported_whole(
             )
     assert report.checked == 5000 and len(report.bad) == 5000
     assert sorted(b.subject for b in report.bad) == subjects
+
+
+def test_a_local_cluster_leaves_port_8787_alone(tmp_path: Path) -> None:
+    """The job's LocalCluster serves no dashboard and takes no fixed port: with 8787 held by
+    another process (another cluster on this host), Dask printed 'UserWarning: Port 8787 is
+    already in use' on every dataset command's stderr."""
+    import socket
+    import subprocess
+    import sys
+
+    held = socket.socket()
+    try:
+        held.bind(("", 8787))
+        held.listen()
+    except OSError:
+        pass  # someone else holds it already: the same situation
+    code = (
+        "from keysplit.jobs._driver import _client\n"
+        "doc = {'scheduler': None, 'workers': 1, 'threads_per_worker': 1, 'timeout': 60}\n"
+        "with _client(doc) as c:\n"
+        "    assert c.submit(sum, [1, 2]).result(timeout=60) == 3\n"
+        "print('ok')\n"
+    )
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path
+        )
+    finally:
+        held.close()
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    assert "8787" not in r.stderr and "Warning" not in r.stderr, r.stderr
