@@ -35,8 +35,11 @@ CLI's non-zero exit) as "discard everything".
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import io
 import os
+import stat
 import sys
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -547,6 +550,20 @@ def _open_out(path: PathArg, overwrite: bool) -> Iterator[BinaryIO]:
         yield fh
 
 
+def _check_distinct(src: BinaryIO, dst: BinaryIO) -> None:
+    """Refuse an output that is the input (``cat``'s "input file is output file").
+
+    Only stdout can be: ``keysplit encrypt DIR f - >> f`` appended each chunk to the file
+    being read, which so never ended, growing the input until the disk was full (a decrypt
+    likewise appended plaintext to the sealed file). A file OUT is a new inode."""
+    try:
+        a, b = os.fstat(src.fileno()), os.fstat(dst.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return  # not a file descriptor (BytesIO, a closed stream): cannot be the same file
+    if stat.S_ISREG(a.st_mode) and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
+        raise OSError(errno.EINVAL, "input file is output file", str(getattr(src, "name", "-")))
+
+
 def encrypt_file(
     in_path: PathArg,
     out_path: PathArg,
@@ -563,6 +580,7 @@ def encrypt_file(
     ``FileExistsError`` unless ``overwrite``.
     """
     with _open_in(in_path) as src, _open_out(out_path, overwrite) as dst:
+        _check_distinct(src, dst)
         return encrypt_stream(src, dst, recipient, context=context, chunk_size=chunk_size, rng=rng)
 
 
@@ -604,6 +622,7 @@ def _decrypt_to(
     ``released[0]`` counts the plaintext bytes handed to stdout so far (a file's are
     released only once all authenticated), for the audit entry of a decrypt that fails."""
     with _open_out(out_path, overwrite) as dst:
+        _check_distinct(src, dst)
         if header is None:
             header = read_header(src)
         count = released if str(out_path) == "-" else None

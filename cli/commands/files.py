@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import typer
@@ -39,6 +40,20 @@ app = typer.Typer()
 def _json_needs_stdout(as_json: bool, out_path: str) -> None:
     if as_json and out_path == "-":
         fail("--json writes to stdout, and so does OUT -: give OUT a file", code=EXIT_USAGE)
+
+
+def _check_not_stdout(in_path: str, out_path: str) -> None:
+    """A usage error, before any share is asked for, for ``decrypt DIR f - >> f``: the
+    plaintext would be appended to the file being read (the library refuses it too)."""
+    if out_path != "-":
+        return
+    try:
+        mine = os.fstat(0) if in_path == "-" else os.stat(in_path)
+        out = os.fstat(1)
+    except (OSError, ValueError):
+        return
+    if stat.S_ISREG(mine.st_mode) and (mine.st_dev, mine.st_ino) == (out.st_dev, out.st_ino):
+        fail(f"input file is output file: {in_path}", code=EXIT_USAGE)
 
 
 def _is_stdin(in_path: str) -> bool:
@@ -186,6 +201,7 @@ def decrypt_cmd(
     if from_stdin and not share:
         fail("reading the file from stdin needs --share (the prompts use stdin)", code=EXIT_USAGE)
     check_output_file(out_path, "OUT", overwrite=force)
+    _check_not_stdout(in_path, out_path)
     kr = open_keyring(directory, store)
     done = ceremony.decrypt_file(
         kr,

@@ -713,3 +713,44 @@ def test_a_passphrase_longer_than_the_library_takes_is_an_error_not_a_traceback(
     assert r.exit_code == 1
     assert error_lines(r) == ["error: passphrase too long (70000 bytes, at most 65536)"]
     assert "xxxx" not in r.output  # never shown
+
+
+def _bounded_writes() -> None:
+    """(preexec) Files this process writes stop at 8 MiB: a write past it fails (EFBIG)."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, 8 << 20))
+
+
+def test_stdout_appending_to_the_input_file_is_refused(cer: Ceremony) -> None:
+    """(red team) ``keysplit encrypt DIR f - >> f`` appended each sealed chunk to the file
+    being read, which so never reached its end: the input grew until the disk was full
+    (here: until the 8 MiB write limit). ``decrypt DIR f.ks - >> f.ks`` appended plaintext
+    to the sealed file. Refused now as cat refuses it, decrypt before any share."""
+    data = os.urandom(3 << 20)
+    sealed = _encrypt(cer, data)
+    plain = cer.root / "plain.bin"
+    for argv, path, code, line in [
+        (["encrypt", cer.kr, plain, "-"], plain, 1, f"error: input file is output file: {plain}"),
+        (
+            ["decrypt", cer.kr, sealed, "-", *cer.quorum("alice", "bob")],
+            sealed,
+            2,
+            f"error: input file is output file: {sealed}",
+        ),
+    ]:
+        before = path.read_bytes()
+        with path.open("ab") as out:
+            p = subprocess.run(
+                [KEYSPLIT, *map(str, argv)],
+                stdout=out,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_bounded_writes,
+                timeout=120,
+            )
+        assert p.returncode == code and p.stderr.decode().splitlines()[-1] == line, p.stderr
+        assert path.read_bytes() == before
+        assert b"[1/2]" not in p.stderr

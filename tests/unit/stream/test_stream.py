@@ -648,3 +648,49 @@ def test_legacy_nfd_context_header_still_opens() -> None:
     assert dict(header.context) == {CLE_NFD: JOSE_NFD}
     for ctx in (None, {CLE_NFD: JOSE_NFD}, {CLE_NFC: JOSE_NFD}):
         assert unseal(LEGACY_NFD_STREAM, context=ctx) == b"legacy stream"
+
+
+class _AppendingStdout:
+    """``sys.stdout`` whose buffer appends to ``path`` (``>> path``), and gives up after a
+    few MiB (the fault this guards against never ended)."""
+
+    def __init__(self, path: Path) -> None:
+        self.buffer = self
+        self._fh = path.open("ab", buffering=0)
+        self._left = 4 << 20
+
+    def fileno(self) -> int:
+        return self._fh.fileno()
+
+    def write(self, data: bytes) -> int:
+        self._left -= len(data)
+        if self._left < 0:
+            raise AssertionError("the output kept growing the input")
+        return self._fh.write(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_an_output_that_is_the_input_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(red team) encrypt_file(f, "-") with stdout appending to f read its own output
+    forever; decrypt_file(f, "-") appended plaintext to the sealed file. Refused up front,
+    nothing written, like cat's "input file is output file"."""
+    plain = tmp_path / "plain"
+    plain.write_bytes(os.urandom(3 * C + 5))
+    sealed = tmp_path / "sealed"
+    encrypt_file(plain, sealed, PK, chunk_size=C)
+    for path, call in [
+        (plain, lambda: encrypt_file(plain, "-", PK, chunk_size=C)),
+        (sealed, lambda: decrypt_file(sealed, "-", SK)),
+    ]:
+        before = path.read_bytes()
+        fake = _AppendingStdout(path)
+        monkeypatch.setattr(sys, "stdout", fake)
+        with pytest.raises(OSError, match="input file is output file"):
+            call()
+        monkeypatch.undo()
+        fake._fh.close()
+        assert path.read_bytes() == before
