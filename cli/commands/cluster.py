@@ -298,8 +298,9 @@ def rotate_cmd(
 
     Shreds need no pause: from the first run on, every shred (and legal hold) made through
     OLD_DIR reaches NEW_DIR too (OLD_DIR/successor.json names it), and each run shreds in
-    NEW_DIR every subject shredded in OLD_DIR since the rotation began (a client reading
-    another copy of OLD_DIR). Run it once more after every backend uses NEW_DIR.
+    NEW_DIR every subject shredded in OLD_DIR's store since the rotation began (by a client
+    on another host whose copy of OLD_DIR lacks successor.json: copy it there, with NEW_DIR
+    at the same path). Run it once more after every backend uses NEW_DIR.
 
     Example: keysplit cluster create cl2 ...; keysplit cluster rotate cl cl2 --token-file t
 
