@@ -501,6 +501,10 @@ class WorkerLink:
     async def sealed(self) -> None:
         """A seal request arrived here (this process already sealed): have the leader seal
         every process, and return once it says all others dropped their keys (bounded)."""
+        # sealed here: never re-open the keyring before the leader's next UNSEAL (a RELOAD
+        # for another worker's change, sent before the leader saw this seal, re-opened it
+        # with the key kept, and this process served again until the leader's SEAL came)
+        self._master = b""
         if self._leader_sealed.is_set():
             return
         self.tell(SEALED + b"seal request")
@@ -514,6 +518,9 @@ class WorkerLink:
             await asyncio.wait_for(self._done.get(), ACK_TIMEOUT * 2)
 
     def _open(self) -> None:
+        if not self._master:  # sealed (SEAL or a seal request): nothing to open with
+            self.tell(FAILED)
+            return
         try:
             held = self.service.unsealed_keyring  # None on UNSEAL: the file is read
             self.service.adopt(reopen(self.service.directory, self._master, held))

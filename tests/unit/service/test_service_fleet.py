@@ -549,3 +549,61 @@ def test_a_worker_that_dies_during_a_fan_out_is_not_waited_for(
         t.join(90)
         assert done == [True]
         assert f"(pid {worker}) dropped: exited" in srv.log.read_text()
+
+
+def test_a_worker_sealed_by_a_request_does_not_reopen_on_a_reload_that_raced_the_seal(
+    tmp_path: Path,
+) -> None:
+    """Red team (item 5 of the fleet's reopen): a worker that a client's ``/v1/seal`` had just
+    sealed kept the leader's master key until the leader's SEAL reached it. A RELOAD the
+    leader had sent for another worker's change before it saw this seal (that worker still
+    counted as ready) re-opened the keyring with that key: the sealed worker served again,
+    for as long as the leader's seal fan-out took (up to ACK_TIMEOUT per silent worker). Now
+    the seal forgets the key at once and such a RELOAD answers FAILED, still sealed.
+    Driven in process (the worker's side of its socketpair, the leader's messages sent by
+    hand): the interleaving is the point, and two processes cannot be made to take it."""
+    import asyncio
+
+    from keysplit.service import fleet
+    from keysplit.service.core import KeyService
+
+    kr, shares = Keyring.create(tmp_path / "vault", 2, ["a", "b", "c"])
+    with kr.unseal([shares["a"], shares["b"]]) as u:
+        master = bytes(u.master_key)
+
+    async def main() -> None:
+        leader, worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        leader.setblocking(False)
+        service = KeyService(kr.path)
+        link = fleet.WorkerLink(
+            worker,
+            service,
+            lambda *a: asyncio.sleep(0),
+            lambda: None,
+            lambda why: None,
+            lambda m: None,
+        )
+        loop = asyncio.get_running_loop()
+
+        async def heard() -> bytes:
+            return await asyncio.wait_for(loop.sock_recv(leader, fleet.DATAGRAM), 30)
+
+        try:
+            leader.send(fleet.UNSEAL + master)
+            assert await heard() == fleet.READY and not service.sealed
+            service.seal("seal request", audit=False)  # what the worker's /v1/seal did
+            told = asyncio.ensure_future(link.sealed())  # ... and then its after()
+            assert await heard() == fleet.SEALED + b"seal request"
+            leader.send(fleet.RELOAD)  # ordered before the leader saw the seal
+            assert await heard() == fleet.FAILED
+            assert service.sealed
+            leader.send(fleet.SEAL + fleet._ID.pack(1))
+            assert await heard() == fleet.DROPPED + fleet._ID.pack(1)
+            await asyncio.wait_for(told, 30)
+        finally:
+            service.seal("test over", audit=False)
+            loop.remove_reader(worker.fileno())
+            leader.close()
+            worker.close()
+
+    asyncio.run(main())
