@@ -195,8 +195,13 @@ def _keysplit_doc(schema: pa.Schema) -> dict[str, Any]:
     try:
         doc = _json.loads(raw, what="keysplit Parquet metadata", max_bytes=1 << 20)
         sealed, entries, arrow = doc["sealed"], doc.get("pandas", {}), doc.get("arrow", {})
+        version = doc.get("v", 1)
     except (KeyError, TypeError, AttributeError):
         raise bad from None
+    if version != 1 or isinstance(version, bool):  # a later format: never read as this one
+        raise FormatError(
+            f"unsupported keysplit Parquet metadata version {version!r} (this keysplit reads 1)"
+        )
     if not isinstance(sealed, dict) or not all(
         isinstance(k, str) and v in ("str", "bytes") for k, v in sealed.items()
     ):

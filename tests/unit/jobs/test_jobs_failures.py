@@ -337,3 +337,25 @@ def test_an_output_inside_its_input_is_refused(
     assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["big.parquet"]
     assert not (tmp_path / "enc" / "plain").exists()
     assert pq.read_table(tmp_path / "in").num_rows == rows
+
+
+@pytest.mark.parametrize("version", [2, 0, True, "1"])
+def test_keysplit_metadata_of_another_version_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: object
+) -> None:
+    """(red team) The ``keysplit`` schema metadata's ``"v"`` was never read: a dataset
+    written by a later format (``"v": 2``) was opened as this one. Refused now, with the
+    version named; nothing is written."""
+    import json
+
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
+        jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=src)
+        for part in sorted((tmp_path / "enc").iterdir()):
+            table = pq.read_table(part)
+            doc = json.loads(table.schema.metadata[b"keysplit"])
+            doc["v"] = version
+            meta = {**table.schema.metadata, b"keysplit": json.dumps(doc).encode()}
+            pq.write_table(table.replace_schema_metadata(meta), part)
+        with pytest.raises(ke.FormatError, match="unsupported keysplit Parquet metadata version"):
+            jobs.decrypt_dataset(tmp_path / "enc", tmp_path / "out", "body", "user", service=src)
+    assert not (tmp_path / "out").exists()
