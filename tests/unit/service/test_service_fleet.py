@@ -506,6 +506,9 @@ def _answers(url: str) -> bool:
         return False
 
 
+_GONE = ("exited", "control channel failed")
+
+
 @pytest.mark.parametrize("change", ["shred", "seal"])
 def test_a_worker_that_dies_during_a_fan_out_is_not_waited_for(
     tmp_path: Path, sockdir: Path, change: str
@@ -548,7 +551,10 @@ def test_a_worker_that_dies_during_a_fan_out_is_not_waited_for(
         os.kill(worker, signal.SIGKILL)
         t.join(90)
         assert done == [True]
-        assert f"(pid {worker}) dropped: exited" in srv.log.read_text()
+        # dropped on its socket's EOF, or on the leader's next send to it failing (either
+        # can come first once it is killed): the fan-out went on without it either way
+        log = srv.log.read_text()
+        assert any(f"(pid {worker}) dropped: {why}" in log for why in _GONE), log
 
 
 def test_a_worker_sealed_by_a_request_does_not_reopen_on_a_reload_that_raced_the_seal(
