@@ -11,6 +11,7 @@ from keysplit_cli._opener import PASSPHRASE_TRIES
 from keysplit_cli._quorum import _MAX_BAD_TRIES
 from paths import REPO
 
+from keysplit import trust
 from keysplit.custody.passphrase import Argon2Params
 from keysplit.jobs.records import PART_BYTES, PART_BYTES_MAX, PART_SHARE
 from keysplit.keyring import fleet
@@ -81,6 +82,12 @@ CLAIMS = [
         "DEFAULT_CALL_TIMEOUT",
     ),
     ("SECURITY.md", f"up to {ERASE_WAIT:g} s (`keysplit.store.sqlite.ERASE_WAIT`)", "ERASE_WAIT"),
+    (
+        "SECURITY.md",
+        f"read with bounds ({mib(trust.MAX_FILE_BYTES)} MiB,"
+        f" {trust.MAX_LINE_CHARS}-character lines, {grouped(trust.MAX_ENTRIES)} entries",
+        "trust.MAX_*",
+    ),
 ]
 
 
