@@ -15,6 +15,7 @@ from keysplit import trust
 from keysplit.custody.passphrase import Argon2Params
 from keysplit.jobs.records import PART_BYTES, PART_BYTES_MAX, PART_SHARE
 from keysplit.keyring import fleet
+from keysplit.record import MAX_PLAINTEXT_BYTES
 from keysplit.service.server import Limits
 from keysplit.store import url as store_url
 from keysplit.store.sqlite import ERASE_WAIT
@@ -82,6 +83,11 @@ CLAIMS = [
         "DEFAULT_CALL_TIMEOUT",
     ),
     ("SECURITY.md", f"up to {ERASE_WAIT:g} s (`keysplit.store.sqlite.ERASE_WAIT`)", "ERASE_WAIT"),
+    (
+        "README.md",
+        f"at most 2^{(MAX_PLAINTEXT_BYTES + 1).bit_length() - 1} - 1",
+        "MAX_PLAINTEXT_BYTES",
+    ),
     (
         "SECURITY.md",
         f"read with bounds ({mib(trust.MAX_FILE_BYTES)} MiB,"
