@@ -56,6 +56,26 @@ def _check_not_stdout(in_path: str, out_path: str) -> None:
         fail(f"input file is output file: {in_path}", code=EXIT_USAGE)
 
 
+def _no_secret_from_stdin(shares: list[Path], passphrase_files: list[str]) -> None:
+    """With the file to decrypt on stdin, a share or passphrase file that is stdin too
+    (``--passphrase-file carol=/dev/stdin``) read the stream: "wrong passphrase" for the
+    ciphertext taken as carol's passphrase. A usage error, before anything is read."""
+    from .._specs import parse_name_file
+
+    named = [str(p) for p in shares]
+    for spec in passphrase_files:
+        parsed = parse_name_file(spec)
+        named.append(spec if parsed is None or parsed[1] is None else parsed[1])
+    for path in named:
+        if _is_stdin(path):
+            fail(
+                f"{path}: standard input carries the file to decrypt, so it cannot also "
+                "carry a share or passphrase",
+                "give the share or passphrase in a file",
+                code=EXIT_USAGE,
+            )
+
+
 def _is_stdin(in_path: str) -> bool:
     """IN is standard input: ``-``, or a name of it (``/dev/stdin``, ``/dev/fd/0``, any path
     to the pipe or file that fd 0 is). A prompt would then read the file being decrypted:
@@ -200,6 +220,8 @@ def decrypt_cmd(
     from_stdin = _is_stdin(in_path)
     if from_stdin and not share:
         fail("reading the file from stdin needs --share (the prompts use stdin)", code=EXIT_USAGE)
+    if from_stdin:
+        _no_secret_from_stdin(share, passphrase_file)
     check_output_file(out_path, "OUT", overwrite=force)
     _check_not_stdout(in_path, out_path)
     kr = open_keyring(directory, store)

@@ -416,6 +416,12 @@ def _without_terminal(args: list[object], data: bytes) -> subprocess.CompletedPr
     )
 
 
+def _refused(p: subprocess.CompletedProcess[bytes], code: int, last: list[str]) -> None:
+    """``p`` exited with ``code``, no traceback, its stderr ending in the lines ``last``."""
+    assert p.returncode == code and b"Traceback" not in p.stderr, p.stderr
+    assert p.stderr.decode().splitlines()[-len(last) :] == last
+
+
 def test_decrypt_from_stdin_never_reads_a_passphrase_from_it(cer: Ceremony) -> None:
     """``... | keysplit decrypt DIR - OUT --share carol.kss`` without a terminal (cron, CI):
     carol's passphrase prompt read the first line of the encrypted stream as her
@@ -425,12 +431,15 @@ def test_decrypt_from_stdin_never_reads_a_passphrase_from_it(cer: Ceremony) -> N
     out = cer.root / "out.bin"
     args = ["decrypt", cer.kr, "-", out, "--share", cer.share("carol"), *cer.quorum("alice")]
     p = _without_terminal(args, sealed)
-    assert p.returncode == 1 and b"Traceback" not in p.stderr, p.stderr
-    assert p.stderr.decode().splitlines()[-2:] == [
-        f"error: {cer.share('carol')}: standard input carries the file to decrypt, so a "
-        "passphrase cannot be read from it",
-        "hint: give --passphrase-file NAME=FILE",
-    ]
+    _refused(
+        p,
+        1,
+        [
+            f"error: {cer.share('carol')}: standard input carries the file to decrypt, so a "
+            "passphrase cannot be read from it",
+            "hint: give --passphrase-file NAME=FILE",
+        ],
+    )
     assert not out.exists()
     args += ["--passphrase-file", f"carol={cer.carol_pw}"]  # the way to do it
     p = subprocess.run([KEYSPLIT, *map(str, args)], input=sealed, capture_output=True, timeout=120)
@@ -754,3 +763,27 @@ def test_stdout_appending_to_the_input_file_is_refused(cer: Ceremony) -> None:
         assert p.returncode == code and p.stderr.decode().splitlines()[-1] == line, p.stderr
         assert path.read_bytes() == before
         assert b"[1/2]" not in p.stderr
+
+
+def test_a_share_or_passphrase_from_the_stdin_that_carries_the_file_is_refused(
+    cer: Ceremony,
+) -> None:
+    """(red team) ``... | keysplit decrypt DIR - OUT --share carol.kss --passphrase-file
+    carol=/dev/stdin``: the passphrase file read the encrypted stream, and the error was
+    "wrong passphrase" (the ciphertext taken as carol's). Refused up front now, as is a
+    share read from that stdin (``--share -``)."""
+    sealed = _encrypt(cer, os.urandom(5000)).read_bytes()
+    out = cer.root / "out.bin"
+    alice = ["--identity", cer.ids["alice"]]
+    for extra, named in [
+        (["--share", cer.share("carol"), "--passphrase-file", "carol=/dev/stdin"], "/dev/stdin"),
+        (["--share", cer.share("carol"), "--passphrase-file", "/dev/fd/0"], "/dev/fd/0"),
+        (["--share", "-", "--share", cer.share("alice")], "-"),
+    ]:
+        p = _without_terminal(["decrypt", cer.kr, "-", out, *extra, *alice], sealed)
+        message = (
+            f"error: {named}: standard input carries the file to decrypt, so it cannot also "
+            "carry a share or passphrase"
+        )
+        _refused(p, 2, [message, "hint: give the share or passphrase in a file"])
+        assert not out.exists()
