@@ -786,12 +786,17 @@ class ClusterClient:
         present = [s for s in spellings if s in dk.store.get_many(spellings)]
         if not present:
             return False
+        # the subject's own (NFC) spelling is always tagged, first, as KeyAdmin.shred does:
+        # a later lookup under it finds the subject shredded even when only a legacy
+        # spelling had a key, and a key created under it since the lookup above (keys are
+        # made under NFC only) is not deleted without a tombstone for caching clients
+        tagged = list(dict.fromkeys([spellings[0], *present]))
         try:
-            tags = dict(zip(present, dk.tombstone_tags(present), strict=True))
+            tags = dk.tombstone_tags(tagged)
         except (ClusterError, PermissionDenied, SealedError, ServiceError, OSError):
-            tags = dict.fromkeys(present, FLUSH_TAG)
+            tags = [FLUSH_TAG] * len(tagged)
         # every spelling in one transaction that checks each one's hold again
-        existed = dk.store.delete_many(spellings, [tags[s] for s in present])
+        existed = dk.store.delete_many(spellings, tags)
         dk.evict(spellings)
         return existed
 

@@ -6,13 +6,15 @@ everything that needs T nodes are in test_cluster_nodes.py with real node proces
 
 from __future__ import annotations
 
+import hashlib
 import os
+import unicodedata
 from pathlib import Path
 
 import pytest
 from test_cluster_cache import _fast_poll, cl  # noqa: F401  (fixtures, used by name)
 
-from keysplit import ClusterClient, LegalHoldError
+from keysplit import ClusterClient, LegalHoldError, ShreddedError
 from keysplit.service.cluster_config import read_cluster
 from keysplit.store import WrappedKey
 
@@ -80,3 +82,30 @@ def test_one_constructor_switches_a_backend() -> None:
         assert (
             params(ClusterClient, name) == params(Client, name) == params(UnsealedKeyring, name)
         ), name
+
+
+def test_a_shred_tags_the_subjects_own_spelling_first(
+    cl: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """(review helper, 'found, not fixed') ClusterClient's shred tombstoned only the
+    spellings that held a key: a legacy key under a spelling that is neither NFC nor NFD,
+    once shredded, read later under the NFC subject as "never had a key"
+    (NoDataKeyError), and a key made under NFC between the shred's lookup and its delete
+    went without a tombstone. Now the NFC spelling is tagged first, as KeyAdmin.shred does.
+    The nodes of this cluster are down, so the tags are a stand-in (the real evaluation
+    is test_cluster_nodes')."""
+    given = "contacts/\u1e0b\u0323"  # neither NFC nor NFD
+    nfc = unicodedata.normalize("NFC", given)
+    assert given not in (nfc, unicodedata.normalize("NFD", given))
+
+    def tag(subjects: list[str]) -> list[bytes]:
+        return [hashlib.sha256(s.encode()).digest()[:16] for s in subjects]
+
+    with ClusterClient(cl, token="t") as c:
+        monkeypatch.setattr(c.datakeys, "tombstone_tags", tag)
+        store = c.datakeys.store
+        store.insert_many([WrappedKey(given, 1, os.urandom(24))])  # an earlier build's key
+        assert c.shred(given) is True
+        assert [t.tag for t in store.tombstones_since(0)] == tag([nfc, given])
+        assert isinstance(c.datakeys.missing_error(nfc), ShreddedError)
