@@ -64,6 +64,7 @@ def test_an_expired_token_is_refused_by_the_service_and_listed_as_expired(
     assert made["never"] == "" and made["long"] == pol_of(vault, "long").expires
     denied = [e for e in kr.audit_log().entries() if e.event == "token-denied"]
     assert [e.data.get("reason") for e in denied][-1:] == ["token expired"], denied
+    assert denied[-1].data["operation"] == "encrypt" and denied[-1].data["token"] == "short"
     r = cli("token", "list", vault, "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     rows = {row["name"]: row for row in json.loads(r.stdout)}
