@@ -530,6 +530,17 @@ def _fetch(records: Records, grouped: _Grouped, spec: PartSpec) -> _KeyFetch | N
     return None
 
 
+@contextlib.contextmanager
+def subject_errors(subject_column: str) -> Iterator[None]:
+    """The engine's ValueError for a subject no key can have (empty, NUL, too long) as a
+    KeysplitError naming the column: a bare ValueError reached the caller of a computed
+    column as a ValueError, and a cluster job's as ``error: ValueError``."""
+    try:
+        yield
+    except ValueError as exc:
+        raise KeysplitError(f"subject column {subject_column!r}: {exc}") from None
+
+
 def _seal(
     records: Records,
     grouped: _Grouped,
@@ -552,10 +563,8 @@ def _seal(
         items = values.slice(lo, hi - lo).to_pylist()
         if fetch is not None:
             fetch.wait(b)
-        try:
+        with subject_errors(spec.subject_column):
             sealed = engine(grouped.subjects[lo:hi], items, spec.context)
-        except ValueError as exc:  # a subject no key can have (empty, NUL, too long)
-            raise KeysplitError(f"subject column {spec.subject_column!r}: {exc}") from None
         out = _binary(sealed)
         del items
         chunks.extend(out.chunks if isinstance(out, pa.ChunkedArray) else [out])

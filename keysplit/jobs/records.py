@@ -125,7 +125,8 @@ def _encrypt_part(
     rows, subjects = _columns(df, column, subject_column)
     values = df[column].to_numpy(dtype=object)
     plaintexts = [_as_bytes(values[i]) for i in rows]
-    out = job_records(source, job_id).encrypt_many(subjects, plaintexts, context)
+    with _pq.subject_errors(subject_column):
+        out = job_records(source, job_id).encrypt_many(subjects, plaintexts, context)
     return _with(df, column, rows, out)
 
 
@@ -141,7 +142,8 @@ def _decrypt_part(
     rows, subjects = _columns(df, column, subject_column)
     values = df[column].to_numpy(dtype=object)
     records = [_as_record(values[i]) for i in rows]
-    out: list[Any] = job_records(source, job_id).decrypt_many(subjects, records, context)
+    with _pq.subject_errors(subject_column):
+        out: list[Any] = job_records(source, job_id).decrypt_many(subjects, records, context)
     if text:
         try:
             out = [b.decode("utf-8") for b in out]

@@ -359,3 +359,31 @@ def test_keysplit_metadata_of_another_version_is_refused(
         with pytest.raises(ke.FormatError, match="unsupported keysplit Parquet metadata version"):
             jobs.decrypt_dataset(tmp_path / "enc", tmp_path / "out", "body", "user", service=src)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_subject_no_key_can_have_in_a_dask_column_is_a_keysplit_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(red team) encrypt_column/decrypt_column over a DataFrame with an empty subject
+    raised the engine's bare ValueError, as the dataset jobs did (fixed there first)."""
+    import dask
+    import dask.dataframe as dd
+    import pandas as pd
+
+    frame = pd.DataFrame({"user": ["u/1", ""], "body": [b"a", b"b"]})
+    with (
+        _unsealed(tmp_path, monkeypatch) as ukr,
+        serve_keys(ukr) as src,
+        dask.config.set({"dataframe.convert-string": False}),
+    ):
+        ddf = dd.from_pandas(frame, npartitions=1)
+        with pytest.raises(ke.KeysplitError, match=r"subject column 'user': .*must not be empty"):
+            jobs.encrypt_column(ddf, "body", "user", service=src).compute(scheduler="sync")
+        good = jobs.encrypt_column(
+            dd.from_pandas(frame.iloc[:1], npartitions=1), "body", "user", service=src
+        ).compute(scheduler="sync")
+        moved = good.assign(user=[""])
+        with pytest.raises(ke.KeysplitError, match=r"subject column 'user': .*must not be empty"):
+            jobs.decrypt_column(
+                dd.from_pandas(moved, npartitions=1), "body", "user", service=src
+            ).compute(scheduler="sync")
