@@ -447,10 +447,19 @@ def check_destination(
     the input dataset ``src``: what :func:`encrypt_dataset` and :func:`decrypt_dataset`
     refuse, checkable up front (before a quorum is gathered for the job).
 
-    An output inside its input became part of it: the next read of ``src`` (a rerun, a
+    A symbolic link (to an empty directory, or to nowhere) is refused: the job ran to its
+    end and then failed to rename its parts onto it (ENOTDIR), after the quorum and all
+    the work. An output inside its input became part of it: the next read of ``src`` (a rerun, a
     scan, any Parquet reader of the directory) took the sealed or opened parts as rows of
     the input, and a decrypt left plaintext inside the sealed dataset."""
     out = Path(dst)
+    if out.is_symlink():  # the finished parts are renamed to dst: never onto a link
+        raise KeysplitError(
+            f"{out.absolute()} is a symbolic link",
+            hint=f"name the directory itself ({out.resolve()})"
+            if out.exists()
+            else "name a new directory",
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KeysplitError(f"{out.absolute()} exists and is not an empty directory")
     if src is not None:

@@ -585,12 +585,17 @@ def test_dataset_paths_are_checked_before_the_quorum(cer: Ceremony, command: str
     full.mkdir()
     (full / "keep").write_bytes(b"x")
     cases = [(cer.root / "missing", cer.root / "out", "error: IN: no such file or directory")]
+    link = cer.root / "link"
+    (cer.root / "empty").mkdir()
+    link.symlink_to(cer.root / "empty")
     if command != "scan-dataset":
         cases += [
             (src, full, f"error: OUT: {full} exists and is not an empty directory"),
             (src, src / "part-0.parquet" / "out", "error: OUT: not a directory"),
             # (red team) an output inside its input became part of the input dataset
             (src, src / "out", f"error: OUT: {src / 'out'} is inside the input dataset"),
+            # (red team) a link: the whole job ran, then the parts could not be renamed onto it
+            (src, link, f"error: OUT: {link} is a symbolic link"),
         ]
     for in_path, out, message in cases:
         dst = [] if command == "scan-dataset" else [out]

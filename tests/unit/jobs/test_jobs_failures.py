@@ -387,3 +387,22 @@ def test_a_subject_no_key_can_have_in_a_dask_column_is_a_keysplit_error(
             jobs.decrypt_column(
                 dd.from_pandas(moved, npartitions=1), "body", "user", service=src
             ).compute(scheduler="sync")
+
+
+def test_an_output_that_is_a_symbolic_link_is_refused_before_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(red team) OUT a link to an empty directory (or to nowhere) passed the up-front
+    check, the whole job ran, and only the final rename of the parts failed: "cannot move
+    the finished parts to OUT: [Errno 20] Not a directory". Refused before the job now."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
+        for out in ("link", "dangling"):
+            with pytest.raises(ke.KeysplitError, match="is a symbolic link") as err:
+                jobs.encrypt_dataset(tmp_path / "in", tmp_path / out, "body", "user", service=src)
+            assert "Not a directory" not in str(err.value)
+        assert ukr.status().keys_by_version == {}  # refused before any key was made
+    assert list((tmp_path / "real").iterdir()) == []
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "dangling").is_symlink()
