@@ -168,7 +168,10 @@ def _quiet_logging() -> None:
     """Library and driver log records (psycopg_pool's reconnect attempts, a fleet lease's
     failed renewal during a store outage) are not the CLI's output: with no handler Python
     printed each one raw on stderr (its last-resort handler), beside the single ``error:``
-    line. They are dropped, unless ``KEYSPLIT_LOG=debug|info|warning`` asks for them."""
+    line. They are dropped, unless ``KEYSPLIT_LOG=debug|info|warning`` asks for them. One
+    kind is the operator's business and always shown, as a ``warning:`` line: the SQLite
+    store's word that a shredded key's old page is still on disk (a reader held an older
+    snapshot past the erase bound), which a ``shred`` otherwise reported as plain success."""
     import logging
 
     level = os.environ.get("KEYSPLIT_LOG", "").upper()
@@ -176,6 +179,10 @@ def _quiet_logging() -> None:
         logging.basicConfig(level=level, format="log: %(name)s: %(levelname)s: %(message)s")
     else:
         logging.getLogger().addHandler(logging.NullHandler())
+        erase = logging.StreamHandler(sys.stderr)
+        erase.setLevel(logging.WARNING)
+        erase.setFormatter(logging.Formatter("warning: %(message)s"))
+        logging.getLogger("keysplit.store.sqlite").addHandler(erase)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ceremony_helpers import error_lines, fast_kdf_fixture, run  # noqa: F401 (fixtures)
 
-from keysplit import Keyring, Share
+from keysplit import Keyring, Share, load_share
 
 NAMES = ("alice", "bob", "carol")
 
@@ -135,3 +135,39 @@ def test_a_store_outage_mid_command_prints_one_error_line(tmp_path: Path) -> Non
         errors = [ln for ln in lines if not ln.lstrip().startswith("[")]  # the quorum's lines
         assert errors == ["error: empty input: not a keysplit stream\n"], lines
         assert p.returncode == 1
+
+
+def test_a_shred_whose_erase_is_unconfirmed_says_so(tmp_path: Path) -> None:
+    """While another process read an older snapshot of the SQLite store, `keysplit shred`
+    printed only "shredded the data key": the store's warning that the wrapped key's old
+    page was still in the WAL went to the CLI's dropped library log (SECURITY.md promises
+    the warning). Real processes: the installed command and a reader pinning a snapshot."""
+    import os
+    import subprocess
+
+    from service_helpers import KEYSPLIT
+    from sqlite_reader import start_reader
+
+    vault, shares = _init(tmp_path)
+    kr = Keyring.open(vault)
+    quorum = [load_share((shares / f"{n}.g1.kss").read_bytes()) for n in ("alice", "bob")]
+    with kr.unseal(quorum) as ukr:
+        ukr.encrypt(b"x", subject="victim")
+    reader = start_reader(vault / "keys.sqlite")
+    env = dict(os.environ)
+    env.pop("KEYSPLIT_LOG", None)
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == "reading\n"
+        r = subprocess.run(
+            [KEYSPLIT, "shred", str(vault), "victim", "--yes", *_quorum(shares, "alice", "bob")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    finally:
+        reader.communicate("done\n", timeout=30)
+    assert r.returncode == 0, r.stderr
+    warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning: key store")]
+    assert warnings and "still in the WAL" in warnings[0], r.stderr
+    assert "victim" not in "".join(warnings) and "log:" not in r.stderr

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from memory_store import MemoryKeyStore
+from sqlite_reader import start_reader
 
 from keysplit import FormatError, Keyring, KeyringError, LegalHoldError
 from keysplit.store import KeyStore, SQLiteKeyStore, WrappedKey, open_store
@@ -104,18 +104,6 @@ def test_shredded_bytes_leave_the_database_file(tmp_path: Path) -> None:
     assert marker not in blob
 
 
-_READER = """
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1], isolation_level=None)
-db.execute("BEGIN")
-db.execute("SELECT count(*) FROM data_keys").fetchone()  # a snapshot that holds the key
-print("reading", flush=True)
-sys.stdin.readline()
-db.execute("COMMIT")
-db.close()
-"""
-
-
 def _with_reader(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[SQLiteKeyStore, Path, bytes, subprocess.Popen[str]]:
@@ -129,13 +117,7 @@ def _with_reader(
     s = SQLiteKeyStore(path, KID, create=True)
     marker = b"\xc3\x3c" * 12
     s.insert_many([WrappedKey("victim", 1, marker), *rows(3)])
-    reader = subprocess.Popen(
-        [sys.executable, "-c", _READER, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    return s, path, marker, reader
+    return s, path, marker, start_reader(path)
 
 
 def test_a_shred_whose_checkpoint_is_blocked_says_so_and_erases_later(
