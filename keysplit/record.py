@@ -32,7 +32,7 @@ from __future__ import annotations
 import hmac
 import struct
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from typing import NamedTuple
 
 import numpy as np
@@ -50,6 +50,7 @@ __all__ = [
     "MAX_CONTEXT_BYTES",
     "MAX_CONTEXT_ENTRIES",
     "MAX_PLAINTEXT_BYTES",
+    "MAX_RECORD_BYTES",
     "NONCE_SIZE",
     "OVERHEAD",
     "ContextTooLargeError",
@@ -96,6 +97,24 @@ class ContextTooLargeError(FormatError, ValueError):
 MAX_PLAINTEXT_BYTES = 2**31 - 1
 """The most plaintext one record holds: AES-GCM in ``cryptography`` takes at most
 2**31 - 1 bytes per call. Larger data goes through :mod:`keysplit.stream` (chunked)."""
+
+MAX_RECORD_BYTES = MAX_PLAINTEXT_BYTES + OVERHEAD
+"""The longest record (header, :data:`MAX_PLAINTEXT_BYTES`, tag): :func:`parse` refuses a
+longer one, which no keysplit build wrote and on which ``cryptography``'s decrypt panics."""
+
+
+def refuse_oversized(record: Sized, exc: BaseException) -> None:
+    """Called where an AEAD call raised anything but ``InvalidTag``: for a record longer
+    than :data:`MAX_RECORD_BYTES`, ``cryptography`` 50 raises pyo3's ``PanicException`` (a
+    ``BaseException``, past any ``except Exception`` of a service or a job), so say
+    :class:`FormatError` instead; anything else is the caller's to re-raise. From the
+    except clauses only: the opening loops test no length per record."""
+    if len(record) > MAX_RECORD_BYTES and not isinstance(
+        exc, KeyboardInterrupt | SystemExit | GeneratorExit
+    ):
+        raise FormatError(
+            f"record longer than {MAX_RECORD_BYTES} bytes: not a keysplit record"
+        ) from None
 
 
 class PlaintextTooLargeError(KeysplitError, ValueError):
@@ -276,6 +295,8 @@ def parse(record: bytes) -> Parsed:
         raise FormatError(f"unsupported record suite {mv[5]}")
     if len(mv) < OVERHEAD:
         raise FormatError("truncated record")
+    if len(mv) > MAX_RECORD_BYTES:
+        raise FormatError(f"record longer than {MAX_RECORD_BYTES} bytes: not a keysplit record")
     header = bytes(mv[:HEADER_SIZE])
     return Parsed(
         VERSION,
@@ -492,6 +513,9 @@ def open_groups(groups: Iterable[Group], records: Sequence[bytes]) -> list[bytes
                 done[i] = dec(header[PREFIX_SIZE:], record[HEADER_SIZE:], header + tail)
             except InvalidTag:
                 done[i] = _open_legacy(key, header, record[HEADER_SIZE:], subject, context)
+            except BaseException as exc:  # no cost unless raised
+                refuse_oversized(record, exc)
+                raise
     return done
 
 

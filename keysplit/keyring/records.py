@@ -43,7 +43,7 @@ from .datakeys import DataKeys
 __all__ = ["Records"]
 
 Context = Mapping[str, str] | Sequence[Mapping[str, str] | None] | None
-_NO_KEY = "the subject has no data key (never used, or shredded)"
+_NO_KEY = "the subject has no data key here (never used, shredded, or sealed under another keyring)"
 _POOL_NONCES = 1024
 _SUBJECT_CACHE = 1 << 16
 _CONTEXT_CACHE = 256
@@ -331,6 +331,9 @@ class Records:
                     )
                 except InvalidTag:
                     return fmt.open_parsed(key, fmt.parse(record), subject=subject, context=context)
+                except BaseException as exc:  # no cost unless raised
+                    fmt.refuse_oversized(record, exc)
+                    raise
         return self._decrypt(record, subject, context)
 
     def _decrypt(self, record: bytes, subject: str, context: Mapping[str, str] | None) -> bytes:
@@ -356,6 +359,9 @@ class Records:
             )
         except InvalidTag:
             return fmt.open_parsed(key, fmt.parse(record), subject=subject, context=context)
+        except BaseException as exc:
+            fmt.refuse_oversized(record, exc)
+            raise
 
     def encrypt_many(
         self, subjects: Sequence[str], plaintexts: Sequence[bytes], context: Context = None
@@ -457,6 +463,9 @@ class Records:
                     dec(header[pre:], r[head:], header + tail, view[pos:end])
                 except InvalidTag:
                     raise IntegrityError() from None
+                except BaseException as exc:
+                    fmt.refuse_oversized(r, exc)
+                    raise
                 pos = end
             return buf
 
