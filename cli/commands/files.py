@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 
 import typer
@@ -40,6 +41,18 @@ app = typer.Typer()
 def _json_needs_stdout(as_json: bool, out_path: str) -> None:
     if as_json and out_path == "-":
         fail("--json writes to stdout, and so does OUT -: give OUT a file", code=EXIT_USAGE)
+
+
+def _no_ciphertext_to_terminal(out_path: str) -> None:
+    """``encrypt DIR IN -`` with stdout a terminal would print binary ciphertext to the
+    screen: refused, as age does. Decrypting to a terminal stays allowed (age allows it
+    too): the plaintext is what the person at the screen asked to see."""
+    if out_path == "-" and sys.stdout.isatty():
+        fail(
+            "refusing to write the encrypted file to the terminal",
+            "redirect stdout (> FILE.ks, | ...) or give OUT a file name",
+            code=EXIT_USAGE,
+        )
 
 
 def _check_not_stdout(in_path: str, out_path: str) -> None:
@@ -151,6 +164,7 @@ def encrypt_cmd(
 
     ctx = _parse_context(context)
     _json_needs_stdout(as_json, out_path)
+    _no_ciphertext_to_terminal(out_path)
     check_output_file(out_path, "OUT", overwrite=force)
     kr = Keyring.open(directory)
     sealed = encrypt_file(
@@ -168,9 +182,10 @@ def encrypt_cmd(
             f"[yellow]warning:[/] keyring {kr.keyring_id} was not pinned; pinned its "
             f"fingerprint {kr.fingerprint} now (trust on first use: compare it with the owner's)"
         )
+    chunks = f"{result.chunks} chunk{'' if result.chunks == 1 else 's'}"
     info(
         f"encrypted {result.plaintext_size} bytes to keyring {kr.keyring_id} "
-        f"({result.chunks} chunks{', context ' + json.dumps(ctx) if ctx else ''})"
+        f"({chunks}{', context ' + json.dumps(ctx) if ctx else ''})"
     )
     if as_json:
         doc = {

@@ -792,3 +792,46 @@ def test_a_share_or_passphrase_from_the_stdin_that_carries_the_file_is_refused(
         )
         _refused(p, 2, [message, "hint: give the share or passphrase in a file"])
         assert not out.exists()
+
+
+def test_encrypt_refuses_to_print_ciphertext_to_a_terminal(tmp_path: Path) -> None:
+    """(leftovers) ``encrypt DIR IN -`` with stdout a terminal wrote binary ciphertext to the
+    screen. Like age it is refused: one usage error, a hint, nothing read or written. The
+    refusal comes before the keyring is opened, so a bare directory is enough here."""
+    import pty
+
+    src = tmp_path / "plain.txt"
+    src.write_text("secret\n")
+    controller, terminal = pty.openpty()
+    try:
+        p = subprocess.run(
+            [KEYSPLIT, "encrypt", str(tmp_path / "vault"), str(src), "-"],
+            stdin=subprocess.DEVNULL,
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    lines = p.stderr.decode().splitlines()
+    assert p.returncode == 2, lines
+    assert [ln for ln in lines if ln.startswith("error:")] == [
+        "error: refusing to write the encrypted file to the terminal"
+    ]
+    assert any(ln.startswith("hint:") and "redirect" in ln for ln in lines), lines
+
+
+def test_encrypt_counts_one_chunk_in_the_singular(cer: Ceremony) -> None:
+    """(leftovers) a short file said "(1 chunks, ...)"."""
+    src = cer.root / "short.txt"
+    src.write_text("short\n")
+    r = run(["encrypt", cer.kr, src, cer.root / "short.ks"])
+    assert r.exit_code == 0, r.output
+    said = " ".join(r.stderr.split())
+    assert "(1 chunk)" in said and "chunks" not in said
+    big = cer.root / "big.bin"
+    big.write_bytes(os.urandom(2 * MiB + 1))
+    r = run(["encrypt", cer.kr, big, cer.root / "big.ks"])
+    assert r.exit_code == 0, r.output
+    assert "(3 chunks)" in " ".join(r.stderr.split())
