@@ -615,15 +615,22 @@ def _decrypt_to(
     context: Mapping[str, str] | None = None,
     overwrite: bool = False,
     released: list[int] | None = None,
+    before_release: Callable[[StreamInfo], None] | None = None,
 ) -> StreamInfo:
     """:func:`decrypt_file` from an open source whose ``header`` may be read already
     (:func:`keysplit.ceremony.decrypt_file` reads it to check the recipient before a quorum
     is asked for: the input is opened once, since a pipe can be read only once).
     ``released[0]`` counts the plaintext bytes handed to stdout so far (a file's are
-    released only once all authenticated), for the audit entry of a decrypt that fails."""
+    released only once all authenticated), for the audit entry of a decrypt that fails.
+    ``before_release(info)`` runs once every chunk is authenticated and before a file OUT
+    is put in place (its audit entry: recorded, then released); if it raises, the file is
+    not put in place."""
     with _open_out(out_path, overwrite) as dst:
         _check_distinct(src, dst)
         if header is None:
             header = read_header(src)
         count = released if str(out_path) == "-" else None
-        return _decrypt_body(header, src, dst, opener, context=context, released=count)
+        info = _decrypt_body(header, src, dst, opener, context=context, released=count)
+        if before_release is not None:
+            before_release(info)
+        return info

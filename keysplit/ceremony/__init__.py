@@ -565,6 +565,14 @@ def decrypt_file(
         with unsealed(authority, keyring, "decrypt", ()) as ukr:
             by = authority.authorized_by  # known once the quorum has unsealed
             released = [0]  # plaintext bytes handed to stdout so far
+            entries: list[AuditEntry] = []
+
+            def record(info: StreamInfo) -> None:
+                # before a file OUT is put in place: a kill between the two leaves an entry
+                # for a file that never appeared, never a file without its entry
+                size, ctx = info.plaintext_size, dict(info.header.context)
+                entries.append(ev.record(ukr.audit_log(), ev.Decrypt(in_path, size, ctx, by)))
+
             try:
                 head = read_header(src) if header is None else header
                 info = _decrypt_to(
@@ -575,16 +583,15 @@ def decrypt_file(
                     context=context,
                     overwrite=overwrite,
                     released=released,
+                    before_release=record,
                 )
             except BaseException as exc:
-                if released[0]:  # plaintext left the process: on the record, then the error
+                if released[0] and not entries:  # plaintext left: on the record, then the error
                     why = type(exc).__name__
                     done = ev.DecryptIncomplete(in_path, released[0], dict(head.context), why, by)
                     ev.record(ukr.audit_log(), done)
                 raise
-            size, ctx = info.plaintext_size, dict(info.header.context)
-            entry = ev.record(ukr.audit_log(), ev.Decrypt(in_path, size, ctx, by))
-        return Done(info, entry, by)
+        return Done(info, entries[0], by)
 
     if in_path == "-":
         with _open_in(in_path) as stdin:

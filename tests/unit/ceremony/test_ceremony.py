@@ -548,19 +548,51 @@ def test_abort_discards_a_pending_rekey_with_the_current_shares(tmp_path: Path) 
     assert kr.status().pending_rekey is False
 
 
-def test_tampered_file_is_not_recorded_as_decrypted(tmp_path: Path) -> None:
+def _sealed_file(tmp_path: Path) -> tuple[Keyring, list[Share]]:
+    """A 2-of-2 keyring, its shares, and f.ks: 5,000 bytes sealed to it."""
     made = ceremony.init(tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path))
-    kr = made.keyring
     shares = [load_share(Path(w.location).read_bytes()) for w in made.shares]
     src = tmp_path / "f.txt"
     src.write_bytes(b"x" * 5000)
-    encrypt_file(src, tmp_path / "f.ks", kr.public_key)
+    encrypt_file(src, tmp_path / "f.ks", made.keyring.public_key)
+    return made.keyring, shares
+
+
+def test_tampered_file_is_not_recorded_as_decrypted(tmp_path: Path) -> None:
+    kr, shares = _sealed_file(tmp_path)
     bad = bytearray((tmp_path / "f.ks").read_bytes())
     bad[-50] ^= 1
     (tmp_path / "f.ks").write_bytes(bytes(bad))
     with pytest.raises(IntegrityError):
         ceremony.decrypt_file(kr, Quorum(kr, shares), str(tmp_path / "f.ks"), str(tmp_path / "o"))
     assert not (tmp_path / "o").exists() and _events(kr) == ["init"]
+
+
+def test_a_decrypted_file_is_put_in_place_only_once_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(redteam2, 'found, not fixed') The decrypt entry was appended after the plaintext file
+    was put in place: a kill between the two left plaintext on disk with nothing on the
+    record. Now the entry is appended once every chunk is authenticated and before OUT
+    appears (record, then release), so an append that fails leaves no OUT at all."""
+    kr, shares = _sealed_file(tmp_path)
+    real = events.record
+
+    def failing(log: object, event: events.Event) -> object:
+        if isinstance(event, events.Decrypt):
+            assert not (tmp_path / "o").exists(), "the plaintext was released before its entry"
+            raise OSError("disk full (the audit log)")
+        return real(log, event)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(events, "record", failing)
+    with pytest.raises(OSError, match="disk full"):
+        ceremony.decrypt_file(kr, Quorum(kr, shares), str(tmp_path / "f.ks"), str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists() and _events(kr) == ["init"]
+    monkeypatch.setattr(events, "record", real)
+    out = str(tmp_path / "o")
+    done = ceremony.decrypt_file(kr, Quorum(kr, shares), str(tmp_path / "f.ks"), out)
+    assert (tmp_path / "o").read_bytes() == b"x" * 5000 and _events(kr) == ["init", "decrypt"]
+    assert done.entry is not None and done.entry.event == "decrypt"
 
 
 def test_vocabulary_is_one_and_old_spellings_map_to_it() -> None:
