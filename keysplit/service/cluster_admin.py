@@ -582,6 +582,17 @@ def rotate_cluster(
             )
         ostore, nstore = old.datakeys.store, new.datakeys.store
         if succ is None:
+            onward = new._successors()  # a cycle among NEW's successors is refused here
+            back = [c.directory for c in onward if c.config.cluster_id == old.config.cluster_id]
+            for c in onward:
+                c.close()
+            if back:  # rotating back: OLD's marker would then lead to itself
+                raise ClusterError(
+                    f"cluster {new.config.cluster_id} is being rotated to cluster "
+                    f"{old.config.cluster_id} ({back[0]}) itself",
+                    hint="remove the successor.json of that rotation if it is finished, "
+                    "then run this again",
+                )
             succ = Successor(
                 new.config.cluster_id,
                 str(Path(new_dir).resolve()),

@@ -741,6 +741,33 @@ class ClusterClient:
             )
         return nxt
 
+    def _successors(self) -> list[ClusterClient]:
+        """Every cluster this one's keys are being rotated to, in order: the successor
+        (``DIR/successor.json``), its own successor if it is being rotated on, and so on.
+        Successor files that lead back to a cluster already named (two rotations each way)
+        are a :class:`ClusterError`, raised before anything is changed."""
+        chain: list[ClusterClient] = []
+        seen = {self.config.cluster_id}
+        cur: ClusterClient = self
+        try:
+            while (nxt := cur._successor()) is not None:
+                chain.append(nxt)
+                if nxt.config.cluster_id in seen:
+                    raise ClusterError(
+                        f"the rotation markers ({SUCCESSOR_FILE}) of cluster "
+                        f"{self.config.cluster_id} lead back to cluster {nxt.config.cluster_id} "
+                        f"({cur.directory / SUCCESSOR_FILE})",
+                        hint="nothing was changed; remove the successor.json of a rotation "
+                        "that is finished",
+                    )
+                seen.add(nxt.config.cluster_id)
+                cur = nxt
+        except BaseException:
+            for c in chain:
+                c.close()
+            raise
+        return chain
+
     def shred(self, subject: str) -> bool:
         """Delete the subject's wrapped data key: its records die for every node quorum.
 
@@ -757,9 +784,9 @@ class ClusterClient:
         under :data:`FLUSH_TAG` (every caching client drops every cached key), since
         erasure must not wait for the nodes. Returns whether a key existed.
         """
-        nxt = self._successor()
+        chain = self._successors()
         try:
-            if nxt is not None:
+            for nxt in chain:
                 held = set(names.subject_spellings(subject)) & set(nxt.datakeys.store.legal_holds())
                 if held:
                     raise LegalHoldError(
@@ -768,11 +795,11 @@ class ClusterClient:
                         hint="lift the hold first",
                     )
             existed = self._shred_here(subject)
-            if nxt is not None:
-                existed = nxt.shred(subject) or existed
+            for nxt in chain:
+                existed = nxt._shred_here(subject) or existed
             return existed
         finally:
-            if nxt is not None:
+            for nxt in chain:
                 nxt.close()
 
     def _shred_here(self, subject: str) -> bool:
@@ -802,16 +829,16 @@ class ClusterClient:
 
     def set_legal_hold(self, subject: str, hold: bool) -> None:
         """Place or lift a hold under every spelling (in the cluster a rotation is moving
-        this one's keys to as well, if one began)."""
+        this one's keys to as well, if one began, and the one that is moving them on)."""
         check_hold(hold)
-        nxt = self._successor()
+        chain = self._successors()
         try:
             for s in names.subject_spellings(subject):
-                if nxt is not None:
+                for nxt in chain:
                     nxt.datakeys.store.set_legal_hold(s, hold)
                 self.datakeys.store.set_legal_hold(s, hold)
         finally:
-            if nxt is not None:
+            for nxt in chain:
                 nxt.close()
 
     def status(self) -> ClusterStatus:

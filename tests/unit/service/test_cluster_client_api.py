@@ -109,3 +109,63 @@ def test_a_shred_tags_the_subjects_own_spelling_first(
         assert c.shred(given) is True
         assert [t.tag for t in store.tombstones_since(0)] == tag([nfc, given])
         assert isinstance(c.datakeys.missing_error(nfc), ShreddedError)
+
+
+def _clusters(tmp_path: Path, names: str) -> dict[str, Path]:
+    """Clusters of nodes that are down (one per letter, each its own id and store)."""
+    import dataclasses
+
+    from test_cluster_cache import dealt_config
+
+    from keysplit.store import open_store
+
+    out = {}
+    for x in names:
+        d = tmp_path / x
+        d.mkdir()
+        url = f"unix:{d}/absent"
+        cfg = dataclasses.replace(dealt_config(lambda i, u=url: f"{u}{i}.sock"), cluster_id=x * 32)
+        cfg.write(d)
+        open_store(cfg.store, keyring_id=cfg.cluster_id, home=d, create=True).close()
+        out[x] = d
+    return out
+
+
+def test_rotation_markers_that_lead_back_are_refused_not_followed_for_ever(
+    tmp_path: Path,
+) -> None:
+    """(review2) Rotated a -> b, then b -> a back: each directory's successor.json named the
+    other, and every shred through either recursed until RecursionError (a traceback out of
+    the CLI), after deleting the key. ``cluster rotate`` now refuses to rotate back into a
+    cluster whose marker leads to the one being rotated; markers made by hand that form a
+    cycle make shred and hold a ClusterError before anything is changed. A chain a -> b ->
+    c (b rotated on) is followed to its end by shreds and holds alike (a hold reached only
+    b before)."""
+    from keysplit import ClusterError
+    from keysplit.service.cluster_admin import rotate_cluster
+    from keysplit.service.cluster_config import Successor, read_successor
+
+    d = _clusters(tmp_path, "abc")
+    Successor("b" * 32, str(d["b"]), 0).write(d["a"])
+    with pytest.raises(ClusterError, match="itself"):
+        rotate_cluster(d["b"], d["a"], token="t")
+    assert read_successor(d["b"]) is None, "no marker written"
+
+    Successor("c" * 32, str(d["c"]), 0).write(d["b"])
+    with ClusterClient(d["a"], token="t") as a:
+        a.set_legal_hold("contacts/1", True)
+        with ClusterClient(d["c"], token="t") as c:
+            assert "contacts/1" in c.datakeys.store.legal_holds()
+            c.datakeys.store.insert_many([WrappedKey("contacts/2", 1, os.urandom(24))])
+            assert a.shred("contacts/2") is True
+            assert c.datakeys.store.get_many(["contacts/2"]) == {}
+
+    Successor("a" * 32, str(d["a"]), 0).write(d["c"])  # a -> b -> c -> a, by hand
+    with ClusterClient(d["b"], token="t") as b:
+        b.datakeys.store.insert_many([WrappedKey("contacts/3", 1, os.urandom(24))])
+        with pytest.raises(ClusterError, match="lead back"):
+            b.shred("contacts/3")
+        with pytest.raises(ClusterError, match="lead back"):
+            b.set_legal_hold("contacts/3", True)
+        assert set(b.datakeys.store.get_many(["contacts/3"])) == {"contacts/3"}
+        assert "contacts/3" not in b.datakeys.store.legal_holds()
