@@ -73,6 +73,10 @@ def default_deadline(timeout: float, size: int, limit: int) -> float:
     return float(math.ceil(timeout + (size + limit) / MIN_RATE))
 
 
+class _DeadlinePassed(TimeoutError):
+    """The call's whole deadline passed (not one socket operation's timeout)."""
+
+
 class _Clock:
     """The deadline of the call a connection is making (``time.monotonic()`` seconds) and
     the longest one socket operation may take (the client's ``timeout``)."""
@@ -98,7 +102,7 @@ class _Clock:
         return min(self.op, left)
 
     def expired(self) -> TimeoutError:
-        return TimeoutError(f"no complete answer within the call's deadline ({self.total:g} s)")
+        return _DeadlinePassed(f"no complete answer within the call's deadline ({self.total:g} s)")
 
     def name(self, exc: BaseException) -> BaseException:
         """``exc``, or the deadline's error for a timeout that ended the call at it."""
@@ -401,6 +405,7 @@ class Client:
                 self._drop(conn)
                 raise
             except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
+                reached = conn.sock is not None  # connected: the service is there
                 self._drop(conn)
                 if cut_ok and not isinstance(exc, TimeoutError):
                     raise _StreamCut() from None  # a streamed decrypt the server cut: again whole
@@ -417,6 +422,15 @@ class Client:
                 )
                 if attempt == 1 or not stale:
                     exc = conn.clock.name(exc)  # type: ignore[attr-defined]
+                    if reached and isinstance(exc, _DeadlinePassed):
+                        # a server that answers too slowly (or trickles) was reached all the
+                        # same: "cannot reach" sent people to check a service that was up
+                        raise ServiceError(
+                            f"the key service at {self.url} was reached but did not answer "
+                            f"completely within the call's deadline ({bound:g} s)",
+                            hint="a busy service or a slow link: give the client a longer "
+                            "deadline (Client(deadline=SECONDS))",
+                        ) from None
                     raise ServiceError(
                         f"cannot reach the key service at {self.url}: {exc}",
                         hint=self._transport_hint(exc),
