@@ -315,19 +315,31 @@ _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
 
 
 class _Watch:
-    """One call's deadline on one connection; ``fired`` once the watchdog ended it."""
+    """One call's deadline on one connection; ``fired`` once the watchdog ended it.
+    ``sock`` is a duplicate of the connection's socket taken when the call was armed: the
+    watchdog shuts that down, never whatever socket holds the connection's descriptor
+    number by then (libpq may have closed it and another thread reused the number)."""
 
-    __slots__ = ("conn", "deadline", "fired")
+    __slots__ = ("deadline", "fired", "sock")
 
-    def __init__(self, conn: _Conn, deadline: float) -> None:
-        self.conn, self.deadline, self.fired = conn, deadline, False
+    def __init__(self, sock: socket.socket | None, deadline: float) -> None:
+        self.sock, self.deadline, self.fired = sock, deadline, False
+
+
+def _dup_socket(conn: _Conn) -> socket.socket | None:
+    """A duplicate of the connection's socket (None if it has none: the call fails anyway)."""
+    try:
+        return socket.socket(fileno=os.dup(conn.fileno()))
+    except (OSError, psycopg.Error, ValueError):
+        return None
 
 
 class _Watchdog:
     """Ends the calls that outlive their bound: shuts down their connection's socket, so
     the blocked call fails at once (as if the server had dropped it), whatever the server
     does. One daemon thread per store, started on first use, looking every ``tick``
-    seconds; arming a call costs a dict insert, no thread and no system call."""
+    seconds; arming a call costs a dict insert and a duplicate of the connection's
+    descriptor (two system calls, against a network round trip), no thread."""
 
     def __init__(self, tick: float, name: str) -> None:
         self._tick, self._name = tick, name
@@ -340,7 +352,7 @@ class _Watchdog:
     def bound(self, conn: _Conn, seconds: float) -> Iterator[_Watch]:
         """Arm a deadline ``seconds`` from now for the ``with`` body's use of ``conn``;
         if it fired, ``conn`` is closed on the way out (the pool then discards it)."""
-        watch = _Watch(conn, time.monotonic() + seconds)
+        watch = _Watch(_dup_socket(conn), time.monotonic() + seconds)
         with self._lock:
             self._armed[id(watch)] = watch
             if self._thread is None and not self._stop.is_set():
@@ -349,8 +361,10 @@ class _Watchdog:
         try:
             yield watch
         finally:
-            with self._lock:
+            with self._lock:  # the watchdog shuts down under the lock: then sock is unused
                 self._armed.pop(id(watch), None)
+            if watch.sock is not None:
+                watch.sock.close()
             if watch.fired:
                 with contextlib.suppress(Exception):
                     conn.close()
@@ -365,19 +379,18 @@ class _Watchdog:
                 for watch in self._armed.values():
                     if not watch.fired and now >= watch.deadline:
                         watch.fired = True
-                        _shutdown(watch.conn)
+                        _shutdown(watch.sock)
 
     def stop(self) -> None:
         self._stop.set()
 
 
-def _shutdown(conn: _Conn) -> None:
-    """Shut the connection's socket down in both directions (through a duplicate of its
-    descriptor: the connection's own stays open until it is closed): a thread blocked
+def _shutdown(sock: socket.socket | None) -> None:
+    """Shut a connection's socket down in both directions (through the call's duplicate of
+    its descriptor: the connection's own stays open until it is closed): a thread blocked
     reading or writing it returns at once with an error."""
-    with contextlib.suppress(OSError, psycopg.Error, ValueError):
-        fd = os.dup(conn.fileno())
-        with socket.socket(fileno=fd) as sock:
+    if sock is not None:
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
 
 

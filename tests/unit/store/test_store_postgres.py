@@ -570,3 +570,42 @@ def test_a_server_gone_between_the_first_connection_and_the_pool_is_unreachable(
         relay.join(30)
     finally:
         shutil.rmtree(where, ignore_errors=True)
+
+
+def test_the_watchdog_shuts_only_the_connection_it_was_armed_for(pg_server: object) -> None:
+    """(review) The watchdog read the connection's descriptor number when the deadline
+    passed, then shut down whatever socket had that number: had libpq closed it and another
+    thread reused the number meanwhile (another pooled connection, a service's HTTP
+    socket), that socket was cut. Forced here: during the call the connection's number is
+    made to hold an unrelated socket until the watchdog fired. Now the call's own socket
+    (a duplicate taken when the call was armed) is shut down, the unrelated one works on."""
+    import select
+
+    from keysplit.store.postgres import PostgresKeyStore
+
+    store = PostgresKeyStore(f"{_url(pg_server)}&call_timeout=1", KID, create=True, pool_size=1)
+    mine, peer = socket.socketpair()
+    fired: list[str] = []
+    try:
+
+        def work(conn: object) -> None:
+            fd = conn.fileno()  # type: ignore[attr-defined]
+            kept = os.dup(fd)  # the connection's real socket, to put back
+            os.dup2(mine.fileno(), fd)  # the number now names an unrelated socket
+            try:  # until the watchdog shut one of them down (EOF is readable)
+                ready, _, _ = select.select([kept, peer], [], [], 60.0)  # hang guard
+                fired.extend("unrelated" if r is peer else "own" for r in ready)
+            finally:
+                os.dup2(kept, fd)
+                os.close(kept)
+
+        got = _outcome(lambda: store._tx(work), guard=90.0)
+        assert fired == ["own"], fired
+        assert isinstance(got, StoreUnreachableError), got
+        mine.sendall(b"still here")  # the unrelated socket was not shut down
+        assert peer.recv(16) == b"still here"
+        assert store.count_by_version() == {}  # a new connection replaced the cut one
+    finally:
+        mine.close()
+        peer.close()
+        store.close()
