@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from keysplit import KeysplitError
+from keysplit._fileio import names_a_descriptor
 
 if TYPE_CHECKING:
     from keysplit import Argon2Params
@@ -146,6 +147,12 @@ def check_output_file(
     target = Path(path)
     if target.is_dir():
         fail(f"{what}: is a directory: {target}", code=EXIT_USAGE)
+    if names_a_descriptor(target):  # /dev/stdout: the rename would replace the link
+        fail(
+            f"{what}: a link to an open file descriptor: {target}",
+            "write to stdout with - and redirect it",
+            code=EXIT_USAGE,
+        )
     if os.path.exists(target) and not target.is_file():  # a device, FIFO or socket
         fail(
             f"{what}: not a regular file: {target}",

@@ -39,6 +39,7 @@ __all__ = [
     "fsync_dir",
     "fsync_fd",
     "link_new",
+    "names_a_descriptor",
     "read_bounded",
     "read_bounded_stream",
     "unnamed_writer",
@@ -100,6 +101,28 @@ def atomic_writer(
         raise
 
 
+_FD_LINK = re.compile(r"/(proc/[^/]+|dev)/fd/[0-9]+")
+
+
+def names_a_descriptor(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is, or is a chain of symbolic links that reaches, a process's
+    file-descriptor link (``/proc/<pid>/fd/N``, ``/dev/fd/N``): ``/dev/stdout`` is one.
+    Such a name stands for an open file, which a rename would not reach: it would replace
+    the link itself (as root, the system's ``/dev/stdout``) and leave the file as it was."""
+    p = os.path.abspath(os.fspath(path))
+    for _ in range(40):  # the kernel's own bound on a chain of links
+        if _FD_LINK.fullmatch(p):
+            return True
+        try:
+            if not stat.S_ISLNK(os.lstat(p).st_mode):
+                return False
+            nxt = os.readlink(p)
+        except OSError:
+            return False
+        p = os.path.normpath(os.path.join(os.path.dirname(p), nxt))
+    return False
+
+
 def _refuse_special(target: Path) -> None:
     """Refuse to replace anything but a regular file (or a link to one, or nothing).
 
@@ -107,6 +130,11 @@ def _refuse_special(target: Path) -> None:
     /dev/null --force`` run as root replaced the system's ``/dev/null`` (``/dev/stdout``,
     a link to ``/proc/self/fd/1``, likewise), and a reader waiting on a FIFO got nothing.
     """
+    if names_a_descriptor(target):
+        raise FileExistsError(
+            f"refusing to replace {target}: a link to an open file descriptor (as "
+            "/dev/stdout is); write to stdout with - and redirect instead"
+        )
     try:
         st = os.stat(target)  # through a link: what it names is what would be lost
     except OSError:

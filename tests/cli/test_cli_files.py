@@ -835,3 +835,23 @@ def test_encrypt_counts_one_chunk_in_the_singular(cer: Ceremony) -> None:
     r = run(["encrypt", cer.kr, big, cer.root / "big.ks"])
     assert r.exit_code == 0, r.output
     assert "(3 chunks)" in " ".join(r.stderr.split())
+
+
+def test_output_that_links_to_an_open_descriptor_is_refused_before_any_share(
+    cer: Ceremony,
+) -> None:
+    """(review2) ``encrypt ... /dev/stdout --force`` with stdout redirected to a file: the
+    link names a regular file, so the rename replaced the link (as root the system's
+    /dev/stdout) and the redirected file stayed empty. A usage error now, before any share
+    is asked for (a link of the test's own to one of its descriptors stands in)."""
+    sealed = _encrypt(cer, b"data")
+    with open(cer.root / "redirected", "wb") as held:
+        link = cer.root / "stdout-link"
+        link.symlink_to(f"/proc/self/fd/{held.fileno()}")
+        message = f"error: OUT: a link to an open file descriptor: {link}"
+        r = run(["encrypt", cer.kr, cer.root / "plain.bin", link, "--force"])
+        assert r.exit_code == 2 and error_lines(r) == [message], r.stderr
+        r = run(["decrypt", cer.kr, sealed, link, "--force", *cer.quorum("alice", "bob")])
+        assert r.exit_code == 2 and error_lines(r) == [message], r.stderr
+        assert "[1/2]" not in r.stderr
+    assert link.is_symlink() and (cer.root / "redirected").read_bytes() == b""

@@ -195,3 +195,30 @@ def test_a_long_file_name_can_be_replaced(
         _fileio.atomic_write(out, b"new")
         assert out.read_bytes() == b"new"
     assert len(os.listdir(tmp_path)) == 3
+
+
+@pytest.mark.parametrize("unnamed", [True, False])
+def test_a_link_to_an_open_descriptor_is_never_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool
+) -> None:
+    """(review2) ``/dev/stdout`` with stdout redirected to a regular file passed the
+    special-file check (the link names a regular file), so the rename replaced the link
+    itself: as root the system's ``/dev/stdout`` became a regular file holding the output,
+    and the file stdout named stayed empty. A link (or chain of links) to
+    ``/proc/<pid>/fd/N`` or ``/dev/fd/N`` is refused now (a link of the test's own stands
+    in for ``/dev/stdout``)."""
+    if unnamed and not _fileio._USE_O_TMPFILE:
+        pytest.skip("O_TMPFILE unavailable here")
+    monkeypatch.setattr(_fileio, "_USE_O_TMPFILE", unnamed)
+    with open(tmp_path / "redirected", "wb") as out:
+        stdout = tmp_path / "stdout"
+        stdout.symlink_to(f"/proc/self/fd/{out.fileno()}")
+        again = tmp_path / "again"
+        again.symlink_to(stdout)
+        for target in (stdout, again, Path(f"/dev/fd/{out.fileno()}")):
+            with pytest.raises(FileExistsError, match="open file descriptor"):
+                _fileio.atomic_write(target, b"s", overwrite=True)
+    assert stdout.is_symlink() and again.is_symlink()
+    assert (tmp_path / "redirected").read_bytes() == b""
+    assert not _fileio.names_a_descriptor(tmp_path / "redirected")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "redirected", "stdout"]
