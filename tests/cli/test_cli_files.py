@@ -682,6 +682,17 @@ def test_an_identity_without_passphrase_readable_by_others_is_warned_of(cer: Cer
     assert r.exit_code == 0 and "warning: identity" not in r.stderr
 
 
+def test_the_ceremony_helpers_identities_draw_no_warning(cer: Ceremony) -> None:
+    """(leftovers) ``make_identity`` wrote identities 0644 (the umask's default), so every
+    CLI test using them printed the "readable by other users" warning, and a test of the
+    output could no longer tell that warning from one it should have caught."""
+    for ident in cer.ids.values():
+        assert ident.stat().st_mode & 0o777 == 0o600, ident
+    sealed = _encrypt(cer, b"data")
+    r = run(["decrypt", cer.kr, sealed, "-", *cer.quorum("alice", "bob")])
+    assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("name", ["/dev/stdin", "/dev/fd/0"])
 def test_decrypt_from_stdin_by_another_name_never_reads_a_passphrase_from_it(
     cer: Ceremony, name: str

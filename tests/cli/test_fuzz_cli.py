@@ -74,6 +74,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ident = Identity.generate(n)
         (keys / f"{n}.pub").write_text(ident.recipient.to_text())
         (keys / f"{n}.identity").write_bytes(ident.to_bytes(None))
+        (keys / f"{n}.identity").chmod(0o600)  # 0644 would add a warning to every run
         spec += ["-c", f"{n}={keys / f'{n}.pub'}"]
     r = _run(["init", str(root / "vault"), "-k", "2", *spec])
     assert r.exit_code == 0, r.output

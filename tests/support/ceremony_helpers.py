@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,12 +42,16 @@ def error_lines(result: Result) -> list[str]:
 
 
 def make_identity(keys: Path, name: str) -> tuple[Path, Path]:
-    """``name.pub`` and an unencrypted ``name.identity`` (fast: no Argon2)."""
+    """``name.pub`` and an unencrypted ``name.identity`` (fast: no Argon2), mode 0600 as
+    ``keysplit custodian keygen`` writes it: a 0644 one makes the CLI warn that it is
+    readable by other users (the test of that warning makes its own)."""
     keys.mkdir(parents=True, exist_ok=True)
     ident = Identity.generate(name)
     pub, priv = keys / f"{name}.pub", keys / f"{name}.identity"
     pub.write_text(ident.recipient.to_text())
-    priv.write_bytes(ident.to_bytes(None))
+    fd = os.open(priv, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(ident.to_bytes(None))
     return pub, priv
 
 
