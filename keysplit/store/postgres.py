@@ -96,6 +96,7 @@ _ROUNDS = 10  # insert_many re-inserts subjects shredded between its two stateme
 _SMALL = 64  # insert_many of up to this many rows: one pipelined round trip, no COPY
 DEFAULT_TIMEOUT = 5.0  # seconds: the unreachable bound without connect_timeout in the URL
 _BUSY_WAIT = 30.0  # seconds a call waits for a connection while the server is reachable
+_WAKE_WAIT = 3.0  # seconds close() gives its wake notification (connection and answer)
 # a server's refusals that pass (57P03 cannot_connect_now, 53300 too_many_connections)
 _TRANSIENT = (
     "starting up",
@@ -600,33 +601,35 @@ class PostgresKeyStore:
             "itself once it is (connect_timeout=N in the store URL sets this bound)",
         )
 
-    def _silent(self) -> StoreUnreachableError:
+    def _silent(self, bound: float | None = None) -> StoreUnreachableError:
         """The error of a call the watchdog ended: host and port, the bound, no secret."""
         return StoreUnreachableError(
             f"PostgreSQL key store at {self._where} did not answer within "
-            f"{self._call_timeout:g} s (connection dropped)",
+            f"{self._call_timeout if bound is None else bound:g} s (connection dropped)",
             hint="the server, its host or the network is stopped or overloaded; whether a "
             "change in flight committed is unknown; the next call uses a new connection "
             "(call_timeout=N in the store URL sets this bound)",
         )
 
     @contextlib.contextmanager
-    def _connection(self) -> Iterator[_Conn]:
+    def _connection(self, limit: float | None = None) -> Iterator[_Conn]:
         """A pooled connection, or :class:`StoreUnreachableError` once none could be made
         within the bound. A reachable server whose connections are all in use by other
-        calls is waited for up to ``_BUSY_WAIT``."""
+        calls is waited for up to ``_BUSY_WAIT``. ``limit`` (seconds) shortens both."""
         start = time.monotonic()
+        busy = _BUSY_WAIT if limit is None else min(_BUSY_WAIT, limit)
+        wait = self._timeout if limit is None else min(self._timeout, limit)
         while True:
             try:
-                conn = self._pool.getconn(timeout=self._timeout)
+                conn = self._pool.getconn(timeout=wait)
                 break
             except PoolTimeout:
                 reach = self._reach
                 if reach.error is not None or reach.pending:
                     raise self._unreachable(reach.error) from None
-                if time.monotonic() - start >= _BUSY_WAIT:
+                if time.monotonic() - start >= busy:
                     raise KeyringError(
-                        f"PostgreSQL key store: no free connection within {_BUSY_WAIT:g} s "
+                        f"PostgreSQL key store: no free connection within {busy:g} s "
                         "(every pooled connection stayed in use)"
                     ) from None
         try:
@@ -635,7 +638,12 @@ class PostgresKeyStore:
             self._pool.putconn(conn)
 
     def _tx(
-        self, work: Callable[[_Conn], _T], *, idempotent: bool = True, pipeline: bool = False
+        self,
+        work: Callable[[_Conn], _T],
+        *,
+        idempotent: bool = True,
+        pipeline: bool = False,
+        limit: float | None = None,
     ) -> _T:
         """Run ``work`` in one transaction on a pooled connection; retry lost races.
 
@@ -650,6 +658,8 @@ class PostgresKeyStore:
         Sync, and rolls all of it back if a statement fails. One round trip when the work
         reads its results only after the pipeline ends (``conn.transaction()`` here cost
         three more: psycopg syncs after BEGIN, after COMMIT and on leaving the pipeline).
+        ``limit`` (seconds) bounds each attempt's wait for a connection and its call, below
+        their usual bounds.
         """
         if self._closed.is_set():
             raise KeyringError("key store is closed")
@@ -659,8 +669,10 @@ class PostgresKeyStore:
             watch: _Watch | None = None
             try:
                 with (
-                    self._connection() as conn,
-                    self._watchdog.bound(conn, self._call_timeout) as watch,
+                    self._connection(limit) as conn,
+                    self._watchdog.bound(
+                        conn, self._call_timeout if limit is None else limit
+                    ) as watch,
                 ):
                     if not idempotent:
                         ConnectionPool.check_connection(conn)
@@ -672,7 +684,7 @@ class PostgresKeyStore:
                         return work(conn)
             except psycopg.Error as exc:
                 if watch is not None and watch.fired:  # no answer within the bound
-                    raise self._silent() from None
+                    raise self._silent(limit) from None
                 if isinstance(exc, psycopg.errors.TransactionRollback):
                     if attempt == _RETRIES - 1:  # deadlock, serialization
                         raise _db_error(exc) from None
@@ -1107,9 +1119,13 @@ class PostgresKeyStore:
         keyring after every shred or rotate) for up to its poll. Best effort."""
         if self._listener is None or self._closed.is_set():
             return  # nobody is listening: the first wait returns at once anyway
-        # else the wait ends at its timeout (a server that is down: _tx's KeyringError)
+        # else the wait ends at its timeout (a server that is down: _tx's KeyringError); a
+        # server that does not answer holds close() for _WAKE_WAIT, not call_timeout
         with contextlib.suppress(psycopg.Error, KeyringError):
-            self._tx(lambda conn: conn.execute("SELECT pg_notify(%s, '')", (self._wake_channel,)))
+            self._tx(
+                lambda conn: conn.execute("SELECT pg_notify(%s, '')", (self._wake_channel,)),
+                limit=_WAKE_WAIT,
+            )
 
     def close(self) -> None:
         if not self._closed.is_set():

@@ -609,3 +609,27 @@ def test_the_watchdog_shuts_only_the_connection_it_was_armed_for(pg_server: obje
         mine.close()
         peer.close()
         store.close()
+
+
+def test_closing_a_store_whose_backend_stopped_returns_within_a_few_seconds(
+    pg_server: object,
+) -> None:
+    """(review) ``close`` wakes its change listener with a notification through the pool:
+    on a connection whose backend stopped answering (SIGSTOP here; a hung server alike) it
+    waited the whole call_timeout (120 s by default) before closing. The wake now has a
+    bound of its own (a few seconds): close returns, and the store is closed."""
+    import signal
+
+    from keysplit.store.postgres import PostgresKeyStore
+
+    store = PostgresKeyStore(_url(pg_server), KID, create=True, pool_size=1)
+    assert store.wait_for_change(0.01)  # the first wait LISTENs: close() then wakes it
+    pid = int(store._tx(lambda c: c.execute("SELECT pg_backend_pid()").fetchone()[0]))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        got = _outcome(store.close, guard=45.0)  # hang guard: the wake's bound is 3 s
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert got is None, got
+    with pytest.raises(KeyringError, match="closed"):
+        store.count_by_version()
