@@ -109,6 +109,12 @@ def _share_info(keyring_id: str, cfg: ClusterConfig, index: int) -> bytes:
     )
 
 
+def _check_cid(cid: object) -> None:
+    """A request's cluster id is 32 lowercase hex digits (it becomes a file name here)."""
+    if not isinstance(cid, str) or len(cid) != 32 or not set(cid) <= set("0123456789abcdef"):
+        raise FormatError("cluster id must be 32 hex digits")
+
+
 def _params(doc: Mapping[str, Any]) -> tuple[str, str, int, list[ClusterNodeInfo], int]:
     """(cluster id, region, threshold, nodes, epoch) of a deal/finish request, checked."""
     try:
@@ -194,8 +200,7 @@ class ClusterNode:
     def _config(self, cid: str, staged: bool = False) -> tuple[ClusterConfig, int]:
         """The stored public description of cluster ``cid`` and this node's index in it
         (``staged``: a refresh's next epoch, not yet committed)."""
-        if not isinstance(cid, str) or len(cid) != 32:
-            raise FormatError("cluster id must be 32 hex digits")
+        _check_cid(cid)  # it names files: nothing but the id may reach the path
         path = self.dir / f"{cid}.json{STAGED if staged else ''}"
         try:
             data = path.read_bytes()
@@ -572,8 +577,7 @@ class ClusterNode:
         description, then the marker; the region pin too when no membership is left.
         Refused for a completed membership. Answers whether anything was erased."""
         by, cid, _ = self._id_request(req)
-        if len(cid) != 32 or any(c not in "0123456789abcdef" for c in cid):
-            raise FormatError("cluster id must be 32 hex digits")
+        _check_cid(cid)
         files = [self.dir / f"{cid}{x}" for x in (".share", ".json")]
         if not self.pending(cid):
             if any(f.exists() for f in files):

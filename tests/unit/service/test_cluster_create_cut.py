@@ -138,3 +138,36 @@ def test_a_create_cut_before_cluster_json_is_rerun_under_the_same_id(nodes: Node
         assert nodes.files(n) == sorted([*before[n], f"{cid}.json", f"{cid}.share"])
     r = cli("cluster", "status", "cl-r", "--json", cwd=nodes.tmp)
     assert r.returncode == 0 and json.loads(r.stdout)["usable"] == 3, r.stdout
+
+
+def test_a_cluster_id_that_is_not_hex_reaches_no_file_outside_the_cluster_directory(
+    tmp_path: Path,
+) -> None:
+    """(review2) A node checked a request's cluster id only for its length (32): an id such
+    as ``../vvv...`` made ``dkg/abort`` read ``DIR/vvv....json`` and overwrite and unlink
+    ``DIR/vvv....share.next``, files outside the node's ``cluster/`` directory (eval, with
+    a ``datakey`` token, and commit read or renamed such files alike). Every id must be 32
+    hex digits now. Real node process, request over its Unix socket."""
+    from test_cluster_cache import dealt_config
+
+    from keysplit import FormatError
+    from keysplit.service.cluster_admin import _post
+    from keysplit.service.cluster_client import NO_TLS
+
+    with served_nodes(tmp_path, ["y1"], "ky") as (_, servers):
+        home = tmp_path / "y1"
+        (home / "cluster").mkdir(mode=0o700, exist_ok=True)  # a node of some cluster has it
+        cfg = dealt_config(lambda i: f"unix:/absent{i}.sock")
+        doc = cfg.public_dict() | {"me": "n1"}
+        (home / ("v" * 29 + ".json")).write_text(json.dumps(doc))  # named by the id below
+        victim = home / ("v" * 29 + ".share.next")
+        victim.write_bytes(b"not the node's to erase")
+        for path, body in (
+            ("/v1/cluster/dkg/abort", {"epoch": cfg.epoch}),
+            ("/v1/cluster/dkg/commit", {"epoch": cfg.epoch + 1}),
+            ("/v1/cluster/dkg/abandon", {}),
+        ):
+            body = {"cluster_id": "../" + "v" * 29, **body}
+            with pytest.raises(FormatError, match="32 hex digits"):
+                _post(servers["y1"].url, path, body, None, "y1", NO_TLS)
+        assert victim.read_bytes() == b"not the node's to erase"
