@@ -38,7 +38,7 @@ import json
 import math
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,7 @@ from .._fileio import atomic_writer
 from ..errors import FormatError, KeysplitError
 from ..keyring import DataKeys
 from ..keyring.records import Records
+from ..record import MAGIC
 from ._cache import job_records
 
 __all__ = [
@@ -541,6 +542,41 @@ def subject_errors(subject_column: str) -> Iterator[None]:
         raise KeysplitError(f"subject column {subject_column!r}: {exc}") from None
 
 
+def not_sealed(column: str, reason: str) -> FormatError:
+    """A column to decrypt that holds no keysplit records: the record parser's bare "not
+    a keysplit record (bad magic)" named neither the column nor the likely cause."""
+    return FormatError(
+        f"column {column!r}: {reason}",
+        hint=f"column {column!r} does not look sealed: decrypt only a column that "
+        "encrypt-dataset (or encrypt_column) sealed, and check the column's name",
+    )
+
+
+def _is_record(value: Any) -> bool:
+    return isinstance(value, bytes | bytearray | memoryview) and bytes(value[:4]) == MAGIC
+
+
+@contextlib.contextmanager
+def record_errors(column: str, values: Sequence[Any]) -> Iterator[None]:
+    """A decrypt's FormatError for values of ``column`` that are not keysplit records at
+    all, named: none looks sealed, or some do not (a mixed or damaged column). Any other
+    FormatError (a truncated record, a malformed reply) passes unchanged; ``values`` are
+    looked at only on that error path."""
+    try:
+        yield
+    except FormatError as exc:
+        plain = sum(1 for v in values if not _is_record(v))
+        if not plain:
+            raise
+        if plain == len(values):
+            raise not_sealed(column, str(exc)) from None
+        raise FormatError(
+            f"column {column!r}: {exc}",
+            hint=f"{plain} of {len(values)} values of column {column!r} here are not keysplit "
+            "records (a column mixing sealed and plain values?): scan-dataset lists them",
+        ) from None
+
+
 def _seal(
     records: Records,
     grouped: _Grouped,
@@ -563,7 +599,7 @@ def _seal(
         items = values.slice(lo, hi - lo).to_pylist()
         if fetch is not None:
             fetch.wait(b)
-        with subject_errors(spec.subject_column):
+        with subject_errors(spec.subject_column), record_errors(spec.column, items):
             sealed = engine(grouped.subjects[lo:hi], items, spec.context)
         out = _binary(sealed)
         del items
@@ -592,7 +628,7 @@ def _transform(table: pa.Table, spec: PartSpec) -> pa.Table:
         if not (_is_bytes(col.type) or (encrypt and _is_str(col.type))):
             if encrypt:
                 raise KeysplitError(f"cannot encrypt a column of type {col.type} (bytes or str)")
-            raise FormatError("not a keysplit record (the column must hold bytes)")
+            raise not_sealed(spec.column, f"not a keysplit record (a {col.type} column)")
         grouped = _group(_subjects(table, spec.subject_column, valid))
         records = job_records(spec.source, spec.job_id)
         fetch = _fetch(records, grouped, spec)  # while the values become Python objects

@@ -141,8 +141,8 @@ def _decrypt_part(
 ) -> pd.DataFrame:
     rows, subjects = _columns(df, column, subject_column)
     values = df[column].to_numpy(dtype=object)
-    records = [_as_record(values[i]) for i in rows]
-    with _pq.subject_errors(subject_column):
+    records = [_as_record(values[i], column) for i in rows]
+    with _pq.subject_errors(subject_column), _pq.record_errors(column, records):
         out: list[Any] = job_records(source, job_id).decrypt_many(subjects, records, context)
     if text:
         try:
@@ -152,12 +152,12 @@ def _decrypt_part(
     return _with(df, column, rows, out)
 
 
-def _as_record(v: Any) -> bytes:
+def _as_record(v: Any, column: str) -> bytes:
     if isinstance(v, bytes):
         return v
     if isinstance(v, bytearray | memoryview):
         return bytes(v)
-    raise FormatError("not a keysplit record (the column must hold bytes)")
+    raise _pq.not_sealed(column, "not a keysplit record (the column must hold bytes)")
 
 
 def check_columns(column: str, subject_column: str) -> None:
@@ -299,7 +299,7 @@ def _scan_part(
                 bad.append(BadRecord(part, label, s if isinstance(s, str) else None, "no data key"))
                 continue
             try:
-                record.decrypt(key, _as_record(values[i]), subject=s, context=context)
+                record.decrypt(key, _as_record(values[i], column), subject=s, context=context)
             except FormatError:
                 bad.append(BadRecord(part, label, s, "malformed"))
             except IntegrityError:

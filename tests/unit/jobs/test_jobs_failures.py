@@ -406,3 +406,33 @@ def test_an_output_that_is_a_symbolic_link_is_refused_before_the_job(
         assert ukr.status().keys_by_version == {}  # refused before any key was made
     assert list((tmp_path / "real").iterdir()) == []
     assert (tmp_path / "link").is_symlink() and (tmp_path / "dangling").is_symlink()
+
+
+def test_decrypting_a_column_that_is_not_sealed_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(leftovers) ``decrypt-dataset`` of a column never sealed said only "not a keysplit
+    record (bad magic)": no column, no hint. The error now names the column and says it
+    does not look sealed; a column mixing sealed and plain values is told apart."""
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
+        jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=src)
+        with pytest.raises(ke.FormatError) as info:  # "body" of the plain dataset
+            jobs.decrypt_dataset(tmp_path / "in", tmp_path / "out", "body", "user", service=src)
+        assert str(info.value) == "column 'body': not a keysplit record (bad magic)"
+        assert info.value.hint is not None
+        assert "column 'body' does not look sealed" in info.value.hint
+        with pytest.raises(ke.FormatError) as info:  # a column of another type
+            jobs.decrypt_dataset(tmp_path / "in", tmp_path / "out", "id", "user", service=src)
+        assert str(info.value).startswith("column 'id': not a keysplit record")
+        assert "column 'id' does not look sealed" in (info.value.hint or "")
+        # one value of a sealed part put back in clear: a mixed column, not "not sealed"
+        part = tmp_path / "enc" / "part.00000.parquet"
+        table = pq.read_table(part)
+        body = table.column("body").to_pylist()
+        body[0] = b"plain"
+        pq.write_table(table.set_column(2, "body", pa.array(body, pa.binary())), part)
+        with pytest.raises(ke.FormatError) as info:
+            jobs.decrypt_dataset(tmp_path / "enc", tmp_path / "out", "body", "user", service=src)
+        assert str(info.value) == "column 'body': not a keysplit record (bad magic)"
+        hint = info.value.hint or ""
+        assert "are not keysplit records" in hint and "scan-dataset" in hint, hint
