@@ -234,8 +234,7 @@ class KeyAdmin:
         spellings = local.stored_spellings(subject)  # every spelling a key may be stored under
         if not hold:  # and every held one, keyless or not (LocalDataKeys.held_spellings)
             spellings += tuple(h for h in local.held_spellings(subject) if h not in spellings)
-        for s in spellings:
-            local.store.set_legal_hold(s, bool(hold))
+        local.store.set_legal_holds(spellings, bool(hold))  # one transaction: all or none
 
     def shred(self, subject: str) -> bool:
         """Destroy the data key of every spelling of ``subject`` (:mod:`keysplit.names`).

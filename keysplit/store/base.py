@@ -227,7 +227,14 @@ class KeyStore(Protocol):
 
     def set_legal_hold(self, subject: str, hold: bool) -> None:
         """Place or lift a legal hold on a subject (independent of whether it has a key);
-        bumps the epoch in the same transaction."""
+        bumps the epoch in the same transaction. :meth:`set_legal_holds` of one subject."""
+        ...
+
+    def set_legal_holds(self, subjects: Sequence[str], hold: bool) -> None:
+        """Place or lift a legal hold on every one of ``subjects`` (one subject's spellings,
+        :mod:`keysplit.names`) in one transaction that bumps the epoch once: all of them or
+        none, so a shred never sees some spellings held and others not (one transaction
+        per spelling did, and a failure between them left it so)."""
         ...
 
     def legal_holds(self) -> list[str]:

@@ -205,8 +205,9 @@ _STATEMENTS: dict[str, LiteralString] = {
     "cuts": "SELECT subject FROM (SELECT subject, row_number() OVER (ORDER BY subject) AS rn, "
     "count(*) OVER () AS n FROM {s}.data_keys WHERE kek_version <> %s) t "
     "WHERE mod(rn, %s) = 0 AND rn < n ORDER BY subject",
-    "hold": "INSERT INTO {s}.legal_holds (subject) VALUES (%s) ON CONFLICT DO NOTHING",
-    "unhold": "DELETE FROM {s}.legal_holds WHERE subject = %s",
+    "holds_set": "INSERT INTO {s}.legal_holds (subject) SELECT unnest(%s::text[]) "
+    "ON CONFLICT DO NOTHING",
+    "holds_lift": "DELETE FROM {s}.legal_holds WHERE subject = ANY(%s::text[])",
     "holds": "SELECT subject FROM {s}.legal_holds ORDER BY subject",
     "is_held": "SELECT 1 FROM {s}.legal_holds WHERE subject = %s",
     "state": "SELECT epoch, current_kek, retired, rekeys, tombstone_seq FROM {s}.keyring_state",
@@ -890,10 +891,20 @@ class PostgresKeyStore:
         return self._tx(work)
 
     def set_legal_hold(self, subject: str, hold: bool) -> None:
+        self.set_legal_holds([subject], hold)
+
+    def set_legal_holds(self, subjects: Sequence[str], hold: bool) -> None:
+        """One transaction: the exclusive state lock, each subject's lock (in subject order,
+        as :meth:`delete_many` takes them), the holds placed or lifted, one epoch bump."""
+        wanted = sorted(set(subjects))
+        if not wanted:
+            return
+        locks = sorted(self._lock_prefix + s for s in wanted)
+
         def work(conn: _Conn) -> None:
             st = self._exclusive(conn)
-            conn.execute(self._sql["lock_subject"], (self._lock_prefix + subject,))
-            conn.execute(self._sql["hold" if hold else "unhold"], (subject,))
+            conn.execute(self._sql["lock_subjects"], (locks,))
+            conn.execute(self._sql["holds_set" if hold else "holds_lift"], (wanted,))
             self._bump(conn, st)
 
         self._tx(work)

@@ -391,13 +391,19 @@ class SQLiteKeyStore:
         return {int(v): int(c) for v, c in rows}
 
     def set_legal_hold(self, subject: str, hold: bool) -> None:
+        self.set_legal_holds([subject], hold)
+
+    def set_legal_holds(self, subjects: Sequence[str], hold: bool) -> None:
+        wanted = [(s,) for s in sorted(set(subjects))]
+        if not wanted:
+            return
         with self.transaction():
             if hold:
-                self._db.execute(
-                    "INSERT OR IGNORE INTO legal_holds (subject) VALUES (?)", (subject,)
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO legal_holds (subject) VALUES (?)", wanted
                 )
             else:
-                self._db.execute("DELETE FROM legal_holds WHERE subject = ?", (subject,))
+                self._db.executemany("DELETE FROM legal_holds WHERE subject = ?", wanted)
             self._bump()
 
     def legal_holds(self) -> list[str]:

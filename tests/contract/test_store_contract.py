@@ -592,6 +592,19 @@ def test_rewrap_races_inserts_and_shreds(backend: Backend) -> None:
     assert store.get_many(sorted(shredded)) == {}
 
 
+def test_holds_on_several_subjects_are_one_change(store: KeyStore) -> None:
+    """set_legal_holds: every subject held (or lifted) by one transaction, one epoch bump."""
+    epoch = store.state().epoch
+    store.set_legal_holds(["b", "a", "b"], True)
+    assert store.legal_holds() == ["a", "b"]
+    assert store.state().epoch == epoch + 1
+    store.set_legal_holds([], True)  # nothing to do: no change
+    assert store.state().epoch == epoch + 1
+    store.set_legal_holds(["a", "b", "never-held"], False)
+    assert store.legal_holds() == []
+    assert store.state().epoch == epoch + 2
+
+
 def test_hold_then_shred_race_never_loses_a_held_key(backend: Backend) -> None:
     """Once set_legal_hold returns and the key is there, no concurrent shred removes it."""
     store = backend.open(create=True)

@@ -123,8 +123,14 @@ class MemoryKeyStore:
             return dict(Counter(r.kek_version for r in self._d.keys.values()))
 
     def set_legal_hold(self, subject: str, hold: bool) -> None:
+        self.set_legal_holds([subject], hold)
+
+    def set_legal_holds(self, subjects: Sequence[str], hold: bool) -> None:
+        if not subjects:
+            return
         with self._d.lock:
-            (self._d.holds.add if hold else self._d.holds.discard)(subject)
+            for subject in subjects:
+                (self._d.holds.add if hold else self._d.holds.discard)(subject)
             self._d.bump(self._d.state)
 
     def legal_holds(self) -> list[str]:

@@ -633,3 +633,61 @@ def test_closing_a_store_whose_backend_stopped_returns_within_a_few_seconds(
     assert got is None, got
     with pytest.raises(KeyringError, match="closed"):
         store.count_by_version()
+
+
+def test_a_hold_on_every_spelling_of_a_subject_is_one_transaction(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """(review) A legal hold on a subject with several spellings (NFC and NFD here) was
+    one transaction per spelling: while the second waited (or after it failed) the first
+    was already committed, so another process saw the subject half held. Forced: the NFD
+    spelling's subject lock is held elsewhere while the hold is placed; meanwhile nothing
+    of the hold is visible, and once the lock is let go both spellings are held."""
+    import psycopg
+
+    url = _url(pg_server)
+    conninfo, schema = postgres_conninfo(url)
+    nfc, nfd = "\u00e9", "e\u0301"
+    kr, shares = Keyring.create(tmp_path / "kr", 2, ["a", "b"])
+    store = open_store(url, keyring_id=kr.keyring_id, home=kr.path, create=True)
+    done: list[object] = []
+    with (
+        kr.unseal([shares["a"], shares["b"]], store=store) as ku,
+        psycopg.connect(conninfo, autocommit=True) as other,
+    ):
+
+        def holds() -> list[str]:
+            rows = other.execute(f"SELECT subject FROM {schema}.legal_holds ORDER BY 1")
+            return [r[0] for r in rows]
+
+        def waiting() -> int:
+            row = other.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name = 'keysplit' AND wait_event_type = 'Lock'"
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        def hold() -> None:
+            try:
+                ku.set_legal_hold(nfc, True)
+                done.append("held")
+            except Exception as exc:
+                done.append(exc)
+
+        with psycopg.connect(conninfo, autocommit=True) as blocker:
+            blocker.execute(
+                "SELECT pg_advisory_lock(hashtextextended(%s, 0))", (f"keysplit/{schema}/{nfd}",)
+            )
+            t = threading.Thread(target=hold, daemon=True)
+            t.start()
+            deadline = time.monotonic() + 60
+            while waiting() < 1 and t.is_alive():
+                assert time.monotonic() < deadline, "the hold never waited for the lock"
+                time.sleep(0.02)
+            seen = holds()  # while the NFD spelling's lock is taken
+        t.join(60)  # the blocker's session ended: its lock is gone
+        assert done == ["held"], done
+        assert seen == [], seen  # half a hold was never visible
+        assert sorted(holds()) == sorted([nfc, nfd])
+        with pytest.raises(LegalHoldError):
+            ku.shred(nfc)
