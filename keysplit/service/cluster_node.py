@@ -307,11 +307,19 @@ class ClusterNode:
             )
         return kr
 
-    def _admin(self, req: Request) -> str:
+    def _admin(self, req: Request, region: str | None = None) -> str:
+        """Who makes this admin request: the Unix-socket peer, or a token allowed
+        ``cluster``. A token pinned to a region (``token add --region``) is refused by a
+        node pinned to another, and for a round (``region``) of another, as evaluations
+        refuse it: a token of one region must not run or erase another region's rounds."""
         if req.local and "authorization" not in req.headers:
             self._unsealed()
             return "unix socket peer"
-        return f"token {self._svc._authorize(req, 'cluster').name}"
+        pol = self._svc._authorize(req, "cluster")
+        for r in (self.region(), region):
+            if pol.region and r is not None and r != pol.region:
+                raise ClusterError(f"token {pol.name!r} is for region {pol.region!r}, not {r!r}")
+        return f"token {pol.name}"
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -387,9 +395,10 @@ class ClusterNode:
 
         from . import _cluster_math as cm  # lazily: the cluster extra
 
-        by = self._admin(req)
+        self._admin(req)
         doc, mine = self._request_doc(req)
         cid, region, threshold, nodes, epoch = _params(doc)
+        by = self._admin(req, region)
         refresh = bool(doc.get("refresh"))
         pinned = self.region()
         if pinned is not None and pinned != region:
@@ -428,10 +437,11 @@ class ClusterNode:
 
         from . import _cluster_math as cm  # lazily: the cluster extra
 
-        by = self._admin(req)
+        self._admin(req)
         kr = self._unsealed()
         doc, mine = self._request_doc(req)
         cid, region, threshold, nodes, epoch = _params(doc)
+        by = self._admin(req, region)
         refresh = bool(doc.get("refresh"))
         pending = self._pending.get(cid)
         if pending is None or pending[0] != _digest(doc):

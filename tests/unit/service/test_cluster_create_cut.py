@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from node_proxy import NodeProxy
-from service_helpers import Server, cli, served_nodes
+from service_helpers import Server, cli, served_nodes, share_file
 
 from keysplit import Keyring
 from keysplit.service.cluster_client import node_info
@@ -171,3 +171,55 @@ def test_a_cluster_id_that_is_not_hex_reaches_no_file_outside_the_cluster_direct
             with pytest.raises(FormatError, match="32 hex digits"):
                 _post(servers["y1"].url, path, body, None, "y1", NO_TLS)
         assert victim.read_bytes() == b"not the node's to erase"
+
+
+def test_a_token_pinned_to_one_region_runs_no_admin_request_of_another(tmp_path: Path) -> None:
+    """(review2) A token pinned to a region (``token add --region eu``) is refused by a
+    node of another region for evaluations, but the admin endpoints (deal, finish, commit,
+    abort, abandon, and the recovery rounds) took it from any region: the eu coordinator's
+    token, registered on every node, could run rounds on and erase the shares of us
+    nodes. A node pinned to another region, or a round of another region, refuses it now.
+    Real node process; the token is sent over its Unix socket."""
+    import os
+    import secrets as _secrets
+
+    from keysplit import ClusterError
+    from keysplit.service.cluster_admin import _post
+    from keysplit.service.cluster_client import NO_TLS
+    from keysplit.service.tokens import new_token
+
+    with served_nodes(tmp_path, ["y2"], "kz") as (_, servers):
+        home, url = tmp_path / "y2", servers["y2"].url
+        token = new_token()
+        (tmp_path / "eu-token").write_text(token + "\n")
+        os.chmod(tmp_path / "eu-token", 0o600)
+        quorum = [
+            a for c in "ab" for a in ("--share", str(share_file(tmp_path / "y2-shares", f"y2{c}")))
+        ]
+        r = cli(
+            "token", "add", "y2", "--name", "eu-admin", "--token-file", "eu-token",
+            "--allow", "cluster", "--subject-prefix", "", "--region", "eu", *quorum, cwd=tmp_path,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        info = node_info(url)
+        me = {
+            "name": "y2", "index": 1, "url": url,
+            "keyring_id": info["keyring_id"], "hpke_public_key": info["hpke_public_key"],
+        }  # fmt: skip
+        other = dict(me, name="y9", index=2, keyring_id=_secrets.token_hex(16))
+        deal = {
+            "cluster_id": "ab" * 16, "region": "us", "threshold": 2, "epoch": 1,
+            "nodes": [me, other], "me": "y2",
+        }  # fmt: skip
+        with pytest.raises(ClusterError, match="is for region 'eu', not 'us'"):
+            _post(url, "/v1/cluster/dkg/deal", deal, token, "y2", NO_TLS)  # a round of us
+        assert _post(url, "/v1/cluster/dkg/deal", dict(deal, region="eu"), token, "y2", NO_TLS)
+        (home / "cluster").mkdir(mode=0o700, exist_ok=True)
+        (home / "cluster" / "node.json").write_text('{"region": "us"}\n')  # a node of us
+        for path, body in (
+            ("/v1/cluster/dkg/abandon", {"cluster_id": "ab" * 16}),
+            ("/v1/cluster/dkg/abort", {"cluster_id": "ab" * 16, "epoch": 1}),
+            ("/v1/cluster/dkg/commit", {"cluster_id": "ab" * 16, "epoch": 1}),
+        ):
+            with pytest.raises(ClusterError, match="is for region 'eu', not 'us'"):
+                _post(url, path, body, token, "y2", NO_TLS)
