@@ -210,6 +210,11 @@ _STATEMENTS: dict[str, LiteralString] = {
     "holds_lift": "DELETE FROM {s}.legal_holds WHERE subject = ANY(%s::text[])",
     "holds": "SELECT subject FROM {s}.legal_holds ORDER BY subject",
     "is_held": "SELECT 1 FROM {s}.legal_holds WHERE subject = %s",
+    # whether backend %s still holds the transaction advisory lock on key %s (a bigint key
+    # is classid, objid: its high and low halves; objsubid 1)
+    "holds_lock": "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+    "AND pid = %s AND granted AND mode = 'ExclusiveLock' AND objsubid = 1 "
+    "AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0))",
     "state": "SELECT epoch, current_kek, retired, rekeys, tombstone_seq FROM {s}.keyring_state",
     "bump": "UPDATE {s}.keyring_state SET epoch = epoch + 1, current_kek = %s, retired = %s, "
     "rekeys = %s, tombstone_seq = %s RETURNING epoch",
@@ -459,6 +464,7 @@ class PostgresKeyStore:
         self._conninfo, self._conn_kwargs = conninfo, None
         self._listener: _Conn | None = None
         self._listen_lock = threading.Lock()
+        self._admin_held = threading.local()  # .conn: this thread's admin_lock connection
         ident = sql.Identifier(self._schema)
         self._sql = {k: sql.SQL(v).format(s=ident) for k, v in _STATEMENTS.items()}
         kwargs: dict[str, Any] = {"autocommit": True, "application_name": "keysplit"}
@@ -971,7 +977,30 @@ class PostgresKeyStore:
 
     def _exclusive(self, conn: _Conn) -> KeyringState:
         conn.execute(self._sql["lock_subject"], (self._state_lock,))
+        self._check_admin_lock(conn)
         return self._read_state(conn)
+
+    def _check_admin_lock(self, conn: _Conn) -> None:
+        """In a thread inside :meth:`admin_lock`: refuse the change unless the lock's
+        connection still holds the lock. Its backend may be gone (a network interruption
+        that keepalives ended, a terminated backend): the server then released the lock,
+        another process may have taken it, and this change would commit unguarded."""
+        holder: _Conn | None = getattr(self._admin_held, "conn", None)
+        if holder is None:
+            return
+        alive = not (holder.closed or holder.broken)
+        if alive:
+            row = conn.execute(
+                self._sql["holds_lock"], (holder.info.backend_pid, self._admin_lock)
+            ).fetchone()
+            alive = bool(row and row[0])
+        if not alive:
+            raise KeyringError(
+                "this process lost the keyring's rotation lock: its PostgreSQL connection "
+                "was dropped (a network interruption or a terminated backend), so the server "
+                "released the lock; nothing was changed in the key store",
+                hint="run the command again: it takes the lock afresh",
+            )
 
     def _bump(self, conn: _Conn, st: KeyringState) -> KeyringState:
         """Write ``st`` with epoch + 1 and notify listeners (delivered at commit)."""
@@ -989,7 +1018,11 @@ class PostgresKeyStore:
     @contextlib.contextmanager
     def admin_lock(self, timeout: float = ADMIN_WAIT) -> Iterator[None]:
         """A transaction advisory lock on a connection of its own, held open (idle) for the
-        ``with`` body; the server drops it with the session if this process dies."""
+        ``with`` body; the server drops it with the session if this process dies. Every
+        state change the body's thread makes (:meth:`set_current_kek`, ...) first checks,
+        in its own transaction, that the lock's backend still holds it: a connection lost
+        meanwhile (keepalives end an idle one after a network interruption) fails the
+        change with a :class:`KeyringError` instead of committing it unguarded."""
         if self._closed.is_set():
             raise KeyringError("key store is closed")
         with self._connection() as conn:
@@ -1010,9 +1043,12 @@ class PostgresKeyStore:
                 if isinstance(exc, psycopg.errors.LockNotAvailable):
                     raise _rules.busy_admin(timeout) from None
                 raise _db_error(exc) from None
+            before = getattr(self._admin_held, "conn", None)
+            self._admin_held.conn = conn  # every change in the body checks it (_exclusive)
             try:
                 yield
             finally:
+                self._admin_held.conn = before
                 with (
                     self._watchdog.bound(conn, self._call_timeout),
                     contextlib.suppress(psycopg.Error),  # gone with the session otherwise

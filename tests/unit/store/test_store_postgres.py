@@ -691,3 +691,41 @@ def test_a_hold_on_every_spelling_of_a_subject_is_one_transaction(
         assert sorted(holds()) == sorted([nfc, nfd])
         with pytest.raises(LegalHoldError):
             ku.shred(nfc)
+
+
+def test_a_rotation_lock_lost_while_held_fails_the_guarded_change(pg_server: object) -> None:
+    """(review) admin_lock holds a transaction advisory lock on an idle connection; when
+    that connection is lost (keepalives end it after a network interruption; its backend
+    terminated here) the server releases the lock while the process believes it holds it,
+    and another process may take it. The guarded commit (set_current_kek) went ahead
+    anyway; now it fails with a KeyringError saying the lock was lost, and changes nothing."""
+    import psycopg
+
+    from keysplit.store.postgres import PostgresKeyStore
+
+    url = _url(pg_server)
+    conninfo, schema = postgres_conninfo(url)
+    store = PostgresKeyStore(url, KID, create=True)
+    rival = PostgresKeyStore(url, KID)
+    try:
+        before = store.state()
+        with psycopg.connect(conninfo, autocommit=True) as other, store.admin_lock():
+            row = other.execute(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                "((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)",
+                (f"keysplit/{schema}//admin",),
+            ).fetchone()
+            assert row is not None
+            other.execute("SELECT pg_terminate_backend(%s, 30000)", (row[0],))
+            with rival.admin_lock(timeout=5):  # the server released it: another process may
+                pass  # take it while this one still believes it holds it
+            with pytest.raises(KeyringError, match="lost the keyring's rotation lock") as info:
+                store.set_current_kek(1)
+            assert "nothing was changed" in str(info.value)
+        assert store.state() == before
+        with store.admin_lock():  # taken afresh on a new connection
+            assert store.set_current_kek(1).current_kek == 1
+        assert store.note_rekey().rekeys == 1  # outside admin_lock: no check
+    finally:
+        rival.close()
+        store.close()
