@@ -185,7 +185,11 @@ class KeyService:
         """Bumped by every request handled and every seal, unseal and reload: a
         :class:`Streamed` answer goes on only while it is unchanged."""
         self.worker = (0, 1)
-        """(index, count) of this process among the service's worker processes."""
+        """(index, count) of this process among the service's worker processes (count: as
+        configured, ``keysplit serve --workers``)."""
+        self.workers_live = 1
+        """How many of those processes are still alive (the leader's count, told to the
+        workers): a worker that died is dropped and not replaced (see fleet.py)."""
         self._log = log or (lambda m: print(f"keysplit serve: {m}", file=sys.stderr, flush=True))
         self._routes: dict[tuple[str, str], Callable[[Request], Response]] = {
             ("GET", "/v1/status"): self._status,
@@ -456,7 +460,8 @@ class KeyService:
             "version": __version__,
             "api": API_VERSION,
             "worker": self.worker[0],
-            "workers": self.worker[1],
+            "workers": self.workers_live,
+            "workers_configured": self.worker[1],
         }
         if self.sealed:
             out["verification"] = self._verification()

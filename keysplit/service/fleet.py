@@ -34,6 +34,11 @@ Lifecycle:
   that saw "sealed" is never served a decryption by a worker that had not heard yet. One
   audit entry records it. The leader stops the workers on exit; a worker whose leader is
   gone (its socketpair reads EOF) seals and exits.
+* A worker that exits or stops answering is dropped and **not replaced**: a worker must be
+  forked before any event loop, thread or store connection exists, and the leader has
+  all three by then (a fork server started with the fleet could replace one; not done).
+  The leader tells the others how many processes are alive (``LIVE``), which
+  ``/v1/status`` reports as ``workers`` beside ``workers_configured``.
 
 Control messages are single ``SOCK_SEQPACKET`` datagrams: one type byte, then a payload.
 """
@@ -75,6 +80,7 @@ UNSEAL = b"U"  # + master key
 SEAL = b"S"  # + sequence number (u32), echoed by the worker's DROPPED
 RELOAD = b"R"
 QUIT = b"Q"
+LIVE = b"L"  # + how many processes are alive (u32), after a worker was dropped
 DONE = b"a"  # a change this worker reported has reached every process
 # worker -> leader
 READY = b"A"  # unsealed / reloaded
@@ -257,6 +263,11 @@ class Fleet:
             # goes on without this worker instead of waiting out ACK_TIMEOUT
             p.acks.put_nowait(GONE)
             p.dropped.put_nowait(GONE)
+            # /v1/status reports the processes alive, whichever process serves it
+            live = 1 + sum(q.alive for q in self.peers)
+            self.service.workers_live = live
+            for q in self.peers:
+                self._send(q, LIVE + _ID.pack(live))
 
     # -- connections ------------------------------------------------------------------------
 
@@ -565,6 +576,8 @@ class WorkerLink:
                 self._leader_sealed.set()
             elif kind == DONE:
                 self._done.put_nowait(kind)
+            elif kind == LIVE and len(body) == _ID.size:
+                (self.service.workers_live,) = _ID.unpack(body)
             elif kind == ANSWER and len(body) >= _ANSWER_HEAD.size:
                 rid, status, ctlen = _ANSWER_HEAD.unpack_from(body, 0)
                 at = _ANSWER_HEAD.size

@@ -458,6 +458,7 @@ async def _serve(
     """The leader: the only process while sealed; then one of ``1 + len(workers)``."""
     service = KeyService(opts.directory, unseal_timeout=opts.unseal_timeout, log=log)
     service.worker = (0, 1 + len(workers))
+    service.workers_live = 1 + len(workers)
     lim = opts.limits
     fleet: Fleet | None = None
 
@@ -521,6 +522,7 @@ async def _worker(
     """A worker: idle while sealed, then serves the connections the leader hands it."""
     service = KeyService(opts.directory, unseal_timeout=opts.unseal_timeout, log=log)
     service.worker = (index, count)
+    service.workers_live = count  # until the leader says one is gone (LIVE)
     lim = opts.limits
     link: WorkerLink | None = None
 

@@ -271,6 +271,37 @@ def test_a_worker_killed_mid_batch_costs_its_connections_only(
             c.close()
 
 
+def test_status_counts_the_processes_alive_after_a_worker_dies(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    """(leftovers) A dead worker is dropped and not replaced, but ``/v1/status`` still said
+    ``workers: 3``. It now reports the processes alive (``workers``) beside the configured
+    count (``workers_configured``), whichever process answers: the leader, and a worker
+    told by the leader."""
+    kr, shares, token = _setup(tmp_path)
+    with Server(kr.path, sockdir / "s.sock", "--workers", str(WORKERS)) as srv:
+        assert srv.proc is not None
+        _unseal(srv.url, kr, shares)
+        clients = _pinned(srv.url, token)
+        for c in clients.values():
+            assert c.service_status()["workers_configured"] == WORKERS
+        victim = next(iter(_children(srv.proc.pid)))
+        os.kill(victim, signal.SIGKILL)
+        _wait_gone({victim})
+        answered: set[int] = set()
+        fresh = [Client(srv.url, token=token, timeout=60) for _ in range(2 * WORKERS)]
+        for c in [*clients.values(), *fresh]:
+            deadline = time.monotonic() + 30
+            while (st := c.service_status())["workers"] != WORKERS - 1:
+                assert time.monotonic() < deadline, st  # before: 3 for ever
+                time.sleep(0.05)
+            assert st["workers_configured"] == WORKERS
+            answered.add(st["worker"])
+        assert 0 in answered and len(answered) == WORKERS - 1, answered
+        for c in [*clients.values(), *fresh]:
+            c.close()
+
+
 def _worker_client(url: str, token: str, worker: int) -> Client:
     """A client whose connection (this thread's) process ``worker`` serves."""
     while True:
