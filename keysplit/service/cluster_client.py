@@ -832,11 +832,10 @@ class ClusterClient:
         this one's keys to as well, if one began, and the one that is moving them on)."""
         check_hold(hold)
         chain = self._successors()
+        spellings = names.subject_spellings(subject)
         try:
-            for s in names.subject_spellings(subject):
-                for nxt in chain:
-                    nxt.datakeys.store.set_legal_hold(s, hold)
-                self.datakeys.store.set_legal_hold(s, hold)
+            for c in [*chain, self]:  # each store in one transaction: every spelling or none
+                c.datakeys.store.set_legal_holds(spellings, hold)
         finally:
             for nxt in chain:
                 nxt.close()

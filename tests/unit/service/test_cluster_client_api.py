@@ -169,3 +169,19 @@ def test_rotation_markers_that_lead_back_are_refused_not_followed_for_ever(
             b.set_legal_hold("contacts/3", True)
         assert set(b.datakeys.store.get_many(["contacts/3"])) == {"contacts/3"}
         assert "contacts/3" not in b.datakeys.store.legal_holds()
+
+
+def test_a_hold_takes_every_spelling_in_one_store_transaction(cl: Path) -> None:  # noqa: F811
+    """(review2) UnsealedKeyring.set_legal_hold went to one transaction for all of a
+    subject's spellings (7ed2a2c); ClusterClient's still wrote one per spelling, so a
+    shred in between met the subject half held, and a failure between them left it so.
+    Counted by the store's epoch, which each hold transaction bumps once."""
+    nfc = "contacts/Jos\u00e9"
+    with ClusterClient(cl, token="t") as c:
+        store = c.datakeys.store
+        before = store.state().epoch
+        c.set_legal_hold(nfc, True)
+        assert {nfc, unicodedata.normalize("NFD", nfc)} <= set(store.legal_holds())
+        assert store.state().epoch == before + 1
+        c.set_legal_hold(nfc, False)
+        assert store.state().epoch == before + 2 and not store.legal_holds()
