@@ -45,7 +45,10 @@ Why it is shaped like this:
   :class:`~keysplit.errors.StoreUnreachableError` naming host and port; the connection is
   closed, so the pool discards it and the next call, once the server answers again, runs
   on a new one. Before, a stopped backend made a call wait for ever and a vanished host
-  for ~15 minutes of TCP retransmissions.
+  for ~15 minutes of TCP retransmissions. A wait for a lock that another writer holds (a
+  long bulk insert holds the state lock) is bounded apart, by ``lock_timeout`` (0.8 of
+  ``call_timeout``): it fails first, with a StoreUnreachableError that says so and that
+  nothing was changed, not as a server that did not answer.
 
 * Fleet state (migration 2): ``keyring_state`` (one row), ``tombstones``, ``leases`` and
   ``audit`` (the keyring's audit chain, one for every host). Every transaction that reads
@@ -237,9 +240,15 @@ _STATEMENTS: dict[str, LiteralString] = {
 }
 
 
-def _configure(conn: _Conn) -> None:
+_LOCK_SHARE = 0.8  # of call_timeout: a longer wait for a lock fails as a lock wait
+
+
+def _configure(conn: _Conn, lock_timeout: str) -> None:
     for stmt in _TEMP_TABLES:
         conn.execute(stmt)
+    # a call queued behind another writer's lock (a long insert_many holding the state
+    # lock) fails as such, before the watchdog would take it for a server not answering
+    conn.execute("SELECT set_config('lock_timeout', %s, false)", (lock_timeout,))
 
 
 def _copy_in_rows(rows: Sequence[WrappedKey]) -> Iterator[bytes]:
@@ -467,6 +476,8 @@ class PostgresKeyStore:
         self._admin_held = threading.local()  # .conn: this thread's admin_lock connection
         ident = sql.Identifier(self._schema)
         self._sql = {k: sql.SQL(v).format(s=ident) for k, v in _STATEMENTS.items()}
+        self._lock_wait = self._call_timeout * _LOCK_SHARE
+        self._lock_timeout = f"{max(1, math.floor(self._lock_wait * 1000))}ms"
         kwargs: dict[str, Any] = {"autocommit": True, "application_name": "keysplit"}
         if "connect_timeout" not in params:
             kwargs["connect_timeout"] = math.ceil(self._timeout)
@@ -494,7 +505,7 @@ class PostgresKeyStore:
             min_size=1,
             max_size=max(1, pool_size),
             kwargs=kwargs,
-            configure=_configure,
+            configure=functools.partial(_configure, lock_timeout=self._lock_timeout),
             # no check query on checkout (it would cost every call a round trip): a call
             # that meets a connection the server dropped retries on another (_tx)
             timeout=self._timeout,
@@ -618,6 +629,17 @@ class PostgresKeyStore:
             "(call_timeout=N in the store URL sets this bound)",
         )
 
+    def _lock_waited(self) -> StoreUnreachableError:
+        """The error of a call whose wait for a lock outlasted lock_timeout (a share of
+        call_timeout): the server answered, another writer held the lock."""
+        return StoreUnreachableError(
+            f"PostgreSQL key store at {self._where}: waited {self._lock_wait:g} s for a lock "
+            "held by another writer of this keyring (a long bulk insert, rewrap, rotation "
+            "or shred, or a session holding its locks); nothing was changed",
+            hint="try again once that writer is done; pg_stat_activity shows who holds it "
+            f"(the wait is {_LOCK_SHARE:g} of call_timeout=N in the store URL)",
+        )
+
     @contextlib.contextmanager
     def _connection(self, limit: float | None = None) -> Iterator[_Conn]:
         """A pooled connection, or :class:`StoreUnreachableError` once none could be made
@@ -692,6 +714,8 @@ class PostgresKeyStore:
             except psycopg.Error as exc:
                 if watch is not None and watch.fired:  # no answer within the bound
                     raise self._silent(limit) from None
+                if isinstance(exc, psycopg.errors.LockNotAvailable):
+                    raise self._lock_waited() from None
                 if isinstance(exc, psycopg.errors.TransactionRollback):
                     if attempt == _RETRIES - 1:  # deadlock, serialization
                         raise _db_error(exc) from None
@@ -956,7 +980,13 @@ class PostgresKeyStore:
         )
         try:
             with self._connection() as conn:  # autocommit: VACUUM refuses a transaction
-                conn.execute(sql.SQL(stmt).format(s=sql.Identifier(self._schema)))
+                conn.execute("SET lock_timeout = 0")  # waits for its locks as long as it takes
+                try:
+                    conn.execute(sql.SQL(stmt).format(s=sql.Identifier(self._schema)))
+                finally:
+                    conn.execute(
+                        "SELECT set_config('lock_timeout', %s, false)", (self._lock_timeout,)
+                    )
         except psycopg.Error as exc:
             raise _db_error(exc) from None
 
@@ -1036,8 +1066,8 @@ class PostgresKeyStore:
                     )
                     conn.execute(self._sql["lock_subject"], (self._admin_lock,))
             except psycopg.Error as exc:
-                if watch is not None and watch.fired:
-                    raise self._silent() from None
+                if watch is not None and watch.fired:  # its bound: the lock wait and answers
+                    raise self._silent(timeout + self._call_timeout) from None
                 with contextlib.suppress(psycopg.Error):
                     conn.execute("ROLLBACK")
                 if isinstance(exc, psycopg.errors.LockNotAvailable):

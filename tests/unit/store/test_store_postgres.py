@@ -729,3 +729,60 @@ def test_a_rotation_lock_lost_while_held_fails_the_guarded_change(pg_server: obj
     finally:
         rival.close()
         store.close()
+
+
+def test_a_call_queued_behind_another_writers_lock_says_so(pg_server: object) -> None:
+    """(review) A lock wait counted toward call_timeout and the error said the server "did
+    not answer": a shred queued behind a long insert_many (which holds the keyring's state
+    lock; held here by another session) was cut as if the server were down, "whether a
+    change committed is unknown". Now the wait for a lock fails first, saying that another
+    writer held it and that nothing was changed; the key is still there."""
+    import psycopg
+
+    from keysplit.store.postgres import PostgresKeyStore
+
+    url = _url(pg_server)
+    conninfo, schema = postgres_conninfo(url)
+    store = PostgresKeyStore(f"{url}&call_timeout=2", KID, create=True)
+    try:
+        store.insert_many([WrappedKey("alice", 1, b"\x01" * 24)])
+        with psycopg.connect(conninfo, autocommit=True) as writer:
+            writer.execute(  # what a long insert_many holds for its whole transaction
+                "SELECT pg_advisory_lock_shared(hashtextextended(%s, 0))",
+                (f"keysplit/{schema}//state",),
+            )
+            got = _outcome(lambda: store.delete("alice"), guard=60.0)  # hang guard
+        assert isinstance(got, StoreUnreachableError), got
+        msg = f"{got} {got.hint}"
+        assert "lock held by another writer" in msg and "nothing was changed" in msg, msg
+        assert "did not answer" not in msg
+        assert store.get_many(["alice"]) != {}  # nothing was changed, the store answers
+        assert store.delete("alice")  # once the writer is done
+    finally:
+        store.close()
+
+
+def test_an_admin_lock_that_got_no_answer_names_its_own_bound(pg_server: object) -> None:
+    """(review) admin_lock's bound is its lock wait plus call_timeout; its error quoted
+    call_timeout alone (1 s here, for a bound of 2 s)."""
+    import signal
+
+    from keysplit.store.postgres import PostgresKeyStore
+
+    store = PostgresKeyStore(f"{_url(pg_server)}&call_timeout=1", KID, create=True, pool_size=1)
+    try:
+        pid = int(store._tx(lambda c: c.execute("SELECT pg_backend_pid()").fetchone()[0]))
+
+        def take() -> None:
+            with store.admin_lock(timeout=1):
+                pass
+
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            got = _outcome(take, guard=60.0)  # hang guard
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert isinstance(got, StoreUnreachableError), got
+        assert "did not answer within 2 s" in str(got), got
+    finally:
+        store.close()
