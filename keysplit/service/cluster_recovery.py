@@ -197,12 +197,13 @@ class ClusterRecovery:
     def _finish(self, req: Request) -> Response:
         from . import _cluster_math as cm  # lazily: the cluster extra
 
-        by = self._n._admin(req)
+        self._n._admin(req)
         kr = self._n._unsealed()
         doc = wire.loads(req.body)
         if not isinstance(doc, dict):
             raise FormatError("recovery request must be a JSON object")
         cfg = ClusterConfig.from_bytes(wire.dumps(doc.get("cluster")), "recovery request: cluster")
+        by = self._n._admin(req, cfg.region)  # a region-pinned token: that region's only
         me = cfg.node(str(doc.get("me", "")))
         m = self._n._svc.keyring
         if me.keyring_id != m.keyring_id or me.hpke_public_key != m.public_key.hex():

@@ -182,6 +182,9 @@ def test_a_token_pinned_to_one_region_runs_no_admin_request_of_another(tmp_path:
     Real node process; the token is sent over its Unix socket."""
     import os
     import secrets as _secrets
+    from dataclasses import replace
+
+    from test_cluster_cache import dealt_config
 
     from keysplit import ClusterError
     from keysplit.service.cluster_admin import _post
@@ -214,6 +217,14 @@ def test_a_token_pinned_to_one_region_runs_no_admin_request_of_another(tmp_path:
         with pytest.raises(ClusterError, match="is for region 'eu', not 'us'"):
             _post(url, "/v1/cluster/dkg/deal", deal, token, "y2", NO_TLS)  # a round of us
         assert _post(url, "/v1/cluster/dkg/deal", dict(deal, region="eu"), token, "y2", NO_TLS)
+        cfg = dealt_config(lambda i: f"unix:/absent{i}.sock")
+        mine = replace(
+            cfg.nodes[0], keyring_id=me["keyring_id"], hpke_public_key=me["hpke_public_key"]
+        )
+        cfg = replace(cfg, region="us", nodes=(mine, *cfg.nodes[1:]))
+        recover = {"cluster": cfg.public_dict(), "me": mine.name, "dealings": {}, "blinded": {}}
+        with pytest.raises(ClusterError, match="is for region 'eu', not 'us'"):  # a us share
+            _post(url, "/v1/cluster/recover/finish", recover, token, "y2", NO_TLS)
         (home / "cluster").mkdir(mode=0o700, exist_ok=True)
         (home / "cluster" / "node.json").write_text('{"region": "us"}\n')  # a node of us
         for path, body in (
