@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from keysplit import KeysplitError
-from keysplit._fileio import names_a_descriptor
+from keysplit.files import names_a_descriptor
 
 if TYPE_CHECKING:
     from keysplit import Argon2Params

@@ -5,6 +5,18 @@ appears whole or not at all, new files get mode 0600, and ``overwrite=False`` re
 existing target even against a concurrent writer (see :mod:`keysplit._fileio`).
 """
 
-from ._fileio import atomic_write, atomic_writer, read_bounded, read_bounded_stream
+from ._fileio import (
+    atomic_write,
+    atomic_writer,
+    names_a_descriptor,
+    read_bounded,
+    read_bounded_stream,
+)
 
-__all__ = ["atomic_write", "atomic_writer", "read_bounded", "read_bounded_stream"]
+__all__ = [
+    "atomic_write",
+    "atomic_writer",
+    "names_a_descriptor",
+    "read_bounded",
+    "read_bounded_stream",
+]

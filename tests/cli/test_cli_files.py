@@ -627,7 +627,7 @@ def test_dataset_commands_leave_no_leaked_semaphore_warning_nor_worker_log(
     ok = cli("encrypt-dataset", "in", "enc", *cols, *quorum, cwd=tmp_path)
     bad = cli("decrypt-dataset", "in", "out", *cols, *quorum, cwd=tmp_path)  # not records
     assert ok.returncode == 0 and bad.returncode == 1, (ok.stderr, bad.stderr)
-    assert "error: not a keysplit record" in bad.stderr
+    assert "error: column 'body': not a keysplit record" in bad.stderr  # named since 0c9105c
     for r in (ok, bad):
         assert "leaked" not in r.stderr and "resource_tracker" not in r.stderr, r.stderr
     # and a failed part is one error line: the local workers logged it as `distributed.worker
@@ -635,7 +635,7 @@ def test_dataset_commands_leave_no_leaked_semaphore_warning_nor_worker_log(
     # other than keysplit errors: it may quote data) and a traceback (red team)
     assert "Traceback" not in bad.stderr and "Compute Failed" not in bad.stderr, bad.stderr
     assert [ln for ln in bad.stderr.splitlines() if "error" in ln.lower()] == [
-        "error: not a keysplit record (bad magic)"
+        "error: column 'body': not a keysplit record (bad magic)"
     ], bad.stderr
 
 
