@@ -376,10 +376,20 @@ def create_cluster(
 def refresh_cluster(
     directory: str | os.PathLike[str], *, token: str | None = None, tls: TlsFiles = NO_TLS
 ) -> ClusterConfig:
-    """Re-randomize every node's share (same cluster key); every node must take part."""
+    """Re-randomize every node's share (same cluster key); every node must take part.
+    Refused while ``DIR/creating.json`` records this cluster's create as unfinished."""
     from . import _cluster_math as cm  # lazily: the cluster extra
 
     cfg = read_cluster(directory)
+    creating = _read_creating(Path(directory))
+    if creating is not None and creating[0] == cfg.cluster_id:
+        # a create cut during its commits: a refresh would promote the new epoch on a node
+        # whose membership stays uncommitted (it would evaluate nothing)
+        raise ClusterError(
+            f"cluster {cfg.cluster_id} is not fully created ({Path(directory) / CREATING_FILE} "
+            "exists: some nodes never committed their membership)",
+            hint="run the same keysplit cluster create again to finish its commits first",
+        )
     params = {
         "cluster_id": cfg.cluster_id,
         "region": cfg.region,

@@ -124,6 +124,32 @@ def test_a_create_cut_during_its_commits_is_finished_by_running_it_again(nodes: 
     assert not any(f.endswith(".pending") for n in NODES for f in nodes.files(n))
 
 
+def test_a_refresh_after_a_create_cut_during_its_commits_is_refused(nodes: Nodes) -> None:
+    """(cluster3) x3's commit is cut, then ``cluster refresh`` ran: it promoted the new
+    epoch on every node but left x3's membership uncommitted (``.pending``), so x3
+    evaluated nothing for the cluster at any epoch. Now the refresh is refused while
+    ``DIR/creating.json`` records the create as unfinished, nothing is staged; the create
+    run again finishes it and the refresh then works."""
+    code, err = nodes.create("cl-f", "us", cut="/v1/cluster/dkg/commit")
+    assert code == 1 and "did not commit" in err, err
+    cfg = read_cluster(nodes.tmp / "cl-f")
+    r = cli("cluster", "refresh", "cl-f", cwd=nodes.tmp)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: ") and "keysplit cluster create" in r.stderr, r.stderr
+    assert read_cluster(nodes.tmp / "cl-f") == cfg
+    for n in NODES:
+        entry = node_info(nodes.urls()[n])["clusters"][cfg.cluster_id]  # type: ignore[index]
+        assert entry["epoch"] == 1 and not entry.get("staged"), entry
+    code, err = nodes.create("cl-f", "us")
+    assert code == 0, err
+    r = cli("cluster", "refresh", "cl-f", cwd=nodes.tmp)
+    assert r.returncode == 0, r.stderr
+    assert read_cluster(nodes.tmp / "cl-f").epoch == 2
+    r = cli("cluster", "status", "cl-f", "--json", cwd=nodes.tmp)
+    assert r.returncode == 0 and json.loads(r.stdout)["usable"] == 3, r.stdout
+    assert not any(f.endswith(".pending") for n in NODES for f in nodes.files(n))
+
+
 def test_a_create_cut_before_cluster_json_is_rerun_under_the_same_id(nodes: Nodes) -> None:
     """x3's finish is cut again: running the same command erases what the cut round left
     on x1 and x2 and runs the DKG again under the recorded id; nothing else stays."""
