@@ -137,7 +137,7 @@ CONTEXT = typer.Option([], "--context", metavar="KEY=VALUE", help="Record contex
 
 def _dataset_job(
     what: str,
-    job: Callable[[Any, Any, Callable[[int, int], None]], Any],
+    job: Callable[[Any, Any, Callable[[int, int], None], Any], Any],
     server: str | None,
     token_file: Path | None,
     tls: Tls,
@@ -146,27 +146,27 @@ def _dataset_job(
     scheduler: str | None,
     record: dict[str, Any],
 ) -> Any:
-    """Run ``job(source, cluster, progress)`` with the key source and bar open (the Dask
-    client runs in the job's own child process, never in this one: see keysplit.jobs).
+    """Run ``job(source, cluster, progress, release)`` with the key source and bar open (the
+    Dask client runs in the job's own child process, never in this one: see keysplit.jobs).
 
     With ``--keyring`` (and no ``--server``) this is the library ceremony
     :func:`keysplit.ceremony.dataset`: quorum, job, one ``dataset`` audit entry (``record``
-    holds its fields)."""
+    holds its fields), recorded by ``release`` before the output is put in place."""
     from keysplit import Keyring, ceremony
 
     if keyring is not None and server is None:
         kr = Keyring.open(keyring)
 
-        def run(ukr: UnsealedKeyring) -> Any:
+        def run(ukr: UnsealedKeyring, release: Callable[[Any], None]) -> Any:
             with jobs_module().serve_keys(ukr) as source, _bar(f"{what} (partitions)") as step:
-                return job(source, job_cluster(scheduler), step)
+                return job(source, job_cluster(scheduler), step, release)
 
         return ceremony.dataset(kr, quorum(kr, quorum_source), run=run, **record).value
     with (
         _source(server, token_file, tls, keyring, quorum_source) as source,
         _bar(f"{what} (partitions)") as step,
     ):
-        return job(source, job_cluster(scheduler), step)
+        return job(source, job_cluster(scheduler), step, None)
 
 
 def _rows(n: int) -> tuple[int, int]:
@@ -207,7 +207,7 @@ def encrypt_dataset_cmd(
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     rows = _dataset_job(
         "encrypting",
-        lambda source, cluster, step: jobs_module().encrypt_dataset(
+        lambda source, cluster, step, release: jobs_module().encrypt_dataset(
             src,
             dst,
             column,
@@ -217,6 +217,7 @@ def encrypt_dataset_cmd(
             cluster=cluster,
             progress=step,
             timeout=limit,
+            before_release=release,
         ),
         server,
         token_file,
@@ -272,7 +273,7 @@ def decrypt_dataset_cmd(
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     rows = _dataset_job(
         "decrypting",
-        lambda source, cluster, step: jobs_module().decrypt_dataset(
+        lambda source, cluster, step, release: jobs_module().decrypt_dataset(
             src,
             dst,
             column,
@@ -283,6 +284,7 @@ def decrypt_dataset_cmd(
             cluster=cluster,
             progress=step,
             timeout=limit,
+            before_release=release,
         ),
         server,
         token_file,
@@ -335,7 +337,7 @@ def scan_dataset_cmd(
     qs = QuorumSource(list(share), list(identity), list(passphrase_file))
     report = _dataset_job(
         "scanning",
-        lambda source, cluster, step: jobs_module().scan_dataset(
+        lambda source, cluster, step, _release: jobs_module().scan_dataset(
             src,
             column,
             subject_column,

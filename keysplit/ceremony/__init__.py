@@ -607,8 +607,12 @@ def decrypt_file(
         return run(src, header)
 
 
-DatasetRunner = Callable[[UnsealedKeyring], T]
-"""``run(ukr)``: a dataset job's work with the keyring unsealed here (:mod:`keysplit.jobs`)."""
+DatasetRunner = Callable[[UnsealedKeyring, Callable[[T], None]], T]
+"""``run(ukr, release)``: a dataset job's work with the keyring unsealed here
+(:mod:`keysplit.jobs`). ``release(result)`` records the job's entry: a job that writes an
+output calls it once the output is complete and before it is put in place (the
+``before_release`` of :func:`keysplit.jobs.decrypt_dataset`), and puts nothing in place if
+it raises. A job that never calls it (a scan) is recorded once ``run`` returns."""
 
 
 def dataset(
@@ -624,6 +628,9 @@ def dataset(
 ) -> Done[T]:
     """A dataset job (``encrypt``, ``decrypt`` or ``scan``) run with this keyring's keys,
     recorded as one ``dataset`` entry; ``count(result)`` gives (rows, bad records).
+    The entry is recorded before the output is put in place (:data:`DatasetRunner`): a kill
+    between the two leaves an entry for a dataset that never appeared, never a decrypted
+    dataset with nothing on the record.
 
     A job whose keys come from a key service is not a ceremony here: the service's token
     authorizes (and its log records) each key it hands out.
@@ -631,11 +638,21 @@ def dataset(
     if operation not in ("encrypt", "decrypt", "scan"):
         raise ValueError("operation must be encrypt, decrypt or scan")
 
-    def event(result: T, by: Sequence[Principal]) -> ev.Event:
-        rows, bad = count(result)
-        return ev.Dataset(operation, source, destination, column, rows, bad, by)
+    with unsealed(authority, keyring, operation, ()) as ukr:
+        by = authority.authorized_by
+        entries: list[AuditEntry] = []
 
-    return _run(keyring, authority, operation, run, event)
+        def release(result: T) -> None:
+            if entries:
+                raise ValueError("a dataset job's output is released once")
+            rows, bad = count(result)
+            event = ev.Dataset(operation, source, destination, column, rows, bad, by)
+            entries.append(ev.record(ukr.audit_log(), event))
+
+        value = run(ukr, release)
+        if not entries:
+            release(value)
+    return Done(value, entries[0], by)
 
 
 def repair_audit(keyring: Keyring, quorum: Quorum) -> Done[AuditReport]:

@@ -64,6 +64,9 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int], None]
+Release = Callable[[int], None]
+"""``before_release(rows)``: runs once a dataset job's output is complete, before it is put
+in place (see :func:`decrypt_dataset`)."""
 Context = Mapping[str, str] | None
 
 
@@ -478,6 +481,7 @@ def _transform_dataset(
     src: str,
     dst: str,
     timeout: float | None = None,
+    release: Release | None = None,
 ) -> int:
     """Plan ``src`` into parts (:func:`keysplit.jobs._parquet.plan`) and run one task per
     part, each writing ``part.NNNNN.parquet``; the rows written.
@@ -487,7 +491,9 @@ def _transform_dataset(
     shredded subject in a later part, a bad file) leaves no ``dst`` that reads as a whole
     dataset, and no decrypted part behind (the staging directory is removed; one that a
     killed job left is removed by the next job for the same ``dst`` on this host:
-    :func:`keysplit._fileio.staging_dir`)."""
+    :func:`keysplit._fileio.staging_dir`). ``release(rows)`` runs once every part is
+    written and before they are put in place (a ceremony records its entry there); if it
+    raises, ``dst`` never appears and the staging directory is removed."""
     out = Path(dst).absolute()  # the workers' working directory is not ours
     check_destination(out, src)
     size = _part_bytes(client)
@@ -497,6 +503,8 @@ def _transform_dataset(
     stage = staging_dir(out)  # also removes stages this host's killed jobs left
     try:
         done = _run_dataset_parts(client, progress, spec, layout.parts, stage, timeout)
+        if release is not None:
+            release(done)
         try:
             durable_rename(stage, out)  # replaces an empty directory, never a full one
         except OSError as exc:
@@ -566,8 +574,13 @@ class _DatasetJob:
     text: bool = False
     timeout: float | None = None
 
-    def run(self, client: Client | None, progress: Progress | None) -> Any:
-        """Run it in this process (``client``: its Dask client, or None: no cluster)."""
+    staged: bool = False  # (on a cluster) ask the parent to release the output: _ask_release
+
+    def run(
+        self, client: Client | None, progress: Progress | None, release: Release | None = None
+    ) -> Any:
+        """Run it in this process (``client``: its Dask client, or None: no cluster);
+        ``release`` as in :func:`_transform_dataset`."""
         if self.kind == "scan":
             with dask.config.set({"dataframe.convert-string": False}):
                 return scan(
@@ -581,7 +594,9 @@ class _DatasetJob:
                     timeout=self.timeout,
                 )
         assert self.dst is not None
-        return _transform_dataset(client, progress, self._spec, self.src, self.dst, self.timeout)
+        return _transform_dataset(
+            client, progress, self._spec, self.src, self.dst, self.timeout, release
+        )
 
     def _spec(self, schema: Any) -> _pq.PartSpec:
         """What each part task gets; a sealed str column opens as str (its original type)."""
@@ -620,7 +635,15 @@ def _label(row: Any) -> int | str:
 def child_job(client: Client, request: dict[str, Any], chan: Channel) -> dict[str, Any]:
     """(Child) Run a dataset job on ``client``; only counts and bad-row lists go out."""
     job: _DatasetJob = request["job"]
-    result = job.run(client, chan.progress)
+
+    def release(rows: int) -> None:
+        # the parent records the job's audit entry, then answers: the output is put in
+        # place only on its "ok" (its end of the pipe closing, killed: never)
+        reply = chan.ask({"t": "release", "rows": int(rows)})
+        if reply.get("ok") is not True:
+            raise JobError("the output was not put in place: its audit entry was not recorded")
+
+    result = job.run(client, chan.progress, release if job.staged else None)
     if job.kind != "scan":
         return {"rows": int(result)}
     bad = [[b.partition, _label(b.row), b.subject, b.reason] for b in result.bad]
@@ -655,23 +678,45 @@ def _bad_rows(rows: object) -> list[BadRecord]:
     return out
 
 
-def _isolated(job: _DatasetJob, cluster: Cluster | None, progress: Progress | None) -> Any:
-    """Run a dataset job here (``cluster=None``) or, on a cluster, from a child process."""
+def _isolated(
+    job: _DatasetJob,
+    cluster: Cluster | None,
+    progress: Progress | None,
+    before_release: Release | None = None,
+) -> Any:
+    """Run a dataset job here (``cluster=None``) or, on a cluster, from a child process;
+    ``before_release`` as in :func:`decrypt_dataset`."""
     if cluster is None:
-        return job.run(None, progress)
+        return job.run(None, progress, before_release)
     if not isinstance(cluster, Cluster):
         raise TypeError("cluster must be a keysplit.jobs.Cluster")
+    if before_release is not None:
+        job = dataclasses.replace(job, staged=True)
     bad: list[BadRecord] = []
+    refused: list[Exception] = []  # why before_release failed: the job's error
 
-    def on_message(msg: Message) -> None:
+    def on_message(msg: Message) -> Message | None:
         step = progress_of(msg)
         if step is not None and progress is not None:
             progress(*step)
         elif msg.get("t") == "bad" and job.kind == "scan":
             bad.extend(_bad_rows(msg.get("rows")))
+        elif msg.get("t") == "release" and before_release is not None and not refused:
+            rows = _count(msg.get("rows"))
+            try:
+                before_release(rows)
+            except Exception as exc:  # the child removes its staging and reports an error
+                refused.append(exc)
+                return {"ok": False}
+            return {"ok": True}
         return None
 
-    done = run_job({"kind": "dataset", "job": job}, cluster, on_message)
+    try:
+        done = run_job({"kind": "dataset", "job": job}, cluster, on_message)
+    except KeysplitError:
+        if refused:
+            raise refused[0] from None
+        raise
     if job.kind != "scan":
         return _count(done.get("rows"))
     return ScanReport(_count(done.get("checked")), bad)
@@ -716,6 +761,7 @@ def encrypt_dataset(
     cluster: Cluster | None = None,
     progress: Progress | None = None,
     timeout: float | None = None,
+    before_release: Release | None = None,
 ) -> int:
     """Read the Parquet dataset ``src``, seal ``column``, write the dataset ``dst`` (a new
     directory of ``part.NNNNN.parquet`` files, one per partition); returns the row count.
@@ -726,9 +772,10 @@ def encrypt_dataset(
     ``timeout`` (on a cluster): seconds the whole job may take; past them the parts not
     finished are cancelled and :class:`JobError` says so, ``dst`` untouched (a stuck
     worker otherwise holds the job until Dask declares it dead, minutes later).
+    ``before_release`` as in :func:`decrypt_dataset`.
     """
     job = _job("encrypt", src, dst, column, subject_column, service, token, context, False, timeout)
-    return int(_isolated(job, cluster, progress))
+    return int(_isolated(job, cluster, progress, before_release))
 
 
 def decrypt_dataset(
@@ -744,10 +791,17 @@ def decrypt_dataset(
     cluster: Cluster | None = None,
     progress: Progress | None = None,
     timeout: float | None = None,
+    before_release: Release | None = None,
 ) -> int:
-    """Inverse of :func:`encrypt_dataset`; IntegrityError if any record fails."""
+    """Inverse of :func:`encrypt_dataset`; IntegrityError if any record fails.
+
+    ``before_release(rows)`` runs in this process once every part is written and before
+    ``dst`` is put in place (on a cluster the driver child waits for it): a ceremony
+    records its audit entry there, so a kill between the two leaves an entry for a dataset
+    that never appeared, never plaintext without its entry. If it raises, ``dst`` never
+    appears, the staging directory is removed and its exception is the job's."""
     job = _job("decrypt", src, dst, column, subject_column, service, token, context, text, timeout)
-    return int(_isolated(job, cluster, progress))
+    return int(_isolated(job, cluster, progress, before_release))
 
 
 def scan_dataset(

@@ -68,7 +68,7 @@ def test_written_entries_match_their_schema(tmp_path: Path) -> None:
         kr,
         Quorum(kr, shares),
         "scan",
-        lambda ukr: 3,
+        lambda ukr, release: 3,
         source="in",
         destination=None,
         column="c",

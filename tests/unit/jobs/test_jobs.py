@@ -446,6 +446,63 @@ def test_parquet_round_trip_byte_compatible_and_moved_row_fails(
             assert len(other.bad) == 299
 
 
+def test_a_dataset_is_put_in_place_only_once_its_entry_is_recorded(
+    cluster: jobs.Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ceremony.dataset`` appended its ``dataset`` entry after the job, and the job (on a
+    cluster: its driver child) had already renamed the finished output into place: a kill
+    of the keyring process between the two, or an append that failed, left a decrypted
+    dataset on disk with nothing on the record. Now the entry is appended once every part
+    is written and before the output is renamed (the driver child waits for the parent's
+    answer), so an append that fails leaves no output and no staging directory."""
+    from keysplit.audit import events
+
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    df = _dataset(tmp_path / "in")
+    kr = Keyring.open(tmp_path / "kr")
+    with _open(tmp_path / "kr", [shares["alice"], shares["bob"]]) as ukr, serve_keys(ukr) as src:
+        jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=src)
+    real = events.record
+    out = tmp_path / "dec"
+
+    def failing(log: object, event: events.Event) -> object:
+        if isinstance(event, events.Dataset):
+            assert not out.exists(), "the dataset was put in place before its entry"
+            raise OSError("disk full (the audit log)")
+        return real(log, event)  # type: ignore[arg-type]
+
+    def decrypt(on: jobs.Cluster | None) -> ceremony.Done[int]:
+        def run(ukr: UnsealedKeyring, release: Any) -> int:
+            with serve_keys(ukr) as source:
+                return jobs.decrypt_dataset(
+                    tmp_path / "enc", out, "body", "user",
+                    service=source, cluster=on, timeout=TIMEOUT, before_release=release,
+                )  # fmt: skip
+
+        quorum = ceremony.Quorum(kr, [shares["alice"], shares["carol"]])
+        return ceremony.dataset(
+            kr, quorum, "decrypt", run, source="enc", destination="dec", column="body",
+            count=lambda n: (n, 0),
+        )  # fmt: skip
+
+    def dataset_entries() -> list[dict[str, Any]]:
+        return [dict(e.data) for e in kr.audit_log().entries() if e.event == "dataset"]
+
+    monkeypatch.setattr(events, "record", failing)
+    for on in (None, cluster):  # in this process; from the driver child (a real process)
+        with pytest.raises(OSError, match="disk full"):
+            decrypt(on)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["enc", "in", "kr"]  # no stage
+        assert dataset_entries() == []
+    monkeypatch.setattr(events, "record", real)
+    done = decrypt(cluster)
+    assert done.value == 300 and done.entry is not None and done.entry.event == "dataset"
+    [entry] = dataset_entries()
+    assert (entry["operation"], entry["rows"], entry["bad"]) == ("decrypt", 300, 0)
+    dec = pd.read_parquet(out).sort_values("id").reset_index(drop=True)
+    assert dec["body"].tolist() == df["body"].tolist()
+
+
 def _cli(args: list[object]) -> Any:
     from keysplit_cli.app import app
     from typer.testing import CliRunner
