@@ -293,7 +293,8 @@ def create_cluster(
     ``cluster.json`` is written and this function commits it. Run again after an
     interruption: with ``cluster.json`` written it commits the remaining nodes; without, it
     first erases the memberships (and region pins) the cut round left on the nodes it
-    recorded, then runs the DKG again under the same id. :func:`abandon_cluster` erases
+    recorded (before checking the nodes' regions: the rerun may name another region), then
+    runs the DKG again under the same id. :func:`abandon_cluster` erases
     them instead."""
     from . import _cluster_math as cm  # lazily: the cluster extra
 
@@ -311,6 +312,10 @@ def create_cluster(
         raise ValueError("node names must be unique")
     if not 2 <= threshold <= len(nodes):
         raise ValueError("--threshold must be between 2 and the number of nodes")
+    if creating is not None:
+        # a run cut before cluster.json: erase what it left first (its memberships and
+        # region pins, so a rerun may name another region or other nodes); same id
+        _abandon_on(creating[0], creating[1], token, tls)
     infos = []
     for i, (name, url) in enumerate(nodes, start=1):
         try:
@@ -331,10 +336,7 @@ def create_cluster(
         )
     if len({n.keyring_id for n in infos}) != len(infos):
         raise ClusterError("two nodes serve the same keyring")
-    cid = secrets.token_hex(16)
-    if creating is not None:  # a run cut before cluster.json: erase what it left, same id
-        cid = creating[0]
-        _abandon_on(cid, creating[1], token, tls)
+    cid = secrets.token_hex(16) if creating is None else creating[0]
     d.mkdir(parents=True, exist_ok=True)
     record = {
         "cluster_id": cid,

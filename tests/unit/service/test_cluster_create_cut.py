@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,15 +57,21 @@ class Nodes:
         return node_info(self.servers[node].url)
 
 
-@pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
-    tmp = tmp_path_factory.mktemp("create-cut")
-    with served_nodes(tmp, NODES, "kx") as (sockdir, servers):
+@contextmanager
+def fresh_nodes(tmp: Path, prefix: str) -> Iterator[Nodes]:
+    """x1..x3 freshly served from ``tmp``, x3 behind the cutting proxy."""
+    with served_nodes(tmp, NODES, prefix) as (sockdir, servers):
         proxy = NodeProxy(servers["x3"].sock, sockdir / "x3-proxy.sock")
         try:
             yield Nodes(tmp, servers, proxy)
         finally:
             proxy.close()
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+    with fresh_nodes(tmp_path_factory.mktemp("create-cut"), "kx") as out:
+        yield out
 
 
 def test_an_unfinished_create_is_abandoned_and_its_nodes_join_another_region(
@@ -164,6 +171,29 @@ def test_a_create_cut_before_cluster_json_is_rerun_under_the_same_id(nodes: Node
         assert nodes.files(n) == sorted([*before[n], f"{cid}.json", f"{cid}.share"])
     r = cli("cluster", "status", "cl-r", "--json", cwd=nodes.tmp)
     assert r.returncode == 0 and json.loads(r.stdout)["usable"] == 3, r.stdout
+
+
+def test_a_create_cut_before_cluster_json_is_rerun_in_another_region(tmp_path: Path) -> None:
+    """(cluster3) A create in region eu cut at x3's finish, run again with ``--region us``:
+    the region check ran before the cut round was abandoned, so x1 and x2 (pinned to eu by
+    that round) refused it ('serves region 'eu'') and only ``cluster abandon DIR`` first
+    helped. Now the rerun erases the recorded round (and its pins) first, then creates the
+    cluster in us under the recorded id."""
+    with fresh_nodes(tmp_path, "kv") as fresh:
+        code, err = fresh.create("cl", "eu", cut="/v1/cluster/dkg/finish")
+        assert code == 1, err
+        cid = json.loads((tmp_path / "cl" / "creating.json").read_text())["cluster_id"]
+        assert fresh.info("x1")["region"] == "eu"
+        code, err = fresh.create("cl", "us")
+        assert code == 0, err
+        cfg = read_cluster(tmp_path / "cl")
+        assert (cfg.cluster_id, cfg.region) == (cid, "us")
+        assert not (tmp_path / "cl" / "creating.json").exists()
+        for n in NODES:
+            assert fresh.info(n)["region"] == "us"
+            assert not any(f.endswith(".pending") for f in fresh.files(n))
+        r = cli("cluster", "status", "cl", "--json", cwd=tmp_path)
+        assert r.returncode == 0 and json.loads(r.stdout)["usable"] == 3, r.stdout
 
 
 def test_a_cluster_id_that_is_not_hex_reaches_no_file_outside_the_cluster_directory(
