@@ -503,6 +503,66 @@ def test_a_dataset_is_put_in_place_only_once_its_entry_is_recorded(
     assert dec["body"].tolist() == df["body"].tolist()
 
 
+_KILLED_AT_RELEASE = """
+import os, signal, sys
+from pathlib import Path
+from keysplit import Keyring, jobs
+from keysplit.jobs import serve_keys
+here, address = Path(sys.argv[1]), sys.argv[2]
+pem = [(here / f"{n}.pem").read_text() for n in ("ca", "cert", "key")]
+cluster = jobs.Cluster(address, tls_ca=pem[0], tls_cert=pem[1], tls_key=pem[2])
+_, shares = Keyring.create(here / "kr", 2, ["a", "b"])
+with Keyring.open(here / "kr").unseal([shares["a"], shares["b"]]) as ukr, serve_keys(ukr) as src:
+    jobs.encrypt_dataset(here / "in", here / "enc", "body", "user", service=src)
+    print("encrypted", flush=True)
+
+    def release(rows: int) -> None:  # the entry's append, cut: this process is killed
+        print("release", rows, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    jobs.decrypt_dataset(
+        here / "enc", here / "dec", "body", "user",
+        service=src, cluster=cluster, timeout=240, before_release=release,
+    )
+print("released", flush=True)
+"""
+
+
+def test_a_killed_keyring_process_leaves_no_decrypted_dataset(
+    client: Client, tmp_path: Path
+) -> None:
+    """SIGKILL of the keyring process where it records the decrypt (a real process, its real
+    driver child on the module's cluster): the driver was waiting for its answer, so it
+    never renames its parts into place; it sees the pipe close and removes its staging."""
+    import subprocess
+    import sys
+    import time
+
+    _dataset(tmp_path / "in")
+    for name, pem in (
+        ("ca", SECURITY.tls_ca_file),
+        ("cert", SECURITY.tls_client_cert),
+        ("key", SECURITY.tls_client_key),
+    ):
+        (tmp_path / f"{name}.pem").write_text(pem)
+    r = subprocess.run(
+        [sys.executable, "-c", _KILLED_AT_RELEASE, tmp_path, client.scheduler.address],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert r.stdout.split() == ["encrypted", "release", "300"], r.stderr
+    deadline = time.monotonic() + 60  # the orphaned driver child cleans up on its own
+    while any(p.name.startswith(".dec.") for p in tmp_path.iterdir()):
+        assert not (tmp_path / "dec").exists()
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".pem"))
+    assert left == ["enc", "in", "kr"]  # no dec, no staging with its plaintext parts
+
+
 def _cli(args: list[object]) -> Any:
     from keysplit_cli.app import app
     from typer.testing import CliRunner
