@@ -358,21 +358,14 @@ class AuditLog:
         finally:
             os.close(fd)  # releases the lock
 
-    _defer_anchor = False
-
     def _append_many(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[AuditEntry]:
-        """Append several entries in order (a batch of per-subject entries); the anchor is
-        written once, after the last."""
-        out: list[AuditEntry] = []
-        self._defer_anchor = True
-        try:
-            for event, fields in items:
-                out.append(self._append(event, **fields))
-        finally:
-            self._defer_anchor = False
-            if out:
-                self._write_anchor(out[-1].seq, out[-1].hash, only_forward=True)
-        return out
+        """Append several entries in order (a batch of per-subject entries) under one hold
+        of the log's lock; the anchor is written once, after the last, under that lock too
+        (so no other writer's longer head is overwritten by this batch's)."""
+        prepared = [self._prepare(event, fields) for event, fields in items]
+        if not prepared:
+            return []
+        return self._write_entries(prepared)
 
     def _append(self, event: str, /, **fields: Any) -> AuditEntry:
         """Private: entries are written through :func:`keysplit.audit.events.record`, so
@@ -384,51 +377,39 @@ class AuditLog:
         mappings of those). Raises :class:`AuditError` if the current last line is torn or
         (with a ``mac_key``) fails its MAC, so a broken chain is never extended silently.
         """
+        return self._write_entries([self._prepare(event, fields)])[0]
+
+    def _prepare(self, event: str, fields: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
+        """(event, time stamp, data) of one entry to append, checked."""
         if not isinstance(event, str) or not _EVENT_RE.fullmatch(event):
             raise ValueError("event must match [a-z][a-z0-9_-]{0,39}")
         data = {k: _check_value(v, k) for k, v in fields.items()}
         now = self._clock()
         if now.tzinfo is None:
             raise ValueError("clock must return an aware datetime")
-        stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        built: list[tuple[int, str, dict[str, Any], bytes]] = []
+        return event, now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), data
 
-        def build(last: tuple[bytes, bool] | None) -> bytes:
-            seq, prev = self._link(last)
-            body = {
-                "v": VERSION,
-                "seq": seq,
-                "time": stamp,
-                "event": event,
-                "data": data,
-                "prev": prev,
-            }
-            obj = dict(body)
-            if self._mac_key is not None:
-                obj["mac"] = _mac(self._mac_key, body)
-            line = _canonical(obj)
-            if len(line) > _MAX_LINE:
-                raise ValueError("audit entry too large")
-            built.append((seq, prev, obj, line))
-            return line
-
-        if self.store is not None:
-            self.store.audit_append(lambda last: build(None if last is None else (last, True)))
-            seq, _, _, line = built[-1]
-            if not self._defer_anchor:
-                self._write_anchor(seq, hashlib.sha256(line).hexdigest(), only_forward=True)
-        else:
-            if not os.path.lexists(self.path):
-                self._link(None)  # a removed log is not re-created only to be refused
-            with self._locked() as (fd, created):
-                durable_append(fd, build(_read_last_line(fd)) + b"\n")
-                if created:
-                    fsync_dir(self.path.parent)
-                seq, _, _, line = built[-1]
-                if not self._defer_anchor:  # under the log's lock: the anchor is its head
-                    self._write_anchor(seq, hashlib.sha256(line).hexdigest())
-        seq, prev, obj, line = built[-1]
-        return AuditEntry(
+    def _build(
+        self, item: tuple[str, str, dict[str, Any]], last: tuple[bytes, bool] | None
+    ) -> tuple[AuditEntry, bytes]:
+        """The entry after ``last`` (the current last line) and its line."""
+        event, stamp, data = item
+        seq, prev = self._link(last)
+        body: dict[str, Any] = {
+            "v": VERSION,
+            "seq": seq,
+            "time": stamp,
+            "event": event,
+            "data": data,
+            "prev": prev,
+        }
+        obj: dict[str, Any] = dict(body)
+        if self._mac_key is not None:
+            obj["mac"] = _mac(self._mac_key, body)
+        line = _canonical(obj)
+        if len(line) > _MAX_LINE:
+            raise ValueError("audit entry too large")
+        entry = AuditEntry(
             seq=seq,
             time=stamp,
             event=event,
@@ -437,6 +418,54 @@ class AuditLog:
             mac=obj.get("mac"),
             hash=hashlib.sha256(line).hexdigest(),
         )
+        return entry, line
+
+    def _store_append(self, item: tuple[str, str, dict[str, Any]]) -> AuditEntry:
+        """Append one entry to the store's chain (its own transaction, under its lock)."""
+        assert self.store is not None
+        built: list[AuditEntry] = []
+
+        def build(last: bytes | None) -> bytes:
+            entry, line = self._build(item, None if last is None else (last, True))
+            built.append(entry)
+            return line
+
+        self.store.audit_append(build)
+        return built[-1]
+
+    def _write_entries(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> list[AuditEntry]:
+        """Append ``items`` in order and anchor the last one written, all under the log's
+        lock (the store's chain: each entry in its own transaction, the anchor under
+        :meth:`_anchor_lock`). An entry that cannot be built (too large) ends the batch:
+        those before it are written and anchored, then the error is raised."""
+        out: list[AuditEntry] = []
+        if self.store is not None:
+            try:
+                for item in items:
+                    out.append(self._store_append(item))
+            finally:
+                if out:
+                    self._write_anchor(out[-1].seq, out[-1].hash, only_forward=True)
+            return out
+        if not os.path.lexists(self.path):
+            self._link(None)  # a removed log is not re-created only to be refused
+        with self._locked() as (fd, created):
+            last = _read_last_line(fd)
+            lines: list[bytes] = []
+            try:
+                for item in items:
+                    entry, line = self._build(item, last)
+                    out.append(entry)
+                    lines.append(line + b"\n")
+                    last = (line, True)
+            finally:
+                if lines:
+                    durable_append(fd, b"".join(lines))
+                    if created:
+                        fsync_dir(self.path.parent)
+                    # under the log's lock: the anchor is its head
+                    self._write_anchor(out[-1].seq, out[-1].hash)
+        return out
 
     def check_append(self) -> None:
         """Raise the :class:`AuditError` an append would raise now (a torn or unreadable last
@@ -566,14 +595,38 @@ class AuditLog:
     ) -> None:
         """Record the chain's head in the anchor file (keyed logs only). ``only_forward``:
         never replace a longer recorded chain (the store's chain, appended by other
-        processes without this file's lock)."""
+        processes without the log file's lock): the check and the write are made under
+        :meth:`_anchor_lock`, so two such writers never put a shorter head last."""
         if self.anchor_path is None or self._mac_key is None:
             return
-        if only_forward:
+        if not only_forward:
+            self._put_anchor(entries, head, strict=strict)
+            return
+        with self._anchor_lock():
             with contextlib.suppress(AuditError):
                 recorded = self._recorded()
                 if recorded is not None and recorded[0] >= entries:
                     return
+            self._put_anchor(entries, head, strict=strict)
+
+    @contextlib.contextmanager
+    def _anchor_lock(self) -> Iterator[None]:
+        """An exclusive ``flock`` on the anchor's directory: serializes the store chain's
+        anchor writers on this host (the log file's lock serializes the file chain's)."""
+        assert self.anchor_path is not None
+        try:
+            fd = os.open(self.anchor_path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            yield  # no directory: the write below fails (ignored after an append)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _put_anchor(self, entries: int, head: str, *, strict: bool) -> None:
+        assert self.anchor_path is not None and self._mac_key is not None
         body = {"v": VERSION, "entries": entries, "head": head}
         obj = dict(body, mac=_mac(self._mac_key, body, _ANCHOR_LABEL))
         try:

@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import stat
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -490,3 +491,126 @@ def test_the_anchor_catches_truncation_rollback_and_removal(tmp_path: Path) -> N
     assert log(required=False).verify().entries == 5  # a keyring from before anchors
     log(required=False)._append("shred", subject="z", existed=False, authorized_by=[])
     assert json.loads(anchor.read_bytes())["entries"] == 6  # and from now on it has one
+
+
+def _append_during_anchor_write(
+    monkeypatch: pytest.MonkeyPatch, append: Callable[[], object]
+) -> Callable[[], None]:
+    """Make the calling thread's next anchor write first start ``append`` in another
+    thread (another writer) and give it a bounded while: it is done before the write (the
+    fault) or waits for the lock (fixed). Returns a function that joins it."""
+    import threading
+
+    import keysplit.audit.log as log_mod
+
+    real = log_mod.atomic_write
+    first = threading.current_thread()
+    other: list[threading.Thread] = []
+
+    def write(p: object, data: bytes, **kw: object) -> None:
+        if threading.current_thread() is first and not other:
+            t = threading.Thread(target=append)
+            other.append(t)
+            t.start()
+            t.join(timeout=2)
+        real(p, data, **kw)  # type: ignore[arg-type]
+
+    def join() -> None:
+        other[0].join(timeout=30)
+        assert not other[0].is_alive()
+
+    monkeypatch.setattr(log_mod, "atomic_write", write)
+    return join
+
+
+def test_a_batch_anchors_under_the_log_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's anchor was written after the batch had released the log's lock (a check,
+    then a write): a writer appending in between anchored its longer chain, and the batch
+    then put its shorter head over it. Now the batch writes its anchor under the lock, so
+    the other writer's append and anchor come after it."""
+
+    from keysplit.audit import events as ev
+
+    path, anchor = tmp_path / "a.log", tmp_path / "a.anchor"
+
+    def log() -> AuditLog:
+        return AuditLog(path, mac_key=KEY, anchor=anchor, anchor_required=True)
+
+    log().write_anchor()
+    join = _append_during_anchor_write(monkeypatch, lambda: ev.record(log(), ev.Retire(1, ())))
+    ev.record_many(log(), [ev.Retire(1, ()), ev.Retire(2, ())])
+    join()
+    assert log().verify().entries == 3
+    assert json.loads(anchor.read_bytes())["entries"] == 3
+
+
+def test_threads_sharing_a_log_each_write_their_anchor(tmp_path: Path) -> None:
+    """The batch's deferral of the anchor was an attribute of the AuditLog: another thread
+    appending through the same object while a batch ran skipped its anchor write. Now the
+    deferral is the batch call's own."""
+    import threading
+
+    from keysplit.audit import events as ev
+
+    path, anchor = tmp_path / "a.log", tmp_path / "a.anchor"
+    seen: list[int] = []
+    calls: list[int] = []
+    batch_thread = threading.current_thread()
+
+    def clock() -> datetime:
+        calls.append(1)
+        if threading.current_thread() is batch_thread and len(calls) == 2:
+            # the batch is under way: another thread appends through the same object
+            t = threading.Thread(target=lambda: ev.record(shared, ev.Retire(9, ())))
+            t.start()
+            t.join(timeout=30)
+            assert not t.is_alive()
+            seen.append(json.loads(anchor.read_bytes())["entries"])
+        return datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=len(calls))
+
+    shared = AuditLog(path, mac_key=KEY, anchor=anchor, anchor_required=True, clock=clock)
+    shared.write_anchor()
+    ev.record_many(shared, [ev.Retire(1, ()), ev.Retire(2, ()), ev.Retire(3, ())])
+    assert seen == [1]  # the other thread's entry was anchored when it was appended
+    assert shared.verify().entries == 4
+    assert json.loads(anchor.read_bytes())["entries"] == 4
+
+
+def test_the_store_chains_anchor_is_checked_and_written_under_a_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the store keeps the chain, an append's anchor was a check (is the recorded
+    head shorter?) then a write, unlocked: another writer's longer head, written between
+    them, was replaced by the shorter one. Both now happen under one lock."""
+    import threading
+
+    from keysplit.audit import events as ev
+
+    class Store:
+        def __init__(self) -> None:
+            self.rows: list[bytes] = []
+            self.lock = threading.Lock()
+
+        def audit_lines(self) -> list[bytes]:
+            return list(self.rows)
+
+        def audit_append(self, build: object) -> bytes:
+            with self.lock:
+                line = build(self.rows[-1] if self.rows else None)  # type: ignore[operator]
+                self.rows.append(line)
+                return line  # type: ignore[no-any-return]
+
+    store, anchor = Store(), tmp_path / "a.anchor"
+
+    def log() -> AuditLog:
+        return AuditLog(tmp_path / "a.log", mac_key=KEY, store=store, anchor=anchor)  # type: ignore[arg-type]
+
+    log().write_anchor()
+    join = _append_during_anchor_write(monkeypatch, lambda: ev.record(log(), ev.Retire(2, ())))
+    ev.record(log(), ev.Retire(1, ()))
+    join()
+    assert len(store.rows) == 2 and log().verify().entries == 2
+    assert json.loads(anchor.read_bytes())["entries"] == 2
+    assert not (tmp_path / "a.log").exists()
