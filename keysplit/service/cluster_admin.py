@@ -611,8 +611,7 @@ def rotate_cluster(
                 ostore.state().tombstone_seq,
             )
             succ.write(old_dir)
-        for held in ostore.legal_holds():
-            nstore.set_legal_hold(held, True)
+        nstore.set_legal_holds(ostore.legal_holds(), True)  # one transaction: all or none
         moved, after = 0, ""
         while True:
             # every row: no key is ever stored under version 0, so all are "stale" for it

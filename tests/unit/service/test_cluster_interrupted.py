@@ -540,6 +540,25 @@ def test_a_subject_shredded_in_the_old_cluster_is_shredded_in_the_new_one(
     assert r.returncode == 1 and "being rotated to" in r.stderr, r.stderr
 
 
+def test_a_rotation_copies_the_legal_holds_in_one_transaction(cluster: Cluster) -> None:
+    """(cluster3) ``cluster rotate OLD NEW`` copied OLD's legal holds to NEW one
+    transaction each (a store epoch each; a rotation cut among them left NEW with some of
+    the holds): now one ``set_legal_holds`` transaction, all or none. Counted by NEW's
+    store epoch (one per transaction); OLD holds no keys, so nothing else is written."""
+    old, new = _create(cluster, "cl-hold-old"), _create(cluster, "cl-hold-new")
+    held = ["contacts/hold-a", "contacts/hold-b", "contacts/hold-c"]
+    with ClusterClient(old, token=cluster.token, timeout=20) as c:
+        for s in held:
+            c.set_legal_hold(s, True)
+    with ClusterClient(new, token=cluster.token, timeout=20) as c:
+        before = c.datakeys.store.state().epoch
+    r = cli("cluster", "rotate", old.name, new.name, "--token-file", "token", cwd=cluster.tmp)
+    assert r.returncode == 0, r.stderr
+    with ClusterClient(new, token=cluster.token, timeout=20) as c:
+        assert c.datakeys.store.legal_holds() == held
+        assert c.datakeys.store.state().epoch == before + 1
+
+
 def test_a_replacement_cut_after_the_new_node_kept_its_share_is_finished(
     cluster: Cluster,
 ) -> None:
