@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import FormatError, IntegrityError, KeyringError, LegalHoldError
 from ..names import check_custodian_names, has_other_spellings
@@ -76,7 +76,10 @@ class KeyAdmin:
     :meth:`prepare_rekey` and :meth:`commit_rekey`, the new one): secret.
 
     ``store_url`` is the keyring's store, recorded beside a keyring from before subject
-    binding on its first rotate.
+    binding on its first rotate. ``anchored``: whether the audit log's anchor file exists
+    and verifies now; a keyring from before anchors (``audit_anchor`` 0) gains the flag at
+    the next metadata this session writes (rotate, retire, rekey) when it does, so deleting
+    the anchor is noticed from then on (the file exists before the keyring claims it).
     """
 
     def __init__(
@@ -87,7 +90,9 @@ class KeyAdmin:
         rng: RandomSource,
         *,
         store_url: str,
+        anchored: Callable[[], bool] | None = None,
     ) -> None:
+        self._anchored = anchored
         self._home = home
         self._local = local
         self._master = master
@@ -126,6 +131,13 @@ class KeyAdmin:
         if master is not None:
             self._master = master
         self._pending_master = pending
+
+    def _claim_anchor(self, meta: kf.KeyringMeta) -> kf.KeyringMeta:
+        """``meta`` with ``audit_anchor`` 1 if it lacks it and the anchor exists and
+        verifies (checked now, before the file that claims it is written)."""
+        if meta.audit_anchor or self._anchored is None or not self._anchored():
+            return meta
+        return dataclasses.replace(meta, audit_anchor=1)
 
     def _write_keyring(
         self,
@@ -180,6 +192,7 @@ class KeyAdmin:
                 kek_versions=tuple(sorted(keks)),
                 next_kek=v + 1,
             )
+            meta = self._claim_anchor(meta)
             secrets = kf.KeyringSecrets(local.secrets.x25519_private, keks)
             self._write_keyring(current, pending, meta, secrets, adopt=False)
             # durable in the file first; from this commit on every process writes under v
@@ -205,8 +218,10 @@ class KeyAdmin:
             # version, and from its commit on no write may use it (keysplit.store.base)
             self._retire_in_store(version)
             keks = {v: k for v, k in local.secrets.keks.items() if v != version}
-            meta = dataclasses.replace(
-                m, generation=m.generation + 1, kek_versions=tuple(sorted(keks))
+            meta = self._claim_anchor(
+                dataclasses.replace(
+                    m, generation=m.generation + 1, kek_versions=tuple(sorted(keks))
+                )
             )
             secrets = kf.KeyringSecrets(local.secrets.x25519_private, keks)
             self._write_keyring(current, pending, meta, secrets)
@@ -296,6 +311,7 @@ class KeyAdmin:
                 raise KeyringError("the keyring file changed under this process; unseal again")
             secrets = self._local.secrets
             _check_sealable(secrets)
+            meta = self._claim_anchor(meta)
             self._home.write_pending(kf.serialize(meta, secrets, master, rng.random_bytes(12)))
         self._keep(None, master)
         return {n: s for n, s in zip(names, shares, strict=True)}, meta

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from ..audit import AuditLog
 from ..audit import events as ev
-from ..errors import KeyringError
+from ..errors import AuditError, KeyringError
 from ..record import DataKey
 from ..rng import RandomSource
 from ..share import Share
@@ -77,7 +77,12 @@ class UnsealedKeyring:
         )
         self._dk: DataKeys = local
         self._admin: KeyAdmin | None = KeyAdmin(
-            keyring.home, local, master, self.rng, store_url=keyring.store_url
+            keyring.home,
+            local,
+            master,
+            self.rng,
+            store_url=keyring.store_url,
+            anchored=self._anchored,
         )
         self._use_records(Records(self._dk, rng=self.rng))
 
@@ -195,6 +200,9 @@ class UnsealedKeyring:
 
     def audit_log(self) -> AuditLog:
         """The keyring's ceremony log with its MAC key: appends are MACed, verify checks MACs."""
+        return self._audit_log(bool(self._kr.meta.audit_anchor))
+
+    def _audit_log(self, anchor_required: bool) -> AuditLog:
         store = self._dk.store if isinstance(self._dk, LocalDataKeys) else None
         home = self._kr.home
         return AuditLog(
@@ -202,8 +210,17 @@ class UnsealedKeyring:
             mac_key=self.audit_key(),
             store=store if isinstance(store, AuditStore) else None,
             anchor=home.anchor_path,
-            anchor_required=bool(self._kr.meta.audit_anchor),
+            anchor_required=anchor_required,
         )
+
+    def _anchored(self) -> bool:
+        """Whether the audit anchor exists and verifies (its MAC, and the log's head against
+        it, as an append checks): a keyring from before anchors may then claim it."""
+        try:
+            self._audit_log(True).check_append()
+        except (AuditError, OSError):
+            return False
+        return True
 
     # -- for the key service and jobs -----------------------------------------------------
 

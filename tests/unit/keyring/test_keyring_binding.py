@@ -16,7 +16,7 @@ from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
 from paths import VECTORS_DIR
 
-from keysplit import IntegrityError, Keyring, KeyringError, Share, record
+from keysplit import AuditError, IntegrityError, Keyring, KeyringError, Share, record
 from keysplit.hazmat import keywrap
 from keysplit.keyring import KEYRING_FILE, STORE_FILE
 from keysplit.store import SQLiteKeyStore, WrappedKey
@@ -177,9 +177,17 @@ def test_legacy_store_opens_and_migrates(tmp_path: Path) -> None:
         for s, rec in records.items():
             assert ku.decrypt(rec, subject=s) == f"record of {s}".encode()
     # a keyring from before audit anchors (no audit_anchor in its metadata) works without
-    # audit.anchor; its first keyed append writes one (here: rotate, rewrap, retire)
-    assert Keyring.open(path).meta.audit_anchor == 0
+    # audit.anchor; its first keyed append writes one (here: rotate, rewrap, retire), and
+    # the next metadata a quorum writes once it exists and verifies (retire) claims it, so
+    # deleting it is noticed from then on (before: the flag never came, a deletion passed)
+    assert Keyring.open(path).meta.audit_anchor == 1
     assert json.loads((path / "audit.anchor").read_bytes())["entries"] == 3
+    anchor = (path / "audit.anchor").read_bytes()
+    (path / "audit.anchor").unlink()
+    with pytest.raises(AuditError, match=r"anchor .* is missing"):
+        Keyring.open(path).audit_log().verify()
+    (path / "audit.anchor").write_bytes(anchor)
+    assert Keyring.open(path).audit_log().verify().entries == 3
     # after the migration a moved row is refused ...
     alice = _row(path, "alice")
     _put(path, "bob", *alice)
@@ -201,6 +209,34 @@ def test_legacy_store_opens_and_migrates(tmp_path: Path) -> None:
     ku = Keyring.open(path).unseal(shares)
     with ku, pytest.raises(KeyringError, match="retired"):
         ku.data_keys([s])
+
+
+def test_a_legacy_keyring_claims_only_an_anchor_that_verifies(tmp_path: Path) -> None:
+    """The flag is set only when the anchor exists and verifies when the keyring file is
+    written: none yet (the first rotate writes it after), or one that fails its MAC, leaves
+    the keyring as it was; a rekey's new file claims a valid one."""
+    path, shares = _legacy_dir(tmp_path)
+    with Keyring.open(path).unseal(shares) as ku:
+        ku.rotate()  # no anchor when the file was written: none claimed
+        assert Keyring.open(path).meta.audit_anchor == 0
+        good = (path / "audit.anchor").read_bytes()
+        forged = json.loads(good)
+        forged["mac"] = "0" * 64
+        (path / "audit.anchor").write_text(
+            json.dumps(forged, sort_keys=True, separators=(",", ":"))
+        )
+        with pytest.raises(AuditError, match="MAC invalid"):
+            ku.rotate()  # the ceremony refuses the forged anchor (nothing changed) ...
+        ku.rotate(record=False)  # ... and an unrecorded rotate does not claim it
+        assert Keyring.open(path).meta.audit_anchor == 0
+        (path / "audit.anchor").write_bytes(good)
+        ku.prepare_rekey()  # the pending file claims it; the commit puts it in place
+        assert Keyring.open(path).meta.audit_anchor == 0
+        ku.commit_rekey()
+    assert Keyring.open(path).meta.audit_anchor == 1
+    (path / "audit.anchor").unlink()
+    with pytest.raises(AuditError, match=r"anchor .* is missing"):
+        Keyring.open(path).audit_log().verify()
 
 
 def test_new_keyring_has_no_unbound_version(tmp_path: Path) -> None:
