@@ -405,6 +405,11 @@ class ClusterNode:
             raise ClusterError(f"node {mine.name!r} serves region {pinned!r}, not {region!r}")
         if refresh:
             cfg, index = self._config(cid)
+            if self.pending(cid):  # a refresh would promote its epoch and leave it pending
+                raise ClusterError(
+                    f"node {mine.name!r}: the creation of cluster {cid} was not committed here",
+                    hint="run the same keysplit cluster create again to finish it first",
+                )
             if cfg.epoch != epoch and self._staged(cid, epoch) is not None:
                 # the last refresh was committed in cluster.json but not here: finish it
                 self._promote(cid, by)

@@ -157,6 +157,30 @@ def test_a_refresh_after_a_create_cut_during_its_commits_is_refused(nodes: Nodes
     assert not any(f.endswith(".pending") for n in NODES for f in nodes.files(n))
 
 
+def test_a_node_whose_creation_is_not_committed_refuses_a_refresh(nodes: Nodes) -> None:
+    """(cluster3) The same cut create, refreshed from a copy of the directory without
+    ``creating.json`` (or by an older coordinator): x3 took part, promoted the new epoch
+    and stayed ``.pending``. Now x3 refuses the refresh's deal, so no node stages anything;
+    the create run again (with ``creating.json``) finishes it."""
+    code, err = nodes.create("cl-g", "us", cut="/v1/cluster/dkg/commit")
+    assert code == 1 and "did not commit" in err, err
+    cfg = read_cluster(nodes.tmp / "cl-g")
+    creating = nodes.tmp / "cl-g" / "creating.json"
+    kept = creating.read_bytes()
+    creating.unlink()
+    r = cli("cluster", "refresh", "cl-g", cwd=nodes.tmp)
+    assert r.returncode == 1 and r.stderr.startswith("error: "), r.stderr
+    assert "x3" in r.stderr and "not committed" in r.stderr, r.stderr
+    assert read_cluster(nodes.tmp / "cl-g") == cfg
+    for n in NODES:
+        entry = node_info(nodes.urls()[n])["clusters"][cfg.cluster_id]  # type: ignore[index]
+        assert entry["epoch"] == 1 and not entry.get("staged"), entry
+    creating.write_bytes(kept)
+    code, err = nodes.create("cl-g", "us")
+    assert code == 0, err
+    assert not any(f.endswith(".pending") for n in NODES for f in nodes.files(n))
+
+
 def test_a_create_cut_before_cluster_json_is_rerun_under_the_same_id(nodes: Nodes) -> None:
     """x3's finish is cut again: running the same command erases what the cut round left
     on x1 and x2 and runs the DKG again under the recorded id; nothing else stays."""
