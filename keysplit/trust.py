@@ -204,13 +204,17 @@ class KnownKeyrings:
             raise FormatError(f"{self.path} is larger than {MAX_FILE_BYTES} bytes")
         return data
 
-    def entries(self) -> list[KnownKeyring]:
-        """Every pinned keyring in file order; FormatError names the first bad line."""
-        data = self._read()
+    def _text(self) -> str:
         try:
-            text = data.decode("utf-8")
+            return self._read().decode("utf-8")
         except UnicodeDecodeError:
             raise FormatError(f"{self.path} is not UTF-8 text") from None
+
+    def entries(self) -> list[KnownKeyring]:
+        """Every pinned keyring in file order; FormatError names the first bad line."""
+        return self._parse(self._text())
+
+    def _parse(self, text: str) -> list[KnownKeyring]:
         out: list[KnownKeyring] = []
         seen: dict[str, str] = {}
         for n, line in enumerate(text.split("\n"), 1):
@@ -251,11 +255,10 @@ class KnownKeyrings:
         kept in a dotfiles repository and linked into place stays a link)."""
         return Path(os.path.realpath(self.path))
 
-    def _rewrite(self, keyring_id: str, line: str | None) -> None:
-        """Write the file with ``keyring_id``'s line replaced by ``line`` (appended if the id
-        has none; removed if ``line`` is None), every other line, comments and blank lines
-        kept as they are. Called under :meth:`_locked`, after :meth:`entries` checked it."""
-        text = self._read().decode("utf-8")
+    def _rewrite(self, text: str, keyring_id: str, line: str | None) -> None:
+        """Write the file (``text``, read and parsed under :meth:`_locked`) with
+        ``keyring_id``'s line replaced by ``line`` (appended if the id has none; removed if
+        ``line`` is None), every other line, comments and blank lines kept as they are."""
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()  # the final newline
@@ -304,7 +307,8 @@ class KnownKeyrings:
             _check_id(keyring_id), parse_fingerprint(fingerprint), _check_label(label)
         )
         with self._locked():
-            entries = self.entries()
+            text = self._text()
+            entries = self._parse(text)
             old = next((e for e in entries if e.keyring_id == keyring_id), None)
             if old is not None and old.fingerprint != entry.fingerprint and not replace:
                 raise UntrustedKeyringError(
@@ -314,7 +318,7 @@ class KnownKeyrings:
                 )
             if old == entry:
                 return entry
-            self._rewrite(keyring_id, self._line(entry))
+            self._rewrite(text, keyring_id, self._line(entry))
         return entry
 
     def pin_keyring(
@@ -329,10 +333,10 @@ class KnownKeyrings:
         """Forget ``keyring_id``; True if it was pinned."""
         _check_id(keyring_id)
         with self._locked():
-            entries = self.entries()
-            if not any(e.keyring_id == keyring_id for e in entries):
+            text = self._text()
+            if not any(e.keyring_id == keyring_id for e in self._parse(text)):
                 return False
-            self._rewrite(keyring_id, None)
+            self._rewrite(text, keyring_id, None)
             return True
 
     @staticmethod
