@@ -52,15 +52,6 @@ _PLAIN_CONTEXT = (dict, type(None))  # the contexts the single-record memo compa
 _RECORD_PREFIX = fmt.MAGIC + bytes([fmt.VERSION, fmt.SUITE_AES128GCM_HKDF_COMMIT])
 
 
-def _any_non_ascii(subjects: Sequence[str]) -> bool:
-    """False for the usual all-ASCII batch (one C-level pass); True otherwise, also when
-    something is not a str (the slow path reports it)."""
-    try:
-        return not all(map(str.isascii, subjects))
-    except TypeError:
-        return True
-
-
 def _many(subjects: Sequence[str]) -> None:
     """``TypeError`` for one string where a batch of subjects is due: iterated, its
     characters were taken for subjects (``data_keys("user-42", create=True)`` created keys
@@ -179,23 +170,18 @@ class Records:
         """The data key of each subject (``None`` where it has none, unless ``create``,
         which makes it under the NFC spelling); any stored spelling is found."""
         _many(subjects)
-        if create:
-            return self._dk.resolve(names.canonical_subjects(subjects), create=True)
-        if not _any_non_ascii(subjects):
-            return self._dk.resolve(names.canonical_subjects(subjects), create=False)
+        canon = names.canonical_subjects(subjects)  # checked before any key is asked for
+        if create or canon is subjects:  # (all ASCII: the one spelling)
+            return self._dk.resolve(canon, create=create)
         return [self._find(s, None) for s in subjects]
 
     def export(self, subjects: Sequence[str], *, create: bool = False) -> list[bytes | None]:
         """Raw 16-byte data keys, found as :meth:`keys` finds them (the key service's
         ``datakey`` endpoint and jobs handing keys to workers). Secret."""
         _many(subjects)
-        if create:
-            canon = names.canonical_subjects(subjects)
-            return self._dk.export(canon, create=True)
-        if not _any_non_ascii(subjects):
-            for s in subjects:
-                names.check_subject(s)
-            return self._dk.export(subjects, create=False)
+        canon = names.canonical_subjects(subjects)  # checked before any key is asked for
+        if create or canon is subjects:  # (all ASCII: the one spelling)
+            return self._dk.export(canon, create=create)
         spellings = {s: names.subject_spellings(s) for s in dict.fromkeys(subjects)}
         wanted = list(dict.fromkeys(x for sp in spellings.values() for x in sp))
         got = dict(zip(wanted, self._dk.export(wanted, create=False), strict=True))
