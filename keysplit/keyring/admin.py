@@ -21,7 +21,13 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
-from ..errors import FormatError, IntegrityError, KeyringError, LegalHoldError
+from ..errors import (
+    FormatError,
+    IntegrityError,
+    KeyringError,
+    LegalHoldError,
+    StoreUnreachableError,
+)
 from ..names import check_custodian_names, has_other_spellings
 from ..rng import RandomSource
 from ..share import Share, split
@@ -194,15 +200,41 @@ class KeyAdmin:
             )
             meta = self._claim_anchor(meta)
             secrets = kf.KeyringSecrets(local.secrets.x25519_private, keks)
+            before = self._home.read_keyring()
             self._write_keyring(current, pending, meta, secrets, adopt=False)
             # durable in the file first; from this commit on every process writes under v
-            local.store.set_current_kek(v)
+            self._commit_rotation(v, before)
             # and this process too, only now: ahead of the store, a thread creating a key
             # was refused (StaleKekError), caught up back to the old version and, the
             # commit landing before its one retry, failed again
             local.set_secrets(secrets, v)
         local.member.renew()  # report the new current KEK in this process's lease now
         return v, meta
+
+    def _commit_rotation(self, version: int, before: bytes) -> None:
+        """Make ``version`` current in the store (its KEK is in the keyring file already).
+
+        When the store refuses (:meth:`KeyStore.set_current_kek` raising means nothing was
+        recorded, a :class:`StoreUnreachableError` excepted) the file is put back as it was
+        (``before``; the home's lock is held): no process uses the version, and a file left
+        one version ahead of the store made this session's next rotate say "unseal again".
+        After a StoreUnreachableError the store may have committed (a connection lost at
+        COMMIT): the file keeps the version, the safe side (every process that adopts it
+        finds its KEK), and the error says to unseal again. A store that shows ``version``
+        current after all committed it: the rotation stands."""
+        store = self._local.store
+        try:
+            store.set_current_kek(version)
+        except KeyringError as exc:
+            try:
+                committed = store.state().current_kek == version
+            except KeyringError:
+                committed = False
+            if committed:
+                return
+            if not isinstance(exc, StoreUnreachableError):
+                self._home.write_keyring(before)
+            raise
 
     def retire(
         self, current: kf.KeyringMeta, pending: kf.KeyringMeta | None, version: int

@@ -250,7 +250,11 @@ class KeyStore(Protocol):
     def set_current_kek(self, version: int) -> KeyringState:
         """Record ``version`` as the current KEK (after it is durable in the keyring file);
         bumps the epoch. Refuses a retired version or one not newer than the recorded one
-        (two rotations from the same version made two different KEKs under one number)."""
+        (two rotations from the same version made two different KEKs under one number).
+        An error means nothing was recorded (the rotation then puts its keyring file back),
+        except a :class:`~keysplit.errors.StoreUnreachableError`, after which it may have
+        been (a connection lost at COMMIT): a store that can ask the server (PostgreSQL:
+        the transaction's id) returns the state when the commit in fact happened."""
         ...
 
     def admin_lock(self, timeout: float = ADMIN_WAIT) -> AbstractContextManager[None]:

@@ -1086,12 +1086,59 @@ class PostgresKeyStore:
                     conn.execute("ROLLBACK")
 
     def set_current_kek(self, version: int) -> KeyringState:
+        """As :meth:`KeyStore.set_current_kek`; a failure at or after COMMIT is resolved by
+        the transaction's id. A connection that died while the server committed (the call
+        was retried and met ``version`` already current: "another process rotated"), a
+        refusal at COMMIT, a call the watchdog ended: once the attempt's transaction has
+        ended (a shared state lock waits for it: it held the exclusive one to its end),
+        ``txid_status`` says whether it committed. Committed: the call returns the state.
+        Aborted: its error stands (nothing was changed). No answer: a
+        :class:`StoreUnreachableError` saying that whether it committed is unknown."""
+        xids: list[int] = []
+
         def work(conn: _Conn) -> KeyringState:
             st = self._exclusive(conn)
             _rules.check_rotate(st, version)
+            row = conn.execute("SELECT txid_current()").fetchone()
+            xids.append(int(row[0]) if row else 0)
             return self._bump(conn, st._replace(current_kek=version))
 
-        return self._tx(work)
+        try:
+            return self._tx(work)
+        except KeyringError:
+            if not xids:  # no attempt got as far as the change: nothing was changed
+                raise
+            st = self._committed(xids, version)
+            if st is None:
+                raise
+            return st
+
+    def _committed(self, xids: list[int], version: int) -> KeyringState | None:
+        """The state if one of ``xids`` committed, None if all of them aborted; a
+        :class:`StoreUnreachableError` if the server cannot say (now)."""
+
+        def work(conn: _Conn) -> tuple[list[str | None], KeyringState]:
+            conn.execute(self._sql["lock_shared"], (self._state_lock,))
+            rows = conn.execute(
+                "SELECT txid_status(x) FROM unnest(%s::bigint[]) AS x", (xids,)
+            ).fetchall()
+            return [r[0] for r in rows], self._read_state(conn)
+
+        try:
+            statuses, st = self._tx(work)
+        except KeyringError:
+            statuses, st = ["unknown"], None
+        if "committed" in statuses:
+            return st
+        if all(s in ("aborted", None) for s in statuses):
+            return None
+        raise StoreUnreachableError(
+            f"PostgreSQL key store at {self._where}: the connection was lost while KEK "
+            f"version {version} was being made current, and whether that committed is "
+            "unknown (the server could not be asked)",
+            hint="unseal again once the server answers: the keyring file holds the new "
+            "version either way",
+        )
 
     def retire_kek(self, version: int) -> KeyringState:
         def work(conn: _Conn) -> KeyringState:

@@ -1,0 +1,180 @@
+"""A rotation whose PostgreSQL commit fails: the keyring file and the store agree after it.
+
+A rotation writes the new KEK into the keyring file, then commits it as current in the
+store (set_current_kek). When that commit failed (the server refused it at COMMIT, or
+the connection died while the server committed), the file stayed one KEK version ahead of
+the store and the session kept the old metadata, so the next rotate said "the keyring file
+changed under this process; unseal again". Now a commit the server refused puts the file
+back as it was; a commit the server made although the client lost the connection is found
+(txid_status) and the rotation succeeds. Real server processes: a deferred constraint
+trigger raises at COMMIT; a Unix-socket proxy cuts the connection right after the server
+answers COMMIT (the server committed, the client never hears of it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from keysplit import Keyring, KeyringError
+from keysplit.keyring import file as kf
+from keysplit.store import open_store
+from keysplit.store.url import postgres_conninfo
+
+_BUMP = b"keyring_state SET epoch"  # in the rotation's UPDATE (set_current_kek's bump)
+_COMMIT_DONE = b"C\x00\x00\x00\x0bCOMMIT\x00"  # the server's CommandComplete for COMMIT
+
+
+def _url(server: object) -> str:
+    return f"{server.url}&schema=t_{uuid.uuid4().hex[:16]}"  # type: ignore[attr-defined]
+
+
+def _file_meta(kr: Keyring) -> kf.KeyringMeta:
+    return kf.parse(kr.home.read_keyring())[0]
+
+
+def test_a_rotation_the_server_refuses_at_commit_leaves_the_file_as_it_was(
+    pg_server: object, tmp_path: Path
+) -> None:
+    import psycopg
+    from psycopg import sql
+
+    url = _url(pg_server)
+    conninfo, schema = postgres_conninfo(url)
+    kr, shares = Keyring.create(tmp_path / "kr", 2, ["a", "b", "c"])
+    store = open_store(url, keyring_id=kr.keyring_id, home=kr.path, create=True)
+    s = sql.Identifier(schema)
+    with kr.unseal([shares["a"], shares["b"]], store=store) as ku:
+        record = ku.encrypt(b"before", subject="alice")
+        data_before = kr.home.read_keyring()
+        with psycopg.connect(conninfo, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL(
+                    "CREATE FUNCTION {s}.cut() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$BEGIN RAISE EXCEPTION 'cut at commit'; END$$"
+                ).format(s=s)
+            )
+            admin.execute(  # runs at COMMIT, after every statement of the rotation succeeded
+                sql.SQL(
+                    "CREATE CONSTRAINT TRIGGER cut AFTER UPDATE ON {s}.keyring_state "
+                    "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {s}.cut()"
+                ).format(s=s)
+            )
+            with pytest.raises(KeyringError, match="cut at commit"):
+                ku.rotate()
+            assert store.state().current_kek == 1
+            assert kr.home.read_keyring() == data_before  # the file is back as it was
+            assert _file_meta(kr).current_kek == 1
+            admin.execute(sql.SQL("DROP TRIGGER cut ON {s}.keyring_state").format(s=s))
+        assert ku.rotate() == 2  # the same session rotates (it said "unseal again")
+        assert store.state().current_kek == 2 and _file_meta(kr).current_kek == 2
+        after = ku.encrypt(b"after", subject="bob")
+        assert ku.decrypt(record, subject="alice") == b"before"
+    with kr.unseal(
+        [shares["b"], shares["c"]], store=open_store(url, keyring_id=kr.keyring_id, home=kr.path)
+    ) as ku:
+        assert ku.decrypt(after, subject="bob") == b"after"
+        assert ku.rotate() == 3
+
+
+class _CommitCutter:
+    """A Unix-socket proxy in front of the server: it forwards every connection, and on a
+    connection that sent the rotation's UPDATE it drops the server's answer to the next
+    COMMIT and closes both ends (once): the server committed, the client saw it die."""
+
+    def __init__(self, server_dir: str, port: int = 5432) -> None:
+        self.target = f"{server_dir}/.s.PGSQL.{port}"
+        self.dir = tempfile.mkdtemp(prefix="kspx", dir="/tmp")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(f"{self.dir}/.s.PGSQL.{port}")
+        self.listener.listen(16)
+        self.listener.settimeout(0.2)
+        self.armed = False  # set: cut the next rotation's commit
+        self.cuts = 0
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.target)
+            flag = {"bump": False}
+            for args in ((client, upstream, flag, True), (upstream, client, flag, False)):
+                threading.Thread(target=self._pump, args=args, daemon=True).start()
+
+    def _pump(
+        self, src: socket.socket, dst: socket.socket, flag: dict[str, bool], up: bool
+    ) -> None:
+        tail = b""
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                seen = tail + data
+                tail = seen[-64:]
+                if up and _BUMP in seen:
+                    flag["bump"] = True
+                if not up and _COMMIT_DONE in seen:
+                    if flag["bump"] and self.armed:
+                        self.armed = False
+                        self.cuts += 1
+                        break  # the answer to COMMIT is never forwarded
+                    flag["bump"] = False
+                    tail = b""
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+@contextlib.contextmanager
+def _cutter(server: object) -> Iterator[_CommitCutter]:
+    proxy = _CommitCutter(str(server.dir))  # type: ignore[attr-defined]
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def test_a_rotation_committed_while_its_connection_died_succeeds(
+    pg_server: object, tmp_path: Path
+) -> None:
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    kr, shares = Keyring.create(tmp_path / "kr", 2, ["a", "b", "c"])
+    with _cutter(pg_server) as proxy:
+        url = f"postgresql:///keysplit?host={proxy.dir}&user=keysplit&schema={schema}"
+        store = open_store(url, keyring_id=kr.keyring_id, home=kr.path, create=True)
+        with kr.unseal([shares["a"], shares["b"]], store=store) as ku:
+            proxy.armed = True
+            assert ku.rotate() == 2  # the commit landed; the client lost its answer
+            assert proxy.cuts == 1
+            assert store.state().current_kek == 2 and _file_meta(kr).current_kek == 2
+            record = ku.encrypt(b"after", subject="bob")
+            assert ku.rotate() == 3  # the session follows its own file
+            assert store.state().current_kek == 3 and _file_meta(kr).current_kek == 3
+    direct = f"{pg_server.url}&schema={schema}"  # type: ignore[attr-defined]
+    with kr.unseal(
+        [shares["b"], shares["c"]], store=open_store(direct, keyring_id=kr.keyring_id, home=kr.path)
+    ) as ku:
+        assert ku.decrypt(record, subject="bob") == b"after"
