@@ -7,9 +7,13 @@ x=$(keysplit ...) see only the result.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import json
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any, TextIO, cast
 
 import typer
 
@@ -18,7 +22,16 @@ from ._common import err_console
 if TYPE_CHECKING:
     from keysplit.ceremony import Contributor, WrittenShare
 
-__all__ = ["JSON_HELP", "emit", "names", "note", "print_share_table", "shown"]
+__all__ = [
+    "JSON_HELP",
+    "UnprintableOutput",
+    "emit",
+    "names",
+    "note",
+    "print_share_table",
+    "printable_stdout",
+    "shown",
+]
 
 JSON_HELP = "Print a machine-readable result on stdout."
 
@@ -60,3 +73,77 @@ def print_share_table(title: str, shares: Sequence[WrittenShare]) -> None:
             *(escape(str(v)) for v in (w.custodian, w.location, w.fingerprint, w.protection))
         )
     err_console.print(table)
+
+
+class UnprintableOutput(Exception):
+    """Bytes bound for a terminal that would drive it rather than be shown (see
+    :func:`printable_stdout`); raised before any of them is written."""
+
+
+_DRIVES_TERMINAL = re.compile(
+    # C0 and C1 controls but tab, newline and a carriage return ending a line: ESC (and the
+    # 8-bit CSI U+009B, OSC U+009D) starts escape sequences that move the cursor, rewrite
+    # the screen, set the window title or the clipboard; BEL, backspace, a bare CR rewrite
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+    # bidirectional controls reorder what is shown (Trojan Source)
+    "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+    "|\r(?!\n)"
+)
+
+
+class _PrintableWriter:
+    """``out`` (stdout's binary stream) that refuses a write holding anything but UTF-8
+    text a terminal shows as it is: each write is checked whole before any of it is
+    written. A UTF-8 sequence or a CRLF cut between two writes is judged once complete."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self._out = out
+        self._decode = codecs.getincrementaldecoder("utf-8")("strict").decode
+        self._cr_open = False  # the last write ended in "\r": a "\n" must come next
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        try:
+            text = self._decode(bytes(data))
+        except UnicodeDecodeError:
+            raise UnprintableOutput from None
+        if text:
+            if self._cr_open and text[0] != "\n":
+                raise UnprintableOutput
+            bad = _DRIVES_TERMINAL.search(text)
+            if bad is not None and (bad.start() < len(text) - 1 or text[-1] != "\r"):
+                raise UnprintableOutput  # a "\r" that ends the write waits for the next one
+            self._cr_open = bad is not None
+        self._out.write(data)
+        return len(data)
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, ...: stdout's own
+        return getattr(self._out, name)
+
+
+class _PrintableStdout:
+    """sys.stdout whose ``buffer`` is a :class:`_PrintableWriter`; the rest is stdout's."""
+
+    def __init__(self, real: TextIO) -> None:
+        self._real = real
+        self.buffer = _PrintableWriter(real.buffer)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+@contextlib.contextmanager
+def printable_stdout(active: bool) -> Iterator[None]:
+    """While ``active``, binary writes to stdout (``sys.stdout.buffer``: a decrypted file's
+    plaintext) raise :class:`UnprintableOutput` instead of writing what is not plain text:
+    bytes that are not UTF-8, control characters (escape sequences) or bidirectional
+    controls. Decrypted content reaches an operator's terminal only as text it shows,
+    never as commands to it (rage refuses the same; the content may be an attacker's)."""
+    if not active:
+        yield
+        return
+    real = sys.stdout
+    sys.stdout = cast("TextIO", _PrintableStdout(real))
+    try:
+        yield
+    finally:
+        sys.stdout = real

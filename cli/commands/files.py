@@ -22,7 +22,7 @@ from pathlib import Path
 import typer
 
 from .._common import EXIT_USAGE, check_output_file, fail, handle_errors, info
-from .._output import JSON_HELP
+from .._output import JSON_HELP, UnprintableOutput, printable_stdout
 from .._quorum import (
     IDENTITY_OPTION,
     PASSPHRASE_OPTION,
@@ -45,8 +45,8 @@ def _json_needs_stdout(as_json: bool, out_path: str) -> None:
 
 def _no_ciphertext_to_terminal(out_path: str) -> None:
     """``encrypt DIR IN -`` with stdout a terminal would print binary ciphertext to the
-    screen: refused, as age does. Decrypting to a terminal stays allowed (age allows it
-    too): the plaintext is what the person at the screen asked to see."""
+    screen: refused, as age does. Decrypting to a terminal prints plain text only (see
+    ``decrypt``'s --allow-unprintable)."""
     if out_path == "-" and sys.stdout.isatty():
         fail(
             "refusing to write the encrypted file to the terminal",
@@ -219,14 +219,24 @@ def decrypt_cmd(
     passphrase_file: list[str] = PASSPHRASE_OPTION,
     store: str | None = STORE_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " (not with OUT -)."),
+    allow_unprintable: bool = typer.Option(
+        False,
+        "--allow-unprintable",
+        help="With OUT - and stdout a terminal, write the plaintext even if it is not plain "
+        "text (binary, escape sequences: they act on the terminal).",
+    ),
 ) -> None:
     """Decrypt a file sealed to the keyring (needs a quorum); records an audit entry.
 
     Example: keysplit decrypt vault report.pdf.ks report.pdf -s ana.g1.kss -s ben.g1.kss
 
-    Exit codes: 0 decrypted; 1 tampered, truncated or foreign file, bad quorum; 2 usage.
+    Exit codes: 0 decrypted; 1 tampered, truncated or foreign file, bad quorum, plaintext
+    that is not plain text bound for a terminal; 2 usage.
 
-    On failure no output file is left behind.
+    On failure no output file is left behind. With OUT - and stdout a terminal, plaintext
+    that is not UTF-8 text or holds control characters (escape sequences could rewrite the
+    screen or worse) stops the decrypt before it is written, unless --allow-unprintable;
+    a pipe or a redirect gets the plaintext as it is.
     """
     from keysplit import ceremony
 
@@ -240,14 +250,25 @@ def decrypt_cmd(
     check_output_file(out_path, "OUT", overwrite=force)
     _check_not_stdout(in_path, out_path)
     kr = open_keyring(directory, store)
-    done = ceremony.decrypt_file(
-        kr,
-        quorum(kr, QuorumSource(share, identity, passphrase_file, stdin_is_data=from_stdin)),
-        in_path,
-        out_path,
-        context=ctx or None,
-        overwrite=force,
-    )
+    to_terminal = out_path == "-" and not allow_unprintable and sys.stdout.isatty()
+    try:
+        with printable_stdout(to_terminal):
+            done = ceremony.decrypt_file(
+                kr,
+                quorum(
+                    kr, QuorumSource(share, identity, passphrase_file, stdin_is_data=from_stdin)
+                ),
+                in_path,
+                out_path,
+                context=ctx or None,
+                overwrite=force,
+            )
+    except UnprintableOutput:
+        fail(
+            "refusing to write the decrypted file to the terminal: it is not plain text "
+            "(binary data or control characters)",
+            "redirect stdout (> FILE, | ...), give OUT a file name, or pass --allow-unprintable",
+        )
     result = done.value
     stored = dict(result.header.context)
     if not stored:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import subprocess
@@ -18,6 +19,8 @@ from ceremony_helpers import (  # noqa: F401 (fixtures)
     make_ceremony,
     run,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from service_helpers import KEYSPLIT
 
 from keysplit import Identity, Keyring, load_share
@@ -805,18 +808,32 @@ def test_a_share_or_passphrase_from_the_stdin_that_carries_the_file_is_refused(
         assert not out.exists()
 
 
-def test_encrypt_refuses_to_print_ciphertext_to_a_terminal(tmp_path: Path) -> None:
-    """(leftovers) ``encrypt DIR IN -`` with stdout a terminal wrote binary ciphertext to the
-    screen. Like age it is refused: one usage error, a hint, nothing read or written. The
-    refusal comes before the keyring is opened, so a bare directory is enough here."""
+def _on_a_terminal(args: list[object]) -> tuple[subprocess.CompletedProcess[bytes], bytes]:
+    """The installed keysplit with stdout a real pseudo-terminal in raw mode (bytes arrive
+    as written, no newline translation), stdin empty: its result and what reached the
+    terminal."""
     import pty
+    import tty
 
-    src = tmp_path / "plain.txt"
-    src.write_text("secret\n")
     controller, terminal = pty.openpty()
+    tty.setraw(terminal)
+    seen = bytearray()
+
+    def drain() -> None:  # ends at EIO once every writer of the terminal side is closed
+        while True:
+            try:
+                chunk = os.read(controller, 1 << 16)
+            except OSError:
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
     try:
         p = subprocess.run(
-            [KEYSPLIT, "encrypt", str(tmp_path / "vault"), str(src), "-"],
+            [KEYSPLIT, *map(str, args)],
             stdin=subprocess.DEVNULL,
             stdout=terminal,
             stderr=subprocess.PIPE,
@@ -824,7 +841,21 @@ def test_encrypt_refuses_to_print_ciphertext_to_a_terminal(tmp_path: Path) -> No
         )
     finally:
         os.close(terminal)
+        reader.join(timeout=30)
         os.close(controller)
+    assert not reader.is_alive()
+    assert b"Traceback" not in p.stderr, p.stderr
+    return p, bytes(seen)
+
+
+def test_encrypt_refuses_to_print_ciphertext_to_a_terminal(tmp_path: Path) -> None:
+    """(leftovers) ``encrypt DIR IN -`` with stdout a terminal wrote binary ciphertext to the
+    screen. Like age it is refused: one usage error, a hint, nothing read or written. The
+    refusal comes before the keyring is opened, so a bare directory is enough here."""
+    src = tmp_path / "plain.txt"
+    src.write_text("secret\n")
+    p, seen = _on_a_terminal(["encrypt", tmp_path / "vault", src, "-"])
+    assert seen == b""
     lines = p.stderr.decode().splitlines()
     assert p.returncode == 2, lines
     assert [ln for ln in lines if ln.startswith("error:")] == [
@@ -866,3 +897,118 @@ def test_output_that_links_to_an_open_descriptor_is_refused_before_any_share(
         assert r.exit_code == 2 and error_lines(r) == [message], r.stderr
         assert "[1/2]" not in r.stderr
     assert link.is_symlink() and (cer.root / "redirected").read_bytes() == b""
+
+
+# -- decrypted content and the operator's terminal (cli4) ------------------------------------
+
+_HOSTILE = b"report\n\x1b]0;owned\x07\x1b[2J\x1b[1;1Hall clear\n"
+"""Plaintext someone else chose: sets the window title, clears the screen, writes over it."""
+
+
+def _decrypt_to_terminal(
+    c: Ceremony, sealed: Path, *extra: str
+) -> tuple[subprocess.CompletedProcess[bytes], bytes]:
+    return _on_a_terminal(["decrypt", c.kr, sealed, "-", *extra, *c.quorum("alice", "bob")])
+
+
+@pytest.mark.parametrize(
+    "plaintext",
+    [_HOSTILE, os.urandom(3000), "right\u202eto left\n".encode(), b"over\rwritten\n"],
+    ids=["escape-sequences", "binary", "bidi-override", "bare-carriage-return"],
+)
+def test_decrypt_refuses_to_print_what_would_drive_the_terminal(
+    cer: Ceremony, plaintext: bytes
+) -> None:
+    """(cli4) ``decrypt DIR f.ks -`` to a terminal printed the plaintext as it was: binary
+    garbage, or escape sequences of whoever made the file acting on the operator's
+    terminal. Now, as rage does, plaintext that is not plain text is refused before any of
+    it is written: one error line, a hint, exit 1, nothing on the terminal."""
+    sealed = _encrypt(cer, plaintext)
+    p, seen = _decrypt_to_terminal(cer, sealed)
+    lines = p.stderr.decode().splitlines()
+    assert p.returncode == 1, lines
+    assert [ln for ln in lines if ln.startswith("error:")] == [
+        "error: refusing to write the decrypted file to the terminal: it is not plain text "
+        "(binary data or control characters)"
+    ]
+    hints = [ln for ln in lines if ln.startswith("hint:")]
+    assert len(hints) == 1 and "redirect" in hints[0] and "--allow-unprintable" in hints[0]
+    assert seen == b""
+    # the quorum did decrypt: on the record, as any decrypt to stdout that stopped
+    last = Keyring.open(cer.kr).audit_log().entries()[-1]
+    assert last.event == "decrypt-incomplete" and last.data["error"] == "UnprintableOutput"
+
+
+def test_decrypt_prints_plain_text_to_the_terminal_as_it_is(cer: Ceremony) -> None:
+    text = "héllo wörld 👍\r\n\tline two\n".encode()
+    p, seen = _decrypt_to_terminal(cer, _encrypt(cer, text))
+    assert p.returncode == 0, p.stderr
+    assert seen == text
+
+
+def test_allow_unprintable_writes_any_plaintext_to_the_terminal(cer: Ceremony) -> None:
+    p, seen = _decrypt_to_terminal(cer, _encrypt(cer, _HOSTILE), "--allow-unprintable")
+    assert p.returncode == 0, p.stderr
+    assert seen == _HOSTILE
+
+
+def test_decrypt_to_a_pipe_writes_any_plaintext_unchanged(cer: Ceremony) -> None:
+    data = _HOSTILE + os.urandom(3000)
+    sealed = _encrypt(cer, data)
+    args = ["decrypt", cer.kr, sealed, "-", *cer.quorum("alice", "bob")]
+    p = subprocess.run(
+        [KEYSPLIT, *map(str, args)], stdin=subprocess.DEVNULL, capture_output=True, timeout=120
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == data
+    assert Keyring.open(cer.kr).audit_log().entries()[-1].event == "decrypt"
+
+
+_PIECES = [b"a", b" ", b"\t", b"\n", b"\r", b"\r\n", "é".encode(), "👍".encode()]
+_PIECES += [b"\x1b", b"\x07", b"\x7f", "\x9b".encode(), "\u202e".encode(), b"\xff", b"\xc3"]
+
+
+def _through_guard(data: bytes, cuts: list[int]) -> tuple[bool, bytes]:
+    """``data`` written to :func:`printable_stdout`'s writer in pieces cut at ``cuts``:
+    whether every write was taken, and what reached the real stream."""
+    import io
+
+    from keysplit_cli._output import UnprintableOutput, _PrintableWriter
+
+    out = io.BytesIO()
+    guard = _PrintableWriter(out)
+    bounds = [0, *sorted(cuts), len(data)]
+    try:
+        for a, b in itertools.pairwise(bounds):
+            assert guard.write(memoryview(data)[a:b]) == b - a
+    except UnprintableOutput:
+        return False, out.getvalue()
+    return True, out.getvalue()
+
+
+@given(st.data())
+@settings(max_examples=300, deadline=None)
+def test_the_terminal_guard_judges_the_bytes_not_how_they_are_cut(data: st.DataObject) -> None:
+    """Plaintext reaches stdout in chunks that may cut a UTF-8 sequence or a CRLF: the
+    verdict is the same as for one write, and text that passes arrives unchanged."""
+    whole = b"".join(data.draw(st.lists(st.sampled_from(_PIECES), max_size=12)))
+    cuts = data.draw(st.lists(st.integers(0, len(whole)), max_size=5))
+    ok, out = _through_guard(whole, [])
+    assert _through_guard(whole, cuts)[0] == ok
+    if ok:
+        assert _through_guard(whole, cuts)[1] == out == whole
+
+
+@pytest.mark.parametrize(
+    ("data", "cuts", "ok"),
+    [
+        (b"line\r\nline\r\n", [5], True),  # CRLF cut between two writes
+        (b"line\r", [], True),  # a last "\r" (nothing follows: the end of the output)
+        (b"line\rover", [5], False),  # a bare "\r" cut from what follows it
+        (b"text\x1b", [], False),  # a control character last in a write
+        ("\x9b2J".encode(), [1], False),  # the 8-bit CSI, its UTF-8 cut in two
+        ("\u00a0non-breaking, 👍, \u200d".encode(), [], True),  # printable enough
+    ],
+)
+def test_the_terminal_guard_on_chosen_cuts(data: bytes, cuts: list[int], ok: bool) -> None:
+    assert _through_guard(data, cuts)[0] is ok
