@@ -48,7 +48,8 @@ Why it is shaped like this:
   for ~15 minutes of TCP retransmissions. A wait for a lock that another writer holds (a
   long bulk insert holds the state lock) is bounded apart, by ``lock_timeout`` (0.8 of
   ``call_timeout``): it fails first, with a StoreUnreachableError that says so and that
-  nothing was changed, not as a server that did not answer.
+  nothing was changed, not as a server that did not answer. So is an open's schema set-up
+  queued behind another session's lock on the schema's tables (a ``VACUUM (FULL)``).
 
 * Fleet state (migration 2): ``keyring_state`` (one row), ``tombstones``, ``leases`` and
   ``audit`` (the keyring's audit chain, one for every host). Every transaction that reads
@@ -498,6 +499,8 @@ class PostgresKeyStore:
         except psycopg.Error as exc:
             if watch is not None and watch.fired:
                 raise self._silent() from None
+            if isinstance(exc, psycopg.errors.LockNotAvailable):
+                raise self._lock_waited(opening=True) from None
             raise _db_error(exc) from None
         self._pool: ConnectionPool[_Conn] = ConnectionPool(
             conninfo,
@@ -527,6 +530,9 @@ class PostgresKeyStore:
         schema = self._schema
         ident = sql.Identifier(schema)
         with conn.transaction():
+            # a wait behind another session's lock on the schema's tables (a VACUUM FULL,
+            # a migration, a LOCK TABLE) fails as such, before the watchdog's bound
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (self._lock_timeout,))
             conn.execute(self._sql["lock_subject"], (f"keysplit/{schema}",))
             has_schema = conn.execute(
                 "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)
@@ -629,13 +635,21 @@ class PostgresKeyStore:
             "(call_timeout=N in the store URL sets this bound)",
         )
 
-    def _lock_waited(self) -> StoreUnreachableError:
+    def _lock_waited(self, *, opening: bool = False) -> StoreUnreachableError:
         """The error of a call whose wait for a lock outlasted lock_timeout (a share of
-        call_timeout): the server answered, another writer held the lock."""
+        call_timeout): the server answered, another writer held the lock. ``opening``: the
+        schema set-up of an open (the lock on a table of the schema, or another open's)."""
+        who = (
+            f"opening the store waited {self._lock_wait:g} s for a lock on schema "
+            f"{self._schema!r} held by another session (a VACUUM FULL, a migration, a LOCK "
+            "TABLE, or another process creating the schema)"
+            if opening
+            else f"waited {self._lock_wait:g} s for a lock held by another writer of this "
+            "keyring (a long bulk insert, rewrap, rotation or shred, or a session holding "
+            "its locks)"
+        )
         return StoreUnreachableError(
-            f"PostgreSQL key store at {self._where}: waited {self._lock_wait:g} s for a lock "
-            "held by another writer of this keyring (a long bulk insert, rewrap, rotation "
-            "or shred, or a session holding its locks); nothing was changed",
+            f"PostgreSQL key store at {self._where}: {who}; nothing was changed",
             hint="try again once that writer is done; pg_stat_activity shows who holds it "
             f"(the wait is {_LOCK_SHARE:g} of call_timeout=N in the store URL)",
         )
