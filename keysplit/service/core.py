@@ -189,7 +189,7 @@ class KeyService:
         configured, ``keysplit serve --workers``)."""
         self.workers_live = 1
         """How many of those processes are still alive (the leader's count, told to the
-        workers): a worker that died is dropped and not replaced (see fleet.py)."""
+        workers): a worker that died counts no more until its replacement runs (fleet.py)."""
         self._log = log or (lambda m: print(f"keysplit serve: {m}", file=sys.stderr, flush=True))
         self._routes: dict[tuple[str, str], Callable[[Request], Response]] = {
             ("GET", "/v1/status"): self._status,

@@ -34,11 +34,18 @@ Lifecycle:
   that saw "sealed" is never served a decryption by a worker that had not heard yet. One
   audit entry records it. The leader stops the workers on exit; a worker whose leader is
   gone (its socketpair reads EOF) seals and exits.
-* A worker that exits or stops answering is dropped and **not replaced**: a worker must be
-  forked before any event loop, thread or store connection exists, and the leader has
-  all three by then (a fork server started with the fleet could replace one; not done).
-  The leader tells the others how many processes are alive (``LIVE``), which
-  ``/v1/status`` reports as ``workers`` beside ``workers_configured``.
+* A worker that exits (the OOM killer, a crash) or stops answering is dropped, reaped and
+  **replaced** in its slot (same index). A fork of the leader is out of the question by
+  then (its event loop, threads and store connections would be copied half-way), and
+  nothing of the unsealed state comes with a fork anyway: a worker gets the master key
+  over its socketpair (``UNSEAL``) after it started. So the replacement is a fresh
+  interpreter (:func:`spawn_worker`: fork+exec, every descriptor closed but its end of a
+  new socketpair), told its options over that socketpair (``SETUP``, no secret) and then
+  ``UNSEAL`` + the master key as the originals were, if the leader is unsealed; nothing of
+  the keyring is in its argv or environment. A slot whose workers keep dying is replaced
+  after a growing delay (``respawn_delay``), each wait logged. The leader tells the others
+  how many processes are alive (``LIVE``), which ``/v1/status`` reports as ``workers``
+  beside ``workers_configured``.
 
 Control messages are single ``SOCK_SEQPACKET`` datagrams: one type byte, then a payload.
 """
@@ -52,6 +59,8 @@ import os
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -72,9 +81,12 @@ __all__ = [
     "fork_workers",
     "forwarded",
     "reopen",
+    "respawn_delay",
+    "spawn_worker",
 ]
 
 # leader -> worker
+SETUP = b"O"  # + JSON: a spawned worker's options and index (the first message it reads)
 CONN = b"C"  # + kind (0 plain, 1 TLS); one descriptor attached
 UNSEAL = b"U"  # + master key
 SEAL = b"S"  # + sequence number (u32), echoed by the worker's DROPPED
@@ -175,6 +187,25 @@ class Peer:
     its own RELOAD too, since those may have run before it."""
     acks: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
     dropped: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
+    proc: subprocess.Popen[bytes] | None = None
+    """A replacement's process (:func:`spawn_worker`); None for a forked original."""
+
+    def exited(self) -> bool:
+        """Reaped now or before (never blocks)."""
+        if self.proc is not None:
+            return self.proc.poll() is not None
+        try:
+            return os.waitpid(self.pid, os.WNOHANG)[0] != 0
+        except ChildProcessError:  # reaped already
+            return True
+
+
+def _pair() -> tuple[socket.socket, socket.socket]:
+    pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for s in pair:  # room for a forwarded request (the kernel may cap it lower)
+        with contextlib.suppress(OSError):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, DATAGRAM)
+    return pair
 
 
 def fork_workers(
@@ -186,11 +217,7 @@ def fork_workers(
     inherited descriptor but its own end (the listening sockets in ``keep`` included) is
     closed first. Call before any event loop or thread exists.
     """
-    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(count)]
-    for pair in pairs:  # room for a forwarded request (the kernel may cap it lower)
-        for s in pair:
-            with contextlib.suppress(OSError):
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, DATAGRAM)
+    pairs = [_pair() for _ in range(count)]
     out: list[tuple[int, socket.socket]] = []
     for i, (mine, theirs) in enumerate(pairs, 1):
         pid = os.fork()
@@ -211,8 +238,53 @@ def fork_workers(
     return out
 
 
+_BOOT = (
+    "import sys\n"
+    "if sys.argv[2] not in sys.path: sys.path.insert(0, sys.argv[2])\n"
+    "from keysplit.service.server import _spawned\n"
+    "sys.exit(_spawned(int(sys.argv[1])))\n"
+)
+_HOME = str(Path(__file__).resolve().parents[2])  # where this keysplit was imported from
+
+
+def spawn_worker(setup: bytes) -> tuple[int, socket.socket, subprocess.Popen[bytes]]:
+    """Start a replacement worker: a fresh interpreter (fork+exec, safe in a process with
+    an event loop and threads) running ``keysplit.service.server._spawned`` on its end of a
+    new socketpair, every other descriptor closed (``-P``: nothing is imported from the
+    working directory). ``setup`` (``SETUP`` + JSON, no secret) is its first message.
+    Returns (pid, the leader's end, the process)."""
+    mine, theirs = _pair()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-P", "-c", _BOOT, str(theirs.fileno()), _HOME],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
+        mine.send(setup)
+    except BaseException:
+        mine.close()
+        raise
+    finally:
+        theirs.close()
+    return proc.pid, mine, proc
+
+
+RESPAWN_WINDOW = 600.0
+"""Deaths of one slot's workers within this many seconds count towards its delay."""
+REAP_TIMEOUT = 5.0
+
+
+def respawn_delay(deaths: int) -> float:
+    """Seconds before a slot whose worker died is given a new one, ``deaths`` counting this
+    death and the slot's others within ``RESPAWN_WINDOW``: at once after one, then 1, 2, 4
+    ... up to 60 s, so a worker that dies at start cannot make the leader spin."""
+    return 0.0 if deaths <= 1 else float(min(60, 2 ** (deaths - 2)))
+
+
 class Fleet:
-    """The leader's side: dispatch connections, fan out unseal/seal/reload."""
+    """The leader's side: dispatch connections, fan out unseal/seal/reload, replace a
+    worker that died (``respawn(index)``: a new worker for that slot, see
+    :func:`spawn_worker`; None: dropped workers are not replaced)."""
 
     def __init__(
         self,
@@ -220,11 +292,16 @@ class Fleet:
         peers: list[Peer],
         adopt_local: Callable[[socket.socket, Any], Awaitable[None]],
         log: Callable[[str], None],
+        respawn: Callable[[int], tuple[int, socket.socket, subprocess.Popen[bytes]]] | None = None,
     ) -> None:
         self.service = service
         self.peers = peers
         self._adopt_local = adopt_local
         self._log = log
+        self._respawn = respawn
+        self._deaths: dict[int, list[float]] = {}
+        self._stopping = False
+        self._replacing: set[asyncio.Task[Any]] = set()
         self._next = 0
         self._seal_seq = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -263,11 +340,70 @@ class Fleet:
             # goes on without this worker instead of waiting out ACK_TIMEOUT
             p.acks.put_nowait(GONE)
             p.dropped.put_nowait(GONE)
-            # /v1/status reports the processes alive, whichever process serves it
-            live = 1 + sum(q.alive for q in self.peers)
-            self.service.workers_live = live
-            for q in self.peers:
-                self._send(q, LIVE + _ID.pack(live))
+            self._tell_live()
+            if self._respawn is not None and not self._stopping:
+                t = asyncio.ensure_future(self._replace(p))
+                self._replacing.add(t)
+                t.add_done_callback(self._replacing.discard)
+
+    def _tell_live(self) -> None:
+        """/v1/status reports the processes alive, whichever process serves it."""
+        live = 1 + sum(q.alive for q in self.peers)
+        self.service.workers_live = live
+        for q in self.peers:
+            self._send(q, LIVE + _ID.pack(live))
+
+    async def _reap(self, p: Peer) -> None:
+        """Wait (bounded) for a dropped worker's exit, SIGKILL it if it lingers."""
+        with contextlib.suppress(Exception):
+            p.ctl.close()
+        for kill in (False, True):
+            if kill:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGKILL)
+            deadline = time.monotonic() + REAP_TIMEOUT
+            while not p.exited():
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                return
+        self._log(f"worker {p.index} (pid {p.pid}) did not exit")
+
+    async def _replace(self, old: Peer) -> None:
+        """Put a new worker in ``old``'s slot; it gets the master key as the originals
+        did (``UNSEAL`` over its socketpair) if the leader is unsealed by then."""
+        await self._reap(old)
+        while True:
+            now = time.monotonic()
+            deaths = [t for t in self._deaths.get(old.index, []) if now - t < RESPAWN_WINDOW]
+            deaths.append(now)
+            self._deaths[old.index] = deaths
+            delay = respawn_delay(len(deaths))
+            if delay:
+                self._log(
+                    f"worker {old.index} replaced in {delay:g} s "
+                    f"({len(deaths)} deaths within {RESPAWN_WINDOW:g} s)"
+                )
+                await asyncio.sleep(delay)
+            if self._stopping or not any(q is old for q in self.peers):
+                return
+            assert self._respawn is not None
+            try:
+                pid, ctl, proc = self._respawn(old.index)
+                break
+            except OSError as exc:  # e.g. out of memory still: try again, later
+                self._log(f"cannot start a new worker {old.index}: {exc.strerror or exc}")
+        new = Peer(old.index, pid, ctl, proc=proc)
+        self.peers[next(i for i, q in enumerate(self.peers) if q is old)] = new
+        ctl.setblocking(False)
+        asyncio.get_running_loop().add_reader(ctl.fileno(), self._on_message, new)
+        self._log(f"worker {new.index} (pid {pid}) started in place of pid {old.pid}")
+        self._tell_live()
+        kr = self.service.unsealed_keyring
+        w = None if kr is None or self.service.sealed else self._order(new, UNSEAL + kr.master_key)
+        if w is not None:
+            await w
 
     # -- connections ------------------------------------------------------------------------
 
@@ -388,13 +524,16 @@ class Fleet:
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Tell every worker to quit; SIGKILL what is still running after ``timeout``."""
+        self._stopping = True
+        for t in list(self._replacing):
+            t.cancel()
+        await asyncio.gather(*self._replacing, return_exceptions=True)
         for p in self.peers:
             self._send(p, QUIT)
         deadline = time.monotonic() + timeout
         for p in self.peers:
             while time.monotonic() < deadline:
-                pid, _ = os.waitpid(p.pid, os.WNOHANG)
-                if pid:
+                if p.exited():
                     break
                 await asyncio.sleep(0.02)
             else:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import errno
 import gc
+import json
 import os
 import signal
 import socket
@@ -37,12 +38,15 @@ from ..errors import KeysplitError
 from . import _wire as wire
 from .core import Interrupted, KeyService, Request, Response, Streamed
 from .fleet import (
+    DATAGRAM,
+    SETUP,
     Fleet,
     Peer,
     WorkerLink,
     default_workers,
     fork_workers,
     forwarded,
+    spawn_worker,
 )
 from .heap import keep_heap
 
@@ -471,6 +475,10 @@ async def _serve(
         elif req.path in _CHANGES and r.status == 200:
             await fleet.changed()
 
+    def respawn(index: int) -> tuple[int, socket.socket, Any]:
+        doc = {"index": index, "count": opts.workers, "options": _options_doc(opts)}
+        return spawn_worker(SETUP + json.dumps(doc).encode())
+
     runner = _runner(service, lim, after)
     await runner.setup()
     acceptor = _Acceptor(runner, lim)
@@ -479,6 +487,7 @@ async def _serve(
         [Peer(i, pid, ctl) for i, (pid, ctl) in enumerate(workers, 1)],
         acceptor.adopt,
         log,
+        respawn,
     )
     acceptor.route = fleet.dispatch
     stop = asyncio.Event()
@@ -562,6 +571,68 @@ async def _worker(
         await acceptor.close()
         await runner.cleanup()
     return 0
+
+
+def _options_doc(opts: ServeOptions) -> dict[str, Any]:
+    """``opts`` as JSON (paths and numbers: no secret), for a spawned worker."""
+
+    def path(p: Path | None) -> str | None:
+        return None if p is None else os.path.abspath(p)
+
+    return {
+        "directory": path(opts.directory),
+        "socket_path": path(opts.socket_path),
+        "listen": list(opts.listen) if opts.listen is not None else None,
+        "tls_cert": path(opts.tls_cert),
+        "tls_key": path(opts.tls_key),
+        "client_ca": path(opts.client_ca),
+        "unseal_timeout": opts.unseal_timeout,
+        "limits": {f: getattr(opts.limits, f) for f in Limits.__dataclass_fields__},
+        "workers": opts.workers,
+    }
+
+
+def _options_from(doc: dict[str, Any]) -> ServeOptions:
+    def path(p: str | None) -> Path | None:
+        return None if p is None else Path(p)
+
+    listen = doc["listen"]
+    return ServeOptions(
+        directory=Path(doc["directory"]),
+        socket_path=path(doc["socket_path"]),
+        listen=(listen[0], int(listen[1])) if listen is not None else None,
+        tls_cert=path(doc["tls_cert"]),
+        tls_key=path(doc["tls_key"]),
+        client_ca=path(doc["client_ca"]),
+        unseal_timeout=float(doc["unseal_timeout"]),
+        limits=Limits(**doc["limits"]),
+        workers=int(doc["workers"]),
+    )
+
+
+def _spawned(fd: int) -> int:  # pragma: no cover - runs in a replacement worker process
+    """A replacement worker (:func:`~.fleet.spawn_worker`): reads its ``SETUP`` from the
+    socketpair ``fd``, then serves as a forked worker does; the master key arrives later
+    over the same socketpair (``UNSEAL``), never through argv or the environment."""
+    ctl = socket.socket(fileno=fd)
+    ctl.settimeout(60.0)
+    try:
+        msg = ctl.recv(DATAGRAM)
+    except OSError:
+        return 1
+    if not msg.startswith(SETUP):
+        return 1
+    ctl.settimeout(None)
+    doc = json.loads(msg[len(SETUP) :])
+    opts = _options_from(doc["options"])
+    index = int(doc["index"])
+
+    def wlog(m: str) -> None:
+        print(f"keysplit serve: worker {index}: {m}", file=sys.stderr, flush=True)
+
+    keep_heap()
+    gc.freeze()
+    return asyncio.run(_worker(opts, index, int(doc["count"]), ctl, wlog))
 
 
 def run(opts: ServeOptions, log: Callable[[str], None] | None = None) -> int:
