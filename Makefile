@@ -41,7 +41,8 @@ typecheck: $(STAMP)
 	$(BIN)/mypy keysplit cli
 
 # The PostgreSQL store tests start a throwaway server (tests/support/pg_fixture.py): skipped with one
-# line without PostgreSQL, a failure under CI=true (.ci/run installs it when missing).
+# line without PostgreSQL, a failure under CI=true (.ci/run sets it, and installs PostgreSQL
+# when missing).
 # One pytest worker per core (pytest-xdist); a module's tests stay together and in order on
 # one worker (--dist loadfile: the served fleets and Dask clusters of a module are built once).
 # PYTEST_WORKERS=0 runs them in this process.

@@ -13,7 +13,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -37,31 +37,37 @@ def pg_server() -> Iterator[ThrowawayPostgres]:
     except (PostgresUnavailable, OSError, ImportError) as exc:
         if server is not None:
             server.stop()
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required under CI=true: {exc}")
-        pytest.skip(f"{SKIP_REASON} ({exc})")
+        _unavailable("PostgreSQL", exc)
     try:
         import psycopg  # noqa: F401
     except ImportError as exc:
         server.stop()
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"psycopg is required under CI=true: {exc}")
-        pytest.skip(f"{SKIP_REASON} and psycopg ({exc})")
+        _unavailable("psycopg", exc)
     try:
         yield server
     finally:
         server.stop()
 
 
+def _unavailable(what: str, exc: BaseException) -> NoReturn:
+    """Skip the test, or fail it under ``CI=true`` (which .ci/run sets)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} is required under CI=true: {exc}")
+    reason = SKIP_REASON if what == "PostgreSQL" else f"{SKIP_REASON} and {what}"
+    pytest.skip(f"{reason} ({exc})")
+
+
 @contextlib.contextmanager
 def own_postgres() -> Iterator[ThrowawayPostgres]:
     """A server of the test's own, for a test that halts it (the session's stays up)."""
-    server = ThrowawayPostgres()
+    server = None
     try:
+        server = ThrowawayPostgres()  # no PostgreSQL installed: refused here already
         server.start()
-    except (PostgresUnavailable, OSError) as exc:  # pragma: no cover - no PostgreSQL here
-        server.stop()
-        pytest.skip(f"{SKIP_REASON} ({exc})")
+    except (PostgresUnavailable, OSError) as exc:
+        if server is not None:
+            server.stop()
+        _unavailable("PostgreSQL", exc)
     try:
         yield server
     finally:
