@@ -28,7 +28,7 @@ import socket
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client as _Connect
 from multiprocessing.connection import Connection, Listener
@@ -154,9 +154,12 @@ class _KeyServer:
 
     A shred empties every job's keys here before the next answer: every request is
     checked against the keyring's key cache generation, which each drop bumps (a shred in
-    this process, a tombstone polled from another, a lapsed lease). Before, a worker
-    holding the job's authentication key could name an earlier job's id and get that job's
-    keys, a subject shredded since among them, while the job was one of the two most recent.
+    this process, a tombstone polled from another), and against its lease: once that
+    lapsed (renewals failing, so shreds elsewhere may go unheard) the keys kept here go
+    and the keyring answers, which renews first or raises, as its own cache does. Before,
+    a worker holding the job's authentication key could name an earlier job's id and get
+    that job's keys, a subject shredded since among them, while the job was one of the two
+    most recent.
     A keyring whose keys are not held here (nothing to watch) answers from the keyring
     every time.
     """
@@ -166,9 +169,12 @@ class _KeyServer:
         self._lock = threading.Lock()
         self._jobs: OrderedDict[str, dict[str, bytes]] = OrderedDict()
         try:
-            self._cache: KeyCache | None = keyring.local_data_keys().cache
+            local = keyring.local_data_keys()
         except KeysplitError:  # a remote DataKeys: no drop to watch, so no job cache
-            self._cache = None
+            self._cache: KeyCache | None = None
+            self._lease_valid: Callable[[], bool] = lambda: False
+        else:
+            self._cache, self._lease_valid = local.cache, local.member.valid
         self._generation = self._cache.generation if self._cache is not None else 0
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -199,7 +205,9 @@ class _KeyServer:
         if job is None or self._cache is None:
             return self._kr.records.export(subjects, create=create)
         gen = self._cache.generation
-        if gen != self._generation:  # a drop since the keys here were exported: forget them
+        # a drop since the keys here were exported, or a lapsed lease (shreds elsewhere
+        # may be unheard; the keyring renews before it answers): forget them
+        if gen != self._generation or not self._lease_valid():
             for old in self._jobs.values():
                 old.clear()
             self._generation = gen

@@ -1376,6 +1376,29 @@ def test_the_key_server_never_answers_a_shredded_subject_from_an_earlier_job(
         assert earlier.export(["s/3", "s/2"], create=False) == [None, k2]
 
 
+def test_the_key_server_serves_no_kept_key_once_the_lease_lapsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: a lapsed lease (renewals failing: the store away, the lease thread starved)
+    makes the keyring serve no cached key until it has renewed and taken in the shreds
+    since; the key server answered a job from the keys it kept without asking it, so a
+    subject another holder shredded meanwhile kept its key for the job's workers. Now a
+    lapsed lease empties the server's keys and the answer comes from the keyring."""
+    monkeypatch.setenv("KEYSPLIT_LEASE_TTL", "1200")
+    monkeypatch.setenv("KEYSPLIT_POLL", "600")  # the shred is heard of only by asking
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    quorum = [shares["bob"], shares["carol"]]
+    with _open(tmp_path / "kr", quorum) as ukr, serve_keys(ukr) as src:
+        job = src.for_job("a" * 32)
+        _, k2 = job.export(["s/1", "s/2"], create=True)
+        with _open(tmp_path / "kr", quorum) as other:  # another holder shreds
+            other.shred("s/1")
+        ukr.local_data_keys().member.lapse()  # as when renewals failed for the whole TTL
+        assert job.export(["s/1", "s/2"], create=False) == [None, k2]
+        assert ukr.data_keys(["s/1"]) == [None]  # as the keyring itself answers
+        assert job.export(["s/1"], create=False) == [None]
+
+
 def test_a_dask_rewrap_right_after_another_holder_rotated_moves_the_keys(
     cluster: jobs.Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
