@@ -982,8 +982,20 @@ class PostgresKeyStore:
         A delete leaves the row as a dead tuple; plain VACUUM frees its space (its bytes may
         stay in the page until overwritten), ``full=True`` rewrites the tables into new files
         (an exclusive lock for the duration; the old files go back to the file system).
-        Needs table ownership. SECURITY.md says what WAL and backups still hold. Not bounded
-        by ``call_timeout`` (a ``VACUUM (FULL)`` of a large table may rightly run longer).
+        Needs table ownership. SECURITY.md says what WAL and backups still hold.
+
+        Its bound, on purpose: ``call_timeout`` does not apply (no watchdog: a ``VACUUM
+        (FULL)`` of a large table may rightly run longer) and neither does ``lock_timeout``
+        (it waits for its locks as long as it takes). A server host that vanishes is noticed
+        by the kernel (keepalives, about 25 s unless the URL sets them; tcp_user_timeout for
+        data never acknowledged) and fails the call; a backend
+        that stops answering, or a lock that is never released, makes it wait for ever. The
+        wait for the lock matters with ``full=True``: it needs an exclusive lock on the
+        tables, so it waits for every transaction using them (a long bulk insert or rewrap, a
+        session idle in a transaction), and meanwhile every other call on them, from every
+        process, queues behind it and fails after ``lock_timeout`` (measured: a lookup then
+        fails as a lock wait). Run it when no long transaction is open. Plain VACUUM takes no
+        lock that ordinary calls wait for.
         """
         if self._closed.is_set():
             raise KeyringError("key store is closed")

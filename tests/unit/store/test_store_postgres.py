@@ -819,3 +819,49 @@ def test_an_open_behind_another_sessions_lock_on_the_schema_says_so(
         assert "did not answer" not in msg, msg
         other.rollback()
     PostgresKeyStore(f"{url}&call_timeout=2", KID).close()  # released: the open goes ahead
+
+
+def test_a_lost_rotation_lock_fails_only_the_thread_that_held_it(pg_server: object) -> None:
+    """(review: "the lost-lock check covers the holding thread only") admin_lock belongs
+    to the thread that took it, on a connection of its own: two threads of one process
+    sharing the store each take it in turn, and only the holder's guarded change may rely
+    on it. After thread A's lock is lost, A's set_current_kek is refused; thread B, which
+    then takes the lock on its own connection, commits; and a thread outside admin_lock
+    (a shred: never guarded by the rotation lock) is not refused for A's loss."""
+    import psycopg
+
+    from keysplit.store.postgres import PostgresKeyStore
+
+    url = _url(pg_server)
+    conninfo, schema = postgres_conninfo(url)
+    store = PostgresKeyStore(url, KID, create=True)
+    try:
+        store.insert_many([WrappedKey("alice", 1, b"\x01" * 24)])
+        a_inside, b_done, got = threading.Event(), threading.Event(), {}
+
+        def thread_b() -> None:
+            a_inside.wait(30)
+            with store.admin_lock(timeout=20):  # granted once A's backend is gone
+                got["b"] = store.set_current_kek(2).current_kek
+            got["shred"] = store.delete("alice")
+            b_done.set()
+
+        b = threading.Thread(target=thread_b, daemon=True)
+        b.start()
+        with psycopg.connect(conninfo, autocommit=True) as other, store.admin_lock():
+            pid = other.execute(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                "((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)",
+                (f"keysplit/{schema}//admin",),
+            ).fetchone()
+            assert pid is not None
+            other.execute("SELECT pg_terminate_backend(%s, 30000)", (pid[0],))
+            a_inside.set()
+            assert b_done.wait(60)  # hang guard
+            with pytest.raises(KeyringError, match="lost the keyring's rotation lock"):
+                store.set_current_kek(3)
+        b.join(30)
+        assert got == {"b": 2, "shred": True}
+        assert store.state().current_kek == 2
+    finally:
+        store.close()
