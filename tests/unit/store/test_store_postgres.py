@@ -693,6 +693,18 @@ def test_a_hold_on_every_spelling_of_a_subject_is_one_transaction(
             ku.shred(nfc)
 
 
+def _end_admin_lock_backend(other: object, schema: str) -> None:
+    """Terminate the backend holding the store's admin lock (from ``other``, a psycopg
+    connection) and wait until it is gone: the server has released the lock."""
+    row = other.execute(  # type: ignore[attr-defined]
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+        "((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)",
+        (f"keysplit/{schema}//admin",),
+    ).fetchone()
+    assert row is not None
+    other.execute("SELECT pg_terminate_backend(%s, 30000)", (row[0],))  # type: ignore[attr-defined]
+
+
 def test_a_rotation_lock_lost_while_held_fails_the_guarded_change(pg_server: object) -> None:
     """(review) admin_lock holds a transaction advisory lock on an idle connection; when
     that connection is lost (keepalives end it after a network interruption; its backend
@@ -710,13 +722,7 @@ def test_a_rotation_lock_lost_while_held_fails_the_guarded_change(pg_server: obj
     try:
         before = store.state()
         with psycopg.connect(conninfo, autocommit=True) as other, store.admin_lock():
-            row = other.execute(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
-                "((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)",
-                (f"keysplit/{schema}//admin",),
-            ).fetchone()
-            assert row is not None
-            other.execute("SELECT pg_terminate_backend(%s, 30000)", (row[0],))
+            _end_admin_lock_backend(other, schema)
             with rival.admin_lock(timeout=5):  # the server released it: another process may
                 pass  # take it while this one still believes it holds it
             with pytest.raises(KeyringError, match="lost the keyring's rotation lock") as info:
@@ -849,13 +855,7 @@ def test_a_lost_rotation_lock_fails_only_the_thread_that_held_it(pg_server: obje
         b = threading.Thread(target=thread_b, daemon=True)
         b.start()
         with psycopg.connect(conninfo, autocommit=True) as other, store.admin_lock():
-            pid = other.execute(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
-                "((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)",
-                (f"keysplit/{schema}//admin",),
-            ).fetchone()
-            assert pid is not None
-            other.execute("SELECT pg_terminate_backend(%s, 30000)", (pid[0],))
+            _end_admin_lock_backend(other, schema)
             a_inside.set()
             assert b_done.wait(60)  # hang guard
             with pytest.raises(KeyringError, match="lost the keyring's rotation lock"):
