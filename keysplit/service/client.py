@@ -347,16 +347,23 @@ class Client:
         return data, ctype
 
     def _frame_request(
-        self, path: str, body: Body, items: int, *, stream_ok: bool = False
+        self,
+        path: str,
+        body: Body,
+        items: int,
+        *,
+        stream_ok: bool = False,
+        begun: float | None = None,
     ) -> tuple[dict[str, Any], list[str], list[bytes | None]]:
         """POST a batch frame and decode the answer's, with the checks of :meth:`request`.
         A streamed answer (``encrypt``, or a ``decrypt`` asked with ``stream_ok``; header
         ``Keysplit-Streamed: 1``) is decoded as it arrives (:func:`~._wire.read_frame`: its
         items are cut while the server still makes the last ones); a whole answer is read
         at once, then decoded. With ``stream_ok``, a streamed answer the server cut short
-        raises :class:`_StreamCut` (the caller asks again, without it)."""
+        raises :class:`_StreamCut` (the caller asks again, without it, passing ``begun``:
+        the cut call's start, so both share one deadline)."""
         got, _ = self._exchange(
-            "POST", path, body, wire.BATCH_TYPE, True, items, True, True, stream_ok
+            "POST", path, body, wire.BATCH_TYPE, True, items, True, True, stream_ok, begun
         )
         return got  # type: ignore[no-any-return]
 
@@ -371,7 +378,10 @@ class Client:
         retry: bool,
         frame: bool,
         stream_ok: bool = False,
+        begun: float | None = None,
     ) -> tuple[Any, str]:
+        """``begun``: this exchange asks again what a call begun then (``time.monotonic()``)
+        already asked the service (a cut streamed decrypt): it keeps that call's deadline."""
         parts = [body] if isinstance(body, bytes | bytearray | memoryview) else list(body)
         size = sum(map(len, parts))
         if size > wire.MAX_BODY:
@@ -382,7 +392,8 @@ class Client:
         limit = wire.response_limit(size, items)
         data: Any = None
         bound = self._deadline or default_deadline(self._timeout, size, limit)
-        ends = time.monotonic() + bound  # one deadline per call, its retry included
+        # one deadline per call, its retries included (a stale connection's, a cut stream's)
+        ends = (time.monotonic() if begun is None else begun) + bound
         for attempt in (0, 1):
             conn = self._conn()  # the retry's is a new connection: its clock is set too
             conn.clock.start(bound, ends)  # type: ignore[attr-defined]
@@ -405,7 +416,7 @@ class Client:
                 self._drop(conn)
                 raise
             except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
-                reached = conn.sock is not None  # connected: the service is there
+                reached = begun is not None or conn.sock is not None  # the service is there
                 self._drop(conn)
                 if cut_ok and not isinstance(exc, TimeoutError):
                     raise _StreamCut() from None  # a streamed decrypt the server cut: again whole
@@ -530,10 +541,11 @@ class Client:
         piece went out, or its keys changed meanwhile), the batch is asked again without
         streaming, and the whole answer names each failure at its index."""
         body = wire.encode_parts(_header(context), items, subjects)
+        begun = time.monotonic()  # (the first exchange's deadline counts from a bit later)
         try:
             head, _, out = self._frame_request(path, body, len(items), stream_ok=stream_ok)
-        except _StreamCut:
-            head, _, out = self._frame_request(path, body, len(items))
+        except _StreamCut:  # asked again within the call's deadline (not a fresh one)
+            head, _, out = self._frame_request(path, body, len(items), begun=begun)
         if len(out) != len(items):
             raise ServiceError("key service returned the wrong number of items")
         errs = _item_errors(head, len(out))

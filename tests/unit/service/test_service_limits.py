@@ -355,6 +355,93 @@ def test_a_retried_call_keeps_the_calls_deadline(sockdir: Path, tls: bool) -> No
     assert srv.hung_up and srv.sent < 4000
 
 
+def _read_request(conn: socket.socket) -> bytes:
+    """One HTTP request read whole (its header, then Content-Length bytes of body)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        got = conn.recv(65536)
+        if not got:
+            return buf
+        buf += got
+    head, _, body = buf.partition(b"\r\n\r\n")
+    size = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < size:
+        got = conn.recv(65536)
+        if not got:
+            break
+        body += got
+    return head
+
+
+class _CutThenStall(_Trickle):
+    """A fake key service: a streamed decrypt's answer is cut after its head (as a server
+    does when a record fails after the first piece), then the client's whole retry on a
+    new connection is never answered (a stalled server); counts the requests it got."""
+
+    def run(self) -> None:
+        self.requests: list[bytes] = []
+        streamed = (
+            f"HTTP/1.1 200 OK\r\nContent-Type: {wire.BATCH_TYPE}\r\n"
+            f"{wire.STREAMED}: 1\r\nContent-Length: 5000\r\n\r\n"
+        ).encode()
+        with contextlib.suppress(OSError):
+            for answer in (True, False):
+                conn, _ = self.lsock.accept()
+                if self.ctx is not None:
+                    conn = self.ctx.wrap_socket(conn, server_side=True)
+                conn.settimeout(30)
+                with conn:
+                    self.requests.append(_read_request(conn))
+                    if answer:
+                        conn.sendall(streamed)  # and hang up: 5,000 bytes announced, none sent
+                        continue
+                    self.hung_up = conn.recv(1) == b""  # until the client hangs up (or 30 s)
+        self.lsock.close()
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_cut_streamed_decrypt_asked_again_keeps_the_calls_deadline(
+    sockdir: Path, tls: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streamed decrypt the server cut is asked again whole; that retry began a new
+    call with a fresh deadline, so a server that cut the stream late and then stalled held
+    the caller for up to twice its deadline. The retry now keeps the first call's deadline:
+    the deadline each attempt's connection was given is recorded (no timing asserted), and
+    the stalled retry ends with the deadline's error."""
+    from keysplit.service import client as client_mod
+
+    given: list[tuple[float, float]] = []
+    start = client_mod._Clock.start
+
+    def recorded(self: Any, total: float, deadline: float) -> None:
+        given.append((total, deadline))
+        start(self, total, deadline)
+
+    monkeypatch.setattr(client_mod._Clock, "start", recorded)
+    srv, client = _fake_service(sockdir, tls, _CutThenStall, timeout=10, deadline=2)
+    try:
+        with pytest.raises(ServiceError) as info:
+            client.decrypt_many(["u/1"], [b"x" * 40])
+    finally:
+        client.close()
+        srv.join(40)
+    assert not srv.is_alive()
+    assert [r.split(b"\r\n")[0] for r in srv.requests] == [b"POST /v1/decrypt HTTP/1.1"] * 2
+    assert wire.STREAM_OK.lower().encode() in srv.requests[0].lower()
+    assert wire.STREAM_OK.lower().encode() not in srv.requests[1].lower()  # asked whole
+    assert srv.hung_up  # the client gave up on the stalled retry
+    assert len(given) == 2 and given[0][0] == given[1][0] == 2
+    assert given[1][1] <= given[0][1]  # before: the retry's deadline began at the retry
+    assert str(info.value) == (
+        f"the key service at {client.url} was reached but did not answer completely within "
+        "the call's deadline (2 s)"
+    )
+
+
 def test_client_timeout_and_deadline_must_be_positive_seconds() -> None:
     for bad in (0, -1, float("nan"), float("inf"), True, "5"):
         with pytest.raises(ValueError, match="positive number of seconds"):

@@ -480,9 +480,9 @@ def test_a_cut_streamed_decrypt_is_asked_again_whole(
         asked: list[bool] = []
         frame_request = c._frame_request
 
-        def counted(*a: Any, stream_ok: bool = False) -> Any:
+        def counted(*a: Any, stream_ok: bool = False, **kw: Any) -> Any:
             asked.append(stream_ok)
-            return frame_request(*a, stream_ok=stream_ok)
+            return frame_request(*a, stream_ok=stream_ok, **kw)
 
         c._frame_request = counted  # type: ignore[method-assign]
         subjects, plain = _batch(3000)
