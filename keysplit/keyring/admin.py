@@ -82,10 +82,11 @@ class KeyAdmin:
     :meth:`prepare_rekey` and :meth:`commit_rekey`, the new one): secret.
 
     ``store_url`` is the keyring's store, recorded beside a keyring from before subject
-    binding on its first rotate. ``anchored``: whether the audit log's anchor file exists
-    and verifies now; a keyring from before anchors (``audit_anchor`` 0) gains the flag at
-    the next metadata this session writes (rotate, retire, rekey) when it does, so deleting
-    the anchor is noticed from then on (the file exists before the keyring claims it).
+    binding on its first rotate. ``anchored``: whether the audit log's anchor file verifies
+    now (written first if missing); a keyring from before anchors (``audit_anchor`` 0) gains
+    the flag at the next metadata this session writes (rotate, retire, rekey) when it does,
+    so deleting the anchor is noticed from then on (the file exists before the keyring
+    claims it).
     """
 
     def __init__(
@@ -139,8 +140,8 @@ class KeyAdmin:
         self._pending_master = pending
 
     def _claim_anchor(self, meta: kf.KeyringMeta) -> kf.KeyringMeta:
-        """``meta`` with ``audit_anchor`` 1 if it lacks it and the anchor exists and
-        verifies (checked now, before the file that claims it is written)."""
+        """``meta`` with ``audit_anchor`` 1 if it lacks it and the anchor verifies (checked
+        now, written first if missing, before the file that claims it is written)."""
         if meta.audit_anchor or self._anchored is None or not self._anchored():
             return meta
         return dataclasses.replace(meta, audit_anchor=1)

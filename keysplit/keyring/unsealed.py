@@ -12,6 +12,7 @@ hands to its :class:`Keyring` once committed. Nothing here imports :mod:`.sealed
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -215,9 +216,17 @@ class UnsealedKeyring:
 
     def _anchored(self) -> bool:
         """Whether the audit anchor exists and verifies (its MAC, and the log's head against
-        it, as an append checks): a keyring from before anchors may then claim it."""
+        it, as an append checks): a keyring from before anchors may then claim it.
+
+        A missing anchor is written first, recording the log as it is (its whole chain
+        verified: a log that fails gets none). Such a keyring has no anchor until its first
+        keyed append, which a ceremony makes after the metadata write that asks this: the
+        flag came only with the second metadata write, and a deletion in between passed."""
+        log = self._audit_log(True)
         try:
-            self._audit_log(True).check_append()
+            if log.anchor_path is not None and not os.path.lexists(log.anchor_path):
+                log.write_anchor()
+            log.check_append()
         except (AuditError, OSError):
             return False
         return True

@@ -177,9 +177,9 @@ def test_legacy_store_opens_and_migrates(tmp_path: Path) -> None:
         for s, rec in records.items():
             assert ku.decrypt(rec, subject=s) == f"record of {s}".encode()
     # a keyring from before audit anchors (no audit_anchor in its metadata) works without
-    # audit.anchor; its first keyed append writes one (here: rotate, rewrap, retire), and
-    # the next metadata a quorum writes once it exists and verifies (retire) claims it, so
-    # deleting it is noticed from then on (before: the flag never came, a deletion passed)
+    # audit.anchor; the first metadata a quorum writes (rotate) anchors the log as it is and
+    # claims the anchor, so deleting it is noticed from then on (before: the flag never
+    # came, a deletion passed); the appends (rotate, rewrap, retire) move it on
     assert Keyring.open(path).meta.audit_anchor == 1
     assert json.loads((path / "audit.anchor").read_bytes())["entries"] == 3
     anchor = (path / "audit.anchor").read_bytes()
@@ -211,24 +211,59 @@ def test_legacy_store_opens_and_migrates(tmp_path: Path) -> None:
         ku.data_keys([s])
 
 
+def test_a_legacy_keyring_claims_its_anchor_at_its_first_metadata_write(tmp_path: Path) -> None:
+    """(cli4) A keyring from before anchors has no audit.anchor until its first keyed
+    append, which comes after the ceremony's metadata write: the first rotate wrote the
+    keyring file while no anchor existed, so the flag came only with the second metadata
+    write, and deleting the anchor in between passed. The first write now anchors the log
+    as it is (its whole chain verified first) and claims the anchor."""
+    path, shares = _legacy_dir(tmp_path)
+    assert not (path / "audit.anchor").exists()
+    with Keyring.open(path).unseal(shares) as ku:
+        ku.rotate()
+    assert Keyring.open(path).meta.audit_anchor == 1
+    assert Keyring.open(path).audit_log().verify().entries == 1  # the rotate's entry
+    (path / "audit.anchor").unlink()
+    with pytest.raises(AuditError, match=r"anchor .* is missing"):
+        Keyring.open(path).audit_log().verify()
+
+
+def test_a_legacy_keyring_whose_log_fails_verification_claims_no_anchor(tmp_path: Path) -> None:
+    """The anchor written for the claim records only a chain that verifies: a log whose
+    entry was edited gets no anchor, and the keyring stays unanchored."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    first, shares = _legacy_dir(tmp_path / "one")
+    with Keyring.open(first).unseal(shares) as ku:
+        ku.rotate()  # a log of one MACed entry, of the same keyring as the copy below
+    entry = (first / "audit.log").read_bytes()
+    edited = entry.replace(b'"rotate"', b'"rotatE"')
+    assert edited != entry
+    path, shares = _legacy_dir(tmp_path / "two")
+    (path / "audit.log").write_bytes(edited)
+    with Keyring.open(path).unseal(shares) as ku:
+        ku.rotate(record=False)
+    assert Keyring.open(path).meta.audit_anchor == 0
+    assert not (path / "audit.anchor").exists()
+
+
 def test_a_legacy_keyring_claims_only_an_anchor_that_verifies(tmp_path: Path) -> None:
-    """The flag is set only when the anchor exists and verifies when the keyring file is
-    written: none yet (the first rotate writes it after), or one that fails its MAC, leaves
-    the keyring as it was; a rekey's new file claims a valid one."""
+    """The flag is set only when the anchor verifies when the keyring file is written: one
+    that fails its MAC leaves the keyring as it was (and is not replaced); a rekey's new
+    file claims a valid one."""
     path, shares = _legacy_dir(tmp_path)
     with Keyring.open(path).unseal(shares) as ku:
-        ku.rotate()  # no anchor when the file was written: none claimed
-        assert Keyring.open(path).meta.audit_anchor == 0
+        ku.audit_log().write_anchor()  # an anchor, not claimed yet
         good = (path / "audit.anchor").read_bytes()
         forged = json.loads(good)
         forged["mac"] = "0" * 64
-        (path / "audit.anchor").write_text(
-            json.dumps(forged, sort_keys=True, separators=(",", ":"))
-        )
+        bad = json.dumps(forged, sort_keys=True, separators=(",", ":")).encode()
+        (path / "audit.anchor").write_bytes(bad)
         with pytest.raises(AuditError, match="MAC invalid"):
             ku.rotate()  # the ceremony refuses the forged anchor (nothing changed) ...
         ku.rotate(record=False)  # ... and an unrecorded rotate does not claim it
         assert Keyring.open(path).meta.audit_anchor == 0
+        assert (path / "audit.anchor").read_bytes() == bad
         (path / "audit.anchor").write_bytes(good)
         ku.prepare_rekey()  # the pending file claims it; the commit puts it in place
         assert Keyring.open(path).meta.audit_anchor == 0
