@@ -184,6 +184,11 @@ class _KeyOfCustodian:
         return self._kem.name  # type: ignore[return-value]
 
 
+_X25519_P = 2**255 - 19
+"""Every X25519 public key made from a private key is below it (its canonical encoding;
+the X25519 part is the last 32 bytes of either suite's key)."""
+
+
 class Recipient(_KeyOfCustodian):
     """A custodian's public key: anyone may seal a share to it. Not secret."""
 
@@ -196,6 +201,14 @@ class Recipient(_KeyOfCustodian):
             raise ValueError(f"a {suite} public key is {self._kem.pub_len} bytes")
         self._public = public
         self._fp = _fingerprint(self._kem.code, public)
+        # X25519 ignores bit 255 and reduces u mod p (RFC 7748): another encoding of a
+        # key is that key under other bytes, which check_custody (comparing bytes) would
+        # take for another custodian's. No key pair makes one, so none is read.
+        if int.from_bytes(public[-32:], "little") >= _X25519_P:
+            raise FormatError(
+                "X25519 public key is not canonical (u >= 2^255 - 19): no key pair makes it",
+                hint="use the public key file the custodian's keysplit wrote",
+            )
         try:
             self._kem.check_public(public)
         except ValueError:

@@ -15,6 +15,7 @@ from keysplit import (
     Argon2Params,
     AuditError,
     CustodianError,
+    FormatError,
     Identity,
     IntegrityError,
     Keyring,
@@ -353,6 +354,36 @@ def test_a_hybrid_keys_x25519_half_under_another_name_is_refused(tmp_path: Path)
             Custody("c", recipient=Identity.generate("c", suite="mlkem768-x25519").recipient),
         ]
     )
+
+
+@pytest.mark.parametrize("suite", ["x25519", "mlkem768-x25519"])
+def test_another_encoding_of_a_custodians_x25519_key_is_refused(suite: str) -> None:
+    """Review: X25519 ignores bit 255 of a public key (RFC 7748) and reduces u mod p, so
+    alice's key with that bit set is her key under other bytes: check_custody, which
+    compares bytes (whole keys and parts), took it as bob's, and alice's private key opens
+    what is sealed to it (the shared secret below). No key pair has such an encoding: a
+    public key whose X25519 part is not canonical (u < 2^255 - 19) is refused when read."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (
+        X25519PrivateKey,
+        X25519PublicKey,
+    )
+
+    alice = Identity.generate("alice", suite=suite)
+    pub = alice.recipient.public_bytes
+    flipped = pub[:-1] + bytes([pub[-1] | 0x80])
+    x_private = X25519PrivateKey.from_private_bytes(alice._private[-32:])  # the threat, shown
+    same = [x_private.exchange(X25519PublicKey.from_public_bytes(k[-32:])) for k in (pub, flipped)]
+    assert same[0] == same[1]
+    from keysplit.custody._container import checksum, seal_envelope
+
+    body = alice.recipient.to_bytes()[: -len(checksum(b""))]  # magic .. name, public key
+    p = 2**255 - 19
+    for bad in (flipped, pub[:-32] + (p + 1).to_bytes(32, "little")):
+        with pytest.raises(FormatError, match="X25519 public key is not canonical"):
+            Recipient("bob", suite, bad)  # type: ignore[arg-type]
+        with pytest.raises(FormatError, match="X25519 public key is not canonical"):
+            Recipient.from_bytes(seal_envelope(body[: -len(pub)] + bad))  # a .pub file
+    Recipient("bob", suite, pub)  # type: ignore[arg-type]  # the canonical one is fine
 
 
 def test_a_rekey_that_switched_says_so_when_it_cannot_finish(tmp_path: Path) -> None:
