@@ -29,7 +29,7 @@ from ..errors import ClusterError, FormatError, KeysplitError
 from ..store import open_store
 from ..store.base import Lease, check_batch_size
 from . import _wire as wire
-from .cluster_client import FLUSH_TAG, NO_TLS, ClusterClient, TlsFiles, node_info
+from .cluster_client import FLUSH_TAG, NO_TLS, ClusterClient, TlsFiles, node_info, reached_tag
 from .cluster_config import (
     CLUSTER_FILE,
     DEFAULT_STORE,
@@ -541,8 +541,8 @@ def replace_node(
 @dataclass(frozen=True)
 class Rotated:
     """What :func:`rotate_cluster` did: data keys moved to the new cluster by this run, and
-    subjects it shredded there because they were shredded in the old one since the
-    rotation began."""
+    subjects it shredded there because they were shredded in the old one (after the
+    previous run's carry) and the shred had not reached the new one."""
 
     moved: int
     shredded: int
@@ -569,9 +569,14 @@ def rotate_cluster(
     in the old store while this run moved it, or by a client reading another copy of the
     old directory (without the marker), is carried at the end of every run: a subject
     with a key in the new store, none in the old one and a tombstone in the old store
-    since the rotation began is shredded in the new one, unless the new store already
-    holds a tombstone for it (the shred reached it; its key there is newer). Run it again
-    once every backend uses ``new_dir``, before retiring the old cluster.
+    since the last run's carry (``successor.json``'s ``since``, then advanced) is shredded
+    in the new one, unless that shred reached the new cluster itself (its tombstones in
+    the old store say so: :func:`~keysplit.service.cluster_client.reached_tag`), so a key
+    written in the new cluster afresh after the shred is kept. A shred applies to the key
+    it was made against: a subject shredded through a copy without the marker before this
+    run moved it, then written in the new cluster afresh *before* the next run, is the one
+    case told apart by no store (SECURITY.md). Run it again once every backend uses
+    ``new_dir``, before retiring the old cluster.
     """
     check_batch_size(batch_size)
     with (
@@ -612,7 +617,7 @@ def rotate_cluster(
             )
             succ.write(old_dir)
         nstore.set_legal_holds(ostore.legal_holds(), True)  # one transaction: all or none
-        moved, after = 0, ""
+        moved, late, after = 0, 0, ""
         while True:
             # every row: no key is ever stored under version 0, so all are "stale" for it
             rows = ostore.stale_batch(0, after, batch_size)
@@ -625,21 +630,39 @@ def rotate_cluster(
             keep = [(s, k) for s, k in zip(subjects, raws, strict=True) if k is not None]
             if keep:
                 moved += new.datakeys.adopt([s for s, _ in keep], [k for _, k in keep])
-        return Rotated(moved, _carry_shreds(old, new, succ.since, batch_size))
+                # shredded in OLD after the export, before the adopt: a shred whose step in
+                # NEW found no key yet (and marked NEW reached) must not leave it there now
+                now = ostore.get_many([s for s, _ in keep])
+                late += sum(new.shred(s) for s, _ in keep if s not in now)
+        carried, upto = _carry_shreds(old, new, succ.since, batch_size)
+        cur = read_successor(old_dir)
+        if cur is not None and cur.cluster_id == succ.cluster_id and cur.since < upto:
+            Successor(cur.cluster_id, cur.directory, upto).write(old_dir)  # carried: once
+        return Rotated(moved, late + carried)
 
 
-def _carry_shreds(old: ClusterClient, new: ClusterClient, since: int, batch_size: int) -> int:
+def _carry_shreds(
+    old: ClusterClient, new: ClusterClient, since: int, batch_size: int
+) -> tuple[int, int]:
     """Shred in ``new`` each subject it holds that ``old`` shredded after ``since`` (its
-    tombstone tag in the old store), unless ``new`` holds a tombstone for it already."""
+    tombstone tag in the old store) and up to the old store's tombstone sequence number
+    now, unless that shred reached ``new`` itself (its last tombstone there is followed by
+    its :func:`reached_tag` for ``new``): a key made in ``new`` afresh after such a shred
+    is another key, which the shred never meant. Returns (how many, that sequence number):
+    the next run carries only later shreds, so a subject shredded before this run and
+    written in ``new`` afresh after it keeps its new key."""
     ostore, nstore = old.datakeys.store, new.datakeys.store
-    tags: set[bytes] = set()
+    upto = ostore.state().tombstone_seq
+    last: dict[bytes, int] = {}  # each tag's last sequence number in the window
     seq = since
-    while batch := ostore.tombstones_since(seq):
-        tags.update(t.tag for t in batch)
+    while seq < upto and (batch := ostore.tombstones_since(seq)):
+        last.update((t.tag, t.seq) for t in batch if t.seq <= upto)
         seq = batch[-1].seq
-    tags.discard(FLUSH_TAG)  # a shred whose subject its nodes could not tag: unknowable
+    cid = new.config.cluster_id
+    # FLUSH_TAG: a shred whose subject its nodes could not tag: unknowable
+    tags = {t for t, q in last.items() if t != FLUSH_TAG and last.get(reached_tag(cid, t), 0) < q}
     if not tags:
-        return 0
+        return 0, upto
     shredded, after = 0, ""
     while rows := nstore.stale_batch(0, after, batch_size):
         after = rows[-1].subject
@@ -653,10 +676,8 @@ def _carry_shreds(old: ClusterClient, new: ClusterClient, since: int, batch_size
             for s, t in zip(gone_here, old.datakeys.tombstone_tags(gone_here), strict=True)
             if t in tags
         ]
-        for s, t in zip(hit, new.datakeys.tombstone_tags(hit) if hit else [], strict=True):
-            if not nstore.has_tombstone([t]) and new.shred(s):
-                shredded += 1
-    return shredded
+        shredded += sum(new.shred(s) for s in hit)
+    return shredded, upto
 
 
 @dataclass(frozen=True)

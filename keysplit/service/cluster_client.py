@@ -775,7 +775,10 @@ class ClusterClient:
         directory's ``successor.json``), the subject is shredded in that cluster too, in the
         same call: a key the rotation moved (or moves later) must not survive there. Refused
         before anything is deleted if the successor cannot be opened or holds the subject
-        under legal hold.
+        under legal hold (or this cluster does, under another spelling). The successor is
+        shredded first; this cluster's tombstones then carry, beside each tag, a mark that
+        the shred reached the successor (:func:`reached_tag`), so the rotation does not
+        carry it there again onto a key made there afresh since.
 
         Every spelling deleted with its tombstones in one transaction (refused whole if any
         spelling is under legal hold, :class:`LegalHoldError`); every caching client of the
@@ -786,23 +789,34 @@ class ClusterClient:
         """
         chain = self._successors()
         try:
+            spellings = set(names.subject_spellings(subject))
             for nxt in chain:
-                held = set(names.subject_spellings(subject)) & set(nxt.datakeys.store.legal_holds())
+                held = spellings & set(nxt.datakeys.store.legal_holds())
                 if held:
                     raise LegalHoldError(
                         f"subject {min(held)!r} is under legal hold in cluster "
                         f"{nxt.config.cluster_id}, which this one is being rotated to",
                         hint="lift the hold first",
                     )
-            existed = self._shred_here(subject)
-            for nxt in chain:
-                existed = nxt._shred_here(subject) or existed
+            held = spellings & set(self.datakeys.store.legal_holds()) if chain else set()
+            if held:  # (before the successors are shredded; delete_many checks it again)
+                raise LegalHoldError(
+                    f"subject {min(held)!r} is under legal hold", hint="lift the hold first"
+                )
+            # the last successor first: each cluster's tombstones then record that the
+            # shred reached the one after it
+            existed = False
+            ids: list[str | None] = [c.config.cluster_id for c in chain]
+            for c, reached in reversed(list(zip([self, *chain], [*ids, None], strict=True))):
+                existed = c._shred_here(subject, reached) or existed
             return existed
         finally:
             for nxt in chain:
                 nxt.close()
 
-    def _shred_here(self, subject: str) -> bool:
+    def _shred_here(self, subject: str, reached: str | None = None) -> bool:
+        """Shred in this cluster's store; ``reached``: the successor the subject was just
+        shredded in, whose :func:`reached_tag` of each tag the tombstones carry too."""
         dk = self.datakeys
         spellings = names.subject_spellings(subject)
         held = set(spellings).intersection(dk.store.legal_holds()) if len(spellings) > 1 else ()
@@ -822,6 +836,8 @@ class ClusterClient:
             tags = dk.tombstone_tags(tagged)
         except (ClusterError, PermissionDenied, SealedError, ServiceError, OSError):
             tags = [FLUSH_TAG] * len(tagged)
+        if reached is not None:
+            tags += [reached_tag(reached, t) for t in dict.fromkeys(tags) if t != FLUSH_TAG]
         # every spelling in one transaction that checks each one's hold again
         existed = dk.store.delete_many(spellings, tags)
         dk.evict(spellings)
@@ -851,6 +867,17 @@ class ClusterClient:
             excluded=tuple(sorted(self.datakeys.excluded)),
             keys_by_version=self.datakeys.store.count_by_version(),
         )
+
+
+def reached_tag(successor_id: str, tag: bytes) -> bytes:
+    """The tombstone tag that says a shred under ``tag`` reached the successor cluster
+    ``successor_id`` in the same call (:meth:`ClusterClient.shred`): a keyed hash of the tag
+    (itself a keyed hash of the subject), so it names no subject and matches no cached key.
+    :func:`~keysplit.service.cluster_admin.rotate_cluster` carries a shred to the successor
+    only while the subject's last tombstone has no such mark after it."""
+    return hmac.digest(
+        b"keysplit cluster shred reached " + bytes.fromhex(successor_id), tag, "sha256"
+    )[:16]
 
 
 def node_info(

@@ -247,9 +247,10 @@ SUCCESSOR_FILE = "successor.json"
 @dataclass(frozen=True)
 class Successor:
     """The cluster a rotation moves this cluster's keys to (``DIR/successor.json``): its
-    id, its directory (absolute) and this cluster's store tombstone sequence number when
-    the rotation began. While it exists every shred and legal hold made through ``DIR``
-    reaches the successor too, and the rotation carries every shred made since ``since``."""
+    id, its directory (absolute) and this cluster's store tombstone sequence number up to
+    which the rotation carried shreds (when it began, until its first run's carry). While
+    it exists every shred and legal hold made through ``DIR`` reaches the successor too,
+    and the next run carries every shred made after ``since``, then advances it."""
 
     cluster_id: str
     directory: str

@@ -540,6 +540,73 @@ def test_a_subject_shredded_in_the_old_cluster_is_shredded_in_the_new_one(
     assert r.returncode == 1 and "being rotated to" in r.stderr, r.stderr
 
 
+def _marker_less_copy(old: Path, name: str) -> Path:
+    """Another host's copy of OLD's directory (no successor.json), on OLD's store."""
+    elsewhere = old.parent / name
+    elsewhere.mkdir()
+    cfg = read_cluster(old)
+    replace(cfg, store=f"sqlite://{old / 'cluster-keys.sqlite'}").write(elsewhere)
+    return elsewhere
+
+
+def test_a_rotation_carries_a_shred_only_onto_the_key_it_was_made_against(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(cluster4) The rotation's carry shredded in NEW any subject with a key there, none
+    in OLD and a tombstone in OLD since the rotation began, unless NEW had a tombstone
+    under the subject's tag. (a) A shred through OLD that reached NEW while NEW's nodes
+    could not tag it (FLUSH_TAG), then the subject written in NEW afresh: the next run
+    destroyed the new key (data loss). (b) A subject shredded through OLD (reaching NEW),
+    written again through OLD, moved, then shredded through a copy without the marker:
+    NEW's old tombstone made the run keep the moved key (erasure missed). (c) A subject
+    shredded through such a copy before it was moved, carried by one run (nothing in NEW),
+    written in NEW afresh, lost its new key to the next run. Each shred now applies to the
+    key it was made against."""
+    t, tok = cluster.tmp, cluster.token
+    old, new = _create(cluster, "cl-gen-old"), _create(cluster, "cl-gen-new")
+    a, b, c3 = "contacts/gen-a", "contacts/gen-b", "contacts/gen-c"
+    rotate = ["cluster", "rotate", old.name, new.name, "--token-file", "token", "--json"]
+    with ClusterClient(old, token=tok, timeout=20) as c:
+        c.encrypt_many([a, b], [b"a", b"b"])
+    r = cli(*rotate, cwd=t)
+    assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 2, "shredded": 0}, r.stderr
+    new_id = read_cluster(new).cluster_id
+    tags = ClusterDataKeys.tombstone_tags
+
+    def new_nodes_down(self: ClusterDataKeys, subjects: list[str]) -> list[bytes]:
+        if self.config.cluster_id == new_id:
+            raise ClusterError("the new cluster's nodes do not answer")
+        return tags(self, subjects)
+
+    with monkeypatch.context() as m:  # (a)
+        m.setattr(ClusterDataKeys, "tombstone_tags", new_nodes_down)
+        with ClusterClient(old, token=tok, timeout=20) as c:
+            assert c.shred(a)
+    with ClusterClient(old, token=tok, timeout=20) as c:  # (b)
+        assert c.shred(b)
+        again = c.encrypt(b"b again", subject=b)
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        assert c.datakeys.store.get_many([a, b]) == {}
+        fresh_a = c.encrypt(b"a afresh", subject=a)
+    r = cli(*rotate, cwd=t)
+    assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 1, "shredded": 0}, r.stderr
+    with ClusterClient(old, token=tok, timeout=20) as c:  # (c): written in OLD, not moved
+        c.encrypt(b"c", subject=c3)
+    with ClusterClient(_marker_less_copy(old, "cl-gen-copy"), token=tok, timeout=20) as c:
+        assert c.shred(b) and c.shred(c3)
+    r = cli(*rotate, cwd=t)
+    assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 0, "shredded": 1}, r.stderr
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        assert c.decrypt(fresh_a, subject=a) == b"a afresh"
+        with pytest.raises(ShreddedError):
+            c.decrypt(again, subject=b)
+        fresh_c = c.encrypt(b"c afresh", subject=c3)
+    r = cli(*rotate, cwd=t)
+    assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 0, "shredded": 0}, r.stderr
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        assert c.decrypt_many([a, c3], [fresh_a, fresh_c]) == [b"a afresh", b"c afresh"]
+
+
 def test_a_rotation_copies_the_legal_holds_in_one_transaction(cluster: Cluster) -> None:
     """(cluster3) ``cluster rotate OLD NEW`` copied OLD's legal holds to NEW one
     transaction each (a store epoch each; a rotation cut among them left NEW with some of
