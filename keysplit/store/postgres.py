@@ -1156,7 +1156,7 @@ class PostgresKeyStore:
             statuses, st = ["unknown"], None
         if "committed" in statuses:
             return st
-        if all(s in ("aborted", None) for s in statuses):
+        if all(s == "aborted" for s in statuses):  # None (too old to tell): unknown
             return None
         raise StoreUnreachableError(
             f"PostgreSQL key store at {self._where}: the connection was lost while KEK "

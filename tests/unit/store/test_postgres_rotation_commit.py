@@ -97,6 +97,9 @@ class _CommitCutter:
         self.listener.listen(16)
         self.listener.settimeout(0.2)
         self.armed = False  # set: cut the next rotation's commit
+        self.refuse = False  # set: close every new connection at once (a server gone)
+        self.then_refuse = False  # set: from the cut on, drop every connection and refuse
+        self.socks: list[socket.socket] = []
         self.cuts = 0
         self.stop = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -109,8 +112,12 @@ class _CommitCutter:
                 continue
             except OSError:
                 return
+            if self.refuse:
+                client.close()
+                continue
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             upstream.connect(self.target)
+            self.socks += [client, upstream]
             flag = {"bump": False}
             for args in ((client, upstream, flag, True), (upstream, client, flag, False)):
                 threading.Thread(target=self._pump, args=args, daemon=True).start()
@@ -132,6 +139,11 @@ class _CommitCutter:
                     if flag["bump"] and self.armed:
                         self.armed = False
                         self.cuts += 1
+                        if self.then_refuse:  # the server is gone: every connection too
+                            self.refuse = True
+                            for s in self.socks:
+                                with contextlib.suppress(OSError):
+                                    s.shutdown(socket.SHUT_RDWR)
                         break  # the answer to COMMIT is never forwarded
                     flag["bump"] = False
                     tail = b""
@@ -178,3 +190,38 @@ def test_a_rotation_committed_while_its_connection_died_succeeds(
         [shares["b"], shares["c"]], store=open_store(direct, keyring_id=kr.keyring_id, home=kr.path)
     ) as ku:
         assert ku.decrypt(record, subject="bob") == b"after"
+
+
+def test_a_rotation_whose_commit_cannot_be_resolved_keeps_the_new_kek_in_the_file(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """The other side of the fix: when the server cannot be asked whether the commit
+    happened (the connection died at COMMIT, then no connection could be made), the
+    rotation fails saying so, and the keyring file keeps the new KEK: here the server did
+    commit it, and a file put back would have lost the store's current KEK. Unsealing again
+    follows the store; the next rotation goes on from there."""
+    from keysplit import StoreUnreachableError
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    kr, shares = Keyring.create(tmp_path / "kr", 2, ["a", "b", "c"])
+    with _cutter(pg_server) as proxy:
+        url = (
+            f"postgresql:///keysplit?host={proxy.dir}&user=keysplit&schema={schema}"
+            "&connect_timeout=2"
+        )
+        store = open_store(url, keyring_id=kr.keyring_id, home=kr.path, create=True)
+        with kr.unseal([shares["a"], shares["b"]], store=store) as ku:
+            proxy.armed = proxy.then_refuse = True
+            with pytest.raises(StoreUnreachableError, match="unknown"):
+                ku.rotate()
+            assert proxy.cuts == 1
+            assert _file_meta(kr).current_kek == 2  # kept: the store did commit it
+            proxy.refuse = False
+        direct = f"{pg_server.url}&schema={schema}"  # type: ignore[attr-defined]
+        again = open_store(direct, keyring_id=kr.keyring_id, home=kr.path)
+        assert again.state().current_kek == 2
+        with Keyring.open(kr.path).unseal([shares["b"], shares["c"]], store=again) as ku:
+            record = ku.encrypt(b"under 2", subject="bob")
+            assert ku.rotate() == 3
+            assert again.state().current_kek == 3 and _file_meta(kr).current_kek == 3
+            assert ku.decrypt(record, subject="bob") == b"under 2"
