@@ -351,6 +351,11 @@ def _dup_socket(conn: _Conn) -> socket.socket | None:
         return None
 
 
+_STOP_WAIT = 5.0
+"""How long :meth:`_Watchdog.stop` waits for its thread (it ends at once unless it is in
+the middle of shutting a socket down)."""
+
+
 class _Watchdog:
     """Ends the calls that outlive their bound: shuts down their connection's socket, so
     the blocked call fails at once (as if the server had dropped it), whatever the server
@@ -399,7 +404,12 @@ class _Watchdog:
                         _shutdown(watch.sock)
 
     def stop(self) -> None:
+        """End the thread and wait for it (bounded): a closed store leaves none behind."""
         self._stop.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(_STOP_WAIT)
 
 
 def _shutdown(sock: socket.socket | None) -> None:

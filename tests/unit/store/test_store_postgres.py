@@ -794,6 +794,34 @@ def test_an_admin_lock_that_got_no_answer_names_its_own_bound(pg_server: object)
         store.close()
 
 
+def test_closing_a_store_ends_its_watchdog_thread_before_it_returns() -> None:
+    """(CI, stop 36) ``close`` set the watchdog's stop flag and returned: on a loaded machine
+    the thread was still alive afterwards (the README example's thread check failed once
+    in CI). ``stop`` now joins the thread (bounded). Forced here: the thread takes 0.3 s to
+    notice the flag."""
+    from keysplit.store.postgres import _Watchdog
+
+    class SlowEvent(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            got = super().wait(timeout)
+            if got:
+                time.sleep(0.3)
+            return got
+
+    dog = _Watchdog(0.01, "test-watchdog")
+    dog._stop = SlowEvent()
+    a, b = socket.socketpair()
+    try:
+        with dog.bound(a, 60.0):  # a call armed: the thread starts
+            thread = dog._thread
+            assert thread is not None and thread.is_alive()
+            dog.stop()
+            assert not thread.is_alive()
+    finally:
+        a.close()
+        b.close()
+
+
 @pytest.mark.parametrize("table", ["meta", "keysplit_migrations"])
 def test_an_open_behind_another_sessions_lock_on_the_schema_says_so(
     pg_server: object, table: str
