@@ -197,3 +197,48 @@ def test_one_string_is_not_a_list_of_custodians_and_a_kek_version_is_an_int(
                 ku.retire(bad, record=False)  # type: ignore[arg-type]
         assert ku.status().kek_versions == (1, 2)
         ku.retire(1, record=False)
+
+
+def test_a_rotation_the_store_refuses_puts_the_keyring_file_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store-agnostic half of the PostgreSQL commit fix (test_postgres_rotation_commit):
+    set_current_kek raising means nothing was recorded, so the rotation puts the keyring
+    file back (it stayed a version ahead: the session's next rotate said "unseal again");
+    after a StoreUnreachableError, whether the store recorded it may be unknown, so the
+    file keeps the new KEK; a store that shows the version current recorded it."""
+    from keysplit import StoreUnreachableError
+
+    kr, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    with kr.unseal([shares["alice"], shares["bob"]]) as ku:
+        store = ku.local_data_keys().store
+        real = store.set_current_kek
+        before = kr.home.read_keyring()
+
+        def refused(version: int) -> KeyringState:
+            raise KeyringError("refused at commit")
+
+        monkeypatch.setattr(store, "set_current_kek", refused)
+        with pytest.raises(KeyringError, match="refused at commit"):
+            ku.rotate()
+        assert kr.home.read_keyring() == before and store.state().current_kek == 1
+
+        def recorded_then_lost(version: int) -> KeyringState:
+            real(version)
+            raise KeyringError("connection lost after the commit")
+
+        monkeypatch.setattr(store, "set_current_kek", recorded_then_lost)
+        assert ku.rotate() == 2  # the store shows 2 current: the rotation stands
+        assert kf.parse(kr.home.read_keyring())[0].current_kek == 2
+
+        def unknown(version: int) -> KeyringState:
+            raise StoreUnreachableError("no answer")
+
+        monkeypatch.setattr(store, "set_current_kek", unknown)
+        with pytest.raises(StoreUnreachableError):
+            ku.rotate()
+        assert kf.parse(kr.home.read_keyring())[0].current_kek == 3  # kept: may be recorded
+        monkeypatch.setattr(store, "set_current_kek", real)
+    with Keyring.open(kr.path).unseal([shares["bob"], shares["carol"]]) as ku:
+        assert ku.rotate() == 4  # the store is at 2; the file's 3 was never used
+        assert kf.parse(kr.home.read_keyring())[0].current_kek == 4
