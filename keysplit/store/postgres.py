@@ -21,8 +21,9 @@ Why it is shaped like this:
   concurrently updated row, so the compare-and-swap holds under races.
 * Legal hold and delete: the delete statement itself checks the hold, and both
   ``delete`` and ``set_legal_hold`` first take a transaction advisory lock on the
-  subject, so the check always sees a hold committed before it (a plain READ COMMITTED
-  snapshot could miss one placed while the delete statement starts).
+  subject's bucket (one of 64, so a hold on tens of thousands of subjects stays within
+  the server's lock table), so the check always sees a hold committed before it (a plain
+  READ COMMITTED snapshot could miss one placed while the delete statement starts).
 * Schema versioned by ``keysplit_migrations``; created with ``create=True`` under an
   advisory lock (two processes creating at once get one schema); bound to one keyring id.
 * Thread-safe: a psycopg-pool pool; every method runs in its own transaction on a pooled
@@ -69,6 +70,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import math
 import os
 import random
@@ -91,6 +93,18 @@ from .base import ADMIN_WAIT, KeyringState, Lease, Tombstone, WrappedKey
 from .url import check_store_url, postgres_call_timeout, postgres_conninfo
 
 __all__ = ["PostgresKeyStore"]
+
+SUBJECT_BUCKETS = 64
+"""Most subject locks one transaction takes (:meth:`PostgresKeyStore._subject_locks`):
+below PostgreSQL's default ``max_locks_per_transaction`` (64) times a few connections."""
+
+
+def subject_bucket(subject: str) -> int:
+    """The lock bucket of ``subject`` (0 to :data:`SUBJECT_BUCKETS` - 1), the same in every
+    process and version: the first bytes of its UTF-8 SHA-256."""
+    digest = hashlib.sha256(subject.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:4], "big") % SUBJECT_BUCKETS
+
 
 FORMAT = "keysplit-keystore"
 _T = TypeVar("_T")
@@ -198,7 +212,7 @@ _STATEMENTS: dict[str, LiteralString] = {
     "gone AS (DELETE FROM {s}.data_keys WHERE subject = ANY(%(s)s::text[]) "
     "AND NOT EXISTS (SELECT 1 FROM held) RETURNING 1) "
     "SELECT (SELECT array_agg(subject) FROM held), (SELECT count(*) FROM gone)",
-    # subject locks in one statement, in subject order
+    # subject (bucket) locks in one statement, in the order given
     "lock_subjects": "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
     "FROM unnest(%s::text[]) AS k",
     "stale": "SELECT subject, kek_version, wrapped FROM {s}.data_keys "
@@ -475,7 +489,7 @@ class PostgresKeyStore:
             min(1.0, self._call_timeout / 4), f"keysplit-{self._schema}-watchdog"
         )
         self._keyring_id = keyring_id
-        self._lock_prefix = f"keysplit/{self._schema}/"
+        self._lock_prefix = f"keysplit/{self._schema}//subjects/"  # + a bucket number
         self._state_lock = f"keysplit/{self._schema}//state"  # no subject ends in "//state"
         self._admin_lock = f"keysplit/{self._schema}//admin"  # admin_lock: rotations
         self._channel = f"ks_{self._schema}"
@@ -895,14 +909,14 @@ class PostgresKeyStore:
     def delete_many(
         self, subjects: Sequence[str], tombstone: bytes | Sequence[bytes] | None = None
     ) -> bool:
-        """One transaction: the exclusive state lock, each subject's lock (as
+        """One transaction: the exclusive state lock, each subject's bucket lock (as
         :meth:`set_legal_hold` takes it), then one statement that deletes every key
         unless one of the subjects is held."""
         wanted = _rules.delete_subjects(subjects)
         tags = _rules.tombstone_tags(tombstone)
         if not wanted:
             return False
-        locks = sorted(self._lock_prefix + s for s in wanted)
+        locks = self._subject_locks(wanted)
 
         def work(conn: _Conn) -> bool:
             st = self._exclusive(conn)
@@ -948,12 +962,12 @@ class PostgresKeyStore:
         self.set_legal_holds([subject], hold)
 
     def set_legal_holds(self, subjects: Sequence[str], hold: bool) -> None:
-        """One transaction: the exclusive state lock, each subject's lock (in subject order,
+        """One transaction: the exclusive state lock, each subject's bucket lock (in order,
         as :meth:`delete_many` takes them), the holds placed or lifted, one epoch bump."""
         wanted = sorted(set(subjects))
         if not wanted:
             return
-        locks = sorted(self._lock_prefix + s for s in wanted)
+        locks = self._subject_locks(wanted)
 
         def work(conn: _Conn) -> None:
             st = self._exclusive(conn)
@@ -962,6 +976,15 @@ class PostgresKeyStore:
             self._bump(conn, st)
 
         self._tx(work)
+
+    def _subject_locks(self, subjects: Iterable[str]) -> list[str]:
+        """The advisory locks that guard ``subjects``' holds and deletes, in lock order: one
+        per bucket (:func:`subject_bucket`), at most :data:`SUBJECT_BUCKETS` in all. A lock
+        per subject put tens of thousands of entries in the server's shared lock table in
+        one transaction (a rotation copying its holds), past ``max_locks_per_transaction``
+        times the connections: 'out of shared memory'. A delete and a hold of one subject
+        still take the same lock (coarser: subjects of one bucket wait for each other)."""
+        return [self._lock_prefix + str(b) for b in sorted({subject_bucket(s) for s in subjects})]
 
     def legal_holds(self) -> list[str]:
         return self._tx(lambda conn: [r[0] for r in conn.execute(self._sql["holds"])])

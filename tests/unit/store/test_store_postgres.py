@@ -641,9 +641,11 @@ def test_a_hold_on_every_spelling_of_a_subject_is_one_transaction(
     """(review) A legal hold on a subject with several spellings (NFC and NFD here) was
     one transaction per spelling: while the second waited (or after it failed) the first
     was already committed, so another process saw the subject half held. Forced: the NFD
-    spelling's subject lock is held elsewhere while the hold is placed; meanwhile nothing
-    of the hold is visible, and once the lock is let go both spellings are held."""
+    spelling's subject (bucket) lock is held elsewhere while the hold is placed; meanwhile
+    nothing of the hold is visible, and once the lock is let go both spellings are held."""
     import psycopg
+
+    from keysplit.store.postgres import subject_bucket
 
     url = _url(pg_server)
     conninfo, schema = postgres_conninfo(url)
@@ -676,7 +678,8 @@ def test_a_hold_on_every_spelling_of_a_subject_is_one_transaction(
 
         with psycopg.connect(conninfo, autocommit=True) as blocker:
             blocker.execute(
-                "SELECT pg_advisory_lock(hashtextextended(%s, 0))", (f"keysplit/{schema}/{nfd}",)
+                "SELECT pg_advisory_lock(hashtextextended(%s, 0))",
+                (f"keysplit/{schema}//subjects/{subject_bucket(nfd)}",),
             )
             t = threading.Thread(target=hold, daemon=True)
             t.start()
@@ -893,3 +896,38 @@ def test_a_lost_rotation_lock_fails_only_the_thread_that_held_it(pg_server: obje
         assert store.state().current_kek == 2
     finally:
         store.close()
+
+
+def test_a_hold_on_twenty_thousand_subjects_fits_a_small_lock_table() -> None:
+    """(cluster4) set_legal_holds took one advisory lock per subject in its one
+    transaction: holds on 20,000 subjects (a cluster rotation copies every hold of the old
+    store at once) on a server with max_locks_per_transaction = 10 (a shared lock table of
+    10 x 60 connections) failed with 'out of shared memory' and placed nothing. Now one lock
+    per subject bucket (at most 64); a shred still waits for a hold on its subject (the
+    spelling and blocked-shred tests above)."""
+    import psycopg
+    from pg_fixture import own_postgres
+
+    from keysplit.store.postgres import SUBJECT_BUCKETS, PostgresKeyStore
+
+    with own_postgres() as server:
+        conninfo, _ = postgres_conninfo(server.url)
+        with psycopg.connect(conninfo, autocommit=True) as c:
+            c.execute("ALTER SYSTEM SET max_locks_per_transaction = 10")
+        server.restart()
+        with psycopg.connect(conninfo, autocommit=True) as c:
+            assert c.execute("SHOW max_locks_per_transaction").fetchone() == ("10",)
+        store = PostgresKeyStore(server.url, KID, create=True)
+        try:
+            subjects = [f"contacts/{i:05d}" for i in range(20_000)]
+            store.insert_many([WrappedKey(subjects[0], 1, b"k" * 24)])
+            store.set_legal_holds(subjects, True)
+            assert len(store.legal_holds()) == 20_000
+            with pytest.raises(LegalHoldError):
+                store.delete(subjects[0])
+            store.set_legal_holds(subjects, False)
+            assert store.legal_holds() == []
+            assert store.delete(subjects[0])
+            assert len(store._subject_locks(subjects)) == SUBJECT_BUCKETS
+        finally:
+            store.close()
