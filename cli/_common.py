@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from keysplit import KeysplitError
-from keysplit.files import names_a_descriptor
+from keysplit.files import unreplaceable
 
 if TYPE_CHECKING:
     from keysplit import Argon2Params
@@ -145,15 +145,16 @@ def check_output_file(
     if str(path) == "-":
         return
     target = Path(path)
-    if target.is_dir():
+    kind = unreplaceable(target)  # the library's own check, made before any share
+    if kind == "directory":
         fail(f"{what}: is a directory: {target}", code=EXIT_USAGE)
-    if names_a_descriptor(target):  # /dev/stdout: the rename would replace the link
+    if kind == "descriptor":  # /dev/stdout: the rename would replace the link
         fail(
             f"{what}: a link to an open file descriptor: {target}",
             "write to stdout with - and redirect it",
             code=EXIT_USAGE,
         )
-    if os.path.exists(target) and not target.is_file():  # a device, FIFO or socket
+    if kind == "special":  # a device, FIFO or socket
         fail(
             f"{what}: not a regular file: {target}",
             "write to stdout with - and redirect it",

@@ -26,7 +26,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from .errors import FormatError
 
@@ -43,6 +43,7 @@ __all__ = [
     "read_bounded",
     "read_bounded_stream",
     "unnamed_writer",
+    "unreplaceable",
 ]
 
 
@@ -123,25 +124,45 @@ def names_a_descriptor(path: str | os.PathLike[str]) -> bool:
     return False
 
 
-def _refuse_special(target: Path) -> None:
-    """Refuse to replace anything but a regular file (or a link to one, or nothing).
+Unreplaceable = Literal["directory", "descriptor", "special"]
 
-    The rename would put a regular file in place of a device, FIFO or socket: ``--out
-    /dev/null --force`` run as root replaced the system's ``/dev/null`` (``/dev/stdout``,
-    a link to ``/proc/self/fd/1``, likewise), and a reader waiting on a FIFO got nothing.
+
+def unreplaceable(path: str | os.PathLike[str]) -> Unreplaceable | None:
+    """Why a new file must not be renamed into ``path``'s place, or None (nothing there, a
+    link to nowhere, a regular file or a link to one): the one check of the library's
+    writers (:func:`atomic_writer`) and of the CLI's output checks made before a quorum.
+
+    ``"directory"``; ``"descriptor"``: a link, or chain of links, to an open file
+    descriptor (:func:`names_a_descriptor`, as ``/dev/stdout`` is), whose rename would
+    replace the link and leave the file it names as it was; ``"special"``: a device, FIFO
+    or socket, which the rename would replace (``--out /dev/null --force`` run as root
+    replaced the system's ``/dev/null``, and a reader waiting on a FIFO got nothing).
     """
-    if names_a_descriptor(target):
+    try:
+        st = os.stat(path)  # through a link: what it names is what would be lost
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        return "directory"
+    if names_a_descriptor(path):
+        return "descriptor"
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return "special"
+    return None
+
+
+def _refuse_special(target: Path) -> None:
+    """Refuse to replace anything but a regular file (or a link to one, or nothing):
+    :func:`unreplaceable`."""
+    kind = unreplaceable(target)
+    if kind == "directory":
+        raise IsADirectoryError(errno.EISDIR, "is a directory", str(target))
+    if kind == "descriptor":
         raise FileExistsError(
             f"refusing to replace {target}: a link to an open file descriptor (as "
             "/dev/stdout is); write to stdout with - and redirect instead"
         )
-    try:
-        st = os.stat(target)  # through a link: what it names is what would be lost
-    except OSError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(errno.EISDIR, "is a directory", str(target))
-    if not stat.S_ISREG(st.st_mode):
+    if kind == "special":
         raise FileExistsError(
             f"refusing to replace {target}: not a regular file (a device, FIFO or socket; "
             "write to stdout with - and redirect instead)"

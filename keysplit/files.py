@@ -11,6 +11,7 @@ from ._fileio import (
     names_a_descriptor,
     read_bounded,
     read_bounded_stream,
+    unreplaceable,
 )
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "names_a_descriptor",
     "read_bounded",
     "read_bounded_stream",
+    "unreplaceable",
 ]

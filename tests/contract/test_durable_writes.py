@@ -222,3 +222,66 @@ def test_a_link_to_an_open_descriptor_is_never_replaced(
     assert (tmp_path / "redirected").read_bytes() == b""
     assert not _fileio.names_a_descriptor(tmp_path / "redirected")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "redirected", "stdout"]
+
+
+_TARGETS = {
+    # name: (make it in tmp (returns the target path), what unreplaceable says)
+    "nothing": (lambda d, fd: d / "new", None),
+    "regular": (lambda d, fd: _made(d / "file"), None),
+    "link to regular": (lambda d, fd: _link(d / "l", _made(d / "file")), None),
+    "link to nowhere": (lambda d, fd: _link(d / "l", d / "gone"), None),
+    "directory": (lambda d, fd: d, "directory"),
+    "link to directory": (lambda d, fd: _link(d / "l", d), "directory"),
+    "fifo": (lambda d, fd: _fifo(d / "fifo"), "special"),
+    "link to fifo": (lambda d, fd: _link(d / "l", _fifo(d / "fifo")), "special"),
+    "descriptor": (lambda d, fd: Path(f"/dev/fd/{fd}"), "descriptor"),
+    "link to descriptor": (lambda d, fd: _link(d / "l", Path(f"/proc/self/fd/{fd}")), "descriptor"),
+}
+
+
+def _made(p: Path) -> Path:
+    p.write_bytes(b"old")
+    return p
+
+
+def _link(p: Path, to: Path) -> Path:
+    p.symlink_to(to)
+    return p
+
+
+def _fifo(p: Path) -> Path:
+    os.mkfifo(p)
+    return p
+
+
+@pytest.mark.parametrize("name", list(_TARGETS))
+def test_the_cli_and_the_writer_refuse_the_same_targets(tmp_path: Path, name: str) -> None:
+    """(cli4) The CLI's output check (made before any share is asked for) was a copy of the
+    writer's special-file check. Both ask one public ``keysplit.files.unreplaceable`` now:
+    what it names, the writer refuses and the CLI calls a usage error; anything else both
+    let through (the CLI then asks for --force where a file exists)."""
+    import typer
+    from keysplit_cli._common import check_output_file
+
+    from keysplit.files import unreplaceable
+
+    make, kind = _TARGETS[name]
+    work = tmp_path / "w"
+    work.mkdir()
+    with open(tmp_path / "redirected", "wb") as held:
+        target = make(work, held.fileno())
+        assert unreplaceable(target) == kind
+        try:
+            check_output_file(target, "OUT", overwrite=True)
+            cli_code = 0
+        except typer.Exit as exc:
+            cli_code = exc.exit_code
+        refused = kind is not None
+        assert cli_code == (2 if refused else 0)
+        if refused:
+            with pytest.raises((FileExistsError, IsADirectoryError)):
+                _fileio.atomic_write(target, b"new", overwrite=True)
+        else:
+            _fileio.atomic_write(target, b"new", overwrite=True)
+            assert target.read_bytes() == b"new"
+    assert (tmp_path / "redirected").read_bytes() == b""
