@@ -931,3 +931,127 @@ def test_a_hold_on_twenty_thousand_subjects_fits_a_small_lock_table() -> None:
             assert len(store._subject_locks(subjects)) == SUBJECT_BUCKETS
         finally:
             store.close()
+
+
+_SHREDDER = """
+import sys
+from keysplit.store import WrappedKey
+from keysplit.store.postgres import PostgresKeyStore
+url, kid, who, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+s = PostgresKeyStore(url, kid)
+for i in range(n):
+    sub = f"{who}/{i}"
+    s.insert_many([WrappedKey(sub, 1, b"k" * 24)])
+    assert s.delete(sub, f"{who}:{i}".encode().ljust(16, b"."))
+s.close()
+"""
+
+
+def test_a_tombstone_poller_never_skips_a_shred_that_commits_late(pg_server: object) -> None:
+    """(cluster4: a suspected fault, not found) Could a shred that took a lower
+    tombstone_seq commit after one with a higher seq, so that a poller that had already
+    read past the higher one (its ``acked``) never sees it? No: a shred takes its seq
+    under the exclusive state lock and holds it to its commit. Shown two ways with real
+    transactions: (1) a shred holding seq N+1 is stopped before its commit (its subject's
+    lock held elsewhere); another shred in another process waits for it, and nothing above
+    N is visible meanwhile; then they commit as N+1 and N+2. (2) Three processes shred 40
+    subjects each while a poller advances its watermark as fleet members do: it sees every
+    tombstone, each once."""
+    import subprocess
+    import sys
+
+    import psycopg
+
+    from keysplit.store.postgres import PostgresKeyStore, subject_bucket
+
+    url = _url(pg_server)
+    conninfo, schema = postgres_conninfo(url)
+    store = PostgresKeyStore(url, KID, create=True)
+    b = next(f"b{i}" for i in range(100) if subject_bucket(f"b{i}") != subject_bucket("a"))
+    store.insert_many([WrappedKey("a", 1, b"a" * 24), WrappedKey(b, 1, b"b" * 24)])
+    n = store.state().tombstone_seq
+    out: dict[str, object] = {}
+
+    def waiting() -> int:
+        with psycopg.connect(conninfo, autocommit=True) as c:
+            row = c.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name = 'keysplit' AND wait_event_type = 'Lock'"
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def until(cond: object, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not cond():  # type: ignore[operator]
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.02)
+
+    script = (
+        "import sys\nfrom keysplit.store.postgres import PostgresKeyStore\n"
+        "s = PostgresKeyStore(sys.argv[1], sys.argv[2])\n"
+        "print(s.delete(sys.argv[3], b'B' * 16))\ns.close()\n"
+    )
+    blocker = psycopg.connect(conninfo, autocommit=True)
+    try:
+        blocker.execute(
+            "SELECT pg_advisory_lock(hashtextextended(%s, 0))",
+            (f"keysplit/{schema}//subjects/{subject_bucket('a')}",),
+        )
+        t = threading.Thread(target=lambda: out.setdefault("a", store.delete("a", b"A" * 16)))
+        t.start()
+        until(lambda: waiting() >= 1, "the first shred to hold its seq and wait")
+        other = subprocess.Popen(
+            [sys.executable, "-c", script, url, KID, b],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            until(lambda: waiting() >= 2 or other.poll() is not None, "the second shred")
+            assert other.poll() is None, other.communicate()
+            assert store.tombstones_since(n) == []  # nothing above N while N+1 is pending
+            assert store.state().tombstone_seq == n
+        finally:
+            blocker.execute(
+                "SELECT pg_advisory_unlock(hashtextextended(%s, 0))",
+                (f"keysplit/{schema}//subjects/{subject_bucket('a')}",),
+            )
+            t.join(60)
+            got, err = other.communicate(timeout=60)
+        assert other.returncode == 0 and got.strip() == "True", err
+    finally:
+        blocker.close()
+    assert out == {"a": True}
+    assert [(x.seq, x.tag) for x in store.tombstones_since(n)] == [
+        (n + 1, b"A" * 16),
+        (n + 2, b"B" * 16),
+    ]
+
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SHREDDER, url, KID, who, "40"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for who in ("p", "q", "r")
+    ]
+    acked, seen = n + 2, []
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            done = all(p.poll() is not None for p in procs)
+            batch = store.tombstones_since(acked)
+            seen += [x.tag for x in batch]
+            acked = batch[-1].seq if batch else acked
+            if done and not batch:
+                break
+            assert time.monotonic() < deadline, "the shredders did not finish"
+            time.sleep(0.005)
+    finally:
+        for p in procs:
+            p.kill() if p.poll() is None else None
+            _, err = p.communicate(timeout=30)
+            assert p.returncode == 0, err
+    store.close()
+    want = {f"{w}:{i}".encode().ljust(16, b".") for w in "pqr" for i in range(40)}
+    assert len(seen) == len(want) and set(seen) == want
