@@ -57,6 +57,9 @@ __all__ = [
 AUDIT_KEY_INFO = b"keysplit keyring audit mac key v1\x00"
 WRAPPED_SIZE = 24  # a 16-byte data key wrapped with RFC 3394
 _INSERT_FIRST = 16  # create for at most this many uncached subjects: insert, no lookup first
+_CREATE_TRIES = 4
+"""Attempts of one key insert refused because the KEK changed meanwhile (each refusal
+catches up first): a ceremony may rotate and retire within one insert's window."""
 IV_LABEL = b"keysplit/keyring/kw-subject-iv/v1"
 _HMAC_BLOCK = 64
 
@@ -629,8 +632,9 @@ class LocalDataKeys:
 
         Only under the store's current KEK: the store checks it in the insert's
         transaction; on :class:`StaleKekError` this process catches up (re-reads the
-        keyring file) and tries once more, or refuses with the reason."""
-        for attempt in (0, 1):
+        keyring file) and tries again (up to :data:`_CREATE_TRIES` in all: each refusal
+        means another rotation or retirement landed meanwhile), or refuses with the reason."""
+        for attempt in range(_CREATE_TRIES):
             if self._refusal is not None:
                 raise KeyringError(self._refusal, hint="another process changed the keyring")
             raw = np.frombuffer(bytearray(self._rng.random_bytes(16 * len(subjects))), np.uint8)
@@ -638,10 +642,10 @@ class LocalDataKeys:
             rows = self._kekset.wrap(subjects, raw)
             try:
                 stored = self.store.insert_many(rows)
-            except StaleKekError as exc:  # rotated or retired elsewhere: catch up, once
+            except StaleKekError as exc:  # rotated or retired elsewhere: catch up
                 raw.fill(0)
                 self._adopt(exc.state)
-                if attempt:
+                if attempt == _CREATE_TRIES - 1:
                     raise
                 continue
             lost = [

@@ -242,3 +242,31 @@ def test_a_rotation_the_store_refuses_puts_the_keyring_file_back(
     with Keyring.open(kr.path).unseal([shares["bob"], shares["carol"]]) as ku:
         assert ku.rotate() == 4  # the store is at 2; the file's 3 was never used
         assert kf.parse(kr.home.read_keyring())[0].current_kek == 4
+
+
+def test_a_key_insert_catches_up_with_two_rotations_made_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(found stop 34, fixed stop 36) A key insert refused as stale (another process
+    rotated) caught up and tried once more: a second rotation landing before that retry
+    made encrypt raise StaleKekError. Now it catches up again (a few times). Two sessions
+    on one keyring; the second rotates before each of the first one's inserts."""
+    kr, shares = Keyring.create(tmp_path / "kr", 2, NAMES, rng=DeterministicRandom(b"twice"))
+    writer = kr.unseal([shares["alice"], shares["bob"]])
+    other = Keyring.open(tmp_path / "kr").unseal([shares["bob"], shares["carol"]])
+    insert = writer.store.insert_many
+    rotations: list[int] = []
+
+    def rotate_first(rows: list[WrappedKey]) -> list[WrappedKey]:
+        if len(rotations) < 2:
+            rotations.append(other.rotate(record=False))
+        return insert(rows)
+
+    monkeypatch.setattr(writer.store, "insert_many", rotate_first)
+    blob = writer.encrypt(b"new", subject="created-meanwhile")
+    monkeypatch.undo()
+    assert rotations == [2, 3]
+    assert writer.store.get_many(["created-meanwhile"])["created-meanwhile"].kek_version == 3
+    assert other.decrypt(blob, subject="created-meanwhile") == b"new"
+    writer.close()
+    other.close()
