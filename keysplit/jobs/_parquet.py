@@ -539,6 +539,8 @@ def subject_errors(subject_column: str) -> Iterator[None]:
     try:
         yield
     except ValueError as exc:
+        if isinstance(exc, KeysplitError):  # a context or plaintext too large: not a subject's
+            raise
         raise KeysplitError(f"subject column {subject_column!r}: {exc}") from None
 
 
@@ -591,7 +593,8 @@ def _seal(
     A batch's values become Python objects and its records an Arrow array just for its
     call, so the next batch's objects reuse that memory: made for the whole part (10^6
     rows), the values and records were about 700 MB of Python objects on fresh pages."""
-    engine = records.encrypt_many if spec.kind == "encrypt" else records.decrypt_many
+    encrypt = spec.kind == "encrypt"
+    engine = records.encrypt_many if encrypt else records.decrypt_many
     ends = grouped.ends
     chunks: list[pa.Array] = []
     for b, batch in enumerate(grouped.key_batches()):
@@ -599,7 +602,8 @@ def _seal(
         items = values.slice(lo, hi - lo).to_pylist()
         if fetch is not None:
             fetch.wait(b)
-        with subject_errors(spec.subject_column), record_errors(spec.column, items):
+        named = contextlib.nullcontext() if encrypt else record_errors(spec.column, items)
+        with subject_errors(spec.subject_column), named:  # plaintexts are no records
             sealed = engine(grouped.subjects[lo:hi], items, spec.context)
         out = _binary(sealed)
         del items

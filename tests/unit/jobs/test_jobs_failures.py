@@ -436,3 +436,57 @@ def test_decrypting_a_column_that_is_not_sealed_names_it(
         assert str(info.value) == "column 'body': not a keysplit record (bad magic)"
         hint = info.value.hint or ""
         assert "are not keysplit records" in hint and "scan-dataset" in hint, hint
+
+
+def test_a_context_too_large_for_a_dask_column_is_not_a_subject_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: subject_errors took every ValueError of the engine for a subject's, so a
+    context over MAX_CONTEXT_BYTES (ContextTooLargeError, a FormatError and ValueError)
+    came out of encrypt_column/decrypt_column as a plain KeysplitError "subject column
+    'user': record context is larger than ...". The library's own errors pass unchanged."""
+    import dask
+    import dask.dataframe as dd
+    import pandas as pd
+
+    from keysplit.record import ContextTooLargeError
+
+    frame = pd.DataFrame({"user": ["u/1"], "body": [b"a"]})
+    big = {"k": "x" * 70_000}
+    with (
+        _unsealed(tmp_path, monkeypatch) as ukr,
+        serve_keys(ukr) as src,
+        dask.config.set({"dataframe.convert-string": False}),
+    ):
+        ddf = dd.from_pandas(frame, npartitions=1)
+        with pytest.raises(ContextTooLargeError) as info:
+            jobs.encrypt_column(ddf, "body", "user", service=src, context=big).compute(
+                scheduler="sync"
+            )
+        assert "subject column" not in str(info.value)
+        sealed = jobs.encrypt_column(ddf, "body", "user", service=src).compute(scheduler="sync")
+        with pytest.raises(ContextTooLargeError) as info:
+            jobs.decrypt_column(
+                dd.from_pandas(sealed, npartitions=1), "body", "user", service=src, context=big
+            ).compute(scheduler="sync")
+        assert "subject column" not in str(info.value)
+
+
+def test_an_encrypt_datasets_format_error_does_not_say_the_column_is_not_sealed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: record_errors, meant for a decrypt's values that are not records, wrapped the
+    encrypt engine too, whose values are plaintexts: a FormatError sealing them (here a
+    malformed key reply, stood in for) became "column 'body': ..." with the hint that the
+    column does not look sealed and to decrypt only a sealed column."""
+    from keysplit.keyring.records import Records
+
+    def malformed(*_: object, **__: object) -> list[bytes]:
+        raise ke.FormatError("malformed data key reply")
+
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
+        monkeypatch.setattr(Records, "encrypt_many", malformed)
+        with pytest.raises(ke.FormatError) as info:
+            jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=src)
+    assert str(info.value) == "malformed data key reply"
+    assert "sealed" not in (info.value.hint or "")
