@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,26 @@ from keysplit.store import WrappedKey, check_store_url, open_store
 from keysplit.store.url import postgres_conninfo
 
 KID = "ab" * 16
+
+
+def _lock_waiters(conninfo: str) -> int:
+    """How many keysplit connections of the server wait for a lock now."""
+    import psycopg
+
+    with psycopg.connect(conninfo, autocommit=True) as c:
+        row = c.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = 'keysplit' AND wait_event_type = 'Lock'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def until(cond: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+    """Wait (bounded) until ``cond()`` is true."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
 
 
 def _url(server: object, schema: str | None = None) -> str:
@@ -315,18 +336,7 @@ def test_a_hold_placed_while_a_shred_is_blocked_is_never_lost(pg_server: object)
     seen: dict[str, object] = {}
 
     def waiting() -> int:
-        with psycopg.connect(conninfo, autocommit=True) as c:
-            row = c.execute(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE application_name = 'keysplit' AND wait_event_type IN ('Lock')"
-            ).fetchone()
-        return int(row[0]) if row else 0
-
-    def until(cond: object, what: str) -> None:
-        deadline = time.monotonic() + 60
-        while not cond():  # type: ignore[operator]
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.02)
+        return _lock_waiters(conninfo)
 
     def shred() -> None:
         try:
@@ -973,18 +983,7 @@ def test_a_tombstone_poller_never_skips_a_shred_that_commits_late(pg_server: obj
     out: dict[str, object] = {}
 
     def waiting() -> int:
-        with psycopg.connect(conninfo, autocommit=True) as c:
-            row = c.execute(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE application_name = 'keysplit' AND wait_event_type = 'Lock'"
-            ).fetchone()
-        return int(row[0]) if row else 0
-
-    def until(cond: object, what: str) -> None:
-        deadline = time.monotonic() + 60
-        while not cond():  # type: ignore[operator]
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.02)
+        return _lock_waiters(conninfo)
 
     script = (
         "import sys\nfrom keysplit.store.postgres import PostgresKeyStore\n"
