@@ -107,6 +107,7 @@ class KeyAdmin:
         self._closed = False
         self._rng = rng
         self._store_url = store_url
+        self._unconfirmed: kf.KeyringMeta | None = None
 
     def __repr__(self) -> str:
         return f"KeyAdmin({str(self._home.path)!r}, <redacted>)"
@@ -204,7 +205,7 @@ class KeyAdmin:
             before = self._home.read_keyring()
             self._write_keyring(current, pending, meta, secrets, adopt=False)
             # durable in the file first; from this commit on every process writes under v
-            self._commit_rotation(v, before)
+            self._commit_rotation(v, before, meta, secrets)
             # and this process too, only now: ahead of the store, a thread creating a key
             # was refused (StaleKekError), caught up back to the old version and, the
             # commit landing before its one retry, failed again
@@ -212,7 +213,9 @@ class KeyAdmin:
         local.member.renew()  # report the new current KEK in this process's lease now
         return v, meta
 
-    def _commit_rotation(self, version: int, before: bytes) -> None:
+    def _commit_rotation(
+        self, version: int, before: bytes, meta: kf.KeyringMeta, secrets: kf.KeyringSecrets
+    ) -> None:
         """Make ``version`` current in the store (its KEK is in the keyring file already).
 
         When the store refuses (:meth:`KeyStore.set_current_kek` raising means nothing was
@@ -221,8 +224,10 @@ class KeyAdmin:
         one version ahead of the store made this session's next rotate say "unseal again".
         After a StoreUnreachableError the store may have committed (a connection lost at
         COMMIT): the file keeps the version, the safe side (every process that adopts it
-        finds its KEK), and the error says to unseal again. A store that shows ``version``
-        current after all committed it: the rotation stands."""
+        finds its KEK), and this session follows the file (its keys hold the version, still
+        writing under the store's current one; the owner adopts ``meta``:
+        :meth:`take_unconfirmed`), so its next rotate goes on from it. A store that shows
+        ``version`` current after all committed it: the rotation stands."""
         store = self._local.store
         try:
             store.set_current_kek(version)
@@ -235,7 +240,16 @@ class KeyAdmin:
                 return
             if not isinstance(exc, StoreUnreachableError):
                 self._home.write_keyring(before)
+            else:
+                self._local.set_secrets(secrets, self._local.keks.current)
+                self._unconfirmed = meta
             raise
+
+    def take_unconfirmed(self) -> kf.KeyringMeta | None:
+        """The metadata of a rotation whose store commit is unknown (its file was kept), once:
+        the owner adopts it, as the file on disk now holds it."""
+        meta, self._unconfirmed = self._unconfirmed, None
+        return meta
 
     def retire(
         self, current: kf.KeyringMeta, pending: kf.KeyringMeta | None, version: int

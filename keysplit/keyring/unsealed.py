@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from ..audit import AuditLog
 from ..audit import events as ev
-from ..errors import AuditError, KeyringError
+from ..errors import AuditError, KeyringError, StoreUnreachableError
 from ..record import DataKey
 from ..rng import RandomSource
 from ..share import Share
@@ -309,7 +309,14 @@ class UnsealedKeyring:
         kr = self._kr
         self._check_log(record)
         with self._admin_lock:
-            v, meta = self._key_admin().rotate(kr.meta, kr.pending)
+            admin = self._key_admin()
+            try:
+                v, meta = admin.rotate(kr.meta, kr.pending)
+            except StoreUnreachableError:
+                kept = admin.take_unconfirmed()  # the file kept a version the store may have
+                if kept is not None:
+                    kr._adopt(kept, kr.pending)
+                raise
             kr._adopt(meta, kr.pending)
         if record:
             self._record(ev.Rotate(v, ()))

@@ -1195,8 +1195,8 @@ class PostgresKeyStore:
             f"PostgreSQL key store at {self._where}: the connection was lost while KEK "
             f"version {version} was being made current, and whether that committed is "
             "unknown (the server could not be asked)",
-            hint="unseal again once the server answers: the keyring file holds the new "
-            "version either way",
+            hint="rotate again once the server answers: the keyring file holds the new "
+            "version either way, and the next rotation follows what the store recorded",
         )
 
     def retire_kek(self, version: int) -> KeyringState:

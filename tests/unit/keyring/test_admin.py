@@ -206,7 +206,8 @@ def test_a_rotation_the_store_refuses_puts_the_keyring_file_back(
     set_current_kek raising means nothing was recorded, so the rotation puts the keyring
     file back (it stayed a version ahead: the session's next rotate said "unseal again");
     after a StoreUnreachableError, whether the store recorded it may be unknown, so the
-    file keeps the new KEK; a store that shows the version current recorded it."""
+    file keeps the new KEK and the session follows it; a store that shows the version
+    current recorded it."""
     from keysplit import StoreUnreachableError
 
     kr, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
@@ -239,9 +240,11 @@ def test_a_rotation_the_store_refuses_puts_the_keyring_file_back(
             ku.rotate()
         assert kf.parse(kr.home.read_keyring())[0].current_kek == 3  # kept: may be recorded
         monkeypatch.setattr(store, "set_current_kek", real)
-    with Keyring.open(kr.path).unseal([shares["bob"], shares["carol"]]) as ku:
-        assert ku.rotate() == 4  # the store is at 2; the file's 3 was never used
+        assert ku.rotate() == 4  # the session follows the file it kept (store at 2)
         assert kf.parse(kr.home.read_keyring())[0].current_kek == 4
+        assert store.state().current_kek == 4
+    with Keyring.open(kr.path).unseal([shares["bob"], shares["carol"]]) as ku:
+        assert ku.rotate() == 5
 
 
 def test_a_key_insert_catches_up_with_two_rotations_made_meanwhile(

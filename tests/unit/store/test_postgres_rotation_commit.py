@@ -198,8 +198,9 @@ def test_a_rotation_whose_commit_cannot_be_resolved_keeps_the_new_kek_in_the_fil
     """The other side of the fix: when the server cannot be asked whether the commit
     happened (the connection died at COMMIT, then no connection could be made), the
     rotation fails saying so, and the keyring file keeps the new KEK: here the server did
-    commit it, and a file put back would have lost the store's current KEK. Unsealing again
-    follows the store; the next rotation goes on from there."""
+    commit it, and a file put back would have lost the store's current KEK. Once the
+    server answers, the session writes under the store's current KEK and its next rotation
+    goes on from the file (test_admin.py has the case the store did not commit)."""
     from keysplit import StoreUnreachableError
 
     schema = f"t_{uuid.uuid4().hex[:16]}"
@@ -217,11 +218,11 @@ def test_a_rotation_whose_commit_cannot_be_resolved_keeps_the_new_kek_in_the_fil
             assert proxy.cuts == 1
             assert _file_meta(kr).current_kek == 2  # kept: the store did commit it
             proxy.refuse = False
+            record = ku.encrypt(b"under 2", subject="bob")  # follows the store's current
+            assert ku.rotate() == 3  # the same session goes on from the file it kept
+            assert store.state().current_kek == 3 and _file_meta(kr).current_kek == 3
         direct = f"{pg_server.url}&schema={schema}"  # type: ignore[attr-defined]
         again = open_store(direct, keyring_id=kr.keyring_id, home=kr.path)
-        assert again.state().current_kek == 2
         with Keyring.open(kr.path).unseal([shares["b"], shares["c"]], store=again) as ku:
-            record = ku.encrypt(b"under 2", subject="bob")
-            assert ku.rotate() == 3
-            assert again.state().current_kek == 3 and _file_meta(kr).current_kek == 3
             assert ku.decrypt(record, subject="bob") == b"under 2"
+            assert ku.rotate() == 4
