@@ -28,7 +28,7 @@ import hmac
 import itertools
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -377,6 +377,17 @@ def _check(ref: Share, payload: bytes) -> bytes | None:
     return secret if ok else None
 
 
+def _candidates(shares: Sequence[Share], k: int) -> Iterator[Sequence[Share]]:
+    """The k-subsets ``combine`` tries once the first k shares failed: the other cyclic
+    runs of k first (each leaves out a run of the others: one wrong share, wherever it is,
+    is left out by some run, so it is found in at most n tries even where the subsets in
+    order would all hold the first share), then every k-subset in order."""
+    n = len(shares)
+    for start in range(1, n):
+        yield [shares[(start + j) % n] for j in range(k)]
+    yield from itertools.combinations(shares, k)
+
+
 def combine(shares: Sequence[Share]) -> bytes:
     """Recover the secret from at least ``threshold`` shares of one split.
 
@@ -406,17 +417,27 @@ def combine(shares: Sequence[Share]) -> bytes:
                 hint="add another share of this split to find out which one",
             )
         found = None
-        for n_tried, subset in enumerate(itertools.combinations(shares, k)):
+        searched_all = True
+        for n_tried, subset in enumerate(_candidates(shares, k)):
             if n_tried >= _SUBSET_SEARCH_LIMIT:
+                searched_all = False
                 break
             candidate = _check(ref, _interpolate(subset, 0))
             if candidate is not None:
                 found = (list(subset), candidate)
                 break
-        if found is None:
+        if found is None and searched_all:  # fewer than k are right
             raise RecoveryError(
                 f"recovery check failed: no {k} of shares {_names(shares)} recover a "
-                "verified secret (several are wrong)"
+                f"verified secret (at least {len(shares) - k + 1} of them are wrong)"
+            )
+        if found is None:
+            raise RecoveryError(
+                f"recovery check failed: at least one of shares {_names(shares)} is wrong "
+                "(forged, or from another split with the same set id); which is not known: "
+                f"none of the {_SUBSET_SEARCH_LIMIT} sets of {k} tried recovers a verified "
+                "secret",
+                hint=f"combine fewer of them ({k} and one or two more) to find out which",
             )
         base, secret = found
     in_base = {s.index for s in base}

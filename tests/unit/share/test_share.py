@@ -338,6 +338,52 @@ def test_exactly_threshold_with_a_bad_share_cannot_say_which() -> None:
         combine([shares[0], forged])
 
 
+def _wrong(s: Share) -> Share:
+    """``s`` corrupted: its payload zeroed (the same bit flipped in two shares can cancel
+    out at x = 0 in a subset holding both, which then verifies)."""
+    return dataclasses.replace(s, payload=bytes(len(s.payload)))
+
+
+def test_one_wrong_share_first_among_many_is_named() -> None:
+    """(cli4) 128 of a 128-of-255 split, and all 255 given, the first one wrong: every
+    k-subset in order holds the first share, so the 2000 tried all failed and combine said
+    "several are wrong" (one was). The other cyclic runs of k are tried first now: the
+    wrong share is named, and the rest recover a verified secret."""
+    shares = split(b"k" * 16, 128, 255)
+    with pytest.raises(RecoveryError, match="share 1 does not match the others") as info:
+        combine([_wrong(shares[0]), *shares[1:]])
+    assert info.value.index == 1 and "several" not in str(info.value)
+    with pytest.raises(RecoveryError, match="share 1 does not match the others"):
+        combine([_wrong(shares[0]), *shares[1:129]])  # k + 1: as before
+
+
+def test_a_search_cut_short_says_a_share_is_wrong_not_which(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the search limit ends the search, all that is known is that at least one share
+    is wrong (the first k failed): said so, not "several are wrong"; never a key. (Three
+    wrong shares of 12 with k = 4 spread so that every cyclic run of 4 holds one, and a
+    limit of 30 that the runs and the subsets holding share 1 use up.)"""
+    monkeypatch.setattr(keysplit.share, "_SUBSET_SEARCH_LIMIT", 30)
+    shares = split(b"k" * 16, 4, 12)
+    mixed = [_wrong(s) if i % 4 == 0 else s for i, s in enumerate(shares)]
+    names = ", ".join(str(i) for i in range(1, 13))
+    with pytest.raises(RecoveryError) as info:
+        combine(mixed)
+    assert str(info.value) == (
+        f"recovery check failed: at least one of shares {names} is wrong (forged, or from "
+        "another split with the same set id); which is not known: none of the 30 sets of 4 "
+        "tried recovers a verified secret"
+    )
+    assert info.value.hint == "combine fewer of them (4 and one or two more) to find out which"
+    with pytest.raises(RecoveryError, match="share 1 does not match"):
+        combine(mixed[:4] + mixed[5:8])  # fewer: one wrong share, named
+    # every subset tried (the search not cut short) and none verifies: fewer than k are right
+    three = split(b"k" * 16, 3, 4)
+    with pytest.raises(RecoveryError, match=r"no 3 of .* \(at least 2 of them are wrong\)"):
+        combine([_wrong(three[0]), _wrong(three[1]), *three[2:]])
+
+
 def test_mixed_duplicate_and_empty() -> None:
     a = split(b"a" * 16, 2, 3)
     b = split(b"b" * 16, 2, 3)
