@@ -40,12 +40,14 @@ Lifecycle:
   nothing of the unsealed state comes with a fork anyway: a worker gets the master key
   over its socketpair (``UNSEAL``) after it started. So the replacement is a fresh
   interpreter (:func:`spawn_worker`: fork+exec, every descriptor closed but its end of a
-  new socketpair), told its options over that socketpair (``SETUP``, no secret) and then
-  ``UNSEAL`` + the master key as the originals were, if the leader is unsealed; nothing of
-  the keyring is in its argv or environment. A slot whose workers keep dying is replaced
-  after a growing delay (``respawn_delay``), each wait logged. The leader tells the others
-  how many processes are alive (``LIVE``), which ``/v1/status`` reports as ``workers``
-  beside ``workers_configured``.
+  new socketpair), told its options over that socketpair (``SETUP``, no secret). It joins
+  the fleet once it says it runs (``HELLO``, its imports done: an unseal or seal fan-out
+  never waits on an interpreter starting), then gets ``UNSEAL`` + the master key as the
+  originals did, if the leader is unsealed; nothing of the keyring is in its argv or
+  environment. A new worker that does not start counts as a death; a slot whose workers
+  keep dying is refilled after a growing delay (``respawn_delay``), each wait logged.
+  The leader tells the others how many processes are alive (``LIVE``), which
+  ``/v1/status`` reports as ``workers`` beside ``workers_configured``.
 
 Control messages are single ``SOCK_SEQPACKET`` datagrams: one type byte, then a payload.
 """
@@ -95,6 +97,7 @@ QUIT = b"Q"
 LIVE = b"L"  # + how many processes are alive (u32), after a worker was dropped
 DONE = b"a"  # a change this worker reported has reached every process
 # worker -> leader
+HELLO = b"h"  # a spawned worker runs (its first message)
 READY = b"A"  # unsealed / reloaded
 FAILED = b"F"  # could not open the keyring with the master key
 SEALED = b"s"  # + reason: a seal request arrived here
@@ -272,6 +275,8 @@ def spawn_worker(setup: bytes) -> tuple[int, socket.socket, subprocess.Popen[byt
 RESPAWN_WINDOW = 600.0
 """Deaths of one slot's workers within this many seconds count towards its delay."""
 REAP_TIMEOUT = 5.0
+START_TIMEOUT = 60.0
+"""Seconds a new worker has to start (an interpreter and its imports, on a busy host)."""
 
 
 def respawn_delay(deaths: int) -> float:
@@ -371,8 +376,10 @@ class Fleet:
         self._log(f"worker {p.index} (pid {p.pid}) did not exit")
 
     async def _replace(self, old: Peer) -> None:
-        """Put a new worker in ``old``'s slot; it gets the master key as the originals
-        did (``UNSEAL`` over its socketpair) if the leader is unsealed by then."""
+        """Put a new worker in ``old``'s slot once it says it runs (``HELLO``, its imports
+        done); it gets the master key as the originals did (``UNSEAL`` over its socketpair)
+        if the leader is unsealed by then. A new worker that does not start counts as a
+        death of the slot's worker, as ``old`` did."""
         await self._reap(old)
         while True:
             now = time.monotonic()
@@ -391,12 +398,22 @@ class Fleet:
             assert self._respawn is not None
             try:
                 pid, ctl, proc = self._respawn(old.index)
-                break
             except OSError as exc:  # e.g. out of memory still: try again, later
                 self._log(f"cannot start a new worker {old.index}: {exc.strerror or exc}")
-        new = Peer(old.index, pid, ctl, proc=proc)
+                continue
+            new = Peer(old.index, pid, ctl, proc=proc)
+            ctl.setblocking(False)
+            if await self._started(new):
+                break
+            self._log(f"new worker {old.index} (pid {pid}) did not start")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            await self._reap(new)
+        if self._stopping or not any(q is old for q in self.peers):
+            self._send(new, QUIT)  # stopped meanwhile: stop() no longer knows of it
+            await self._reap(new)
+            return
         self.peers[next(i for i, q in enumerate(self.peers) if q is old)] = new
-        ctl.setblocking(False)
         asyncio.get_running_loop().add_reader(ctl.fileno(), self._on_message, new)
         self._log(f"worker {new.index} (pid {pid}) started in place of pid {old.pid}")
         self._tell_live()
@@ -404,6 +421,15 @@ class Fleet:
         w = None if kr is None or self.service.sealed else self._order(new, UNSEAL + kr.master_key)
         if w is not None:
             await w
+
+    async def _started(self, p: Peer) -> bool:
+        """Whether a new worker's first message, within ``START_TIMEOUT``, is ``HELLO``."""
+        loop = asyncio.get_running_loop()
+        try:
+            msg = await asyncio.wait_for(loop.sock_recv(p.ctl, DATAGRAM), START_TIMEOUT)
+        except (TimeoutError, OSError):
+            return False
+        return msg == HELLO
 
     # -- connections ------------------------------------------------------------------------
 

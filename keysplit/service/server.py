@@ -39,6 +39,7 @@ from . import _wire as wire
 from .core import Interrupted, KeyService, Request, Response, Streamed
 from .fleet import (
     DATAGRAM,
+    HELLO,
     SETUP,
     Fleet,
     Peer,
@@ -632,6 +633,7 @@ def _spawned(fd: int) -> int:  # pragma: no cover - runs in a replacement worker
 
     keep_heap()
     gc.freeze()
+    ctl.send(HELLO)  # imports done: what the leader waits for before it counts this worker
     return asyncio.run(_worker(opts, index, int(doc["count"]), ctl, wlog))
 
 
