@@ -28,6 +28,8 @@ __all__ = ["ENC_SIZE", "KEY_SIZE", "TAG_SIZE", "key_schedule", "open", "seal"]
 ENC_SIZE = 32
 KEY_SIZE = 16
 TAG_SIZE = 16
+_MAX_SEALED = ENC_SIZE + (2**31 - 1) + TAG_SIZE
+"""The longest ``enc || ct``: AES-GCM in ``cryptography`` takes at most 2**31 - 1 bytes."""
 _KEM_SUITE_ID = b"KEM\x00\x20"
 _HPKE_SUITE_ID = b"HPKE\x00\x20\x00\x01\x00\x01"
 
@@ -102,7 +104,9 @@ def seal(
 def open(sk: X25519PrivateKey | bytes, info: bytes, enc_ct: bytes, *, aad: bytes = b"") -> bytes:
     """Open ``enc || ct`` with ``sk``; any failure is a detail-free IntegrityError."""
     private = _private(sk)
-    if not isinstance(enc_ct, (bytes, bytearray, memoryview)) or len(enc_ct) < ENC_SIZE + TAG_SIZE:
+    if not isinstance(enc_ct, (bytes, bytearray, memoryview)) or not (
+        ENC_SIZE + TAG_SIZE <= len(enc_ct) <= _MAX_SEALED
+    ):  # longer: cryptography's decrypt panics (a BaseException), and seal never made it
         raise IntegrityError()
     data = bytes(enc_ct)
     enc = data[:ENC_SIZE]

@@ -83,3 +83,30 @@ def test_fresh_ephemeral_by_default() -> None:
     assert hpke.seal(PK, b"", b"x")[:32] != hpke.seal(PK, b"", b"x")[:32]
     with pytest.raises(TypeError):
         hpke.seal(b"short", b"", b"x")
+
+
+def test_a_ciphertext_longer_than_any_is_an_integrity_error(tmp_path: Path) -> None:
+    """Review (b3ab135's fault one call path over): over 2^31 - 1 bytes of AES-GCM input,
+    cryptography's decrypt raises pyo3's PanicException, a BaseException that passes every
+    ``except Exception``; hpke.open (a keyring's hpke_open: anyone may seal to it) let it
+    out, after copying the ciphertext whole. It is now refused by length first (a sparse
+    file mapped copy-on-write: no 2 GiB in memory once refused)."""
+    import mmap
+
+    sk = X25519PrivateKey.generate()
+    sealed = hpke.seal(sk.public_key(), b"info", b"x")  # a valid enc: the DH succeeds
+    size = hpke.ENC_SIZE + 2**31 + hpke.TAG_SIZE
+    with open(tmp_path / "sparse", "w+b") as f:
+        f.truncate(size)
+        f.write(sealed[: hpke.ENC_SIZE])
+        f.flush()
+        m = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)
+    try:
+        view = memoryview(m)
+        try:
+            with pytest.raises(IntegrityError):
+                hpke.open(sk, b"info", view)
+        finally:
+            view.release()
+    finally:
+        m.close()
