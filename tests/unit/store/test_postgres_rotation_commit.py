@@ -14,6 +14,7 @@ answers COMMIT (the server committed, the client never hears of it).
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import tempfile
 import threading
@@ -158,6 +159,7 @@ class _CommitCutter:
     def close(self) -> None:
         self.stop.set()
         self.listener.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @contextlib.contextmanager
