@@ -39,6 +39,7 @@ from .cluster_config import (
     Successor,
     check_node_name,
     check_region,
+    hold_digest,
     read_cluster,
     read_successor,
 )
@@ -597,7 +598,7 @@ def rotate_cluster(
                 hint=f"finish that rotation, or remove {Path(old_dir) / SUCCESSOR_FILE} "
                 "if it was abandoned",
             )
-        ostore, nstore = old.datakeys.store, new.datakeys.store
+        ostore = old.datakeys.store
         if succ is None:
             onward = new._successors()  # a cycle among NEW's successors is refused here
             back = [c.directory for c in onward if c.config.cluster_id == old.config.cluster_id]
@@ -616,7 +617,7 @@ def rotate_cluster(
                 ostore.state().tombstone_seq,
             )
             succ.write(old_dir)
-        nstore.set_legal_holds(ostore.legal_holds(), True)  # one transaction: all or none
+        _sync_holds(old_dir, old, new, succ)
         moved, late, after = 0, 0, ""
         while True:
             # every row: no key is ever stored under version 0, so all are "stale" for it
@@ -637,8 +638,29 @@ def rotate_cluster(
         carried, upto = _carry_shreds(old, new, succ.since, batch_size)
         cur = read_successor(old_dir)
         if cur is not None and cur.cluster_id == succ.cluster_id and cur.since < upto:
-            Successor(cur.cluster_id, cur.directory, upto).write(old_dir)  # carried: once
+            Successor(cur.cluster_id, cur.directory, upto, cur.held).write(old_dir)  # once
         return Rotated(moved, late + carried)
+
+
+def _sync_holds(
+    old_dir: str | os.PathLike[str], old: ClusterClient, new: ClusterClient, succ: Successor
+) -> None:
+    """Copy OLD's legal holds to NEW (one transaction: all or none), and lift in NEW each
+    hold the last run copied that OLD no longer has: lifted through a copy of OLD's
+    directory without the marker (a lift through OLD with it reached NEW already). A hold
+    placed in NEW alone was never copied, so it stays. Records the holds copied now."""
+    ostore, nstore = old.datakeys.store, new.datakeys.store
+    cid = old.config.cluster_id
+    held = ostore.legal_holds()
+    nstore.set_legal_holds(held, True)
+    now = {hold_digest(cid, s) for s in held}
+    gone = succ.held - now
+    lift = [s for s in nstore.legal_holds() if hold_digest(cid, s) in gone] if gone else []
+    if lift:
+        nstore.set_legal_holds(lift, False)
+    cur = read_successor(old_dir)
+    if cur is not None and cur.cluster_id == succ.cluster_id and cur.held != now:
+        Successor(cur.cluster_id, cur.directory, cur.since, frozenset(now)).write(old_dir)
 
 
 def _carry_shreds(

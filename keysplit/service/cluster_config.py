@@ -14,6 +14,7 @@ same document in its keyring directory (:mod:`.cluster_node`) beside its sealed 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -250,17 +251,39 @@ class Successor:
     id, its directory (absolute) and this cluster's store tombstone sequence number up to
     which the rotation carried shreds (when it began, until its first run's carry). While
     it exists every shred and legal hold made through ``DIR`` reaches the successor too,
-    and the next run carries every shred made after ``since``, then advances it."""
+    and the next run carries every shred made after ``since``, then advances it.
+
+    ``held``: the :func:`hold_digest` of each legal hold this cluster's store had when the
+    last run copied them to the successor, so the next run lifts there the holds lifted
+    here since (through a copy of ``DIR`` without this file) and no other."""
 
     cluster_id: str
     directory: str
     since: int
+    held: frozenset[str] = frozenset()
 
     def write(self, directory: str | os.PathLike[str]) -> Path:
         path = Path(directory) / SUCCESSOR_FILE
-        doc = {"cluster_id": self.cluster_id, "directory": self.directory, "since": self.since}
+        doc: dict[str, Any] = {
+            "cluster_id": self.cluster_id,
+            "directory": self.directory,
+            "since": self.since,
+        }
+        if self.held:
+            doc["held"] = sorted(self.held)
         atomic_write(path, json.dumps(doc, indent=1).encode() + b"\n", mode=0o644)
         return path
+
+
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+_MAX_SUCCESSOR = 32 << 20  # ~1.5 million holds' digests
+
+
+def hold_digest(cluster_id: str, subject: str) -> str:
+    """A legal hold as ``successor.json`` records it: 8 bytes of SHA-256 keyed by the
+    cluster id (hex), not the subject itself (no subject is written to the directory)."""
+    data = bytes.fromhex(cluster_id) + subject.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def read_successor(directory: str | os.PathLike[str]) -> Successor | None:
@@ -270,10 +293,11 @@ def read_successor(directory: str | os.PathLike[str]) -> Successor | None:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
-    doc = _json.loads(data, what=str(path), max_bytes=_MAX_FILE)
+    doc = _json.loads(data, what=str(path), max_bytes=_MAX_SUCCESSOR)
     try:
         cid, where, since = doc["cluster_id"], doc["directory"], doc["since"]
-    except (KeyError, TypeError):
+        held = doc.get("held", [])
+    except (KeyError, TypeError, AttributeError):
         raise FormatError(f"{path}: malformed") from None
     if (
         not isinstance(cid, str)
@@ -282,6 +306,8 @@ def read_successor(directory: str | os.PathLike[str]) -> Successor | None:
         or not where
         or type(since) is not int
         or since < 0
+        or not isinstance(held, list)
+        or not all(isinstance(h, str) and _HEX16.fullmatch(h) for h in held)
     ):
         raise FormatError(f"{path}: malformed")
-    return Successor(cid, where, since)
+    return Successor(cid, where, since, frozenset(held))

@@ -18,8 +18,11 @@ from keysplit.errors import ClusterError, FormatError
 from keysplit.service.cluster_config import (
     ClusterConfig,
     ClusterNodeInfo,
+    Successor,
     check_region,
+    hold_digest,
     read_cluster,
+    read_successor,
 )
 
 
@@ -167,3 +170,25 @@ def test_a_client_refuses_public_shares_its_commitments_do_not_give(tmp_path: Pa
                 ClusterClient(d, token=None)
             r = cli("cluster", "status", d, cwd=tmp_path)  # (no commitments: an IndexError)
             assert r.returncode == 1 and "commitments MISMATCH" in r.stdout, r.stderr
+
+
+def test_successor_json_keeps_the_copied_holds_digests_and_refuses_bad_ones(
+    tmp_path: Path,
+) -> None:
+    """(cluster4) ``held``: digests of the holds a rotation run copied; written only when
+    there are some (a file without it reads as none), parsed strictly."""
+    cid = "ab" * 16
+    plain = Successor(cid, "/x/new", 7)
+    plain.write(tmp_path)
+    assert "held" not in json.loads((tmp_path / "successor.json").read_text())
+    assert read_successor(tmp_path) == plain
+    d = hold_digest(cid, "contacts/\u00e9")
+    assert len(d) == 16 and d != hold_digest("cd" * 16, "contacts/\u00e9")
+    held = Successor(cid, "/x/new", 9, frozenset({d}))
+    held.write(tmp_path)
+    assert read_successor(tmp_path) == held
+    for bad in (["contacts/a"], "x", [d.upper()], [1]):
+        doc = {"cluster_id": cid, "directory": "/x/new", "since": 9, "held": bad}
+        (tmp_path / "successor.json").write_text(json.dumps(doc))
+        with pytest.raises(FormatError):
+            read_successor(tmp_path)

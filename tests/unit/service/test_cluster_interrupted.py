@@ -626,6 +626,40 @@ def test_a_rotation_copies_the_legal_holds_in_one_transaction(cluster: Cluster) 
         assert c.datakeys.store.state().epoch == before + 1
 
 
+def test_a_hold_lifted_through_a_copy_without_the_marker_is_lifted_in_new(
+    cluster: Cluster,
+) -> None:
+    """(cluster4) Each ``cluster rotate`` run copied OLD's legal holds to NEW, and never
+    lifted one: a hold lifted through a copy of OLD's directory without successor.json
+    (which does not reach NEW) stayed in NEW for good, so the subject could not be shredded
+    there (nor through OLD, whose shred checks NEW's holds). Now the run lifts in NEW the
+    holds it copied before that OLD no longer has; a hold placed in NEW alone stays."""
+    t, tok = cluster.tmp, cluster.token
+    old, new = _create(cluster, "cl-lift-old"), _create(cluster, "cl-lift-new")
+    a, b, c3 = "contacts/lift-a", "contacts/lift-b", "contacts/lift-c"
+    rotate = ["cluster", "rotate", old.name, new.name, "--token-file", "token"]
+    with ClusterClient(old, token=tok, timeout=20) as c:
+        c.set_legal_hold(a, True)
+        c.set_legal_hold(b, True)
+    r = cli(*rotate, cwd=t)
+    assert r.returncode == 0, r.stderr
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        assert c.datakeys.store.legal_holds() == [a, b]
+        c.set_legal_hold(c3, True)  # placed in NEW alone
+        c.encrypt(b"a", subject=a)
+    with ClusterClient(_marker_less_copy(old, "cl-lift-copy"), token=tok, timeout=20) as c:
+        c.set_legal_hold(a, False)
+    r = cli(*rotate, cwd=t)
+    assert r.returncode == 0, r.stderr
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        assert c.datakeys.store.legal_holds() == [b, c3]
+        assert c.shred(a)
+    r = cli(*rotate, cwd=t)  # nothing more to lift
+    assert r.returncode == 0, r.stderr
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        assert c.datakeys.store.legal_holds() == [b, c3]
+
+
 def test_a_replacement_cut_after_the_new_node_kept_its_share_is_finished(
     cluster: Cluster,
 ) -> None:
