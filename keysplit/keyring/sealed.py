@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from ..audit import AuditLog
 from ..errors import KeyringError, KeysplitError
 from ..hazmat import hpke as hpke_helper
+from ..record import MAX_PLAINTEXT_BYTES, PlaintextTooLargeError
 from ..rng import RandomSource, default_rng
 from ..share import Share, split
 from ..store import KeyStore, check_store_url, default_store_url, open_store
@@ -57,7 +58,8 @@ def hpke_seal(
     :class:`Keyring` and ``expect`` (its fingerprint, obtained outside the keyring
     directory) to refuse a replaced public key with :class:`FingerprintMismatch` before
     anything is sealed; the fingerprint commits to the keyring id too, so ``expect``
-    needs the keyring, not raw key bytes.
+    needs the keyring, not raw key bytes. At most :data:`~keysplit.record.MAX_PLAINTEXT_BYTES`
+    of ``plaintext`` (:class:`~keysplit.record.PlaintextTooLargeError`).
     """
     if isinstance(public_key, Keyring):
         if expect is not None:
@@ -68,7 +70,13 @@ def hpke_seal(
     if not isinstance(public_key, bytes) or len(public_key) != 32:
         raise ValueError("public_key must be the keyring's 32-byte X25519 public key")
     pk = X25519PublicKey.from_public_bytes(public_key)
-    return hpke_helper.seal(pk, info, plaintext)  # byte-compatible with HPKE_SUITE
+    try:
+        return hpke_helper.seal(pk, info, plaintext)  # byte-compatible with HPKE_SUITE
+    except OverflowError:  # cryptography's length check
+        raise PlaintextTooLargeError(
+            f"hpke_seal takes at most {MAX_PLAINTEXT_BYTES} bytes of plaintext",
+            hint="seal larger data as a stream (keysplit.encrypt_stream, `keysplit encrypt`)",
+        ) from None
 
 
 def _leftover(home: KeyringHome) -> str | None:

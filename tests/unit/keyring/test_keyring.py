@@ -324,6 +324,30 @@ def test_hpke_seal_open(made: tuple[Path, dict[str, Share]]) -> None:
         hpke_seal(b"short", b"x")
 
 
+def test_hpke_seal_of_more_than_it_can_take_is_a_keysplit_error(tmp_path: Path) -> None:
+    """Review (74fdab5's fault one call path over): a plaintext over 2^31 - 1 bytes made
+    keysplit.hpke_seal raise cryptography's OverflowError, neither a KeysplitError nor a
+    ValueError, as records did before; it is PlaintextTooLargeError now (a sparse file
+    mapped copy-on-write: cryptography checks the length before reading it)."""
+    import mmap
+
+    from keysplit.record import PlaintextTooLargeError
+
+    pk = X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    with open(tmp_path / "sparse", "w+b") as f:
+        f.truncate(2**31)
+        m = mmap.mmap(f.fileno(), 2**31, access=mmap.ACCESS_COPY)
+    try:
+        view = memoryview(m)
+        try:
+            with pytest.raises(PlaintextTooLargeError, match="at most 2147483647 bytes"):
+                hpke_seal(pk, view)  # type: ignore[arg-type]
+        finally:
+            view.release()
+    finally:
+        m.close()
+
+
 def test_store_from_another_keyring_is_refused(
     made: tuple[Path, dict[str, Share]], tmp_path: Path
 ) -> None:
