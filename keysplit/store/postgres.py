@@ -365,6 +365,9 @@ def _dup_socket(conn: _Conn) -> socket.socket | None:
         return None
 
 
+VACUUM_FULL_LOCK_WAIT = 5.0
+"""Seconds :meth:`PostgresKeyStore.vacuum` with ``full=True`` waits for its exclusive lock:
+every other call on the key tables queues behind that wait, so it is short."""
 _STOP_WAIT = 5.0
 """How long :meth:`_Watchdog.stop` waits for its thread (it ends at once unless it is in
 the middle of shutting a socket down)."""
@@ -1017,18 +1020,17 @@ class PostgresKeyStore:
         (an exclusive lock for the duration; the old files go back to the file system).
         Needs table ownership. SECURITY.md says what WAL and backups still hold.
 
-        Its bound, on purpose: ``call_timeout`` does not apply (no watchdog: a ``VACUUM
-        (FULL)`` of a large table may rightly run longer) and neither does ``lock_timeout``
-        (it waits for its locks as long as it takes). A server host that vanishes is noticed
-        by the kernel (keepalives, about 25 s unless the URL sets them; tcp_user_timeout for
-        data never acknowledged) and fails the call; a backend
-        that stops answering, or a lock that is never released, makes it wait for ever. The
-        wait for the lock matters with ``full=True``: it needs an exclusive lock on the
-        tables, so it waits for every transaction using them (a long bulk insert or rewrap, a
-        session idle in a transaction), and meanwhile every other call on them, from every
-        process, queues behind it and fails after ``lock_timeout`` (measured: a lookup then
-        fails as a lock wait). Run it when no long transaction is open. Plain VACUUM takes no
-        lock that ordinary calls wait for.
+        Its bound: ``call_timeout`` does not apply (no watchdog: a ``VACUUM (FULL)`` of a
+        large table may rightly run longer). A server host that vanishes is noticed by the
+        kernel (keepalives, about 25 s unless the URL sets them; tcp_user_timeout for data
+        never acknowledged) and fails the call; a backend that stops answering makes it wait
+        for ever. Plain VACUUM waits for its lock as long as it takes (it takes none that
+        ordinary calls wait for). ``full=True`` needs an exclusive lock on the tables: while
+        it waits for every transaction using them (a long bulk insert or rewrap, a session
+        idle in a transaction), every other call on them, from every process, queues behind
+        it. So it waits at most :data:`VACUUM_FULL_LOCK_WAIT` seconds and then raises
+        :class:`~keysplit.errors.KeyringError` (nothing was changed; run it again when no
+        long transaction is open): the other calls are held that long at most.
         """
         if self._closed.is_set():
             raise KeyringError("key store is closed")
@@ -1039,13 +1041,21 @@ class PostgresKeyStore:
         )
         try:
             with self._connection() as conn:  # autocommit: VACUUM refuses a transaction
-                conn.execute("SET lock_timeout = 0")  # waits for its locks as long as it takes
+                wait = f"{max(1, math.floor(VACUUM_FULL_LOCK_WAIT * 1000))}ms" if full else "0"
+                conn.execute("SELECT set_config('lock_timeout', %s, false)", (wait,))
                 try:
                     conn.execute(sql.SQL(stmt).format(s=sql.Identifier(self._schema)))
                 finally:
                     conn.execute(
                         "SELECT set_config('lock_timeout', %s, false)", (self._lock_timeout,)
                     )
+        except psycopg.errors.LockNotAvailable:
+            raise KeyringError(
+                f"PostgreSQL key store at {self._where}: VACUUM FULL did not get its exclusive "
+                f"lock on the key tables within {VACUUM_FULL_LOCK_WAIT:g} s; nothing was changed",
+                hint="another session holds a transaction on them open (a bulk insert, a "
+                "rewrap, a session idle in a transaction): run it again when none is open",
+            ) from None
         except psycopg.Error as exc:
             raise _db_error(exc) from None
 

@@ -1054,3 +1054,37 @@ def test_a_tombstone_poller_never_skips_a_shred_that_commits_late(pg_server: obj
     store.close()
     want = {f"{w}:{i}".encode().ljust(16, b".") for w in "pqr" for i in range(40)}
     assert len(seen) == len(want) and set(seen) == want
+
+
+def test_vacuum_full_behind_an_open_transaction_gives_up_and_lets_other_calls_on(
+    pg_server: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(pg3's finding, stop 36) ``vacuum(full=True)`` waited for its exclusive lock as long
+    as it took: behind a session idle in a transaction it never returned, and every other
+    call on the key tables, from every process, queued behind its wait and failed after
+    lock_timeout. It now waits VACUUM_FULL_LOCK_WAIT (0.5 s here) and says why; other
+    calls go on; once the transaction ended it runs."""
+    import psycopg
+
+    from keysplit.store import postgres
+    from keysplit.store.postgres import PostgresKeyStore
+
+    monkeypatch.setattr(postgres, "VACUUM_FULL_LOCK_WAIT", 0.5, raising=False)
+    url = _url(pg_server)
+    conninfo, schema = postgres_conninfo(url)
+    store = PostgresKeyStore(url, KID, create=True)
+    store.insert_many([WrappedKey("a", 1, b"\x01" * 24)])
+    other = psycopg.connect(conninfo)  # a session idle in a transaction on data_keys
+    try:
+        other.execute(f'SELECT count(*) FROM "{schema}".data_keys').fetchone()
+        got = _outcome(lambda: store.vacuum(full=True), guard=15.0)
+        assert isinstance(got, KeyringError), got
+        assert "VACUUM FULL" in str(got) and "exclusive lock" in str(got)
+        assert got.hint is not None and "idle in a transaction" in got.hint
+        assert list(store.get_many(["a"])) == ["a"]  # not queued behind a waiting VACUUM
+        other.rollback()
+        store.vacuum(full=True)  # no transaction open: it runs
+        assert list(store.get_many(["a"])) == ["a"]
+    finally:
+        other.close()
+        store.close()
