@@ -73,9 +73,15 @@ def relabel(exc: E, label: str) -> E:
     return new
 
 
-def info(message: str) -> None:
-    """A human-facing message on stderr (keeps stdout clean for data)."""
-    err_console.print(message)
+def info(message: str, *, lead: str = "", style: str = "") -> None:
+    """A human-facing message on stderr (keeps stdout clean for data), as plain text: the
+    brackets of a path, subject, name or file context (``[/]``, ``[blink]``) are shown as
+    they are, never read as rich markup (``[/]`` raised MarkupError: a traceback once the
+    work was done; others restyled the line). ``lead``: a word or two shown first, in
+    ``style`` (``lead="warning:", style="yellow"``)."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble((lead, style), " ", message) if lead else Text(message))
 
 
 def handle_errors(func: F) -> F:

@@ -125,8 +125,10 @@ def parse_custodians(
             out.append(Custody(name, passphrase=pw))
     if plain:
         info(
-            "[yellow]warning:[/] --plain-shares writes shares unprotected: anyone who reads "
-            "enough of these files has the master key (use only for demos and tests)"
+            "--plain-shares writes shares unprotected: anyone who reads enough of these "
+            "files has the master key (use only for demos and tests)",
+            lead="warning:",
+            style="yellow",
         )
     return out
 

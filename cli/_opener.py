@@ -266,8 +266,10 @@ def _warn_if_exposed(
         return
     if stat.S_ISREG(mode) and mode & 0o077:
         info(
-            f"[yellow]warning:[/] {what} {path} has {unprotected} and is readable by other "
-            f"users (mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
+            f"{what} {path} has {unprotected} and is readable by other users (mode "
+            f"{stat.S_IMODE(mode):04o}); run: chmod 600 {path}",
+            lead="warning:",
+            style="yellow",
         )
 
 

@@ -138,7 +138,11 @@ def ask_for_shares(
 
 
 def _recovered() -> None:
-    info("[yellow]note:[/] these shares completed an interrupted rekey; old shares are dead")
+    info(
+        "these shares completed an interrupted rekey; old shares are dead",
+        lead="note:",
+        style="yellow",
+    )
 
 
 def _switched(generation: int) -> None:

@@ -29,9 +29,11 @@ VERIFY_HELP = (
 def verify_note(directory: Path, until: str) -> None:
     """What a --verify ceremony waits for, and the commands that finish it."""
     info(
-        f"[yellow]pending verification:[/] {until} until every custodian has proven "
-        f"possession: each runs 'keysplit share prove FILE' and the code is recorded with "
-        f"'keysplit verify prove {directory} NAME'; see 'keysplit verify status {directory}'"
+        f"{until} until every custodian has proven possession: each runs 'keysplit share "
+        f"prove FILE' and the code is recorded with 'keysplit verify prove {directory} "
+        f"NAME'; see 'keysplit verify status {directory}'",
+        lead="pending verification:",
+        style="yellow",
     )
 
 
@@ -71,7 +73,6 @@ def show_status(kr: Keyring, as_json: bool) -> None:
 
 
 def record_proof(kr: Keyring, name: str, code_file: Path | None, as_json: bool) -> None:
-    from rich.markup import escape
 
     from keysplit import ceremony
 
@@ -80,7 +81,8 @@ def record_proof(kr: Keyring, name: str, code_file: Path | None, as_json: bool) 
     else:
         code = str(typer.prompt(f"Proof code of {name} (xxxx-xxxx)", err=True)).strip()
     st = ceremony.prove(kr, name, code)
-    info(f"[green]proof recorded[/] for {escape(name)}; missing: {', '.join(st.missing) or 'none'}")
+    missing = ", ".join(st.missing) or "none"
+    info(f"for {name}; missing: {missing}", lead="proof recorded", style="green")
     if st.completed:
         info(
             "every custodian has proven: the next ceremony with a quorum (of the NEW shares "

@@ -58,7 +58,7 @@ def verify_cmd(
     else:
         report = kr.audit_log().verify(anchor=anchor)
     checks = "hash chain" + (" and MACs" if report.mac_verified else "")
-    info(f"[green]audit log intact[/]: {report.entries} entries, {checks} verified")
+    info(f"{report.entries} entries, {checks} verified", lead="audit log intact:", style="green")
     if not report.mac_verified:
         info("MACs not checked (give --share/--mac with a quorum to detect a full rewrite)")
     if as_json:

@@ -325,10 +325,12 @@ def _vault_import_note(n_keys: int, k: int) -> None:
         )
     else:
         info(
-            f"[yellow]warning:[/] exactly {k} Vault keys given: Vault keys carry no check "
-            "value, so a mistyped or foreign key would give a wrong key without any error. "
-            "Give one key more to check them, or confirm the fingerprint below by unsealing "
-            "Vault with the new keys before destroying the old ones."
+            f"exactly {k} Vault keys given: Vault keys carry no check value, so a mistyped "
+            "or foreign key would give a wrong key without any error. Give one key more to "
+            "check them, or confirm the fingerprint below by unsealing Vault with the new "
+            "keys before destroying the old ones.",
+            lead="warning:",
+            style="yellow",
         )
 
 
@@ -486,8 +488,9 @@ def convert_vault_cmd(
                 code=EXIT_USAGE,
             )
         info(
-            f"[yellow]warning:[/] {t} of {n}: every custodian is needed, losing one share "
-            "loses the key"
+            f"{t} of {n}: every custodian is needed, losing one share loses the key",
+            lead="warning:",
+            style="yellow",
         )
     info(
         f"recovered a {len(secret)}-byte key from {n_in} share(s); "

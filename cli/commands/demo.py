@@ -117,21 +117,21 @@ class _Story:
     def step(self, title: str, command: str | None = None) -> Iterator[list[str]]:
         from rich.markup import escape
 
-        info(f"\n[bold cyan]== {escape(title)}[/]")
+        err_console.print(f"\n[bold cyan]== {escape(title)}[/]")
         if command:
-            info(f"[dim]   $ {escape(command)}[/]")
+            err_console.print(f"[dim]   $ {escape(command)}[/]")
         result: list[str] = []
         t = time.perf_counter()
         yield result
         elapsed = time.perf_counter() - t
         self.steps.append((title, elapsed, result[0] if result else ""))
-        info(f"[dim]   ({elapsed:.2f} s)[/]")
+        err_console.print(f"[dim]   ({elapsed:.2f} s)[/]")
 
     def claim(self, text: str, ok: bool) -> None:
         from rich.markup import escape
 
         mark = "[green]✓[/]" if ok else "[bold red]✗ FALSE:[/]"
-        info(f"   {mark} {escape(text)}")
+        err_console.print(f"   {mark} {escape(text)}")
         if not ok:
             self.failed.append(text)
 
@@ -274,7 +274,9 @@ def _run(root: Path, n_users: int) -> int:
     story = _Story()
     rng = random.Random(2026)  # synthetic data only; all keys come from the OS CSPRNG
     kdir = root / "keyring"
-    info("[bold]keysplit demo[/]: a contacts service whose data no single employee can read")
+    err_console.print(
+        "[bold]keysplit demo[/]: a contacts service whose data no single employee can read"
+    )
     info(f"   working in {root}")
     cust = _Custodians(root)
     log_head = ""
@@ -317,7 +319,7 @@ def _run(root: Path, n_users: int) -> int:
                     zip([s for s, _ in data], blobs, strict=True),
                 )
         sample = data[0][1].decode()
-        info(f"   e.g. {escape(data[0][0])}: {escape(sample[:70])}…")
+        info(f"   e.g. {data[0][0]}: {sample[:70]}…")
         raw = (root / "records.sqlite").read_bytes()
         story.claim(
             "no phone number appears in clear in the records database",
@@ -505,5 +507,5 @@ def _run(root: Path, n_users: int) -> int:
     total = time.perf_counter() - t_start
     if story.failed:
         fail(f"{len(story.failed)} claim(s) did not hold: {'; '.join(story.failed)}")
-    info(f"[bold green]all claims held[/] in {total:.1f} s; audit head {log_head}")
+    err_console.print(f"[bold green]all claims held[/] in {total:.1f} s; audit head {log_head}")
     return rekeyed.generation

@@ -179,8 +179,10 @@ def encrypt_cmd(
     result = sealed.info
     if sealed.trust == trust.TRUST_FIRST_USE:
         info(
-            f"[yellow]warning:[/] keyring {kr.keyring_id} was not pinned; pinned its "
-            f"fingerprint {kr.fingerprint} now (trust on first use: compare it with the owner's)"
+            f"keyring {kr.keyring_id} was not pinned; pinned its fingerprint "
+            f"{kr.fingerprint} now (trust on first use: compare it with the owner's)",
+            lead="warning:",
+            style="yellow",
         )
     chunks = f"{result.chunks} chunk{'' if result.chunks == 1 else 's'}"
     info(

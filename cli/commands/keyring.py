@@ -49,8 +49,10 @@ def pin_cmd(
     kr = Keyring.open(directory)
     if expect is None:
         info(
-            f"[yellow]warning:[/] pinning {kr.fingerprint} without --expect trusts the "
-            "directory as it is now; compare it with the owner's"
+            f"pinning {kr.fingerprint} without --expect trusts the directory as it is now; "
+            "compare it with the owner's",
+            lead="warning:",
+            style="yellow",
         )
     entry = trust.pin_keyring(kr, expect=expect, label=label, replace=replace)
     info(f"pinned keyring {entry.keyring_id} in {KnownKeyrings().path}")

@@ -87,7 +87,8 @@ def unseal_cmd(
         fail("give the keyring directory DIR (or --server URL)", code=EXIT_USAGE)
     kr = open_keyring(directory, store)
     done = ceremony.unseal_check(kr, quorum(kr, src))
-    info(f"[green]quorum verified[/]: {names(done.contributors)} unsealed keyring {kr.keyring_id}")
+    who = names(done.contributors)
+    info(f"{who} unsealed keyring {kr.keyring_id}", lead="quorum verified:", style="green")
     assert done.entry is not None
     doc = {
         "keyring_id": kr.keyring_id,

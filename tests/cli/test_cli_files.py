@@ -1012,3 +1012,18 @@ def test_the_terminal_guard_judges_the_bytes_not_how_they_are_cut(data: st.DataO
 )
 def test_the_terminal_guard_on_chosen_cuts(data: bytes, cuts: list[int], ok: bool) -> None:
     assert _through_guard(data, cuts)[0] is ok
+
+
+def test_a_context_that_looks_like_markup_is_shown_as_it_is(cer: Ceremony) -> None:
+    """(cli4) The messages on stderr went through rich markup: a file whose context (chosen
+    by whoever sealed it) held ``[/]`` made ``decrypt`` fail with a MarkupError traceback
+    after the plaintext was written and the decrypt recorded (``encrypt --context`` too,
+    after the file was written), and ``[blink]`` or ``[black on black]`` restyled the
+    operator's line. Messages are plain text now: the context is shown as it is."""
+    ctx = ["--context", "a=[/]", "--context", "b=[black on black]hidden[/] :warning:"]
+    sealed = _encrypt(cer, b"data\n", *ctx)
+    r = run(["decrypt", cer.kr, sealed, cer.root / "out", *ctx, *cer.quorum("alice", "bob")])
+    assert r.exit_code == 0, r.output
+    said = " ".join(r.stderr.split())
+    assert '"a": "[/]"' in said and '"b": "[black on black]hidden[/] :warning:"' in said
+    assert (cer.root / "out").read_bytes() == b"data\n"
