@@ -22,7 +22,7 @@ from keysplit import KeysplitError
 
 from .._common import EXIT_USAGE, check_output_dir, err_console, fail, handle_errors, info
 from .._dask import JOB_TIMEOUT_OPTION, SCHEDULER_OPTION, job_cluster, job_timeout, jobs_module
-from .._output import JSON_HELP, emit
+from .._output import JSON_HELP, emit, shown
 from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
 from .._service import CA_OPTION, CERT_OPTION, KEY_OPTION, SERVER_FORMS, Tls, connect, read_token
 
@@ -324,7 +324,8 @@ def scan_dataset_cmd(
     timeout: float | None = JOB_TIMEOUT_OPTION,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Check that every record of column C decrypts; print the bad rows (tab-separated).
+    """Check that every record of column C decrypts; print the bad rows (tab-separated;
+    control characters in a row label or subject escaped, as \\x1b; --json has them as they are).
 
     Example: keysplit scan-dataset users.enc --column email --subject-column user_id
     --keyring vault -s ana.g1.kss -s ben.g1.kss
@@ -367,8 +368,8 @@ def scan_dataset_cmd(
             for b in report.bad
         ]
         typer.echo(json.dumps({"checked": report.checked, "bad": bad}))
-    for b in [] if as_json else report.bad:
-        typer.echo(f"{b.partition}\t{b.row}\t{b.subject}\t{b.reason}")
+    for b in [] if as_json else report.bad:  # the row and subject are the dataset's: escaped
+        typer.echo("\t".join(shown(str(v)) for v in (b.partition, b.row, b.subject, b.reason)))
     info(f"checked {report.checked} records: {len(report.bad)} bad")
     if report.bad:
         raise KeysplitError(f"{len(report.bad)} of {report.checked} records do not decrypt")

@@ -1027,3 +1027,25 @@ def test_a_context_that_looks_like_markup_is_shown_as_it_is(cer: Ceremony) -> No
     said = " ".join(r.stderr.split())
     assert '"a": "[/]"' in said and '"b": "[black on black]hidden[/] :warning:"' in said
     assert (cer.root / "out").read_bytes() == b"data\n"
+
+
+def test_scan_dataset_escapes_the_datasets_own_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(cli4) scan-dataset printed each bad row's label and subject, text of the dataset's,
+    as they were: a subject holding escape sequences acted on the operator's terminal (and
+    a tab or newline broke the tab-separated line). They are escaped now, as audit show
+    does; --json keeps them as they are. (The job stands in: only the printing is tested.)"""
+    from keysplit_cli.commands import dataset
+
+    from keysplit.jobs.records import BadRecord, ScanReport
+
+    hostile = "u1\x1b]0;owned\x07\tx\n"
+    report = ScanReport(checked=2, bad=[BadRecord(0, "r\x1b[2J", hostile, "no data key")])
+    monkeypatch.setattr(dataset, "_dataset_job", lambda *a, **k: report)
+    args = ["scan-dataset", tmp_path, "--column", "c", "--subject-column", "s"]
+    r = run(args)
+    assert r.exit_code == 1 and error_lines(r) == ["error: 1 of 2 records do not decrypt"]
+    assert r.stdout == "0\tr\\x1b[2J\tu1\\x1b]0;owned\\x07\\tx\\n\tno data key\n"
+    r = run([*args, "--json"])
+    assert json.loads(r.stdout)["bad"][0]["subject"] == hostile
