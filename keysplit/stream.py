@@ -385,8 +385,10 @@ def encrypt_stream(
 
     ``context`` (str to str) is stored in the header in clear and authenticated; use it
     for what the file is (``{"subject": "u42", "kind": "backup"}``), never for secrets.
-    Constant memory: about ``3 * chunk_size``.
+    Constant memory: about ``3 * chunk_size``. An output that is the input's regular file
+    (``sys.stdout`` under ``>> f`` while reading ``f``) is refused: ``OSError`` (EINVAL).
     """
+    _check_distinct(src, dst)
     recipient = _public_key(recipient)
     _check_chunk_size(chunk_size)
     rng = rng if rng is not None else default_rng()
@@ -460,8 +462,10 @@ def decrypt_stream(
 
     Each chunk is written only after it authenticates, but earlier chunks are already
     written when a later one fails: on :class:`IntegrityError` discard all output. Use
-    :func:`decrypt_file` for all-or-nothing output.
+    :func:`decrypt_file` for all-or-nothing output. An output that is the input's regular
+    file is refused, as by :func:`encrypt_stream`.
     """
+    _check_distinct(src, dst)
     return _decrypt_body(read_header(src), src, dst, opener, context=context)
 
 
@@ -553,9 +557,11 @@ def _open_out(path: PathArg, overwrite: bool) -> Iterator[BinaryIO]:
 def _check_distinct(src: BinaryIO, dst: BinaryIO) -> None:
     """Refuse an output that is the input (``cat``'s "input file is output file").
 
-    Only stdout can be: ``keysplit encrypt DIR f - >> f`` appended each chunk to the file
-    being read, which so never ended, growing the input until the disk was full (a decrypt
-    likewise appended plaintext to the sealed file). A file OUT is a new inode."""
+    A stream can be, stdout above all: ``keysplit encrypt DIR f - >> f`` appended each
+    chunk to the file being read, which so never ended, growing the input until the disk
+    was full (a decrypt likewise appended plaintext to the sealed file); so did a script's
+    ``encrypt_stream(sys.stdin.buffer, sys.stdout.buffer, ...)`` under ``< f >> f``. A
+    file OUT is a new inode. Checked by both stream functions and the file decrypt."""
     try:
         a, b = os.fstat(src.fileno()), os.fstat(dst.fileno())
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
@@ -580,7 +586,6 @@ def encrypt_file(
     ``FileExistsError`` unless ``overwrite``.
     """
     with _open_in(in_path) as src, _open_out(out_path, overwrite) as dst:
-        _check_distinct(src, dst)
         return encrypt_stream(src, dst, recipient, context=context, chunk_size=chunk_size, rng=rng)
 
 

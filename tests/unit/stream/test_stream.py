@@ -694,3 +694,37 @@ def test_an_output_that_is_the_input_is_refused(
         monkeypatch.undo()
         fake._fh.close()
         assert path.read_bytes() == before
+
+
+def test_streams_on_one_file_are_refused(tmp_path: Path) -> None:
+    """Review (d2ec4bb's fault one call path over): the check sat in encrypt_file and the
+    file decrypt only, so encrypt_stream (and keysplit.encrypt_stream) from a file to a
+    stream appending to that file, as a script's ``sys.stdin.buffer``/``sys.stdout.buffer``
+    under ``< f >> f`` are, read its own output until the disk was full (here: a few MiB),
+    and decrypt_stream appended plaintext to the sealed file. Refused up front."""
+    from keysplit import Keyring, trust
+
+    plain = tmp_path / "plain"
+    plain.write_bytes(os.urandom(3 * C + 5))
+    sealed = tmp_path / "sealed"
+    encrypt_file(plain, sealed, PK, chunk_size=C)
+    kr, _ = Keyring.create(tmp_path / "kr", 2, ["alice", "bob", "carol"])
+    for path, call in [
+        (plain, lambda src, dst: encrypt_stream(src, dst, PK, chunk_size=C)),
+        (sealed, lambda src, dst: decrypt_stream(src, dst, SK)),
+        (
+            plain,
+            lambda src, dst: trust.encrypt_stream(
+                kr, src, dst, trust_on_first_use=True, known=trust.KnownKeyrings(tmp_path / "k")
+            ),
+        ),
+    ]:
+        before = path.read_bytes()
+        out = _AppendingStdout(path)
+        with (
+            path.open("rb", buffering=0) as src,
+            pytest.raises(OSError, match="input file is output file"),
+        ):
+            call(src, out)
+        out._fh.close()
+        assert path.read_bytes() == before
