@@ -626,6 +626,39 @@ def test_a_rotation_copies_the_legal_holds_in_one_transaction(cluster: Cluster) 
         assert c.datakeys.store.state().epoch == before + 1
 
 
+def test_a_key_shredded_while_the_rotation_moves_it_does_not_live_on_in_new(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(cluster4) A shred through OLD whose step in NEW finds no key yet (the run has
+    exported the key from OLD, not yet stored it in NEW) marks OLD's tombstones as having
+    reached NEW, so the carry leaves NEW alone: the run itself must then shred the key it
+    stores. Forced: the shred runs inside the run, between its export and its adopt."""
+    from keysplit.service.cluster_admin import rotate_cluster
+
+    tok = cluster.token
+    old, new = _create(cluster, "cl-race-old"), _create(cluster, "cl-race-new")
+    s = "contacts/race-a"
+    with ClusterClient(old, token=tok, timeout=20) as c:
+        rec = c.encrypt(b"a", subject=s)
+    adopt = ClusterDataKeys.adopt
+    shredded: list[bool] = []
+
+    def shred_first(self: ClusterDataKeys, subjects: list[str], raws: list[bytes]) -> int:
+        if not shredded:
+            with ClusterClient(old, token=tok, timeout=20) as c:  # marker: reaches NEW
+                shredded.append(c.shred(s))
+        return adopt(self, subjects, raws)
+
+    monkeypatch.setattr(ClusterDataKeys, "adopt", shred_first)
+    done = rotate_cluster(old, new, token=tok)
+    assert shredded == [True]
+    assert (done.moved, done.shredded) == (1, 1)
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        assert c.datakeys.store.get_many([s]) == {}
+        with pytest.raises(ShreddedError):
+            c.decrypt(rec, subject=s)
+
+
 def test_a_hold_lifted_through_a_copy_without_the_marker_is_lifted_in_new(
     cluster: Cluster,
 ) -> None:
