@@ -385,6 +385,8 @@ class Records:
         if not all(type(p) is bytes for p in plaintexts):  # len() must count bytes, now
             plaintexts = list(map(_frozen_bytes, plaintexts))
         sizes = list(map(len, plaintexts))
+        if sum(sizes) > fmt.MAX_PLAINTEXT_BYTES and max(sizes) > fmt.MAX_PLAINTEXT_BYTES:
+            raise fmt._too_large()  # here, not inside seal() (which can no longer fail)
         head, over = fmt.HEADER_SIZE, fmt.OVERHEAD
 
         def seal(a: int, b: int, lead: bytes = b"") -> bytearray:

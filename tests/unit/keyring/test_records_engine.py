@@ -16,7 +16,7 @@ import pytest
 
 from keysplit import IntegrityError, Keyring, names, record
 from keysplit.keyring import DataKeys, Records
-from keysplit.record import DataKey
+from keysplit.record import DataKey, PlaintextTooLargeError
 from keysplit.rng import DeterministicRandom
 
 
@@ -261,6 +261,22 @@ def test_sealer_refuses_a_plaintext_that_is_not_bytes_up_front(bad: object) -> N
     assert len(buf) == sum(lens)
     recs = [buf[sum(lens[:i]) : sum(lens[: i + 1])] for i in range(3)]
     assert eng.decrypt_many(["a", "b", "a"], recs, {"c": "1"}) == [bytes(p) for p in pts]
+
+
+def test_sealer_refuses_a_plaintext_over_the_record_limit_when_it_is_made() -> None:
+    """(review, stop 36) ``sealer`` sized its answer buffer and left a plaintext over
+    2^31 - 1 bytes to fail inside ``seal`` (``encrypt_into``), which promises it can no
+    longer fail, after allocating the whole buffer. It now raises PlaintextTooLargeError
+    when made. (A bytes subclass that reports 3 GiB stands in for one that holds them.)"""
+
+    class Huge(bytes):
+        def __len__(self) -> int:
+            return 3 << 30
+
+    eng = Records(DictKeys())
+    with pytest.raises(PlaintextTooLargeError):
+        eng.sealer(["a", "b"], [b"ok", Huge(b"x")], None)
+    assert bytes(eng.sealer(["a"], [b"ok"], None)(0, 1, b""))  # the limit only
 
 
 class CheckedKeys(DictKeys):
