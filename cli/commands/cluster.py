@@ -298,9 +298,11 @@ def rotate_cmd(
 
     Shreds need no pause: from the first run on, every shred (and legal hold) made through
     OLD_DIR reaches NEW_DIR too (OLD_DIR/successor.json names it), and each run shreds in
-    NEW_DIR every subject shredded in OLD_DIR's store since the rotation began (by a client
-    on another host whose copy of OLD_DIR lacks successor.json: copy it there, with NEW_DIR
-    at the same path). Run it once more after every backend uses NEW_DIR.
+    NEW_DIR every subject shredded in OLD_DIR's store since the last run that had not
+    reached NEW_DIR (by a client on another host whose copy of OLD_DIR lacks successor.json:
+    copy it there, with NEW_DIR at the same path), and lifts there the holds such a client
+    lifted. A key written in NEW_DIR afresh after a shred is kept. Run it once more after
+    every backend uses NEW_DIR.
 
     Example: keysplit cluster create cl2 ...; keysplit cluster rotate cl cl2 --token-file t
 

@@ -565,7 +565,9 @@ def rotate_cluster(
 
     Shreds need no pause. The first run records the new cluster as the old one's
     successor (``old_dir/successor.json``, with the old store's tombstone count then) and
-    copies the old store's legal holds; from then on every shred and hold made through
+    copies the old store's legal holds (every run copies them again, and lifts in the new
+    store those it copied before that the old one no longer has: lifted through a copy of
+    the old directory without the marker); from then on every shred and hold made through
     ``old_dir`` reaches the new cluster too (:meth:`ClusterClient.shred`). A key shredded
     in the old store while this run moved it, or by a client reading another copy of the
     old directory (without the marker), is carried at the end of every run: a subject
