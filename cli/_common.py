@@ -73,14 +73,27 @@ def relabel(exc: E, label: str) -> E:
     return new
 
 
+def shown(text: str) -> str:
+    """``text`` safe for a terminal: each character that is not printable (escape
+    sequences, carriage returns, bidirectional overrides) as its Python escape (``\\x1b``),
+    so a value someone else chose (a subject in the audit log) cannot move the cursor,
+    clear or rewrite what is on screen, or reorder what is shown."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def info(message: str, *, lead: str = "", style: str = "") -> None:
     """A human-facing message on stderr (keeps stdout clean for data), as plain text: the
     brackets of a path, subject, name or file context (``[/]``, ``[blink]``) are shown as
     they are, never read as rich markup (``[/]`` raised MarkupError: a traceback once the
-    work was done; others restyled the line). ``lead``: a word or two shown first, in
-    ``style`` (``lead="warning:", style="yellow"``)."""
+    work was done; others restyled the line), and characters that are not printable as
+    their escapes (``\\x1b``: :func:`shown`), so such text cannot drive the
+    terminal either. ``lead``: a word or two shown first, in ``style``
+    (``lead="warning:", style="yellow"``)."""
     from rich.text import Text
 
+    message = "\n".join(shown(line) for line in message.split("\n"))
     err_console.print(Text.assemble((lead, style), " ", message) if lead else Text(message))
 
 

@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any, TextIO, cast
 
 import typer
 
-from ._common import err_console
+from ._common import err_console, shown
 
 if TYPE_CHECKING:
     from keysplit.ceremony import Contributor, WrittenShare
@@ -44,16 +44,6 @@ def emit(doc: Any, as_json: bool, text: object) -> None:
 def note(message: str) -> None:
     """A plain (unwrapped, markup-free) message on stderr."""
     typer.echo(message, err=True)
-
-
-def shown(text: str) -> str:
-    """``text`` safe for a terminal: each character that is not printable (escape
-    sequences, carriage returns, bidirectional overrides) as its Python escape (``\\x1b``),
-    so a value someone else chose (a subject in the audit log) cannot move the cursor,
-    clear or rewrite what is on screen, or reorder what is shown."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def names(contributors: Sequence[Contributor]) -> str:

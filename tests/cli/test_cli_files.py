@@ -1049,3 +1049,16 @@ def test_scan_dataset_escapes_the_datasets_own_text(
     assert r.stdout == "0\tr\\x1b[2J\tu1\\x1b]0;owned\\x07\\tx\\n\tno data key\n"
     r = run([*args, "--json"])
     assert json.loads(r.stdout)["bad"][0]["subject"] == hostile
+
+
+def test_messages_show_control_characters_escaped(cer: Ceremony) -> None:
+    """(cli4) rich passes escape sequences through: a name in a message (here OUT, in
+    "decrypted N bytes ... to OUT"; a custodian's name read from a share file likewise)
+    reached the terminal raw. Messages show them escaped now, as audit show does."""
+    sealed = _encrypt(cer, b"data\n")
+    out = cer.root / "o\x1b]0;owned\x07\x1b[2Jx"
+    r = run(["decrypt", cer.kr, sealed, out, *cer.quorum("alice", "bob")])
+    assert r.exit_code == 0, r.output
+    assert "\x1b" not in r.stderr and "\x07" not in r.stderr
+    assert "o\\x1b]0;owned\\x07\\x1b[2Jx" in "".join(r.stderr.split())
+    assert out.read_bytes() == b"data\n"
