@@ -80,3 +80,25 @@ def test_relabel_keeps_class_hint_and_fields() -> None:
 )
 def test_name_file_specs(spec: str, parsed: tuple[str, str | None] | None) -> None:
     assert parse_name_file(spec) == parsed
+
+
+def test_info_messages_carry_no_rich_markup() -> None:
+    """(cli4) ``info`` prints plain text (a name's ``[/]`` once raised MarkupError), so a
+    markup tag in its message would be shown as typed: a styled lead is
+    ``info(..., lead="warning:", style="yellow")``."""
+    import re
+
+    tag = re.compile(
+        r"\[/?(?:bold|dim|italic|red|green|yellow|blue|cyan|magenta|link)\b[^\]]*\]|\[/\]"
+    )
+    cli = Path(_common.__file__).parent
+    found = []
+    for path in sorted(cli.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "info"):
+                continue
+            for part in ast.walk(node):
+                text = part.value if isinstance(part, ast.Constant) else None
+                if isinstance(text, str) and tag.search(text):
+                    found.append(f"{path.name}:{node.lineno}: {text!r}")
+    assert not found, found
