@@ -181,7 +181,8 @@ class Rekey(Event):
 
 @dataclass(frozen=True)
 class RekeyRecovered(Event):
-    """The new shares of an interrupted rekey unsealed the keyring and so completed it.
+    """The new shares of an interrupted rekey unsealed the keyring and so completed it (or
+    unsealed it after a rekey that switched to them was killed before its own entry).
 
     Written as ``rekey`` with ``recovered: true`` before 0.1.0 (:func:`canonical_name`)."""
 

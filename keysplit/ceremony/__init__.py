@@ -321,6 +321,8 @@ def rekey(
                 shares.clear()
             return RekeyResult(generation, k, written, entry, quorum.contributors, pending=True)
         try:
+            # killed after the switch and before its entry: the next quorum records it
+            keyring.home.mark_unrecorded(new_set)
             ukr.commit_rekey()
             entry = ev.record(
                 ukr.audit_log(),
@@ -333,8 +335,10 @@ def rekey(
                     authorized_by=quorum.contributors,
                 ),
             )
+            keyring.home.clear_unrecorded()
         except BaseException as exc:
             if not _switched_to(keyring, new_set):  # refused before the switch: useless
+                keyring.home.clear_unrecorded()
                 sink.discard()
                 if sheets is not None:
                     sheets.discard()

@@ -112,14 +112,14 @@ class Quorum:
                 raise
             # never reported as a plain failure: the switch stands, the old shares are dead
             did = (
-                "completed an interrupted" if outcome.switched == "recovered" else "switched to the"
+                "completed an interrupted" if outcome.switched != "verified" else "switched to the"
             )
             raise KeyringError(
                 f"these shares {did} rekey (the old shares no longer unseal the keyring) but "
                 f"it could not be recorded: {exc or 'interrupted'}",
                 hint="keep these shares",
             ) from None
-        if outcome.switched == "recovered":
+        if outcome.switched in ("recovered", "unrecorded"):
             self.recovered = True
             if self.on_recovered is not None:
                 self.on_recovered()
@@ -150,7 +150,7 @@ class Quorum:
             v.state.discard()
         if outcome.switched is not None:
             meta = outcome.meta
-            event = ev.RekeyRecovered if outcome.switched == "recovered" else ev.RekeySwitch
+            event = ev.RekeySwitch if outcome.switched == "verified" else ev.RekeyRecovered
             ev.record(
                 log,
                 event(
@@ -159,6 +159,7 @@ class Quorum:
                     authorized_by=self.contributors,
                 ),
             )
+            self.keyring.home.clear_unrecorded()
 
     def __repr__(self) -> str:
         p = self.progress

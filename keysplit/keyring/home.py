@@ -8,6 +8,11 @@ module builds a path. Today a home is a directory::
     keyring.pending.handout
                       the set id of the shares an init or rekey ceremony is writing: one
                       killed then handed out only some, so they must not unseal
+    keyring.ksk.unrecorded
+                      the set id of shares a rekey is switching the keyring to, from just
+                      before the switch until its audit entry is written: a process killed
+                      in between left a switch the log does not show, and the next quorum
+                      unseal records it (``rekey-recovered``)
     keyring.ksk.verify.json, keyring.pending.verify.json
                       proofs of possession awaited by ``init --verify`` / ``rekey --verify``
                       (:class:`keysplit.proof.PendingVerification`)
@@ -55,6 +60,7 @@ __all__ = [
     "PENDING_FILE",
     "STORE_FILE",
     "STORE_RECORD_FILE",
+    "UNRECORDED_FILE",
     "KeyringHome",
     "StoreRecord",
 ]
@@ -62,6 +68,7 @@ __all__ = [
 KEYRING_FILE = "keyring.ksk"
 PENDING_FILE = "keyring.pending"
 HANDOUT_FILE = "keyring.pending.handout"
+UNRECORDED_FILE = "keyring.ksk.unrecorded"
 STORE_FILE = "keys.sqlite"
 STORE_RECORD_FILE = "store.json"
 LOCK_FILE = ".lock"
@@ -176,28 +183,51 @@ class KeyringHome:
         fsync_dir(self.path)
         return True
 
-    def mark_handout(self, set_id: str) -> None:
-        """A ceremony starts writing the shares of set ``set_id`` (a new keyring's, or a
-        pending rekey's): until :meth:`clear_handout`, they must not unseal it
-        (:meth:`handout_incomplete`)."""
-        atomic_write(self.path / HANDOUT_FILE, set_id.encode())
+    def _mark(self, name: str, set_id: str) -> None:
+        atomic_write(self.path / name, set_id.encode())
 
-    def clear_handout(self) -> None:
-        """Every share of the marked set was written (or the pending rekey is discarded)."""
+    def _unmark(self, name: str) -> None:
         try:
-            os.unlink(self.path / HANDOUT_FILE)
+            os.unlink(self.path / name)
         except FileNotFoundError:
             return
         fsync_dir(self.path)
 
-    def handout_incomplete(self, set_id: str) -> bool:
-        """Whether the writing of set ``set_id``'s new shares began and never finished (the
-        ceremony was killed): some custodians of that set may have no share."""
+    def _marks(self, name: str, set_id: str) -> bool:
         try:
-            with open(self.path / HANDOUT_FILE, "rb") as f:
+            with open(self.path / name, "rb") as f:
                 return f.read(65) == set_id.encode()
         except FileNotFoundError:
             return False
+
+    def mark_handout(self, set_id: str) -> None:
+        """A ceremony starts writing the shares of set ``set_id`` (a new keyring's, or a
+        pending rekey's): until :meth:`clear_handout`, they must not unseal it
+        (:meth:`handout_incomplete`)."""
+        self._mark(HANDOUT_FILE, set_id)
+
+    def clear_handout(self) -> None:
+        """Every share of the marked set was written (or the pending rekey is discarded)."""
+        self._unmark(HANDOUT_FILE)
+
+    def handout_incomplete(self, set_id: str) -> bool:
+        """Whether the writing of set ``set_id``'s new shares began and never finished (the
+        ceremony was killed): some custodians of that set may have no share."""
+        return self._marks(HANDOUT_FILE, set_id)
+
+    def mark_unrecorded(self, set_id: str) -> None:
+        """The keyring is about to switch to share set ``set_id`` (a rekey's commit): until
+        :meth:`clear_unrecorded`, after its audit entry, the switch counts as unrecorded."""
+        self._mark(UNRECORDED_FILE, set_id)
+
+    def clear_unrecorded(self) -> None:
+        """The switch's entry is in the audit log (or the switch never happened)."""
+        self._unmark(UNRECORDED_FILE)
+
+    def switch_unrecorded(self, set_id: str) -> bool:
+        """Whether the keyring switched to share set ``set_id`` (the current one) and the
+        process that switched it was killed before recording it in the audit log."""
+        return self._marks(UNRECORDED_FILE, set_id)
 
     # -- --verify: proofs of possession awaited before a generation is relied on -----------
 

@@ -337,9 +337,10 @@ class Keyring:
             outcome = u.finish()
         if outcome.meta.keyring_id != self.meta.keyring_id:
             raise KeyringError("the unseal outcome belongs to another keyring")
-        self._adopt(outcome.meta, None if outcome.switched is not None else self.pending)
+        committed = outcome.switched in ("recovered", "verified")  # here, by these shares
+        self._adopt(outcome.meta, None if committed else self.pending)
         opened = UnsealedKeyring(self, outcome.master_key, outcome.secrets, store=store, rng=rng)
-        if outcome.switched is not None:  # a rekey committed here: tell the fleet (epoch)
+        if committed:  # a rekey committed here: tell the fleet (epoch)
             opened.store.note_rekey()
         return opened
 

@@ -35,14 +35,16 @@ class UnsealOutcome:
     """What :meth:`Unsealer.finish` recovered, as values: the opened metadata and secrets
     (``master_key``, ``secrets``: secret), ``verified`` (the ``--verify`` generation these
     shares completed, whose ``verify-complete`` entry a ceremony records, else None) and
-    ``switched``: ``"recovered"`` when the shares of an interrupted rekey completed it,
+    ``switched``: ``"recovered"`` when the shares of an interrupted rekey completed it (or
+    ``"unrecorded"`` when they unsealed a keyring whose rekey switched to them and was
+    killed before its audit entry (a quorum records it),
     ``"verified"`` when a ``rekey --verify`` switched after its proofs, else None."""
 
     meta: kf.KeyringMeta
     master_key: bytes
     secrets: kf.KeyringSecrets
     verified: Verification | None = None
-    switched: Literal["recovered", "verified"] | None = None
+    switched: Literal["recovered", "verified", "unrecorded"] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -187,12 +189,17 @@ class Unsealer:
                     raise KeyringError("the keyring changed while unsealing; try again")
             if verification is not None and not verification.status.completed:
                 verification.state.complete(unproven=self._complete_missing or ())
-            switched: Literal["recovered", "verified"] | None = None
+            switched: Literal["recovered", "verified", "unrecorded"] | None = None
             if to_new:
                 # The new shares prove the pending rekey was handed out: complete it.
+                home.mark_unrecorded(meta.set_id)  # until the quorum records the switch
                 home.commit_pending()
                 verified_rekey = verification is not None and verification.kind == "rekey"
                 switched = "verified" if verified_rekey else "recovered"
+            elif home.switch_unrecorded(meta.set_id):
+                # A rekey switched to these shares and was killed before its audit entry:
+                # the quorum records it now.
+                switched = "unrecorded"
         self._shares.clear()
         self._target = None  # a later add is checked against the keyring as it is then
         return UnsealOutcome(meta, master, secrets, verification, switched)

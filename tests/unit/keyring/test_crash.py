@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from keysplit import Keyring, KeyringError, MixedSharesError, Share
+from keysplit import Identity, Keyring, KeyringError, MixedSharesError, Share
 
 NAMES = ["alice", "bob", "carol"]
 SUBJECTS = 6_000
@@ -152,3 +152,94 @@ def test_sigkill_mid_rotate_and_rekey(tmp_path: Path) -> None:
             assert ku.abort_rekey()
             ku.rotate()
     assert not pending.exists()
+
+
+# -- a rekey killed after its switch, before its audit entry ------------------------------
+
+KILL_AT_ENTRY = """
+import os, signal, sys
+from keysplit.audit import events
+from keysplit_cli.app import main
+real, target = events.record, sys.argv[1]
+def record(log, event):
+    if type(event).__name__ == target:
+        os.kill(os.getpid(), signal.SIGKILL)  # after the change, before its entry
+    return real(log, event)
+events.record = record
+sys.argv = ["keysplit", *sys.argv[2:]]
+main()
+"""
+
+
+def _cli(args: list[object], *, kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    if kill_at is None:
+        cmd = [sys.executable, "-c", "from keysplit_cli.app import main; main()"]
+    else:
+        cmd = [sys.executable, "-c", KILL_AT_ENTRY, kill_at]
+    return subprocess.run(
+        [*cmd, *(str(a) for a in args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _rekey_events(kr: Path) -> list[tuple[str, int]]:
+    return [
+        (e.event, e.data["generation"])
+        for e in Keyring.open(kr).audit_log().entries()
+        if e.event.startswith("rekey")
+    ]
+
+
+@pytest.mark.parametrize("verify", [False, True], ids=["rekey", "rekey-verify-switch"])
+def test_rekey_killed_between_switch_and_entry_is_recorded(tmp_path: Path, verify: bool) -> None:
+    """A rekey whose switch took effect and whose process was SIGKILLed before the audit
+    entry: the log must not silently lack the switch. The next quorum of the new shares
+    records it (``rekey-recovered``), once."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    ident = {}
+    for n in ("ana", "ben", "cy"):
+        me = Identity.generate(n)
+        (keys / f"{n}.pub").write_text(me.recipient.to_text())
+        ident[n] = keys / f"{n}.identity"
+        ident[n].write_bytes(me.to_bytes(None))
+        ident[n].chmod(0o600)
+    kr, shares = tmp_path / "vault", tmp_path / "vault-shares"
+    custodians = [a for n in ("ana", "ben", "cy") for a in ("-c", f"{n}={keys / n}.pub")]
+    r = _cli(["init", kr, "-k", "2", *custodians])
+    assert r.returncode == 0, r.stderr
+
+    def quorum(gen: int) -> list[object]:
+        return [
+            a for n in ("ana", "ben") for a in ("-s", shares / f"{n}.g{gen}.kss", "-i", ident[n])
+        ]
+
+    if verify:
+        r = _cli(["rekey", kr, *custodians, "--verify", *quorum(1)])
+        assert r.returncode == 0, r.stderr
+        for n in ("ana", "ben", "cy"):
+            r = _cli(["share", "prove", shares / f"{n}.g2.kss", "-i", ident[n]])
+            assert r.returncode == 0, r.stderr
+            (tmp_path / "code").write_text(r.stdout.strip())
+            r = _cli(["verify", "prove", kr, n, "--code-file", tmp_path / "code"])
+            assert r.returncode == 0, r.stderr
+        r = _cli(["unseal", kr, *quorum(2)], kill_at="RekeySwitch")
+    else:
+        r = _cli(["rekey", kr, *custodians, *quorum(1)], kill_at="Rekey")
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert Keyring.open(kr).meta.generation == 2  # the switch took effect, unrecorded
+    assert _rekey_events(kr) == ([("rekey-pending", 2)] if verify else [])
+
+    r = _cli(["unseal", kr, *quorum(2)])
+    assert r.returncode == 0, r.stderr
+    assert "completed an interrupted rekey" in r.stderr
+    assert ("rekey-recovered", 2) in _rekey_events(kr)
+    r = _cli(["audit", "verify", kr, *quorum(2)])
+    assert r.returncode == 0, r.stderr
+    r = _cli(["unseal", kr, *quorum(2)])  # recorded once
+    assert r.returncode == 0, r.stderr
+    assert _rekey_events(kr).count(("rekey-recovered", 2)) == 1
+    assert not (kr / "keyring.ksk.unrecorded").exists()
