@@ -159,6 +159,14 @@ class SQLiteKeyStore:
             has_meta = db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
             ).fetchone()
+        except sqlite3.OperationalError as exc:
+            # A full disk, an I/O error, a read-only or locked file: the file may be a sound
+            # database, which "not a valid database" would send its owner to restore.
+            raise KeyringError(
+                f"cannot open key store {self._path}: {exc}",
+                hint="the file may be sound: check that its disk has free space and is "
+                "writable, and that no process holds it locked, then try again",
+            ) from None
         except sqlite3.DatabaseError as exc:
             raise FormatError(f"key store {self._path} is not a valid database: {exc}") from None
         if not has_meta:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import sqlite3
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -262,3 +267,48 @@ def test_a_full_database_is_a_keyring_error_and_the_store_goes_on(tmp_path: Path
         store._db.execute(f"PRAGMA max_page_count = {pages * 100}")
         rec = ukr.encrypt(b"x", subject=subjects[-1])
         assert ukr.decrypt(rec, subject=subjects[-1]) == b"x"
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a small tmpfs (root only), to be filled by the test."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", mnt], check=False)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", mnt], check=False, timeout=60)
+
+
+def test_a_full_disk_is_not_called_an_invalid_database(full_disk: Path) -> None:
+    """A sound key store on a full disk: SQLite cannot size its WAL index (SQLITE_IOERR);
+    opening it said 'is not a valid database' (FormatError), sending its owner to restore a
+    sound file. It names the I/O error and the disk instead, in the library and the CLI."""
+    kr = full_disk / "vault"
+    Keyring.create(kr, 2, ["ana", "ben"])
+    (kr / "keys.sqlite-shm").unlink(missing_ok=True)
+    (kr / "keys.sqlite-wal").unlink(missing_ok=True)
+    st = os.statvfs(full_disk)
+    with open(full_disk / "filler", "wb") as f, contextlib.suppress(OSError):
+        f.write(b"\0" * (st.f_bavail * st.f_frsize))
+    with pytest.raises(KeyringError) as err:
+        SQLiteKeyStore(kr / "keys.sqlite", Keyring.open(kr).keyring_id).close()
+    assert not isinstance(err.value, FormatError)
+    assert "not a valid database" not in str(err.value) and "free space" in (err.value.hint or "")
+    r = subprocess.run(
+        [sys.executable, "-c", "from keysplit_cli.app import main; main()", "status", kr],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "not a valid database" not in r.stderr
+    assert "error: cannot open key store" in r.stderr and "hint:" in r.stderr
+    (full_disk / "filler").unlink()
+    SQLiteKeyStore(kr / "keys.sqlite", Keyring.open(kr).keyring_id).close()  # it was sound
