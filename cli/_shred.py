@@ -37,11 +37,13 @@ def report_shred(
     as_json: bool,
     no_key: str,
     holder: tuple[str, str],
+    no_key_hint: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """The JSON document (with ``extra`` last), then: ``no_key`` and exit 3 if there was
-    no key; the ``pending`` holders (``holder``: the plural and singular noun, e.g.
-    ``("client(s)", "client")``) and exit 4 if some did not acknowledge within ``wait``."""
+    """The JSON document (with ``extra`` last), then: ``no_key`` (and ``no_key_hint``, by
+    default: check the subject id) and exit 3 if there was no key; the ``pending`` holders
+    (``holder``: the plural and singular noun, e.g. ``("client(s)", "client")``) and exit 4
+    if some did not acknowledge within ``wait``."""
     from keysplit.store.base import describe_lease
 
     if as_json:
@@ -57,7 +59,8 @@ def report_shred(
         }
         typer.echo(json.dumps(doc))
     if not existed:
-        fail(no_key, hint="check the subject id (a mistyped id shreds nothing)", code=EXIT_NO_KEY)
+        hint = no_key_hint or "check the subject id (a mistyped id shreds nothing)"
+        fail(no_key, hint=hint, code=EXIT_NO_KEY)
     info(f"shredded the data key of {subject!r}")
     if pending:
         fail(

@@ -182,7 +182,9 @@ def shred_cmd(
 
     Exit codes: 0 shredded (and, with --wait, acknowledged by every live holder); 1 not
     confirmed, legal hold or bad quorum; 2 usage; 3 the subject had no data key (nothing
-    shredded, the request is still recorded); 4 shredded, but some live holders did not
+    shredded, the request is still recorded; an earlier shred that destroyed it, such as
+    an interrupted run of this command, is named: --json's shredded_before); 4 shredded,
+    but some live holders did not
     acknowledge within --wait (named).
     """
     from keysplit import ceremony
@@ -193,7 +195,17 @@ def shred_cmd(
     confirm_shred(subject, yes)
     src = QuorumSource(share, identity, passphrase_file)
     done = ceremony.shred(kr, quorum(kr, src), subject)
-    existed = done.value
+    existed = done.value.existed
+    no_key = f"{subject!r} has no data key: nothing was shredded (the request is recorded)"
+    no_key_hint = None
+    if done.value.shredded_before:  # a repeat, or a shred killed before it reported
+        no_key = (
+            f"{subject!r} has no data key: an earlier shred destroyed it (its tombstone is in "
+            "the store); nothing more to shred (the request is recorded)"
+        )
+        no_key_hint = (
+            "its records can no longer be decrypted; a shred that was interrupted took effect"
+        )
     pending: list[Lease] = []
     held = kr.open_store()
     try:
@@ -211,9 +223,10 @@ def shred_cmd(
         pending=pending,
         wait=wait,
         as_json=as_json,
-        no_key=f"{subject!r} has no data key: nothing was shredded (the request is recorded)",
+        no_key=no_key,
+        no_key_hint=no_key_hint,
         holder=("process(es)", "holder"),
-        extra={"audit_head": _head(done)},
+        extra={"shredded_before": done.value.shredded_before, "audit_head": _head(done)},
     )
 
 

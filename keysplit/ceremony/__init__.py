@@ -35,7 +35,7 @@ from ..audit import AuditEntry, AuditLog, AuditReport
 from ..audit import events as ev
 from ..audit.events import Contributor, Principal
 from ..custody import Argon2Params
-from ..errors import KeyringError, KeysplitError
+from ..errors import KeyringError, KeysplitError, ShreddedError
 from ..keyring import Keyring, KeyringHome, RewrapResult, UnsealedKeyring
 from ..keyring.admin import check_retirable
 from ..keyring.file import parse
@@ -82,6 +82,7 @@ __all__ = [
     "ShareFileExists",
     "ShareSink",
     "SheetWriter",
+    "ShredResult",
     "TokenGrant",
     "Verification",
     "WrittenShare",
@@ -462,17 +463,35 @@ def retire(keyring: Keyring, authority: Authority, version: int) -> Done[None]:
     )
 
 
-def shred(keyring: Keyring, authority: Authority, subject: str) -> Done[bool]:
-    """Destroy ``subject``'s data key (refused under legal hold); value: whether it existed.
+@dataclass(frozen=True)
+class ShredResult:
+    """What :func:`shred` found: ``existed``, a key that is destroyed now; else
+    ``shredded_before``, no key because an earlier shred destroyed it (a repeat, or a run
+    killed after its delete and before it reported), rather than none ever made."""
+
+    existed: bool
+    shredded_before: bool = False
+
+
+def shred(keyring: Keyring, authority: Authority, subject: str) -> Done[ShredResult]:
+    """Destroy ``subject``'s data key (refused under legal hold); value: whether it existed
+    and, if not, whether an earlier shred had destroyed it (:class:`ShredResult`).
 
     Recorded either way, so a request to erase a subject is on file even if it had no key.
     """
+
+    def op(ukr: UnsealedKeyring) -> ShredResult:
+        if ukr.shred(subject, record=False):
+            return ShredResult(True)
+        why = ukr.local_data_keys().missing_error(subject)
+        return ShredResult(False, shredded_before=isinstance(why, ShreddedError))
+
     return _run(
         keyring,
         authority,
         "shred",
-        lambda ukr: ukr.shred(subject, record=False),
-        lambda existed, by: ev.Shred(subject, existed, by),
+        op,
+        lambda res, by: ev.Shred(subject, res.existed, by),
         [subject],
     )
 

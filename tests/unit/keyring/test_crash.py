@@ -15,11 +15,20 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from keysplit import Identity, Keyring, KeyringError, MixedSharesError, Share
+from keysplit import (
+    Identity,
+    Keyring,
+    KeyringError,
+    MixedSharesError,
+    Share,
+    ShreddedError,
+    load_share,
+)
 
 NAMES = ["alice", "bob", "carol"]
 SUBJECTS = 6_000
@@ -193,11 +202,10 @@ def _rekey_events(kr: Path) -> list[tuple[str, int]]:
     ]
 
 
-@pytest.mark.parametrize("verify", [False, True], ids=["rekey", "rekey-verify-switch"])
-def test_rekey_killed_between_switch_and_entry_is_recorded(tmp_path: Path, verify: bool) -> None:
-    """A rekey whose switch took effect and whose process was SIGKILLed before the audit
-    entry: the log must not silently lack the switch. The next quorum of the new shares
-    records it (``rekey-recovered``), once."""
+def _cli_keyring(tmp_path: Path) -> tuple[Path, list[str], Callable[[int], list[object]]]:
+    """A 2-of-3 keyring made by ``keysplit init`` (ana, ben, cy: public-key shares): its
+    directory, the ``-c`` options naming its custodians, and a quorum's options per
+    generation (ana's and ben's shares and identities)."""
     keys = tmp_path / "keys"
     keys.mkdir()
     ident = {}
@@ -217,6 +225,17 @@ def test_rekey_killed_between_switch_and_entry_is_recorded(tmp_path: Path, verif
             a for n in ("ana", "ben") for a in ("-s", shares / f"{n}.g{gen}.kss", "-i", ident[n])
         ]
 
+    return kr, custodians, quorum
+
+
+@pytest.mark.parametrize("verify", [False, True], ids=["rekey", "rekey-verify-switch"])
+def test_rekey_killed_between_switch_and_entry_is_recorded(tmp_path: Path, verify: bool) -> None:
+    """A rekey whose switch took effect and whose process was SIGKILLed before the audit
+    entry: the log must not silently lack the switch. The next quorum of the new shares
+    records it (``rekey-recovered``), once."""
+    kr, custodians, quorum = _cli_keyring(tmp_path)
+    shares = kr.parent / "vault-shares"
+    ident = {n: tmp_path / "keys" / f"{n}.identity" for n in ("ana", "ben", "cy")}
     if verify:
         r = _cli(["rekey", kr, *custodians, "--verify", *quorum(1)])
         assert r.returncode == 0, r.stderr
@@ -243,3 +262,34 @@ def test_rekey_killed_between_switch_and_entry_is_recorded(tmp_path: Path, verif
     assert r.returncode == 0, r.stderr
     assert _rekey_events(kr).count(("rekey-recovered", 2)) == 1
     assert not (kr / "keyring.ksk.unrecorded").exists()
+
+
+def test_shred_killed_before_it_reported_is_told_apart_on_the_rerun(tmp_path: Path) -> None:
+    """``keysplit shred`` SIGKILLed after its delete committed and before its entry: the
+    operator runs it again. The key is gone (its tombstone is in the store), so the rerun
+    must not say the subject never had one ('check the subject id'): it says an earlier
+    shred destroyed it. A subject that never had a key still gets the old answer."""
+    kr, _, quorum = _cli_keyring(tmp_path)
+    share_paths = [Path(str(a)) for a in quorum(1)[1::4]]
+    identities = [Identity.from_bytes(Path(str(p)).read_bytes()) for p in quorum(1)[3::4]]
+    q = [
+        load_share(s.read_bytes(), identity=i) for s, i in zip(share_paths, identities, strict=True)
+    ]
+    with Keyring.open(kr).unseal(q) as ku:
+        blob = ku.encrypt(b"x", subject="user-3")
+
+    r = _cli(["shred", kr, "user-3", "--yes", *quorum(1)], kill_at="Shred")
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    with Keyring.open(kr).unseal(q) as ku, pytest.raises(ShreddedError):
+        ku.decrypt(blob, subject="user-3")  # the delete took effect
+
+    r = _cli(["shred", kr, "user-3", "--yes", "--json", *quorum(1)])
+    assert r.returncode == 3, r.stderr
+    assert "check the subject id" not in r.stderr
+    assert "an earlier shred destroyed it" in r.stderr
+    assert json.loads(r.stdout)["shredded_before"] is True
+
+    r = _cli(["shred", kr, "user-never", "--yes", "--json", *quorum(1)])
+    assert r.returncode == 3, r.stderr
+    assert json.loads(r.stdout)["shredded_before"] is False
+    assert "check the subject id" in r.stderr
