@@ -18,6 +18,7 @@ it.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Sequence
 
@@ -37,6 +38,8 @@ from .datakeys import LocalDataKeys
 from .home import KeyringHome
 
 __all__ = ["KeyAdmin", "check_retirable", "validate_custodians"]
+
+_log = logging.getLogger(__name__)
 
 
 def validate_custodians(threshold: int, custodians: Sequence[str]) -> list[str]:
@@ -210,7 +213,13 @@ class KeyAdmin:
             # was refused (StaleKekError), caught up back to the old version and, the
             # commit landing before its one retry, failed again
             local.set_secrets(secrets, v)
-        local.member.renew()  # report the new current KEK in this process's lease now
+        try:
+            local.member.renew()  # report the new current KEK in this process's lease now
+        except KeyringError:
+            # The rotation is committed (file and store): a renewal that fails now (a disk
+            # filling up, the store's server gone) is the lease's to retry, not a failed
+            # rotation, which the caller would neither record nor believe done.
+            _log.debug("keysplit: lease not renewed after rotating to KEK v%d", v)
         return v, meta
 
     def _commit_rotation(

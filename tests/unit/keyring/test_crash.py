@@ -293,3 +293,45 @@ def test_shred_killed_before_it_reported_is_told_apart_on_the_rerun(tmp_path: Pa
     assert r.returncode == 3, r.stderr
     assert json.loads(r.stdout)["shredded_before"] is False
     assert "check the subject id" in r.stderr
+
+
+FULL_AFTER_ROTATE = """
+import sys
+from keysplit import KeyringError
+from keysplit.store.sqlite import SQLiteKeyStore
+from keysplit_cli.app import main
+real_set, real_renew = SQLiteKeyStore.set_current_kek, SQLiteKeyStore.renew_lease
+done = []
+def set_current_kek(self, version):
+    real_set(self, version)
+    done.append(version)
+def renew_lease(self, lease, ttl):
+    if done:  # the disk filled up right after the rotation committed
+        raise KeyringError(f"key store {self.path}: database or disk is full")
+    return real_renew(self, lease, ttl)
+SQLiteKeyStore.set_current_kek = set_current_kek
+SQLiteKeyStore.renew_lease = renew_lease
+sys.argv = ["keysplit", *sys.argv[1:]]
+main()
+"""
+
+
+def test_rotate_committed_is_not_reported_failed_by_its_lease_renewal(tmp_path: Path) -> None:
+    """``keysplit rotate`` on a disk that fills up as the rotation commits: the new KEK was
+    in the keyring file and current in the store, then the lease renewal that reports it
+    (a store write) failed, and the command said 'error: ... disk is full' (exit 1) with no
+    rotate entry, so the operator rotated again and version 2 was never on the record. The
+    renewal is the lease's business (its poller renews it): the rotation reports success
+    and is recorded."""
+    kr, _, quorum = _cli_keyring(tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-c", FULL_AFTER_ROTATE, "rotate", kr, *map(str, quorum(1))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert Keyring.open(kr).meta.current_kek == 2
+    assert r.returncode == 0, r.stderr
+    rotations = [e.data["kek_version"] for e in Keyring.open(kr).audit_log().entries()[1:]]
+    assert rotations == [2]
