@@ -61,6 +61,9 @@ def verify_cmd(
     info(f"{report.entries} entries, {checks} verified", lead="audit log intact:", style="green")
     if not report.mac_verified:
         info("MACs not checked (give --share/--mac with a quorum to detect a full rewrite)")
+    unrecorded = kr.unrecorded_changes()
+    for gap in unrecorded:  # a change made and then killed (or failed) before its entry
+        info(f"note: not in the log: {gap}")
     if as_json:
         typer.echo(
             json.dumps(
@@ -69,6 +72,7 @@ def verify_cmd(
                     "head": report.head,
                     "mac_verified": report.mac_verified,
                     "anchored": report.anchored,
+                    "unrecorded": unrecorded,
                 }
             )
         )

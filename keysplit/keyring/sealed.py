@@ -277,6 +277,44 @@ class Keyring:
         """The public key as an ``X25519PublicKey`` (what :mod:`keysplit.stream` seals to)."""
         return X25519PublicKey.from_public_bytes(self.public_key)
 
+    def unrecorded_changes(self) -> list[str]:
+        """What the keyring file shows done that its audit log does not record, one line
+        each: a change whose process was killed (or failed) after it took effect and before
+        its entry. Compared: the file's KEK versions with the log's ``rotate`` and
+        ``retire`` entries, and a rekey's switch whose entry is owed (the home's
+        ``keyring.ksk.unrecorded``; the next quorum unseal writes it). Only for a log that
+        begins with this keyring's ``init`` (a log of a keyring made otherwise, or before
+        these events, cannot be compared). Store-only changes (shred, legal hold) are not
+        seen here."""
+        from ..audit.events import canonical_name
+
+        entries = self.audit_log().entries()
+        meta = self.meta
+        gaps = []
+        if self.home.switch_unrecorded(meta.set_id):
+            gaps.append(
+                f"the rekey to share set {meta.set_id} (keyring generation {meta.generation}) "
+                "took effect without its entry: the next unseal with those shares records it"
+            )
+        if not entries or entries[0].event != "init":
+            return gaps
+        if entries[0].data.get("keyring_id") != meta.keyring_id:
+            return gaps
+        made, retired = {1}, set()
+        for e in entries:
+            name = canonical_name(e.event, e.data)
+            v = e.data.get("kek_version")
+            if name == "rotate" and isinstance(v, int):
+                made.add(v)
+            elif name == "retire" and isinstance(v, int):
+                retired.add(v)
+        for v in meta.kek_versions:
+            if v not in made:
+                gaps.append(f"KEK v{v} is in the keyring file but no rotate entry records it")
+        for v in sorted(made - set(meta.kek_versions) - retired):
+            gaps.append(f"KEK v{v} is retired from the keyring file but no retire entry records it")
+        return gaps
+
     def audit_log(self) -> AuditLog:
         """The keyring's ceremony log, without its MAC key: read it and check its hash chain.
 
