@@ -201,15 +201,19 @@ def init(
         )
     if not home.has_keyring():
         AuditLog(log).check_append()  # a FIFO or a device in its place: refused now
+    # before the share files: a keyring whose init was killed is named as such (remove it
+    # and init again), not its share files in the way ("choose another --shares-dir")
+    Keyring.refuse_existing(directory)
     check_custody(custody)
     sink.reserve(custody, 1)
     if sheets is not None:
         sheets.reserve(custody, 1)
+    # the hand-out mark comes before the keyring file: killed before every share is
+    # written, the keyring says it never unseals
     kr, shares = Keyring.create(
-        directory, threshold, [c.name for c in custody], store_url=store_url
+        directory, threshold, [c.name for c in custody], store_url=store_url, handout=True
     )
     try:
-        kr.home.mark_handout(kr.meta.set_id)  # killed while writing, the shares never unseal
         written = hand_out(
             shares, custody, sink, 1, kdf, None if sheets is None else (sheets, kr.keyring_id)
         )

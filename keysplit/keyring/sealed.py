@@ -157,6 +157,7 @@ class Keyring:
         *,
         rng: RandomSource | None = None,
         store_url: str | None = None,
+        handout: bool = False,
     ) -> tuple[Keyring, dict[str, Share]]:
         """Create a keyring in ``path`` (a new or empty directory).
 
@@ -168,13 +169,17 @@ class Keyring:
         Order of writes: store record, store, keyring file (the commit point). A crash
         before the commit leaves a record and maybe an empty store; the next ``create``
         reuses that keyring id and store if the store is empty, and refuses if it holds keys.
+
+        ``handout``: the caller writes the shares out (the init ceremony); the home's
+        hand-out mark (:meth:`KeyringHome.mark_handout`) is written before the keyring file,
+        so a process killed anywhere before the caller clears it leaves a keyring that says
+        it never unseals, never one that looks whole while no share of it exists.
         """
         names = validate_custodians(threshold, custodians)
         rng = rng or default_rng()
         home = KeyringHome(path)
         home.make()
-        if home.has_keyring():
-            raise KeyringError(f"a keyring already exists at {home.path}", hint=_leftover(home))
+        cls.refuse_existing(home.path)
         master = rng.random_bytes(16)
         shares = split(master, threshold, len(names), rng=rng)
         x_priv = X25519PrivateKey.from_private_bytes(rng.random_bytes(32))
@@ -224,9 +229,19 @@ class Keyring:
             AuditLog(
                 home.audit_path, mac_key=audit_key_for(priv, keyring_id), anchor=home.anchor_path
             ).write_anchor()
+            if handout:
+                home.mark_handout(meta.set_id)
             home.write_keyring(kf.serialize(meta, secrets, master, nonce), overwrite=False)
         kr = cls(home.path, rng=rng)
         return kr, {n: s for n, s in zip(names, shares, strict=True)}
+
+    @staticmethod
+    def refuse_existing(path: str | os.PathLike[str]) -> None:
+        """Raise :class:`KeyringError` if a keyring file is in ``path`` (with a hint when an
+        init stopped before all its shares were written: remove it and init again)."""
+        home = KeyringHome(path)
+        if home.has_keyring():
+            raise KeyringError(f"a keyring already exists at {home.path}", hint=_leftover(home))
 
     @property
     def keyring_id(self) -> str:

@@ -364,3 +364,60 @@ def test_audit_verify_names_a_kek_change_killed_before_its_entry(tmp_path: Path,
     assert r.returncode == 0, r.stderr
     assert f"note: not in the log: {want}" in " ".join(r.stderr.split())  # rich wraps
     assert json.loads(r.stdout)["unrecorded"] == [want]
+
+
+KILL_AFTER = """
+import os, signal, sys
+from keysplit.keyring.home import KeyringHome
+from keysplit_cli.app import main
+name = sys.argv[1]
+real = getattr(KeyringHome, name)
+def killed_after(self, *args, **kwargs):
+    real(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+setattr(KeyringHome, name, killed_after)
+sys.argv = ["keysplit", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    "killed_after",
+    ["write_keyring", "clear_handout"],
+    ids=["keyring-file-written", "every-share-written-mark-not-cleared"],
+)
+def test_init_killed_before_its_shares_are_out_says_remove_and_init_again(
+    tmp_path: Path, killed_after: str
+) -> None:
+    """``keysplit init`` SIGKILLed (1) just after the keyring file was written, before
+    the hand-out mark: the keyring looked whole (the rerun: 'a keyring already exists',
+    no hint) though no share of it exists anywhere; (2) while its shares were out, the
+    rerun said 'refusing to overwrite existing share file ... choose another
+    --shares-dir', which leads to a second keyring over the first. Both reruns say the
+    init stopped before its shares were written: remove the directory and init again."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    custodians = []
+    for n in ("ana", "ben", "cy"):
+        (keys / f"{n}.pub").write_text(Identity.generate(n).recipient.to_text())
+        custodians += ["-c", f"{n}={keys / n}.pub"]
+    kr = tmp_path / "vault"
+    args = ["init", str(kr), "-k", "2", *custodians]
+    if killed_after == "clear_handout":
+        # every share written, killed as the mark is being cleared: undo the clear
+        script = KILL_AFTER.replace("    real(self, *args, **kwargs)\n", "")
+    else:
+        script = KILL_AFTER
+    r = subprocess.run(
+        [sys.executable, "-c", script, killed_after, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert (kr / "keyring.ksk").exists()
+    r = _cli(args)
+    assert r.returncode == 1, r.stderr
+    assert "a keyring already exists" in r.stderr, r.stderr
+    assert "its init stopped before all its shares were written" in " ".join(r.stderr.split())
