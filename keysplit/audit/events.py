@@ -76,6 +76,7 @@ __all__ = [
     "canonical_name",
     "record",
     "record_many",
+    "switch_recorded",
 ]
 
 
@@ -593,6 +594,19 @@ def canonical_name(event: str, data: Mapping[str, Any] | None = None) -> str:
     if event == "rekey" and data is not None and data.get("recovered") is True:
         return "rekey-recovered"
     return LEGACY_NAMES.get(event, event)
+
+
+_SWITCHES = frozenset({Rekey.NAME, RekeyRecovered.NAME, RekeySwitch.NAME})
+
+
+def switch_recorded(entries: Sequence[AuditEntry], generation: int) -> bool:
+    """Whether ``entries`` record the keyring's switch to ``generation`` (a ``rekey``,
+    ``rekey-recovered`` or ``rekey-switch`` entry naming it): a rekey killed after its
+    entry and before it cleared its owed-switch mark owes nothing."""
+    return any(
+        canonical_name(e.event, e.data) in _SWITCHES and e.data.get("generation") == generation
+        for e in reversed(entries)
+    )
 
 
 def record(log: AuditLog, event: Event) -> AuditEntry:

@@ -105,7 +105,7 @@ class Quorum:
         outcome = self._unsealer.finish()
         ukr = self.keyring.unseal(outcome)
         try:
-            self._record(ukr, outcome)
+            recorded = self._record(ukr, outcome)
         except BaseException as exc:
             ukr.close()
             if outcome.switched is None or not isinstance(exc, (Exception, KeyboardInterrupt)):
@@ -119,7 +119,7 @@ class Quorum:
                 f"it could not be recorded: {exc or 'interrupted'}",
                 hint="keep these shares",
             ) from None
-        if outcome.switched in ("recovered", "unrecorded"):
+        if outcome.switched == "recovered" or (outcome.switched == "unrecorded" and recorded):
             self.recovered = True
             if self.on_recovered is not None:
                 self.on_recovered()
@@ -129,8 +129,10 @@ class Quorum:
                 self.on_switched(outcome.meta.generation)
         return ukr
 
-    def _record(self, ukr: UnsealedKeyring, outcome: UnsealOutcome) -> None:
-        """The entries of what unsealing itself did (the ceremony then records its own)."""
+    def _record(self, ukr: UnsealedKeyring, outcome: UnsealOutcome) -> bool:
+        """The entries of what unsealing itself did (the ceremony then records its own);
+        whether a switch was recorded (one owed by a killed rekey that had recorded it
+        after all is not recorded twice)."""
         log = ukr.audit_log()
         v = outcome.verified
         if v is not None:
@@ -150,16 +152,22 @@ class Quorum:
             v.state.discard()
         if outcome.switched is not None:
             meta = outcome.meta
-            event = ev.RekeySwitch if outcome.switched == "verified" else ev.RekeyRecovered
-            ev.record(
-                log,
-                event(
-                    generation=meta.generation,
-                    custodians=[c.name for c in meta.custodians],
-                    authorized_by=self.contributors,
-                ),
+            owed = outcome.switched != "unrecorded" or not ev.switch_recorded(
+                log.entries(), meta.generation
             )
+            if owed:
+                event = ev.RekeySwitch if outcome.switched == "verified" else ev.RekeyRecovered
+                ev.record(
+                    log,
+                    event(
+                        generation=meta.generation,
+                        custodians=[c.name for c in meta.custodians],
+                        authorized_by=self.contributors,
+                    ),
+                )
             self.keyring.home.clear_unrecorded()
+            return owed
+        return False
 
     def __repr__(self) -> str:
         p = self.progress

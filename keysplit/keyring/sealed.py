@@ -301,12 +301,13 @@ class Keyring:
         begins with this keyring's ``init`` (a log of a keyring made otherwise, or before
         these events, cannot be compared). Store-only changes (shred, legal hold) are not
         seen here."""
-        from ..audit.events import canonical_name
+        from ..audit.events import canonical_name, switch_recorded
 
         entries = self.audit_log().entries()
         meta = self.meta
         gaps = []
-        if self.home.switch_unrecorded(meta.set_id):
+        owed = self.home.switch_unrecorded(meta.set_id)
+        if owed and not switch_recorded(entries, meta.generation):
             gaps.append(
                 f"the rekey to share set {meta.set_id} (keyring generation {meta.generation}) "
                 "took effect without its entry: the next unseal with those shares records it"

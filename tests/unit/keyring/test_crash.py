@@ -421,3 +421,29 @@ def test_init_killed_before_its_shares_are_out_says_remove_and_init_again(
     assert r.returncode == 1, r.stderr
     assert "a keyring already exists" in r.stderr, r.stderr
     assert "its init stopped before all its shares were written" in " ".join(r.stderr.split())
+
+
+def test_rekey_killed_after_its_entry_is_not_recorded_twice(tmp_path: Path) -> None:
+    """A rekey killed after its ``rekey`` entry and before it cleared its owed-switch mark
+    owes nothing: the next unseal records no ``rekey-recovered`` for the same switch, says
+    no interrupted rekey was completed, clears the mark, and ``audit verify`` notes
+    nothing."""
+    kr, custodians, quorum = _cli_keyring(tmp_path)
+    script = KILL_AFTER.replace("    real(self, *args, **kwargs)\n", "")  # killed at the call
+    r = subprocess.run(
+        [sys.executable, "-c", script, "clear_unrecorded", "rekey", kr, *custodians]
+        + [str(a) for a in quorum(1)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert (kr / "keyring.ksk.unrecorded").exists() and _rekey_events(kr) == [("rekey", 2)]
+    r = _cli(["audit", "verify", kr, "--json"])
+    assert json.loads(r.stdout)["unrecorded"] == []
+    r = _cli(["unseal", kr, *quorum(2)])
+    assert r.returncode == 0, r.stderr
+    assert "interrupted rekey" not in r.stderr
+    assert _rekey_events(kr) == [("rekey", 2)]
+    assert not (kr / "keyring.ksk.unrecorded").exists()
