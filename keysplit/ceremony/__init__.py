@@ -278,7 +278,11 @@ def rekey(
     k = threshold if threshold is not None else min(keyring.meta.threshold, len(custody))
     generation = keyring.meta.generation + 1
     check_custody(custody)
-    sink.reserve(custody, generation)
+    try:
+        sink.reserve(custody, generation)
+    except ShareFileExists as exc:
+        _refuse_killed_handout(keyring, generation, exc)
+        raise
     if sheets is not None:
         sheets.reserve(custody, generation)
     with unsealed(quorum, keyring, "rekey") as ukr:
@@ -359,6 +363,23 @@ def rekey(
         finally:
             shares.clear()
     return RekeyResult(keyring.meta.generation, k, written, entry, quorum.contributors)
+
+
+def _refuse_killed_handout(keyring: Keyring, generation: int, exc: ShareFileExists) -> None:
+    """A share file in the way that a rekey killed while writing its shares left (its
+    pending generation's hand-out never finished): say so, and what to do, rather than
+    'choose another --shares-dir'."""
+    pending = keyring.pending
+    if pending is None or pending.generation != generation:
+        return
+    if not keyring.home.handout_incomplete(pending.set_id):
+        return
+    raise KeyringError(
+        f"{exc}: it is from a rekey killed while it wrote its new shares, which never unseal "
+        "(the current shares still work)",
+        hint=f"remove that rekey's generation-{generation} share files, then rekey again "
+        "(it replaces the unfinished one)",
+    ) from None
 
 
 def _switched_to(keyring: Keyring, set_id: str) -> bool:

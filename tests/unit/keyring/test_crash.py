@@ -447,3 +447,38 @@ def test_rekey_killed_after_its_entry_is_not_recorded_twice(tmp_path: Path) -> N
     assert "interrupted rekey" not in r.stderr
     assert _rekey_events(kr) == [("rekey", 2)]
     assert not (kr / "keyring.ksk.unrecorded").exists()
+
+
+def test_rekey_rerun_after_a_kill_mid_handout_says_what_to_do(tmp_path: Path) -> None:
+    """``keysplit rekey`` SIGKILLed after writing its first new share file: the rerun said
+    'refusing to overwrite existing share file ... choose another --shares-dir'. It says
+    the file is from a rekey killed while writing its shares (which never unseal, the
+    current ones still work) and to remove them; after that the rekey goes through."""
+    kr, custodians, quorum = _cli_keyring(tmp_path)
+    script = KILL_AFTER.replace(
+        "from keysplit.keyring.home import KeyringHome",
+        "from keysplit.ceremony.sinks import DirectorySink as KeyringHome",
+    )
+    args = ["rekey", kr, *custodians, *quorum(1)]
+    r = subprocess.run(
+        [sys.executable, "-c", script, "write", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    left = sorted((tmp_path / "vault-shares").glob("*.g2.kss"))
+    assert len(left) == 1
+    r = _cli(args)
+    assert r.returncode == 1, r.stderr
+    said = " ".join(r.stderr.split())
+    assert "from a rekey killed while it wrote its new shares" in said
+    assert "choose another --shares-dir" not in said
+    assert "remove that rekey's generation-2 share files" in said
+    for p in left:
+        p.unlink()
+    r = _cli(args)
+    assert r.returncode == 0, r.stderr
+    r = _cli(["unseal", kr, *quorum(2)])
+    assert r.returncode == 0, r.stderr
