@@ -112,9 +112,13 @@ def refuse_oversized(record: Sized, exc: BaseException) -> None:
     if len(record) > MAX_RECORD_BYTES and not isinstance(
         exc, KeyboardInterrupt | SystemExit | GeneratorExit
     ):
-        raise FormatError(
-            f"record longer than {MAX_RECORD_BYTES} bytes: not a keysplit record"
-        ) from None
+        raise _oversized() from None
+
+
+def _oversized() -> FormatError:
+    """The error of a record longer than :data:`MAX_RECORD_BYTES` (:func:`parse` and the
+    opening loops alike)."""
+    return FormatError(f"record longer than {MAX_RECORD_BYTES} bytes: not a keysplit record")
 
 
 class PlaintextTooLargeError(KeysplitError, ValueError):
@@ -296,7 +300,7 @@ def parse(record: bytes) -> Parsed:
     if len(mv) < OVERHEAD:
         raise FormatError("truncated record")
     if len(mv) > MAX_RECORD_BYTES:
-        raise FormatError(f"record longer than {MAX_RECORD_BYTES} bytes: not a keysplit record")
+        raise _oversized()
     header = bytes(mv[:HEADER_SIZE])
     return Parsed(
         VERSION,

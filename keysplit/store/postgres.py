@@ -258,6 +258,12 @@ _STATEMENTS: dict[str, LiteralString] = {
 _LOCK_SHARE = 0.8  # of call_timeout: a longer wait for a lock fails as a lock wait
 
 
+def _pg_ms(seconds: float) -> str:
+    """``seconds`` as a PostgreSQL ``lock_timeout`` value: whole milliseconds, at least 1
+    (0 would mean no bound)."""
+    return f"{max(1, math.floor(seconds * 1000))}ms"
+
+
 def _configure(conn: _Conn, lock_timeout: str) -> None:
     for stmt in _TEMP_TABLES:
         conn.execute(stmt)
@@ -505,7 +511,7 @@ class PostgresKeyStore:
         ident = sql.Identifier(self._schema)
         self._sql = {k: sql.SQL(v).format(s=ident) for k, v in _STATEMENTS.items()}
         self._lock_wait = self._call_timeout * _LOCK_SHARE
-        self._lock_timeout = f"{max(1, math.floor(self._lock_wait * 1000))}ms"
+        self._lock_timeout = _pg_ms(self._lock_wait)
         kwargs: dict[str, Any] = {"autocommit": True, "application_name": "keysplit"}
         if "connect_timeout" not in params:
             kwargs["connect_timeout"] = math.ceil(self._timeout)
@@ -1041,7 +1047,7 @@ class PostgresKeyStore:
         )
         try:
             with self._connection() as conn:  # autocommit: VACUUM refuses a transaction
-                wait = f"{max(1, math.floor(VACUUM_FULL_LOCK_WAIT * 1000))}ms" if full else "0"
+                wait = _pg_ms(VACUUM_FULL_LOCK_WAIT) if full else "0"
                 conn.execute("SELECT set_config('lock_timeout', %s, false)", (wait,))
                 try:
                     conn.execute(sql.SQL(stmt).format(s=sql.Identifier(self._schema)))
