@@ -84,9 +84,21 @@ def _utf8(text: object, what: str) -> bytes:
         raise ValueError(f"{what} is not valid Unicode text") from None
 
 
+def _plain(text: str) -> str:
+    """``text`` as a plain ``str``: a subclass (a caller's ``StrEnum``, a case-folding type)
+    is copied with ``str.__str__``, not ``str()``, which calls the subclass's own ``__str__``
+    (``"E.A"`` for a ``(str, Enum)`` member). A plain str goes on as it is."""
+    return text if type(text) is str else str.__str__(text)
+
+
 def _nfc(text: object, what: str) -> str:
+    """The NFC form of ``text``, always a plain ``str``: what is returned becomes a store
+    key, a dict key of the key caches and AAD, so a subclass's own ``__hash__``/``__eq__``
+    (or ``encode``) must never reach them (a cached key a ``drop()`` by the plain spelling
+    missed)."""
     _utf8(text, what)  # type and surrogates first: normalize() accepts lone surrogates
     assert isinstance(text, str)
+    text = _plain(text)
     return text if is_nfc(text) else unicodedata.normalize("NFC", text)
 
 
@@ -131,10 +143,11 @@ def canonical_prefix(prefix: str) -> str:
 
 
 def canonical_subjects(subjects: Sequence[str]) -> Sequence[str]:
-    """:func:`normalize_subject` over a batch, cheap on the hot path.
+    """:func:`normalize_subject` over a batch, cheap on the hot path: plain ``str`` out.
 
-    An all-ASCII batch (the usual case: ASCII is its own NFC form) is returned as it is
-    (the same object: callers test ``is`` to know the batch is all ASCII)
+    An all-ASCII batch of plain ``str`` (the usual case: ASCII is its own NFC form) is
+    returned as it is (the same object: callers test ``is`` to know the batch is all ASCII
+    plain str; one type check per subject finds a ``str`` subclass, which is copied)
     after checks on one joined string (ASCII, NUL: each one C scan) and two passes over
     the list (none empty; the longest, only when the batch's text could hold a subject
     too long); only then is anything copied, and each distinct non-ASCII subject is
@@ -153,15 +166,22 @@ def canonical_subjects(subjects: Sequence[str]) -> Sequence[str]:
         ):
             for s in subjects:
                 check_subject(s)  # the precise error
-        return subjects
+        if {*map(type, subjects)} <= _PLAIN_STR:
+            return subjects
+        return list(map(_plain, subjects))
     memo: dict[str, str] = {}
     out = []
     for s in subjects:
+        if type(s) is not str and isinstance(s, str):
+            s = _plain(s)  # the memo is a dict: never a subclass's __hash__/__eq__
         c = memo.get(s) if isinstance(s, str) else None
         if c is None:
             c = memo[s] = normalize_subject(s)
         out.append(c)
     return out
+
+
+_PLAIN_STR = frozenset((str,))
 
 
 def subject_spellings(subject: str) -> tuple[str, ...]:
@@ -174,7 +194,7 @@ def subject_spellings(subject: str) -> tuple[str, ...]:
         return (normalize_subject(subject),)
     canon = normalize_subject(subject)
     out = [canon]
-    for s in (subject, unicodedata.normalize("NFD", canon)):
+    for s in (_plain(subject), unicodedata.normalize("NFD", canon)):
         if s not in out and 0 < len(s.encode("utf-8")) <= MAX_SUBJECT_BYTES:
             out.append(s)
     return tuple(out)

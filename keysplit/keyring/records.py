@@ -173,7 +173,7 @@ class Records:
         canon = names.canonical_subjects(subjects)  # checked before any key is asked for
         if create or canon is subjects:  # (all ASCII: the one spelling)
             return self._dk.resolve(canon, create=create)
-        return [self._find(s, None) for s in subjects]
+        return [self._find(s, None) for s in map(str.__str__, subjects)]
 
     def export(self, subjects: Sequence[str], *, create: bool = False) -> list[bytes | None]:
         """Raw 16-byte data keys, found as :meth:`keys` finds them (the key service's
@@ -182,6 +182,7 @@ class Records:
         canon = names.canonical_subjects(subjects)  # checked before any key is asked for
         if create or canon is subjects:  # (all ASCII: the one spelling)
             return self._dk.export(canon, create=create)
+        subjects = list(map(str.__str__, subjects))  # plain str: a subclass's __eq__ merges none
         spellings = {s: names.subject_spellings(s) for s in dict.fromkeys(subjects)}
         wanted = list(dict.fromkeys(x for sp in spellings.values() for x in sp))
         got = dict(zip(wanted, self._dk.export(wanted, create=False), strict=True))
@@ -332,6 +333,7 @@ class Records:
             fmt.parse(record)  # the precise FormatError first (a bytearray passes)
             record = bytes(record)
         tail = self._tail(subject, context)[1]
+        subject = str.__str__(subject)  # checked: a plain str on (no subclass's __hash__)
         if subject.isascii():
             (key,) = self._dk.resolve((subject,), create=False)
         else:  # any spelling (keysplit.names): the one whose commitment the header names
@@ -429,7 +431,7 @@ class Records:
         if len(subjects) != n:
             raise ValueError("subjects and records must have the same length")
         if names.canonical_subjects(subjects) is not subjects:  # checked before any key
-            raise ValueError("not opened in pieces: a subject is not ASCII")
+            raise ValueError("not opened in pieces: a subject is not ASCII (or not a plain str)")
         owner = self._owners(subjects, n, context, create=False, method="decrypt_into")
         over, head, pre = fmt.OVERHEAD, fmt.HEADER_SIZE, fmt.PREFIX_SIZE
         for (_, prefix, _), r in zip(owner, records, strict=True):
@@ -476,7 +478,9 @@ class Records:
                 again = self._dk.resolve(subjects, create=False)
                 self._explain(subjects, again, records)
                 raise
-        # keys may sit under another spelling (keysplit.names): find each by commitment
+        # keys may sit under another spelling (keysplit.names): find each by commitment;
+        # plain str (checked str above), so a subclass's own __hash__/__eq__ reaches no dict
+        subjects = list(map(str.__str__, subjects))
         found: dict[tuple[str, bytes | None], DataKey | None] = {}
         keys = []
         for s, r in zip(subjects, records, strict=True):

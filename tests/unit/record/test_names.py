@@ -3,6 +3,7 @@ NFC passphrases, with read paths that still find data written under another spel
 
 from __future__ import annotations
 
+import enum
 import os
 import unicodedata
 from pathlib import Path
@@ -644,3 +645,69 @@ def test_the_batch_check_agrees_with_the_subject_check(subjects: list[object]) -
         assert (got is subjects) == all_ascii
     else:
         assert got is want
+
+
+class _Case(enum.StrEnum):
+    """A caller's subjects as a StrEnum whose members hash by name (as Enum does unless
+    str's __hash__ comes first): equal to their value, another hash."""
+
+    U1 = "u1"
+    CAFE = "caf\u00e9"
+    CAFE_NFD = "cafe\u0301"
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+
+class _Mixin(str, enum.Enum):  # noqa: UP042 (the mixin is the point)
+    """str() of a (str, Enum) member is "_Mixin.U1", not its value: never call str()."""
+
+    U1 = "u1"
+
+
+class _Folded(str):
+    """A case-folding str: "A" == "a", one hash."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and str.lower(self) == str.lower(other)
+
+    def __hash__(self) -> int:
+        return hash(str.lower(self))
+
+
+@pytest.mark.parametrize("sub", [_Case.U1, _Case.CAFE, _Case.CAFE_NFD, _Mixin.U1, _Folded("A")])
+def test_every_subject_rule_returns_a_plain_str(sub: str) -> None:
+    """A str subclass came back unchanged from check_subject (NFC input) and from
+    canonical_subjects' all-ASCII batch: the caller's object, with its own __hash__/__eq__,
+    then sat in the key cache where a shred's drop() by the plain spelling missed it."""
+    text = str.__str__(sub)
+    want = unicodedata.normalize("NFC", text)
+    assert type(names.check_subject(sub)) is str and names.check_subject(sub) == want
+    for batch in ([sub], ["ok", sub], [sub, "caf\u00e9"], [sub, sub]):
+        got = names.canonical_subjects(batch)
+        assert got is not batch
+        assert all(type(s) is str for s in got)
+        assert [str.__str__(s) for s in got] == [unicodedata.normalize("NFC", s) for s in batch]
+    spellings = names.subject_spellings(sub)
+    assert all(type(s) is str for s in spellings) and spellings[0] == want
+    assert text in spellings  # the exact spelling, as plain text
+
+
+def test_a_str_subclass_subject_is_shredded_in_process(tmp_path: Path) -> None:
+    """A StrEnum subject with its own hash: encrypt_many raised a bare KeyError from the
+    store (its insert_many looked the enum up among the plain subjects it stored), and
+    the key cache held the enum, which shred("u1")'s in-process drop() missed. Now every
+    subject reaches the stores and caches as a plain str."""
+    kr, shares = keysplit.Keyring.create(tmp_path / "kr", 2, ["a", "b"])
+    with kr.unseal([shares["a"], shares["b"]]) as ukr:
+        many = ukr.encrypt_many([_Case.U1, _Case.CAFE_NFD], [b"1", b"2"])
+        one = ukr.encrypt(b"3", subject=_Case.U1)
+        assert ukr.decrypt_many([_Case.U1, _Case.CAFE], many) == [b"1", b"2"]
+        assert ukr.decrypt(one, subject=_Case.U1) == b"3"
+        assert ukr.shred("u1") and ukr.shred("caf\u00e9")
+        with pytest.raises(ShreddedError):
+            ukr.decrypt_many([_Case.U1], many[:1])
+        with pytest.raises(ShreddedError):
+            ukr.decrypt_many([_Case.CAFE_NFD], many[1:])
+        with pytest.raises(ShreddedError):
+            ukr.decrypt(one, subject=_Case.U1)
