@@ -235,23 +235,29 @@ class KeyAdmin:
         COMMIT): the file keeps the version, the safe side (every process that adopts it
         finds its KEK), and this session follows the file (its keys hold the version, still
         writing under the store's current one; the owner adopts ``meta``:
-        :meth:`take_unconfirmed`), so its next rotate goes on from it. A store that shows
-        ``version`` current after all committed it: the rotation stands."""
+        :meth:`take_unconfirmed`), so its next rotate goes on from it; a store that then
+        shows ``version`` current committed it: the rotation stands.
+
+        A refusal is never taken for a commit, even with ``version`` current by then: that
+        is another process's KEK under the same number (this one lost the store's rotation
+        lock and another host rotated meanwhile); kept, this host's file and that host's
+        would each hold their own KEK as ``version``, and each side's new data keys would
+        not open on the other."""
         store = self._local.store
         try:
             store.set_current_kek(version)
-        except KeyringError as exc:
+        except StoreUnreachableError:
             try:
                 committed = store.state().current_kek == version
             except KeyringError:
                 committed = False
             if committed:
                 return
-            if not isinstance(exc, StoreUnreachableError):
-                self._home.write_keyring(before)
-            else:
-                self._local.set_secrets(secrets, self._local.keks.current)
-                self._unconfirmed = meta
+            self._local.set_secrets(secrets, self._local.keks.current)
+            self._unconfirmed = meta
+            raise
+        except KeyringError:
+            self._home.write_keyring(before)
             raise
 
     def take_unconfirmed(self) -> kf.KeyringMeta | None:

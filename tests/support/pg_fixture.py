@@ -19,7 +19,7 @@ import pytest
 
 from benchmarks._pgserver import PostgresUnavailable, ThrowawayPostgres
 
-__all__ = ["own_postgres", "pg_server", "pytest_runtest_makereport"]
+__all__ = ["end_admin_lock_backend", "own_postgres", "pg_server", "pytest_runtest_makereport"]
 
 SKIP_REASON = "PostgreSQL store tests need a local PostgreSQL"
 _HERE = (str(Path(__file__).relative_to(Path.cwd())) if Path(__file__).is_relative_to(Path.cwd())
@@ -81,3 +81,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     rep = outcome.get_result()
     if rep.skipped and isinstance(rep.longrepr, tuple) and SKIP_REASON in rep.longrepr[2]:
         rep.longrepr = (_HERE, _LINE, rep.longrepr[2])
+
+
+def end_admin_lock_backend(other: object, schema: str) -> None:
+    """Terminate the backend holding the store's admin lock (from ``other``, a psycopg
+    connection) and wait until it is gone: the server has released the lock."""
+    row = other.execute(  # type: ignore[attr-defined]
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+        "((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)",
+        (f"keysplit/{schema}//admin",),
+    ).fetchone()
+    assert row is not None
+    other.execute("SELECT pg_terminate_backend(%s, 30000)", (row[0],))  # type: ignore[attr-defined]

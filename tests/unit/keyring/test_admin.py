@@ -206,8 +206,8 @@ def test_a_rotation_the_store_refuses_puts_the_keyring_file_back(
     set_current_kek raising means nothing was recorded, so the rotation puts the keyring
     file back (it stayed a version ahead: the session's next rotate said "unseal again");
     after a StoreUnreachableError, whether the store recorded it may be unknown, so the
-    file keeps the new KEK and the session follows it; a store that shows the version
-    current recorded it."""
+    file keeps the new KEK and the session follows it; a store that then shows the version
+    current recorded it. A plain refusal stands even with the version current by then."""
     from keysplit import StoreUnreachableError
 
     kr, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
@@ -226,7 +226,7 @@ def test_a_rotation_the_store_refuses_puts_the_keyring_file_back(
 
         def recorded_then_lost(version: int) -> KeyringState:
             real(version)
-            raise KeyringError("connection lost after the commit")
+            raise StoreUnreachableError("connection lost after the commit")
 
         monkeypatch.setattr(store, "set_current_kek", recorded_then_lost)
         assert ku.rotate() == 2  # the store shows 2 current: the rotation stands
@@ -245,6 +245,21 @@ def test_a_rotation_the_store_refuses_puts_the_keyring_file_back(
         assert store.state().current_kek == 4
     with Keyring.open(kr.path).unseal([shares["bob"], shares["carol"]]) as ku:
         assert ku.rotate() == 5
+        # (review4) A refusal was taken as a commit when the store showed the version
+        # current by then: another host's KEK under that number (this process lost the
+        # store's rotation lock and that host rotated; test_postgres_rotation_commit), and
+        # the file kept its own v6 beside the other host's. It is put back now.
+        store, kept = ku.local_data_keys().store, kr.home.read_keyring()
+        commit = store.set_current_kek
+
+        def refused_as_another_committed(version: int) -> KeyringState:
+            commit(version)  # as another host's rotation to the same number does
+            raise KeyringError("lost the rotation lock; nothing was changed")
+
+        monkeypatch.setattr(store, "set_current_kek", refused_as_another_committed)
+        with pytest.raises(KeyringError, match="lost the rotation lock"):
+            ku.rotate()
+        assert kr.home.read_keyring() == kept and store.state().current_kek == 6
 
 
 def test_a_key_insert_catches_up_with_two_rotations_made_meanwhile(

@@ -228,3 +228,51 @@ def test_a_rotation_whose_commit_cannot_be_resolved_keeps_the_new_kek_in_the_fil
         with Keyring.open(kr.path).unseal([shares["b"], shares["c"]], store=again) as ku:
             assert ku.decrypt(record, subject="bob") == b"under 2"
             assert ku.rotate() == 4
+
+
+def test_a_rotation_that_lost_its_lock_to_another_hosts_rotation_does_not_stand(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """(review4) Host A rotates: its keyring file gets its new KEK as v2, then its store
+    connection holding the rotation lock is lost (its backend ended here, as keepalives end
+    one after a network interruption) and host B, with its own copy of the keyring
+    directory, takes the lock and rotates: B's file and the store have B's KEK as v2.
+    A's commit is refused (the lock was lost, nothing changed), but the store showed v2
+    current, so A's rotation was taken as committed: A's file kept A's v2, and a key A
+    made then did not open on B. Now A's refusal stands and its file is put back."""
+    import psycopg
+    from pg_fixture import end_admin_lock_backend
+
+    url = _url(pg_server)
+    conninfo, schema = postgres_conninfo(url)
+    ka, shares = Keyring.create(tmp_path / "a", 2, ["a", "b", "c"])
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # host B's copy of the directory
+    kb = Keyring.open(tmp_path / "b")
+    store_a = open_store(url, keyring_id=ka.keyring_id, home=ka.path, create=True)
+    store_b = open_store(url, keyring_id=kb.keyring_id, home=kb.path)
+    with (
+        ka.unseal([shares["a"], shares["b"]], store=store_a) as ua,
+        kb.unseal([shares["b"], shares["c"]], store=store_b) as ub,
+    ):
+        before = ka.home.read_keyring()
+        real = store_a.set_current_kek
+        rival: list[int] = []
+
+        def lock_lost_then_commit(version: int) -> object:
+            with psycopg.connect(conninfo, autocommit=True) as other:
+                end_admin_lock_backend(other, schema)
+            rival.append(ub.rotate(record=False))  # B takes the released lock: its v2
+            return real(version)
+
+        store_a.set_current_kek = lock_lost_then_commit  # type: ignore[method-assign]
+        with pytest.raises(KeyringError, match="lost the keyring's rotation lock"):
+            ua.rotate(record=False)
+        assert rival == [2] and store_a.state().current_kek == 2
+        assert ka.home.read_keyring() == before  # A's own v2 is gone, not kept beside B's
+        assert _file_meta(ka).kek_versions == (1,)
+        made_on_b = ub.encrypt(b"b", subject="bob")
+    shutil.copy(kb.home.path / "keyring.ksk", ka.home.path / "keyring.ksk")  # as B's hint
+    again = open_store(url, keyring_id=ka.keyring_id, home=ka.path)
+    with Keyring.open(ka.path).unseal([shares["a"], shares["c"]], store=again) as ua:
+        assert ua.decrypt(made_on_b, subject="bob") == b"b"
+        assert ua.rotate(record=False) == 3

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pg_fixture import end_admin_lock_backend
 
 from keysplit import FormatError, Keyring, KeyringError, LegalHoldError, StoreUnreachableError
 from keysplit.store import WrappedKey, check_store_url, open_store
@@ -706,18 +707,6 @@ def test_a_hold_on_every_spelling_of_a_subject_is_one_transaction(
             ku.shred(nfc)
 
 
-def _end_admin_lock_backend(other: object, schema: str) -> None:
-    """Terminate the backend holding the store's admin lock (from ``other``, a psycopg
-    connection) and wait until it is gone: the server has released the lock."""
-    row = other.execute(  # type: ignore[attr-defined]
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
-        "((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)",
-        (f"keysplit/{schema}//admin",),
-    ).fetchone()
-    assert row is not None
-    other.execute("SELECT pg_terminate_backend(%s, 30000)", (row[0],))  # type: ignore[attr-defined]
-
-
 def test_a_rotation_lock_lost_while_held_fails_the_guarded_change(pg_server: object) -> None:
     """(review) admin_lock holds a transaction advisory lock on an idle connection; when
     that connection is lost (keepalives end it after a network interruption; its backend
@@ -735,7 +724,7 @@ def test_a_rotation_lock_lost_while_held_fails_the_guarded_change(pg_server: obj
     try:
         before = store.state()
         with psycopg.connect(conninfo, autocommit=True) as other, store.admin_lock():
-            _end_admin_lock_backend(other, schema)
+            end_admin_lock_backend(other, schema)
             with rival.admin_lock(timeout=5):  # the server released it: another process may
                 pass  # take it while this one still believes it holds it
             with pytest.raises(KeyringError, match="lost the keyring's rotation lock") as info:
@@ -896,7 +885,7 @@ def test_a_lost_rotation_lock_fails_only_the_thread_that_held_it(pg_server: obje
         b = threading.Thread(target=thread_b, daemon=True)
         b.start()
         with psycopg.connect(conninfo, autocommit=True) as other, store.admin_lock():
-            _end_admin_lock_backend(other, schema)
+            end_admin_lock_backend(other, schema)
             a_inside.set()
             assert b_done.wait(60)  # hang guard
             with pytest.raises(KeyringError, match="lost the keyring's rotation lock"):
