@@ -9,6 +9,7 @@ one place (:meth:`Keyring._adopt`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -391,12 +392,32 @@ class Keyring:
             outcome = u.finish()
         if outcome.meta.keyring_id != self.meta.keyring_id:
             raise KeyringError("the unseal outcome belongs to another keyring")
+        outcome = self._current(outcome)
         committed = outcome.switched in ("recovered", "verified")  # here, by these shares
         self._adopt(outcome.meta, None if committed else self.pending)
         opened = UnsealedKeyring(self, outcome.master_key, outcome.secrets, store=store, rng=rng)
         if committed:  # a rekey committed here: tell the fleet (epoch)
             opened.store.note_rekey()
         return opened
+
+    def _current(self, outcome: UnsealOutcome) -> UnsealOutcome:
+        """``outcome`` as the keyring file is now. One kept from before a rekey (its master
+        key no longer opens the file) is refused, changing nothing: it opened a session under
+        the dead master key and put the old metadata back into this object, whose unsealer
+        then refused the new shares. One from before a rotate or retire (the same master
+        key) takes the file's metadata and KEKs."""
+        data = self.home.read_keyring()
+        set_id = kf.parse(data)[0].set_id
+        if set_id != outcome.meta.set_id:
+            raise KeyringError(
+                f"the keyring was rekeyed since these shares were combined (they are of "
+                f"share set {outcome.meta.set_id}, the keyring of {set_id})",
+                hint="unseal again with the current shares",
+            )
+        meta, secrets = kf.open_secrets(data, outcome.master_key)
+        if meta == outcome.meta:
+            return outcome
+        return dataclasses.replace(outcome, meta=meta, secrets=secrets)
 
     def status(self) -> KeyringStatus:
         """Public state of the keyring and counts from its store (no quorum needed)."""

@@ -626,6 +626,48 @@ def test_an_unsealer_serves_again_after_finish(made: tuple[Path, dict[str, Share
         kr.unseal(u.finish()).close()
 
 
+def test_an_unseal_outcome_from_before_a_rekey_is_refused(
+    made: tuple[Path, dict[str, Share]],
+) -> None:
+    """(red team, library misuse) Keyring.unseal(outcome) took any outcome of this keyring:
+    one kept from before a rekey opened a session under the dead master key and put the old
+    metadata back into the Keyring object, whose unsealer then refused the NEW shares as
+    foreign ("does not belong to this keyring"). Now it is refused, naming the rekey, and
+    the Keyring object keeps the current metadata; an outcome from before a rotate (same
+    master key) opens the keyring as the file is now, new KEK included."""
+    path, shares = made
+    kr = Keyring.open(path)
+    u = kr.unsealer()
+    u.add(shares["alice"])
+    u.add(shares["bob"])
+    kept = u.finish()
+    with kr.unseal(kept) as ku:
+        record = ku.encrypt(b"x", subject="s")
+        new = ku.rekey()
+    generation = kr.meta.generation
+    for keyring in (kr, Keyring.open(path)):
+        with pytest.raises(KeyringError, match="rekeyed since") as info:
+            keyring.unseal(kept)
+        assert kept.master_key.hex() not in str(info.value)
+        assert keyring.meta.generation == generation
+        u = keyring.unsealer()
+        u.add(new["bob"])  # the current shares are still this keyring's
+        u.add(new["carol"])
+        with keyring.unseal(u.finish()) as ku:
+            assert ku.decrypt(record, subject="s") == b"x"
+
+    u = kr.unsealer()
+    u.add(new["alice"])
+    u.add(new["carol"])
+    before_rotate = u.finish()
+    with kr.unseal(before_rotate) as ku:
+        version = ku.rotate()
+    with kr.unseal(before_rotate) as ku:  # the file's KEKs, not the outcome's
+        assert kr.meta.current_kek == version
+        assert ku.keks_for_rewrap().versions == (1, version)
+        assert ku.decrypt(record, subject="s") == b"x"
+
+
 @given(
     names=st.lists(st.text(min_size=1, max_size=8), min_size=2, max_size=6, unique=True),
     versions=st.lists(st.integers(1, 2**32 - 1), min_size=1, max_size=4, unique=True),
