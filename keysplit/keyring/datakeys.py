@@ -381,6 +381,9 @@ class LocalDataKeys:
 
     @property
     def keks(self) -> KekSet:
+        """Every KEK; :class:`KeyringError` once closed (never the zeroed placeholder)."""
+        if self._closed:
+            raise KeyringError("the keyring was closed")
         return self._kekset
 
     @property

@@ -226,3 +226,11 @@ def test_closed_keyring_holds_no_keys(tmp_path: Path) -> None:
         ku.data_keys(["u"])
     with pytest.raises(KeyringError, match="closed"):
         ku.audit_key()
+    # (red team) every KEK accessor says so too: keks_for_rewrap() handed back the zeroed
+    # placeholder (version 0, an empty KEK) for a rewrap job to fail on later
+    with pytest.raises(KeyringError, match="closed"):
+        ku.keks_for_rewrap()
+    with pytest.raises(KeyringError, match="closed"):
+        ku.hpke_open(b"\x00" * 80)
+    with pytest.raises(KeyringError, match="closed"):
+        ku.records.export(["u"])
