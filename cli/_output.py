@@ -67,7 +67,11 @@ def print_share_table(title: str, shares: Sequence[WrittenShare]) -> None:
 
 class UnprintableOutput(Exception):
     """Bytes bound for a terminal that would drive it rather than be shown (see
-    :func:`printable_stdout`); raised before any of them is written."""
+    :func:`printable_stdout`); raised before any of them is written, which
+    ``characters_written`` (``BlockingIOError``'s name) tells the writer's caller: a decrypt's
+    ``decrypt-incomplete`` entry counts only bytes that left."""
+
+    characters_written = 0
 
 
 _DRIVES_TERMINAL = re.compile(

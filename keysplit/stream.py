@@ -262,12 +262,25 @@ def _readfull(src: BinaryIO, view: memoryview) -> int:
     return total
 
 
-def _writeall(dst: BinaryIO, view: memoryview) -> None:
-    """Write all of ``view`` (raw files may accept only part of a write)."""
+def _writeall(dst: BinaryIO, view: memoryview, left: list[int] | None = None) -> None:
+    """Write all of ``view`` (raw files may accept only part of a write).
+
+    ``left[0]`` grows by what each write took; a write that raises counts what its
+    exception says it wrote (``characters_written``: a ``BlockingIOError``'s, or 0 from a
+    destination that refuses a write whole before writing any of it, as the CLI's terminal
+    check does), else all that was offered, as it may have left in part."""
     while len(view):
-        n = dst.write(view)
+        try:
+            n = dst.write(view)
+        except BaseException as exc:
+            if left is not None:
+                done = getattr(exc, "characters_written", None)
+                left[0] += min(done, len(view)) if isinstance(done, int) else len(view)
+            raise
         if n is None:
             raise BlockingIOError("non-blocking destination is not supported")
+        if left is not None:
+            left[0] += min(n, len(view))
         if n >= len(view):
             return
         view = view[n:]
@@ -479,7 +492,8 @@ def _decrypt_body(
     released: list[int] | None = None,
 ) -> StreamInfo:
     """:func:`decrypt_stream` after the header: ``src`` is at the body. ``released[0]``
-    grows by each chunk's plaintext as it is written to ``dst``."""
+    grows by the plaintext ``dst`` took (:func:`_writeall`), ``released[1]`` by each
+    authenticated chunk's as it is handed to ``dst``."""
     if context is not None and not _same_context(context, header.context):
         raise IntegrityError("stream context does not match the expected context")
     file_key = _open_file_key(header, opener)
@@ -510,9 +524,9 @@ def _decrypt_body(
             aead.decrypt_into(nonce, bufs[cur][:n], None, pt)
         except InvalidTag:
             raise IntegrityError() from None
-        if released is not None:  # counted before the write: it may leave in part
-            released[0] += len(pt)
-        _writeall(dst, pt)
+        if released is not None:
+            released[1] += len(pt)
+        _writeall(dst, pt, released)
         total += len(pt)
         counter += 1
         if last:
@@ -625,8 +639,9 @@ def _decrypt_to(
     """:func:`decrypt_file` from an open source whose ``header`` may be read already
     (:func:`keysplit.ceremony.decrypt_file` reads it to check the recipient before a quorum
     is asked for: the input is opened once, since a pipe can be read only once).
-    ``released[0]`` counts the plaintext bytes handed to stdout so far (a file's are
-    released only once all authenticated), for the audit entry of a decrypt that fails.
+    ``released`` (two counters) counts the plaintext bytes stdout took so far and those
+    handed to it (a file's are released only once all authenticated), for the audit entry
+    of a decrypt that fails.
     ``before_release(info)`` runs once every chunk is authenticated and before a file OUT
     is put in place (its audit entry: recorded, then released); if it raises, the file is
     not put in place."""

@@ -306,10 +306,12 @@ class Decrypt(Event):
 
 @dataclass(frozen=True)
 class DecryptIncomplete(Event):
-    """A decrypt to a stream (stdout) stopped after ``bytes`` of authenticated plaintext had
-    left the process (a later chunk failed, the input was cut, the reader went away):
-    recorded because that plaintext is out, though the file was never wholly decrypted
-    (``error``: the failure's class name). A decrypt to a file releases nothing on failure."""
+    """A decrypt to a stream (stdout) stopped after authenticated plaintext was handed to it
+    (a later chunk failed, the input was cut, the reader went away, the CLI refused to
+    print it to a terminal): recorded because the quorum decrypted, and ``bytes`` of it
+    left the process (what the stream took: 0 when it refused the first chunk whole),
+    though the file was never wholly decrypted (``error``: the failure's class name). A
+    decrypt to a file releases nothing on failure."""
 
     NAME: ClassVar[str] = "decrypt-incomplete"
     file: str

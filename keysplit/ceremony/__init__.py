@@ -612,7 +612,7 @@ def decrypt_file(
     def run(src: BinaryIO, header: StreamHeader | None) -> Done[StreamInfo]:
         with unsealed(authority, keyring, "decrypt", ()) as ukr:
             by = authority.authorized_by  # known once the quorum has unsealed
-            released = [0]  # plaintext bytes handed to stdout so far
+            released = [0, 0]  # plaintext bytes stdout took so far, and handed to it
             entries: list[AuditEntry] = []
 
             def record(info: StreamInfo) -> None:
@@ -634,7 +634,7 @@ def decrypt_file(
                     before_release=record,
                 )
             except BaseException as exc:
-                if released[0] and not entries:  # plaintext left: on the record, then the error
+                if released[1] and not entries:  # plaintext out: on the record, then the error
                     why = type(exc).__name__
                     done = ev.DecryptIncomplete(in_path, released[0], dict(head.context), why, by)
                     ev.record(ukr.audit_log(), done)

@@ -940,9 +940,26 @@ def test_decrypt_refuses_to_print_what_would_drive_the_terminal(
     hints = [ln for ln in lines if ln.startswith("hint:")]
     assert len(hints) == 1 and "redirect" in hints[0] and "--allow-unprintable" in hints[0]
     assert seen == b""
-    # the quorum did decrypt: on the record, as any decrypt to stdout that stopped
+    # the quorum did decrypt: on the record, as any decrypt to stdout that stopped; and
+    # nothing left (before: the refused chunk's bytes, counted before the write)
     last = Keyring.open(cer.kr).audit_log().entries()[-1]
     assert last.event == "decrypt-incomplete" and last.data["error"] == "UnprintableOutput"
+    assert last.data["bytes"] == 0
+
+
+def test_a_refusal_after_printed_text_records_only_the_bytes_that_left(cer: Ceremony) -> None:
+    """decrypt-incomplete's ``bytes`` counted a chunk before writing it, so a terminal
+    refusal (which writes nothing of the chunk it refuses) was recorded as released: one
+    chunk of text printed, then a binary chunk refused, said two chunks had left. Now the
+    entry counts what stdout took: exactly what reached the terminal."""
+    text = b"plain text line\n" * (MiB // 16)
+    assert len(text) == MiB  # one whole chunk of text, then a binary one
+    p, seen = _decrypt_to_terminal(cer, _encrypt(cer, text + bytes(range(256)) * 64))
+    assert p.returncode == 1, p.stderr
+    assert seen == text
+    last = Keyring.open(cer.kr).audit_log().entries()[-1]
+    assert last.event == "decrypt-incomplete" and last.data["error"] == "UnprintableOutput"
+    assert last.data["bytes"] == len(seen)  # before: MiB + 16384
 
 
 def test_decrypt_prints_plain_text_to_the_terminal_as_it_is(cer: Ceremony) -> None:
