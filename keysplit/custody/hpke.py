@@ -407,6 +407,9 @@ class Identity(_KeyOfCustodian):
             f"fingerprint={self.fingerprint}, private=<redacted>)"
         )
 
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("an Identity cannot be pickled or copied (store it with to_bytes, 0600)")
+
 
 @dataclass(frozen=True)
 class _IdentityFields:

@@ -261,6 +261,9 @@ class PassphraseSealer:
     def __repr__(self) -> str:
         return f"PassphraseSealer(custodian={self.custodian!r}, passphrase=<redacted>)"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("a PassphraseSealer cannot be pickled or copied (it holds a passphrase)")
+
 
 class PassphraseOpener:
     """Opens passphrase-sealed shares; a wrong passphrase is fatal (it cannot be matched)."""
@@ -285,6 +288,9 @@ class PassphraseOpener:
 
     def __repr__(self) -> str:
         return "PassphraseOpener(passphrase=<redacted>)"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("a PassphraseOpener cannot be pickled or copied (it holds a passphrase)")
 
 
 def seal_share_with_passphrase(

@@ -96,6 +96,9 @@ class KeyringSecrets:
     def __repr__(self) -> str:
         return f"KeyringSecrets(<redacted>, kek_versions={sorted(self.keks)})"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("KeyringSecrets cannot be pickled or copied (it holds every KEK)")
+
     def to_bytes(self) -> bytes:
         parts = [bytes([SECRETS_VERSION]), self.x25519_private, struct.pack(">H", len(self.keks))]
         parts += [_KEK.pack(v, k) for v, k in sorted(self.keks.items())]

@@ -52,6 +52,9 @@ class UnsealOutcome:
             f"switched={self.switched}, <redacted>)"
         )
 
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("an UnsealOutcome cannot be pickled or copied (it holds the master key)")
+
 
 class Unsealer:
     """Collects shares one at a time and reports progress.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
+import pickle
 import shutil
 import stat
 import struct
@@ -35,6 +37,7 @@ from keysplit import (
 )
 from keysplit.keyring import KEYRING_FILE, PENDING_FILE, STORE_FILE
 from keysplit.keyring import file as kf
+from keysplit.keyring.unseal import UnsealOutcome
 from keysplit.store import SQLiteKeyStore
 
 NAMES = ["alice", "bob", "carol"]
@@ -46,6 +49,14 @@ def made(tmp_path: Path) -> tuple[Path, dict[str, Share]]:
     path = tmp_path / "kr"
     _, shares = Keyring.create(path, 2, NAMES)
     return path, shares
+
+
+def finished(kr: Keyring, *shares: Share) -> UnsealOutcome:
+    """What an :class:`Unsealer` of ``kr`` fed ``shares`` finishes with."""
+    u = kr.unsealer()
+    for share in shares:
+        u.add(share)
+    return u.finish()
 
 
 def snapshot(path: Path) -> dict[str, bytes]:
@@ -410,6 +421,21 @@ def test_reprs_and_status_hold_no_secrets(made: tuple[Path, dict[str, Share]]) -
         assert repr(key) == "DataKey(<redacted>)"
 
 
+def test_unsealed_secrets_are_never_pickled(made: tuple[Path, dict[str, Share]]) -> None:
+    """(red team) the values an unseal hands a backend, UnsealOutcome (master key, KEKs,
+    X25519 key) and KeyringSecrets, pickled whole: a pickle cache, a multiprocessing
+    argument or a Celery task carried every key out in clear. They refuse, as DataKey does
+    (a rewrap job gets a KekSet, on purpose)."""
+    path, shares = made
+    kr = Keyring.open(path)
+    outcome = finished(kr, shares["alice"], shares["bob"])
+    with kr.unseal(outcome) as ku:
+        for value in (outcome, outcome.secrets, ku.local_data_keys().secrets):
+            for how in (pickle.dumps, copy.deepcopy, copy.copy):
+                with pytest.raises(TypeError, match="cannot be pickled"):
+                    how(value)
+
+
 def test_misuse(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         Keyring.create(tmp_path / "a", 1, NAMES)
@@ -637,10 +663,7 @@ def test_an_unseal_outcome_from_before_a_rekey_is_refused(
     master key) opens the keyring as the file is now, new KEK included."""
     path, shares = made
     kr = Keyring.open(path)
-    u = kr.unsealer()
-    u.add(shares["alice"])
-    u.add(shares["bob"])
-    kept = u.finish()
+    kept = finished(kr, shares["alice"], shares["bob"])
     with kr.unseal(kept) as ku:
         record = ku.encrypt(b"x", subject="s")
         new = ku.rekey()
@@ -650,16 +673,11 @@ def test_an_unseal_outcome_from_before_a_rekey_is_refused(
             keyring.unseal(kept)
         assert kept.master_key.hex() not in str(info.value)
         assert keyring.meta.generation == generation
-        u = keyring.unsealer()
-        u.add(new["bob"])  # the current shares are still this keyring's
-        u.add(new["carol"])
-        with keyring.unseal(u.finish()) as ku:
+        # the current shares are still this keyring's
+        with keyring.unseal(finished(keyring, new["bob"], new["carol"])) as ku:
             assert ku.decrypt(record, subject="s") == b"x"
 
-    u = kr.unsealer()
-    u.add(new["alice"])
-    u.add(new["carol"])
-    before_rotate = u.finish()
+    before_rotate = finished(kr, new["alice"], new["carol"])
     with kr.unseal(before_rotate) as ku:
         version = ku.rotate()
     with kr.unseal(before_rotate) as ku:  # the file's KEKs, not the outcome's
