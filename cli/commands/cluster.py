@@ -301,8 +301,9 @@ def rotate_cmd(
     NEW_DIR every subject shredded in OLD_DIR's store since the last run that had not
     reached NEW_DIR (by a client on another host whose copy of OLD_DIR lacks successor.json:
     copy it there, with NEW_DIR at the same path), and lifts there the holds such a client
-    lifted. A key written in NEW_DIR afresh after a shred is kept. Run it once more after
-    every backend uses NEW_DIR.
+    lifted. Only a key the rotation moved is shredded so (each run records a check value of
+    every key it moves, OLD_DIR/moved.sqlite): a key written in NEW_DIR afresh is kept. Run
+    it once more after every backend uses NEW_DIR, before retiring OLD_DIR.
 
     Example: keysplit cluster create cl2 ...; keysplit cluster rotate cl cl2 --token-file t
 

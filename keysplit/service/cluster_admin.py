@@ -19,7 +19,7 @@ import json
 import os
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from ..errors import ClusterError, FormatError, KeysplitError
 from ..store import open_store
 from ..store.base import Lease, check_batch_size
 from . import _wire as wire
+from ._moved_ledger import MovedLedger, moved_check
 from .cluster_client import FLUSH_TAG, NO_TLS, ClusterClient, TlsFiles, node_info, reached_tag
 from .cluster_config import (
     CLUSTER_FILE,
@@ -573,13 +574,14 @@ def rotate_cluster(
     old directory (without the marker), is carried at the end of every run: a subject
     with a key in the new store, none in the old one and a tombstone in the old store
     since the last run's carry (``successor.json``'s ``since``, then advanced) is shredded
-    in the new one, unless that shred reached the new cluster itself (its tombstones in
-    the old store say so: :func:`~keysplit.service.cluster_client.reached_tag`), so a key
-    written in the new cluster afresh after the shred is kept. A shred applies to the key
-    it was made against: a subject shredded through a copy without the marker before this
-    run moved it, then written in the new cluster afresh *before* the next run, is the one
-    case told apart by no store (SECURITY.md). Run it again once every backend uses
-    ``new_dir``, before retiring the old cluster.
+    in the new one if the new store's key is one the rotation moved: each run records a
+    check value of every key before it stores it in the new cluster (``old_dir/moved.sqlite``,
+    :mod:`._moved_ledger`), so a key written in the new cluster afresh is kept. A shred
+    applies to the key it was made against. A rotation begun by code without the ledger
+    (``successor.json`` without ``ledger``) carries by the old store's tombstone marks
+    alone (:func:`~keysplit.service.cluster_client.reached_tag`: skipped if the shred
+    reached the new cluster). Run it again once every backend uses ``new_dir``, before
+    retiring the old cluster.
     """
     check_batch_size(batch_size)
     with (
@@ -617,31 +619,53 @@ def rotate_cluster(
                 new.config.cluster_id,
                 str(Path(new_dir).resolve()),
                 ostore.state().tombstone_seq,
+                ledger=True,
             )
+            MovedLedger(old_dir, create=True).close()  # before the marker that names it
             succ.write(old_dir)
-        _sync_holds(old_dir, old, new, succ)
-        moved, late, after = 0, 0, ""
-        while True:
-            # every row: no key is ever stored under version 0, so all are "stale" for it
-            rows = ostore.stale_batch(0, after, batch_size)
-            if not rows:
-                break
-            after = rows[-1].subject
-            subjects = [r.subject for r in rows]
-            raws = old.datakeys.export(subjects, create=False)
-            # a key that vanished was shredded meanwhile (and in the new cluster with it)
-            keep = [(s, k) for s, k in zip(subjects, raws, strict=True) if k is not None]
-            if keep:
-                moved += new.datakeys.adopt([s for s, _ in keep], [k for _, k in keep])
-                # shredded in OLD after the export, before the adopt: a shred whose step in
-                # NEW found no key yet (and marked NEW reached) must not leave it there now
-                now = ostore.get_many([s for s, _ in keep])
-                late += sum(new.shred(s) for s, _ in keep if s not in now)
-        carried, upto = _carry_shreds(old, new, succ.since, batch_size)
-        cur = read_successor(old_dir)
-        if cur is not None and cur.cluster_id == succ.cluster_id and cur.since < upto:
-            Successor(cur.cluster_id, cur.directory, upto, cur.held).write(old_dir)  # once
-        return Rotated(moved, late + carried)
+        ledger = MovedLedger(old_dir, create=False) if succ.ledger else None
+        try:
+            return _rotate(old_dir, old, new, succ, ledger, batch_size)
+        finally:
+            if ledger is not None:
+                ledger.close()
+
+
+def _rotate(
+    old_dir: str | os.PathLike[str],
+    old: ClusterClient,
+    new: ClusterClient,
+    succ: Successor,
+    ledger: MovedLedger | None,
+    batch_size: int,
+) -> Rotated:
+    """:func:`rotate_cluster` once the successor is recorded: holds, keys, shreds."""
+    ostore, ncid = old.datakeys.store, new.config.cluster_id
+    _sync_holds(old_dir, old, new, succ)
+    moved, late, after = 0, 0, ""
+    while True:
+        # every row: no key is ever stored under version 0, so all are "stale" for it
+        rows = ostore.stale_batch(0, after, batch_size)
+        if not rows:
+            break
+        after = rows[-1].subject
+        subjects = [r.subject for r in rows]
+        raws = old.datakeys.export(subjects, create=False)
+        # a key that vanished was shredded meanwhile (and in the new cluster with it)
+        keep = [(s, k) for s, k in zip(subjects, raws, strict=True) if k is not None]
+        if keep:
+            if ledger is not None:  # recorded before NEW stores them: none goes unrecorded
+                ledger.add(moved_check(ncid, s, k) for s, k in keep)
+            moved += new.datakeys.adopt([s for s, _ in keep], [k for _, k in keep])
+            # shredded in OLD after the export, before the adopt: a shred whose step in
+            # NEW found no key yet (and marked NEW reached) must not leave it there now
+            now = ostore.get_many([s for s, _ in keep])
+            late += sum(new.shred(s) for s, _ in keep if s not in now)
+    carried, upto = _carry_shreds(old, new, succ.since, batch_size, ledger)
+    cur = read_successor(old_dir)
+    if cur is not None and cur.cluster_id == succ.cluster_id and cur.since < upto:
+        replace(cur, since=upto).write(old_dir)  # carried: once
+    return Rotated(moved, late + carried)
 
 
 def _sync_holds(
@@ -662,17 +686,22 @@ def _sync_holds(
         nstore.set_legal_holds(lift, False)
     cur = read_successor(old_dir)
     if cur is not None and cur.cluster_id == succ.cluster_id and cur.held != now:
-        Successor(cur.cluster_id, cur.directory, cur.since, frozenset(now)).write(old_dir)
+        replace(cur, held=frozenset(now)).write(old_dir)
 
 
 def _carry_shreds(
-    old: ClusterClient, new: ClusterClient, since: int, batch_size: int
+    old: ClusterClient,
+    new: ClusterClient,
+    since: int,
+    batch_size: int,
+    ledger: MovedLedger | None,
 ) -> tuple[int, int]:
     """Shred in ``new`` each subject it holds that ``old`` shredded after ``since`` (its
     tombstone tag in the old store) and up to the old store's tombstone sequence number
-    now, unless that shred reached ``new`` itself (its last tombstone there is followed by
-    its :func:`reached_tag` for ``new``): a key made in ``new`` afresh after such a shred
-    is another key, which the shred never meant. Returns (how many, that sequence number):
+    now, if ``new``'s key is one the rotation moved (its check value in ``ledger``), or
+    without a ledger unless that shred reached ``new`` itself (its last tombstone there is
+    followed by its :func:`reached_tag` for ``new``): a key made in ``new`` afresh is
+    another key, which the shred never meant. Returns (how many, that sequence number):
     the next run carries only later shreds, so a subject shredded before this run and
     written in ``new`` afresh after it keeps its new key."""
     ostore, nstore = old.datakeys.store, new.datakeys.store
@@ -684,7 +713,12 @@ def _carry_shreds(
         seq = batch[-1].seq
     cid = new.config.cluster_id
     # FLUSH_TAG: a shred whose subject its nodes could not tag: unknowable
-    tags = {t for t, q in last.items() if t != FLUSH_TAG and last.get(reached_tag(cid, t), 0) < q}
+    if ledger is None:  # a rotation begun without the ledger: by the marks alone
+        tags = {
+            t for t, q in last.items() if t != FLUSH_TAG and last.get(reached_tag(cid, t), 0) < q
+        }
+    else:  # whether it reached NEW or not, NEW's key goes only if it is the one moved
+        tags = set(last) - {FLUSH_TAG}
     if not tags:
         return 0, upto
     shredded, after = 0, ""
@@ -700,6 +734,13 @@ def _carry_shreds(
             for s, t in zip(gone_here, old.datakeys.tombstone_tags(gone_here), strict=True)
             if t in tags
         ]
+        if ledger is not None and hit:
+            keys = new.datakeys.export(hit, create=False)
+            checks = {
+                s: moved_check(cid, s, k) for s, k in zip(hit, keys, strict=True) if k is not None
+            }
+            known = ledger.known(list(checks.values()))
+            hit = [s for s, c in checks.items() if c in known]
         shredded += sum(new.shred(s) for s in hit)
     return shredded, upto
 

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from .. import _json
 from .._fileio import atomic_write
 from ..errors import ClusterError, FormatError
+from ._moved_ledger import MOVED_FILE
 
 __all__ = [
     "CLUSTER_FILE",
@@ -255,12 +256,19 @@ class Successor:
 
     ``held``: the :func:`hold_digest` of each legal hold this cluster's store had when the
     last run copied them to the successor, so the next run lifts there the holds lifted
-    here since (through a copy of ``DIR`` without this file) and no other."""
+    here since (through a copy of ``DIR`` without this file) and no other.
+
+    ``ledger``: the rotation records a check value of every key it moves in
+    ``DIR/moved.sqlite`` (:mod:`._moved_ledger`), from its first run on, and carries a shred
+    only onto a key it moved. False for a rotation begun by code before the ledger (and
+    after such code rewrote the file, which drops the field): its carry then goes by the
+    shreds' tombstone marks alone."""
 
     cluster_id: str
     directory: str
     since: int
     held: frozenset[str] = frozenset()
+    ledger: bool = False
 
     def write(self, directory: str | os.PathLike[str]) -> Path:
         path = Path(directory) / SUCCESSOR_FILE
@@ -271,6 +279,8 @@ class Successor:
         }
         if self.held:
             doc["held"] = sorted(self.held)
+        if self.ledger:
+            doc["ledger"] = MOVED_FILE
         atomic_write(path, json.dumps(doc, indent=1).encode() + b"\n", mode=0o644)
         return path
 
@@ -297,6 +307,7 @@ def read_successor(directory: str | os.PathLike[str]) -> Successor | None:
     try:
         cid, where, since = doc["cluster_id"], doc["directory"], doc["since"]
         held = doc.get("held", [])
+        ledger = "ledger" in doc
     except (KeyError, TypeError, AttributeError):
         raise FormatError(f"{path}: malformed") from None
     if (
@@ -308,6 +319,7 @@ def read_successor(directory: str | os.PathLike[str]) -> Successor | None:
         or since < 0
         or not isinstance(held, list)
         or not all(isinstance(h, str) and _HEX16.fullmatch(h) for h in held)
+        or (ledger and doc["ledger"] != MOVED_FILE)
     ):
         raise FormatError(f"{path}: malformed")
-    return Successor(cid, where, since, frozenset(held))
+    return Successor(cid, where, since, frozenset(held), ledger)

@@ -192,3 +192,44 @@ def test_successor_json_keeps_the_copied_holds_digests_and_refuses_bad_ones(
         (tmp_path / "successor.json").write_text(json.dumps(doc))
         with pytest.raises(FormatError):
             read_successor(tmp_path)
+
+
+def test_successor_json_says_whether_the_rotation_keeps_a_ledger_of_moved_keys(
+    tmp_path: Path,
+) -> None:
+    """(cluster5) ``ledger``: the rotation records a check value of each key it moves in
+    ``moved.sqlite`` beside it. A file without the field (written by code before it, or
+    rewritten by such code, which drops it) reads as no ledger; any other value is
+    refused. Readers ignore fields they do not know, as code before it ignores this one;
+    a ledger the file names but the directory lacks is an error, not an empty ledger."""
+    from keysplit.service._moved_ledger import MovedLedger, moved_check
+
+    cid = "ab" * 16
+    kept = Successor(cid, "/x/new", 7, ledger=True)
+    kept.write(tmp_path)
+    assert json.loads((tmp_path / "successor.json").read_text())["ledger"] == "moved.sqlite"
+    assert read_successor(tmp_path) == kept
+    doc = {"cluster_id": cid, "directory": "/x/new", "since": 7, "later": {"x": 1}}
+    (tmp_path / "successor.json").write_text(json.dumps(doc))
+    assert read_successor(tmp_path) == Successor(cid, "/x/new", 7)
+    for bad in ("../keys.sqlite", True, 1, None, ""):
+        doc = {"cluster_id": cid, "directory": "/x/new", "since": 7, "ledger": bad}
+        (tmp_path / "successor.json").write_text(json.dumps(doc))
+        with pytest.raises(FormatError):
+            read_successor(tmp_path)
+    with pytest.raises(ClusterError, match=r"moved\.sqlite is missing"):
+        MovedLedger(tmp_path, create=False)
+    key = bytes(range(16))
+    check = moved_check(cid, "contacts/\u00e9", key)
+    assert len(check) == 16 and b"contacts" not in check
+    assert check not in {
+        moved_check("cd" * 16, "contacts/\u00e9", key),
+        moved_check(cid, "contacts/e\u0301", key),
+        moved_check(cid, "contacts/\u00e9", bytes(16)),
+    }
+    with MovedLedger(tmp_path, create=True) as led:
+        led.add([check])
+        led.add([check])  # each run records every key it moves again: once
+    with MovedLedger(tmp_path, create=False) as led:
+        assert led.known([check, bytes(16)]) == {check}
+    assert (tmp_path / "moved.sqlite").stat().st_mode & 0o777 == 0o644

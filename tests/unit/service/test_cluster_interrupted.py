@@ -607,6 +607,40 @@ def test_a_rotation_carries_a_shred_only_onto_the_key_it_was_made_against(
         assert c.decrypt_many([a, c3], [fresh_a, fresh_c]) == [b"a afresh", b"c afresh"]
 
 
+def test_a_key_never_moved_is_not_carried_onto_one_written_in_new_afresh(
+    cluster: Cluster,
+) -> None:
+    """(cluster5, data loss) A subject written in OLD after a run moved the keys, shredded
+    through a copy of OLD without the marker (so the key it was made against never
+    reached NEW), then written in NEW afresh before the next run: the run's carry shredded
+    that new key (SECURITY.md called the case one no store tells apart and asked for
+    another run). Now each run records a check value of every key it moves (OLD's
+    successor ledger) and the carry shreds in NEW only a key the rotation moved there; a
+    moved key shredded through such a copy is still carried."""
+    t, tok = cluster.tmp, cluster.token
+    old, new = _create(cluster, "cl-led-old"), _create(cluster, "cl-led-new")
+    x, m = "contacts/led-x", "contacts/led-m"
+    rotate = ["cluster", "rotate", old.name, new.name, "--token-file", "token", "--json"]
+    with ClusterClient(old, token=tok, timeout=20) as c:
+        moved_rec = c.encrypt(b"m", subject=m)
+    r = cli(*rotate, cwd=t)
+    assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 1, "shredded": 0}, r.stderr
+    with ClusterClient(old, token=tok, timeout=20) as c:  # after the run: never moved
+        c.encrypt(b"x in old", subject=x)
+    with ClusterClient(_marker_less_copy(old, "cl-led-copy"), token=tok, timeout=20) as c:
+        assert c.shred(x) and c.shred(m)
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        assert c.datakeys.store.get_many([x]) == {}
+        fresh = c.encrypt(b"x afresh", subject=x)
+    r = cli(*rotate, cwd=t)
+    assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 0, "shredded": 1}, r.stderr
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        assert c.decrypt(fresh, subject=x) == b"x afresh"
+        assert sorted(c.datakeys.store.get_many([x, m])) == [x]
+        with pytest.raises(ShreddedError):
+            c.decrypt(moved_rec, subject=m)
+
+
 def test_a_rotation_copies_the_legal_holds_in_one_transaction(cluster: Cluster) -> None:
     """(cluster3) ``cluster rotate OLD NEW`` copied OLD's legal holds to NEW one
     transaction each (a store epoch each; a rotation cut among them left NEW with some of
@@ -653,6 +687,42 @@ def test_a_key_shredded_while_the_rotation_moves_it_does_not_live_on_in_new(
     done = rotate_cluster(old, new, token=tok)
     assert shredded == [True]
     assert (done.moved, done.shredded) == (1, 1)
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        assert c.datakeys.store.get_many([s]) == {}
+        with pytest.raises(ShreddedError):
+            c.decrypt(rec, subject=s)
+
+
+def test_a_run_killed_after_storing_a_key_shredded_meanwhile_is_finished_by_the_next(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(cluster5) The shred of the test above, when the run dies right after it stored the
+    key in NEW (before its re-check): OLD's tombstones said the shred had reached NEW, so
+    no later run carried it and the shredded key lived on in NEW. Now the carry goes by the
+    ledger of moved keys: NEW's key is the moved one, so the next run shreds it."""
+    from keysplit.service.cluster_admin import rotate_cluster
+
+    tok = cluster.token
+    old, new = _create(cluster, "cl-kill-old"), _create(cluster, "cl-kill-new")
+    s = "contacts/kill-a"
+    with ClusterClient(old, token=tok, timeout=20) as c:
+        rec = c.encrypt(b"a", subject=s)
+    adopt = ClusterDataKeys.adopt
+
+    def shred_then_die(self: ClusterDataKeys, subjects: list[str], raws: list[bytes]) -> int:
+        with ClusterClient(old, token=tok, timeout=20) as c:  # marker: reaches NEW (no key)
+            assert c.shred(s)
+        adopt(self, subjects, raws)
+        raise KeyboardInterrupt  # the run is killed after the key is stored in NEW
+
+    with monkeypatch.context() as m:
+        m.setattr(ClusterDataKeys, "adopt", shred_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            rotate_cluster(old, new, token=tok)
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        assert sorted(c.datakeys.store.get_many([s])) == [s]  # the shredded key, in NEW
+    done = rotate_cluster(old, new, token=tok)
+    assert (done.moved, done.shredded) == (0, 1)
     with ClusterClient(new, token=tok, timeout=20) as c:
         assert c.datakeys.store.get_many([s]) == {}
         with pytest.raises(ShreddedError):
