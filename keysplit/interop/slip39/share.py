@@ -118,7 +118,8 @@ class Slip39Share:
 
     @classmethod
     def from_mnemonic(cls, mnemonic: str) -> Slip39Share:
-        """Parse a mnemonic (case and runs of whitespace are ignored).
+        """Parse a mnemonic (case and runs of whitespace are ignored; text that is not ASCII
+        is read through NFKC and must then be ASCII: :func:`.wordlist.words_to_indices`).
 
         Raises :class:`FormatError` (unknown word, bad length or padding, impossible
         parameters) or :class:`ChecksumError`.

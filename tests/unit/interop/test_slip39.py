@@ -253,3 +253,76 @@ def test_deterministic_rng_is_reproducible() -> None:
         2, [(2, 3), (1, 1)], SECRET16, iteration_exponent=0, rng=DeterministicRandom("x")
     )
     assert a == b
+
+
+def _mnemonic() -> str:
+    return slip39.generate_mnemonics(
+        1, [(1, 1)], SECRET16, iteration_exponent=0, rng=DeterministicRandom("nfkc")
+    )[0][0]
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [
+        lambda m: m.replace("k", "\u212a"),  # KELVIN SIGN: NFKC "K"
+        lambda m: m.replace(" ", "\u00a0"),  # NO-BREAK SPACE, pasted from a document
+        lambda m: m.replace(" ", "\u3000"),  # IDEOGRAPHIC SPACE
+        lambda m: m.replace(" ", "\u2003 "),  # EM SPACE and a space
+        lambda m: m.upper().replace(" ", "\u202f"),  # NARROW NO-BREAK SPACE
+    ],
+    ids=["kelvin", "nbsp", "ideographic-space", "em-space", "narrow-nbsp-upper"],
+)
+def test_other_unicode_forms_of_letters_and_spaces_read_as_the_reference_reads_them(
+    spell,
+) -> None:
+    """Letters and spaces that NFKC maps to ASCII read as the ASCII mnemonic, as the
+    reference (shamir-mnemonic: lower case, split on Unicode whitespace) reads them too."""
+    m = _mnemonic()
+    odd = spell(m)
+    assert odd != m and not odd.isascii()
+    assert slip39.decode_mnemonic(odd) == slip39.decode_mnemonic(m)
+    assert shamir_mnemonic.share.Share.from_mnemonic(
+        odd
+    ) == shamir_mnemonic.share.Share.from_mnemonic(m)
+    assert slip39.combine_mnemonics([odd]) == shamir_mnemonic.combine_mnemonics([odd]) == SECRET16
+
+
+def test_fullwidth_letters_are_read_as_letters() -> None:
+    """Fullwidth letters (a CJK input method's) are the letters under NFKC: read as the
+    ASCII mnemonic (before: "not in the wordlist"). The reference refuses them; keysplit
+    reads a superset there, and the RS1024 checksum still checks the share."""
+    m = _mnemonic()
+    wide = "".join(chr(ord(c) + 0xFEE0) if "a" <= c <= "z" else c for c in m)
+    assert slip39.decode_mnemonic(wide) == slip39.decode_mnemonic(m)
+    with pytest.raises(shamir_mnemonic.MnemonicError):
+        shamir_mnemonic.share.Share.from_mnemonic(wide)
+
+
+@pytest.mark.parametrize(
+    ("sep", "why"),
+    [("\u2028", "LINE SEPARATOR"), ("\u0085", "NEL"), ("\u1680", "OGHAM SPACE MARK")],
+)
+def test_a_separator_nfkc_does_not_make_a_space_is_refused(sep: str, why: str) -> None:
+    """The reference splits on any Unicode whitespace (so it takes these); keysplit
+    (before: the same, by str.split) now refuses a separator NFKC leaves non-ASCII, with
+    a message that says so rather than reading text it cannot show the custodian."""
+    m = _mnemonic()
+    odd = m.replace(" ", sep, 1)
+    assert shamir_mnemonic.share.Share.from_mnemonic(
+        odd
+    ) == shamir_mnemonic.share.Share.from_mnemonic(m)
+    with pytest.raises(FormatError) as exc:
+        slip39.decode_mnemonic(odd)
+    assert "not a space" in str(exc.value), why
+
+
+@pytest.mark.parametrize("bad", ["\u00e9", "\u0130", "\u0131", "\ud800", "\u0430"])
+def test_a_word_still_not_ascii_after_nfkc_names_its_position(bad: str) -> None:
+    """é, dotted capital I, dotless i, a lone surrogate, Cyrillic а (looks like "a"):
+    refused with the word's position and why, never the word (part of a secret)."""
+    words = _mnemonic().split()
+    words[3] = words[3][:2] + bad + words[3][3:]
+    with pytest.raises(FormatError) as exc:
+        slip39.decode_mnemonic(" ".join(words))
+    msg = str(exc.value)
+    assert "word 4" in msg and "not a letter a-z" in msg and words[3] not in msg
