@@ -47,6 +47,7 @@ __all__ = [
     "MAX_SUBJECT_BYTES",
     "canonical_prefix",
     "canonical_subjects",
+    "check_batch",
     "check_custodian_name",
     "check_custodian_names",
     "check_subject",
@@ -140,6 +141,14 @@ def canonical_prefix(prefix: str) -> str:
     NFC, with no length bound (it is text to compare, not a subject). TypeError for a
     non-str, ValueError for text that is not valid Unicode."""
     return _nfc(prefix, "subject prefix")
+
+
+def check_batch(subjects: object) -> None:
+    """``TypeError`` for one string where a batch of subjects is due: iterated, its
+    characters were taken for subjects (``data_keys("user-42", create=True)`` created keys
+    for "u", "s", "e"...; ``Client.shred_many("alice")`` shredded "a", "l", "i"...)."""
+    if isinstance(subjects, str | bytes):
+        raise TypeError("subjects must be a sequence of subjects, not one string")
 
 
 def canonical_subjects(subjects: Sequence[str]) -> Sequence[str]:

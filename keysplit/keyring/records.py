@@ -52,14 +52,6 @@ _PLAIN_CONTEXT = (dict, type(None))  # the contexts the single-record memo compa
 _RECORD_PREFIX = fmt.MAGIC + bytes([fmt.VERSION, fmt.SUITE_AES128GCM_HKDF_COMMIT])
 
 
-def _many(subjects: Sequence[str]) -> None:
-    """``TypeError`` for one string where a batch of subjects is due: iterated, its
-    characters were taken for subjects (``data_keys("user-42", create=True)`` created keys
-    for "u", "s", "e"...)."""
-    if isinstance(subjects, str | bytes):
-        raise TypeError("subjects must be a sequence of subjects, not one string")
-
-
 def _no_cached_key(subject: str) -> DataKey | None:
     """``cached_key`` of a :class:`DataKeys` without one: always the full path."""
     return None
@@ -169,7 +161,7 @@ class Records:
     def keys(self, subjects: Sequence[str], *, create: bool = False) -> list[DataKey | None]:
         """The data key of each subject (``None`` where it has none, unless ``create``,
         which makes it under the NFC spelling); any stored spelling is found."""
-        _many(subjects)
+        names.check_batch(subjects)
         canon = names.canonical_subjects(subjects)  # checked before any key is asked for
         if create or canon is subjects:  # (all ASCII: the one spelling)
             return self._dk.resolve(canon, create=create)
@@ -178,7 +170,7 @@ class Records:
     def export(self, subjects: Sequence[str], *, create: bool = False) -> list[bytes | None]:
         """Raw 16-byte data keys, found as :meth:`keys` finds them (the key service's
         ``datakey`` endpoint and jobs handing keys to workers). Secret."""
-        _many(subjects)
+        names.check_batch(subjects)
         canon = names.canonical_subjects(subjects)  # checked before any key is asked for
         if create or canon is subjects:  # (all ASCII: the one spelling)
             return self._dk.export(canon, create=create)
@@ -356,7 +348,7 @@ class Records:
     ) -> list[bytes]:
         """Seal many records (``subjects[i]`` owns ``plaintexts[i]``) in one pass."""
         n = len(plaintexts)
-        _many(subjects)
+        names.check_batch(subjects)
         if len(subjects) != n:
             raise ValueError("subjects and plaintexts must have the same length")
         subjects = names.canonical_subjects(subjects)
@@ -378,7 +370,7 @@ class Records:
         the caller must not use the function after the keys may have changed (a seal or a
         shred), as it seals with the keys resolved here."""
         n = len(plaintexts)
-        _many(subjects)
+        names.check_batch(subjects)
         if len(subjects) != n:
             raise ValueError("subjects and plaintexts must have the same length")
         subjects = names.canonical_subjects(subjects)
@@ -427,7 +419,7 @@ class Records:
         whole, which says precisely what is wrong. Plaintext ``i`` is
         ``len(records[i]) - OVERHEAD`` bytes long."""
         n = len(records)
-        _many(subjects)
+        names.check_batch(subjects)
         if len(subjects) != n:
             raise ValueError("subjects and records must have the same length")
         if names.canonical_subjects(subjects) is not subjects:  # checked before any key
@@ -466,7 +458,7 @@ class Records:
     ) -> list[bytes]:
         """Open many records; all-or-nothing (:class:`IntegrityError` if any fails)."""
         n = len(records)
-        _many(subjects)
+        names.check_batch(subjects)
         if len(subjects) != n:
             raise ValueError("subjects and records must have the same length")
         keys: list[DataKey]

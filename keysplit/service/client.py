@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import names
 from ..errors import FormatError, IntegrityError, KeysplitError, NoDataKeyError, ShreddedError
 from ..keyring import KeyringStatus
 from ..keyring.admin import check_hold
@@ -614,6 +615,7 @@ class Client:
         self, subjects: Sequence[str], plaintexts: Sequence[bytes], context: Context = None
     ) -> list[bytes]:
         """Seal many records (``subjects[i]`` owns ``plaintexts[i]``) in one request."""
+        names.check_batch(subjects)
         subjects, plaintexts = list(subjects), list(plaintexts)
         if len(subjects) != len(plaintexts):
             raise ValueError("subjects and plaintexts must have the same length")
@@ -625,6 +627,7 @@ class Client:
         self, subjects: Sequence[str], records: Sequence[bytes], context: Context = None
     ) -> list[bytes]:
         """Open many records; all-or-nothing, like :meth:`UnsealedKeyring.decrypt_many`."""
+        names.check_batch(subjects)
         subjects, records = list(subjects), list(records)
         if len(subjects) != len(records):
             raise ValueError("subjects and records must have the same length")
@@ -661,6 +664,7 @@ class Client:
     def _datakeys(
         self, subjects: Sequence[str], *, create: bool, missing_ok: bool
     ) -> list[bytes | None]:
+        names.check_batch(subjects)
         subjects = list(subjects)
         body = wire.encode_parts({"create": bool(create)}, [None] * len(subjects), subjects)
         head, _, out = self._frame_request("/v1/datakey", body, len(subjects))
@@ -686,6 +690,7 @@ class Client:
         return bool(self.shred_many([subject])[0])
 
     def shred_many(self, subjects: Sequence[str]) -> list[bool]:
+        names.check_batch(subjects)
         if self._remote is not None:
             self._remote.evict(subjects)
         return [

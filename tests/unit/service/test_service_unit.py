@@ -617,3 +617,34 @@ def test_token_ceremonies_change_nothing_when_their_entry_cannot_be_appended(
     after = ukr.status()
     assert (after.kek_versions, after.current_kek, after.legal_holds) == ((1, 2), 2, 0)
     assert ukr.decrypt(rec, subject="u/1") == b"x"  # not shredded
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_client_batch_calls_refuse_one_string_for_subjects(
+    monkeypatch: pytest.MonkeyPatch, cached: bool
+) -> None:
+    """(red team) Client's batch calls turned their subjects into a list first, so one string
+    was taken character by character, past the record engine's own check:
+    ``shred_many("alice")`` shredded subjects "a", "l", "i", "c", "e", ``datakeys("ab")``
+    created keys for "a" and "b", ``encrypt_many("ab", [b"1", b"2"])`` sealed for them. Each
+    is a TypeError now, before anything is sent."""
+    sent: list[object] = []
+
+    def send(self: keysplit.Client, path: str, *args: object, **kw: object) -> object:
+        sent.append((path, args))
+        raise AssertionError("nothing may be sent")
+
+    for name in ("_items", "_batch", "_frame_request", "fetch_datakeys"):
+        monkeypatch.setattr(keysplit.Client, name, send)
+    c = keysplit.Client("unix:/unused", cache_max_age=60 if cached else None)
+    calls = [
+        lambda: c.shred_many("ab"),
+        lambda: c.datakeys("ab"),
+        lambda: c.encrypt_many("ab", [b"1", b"2"]),
+        lambda: c.decrypt_many("ab", [b"1", b"2"]),
+        lambda: c.encrypt_many(b"ab", [b"1", b"2"]),  # type: ignore[arg-type]
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match="not one string"):
+            call()
+    assert sent == []
