@@ -130,6 +130,13 @@ class PlaintextTooLargeError(KeysplitError, ValueError):
     """
 
 
+def _strided() -> TypeError:
+    """A plaintext buffer AES-GCM cannot take whole (a strided ``memoryview``, ``view[::2]``):
+    cryptography's ``BufferError`` as the TypeError of any other bad plaintext. From the
+    sealing calls' except clauses only: no check per record."""
+    return TypeError("plaintext must be bytes or a contiguous buffer (not a strided view)")
+
+
 def _too_large() -> PlaintextTooLargeError:
     return PlaintextTooLargeError(
         f"a record holds at most {MAX_PLAINTEXT_BYTES} bytes of plaintext",
@@ -339,6 +346,8 @@ def encrypt(
         return seal(key, (rng or default_rng()).random_bytes(NONCE_SIZE), plaintext, tail)
     except OverflowError:  # cryptography's length check (MAX_PLAINTEXT_BYTES)
         raise _too_large() from None
+    except BufferError:
+        raise _strided() from None
 
 
 def open_with_tail(
@@ -490,6 +499,8 @@ def seal_groups(groups: Iterable[Group], plaintexts: Sequence[bytes], nonces: by
                 done[i] = header + enc(nonce, plaintexts[i], header + tail)
     except OverflowError:  # cryptography's length check (MAX_PLAINTEXT_BYTES)
         raise _too_large() from None
+    except BufferError:
+        raise _strided() from None
     return done
 
 

@@ -286,6 +286,8 @@ class Records:
             return header + key._aead.encrypt(nonce, plaintext, header + tail)
         except OverflowError:  # cryptography's length check (fmt.MAX_PLAINTEXT_BYTES)
             raise fmt._too_large() from None
+        except BufferError:
+            raise fmt._strided() from None
 
     def decrypt(
         self, record: bytes, *, subject: str, context: Mapping[str, str] | None = None

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from ..audit import AuditLog
 from ..errors import KeyringError, KeysplitError
 from ..hazmat import hpke as hpke_helper
-from ..record import MAX_PLAINTEXT_BYTES, PlaintextTooLargeError
+from ..record import MAX_PLAINTEXT_BYTES, PlaintextTooLargeError, _strided
 from ..rng import RandomSource, default_rng
 from ..share import Share, split
 from ..store import KeyStore, check_store_url, default_store_url, open_store
@@ -78,6 +78,8 @@ def hpke_seal(
             f"hpke_seal takes at most {MAX_PLAINTEXT_BYTES} bytes of plaintext",
             hint="seal larger data as a stream (keysplit.encrypt_stream, `keysplit encrypt`)",
         ) from None
+    except BufferError:
+        raise _strided() from None
 
 
 def _leftover(home: KeyringHome) -> str | None:

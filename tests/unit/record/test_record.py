@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import struct
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from paths import VECTORS_DIR
 
 from keysplit import FormatError, IntegrityError, KeysplitError, names, record
+from keysplit.keyring import UnsealedKeyring
 from keysplit.record import DataKey
 from keysplit.rng import DeterministicRandom
 
@@ -324,29 +326,52 @@ def over_the_limit(tmp_path: Path) -> Iterator[memoryview]:
     m.close()
 
 
+@contextlib.contextmanager
+def sealing_calls(
+    tmp_path: Path, plaintext: memoryview
+) -> Iterator[tuple[list[Callable[[], object]], UnsealedKeyring]]:
+    """Every sealing call of a record (module functions, an unsealed keyring's single and
+    batch calls, hpke_seal) on ``plaintext``, with the keyring they run in."""
+    from keysplit import Keyring, hpke_seal
+
+    calls: list[Callable[[], object]] = [
+        lambda: record.encrypt(KEY, plaintext, subject="s"),  # type: ignore[arg-type]
+        lambda: record.encrypt_many([KEY, KEY], ["s", "t"], [b"x", plaintext]),  # type: ignore[list-item]
+    ]
+    kr, shares = Keyring.create(tmp_path / "v", 2, ["a", "b"])
+    with kr.unseal([shares["a"], shares["b"]]) as u:
+        calls.append(lambda: u.encrypt(plaintext, subject="s"))  # type: ignore[arg-type]
+        calls.append(lambda: u.encrypt_many(["s", "t"], [b"x", plaintext]))  # type: ignore[list-item]
+        calls.append(lambda: hpke_seal(kr.public_key, plaintext))  # type: ignore[arg-type]
+        yield calls, u
+
+
 def test_a_plaintext_over_the_record_limit_is_a_keysplit_error(
     tmp_path: Path, over_the_limit: memoryview
 ) -> None:
     """Over 2 GiB - 1 bytes, cryptography's OverflowError escaped every sealing call (not a
     KeysplitError: a CLI traceback, an unmapped service error). Now PlaintextTooLargeError,
     a KeysplitError and ValueError naming the limit and pointing at streams."""
-    from keysplit import Keyring
-
-    big = over_the_limit
-    calls = [
-        lambda: record.encrypt(KEY, big, subject="s"),  # type: ignore[arg-type]
-        lambda: record.encrypt_many([KEY, KEY], ["s", "t"], [b"x", big]),  # type: ignore[list-item]
-    ]
-    kr, shares = Keyring.create(tmp_path / "v", 2, ["a", "b"])
-    with kr.unseal([shares["a"], shares["b"]]) as u:
-        calls.append(lambda: u.encrypt(big, subject="s"))  # type: ignore[arg-type]
-        calls.append(lambda: u.encrypt_many(["s", "t"], [b"x", big]))  # type: ignore[list-item]
+    with sealing_calls(tmp_path, over_the_limit) as (calls, u):
         for call in calls:
             with pytest.raises(record.PlaintextTooLargeError, match="at most 2147483647") as e:
                 call()
             assert isinstance(e.value, KeysplitError) and isinstance(e.value, ValueError)
             assert e.value.hint and "stream" in e.value.hint
         assert u.decrypt(u.encrypt(b"still fine", subject="s"), subject="s") == b"still fine"
+
+
+def test_a_strided_plaintext_is_a_type_error(tmp_path: Path) -> None:
+    """(red team) a non-contiguous memoryview (``view[::2]``) passed the plaintext type check
+    and escaped the sealing calls as cryptography's BufferError, neither the TypeError nor
+    the ValueError of every other misuse (nor anything a service maps)."""
+    strided = memoryview(b"plaintext!" * 2)[::2]
+    with sealing_calls(tmp_path, strided) as (calls, u):
+        for call in calls:
+            with pytest.raises(TypeError, match="contiguous"):
+                call()
+        whole = strided.tobytes()
+        assert u.decrypt(u.encrypt(whole, subject="s"), subject="s") == whole
 
 
 def test_a_record_longer_than_any_record_is_a_format_error(tmp_path: Path) -> None:
