@@ -88,16 +88,21 @@ _DRIVES_TERMINAL = re.compile(
 class _PrintableWriter:
     """``out`` (stdout's binary stream) that refuses a write holding anything but UTF-8
     text a terminal shows as it is: each write is checked whole before any of it is
-    written. A UTF-8 sequence or a CRLF cut between two writes is judged once complete."""
+    written. A UTF-8 sequence or a CRLF cut between two writes is judged once complete:
+    its first part is held back until then, and :meth:`finish` refuses one the output
+    ends with (a last bare "\\r" sent the cursor back over the plaintext's last line, and
+    the CLI's own message on stderr, the same terminal, then wrote over it)."""
 
     def __init__(self, out: IO[bytes]) -> None:
         self._out = out
-        self._decode = codecs.getincrementaldecoder("utf-8")("strict").decode
+        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
         self._cr_open = False  # the last write ended in "\r": a "\n" must come next
+        self._held = b""  # the bytes not judged yet: a last "\r", half a UTF-8 sequence
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        data = bytes(data)
         try:
-            text = self._decode(bytes(data))
+            text = self._decoder.decode(data)
         except UnicodeDecodeError:
             raise UnprintableOutput from None
         if text:
@@ -107,8 +112,17 @@ class _PrintableWriter:
             if bad is not None and (bad.start() < len(text) - 1 or text[-1] != "\r"):
                 raise UnprintableOutput  # a "\r" that ends the write waits for the next one
             self._cr_open = bad is not None
-        self._out.write(data)
+        pending = self._held + data
+        keep = len(self._decoder.getstate()[0]) + (1 if self._cr_open else 0)
+        self._held = pending[len(pending) - keep :] if keep else b""
+        self._out.write(pending[: len(pending) - keep])
         return len(data)
+
+    def finish(self) -> None:
+        """The output ends here: a "\\r" or half a UTF-8 sequence still held is refused
+        (:class:`UnprintableOutput`), never written."""
+        if self._held:
+            raise UnprintableOutput
 
     def __getattr__(self, name: str) -> Any:  # flush, fileno, ...: stdout's own
         return getattr(self._out, name)
@@ -136,8 +150,10 @@ def printable_stdout(active: bool) -> Iterator[None]:
         yield
         return
     real = sys.stdout
-    sys.stdout = cast("TextIO", _PrintableStdout(real))
+    guarded = _PrintableStdout(real)
+    sys.stdout = cast("TextIO", guarded)
     try:
         yield
+        guarded.buffer.finish()
     finally:
         sys.stdout = real

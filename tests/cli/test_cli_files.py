@@ -969,6 +969,32 @@ def test_decrypt_prints_plain_text_to_the_terminal_as_it_is(cer: Ceremony) -> No
     assert seen == text
 
 
+@pytest.mark.parametrize(
+    ("plaintext", "shown"),
+    [
+        (b"total: 100\npay to: mallory\r", b"total: 100\npay to: mallory"),
+        (b"ends in half a character \xc3", b"ends in half a character "),
+    ],
+    ids=["last-carriage-return", "last-half-character"],
+)
+def test_decrypt_refuses_what_the_plaintext_ends_with_on_the_terminal(
+    cer: Ceremony, plaintext: bytes, shown: bytes
+) -> None:
+    """(review4) A bare "\\r" that ended the plaintext passed (nothing of the plaintext
+    follows it), but the decrypt's own line on stderr does, on the same terminal: written
+    from the start of the plaintext's last line, it hid that line ("pay to: mallory"
+    here). So did an unfinished UTF-8 sequence at the end (not text). Both are held back
+    until what follows shows them to be text; at the end they are refused, never written."""
+    p, seen = _decrypt_to_terminal(cer, _encrypt(cer, plaintext))
+    lines = p.stderr.decode().splitlines()
+    assert p.returncode == 1, lines
+    assert [ln for ln in lines if ln.startswith("error:")] == [
+        "error: refusing to write the decrypted file to the terminal: it is not plain text "
+        "(binary data or control characters)"
+    ]
+    assert seen == shown  # the held end never reached the terminal
+
+
 def test_allow_unprintable_writes_any_plaintext_to_the_terminal(cer: Ceremony) -> None:
     p, seen = _decrypt_to_terminal(cer, _encrypt(cer, _HOSTILE), "--allow-unprintable")
     assert p.returncode == 0, p.stderr
@@ -1004,6 +1030,7 @@ def _through_guard(data: bytes, cuts: list[int]) -> tuple[bool, bytes]:
     try:
         for a, b in itertools.pairwise(bounds):
             assert guard.write(memoryview(data)[a:b]) == b - a
+        guard.finish()  # the end of the output
     except UnprintableOutput:
         return False, out.getvalue()
     return True, out.getvalue()
@@ -1026,7 +1053,10 @@ def test_the_terminal_guard_judges_the_bytes_not_how_they_are_cut(data: st.DataO
     ("data", "cuts", "ok"),
     [
         (b"line\r\nline\r\n", [5], True),  # CRLF cut between two writes
-        (b"line\r", [], True),  # a last "\r" (nothing follows: the end of the output)
+        (b"line\r", [], False),  # a last "\r": the CLI's own line would overwrite "line"
+        (b"line\r", [5], False),
+        (b"line\r\n", [5], True),
+        (b"half \xc3", [], False),  # an unfinished UTF-8 sequence at the end
         (b"line\rover", [5], False),  # a bare "\r" cut from what follows it
         (b"text\x1b", [], False),  # a control character last in a write
         ("\x9b2J".encode(), [1], False),  # the 8-bit CSI, its UTF-8 cut in two
