@@ -46,7 +46,7 @@ from ..record import DataKey
 from . import _parquet as _pq
 from ._cache import job_keys, job_records
 from ._channel import Channel
-from ._isolate import ITEMS_LINE, JobError, Message, progress_of, run_job
+from ._isolate import ITEMS_LINE, JobError, Message, clean, progress_of, run_job
 from .cluster import Cluster, check_timeout
 from .datakeys import ServiceDataKeys, served_here
 
@@ -694,22 +694,39 @@ def _isolated(
         job = dataclasses.replace(job, staged=True)
     bad: list[BadRecord] = []
     refused: list[Exception] = []  # why before_release failed: the job's error
+    released: list[int] = []  # the rows of the one release asked for (and answered)
 
     def on_message(msg: Message) -> Message | None:
+        # Only the messages this job can send, each once where once is the protocol: any
+        # other fails the job now (run_job then kills the child), instead of being left
+        # unanswered (a "release" nobody answers holds the job: the child waits for it)
+        # or answered twice (before_release is the job's one audit entry).
         step = progress_of(msg)
-        if step is not None and progress is not None:
-            progress(*step)
-        elif msg.get("t") == "bad" and job.kind == "scan":
+        if step is not None:
+            if progress is not None:
+                progress(*step)
+            return None
+        if msg["t"] == "bad" and job.kind == "scan":
             bad.extend(_bad_rows(msg.get("rows")))
-        elif msg.get("t") == "release" and before_release is not None and not refused:
-            rows = _count(msg.get("rows"))
-            try:
-                before_release(rows)
-            except Exception as exc:  # the child removes its staging and reports an error
-                refused.append(exc)
-                return {"ok": False}
-            return {"ok": True}
-        return None
+            return None
+        if msg["t"] != "release" or before_release is None:
+            kind = clean(msg["t"], 40)
+            raise JobError(
+                f"the job driver sent a {kind!r} message, which the {job.kind} job does not take",
+                hint=_MISBEHAVES,
+            )
+        if released or refused:
+            raise JobError("the job driver asked twice to release the output", hint=_MISBEHAVES)
+        rows = msg.get("rows")
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0 or len(msg) != 2:
+            raise JobError("the job driver sent a malformed release message", hint=_MISBEHAVES)
+        released.append(rows)
+        try:
+            before_release(rows)
+        except Exception as exc:  # the child removes its staging and reports an error
+            refused.append(exc)
+            return {"ok": False}
+        return {"ok": True}
 
     try:
         done = run_job({"kind": "dataset", "job": job}, cluster, on_message)
@@ -718,8 +735,19 @@ def _isolated(
             raise refused[0] from None
         raise
     if job.kind != "scan":
-        return _count(done.get("rows"))
+        rows = _count(done.get("rows"))
+        if before_release is not None and released != [rows]:
+            raise JobError(
+                "the job driver finished without asking to release the output"
+                if not released
+                else f"the job driver released {released[0]} rows and then reported {rows}",
+                hint=_MISBEHAVES,
+            )
+        return rows
     return ScanReport(_count(done.get("checked")), bad)
+
+
+_MISBEHAVES = "the job's driver process, or a worker of the cluster, misbehaves; run the job again"
 
 
 def _job(

@@ -14,6 +14,8 @@ deterministic.
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import subprocess
 import sys
@@ -490,3 +492,127 @@ def test_an_encrypt_datasets_format_error_does_not_say_the_column_is_not_sealed(
             jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=src)
     assert str(info.value) == "malformed data key reply"
     assert "sealed" not in (info.value.hint or "")
+
+
+# -- a hostile driver child (a real process over the real pipes) ------------------------------
+
+_FAKE_DRIVER = r"""
+import json, select, sys
+from pathlib import Path
+script, marker = json.loads(sys.argv[1]), Path(sys.argv[2])
+sys.stdin.buffer.readline()  # the request
+def send(msg):
+    sys.stdout.write(json.dumps(msg) + "\n"); sys.stdout.flush()
+for step in script:
+    send(step["msg"])
+    if step.get("ask"):
+        ready, _, _ = select.select([sys.stdin], [], [], 10)
+        with marker.open("a") as f:
+            f.write(("reply " + sys.stdin.readline().strip()) if ready else "gave up")
+            f.write("\n")
+while sys.stdin.buffer.readline():  # then as a real driver: until the parent closes
+    pass
+"""
+
+
+def _hostile_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: list[dict[str, object]], kind: str
+) -> tuple[object, list[int], str]:
+    """Run a dataset job whose driver child is ``script`` (messages, some awaiting a reply);
+    returns the job's result or error, the rows before_release saw and what the child
+    noted (the replies it got, or "gave up" when none came)."""
+    import keysplit.jobs._isolate as iso
+
+    marker = tmp_path / f"marker-{next(_CASES)}"
+    marker.touch()
+
+    def fake() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-c", _FAKE_DRIVER, json.dumps(script), str(marker)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+
+    monkeypatch.setattr(iso, "_start", fake)
+    cluster = jobs.Cluster(timeout=1000 + next(_CASES))  # its own driver: never one reused
+    seen: list[int] = []
+    args = (tmp_path / "in", tmp_path / f"out{next(_CASES)}", "body", "user")
+    opts: dict[str, object] = {"service": "https://127.0.0.1:1", "token": "t", "cluster": cluster}
+    try:
+        if kind == "encrypt":
+            result: object = jobs.encrypt_dataset(*args, **opts)  # type: ignore[arg-type]
+        elif kind == "scan":
+            result = jobs.scan_dataset(args[0], "body", "user", **opts)  # type: ignore[arg-type]
+        else:
+            result = jobs.decrypt_dataset(*args, **opts, before_release=seen.append)  # type: ignore[arg-type]
+    except ke.KeysplitError as exc:
+        result = exc
+    finally:
+        with iso._idle_lock:
+            mine = [
+                p
+                for ps in iso._idle.values()
+                for p in ps
+                if p.args[0] == sys.executable and "-c" in p.args
+            ]
+            for ps in iso._idle.values():
+                ps[:] = [p for p in ps if p not in mine]
+        for p in mine:
+            iso._stop(p, 10)
+    return result, seen, marker.read_text()
+
+
+_CASES = itertools.count()
+
+_RELEASE = {"t": "release", "rows": 300}
+_DONE = {"t": "done", "rows": 300}
+
+
+def _ask(msg: dict[str, object]) -> dict[str, object]:
+    return {"msg": msg, "ask": True}  # the child waits for the parent's answer
+
+
+def _say(msg: dict[str, object]) -> dict[str, object]:
+    return {"msg": msg}
+
+
+@pytest.mark.parametrize(
+    ("kind", "script", "error"),
+    [
+        # a release the job does not take: nobody answered it, the child waited for ever
+        ("encrypt", [_ask(_RELEASE), _say(_DONE)], "'release' message, which the encrypt job"),
+        ("scan", [_ask(_RELEASE), _say({"t": "done", "checked": 1})], "'release' message"),
+        # a second release: before_release (the job's audit entry) ran twice
+        ("decrypt", [_ask(_RELEASE), _ask(_RELEASE), _say(_DONE)], "asked twice to release"),
+        # malformed releases
+        ("decrypt", [_ask({"t": "release", "rows": "300"}), _say(_DONE)], "malformed release"),
+        ("decrypt", [_ask({"t": "release", "rows": True}), _say(_DONE)], "malformed release"),
+        ("decrypt", [_ask({"t": "release"}), _say(_DONE)], "malformed release"),
+        ("decrypt", [_ask({**_RELEASE, "x": 1}), _say(_DONE)], "malformed release"),
+        # a message no dataset job sends
+        ("encrypt", [_ask({"t": "keys", "subjects": []}), _say(_DONE)], "'keys' message"),
+        ("encrypt", [_say({"t": "bad", "rows": []}), _say(_DONE)], "'bad' message"),
+        # done without the release a staged job must ask for, or with another count
+        ("decrypt", [_say(_DONE)], "without asking to release"),
+        ("decrypt", [_ask(_RELEASE), _say({**_DONE, "rows": 299})], "released 300 rows and then"),
+    ],
+)  # fmt: skip
+def test_a_hostile_driver_childs_messages_fail_the_job_at_once(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    script: list[dict[str, object]],
+    error: str,
+) -> None:
+    """A driver child is as trusted as a worker. A "release" the job did not take was left
+    unanswered (the child waits for the answer: the job hung), a second one ran
+    before_release again (a second audit entry), a message of an unknown kind was ignored,
+    a malformed release failed as a "malformed result"; now each fails the job at once
+    with a JobError saying what came, and the child is stopped without waiting (it never
+    "gave up" waiting for an answer)."""
+    _dataset(tmp_path / "in")
+    result, seen, noted = _hostile_job(tmp_path, monkeypatch, script, kind)
+    assert isinstance(result, jobs.JobError), result
+    assert error in str(result)
+    assert "gave up" not in noted
+    assert len(seen) <= 1 and noted.count("reply") == len(seen)
