@@ -38,10 +38,11 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from itertools import compress
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -328,6 +329,8 @@ class FleetMember:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._rewatch = False  # a forked child: start a watcher at the next renewal
+        FleetMember._all.add(self)
         st = store.state()
         self._epoch = st.epoch
         self.acked = st.tombstone_seq  # earlier shreds removed their keys before we loaded any
@@ -358,13 +361,37 @@ class FleetMember:
         with self._lock:
             self._deadline = 0.0
 
+    _all: ClassVar[weakref.WeakSet[FleetMember]] = weakref.WeakSet()
+
     def start(self) -> None:
         """Take the lease now (so it shows before the first use) and start watching."""
         self.renew()
+        self._watch()
+
+    def _watch(self) -> None:
         self._thread = threading.Thread(
             target=self._run, name=f"keysplit-lease-{self.id}", daemon=True
         )
         self._thread.start()
+
+    def _forked(self) -> None:
+        """In a forked child (a backend that unseals, then forks its workers): a lease of its
+        own. The copy was the parent's, under the parent's id and without its watcher
+        thread: the parent's acknowledgements spoke for this process, so ``shred --wait``
+        reported every holder done while the child still served the shredded subject's
+        cached key, and the child's close dropped the parent's lease. The lease lapses here
+        (nothing cached is served until a renewal, which drops the cache first) and the
+        next renewal takes it under a new id and starts watching."""
+        self.id = secrets.token_hex(8)
+        self._deadline = 0.0
+        self._lock = threading.RLock()
+        self._rewatch = self._thread is not None and not self._stop.is_set()
+        self._thread = None
+
+    @classmethod
+    def _forked_all(cls) -> None:
+        for member in list(cls._all):
+            member._forked()
 
     def renew(self) -> KeyringState:
         """Renew the lease and catch up with the state now (also after a local change)."""
@@ -375,6 +402,9 @@ class FleetMember:
             self._deadline = t0 + self.ttl
             if self._apply(st):  # report what was just adopted or acknowledged
                 st = self.store.renew_lease(self.lease(), self.ttl)
+            if self._rewatch and not self._stop.is_set():  # a forked child (see _forked)
+                self._rewatch = False
+                self._watch()
             return st
 
     def sync(self) -> KeyringState:
@@ -436,6 +466,10 @@ class FleetMember:
             self.store.drop_lease(self.id)
         except Exception:  # closing; the lease expires by itself
             _log.debug("keysplit lease %s: not dropped", self.id)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=FleetMember._forked_all)
 
 
 def wait_for_acks(store: KeyStore, seq: int, timeout: float, *, step: float = 0.1) -> list[Lease]:

@@ -590,3 +590,59 @@ def test_a_lease_that_never_ends_is_refused(
     monkeypatch.setenv("KEYSPLIT_POLL", poll)
     with pytest.raises(ValueError, match="finite"):
         Keyring.open(tmp_path / "kr").unseal(list(shares.values()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_holds_a_lease_of_its_own(made: tuple[Path, dict[str, Share]]) -> None:
+    """(red team: a backend that unseals, then forks its workers, as gunicorn --preload
+    does) the child kept its parent's lease id and no watcher thread: the parent's
+    acknowledgements spoke for it, so wait_for_acks (``shred --wait``) reported every
+    holder done while the child still served the shredded subject's cached key, and the
+    child's close dropped the parent's lease. Now the child takes a lease of its own
+    before it serves anything, watches the store, and its close ends only its lease."""
+    path, shares = made
+    a = Keyring.open(path).unseal(list(shares.values()))
+    rec = a.encrypt(b"secret", subject="victim")  # cached in a, and so in the child
+    go_r, go_w = os.pipe()
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: serve the record, wait for the shred, try again, close
+        code = 1
+        try:
+            os.close(go_w)
+            os.close(out_r)
+            assert a.decrypt(rec, subject="victim") == b"secret"
+            os.write(out_w, b"r")
+            os.read(go_r, 1)
+            try:
+                a.decrypt(rec, subject="victim")
+                os.write(out_w, b"served")
+            except ShreddedError:
+                os.write(out_w, b"shredded")
+            a.close()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(go_r)
+    os.close(out_w)
+    b = Keyring.open(path).unseal(list(shares.values()))
+    try:
+        assert os.read(out_r, 1) == b"r"
+        pids = [x.pid for x in Keyring.open(path).status().leases]
+        assert sorted(pids) == sorted([os.getpid(), os.getpid(), pid]), "three holders"
+        assert b.shred("victim") is True
+        seq = b.store.state().tombstone_seq
+        assert fleet.wait_for_acks(b.store, seq, BOUND) == []  # the child's lease too
+        os.write(go_w, b"g")
+        assert os.read(out_r, 16) == b"shredded"
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        mine = a.local_data_keys().member.id
+        assert mine in {x.id for x in Keyring.open(path).status().leases}, "a's lease stays"
+    finally:
+        os.close(go_w)
+        os.close(out_r)
+        a.close()
+        b.close()
