@@ -362,12 +362,17 @@ def verify_set(shares: Sequence[Share]) -> None:
 
 
 def _interpolate(shares: Sequence[Share], at: int) -> bytes:
-    """Value at ``x = at`` of the polynomial through ``shares`` (constant-time core).
+    """Value at ``x = at`` of the polynomial through ``shares`` (constant-time core)."""
+    return _through([(s.index, s.payload) for s in shares], at)
 
-    Over GF(2^8), p(at) is q(0) for q(z) = p(z + at), whose shares sit at ``x ^ at``.
+
+def _through(points: Sequence[tuple[int, bytes]], at: int) -> bytes:
+    """Value at ``x = at`` of the polynomial through ``points`` (``(x, payload)``).
+
+    Over GF(2^8), p(at) is q(0) for q(z) = p(z + at), whose points sit at ``x ^ at``.
     """
-    xs = [s.index ^ at for s in shares]
-    ys = np.stack([np.frombuffer(s.payload, dtype=np.uint8) for s in shares])[:, None, :]
+    xs = [x ^ at for x, _ in points]
+    ys = np.stack([np.frombuffer(y, dtype=np.uint8) for _, y in points])[:, None, :]
     return bytes(shamir.combine_batch(xs, ys)[0].tobytes())
 
 
@@ -407,7 +412,8 @@ def combine(shares: Sequence[Share]) -> bytes:
             hint=f"this split (set {shares[0].set_id.hex()}) has threshold {k}",
         )
     ref = shares[0]
-    secret = _check(ref, _interpolate(shares[:k], 0))
+    zero = _interpolate(shares[:k], 0)
+    secret = _check(ref, zero)
     base = shares[:k]
     if secret is None:
         if len(shares) == k:
@@ -422,7 +428,8 @@ def combine(shares: Sequence[Share]) -> bytes:
             if n_tried >= _SUBSET_SEARCH_LIMIT:
                 searched_all = False
                 break
-            candidate = _check(ref, _interpolate(subset, 0))
+            zero = _interpolate(subset, 0)
+            candidate = _check(ref, zero)
             if candidate is not None:
                 found = (list(subset), candidate)
                 break
@@ -441,21 +448,73 @@ def combine(shares: Sequence[Share]) -> bytes:
             )
         base, secret = found
     in_base = {s.index for s in base}
-    bad = [
+    fit = [
         s
         for s in shares
-        if s.index not in in_base
-        and not hmac.compare_digest(_interpolate(base, s.index), s.payload)
+        if s.index in in_base or hmac.compare_digest(_interpolate(base, s.index), s.payload)
     ]
-    if bad:
+    if len(fit) < len(shares):
+        raise _disagreement(shares, fit, zero, k)
+    return secret
+
+
+def _decisive(n: int, k: int, fit: int) -> bool:
+    """Whether a polynomial through the verified point at x = 0 that ``fit`` of ``n``
+    shares lie on is the only best explanation: any other such polynomial shares at most
+    ``k - 2`` of those shares (two polynomials of degree ``k - 1`` that agree at x = 0 and
+    at ``k - 1`` more points are one), so at most ``n - fit + k - 2`` shares fit it. With
+    ``k = 1`` the verified point alone fixes the polynomial."""
+    return k == 1 or fit > n - fit + k - 2
+
+
+def _disagreement(
+    shares: Sequence[Share], fit: Sequence[Share], zero: bytes, k: int
+) -> RecoveryError:
+    """The error for shares that recover a verified secret but do not all lie on one
+    polynomial: the shares off the polynomial that more shares fit than any other could,
+    or, when no polynomial is that clear, that which shares are wrong cannot be told.
+
+    The secret is verified, but not the shares that recovered it: two or more shares with
+    errors that cancel at x = 0 (no knowledge of the secret needed: the interpolation is
+    linear) recover it too, and a good share is then off *their* polynomial. So the
+    polynomial taken is the one fixed by the verified point at x = 0 and the most shares
+    (searched over ``k - 1`` of them beside that point, within the subset search limit),
+    and shares are named only when no other polynomial could be as well supported
+    (:func:`_decisive`): otherwise naming one could blame a good custodian."""
+    n = len(shares)
+    best = list(fit)
+    if not _decisive(n, k, len(best)):
+        for n_tried, subset in enumerate(_candidates(shares, k - 1)):
+            if n_tried >= _SUBSET_SEARCH_LIMIT:
+                break
+            points = [(0, zero)] + [(s.index, s.payload) for s in subset]
+            chosen = {s.index for s in subset}
+            on = [
+                s
+                for s in shares
+                if s.index in chosen or hmac.compare_digest(_through(points, s.index), s.payload)
+            ]
+            if len(on) > len(best):
+                best = on
+                if _decisive(n, k, len(best)):
+                    break
+    if _decisive(n, k, len(best)):
+        kept = {s.index for s in best}
+        bad = [s for s in shares if s.index not in kept]
         which = f"share {_names(bad)} does" if len(bad) == 1 else f"shares {_names(bad)} do"
-        raise RecoveryError(
-            f"{which} not match the others (corrupted or forged); shares {_names(base)} "
+        return RecoveryError(
+            f"{which} not match the others (corrupted or forged); shares {_names(best)} "
             "recover a verified secret",
             index=bad[0].index,
             hint=f"leave out {which.rsplit(' ', 1)[0]}",
         )
-    return secret
+    return RecoveryError(
+        f"shares {_names(shares)} recover a verified secret but do not all lie on one "
+        "polynomial, and which of them are wrong cannot be told (two or more shares whose "
+        "errors cancel out recover the secret too)",
+        hint="check each share against its custodian's own copy: errors that cancel out "
+        "are not chance, two or more shares were changed together",
+    )
 
 
 def secret_fingerprint(secret: bytes) -> str:

@@ -519,3 +519,64 @@ def test_any_non_ascii_text_in_a_share_is_refused(extra: str, data: st.DataObjec
     at = data.draw(st.integers(0, len(text)))
     with pytest.raises(FormatError, match="not ASCII"):
         Share.parse(text[:at] + extra + text[at:])
+
+
+def _forged_together(shares: list[Share], which: list[int], coeffs: list[int]) -> list[Share]:
+    """``shares`` with those at positions ``which`` moved onto P + E, where
+    E(x) = c1 x + c2 x^2 + ... has E(0) = 0: any k of the moved shares recover the true
+    (verified) secret, so a good share is off *their* polynomial. Built by hand (GF(2^8)
+    multiplication by the table-free scalar routine), no knowledge of the secret needed."""
+    from keysplit.hazmat.gf256 import mul_scalar, pow_scalar
+
+    out = list(shares)
+    for i in which:
+        s = shares[i]
+        e = 0
+        for j, c in enumerate(coeffs, start=1):
+            e ^= mul_scalar(c, pow_scalar(s.index, j))
+        out[i] = dataclasses.replace(s, payload=bytes(b ^ e for b in s.payload))
+    return out
+
+
+def test_shares_forged_to_cancel_at_zero_never_get_a_good_share_blamed() -> None:
+    """Two shares whose errors cancel at x = 0 recover the verified secret (the key is
+    right), and combine took their polynomial as the truth: with two good shares beside
+    them it said "shares 3, 4 do not match the others", naming two good custodians. Now
+    shares are named only when one polynomial through the verified secret is fitted by
+    more shares than any other could be; else combine says it cannot tell which."""
+    good = split(b"k" * 16, 2, 5)
+    forged = _forged_together(good, [0, 1], [0x53])
+    assert forged[0] != good[0] and forged[1] != good[1]
+    assert combine(forged[:2]) == b"k" * 16  # the forgery works: the secret verifies
+    # 2 forged, 2 good: a tie, nobody can tell (before: "shares 3, 4 do not match")
+    with pytest.raises(RecoveryError) as info:
+        combine(forged[:4])
+    msg = str(info.value)
+    assert "cannot be told" in msg and "do not match" not in msg, msg
+    assert info.value.index is None and "changed together" in (info.value.hint or "")
+    # 2 forged, 3 good: the polynomial of the three (and the secret) is the clear best;
+    # the forged ones are named (before: "shares 3, 4, 5 do not match")
+    with pytest.raises(RecoveryError, match=r"^shares 1, 2 do not match the others") as info:
+        combine(forged)
+    assert info.value.index == 1 and "shares 3, 4, 5 recover" in str(info.value)
+    # the same order-independent answer with the forged pair last
+    with pytest.raises(RecoveryError, match=r"^shares 1, 2 do not match"):
+        combine(forged[2:] + forged[:2])
+
+
+def test_three_shares_forged_together_at_threshold_three() -> None:
+    """k = 3: three forged shares on P + c1 x + c2 x^2. Against four good ones no
+    polynomial is clear enough (another could share one point with it): cannot tell;
+    against five good ones the good polynomial is, and the forged three are named."""
+    good = split(b"s" * 16, 3, 8)
+    forged = _forged_together(good, [0, 1, 2], [0x1F, 0xA4])
+    assert combine(forged[:3]) == b"s" * 16
+    with pytest.raises(RecoveryError, match="cannot be told"):
+        combine(forged[:7])
+    with pytest.raises(RecoveryError, match=r"^shares 1, 2, 3 do not match") as info:
+        combine(forged)
+    assert "shares 4, 5, 6, 7, 8 recover" in str(info.value)
+    # one share corrupted by chance (not together with others) is still named at k + 1
+    one = [_wrong(good[0]), *good[1:4]]
+    with pytest.raises(RecoveryError, match=r"^share 1 does not match the others"):
+        combine(one)
