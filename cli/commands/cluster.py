@@ -106,6 +106,13 @@ def abandon_cmd(
     node: list[str] = typer.Option(
         [], "--node", metavar="NAME=URL", help="With --cluster-id: a node it may be on."
     ),
+    completed: bool = typer.Option(
+        False,
+        "--completed",
+        help="With --cluster-id: erase a completed membership too (a cluster no "
+        "cluster.json describes any more; cluster status says 'incomplete' for one a "
+        "create cut before cluster.json left). Refused while DIR/cluster.json describes it.",
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     token_file: Path | None = typer.Option(None, "--token-file", help=_TOKEN_HELP),
     ca: Path | None = CA_OPTION,
@@ -115,7 +122,9 @@ def abandon_cmd(
     """Abandon a cluster whose 'cluster create' never completed: each of its nodes erases
     its uncommitted membership (share overwritten, then unlinked) and, if it is a member of
     no other cluster, its region pin, so the node can join another cluster of any region.
-    A node refuses to erase a membership whose creation completed.
+    A node refuses to erase a membership whose creation completed, unless --completed
+    (with --cluster-id) says so: whatever that cluster protected is lost once fewer than T
+    of its shares are left.
 
     Example: keysplit cluster abandon cl  (or: --cluster-id ID --node n1=unix:/run/n1.sock)
 
@@ -126,10 +135,12 @@ def abandon_cmd(
 
     if (cluster_id is None) != (not node):
         fail("--cluster-id and --node go together", code=EXIT_USAGE)
+    if completed and cluster_id is None:
+        fail("--completed goes with --cluster-id and --node", code=EXIT_USAGE)
     tls, token = tls_files(ca, cert, key), read_token(token_file)
     pairs = _node_pairs(node)
     cid, erased = abandon_cluster(
-        directory, cluster_id=cluster_id, nodes=pairs, token=token, tls=tls
+        directory, cluster_id=cluster_id, nodes=pairs, token=token, tls=tls, completed=completed
     )
     info(
         f"cluster {cid} abandoned"
@@ -149,7 +160,9 @@ def status_cmd(
     key: Path | None = KEY_OPTION,
 ) -> None:
     """Each node: reachable, sealed, region, epoch, and whether its share matches the public
-    commitments. Exit code 1 if fewer than T nodes are usable.
+    commitments; and its memberships of other clusters left by a cut 'cluster create'
+    (uncommitted, or incomplete: some of their nodes lack them), which 'cluster abandon'
+    clears. Exit code 1 if fewer than T nodes are usable.
 
     Example: keysplit cluster status nodes/ --json
 
@@ -187,6 +200,13 @@ def status_cmd(
                 f"  {n.name:<12} {state:<11} region={n.region} epoch={n.epoch} share={share}"
                 + (f"  ({n.error})" if n.error else "")
             )
+            for cid, what in sorted(n.others.items()):
+                how = "--completed" if what == "incomplete" else ""
+                typer.echo(
+                    f"    also: cluster {cid}: {what} (a cut cluster create; if no "
+                    f"cluster.json describes it: keysplit cluster abandon DIR --cluster-id "
+                    f"{cid} --node NAME=URL ... {how})".replace(" )", ")")
+                )
     if not consistent or usable < cfg.threshold:
         raise typer.Exit(1)
 

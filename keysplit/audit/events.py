@@ -468,7 +468,9 @@ class ClusterCommit(Event):
 class ClusterAbort(Event):
     """A key-cluster node erased what an unfinished round left: ``round`` "refresh" (its
     staged share of epoch ``epoch``) or "create" (its membership of a cluster whose
-    creation never completed, and its region pin if no membership is left)."""
+    creation never completed, and its region pin if no membership is left), or
+    "membership" (a completed membership at epoch ``epoch``, erased at the administrator's
+    explicit request: ``keysplit cluster abandon --completed``)."""
 
     NAME: ClassVar[str] = "cluster-abort"
     cluster: str

@@ -19,7 +19,7 @@ import json
 import os
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -154,18 +154,29 @@ def _pairs(nodes: Sequence[ClusterNodeInfo]) -> list[tuple[str, str]]:
 
 
 def _abandon_on(
-    cid: str, nodes: Sequence[tuple[str, str]], token: str | None, tls: TlsFiles
+    cid: str,
+    nodes: Sequence[tuple[str, str]],
+    token: str | None,
+    tls: TlsFiles,
+    completed: bool = False,
 ) -> list[str]:
-    """Ask each node to erase its uncommitted membership of ``cid``; the names of those
-    that had one. A node that refuses or cannot be reached is a :class:`ClusterError`."""
-    doc = {"cluster_id": cid}
+    """Ask each node to erase its uncommitted membership of ``cid`` (``completed``: any
+    membership of it); the names of those that had one. A node that refuses or cannot be
+    reached is a :class:`ClusterError`."""
+    doc: dict[str, Any] = {"cluster_id": cid}
+    if completed:
+        doc["completed"] = True
     out, failed = _on_each(nodes, "/v1/cluster/dkg/abandon", doc, token, tls, erased=bool)
     erased = [name for name, a in out.items() if a["erased"]]
     if failed:
+        done = not completed and any("creation completed" in v for v in failed.values())
         raise ClusterError(
             f"the unfinished cluster {cid} was not abandoned on: "
             + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())),
-            hint="run it again once they are reachable",
+            hint="if no cluster.json describes that cluster any more, run it again with "
+            "--completed (its shares are erased)"
+            if done
+            else "run it again once they are reachable",
         )
     return erased
 
@@ -205,13 +216,23 @@ def abandon_cluster(
     nodes: Sequence[tuple[str, str]] = (),
     token: str | None = None,
     tls: TlsFiles = NO_TLS,
+    completed: bool = False,
 ) -> tuple[str, list[str]]:
     """Erase, on its nodes, the memberships and region pins an unfinished ``cluster
     create`` left: the one ``DIR/creating.json`` names (then removed), or ``cluster_id`` on
     ``nodes`` (name, URL). Each node erases only a membership whose creation it never
     committed (a completed cluster's share is refused), and unpins its region when no
-    membership is left. Returns (cluster id, names of the nodes that had one)."""
+    membership is left. Returns (cluster id, names of the nodes that had one).
+
+    ``completed`` (with ``cluster_id``): erase a completed membership too, the share
+    overwritten, for a cluster no ``cluster.json`` describes any more (gone, or written on
+    another host and lost) or one a create cut before ``cluster.json`` left on code before
+    the uncommitted marker (:func:`cluster_status` of another cluster on the same nodes
+    reports it ``incomplete``). Refused while ``DIR/cluster.json`` describes that cluster.
+    Whatever the cluster protected is lost if fewer than T of its shares stay."""
     d = Path(directory)
+    if completed and cluster_id is None:
+        raise ValueError("completed needs cluster_id and nodes")
     if cluster_id is None:
         if (d / CLUSTER_FILE).exists():
             raise ClusterError(
@@ -231,7 +252,18 @@ def abandon_cluster(
         return cluster_id, erased
     if not nodes:
         raise ClusterError("name the nodes the cluster may be on")
-    return cluster_id, _abandon_on(cluster_id, nodes, token, tls)
+    if completed:
+        try:
+            described = read_cluster(d).cluster_id == cluster_id
+        except KeysplitError:  # none there, or not one this can read: not that cluster
+            described = False
+        if described:
+            raise ClusterError(
+                f"{d / CLUSTER_FILE} describes cluster {cluster_id}: its memberships are "
+                "not abandoned",
+                hint="to retire a cluster, move its keys first (keysplit cluster rotate)",
+            )
+    return cluster_id, _abandon_on(cluster_id, nodes, token, tls, completed)
 
 
 def _plain(exc: KeysplitError) -> bool:
@@ -792,6 +824,12 @@ class NodeStatus:
     error: str | None = None
     staged: int | None = None
     """The epoch of a refresh staged on the node and not committed (nor aborted)."""
+    others: dict[str, str] = field(default_factory=dict)
+    """The node's memberships of other clusters that need the administrator, by cluster
+    id: ``"uncommitted"`` (a ``cluster create`` cut before it committed) or
+    ``"incomplete"`` (every member of that cluster is a node of this one and some of them,
+    reachable, lack it: a create cut before ``cluster.json`` on code before the uncommitted
+    marker). ``keysplit cluster abandon`` clears them (``--completed`` for the latter)."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -806,12 +844,17 @@ def cluster_status(
     cfg = read_cluster(directory)
     consistent = cm.consistent(cfg)
     out = []
+    infos: dict[str, dict[str, Any]] = {}
     for n in cfg.nodes:
         try:
-            doc = node_info(n.url, token=token, tls=tls)
+            infos[n.name] = node_info(n.url, token=token, tls=tls)
         except KeysplitError as exc:
             out.append(NodeStatus(n.name, n.url, False, None, None, None, None, str(exc)))
+    others = _other_memberships(cfg, infos)
+    for n in cfg.nodes:
+        if n.name not in infos:
             continue
+        doc = infos[n.name]
         entry = (doc.get("clusters") or {}).get(cfg.cluster_id)
         staged = entry.get("staged") if isinstance(entry, dict) else None
         left = staged.get("epoch") if isinstance(staged, dict) else None
@@ -837,6 +880,7 @@ def cluster_status(
                     False,
                     err or "not a member of this cluster",
                     left,
+                    others.get(n.name, {}),
                 )
             )
             continue
@@ -868,6 +912,36 @@ def cluster_status(
                 share_ok,
                 err,
                 left,
+                others.get(n.name, {}),
             )
         )
-    return cfg, consistent, out
+    order = {n.name: i for i, n in enumerate(cfg.nodes)}
+    return cfg, consistent, sorted(out, key=lambda x: order[x.name])
+
+
+def _other_memberships(
+    cfg: ClusterConfig, infos: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, str]]:
+    """:attr:`NodeStatus.others` of each node, from the nodes' answers (``infos``)."""
+    held: dict[str, set[str]] = {}  # cluster id -> keyring ids of the nodes that hold it
+    kid = {n.name: n.keyring_id for n in cfg.nodes}
+    for name, doc in infos.items():
+        for cid, entry in (doc.get("clusters") or {}).items():
+            if isinstance(entry, dict):
+                held.setdefault(cid, set()).add(kid[name])
+    asked = {kid[name] for name in infos}
+    out: dict[str, dict[str, str]] = {}
+    for name, doc in infos.items():
+        for cid, entry in (doc.get("clusters") or {}).items():
+            if cid == cfg.cluster_id or not isinstance(entry, dict):
+                continue
+            members = entry.get("members")
+            if entry.get("pending"):
+                out.setdefault(name, {})[cid] = "uncommitted"
+            elif (
+                isinstance(members, list)
+                and set(members) <= asked
+                and not set(members) <= held[cid]
+            ):
+                out.setdefault(name, {})[cid] = "incomplete"
+    return out

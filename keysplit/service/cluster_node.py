@@ -27,6 +27,7 @@ Endpoints (JSON unless noted; docs/API.md "Key cluster")::
     POST /v1/cluster/dkg/commit    admin: a refresh's staged epoch replaces the current one
     POST /v1/cluster/dkg/abort     admin: erase what an unfinished refresh staged
     POST /v1/cluster/dkg/abandon   admin: erase a membership whose creation never completed
+                                   (with "completed": true, any membership of the cluster)
     POST /v1/cluster/eval          token ("datakey" on every subject): batch frame in/out
 
 Admin requests come from the Unix-socket peer (filesystem permissions vouch for it, as for
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import struct
@@ -337,6 +339,9 @@ class ClusterNode:
             "epoch": cfg.epoch,
             "public_share": cfg.by_index()[index].public_share,
             "share_ok": None,
+            # whom the cluster counts on: a status of another cluster on the same nodes
+            # tells a membership some of them lack (a create cut before cluster.json)
+            "members": sorted(n.keyring_id for n in cfg.nodes),
         }
         if kr is not None:
             try:
@@ -590,26 +595,45 @@ class ClusterNode:
         """Erase this node's membership of a cluster whose creation never completed (its
         ``.pending`` marker is still there): the share overwritten then unlinked, the
         description, then the marker; the region pin too when no membership is left.
-        Refused for a completed membership. Answers whether anything was erased."""
-        by, cid, _ = self._id_request(req)
+        Refused for a completed membership unless the request says ``"completed": true``
+        (the administrator's explicit ``cluster abandon --completed``: a membership no
+        ``cluster.json`` describes any more, or one a create cut before ``cluster.json``
+        left on code before the marker); a refresh's staged share goes with it. Answers
+        whether anything was erased."""
+        by, cid, doc = self._id_request(req)
         _check_cid(cid)
+        completed = doc.get("completed", False)
+        if type(completed) is not bool:
+            raise FormatError("cluster request: 'completed' must be true or false")
         files = [self.dir / f"{cid}{x}" for x in (".share", ".json")]
-        if not self.pending(cid):
-            if any(f.exists() for f in files):
+        pending = self.pending(cid)
+        if not pending:
+            if not any(f.exists() for f in files):
+                return self._json(200, {"erased": False, "region": self.region()})
+            if not completed:
                 raise ClusterError(
                     f"this node is a member of cluster {cid}, whose creation completed",
-                    hint="only an unfinished creation is abandoned",
+                    hint="only an unfinished creation is abandoned (a membership no "
+                    "cluster.json describes any more: keysplit cluster abandon --completed)",
                 )
-            return self._json(200, {"erased": False, "region": self.region()})
+        epoch = 1
+        if not pending:
+            with contextlib.suppress(KeysplitError):
+                epoch = self._config(cid)[0].epoch
         self._shares.pop(cid, None)
+        self._shares.pop(cid + STAGED, None)
         self._pending.pop(cid, None)
+        # the shares first: a crash leaves no share without its description
+        erase_file(self.dir / f"{cid}.share{STAGED}")
         erase_file(self.dir / f"{cid}.share")
+        (self.dir / f"{cid}.json{STAGED}").unlink(missing_ok=True)
         (self.dir / f"{cid}.json").unlink(missing_ok=True)
-        (self.dir / f"{cid}{PENDING}").unlink()
+        (self.dir / f"{cid}{PENDING}").unlink(missing_ok=True)
         left = [p for p in self.dir.iterdir() if p.name != "node.json"]
         if not left:  # no membership, pending or complete: the node may join any region
             (self.dir / "node.json").unlink(missing_ok=True)
-        self._svc._audit(ev.ClusterAbort(cluster=cid, epoch=1, round="create", by=by))
+        what = "create" if pending else "membership"
+        self._svc._audit(ev.ClusterAbort(cluster=cid, epoch=epoch, round=what, by=by))
         return self._json(200, {"erased": True, "region": self.region()})
 
     def _eval(self, req: Request) -> Response:

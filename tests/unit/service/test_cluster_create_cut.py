@@ -197,6 +197,57 @@ def test_a_create_cut_before_cluster_json_is_rerun_under_the_same_id(nodes: Node
     assert r.returncode == 0 and json.loads(r.stdout)["usable"] == 3, r.stdout
 
 
+def test_a_membership_no_cluster_json_describes_is_reported_and_abandoned(nodes: Nodes) -> None:
+    """(cluster5) Two memberships no command could clear: (a) what a create cut before
+    cluster.json left on code before the uncommitted marker (stop 35): x1 and x2 hold a
+    membership x3 lacks, with no ``.pending`` and no ``creating.json``; the nodes called it
+    completed, so ``cluster abandon --cluster-id`` was refused and ``cluster status`` of the
+    nodes' other cluster said nothing of it. (b) A completed cluster whose ``cluster.json``
+    is gone (or was written on another host). Now status names, for each node, a membership
+    of another cluster that some of its members lack, and ``cluster abandon --cluster-id ID
+    --node ... --completed`` erases a completed membership (refused while DIR/cluster.json
+    describes that cluster); the node keeps its region pin while it is a member of another."""
+    t = nodes.tmp
+    code, err = nodes.create("cl-35", "us", cut="/v1/cluster/dkg/finish")
+    assert code == 1, err
+    cid = json.loads((t / "cl-35" / "creating.json").read_text())["cluster_id"]
+    for n in ("x1", "x2"):  # as code before the marker left it
+        (t / n / "cluster" / f"{cid}.pending").unlink()
+    (t / "cl-35" / "creating.json").unlink()
+    r = cli("cluster", "status", "cl-r", "--json", cwd=t)
+    assert r.returncode == 0, r.stderr
+    others = {n["name"]: n["others"] for n in json.loads(r.stdout)["nodes"]}
+    assert others["x1"][cid] == others["x2"][cid] == "incomplete" and cid not in others["x3"]
+    r = cli("cluster", "status", "cl-r", cwd=t)
+    assert f"cluster {cid}: incomplete" in r.stdout and "--completed" in r.stdout, r.stdout
+    everywhere = [f"--node={n}={u}" for n, u in nodes.urls().items()]
+    r = cli("cluster", "abandon", "cl-35", "--cluster-id", cid, *everywhere, cwd=t)
+    assert r.returncode == 1 and "--completed" in r.stderr, r.stderr
+    r = cli("cluster", "abandon", "cl-35", "--cluster-id", cid, *everywhere, "--completed",
+            "--json", cwd=t)  # fmt: skip
+    assert r.returncode == 0 and json.loads(r.stdout)["erased"] == ["x1", "x2"], r.stderr
+    for n in NODES:
+        assert not [f for f in nodes.files(n) if f.startswith(cid)]
+        assert nodes.info(n)["region"] == "us"  # still a member of cl-r
+    r = cli("cluster", "status", "cl-r", "--json", cwd=t)
+    assert all(cid not in n["others"] for n in json.loads(r.stdout)["nodes"]), r.stdout
+    log = Keyring.open(t / "x1").audit_log().entries()
+    last = [e.data for e in log if e.event == "cluster-abort"][-1]
+    assert last["cluster"] == cid and last["round"] == "membership"
+    # (b) a created cluster whose cluster.json goes
+    code, err = nodes.create("cl-gone", "us")
+    assert code == 0, err
+    gone = read_cluster(t / "cl-gone").cluster_id
+    args = ["cluster", "abandon", "cl-gone", "--cluster-id", gone, *everywhere, "--completed"]
+    r = cli(*args, cwd=t)
+    assert r.returncode == 1 and "cluster.json describes" in r.stderr, r.stderr
+    (t / "cl-gone" / "cluster.json").unlink()
+    r = cli(*args, "--json", cwd=t)
+    assert r.returncode == 0 and json.loads(r.stdout)["erased"] == list(NODES), r.stderr
+    for n in NODES:
+        assert gone not in nodes.info(n)["clusters"]  # type: ignore[operator]
+
+
 def test_a_create_cut_before_cluster_json_is_rerun_in_another_region(tmp_path: Path) -> None:
     """(cluster3) A create in region eu cut at x3's finish, run again with ``--region us``:
     the region check ran before the cut round was abandoned, so x1 and x2 (pinned to eu by
