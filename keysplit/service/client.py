@@ -254,6 +254,10 @@ class Client:
             parts = urlsplit(url)
             if parts.scheme != "https" or not parts.hostname:
                 raise ValueError("url must be unix:/path/to/socket or https://host:port")
+            if "@" in parts.netloc:  # kept whole, the URL is in the repr and every error
+                raise ValueError(
+                    "the key service URL carries no user or password: give the token as token="
+                )
             self._unix = None
             self._host = parts.hostname
             self._port = parts.port or 443

@@ -648,3 +648,16 @@ def test_client_batch_calls_refuse_one_string_for_subjects(
         with pytest.raises(TypeError, match="not one string"):
             call()
     assert sent == []
+
+
+@pytest.mark.parametrize(
+    "url", ["https://alice:hunter2@kms:8443", "https://:hunter2@kms", "https://hunter2@kms:8443"]
+)
+def test_client_url_carries_no_credentials(url: str) -> None:
+    """(red team) a user or password in the service URL (a token put where HTTP basic auth
+    goes) was never sent, yet the Client kept the URL whole: its repr and every
+    'cannot reach the key service at ...' error carried the secret. Refused now, as a
+    password in a store URL is, without repeating it."""
+    with pytest.raises(ValueError, match="token=") as info:
+        keysplit.Client(url, timeout=1)
+    assert "hunter2" not in str(info.value)
