@@ -1228,8 +1228,25 @@ class PostgresKeyStore:
         return self._tx(work)
 
     def note_rekey(self) -> KeyringState:
+        """As :meth:`KeyStore.note_rekey`, counted once per call. An increment is not
+        idempotent, and :meth:`_tx` runs the work again on a new connection when one is
+        dropped: a server that committed the count while the client lost the answer to
+        COMMIT had the rekey counted twice. So each attempt notes its transaction's id, and
+        a later attempt of the same call first asks the server whether an earlier one
+        committed (``txid_status``; final by then: each held the exclusive state lock to
+        its end, and this one holds it now): if so, it returns the state as it is."""
+        xids: list[int] = []
+
         def work(conn: _Conn) -> KeyringState:
             st = self._exclusive(conn)
+            if xids:  # an earlier attempt of this call failed: did it commit?
+                rows = conn.execute(
+                    "SELECT txid_status(x) FROM unnest(%s::bigint[]) AS x", (xids,)
+                ).fetchall()
+                if any(r[0] == "committed" for r in rows):
+                    return st
+            row = conn.execute("SELECT txid_current()").fetchone()
+            xids.append(int(row[0]) if row else 0)
             return self._bump(conn, st._replace(rekeys=st.rekeys + 1))
 
         return self._tx(work)

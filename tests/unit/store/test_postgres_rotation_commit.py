@@ -21,6 +21,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,22 +172,34 @@ def _cutter(server: object) -> Iterator[_CommitCutter]:
         proxy.close()
 
 
+@contextlib.contextmanager
+def _behind_cutter(
+    server: object, tmp_path: Path
+) -> Iterator[tuple[_CommitCutter, Keyring, dict[str, Any], Any, str]]:
+    """A new keyring whose PostgreSQL store (a schema of its own) is reached through a
+    :class:`_CommitCutter`: (the proxy, the keyring, its shares, the store, the schema)."""
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    kr, shares = Keyring.create(tmp_path / "kr", 2, ["a", "b", "c"])
+    with _cutter(server) as proxy:
+        url = f"postgresql:///keysplit?host={proxy.dir}&user=keysplit&schema={schema}"
+        store = open_store(url, keyring_id=kr.keyring_id, home=kr.path, create=True)
+        yield proxy, kr, shares, store, schema
+
+
 def test_a_rotation_committed_while_its_connection_died_succeeds(
     pg_server: object, tmp_path: Path
 ) -> None:
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    kr, shares = Keyring.create(tmp_path / "kr", 2, ["a", "b", "c"])
-    with _cutter(pg_server) as proxy:
-        url = f"postgresql:///keysplit?host={proxy.dir}&user=keysplit&schema={schema}"
-        store = open_store(url, keyring_id=kr.keyring_id, home=kr.path, create=True)
-        with kr.unseal([shares["a"], shares["b"]], store=store) as ku:
-            proxy.armed = True
-            assert ku.rotate() == 2  # the commit landed; the client lost its answer
-            assert proxy.cuts == 1
-            assert store.state().current_kek == 2 and _file_meta(kr).current_kek == 2
-            record = ku.encrypt(b"after", subject="bob")
-            assert ku.rotate() == 3  # the session follows its own file
-            assert store.state().current_kek == 3 and _file_meta(kr).current_kek == 3
+    with (
+        _behind_cutter(pg_server, tmp_path) as (proxy, kr, shares, store, schema),
+        kr.unseal([shares["a"], shares["b"]], store=store) as ku,
+    ):
+        proxy.armed = True
+        assert ku.rotate() == 2  # the commit landed; the client lost its answer
+        assert proxy.cuts == 1
+        assert store.state().current_kek == 2 and _file_meta(kr).current_kek == 2
+        record = ku.encrypt(b"after", subject="bob")
+        assert ku.rotate() == 3  # the session follows its own file
+        assert store.state().current_kek == 3 and _file_meta(kr).current_kek == 3
     direct = f"{pg_server.url}&schema={schema}"  # type: ignore[attr-defined]
     with kr.unseal(
         [shares["b"], shares["c"]], store=open_store(direct, keyring_id=kr.keyring_id, home=kr.path)
@@ -276,3 +289,34 @@ def test_a_rotation_that_lost_its_lock_to_another_hosts_rotation_does_not_stand(
     with Keyring.open(ka.path).unseal([shares["a"], shares["c"]], store=again) as ua:
         assert ua.decrypt(made_on_b, subject="bob") == b"b"
         assert ua.rotate(record=False) == 3
+
+
+def test_a_rekey_noted_while_its_connection_died_counts_once(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """note_rekey (the fleet's rekey count and epoch, after a rekey's commit) ran as
+    idempotent work: when the server committed it and the client lost the answer to
+    COMMIT, the call was retried on a new connection and the rekey counted twice (status
+    said 2 rekeys after one). Now a retried attempt first asks the server whether the
+    earlier one committed (txid_status) and counts only if it did not."""
+    with (
+        _behind_cutter(pg_server, tmp_path) as (proxy, kr, shares, store, schema),
+        kr.unseal([shares["a"], shares["b"]], store=store) as ku,
+    ):
+        before = store.state()
+        new = ku.prepare_rekey()
+        proxy.armed = True
+        ku.commit_rekey()  # its note_rekey's commit landed; the client lost the answer
+        assert proxy.cuts == 1
+        after = store.state()
+        assert after.rekeys == before.rekeys + 1  # before the fix: + 2
+        assert after.epoch == before.epoch + 1
+        assert ku.status().fleet.rekeys == before.rekeys + 1  # type: ignore[union-attr]
+        proxy.armed = True  # and called directly: the same
+        assert store.note_rekey().rekeys == before.rekeys + 2
+        assert proxy.cuts == 2 and store.state().rekeys == before.rekeys + 2
+    direct = f"{pg_server.url}&schema={schema}"  # type: ignore[attr-defined]
+    with kr.unseal(
+        [new["b"], new["c"]], store=open_store(direct, keyring_id=kr.keyring_id, home=kr.path)
+    ) as ku:
+        assert ku.store.state().rekeys == 2
