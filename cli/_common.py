@@ -46,10 +46,12 @@ EXIT_NOT_ACKNOWLEDGED = 4
 
 
 def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoReturn:
-    """Print ``error: message`` (and ``hint: ...``) to stderr and exit."""
-    typer.echo(f"error: {message}", err=True)
+    """Print ``error: message`` (and ``hint: ...``) to stderr and exit; what they name
+    (a path, an exception's text) with characters that are not printable escaped, as
+    :func:`info` shows them."""
+    typer.echo(f"error: {shown_lines(message)}", err=True)
     if hint:
-        typer.echo(f"hint: {hint}", err=True)
+        typer.echo(f"hint: {shown_lines(hint)}", err=True)
     raise typer.Exit(code)
 
 
@@ -83,6 +85,11 @@ def shown(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def shown_lines(text: str) -> str:
+    """Each line of ``text`` :func:`shown` (its newlines kept)."""
+    return "\n".join(shown(line) for line in text.split("\n"))
+
+
 def info(message: str, *, lead: str = "", style: str = "") -> None:
     """A human-facing message on stderr (keeps stdout clean for data), as plain text: the
     brackets of a path, subject, name or file context (``[/]``, ``[blink]``) are shown as
@@ -93,7 +100,7 @@ def info(message: str, *, lead: str = "", style: str = "") -> None:
     (``lead="warning:", style="yellow"``)."""
     from rich.text import Text
 
-    message = "\n".join(shown(line) for line in message.split("\n"))
+    message = shown_lines(message)
     err_console.print(Text.assemble((lead, style), " ", message) if lead else Text(message))
 
 

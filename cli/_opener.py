@@ -30,7 +30,7 @@ import typer
 
 from keysplit import CustodianError, KeysplitError
 
-from ._common import EXIT_USAGE, fail, info, read_small_secret, relabel
+from ._common import EXIT_USAGE, fail, info, read_small_secret, relabel, shown_lines
 from ._specs import parse_name_file
 
 if TYPE_CHECKING:
@@ -210,7 +210,7 @@ def _unlock(
         except WrongPassphrase as exc:
             if n == tries:
                 raise
-            typer.echo(f"{exc}; try again ({tries - n} left)", err=True)
+            typer.echo(f"{shown_lines(str(exc))}; try again ({tries - n} left)", err=True)
     raise AssertionError("unreachable")
 
 

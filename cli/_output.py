@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any, TextIO, cast
 
 import typer
 
-from ._common import err_console, shown
+from ._common import err_console, shown, shown_lines
 
 if TYPE_CHECKING:
     from keysplit.ceremony import Contributor, WrittenShare
@@ -42,8 +42,8 @@ def emit(doc: Any, as_json: bool, text: object) -> None:
 
 
 def note(message: str) -> None:
-    """A plain (unwrapped, markup-free) message on stderr."""
-    typer.echo(message, err=True)
+    """A plain (unwrapped, markup-free) message on stderr (escaped as :func:`shown`)."""
+    typer.echo(shown_lines(message), err=True)
 
 
 def names(contributors: Sequence[Contributor]) -> str:

@@ -31,7 +31,7 @@ import typer
 
 from keysplit import KeysplitError
 
-from ._common import EXIT_USAGE, fail, info, relabel
+from ._common import EXIT_USAGE, fail, info, relabel, shown_lines
 from ._opener import Passphrases, ShareOpener, hidden_prompt
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def ask_for_shares(
                 return
         except KeysplitError as exc:
             bad += 1
-            typer.echo(f"rejected: {exc}", err=True)
+            typer.echo(f"rejected: {shown_lines(str(exc))}", err=True)
             if bad >= _MAX_BAD_TRIES:
                 fail(f"giving up after {bad} rejected shares")
             typer.echo("try again (empty answer to stop)", err=True)

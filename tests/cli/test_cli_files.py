@@ -1115,3 +1115,21 @@ def test_messages_show_control_characters_escaped(cer: Ceremony) -> None:
     assert "\x1b" not in r.stderr and "\x07" not in r.stderr
     assert "o\\x1b]0;owned\\x07\\x1b[2Jx" in "".join(r.stderr.split())
     assert out.read_bytes() == b"data\n"
+
+
+def test_error_lines_show_control_characters_escaped(cer: Ceremony) -> None:
+    """(review4) The test above escaped info() messages; the error and hint lines (fail)
+    still printed the names they hold as they were: an OUT that exists, named with an
+    escape sequence (a window title here: click strips CSI sequences from a stream that
+    is not a terminal, but not these, and nothing on a terminal), reached the operator's
+    terminal raw in "error: refusing to overwrite ...". Shown escaped now."""
+    src = cer.root / "in.txt"
+    src.write_text("data\n")
+    out = cer.root / "o\x1b]0;owned\x07x"
+    out.write_bytes(b"kept")
+    r = run(["encrypt", cer.kr, src, out])
+    assert r.exit_code == 1, r.output
+    assert "\x1b" not in r.stderr and "\x07" not in r.stderr, r.stderr
+    (line,) = error_lines(r)
+    assert "o\\x1b]0;owned\\x07x" in line
+    assert out.read_bytes() == b"kept"
