@@ -159,6 +159,9 @@ class SQLiteKeyStore:
             has_meta = db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
             ).fetchone()
+            # read here, translated with the rest: a damaged page under the meta table
+            # (the file opens, sqlite_master reads) raised sqlite3's bare DatabaseError
+            meta_rows = db.execute("SELECT name, value FROM meta").fetchall() if has_meta else []
         except sqlite3.OperationalError as exc:
             # A full disk, an I/O error, a read-only or locked file: the file may be a sound
             # database, which "not a valid database" would send its owner to restore.
@@ -175,11 +178,13 @@ class SQLiteKeyStore:
             with self.transaction():
                 for stmt in _statements(_SCHEMA + _FLEET_SCHEMA):
                     db.execute(stmt)
-                db.executemany(
-                    "INSERT INTO meta (name, value) VALUES (?, ?)",
-                    [("format", FORMAT), ("version", str(VERSION)), ("keyring_id", keyring_id)],
-                )
-        meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
+                meta_rows = [
+                    ("format", FORMAT),
+                    ("version", str(VERSION)),
+                    ("keyring_id", keyring_id),
+                ]
+                db.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", meta_rows)
+        meta = dict(meta_rows)
         if meta.get("format") != FORMAT:
             raise FormatError(f"key store {self._path} is not a keysplit key store")
         if meta.get("version") == "1" and meta.get("keyring_id") == keyring_id:

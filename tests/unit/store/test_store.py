@@ -269,6 +269,42 @@ def test_a_full_database_is_a_keyring_error_and_the_store_goes_on(tmp_path: Path
         assert ukr.decrypt(rec, subject=subjects[-1]) == b"x"
 
 
+def cli_status(kr: Path) -> subprocess.CompletedProcess[str]:
+    """``keysplit status KR`` in a child process (its stderr is what a user sees)."""
+    return subprocess.run(
+        [sys.executable, "-c", "from keysplit_cli.app import main; main()", "status", kr],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_a_damaged_meta_table_is_a_format_error(tmp_path: Path) -> None:
+    """(red team) a key store whose file opens but whose meta table's page is damaged (a
+    zeroed page: a bad sector, a torn copy) raised sqlite3's bare DatabaseError from
+    Keyring.unseal and status, past every `except KeysplitError` of a backend and as a
+    traceback in the CLI: only the first query of the opening was translated. Now the
+    same FormatError as a file that is no database at all, in the library and the CLI."""
+    kr = tmp_path / "vault"
+    _, shares = Keyring.create(kr, 2, ["ana", "ben"])
+    path = kr / "keys.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'meta'").fetchone()
+        (size,) = db.execute("PRAGMA page_size").fetchone()
+    data = bytearray(path.read_bytes())
+    data[(root - 1) * size : root * size] = bytes(size)
+    path.write_bytes(data)
+    with pytest.raises(FormatError, match="not a valid database"):
+        Keyring.open(kr).unseal(list(shares.values()))
+    with pytest.raises(FormatError, match="not a valid database"):
+        Keyring.open(kr).status()
+    r = cli_status(kr)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "error: key store" in r.stderr and "not a valid database" in r.stderr
+
+
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[Path]:
     """A directory on a small tmpfs (root only), to be filled by the test."""
@@ -300,13 +336,7 @@ def test_a_full_disk_is_not_called_an_invalid_database(full_disk: Path) -> None:
         SQLiteKeyStore(kr / "keys.sqlite", Keyring.open(kr).keyring_id).close()
     assert not isinstance(err.value, FormatError)
     assert "not a valid database" not in str(err.value) and "free space" in (err.value.hint or "")
-    r = subprocess.run(
-        [sys.executable, "-c", "from keysplit_cli.app import main; main()", "status", kr],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    r = cli_status(kr)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "not a valid database" not in r.stderr
     assert "error: cannot open key store" in r.stderr and "hint:" in r.stderr
