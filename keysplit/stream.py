@@ -490,10 +490,12 @@ def _decrypt_body(
     *,
     context: Mapping[str, str] | None,
     released: list[int] | None = None,
+    before_first_release: Callable[[], None] | None = None,
 ) -> StreamInfo:
     """:func:`decrypt_stream` after the header: ``src`` is at the body. ``released[0]``
     grows by the plaintext ``dst`` took (:func:`_writeall`), ``released[1]`` by each
-    authenticated chunk's as it is handed to ``dst``."""
+    authenticated chunk's as it is handed to ``dst``; ``before_first_release()`` runs once,
+    before the first plaintext byte is handed to ``dst`` (if it raises, none is)."""
     if context is not None and not _same_context(context, header.context):
         raise IntegrityError("stream context does not match the expected context")
     file_key = _open_file_key(header, opener)
@@ -524,7 +526,9 @@ def _decrypt_body(
             aead.decrypt_into(nonce, bufs[cur][:n], None, pt)
         except InvalidTag:
             raise IntegrityError() from None
-        if released is not None:
+        if released is not None and len(pt):
+            if not released[1] and before_first_release is not None:
+                before_first_release()
             released[1] += len(pt)
         _writeall(dst, pt, released)
         total += len(pt)
@@ -635,6 +639,7 @@ def _decrypt_to(
     overwrite: bool = False,
     released: list[int] | None = None,
     before_release: Callable[[StreamInfo], None] | None = None,
+    before_first_release: Callable[[], None] | None = None,
 ) -> StreamInfo:
     """:func:`decrypt_file` from an open source whose ``header`` may be read already
     (:func:`keysplit.ceremony.decrypt_file` reads it to check the recipient before a quorum
@@ -644,13 +649,17 @@ def _decrypt_to(
     of a decrypt that fails.
     ``before_release(info)`` runs once every chunk is authenticated and before a file OUT
     is put in place (its audit entry: recorded, then released); if it raises, the file is
-    not put in place."""
+    not put in place. ``before_first_release()``: once before the first plaintext byte goes
+    to stdout (its audit intent); never for a file OUT."""
     with _open_out(out_path, overwrite) as dst:
         _check_distinct(src, dst)
         if header is None:
             header = read_header(src)
         count = released if str(out_path) == "-" else None
-        info = _decrypt_body(header, src, dst, opener, context=context, released=count)
+        first = before_first_release if count is not None else None
+        info = _decrypt_body(
+            header, src, dst, opener, context=context, released=count, before_first_release=first
+        )
         if before_release is not None:
             before_release(info)
         return info

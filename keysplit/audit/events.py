@@ -34,6 +34,7 @@ from .log import AuditEntry, AuditLog
 
 __all__ = [
     "EVENTS",
+    "INTENT_OUTCOMES",
     "LEGACY_NAMES",
     "SCHEMAS",
     "AuditRepair",
@@ -51,7 +52,9 @@ __all__ = [
     "DecryptIncomplete",
     "Event",
     "Init",
+    "Intent",
     "LegalHold",
+    "Observed",
     "Principal",
     "Rekey",
     "RekeyAbort",
@@ -74,6 +77,7 @@ __all__ = [
     "VerifyComplete",
     "VerifyStart",
     "canonical_name",
+    "open_intents",
     "record",
     "record_many",
     "switch_recorded",
@@ -322,6 +326,41 @@ class DecryptIncomplete(Event):
 
 
 @dataclass(frozen=True)
+class Intent(Event):
+    """Written before a change whose own entry can only follow it: a shred or a legal hold
+    (the store commits first), a token's creation (the token list), a decrypt to a stream
+    (plaintext leaves chunk by chunk, before the ``decrypt`` entry). ``operation`` is the
+    event name of its outcome (:data:`INTENT_OUTCOMES`), ``target`` the subject, token name
+    or file it names. The intent is closed by that outcome entry, or by an ``observed``
+    entry naming its ``seq``; one closed by neither is a ceremony killed in between
+    (:func:`open_intents`): ``audit verify`` names it and the next quorum records what it
+    finds (``observed``)."""
+
+    NAME: ClassVar[str] = "intent"
+    operation: str
+    target: str
+    authorized_by: Sequence[Principal]
+
+
+@dataclass(frozen=True)
+class Observed(Event):
+    """What a ceremony found done (or not) that the log did not record: the state of an
+    ``intent`` left without outcome (``intent``: its seq; written by the ceremony itself
+    when its operation failed after the intent, or by the next quorum after a kill), or a
+    change the keyring shows and no entry records (``intent`` 0: an ``init``, ``rotate`` or
+    ``retire`` killed before its entry). ``found`` says what was seen, in words;
+    ``authorized_by`` is who observed it (the ceremony's authority), not who made the
+    change."""
+
+    NAME: ClassVar[str] = "observed"
+    operation: str
+    target: str
+    intent: int
+    found: str
+    authorized_by: Sequence[Principal]
+
+
+@dataclass(frozen=True)
 class AuditRepair(Event):
     NAME: ClassVar[str] = "audit-repair"
     authorized_by: Sequence[Principal]
@@ -538,6 +577,8 @@ EVENTS: tuple[str, ...] = (
     "legal-hold",
     "decrypt",
     "decrypt-incomplete",
+    "intent",
+    "observed",
     "audit-repair",
     "rekey-recovered",
     "rekey-switch",
@@ -611,6 +652,41 @@ def switch_recorded(entries: Sequence[AuditEntry], generation: int) -> bool:
         canonical_name(e.event, e.data) in _SWITCHES and e.data.get("generation") == generation
         for e in reversed(entries)
     )
+
+
+INTENT_OUTCOMES: Mapping[str, tuple[tuple[str, ...], str]] = {
+    "shred": (("shred",), "subject"),
+    "legal-hold": (("legal-hold",), "subject"),
+    "token-create": (("token-create",), "token"),
+    "decrypt": (("decrypt", "decrypt-incomplete"), "file"),
+}
+"""An ``intent``'s ``operation``: the event names that are its outcome, and the field of
+theirs that holds the intent's ``target``."""
+
+
+def open_intents(entries: Sequence[AuditEntry]) -> list[AuditEntry]:
+    """The ``intent`` entries of ``entries`` that nothing closed: no later outcome entry of
+    their operation naming their target (intents of one operation and target are closed
+    in order), and no ``observed`` entry naming their seq. In log order."""
+    outcome_of = {n: (op, key) for op, (names, key) in INTENT_OUTCOMES.items() for n in names}
+    waiting: dict[tuple[str, str], list[int]] = {}
+    pending: dict[int, AuditEntry] = {}
+    for e in entries:
+        if e.event == Intent.NAME:
+            op, target = e.data.get("operation"), e.data.get("target")
+            if isinstance(op, str) and isinstance(target, str):
+                waiting.setdefault((op, target), []).append(e.seq)
+                pending[e.seq] = e
+        elif e.event == Observed.NAME:
+            pending.pop(e.data.get("intent"), None)  # type: ignore[arg-type]
+        elif e.event in outcome_of:
+            op, key = outcome_of[e.event]
+            target = e.data.get(key)
+            queue = waiting.get((op, target)) if isinstance(target, str) else None
+            while queue:
+                if pending.pop(queue.pop(0), None) is not None:
+                    break
+    return [pending[s] for s in sorted(pending)]
 
 
 def record(log: AuditLog, event: Event) -> AuditEntry:

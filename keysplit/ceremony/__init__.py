@@ -53,6 +53,7 @@ from ..service.tokens import (
 )
 from ..share import Share
 from ..stream import StreamHeader, StreamInfo, _decrypt_to, _open_in, read_header, recipient_id
+from .observe import close_failed
 from .quorum import Authority, Done, Quorum, QuorumFeed, TokenGrant, unsealed
 from .sinks import (
     Custody,
@@ -234,6 +235,7 @@ def init(
                 custodians=[w.record() for w in written],
             ),
         )
+        kr.home.clear_init_unrecorded()  # (killed before: the next quorum records the init)
         if verify:
             init_file = kr.home.init_verify_path
             _start_verification(ukr, "init", init_file, shares, kr.meta.generation)
@@ -424,13 +426,28 @@ def _run(
     op: Callable[[UnsealedKeyring], T],
     event: Callable[[T, Sequence[Principal]], ev.Event],
     subjects: Iterable[str] = (),
+    intent: tuple[str, str] | None = None,
 ) -> Done[T]:
     """Unseal (or borrow under a grant), do ``op``, record ``event(result, authorized_by)``:
-    the shape of every one-step ceremony."""
+    the shape of every one-step ceremony.
+
+    ``intent`` (operation, target): for a change the keyring file does not show (a store
+    write), an ``intent`` entry is recorded first, so a kill between the change and its
+    entry leaves an open intent (:mod:`.observe`); an ``op`` that raises closes it."""
     with unsealed(authority, keyring, operation, subjects) as ukr:
-        value = op(ukr)
-        entry = ev.record(ukr.audit_log(), event(value, authority.authorized_by))
-    return Done(value, entry, authority.authorized_by)
+        by = authority.authorized_by
+        if intent is None:
+            value = op(ukr)
+            entry = ev.record(ukr.audit_log(), event(value, by))
+            return Done(value, entry, by)
+        begun = ev.record(ukr.audit_log(), ev.Intent(*intent, by))
+        try:
+            value = op(ukr)
+        except BaseException as exc:
+            close_failed(keyring, ukr, [begun], exc, by)
+            raise
+        entry = ev.record(ukr.audit_log(), event(value, by))
+    return Done(value, entry, by)
 
 
 def unseal_check(keyring: Keyring, authority: Authority) -> Done[None]:
@@ -518,6 +535,7 @@ def shred(keyring: Keyring, authority: Authority, subject: str) -> Done[ShredRes
         op,
         lambda res, by: ev.Shred(subject, res.existed, by),
         [subject],
+        intent=(ev.Shred.NAME, subject),
     )
 
 
@@ -530,6 +548,7 @@ def hold(keyring: Keyring, authority: Authority, subject: str, on: bool) -> Done
         lambda ukr: ukr.set_legal_hold(subject, on, record=False),
         lambda _, by: ev.LegalHold(subject, on, by),
         [subject],
+        intent=(ev.LegalHold.NAME, subject),
     )
 
 
@@ -544,23 +563,35 @@ def _per_subject(
     subjects: Sequence[str],
     op: Callable[[UnsealedKeyring, str], T],
     event: Callable[[str, T, Sequence[Principal]], ev.Event],
+    intent: str,
 ) -> Done[list[ItemResult[T]]]:
-    """``op`` on each subject; one entry per subject that succeeded (a refused one, e.g.
-    under legal hold, is reported in its place and records nothing, as :func:`shred` does),
-    all appended together (one lock, one fsync)."""
+    """``op`` on each subject, after one ``intent`` entry per subject (all appended
+    together: one lock, one fsync; ``intent`` is the outcome's event name); then one entry
+    per subject that succeeded, and for a refused one (e.g. under legal hold: reported in
+    its place) an ``observed`` entry closing its intent, all appended together."""
     results: list[ItemResult[T]] = []
     done: list[ev.Event] = []
     with unsealed(authority, keyring, operation, subjects) as ukr:
         by = authority.authorized_by
-        for s in subjects:
+        begun = ev.record_many(ukr.audit_log(), [ev.Intent(intent, s, by) for s in subjects])
+        refused: list[tuple[AuditEntry, BaseException]] = []
+        for s, mark in zip(subjects, begun, strict=True):
             try:
                 value = op(ukr, s)
             except (KeysplitError, ValueError, TypeError) as exc:
                 results.append(exc)
+                refused.append((mark, exc))
                 continue
+            except BaseException as exc:
+                left = begun[len(results) :]
+                close_failed(keyring, ukr, [m for m, _ in refused] + left,
+                             [e for _, e in refused] + [exc] * len(left), by)  # fmt: skip
+                raise
             results.append(value)
             done.append(event(s, value, by))
         entries = ev.record_many(ukr.audit_log(), done)
+        if refused:
+            close_failed(keyring, ukr, [m for m, _ in refused], [e for _, e in refused], by)
     return Done(results, entries[-1] if entries else None, authority.authorized_by)
 
 
@@ -576,6 +607,7 @@ def shred_many(
         subjects,
         lambda ukr, s: ukr.shred(s, record=False),
         lambda s, existed, by: ev.Shred(s, existed, by),
+        ev.Shred.NAME,
     )
 
 
@@ -589,7 +621,13 @@ def hold_many(
         return on
 
     return _per_subject(
-        keyring, authority, "hold", subjects, one, lambda s, _, by: ev.LegalHold(s, on, by)
+        keyring,
+        authority,
+        "hold",
+        subjects,
+        one,
+        lambda s, _, by: ev.LegalHold(s, on, by),
+        ev.LegalHold.NAME,
     )
 
 
@@ -615,6 +653,11 @@ def decrypt_file(
             released = [0, 0]  # plaintext bytes stdout took so far, and handed to it
             entries: list[AuditEntry] = []
 
+            def begin() -> None:
+                # before the first plaintext goes to stdout: killed after, the intent stays
+                # open (a file OUT releases nothing before its entry: no intent needed)
+                ev.record(ukr.audit_log(), ev.Intent(ev.Decrypt.NAME, in_path, by))
+
             def record(info: StreamInfo) -> None:
                 # before a file OUT is put in place: a kill between the two leaves an entry
                 # for a file that never appeared, never a file without its entry
@@ -632,6 +675,7 @@ def decrypt_file(
                     overwrite=overwrite,
                     released=released,
                     before_release=record,
+                    before_first_release=begin,
                 )
             except BaseException as exc:
                 if released[1] and not entries:  # plaintext out: on the record, then the error
@@ -807,16 +851,24 @@ def _change_tokens(
         tl = TokenList.read(keyring.path, keyring.keyring_id)
         known = {t.id: t.name for t in tl.tokens}
         folded = [r for r in tl.pending_revocations if r not in tl.revoked]
-        pol = tl.add(
-            mac_key(ukr.audit_key(), keyring.keyring_id),
-            token,
-            name=name,
-            allow=allowed,
-            subject_prefix=subject_prefix,
-            region=region,
-            created_by=[c.custodian for c in quorum.contributors],
-            expires_in=expires_in,
+        # the token list commits before the entry: a kill in between leaves an open intent
+        begun = ev.record(
+            ukr.audit_log(), ev.Intent(ev.TokenCreate.NAME, name, quorum.contributors)
         )
+        try:
+            pol = tl.add(
+                mac_key(ukr.audit_key(), keyring.keyring_id),
+                token,
+                name=name,
+                allow=allowed,
+                subject_prefix=subject_prefix,
+                region=region,
+                created_by=[c.custodian for c in quorum.contributors],
+                expires_in=expires_in,
+            )
+        except BaseException as exc:
+            close_failed(keyring, ukr, [begun], exc, quorum.contributors)
+            raise
         events: list[ev.Event] = [
             ev.TokenRevoke(known.get(r, "unknown id"), r, tl.serial) for r in folded
         ]

@@ -9,7 +9,8 @@ same functions and write the same entries.
   :meth:`keysplit.keyring.Unsealer.finish`, which holds every unseal rule (both ``--verify``
   gates, the completion of an interrupted rekey); the quorum then records what the unseal
   itself did (``verify-complete``, ``rekey-recovered``, ``rekey-switch``), since appending
-  needs the unsealed keyring's MAC key.
+  needs the unsealed keyring's MAC key, and what a ceremony killed before its entry left
+  unrecorded (``observed`` entries: :mod:`.observe`).
 * :class:`TokenGrant` acts on a keyring a key service already holds unsealed: the service
   authenticated the bearer; each ceremony checks the token's policy for its own operation
   and subjects before touching anything, so no ceremony runs outside a policy whatever the
@@ -29,6 +30,7 @@ from ..audit.events import Contributor, Principal, TokenHolder
 from ..errors import KeyringError
 from ..keyring import Keyring, UnsealedKeyring, UnsealOutcome, UnsealProgress
 from ..share import Share
+from .observe import record_unrecorded
 
 __all__ = [
     "Authority",
@@ -78,6 +80,9 @@ class Quorum:
         """These shares completed an interrupted rekey."""
         self.switched = False
         """These shares switched a verified rekey (``rekey --verify``, proofs complete)."""
+        self.observed: list[AuditEntry] = []
+        """``observed`` entries this unseal wrote: changes a killed ceremony left without
+        their entry (:func:`keysplit.ceremony.observe.record_unrecorded`)."""
 
     def add(self, share: Share) -> UnsealProgress:
         """Check one share against the keyring at once (see :meth:`Unsealer.add`)."""
@@ -133,6 +138,7 @@ class Quorum:
         """The entries of what unsealing itself did (the ceremony then records its own);
         whether a switch was recorded (one owed by a killed rekey that had recorded it
         after all is not recorded twice)."""
+        self.observed = record_unrecorded(self.keyring, ukr, self.contributors)
         log = ukr.audit_log()
         v = outcome.verified
         if v is not None:

@@ -13,6 +13,11 @@ module builds a path. Today a home is a directory::
                       before the switch until its audit entry is written: a process killed
                       in between left a switch the log does not show, and the next quorum
                       unseal records it (``rekey-recovered``)
+    keyring.ksk.init-unrecorded
+                      the set id of a new keyring's shares, from before its init ceremony
+                      hands them out until its ``init`` entry is written: one killed in
+                      between left a keyring whose log lacks its ``init``, and the next
+                      quorum unseal records it (``observed``)
     keyring.ksk.verify.json, keyring.pending.verify.json
                       proofs of possession awaited by ``init --verify`` / ``rekey --verify``
                       (:class:`keysplit.proof.PendingVerification`)
@@ -54,6 +59,7 @@ from .file import KeyringMeta, parse
 __all__ = [
     "AUDIT_FILE",
     "HANDOUT_FILE",
+    "INIT_UNRECORDED_FILE",
     "INIT_VERIFY_FILE",
     "KEYRING_FILE",
     "LOCK_FILE",
@@ -69,6 +75,7 @@ KEYRING_FILE = "keyring.ksk"
 PENDING_FILE = "keyring.pending"
 HANDOUT_FILE = "keyring.pending.handout"
 UNRECORDED_FILE = "keyring.ksk.unrecorded"
+INIT_UNRECORDED_FILE = "keyring.ksk.init-unrecorded"
 STORE_FILE = "keys.sqlite"
 STORE_RECORD_FILE = "store.json"
 LOCK_FILE = ".lock"
@@ -228,6 +235,19 @@ class KeyringHome:
         """Whether the keyring switched to share set ``set_id`` (the current one) and the
         process that switched it was killed before recording it in the audit log."""
         return self._marks(UNRECORDED_FILE, set_id)
+
+    def mark_init_unrecorded(self, set_id: str) -> None:
+        """An init ceremony is about to hand out the shares of set ``set_id``: until
+        :meth:`clear_init_unrecorded`, after its ``init`` entry, the init is unrecorded."""
+        self._mark(INIT_UNRECORDED_FILE, set_id)
+
+    def clear_init_unrecorded(self) -> None:
+        """The ``init`` entry is in the audit log (or the next quorum recorded its lack)."""
+        self._unmark(INIT_UNRECORDED_FILE)
+
+    def init_unrecorded(self, set_id: str) -> bool:
+        """Whether the init that made share set ``set_id`` was killed before its entry."""
+        return self._marks(INIT_UNRECORDED_FILE, set_id)
 
     # -- --verify: proofs of possession awaited before a generation is relied on -----------
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives import serialization as ser
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from ..audit import AuditLog
+from ..audit import AuditEntry, AuditLog
 from ..errors import KeyringError, KeysplitError
 from ..hazmat import hpke as hpke_helper
 from ..record import MAX_PLAINTEXT_BYTES, PlaintextTooLargeError, _strided
@@ -38,12 +39,47 @@ from .unsealed import UnsealedKeyring
 if TYPE_CHECKING:
     from ..proof import Verification
 
-__all__ = ["HPKE_SUITE", "Keyring", "KeyringStatus", "hpke_seal"]
+__all__ = ["HPKE_SUITE", "Keyring", "KeyringStatus", "Unrecorded", "hpke_seal"]
 
 HPKE_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
 """RFC 9180 suite used to seal data to a keyring's public key (DHKEM(X25519), HKDF-SHA256,
 AES-128-GCM, base mode). Kept for callers; keysplit seals and opens through the one helper,
 :mod:`keysplit.hazmat.hpke` (byte-compatible)."""
+
+
+@dataclass(frozen=True)
+class Unrecorded:
+    """A change the keyring shows done (or begun) that its audit log does not record:
+    ``operation`` (an event name), ``target`` (a subject, token name, file, ``KEK vN``, a
+    set or keyring id), ``text`` one line for an operator, ``intent`` the seq of the
+    ``intent`` entry left without outcome (0 if none)."""
+
+    operation: str
+    target: str
+    text: str
+    intent: int = 0
+
+
+def _init_recorded(entries: Sequence[AuditEntry], keyring_id: str) -> bool:
+    """Whether ``entries`` begin with this keyring's ``init`` (or the ``observed`` entry a
+    quorum wrote for an init killed before its own)."""
+    if not entries:
+        return False
+    first = entries[0]
+    if first.event == "init":
+        return first.data.get("keyring_id") == keyring_id
+    return (
+        first.event == "observed"
+        and first.data.get("operation") == "init"
+        and first.data.get("target") == keyring_id
+    )
+
+
+def _kek_target(target: object) -> int | None:
+    """The version of an ``observed`` rotate/retire entry's target ``KEK vN``."""
+    if isinstance(target, str) and target.startswith("KEK v") and target[5:].isdigit():
+        return int(target[5:])
+    return None
 
 
 def hpke_seal(
@@ -234,6 +270,9 @@ class Keyring:
             ).write_anchor()
             if handout:
                 home.mark_handout(meta.set_id)
+                # cleared by the init ceremony after its entry: killed before, the next
+                # quorum records the init the log lacks
+                home.mark_init_unrecorded(meta.set_id)
             home.write_keyring(kf.serialize(meta, secrets, master, nonce), overwrite=False)
         kr = cls(home.path, rng=rng)
         return kr, {n: s for n, s in zip(names, shares, strict=True)}
@@ -296,42 +335,90 @@ class Keyring:
         return X25519PublicKey.from_public_bytes(self.public_key)
 
     def unrecorded_changes(self) -> list[str]:
-        """What the keyring file shows done that its audit log does not record, one line
-        each: a change whose process was killed (or failed) after it took effect and before
-        its entry. Compared: the file's KEK versions with the log's ``rotate`` and
-        ``retire`` entries, and a rekey's switch whose entry is owed (the home's
-        ``keyring.ksk.unrecorded``; the next quorum unseal writes it). Only for a log that
-        begins with this keyring's ``init`` (a log of a keyring made otherwise, or before
-        these events, cannot be compared). Store-only changes (shred, legal hold) are not
-        seen here."""
-        from ..audit.events import canonical_name, switch_recorded
+        """What the keyring shows done (or begun) that its audit log does not record, one
+        line each: a change whose process was killed (or failed) after it took effect and
+        before its entry. See :meth:`unrecorded`; the next quorum unseal records each one
+        (``observed``, or ``rekey-recovered`` for a rekey's switch)."""
+        return [gap.text for gap in self.unrecorded()]
 
-        entries = self.audit_log().entries()
+    def unrecorded(self, entries: Sequence[AuditEntry] | None = None) -> list[Unrecorded]:
+        """:meth:`unrecorded_changes` as records (what the next quorum writes down).
+
+        Compared: an ``intent`` without outcome (a shred, legal hold, token creation or
+        decrypt to a stream killed between its intent and its entry); an init killed
+        before its ``init`` entry (the home's ``keyring.ksk.init-unrecorded``); the file's
+        KEK versions with the log's ``rotate`` and ``retire`` entries (and ``observed``
+        ones), for a log that begins with this keyring's ``init`` (or an ``observed`` one:
+        a log of a keyring made otherwise cannot be compared); a rekey's switch whose
+        entry is owed (the home's ``keyring.ksk.unrecorded``)."""
+        from ..audit.events import canonical_name, open_intents, switch_recorded
+
+        if entries is None:
+            entries = self.audit_log().entries()
         meta = self.meta
-        gaps = []
+        gaps: list[Unrecorded] = []
         owed = self.home.switch_unrecorded(meta.set_id)
         if owed and not switch_recorded(entries, meta.generation):
             gaps.append(
-                f"the rekey to share set {meta.set_id} (keyring generation {meta.generation}) "
-                "took effect without its entry: the next unseal with those shares records it"
+                Unrecorded(
+                    "rekey",
+                    meta.set_id,
+                    f"the rekey to share set {meta.set_id} (keyring generation "
+                    f"{meta.generation}) took effect without its entry: the next unseal with "
+                    "those shares records it",
+                )
             )
-        if not entries or entries[0].event != "init":
-            return gaps
-        if entries[0].data.get("keyring_id") != meta.keyring_id:
+        for e in open_intents(entries):
+            op, target = str(e.data["operation"]), str(e.data["target"])
+            gaps.append(
+                Unrecorded(
+                    op,
+                    target,
+                    f"{op} of {target!r} was begun (intent, entry {e.seq}) and has no outcome "
+                    "entry: killed before it finished? the next quorum records what it finds",
+                    intent=e.seq,
+                )
+            )
+        inited = _init_recorded(entries, meta.keyring_id)
+        if not inited and self.home.init_unrecorded(meta.set_id):
+            gaps.append(
+                Unrecorded(
+                    "init",
+                    meta.keyring_id,
+                    f"the keyring {meta.keyring_id} was made (init) without its init entry: "
+                    "the next quorum records it",
+                )
+            )
+            inited = not entries  # an empty log is this keyring's, from its init on
+        if not inited:
             return gaps
         made, retired = {1}, set()
         for e in entries:
             name = canonical_name(e.event, e.data)
             v = e.data.get("kek_version")
+            if name == "observed" and e.data.get("operation") in ("rotate", "retire"):
+                name, v = str(e.data["operation"]), _kek_target(e.data.get("target"))
             if name == "rotate" and isinstance(v, int):
                 made.add(v)
             elif name == "retire" and isinstance(v, int):
                 retired.add(v)
         for v in meta.kek_versions:
             if v not in made:
-                gaps.append(f"KEK v{v} is in the keyring file but no rotate entry records it")
+                gaps.append(
+                    Unrecorded(
+                        "rotate",
+                        f"KEK v{v}",
+                        f"KEK v{v} is in the keyring file but no rotate entry records it",
+                    )
+                )
         for v in sorted(made - set(meta.kek_versions) - retired):
-            gaps.append(f"KEK v{v} is retired from the keyring file but no retire entry records it")
+            gaps.append(
+                Unrecorded(
+                    "retire",
+                    f"KEK v{v}",
+                    f"KEK v{v} is retired from the keyring file but no retire entry records it",
+                )
+            )
         return gaps
 
     def audit_log(self) -> AuditLog:

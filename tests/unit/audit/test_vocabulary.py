@@ -94,3 +94,37 @@ def test_written_entries_match_their_schema(tmp_path: Path) -> None:
     assert [e.data["authorized_by"] for e in by_token] == [
         [{"token": "t", "token_id": new.policy.id}]
     ] * 2
+
+
+def test_open_intents_close_by_outcome_in_order_or_by_observed_seq(tmp_path: Path) -> None:
+    """An ``intent`` is closed by the next outcome entry of its operation naming its target
+    (several close in order) or by an ``observed`` entry naming its seq; any other entry,
+    an outcome for another target, or an unknown event name (a newer writer's) leaves it
+    open. Unknown fields are ignored, so a newer writer's entries still read."""
+    from keysplit.audit import AuditLog
+
+    log = AuditLog(tmp_path / "audit.log")
+    by: list[events.Principal] = []
+    rec = events.record
+    a = rec(log, events.Intent("shred", "u1", by))
+    b = rec(log, events.Intent("shred", "u1", by))
+    c = rec(log, events.Intent("token-create", "billing", by))
+    d = rec(log, events.Intent("decrypt", "f.ks", by))
+    e = rec(log, events.Intent("legal-hold", "u2", by))
+    rec(log, events.Shred("u9", True, by))  # another subject
+    log._append("some-future-event", subject="u1", token="billing")
+    assert [x.seq for x in events.open_intents(log.entries())] == [
+        a.seq,
+        b.seq,
+        c.seq,
+        d.seq,
+        e.seq,
+    ]
+    rec(log, events.Shred("u1", True, by))  # closes the first of the two
+    rec(log, events.DecryptIncomplete("f.ks", 10, {}, "BrokenPipeError", by))
+    rec(log, events.Observed("token-create", "billing", c.seq, "done: ...", by))
+    rec(log, events.LegalHold("u2", True, by))
+    assert events.open_intents(log.entries()) == [log.entries()[b.seq - 1]]
+    rec(log, events.Observed("shred", "u1", b.seq, "done", by))
+    assert events.open_intents(log.entries()) == []
+    assert log.verify().entries == 12

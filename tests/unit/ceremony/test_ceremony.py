@@ -117,7 +117,9 @@ def test_every_ceremony_writes_exactly_one_entry_of_the_vocabulary(tmp_path: Pat
     for name, step in steps:
         before = _events(kr)
         done = step()
-        assert _events(kr) == [*before, name]
+        # a store change is preceded by its intent (a kill between leaves it open)
+        begun = ["intent"] if name in ("legal-hold", "shred") else []
+        assert _events(kr) == [*before, *begun, name]
         assert done.entry is not None and done.entry.event == name
         assert done.entry.hash == kr.audit_log().head
         who = done.entry.data.get("authorized_by", done.entry.data.get("custodians"))
@@ -150,10 +152,12 @@ def test_every_ceremony_writes_exactly_one_entry_of_the_vocabulary(tmp_path: Pat
     assert set(_events(kr)) <= set(EVENTS)
     with Quorum(kr, fresh).unseal() as ukr:
         report = ukr.audit_log().verify()
-    assert report.mac_verified and report.entries == len(steps) + 3
+    assert report.mac_verified and report.entries == len(steps) + 3 + 2  # + 2 intents
 
 
-def test_shred_under_legal_hold_is_refused_and_not_recorded(tmp_path: Path) -> None:
+def test_shred_under_legal_hold_is_refused_and_its_intent_closed(tmp_path: Path) -> None:
+    """A refused shred changes nothing; its intent (written before the store is asked) is
+    closed by an ``observed`` entry naming the refusal, so no open intent is reported."""
     made = ceremony.init(
         tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path / "s")
     )
@@ -163,7 +167,11 @@ def test_shred_under_legal_hold_is_refused_and_not_recorded(tmp_path: Path) -> N
     before = _events(kr)
     with pytest.raises(LegalHoldError):
         ceremony.shred(kr, Quorum(kr, shares), "u1")
-    assert _events(kr) == before
+    assert _events(kr) == [*before, "intent", "observed"]
+    last = kr.audit_log().entries()[-1]
+    assert last.data["intent"] == last.seq - 1 and last.data["operation"] == "shred"
+    assert last.data["found"].startswith("LegalHoldError; not done")
+    assert kr.unrecorded_changes() == []
 
 
 class _FailingSink(DirectorySink):

@@ -482,3 +482,198 @@ def test_rekey_rerun_after_a_kill_mid_handout_says_what_to_do(tmp_path: Path) ->
     assert r.returncode == 0, r.stderr
     r = _cli(["unseal", kr, *quorum(2)])
     assert r.returncode == 0, r.stderr
+
+
+# -- a change killed between its effect and its entry is on the record -----------------------
+
+KILL_AT_EVENT = """
+import os, signal, sys
+from keysplit.audit import events
+from keysplit_cli.app import main
+real, real_many, target = events.record, events.record_many, sys.argv[1]
+def kill_at(batch):
+    if any(type(e).__name__ == target for e in batch):
+        os.kill(os.getpid(), signal.SIGKILL)  # after the change, before its entry
+def record(log, event):
+    kill_at([event])
+    return real(log, event)
+def record_many(log, batch):
+    kill_at(batch)
+    return real_many(log, batch)
+events.record, events.record_many = record, record_many
+sys.argv = ["keysplit", *sys.argv[2:]]
+main()
+"""
+
+
+def _killed_at(event: str, args: list[object]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", KILL_AT_EVENT, event, *(str(a) for a in args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _unrecorded(kr: Path) -> list[str]:
+    r = _cli(["audit", "verify", kr, "--json"])
+    assert r.returncode == 0, r.stderr
+    return list(json.loads(r.stdout)["unrecorded"])
+
+
+def _quorum_shares(quorum: Callable[[int], list[object]], gen: int = 1) -> list[Share]:
+    args = [Path(str(a)) for a in quorum(gen)]
+    return [
+        load_share(s.read_bytes(), identity=Identity.from_bytes(i.read_bytes()))
+        for s, i in zip(args[1::4], args[3::4], strict=True)
+    ]
+
+
+@pytest.mark.parametrize("op", ["shred", "hold", "token-create"])
+def test_store_change_killed_before_its_entry_is_reported_and_then_recorded(
+    tmp_path: Path, op: str
+) -> None:
+    """``shred``, ``hold --on`` and ``token create`` SIGKILLed after their change committed
+    (key store, token list) and before their entry: the log held no trace of the change
+    and ``audit verify`` said nothing. The ceremony writes an ``intent`` entry before the
+    change; the open intent is reported, and the next quorum records what it finds (an
+    ``observed`` entry), after which nothing is reported."""
+    kr, _, quorum = _cli_keyring(tmp_path)
+    shares = _quorum_shares(quorum)
+    with Keyring.open(kr).unseal(shares) as ku:
+        blob = ku.encrypt(b"x", subject="user-3")
+    if op == "shred":
+        r = _killed_at("Shred", ["shred", kr, "user-3", "--yes", *quorum(1)])
+    elif op == "hold":
+        r = _killed_at("LegalHold", ["hold", kr, "user-3", "--on", *quorum(1)])
+    else:
+        args = ["token", "create", kr, "--name", "billing", "--allow", "encrypt"]
+        r = _killed_at("TokenCreate", [*args, "--subject-prefix", "", *quorum(1)])
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    with Keyring.open(kr).unseal(shares) as ku:  # the change took effect
+        if op == "shred":
+            with pytest.raises(ShreddedError):
+                ku.decrypt(blob, subject="user-3")
+        elif op == "hold":
+            assert ku.local_data_keys().held_spellings("user-3")
+    if op == "token-create":
+        r = _cli(["token", "list", kr, "--json"])
+        assert "billing" in r.stdout, r.stderr
+
+    gaps = _unrecorded(kr)
+    assert len(gaps) == 1 and "was begun" in gaps[0] and "has no outcome" in gaps[0]
+
+    r = _cli(["unseal", kr, *quorum(1)])  # the next quorum writes down what it finds
+    assert r.returncode == 0, r.stderr
+    entries = Keyring.open(kr).audit_log().entries()
+    observed = [e for e in entries if e.event == "observed"]
+    assert len(observed) == 1
+    intent = next(e for e in entries if e.event == "intent")
+    assert observed[0].data["intent"] == intent.seq
+    assert observed[0].data["found"].startswith("done" if op != "hold" else "the subject is under")
+    assert _unrecorded(kr) == []
+    r = _cli(["audit", "verify", kr, *quorum(1)])
+    assert r.returncode == 0, r.stderr
+    r = _cli(["unseal", kr, *quorum(1)])  # recorded once
+    assert [e.event for e in Keyring.open(kr).audit_log().entries()].count("observed") == 1
+
+
+@pytest.mark.parametrize("op", ["init", "rotate", "retire"])
+def test_keyring_change_killed_before_its_entry_is_recorded_by_the_next_quorum(
+    tmp_path: Path, op: str
+) -> None:
+    """``init`` SIGKILLed after its shares were written and before its ``init`` entry left
+    a log without ``init`` that nothing reported; a ``rotate``/``retire`` so killed was
+    reported by ``audit verify`` but never recorded. The next quorum records each (an
+    ``observed`` entry: the init first in the log), and then nothing is reported."""
+    if op == "init":
+        keys = tmp_path / "keys"
+        keys.mkdir()
+        ident, custodians = {}, []
+        for n in ("ana", "ben", "cy"):
+            me = Identity.generate(n)
+            (keys / f"{n}.pub").write_text(me.recipient.to_text())
+            ident[n] = keys / f"{n}.identity"
+            ident[n].write_bytes(me.to_bytes(None))
+            custodians += ["-c", f"{n}={keys / n}.pub"]
+        kr = tmp_path / "vault"
+        r = _killed_at("Init", ["init", kr, "-k", "2", *custodians])
+        assert r.returncode == -signal.SIGKILL, r.stderr
+        shares = tmp_path / "vault-shares"
+        q = [a for n in ("ana", "ben") for a in ("-s", shares / f"{n}.g1.kss", "-i", ident[n])]
+        assert Keyring.open(kr).audit_log().entries() == []
+        want = "was made (init) without its init entry"
+    else:
+        kr, _, quorum = _cli_keyring(tmp_path)
+        q = quorum(1)
+        if op == "retire":
+            for step in (["rotate", kr], ["rewrap", kr]):
+                r = _cli([*step, *q])
+                assert r.returncode == 0, r.stderr
+            r = _killed_at("Retire", ["retire", kr, "1", *q])
+            want = "KEK v1 is retired from the keyring file but no retire entry records it"
+        else:
+            r = _killed_at("Rotate", ["rotate", kr, *q])
+            want = "KEK v2 is in the keyring file but no rotate entry records it"
+        assert r.returncode == -signal.SIGKILL, r.stderr
+    gaps = _unrecorded(kr)
+    assert len(gaps) == 1 and want in gaps[0]
+
+    r = _cli(["unseal", kr, *q])
+    assert r.returncode == 0, r.stderr
+    entries = Keyring.open(kr).audit_log().entries()
+    observed = [e for e in entries if e.event == "observed"]
+    assert len(observed) == 1 and observed[0].data["operation"] == op
+    assert observed[0].data["found"].startswith("done")
+    if op == "init":
+        assert entries[0] is observed[0] or entries[0].event == "observed"
+        assert observed[0].data["target"] == Keyring.open(kr).keyring_id
+        assert not (kr / "keyring.ksk.init-unrecorded").exists()
+    assert _unrecorded(kr) == []
+    r = _cli(["rotate", kr, *q])  # the log is comparable again: a later rotate is in it
+    assert r.returncode == 0, r.stderr
+    assert _unrecorded(kr) == []
+    assert [e.event for e in Keyring.open(kr).audit_log().entries()].count("observed") == 1
+
+
+def test_decrypt_to_stdout_killed_mid_stream_leaves_an_entry(tmp_path: Path) -> None:
+    """``keysplit decrypt DIR f.ks -`` SIGKILLed while it streams plaintext to stdout: the
+    ``decrypt`` entry came only at the end, so plaintext had left and the log held nothing.
+    An ``intent`` is recorded before the first byte goes out (as a file OUT records before
+    it is put in place); the open intent is reported, and the next quorum records it."""
+    from keysplit.stream import encrypt_file
+
+    kr, _, quorum = _cli_keyring(tmp_path)
+    plain, sealed = tmp_path / "big.bin", tmp_path / "big.ks"
+    plain.write_bytes(os.urandom(4 << 20))  # more than a pipe holds: the writer blocks
+    encrypt_file(plain, sealed, Keyring.open(kr).public_key)
+    before = len(Keyring.open(kr).audit_log().entries())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from keysplit_cli.app import main; main()", "decrypt"]
+        + [str(a) for a in (kr, sealed, "-", *quorum(1))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        got = proc.stdout.read(4096)  # plaintext has left the process
+        assert len(got) == 4096
+        proc.kill()
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    entries = Keyring.open(kr).audit_log().entries()[before:]
+    assert [e.event for e in entries] == ["intent"]
+    assert entries[0].data["operation"] == "decrypt" and entries[0].data["target"] == str(sealed)
+    gaps = _unrecorded(kr)
+    assert len(gaps) == 1 and "decrypt of" in gaps[0]
+    r = _cli(["unseal", kr, *quorum(1)])
+    assert r.returncode == 0, r.stderr
+    observed = Keyring.open(kr).audit_log().entries()[-2]
+    assert observed.event == "observed" and observed.data["found"].startswith("unknown")
+    assert _unrecorded(kr) == []

@@ -1,0 +1,120 @@
+"""What a ceremony finds done (or not) that the audit log does not record, written down.
+
+Most ceremonies record their entry after their change (the entry needs the change's
+outcome, and the log's MAC key). A process killed in between left a change with no entry.
+Two rules close that gap, one per kind of change:
+
+* a change whose outcome the keyring file shows (an ``init``, a ``rotate``, a ``retire``, a
+  rekey's switch) is found by comparing that file with the log
+  (:meth:`keysplit.Keyring.unrecorded`);
+* a change that leaves no trace there (a shred or a legal hold in the key store, a token in
+  the token list, plaintext sent to stdout) writes an ``intent`` entry *before* it, and its
+  outcome after: an intent left open is the mark of a kill in between (a write-ahead
+  record, rather than the outcome entry before the change, which would record a shred
+  that may never happen as done, or an ``interrupted`` entry, which a killed process
+  cannot write).
+
+``audit verify`` names both without a quorum; :func:`record_unrecorded`, run by every
+quorum unseal (:class:`keysplit.ceremony.Quorum`), writes one ``observed`` entry per gap
+saying what it found: the key destroyed or not, the hold on or off, the token listed or
+not, a decrypt's plaintext possibly released. A ceremony whose operation fails after its
+intent closes the intent itself the same way (:func:`close_failed`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+from ..audit import AuditEntry
+from ..audit import events as ev
+from ..audit.events import Principal
+from ..errors import IntegrityError, KeysplitError, ShreddedError
+from ..keyring import Keyring, UnsealedKeyring
+from ..service.tokens import TokenList
+
+__all__ = ["close_failed", "found", "record_unrecorded"]
+
+
+def found(keyring: Keyring, ukr: UnsealedKeyring, operation: str, target: str) -> str:
+    """What the keyring shows now of ``operation`` on ``target`` (an intent's), in words."""
+    try:
+        if operation == "shred":
+            why = ukr.local_data_keys().missing_error(target)
+            if isinstance(why, ShreddedError):
+                return "done: the subject's data key is destroyed"
+            if isinstance(why, IntegrityError):
+                return "not done: the subject's data key exists"
+            return "not done: the subject has no data key and no shred on record"
+        if operation == "legal-hold":
+            held = ukr.local_data_keys().held_spellings(target)
+            return f"the subject is {'' if held else 'not '}under legal hold now"
+        if operation == "token-create":
+            tokens = TokenList.read(keyring.path, keyring.keyring_id).active().values()
+            ids = [t.id for t in tokens if t.name == target]
+            if ids:
+                return f"done: token {target!r} is in the token list (id {ids[-1]})"
+            return f"not done: no active token named {target!r} is in the token list"
+        if operation == "decrypt":
+            return "unknown: plaintext of the file may have left the process before it ended"
+    except (KeysplitError, OSError, ValueError) as exc:
+        return f"unknown: the state could not be read ({type(exc).__name__})"
+    return "unknown"
+
+
+def close_failed(
+    keyring: Keyring,
+    ukr: UnsealedKeyring,
+    intents: Sequence[AuditEntry],
+    exc: BaseException | Sequence[BaseException],
+    by: Sequence[Principal],
+) -> None:
+    """Close ``intents`` whose operation raised (``exc``, one or one per intent): an
+    ``observed`` entry each, saying the error and what the keyring shows. Best effort: the
+    operation's own error is what the caller raises (an intent left open is reported)."""
+    errors = [exc] * len(intents) if isinstance(exc, BaseException) else list(exc)
+    events: list[ev.Event] = []
+    for intent, err in zip(intents, errors, strict=True):
+        op, target = str(intent.data["operation"]), str(intent.data["target"])
+        seen = found(keyring, ukr, op, target)
+        events.append(ev.Observed(op, target, intent.seq, f"{type(err).__name__}; {seen}", by))
+    with contextlib.suppress(KeysplitError, OSError):
+        ev.record_many(ukr.audit_log(), events)
+
+
+def record_unrecorded(
+    keyring: Keyring, ukr: UnsealedKeyring, by: Sequence[Principal]
+) -> list[AuditEntry]:
+    """Record what the keyring shows done (or begun) that its log lacks (an ``observed``
+    entry each: an init killed before its entry first, then intents left open, then KEK
+    versions made or retired without an entry); a rekey's switch is the quorum's own
+    (``rekey-recovered``). Nothing when the log cannot take an entry now (a torn tail:
+    the ceremony's own check refuses, or a repair is running)."""
+    log = ukr.audit_log()
+    home, meta = keyring.home, keyring.meta
+    try:
+        log.check_append()
+        entries = log.entries()
+    except (KeysplitError, OSError):
+        return []
+    gaps = [g for g in keyring.unrecorded(entries) if g.operation != "rekey"]
+    gaps.sort(key=lambda g: g.operation != "init")
+    events: list[ev.Event] = []
+    for g in gaps:
+        if g.intent:
+            seen = found(keyring, ukr, g.operation, g.target)
+        elif g.operation == "init":
+            seen = (
+                f"done: the keyring exists (generation {meta.generation}) and its log had no "
+                "init entry: its init was killed before it"
+            )
+        else:
+            seen = f"done: {g.text}"
+        events.append(ev.Observed(g.operation, g.target, g.intent, seen, by))
+    try:
+        written = ev.record_many(log, events) if events else []
+    except (KeysplitError, OSError):
+        return []  # (a full disk) the ceremony's own entry says so, if it has one
+    if home.init_unrecorded(meta.set_id):
+        home.clear_init_unrecorded()  # recorded now, or by the init before it was killed
+    return written
