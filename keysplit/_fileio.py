@@ -72,6 +72,17 @@ def atomic_writer(
     a dead writer of this host left (they may hold a whole secret).
     """
     target = Path(path)
+    try:
+        with _atomic_writer(target, mode, overwrite) as fh:
+            yield fh
+    except OSError as exc:
+        if exc.errno not in SPACE_ERRORS:
+            raise
+        raise _with_name(exc, target) from None  # a full disk names the file it was writing
+
+
+@contextlib.contextmanager
+def _atomic_writer(target: Path, mode: int, overwrite: bool) -> Iterator[BinaryIO]:
     directory = target.parent if str(target.parent) else Path(".")
     _remove_leftovers(directory / target.name)
     if not overwrite and os.path.lexists(target):  # a link to nowhere is there too
@@ -183,14 +194,38 @@ def link_new(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     os.link(src, dst)
 
 
-def durable_append(fd: int, data: bytes) -> None:
+SPACE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""``errno`` values of a full disk (or quota, or file size limit)."""
+
+
+def _with_name(exc: OSError, name: str | os.PathLike[str] | None) -> OSError:
+    """``exc``, or the same error naming ``name`` when it names no file (``os.write`` on a
+    descriptor raises ``[Errno 28] No space left on device`` without one)."""
+    if exc.filename is not None or name is None or exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), str(name))
+
+
+def durable_append(fd: int, data: bytes, *, name: str | os.PathLike[str] | None = None) -> None:
     """Append all of ``data`` to an ``O_APPEND`` descriptor and fsync it (append-only logs:
     the audit chain, token revocations). The caller fsyncs the directory if it created the
-    file (0600, as every file here)."""
+    file (0600, as every file here), and holds the file's lock.
+
+    If a write or the fsync fails (a full disk: a partial write, then ``ENOSPC``), the file
+    is cut back to its size before the call, so it is unchanged (no torn line), and the
+    ``OSError`` names ``name`` (the file's path) when it named no file."""
+    start = os.fstat(fd).st_size
     view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    os.fsync(fd)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            if os.fstat(fd).st_size == start + len(data) - len(view):  # only our bytes
+                os.ftruncate(fd, start)
+                os.fsync(fd)
+        raise _with_name(exc, name) from None
 
 
 def fsync_fd(fd: int) -> None:

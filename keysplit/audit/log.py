@@ -460,7 +460,7 @@ class AuditLog:
                     last = (line, True)
             finally:
                 if lines:
-                    durable_append(fd, b"".join(lines))
+                    durable_append(fd, b"".join(lines), name=self.path)
                     if created:
                         fsync_dir(self.path.parent)
                     # under the log's lock: the anchor is its head
@@ -681,7 +681,7 @@ class AuditLog:
                 return None
             tail = last[0]
             if self._keep_tail(tail, _read_last_line(fd, size - len(tail))):
-                durable_append(fd, b"\n")
+                durable_append(fd, b"\n", name=self.path)
                 return "completed"
             os.ftruncate(fd, size - len(tail))
             fsync_fd(fd)

@@ -25,12 +25,14 @@ secret-free messages.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TypeAlias, TypeVar
 
 from .. import trust
+from .._fileio import SPACE_ERRORS
 from ..audit import AuditEntry, AuditLog, AuditReport
 from ..audit import events as ev
 from ..audit.events import Contributor, Principal
@@ -419,6 +421,42 @@ def abort_rekey(keyring: Keyring, quorum: Quorum) -> Done[bool]:
 # -- ceremonies on an unsealed keyring --------------------------------------------------------
 
 
+def _os_text(exc: OSError) -> str:
+    return f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
+
+
+@contextlib.contextmanager
+def _nothing_changed(operation: str) -> Iterator[None]:
+    """Around what a ceremony writes before its change (its intent): a full disk there
+    changed nothing, and the error says so, naming the file."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in SPACE_ERRORS:
+            raise
+        raise KeyringError(
+            f"{_os_text(exc)}; nothing was changed (the {operation} did not start)",
+            hint="free space on that file system, then run it again",
+        ) from None
+
+
+@contextlib.contextmanager
+def _took_effect(operation: str) -> Iterator[None]:
+    """Around the entry a ceremony writes after its change (its intent is in the log): a
+    full disk there must not read as a failure that changed nothing."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in SPACE_ERRORS:
+            raise
+        raise KeyringError(
+            f"the {operation} took effect, but its audit entry could not be written "
+            f"({_os_text(exc)})",
+            hint="free space; 'keysplit audit verify DIR' names it (an intent without "
+            "outcome) and the next quorum unseal records what it finds",
+        ) from None
+
+
 def _run(
     keyring: Keyring,
     authority: Authority,
@@ -440,13 +478,15 @@ def _run(
             value = op(ukr)
             entry = ev.record(ukr.audit_log(), event(value, by))
             return Done(value, entry, by)
-        begun = ev.record(ukr.audit_log(), ev.Intent(*intent, by))
+        with _nothing_changed(intent[0]):
+            begun = ev.record(ukr.audit_log(), ev.Intent(*intent, by))
         try:
             value = op(ukr)
         except BaseException as exc:
             close_failed(keyring, ukr, [begun], exc, by)
             raise
-        entry = ev.record(ukr.audit_log(), event(value, by))
+        with _took_effect(intent[0]):
+            entry = ev.record(ukr.audit_log(), event(value, by))
     return Done(value, entry, by)
 
 
@@ -573,7 +613,8 @@ def _per_subject(
     done: list[ev.Event] = []
     with unsealed(authority, keyring, operation, subjects) as ukr:
         by = authority.authorized_by
-        begun = ev.record_many(ukr.audit_log(), [ev.Intent(intent, s, by) for s in subjects])
+        with _nothing_changed(intent):
+            begun = ev.record_many(ukr.audit_log(), [ev.Intent(intent, s, by) for s in subjects])
         refused: list[tuple[AuditEntry, BaseException]] = []
         for s, mark in zip(subjects, begun, strict=True):
             try:
@@ -589,7 +630,8 @@ def _per_subject(
                 raise
             results.append(value)
             done.append(event(s, value, by))
-        entries = ev.record_many(ukr.audit_log(), done)
+        with _took_effect(intent):
+            entries = ev.record_many(ukr.audit_log(), done)
         if refused:
             close_failed(keyring, ukr, [m for m, _ in refused], [e for _, e in refused], by)
     return Done(results, entries[-1] if entries else None, authority.authorized_by)
@@ -682,6 +724,12 @@ def decrypt_file(
                     why = type(exc).__name__
                     done = ev.DecryptIncomplete(in_path, released[0], dict(head.context), why, by)
                     ev.record(ukr.audit_log(), done)
+                elif not entries and isinstance(exc, OSError) and exc.errno in SPACE_ERRORS:
+                    raise KeyringError(  # (a full disk writing OUT, or the intent)
+                        f"{_os_text(exc)}; nothing was changed: no plaintext was released "
+                        "and nothing recorded",
+                        hint="free space on that file system, then run it again",
+                    ) from None
                 raise
         return Done(info, entries[0], by)
 
@@ -852,9 +900,10 @@ def _change_tokens(
         known = {t.id: t.name for t in tl.tokens}
         folded = [r for r in tl.pending_revocations if r not in tl.revoked]
         # the token list commits before the entry: a kill in between leaves an open intent
-        begun = ev.record(
-            ukr.audit_log(), ev.Intent(ev.TokenCreate.NAME, name, quorum.contributors)
-        )
+        with _nothing_changed(ev.TokenCreate.NAME):
+            begun = ev.record(
+                ukr.audit_log(), ev.Intent(ev.TokenCreate.NAME, name, quorum.contributors)
+            )
         try:
             pol = tl.add(
                 mac_key(ukr.audit_key(), keyring.keyring_id),
@@ -885,5 +934,6 @@ def _change_tokens(
                 expires=pol.expires,
             )
         )
-        entry = ev.record_many(ukr.audit_log(), events)[-1]
+        with _took_effect(ev.TokenCreate.NAME):
+            entry = ev.record_many(ukr.audit_log(), events)[-1]
     return Done(pol, entry, quorum.authorized_by)

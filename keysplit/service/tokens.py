@@ -515,7 +515,7 @@ class TokenList:
         created = not self.revoked_path.exists()
         fd = os.open(self.revoked_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            durable_append(fd, line.encode())
+            durable_append(fd, line.encode(), name=self.revoked_path)
         finally:
             os.close(fd)
         if created:

@@ -677,3 +677,106 @@ def test_decrypt_to_stdout_killed_mid_stream_leaves_an_entry(tmp_path: Path) -> 
     observed = Keyring.open(kr).audit_log().entries()[-2]
     assert observed.event == "observed" and observed.data["found"].startswith("unknown")
     assert _unrecorded(kr) == []
+
+
+# -- a full disk: the error names the file and says whether anything changed ------------------
+
+FULL_AT_LOG_WRITE = """
+import errno, os, sys
+from keysplit_cli.app import main
+real, which, seen, full = os.write, int(sys.argv[1]), [0], []
+def write(fd, data):
+    try:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        name = ""
+    if name.endswith("/audit.log"):
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        seen[0] += 1
+        if seen[0] == which:  # half the entry fits, then the disk is full
+            full.append(fd)
+            return real(fd, bytes(data)[: len(data) // 2])
+    return real(fd, data)
+os.write = write
+sys.argv = ["keysplit", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("at", [1, 2], ids=["intent", "outcome"])
+def test_a_full_disk_names_the_file_and_says_whether_anything_changed(
+    tmp_path: Path, at: int
+) -> None:
+    """``keysplit hold`` on a disk that fills up while it appends to the audit log said
+    ``error: [Errno 28] No space left on device``: no file, and not whether the hold was
+    placed. The log keeps no half line (the append is cut back). Full at the intent (before
+    the store is touched): the error names the log and says nothing was changed; full at
+    the outcome (after the hold committed): it says the hold took effect, and the open
+    intent is reported."""
+    kr, _, quorum = _cli_keyring(tmp_path)
+    shares = _quorum_shares(quorum)
+    r = subprocess.run(
+        [sys.executable, "-c", FULL_AT_LOG_WRITE, str(at), "hold", str(kr), "user-3", "--on"]
+        + [str(a) for a in quorum(1)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1, r.stderr
+    assert "[Errno 28]" not in said and f"No space left on device: {kr}/audit.log" in said
+    assert "Traceback" not in r.stderr
+    entries = Keyring.open(kr).audit_log().entries()  # no torn line: the append was undone
+    with Keyring.open(kr).unseal(shares) as ku:
+        held = bool(ku.local_data_keys().held_spellings("user-3"))
+        ku.audit_log().verify()
+    if at == 1:
+        assert "nothing was changed" in said and "took effect" not in said
+        assert not held and [e.event for e in entries] == ["init"]
+        assert _unrecorded(kr) == []
+    else:
+        assert "the legal-hold took effect" in said and "nothing was changed" not in said
+        assert held and [e.event for e in entries] == ["init", "intent"]
+        assert len(_unrecorded(kr)) == 1
+
+
+FILE_SIZE_LIMIT = """
+import resource, signal, sys
+from keysplit_cli.app import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+sys.argv = ["keysplit", *sys.argv[2:]]
+main()
+"""
+
+
+def test_a_decrypt_to_a_file_that_cannot_grow_names_it_and_says_nothing_changed(
+    tmp_path: Path,
+) -> None:
+    """``keysplit decrypt DIR f.ks OUT`` whose output cannot be written whole (a file size
+    limit here; a full disk likewise) said ``[Errno 27] File too large``: no file named,
+    nothing said about OUT or the log. It names OUT and says nothing was changed (no OUT,
+    no entry), which is so."""
+    from keysplit.stream import encrypt_file
+
+    kr, _, quorum = _cli_keyring(tmp_path)
+    plain, sealed, out = tmp_path / "big.bin", tmp_path / "big.ks", tmp_path / "out.bin"
+    plain.write_bytes(os.urandom(3 << 20))
+    encrypt_file(plain, sealed, Keyring.open(kr).public_key)
+    before = Keyring.open(kr).audit_log().entries()
+    r = subprocess.run(
+        [sys.executable, "-c", FILE_SIZE_LIMIT, str(1 << 20), "decrypt", str(kr), str(sealed)]
+        + [str(out), *(str(a) for a in quorum(1))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1, r.stderr
+    assert "[Errno" not in said and f"File too large: {out}" in said, said
+    assert "nothing was changed: no plaintext was released" in said
+    assert not out.exists() and Keyring.open(kr).audit_log().entries() == before
