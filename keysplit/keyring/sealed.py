@@ -228,6 +228,10 @@ class Keyring:
         kek = rng.random_bytes(16)
         nonce = rng.random_bytes(12)
         with home.lock():
+            # again under the lock: a create that passed the check above while another
+            # completed took its store record for an interrupted create's and rewrote its
+            # audit anchor before the keyring file refused it (the winner then recorded nothing)
+            cls.refuse_existing(home.path)
             leftover = home.store_record()
             if leftover is not None and (store_url is None or store_url == leftover.url):
                 keyring_id, url = leftover.keyring_id, leftover.url  # an interrupted create

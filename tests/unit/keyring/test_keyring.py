@@ -582,6 +582,37 @@ def test_stream_sealed_to_keyring_opens_with_unsealed_keyring(
     assert out.getvalue() == data
 
 
+def test_a_create_that_loses_the_race_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(red team: two replicas of a backend that create the keyring if it is missing) the
+    check that no keyring exists ran before the home's lock only: a create that passed it
+    while another completed took the winner's store record for an interrupted create's,
+    rewrote the audit anchor under its own key and only then failed, with a bare
+    FileExistsError. The winner's keyring could record nothing from then on (rotate,
+    shred: 'audit anchor ... MAC invalid'). Now the loser is refused under the lock with
+    the KeyringError of an existing keyring, before it writes anything."""
+    path = tmp_path / "kr"
+    real = Keyring.refuse_existing
+    won: dict[str, object] = {}
+
+    def then_another_creates_it(where: Path) -> None:
+        real(where)
+        if not won:  # right after this check, another process creates the keyring
+            monkeypatch.setattr(Keyring, "refuse_existing", staticmethod(real))
+            won["made"] = Keyring.create(where, 2, NAMES)
+            won["files"] = snapshot(path)
+
+    monkeypatch.setattr(Keyring, "refuse_existing", staticmethod(then_another_creates_it))
+    with pytest.raises(KeyringError, match="already exists"):
+        Keyring.create(path, 2, NAMES)
+    assert snapshot(path) == won["files"]
+    kr, shares = won["made"]  # type: ignore[misc]
+    with kr.unseal([shares["alice"], shares["bob"]]) as ku:
+        assert ku.audit_log().verify().mac_verified
+        assert ku.rotate() == 2  # recorded
+
+
 def test_create_after_crash_reuses_empty_leftover_store(tmp_path: Path) -> None:
     path = tmp_path / "kr"
     Keyring.create(path, 2, NAMES)
