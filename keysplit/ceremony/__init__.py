@@ -426,35 +426,36 @@ def _os_text(exc: OSError) -> str:
 
 
 @contextlib.contextmanager
-def _nothing_changed(operation: str) -> Iterator[None]:
+def _on_full_disk(says: Callable[[str], str], hint: str) -> Iterator[None]:
+    """A space error (ENOSPC, EDQUOT, EFBIG) in the ``with`` body becomes a
+    :class:`KeyringError` whose message is ``says(<strerror>: <file>)``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in SPACE_ERRORS:
+            raise
+        raise KeyringError(says(_os_text(exc)), hint=hint) from None
+
+
+def _nothing_changed(operation: str) -> contextlib.AbstractContextManager[None]:
     """Around what a ceremony writes before its change (its intent): a full disk there
     changed nothing, and the error says so, naming the file."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in SPACE_ERRORS:
-            raise
-        raise KeyringError(
-            f"{_os_text(exc)}; nothing was changed (the {operation} did not start)",
-            hint="free space on that file system, then run it again",
-        ) from None
+    return _on_full_disk(
+        lambda what: f"{what}; nothing was changed (the {operation} did not start)",
+        "free space on that file system, then run it again",
+    )
 
 
-@contextlib.contextmanager
-def _took_effect(operation: str) -> Iterator[None]:
+def _took_effect(operation: str) -> contextlib.AbstractContextManager[None]:
     """Around the entry a ceremony writes after its change (its intent is in the log): a
     full disk there must not read as a failure that changed nothing."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in SPACE_ERRORS:
-            raise
-        raise KeyringError(
-            f"the {operation} took effect, but its audit entry could not be written "
-            f"({_os_text(exc)})",
-            hint="free space; 'keysplit audit verify DIR' names it (an intent without "
-            "outcome) and the next quorum unseal records what it finds",
-        ) from None
+    return _on_full_disk(
+        lambda what: (
+            f"the {operation} took effect, but its audit entry could not be written ({what})"
+        ),
+        "free space; 'keysplit audit verify DIR' names it (an intent without outcome) and "
+        "the next quorum unseal records what it finds",
+    )
 
 
 def _run(

@@ -507,8 +507,13 @@ main()
 
 
 def _killed_at(event: str, args: list[object]) -> subprocess.CompletedProcess[str]:
+    return _script(KILL_AT_EVENT, [event, *args])
+
+
+def _script(script: str, args: list[object]) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (a fault hook, then the CLI) with ``args`` in a new interpreter."""
     return subprocess.run(
-        [sys.executable, "-c", KILL_AT_EVENT, event, *(str(a) for a in args)],
+        [sys.executable, "-c", script, *(str(a) for a in args)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -716,14 +721,7 @@ def test_a_full_disk_names_the_file_and_says_whether_anything_changed(
     intent is reported."""
     kr, _, quorum = _cli_keyring(tmp_path)
     shares = _quorum_shares(quorum)
-    r = subprocess.run(
-        [sys.executable, "-c", FULL_AT_LOG_WRITE, str(at), "hold", str(kr), "user-3", "--on"]
-        + [str(a) for a in quorum(1)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    r = _script(FULL_AT_LOG_WRITE, [at, "hold", kr, "user-3", "--on", *quorum(1)])
     said = " ".join(r.stderr.split())
     assert r.returncode == 1, r.stderr
     assert "[Errno 28]" not in said and f"No space left on device: {kr}/audit.log" in said
@@ -767,14 +765,7 @@ def test_a_decrypt_to_a_file_that_cannot_grow_names_it_and_says_nothing_changed(
     plain.write_bytes(os.urandom(3 << 20))
     encrypt_file(plain, sealed, Keyring.open(kr).public_key)
     before = Keyring.open(kr).audit_log().entries()
-    r = subprocess.run(
-        [sys.executable, "-c", FILE_SIZE_LIMIT, str(1 << 20), "decrypt", str(kr), str(sealed)]
-        + [str(out), *(str(a) for a in quorum(1))],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    r = _script(FILE_SIZE_LIMIT, [1 << 20, "decrypt", kr, sealed, out, *quorum(1)])
     said = " ".join(r.stderr.split())
     assert r.returncode == 1, r.stderr
     assert "[Errno" not in said and f"File too large: {out}" in said, said
