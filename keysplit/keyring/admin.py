@@ -334,10 +334,11 @@ class KeyAdmin:
         # process, which no longer knows a deleted legacy spelling, still finds the
         # subject shredded.
         tags = [local.tombstone_tag(s) for s in spellings]
-        existed = local.store.delete_many(spellings, tags)  # LegalHoldError
-        for s in spellings:
-            local.forget(s)
-        return existed
+        try:
+            return local.store.delete_many(spellings, tags)  # LegalHoldError
+        finally:  # also when it failed: whether a lost COMMIT deleted the keys is unknown
+            for s in spellings:
+                local.forget(s)
 
     def prepare_rekey(
         self,

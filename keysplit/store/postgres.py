@@ -211,7 +211,7 @@ _STATEMENTS: dict[str, LiteralString] = {
     "WHERE subject = ANY(%(s)s::text[])), "
     "gone AS (DELETE FROM {s}.data_keys WHERE subject = ANY(%(s)s::text[]) "
     "AND NOT EXISTS (SELECT 1 FROM held) RETURNING 1) "
-    "SELECT (SELECT array_agg(subject) FROM held), (SELECT count(*) FROM gone)",
+    "SELECT (SELECT array_agg(subject) FROM held), (SELECT count(*) FROM gone), txid_current()",
     # subject (bucket) locks in one statement, in the order given
     "lock_subjects": "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
     "FROM unnest(%s::text[]) AS k",
@@ -926,12 +926,16 @@ class PostgresKeyStore:
         if not wanted:
             return False
         locks = self._subject_locks(wanted)
+        xids: list[int] = []  # each attempt's transaction id (the delete statement's)
+        done: list[bool] = []  # set once an attempt's work is all done: only COMMIT is left
 
         def work(conn: _Conn) -> bool:
+            done.clear()
             st = self._exclusive(conn)
             conn.execute(self._sql["lock_subjects"], (locks,))
             row = conn.execute(self._sql["delete"], {"s": wanted}).fetchone()
-            held, gone = row if row else (None, 0)
+            held, gone, xid = row if row else (None, 0, 0)
+            xids.append(int(xid))
             refusal = _rules.hold_refusal(held or ())
             if refusal is not None:
                 raise refusal
@@ -941,9 +945,27 @@ class PostgresKeyStore:
                     seq += 1
                     conn.execute(self._sql["tombstone"], (seq, tag))
                 self._bump(conn, st._replace(tombstone_seq=seq))
+            done.append(bool(gone))
             return bool(gone)
 
-        return self._tx(work, idempotent=False)
+        try:
+            return self._tx(work, idempotent=False)
+        except KeyringError:
+            if not done:  # failed before COMMIT was sent: the server rolled it back
+                raise
+            # the connection died (or the watchdog ended it) at COMMIT: did it commit?
+            outcome, _ = self._outcome(xids)
+            if outcome == "committed":
+                return done[0]
+            if outcome == "aborted":
+                raise
+            raise StoreUnreachableError(
+                f"PostgreSQL key store at {self._where}: the connection was lost while a "
+                f"shred of {len(wanted)} subject key(s) was committing, and whether it "
+                "committed is unknown (the server could not be asked)",
+                hint="shred again once the server answers: it deletes what is left (no "
+                "key left: it reports none)",
+            ) from None
 
     def stale_batch(self, current_version: int, after: str, limit: int) -> list[WrappedKey]:
         def work(conn: _Conn) -> list[WrappedKey]:
@@ -1188,9 +1210,12 @@ class PostgresKeyStore:
                 raise
             return st
 
-    def _committed(self, xids: list[int], version: int) -> KeyringState | None:
-        """The state if one of ``xids`` committed, None if all of them aborted; a
-        :class:`StoreUnreachableError` if the server cannot say (now)."""
+    def _outcome(self, xids: list[int]) -> tuple[str, KeyringState | None]:
+        """Whether one of ``xids`` (transactions that held the exclusive state lock)
+        committed: "committed", "aborted" (all of them), or "unknown" (the server cannot
+        be asked now, or a transaction is too old to tell); and the state read with the
+        answer. Asked under the shared state lock, granted once each of them has ended,
+        so the answer is final."""
 
         def work(conn: _Conn) -> tuple[list[str | None], KeyringState]:
             conn.execute(self._sql["lock_shared"], (self._state_lock,))
@@ -1202,10 +1227,20 @@ class PostgresKeyStore:
         try:
             statuses, st = self._tx(work)
         except KeyringError:
-            statuses, st = ["unknown"], None
+            return "unknown", None
         if "committed" in statuses:
+            return "committed", st
+        if statuses and all(s == "aborted" for s in statuses):  # None: too old to tell
+            return "aborted", st
+        return "unknown", st
+
+    def _committed(self, xids: list[int], version: int) -> KeyringState | None:
+        """The state if one of ``xids`` committed, None if all of them aborted; a
+        :class:`StoreUnreachableError` if the server cannot say (now)."""
+        outcome, st = self._outcome(xids)
+        if outcome == "committed":
             return st
-        if all(s == "aborted" for s in statuses):  # None (too old to tell): unknown
+        if outcome == "aborted":
             return None
         raise StoreUnreachableError(
             f"PostgreSQL key store at {self._where}: the connection was lost while KEK "

@@ -174,14 +174,15 @@ def _cutter(server: object) -> Iterator[_CommitCutter]:
 
 @contextlib.contextmanager
 def _behind_cutter(
-    server: object, tmp_path: Path
+    server: object, tmp_path: Path, extra: str = ""
 ) -> Iterator[tuple[_CommitCutter, Keyring, dict[str, Any], Any, str]]:
     """A new keyring whose PostgreSQL store (a schema of its own) is reached through a
-    :class:`_CommitCutter`: (the proxy, the keyring, its shares, the store, the schema)."""
+    :class:`_CommitCutter`: (the proxy, the keyring, its shares, the store, the schema).
+    ``extra``: more of the store URL's query (``&connect_timeout=2``)."""
     schema = f"t_{uuid.uuid4().hex[:16]}"
     kr, shares = Keyring.create(tmp_path / "kr", 2, ["a", "b", "c"])
     with _cutter(server) as proxy:
-        url = f"postgresql:///keysplit?host={proxy.dir}&user=keysplit&schema={schema}"
+        url = f"postgresql:///keysplit?host={proxy.dir}&user=keysplit&schema={schema}{extra}"
         store = open_store(url, keyring_id=kr.keyring_id, home=kr.path, create=True)
         yield proxy, kr, shares, store, schema
 
@@ -320,3 +321,45 @@ def test_a_rekey_noted_while_its_connection_died_counts_once(
         [new["b"], new["c"]], store=open_store(direct, keyring_id=kr.keyring_id, home=kr.path)
     ) as ku:
         assert ku.store.state().rekeys == 2
+
+
+def test_a_shred_committed_while_its_connection_died_reports_done(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """A shred (delete_many: not retried, whether a key existed is its answer) whose
+    commit the server made while the client lost the answer to COMMIT raised the driver's
+    'server closed the connection' as a plain KeyringError: the caller was told it failed
+    although the key was gone, and the process kept the key in its cache. Now the
+    transaction's id resolves it: the shred reports done, the key is forgotten."""
+    from keysplit import ShreddedError
+
+    with (
+        _behind_cutter(pg_server, tmp_path) as (proxy, kr, shares, store, _schema),
+        kr.unseal([shares["a"], shares["b"]], store=store) as ku,
+    ):
+        record = ku.encrypt(b"secret", subject="bob")
+        epoch = store.state().epoch
+        proxy.armed = True
+        assert ku.shred("bob") is True  # the delete committed; the client lost the answer
+        assert proxy.cuts == 1
+        assert store.get("bob") is None and store.state().epoch == epoch + 1
+        with pytest.raises(ShreddedError):
+            ku.decrypt(record, subject="bob")  # not from this process's cache either
+
+
+def test_a_shred_whose_commit_cannot_be_resolved_says_so(pg_server: object, tmp_path: Path) -> None:
+    """The connection died at COMMIT and no new one could be made: the shred fails with a
+    StoreUnreachableError saying whether it committed is unknown (run it again)."""
+    from keysplit import StoreUnreachableError
+
+    with (
+        _behind_cutter(pg_server, tmp_path, "&connect_timeout=2") as (proxy, kr, shares, store, _),
+        kr.unseal([shares["a"], shares["b"]], store=store) as ku,
+    ):
+        ku.encrypt(b"secret", subject="bob")
+        proxy.armed = proxy.then_refuse = True
+        with pytest.raises(StoreUnreachableError, match=r"shred.*unknown"):
+            ku.shred("bob")
+        assert proxy.cuts == 1
+        proxy.refuse = False
+        assert ku.shred("bob") is False  # it had committed: running it again is safe
