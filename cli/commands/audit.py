@@ -2,8 +2,12 @@
 
 Without a quorum ``verify`` checks the hash chain (edited, removed, inserted, reordered or
 torn entries) and prints the head hash to write down or publish; ``--anchor HEAD`` checks
-that a head recorded earlier is still in the log. With a quorum (``--share`` or ``--mac``)
-it also checks every entry's MAC, which catches even a complete rewrite of the log.
+that a head recorded earlier is still in the log. Without a quorum the anchor file
+(``audit.anchor``) and the keyring's ``audit_anchor`` flag are read unauthenticated (their
+MACs need the keyring's key), and the output says so. With a quorum (``--share`` or
+``--mac``) it also checks every entry's MAC and the anchor's, which catches even a complete
+rewrite of the log; a rollback of the log *and* its anchor to an earlier authentic pair
+(both restored from a backup) is caught only by ``--anchor HEAD``.
 
 Exit codes: 0 log intact, 1 log broken (the first bad entry is named), 2 usage error.
 """
@@ -47,6 +51,10 @@ def verify_cmd(
 
     Example: keysplit audit verify vault --anchor 3f9c...  (a head written down earlier)
 
+    Without a quorum, audit.anchor is not authenticated: a log cut or removed together
+    with it is caught by --mac; a log and anchor restored together from a backup only by
+    --anchor HEAD.
+
     Exit codes: 0 log intact; 1 log broken (first bad entry named) or bad quorum; 2 usage.
     """
     from keysplit import Keyring
@@ -61,6 +69,13 @@ def verify_cmd(
     info(f"{report.entries} entries, {checks} verified", lead="audit log intact:", style="green")
     if not report.mac_verified:
         info("MACs not checked (give --share/--mac with a quorum to detect a full rewrite)")
+        info(
+            "not authenticated without a quorum: audit.anchor and the keyring file's "
+            "audit_anchor flag (their MACs need the keyring's key), so a log cut, rolled back "
+            "or removed together with them passes here; --mac catches that. A log and "
+            "audit.anchor restored together from a backup pass --mac too: only --anchor HEAD "
+            "(a head written down or published earlier) catches that"
+        )
     unrecorded = kr.unrecorded_changes()
     for gap in unrecorded:  # a change made and then killed (or failed) before its entry
         info(f"note: not in the log: {gap}")
@@ -71,6 +86,7 @@ def verify_cmd(
                     "entries": report.entries,
                     "head": report.head,
                     "mac_verified": report.mac_verified,
+                    "anchor_authenticated": report.mac_verified,
                     "anchored": report.anchored,
                     "unrecorded": unrecorded,
                 }

@@ -183,6 +183,7 @@ def test_audit_verify_prints_head_and_checks_macs(cer: Ceremony) -> None:
         "entries": 4,
         "head": head,
         "mac_verified": True,
+        "anchor_authenticated": True,
         "anchored": True,
         "unrecorded": [],
     }
@@ -1133,3 +1134,30 @@ def test_error_lines_show_control_characters_escaped(cer: Ceremony) -> None:
     (line,) = error_lines(r)
     assert "o\\x1b]0;owned\\x07x" in line
     assert out.read_bytes() == b"kept"
+
+
+def test_audit_verify_without_a_quorum_says_the_anchor_is_not_authenticated(
+    cer: Ceremony,
+) -> None:
+    """``audit verify`` without a quorum reads audit.anchor (and the keyring's audit_anchor
+    flag) unauthenticated: a log cut back together with a forged anchor passed with
+    'audit log intact' and nothing more, as if the anchor had been checked. It still
+    passes (the MAC needs the keyring's key), but says plainly that the anchor is not
+    authenticated and what catches a joint rollback (--mac; --anchor HEAD); --mac refuses
+    the forged anchor."""
+    _grow_log(cer)
+    log, anchor = cer.kr / "audit.log", cer.kr / "audit.anchor"
+    lines = log.read_bytes().splitlines(keepends=True)[:-1]
+    log.write_bytes(b"".join(lines))
+    forged = {"entries": len(lines), "head": _sha(lines[-1].rstrip(b"\n")), "mac": "0" * 64}
+    anchor.write_bytes(
+        json.dumps({**forged, "v": 1}, sort_keys=True, separators=(",", ":")).encode()
+    )
+    r = run(["audit", "verify", cer.kr, "--json"])
+    assert r.exit_code == 0, r.output
+    said = " ".join(r.stderr.split())
+    assert "not authenticated without a quorum: audit.anchor" in said
+    assert "--mac catches that" in said and "only --anchor HEAD" in said
+    assert json.loads(r.stdout)["anchor_authenticated"] is False
+    r = run(["audit", "verify", cer.kr, "--mac", *cer.quorum("alice", "bob")])
+    assert r.exit_code == 1 and "audit anchor" in error_lines(r)[0] and "MAC invalid" in r.stderr
