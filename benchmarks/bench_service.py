@@ -12,6 +12,8 @@ keys fetched once), which is what a backend that accepts the cache trade-off pay
 The floor rows run the in-process call and then send the request's frame to a forked
 echo process over a socketpair and read back as many bytes as the answer's frame: what a
 single-threaded service over a Unix socket could reach with HTTP and framing for free.
+``keysplit.Client`` sends its ``encrypt``/``decrypt`` batches over the Unix socket's frame
+transport (no HTTP); the "HTTP only" rows are the same client with it off, in the same run.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ from .harness import latency_ms, progress, row, throughput, time_calls
 SUBJECTS = 1000
 SIZE = 1024
 FLOOR = "floor: in-process + raw socket echo of the same bytes"
+HTTP_ONLY = "keysplit.Client, HTTP only (frames off)"
+"""The same client with the Unix socket's frame transport off: every batch over HTTP
+(benchmarks/README.md, "service transport")."""
 
 
 def _calls(fns: list[Callable[[], object]], n: int, quick: bool) -> list[list[float]]:
@@ -355,6 +360,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
     with served() as sv:
         client, token = sv.client, sv.token
         cached = Client(sv.url, token=token, timeout=300, cache_max_age=3600)
+        http = Client(sv.url, token=token, timeout=300)
+        http._frames = False  # the same batches over HTTP: the frame transport's A/B
         local = sv.local()
         names = [f"user/{i:04d}" for i in range(SUBJECTS)]
         client.encrypt_many(names, [b"x"] * SUBJECTS)  # create every data key once
@@ -388,6 +395,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 impls: list[tuple[str, Callable[[], object]]] = [
                     (f"UnsealedKeyring.{op}_many (in process)", _bound(here, subjects, items)),
                     ("keysplit.Client over Unix socket", _bound(remote, subjects, items)),
+                    (HTTP_ONLY, _bound(getattr(http, f"{op}_many"), subjects, items)),
                     ("keysplit.Client, data-key cache on", _bound(remote_cached, subjects, items)),
                     (FLOOR, _floor(echo, _bound(here, subjects, items), request)),
                 ]
@@ -400,6 +408,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
         local.close()
         client.close()
         cached.close()
+        http.close()
         progress("service client processes (scaling)")
         with sv.another("one.sock", "--workers", "1") as one:
             one.close()

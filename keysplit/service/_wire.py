@@ -98,6 +98,21 @@ _SWAP = sys.byteorder == "little"  # frame integers are big endian
 assert array("I").itemsize == 4 and array("i").itemsize == 4
 
 
+FRAMES_MAGIC = b"\x00KSW"
+"""The first bytes of a request and an answer of the Unix socket's frame transport
+(:mod:`keysplit.service._frames`; no HTTP request begins with NUL)."""
+FRAMES_VERSION = 1
+FRAME_REQUEST = struct.Struct(">4sBBBBII")
+"""magic, version, op, flags (bit 0: a streamed decrypt welcome), 0, token length, body
+length; then the token and the body (a batch frame)."""
+FRAME_ANSWER = struct.Struct(">4sHHI")
+"""magic, HTTP status, flags (bit 0: streamed), body length; then the body (a batch frame,
+or the JSON error of the same status)."""
+FRAME_OPS = {"/v1/encrypt": 1, "/v1/decrypt": 2}
+FRAME_STREAM_OK = 1
+FRAME_STREAMED = 1
+
+
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 

@@ -26,6 +26,7 @@ import math
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -210,6 +211,66 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = s
 
 
+class _FrameConn:
+    """A connection of the Unix socket's frame transport (:mod:`._frames`): ``encrypt``
+    and ``decrypt`` batches without HTTP. The socket blocks, each operation bounded by
+    ``SO_RCVTIMEO``/``SO_SNDTIMEO`` set from the call's :class:`_Clock` (so one
+    ``recv(k, MSG_WAITALL)`` takes ``k`` bytes in one system call)."""
+
+    def __init__(self, path: str, clock: _Clock) -> None:
+        self.path, self.clock = path, clock
+        self.sock: socket.socket | None = None
+
+    def connect(self) -> socket.socket:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.settimeout(self.clock.left())
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            s.connect(self.path)
+            s.settimeout(None)
+        except BaseException:
+            s.close()
+            raise
+        self.sock = s
+        return s
+
+    def _arm(self, option: int) -> socket.socket:
+        assert self.sock is not None
+        left = self.clock.left()  # TimeoutError once the call's deadline passed
+        sec = int(left)
+        usec = max(1, int((left - sec) * 1e6)) if sec == 0 else int((left - sec) * 1e6)
+        self.sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(sec, usec))
+        return self.sock
+
+    def send(self, parts: list[Any]) -> None:
+        try:
+            _sendmsg_all(self._arm(socket.SO_SNDTIMEO), parts)
+        except BlockingIOError:  # SO_SNDTIMEO passed
+            raise TimeoutError("the key service did not take the request in time") from None
+
+    def read(self, k: int) -> bytes:
+        """``k`` bytes, fewer only where the connection ended."""
+        got = b""
+        while len(got) < k:
+            try:
+                more = self._arm(socket.SO_RCVTIMEO).recv(k - len(got), socket.MSG_WAITALL)
+            except BlockingIOError:  # SO_RCVTIMEO passed with nothing read
+                raise TimeoutError("the key service did not answer in time") from None
+            if not more:
+                break
+            got = more if not got else got + more
+        return got
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+_TIMEVAL = struct.Struct("@ll")
+
+
 class Client:
     """A connection to a keysplit key service (``unix:/path`` or ``https://host:port``).
 
@@ -275,7 +336,10 @@ class Client:
         ):
             raise ValueError("cache_max_records must be a positive int")
         self._cache_lock = threading.Lock()
-        self._conns: list[http.client.HTTPConnection] = []
+        self._conns: list[http.client.HTTPConnection | _FrameConn] = []
+        self._frames = self._unix is not None
+        """Batches go over the frame transport (Unix socket); False once the server turned
+        out not to speak it (an older ``keysplit serve``: HTTP from then on)."""
         self._remote: RemoteDataKeys | None = None
         self._records: Records | None = None
         if cache_max_age is not None or cache_max_records is not None:
@@ -367,10 +431,121 @@ class Client:
         at once, then decoded. With ``stream_ok``, a streamed answer the server cut short
         raises :class:`_StreamCut` (the caller asks again, without it, passing ``begun``:
         the cut call's start, so both share one deadline)."""
+        if self._frames and path in wire.FRAME_OPS:
+            framed = self._frames_exchange(path, body, items, stream_ok, begun)
+            if framed is not None:
+                return framed
         got, _ = self._exchange(
             "POST", path, body, wire.BATCH_TYPE, True, items, True, True, stream_ok, begun
         )
         return got  # type: ignore[no-any-return]
+
+    def _fconn(self) -> _FrameConn:
+        c: _FrameConn | None = getattr(self._local, "frames", None)
+        if c is None:
+            assert self._unix is not None
+            c = _FrameConn(self._unix, _Clock(self._timeout))
+            self._local.frames = c
+            with self._cache_lock:
+                self._conns.append(c)
+        return c
+
+    def _frames_exchange(
+        self, path: str, body: Body, items: int, stream_ok: bool, begun: float | None
+    ) -> tuple[dict[str, Any], list[str], list[bytes | None]] | None:
+        """:meth:`_exchange` of a batch over the frame transport (same limits, deadline,
+        retry and error rules); None if the server does not speak it (it answered HTTP:
+        it never ran the request)."""
+        parts, size = _parts(body)
+        token = (self._token or "").encode("ascii")
+        flags = wire.FRAME_STREAM_OK if stream_ok else 0
+        op = wire.FRAME_OPS[path]
+        head = wire.FRAME_REQUEST.pack(
+            wire.FRAMES_MAGIC, wire.FRAMES_VERSION, op, flags, 0, len(token), size
+        )
+        limit = wire.response_limit(size, items)
+        bound = self._deadline or default_deadline(self._timeout, size, limit)
+        ends = (time.monotonic() if begun is None else begun) + bound
+        for attempt in (0, 1):
+            fc = self._fconn()
+            fc.clock.start(bound, ends)
+            if fc.sock is not None and _closed_by_peer(fc.sock):
+                fc.close()
+            reused = fc.sock is not None
+            answered = cut_ok = False
+            try:
+                if fc.sock is None:
+                    fc.connect()
+                # refused before the body was read (a token): its answer is there to read
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    fc.send([head, token, *parts])
+                lead = fc.read(wire.FRAME_ANSWER.size)
+                if lead[:4] == b"HTTP":  # an older server: it answered 400 and ran nothing
+                    self._frames = False
+                    self._drop_frames(fc)
+                    return None
+                if not lead:
+                    raise http.client.RemoteDisconnected("closed without an answer")
+                if len(lead) < wire.FRAME_ANSWER.size or lead[:4] != wire.FRAMES_MAGIC:
+                    raise FormatError("key service response: not a keysplit answer frame")
+                answered = True
+                _, status, aflags, length = wire.FRAME_ANSWER.unpack(lead)
+                if length > limit:
+                    self._drop_frames(fc)
+                    raise ServiceError(
+                        f"the key service at {self.url} sent a response larger than "
+                        f"{limit:,} bytes",
+                        hint="is the URL a keysplit key service?",
+                    )
+                if status != 200:
+                    data = fc.read(length)
+                    if len(data) < length:
+                        raise http.client.IncompleteRead(data)
+                    self._drop_frames(fc)  # a refused head closes it on the server's side
+                    raise wire.error_from_body(data, status)
+                cut_ok = stream_ok and bool(aflags & wire.FRAME_STREAMED)
+                return wire.read_frame(fc.read, length, "key service response")
+            except FormatError:  # a malformed answer: the rest of it is never read
+                self._drop_frames(fc)
+                raise
+            except (wire.ShortRead, TimeoutError, ConnectionError, OSError) as exc:
+                reached = begun is not None or fc.sock is not None  # the service is there
+                self._drop_frames(fc)
+                if cut_ok and not isinstance(exc, TimeoutError):
+                    raise _StreamCut() from None
+                # a kept-alive connection the server closed (its idle bound) before it read
+                # the request: once more on a new one (RemoteDisconnected is a reset too)
+                stale = reused and not answered and isinstance(exc, ConnectionResetError)
+                stale = stale or (reused and not answered and isinstance(exc, BrokenPipeError))
+                if attempt == 1 or not stale:
+                    raise self._failed(exc, fc.clock, bound, reached=reached) from None
+        raise AssertionError("unreachable")
+
+    def _failed(
+        self, exc: BaseException, clock: _Clock, bound: float, *, reached: bool
+    ) -> ServiceError:
+        """The :class:`ServiceError` of a failed exchange (``reached``: the service was)."""
+        exc = clock.name(exc)
+        if reached and isinstance(exc, _DeadlinePassed):
+            return ServiceError(
+                f"the key service at {self.url} was reached but did not answer "
+                f"completely within the call's deadline ({bound:g} s)",
+                hint="a busy service or a slow link: give the client a longer "
+                "deadline (Client(deadline=SECONDS))",
+            )
+        if isinstance(exc, wire.ShortRead):
+            exc = http.client.IncompleteRead(b"")
+        return ServiceError(
+            f"cannot reach the key service at {self.url}: {exc}",
+            hint=self._transport_hint(exc),
+        )
+
+    def _drop_frames(self, fc: _FrameConn) -> None:
+        fc.close()
+        self._local.frames = None
+        with self._cache_lock:
+            if fc in self._conns:
+                self._conns.remove(fc)
 
     def _exchange(
         self,
@@ -387,13 +562,7 @@ class Client:
     ) -> tuple[Any, str]:
         """``begun``: this exchange asks again what a call begun then (``time.monotonic()``)
         already asked the service (a cut streamed decrypt): it keeps that call's deadline."""
-        parts = [body] if isinstance(body, bytes | bytearray | memoryview) else list(body)
-        size = sum(map(len, parts))
-        if size > wire.MAX_BODY:
-            raise ValueError(
-                f"request of {size:,} bytes is over the key service's {wire.MAX_BODY:,}"
-                " (send smaller batches)"
-            )
+        parts, size = _parts(body)
         limit = wire.response_limit(size, items)
         data: Any = None
         bound = self._deadline or default_deadline(self._timeout, size, limit)
@@ -437,20 +606,10 @@ class Client:
                     )
                 )
                 if attempt == 1 or not stale:
-                    exc = conn.clock.name(exc)  # type: ignore[attr-defined]
-                    if reached and isinstance(exc, _DeadlinePassed):
-                        # a server that answers too slowly (or trickles) was reached all the
-                        # same: "cannot reach" sent people to check a service that was up
-                        raise ServiceError(
-                            f"the key service at {self.url} was reached but did not answer "
-                            f"completely within the call's deadline ({bound:g} s)",
-                            hint="a busy service or a slow link: give the client a longer "
-                            "deadline (Client(deadline=SECONDS))",
-                        ) from None
-                    raise ServiceError(
-                        f"cannot reach the key service at {self.url}: {exc}",
-                        hint=self._transport_hint(exc),
-                    ) from None
+                    # a server that answers too slowly (or trickles) was reached all the
+                    # same: "cannot reach" sent people to check a service that was up
+                    clock = conn.clock  # type: ignore[attr-defined]
+                    raise self._failed(exc, clock, bound, reached=reached) from None
         if data is None:
             self._drop(conn)
             raise ServiceError(
@@ -763,6 +922,18 @@ class Client:
         """Forget every cached data key."""
         if self._remote is not None:
             self._remote.close()
+
+
+def _parts(body: Body) -> tuple[list[Any], int]:
+    """A request body as buffers to send in order, and its size (ValueError over the cap)."""
+    parts = [body] if isinstance(body, bytes | bytearray | memoryview) else list(body)
+    size = sum(map(len, parts))
+    if size > wire.MAX_BODY:
+        raise ValueError(
+            f"request of {size:,} bytes is over the key service's {wire.MAX_BODY:,}"
+            " (send smaller batches)"
+        )
+    return parts, size
 
 
 def _seconds(v: float, name: str) -> float:

@@ -36,6 +36,7 @@ from aiohttp.http_writer import StreamWriter
 from .._fileio import link_new
 from ..errors import KeysplitError
 from . import _wire as wire
+from ._frames import FrameProtocol, Sniffer
 from .core import Interrupted, KeyService, Request, Response, Streamed
 from .fleet import (
     DATAGRAM,
@@ -360,16 +361,20 @@ def _tcp_socket(host: str, port: int) -> socket.socket:
 
 
 class _Acceptor:
-    """Accepts connections on the listening sockets and hands each to aiohttp.
+    """Accepts connections on the listening sockets and hands each to aiohttp, or, on the
+    Unix socket, to aiohttp or the frame protocol by its first byte (:mod:`._frames`).
 
     Our own accept loop (not aiohttp's sites) so a TLS handshake has its own timeout and
     every accepted connection passes through one place (see ``_dispatch``)."""
 
-    def __init__(self, runner: web.AppRunner, limits: Limits) -> None:
+    def __init__(self, runner: web.AppRunner, limits: Limits, service: KeyService) -> None:
         self._runner = runner
         self._limits = limits
+        self._service = service
         self._tasks: set[asyncio.Task[None]] = set()
         self._handshakes = 0  # accepted, TLS handshake in progress (not yet aiohttp's)
+        self._sniffing: set[Sniffer] = set()  # Unix-socket connections not yet sent a byte
+        self._frames: set[FrameProtocol] = set()  # frame connections (not aiohttp's)
         self.route: Callable[[socket.socket, ssl.SSLContext | None], Awaitable[None]]
         self.route = self.adopt
 
@@ -398,16 +403,20 @@ class _Acceptor:
         loop = asyncio.get_running_loop()
         server = self._runner.server
         assert server is not None
-        if len(server.connections) + self._handshakes >= self._limits.connections:
+        held = len(server.connections) + len(self._sniffing) + len(self._frames)
+        if held + self._handshakes >= self._limits.connections:
             conn.close()  # over the cap: the peer reconnects later, nothing is held for it
             return
+        factory: Callable[[], asyncio.BaseProtocol] = server
         if ctx is None and conn.family == socket.AF_UNIX:
             with contextlib.suppress(OSError):
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-        self._handshakes += 1
+            factory = self._sniffer  # counted in _sniffing from the start
+        shaking = int(factory is server)  # counted here until aiohttp counts it
+        self._handshakes += shaking
         try:
             await loop.connect_accepted_socket(
-                server,
+                factory,
                 conn,
                 ssl=ctx,
                 ssl_handshake_timeout=self._limits.handshake if ctx is not None else None,
@@ -415,11 +424,36 @@ class _Acceptor:
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError):
             conn.close()
         finally:
-            self._handshakes -= 1
+            self._handshakes -= shaking
+
+    def _sniffer(self) -> Sniffer:
+        """The protocol of a new plain Unix-socket connection, until its first byte."""
+        lim, server = self._limits, self._runner.server
+        assert server is not None
+
+        def frames() -> FrameProtocol:
+            fp = FrameProtocol(
+                self._service,
+                idle=lim.idle,
+                io=lim.io,
+                token_max=lim.field_size,
+                body_max=lim.token_body,
+                done=self._frames.discard,
+            )
+            self._frames.add(fp)
+            return fp
+
+        s = Sniffer(frames, server, lim.idle, self._sniffing.discard)
+        self._sniffing.add(s)
+        return s
 
     def close_connections(self) -> None:
         """Close every connection served here: idle ones at once, busy ones after the
         request in progress (``close`` alone would leave an idle one's socket open)."""
+        for s in list(self._sniffing):
+            s.abort()
+        for fp in list(self._frames):
+            fp.close()  # a frame connection is never busy between events: its answer is out
         server = self._runner.server
         for h in list(server.connections if server is not None else ()):
             if getattr(h, "_request_in_progress", False):  # aiohttp 3.x, pinned in the lock
@@ -431,6 +465,10 @@ class _Acceptor:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for s in list(self._sniffing):  # aiohttp's own are closed by the runner's cleanup
+            s.abort()
+        for fp in list(self._frames):
+            fp.close()
 
 
 _CHANGES = frozenset({"/v1/shred", "/v1/hold", "/v1/rotate", "/v1/rewrap"})
@@ -482,7 +520,7 @@ async def _serve(
 
     runner = _runner(service, lim, after)
     await runner.setup()
-    acceptor = _Acceptor(runner, lim)
+    acceptor = _Acceptor(runner, lim, service)
     fleet = Fleet(
         service,
         [Peer(i, pid, ctl) for i, (pid, ctl) in enumerate(workers, 1)],
@@ -549,7 +587,7 @@ async def _worker(
 
     runner = _runner(service, lim, after, forward)
     await runner.setup()
-    acceptor = _Acceptor(runner, lim)
+    acceptor = _Acceptor(runner, lim, service)
     ctx = _tls(opts) if opts.listen is not None else None
     stop = asyncio.Event()
 

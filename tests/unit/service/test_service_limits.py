@@ -250,6 +250,7 @@ def _fake_service(
         lsock.bind(str(sockdir / "t.sock"))
         srv = kind(lsock)  # type: ignore[call-arg]
         client = Client(f"unix:{sockdir / 't.sock'}", **client_kw)
+        client._frames = False  # the fakes speak HTTP (frames: test_frames_transport.py)
     srv.start()
     return srv, client
 
@@ -524,7 +525,7 @@ def test_parked_headers_are_bounded_per_connection_and_in_number(
     async def main() -> None:
         runner = srv_mod._runner(svc, lim, after)
         await runner.setup()
-        acc = srv_mod._Acceptor(runner, lim)
+        acc = srv_mod._Acceptor(runner, lim, svc)
         acc.listen(srv_mod._unix_socket(path), None)
         parked = []
         for _ in range(3):

@@ -294,6 +294,14 @@ def test_sendmsg_finishes_partial_sends() -> None:
 # -- hostile servers: the Client refuses what is not a well-formed answer ---------------------
 
 
+def _http_only(url: str, **kw: Any) -> Client:
+    """A client of a fake key service that speaks HTTP only: batches go over HTTP, not
+    the Unix socket's frames (tests/unit/service/test_frames_transport.py has those)."""
+    c = Client(url, **kw)
+    c._frames = False
+    return c
+
+
 class _Answer(threading.Thread):
     """A fake key service on a Unix socket that answers one request with ``reply``."""
 
@@ -401,7 +409,7 @@ def test_client_refuses_malformed_answers(
 ) -> None:
     srv = _Answer(sockdir / "h.sock", reply)
     srv.start()
-    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
+    c = _http_only(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
     with pytest.raises(error, match=says):
         c.encrypt_many(["u/1", "u/2"], [b"a", b"b"])
     c.close()
@@ -420,7 +428,7 @@ def test_connections_closed_on_bad_answers_are_forgotten(sockdir: Path) -> None:
     ]
     srv = _Script(sockdir / "h.sock", bad, set(range(len(bad))))
     srv.start()
-    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
+    c = _http_only(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
     for _ in bad:
         with pytest.raises((FormatError, ServiceError)):
             c.encrypt_many(["u/1", "u/2"], [b"a", b"b"])
@@ -433,7 +441,7 @@ def test_client_maps_item_errors_and_bad_datakeys(sockdir: Path) -> None:
     err = {"0": {"type": "ShreddedError", "message": "subject was shredded"}}
     srv = _Answer(sockdir / "h.sock", _http(wire.encode_frame({"errors": err}, [None])))
     srv.start()
-    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
+    c = _http_only(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
     with pytest.raises(keysplit.errors.ShreddedError, match="item 0"):
         c.decrypt_many(["u/1"], [b"r"])
     c.close()
@@ -441,7 +449,7 @@ def test_client_maps_item_errors_and_bad_datakeys(sockdir: Path) -> None:
     (sockdir / "h.sock").unlink()
     srv = _Answer(sockdir / "h.sock", _http(wire.encode_frame({}, [b"short"])))
     srv.start()
-    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
+    c = _http_only(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
     with pytest.raises(ServiceError, match="malformed data keys"):
         c.datakeys(["u/1"])
     c.close()
@@ -488,7 +496,7 @@ def test_client_answers_hostile_shapes_with_keysplit_errors(
     a TypeError/ValueError/KeyError further on, and never None handed back as a record."""
     srv = _Answer(sockdir / "h.sock", reply)
     srv.start()
-    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
+    c = _http_only(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
     with pytest.raises(KeysplitError):
         got = call(c)
         raise AssertionError(f"accepted: {got!r}")  # pragma: no cover - the bug
@@ -575,7 +583,7 @@ def test_a_request_the_server_may_have_run_is_never_sent_twice(
     again = _http(wire.dumps({"kek_version": 3, "items": [{"ok": False}]}), wire.JSON_TYPE)
     srv = _Script(sockdir / "h.sock", [STATUS, None, again], set())
     srv.start()
-    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
+    c = _http_only(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
     c.service_status()  # the connection is now kept alive
     with pytest.raises(ServiceError, match="cannot reach"):
         call(c)
@@ -593,7 +601,7 @@ def test_a_streamed_decrypt_that_times_out_is_not_asked_again(sockdir: Path) -> 
         sockdir / "h.sock", [frame[:-5], _http(wire.encode_frame({}, [b"x", b"y"]))], set()
     )
     srv.start()
-    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=1)
+    c = _http_only(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=1)
     # the socket's own timeout ("timed out") or, when the thread got back from it only at or
     # after the call's deadline (a loaded machine), the deadline's: the same TimeoutError
     with pytest.raises(ServiceError, match=r"timed out|did not answer completely"):
@@ -643,7 +651,7 @@ def test_an_answer_cut_after_its_head_is_never_asked_again(sockdir: Path) -> Non
 
     srv = threading.Thread(target=serve, daemon=True)
     srv.start()
-    c = Client(f"unix:{path}", token="kst1_" + "x" * 43, timeout=30)
+    c = _http_only(f"unix:{path}", token="kst1_" + "x" * 43, timeout=30)
     c.service_status()  # the connection is now kept alive
     with pytest.raises(ServiceError, match="cannot reach"):
         c.encrypt_many(["u/1", "u/2"], [b"x" * 30000, b"y" * 30000])
@@ -663,7 +671,7 @@ def test_an_idle_connection_the_server_closed_is_replaced_before_sending(sockdir
     shred = _http(wire.dumps({"items": [{"ok": True}]}), wire.JSON_TYPE)
     srv = _Script(sockdir / "h.sock", [STATUS, shred], {0})
     srv.start()
-    c = Client(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
+    c = _http_only(f"unix:{sockdir / 'h.sock'}", token="kst1_" + "x" * 43, timeout=30)
     c.service_status()
     assert srv.closed.wait(30)  # the server closed the kept-alive connection meanwhile
     assert c.shred("u/1") is True
@@ -685,7 +693,7 @@ def test_a_kept_alive_connection_is_reused_also_above_fd_setsize(sockdir: Path) 
     try:
         srv = _Script(sockdir / "h.sock", [STATUS, STATUS], set())
         srv.start()
-        c = Client(f"unix:{sockdir / 'h.sock'}", timeout=30)
+        c = _http_only(f"unix:{sockdir / 'h.sock'}", timeout=30)
         c.service_status()
         c.service_status()  # on the same connection: the script serves one connection
         c.close()

@@ -1,0 +1,358 @@
+"""The Unix socket's frame transport (issue 23): ``encrypt``/``decrypt`` batches without
+HTTP, authorized, bounded and answered as the HTTP path does.
+
+Servers are real ``keysplit serve`` processes; hostile peers are raw sockets writing
+frame heads by hand, and hostile *servers* are threads on a Unix socket answering the
+client by hand. Every wait is bounded; no timing is asserted (a connection is "closed"
+when the server ends it within its configured bound plus a generous slack).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import select
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from service_helpers import Server
+from test_wire_frames import _keyring
+
+import keysplit
+from keysplit.errors import FormatError, PermissionDenied, SealedError
+from keysplit.service import Client, ServiceError
+from keysplit.service import _wire as wire
+
+pytestmark = pytest.mark.slow
+
+SLACK = 10.0
+Keyring = tuple[keysplit.Keyring, dict[str, keysplit.Share], str]
+
+
+@pytest.fixture(scope="module")
+def keyring() -> Iterator[tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path]]:
+    d = Path(tempfile.mkdtemp(prefix="ksf", dir="/tmp"))
+    yield (*_keyring(d), d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _served(
+    keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path], name: str, *extra: str
+) -> Iterator[tuple[Server, Client]]:
+    """A real ``keysplit serve`` of the keyring, unsealed by custodians a and b, and a
+    client of it (frames on, the default over a Unix socket)."""
+    kr, shares, token, d = keyring
+    with Server(kr.path, d / name, *extra) as srv:
+        c = Client(srv.url, token=token, timeout=60)
+        for n in "ab":
+            c.submit_share(shares[n], c.unseal_offer(), keyring_id=kr.keyring_id)
+        try:
+            yield srv, c
+        finally:
+            c.close()
+
+
+def _batch(n: int) -> tuple[list[str], list[bytes]]:
+    return [f"f/{i % 300}" for i in range(n)], [bytes([i % 251]) * 1000 for i in range(n)]
+
+
+def _framed(c: Client) -> list[str]:
+    """Count the client's batches that went over frames (and came back answered)."""
+    calls: list[str] = []
+    exchange = c._frames_exchange
+
+    def counted(path: str, *a: object, **k: object) -> object:
+        out = exchange(path, *a, **k)  # type: ignore[arg-type]
+        if out is not None:
+            calls.append(path)
+        return out
+
+    c._frames_exchange = counted  # type: ignore[method-assign]
+    return calls
+
+
+def _head(
+    body: bytes, token: bytes, *, op: int = 1, flags: int = 0, blen: int | None = None
+) -> bytes:
+    return wire.FRAME_REQUEST.pack(
+        wire.FRAMES_MAGIC, 1, op, flags, 0, len(token), len(body) if blen is None else blen
+    )
+
+
+def _unix(path: Path) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(20)
+    s.connect(str(path))
+    return s
+
+
+def _answer(s: socket.socket) -> tuple[int, dict[str, object] | bytes]:
+    """(status, JSON error or body) of one frame answer, read with bounded waits."""
+    lead = b""
+    while len(lead) < wire.FRAME_ANSWER.size:
+        more = s.recv(wire.FRAME_ANSWER.size - len(lead))
+        assert more, f"closed after {lead!r}"
+        lead += more
+    magic, status, _, length = wire.FRAME_ANSWER.unpack(lead)
+    assert magic == wire.FRAMES_MAGIC
+    body = b""
+    while len(body) < length:
+        more = s.recv(length - len(body))
+        assert more
+        body += more
+    return status, (json.loads(body) if status != 200 else body)
+
+
+def _closed(s: socket.socket, seconds: float) -> None:
+    """The server closes ``s`` within ``seconds`` (anything it sends first is read)."""
+    s.settimeout(0.2)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        try:
+            if s.recv(65536) == b"":
+                return
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return
+    raise AssertionError(f"connection still open after {seconds:.0f} s")
+
+
+def test_batches_go_over_frames_and_answer_as_http(
+    keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path],
+) -> None:
+    """Records, streamed answers (encrypt and decrypt), contexts and every kind of
+    failure come back the same over frames as over HTTP, on one kept-alive connection."""
+    with _served(keyring, "ok.sock", "--workers", "1") as (srv, c):
+        http = Client(srv.url, token=keyring[2], timeout=60)
+        http._frames = False
+        framed = _framed(c)
+        for n in (1, 40, 3000):  # 3000 KiB: streamed answers
+            subjects, plain = _batch(n)
+            recs = c.encrypt_many(subjects, plain, {"t": "x"})
+            assert c.decrypt_many(subjects, recs, {"t": "x"}) == plain
+            assert http.decrypt_many(subjects, recs, {"t": "x"}) == plain
+            assert (
+                c.decrypt_many(subjects, http.encrypt_many(subjects, plain, {"t": "x"}), {"t": "x"})
+                == plain
+            )
+        assert len(framed) == 9 and c._local.frames.sock is not None
+        subjects, plain = _batch(40)
+        recs = c.encrypt_many(subjects, plain)
+        bad = list(recs)
+        bad[7] = bad[7][:-1] + bytes([bad[7][-1] ^ 1])
+        for client in (c, http):
+            with pytest.raises(keysplit.IntegrityError):
+                client.decrypt_many(subjects, bad)
+            with pytest.raises(ValueError, match="subject must not be empty"):
+                client.encrypt_many([*subjects[:3], "", *subjects[4:]], plain)
+            with pytest.raises(keysplit.IntegrityError):
+                client.decrypt_many(subjects, recs, {"other": "context"})
+        big_s, big_p = _batch(3000)
+        big = c.encrypt_many(big_s, big_p)
+        big[-1] = big[-1][:-1] + bytes([big[-1][-1] ^ 1])  # fails after the first piece
+        with pytest.raises(keysplit.IntegrityError):
+            c.decrypt_many(big_s, big)  # streamed, cut, asked again whole
+        assert c.encrypt_many(["f/1"], [b"still served"])
+        http.close()
+
+
+def test_a_refused_token_is_answered_before_the_body(
+    keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path],
+) -> None:
+    """A wrong or missing token gets the HTTP path's PermissionDenied, never a transport
+    error, even with a body far larger than the socket buffers (which the server never
+    reads); the server serves on."""
+    with _served(keyring, "tok.sock", "--workers", "1") as (srv, c):
+        subjects, plain = _batch(4000)
+        for bad in (Client(srv.url, token="not-a-token"), Client(srv.url)):
+            framed = _framed(bad)
+            with pytest.raises(PermissionDenied):
+                bad.encrypt_many(subjects, plain)
+            with pytest.raises(PermissionDenied):
+                bad.decrypt_many(subjects[:1], [b"x" * 80])
+            assert len(framed) == 0  # refused: errors, not answers
+            bad.close()
+        assert len(c.encrypt_many(subjects, plain)) == 4000
+
+
+def test_hostile_frame_heads_are_answered_and_closed(
+    keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path],
+) -> None:
+    """Garbage after the NUL byte, a wrong version or op, an oversized token or body
+    length, a body that is not a batch frame: each a clear error answer (400/401/413),
+    the connection closed where the head itself was refused; nothing is read past what
+    the head announced, and the server serves on."""
+    _, _, token, _ = keyring
+    tok = token.encode()
+    with _served(keyring, "bad.sock", "--workers", "1") as (srv, c):
+        cases: list[tuple[bytes, int]] = [
+            (b"\x00garbage-garbage!", 400),
+            (wire.FRAME_REQUEST.pack(wire.FRAMES_MAGIC, 2, 1, 0, 0, len(tok), 0), 400),
+            (wire.FRAME_REQUEST.pack(wire.FRAMES_MAGIC, 1, 9, 0, 0, len(tok), 0), 400),
+            (wire.FRAME_REQUEST.pack(wire.FRAMES_MAGIC, 1, 1, 0x80, 0, len(tok), 0), 400),
+            (wire.FRAME_REQUEST.pack(wire.FRAMES_MAGIC, 1, 1, 0, 0, 1 << 30, 10), 400),
+            (wire.FRAME_REQUEST.pack(wire.FRAMES_MAGIC, 1, 1, 0, 0, 0, 10), 401),  # no token
+            (_head(b"", tok, blen=(1 << 32) - 1), 413),
+        ]
+        for head, status in cases:
+            with _unix(srv.sock) as s:
+                s.sendall(head + tok + b"\x00" * 64)
+                got, err = _answer(s)
+                assert got == status, err
+                assert isinstance(err, dict) and err["error"]["message"]
+                _closed(s, SLACK)
+        with _unix(srv.sock) as s:  # a body that is not a batch frame: 400, served on
+            s.sendall(_head(b"junk", tok) + tok + b"junk")
+            status, err = _answer(s)
+            assert status == 400 and isinstance(err, dict)
+            assert err["error"]["type"] == "FormatError"
+            body = wire.encode_frame({}, [b"ok"], ["f/1"])
+            s.sendall(_head(body, tok) + tok + body)
+            status, ok = _answer(s)
+            assert status == 200 and isinstance(ok, bytes)
+            assert len(wire.decode_frame(ok)[2]) == 1
+        with _unix(srv.sock) as s:  # a truncated request, then the peer goes away
+            s.sendall(_head(b"", tok, blen=1000) + tok + b"x" * 10)
+        assert c.decrypt_many(["f/1"], c.encrypt_many(["f/1"], [b"served on"])) == [b"served on"]
+
+
+def test_slow_and_silent_frame_peers_are_dropped(
+    keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path],
+) -> None:
+    """A peer that sends nothing, half a head, or half a body is dropped within the
+    idle / io bounds (a body late: 408 first); HTTP still works on the same socket."""
+    _, _, token, _ = keyring
+    tok = token.encode()
+    extra = ("--workers", "1", "--idle-timeout", "1", "--io-timeout", "1")
+    with _served(keyring, "slow.sock", *extra) as (srv, c):
+        with _unix(srv.sock) as s:  # silent: never says which protocol
+            _closed(s, 1 + SLACK)
+        with _unix(srv.sock) as s:  # half a head
+            s.sendall(wire.FRAMES_MAGIC + b"\x01")
+            _closed(s, 1 + SLACK)
+        with _unix(srv.sock) as s:  # head and token, then half the body, then nothing
+            s.sendall(_head(b"", tok, blen=4000) + tok + b"\x00" * 2000)
+            status, err = _answer(s)
+            assert status == 408 and isinstance(err, dict)
+            _closed(s, 1 + SLACK)
+        with _unix(srv.sock) as s:  # an answer never read: cut after the io bound
+            body = wire.encode_frame({}, [b"x" * 1000] * 6000, ["f/1"] * 6000)
+            s.sendall(_head(body, tok) + tok + body)  # answer: 6.4 MB, the kernel takes 4
+            p = select.poll()
+            p.register(s, select.POLLRDHUP)
+            assert p.poll(1000 * (1 + 3 * SLACK)), "an unread answer held for ever"
+            got = 0
+            while more := s.recv(1 << 20):
+                got += len(more)
+            assert 0 < got < len(body) + 66 * 6000
+        assert c.service_status()["sealed"] is False  # HTTP on the same socket
+        time.sleep(1.5)  # the client's kept-alive frame connection was closed: reconnects
+        assert c.encrypt_many(["f/1"], [b"x"])
+
+
+def test_a_seal_closes_frame_connections_in_every_process(
+    keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path],
+) -> None:
+    """With a worker process besides the leader: frame connections held in both are
+    closed by a seal, and the next batch over each gets SealedError (never records,
+    never a transport error)."""
+    kr, shares, token, _ = keyring
+    with _served(keyring, "fleet.sock", "--workers", "2") as (srv, c):
+        clients = [Client(srv.url, token=token, timeout=60) for _ in range(4)]
+        for x in clients:  # round robin: both processes hold some
+            assert x.encrypt_many(["f/1"], [b"x"])
+        c.seal()
+        for x in clients:
+            with pytest.raises(SealedError):
+                x.encrypt_many(["f/1"], [b"x"])
+            x.close()
+        for n in "ab":
+            c.submit_share(shares[n], c.unseal_offer(), keyring_id=kr.keyring_id)
+        assert c.encrypt_many(["f/1"], [b"x"])
+
+
+class _FakeService(threading.Thread):
+    """A fake key service on a Unix socket that reads one frame request and answers it
+    with ``answer(conn)``."""
+
+    def __init__(self, path: Path, answer: Callable[[socket.socket], None]) -> None:
+        super().__init__(daemon=True)
+        self.answer = answer
+        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.lsock.bind(str(path))
+        self.lsock.listen(4)
+        self.lsock.settimeout(30)
+        self.url = f"unix:{path}"
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self.lsock.accept()
+            conn.settimeout(30)
+            with conn:
+                conn.recv(1 << 20)
+                self.answer(conn)
+        self.lsock.close()
+
+
+def _lead(status: int, length: int, flags: int = 0) -> bytes:
+    return wire.FRAME_ANSWER.pack(wire.FRAMES_MAGIC, status, flags, length)
+
+
+@pytest.mark.parametrize(
+    ("name", "answer", "raises", "says"),
+    [
+        ("garbage", lambda c: c.sendall(b"\x00KSX" + b"\x00" * 40), FormatError, "answer frame"),
+        ("huge", lambda c: c.sendall(_lead(200, (1 << 32) - 1)), ServiceError, "larger than"),
+        ("short", lambda c: c.sendall(_lead(200, 5000) + b"KSB1"), ServiceError, "cannot reach"),
+        ("not a frame", lambda c: c.sendall(_lead(200, 8) + b"KSB2\0\0\0\0"), FormatError, "magic"),
+        ("closed", lambda c: None, ServiceError, "cannot reach"),
+        ("stalled", lambda c: time.sleep(4), ServiceError, "deadline"),
+        (
+            "error",
+            lambda c: c.sendall(_lead(403, 2) + b"{}"),
+            keysplit.KeysplitError,
+            "malformed error",
+        ),
+    ],
+)
+def test_the_client_bounds_what_a_frame_server_answers(
+    tmp_path: Path,
+    name: str,
+    answer: Callable[[socket.socket], None],
+    raises: type[Exception],
+    says: str,
+) -> None:
+    """Whatever a peer answers a frame request with, the client raises a clear
+    KeysplitError within its deadline: never a hang, never an unmapped exception."""
+    srv = _FakeService(Path(tempfile.mkdtemp(prefix="ksf", dir="/tmp")) / "f.sock", answer)
+    srv.start()
+    c = Client(srv.url, token="t", timeout=30, deadline=2)
+    with pytest.raises(raises, match=says):
+        c.encrypt_many(["f/1"], [b"x"])
+    c.close()
+    srv.join(40)
+
+
+def test_an_older_server_is_asked_over_http(tmp_path: Path) -> None:
+    """A server that answers the frame with HTTP (an older ``keysplit serve``: 400, it
+    ran nothing) makes the client fall back to HTTP for good."""
+
+    def answer(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    srv = _FakeService(Path(tempfile.mkdtemp(prefix="ksf", dir="/tmp")) / "o.sock", answer)
+    srv.start()
+    c = Client(srv.url, token="t", timeout=30, deadline=5)
+    with pytest.raises(ServiceError):  # then HTTP, to nobody (the fake served once)
+        c.encrypt_many(["f/1"], [b"x"])
+    assert c._frames is False
+    c.close()
+    srv.join(40)
