@@ -1157,8 +1157,14 @@ class PostgresKeyStore:
             try:  # the wait for the lock is bounded by lock_timeout, the answers by the watchdog
                 with self._watchdog.bound(conn, timeout + self._call_timeout) as watch:
                     conn.execute("BEGIN")
+                    # this transaction stays idle for the body by design: a DBA's
+                    # idle_in_transaction_session_timeout (on the role or the database)
+                    # would end the session mid-rotation, releasing the lock; it holds
+                    # no snapshot (READ COMMITTED, between statements), so lifting the
+                    # timeout for it keeps back no VACUUM
                     conn.execute(
-                        "SELECT set_config('lock_timeout', %s, true)",
+                        "SELECT set_config('lock_timeout', %s, true), "
+                        "set_config('idle_in_transaction_session_timeout', '0', true)",
                         (f"{max(1, int(timeout * 1000))}ms",),
                     )
                     conn.execute(self._sql["lock_subject"], (self._admin_lock,))

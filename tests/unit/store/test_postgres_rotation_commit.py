@@ -363,3 +363,46 @@ def test_a_shred_whose_commit_cannot_be_resolved_says_so(pg_server: object, tmp_
         assert proxy.cuts == 1
         proxy.refuse = False
         assert ku.shred("bob") is False  # it had committed: running it again is safe
+
+
+def test_a_rotation_outlasting_the_roles_idle_in_transaction_timeout_keeps_its_lock(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """The rotation lock is a transaction advisory lock held by a connection idle in its
+    transaction for the rotation's body (file writes, the home's lock). A DBA's
+    ``idle_in_transaction_session_timeout`` on the role (here in the URL's options) made
+    the server end that session mid-rotation, and the rotation failed ("lost the keyring's
+    rotation lock"). The lock's transaction now lifts that timeout for itself."""
+    import time
+
+    import psycopg
+
+    url = f"{_url(pg_server)}&options=-c%20idle_in_transaction_session_timeout%3D100"
+    conninfo, schema = postgres_conninfo(url)
+    kr, shares = Keyring.create(tmp_path / "kr", 2, ["a", "b", "c"])
+    store = open_store(url, keyring_id=kr.keyring_id, home=kr.path, create=True)
+    real = store.set_current_kek
+    held: list[bool] = []
+
+    def after_the_timeout(version: int) -> object:
+        # wait (bounded) past the timeout: until the server ended the lock's session, or
+        # for ten times the timeout while it still holds the lock
+        with psycopg.connect(conninfo, autocommit=True) as other:
+            deadline = time.monotonic() + 1.0
+            while True:
+                row = other.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)",
+                    (f"keysplit/{schema}//admin",),
+                ).fetchone()
+                if not (row and row[0]) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        held.append(bool(row and row[0]))
+        return real(version)
+
+    with kr.unseal([shares["a"], shares["b"]], store=store) as ku:
+        store.set_current_kek = after_the_timeout  # type: ignore[method-assign]
+        assert ku.rotate(record=False) == 2
+        assert held == [True]
+        assert store.state().current_kek == 2
