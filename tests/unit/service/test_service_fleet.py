@@ -32,6 +32,15 @@ pytestmark = pytest.mark.slow
 WORKERS = 3
 
 
+@pytest.fixture(autouse=True)
+def _http_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests pin a client to a process through its HTTP connection (the ``worker``
+    of its ``/v1/status``), so its batches must use that connection too: the Unix
+    socket's frame transport would open another, placed by the round robin anywhere
+    (test_frames_transport.py checks frames against a fleet)."""
+    monkeypatch.setattr(Client, "_frames_exchange", lambda self, *a, **k: None)
+
+
 @pytest.fixture
 def sockdir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="ksf", dir="/tmp"))
