@@ -36,7 +36,7 @@ from .._fileio import SPACE_ERRORS
 from ..audit import AuditEntry, AuditLog, AuditReport
 from ..audit import events as ev
 from ..audit.events import Contributor, Principal
-from ..custody import Argon2Params
+from ..custody import Argon2Params, is_sealed, load_share, read_share_file, sealed_share_info
 from ..errors import KeyringError, KeysplitError, ShreddedError
 from ..keyring import Keyring, KeyringHome, RewrapResult, UnsealedKeyring
 from ..keyring.admin import check_retirable
@@ -371,12 +371,16 @@ def rekey(
 
 def _refuse_killed_handout(keyring: Keyring, generation: int, exc: ShareFileExists) -> None:
     """A share file in the way that a rekey killed while writing its shares left (its
-    pending generation's hand-out never finished): say so, and what to do, rather than
-    'choose another --shares-dir'."""
+    pending generation's hand-out never finished, and the file is of that rekey's share
+    set): say so, and what to do, rather than 'choose another --shares-dir'. A file of
+    another set (another keyring's live share of the same name, the killed rekey's files
+    being elsewhere) keeps the plain refusal: it must not be called removable."""
     pending = keyring.pending
     if pending is None or pending.generation != generation:
         return
     if not keyring.home.handout_incomplete(pending.set_id):
+        return
+    if exc.path is None or _share_set_of(exc.path) != pending.set_id:
         return
     raise KeyringError(
         f"{exc}: it is from a rekey killed while it wrote its new shares, which never unseal "
@@ -384,6 +388,18 @@ def _refuse_killed_handout(keyring: Keyring, generation: int, exc: ShareFileExis
         hint=f"remove that rekey's generation-{generation} share files, then rekey again "
         "(it replaces the unfinished one)",
     ) from None
+
+
+def _share_set_of(path: Path) -> str | None:
+    """The share set id a share file names in the clear (a sealed share's header, a plain
+    share's own field), or None if it cannot be read as one. Opens nothing."""
+    try:
+        data = read_share_file(path)
+        if is_sealed(data):
+            return sealed_share_info(data).set_id_hex
+        return load_share(data).set_id.hex()
+    except (KeysplitError, OSError, ValueError):
+        return None
 
 
 def _switched_to(keyring: Keyring, set_id: str) -> bool:

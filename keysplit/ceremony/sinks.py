@@ -138,7 +138,10 @@ class WrittenShare:
 
 
 class ShareFileExists(KeysplitError):
-    """A new share would overwrite an existing share file (checked before any key exists)."""
+    """A new share would overwrite an existing share file (checked before any key exists);
+    ``path``: that file, when the sink knows it."""
+
+    path: Path | None = None
 
 
 class ShareSink(Protocol):
@@ -178,7 +181,9 @@ class DirectorySink:
         paths = [self.path(c, generation) for c in custody]
         for p in paths:
             if os.path.lexists(p):  # a link to nowhere is there too
-                raise ShareFileExists(f"refusing to overwrite existing share file: {p}")
+                exc = ShareFileExists(f"refusing to overwrite existing share file: {p}")
+                exc.path = p
+                raise exc
 
     def write(self, custody: Custody, generation: int, data: bytes) -> str:
         path = self.path(custody, generation)

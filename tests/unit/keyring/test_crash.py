@@ -449,17 +449,12 @@ def test_rekey_killed_after_its_entry_is_not_recorded_twice(tmp_path: Path) -> N
     assert not (kr / "keyring.ksk.unrecorded").exists()
 
 
-def test_rekey_rerun_after_a_kill_mid_handout_says_what_to_do(tmp_path: Path) -> None:
-    """``keysplit rekey`` SIGKILLed after writing its first new share file: the rerun said
-    'refusing to overwrite existing share file ... choose another --shares-dir'. It says
-    the file is from a rekey killed while writing its shares (which never unseal, the
-    current ones still work) and to remove them; after that the rekey goes through."""
-    kr, custodians, quorum = _cli_keyring(tmp_path)
+def _killed_after_its_first_share_file(args: list[object]) -> None:
+    """``keysplit ARGS`` (a rekey) SIGKILLed once it has written its first share file."""
     script = KILL_AFTER.replace(
         "from keysplit.keyring.home import KeyringHome",
         "from keysplit.ceremony.sinks import DirectorySink as KeyringHome",
     )
-    args = ["rekey", kr, *custodians, *quorum(1)]
     r = subprocess.run(
         [sys.executable, "-c", script, "write", *map(str, args)],
         capture_output=True,
@@ -468,6 +463,16 @@ def test_rekey_rerun_after_a_kill_mid_handout_says_what_to_do(tmp_path: Path) ->
         stdin=subprocess.DEVNULL,
     )
     assert r.returncode == -signal.SIGKILL, r.stderr
+
+
+def test_rekey_rerun_after_a_kill_mid_handout_says_what_to_do(tmp_path: Path) -> None:
+    """``keysplit rekey`` SIGKILLed after writing its first new share file: the rerun said
+    'refusing to overwrite existing share file ... choose another --shares-dir'. It says
+    the file is from a rekey killed while writing its shares (which never unseal, the
+    current ones still work) and to remove them; after that the rekey goes through."""
+    kr, custodians, quorum = _cli_keyring(tmp_path)
+    args = ["rekey", kr, *custodians, *quorum(1)]
+    _killed_after_its_first_share_file(args)
     left = sorted((tmp_path / "vault-shares").glob("*.g2.kss"))
     assert len(left) == 1
     r = _cli(args)
@@ -771,3 +776,41 @@ def test_a_decrypt_to_a_file_that_cannot_grow_names_it_and_says_nothing_changed(
     assert "[Errno" not in said and f"File too large: {out}" in said, said
     assert "nothing was changed: no plaintext was released" in said
     assert not out.exists() and Keyring.open(kr).audit_log().entries() == before
+
+
+def test_rekey_rerun_names_a_killed_handout_only_for_that_rekeys_own_files(
+    tmp_path: Path,
+) -> None:
+    """(review4) The hint of the test above went by the keyring's state alone: any share
+    file in the way of a rerun whose pending rekey's hand-out was unfinished was called
+    that rekey's, to be removed. Here the killed rekey wrote into another --shares-dir,
+    and the rerun's default one holds a second keyring's live shares of that generation
+    (same custodians, one shares directory): the operator was told to remove them. Now
+    the file's own set id must be the pending rekey's; else the usual refusal stands."""
+    kr, custodians, quorum = _cli_keyring(tmp_path)
+    _killed_after_its_first_share_file(
+        ["rekey", kr, *custodians, *quorum(1), "--shares-dir", tmp_path / "elsewhere"]
+    )
+    other = tmp_path / "eu"  # another keyring of the same custodians: its shares at g2 here
+    r = _cli(["init", other, "-k", "2", *custodians, "--shares-dir", tmp_path / "eu-shares"])
+    assert r.returncode == 0, r.stderr
+    eu_quorum = [
+        a
+        for n in ("ana", "ben")
+        for a in (
+            "-s",
+            tmp_path / "eu-shares" / f"{n}.g1.kss",
+            "-i",
+            tmp_path / "keys" / f"{n}.identity",
+        )
+    ]
+    r = _cli(["rekey", other, *custodians, *eu_quorum, "--shares-dir", tmp_path / "vault-shares"])
+    assert r.returncode == 0, r.stderr
+    live = {p: p.read_bytes() for p in (tmp_path / "vault-shares").glob("*.g2.kss")}
+    assert len(live) == 3
+    r = _cli(["rekey", kr, *custodians, *quorum(1)])
+    assert r.returncode == 1, r.stderr
+    said = " ".join(r.stderr.split())
+    assert "refusing to overwrite existing share file" in said, said
+    assert "killed" not in said and "remove" not in said, said
+    assert {p: p.read_bytes() for p in live} == live
