@@ -22,7 +22,7 @@ the ceremony itself (and its audit entry) runs in :mod:`keysplit.ceremony`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +36,7 @@ from ._opener import Passphrases, ShareOpener, hidden_prompt
 
 if TYPE_CHECKING:
     from keysplit import Keyring, Share
+    from keysplit.audit import AuditEntry
     from keysplit.ceremony import Quorum
 
 __all__ = [
@@ -145,6 +146,15 @@ def _recovered() -> None:
     )
 
 
+def _observed(entries: Sequence[AuditEntry]) -> None:
+    for e in entries:
+        d = e.data
+        info(
+            f"note: the log lacked the {d.get('operation')} of {d.get('target')!r} (a ceremony "
+            f"killed before its entry); recorded what this quorum found: {d.get('found')}"
+        )
+
+
 def _switched(generation: int) -> None:
     info(f"note: the verified rekey took effect (keyring generation {generation}); old shares dead")
 
@@ -199,4 +209,5 @@ def quorum(
         on_recovered=_recovered,
         on_switched=_switched,
         complete_missing=complete_missing,
+        on_observed=_observed,
     )

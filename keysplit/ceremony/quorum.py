@@ -58,7 +58,8 @@ class Quorum:
     completes a pending ``--verify`` naming exactly who is missing. ``on_recovered`` is
     called if these shares were the new set of an interrupted rekey, which unsealing
     completes; ``on_switched(generation)`` when they switched a ``rekey --verify`` whose
-    proofs were complete.
+    proofs were complete; ``on_observed(entries)`` with the ``observed`` entries this unseal
+    wrote (what a ceremony killed before its entry left unrecorded), if any.
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class Quorum:
         on_recovered: Callable[[], None] | None = None,
         on_switched: Callable[[int], None] | None = None,
         complete_missing: Sequence[str] | None = None,
+        on_observed: Callable[[Sequence[AuditEntry]], None] | None = None,
     ) -> None:
         self.keyring = keyring
         self._feed = feed
@@ -76,6 +78,7 @@ class Quorum:
         self.contributors: list[Contributor] = []
         self.on_recovered = on_recovered
         self.on_switched = on_switched
+        self.on_observed = on_observed
         self.recovered = False
         """These shares completed an interrupted rekey."""
         self.switched = False
@@ -124,6 +127,8 @@ class Quorum:
                 f"it could not be recorded: {exc or 'interrupted'}",
                 hint="keep these shares",
             ) from None
+        if self.observed and self.on_observed is not None:
+            self.on_observed(self.observed)
         if outcome.switched == "recovered" or (outcome.switched == "unrecorded" and recorded):
             self.recovered = True
             if self.on_recovered is not None:

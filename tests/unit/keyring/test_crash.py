@@ -576,6 +576,7 @@ def test_store_change_killed_before_its_entry_is_reported_and_then_recorded(
 
     r = _cli(["unseal", kr, *quorum(1)])  # the next quorum writes down what it finds
     assert r.returncode == 0, r.stderr
+    assert "recorded what this quorum found: " in " ".join(r.stderr.split())
     entries = Keyring.open(kr).audit_log().entries()
     observed = [e for e in entries if e.event == "observed"]
     assert len(observed) == 1
