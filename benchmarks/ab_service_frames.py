@@ -9,7 +9,7 @@ in-process ``encrypt_many`` (or ``decrypt_many``), then the framed client, then 
 client; the ratios are medians of the per-round ratios, so the drifting load of a shared
 machine hits all three alike. CPU per call is also counted, which the load moves much
 less than wall time: the client's (``time.thread_time``) and the serving process's
-(``/proc/PID/schedstat``), over blocks of calls of one kind. Not part of ``make bench``.
+(``/proc/PID/schedstat``) around each call, as medians. Not part of ``make bench``.
 """
 
 from __future__ import annotations
@@ -60,13 +60,17 @@ def main() -> int:
                 "HTTP": partial(getattr(http, f"{op}_many"), names, items),
             }
             wall: dict[str, list[float]] = {k: [] for k in calls}
+            mine: dict[str, list[int]] = {k: [] for k in calls}
+            theirs: dict[str, list[int]] = {k: [] for k in calls}
             for f in calls.values():
                 f()
             for _ in range(args.rounds):
                 for k, f in calls.items():
-                    t = time.perf_counter()
+                    s0, c0, t = _cpu_ns(pid), time.thread_time_ns(), time.perf_counter()
                     f()
                     wall[k].append(time.perf_counter() - t)
+                    mine[k].append(time.thread_time_ns() - c0)
+                    theirs[k].append(_cpu_ns(pid) - s0)
             base = wall["in process"]
             ratio = {
                 k: statistics.median(a / b for a, b in zip(base, wall[k], strict=True))
@@ -79,15 +83,12 @@ def main() -> int:
                 f"{op}: vs in process (median of per-round ratios): frames {ratio['frames']:.3f}, "
                 f"HTTP {ratio['HTTP']:.3f}; frames faster than HTTP {gain:.3f}x"
             )
-            block = max(20, args.rounds // 2)
-            for k, f in calls.items():
-                c0, s0 = time.thread_time_ns(), _cpu_ns(pid)
-                for _ in range(block):
-                    f()
-                client = (time.thread_time_ns() - c0) / block / 1e3
-                server = (_cpu_ns(pid) - s0) / block / 1e3 if k != "in process" else 0.0
+            for k in calls:
+                client = statistics.median(mine[k]) / 1e3
+                server = statistics.median(theirs[k]) / 1e3 if k != "in process" else 0.0
                 print(
-                    f"  {op} {k:10s} CPU per call: client {client:7.0f} us, server {server:7.0f} us"
+                    f"  {op} {k:10s} CPU per call (medians): client {client:6.0f} us, "
+                    f"server {server:6.0f} us"
                 )
         framed.close()
         http.close()
