@@ -20,6 +20,7 @@ tests/cli/test_cli_startup.py checks both.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -86,6 +87,21 @@ def _no_flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
 
 
 typer.core.TyperOption.display_type_rich = _no_flag_type  # type: ignore[method-assign]
+
+_argument_type = typer.core.TyperArgument.display_type_rich
+
+
+def _repeated_argument_type(self: Any, ctx: Any) -> str | None:
+    """A repeated argument (``FILE...``) shows the type of one value and ``...``, as a repeated
+    option does: ``<path>...``, where Typer would show the Python type ``<list[Path]>``."""
+    shown = _argument_type(self, ctx)
+    m = re.fullmatch(r"<list\[(\w+)\]>", shown or "")
+    if m is None:
+        return shown
+    return f"<{'path' if m.group(1) == 'Path' else m.group(1)}>..."
+
+
+typer.core.TyperArgument.display_type_rich = _repeated_argument_type  # type: ignore[method-assign]
 
 
 def _version(value: bool) -> None:

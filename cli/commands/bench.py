@@ -28,7 +28,10 @@ def bench(
         False, "--full", help="All sizes (up to 10^7 keys) and more repeats; takes many minutes."
     ),
     only: list[str] = typer.Option(
-        [], "--only", help="Run only this module (e.g. shamir); repeat for several."
+        [],
+        "--only",
+        metavar="MODULE",
+        help="Run only this module (e.g. shamir); repeat for several.",
     ),
     out: Path = typer.Option(
         Path("keysplit-bench-results"),
@@ -42,6 +45,9 @@ def bench(
     The table goes to stdout, progress to stderr; results and plots go to --out.
 
     Example: keysplit bench --only shamir
+
+    Exit codes: 0 measured; 1 no module matched, a module failed, or the benchmark suite
+    is not installed (a checkout's 'make bench' is); 2 usage.
     """
     try:
         from keysplit_benchmarks import harness

@@ -62,7 +62,9 @@ class Fmt(StrEnum):
 @handle_errors
 def convert_cmd(
     inputs: list[Path] = typer.Argument(
-        None, help="Files holding the source shares (one per line; '-' or none: stdin)."
+        None,
+        metavar="FILE",
+        help="Files holding the source shares (one per line; '-' or none: stdin).",
     ),
     from_: Fmt = typer.Option(..., "--from", help="Format of the source shares."),
     to: Fmt = typer.Option(..., "--to", help="Format of the new shares."),
@@ -103,7 +105,10 @@ def convert_cmd(
         False, ALLOW_EXPENSIVE_KDF, help=ALLOW_EXPENSIVE_KDF_CONVERT_HELP
     ),
     identity: list[Path] = typer.Option(
-        [], "--identity", help="keysplit source: identity file to open shares sealed to it."
+        [],
+        "--identity",
+        metavar="FILE",
+        help="keysplit source: identity file to open shares sealed to it.",
     ),
     custodian_passphrase_file: list[str] = typer.Option(
         [], CUSTODIAN_PASSPHRASE, metavar="[NAME=]FILE", help=CUSTODIAN_PASSPHRASE_HELP
@@ -146,6 +151,9 @@ def convert_cmd(
 
     Example: keysplit share convert --from keysplit --to slip39 -t 2 -n 3 --out-dir words
     share-1.kss share-2.kss
+
+    Exit codes: 0 converted; 1 a bad, foreign or inconsistent source share, a wrong
+    identity or passphrase, an output file that exists (nothing written); 2 usage.
     """
     from keysplit import combine as ks_combine
     from keysplit import secret_fingerprint
@@ -339,6 +347,7 @@ def _vault_import_note(n_keys: int, k: int) -> None:
 def convert_vault_cmd(
     inputs: list[Path] = typer.Argument(
         None,
+        metavar="FILE",
         help="Source files ('vault operator init' output, JSON, or one key a line; "
         "share files for keysplit). '-' or none: stdin.",
     ),
@@ -372,7 +381,9 @@ def convert_vault_cmd(
     set_id: str | None = typer.Option(
         None, "--set-id", help="keysplit target: reuse this share-set id (16 hex digits)."
     ),
-    identity: list[Path] = typer.Option([], "--identity", help="keysplit source: " + IDENTITY_HELP),
+    identity: list[Path] = typer.Option(
+        [], "--identity", metavar="FILE", help="keysplit source: " + IDENTITY_HELP
+    ),
     custodian_passphrase_file: list[str] = typer.Option(
         [], CUSTODIAN_PASSPHRASE, metavar="[NAME=]FILE", help=CUSTODIAN_PASSPHRASE_HELP
     ),
@@ -404,6 +415,9 @@ def convert_vault_cmd(
     for 'vault operator unseal'. Runs in memory; do it on an offline machine.
     Example: keysplit share convert-vault --from vault --to keysplit -c ana=ana.pub
     -c ben=ben.pub -c cy=cy.pub -t 2 --out-dir shares init.txt
+
+    Exit codes: 0 converted; 1 a bad, foreign or inconsistent source share, an unreadable
+    public key, an output file that exists (nothing written); 2 usage.
     """
     from keysplit import combine as ks_combine
     from keysplit import secret_fingerprint

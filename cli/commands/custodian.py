@@ -93,6 +93,8 @@ def show_cmd(
     """Show a custodian public key's name, suite and fingerprint.
 
     Example: keysplit custodian show keys/ana.pub --json
+
+    Exit codes: 0 shown; 1 not a public key file, or unreadable; 2 usage.
     """
     from keysplit import Recipient
 

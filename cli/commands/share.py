@@ -96,6 +96,8 @@ def inspect_cmd(
     """Show a share's metadata (set id, index, threshold, custodian); never secret bytes.
 
     Example: keysplit share inspect ana.g1.kss
+
+    Exit codes: 0 shown; 1 not a share file, or unreadable; 2 usage.
     """
     doc = _metadata(file)
     if as_json:
@@ -108,9 +110,13 @@ def inspect_cmd(
 @app.command("verify")
 @handle_errors
 def verify_cmd(
-    files: list[Path] = typer.Argument(..., help="Share files to check."),
+    files: list[Path] = typer.Argument(..., metavar="FILE", help="Share files to check."),
     identity: list[Path] = typer.Option(
-        [], "--identity", "-i", help="Also open sealed shares with these identities."
+        [],
+        "--identity",
+        "-i",
+        metavar="FILE",
+        help="Also open sealed shares with this identity (repeatable).",
     ),
     passphrase_file: Path | None = typer.Option(
         None, "--passphrase-file", help="Passphrase to open passphrase-sealed shares."
@@ -228,7 +234,7 @@ def _open_share(path: Path, opener: ShareOpener) -> tuple[Share, str | None]:
 @handle_errors
 def prove_cmd(
     file: Path = typer.Argument(..., help="Your (new) share file."),
-    identity: list[Path] = typer.Option([], "--identity", "-i", help=IDENTITY_HELP),
+    identity: list[Path] = typer.Option([], "--identity", "-i", metavar="FILE", help=IDENTITY_HELP),
     passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help=UNLOCK_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -236,7 +242,12 @@ def prove_cmd(
 
     Opens the share (so it proves you can), then prints a short code bound to the share
     set and your index. The code reveals nothing about the share; give it to the
-    ceremony operator. Example: keysplit share prove ana.g2.kss --identity ana.id
+    ceremony operator.
+
+    Example: keysplit share prove ana.g2.kss --identity ana.identity
+
+    Exit codes: 0 code printed; 1 the share does not open (wrong identity or passphrase,
+    damaged file); 2 usage.
     """
     from keysplit import proof as ks_proof
 
@@ -257,9 +268,9 @@ def prove_cmd(
 @app.command("print")
 @handle_errors
 def print_cmd(
-    files: list[Path] = typer.Argument(..., help="Share files; one page each."),
+    files: list[Path] = typer.Argument(..., metavar="FILE", help="Share files; one page each."),
     out: Path = typer.Option(..., "--out", "-o", help="The PDF to write (0600, not replaced)."),
-    identity: list[Path] = typer.Option([], "--identity", "-i", help=IDENTITY_HELP),
+    identity: list[Path] = typer.Option([], "--identity", "-i", metavar="FILE", help=IDENTITY_HELP),
     passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help=UNLOCK_HELP),
     custodian: str | None = typer.Option(
         None, "--custodian", help="Custodian name for a plain share file that does not say."
@@ -276,6 +287,9 @@ def print_cmd(
     Keep it like the share file (a safe); shred it when the keyring is rekeyed. Needs the
     'sheets' extra (segno, fpdf2).
     Example: keysplit share print ana.g1.kss --out ana-sheet.pdf
+
+    Exit codes: 0 written; 1 a share that does not open or names no custodian, the
+    'sheets' extra missing, --out exists; 2 usage.
     """
     from keysplit import sheet as ks_sheet
     from keysplit.custody import is_sealed

@@ -81,10 +81,17 @@ def split_cmd(
         None, "--out-dir", help="Write one 0600 file per share here instead of stdout."
     ),
     custodian: list[str] = typer.Option(
-        [], "--custodian", help="NAME=PUBFILE: seal the next share to this public key."
+        [],
+        "--custodian",
+        metavar="NAME=PUBFILE",
+        help="Seal the next share to NAME's public key (repeatable; with sealing, one"
+        " --custodian or --passphrase-custodian per share, keys first).",
     ),
     passphrase_custodian: list[str] = typer.Option(
-        [], "--passphrase-custodian", help="NAME: seal the next share under a passphrase."
+        [],
+        "--passphrase-custodian",
+        metavar="NAME",
+        help="Seal the next share under a passphrase NAME types (repeatable).",
     ),
     passphrase_file: Path | None = typer.Option(
         None, "--passphrase-file", help="Passphrase for --passphrase-custodian shares."
@@ -93,6 +100,9 @@ def split_cmd(
     """Split a secret (hex, from stdin or --in) into N shares, any K of which recover it.
 
     Example: keysplit split -k 2 -n 3 --out-dir shares < secret.hex
+
+    Exit codes: 0 split; 1 a secret that is not hex, an unreadable public key or a share
+    file that exists (nothing written); 2 usage.
     """
     from keysplit import seal_share, seal_share_with_passphrase, secret_fingerprint, split
     from keysplit.ceremony import Custody, check_custody, share_file_text
@@ -191,10 +201,16 @@ def _load_all(
 @handle_errors
 def combine_cmd(
     files: list[Path] | None = typer.Argument(
-        None, help="Share files (text, binary or sealed); default: share lines on stdin."
+        None,
+        metavar="FILE",
+        help="Share files (text, binary or sealed); default: share lines on stdin.",
     ),
     identity: list[Path] = typer.Option(
-        [], "--identity", "-i", help="Identity file to open sealed shares (repeatable)."
+        [],
+        "--identity",
+        "-i",
+        metavar="FILE",
+        help="Identity file to open sealed shares (repeatable).",
     ),
     passphrase_file: Path | None = typer.Option(
         None, "--passphrase-file", help="Passphrase for sealed shares and identities."
@@ -212,6 +228,9 @@ def combine_cmd(
     """Recover a secret from shares; prints only its fingerprint unless --reveal or --out.
 
     Example: keysplit combine shares/share-1.kss shares/share-3.kss --json
+
+    Exit codes: 0 recovered; 1 a bad, foreign or duplicate share, too few shares, a wrong
+    identity or passphrase; 2 usage.
     """
     from keysplit import combine, secret_fingerprint
     from keysplit.files import atomic_write

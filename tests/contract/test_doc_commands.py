@@ -162,3 +162,31 @@ def test_every_python_name_the_docs_give_exists() -> None:
                 missing.append(f"{doc}: {name}")
     assert count > 60
     assert not missing
+
+
+def leaf_commands(cmd: Any = ROOT, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    if not hasattr(cmd, "list_commands"):
+        yield path
+        return
+    ctx = cmd.context_class(cmd)
+    for name in cmd.list_commands(ctx):
+        yield from leaf_commands(cmd.get_command(ctx, name), (*path, name))
+
+
+def test_every_command_help_states_exit_codes_and_readable_metavars() -> None:
+    """Each command's --help ends in 'Exit codes: 0 ...', and no option is shown by its Python
+    type ('<list[Path]>', '<list[str]>' told a reader nothing about what to give)."""
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    leaves = list(leaf_commands())
+    assert len(leaves) > 40
+    problems = []
+    for path in leaves:
+        r = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"}, terminal_width=200)
+        assert r.exit_code == 0, (path, r.output)
+        if "Exit codes: 0" not in r.output:
+            problems.append(f"{' '.join(path)}: no 'Exit codes:' line")
+        for leak in sorted(set(re.findall(r"<(?:list|tuple|dict)\[[^>]*>", r.output))):
+            problems.append(f"{' '.join(path)}: metavar {leak}")
+    assert not problems, "\n".join(problems)
