@@ -88,8 +88,8 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._head = bytearray(REQUEST.size)
         self._buf: bytearray | None = None  # token + body of the request being read
         self._got = 0
-        self._meta: tuple[int, int, int] = (0, 0, 0)  # op, flags, token length
-        self._checked = False  # the token of the request being read checked out
+        self._meta: tuple[int, int, int] = (0, 0, 0)  # op, flags, body length
+        self._token: bytes | None = None  # the request's token, once read
         self._timer: asyncio.TimerHandle | None = None
         self._writing_paused = False
         self._closing = False
@@ -123,8 +123,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._buf is None:
             return memoryview(self._head)[self._got :]
-        end = len(self._buf) if self._checked else self._meta[2]  # the token first
-        return memoryview(self._buf)[self._got : end]
+        return memoryview(self._buf)[self._got :]
 
     def buffer_updated(self, nbytes: int) -> None:
         self._got += nbytes
@@ -133,15 +132,12 @@ class FrameProtocol(asyncio.BufferedProtocol):
         if self._buf is None:
             if self._got == len(self._head):
                 self._begin()
-            return
-        if not self._checked:
-            if self._got < self._meta[2]:
-                return
-            self._checked = True
-            if not self._check_token():
-                return
-        if self._got == len(self._buf):
-            self._finish()
+        elif self._got == len(self._buf):
+            if self._token is None:
+                self._token = bytes(self._buf)
+                self._check_token()
+            else:
+                self._finish()
 
     # -- the request --------------------------------------------------------------------------
 
@@ -167,20 +163,19 @@ class FrameProtocol(asyncio.BufferedProtocol):
         if blen > self._body_max:
             self._refuse(413, f"request body larger than {self._body_max:,} bytes")
             return
-        self._meta = (op, flags, tlen)
-        self._buf = bytearray(tlen + blen)
-        self._got = 0
-        self._checked = False
+        self._meta = (op, flags, blen)
+        self._token = None
         self._arm(self._io)  # the token and the body, within the io bound
-        if not tlen:  # no token: refused as HTTP refuses no Authorization header
-            self._checked = True
-            if self._check_token() and not blen:
-                self._finish()
+        if tlen:
+            self._buf, self._got = bytearray(tlen), 0  # the token first, at most token_max
+        else:  # no token: refused as HTTP refuses no Authorization header
+            self._token = b""
+            self._check_token()
 
     def _request(self, body: bytes) -> Request:
-        op, flags, tlen = self._meta
-        assert self._buf is not None
-        token = bytes(self._buf[:tlen])
+        op, flags, _ = self._meta
+        token = self._token
+        assert token is not None
         if not (token.isascii() and token.decode().isprintable()):
             raise FormatError("the token must be printable ASCII")
         headers = {"authorization": f"Bearer {token.decode()}"} if token else {}
@@ -188,28 +183,28 @@ class FrameProtocol(asyncio.BufferedProtocol):
             headers[wire.STREAM_OK.lower()] = "1"
         return Request("POST", OPS[op], headers, body, True)
 
-    def _check_token(self) -> bool:
+    def _check_token(self) -> None:
         """The token has arrived, the body not yet: refuse here (and close), before the body
-        is read, what the HTTP path refuses from the headers alone. False if refused."""
+        is read or even has a buffer, what the HTTP path refuses from the headers alone;
+        else make the body's buffer (checked against ``body_max`` with the head)."""
         try:
             r = self.service.precheck(self._request(b""))
         except FormatError as exc:
             r = Response(400, wire.error_body(exc))
-        if r is None:
-            return True
-        self._answer(r, close=True)
-        return False
+        if r is not None:
+            self._answer(r, close=True)
+            return
+        blen = self._meta[2]
+        self._buf, self._got = bytearray(blen), 0
+        if not blen:
+            self._finish()
 
     def _finish(self) -> None:
-        buf, (_, _, tlen) = self._buf, self._meta
+        buf = self._buf
         assert buf is not None
         self._cancel()
-        try:
-            req = self._request(bytes(memoryview(buf)[tlen:]))
-        except FormatError as exc:
-            self._answer(Response(400, wire.error_body(exc)), close=True)
-            return
-        self._buf, self._got = None, 0
+        req = self._request(bytes(buf))
+        self._buf, self._got, self._token = None, 0, None
         r = self.service.respond(req)
         if isinstance(r, Streamed):
             self._stream(r)
@@ -262,6 +257,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
         something this side refuses, so nothing that follows it is trusted)."""
         self._closing = True
         self._cancel()
+        self._buf, self._got = None, 0  # nothing more is read (a scratch head if asked)
         assert self._transport is not None
         self._transport.close()
 

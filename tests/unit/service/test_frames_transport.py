@@ -224,6 +224,38 @@ def test_hostile_frame_heads_are_answered_and_closed(
         assert c.decrypt_many(["f/1"], c.encrypt_many(["f/1"], [b"served on"])) == [b"served on"]
 
 
+def _hwm_mib(pid: int) -> float:
+    """Peak resident memory of a process (VmHWM), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_an_announced_body_costs_nothing_before_the_token_checks_out(
+    keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path],
+) -> None:
+    """Heads announcing 64 MiB bodies, their tokens never sent or wrong, do not grow the
+    server: the body's buffer exists only once the token checked out (as HTTP reads a
+    body only then). Before, each head allocated (and zeroed) its whole body at once:
+    four such peers grew the server by 256 MiB."""
+    with _served(keyring, "mem.sock", "--workers", "1") as (srv, c):
+        assert srv.proc is not None
+        before = _hwm_mib(srv.proc.pid)
+        peers = [_unix(srv.sock) for _ in range(4)]
+        for s in peers[:2]:  # the head only: the token never comes
+            s.sendall(_head(b"", b"x" * 40, blen=64 << 20))
+        for s in peers[2:]:  # a wrong token: refused, the body never read
+            s.sendall(_head(b"", b"x" * 40, blen=64 << 20) + b"x" * 40)
+            status, err = _answer(s)
+            assert status == 401 and isinstance(err, dict)
+        assert c.encrypt_many(["f/1"], [b"x"])  # every head above was taken in by now
+        grown = _hwm_mib(srv.proc.pid) - before
+        assert grown < 32, f"peak RSS grew {grown:.0f} MiB from unauthenticated heads"
+        for s in peers:
+            s.close()
+
+
 def test_slow_and_silent_frame_peers_are_dropped(
     keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path],
 ) -> None:
