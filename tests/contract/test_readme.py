@@ -48,3 +48,37 @@ def test_readme_postgres_example_runs(
         # reconnecting (and logging each failure) once the session's server had stopped
         kr.close()
     assert [t.name for t in set(threading.enumerate()) - before] == []
+
+
+def test_readme_names_every_error_a_damaged_or_moved_record_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'a record moved to another user or table, or altered in one bit, fails with ...': each
+    class a one-bit change anywhere in a record, or a move to another subject or context,
+    actually raises is the one the README names (the header's bits are a FormatError, a
+    subject without a data key a NoDataKeyError, not only IntegrityError)."""
+    (para,) = [p for p in README.read_text().split("\n\n") if "altered in one bit" in p]
+    monkeypatch.chdir(tmp_path)
+    _, shares = keysplit.Keyring.create("vault", threshold=2, custodians=["a", "b", "c"])
+    kr = keysplit.Keyring.open("vault").unseal([shares["a"], shares["b"]])
+    try:
+        ctx = {"table": "contacts"}
+        blob = kr.encrypt(b"+1 555 0100", subject="user-42", context=ctx)
+        kr.encrypt(b"x", subject="user-43")
+        attempts = [
+            (blob, "user-43", ctx),
+            (blob, "user-44", ctx),  # a subject that never had a key
+            (blob, "user-42", {"table": "other"}),
+            *[(blob[:i] + bytes([blob[i] ^ 1]) + blob[i + 1 :], "user-42", ctx)
+              for i in range(len(blob))],
+        ]  # fmt: skip
+        raised = set()
+        for record, subject, context in attempts:
+            with pytest.raises(keysplit.KeysplitError) as err:
+                kr.decrypt(record, subject=subject, context=context)
+            raised.add(type(err.value).__name__)
+    finally:
+        kr.close()
+    assert "IntegrityError" in raised
+    missing = sorted(name for name in raised if f"keysplit.{name}" not in para)
+    assert not missing, f"README does not say a damaged or moved record raises {missing}"
