@@ -47,19 +47,25 @@ class MovedLedger:
             raise ClusterError(
                 f"{path} is missing: successor.json says this rotation records the keys it "
                 "moves there",
-                hint="restore it from a backup of the directory (without it no shred made "
-                "through a copy without successor.json can be carried safely)",
+                hint="restore it from a backup of the directory; without one, remove "
+                "'ledger' from successor.json: shreds are then carried by the tombstone "
+                "marks alone (SECURITY.md names the case that rule gets wrong)",
             )
+        fresh = not path.exists()
+        db: sqlite3.Connection | None = None
         try:
             db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
             db.execute("PRAGMA synchronous=FULL")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS moved (check_value BLOB PRIMARY KEY) WITHOUT ROWID"
             )
-        except sqlite3.Error as exc:
+            if fresh:  # not secret, like successor.json beside it (whatever the umask)
+                os.chmod(path, 0o644)
+        except (sqlite3.Error, OSError) as exc:
+            if db is not None:
+                db.close()
             raise ClusterError(f"{path}: {exc}") from None
         self._db, self._path = db, path
-        os.chmod(path, 0o644)
 
     def add(self, checks: Iterable[bytes]) -> None:
         """Record ``checks`` (one transaction, durable when this returns)."""
