@@ -641,6 +641,42 @@ def test_a_key_never_moved_is_not_carried_onto_one_written_in_new_afresh(
             c.decrypt(moved_rec, subject=m)
 
 
+def test_a_rotation_whose_successor_json_lost_the_ledger_carries_by_the_marks(
+    cluster: Cluster,
+) -> None:
+    """(cluster5) Code before the ledger of moved keys rewrites successor.json without its
+    ``ledger`` field (and keeps no ledger): the next runs then carry shreds by OLD's
+    tombstone marks alone, as that code did, and neither need nor read moved.sqlite. A
+    moved key shredded through a copy without the marker is still carried; one shredded
+    through OLD itself (reaching NEW) is not carried again."""
+    from keysplit.service.cluster_config import read_successor
+
+    t, tok = cluster.tmp, cluster.token
+    old, new = _create(cluster, "cl-noled-old"), _create(cluster, "cl-noled-new")
+    a, b = "contacts/noled-a", "contacts/noled-b"
+    rotate = ["cluster", "rotate", old.name, new.name, "--token-file", "token", "--json"]
+    with ClusterClient(old, token=tok, timeout=20) as c:
+        c.encrypt_many([a, b], [b"a", b"b"])
+    r = cli(*rotate, cwd=t)
+    assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 2, "shredded": 0}, r.stderr
+    succ = read_successor(old)
+    assert succ is not None and succ.ledger
+    replace(succ, ledger=False).write(old)  # as an older run's rewrite leaves it
+    (old / "moved.sqlite").unlink()
+    with ClusterClient(old, token=tok, timeout=20) as c:
+        assert c.shred(b)  # reaches NEW: its mark says so
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        fresh_b = c.encrypt(b"b afresh", subject=b)
+    with ClusterClient(_marker_less_copy(old, "cl-noled-copy"), token=tok, timeout=20) as c:
+        assert c.shred(a)
+    r = cli(*rotate, cwd=t)
+    assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 0, "shredded": 1}, r.stderr
+    assert not (old / "moved.sqlite").exists()
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        assert sorted(c.datakeys.store.get_many([a, b])) == [b]
+        assert c.decrypt(fresh_b, subject=b) == b"b afresh"
+
+
 def test_a_rotation_copies_the_legal_holds_in_one_transaction(cluster: Cluster) -> None:
     """(cluster3) ``cluster rotate OLD NEW`` copied OLD's legal holds to NEW one
     transaction each (a store epoch each; a rotation cut among them left NEW with some of
