@@ -89,15 +89,19 @@ def record_unrecorded(
     entry each: an init killed before its entry first, then intents left open, then KEK
     versions made or retired without an entry); a rekey's switch is the quorum's own
     (``rekey-recovered``). Nothing when the log cannot take an entry now (a torn tail:
-    the ceremony's own check refuses, or a repair is running)."""
+    the ceremony's own check refuses, or a repair is running) or, there being gaps, does
+    not verify (chain, MACs, anchor): an observation is never added to a log that may have
+    been altered (``audit verify`` names the fault)."""
     log = ukr.audit_log()
     home, meta = keyring.home, keyring.meta
     try:
         log.check_append()
         entries = log.entries()
+        gaps = [g for g in keyring.unrecorded(entries) if g.operation != "rekey"]
+        if gaps:
+            log.verify()  # (only then: the common case reads the log once)
     except (KeysplitError, OSError):
         return []
-    gaps = [g for g in keyring.unrecorded(entries) if g.operation != "rekey"]
     gaps.sort(key=lambda g: g.operation != "init")
     events: list[ev.Event] = []
     for g in gaps:

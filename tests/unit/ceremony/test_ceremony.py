@@ -662,3 +662,33 @@ def test_init_beside_a_fifo_named_audit_log_makes_nothing(tmp_path: Path) -> Non
         )
     assert sorted(p.name for p in (tmp_path / "kr").iterdir()) == ["audit.log"]
     assert not (tmp_path / "s").exists()
+
+
+def test_a_quorum_adds_no_observation_to_a_log_that_does_not_verify(tmp_path: Path) -> None:
+    """The next quorum records an open intent (``observed``), but only onto a log that
+    verifies: with an earlier entry edited, it appended its observation to the altered
+    chain (``audit verify --mac`` wrote before it checked). Now it records nothing and the
+    log stays byte for byte as found; an intact log gets its observation."""
+    import json as _json
+
+    made = ceremony.init(
+        tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path / "s")
+    )
+    kr = made.keyring
+    shares = [load_share(Path(w.location).read_bytes()) for w in made.shares]
+    with kr.unseal(shares) as ukr:  # a shred killed after its intent: left open
+        events.record(ukr.audit_log(), events.Intent("shred", "u1", []))
+    log = kr.home.audit_path
+    good = log.read_bytes()
+    lines = good.splitlines(keepends=True)
+    first = _json.loads(lines[0])
+    first["data"]["threshold"] = 1  # an edit, re-encoded canonically
+    edited = _json.dumps(first, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    log.write_bytes(edited + b"".join(lines[1:]))
+    with Quorum(kr, shares).unseal():
+        pass
+    assert log.read_bytes() == edited + b"".join(lines[1:])
+    log.write_bytes(good)
+    with Quorum(kr, shares).unseal():
+        pass
+    assert [e.event for e in kr.audit_log().entries()][-2:] == ["intent", "observed"]
