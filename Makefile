@@ -20,7 +20,9 @@ venv-core: $(CORE_STAMP)
 
 $(CORE_STAMP): requirements-core.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "keysplit needs Python 3.11+"'
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# A venv without pip is one `python3 -m venv` left half-made (Debian/Ubuntu without the
+	@# python3-venv package): made again, so installing that package is all a rerun needs.
+	@$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	$(PIP) -r requirements-core.lock
 	$(PIP) --no-deps --no-build-isolation -e .
 	$(COMPILE_VENV)
