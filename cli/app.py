@@ -122,7 +122,8 @@ HELP = (
     "Split-key encryption: Shamir-split master keys among custodians, sealed keyrings, "
     "AES-128-GCM records, key ceremonies.\n\n"
     "Exit codes: 0 success, 1 expected failure (bad share, wrong passphrase, "
-    "tampered data...), 2 usage error."
+    "tampered data...), 2 usage error; shred and cluster shred also 3 (no such data key) and 4 "
+    "(a live holder did not drop it within --wait); 141 when the reader of stdout went away."
 )
 
 

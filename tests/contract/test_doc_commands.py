@@ -190,3 +190,17 @@ def test_every_command_help_states_exit_codes_and_readable_metavars() -> None:
         for leak in sorted(set(re.findall(r"<(?:list|tuple|dict)\[[^>]*>", r.output))):
             problems.append(f"{' '.join(path)}: metavar {leak}")
     assert not problems, "\n".join(problems)
+
+
+def test_top_level_help_lists_every_exit_code() -> None:
+    """`keysplit --help` gives the codes a script can meet, as README's 'Exit codes' does:
+    0, 1, 2, shred's 3 and 4, and 141 for a reader of stdout gone away."""
+    from keysplit_cli._common import EXIT_CLOSED_PIPE, EXIT_NO_KEY, EXIT_NOT_ACKNOWLEDGED
+    from typer.testing import CliRunner
+
+    r = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}, terminal_width=200)
+    text = re.sub(r"[\s│]+", " ", r.output)
+    codes = re.search(r"Exit codes: (.*?)\.(?: |$)", text)
+    assert codes is not None, text
+    for code in (0, 1, 2, EXIT_NO_KEY, EXIT_NOT_ACKNOWLEDGED, EXIT_CLOSED_PIPE):
+        assert re.search(rf"\b{code}\b", codes.group(1)), (code, codes.group(1))
