@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import typer.main
 from ceremony_helpers import fast_kdf_fixture, run  # noqa: F401 (fixtures)
 from keysplit_cli.commands import demo as cmd_demo
 
@@ -51,3 +52,17 @@ def test_demo_refuses_a_non_empty_keep_dir(tmp_path: Path) -> None:
     r = run(["demo", "--keep", tmp_path])
     assert r.exit_code == 1 and "not empty" in r.stderr
     assert (tmp_path / "x").read_text() == "mine"
+
+
+def test_demo_runs_at_its_smallest_user_count(tmp_path: Path) -> None:
+    """`--users` accepts N from its minimum up, and at the minimum the story runs with every
+    claim held on records it actually checked. Below 44 users the demo's shred victim (user 42)
+    did not exist: a traceback (IndexError), not a claim; the 'records still decrypt' claims
+    looked at users 100-599 only, so at 50 users they checked none."""
+    (param,) = [p for p in typer.main.get_command(cmd_demo.app).params if p.name == "users"]
+    r = run(["demo", "--users", str(param.min), "--keep", tmp_path / "demo"])
+    assert r.exit_code == 0, r.output
+    assert "all claims held" in r.stderr
+    assert cmd_demo.CHECKED.start < param.min  # the sample is not empty
+    below = run(["demo", "--users", str(param.min - 1)])
+    assert below.exit_code == 2 and "Traceback" not in below.output
