@@ -240,6 +240,13 @@ def convert_cmd(
             secret = pycryptodome.combine_pycryptodome(pc, threshold=source_threshold, ssss=ssss)
             src_t = source_threshold
             n_in = len(pc)
+            if source_threshold is not None:
+                _unchecked_import_note(
+                    n_in,
+                    source_threshold,
+                    "pycryptodome shares",
+                    "against the one recorded for the secret before destroying the old shares",
+                )
     except ValueError as exc:
         fail(str(exc), code=EXIT_USAGE)
 
@@ -323,20 +330,26 @@ class VFmt(StrEnum):
     slip39 = "slip39"
 
 
-def _vault_import_note(n_keys: int, k: int) -> None:
-    """What could be checked (see keysplit.interop.vault): say it every time, not only in
-    the docs."""
+VAULT_CONFIRM = "by unsealing Vault with the new keys before destroying the old ones"
+
+
+def _unchecked_import_note(
+    n_keys: int, k: int, what: str = "Vault keys", confirm: str = VAULT_CONFIRM
+) -> None:
+    """What could be checked of shares without a check value (Vault keys, see
+    keysplit.interop.vault; pycryptodome/ssss shares): say it every time, not only in the
+    docs. ``what`` is the plural name, ``confirm`` how to confirm the fingerprint."""
+    one = what.split()[-1].removesuffix("s")  # "key", "share"
     if n_keys > k:
         info(
-            f"checked: all {n_keys} Vault keys lie on one polynomial of degree {k - 1} "
-            f"({n_keys - k} more than the threshold {k}), so no single key is mistyped"
+            f"checked: all {n_keys} {what} lie on one polynomial of degree {k - 1} "
+            f"({n_keys - k} more than the threshold {k}), so no single {one} is mistyped"
         )
     else:
         info(
-            f"exactly {k} Vault keys given: Vault keys carry no check value, so a mistyped "
-            "or foreign key would give a wrong key without any error. Give one key more to "
-            "check them, or confirm the fingerprint below by unsealing Vault with the new "
-            "keys before destroying the old ones.",
+            f"exactly {k} {what} given: {what} carry no check value, so a mistyped "
+            f"or foreign {one} would give a wrong key without any error. Give one {one} more "
+            f"to check them, or confirm the fingerprint below {confirm}.",
             lead="warning:",
             style="yellow",
         )
@@ -476,7 +489,7 @@ def convert_vault_cmd(
                     code=EXIT_USAGE,
                 )
             secret = vault.combine_vault(vk.keys, threshold=k)
-            _vault_import_note(len(vk.keys), k)
+            _unchecked_import_note(len(vk.keys), k)
             src_t, src_n, n_in = k, vk.count, len(vk.keys)
         elif from_ is VFmt.keysplit:
             ks = read_keysplit(sources, identity, custodian_passphrase_file, allow_expensive_kdf)

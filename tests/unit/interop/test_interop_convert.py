@@ -209,6 +209,24 @@ def test_cli_pycryptodome_stdin_to_keysplit() -> None:
     assert combine(shares) == SECRET
 
 
+@pytest.mark.parametrize("given", [2, 3])
+def test_cli_pycryptodome_import_says_what_it_could_check(given: int) -> None:
+    """pycryptodome shares carry no check value (docs/MIGRATION.md: give one more share than
+    the threshold): as for Vault keys, the import says each time whether the shares were
+    checked, and warns when exactly the threshold was given (a mistyped share would make a
+    wrong key silently). It said nothing either way."""
+    text = pycryptodome.format_pycryptodome(Shamir.split(2, 3, SECRET)[:given])
+    argv = ["share", "convert", "--from", "pycryptodome", "--to", "keysplit", "-t", "2", "-n", "2"]
+    r = runner.invoke(app, [*argv, "--source-threshold", "2"], input=text)
+    assert r.exit_code == 0, r.output
+    said = " ".join(r.stderr.split())
+    if given == 2:
+        assert "warning: exactly 2 pycryptodome shares given" in said
+        assert "no check value" in said
+    else:
+        assert "checked: all 3 pycryptodome shares lie on one polynomial of degree 1" in said
+
+
 def test_cli_keysplit_to_pycryptodome_binary_input(tmp_path: Path) -> None:
     shares = split(SECRET, 2, 3)
     files = []
