@@ -142,11 +142,12 @@ def split_cmd(
         made = split(secret, threshold, shares)
     except ValueError as exc:
         fail(str(exc), code=EXIT_USAGE)
-    note(
+    summary = (
         f"split a {len(secret)}-byte secret (fingerprint {secret_fingerprint(secret)}) "
         f"{threshold}-of-{shares}, set id {made[0].set_id_hex}"
     )
     if out_dir is None:
+        note(summary)
         for s in made:
             typer.echo(str(s))
         return
@@ -165,6 +166,7 @@ def split_cmd(
             files.append((out_dir / f"share-{s.index}-{name}.kss", sealed))
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_all_or_none(files)
+    note(summary)  # only once the set exists: a refused write names no set
     for s, (path, _) in zip(made, files, strict=True):
         note(f"  share {s.index}: {path}")
 

@@ -447,6 +447,8 @@ def test_split_into_a_directory_writes_every_share_or_none(tmp_path: Path) -> No
     r = run(["split", "-k", "2", "-n", "3", "--in", secret_file, "--out-dir", out])
     assert r.exit_code == 1
     assert _error_lines(r) == [f"error: refusing to overwrite existing file: {out / 'share-3.kss'}"]
+    # nor does it announce the set it did not write ("split ... set id X" before the error)
+    assert "set id" not in r.stderr, r.stderr
     assert sorted(f.name for f in out.iterdir()) == ["share-3.kss"]
     assert (out / "share-3.kss").read_text() == "an older set's share\n"
 
