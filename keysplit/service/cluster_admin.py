@@ -15,6 +15,7 @@ cannot make it finish with a key it knows more about than any other dealer.
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import secrets
@@ -693,11 +694,45 @@ def _rotate(
             # NEW found no key yet (and marked NEW reached) must not leave it there now
             now = ostore.get_many([s for s, _ in keep])
             late += sum(new.shred(s) for s, _ in keep if s not in now)
+            # shredded and written afresh in OLD meanwhile (its row changed since the batch
+            # was read): NEW may have got the shredded key, which must not stay there
+            seen = {r.subject: r for r in rows}
+            changed = [(s, k) for s, k in keep if s in now and now[s] != seen[s]]
+            if changed:
+                late += _replace_renewed(old, new, changed, ledger)
     carried, upto = _carry_shreds(old, new, succ.since, batch_size, ledger)
     cur = read_successor(old_dir)
     if cur is not None and cur.cluster_id == succ.cluster_id and cur.since < upto:
         replace(cur, since=upto).write(old_dir)  # carried: once
     return Rotated(moved, late + carried)
+
+
+def _replace_renewed(
+    old: ClusterClient,
+    new: ClusterClient,
+    changed: Sequence[tuple[str, bytes]],
+    ledger: MovedLedger | None,
+) -> int:
+    """Of ``changed`` (a subject and the key this run just stored in NEW, whose row in OLD
+    changed since the batch was read), each whose key in OLD is another one now (shredded
+    and written afresh meanwhile; its shred found no key in NEW yet) is shredded in NEW,
+    and OLD's new key is moved in its place (recorded in the ledger first). A row changed
+    with the key kept (written again before the export) is left as it is. Returns how many
+    were shredded in NEW."""
+    subjects = [s for s, _ in changed]
+    current = old.datakeys.export(subjects, create=False)
+    stale = [
+        (s, k)
+        for (s, mine), k in zip(changed, current, strict=True)
+        if k is None or not hmac.compare_digest(mine, k)
+    ]
+    shredded = sum(new.shred(s) for s, _ in stale)
+    again = [(s, k) for s, k in stale if k is not None]
+    if again:
+        if ledger is not None:
+            ledger.add(moved_check(new.config.cluster_id, s, k) for s, k in again)
+        new.datakeys.adopt([s for s, _ in again], [k for _, k in again])
+    return shredded
 
 
 def _sync_holds(

@@ -696,37 +696,54 @@ def test_a_rotation_copies_the_legal_holds_in_one_transaction(cluster: Cluster) 
         assert c.datakeys.store.state().epoch == before + 1
 
 
+@pytest.mark.parametrize("afresh", [False, True], ids=["shredded", "shredded-and-written-afresh"])
 def test_a_key_shredded_while_the_rotation_moves_it_does_not_live_on_in_new(
-    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, afresh: bool
 ) -> None:
     """(cluster4) A shred through OLD whose step in NEW finds no key yet (the run has
     exported the key from OLD, not yet stored it in NEW) marks OLD's tombstones as having
     reached NEW, so the carry leaves NEW alone: the run itself must then shred the key it
-    stores. Forced: the shred runs inside the run, between its export and its adopt."""
+    stores. Forced: the shred runs inside the run, between its export and its adopt.
+
+    (review4) ``afresh``: the subject is written in OLD again right after its shred (an
+    account deleted and opened again). The re-check asked only whether OLD still had a
+    key, which it did (another one), so NEW kept the shredded key (the shredded record
+    opened through NEW) and the next run stopped on IntegrityError for good. It compares
+    the key now: NEW's shredded one goes, OLD's new one is moved."""
     from keysplit.service.cluster_admin import rotate_cluster
 
     tok = cluster.token
-    old, new = _create(cluster, "cl-race-old"), _create(cluster, "cl-race-new")
+    tag = "-afresh" if afresh else ""  # (the fixture's nodes serve every test's clusters)
+    old, new = _create(cluster, f"cl-race-old{tag}"), _create(cluster, f"cl-race-new{tag}")
     s = "contacts/race-a"
     with ClusterClient(old, token=tok, timeout=20) as c:
         rec = c.encrypt(b"a", subject=s)
     adopt = ClusterDataKeys.adopt
     shredded: list[bool] = []
+    written: list[bytes] = []
 
     def shred_first(self: ClusterDataKeys, subjects: list[str], raws: list[bytes]) -> int:
         if not shredded:
             with ClusterClient(old, token=tok, timeout=20) as c:  # marker: reaches NEW
                 shredded.append(c.shred(s))
+                if afresh:
+                    written.append(c.encrypt(b"b", subject=s))  # another key in OLD
         return adopt(self, subjects, raws)
 
     monkeypatch.setattr(ClusterDataKeys, "adopt", shred_first)
     done = rotate_cluster(old, new, token=tok)
+    monkeypatch.undo()
     assert shredded == [True]
     assert (done.moved, done.shredded) == (1, 1)
     with ClusterClient(new, token=tok, timeout=20) as c:
-        assert c.datakeys.store.get_many([s]) == {}
         with pytest.raises(ShreddedError):
             c.decrypt(rec, subject=s)
+        if not afresh:
+            assert c.datakeys.store.get_many([s]) == {}
+        else:
+            assert c.decrypt(written[0], subject=s) == b"b"
+    if afresh:
+        rotate_cluster(old, new, token=tok)  # the next run goes through
 
 
 def test_a_run_killed_after_storing_a_key_shredded_meanwhile_is_finished_by_the_next(
