@@ -95,10 +95,14 @@ def complete(kr: Keyring, src: QuorumSource, missing: list[str], *, as_json: boo
     """Switch to the verified generation with a quorum, naming the unproven custodians."""
     from keysplit import ceremony
 
+    pending = ceremony.pending_verification(kr)
+    proven = sorted(pending.status.proven) if pending is not None else []
     drill = ceremony.unseal_check(kr, quorum(kr, src, complete_missing=missing))
+    # the quorum apart from the proofs: a custodian in it who is named --missing proved nothing
     info(
-        f"verification complete ({names(drill.contributors)}); keyring {kr.keyring_id} "
-        f"is at generation {kr.meta.generation}"
+        f"verification complete (proven: {', '.join(proven) or 'none'}; unproven: "
+        f"{', '.join(sorted(missing)) or 'none'}; quorum: {names(drill.contributors)}); "
+        f"keyring {kr.keyring_id} is at generation {kr.meta.generation}"
     )
     if as_json:
         doc = {

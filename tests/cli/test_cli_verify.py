@@ -137,6 +137,10 @@ def test_wrong_code_refused_complete_must_name_exactly_the_missing(tmp_path: Pat
     assert Keyring.open(vault).meta.generation == 1
     r = run(["verify", "complete", vault, "--missing", "bob", "--missing", "carol", *new])
     assert r.exit_code == 0, r.output
+    # the summary tells the quorum from the proofs: bob unlocked the switch but proved nothing
+    # (it said "verification complete (alice, bob)", as if both had proven)
+    said = " ".join(r.stderr.split())
+    assert "proven: alice; unproven: bob, carol; quorum: alice, bob" in said, said
     kr = Keyring.open(vault)
     assert kr.meta.generation == 2
     done = next(e for e in kr.audit_log().entries() if e.event == "verify-complete")
