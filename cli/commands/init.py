@@ -74,13 +74,14 @@ def init_cmd(
 
     Exit codes: 0 created; 1 failure (bad public key, existing keyring or share file); 2 usage.
     """
-    from keysplit import ceremony
+    from keysplit import Keyring, ceremony
     from keysplit.ceremony import ShareFileExists
     from keysplit.store import check_store_url
     from keysplit.trust import KnownKeyrings
 
     url = check_store_url(store) if store is not None else None
     check_output_dir(directory, "DIR")
+    Keyring.refuse_existing(directory)  # before any custodian types a passphrase
     shares = sink(shares_dir, directory, sheets)
     custody = parse_custodians(
         custodian, passphrase_file, plain_shares, "--passphrase-file", threshold=lambda n: threshold

@@ -172,6 +172,18 @@ def test_init_public_key_of_someone_else_and_existing_keyring(cer: Ceremony) -> 
     assert error_lines(r) == [f"error: a keyring already exists at {cer.kr}"]
 
 
+def test_init_over_an_existing_keyring_is_refused_before_any_passphrase_prompt(
+    cer: Ceremony,
+) -> None:
+    """Custodians without a key pair type their passphrase twice at init: over an existing
+    keyring every one of them did so before 'a keyring already exists' (found only when the
+    keyring was about to be written). Refused first now, nothing asked."""
+    r = run(["init", cer.kr, "-k", "2", "-c", "x", "-c", "y", "--shares-dir", cer.root / "s3"])
+    assert r.exit_code == 1
+    assert error_lines(r) == [f"error: a keyring already exists at {cer.kr}"]
+    assert "Passphrase" not in r.output
+
+
 def test_one_public_key_filed_under_two_custodians_is_refused_before_any_prompt(
     cer: Ceremony,
 ) -> None:
