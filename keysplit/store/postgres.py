@@ -507,7 +507,8 @@ class PostgresKeyStore:
         self._conninfo, self._conn_kwargs = conninfo, None
         self._listener: _Conn | None = None
         self._listen_lock = threading.Lock()
-        self._admin_held = threading.local()  # .conn: this thread's admin_lock connection
+        # .conn: this thread's admin_lock connection and its server backend's pid
+        self._admin_held = threading.local()
         ident = sql.Identifier(self._schema)
         self._sql = {k: sql.SQL(v).format(s=ident) for k, v in _STATEMENTS.items()}
         self._lock_wait = self._call_timeout * _LOCK_SHARE
@@ -1112,14 +1113,13 @@ class PostgresKeyStore:
         connection still holds the lock. Its backend may be gone (a network interruption
         that keepalives ended, a terminated backend): the server then released the lock,
         another process may have taken it, and this change would commit unguarded."""
-        holder: _Conn | None = getattr(self._admin_held, "conn", None)
-        if holder is None:
+        held: tuple[_Conn, int] | None = getattr(self._admin_held, "conn", None)
+        if held is None:
             return
+        holder, pid = held
         alive = not (holder.closed or holder.broken)
         if alive:
-            row = conn.execute(
-                self._sql["holds_lock"], (holder.info.backend_pid, self._admin_lock)
-            ).fetchone()
+            row = conn.execute(self._sql["holds_lock"], (pid, self._admin_lock)).fetchone()
             alive = bool(row and row[0])
         if not alive:
             raise KeyringError(
@@ -1161,12 +1161,16 @@ class PostgresKeyStore:
                     # idle_in_transaction_session_timeout (on the role or the database)
                     # would end the session mid-rotation, releasing the lock; it holds
                     # no snapshot (READ COMMITTED, between statements), so lifting the
-                    # timeout for it keeps back no VACUUM
-                    conn.execute(
+                    # timeout for it keeps back no VACUUM. The backend's pid from the
+                    # server: behind a pooler (pgbouncer) libpq's backend_pid is the
+                    # pooler's own number, and the lock was never found under it
+                    row = conn.execute(
                         "SELECT set_config('lock_timeout', %s, true), "
-                        "set_config('idle_in_transaction_session_timeout', '0', true)",
+                        "set_config('idle_in_transaction_session_timeout', '0', true), "
+                        "pg_backend_pid()",
                         (f"{max(1, int(timeout * 1000))}ms",),
-                    )
+                    ).fetchone()
+                    pid = int(row[2]) if row else 0
                     conn.execute(self._sql["lock_subject"], (self._admin_lock,))
             except psycopg.Error as exc:
                 if watch is not None and watch.fired:  # its bound: the lock wait and answers
@@ -1177,7 +1181,8 @@ class PostgresKeyStore:
                     raise _rules.busy_admin(timeout) from None
                 raise _db_error(exc) from None
             before = getattr(self._admin_held, "conn", None)
-            self._admin_held.conn = conn  # every change in the body checks it (_exclusive)
+            # every change in the body checks it (_exclusive)
+            self._admin_held.conn = (conn, pid)
             try:
                 yield
             finally:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import struct
 import tempfile
 import threading
 import uuid
@@ -32,6 +33,7 @@ from keysplit.store.url import postgres_conninfo
 
 _BUMP = b"keyring_state SET epoch"  # in the rotation's UPDATE (set_current_kek's bump)
 _COMMIT_DONE = b"C\x00\x00\x00\x0bCOMMIT\x00"  # the server's CommandComplete for COMMIT
+_KEY_DATA = b"K\x00\x00\x00\x0c"  # BackendKeyData: then the backend's pid, its cancel key
 
 
 def _url(server: object) -> str:
@@ -101,6 +103,7 @@ class _CommitCutter:
         self.armed = False  # set: cut the next rotation's commit
         self.refuse = False  # set: close every new connection at once (a server gone)
         self.then_refuse = False  # set: from the cut on, drop every connection and refuse
+        self.fake_pid: int | None = None  # set: BackendKeyData names it (as pgbouncer does)
         self.socks: list[socket.socket] = []
         self.cuts = 0
         self.stop = threading.Event()
@@ -120,7 +123,7 @@ class _CommitCutter:
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             upstream.connect(self.target)
             self.socks += [client, upstream]
-            flag = {"bump": False}
+            flag = {"bump": False, "keyed": self.fake_pid is None}
             for args in ((client, upstream, flag, True), (upstream, client, flag, False)):
                 threading.Thread(target=self._pump, args=args, daemon=True).start()
 
@@ -128,11 +131,20 @@ class _CommitCutter:
         self, src: socket.socket, dst: socket.socket, flag: dict[str, bool], up: bool
     ) -> None:
         tail = b""
+        startup = b""  # the server's start-up messages until BackendKeyData is rewritten
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if not up and self.fake_pid is not None and not flag.get("keyed"):
+                    startup += data
+                    at = startup.find(_KEY_DATA)
+                    if at < 0 or len(startup) < at + 13:
+                        continue  # forwarded once the whole message is here
+                    pid = struct.pack(">i", self.fake_pid)
+                    data, startup = startup[: at + 5] + pid + startup[at + 9 :], b""
+                    flag["keyed"] = True
                 seen = tail + data
                 tail = seen[-64:]
                 if up and _BUMP in seen:
@@ -406,3 +418,21 @@ def test_a_rotation_outlasting_the_roles_idle_in_transaction_timeout_keeps_its_l
         assert ku.rotate(record=False) == 2
         assert held == [True]
         assert store.state().current_kek == 2
+
+
+def test_a_rotation_behind_a_pooler_that_names_its_own_backend_pid_commits(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """A pooler (pgbouncer, in every pool mode) answers a client's start-up with a
+    BackendKeyData of its own: the pid libpq reports is not the server backend's. The
+    rotation lock's check looked for the lock under that pid, found none, and refused
+    every rotation behind a pooler ("lost the keyring's rotation lock"). Now the lock's
+    connection asks the server for its backend's pid (pg_backend_pid) when it takes it."""
+    with _behind_cutter(pg_server, tmp_path) as (proxy, kr, shares, store, schema):
+        store.close()
+        proxy.fake_pid = 7  # on every connection made from now on
+        url = f"postgresql:///keysplit?host={proxy.dir}&user=keysplit&schema={schema}"
+        pooled = open_store(url, keyring_id=kr.keyring_id, home=kr.path)
+        with kr.unseal([shares["a"], shares["b"]], store=pooled) as ku:
+            assert ku.rotate(record=False) == 2
+            assert pooled.state().current_kek == 2
