@@ -40,7 +40,7 @@ from ..names import check_subject
 from ..record import DataKey
 from ..rng import RandomSource, default_rng
 from ..store import KeyStore, WrappedKey
-from ..store.base import KeyringState, StaleKekError
+from ..store.base import KeyringState, LostInsertError, StaleKekError
 from . import file as kf
 from . import fleet
 
@@ -648,6 +648,11 @@ class LocalDataKeys:
             except StaleKekError as exc:  # rotated or retired elsewhere: catch up
                 raw.fill(0)
                 self._adopt(exc.state)
+                if attempt == _CREATE_TRIES - 1:
+                    raise
+                continue
+            except LostInsertError:  # stored or not: never offer these keys again
+                raw.fill(0)
                 if attempt == _CREATE_TRIES - 1:
                     raise
                 continue

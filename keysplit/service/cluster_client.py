@@ -54,6 +54,7 @@ from ..keyring.admin import check_hold
 from ..keyring.records import Records
 from ..record import DataKey
 from ..store import KeyStore, WrappedKey, open_store
+from ..store.base import LostInsertError
 from . import _wire as wire
 from .client import Client, ServiceError
 from .cluster_config import (
@@ -79,6 +80,7 @@ whatever the subjects' lengths (8,192 x 40 bytes = 320 KiB); a larger batch is s
 nodes): every caching client drops every cached key (and the shredded subject then reads
 as :class:`NoDataKeyError`, not :class:`ShreddedError`)."""
 _CLOSED = "the cluster client was closed"
+_INSERT_TRIES = 4  # insert_many attempts of one call whose outcome was lost (LostInsertError)
 DOWN_BACKOFF = 60.0
 """Seconds a node that failed to answer is asked last (after the nodes that answered): a
 hung node made every call wait its whole timeout before another node was asked."""
@@ -568,7 +570,7 @@ class ClusterDataKeys:
         if failed:
             raise IntegrityError(hint="a stored data key fails its check under the cluster's KEK")
         if new:
-            self._insert(new, [os.urandom(16) for _ in new], kek, out)
+            self._insert(new, [os.urandom(16) for _ in new], kek, out, fresh=True)
         return {s: (k, tag.get(s, b"")) for s, k in out.items()}
 
     def _insert(
@@ -577,14 +579,26 @@ class ClusterDataKeys:
         raws: Sequence[bytes],
         keks: Mapping[str, bytes],
         out: dict[str, bytes],
+        *,
+        fresh: bool = False,
     ) -> None:
         """Wrap ``raws`` under (proven) ``keks`` and insert them; a row another writer
-        stored first wins and is unwrapped instead."""
-        offered = [
-            WrappedKey(s, self.config.kek_version, keywrap.wrap(keks[s], k))
-            for s, k in zip(subjects, raws, strict=True)
-        ]
-        stored = self.store.insert_many(offered)
+        stored first wins and is unwrapped instead. ``fresh``: ``raws`` are new keys, and
+        an insert whose outcome was lost (:class:`LostInsertError`) is tried again with
+        other new ones (the same could bring back a key shredded meanwhile)."""
+        for attempt in range(_INSERT_TRIES):
+            offered = [
+                WrappedKey(s, self.config.kek_version, keywrap.wrap(keks[s], k))
+                for s, k in zip(subjects, raws, strict=True)
+            ]
+            try:
+                stored = self.store.insert_many(offered)
+                break
+            except LostInsertError:
+                if attempt == _INSERT_TRIES - 1:
+                    raise
+                if fresh:
+                    raws = [os.urandom(16) for _ in subjects]
         for s, raw, off, got in zip(subjects, raws, offered, stored, strict=True):
             if got == off:
                 out[s] = raw

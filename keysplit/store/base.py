@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from ..errors import KeyringError
+from ..errors import KeyringError, StoreUnreachableError
 
 __all__ = [
     "ADMIN_WAIT",
@@ -134,6 +134,14 @@ class StaleKekError(KeyringError):
     def __init__(self, message: str, state: KeyringState) -> None:
         super().__init__(message, hint="re-read the keyring (another process changed it)")
         self.state = state
+
+
+class LostInsertError(StoreUnreachableError):
+    """:meth:`KeyStore.insert_many` lost its connection after its rows went out: whether
+    they were stored is unknown. Offering the same rows again could bring back a key that a
+    shred deleted meanwhile (the rows of an insert that did commit, then were shredded, and
+    records other writers made with them readable again), so the caller offers new keys
+    instead; a row that did commit and is still there is then handed back as stored."""
 
 
 class KekInUseError(KeyringError):

@@ -89,7 +89,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import FormatError, KeyringError, StoreUnreachableError
 from . import rules as _rules
-from .base import ADMIN_WAIT, KeyringState, Lease, Tombstone, WrappedKey
+from .base import ADMIN_WAIT, KeyringState, Lease, LostInsertError, Tombstone, WrappedKey
 from .url import check_store_url, postgres_call_timeout, postgres_conninfo
 
 __all__ = ["PostgresKeyStore"]
@@ -721,6 +721,7 @@ class PostgresKeyStore:
         idempotent: bool = True,
         pipeline: bool = False,
         limit: float | None = None,
+        fresh: bool = False,
     ) -> _T:
         """Run ``work`` in one transaction on a pooled connection; retry lost races.
 
@@ -736,7 +737,9 @@ class PostgresKeyStore:
         reads its results only after the pipeline ends (``conn.transaction()`` here cost
         three more: psycopg syncs after BEGIN, after COMMIT and on leaving the pipeline).
         ``limit`` (seconds) bounds each attempt's wait for a connection and its call, below
-        their usual bounds.
+        their usual bounds. ``fresh`` (insert_many): a connection dropped once the work began
+        raises :class:`LostInsertError` instead of running it again (the caller offers new
+        rows: the same ones could bring back a key shredded after they committed).
         """
         if self._closed.is_set():
             raise KeyringError("key store is closed")
@@ -777,6 +780,12 @@ class PostgresKeyStore:
                     or attempt == _RETRIES - 1
                 ):
                     raise _db_error(exc) from None
+                if started and fresh:
+                    raise LostInsertError(
+                        f"PostgreSQL key store at {self._where}: the connection was lost "
+                        "while new data keys were being stored; whether they were is unknown",
+                        hint="offer new keys: a row that was stored is handed back",
+                    ) from None
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -858,7 +867,7 @@ class PostgresKeyStore:
                 pending = sorted(gone)
             raise KeyringError("insert_many: subjects keep being shredded concurrently")
 
-        stored = self._tx(work)
+        stored = self._tx(work, fresh=True)
         return [stored[r.subject] for r in rows]
 
     def _insert_small(
@@ -883,7 +892,7 @@ class PostgresKeyStore:
                 )
                 return state, conn.execute(self._sql["get_many"], (subjects,), binary=True)
 
-            state_cur, rows_cur = self._tx(work, pipeline=True)
+            state_cur, rows_cur = self._tx(work, pipeline=True, fresh=True)
             e, cur, retired, rekeys, ts = state_cur.fetchone()
             st = KeyringState(int(e), int(cur), _rules.parse_retired(retired), int(rekeys), int(ts))
             _rules.check_insert(st, versions)  # nothing was inserted if this raises

@@ -104,6 +104,8 @@ class _CommitCutter:
         self.refuse = False  # set: close every new connection at once (a server gone)
         self.then_refuse = False  # set: from the cut on, drop every connection and refuse
         self.fake_pid: int | None = None  # set: BackendKeyData names it (as pgbouncer does)
+        self.match = _BUMP  # what the client sends in the transaction to cut
+        self.done = _COMMIT_DONE  # the server's answer that is then dropped
         self.socks: list[socket.socket] = []
         self.cuts = 0
         self.stop = threading.Event()
@@ -147,9 +149,9 @@ class _CommitCutter:
                     flag["keyed"] = True
                 seen = tail + data
                 tail = seen[-64:]
-                if up and _BUMP in seen:
+                if up and self.match in seen:
                     flag["bump"] = True
-                if not up and _COMMIT_DONE in seen:
+                if not up and self.done in seen:
                     if flag["bump"] and self.armed:
                         self.armed = False
                         self.cuts += 1
@@ -436,3 +438,62 @@ def test_a_rotation_behind_a_pooler_that_names_its_own_backend_pid_commits(
         with kr.unseal([shares["a"], shares["b"]], store=pooled) as ku:
             assert ku.rotate(record=False) == 2
             assert pooled.state().current_kek == 2
+
+
+def test_a_new_key_whose_insert_was_lost_is_never_offered_again_after_a_shred(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """Process A stores a new key for bob; the server commits it, A's connection dies
+    before the answer. C meanwhile finds A's key stored and seals a record with it; B
+    shreds bob (reported done). A's store call ran the same insert again on a new
+    connection: the very key B had shredded was stored again, and C's record, written
+    before the shred, opened again. Now A's lost insert is not repeated: A offers a new
+    key, so C's record stays unreadable, and A's own record opens under the new key."""
+    import threading
+    import time
+
+    from keysplit import KeysplitError
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    kr, shares = Keyring.create(tmp_path / "kr", 2, ["a", "b", "c"])
+    direct = f"{pg_server.url}&schema={schema}"  # type: ignore[attr-defined]
+    quorum = [shares["a"], shares["b"]]
+    with _cutter(pg_server) as proxy:
+        url = (
+            f"postgresql:///keysplit?host={proxy.dir}&user=keysplit&schema={schema}"
+            "&connect_timeout=30"
+        )
+        store_a = open_store(url, keyring_id=kr.keyring_id, home=kr.path, create=True)
+        store_b = open_store(direct, keyring_id=kr.keyring_id, home=kr.path)
+        store_c = open_store(direct, keyring_id=kr.keyring_id, home=kr.path)
+        with (
+            kr.unseal(quorum, store=store_a) as a,
+            kr.unseal(quorum, store=store_b) as b,
+            kr.unseal(quorum, store=store_c) as c,
+        ):
+            proxy.match = b"ON CONFLICT (subject) DO NOTHING"  # a new key's insert
+            proxy.done = b"Z\x00\x00\x00\x05I"  # ReadyForQuery after its commit
+            proxy.armed = proxy.then_refuse = True  # A reaches the server only when let
+            got: list[object] = []
+
+            def encrypt_on_a() -> None:
+                try:
+                    got.append(a.encrypt(b"from A", subject="bob"))
+                except KeysplitError as exc:
+                    got.append(exc)
+
+            worker = threading.Thread(target=encrypt_on_a, daemon=True)
+            worker.start()
+            deadline = time.monotonic() + 30
+            while not proxy.cuts and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert proxy.cuts == 1 and store_b.get("bob") is not None  # A's key committed
+            before_shred = c.encrypt(b"from C", subject="bob")  # with A's key
+            assert b.shred("bob") is True
+            proxy.refuse = False
+            worker.join(60)
+            assert not worker.is_alive()
+            assert len(got) == 1 and isinstance(got[0], bytes), got
+            with pytest.raises(KeysplitError):  # the shredded key did not come back
+                b.decrypt(before_shred, subject="bob")
+            assert b.decrypt(got[0], subject="bob") == b"from A"
