@@ -38,9 +38,9 @@ from ..audit import events as ev
 from ..audit.events import Contributor, Principal
 from ..custody import Argon2Params, is_sealed, load_share, read_share_file, sealed_share_info
 from ..errors import KeyringError, KeysplitError, ShreddedError
-from ..keyring import Keyring, KeyringHome, RewrapResult, UnsealedKeyring
+from ..keyring import Keyring, KeyringHome, RewrapResult, UnsealedKeyring, UnsealOutcome
 from ..keyring.admin import check_retirable
-from ..keyring.file import parse
+from ..keyring.file import open_secrets, parse
 from ..proof import PendingVerification, Verification, VerifyStatus
 from ..service.tokens import (
     TokenList,
@@ -53,7 +53,7 @@ from ..service.tokens import (
     mac_key,
     new_token,
 )
-from ..share import Share
+from ..share import Share, combine
 from ..stream import StreamHeader, StreamInfo, _decrypt_to, _open_in, read_header, recipient_id
 from .observe import close_failed
 from .quorum import Authority, Done, Quorum, QuorumFeed, TokenGrant, unsealed
@@ -216,6 +216,14 @@ def init(
     kr, shares = Keyring.create(
         directory, threshold, [c.name for c in custody], store_url=store_url, handout=True
     )
+    if verify:
+        # the proof requirement before any share is out (the hand-out mark keeps the
+        # keyring shut until then): an init killed anywhere after its shares are out
+        # leaves a keyring that serves nothing until every custodian has proven
+        kr.home.init_verify_path.unlink(missing_ok=True)  # a leftover of an earlier init
+        PendingVerification.create(
+            kr.home.init_verify_path, list(shares.items()), keyring_id=kr.keyring_id
+        )
     try:
         written = hand_out(
             shares, custody, sink, 1, kdf, None if sheets is None else (sheets, kr.keyring_id)
@@ -227,20 +235,27 @@ def init(
             "but can never be unsealed",
             hint=f"remove {directory} and run init again",
         ) from None
-    with kr.unseal(list(shares.values())[:threshold]) as ukr:
-        entry = ev.record(
-            ukr.audit_log(),
+    # the creator holds every share: it opens the keyring itself (its own proof requirement,
+    # written above, binds the custodians' quorums, not the ceremony that set it)
+    quorum = list(shares.values())[:threshold]
+    master = combine(quorum)
+    meta, secrets = open_secrets(kr.home.read_keyring(), master)
+    with kr.unseal(UnsealOutcome(meta, master, secrets)) as ukr:
+        events: list[ev.Event] = [
             ev.Init(
                 keyring_id=kr.keyring_id,
                 generation=kr.meta.generation,
                 threshold=threshold,
                 custodians=[w.record() for w in written],
-            ),
-        )
+            )
+        ]
+        if verify:  # one batch (one write): a kill never leaves the init without it
+            state = PendingVerification.load(kr.home.init_verify_path)
+            events.append(
+                ev.VerifyStart("init", kr.meta.generation, state.set_id.hex(), state.custodians)
+            )
+        entry = ev.record_many(ukr.audit_log(), events)[0]
         kr.home.clear_init_unrecorded()  # (killed before: the next quorum records the init)
-        if verify:
-            init_file = kr.home.init_verify_path
-            _start_verification(ukr, "init", init_file, shares, kr.meta.generation)
     shares.clear()
     pinned = trust.pin_keyring(kr, known=pin) if pin is not None else None
     return InitResult(kr, written, entry, pinned)

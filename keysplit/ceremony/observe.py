@@ -112,6 +112,9 @@ def record_unrecorded(
                 f"done: the keyring exists (generation {meta.generation}) and its log had no "
                 "init entry: its init was killed before it"
             )
+            v = keyring.verification()
+            if v is not None and v.kind == "init":
+                seen += " (an init --verify: its shares were relied on only once proven)"
         else:
             seen = f"done: {g.text}"
         events.append(ev.Observed(g.operation, g.target, g.intent, seen, by))

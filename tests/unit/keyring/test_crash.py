@@ -202,21 +202,27 @@ def _rekey_events(kr: Path) -> list[tuple[str, int]]:
     ]
 
 
-def _cli_keyring(tmp_path: Path) -> tuple[Path, list[str], Callable[[int], list[object]]]:
-    """A 2-of-3 keyring made by ``keysplit init`` (ana, ben, cy: public-key shares): its
-    directory, the ``-c`` options naming its custodians, and a quorum's options per
-    generation (ana's and ben's shares and identities)."""
+def _custodians(tmp_path: Path) -> tuple[dict[str, Path], list[str]]:
+    """Identities of ana, ben and cy in TMP/keys: their files, and init's ``-c`` options."""
     keys = tmp_path / "keys"
     keys.mkdir()
-    ident = {}
+    ident, custodians = {}, []
     for n in ("ana", "ben", "cy"):
         me = Identity.generate(n)
         (keys / f"{n}.pub").write_text(me.recipient.to_text())
         ident[n] = keys / f"{n}.identity"
         ident[n].write_bytes(me.to_bytes(None))
         ident[n].chmod(0o600)
+        custodians += ["-c", f"{n}={keys / n}.pub"]
+    return ident, custodians
+
+
+def _cli_keyring(tmp_path: Path) -> tuple[Path, list[str], Callable[[int], list[object]]]:
+    """A 2-of-3 keyring made by ``keysplit init`` (ana, ben, cy: public-key shares): its
+    directory, the ``-c`` options naming its custodians, and a quorum's options per
+    generation (ana's and ben's shares and identities)."""
+    ident, custodians = _custodians(tmp_path)
     kr, shares = tmp_path / "vault", tmp_path / "vault-shares"
-    custodians = [a for n in ("ana", "ben", "cy") for a in ("-c", f"{n}={keys / n}.pub")]
     r = _cli(["init", kr, "-k", "2", *custodians])
     assert r.returncode == 0, r.stderr
 
@@ -599,15 +605,7 @@ def test_keyring_change_killed_before_its_entry_is_recorded_by_the_next_quorum(
     reported by ``audit verify`` but never recorded. The next quorum records each (an
     ``observed`` entry: the init first in the log), and then nothing is reported."""
     if op == "init":
-        keys = tmp_path / "keys"
-        keys.mkdir()
-        ident, custodians = {}, []
-        for n in ("ana", "ben", "cy"):
-            me = Identity.generate(n)
-            (keys / f"{n}.pub").write_text(me.recipient.to_text())
-            ident[n] = keys / f"{n}.identity"
-            ident[n].write_bytes(me.to_bytes(None))
-            custodians += ["-c", f"{n}={keys / n}.pub"]
+        ident, custodians = _custodians(tmp_path)
         kr = tmp_path / "vault"
         r = _killed_at("Init", ["init", kr, "-k", "2", *custodians])
         assert r.returncode == -signal.SIGKILL, r.stderr
@@ -646,6 +644,41 @@ def test_keyring_change_killed_before_its_entry_is_recorded_by_the_next_quorum(
     assert r.returncode == 0, r.stderr
     assert _unrecorded(kr) == []
     assert [e.event for e in Keyring.open(kr).audit_log().entries()].count("observed") == 1
+
+
+@pytest.mark.parametrize("kill_at", ["Init", "VerifyStart"])
+def test_init_verify_killed_before_its_entry_still_waits_for_proofs(
+    tmp_path: Path, kill_at: str
+) -> None:
+    """``init --verify`` SIGKILLed after its shares were written and before its ``init``
+    entry: the proof requirement was written only after that entry, so the keyring served
+    a quorum without a single proof (and the ``observed`` init did not bring it back). It
+    is written before the shares go out: the next quorum is refused until every custodian
+    has proven, then records the init (noting the --verify) and the proofs' completion."""
+    from keysplit import ceremony, proof
+
+    ident, custodians = _custodians(tmp_path)
+    kr, shares = tmp_path / "vault", tmp_path / "vault-shares"
+    r = _killed_at(kill_at, ["init", kr, "-k", "2", *custodians, "--verify"])
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert Keyring.open(kr).audit_log().entries() == []
+    q = [a for n in ("ana", "ben") for a in ("-s", shares / f"{n}.g1.kss", "-i", ident[n])]
+
+    r = _cli(["unseal", kr, *q])
+    assert r.returncode == 1 and "awaits proofs" in r.stderr, r.stderr
+    for n in ("ana", "ben", "cy"):
+        share = load_share(
+            (shares / f"{n}.g1.kss").read_bytes(),
+            identity=Identity.from_bytes(ident[n].read_bytes()),
+        )
+        ceremony.prove(Keyring.open(kr), n, proof.prove(share))
+    r = _cli(["unseal", kr, *q])
+    assert r.returncode == 0, r.stderr
+    entries = Keyring.open(kr).audit_log().entries()
+    assert [e.event for e in entries] == ["observed", "verify-complete", "unseal-check"]
+    assert entries[0].data["operation"] == "init"
+    assert "init --verify" in entries[0].data["found"]
+    assert _unrecorded(kr) == []
 
 
 def test_decrypt_to_stdout_killed_mid_stream_leaves_an_entry(tmp_path: Path) -> None:
