@@ -42,6 +42,7 @@ from .cluster_config import (
     check_node_name,
     check_region,
     hold_digest,
+    keyed_hold_digest,
     read_cluster,
     read_successor,
 )
@@ -674,7 +675,7 @@ def _rotate(
 ) -> Rotated:
     """:func:`rotate_cluster` once the successor is recorded: holds, keys, shreds."""
     ostore, ncid = old.datakeys.store, new.config.cluster_id
-    _sync_holds(old_dir, old, new, succ)
+    _sync_holds(old_dir, old, new, succ, batch_size)
     moved, late, after = 0, 0, ""
     while True:
         # every row: no key is ever stored under version 0, so all are "stale" for it
@@ -736,24 +737,50 @@ def _replace_renewed(
 
 
 def _sync_holds(
-    old_dir: str | os.PathLike[str], old: ClusterClient, new: ClusterClient, succ: Successor
+    old_dir: str | os.PathLike[str],
+    old: ClusterClient,
+    new: ClusterClient,
+    succ: Successor,
+    batch_size: int,
 ) -> None:
     """Copy OLD's legal holds to NEW (one transaction: all or none), and lift in NEW each
     hold the last run copied that OLD no longer has: lifted through a copy of OLD's
     directory without the marker (a lift through OLD with it reached NEW already). A hold
-    placed in NEW alone was never copied, so it stays. Records the holds copied now."""
+    placed in NEW alone was never copied, so it stays. Records the holds copied now, each
+    as a digest keyed by its tombstone tag in OLD (:func:`keyed_hold_digest`: no reader of
+    the directory can test a subject against it). Digests an older run recorded under the
+    public cluster id (``held``) are honoured for this lift, then dropped from the file."""
     ostore, nstore = old.datakeys.store, new.datakeys.store
-    cid = old.config.cluster_id
     held = ostore.legal_holds()
     nstore.set_legal_holds(held, True)
-    now = {hold_digest(cid, s) for s in held}
-    gone = succ.held - now
-    lift = [s for s in nstore.legal_holds() if hold_digest(cid, s) in gone] if gone else []
-    if lift:
-        nstore.set_legal_holds(lift, False)
+    now = _keyed_digests(old, held, batch_size)
+    gone, legacy = succ.held_keyed - set(now.values()), succ.held
+    if gone or legacy:
+        cid = old.config.cluster_id
+        legacy -= {hold_digest(cid, s) for s in held}
+        candidates = [s for s in nstore.legal_holds() if s not in now]
+        mine = _keyed_digests(old, candidates, batch_size) if gone else {}
+        lift = [s for s in candidates if mine.get(s) in gone or hold_digest(cid, s) in legacy]
+        if lift:
+            nstore.set_legal_holds(lift, False)
     cur = read_successor(old_dir)
-    if cur is not None and cur.cluster_id == succ.cluster_id and cur.held != now:
-        replace(cur, held=frozenset(now)).write(old_dir)
+    keyed = frozenset(now.values())
+    if (
+        cur is not None
+        and cur.cluster_id == succ.cluster_id
+        and (cur.held or cur.held_keyed != keyed)
+    ):
+        replace(cur, held=frozenset(), held_keyed=keyed).write(old_dir)
+
+
+def _keyed_digests(old: ClusterClient, subjects: Sequence[str], batch_size: int) -> dict[str, str]:
+    """Each subject's :func:`keyed_hold_digest` in OLD (one evaluation per batch)."""
+    out: dict[str, str] = {}
+    for i in range(0, len(subjects), batch_size):
+        part = subjects[i : i + batch_size]
+        tags = old.datakeys.tombstone_tags(part)
+        out.update((s, keyed_hold_digest(t)) for s, t in zip(part, tags, strict=True))
+    return out
 
 
 def _carry_shreds(

@@ -15,6 +15,7 @@ same document in its keyring directory (:mod:`.cluster_node`) beside its sealed 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -254,9 +255,12 @@ class Successor:
     it exists every shred and legal hold made through ``DIR`` reaches the successor too,
     and the next run carries every shred made after ``since``, then advances it.
 
-    ``held``: the :func:`hold_digest` of each legal hold this cluster's store had when the
-    last run copied them to the successor, so the next run lifts there the holds lifted
-    here since (through a copy of ``DIR`` without this file) and no other.
+    ``held_keyed``: the :func:`keyed_hold_digest` of each legal hold this cluster's store
+    had when the last run copied them to the successor, so the next run lifts there the
+    holds lifted here since (through a copy of ``DIR`` without this file) and no other.
+    ``held``: what code before it recorded instead, the :func:`hold_digest` (keyed by the
+    public cluster id: a reader of the file could test candidate subjects); read, honoured
+    by the next run's lift, then dropped by its rewrite; never written by this code.
 
     ``ledger``: the rotation records a check value of every key it moves in
     ``DIR/moved.sqlite`` (:mod:`._moved_ledger`), from its first run on, and carries a shred
@@ -269,6 +273,7 @@ class Successor:
     since: int
     held: frozenset[str] = frozenset()
     ledger: bool = False
+    held_keyed: frozenset[str] = frozenset()
 
     def write(self, directory: str | os.PathLike[str]) -> Path:
         path = Path(directory) / SUCCESSOR_FILE
@@ -281,6 +286,8 @@ class Successor:
             doc["held"] = sorted(self.held)
         if self.ledger:
             doc["ledger"] = MOVED_FILE
+        if self.held_keyed:
+            doc["held_keyed"] = sorted(self.held_keyed)
         atomic_write(path, json.dumps(doc, indent=1).encode() + b"\n", mode=0o644)
         return path
 
@@ -290,10 +297,20 @@ _MAX_SUCCESSOR = 32 << 20  # ~1.5 million holds' digests
 
 
 def hold_digest(cluster_id: str, subject: str) -> str:
-    """A legal hold as ``successor.json`` records it: 8 bytes of SHA-256 keyed by the
-    cluster id (hex), not the subject itself (no subject is written to the directory)."""
+    """A legal hold as code before ``held_keyed`` recorded it in ``successor.json``: 8
+    bytes of SHA-256 over the cluster id and the subject (hex). Read only: the cluster id
+    is public (``cluster.json``), so anyone who reads the directory can test a candidate
+    subject against it."""
     data = bytes.fromhex(cluster_id) + subject.encode("utf-8", "surrogatepass")
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+def keyed_hold_digest(tag: bytes) -> str:
+    """A legal hold as ``successor.json`` records it (``held_keyed``): 8 bytes of
+    HMAC-SHA256 keyed by the subject's tombstone tag in this cluster (the tag needs the
+    subject's PRF output: T nodes and a token allowed the subject), hex. Names no subject,
+    and no reader of the directory can test a candidate subject against it."""
+    return hmac.digest(tag, b"keysplit cluster rotation copied hold", "sha256")[:8].hex()
 
 
 def read_successor(directory: str | os.PathLike[str]) -> Successor | None:
@@ -307,6 +324,7 @@ def read_successor(directory: str | os.PathLike[str]) -> Successor | None:
     try:
         cid, where, since = doc["cluster_id"], doc["directory"], doc["since"]
         held = doc.get("held", [])
+        keyed = doc.get("held_keyed", [])
         ledger = "ledger" in doc
     except (KeyError, TypeError, AttributeError):
         raise FormatError(f"{path}: malformed") from None
@@ -319,7 +337,9 @@ def read_successor(directory: str | os.PathLike[str]) -> Successor | None:
         or since < 0
         or not isinstance(held, list)
         or not all(isinstance(h, str) and _HEX16.fullmatch(h) for h in held)
+        or not isinstance(keyed, list)
+        or not all(isinstance(h, str) and _HEX16.fullmatch(h) for h in keyed)
         or (ledger and doc["ledger"] != MOVED_FILE)
     ):
         raise FormatError(f"{path}: malformed")
-    return Successor(cid, where, since, frozenset(held), ledger)
+    return Successor(cid, where, since, frozenset(held), ledger, frozenset(keyed))

@@ -21,6 +21,7 @@ from keysplit.service.cluster_config import (
     Successor,
     check_region,
     hold_digest,
+    keyed_hold_digest,
     read_cluster,
     read_successor,
 )
@@ -188,10 +189,19 @@ def test_successor_json_keeps_the_copied_holds_digests_and_refuses_bad_ones(
     held.write(tmp_path)
     assert read_successor(tmp_path) == held
     for bad in (["contacts/a"], "x", [d.upper()], [1]):
-        doc = {"cluster_id": cid, "directory": "/x/new", "since": 9, "held": bad}
-        (tmp_path / "successor.json").write_text(json.dumps(doc))
-        with pytest.raises(FormatError):
-            read_successor(tmp_path)
+        for field in ("held", "held_keyed"):
+            doc = {"cluster_id": cid, "directory": "/x/new", "since": 9, field: bad}
+            (tmp_path / "successor.json").write_text(json.dumps(doc))
+            with pytest.raises(FormatError):
+                read_successor(tmp_path)
+    # (review) the digests this code writes: keyed by a tombstone tag, under their own field
+    k = keyed_hold_digest(bytes(16))
+    assert len(k) == 16 and k != keyed_hold_digest(bytes(15) + b"\x01")
+    keyed = Successor(cid, "/x/new", 9, held_keyed=frozenset({k}))
+    keyed.write(tmp_path)
+    doc = json.loads((tmp_path / "successor.json").read_text())
+    assert doc["held_keyed"] == [k] and "held" not in doc  # code before it reads no holds
+    assert read_successor(tmp_path) == keyed
 
 
 def test_successor_json_says_whether_the_rotation_keeps_a_ledger_of_moved_keys(

@@ -782,6 +782,21 @@ def test_a_run_killed_after_storing_a_key_shredded_meanwhile_is_finished_by_the_
             c.decrypt(rec, subject=s)
 
 
+def _rotated_with_holds(
+    cluster: Cluster, name: str, held: list[str]
+) -> tuple[Path, Path, list[str]]:
+    """Clusters ``NAME-old`` (the ``held`` subjects under legal hold) and ``NAME-new``, one
+    rotation run between them done; returns both and the rotation's command line."""
+    old, new = _create(cluster, f"{name}-old"), _create(cluster, f"{name}-new")
+    rotate = ["cluster", "rotate", old.name, new.name, "--token-file", "token"]
+    with ClusterClient(old, token=cluster.token, timeout=20) as c:
+        for s in held:
+            c.set_legal_hold(s, True)
+    r = cli(*rotate, cwd=cluster.tmp)
+    assert r.returncode == 0, r.stderr
+    return old, new, rotate
+
+
 def test_a_hold_lifted_through_a_copy_without_the_marker_is_lifted_in_new(
     cluster: Cluster,
 ) -> None:
@@ -791,14 +806,8 @@ def test_a_hold_lifted_through_a_copy_without_the_marker_is_lifted_in_new(
     there (nor through OLD, whose shred checks NEW's holds). Now the run lifts in NEW the
     holds it copied before that OLD no longer has; a hold placed in NEW alone stays."""
     t, tok = cluster.tmp, cluster.token
-    old, new = _create(cluster, "cl-lift-old"), _create(cluster, "cl-lift-new")
     a, b, c3 = "contacts/lift-a", "contacts/lift-b", "contacts/lift-c"
-    rotate = ["cluster", "rotate", old.name, new.name, "--token-file", "token"]
-    with ClusterClient(old, token=tok, timeout=20) as c:
-        c.set_legal_hold(a, True)
-        c.set_legal_hold(b, True)
-    r = cli(*rotate, cwd=t)
-    assert r.returncode == 0, r.stderr
+    old, new, rotate = _rotated_with_holds(cluster, "cl-lift", [a, b])
     with ClusterClient(new, token=tok, timeout=20) as c:
         assert c.datakeys.store.legal_holds() == [a, b]
         c.set_legal_hold(c3, True)  # placed in NEW alone
@@ -814,6 +823,42 @@ def test_a_hold_lifted_through_a_copy_without_the_marker_is_lifted_in_new(
     assert r.returncode == 0, r.stderr
     with ClusterClient(new, token=tok, timeout=20) as c:
         assert c.datakeys.store.legal_holds() == [b, c3]
+
+
+def test_the_holds_a_rotation_records_cannot_be_tested_by_a_reader_of_the_directory(
+    cluster: Cluster,
+) -> None:
+    """(review) successor.json's ``held`` digests were keyed by the cluster id, public in
+    cluster.json, in a 0644 file: anyone who read OLD's directory could test a candidate
+    subject (an email address) and learn it was under legal hold. Now each is keyed by the
+    subject's tombstone tag in OLD (T nodes): the digest of a held subject computed from
+    the directory alone matches nothing in the file. A file an older run wrote (public
+    ``held``) is honoured for the next lift, then rewritten without it."""
+    from keysplit.service.cluster_config import hold_digest, read_successor
+
+    t, tok = cluster.tmp, cluster.token
+    a, b = "contacts/priv-a@example.com", "contacts/priv-b@example.com"
+    old, new, rotate = _rotated_with_holds(cluster, "cl-priv", [a, b])
+    public_id = json.loads((old / "cluster.json").read_text())["cluster_id"]
+    text = (old / "successor.json").read_text()
+    doc = json.loads(text)
+    assert "held" not in doc and len(doc["held_keyed"]) == 2
+    for s in (a, b):  # what a directory reader can compute
+        assert hold_digest(public_id, s) not in text
+    # an older run's file: the public digests of the holds it copied
+    succ = read_successor(old)
+    assert succ is not None
+    legacy = frozenset(hold_digest(public_id, s) for s in (a, b))
+    replace(succ, held=legacy, held_keyed=frozenset()).write(old)
+    with ClusterClient(_marker_less_copy(old, "cl-priv-copy"), token=tok, timeout=20) as c:
+        c.set_legal_hold(a, False)
+    r = cli(*rotate, cwd=t)
+    assert r.returncode == 0, r.stderr
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        assert c.datakeys.store.legal_holds() == [b]  # the old digests' lift, honoured
+    text = (old / "successor.json").read_text()
+    assert "held" not in json.loads(text) and hold_digest(public_id, b) not in text
+    assert len(json.loads(text)["held_keyed"]) == 1
 
 
 def test_a_replacement_cut_after_the_new_node_kept_its_share_is_finished(
