@@ -31,7 +31,7 @@ from ..audit import events as ev
 from ..audit.events import Principal
 from ..errors import IntegrityError, KeysplitError, ShreddedError
 from ..keyring import Keyring, UnsealedKeyring
-from ..service.tokens import TokenList
+from ..service.tokens import TokenList, mac_key
 
 __all__ = ["close_failed", "found", "record_unrecorded"]
 
@@ -82,12 +82,38 @@ def close_failed(
         ev.record_many(ukr.audit_log(), events)
 
 
+def _revocations_unrecorded(
+    keyring: Keyring,
+    ukr: UnsealedKeyring,
+    entries: Sequence[AuditEntry],
+    pending: Sequence[ev.Event],
+) -> list[ev.Event]:
+    """A ``token-revoke`` for each revocation in the MACed token list that neither the log
+    nor ``pending`` records: those a token creation killed before its entries folded in
+    (its write moves every pending revocation into the list). None if the list does not
+    verify under this keyring's key (nothing is recorded from a list that may be forged)."""
+    try:
+        tl = TokenList.read(keyring.path, keyring.keyring_id)
+        tl.verify(mac_key(ukr.audit_key(), keyring.keyring_id))
+    except (KeysplitError, OSError, ValueError):
+        return []
+    logged = {str(e.data.get("token_id")) for e in entries if e.event == ev.TokenRevoke.NAME}
+    logged |= {e.token_id for e in pending if isinstance(e, ev.TokenRevoke)}
+    names = {t.id: t.name for t in tl.tokens}
+    return [
+        ev.TokenRevoke(names.get(r, "unknown id"), r, tl.serial)
+        for r in tl.revoked
+        if r not in logged
+    ]
+
+
 def record_unrecorded(
     keyring: Keyring, ukr: UnsealedKeyring, by: Sequence[Principal]
 ) -> list[AuditEntry]:
     """Record what the keyring shows done (or begun) that its log lacks (an ``observed``
     entry each: an init killed before its entry first, then intents left open, then KEK
-    versions made or retired without an entry); a rekey's switch is the quorum's own
+    versions made or retired without an entry; a token creation's folded revocations as
+    ``token-revoke``); a rekey's switch is the quorum's own
     (``rekey-recovered``). Nothing when the log cannot take an entry now (a torn tail:
     the ceremony's own check refuses, or a repair is running) or, there being gaps, does
     not verify (chain, MACs, anchor): an observation is never added to a log that may have
@@ -107,6 +133,8 @@ def record_unrecorded(
     for g in gaps:
         if g.intent:
             seen = found(keyring, ukr, g.operation, g.target)
+            if g.operation == "token-create":  # its write folded the pending revocations
+                events += _revocations_unrecorded(keyring, ukr, entries, events)
         elif g.operation == "init":
             seen = (
                 f"done: the keyring exists (generation {meta.generation}) and its log had no "

@@ -596,6 +596,39 @@ def test_store_change_killed_before_its_entry_is_reported_and_then_recorded(
     assert [e.event for e in Keyring.open(kr).audit_log().entries()].count("observed") == 1
 
 
+def test_token_create_killed_before_its_entries_keeps_the_revocations_it_folded(
+    tmp_path: Path,
+) -> None:
+    """``token create`` folds the pending revocations (``token revoke``, no quorum) into the
+    MACed list in the same write as the new token, and records a ``token-revoke`` for each
+    with its ``token-create``. SIGKILLed before those entries, the next quorum's
+    ``observed`` entry recorded the token but not the revocations: the log never said the
+    token was revoked. The quorum records them (``token-revoke``, before the observation),
+    once."""
+    kr, _, quorum = _cli_keyring(tmp_path)
+    create = ["--allow", "encrypt", "--subject-prefix", "", *quorum(1)]
+    r = _cli(["token", "create", kr, "--name", "old", *create])
+    assert r.returncode == 0, r.stderr
+    r = _cli(["token", "revoke", kr, "old"])
+    assert r.returncode == 0, r.stderr
+    r = _killed_at("TokenCreate", ["token", "create", kr, "--name", "new", *create])
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    old_id = next(e for e in Keyring.open(kr).audit_log().entries() if e.event == "token-create")
+    old_id = old_id.data["token_id"]
+
+    r = _cli(["unseal", kr, *quorum(1)])
+    assert r.returncode == 0, r.stderr
+    r = _cli(["unseal", kr, *quorum(1)])  # recorded once
+    assert r.returncode == 0, r.stderr
+    entries = Keyring.open(kr).audit_log().entries()
+    events = [e.event for e in entries]
+    assert events.count("token-revoke") == 1 and events.count("observed") == 1
+    revoke = entries[events.index("token-revoke")]
+    assert events.index("token-revoke") + 1 == events.index("observed")
+    assert (revoke.data["token"], revoke.data["token_id"]) == ("old", old_id)
+    assert _unrecorded(kr) == []
+
+
 @pytest.mark.parametrize("op", ["init", "rotate", "retire"])
 def test_keyring_change_killed_before_its_entry_is_recorded_by_the_next_quorum(
     tmp_path: Path, op: str
