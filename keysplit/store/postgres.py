@@ -1078,15 +1078,27 @@ class PostgresKeyStore:
             else ("VACUUM {s}.data_keys, {s}.legal_holds")
         )
         try:
-            with self._connection() as conn:  # autocommit: VACUUM refuses a transaction
-                wait = _pg_ms(VACUUM_FULL_LOCK_WAIT) if full else "0"
-                conn.execute("SELECT set_config('lock_timeout', %s, false)", (wait,))
+            for attempt in range(_RETRIES):
+                conn: _Conn | None = None
                 try:
-                    conn.execute(sql.SQL(stmt).format(s=sql.Identifier(self._schema)))
-                finally:
-                    conn.execute(
-                        "SELECT set_config('lock_timeout', %s, false)", (self._lock_timeout,)
-                    )
+                    with self._connection() as conn:  # autocommit: VACUUM refuses a transaction
+                        wait = _pg_ms(VACUUM_FULL_LOCK_WAIT) if full else "0"
+                        conn.execute("SELECT set_config('lock_timeout', %s, false)", (wait,))
+                        try:
+                            conn.execute(sql.SQL(stmt).format(s=sql.Identifier(self._schema)))
+                        finally:
+                            conn.execute(
+                                "SELECT set_config('lock_timeout', %s, false)",
+                                (self._lock_timeout,),
+                            )
+                    return
+                except psycopg.OperationalError:
+                    # a pooled connection the server dropped (a restart): VACUUM is
+                    # idempotent, so it runs again on another one, as _tx's calls do
+                    if conn is None or not (conn.broken or conn.closed):
+                        raise
+                    if attempt == _RETRIES - 1:
+                        raise
         except psycopg.errors.LockNotAvailable:
             raise KeyringError(
                 f"PostgreSQL key store at {self._where}: VACUUM FULL did not get its exclusive "

@@ -396,6 +396,29 @@ def test_survives_a_server_restart(pg_server: object) -> None:
         server.stop()
 
 
+def test_vacuum_after_a_server_restart_runs_on_a_new_connection() -> None:
+    """vacuum() took a pooled connection and ran VACUUM on it with no retry: the first
+    vacuum after a server restart (a shred's follow-up) met the connection the restart
+    had closed and failed ('terminating connection due to administrator command'). It now
+    runs again on another connection, as every other call does (VACUUM is idempotent)."""
+    from pg_fixture import own_postgres
+
+    from keysplit.store.postgres import PostgresKeyStore
+
+    with own_postgres() as server:
+        s = PostgresKeyStore(server.url, KID, create=True)
+        try:
+            s.insert_many([WrappedKey(f"k{i}", 1, b"k" * 24) for i in range(10)])
+            assert s.delete("k1", b"t" * 16)
+            server.restart()  # the pooled connection dies with it
+            s.vacuum(full=True)
+            server.restart()
+            s.vacuum()
+            assert s.count_by_version() == {1: 9}
+        finally:
+            s.close()
+
+
 def _outcome(call: object, guard: float) -> object:
     """What ``call()`` returned or raised, run in a thread; "hung" if it was still running
     after ``guard`` seconds (a hang guard, many times the bound under test, not a timing)."""
