@@ -29,8 +29,9 @@ from collections.abc import Sequence
 from ..audit import AuditEntry
 from ..audit import events as ev
 from ..audit.events import Principal
-from ..errors import IntegrityError, KeysplitError, ShreddedError
+from ..errors import KeysplitError
 from ..keyring import Keyring, UnsealedKeyring
+from ..keyring.unsealed import store_state
 from ..service.tokens import TokenList, mac_key
 
 __all__ = ["close_failed", "found", "record_unrecorded"]
@@ -38,17 +39,9 @@ __all__ = ["close_failed", "found", "record_unrecorded"]
 
 def found(keyring: Keyring, ukr: UnsealedKeyring, operation: str, target: str) -> str:
     """What the keyring shows now of ``operation`` on ``target`` (an intent's), in words."""
+    if operation in (ev.Shred.NAME, ev.LegalHold.NAME):
+        return store_state(ukr, operation, target)
     try:
-        if operation == "shred":
-            why = ukr.local_data_keys().missing_error(target)
-            if isinstance(why, ShreddedError):
-                return "done: the subject's data key is destroyed"
-            if isinstance(why, IntegrityError):
-                return "not done: the subject's data key exists"
-            return "not done: the subject has no data key and no shred on record"
-        if operation == "legal-hold":
-            held = ukr.local_data_keys().held_spellings(target)
-            return f"the subject is {'' if held else 'not '}under legal hold now"
         if operation == "token-create":
             tokens = TokenList.read(keyring.path, keyring.keyring_id).active().values()
             ids = [t.id for t in tokens if t.name == target]

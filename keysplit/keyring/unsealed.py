@@ -12,16 +12,24 @@ hands to its :class:`Keyring` once committed. Nothing here imports :mod:`.sealed
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from ..audit import AuditLog
 from ..audit import events as ev
-from ..errors import AuditError, KeyringError, StoreUnreachableError
+from ..errors import (
+    AuditError,
+    IntegrityError,
+    KeyringError,
+    KeysplitError,
+    ShreddedError,
+    StoreUnreachableError,
+)
 from ..record import DataKey
 from ..rng import RandomSource
 from ..share import Share
@@ -37,9 +45,30 @@ from .status import KeyringStatus, status_of
 if TYPE_CHECKING:
     from .sealed import Keyring
 
-__all__ = ["UnsealedKeyring"]
+__all__ = ["UnsealedKeyring", "store_state"]
 
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
+
+
+def store_state(ukr: UnsealedKeyring, operation: str, subject: str) -> str:
+    """What the key store shows now of a ``shred`` or ``legal-hold`` of ``subject`` (an
+    intent's), in words: what an ``observed`` entry records (:mod:`keysplit.ceremony.observe`
+    for every operation; here, so that the library's own calls close their intents too)."""
+    try:
+        if operation == ev.Shred.NAME:
+            why = ukr.local_data_keys().missing_error(subject)
+            if isinstance(why, ShreddedError):
+                return "done: the subject's data key is destroyed"
+            if isinstance(why, IntegrityError):
+                return "not done: the subject's data key exists"
+            return "not done: the subject has no data key and no shred on record"
+        if operation == ev.LegalHold.NAME:
+            held = ukr.local_data_keys().held_spellings(subject)
+            return f"the subject is {'' if held else 'not '}under legal hold now"
+    except (KeysplitError, OSError, ValueError) as exc:
+        return f"unknown: the state could not be read ({type(exc).__name__})"
+    return "unknown"
 
 
 class UnsealedKeyring:
@@ -355,12 +384,32 @@ class UnsealedKeyring:
         if record:
             self._record(ev.Retire(version, ()))
 
+    def _store_change(self, operation: str, subject: str, change: Callable[[], T]) -> T:
+        """``change`` (a shred or a legal hold: the key store commits it, the keyring file
+        shows nothing) after an ``intent`` entry, as the ceremonies do: killed before its
+        own entry, the open intent is the mark (``audit verify``; the next quorum records
+        what it finds). A change that raises closes its intent (``observed``: the error's
+        class and what the store shows; best effort, the error is what propagates)."""
+        log = self.audit_log()
+        begun = ev.record(log, ev.Intent(operation, subject, ()))
+        try:
+            return change()
+        except BaseException as exc:
+            seen = f"{type(exc).__name__}; {store_state(self, operation, subject)}"
+            with contextlib.suppress(KeysplitError, OSError):
+                ev.record(log, ev.Observed(operation, subject, begun.seq, seen, ()))
+            raise
+
     def set_legal_hold(self, subject: str, hold: bool, *, record: bool = True) -> None:
-        """Place (True) or lift (False) a legal hold: a held subject cannot be shredded."""
+        """Place (True) or lift (False) a legal hold: a held subject cannot be shredded.
+        ``record``: an ``intent`` entry before the change, a ``legal-hold`` entry after."""
         self._check_log(record)
-        self._key_admin().set_legal_hold(subject, hold)
-        if record:
-            self._record(ev.LegalHold(subject, bool(hold), ()))
+        if not record:
+            self._key_admin().set_legal_hold(subject, hold)
+            return
+        op = ev.LegalHold.NAME
+        self._store_change(op, subject, lambda: self._key_admin().set_legal_hold(subject, hold))
+        self._record(ev.LegalHold(subject, bool(hold), ()))
 
     def shred(self, subject: str, *, record: bool = True) -> bool:
         """Destroy ``subject``'s data key: its records can never be decrypted again.
@@ -372,11 +421,17 @@ class UnsealedKeyring:
         records then raises :class:`ShreddedError`. Copies of the store in old backups still
         hold the key wrapped under its KEK version; rotate, rewrap and retire that version
         to make those useless too.
+
+        ``record``: an ``intent`` entry before the delete, a ``shred`` entry after (a
+        refusal closes the intent with an ``observed`` one).
         """
         self._check_log(record)
-        existed = self._key_admin().shred(subject)
-        if record:
-            self._record(ev.Shred(subject, existed, ()))
+        if not record:
+            return self._key_admin().shred(subject)
+        existed = self._store_change(
+            ev.Shred.NAME, subject, lambda: self._key_admin().shred(subject)
+        )
+        self._record(ev.Shred(subject, existed, ()))
         return existed
 
     def prepare_rekey(

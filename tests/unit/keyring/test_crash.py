@@ -714,6 +714,53 @@ def test_init_verify_killed_before_its_entry_still_waits_for_proofs(
     assert _unrecorded(kr) == []
 
 
+LIBRARY_KILLED_AT_ENTRY = """
+import json, os, signal, sys
+from pathlib import Path
+from keysplit import Keyring, Share
+from keysplit.audit import events
+base, op = Path(sys.argv[1]), sys.argv[2]
+real = events.record
+def record(log, event):
+    if type(event).__name__ in ("Shred", "LegalHold"):
+        os.kill(os.getpid(), signal.SIGKILL)  # after the store's commit, before the entry
+    return real(log, event)
+events.record = record
+shares = [Share.parse(s) for s in json.loads((base / "shares.json").read_text())[:2]]
+ku = Keyring.open(base / "kr").unseal(shares)
+ku.shred("user-3") if op == "shred" else ku.set_legal_hold("user-3", True)
+"""
+
+
+@pytest.mark.parametrize("op", ["shred", "legal-hold"])
+def test_library_store_change_killed_before_its_entry_leaves_an_open_intent(
+    tmp_path: Path, op: str
+) -> None:
+    """``UnsealedKeyring.shred`` / ``set_legal_hold`` (``record=True``, the library's own
+    path) SIGKILLed after the store committed and before the entry left no trace in the
+    log (the ceremonies wrote their intent; the library did not). The library writes the
+    intent too: ``audit verify`` names it, the next quorum records what it finds."""
+    from keysplit import ceremony
+
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    (tmp_path / "shares.json").write_text(json.dumps([str(shares[n]) for n in NAMES]))
+    quorum = [shares["alice"], shares["bob"]]
+    with Keyring.open(tmp_path / "kr").unseal(quorum) as ku:
+        ku.encrypt(b"x", subject="user-3")
+    r = _script(LIBRARY_KILLED_AT_ENTRY, [tmp_path, op])
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    kr = Keyring.open(tmp_path / "kr")
+    assert [e.event for e in kr.audit_log().entries()][-1:] == ["intent"]
+    gaps = _unrecorded(tmp_path / "kr")
+    assert len(gaps) == 1 and "was begun" in gaps[0], gaps
+
+    ceremony.unseal_check(kr, ceremony.Quorum(kr, quorum))
+    observed = [e for e in kr.audit_log().entries() if e.event == "observed"]
+    assert len(observed) == 1 and observed[0].data["operation"] == op
+    assert observed[0].data["found"].startswith("done" if op == "shred" else "the subject is under")
+    assert _unrecorded(tmp_path / "kr") == []
+
+
 def test_decrypt_to_stdout_killed_mid_stream_leaves_an_entry(tmp_path: Path) -> None:
     """``keysplit decrypt DIR f.ks -`` SIGKILLed while it streams plaintext to stdout: the
     ``decrypt`` entry came only at the end, so plaintext had left and the log held nothing.

@@ -27,6 +27,7 @@ from keysplit import (
     IntegrityError,
     Keyring,
     KeyringError,
+    LegalHoldError,
     NoDataKeyError,
     Share,
     ShreddedError,
@@ -358,14 +359,23 @@ def test_library_calls_are_audited(pair: tuple[UnsealedKeyring, UnsealedKeyring]
     v = a.rotate()
     a.rewrap()
     a.retire(1)
+    a.set_legal_hold("u2", True)
+    with pytest.raises(LegalHoldError):
+        a.shred("u2")
     log = a.audit_log()
     log.verify()
-    events = [(e.event, e.data.get("authorized_by")) for e in log.entries()]
-    assert [e for e, _ in events][-6:] == [
-        "legal-hold", "legal-hold", "shred", "rotate", "rewrap", "retire",
+    entries = log.entries()
+    events = [(e.event, e.data.get("authorized_by")) for e in entries]
+    # a store change is an intent and its outcome (a refusal: an observed entry closing it)
+    assert [e for e, _ in events][-13:] == [
+        "intent", "legal-hold", "intent", "legal-hold", "intent", "shred",
+        "rotate", "rewrap", "retire", "intent", "legal-hold", "intent", "observed",
     ]  # fmt: skip
-    assert all(by == [] for _, by in events[-6:])
-    assert log.entries()[-2].data["kek_version"] == v
+    assert all(by == [] for _, by in events[-13:])
+    assert entries[-6].data["kek_version"] == v  # the rewrap's
+    refused = entries[-1].data
+    assert (refused["operation"], refused["intent"]) == ("shred", entries[-2].seq)
+    assert refused["found"].startswith("LegalHoldError; not done")
 
 
 # --------------------------------------------------------------------------- CLI
