@@ -183,8 +183,11 @@ def test_a_node_whose_creation_is_not_committed_refuses_a_refresh(nodes: Nodes) 
 
 def test_a_create_cut_before_cluster_json_is_rerun_under_the_same_id(nodes: Nodes) -> None:
     """x3's finish is cut again: running the same command erases what the cut round left
-    on x1 and x2 and runs the DKG again under the recorded id; nothing else stays."""
+    on x1 and x2 and runs the DKG again under the recorded id; nothing else stays (each
+    node gains the cluster's files and, if this is its first cluster, its region pin
+    node.json: whether earlier tests of the module left one, this test does not assume)."""
     before = {n: nodes.files(n) for n in NODES}
+    assert all(nodes.info(n)["region"] in (None, "us") for n in NODES)
     code, err = nodes.create("cl-r", "us", cut="/v1/cluster/dkg/finish")
     assert code == 1, err
     cid = json.loads((nodes.tmp / "cl-r" / "creating.json").read_text())["cluster_id"]
@@ -192,7 +195,9 @@ def test_a_create_cut_before_cluster_json_is_rerun_under_the_same_id(nodes: Node
     assert code == 0, err
     assert read_cluster(nodes.tmp / "cl-r").cluster_id == cid
     for n in NODES:
-        assert nodes.files(n) == sorted([*before[n], f"{cid}.json", f"{cid}.share"])
+        gained = {f"{cid}.json", f"{cid}.share", "node.json"}
+        assert nodes.files(n) == sorted(set(before[n]) | gained)
+        assert nodes.info(n)["region"] == "us"
     r = cli("cluster", "status", "cl-r", "--json", cwd=nodes.tmp)
     assert r.returncode == 0 and json.loads(r.stdout)["usable"] == 3, r.stdout
 
