@@ -350,7 +350,7 @@ def rekey(
             return RekeyResult(generation, k, written, entry, quorum.contributors, pending=True)
         try:
             # killed after the switch and before its entry: the next quorum records it
-            keyring.home.mark_unrecorded(new_set)
+            keyring.home.mark_unrecorded(new_set, generation)
             ukr.commit_rekey()
             entry = ev.record(
                 ukr.audit_log(),

@@ -163,15 +163,14 @@ class Quorum:
             v.state.discard()
         if outcome.switched is not None:
             meta = outcome.meta
-            owed = outcome.switched != "unrecorded" or not ev.switch_recorded(
-                log.entries(), meta.generation
-            )
+            gen = outcome.switch_generation or meta.generation  # (the rekey's, not later)
+            owed = outcome.switched != "unrecorded" or not ev.switch_recorded(log.entries(), gen)
             if owed:
                 event = ev.RekeySwitch if outcome.switched == "verified" else ev.RekeyRecovered
                 ev.record(
                     log,
                     event(
-                        generation=meta.generation,
+                        generation=gen,
                         custodians=[c.name for c in meta.custodians],
                         authorized_by=self.contributors,
                     ),

@@ -9,10 +9,13 @@ module builds a path. Today a home is a directory::
                       the set id of the shares an init or rekey ceremony is writing: one
                       killed then handed out only some, so they must not unseal
     keyring.ksk.unrecorded
-                      the set id of shares a rekey is switching the keyring to, from just
-                      before the switch until its audit entry is written: a process killed
-                      in between left a switch the log does not show, and the next quorum
-                      unseal records it (``rekey-recovered``)
+                      the set id of shares a rekey is switching the keyring to and the
+                      generation it switches to ("SETID GEN"; code before the generation
+                      wrote the set id alone), from just before the switch until its audit
+                      entry is written: a process killed in between left a switch the log
+                      does not show, and the next quorum unseal records it
+                      (``rekey-recovered``, under that generation even if a rotation
+                      bumped the keyring's since)
     keyring.ksk.init-unrecorded
                       the set id of a new keyring's shares, from before its init ceremony
                       hands them out until its ``init`` entry is written: one killed in
@@ -222,19 +225,32 @@ class KeyringHome:
         ceremony was killed): some custodians of that set may have no share."""
         return self._marks(HANDOUT_FILE, set_id)
 
-    def mark_unrecorded(self, set_id: str) -> None:
-        """The keyring is about to switch to share set ``set_id`` (a rekey's commit): until
-        :meth:`clear_unrecorded`, after its audit entry, the switch counts as unrecorded."""
-        self._mark(UNRECORDED_FILE, set_id)
+    def mark_unrecorded(self, set_id: str, generation: int) -> None:
+        """The keyring is about to switch to share set ``set_id``, its ``generation`` (a
+        rekey's commit): until :meth:`clear_unrecorded`, after its audit entry, the switch
+        counts as unrecorded."""
+        self._mark(UNRECORDED_FILE, f"{set_id} {generation}")
 
     def clear_unrecorded(self) -> None:
         """The switch's entry is in the audit log (or the switch never happened)."""
         self._unmark(UNRECORDED_FILE)
 
-    def switch_unrecorded(self, set_id: str) -> bool:
-        """Whether the keyring switched to share set ``set_id`` (the current one) and the
-        process that switched it was killed before recording it in the audit log."""
-        return self._marks(UNRECORDED_FILE, set_id)
+    def switch_unrecorded(self, set_id: str, generation: int) -> int | None:
+        """The generation the keyring switched to with share set ``set_id`` (the current
+        one) if the process that switched it was killed before recording it in the audit
+        log, else None. The mark names it; one written by code before it did (the set id
+        alone) gives ``generation``, the keyring's current one (wrong by as many rotations
+        as ran since the switch)."""
+        try:
+            with open(self.path / UNRECORDED_FILE, "rb") as f:
+                mark = f.read(96).split(b" ")
+        except FileNotFoundError:
+            return None
+        if mark[0] != set_id.encode():
+            return None
+        if len(mark) == 2 and mark[1].isdigit() and len(mark[1]) <= 10:
+            return int(mark[1])
+        return generation
 
     def mark_init_unrecorded(self, set_id: str) -> None:
         """An init ceremony is about to hand out the shares of set ``set_id``: until

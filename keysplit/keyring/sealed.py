@@ -361,14 +361,14 @@ class Keyring:
             entries = self.audit_log().entries()
         meta = self.meta
         gaps: list[Unrecorded] = []
-        owed = self.home.switch_unrecorded(meta.set_id)
-        if owed and not switch_recorded(entries, meta.generation):
+        owed = self.home.switch_unrecorded(meta.set_id, meta.generation)
+        if owed is not None and not switch_recorded(entries, owed):
             gaps.append(
                 Unrecorded(
                     "rekey",
                     meta.set_id,
                     f"the rekey to share set {meta.set_id} (keyring generation "
-                    f"{meta.generation}) took effect without its entry: the next unseal with "
+                    f"{owed}) took effect without its entry: the next unseal with "
                     "those shares records it",
                 )
             )

@@ -38,13 +38,16 @@ class UnsealOutcome:
     ``switched``: ``"recovered"`` when the shares of an interrupted rekey completed it (or
     ``"unrecorded"`` when they unsealed a keyring whose rekey switched to them and was
     killed before its audit entry (a quorum records it),
-    ``"verified"`` when a ``rekey --verify`` switched after its proofs, else None."""
+    ``"verified"`` when a ``rekey --verify`` switched after its proofs, else None;
+    ``switch_generation``: the generation that switch made (for ``"unrecorded"`` the one
+    the owed-switch mark names: a rotation since then bumped ``meta.generation``)."""
 
     meta: kf.KeyringMeta
     master_key: bytes
     secrets: kf.KeyringSecrets
     verified: Verification | None = None
     switched: Literal["recovered", "verified", "unrecorded"] | None = None
+    switch_generation: int | None = None
 
     def __repr__(self) -> str:
         return (
@@ -193,19 +196,23 @@ class Unsealer:
             if verification is not None and not verification.status.completed:
                 verification.state.complete(unproven=self._complete_missing or ())
             switched: Literal["recovered", "verified", "unrecorded"] | None = None
+            owed = None
             if to_new:
                 # The new shares prove the pending rekey was handed out: complete it.
-                home.mark_unrecorded(meta.set_id)  # until the quorum records the switch
+                home.mark_unrecorded(meta.set_id, meta.generation)  # until it is recorded
                 home.commit_pending()
                 verified_rekey = verification is not None and verification.kind == "rekey"
                 switched = "verified" if verified_rekey else "recovered"
-            elif home.switch_unrecorded(meta.set_id):
-                # A rekey switched to these shares and was killed before its audit entry:
-                # the quorum records it now.
-                switched = "unrecorded"
+                owed = meta.generation
+            else:
+                owed = home.switch_unrecorded(meta.set_id, meta.generation)
+                if owed is not None:
+                    # A rekey switched to these shares and was killed before its audit
+                    # entry (or a library unseal completed one): the quorum records it now.
+                    switched = "unrecorded"
         self._shares.clear()
         self._target = None  # a later add is checked against the keyring as it is then
-        return UnsealOutcome(meta, master, secrets, verification, switched)
+        return UnsealOutcome(meta, master, secrets, verification, switched, owed)
 
     def _gate(self, v: Verification | None, to_new: bool) -> Verification | None:
         """The ``--verify`` rules (see :meth:`finish`): the verification these shares

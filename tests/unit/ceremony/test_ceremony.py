@@ -556,6 +556,38 @@ def test_new_shares_of_an_interrupted_rekey_complete_it_and_are_recorded(tmp_pat
         Quorum(kr, old).unseal()
 
 
+def test_a_rekey_a_library_unseal_completed_is_recorded_under_its_generation(
+    tmp_path: Path,
+) -> None:
+    """(review) The owed-switch mark named only the share set; the quorum recorded the
+    keyring's current generation. A library ``Keyring.unseal`` that completed an
+    interrupted rekey (it records nothing and leaves the mark), then a rotation (same set,
+    generation + 1): the next quorum recorded ``rekey-recovered`` under the rotation's
+    generation and ``audit verify``'s note named it. The mark names the generation now."""
+    made = ceremony.init(tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path))
+    old = [load_share(Path(w.location).read_bytes()) for w in made.shares]
+    with made.keyring.unseal(old) as ukr:
+        new: Sequence[Share] = list(ukr.prepare_rekey().values())  # then "crash" before commit
+    kr = Keyring.open(tmp_path / "kr")
+    with kr.unseal(new) as ukr:  # the library completes the rekey: generation 2, no entry
+        ukr.rotate()  # KEK v2: generation 3, same share set
+    kr = Keyring.open(tmp_path / "kr")
+    assert kr.meta.generation == 3
+    notes = kr.unrecorded_changes()
+    assert len(notes) == 1 and "(keyring generation 2)" in notes[0], notes
+    ceremony.unseal_check(kr, Quorum(kr, new))
+    recovered = [e for e in kr.audit_log().entries() if e.event == "rekey-recovered"]
+    assert [e.data["generation"] for e in recovered] == [2]
+    assert Keyring.open(tmp_path / "kr").unrecorded_changes() == []
+    home, sid = kr.home, kr.meta.set_id
+    home.mark_unrecorded(sid, 2)
+    assert (tmp_path / "kr" / "keyring.ksk.unrecorded").read_bytes() == f"{sid} 2".encode()
+    assert home.switch_unrecorded(sid, 3) == 2 and home.switch_unrecorded("00" * 8, 3) is None
+    (tmp_path / "kr" / "keyring.ksk.unrecorded").write_bytes(sid.encode())  # older code's
+    assert home.switch_unrecorded(sid, 3) == 3  # its one guess: the current generation
+    home.clear_unrecorded()
+
+
 def test_shares_that_completed_a_rekey_say_so_when_its_entry_cannot_be_written(
     tmp_path: Path,
 ) -> None:
