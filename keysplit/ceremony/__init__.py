@@ -53,7 +53,7 @@ from ..service.tokens import (
     mac_key,
     new_token,
 )
-from ..share import Share, combine
+from ..share import combine
 from ..stream import StreamHeader, StreamInfo, _decrypt_to, _open_in, read_header, recipient_id
 from .observe import close_failed
 from .quorum import Authority, Done, Quorum, QuorumFeed, TokenGrant, unsealed
@@ -139,23 +139,6 @@ def prove(keyring: Keyring, custodian: str, code: str) -> VerifyStatus:
         if status.all_proven and not status.completed:
             status = v.state.complete()
     return status
-
-
-def _start_verification(
-    ukr: UnsealedKeyring,
-    kind: str,
-    path: Path,
-    shares: Mapping[str, Share],
-    generation: int,
-) -> None:
-    path.unlink(missing_ok=True)  # a leftover of a superseded generation
-    state = PendingVerification.create(
-        path, list(shares.items()), keyring_id=ukr.keyring.keyring_id
-    )
-    ev.record(
-        ukr.audit_log(),
-        ev.VerifyStart(kind, generation, state.set_id.hex(), state.custodians),
-    )
 
 
 # -- init / rekey -----------------------------------------------------------------------------
@@ -315,30 +298,38 @@ def rekey(
         old = keyring.meta
         shares = ukr.prepare_rekey(threshold=k, custodians=[c.name for c in custody])
         new_set = next(iter(shares.values())).set_id.hex()
+        rekey_file = keyring.home.rekey_verify_path
         try:
             # killed while writing, the shares written must not complete the rekey
             keyring.home.mark_handout(new_set)
+            if verify:  # before any share is out: a kill after leaves the proofs required
+                PendingVerification.create(
+                    rekey_file, list(shares.items()), keyring_id=keyring.keyring_id
+                )
             sheet_to = None if sheets is None else (sheets, keyring.keyring_id)
             written = hand_out(shares, custody, sink, generation, kdf, sheet_to)
             keyring.home.clear_handout()
         except BaseException:
             ukr.abort_rekey()
+            rekey_file.unlink(missing_ok=True)
             raise
         if verify:
             try:
-                entry = ev.record(
+                state = PendingVerification.load(rekey_file)
+                entry = ev.record_many(  # one batch (one write): never one without the other
                     ukr.audit_log(),
-                    ev.RekeyPending(
-                        generation=generation,
-                        old_threshold=old.threshold,
-                        old_custodians=[c.name for c in old.custodians],
-                        threshold=k,
-                        custodians=[w.record() for w in written],
-                        authorized_by=quorum.contributors,
-                    ),
-                )
-                rekey_file = keyring.home.rekey_verify_path
-                _start_verification(ukr, "rekey", rekey_file, shares, generation)
+                    [
+                        ev.RekeyPending(
+                            generation=generation,
+                            old_threshold=old.threshold,
+                            old_custodians=[c.name for c in old.custodians],
+                            threshold=k,
+                            custodians=[w.record() for w in written],
+                            authorized_by=quorum.contributors,
+                        ),
+                        ev.VerifyStart("rekey", generation, state.set_id.hex(), state.custodians),
+                    ],
+                )[0]
             except BaseException:
                 sink.discard()
                 if sheets is not None:

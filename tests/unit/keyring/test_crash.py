@@ -234,23 +234,27 @@ def _cli_keyring(tmp_path: Path) -> tuple[Path, list[str], Callable[[int], list[
     return kr, custodians, quorum
 
 
+def _prove_all(kr: Path, tmp_path: Path) -> None:
+    """Every custodian of a ``_cli_keyring`` proves their generation-2 share (CLI)."""
+    for n in ("ana", "ben", "cy"):
+        share = kr.parent / "vault-shares" / f"{n}.g2.kss"
+        r = _cli(["share", "prove", share, "-i", tmp_path / "keys" / f"{n}.identity"])
+        assert r.returncode == 0, r.stderr
+        (tmp_path / "code").write_text(r.stdout.strip())
+        r = _cli(["verify", "prove", kr, n, "--code-file", tmp_path / "code"])
+        assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.parametrize("verify", [False, True], ids=["rekey", "rekey-verify-switch"])
 def test_rekey_killed_between_switch_and_entry_is_recorded(tmp_path: Path, verify: bool) -> None:
     """A rekey whose switch took effect and whose process was SIGKILLed before the audit
     entry: the log must not silently lack the switch. The next quorum of the new shares
     records it (``rekey-recovered``), once."""
     kr, custodians, quorum = _cli_keyring(tmp_path)
-    shares = kr.parent / "vault-shares"
-    ident = {n: tmp_path / "keys" / f"{n}.identity" for n in ("ana", "ben", "cy")}
     if verify:
         r = _cli(["rekey", kr, *custodians, "--verify", *quorum(1)])
         assert r.returncode == 0, r.stderr
-        for n in ("ana", "ben", "cy"):
-            r = _cli(["share", "prove", shares / f"{n}.g2.kss", "-i", ident[n]])
-            assert r.returncode == 0, r.stderr
-            (tmp_path / "code").write_text(r.stdout.strip())
-            r = _cli(["verify", "prove", kr, n, "--code-file", tmp_path / "code"])
-            assert r.returncode == 0, r.stderr
+        _prove_all(kr, tmp_path)
         r = _cli(["unseal", kr, *quorum(2)], kill_at="RekeySwitch")
     else:
         r = _cli(["rekey", kr, *custodians, *quorum(1)], kill_at="Rekey")
@@ -274,6 +278,31 @@ def test_rekey_killed_between_switch_and_entry_is_recorded(tmp_path: Path, verif
     assert not (kr / "keyring.ksk.unrecorded").exists()
     r = _cli(["audit", "verify", kr, "--json"])
     assert json.loads(r.stdout)["unrecorded"] == [] and "not in the log" not in r.stderr
+
+
+def test_rekey_verify_killed_before_its_entry_still_waits_for_proofs(tmp_path: Path) -> None:
+    """``rekey --verify`` SIGKILLed after its new shares were written and before its
+    ``rekey-pending`` entry: the proof state was written only after that entry, so a quorum
+    of the new shares switched the keyring at once (as for a plain rekey's interrupted
+    hand-out) without a single proof. The state is written before the shares go out: the
+    new shares are refused until every new custodian has proven; the old ones still work."""
+    kr, custodians, quorum = _cli_keyring(tmp_path)
+    shares = kr.parent / "vault-shares"
+    r = _killed_at("RekeyPending", ["rekey", kr, *custodians, "--verify", *quorum(1)])
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert (shares / "cy.g2.kss").exists()  # every new share is out
+
+    r = _cli(["unseal", kr, *quorum(2)])
+    assert r.returncode == 1 and "proof" in r.stderr, r.stderr
+    assert Keyring.open(kr).meta.generation == 1
+    r = _cli(["unseal", kr, *quorum(1)])
+    assert r.returncode == 0, r.stderr
+    _prove_all(kr, tmp_path)
+    r = _cli(["unseal", kr, *quorum(2)])
+    assert r.returncode == 0, r.stderr
+    assert Keyring.open(kr).meta.generation == 2
+    events = [e.event for e in Keyring.open(kr).audit_log().entries()]
+    assert "verify-complete" in events and "rekey-switch" in events, events
 
 
 def test_shred_killed_before_it_reported_is_told_apart_on_the_rerun(tmp_path: Path) -> None:
