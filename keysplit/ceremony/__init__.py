@@ -920,8 +920,6 @@ def _change_tokens(
     TokenList.read(keyring.path, keyring.keyring_id)  # unreadable: refused before any share
     with unsealed(quorum, keyring, "token-create") as ukr:
         tl = TokenList.read(keyring.path, keyring.keyring_id)
-        known = {t.id: t.name for t in tl.tokens}
-        folded = [r for r in tl.pending_revocations if r not in tl.revoked]
         # the token list commits before the entry: a kill in between leaves an open intent
         with _nothing_changed(ev.TokenCreate.NAME):
             begun = ev.record(
@@ -941,8 +939,9 @@ def _change_tokens(
         except BaseException as exc:
             close_failed(keyring, ukr, [begun], exc, quorum.contributors)
             raise
+        known = {t.id: t.name for t in tl.tokens}  # the list as written (tl adopted it)
         events: list[ev.Event] = [
-            ev.TokenRevoke(known.get(r, "unknown id"), r, tl.serial) for r in folded
+            ev.TokenRevoke(known.get(r, "unknown id"), r, tl.serial) for r in tl.folded
         ]
         events.append(
             ev.TokenCreate(

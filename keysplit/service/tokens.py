@@ -301,6 +301,10 @@ class TokenList:
     revoked: list[str] = field(default_factory=list)
     pending_revocations: list[str] = field(default_factory=list)
     mac: str | None = None
+    folded: list[str] = field(default_factory=list)
+    """The pending revocations this object's last :meth:`add` folded in: those pending
+    under the lock, which a list read before it may not have seen (a revoke landing in
+    between), so an audit records exactly what the write folded."""
 
     @property
     def path(self) -> Path:
@@ -464,8 +468,10 @@ class TokenList:
         with _locked(self.directory):  # on the list as it is now (see fold_revocations)
             cur = TokenList.read(self.directory, self.keyring_id)
             cur.verify(key)
+            folded = [r for r in cur.pending_revocations if r not in cur.revoked]
             pol = cur._add(key, token, name, ops, subject_prefix, created_by, region, life)
         self._adopt(cur)
+        self.folded = folded
         return pol
 
     def _add(

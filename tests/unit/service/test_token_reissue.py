@@ -76,3 +76,44 @@ def test_a_slow_fold_never_writes_over_a_newer_list(tmp_path: Path) -> None:
     assert disk.serial >= newest  # never older than what was already written (and audited)
     assert {t.name for t in disk.active().values()} == {"keep"}
     assert {t.name for t in slow.active().values()} == {"keep"}
+
+
+def test_a_revoke_landing_while_a_token_is_created_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team: ``token create`` listed the revocations it would fold from the list it
+    read before ``TokenList.add``, which reads the list again under its lock and folds
+    whatever is pending then. A ``token revoke`` landing in between was folded (no longer
+    pending, so nothing records it later) with no ``token-revoke`` entry: a revocation
+    missing from the audit trail. The revoke here lands as the lock is taken."""
+    from contextlib import contextmanager
+
+    from keysplit import ceremony, load_share
+    from keysplit.ceremony import Custody, DirectorySink, Quorum
+    from keysplit.service import tokens
+
+    made = ceremony.init(
+        tmp_path / "kr", 2, [Custody("a"), Custody("b"), Custody("c")], DirectorySink(tmp_path)
+    )
+    kr = made.keyring
+    shares = [load_share(Path(w.location).read_bytes()) for w in made.shares[:2]]
+    old = ceremony.create_token(
+        kr, Quorum(kr, shares), name="old", allow=["encrypt"], subject_prefix=""
+    )
+    real = tokens._locked
+    landed: list[str] = []
+
+    @contextmanager
+    def revoke_as_the_lock_is_taken(directory: Path):  # type: ignore[no-untyped-def]
+        if not landed:  # another operator's `keysplit token revoke`, no quorum, no lock
+            landed.append(tokens.TokenList.read(kr.path, kr.keyring_id).revoke("old").id)
+        with real(directory):
+            yield
+
+    monkeypatch.setattr(tokens, "_locked", revoke_as_the_lock_is_taken)
+    ceremony.create_token(kr, Quorum(kr, shares), name="new", allow=["encrypt"], subject_prefix="")
+    assert landed == [old.value.policy.id]
+    revokes = [e.data for e in kr.audit_log().entries() if e.event == "token-revoke"]
+    assert [(r["token"], r["token_id"]) for r in revokes] == [("old", old.value.policy.id)]
+    disk = tokens.TokenList.read(kr.path, kr.keyring_id)
+    assert old.value.policy.id in disk.revoked and not disk.pending_revocations
