@@ -18,8 +18,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from ._channel import Channel
+from .cluster import scheduler_lost
 
 __all__ = ["main"]
+
+CLOSE_LOST = 5.0
+"""Seconds this process gives its Dask client to close once it lost the scheduler (by
+default Dask would give it twice the connect timeout); the job's error is already sent."""
 
 
 @contextlib.contextmanager
@@ -94,25 +99,44 @@ def main() -> int:
                     raise ValueError("one driver process serves one cluster")
                 result = _job(client, request, chan)
             except KeysplitError as exc:
+                lost = client is not None and scheduler_lost(client) is not None
                 chan.send(
                     {
                         "t": "error",
                         "kind": type(exc).__name__,
                         "message": str(exc),
                         "hint": exc.hint,
+                        **({"fatal": True} if lost else {}),
                     }
                 )
+                if lost:
+                    return _retire(client)
                 continue
             except Exception as exc:  # others: the type (a task's message may quote data), OS: text
+                lost_why = None if client is None else scheduler_lost(client)
                 what = (
-                    f"{type(exc).__name__}: {exc}"
+                    f"the job {lost_why}"
+                    if lost_why is not None
+                    else f"{type(exc).__name__}: {exc}"
                     if isinstance(exc, OSError)
                     else type(exc).__name__
                 )
                 chan.send({"t": "error", "kind": "JobError", "message": what, "fatal": True})
-                return 1
+                return 1 if lost_why is None else _retire(client)
+            if scheduler_lost(client) is not None:  # the job said so in its result
+                chan.send({"t": "done", **result, "retire": True})
+                return _retire(client)
             chan.send({"t": "done", **result})
     return 0
+
+
+def _retire(client: Any) -> int:
+    """End this process after its client lost the scheduler (the parent, told so, starts a
+    new child for the next job): a reconnected client would hold none of the job's state,
+    and until then every call waits out Dask's reconnect."""
+    with contextlib.suppress(Exception):
+        client.close(timeout=CLOSE_LOST)
+    return 1
 
 
 if __name__ == "__main__":

@@ -202,8 +202,8 @@ def run_job(request: dict[str, Any], cluster: Cluster, on_message: OnMessage) ->
                     f"the job driver process ended without a result (exit code {code})",
                     hint="its log is on standard error; run the job again",
                 )
-            if msg["t"] == "done":
-                end[0] = "reuse"
+            if msg["t"] == "done":  # "retire": the child lost its scheduler and exits
+                end[0] = "stop" if msg.get("retire") is True else "reuse"
                 return msg
             if msg["t"] == "error":
                 end[0] = "stop" if msg.get("fatal") is True else "reuse"

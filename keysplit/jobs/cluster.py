@@ -128,6 +128,23 @@ class Cluster:
         }
 
 
+def scheduler_lost(client: Any) -> str | None:
+    """(Driver child) Why a job cannot go on if its Dask client lost the scheduler, else None.
+
+    When the client's connection to the scheduler closes (the scheduler was killed, its
+    host went away), Dask cancels every future of the client at once and then tries to
+    reconnect for the client's ``timeout`` (:attr:`Cluster.timeout`, 120 s by default,
+    whatever the job's own ``timeout``); every call the job made meanwhile (``client.run``
+    to provision workers, ``submit``, ``cancel``) waited for that and then failed with
+    Dask's "Timed out trying to connect". The job's tasks are gone either way, so it stops
+    as soon as it sees this, and its driver child is retired (see
+    :mod:`keysplit.jobs._driver`)."""
+    if getattr(client, "status", "running") == "running":
+        return None
+    address = getattr(getattr(client, "scheduler", None), "address", None)
+    return f"lost the connection to the Dask scheduler at {address or 'its address'}"
+
+
 def check_timeout(value: float | None) -> float | None:
     """A job's ``timeout``: None (wait as long as it takes) or finite positive seconds."""
     if value is None:

@@ -47,7 +47,7 @@ from . import _parquet as _pq
 from ._cache import job_keys, job_records
 from ._channel import Channel
 from ._isolate import ITEMS_LINE, JobError, Message, clean, progress_of, run_job
-from .cluster import Cluster, check_timeout
+from .cluster import Cluster, check_timeout, scheduler_lost
 from .datakeys import ServiceDataKeys, served_here
 
 __all__ = [
@@ -319,6 +319,21 @@ def _timed_out(timeout: float | None, left: int, total: int) -> JobError:
     )
 
 
+def _lost(client: Client, exc: BaseException) -> JobError | None:
+    """The job's error if ``exc`` came of its client losing the scheduler (every future
+    cancelled), else None: then nothing more is asked of the cluster (a ``cancel`` would
+    wait out Dask's reconnect) and nothing of the job was written."""
+    if not isinstance(exc, Exception):
+        return None
+    lost = scheduler_lost(client)
+    if lost is None:
+        return None
+    return JobError(
+        f"the job {lost} (Dask cancelled its tasks); nothing was written",
+        hint="run the job again once the scheduler is back",
+    )
+
+
 def _run_parts(
     client: Client | None,
     tasks: list[Any],
@@ -350,6 +365,11 @@ def _run_parts(
         with contextlib.suppress(Exception):
             client.cancel(futures)
         raise _timed_out(timeout, total - n, total) from None
+    except Exception as exc:
+        lost = _lost(client, exc)
+        if lost is None:
+            raise
+        raise lost from None
     return results
 
 
@@ -553,7 +573,10 @@ def _run_dataset_parts(
                     progress(n, total)
         except TimeoutError:
             raise _timed_out(timeout, total - n, total) from None
-    except BaseException:
+    except BaseException as exc:
+        lost = _lost(client, exc)
+        if lost is not None:
+            raise lost from None
         with contextlib.suppress(Exception):
             client.cancel(futures)
         raise

@@ -55,7 +55,7 @@ from ._worker import (
     public_keys,
     worker_keks,
 )
-from .cluster import Cluster, check_timeout
+from .cluster import Cluster, check_timeout, scheduler_lost
 
 __all__ = ["JobError", "StoreSpec", "SubjectRange", "plan", "rewrap", "rewrap_range"]
 
@@ -335,9 +335,14 @@ def _run(
     done = 0
     corrupt: list[str] = []
     errors: list[str] = []
+    lost: str | None = None
     try:
         for attempt in range(max(1, rounds)):
             if not todo:
+                break
+            lost = scheduler_lost(client)
+            if lost is not None:  # each call would wait out Dask's reconnect (Cluster.timeout)
+                errors = [lost]
                 break
             _provision(client, job_id, chan)
             futures: dict[Any, int] = {
@@ -361,6 +366,9 @@ def _run(
                     except NoJobKeys:
                         continue  # the worker joined after provisioning: next round
                     except Exception as exc:
+                        lost = scheduler_lost(client)  # Dask cancelled every future: stop
+                        if lost is not None:
+                            break
                         errors.append(_describe(exc))
                         continue
                     if not _is_part_result(part):
@@ -374,9 +382,13 @@ def _run(
                 errors.insert(0, f"timed out after {timeout} s")
                 client.cancel(list(futures))
                 break
+            if lost is not None:
+                errors = [lost]
+                break
     finally:
-        with contextlib.suppress(Exception):  # best effort: a dead cluster forgets anyway
-            client.unregister_worker_plugin(name)
+        if lost is None:  # a lost scheduler forgets it anyway (the call would wait for it)
+            with contextlib.suppress(Exception):  # best effort: a dead cluster forgets anyway
+                client.unregister_worker_plugin(name)
     why = (errors[0] if errors else "workers kept joining without keys") if todo else None
     return done, corrupt, len(todo), why
 

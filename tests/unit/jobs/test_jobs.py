@@ -7,11 +7,16 @@ sealed by workers must open with ``UnsealedKeyring.decrypt``.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import pickle
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +36,7 @@ from paths import VECTORS_DIR
 from keysplit import IntegrityError, Keyring, Share, UnsealedKeyring, ceremony, jobs, load_share
 from keysplit import errors as keysplit_errors
 from keysplit import record as keysplit_record
-from keysplit.jobs import JobError, LoopbackDataKeys, serve_keys
+from keysplit.jobs import JobError, LoopbackDataKeys, _isolate, serve_keys
 from keysplit.jobs._kek import open_keks, seal_keks
 from keysplit.keyring import KEYRING_FILE, STORE_FILE, KekSet
 from keysplit.store import SQLiteKeyStore, WrappedKey
@@ -347,6 +352,128 @@ def test_worker_killed_mid_job_leaves_nothing_half_done(client: Client, tmp_path
         assert again.remaining == 0
         assert finished_first == (again.rewrapped == 0)
     assert _rows(path, kid) == _rows(tmp_path / "b", kid)
+
+
+# -- a scheduler killed mid-job (the client's reconnect wait is not the job's) ---------------
+
+
+@contextlib.contextmanager
+def _stuck_key_service() -> Iterator[jobs.ServiceDataKeys]:
+    """A "key service" that never answers: a listening Unix socket that is never read
+    (connections and requests go through, no answer ever comes)."""
+    sockdir = Path(tempfile.mkdtemp(prefix="kst", dir="/tmp"))  # AF_UNIX paths are short
+    stuck = socket.socket(socket.AF_UNIX)
+    try:
+        stuck.bind(str(sockdir / "s.sock"))
+        stuck.listen(64)
+        yield jobs.ServiceDataKeys(f"unix:{sockdir / 's.sock'}", "ks-token-never-read")
+    finally:
+        stuck.close()  # the workers' pending requests fail now, not at their 60 s timeout
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _doomed_cluster() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A scheduler and one worker, each its own process on loopback (plain tcp: a test
+    may kill the scheduler)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    addr = f"tcp://127.0.0.1:{port}"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    py = [sys.executable, "-m"]
+    opts = ["--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]
+    sched = subprocess.Popen([*py, "distributed.cli.dask_scheduler", *opts], **quiet)  # type: ignore[call-overload]
+    opts = [addr, "--nthreads", "1", "--no-nanny", "--no-dashboard"]
+    worker = subprocess.Popen([*py, "distributed.cli.dask_worker", *opts], **quiet)  # type: ignore[call-overload]
+    try:
+        with Client(addr, timeout=120) as c:
+            c.wait_for_workers(1, timeout=120)
+        yield addr, sched
+    finally:
+        for p in (worker, sched):
+            p.kill()
+            p.wait(timeout=60)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    proc.wait(timeout=60)
+
+
+def _no_driver_kept_for(cluster: jobs.Cluster) -> bool:
+    key = hashlib.sha256(json.dumps(cluster.to_doc(), sort_keys=True).encode()).hexdigest()
+    return not any(p.poll() is None for p in _isolate._idle.get(key, []))
+
+
+def test_a_rewrap_whose_scheduler_is_killed_fails_at_once_naming_it(
+    client: Client, tmp_path: Path
+) -> None:
+    """Before: Dask cancelled the job's futures when the scheduler's connection closed, the
+    rewrap went on to its next round and waited in ``client.run`` for Dask's reconnect
+    (the cluster's connect timeout, 120 s, whatever the job's ``timeout``), then failed
+    with "OSError: Timed out trying to connect". Now the job stops when its client loses
+    the scheduler: its error names it and what was committed stays (each key under its old
+    or its new KEK); its driver child is not kept; a rerun elsewhere finishes the job."""
+    n = 20_000
+    path, quorum = _keyring(tmp_path / "a", n)
+    kid = Keyring.open(path).keyring_id
+    with _doomed_cluster() as (addr, sched), _open(path, quorum) as ukr:
+        before = _raw_keys(ukr, _rows(path, kid))
+
+        def kill_after_first(done: int, total: int) -> None:
+            if done >= 1 and sched.poll() is None:
+                _kill(sched)
+
+        doomed = jobs.Cluster(addr)  # its connect timeout: Dask's 120 s by default
+        with pytest.raises(JobError, match="did not finish") as e:
+            jobs.rewrap(
+                ukr, cluster=doomed, partitions=16, batch_size=500, progress=kill_after_first,
+                timeout=TIMEOUT,
+            )  # fmt: skip
+        assert sched.poll() is not None
+        assert f"(lost the connection to the Dask scheduler at {addr})" in str(e.value)
+        assert "keys were rewrapped and committed" in str(e.value)
+        assert _no_driver_kept_for(doomed)
+        mid = _rows(path, kid)
+        assert len(mid) == n and {r.kek_version for r in mid} <= {1, 2}
+        assert 1 in {r.kek_version for r in mid}  # the job did stop part-way
+        assert _raw_keys(ukr, mid) == before
+    with _open(path, quorum) as ukr:  # (the doomed worker is gone: nothing rewraps meanwhile)
+        again = jobs.rewrap(ukr, cluster=_cluster(client), partitions=4, timeout=TIMEOUT)
+        assert again.remaining == 0 and again.rewrapped > 0
+        assert _raw_keys(ukr, _rows(path, kid)) == before
+
+
+def test_a_dataset_job_whose_scheduler_is_killed_fails_at_once_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    """Its parts wait on a key service that never answers; the scheduler is killed once
+    they run. The job fails with a JobError naming the lost scheduler, leaves no
+    destination and no staging directory, and its driver child is not kept."""
+    _dataset(tmp_path / "in")
+    with _stuck_key_service() as source, _doomed_cluster() as (addr, sched):
+        killed: list[int] = []
+
+        def kill_when_running(done: int, total: int) -> None:
+            if not killed:
+                killed.append(done)
+                _kill(sched)
+
+        doomed = jobs.Cluster(addr)
+        with pytest.raises(JobError) as e:
+            jobs.encrypt_dataset(
+                tmp_path / "in", tmp_path / "enc", "body", "user", service=source,
+                cluster=doomed, timeout=TIMEOUT, progress=kill_when_running,
+            )  # fmt: skip
+        assert killed == [0]
+        assert str(e.value) == (
+            f"the job lost the connection to the Dask scheduler at {addr} "
+            "(Dask cancelled its tasks); nothing was written"
+        )
+        assert "scheduler is back" in (e.value.hint or "")
+        assert _no_driver_kept_for(doomed)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no dst, no stage
 
 
 def _dataset(path: Path) -> pd.DataFrame:
@@ -829,15 +956,8 @@ def test_a_stuck_dataset_job_times_out_and_writes_nothing(
     its parts and leaves no destination and no staging directory. The "key service" is a
     listening Unix socket that is never read: connections and requests go through, no
     answer ever comes."""
-    import socket
-
     _dataset(tmp_path / "in")
-    sockdir = Path(tempfile.mkdtemp(prefix="kst", dir="/tmp"))  # AF_UNIX paths are short
-    stuck = socket.socket(socket.AF_UNIX)
-    try:
-        stuck.bind(str(sockdir / "s.sock"))
-        stuck.listen(64)
-        source = jobs.ServiceDataKeys(f"unix:{sockdir / 's.sock'}", "ks-token-never-read")
+    with _stuck_key_service() as source:
         with pytest.raises(JobError, match=r"did not finish within 3 s \(2 of 2 parts left\)") as e:
             jobs.encrypt_dataset(
                 tmp_path / "in", tmp_path / "enc", "body", "user",
@@ -860,9 +980,6 @@ def test_a_stuck_dataset_job_times_out_and_writes_nothing(
             r = _cli(["scan-dataset", tmp_path / "in", *opts, "--timeout", bad])
             assert r.exit_code == 2 and "--timeout" in r.stderr, (bad, r.output)
         (tmp_path / "t").unlink()
-    finally:
-        stuck.close()  # the workers' pending requests fail now, not at their 60 s timeout
-        shutil.rmtree(sockdir, ignore_errors=True)
     left = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("dask-"))
     assert left == ["in"]  # no dst, no stage (dask-*.pem: the TLS files of dask_tls)
     for bad in (0, -1.0, float("nan"), float("inf"), True, "5"):
