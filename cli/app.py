@@ -58,17 +58,30 @@ TOP_LEVEL = (init, unseal, status, rekey, keys, files, split, demo, bench, servi
 """Modules whose commands are top-level, in help order."""
 
 GROUPS = (
-    ("verify", "Proofs of possession for a --verify ceremony: record, show, complete.", (verify,)),
+    ("verify", "Proofs of possession for a --verify ceremony: prove, status, complete.", (verify,)),
     (
         "keyring",
-        "Keyring trust: pin fingerprints in the known-keyrings file that encrypt checks.",
+        "Keyring trust, the known-keyrings file that encrypt checks: pin, trusted, forget.",
         (keyring,),
     ),
-    ("audit", "Verify and show the keyring's audit log.", (audit,)),
-    ("share", "Inspect and verify share files.", (share, convert)),
-    ("custodian", "Custodian key pairs for sealing shares.", (custodian,)),
-    ("token", "Key-service tokens: created with a quorum, listed and revoked without.", (token,)),
-    ("cluster", "Key clusters: no single host can decrypt (DKG among node keyrings).", (cluster,)),
+    ("audit", "The keyring's audit log: verify, show, repair.", (audit,)),
+    (
+        "share",
+        "Share files: inspect, verify, prove, print, convert, convert-vault.",
+        (share, convert),
+    ),
+    ("custodian", "Custodian key pairs for sealing shares: keygen, show.", (custodian,)),
+    (
+        "token",
+        "Key-service tokens: create (needs a quorum), add, list, revoke.",
+        (token,),
+    ),
+    (
+        "cluster",
+        "Key clusters, no single host can decrypt: create, abandon, status, refresh, replace, "
+        "rotate, shred.",
+        (cluster,),
+    ),
 )
 """``(name, help, modules)`` of each command group, in help order."""
 

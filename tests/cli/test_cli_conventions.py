@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,3 +148,19 @@ def test_a_rewrap_of_no_keys_shows_none_of_none(cer: Ceremony) -> None:
     assert r.exit_code == 0, r.output
     assert "rewrapped 0 data keys" in r.stderr
     assert "0/0" in r.stderr and "0/1" not in r.stderr
+
+
+def test_every_group_help_names_each_of_its_commands() -> None:
+    """A group's one-line help (``keysplit --help``, ``keysplit share --help``) names every
+    command it holds: 'share' said "inspect and verify" but also proves, prints and converts,
+    'audit' left out repair, 'token' left out add."""
+    root = typer.main.get_command(app)
+    ctx = type(root).context_class(root)
+    for group in root.list_commands(ctx):  # type: ignore[attr-defined]
+        cmd = root.get_command(ctx, group)  # type: ignore[attr-defined]
+        if not hasattr(cmd, "list_commands"):
+            continue
+        help_line = cmd.help or ""
+        named = set(re.findall(r"[\w-]+", help_line))
+        missing = [c for c in cmd.list_commands(ctx) if c not in named]
+        assert not missing, f"keysplit {group}: help {help_line!r} does not name {missing}"
