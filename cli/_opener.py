@@ -301,6 +301,7 @@ class ShareOpener:
         self._interactive = interactive
         self._stdin_is_data = stdin_is_data
         self._identities: dict[str, Identity] | None = None
+        self._carried: dict[str, str] = {}
         prompting = not passphrases.from_files
         self._confirm_share = kdf_confirmer(
             "this share", allow=allow_expensive_kdf, interactive=prompting
@@ -390,12 +391,14 @@ class ShareOpener:
                 return load_share(data)
             meta = sealed_share_info(data)
             if meta.method == "passphrase":
-                return _unlock(
+                share = _unlock(
                     f"custodian {meta.custodian!r} (share {meta.index}, {short or label})",
                     self._passphrases.get(meta.custodian),
                     lambda pw: load_share(data, passphrase=pw, confirm_kdf=self._confirm_share),
                     stdin_is_data=self._stdin_is_data,
                 )
+                self._carried[share.fingerprint] = meta.custodian
+                return share
         except KeysplitError as exc:
             raise relabel(exc, label) from None
         fp = meta.recipient_fingerprint or ""
@@ -407,6 +410,12 @@ class ShareOpener:
                     f"(key {fp}) and no --identity matches",
                     hint=f"add --identity with the identity file of {meta.custodian!r}",
                 )
-            return load_share(data, identity=ident)
+            share = load_share(data, identity=ident)
         except KeysplitError as exc:
             raise relabel(exc, label) from None
+        self._carried[share.fingerprint] = meta.custodian
+        return share
+
+    def custodian_of(self, share: Share) -> str | None:
+        """The custodian a sealed share opened here named (None for a share in clear)."""
+        return self._carried.get(share.fingerprint)

@@ -171,9 +171,9 @@ def quorum(
     """
     from keysplit.ceremony import Quorum
 
-    def accept(q: Quorum, name: str, share: Share) -> bool:
+    def accept(q: Quorum, name: str, share: Share, opener: ShareOpener) -> bool:
         try:
-            progress = q.add(share)
+            progress = q.add(share, custodian=opener.custodian_of(share))
         except KeysplitError as exc:
             raise relabel(exc, name) from None
         who = progress.custodian or "unknown custodian"
@@ -193,7 +193,7 @@ def quorum(
                 if q.progress.complete:
                     info(f"  {path}: not needed (threshold already met)")
                     continue
-                accept(q, str(path), opener.open_path(path))
+                accept(q, str(path), opener.open_path(path), opener)
             return
         info(f"Unsealing {keyring.path}: {q.progress.need} custodians must each give a share.")
 
@@ -201,7 +201,7 @@ def quorum(
             p = q.progress
             return None if p.complete else f"Share [{p.have}/{p.need}]"
 
-        ask_for_shares(opener, prompt, lambda name, share: accept(q, name, share))
+        ask_for_shares(opener, prompt, lambda name, share: accept(q, name, share, opener))
 
     return Quorum(
         keyring,

@@ -87,9 +87,10 @@ class Quorum:
         """``observed`` entries this unseal wrote: changes a killed ceremony left without
         their entry (:func:`keysplit.ceremony.observe.record_unrecorded`)."""
 
-    def add(self, share: Share) -> UnsealProgress:
-        """Check one share against the keyring at once (see :meth:`Unsealer.add`)."""
-        progress = self._unsealer.add(share)
+    def add(self, share: Share, *, custodian: str | None = None) -> UnsealProgress:
+        """Check one share against the keyring at once (see :meth:`Unsealer.add`;
+        ``custodian``: the name the share's file carries, for messages)."""
+        progress = self._unsealer.add(share, custodian=custodian)
         who = progress.custodian or "unknown custodian"
         self.contributors.append(Contributor(who, share.index, share.fingerprint))
         return progress

@@ -86,15 +86,22 @@ class Unsealer:
         who = self._kr.custodian_of(share)
         return f"share {share.index}" + (f" ({who})" if who else "")
 
-    def add(self, share: Share) -> UnsealProgress:
+    def add(self, share: Share, *, custodian: str | None = None) -> UnsealProgress:
+        """Check ``share`` against the keyring at once and keep it.
+
+        ``custodian``: the name the share's file carries (a sealed share names its
+        custodian), for messages only: it names a share from another keyring or share set,
+        which this keyring cannot name; for its own shares the keyring's record wins.
+        """
         if not isinstance(share, Share):
             raise TypeError("add() takes a Share (use Share.parse or Share.from_bytes)")
         sid = share.set_id.hex()
         candidates = [m for m in (self._kr.meta, self._kr.pending) if m is not None]
         match = next((m for m in candidates if m.set_id == sid), None)
         if match is None:
+            whose = f"{custodian}, " if custodian else ""
             raise MixedSharesError(
-                f"share {share.index} (set {sid}) does not belong to this keyring "
+                f"share {share.index} ({whose}set {sid}) does not belong to this keyring "
                 f"(current share set {self._kr.meta.set_id})",
                 index=share.index,
                 hint="it may be from another keyring or from before a rekey",

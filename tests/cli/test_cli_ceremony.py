@@ -334,6 +334,19 @@ def test_unseal_duplicate_and_foreign_shares(cer: Ceremony, tmp_path: Path) -> N
     assert "does not belong to this keyring" in r.stderr
 
 
+def test_a_foreign_share_is_named_by_the_custodian_its_file_carries(
+    cer: Ceremony, tmp_path: Path
+) -> None:
+    # A duplicate share named its custodian ("share 1 (alice) was already added"), a share
+    # of another keyring only its index and set: the sealed file names its custodian.
+    other = make_ceremony(tmp_path / "other")
+    for name, index in (("bob", 2), ("carol", 3)):  # an identity, a passphrase
+        r = run(["unseal", cer.kr, *cer.quorum("alice"), *other.quorum(name)])
+        assert r.exit_code == 1
+        (line,) = error_lines(r)
+        assert f"share {index} ({name}, set " in line and "does not belong" in line, line
+
+
 def test_unseal_interactive_asks_for_identity(cer: Ceremony) -> None:
     r = run(
         ["unseal", cer.kr],

@@ -106,6 +106,9 @@ def test_unsealer_rejects_at_once(made: tuple[Path, dict[str, Share]], tmp_path:
     _, other = Keyring.create(tmp_path / "other", 2, NAMES)
     with pytest.raises(MixedSharesError, match="does not belong to this keyring"):
         u.add(other["alice"])
+    # the name a sealed share's file carries names a share this keyring cannot name
+    with pytest.raises(MixedSharesError, match=r"share 1 \(alice, set [0-9a-f]+\) does not"):
+        u.add(other["alice"], custodian="alice")
     with pytest.raises(InsufficientSharesError, match="need 2 shares, got 1"):
         u.finish()
     with pytest.raises(TypeError):
