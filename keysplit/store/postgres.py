@@ -189,9 +189,11 @@ _STATEMENTS: dict[str, LiteralString] = {
     "winners": "SELECT t.subject, d.kek_version, d.wrapped FROM ks_in t "
     "LEFT JOIN {s}.data_keys d ON d.subject = t.subject "
     "WHERE d.subject IS NULL OR d.kek_version <> t.kek_version OR d.wrapped <> t.wrapped",
-    "replace": "UPDATE {s}.data_keys d SET kek_version = w.new_version, "
+    # the swap's count and its transaction's id (a retry asks whether that committed)
+    "replace": "WITH u AS (UPDATE {s}.data_keys d SET kek_version = w.new_version, "
     "wrapped = w.new_wrapped FROM ks_swap w WHERE d.subject = w.subject "
-    "AND d.kek_version = w.old_version AND d.wrapped = w.old_wrapped",
+    "AND d.kek_version = w.old_version AND d.wrapped = w.old_wrapped RETURNING 1) "
+    "SELECT count(*), txid_current() FROM u",
     "lock_subject": "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
     "lock_shared": "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))",
     # a few new keys in one statement, guarded by the state in the same statement (its
@@ -913,12 +915,27 @@ class PostgresKeyStore:
         staged = sorted(pairs.values())
 
         versions = {new.kek_version for _, new in staged}
+        # each attempt whose swap ran: its transaction's id and its count. _tx runs the
+        # work again on a new connection when one is dropped; when the server had committed
+        # an earlier attempt (the client lost COMMIT's answer), the rows it swapped no
+        # longer match and this attempt counts 0 for them, so the earlier count is added,
+        # once the server says that attempt committed
+        earlier: dict[int, int] = {}
 
         def work(conn: _Conn) -> int:
             _rules.check_replace(self._guard(conn), versions)
             self._copy(conn, _COPY_SWAP, _copy_swap_rows(staged))
             self._nested_loops(conn)
-            return conn.execute(self._sql["replace"]).rowcount
+            row = conn.execute(self._sql["replace"]).fetchone()
+            count, xid = (int(row[0]), int(row[1])) if row else (0, 0)
+            done = count
+            if earlier:  # final now: this swap waited for the row locks an earlier one held
+                rows = conn.execute(
+                    "SELECT x, txid_status(x) FROM unnest(%s::bigint[]) AS x", (list(earlier),)
+                ).fetchall()
+                done += sum(earlier[int(x)] for x, status in rows if status == "committed")
+            earlier[xid] = count
+            return done
 
         return self._tx(work)
 

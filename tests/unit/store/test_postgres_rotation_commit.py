@@ -497,3 +497,28 @@ def test_a_new_key_whose_insert_was_lost_is_never_offered_again_after_a_shred(
             with pytest.raises(KeysplitError):  # the shredded key did not come back
                 b.decrypt(before_shred, subject="bob")
             assert b.decrypt(got[0], subject="bob") == b"from A"
+
+
+def test_a_rewrap_batch_committed_while_its_connection_died_counts_its_keys(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """replace_many (a rewrap's swap) ran as idempotent work: when the server committed a
+    batch and the client lost the answer to COMMIT, the batch ran again on a new
+    connection, found none of its rows still as read (already swapped), and counted 0:
+    the rewrap reported 0 keys rewrapped although all were. Now the retry asks whether
+    the earlier attempt committed (txid_status) and counts that attempt's swaps."""
+    with (
+        _behind_cutter(pg_server, tmp_path) as (proxy, kr, shares, store, _schema),
+        kr.unseal([shares["a"], shares["b"]], store=store) as ku,
+    ):
+        records = {s: ku.encrypt(s.encode(), subject=s) for s in ("ann", "bob", "cy")}
+        assert ku.rotate(record=False) == 2
+        proxy.match = b"FROM ks_swap w"  # the swap's UPDATE
+        proxy.armed = True
+        res = ku.rewrap(record=False)
+        assert proxy.cuts == 1
+        assert (res.rewrapped, res.remaining) == (3, 0)  # before the fix: 0 rewrapped
+        assert store.count_by_version() == {2: 3}
+        assert ku.rewrap(record=False).rewrapped == 0
+        for s, record in records.items():
+            assert ku.decrypt(record, subject=s) == s.encode()
