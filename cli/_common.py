@@ -200,9 +200,27 @@ def check_output_dir(path: Path, what: str) -> None:
     a directory it can be created in."""
     if path.exists():
         _check_parent(path, what)
+        _check_creates(path, what)
         return
     ancestor = next((p for p in path.absolute().parents if p.exists()), Path("/"))
     _check_parent(ancestor, what)
+    _check_creates(ancestor, what)
+
+
+def _check_creates(directory: Path, what: str) -> None:
+    """``directory`` really takes a new entry: ``os.access`` answers yes for root on a
+    directory the kernel then refuses (``/proc``: an ``init /proc/x`` read "no such file:
+    /proc/x-shares" once the ceremony ran), so make (and remove) an empty directory."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".keysplit-probe-", dir=directory))
+    except OSError as exc:
+        fail(
+            f"{what}: cannot write in {directory} (creating a directory there fails: "
+            f"{exc.strerror or exc})",
+            code=EXIT_USAGE,
+        )
 
 
 def write_all_or_none(files: list[tuple[Path, bytes]]) -> None:

@@ -137,6 +137,34 @@ def test_init_usage_errors(tmp_path: Path, args: list[str], code: int, message: 
     assert not (tmp_path / "kr" / "keyring.ksk").exists()
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs procfs")
+def test_init_under_a_directory_that_takes_no_new_entry_names_it(tmp_path: Path) -> None:
+    # os.access() says root may write in /proc; the ceremony then failed to make the share
+    # directory: "error: no such file: /proc/x-shares". Now the parent is named, before any
+    # passphrase prompt (as root or not).
+    pub, _ = make_identity(tmp_path / "keys", "a")
+    pub_b, _ = make_identity(tmp_path / "keys", "b")
+    r = run(["init", "/proc/keysplit-x", "-k", "2", "-c", f"a={pub}", "-c", f"b={pub_b}"])
+    assert r.exit_code == 2, r.output
+    assert error_lines(r)[0].startswith("error: DIR: cannot write in /proc ("), r.stderr
+    assert "no such file" not in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in a 0500 directory")
+def test_init_under_an_unwritable_parent_names_it(tmp_path: Path) -> None:
+    pub, _ = make_identity(tmp_path / "keys", "a")
+    pub_b, _ = make_identity(tmp_path / "keys", "b")
+    parent = tmp_path / "ro"
+    parent.mkdir(mode=0o500)
+    try:
+        r = run(["init", parent / "kr", "-k", "2", "-c", f"a={pub}", "-c", f"b={pub_b}"])
+    finally:
+        parent.chmod(0o700)
+    assert r.exit_code == 2, r.output
+    assert error_lines(r)[0] == f"error: DIR: cannot write in {parent} (permission denied)"
+    assert list(parent.iterdir()) == []
+
+
 def test_init_public_key_of_someone_else_and_existing_keyring(cer: Ceremony) -> None:
     r = run(
         [
