@@ -252,7 +252,7 @@ _STATEMENTS: dict[str, LiteralString] = {
     "leases": "SELECT id, host, pid, role, current_kek, acked, cached, expires FROM {s}.leases "
     "WHERE NOT %s OR expires > extract(epoch FROM clock_timestamp()) ORDER BY host, pid",
     "audit_last": "SELECT seq, line FROM {s}.audit ORDER BY seq DESC LIMIT 1",
-    "audit_add": "INSERT INTO {s}.audit (seq, line) VALUES (%s, %s)",
+    "audit_add": "INSERT INTO {s}.audit (seq, line) VALUES (%s, %s) RETURNING txid_current()",
     "audit_all": "SELECT line FROM {s}.audit ORDER BY seq",
 }
 
@@ -1259,15 +1259,19 @@ class PostgresKeyStore:
                 raise
             return st
 
-    def _outcome(self, xids: list[int]) -> tuple[str, KeyringState | None]:
+    def _outcome(self, xids: list[int], lock: str | None = None) -> tuple[str, KeyringState | None]:
         """Whether one of ``xids`` (transactions that held the exclusive state lock)
         committed: "committed", "aborted" (all of them), or "unknown" (the server cannot
         be asked now, or a transaction is too old to tell); and the state read with the
         answer. Asked under the shared state lock, granted once each of them has ended,
-        so the answer is final."""
+        so the answer is final. ``lock``: the exclusive advisory lock they held instead
+        (the audit's), taken here for the same reason."""
 
         def work(conn: _Conn) -> tuple[list[str | None], KeyringState]:
-            conn.execute(self._sql["lock_shared"], (self._state_lock,))
+            if lock is None:
+                conn.execute(self._sql["lock_shared"], (self._state_lock,))
+            else:
+                conn.execute(self._sql["lock_subject"], (lock,))
             rows = conn.execute(
                 "SELECT txid_status(x) FROM unnest(%s::bigint[]) AS x", (xids,)
             ).fetchall()
@@ -1402,15 +1406,41 @@ class PostgresKeyStore:
         )
 
     def audit_append(self, build: Callable[[bytes | None], bytes]) -> bytes:
+        """As :meth:`KeyStore.audit_append`; a failure once the line was written (only
+        COMMIT left: the connection died, or the watchdog ended it) is resolved by the
+        transaction's id, asked under the audit lock (granted once that transaction has
+        ended): committed, the line is returned (a caller running its command again would
+        record it twice); aborted, the error stands; no answer, a
+        :class:`StoreUnreachableError` says whether it was recorded is unknown."""
+        lock = f"keysplit/{self._schema}//audit"
+        written: list[tuple[int, bytes]] = []  # (transaction id, line) once it is written
+
         def work(conn: _Conn) -> bytes:
-            conn.execute(self._sql["lock_subject"], (f"keysplit/{self._schema}//audit",))
+            conn.execute(self._sql["lock_subject"], (lock,))
             row = conn.execute(self._sql["audit_last"], binary=True).fetchone()
             seq, last = (int(row[0]), bytes(row[1])) if row else (0, None)
             line = build(last)
-            conn.execute(self._sql["audit_add"], (seq + 1, line))
+            got = conn.execute(self._sql["audit_add"], (seq + 1, line)).fetchone()
+            written.append((int(got[0]) if got else 0, line))
             return line
 
-        return self._tx(work, idempotent=False)
+        try:
+            return self._tx(work, idempotent=False)
+        except KeyringError:
+            if not written:  # failed before COMMIT was sent: the server rolled it back
+                raise
+            outcome, _ = self._outcome([written[0][0]], lock=lock)
+            if outcome == "committed":
+                return written[0][1]
+            if outcome == "aborted":
+                raise
+            raise StoreUnreachableError(
+                f"PostgreSQL key store at {self._where}: the connection was lost while an "
+                "audit entry was committing, and whether it was recorded is unknown (the "
+                "server could not be asked)",
+                hint="check 'keysplit audit verify' once the server answers before running "
+                "the command again",
+            ) from None
 
     def wake(self) -> None:
         """End a :meth:`wait_for_change` blocked in another thread now (it returns True),

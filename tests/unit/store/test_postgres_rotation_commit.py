@@ -522,3 +522,28 @@ def test_a_rewrap_batch_committed_while_its_connection_died_counts_its_keys(
         assert ku.rewrap(record=False).rewrapped == 0
         for s, record in records.items():
             assert ku.decrypt(record, subject=s) == s.encode()
+
+
+def test_an_audit_entry_committed_while_its_connection_died_is_recorded_once(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """audit_append (not retried) whose commit the server made while the client lost the
+    answer to COMMIT raised the driver's error: the command failed although its entry was
+    stored, and running it again recorded the entry twice. Now the transaction's id
+    resolves it: the call returns the stored line; when the server cannot be asked, a
+    StoreUnreachableError says whether it was recorded is unknown."""
+    from keysplit import StoreUnreachableError
+
+    with _behind_cutter(pg_server, tmp_path, "&connect_timeout=2") as (proxy, _, _, store, _):
+        before = store.audit_lines()
+        proxy.match = b".audit (seq, line)"  # the entry's INSERT
+        proxy.armed = True
+        assert store.audit_append(lambda last: b"one") == b"one"  # before the fix: raises
+        assert proxy.cuts == 1
+        assert store.audit_lines() == [*before, b"one"]
+        proxy.armed = proxy.then_refuse = True
+        with pytest.raises(StoreUnreachableError, match=r"audit entry.*unknown"):
+            store.audit_append(lambda last: b"two")
+        assert proxy.cuts == 2
+        proxy.refuse = False
+        assert store.audit_lines() == [*before, b"one", b"two"]  # it had committed
