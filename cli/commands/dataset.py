@@ -94,8 +94,8 @@ def _check_paths(src: Path, dst: Path | None, column: str, subject_column: str) 
         jobs_module().check_columns(column, subject_column)
     except KeysplitError as exc:
         fail(f"--column: {exc}", exc.hint, code=EXIT_USAGE)
-    if not src.exists():
-        fail(f"IN: no such file or directory: {src}", code=EXIT_USAGE)
+    if not src.exists():  # exit 1, as every command's missing input (README, "Exit codes")
+        fail(f"IN: no such file or directory: {src}")
     if dst is not None:
         check_output_dir(dst, "OUT")
         try:

@@ -594,24 +594,24 @@ def test_dataset_paths_are_checked_before_the_quorum(cer: Ceremony, command: str
     full = cer.root / "full"
     full.mkdir()
     (full / "keep").write_bytes(b"x")
-    cases = [(cer.root / "missing", cer.root / "out", "error: IN: no such file or directory")]
+    cases = [(cer.root / "missing", cer.root / "out", "error: IN: no such file or directory", 1)]
     link = cer.root / "link"
     (cer.root / "empty").mkdir()
     link.symlink_to(cer.root / "empty")
     if command != "scan-dataset":
         cases += [
-            (src, full, f"error: OUT: {full} exists and is not an empty directory"),
-            (src, src / "part-0.parquet" / "out", "error: OUT: not a directory"),
+            (src, full, f"error: OUT: {full} exists and is not an empty directory", 2),
+            (src, src / "part-0.parquet" / "out", "error: OUT: not a directory", 2),
             # (red team) an output inside its input became part of the input dataset
-            (src, src / "out", f"error: OUT: {src / 'out'} is inside the input dataset"),
+            (src, src / "out", f"error: OUT: {src / 'out'} is inside the input dataset", 2),
             # (red team) a link: the whole job ran, then the parts could not be renamed onto it
-            (src, link, f"error: OUT: {link} is a symbolic link"),
+            (src, link, f"error: OUT: {link} is a symbolic link", 2),
         ]
-    for in_path, out, message in cases:
+    for in_path, out, message, code in cases:
         dst = [] if command == "scan-dataset" else [out]
         args = [command, in_path, *dst, "--column", "email", "--subject-column", "user"]
         r = run([*args, "--keyring", cer.kr, *cer.quorum("alice", "bob")])
-        assert r.exit_code == 2, r.output
+        assert r.exit_code == code, r.output
         assert len(error_lines(r)) == 1 and error_lines(r)[0].startswith(message), r.stderr
         assert "[1/2]" not in r.stderr and "Dask" not in r.stderr
 
@@ -1161,3 +1161,22 @@ def test_audit_verify_without_a_quorum_says_the_anchor_is_not_authenticated(
     assert json.loads(r.stdout)["anchor_authenticated"] is False
     r = run(["audit", "verify", cer.kr, "--mac", *cer.quorum("alice", "bob")])
     assert r.exit_code == 1 and "audit anchor" in error_lines(r)[0] and "MAC invalid" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "command", ["encrypt", "encrypt-dataset", "decrypt-dataset", "scan-dataset"]
+)
+def test_a_missing_input_exits_1_from_every_command(cer: Ceremony, command: str) -> None:
+    """README, "Exit codes": 1 expected failure, 2 usage error; each command's help files an
+    unreadable input under 1. encrypt exited 1, the dataset commands 2."""
+    missing = cer.root / "missing"
+    if command == "encrypt":
+        args = ["encrypt", cer.kr, missing, cer.root / "out"]
+    else:
+        dst = [] if command == "scan-dataset" else [cer.root / "out"]
+        args = [command, missing, *dst, "--column", "email", "--subject-column", "user"]
+        args += ["--keyring", cer.kr, *cer.quorum("alice", "bob")]
+    r = run(args)
+    assert r.exit_code == 1, r.output
+    assert len(error_lines(r)) == 1 and "no such file" in error_lines(r)[0], r.stderr
+    assert "[1/2]" not in r.stderr  # still refused before any share is opened
