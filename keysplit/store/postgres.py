@@ -254,6 +254,8 @@ _STATEMENTS: dict[str, LiteralString] = {
     "audit_last": "SELECT seq, line FROM {s}.audit ORDER BY seq DESC LIMIT 1",
     "audit_add": "INSERT INTO {s}.audit (seq, line) VALUES (%s, %s) RETURNING txid_current()",
     "audit_all": "SELECT line FROM {s}.audit ORDER BY seq",
+    # each transaction id's fate: committed, aborted, in progress, or NULL (too old)
+    "txid_status": "SELECT x, txid_status(x) FROM unnest(%s::bigint[]) AS x",
 }
 
 
@@ -264,6 +266,11 @@ def _pg_ms(seconds: float) -> str:
     """``seconds`` as a PostgreSQL ``lock_timeout`` value: whole milliseconds, at least 1
     (0 would mean no bound)."""
     return f"{max(1, math.floor(seconds * 1000))}ms"
+
+
+def _statuses(conn: _Conn, stmt: sql.Composed, xids: Sequence[int]) -> dict[int, str | None]:
+    """``txid_status`` of each of ``xids`` (``stmt``: the store's "txid_status")."""
+    return {int(x): status for x, status in conn.execute(stmt, (list(xids),)).fetchall()}
 
 
 def _configure(conn: _Conn, lock_timeout: str) -> None:
@@ -930,10 +937,8 @@ class PostgresKeyStore:
             count, xid = (int(row[0]), int(row[1])) if row else (0, 0)
             done = count
             if earlier:  # final now: this swap waited for the row locks an earlier one held
-                rows = conn.execute(
-                    "SELECT x, txid_status(x) FROM unnest(%s::bigint[]) AS x", (list(earlier),)
-                ).fetchall()
-                done += sum(earlier[int(x)] for x, status in rows if status == "committed")
+                fate = _statuses(conn, self._sql["txid_status"], list(earlier))
+                done += sum(n for x, n in earlier.items() if fate[x] == "committed")
             earlier[xid] = count
             return done
 
@@ -977,22 +982,18 @@ class PostgresKeyStore:
 
         try:
             return self._tx(work, idempotent=False)
-        except KeyringError:
+        except KeyringError as exc:
             if not done:  # failed before COMMIT was sent: the server rolled it back
                 raise
             # the connection died (or the watchdog ended it) at COMMIT: did it commit?
-            outcome, _ = self._outcome(xids)
-            if outcome == "committed":
-                return done[0]
-            if outcome == "aborted":
-                raise
-            raise StoreUnreachableError(
-                f"PostgreSQL key store at {self._where}: the connection was lost while a "
-                f"shred of {len(wanted)} subject key(s) was committing, and whether it "
-                "committed is unknown (the server could not be asked)",
-                hint="shred again once the server answers: it deletes what is left (no "
-                "key left: it reports none)",
-            ) from None
+            self._settle(
+                exc,
+                xids,
+                f"a shred of {len(wanted)} subject key(s) was committing, and whether it committed",
+                "shred again once the server answers: it deletes what is left (no key "
+                "left: it reports none)",
+            )
+            return done[0]
 
     def stale_batch(self, current_version: int, after: str, limit: int) -> list[WrappedKey]:
         def work(conn: _Conn) -> list[WrappedKey]:
@@ -1272,10 +1273,8 @@ class PostgresKeyStore:
                 conn.execute(self._sql["lock_shared"], (self._state_lock,))
             else:
                 conn.execute(self._sql["lock_subject"], (lock,))
-            rows = conn.execute(
-                "SELECT txid_status(x) FROM unnest(%s::bigint[]) AS x", (xids,)
-            ).fetchall()
-            return [r[0] for r in rows], self._read_state(conn)
+            fate = _statuses(conn, self._sql["txid_status"], xids)
+            return [fate[x] for x in xids], self._read_state(conn)
 
         try:
             statuses, st = self._tx(work)
@@ -1286,6 +1285,23 @@ class PostgresKeyStore:
         if statuses and all(s == "aborted" for s in statuses):  # None: too old to tell
             return "aborted", st
         return "unknown", st
+
+    def _settle(
+        self, exc: KeyringError, xids: list[int], what: str, hint: str, lock: str | None = None
+    ) -> None:
+        """After ``exc`` ended a non-idempotent call once its work was done (only COMMIT
+        left): return if one of ``xids`` committed, raise ``exc`` if all aborted, else a
+        :class:`StoreUnreachableError` saying ``what`` ("... is unknown") with ``hint``."""
+        outcome, _ = self._outcome(xids, lock=lock)
+        if outcome == "committed":
+            return
+        if outcome == "aborted":
+            raise exc
+        raise StoreUnreachableError(
+            f"PostgreSQL key store at {self._where}: the connection was lost while {what} "
+            "is unknown (the server could not be asked)",
+            hint=hint,
+        ) from None
 
     def _committed(self, xids: list[int], version: int) -> KeyringState | None:
         """The state if one of ``xids`` committed, None if all of them aborted; a
@@ -1327,12 +1343,9 @@ class PostgresKeyStore:
 
         def work(conn: _Conn) -> KeyringState:
             st = self._exclusive(conn)
-            if xids:  # an earlier attempt of this call failed: did it commit?
-                rows = conn.execute(
-                    "SELECT txid_status(x) FROM unnest(%s::bigint[]) AS x", (xids,)
-                ).fetchall()
-                if any(r[0] == "committed" for r in rows):
-                    return st
+            # an earlier attempt of this call failed: did it commit?
+            if xids and "committed" in _statuses(conn, self._sql["txid_status"], xids).values():
+                return st
             row = conn.execute("SELECT txid_current()").fetchone()
             xids.append(int(row[0]) if row else 0)
             return self._bump(conn, st._replace(rekeys=st.rekeys + 1))
@@ -1426,21 +1439,18 @@ class PostgresKeyStore:
 
         try:
             return self._tx(work, idempotent=False)
-        except KeyringError:
+        except KeyringError as exc:
             if not written:  # failed before COMMIT was sent: the server rolled it back
                 raise
-            outcome, _ = self._outcome([written[0][0]], lock=lock)
-            if outcome == "committed":
-                return written[0][1]
-            if outcome == "aborted":
-                raise
-            raise StoreUnreachableError(
-                f"PostgreSQL key store at {self._where}: the connection was lost while an "
-                "audit entry was committing, and whether it was recorded is unknown (the "
-                "server could not be asked)",
-                hint="check 'keysplit audit verify' once the server answers before running "
-                "the command again",
-            ) from None
+            self._settle(
+                exc,
+                [written[0][0]],
+                "an audit entry was committing, and whether it was recorded",
+                "check 'keysplit audit verify' once the server answers before running the "
+                "command again",
+                lock=lock,
+            )
+            return written[0][1]
 
     def wake(self) -> None:
         """End a :meth:`wait_for_change` blocked in another thread now (it returns True),
