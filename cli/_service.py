@@ -72,9 +72,10 @@ def _check_tls(tls: Tls) -> None:
     ca, cert, key = tls
     if key is not None and cert is None:
         fail("--key goes with --cert (the client certificate)", code=EXIT_USAGE)
-    for opt, path in (("--ca", ca), ("--cert", cert), ("--key", key)):
+    for opt, path in (("--ca", ca), ("--cert", cert), ("--key", key)):  # a missing input: 1
         if path is not None and not path.is_file():
-            fail(f"{opt}: no such file: {path}", code=EXIT_USAGE)
+            what = "not a file" if path.exists() else "no such file"
+            fail(f"{opt}: {what}: {path}")
 
 
 def tls_files(ca: Path | None, cert: Path | None, key: Path | None) -> TlsFiles:

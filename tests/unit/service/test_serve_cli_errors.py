@@ -50,6 +50,27 @@ def test_seal_blames_a_bad_ca_bundle_on_ca(tmp_path: Path, vault: Path) -> None:
     _one_error(r, "--ca", "junk.pem")
 
 
+@pytest.mark.parametrize("option", ["--ca", "--cert", "--key"])
+@pytest.mark.parametrize("command", ["seal", "unseal"])
+def test_a_missing_tls_file_is_one_error_line_exit_1(
+    tmp_path: Path, vault: Path, command: str, option: str
+) -> None:
+    """A missing --ca/--cert/--key file exited 2 (usage), where every other missing input
+    (a share, a token file, IN) exits 1: now 1, one line naming the option and the path.
+    A directory given for the file is named as such."""
+    certs = make_certs(tmp_path)
+    given = {"--ca": certs["ca"], "--cert": certs["client-cert"], "--key": certs["client-key"]}
+    given[option] = tmp_path / "gone.pem"
+    args = [a for opt, path in given.items() for a in (opt, str(path))]
+    extra = ("-s", str(tmp_path / "x.kss")) if command == "unseal" else ()
+    r = cli(command, "--server", "https://127.0.0.1:1", *args, *extra, cwd=tmp_path)
+    _one_error(r, f"{option}: no such file: {tmp_path / 'gone.pem'}")
+    given[option] = tmp_path
+    args = [a for opt, path in given.items() for a in (opt, str(path))]
+    r = cli(command, "--server", "https://127.0.0.1:1", *args, *extra, cwd=tmp_path)
+    _one_error(r, f"{option}: not a file: {tmp_path}")
+
+
 @pytest.mark.parametrize("listen", ["127.0.0.1:99999", "127.0.0.1:65536"])
 def test_serve_refuses_a_port_out_of_range(tmp_path: Path, vault: Path, listen: str) -> None:
     """Red team: port 99999 was taken modulo 65536: the service listened on 34463 and
