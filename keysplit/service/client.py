@@ -519,6 +519,9 @@ class Client:
                 stale = stale or (reused and not answered and isinstance(exc, BrokenPipeError))
                 if attempt == 1 or not stale:
                     raise self._failed(exc, fc.clock, bound, reached=reached) from None
+            except BaseException:  # an interrupt mid-call, an error answer: its request may
+                self._drop_frames(fc)  # be in flight still, its answer never for the next
+                raise
         raise AssertionError("unreachable")
 
     def _failed(

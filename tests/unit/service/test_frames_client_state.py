@@ -1,0 +1,113 @@
+"""The client's frame connection never outlives an exchange it did not finish: a call that
+ends any other way (an interrupt while it waits, a short error answer) leaves no request
+in flight on a connection the next call would reuse, and every failure is a
+KeysplitError.
+
+The servers are threads on a real Unix socket answering frames by hand (decrypt: each
+item's "plaintext" is the subject it was asked for, so an answer meant for another
+request shows); every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from keysplit.service import Client
+from keysplit.service import _wire as wire
+from keysplit.service import client as client_mod
+
+WAIT = 20.0
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
+    got = b""
+    while len(got) < n:
+        more = conn.recv(n - len(got))
+        if not more:
+            return None
+        got += more
+    return got
+
+
+def _request(conn: socket.socket) -> list[str] | None:
+    """The subjects of one frame request read from ``conn``; None at its end."""
+    head = _recv_exact(conn, wire.FRAME_REQUEST.size)
+    if head is None:
+        return None
+    *_, tlen, blen = wire.FRAME_REQUEST.unpack(head)
+    rest = _recv_exact(conn, tlen + blen)
+    if rest is None:
+        return None
+    _, subjects, _ = wire.decode_frame(rest[tlen:])
+    return subjects
+
+
+def _echo(subjects: list[str]) -> bytes:
+    body = wire.encode_frame({}, [s.encode() for s in subjects], subjects)
+    return wire.FRAME_ANSWER.pack(wire.FRAMES_MAGIC, 200, 0, len(body)) + body
+
+
+class _SlowFirst(threading.Thread):
+    """Answers every request with its own subjects, except the first connection's first
+    request, answered only once a second request came on that connection (a service busy
+    with it while the client gave up waiting): then both, in order."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.lsock.bind(str(path))
+        self.lsock.listen(4)
+        self.lsock.settimeout(WAIT)
+        self.url = f"unix:{path}"
+        self.connections = 0
+        self.first_read = threading.Event()
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError), self.lsock:
+            while self.connections < 2:
+                conn, _ = self.lsock.accept()
+                self.connections += 1
+                conn.settimeout(WAIT)
+                with conn:
+                    held = _request(conn) if self.connections == 1 else None
+                    self.first_read.set()
+                    while (subjects := _request(conn)) is not None:
+                        if held is not None:
+                            conn.sendall(_echo(held))
+                            held = None
+                        conn.sendall(_echo(subjects))
+
+
+def test_an_interrupted_call_never_hands_its_answer_to_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call interrupted while it waits for its answer (Ctrl-C, a signal handler's
+    exception) drops its connection: the next call goes out on a new one and gets its own
+    answer. Before, the connection stayed in use with the first request still in flight,
+    and the next decrypt got the first one's plaintexts as its own."""
+    srv = _SlowFirst(Path(tempfile.mkdtemp(prefix="ksf", dir="/tmp")) / "i.sock")
+    srv.start()
+    c = Client(srv.url, token="t", timeout=WAIT)
+    read = client_mod._FrameConn.read
+    calls = [0]
+
+    def interrupted(self: client_mod._FrameConn, k: int) -> bytes:
+        calls[0] += 1
+        if calls[0] == 1:
+            assert srv.first_read.wait(WAIT)
+            raise KeyboardInterrupt
+        return read(self, k)
+
+    monkeypatch.setattr(client_mod._FrameConn, "read", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        c.decrypt_many(["alice"], [b"r" * 40])
+    assert c.decrypt_many(["bob"], [b"r" * 40]) == [b"bob"]
+    c.close()
+    srv.join(WAIT + 10)
+    assert srv.connections == 2
