@@ -499,8 +499,8 @@ class Client:
                     )
                 if status != 200:
                     data = fc.read(length)
-                    if len(data) < length:
-                        raise http.client.IncompleteRead(data)
+                    if len(data) < length:  # a transport failure, as a short 200 answer
+                        raise wire.ShortRead(f"an error answer ended at {len(data):,} bytes")
                     self._drop_frames(fc)  # a refused head closes it on the server's side
                     raise wire.error_from_body(data, status)
                 cut_ok = stream_ok and bool(aflags & wire.FRAME_STREAMED)

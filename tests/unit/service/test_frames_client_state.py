@@ -17,8 +17,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from test_frames_transport import _FakeService, _lead
 
-from keysplit.service import Client
+from keysplit.service import Client, ServiceError
 from keysplit.service import _wire as wire
 from keysplit.service import client as client_mod
 
@@ -111,3 +112,21 @@ def test_an_interrupted_call_never_hands_its_answer_to_the_next(
     c.close()
     srv.join(WAIT + 10)
     assert srv.connections == 2
+
+
+def test_an_error_answer_cut_short_is_a_service_error() -> None:
+    """An error answer (non-200) that ends before its announced length is a
+    ServiceError ("cannot reach"), as a short 200 answer is: before, http.client's
+    IncompleteRead escaped the library unmapped."""
+
+    def answer(conn: socket.socket) -> None:
+        conn.sendall(_lead(403, 100) + b"{}")
+
+    srv = _FakeService(Path(tempfile.mkdtemp(prefix="ksf", dir="/tmp")) / "s.sock", answer)
+    srv.start()
+    c = Client(srv.url, token="t", timeout=WAIT)
+    with pytest.raises(ServiceError, match="cannot reach"):
+        c.encrypt_many(["f/1"], [b"x"])
+    assert getattr(c._local, "frames", None) is None  # dropped, not kept for the next call
+    c.close()
+    srv.join(WAIT + 10)
