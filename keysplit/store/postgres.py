@@ -1288,13 +1288,13 @@ class PostgresKeyStore:
 
     def _settle(
         self, exc: KeyringError, xids: list[int], what: str, hint: str, lock: str | None = None
-    ) -> None:
-        """After ``exc`` ended a non-idempotent call once its work was done (only COMMIT
-        left): return if one of ``xids`` committed, raise ``exc`` if all aborted, else a
+    ) -> KeyringState:
+        """After ``exc`` ended a call once its work was done (only COMMIT left): the state
+        if one of ``xids`` committed, ``exc`` raised if all aborted, else a
         :class:`StoreUnreachableError` saying ``what`` ("... is unknown") with ``hint``."""
-        outcome, _ = self._outcome(xids, lock=lock)
-        if outcome == "committed":
-            return
+        outcome, st = self._outcome(xids, lock=lock)
+        if outcome == "committed" and st is not None:
+            return st
         if outcome == "aborted":
             raise exc
         raise StoreUnreachableError(
@@ -1320,16 +1320,41 @@ class PostgresKeyStore:
         )
 
     def retire_kek(self, version: int) -> KeyringState:
+        """As :meth:`KeyStore.retire_kek`, committed once per call. :meth:`_tx` runs the
+        work again on a new connection when one is dropped: a server that committed the
+        retire while the client lost the answer to COMMIT had it committed twice (the
+        epoch bumped twice). So each attempt notes its transaction's id and a later
+        attempt first asks whether an earlier one committed, as :meth:`note_rekey` does;
+        a failure once the change was made is resolved as :meth:`_settle` says."""
+        xids: list[int] = []
+
         def work(conn: _Conn) -> KeyringState:
             st = self._exclusive(conn)
+            # an earlier attempt of this call failed: did it commit?
+            if xids and "committed" in _statuses(conn, self._sql["txid_status"], xids).values():
+                return st
             row = conn.execute(self._sql["count_version"], (version,)).fetchone()
             live = self._leases(conn, live=True)
             refusal = _rules.retire_refusal(st, version, int(row[0]) if row else 0, live)
             if refusal is not None:
                 raise refusal
-            return self._bump(conn, st._replace(retired=(*st.retired, version)))
+            row = conn.execute("SELECT txid_current()").fetchone()
+            xids.append(int(row[0]) if row else 0)
+            retired = tuple(sorted({*st.retired, version}))  # as stored (encode_retired)
+            return self._bump(conn, st._replace(retired=retired))
 
-        return self._tx(work)
+        try:
+            return self._tx(work)
+        except KeyringError as exc:
+            if not xids:  # no attempt got as far as the change: nothing was changed
+                raise
+            return self._settle(
+                exc,
+                xids,
+                f"KEK version {version} was being retired, and whether that committed",
+                "retire it again once the server answers: the keyring file still holds the "
+                "version, and a version the store has retired is retired again harmlessly",
+            )
 
     def note_rekey(self) -> KeyringState:
         """As :meth:`KeyStore.note_rekey`, counted once per call. An increment is not

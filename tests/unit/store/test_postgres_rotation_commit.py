@@ -547,3 +547,48 @@ def test_an_audit_entry_committed_while_its_connection_died_is_recorded_once(
         assert proxy.cuts == 2
         proxy.refuse = False
         assert store.audit_lines() == [*before, b"one", b"two"]  # it had committed
+
+
+def test_a_retire_committed_while_its_connection_died_is_retired_once(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """retire_kek ran as idempotent work with no transaction-id check: when the server
+    committed a retire and the client lost the answer to COMMIT, the call ran again on a
+    new connection and committed a second change. Settled here: the store's ``retired``
+    holds the version once (its encoding is a sorted set), but the epoch was bumped twice
+    (every process re-read the state twice) and the state returned listed the version
+    twice. No "already retired" refusal exists, so the retry was not refused. Now a retry
+    first asks whether an earlier attempt committed (txid_status), as note_rekey does; an
+    outcome the server cannot tell is a StoreUnreachableError saying it is unknown."""
+    from keysplit import StoreUnreachableError
+
+    with (
+        _behind_cutter(pg_server, tmp_path, "&connect_timeout=2") as (proxy, kr, shares, store, _),
+        kr.unseal([shares["a"], shares["b"]], store=store) as ku,
+    ):
+        record = ku.encrypt(b"kept", subject="ann")
+        for version in (2, 3):
+            assert ku.rotate(record=False) == version
+        assert ku.rewrap(record=False).rewrapped == 1
+        before = store.state()
+        proxy.armed = True  # the retire's UPDATE of keyring_state: its COMMIT answer is lost
+        ku.retire(1, record=False)
+        assert proxy.cuts == 1
+        after = store.state()
+        assert after.retired == (1,)
+        assert after.epoch == before.epoch + 1  # before the fix: + 2
+        assert _file_meta(kr).kek_versions == (2, 3)
+        proxy.armed = True  # called directly: the state it returns is the store's
+        got = store.retire_kek(2)
+        assert proxy.cuts == 2
+        assert got == store.state()  # before the fix: retired (1, 2, 2), one epoch short
+        assert got.retired == (1, 2) and got.epoch == before.epoch + 2
+        proxy.armed = proxy.then_refuse = True  # no connection after the cut: unknown
+        with pytest.raises(StoreUnreachableError, match=r"KEK version 2 .*retired.*unknown"):
+            ku.retire(2, record=False)
+        assert proxy.cuts == 3
+        proxy.refuse = False
+        assert store.state().retired == (1, 2)  # it had committed
+        ku.retire(2, record=False)  # running it again is harmless
+        assert _file_meta(kr).kek_versions == (3,)
+        assert ku.decrypt(record, subject="ann") == b"kept"
