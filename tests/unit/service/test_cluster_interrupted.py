@@ -24,7 +24,7 @@ import pytest
 from node_proxy import LyingProxy, NodeProxy
 from service_helpers import KEYSPLIT, Server, cli, make_token, share_file, start_node
 
-from keysplit import ClusterClient, ClusterError, Keyring, ShreddedError
+from keysplit import ClusterClient, ClusterError, Keyring, PermissionDenied, ShreddedError
 from keysplit.service.cluster_client import ClusterDataKeys
 from keysplit.service.cluster_config import ClusterConfig, read_cluster
 from keysplit.store import open_store
@@ -859,6 +859,43 @@ def test_the_holds_a_rotation_records_cannot_be_tested_by_a_reader_of_the_direct
     text = (old / "successor.json").read_text()
     assert "held" not in json.loads(text) and hold_digest(public_id, b) not in text
     assert len(json.loads(text)["held_keyed"]) == 1
+
+
+def test_a_hold_outside_the_tokens_prefix_does_not_stop_the_rotation(
+    cluster: Cluster,
+) -> None:
+    """(cluster7) Each run keys the holds it copies by their tombstone tags in OLD, which
+    the nodes evaluate only for subjects in the token's prefix: one legal hold on a subject
+    outside it (placed by another tenant's token) made every ``cluster rotate`` run with the
+    tenant's token fail ('may only use subjects starting with'), though the hold needs no
+    key. Now every hold is still copied to NEW; one the token cannot tag is left out of
+    ``held_keyed`` (a lift through a copy of OLD without the marker then does not reach NEW:
+    the hold stays there, which refuses a shred rather than allowing one)."""
+    t, tok = cluster.tmp, cluster.token
+    inside, outside = "contacts/scope-a", "billing/scope-b"
+    old, new = _create(cluster, "cl-scope-old"), _create(cluster, "cl-scope-new")
+    rotate = ["cluster", "rotate", old.name, new.name, "--token-file", "token", "--json"]
+    with ClusterClient(old, token=tok, timeout=20) as c:
+        rec = c.encrypt(b"a", subject=inside)
+        c.set_legal_hold(inside, True)
+        c.set_legal_hold(outside, True)  # a hold needs no evaluation: any token places it
+        with pytest.raises(PermissionDenied, match="may only use subjects"):
+            c.encrypt(b"b", subject=outside)
+    r = cli(*rotate, cwd=t)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"moved": 1, "shredded": 0}
+    assert len(json.loads((old / "successor.json").read_text())["held_keyed"]) == 1
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        assert c.datakeys.store.legal_holds() == [outside, inside]
+        assert c.decrypt(rec, subject=inside) == b"a"
+    with ClusterClient(_marker_less_copy(old, "cl-scope-copy"), token=tok, timeout=20) as c:
+        c.set_legal_hold(inside, False)
+        c.set_legal_hold(outside, False)
+    r = cli(*rotate, cwd=t)
+    assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 0, "shredded": 0}, r.stderr
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        assert c.datakeys.store.legal_holds() == [outside]  # untagged: stays (fails safe)
+    assert "held_keyed" not in json.loads((old / "successor.json").read_text())
 
 
 def test_a_replacement_cut_after_the_new_node_kept_its_share_is_finished(
