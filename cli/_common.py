@@ -210,14 +210,25 @@ def check_output_dir(path: Path, what: str) -> None:
 def _check_creates(directory: Path, what: str) -> None:
     """``directory`` really takes a new entry: ``os.access`` answers yes for root on a
     directory the kernel then refuses (``/proc``: an ``init /proc/x`` read "no such file:
-    /proc/x-shares" once the ceremony ran), so make (and remove) an empty directory."""
+    /proc/x-shares" once the ceremony ran), so make a nameless file there (``O_TMPFILE``:
+    a process killed during the probe leaves nothing behind); where the file system has no
+    nameless files, make (and remove) an empty directory."""
+    import errno
     import tempfile
 
+    tmpfile = getattr(os, "O_TMPFILE", None)
     try:
+        if tmpfile is not None:
+            try:
+                os.close(os.open(directory, tmpfile | os.O_WRONLY, 0o600))
+                return
+            except OSError as exc:  # EOPNOTSUPP (/proc, some file systems): probe by name
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
         os.rmdir(tempfile.mkdtemp(prefix=".keysplit-probe-", dir=directory))
     except OSError as exc:
         fail(
-            f"{what}: cannot write in {directory} (creating a directory there fails: "
+            f"{what}: cannot write in {directory} (creating an entry there fails: "
             f"{exc.strerror or exc})",
             code=EXIT_USAGE,
         )

@@ -150,6 +150,31 @@ def test_init_under_a_directory_that_takes_no_new_entry_names_it(tmp_path: Path)
     assert "no such file" not in r.stderr
 
 
+@pytest.mark.parametrize("cleanup", ["close", "rmdir"])
+def test_a_probe_killed_before_its_cleanup_leaves_nothing(tmp_path: Path, cleanup: str) -> None:
+    """The output-directory probe made a directory .keysplit-probe-* and removed it: a
+    process killed in between left it in the user's directory. Now it makes a nameless
+    file (O_TMPFILE): SIGKILL at the probe's clean-up (whichever call that is) leaves the
+    directory as it was."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "out"
+    target.mkdir()
+    code = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from keysplit_cli import _common\n"
+        "def die(*a): os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"os.{cleanup} = die\n"
+        "_common.check_output_dir(Path(sys.argv[1]) / 'kr', 'DIR')\n"
+        "sys.exit(3)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(target)], timeout=60, check=False)
+    assert r.returncode in (-9, 3), r
+    assert list(target.iterdir()) == []
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes in a 0500 directory")
 def test_init_under_an_unwritable_parent_names_it(tmp_path: Path) -> None:
     pub, _ = make_identity(tmp_path / "keys", "a")
