@@ -171,6 +171,19 @@ class Keyring:
             raise KeyringError("the keyring file now belongs to another keyring")
         self._meta, self._pending = meta, pending
 
+    def adopt_copy(self, data: bytes, master_key: bytes) -> kf.KeyringSecrets:
+        """Take the metadata of ``data``, a copy of this keyring's file sealed under
+        ``master_key`` (authenticated here, as the file would be), and return its secrets.
+
+        For a process that joins others holding this keyring unsealed after the file was
+        rekeyed elsewhere (a new worker of ``keysplit serve``): their master key no longer
+        opens the file, so it opens the copy they hand it. :class:`IntegrityError` if
+        ``master_key`` does not open ``data``; :class:`KeyringError` if it is another
+        keyring's."""
+        meta, secrets = kf.open_secrets(data, master_key)
+        self._adopt(meta, self.home.pending_meta(meta))
+        return secrets
+
     def read_pending(self) -> kf.KeyringMeta | None:
         """The pending rekey's metadata, if a valid one for the next generation exists
         (a damaged or stale leftover is never used; status() reports no rekey)."""

@@ -21,7 +21,11 @@ Lifecycle:
 * When the leader's unseal completes it sends the master key over each worker's
   socketpair (never to disk); a worker re-opens the keyring file with it (AES-GCM of the
   keyring file authenticates the key), holds its own store connection and data-key
-  cache, and answers ``ready``; only ready workers get connections.
+  cache, and answers ``ready``; only ready workers get connections. With the key comes
+  a copy of the keyring as the leader holds it, sealed under that key as the file is
+  (:func:`unseal_message`): a worker started after a rekey made while the service runs
+  (the file then opens only with the new shares' key) serves the keys every other
+  process holds, from the copy, instead of idling until the next unseal.
 * A state change in any process (``shred``, ``hold``, ``rotate``, ``rewrap``) makes every
   other process re-open its keyring from the master key (dropping every cached key and
   picking up the current KEK) before the request is answered: a shred acknowledged by the
@@ -56,6 +60,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -85,12 +90,13 @@ __all__ = [
     "reopen",
     "respawn_delay",
     "spawn_worker",
+    "unseal_message",
 ]
 
 # leader -> worker
 SETUP = b"O"  # + JSON: a spawned worker's options and index (the first message it reads)
 CONN = b"C"  # + kind (0 plain, 1 TLS); one descriptor attached
-UNSEAL = b"U"  # + master key
+UNSEAL = b"U"  # + key length (u8), master key, the leader's keyring sealed under it
 SEAL = b"S"  # + sequence number (u32), echoed by the worker's DROPPED
 RELOAD = b"R"
 QUIT = b"Q"
@@ -148,7 +154,35 @@ ACK_TIMEOUT = 10.0
 """Seconds the leader waits for a worker to reload before it stops using that worker."""
 
 
-def reopen(directory: Path, master: bytes, held: UnsealedKeyring | None = None) -> UnsealedKeyring:
+def unseal_message(kr: UnsealedKeyring) -> bytes:
+    """``UNSEAL`` for a worker: the master key of ``kr`` (the leader's), then a copy of
+    ``kr`` as the leader holds it, sealed under that key as the keyring file is (empty if
+    it cannot be made or would not fit one datagram): :func:`reopen` falls back to it when
+    the file was rekeyed while the service runs. Secret-holding: it goes only over a
+    worker's socketpair."""
+    master = kr.master_key
+    try:
+        s = kr.local_data_keys().secrets
+        keks = dict(s.keks)  # without versions retired since (the store's state)
+        meta = dataclasses.replace(kr.keyring.meta, kek_versions=tuple(sorted(keks)))
+        held = kf.KeyringSecrets(bytes(s.x25519_private), keks)
+        copy = kf.serialize(meta, held, master, os.urandom(12))
+    except (KeysplitError, ValueError):
+        copy = b""
+    if len(copy) > MAX_FORWARD:
+        copy = b""
+    return UNSEAL + bytes([len(master)]) + master + copy
+
+
+def _unseal_parts(body: bytes) -> tuple[bytes, bytes]:
+    """(master key, sealed copy) of an ``UNSEAL`` payload (:func:`unseal_message`)."""
+    n = body[0] if body else 0
+    return bytes(body[1 : 1 + n]), bytes(body[1 + n :])
+
+
+def reopen(
+    directory: Path, master: bytes, held: UnsealedKeyring | None = None, copy: bytes = b""
+) -> UnsealedKeyring:
     """The keyring at ``directory`` opened with ``master`` (already recovered by an
     audited unseal in the leader): what every worker holds.
 
@@ -160,13 +194,19 @@ def reopen(directory: Path, master: bytes, held: UnsealedKeyring | None = None) 
     like one re-read from the file; the unauthenticated metadata of the rekeyed file is not
     adopted, so a rotate or retire through it is refused ("unseal again") and never seals
     the file under the old master key. The next unseal (with the new shares) reads the file
-    again."""
+    again.
+
+    ``copy`` (from :func:`unseal_message`): the same for a process that holds nothing
+    yet (a worker started after such a rekey): the keys and the metadata they were
+    authenticated with come from the leader's copy, sealed under ``master``."""
     kr = Keyring.open(directory)
     try:
         meta, secrets = kf.open_secrets(kr.home.read_keyring(), master)
     except IntegrityError:
         if held is None:
-            raise
+            if not copy:
+                raise
+            return UnsealedKeyring(kr, master, kr.adopt_copy(copy, master))
         s = held.local_data_keys().secrets  # a copy: closing ``held`` replaces its own
         return UnsealedKeyring(
             held.keyring, master, kf.KeyringSecrets(bytes(s.x25519_private), dict(s.keks))
@@ -418,7 +458,7 @@ class Fleet:
         self._log(f"worker {new.index} (pid {pid}) started in place of pid {old.pid}")
         self._tell_live()
         kr = self.service.unsealed_keyring
-        w = None if kr is None or self.service.sealed else self._order(new, UNSEAL + kr.master_key)
+        w = None if kr is None or self.service.sealed else self._order(new, unseal_message(kr))
         if w is not None:
             await w
 
@@ -458,8 +498,8 @@ class Fleet:
         kr = self.service.unsealed_keyring
         if kr is None:
             return
-        master = kr.master_key
-        waits = [w for p in self.peers if (w := self._order(p, UNSEAL + master))]
+        msg = unseal_message(kr)
+        waits = [w for p in self.peers if (w := self._order(p, msg))]
         await asyncio.gather(*waits)
 
     def _order(self, p: Peer, msg: bytes) -> Awaitable[bool] | None:
@@ -636,6 +676,7 @@ class WorkerLink:
         self._stop = stop
         self._log = log
         self._master = b""
+        self._copy = b""  # the leader's keyring sealed under _master (unseal_message)
         self._done: asyncio.Queue[bytes] = asyncio.Queue()
         self._leader_sealed = asyncio.Event()
         self._answers: dict[int, asyncio.Future[Response]] = {}
@@ -680,7 +721,7 @@ class WorkerLink:
         # sealed here: never re-open the keyring before the leader's next UNSEAL (a RELOAD
         # for another worker's change, sent before the leader saw this seal, re-opened it
         # with the key kept, and this process served again until the leader's SEAL came)
-        self._master = b""
+        self._master = self._copy = b""
         if self._leader_sealed.is_set():
             return
         self.tell(SEALED + b"seal request")
@@ -699,7 +740,7 @@ class WorkerLink:
             return
         try:
             held = self.service.unsealed_keyring  # None on UNSEAL: the file is read
-            self.service.adopt(reopen(self.service.directory, self._master, held))
+            self.service.adopt(reopen(self.service.directory, self._master, held, self._copy))
         except (KeysplitError, OSError) as exc:
             self._log(f"cannot open the keyring with the leader's key: {exc}")
             self.service.seal("open failed", audit=False)
@@ -728,13 +769,13 @@ class WorkerLink:
                     else:
                         self._spawn(self._adopt_conn(conn, body == b"\x01"))
             elif kind == UNSEAL:
-                self._master = bytes(body)
+                self._master, self._copy = _unseal_parts(body)
                 self._leader_sealed.clear()
                 self._open()
             elif kind == RELOAD:
                 self._open()
             elif kind == SEAL:
-                self._master = b""
+                self._master = self._copy = b""
                 self.service.seal("sealed by the leader", audit=False)
                 self._on_seal()
                 self.tell(DROPPED + body)

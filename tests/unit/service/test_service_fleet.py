@@ -24,7 +24,7 @@ import pytest
 from service_helpers import Server
 
 import keysplit
-from keysplit import Client, Keyring, KeysplitError, SealedError
+from keysplit import Client, IntegrityError, Keyring, KeysplitError, SealedError
 from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
 
 pytestmark = pytest.mark.slow
@@ -642,7 +642,7 @@ def test_a_worker_sealed_by_a_request_does_not_reopen_on_a_reload_that_raced_the
             return await asyncio.wait_for(loop.sock_recv(leader, fleet.DATAGRAM), 30)
 
         try:
-            leader.send(fleet.UNSEAL + master)
+            leader.send(fleet.UNSEAL + bytes([len(master)]) + master)
             assert await heard() == fleet.READY and not service.sealed
             service.seal("seal request", audit=False)  # what the worker's /v1/seal did
             told = asyncio.ensure_future(link.sealed())  # ... and then its after()
@@ -802,3 +802,91 @@ def test_a_slot_whose_workers_keep_dying_is_refilled_with_a_growing_delay(
     assert counted == [1, 2, 3, 4], logged  # one count per death of slot 1's workers
     assert len(started) == 4 and sum("did not start" in m for m in logged) == 3, logged
     assert sum("started in place of" in m for m in logged) == 1, logged
+
+
+def test_a_worker_replaced_after_a_rekey_while_serving_serves_with_the_keys_held(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    """A rekey made while the service runs re-seals the keyring file under a new master key;
+    the processes running keep serving from the keys they hold. A worker that died after it
+    was replaced by a new one that got only the leader's (old) master key: it could not
+    open the file, sealed itself and idled until the next unseal, while /v1/status still
+    counted it. Now the leader also sends it the keys it holds with the metadata they were
+    authenticated with (sealed under the master key it sends, as the file was), so the new
+    worker serves the same keys, a shred through it holds everywhere, and a rotate through
+    it is refused as in every other process ("unseal again")."""
+    kr, shares, token = _setup(tmp_path)
+    with kr.unseal([shares["a"], shares["b"]]) as u:
+        master = bytes(u.master_key)
+    with Server(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
+        assert srv.proc is not None
+        leader = srv.proc.pid
+        _unseal(srv.url, kr, shares)
+        boss = _bounded_worker_client(srv.url, token, 0)
+        rec = boss.encrypt(b"kept", subject="u/1")
+        gone = boss.encrypt(b"gone", subject="u/3")
+        with Keyring.open(kr.path).unseal([shares["a"], shares["b"]]) as u:
+            new_shares = u.rekey()
+        (first,) = _children(leader)
+        os.kill(first, signal.SIGKILL)
+        second = _replacement(leader, {first})
+        w = _wait_for("the new worker serves", lambda: _serving_worker(srv.url, token))
+        assert isinstance(w, Client)
+        assert w.decrypt(rec, subject="u/1") == b"kept"
+        assert w.decrypt(gone, subject="u/3") == b"gone"  # the leader caches u/3's key
+        assert boss.decrypt(w.encrypt(b"new", subject="u/2"), subject="u/2") == b"new"
+        assert w.service_status()["workers"] == 2
+        assert w.shred("u/3") is True  # through the new worker: the leader reloads too
+        for c in (w, boss):
+            with pytest.raises(KeysplitError) as ei:
+                c.decrypt(gone, subject="u/3")
+            assert not isinstance(ei.value, SealedError)
+        with pytest.raises(KeysplitError, match="unseal again"):
+            w.rotate()
+        cmdline = Path(f"/proc/{second}/cmdline").read_bytes()
+        environ = Path(f"/proc/{second}/environ").read_bytes()
+        assert master not in cmdline and master.hex().encode() not in cmdline
+        assert master not in environ and master.hex().encode() not in environ
+        assert Client(srv.url).seal() is True
+        _unseal(srv.url, kr, new_shares)  # the new shares unseal every process
+        w2 = _wait_for("the new worker serves", lambda: _serving_worker(srv.url, token))
+        assert isinstance(w2, Client)
+        assert w2.decrypt(rec, subject="u/1") == b"kept"
+        for c in (boss, w, w2):
+            c.close()
+    log = srv.log.read_text()
+    assert "could not open" not in log and "cannot open" not in log, log
+
+
+def test_the_leaders_sealed_copy_is_used_only_after_a_rekey_and_only_for_its_keyring(
+    tmp_path: Path,
+) -> None:
+    """The copy a new worker gets with UNSEAL (:func:`fleet.unseal_message`) is used only
+    when the master key no longer opens the file, must open under that key, and must be
+    this keyring's: a copy from another keyring or under another key is refused."""
+    from keysplit.service import fleet
+
+    kr, shares = Keyring.create(tmp_path / "vault", 2, ["a", "b", "c"])
+    other, oshares = Keyring.create(tmp_path / "other", 2, ["a", "b", "c"])
+    with kr.unseal([shares["a"], shares["b"]]) as leader:
+        leader.encrypt(b"x", subject="u/1")
+        msg = fleet.unseal_message(leader)
+        assert msg[:1] == fleet.UNSEAL
+        master, copy = fleet._unseal_parts(msg[1:])
+        assert master == leader.master_key and copy
+        with fleet.reopen(kr.path, master, copy=copy) as w:  # the file opens: it is read
+            assert w.keyring.meta == leader.keyring.meta
+        with Keyring.open(kr.path).unseal([shares["a"], shares["b"]]) as u:
+            u.rekey()
+        with pytest.raises(IntegrityError):
+            fleet.reopen(kr.path, master)  # what a new worker did
+        with fleet.reopen(kr.path, master, copy=copy) as w:
+            assert w.keyring.meta == leader.keyring.meta  # the generation the keys are of
+            assert w.keyring.meta != Keyring.open(kr.path).meta
+            assert w.decrypt(leader.encrypt(b"y", subject="u/2"), subject="u/2") == b"y"
+        with other.unseal([oshares["a"], oshares["b"]]) as o:
+            foreign = fleet._unseal_parts(fleet.unseal_message(o)[1:])
+        with pytest.raises(IntegrityError):
+            fleet.reopen(kr.path, master, copy=foreign[1])  # not under this master key
+        with pytest.raises(KeysplitError, match="another keyring"):
+            fleet.reopen(kr.path, foreign[0], copy=foreign[1])
