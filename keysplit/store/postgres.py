@@ -110,6 +110,10 @@ FORMAT = "keysplit-keystore"
 _T = TypeVar("_T")
 _Conn = psycopg.Connection[Any]
 _RETRIES = 8
+# the server rolled the transaction back to end a deadlock or a serialization failure: the
+# work runs again. SQLSTATEs, not classes: psycopg's DeadlockDetected (40P01) and
+# SerializationFailure (40001) are not subclasses of its TransactionRollback (40000)
+_ROLLED_BACK = frozenset({"40000", "40001", "40P01"})
 _ROUNDS = 10  # insert_many re-inserts subjects shredded between its two statements
 _SMALL = 64  # insert_many of up to this many rows: one pipelined round trip, no COPY
 DEFAULT_TIMEOUT = 5.0  # seconds: the unreachable bound without connect_timeout in the URL
@@ -776,7 +780,7 @@ class PostgresKeyStore:
                     raise self._silent(limit) from None
                 if isinstance(exc, psycopg.errors.LockNotAvailable):
                     raise self._lock_waited() from None
-                if isinstance(exc, psycopg.errors.TransactionRollback):
+                if exc.sqlstate in _ROLLED_BACK:
                     if attempt == _RETRIES - 1:  # deadlock, serialization
                         raise _db_error(exc) from None
                     time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))  # jitter

@@ -19,7 +19,13 @@ import pytest
 
 from benchmarks._pgserver import PostgresUnavailable, ThrowawayPostgres
 
-__all__ = ["end_admin_lock_backend", "own_postgres", "pg_server", "pytest_runtest_makereport"]
+__all__ = [
+    "end_admin_lock_backend",
+    "fail_commits",
+    "own_postgres",
+    "pg_server",
+    "pytest_runtest_makereport",
+]
 
 SKIP_REASON = "PostgreSQL store tests need a local PostgreSQL"
 _HERE = (str(Path(__file__).relative_to(Path.cwd())) if Path(__file__).is_relative_to(Path.cwd())
@@ -93,3 +99,36 @@ def end_admin_lock_backend(other: object, schema: str) -> None:
     ).fetchone()
     assert row is not None
     other.execute("SELECT pg_terminate_backend(%s, 30000)", (row[0],))  # type: ignore[attr-defined]
+
+
+def fail_commits(conninfo: str, schema: str, table: str, errcode: str, times: int) -> None:
+    """Make COMMITs of transactions that inserted into ``schema``.``table`` fail with
+    SQLSTATE ``errcode`` (``conninfo``: a libpq connection string): a deferred constraint
+    trigger, run at COMMIT once per inserted row after every statement succeeded, raises it
+    the first ``times`` times it runs. The sequence ``schema.cuts`` counts its runs
+    (nextval survives the rollback)."""
+    import psycopg
+    from psycopg import sql
+
+    s = sql.Identifier(schema)
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE SEQUENCE {s}.cuts").format(s=s))
+        admin.execute(
+            sql.SQL(
+                "CREATE FUNCTION {s}.cut() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN "
+                "IF nextval({seq}) <= {n} THEN "
+                "RAISE EXCEPTION 'cut at commit' USING ERRCODE = {code}; END IF; "
+                "RETURN NULL; END$$"
+            ).format(
+                s=s,
+                seq=sql.Literal(f"{schema}.cuts"),
+                n=sql.Literal(times),
+                code=sql.Literal(errcode),
+            )
+        )
+        admin.execute(  # runs at COMMIT, after every statement of the transaction succeeded
+            sql.SQL(
+                "CREATE CONSTRAINT TRIGGER cut AFTER INSERT ON {s}.{t} "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {s}.cut()"
+            ).format(s=s, t=sql.Identifier(table))
+        )

@@ -1100,3 +1100,31 @@ def test_vacuum_full_behind_an_open_transaction_gives_up_and_lets_other_calls_on
     finally:
         other.close()
         store.close()
+
+
+@pytest.mark.parametrize("sqlstate", ["40P01", "40001"])
+def test_a_deadlock_or_serialization_failure_runs_the_call_again(
+    pg_server: object, sqlstate: str
+) -> None:
+    """A transaction the server rolled back to end a deadlock (40P01) or a serialization
+    failure (40001) is run again (_tx's retry for them). The retry tested the exception
+    for psycopg's TransactionRollback class, whose subclasses these SQLSTATEs are not in
+    psycopg 3: it never ran, and the call failed with the server's error. Now the
+    SQLSTATE decides: the call succeeds on its second attempt."""
+    import psycopg
+    from pg_fixture import fail_commits
+
+    from keysplit.store.postgres import PostgresKeyStore
+
+    url = _url(pg_server)
+    conninfo, schema = postgres_conninfo(url)
+    store = PostgresKeyStore(url, KID, create=True)
+    try:
+        fail_commits(conninfo, schema, "legal_holds", sqlstate, times=1)
+        store.set_legal_holds(["ann"], True)  # before the fix: KeyringError 'cut at commit'
+        assert store.legal_holds() == ["ann"]
+        with psycopg.connect(conninfo, autocommit=True) as c:
+            row = c.execute(f"SELECT last_value FROM {schema}.cuts").fetchone()
+        assert row == (2,)  # the trigger ran at both attempts' COMMITs
+    finally:
+        store.close()
