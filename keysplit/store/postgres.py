@@ -1471,15 +1471,17 @@ class PostgresKeyStore:
         except KeyringError as exc:
             if not written:  # failed before COMMIT was sent: the server rolled it back
                 raise
+            # every attempt's transaction: a deadlock or serialization failure (rolled
+            # back) ran the work again, and only the last attempt can have committed
             self._settle(
                 exc,
-                [written[0][0]],
+                [xid for xid, _ in written],
                 "an audit entry was committing, and whether it was recorded",
                 "check 'keysplit audit verify' once the server answers before running the "
                 "command again",
                 lock=lock,
             )
-            return written[0][1]
+            return written[-1][1]
 
     def wake(self) -> None:
         """End a :meth:`wait_for_change` blocked in another thread now (it returns True),

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg_fixture import fail_commits
 
 from keysplit import Keyring, KeyringError
 from keysplit.keyring import file as kf
@@ -592,3 +593,47 @@ def test_a_retire_committed_while_its_connection_died_is_retired_once(
         ku.retire(2, record=False)  # running it again is harmless
         assert _file_meta(kr).kek_versions == (3,)
         assert ku.decrypt(record, subject="ann") == b"kept"
+
+
+def test_an_audit_entry_the_server_refuses_at_commit_fails_and_is_not_recorded(
+    pg_server: object,
+) -> None:
+    """audit_append's aborted case (the branch a shred's resolution shares): the entry was
+    written, then the server refused the COMMIT. The transaction's id says it aborted, so
+    the server's error stands and nothing was recorded (running the command again records
+    the entry once)."""
+    from keysplit.store.postgres import PostgresKeyStore
+
+    url = _url(pg_server)
+    conninfo, schema = postgres_conninfo(url)
+    store = PostgresKeyStore(url, "ab" * 16, create=True)
+    try:
+        before = store.audit_lines()
+        fail_commits(conninfo, schema, "audit", "P0001", times=1)
+        with pytest.raises(KeyringError, match="cut at commit"):
+            store.audit_append(lambda last: b"one")
+        assert store.audit_lines() == before
+        assert store.audit_append(lambda last: b"one") == b"one"
+        assert store.audit_lines() == [*before, b"one"]
+    finally:
+        store.close()
+
+
+def test_an_audit_entry_retried_after_a_serialization_failure_then_committed_is_returned(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """audit_append is not retried after a lost connection, but a serialization failure
+    or deadlock (the server rolled the attempt back) runs it again. When that second
+    attempt committed and the client lost the answer to COMMIT, the resolution asked
+    only about the first attempt's transaction (aborted) and raised the driver's error:
+    the command failed although its entry was stored. Now every attempt's transaction
+    is asked about, and the line of the attempt that committed is returned."""
+    with _behind_cutter(pg_server, tmp_path) as (proxy, _, _, store, schema):
+        before = store.audit_lines()
+        conninfo, _ = postgres_conninfo(pg_server.url)  # type: ignore[attr-defined]
+        fail_commits(conninfo, schema, "audit", "40001", times=1)
+        proxy.match = b".audit (seq, line)"  # the entry's INSERT
+        proxy.armed = True  # the first COMMIT fails (no answer to cut), the second is cut
+        assert store.audit_append(lambda last: b"one") == b"one"  # before the fix: raises
+        assert proxy.cuts == 1
+        assert store.audit_lines() == [*before, b"one"]
