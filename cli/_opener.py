@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import re
 import stat
 import sys
 import time
@@ -54,6 +55,11 @@ T = TypeVar("T")
 PASSPHRASE_TRIES = 3
 """Passphrases typed at a terminal for one share or identity before it is given up."""
 TYPED_SHARE = "the typed share"
+
+_PLAIN_CUSTODIAN = re.compile(
+    r"^#.* for custodian ([A-Za-z0-9][A-Za-z0-9._@+-]{0,63}) ", re.MULTILINE
+)
+"""The custodian a plain share file's comment names (``keysplit.ceremony.share_file_text``)."""
 """How a share typed (or pasted) at the prompt is named in messages."""
 
 ALLOW_EXPENSIVE_KDF = "--allow-expensive-kdf"
@@ -388,7 +394,15 @@ class ShareOpener:
 
         try:
             if not is_sealed(data):
-                return load_share(data)
+                share = load_share(data)
+                m = (
+                    None
+                    if data.startswith(b"KSSH")
+                    else _PLAIN_CUSTODIAN.search(data.decode("utf-8", errors="replace"))
+                )
+                if m is not None:
+                    self._carried[share.fingerprint] = m.group(1)
+                return share
             meta = sealed_share_info(data)
             if meta.method == "passphrase":
                 share = _unlock(
@@ -417,5 +431,7 @@ class ShareOpener:
         return share
 
     def custodian_of(self, share: Share) -> str | None:
-        """The custodian a sealed share opened here named (None for a share in clear)."""
+        """The custodian a share opened here names: a sealed share's header, or a plain
+        share file's comment (``# keysplit share 1 of 3 for custodian ana ...``); else None.
+        For messages only: a plain file's comment is not authenticated."""
         return self._carried.get(share.fingerprint)

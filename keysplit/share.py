@@ -28,7 +28,7 @@ import hmac
 import itertools
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -308,17 +308,33 @@ def split(
     return [Share(SHARE_VERSION, set_id, threshold, count, x, y) for x, y in rows]
 
 
+Namer = Callable[[Share], "str | None"]
+"""Who holds a share, for messages only (e.g. the custodian its file names), or None."""
+
+
+def _who(share: Share, custodian_of: Namer | None) -> str | None:
+    return custodian_of(share) if custodian_of is not None else None
+
+
+def _label(share: Share, custodian_of: Namer | None, *, more: str = "") -> str:
+    """``share 2``, ``share 2 (ana)``; ``more`` goes inside the parentheses too."""
+    inside = ", ".join(x for x in (_who(share, custodian_of), more) if x)
+    return f"share {share.index}" + (f" ({inside})" if inside else "")
+
+
 def _names(shares: Sequence[Share]) -> str:
     idx = sorted(s.index for s in shares)
     return ", ".join(str(i) for i in idx)
 
 
-def verify_set(shares: Sequence[Share]) -> None:
+def verify_set(shares: Sequence[Share], *, custodian_of: Namer | None = None) -> None:
     """Check that ``shares`` can belong together, without combining them.
 
     Raises :class:`MixedSharesError` (different splits or parameters) or
-    :class:`DuplicateShareError` (an index given twice), naming the share at fault. It
-    cannot tell whether a well-formed share was forged: only :func:`combine` can.
+    :class:`DuplicateShareError` (an index given twice), naming the share at fault, and its
+    custodian where ``custodian_of`` (messages only: e.g. the name a share file carries)
+    knows it. It cannot tell whether a well-formed share was forged: only :func:`combine`
+    can.
     """
     if isinstance(shares, (Share, str, bytes)):
         raise TypeError("shares must be a sequence of Share")
@@ -332,9 +348,11 @@ def verify_set(shares: Sequence[Share]) -> None:
     ref = next(s for s in shares if s.set_id == common_set)
     for s in shares:
         if s.set_id != ref.set_id:
+            this = _label(s, custodian_of, more=f"set {s.set_id.hex()}")
+            ref_of = [str(ref.index), *filter(None, [_who(ref, custodian_of)])]
             raise MixedSharesError(
-                f"shares come from different splits: share {s.index} (set "
-                f"{s.set_id.hex()}) is not from set {ref.set_id.hex()} (share {ref.index})",
+                f"shares come from different splits: {this} is not from set "
+                f"{ref.set_id.hex()} (share {', '.join(ref_of)})",
                 index=s.index,
                 hint="use only shares whose set id matches",
             )
@@ -345,7 +363,8 @@ def verify_set(shares: Sequence[Share]) -> None:
         ):
             if a != b:
                 raise MixedSharesError(
-                    f"share {s.index} disagrees with share {ref.index} on the {what} "
+                    f"{_label(s, custodian_of)} disagrees with {_label(ref, custodian_of)} "
+                    f"on the {what} "
                     f"({a} vs {b}): shares come from different splits or one is forged",
                     index=s.index,
                 )
@@ -354,9 +373,11 @@ def verify_set(shares: Sequence[Share]) -> None:
         prev = seen.get(s.index)
         if prev is not None:
             if hmac.compare_digest(prev.payload, s.payload):
-                msg = f"share {s.index} was given twice"
+                msg = f"{_label(s, custodian_of)} was given twice"
             else:
-                msg = f"two different shares claim index {s.index} (one is corrupted or forged)"
+                whose = sorted({w for w in (_who(prev, custodian_of), _who(s, custodian_of)) if w})
+                by = f" ({' and '.join(whose)})" if whose else ""
+                msg = f"two different shares claim index {s.index}{by} (one is corrupted or forged)"
             raise DuplicateShareError(msg, index=s.index)
         seen[s.index] = s
 
@@ -393,15 +414,16 @@ def _candidates(shares: Sequence[Share], k: int) -> Iterator[Sequence[Share]]:
     yield from itertools.combinations(shares, k)
 
 
-def combine(shares: Sequence[Share]) -> bytes:
+def combine(shares: Sequence[Share], *, custodian_of: Namer | None = None) -> bytes:
     """Recover the secret from at least ``threshold`` shares of one split.
 
     Refuses mixed splits, duplicates and too few shares before interpolating, then checks
     the recovery tag: a failure is a :class:`RecoveryError`, never a returned key. Extra
     shares beyond the threshold are checked too, and a share that does not fit is named
     (so a bad share is reported even when enough good ones are present).
+    ``custodian_of``: as for :func:`verify_set`.
     """
-    verify_set(shares)
+    verify_set(shares, custodian_of=custodian_of)
     shares = list(shares)
     if not shares:
         raise InsufficientSharesError("no shares given")

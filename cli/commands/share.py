@@ -8,13 +8,12 @@ sheet as secret as the share. (``share convert`` is :mod:`.convert`.)
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from keysplit import FormatError, KeysplitError
+from keysplit import DuplicateShareError, KeysplitError, MixedSharesError
 
 from .._common import EXIT_USAGE, check_output_file, fail, handle_errors, info, relabel
 from .._opener import (
@@ -33,9 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["app"]
 
 app = typer.Typer()
-
-_WHO = re.compile(r"^#.* for custodian ([A-Za-z0-9][A-Za-z0-9._@+-]{0,63}) ", re.MULTILINE)
-
 
 IDENTITY_HELP = "Identity file opening a share sealed to a public key (repeatable)."
 
@@ -136,15 +132,12 @@ def verify_cmd(
 
     Exit codes: 0 consistent; 1 a bad file, or shares that do not belong together; 2 usage.
     """
-    from keysplit import load_share, verify_set
+    from keysplit import verify_set
 
-    opener = (
-        ShareOpener(
-            identity, Passphrases.single(passphrase_file), allow_expensive_kdf=allow_expensive_kdf
-        )
-        if (identity or passphrase_file)
-        else None
+    opener = ShareOpener(
+        identity, Passphrases.single(passphrase_file), allow_expensive_kdf=allow_expensive_kdf
     )
+    opens_sealed = bool(identity or passphrase_file)
     bad: list[str] = []
     rows: list[dict[str, Any]] = []
     plain: list[Share] = []
@@ -153,13 +146,14 @@ def verify_cmd(
         try:
             data = read_share_path(path)
             meta = _metadata(path, data)
-            if opener is not None or meta["kind"] != "sealed":
-                share = opener.open(str(path), data) if opener else load_share(data)
+            if opens_sealed or meta["kind"] != "sealed":
+                share = opener.open(str(path), data)
                 plain.append(share)
+                meta.setdefault("custodian", opener.custodian_of(share))
             metas.append((path, meta))
             rows.append({"file": str(path), "ok": True, "index": meta["index"],
                          "set_id": meta["set_id"], "opened": meta["kind"] != "sealed" or
-                         opener is not None})  # fmt: skip
+                         opens_sealed})  # fmt: skip
             if not as_json:
                 typer.echo(f"ok   {path}: share {meta['index']} of set {meta['set_id']}")
         except KeysplitError as exc:
@@ -169,7 +163,7 @@ def verify_cmd(
                 typer.echo(f"BAD  {exc}")
     problem = None
     try:
-        verify_set(plain)
+        verify_set(plain, custodian_of=opener.custodian_of)
         _verify_headers(metas)
     except KeysplitError as exc:
         problem = str(exc)
@@ -200,34 +194,33 @@ def _verify_headers(metas: list[tuple[Path, dict[str, Any]]]) -> None:
     """Consistency of metadata alone (sealed shares that were not opened)."""
     if not metas:
         return
+
+    def named(path: Path, m: dict[str, Any]) -> str:
+        who = m.get("custodian")
+        return f"{path} (share {m['index']}" + (f", custodian {who})" if who else ")")
+
     ref_path, ref = metas[0]
-    seen: dict[int, Path] = {}
+    seen: dict[int, tuple[Path, dict[str, Any]]] = {}
     for path, m in metas:
         for key in ("set_id", "threshold", "count"):
             if m[key] != ref[key]:
-                raise FormatError(
-                    f"{path} (share {m['index']}) and {ref_path} disagree on the {key}: "
-                    "shares come from different splits"
+                raise MixedSharesError(
+                    f"{named(path, m)} and {named(ref_path, ref)} disagree on the {key}: "
+                    "shares come from different splits",
+                    index=m["index"],
                 )
         if m["index"] in seen:
-            raise FormatError(f"{path} and {seen[m['index']]} are both share {m['index']}")
-        seen[m["index"]] = path
+            raise DuplicateShareError(
+                f"{named(path, m)} and {named(*seen[m['index']])} are both share {m['index']}",
+                index=m["index"],
+            )
+        seen[m["index"]] = (path, m)
 
 
 def _open_share(path: Path, opener: ShareOpener) -> tuple[Share, str | None]:
     """The share in ``path`` and its custodian's name when the file records it."""
-    from keysplit.custody import is_sealed, sealed_share_info
-
-    data = read_share_path(path)
-    share = opener.open(str(path), data)
-    if is_sealed(data):
-        return share, sealed_share_info(data).custodian
-    m = (
-        _WHO.search(data.decode("utf-8", errors="replace"))
-        if not data.startswith(b"KSSH")
-        else None
-    )
-    return share, m.group(1) if m else None
+    share = opener.open(str(path), read_share_path(path))
+    return share, opener.custodian_of(share)
 
 
 @app.command("prove")

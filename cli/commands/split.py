@@ -172,15 +172,8 @@ def split_cmd(
 
 
 def _load_all(
-    files: list[Path],
-    identity: list[Path],
-    passphrase_file: Path | None,
-    skip_bad: bool,
-    allow_expensive_kdf: bool,
+    files: list[Path], opener: ShareOpener, skip_bad: bool
 ) -> tuple[list[Share], list[str]]:
-    opener = ShareOpener(
-        identity, Passphrases.single(passphrase_file), allow_expensive_kdf=allow_expensive_kdf
-    )
     sources = [(str(p), read_share_path(p)) for p in files] if files else _stdin_shares()
     if not sources:
         fail("no shares given", "pass share files, or share lines on stdin")
@@ -239,11 +232,12 @@ def combine_cmd(
 
     if out is not None:
         check_output_file(out, "--out", force=None)
-    shares, problems = _load_all(
-        list(files or []), identity, passphrase_file, skip_bad, allow_expensive_kdf
+    opener = ShareOpener(
+        identity, Passphrases.single(passphrase_file), allow_expensive_kdf=allow_expensive_kdf
     )
+    shares, problems = _load_all(list(files or []), opener, skip_bad)
     try:
-        secret = combine(shares)
+        secret = combine(shares, custodian_of=opener.custodian_of)
     except KeysplitError as exc:
         if problems:
             exc.hint = exc.hint or f"{len(problems)} share(s) were skipped as unreadable"

@@ -9,12 +9,13 @@ publishes, so it never travels in clear.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from keysplit import KeysplitError
+from keysplit import KeysplitError, ShareError
 
 from .._common import EXIT_USAGE, fail, handle_errors, info, relabel
 from .._opener import Passphrases, ShareOpener
@@ -101,6 +102,17 @@ def unseal_cmd(
     typer.echo(json.dumps(doc) if as_json else kr.keyring_id)
 
 
+def _with_custodian(name: str, exc: KeysplitError, who: str | None) -> str:
+    """``name`` and, when the service's message does not name them, the custodian the
+    share's file names: the service names only the custodians of its own keyring, and
+    a share of another keyring or share set (MixedSharesError) is by index and set."""
+    if who is None or not isinstance(exc, ShareError):
+        return name
+    if re.search(rf"\({re.escape(who)}[,)]", str(exc)):  # "share 1 (ana)", "(ana, set ...)"
+        return name
+    return f"{name} (custodian {who})"
+
+
 def remote_unseal(
     directory: Path | None,
     server: str,
@@ -165,7 +177,7 @@ def remote_unseal(
             try:
                 result = client.submit_share(share, current, keyring_id=keyring_id)
             except KeysplitError as exc:
-                raise relabel(exc, name) from None
+                raise relabel(exc, _with_custodian(name, exc, opener.custodian_of(share))) from None
             p = result["progress"]
             state = "sealed" if result["sealed"] else "unsealed"
             info(f"  [{p['have']}/{p['need']}] {name} accepted; service {state}")

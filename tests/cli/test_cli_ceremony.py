@@ -23,7 +23,7 @@ from ceremony_helpers import (  # noqa: F401 (fixtures)
 from keysplit_cli import _common
 from paths import run_keysplit
 
-from keysplit import Identity, Keyring, Recipient, ShreddedError, load_share
+from keysplit import Identity, Keyring, Recipient, ShreddedError, load_share, split
 from keysplit.ceremony import sinks
 
 
@@ -398,6 +398,34 @@ def test_a_foreign_share_is_named_by_the_custodian_its_file_carries(
         assert r.exit_code == 1
         (line,) = error_lines(r)
         assert f"share {index} ({name}, set " in line and "does not belong" in line, line
+
+
+def test_share_verify_and_combine_name_the_custodian_of_a_foreign_share(
+    cer: Ceremony, tmp_path: Path
+) -> None:
+    """unseal named a share of another keyring by its custodian ("share 2 (bob, set ...)"),
+    share verify and combine by index and set alone, though the file names its custodian
+    (a sealed share's header, a plain share file's comment). Now they name it too."""
+    other = make_ceremony(tmp_path / "other")
+    pair = [cer.share("alice"), other.share("bob")]
+    r = run(["share", "verify", *pair])  # the sealed headers alone
+    assert r.exit_code == 1
+    (line,) = error_lines(r)
+    assert f"{pair[1]} (share 2, custodian bob) and {pair[0]} (share 1, custodian alice)" in line
+    ids = ["-i", cer.ids["alice"], "-i", other.ids["bob"]]
+    for command in (["share", "verify"], ["combine"]):  # opened
+        r = run([*command, *pair, *ids])
+        assert r.exit_code == 1
+        (line,) = error_lines(r)
+        assert "share 2 (bob, set " in line and "(share 1, alice)" in line, line
+    plain = tmp_path / "yan.kss"  # a plain share file: its comment names the custodian
+    plain.write_text(sinks.share_file_text(split(b"s" * 16, 2, 3)[2], "yan"))
+    for args in (["combine", cer.share("alice"), plain, *ids], ["unseal", cer.kr,
+                 *cer.quorum("alice"), "--share", plain]):  # fmt: skip
+        r = run(args)
+        assert r.exit_code == 1
+        (line,) = error_lines(r)
+        assert "share 3 (yan, set " in line, line
 
 
 def test_unseal_interactive_asks_for_identity(cer: Ceremony) -> None:

@@ -141,6 +141,27 @@ def test_init_verify_keyring_stays_sealed_under_remote_unseal(
     assert events == ["init", "verify-start"]  # nothing unsealed, nothing served
 
 
+def test_a_foreign_share_sent_to_the_service_names_its_custodian(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    """The local unseal names a share of another keyring by the custodian its file carries;
+    ``unseal --server`` said only "share 2 (set ...) does not belong to this keyring" (the
+    service knows only its own custodians). Now the CLI adds the name its file carries."""
+    vault = make_keyring(tmp_path, 2, ["a", "b"])
+    make_keyring(tmp_path, 2, ["x", "y"], dirname="other")
+    foreign = share_file(tmp_path / "other-shares", "y")
+    with Server(vault, sockdir / "s.sock") as srv:
+        bad = unseal(tmp_path, vault, srv, foreign)
+        assert bad.returncode == 1 and "Traceback" not in bad.stderr
+        (line,) = [ln for ln in bad.stderr.splitlines() if ln.startswith("error:")]
+        assert line.startswith(f"error: {foreign} (custodian y): share 2 (set "), line
+        assert "does not belong to this keyring" in line
+        assert unseal(tmp_path, vault, srv, "a").returncode == 0
+        again = unseal(tmp_path, vault, srv, "a")  # the service names its own custodian
+        assert again.returncode == 1 and "share 1 (a) was already added" in again.stderr
+        assert "(custodian a)" not in again.stderr
+
+
 def test_three_custodians_3of5_wrong_share_first_and_clients(tmp_path: Path, sockdir: Path) -> None:
     names = ["a", "b", "c", "d", "e"]
     vault = make_keyring(tmp_path, 3, names)

@@ -406,6 +406,32 @@ def test_mixed_duplicate_and_empty() -> None:
         verify_set(a[0])  # type: ignore[arg-type]
 
 
+def test_verify_set_and_combine_name_custodians_where_told() -> None:
+    """``custodian_of`` (messages only) names the custodian of the share at fault, and of
+    the share it is compared with; without it the messages are as before."""
+    a = split(b"a" * 16, 2, 3)
+    b = split(b"b" * 16, 2, 3)
+    names = {a[0].fingerprint: "ana", b[2].fingerprint: "yan"}
+
+    def who(s: Share) -> str | None:
+        return names.get(s.fingerprint)
+
+    with pytest.raises(MixedSharesError) as info:
+        combine([a[0], a[1], b[2]], custodian_of=who)
+    assert f"share 3 (yan, set {b[2].set_id_hex}) is not from set " in str(info.value)
+    assert str(info.value).endswith("(share 1, ana)") and info.value.index == 3
+    with pytest.raises(MixedSharesError, match=r"share 3 \(set [0-9a-f]+\) .* \(share 1\)$"):
+        verify_set([a[0], a[1], b[2]])
+    other_k = dataclasses.replace(split(b"a" * 16, 3, 3)[1], set_id=a[0].set_id)
+    with pytest.raises(MixedSharesError, match=r"^share 2 disagrees with share 1 \(ana\) on"):
+        verify_set([a[0], other_k], custodian_of=who)
+    with pytest.raises(DuplicateShareError, match=r"^share 1 \(ana\) was given twice"):
+        combine([a[0], a[0]], custodian_of=who)
+    with pytest.raises(DuplicateShareError, match=r"claim index 1 \(ana\) \(one is"):
+        verify_set([a[0], dataclasses.replace(a[0], payload=bytes(24))], custodian_of=who)
+    assert combine(a[:2], custodian_of=who) == b"a" * 16
+
+
 def test_split_rejects_misuse() -> None:
     with pytest.raises(ValueError):
         split(b"", 2, 3)
