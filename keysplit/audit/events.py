@@ -26,6 +26,7 @@ Shared field schema:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -665,28 +666,42 @@ theirs that holds the intent's ``target``."""
 
 
 def open_intents(entries: Sequence[AuditEntry]) -> list[AuditEntry]:
-    """The ``intent`` entries of ``entries`` that nothing closed: no later outcome entry of
-    their operation naming their target (intents of one operation and target are closed
-    in order), and no ``observed`` entry naming their seq. In log order."""
+    """The ``intent`` entries of ``entries`` that nothing closed: no ``observed`` entry
+    naming their seq, and no later outcome entry of their own. An outcome closes the latest
+    open intent before it of its operation and target that the same principals authorized
+    (``authorized_by``): its own, which its ceremony wrote just before it. An older open one
+    is a kill's mark, even where another authority (a key-service token, another quorum)
+    changed the same target since, and stays open, named by its own seq. In log order."""
     outcome_of = {n: (op, key) for op, (names, key) in INTENT_OUTCOMES.items() for n in names}
-    waiting: dict[tuple[str, str], list[int]] = {}
+    waiting: dict[tuple[str, str, str], list[int]] = {}
     pending: dict[int, AuditEntry] = {}
     for e in entries:
         if e.event == Intent.NAME:
             op, target = e.data.get("operation"), e.data.get("target")
             if isinstance(op, str) and isinstance(target, str):
-                waiting.setdefault((op, target), []).append(e.seq)
+                waiting.setdefault((op, target, _by(e)), []).append(e.seq)
                 pending[e.seq] = e
         elif e.event == Observed.NAME:
             pending.pop(e.data.get("intent"), None)  # type: ignore[arg-type]
         elif e.event in outcome_of:
             op, key = outcome_of[e.event]
             target = e.data.get(key)
-            queue = waiting.get((op, target)) if isinstance(target, str) else None
+            queue = waiting.get((op, target, _by(e))) if isinstance(target, str) else None
             while queue:
-                if pending.pop(queue.pop(0), None) is not None:
+                if pending.pop(queue.pop(), None) is not None:
                     break
     return [pending[s] for s in sorted(pending)]
+
+
+def _by(e: AuditEntry) -> str:
+    """An intent's or an outcome's ``authorized_by`` (as its entry names the field: a
+    ``token-create``'s ``custodians``), as one comparable value."""
+    cls = _BY_EVENT.get(e.event)
+    key = cls.KEYS.get("authorized_by", "authorized_by") if cls is not None else "authorized_by"
+    return json.dumps(e.data.get(key), sort_keys=True)
+
+
+_BY_EVENT: Mapping[str, type[Event]] = {c.NAME: c for c in Event.__subclasses__()}
 
 
 def record(log: AuditLog, event: Event) -> AuditEntry:

@@ -96,11 +96,12 @@ def test_written_entries_match_their_schema(tmp_path: Path) -> None:
     ] * 2
 
 
-def test_open_intents_close_by_outcome_in_order_or_by_observed_seq(tmp_path: Path) -> None:
+def test_open_intents_close_by_outcome_latest_first_or_by_observed_seq(tmp_path: Path) -> None:
     """An ``intent`` is closed by the next outcome entry of its operation naming its target
-    (several close in order) or by an ``observed`` entry naming its seq; any other entry,
-    an outcome for another target, or an unknown event name (a newer writer's) leaves it
-    open. Unknown fields are ignored, so a newer writer's entries still read."""
+    (the latest open one first: an older one is a kill's) or by an ``observed`` entry naming
+    its seq; any other entry, an outcome for another target, or an unknown event name (a
+    newer writer's) leaves it open. Unknown fields are ignored, so a newer writer's entries
+    still read."""
     from keysplit.audit import AuditLog
 
     log = AuditLog(tmp_path / "audit.log")
@@ -120,11 +121,11 @@ def test_open_intents_close_by_outcome_in_order_or_by_observed_seq(tmp_path: Pat
         d.seq,
         e.seq,
     ]
-    rec(log, events.Shred("u1", True, by))  # closes the first of the two
+    rec(log, events.Shred("u1", True, by))  # closes the later of the two (the first: killed)
     rec(log, events.DecryptIncomplete("f.ks", 10, {}, "BrokenPipeError", by))
     rec(log, events.Observed("token-create", "billing", c.seq, "done: ...", by))
     rec(log, events.LegalHold("u2", True, by))
-    assert events.open_intents(log.entries()) == [log.entries()[b.seq - 1]]
-    rec(log, events.Observed("shred", "u1", b.seq, "done", by))
+    assert events.open_intents(log.entries()) == [log.entries()[a.seq - 1]]
+    rec(log, events.Observed("shred", "u1", a.seq, "done", by))
     assert events.open_intents(log.entries()) == []
     assert log.verify().entries == 12

@@ -1,0 +1,69 @@
+"""Which ``intent`` an outcome entry closes: its own (the latest open one of its operation
+and target, authorized by the same principals), never an older one another authority
+left open by a kill, which must stay open, named by its own seq, for the next quorum to
+record what it finds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from keysplit import ceremony, load_share
+from keysplit.audit import events
+from keysplit.ceremony import Custody, DirectorySink, Quorum, TokenGrant
+
+
+class _Policy:
+    name, id = "svc", "tok-1"
+
+    def check(self, operation: str, subjects: Iterable[str] = ()) -> None:
+        return None
+
+
+def test_a_later_shred_by_another_authority_leaves_the_killed_intent_open(
+    tmp_path: Path,
+) -> None:
+    """A quorum's shred of u1 killed after its intent (custodian 'a'), then the key
+    service shreds u1 under a token (its own intent and entry): the open intent is the
+    quorum's, and the next quorum's ``observed`` entry names it. Before, the service's
+    ``shred`` entry closed the oldest intent of (shred, u1), the quorum's, and left the
+    service's own open: the observation blamed the token's shred for the kill."""
+    made = ceremony.init(
+        tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path / "s")
+    )
+    kr = made.keyring
+    shares = [load_share(Path(w.location).read_bytes()) for w in made.shares]
+    killed_by = [events.Contributor("a", 1, "f" * 16)]
+    with kr.unseal(shares) as ukr:
+        ukr.encrypt(b"x", subject="u1")
+        killed = events.record(ukr.audit_log(), events.Intent("shred", "u1", killed_by))
+        done = ceremony.shred(kr, TokenGrant(ukr, _Policy()), "u1")
+    assert done.entry is not None and done.entry.event == "shred"
+    gaps = kr.unrecorded()
+    assert [(g.operation, g.target, g.intent) for g in gaps] == [("shred", "u1", killed.seq)]
+    with Quorum(kr, shares).unseal():
+        pass
+    observed = kr.audit_log().entries()[-1]
+    assert observed.event == "observed" and observed.data["intent"] == killed.seq
+    assert observed.data["found"].startswith("done")
+    assert kr.unrecorded() == []
+
+
+def test_outcomes_of_one_authority_close_their_own_intents_latest_first(
+    tmp_path: Path,
+) -> None:
+    """Two intents of one authority for one subject, one outcome: the later intent is the
+    one closed (the earlier was a kill); two outcomes close both."""
+    made = ceremony.init(
+        tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path / "s")
+    )
+    kr = made.keyring
+    shares = [load_share(Path(w.location).read_bytes()) for w in made.shares]
+    with kr.unseal(shares) as ukr:
+        log = ukr.audit_log()
+        first = events.record(log, events.Intent("legal-hold", "u2", []))
+        events.record(log, events.Intent("legal-hold", "u2", []))
+        events.record(log, events.LegalHold("u2", True, []))
+        assert [e.seq for e in events.open_intents(log.entries())] == [first.seq]
+        events.record(log, events.LegalHold("u2", False, []))
+        assert events.open_intents(log.entries()) == []
