@@ -344,6 +344,15 @@ def _host_tag() -> str:
     return hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
 
 
+def remove_dead_stages(target: Path) -> None:
+    """Remove the stages of ``target`` (see :func:`staging_dir`) that this host's dead
+    processes left: only directories owned by this user, never a link, never another host's."""
+    for path, st in _dead_writers(target, _STAGE):
+        if stat.S_ISDIR(st.st_mode):  # never a link
+            with contextlib.suppress(OSError):
+                shutil.rmtree(path)
+
+
 def staging_dir(target: Path) -> Path:
     """A new private directory (0700) beside ``target`` to build it in, named
     ``.<name>.keysplit-<host>-<pid>-<random>``; renamed to ``target`` when complete.
@@ -354,10 +363,7 @@ def staging_dir(target: Path) -> Path:
     owned by this user (never a link), and never another host's (its pid is not ours to
     judge).
     """
-    for path, st in _dead_writers(target, _STAGE):
-        if stat.S_ISDIR(st.st_mode):  # never a link
-            with contextlib.suppress(OSError):
-                shutil.rmtree(path)
+    remove_dead_stages(target)
     prefix = f".{target.name}.keysplit-{_host_tag()}-{os.getpid()}-"
     return Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
 

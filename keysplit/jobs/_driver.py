@@ -97,6 +97,7 @@ def main() -> int:
                     client = stack.enter_context(_client(request["cluster"]))
                 elif request["cluster"] != cluster:
                     raise ValueError("one driver process serves one cluster")
+                chan.send({"t": "started"})  # the parent's clock for the job's time budget
                 result = _job(client, request, chan)
             except KeysplitError as exc:
                 lost = client is not None and scheduler_lost(client) is not None

@@ -19,6 +19,13 @@ job id, subject ranges, the data key source handle (service token or loopback ke
 jobs; for a rewrap it never holds a KEK (the parent seals the KEKs to each worker's
 per-job public key; the child only relays the sealed bundles). A hostile worker that takes
 over the child therefore learns nothing a worker of the job does not already have.
+
+The child enforces a job's ``timeout`` itself; this process does not rely on it. A job run
+with a time budget (:func:`run_job`'s ``budget``) gives its child :data:`DEADLINE_GRACE`
+seconds past it (and, until the child says it has its Dask client, the cluster's connect
+timeout plus the grace): a child silent past that (suspended, stuck in a call) is killed
+with its whole process group (it is started as the leader of a group of its own, so its
+LocalCluster's workers go with it) and the job fails with a :class:`JobError` saying so.
 """
 
 from __future__ import annotations
@@ -30,9 +37,12 @@ import hashlib
 import json
 import os
 import pickle
+import select
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
@@ -41,7 +51,7 @@ from .. import errors as _errors
 from ..errors import KeysplitError
 from .cluster import Cluster
 
-__all__ = ["ITEMS_LINE", "MAX_LINE", "JobError", "Message", "clean", "run_job"]
+__all__ = ["DEADLINE_GRACE", "ITEMS_LINE", "MAX_LINE", "JobError", "Message", "clean", "run_job"]
 
 MAX_LINE = 1 << 20
 """Largest message the child may send (a line of JSON)."""
@@ -83,7 +93,18 @@ def _start() -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         close_fds=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        process_group=0,  # its own group: _kill ends it with its LocalCluster's processes
     )
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the child's process group (the child, the workers and resource tracker of
+    its LocalCluster), then the child itself (a stand-in started without a group)."""
+    with contextlib.suppress(OSError):
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.kill()
 
 
 STOP_GRACE = 30.0
@@ -104,12 +125,17 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 0.0) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace)
     if proc.poll() is None:
-        proc.kill()
+        _kill(proc)
     proc.wait()
     for stream in (proc.stdin, proc.stdout):
         if stream is not None:
             with contextlib.suppress(OSError):
                 stream.close()
+
+
+DEADLINE_GRACE = 60.0
+"""Seconds a driver child has past a job's time budget (its ``timeout``, which the child
+enforces itself, then cancels the job's tasks and cleans up) before this process kills it."""
 
 
 _idle: dict[str, list[subprocess.Popen[bytes]]] = {}
@@ -164,24 +190,64 @@ def _send(pipe: IO[bytes], line: bytes) -> None:
     pipe.flush()
 
 
-def _receive(pipe: IO[bytes]) -> Message | None:
-    line = pipe.readline(MAX_LINE + 1)
-    if not line:
-        return None
-    if len(line) > MAX_LINE or not line.endswith(b"\n"):
-        raise JobError("the job driver sent an oversized message")
+class _Overdue(Exception):
+    """The child sent nothing before the deadline."""
+
+
+class _Lines:
+    """The child's messages, read from its stdout's descriptor with a deadline (a buffered
+    ``readline`` cannot be given one)."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self._fd = pipe.fileno()
+        self._buf = bytearray()
+        self._eof = False
+
+    def receive(self, deadline: float | None) -> Message | None:
+        """The next message; None at the end of the child's output; :class:`_Overdue` if
+        none is complete by ``deadline`` (``time.monotonic()``; None: no deadline)."""
+        while True:
+            end = self._buf.find(b"\n", 0, MAX_LINE)
+            if end >= 0:
+                line = bytes(self._buf[: end + 1])
+                del self._buf[: end + 1]
+                return _parse(line)
+            if len(self._buf) >= MAX_LINE or (self._eof and self._buf):
+                raise JobError("the job driver sent an oversized message")
+            if self._eof:
+                return None
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                raise _Overdue
+            ready, _, _ = select.select([self._fd], [], [], wait)
+            if ready:
+                chunk = os.read(self._fd, 1 << 16)
+                self._eof = not chunk
+                self._buf += chunk
+
+
+def _parse(line: bytes) -> Message:
     msg = _json.loads(line, what="job driver message", max_bytes=MAX_LINE)
     if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
         raise JobError("the job driver sent a malformed message")
     return msg
 
 
-def run_job(request: dict[str, Any], cluster: Cluster, on_message: OnMessage) -> Message:
+def run_job(
+    request: dict[str, Any],
+    cluster: Cluster,
+    on_message: OnMessage,
+    budget: float | None = None,
+) -> Message:
     """Run ``request`` in a child driver process on ``cluster``; return its ``done`` message.
 
     ``on_message`` sees every other message (progress, key requests) and may return a
     reply. An ``error`` message raises the keysplit error class it names (JobError if it
-    names none); a child that dies without ``done`` is a JobError.
+    names none); a child that dies without ``done`` is a JobError. ``budget``: the seconds
+    the job may take once the child has its Dask client (the job's ``timeout``, which the
+    child enforces); past it and :data:`DEADLINE_GRACE` the child is killed with its process
+    group and the job is a JobError (None: no deadline). Time spent in ``on_message`` (this
+    process's own work) does not count.
     """
     doc = cluster.to_doc()
     request = {**request, "cluster": doc}
@@ -189,11 +255,17 @@ def run_job(request: dict[str, Any], cluster: Cluster, on_message: OnMessage) ->
     key = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
     with _child(key) as (proc, end):
         assert proc.stdin is not None and proc.stdout is not None
+        lines = _Lines(proc.stdout)
+        started = False
+        allowed = None if budget is None else cluster.timeout + DEADLINE_GRACE  # to connect
+        deadline = None if allowed is None else time.monotonic() + allowed
         with contextlib.suppress(BrokenPipeError):  # the child died at start: reported below
             _send(proc.stdin, blob)
         while True:
             try:
-                msg = _receive(proc.stdout)
+                msg = lines.receive(deadline)
+            except _Overdue:
+                raise _overdue(proc, started, allowed) from None
             except KeysplitError as exc:
                 raise JobError(f"{exc}") from None
             if msg is None:
@@ -202,18 +274,42 @@ def run_job(request: dict[str, Any], cluster: Cluster, on_message: OnMessage) ->
                     f"the job driver process ended without a result (exit code {code})",
                     hint="its log is on standard error; run the job again",
                 )
+            if msg["t"] == "started" and not started:  # it has its client: the job's clock
+                started = True
+                if budget is not None:
+                    allowed = budget + DEADLINE_GRACE
+                    deadline = time.monotonic() + allowed
+                continue
             if msg["t"] == "done":  # "retire": the child lost its scheduler and exits
                 end[0] = "stop" if msg.get("retire") is True else "reuse"
                 return msg
             if msg["t"] == "error":
                 end[0] = "stop" if msg.get("fatal") is True else "reuse"
                 raise _error(msg)
+            before = time.monotonic()
             reply = on_message(msg)
+            if deadline is not None:  # this process's own work is not the child's time
+                deadline += time.monotonic() - before
             if reply is not None:
                 try:
                     _send(proc.stdin, _json_line(reply))
                 except BrokenPipeError:
                     continue  # the child is gone: its end of stdout says so next
+
+
+def _overdue(proc: subprocess.Popen[bytes], started: bool, allowed: float | None) -> JobError:
+    """Kill a child silent past its deadline (``_child`` then reaps it); the job's error."""
+    _kill(proc)
+    what = (
+        f"did not finish the job within {allowed:g} s (its timeout and a grace)"
+        if started
+        else f"did not start the job within {allowed:g} s (the cluster's connect timeout "
+        "and a grace)"
+    )
+    return JobError(
+        f"the job driver process {what}; it was killed",
+        hint="it was stuck (suspended, or waiting on its cluster): run the job again",
+    )
 
 
 def _json_line(msg: Message) -> bytes:

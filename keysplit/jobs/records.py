@@ -38,7 +38,7 @@ from dask.delayed import delayed
 from distributed import Client, as_completed
 
 from .. import names, record
-from .._fileio import durable_rename, staging_dir
+from .._fileio import durable_rename, remove_dead_stages, staging_dir
 from ..errors import FormatError, IntegrityError, KeysplitError
 from ..keyring import DataKeys
 from ..keyring.records import Records
@@ -752,8 +752,10 @@ def _isolated(
         return {"ok": True}
 
     try:
-        done = run_job({"kind": "dataset", "job": job}, cluster, on_message)
+        done = run_job({"kind": "dataset", "job": job}, cluster, on_message, budget=job.timeout)
     except KeysplitError:
+        if job.dst is not None:  # a driver killed past its deadline left its stage
+            remove_dead_stages(Path(job.dst))
         if refused:
             raise refused[0] from None
         raise

@@ -248,7 +248,8 @@ def rewrap(
             "rounds": rounds,
             "timeout": timeout,
         }
-        done = _checked_result(run_job(request, cluster, on_message))
+        budget = None if timeout is None else max(1, rounds) * timeout  # timeout: per round
+        done = _checked_result(run_job(request, cluster, on_message, budget=budget))
     else:
         done, corrupt = 0, []
     store = spec.open()

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -473,6 +474,67 @@ def test_a_dataset_job_whose_scheduler_is_killed_fails_at_once_and_writes_nothin
         )
         assert "scheduler is back" in (e.value.hint or "")
         assert _no_driver_kept_for(doomed)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no dst, no stage
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_suspended_driver_child_is_killed_at_the_jobs_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: only the driver child enforced a job's ``timeout``; a child that stopped
+    answering (here SIGSTOP, right after it reported its first progress) held the job's
+    process for ever. Now the parent kills the child's process group (the child and its
+    LocalCluster's worker processes) past the timeout and a grace, the job fails with a
+    JobError saying so, and the stage the killed child left is removed. (Before the fix a
+    safety timer kills the child after 90 s: the job then fails otherwise.)"""
+    _dataset(tmp_path / "in")
+    started: list[subprocess.Popen[bytes]] = []
+    real_start = _isolate._start
+
+    def start() -> subprocess.Popen[bytes]:
+        started.append(real_start())
+        return started[-1]
+
+    monkeypatch.setattr(_isolate, "_start", start)
+    monkeypatch.setattr(_isolate, "DEADLINE_GRACE", 2.0, raising=False)  # (new: fails before)
+    safety: list[threading.Timer] = []
+
+    def suspend(done: int, total: int) -> None:
+        if not safety:  # the parts run (and wait on the key service): stop the child
+            os.kill(started[-1].pid, signal.SIGSTOP)
+            safety.append(threading.Timer(90, started[-1].kill))
+            safety[0].start()
+
+    local = jobs.Cluster(workers=1, timeout=119)  # its own driver child, never a reused one
+    try:
+        with _stuck_key_service() as source, pytest.raises(JobError) as e:
+            jobs.encrypt_dataset(
+                tmp_path / "in", tmp_path / "enc", "body", "user", service=source,
+                cluster=local, timeout=3, progress=suspend,
+            )  # fmt: skip
+    finally:
+        for t in safety:
+            t.cancel()
+    assert len(started) == 1 and safety
+    assert str(e.value) == (
+        "the job driver process did not finish the job within 5 s (its timeout and a grace); "
+        "it was killed"
+    )
+    assert started[0].poll() == -signal.SIGKILL
+    pgid = started[0].pid
+    for _ in range(600):  # the LocalCluster's processes went with it (reaped by init)
+        if _group_gone(pgid):
+            break
+        threading.Event().wait(0.1)
+    assert _group_gone(pgid)
+    assert _no_driver_kept_for(local)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no dst, no stage
 
 
