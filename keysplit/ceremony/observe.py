@@ -100,11 +100,38 @@ def _revocations_unrecorded(
     ]
 
 
+def _verify_started(keyring: Keyring, set_id: str, by: Sequence[Principal]) -> list[ev.Event]:
+    """The entries a ``--verify`` ceremony killed before its own left out: ``verify-start``
+    (who must prove, from the proofs' state file), after an ``observed`` rekey-pending for
+    a rekey (an init's is the ``observed`` init before it). Nothing if the state changed
+    since it was found."""
+    try:
+        v = keyring.verification()
+    except (KeysplitError, OSError, ValueError):
+        return []
+    if v is None or v.state.set_id.hex() != set_id:
+        return []
+    names = v.state.custodians
+    out: list[ev.Event] = []
+    if v.kind == "rekey":
+        seen = (
+            f"done: the shares of generation {v.generation} (share set {set_id}) were handed "
+            f"out to {', '.join(names)} for a rekey --verify that has no rekey-pending entry "
+            "(killed before it; the quorum that authorized it is not recorded); the switch "
+            "waits for their proofs"
+        )
+        out.append(ev.Observed(ev.RekeyPending.NAME, set_id, 0, seen, by))
+    out.append(ev.VerifyStart(v.kind, v.generation, set_id, names))
+    return out
+
+
 def record_unrecorded(
     keyring: Keyring, ukr: UnsealedKeyring, by: Sequence[Principal]
 ) -> list[AuditEntry]:
     """Record what the keyring shows done (or begun) that its log lacks (an ``observed``
-    entry each: an init killed before its entry first, then intents left open, then KEK
+    entry each: an init killed before its entry first, then intents left open, a
+    ``--verify`` generation's missing ``verify-start`` (after an ``observed`` rekey-pending
+    for a rekey), then KEK
     versions made or retired without an entry; a token creation's folded revocations as
     ``token-revoke``); a rekey's switch is the quorum's own
     (``rekey-recovered``). Nothing when the log cannot take an entry now (a torn tail:
@@ -124,6 +151,9 @@ def record_unrecorded(
     gaps.sort(key=lambda g: g.operation != "init")
     events: list[ev.Event] = []
     for g in gaps:
+        if g.operation == ev.VerifyStart.NAME:
+            events += _verify_started(keyring, g.target, by)
+            continue
         if g.intent:
             seen = found(keyring, ukr, g.operation, g.target)
             if g.operation == "token-create":  # its write folded the pending revocations
@@ -135,7 +165,10 @@ def record_unrecorded(
             )
             v = keyring.verification()
             if v is not None and v.kind == "init":
-                seen += " (an init --verify: its shares were relied on only once proven)"
+                seen += (
+                    " (an init --verify: its shares were relied on only once proven; the "
+                    "verify-start entry after this one names who must prove)"
+                )
         else:
             seen = f"done: {g.text}"
         events.append(ev.Observed(g.operation, g.target, g.intent, seen, by))

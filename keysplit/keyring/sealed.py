@@ -362,7 +362,8 @@ class Keyring:
         """:meth:`unrecorded_changes` as records (what the next quorum writes down).
 
         Compared: an ``intent`` without outcome (a shred, legal hold, token creation or
-        decrypt to a stream killed between its intent and its entry); an init killed
+        decrypt to a stream killed between its intent and its entry); a generation awaiting
+        proofs (``--verify``) without its ``verify-start`` entry; an init killed
         before its ``init`` entry (the home's ``keyring.ksk.init-unrecorded``); the file's
         KEK versions with the log's ``rotate`` and ``retire`` entries (and ``observed``
         ones), for a log that begins with this keyring's ``init`` (or an ``observed`` one:
@@ -407,6 +408,7 @@ class Keyring:
                 )
             )
             inited = not entries  # an empty log is this keyring's, from its init on
+        gaps += self._verify_unstarted(entries)  # (after the init: its proof requirement)
         if not inited:
             return gaps
         made, retired = {1}, set()
@@ -437,6 +439,34 @@ class Keyring:
                 )
             )
         return gaps
+
+    def _verify_unstarted(self, entries: Sequence[AuditEntry]) -> list[Unrecorded]:
+        """The generation awaiting proofs (``--verify``) whose ``verify-start`` the log
+        lacks: an ``init --verify`` or ``rekey --verify`` killed after its shares were out
+        and before its entries (the ``init`` or ``rekey-pending`` batch). One whose shares
+        are still being handed out is no gap (its ceremony records it, or it never
+        unseals)."""
+        try:
+            v = self.verification()
+        except (KeysplitError, OSError, ValueError):
+            return []  # an unreadable state file: the unseal gate names it
+        if v is None:
+            return []
+        set_id = v.state.set_id.hex()
+        if self.home.handout_incomplete(set_id) or any(
+            e.event == "verify-start" and e.data.get("set_id") == set_id for e in entries
+        ):
+            return []
+        what = ("an init", "init") if v.kind == "init" else ("a rekey", "rekey-pending")
+        return [
+            Unrecorded(
+                "verify-start",
+                set_id,
+                f"generation {v.generation} (share set {set_id}, {what[0]} --verify) awaits "
+                f"proofs of possession and no verify-start entry records it (nor its {what[1]} "
+                "entry: killed before them?): the next quorum records them",
+            )
+        ]
 
     def audit_log(self) -> AuditLog:
         """The keyring's ceremony log, without its MAC key: read it and check its hash chain.

@@ -305,6 +305,43 @@ def test_rekey_verify_killed_before_its_entry_still_waits_for_proofs(tmp_path: P
     assert "verify-complete" in events and "rekey-switch" in events, events
 
 
+def test_rekey_verify_killed_before_its_entry_is_recorded_by_the_next_quorum(
+    tmp_path: Path,
+) -> None:
+    """``rekey --verify`` SIGKILLed after its new shares were out and before its
+    ``rekey-pending`` + ``verify-start`` batch: the log never said that a rekey was begun,
+    nor who must prove (``audit verify`` reported nothing), and the switch later appeared
+    as ``verify-complete`` + ``rekey-switch`` out of nowhere. Now the pending generation
+    is reported, and the next quorum (the old shares) records it: an ``observed``
+    rekey-pending entry, then the ``verify-start`` it lacked; once."""
+    kr, custodians, quorum = _cli_keyring(tmp_path)
+    r = _killed_at("RekeyPending", ["rekey", kr, *custodians, "--verify", *quorum(1)])
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    pending_set = Keyring.open(kr).pending.set_id  # type: ignore[union-attr]
+    gaps = _unrecorded(kr)
+    assert len(gaps) == 1 and pending_set in gaps[0] and "rekey --verify" in gaps[0], gaps
+
+    for _ in range(2):  # recorded once
+        r = _cli(["unseal", kr, *quorum(1)])
+        assert r.returncode == 0, r.stderr
+    entries = Keyring.open(kr).audit_log().entries()
+    events = [e.event for e in entries]
+    assert events == ["init", "observed", "verify-start", "unseal-check", "unseal-check"]
+    seen, start = entries[1].data, entries[2].data
+    assert (seen["operation"], seen["target"], seen["intent"]) == ("rekey-pending", pending_set, 0)
+    assert seen["found"].startswith("done") and "generation 2" in seen["found"]
+    assert (start["kind"], start["generation"], start["set_id"]) == ("rekey", 2, pending_set)
+    assert start["custodians"] == ["ana", "ben", "cy"]
+    assert _unrecorded(kr) == []
+
+    _prove_all(kr, tmp_path)
+    r = _cli(["unseal", kr, *quorum(2)])
+    assert r.returncode == 0, r.stderr
+    events = [e.event for e in Keyring.open(kr).audit_log().entries()]
+    assert events[5:] == ["verify-complete", "rekey-switch", "unseal-check"], events
+    assert _unrecorded(kr) == []
+
+
 def test_shred_killed_before_it_reported_is_told_apart_on_the_rerun(tmp_path: Path) -> None:
     """``keysplit shred`` SIGKILLed after its delete committed and before its entry: the
     operator runs it again. The key is gone (its tombstone is in the store), so the rerun
@@ -716,7 +753,9 @@ def test_init_verify_killed_before_its_entry_still_waits_for_proofs(
     entry: the proof requirement was written only after that entry, so the keyring served
     a quorum without a single proof (and the ``observed`` init did not bring it back). It
     is written before the shares go out: the next quorum is refused until every custodian
-    has proven, then records the init (noting the --verify) and the proofs' completion."""
+    has proven, then records the init (noting the --verify), the proof requirement the
+    init never wrote (``verify-start``: who must prove; once missing, so ``verify-complete``
+    followed nothing) and the proofs' completion."""
     from keysplit import ceremony, proof
 
     ident, custodians = _custodians(tmp_path)
@@ -724,6 +763,8 @@ def test_init_verify_killed_before_its_entry_still_waits_for_proofs(
     r = _killed_at(kill_at, ["init", kr, "-k", "2", *custodians, "--verify"])
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert Keyring.open(kr).audit_log().entries() == []
+    gaps = _unrecorded(kr)
+    assert len(gaps) == 2 and "proofs of possession" in gaps[1], gaps
     q = [a for n in ("ana", "ben") for a in ("-s", shares / f"{n}.g1.kss", "-i", ident[n])]
 
     r = _cli(["unseal", kr, *q])
@@ -737,9 +778,14 @@ def test_init_verify_killed_before_its_entry_still_waits_for_proofs(
     r = _cli(["unseal", kr, *q])
     assert r.returncode == 0, r.stderr
     entries = Keyring.open(kr).audit_log().entries()
-    assert [e.event for e in entries] == ["observed", "verify-complete", "unseal-check"]
+    events = [e.event for e in entries]
+    assert events == ["observed", "verify-start", "verify-complete", "unseal-check"]
     assert entries[0].data["operation"] == "init"
     assert "init --verify" in entries[0].data["found"]
+    start, done = entries[1].data, entries[2].data
+    assert (start["kind"], start["generation"]) == ("init", 1)
+    assert start["custodians"] == ["ana", "ben", "cy"] and start["set_id"] == done["set_id"]
+    assert start["set_id"] == Keyring.open(kr).meta.set_id
     assert _unrecorded(kr) == []
 
 
