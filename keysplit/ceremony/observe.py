@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from ..audit import AuditEntry
 from ..audit import events as ev
 from ..audit.events import Principal
-from ..errors import KeysplitError
+from ..errors import IntegrityError, KeysplitError
 from ..keyring import Keyring, UnsealedKeyring
 from ..keyring.unsealed import store_state
 from ..service.tokens import TokenList, mac_key
@@ -43,8 +43,12 @@ def found(keyring: Keyring, ukr: UnsealedKeyring, operation: str, target: str) -
         return store_state(ukr, operation, target)
     try:
         if operation == "token-create":
-            tokens = TokenList.read(keyring.path, keyring.keyring_id).active().values()
-            ids = [t.id for t in tokens if t.name == target]
+            tl = TokenList.read(keyring.path, keyring.keyring_id)
+            try:  # a list written without the quorum says nothing done (the service refuses it)
+                tl.verify(mac_key(ukr.audit_key(), keyring.keyring_id))
+            except IntegrityError:
+                return "unknown: the token list does not verify under this keyring's key (edited?)"
+            ids = [t.id for t in tl.active().values() if t.name == target]
             if ids:
                 return f"done: token {target!r} is in the token list (id {ids[-1]})"
             return f"not done: no active token named {target!r} is in the token list"

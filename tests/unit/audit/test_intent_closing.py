@@ -67,3 +67,31 @@ def test_outcomes_of_one_authority_close_their_own_intents_latest_first(
         assert [e.seq for e in events.open_intents(log.entries())] == [first.seq]
         events.record(log, events.LegalHold("u2", False, []))
         assert events.open_intents(log.entries()) == []
+
+
+def test_an_open_token_intent_is_not_observed_done_from_a_forged_token_list(
+    tmp_path: Path,
+) -> None:
+    """A token creation killed after its intent, then a token list written by someone
+    without the quorum (MACed under another key) naming that token: the next quorum's
+    ``observed`` entry said "done: token ... is in the token list", from a list the key
+    service refuses. The list is checked under this keyring's key first: a list that does
+    not verify is "unknown", never "done"."""
+    from keysplit.service.tokens import TokenList, new_token
+
+    made = ceremony.init(
+        tmp_path / "kr", 2, [Custody("a"), Custody("b")], DirectorySink(tmp_path / "s")
+    )
+    kr = made.keyring
+    shares = [load_share(Path(w.location).read_bytes()) for w in made.shares]
+    with kr.unseal(shares) as ukr:
+        events.record(ukr.audit_log(), events.Intent("token-create", "ops", []))
+    TokenList.read(kr.path, kr.keyring_id).add(
+        b"\x07" * 32, new_token(), name="ops", allow=["encrypt"], subject_prefix=""
+    )
+    with Quorum(kr, shares).unseal():
+        pass
+    observed = kr.audit_log().entries()[-1]
+    assert observed.event == "observed" and observed.data["target"] == "ops"
+    assert observed.data["found"].startswith("unknown"), observed.data["found"]
+    assert "does not verify" in observed.data["found"]
