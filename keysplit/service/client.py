@@ -29,8 +29,8 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .. import names
@@ -156,6 +156,8 @@ class _HTTPSConnection(http.client.HTTPSConnection):
     """HTTPS whose socket keeps to the call's deadline (:class:`_Clock`); the TLS context's
     ``sslsocket_class`` is :class:`_DeadlineSSLSocket`."""
 
+    answered = cut_ok = False  # of the exchange in progress (Client._call)
+
     def __init__(self, host: str, port: int, clock: _Clock, context: ssl.SSLContext) -> None:
         super().__init__(host, port, timeout=clock.op, context=context)
         self.clock = clock
@@ -170,6 +172,8 @@ class _HTTPSConnection(http.client.HTTPSConnection):
 class _UnixConnection(http.client.HTTPConnection):
     """http.client over ``AF_UNIX``; a request's header block and body buffers leave in
     one ``sendmsg`` (:meth:`send_parts`), so the server wakes up once per request."""
+
+    answered = cut_ok = False  # of the exchange in progress (Client._call)
 
     def __init__(self, path: str, clock: _Clock) -> None:
         super().__init__("localhost", timeout=clock.op)
@@ -216,6 +220,8 @@ class _FrameConn:
     and ``decrypt`` batches without HTTP. The socket blocks, each operation bounded by
     ``SO_RCVTIMEO``/``SO_SNDTIMEO`` set from the call's :class:`_Clock` (so one
     ``recv(k, MSG_WAITALL)`` takes ``k`` bytes in one system call)."""
+
+    answered = cut_ok = False  # of the exchange in progress (Client._call)
 
     def __init__(self, path: str, clock: _Clock) -> None:
         self.path, self.clock = path, clock
@@ -269,6 +275,14 @@ class _FrameConn:
 
 
 _TIMEVAL = struct.Struct("@ll")
+_HTTPConn = _UnixConnection | _HTTPSConnection
+_C = TypeVar("_C", _UnixConnection | _HTTPSConnection, _FrameConn)
+_T = TypeVar("_T")
+_TRANSPORT = (TimeoutError, ConnectionError, http.client.HTTPException, OSError, wire.ShortRead)
+"""What ends an attempt as a transport failure (:meth:`Client._call`)."""
+_STALE = (BrokenPipeError, ConnectionResetError)
+"""A kept-alive connection the server closed before it read the request (http.client's
+``RemoteDisconnected`` is a ``ConnectionResetError``): sent once more, on a new one."""
 
 
 class Client:
@@ -301,6 +315,8 @@ class Client:
         self._token = token.strip() if token else None
         if self._token is not None and not (self._token.isascii() and self._token.isprintable()):
             raise ValueError("token must be printable ASCII (as keysplit token create prints)")
+        self._token_bytes = (self._token or "").encode("ascii")  # a frame request's
+        self._bearer = f"Bearer {self._token}"  # an HTTP request's (once, not per call)
         self._timeout = _seconds(timeout, "timeout")
         self._deadline = None if deadline is None else _seconds(deadline, "deadline")
         self._local = threading.local()
@@ -336,7 +352,7 @@ class Client:
         ):
             raise ValueError("cache_max_records must be a positive int")
         self._cache_lock = threading.Lock()
-        self._conns: list[http.client.HTTPConnection | _FrameConn] = []
+        self._conns: list[_HTTPConn | _FrameConn] = []
         self._frames = self._unix is not None
         """Batches go over the frame transport (Unix socket); False once the server turned
         out not to speak it (an older ``keysplit serve``: HTTP from then on)."""
@@ -357,8 +373,8 @@ class Client:
 
     # -- transport ------------------------------------------------------------------------------
 
-    def _conn(self) -> http.client.HTTPConnection:
-        c: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+    def _conn(self) -> _HTTPConn:
+        c: _HTTPConn | None = getattr(self._local, "conn", None)
         if c is None:
             clock = _Clock(self._timeout)
             if self._unix is not None:
@@ -450,79 +466,112 @@ class Client:
                 self._conns.append(c)
         return c
 
+    def _call(
+        self,
+        connection: Callable[[], _C],
+        attempt: Callable[[_C, int], _T],
+        size: int,
+        items: int,
+        retry: bool,
+        begun: float | None,
+    ) -> _T:
+        """The one deadline, retry and failure policy of an exchange, over either transport
+        (``connection()``: this thread's HTTP or frame connection; ``attempt(conn, limit)``
+        sends the request on it and reads the answer, at most ``limit`` bytes of it,
+        noting on ``conn`` whether an answer began and whether a cut is a stream's):
+
+        * one deadline per call (``begun``: a call begun then asks again, a cut stream's
+          second ask, and keeps that call's deadline), the retry on a new connection
+          included; a kept-alive connection the server closed meanwhile is replaced first;
+        * a malformed answer (:class:`FormatError`) drops the connection, nothing more of it
+          is read; so does any other way out but an answer returned (an interrupt, an error
+          answer of the frame transport): no request stays in flight on a connection the
+          next call would use;
+        * a transport failure drops it; a streamed answer asked with ``stream_ok`` that was
+          cut (not timed out) raises :class:`_StreamCut` (asked again, whole); a kept-alive
+          connection that turned out closed before any answer began (the server's idle
+          bound: it never saw the request) is tried once more on a new one if ``retry``;
+          never after a timeout; anything else is a :class:`ServiceError`."""
+        limit = wire.response_limit(size, items)
+        bound = self._deadline or default_deadline(self._timeout, size, limit)
+        ends = (time.monotonic() if begun is None else begun) + bound
+        for n in (0, 1):
+            conn = connection()  # the retry's is a new connection: its clock is set too
+            conn.clock.start(bound, ends)
+            if conn.sock is not None and _closed_by_peer(conn.sock):
+                conn.close()  # reconnected below (http.client: on its next send)
+            reused = conn.sock is not None
+            conn.answered = conn.cut_ok = False
+            try:
+                return attempt(conn, limit)
+            except FormatError:  # a malformed answer: the rest of it is never read
+                self._drop(conn)
+                raise
+            except _TRANSPORT as exc:
+                reached = begun is not None or conn.sock is not None  # the service is there
+                self._drop(conn)
+                if conn.cut_ok and not isinstance(exc, TimeoutError):
+                    raise _StreamCut() from None  # a streamed decrypt the server cut: again whole
+                stale = retry and reused and not conn.answered and isinstance(exc, _STALE)
+                if n == 1 or not stale:
+                    # a server that answers too slowly (or trickles) was reached all the
+                    # same: "cannot reach" sent people to check a service that was up
+                    raise self._failed(exc, conn.clock, bound, reached=reached) from None
+            except BaseException:  # an interrupt mid-call, an error answer: its request may
+                self._drop(conn)  # be in flight still, its answer never for the next
+                raise
+        raise AssertionError("unreachable")
+
     def _frames_exchange(
         self, path: str, body: Body, items: int, stream_ok: bool, begun: float | None
     ) -> tuple[dict[str, Any], list[str], list[bytes | None]] | None:
-        """:meth:`_exchange` of a batch over the frame transport (same limits, deadline,
-        retry and error rules); None if the server does not speak it (it answered HTTP:
-        it never ran the request)."""
+        """:meth:`_exchange` of a batch over the frame transport (the same :meth:`_call`
+        policy); None if the server does not speak it (it answered HTTP: it never ran the
+        request)."""
         parts, size = _parts(body)
-        token = (self._token or "").encode("ascii")
+        token = self._token_bytes
         flags = wire.FRAME_STREAM_OK if stream_ok else 0
         op = wire.FRAME_OPS[path]
         head = wire.FRAME_REQUEST.pack(
             wire.FRAMES_MAGIC, wire.FRAMES_VERSION, op, flags, 0, len(token), size
         )
-        limit = wire.response_limit(size, items)
-        bound = self._deadline or default_deadline(self._timeout, size, limit)
-        ends = (time.monotonic() if begun is None else begun) + bound
-        for attempt in (0, 1):
-            fc = self._fconn()
-            fc.clock.start(bound, ends)
-            if fc.sock is not None and _closed_by_peer(fc.sock):
-                fc.close()
-            reused = fc.sock is not None
-            answered = cut_ok = False
-            try:
-                if fc.sock is None:
-                    fc.connect()
-                # refused before the body was read (a token): its answer is there to read
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    fc.send([head, token, *parts])
-                lead = fc.read(wire.FRAME_ANSWER.size)
-                if lead[:4] == b"HTTP":  # an older server: it answered 400 and ran nothing
-                    self._frames = False
-                    self._drop_frames(fc)
-                    return None
-                if not lead:
-                    raise http.client.RemoteDisconnected("closed without an answer")
-                if len(lead) < wire.FRAME_ANSWER.size or lead[:4] != wire.FRAMES_MAGIC:
-                    raise FormatError("key service response: not a keysplit answer frame")
-                answered = True
-                _, status, aflags, length = wire.FRAME_ANSWER.unpack(lead)
-                if length > limit:
-                    self._drop_frames(fc)
-                    raise ServiceError(
-                        f"the key service at {self.url} sent a response larger than "
-                        f"{limit:,} bytes",
-                        hint="is the URL a keysplit key service?",
-                    )
-                if status != 200:
-                    data = fc.read(length)
-                    if len(data) < length:  # a transport failure, as a short 200 answer
-                        raise wire.ShortRead(f"an error answer ended at {len(data):,} bytes")
-                    self._drop_frames(fc)  # a refused head closes it on the server's side
-                    raise wire.error_from_body(data, status)
-                cut_ok = stream_ok and bool(aflags & wire.FRAME_STREAMED)
-                return wire.read_frame(fc.read, length, "key service response")
-            except FormatError:  # a malformed answer: the rest of it is never read
-                self._drop_frames(fc)
-                raise
-            except (wire.ShortRead, TimeoutError, ConnectionError, OSError) as exc:
-                reached = begun is not None or fc.sock is not None  # the service is there
-                self._drop_frames(fc)
-                if cut_ok and not isinstance(exc, TimeoutError):
-                    raise _StreamCut() from None
-                # a kept-alive connection the server closed (its idle bound) before it read
-                # the request: once more on a new one (RemoteDisconnected is a reset too)
-                stale = reused and not answered and isinstance(exc, ConnectionResetError)
-                stale = stale or (reused and not answered and isinstance(exc, BrokenPipeError))
-                if attempt == 1 or not stale:
-                    raise self._failed(exc, fc.clock, bound, reached=reached) from None
-            except BaseException:  # an interrupt mid-call, an error answer: its request may
-                self._drop_frames(fc)  # be in flight still, its answer never for the next
-                raise
-        raise AssertionError("unreachable")
+
+        def attempt(
+            fc: _FrameConn, limit: int
+        ) -> tuple[dict[str, Any], list[str], list[bytes | None]] | None:
+            if fc.sock is None:
+                fc.connect()
+            # refused before the body was read (a token): its answer is there to read
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                fc.send([head, token, *parts])
+            lead = fc.read(wire.FRAME_ANSWER.size)
+            if lead[:4] == b"HTTP":  # an older server: it answered 400 and ran nothing
+                self._frames = False
+                self._drop(fc)
+                return None
+            if not lead:
+                raise http.client.RemoteDisconnected("closed without an answer")
+            if len(lead) < wire.FRAME_ANSWER.size or lead[:4] != wire.FRAMES_MAGIC:
+                raise FormatError("key service response: not a keysplit answer frame")
+            fc.answered = True
+            _, status, aflags, length = wire.FRAME_ANSWER.unpack(lead)
+            if length > limit:
+                raise self._too_large(limit)
+            if status != 200:  # the connection is dropped (a refused head closes it there)
+                data = fc.read(length)
+                if len(data) < length:  # a transport failure, as a short 200 answer
+                    raise wire.ShortRead(f"an error answer ended at {len(data):,} bytes")
+                raise wire.error_from_body(data, status)
+            fc.cut_ok = stream_ok and bool(aflags & wire.FRAME_STREAMED)
+            return wire.read_frame(fc.read, length, "key service response")
+
+        return self._call(self._fconn, attempt, size, items, True, begun)
+
+    def _too_large(self, limit: int) -> ServiceError:
+        return ServiceError(
+            f"the key service at {self.url} sent a response larger than {limit:,} bytes",
+            hint="is the URL a keysplit key service?",
+        )
 
     def _failed(
         self, exc: BaseException, clock: _Clock, bound: float, *, reached: bool
@@ -543,13 +592,6 @@ class Client:
             hint=self._transport_hint(exc),
         )
 
-    def _drop_frames(self, fc: _FrameConn) -> None:
-        fc.close()
-        self._local.frames = None
-        with self._cache_lock:
-            if fc in self._conns:
-                self._conns.remove(fc)
-
     def _exchange(
         self,
         method: str,
@@ -563,79 +605,46 @@ class Client:
         stream_ok: bool = False,
         begun: float | None = None,
     ) -> tuple[Any, str]:
-        """``begun``: this exchange asks again what a call begun then (``time.monotonic()``)
-        already asked the service (a cut streamed decrypt): it keeps that call's deadline."""
+        """One HTTP exchange under the :meth:`_call` policy. ``begun``: this exchange asks
+        again what a call begun then (``time.monotonic()``) already asked the service (a
+        cut streamed decrypt): it keeps that call's deadline."""
         parts, size = _parts(body)
-        limit = wire.response_limit(size, items)
-        data: Any = None
-        bound = self._deadline or default_deadline(self._timeout, size, limit)
-        # one deadline per call, its retries included (a stale connection's, a cut stream's)
-        ends = (time.monotonic() if begun is None else begun) + bound
-        for attempt in (0, 1):
-            conn = self._conn()  # the retry's is a new connection: its clock is set too
-            conn.clock.start(bound, ends)  # type: ignore[attr-defined]
-            if conn.sock is not None and _closed_by_peer(conn.sock):
-                conn.close()  # http.client reconnects on the next send
-            reused = conn.sock is not None
-            cut_ok = answered = False
-            try:
-                self._send(conn, method, path, parts, size, content_type, auth, stream_ok)
-                resp = conn.getresponse()
-                answered = True
-                streamed = resp.status == 200 and resp.getheader(wire.STREAMED) == "1"
-                if frame and resp.length is not None and streamed:  # an error is JSON
-                    cut_ok = stream_ok
-                    data = _read_frame(resp, limit)  # the records as they are sealed
-                else:
-                    data = _read_bounded(resp, limit)
-                break
-            except FormatError:  # a malformed answer: the rest of it is never read
-                self._drop(conn)
-                raise
-            except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
-                reached = begun is not None or conn.sock is not None  # the service is there
-                self._drop(conn)
-                if cut_ok and not isinstance(exc, TimeoutError):
-                    raise _StreamCut() from None  # a streamed decrypt the server cut: again whole
-                # Retry once, on a fresh connection, only when a kept-alive one turned out
-                # closed by the server (it never saw the request: no answer began); never
-                # after a timeout.
-                stale = (
-                    retry
-                    and reused
-                    and not answered
-                    and isinstance(
-                        exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
-                    )
-                )
-                if attempt == 1 or not stale:
-                    # a server that answers too slowly (or trickles) was reached all the
-                    # same: "cannot reach" sent people to check a service that was up
-                    clock = conn.clock  # type: ignore[attr-defined]
-                    raise self._failed(exc, clock, bound, reached=reached) from None
-        if data is None:
-            self._drop(conn)
-            raise ServiceError(
-                f"the key service at {self.url} sent a response larger than {limit:,} bytes",
-                hint="is the URL a keysplit key service?",
-            )
-        if resp.status >= 400:
+
+        def attempt(conn: _HTTPConn, limit: int) -> tuple[http.client.HTTPResponse, Any]:
+            self._send(conn, method, path, parts, size, content_type, auth, stream_ok)
+            resp = conn.getresponse()
+            conn.answered = True
+            streamed = resp.status == 200 and resp.getheader(wire.STREAMED) == "1"
+            if frame and resp.length is not None and streamed:  # an error is JSON
+                conn.cut_ok = stream_ok
+                data: Any = _read_frame(resp, limit)  # the records as they are sealed
+            else:
+                data = _read_bounded(resp, limit)
+            if data is None:
+                raise self._too_large(limit)
+            return resp, data
+
+        resp, data = self._call(self._conn, attempt, size, items, retry, begun)
+        if resp.status >= 400:  # read whole: the connection stays for the next call
             raise wire.error_from_body(data, resp.status)
         if frame and type(data) is bytes:  # a whole answer (or one without a length)
             data = wire.decode_frame(data, "key service response")
         return data, resp.getheader("Content-Type", "")
 
-    def _drop(self, conn: http.client.HTTPConnection) -> None:
+    def _drop(self, conn: _HTTPConn | _FrameConn) -> None:
         """Close this thread's connection for good (the next call opens another)."""
         conn.close()
-        self._local.conn = None
+        if isinstance(conn, _FrameConn):
+            self._local.frames = None
+        else:
+            self._local.conn = None
         with self._cache_lock:
             if conn in self._conns:
                 self._conns.remove(conn)
 
     def _send(
         self,
-        conn: http.client.HTTPConnection,
+        conn: _HTTPConn,
         method: str,
         path: str,
         parts: list[Any],
@@ -651,7 +660,7 @@ class Client:
         if stream_ok:
             conn.putheader(wire.STREAM_OK, "1")
         if auth and self._token:
-            conn.putheader("Authorization", f"Bearer {self._token}")
+            conn.putheader("Authorization", self._bearer)
         if isinstance(conn, _UnixConnection):
             conn.send_parts(parts)
         else:  # TLS has no sendmsg

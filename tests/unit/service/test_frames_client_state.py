@@ -1,16 +1,17 @@
-"""The client's frame connection never outlives an exchange it did not finish: a call that
-ends any other way (an interrupt while it waits, a short error answer) leaves no request
-in flight on a connection the next call would reuse, and every failure is a
-KeysplitError.
+"""The client's connection never outlives an exchange it did not finish: a call that ends
+any other way (an interrupt while it waits, a short error answer) leaves no request in
+flight on a connection the next call would reuse, and every failure is a KeysplitError.
+One policy (``Client._call``) rules both transports: frames and HTTP.
 
-The servers are threads on a real Unix socket answering frames by hand (decrypt: each
-item's "plaintext" is the subject it was asked for, so an answer meant for another
-request shows); every wait is bounded.
+The servers are threads on a real Unix socket answering frames (or HTTP) by hand
+(decrypt: each item's "plaintext" is the subject it was asked for, so an answer meant for
+another request shows); every wait is bounded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import tempfile
 import threading
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from test_frames_transport import _FakeService, _lead
+from test_service_limits import _read_request
 
 from keysplit.service import Client, ServiceError
 from keysplit.service import _wire as wire
@@ -130,3 +132,82 @@ def test_an_error_answer_cut_short_is_a_service_error() -> None:
     assert getattr(c._local, "frames", None) is None  # dropped, not kept for the next call
     c.close()
     srv.join(WAIT + 10)
+
+
+class _Counting(threading.Thread):
+    """An HTTP key service by hand (keep-alive): answers each request with ``{"n": k}``,
+    ``k`` counting the requests over every connection. ``hold``: the first request is
+    answered only once its connection is readable again (the client sent more, or hung
+    up), as a service busy with it would."""
+
+    def __init__(self, path: Path, hold: bool) -> None:
+        super().__init__(daemon=True)
+        self.hold = hold
+        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.lsock.bind(str(path))
+        self.lsock.listen(4)
+        self.lsock.settimeout(WAIT)
+        self.url = f"unix:{path}"
+        self.requests: list[int] = []  # the connection (1, 2 ...) of each request
+
+    def run(self) -> None:
+        with self.lsock:
+            for n in (1, 2):
+                conn, _ = self.lsock.accept()
+                conn.settimeout(WAIT)
+                with conn, contextlib.suppress(OSError):  # a reset: the client dropped it
+                    while _read_request(conn):  # b"" at its end
+                        self.requests.append(n)
+                        if self.hold and len(self.requests) == 1:
+                            select.select([conn], [], [], WAIT)
+                        body = b'{"n": %d}' % len(self.requests)
+                        conn.sendall(
+                            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                        )
+
+
+@pytest.mark.parametrize("where", ["head", "body"])
+def test_an_interrupted_http_call_drops_its_connection_as_a_frame_call_does(
+    monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The two transports' exchanges differed in one rule: a frame call that ended by an
+    interrupt (Ctrl-C, a signal handler's exception) dropped its connection, an HTTP call
+    kept it half-way through its exchange. Interrupted before its answer's head was read,
+    the next call on that thread failed ("cannot reach the key service: Request-sent")
+    though the service was up; interrupted in the answer's body, the next call was sent
+    on that connection (a shred would have run) and then reported as failed
+    (ResponseNotReady). Now both drop it: the next call goes out on a new connection and
+    gets its own answer."""
+    srv = _Counting(Path(tempfile.mkdtemp(prefix="ksf", dir="/tmp")) / "h.sock", where == "head")
+    srv.start()
+    c = Client(srv.url, timeout=WAIT)
+    c._frames = False
+    calls = [0]
+    if where == "head":
+        target, name = client_mod.http.client.HTTPResponse, "begin"
+        real = target.begin
+
+        def cut(*a: object, **k: object) -> object:
+            calls[0] += 1
+            if calls[0] == 1:  # the request is out, its answer held by the service
+                raise KeyboardInterrupt
+            return real(*a, **k)  # type: ignore[arg-type]
+
+    else:
+        target, name = client_mod, "_read_bounded"
+        real = client_mod._read_bounded
+
+        def cut(*a: object, **k: object) -> object:
+            calls[0] += 1
+            if calls[0] == 1:
+                raise KeyboardInterrupt
+            return real(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(target, name, cut)
+    with pytest.raises(KeyboardInterrupt):
+        c.service_status()
+    assert c.service_status() == {"n": 2}
+    c.close()
+    srv.join(WAIT + 10)
+    assert srv.requests == [1, 2]  # the second request on a new connection
