@@ -1,12 +1,13 @@
 """A throwaway PostgreSQL server for the tests and the store benchmark.
 
-``initdb`` in a fresh temp dir, ``pg_ctl start`` listening only on a Unix socket in that
-dir (no TCP port, trust auth is safe there: the dir is private), stopped and removed at
-exit. PostgreSQL refuses to run as root, so as root the server runs as an existing
-unprivileged account: ``postgres`` (made by the distribution's package) or else ``nobody``.
-No account is ever created (running the tests must not change the machine's users). Every wait is
-bounded. Shared by ``tests/support/pg_fixture.py`` and ``benchmarks/bench_store.py``, which is why
-it lives here and not in tests/ (the benchmarks also ship without the tests).
+``initdb`` in a fresh temp dir, ``pg_ctl start`` listening only on a Unix socket in that dir
+(no TCP port, trust auth is safe there: the dir is private), stopped and removed at exit; when
+the process that started it is killed (SIGTERM, SIGKILL: no Python runs), by a reaper process
+of its own. PostgreSQL refuses to run as root, so as root the server runs as an existing
+unprivileged account: ``postgres`` (made by the distribution's package) or else ``nobody``. No
+account is ever created (running the tests must not change the machine's users). Every wait is
+bounded. Shared by ``tests/support/pg_fixture.py`` and ``benchmarks/bench_store.py``, which is
+why it lives here and not in tests/ (the benchmarks also ship without the tests).
 """
 
 from __future__ import annotations
@@ -84,18 +85,25 @@ class ThrowawayPostgres:
         self.log = self.dir / "server.log"
         self._started = False
         self._opts: list[str] = []
+        self._reaper: subprocess.Popen[bytes] | None = None
+        self._reaper_pipe: int | None = None
         atexit.register(self.stop)
 
     @property
     def url(self) -> str:
         return f"postgresql:///{DATABASE}?host={self.dir}&user=keysplit"
 
-    def _run(self, *args: str, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    def _as_server(self) -> tuple[dict[str, object], dict[str, str]]:
+        """The keyword arguments and environment of a process run as the server's user."""
         kwargs: dict[str, object] = {}
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"}
         if self.user is not None:
             kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
             env["HOME"] = str(self.dir)
+        return kwargs, env
+
+    def _run(self, *args: str, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+        kwargs, env = self._as_server()
         return subprocess.run(
             [str(self.bindir / args[0]), *args[1:]],
             cwd=self.dir,
@@ -107,10 +115,41 @@ class ThrowawayPostgres:
             **kwargs,  # type: ignore[arg-type]
         )
 
+    def _start_reaper(self) -> None:
+        """A process that stops this server (by its data directory, whichever postmaster a
+        restart left running) and removes its files once this process is gone, however it
+        ends: :meth:`stop` and atexit need Python to run, and a run ended by SIGTERM
+        (``timeout``) or SIGKILL (a cancelled job, an xdist worker) left its servers running.
+        It waits for the end of a pipe only this process holds (not inherited by the
+        processes it execs); in a session of its own, so a signal to this process's group
+        does not end it first. After :meth:`stop` it finds nothing left to do."""
+        kwargs, env = self._as_server()
+        script = 'read _; "$0" -D "$1" -m immediate -w -t 30 stop; rm -rf "$2"'
+        read_end, self._reaper_pipe = os.pipe()
+        try:
+            self._reaper = subprocess.Popen(
+                ["/bin/sh", "-c", script, str(self.bindir / "pg_ctl"), str(self.data),
+                 str(self.dir)],
+                stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                cwd="/", env=env, start_new_session=True, **kwargs,  # type: ignore[call-overload]
+            )  # fmt: skip
+        finally:
+            os.close(read_end)
+
+    def _stop_reaper(self) -> None:
+        if self._reaper_pipe is not None:
+            os.close(self._reaper_pipe)  # the reaper wakes: nothing is left to stop
+            self._reaper_pipe = None
+        if self._reaper is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._reaper.wait(45)
+            self._reaper = None
+
     def start(self) -> ThrowawayPostgres:
         if self.user is not None:
             os.chown(self.dir, self.user.pw_uid, self.user.pw_gid)
         os.chmod(self.dir, 0o700)
+        self._start_reaper()
         res = self._run(
             "initdb", "-D", str(self.data), "-U", "keysplit", "--auth=trust",
             "-E", "UTF8", "--locale=C", "--no-sync",
@@ -126,6 +165,9 @@ class ThrowawayPostgres:
         if not self.durable:  # tests: a crash of the server is not what they test
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         self._opts = opts
+        # started from here on for stop(): a start that failed its wait (-t) may still
+        # bring the server up, and stop() then stops it by its data directory
+        self._started = True
         res = self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
             "-o", " ".join(opts), "start",
@@ -134,7 +176,6 @@ class ThrowawayPostgres:
             log = self.log.read_text(errors="replace")[-800:] if self.log.exists() else ""
             self.stop()
             raise PostgresUnavailable(f"pg_ctl start failed: {res.stdout.strip()} {log}")
-        self._started = True
         # the database the URL names (createdb is in the same bindir on every layout)
         res = self._run("createdb", "-h", str(self.dir), "-U", "keysplit", DATABASE)
         if res.returncode:
@@ -179,6 +220,7 @@ class ThrowawayPostgres:
             else:
                 self._kill_postmaster()
         shutil.rmtree(self.dir, ignore_errors=True)
+        self._stop_reaper()
 
     def _kill_postmaster(self) -> None:
         with contextlib.suppress(OSError, ValueError, IndexError):

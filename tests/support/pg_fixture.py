@@ -2,7 +2,8 @@
 
 One server per test session (``initdb`` + ``pg_ctl`` on a Unix socket in a temp dir, as an
 unprivileged user when run as root; see benchmarks/_pgserver.py), stopped at the end of
-the session, also when tests fail. Each test gets its own schema, so tests never see each
+the session, also when tests fail (and by its reaper process when the run is killed: see
+``ThrowawayPostgres._start_reaper``). Each test gets its own schema, so tests never see each
 other's keys. Without PostgreSQL the tests that need it skip with one reason; with
 ``CI=true`` that is an error instead, so CI can never pass without having run them.
 """
