@@ -137,12 +137,18 @@ class ThrowawayPostgres:
             os.close(read_end)
 
     def _stop_reaper(self) -> None:
+        """After :meth:`stop`: the reaper wakes and finds nothing left to stop. A process
+        forked (not exec'd) from this one may still hold the pipe: then it is ended."""
         if self._reaper_pipe is not None:
-            os.close(self._reaper_pipe)  # the reaper wakes: nothing is left to stop
+            os.close(self._reaper_pipe)
             self._reaper_pipe = None
         if self._reaper is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._reaper.wait(45)
+            try:
+                self._reaper.wait(5)
+            except subprocess.TimeoutExpired:
+                self._reaper.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._reaper.wait(5)
             self._reaper = None
 
     def start(self) -> ThrowawayPostgres:

@@ -174,3 +174,35 @@ def test_a_process_killed_outright_leaves_no_server(pg_server: object) -> None:
         assert _gone(data), f"{_servers(data)} server processes left in {data}"
     finally:
         _force_stop(data)
+
+
+def test_a_forked_child_holding_the_reapers_pipe_does_not_keep_the_reaper(
+    pg_server: object,
+) -> None:
+    """A process forked (not exec'd) while a server runs inherits the reaper's pipe, so
+    the reaper does not wake when :meth:`stop` closes it: stop() waited 45 s for it and
+    left it running. Now stop() ends it; the server is stopped either way."""
+    from benchmarks._pgserver import ThrowawayPostgres
+
+    server = ThrowawayPostgres()
+    child = 0
+    hold_r, hold_w = os.pipe()
+    try:
+        server.start()
+        reaper = server._reaper
+        assert reaper is not None
+        child = os.fork()
+        if child == 0:  # holds every fd of the parent until the parent closes hold_w
+            os.close(hold_w)
+            os.read(hold_r, 1)
+            os._exit(0)
+        data = str(server.data)
+        server.stop()
+        assert reaper.poll() is not None, "the reaper was left running"
+        assert _servers(data) == 0 and not Path(data).exists()
+    finally:
+        os.close(hold_w)
+        os.close(hold_r)
+        if child:
+            os.waitpid(child, 0)
+        server.stop()
