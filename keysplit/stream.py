@@ -268,7 +268,8 @@ def _writeall(dst: BinaryIO, view: memoryview, left: list[int] | None = None) ->
     ``left[0]`` grows by what each write took; a write that raises counts what its
     exception says it wrote (``characters_written``: a ``BlockingIOError``'s, or 0 from a
     destination that refuses a write whole before writing any of it, as the CLI's terminal
-    check does), else all that was offered, as it may have left in part."""
+    check does), else all that was offered, as it may have left in part; less what it
+    says it *held* (:func:`_unheld`)."""
     while len(view):
         try:
             n = dst.write(view)
@@ -276,6 +277,7 @@ def _writeall(dst: BinaryIO, view: memoryview, left: list[int] | None = None) ->
             if left is not None:
                 done = getattr(exc, "characters_written", None)
                 left[0] += min(done, len(view)) if isinstance(done, int) else len(view)
+                _unheld(left, exc)
             raise
         if n is None:
             raise BlockingIOError("non-blocking destination is not supported")
@@ -284,6 +286,26 @@ def _writeall(dst: BinaryIO, view: memoryview, left: list[int] | None = None) ->
         if n >= len(view):
             return
         view = view[n:]
+
+
+def _unheld(left: list[int], exc: BaseException) -> None:
+    """Take off ``left[0]`` the bytes of earlier writes that a destination took and never
+    wrote, as its exception says (``held``: the CLI's terminal check holds back the end of
+    a write, a "\r" or half a UTF-8 sequence, until the next shows it to be text)."""
+    held = getattr(exc, "held", None)
+    if isinstance(held, int) and not isinstance(held, bool) and held > 0:
+        left[0] -= min(held, left[0])
+
+
+def _end_out(dst: BinaryIO, left: list[int]) -> None:
+    """The end of a decrypt to stdout: ``dst.flush()`` before its entry is recorded, so
+    that an output that fails at its end (a full disk or a reader gone at the last flush,
+    the terminal check refusing what it held) is a stopped decrypt, not a whole one."""
+    try:
+        dst.flush()
+    except BaseException as exc:
+        _unheld(left, exc)
+        raise
 
 
 def read_header(src: BinaryIO) -> StreamHeader:
@@ -647,7 +669,8 @@ def _decrypt_to(
     ``released`` (two counters) counts the plaintext bytes stdout took so far and those
     handed to it (a file's are released only once all authenticated), for the audit entry
     of a decrypt that fails.
-    ``before_release(info)`` runs once every chunk is authenticated and before a file OUT
+    ``before_release(info)`` runs once every chunk is authenticated and, to stdout, flushed
+    (:func:`_end_out`), and before a file OUT
     is put in place (its audit entry: recorded, then released); if it raises, the file is
     not put in place. ``before_first_release()``: once before the first plaintext byte goes
     to stdout (its audit intent); never for a file OUT."""
@@ -660,6 +683,8 @@ def _decrypt_to(
         info = _decrypt_body(
             header, src, dst, opener, context=context, released=count, before_first_release=first
         )
+        if count is not None:
+            _end_out(dst, count)
         if before_release is not None:
             before_release(info)
         return info

@@ -994,6 +994,52 @@ def test_decrypt_refuses_what_the_plaintext_ends_with_on_the_terminal(
         "(binary data or control characters)"
     ]
     assert seen == shown  # the held end never reached the terminal
+    # recorded as it ended: stopped, the held end not counted (before: a whole 'decrypt'
+    # entry, written before the refusal at the output's end)
+    last = Keyring.open(cer.kr).audit_log().entries()[-1]
+    assert last.event == "decrypt-incomplete" and last.data["error"] == "UnprintableOutput"
+    assert last.data["bytes"] == len(shown)
+
+
+def test_a_refusal_of_a_held_carriage_return_does_not_count_it(cer: Ceremony) -> None:
+    """A "\r" that ends one chunk is held back until the next shows whether "\n" follows;
+    the next chunk is refused (binary): decrypt-incomplete counted the held "\r" as
+    released, though it never reached the terminal."""
+    text = b"plain text line\n" * (MiB // 16 - 1) + b"plain text line\r"
+    assert len(text) == MiB  # one whole chunk ending in "\r", then a binary one
+    p, seen = _decrypt_to_terminal(cer, _encrypt(cer, text + bytes(range(256)) * 64))
+    assert p.returncode == 1, p.stderr
+    assert seen == text[:-1]
+    last = Keyring.open(cer.kr).audit_log().entries()[-1]
+    assert last.event == "decrypt-incomplete" and last.data["error"] == "UnprintableOutput"
+    assert last.data["bytes"] == len(seen)  # before: len(seen) + 1
+
+
+def test_a_decrypt_whose_stdout_fails_at_its_last_flush_is_recorded_incomplete(
+    cer: Ceremony,
+) -> None:
+    """A small plaintext to stdout sits in stdout's buffer until the last flush; stdout a
+    full disk (/dev/full) failed that flush after the ``decrypt`` entry was written: the
+    command failed, the log said the file was wholly decrypted. The flush is now part of
+    the decrypt: the entry is ``decrypt-incomplete`` (error OSError)."""
+    sealed = _encrypt(cer, b"a few bytes\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout buffered
+    with open("/dev/full", "wb") as full:
+        p = subprocess.run(
+            [KEYSPLIT, "decrypt", cer.kr, sealed, "-", *cer.quorum("alice", "bob")],
+            stdin=subprocess.DEVNULL,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            env=env,
+        )
+    # (the exit code is not the point: the interpreter's own last flush of stdout fails
+    # again at exit, which it reports as 120)
+    assert p.returncode != 0 and b"error: [Errno 28]" in p.stderr, p.stderr
+    events = [e.event for e in Keyring.open(cer.kr).audit_log().entries()]
+    assert events[-2:] == ["intent", "decrypt-incomplete"], events
+    last = Keyring.open(cer.kr).audit_log().entries()[-1]
+    assert last.data["error"] == "OSError"
 
 
 def test_allow_unprintable_writes_any_plaintext_to_the_terminal(cer: Ceremony) -> None:
