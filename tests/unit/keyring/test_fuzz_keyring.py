@@ -1,0 +1,82 @@
+"""Hypothesis red team of the keyring file's metadata and the pending-rekey file.
+
+tests/unit/parsers/test_fuzz_parsers.py mutates keyring files byte by byte; here the
+metadata JSON is edited as a document (a field deleted, duplicated, retyped, set to a
+bound, an infinity or text that is not Unicode) and written back with its length field
+fixed, so every check past the JSON parser runs. Whatever the edit: a FormatError, or
+metadata that encodes to exactly the bytes read. A pending-rekey file so damaged never
+blocks the current keyring.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from paths import VECTORS_DIR
+from tamper import mutate_json
+
+from keysplit import FormatError, Keyring
+from keysplit.keyring import KEYRING_FILE, PENDING_FILE
+from keysplit.keyring import file as kf
+
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+_FILE = bytes.fromhex(json.loads((VECTORS_DIR / "keyring.json").read_text())["cases"][0]["file"])
+_MLEN = struct.unpack_from(">I", _FILE, 5)[0]
+_META = json.loads(_FILE[9 : 9 + _MLEN])
+_TAIL = _FILE[9 + _MLEN :]
+
+
+def _with_meta(raw: bytes) -> bytes:
+    return _FILE[:5] + struct.pack(">I", len(raw)) + raw + _TAIL
+
+
+def _canonical_text(doc: object) -> bytes:
+    """The metadata as keysplit writes it (UTF-8, not escaped), but a lone surrogate as
+    its JSON escape (it has no UTF-8 form)."""
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "backslashreplace").replace(b"Infinity", b"1e400")
+
+
+@FUZZ
+@given(st.data())
+def test_edited_metadata_is_a_format_error_or_exact(data: st.DataObject) -> None:
+    edited = mutate_json(_META, data.draw)
+    raw = _canonical_text(edited)
+    try:
+        meta, aad, _, _ = kf.parse(_with_meta(raw))
+    except FormatError:
+        return
+    assert meta.to_json() == raw and aad == _FILE[:5] + struct.pack(">I", len(raw)) + raw
+
+
+@pytest.mark.parametrize("name", ["\\ud800", "a\\udfffb"])
+def test_a_custodian_name_that_is_not_unicode_is_a_format_error(name: str) -> None:
+    raw = _FILE[9 : 9 + _MLEN]
+    first = _META["share_set"]["custodians"][0]["name"]
+    edited = raw.replace(f'"name":"{first}"'.encode(), f'"name":"{name}"'.encode(), 1)
+    assert edited != raw
+    with pytest.raises(FormatError, match="custodian 0 name"):
+        kf.parse(_with_meta(edited))
+
+
+def test_a_pending_file_naming_a_custodian_not_in_unicode_does_not_block_the_keyring(
+    tmp_path: Path,
+) -> None:
+    """The pending rekey's metadata is read on every open; a damaged one is ignored
+    (the rule of KeyringHome.pending_meta), whatever the damage."""
+    path = tmp_path / "kr"
+    _, shares = Keyring.create(path, 2, ["alice", "bob", "carol"])
+    data = (path / KEYRING_FILE).read_bytes()
+    mlen = struct.unpack_from(">I", data, 5)[0]
+    meta = data[9 : 9 + mlen].replace(b'"name":"alice"', b'"name":"\\ud800"', 1)
+    rest = data[9 + mlen :]
+    (path / PENDING_FILE).write_bytes(data[:5] + struct.pack(">I", len(meta)) + meta + rest)
+    kr = Keyring.open(path)
+    assert kr.pending is None
+    kr.unseal([shares["alice"], shares["bob"]]).close()
