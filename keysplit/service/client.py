@@ -217,9 +217,9 @@ class _UnixConnection(http.client.HTTPConnection):
 
 class _FrameConn:
     """A connection of the Unix socket's frame transport (:mod:`._frames`): ``encrypt``
-    and ``decrypt`` batches without HTTP. The socket blocks, each operation bounded by
-    ``SO_RCVTIMEO``/``SO_SNDTIMEO`` set from the call's :class:`_Clock` (so one
-    ``recv(k, MSG_WAITALL)`` takes ``k`` bytes in one system call)."""
+    and ``decrypt`` batches without HTTP. The socket blocks, each read bounded by
+    ``SO_RCVTIMEO`` set from the call's :class:`_Clock` (so one ``recv(k, MSG_WAITALL)``
+    takes ``k`` bytes in one system call); the request goes out without blocking."""
 
     answered = cut_ok = False  # of the exchange in progress (Client._call)
 
@@ -250,10 +250,35 @@ class _FrameConn:
         return self.sock
 
     def send(self, parts: list[Any]) -> None:
-        try:
-            _sendmsg_all(self._arm(socket.SO_SNDTIMEO), parts)
-        except BlockingIOError:  # SO_SNDTIMEO passed
-            raise TimeoutError("the key service did not take the request in time") from None
+        """``parts`` in order, each ``sendmsg`` without blocking (``MSG_DONTWAIT``): while
+        the socket is full, it is tried again every :data:`_SEND_SLICE` seconds (or as soon
+        as it polls writable), until the call's deadline, or ``timeout`` seconds without
+        progress. (A blocking ``sendmsg`` under ``SO_SNDTIMEO``, which bounds each wait of
+        the kernel for buffer space, not the system call, lasted as long as a peer taking
+        the request a little at a time liked.)"""
+        sock = self.sock
+        assert sock is not None
+        room = select.poll()
+        room.register(sock, select.POLLOUT)
+        views = [memoryview(p) for p in parts if len(p)]
+        i, moved = 0, time.monotonic()
+        while i < len(views):
+            try:
+                sent = sock.sendmsg(views[i : i + _IOV_MAX], (), socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                left = self.clock.left()  # TimeoutError once the call's deadline passed
+                if time.monotonic() - moved >= self.clock.op:
+                    raise TimeoutError("the key service did not take the request in time") from None
+                room.poll(math.ceil(min(left, _SEND_SLICE) * 1000))
+                continue
+            moved = time.monotonic()
+            while sent:  # past the buffers sent whole, into the one sent in part
+                n = len(views[i])
+                if sent < n:
+                    views[i] = views[i][sent:]
+                    break
+                sent -= n
+                i += 1
 
     def read(self, k: int) -> bytes:
         """``k`` bytes, fewer only where the connection ended."""
@@ -275,6 +300,9 @@ class _FrameConn:
 
 
 _TIMEVAL = struct.Struct("@ll")
+_SEND_SLICE = 0.05
+"""Seconds between tries of a frame request's ``sendmsg`` while the socket is full (it
+polls writable only once the peer took three quarters of the buffer)."""
 _HTTPConn = _UnixConnection | _HTTPSConnection
 _C = TypeVar("_C", _UnixConnection | _HTTPSConnection, _FrameConn)
 _T = TypeVar("_T")

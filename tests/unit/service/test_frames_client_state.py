@@ -56,6 +56,15 @@ def _echo(subjects: list[str]) -> bytes:
     return wire.FRAME_ANSWER.pack(wire.FRAMES_MAGIC, 200, 0, len(body)) + body
 
 
+def _listen(path: Path) -> tuple[socket.socket, str]:
+    """A listening Unix socket at ``path`` (accept bounded by WAIT) and its client URL."""
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(str(path))
+    lsock.listen(4)
+    lsock.settimeout(WAIT)
+    return lsock, f"unix:{path}"
+
+
 class _SlowFirst(threading.Thread):
     """Answers every request with its own subjects, except the first connection's first
     request, answered only once a second request came on that connection (a service busy
@@ -63,11 +72,7 @@ class _SlowFirst(threading.Thread):
 
     def __init__(self, path: Path) -> None:
         super().__init__(daemon=True)
-        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.lsock.bind(str(path))
-        self.lsock.listen(4)
-        self.lsock.settimeout(WAIT)
-        self.url = f"unix:{path}"
+        self.lsock, self.url = _listen(path)
         self.connections = 0
         self.first_read = threading.Event()
 
@@ -211,3 +216,48 @@ def test_an_interrupted_http_call_drops_its_connection_as_a_frame_call_does(
     c.close()
     srv.join(WAIT + 10)
     assert srv.requests == [1, 2]  # the second request on a new connection
+
+
+class _Trickle(threading.Thread):
+    """Reads a frame request slowly (256 KiB every 0.2 s, so no single send waits long)
+    until the client gives up, or, the request whole, answers it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.lsock, self.url = _listen(path)
+        self.read = 0
+        self.whole = False
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError), self.lsock:
+            conn, _ = self.lsock.accept()
+            conn.settimeout(WAIT)
+            with conn:
+                head = _recv_exact(conn, wire.FRAME_REQUEST.size)
+                assert head is not None
+                *_, tlen, blen = wire.FRAME_REQUEST.unpack(head)
+                stop = threading.Event()
+                while self.read < tlen + blen:
+                    more = conn.recv(min(256 << 10, tlen + blen - self.read))
+                    if not more:
+                        return
+                    self.read += len(more)
+                    stop.wait(0.2)
+                self.whole = True
+                conn.sendall(_echo(["f/1"]))
+
+
+def test_a_service_reading_the_request_slowly_cannot_hold_a_call_past_its_deadline() -> None:
+    """The call's deadline bounds sending the request too: a service that takes a 48 MiB
+    request a little at a time (each send progressing well within ``timeout``) gets a
+    ServiceError at the deadline. Before, only the first sendmsg was bounded by it; the
+    rest went out through sendall, each system call's SO_SNDTIMEO armed once, so the call
+    lasted as long as the trickle did (~40 s here), then returned."""
+    srv = _Trickle(Path(tempfile.mkdtemp(prefix="ksf", dir="/tmp")) / "t.sock")
+    srv.start()
+    c = Client(srv.url, token="t", timeout=2, deadline=3)
+    with pytest.raises(ServiceError, match="deadline"):
+        c.encrypt_many(["f/1"] * 48, [b"x" * (1 << 20)] * 48)
+    c.close()
+    srv.join(WAIT + 60)
+    assert not srv.whole and srv.read < 48 << 20
