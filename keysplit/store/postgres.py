@@ -277,6 +277,12 @@ def _statuses(conn: _Conn, stmt: sql.Composed, xids: Sequence[int]) -> dict[int,
     return {int(x): status for x, status in conn.execute(stmt, (list(xids),)).fetchall()}
 
 
+def _note_xid(conn: _Conn, xids: list[int]) -> None:
+    """Add the id of ``conn``'s transaction to ``xids`` (each attempt's, of one call)."""
+    row = conn.execute("SELECT txid_current()").fetchone()
+    xids.append(int(row[0]) if row else 0)
+
+
 def _configure(conn: _Conn, lock_timeout: str) -> None:
     for stmt in _TEMP_TABLES:
         conn.execute(stmt)
@@ -1026,16 +1032,22 @@ class PostgresKeyStore:
 
     def set_legal_holds(self, subjects: Sequence[str], hold: bool) -> None:
         """One transaction: the exclusive state lock, each subject's bucket lock (in order,
-        as :meth:`delete_many` takes them), the holds placed or lifted, one epoch bump."""
+        as :meth:`delete_many` takes them), the holds placed or lifted, one epoch bump. A
+        retry (the connection dropped) first asks whether an earlier attempt committed, as
+        :meth:`note_rekey` does: the rows are idempotent, the bump is not."""
         wanted = sorted(set(subjects))
         if not wanted:
             return
         locks = self._subject_locks(wanted)
+        xids: list[int] = []
 
         def work(conn: _Conn) -> None:
             st = self._exclusive(conn)
+            if self._committed_before(conn, xids):
+                return
             conn.execute(self._sql["lock_subjects"], (locks,))
             conn.execute(self._sql["holds_set" if hold else "holds_lift"], (wanted,))
+            _note_xid(conn, xids)
             self._bump(conn, st)
 
         self._tx(work)
@@ -1250,8 +1262,7 @@ class PostgresKeyStore:
         def work(conn: _Conn) -> KeyringState:
             st = self._exclusive(conn)
             _rules.check_rotate(st, version)
-            row = conn.execute("SELECT txid_current()").fetchone()
-            xids.append(int(row[0]) if row else 0)
+            _note_xid(conn, xids)
             return self._bump(conn, st._replace(current_kek=version))
 
         try:
@@ -1263,6 +1274,15 @@ class PostgresKeyStore:
             if st is None:
                 raise
             return st
+
+    def _committed_before(self, conn: _Conn, xids: list[int]) -> bool:
+        """In a retried attempt holding the exclusive state lock: whether an earlier attempt
+        of the same call (``xids``, noted by :func:`_note_xid`) committed. Final: each held
+        that lock to its end. Its work must not be done again: the server committed it
+        while the client lost the answer to COMMIT."""
+        if not xids:
+            return False
+        return "committed" in _statuses(conn, self._sql["txid_status"], xids).values()
 
     def _outcome(self, xids: list[int], lock: str | None = None) -> tuple[str, KeyringState | None]:
         """Whether one of ``xids`` (transactions that held the exclusive state lock)
@@ -1335,15 +1355,14 @@ class PostgresKeyStore:
         def work(conn: _Conn) -> KeyringState:
             st = self._exclusive(conn)
             # an earlier attempt of this call failed: did it commit?
-            if xids and "committed" in _statuses(conn, self._sql["txid_status"], xids).values():
+            if self._committed_before(conn, xids):
                 return st
             row = conn.execute(self._sql["count_version"], (version,)).fetchone()
             live = self._leases(conn, live=True)
             refusal = _rules.retire_refusal(st, version, int(row[0]) if row else 0, live)
             if refusal is not None:
                 raise refusal
-            row = conn.execute("SELECT txid_current()").fetchone()
-            xids.append(int(row[0]) if row else 0)
+            _note_xid(conn, xids)
             retired = tuple(sorted({*st.retired, version}))  # as stored (encode_retired)
             return self._bump(conn, st._replace(retired=retired))
 
@@ -1373,10 +1392,9 @@ class PostgresKeyStore:
         def work(conn: _Conn) -> KeyringState:
             st = self._exclusive(conn)
             # an earlier attempt of this call failed: did it commit?
-            if xids and "committed" in _statuses(conn, self._sql["txid_status"], xids).values():
+            if self._committed_before(conn, xids):
                 return st
-            row = conn.execute("SELECT txid_current()").fetchone()
-            xids.append(int(row[0]) if row else 0)
+            _note_xid(conn, xids)
             return self._bump(conn, st._replace(rekeys=st.rekeys + 1))
 
         return self._tx(work)

@@ -637,3 +637,23 @@ def test_an_audit_entry_retried_after_a_serialization_failure_then_committed_is_
         assert store.audit_append(lambda last: b"one") == b"one"  # before the fix: raises
         assert proxy.cuts == 1
         assert store.audit_lines() == [*before, b"one"]
+
+
+def test_a_hold_committed_while_its_connection_died_bumps_the_epoch_once(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """set_legal_holds (idempotent rows, one epoch bump) whose commit the server made while
+    the client lost the answer to COMMIT ran again on a new connection and bumped the
+    epoch a second time (every process re-read the state twice). Now a retry first asks
+    whether the earlier attempt committed, as retire_kek and note_rekey do."""
+    with _behind_cutter(pg_server, tmp_path) as (proxy, _, _, store, _):
+        before = store.state().epoch
+        proxy.armed = True  # the hold's epoch bump: its COMMIT answer is lost
+        store.set_legal_holds(["ann", "bob"], True)
+        assert proxy.cuts == 1
+        assert store.legal_holds() == ["ann", "bob"]
+        assert store.state().epoch == before + 1  # before the fix: + 2
+        proxy.armed = True  # and lifting them: the same
+        store.set_legal_holds(["ann"], False)
+        assert proxy.cuts == 2
+        assert store.legal_holds() == ["bob"] and store.state().epoch == before + 2
