@@ -34,6 +34,7 @@ from keysplit.store.url import postgres_conninfo
 
 _BUMP = b"keyring_state SET epoch"  # in the rotation's UPDATE (set_current_kek's bump)
 _COMMIT_DONE = b"C\x00\x00\x00\x0bCOMMIT\x00"  # the server's CommandComplete for COMMIT
+_COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"  # the client's COMMIT (a simple Query)
 _KEY_DATA = b"K\x00\x00\x00\x0c"  # BackendKeyData: then the backend's pid, its cancel key
 
 
@@ -107,6 +108,7 @@ class _CommitCutter:
         self.fake_pid: int | None = None  # set: BackendKeyData names it (as pgbouncer does)
         self.match = _BUMP  # what the client sends in the transaction to cut
         self.done = _COMMIT_DONE  # the server's answer that is then dropped
+        self.before = False  # set: drop the client's COMMIT instead (the server aborts)
         self.socks: list[socket.socket] = []
         self.cuts = 0
         self.stop = threading.Event()
@@ -152,6 +154,10 @@ class _CommitCutter:
                 tail = seen[-64:]
                 if up and self.match in seen:
                     flag["bump"] = True
+                if up and self.before and flag["bump"] and self.armed and _COMMIT in seen:
+                    self.armed = False
+                    self.cuts += 1
+                    break  # the server never sees COMMIT: it rolls back when both ends close
                 if not up and self.done in seen:
                     if flag["bump"] and self.armed:
                         self.armed = False
@@ -617,6 +623,52 @@ def test_an_audit_entry_the_server_refuses_at_commit_fails_and_is_not_recorded(
         assert store.audit_lines() == [*before, b"one"]
     finally:
         store.close()
+
+
+def test_an_audit_entry_whose_commit_never_reached_the_server_fails_and_is_not_recorded(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """audit_append's aborted case after a lost connection: the entry was written, the
+    connection died as the client sent COMMIT, and the server, which never saw it, rolled
+    the transaction back. The transaction's id (asked under the audit lock, granted once
+    that backend has ended) says it aborted: the error stands, nothing was recorded, and
+    running the command again records the entry once."""
+    from keysplit import StoreUnreachableError
+
+    with _behind_cutter(pg_server, tmp_path) as (proxy, _, _, store, _):
+        before = store.audit_lines()
+        proxy.match = b".audit (seq, line)"  # the entry's INSERT
+        proxy.before = proxy.armed = True
+        with pytest.raises(KeyringError) as failed:
+            store.audit_append(lambda last: b"one")
+        assert not isinstance(failed.value, StoreUnreachableError)  # not "unknown"
+        assert proxy.cuts == 1
+        assert store.audit_lines() == before
+        assert store.audit_append(lambda last: b"one") == b"one"
+        assert store.audit_lines() == [*before, b"one"]
+
+
+def test_a_shred_whose_commit_never_reached_the_server_fails_and_keeps_the_key(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """The shred's side of the same branch: the server rolled the delete back, so the
+    shred fails (not "unknown"), the key stays, and a shred run again deletes it."""
+    from keysplit import StoreUnreachableError
+
+    with (
+        _behind_cutter(pg_server, tmp_path) as (proxy, kr, shares, store, _schema),
+        kr.unseal([shares["a"], shares["b"]], store=store) as ku,
+    ):
+        record = ku.encrypt(b"secret", subject="bob")
+        proxy.match = b"DELETE FROM"  # the shred's statement
+        proxy.before = proxy.armed = True
+        with pytest.raises(KeyringError) as failed:
+            ku.shred("bob")
+        assert not isinstance(failed.value, StoreUnreachableError)
+        assert proxy.cuts == 1
+        assert store.get("bob") is not None
+        assert ku.decrypt(record, subject="bob") == b"secret"
+        assert ku.shred("bob") is True and store.get("bob") is None
 
 
 def test_an_audit_entry_retried_after_a_serialization_failure_then_committed_is_returned(
