@@ -49,7 +49,9 @@ Lifecycle:
   never waits on an interpreter starting), then gets ``UNSEAL`` + the master key as the
   originals did, if the leader is unsealed; nothing of the keyring is in its argv or
   environment. A new worker that does not start counts as a death; a slot whose workers
-  keep dying is refilled after a growing delay (``respawn_delay``), each wait logged.
+  keep dying is refilled after a growing delay (``respawn_delay``), each wait logged. A
+  frozen build or an embedded interpreter has no interpreter to start
+  (:func:`spawn_unavailable`): nothing is started, the leader says why.
   The leader tells the others how many processes are alive (``LIVE``), which
   ``/v1/status`` reports as ``workers`` beside ``workers_configured``.
 
@@ -89,6 +91,7 @@ __all__ = [
     "forwarded",
     "reopen",
     "respawn_delay",
+    "spawn_unavailable",
     "spawn_worker",
     "unseal_message",
 ]
@@ -290,6 +293,19 @@ _BOOT = (
 _HOME = str(Path(__file__).resolve().parents[2])  # where this keysplit was imported from
 
 
+def spawn_unavailable() -> str | None:
+    """Why no replacement worker can be started in this process (None: it can).
+    :func:`spawn_worker` runs ``sys.executable`` as a Python interpreter; in a frozen build
+    (PyInstaller, cx_Freeze, py2exe: ``sys.frozen``) it is the application itself, which
+    took ``-P -c ...`` as its own arguments (keysplit's CLI: a usage error), and an
+    interpreter embedded in another program may have none."""
+    if getattr(sys, "frozen", False):
+        return "a frozen build has no Python interpreter to start (sys.executable is the app)"
+    if not sys.executable or not os.access(sys.executable, os.X_OK):
+        return "no Python interpreter to start (sys.executable is empty: an embedded interpreter)"
+    return None
+
+
 def spawn_worker(setup: bytes) -> tuple[int, socket.socket, subprocess.Popen[bytes]]:
     """Start a replacement worker: a fresh interpreter (fork+exec, safe in a process with
     an event loop and threads) running ``keysplit.service.server._spawned`` on its end of a
@@ -329,7 +345,8 @@ def respawn_delay(deaths: int) -> float:
 class Fleet:
     """The leader's side: dispatch connections, fan out unseal/seal/reload, replace a
     worker that died (``respawn(index)``: a new worker for that slot, see
-    :func:`spawn_worker`; None: dropped workers are not replaced)."""
+    :func:`spawn_worker`; None: dropped workers are not replaced, and ``unreplaced``, if
+    given, says why each time one is dropped)."""
 
     def __init__(
         self,
@@ -338,12 +355,14 @@ class Fleet:
         adopt_local: Callable[[socket.socket, Any], Awaitable[None]],
         log: Callable[[str], None],
         respawn: Callable[[int], tuple[int, socket.socket, subprocess.Popen[bytes]]] | None = None,
+        unreplaced: str | None = None,
     ) -> None:
         self.service = service
         self.peers = peers
         self._adopt_local = adopt_local
         self._log = log
         self._respawn = respawn
+        self._unreplaced = unreplaced
         self._deaths: dict[int, list[float]] = {}
         self._stopping = False
         self._replacing: set[asyncio.Task[Any]] = set()
@@ -390,6 +409,12 @@ class Fleet:
                 t = asyncio.ensure_future(self._replace(p))
                 self._replacing.add(t)
                 t.add_done_callback(self._replacing.discard)
+            elif self._unreplaced and not self._stopping:
+                self._log(
+                    f"worker {p.index} not replaced ({self._unreplaced}): "
+                    f"{self.service.workers_live} of {1 + len(self.peers)} processes serve "
+                    "until keysplit serve is restarted"
+                )
 
     def _tell_live(self) -> None:
         """/v1/status reports the processes alive, whichever process serves it."""

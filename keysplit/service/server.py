@@ -48,6 +48,7 @@ from .fleet import (
     default_workers,
     fork_workers,
     forwarded,
+    spawn_unavailable,
     spawn_worker,
 )
 from .heap import keep_heap
@@ -521,12 +522,14 @@ async def _serve(
     runner = _runner(service, lim, after)
     await runner.setup()
     acceptor = _Acceptor(runner, lim, service)
+    unreplaced = spawn_unavailable() if workers else None
     fleet = Fleet(
         service,
         [Peer(i, pid, ctl) for i, (pid, ctl) in enumerate(workers, 1)],
         acceptor.adopt,
         log,
-        respawn,
+        respawn if unreplaced is None else None,
+        unreplaced,
     )
     acceptor.route = fleet.dispatch
     stop = asyncio.Event()
@@ -549,6 +552,8 @@ async def _serve(
         n = f"; {1 + len(workers)} processes" if workers else ""
         where = ", ".join(w for _, w in listening)
         log(f"keyring {service.keyring.keyring_id} sealed; listening on {where}{n}")
+        if unreplaced:
+            log(f"a worker that exits will not be replaced: {unreplaced}")
         await stop.wait()
     finally:
         service.close()

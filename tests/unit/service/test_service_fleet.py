@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from service_helpers import Server
+from service_helpers import KEYSPLIT, Server
 
 import keysplit
 from keysplit import Client, IntegrityError, Keyring, KeysplitError, SealedError
@@ -525,9 +525,11 @@ class _PatientServer(Server):
     """``keysplit serve`` whose fan-outs wait for a worker's answer up to 600 s (instead of
     ACK_TIMEOUT's 10 s): a fan-out that does not notice a dead worker outlasts any client."""
 
+    PRELUDE = "import keysplit.service.fleet as f; f.ACK_TIMEOUT = 600.0"
+
     def start(self) -> Server:
         code = (
-            "import sys, keysplit.service.fleet as f; f.ACK_TIMEOUT = 600.0; "
+            f"import sys; {self.PRELUDE}; "
             "from keysplit_cli.app import main; sys.argv[0] = 'keysplit'; sys.exit(main())"
         )
         real = sys.executable
@@ -890,3 +892,51 @@ def test_the_leaders_sealed_copy_is_used_only_after_a_rekey_and_only_for_its_key
             fleet.reopen(kr.path, master, copy=foreign[1])  # not under this master key
         with pytest.raises(KeysplitError, match="another keyring"):
             fleet.reopen(kr.path, foreign[0], copy=foreign[1])
+
+
+class _FrozenServer(_PatientServer):
+    """``keysplit serve`` as a frozen build runs it (PyInstaller, cx_Freeze): ``sys.frozen``
+    set, ``sys.executable`` the application itself (here the ``keysplit`` command), which
+    takes no interpreter options."""
+
+    PRELUDE = f"sys.frozen = True; sys.executable = {KEYSPLIT!r}"
+
+
+def test_a_frozen_build_says_a_dead_worker_is_not_replaced_and_why(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    """A worker's replacement is started as ``sys.executable -P -c ...``: in a frozen build
+    that runs the application with those arguments (the keysplit CLI: a usage error), so
+    every new worker "did not start", and the leader started the application again and
+    again (after 1, 2, 4 ... 60 s), never saying why. Now the leader knows it cannot start
+    an interpreter there: it says so once at start and when a worker is dropped, starts
+    nothing, and /v1/status counts the processes that serve."""
+    kr, shares, token = _setup(tmp_path)
+    with _FrozenServer(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
+        assert srv.proc is not None
+        leader = srv.proc.pid
+        _unseal(srv.url, kr, shares)
+        (first,) = _children(leader)
+        os.kill(first, signal.SIGKILL)
+        _wait_for("the drop logged", lambda: "dropped" in srv.log.read_text())
+        _wait_for("the reason logged", lambda: "worker 1 not replaced" in srv.log.read_text())
+        c = Client(srv.url, token=token, timeout=60)
+        st = c.service_status()
+        assert (st["workers"], st["workers_configured"]) == (1, 2)
+        assert c.decrypt(c.encrypt(b"x", subject="u/1"), subject="u/1") == b"x"
+        c.close()
+        assert not {p for p in _children(leader) if not _gone(p)}  # nothing started
+    log = srv.log.read_text()
+    assert "frozen" in log and "did not start" not in log and "started in place" not in log
+
+
+def test_spawn_unavailable_names_a_frozen_build_and_an_embedded_interpreter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from keysplit.service import fleet
+
+    assert fleet.spawn_unavailable() is None  # this interpreter can start another
+    monkeypatch.setattr(sys, "executable", "")
+    assert "embedded" in (fleet.spawn_unavailable() or "")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert "frozen" in (fleet.spawn_unavailable() or "")
