@@ -205,7 +205,10 @@ def _behind_cutter(
     with _cutter(server) as proxy:
         url = f"postgresql:///keysplit?host={proxy.dir}&user=keysplit&schema={schema}{extra}"
         store = open_store(url, keyring_id=kr.keyring_id, home=kr.path, create=True)
-        yield proxy, kr, shares, store, schema
+        try:
+            yield proxy, kr, shares, store, schema
+        finally:  # before the proxy goes: its pool would reconnect to a socket gone
+            store.close()
 
 
 def test_a_rotation_committed_while_its_connection_died_succeeds(
