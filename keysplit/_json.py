@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import FormatError, KeysplitError
 
-__all__ = ["MAX_DEPTH", "check_depth", "loads"]
+__all__ = ["MAX_DEPTH", "check_depth", "is_unicode", "loads"]
 
 MAX_DEPTH = 32
 
@@ -77,3 +77,13 @@ def loads(
         return json.loads(text, **kwargs)
     except (ValueError, RecursionError):
         raise error(f"{what} is not valid JSON") from None
+
+
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` has a UTF-8 form: a JSON string escape can spell a lone surrogate
+    (``"\\ud800"``), which :func:`loads` returns as is and no encoder takes back."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -144,14 +144,6 @@ def _hex(v: object, where: str, nbytes: int) -> str:
     return v
 
 
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _meta_from_json(raw: bytes) -> KeyringMeta:
     obj = _json.loads(raw, what="keyring metadata", max_bytes=_MAX_META)
     fields = {"format", "keyring_id", "generation", "share_set", "public_key", "kek"}
@@ -170,7 +162,7 @@ def _meta_from_json(raw: bytes) -> KeyringMeta:
         c = _want(c, {"name", "index"}, f"custodian {i}")
         name = c["name"]
         # a JSON escape can spell a lone surrogate, which has no UTF-8 form (to_json)
-        if not isinstance(name, str) or not name or not _is_unicode(name):
+        if not isinstance(name, str) or not name or not _json.is_unicode(name):
             raise FormatError(f"keyring metadata: custodian {i} name must be a non-empty string")
         custodians.append(Custodian(name, _int(c["index"], f"custodian {i} index", 1, 255)))
     versions_raw = kek["versions"]

@@ -229,6 +229,9 @@ class TokenPolicy:
             )
         except (KeyError, TypeError):
             raise FormatError("token list: an entry lacks a field") from None
+        text = (pol.name, pol.subject_prefix, pol.created, pol.region, *pol.created_by)
+        if not all(_json.is_unicode(t) for t in text):  # a JSON escape can spell a lone surrogate
+            raise FormatError("token list: an entry holds text that is not Unicode")
         if pol.expires:
             try:
                 _parse_time(pol.expires)
@@ -336,7 +339,7 @@ class TokenList:
                 out.tokens = [TokenPolicy.from_dict(t) for t in doc["tokens"]]
                 out.revoked = [str(r) for r in doc["revoked"]]
                 out.mac = str(doc["mac"])
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):  # serial: 1e400 is inf
                 raise FormatError(f"{d / TOKENS_FILE}: malformed token list") from None
         try:
             lines = (d / REVOKED_FILE).read_text("utf-8", "replace").splitlines()
@@ -365,7 +368,9 @@ class TokenList:
         """Raise :class:`IntegrityError` if the list was edited (or written without a quorum)."""
         if self.mac is None and not self.tokens and not self.revoked:
             return  # no list yet
-        if self.mac is None or not hmac.compare_digest(self.mac, self._compute_mac(key)):
+        mac = self.mac
+        # compare_digest refuses (TypeError) a str that is not ASCII: an edited MAC
+        if mac is None or not mac.isascii() or not hmac.compare_digest(mac, self._compute_mac(key)):
             raise IntegrityError(
                 "token list authentication failed",
                 hint=f"{self.path} was edited or does not belong to this keyring",
