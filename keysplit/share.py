@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import itertools
 import re
+import secrets
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from .errors import (
     MixedSharesError,
     RecoveryError,
 )
-from .hazmat import shamir
+from .hazmat import gf256, shamir
 from .rng import RandomSource, default_rng
 
 __all__ = [
@@ -70,6 +71,13 @@ _TAG_DOMAIN = b"keysplit share check v1\x00"
 _FP_DOMAIN = b"keysplit secret fingerprint v1\x00"
 _GROUP = 5
 _SUBSET_SEARCH_LIMIT = 2000
+_FIT_WORK_LIMIT = 1 << 17
+"""Bound on the search for the best-supported polynomial (:func:`_disagreement`), in
+terms (a share's value times a coefficient) of the anchor sets it groups: 2^17 terms cover
+every anchor of a threshold-3 split of 255 shares (each share of a threshold-2 split is
+grouped once, with no anchor)."""
+_LOG = np.array(gf256.LOG, dtype=np.int64)
+_EXP = np.array(gf256.EXP, dtype=np.uint8)
 _IGNORED = re.compile(r"[\s\-]+")
 
 
@@ -388,13 +396,35 @@ def _interpolate(shares: Sequence[Share], at: int) -> bytes:
 
 
 def _through(points: Sequence[tuple[int, bytes]], at: int) -> bytes:
-    """Value at ``x = at`` of the polynomial through ``points`` (``(x, payload)``).
+    """Value at ``x = at`` of the polynomial through ``points`` (``(x, payload)``)."""
+    return bytes(_evaluate(points, [at])[0].tobytes())
 
-    Over GF(2^8), p(at) is q(0) for q(z) = p(z + at), whose points sit at ``x ^ at``.
-    """
-    xs = [x ^ at for x, _ in points]
-    ys = np.stack([np.frombuffer(y, dtype=np.uint8) for _, y in points])[:, None, :]
-    return bytes(shamir.combine_batch(xs, ys)[0].tobytes())
+
+def _evaluate(points: Sequence[tuple[int, bytes]], targets: Sequence[int]) -> np.ndarray:
+    """Values (one row each) at every x in ``targets`` of the polynomial through
+    ``points`` (``(x, payload)``, distinct x in 0..255), in one pass.
+
+    Lagrange: ``p(a) = sum_j y_j l_j(a)``, ``l_j(a) = prod_{m != j} (a - x_m) / (x_j - x_m)``,
+    the coefficients from log tables on the PUBLIC coordinates, as sums of logarithms
+    (``O(k)`` per coefficient, vectorised, where a scalar loop per target cost ``O(k^2)``
+    Python multiplications); the payloads only ever multiplied by them with the
+    constant-time :func:`~keysplit.hazmat.gf256.mul` and xored. A target that is one of the
+    points gets its payload."""
+    xs = np.array([x for x, _ in points], dtype=np.int64)
+    ys = np.stack([np.frombuffer(y, dtype=np.uint8) for _, y in points])
+    at = np.asarray(targets, dtype=np.int64)
+    hit = at[:, None] == xs[None, :]
+    diff = _LOG[np.where(hit, 1, at[:, None] ^ xs[None, :])]  # log(a - x_m); log 1 = 0
+    pair = xs[:, None] ^ xs[None, :]
+    weight = _LOG[np.where(pair == 0, 1, pair)].sum(axis=1)  # log prod_{m != j} (x_j - x_m)
+    coeff = _EXP[(diff.sum(axis=1)[:, None] - diff - weight[None, :]) % 255]
+    coeff = np.where(hit.any(axis=1)[:, None], hit, coeff).astype(np.uint8)
+    out: np.ndarray = np.bitwise_xor.reduce(gf256.mul(ys[None, :, :], coeff[:, :, None]), axis=1)
+    return out
+
+
+def _same(row: np.ndarray, payload: bytes) -> bool:
+    return hmac.compare_digest(row.tobytes(), payload)
 
 
 def _check(ref: Share, payload: bytes) -> bytes | None:
@@ -470,11 +500,12 @@ def combine(shares: Sequence[Share], *, custodian_of: Namer | None = None) -> by
             )
         base, secret = found
     in_base = {s.index for s in base}
-    fit = [
-        s
-        for s in shares
-        if s.index in in_base or hmac.compare_digest(_interpolate(base, s.index), s.payload)
-    ]
+    others = [s for s in shares if s.index not in in_base]
+    on = set(in_base)
+    if others:  # every other share checked against the polynomial, in one pass
+        values = _evaluate([(s.index, s.payload) for s in base], [s.index for s in others])
+        on |= {s.index for s, v in zip(others, values, strict=True) if _same(v, s.payload)}
+    fit = [s for s in shares if s.index in on]
     if len(fit) < len(shares):
         raise _disagreement(shares, fit, zero, k)
     return secret
@@ -489,6 +520,45 @@ def _decisive(n: int, k: int, fit: int) -> bool:
     return k == 1 or fit > n - fit + k - 2
 
 
+def _best_through(shares: Sequence[Share], zero: bytes, anchors: Sequence[Share]) -> list[Share]:
+    """The shares on the best-supported polynomial through the verified point ``(0, zero)``
+    and the ``k - 2`` ``anchors``: the anchors and the largest group of the other shares.
+
+    Those ``k - 1`` points and any one more share fix a polynomial ``p_s``; two shares lie
+    on one polynomial through the anchors exactly when their ``p_s`` agree at one further
+    point ``t`` (two polynomials of degree ``k - 1`` that agree at ``k - 1`` points and are
+    not one differ at every other point). So each share is evaluated once, all of them in
+    one vectorised pass (Lagrange coefficients on public x-coordinates, constant-time
+    products on the payloads), and grouped by ``p_s(t)``: every polynomial through the
+    anchors is examined at the cost of ``k - 1`` products over the shares, where trying
+    them one by one cost a full evaluation of every share each."""
+    fixed = [(0, zero)] + [(a.index, a.payload) for a in anchors]
+    fixed_x = [x for x, _ in fixed]
+    rest = [s for s in shares if s.index not in fixed_x]
+    t = next(x for x in range(1, 256) if x not in fixed_x)
+    dummy = next(x for x in range(1, 256) if x not in fixed_x and x != t)
+    at_t = np.array([s.index == t for s in rest])  # a share at x = t: its own value there
+    xs = np.where(at_t, dummy, [s.index for s in rest])  # (public) never 0 in a log below
+    ys = np.stack([np.frombuffer(s.payload, dtype=np.uint8) for s in rest])
+    log_n = sum(int(_LOG[t ^ xm]) for xm in fixed_x)
+    log_d = sum(_LOG[xs ^ xm] for xm in fixed_x)
+    own = np.where(at_t, 1, _EXP[(log_n - log_d) % 255]).astype(np.uint8)
+    keys = gf256.mul(ys, own[:, None])
+    for xj, yj in fixed:
+        log_base = sum(int(_LOG[t ^ xm]) - int(_LOG[xj ^ xm]) for xm in fixed_x if xm != xj)
+        coeff = _EXP[(log_base + _LOG[xs ^ t] - _LOG[xs ^ xj]) % 255]
+        coeff = np.where(at_t, 0, coeff).astype(np.uint8)
+        keys ^= gf256.mul(np.frombuffer(yj, dtype=np.uint8)[None, :], coeff[:, None])
+    blind = secrets.token_bytes(32)
+    groups: dict[bytes, list[Share]] = {}
+    for s, row in zip(rest, keys, strict=True):  # by a keyed digest: no secret as a key
+        digest = hashlib.blake2b(row.tobytes(), key=blind, digest_size=16).digest()
+        groups.setdefault(digest, []).append(s)
+    largest = max(groups.values(), key=len, default=[])
+    chosen = {s.index for s in anchors} | {s.index for s in largest}
+    return [s for s in shares if s.index in chosen]
+
+
 def _disagreement(
     shares: Sequence[Share], fit: Sequence[Share], zero: bytes, k: int
 ) -> RecoveryError:
@@ -499,23 +569,21 @@ def _disagreement(
     The secret is verified, but not the shares that recovered it: two or more shares with
     errors that cancel at x = 0 (no knowledge of the secret needed: the interpolation is
     linear) recover it too, and a good share is then off *their* polynomial. So the
-    polynomial taken is the one fixed by the verified point at x = 0 and the most shares
-    (searched over ``k - 1`` of them beside that point, within the subset search limit),
-    and shares are named only when no other polynomial could be as well supported
-    (:func:`_decisive`): otherwise naming one could blame a good custodian."""
+    polynomial taken is the one fixed by the verified point at x = 0 that the most shares
+    lie on: :func:`_best_through` finds the best one through each set of ``k - 2`` anchor
+    shares (with ``k = 2``, no anchor: the best of all, in one pass), anchor sets tried as
+    :func:`_candidates` orders them within :data:`_FIT_WORK_LIMIT`; and shares are named
+    only when no other polynomial could be as well supported (:func:`_decisive`):
+    otherwise naming one could blame a good custodian."""
     n = len(shares)
     best = list(fit)
     if not _decisive(n, k, len(best)):
-        for n_tried, subset in enumerate(_candidates(shares, k - 1)):
-            if n_tried >= _SUBSET_SEARCH_LIMIT:
-                break
-            points = [(0, zero)] + [(s.index, s.payload) for s in subset]
-            chosen = {s.index for s in subset}
-            on = [
-                s
-                for s in shares
-                if s.index in chosen or hmac.compare_digest(_through(points, s.index), s.payload)
-            ]
+        allowed = max(1, _FIT_WORK_LIMIT // ((n - k + 2) * (k - 1)))
+        anchor_sets: Iterator[Sequence[Share]] = (
+            iter([()]) if k == 2 else _candidates(shares, k - 2)
+        )
+        for anchors in itertools.islice(anchor_sets, allowed):
+            on = _best_through(shares, zero, anchors)
             if len(on) > len(best):
                 best = on
                 if _decisive(n, k, len(best)):

@@ -7,7 +7,10 @@ import dataclasses
 import hashlib
 import itertools
 import json
+from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -588,6 +591,105 @@ def test_shares_forged_to_cancel_at_zero_never_get_a_good_share_blamed() -> None
     # the same order-independent answer with the forged pair last
     with pytest.raises(RecoveryError, match=r"^shares 1, 2 do not match"):
         combine(forged[2:] + forged[:2])
+
+
+class _Work:
+    """Counts GF(2^8) multiplications in :mod:`keysplit.share`: payload bytes times a
+    coefficient (gf256.mul, shamir.combine_batch) and scalar ones (Lagrange coefficients)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from keysplit.hazmat import gf256, shamir
+
+        self.products = 0
+        self.scalar = 0
+        mul, combine_batch, mul_scalar = gf256.mul, shamir.combine_batch, gf256.mul_scalar
+
+        def counted_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            out = mul(a, b)
+            self.products += out.size
+            return out
+
+        def counted_combine(xs: Sequence[int], ys: np.ndarray, **kw: Any) -> np.ndarray:
+            self.products += ys.size
+            return combine_batch(xs, ys, **kw)
+
+        def counted_scalar(a: int, b: int) -> int:
+            self.scalar += 1
+            return mul_scalar(a, b)
+
+        monkeypatch.setattr(gf256, "mul", counted_mul)
+        monkeypatch.setattr(shamir, "combine_batch", counted_combine)
+        monkeypatch.setattr(gf256, "mul_scalar", counted_scalar)
+
+
+def test_naming_shares_forged_together_costs_a_pass_not_a_search(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """k = 2, n = 255, the first 127 shares forged together (they recover the verified
+    secret): to find which polynomial most shares lie on, combine evaluated every share
+    on the polynomial through each candidate share in turn, 127 x 255 evaluations (2.3 s).
+    Now each share is evaluated once and grouped by the polynomial it fixes (an exact
+    search): the work is a few passes over the shares, and the answer the same."""
+    good = split(b"k" * 16, 2, 255)
+    forged = _forged_together(good, list(range(127)), [0x53])
+    work = _Work(monkeypatch)
+    with pytest.raises(RecoveryError, match=r"^shares 1, 2, 3, .*, 127 do not match the others"):
+        combine(forged)
+    n, k, length = 255, 2, len(good[0].payload)
+    assert work.products <= 4 * n * k * length and work.scalar <= n, vars(work)
+
+
+def test_combine_of_many_shares_at_a_high_threshold_is_one_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every share of a 128-of-255 split: each extra share was checked by its own
+    interpolation, whose Lagrange coefficients took ~2 k^2 scalar multiplications (127 x
+    32,768: 1.8 s). Now the 127 extra shares are evaluated in one pass with coefficients
+    from log tables; a wrong one is still named."""
+    shares = split(b"k" * 16, 128, 255)
+    work = _Work(monkeypatch)
+    assert combine(shares) == b"k" * 16
+    n, k, length = 255, 128, len(shares[0].payload)
+    assert work.products <= n * k * length and work.scalar <= 2 * k * k, vars(work)
+    with pytest.raises(RecoveryError, match=r"^share 200 does not match the others"):
+        combine([*shares[:199], _wrong(shares[199]), *shares[200:]])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grouping_by_polynomial_agrees_with_trying_each_share(seed: int) -> None:
+    """The one-pass grouping (:func:`keysplit.share._best_through`) finds a polynomial as
+    well supported as trying, one by one, the polynomial each share fixes with the anchors
+    and counting the shares on it."""
+    from keysplit.hazmat.gf256 import mul_scalar
+    from keysplit.share import _best_through, _through
+
+    rnd = DeterministicRandom(bytes([seed]) * 32)
+    k = 2 + seed % 3
+    n = 3 * k + seed
+    good = split(rnd.random_bytes(16), k, n, rng=rnd)
+    zero = _through([(s.index, s.payload) for s in good[:k]], 0)
+    shares = list(good)
+    for i in range(1, n, 2):  # every other share off: half moved together, half at random
+        e = mul_scalar(0x53, shares[i].index) if i % 4 == 1 else None
+        pay = shares[i].payload
+        shares[i] = dataclasses.replace(
+            shares[i],
+            payload=bytes(b ^ e for b in pay) if e is not None else rnd.random_bytes(len(pay)),
+        )
+    anchors = shares[-(k - 2) :] if k > 2 else []
+    fixed = [(0, zero)] + [(a.index, a.payload) for a in anchors]
+    tried = max(
+        sum(
+            1
+            for t in shares
+            if t in anchors
+            or t is s
+            or _through([*fixed, (s.index, s.payload)], t.index) == t.payload
+        )
+        for s in shares
+        if s not in anchors
+    )
+    assert len(_best_through(shares, zero, anchors)) == tried
 
 
 def test_three_shares_forged_together_at_threshold_three() -> None:
