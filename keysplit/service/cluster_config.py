@@ -65,10 +65,13 @@ def check_url(url: str) -> str:
     """A node URL keysplit can reach: ``unix:PATH`` or ``https://host[:port]`` (the rule of
     :class:`~keysplit.service.Client`, checked where a cluster description is read)."""
     if isinstance(url, str) and url.startswith("unix:") and len(url) > len("unix:"):
+        if not _file_name(url[len("unix:") :]):
+            raise ValueError("node URL: the socket path is no file name this system can hold")
         return url
     try:
         parts = urlsplit(url)
         ok = parts.scheme == "https" and bool(parts.hostname) and (parts.port or 443) > 0
+        ok = ok and _json.is_unicode(url)  # a JSON escape can spell a lone surrogate
     except (TypeError, ValueError):
         ok = False
     if not ok:
@@ -86,6 +89,16 @@ def _hex(v: Any, pattern: re.Pattern[str], what: str) -> str:
     if not isinstance(v, str) or not pattern.fullmatch(v):
         raise FormatError(f"cluster.json: bad {what}")
     return v
+
+
+def _file_name(text: str) -> bool:
+    """Whether ``text`` can name a file here (``os.fsencode``): a JSON escape can spell a
+    lone surrogate no file name holds (``\\udcXX``, a byte of a non-UTF-8 name, is one)."""
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -206,7 +219,7 @@ class ClusterConfig:
         try:
             nodes = tuple(ClusterNodeInfo.from_dict(x) for x in doc["nodes"])
             commitments = tuple(_hex(c, _HEX64, "commitment") for c in doc["commitments"])
-            return cls(
+            cfg = cls(
                 cluster_id=str(doc["cluster_id"]),
                 region=str(doc["region"]),
                 threshold=doc["threshold"],
@@ -219,6 +232,9 @@ class ClusterConfig:
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise FormatError(f"{what}: malformed ({exc})") from None
+        if not _file_name(cfg.store):
+            raise FormatError(f"{what}: the store URL is no text this system can open")
+        return cfg
 
     def with_shares(self, public_shares: Mapping[int, str], **changes: Any) -> ClusterConfig:
         nodes = tuple(replace(x, public_share=public_shares[x.index]) for x in self.nodes)
@@ -333,6 +349,7 @@ def read_successor(directory: str | os.PathLike[str]) -> Successor | None:
         or not _HEX32.fullmatch(cid)
         or not isinstance(where, str)
         or not where
+        or not _file_name(where)
         or type(since) is not int
         or since < 0
         or not isinstance(held, list)

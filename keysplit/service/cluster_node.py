@@ -211,7 +211,7 @@ class ClusterNode:
         cfg = ClusterConfig.from_bytes(data, str(path))
         doc = _json.loads(data, what=str(path), max_bytes=4 << 20)
         me = doc.get("me") if isinstance(doc, dict) else None
-        if me not in {x.name for x in cfg.nodes}:
+        if not isinstance(me, str) or me not in {x.name for x in cfg.nodes}:
             raise FormatError(f"{path}: does not name this node")
         return cfg, cfg.node(str(me)).index
 

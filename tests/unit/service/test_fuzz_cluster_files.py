@@ -1,0 +1,131 @@
+"""Hypothesis red team of a cluster's public files: ``cluster.json``, ``successor.json``
+and a node's copy of the description (``cluster/<id>.json``, which names the node).
+
+Neither file is authenticated (they are public and pinned by their ids and keys), so
+every edit must end in a FormatError (or a ClusterError) or in a description that writes
+back what it read and whose every path can be used: a JSON escape can spell a lone
+surrogate that no socket path or store file name holds, which before was accepted here
+and failed later with UnicodeEncodeError (a traceback from ``keysplit cluster status``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tamper import dump_json, mutate_json
+
+from keysplit.errors import FormatError, KeysplitError
+from keysplit.service.cluster_config import (
+    SUCCESSOR_FILE,
+    ClusterConfig,
+    ClusterNodeInfo,
+    Successor,
+    read_successor,
+)
+from keysplit.service.cluster_node import ClusterNode
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+_NODES = tuple(
+    ClusterNodeInfo(f"n{i}", i, f"unix:/run/n{i}.sock", f"{i:032x}", "ab" * 32, "cd" * 32)
+    for i in range(1, 4)
+)
+_CFG = ClusterConfig("0f" * 16, "in", 2, _NODES, "ef" * 32, commitments=("ef" * 32,) * 2)
+_DOC: dict[str, Any] = json.loads(_CFG.to_bytes())
+_DOC["nodes"].append(  # an https node too
+    {**_DOC["nodes"][0], "name": "n4", "index": 4, "url": "https://n4.example:8443"}
+)
+
+
+def _usable(cfg: ClusterConfig) -> None:
+    """Every path a client takes from the description can be handed to the OS."""
+    os.fsencode(cfg.store)
+    for n in cfg.nodes:
+        if n.url.startswith("unix:"):
+            os.fsencode(n.url[5:])
+        else:
+            n.url.encode("utf-8")
+
+
+@FUZZ
+@given(st.data())
+def test_an_edited_cluster_json_is_refused_or_usable(data: st.DataObject) -> None:
+    raw = dump_json(mutate_json(_DOC, data.draw), indent=1)
+    try:
+        cfg = ClusterConfig.from_bytes(raw)
+    except KeysplitError:
+        return
+    _usable(cfg)
+    assert ClusterConfig.from_bytes(cfg.to_bytes()) == cfg
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda d: d["nodes"][0].update(url="unix:/run/\ud800.sock"), "socket path"),
+        (lambda d: d["nodes"][3].update(url="https://\ud800.example"), "node URL"),
+        (lambda d: d.update(store="sqlite:/var/\ud800.sqlite"), "store URL"),
+    ],
+)
+def test_a_path_no_file_name_holds_is_a_format_error(edit: Any, says: str) -> None:
+    doc = json.loads(json.dumps(_DOC))
+    edit(doc)
+    with pytest.raises(FormatError, match=says):
+        ClusterConfig.from_bytes(dump_json(doc))
+
+
+def test_a_socket_path_of_a_non_utf8_file_name_is_kept() -> None:
+    """A byte of a non-UTF-8 name (surrogateescape, as argv gives it) is a file name."""
+    doc = json.loads(json.dumps(_DOC))
+    doc["nodes"][0]["url"] = "unix:/run/\udcff.sock"
+    assert ClusterConfig.from_bytes(dump_json(doc)).nodes[0].url == "unix:/run/\udcff.sock"
+
+
+_SUCCESSOR = {
+    "cluster_id": "ab" * 16,
+    "directory": "/srv/next",
+    "since": 3,
+    "held": ["00" * 8],
+    "ledger": "moved.sqlite",
+    "held_keyed": ["11" * 8],
+}
+
+
+@FUZZ
+@given(st.data())
+def test_an_edited_successor_json_is_refused_or_usable(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    d = tmp_path_factory.mktemp("succ", numbered=True)
+    (d / SUCCESSOR_FILE).write_bytes(dump_json(mutate_json(_SUCCESSOR, data.draw)))
+    try:
+        s = read_successor(d)
+    except KeysplitError:
+        return
+    assert s is not None
+    os.fsencode(s.directory)
+    s.write(d)
+    assert read_successor(d) == s
+
+
+def test_a_successor_directory_no_file_name_holds_is_a_format_error(tmp_path: Path) -> None:
+    Successor("ab" * 16, "/srv/\ud800", 0).write(tmp_path)
+    with pytest.raises(FormatError, match="malformed"):
+        read_successor(tmp_path)
+
+
+@pytest.mark.parametrize("me", [["n1"], {"n1": 1}, 1, None])
+def test_a_node_copy_whose_me_is_not_a_name_is_a_format_error(tmp_path: Path, me: object) -> None:
+    node = ClusterNode(SimpleNamespace(directory=tmp_path), object)  # type: ignore[arg-type]
+    node.dir.mkdir()
+    doc = {**_CFG.public_dict(), "me": me}
+    (node.dir / f"{_CFG.cluster_id}.json").write_bytes(json.dumps(doc).encode())
+    with pytest.raises(FormatError, match="does not name this node"):
+        node._config(_CFG.cluster_id)
