@@ -51,7 +51,9 @@ Lifecycle:
   environment. A new worker that does not start counts as a death; a slot whose workers
   keep dying is refilled after a growing delay (``respawn_delay``), each wait logged. A
   frozen build or an embedded interpreter has no interpreter to start
-  (:func:`spawn_unavailable`): nothing is started, the leader says why.
+  (:func:`spawn_unavailable`): nothing is started, the leader says why. A worker that
+  could not open the keyring (``FAILED``) is sent ``UNSEAL`` again after a growing delay
+  while the leader is unsealed.
   The leader tells the others how many processes are alive (``LIVE``), which
   ``/v1/status`` reports as ``workers`` beside ``workers_configured``.
 
@@ -235,6 +237,10 @@ class Peer:
     dropped: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
     proc: subprocess.Popen[bytes] | None = None
     """A replacement's process (:func:`spawn_worker`); None for a forked original."""
+    failures: int = 0
+    """Opens of the keyring that failed in a row (reset once it is ready)."""
+    retrying: bool = False
+    """An ``UNSEAL`` is scheduled for it after a failed open (:meth:`Fleet._ask_again`)."""
 
     def exited(self) -> bool:
         """Reaped now or before (never blocks)."""
@@ -547,9 +553,39 @@ class Fleet:
             p.acks.put_nowait(GONE)  # for any other fan-out waiting on it too
             return False
         p.ready = msg == READY and not self.service.sealed
-        if msg != READY:
+        if msg == READY:
+            p.failures = 0
+        else:
             self._log(f"worker {p.index} could not open the keyring")
+            if p.alive and not self.service.sealed and not p.retrying and not self._stopping:
+                p.failures += 1
+                p.retrying = True
+                t = asyncio.ensure_future(self._ask_again(p))
+                self._replacing.add(t)  # cancelled by stop()
+                t.add_done_callback(self._replacing.discard)
         return p.ready
+
+    async def _ask_again(self, p: Peer) -> None:
+        """Send ``p`` the key again after a growing delay (1, 2, 4 ... 60 s): a worker whose
+        open failed (its store unreachable for a moment, the keyring file unreadable while
+        a change was fanned out) sealed itself, and was otherwise asked only at the next
+        unseal. Not if the leader sealed, or ``p`` is gone or serves, meanwhile. (A FAILED
+        of a worker sealed by a request comes after its SEALED, which sealed the leader
+        first: it is never asked again here.)"""
+        try:
+            delay = respawn_delay(p.failures + 1)
+            self._log(f"worker {p.index} asked to open the keyring again in {delay:g} s")
+            await asyncio.sleep(delay)
+        finally:
+            p.retrying = False
+        kr = self.service.unsealed_keyring
+        if kr is None or self.service.sealed or self._stopping or not p.alive:
+            return
+        if p.ready or p.reloading or all(q is not p for q in self.peers):
+            return
+        w = self._order(p, unseal_message(kr))
+        if w is not None:
+            await w
 
     def seal_now(self) -> bytes:
         """The leader sealed: tell every worker to drop its keys and connections, without

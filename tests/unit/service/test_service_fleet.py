@@ -940,3 +940,31 @@ def test_spawn_unavailable_names_a_frozen_build_and_an_embedded_interpreter(
     assert "embedded" in (fleet.spawn_unavailable() or "")
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     assert "frozen" in (fleet.spawn_unavailable() or "")
+
+
+def test_a_worker_that_could_not_reopen_is_asked_again_and_serves_once_it_can(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    """A worker whose re-open failed once (its store unreachable for a moment, the keyring
+    file unreadable while a change was fanned out) sealed itself and was never asked again
+    until the next unseal: the service ran a process short for good while /v1/status
+    counted it alive. Now the leader sends it the key again after a growing delay (1, 2, 4
+    ... 60 s, logged) as long as it is unsealed, and the worker serves once it can open."""
+    kr, shares, token = _setup(tmp_path)
+    with Server(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
+        _unseal(srv.url, kr, shares)
+        leader = _leader_client(srv.url, token)
+        good = (kr.path / "keyring.ksk").read_bytes()
+        _damage_keyring_file(kr)
+        assert leader.shred("u/2") is False  # the worker's reload fails
+        assert "could not open the keyring" in srv.log.read_text()
+        tmp = kr.path / "keyring.ksk.tmp"  # the file is good again (the failure is over)
+        tmp.write_bytes(good)
+        tmp.replace(kr.path / "keyring.ksk")
+        w = _wait_for("the worker serves again", lambda: _serving_worker(srv.url, token))
+        assert isinstance(w, Client)
+        assert w.decrypt(leader.encrypt(b"x", subject="u/1"), subject="u/1") == b"x"
+        assert w.service_status()["workers"] == 2
+        for c in (leader, w):
+            c.close()
+    assert "worker 1 asked to open the keyring again in 1 s" in srv.log.read_text()
