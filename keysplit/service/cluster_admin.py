@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import _json
 from .._fileio import atomic_write
-from ..errors import ClusterError, FormatError, KeysplitError, PermissionDenied
+from ..errors import ClusterError, FormatError, IntegrityError, KeysplitError, PermissionDenied
 from ..store import open_store
 from ..store.base import Lease, check_batch_size
 from . import _wire as wire
@@ -690,7 +690,14 @@ def _rotate(
         if keep:
             if ledger is not None:  # recorded before NEW stores them: none goes unrecorded
                 ledger.add(moved_check(ncid, s, k) for s, k in keep)
-            moved += new.datakeys.adopt([s for s, _ in keep], [k for _, k in keep])
+            try:
+                moved += new.datakeys.adopt([s for s, _ in keep], [k for _, k in keep])
+            except IntegrityError:  # NEW holds another key for one: a dead moved one?
+                dead = _moved_and_replaced(new, keep, ledger)
+                if not dead:
+                    raise
+                late += sum(new.shred(s) for s in dead)
+                moved += new.datakeys.adopt([s for s, _ in keep], [k for _, k in keep])
             # shredded in OLD after the export, before the adopt: a shred whose step in
             # NEW found no key yet (and marked NEW reached) must not leave it there now
             now = ostore.get_many([s for s, _ in keep])
@@ -706,6 +713,27 @@ def _rotate(
     if cur is not None and cur.cluster_id == succ.cluster_id and cur.since < upto:
         replace(cur, since=upto).write(old_dir)  # carried: once
     return Rotated(moved, late + carried)
+
+
+def _moved_and_replaced(
+    new: ClusterClient, keep: Sequence[tuple[str, bytes]], ledger: MovedLedger | None
+) -> list[str]:
+    """Of ``keep`` (a subject and its key in OLD now), those whose key in NEW is another one
+    that the rotation moved there (its check value in ``ledger``): OLD's was shredded since
+    (through a copy of OLD's directory without the marker, so the shred never reached NEW)
+    and the subject written again. That key is dead: it goes from NEW, and OLD's moves in
+    its place. A key in NEW that the rotation never moved is a backend's: left, as before."""
+    if ledger is None:
+        return []
+    subjects = [s for s, _ in keep]
+    here = new.datakeys.export(subjects, create=False)
+    other = {
+        s: moved_check(new.config.cluster_id, s, h)
+        for (s, k), h in zip(keep, here, strict=True)
+        if h is not None and not hmac.compare_digest(h, k)
+    }
+    known = ledger.known(list(other.values()))
+    return [s for s, c in other.items() if c in known]
 
 
 def _replace_renewed(

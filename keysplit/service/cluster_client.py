@@ -617,17 +617,23 @@ class ClusterDataKeys:
             s: k
             for s, (k, _) in self._fetch([s for s in subjects if s in have], create=False).items()
         }
+        given = dict(zip(subjects, raws, strict=True))
+        _same_keys(out, given)  # before anything is stored: a refused batch stores none
         if todo:
             subs = [s for s, _ in todo]
             keks = dict(zip(subs, self._keks(subs, proof=True), strict=True))
             self._insert(subs, [k for _, k in todo], keks, out)
-        given = dict(zip(subjects, raws, strict=True))
-        if any(not hmac.compare_digest(out[s], given[s]) for s in out):
-            raise IntegrityError(
-                hint="a subject already has another data key in the new cluster's store "
-                "(a backend wrote there before the rotation finished)"
-            )
+            _same_keys(out, given)  # (one another writer stored meanwhile is in out)
         return len(todo)
+
+
+def _same_keys(have: Mapping[str, bytes], given: Mapping[str, bytes]) -> None:
+    """IntegrityError unless each key of ``have`` is the one ``given`` for its subject."""
+    if any(not hmac.compare_digest(have[s], given[s]) for s in have):
+        raise IntegrityError(
+            hint="a subject already has another data key in the new cluster's store "
+            "(a backend wrote there before the rotation finished)"
+        )
 
 
 def _unwrap(kek: bytes, row: WrappedKey, out: dict[str, bytes], subject: str) -> bool:
