@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ._channel import Channel
-from .cluster import scheduler_lost
+from .cluster import LOST_SETTLE, closed_when_lost, scheduler_lost
 
 __all__ = ["main"]
 
@@ -95,6 +95,7 @@ def main() -> int:
                 if client is None:
                     cluster = request["cluster"]
                     client = stack.enter_context(_client(request["cluster"]))
+                    stack.enter_context(closed_when_lost(client, CLOSE_LOST))
                 elif request["cluster"] != cluster:
                     raise ValueError("one driver process serves one cluster")
                 chan.send({"t": "started"})  # the parent's clock for the job's time budget
@@ -114,7 +115,8 @@ def main() -> int:
                     return _retire(client)
                 continue
             except Exception as exc:  # others: the type (a task's message may quote data), OS: text
-                lost_why = None if client is None else scheduler_lost(client)
+                settle = LOST_SETTLE if isinstance(exc, OSError) else 0.0  # a closed connection
+                lost_why = None if client is None else scheduler_lost(client, settle)
                 what = (
                     f"the job {lost_why}"
                     if lost_why is not None

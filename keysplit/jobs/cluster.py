@@ -19,7 +19,12 @@ join and receive a job's keys. The TLS fields are file paths or PEM text, as in 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import threading
+import time
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -128,21 +133,68 @@ class Cluster:
         }
 
 
-def scheduler_lost(client: Any) -> str | None:
+LOST_POLL = 0.05
+"""(Driver child) Seconds between two looks of :func:`closed_when_lost` at its client."""
+LOST_SETTLE = 5.0
+"""(Driver child) Seconds :func:`scheduler_lost` waits, for a call that failed on a closed
+connection, for the client to see that its scheduler is gone (the call's connection and
+the client's own one close at the same moment; the client may learn it a moment later)."""
+
+_addresses: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def scheduler_lost(client: Any, settle: float = 0.0) -> str | None:
     """(Driver child) Why a job cannot go on if its Dask client lost the scheduler, else None.
 
     When the client's connection to the scheduler closes (the scheduler was killed, its
     host went away), Dask cancels every future of the client at once and then tries to
     reconnect for the client's ``timeout`` (:attr:`Cluster.timeout`, 120 s by default,
-    whatever the job's own ``timeout``); every call the job made meanwhile (``client.run``
-    to provision workers, ``submit``, ``cancel``) waited for that and then failed with
-    Dask's "Timed out trying to connect". The job's tasks are gone either way, so it stops
-    as soon as it sees this, and its driver child is retired (see
-    :mod:`keysplit.jobs._driver`)."""
-    if getattr(client, "status", "running") == "running":
-        return None
-    address = getattr(getattr(client, "scheduler", None), "address", None)
+    whatever the job's own ``timeout``); every call made meanwhile (``register_plugin``,
+    ``client.run`` to provision workers, ``scheduler_info``, ``cancel``) waits for that, and
+    futures submitted meanwhile are never cancelled. :func:`closed_when_lost` closes such a
+    client at once, which fails those calls; the job stops as soon as it sees this, and its
+    driver child is retired (see :mod:`keysplit.jobs._driver`). ``settle``: seconds to wait
+    for a client that still says "running" to notice (after a call failed on a closed
+    connection)."""
+    deadline = time.monotonic() + settle
+    while getattr(client, "status", "running") == "running":
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+    address = _addresses.get(client) or getattr(getattr(client, "scheduler", None), "address", None)
     return f"lost the connection to the Dask scheduler at {address or 'its address'}"
+
+
+@contextlib.contextmanager
+def closed_when_lost(client: Any, close_timeout: float) -> Iterator[None]:
+    """(Driver child) While inside, close ``client`` as soon as it loses its scheduler.
+
+    Dask has no public setting for its reconnect wait (the client's connect timeout): a
+    thread looks at the client's ``status`` every :data:`LOST_POLL` seconds and, once it says
+    "connecting" (the connection is gone, Dask tries again), closes the client (public
+    ``Client.close``). Closing cancels the client's futures and its pending connections, so
+    whatever call the job is in fails at once and :func:`scheduler_lost` names the cause."""
+    with contextlib.suppress(AttributeError, TypeError):
+        _addresses[client] = str(client.scheduler.address)
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(LOST_POLL):
+            status = getattr(client, "status", "running")
+            if status == "connecting":
+                with contextlib.suppress(Exception):
+                    client.close(timeout=close_timeout)
+                return
+            if status != "running":  # closed by its owner
+                return
+
+    thread = threading.Thread(target=watch, name="keysplit-scheduler-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def check_timeout(value: float | None) -> float | None:

@@ -47,7 +47,7 @@ from . import _parquet as _pq
 from ._cache import job_keys, job_records
 from ._channel import Channel
 from ._isolate import ITEMS_LINE, JobError, Message, clean, progress_of, run_job
-from .cluster import Cluster, check_timeout, scheduler_lost
+from .cluster import LOST_SETTLE, Cluster, check_timeout, scheduler_lost
 from .datakeys import ServiceDataKeys, served_here
 
 __all__ = [
@@ -319,13 +319,13 @@ def _timed_out(timeout: float | None, left: int, total: int) -> JobError:
     )
 
 
-def _lost(client: Client, exc: BaseException) -> JobError | None:
+def _lost(client: Client, exc: BaseException, settle: float = 0.0) -> JobError | None:
     """The job's error if ``exc`` came of its client losing the scheduler (every future
     cancelled), else None: then nothing more is asked of the cluster (a ``cancel`` would
     wait out Dask's reconnect) and nothing of the job was written."""
     if not isinstance(exc, Exception):
         return None
-    lost = scheduler_lost(client)
+    lost = scheduler_lost(client, settle)
     if lost is None:
         return None
     return JobError(
@@ -666,7 +666,13 @@ def child_job(client: Client, request: dict[str, Any], chan: Channel) -> dict[st
         if reply.get("ok") is not True:
             raise JobError("the output was not put in place: its audit entry was not recorded")
 
-    result = job.run(client, chan.progress, release if job.staged else None)
+    try:
+        result = job.run(client, chan.progress, release if job.staged else None)
+    except Exception as exc:  # a call to the cluster failed: its scheduler may be gone
+        lost = _lost(client, exc, LOST_SETTLE if isinstance(exc, OSError) else 0.0)
+        if lost is None:
+            raise
+        raise lost from None
     if job.kind != "scan":
         return {"rows": int(result)}
     bad = [[b.partition, _label(b.row), b.subject, b.reason] for b in result.bad]

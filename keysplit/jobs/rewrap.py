@@ -55,7 +55,7 @@ from ._worker import (
     public_keys,
     worker_keks,
 )
-from .cluster import Cluster, check_timeout, scheduler_lost
+from .cluster import LOST_SETTLE, Cluster, check_timeout, scheduler_lost
 
 __all__ = ["JobError", "StoreSpec", "SubjectRange", "plan", "rewrap", "rewrap_range"]
 
@@ -331,13 +331,13 @@ def _run(
     if not ranges:
         return 0, [], 0, None
     name = plugin_name(job_id)
-    client.register_plugin(JobKeysPlugin(job_id, spec.keyring_id), name=name)
     todo = dict(enumerate(ranges))
     done = 0
     corrupt: list[str] = []
     errors: list[str] = []
     lost: str | None = None
     try:
+        client.register_plugin(JobKeysPlugin(job_id, spec.keyring_id), name=name)
         for attempt in range(max(1, rounds)):
             if not todo:
                 break
@@ -386,6 +386,11 @@ def _run(
             if lost is not None:
                 errors = [lost]
                 break
+    except Exception as exc:  # a call to the cluster failed: its scheduler may be gone
+        lost = scheduler_lost(client, LOST_SETTLE if isinstance(exc, OSError) else 0.0)
+        if lost is None:
+            raise
+        errors = [lost]
     finally:
         if lost is None:  # a lost scheduler forgets it anyway (the call would wait for it)
             with contextlib.suppress(Exception):  # best effort: a dead cluster forgets anyway

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import pickle
@@ -374,9 +375,10 @@ def _stuck_key_service() -> Iterator[jobs.ServiceDataKeys]:
 
 
 @contextlib.contextmanager
-def _doomed_cluster() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def _doomed_cluster(kill_at: str | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A scheduler and one worker, each its own process on loopback (plain tcp: a test
-    may kill the scheduler)."""
+    may kill the scheduler); ``kill_at``: the worker kills the scheduler at that point of a
+    job (tests/support/dask_kill_preload.py)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -386,7 +388,11 @@ def _doomed_cluster() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     opts = ["--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]
     sched = subprocess.Popen([*py, "distributed.cli.dask_scheduler", *opts], **quiet)  # type: ignore[call-overload]
     opts = [addr, "--nthreads", "1", "--no-nanny", "--no-dashboard"]
-    worker = subprocess.Popen([*py, "distributed.cli.dask_worker", *opts], **quiet)  # type: ignore[call-overload]
+    env = None
+    if kill_at is not None:
+        opts += ["--preload", str(Path(__file__).parents[2] / "support" / "dask_kill_preload.py")]
+        env = {**os.environ, "KS_TEST_SCHEDULER_PID": str(sched.pid), "KS_TEST_KILL_AT": kill_at}
+    worker = subprocess.Popen([*py, "distributed.cli.dask_worker", *opts], env=env, **quiet)  # type: ignore[call-overload]
     try:
         with Client(addr, timeout=120) as c:
             c.wait_for_workers(1, timeout=120)
@@ -444,6 +450,81 @@ def test_a_rewrap_whose_scheduler_is_killed_fails_at_once_naming_it(
         again = jobs.rewrap(ukr, cluster=_cluster(client), partitions=4, timeout=TIMEOUT)
         assert again.remaining == 0 and again.rewrapped > 0
         assert _raw_keys(ukr, _rows(path, kid)) == before
+
+
+@pytest.mark.parametrize("point", ["register_plugin", "client.run", "after provisioning"])
+def test_a_rewrap_whose_scheduler_dies_inside_a_dask_call_fails_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str
+) -> None:
+    """The scheduler dies while the driver child is inside ``register_plugin`` (the worker
+    kills it from the job plugin's setup), inside ``client.run`` (from the worker's answer
+    to the key request), or just before its next ``client.run`` (this process kills it
+    when asked to seal the keys). Before: the first two failed at once but, the client not
+    having seen the loss yet, as a bare "CommClosedError" (or any Dask error); the third
+    waited out the client's reconnect (the cluster's connect timeout, here 300 s; the job's
+    own timeout does not cover these calls), so the job's deadline (5 s and a grace of
+    10 s) killed the child. Now each ends with the rewrap's error naming the lost
+    scheduler, the store consistent (each key under its old or its new KEK), no driver
+    child kept."""
+    n = 2_000
+    path, quorum = _keyring(tmp_path / "a", n)
+    kid = Keyring.open(path).keyring_id
+    monkeypatch.setattr(_isolate, "DEADLINE_GRACE", 10.0)
+    kill_at = {"register_plugin": "setup", "client.run": "run"}.get(point)
+    with _doomed_cluster(kill_at) as (addr, sched), _open(path, quorum) as ukr:
+        before = _raw_keys(ukr, _rows(path, kid))
+        if point == "after provisioning":
+            rewrap_module = importlib.import_module("keysplit.jobs.rewrap")
+            real_sealer = rewrap_module._sealer
+
+            def sealer(*args: Any) -> Any:
+                seal = real_sealer(*args)
+
+                def on_keys(msg: Any) -> Any:
+                    _kill(sched)  # the child's next call: installing the sealed keys
+                    return seal(msg)
+
+                return on_keys
+
+            monkeypatch.setattr(rewrap_module, "_sealer", sealer)
+        doomed = jobs.Cluster(addr, timeout=300)
+        with pytest.raises(JobError) as e:
+            jobs.rewrap(ukr, cluster=doomed, partitions=4, rounds=1, timeout=5)
+        assert sched.poll() is not None, e.value
+        assert str(e.value) == (
+            f"4 of 4 rewrap partitions did not finish (lost the connection to the Dask "
+            f"scheduler at {addr}); 0 keys were rewrapped and committed"
+        )
+        assert _no_driver_kept_for(doomed)
+        rows = _rows(path, kid)
+        assert {r.kek_version for r in rows} == {1} and _raw_keys(ukr, rows) == before
+
+
+def test_a_dataset_job_on_a_scheduler_lost_between_jobs_fails_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver child kept from an earlier job whose scheduler then died: before, the next
+    job's ``compute`` went to a client still waiting out its reconnect (300 s here), its
+    futures were never cancelled, the job's own timeout (5 s) expired and its ``cancel``
+    waited for the reconnect, so the job's deadline killed the child. Now the child closed
+    its client when it lost the scheduler, and the job fails at once naming it."""
+    _dataset(tmp_path / "in")
+    path, quorum = _keyring(tmp_path / "a", 10)
+    monkeypatch.setattr(_isolate, "DEADLINE_GRACE", 10.0)
+    with _doomed_cluster() as (addr, sched), _open(path, quorum) as ukr:
+        doomed = jobs.Cluster(addr, timeout=301)
+        assert jobs.rewrap(ukr, cluster=doomed, partitions=1).remaining == 0
+        assert not _no_driver_kept_for(doomed)  # kept for the next job on this cluster
+        _kill(sched)
+        with _stuck_key_service() as source, pytest.raises(JobError) as e:
+            jobs.scan_dataset(
+                tmp_path / "in", "body", "user", service=source, cluster=doomed, timeout=5
+            )
+        assert str(e.value) == (
+            f"the job lost the connection to the Dask scheduler at {addr} "
+            "(Dask cancelled its tasks); nothing was written"
+        )
+        assert _no_driver_kept_for(doomed)
 
 
 def test_a_dataset_job_whose_scheduler_is_killed_fails_at_once_and_writes_nothing(
