@@ -66,6 +66,9 @@ _MAX_LINE = 1 << 20
 _ANCHOR_LABEL = b"keysplit audit anchor v1\x00"
 _ANCHOR_KEYS = frozenset({"v", "entries", "head", "mac"})
 _MAX_ANCHOR = 4096
+_CHECKPOINT_LABEL = b"keysplit audit checkpoint v1\x00"
+_CHECKPOINT_KEYS = frozenset({"v", "entries", "offset", "head", "kept", "mac"})
+_MAX_CHECKPOINT = 16 << 20
 
 
 def _canonical(obj: Mapping[str, Any]) -> bytes:
@@ -208,6 +211,9 @@ class AuditLog:
     :meth:`check_append` and every append refuse a log shorter than it or diverging from
     it (truncation or rollback of the log alone). ``anchor_required``: a missing anchor
     file is an error too (the keyring's authenticated metadata says it is anchored).
+
+    ``checkpoint``: a file where :meth:`selected` keeps what it selected from the log so
+    far (keyed logs only), so that the next call reads only the entries after it.
     """
 
     def __init__(
@@ -219,6 +225,7 @@ class AuditLog:
         store: AuditStore | None = None,
         anchor: str | os.PathLike[str] | None = None,
         anchor_required: bool = False,
+        checkpoint: str | os.PathLike[str] | None = None,
     ) -> None:
         if mac_key is not None:
             if not isinstance(mac_key, bytes):
@@ -228,6 +235,7 @@ class AuditLog:
         self.path = Path(path)
         self.store = store
         self.anchor_path = Path(anchor) if anchor is not None else None
+        self.checkpoint_path = Path(checkpoint) if checkpoint is not None else None
         self._anchor_required = anchor_required
         self._mac_key = mac_key
         self._clock = clock if clock is not None else (lambda: datetime.now(UTC))
@@ -251,7 +259,9 @@ class AuditLog:
         finally:
             os.close(fd)
 
-    def _scan(self, data: bytes, *, check: bool) -> list[AuditEntry]:
+    def _scan(self, data: bytes, *, check: bool, first: int = 1) -> list[AuditEntry]:
+        """The entries of ``data``, whose first line is entry ``first`` (``check``: from the
+        log's start only)."""
         if not data:
             return []
         lines = data.split(b"\n")
@@ -259,7 +269,7 @@ class AuditLog:
         entries: list[AuditEntry] = []
         prev = GENESIS
         for i, line in enumerate(lines):
-            seq = i + 1
+            seq = i + first
             entry, obj = _parse_line(line, seq)
             if check:
                 if self._mac_key is not None:
@@ -286,7 +296,7 @@ class AuditLog:
             prev = entry.hash
             entries.append(entry)
         if torn:
-            seq = len(lines) + 1
+            seq = len(lines) + first
             if _whole_entry(torn) is not None:
                 raise AuditError(
                     f"entry {seq}: incomplete last line (only its newline is missing; "
@@ -307,6 +317,107 @@ class AuditLog:
     def entries(self) -> list[AuditEntry]:
         """All entries, parsed strictly but without checking the chain (see :meth:`verify`)."""
         return self._scan(self._read(), check=False)
+
+    def selected(self, keep: Callable[[list[AuditEntry]], list[AuditEntry]]) -> list[AuditEntry]:
+        """``keep(self.entries())``, reading only the entries appended since the last call.
+
+        ``keep`` picks the entries a caller needs from a log (a quorum's gap check: the
+        first entry, open intents, ...); ``keep(keep(a) + b)`` must serve as
+        ``keep(a + b)``. With a ``mac_key`` and a ``checkpoint`` file, what it kept is written
+        there, MACed, with the count, byte offset and hash of the last entry read; the next
+        call takes it only if its MAC holds and the log still has that entry, whole, ending
+        at that offset (the hash chain: the same entries before it), and then parses only
+        what follows. Otherwise (no checkpoint, a forged, stale or foreign one, a log kept
+        in the store) the whole log is read, as :meth:`entries`. Entries before the
+        checkpoint are not read again, so an edit of them is not seen here (nor was it by
+        :meth:`entries`, which checks no chain): :meth:`verify` reads everything.
+        """
+        if self.store is not None or self._mac_key is None or self.checkpoint_path is None:
+            return keep(self.entries())
+        try:
+            fd = _open_log(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return keep([])
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # no append half-seen
+            size = os.fstat(fd).st_size
+            count, offset, kept = self._checkpoint(fd, size) or (0, 0, [])
+            data = _read_exactly(fd, size, offset) if size > offset else b""
+        finally:
+            os.close(fd)
+        new = self._scan(data, check=False, first=count + 1)
+        result = keep([e for e, _ in kept] + new)
+        if new:
+            line_of = {id(e): line for e, line in kept}
+            line_of.update(zip(map(id, new), data.split(b"\n"), strict=False))
+            lines = [line_of[id(e)] for e in result]
+            self._put_checkpoint(count + len(new), offset + len(data), new[-1].hash, lines)
+        return result
+
+    def _checkpoint(
+        self, fd: int, size: int
+    ) -> tuple[int, int, list[tuple[AuditEntry, bytes]]] | None:
+        """(entries, offset, kept entries with their lines) of a checkpoint that holds for
+        the log open at ``fd`` (``size`` bytes), else None."""
+        assert self.checkpoint_path is not None and self._mac_key is not None
+        try:
+            cfd = _open_log(self.checkpoint_path, os.O_RDONLY, what="audit checkpoint")
+        except (OSError, AuditError):
+            return None
+        try:
+            data = _read_exactly(cfd, min(os.fstat(cfd).st_size, _MAX_CHECKPOINT + 1))
+        finally:
+            os.close(cfd)
+        try:
+            obj = _json.loads(
+                data, what="audit checkpoint", max_bytes=_MAX_CHECKPOINT, encoding="ascii"
+            )
+        except FormatError:
+            return None
+        if (
+            not isinstance(obj, dict)
+            or set(obj) != _CHECKPOINT_KEYS
+            or obj["v"] != VERSION
+            or not isinstance(obj["mac"], str)
+            or not _HEX64_RE.fullmatch(obj["mac"])
+        ):
+            return None
+        body = {k: v for k, v in obj.items() if k != "mac"}
+        if not hmac.compare_digest(obj["mac"], _mac(self._mac_key, body, _CHECKPOINT_LABEL)):
+            return None  # forged, edited or another keyring's: read everything
+        count, offset, head, kept = obj["entries"], obj["offset"], obj["head"], obj["kept"]
+        if (
+            not isinstance(count, int)
+            or isinstance(count, bool)
+            or not isinstance(offset, int)
+            or isinstance(offset, bool)
+            or not 0 < count <= offset <= size
+            or not isinstance(head, str)
+            or not isinstance(kept, list)
+            or not all(isinstance(line, str) for line in kept)
+        ):
+            return None
+        last = _read_last_line(fd, offset)
+        if last is None or not last[1] or hashlib.sha256(last[0]).hexdigest() != head:
+            return None  # the log was replaced, truncated or rewritten since
+        try:
+            raw = [line.encode("ascii") for line in kept]
+            return count, offset, [(_parse_line(line, -1)[0], line) for line in raw]
+        except (AuditError, UnicodeEncodeError):
+            return None
+
+    def _put_checkpoint(self, count: int, offset: int, head: str, kept: list[bytes]) -> None:
+        """Record what :meth:`selected` kept (the lines) of the log's first ``count``
+        entries (best effort: without it the next call reads the whole log)."""
+        assert self.checkpoint_path is not None and self._mac_key is not None
+        lines = [line.decode("ascii") for line in kept]
+        body = {"v": VERSION, "entries": count, "offset": offset, "head": head, "kept": lines}
+        obj = dict(body, mac=_mac(self._mac_key, body, _CHECKPOINT_LABEL))
+        data = _canonical(obj)
+        if len(data) > _MAX_CHECKPOINT:
+            return
+        with contextlib.suppress(OSError):
+            atomic_write(self.checkpoint_path, data)
 
     def verify(self, *, anchor: str | None = None) -> AuditReport:
         """Check the whole log; raise :class:`AuditError` naming the first bad entry.
@@ -778,10 +889,10 @@ def _open_log(path: Path, flags: int, *, what: str = "audit log") -> int:
     return fd
 
 
-def _read_exactly(fd: int, size: int) -> bytes:
-    """The first ``size`` bytes of a regular file (its size when locked): never more."""
+def _read_exactly(fd: int, size: int, start: int = 0) -> bytes:
+    """The bytes ``start`` to ``size`` of a regular file (its size when locked): never more."""
     parts: list[bytes] = []
-    pos = 0
+    pos = start
     while pos < size:
         chunk = os.pread(fd, min(size - pos, 1 << 20), pos)
         if not chunk:

@@ -146,7 +146,7 @@ def record_unrecorded(
     home, meta = keyring.home, keyring.meta
     try:
         log.check_append()
-        entries = log.entries()
+        entries = log.selected(Keyring.gap_entries)  # (the entries since the last unseal)
         gaps = [g for g in keyring.unrecorded(entries) if g.operation != "rekey"]
         if gaps:
             log.verify()  # (only then: the common case reads the log once)

@@ -84,6 +84,7 @@ STORE_RECORD_FILE = "store.json"
 LOCK_FILE = ".lock"
 AUDIT_FILE = "audit.log"
 ANCHOR_FILE = "audit.anchor"
+CHECKPOINT_FILE = "audit.checkpoint"
 _MAX_RECORD = 8192
 
 
@@ -125,6 +126,12 @@ class KeyringHome:
     def anchor_path(self) -> Path:
         """The audit log's anchor: its head, recorded after every keyed append."""
         return self.path / ANCHOR_FILE
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """What a quorum's gap check kept of the audit log so far (MACed; a cache: a
+        missing or invalid one means reading the whole log)."""
+        return self.path / CHECKPOINT_FILE
 
     def make(self) -> None:
         """Create the directory (mode 0700) if needed; :class:`KeyringError` if it cannot

@@ -60,6 +60,13 @@ class Unrecorded:
     intent: int = 0
 
 
+_GAP_EVENTS = frozenset(
+    {"rotate", "retire", "rekey", "rekey-recovered", "rekey-switch", "verify-start", "token-revoke"}
+)
+"""Event names (besides the first entry, open intents and observed KEK changes) that
+:meth:`Keyring.unrecorded` and the quorum's recording of gaps read."""
+
+
 def _init_recorded(entries: Sequence[AuditEntry], keyring_id: str) -> bool:
     """Whether ``entries`` begin with this keyring's ``init`` (or the ``observed`` entry a
     quorum wrote for an init killed before its own)."""
@@ -357,6 +364,39 @@ class Keyring:
         before its entry. See :meth:`unrecorded`; the next quorum unseal records each one
         (``observed``, or ``rekey-recovered`` for a rekey's switch)."""
         return [gap.text for gap in self.unrecorded()]
+
+    @staticmethod
+    def gap_entries(entries: list[AuditEntry]) -> list[AuditEntry]:
+        """The entries of a log that :meth:`unrecorded` reads (in log order): the first,
+        open intents, switches, ``rotate``/``retire`` (and ``observed`` ones),
+        ``verify-start`` and ``token-revoke`` entries. ``unrecorded(gap_entries(e))`` is
+        ``unrecorded(e)``, and ``gap_entries(gap_entries(a) + b)`` serves as
+        ``gap_entries(a + b)``: a quorum reads only the log's new entries
+        (:meth:`keysplit.audit.AuditLog.selected`). A first entry that is a closed intent
+        keeps the entry that closed it (else it would read as open)."""
+        from ..audit.events import canonical_name, open_intents
+
+        if not entries:
+            return []
+        opened = {id(e) for e in open_intents(entries)}
+        closer = -1
+        if entries[0].event == "intent" and id(entries[0]) not in opened:
+            lo, hi = 1, len(entries) - 1  # the first prefix in which it is closed ends there
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if any(e is entries[0] for e in open_intents(entries[: mid + 1])):
+                    lo = mid + 1
+                else:
+                    hi = mid
+            closer = lo
+        return [
+            e
+            for i, e in enumerate(entries)
+            if i in (0, closer)
+            or id(e) in opened
+            or canonical_name(e.event, e.data) in _GAP_EVENTS
+            or (e.event == "observed" and e.data.get("operation") in ("rotate", "retire"))
+        ]
 
     def unrecorded(self, entries: Sequence[AuditEntry] | None = None) -> list[Unrecorded]:
         """:meth:`unrecorded_changes` as records (what the next quorum writes down).

@@ -241,6 +241,7 @@ class UnsealedKeyring:
             store=store if isinstance(store, AuditStore) else None,
             anchor=home.anchor_path,
             anchor_required=anchor_required,
+            checkpoint=home.checkpoint_path,
         )
 
     def _anchored(self) -> bool:
