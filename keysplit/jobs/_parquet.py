@@ -254,9 +254,12 @@ def output_metadata(
     arrow: dict[str, str] = doc["arrow"]
     pandas_doc = None
     if _PANDAS_KEY in meta:
-        try:
-            pandas_doc = json.loads(meta[_PANDAS_KEY])
-        except ValueError:
+        raw = meta[_PANDAS_KEY]
+        try:  # depth-bounded (json.loads: RecursionError); NaN read as pandas writes it
+            pandas_doc = _json.loads(
+                raw, what="pandas metadata", max_bytes=len(raw), parse_constant=float
+            )
+        except FormatError:
             pandas_doc = None
     entry = _pandas_entry(pandas_doc, column) if isinstance(pandas_doc, dict) else None
     if kind == "encrypt":
