@@ -258,11 +258,26 @@ class _FrameConn:
         the request a little at a time liked.)"""
         sock = self.sock
         assert sock is not None
+        sent = 0
+        if len(parts) <= _IOV_MAX:  # the common case: the whole request in one sendmsg
+            with contextlib.suppress(BlockingIOError):
+                sent = sock.sendmsg(parts, (), socket.MSG_DONTWAIT)
+            if sent == sum(map(len, parts)):
+                return
         room = select.poll()
         room.register(sock, select.POLLOUT)
         views = [memoryview(p) for p in parts if len(p)]
         i, moved = 0, time.monotonic()
-        while i < len(views):
+        while True:
+            while sent:  # past the buffers sent whole, into the one sent in part
+                n = len(views[i])
+                if sent < n:
+                    views[i], sent = views[i][sent:], 0
+                    break
+                sent -= n
+                i += 1
+            if i >= len(views):
+                return
             try:
                 sent = sock.sendmsg(views[i : i + _IOV_MAX], (), socket.MSG_DONTWAIT)
             except BlockingIOError:
@@ -272,13 +287,6 @@ class _FrameConn:
                 room.poll(math.ceil(min(left, _SEND_SLICE) * 1000))
                 continue
             moved = time.monotonic()
-            while sent:  # past the buffers sent whole, into the one sent in part
-                n = len(views[i])
-                if sent < n:
-                    views[i] = views[i][sent:]
-                    break
-                sent -= n
-                i += 1
 
     def read(self, k: int) -> bytes:
         """``k`` bytes, fewer only where the connection ended."""

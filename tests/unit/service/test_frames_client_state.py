@@ -15,9 +15,12 @@ import select
 import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_frames_transport import _FakeService, _lead
 from test_service_limits import _read_request
 
@@ -261,3 +264,43 @@ def test_a_service_reading_the_request_slowly_cannot_hold_a_call_past_its_deadli
     c.close()
     srv.join(WAIT + 60)
     assert not srv.whole and srv.read < 48 << 20
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.sampled_from([0, 1, 7, 1000, 4096, 70_000]), min_size=1, max_size=2100),
+    chunk=st.integers(1, 50_000),
+)
+def test_a_frame_request_goes_out_whole_and_in_order_however_the_peer_reads_it(
+    sizes: list[int], chunk: int
+) -> None:
+    """``_FrameConn.send``: one ``sendmsg`` when the socket takes it all, else the rest
+    resumed where the kernel stopped (inside a part, past empty parts, beyond the 1,024
+    buffers one call takes): the peer, reading ``chunk`` bytes at a time from a small
+    buffer, gets exactly the parts joined."""
+    parts = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    got: list[bytes] = []
+
+    def drain() -> None:
+        want = sum(sizes)
+        while want > 0 and (more := b.recv(min(chunk, want))):
+            got.append(more)
+            want -= len(more)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        clock = client_mod._Clock(WAIT)
+        clock.start(WAIT, time.monotonic() + WAIT)
+        conn = client_mod._FrameConn("unused", clock)
+        conn.sock = a
+        conn.send(parts)
+        reader.join(WAIT)
+        assert not reader.is_alive()
+        assert b"".join(got) == b"".join(parts)
+    finally:
+        a.close()
+        b.close()
+        reader.join(WAIT)
