@@ -69,15 +69,9 @@ class UnprintableOutput(Exception):
     """Bytes bound for a terminal that would drive it rather than be shown (see
     :func:`printable_stdout`); raised before any of them is written, which
     ``characters_written`` (``BlockingIOError``'s name) tells the writer's caller: a decrypt's
-    ``decrypt-incomplete`` entry counts only bytes that left. ``held``: the bytes of earlier
-    writes that it took and held back (a last "\\r", half a UTF-8 sequence), never written
-    either (the entry does not count them)."""
+    ``decrypt-incomplete`` entry counts only bytes that left."""
 
     characters_written = 0
-
-    def __init__(self, held: int = 0) -> None:
-        super().__init__()
-        self.held = held
 
 
 _DRIVES_TERMINAL = re.compile(
@@ -110,14 +104,14 @@ class _PrintableWriter:
         try:
             text = self._decoder.decode(data)
         except UnicodeDecodeError:
-            raise UnprintableOutput(len(self._held)) from None
+            raise UnprintableOutput from None
         if text:
             if self._cr_open and text[0] != "\n":
-                raise UnprintableOutput(len(self._held))
+                raise UnprintableOutput
             bad = _DRIVES_TERMINAL.search(text)
             if bad is not None and (bad.start() < len(text) - 1 or text[-1] != "\r"):
                 # (a "\r" that ends the write waits for the next one)
-                raise UnprintableOutput(len(self._held))
+                raise UnprintableOutput
             self._cr_open = bad is not None
         pending = self._held + data
         keep = len(self._decoder.getstate()[0]) + (1 if self._cr_open else 0)
@@ -125,11 +119,17 @@ class _PrintableWriter:
         self._out.write(pending[: len(pending) - keep])
         return len(data)
 
+    @property
+    def held(self) -> int:
+        """How many bytes of earlier writes it took and has not written (yet): the
+        decrypt's ``decrypt-incomplete`` entry does not count them if the output stops."""
+        return len(self._held)
+
     def finish(self) -> None:
         """The output ends here: a "\\r" or half a UTF-8 sequence still held is refused
         (:class:`UnprintableOutput`), never written."""
         if self._held:
-            raise UnprintableOutput(len(self._held))
+            raise UnprintableOutput
 
     def flush(self) -> None:
         """:meth:`finish`, then stdout's flush: a decrypt flushes its output at its end,

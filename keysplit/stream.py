@@ -268,8 +268,7 @@ def _writeall(dst: BinaryIO, view: memoryview, left: list[int] | None = None) ->
     ``left[0]`` grows by what each write took; a write that raises counts what its
     exception says it wrote (``characters_written``: a ``BlockingIOError``'s, or 0 from a
     destination that refuses a write whole before writing any of it, as the CLI's terminal
-    check does), else all that was offered, as it may have left in part; less what it
-    says it *held* (:func:`_unheld`)."""
+    check does), else all that was offered, as it may have left in part."""
     while len(view):
         try:
             n = dst.write(view)
@@ -277,7 +276,6 @@ def _writeall(dst: BinaryIO, view: memoryview, left: list[int] | None = None) ->
             if left is not None:
                 done = getattr(exc, "characters_written", None)
                 left[0] += min(done, len(view)) if isinstance(done, int) else len(view)
-                _unheld(left, exc)
             raise
         if n is None:
             raise BlockingIOError("non-blocking destination is not supported")
@@ -288,24 +286,13 @@ def _writeall(dst: BinaryIO, view: memoryview, left: list[int] | None = None) ->
         view = view[n:]
 
 
-def _unheld(left: list[int], exc: BaseException) -> None:
-    """Take off ``left[0]`` the bytes of earlier writes that a destination took and never
-    wrote, as its exception says (``held``: the CLI's terminal check holds back the end of
-    a write, a "\r" or half a UTF-8 sequence, until the next shows it to be text)."""
-    held = getattr(exc, "held", None)
+def _unheld(left: list[int], dst: BinaryIO) -> None:
+    """Take off ``left[0]`` the bytes that ``dst`` took and has not written when the output
+    stops (its ``held``, if it has one: the CLI's terminal check holds back the end of a
+    write, a "\r" or half a UTF-8 sequence, until the next shows it to be text)."""
+    held = getattr(dst, "held", None)
     if isinstance(held, int) and not isinstance(held, bool) and held > 0:
         left[0] -= min(held, left[0])
-
-
-def _end_out(dst: BinaryIO, left: list[int]) -> None:
-    """The end of a decrypt to stdout: ``dst.flush()`` before its entry is recorded, so
-    that an output that fails at its end (a full disk or a reader gone at the last flush,
-    the terminal check refusing what it held) is a stopped decrypt, not a whole one."""
-    try:
-        dst.flush()
-    except BaseException as exc:
-        _unheld(left, exc)
-        raise
 
 
 def read_header(src: BinaryIO) -> StreamHeader:
@@ -670,21 +657,36 @@ def _decrypt_to(
     handed to it (a file's are released only once all authenticated), for the audit entry
     of a decrypt that fails.
     ``before_release(info)`` runs once every chunk is authenticated and, to stdout, flushed
-    (:func:`_end_out`), and before a file OUT
-    is put in place (its audit entry: recorded, then released); if it raises, the file is
-    not put in place. ``before_first_release()``: once before the first plaintext byte goes
-    to stdout (its audit intent); never for a file OUT."""
+    (a failure before, there too, takes off ``released[0]`` what stdout held back:
+    :func:`_unheld`), and before a file OUT is put in place (its audit entry: recorded,
+    then released); if it raises, the file is not put in place.
+    ``before_first_release()``: once before the first plaintext byte goes to stdout (its
+    audit intent); never for a file OUT."""
     with _open_out(out_path, overwrite) as dst:
         _check_distinct(src, dst)
         if header is None:
             header = read_header(src)
         count = released if str(out_path) == "-" else None
         first = before_first_release if count is not None else None
-        info = _decrypt_body(
-            header, src, dst, opener, context=context, released=count, before_first_release=first
-        )
-        if count is not None:
-            _end_out(dst, count)
+        try:
+            info = _decrypt_body(
+                header,
+                src,
+                dst,
+                opener,
+                context=context,
+                released=count,
+                before_first_release=first,
+            )
+            if count is not None:
+                # the end of the output, before its entry: one that fails there (a full disk
+                # or a reader gone at the last flush, the terminal check refusing what it
+                # held) is a stopped decrypt, not a whole one
+                dst.flush()
+        except BaseException:
+            if count is not None:
+                _unheld(count, dst)
+            raise
         if before_release is not None:
             before_release(info)
         return info

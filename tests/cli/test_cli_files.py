@@ -1015,6 +1015,26 @@ def test_a_refusal_of_a_held_carriage_return_does_not_count_it(cer: Ceremony) ->
     assert last.data["bytes"] == len(seen)  # before: len(seen) + 1
 
 
+def test_a_chunk_that_fails_after_half_a_character_does_not_count_it(cer: Ceremony) -> None:
+    """The first chunk ends in the first byte of "é" (held back until the next shows the
+    character whole); the second chunk fails to authenticate: the held byte never reached
+    the terminal, and decrypt-incomplete counted it."""
+    text = b"plain text line\n" * (MiB // 16 - 1) + b"plain text line\xc3"
+    assert len(text) == MiB
+    sealed = _encrypt(cer, text + b"\xa9 and more text\n")
+    blob = bytearray(sealed.read_bytes())
+    with sealed.open("rb") as fh:
+        body = read_header(fh).size
+    blob[body + MiB + 16 + 3] ^= 1  # inside the second chunk
+    sealed.write_bytes(bytes(blob))
+    p, seen = _decrypt_to_terminal(cer, sealed)
+    assert p.returncode == 1, p.stderr
+    assert seen == text[:-1]
+    last = Keyring.open(cer.kr).audit_log().entries()[-1]
+    assert last.event == "decrypt-incomplete" and last.data["error"] == "IntegrityError"
+    assert last.data["bytes"] == len(seen)  # before: len(seen) + 1
+
+
 def test_a_decrypt_whose_stdout_fails_at_its_last_flush_is_recorded_incomplete(
     cer: Ceremony,
 ) -> None:
