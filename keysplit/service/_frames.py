@@ -258,8 +258,11 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._closing = True
         self._cancel()
         self._buf, self._got = None, 0  # nothing more is read (a scratch head if asked)
-        assert self._transport is not None
-        self._transport.close()
+        t = self._transport
+        assert t is not None
+        t.close()
+        if t.get_write_buffer_size():  # an answer still going out: the io bound, as before
+            self._timer = asyncio.get_running_loop().call_later(self._io, t.abort)
 
     # -- time bounds --------------------------------------------------------------------------
 
@@ -283,7 +286,8 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._transport.abort()
 
     def close(self) -> None:
-        """Close the connection: at once when idle, else once the answer is written."""
+        """Close the connection: at once when idle, else once the answer is written (cut
+        if the peer does not take it within the io bound)."""
         if self._transport is not None and not self._closing:
             self._close()
 

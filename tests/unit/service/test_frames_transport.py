@@ -388,3 +388,33 @@ def test_an_older_server_is_asked_over_http(tmp_path: Path) -> None:
     assert c._frames is False
     c.close()
     srv.join(40)
+
+
+def test_a_frame_connection_closed_by_a_seal_is_cut_if_its_answer_is_not_taken(
+    keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path],
+) -> None:
+    """A seal closes the frame connections of the worker processes; one whose peer is not
+    reading a large answer (16 MB: more than the socket buffers take, so the rest waits
+    in the server) is cut within the io bound. Before, closing it cancelled that bound
+    and waited for the answer to be taken: a peer that never read kept the connection,
+    its slot under the cap and the answer's buffer for ever. (Four connections: the
+    leader hands some to the worker; the leader's own are cut by the io bound alone.)"""
+    tok = keyring[2].encode()
+    extra = ("--workers", "2", "--io-timeout", "8")
+    body = wire.encode_frame({}, [b"x" * 2000] * 8000, ["f/1"] * 8000)
+    with _served(keyring, "sealcut.sock", *extra) as (srv, c):
+        peers = [_unix(srv.sock) for _ in range(4)]
+        try:
+            for s in peers:
+                s.sendall(_head(body, tok) + tok + body)
+            for s in peers:  # answered; the rest not read
+                lead = s.recv(wire.FRAME_ANSWER.size, socket.MSG_WAITALL)
+                assert wire.FRAME_ANSWER.unpack(lead)[1] == 200
+            c.seal()
+            for s in peers:
+                p = select.poll()
+                p.register(s, select.POLLRDHUP)
+                assert p.poll(1000 * (8 + 3 * SLACK)), "a connection a seal closed held for ever"
+        finally:
+            for s in peers:
+                s.close()
