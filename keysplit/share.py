@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
+import math
 import re
 import secrets
 from collections import Counter
@@ -70,12 +71,13 @@ _CHECK_LEN = 4
 _TAG_DOMAIN = b"keysplit share check v1\x00"
 _FP_DOMAIN = b"keysplit secret fingerprint v1\x00"
 _GROUP = 5
-_SUBSET_SEARCH_LIMIT = 2000
-_FIT_WORK_LIMIT = 1 << 17
-"""Bound on the search for the best-supported polynomial (:func:`_disagreement`), in
-terms (a share's value times a coefficient) of the anchor sets it groups: 2^17 terms cover
-every anchor of a threshold-3 split of 255 shares (each share of a threshold-2 split is
-grouped once, with no anchor)."""
+_SEARCH_WORK_LIMIT = 1 << 18
+"""Bound on each of :func:`combine`'s two searches (:func:`_search`, :func:`_disagreement`),
+in share-by-coefficient products (a pass over ``m`` shares with ``k`` coefficients each
+costs ``m k``): either search tries every anchor of a split of up to 255 shares at
+thresholds 2 and 3, in well under a second."""
+_DIRECT_SEARCH_LIMIT = 2000
+"""When there are at most this many sets of ``k`` shares, :func:`_search` tries each."""
 _LOG = np.array(gf256.LOG, dtype=np.int64)
 _EXP = np.array(gf256.EXP, dtype=np.uint8)
 _IGNORED = re.compile(r"[\s\-]+")
@@ -433,6 +435,52 @@ def _check(ref: Share, payload: bytes) -> bytes | None:
     return secret if ok else None
 
 
+def _search(
+    shares: Sequence[Share], k: int
+) -> tuple[tuple[list[Share], bytes, bytes] | None, int, bool]:
+    """``k`` of ``shares`` that recover a verified secret, once the first ``k`` did not:
+    ``((subset, payload at 0, secret) or None, sets tried, whether every set was tried)``.
+
+    Each set of ``k - 1`` anchor shares (in :func:`_candidates` order, each once) is
+    completed by every other share at once: the values at 0 of all those polynomials in
+    one pass (:func:`_with_each`), each checked by its tag. So one right anchor set finds
+    a right set of ``k`` whatever the other shares are; the passes stop within
+    :data:`_SEARCH_WORK_LIMIT` (every anchor, so every set, at thresholds 2 and 3). When
+    there are few sets of ``k`` (:data:`_DIRECT_SEARCH_LIMIT`), each is tried instead."""
+    ref = shares[0]
+    n = len(shares)
+    seen: set[frozenset[int]] = set()
+    tried = 0
+    if math.comb(n, k) <= _DIRECT_SEARCH_LIMIT:  # few: each of them, so a sure answer
+        for subset in _candidates(shares, k):
+            key = frozenset(s.index for s in subset)
+            if key not in seen:
+                seen.add(key)
+                tried += 1
+                payload = _interpolate(subset, 0)
+                secret = _check(ref, payload)
+                if secret is not None:
+                    return (list(subset), payload, secret), tried, True
+        return None, tried, True
+    passes = max(1, _SEARCH_WORK_LIMIT // ((n - k + 1) * k))
+    for anchors in _candidates(shares, k - 1):
+        key = frozenset(s.index for s in anchors)
+        if key in seen:
+            continue
+        if len(seen) >= passes:
+            return None, tried, False
+        seen.add(key)
+        rest = [s for s in shares if s.index not in key]
+        values = _with_each([(a.index, a.payload) for a in anchors], rest, 0)
+        tried += len(rest)
+        for s, row in zip(rest, values, strict=True):
+            payload = row.tobytes()
+            secret = _check(ref, payload)
+            if secret is not None:
+                return ([*anchors, s], payload, secret), tried, True
+    return None, tried, True
+
+
 def _candidates(shares: Sequence[Share], k: int) -> Iterator[Sequence[Share]]:
     """The k-subsets ``combine`` tries once the first k shares failed: the other cyclic
     runs of k first (each leaves out a run of the others: one wrong share, wherever it is,
@@ -474,17 +522,7 @@ def combine(shares: Sequence[Share], *, custodian_of: Namer | None = None) -> by
                 "(forged, or from another split with the same set id)",
                 hint="add another share of this split to find out which one",
             )
-        found = None
-        searched_all = True
-        for n_tried, subset in enumerate(_candidates(shares, k)):
-            if n_tried >= _SUBSET_SEARCH_LIMIT:
-                searched_all = False
-                break
-            zero = _interpolate(subset, 0)
-            candidate = _check(ref, zero)
-            if candidate is not None:
-                found = (list(subset), candidate)
-                break
+        found, tried, searched_all = _search(shares, k)
         if found is None and searched_all:  # fewer than k are right
             raise RecoveryError(
                 f"recovery check failed: no {k} of shares {_names(shares)} recover a "
@@ -494,11 +532,10 @@ def combine(shares: Sequence[Share], *, custodian_of: Namer | None = None) -> by
             raise RecoveryError(
                 f"recovery check failed: at least one of shares {_names(shares)} is wrong "
                 "(forged, or from another split with the same set id); which is not known: "
-                f"none of the {_SUBSET_SEARCH_LIMIT} sets of {k} tried recovers a verified "
-                "secret",
+                f"none of the {tried} sets of {k} tried recovers a verified secret",
                 hint=f"combine fewer of them ({k} and one or two more) to find out which",
             )
-        base, secret = found
+        base, zero, secret = found
     in_base = {s.index for s in base}
     others = [s for s in shares if s.index not in in_base]
     on = set(in_base)
@@ -520,6 +557,33 @@ def _decisive(n: int, k: int, fit: int) -> bool:
     return k == 1 or fit > n - fit + k - 2
 
 
+def _with_each(fixed: Sequence[tuple[int, bytes]], extra: Sequence[Share], t: int) -> np.ndarray:
+    """Row ``i``: ``p_i(t)``, for ``p_i`` the polynomial through the points ``fixed``
+    (``(x, payload)``) and the share ``extra[i]``, all in one pass (``t`` is none of the
+    fixed x; a share at ``x = t`` is its own value there).
+
+    Lagrange through ``F + {s}``: ``l_j(t) = b_j (t - x_s) / (x_j - x_s)`` for ``j`` in F
+    (``b_j`` its basis coefficient through F alone) and ``l_s(t) = prod_F (t - x_m) /
+    (x_s - x_m)``; logarithms of PUBLIC coordinates, the payloads only multiplied by
+    them with the constant-time :func:`~keysplit.hazmat.gf256.mul` and xored."""
+    fx = np.array([x for x, _ in fixed], dtype=np.int64)
+    fy = np.stack([np.frombuffer(y, dtype=np.uint8) for _, y in fixed])
+    dummy = next(x for x in range(1, 256) if x != t and x not in fx)
+    at_t = np.array([s.index == t for s in extra], dtype=bool)
+    xs = np.where(at_t, dummy, np.array([s.index for s in extra], dtype=np.int64))
+    ys = np.stack([np.frombuffer(s.payload, dtype=np.uint8) for s in extra])
+    log_t = _LOG[fx ^ t]  # log(t - x_m), m in F
+    pair = fx[:, None] ^ fx[None, :]
+    log_b = (log_t.sum() - log_t) - _LOG[np.where(pair == 0, 1, pair)].sum(axis=1)
+    to_f = _LOG[xs[:, None] ^ fx[None, :]]  # log(x_s - x_j)
+    own = np.where(at_t, 1, _EXP[(log_t.sum() - to_f.sum(axis=1)) % 255]).astype(np.uint8)
+    coeff = _EXP[(log_b[None, :] + _LOG[xs ^ t][:, None] - to_f) % 255]
+    coeff = np.where(at_t[:, None], 0, coeff).astype(np.uint8)
+    terms = gf256.mul(fy[None, :, :], coeff[:, :, None])
+    out: np.ndarray = np.bitwise_xor.reduce(terms, axis=1) ^ gf256.mul(ys, own[:, None])
+    return out
+
+
 def _best_through(shares: Sequence[Share], zero: bytes, anchors: Sequence[Share]) -> list[Share]:
     """The shares on the best-supported polynomial through the verified point ``(0, zero)``
     and the ``k - 2`` ``anchors``: the anchors and the largest group of the other shares.
@@ -533,22 +597,9 @@ def _best_through(shares: Sequence[Share], zero: bytes, anchors: Sequence[Share]
     anchors is examined at the cost of ``k - 1`` products over the shares, where trying
     them one by one cost a full evaluation of every share each."""
     fixed = [(0, zero)] + [(a.index, a.payload) for a in anchors]
-    fixed_x = [x for x, _ in fixed]
-    rest = [s for s in shares if s.index not in fixed_x]
-    t = next(x for x in range(1, 256) if x not in fixed_x)
-    dummy = next(x for x in range(1, 256) if x not in fixed_x and x != t)
-    at_t = np.array([s.index == t for s in rest])  # a share at x = t: its own value there
-    xs = np.where(at_t, dummy, [s.index for s in rest])  # (public) never 0 in a log below
-    ys = np.stack([np.frombuffer(s.payload, dtype=np.uint8) for s in rest])
-    log_n = sum(int(_LOG[t ^ xm]) for xm in fixed_x)
-    log_d = sum(_LOG[xs ^ xm] for xm in fixed_x)
-    own = np.where(at_t, 1, _EXP[(log_n - log_d) % 255]).astype(np.uint8)
-    keys = gf256.mul(ys, own[:, None])
-    for xj, yj in fixed:
-        log_base = sum(int(_LOG[t ^ xm]) - int(_LOG[xj ^ xm]) for xm in fixed_x if xm != xj)
-        coeff = _EXP[(log_base + _LOG[xs ^ t] - _LOG[xs ^ xj]) % 255]
-        coeff = np.where(at_t, 0, coeff).astype(np.uint8)
-        keys ^= gf256.mul(np.frombuffer(yj, dtype=np.uint8)[None, :], coeff[:, None])
+    rest = [s for s in shares if s.index not in {x for x, _ in fixed}]
+    t = next(x for x in range(1, 256) if x not in {x for x, _ in fixed})
+    keys = _with_each(fixed, rest, t)
     blind = secrets.token_bytes(32)
     groups: dict[bytes, list[Share]] = {}
     for s, row in zip(rest, keys, strict=True):  # by a keyed digest: no secret as a key
@@ -572,13 +623,13 @@ def _disagreement(
     polynomial taken is the one fixed by the verified point at x = 0 that the most shares
     lie on: :func:`_best_through` finds the best one through each set of ``k - 2`` anchor
     shares (with ``k = 2``, no anchor: the best of all, in one pass), anchor sets tried as
-    :func:`_candidates` orders them within :data:`_FIT_WORK_LIMIT`; and shares are named
+    :func:`_candidates` orders them within :data:`_SEARCH_WORK_LIMIT`; and shares are named
     only when no other polynomial could be as well supported (:func:`_decisive`):
     otherwise naming one could blame a good custodian."""
     n = len(shares)
     best = list(fit)
     if not _decisive(n, k, len(best)):
-        allowed = max(1, _FIT_WORK_LIMIT // ((n - k + 2) * (k - 1)))
+        allowed = max(1, _SEARCH_WORK_LIMIT // ((n - k + 2) * (k - 1)))
         anchor_sets: Iterator[Sequence[Share]] = (
             iter([()]) if k == 2 else _candidates(shares, k - 2)
         )

@@ -364,27 +364,46 @@ def test_a_search_cut_short_says_a_share_is_wrong_not_which(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """When the search limit ends the search, all that is known is that at least one share
-    is wrong (the first k failed): said so, not "several are wrong"; never a key. (Three
-    wrong shares of 12 with k = 4 spread so that every cyclic run of 4 holds one, and a
-    limit of 30 that the runs and the subsets holding share 1 use up.)"""
-    monkeypatch.setattr(keysplit.share, "_SUBSET_SEARCH_LIMIT", 30)
+    is wrong (the first k failed): said so, not "several are wrong"; never a key. (Four
+    wrong shares of 12 with k = 4 spread so that every cyclic run of 3 anchors holds one,
+    and a limit of three passes of 9 sets; the 495 sets of 4 are not each tried.)"""
+    monkeypatch.setattr(keysplit.share, "_SEARCH_WORK_LIMIT", 3 * 9 * 4)
+    monkeypatch.setattr(keysplit.share, "_DIRECT_SEARCH_LIMIT", 0)
     shares = split(b"k" * 16, 4, 12)
-    mixed = [_wrong(s) if i % 4 == 0 else s for i, s in enumerate(shares)]
+    mixed = [_wrong(s) if i % 3 == 0 else s for i, s in enumerate(shares)]
     names = ", ".join(str(i) for i in range(1, 13))
     with pytest.raises(RecoveryError) as info:
         combine(mixed)
     assert str(info.value) == (
         f"recovery check failed: at least one of shares {names} is wrong (forged, or from "
-        "another split with the same set id); which is not known: none of the 30 sets of 4 "
+        "another split with the same set id); which is not known: none of the 27 sets of 4 "
         "tried recovers a verified secret"
     )
     assert info.value.hint == "combine fewer of them (4 and one or two more) to find out which"
-    with pytest.raises(RecoveryError, match="share 1 does not match"):
-        combine(mixed[:4] + mixed[5:8])  # fewer: one wrong share, named
+    with pytest.raises(RecoveryError, match=r"^share 1 does not match"):
+        combine([*mixed[:3], *mixed[4:6], mixed[7]])  # fewer: one wrong share, named
     # every subset tried (the search not cut short) and none verifies: fewer than k are right
     three = split(b"k" * 16, 3, 4)
     with pytest.raises(RecoveryError, match=r"no 3 of .* \(at least 2 of them are wrong\)"):
         combine([_wrong(three[0]), _wrong(three[1]), *three[2:]])
+
+
+def test_one_right_anchor_set_finds_a_verified_set_whatever_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two wrong shares of a 128-of-255 split placed so that every cyclic run of 128 holds
+    one, and the first: the 254 runs and the 1,746 next subsets in order (all holding share
+    1) failed, and combine said "which is not known" after 2,254 interpolations of 128
+    points (~36 s). Now each anchor set of 127 is completed by every other share in one
+    pass: the first (shares 2 to 128) holds neither wrong share, so they are named, with
+    the work of two passes."""
+    shares = split(b"k" * 16, 128, 255)
+    mixed = [_wrong(s) if i in (0, 128) else s for i, s in enumerate(shares)]
+    work = _Work(monkeypatch)
+    with pytest.raises(RecoveryError, match=r"^shares 1, 129 do not match the others"):
+        combine(mixed)
+    n, k, length = 255, 128, len(shares[0].payload)
+    assert work.products <= 4 * n * k * length and work.scalar <= 2 * k * k, vars(work)
 
 
 def test_mixed_duplicate_and_empty() -> None:
