@@ -23,12 +23,14 @@ import base64
 import contextlib
 import http.client
 import math
+import os
 import select
 import socket
 import ssl
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -389,6 +391,7 @@ class Client:
             raise ValueError("cache_max_records must be a positive int")
         self._cache_lock = threading.Lock()
         self._conns: list[_HTTPConn | _FrameConn] = []
+        _CLIENTS.add(self)  # a fork's child drops the connections (see _forked)
         self._frames = self._unix is not None
         """Batches go over the frame transport (Unix socket); False once the server turned
         out not to speak it (an older ``keysplit serve``: HTTP from then on)."""
@@ -432,6 +435,23 @@ class Client:
             c.close()
         self._local = threading.local()
         self.drop_cache()
+
+    def _forked(self) -> None:
+        """In a forked child: forget the parent's connections (closing this process's copy
+        of each descriptor only). Used here, one would carry the child's requests on the
+        parent's connection, and each process read whichever answer came first: the
+        parent's plaintext to the child, or the child's records to the parent."""
+        conns, self._conns = self._conns, []
+        self._local = threading.local()
+        self._cache_lock = threading.Lock()  # (another thread may have held it at the fork)
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.close()
+
+    @staticmethod
+    def _forked_all() -> None:
+        for client in list(_CLIENTS):
+            client._forked()
 
     def __enter__(self) -> Client:
         return self
@@ -970,6 +990,11 @@ class Client:
         """Forget every cached data key."""
         if self._remote is not None:
             self._remote.close()
+
+
+_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=Client._forked_all)
 
 
 def _parts(body: Body) -> tuple[list[Any], int]:
