@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -97,9 +98,11 @@ def read_keysplit(
     identity: list[Path],
     custodian_passphrases: list[str],
     allow_expensive_kdf: bool = False,
-) -> list[Share]:
+) -> tuple[list[Share], Callable[[Share], str | None]]:
     """keysplit shares; sealed ones opened with ``identity`` files or the passphrases of
-    ``--custodian-passphrase-file [NAME=]FILE`` (else prompts), as ``combine`` opens them."""
+    ``--custodian-passphrase-file [NAME=]FILE`` (else prompts), as ``combine`` opens them;
+    and who holds each as far as the input says (a sealed share's custodian), for
+    :func:`keysplit.combine`'s messages."""
     from keysplit import Share
     from keysplit.custody import is_sealed
 
@@ -123,7 +126,7 @@ def read_keysplit(
                 shares.append(Share.parse(line))
             except KeysplitError as exc:
                 raise relabel(exc, where) from None
-    return shares
+    return shares, (opener.custodian_of if opener is not None else lambda _: None)
 
 
 def read_slip39(sources: list[tuple[str, bytes]]) -> list[slip39.Slip39Share]:

@@ -223,8 +223,10 @@ def convert_cmd(
     src_n: int | None = None
     try:
         if from_ is Fmt.keysplit:
-            ks = read_keysplit(sources, identity, custodian_passphrase_file, allow_expensive_kdf)
-            secret = ks_combine(ks)
+            ks, who = read_keysplit(
+                sources, identity, custodian_passphrase_file, allow_expensive_kdf
+            )
+            secret = ks_combine(ks, custodian_of=who)
             if ks:
                 src_t, src_n = ks[0].threshold, ks[0].count
             n_in = len(ks)
@@ -492,8 +494,10 @@ def convert_vault_cmd(
             _unchecked_import_note(len(vk.keys), k)
             src_t, src_n, n_in = k, vk.count, len(vk.keys)
         elif from_ is VFmt.keysplit:
-            ks = read_keysplit(sources, identity, custodian_passphrase_file, allow_expensive_kdf)
-            secret = ks_combine(ks)
+            ks, who = read_keysplit(
+                sources, identity, custodian_passphrase_file, allow_expensive_kdf
+            )
+            secret = ks_combine(ks, custodian_of=who)
             src_t, src_n, n_in = ks[0].threshold, ks[0].count, len(ks)
         else:
             sl = read_slip39(sources)

@@ -400,6 +400,10 @@ def test_a_foreign_share_is_named_by_the_custodian_its_file_carries(
         assert f"share {index} ({name}, set " in line and "does not belong" in line, line
 
 
+def _as_identity(args: list[str | Path]) -> list[str | Path]:
+    return ["--identity" if a == "-i" else a for a in args]
+
+
 def test_share_verify_and_combine_name_the_custodian_of_a_foreign_share(
     cer: Ceremony, tmp_path: Path
 ) -> None:
@@ -413,8 +417,9 @@ def test_share_verify_and_combine_name_the_custodian_of_a_foreign_share(
     (line,) = error_lines(r)
     assert f"{pair[1]} (share 2, custodian bob) and {pair[0]} (share 1, custodian alice)" in line
     ids = ["-i", cer.ids["alice"], "-i", other.ids["bob"]]
-    for command in (["share", "verify"], ["combine"]):  # opened
-        r = run([*command, *pair, *ids])
+    convert = ["share", "convert", "--from", "keysplit", "--to", "pycryptodome"]
+    for command in (["share", "verify"], ["combine"], convert):  # opened
+        r = run([*command, *pair, *(ids if command != convert else _as_identity(ids))])
         assert r.exit_code == 1
         (line,) = error_lines(r)
         assert "share 2 (bob, set " in line and "(share 1, alice)" in line, line
