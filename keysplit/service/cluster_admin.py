@@ -41,6 +41,7 @@ from .cluster_config import (
     Successor,
     check_node_name,
     check_region,
+    check_url,
     hold_digest,
     keyed_hold_digest,
     read_cluster,
@@ -121,10 +122,11 @@ def _read_creating(d: Path) -> tuple[str, list[tuple[str, str]]] | None:
     try:
         doc = _json.loads(path.read_bytes(), what=str(path), max_bytes=1 << 20)
         cid = doc["cluster_id"]
-        nodes = [(str(n["name"]), str(n["url"])) for n in doc["nodes"]]
+        # each name and URL checked as cluster.json's are: a damaged file is no ValueError
+        nodes = [(check_node_name(n["name"]), check_url(n["url"])) for n in doc["nodes"]]
     except FileNotFoundError:
         return None
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):
         raise FormatError(f"{path}: malformed") from None
     if not isinstance(cid, str) or len(cid) != 32:
         raise FormatError(f"{path}: malformed")

@@ -72,7 +72,7 @@ def check_url(url: str) -> str:
         parts = urlsplit(url)
         ok = parts.scheme == "https" and bool(parts.hostname) and (parts.port or 443) > 0
         ok = ok and _json.is_unicode(url)  # a JSON escape can spell a lone surrogate
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):  # urlsplit(5): AttributeError
         ok = False
     if not ok:
         raise ValueError(f"node URL must be unix:/path/to/socket or https://host:port, not {url!r}")

@@ -1,5 +1,6 @@
-"""Hypothesis red team of a cluster's public files: ``cluster.json``, ``successor.json``
-and a node's copy of the description (``cluster/<id>.json``, which names the node).
+"""Hypothesis red team of a cluster's public files: ``cluster.json``, ``successor.json``,
+``creating.json`` (an unfinished create) and a node's copy of the description
+(``cluster/<id>.json``, which names the node).
 
 Neither file is authenticated (they are public and pinned by their ids and keys), so
 every edit must end in a FormatError (or a ClusterError) or in a description that writes
@@ -22,11 +23,14 @@ from hypothesis import strategies as st
 from tamper import dump_json, mutate_json
 
 from keysplit.errors import FormatError, KeysplitError
+from keysplit.service.cluster_admin import CREATING_FILE, _read_creating, abandon_cluster
 from keysplit.service.cluster_config import (
     SUCCESSOR_FILE,
     ClusterConfig,
     ClusterNodeInfo,
     Successor,
+    check_node_name,
+    check_url,
     read_successor,
 )
 from keysplit.service.cluster_node import ClusterNode
@@ -98,18 +102,27 @@ _SUCCESSOR = {
 }
 
 
+def _edited(
+    factory: pytest.TempPathFactory, data: st.DataObject, name: str, doc: object, read: Any
+) -> tuple[Path, Any]:
+    """A fresh directory holding ``doc``, edited, as file ``name``, and what ``read`` made
+    of the directory (None if it refused the file with a KeysplitError)."""
+    d = factory.mktemp("files", numbered=True)
+    (d / name).write_bytes(dump_json(mutate_json(doc, data.draw)))
+    try:
+        return d, read(d)
+    except KeysplitError:
+        return d, None
+
+
 @FUZZ
 @given(st.data())
 def test_an_edited_successor_json_is_refused_or_usable(
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
 ) -> None:
-    d = tmp_path_factory.mktemp("succ", numbered=True)
-    (d / SUCCESSOR_FILE).write_bytes(dump_json(mutate_json(_SUCCESSOR, data.draw)))
-    try:
-        s = read_successor(d)
-    except KeysplitError:
+    d, s = _edited(tmp_path_factory, data, SUCCESSOR_FILE, _SUCCESSOR, read_successor)
+    if s is None:
         return
-    assert s is not None
     os.fsencode(s.directory)
     s.write(d)
     assert read_successor(d) == s
@@ -129,3 +142,48 @@ def test_a_node_copy_whose_me_is_not_a_name_is_a_format_error(tmp_path: Path, me
     (node.dir / f"{_CFG.cluster_id}.json").write_bytes(json.dumps(doc).encode())
     with pytest.raises(FormatError, match="does not name this node"):
         node._config(_CFG.cluster_id)
+
+
+_CREATING = {
+    "cluster_id": "ab" * 16,
+    "region": "in",
+    "nodes": [{"name": "n1", "url": "unix:/run/n1.sock"}, {"name": "n2", "url": "https://n2:8443"}],
+}
+
+
+@FUZZ
+@given(st.data())
+def test_an_edited_creating_json_is_refused_or_names_usable_nodes(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    """``DIR/creating.json`` (an unfinished ``cluster create``) names the nodes
+    ``cluster abandon DIR`` and a rerun of the create call."""
+    _, got = _edited(tmp_path_factory, data, CREATING_FILE, _CREATING, _read_creating)
+    for name, url in got[1] if got is not None else ():
+        assert check_node_name(name) == name and check_url(url) == url
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        {"name": "n1", "url": "ftp://n1"},
+        {"name": "n1", "url": "unix:/run/\ud800.sock"},
+        {"name": "n1", "url": 5},
+        {"name": "bad name", "url": "unix:/run/n1.sock"},
+    ],
+)
+def test_abandon_of_a_creating_json_naming_a_bad_node_is_a_format_error(
+    tmp_path: Path, node: dict[str, object]
+) -> None:
+    """Before, the URL reached Client(): ValueError, UnicodeEncodeError or AttributeError
+    out of ``keysplit cluster abandon DIR`` (a traceback: the CLI maps KeysplitErrors)."""
+    doc = {**_CREATING, "nodes": [node]}
+    (tmp_path / CREATING_FILE).write_bytes(dump_json(doc))
+    with pytest.raises(FormatError, match=r"creating\.json: malformed"):
+        abandon_cluster(tmp_path, token="ks1t_x")
+
+
+@pytest.mark.parametrize("url", [5, None, b"unix:/x", ["unix:/x"]])
+def test_check_url_of_a_value_that_is_no_text_is_a_value_error(url: object) -> None:
+    with pytest.raises(ValueError, match="node URL must be"):
+        check_url(url)  # type: ignore[arg-type]
