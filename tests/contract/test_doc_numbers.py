@@ -11,13 +11,22 @@ from keysplit_cli._opener import PASSPHRASE_TRIES
 from keysplit_cli._quorum import _MAX_BAD_TRIES
 from paths import REPO
 
-from keysplit import trust
+from keysplit import record, stream, trust
+from keysplit.custody import MAX_SHARE_FILE_SIZE
 from keysplit.custody.passphrase import Argon2Params
+from keysplit.jobs import _cache as job_cache
+from keysplit.jobs._isolate import MAX_LINE
+from keysplit.jobs._parquet import KEY_BATCH
 from keysplit.jobs.records import PART_BYTES, PART_BYTES_MAX, PART_SHARE
 from keysplit.keyring import fleet
+from keysplit.keyring import records as keyring_records
+from keysplit.proof import CODE_BITS
 from keysplit.record import MAX_PLAINTEXT_BYTES
-from keysplit.service.server import Limits
+from keysplit.rng import RESEED_BYTES
+from keysplit.service import _wire as wire
+from keysplit.service.server import Limits, ServeOptions
 from keysplit.store import url as store_url
+from keysplit.store.base import TOMBSTONE_SIZE
 from keysplit.store.sqlite import ERASE_WAIT
 from keysplit.trust import default_known_keyrings_path
 
@@ -95,6 +104,53 @@ CLAIMS = [
         "trust.MAX_*",
     ),
 ]
+
+
+def kib(n: int) -> int:
+    return n >> 10
+
+
+A = Argon2Params
+NONCES = keyring_records._POOL_NONCES
+# SECURITY.md's bounds on secrets, service and jobs (claims checked at stop 38)
+SECURITY_CLAIMS = [
+    (
+        f"Bounds: at most {A.MAX_MEMORY_KIB >> 20} GiB, {A.MAX_TIME} passes, {A.MAX_LANES}"
+        f" lanes and {A.MAX_WORK_KIB >> 20} GiB of passes times memory",
+        "Argon2Params.MAX_*",
+    ),
+    (f"Work above {A.CONFIRM_ABOVE_KIB >> 20} GiB of passes times memory", "CONFIRM_ABOVE_KIB"),
+    (f"Share files larger than {kib(MAX_SHARE_FILE_SIZE)} KiB are refused", "MAX_SHARE_FILE"),
+    (f"A stream is rekeyed after 2^{RESEED_BYTES.bit_length() - 1} bytes", "RESEED_BYTES"),
+    (
+        f"drawn ahead in bulk ({kib(NONCES * record.NONCE_SIZE)} KiB, {grouped(NONCES)} nonces",
+        "_POOL_NONCES",
+    ),
+    (f"Cost: {record.COMMIT_SIZE} header bytes per record ({record.OVERHEAD} bytes", "OVERHEAD"),
+    (f"`HMAC-SHA256(K, subject)[:{TOMBSTONE_SIZE}]`", "TOMBSTONE_SIZE"),
+    (f"A proof-of-possession code is a {CODE_BITS}-bit HMAC", "CODE_BITS"),
+    (
+        f"in chunks ({kib(stream.MIN_CHUNK_SIZE)} KiB to {mib(stream.MAX_CHUNK_SIZE)} MiB)",
+        "stream chunk sizes",
+    ),
+    (f"`--unseal-timeout` ({ServeOptions.unseal_timeout / 60:g} min)", "unseal_timeout"),
+    (f"at most {kib(LIMITS.public_body)} KiB on the endpoints that need no token", "public"),
+    (f"the {mib(LIMITS.token_body)} MiB batch maximum", "Limits.token_body"),
+    (f"longer than {LIMITS.handshake:g} s for a TLS handshake", "Limits.handshake"),
+    (
+        f"reads at most {mib(wire.RESPONSE_BASE)} MiB + the request's size"
+        f" + {kib(wire.RESPONSE_PER_ITEM)} KiB per item",
+        "response_limit",
+    ),
+    (f"each bounded ({mib(MAX_LINE)} MiB)", "jobs MAX_LINE"),
+    (f"in batches of {grouped(KEY_BATCH)} subjects", "KEY_BATCH"),
+    (
+        f"at most 2^{job_cache.MAX_KEYS.bit_length() - 1} keys; the caches of the"
+        f" {WORDS[job_cache.JOBS_KEPT]} most recent jobs",
+        "jobs cache",
+    ),
+]
+CLAIMS += [("SECURITY.md", text, source) for text, source in SECURITY_CLAIMS]
 
 
 @pytest.mark.parametrize(("doc", "text", "source"), CLAIMS, ids=[c[2] + "@" + c[0] for c in CLAIMS])

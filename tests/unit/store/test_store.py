@@ -181,6 +181,43 @@ def test_writes_after_an_unconfirmed_erase_do_not_wait_for_the_reader(
     s.close()
 
 
+def test_an_unconfirmed_erase_is_done_at_close_once_the_reader_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SECURITY.md: the store erases "at its first write or close after that reader ends".
+    With no write in between, closing the store is what takes the shredded key's page out
+    of the live files (no warning then); closing while the reader still holds its snapshot
+    says so."""
+    s, path, marker, reader = _with_reader(tmp_path, monkeypatch)
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == "reading\n"
+        assert s.delete("victim")  # the erase is left pending (the reader holds it)
+    finally:
+        reader.communicate("done\n", timeout=30)
+    assert reader.returncode == 0
+    assert marker in path.read_bytes() + path.with_name("k.sqlite-wal").read_bytes()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="keysplit.store.sqlite"):
+        s.close()
+    assert not caplog.records
+    wal = path.with_name("k.sqlite-wal")
+    assert marker not in path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+    (tmp_path / "again").mkdir()
+    s, path, marker, reader = _with_reader(tmp_path / "again", monkeypatch)
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == "reading\n"
+        assert s.delete("victim")
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="keysplit.store.sqlite"):
+            s.close()  # never refused for it, but said
+        assert [r.levelname for r in caplog.records] == ["WARNING"]
+        assert "victim" not in caplog.text and "erase unconfirmed" in caplog.text
+    finally:
+        reader.communicate("done\n", timeout=30)
+    assert reader.returncode == 0
+
+
 def test_binding_and_strict_open(tmp_path: Path) -> None:
     p = tmp_path / "k.sqlite"
     SQLiteKeyStore(p, KID, create=True).close()
