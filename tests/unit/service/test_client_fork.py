@@ -61,6 +61,7 @@ def _wait_readable(fd: int) -> None:
     assert select.select([fd], [], [], WAIT)[0], "the other process did not answer"
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_never_shares_the_parents_connection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
