@@ -66,6 +66,22 @@ def closed_pipe() -> NoReturn:
     raise typer.Exit(EXIT_CLOSED_PIPE)
 
 
+def _settle_stdout() -> None:
+    """After a failure writing stdout (a full disk, an I/O error): what stdout's buffer
+    still holds can never be written, so stdout is pointed at /dev/null, as
+    :func:`closed_pipe` does; else the interpreter's own flush at exit fails again,
+    prints "Exception ignored" with the error, and exits 120 instead of the command's code."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # no real file descriptor (a test runner's stream)
+            pass
+
+
 def relabel(exc: E, label: str) -> E:
     """The same error (same class, hint and fields), its message prefixed with ``label``:
     the file or share it is about, the CLI's unit of blame."""
@@ -124,6 +140,7 @@ def handle_errors(func: F) -> F:
         except IsADirectoryError as exc:
             fail(f"is a directory: {exc.filename}")
         except OSError as exc:
+            _settle_stdout()
             fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
         except KeyboardInterrupt:
             fail("interrupted", code=130)
