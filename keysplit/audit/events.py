@@ -671,18 +671,20 @@ def open_intents(entries: Sequence[AuditEntry]) -> list[AuditEntry]:
     open intent before it of its operation and target that the same principals authorized
     (``authorized_by``): its own, which its ceremony wrote just before it. An older open one
     is a kill's mark, even where another authority (a key-service token, another quorum)
-    changed the same target since, and stays open, named by its own seq. In log order."""
+    changed the same target since, and stays open, named by its own seq. An intent an
+    ``observed`` entry names is that entry's (its operation raised, or was killed): no
+    outcome takes it, even one written before the observation (a batch records its
+    outcomes, then closes its refused intents). In log order."""
     outcome_of = {n: (op, key) for op, (names, key) in INTENT_OUTCOMES.items() for n in names}
+    observed = {e.data.get("intent") for e in entries if e.event == Observed.NAME}
     waiting: dict[tuple[str, str, str], list[int]] = {}
     pending: dict[int, AuditEntry] = {}
     for e in entries:
         if e.event == Intent.NAME:
             op, target = e.data.get("operation"), e.data.get("target")
-            if isinstance(op, str) and isinstance(target, str):
+            if isinstance(op, str) and isinstance(target, str) and e.seq not in observed:
                 waiting.setdefault((op, target, _by(e)), []).append(e.seq)
                 pending[e.seq] = e
-        elif e.event == Observed.NAME:
-            pending.pop(e.data.get("intent"), None)  # type: ignore[arg-type]
         elif e.event in outcome_of:
             op, key = outcome_of[e.event]
             target = e.data.get(key)

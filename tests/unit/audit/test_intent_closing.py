@@ -95,3 +95,22 @@ def test_an_open_token_intent_is_not_observed_done_from_a_forged_token_list(
     assert observed.event == "observed" and observed.data["target"] == "ops"
     assert observed.data["found"].startswith("unknown"), observed.data["found"]
     assert "does not verify" in observed.data["found"]
+
+
+def test_an_intent_an_observed_entry_closes_is_never_taken_by_an_outcome(
+    tmp_path: Path,
+) -> None:
+    """A batch with one subject twice, the second refused: its intents, the first's
+    outcome, then the observed entry closing the second's intent (a batch records its
+    outcomes first). The outcome must close the first intent, not the second (which the
+    observed entry names): both closed, none reported open."""
+    from keysplit.audit import AuditLog
+
+    log = AuditLog(tmp_path / "audit.log")
+    by = [events.TokenHolder("svc", "tok-1")]
+    first = events.record(log, events.Intent("shred", "u3", by))
+    second = events.record(log, events.Intent("shred", "u3", by))
+    events.record(log, events.Shred("u3", True, by))
+    assert [e.seq for e in events.open_intents(log.entries())] == [first.seq]
+    events.record(log, events.Observed("shred", "u3", second.seq, "KeyringError; done", by))
+    assert events.open_intents(log.entries()) == []
