@@ -404,25 +404,9 @@ def _through(points: Sequence[tuple[int, bytes]], at: int) -> bytes:
 
 def _evaluate(points: Sequence[tuple[int, bytes]], targets: Sequence[int]) -> np.ndarray:
     """Values (one row each) at every x in ``targets`` of the polynomial through
-    ``points`` (``(x, payload)``, distinct x in 0..255), in one pass.
-
-    Lagrange: ``p(a) = sum_j y_j l_j(a)``, ``l_j(a) = prod_{m != j} (a - x_m) / (x_j - x_m)``,
-    the coefficients from log tables on the PUBLIC coordinates, as sums of logarithms
-    (``O(k)`` per coefficient, vectorised, where a scalar loop per target cost ``O(k^2)``
-    Python multiplications); the payloads only ever multiplied by them with the
-    constant-time :func:`~keysplit.hazmat.gf256.mul` and xored. A target that is one of the
-    points gets its payload."""
-    xs = np.array([x for x, _ in points], dtype=np.int64)
+    ``points`` (``(x, payload)``), in one pass (:func:`keysplit.hazmat.shamir.evaluate`)."""
     ys = np.stack([np.frombuffer(y, dtype=np.uint8) for _, y in points])
-    at = np.asarray(targets, dtype=np.int64)
-    hit = at[:, None] == xs[None, :]
-    diff = _LOG[np.where(hit, 1, at[:, None] ^ xs[None, :])]  # log(a - x_m); log 1 = 0
-    pair = xs[:, None] ^ xs[None, :]
-    weight = _LOG[np.where(pair == 0, 1, pair)].sum(axis=1)  # log prod_{m != j} (x_j - x_m)
-    coeff = _EXP[(diff.sum(axis=1)[:, None] - diff - weight[None, :]) % 255]
-    coeff = np.where(hit.any(axis=1)[:, None], hit, coeff).astype(np.uint8)
-    out: np.ndarray = np.bitwise_xor.reduce(gf256.mul(ys[None, :, :], coeff[:, :, None]), axis=1)
-    return out
+    return shamir.evaluate([x for x, _ in points], ys, targets)
 
 
 def _same(row: np.ndarray, payload: bytes) -> bool:

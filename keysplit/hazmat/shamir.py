@@ -45,7 +45,15 @@ import numpy as np
 from ..rng import RandomSource, SystemRandom
 from . import _outputs, _parallel, gf256
 
-__all__ = ["MAX_SHARES", "combine", "combine_batch", "lagrange_at_zero", "split", "split_batch"]
+__all__ = [
+    "MAX_SHARES",
+    "combine",
+    "combine_batch",
+    "evaluate",
+    "lagrange_at_zero",
+    "split",
+    "split_batch",
+]
 
 MAX_SHARES = 255
 _CHUNK_BYTES = 1 << 20  # working-set budget per chunk for the coefficient chains
@@ -384,6 +392,45 @@ def lagrange_at_zero(xs: Sequence[int]) -> list[int]:
                 den = gf256.mul_scalar(den, xm ^ xj)
         coeffs.append(gf256.mul_scalar(num, gf256.inv_scalar(den)))
     return coeffs
+
+
+_LOG = np.array(gf256.LOG, dtype=np.int64)
+_EXP = np.array(gf256.EXP, dtype=np.uint8)
+
+
+def evaluate(xs: Sequence[int], ys: np.ndarray, targets: Sequence[int]) -> np.ndarray:
+    """Values at every x in ``targets`` (0..255) of the polynomial through the points
+    ``xs`` (distinct, 0..255) and ``ys`` (uint8, shape (k, L)): shape (len(targets), L), in
+    one pass (a target that is one of ``xs`` gets its row of ``ys``).
+
+    For checking many shares against one polynomial, or one secret: where
+    :func:`combine_batch` computes the Lagrange coefficients with ~2 k^2 scalar
+    multiplications per target, these come from log tables on the PUBLIC coordinates as
+    sums of logarithms, vectorised (``l_j(a) = prod_{m != j} (a - x_m) / (x_j - x_m)``);
+    the rows of ``ys`` are only multiplied by them with the constant-time
+    :func:`~keysplit.hazmat.gf256.mul` and xored. Work and memory: ``len(targets) * k * L``.
+    """
+    for v in (*xs, *targets):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError("x-coordinates must be ints")
+    if len(xs) == 0 or len({int(v) for v in xs}) != len(xs):
+        raise ValueError("need distinct x-coordinates")
+    if not isinstance(ys, np.ndarray) or ys.dtype != np.uint8 or ys.ndim != 2:
+        raise TypeError("ys must be a numpy uint8 array of shape (k, L)")
+    if ys.shape[0] != len(xs):
+        raise ValueError(f"got {len(xs)} x-coordinates but {ys.shape[0]} rows")
+    x = np.array([int(v) for v in xs], dtype=np.int64)
+    at = np.array([int(v) for v in targets], dtype=np.int64)
+    if min(x.min(), at.min(initial=0)) < 0 or max(x.max(), at.max(initial=0)) > MAX_SHARES:
+        raise ValueError("x-coordinates must be in 0..255")
+    hit = at[:, None] == x[None, :]
+    diff = _LOG[np.where(hit, 1, at[:, None] ^ x[None, :])]  # log(a - x_m); log 1 = 0
+    pair = x[:, None] ^ x[None, :]
+    weight = _LOG[np.where(pair == 0, 1, pair)].sum(axis=1)  # log prod_{m != j} (x_j - x_m)
+    coeff = _EXP[(diff.sum(axis=1)[:, None] - diff - weight[None, :]) % 255]
+    coeff = np.where(hit.any(axis=1)[:, None], hit, coeff).astype(np.uint8)
+    out: np.ndarray = np.bitwise_xor.reduce(gf256.mul(ys[None, :, :], coeff[:, :, None]), axis=1)
+    return out
 
 
 def _check_xs(xs: Sequence[int]) -> None:

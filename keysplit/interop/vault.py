@@ -41,7 +41,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,7 +55,7 @@ from ..errors import (
     InsufficientSharesError,
     RecoveryError,
 )
-from ..hazmat.shamir import MAX_SHARES, combine_batch, split_batch
+from ..hazmat.shamir import MAX_SHARES, combine_batch, evaluate, split_batch
 from ..rng import RandomSource
 from ..share import MAX_SECRET_LEN, Share, combine
 from . import convert
@@ -85,7 +84,6 @@ _MAX_LEN = MAX_SECRET_LEN + 1
 # both, so keysplit applies the same rule to read what Vault reads.
 _HEX_MIN_LEN, _HEX_MAX_LEN = 16, 33
 _MAX_TEXT = 1 << 20
-_SUBSET_SEARCH_LIMIT = 2000
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _B64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _KEY_LINE = re.compile(r"^\s*(Unseal|Recovery)\s+Key\s+(\d{1,3})\s*:\s*(\S+)\s*$", re.IGNORECASE)
@@ -289,9 +287,16 @@ def _value_at(xs: Sequence[int], ys: np.ndarray, at: int) -> bytes:
     return bytes(combine_batch([x ^ at for x in xs], ys[:, None, :])[0].tobytes())
 
 
-def _fits(xs: Sequence[int], ys: np.ndarray, base: Sequence[int], j: int) -> bool:
-    b = list(base)
-    return hmac.compare_digest(_value_at([xs[i] for i in b], ys[b], xs[j]), ys[j].tobytes())
+def _all_fit(xs: Sequence[int], ys: np.ndarray, keys: Sequence[int], k: int) -> bool:
+    """Whether the keys at positions ``keys`` lie on one polynomial of degree ``k - 1``:
+    the others checked against that of the first ``k`` in one pass."""
+    base, rest = list(keys[:k]), list(keys[k:])
+    if not rest:
+        return True
+    values = evaluate([xs[i] for i in base], ys[base], [xs[j] for j in rest])
+    return all(
+        hmac.compare_digest(v.tobytes(), ys[j].tobytes()) for v, j in zip(values, rest, strict=True)
+    )
 
 
 def combine_vault(keys: Sequence[bytes] | VaultKeys, *, threshold: int | None = None) -> bytes:
@@ -322,30 +327,28 @@ def combine_vault(keys: Sequence[bytes] | VaultKeys, *, threshold: int | None = 
     xs, ys = _points(keys)
     if len(keys) < k:
         raise InsufficientSharesError(f"need {k} Vault keys, got {len(keys)}")
-    base = list(range(k))
-    bad = [j for j in range(k, len(keys)) if not _fits(xs, ys, base, j)]
-    if bad:
+    if not _all_fit(xs, ys, range(len(keys)), k):
         raise _inconsistent(xs, ys, k)
-    return _value_at([xs[i] for i in base], ys[base], 0)
+    return _value_at(xs[:k], ys[:k], 0)
 
 
 def _inconsistent(xs: list[int], ys: np.ndarray, k: int) -> RecoveryError:
     """The error for keys that do not fit one polynomial; names a key outvoted by the rest.
 
-    A k-subset whose polynomial fits all keys but one, with at least k + 1 keys on it,
-    names that one (it takes two extra keys: with k + 1 keys, either could be wrong).
+    A key without which the other keys, at least k + 1 of them, lie on one polynomial is
+    named (it takes two extra keys: with k + 1 keys, either could be wrong). Each key is
+    left out in turn, the others checked in one pass: m passes, where trying the k-subsets
+    one by one (up to 2000, each checked against every key) could miss it and took
+    seconds. At most one key can be it (two such polynomials would share k keys).
     """
     m = len(xs)
-    for n_tried, subset in enumerate(itertools.combinations(range(m), k)):
-        if n_tried >= _SUBSET_SEARCH_LIMIT:
-            break
-        off = [j for j in range(m) if j not in subset and not _fits(xs, ys, subset, j)]
-        if len(off) == 1 and m - 1 >= k + 1:
+    for j in range(m) if m - 1 >= k + 1 else ():
+        if _all_fit(xs, ys, [i for i in range(m) if i != j], k):
             return RecoveryError(
-                f"Vault key {off[0] + 1} (x = {xs[off[0]]}) does not lie on the polynomial "
+                f"Vault key {j + 1} (x = {xs[j]}) does not lie on the polynomial "
                 f"of the other {m - 1} keys: it is mistyped or from another split",
-                index=off[0] + 1,
-                hint=f"leave out key {off[0] + 1}",
+                index=j + 1,
+                hint=f"leave out key {j + 1}",
             )
     return RecoveryError(
         f"the {m} Vault keys do not lie on one polynomial of degree {k - 1}: at least one "

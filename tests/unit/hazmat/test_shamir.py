@@ -398,3 +398,25 @@ def test_split_into_an_out_that_overlaps_the_secrets_is_refused() -> None:
     assert (buf[0] == secrets).all()
     out = shamir.split_batch(secrets, 2, 3, out=np.empty((3, 1000, 16), dtype=np.uint8))
     assert (shamir.combine_batch([2, 3], out[1:]) == secrets).all()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 17, 255])
+def test_evaluate_agrees_with_combine_batch_at_every_target(k: int) -> None:
+    """shamir.evaluate (log-table coefficients, one pass) gives the polynomial's value at
+    each target as combine_batch does at 0 after shifting the points (x ^ a), and a
+    target that is a point its row; the checks refuse what combine_batch refuses."""
+    rng = np.random.default_rng(k)
+    xs = [int(x) for x in rng.choice(np.arange(1, 256), size=k, replace=False)]
+    ys = rng.integers(0, 256, size=(k, 5), dtype=np.uint8)
+    targets = [0, xs[0], *(int(t) for t in rng.integers(0, 256, size=6))]
+    got = shamir.evaluate(xs, ys, targets)
+    for row, a in zip(got, targets, strict=True):
+        if a in xs:
+            assert row.tobytes() == ys[xs.index(a)].tobytes()
+        else:
+            shifted = [x ^ a for x in xs]
+            assert row.tobytes() == shamir.combine_batch(shifted, ys[:, None, :])[0].tobytes()
+    with pytest.raises(ValueError):
+        shamir.evaluate([1, 1], ys[:2], [0])
+    with pytest.raises(TypeError):
+        shamir.evaluate([True], ys[:1], [0])
