@@ -90,9 +90,11 @@ def _seconds(params: Argon2Params) -> float:
     return _seconds_per_kib * params.work_kib / max(1, min(params.lanes, 4))
 
 
-def kdf_confirmer(what: str, *, allow: bool, interactive: bool) -> ConfirmKdf:
+def kdf_confirmer(what: str, *, allow: bool | None, interactive: bool) -> ConfirmKdf:
     """The ``confirm_kdf`` hook for ``what`` ("this share"): yes if ``allow``, else a
-    prompt with the cost when ``interactive`` and a terminal is there, else a refusal."""
+    prompt with the cost when ``interactive`` and a terminal is there, else a refusal.
+    ``allow`` None: the command has no :data:`ALLOW_EXPENSIVE_KDF` option (the quorum
+    commands), so the refusal's hint does not offer it."""
 
     def confirm(params: Argon2Params) -> bool:
         if allow:
@@ -103,8 +105,12 @@ def kdf_confirmer(what: str, *, allow: bool, interactive: bool) -> ConfirmKdf:
                 f"{what} asks for {gib:.1f} GiB and {params.time_cost} passes of Argon2id "
                 "per attempt, more than keysplit derives without asking, and there is no "
                 "prompt to ask at",
-                hint=f"run it at a terminal (passphrase typed) to be asked, or pass "
-                f"{ALLOW_EXPENSIVE_KDF} if you trust the file",
+                hint="run it at a terminal (passphrase typed) to be asked"
+                + (
+                    ""
+                    if allow is None
+                    else f", or pass {ALLOW_EXPENSIVE_KDF} if you trust the file"
+                ),
             )
         secs = _seconds(params)
         return typer.confirm(
@@ -299,7 +305,7 @@ class ShareOpener:
         passphrases: Passphrases,
         *,
         interactive: bool = False,
-        allow_expensive_kdf: bool = False,
+        allow_expensive_kdf: bool | None = None,
         stdin_is_data: bool = False,
     ) -> None:
         self._identity_files = identity_files

@@ -917,3 +917,23 @@ def test_rekey_abort_discards_an_orphaned_rekey(cer: Ceremony) -> None:
     assert "rekey-abort" in run(["audit", "show", cer.kr]).stdout
     r = run(["rekey", cer.kr, "--abort", *cer.quorum("alice", "bob")])
     assert r.exit_code == 1 and "no rekey is pending" in r.stderr
+
+
+def test_an_expensive_share_refused_in_a_quorum_hints_only_what_the_command_takes(
+    cer: Ceremony, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SECURITY.md: with passphrases from files an expensive Argon2id share is refused. The
+    refusal's hint told `keysplit unseal` (and every quorum command) to 'pass
+    --allow-expensive-kdf', an option only the share commands have: following it was a usage
+    error. A quorum command's hint now points at the terminal prompt."""
+    from keysplit import Argon2Params
+
+    monkeypatch.setattr(Argon2Params, "CONFIRM_ABOVE_KIB", 32)  # carol's cheap share counts
+    r = run(["unseal", cer.kr, *cer.quorum("alice", "carol")])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    (line,) = error_lines(r)
+    assert "no prompt to ask at" in line and str(cer.share("carol")) in line
+    assert "--allow-expensive-kdf" not in r.stderr
+    assert "hint:" in r.stderr and "terminal" in r.stderr
+    r = run(["unseal", cer.kr, *cer.quorum("alice", "carol"), "--allow-expensive-kdf"])
+    assert r.exit_code != 0  # (the quorum commands do not take it)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from keysplit_cli._common import EXIT_CLOSED_PIPE, EXIT_NO_KEY, EXIT_NOT_ACKNOWLEDGED
@@ -185,3 +187,26 @@ def test_readme_states_the_postgres_connect_bound() -> None:
     pg_store = pytest.importorskip("keysplit.store.postgres")  # the postgres extra
     text = f"`connect_timeout=N` (seconds; default {pg_store.DEFAULT_TIMEOUT:g})"
     assert flat(text) in flat(DOCS["README.md"])
+
+
+def test_security_md_names_the_commands_that_take_allow_expensive_kdf() -> None:
+    """The quorum commands have no --allow-expensive-kdf (their refusal's hint does not offer
+    it): SECURITY.md lists exactly the commands that take it."""
+    import typer.main
+    from keysplit_cli.app import app
+
+    def walk(cmd: Any, path: tuple[str, ...] = ()) -> Iterator[str]:
+        ctx = cmd.context_class(cmd)
+        if hasattr(cmd, "list_commands"):
+            for name in cmd.list_commands(ctx):
+                yield from walk(cmd.get_command(ctx, name), (*path, name))
+        elif any("--allow-expensive-kdf" in p.opts for p in cmd.params):
+            yield " ".join(path)
+
+    text = flat(DOCS["SECURITY.md"])
+    (listed,) = re.findall(
+        r"`--allow-expensive-kdf` is given to a command that takes it \(([^)]*)\)", text
+    )
+    assert sorted(re.findall(r"`keysplit ([a-z -]+)`", listed)) == sorted(
+        walk(typer.main.get_command(app))
+    )
