@@ -444,6 +444,8 @@ class Client:
         conns, self._conns = self._conns, []
         self._local = threading.local()
         self._cache_lock = threading.Lock()  # (another thread may have held it at the fork)
+        if self._remote is not None:
+            self._remote.forked()
         for c in conns:
             with contextlib.suppress(OSError):
                 c.close()

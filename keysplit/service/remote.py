@@ -73,6 +73,11 @@ class RemoteDataKeys:
     def __repr__(self) -> str:
         return f"RemoteDataKeys({self._fetcher!r}, <redacted>)"
 
+    def forked(self) -> None:
+        """In a forked child: a lock of its own (another thread of the parent may have
+        held this one at the fork: the child's copy would stay held for ever)."""
+        self._lock = threading.Lock()
+
     @property
     def keyring_id(self) -> str:
         if self._keyring_id is None:

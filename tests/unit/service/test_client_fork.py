@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from test_frames_client_state import WAIT, _echo, _listen, _request
 
-from keysplit.service import Client
+from keysplit.service import Client, ServiceError
 from keysplit.service import client as client_mod
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -103,4 +103,49 @@ def test_a_forked_child_never_shares_the_parents_connection(
     assert os.waitstatus_to_exitcode(status) == 0
     assert (mine, theirs) == ([b"parent"], b"child")
     assert srv.connections == 2  # the parent's, then the child's own
+    c.close()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_does_not_wait_for_a_lock_its_parent_held() -> None:
+    """A fork while another thread of the parent holds the client's key-cache lock (a
+    cached client in a threaded app that forks): the child's copy of the lock stayed held
+    for ever, and its first call that touched the cache never returned. The child makes
+    its locks anew (here its call reaches no service: a ServiceError, promptly)."""
+    sock = Path(tempfile.mkdtemp(prefix="ksf", dir="/tmp")) / "none.sock"
+    c = Client(f"unix:{sock}", token="t", timeout=5, cache_max_age=60)
+    assert c._remote is not None
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        assert c._remote is not None
+        with c._remote._lock:
+            held.set()
+            release.wait(WAIT)
+
+    t = threading.Thread(target=holder, daemon=True)
+    t.start()
+    assert held.wait(WAIT)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            try:
+                c.encrypt_many(["u"], [b"x"])
+            except ServiceError:
+                code = 0
+        finally:
+            os._exit(code)
+    release.set()
+    t.join(WAIT)
+    for _ in range(int(WAIT / 0.05)):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        select.select([], [], [], 0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise AssertionError("the forked child waited for ever on the parent's lock")
+    assert os.waitstatus_to_exitcode(status) == 0
     c.close()
