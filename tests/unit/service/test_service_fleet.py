@@ -6,6 +6,7 @@ not outlive a killed leader. Each Client connection is pinned to the process tha
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -968,3 +969,38 @@ def test_a_worker_that_could_not_reopen_is_asked_again_and_serves_once_it_can(
         for c in (leader, w):
             c.close()
     assert "worker 1 asked to open the keyring again in 1 s" in srv.log.read_text()
+
+
+def _descriptors(pid: int) -> dict[int, str]:
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            out[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+    return out
+
+
+def test_a_worker_holds_no_descriptor_of_the_leader_but_its_own_socketpair_end(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    """SECURITY.md: "each worker closes every inherited descriptor but its own socketpair
+    end". No socket of the leader (its listening socket, its ends of the pairs) and no
+    other worker's pair end is open in a worker, and a worker has no file open but stdio
+    (no keyring file, lock or audit log)."""
+    kr, _, _ = _setup(tmp_path)
+    with Server(kr.path, sockdir / "s.sock", "--workers", str(WORKERS)) as srv:
+        assert srv.proc is not None
+        workers = _children(srv.proc.pid)
+        assert len(workers) == WORKERS - 1
+        leader = _descriptors(srv.proc.pid)
+        sockets = {
+            p: {t for t in _descriptors(p).values() if t.startswith("socket:")} for p in workers
+        }
+        leader_sockets = {t for t in leader.values() if t.startswith("socket:")}
+        assert leader_sockets  # the listening socket, the leader's pair ends
+        for pid in workers:
+            fds = _descriptors(pid)
+            assert not sockets[pid] & leader_sockets, (pid, fds, leader)
+            for other in workers - {pid}:
+                assert not sockets[pid] & sockets[other]
+            files = {fd: t for fd, t in fds.items() if fd > 2 and t.startswith("/")}
+            assert not files, files
