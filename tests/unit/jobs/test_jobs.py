@@ -1008,6 +1008,8 @@ def test_loopback_source_needs_its_key_and_service_source_plumbing(
         rec = Records(handle).encrypt(b"worker", subject="s/1")
         assert ukr.decrypt(rec, subject="s/1") == b"worker"
         assert handle._authkey.hex() not in repr(handle)
+        # SECURITY.md: the socket lives in a private 0700 directory
+        assert Path(handle.address).parent.stat().st_mode & 0o777 == 0o700
         forged = LoopbackDataKeys(handle.address, os.urandom(32), handle.keyring_id)
         with pytest.raises(multiprocessing.AuthenticationError):
             forged.export(["s/1"], create=False)

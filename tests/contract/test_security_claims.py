@@ -1,0 +1,52 @@
+"""SECURITY.md's statements about the CLI as a whole, checked against the command tree."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import typer.main
+from keysplit_cli.app import app
+
+SECRET_WORDS = re.compile(
+    r"pass|secret|token|key|share|password|pin|mnemonic|code|seed|master|pw", re.IGNORECASE
+)
+# parameters whose name sounds secret but whose value is not: a path, a name, a count, an id
+NOT_SECRET = {
+    "key": "FILE",  # --key: the service's unseal key file
+    "share": "FILE",  # --share: a share file
+    "tls_key": "FILE",
+    "keyring": "DIR",
+    "keyring_id": "public id",
+    "passphrase_custodian": "a custodian's name",
+    "shares": "a count (-n)",
+}
+
+
+def parameters(cmd: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
+    ctx = cmd.context_class(cmd)
+    if hasattr(cmd, "list_commands"):
+        for name in cmd.list_commands(ctx):
+            yield from parameters(cmd.get_command(ctx, name), (*path, name))
+    else:
+        for param in cmd.params:
+            yield " ".join(path), param
+
+
+def test_no_command_takes_a_secret_on_its_command_line() -> None:
+    """SECURITY.md "Secrets and the command line": secrets enter through hidden prompts,
+    files or stdin, never argv. Every value-taking parameter whose name sounds secret is a
+    file or directory (``*_file``, ``*_dir``) or one of the reviewed non-secret values; a new
+    ``--passphrase TEXT`` or ``--token TOKEN`` fails here."""
+    unknown: list[str] = []
+    for where, param in parameters(typer.main.get_command(app)):
+        if getattr(param, "is_flag", False) or not SECRET_WORDS.search(param.name):
+            continue
+        if re.search(r"_(file|files|dir)$", param.name):
+            continue
+        if param.name not in NOT_SECRET:
+            unknown.append(f"{where} {'/'.join(param.opts)}")
+        elif NOT_SECRET[param.name] == "FILE":  # a path, not the value
+            assert getattr(param, "metavar", None) == "FILE", (where, param.name)
+    assert not unknown, f"parameters that may take a secret on argv: {unknown}"
