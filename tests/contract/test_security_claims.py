@@ -1,9 +1,10 @@
-"""SECURITY.md's statements about the CLI as a whole, checked against the command tree."""
+"""SECURITY.md's statements about the CLI and the service as a whole, checked against the code."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import typer.main
@@ -50,3 +51,22 @@ def test_no_command_takes_a_secret_on_its_command_line() -> None:
         elif NOT_SECRET[param.name] == "FILE":  # a path, not the value
             assert getattr(param, "metavar", None) == "FILE", (where, param.name)
     assert not unknown, f"parameters that may take a secret on argv: {unknown}"
+
+
+def test_the_unauthenticated_status_holds_only_what_security_md_lists(tmp_path: Path) -> None:
+    """SECURITY.md "Unseal progress": `GET /v1/status` needs no token and reveals only the
+    public metadata it lists. Its fields are pinned here: a new one fails until the document
+    says what it reveals (it said "only counts, custodian names that contributed and the
+    keyring id" while the answer also held the generation, versions, worker counts and a
+    --verify generation's custodian names)."""
+    from keysplit import Keyring
+    from keysplit.service.core import KeyService
+
+    kr, _ = Keyring.create(tmp_path / "kr", 2, ["a", "b", "c"])
+    status = KeyService(kr.path, log=lambda m: None).status_dict()
+    assert set(status) == {
+        "sealed", "keyring_id", "generation", "threshold", "custodians", "progress",
+        "version", "api", "worker", "workers", "workers_configured", "verification",
+    }  # fmt: skip
+    assert set(status["progress"]) == {"have", "need", "custodians", "expires_in"}
+    assert status["custodians"] == 3 and status["verification"] is None

@@ -228,3 +228,26 @@ def test_fork_generation_advances_in_child() -> None:
     os.waitpid(pid, 0)
     assert int.from_bytes(data, "big") == before + 1
     assert rng_mod._fork_generation() == before
+
+
+def test_a_stream_past_the_reseed_bound_is_rekeyed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SECURITY.md: "A stream is rekeyed after 2^32 bytes" (RESEED_BYTES, lowered here): the
+    draw after the bound is from a fresh os.urandom key, the draws before it from one."""
+    monkeypatch.setattr(rng_mod, "RESEED_BYTES", 1000)
+    keys: list[bytes] = []
+    real = os.urandom
+
+    def urandom(n: int) -> bytes:
+        out = real(n)
+        keys.append(out)
+        return out
+
+    monkeypatch.setattr(rng_mod.os, "urandom", urandom)
+    r = SystemRandom()
+    out = np.empty(600, dtype=np.uint8)
+    r.fill(out)
+    assert len(keys) == 2  # the key and the counter of the first stream
+    r.fill(out)  # 1,200 bytes used: past the bound only after this draw
+    assert len(keys) == 2
+    r.fill(out)
+    assert len(keys) == 4  # rekeyed before the third draw
