@@ -9,6 +9,7 @@ from typing import Any
 
 import typer.main
 from keysplit_cli.app import app
+from paths import REPO
 
 SECRET_WORDS = re.compile(
     r"pass|secret|token|key|share|password|pin|mnemonic|code|seed|master|pw", re.IGNORECASE
@@ -70,3 +71,15 @@ def test_the_unauthenticated_status_holds_only_what_security_md_lists(tmp_path: 
     }  # fmt: skip
     assert set(status["progress"]) == {"have", "need", "custodians", "expires_in"}
     assert status["custodians"] == 3 and status["verification"] is None
+
+
+def test_security_md_lists_every_operation_a_token_can_be_allowed() -> None:
+    """SECURITY.md "A token holder can do exactly its `allow` list": the list it gives is
+    the code's (it lacked `cluster`, which lets a TCP peer run a node's DKG and refresh)."""
+    from keysplit.service.tokens import OPERATIONS
+
+    text = re.sub(r"\s+", " ", (REPO / "SECURITY.md").read_text())
+    (bullet,) = re.findall(
+        r"\*\*A token holder\*\* can do exactly its `allow` list(.*?)No token", text
+    )
+    assert set(re.findall(r"`([a-z]+)`", bullet)) == set(OPERATIONS)
