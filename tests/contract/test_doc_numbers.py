@@ -152,6 +152,10 @@ SECURITY_CLAIMS = [
         "jobs cache",
     ),
 ]
+SECURITY_CLAIMS += [
+    (f"`keysplit shred` of a subject with no key exits {EXIT_NO_KEY}", "EXIT_NO_KEY"),
+    (f"names those that have not (exit {EXIT_NOT_ACKNOWLEDGED})", "EXIT_NOT_ACKNOWLEDGED"),
+]
 CLAIMS += [("SECURITY.md", text, source) for text, source in SECURITY_CLAIMS]
 
 
