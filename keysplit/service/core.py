@@ -190,6 +190,10 @@ class KeyService:
         self.workers_live = 1
         """How many of those processes are still alive (the leader's count, told to the
         workers): a worker that died counts no more until its replacement runs (fleet.py)."""
+        self.workers_serving = 1
+        """How many of the live processes hold the keys and get connections (the leader's
+        count, told to the workers, as ``workers_live``): a worker that could not open the
+        keyring is alive but does not serve. ``/v1/status`` says 0 while sealed."""
         self._log = log or (lambda m: print(f"keysplit serve: {m}", file=sys.stderr, flush=True))
         self._routes: dict[tuple[str, str], Callable[[Request], Response]] = {
             ("GET", "/v1/status"): self._status,
@@ -462,6 +466,7 @@ class KeyService:
             "worker": self.worker[0],
             "workers": self.workers_live,
             "workers_configured": self.worker[1],
+            "workers_serving": 0 if self.sealed else self.workers_serving,
         }
         if self.sealed:
             out["verification"] = self._verification()

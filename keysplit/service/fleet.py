@@ -54,8 +54,10 @@ Lifecycle:
   (:func:`spawn_unavailable`): nothing is started, the leader says why. A worker that
   could not open the keyring (``FAILED``) is sent ``UNSEAL`` again after a growing delay
   while the leader is unsealed.
-  The leader tells the others how many processes are alive (``LIVE``), which
-  ``/v1/status`` reports as ``workers`` beside ``workers_configured``.
+  The leader tells the others how many processes are alive and how many of them serve
+  (``LIVE``, whenever either count changes), which ``/v1/status`` reports as ``workers``
+  and ``workers_serving`` beside ``workers_configured``: a worker whose keyring open keeps
+  failing is alive but does not serve.
 
 Control messages are single ``SOCK_SEQPACKET`` datagrams: one type byte, then a payload.
 """
@@ -105,7 +107,7 @@ UNSEAL = b"U"  # + key length (u8), master key, the leader's keyring sealed unde
 SEAL = b"S"  # + sequence number (u32), echoed by the worker's DROPPED
 RELOAD = b"R"
 QUIT = b"Q"
-LIVE = b"L"  # + how many processes are alive (u32), after a worker was dropped
+LIVE = b"L"  # + how many processes are alive, how many of them serve (u32 each)
 DONE = b"a"  # a change this worker reported has reached every process
 # worker -> leader
 HELLO = b"h"  # a spawned worker runs (its first message)
@@ -230,6 +232,9 @@ class Peer:
     ctl: socket.socket
     ready: bool = False
     alive: bool = True
+    serving: bool = False
+    """Its last open of the keyring succeeded and it has not sealed since (``ready`` also
+    drops while it reloads: it gets no new connection meanwhile, but it still serves)."""
     reloading: int = 0
     """Reloads (or the unseal) sent and not yet answered: a change meanwhile must send
     its own RELOAD too, since those may have run before it."""
@@ -400,7 +405,7 @@ class Fleet:
 
     def _drop(self, p: Peer, why: str) -> None:
         if p.alive:
-            p.alive = p.ready = False
+            p.alive = p.ready = p.serving = False
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(p.ctl.fileno())
             self._log(f"worker {p.index} (pid {p.pid}) dropped: {why}")
@@ -423,11 +428,14 @@ class Fleet:
                 )
 
     def _tell_live(self) -> None:
-        """/v1/status reports the processes alive, whichever process serves it."""
+        """/v1/status reports the processes alive and those that serve (the leader and the
+        workers that hold the keys), whichever process answers it."""
         live = 1 + sum(q.alive for q in self.peers)
+        serving = 1 + sum(q.alive and q.serving for q in self.peers)
         self.service.workers_live = live
+        self.service.workers_serving = serving
         for q in self.peers:
-            self._send(q, LIVE + _ID.pack(live))
+            self._send(q, LIVE + _ID.pack(live) + _ID.pack(serving))
 
     async def _reap(self, p: Peer) -> None:
         """Wait (bounded) for a dropped worker's exit, SIGKILL it if it lingers."""
@@ -553,6 +561,9 @@ class Fleet:
             p.acks.put_nowait(GONE)  # for any other fan-out waiting on it too
             return False
         p.ready = msg == READY and not self.service.sealed
+        if p.ready != p.serving:
+            p.serving = p.ready
+            self._tell_live()
         if msg == READY:
             p.failures = 0
         else:
@@ -593,8 +604,9 @@ class Fleet:
         self._seal_seq = (self._seal_seq + 1) & 0xFFFFFFFF
         msg = SEAL + _ID.pack(self._seal_seq)
         for p in self.peers:
-            p.ready = False
+            p.ready = p.serving = False
             self._send(p, msg)
+        self._tell_live()
         return msg
 
     async def sealed(self, origin: Peer | None = None) -> None:
@@ -605,9 +617,10 @@ class Fleet:
         msg = SEAL + _ID.pack(self._seal_seq)
         waits = []
         for p in self.peers:
-            p.ready = False
+            p.ready = p.serving = False
             if p is not origin and self._send(p, msg):
                 waits.append(self._await_dropped(p, msg[1:]))
+        self._tell_live()
         await asyncio.gather(*waits)
         if origin is not None:
             self._send(origin, msg)
@@ -843,8 +856,10 @@ class WorkerLink:
                 self._leader_sealed.set()
             elif kind == DONE:
                 self._done.put_nowait(kind)
-            elif kind == LIVE and len(body) == _ID.size:
-                (self.service.workers_live,) = _ID.unpack(body)
+            elif kind == LIVE and len(body) in (_ID.size, 2 * _ID.size):
+                (self.service.workers_live,) = _ID.unpack_from(body, 0)
+                if len(body) > _ID.size:  # a leader of before workers_serving sends one
+                    (self.service.workers_serving,) = _ID.unpack_from(body, _ID.size)
             elif kind == ANSWER and len(body) >= _ANSWER_HEAD.size:
                 rid, status, ctlen = _ANSWER_HEAD.unpack_from(body, 0)
                 at = _ANSWER_HEAD.size

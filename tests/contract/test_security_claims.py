@@ -67,7 +67,8 @@ def test_the_unauthenticated_status_holds_only_what_security_md_lists(tmp_path: 
     status = KeyService(kr.path, log=lambda m: None).status_dict()
     assert set(status) == {
         "sealed", "keyring_id", "generation", "threshold", "custodians", "progress",
-        "version", "api", "worker", "workers", "workers_configured", "verification",
+        "version", "api", "worker", "workers", "workers_configured", "workers_serving",
+        "verification",
     }  # fmt: skip
     assert set(status["progress"]) == {"have", "need", "custodians", "expires_in"}
     assert status["custodians"] == 3 and status["verification"] is None

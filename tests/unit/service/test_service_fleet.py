@@ -1004,3 +1004,41 @@ def test_a_worker_holds_no_descriptor_of_the_leader_but_its_own_socketpair_end(
                 assert not sockets[pid] & sockets[other]
             files = {fd: t for fd, t in fds.items() if fd > 2 and t.startswith("/")}
             assert not files, files
+
+
+def test_status_says_how_many_processes_serve_beside_how_many_are_alive(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    """``workers`` counts the processes alive: a worker that keeps failing to open the
+    keyring (sealed itself, gets no connection) was counted all the same, so /v1/status
+    said 2 of 2 while one process served. ``workers_serving`` says how many hold the keys
+    and serve, in every process (a worker learns it from the leader); 0 while sealed."""
+    kr, shares, token = _setup(tmp_path)
+    with Server(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
+        st = Client(srv.url).service_status()
+        assert (st["workers"], st["workers_serving"]) == (2, 0)  # sealed: none serves
+        _unseal(srv.url, kr, shares)
+        leader = _leader_client(srv.url, token)
+        on_worker = _bounded_worker_client(srv.url, token, 1)
+        for c in (leader, on_worker):
+            st = c.service_status()
+            assert (st["workers"], st["workers_serving"], st["workers_configured"]) == (2, 2, 2)
+        on_worker.close()
+        good = (kr.path / "keyring.ksk").read_bytes()
+        _damage_keyring_file(kr)
+        assert leader.shred("u/2") is False  # the worker's reload fails, and keeps failing
+        st = leader.service_status()  # counted before the shred was answered
+        assert (st["workers"], st["workers_serving"]) == (2, 1), st
+        tmp = kr.path / "keyring.ksk.tmp"
+        tmp.write_bytes(good)
+        tmp.replace(kr.path / "keyring.ksk")
+        w = _wait_for("the worker serves again", lambda: _serving_worker(srv.url, token))
+        assert isinstance(w, Client)
+        for c in (leader, w):
+            st = c.service_status()
+            assert (st["workers"], st["workers_serving"]) == (2, 2), st
+        w.close()
+        assert Client(srv.url).seal() is True
+        st = leader.service_status()
+        assert (st["workers"], st["workers_serving"]) == (2, 0), st
+        leader.close()
