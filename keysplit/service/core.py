@@ -451,7 +451,11 @@ class KeyService:
     # -- public endpoints ---------------------------------------------------------------------
 
     def status_dict(self) -> dict[str, Any]:
-        m = self.keyring.meta
+        # unsealed: the keyring as served, authenticated by the master key every process
+        # got from the leader's unseal, so each process says the same (the file may have
+        # been rekeyed since: a process that started later read the new generation there)
+        kr = self._kr
+        m = (kr.keyring if kr is not None else self.keyring).meta
         from .. import __version__
 
         out = {

@@ -1042,3 +1042,46 @@ def test_status_says_how_many_processes_serve_beside_how_many_are_alive(
         st = leader.service_status()
         assert (st["workers"], st["workers_serving"]) == (2, 0), st
         leader.close()
+
+
+def test_status_is_the_same_in_every_process_after_a_rekey_while_serving(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    """/v1/status took ``generation``, ``threshold`` and ``custodians`` from the keyring
+    file as each process last read it: after a rekey made while the service runs, the
+    leader said the old generation and a worker started since the new one (another
+    threshold, other custodians), so a client got either answer depending on the process
+    it reached. Every process now reports the keyring it serves (authenticated by the
+    master key they all got from the leader's unseal); after the next unseal, the new one."""
+    kr, shares, token = _setup(tmp_path)
+    with Server(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
+        assert srv.proc is not None
+        leader = srv.proc.pid
+        _unseal(srv.url, kr, shares)
+        boss = _bounded_worker_client(srv.url, token, 0)
+        before = {k: boss.service_status()[k] for k in ("generation", "threshold", "custodians")}
+        assert before == {"generation": 1, "threshold": 2, "custodians": 3}
+        with Keyring.open(kr.path).unseal([shares["a"], shares["b"]]) as u:
+            new_shares = u.rekey(threshold=3, custodians=["a", "b", "c", "d"])
+        (first,) = _children(leader)
+        os.kill(first, signal.SIGKILL)
+        _replacement(leader, {first})
+        w = _wait_for("the new worker serves", lambda: _serving_worker(srv.url, token))
+        assert isinstance(w, Client)
+        for c in (boss, w):
+            st = c.service_status()
+            assert {k: st[k] for k in before} == before, (st["worker"], st)
+        assert Client(srv.url).seal() is True
+        c = Client(srv.url)
+        for n in "abc":
+            c.submit_share(new_shares[n], c.unseal_offer(), keyring_id=kr.keyring_id)
+        c.close()
+        after = {"generation": 2, "threshold": 3, "custodians": 4}
+        w2 = _wait_for("the new worker serves", lambda: _serving_worker(srv.url, token))
+        assert isinstance(w2, Client)
+        boss2 = _bounded_worker_client(srv.url, token, 0)
+        for c in (boss2, w2):
+            st = c.service_status()
+            assert {k: st[k] for k in after} == after, (st["worker"], st)
+        for c in (boss, w, w2, boss2):
+            c.close()
