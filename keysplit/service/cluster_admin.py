@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _json
-from .._fileio import atomic_write
+from .._fileio import atomic_write, read_bounded
 from ..errors import ClusterError, FormatError, IntegrityError, KeysplitError, PermissionDenied
 from ..store import open_store
 from ..store.base import Lease, check_batch_size
@@ -120,7 +120,8 @@ def _read_creating(d: Path) -> tuple[str, list[tuple[str, str]]] | None:
     """(cluster id, [(name, url)]) of ``DIR/creating.json``, or None."""
     path = d / CREATING_FILE
     try:
-        doc = _json.loads(path.read_bytes(), what=str(path), max_bytes=1 << 20)
+        limit = 1 << 20
+        doc = _json.loads(read_bounded(path, limit, str(path)), what=str(path), max_bytes=limit)
         cid = doc["cluster_id"]
         # each name and URL checked as cluster.json's are: a damaged file is no ValueError
         nodes = [(check_node_name(n["name"]), check_url(n["url"])) for n in doc["nodes"]]

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import _json
-from .._fileio import atomic_write
+from .._fileio import atomic_write, read_bounded
 from ..errors import ClusterError, FormatError
 from ._moved_ledger import MOVED_FILE
 
@@ -251,7 +251,7 @@ def read_cluster(directory: str | os.PathLike[str]) -> ClusterConfig:
     """Parse ``DIR/cluster.json`` strictly."""
     path = Path(directory) / CLUSTER_FILE
     try:
-        data = path.read_bytes()
+        data = read_bounded(path, _MAX_FILE, str(path))
     except FileNotFoundError:
         raise ClusterError(
             f"{path} does not exist", hint="create the cluster with: keysplit cluster create DIR"
@@ -333,7 +333,7 @@ def read_successor(directory: str | os.PathLike[str]) -> Successor | None:
     """``DIR/successor.json`` parsed strictly, or None if there is none."""
     path = Path(directory) / SUCCESSOR_FILE
     try:
-        data = path.read_bytes()
+        data = read_bounded(path, _MAX_SUCCESSOR, str(path))
     except FileNotFoundError:
         return None
     doc = _json.loads(data, what=str(path), max_bytes=_MAX_SUCCESSOR)

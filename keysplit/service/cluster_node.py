@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _json, names
-from .._fileio import atomic_write, erase_file
+from .._fileio import atomic_write, erase_file, read_bounded
 from ..audit import events as ev
 from ..errors import ClusterError, FormatError, IntegrityError, KeysplitError, SealedError
 from ..keyring import UnsealedKeyring, hpke_seal
@@ -86,6 +86,10 @@ the new ``cluster.json``, the staged one) until the administrator commits the ep
 it does only after every node finished and agreed. A round cut after some nodes finished
 used to leave the old and the new polynomial with fewer than T shares each (the cluster
 key gone, with N < 2T - 1) or a ``cluster.json`` no quorum answered for."""
+_MAX_DESCRIPTION = 4 << 20
+"""Largest ``<id>.json`` a node reads (as ``cluster.json``): refused by size before reading."""
+_MAX_SEALED_SHARE = 4096
+"""Largest ``<id>.share`` a node reads: an HPKE-sealed 32-byte share is under 200 bytes."""
 PUBLIC_PATHS = frozenset({"/v1/cluster/node"})
 
 
@@ -177,9 +181,8 @@ class ClusterNode:
 
     def region(self) -> str | None:
         try:
-            doc = _json.loads(
-                (self.dir / "node.json").read_bytes(), what="cluster/node.json", max_bytes=4096
-            )
+            raw = read_bounded(self.dir / "node.json", 4096, "cluster/node.json")
+            doc = _json.loads(raw, what="cluster/node.json", max_bytes=4096)
         except FileNotFoundError:
             return None
         r = doc.get("region") if isinstance(doc, dict) else None
@@ -205,11 +208,11 @@ class ClusterNode:
         _check_cid(cid)  # it names files: nothing but the id may reach the path
         path = self.dir / f"{cid}.json{STAGED if staged else ''}"
         try:
-            data = path.read_bytes()
+            data = read_bounded(path, _MAX_DESCRIPTION, str(path))
         except FileNotFoundError:
             raise ClusterError(f"this node is not a member of cluster {cid}") from None
         cfg = ClusterConfig.from_bytes(data, str(path))
-        doc = _json.loads(data, what=str(path), max_bytes=4 << 20)
+        doc = _json.loads(data, what=str(path), max_bytes=_MAX_DESCRIPTION)
         me = doc.get("me") if isinstance(doc, dict) else None
         if not isinstance(me, str) or me not in {x.name for x in cfg.nodes}:
             raise FormatError(f"{path}: does not name this node")
@@ -230,7 +233,8 @@ class ClusterNode:
         staged_json = self.dir / f"{cid}.json{STAGED}"
         staged_share = self.dir / f"{cid}.share{STAGED}"
         try:
-            doc, sealed = staged_json.read_bytes(), staged_share.read_bytes()
+            doc = read_bounded(staged_json, _MAX_DESCRIPTION, str(staged_json))
+            sealed = read_bounded(staged_share, _MAX_SEALED_SHARE, str(staged_share))
         except FileNotFoundError:
             raise ClusterError(f"this node has no staged epoch of cluster {cid}") from None
         atomic_write(self.dir / f"{cid}.share", sealed)
@@ -280,7 +284,7 @@ class ClusterNode:
             return held[1]
         path = self.dir / f"{cfg.cluster_id}.share{STAGED if staged else ''}"
         try:
-            sealed = path.read_bytes()
+            sealed = read_bounded(path, _MAX_SEALED_SHARE, str(path))
         except FileNotFoundError:
             raise ClusterError(f"this node lost its share of cluster {cfg.cluster_id}") from None
         try:

@@ -31,6 +31,7 @@ from keysplit.service.cluster_config import (
     Successor,
     check_node_name,
     check_url,
+    read_cluster,
     read_successor,
 )
 from keysplit.service.cluster_node import ClusterNode
@@ -187,3 +188,47 @@ def test_abandon_of_a_creating_json_naming_a_bad_node_is_a_format_error(
 def test_check_url_of_a_value_that_is_no_text_is_a_value_error(url: object) -> None:
     with pytest.raises(ValueError, match="node URL must be"):
         check_url(url)  # type: ignore[arg-type]
+
+
+def _huge(path: Path, size: int) -> Path:
+    """A sparse file of ``size`` bytes: no disk used, but reading it whole costs ``size``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.truncate(size)
+    return path
+
+
+def _node(tmp_path: Path) -> ClusterNode:
+    return ClusterNode(SimpleNamespace(directory=tmp_path), object)  # type: ignore[arg-type]
+
+
+_CID = _CFG.cluster_id
+_HUGE_READS: list[tuple[str, str, int, Any]] = [
+    ("cluster.json", "cluster.json", 4 << 20, lambda d: read_cluster(d)),
+    ("successor.json", SUCCESSOR_FILE, 32 << 20, lambda d: read_successor(d)),
+    ("creating.json", CREATING_FILE, 1 << 20, lambda d: _read_creating(d)),
+    ("node.json", "cluster/node.json", 4096, lambda d: _node(d).region()),
+    ("node copy", f"cluster/{_CID}.json", 4 << 20, lambda d: _node(d)._config(_CID)),
+    ("staged copy", f"cluster/{_CID}.json.next", 4 << 20, lambda d: _node(d)._promote(_CID, "t")),
+    ("share", f"cluster/{_CID}.share", 4096, lambda d: _node(d)._share(_CFG, 1, None)),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "limit", "read"), [h[1:] for h in _HUGE_READS], ids=[h[0] for h in _HUGE_READS]
+)
+def test_a_huge_planted_cluster_file_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, limit: int, read: Any
+) -> None:
+    """A file past its limit is refused by its size, not read whole first (a planted
+    sparse file of many GiB would cost that much memory before the size check)."""
+    _huge(tmp_path / name, limit + 1)
+    if name.endswith(".json.next"):  # the staged share beside it, of a sane size
+        (tmp_path / name).with_name(f"{_CID}.share.next").write_bytes(b"x" * 100)
+
+    def whole(self: Path) -> bytes:
+        raise AssertionError(f"{self} read whole before its size was checked")
+
+    monkeypatch.setattr(Path, "read_bytes", whole)
+    with pytest.raises(FormatError, match=rf"is too large \({limit + 1} bytes, at most {limit}\)"):
+        read(tmp_path)
