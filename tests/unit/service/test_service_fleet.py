@@ -10,6 +10,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -1085,3 +1086,45 @@ def test_status_is_the_same_in_every_process_after_a_rekey_while_serving(
             assert {k: st[k] for k in after} == after, (st["worker"], st)
         for c in (boss, w, w2, boss2):
             c.close()
+
+
+def test_the_service_writes_no_key_material_to_disk(tmp_path: Path, sockdir: Path) -> None:
+    """SECURITY.md, the key service: "a disk thief still gets nothing: the service writes no
+    key material (only service-tokens.json ... and service-tokens.revoked)". A real service
+    with workers is unsealed over its socket, encrypts, hands out data keys, rotates,
+    rewraps, shreds and seals; then no file under the keyring directory holds the master
+    key, a KEK, the X25519 key or any data key it served, raw or in hex, and the only new
+    files besides the store's and the audit trail's are the token files."""
+    from keysplit import combine
+
+    kr, shares, token = _setup(tmp_path)
+    before = {p.name for p in kr.path.iterdir()}
+    with Server(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
+        _unseal(srv.url, kr, shares)
+        c = Client(srv.url, token=token, timeout=60)
+        recs = c.encrypt_many([f"u/{i}" for i in range(4)], [b"payload"] * 4)
+        served = c.fetch_datakeys([f"u/{i}" for i in range(4)] + ["new/0"], create=True)
+        c.rotate()
+        c.rewrap()
+        assert c.shred("u/0")
+        c.seal()
+        c.close()
+    with Keyring.open(kr.path).unseal([shares["a"], shares["c"]]) as u:
+        secrets = u.local_data_keys().secrets
+        assert u.decrypt(recs[1], subject="u/1") == b"payload"
+        keys = [combine([shares["a"], shares["b"]]), secrets.x25519_private]
+        keys += list(secrets.keks.values()) + [k for k in served if k is not None]
+    assert len(keys) >= 8
+    found = []
+    for path in kr.path.rglob("*"):
+        if path.is_file():
+            blob = path.read_bytes()
+            found += [
+                (path.name, k.hex()[:8]) for k in keys if k in blob or k.hex().encode() in blob
+            ]
+    assert not found, found
+    new = {p.name for p in kr.path.iterdir()} - before
+    allowed = re.compile(
+        r"(service-tokens\.(json|revoked)|audit\.(log|anchor|checkpoint)|.*sqlite.*|.*\.lock)$"
+    )
+    assert all(allowed.fullmatch(n) for n in new), new
