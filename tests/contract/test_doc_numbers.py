@@ -14,6 +14,7 @@ from keysplit_cli._quorum import _MAX_BAD_TRIES
 from paths import REPO
 
 from keysplit import record, stream, trust
+from keysplit import share as share_mod
 from keysplit.custody import MAX_SHARE_FILE_SIZE
 from keysplit.custody.passphrase import Argon2Params
 from keysplit.jobs import _cache as job_cache
@@ -26,6 +27,8 @@ from keysplit.proof import CODE_BITS
 from keysplit.record import MAX_PLAINTEXT_BYTES
 from keysplit.rng import RESEED_BYTES
 from keysplit.service import _wire as wire
+from keysplit.service._moved_ledger import moved_check
+from keysplit.service.cluster_config import keyed_hold_digest
 from keysplit.service.server import Limits, ServeOptions
 from keysplit.store import url as store_url
 from keysplit.store.base import TOMBSTONE_SIZE
@@ -155,6 +158,16 @@ SECURITY_CLAIMS = [
 SECURITY_CLAIMS += [
     (f"`keysplit shred` of a subject with no key exits {EXIT_NO_KEY}", "EXIT_NO_KEY"),
     (f"names those that have not (exit {EXIT_NOT_ACKNOWLEDGED})", "EXIT_NOT_ACKNOWLEDGED"),
+]
+_FPR = trust.keyring_fingerprint("00" * 16, bytes(32))
+_MOVED = moved_check("00" * 16, "s", bytes(16))
+_HELD = bytes.fromhex(keyed_hold_digest(bytes(16)))
+SECURITY_CLAIMS += [
+    (f"A `Share` carries a random {share_mod.SET_ID_LEN}-byte set id", "SET_ID_LEN"),
+    (f"(false accept 2^-{8 * share_mod.TAG_LEN})", "TAG_LEN"),
+    (f"public key ({len(_FPR)} characters)", "keyring_fingerprint"),
+    (f"and the subject, {len(_MOVED)} bytes; no subject", "moved_check"),
+    (f"as `held_keyed`: {len(_HELD)} bytes of HMAC-SHA256", "keyed_hold_digest"),
 ]
 CLAIMS += [("SECURITY.md", text, source) for text, source in SECURITY_CLAIMS]
 
