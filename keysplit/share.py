@@ -332,6 +332,16 @@ def _label(share: Share, custodian_of: Namer | None, *, more: str = "") -> str:
     return f"share {share.index}" + (f" ({inside})" if inside else "")
 
 
+def _index(share: Share) -> int:
+    return share.index
+
+
+def _numbered(share: Share, custodian_of: Namer | None) -> str:
+    """``2``, or ``2 (ana)`` where ``custodian_of`` knows who holds it."""
+    who = _who(share, custodian_of)
+    return f"{share.index}" + (f" ({who})" if who else "")
+
+
 def _names(shares: Sequence[Share]) -> str:
     idx = sorted(s.index for s in shares)
     return ", ".join(str(i) for i in idx)
@@ -528,7 +538,7 @@ def combine(shares: Sequence[Share], *, custodian_of: Namer | None = None) -> by
         on |= {s.index for s, v in zip(others, values, strict=True) if _same(v, s.payload)}
     fit = [s for s in shares if s.index in on]
     if len(fit) < len(shares):
-        raise _disagreement(shares, fit, zero, k)
+        raise _disagreement(shares, fit, zero, k, custodian_of)
     return secret
 
 
@@ -595,7 +605,11 @@ def _best_through(shares: Sequence[Share], zero: bytes, anchors: Sequence[Share]
 
 
 def _disagreement(
-    shares: Sequence[Share], fit: Sequence[Share], zero: bytes, k: int
+    shares: Sequence[Share],
+    fit: Sequence[Share],
+    zero: bytes,
+    k: int,
+    custodian_of: Namer | None = None,
 ) -> RecoveryError:
     """The error for shares that recover a verified secret but do not all lie on one
     polynomial: the shares off the polynomial that more shares fit than any other could,
@@ -626,7 +640,8 @@ def _disagreement(
     if _decisive(n, k, len(best)):
         kept = {s.index for s in best}
         bad = [s for s in shares if s.index not in kept]
-        which = f"share {_names(bad)} does" if len(bad) == 1 else f"shares {_names(bad)} do"
+        named = ", ".join(_numbered(s, custodian_of) for s in sorted(bad, key=_index))
+        which = f"share {named} does" if len(bad) == 1 else f"shares {named} do"
         return RecoveryError(
             f"{which} not match the others (corrupted or forged); shares {_names(best)} "
             "recover a verified secret",

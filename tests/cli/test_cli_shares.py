@@ -471,3 +471,23 @@ def test_a_share_in_clear_readable_by_others_is_warned_of(tmp_path: Path) -> Non
     assert "".join(warning.split()) in said
     assert "".join(f"(mode 0644); run: chmod 600 {loose}".split()) in said
     assert r.stderr.count("warning: share file") == 1
+
+
+def test_combine_names_the_custodian_of_a_share_that_does_not_match(tmp_path: Path) -> None:
+    """A share off the others' polynomial was named by index alone ("share 2 does not
+    match the others"), though its file names its custodian; now "share 2 (bea)"."""
+    import dataclasses
+
+    from keysplit.ceremony import share_file_text
+
+    shares = split(bytes.fromhex(SECRET), 2, 3)
+    shares[1] = dataclasses.replace(shares[1], payload=bytes(len(shares[1].payload)))
+    files = []
+    for s, name in zip(shares, ("ana", "bea", "cy"), strict=True):
+        files.append(tmp_path / f"{name}.kss")
+        files[-1].write_text(share_file_text(s, name))
+    r = run(["combine", *files])
+    assert r.exit_code == 1
+    (line,) = _error_lines(r)
+    assert line.startswith("error: share 2 (bea) does not match the others"), line
+    assert "hint: leave out share 2 (bea)" in r.stderr

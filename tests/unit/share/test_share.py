@@ -452,6 +452,14 @@ def test_verify_set_and_combine_name_custodians_where_told() -> None:
     with pytest.raises(DuplicateShareError, match=r"claim index 1 \(ana\) \(one is"):
         verify_set([a[0], dataclasses.replace(a[0], payload=bytes(24))], custodian_of=who)
     assert combine(a[:2], custodian_of=who) == b"a" * 16
+    five = split(b"c" * 16, 2, 5)
+    names.update({five[1].fingerprint: "bea", five[3].fingerprint: "dan"})
+    forged = [five[0], _wrong(five[1]), five[2], _wrong(five[3]), five[4]]
+    with pytest.raises(RecoveryError, match=r"^shares 2 \(bea\), 4 \(dan\) do not match"):
+        combine(forged, custodian_of=who)
+    with pytest.raises(RecoveryError, match=r"^share 2 \(bea\) does not match the others") as e:
+        combine([*forged[:3], five[3], five[4]], custodian_of=who)
+    assert e.value.hint == "leave out share 2 (bea)" and e.value.index == 2
 
 
 def test_split_rejects_misuse() -> None:
