@@ -1128,3 +1128,28 @@ def test_the_service_writes_no_key_material_to_disk(tmp_path: Path, sockdir: Pat
         r"(service-tokens\.(json|revoked)|audit\.(log|anchor|checkpoint)|.*sqlite.*|.*\.lock)$"
     )
     assert all(allowed.fullmatch(n) for n in new), new
+
+
+def test_a_revocation_holds_for_the_next_request_of_every_process(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    """SECURITY.md: revoking a token "needs none [no quorum] and takes effect on the
+    service's next request". With workers, each process keeps its own token list: a token
+    revoked with `keysplit token revoke` (no quorum) is refused (401) by the very next
+    request on a connection pinned to each process, leader and workers."""
+    from keysplit.errors import PermissionDenied
+
+    kr, shares, token = _setup(tmp_path)
+    with Server(kr.path, sockdir / "s.sock", "--workers", str(WORKERS)) as srv:
+        _unseal(srv.url, kr, shares)
+        clients = _pinned(srv.url, token)
+        recs = {w: c.encrypt(b"x", subject="u/1") for w, c in clients.items()}
+        r = subprocess.run(
+            [KEYSPLIT, "token", "revoke", str(kr.path), "t"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        for w, c in clients.items():
+            with pytest.raises(PermissionDenied, match="unknown or revoked token"):
+                c.decrypt(recs[w], subject="u/1")
+            c.close()
