@@ -868,11 +868,15 @@ def _carry_shreds(
         gone_here = [s for s in subjects if s not in gone]
         if not gone_here:
             continue
-        hit = [
-            s
-            for s, t in zip(gone_here, old.datakeys.tombstone_tags(gone_here), strict=True)
-            if t in tags
-        ]
+        try:
+            olds = old.datakeys.tombstone_tags(gone_here)
+        except PermissionDenied as e:  # skipping the subject could miss an erasure
+            raise PermissionDenied(
+                str(e),
+                hint="the shred carry must check every subject NEW holds: run cluster rotate "
+                "with a token whose prefix covers every subject",
+            ) from None
+        hit = [s for s, t in zip(gone_here, olds, strict=True) if t in tags]
         if ledger is not None and hit:
             keys = new.datakeys.export(hit, create=False)
             checks = {

@@ -898,6 +898,39 @@ def test_a_hold_outside_the_tokens_prefix_does_not_stop_the_rotation(
     assert "held_keyed" not in json.loads((old / "successor.json").read_text())
 
 
+def test_a_carry_over_a_subject_outside_the_tokens_prefix_says_why_it_is_refused(
+    cluster: Cluster,
+) -> None:
+    """(cluster7) The end-of-run shred carry asks OLD's nodes for the tombstone tag of each
+    subject NEW holds and OLD does not: another tenant's key written in NEW after the
+    switch is outside the token's prefix, and the run failed with the nodes' bare refusal
+    ('may only use subjects starting with'). The refusal stays (skipping the subject could
+    miss an erasure); it now says why and what to do."""
+    from keysplit.store.base import WrappedKey
+
+    t, tok = cluster.tmp, cluster.token
+    old, new = _create(cluster, "cl-carry-old"), _create(cluster, "cl-carry-new")
+    rotate = ["cluster", "rotate", old.name, new.name, "--token-file", "token"]
+    with ClusterClient(old, token=tok, timeout=20) as c:
+        c.encrypt(b"a", subject="contacts/carry-a")
+    r = cli(*rotate, cwd=t)
+    assert r.returncode == 0, r.stderr
+    with ClusterClient(old, token=tok, timeout=20) as c:
+        assert c.shred("contacts/carry-a")  # a tombstone in OLD for the next run's carry
+    with ClusterClient(new, token=tok, timeout=20) as c:  # another tenant's key in NEW
+        row = c.datakeys.store.get_many(["contacts/carry-a"]).get("contacts/carry-a")
+        assert row is None  # the shred reached NEW
+        c.encrypt(b"b", subject="contacts/carry-b")
+        store = c.datakeys.store
+        (mine,) = store.get_many(["contacts/carry-b"]).values()
+        store.insert_many([WrappedKey("billing/carry-x", mine.kek_version, mine.wrapped)])
+    r = cli(*rotate, cwd=t)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "may only use subjects starting with" in r.stderr
+    assert "hint: the shred carry must check every subject NEW holds" in r.stderr
+    assert "token whose prefix covers every subject" in r.stderr
+
+
 def test_a_replacement_cut_after_the_new_node_kept_its_share_is_finished(
     cluster: Cluster,
 ) -> None:
