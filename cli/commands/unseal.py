@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from keysplit import KeysplitError, ShareError
+from keysplit import KeysplitError, MixedSharesError
 
 from .._common import EXIT_USAGE, fail, handle_errors, info, relabel
 from .._opener import Passphrases, ShareOpener
@@ -106,7 +106,7 @@ def _with_custodian(name: str, exc: KeysplitError, who: str | None) -> str:
     """``name`` and, when the service's message does not name them, the custodian the
     share's file names: the service names only the custodians of its own keyring, and
     a share of another keyring or share set (MixedSharesError) is by index and set."""
-    if who is None or not isinstance(exc, ShareError):
+    if who is None or not isinstance(exc, MixedSharesError):  # not a verdict on a quorum
         return name
     if re.search(rf"\({re.escape(who)}[,)]", str(exc)):  # "share 1 (ana)", "(ana, set ...)"
         return name

@@ -4,6 +4,7 @@ separate Python processes and threads. Every wait is bounded."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import signal
 import stat
@@ -160,6 +161,18 @@ def test_a_foreign_share_sent_to_the_service_names_its_custodian(
         again = unseal(tmp_path, vault, srv, "a")  # the service names its own custodian
         assert again.returncode == 1 and "share 1 (a) was already added" in again.stderr
         assert "(custodian a)" not in again.stderr
+        # a forged share of this set completes the quorum and fails its recovery check:
+        # a verdict on the quorum, not on the last custodian, who is not singled out
+        good = keysplit.load_share(share_file(tmp_path / "vault-shares", "b").read_bytes())
+        forged = tmp_path / "b-forged.kss"
+        forged.write_text(
+            keysplit.ceremony.share_file_text(
+                dataclasses.replace(good, payload=bytes(len(good.payload))), "b"
+            )
+        )
+        last = unseal(tmp_path, vault, srv, forged)
+        assert last.returncode == 1 and "recovery check" in last.stderr, last.stderr
+        assert "(custodian b)" not in last.stderr
 
 
 def test_three_custodians_3of5_wrong_share_first_and_clients(tmp_path: Path, sockdir: Path) -> None:
