@@ -4,13 +4,19 @@
 carries the job id). On every worker, including ones that join or restart mid-job, it
 generates a fresh X25519 key pair in memory; the driver collects the public keys, seals the
 KEKs to each (:func:`keysplit.jobs._kek.seal_keks`) and installs them; once opened, the
-private key is dropped. Unregistering the plugin at the end of the job forgets the KEKs.
+private key is dropped. Unregistering the plugin at the end of the job forgets the KEKs; so
+does the worker itself when it closes (Dask closes a worker whose scheduler connection
+broke) and, for a job with a deadline, once ``ttl`` seconds have passed since the plugin's
+setup on that worker (the job's driver may be gone without unregistering it: killed past
+its deadline, or cut off from a dead scheduler). A partition task asks for the KEKs batch
+by batch (:func:`worker_keks`), so it stops at its next batch once they are forgotten.
 A task that lands on a worker without KEKs fails with :class:`NoJobKeys` and the driver
 provisions that worker and runs the task again.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization as ser
@@ -43,21 +49,37 @@ def plugin_name(job_id: str) -> str:
 class JobKeysPlugin(WorkerPlugin):
     """Per-job key holder on one worker (see the module docstring)."""
 
-    def __init__(self, job_id: str, keyring_id: str) -> None:
+    def __init__(self, job_id: str, keyring_id: str, ttl: float | None = None) -> None:
         self.job_id = job_id
         self.keyring_id = keyring_id
+        self.ttl = ttl
+        """Seconds after setup after which this worker forgets the job's keys (None: never)."""
         self._private: X25519PrivateKey | None = None
         self.keks: KekSet | None = None
         self.address = ""
+        self._timer: threading.Timer | None = None
 
     def __repr__(self) -> str:
         return f"JobKeysPlugin(job={self.job_id}, <redacted>)"
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_timer": None, "_private": None, "keks": None}
+
     def setup(self, worker: Any) -> None:
         self._private = X25519PrivateKey.generate()
         self.address = str(worker.address)
+        if self.ttl is not None:
+            self._timer = threading.Timer(self.ttl, self.forget)
+            self._timer.daemon = True
+            self._timer.start()
 
     def teardown(self, worker: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.forget()
+
+    def forget(self) -> None:
+        """Drop the job's key pair and KEKs (for good: nothing installs them again)."""
         self._private = None
         self.keks = None
 

@@ -44,6 +44,7 @@ from ..keyring import RewrapResult, UnsealedKeyring
 from ..keyring.rewrap import rewrap_rows
 from ..store import KeyStore, open_store
 from ..store.base import check_batch_size
+from . import _isolate
 from ._channel import Channel
 from ._isolate import ITEMS_LINE, JobError, Message, clean, progress_of, run_job
 from ._kek import seal_keks
@@ -102,23 +103,37 @@ def plan(store: KeyStore, current_version: int, partitions: int) -> list[Subject
 
 
 def rewrap_range(job_id: str, spec: StoreSpec, rng: SubjectRange, batch_size: int) -> _PartResult:
-    """The partition task (runs on a worker): rewrap the stale keys in ``rng``."""
-    keks = worker_keks(job_id)
+    """The partition task (runs on a worker): rewrap the stale keys in ``rng``. It asks
+    for the worker's KEKs batch by batch: once the worker forgot them (its scheduler is
+    gone, the job's deadline passed) it stops at its next batch (:class:`NoJobKeys`)."""
+    worker_keks(job_id)  # a worker without keys: fail before opening the store
     store = spec.open()
     try:
         after, done, corrupt = rng.after, 0, []
         while True:
-            rows = store.stale_batch(keks.current, after, batch_size)
-            inside = [r for r in rows if rng.last is None or r.subject <= rng.last]
-            if inside:
-                after = inside[-1].subject
-                pairs, bad = rewrap_rows(keks, inside)
-                done += store.replace_many(pairs)
-                corrupt += bad
-            if len(inside) < batch_size:
+            n, replaced, bad, after = _rewrap_batch(job_id, store, after, rng.last, batch_size)
+            done += replaced
+            corrupt += bad
+            if n < batch_size:
                 return _PartResult(done, corrupt)
     finally:
         store.close()
+
+
+def _rewrap_batch(
+    job_id: str, store: KeyStore, after: str, last: str | None, batch_size: int
+) -> tuple[int, int, list[str], str]:
+    """One batch of :func:`rewrap_range`: (rows in range, replaced, corrupt, new ``after``).
+    The KEKs are referenced only in this frame (not in the task's, which a failure's
+    traceback would keep)."""
+    keks = worker_keks(job_id)
+    rows = store.stale_batch(keks.current, after, batch_size)
+    inside = [r for r in rows if last is None or r.subject <= last]
+    if not inside:
+        return 0, 0, [], after
+    pairs, bad = rewrap_rows(keks, inside)
+    del keks
+    return len(inside), store.replace_many(pairs), bad, inside[-1].subject
 
 
 def _provision(client: Client, job_id: str, chan: Channel) -> int:
@@ -249,6 +264,8 @@ def rewrap(
             "timeout": timeout,
         }
         budget = None if timeout is None else max(1, rounds) * timeout  # timeout: per round
+        # past the driver's deadline (then killed, it unregisters nothing) workers drop the KEKs
+        request["key_ttl"] = None if budget is None else budget + _isolate.DEADLINE_GRACE
         done = _checked_result(run_job(request, cluster, on_message, budget=budget))
     else:
         done, corrupt = 0, []
@@ -307,6 +324,7 @@ def child_job(client: Client, request: dict[str, Any], chan: Channel) -> dict[st
         chan,
         request["rounds"],
         request["timeout"],
+        request.get("key_ttl"),
     )
     chan.send_items("corrupt", "subjects", corrupt, ITEMS_LINE)  # may be long: in pieces
     return {
@@ -326,18 +344,21 @@ def _run(
     chan: Channel,
     rounds: int,
     timeout: float | None,
+    key_ttl: float | None = None,
 ) -> tuple[int, list[str], int, str | None]:
-    """(Child) Returns (rewrapped, corrupt subjects, unfinished partitions, why)."""
+    """(Child) Returns (rewrapped, corrupt subjects, unfinished partitions, why).
+    ``key_ttl``: seconds a worker keeps the job's KEKs after it set the job up."""
     if not ranges:
         return 0, [], 0, None
     name = plugin_name(job_id)
+    plugin = JobKeysPlugin(job_id, spec.keyring_id, ttl=key_ttl)
     todo = dict(enumerate(ranges))
     done = 0
     corrupt: list[str] = []
     errors: list[str] = []
     lost: str | None = None
     try:
-        client.register_plugin(JobKeysPlugin(job_id, spec.keyring_id), name=name)
+        client.register_plugin(plugin, name=name)
         for attempt in range(max(1, rounds)):
             if not todo:
                 break

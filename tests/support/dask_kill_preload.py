@@ -3,13 +3,17 @@ inside a keysplit job, at the point ``KS_TEST_KILL_AT`` names, so that the job's
 child is in that very call when its scheduler goes:
 
 * ``setup``: in the job's worker plugin's ``setup`` (the driver is in ``register_plugin``);
-* ``run``: when the driver asks for the worker's job key (it is in ``client.run``).
+* ``run``: when the driver asks for the worker's job key (it is in ``client.run``);
+* ``batch``: in a rewrap partition's first batch; the batch then waits (at most 60 s) until
+  this worker's job plugins hold no KEKs (the worker-side probe) and notes ``forgotten``
+  in the file ``KS_TEST_NOTES``; each later batch of the worker notes ``batch after``.
 
 ``KS_TEST_SCHEDULER_PID`` is the scheduler's process id. Each point fires once per load.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import time
@@ -61,5 +65,37 @@ def _public_key_then_kill(self: _worker.JobKeysPlugin) -> bytes | None:
 
 _setup_then_kill.unpatched = _setup  # type: ignore[attr-defined]
 _public_key_then_kill.unpatched = _public_key  # type: ignore[attr-defined]
+_rewrap = importlib.import_module("keysplit.jobs.rewrap")
+_rewrap_rows = getattr(_rewrap.rewrap_rows, "unpatched", _rewrap.rewrap_rows)
+
+
+def _holding_keys() -> bool:
+    from distributed import get_worker
+
+    plugins = get_worker().plugins.values()
+    return any(isinstance(p, _worker.JobKeysPlugin) and p.keks is not None for p in plugins)
+
+
+def _note(line: str) -> None:
+    with open(os.environ["KS_TEST_NOTES"], "a") as f:
+        f.write(line + "\n")
+
+
+def _rows_then_kill(keks: Any, rows: Any) -> Any:
+    if _AT == "batch":
+        if _fired:
+            _note("batch after")
+        else:
+            _kill("batch")
+            for _ in range(3000):
+                if not _holding_keys():
+                    _note("forgotten")
+                    break
+                time.sleep(0.02)
+    return _rewrap_rows(keks, rows)
+
+
+_rows_then_kill.unpatched = _rewrap_rows  # type: ignore[attr-defined]
+_rewrap.rewrap_rows = _rows_then_kill
 _worker.JobKeysPlugin.setup = _setup_then_kill  # type: ignore[method-assign]
 _worker.JobKeysPlugin.public_key = _public_key_then_kill  # type: ignore[method-assign]

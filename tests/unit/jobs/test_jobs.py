@@ -8,6 +8,7 @@ sealed by workers must open with ``UnsealedKeyring.decrypt``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -375,10 +376,12 @@ def _stuck_key_service() -> Iterator[jobs.ServiceDataKeys]:
 
 
 @contextlib.contextmanager
-def _doomed_cluster(kill_at: str | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def _doomed_cluster(
+    kill_at: str | None = None, notes: Path | None = None, procs: list[Any] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A scheduler and one worker, each its own process on loopback (plain tcp: a test
     may kill the scheduler); ``kill_at``: the worker kills the scheduler at that point of a
-    job (tests/support/dask_kill_preload.py)."""
+    job (tests/support/dask_kill_preload.py), noting into ``notes``; ``procs`` gets the worker."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -392,7 +395,10 @@ def _doomed_cluster(kill_at: str | None = None) -> Iterator[tuple[str, subproces
     if kill_at is not None:
         opts += ["--preload", str(Path(__file__).parents[2] / "support" / "dask_kill_preload.py")]
         env = {**os.environ, "KS_TEST_SCHEDULER_PID": str(sched.pid), "KS_TEST_KILL_AT": kill_at}
+        env["KS_TEST_NOTES"] = str(notes)
     worker = subprocess.Popen([*py, "distributed.cli.dask_worker", *opts], env=env, **quiet)  # type: ignore[call-overload]
+    if procs is not None:
+        procs.append(worker)
     try:
         with Client(addr, timeout=120) as c:
             c.wait_for_workers(1, timeout=120)
@@ -463,13 +469,13 @@ def test_a_rewrap_whose_scheduler_dies_inside_a_dask_call_fails_at_once(
     having seen the loss yet, as a bare "CommClosedError" (or any Dask error); the third
     waited out the client's reconnect (the cluster's connect timeout, here 300 s; the job's
     own timeout does not cover these calls), so the job's deadline (5 s and a grace of
-    10 s) killed the child. Now each ends with the rewrap's error naming the lost
+    30 s) killed the child. Now each ends with the rewrap's error naming the lost
     scheduler, the store consistent (each key under its old or its new KEK), no driver
     child kept."""
     n = 2_000
     path, quorum = _keyring(tmp_path / "a", n)
     kid = Keyring.open(path).keyring_id
-    monkeypatch.setattr(_isolate, "DEADLINE_GRACE", 10.0)
+    monkeypatch.setattr(_isolate, "DEADLINE_GRACE", 30.0)
     kill_at = {"register_plugin": "setup", "client.run": "run"}.get(point)
     with _doomed_cluster(kill_at) as (addr, sched), _open(path, quorum) as ukr:
         before = _raw_keys(ukr, _rows(path, kid))
@@ -510,7 +516,7 @@ def test_a_dataset_job_on_a_scheduler_lost_between_jobs_fails_at_once(
     its client when it lost the scheduler, and the job fails at once naming it."""
     _dataset(tmp_path / "in")
     path, quorum = _keyring(tmp_path / "a", 10)
-    monkeypatch.setattr(_isolate, "DEADLINE_GRACE", 10.0)
+    monkeypatch.setattr(_isolate, "DEADLINE_GRACE", 30.0)
     with _doomed_cluster() as (addr, sched), _open(path, quorum) as ukr:
         doomed = jobs.Cluster(addr, timeout=301)
         assert jobs.rewrap(ukr, cluster=doomed, partitions=1).remaining == 0
@@ -525,6 +531,99 @@ def test_a_dataset_job_on_a_scheduler_lost_between_jobs_fails_at_once(
             "(Dask cancelled its tasks); nothing was written"
         )
         assert _no_driver_kept_for(doomed)
+
+
+def test_a_worker_orphaned_by_its_scheduler_stops_its_partition_at_the_next_batch(
+    tmp_path: Path,
+) -> None:
+    """The scheduler dies while the only worker runs a rewrap partition (of 20 batches):
+    Dask closes the worker, which tears the job's plugin down, but before, the partition
+    went on with the KEKs it had taken at its start, rewrapping its 19 other batches
+    (committed, under no job) and keeping the KEKs until the process exited. Now the
+    task asks for the KEKs batch by batch and stops at its next batch. The worker notes,
+    from inside the partition, when its plugins held no KEKs any more (a worker-side probe)
+    and every batch it rewrapped after that."""
+    n = 2_000
+    path, quorum = _keyring(tmp_path / "a", n)
+    kid = Keyring.open(path).keyring_id
+    notes = tmp_path / "notes"
+    procs: list[subprocess.Popen[bytes]] = []
+    with _doomed_cluster("batch", notes, procs) as (addr, _), _open(path, quorum) as ukr:
+        before = _raw_keys(ukr, _rows(path, kid))
+        with pytest.raises(JobError, match="lost the connection to the Dask scheduler"):
+            jobs.rewrap(ukr, cluster=jobs.Cluster(addr), partitions=1, batch_size=100, timeout=60)
+        procs[0].wait(timeout=120)  # the orphan closed once its partition ended
+        assert notes.read_text().splitlines() == ["forgotten"]
+        rows = _rows(path, kid)
+        assert _raw_keys(ukr, rows) == before
+        assert sum(r.kek_version == 2 for r in rows) == 100  # the one batch before the kill
+
+
+def _recording_drivers(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
+    """The driver children jobs start from now on (their processes, to signal)."""
+    started: list[subprocess.Popen[bytes]] = []
+    real_start = _isolate._start
+
+    def start() -> subprocess.Popen[bytes]:
+        started.append(real_start())
+        return started[-1]
+
+    monkeypatch.setattr(_isolate, "_start", start)
+    return started
+
+
+def _job_plugins_holding_keys(dask_worker: Any = None) -> int:
+    from keysplit.jobs._worker import JobKeysPlugin
+
+    plugins = dask_worker.plugins.values()
+    return sum(isinstance(p, JobKeysPlugin) and p.keks is not None for p in plugins)
+
+
+def _job_plugin_names(dask_worker: Any = None) -> list[str]:
+    return [name for name in dask_worker.plugins if str(name).startswith("keysplit-job-")]
+
+
+def _job_plugins(client: Client) -> set[str]:
+    return {name for names in client.run(_job_plugin_names).values() for name in names}
+
+
+def test_workers_forget_a_jobs_keks_past_its_deadline_when_its_driver_was_killed(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rewrap's driver child, suspended after its first partition, is killed at the
+    job's deadline (20 s and a grace of 5 s): it never unregisters the job's plugin, and
+    before, every worker kept the job's KEKs for as long as it ran. Now each worker's
+    plugin forgets them once the job's deadline has passed since its setup (the plugin's
+    own timer): a probe on every worker finds no job plugin holding keys."""
+    path, quorum = _keyring(tmp_path / "a", 4_000)
+    started = _recording_drivers(monkeypatch)
+    monkeypatch.setattr(_isolate, "DEADLINE_GRACE", 5.0)
+    suspended: list[int] = []
+
+    def suspend(done: int, total: int) -> None:
+        if done and not suspended:
+            suspended.append(done)
+            os.kill(started[-1].pid, signal.SIGSTOP)
+
+    cluster = dataclasses.replace(_cluster(client), timeout=118)  # a driver of its own
+    before = _job_plugins(client)
+    try:
+        with _open(path, quorum) as ukr, pytest.raises(JobError, match="it was killed"):
+            jobs.rewrap(
+                ukr, cluster=cluster, partitions=8, batch_size=100, progress=suspend,
+                rounds=1, timeout=20,
+            )  # fmt: skip
+        assert suspended and started[0].poll() == -signal.SIGKILL
+        left = _job_plugins(client) - before
+        assert left  # the killed driver unregistered nothing
+        for _ in range(600):
+            if not any(client.run(_job_plugins_holding_keys).values()):
+                break
+            threading.Event().wait(0.1)
+        assert not any(client.run(_job_plugins_holding_keys).values())
+    finally:
+        for name in _job_plugins(client) - before:
+            client.unregister_worker_plugin(name)
 
 
 def test_a_dataset_job_whose_scheduler_is_killed_fails_at_once_and_writes_nothing(
@@ -576,15 +675,8 @@ def test_a_suspended_driver_child_is_killed_at_the_jobs_deadline(
     JobError saying so, and the stage the killed child left is removed. (Before the fix a
     safety timer kills the child after 90 s: the job then fails otherwise.)"""
     _dataset(tmp_path / "in")
-    started: list[subprocess.Popen[bytes]] = []
-    real_start = _isolate._start
-
-    def start() -> subprocess.Popen[bytes]:
-        started.append(real_start())
-        return started[-1]
-
-    monkeypatch.setattr(_isolate, "_start", start)
-    monkeypatch.setattr(_isolate, "DEADLINE_GRACE", 2.0, raising=False)  # (new: fails before)
+    started = _recording_drivers(monkeypatch)
+    monkeypatch.setattr(_isolate, "DEADLINE_GRACE", 10.0, raising=False)  # (new: fails before)
     safety: list[threading.Timer] = []
 
     def suspend(done: int, total: int) -> None:
@@ -605,7 +697,7 @@ def test_a_suspended_driver_child_is_killed_at_the_jobs_deadline(
             t.cancel()
     assert len(started) == 1 and safety
     assert str(e.value) == (
-        "the job driver process did not finish the job within 5 s (its timeout and a grace); "
+        "the job driver process did not finish the job within 13 s (its timeout and a grace); "
         "it was killed"
     )
     assert started[0].poll() == -signal.SIGKILL
