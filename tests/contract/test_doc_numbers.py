@@ -21,7 +21,7 @@ from keysplit.jobs import _cache as job_cache
 from keysplit.jobs._isolate import MAX_LINE
 from keysplit.jobs._parquet import KEY_BATCH
 from keysplit.jobs.records import PART_BYTES, PART_BYTES_MAX, PART_SHARE
-from keysplit.keyring import fleet
+from keysplit.keyring import datakeys, fleet
 from keysplit.keyring import records as keyring_records
 from keysplit.proof import CODE_BITS
 from keysplit.record import MAX_PLAINTEXT_BYTES
@@ -156,6 +156,7 @@ SECURITY_CLAIMS = [
     ),
 ]
 SECURITY_CLAIMS += [
+    (f"retries, up to {datakeys._CREATE_TRIES} attempts in all", "datakeys._CREATE_TRIES"),
     (f"`keysplit shred` of a subject with no key exits {EXIT_NO_KEY}", "EXIT_NO_KEY"),
     (f"names those that have not (exit {EXIT_NOT_ACKNOWLEDGED})", "EXIT_NOT_ACKNOWLEDGED"),
 ]
