@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from keysplit import KeysplitError
+
 from ._common import EXIT_USAGE, fail, info
 
 if TYPE_CHECKING:
@@ -44,6 +46,8 @@ SCHEDULER_OPTION = typer.Option(
 
 
 def jobs_module() -> Any:
+    """:mod:`keysplit.jobs`, once it can run here (Dask installed, an interpreter for the
+    job's driver process): every job command asks before a quorum or a cluster."""
     try:
         from keysplit import jobs
     except ImportError as exc:
@@ -51,6 +55,10 @@ def jobs_module() -> Any:
             str(exc),
             "install the 'dask' extra: pip install '.[dask]' in a keysplit checkout (not on PyPI)",
         )
+    try:
+        jobs.check_driver()
+    except KeysplitError as exc:
+        fail(str(exc), exc.hint)
     return jobs
 
 

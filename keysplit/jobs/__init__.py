@@ -19,7 +19,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"keysplit.jobs needs Dask distributed ({exc}); install keysplit[dask]"
     ) from None
 
-from ._isolate import JobError
+from ._isolate import JobError, check_driver
 from .cluster import Cluster, ClusterError
 from .datakeys import LoopbackDataKeys, ServiceDataKeys, serve_keys
 from .records import (
@@ -47,6 +47,7 @@ __all__ = [
     "SubjectRange",
     "check_columns",
     "check_destination",
+    "check_driver",
     "decrypt_column",
     "decrypt_dataset",
     "encrypt_column",

@@ -46,12 +46,21 @@ import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
-from .. import _json
+from .. import _interpreter, _json
 from .. import errors as _errors
 from ..errors import KeysplitError
 from .cluster import Cluster
 
-__all__ = ["DEADLINE_GRACE", "ITEMS_LINE", "MAX_LINE", "JobError", "Message", "clean", "run_job"]
+__all__ = [
+    "DEADLINE_GRACE",
+    "ITEMS_LINE",
+    "MAX_LINE",
+    "JobError",
+    "Message",
+    "check_driver",
+    "clean",
+    "run_job",
+]
 
 MAX_LINE = 1 << 20
 """Largest message the child may send (a line of JSON)."""
@@ -86,7 +95,21 @@ def _error(msg: Message) -> KeysplitError:
     )
 
 
+def check_driver() -> None:
+    """Raise :class:`JobError` if this process cannot start a job's driver process: it runs
+    ``sys.executable -m keysplit.jobs._driver``, which a frozen build (``sys.frozen``:
+    ``sys.executable`` is the application, which would take ``-m ...`` as its own
+    arguments) or an interpreter embedded in another program cannot do."""
+    why = _interpreter.unavailable()
+    if why is not None:
+        raise JobError(
+            f"bulk jobs need a Python interpreter to start their driver process: {why}",
+            hint="run the job from keysplit installed in a Python environment (pip)",
+        )
+
+
 def _start() -> subprocess.Popen[bytes]:
+    check_driver()
     return subprocess.Popen(
         [sys.executable, "-m", "keysplit.jobs._driver"],
         stdin=subprocess.PIPE,

@@ -80,6 +80,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import _interpreter
 from ..errors import IntegrityError, KeysplitError
 from ..keyring import Keyring, UnsealedKeyring
 from ..keyring import file as kf
@@ -309,12 +310,9 @@ def spawn_unavailable() -> str | None:
     :func:`spawn_worker` runs ``sys.executable`` as a Python interpreter; in a frozen build
     (PyInstaller, cx_Freeze, py2exe: ``sys.frozen``) it is the application itself, which
     took ``-P -c ...`` as its own arguments (keysplit's CLI: a usage error), and an
-    interpreter embedded in another program may have none."""
-    if getattr(sys, "frozen", False):
-        return "a frozen build has no Python interpreter to start (sys.executable is the app)"
-    if not sys.executable or not os.access(sys.executable, os.X_OK):
-        return "no Python interpreter to start (sys.executable is empty: an embedded interpreter)"
-    return None
+    interpreter embedded in another program may have none (:mod:`keysplit._interpreter`,
+    which the bulk jobs' driver asks too)."""
+    return _interpreter.unavailable()
 
 
 def spawn_worker(setup: bytes) -> tuple[int, socket.socket, subprocess.Popen[bytes]]:
