@@ -49,7 +49,7 @@ from typing import Any
 from .. import _json
 from .._fileio import atomic_write, durable_append, fsync_dir, fsync_fd
 from ..errors import AuditError, FormatError
-from ..store.base import AuditStore
+from ..store.base import AuditStore, RangedAuditStore
 
 __all__ = ["GENESIS", "AuditEntry", "AuditLog", "AuditReport"]
 
@@ -68,6 +68,8 @@ _ANCHOR_KEYS = frozenset({"v", "entries", "head", "mac"})
 _MAX_ANCHOR = 4096
 _CHECKPOINT_LABEL = b"keysplit audit checkpoint v1\x00"
 _CHECKPOINT_KEYS = frozenset({"v", "entries", "offset", "head", "kept", "mac"})
+_STORE_CHECKPOINT_LABEL = b"keysplit audit store checkpoint v1\x00"
+_STORE_CHECKPOINT_KEYS = _CHECKPOINT_KEYS - {"offset"}
 _MAX_CHECKPOINT = 16 << 20
 
 
@@ -324,16 +326,21 @@ class AuditLog:
         ``keep`` picks the entries a caller needs from a log (a quorum's gap check: the
         first entry, open intents, ...); ``keep(keep(a) + b)`` must serve as
         ``keep(a + b)``. With a ``mac_key`` and a ``checkpoint`` file, what it kept is written
-        there, MACed, with the count, byte offset and hash of the last entry read; the next
-        call takes it only if its MAC holds and the log still has that entry, whole, ending
-        at that offset (the hash chain: the same entries before it), and then parses only
-        what follows. Otherwise (no checkpoint, a forged, stale or foreign one, a log kept
-        in the store) the whole log is read, as :meth:`entries`. Entries before the
+        there, MACed, with the count and hash (and, for a file, the byte offset) of the last
+        entry read; the next call takes it only if its MAC holds and the log still has that
+        entry, whole (a file: ending at that offset; the store's chain: as row ``count``;
+        the hash chain: the same entries before it), and then parses only what follows.
+        Otherwise (no checkpoint, a forged, stale or foreign one, a store that cannot read
+        part of its chain) the whole log is read, as :meth:`entries`. Entries before the
         checkpoint are not read again, so an edit of them is not seen here (nor was it by
         :meth:`entries`, which checks no chain): :meth:`verify` reads everything.
         """
-        if self.store is not None or self._mac_key is None or self.checkpoint_path is None:
+        if self._mac_key is None or self.checkpoint_path is None:
             return keep(self.entries())
+        if self.store is not None:
+            if not isinstance(self.store, RangedAuditStore):
+                return keep(self.entries())
+            return self._store_selected(self.store, keep)
         try:
             fd = _open_log(self.path, os.O_RDONLY)
         except FileNotFoundError:
@@ -345,20 +352,55 @@ class AuditLog:
             data = _read_exactly(fd, size, offset) if size > offset else b""
         finally:
             os.close(fd)
+        return self._select(keep, count, kept, data, data.split(b"\n"), offset=offset + len(data))
+
+    def _store_selected(
+        self, store: RangedAuditStore, keep: Callable[[list[AuditEntry]], list[AuditEntry]]
+    ) -> list[AuditEntry]:
+        """:meth:`selected` of the store's chain: the rows after the checkpoint's entry
+        ``count``, which must still be the line hashing to its ``head``."""
+        count, lines = 0, None
+        kept: list[tuple[AuditEntry, bytes]] = []
+        found = self._checkpoint_doc(_STORE_CHECKPOINT_KEYS, _STORE_CHECKPOINT_LABEL)
+        if found is not None:
+            doc, kept = found
+            count = doc["entries"]
+            rows = store.audit_lines_from(count)
+            if rows and hashlib.sha256(rows[0]).hexdigest() == doc["head"]:
+                lines = rows[1:]
+        if lines is None:  # none, or the chain no longer has its entry: read it all
+            count, kept, lines = 0, [], store.audit_lines()
+        data = b"".join(line + b"\n" for line in lines)
+        return self._select(keep, count, kept, data, lines, offset=None)
+
+    def _select(
+        self,
+        keep: Callable[[list[AuditEntry]], list[AuditEntry]],
+        count: int,
+        kept: list[tuple[AuditEntry, bytes]],
+        data: bytes,
+        lines: list[bytes],
+        *,
+        offset: int | None,
+    ) -> list[AuditEntry]:
+        """``keep`` of the checkpoint's kept entries and those of ``data`` (entries
+        ``count + 1``, ... whose ``lines`` these are); a new checkpoint if there were any."""
         new = self._scan(data, check=False, first=count + 1)
         result = keep([e for e, _ in kept] + new)
         if new:
             line_of = {id(e): line for e, line in kept}
-            line_of.update(zip(map(id, new), data.split(b"\n"), strict=False))
-            lines = [line_of[id(e)] for e in result]
-            self._put_checkpoint(count + len(new), offset + len(data), new[-1].hash, lines)
+            line_of.update(zip(map(id, new), lines, strict=False))
+            chosen = [line_of[id(e)] for e in result]
+            self._put_checkpoint(count + len(new), offset, new[-1].hash, chosen)
         return result
 
-    def _checkpoint(
-        self, fd: int, size: int
-    ) -> tuple[int, int, list[tuple[AuditEntry, bytes]]] | None:
-        """(entries, offset, kept entries with their lines) of a checkpoint that holds for
-        the log open at ``fd`` (``size`` bytes), else None."""
+    def _checkpoint_doc(
+        self, keys: frozenset[str], label: bytes
+    ) -> tuple[dict[str, Any], list[tuple[AuditEntry, bytes]]] | None:
+        """(the document, its kept entries with their lines) of the checkpoint file if it
+        has exactly ``keys``, its MAC under ``label`` holds and its ``entries`` (> 0),
+        ``head`` and ``kept`` are well formed, else None; the caller checks that the log
+        still has that entry (a file's, at its ``offset``)."""
         assert self.checkpoint_path is not None and self._mac_key is not None
         try:
             cfd = _open_log(self.checkpoint_path, os.O_RDONLY, what="audit checkpoint")
@@ -376,43 +418,61 @@ class AuditLog:
             return None
         if (
             not isinstance(obj, dict)
-            or set(obj) != _CHECKPOINT_KEYS
+            or set(obj) != keys
             or obj["v"] != VERSION
             or not isinstance(obj["mac"], str)
             or not _HEX64_RE.fullmatch(obj["mac"])
         ):
             return None
         body = {k: v for k, v in obj.items() if k != "mac"}
-        if not hmac.compare_digest(obj["mac"], _mac(self._mac_key, body, _CHECKPOINT_LABEL)):
+        if not hmac.compare_digest(obj["mac"], _mac(self._mac_key, body, label)):
             return None  # forged, edited or another keyring's: read everything
-        count, offset, head, kept = obj["entries"], obj["offset"], obj["head"], obj["kept"]
+        count, head, kept = obj["entries"], obj["head"], obj["kept"]
         if (
             not isinstance(count, int)
             or isinstance(count, bool)
-            or not isinstance(offset, int)
-            or isinstance(offset, bool)
-            or not 0 < count <= offset <= size
+            or count <= 0
             or not isinstance(head, str)
             or not isinstance(kept, list)
             or not all(isinstance(line, str) for line in kept)
         ):
             return None
-        last = _read_last_line(fd, offset)
-        if last is None or not last[1] or hashlib.sha256(last[0]).hexdigest() != head:
-            return None  # the log was replaced, truncated or rewritten since
         try:
             raw = [line.encode("ascii") for line in kept]
-            return count, offset, [(_parse_line(line, -1)[0], line) for line in raw]
+            return obj, [(_parse_line(line, -1)[0], line) for line in raw]
         except (AuditError, UnicodeEncodeError):
             return None
 
-    def _put_checkpoint(self, count: int, offset: int, head: str, kept: list[bytes]) -> None:
+    def _checkpoint(
+        self, fd: int, size: int
+    ) -> tuple[int, int, list[tuple[AuditEntry, bytes]]] | None:
+        """(entries, offset, kept entries with their lines) of a checkpoint that holds for
+        the log file open at ``fd`` (``size`` bytes), else None."""
+        found = self._checkpoint_doc(_CHECKPOINT_KEYS, _CHECKPOINT_LABEL)
+        if found is None:
+            return None
+        doc, kept = found
+        count, head, offset = doc["entries"], doc["head"], doc["offset"]
+        if not isinstance(offset, int) or isinstance(offset, bool) or not count <= offset <= size:
+            return None
+        last = _read_last_line(fd, offset)
+        if last is None or not last[1] or hashlib.sha256(last[0]).hexdigest() != head:
+            return None  # the log was replaced, truncated or rewritten since
+        return count, offset, kept
+
+    def _put_checkpoint(self, count: int, offset: int | None, head: str, kept: list[bytes]) -> None:
         """Record what :meth:`selected` kept (the lines) of the log's first ``count``
-        entries (best effort: without it the next call reads the whole log)."""
+        entries (best effort: without it the next call reads the whole log). ``offset``:
+        the byte offset after entry ``count`` in the file; None for the store's chain,
+        whose checkpoint has no ``offset`` and another MAC label (neither is taken for
+        the other)."""
         assert self.checkpoint_path is not None and self._mac_key is not None
         lines = [line.decode("ascii") for line in kept]
-        body = {"v": VERSION, "entries": count, "offset": offset, "head": head, "kept": lines}
-        obj = dict(body, mac=_mac(self._mac_key, body, _CHECKPOINT_LABEL))
+        body: dict[str, Any] = {"v": VERSION, "entries": count, "head": head, "kept": lines}
+        label = _STORE_CHECKPOINT_LABEL
+        if offset is not None:
+            body["offset"], label = offset, _CHECKPOINT_LABEL
+        obj = dict(body, mac=_mac(self._mac_key, body, label))
         data = _canonical(obj)
         if len(data) > _MAX_CHECKPOINT:
             return
@@ -584,8 +644,13 @@ class AuditLog:
 
         A ceremony checks this before it changes anything, so that an entry it cannot
         append never fails it after the change is made (a rekey that switched reported as
-        failed). Reads only the last line (the whole chain where the store keeps it).
+        failed). Reads only the last line (the whole chain where a store keeps it that
+        cannot read its last entry alone).
         """
+        if isinstance(self.store, RangedAuditStore):
+            last = self.store.audit_last()
+            self._link(None if last is None else (last, True))
+            return
         if self.store is not None:
             lines = self.store.audit_lines()
             self._link((lines[-1], True) if lines else None)

@@ -51,6 +51,7 @@ __all__ = [
     "KeyStore",
     "KeyringState",
     "Lease",
+    "RangedAuditStore",
     "StaleKekError",
     "Tombstone",
     "WrappedKey",
@@ -325,4 +326,23 @@ class AuditStore(Protocol):
     def audit_append(self, build: Callable[[bytes | None], bytes]) -> bytes:
         """Under a lock that serializes appenders: ``build(last_line_or_None)`` makes the
         next line, which is stored in the same transaction and returned."""
+        ...
+
+
+@runtime_checkable
+class RangedAuditStore(AuditStore, Protocol):
+    """An :class:`AuditStore` that also reads part of its chain (the PostgreSQL store).
+
+    A quorum's check for unrecorded changes reads only the entries after its checkpoint
+    (``audit.checkpoint``), and an append's check only the last entry. A store with
+    :meth:`~AuditStore.audit_lines` alone still works: those read the whole chain.
+    """
+
+    def audit_lines_from(self, seq: int) -> list[bytes]:
+        """The lines of entries ``seq``, ``seq + 1``, ... (rows numbered from 1, as
+        :meth:`~AuditStore.audit_append` numbers them) in sequence order; none past the end."""
+        ...
+
+    def audit_last(self) -> bytes | None:
+        """The last entry's line; None if the chain is empty."""
         ...

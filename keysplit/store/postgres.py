@@ -258,6 +258,7 @@ _STATEMENTS: dict[str, LiteralString] = {
     "audit_last": "SELECT seq, line FROM {s}.audit ORDER BY seq DESC LIMIT 1",
     "audit_add": "INSERT INTO {s}.audit (seq, line) VALUES (%s, %s) RETURNING txid_current()",
     "audit_all": "SELECT line FROM {s}.audit ORDER BY seq",
+    "audit_from": "SELECT line FROM {s}.audit WHERE seq >= %s ORDER BY seq",
     # each transaction id's fate: committed, aborted, in progress, or NULL (too old)
     "txid_status": "SELECT x, txid_status(x) FROM unnest(%s::bigint[]) AS x",
 }
@@ -1464,6 +1465,17 @@ class PostgresKeyStore:
         return self._tx(
             lambda conn: [bytes(r[0]) for r in conn.execute(self._sql["audit_all"], binary=True)]
         )
+
+    def audit_lines_from(self, seq: int) -> list[bytes]:
+        return self._tx(
+            lambda conn: [
+                bytes(r[0]) for r in conn.execute(self._sql["audit_from"], (seq,), binary=True)
+            ]
+        )
+
+    def audit_last(self) -> bytes | None:
+        row = self._tx(lambda conn: conn.execute(self._sql["audit_last"], binary=True).fetchone())
+        return bytes(row[1]) if row else None
 
     def audit_append(self, build: Callable[[bytes | None], bytes]) -> bytes:
         """As :meth:`KeyStore.audit_append`; a failure once the line was written (only

@@ -8,11 +8,18 @@ rotate/retire, verify-start, token-revoke), bound to the log by the count, byte 
 hash of the last entry read; the next unseal parses only what follows. A checkpoint that
 is forged, another keyring's or no longer matches the log is ignored (the whole log is
 read), so it can never hide an open intent. ``audit verify`` still reads everything.
+
+Where the PostgreSQL store keeps the chain (one row per entry, one chain for every host),
+the checkpoint is count-based: the rows after its entry ``entries`` are read, and only if
+that row still hashes to its ``head``. It is kept beside each host's keyring directory.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,12 +27,15 @@ import pytest
 from keysplit import Keyring, Share, ceremony
 from keysplit.audit import events as ev
 from keysplit.audit import log as audit_log
+from keysplit.audit.log import AuditLog
 
 BY = [ev.Contributor("a", 1, "f" * 16)]
 
 
-def _keyring(tmp_path: Path, name: str = "kr") -> tuple[Keyring, list[Share]]:
-    kr, shares = Keyring.create(tmp_path / name, 2, ["a", "b", "c"])
+def _keyring(
+    tmp_path: Path, name: str = "kr", store_url: str | None = None
+) -> tuple[Keyring, list[Share]]:
+    kr, shares = Keyring.create(tmp_path / name, 2, ["a", "b", "c"], store_url=store_url)
     return kr, [shares["a"], shares["b"]]
 
 
@@ -96,14 +106,21 @@ def _checkpoint(kr: Keyring) -> dict[str, object]:
     return json.loads((kr.path / "audit.checkpoint").read_bytes())
 
 
-@pytest.mark.parametrize("how", ["edited", "foreign", "stale-log", "garbage"])
+@pytest.mark.parametrize("where", ["file", "store"])
+@pytest.mark.parametrize("how", ["edited", "foreign", "stale-log", "other-form", "garbage"])
 def test_a_checkpoint_that_does_not_hold_is_ignored_and_hides_nothing(
-    tmp_path: Path, parses: list[int], how: str
+    request: pytest.FixtureRequest, tmp_path: Path, parses: list[int], how: str, where: str
 ) -> None:
     """An open intent left before the checkpoint: a checkpoint edited to drop it (its MAC
-    fails), another keyring's (another MAC key), one whose log was replaced since, or not
-    JSON at all, is ignored: the whole log is read and the intent recorded."""
-    kr, shares = _keyring(tmp_path)
+    fails), another keyring's (another MAC key), one whose log was replaced since (the
+    file: another entry at its offset; the store's chain: another line in row ``entries``),
+    one of the other form (a store chain's for a file log, or the reverse), or not JSON at
+    all, is ignored: the whole log is read and the intent recorded."""
+
+    def url() -> str | None:
+        return None if where == "file" else _pg_url(request.getfixturevalue("pg_server"))
+
+    kr, shares = _keyring(tmp_path, store_url=url())
     _fill(kr, shares, 50)
     with kr.unseal(shares) as ukr:
         killed = ev.record(ukr.audit_log(), ev.Intent("shred", "killed", BY))
@@ -117,12 +134,20 @@ def test_a_checkpoint_that_does_not_hold_is_ignored_and_hides_nothing(
         doc["kept"] = [line for line in kept if '"killed"' not in line]
         path.write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")))
     elif how == "foreign":
-        other, other_shares = _keyring(tmp_path, "other")
+        other, other_shares = _keyring(tmp_path, "other", store_url=url())
         _fill(other, other_shares, 50)
         with other.unseal(other_shares) as ukr:
             ukr.audit_log().selected(Keyring.gap_entries)
         path.write_bytes((other.path / "audit.checkpoint").read_bytes())
-    elif how == "stale-log":  # same offset, another entry there: the log was rewritten
+    elif how == "other-form":  # this keyring's key, the other kind of chain (file / rows)
+        with kr.unseal(shares) as ukr:
+            store = _RangedMemoryStore() if where == "file" else None
+            twin = AuditLog(tmp_path / "twin.log", mac_key=ukr.audit_key(), store=store)
+            twin.checkpoint_path = path
+            ev.record_many(twin, [ev.Intent("shred", "u", BY), ev.Shred("u", True, BY)])
+            twin.selected(Keyring.gap_entries)
+        assert ("offset" in _checkpoint(kr)) == (where == "store")
+    elif how == "stale-log":  # another entry where it was: the log was rewritten
         doc["head"] = "0" * 64
         path.write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")))
     else:
@@ -185,3 +210,131 @@ def test_a_log_that_begins_with_a_closed_intent_keeps_its_closer(tmp_path: Path)
     kept = Keyring.gap_entries(entries)
     assert [e.seq for e in kept] == [1, 2, len(entries)]
     assert kr.unrecorded(kept) == kr.unrecorded(entries)
+
+
+# ---------------------------------------------------------------- the store-kept chain
+
+
+def _pg_url(server: object) -> str:
+    return f"{server.url}&schema=cp_{uuid.uuid4().hex[:12]}"  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def full_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times the store's whole chain is fetched."""
+    from keysplit.store.postgres import PostgresKeyStore
+
+    seen = [0]
+    real = PostgresKeyStore.audit_lines
+
+    def counting(self: PostgresKeyStore) -> list[bytes]:
+        seen[0] += 1
+        return real(self)
+
+    monkeypatch.setattr(PostgresKeyStore, "audit_lines", counting)
+    return seen
+
+
+def test_a_quorum_unseal_of_a_store_kept_chain_parses_only_the_new_rows(
+    pg_server: object, tmp_path: Path, parses: list[int], full_reads: list[int]
+) -> None:
+    kr, shares = _keyring(tmp_path, store_url=_pg_url(pg_server))
+    _fill(kr, shares, 500)  # 1,000 rows
+    assert not (kr.path / "audit.log").exists()
+    _quorum_unseal(kr, shares)  # reads them all once
+    before, fetched = parses[0], full_reads[0]
+    _quorum_unseal(kr, shares)
+    assert parses[0] - before < 20  # before: > 1,000 (the whole chain, every unseal)
+    assert full_reads[0] == fetched  # before: the whole chain fetched twice per unseal
+    assert "offset" not in _checkpoint(kr)  # count-based: rows, not bytes
+    with kr.unseal(shares) as ukr:
+        killed = ev.record(ukr.audit_log(), ev.Intent("shred", "killed", BY))
+    seen = _quorum_unseal(kr, shares)  # found among the new rows
+    assert [e.data["intent"] for e in seen] == [killed.seq]
+    assert _quorum_unseal(kr, shares) == [] and kr.unrecorded() == []
+    assert kr.audit_log().verify().entries == 1_002  # (the intent, its observed entry)
+
+
+def test_a_store_kept_chain_appended_by_another_host_is_read_after_the_checkpoint(
+    pg_server: object, tmp_path: Path, parses: list[int]
+) -> None:
+    """Each host keeps its own checkpoint of the one chain: another host's appends only
+    extend it, so this host's checkpoint still holds and its intents are found."""
+    here, shares = _keyring(tmp_path, "host1", store_url=_pg_url(pg_server))
+    shutil.copytree(here.path, tmp_path / "host2")
+    there = Keyring.open(tmp_path / "host2")
+    _fill(here, shares, 100)
+    _quorum_unseal(here, shares)
+    _fill(there, shares, 3)
+    before = parses[0]
+    assert _quorum_unseal(here, shares) == []
+    assert parses[0] - before < 20  # only the other host's 6 rows
+    with there.unseal(shares) as ukr:
+        killed = ev.record(ukr.audit_log(), ev.Intent("legal-hold", "killed", BY))
+    seen = _quorum_unseal(here, shares)  # (a gap found: the chain is then verified whole)
+    assert [e.data["intent"] for e in seen] == [killed.seq]
+    assert _quorum_unseal(there, shares) == []  # recorded once, whichever host looks
+
+
+def test_a_store_kept_chain_cut_back_below_the_checkpoint_is_read_whole(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """The chain restored to fewer rows than the checkpoint's count (with its anchor, as a
+    restore from backup): no row ``entries`` any more, so the whole chain is read."""
+    import psycopg
+    from psycopg import sql
+
+    url = _pg_url(pg_server)
+    kr, shares = _keyring(tmp_path, store_url=url)
+    _fill(kr, shares, 5)
+    rows, anchor = kr.audit_log().verify().entries, (kr.path / "audit.anchor").read_bytes()
+    with kr.unseal(shares) as ukr:
+        ev.record_many(ukr.audit_log(), [ev.Intent("shred", f"x{i}", BY) for i in range(3)])
+    _quorum_unseal(kr, shares)
+    assert int(str(_checkpoint(kr)["entries"])) > rows
+    schema = url.rsplit("schema=", 1)[1]
+    with psycopg.connect(pg_server.url) as conn:  # type: ignore[attr-defined]
+        conn.execute(
+            sql.SQL("DELETE FROM {}.audit WHERE seq > %s").format(sql.Identifier(schema)), (rows,)
+        )
+    (kr.path / "audit.anchor").write_bytes(anchor)
+    with kr.unseal(shares) as ukr:
+        again = ev.record(ukr.audit_log(), ev.Intent("shred", "killed-again", BY))
+    seen = _quorum_unseal(kr, shares)
+    assert [e.data["intent"] for e in seen] == [again.seq]
+
+
+class _MemoryStore:
+    """An :class:`~keysplit.store.base.AuditStore` with ``audit_lines`` and
+    ``audit_append`` only (no ranged reads), as a custom store may be."""
+
+    def __init__(self) -> None:
+        self.rows: list[bytes] = []
+
+    def audit_lines(self) -> list[bytes]:
+        return list(self.rows)
+
+    def audit_append(self, build: Callable[[bytes | None], bytes]) -> bytes:
+        self.rows.append(build(self.rows[-1] if self.rows else None))
+        return self.rows[-1]
+
+
+class _RangedMemoryStore(_MemoryStore):
+    def audit_lines_from(self, seq: int) -> list[bytes]:
+        return self.rows[seq - 1 :]
+
+    def audit_last(self) -> bytes | None:
+        return self.rows[-1] if self.rows else None
+
+
+def test_a_store_without_a_ranged_read_still_reads_its_whole_chain(tmp_path: Path) -> None:
+    """A custom :class:`AuditStore` with ``audit_lines`` and ``audit_append`` only (no
+    ``audit_lines_from``/``audit_last``) keeps working: its chain is read whole."""
+    store = _MemoryStore()
+    cp = tmp_path / "audit.checkpoint"
+    log = AuditLog(tmp_path / "a.log", mac_key=b"k" * 32, store=store, checkpoint=cp)
+    first = ev.record(log, ev.Intent("shred", "open", BY))
+    ev.record_many(log, [ev.Intent("shred", "u", BY), ev.Shred("u", True, BY)])
+    log.check_append()
+    assert [e.seq for e in log.selected(Keyring.gap_entries)] == [first.seq]
+    assert not cp.exists() and not (tmp_path / "a.log").exists()
