@@ -453,9 +453,10 @@ class KeyService:
     def status_dict(self) -> dict[str, Any]:
         # unsealed: the keyring as served, authenticated by the master key every process
         # got from the leader's unseal, so each process says the same (the file may have
-        # been rekeyed since: a process that started later read the new generation there)
+        # been rekeyed since: a process that started later read the new generation there);
+        # sealed: the file as the next unseal attempt reads it (or the running one did)
         kr = self._kr
-        m = (kr.keyring if kr is not None else self.keyring).meta
+        m = (kr.keyring if kr is not None else self.remote.refresh()).meta
         from .. import __version__
 
         out = {

@@ -19,6 +19,7 @@ entries for what unsealing did (``verify-complete``, ``rekey-recovered``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import time
@@ -114,6 +115,18 @@ class RemoteUnseal:
     @property
     def keyring(self) -> Keyring:
         """The sealed keyring as of the current (or last) unseal attempt."""
+        return self._kr
+
+    def refresh(self) -> Keyring:
+        """:attr:`keyring`, re-read from the file first if no attempt runs (an attempt keeps
+        the one it started with, which its progress counts against): what a sealed
+        service's status shows is what the next attempt will need, after a rekey made
+        meanwhile too. A file that does not read leaves the last one (the attempt then
+        says why)."""
+        self._expire()
+        if self._attempt is None:
+            with contextlib.suppress(KeysplitError, OSError):
+                self._kr = Keyring.open(self._kr.path)
         return self._kr
 
     def _expire(self) -> None:

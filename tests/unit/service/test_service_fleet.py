@@ -1073,11 +1073,13 @@ def test_status_is_the_same_in_every_process_after_a_rekey_while_serving(
             st = c.service_status()
             assert {k: st[k] for k in before} == before, (st["worker"], st)
         assert Client(srv.url).seal() is True
+        after = {"generation": 2, "threshold": 3, "custodians": 4}
+        st = Client(srv.url).service_status()  # sealed: what the next unseal needs
+        assert {k: st[k] for k in after} == after and st["progress"]["need"] == 3, st
         c = Client(srv.url)
         for n in "abc":
             c.submit_share(new_shares[n], c.unseal_offer(), keyring_id=kr.keyring_id)
         c.close()
-        after = {"generation": 2, "threshold": 3, "custodians": 4}
         w2 = _wait_for("the new worker serves", lambda: _serving_worker(srv.url, token))
         assert isinstance(w2, Client)
         boss2 = _bounded_worker_client(srv.url, token, 0)

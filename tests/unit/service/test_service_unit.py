@@ -661,3 +661,31 @@ def test_client_url_carries_no_credentials(url: str) -> None:
     with pytest.raises(ValueError, match="token=") as info:
         keysplit.Client(url, timeout=1)
     assert "hunter2" not in str(info.value)
+
+
+def test_a_sealed_status_shows_the_keyring_the_next_unseal_needs(tmp_path: Path) -> None:
+    """A sealed service re-read the keyring file only when an unseal attempt started, so
+    after a rekey made meanwhile (from the CLI while sealed, or while it served and then
+    sealed) /v1/status showed the old generation, threshold, custodian count and
+    ``progress.need`` until a custodian began. It now shows the file's while no attempt
+    runs; a running attempt keeps the keyring its progress counts against."""
+    kr, shares = keysplit.Keyring.create(tmp_path / "vault", 2, ["a", "b", "c"])
+    svc = KeyService(kr.path, log=lambda m: None)
+
+    def shown() -> tuple[int, int, int, int]:
+        st = svc.status_dict()
+        return st["generation"], st["threshold"], st["custodians"], st["progress"]["need"]
+
+    assert shown() == (1, 2, 3, 2)
+    with keysplit.Keyring.open(kr.path).unseal([shares["a"], shares["b"]]) as u:
+        new = u.rekey(threshold=3, custodians=["a", "b", "c", "d"])
+    assert shown() == (2, 3, 4, 3)
+    svc.remote.offer()  # an attempt starts with the file as it is
+    with keysplit.Keyring.open(kr.path).unseal([new["a"], new["b"], new["c"]]) as u:
+        u.rekey()
+    assert shown() == (2, 3, 4, 3)  # the attempt's, as its progress
+    svc.remote.reset()
+    assert shown() == (3, 3, 4, 3)
+    (kr.path / "keyring.ksk").write_bytes(b"not a keyring")
+    assert shown() == (3, 3, 4, 3)  # unreadable: the last one read
+    svc.close()
