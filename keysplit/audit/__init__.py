@@ -3,6 +3,15 @@
 
 from . import events
 from .events import EVENTS
-from .log import GENESIS, VERSION, AuditEntry, AuditLog, AuditReport
+from .log import GENESIS, VERSION, AuditEntry, AuditLog, AuditMark, AuditReport
 
-__all__ = ["EVENTS", "GENESIS", "VERSION", "AuditEntry", "AuditLog", "AuditReport", "events"]
+__all__ = [
+    "EVENTS",
+    "GENESIS",
+    "VERSION",
+    "AuditEntry",
+    "AuditLog",
+    "AuditMark",
+    "AuditReport",
+    "events",
+]

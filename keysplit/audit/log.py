@@ -44,14 +44,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import _json
 from .._fileio import atomic_write, durable_append, fsync_dir, fsync_fd
 from ..errors import AuditError, FormatError
 from ..store.base import AuditStore, RangedAuditStore
 
-__all__ = ["GENESIS", "AuditEntry", "AuditLog", "AuditReport"]
+__all__ = ["GENESIS", "AuditEntry", "AuditLog", "AuditMark", "AuditReport"]
 
 VERSION = 1
 GENESIS = "0" * 64
@@ -128,6 +128,16 @@ class AuditEntry:
     prev: str
     mac: str | None
     hash: str = field(compare=False)
+
+
+class AuditMark(NamedTuple):
+    """A place in a log (:meth:`AuditLog.entries_since`): just after entry ``entries``,
+    whose line hashes to ``head``; ``offset``: the byte offset after that line in a log
+    file, None in the store's chain (counted in rows)."""
+
+    entries: int
+    head: str
+    offset: int | None = None
 
 
 @dataclass(frozen=True)
@@ -320,88 +330,94 @@ class AuditLog:
         """All entries, parsed strictly but without checking the chain (see :meth:`verify`)."""
         return self._scan(self._read(), check=False)
 
+    def entries_since(
+        self, mark: AuditMark | None
+    ) -> tuple[list[AuditEntry], AuditMark | None, bool]:
+        """(the entries after ``mark``, the mark after the last entry read, whether they
+        are only those after ``mark``).
+
+        ``mark`` is one this method returned before (kept by the caller, e.g. in memory). It
+        holds if the log still has its entry, whole, where it was (a file: ending at its byte
+        offset; the store's chain: as row ``entries``), hashing to its ``head``: through the
+        hash chain, the same entries before it. Then only what follows is read and parsed;
+        otherwise (None, the log replaced, truncated or rewritten since, a store that cannot
+        read part of its chain) every entry is returned, with False. Parsed as
+        :meth:`entries` (no chain check)."""
+        held, new, _, end = self._since(mark)
+        return new, end, held is not None
+
+    def _since(
+        self, mark: AuditMark | None
+    ) -> tuple[AuditMark | None, list[AuditEntry], list[bytes], AuditMark | None]:
+        """(``mark`` if it holds else None, the entries after it (all if None), their
+        lines, the mark after the last of them)."""
+        if self.store is not None:
+            store, lines = self.store, None
+            if mark is not None and mark.offset is None and isinstance(store, RangedAuditStore):
+                rows = store.audit_lines_from(mark.entries)
+                if rows and hashlib.sha256(rows[0]).hexdigest() == mark.head:
+                    lines = rows[1:]
+            if lines is None:  # none, or the chain no longer has its entry: read it all
+                mark, lines = None, store.audit_lines()
+            data = b"".join(line + b"\n" for line in lines)
+            offset = None
+        else:
+            try:
+                fd = _open_log(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                return None, [], [], None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # no append half-seen
+                size = os.fstat(fd).st_size
+                if mark is not None and not _mark_holds(fd, size, mark):
+                    mark = None
+                start = 0 if mark is None or mark.offset is None else mark.offset
+                data = _read_exactly(fd, size, start) if size > start else b""
+            finally:
+                os.close(fd)
+            lines, offset = data.split(b"\n"), start + len(data)
+        count = 0 if mark is None else mark.entries
+        new = self._scan(data, check=False, first=count + 1)
+        return mark, new, lines, AuditMark(count + len(new), new[-1].hash, offset) if new else mark
+
     def selected(self, keep: Callable[[list[AuditEntry]], list[AuditEntry]]) -> list[AuditEntry]:
         """``keep(self.entries())``, reading only the entries appended since the last call.
 
         ``keep`` picks the entries a caller needs from a log (a quorum's gap check: the
         first entry, open intents, ...); ``keep(keep(a) + b)`` must serve as
         ``keep(a + b)``. With a ``mac_key`` and a ``checkpoint`` file, what it kept is written
-        there, MACed, with the count and hash (and, for a file, the byte offset) of the last
-        entry read; the next call takes it only if its MAC holds and the log still has that
-        entry, whole (a file: ending at that offset; the store's chain: as row ``count``;
-        the hash chain: the same entries before it), and then parses only what follows.
-        Otherwise (no checkpoint, a forged, stale or foreign one, a store that cannot read
-        part of its chain) the whole log is read, as :meth:`entries`. Entries before the
-        checkpoint are not read again, so an edit of them is not seen here (nor was it by
-        :meth:`entries`, which checks no chain): :meth:`verify` reads everything.
+        there, MACed, with the :class:`AuditMark` after the last entry read; the next call
+        takes it only if its MAC holds and the mark holds (:meth:`entries_since`), and then
+        parses only what follows. Otherwise (no checkpoint, a forged, stale or foreign one,
+        a store that cannot read part of its chain) the whole log is read, as
+        :meth:`entries`. Entries before the checkpoint are not read again, so an edit of
+        them is not seen here (nor was it by :meth:`entries`, which checks no chain):
+        :meth:`verify` reads everything.
         """
         if self._mac_key is None or self.checkpoint_path is None:
             return keep(self.entries())
-        if self.store is not None:
-            if not isinstance(self.store, RangedAuditStore):
-                return keep(self.entries())
-            return self._store_selected(self.store, keep)
-        try:
-            fd = _open_log(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return keep([])
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)  # no append half-seen
-            size = os.fstat(fd).st_size
-            count, offset, kept = self._checkpoint(fd, size) or (0, 0, [])
-            data = _read_exactly(fd, size, offset) if size > offset else b""
-        finally:
-            os.close(fd)
-        return self._select(keep, count, kept, data, data.split(b"\n"), offset=offset + len(data))
-
-    def _store_selected(
-        self, store: RangedAuditStore, keep: Callable[[list[AuditEntry]], list[AuditEntry]]
-    ) -> list[AuditEntry]:
-        """:meth:`selected` of the store's chain: the rows after the checkpoint's entry
-        ``count``, which must still be the line hashing to its ``head``."""
-        count, lines = 0, None
-        kept: list[tuple[AuditEntry, bytes]] = []
-        found = self._checkpoint_doc(_STORE_CHECKPOINT_KEYS, _STORE_CHECKPOINT_LABEL)
-        if found is not None:
-            doc, kept = found
-            count = doc["entries"]
-            rows = store.audit_lines_from(count)
-            if rows and hashlib.sha256(rows[0]).hexdigest() == doc["head"]:
-                lines = rows[1:]
-        if lines is None:  # none, or the chain no longer has its entry: read it all
-            count, kept, lines = 0, [], store.audit_lines()
-        data = b"".join(line + b"\n" for line in lines)
-        return self._select(keep, count, kept, data, lines, offset=None)
-
-    def _select(
-        self,
-        keep: Callable[[list[AuditEntry]], list[AuditEntry]],
-        count: int,
-        kept: list[tuple[AuditEntry, bytes]],
-        data: bytes,
-        lines: list[bytes],
-        *,
-        offset: int | None,
-    ) -> list[AuditEntry]:
-        """``keep`` of the checkpoint's kept entries and those of ``data`` (entries
-        ``count + 1``, ... whose ``lines`` these are); a new checkpoint if there were any."""
-        new = self._scan(data, check=False, first=count + 1)
+        if self.store is not None and not isinstance(self.store, RangedAuditStore):
+            return keep(self.entries())
+        mark, kept = self._checkpoint() or (None, [])
+        held, new, lines, end = self._since(mark)
+        if held is None:
+            kept = []
         result = keep([e for e, _ in kept] + new)
-        if new:
+        if new and end is not None:
             line_of = {id(e): line for e, line in kept}
             line_of.update(zip(map(id, new), lines, strict=False))
-            chosen = [line_of[id(e)] for e in result]
-            self._put_checkpoint(count + len(new), offset, new[-1].hash, chosen)
+            self._put_checkpoint(end, [line_of[id(e)] for e in result])
         return result
 
-    def _checkpoint_doc(
-        self, keys: frozenset[str], label: bytes
-    ) -> tuple[dict[str, Any], list[tuple[AuditEntry, bytes]]] | None:
-        """(the document, its kept entries with their lines) of the checkpoint file if it
-        has exactly ``keys``, its MAC under ``label`` holds and its ``entries`` (> 0),
-        ``head`` and ``kept`` are well formed, else None; the caller checks that the log
-        still has that entry (a file's, at its ``offset``)."""
+    def _checkpoint(self) -> tuple[AuditMark, list[tuple[AuditEntry, bytes]]] | None:
+        """(the mark, the kept entries with their lines) of the checkpoint file if it is of
+        this log's form (a file's with ``offset``, the store chain's without, each under its
+        own MAC label), its MAC holds and its fields are well formed, else None; the caller
+        checks that the mark still holds."""
         assert self.checkpoint_path is not None and self._mac_key is not None
+        in_store = self.store is not None
+        keys = _STORE_CHECKPOINT_KEYS if in_store else _CHECKPOINT_KEYS
+        label = _STORE_CHECKPOINT_LABEL if in_store else _CHECKPOINT_LABEL
         try:
             cfd = _open_log(self.checkpoint_path, os.O_RDONLY, what="audit checkpoint")
         except (OSError, AuditError):
@@ -428,10 +444,12 @@ class AuditLog:
         if not hmac.compare_digest(obj["mac"], _mac(self._mac_key, body, label)):
             return None  # forged, edited or another keyring's: read everything
         count, head, kept = obj["entries"], obj["head"], obj["kept"]
+        offset = obj.get("offset")
         if (
             not isinstance(count, int)
             or isinstance(count, bool)
             or count <= 0
+            or not (in_store or (isinstance(offset, int) and not isinstance(offset, bool)))
             or not isinstance(head, str)
             or not isinstance(kept, list)
             or not all(isinstance(line, str) for line in kept)
@@ -439,39 +457,22 @@ class AuditLog:
             return None
         try:
             raw = [line.encode("ascii") for line in kept]
-            return obj, [(_parse_line(line, -1)[0], line) for line in raw]
+            parsed = [(_parse_line(line, -1)[0], line) for line in raw]
         except (AuditError, UnicodeEncodeError):
             return None
+        return AuditMark(count, head, offset), parsed
 
-    def _checkpoint(
-        self, fd: int, size: int
-    ) -> tuple[int, int, list[tuple[AuditEntry, bytes]]] | None:
-        """(entries, offset, kept entries with their lines) of a checkpoint that holds for
-        the log file open at ``fd`` (``size`` bytes), else None."""
-        found = self._checkpoint_doc(_CHECKPOINT_KEYS, _CHECKPOINT_LABEL)
-        if found is None:
-            return None
-        doc, kept = found
-        count, head, offset = doc["entries"], doc["head"], doc["offset"]
-        if not isinstance(offset, int) or isinstance(offset, bool) or not count <= offset <= size:
-            return None
-        last = _read_last_line(fd, offset)
-        if last is None or not last[1] or hashlib.sha256(last[0]).hexdigest() != head:
-            return None  # the log was replaced, truncated or rewritten since
-        return count, offset, kept
-
-    def _put_checkpoint(self, count: int, offset: int | None, head: str, kept: list[bytes]) -> None:
-        """Record what :meth:`selected` kept (the lines) of the log's first ``count``
-        entries (best effort: without it the next call reads the whole log). ``offset``:
-        the byte offset after entry ``count`` in the file; None for the store's chain,
-        whose checkpoint has no ``offset`` and another MAC label (neither is taken for
-        the other)."""
+    def _put_checkpoint(self, end: AuditMark, kept: list[bytes]) -> None:
+        """Record what :meth:`selected` kept (the lines) of the log up to ``end`` (best
+        effort: without it the next call reads the whole log). The store chain's (no
+        ``offset``) has another MAC label: neither form is ever taken for the other."""
         assert self.checkpoint_path is not None and self._mac_key is not None
         lines = [line.decode("ascii") for line in kept]
-        body: dict[str, Any] = {"v": VERSION, "entries": count, "head": head, "kept": lines}
+        body: dict[str, Any] = {"v": VERSION, "entries": end.entries, "head": end.head}
+        body["kept"] = lines
         label = _STORE_CHECKPOINT_LABEL
-        if offset is not None:
-            body["offset"], label = offset, _CHECKPOINT_LABEL
+        if end.offset is not None:
+            body["offset"], label = end.offset, _CHECKPOINT_LABEL
         obj = dict(body, mac=_mac(self._mac_key, body, label))
         data = _canonical(obj)
         if len(data) > _MAX_CHECKPOINT:
@@ -982,6 +983,15 @@ def _whole_entry(line: bytes) -> tuple[AuditEntry, dict[str, Any]] | None:
         return _parse_line(line, -1)
     except AuditError:
         return None
+
+
+def _mark_holds(fd: int, size: int, mark: AuditMark) -> bool:
+    """Whether the log file open at ``fd`` (``size`` bytes) still has ``mark``'s entry,
+    whole, ending at its offset."""
+    if mark.offset is None or not 0 < mark.entries <= mark.offset <= size:
+        return False
+    last = _read_last_line(fd, mark.offset)
+    return last is not None and last[1] and hashlib.sha256(last[0]).hexdigest() == mark.head
 
 
 def _read_last_line(fd: int, end: int | None = None) -> tuple[bytes, bool] | None:

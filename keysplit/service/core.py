@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import ceremony, names
-from ..audit import AuditLog
+from ..audit import AuditLog, AuditMark
 from ..audit import events as ev
 from ..ceremony import TokenGrant
 from ..errors import (
@@ -180,6 +180,9 @@ class KeyService:
         self._mac_key: bytes | None = None
         self._tokens: dict[str, TokenPolicy] = {}
         self._token_sig: tuple[tuple[int, int, int], ...] | None = None
+        self._serials: tuple[AuditMark | None, int] = (None, 0)
+        """(the audit log read so far, the newest token-list serial in it), for
+        :meth:`_check_not_rolled_back`: a list change reads only the entries since."""
         self._logged_nonce = ""
         self._changes = 0
         """Bumped by every request handled and every seal, unseal and reload: a
@@ -323,16 +326,23 @@ class KeyService:
 
         Every write of the list is audited with its ``list_serial``; an authentic but older
         list (say, from before a revocation was folded in) would revive revoked tokens.
+        The newest serial is kept with the place in the log read so far, so each change
+        of the list reads only the entries appended since; a log that no longer has that
+        place (replaced, truncated, rewritten) is read whole again.
         """
         log = self._audit_log
         if log is None:
             return
-        newest = 0
-        for e in log.entries():
+        mark, newest = self._serials
+        entries, mark, since = log.entries_since(mark)
+        if not since:
+            newest = 0
+        for e in entries:
             if e.event in ("token-create", "token-revoke"):
                 v = e.data.get("list_serial")
                 if isinstance(v, int) and v > newest:
                     newest = v
+        self._serials = (mark, newest)
         if tl.serial < newest:
             raise IntegrityError(
                 f"token list serial {tl.serial} is older than serial {newest} in the audit log",

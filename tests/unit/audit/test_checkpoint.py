@@ -23,10 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from audit_parses import count_parses
 
 from keysplit import Keyring, Share, ceremony
 from keysplit.audit import events as ev
-from keysplit.audit import log as audit_log
 from keysplit.audit.log import AuditLog
 
 BY = [ev.Contributor("a", 1, "f" * 16)]
@@ -58,15 +58,7 @@ def _quorum_unseal(kr: Keyring, shares: list[Share]) -> list[ev.AuditEntry]:
 @pytest.fixture
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many log lines are parsed (one counter per test)."""
-    seen = [0]
-    real = audit_log._parse_line
-
-    def counting(line: bytes, seq: int) -> object:
-        seen[0] += 1
-        return real(line, seq)
-
-    monkeypatch.setattr(audit_log, "_parse_line", counting)
-    return seen
+    return count_parses(monkeypatch)
 
 
 def test_a_quorum_unseal_parses_only_the_entries_since_the_last(
@@ -338,3 +330,26 @@ def test_a_store_without_a_ranged_read_still_reads_its_whole_chain(tmp_path: Pat
     log.check_append()
     assert [e.seq for e in log.selected(Keyring.gap_entries)] == [first.seq]
     assert not cp.exists() and not (tmp_path / "a.log").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "rows", "rows-unranged"])
+def test_entries_since_a_mark_reads_what_follows_or_everything(tmp_path: Path, where: str) -> None:
+    """:meth:`AuditLog.entries_since` (the key service's rollback check keeps its mark in
+    memory): after a mark that holds, only the new entries; after one the log no longer
+    has (rewritten since), every entry and False; a store without ranged reads, always
+    every entry."""
+    store = {"file": None, "rows": _RangedMemoryStore(), "rows-unranged": _MemoryStore()}[where]
+    log = AuditLog(tmp_path / "a.log", mac_key=b"k" * 32, store=store)  # type: ignore[arg-type]
+    assert log.entries_since(None) == ([], None, False)
+    ev.record_many(log, [ev.Intent("shred", f"u{i}", BY) for i in range(5)])
+    first, mark, since = log.entries_since(None)
+    assert [e.seq for e in first] == [1, 2, 3, 4, 5] and not since and mark is not None
+    ev.record_many(log, [ev.Shred("u0", True, BY), ev.Shred("u1", True, BY)])
+    new, mark2, since = log.entries_since(mark)
+    ranged = where != "rows-unranged"
+    assert [e.seq for e in new] == ([6, 7] if ranged else [1, 2, 3, 4, 5, 6, 7])
+    assert since == ranged and mark2 is not None and mark2.entries == 7
+    assert log.entries_since(mark2)[:1] == ([] if ranged else [*first, *new[-2:]],)
+    forged = mark2._replace(head="0" * 64)  # another line where the mark was
+    again, _, since = log.entries_since(forged)
+    assert len(again) == 7 and not since

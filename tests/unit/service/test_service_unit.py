@@ -496,6 +496,42 @@ def test_rolled_back_token_list_is_refused(service: tuple[KeyService, dict[str, 
     assert "token-revoke" in events and "token-list-invalid" in events
 
 
+def test_a_token_list_change_reads_only_the_audit_entries_since_the_last(
+    ring: tuple[keysplit.Keyring, dict],
+    service: tuple[KeyService, dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rollback check read and parsed the whole audit log at every change of the token
+    list (a service's shreds write two entries each); it now reads only the entries since
+    the last check, and still catches a list rolled back after them."""
+    from audit_parses import count_parses
+
+    from keysplit.audit import events as ev
+
+    kr, shares = ring
+    svc, tokens = service
+    by = [ev.Contributor("a", 1, "f" * 16)]
+    with kr.unseal([shares["a"], shares["b"]]) as ukr:
+        batch: list[ev.Event] = []
+        for i in range(500):
+            batch += [ev.Intent("shred", f"u{i}", by), ev.Shred(f"u{i}", True, by)]
+        ev.record_many(ukr.audit_log(), batch)  # 1,000 entries
+    parsed = count_parses(monkeypatch)
+    svc.reload_tokens(force=True)
+    before = parsed[0]
+    svc.reload_tokens(force=True)
+    assert parsed[0] - before < 20  # before: > 1,000 (the whole log at every change)
+    frame = wire.encode_frame({}, [b"x"], ["c/1"])
+    old = (svc.directory / "service-tokens.json").read_bytes()
+    TokenList.read(svc.directory, kr.keyring_id).revoke("enc")
+    assert svc.handle(_req("/v1/encrypt", tokens["enc"], frame)).status == 401  # folded in
+    (svc.directory / "service-tokens.revoked").unlink()
+    (svc.directory / "service-tokens.json").write_bytes(old)  # roll the list back
+    svc.reload_tokens(force=True)
+    assert svc.handle(_req("/v1/encrypt", tokens["all"], frame)).status == 401  # fail closed
+    assert parsed[0] - before < 40
+
+
 def test_served_data_key_follows_the_keyrings_subject_spellings(
     ring: tuple[keysplit.Keyring, dict],
 ) -> None:
