@@ -165,7 +165,10 @@ class Quorum:
         if outcome.switched is not None:
             meta = outcome.meta
             gen = outcome.switch_generation or meta.generation  # (the rekey's, not later)
-            owed = outcome.switched != "unrecorded" or not ev.switch_recorded(log.entries(), gen)
+            owed = outcome.switched != "unrecorded" or not ev.switch_recorded(
+                log.selected(Keyring.gap_entries),
+                gen,  # (they keep every switch entry)
+            )
             if owed:
                 event = ev.RekeySwitch if outcome.switched == "verified" else ev.RekeyRecovered
                 ev.record(

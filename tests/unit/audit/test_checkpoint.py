@@ -353,3 +353,26 @@ def test_entries_since_a_mark_reads_what_follows_or_everything(tmp_path: Path, w
     forged = mark2._replace(head="0" * 64)  # another line where the mark was
     again, _, since = log.entries_since(forged)
     assert len(again) == 7 and not since
+
+
+def test_a_switch_owed_by_a_killed_rekey_is_checked_after_the_checkpoint(
+    tmp_path: Path, parses: list[int]
+) -> None:
+    """A rekey completed by a library unseal (no entry, the owed-switch mark left): the
+    quorum checked whether the switch was recorded on the whole log; it reads the entries
+    since the checkpoint now, and records ``rekey-recovered`` once."""
+    kr, shares = _keyring(tmp_path)
+    _fill(kr, shares, 500)  # 1,000 entries
+    _quorum_unseal(kr, shares)  # the checkpoint
+    with kr.unseal(shares) as ukr:
+        new = list(ukr.prepare_rekey().values())[:2]  # then "crash" before the commit
+    with Keyring.open(kr.path).unseal(new):
+        pass  # the library completes the rekey: generation 2, no entry, the mark left
+    kr = Keyring.open(kr.path)
+    before = parses[0]
+    _quorum_unseal(kr, new)
+    assert parses[0] - before < 20  # before: > 1,000 (the owed switch read the whole log)
+    recovered = [e for e in kr.audit_log().entries() if e.event == "rekey-recovered"]
+    assert [e.data["generation"] for e in recovered] == [kr.meta.generation]
+    _quorum_unseal(kr, new)
+    assert len([e for e in kr.audit_log().entries() if e.event == "rekey-recovered"]) == 1
