@@ -780,7 +780,9 @@ def _sync_holds(
     placed in NEW alone was never copied, so it stays. Records the holds copied now, each
     as a digest keyed by its tombstone tag in OLD (:func:`keyed_hold_digest`: no reader of
     the directory can test a subject against it). Digests an older run recorded under the
-    public cluster id (``held``) are honoured for this lift, then dropped from the file."""
+    public cluster id (``held``) are honoured for this lift, then dropped from the file.
+    A lifted hold OLD holds again by the end of the lift (placed again through OLD
+    meanwhile) is placed back in NEW and recorded."""
     ostore, nstore = old.datakeys.store, new.datakeys.store
     held = ostore.legal_holds()
     nstore.set_legal_holds(held, True)
@@ -794,6 +796,15 @@ def _sync_holds(
         lift = [s for s in candidates if mine.get(s) in gone or hold_digest(cid, s) in legacy]
         if lift:
             nstore.set_legal_holds(lift, False)
+            # re-placed through OLD since the read above: its step in NEW (a no-op, NEW still
+            # held it) may have come before this lift, which undid it; OLD has it again now.
+            # A place through OLD writes NEW again after OLD, so one that wrote OLD after
+            # this read is either seen here or writes NEW after the lift
+            back = set(ostore.legal_holds())
+            again = [s for s in lift if s in back]
+            if again:
+                nstore.set_legal_holds(again, True)
+                now.update((s, mine[s]) for s in again if s in mine)
     cur = read_successor(old_dir)
     keyed = frozenset(now.values())
     if (

@@ -872,6 +872,12 @@ class ClusterClient:
         try:
             for c in [*chain, self]:  # each store in one transaction: every spelling or none
                 c.datakeys.store.set_legal_holds(spellings, hold)
+            # placed again in each successor after this store: a rotation run that read this
+            # store's holds before the place and lifts in the successor a hold lifted
+            # through a copy without the marker either lifts before this (undone here) or
+            # reads this store again after its lift and sees the hold (cluster_admin)
+            for c in chain if hold else ():
+                c.datakeys.store.set_legal_holds(spellings, True)
         finally:
             for nxt in chain:
                 nxt.close()

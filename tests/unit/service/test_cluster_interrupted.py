@@ -24,7 +24,14 @@ import pytest
 from node_proxy import LyingProxy, NodeProxy
 from service_helpers import KEYSPLIT, Server, cli, make_token, share_file, start_node
 
-from keysplit import ClusterClient, ClusterError, Keyring, PermissionDenied, ShreddedError
+from keysplit import (
+    ClusterClient,
+    ClusterError,
+    Keyring,
+    LegalHoldError,
+    PermissionDenied,
+    ShreddedError,
+)
 from keysplit.service.cluster_client import ClusterDataKeys
 from keysplit.service.cluster_config import ClusterConfig, read_cluster
 from keysplit.store import open_store
@@ -823,6 +830,86 @@ def test_a_hold_lifted_through_a_copy_without_the_marker_is_lifted_in_new(
     assert r.returncode == 0, r.stderr
     with ClusterClient(new, token=tok, timeout=20) as c:
         assert c.datakeys.store.legal_holds() == [b, c3]
+
+
+def _lifted_through_a_copy(cluster: Cluster, name: str, subject: str) -> tuple[Path, Path]:
+    """Clusters ``NAME-old``/``NAME-new`` after one rotation run that copied the hold on
+    ``subject``, then lifted in OLD alone (through a copy of OLD without the marker)."""
+    old, new, _ = _rotated_with_holds(cluster, name, [subject])
+    with ClusterClient(_marker_less_copy(old, f"{name}-copy"), token=cluster.token) as c:
+        c.set_legal_hold(subject, False)
+    return old, new
+
+
+def _held_in(directory: Path, token: str) -> list[str]:
+    with ClusterClient(directory, token=token, timeout=20) as c:
+        return c.datakeys.store.legal_holds()
+
+
+def test_a_hold_placed_again_while_a_rotation_lifts_it_stays_in_new(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(review5) A hold lifted through a copy of OLD without the marker, then placed again
+    through OLD after a rotation run read OLD's holds and before it lifted the first lift
+    in NEW: the run lifted it in NEW (OLD holds it), so a shred through NEW succeeded on a
+    held subject until the next run. The re-place is injected at that point (after the
+    read, before the lift). Now the run reads OLD again after its lift and places back
+    what OLD holds again."""
+    from keysplit.service import cluster_admin
+
+    tok, x = cluster.token, "contacts/race-hold-a"
+    old, new = _lifted_through_a_copy(cluster, "cl-rehold", x)
+    assert _held_in(old, tok) == [] and _held_in(new, tok) == [x]
+    real, placed = cluster_admin._keyed_digests, []
+
+    def digests_then_place(*args: object, **kw: object) -> dict[str, str]:
+        if not placed:  # the first call: the run has read OLD's holds and not lifted yet
+            with ClusterClient(old, token=tok, timeout=20) as c:
+                c.set_legal_hold(x, True)  # through OLD (the marker): NEW, then OLD
+            placed.append(x)
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cluster_admin, "_keyed_digests", digests_then_place)
+    cluster_admin.rotate_cluster(old, new, token=tok)
+    assert placed == [x]
+    assert _held_in(old, tok) == [x] and _held_in(new, tok) == [x]
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        c.encrypt(b"x", subject=x)
+        with pytest.raises(LegalHoldError):
+            c.shred(x)
+    monkeypatch.undo()
+    cluster_admin.rotate_cluster(old, new, token=tok)  # the next run keeps it too
+    assert _held_in(new, tok) == [x]
+
+
+def test_a_rotation_run_between_a_places_two_stores_leaves_the_hold_in_new(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(review5) The same race, with the whole rotation run between the place's write in
+    NEW and its write in OLD: the run read OLD before the place reached it, lifted the hold
+    in NEW and read OLD again before it reached it too. Now a place through OLD writes
+    NEW again after OLD."""
+    from keysplit.service import cluster_admin
+    from keysplit.store.sqlite import SQLiteKeyStore
+
+    tok, x = cluster.token, "contacts/race-hold-b"
+    old, new = _lifted_through_a_copy(cluster, "cl-rehold2", x)
+    real, ran = SQLiteKeyStore.set_legal_holds, []
+    old_store = (old / "cluster-keys.sqlite").resolve()
+
+    def run_first(self: SQLiteKeyStore, subjects: list[str], hold: bool) -> None:
+        if hold and not ran and self._path.resolve() == old_store:  # NEW written already
+            ran.append(True)
+            cluster_admin.rotate_cluster(old, new, token=tok)
+            assert _held_in(new, tok) == []  # the run lifted it in NEW
+        real(self, subjects, hold)
+
+    monkeypatch.setattr(SQLiteKeyStore, "set_legal_holds", run_first)
+    with ClusterClient(old, token=tok, timeout=20) as c:
+        c.set_legal_hold(x, True)
+    assert ran == [True]
+    monkeypatch.undo()
+    assert _held_in(old, tok) == [x] and _held_in(new, tok) == [x]
 
 
 def test_the_holds_a_rotation_records_cannot_be_tested_by_a_reader_of_the_directory(
