@@ -1018,6 +1018,41 @@ def test_a_carry_over_a_subject_outside_the_tokens_prefix_says_why_it_is_refused
     assert "token whose prefix covers every subject" in r.stderr
 
 
+def test_a_moved_key_shredded_and_written_again_through_a_copy_is_replaced_in_new(
+    cluster: Cluster,
+) -> None:
+    """(review5) A key the rotation moved, then shredded through a copy of OLD without the
+    marker and the subject written again there (OLD: another key, so the carry, which
+    looks only at subjects without a key in OLD, passes it by): every later run failed
+    with IntegrityError ('a backend wrote there before the rotation finished') and the
+    shredded key stayed in NEW. NEW's key is one the rotation moved (its check value is in
+    the ledger) and no longer OLD's: it is shredded in NEW and OLD's key moved in its place
+    (and ClusterDataKeys.adopt stores nothing of a batch it refuses, so the batch's other
+    keys are moved, and counted, once)."""
+    t, tok = cluster.tmp, cluster.token
+    old, new = _create(cluster, "cl-re-old"), _create(cluster, "cl-re-new")
+    s = "contacts/re-s"
+    rotate = ["cluster", "rotate", old.name, new.name, "--token-file", "token", "--json"]
+    with ClusterClient(old, token=tok, timeout=20) as c:
+        first = c.encrypt(b"first", subject=s)
+    r = cli(*rotate, cwd=t)
+    assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 1, "shredded": 0}, r.stderr
+    with ClusterClient(_marker_less_copy(old, "cl-re-copy"), token=tok, timeout=20) as c:
+        assert c.shred(s)
+        second = c.encrypt(b"second", subject=s)
+        later = c.encrypt(b"later", subject="contacts/re-n")  # in the same batch: counted
+    r = cli(*rotate, cwd=t)
+    assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 2, "shredded": 1}, r.stderr
+    with ClusterClient(new, token=tok, timeout=20) as c:
+        assert c.decrypt(second, subject=s) == b"second"
+        assert c.decrypt(later, subject="contacts/re-n") == b"later"
+        with pytest.raises(ShreddedError):  # the shredded key is gone from NEW too
+            c.decrypt(first, subject=s)
+    r = cli(*rotate, cwd=t)
+    assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 0, "shredded": 0}, r.stderr
+
+
+# last: it stops n1 and replaces n4, which the tests above use
 def test_a_replacement_cut_after_the_new_node_kept_its_share_is_finished(
     cluster: Cluster,
 ) -> None:
@@ -1055,37 +1090,3 @@ def test_a_replacement_cut_after_the_new_node_kept_its_share_is_finished(
         cluster.check_records()
     finally:
         proxy.close()
-
-
-def test_a_moved_key_shredded_and_written_again_through_a_copy_is_replaced_in_new(
-    cluster: Cluster,
-) -> None:
-    """(review5) A key the rotation moved, then shredded through a copy of OLD without the
-    marker and the subject written again there (OLD: another key, so the carry, which
-    looks only at subjects without a key in OLD, passes it by): every later run failed
-    with IntegrityError ('a backend wrote there before the rotation finished') and the
-    shredded key stayed in NEW. NEW's key is one the rotation moved (its check value is in
-    the ledger) and no longer OLD's: it is shredded in NEW and OLD's key moved in its place
-    (and ClusterDataKeys.adopt stores nothing of a batch it refuses, so the batch's other
-    keys are moved, and counted, once)."""
-    t, tok = cluster.tmp, cluster.token
-    old, new = _create(cluster, "cl-re-old"), _create(cluster, "cl-re-new")
-    s = "contacts/re-s"
-    rotate = ["cluster", "rotate", old.name, new.name, "--token-file", "token", "--json"]
-    with ClusterClient(old, token=tok, timeout=20) as c:
-        first = c.encrypt(b"first", subject=s)
-    r = cli(*rotate, cwd=t)
-    assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 1, "shredded": 0}, r.stderr
-    with ClusterClient(_marker_less_copy(old, "cl-re-copy"), token=tok, timeout=20) as c:
-        assert c.shred(s)
-        second = c.encrypt(b"second", subject=s)
-        later = c.encrypt(b"later", subject="contacts/re-n")  # in the same batch: counted
-    r = cli(*rotate, cwd=t)
-    assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 2, "shredded": 1}, r.stderr
-    with ClusterClient(new, token=tok, timeout=20) as c:
-        assert c.decrypt(second, subject=s) == b"second"
-        assert c.decrypt(later, subject="contacts/re-n") == b"later"
-        with pytest.raises(ShreddedError):  # the shredded key is gone from NEW too
-            c.decrypt(first, subject=s)
-    r = cli(*rotate, cwd=t)
-    assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 0, "shredded": 0}, r.stderr
