@@ -36,6 +36,10 @@ SECRETS_VERSION = 1
 _HEAD = struct.Struct(">4sBI")
 _KEK = struct.Struct(">I16s")
 _MAX_META = 1 << 20
+MAX_FILE = _HEAD.size + _MAX_META + 12 + 35 + 0xFFFF * _KEK.size + 16
+"""The largest keyring file the format can describe: metadata of at most ``_MAX_META``
+bytes and secrets of at most 65,535 KEKs (their count is a u16), about 2.4 MB. A file
+past it is refused by its size before it is read (``KeyringHome.read_keyring``)."""
 _HEX = re.compile(r"\A[0-9a-f]*\Z")
 
 

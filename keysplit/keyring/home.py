@@ -53,11 +53,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import _json
-from .._fileio import atomic_write, durable_rename, fsync_dir
+from .._fileio import atomic_write, durable_rename, fsync_dir, read_bounded
 from ..errors import FormatError, KeyringError
 from ..proof import INIT_VERIFY_FILE, PendingVerification, Verification, verify_path
 from ..store import check_store_url, default_store_url
-from .file import KeyringMeta, parse
+from .file import MAX_FILE, KeyringMeta, parse
 
 __all__ = [
     "AUDIT_FILE",
@@ -147,9 +147,12 @@ class KeyringHome:
         return (self.path / KEYRING_FILE).exists()
 
     def read_keyring(self) -> bytes:
-        """The sealed keyring file; :class:`KeyringError` naming the place if missing."""
+        """The sealed keyring file; :class:`KeyringError` naming the place if missing,
+        :class:`FormatError` if it is larger than the format allows (refused by its size,
+        before it is read)."""
+        path = self.path / KEYRING_FILE
         try:
-            return (self.path / KEYRING_FILE).read_bytes()
+            return read_bounded(path, MAX_FILE, str(path))
         except FileNotFoundError:
             raise KeyringError(f"no keyring at {self.path} ({KEYRING_FILE} missing)") from None
         except OSError as exc:  # a file where the directory should be, no permission
@@ -160,8 +163,11 @@ class KeyringHome:
         atomic_write(self.path / KEYRING_FILE, data, overwrite=overwrite)
 
     def read_pending(self) -> bytes | None:
+        """The pending rekey's keyring file, or None; :class:`FormatError` if it is larger
+        than the format allows (refused by its size, before it is read)."""
+        path = self.path / PENDING_FILE
         try:
-            return (self.path / PENDING_FILE).read_bytes()
+            return read_bounded(path, MAX_FILE, str(path))
         except FileNotFoundError:
             return None
 
@@ -169,10 +175,10 @@ class KeyringHome:
         """The pending rekey's metadata, if a valid one for the generation after
         ``current`` exists (a damaged or stale file is ignored: it never blocks the current
         keyring, and the next rekey replaces it)."""
-        data = self.read_pending()
-        if data is None:
-            return None
         try:
+            data = self.read_pending()
+            if data is None:
+                return None
             meta = parse(data)[0]
         except FormatError:
             return None

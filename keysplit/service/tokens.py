@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .. import _json, names
-from .._fileio import atomic_write, durable_append, fsync_dir
+from .._fileio import atomic_write, durable_append, fsync_dir, read_bounded
 from ..errors import FormatError, IntegrityError, KeysplitError, PermissionDenied
 
 __all__ = [
@@ -325,7 +325,7 @@ class TokenList:
         d = Path(directory)
         out = cls(d, keyring_id)
         try:
-            data = (d / TOKENS_FILE).read_bytes()
+            data = read_bounded(d / TOKENS_FILE, _MAX_FILE, "token list")
         except FileNotFoundError:
             data = None
         if data is not None:

@@ -21,7 +21,7 @@ from paths import VECTORS_DIR
 from tamper import mutate_json
 
 from keysplit import FormatError, Keyring
-from keysplit.keyring import KEYRING_FILE, PENDING_FILE
+from keysplit.keyring import KEYRING_FILE, PENDING_FILE, KeyringHome
 from keysplit.keyring import file as kf
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -80,3 +80,57 @@ def test_a_pending_file_naming_a_custodian_not_in_unicode_does_not_block_the_key
     kr = Keyring.open(path)
     assert kr.pending is None
     kr.unseal([shares["alice"], shares["bob"]]).close()
+
+
+def _huge(path: Path, size: int) -> None:
+    """A sparse file of ``size`` bytes: no disk used, but reading it whole costs ``size``."""
+    with open(path, "wb") as fh:
+        fh.truncate(size)
+
+
+@pytest.mark.parametrize("name", [KEYRING_FILE, PENDING_FILE])
+def test_a_huge_planted_keyring_file_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """keyring.ksk and keyring.pending past the largest file the format describes are
+    refused by their size, not read whole first; a pending file so refused is ignored
+    (it never blocks the current keyring)."""
+    path = tmp_path / "kr"
+    Keyring.create(path, 2, ["alice", "bob", "carol"])
+    current = kf.parse((path / KEYRING_FILE).read_bytes())[0]
+    _huge(path / name, kf.MAX_FILE + 1)
+
+    def whole(self: Path) -> bytes:
+        raise AssertionError(f"{self} read whole before its size was checked")
+
+    monkeypatch.setattr(Path, "read_bytes", whole)
+    home = KeyringHome(path)
+    read = home.read_keyring if name == KEYRING_FILE else home.read_pending
+    too_large = rf"{name} is too large \({kf.MAX_FILE + 1} bytes, at most {kf.MAX_FILE}\)"
+    with pytest.raises(FormatError, match=too_large):
+        read()
+    if name == PENDING_FILE:
+        assert home.pending_meta(current) is None
+
+
+def test_the_keyring_file_bound_is_the_largest_file_the_format_describes() -> None:
+    """MAX_FILE = header + the largest metadata + secrets of the most KEKs a u16 counts:
+    a keyring of 65,535 KEK versions, its metadata padded to the limit, is exactly it."""
+    n = 0xFFFF
+    meta = kf.KeyringMeta(
+        keyring_id="ab" * 16,
+        generation=1,
+        set_id="cd" * 8,
+        threshold=2,
+        custodians=(kf.Custodian("alice", 1), kf.Custodian("bob", 2)),
+        public_key="ef" * 32,
+        current_kek=n,
+        kek_versions=tuple(range(1, n + 1)),
+        next_kek=n + 1,
+    )
+    secrets = kf.KeyringSecrets(b"x" * 32, {v: b"k" * 16 for v in range(1, n + 1)})
+    data = kf.serialize(meta, secrets, b"m" * 16, b"n" * 12)
+    assert kf.parse(data)[0] == meta
+    assert len(data) + kf._MAX_META - len(meta.to_json()) == kf.MAX_FILE
+    with pytest.raises(struct.error):  # no more KEKs than a u16 counts can be written
+        kf.KeyringSecrets(b"x" * 32, {v: b"k" * 16 for v in range(1, n + 2)}).to_bytes()

@@ -21,7 +21,7 @@ from service_unseal import unseal_service
 from tamper import dump_json, mutate_json
 
 import keysplit
-from keysplit.errors import KeysplitError
+from keysplit.errors import FormatError, KeysplitError
 from keysplit.service import _wire as wire
 from keysplit.service.core import KeyService, Request
 from keysplit.service.tokens import REVOKED_FILE, TOKENS_FILE, TokenList, mac_key
@@ -142,3 +142,22 @@ def test_an_entry_whose_text_is_not_unicode_is_a_format_error(
     (tmp_path / TOKENS_FILE).write_bytes(dump_json(doc))
     with pytest.raises(keysplit.FormatError, match="not Unicode"):
         TokenList.read(tmp_path, _KID).revoke(doc["tokens"][-1]["id"])
+
+
+def test_a_huge_planted_token_list_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service-tokens.json past its limit is refused by its size, not read whole first
+    (a planted sparse file of many GiB would cost that much memory before the check)."""
+    limit = 8 << 20
+    with open(tmp_path / TOKENS_FILE, "wb") as fh:
+        fh.truncate(limit + 1)
+
+    def whole(self: Path) -> bytes:
+        raise AssertionError(f"{self} read whole before its size was checked")
+
+    monkeypatch.setattr(Path, "read_bytes", whole)
+    with pytest.raises(
+        FormatError, match=rf"token list is too large \({limit + 1} bytes, at most {limit}\)"
+    ):
+        TokenList.read(tmp_path, _KID)
