@@ -107,9 +107,22 @@ def prove(share: Share) -> str:
 
 
 def normalize_code(code: str) -> str:
-    """Canonical form of a typed code (case, blanks and ``-`` ignored); FormatError if malformed."""
+    """Canonical form of a typed code (case, blanks and ``-`` ignored); FormatError if malformed.
+
+    A code is ASCII: any other character is refused (by its position, not echoed: the
+    code proves possession of a share) before the Unicode-aware steps (``\\s``, ``lower``)
+    could read a look-alike as the real thing (a no-break or ideographic space as a
+    separator, the Kelvin sign as ``k``), as :meth:`Share.parse` does."""
     if not isinstance(code, str):
         raise TypeError("code must be a str")
+    if not code.isascii():
+        at = next(i for i, c in enumerate(code) if not c.isascii())
+        raise FormatError(
+            f"a proof code has a character that is not ASCII at position {at + 1} "
+            "(counting separators)",
+            hint="codes are ASCII letters, digits and dashes; retype that character "
+            "(full-width, other-script or look-alike characters are not read)",
+        )
     s = _IGNORED.sub("", code).lower()
     if len(s) != _CODE_CHARS or any(c not in CHARSET for c in s):
         raise FormatError(

@@ -171,3 +171,20 @@ def test_proof_vectors(case: dict[str, str]) -> None:
     assert check(share, case["code"]) == (case["expect"] == "ok")
     if case["expect"] == "ok":
         assert prove(share) == case["code"]
+
+
+@pytest.mark.parametrize(
+    ("code", "at"),
+    [
+        ("\u212a7m2-qx9d", 1),  # KELVIN SIGN: lower() makes it 'k'
+        ("k7m2\u00a0qx9d", 5),  # NO-BREAK SPACE: \s skips it
+        ("k7m2\u3000qx9d", 5),  # IDEOGRAPHIC SPACE
+        ("k7m2-qx9\uff44", 9),  # FULLWIDTH d
+    ],
+)
+def test_a_code_with_a_character_that_is_not_ascii_is_refused(code: str, at: int) -> None:
+    """Proof codes are ASCII, as share text is: a look-alike is refused by its position,
+    never read as the character it resembles (nor echoed)."""
+    with pytest.raises(FormatError, match=f"not ASCII at position {at} ") as err:
+        normalize_code(code)
+    assert code[at - 1] not in str(err.value) + str(err.value.hint)
