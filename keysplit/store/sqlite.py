@@ -507,7 +507,8 @@ class SQLiteKeyStore:
             refusal = _rules.retire_refusal(st, version, left, self._leases(live=True))
             if refusal is not None:
                 raise refusal
-            return self._bump(retired=(*st.retired, version))
+            retired = tuple(sorted({*st.retired, version}))  # as stored (encode_retired)
+            return self._bump(retired=retired)
 
         return self._in_tx(work)
 

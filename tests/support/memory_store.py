@@ -161,7 +161,8 @@ class MemoryKeyStore:
             refusal = _rules.retire_refusal(st, version, left, self._live())
             if refusal is not None:
                 raise refusal
-            return self._d.bump(st._replace(retired=(*st.retired, version)))
+            retired = tuple(sorted({*st.retired, version}))  # as SQLite and PostgreSQL
+            return self._d.bump(st._replace(retired=retired))
 
     def note_rekey(self) -> KeyringState:
         with self._d.lock:

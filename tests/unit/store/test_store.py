@@ -379,3 +379,26 @@ def test_a_full_disk_is_not_called_an_invalid_database(full_disk: Path) -> None:
     assert "error: cannot open key store" in r.stderr and "hint:" in r.stderr
     (full_disk / "filler").unlink()
     SQLiteKeyStore(kr / "keys.sqlite", Keyring.open(kr).keyring_id).close()  # it was sound
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_retiring_a_retired_version_again_lists_it_once(tmp_path: Path, kind: str) -> None:
+    """Retiring a version the store has already retired is harmless (a retire whose
+    keyring file write was lost runs again), and the state it returns is the store's:
+    the version listed once, as stored (the encoding is a sorted set). Before, the
+    returned state listed it twice: (*retired, version)."""
+    s: KeyStore = (
+        SQLiteKeyStore(tmp_path / "keys.sqlite", KID, create=True)
+        if kind == "sqlite"
+        else MemoryKeyStore(str(tmp_path), KID, create=True)
+    )
+    try:
+        s.set_current_kek(2)
+        s.set_current_kek(3)
+        assert s.retire_kek(1).retired == (1,)
+        assert s.retire_kek(2).retired == (1, 2)
+        again = s.retire_kek(1)
+        assert again.retired == (1, 2)
+        assert again == s.state()
+    finally:
+        s.close()
