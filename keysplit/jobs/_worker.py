@@ -6,10 +6,13 @@ generates a fresh X25519 key pair in memory; the driver collects the public keys
 KEKs to each (:func:`keysplit.jobs._kek.seal_keks`) and installs them; once opened, the
 private key is dropped. Unregistering the plugin at the end of the job forgets the KEKs; so
 does the worker itself when it closes (Dask closes a worker whose scheduler connection
-broke) and, for a job with a deadline, once ``ttl`` seconds have passed since the plugin's
-setup on that worker (the job's driver may be gone without unregistering it: killed past
-its deadline, or cut off from a dead scheduler). A partition task asks for the KEKs batch
-by batch (:func:`worker_keks`), so it stops at its next batch once they are forgotten.
+broke); once ``lease`` seconds pass without the job's driver renewing them
+(:func:`renew_keys`, which the driver runs on every worker while the job runs: a driver
+killed, suspended or cut off from the scheduler renews nothing, whether or not the job has
+a deadline); and, for a job with a deadline, once ``ttl`` seconds have passed since the
+plugin's setup on that worker. (The job's driver may be gone without unregistering it.) A
+partition task asks for the KEKs batch by batch (:func:`worker_keks`), so it stops at its
+next batch once they are forgotten.
 A task that lands on a worker without KEKs fails with :class:`NoJobKeys` and the driver
 provisions that worker and runs the task again.
 """
@@ -17,6 +20,7 @@ provisions that worker and runs the task again.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization as ser
@@ -34,6 +38,7 @@ __all__ = [
     "install_keks",
     "plugin_name",
     "public_keys",
+    "renew_keys",
     "worker_keks",
 ]
 
@@ -49,34 +54,75 @@ def plugin_name(job_id: str) -> str:
 class JobKeysPlugin(WorkerPlugin):
     """Per-job key holder on one worker (see the module docstring)."""
 
-    def __init__(self, job_id: str, keyring_id: str, ttl: float | None = None) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        keyring_id: str,
+        ttl: float | None = None,
+        lease: float | None = None,
+    ) -> None:
         self.job_id = job_id
         self.keyring_id = keyring_id
         self.ttl = ttl
         """Seconds after setup after which this worker forgets the job's keys (None: never)."""
+        self.lease = lease
+        """Seconds this worker keeps the job's keys past the driver's last renewal (or the
+        setup) (None: no lease)."""
         self._private: X25519PrivateKey | None = None
         self.keks: KekSet | None = None
         self.address = ""
-        self._timer: threading.Timer | None = None
+        self._end: float | None = None
+        self._renewed = 0.0
+        self._stop: threading.Event | None = None
 
     def __repr__(self) -> str:
         return f"JobKeysPlugin(job={self.job_id}, <redacted>)"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_timer": None, "_private": None, "keks": None}
+        return {**self.__dict__, "_stop": None, "_private": None, "keks": None}
 
     def setup(self, worker: Any) -> None:
         self._private = X25519PrivateKey.generate()
         self.address = str(worker.address)
-        if self.ttl is not None:
-            self._timer = threading.Timer(self.ttl, self.forget)
-            self._timer.daemon = True
-            self._timer.start()
+        now = time.monotonic()
+        self._renewed = now
+        self._end = None if self.ttl is None else now + self.ttl
+        if self._due() is not None:
+            self._stop = threading.Event()
+            watch = threading.Thread(
+                target=self._watch, args=(self._stop,), name="keysplit-job-keys", daemon=True
+            )
+            watch.start()
 
     def teardown(self, worker: Any) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._stop is not None:
+            self._stop.set()
         self.forget()
+
+    def _due(self) -> float | None:
+        """When (``time.monotonic()``) this worker forgets the keys unless renewed first."""
+        lease = None if self.lease is None else self._renewed + self.lease
+        ends = [t for t in (self._end, lease) if t is not None]
+        return min(ends) if ends else None
+
+    def _watch(self, stop: threading.Event) -> None:
+        """(A daemon thread) Forget the keys once due; a renewal moves the due time on."""
+        while (due := self._due()) is not None:
+            if stop.wait(max(0.0, due - time.monotonic())):
+                return
+            if self.lapsed():
+                self.forget()
+                return
+
+    def lapsed(self) -> bool:
+        """True once the keys are due to go (the watching thread may not have run yet)."""
+        due = self._due()
+        return due is not None and time.monotonic() >= due
+
+    def renew(self) -> None:
+        """The job's driver is alive: keep the keys another ``lease`` seconds (keys already
+        forgotten stay forgotten)."""
+        self._renewed = time.monotonic()
 
     def forget(self) -> None:
         """Drop the job's key pair and KEKs (for good: nothing installs them again)."""
@@ -123,9 +169,19 @@ def install_keks(job_id: str, sealed: dict[str, bytes], dask_worker: Any = None)
     return True
 
 
+def renew_keys(job_id: str, dask_worker: Any = None) -> None:
+    """Run on every worker by the job's driver (``client.run``), every fraction of the
+    lease: the driver still runs the job."""
+    plugin = _plugin(dask_worker, job_id)
+    if plugin is not None:
+        plugin.renew()
+
+
 def worker_keks(job_id: str) -> KekSet:
     """Inside a task: the KEKs this worker holds for the job."""
     plugin = _plugin(get_worker(), job_id)
+    if plugin is not None and plugin.lapsed():
+        plugin.forget()
     if plugin is None or plugin.keks is None:
         raise NoJobKeys("this worker holds no keys for the job")
     return plugin.keks

@@ -32,7 +32,8 @@ from __future__ import annotations
 import contextlib
 import math
 import secrets
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -54,6 +55,7 @@ from ._worker import (
     install_keks,
     plugin_name,
     public_keys,
+    renew_keys,
     worker_keks,
 )
 from .cluster import LOST_SETTLE, Cluster, check_timeout, scheduler_lost
@@ -61,6 +63,14 @@ from .cluster import LOST_SETTLE, Cluster, check_timeout, scheduler_lost
 __all__ = ["JobError", "StoreSpec", "SubjectRange", "plan", "rewrap", "rewrap_range"]
 
 Progress = Callable[[int, int], None]
+
+KEY_LEASE = 60.0
+"""Seconds a worker keeps a rewrap's KEKs past the last renewal from the job's driver
+child, which renews them on every worker every :data:`KEY_LEASE` / :data:`RENEWALS`
+seconds while the job runs: a driver child that died (killed with its keyring process or on
+its own), was suspended or lost its scheduler without unregistering the job's plugin leaves
+its workers holding the KEKs at most this long, with or without a job ``timeout``."""
+RENEWALS = 4
 
 
 class SubjectRange(NamedTuple):
@@ -266,6 +276,7 @@ def rewrap(
         budget = None if timeout is None else max(1, rounds) * timeout  # timeout: per round
         # past the driver's deadline (then killed, it unregisters nothing) workers drop the KEKs
         request["key_ttl"] = None if budget is None else budget + _isolate.DEADLINE_GRACE
+        request["key_lease"] = KEY_LEASE  # and whatever the deadline, once renewals stop
         done = _checked_result(run_job(request, cluster, on_message, budget=budget))
     else:
         done, corrupt = 0, []
@@ -325,6 +336,7 @@ def child_job(client: Client, request: dict[str, Any], chan: Channel) -> dict[st
         request["rounds"],
         request["timeout"],
         request.get("key_ttl"),
+        request.get("key_lease"),
     )
     chan.send_items("corrupt", "subjects", corrupt, ITEMS_LINE)  # may be long: in pieces
     return {
@@ -345,20 +357,24 @@ def _run(
     rounds: int,
     timeout: float | None,
     key_ttl: float | None = None,
+    key_lease: float | None = None,
 ) -> tuple[int, list[str], int, str | None]:
     """(Child) Returns (rewrapped, corrupt subjects, unfinished partitions, why).
-    ``key_ttl``: seconds a worker keeps the job's KEKs after it set the job up."""
+    ``key_ttl``: seconds a worker keeps the job's KEKs after it set the job up;
+    ``key_lease``: seconds past this process's last renewal (:func:`_renewing`)."""
     if not ranges:
         return 0, [], 0, None
     name = plugin_name(job_id)
-    plugin = JobKeysPlugin(job_id, spec.keyring_id, ttl=key_ttl)
+    plugin = JobKeysPlugin(job_id, spec.keyring_id, ttl=key_ttl, lease=key_lease)
     todo = dict(enumerate(ranges))
     done = 0
     corrupt: list[str] = []
     errors: list[str] = []
     lost: str | None = None
+    stack = contextlib.ExitStack()
     try:
         client.register_plugin(plugin, name=name)
+        stack.enter_context(_renewing(client, job_id, key_lease))
         for attempt in range(max(1, rounds)):
             if not todo:
                 break
@@ -413,11 +429,36 @@ def _run(
             raise
         errors = [lost]
     finally:
+        stack.close()
         if lost is None:  # a lost scheduler forgets it anyway (the call would wait for it)
             with contextlib.suppress(Exception):  # best effort: a dead cluster forgets anyway
                 client.unregister_worker_plugin(name)
     why = (errors[0] if errors else "workers kept joining without keys") if todo else None
     return done, corrupt, len(todo), why
+
+
+@contextlib.contextmanager
+def _renewing(client: Client, job_id: str, lease: float | None) -> Iterator[None]:
+    """(Child) While inside, renew the job's keys on every worker every ``lease`` /
+    :data:`RENEWALS` seconds (a thread: the job's own calls may block for longer). Only
+    this process renews them, so they lapse on every worker once it stops (see
+    :data:`KEY_LEASE`)."""
+    if lease is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(lease / RENEWALS):
+            with contextlib.suppress(Exception):  # a worker gone, the client closed: retry
+                client.run(renew_keys, job_id, on_error="ignore")
+
+    thread = threading.Thread(target=renew, name="keysplit-renew-keys", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()  # not joined: a renewal in flight may wait on the cluster
 
 
 def _is_part_result(part: object) -> bool:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -587,6 +587,30 @@ def _job_plugins(client: Client) -> set[str]:
     return {name for names in client.run(_job_plugin_names).values() for name in names}
 
 
+def _signal_at_first_part(
+    started: list[subprocess.Popen[bytes]], sig: int
+) -> tuple[Callable[[int, int], None], list[int]]:
+    """A job's progress callback that sends ``sig`` to its driver child once the first
+    partition is done, and the list it notes that count in."""
+    sent: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        if done and not sent:
+            sent.append(done)
+            os.kill(started[-1].pid, sig)
+
+    return progress, sent
+
+
+def _forgotten_everywhere(client: Client) -> bool:
+    """Wait (at most 60 s) until no job plugin on any worker holds KEKs (a worker probe)."""
+    for _ in range(600):
+        if not any(client.run(_job_plugins_holding_keys).values()):
+            return True
+        threading.Event().wait(0.1)
+    return False
+
+
 def test_workers_forget_a_jobs_keks_past_its_deadline_when_its_driver_was_killed(
     client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -598,13 +622,7 @@ def test_workers_forget_a_jobs_keks_past_its_deadline_when_its_driver_was_killed
     path, quorum = _keyring(tmp_path / "a", 4_000)
     started = _recording_drivers(monkeypatch)
     monkeypatch.setattr(_isolate, "DEADLINE_GRACE", 5.0)
-    suspended: list[int] = []
-
-    def suspend(done: int, total: int) -> None:
-        if done and not suspended:
-            suspended.append(done)
-            os.kill(started[-1].pid, signal.SIGSTOP)
-
+    suspend, suspended = _signal_at_first_part(started, signal.SIGSTOP)
     cluster = dataclasses.replace(_cluster(client), timeout=118)  # a driver of its own
     before = _job_plugins(client)
     try:
@@ -616,14 +634,61 @@ def test_workers_forget_a_jobs_keks_past_its_deadline_when_its_driver_was_killed
         assert suspended and started[0].poll() == -signal.SIGKILL
         left = _job_plugins(client) - before
         assert left  # the killed driver unregistered nothing
-        for _ in range(600):
-            if not any(client.run(_job_plugins_holding_keys).values()):
-                break
-            threading.Event().wait(0.1)
-        assert not any(client.run(_job_plugins_holding_keys).values())
+        assert _forgotten_everywhere(client)
     finally:
         for name in _job_plugins(client) - before:
             client.unregister_worker_plugin(name)
+
+
+def test_workers_forget_the_keks_of_a_job_without_timeout_once_its_driver_was_killed(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rewrap without a ``timeout`` (no deadline, so no ``ttl``) whose driver child is
+    SIGKILLed after its first partition: it unregisters nothing, and before, every worker
+    of the (living) scheduler kept the job's KEKs for as long as it ran. Now the driver
+    renews them on every worker while the job runs and each worker's plugin forgets them
+    :data:`KEY_LEASE` (here 3 s) past the last renewal: a probe on every worker finds no
+    job plugin holding keys."""
+    path, quorum = _keyring(tmp_path / "a", 4_000)
+    started = _recording_drivers(monkeypatch)
+    rewrap_module = importlib.import_module("keysplit.jobs.rewrap")
+    monkeypatch.setattr(rewrap_module, "KEY_LEASE", 3.0, raising=False)  # (new: fails before)
+    kill, killed = _signal_at_first_part(started, signal.SIGKILL)
+    cluster = dataclasses.replace(_cluster(client), timeout=117)  # a driver of its own
+    before = _job_plugins(client)
+    try:
+        with _open(path, quorum) as ukr, pytest.raises(JobError, match="without a result"):
+            jobs.rewrap(ukr, cluster=cluster, partitions=8, batch_size=100, progress=kill, rounds=1)
+        assert killed and started[0].poll() == -signal.SIGKILL
+        assert _job_plugins(client) - before  # the killed driver unregistered nothing
+        assert _forgotten_everywhere(client)
+    finally:
+        for name in _job_plugins(client) - before:
+            client.unregister_worker_plugin(name)
+
+
+def test_a_job_plugin_keeps_its_keys_while_renewed_and_forgets_them_once_not() -> None:
+    """In-process (the cluster test above kills the renewing driver): renewals every
+    0.05 s keep a 2 s lease's keys for 3 s; once they stop, the keys go, also for a task
+    that asks before the plugin's own thread has run."""
+    from keysplit.jobs._worker import JobKeysPlugin
+
+    class _Worker:
+        address = "tls://127.0.0.1:1"
+
+    plugin = JobKeysPlugin("0" * 32, "kid", lease=2.0)
+    plugin.setup(_Worker())
+    plugin.keks = KekSet.__new__(KekSet)  # a stand-in: only its presence is looked at
+    for _ in range(60):
+        plugin.renew()
+        threading.Event().wait(0.05)
+    assert plugin.keks is not None and not plugin.lapsed()
+    for _ in range(300):
+        if plugin.keks is None:
+            break
+        threading.Event().wait(0.05)
+    assert plugin.keks is None and plugin.lapsed()
+    plugin.teardown(_Worker())
 
 
 def test_a_dataset_job_whose_scheduler_is_killed_fails_at_once_and_writes_nothing(
