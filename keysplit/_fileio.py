@@ -38,6 +38,7 @@ __all__ = [
     "erase_file",
     "fsync_dir",
     "fsync_fd",
+    "kind_of",
     "link_new",
     "names_a_descriptor",
     "read_bounded",
@@ -435,7 +436,12 @@ def unnamed_writer(path: str | os.PathLike[str], *, overwrite: bool = False) -> 
 
 
 def read_bounded(
-    path: str | os.PathLike[str], limit: int, what: str, *, kind: str | None = None
+    path: str | os.PathLike[str],
+    limit: int,
+    what: str,
+    *,
+    kind: str | None = None,
+    regular: bool = False,
 ) -> bytes:
     """Read a small input file whole, refusing it by size *before* reading.
 
@@ -443,16 +449,43 @@ def read_bounded(
     MB before checking its size would let a wrong (or hostile) path cost that much memory.
     The size is checked with ``fstat`` first, and at most ``limit + 1`` bytes are read (a
     file that grew meanwhile, a pipe or ``/dev/zero`` ends there). Too large: FormatError.
+
+    ``regular``: a file keysplit keeps itself (the keyring directory's): anything but a
+    regular file, directly or through a link, is a FormatError, found without waiting. A
+    FIFO planted there would block the open until a writer came (and its reads until it
+    wrote): the open never waits (``O_NONBLOCK``) and the type is checked on the open
+    descriptor. Without it a pipe is read (a path the user names: ``<(...)``).
     """
     big = "too large" if kind is None else f"too large for {kind}"
-    with open(path, "rb") as fh:
+    nonblock = os.O_NONBLOCK if regular else 0
+    with open(path, "rb", opener=lambda p, f: os.open(p, f | nonblock | os.O_CLOEXEC)) as fh:
         st = os.fstat(fh.fileno())
+        if regular:
+            if not stat.S_ISREG(st.st_mode):
+                raise FormatError(
+                    f"{what} is {kind_of(st.st_mode)}, not a regular file; refusing to read it",
+                    hint="move it away and put the file back (from a backup if need be)",
+                )
+            os.set_blocking(fh.fileno(), True)
         if st.st_size > limit:
             raise FormatError(f"{what} is {big} ({st.st_size} bytes, at most {limit})")
         data = fh.read(limit + 1)
     if len(data) > limit:
         raise FormatError(f"{what} is {big} (more than {limit} bytes)")
     return data
+
+
+def kind_of(mode: int) -> str:
+    """What a file that is not a regular one is (``a FIFO``, ...), for an error."""
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISLNK, "a symbolic link"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def read_bounded_stream(stream: BinaryIO, limit: int, what: str) -> bytes:

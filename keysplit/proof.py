@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from . import _json
 from ._bech32 import CHARSET
-from ._fileio import atomic_write
+from ._fileio import atomic_write, read_bounded
 from .errors import CustodianError, FormatError, KeyringError
 from .share import Share
 
@@ -295,7 +295,9 @@ class PendingVerification:
     def load(cls, path: str | os.PathLike[str]) -> PendingVerification:
         """Read and strictly validate a state file (bounded JSON; FormatError if bad)."""
         p = Path(path)
-        doc = _json.loads(p.read_bytes(), what=f"verification state {p.name}", max_bytes=_MAX_FILE)
+        what = f"verification state {p.name}"
+        data = read_bounded(p, _MAX_FILE, what, regular=True)
+        doc = _json.loads(data, what=what, max_bytes=_MAX_FILE)
         _validate(doc, p.name)
         return cls(p, doc)
 

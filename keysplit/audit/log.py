@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .. import _json
-from .._fileio import atomic_write, durable_append, fsync_dir, fsync_fd
+from .._fileio import atomic_write, durable_append, fsync_dir, fsync_fd, kind_of
 from ..errors import AuditError, FormatError
 from ..store.base import AuditStore, RangedAuditStore
 
@@ -900,16 +900,6 @@ class AuditLog:
         return True
 
 
-_KINDS = (
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISLNK, "a symbolic link"),
-)
-
-
 _ANCHOR_HINT = (
     "restore the log and its anchor (audit.anchor) together from a backup; compare with a "
     "head written down earlier ('keysplit audit verify --anchor HEAD')"
@@ -917,9 +907,8 @@ _ANCHOR_HINT = (
 
 
 def _not_regular(path: Path, mode: int, what: str = "audit log") -> AuditError:
-    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
     return AuditError(
-        f"{what} {path} is {kind}, not a regular file; refusing to use it",
+        f"{what} {path} is {kind_of(mode)}, not a regular file; refusing to use it",
         hint="the log is a regular file in the keyring directory: move this away and "
         "put the keyring's log back (from a backup if need be)",
     )

@@ -152,7 +152,7 @@ class KeyringHome:
         before it is read)."""
         path = self.path / KEYRING_FILE
         try:
-            return read_bounded(path, MAX_FILE, str(path))
+            return read_bounded(path, MAX_FILE, str(path), regular=True)
         except FileNotFoundError:
             raise KeyringError(f"no keyring at {self.path} ({KEYRING_FILE} missing)") from None
         except OSError as exc:  # a file where the directory should be, no permission
@@ -167,7 +167,7 @@ class KeyringHome:
         than the format allows (refused by its size, before it is read)."""
         path = self.path / PENDING_FILE
         try:
-            return read_bounded(path, MAX_FILE, str(path))
+            return read_bounded(path, MAX_FILE, str(path), regular=True)
         except FileNotFoundError:
             return None
 

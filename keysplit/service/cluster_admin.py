@@ -121,7 +121,9 @@ def _read_creating(d: Path) -> tuple[str, list[tuple[str, str]]] | None:
     path = d / CREATING_FILE
     try:
         limit = 1 << 20
-        doc = _json.loads(read_bounded(path, limit, str(path)), what=str(path), max_bytes=limit)
+        doc = _json.loads(
+            read_bounded(path, limit, str(path), regular=True), what=str(path), max_bytes=limit
+        )
         cid = doc["cluster_id"]
         # each name and URL checked as cluster.json's are: a damaged file is no ValueError
         nodes = [(check_node_name(n["name"]), check_url(n["url"])) for n in doc["nodes"]]

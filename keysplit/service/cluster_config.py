@@ -251,7 +251,7 @@ def read_cluster(directory: str | os.PathLike[str]) -> ClusterConfig:
     """Parse ``DIR/cluster.json`` strictly."""
     path = Path(directory) / CLUSTER_FILE
     try:
-        data = read_bounded(path, _MAX_FILE, str(path))
+        data = read_bounded(path, _MAX_FILE, str(path), regular=True)
     except FileNotFoundError:
         raise ClusterError(
             f"{path} does not exist", hint="create the cluster with: keysplit cluster create DIR"
@@ -333,7 +333,7 @@ def read_successor(directory: str | os.PathLike[str]) -> Successor | None:
     """``DIR/successor.json`` parsed strictly, or None if there is none."""
     path = Path(directory) / SUCCESSOR_FILE
     try:
-        data = read_bounded(path, _MAX_SUCCESSOR, str(path))
+        data = read_bounded(path, _MAX_SUCCESSOR, str(path), regular=True)
     except FileNotFoundError:
         return None
     doc = _json.loads(data, what=str(path), max_bytes=_MAX_SUCCESSOR)

@@ -181,7 +181,7 @@ class ClusterNode:
 
     def region(self) -> str | None:
         try:
-            raw = read_bounded(self.dir / "node.json", 4096, "cluster/node.json")
+            raw = read_bounded(self.dir / "node.json", 4096, "cluster/node.json", regular=True)
             doc = _json.loads(raw, what="cluster/node.json", max_bytes=4096)
         except FileNotFoundError:
             return None
@@ -208,7 +208,7 @@ class ClusterNode:
         _check_cid(cid)  # it names files: nothing but the id may reach the path
         path = self.dir / f"{cid}.json{STAGED if staged else ''}"
         try:
-            data = read_bounded(path, _MAX_DESCRIPTION, str(path))
+            data = read_bounded(path, _MAX_DESCRIPTION, str(path), regular=True)
         except FileNotFoundError:
             raise ClusterError(f"this node is not a member of cluster {cid}") from None
         cfg = ClusterConfig.from_bytes(data, str(path))
@@ -233,8 +233,8 @@ class ClusterNode:
         staged_json = self.dir / f"{cid}.json{STAGED}"
         staged_share = self.dir / f"{cid}.share{STAGED}"
         try:
-            doc = read_bounded(staged_json, _MAX_DESCRIPTION, str(staged_json))
-            sealed = read_bounded(staged_share, _MAX_SEALED_SHARE, str(staged_share))
+            doc = read_bounded(staged_json, _MAX_DESCRIPTION, str(staged_json), regular=True)
+            sealed = read_bounded(staged_share, _MAX_SEALED_SHARE, str(staged_share), regular=True)
         except FileNotFoundError:
             raise ClusterError(f"this node has no staged epoch of cluster {cid}") from None
         atomic_write(self.dir / f"{cid}.share", sealed)
@@ -284,7 +284,7 @@ class ClusterNode:
             return held[1]
         path = self.dir / f"{cfg.cluster_id}.share{STAGED if staged else ''}"
         try:
-            sealed = read_bounded(path, _MAX_SEALED_SHARE, str(path))
+            sealed = read_bounded(path, _MAX_SEALED_SHARE, str(path), regular=True)
         except FileNotFoundError:
             raise ClusterError(f"this node lost its share of cluster {cfg.cluster_id}") from None
         try:

@@ -325,7 +325,7 @@ class TokenList:
         d = Path(directory)
         out = cls(d, keyring_id)
         try:
-            data = read_bounded(d / TOKENS_FILE, _MAX_FILE, "token list")
+            data = read_bounded(d / TOKENS_FILE, _MAX_FILE, "token list", regular=True)
         except FileNotFoundError:
             data = None
         if data is not None:
@@ -342,7 +342,8 @@ class TokenList:
             except (KeyError, TypeError, ValueError, OverflowError):  # serial: 1e400 is inf
                 raise FormatError(f"{d / TOKENS_FILE}: malformed token list") from None
         try:
-            lines = (d / REVOKED_FILE).read_text("utf-8", "replace").splitlines()
+            raw = read_bounded(d / REVOKED_FILE, _MAX_FILE, "token revocation file", regular=True)
+            lines = raw.decode("utf-8", "replace").splitlines()
         except FileNotFoundError:
             lines = []
         for ln in lines:

@@ -119,3 +119,38 @@ def dump_json(doc: object, **kwargs: Any) -> bytes:
     kwargs.setdefault("ensure_ascii", True)
     text = json.dumps(doc, allow_nan=True, **kwargs)
     return text.replace("-Infinity", "-1e400").replace("Infinity", "1e400").encode()
+
+
+def read_of_a_planted_fifo(path: Path, read: Any, bound: float = 30.0) -> BaseException | None:
+    """Plant a FIFO at ``path`` (no writer ever comes) and call ``read()`` in a thread: the
+    exception it raised, or None if it returned. A read still waiting after ``bound``
+    seconds (blocked in the FIFO's open or read) is released, by a writer that opens the
+    FIFO and closes it at once, and the test fails: the reader would have hung for ever."""
+    import contextlib
+    import os
+    import threading
+
+    import pytest
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    out: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            read()
+        except BaseException as exc:  # handed to the test
+            out.append(exc)
+        else:
+            out.append(None)
+
+    reader = threading.Thread(target=run, daemon=True)
+    reader.start()
+    reader.join(bound)
+    if reader.is_alive():
+        while reader.is_alive():  # release the open, then every read (EOF once it closes)
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            reader.join(0.1)
+        pytest.fail(f"reading {path.name} waited on a FIFO planted in its place")
+    return out[0]

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paths import VECTORS_DIR
-from tamper import mutate_json
+from tamper import mutate_json, read_of_a_planted_fifo
 
 from keysplit import FormatError, Keyring
 from keysplit.keyring import KEYRING_FILE, PENDING_FILE, KeyringHome
@@ -134,3 +134,31 @@ def test_the_keyring_file_bound_is_the_largest_file_the_format_describes() -> No
     assert len(data) + kf._MAX_META - len(meta.to_json()) == kf.MAX_FILE
     with pytest.raises(struct.error):  # no more KEKs than a u16 counts can be written
         kf.KeyringSecrets(b"x" * 32, {v: b"k" * 16 for v in range(1, n + 2)}).to_bytes()
+
+
+@pytest.mark.parametrize("name", [KEYRING_FILE, PENDING_FILE, "init-verify"])
+def test_a_fifo_planted_as_a_keyring_file_is_refused_without_waiting(
+    tmp_path: Path, name: str
+) -> None:
+    """A FIFO in place of keyring.ksk, keyring.pending or an init --verify state file is
+    refused at once (a pending one ignored, as any damaged pending file): every unseal
+    (and the key service's) blocked in its open for a writer that never came."""
+    path = tmp_path / "kr"
+    Keyring.create(path, 2, ["alice", "bob", "carol"])
+    current = kf.parse((path / KEYRING_FILE).read_bytes())[0]
+    home = KeyringHome(path)
+    if name == KEYRING_FILE:
+        (path / name).unlink()
+        got = read_of_a_planted_fifo(path / name, home.read_keyring)
+    elif name == PENDING_FILE:
+        got = read_of_a_planted_fifo(path / name, lambda: home.pending_meta(current))
+        assert got is None  # ignored: it never blocks the current keyring
+        with pytest.raises(FormatError) as raised:
+            home.read_pending()
+        got = raised.value
+    else:
+        got = read_of_a_planted_fifo(
+            home.init_verify_path, lambda: home.verification(current, None)
+        )
+    assert isinstance(got, FormatError), got
+    assert "is a FIFO, not a regular file" in str(got)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tamper import dump_json, mutate_json
+from tamper import dump_json, mutate_json, read_of_a_planted_fifo
 
 from keysplit.errors import FormatError, KeysplitError
 from keysplit.service.cluster_admin import CREATING_FILE, _read_creating, abandon_cluster
@@ -232,3 +232,19 @@ def test_a_huge_planted_cluster_file_is_refused_before_it_is_read(
     monkeypatch.setattr(Path, "read_bytes", whole)
     with pytest.raises(FormatError, match=rf"is too large \({limit + 1} bytes, at most {limit}\)"):
         read(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "read"), [(h[1], h[3]) for h in _HUGE_READS], ids=[h[0] for h in _HUGE_READS]
+)
+def test_a_fifo_planted_as_a_cluster_file_is_refused_without_waiting(
+    tmp_path: Path, name: str, read: Any
+) -> None:
+    """A FIFO in place of a cluster file is a FormatError at once, not an open that waits
+    for ever for a writer (a node's request, ``keysplit cluster status``)."""
+    if name.endswith(".json.next"):  # the staged share beside it, of a sane size
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).with_name(f"{_CID}.share.next").write_bytes(b"x" * 100)
+    got = read_of_a_planted_fifo(tmp_path / name, lambda: read(tmp_path))
+    assert isinstance(got, FormatError), got
+    assert "is a FIFO, not a regular file" in str(got)

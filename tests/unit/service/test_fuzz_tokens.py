@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from service_unseal import unseal_service
-from tamper import dump_json, mutate_json
+from tamper import dump_json, mutate_json, read_of_a_planted_fifo
 
 import keysplit
 from keysplit.errors import FormatError, KeysplitError
@@ -160,4 +160,33 @@ def test_a_huge_planted_token_list_is_refused_before_it_is_read(
     with pytest.raises(
         FormatError, match=rf"token list is too large \({limit + 1} bytes, at most {limit}\)"
     ):
+        TokenList.read(tmp_path, _KID)
+
+
+@pytest.mark.parametrize("name", [TOKENS_FILE, REVOKED_FILE])
+def test_a_fifo_planted_as_a_token_file_is_refused_without_waiting(
+    tmp_path: Path, name: str
+) -> None:
+    """A FIFO in place of service-tokens.json or service-tokens.revoked is a FormatError at
+    once: the service's token reload (and ``keysplit token``) blocked in its open for a
+    writer that never came."""
+    got = read_of_a_planted_fifo(tmp_path / name, lambda: TokenList.read(tmp_path, _KID))
+    assert isinstance(got, FormatError), got
+    assert "is a FIFO, not a regular file" in str(got)
+
+
+def test_a_huge_planted_revocation_file_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """service-tokens.revoked (appended by ``token revoke`` without a quorum, read at every
+    reload) is refused by its size as the token list is, not read whole first."""
+    limit = 8 << 20
+    with open(tmp_path / REVOKED_FILE, "wb") as fh:
+        fh.truncate(limit + 1)
+
+    def whole(self: Path, *args: Any, **kwargs: Any) -> str:
+        raise AssertionError(f"{self} read whole before its size was checked")
+
+    monkeypatch.setattr(Path, "read_text", whole)
+    with pytest.raises(FormatError, match=rf"revocation file is too large \({limit + 1} bytes"):
         TokenList.read(tmp_path, _KID)
