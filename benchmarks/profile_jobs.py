@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import os
 import shutil
 import statistics
@@ -69,6 +70,21 @@ def _wrap_on_worker(dask_worker: Any = None) -> None:
     wrap(record, "seal_groups", "worker: AES-GCM loop (seal_groups)")
     wrap(pq, "write_table", "worker: pq.write_table")
     wrap(fileio.os, "fsync", "worker: fsync")
+    wrap(part, "_sizes", "worker: row group sizes (footers)")
+    wrap(part, "_spread", "worker: nulls spread back")
+    wrap(pq.ParquetWriter, "write_table", "worker: ParquetWriter.write_table")
+    wrap(pq.ParquetWriter, "close", "worker: ParquetWriter.close")
+    wrap(part.pc, "take", "worker: take (group order, back)")
+    gc_start = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+        else:
+            label = "worker: garbage collection (all threads)"
+            times[label] = times.get(label, 0.0) + time.perf_counter() - gc_start[0]
+
+    gc.callbacks.append(on_gc)
     engine.fmt = record  # the engine calls record.seal_groups through this alias
 
 

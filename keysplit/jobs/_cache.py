@@ -53,17 +53,25 @@ def _digest(raw: bytes) -> bytes:
 class _JobKeys:
     """A caching :class:`DataKeys` over one job's source (this worker process only).
 
-    ``prior``: the derived keys of the job before this one on the worker (by raw-key
-    digest), emptied in place when that job is dropped.
+    ``prior``: the job before this one on the worker: its derived keys (by raw-key
+    digest), emptied in place when that job is dropped, and its engine's memos of subject
+    and context encodings (public), which this job's engine shares.
     """
 
-    def __init__(self, inner: DataKeys, prior: dict[bytes, DataKey] | None = None) -> None:
+    def __init__(self, inner: DataKeys, prior: _JobKeys | None = None) -> None:
         self._inner = inner
         self._keys: dict[str, DataKey] = {}
         self._derived: dict[bytes, DataKey] = {}
-        self._prior = prior if prior is not None else {}
+        self._prior = prior._derived if prior is not None else {}
         self._lock = threading.Lock()
+        # what the engine passes for a batch: each distinct subject once, unless the
+        # source counts the records sealed with a key (then every occurrence, as it asks)
+        self.counts_records = not isinstance(inner, DerivedDataKeys) and bool(
+            getattr(inner, "counts_records", True)
+        )
         self.records = Records(self)  # its AAD tails are cached across partitions too
+        if prior is not None:  # and across jobs: they are public (subject names, contexts)
+            self.records.share_encodings(prior.records)
 
     def __repr__(self) -> str:
         return f"_JobKeys({len(self._keys)} keys, <redacted>)"
@@ -134,7 +142,7 @@ def job_keys(source: DataKeys, job_id: str) -> DataKeys:
     with _lock:
         cached = _jobs.get(job_id)
         if cached is None:
-            prior = next(reversed(_jobs.values()))._derived if _jobs else None
+            prior = next(reversed(_jobs.values())) if _jobs else None
             # a source that can name the job in its requests (serve_keys' handle) does
             for_job = getattr(source, "for_job", None)
             inner = for_job(job_id) if callable(for_job) else source

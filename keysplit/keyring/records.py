@@ -152,6 +152,16 @@ class Records:
     def __repr__(self) -> str:
         return f"Records(keyring={self._dk.keyring_id}, <redacted>)"
 
+    def share_encodings(self, other: Records) -> None:
+        """Use ``other``'s memos of subject and context encodings from now on (both
+        engines fill and read the same ones). They are public (a canonical spelling, an
+        AAD tail): a job's worker gets a new engine per job, and encoding a dataset's
+        10^4 subjects again for every job was 5 to 10 % of a job's time (issue 23)."""
+        self._subjects = other._subjects
+        self._contexts = other._contexts
+        self._tails = other._tails
+        self._context_copies = other._context_copies
+
     @property
     def datakeys(self) -> DataKeys:
         return self._dk

@@ -1544,6 +1544,17 @@ class _CountingKeys(LoopbackDataKeys):
         return super().export(subjects, create=create)
 
 
+@contextlib.contextmanager
+def _counted_source(tmp_path: Path) -> Iterator[tuple[UnsealedKeyring, _CountingKeys]]:
+    """A keyring, :func:`_dataset` at ``tmp_path/in`` and its keys served through
+    :class:`_CountingKeys` (its calls cleared)."""
+    _CountingKeys.calls.clear()
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    _dataset(tmp_path / "in")
+    with _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
+        yield ukr, _CountingKeys(src.address, src._authkey, src.keyring_id)
+
+
 def test_a_worker_derives_each_subject_key_once_per_job(tmp_path: Path) -> None:
     """Keys are fetched and derived once per job and worker, not once per partition."""
     from keysplit.jobs import _cache
@@ -1714,11 +1725,7 @@ def test_a_worker_derives_a_key_again_only_when_the_source_changed_it(
 
     monkeypatch.setattr(_cache, "DataKey", _CountedKey)
     _CountedKey.made.clear()
-    _CountingKeys.calls.clear()
-    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
-    _dataset(tmp_path / "in")
-    with _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
-        counting = _CountingKeys(src.address, src._authkey, src.keyring_id)
+    with _counted_source(tmp_path) as (ukr, counting):
         jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=counting)
         assert (_CountingKeys.calls, len(_CountedKey.made)) == ([7], 7)
         jobs.decrypt_dataset(tmp_path / "enc", tmp_path / "d1", "body", "user", service=counting)
@@ -1732,6 +1739,56 @@ def test_a_worker_derives_a_key_again_only_when_the_source_changed_it(
     for old in list(_cache._jobs.values()):
         old.drop()
     assert all(not j._derived and not j._keys for j in _cache._jobs.values())
+
+
+def test_a_worker_encodes_a_subject_once_across_jobs_and_fetches_its_key_per_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: each job's engine on a worker started with empty memos, so a dataset's
+    subjects were checked and encoded again for every job (5 to 10 % of a job, issue 23),
+    and it asked its cache for every occurrence of a subject, not each subject once. Now
+    a job's engine shares the previous job's memos (public: spellings, AAD tails); its
+    keys are still fetched per job."""
+    from keysplit.jobs import _cache
+    from keysplit.keyring.records import Records
+
+    encoded: list[str] = []
+    subject = Records._subject
+
+    def counted(self: Records, s: str) -> tuple[str, bytes]:
+        encoded.append(s)
+        return subject(self, s)
+
+    monkeypatch.setattr(Records, "_subject", counted)
+    monkeypatch.setattr(_cache, "_jobs", type(_cache._jobs)())  # no job before this one
+    with _counted_source(tmp_path) as (ukr, counting):
+        jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=counting)
+        assert len(encoded) == 7
+        jobs.decrypt_dataset(tmp_path / "enc", tmp_path / "dec", "body", "user", service=counting)
+        assert len(encoded) == 7  # before: 14
+        assert _CountingKeys.calls == [7, 7]  # a new job fetches its keys again
+        job = _cache.job_keys(counting, "0" * 32)
+        assert getattr(job, "counts_records", True) is False  # each subject once per batch
+        ukr.shred("contacts/3")
+        with pytest.raises(keysplit_errors.KeysplitError):  # shared memos serve no key
+            jobs.decrypt_dataset(
+                tmp_path / "enc", tmp_path / "d2", "body", "user", service=counting
+            )
+    assert pd.read_parquet(tmp_path / "dec").equals(pd.read_parquet(tmp_path / "in"))
+
+
+def test_a_job_cache_over_a_counting_source_passes_every_occurrence() -> None:
+    """A source that counts the records sealed per key (``counts_records``) still gets
+    every occurrence from the engine through the job's cache; a raw-key source does not."""
+    from keysplit.jobs import _cache
+
+    class Counting:
+        keyring_id = "00" * 16
+        counts_records = True
+
+    assert _cache._JobKeys(Counting()).counts_records is True  # type: ignore[arg-type]
+    Counting.counts_records = False
+    assert _cache._JobKeys(Counting()).counts_records is False  # type: ignore[arg-type]
 
 
 def test_the_key_server_exports_a_jobs_key_once(
