@@ -13,7 +13,9 @@ import base64
 import contextlib
 import os
 import pickle
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +27,37 @@ __all__ = ["main"]
 CLOSE_LOST = 5.0
 """Seconds this process gives its Dask client to close once it lost the scheduler (by
 default Dask would give it twice the connect timeout); the job's error is already sent."""
+
+
+ORPHAN_GRACE = 30.0
+"""Seconds this process, once its parent is gone, gives its job to fail (its Dask client is
+closed) and itself to close its LocalCluster and exit, before it kills its process group."""
+
+
+def _lifeline(argv: list[str]) -> int | None:
+    """The lifeline pipe's descriptor the parent passed (``--lifeline N``), if any."""
+    if len(argv) == 3 and argv[1] == "--lifeline" and argv[2].isdigit():
+        return int(argv[2])
+    return None
+
+
+def _watch_parent(fd: int, clients: list[Any]) -> None:
+    """(A daemon thread) Once the parent is gone (EOF on the lifeline: the parent never
+    writes to it, and its end closes when it dies), close this process's Dask client, so
+    that the job in progress fails at once (its futures are cancelled; a dataset job
+    removes its stage, a rewrap stops renewing its workers' keys), then, if this process
+    is still there after :data:`ORPHAN_GRACE`, kill its process group (its LocalCluster's
+    workers with it)."""
+    with contextlib.suppress(OSError):
+        while os.read(fd, 1 << 12):
+            pass
+    for client in list(clients):
+        with contextlib.suppress(Exception):
+            client.close(timeout=CLOSE_LOST)
+    threading.Event().wait(ORPHAN_GRACE)
+    if os.getpgrp() == os.getpid():  # the leader of its group: started by the parent
+        os.killpg(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -85,6 +118,14 @@ def main() -> int:
     chan = Channel(out, sys.stdin)
     from ..errors import KeysplitError
 
+    clients: list[Any] = []
+    fd = _lifeline(sys.argv)
+    if fd is not None:
+        watch = threading.Thread(
+            target=_watch_parent, args=(fd, clients), name="keysplit-lifeline", daemon=True
+        )
+        watch.start()
+
     with contextlib.ExitStack() as stack:
         client: Any = None
         cluster: dict[str, Any] | None = None
@@ -95,6 +136,7 @@ def main() -> int:
                 if client is None:
                     cluster = request["cluster"]
                     client = stack.enter_context(_client(request["cluster"]))
+                    clients.append(client)
                     stack.enter_context(closed_when_lost(client, CLOSE_LOST))
                 elif request["cluster"] != cluster:
                     raise ValueError("one driver process serves one cluster")
@@ -143,4 +185,7 @@ def _retire(client: Any) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # the parent is gone (the lifeline ends this process too)
+        sys.exit(1)

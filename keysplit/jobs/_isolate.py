@@ -20,6 +20,13 @@ jobs; for a rewrap it never holds a KEK (the parent seals the KEKs to each worke
 per-job public key; the child only relays the sealed bundles). A hostile worker that takes
 over the child therefore learns nothing a worker of the job does not already have.
 
+A child whose parent dies (killed mid-job, with nothing to end the child) ends its job
+itself: it watches a *lifeline* pipe whose write end only the parent holds (:func:`_start`)
+and, at its EOF, closes its Dask client, so the job fails at once, cleans up what it staged
+and exits; its process group is killed :data:`keysplit.jobs._driver.ORPHAN_GRACE` seconds
+later if it has not. Its workers then forget a rewrap's KEKs once the child's renewals
+stop (:data:`keysplit.jobs.rewrap.KEY_LEASE`).
+
 The child enforces a job's ``timeout`` itself; this process does not rely on it. A job run
 with a time budget (:func:`run_job`'s ``budget``) gives its child :data:`DEADLINE_GRACE`
 seconds past it (and, until the child says it has its Dask client, the cluster's connect
@@ -108,16 +115,36 @@ def check_driver() -> None:
         )
 
 
+_lifelines: dict[subprocess.Popen[bytes], int] = {}
+"""This process's end of each driver child's lifeline pipe (closed once the child ended)."""
+
+
 def _start() -> subprocess.Popen[bytes]:
+    """A new driver child, given the read end of a pipe only this process writes to (and
+    never does): its *lifeline*. When this process dies (SIGKILL included) the kernel
+    closes the write end, the child reads EOF and ends its job (see
+    :mod:`keysplit.jobs._driver`), instead of running on, orphaned, with the job's keys
+    on its workers. A pipe, not ``prctl(PR_SET_PDEATHSIG)``: portable, and it fires on
+    this process's death, not on the death of the thread that started the child."""
     check_driver()
-    return subprocess.Popen(
-        [sys.executable, "-m", "keysplit.jobs._driver"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        close_fds=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        process_group=0,  # its own group: _kill ends it with its LocalCluster's processes
-    )
+    lifeline, keep = os.pipe()  # both non-inheritable: no other child gets ``keep``
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "keysplit.jobs._driver", "--lifeline", str(lifeline)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+            pass_fds=(lifeline,),
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            process_group=0,  # its own group: _kill ends it with its LocalCluster's processes
+        )
+    except BaseException:
+        os.close(keep)
+        raise
+    finally:
+        os.close(lifeline)
+    _lifelines[proc] = keep
+    return proc
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -150,6 +177,9 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 0.0) -> None:
     if proc.poll() is None:
         _kill(proc)
     proc.wait()
+    keep = _lifelines.pop(proc, None)
+    if keep is not None:  # only now: the child ended, its EOF ends nothing
+        os.close(keep)
     for stream in (proc.stdin, proc.stdout):
         if stream is not None:
             with contextlib.suppress(OSError):

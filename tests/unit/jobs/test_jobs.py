@@ -955,6 +955,16 @@ print("released", flush=True)
 """
 
 
+def _write_pems(path: Path) -> None:
+    """The module cluster's CA and client certificate and key, for a job in another process."""
+    for name, pem in (
+        ("ca", SECURITY.tls_ca_file),
+        ("cert", SECURITY.tls_client_cert),
+        ("key", SECURITY.tls_client_key),
+    ):
+        (path / f"{name}.pem").write_text(pem)
+
+
 def test_a_killed_keyring_process_leaves_no_decrypted_dataset(
     client: Client, tmp_path: Path
 ) -> None:
@@ -966,12 +976,7 @@ def test_a_killed_keyring_process_leaves_no_decrypted_dataset(
     import time
 
     _dataset(tmp_path / "in")
-    for name, pem in (
-        ("ca", SECURITY.tls_ca_file),
-        ("cert", SECURITY.tls_client_cert),
-        ("key", SECURITY.tls_client_key),
-    ):
-        (tmp_path / f"{name}.pem").write_text(pem)
+    _write_pems(tmp_path)
     r = subprocess.run(
         [sys.executable, "-c", _KILLED_AT_RELEASE, tmp_path, client.scheduler.address],
         capture_output=True,
@@ -988,6 +993,79 @@ def test_a_killed_keyring_process_leaves_no_decrypted_dataset(
         time.sleep(0.1)
     left = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".pem"))
     assert left == ["enc", "in", "kr"]  # no dec, no staging with its plaintext parts
+
+
+_KILLED_MID_JOB = """
+import os, signal, sys
+from pathlib import Path
+from keysplit import jobs
+from keysplit.jobs import _isolate
+here, address, url = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+pem = [(here / f"{n}.pem").read_text() for n in ("ca", "cert", "key")]
+cluster = jobs.Cluster(address, tls_ca=pem[0], tls_cert=pem[1], tls_key=pem[2])
+start = _isolate._start
+
+def recorded():
+    proc = start()
+    print("driver", proc.pid, flush=True)
+    return proc
+
+def killed(done, total):  # the parts run (and wait on a key service that never answers)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+_isolate._start = recorded
+jobs.encrypt_dataset(
+    here / "in", here / "enc", "body", "user", service=jobs.ServiceDataKeys(url, "ks-t"),
+    cluster=cluster, progress=killed,
+)
+"""
+
+
+def _pid_gone(pid: int) -> bool:
+    """Dead, or a zombie (an orphan is reaped by init, or by no one in a container)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+def test_a_driver_child_whose_keyring_process_was_killed_ends_its_job(
+    client: Client, tmp_path: Path
+) -> None:
+    """SIGKILL of a real keyring process while its dataset job's parts run (on the
+    module's cluster, waiting on a key service that never answers; the job has no
+    timeout). Before, its orphaned driver child went on waiting on the job (the parts fail
+    only at the key service client's 60 s timeout; a rewrap's driver runs on, committing,
+    until a partition ends) with the job's keys on its workers. Now it reads EOF on its
+    lifeline pipe from the parent, closes its Dask client (the job fails, its stage is
+    removed) and exits: its process is gone and nothing of the job is left on disk."""
+    _dataset(tmp_path / "in")
+    _write_pems(tmp_path)
+    driver = 0
+    log = tmp_path / "stderr.log"  # not a pipe: the orphan inherits it and would hold it open
+    try:
+        with _stuck_key_service() as stuck, log.open("w") as err:
+            r = subprocess.run(
+                [sys.executable, "-c", _KILLED_MID_JOB, tmp_path, client.scheduler.address,
+                 stuck.url],
+                stdout=subprocess.PIPE, stderr=err, text=True, timeout=300,
+            )  # fmt: skip
+            assert r.returncode == -signal.SIGKILL, log.read_text()
+            [(what, pid)] = [line.split() for line in r.stdout.splitlines()]
+            assert what == "driver"
+            driver = int(pid)
+            for _ in range(450):  # before: alive for the key service client's 60 s at least
+                if _pid_gone(driver):
+                    break
+                threading.Event().wait(0.1)
+            assert _pid_gone(driver)
+    finally:
+        if driver and not _pid_gone(driver):
+            with contextlib.suppress(OSError):
+                os.killpg(driver, signal.SIGKILL)
+    left = sorted(p.name for p in tmp_path.iterdir() if p.suffix not in (".pem", ".log"))
+    assert left == ["in"]  # no enc, no staging
 
 
 def _cli(args: list[object]) -> Any:
