@@ -67,7 +67,7 @@ def _wrap_on_worker(dask_worker: Any = None) -> None:
     wrap(cache._JobKeys, "resolve", "worker: keys (wait, fetch, derive, look up)")
     wrap(cache._JobKeys, "_fetch", "worker: keys fetched + derived")
     wrap(dk.LoopbackDataKeys, "export", "worker: key fetch over the socket")
-    wrap(record, "seal_groups", "worker: AES-GCM loop (seal_groups)")
+    wrap(record, "seal_planned", "worker: AES-GCM loop (seal_planned)")
     wrap(pq, "write_table", "worker: pq.write_table")
     wrap(fileio.os, "fsync", "worker: fsync")
     wrap(part, "_sizes", "worker: row group sizes (footers)")
@@ -85,7 +85,7 @@ def _wrap_on_worker(dask_worker: Any = None) -> None:
             times[label] = times.get(label, 0.0) + time.perf_counter() - gc_start[0]
 
     gc.callbacks.append(on_gc)
-    engine.fmt = record  # the engine calls record.seal_groups through this alias
+    engine.fmt = record  # the engine calls record.seal_planned through this alias
 
 
 def _take_times(dask_worker: Any = None) -> dict[str, float]:

@@ -30,9 +30,12 @@ is :class:`keysplit.keyring.records.Records`; this module is the format and its 
 from __future__ import annotations
 
 import hmac
+import operator
 import struct
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
+from itertools import accumulate, count
 from typing import NamedTuple
 
 import numpy as np
@@ -411,43 +414,36 @@ def by_subject(subjects: Sequence[str]) -> dict[str, list[int]]:
 Group = tuple[DataKey, bytes, Sequence[int], str, "Mapping[str, str] | None"]
 """Records sealed or opened together: key, AAD tail, their indices, subject, context."""
 
+Plan = tuple[list[str], Sequence[int], Sequence[int]]
+"""A batch's grouping (:func:`plan_groups`): its distinct subjects, the record indices
+ordered by group, where each group's run ends in that order."""
 
-def plan_groups(subjects: Sequence[str]) -> tuple[list[str], Sequence[int], Sequence[int]]:
+
+def plan_groups(subjects: Sequence[str]) -> Plan:
     """(distinct subjects in first-seen order, record indices ordered by subject, where
     each subject's run ends in that order): a batch's grouping in C-level passes.
 
     :func:`by_subject` builds a list per subject in a Python loop; at 10k subjects that
     is 10k live lists and tuples per call, and the garbage collector walks them (profiled
     in issue 23: ~40 % of the planning). Here the per-record work is one ``map`` over a
-    dict and a stable sort of small integers (NumPy's radix sort for up to 65,535
-    subjects); a batch of distinct subjects skips the sort. Stable: a subject's records
-    keep their input order, as in :func:`by_subject`. Subjects must be hashable.
+    dict that numbers each subject as it first meets it (a ``defaultdict`` whose default
+    is the next number: distinct subjects and group ids in the one pass) and a stable sort
+    of small integers (NumPy's radix sort for up to 65,535 subjects); a batch of distinct
+    subjects skips the sort. Stable: a subject's records keep their input order, as in
+    :func:`by_subject`. Subjects must be hashable.
     """
-    uniq = list(dict.fromkeys(subjects))
-    g, n = len(uniq), len(subjects)
+    n = len(subjects)
+    number: defaultdict[str, int] = defaultdict(count().__next__)
+    gids = np.fromiter(map(number.__getitem__, subjects), np.intp, n)
+    uniq = list(number)
+    g = len(uniq)
     if g == n:
         return uniq, range(n), range(1, n + 1)
-    pos = dict(zip(uniq, range(g), strict=True))
-    gids = np.fromiter(map(pos.__getitem__, subjects), np.uint16 if g <= 0xFFFF else np.intp, n)
+    if g <= 0xFFFF:
+        gids = gids.astype(np.uint16)  # the radix sort
     order: list[int] = np.argsort(gids, kind="stable").tolist()
     ends: list[int] = np.cumsum(np.bincount(gids, minlength=g)).tolist()
     return uniq, order, ends
-
-
-def planned_groups(
-    keys: Sequence[DataKey],
-    tails: Sequence[bytes],
-    plan: tuple[list[str], Sequence[int], Sequence[int]],
-    context: Mapping[str, str] | None,
-) -> Iterator[Group]:
-    """The :data:`Group` of each distinct subject of a :func:`plan_groups` plan
-    (``keys[j]``/``tails[j]`` belong to its ``j``-th subject), made one at a time so none
-    outlives its turn in :func:`seal_groups`/:func:`open_groups`."""
-    uniq, order, ends = plan
-    start = 0
-    for key, tail, end, subject in zip(keys, tails, ends, uniq, strict=True):
-        yield key, tail, order[start:end], subject, context
-        start = end
 
 
 def groups_by_key(
@@ -455,21 +451,12 @@ def groups_by_key(
     keys: Sequence[DataKey],
     tail: Callable[[str], bytes],
     context: Mapping[str, str] | None,
-    *,
-    uniform: bool = False,
 ) -> list[Group]:
-    """Group record indices by subject, then by key (one AES-GCM object per group).
-
-    ``uniform`` promises that every occurrence of a subject has the same key object (what
-    a :class:`~keysplit.keyring.DataKeys` returns), which skips the per-record check.
-    """
+    """Group record indices by subject, then by key (one AES-GCM object per group): the
+    slow path of :func:`encrypt_many`/:func:`decrypt_many`, for a batch that gives one
+    subject's records different key objects."""
     out: list[Group] = []
     for subject, idx in by_subject(subjects).items():
-        k0 = keys[idx[0]]
-        _check_key(k0)
-        if uniform or all(keys[i] is k0 for i in idx):
-            out.append((k0, tail(subject), idx, subject, context))
-            continue
         split: dict[int, tuple[DataKey, list[int]]] = {}
         for i in idx:
             split.setdefault(id(keys[i]), (keys[i], []))[1].append(i)
@@ -480,23 +467,49 @@ def groups_by_key(
     return out
 
 
-def seal_groups(groups: Iterable[Group], plaintexts: Sequence[bytes], nonces: bytes) -> list[bytes]:
+class Batch(NamedTuple):
+    """A batch ready for :func:`seal_planned`/:func:`open_planned`: group ``j`` seals or
+    opens records ``order[ends[j-1]:ends[j]]`` with ``keys[j]`` and AAD tail ``tails[j]``;
+    ``subjects[j]`` and ``contexts[j]`` are its subject and context (for the error path)."""
+
+    keys: Sequence[DataKey]
+    tails: Sequence[bytes]
+    order: Sequence[int]
+    ends: Sequence[int]
+    subjects: Sequence[str]
+    contexts: Sequence[Mapping[str, str] | None]
+
+
+def batch_of_groups(groups: Sequence[Group]) -> Batch:
+    """The :class:`Batch` of a list of :data:`Group` (in their order)."""
+    order = [i for g in groups for i in g[2]]
+    ends = list(accumulate(len(g[2]) for g in groups))
+    keys, tails, _, subjects, contexts = zip(*groups, strict=True) if groups else ((),) * 5
+    return Batch(keys, tails, order, ends, subjects, contexts)
+
+
+def seal_planned(batch: Batch, plaintexts: Sequence[bytes], nonces: bytes) -> list[bytes]:
     """The sealing loop: record ``i`` gets nonce ``nonces[12i:12i+12]``; output in input order.
 
     Groups run one after the other, so consecutive calls use one AES-GCM object whose key
     schedule and GHASH table stay in cache (10k subjects round-robin: 0.72x of a one-key
     loop in input order, 0.94x grouped; /tmp measurements in the issue note), and the
-    group's bound method, prefix and tail are looked up once, not per record.
+    group's bound method, prefix and tail are looked up once, not per record. The groups
+    come from the :class:`Batch`'s lists in this frame (no generator, no tuple per group:
+    ~1 % of a 1 KiB record, issue 23's second profile).
     """
+    order = batch.order
     done: list[bytes] = [b""] * len(plaintexts)
+    start = 0
     try:  # around the loops, not in them: no cost per record
-        for key, tail, idx, _, _ in groups:
+        for key, tail, end in zip(batch.keys, batch.tails, batch.ends, strict=True):
             enc = key._aead.encrypt
             prefix = key._prefix
-            for i in idx:
-                nonce = nonces[NONCE_SIZE * i : NONCE_SIZE * i + NONCE_SIZE]
+            for i in order[start:end]:
+                nonce = nonces[12 * i : 12 * i + 12]  # NONCE_SIZE
                 header = prefix + nonce
                 done[i] = header + enc(nonce, plaintexts[i], header + tail)
+            start = end
     except OverflowError:  # cryptography's length check (MAX_PLAINTEXT_BYTES)
         raise _too_large() from None
     except BufferError:
@@ -504,7 +517,7 @@ def seal_groups(groups: Iterable[Group], plaintexts: Sequence[bytes], nonces: by
     return done
 
 
-def open_groups(groups: Iterable[Group], records: Sequence[bytes]) -> list[bytes]:
+def open_planned(batch: Batch, records: Sequence[bytes]) -> list[bytes]:
     """The opening loop, all-or-nothing (:class:`IntegrityError` if any record fails).
 
     Per record: one C-level ``startswith`` checks magic, version, suite and commitment
@@ -512,11 +525,13 @@ def open_groups(groups: Iterable[Group], records: Sequence[bytes]) -> list[bytes
     record's header, so this comparison needs no constant time); any mismatch takes the
     slow path, which names the exact problem.
     """
+    order = batch.order
     done: list[bytes] = [b""] * len(records)
-    for key, tail, idx, subject, context in groups:
+    start = 0
+    for j, (key, tail, end) in enumerate(zip(batch.keys, batch.tails, batch.ends, strict=True)):
         dec = key._aead.decrypt
         prefix = key._prefix
-        for i in idx:
+        for i in order[start:end]:
             record = records[i]
             if not (
                 type(record) is bytes and len(record) >= OVERHEAD and record.startswith(prefix)
@@ -527,31 +542,52 @@ def open_groups(groups: Iterable[Group], records: Sequence[bytes]) -> list[bytes
             try:
                 done[i] = dec(header[PREFIX_SIZE:], record[HEADER_SIZE:], header + tail)
             except InvalidTag:
-                done[i] = _open_legacy(key, header, record[HEADER_SIZE:], subject, context)
+                done[i] = _open_legacy(
+                    key, header, record[HEADER_SIZE:], batch.subjects[j], batch.contexts[j]
+                )
             except BaseException as exc:  # no cost unless raised
                 refuse_oversized(record, exc)
                 raise
+        start = end
     return done
 
 
-def _groups_for(
+def _check_keys(keys: Iterable[object]) -> None:
+    """:func:`_check_key` over many keys: one C-level pass when all are DataKeys."""
+    if not {*map(type, keys)} <= _DATAKEY_TYPE:
+        for k in keys:
+            _check_key(k)
+
+
+_DATAKEY_TYPE = frozenset((DataKey,))
+
+
+def _batch_for(
     keys: Sequence[DataKey],
     subjects: Sequence[str],
     n: int,
     context: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None,
-) -> list[Group]:
+) -> Batch:
     if len(keys) != n or len(subjects) != n:
         raise ValueError("keys, subjects and records must have the same length")
     shared, per_record = split_contexts(n, context)
     if per_record is not None:
-        for k in keys:
-            _check_key(k)
-        return [
-            (keys[i], encode_aad(subjects[i], per_record[i]), (i,), subjects[i], per_record[i])
-            for i in range(n)
-        ]
+        _check_keys(keys)
+        tails = [encode_aad(s, c) for s, c in zip(subjects, per_record, strict=True)]
+        return Batch(keys, tails, range(n), range(1, n + 1), subjects, per_record)
     shared_part = context_part(shared)
-    return groups_by_key(subjects, keys, lambda s: subject_part(s) + shared_part, shared)
+    uniq, order, ends = plan_groups(subjects)
+    # each subject's key: its first record's; the usual batch gives all of a subject's
+    # records that one key object (C-level passes), any other takes groups_by_key
+    firsts = [keys[order[a]] for a in (0, *ends[:-1])] if n else []
+    owner = dict(zip(uniq, firsts, strict=True))
+    if not all(map(operator.is_, keys, map(owner.__getitem__, subjects))):
+        return batch_of_groups(
+            groups_by_key(subjects, keys, lambda s: subject_part(s) + shared_part, shared)
+        )
+    _check_keys(firsts)
+    tails = [subject_part(s) + shared_part for s in uniq]
+    return Batch(firsts, tails, order, ends, uniq, [shared] * len(uniq))
 
 
 def encrypt_many(
@@ -567,11 +603,11 @@ def encrypt_many(
     ``context`` is either one mapping for every record or a sequence with one per record.
     Nonces are drawn in one call and the subject/context encoding is computed once per
     distinct (subject, shared context). Records are processed grouped by subject and
-    returned in input order (:func:`seal_groups`).
+    returned in input order (:func:`seal_planned`).
     """
-    groups = _groups_for(keys, subjects, len(plaintexts), context)
+    batch = _batch_for(keys, subjects, len(plaintexts), context)
     nonces = (rng or default_rng()).random_bytes(NONCE_SIZE * len(plaintexts))
-    return seal_groups(groups, plaintexts, nonces)
+    return seal_planned(batch, plaintexts, nonces)
 
 
 def _check_record(record: object, key: DataKey) -> None:
@@ -595,7 +631,7 @@ def decrypt_many(
 
     All-or-nothing on purpose: a caller that needs per-record outcomes calls :func:`decrypt`.
     """
-    return open_groups(_groups_for(keys, subjects, len(records), context), records)
+    return open_planned(_batch_for(keys, subjects, len(records), context), records)
 
 
 def _open_legacy(

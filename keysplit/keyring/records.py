@@ -28,7 +28,7 @@ import struct
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 from cryptography.exceptions import InvalidTag
@@ -364,8 +364,8 @@ class Records:
         if len(subjects) != n:
             raise ValueError("subjects and plaintexts must have the same length")
         subjects = names.canonical_subjects(subjects)
-        groups = self._groups(subjects, n, context, create=True)
-        return fmt.seal_groups(groups, plaintexts, self.rng.random_bytes(fmt.NONCE_SIZE * n))
+        batch = self._batch(subjects, n, context, create=True)
+        return fmt.seal_planned(batch, plaintexts, self.rng.random_bytes(fmt.NONCE_SIZE * n))
 
     def sealer(
         self, subjects: Sequence[str], plaintexts: Sequence[bytes], context: Context = None
@@ -475,9 +475,9 @@ class Records:
             raise ValueError("subjects and records must have the same length")
         keys: list[DataKey]
         if names.canonical_subjects(subjects) is subjects:  # all ASCII, checked before any key
-            groups = self._groups(subjects, n, context, create=False)
+            batch = self._batch(subjects, n, context, create=False)
             try:
-                return fmt.open_groups(groups, records)
+                return fmt.open_planned(batch, records)
             except IntegrityError:  # the keys again (cached) to say why
                 again = self._dk.resolve(subjects, create=False)
                 self._explain(subjects, again, records)
@@ -512,24 +512,23 @@ class Records:
             if k is None or k.commitment != _commitment(r):
                 raise self.missing(s, k) from None
 
-    def _groups(
+    def _batch(
         self, subjects: Sequence[str], n: int, context: Context, *, create: bool
-    ) -> Iterable[fmt.Group]:
+    ) -> fmt.Batch:
         """The engine's batch plan: one key lookup for the batch, then per subject its key
-        and AAD tail (cached), the record indices grouped (:func:`keysplit.record.plan_groups`,
-        fed one group at a time to :func:`keysplit.record.seal_groups`/``open_groups``)."""
+        and AAD tail (cached), the record indices grouped (:func:`keysplit.record.plan_groups`),
+        for :func:`keysplit.record.seal_planned`/``open_planned``."""
         shared, per_record = fmt.split_contexts(n, context)
-        if per_record is not None:
+        if per_record is not None:  # one group per record, in order
             keys = self._dk.resolve(subjects, create=create)
             if not create and None in keys:
                 raise self.missing(subjects[keys.index(None)], None)
             ok: Sequence[DataKey] = keys  # type: ignore[assignment]
-            return [
-                (ok[i], self._subject(s)[1] + self._context(per_record[i]), (i,), s, per_record[i])
-                for i, s in enumerate(subjects)
-            ]
-        plan, found, tails = self._plan(subjects, n, shared, create=create)
-        return fmt.planned_groups(found, tails, plan, shared)
+            pairs = zip(subjects, per_record, strict=True)
+            tails = [self._subject(s)[1] + self._context(c) for s, c in pairs]
+            return fmt.Batch(ok, tails, range(n), range(1, n + 1), subjects, per_record)
+        (uniq, order, ends), found, tails = self._plan(subjects, n, shared, create=create)
+        return fmt.Batch(found, tails, order, ends, uniq, [shared] * len(uniq))
 
     def _owners(
         self, subjects: Sequence[str], n: int, context: Context, *, create: bool, method: str
@@ -538,8 +537,9 @@ class Records:
         AES-GCM ``method`` (``encrypt_into``/``decrypt_into``), header prefix and AAD tail."""
         shared, per_record = fmt.split_contexts(n, context)
         if per_record is not None:  # one group per record, in order
-            groups = self._groups(subjects, n, context, create=create)
-            return [(getattr(k._aead, method), k._prefix, tail) for k, tail, _, _, _ in groups]
+            batch = self._batch(subjects, n, context, create=create)
+            each_key = zip(batch.keys, batch.tails, strict=True)
+            return [(getattr(k._aead, method), k._prefix, tail) for k, tail in each_key]
         plan, keys, tails = self._plan(subjects, n, shared, create=create)
         calls = [getattr(k._aead, method) for k in keys]
         mine = zip(calls, [k._prefix for k in keys], tails, strict=True)
@@ -549,7 +549,7 @@ class Records:
     def _plan(
         self, subjects: Sequence[str], n: int, shared: Mapping[str, str] | None, *, create: bool
     ) -> tuple[tuple[list[str], Sequence[int], Sequence[int]], list[DataKey], list[bytes]]:
-        """:meth:`_groups` with one context for the batch: (the :func:`plan_groups` plan,
+        """:meth:`_batch` with one context for the batch: (the :func:`plan_groups` plan,
         the key and the AAD tail of each of its distinct subjects)."""
         part = self._context(shared)
         plan = fmt.plan_groups(subjects)

@@ -254,13 +254,13 @@ def test_a_shred_landing_during_decrypt_many_is_reported_as_such(
         old = ku.encrypt_many(["u1", "u2"], [b"a", b"b"])
         assert ku.shred("u1") is True
         ku.encrypt(b"new key", subject="u1")  # u1's old record names the shredded key
-        open_groups = fmt.open_groups
+        open_planned = fmt.open_planned
 
-        def shred_meanwhile(groups: object, records: object) -> object:
+        def shred_meanwhile(batch: object, records: object) -> object:
             ku.shred("u1")  # another caller, between the lookup and the failure
-            return open_groups(groups, records)  # type: ignore[arg-type]
+            return open_planned(batch, records)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(fmt, "open_groups", shred_meanwhile)
+        monkeypatch.setattr(fmt, "open_planned", shred_meanwhile)
         with pytest.raises(ShreddedError):
             ku.decrypt_many(["u1", "u2"], old)
 

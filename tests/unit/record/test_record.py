@@ -220,6 +220,30 @@ def test_batch_grouping_keeps_input_order_and_nonces(order: list[int]) -> None:
     assert record.decrypt_many(ks, subjects, [bytearray(r) for r in recs], {"c": "1"}) == pts
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2)), max_size=30))
+def test_a_batch_seals_as_record_by_record_whatever_keys_each_subject_gets(
+    pairs: list[tuple[int, int]],
+) -> None:
+    """encrypt_many with keys given groups a batch in C-level passes when each subject's
+    records share one key object, and by key otherwise (a subject given two keys, or two
+    equal keys that are distinct objects): either way record i is what sealing it alone
+    with nonce i gives, and decrypt_many opens it."""
+    keys = [DataKey(bytes([k + 1]) * 16) for k in range(3)]
+    twins = [DataKey(bytes([k + 1]) * 16) for k in range(3)]  # equal keys, other objects
+    subjects = [f"s{s}" for s, _ in pairs]
+    ks = [(keys if i % 2 else twins)[k] if s == 3 else keys[k] for i, (s, k) in enumerate(pairs)]
+    pts = [b"%d" % i for i in range(len(pairs))]
+    nonces = DeterministicRandom("mixed").random_bytes(12 * len(pairs))
+    recs = record.encrypt_many(ks, subjects, pts, {"c": "1"}, rng=DeterministicRandom("mixed"))
+    tails = [record.encode_aad(s, {"c": "1"}) for s in subjects]
+    assert recs == [
+        record.seal(k, nonces[12 * i : 12 * i + 12], p, t)
+        for i, (k, p, t) in enumerate(zip(ks, pts, tails, strict=True))
+    ]
+    assert record.decrypt_many(ks, subjects, recs, {"c": "1"}) == pts
+
+
 def test_batch_bad_record_in_the_middle_names_the_problem() -> None:
     k1, k2 = DataKey(b"\x01" * 16), DataKey(b"\x02" * 16)
     subjects = ["a", "b", "a", "b"]
