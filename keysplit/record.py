@@ -533,15 +533,18 @@ def open_planned(batch: Batch, records: Sequence[bytes]) -> list[bytes]:
         prefix = key._prefix
         for i in order[start:end]:
             record = records[i]
-            if not (
-                type(record) is bytes and len(record) >= OVERHEAD and record.startswith(prefix)
-            ):
+            if not (type(record) is bytes and record.startswith(prefix)):
                 _check_record(record, key)
                 record = bytes(record)
             header = record[:HEADER_SIZE]
             try:
                 done[i] = dec(header[PREFIX_SIZE:], record[HEADER_SIZE:], header + tail)
-            except InvalidTag:
+            except (InvalidTag, ValueError) as exc:  # a record shorter than OVERHEAD lands here
+                if len(record) < OVERHEAD:  # (a short nonce or tag: nothing decrypted)
+                    parse(record)  # the precise FormatError (truncated)
+                if not isinstance(exc, InvalidTag):
+                    refuse_oversized(record, exc)
+                    raise
                 done[i] = _open_legacy(
                     key, header, record[HEADER_SIZE:], batch.subjects[j], batch.contexts[j]
                 )

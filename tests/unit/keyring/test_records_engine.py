@@ -314,3 +314,30 @@ def test_a_bad_subject_in_a_batch_never_reaches_the_data_keys(bad: str) -> None:
         with pytest.raises(ValueError, match="subject must"):
             call(Records(keys))
         assert keys.raw == {}
+
+
+def test_batch_tails_follow_the_context_and_are_shared_with_a_job_engine() -> None:
+    """A batch's AAD tails are memoized per context (one context at a time): a batch under
+    another context, a mutated mapping or no context seals under its own tail, and an
+    engine that shares another's encodings reads the same memo."""
+    dk = DictKeys()
+    rec = Records(dk)
+    ctx = {"t": "m"}
+    subjects = ["a", "b", "a"]
+    one = rec.encrypt_many(subjects, [b"1", b"2", b"3"], ctx)
+    ctx["t"] = "other"
+    two = rec.encrypt_many(subjects, [b"4", b"5", b"6"], ctx)
+    three = rec.encrypt_many(subjects, [b"7", b"8", b"9"])
+    other = Records(dk)
+    other.share_encodings(rec)
+    for engine in (rec, other):
+        assert engine.decrypt_many(subjects, one, {"t": "m"}) == [b"1", b"2", b"3"]
+        assert engine.decrypt_many(subjects, two, {"t": "other"}) == [b"4", b"5", b"6"]
+        assert engine.decrypt_many(subjects, three) == [b"7", b"8", b"9"]
+        for recs, wrong in ((one, {"t": "other"}), (two, None), (three, {"t": "m"})):
+            with pytest.raises(IntegrityError):
+                engine.decrypt_many(subjects, recs, wrong)
+        assert [
+            engine.decrypt(r, subject=s, context={"t": "m"})
+            for s, r in zip(subjects, one, strict=True)
+        ] == [b"1", b"2", b"3"]

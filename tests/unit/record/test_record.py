@@ -244,6 +244,21 @@ def test_a_batch_seals_as_record_by_record_whatever_keys_each_subject_gets(
     assert record.decrypt_many(ks, subjects, recs, {"c": "1"}) == pts
 
 
+def test_a_batch_record_cut_anywhere_short_of_a_tag_is_a_format_error() -> None:
+    """decrypt_many tests a record's length only when its AEAD call fails (a short nonce
+    or tag): a record cut after its header's prefix, at any length short of header and
+    tag, is still the FormatError ("truncated record"), never an IntegrityError."""
+    key = DataKey(b"\x07" * 16)
+    recs = record.encrypt_many([key, key], ["s", "s"], [b"kept", b"cut"])
+    for size in range(record.PREFIX_SIZE, record.OVERHEAD):
+        cut = recs[1][:size]
+        for batch in ([recs[0], cut], [cut, recs[0]]):
+            with pytest.raises(FormatError, match="truncated record"):
+                record.decrypt_many([key, key], ["s", "s"], batch)
+            with pytest.raises(FormatError, match="truncated record"):
+                record.decrypt_many([key, key], ["s", "s"], [bytearray(r) for r in batch])
+
+
 def test_batch_bad_record_in_the_middle_names_the_problem() -> None:
     k1, k2 = DataKey(b"\x01" * 16), DataKey(b"\x02" * 16)
     subjects = ["a", "b", "a", "b"]
