@@ -528,7 +528,8 @@ def open_planned(batch: Batch, records: Sequence[bytes]) -> list[bytes]:
     order = batch.order
     done: list[bytes] = [b""] * len(records)
     start = 0
-    for j, (key, tail, end) in enumerate(zip(batch.keys, batch.tails, batch.ends, strict=True)):
+    groups = zip(batch.keys, batch.tails, batch.ends, batch.subjects, batch.contexts, strict=True)
+    for key, tail, end, subject, context in groups:
         dec = key._aead.decrypt
         prefix = key._prefix
         for i in order[start:end]:
@@ -545,9 +546,7 @@ def open_planned(batch: Batch, records: Sequence[bytes]) -> list[bytes]:
                 if not isinstance(exc, InvalidTag):
                     refuse_oversized(record, exc)
                     raise
-                done[i] = _open_legacy(
-                    key, header, record[HEADER_SIZE:], batch.subjects[j], batch.contexts[j]
-                )
+                done[i] = _open_legacy(key, header, record[HEADER_SIZE:], subject, context)
             except BaseException as exc:  # no cost unless raised
                 refuse_oversized(record, exc)
                 raise
