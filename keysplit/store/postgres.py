@@ -226,9 +226,12 @@ _STATEMENTS: dict[str, LiteralString] = {
     "page": "SELECT subject, kek_version, wrapped FROM {s}.data_keys "
     "WHERE subject > %s ORDER BY subject LIMIT %s",
     "counts": "SELECT kek_version, count(*) FROM {s}.data_keys GROUP BY kek_version",
-    "cuts": "SELECT subject FROM (SELECT subject, row_number() OVER (ORDER BY subject) AS rn, "
-    "count(*) OVER () AS n FROM {s}.data_keys WHERE kek_version <> %s) t "
-    "WHERE mod(rn, %s) = 0 AND rn < n ORDER BY subject",
+    # "a next row exists" (lead) and not "rn < count(*) OVER ()": a count over the whole
+    # window keeps every row until the end (spilled to disk past work_mem; 100,000 keys:
+    # ~100 ms instead of ~55 ms), and the plan waits for it before any partition starts
+    "cuts": "SELECT subject FROM (SELECT subject, row_number() OVER w AS rn, "
+    "lead(true) OVER w AS more FROM {s}.data_keys WHERE kek_version <> %s "
+    "WINDOW w AS (ORDER BY subject)) t WHERE mod(rn, %s) = 0 AND more ORDER BY subject",
     "holds_set": "INSERT INTO {s}.legal_holds (subject) SELECT unnest(%s::text[]) "
     "ON CONFLICT DO NOTHING",
     "holds_lift": "DELETE FROM {s}.legal_holds WHERE subject = ANY(%s::text[])",
