@@ -163,8 +163,69 @@ def test_plan_cuts_stale_keys_into_disjoint_ranges(tmp_path: Path) -> None:
                 for r in ranges
             ]
             assert max(sizes) - min(sizes) <= max(sizes) // 2 + 1
+            # the stale count the job's parent passes on gives the same plan
+            assert jobs.plan(store, 2, parts, stale=300) == ranges
         with pytest.raises(ValueError):
             jobs.plan(store, 2, 0)
+
+
+def test_a_rewrap_worker_keeps_a_store_per_thread_until_it_forgets_the_job(
+    tmp_path: Path,
+) -> None:
+    """A partition reuses its worker thread's open store (no connection set-up per
+    partition); forgetting the job (teardown, the ttl) closes the idle ones at once and
+    one a partition is using when that partition returns (its batch still commits), so a
+    job whose driver was killed does not hold connections for the worker's lifetime."""
+    import time
+
+    from keysplit.jobs._worker import NoJobKeys
+    from keysplit.jobs.rewrap import StoreSpec, _RewrapPlugin
+
+    path, quorum = _keyring(tmp_path / "kr", 3)
+    with _open(path, quorum) as ukr:
+        spec = StoreSpec(ukr.keyring.store_url, ukr.keyring.keyring_id, str(path.resolve()))
+    # as a worker receives it: pickled, then set up
+    plugin = pickle.loads(pickle.dumps(_RewrapPlugin("j1", spec.keyring_id)))
+    assert "<redacted>" in repr(plugin)
+    plugin.setup(type("W", (), {"address": "tcp://127.0.0.1:1"})())
+    first = plugin.acquire(spec)
+    plugin.release()
+    assert plugin.acquire(spec) is first  # the thread's next partition: the same store
+    other: list[Any] = []
+    forgotten, returned = threading.Event(), threading.Event()
+
+    def partition() -> None:  # on another task thread: still running when the job ends
+        other.append(plugin.acquire(spec))
+        forgotten.wait(30)
+        other.append(other[0].count_by_version())  # its batch in progress still works
+        plugin.release()
+        returned.set()
+
+    thread = threading.Thread(target=partition)
+    thread.start()
+    plugin.release()  # this thread's partition returned: its store is idle
+    deadline = time.monotonic() + 30
+    while not other and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert other and other[0] is not first  # one per task thread
+    plugin.forget()
+    with pytest.raises(NoJobKeys):
+        plugin.acquire(spec)  # nothing opens a store for a forgotten job
+    forgotten.set()
+    thread.join(30)
+    assert returned.is_set() and other[1] == {1: 4}  # the 3 keys and SAMPLE's
+
+    def closed(store: Any) -> bool:
+        try:
+            store.count_by_version()
+        except keysplit_errors.KeyringError:
+            return True
+        return False
+
+    deadline = time.monotonic() + 30  # the idle one is closed off the caller's thread
+    while not (closed(first) and closed(other[0])) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert closed(first) and closed(other[0])
 
 
 def test_kek_bundle_opens_only_for_its_worker_and_job() -> None:
