@@ -132,27 +132,23 @@ class _RewrapPlugin(JobKeysPlugin):
     A store a partition is using when the job is forgotten is closed when that partition
     returns (its batch in progress still commits, as before), the others at once."""
 
-    def __init__(
-        self,
-        job_id: str,
-        keyring_id: str,
-        ttl: float | None = None,
-        lease: float | None = None,
-    ) -> None:
-        super().__init__(job_id, keyring_id, ttl=ttl, lease=lease)
-        self._stores: dict[int, KeyStore] = {}
-        self._busy: set[int] = set()
-        self._stores_lock: threading.Lock | None = None
-        self._closed = False
+    # set up on the worker (setup), never pickled: nothing of them exists in the driver
+    _stores_lock: threading.Lock | None = None
+    _closed = False
 
     def __repr__(self) -> str:
         return f"_RewrapPlugin(job={self.job_id}, <redacted>)"
 
     def __getstate__(self) -> dict[str, Any]:
-        fresh: dict[str, Any] = {"_stores": {}, "_busy": set(), "_stores_lock": None}
-        return {**super().__getstate__(), **fresh, "_closed": False}
+        state = super().__getstate__()
+        for name in ("_stores", "_busy", "_stores_lock", "_closed"):
+            state.pop(name, None)
+        return state
 
     def setup(self, worker: Any) -> None:
+        self._stores: dict[int, KeyStore] = {}
+        self._busy: set[int] = set()
+        self._closed = False
         self._stores_lock = threading.Lock()
         super().setup(worker)
 
