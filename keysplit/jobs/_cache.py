@@ -17,10 +17,21 @@ digest of the raw key (a per-process random key), so no raw key is kept.
 
 Bounds: at most :data:`MAX_KEYS` keys per job (the cache is emptied, not grown, past it)
 and the caches of the :data:`JOBS_KEPT` most recent jobs; an older job's keys are dropped
-when a newer job starts on the worker. Trade-off, stated in SECURITY.md: a worker keeps a
-job's derived keys for that job's lifetime (not only a partition's), and a subject shredded
-while the job runs keeps being served from the cache until the job ends, as it would be
-within one partition.
+when a newer job starts on the worker. In time: a job's cache is emptied (in place) once
+the job has not asked it for a key for :data:`IDLE` seconds (60 s, as a rewrap's
+``KEY_LEASE``), and at the latest :data:`MAX_AGE` seconds (10 min) after its first key was
+cached (a job still running fetches and derives its keys again). One daemon thread per
+process (:func:`_expire`, started by the first job) does this; it holds no lock while it
+waits. So a worker keeps no data key longer than ``IDLE`` after its last job stopped using
+it (whether that job ended, failed, or its driver died), nor longer than ``MAX_AGE`` after
+its source handed it out, however long the job runs. Jobs run back to back within ``IDLE``
+still reuse the previous job's derived keys. Trade-off, stated in SECURITY.md: within those
+bounds a worker keeps a job's derived keys between its partitions, and a subject shredded
+while the job runs keeps being served from the cache until the job ends or ``MAX_AGE``
+has passed, as it would be within one partition.
+
+An emptied job keeps its engine's memos (subject spellings, context encodings, AAD tails),
+shared with the next job's engine: they are public, derived from no key.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -37,13 +49,17 @@ from ..keyring.datakeys import DerivedDataKeys
 from ..keyring.records import Records
 from ..record import DataKey
 
-__all__ = ["JOBS_KEPT", "MAX_KEYS", "job_keys", "job_records"]
+__all__ = ["IDLE", "JOBS_KEPT", "MAX_AGE", "MAX_KEYS", "job_keys", "job_records"]
 
 MAX_KEYS = 1 << 18
 JOBS_KEPT = 2
+IDLE = 60.0  # seconds a job's keys stay cached past its last request for one
+MAX_AGE = 600.0  # seconds a job's cache stays filled, however busy the job
 _lock = threading.Lock()
 _jobs: OrderedDict[str, _JobKeys] = OrderedDict()
 _DIGEST_KEY = os.urandom(32)  # this process's: the digests mean nothing elsewhere
+_wake = threading.Event()  # the expiry thread looks again (a job's cache filled, a test)
+_expiry: threading.Thread | None = None
 
 
 def _digest(raw: bytes) -> bytes:
@@ -64,6 +80,7 @@ class _JobKeys:
         self._derived: dict[bytes, DataKey] = {}
         self._prior = prior._derived if prior is not None else {}
         self._lock = threading.Lock()
+        self._used = self._filled = time.monotonic()  # last request; first key cached
         # what the engine passes for a batch: each distinct subject once, unless the
         # source counts the records sealed with a key (then every occurrence, as it asks)
         self.counts_records = not isinstance(inner, DerivedDataKeys) and bool(
@@ -107,14 +124,19 @@ class _JobKeys:
 
     def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
         with self._lock:
+            self._used = time.monotonic()
             keys = self._keys
             missing = [s for s in dict.fromkeys(subjects) if s not in keys]
         if missing:
             got = self._fetch(missing, create=create)
             with self._lock:
+                self._used = time.monotonic()  # (a slow source is no idle job)
                 if len(self._keys) + len(missing) > MAX_KEYS:
                     self._keys = {}
                     self._derived.clear()
+                if not self._keys:  # (_fetch may have filled _derived already)
+                    self._filled = self._used
+                    _wake.set()  # the expiry thread may be waiting for no cache at all
                 keys = self._keys
                 for s, k in zip(missing, got, strict=True):
                     if k is not None:
@@ -125,6 +147,19 @@ class _JobKeys:
 
     def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
         return self._inner.export(subjects, create=create)
+
+    def expire(self, now: float) -> float | None:
+        """Drop this job's keys if due at ``now`` (``time.monotonic()``); else when they are
+        due (None: none held)."""
+        with self._lock:
+            if not self._keys and not self._derived:
+                return None
+            due = min(self._used + IDLE, self._filled + MAX_AGE)
+            if due > now:
+                return due
+            self._keys = {}
+            self._derived.clear()  # in place, as drop does
+            return None
 
     def drop(self) -> None:
         """Forget this job's keys (also for the job after it, which may look here)."""
@@ -137,9 +172,30 @@ class _JobKeys:
         self._inner.close()
 
 
+def _expire(wake: threading.Event) -> None:
+    """(The process's daemon thread) Drop each job's keys once due (see the module)."""
+    while True:
+        wake.clear()  # before looking: a cache filled meanwhile wakes the next wait
+        with _lock:
+            held = list(_jobs.values())
+        now, soonest = time.monotonic(), None
+        for job in held:
+            due = job.expire(now)
+            if due is not None:
+                soonest = due if soonest is None else min(soonest, due)
+        wake.wait(None if soonest is None else soonest - now)
+
+
 def job_keys(source: DataKeys, job_id: str) -> DataKeys:
     """This worker's caching view of ``source`` for job ``job_id`` (made on first use)."""
+    global _expiry, _wake
     with _lock:
+        if _expiry is None or not _expiry.is_alive():  # the first job (or a forked child)
+            _wake = threading.Event()
+            _expiry = threading.Thread(
+                target=_expire, args=(_wake,), name="keysplit-job-keys-expiry", daemon=True
+            )
+            _expiry.start()
         cached = _jobs.get(job_id)
         if cached is None:
             prior = next(reversed(_jobs.values())) if _jobs else None

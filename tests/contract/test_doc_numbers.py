@@ -154,6 +154,11 @@ SECURITY_CLAIMS = [
         f" {WORDS[job_cache.JOBS_KEPT]} most recent jobs",
         "jobs cache",
     ),
+    (
+        f"for a key for {job_cache.IDLE:g} s (`IDLE`: the job ended, failed,"
+        f" or its driver died or stalled), and at the latest {job_cache.MAX_AGE / 60:g} min",
+        "jobs cache IDLE, MAX_AGE",
+    ),
 ]
 SECURITY_CLAIMS += [
     (f"retries, up to {datakeys._CREATE_TRIES} attempts in all", "datakeys._CREATE_TRIES"),

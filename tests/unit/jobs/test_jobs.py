@@ -2098,3 +2098,105 @@ def test_a_local_cluster_leaves_port_8787_alone(tmp_path: Path) -> None:
         held.close()
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
     assert "8787" not in r.stderr and "Warning" not in r.stderr, r.stderr
+
+
+def _cached_job_keys(dask_worker: Any = None) -> dict[str, dict[str, int]]:
+    """(A worker probe) Each job cache of this process: raw-key digest -> id of the derived
+    key it holds (most recent job last)."""
+    from keysplit.jobs import _cache
+
+    with _cache._lock:
+        held = list(_cache._jobs.items())
+    return {job_id: {d.hex(): id(k) for d, k in dict(j._derived).items()} for job_id, j in held}
+
+
+def _set_key_idle(seconds: float, dask_worker: Any = None) -> None:
+    """(On a worker) The idle bound of its job caches, looked at again at once."""
+    from keysplit.jobs import _cache
+
+    _cache.IDLE = seconds
+    wake = getattr(_cache, "_wake", None)
+    if wake is not None:
+        wake.set()
+
+
+def _keys_held(client: Client) -> int:
+    return sum(
+        len(keys) for held in client.run(_cached_job_keys).values() for keys in held.values()
+    )
+
+
+def test_workers_drop_a_dataset_jobs_keys_once_it_is_idle(
+    client: Client, cluster: jobs.Cluster, tmp_path: Path
+) -> None:
+    """Before: a worker kept the derived data keys of its two most recent dataset jobs
+    until a newer job replaced them or it exited, however long the cluster stayed idle
+    (and whether or not the job's driver still lived). Now a job's cache is emptied once
+    it has not been asked for a key for ``_cache.IDLE`` seconds (60 s; set short here)."""
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    _dataset(tmp_path / "in")
+    try:
+        with (
+            _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr,
+            serve_keys(ukr) as src,
+        ):
+            kwargs: dict[str, Any] = {"service": src, "cluster": cluster}
+            assert jobs.encrypt_dataset(tmp_path / "in", tmp_path / "e", "body", "user", **kwargs)
+        after = client.run(_cached_job_keys)
+        assert any(keys for held in after.values() for keys in held.values())  # held
+        client.run(_set_key_idle, 0.2)
+        for _ in range(300):  # at most 30 s
+            if not _keys_held(client):
+                break
+            threading.Event().wait(0.1)
+        assert not _keys_held(client)  # before: every key of the job, on its workers
+    finally:
+        client.run(_set_key_idle, 60.0)
+
+
+def test_workers_reuse_the_derived_keys_of_a_job_run_just_before(
+    client: Client, cluster: jobs.Cluster, tmp_path: Path
+) -> None:
+    """Jobs run back to back (within the idle bound) still reuse the previous job's
+    derived keys on a worker: the very same key objects, not derived again."""
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    _dataset(tmp_path / "in")
+    with _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
+        kwargs: dict[str, Any] = {"service": src, "cluster": cluster}
+        jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", **kwargs)
+        first = client.run(_cached_job_keys)
+        jobs.decrypt_dataset(tmp_path / "enc", tmp_path / "dec", "body", "user", **kwargs)
+        second = client.run(_cached_job_keys)
+    reused = 0
+    for worker, held in second.items():
+        if not first[worker] or list(held)[-1] == list(first[worker])[-1]:
+            continue  # the worker ran no part of one of the two jobs
+        before, now = list(first[worker].values())[-1], list(held.values())[-1]
+        shared = before.keys() & now.keys()
+        assert all(now[d] == before[d] for d in shared)  # the same objects: not derived again
+        reused += len(shared)
+    assert reused >= 7  # each of the 7 subjects' keys, on some worker
+    assert pd.read_parquet(tmp_path / "dec").equals(pd.read_parquet(tmp_path / "in"))
+
+
+def test_a_busy_jobs_cache_is_emptied_at_its_max_age(monkeypatch: pytest.MonkeyPatch) -> None:
+    """However often a job asks for keys, its cache is emptied ``MAX_AGE`` after its first
+    key was cached (so a shred reaches a long job by then); it fills again on demand."""
+    import time
+
+    from keysplit.jobs import _cache
+
+    class Source:
+        keyring_id = "00" * 16
+
+        def resolve(self, subjects: list[str], *, create: bool) -> list[keysplit_record.DataKey]:
+            return [keysplit_record.DataKey(bytes(16)) for _ in subjects]
+
+    job = _cache._JobKeys(Source())  # type: ignore[arg-type]
+    job.resolve(["a", "b"], create=False)
+    assert job.expire(time.monotonic()) is not None and job._keys  # within both bounds
+    monkeypatch.setattr(_cache, "MAX_AGE", 0.0)
+    job.resolve(["a"], create=False)  # just used: not idle
+    assert job.expire(time.monotonic()) is None and not job._keys
+    job.resolve(["a"], create=False)
+    assert list(job._keys) == ["a"]
