@@ -212,17 +212,7 @@ class Records:
     def _subject(self, subject: str) -> tuple[str, bytes]:
         """(canonical spelling, ``u32 len || UTF-8``) of a subject, checked once and cached
         (public data; a backend seals for the same users again and again)."""
-        got = self._subjects.get(subject)
-        if got is None:
-            # a plain str (not a subclass's own __eq__/__hash__): the key cache is read
-            # without a lock on the single-record path (fleet.KeyCache.lease_bound_get)
-            canon = str.__str__(names.check_subject(subject))
-            enc = canon.encode("utf-8")
-            got = (canon, _U32.pack(len(enc)) + enc)
-            if len(self._subjects) >= _SUBJECT_CACHE:
-                self._subjects.clear()
-            self._subjects[subject] = got
-        return got
+        return _encoded_subject(self._subjects, subject)
 
     def _context(self, context: Mapping[str, str] | None) -> bytes:
         """The encoded context, cached by its items (a service sees a few contexts)."""
@@ -571,7 +561,7 @@ class Records:
         memo = self._batch_tails.get(part)
         if memo is None:
             self._batch_tails.clear()
-            memo = self._batch_tails[part] = _BatchTails(self._subject, part)
+            memo = self._batch_tails[part] = _BatchTails(self._subjects, part)
         return plan, keys, list(map(memo.__getitem__, uniq))  # type: ignore[return-value]
 
     def missing(self, subject: str, key: DataKey | None = None) -> KeysplitError:
@@ -587,20 +577,40 @@ class Records:
         return err
 
 
+def _encoded_subject(memo: dict[str, tuple[str, bytes]], subject: str) -> tuple[str, bytes]:
+    """:meth:`Records._subject` over the memo ``memo`` (cleared, not grown, past its bound)."""
+    got = memo.get(subject)
+    if got is None:
+        # a plain str (not a subclass's own __eq__/__hash__): the key cache is read
+        # without a lock on the single-record path (fleet.KeyCache.lease_bound_get)
+        canon = str.__str__(names.check_subject(subject))
+        enc = canon.encode("utf-8")
+        got = (canon, _U32.pack(len(enc)) + enc)
+        if len(memo) >= _SUBJECT_CACHE:
+            memo.clear()
+        memo[subject] = got
+    return got
+
+
 class _BatchTails(dict[str, bytes]):
     """Canonical subject -> its AAD tail under one context part, made on first use: a
     batch's tails in one C-level ``map`` (a Python expression per distinct subject was
-    ~1 % of a 1 KiB record, issue 23). Public data, bounded as the subject memo is."""
+    ~1 % of a 1 KiB record, issue 23). Public data, bounded as the subject memo is.
 
-    __slots__ = ("_part", "_subject")
+    It holds the subject memo, not its engine: engines share these memos
+    (:meth:`Records.share_encodings`), and a memo that held the engine which made it kept
+    that engine's key source alive (a finished Dask job's key cache, its key service token
+    or ``serve_keys`` authkey) for as long as any later engine shared the memo."""
 
-    def __init__(self, subject: Callable[[str], tuple[str, bytes]], part: bytes) -> None:
+    __slots__ = ("_part", "_subjects")
+
+    def __init__(self, subjects: dict[str, tuple[str, bytes]], part: bytes) -> None:
         super().__init__()
-        self._subject = subject
+        self._subjects = subjects
         self._part = part
 
     def __missing__(self, subject: str) -> bytes:
-        tail = self._subject(subject)[1] + self._part
+        tail = _encoded_subject(self._subjects, subject)[1] + self._part
         if len(self) >= _SUBJECT_CACHE:
             self.clear()
         self[subject] = tail

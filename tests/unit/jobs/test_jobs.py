@@ -1889,16 +1889,17 @@ def test_a_worker_encodes_a_subject_once_across_jobs_and_fetches_its_key_per_job
     a job's engine shares the previous job's memos (public: spellings, AAD tails); its
     keys are still fetched per job."""
     from keysplit.jobs import _cache
-    from keysplit.keyring.records import Records
+    from keysplit.keyring import records
 
     encoded: list[str] = []
-    subject = Records._subject
+    subject = records._encoded_subject
 
-    def counted(self: Records, s: str) -> tuple[str, bytes]:
-        encoded.append(s)
-        return subject(self, s)
+    def counted(memo: dict[str, tuple[str, bytes]], s: str) -> tuple[str, bytes]:
+        if s not in memo:  # an encoding made, not one read from the memo
+            encoded.append(s)
+        return subject(memo, s)
 
-    monkeypatch.setattr(Records, "_subject", counted)
+    monkeypatch.setattr(records, "_encoded_subject", counted)
     monkeypatch.setattr(_cache, "_jobs", type(_cache._jobs)())  # no job before this one
     with _counted_source(tmp_path) as (ukr, counting):
         jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=counting)

@@ -6,9 +6,11 @@ whole record API; nonces come from the RNG seam, never repeat across threads or 
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import unicodedata
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -314,6 +316,24 @@ def test_a_bad_subject_in_a_batch_never_reaches_the_data_keys(bad: str) -> None:
         with pytest.raises(ValueError, match="subject must"):
             call(Records(keys))
         assert keys.raw == {}
+
+
+def test_a_shared_memo_keeps_neither_the_engine_that_made_it_nor_its_key_source_alive() -> None:
+    """Engines share their memos (a Dask worker's engine per job shares the previous
+    job's). The batch AAD tail memo held a bound method of the engine that made it, so a
+    finished job's engine and its key source (key service token, ``serve_keys`` authkey)
+    stayed alive as long as a later engine shared the memo."""
+    dk = DictKeys()
+    rec = Records(dk)
+    rec.encrypt_many(["a", "b", "a"], [b"1", b"2", b"3"], {"t": "m"})
+    later = Records(DictKeys())
+    later.share_encodings(rec)
+    source = weakref.ref(dk)  # an engine holds its source (Records has no weakref slot)
+    del rec, dk
+    gc.collect()
+    assert source() is None
+    sealed = later.encrypt_many(["a", "c"], [b"4", b"5"], {"t": "m"})  # the memo still works
+    assert later.decrypt_many(["a", "c"], sealed, {"t": "m"}) == [b"4", b"5"]
 
 
 def test_batch_tails_follow_the_context_and_are_shared_with_a_job_engine() -> None:
