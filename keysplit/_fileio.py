@@ -24,6 +24,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -366,7 +367,30 @@ def staging_dir(target: Path) -> Path:
     """
     remove_dead_stages(target)
     prefix = f".{target.name}.keysplit-{_host_tag()}-{os.getpid()}-"
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    stage = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    with _stages_lock:
+        _stages.difference_update([s for s in _stages if not s.is_dir()])  # renamed or removed
+        _stages.add(stage)
+    return stage
+
+
+_stages: set[Path] = set()
+_stages_lock = threading.Lock()
+
+
+def remove_own_stages() -> None:
+    """Remove every stage :func:`staging_dir` made in this process that is still there.
+
+    For a process about to end itself by SIGKILL (a Dask job's driver child orphaned by its
+    keyring process, past its grace: :mod:`keysplit.jobs._driver`): its job's own cleanup
+    never runs then, and the stage (a decrypt's plaintext parts) would stay until a later
+    job to the same target on this host removed it. A stage renamed into place meanwhile is
+    gone from its path, so nothing finished is touched."""
+    with _stages_lock:
+        stages = list(_stages)
+        _stages.clear()
+    for stage in stages:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _open_unnamed(directory: Path) -> int | None:

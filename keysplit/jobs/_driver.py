@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from .. import _fileio
 from ._channel import Channel
 from .cluster import LOST_SETTLE, closed_when_lost, scheduler_lost
 
@@ -46,8 +47,8 @@ def _watch_parent(fd: int, clients: list[Any]) -> None:
     writes to it, and its end closes when it dies), close this process's Dask client, so
     that the job in progress fails at once (its futures are cancelled; a dataset job
     removes its stage, a rewrap stops renewing its workers' keys), then, if this process
-    is still there after :data:`ORPHAN_GRACE`, kill its process group (its LocalCluster's
-    workers with it)."""
+    is still there after :data:`ORPHAN_GRACE`, remove the stages its jobs left and kill its
+    process group (its LocalCluster's workers with it)."""
     with contextlib.suppress(OSError):
         while os.read(fd, 1 << 12):
             pass
@@ -55,6 +56,7 @@ def _watch_parent(fd: int, clients: list[Any]) -> None:
         with contextlib.suppress(Exception):
             client.close(timeout=CLOSE_LOST)
     threading.Event().wait(ORPHAN_GRACE)
+    _fileio.remove_own_stages()  # the job's cleanup did not run in time: its stage goes now
     if os.getpgrp() == os.getpid():  # the leader of its group: started by the parent
         os.killpg(os.getpid(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)

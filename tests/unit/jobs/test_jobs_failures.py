@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -145,6 +146,42 @@ def test_a_killed_jobs_stage_is_removed_by_the_next_job(
     assert live.is_dir() and elsewhere.is_dir(), "a live or another host's stage was removed"
     assert (victim / "keep").read_bytes() == b"not a stage"
     assert pq.read_table(tmp_path / "enc").num_rows == 600
+
+
+_ORPHAN = """
+import os, sys, threading
+from pathlib import Path
+from keysplit import _fileio
+from keysplit.jobs import _driver
+_driver.ORPHAN_GRACE = 0.2
+root = Path(sys.argv[1])
+done = _fileio.staging_dir(root / "done")
+(done / "part.00000.parquet").write_bytes(b"finished rows")
+os.rename(done, root / "done")  # a job that finished: renamed into place
+stage = _fileio.staging_dir(root / "dec")
+(stage / "part.00000.parquet").write_bytes(b"decrypted rows")
+r, w = os.pipe()
+threading.Thread(target=_driver._watch_parent, args=(r, []), daemon=True).start()
+os.close(w)  # the keyring process is gone: EOF on the lifeline
+threading.Event().wait(60)  # a job whose cleanup never comes (stuck on its workers)
+"""
+
+
+def test_an_orphaned_driver_killed_past_its_grace_removes_its_jobs_stage(tmp_path: Path) -> None:
+    """A driver child whose keyring process died closes its Dask client so that its job
+    fails and removes its stage; if the job has not ended ORPHAN_GRACE later, the child
+    kills itself (SIGKILL: no ``finally``). Before, that left the job's stage (a decrypt's
+    plaintext parts) until a later job to the same target on this host: seen once in CI,
+    test_a_driver_child_whose_keyring_process_was_killed_ends_its_job left
+    '.enc.keysplit-...'. Now the child removes the stages its jobs made first; a finished
+    job's output (renamed into place) is left alone. A real process, its job stuck."""
+    r = subprocess.run(
+        [sys.executable, "-c", _ORPHAN, str(tmp_path)],
+        start_new_session=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["done"]
+    assert (tmp_path / "done" / "part.00000.parquet").read_bytes() == b"finished rows"
 
 
 @pytest.mark.parametrize(
