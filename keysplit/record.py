@@ -506,7 +506,7 @@ def seal_planned(batch: Batch, plaintexts: Sequence[bytes], nonces: bytes) -> li
             enc = key._aead.encrypt
             prefix = key._prefix
             for i in order[start:end]:
-                nonce = nonces[12 * i : 12 * i + 12]  # NONCE_SIZE
+                nonce = nonces[NONCE_SIZE * i : NONCE_SIZE * i + NONCE_SIZE]
                 header = prefix + nonce
                 done[i] = header + enc(nonce, plaintexts[i], header + tail)
             start = end

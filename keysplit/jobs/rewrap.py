@@ -53,6 +53,7 @@ from ._kek import seal_keks
 from ._worker import (
     JobKeysPlugin,
     NoJobKeys,
+    _plugin,
     install_keks,
     plugin_name,
     public_keys,
@@ -213,7 +214,7 @@ def _close_all(stores: list[KeyStore]) -> None:
 
 def _job_plugin(job_id: str) -> _RewrapPlugin:
     """Inside a task: this worker's plugin for the job."""
-    plugin = get_worker().plugins.get(plugin_name(job_id))
+    plugin = _plugin(get_worker(), job_id)
     if not isinstance(plugin, _RewrapPlugin):
         raise NoJobKeys("this worker holds no keys for the job")
     return plugin
