@@ -27,6 +27,7 @@ import secrets
 import socket
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing import AuthenticationError
@@ -40,6 +41,7 @@ from ..errors import FormatError, KeysplitError
 from ..keyring import UnsealedKeyring
 from ..keyring.datakeys import DerivedDataKeys
 from ..keyring.fleet import KeyCache
+from . import _cache
 from ._cache import JOBS_KEPT, MAX_KEYS
 
 __all__ = ["LoopbackDataKeys", "ServiceDataKeys", "serve_keys", "served_here"]
@@ -118,6 +120,10 @@ def serve_keys(keyring: UnsealedKeyring) -> Iterator[LoopbackDataKeys]:
             target=server.accept, args=(listener, stop), daemon=True, name="keysplit-jobs-keys"
         )
         thread.start()
+        expiry = threading.Thread(
+            target=server.expire, args=(stop,), daemon=True, name="keysplit-jobs-keys-expiry"
+        )
+        expiry.start()
         _SERVED.add(str(listener.address))
         try:
             yield LoopbackDataKeys(str(listener.address), authkey, keyring.keyring.keyring_id)
@@ -125,6 +131,7 @@ def serve_keys(keyring: UnsealedKeyring) -> Iterator[LoopbackDataKeys]:
             _SERVED.discard(str(listener.address))
             server.forget()
             stop.set()
+            server.wake.set()
             with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as wake:
                 wake.connect(str(listener.address))  # wakes accept(); fails its handshake
             thread.join(timeout=10)
@@ -150,7 +157,12 @@ class _KeyServer:
     raw keys in the keyring process for the job's lifetime, as its workers hold them
     (SECURITY.md): at most :data:`~keysplit.jobs._cache.MAX_KEYS` per job and the
     :data:`~keysplit.jobs._cache.JOBS_KEPT` most recent jobs, all dropped when the
-    ``serve_keys`` block ends.
+    ``serve_keys`` block ends. In time as the workers' caches: a job's keys are dropped
+    once it has not asked for one for :data:`~keysplit.jobs._cache.IDLE` (60 s), and at the
+    latest :data:`~keysplit.jobs._cache.MAX_AGE` (10 min) after the first was kept, by a
+    thread of the block (:meth:`expire`) and before any answer (before, a job that ended,
+    failed or lost its driver left its raw keys here until the block ended or two newer
+    jobs came, which for a long-lived ``serve_keys`` block was never).
 
     A shred empties every job's keys here before the next answer: every request is
     checked against the keyring's key cache generation, which each drop bumps (a shred in
@@ -168,6 +180,9 @@ class _KeyServer:
         self._kr = keyring
         self._lock = threading.Lock()
         self._jobs: OrderedDict[str, dict[str, bytes]] = OrderedDict()
+        self._used: dict[str, float] = {}  # job -> its last request (time.monotonic())
+        self._filled: dict[str, float] = {}  # job -> when its first kept key was kept
+        self.wake = threading.Event()  # the expiry thread looks again (keys kept, or stop)
         try:
             local = keyring.local_data_keys()
         except KeysplitError:  # a remote DataKeys: no drop to watch, so no job cache
@@ -185,6 +200,31 @@ class _KeyServer:
             for keys in self._jobs.values():
                 keys.clear()
             self._jobs.clear()
+            self._used.clear()
+            self._filled.clear()
+
+    def _drop_due(self, now: float) -> float | None:
+        """(Under the lock) Empty each job's keys due at ``now``; when the next are due
+        (None: no key kept)."""
+        soonest = None
+        for job, keys in self._jobs.items():
+            if not keys:
+                continue
+            due = min(self._used[job] + _cache.IDLE, self._filled[job] + _cache.MAX_AGE)
+            if due <= now:
+                keys.clear()
+            else:
+                soonest = due if soonest is None else min(soonest, due)
+        return soonest
+
+    def expire(self, stop: threading.Event) -> None:
+        """(The block's daemon thread) Empty each job's keys once due, until ``stop``."""
+        while not stop.is_set():
+            self.wake.clear()  # before looking: keys kept meanwhile wake the next wait
+            with self._lock:
+                now = time.monotonic()
+                soonest = self._drop_due(now)
+            self.wake.wait(None if soonest is None else soonest - now)
 
     def accept(self, listener: Listener, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -211,13 +251,19 @@ class _KeyServer:
             for old in self._jobs.values():
                 old.clear()
             self._generation = gen
+        now = time.monotonic()
+        self._drop_due(now)  # (the expiry thread may not have run yet)
         keys = self._jobs.get(job)
         if keys is None:
             keys = self._jobs[job] = {}
             while len(self._jobs) > JOBS_KEPT:
-                self._jobs.popitem(last=False)[1].clear()
+                old_job, old = self._jobs.popitem(last=False)
+                old.clear()
+                self._used.pop(old_job, None)
+                self._filled.pop(old_job, None)
         else:
             self._jobs.move_to_end(job)
+        self._used[job] = now
         wanted = [s for s in dict.fromkeys(subjects) if s not in keys]
         if wanted:
             got = self._kr.records.export(wanted, create=create)
@@ -225,6 +271,9 @@ class _KeyServer:
                 keys.clear()
             fresh = {s: k for s, k in zip(wanted, got, strict=True) if k is not None}
             if self._cache.generation == gen:  # else a key read before a drop: not kept
+                if fresh and not keys:
+                    self._filled[job] = now
+                    self.wake.set()  # the expiry thread may be waiting for no key at all
                 keys.update(fresh)
             return [keys.get(s) or fresh.get(s) for s in subjects]
         return [keys[s] for s in subjects]

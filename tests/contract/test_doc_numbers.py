@@ -159,6 +159,12 @@ SECURITY_CLAIMS = [
         f" or its driver died or stalled), and at the latest {job_cache.MAX_AGE / 60:g} min",
         "jobs cache IDLE, MAX_AGE",
     ),
+    (
+        f"the same time bounds (a job's kept keys are emptied once it has not asked for one"
+        f" for {job_cache.IDLE:g} s, and at the latest {job_cache.MAX_AGE / 60:g} min after the"
+        " first was kept",
+        "serve_keys IDLE, MAX_AGE",
+    ),
 ]
 SECURITY_CLAIMS += [
     (f"retries, up to {datakeys._CREATE_TRIES} attempts in all", "datakeys._CREATE_TRIES"),

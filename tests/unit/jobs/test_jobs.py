@@ -1931,13 +1931,8 @@ def test_a_job_cache_over_a_counting_source_passes_every_occurrence() -> None:
     assert _cache._JobKeys(Counting()).counts_records is False  # type: ignore[arg-type]
 
 
-def test_the_key_server_exports_a_jobs_key_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Before: each worker's request unwrapped its keys again in the keyring process (35 ms
-    per 10^4 keys, one request after the other), so a second worker slowed a job down.
-    Now requests naming a job get the keys already exported for it; another job (or a
-    request naming none) asks the keyring again, and a shred empties the job's keys."""
+def _counting_exports(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many keys each keyring export asks for, from now on (one entry per export)."""
     from keysplit.keyring.records import Records
 
     calls: list[int] = []
@@ -1948,6 +1943,17 @@ def test_the_key_server_exports_a_jobs_key_once(
         return export(self, subjects, create=create)
 
     monkeypatch.setattr(Records, "export", counting)
+    return calls
+
+
+def test_the_key_server_exports_a_jobs_key_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: each worker's request unwrapped its keys again in the keyring process (35 ms
+    per 10^4 keys, one request after the other), so a second worker slowed a job down.
+    Now requests naming a job get the keys already exported for it; another job (or a
+    request naming none) asks the keyring again, and a shred empties the job's keys."""
+    calls = _counting_exports(monkeypatch)
     _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
     with _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
         one, other = src.for_job("a" * 32), pickle.loads(pickle.dumps(src.for_job("a" * 32)))
@@ -2013,6 +2019,69 @@ def test_the_key_server_serves_no_kept_key_once_the_lease_lapsed(
         assert job.export(["s/1", "s/2"], create=False) == [None, k2]
         assert ukr.data_keys(["s/1"]) == [None]  # as the keyring itself answers
         assert job.export(["s/1"], create=False) == [None]
+
+
+def _recorded_key_servers(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The ``serve_keys`` servers made from now on (to look at what they keep)."""
+    datakeys = importlib.import_module("keysplit.jobs.datakeys")
+    servers: list[Any] = []
+
+    class Recorded(datakeys._KeyServer):  # type: ignore[name-defined,misc]
+        def __init__(self, keyring: UnsealedKeyring) -> None:
+            super().__init__(keyring)
+            servers.append(self)
+
+    monkeypatch.setattr(datakeys, "_KeyServer", Recorded)
+    return servers
+
+
+def test_the_key_server_forgets_a_jobs_raw_keys_once_the_job_is_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the raw keys ``serve_keys`` kept for a job stayed in the keyring process
+    until the block ended or two newer jobs came (a job that ended, failed or lost its
+    driver left them there for as long as the block ran). Now, as on the workers, they go
+    once the job has not asked for one for ``_cache.IDLE`` (here 0.2 s), with no request
+    to trigger it: the block's own thread empties them."""
+    from keysplit.jobs import _cache
+
+    servers = _recorded_key_servers(monkeypatch)
+    monkeypatch.setattr(_cache, "IDLE", 0.2)
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    with _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
+        job = src.for_job("a" * 32)
+        k1, _ = job.export(["s/1", "s/2"], create=True)
+        [server] = servers
+        assert any(server._jobs.values())  # kept for the job's other workers
+        for _ in range(300):  # bounded: 30 s
+            if not any(server._jobs.values()):
+                break
+            threading.Event().wait(0.1)
+        assert not any(server._jobs.values())  # (fails before: kept)
+        assert job.export(["s/1"], create=False) == [k1]  # the job asks again: served
+
+
+def test_the_key_server_forgets_a_busy_jobs_raw_keys_at_their_max_age(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that keeps asking still has its kept keys dropped ``_cache.MAX_AGE`` (here
+    0.5 s) after the first was kept: its next request exports them from the keyring again
+    (before: never, while the job was one of the two most recent)."""
+    from keysplit.jobs import _cache
+
+    calls = _counting_exports(monkeypatch)
+    monkeypatch.setattr(_cache, "MAX_AGE", 0.5)
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    with _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
+        job = src.for_job("a" * 32)
+        [k1] = job.export(["s/1"], create=True)
+        assert calls == [1]
+        for _ in range(600):  # bounded: 30 s of requests every 0.05 s (never idle)
+            assert job.export(["s/1"], create=False) == [k1]
+            if len(calls) > 1:
+                break
+            threading.Event().wait(0.05)
+        assert len(calls) > 1  # exported again (fails before: answered from the kept key)
 
 
 def test_a_dask_rewrap_right_after_another_holder_rotated_moves_the_keys(
