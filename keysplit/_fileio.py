@@ -351,8 +351,7 @@ def remove_dead_stages(target: Path) -> None:
     processes left: only directories owned by this user, never a link, never another host's."""
     for path, st in _dead_writers(target, _STAGE):
         if stat.S_ISDIR(st.st_mode):  # never a link
-            with contextlib.suppress(OSError):
-                shutil.rmtree(path)
+            remove_stage(path)  # (the dead process's workers may still write parts)
 
 
 def staging_dir(target: Path) -> Path:
@@ -390,7 +389,30 @@ def remove_own_stages() -> None:
         stages = list(_stages)
         _stages.clear()
     for stage in stages:
-        shutil.rmtree(stage, ignore_errors=True)
+        remove_stage(stage)
+
+
+def remove_stage(stage: Path) -> None:
+    """Remove a stage (:func:`staging_dir`) whose job failed or was abandoned, even while
+    the job's workers still write parts into it.
+
+    A job that fails cancels its parts, but a part already running on a worker runs on
+    and commits its file by path (:func:`atomic_writer`). ``rmtree`` where the stage is
+    lists it, removes what it listed, then removes the directory: a part committed in
+    between made that fail (ENOTEMPTY) and left the stage with the part (a decrypt's
+    plaintext) in it. So the stage is first renamed to a name no worker knows (still a
+    stage name of this process, which :func:`remove_dead_stages` removes if this one dies
+    meanwhile): a part committed from then on finds no directory. A stage renamed into
+    place first (a finished job's output) is left alone, and one this rename took first
+    is no longer there to be put in place."""
+    gone = stage.with_name(f"{stage.name}-gone-{os.urandom(4).hex()}")
+    try:
+        os.rename(stage, gone)
+    except FileNotFoundError:  # renamed into place, or removed already
+        return
+    except OSError:  # (not renamed: removed where it is, as before)
+        gone = stage
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def _open_unnamed(directory: Path) -> int | None:

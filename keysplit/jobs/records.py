@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import os
 import secrets
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from dask.delayed import delayed
 from distributed import Client, as_completed
 
 from .. import names, record
-from .._fileio import durable_rename, remove_dead_stages, staging_dir
+from .._fileio import durable_rename, remove_dead_stages, remove_stage, staging_dir
 from ..errors import FormatError, IntegrityError, KeysplitError
 from ..keyring import DataKeys
 from ..keyring.records import Records
@@ -530,7 +529,7 @@ def _transform_dataset(
         except OSError as exc:
             raise KeysplitError(f"cannot move the finished parts to {out}: {exc}") from None
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        remove_stage(stage)  # parts still running may commit meanwhile: see remove_stage
         raise
     return done
 

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,6 +183,71 @@ def test_an_orphaned_driver_killed_past_its_grace_removes_its_jobs_stage(tmp_pat
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["done"]
     assert (tmp_path / "done" / "part.00000.parquet").read_bytes() == b"finished rows"
+
+
+_LATE_PART = """
+import sys
+from keysplit._fileio import atomic_writer
+try:
+    with atomic_writer(sys.argv[1], mode=0o600) as fh:  # as run_part writes a part
+        fh.write(b"decrypted rows of a part still running when its job failed")
+except FileNotFoundError:
+    print("no stage")
+else:
+    print("written")
+"""
+
+
+@pytest.mark.parametrize("cleanup", ["failed-job", "orphaned-driver"])
+def test_a_part_committed_while_its_stage_is_removed_leaves_no_plaintext(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cleanup: str
+) -> None:
+    """A job that fails (a part's error, its timeout, or its driver orphaned: the lifeline
+    closes its Dask client) cancels its parts and removes its stage at once, but a part
+    already running on a worker runs on (Dask cannot stop it) and commits its file by
+    path. Before, the stage was removed with ``rmtree`` where it was: a part committed
+    between rmtree's listing and its final ``rmdir`` made that fail (ENOTEMPTY, ignored)
+    and left the stage with a decrypted part in it, for as long as the driver lived. Now
+    the stage is first renamed away, so a late part finds no directory. The late writer
+    is a real process, committing its part at that very moment (from ``os.rmdir``)."""
+    staged: list[Path] = []
+    real_staging_dir, real_rmdir = fileio.staging_dir, os.rmdir
+
+    def staging_dir(target: Path) -> Path:
+        staged.append(real_staging_dir(target))
+        return staged[-1]
+
+    said: list[str] = []
+
+    def rmdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        if staged and not said and Path(path).name.startswith(staged[-1].name):
+            r = subprocess.run(
+                [sys.executable, "-c", _LATE_PART, str(staged[-1] / "part.00099.parquet")],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            said.append(r.stdout.strip() or r.stderr)
+        real_rmdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(jr, "staging_dir", staging_dir)
+    monkeypatch.setattr(os, "rmdir", rmdir)
+    if cleanup == "failed-job":
+        with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
+            jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=src)
+            assert ukr.shred("late/x") is True  # its rows are in the last part
+            with pytest.raises(ke.KeysplitError):
+                jobs.decrypt_dataset(
+                    tmp_path / "enc", tmp_path / "out", "body", "user", service=src
+                )
+        assert len(staged) == 2  # the encrypt's stage (in place), the decrypt's
+        keep = {"enc", "in", "kr"}
+    else:  # the lifeline thread past ORPHAN_GRACE: _fileio.remove_own_stages
+        staged.append(fileio.staging_dir(tmp_path / "dec"))
+        (staged[-1] / "part.00000.parquet").write_bytes(b"decrypted rows")
+        fileio.remove_own_stages()
+        keep = set()
+    assert said == ["no stage"], said
+    stray = sorted(p.name for p in tmp_path.iterdir() if p.name not in keep)
+    assert stray == [], f"plaintext parts left behind: {stray}"
 
 
 @pytest.mark.parametrize(
