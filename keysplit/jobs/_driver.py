@@ -44,7 +44,8 @@ def _lifeline(argv: list[str]) -> int | None:
 
 def _watch_parent(fd: int, clients: list[Any]) -> None:
     """(A daemon thread) Once the parent is gone (EOF on the lifeline: the parent never
-    writes to it, and its end closes when it dies), close this process's Dask client, so
+    writes to it, and its end closes when it dies), unregister its jobs' plugins (their
+    workers forget a rewrap's KEKs at once) and close this process's Dask client, so
     that the job in progress fails at once (its futures are cancelled; a dataset job
     removes its stage, a rewrap stops renewing its workers' keys), then, if this process
     is still there after :data:`ORPHAN_GRACE`, remove the stages its jobs left and kill its
@@ -53,6 +54,7 @@ def _watch_parent(fd: int, clients: list[Any]) -> None:
         while os.read(fd, 1 << 12):
             pass
     for client in list(clients):
+        _unregister_jobs(client)
         with contextlib.suppress(Exception):
             client.close(timeout=CLOSE_LOST)
     threading.Event().wait(ORPHAN_GRACE)
@@ -60,6 +62,27 @@ def _watch_parent(fd: int, clients: list[Any]) -> None:
     if os.getpgrp() == os.getpid():  # the leader of its group: started by the parent
         os.killpg(os.getpid(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _unregister_jobs(client: Any) -> None:
+    """Unregister the job plugins this process registered (a rewrap's), at most
+    :data:`CLOSE_LOST` seconds: their workers forget the job's KEKs now. Once the client is
+    closed the job's own ``finally`` can no longer do it, and before, the workers kept them
+    until their lease lapsed (``KEY_LEASE``, 60 s)."""
+    from ._worker import registered
+
+    names = sorted(registered)
+    if not names:
+        return
+
+    def unregister() -> None:
+        for name in names:
+            with contextlib.suppress(Exception):  # a worker or the scheduler gone: the lease
+                client.unregister_worker_plugin(name)
+
+    thread = threading.Thread(target=unregister, name="keysplit-orphan-forget", daemon=True)
+    thread.start()
+    thread.join(CLOSE_LOST)  # a scheduler that does not answer: the lease ends them
 
 
 @contextlib.contextmanager

@@ -24,8 +24,9 @@ A child whose parent dies (killed mid-job, with nothing to end the child) ends i
 itself: it watches a *lifeline* pipe whose write end only the parent holds (:func:`_start`)
 and, at its EOF, closes its Dask client, so the job fails at once, cleans up what it staged
 and exits; its process group is killed :data:`keysplit.jobs._driver.ORPHAN_GRACE` seconds
-later if it has not. Its workers then forget a rewrap's KEKs once the child's renewals
-stop (:data:`keysplit.jobs.rewrap.KEY_LEASE`).
+later if it has not. Before closing its client it unregisters a rewrap's worker plugin, so
+its workers forget the job's KEKs at once; where it cannot reach its scheduler they do once
+the child's renewals stop (:data:`keysplit.jobs.rewrap.KEY_LEASE`).
 
 The child enforces a job's ``timeout`` itself; this process does not rely on it. A job run
 with a time budget (:func:`run_job`'s ``budget``) gives its child :data:`DEADLINE_GRACE`

@@ -38,6 +38,7 @@ __all__ = [
     "install_keks",
     "plugin_name",
     "public_keys",
+    "registered",
     "renew_keys",
     "worker_keks",
 ]
@@ -49,6 +50,12 @@ class NoJobKeys(KeysplitError):
 
 def plugin_name(job_id: str) -> str:
     return f"keysplit-job-{job_id}"
+
+
+registered: set[str] = set()
+"""(Driver child) The job plugins this process registered and has not unregistered yet:
+those its lifeline unregisters when its parent dies (:mod:`keysplit.jobs._driver`), so that
+their workers forget the KEKs at once rather than a lease later."""
 
 
 class JobKeysPlugin(WorkerPlugin):

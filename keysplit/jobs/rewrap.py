@@ -57,6 +57,7 @@ from ._worker import (
     install_keks,
     plugin_name,
     public_keys,
+    registered,
     renew_keys,
     worker_keks,
 )
@@ -478,6 +479,7 @@ def _run(
     lost: str | None = None
     stack = contextlib.ExitStack()
     try:
+        registered.add(name)  # (before: the lifeline may unregister it from now on)
         client.register_plugin(plugin, name=name)
         stack.enter_context(_renewing(client, job_id, key_lease))
         for attempt in range(max(1, rounds)):
@@ -535,6 +537,7 @@ def _run(
         errors = [lost]
     finally:
         stack.close()
+        registered.discard(name)
         if lost is None:  # a lost scheduler forgets it anyway (the call would wait for it)
             with contextlib.suppress(Exception):  # best effort: a dead cluster forgets anyway
                 client.unregister_worker_plugin(name)

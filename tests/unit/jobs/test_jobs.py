@@ -1091,6 +1091,29 @@ def _pid_gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
+def _killed_keyring_process(args: list[object], log: Path) -> int:
+    """Run a keyring process (``python -c`` and ``args``) that SIGKILLs itself mid-job,
+    printing its driver child's pid; that pid. Its stderr goes to ``log`` (not a pipe: the
+    orphan inherits it and would hold it open)."""
+    with log.open("w") as err:
+        r = subprocess.run(
+            [sys.executable, "-c", *args],
+            stdout=subprocess.PIPE, stderr=err, text=True, timeout=300,
+        )  # fmt: skip
+    assert r.returncode == -signal.SIGKILL, log.read_text()
+    [(what, pid)] = [line.split() for line in r.stdout.splitlines()]
+    assert what == "driver"
+    return int(pid)
+
+
+def _gone_within_45_s(pid: int) -> bool:
+    for _ in range(450):
+        if _pid_gone(pid):
+            return True
+        threading.Event().wait(0.1)
+    return _pid_gone(pid)
+
+
 def test_a_driver_child_whose_keyring_process_was_killed_ends_its_job(
     client: Client, tmp_path: Path
 ) -> None:
@@ -1106,27 +1129,95 @@ def test_a_driver_child_whose_keyring_process_was_killed_ends_its_job(
     driver = 0
     log = tmp_path / "stderr.log"  # not a pipe: the orphan inherits it and would hold it open
     try:
-        with _stuck_key_service() as stuck, log.open("w") as err:
-            r = subprocess.run(
-                [sys.executable, "-c", _KILLED_MID_JOB, tmp_path, client.scheduler.address,
-                 stuck.url],
-                stdout=subprocess.PIPE, stderr=err, text=True, timeout=300,
-            )  # fmt: skip
-            assert r.returncode == -signal.SIGKILL, log.read_text()
-            [(what, pid)] = [line.split() for line in r.stdout.splitlines()]
-            assert what == "driver"
-            driver = int(pid)
-            for _ in range(450):  # before: alive for the key service client's 60 s at least
-                if _pid_gone(driver):
-                    break
-                threading.Event().wait(0.1)
-            assert _pid_gone(driver)
+        with _stuck_key_service() as stuck:
+            args = [_KILLED_MID_JOB, tmp_path, client.scheduler.address, stuck.url]
+            driver = _killed_keyring_process(args, log)
+            # before: alive for the key service client's 60 s at least
+            assert _gone_within_45_s(driver)
     finally:
         if driver and not _pid_gone(driver):
             with contextlib.suppress(OSError):
                 os.killpg(driver, signal.SIGKILL)
     left = sorted(p.name for p in tmp_path.iterdir() if p.suffix not in (".pem", ".log"))
     assert left == ["in"]  # no enc, no staging
+
+
+_KILLED_MID_REWRAP = """
+import importlib, os, signal, sys
+from pathlib import Path
+import numpy as np
+from keysplit import Keyring, jobs
+from keysplit.jobs import _isolate
+here, address = Path(sys.argv[1]), sys.argv[2]
+pem = [(here / f"{n}.pem").read_text() for n in ("ca", "cert", "key")]
+cluster = jobs.Cluster(address, tls_ca=pem[0], tls_cert=pem[1], tls_key=pem[2])
+# a lease far past the test's bound: only an unregister makes the workers forget in time
+importlib.import_module("keysplit.jobs.rewrap").KEY_LEASE = 3600.0
+start = _isolate._start
+
+def recorded():
+    proc = start()
+    print("driver", proc.pid, flush=True)
+    return proc
+
+def killed(done, total):  # the first partition is done, the others run (slowed)
+    if done:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+_isolate._start = recorded
+_, shares = Keyring.create(here / "kr", 2, ["a", "b"])
+with Keyring.open(here / "kr").unseal([shares["a"], shares["b"]]) as ukr:
+    raw = np.frombuffer(os.urandom(16 * 4000), np.uint8).reshape(4000, 16)
+    subjects = [f"user/{i:07d}" for i in range(4000)]
+    ukr.store.insert_many(ukr.keks_for_rewrap().only([1]).wrap(subjects, raw))
+    ukr.rotate()
+    jobs.rewrap(ukr, cluster=cluster, partitions=8, batch_size=100, progress=killed, rounds=1)
+"""
+
+
+def _slow_batches(seconds: float, dask_worker: Any = None) -> None:
+    """(On a worker) Make each rewrap batch take ``seconds`` longer (0: as before)."""
+    import importlib
+    import time
+
+    m = importlib.import_module("keysplit.jobs.rewrap")
+    real = getattr(m, "_keysplit_fast_batch", m._rewrap_batch)
+    m._keysplit_fast_batch = real
+
+    def slow(*args: Any) -> Any:
+        time.sleep(seconds)
+        return real(*args)
+
+    m._rewrap_batch = slow if seconds else real
+
+
+def test_a_rewrap_driver_child_whose_keyring_process_was_killed_unregisters_its_keys(
+    client: Client, tmp_path: Path
+) -> None:
+    """SIGKILL of a real keyring process while its rewrap's partitions run (each batch
+    slowed on the module's workers; the job's KEK lease set to an hour). Its driver child's
+    lifeline closed its Dask client, so the job's own ``finally`` could no longer
+    unregister the plugin: before, every worker kept the job's KEKs until the lease lapsed
+    (here past the test's 60 s bound: fails). Now the lifeline unregisters the job's plugin
+    before it closes the client: a probe on every worker finds no plugin holding KEKs."""
+    _write_pems(tmp_path)
+    driver = 0
+    before = _job_plugins(client)
+    client.run(_slow_batches, 0.3)
+    log = tmp_path / "stderr.log"
+    try:
+        driver = _killed_keyring_process(
+            [_KILLED_MID_REWRAP, tmp_path, client.scheduler.address], log
+        )
+        assert _forgotten_everywhere(client)  # (fails before: held for KEY_LEASE)
+    finally:
+        client.run(_slow_batches, 0)
+        # it ends itself (its client closed, its job failed)
+        if driver and not _gone_within_45_s(driver):
+            with contextlib.suppress(OSError):
+                os.killpg(driver, signal.SIGKILL)
+        for name in _job_plugins(client) - before:
+            client.unregister_worker_plugin(name)
 
 
 def _cli(args: list[object]) -> Any:
