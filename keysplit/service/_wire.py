@@ -152,6 +152,8 @@ def encode_parts(
     """
     h = dumps(dict(header))
     n = len(items)
+    if not {*map(type, items)} <= _OCTET_TYPES:  # one C-level pass over the usual batch
+        items = [_octets(b) for b in items]
     if subjects is None:
         slens, blob = _zeros(n), b""
     else:
@@ -169,6 +171,27 @@ def encode_parts(
         ilens.byteswap()
     head = b"".join([MAGIC, _LEN.pack(len(h)), h, _LEN.pack(n), slens.tobytes(), ilens.tobytes()])
     return [head, blob, *present] if blob else [head, *present]
+
+
+_OCTET_TYPES = frozenset((bytes, bytearray, type(None)))
+
+
+def _octets(item: Any) -> Any:
+    """An item as a buffer whose ``len()`` is its size in bytes, which is what ``sendmsg``
+    and ``join`` send: ``len()`` of a NumPy array, an ``array('H')`` or a cast memoryview
+    counts its items, so the frame announced fewer bytes than went out (the server sealed
+    a cut plaintext, and the rest was read as the connection's next request)."""
+    if item is None or isinstance(item, bytes | bytearray):
+        return item
+    view = memoryview(item)  # TypeError for what is no buffer at all
+    if view.format == "B" and view.ndim == 1 and view.c_contiguous:
+        return view
+    try:
+        return view.cast("B")
+    except TypeError:
+        raise TypeError(
+            "plaintexts and records must be bytes or contiguous buffers (not strided views)"
+        ) from None
 
 
 def encode_frame(

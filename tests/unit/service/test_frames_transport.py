@@ -164,6 +164,37 @@ def test_batches_go_over_frames_and_answer_as_http(
         http.close()
 
 
+@pytest.mark.parametrize("transport", ["frames", "http"])
+def test_a_buffer_of_wide_items_is_sealed_whole_and_the_connection_stays_in_step(
+    keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path], transport: str
+) -> None:
+    """A plaintext that is a buffer of items wider than a byte (a NumPy array, an
+    ``array('H')``, a cast memoryview), which the in-process engine seals whole: the
+    client framed it by ``len()``, its count of *items*, while ``sendmsg``/``join`` sent
+    its bytes. Over HTTP the server read the announced (shorter) length, sealed the first
+    half of the plaintext and answered 200, and the rest of the bytes waited on the
+    connection as the start of its next request; over frames the client's send raised
+    IndexError. Now each such item goes out as its bytes (a strided view is a TypeError, as
+    in process), and the same connection answers the next batch. A real ``keysplit serve``."""
+    np = pytest.importorskip("numpy")
+    from array import array
+
+    wide = [np.arange(300, dtype=np.uint16), memoryview(array("I", range(70))), b"plain"]
+    with _served(keyring, f"wide-{transport}.sock") as (_, c):
+        if transport == "http":
+            c._frames = False
+        framed = _framed(c)
+        subjects = ["f/wide", "f/wide", "f/other"]
+        records = c.encrypt_many(subjects, wide)
+        assert c.decrypt_many(subjects, records) == [bytes(memoryview(p)) for p in wide]
+        again = c.encrypt_many(["f/next"], [b"next"])  # the connection is still in step
+        assert c.decrypt_many(["f/next"], again) == [b"next"]
+        assert (len(framed) > 0) == (transport == "frames")
+        with pytest.raises(TypeError, match="contiguous"):
+            c.encrypt_many(["f/x"], [memoryview(b"abcdef")[::2]])
+        assert c.decrypt_many(["f/next"], again) == [b"next"]
+
+
 def test_a_refused_token_is_answered_before_the_body(
     keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path],
 ) -> None:
