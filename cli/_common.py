@@ -120,6 +120,13 @@ def info(message: str, *, lead: str = "", style: str = "") -> None:
     err_console.print(Text.assemble((lead, style), " ", message) if lead else Text(message))
 
 
+def interrupted(exc: BaseException) -> bool:
+    """Whether a prompt's ``Abort`` was Ctrl-C: Click raises it for Ctrl-C and for the end
+    of input alike, and only the ``KeyboardInterrupt`` left as its context tells them
+    apart (the end of input reports "no input" and names the option to use instead)."""
+    return isinstance(exc.__context__, KeyboardInterrupt)
+
+
 def handle_errors(func: F) -> F:
     """Turn expected failures into one ``error:`` line and exit code 1, no traceback."""
 
@@ -144,7 +151,9 @@ def handle_errors(func: F) -> F:
             fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
         except KeyboardInterrupt:
             fail("interrupted", code=130)
-        except (typer.Abort, EOFError):  # a prompt met the end of stdin
+        except (typer.Abort, EOFError) as exc:  # a prompt met the end of stdin, or Ctrl-C
+            if interrupted(exc):
+                fail("interrupted", code=130)
             fail(
                 "no input: a prompt reached the end of input",
                 "give the value with its option or file (see --help), or run interactively",

@@ -31,7 +31,7 @@ import typer
 
 from keysplit import KeysplitError
 
-from ._common import EXIT_USAGE, fail, info, relabel, shown_lines
+from ._common import EXIT_USAGE, fail, info, interrupted, relabel, shown_lines
 from ._opener import Passphrases, ShareOpener, hidden_prompt
 
 if TYPE_CHECKING:
@@ -122,7 +122,9 @@ def ask_for_shares(
     while (text := prompt()) is not None:
         try:
             answer = hidden_prompt(f"{text} (file or share text, hidden; empty to stop)").strip()
-        except typer.Abort:  # end of input: as an empty answer
+        except typer.Abort as exc:  # end of input: as an empty answer; Ctrl-C: interrupted
+            if interrupted(exc):
+                raise
             return
         if not answer:
             return
@@ -133,6 +135,8 @@ def ask_for_shares(
         except KeysplitError as exc:
             bad += 1
             typer.echo(f"rejected: {shown_lines(str(exc))}", err=True)
+            if exc.hint:  # what to check ("0/o, 1/l/i"), as the non-interactive error shows it
+                typer.echo(f"hint: {shown_lines(exc.hint)}", err=True)
             if bad >= _MAX_BAD_TRIES:
                 fail(f"giving up after {bad} rejected shares")
             typer.echo("try again (empty answer to stop)", err=True)

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import stat
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +25,7 @@ from ceremony_helpers import (  # noqa: F401 (fixtures)
     run,
 )
 from keysplit_cli import _common
-from paths import run_keysplit
+from paths import KEYSPLIT, run_keysplit
 
 from keysplit import Identity, Keyring, Recipient, ShreddedError, load_share, split
 from keysplit.ceremony import sinks
@@ -462,6 +466,61 @@ def test_unseal_interactive_give_up(cer: Ceremony) -> None:
     r = run(["unseal", cer.kr], input=f"{cer.share('alice')}\n{cer.ids['alice']}\n\n")
     assert r.exit_code == 1
     assert error_lines(r)[-1] == "error: need 2 shares, got 1"
+
+
+def test_unseal_interactive_typo_shows_the_hint_of_what_to_check(cer: Ceremony) -> None:
+    # The non-interactive error printed its hint ("check 0/o, 1/l/i, 8/b"); the prompt's
+    # "rejected:" line dropped it, though it is there for exactly this custodian.
+    text = str(split(os.urandom(16), threshold=2, count=3)[0])
+    typo = text[:8] + "o" + text[9:]
+    r = run(["unseal", cer.kr], input=f"{typo}\n\n")
+    assert r.exit_code == 1
+    assert "rejected: the typed share: share has an invalid character 'o'" in r.stderr
+    assert "hint: shares use 0 2-9 and a-z without b, i, o; check 0/o, 1/l/i, 8/b" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("with_passphrase_file", "prompt", "before"),
+    [
+        (True, b"Share [1/2]", "need 2 shares, got 1"),
+        (False, b"Passphrase for custodian 'carol'", "no input"),
+    ],
+)
+def test_ctrl_c_at_a_prompt_of_a_real_unseal_is_interrupted(
+    cer: Ceremony, with_passphrase_file: bool, prompt: bytes, before: str
+) -> None:
+    # Click turns Ctrl-C at a prompt into Abort, as it does the end of input: at the share
+    # prompt it was taken for an empty answer ("error: need 2 shares, got 1", as if the
+    # custodian chose to stop), at a passphrase prompt for no input ("no input", and a hint
+    # to give the value with its option). A real process, a real SIGINT: exit 130.
+    pw = ["--passphrase-file", f"carol={cer.carol_pw}"] if with_passphrase_file else []
+    proc = subprocess.Popen(
+        [str(KEYSPLIT), "unseal", str(cer.kr), *pw],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,  # no controlling terminal: the prompts read the pipe
+    )
+    try:
+        assert proc.stdin is not None and proc.stderr is not None
+        proc.stdin.write(f"{cer.share('carol')}\n".encode())
+        proc.stdin.flush()
+        seen, deadline = b"", time.monotonic() + 60
+        while prompt not in seen:
+            left = max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([proc.stderr], [], [], left)
+            chunk = os.read(proc.stderr.fileno(), 4096) if ready else b""
+            assert chunk, f"no prompt {prompt!r}: {seen!r}"
+            seen += chunk
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    err = (seen + rest).decode()
+    assert proc.returncode == 130, err
+    assert "error: interrupted" in err and before not in err and "Traceback" not in err
 
 
 # -- rekey ---------------------------------------------------------------------------------
