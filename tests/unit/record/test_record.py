@@ -244,6 +244,43 @@ def test_a_batch_seals_as_record_by_record_whatever_keys_each_subject_gets(
     assert record.decrypt_many(ks, subjects, recs, {"c": "1"}) == pts
 
 
+class _Folded(str):
+    """A subject type some callers have: equal, and hashed alike, whatever its case."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and self.casefold() == other.casefold()
+
+    def __hash__(self) -> int:
+        return hash(self.casefold())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["ann", "Ann", "ANN", "bo"]), st.booleans()), max_size=20)
+)
+def test_a_batch_binds_each_record_to_its_own_subject_whatever_str_type_it_has(
+    picks: list[tuple[str, bool]],
+) -> None:
+    """encrypt_many/decrypt_many with keys given grouped records by ``==``/``hash`` of their
+    subjects: two subjects a ``str`` subclass called equal ("Ann" and "ann") shared one
+    group, so the second was sealed with the first's subject in its AAD (under its own key):
+    it failed to open as its own subject and opened as the other's. The record API binds a
+    subject's text, so a batch must seal as record by record does."""
+    subjects = [_Folded(t) if folded else t for t, folded in picks]
+    keys = {t: DataKey(bytes([i + 1]) * 16) for i, t in enumerate(["ann", "Ann", "ANN", "bo"])}
+    ks = [keys[t] for t, _ in picks]
+    pts = [b"%d" % i for i in range(len(picks))]
+    nonces = DeterministicRandom("folded").random_bytes(12 * len(picks))
+    recs = record.encrypt_many(ks, subjects, pts, {"c": "1"}, rng=DeterministicRandom("folded"))
+    assert recs == [
+        record.seal(k, nonces[12 * i : 12 * i + 12], p, record.encode_aad(t, {"c": "1"}))
+        for i, (k, p, (t, _)) in enumerate(zip(ks, pts, picks, strict=True))
+    ]
+    plain = [t for t, _ in picks]
+    assert record.decrypt_many(ks, subjects, recs, {"c": "1"}) == pts
+    assert record.decrypt_many(ks, plain, recs, {"c": "1"}) == pts
+
+
 def test_a_batch_record_cut_anywhere_short_of_a_tag_is_a_format_error() -> None:
     """decrypt_many tests a record's length only when its AEAD call fails (a short nonce
     or tag): a record cut after its header's prefix, at any length short of header and
