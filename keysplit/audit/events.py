@@ -78,10 +78,12 @@ __all__ = [
     "VerifyComplete",
     "VerifyStart",
     "canonical_name",
+    "intent_closer",
     "open_intents",
     "record",
     "record_many",
     "switch_recorded",
+    "unsettled_intents",
 ]
 
 
@@ -675,24 +677,70 @@ def open_intents(entries: Sequence[AuditEntry]) -> list[AuditEntry]:
     ``observed`` entry names is that entry's (its operation raised, or was killed): no
     outcome takes it, even one written before the observation (a batch records its
     outcomes, then closes its refused intents). In log order."""
+    pending, _, _ = _match(entries)
+    return [pending[s] for s in sorted(pending)]
+
+
+def unsettled_intents(entries: Sequence[AuditEntry]) -> list[AuditEntry]:
+    """The ``intent`` and outcome entries that entries appended later can still change
+    :func:`open_intents`' answer about (in log order): for each operation, target and
+    authority with an intent open, every intent and outcome of theirs since the last point
+    none was open. An ``observed`` entry written later that names an intent an outcome
+    closed hands that outcome to the intent below it (the outcome's own was another's), so
+    a selection (:meth:`keysplit.keyring.Keyring.gap_entries`) that kept only the open
+    intents read one as open that the whole log reads as closed. Before that point nothing
+    was open, and whatever is observed later, nothing there is open again."""
+    _, kept, _ = _match(entries)
+    return sorted((e for run in kept.values() for e in run), key=lambda e: e.seq)
+
+
+def intent_closer(entries: Sequence[AuditEntry], intent: AuditEntry) -> AuditEntry | None:
+    """The entry of ``entries`` that closes ``intent`` (one of them) in
+    :func:`open_intents`' reading: the first ``observed`` entry naming it, else the outcome
+    matched to it (not always the first that could be: an ``observed`` entry written
+    later can hand an outcome to an older intent); None while it is open."""
+    for e in entries:
+        if e.event == Observed.NAME and e.data.get("intent") == intent.seq:
+            return e
+    return _match(entries)[2].get(intent.seq)
+
+
+def _match(
+    entries: Sequence[AuditEntry],
+) -> tuple[
+    dict[int, AuditEntry], dict[tuple[str, str, str], list[AuditEntry]], dict[int, AuditEntry]
+]:
+    """:func:`open_intents`' matching: (the open intents by seq; for each operation, target
+    and authority with one open, its intents and outcomes since none was; and the outcome
+    that closed each closed intent, by its seq)."""
     outcome_of = {n: (op, key) for op, (names, key) in INTENT_OUTCOMES.items() for n in names}
     observed = {e.data.get("intent") for e in entries if e.event == Observed.NAME}
     waiting: dict[tuple[str, str, str], list[int]] = {}
+    since: dict[tuple[str, str, str], list[AuditEntry]] = {}
     pending: dict[int, AuditEntry] = {}
+    closed: dict[int, AuditEntry] = {}
     for e in entries:
         if e.event == Intent.NAME:
             op, target = e.data.get("operation"), e.data.get("target")
             if isinstance(op, str) and isinstance(target, str) and e.seq not in observed:
-                waiting.setdefault((op, target, _by(e)), []).append(e.seq)
+                k = (op, target, _by(e))
+                waiting.setdefault(k, []).append(e.seq)
+                since.setdefault(k, []).append(e)
                 pending[e.seq] = e
         elif e.event in outcome_of:
             op, key = outcome_of[e.event]
             target = e.data.get(key)
-            queue = waiting.get((op, target, _by(e))) if isinstance(target, str) else None
+            k = (op, target if isinstance(target, str) else "", _by(e))
+            queue = waiting.get(k) if isinstance(target, str) else None
             while queue:
-                if pending.pop(queue.pop(), None) is not None:
+                seq = queue.pop()
+                if pending.pop(seq, None) is not None:
+                    closed[seq] = e
+                    since[k].append(e)
                     break
-    return [pending[s] for s in sorted(pending)]
+            if k in since and not waiting[k]:
+                del since[k]  # nothing of theirs open: what came before cannot reopen
+    return pending, since, closed
 
 
 def _by(e: AuditEntry) -> str:

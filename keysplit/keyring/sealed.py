@@ -372,28 +372,26 @@ class Keyring:
         ``verify-start`` and ``token-revoke`` entries. ``unrecorded(gap_entries(e))`` is
         ``unrecorded(e)``, and ``gap_entries(gap_entries(a) + b)`` serves as
         ``gap_entries(a + b)``: a quorum reads only the log's new entries
-        (:meth:`keysplit.audit.AuditLog.selected`). A first entry that is a closed intent
-        keeps the entry that closed it (else it would read as open)."""
-        from ..audit.events import canonical_name, open_intents
+        (:meth:`keysplit.audit.AuditLog.selected`). Beside an open intent, the intents and
+        outcomes of its operation and target an ``observed`` entry in ``b`` can rematch
+        (:func:`~keysplit.audit.events.unsettled_intents`). A first entry that is a closed
+        intent keeps the entry that closed it (else it would read as open)."""
+        from ..audit.events import canonical_name, intent_closer, unsettled_intents
 
         if not entries:
             return []
-        opened = {id(e) for e in open_intents(entries)}
+        unsettled = {id(e) for e in unsettled_intents(entries)}
         closer = -1
-        if entries[0].event == "intent" and id(entries[0]) not in opened:
-            lo, hi = 1, len(entries) - 1  # the first prefix in which it is closed ends there
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if any(e is entries[0] for e in open_intents(entries[: mid + 1])):
-                    lo = mid + 1
-                else:
-                    hi = mid
-            closer = lo
+        if entries[0].event == "intent" and id(entries[0]) not in unsettled:
+            # its own closer, as the whole log reads it (an observed entry naming a later
+            # intent can hand it an outcome that first closed that one)
+            by = intent_closer(entries, entries[0])
+            closer = next((i for i, e in enumerate(entries) if e is by), -1)
         return [
             e
             for i, e in enumerate(entries)
             if i in (0, closer)
-            or id(e) in opened
+            or id(e) in unsettled
             or canonical_name(e.event, e.data) in _GAP_EVENTS
             or (e.event == "observed" and e.data.get("operation") in ("rotate", "retire"))
         ]

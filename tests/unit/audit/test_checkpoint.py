@@ -376,3 +376,29 @@ def test_a_switch_owed_by_a_killed_rekey_is_checked_after_the_checkpoint(
     assert [e.data["generation"] for e in recovered] == [kr.meta.generation]
     _quorum_unseal(kr, new)
     assert len([e for e in kr.audit_log().entries() if e.event == "rekey-recovered"]) == 1
+
+
+# ------------------------------------------- intents an observed entry after the cut rematches
+
+
+def test_an_outcome_rematched_by_an_observed_entry_after_the_checkpoint_closes_the_older_intent(
+    tmp_path: Path,
+) -> None:
+    """Two shreds of one subject by one quorum race: both intents, then one outcome (it
+    closes the later intent, the latest open one), and a quorum's checkpoint there (the
+    older intent open). The later shred then fails and closes its own intent (``observed``):
+    a full read hands the outcome to the older intent, so nothing is open. The checkpoint
+    kept only the older intent, so the next quorum read it as open and wrote a needless
+    ``observed`` entry for it; now it keeps the entries such an ``observed`` can rematch."""
+    kr, shares = _keyring(tmp_path)
+    _fill(kr, shares, 20)
+    with kr.unseal(shares) as ukr:
+        log = ukr.audit_log()
+        ev.record(log, ev.Intent("shred", "bob", BY))  # process 1
+        later = ev.record(log, ev.Intent("shred", "bob", BY))  # process 2
+        ev.record(log, ev.Shred("bob", True, BY))  # process 1's outcome
+        log.selected(Keyring.gap_entries)  # a quorum's gap check: the checkpoint
+        ev.record(log, ev.Observed("shred", "bob", later.seq, "LegalHoldError", BY))
+        assert ev.open_intents(log.entries()) == []
+        assert ev.open_intents(log.selected(Keyring.gap_entries)) == []  # before: the older
+    assert _quorum_unseal(kr, shares) == []  # before: one needless observed entry
