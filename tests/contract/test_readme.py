@@ -28,16 +28,19 @@ def test_readme_example_runs(code: str, tmp_path: Path, monkeypatch: pytest.Monk
 def test_readme_postgres_example_runs(
     pg_server: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The PostgreSQL store snippet (a ```text block: it needs a server), on the throwaway one."""
+    """The PostgreSQL store snippet (a ```text block: it needs a server), on the throwaway one,
+    and the store it sets up is the one the keyring names: a later ``Keyring.open`` (another
+    process, the CLI) finds the data keys it wrote. The snippet once made the tables with
+    ``open_store`` and passed them to ``unseal(store=)``: the keyring kept naming its SQLite
+    file, where a later open found no key (NoDataKeyError) and made new ones."""
     (code,) = [b for b in re.findall(r"```text\n(.*?)```", README.read_text(), re.S)
-               if "open_store" in b]  # fmt: skip
+               if "postgresql:///app" in b]  # fmt: skip
     url = re.search(r'"(postgresql:[^"]+)"', code)
     assert url is not None and "schema=" in url.group(1)
     server_url = pg_server.url + "&schema=readme_" + tmp_path.name[-8:].replace("-", "_")  # type: ignore[attr-defined]
     monkeypatch.chdir(tmp_path)
-    sealed, shares = keysplit.Keyring.create("vault", threshold=2, custodians=["a", "b", "c"])
     before = set(threading.enumerate())
-    scope = {"keysplit": keysplit, "sealed": sealed, "quorum": [shares["a"], shares["c"]]}
+    scope = {"keysplit": keysplit}
     exec(compile(code.replace(url.group(1), server_url), str(README), "exec"), scope)
     kr = scope["kr"]
     try:
@@ -47,6 +50,13 @@ def test_readme_postgres_example_runs(
         # closing the keyring closes the store: left open, its pool and lease watcher kept
         # reconnecting (and logging each failure) once the session's server had stopped
         kr.close()
+    shares = scope["shares"]
+    assert keysplit.Keyring.open("vault").store_url == server_url
+    later = keysplit.Keyring.open("vault").unseal([shares["ben"], shares["cy"]])
+    try:
+        assert later.decrypt(blob, subject="user-42") == b"+1 555 0100"
+    finally:
+        later.close()
     assert [t.name for t in set(threading.enumerate()) - before] == []
 
 
