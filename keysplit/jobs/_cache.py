@@ -80,6 +80,7 @@ class _JobKeys:
         self._derived: dict[bytes, DataKey] = {}
         self._prior = prior._derived if prior is not None else {}
         self._lock = threading.Lock()
+        self._dropped = False  # (drop) its parts still running are answered, nothing kept
         self._used = self._filled = time.monotonic()  # last request; first key cached
         # what the engine passes for a batch: each distinct subject once, unless the
         # source counts the records sealed with a key (then every occurrence, as it asks)
@@ -100,27 +101,31 @@ class _JobKeys:
     def keyring_id(self) -> str:
         return self._inner.keyring_id
 
-    def _fetch(self, subjects: list[str], *, create: bool) -> list[DataKey | None]:
-        """Keys of ``subjects`` from the source: fetched, derived only if new to the worker."""
+    def _fetch(
+        self, subjects: list[str], *, create: bool
+    ) -> tuple[list[DataKey | None], dict[bytes, DataKey]]:
+        """Keys of ``subjects`` from the source: fetched, derived only if new to the worker;
+        and the derived keys by digest, for :meth:`resolve` to keep (or not)."""
         inner = self._inner
         if not isinstance(inner, DerivedDataKeys):
-            return inner.resolve(subjects, create=create)  # it derives (and caches) itself
+            return inner.resolve(subjects, create=create), {}  # it derives (and caches) itself
         raws = inner.export(subjects, create=create)
         if len(raws) != len(subjects):
             raise KeyringError("the data key source returned the wrong number of keys")
         derived, prior = self._derived, self._prior
+        fresh: dict[bytes, DataKey] = {}
         out: list[DataKey | None] = []
         for raw in raws:
             if raw is None:
                 out.append(None)
                 continue
             d = _digest(raw)
-            key = derived.get(d) or prior.get(d)
+            key = fresh.get(d) or derived.get(d) or prior.get(d)
             if key is None:
                 key = DataKey(raw)
-            derived[d] = key
+            fresh[d] = key
             out.append(key)
-        return out
+        return out, fresh
 
     def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
         with self._lock:
@@ -128,22 +133,29 @@ class _JobKeys:
             keys = self._keys
             missing = [s for s in dict.fromkeys(subjects) if s not in keys]
         if missing:
-            got = self._fetch(missing, create=create)
-            with self._lock:
-                self._used = time.monotonic()  # (a slow source is no idle job)
-                if len(self._keys) + len(missing) > MAX_KEYS:
-                    self._keys = {}
-                    self._derived.clear()
-                if not self._keys:  # (_fetch may have filled _derived already)
-                    self._filled = self._used
-                    _wake.set()  # the expiry thread may be waiting for no cache at all
-                keys = self._keys
-                for s, k in zip(missing, got, strict=True):
-                    if k is not None:
-                        keys[s] = k
+            got, fresh = self._fetch(missing, create=create)
             found = dict(zip(missing, got, strict=True))
+            with self._lock:
+                if not self._dropped:  # (dropped: a part still running, answered, not kept)
+                    self._keep(found, fresh)
+                    keys = self._keys
             return [keys.get(s) or found.get(s) for s in subjects]
         return [keys[s] for s in subjects]
+
+    def _keep(self, found: dict[str, DataKey | None], fresh: dict[bytes, DataKey]) -> None:
+        """(Under the lock) Cache the keys :meth:`resolve` just fetched."""
+        self._used = time.monotonic()  # (a slow source is no idle job)
+        if len(self._keys) + len(found) > MAX_KEYS:
+            self._keys = {}
+            self._derived.clear()
+        if not self._keys:
+            self._filled = self._used
+            _wake.set()  # the expiry thread may be waiting for no cache at all
+        self._derived.update(fresh)
+        keys = self._keys
+        for s, k in found.items():
+            if k is not None:
+                keys[s] = k
 
     def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
         return self._inner.export(subjects, create=create)
@@ -162,8 +174,11 @@ class _JobKeys:
             return None
 
     def drop(self) -> None:
-        """Forget this job's keys (also for the job after it, which may look here)."""
+        """Forget this job's keys (also for the job after it, which may look here), for
+        good: the worker no longer keeps this job (:func:`job_keys`), so no expiry would
+        reach what a part still running fetched next; such a part is answered, nothing kept."""
         with self._lock:
+            self._dropped = True
             self._keys = {}
             self._derived.clear()  # in place: the next job holds a reference to it
 

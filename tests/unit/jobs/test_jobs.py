@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -2338,6 +2338,46 @@ def test_workers_reuse_the_derived_keys_of_a_job_run_just_before(
         reused += len(shared)
     assert reused >= 7  # each of the 7 subjects' keys, on some worker
     assert pd.read_parquet(tmp_path / "dec").equals(pd.read_parquet(tmp_path / "in"))
+
+
+def test_a_job_dropped_while_its_part_runs_keeps_no_key_it_fetches_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker keeps the caches of its ``JOBS_KEPT`` most recent jobs: a third job's
+    first part drops the oldest, whose part may still be running. Before, that part's
+    next batches filled the dropped cache again: its keys and its derived keys, which the
+    next job holds as its ``prior``; the expiry thread looks only at kept jobs, so those
+    keys stayed past ``IDLE`` and ``MAX_AGE``, for as long as the worker ran the jobs
+    after it. Now a dropped job's cache answers (its part finishes) and keeps nothing."""
+    from collections import OrderedDict
+
+    from keysplit.jobs import _cache
+    from keysplit.keyring.datakeys import DerivedDataKeys
+
+    raw = {"s/1": os.urandom(16), "s/2": os.urandom(16)}
+
+    class Source(DerivedDataKeys):
+        keyring_id = "00" * 16
+
+        def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
+            return [raw.get(s) for s in subjects]
+
+    monkeypatch.setattr(_cache, "_jobs", OrderedDict())
+    a = _cache.job_keys(Source(), "a" * 32)
+    a.resolve(["s/1"], create=False)
+    b = _cache.job_keys(Source(), "b" * 32)  # prior: a's derived keys
+    c = _cache.job_keys(Source(), "c" * 32)  # a is dropped
+    assert list(_cache._jobs) == ["b" * 32, "c" * 32]
+    (key,) = a.resolve(["s/2"], create=False)  # a's part, still running: its next batch
+    assert key is not None
+    sealed = keysplit_record.encrypt(key, b"row", subject="s/2")
+    assert keysplit_record.decrypt(keysplit_record.DataKey(raw["s/2"]), sealed, subject="s/2")
+    jobs_here = [j for j in (a, b, c) if isinstance(j, _cache._JobKeys)]
+    assert len(jobs_here) == 3
+    held = [
+        k for j in jobs_here for cache in (j._keys, j._derived, j._prior) for k in cache.values()
+    ]
+    assert not any(k is key for k in held), "a dropped job's cache kept a key"
 
 
 def test_a_busy_jobs_cache_is_emptied_at_its_max_age(monkeypatch: pytest.MonkeyPatch) -> None:
