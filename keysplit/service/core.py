@@ -45,7 +45,7 @@ from .cluster_node import PUBLIC_PATHS as CLUSTER_PUBLIC
 from .cluster_node import ClusterNode
 from .cluster_recovery import ADMIN_PATHS as RECOVERY_ADMIN
 from .cluster_recovery import ClusterRecovery
-from .tokens import TokenList, TokenPolicy, file_signature, hash_token, mac_key
+from .tokens import TokenList, TokenPolicy, file_signature, hash_token, mac_key, token_files
 from .unseal import RemoteUnseal, StaleNonceError
 
 __all__ = ["Interrupted", "KeyService", "Request", "Response", "Streamed"]
@@ -180,6 +180,7 @@ class KeyService:
         self._mac_key: bytes | None = None
         self._tokens: dict[str, TokenPolicy] = {}
         self._token_sig: tuple[tuple[int, int, int], ...] | None = None
+        self._token_files = token_files(self.directory)  # stat'ed before every token check
         self._serials: tuple[AuditMark | None, int] = (None, 0)
         """(the audit log read so far, the newest token-list serial in it), for
         :meth:`_check_not_rolled_back`: a list change reads only the entries since."""
@@ -304,7 +305,7 @@ class KeyService:
         """Re-read the token list if it changed (SIGHUP forces it). Fails closed."""
         if self._mac_key is None:
             return
-        sig = file_signature(self.directory)
+        sig = file_signature(self._token_files)
         if not force and sig == self._token_sig:
             return
         try:
@@ -319,7 +320,7 @@ class KeyService:
             self._tokens = {}
             self._log(f"token list refused, no token is accepted: {exc}")
             self._audit(ev.TokenListInvalid(error=str(exc)))
-        self._token_sig = file_signature(self.directory)
+        self._token_sig = file_signature(self._token_files)
 
     def _check_not_rolled_back(self, tl: TokenList) -> None:
         """Refuse a token list older than the newest one the audit log recorded.

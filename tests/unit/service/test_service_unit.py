@@ -532,6 +532,36 @@ def test_a_token_list_change_reads_only_the_audit_entries_since_the_last(
     assert parsed[0] - before < 40
 
 
+def test_a_token_check_joins_no_path_and_still_sees_a_revocation(
+    service: tuple[KeyService, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every batch checks the token list's signature twice (before its body is read, and
+    with its subjects), and each check joined both file names onto the directory with
+    ``pathlib``: in a served process that cost more than the two ``stat`` calls (issue 23's
+    server CPU per batch, benchmarks/README.md). The paths are joined once now; a
+    revocation written between two requests is still seen by the next one."""
+    svc, tokens = service
+    frame = wire.encode_frame({}, [b"x"] * 3, ["c/1", "c/2", "c/3"])
+    req = _req("/v1/encrypt", tokens["enc"], frame)
+    assert svc.handle(req).status == 200  # keys created, caches warm
+    joins = [0]
+    join = Path.__truediv__
+
+    def counted(self: Path, other: str) -> Path:
+        joins[0] += 1
+        return join(self, other)
+
+    monkeypatch.setattr(Path, "__truediv__", counted)
+    assert svc.precheck(req) is None
+    assert svc.handle(req).status == 200
+    assert joins[0] == 0  # before: 2 per token check
+    monkeypatch.undo()
+    TokenList.read(svc.directory, svc.keyring.keyring_id).revoke("enc")
+    assert svc.precheck(req) is not None
+    assert svc.handle(req).status == 401
+    assert svc.handle(_req("/v1/encrypt", tokens["all"], frame)).status == 200
+
+
 def test_served_data_key_follows_the_keyrings_subject_spellings(
     ring: tuple[keysplit.Keyring, dict],
 ) -> None:
