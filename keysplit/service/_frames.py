@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from io import BytesIO
 from typing import Any
 
 from ..errors import FormatError, KeysplitError
@@ -86,7 +87,8 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._done = done
         self._transport: asyncio.Transport | None = None
         self._head = bytearray(REQUEST.size)
-        self._buf: bytearray | None = None  # token + body of the request being read
+        self._buf: bytearray | memoryview | None = None  # token, then body, being read
+        self._body: BytesIO | None = None  # the body's buffer (self._buf is a view of it)
         self._got = 0
         self._meta: tuple[int, int, int] = (0, 0, 0)  # op, flags, body length
         self._token: bytes | None = None  # the request's token, once read
@@ -104,7 +106,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._cancel()
-        self._buf = None
+        self._buf = self._body = None
         if self._done is not None:
             self._done(self)
 
@@ -172,7 +174,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
             self._token = b""
             self._check_token()
 
-    def _request(self, body: bytes) -> Request:
+    def _request(self, body: BytesIO | None = None) -> Request:
         op, flags, _ = self._meta
         token = self._token
         assert token is not None
@@ -181,30 +183,34 @@ class FrameProtocol(asyncio.BufferedProtocol):
         headers = {"authorization": f"Bearer {token.decode()}"} if token else {}
         if flags & STREAM_OK:
             headers[wire.STREAM_OK.lower()] = "1"
-        return Request("POST", OPS[op], headers, body, True)
+        return Request("POST", OPS[op], headers, b"", True, body)
 
     def _check_token(self) -> None:
         """The token has arrived, the body not yet: refuse here (and close), before the body
         is read or even has a buffer, what the HTTP path refuses from the headers alone;
         else make the body's buffer (checked against ``body_max`` with the head)."""
         try:
-            r = self.service.precheck(self._request(b""))
+            r = self.service.precheck(self._request())
         except FormatError as exc:
             r = Response(400, wire.error_body(exc))
         if r is not None:
             self._answer(r, close=True)
             return
         blen = self._meta[2]
-        self._buf, self._got = bytearray(blen), 0
+        self._body = body = BytesIO()  # received into, then decoded from: never copied
+        if blen:
+            body.seek(blen - 1)
+            body.write(b"\0")  # blen bytes (zeros): room for the body, read in place
+        self._buf, self._got = body.getbuffer(), 0
         if not blen:
             self._finish()
 
     def _finish(self) -> None:
-        buf = self._buf
-        assert buf is not None
+        body = self._body
+        assert body is not None and self._buf is not None
         self._cancel()
-        req = self._request(bytes(buf))
-        self._buf, self._got, self._token = None, 0, None
+        req = self._request(body)
+        self._buf, self._body, self._got, self._token = None, None, 0, None
         r = self.service.respond(req)
         if isinstance(r, Streamed):
             self._stream(r)
@@ -257,7 +263,8 @@ class FrameProtocol(asyncio.BufferedProtocol):
         something this side refuses, so nothing that follows it is trusted)."""
         self._closing = True
         self._cancel()
-        self._buf, self._got = None, 0  # nothing more is read (a scratch head if asked)
+        # nothing more is read (a scratch head if asked)
+        self._buf, self._body, self._got = None, None, 0
         t = self._transport
         assert t is not None
         t.close()

@@ -276,7 +276,10 @@ def _head(take: Callable[[int], bytes], size: int, what: str, present: bool | No
 
 
 def decode_frame(
-    data: bytes | bytearray | memoryview, what: str = "batch", *, present: bool | None = None
+    data: bytes | bytearray | memoryview | io.BytesIO,
+    what: str = "batch",
+    *,
+    present: bool | None = None,
 ) -> tuple[dict[str, Any], list[str], list[bytes | None]]:
     """Parse a frame strictly: (header, subjects, items); missing items come back as None.
 
@@ -284,8 +287,16 @@ def decode_frame(
     body's size, a header that is not a JSON object, a subject that is not UTF-8) is a
     :class:`FormatError` naming ``what``; nothing else escapes. Items are ``bytes``,
     read from one BytesIO over ``data`` (which shares a ``bytes`` body: no copy, and no
-    slice object per item). ``present=True`` requires every item, ``False`` none.
+    slice object per item). ``data`` may be that BytesIO itself (the whole of it is the
+    frame): the frame transport receives a body straight into one, so the body is never
+    copied whole. ``present=True`` requires every item, ``False`` none.
     """
+    if isinstance(data, io.BytesIO):
+        size = data.seek(0, io.SEEK_END)
+        data.seek(0)
+        header, slens, ilens, low, stotal, _ = _head(data.read, size, what, present)
+        subjects = _subjects(data.read(stotal), slens, what) if stotal else [""] * len(ilens)
+        return header, subjects, _items(data, ilens, low)
     if type(data) is not bytes:
         data = memoryview(data).cast("B")
     at = [0]
@@ -302,16 +313,21 @@ def decode_frame(
     if type(data) is bytes:  # one BytesIO shares the body and reads item after item
         stream = io.BytesIO(data)
         stream.seek(pos)
-        if low >= 0:
-            return header, subjects, list(map(stream.read, ilens))
-        read = stream.read
-        return header, subjects, [None if ln < 0 else read(ln) for ln in ilens]
+        return header, subjects, _items(stream, ilens, low)
     # a reused receive buffer: one copy per item, never a copy of the whole
     ends = list(itertools.accumulate((x if x > 0 else 0 for x in ilens), initial=pos))
     items: list[Any] = list(map(bytes, map(data.__getitem__, map(slice, ends, ends[1:]))))
     if low < 0:
         items = [None if ln < 0 else it for ln, it in zip(ilens, items, strict=True)]
     return header, subjects, items
+
+
+def _items(stream: io.BytesIO, ilens: Sequence[int], low: int) -> list[bytes | None]:
+    """The items of lengths ``ilens`` (-1: missing) read in order from ``stream``."""
+    if low >= 0:
+        return list(map(stream.read, ilens))
+    read = stream.read
+    return [None if ln < 0 else read(ln) for ln in ilens]
 
 
 READ_PIECE = 64 << 10
