@@ -11,12 +11,18 @@ from keysplit.audit import log as audit_log
 def count_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """A one-item list whose item counts the lines parsed from now on (the test's
     monkeypatch undoes it)."""
+    return count_calls(monkeypatch, audit_log, "_parse_line")
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[int]:
+    """A one-item list whose item counts the calls of ``owner.name`` from now on (the
+    test's monkeypatch undoes it)."""
     seen = [0]
-    real = audit_log._parse_line
+    real = getattr(owner, name)
 
-    def counting(line: bytes, seq: int) -> object:
+    def counting(*args: object) -> object:
         seen[0] += 1
-        return real(line, seq)
+        return real(*args)
 
-    monkeypatch.setattr(audit_log, "_parse_line", counting)
+    monkeypatch.setattr(owner, name, counting)
     return seen

@@ -544,14 +544,9 @@ def test_a_token_check_joins_no_path_and_still_sees_a_revocation(
     frame = wire.encode_frame({}, [b"x"] * 3, ["c/1", "c/2", "c/3"])
     req = _req("/v1/encrypt", tokens["enc"], frame)
     assert svc.handle(req).status == 200  # keys created, caches warm
-    joins = [0]
-    join = Path.__truediv__
+    from audit_parses import count_calls
 
-    def counted(self: Path, other: str) -> Path:
-        joins[0] += 1
-        return join(self, other)
-
-    monkeypatch.setattr(Path, "__truediv__", counted)
+    joins = count_calls(monkeypatch, Path, "__truediv__")
     assert svc.precheck(req) is None
     assert svc.handle(req).status == 200
     assert joins[0] == 0  # before: 2 per token check
