@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -559,6 +559,11 @@ class Keyring:
         """
         if isinstance(shares, UnsealOutcome):
             outcome = shares
+        elif isinstance(shares, Mapping):  # create()'s dict: iterating it gives the names
+            raise TypeError(
+                "unseal takes a sequence of shares, not a mapping of custodian to share: "
+                'give a quorum of them, e.g. [shares["ana"], shares["ben"]]'
+            )
         else:
             u = self.unsealer()
             for s in shares:

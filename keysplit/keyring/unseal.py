@@ -93,8 +93,12 @@ class Unsealer:
         custodian), for messages only: it names a share from another keyring or share set,
         which this keyring cannot name; for its own shares the keyring's record wins.
         """
-        if not isinstance(share, Share):
-            raise TypeError("add() takes a Share (use Share.parse or Share.from_bytes)")
+        if not isinstance(share, Share):  # file bytes, share text: name the opener to use
+            raise TypeError(
+                f"a share must be a keysplit.Share, not {type(share).__name__}: open a share "
+                "file with keysplit.load_share(data, identity=... or passphrase=...), or "
+                "parse ks1- text with keysplit.Share.parse"
+            )
         sid = share.set_id.hex()
         candidates = [m for m in (self._kr.meta, self._kr.pending) if m is not None]
         match = next((m for m in candidates if m.set_id == sid), None)

@@ -116,6 +116,23 @@ def test_unsealer_rejects_at_once(made: tuple[Path, dict[str, Share]], tmp_path:
     assert "have=1" in repr(u)
 
 
+def test_unseal_given_file_bytes_or_create_s_dict_names_the_fix(
+    made: tuple[Path, dict[str, Share]],
+) -> None:
+    """The two shapes a developer hands ``unseal`` by mistake: a share file's bytes (the
+    error said "add() takes a Share (use Share.parse or Share.from_bytes)", which refuse a
+    sealed file) and ``create``'s dict itself (iterated, its custodian names reached
+    ``add``, with that same message)."""
+    path, shares = made
+    kr = Keyring.open(path)
+    with pytest.raises(TypeError, match=r"not bytes: open a share file with keysplit\.load_share"):
+        kr.unseal([shares["alice"].to_bytes()])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"not a mapping .* \[shares\[\"ana\"\], shares"):
+        kr.unseal(shares)  # type: ignore[arg-type]
+    with kr.unseal([shares["alice"], shares["bob"]]) as ku:  # what the message says works
+        assert ku.encrypt(b"x", subject="u")
+
+
 def test_forged_share_is_never_a_wrong_key(made: tuple[Path, dict[str, Share]]) -> None:
     path, shares = made
     s = shares["alice"]
