@@ -13,6 +13,7 @@ hands to its :class:`Keyring` once committed. Nothing here imports :mod:`.sealed
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -49,6 +50,7 @@ __all__ = ["UnsealedKeyring", "store_state"]
 
 Progress = Callable[[int, int], None]
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 
 def store_state(ukr: UnsealedKeyring, operation: str, subject: str) -> str:
@@ -460,12 +462,18 @@ class UnsealedKeyring:
     def commit_rekey(self) -> None:
         """Phase 2 of rekey: the pending keyring replaces the current one atomically.
 
-        From here on only the new shares unseal the keyring.
+        From here on only the new shares unseal the keyring. The store then counts the
+        rekey (``status``'s fleet ``rekeys``, an epoch bump); a store that fails that is
+        logged, not raised: the rekey took effect, and an error here had :meth:`rekey`
+        lose the only shares that unseal the keyring (the count stays one short).
         """
         kr = self._kr
         with self._admin_lock:
             kr._adopt(self._key_admin().commit_rekey(kr.meta, kr.pending), None)
-        self.store.note_rekey()  # tell the fleet (epoch)
+        try:
+            self.store.note_rekey()  # tell the fleet (epoch)
+        except KeysplitError as exc:
+            _log.warning("the rekey took effect; the key store did not count it: %s", exc)
 
     def abort_rekey(self) -> bool:
         """Discard a pending rekey (its shares become useless). True if one existed."""

@@ -1370,18 +1370,26 @@ class PostgresKeyStore:
             retired = tuple(sorted({*st.retired, version}))  # as stored (encode_retired)
             return self._bump(conn, st._replace(retired=retired))
 
+        return self._tx_settled(
+            work,
+            xids,
+            f"KEK version {version} was being retired, and whether that committed",
+            "retire it again once the server answers: the keyring file still holds the "
+            "version, and a version the store has retired is retired again harmlessly",
+        )
+
+    def _tx_settled(
+        self, work: Callable[[_Conn], KeyringState], xids: list[int], what: str, hint: str
+    ) -> KeyringState:
+        """``self._tx(work)`` for work that notes its change's transaction id in ``xids``
+        (:func:`_note_xid`): a failure once one was noted is resolved as :meth:`_settle`
+        says (``what``, ``hint``); one before it is raised (nothing was changed)."""
         try:
             return self._tx(work)
         except KeyringError as exc:
-            if not xids:  # no attempt got as far as the change: nothing was changed
+            if not xids:
                 raise
-            return self._settle(
-                exc,
-                xids,
-                f"KEK version {version} was being retired, and whether that committed",
-                "retire it again once the server answers: the keyring file still holds the "
-                "version, and a version the store has retired is retired again harmlessly",
-            )
+            return self._settle(exc, xids, what, hint)
 
     def note_rekey(self) -> KeyringState:
         """As :meth:`KeyStore.note_rekey`, counted once per call. An increment is not
@@ -1390,7 +1398,9 @@ class PostgresKeyStore:
         COMMIT had the rekey counted twice. So each attempt notes its transaction's id, and
         a later attempt of the same call first asks the server whether an earlier one
         committed (``txid_status``; final by then: each held the exclusive state lock to
-        its end, and this one holds it now): if so, it returns the state as it is."""
+        its end, and this one holds it now): if so, it returns the state as it is. A
+        failure once the count was made (no new connection to retry on) is resolved as
+        :meth:`_settle` says, as :meth:`retire_kek`'s."""
         xids: list[int] = []
 
         def work(conn: _Conn) -> KeyringState:
@@ -1401,7 +1411,13 @@ class PostgresKeyStore:
             _note_xid(conn, xids)
             return self._bump(conn, st._replace(rekeys=st.rekeys + 1))
 
-        return self._tx(work)
+        return self._tx_settled(
+            work,
+            xids,
+            "a rekey was being counted, and whether that committed",
+            "the rekey itself took effect (the keyring file is rekeyed); 'keysplit status' "
+            "shows the count once the server answers",
+        )
 
     def tombstones_since(self, seq: int, limit: int = 10_000) -> list[Tombstone]:
         def work(conn: _Conn) -> list[Tombstone]:

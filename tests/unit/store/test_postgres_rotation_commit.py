@@ -712,3 +712,38 @@ def test_a_hold_committed_while_its_connection_died_bumps_the_epoch_once(
         store.set_legal_holds(["ann"], False)
         assert proxy.cuts == 2
         assert store.legal_holds() == ["bob"] and store.state().epoch == before + 2
+
+
+def test_a_rekey_whose_count_cannot_be_resolved_still_hands_back_its_shares(
+    pg_server: object, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The keyring file is rekeyed, then the store's note_rekey commits and the connection
+    dies at COMMIT with no new one to be had. note_rekey raised the driver's error (not
+    resolved by transaction id, as retire_kek's is), and commit_rekey passed it on after
+    the switch: rekey() raised, and the new shares, the only ones that unseal the keyring
+    now, were lost with it. Now the count's outcome is resolved ('unknown' here: a
+    StoreUnreachableError), commit_rekey logs it, and rekey() hands back the shares."""
+    from keysplit import KeysplitError, StoreUnreachableError
+
+    with (
+        _behind_cutter(pg_server, tmp_path, "&connect_timeout=2") as (proxy, kr, shares, store, _),
+        kr.unseal([shares["a"], shares["b"]], store=store) as ku,
+    ):
+        before = store.state()
+        proxy.armed = proxy.then_refuse = True
+        with caplog.at_level("WARNING", logger="keysplit.keyring.unsealed"):
+            new = ku.rekey()  # before the fix: raises, the new shares lost
+        assert proxy.cuts == 1
+        assert "the rekey took effect" in caplog.text and "unknown" in caplog.text
+        proxy.refuse = False
+        assert store.state().rekeys == before.rekeys + 1  # the server had counted it
+        proxy.armed = proxy.then_refuse = True  # called directly: the outcome is unknown
+        with pytest.raises(StoreUnreachableError, match=r"rekey was being counted.*unknown"):
+            store.note_rekey()
+        assert proxy.cuts == 2
+        proxy.refuse = False
+        assert store.state().rekeys == before.rekeys + 2  # it had committed
+        with pytest.raises(KeysplitError):  # the old shares are dead
+            Keyring.open(kr.path).unseal([shares["a"], shares["b"]])
+        with Keyring.open(kr.path).unseal([new["b"], new["c"]], store=store) as again:
+            assert again.status().generation == 2
