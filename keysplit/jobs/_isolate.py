@@ -196,6 +196,26 @@ _idle: dict[str, list[subprocess.Popen[bytes]]] = {}
 _idle_lock = threading.Lock()
 
 
+def _forked() -> None:
+    """(In a child forked, not exec'd, from this process: gunicorn ``--preload``,
+    multiprocessing's ``fork``) Close the child's copies of the lifelines' write ends, and
+    forget the parent's driver children: they are the parent's. Before, the copies kept
+    every driver child's lifeline open for as long as the forked child lived, so a driver
+    whose keyring process died ran on, orphaned, with its job's keys on its workers. Only
+    the child's copies: the parent's stay open (the hook runs in the child alone)."""
+    global _idle_lock
+    for keep in _lifelines.values():
+        with contextlib.suppress(OSError):
+            os.close(keep)
+    _lifelines.clear()
+    _idle.clear()  # (neither reused nor stopped at the child's exit: not its children)
+    _idle_lock = threading.Lock()  # another thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
 @atexit.register
 def _stop_idle() -> None:
     with _idle_lock:

@@ -24,6 +24,15 @@ KEYSPLIT = str(Path(sys.executable).parent / "keysplit")
 TIMEOUT = 120.0
 
 
+def pid_gone(pid: int) -> bool:
+    """Dead, or a zombie (an orphan is reaped by init, or by no one in a container)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
 def cli(
     *args: str | os.PathLike[str], cwd: Path, input: str | None = None, timeout: float = TIMEOUT
 ) -> subprocess.CompletedProcess[str]:

@@ -35,6 +35,7 @@ import pandas as pd
 from distributed import Client, LocalCluster
 from distributed.security import Security
 from paths import VECTORS_DIR
+from service_helpers import pid_gone as _pid_gone
 
 from keysplit import IntegrityError, Keyring, Share, UnsealedKeyring, ceremony, jobs, load_share
 from keysplit import errors as keysplit_errors
@@ -1080,15 +1081,6 @@ jobs.encrypt_dataset(
     cluster=cluster, progress=killed,
 )
 """
-
-
-def _pid_gone(pid: int) -> bool:
-    """Dead, or a zombie (an orphan is reaped by init, or by no one in a container)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state in ("Z", "X")
 
 
 def _killed_keyring_process(args: list[object], log: Path) -> int:

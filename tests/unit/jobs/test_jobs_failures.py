@@ -14,12 +14,14 @@ deterministic.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ import pytest
 pytest.importorskip("pyarrow")
 import pyarrow as pa
 import pyarrow.parquet as pq
+from service_helpers import pid_gone as _pid_gone
 
 import keysplit._fileio as fileio
 import keysplit.jobs.records as jr
@@ -183,6 +186,71 @@ def test_an_orphaned_driver_killed_past_its_grace_removes_its_jobs_stage(tmp_pat
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["done"]
     assert (tmp_path / "done" / "part.00000.parquet").read_bytes() == b"finished rows"
+
+
+_FORKED_THEN_KILLED = """
+import os, signal, sys
+from keysplit.jobs import _isolate
+out = open(sys.argv[1], "w", buffering=1)
+proc = _isolate._start()  # an idle driver child, as between two jobs
+keep = _isolate._lifelines[proc]
+pid = os.fork()  # as gunicorn --preload or multiprocessing's 'fork' would
+if pid == 0:  # the forked child lives on, doing its own work, until the test ends it
+    try:
+        os.fstat(keep)
+    except OSError:
+        out.write("child-closed\\n")
+    else:
+        out.write("child-holds\\n")
+    signal.pause()
+    os._exit(0)
+os.fstat(keep)  # the parent's own end is still open
+out.write(f"driver {proc.pid}\\nfork {pid}\\n")
+out.close()
+os.kill(os.getpid(), signal.SIGKILL)  # the keyring process dies
+"""
+
+
+def test_a_forked_child_of_the_keyring_process_does_not_keep_its_driver_child_alive(
+    tmp_path: Path,
+) -> None:
+    """A keyring process with a driver child forks (not exec's) and is SIGKILLed; its
+    forked child lives on. Before, the forked child's copy of the lifeline pipe's write
+    end kept the pipe open, so the driver child never read EOF and ran on, orphaned, for as
+    long as the forked child lived (fails at the 60 s bound). Now an
+    ``os.register_at_fork`` hook closes the forked child's copy (only the child's: the
+    parent's stays open): the driver child reads EOF and is gone (after its
+    ``ORPHAN_GRACE``, 30 s, since an idle driver has no job to fail)."""
+    notes = tmp_path / "notes"
+    pids: dict[str, int] = {}
+    try:
+        with (tmp_path / "stderr.log").open("w") as err:
+            proc = subprocess.run(
+                [sys.executable, "-c", _FORKED_THEN_KILLED, str(notes)],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err, timeout=120,
+            )  # fmt: skip
+        assert proc.returncode == -signal.SIGKILL, (tmp_path / "stderr.log").read_text()
+        words = notes.read_text().split()
+        pids = {w: int(n) for w, n in itertools.pairwise(words) if w in ("driver", "fork")}
+        for _ in range(100):  # the forked child notes what it holds (bounded: 10 s)
+            if {"child-closed", "child-holds"} & set(words):
+                break
+            threading.Event().wait(0.1)
+            words = notes.read_text().split()
+        for _ in range(600):  # bounded: 60 s
+            if _pid_gone(pids["driver"]):
+                break
+            threading.Event().wait(0.1)
+        assert _pid_gone(pids["driver"])  # (before: alive while the forked child lives)
+        assert not _pid_gone(pids["fork"])  # which it still does
+        assert "child-closed" in words  # its copy of the write end (before: "child-holds")
+    finally:
+        if "driver" in pids and not _pid_gone(pids["driver"]):
+            with contextlib.suppress(OSError):
+                os.killpg(pids["driver"], signal.SIGKILL)  # its group: started as leader
+        if "fork" in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pids["fork"], signal.SIGKILL)
 
 
 _LATE_PART = """
