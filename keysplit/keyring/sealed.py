@@ -161,6 +161,29 @@ class Keyring:
         self._pending: kf.KeyringMeta | None = self.home.pending_meta(self._meta)
         self._store_url = check_store_url(store_url) if store_url is not None else None
 
+    _UNSEALED_ONLY = frozenset(
+        (
+            "encrypt", "decrypt", "encrypt_many", "decrypt_many", "rotate", "rewrap",
+            "retire", "shred", "set_legal_hold", "rekey", "hpke_open", "hpke_decrypt",
+        )
+    )  # fmt: skip
+
+    if not TYPE_CHECKING:  # a type checker keeps flagging `Keyring.open(d).encrypt`
+
+        def __getattr__(self, name: str) -> object:
+            """Only for a name missing here: an :class:`UnsealedKeyring` operation asked of the
+            sealed keyring says where it lives, not just that ``Keyring`` lacks it."""
+            if name in Keyring._UNSEALED_ONLY:
+                raise AttributeError(
+                    f"a sealed Keyring has no {name!r}: it is a method of the UnsealedKeyring "
+                    "that Keyring.open(DIR).unseal(shares) returns",
+                    name=name,
+                    obj=self,
+                )
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
+            )
+
     @property
     def meta(self) -> kf.KeyringMeta:
         """The keyring file's public metadata as this process last committed or read it."""

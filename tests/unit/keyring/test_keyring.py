@@ -133,6 +133,25 @@ def test_unseal_given_file_bytes_or_create_s_dict_names_the_fix(
         assert ku.encrypt(b"x", subject="u")
 
 
+def test_a_sealed_keyring_asked_to_encrypt_says_where_the_method_lives(
+    made: tuple[Path, dict[str, Share]],
+) -> None:
+    """``Keyring.open(DIR).encrypt(...)`` (forgetting the unseal) raised a bare "'Keyring'
+    object has no attribute 'encrypt'"; it is still an AttributeError (hasattr, duck typing),
+    now naming the unsealed keyring and how to get one. Other missing names are untouched."""
+    path, shares = made
+    kr = Keyring.open(path)
+    for name in ("encrypt", "decrypt", "shred", "rotate"):
+        with pytest.raises(AttributeError, match=rf"a sealed Keyring has no '{name}': .*unseal"):
+            getattr(kr, name)
+        assert not hasattr(kr, name)
+    with pytest.raises(AttributeError, match=r"^'Keyring' object has no attribute 'nope'$"):
+        kr.nope  # type: ignore[attr-defined]  # noqa: B018
+    assert copy.copy(kr).meta == kr.meta  # copy probes dunders through __getattr__
+    with kr.unseal([shares["alice"], shares["bob"]]) as ku:
+        assert ku.decrypt(ku.encrypt(b"x", subject="u"), subject="u") == b"x"
+
+
 def test_forged_share_is_never_a_wrong_key(made: tuple[Path, dict[str, Share]]) -> None:
     path, shares = made
     s = shares["alice"]
