@@ -20,7 +20,8 @@ and the caches of the :data:`JOBS_KEPT` most recent jobs; an older job's keys ar
 when a newer job starts on the worker. In time: a job's cache is emptied (in place) once
 the job has not asked it for a key for :data:`IDLE` seconds (60 s, as a rewrap's
 ``KEY_LEASE``), and at the latest :data:`MAX_AGE` seconds (10 min) after its first key was
-cached (a job still running fetches and derives its keys again). One daemon thread per
+cached (a job still running fetches and derives its keys again); a job idle for ``IDLE`` is
+forgotten whole, its key source (a service token, serve_keys' key) with it. One daemon thread per
 process (:func:`_expire`, started by the first job) does this; it holds no lock while it
 waits. So a worker keeps no data key longer than ``IDLE`` after its last job stopped using
 it (whether that job ended, failed, or its driver died), nor longer than ``MAX_AGE`` after
@@ -173,6 +174,13 @@ class _JobKeys:
             self._derived.clear()  # in place, as drop does
             return None
 
+    def idle_until(self, now: float) -> float | None:
+        """When this job will have been idle for ``IDLE`` (no key asked for), or None if it
+        has been by ``now``: the worker then keeps nothing of it, its key source included."""
+        with self._lock:
+            due = self._used + IDLE
+        return None if due <= now else due
+
     def drop(self) -> None:
         """Forget this job's keys (also for the job after it, which may look here), for
         good: the worker no longer keeps this job (:func:`job_keys`), so no expiry would
@@ -188,17 +196,32 @@ class _JobKeys:
 
 
 def _expire(wake: threading.Event) -> None:
-    """(The process's daemon thread) Drop each job's keys once due (see the module)."""
+    """(The process's daemon thread) Drop each job's keys once due, and forget a job that
+    has been idle for ``IDLE`` altogether (see the module)."""
     while True:
         wake.clear()  # before looking: a cache filled meanwhile wakes the next wait
         with _lock:
-            held = list(_jobs.values())
+            held = list(_jobs.items())
         now, soonest = time.monotonic(), None
-        for job in held:
+        for job_id, job in held:
             due = job.expire(now)
-            if due is not None:
-                soonest = due if soonest is None else min(soonest, due)
+            idle = job.idle_until(now)
+            if idle is None:  # its key source (a service token, serve_keys' key) goes too
+                _forget(job_id, job)
+                continue
+            for t in (due, idle):
+                if t is not None:
+                    soonest = t if soonest is None else min(soonest, t)
         wake.wait(None if soonest is None else soonest - now)
+
+
+def _forget(job_id: str, job: _JobKeys) -> None:
+    """Stop keeping ``job`` (idle): nothing of this module refers to it, or to its key
+    source, any more; a part of it still running is answered and keeps nothing (drop)."""
+    with _lock:
+        if _jobs.get(job_id) is job:
+            del _jobs[job_id]
+    job.drop()
 
 
 def job_keys(source: DataKeys, job_id: str) -> DataKeys:
@@ -221,6 +244,7 @@ def job_keys(source: DataKeys, job_id: str) -> DataKeys:
             while len(_jobs) > JOBS_KEPT:
                 _, old = _jobs.popitem(last=False)
                 old.drop()
+            _wake.set()  # the expiry thread forgets it once idle
         else:
             _jobs.move_to_end(job_id)
         return cached

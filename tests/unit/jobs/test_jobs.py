@@ -2279,13 +2279,25 @@ def _keys_held(client: Client) -> int:
     )
 
 
+def _sources_kept(dask_worker: Any = None) -> int:
+    """(A worker probe) How many jobs' key sources (a service token, serve_keys' key) its
+    job caches still hold."""
+    from keysplit.jobs import _cache
+
+    with _cache._lock:
+        return sum(1 for j in _cache._jobs.values() if getattr(j, "_inner", None) is not None)
+
+
 def test_workers_drop_a_dataset_jobs_keys_once_it_is_idle(
     client: Client, cluster: jobs.Cluster, tmp_path: Path
 ) -> None:
     """Before: a worker kept the derived data keys of its two most recent dataset jobs
     until a newer job replaced them or it exited, however long the cluster stayed idle
     (and whether or not the job's driver still lived). Now a job's cache is emptied once
-    it has not been asked for a key for ``_cache.IDLE`` seconds (60 s; set short here)."""
+    it has not been asked for a key for ``_cache.IDLE`` seconds (60 s; set short here).
+    And the job is forgotten then, its key source with it: before, the worker kept the
+    emptied job, its service token or serve_keys authentication key (and connection)
+    included, until two newer jobs came, however long that took."""
     _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
     _dataset(tmp_path / "in")
     try:
@@ -2297,12 +2309,14 @@ def test_workers_drop_a_dataset_jobs_keys_once_it_is_idle(
             assert jobs.encrypt_dataset(tmp_path / "in", tmp_path / "e", "body", "user", **kwargs)
         after = client.run(_cached_job_keys)
         assert any(keys for held in after.values() for keys in held.values())  # held
+        assert sum(client.run(_sources_kept).values()) >= 1
         client.run(_set_key_idle, 0.2)
         for _ in range(300):  # at most 30 s
-            if not _keys_held(client):
+            if not _keys_held(client) and not sum(client.run(_sources_kept).values()):
                 break
             threading.Event().wait(0.1)
         assert not _keys_held(client)  # before: every key of the job, on its workers
+        assert not sum(client.run(_sources_kept).values())  # before: until 2 newer jobs
     finally:
         client.run(_set_key_idle, 60.0)
 
