@@ -52,7 +52,7 @@ def jobs_module() -> Any:
         from keysplit import jobs
     except ImportError as exc:
         fail(
-            str(exc),
+            str(exc).partition("; install")[0],  # the install advice goes in the hint line
             "install the 'dask' extra: pip install '.[dask]' in a keysplit checkout (not on PyPI)",
         )
     try:

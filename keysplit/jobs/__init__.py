@@ -16,7 +16,8 @@ try:
     import distributed as _distributed  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        f"keysplit.jobs needs Dask distributed ({exc}); install keysplit[dask]"
+        f"keysplit.jobs needs Dask distributed ({exc}); install the 'dask' extra: "
+        "pip install '.[dask]' in a keysplit checkout (not on PyPI)"
     ) from None
 
 from ._isolate import JobError, check_driver
