@@ -696,19 +696,20 @@ class PostgresKeyStore:
         """The error of a call whose wait for a lock outlasted lock_timeout (a share of
         call_timeout): the server answered, another writer held the lock. ``opening``: the
         schema set-up of an open (the lock on a table of the schema, or another open's)."""
-        who = (
-            f"opening the store waited {self._lock_wait:g} s for a lock on schema "
-            f"{self._schema!r} held by another session (a VACUUM FULL, a migration, a LOCK "
-            "TABLE, or another process creating the schema)"
-            if opening
-            else f"waited {self._lock_wait:g} s for a lock held by another writer of this "
-            "keyring (a long bulk insert, rewrap, rotation or shred, or a session holding "
-            "its locks)"
+        look = (
+            "; pg_stat_activity shows who holds it (the wait is "
+            f"{_LOCK_SHARE:g} of call_timeout=N in the store URL)"
         )
+        if not opening:  # as the SQLite store says it
+            return _rules.lock_waited(
+                f"PostgreSQL key store at {self._where}", self._lock_wait, look
+            )
         return StoreUnreachableError(
-            f"PostgreSQL key store at {self._where}: {who}; nothing was changed",
-            hint="try again once that writer is done; pg_stat_activity shows who holds it "
-            f"(the wait is {_LOCK_SHARE:g} of call_timeout=N in the store URL)",
+            f"PostgreSQL key store at {self._where}: opening the store waited "
+            f"{self._lock_wait:g} s for a lock on schema {self._schema!r} held by another "
+            "session (a VACUUM FULL, a migration, a LOCK TABLE, or another process creating "
+            "the schema); nothing was changed",
+            hint=f"try again once that writer is done{look}",
         )
 
     @contextlib.contextmanager

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from ..errors import KeyringError, LegalHoldError
+from ..errors import KeyringError, LegalHoldError, StoreUnreachableError
 from .base import (
     TOMBSTONE_SIZE,
     KekInUseError,
@@ -56,6 +56,18 @@ def check_replace(state: KeyringState, versions: Iterable[int]) -> None:
     for v in set(versions):
         if v in state.retired:
             raise StaleKekError(f"KEK version {v} is retired; cannot rewrap to it", state)
+
+
+def lock_waited(store: str, seconds: float, where_to_look: str = "") -> StoreUnreachableError:
+    """The error of a change that waited ``seconds`` for a lock another writer of the same
+    keyring held, and gave up (``store``: how the store names itself): one wording on every
+    store, so the same condition reads the same; ``where_to_look`` ends the hint."""
+    return StoreUnreachableError(
+        f"{store}: waited {seconds:g} s for a lock held by another writer of this keyring "
+        "(a long bulk insert, rewrap, rotation or shred, or a process holding its "
+        "transaction open); nothing was changed",
+        hint=f"try again once that writer is done{where_to_look}",
+    )
 
 
 def busy_admin(timeout: float) -> KeyringError:

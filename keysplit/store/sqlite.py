@@ -214,7 +214,14 @@ class SQLiteKeyStore:
 
     def _error(self, exc: sqlite3.Error) -> KeyringError:
         """sqlite3's error (a full disk, a lock held past the timeout, a damaged file) as
-        the library's: its message names no value, only what failed."""
+        the library's: its message names no value, only what failed. A lock another
+        writer held past the busy timeout reads as the PostgreSQL store's lock wait
+        (:func:`~keysplit.store.rules.lock_waited`), not sqlite3's 'database is locked'."""
+        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY:
+            waited = _BUSY_MS
+            with contextlib.suppress(sqlite3.Error):
+                waited = int(self._db.execute("PRAGMA busy_timeout").fetchone()[0])
+            return _rules.lock_waited(f"key store {self._path}", waited / 1000)
         return KeyringError(f"key store {self._path}: {exc}")
 
     @contextlib.contextmanager

@@ -695,3 +695,87 @@ def test_sigkill_mid_bulk_replace_loses_nothing(shared_backend: Backend) -> None
     while page := store.stale_batch(2, "", batch):
         store.replace_many([(r, wk(r.subject, 2)) for r in page])
     assert store.count_by_version() == {2: n}
+
+
+# ------------------------------------------------------- one wording for one condition
+
+
+@contextlib.contextmanager
+def _writer_holding_the_lock(backend: Backend, store: KeyStore) -> Iterator[None]:
+    """Another writer of the keyring holds the lock a change takes (SQLite: an open write
+    transaction on the file; PostgreSQL: the keyring state's lock), for the block."""
+    if backend.name == "sqlite":
+        import sqlite3
+
+        store._db.execute("PRAGMA busy_timeout = 200")  # type: ignore[attr-defined]
+        other = sqlite3.connect(str(backend.home / "keys.sqlite"), isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            other.close()
+        return
+    import psycopg
+
+    from keysplit.store.url import postgres_conninfo
+
+    conninfo, schema = postgres_conninfo(backend.url or "")
+    with psycopg.connect(conninfo) as other:  # a transaction, held until the block ends
+        other.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"keysplit/{schema}//state",)
+        )
+        yield
+        other.rollback()
+
+
+@pytest.mark.parametrize("name", PROCESS_BACKENDS)
+def test_note_rekey_says_each_failure_as_the_other_store_does(
+    name: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """note_rekey's failures, pinned whole: the same sentence on both stores for the same
+    condition (SQLite's lock wait said sqlite3's 'database is locked'), each one sentence
+    saying what happened and, in its hint, what to do; no SQL, no value. The PostgreSQL
+    store's lost COMMIT ('unknown') has no SQLite twin: test_postgres_rotation_commit."""
+    from keysplit import StoreUnreachableError
+
+    backend = next(_backend(_Param(request, name), tmp_path))
+    if name == "postgres":  # a short call bound: its lock wait is 0.8 of it
+        backend.url = f"{backend.url}&call_timeout=0.25"
+    store = backend.open(create=True)
+    prefix = (
+        f"key store {tmp_path / 'keys.sqlite'}"
+        if name == "sqlite"
+        else f"PostgreSQL key store at {store._where}"  # type: ignore[attr-defined]
+    )
+    with _writer_holding_the_lock(backend, store), pytest.raises(StoreUnreachableError) as held:
+        store.note_rekey()
+    assert str(held.value) == (
+        f"{prefix}: waited 0.2 s for a lock held by another writer of this keyring (a long "
+        "bulk insert, rewrap, rotation or shred, or a process holding its transaction open); "
+        "nothing was changed"
+    )
+    look = (
+        ""
+        if name == "sqlite"
+        else (
+            "; pg_stat_activity shows who holds it (the wait is 0.8 of call_timeout=N in the "
+            "store URL)"
+        )
+    )
+    assert held.value.hint == f"try again once that writer is done{look}"
+    assert store.state().rekeys == 0
+    assert store.note_rekey().rekeys == 1  # once the writer is done
+    store.close()
+    with pytest.raises(KeyringError) as closed:
+        store.note_rekey()
+    assert str(closed.value) == "key store is closed"
+    for s in backend.opened:
+        s.close()
+
+
+class _Param:
+    """A fixture request whose ``param`` is given (``_backend`` outside a fixture)."""
+
+    def __init__(self, request: pytest.FixtureRequest, param: str) -> None:
+        self.param = param
+        self.getfixturevalue = request.getfixturevalue
