@@ -1003,3 +1003,42 @@ def test_rekey_rerun_names_a_killed_handout_only_for_that_rekeys_own_files(
     assert "refusing to overwrite existing share file" in said, said
     assert "killed" not in said and "remove" not in said, said
     assert {p: p.read_bytes() for p in live} == live
+
+
+# -- a rekey killed between its switch and the store's count -------------------------------
+
+KILL_AT_NOTE_REKEY = """
+import os, signal, sys
+from keysplit.store.sqlite import SQLiteKeyStore
+from keysplit_cli.app import main
+def note_rekey(self):
+    os.kill(os.getpid(), signal.SIGKILL)  # the keyring file switched, the store not told
+SQLiteKeyStore.note_rekey = note_rekey
+sys.argv = ["keysplit", *sys.argv[1:]]
+main()
+"""
+
+
+def test_rekey_killed_between_its_switch_and_the_stores_count(tmp_path: Path) -> None:
+    """``keysplit rekey`` SIGKILLed after the keyring file was rekeyed and before the store
+    counted it (note_rekey): the old shares no longer unseal, the new ones do; the audit
+    log owes the switch and the next quorum records it (``rekey-recovered``) once; no
+    later unseal or rekey counts the rekey twice. (The store's count, ``status``'s fleet
+    ``rekeys``, stays one short: nothing records that the count was not made.)"""
+    kr, custodians, quorum = _cli_keyring(tmp_path)
+    r = _script(KILL_AT_NOTE_REKEY, ["rekey", kr, *custodians, *quorum(1)])
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert Keyring.open(kr).meta.generation == 2
+    r = _cli(["unseal", kr, *quorum(1)])
+    assert r.returncode == 1 and "error:" in r.stderr, r.stderr  # the old shares are dead
+    assert len(_unrecorded(kr)) == 1  # the switch is owed its entry
+    for _ in range(2):
+        r = _cli(["unseal", kr, *quorum(2)])
+        assert r.returncode == 0, r.stderr
+    assert _rekey_events(kr) == [("rekey-recovered", 2)]  # recorded once
+    assert _unrecorded(kr) == []
+    r = _cli(["rekey", kr, *custodians, *quorum(2)])  # the next rekey counts itself once
+    assert r.returncode == 0, r.stderr
+    assert _rekey_events(kr) == [("rekey-recovered", 2), ("rekey", 3)]
+    status = Keyring.open(kr).status().fleet
+    assert status is not None and status.rekeys == 1  # the killed one's count is lost
