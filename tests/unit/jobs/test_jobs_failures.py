@@ -318,6 +318,40 @@ def test_a_part_committed_while_its_stage_is_removed_leaves_no_plaintext(
     assert stray == [], f"plaintext parts left behind: {stray}"
 
 
+def test_an_orphaned_drivers_cleanup_never_empties_an_output_put_in_place_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lifeline thread's cleanup (``remove_own_stages``, past ORPHAN_GRACE) runs while
+    the job's own thread may be putting the finished stage in place. Before, it ran
+    ``rmtree`` on the stage's path: a rename of the stage to the output after rmtree had
+    opened it left rmtree emptying the *output* (a destination that read as an empty
+    dataset). Now the cleanup takes the stage away by renaming it first: the output is
+    whole, or it never appears. The rename is made at rmtree's listing (``os.scandir``)."""
+    stage = fileio.staging_dir(tmp_path / "out")
+    (stage / "part.00000.parquet").write_bytes(b"finished rows")
+    real_scandir = os.scandir
+    outcome: list[str] = []
+
+    def scandir(path: Any = ".") -> Any:
+        if not outcome:  # the job's thread: durable_rename(stage, out), right now
+            try:
+                fileio.durable_rename(stage, tmp_path / "out")
+                outcome.append("put in place")
+            except FileNotFoundError:
+                outcome.append("stage gone first")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    fileio.remove_own_stages()
+    monkeypatch.undo()
+    out = tmp_path / "out"
+    if outcome == ["put in place"]:
+        assert sorted(p.name for p in out.iterdir()) == ["part.00000.parquet"], "emptied"
+    else:
+        assert outcome == ["stage gone first"] and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["out"])
+
+
 @pytest.mark.parametrize(
     ("context", "reason"),
     [
