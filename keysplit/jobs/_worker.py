@@ -14,7 +14,8 @@ plugin's setup on that worker. (The job's driver may be gone without unregisteri
 partition task asks for the KEKs batch by batch (:func:`worker_keks`), so it stops at its
 next batch once they are forgotten.
 A task that lands on a worker without KEKs fails with :class:`NoJobKeys` and the driver
-provisions that worker and runs the task again.
+provisions that worker and runs the task again; one on a worker that forgot them mid-job
+(lease, deadline) fails with :class:`KeysLapsed`, which the job reports as such.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ._kek import open_keks
 
 __all__ = [
     "JobKeysPlugin",
+    "KeysLapsed",
     "NoJobKeys",
     "install_keks",
     "plugin_name",
@@ -46,6 +48,12 @@ __all__ = [
 
 class NoJobKeys(KeysplitError):
     """This worker holds no KEKs for the job (it joined or restarted after provisioning)."""
+
+
+class KeysLapsed(NoJobKeys):
+    """This worker forgot the job's KEKs mid-job: its lease was not renewed in time, or the
+    job's deadline passed. Not a worker that joined late: provisioning it again cannot help
+    (the plugin forgets for good), so the job says what happened instead."""
 
 
 def plugin_name(job_id: str) -> str:
@@ -81,6 +89,8 @@ class JobKeysPlugin(WorkerPlugin):
         self._end: float | None = None
         self._renewed = 0.0
         self._stop: threading.Event | None = None
+        self.lapsed_why: str | None = None
+        """Why the keys were forgotten mid-job (lease or deadline), once they were."""
 
     def __repr__(self) -> str:
         return f"JobKeysPlugin(job={self.job_id}, <redacted>)"
@@ -118,13 +128,32 @@ class JobKeysPlugin(WorkerPlugin):
             if stop.wait(max(0.0, due - time.monotonic())):
                 return
             if self.lapsed():
-                self.forget()
+                self.expire()
                 return
 
     def lapsed(self) -> bool:
         """True once the keys are due to go (the watching thread may not have run yet)."""
         due = self._due()
         return due is not None and time.monotonic() >= due
+
+    def expire(self) -> None:
+        """Forget the keys because they lapsed, noting why (for the task that finds them
+        gone: :class:`KeysLapsed`)."""
+        if self.lapsed_why is None:
+            now = time.monotonic()
+            if self._end is not None and now >= self._end:
+                self.lapsed_why = (
+                    f"the job's keys lapsed on worker {self.address}: the job's deadline, "
+                    f"{self.ttl:g} s after the worker set it up, passed"
+                )
+            else:
+                self.lapsed_why = (
+                    f"the job's keys lapsed on worker {self.address}: their {self.lease:g} s "
+                    "lease was not renewed in time, as when the worker's event loop or the "
+                    "job's driver is starved of CPU; leave the workers spare CPU, e.g. fewer "
+                    "threads per worker"
+                )
+        self.forget()
 
     def renew(self) -> None:
         """The job's driver is alive: keep the keys another ``lease`` seconds (keys already
@@ -188,7 +217,9 @@ def worker_keks(job_id: str) -> KekSet:
     """Inside a task: the KEKs this worker holds for the job."""
     plugin = _plugin(get_worker(), job_id)
     if plugin is not None and plugin.lapsed():
-        plugin.forget()
+        plugin.expire()
+    if plugin is not None and plugin.lapsed_why is not None:
+        raise KeysLapsed(plugin.lapsed_why)
     if plugin is None or plugin.keks is None:
         raise NoJobKeys("this worker holds no keys for the job")
     return plugin.keks

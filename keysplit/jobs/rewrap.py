@@ -52,6 +52,7 @@ from ._isolate import ITEMS_LINE, JobError, Message, clean, progress_of, run_job
 from ._kek import seal_keks
 from ._worker import (
     JobKeysPlugin,
+    KeysLapsed,
     NoJobKeys,
     _plugin,
     install_keks,
@@ -477,6 +478,7 @@ def _run(
     corrupt: list[str] = []
     errors: list[str] = []
     lost: str | None = None
+    lapsed: str | None = None  # a worker forgot the job's keys mid-job (lease, deadline)
     stack = contextlib.ExitStack()
     try:
         registered.add(name)  # (before: the lifeline may unregister it from now on)
@@ -508,6 +510,9 @@ def _run(
                     i = futures[fut]
                     try:
                         part = fut.result()
+                    except KeysLapsed as exc:  # for good on that worker: say so at the end
+                        lapsed = str(exc)
+                        continue
                     except NoJobKeys:
                         continue  # the worker joined after provisioning: next round
                     except Exception as exc:
@@ -541,7 +546,7 @@ def _run(
         if lost is None:  # a lost scheduler forgets it anyway (the call would wait for it)
             with contextlib.suppress(Exception):  # best effort: a dead cluster forgets anyway
                 client.unregister_worker_plugin(name)
-    why = (errors[0] if errors else "workers kept joining without keys") if todo else None
+    why = (errors[0] if errors else lapsed or "workers kept joining without keys") if todo else None
     return done, corrupt, len(todo), why
 
 

@@ -729,6 +729,32 @@ def test_workers_forget_the_keks_of_a_job_without_timeout_once_its_driver_was_ki
             client.unregister_worker_plugin(name)
 
 
+def test_a_rewrap_whose_keys_lapse_on_its_workers_says_so(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease no renewal can keep (1 ms, where a renewal's round trip takes longer), as
+    for a worker whose event loop is starved past ``KEY_LEASE``: each worker forgets the
+    job's keys mid-job and its partitions fail. Before, the job said "workers kept joining
+    without keys", which points at the cluster's membership; now it says the keys lapsed,
+    why, and what to do."""
+    path, quorum = _keyring(tmp_path / "a", 400)
+    rewrap_module = importlib.import_module("keysplit.jobs.rewrap")
+    monkeypatch.setattr(rewrap_module, "KEY_LEASE", 0.001)
+    before = _job_plugins(client)
+    try:
+        with _open(path, quorum) as ukr, pytest.raises(JobError) as failed:
+            jobs.rewrap(
+                ukr, cluster=_cluster(client), partitions=4, batch_size=100, rounds=2,
+                timeout=TIMEOUT,
+            )  # fmt: skip
+        text = str(failed.value)
+        assert "keys lapsed on worker" in text  # (before: "workers kept joining without keys")
+        assert "lease was not renewed in time" in text and "spare CPU" in text
+    finally:
+        for name in _job_plugins(client) - before:
+            client.unregister_worker_plugin(name)
+
+
 def test_a_job_plugin_keeps_its_keys_while_renewed_and_forgets_them_once_not() -> None:
     """In-process (the cluster test above kills the renewing driver): renewals every
     0.05 s keep a 2 s lease's keys for 3 s; once they stop, the keys go, also for a task
