@@ -1039,23 +1039,31 @@ class PostgresKeyStore:
         """One transaction: the exclusive state lock, each subject's bucket lock (in order,
         as :meth:`delete_many` takes them), the holds placed or lifted, one epoch bump. A
         retry (the connection dropped) first asks whether an earlier attempt committed, as
-        :meth:`note_rekey` does: the rows are idempotent, the bump is not."""
+        :meth:`note_rekey` does: the rows are idempotent, the bump is not. A failure once
+        the change was made is resolved as :meth:`_settle` says."""
         wanted = sorted(set(subjects))
         if not wanted:
             return
         locks = self._subject_locks(wanted)
         xids: list[int] = []
 
-        def work(conn: _Conn) -> None:
+        def work(conn: _Conn) -> KeyringState:
             st = self._exclusive(conn)
             if self._committed_before(conn, xids):
-                return
+                return st
             conn.execute(self._sql["lock_subjects"], (locks,))
             conn.execute(self._sql["holds_set" if hold else "holds_lift"], (wanted,))
             _note_xid(conn, xids)
-            self._bump(conn, st)
+            return self._bump(conn, st)
 
-        self._tx(work)
+        done = "placed" if hold else "lifted"
+        self._tx_settled(
+            work,
+            xids,
+            f"legal holds on {len(wanted)} subject(s) were being {done}, and whether that "
+            "committed",
+            f"have them {done} again once the server answers: doing it twice is harmless",
+        )
 
     def _subject_locks(self, subjects: Iterable[str]) -> list[str]:
         """The advisory locks that guard ``subjects``' holds and deletes, in lock order: one

@@ -747,3 +747,22 @@ def test_a_rekey_whose_count_cannot_be_resolved_still_hands_back_its_shares(
             Keyring.open(kr.path).unseal([shares["a"], shares["b"]])
         with Keyring.open(kr.path).unseal([new["b"], new["c"]], store=store) as again:
             assert again.status().generation == 2
+
+
+def test_a_hold_whose_commit_cannot_be_resolved_says_so(pg_server: object, tmp_path: Path) -> None:
+    """set_legal_holds' connection died at COMMIT and no new one could be made: it raised
+    the driver's 'server closed the connection' although the server had placed the holds
+    (note_rekey and retire_kek resolve this case by transaction id). Now it says whether
+    they were placed is unknown, and placing them again is harmless."""
+    from keysplit import StoreUnreachableError
+
+    with _behind_cutter(pg_server, tmp_path, "&connect_timeout=2") as (proxy, _, _, store, _):
+        proxy.armed = proxy.then_refuse = True
+        with pytest.raises(StoreUnreachableError, match=r"legal holds .* placed.*unknown"):
+            store.set_legal_holds(["ann", "bob"], True)
+        assert proxy.cuts == 1
+        proxy.refuse = False
+        assert store.legal_holds() == ["ann", "bob"]  # the server had placed them
+        epoch = store.state().epoch
+        store.set_legal_holds(["ann", "bob"], True)
+        assert store.legal_holds() == ["ann", "bob"] and store.state().epoch == epoch + 1
