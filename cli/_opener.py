@@ -36,7 +36,7 @@ from ._specs import parse_name_file
 
 if TYPE_CHECKING:
     from keysplit import Argon2Params, Identity, Share
-    from keysplit.custody import ConfirmKdf
+    from keysplit.custody import ConfirmKdf, SealedShareInfo
 
 __all__ = [
     "ALLOW_EXPENSIVE_KDF",
@@ -314,6 +314,9 @@ class ShareOpener:
         self._stdin_is_data = stdin_is_data
         self._identities: dict[str, Identity] | None = None
         self._carried: dict[str, str] = {}
+        self.precheck: Callable[[SealedShareInfo], None] | None = None
+        """Refuses a sealed share from its header before any passphrase or identity is
+        asked for (a quorum's :meth:`~keysplit.ceremony.Quorum.precheck`)."""
         prompting = not passphrases.from_files
         self._confirm_share = kdf_confirmer(
             "this share", allow=allow_expensive_kdf, interactive=prompting
@@ -410,6 +413,8 @@ class ShareOpener:
                     self._carried[share.fingerprint] = m.group(1)
                 return share
             meta = sealed_share_info(data)
+            if self.precheck is not None:
+                self.precheck(meta)
             if meta.method == "passphrase":
                 share = _unlock(
                     f"custodian {meta.custodian!r} (share {meta.index}, {short or label})",

@@ -192,6 +192,9 @@ def quorum(
             interactive=src.interactive,
             stdin_is_data=src.stdin_is_data,
         )
+        opener.precheck = lambda meta: q.precheck(
+            meta.set_id, meta.index, meta.threshold, custodian=meta.custodian
+        )
         if not src.interactive:
             for path in src.shares:
                 if q.progress.complete:

@@ -95,6 +95,13 @@ class Quorum:
         self.contributors.append(Contributor(who, share.index, share.fingerprint))
         return progress
 
+    def precheck(
+        self, set_id: bytes, index: int, threshold: int, *, custodian: str | None = None
+    ) -> None:
+        """Refuse a sealed share from its header before it is opened (see
+        :meth:`Unsealer.precheck`): nobody types a passphrase for a share that cannot count."""
+        self._unsealer.precheck(set_id, index, threshold, custodian=custodian)
+
     @property
     def progress(self) -> UnsealProgress:
         return self._unsealer.progress

@@ -82,9 +82,18 @@ class Unsealer:
         if v is not None and not v.status.completed:  # a wrong list: before any share
             v.state.check_unproven(complete_missing or ())
 
-    def _name(self, share: Share) -> str:
-        who = self._kr.custodian_of(share)
-        return f"share {share.index}" + (f" ({who})" if who else "")
+    def _name(self, sid: str, index: int) -> str:
+        who = next(
+            (
+                c.name
+                for m in (self._kr.meta, self._kr.pending)
+                if m is not None and m.set_id == sid
+                for c in m.custodians
+                if c.index == index
+            ),
+            None,
+        )
+        return f"share {index}" + (f" ({who})" if who else "")
 
     def add(self, share: Share, *, custodian: str | None = None) -> UnsealProgress:
         """Check ``share`` against the keyring at once and keep it.
@@ -99,36 +108,47 @@ class Unsealer:
                 "file with keysplit.load_share(data, identity=... or passphrase=...), or "
                 "parse ks1- text with keysplit.Share.parse"
             )
-        sid = share.set_id.hex()
+        match = self._check(share.set_id.hex(), share.index, share.threshold, custodian)
+        self._target = match
+        self._shares.append(share)
+        return UnsealProgress(len(self._shares), match.threshold, self._kr.custodian_of(share))
+
+    def precheck(
+        self, set_id: bytes, index: int, threshold: int, *, custodian: str | None = None
+    ) -> None:
+        """The checks :meth:`add` makes that a sealed share's public header allows (its set,
+        index and threshold), before anyone types a passphrase to open it: a share of another
+        keyring, or one already added, is refused at once. :meth:`add` checks again."""
+        self._check(set_id.hex(), index, threshold, custodian)
+
+    def _check(self, sid: str, index: int, threshold: int, custodian: str | None) -> kf.KeyringMeta:
         candidates = [m for m in (self._kr.meta, self._kr.pending) if m is not None]
         match = next((m for m in candidates if m.set_id == sid), None)
         if match is None:
             whose = f"{custodian}, " if custodian else ""
             raise MixedSharesError(
-                f"share {share.index} ({whose}set {sid}) does not belong to this keyring "
+                f"share {index} ({whose}set {sid}) does not belong to this keyring "
                 f"(current share set {self._kr.meta.set_id})",
-                index=share.index,
+                index=index,
                 hint="it may be from another keyring or from before a rekey",
             )
         if self._target is not None and match is not self._target:
             raise MixedSharesError(
-                f"{self._name(share)} is from the new share set of an unfinished rekey, "
+                f"{self._name(sid, index)} is from the new share set of an unfinished rekey, "
                 "the others from the current one",
-                index=share.index,
+                index=index,
             )
-        if share.threshold != match.threshold or share.index not in {
-            c.index for c in match.custodians
-        }:
+        if threshold != match.threshold or index not in {c.index for c in match.custodians}:
             raise MixedSharesError(
-                f"{self._name(share)} does not match this keyring's share set parameters",
-                index=share.index,
+                f"{self._name(sid, index)} does not match this keyring's share set parameters",
+                index=index,
             )
         for s in self._shares:
-            if s.index == share.index:
-                raise DuplicateShareError(f"{self._name(share)} was already added", index=s.index)
-        self._target = match
-        self._shares.append(share)
-        return UnsealProgress(len(self._shares), match.threshold, self._kr.custodian_of(share))
+            if s.index == index:
+                raise DuplicateShareError(
+                    f"{self._name(sid, index)} was already added", index=index
+                )
+        return match
 
     def discard(self, index: int) -> UnsealProgress:
         """Drop the share with this index (e.g. the one a :class:`RecoveryError` named)."""

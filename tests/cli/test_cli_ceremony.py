@@ -468,6 +468,26 @@ def test_unseal_interactive_give_up(cer: Ceremony) -> None:
     assert error_lines(r)[-1] == "error: need 2 shares, got 1"
 
 
+def test_a_sealed_share_that_cannot_count_is_refused_before_its_passphrase(
+    cer: Ceremony, tmp_path: Path
+) -> None:
+    # A tired custodian giving the same sealed share twice, or one of another keyring, typed
+    # its passphrase (Argon2id: seconds) or named its identity file before being told. The
+    # sealed header's set id and index are public: the quorum refuses from them at once.
+    carol = cer.share("carol")
+    other = make_ceremony(tmp_path / "other")
+    r = run(
+        ["unseal", cer.kr],
+        input=f"{carol}\n{cer.carol_pw.read_text()}{carol}\n{other.share('alice')}\n\n",
+    )
+    assert r.exit_code == 1, r.output
+    assert r.stderr.count("Passphrase for custodian 'carol'") == 1
+    assert f"rejected: {carol}: share 3 (carol) was already added" in r.stderr
+    assert "does not belong to this keyring" in r.stderr
+    assert "Identity file of custodian" not in r.stderr
+    assert error_lines(r) == ["error: need 2 shares, got 1"]
+
+
 def test_unseal_interactive_typo_shows_the_hint_of_what_to_check(cer: Ceremony) -> None:
     # The non-interactive error printed its hint ("check 0/o, 1/l/i, 8/b"); the prompt's
     # "rejected:" line dropped it, though it is there for exactly this custodian.

@@ -152,6 +152,28 @@ def test_a_sealed_keyring_asked_to_encrypt_says_where_the_method_lives(
         assert ku.decrypt(ku.encrypt(b"x", subject="u"), subject="u") == b"x"
 
 
+def test_unsealer_precheck_refuses_from_a_header_and_keeps_nothing(
+    made: tuple[Path, dict[str, Share]], tmp_path: Path
+) -> None:
+    """What a sealed share's public header says (set, index, threshold) is checked as
+    ``add`` checks it, before the share is opened; a precheck adds nothing."""
+    path, shares = made
+    u = Keyring.open(path).unsealer()
+    bob = shares["bob"]
+    u.precheck(bob.set_id, bob.index, bob.threshold)  # fine, and not added
+    assert u.progress.have == 0
+    u.add(bob)
+    with pytest.raises(DuplicateShareError, match=r"share 2 \(bob\) was already added"):
+        u.precheck(bob.set_id, bob.index, bob.threshold)
+    _, other = Keyring.create(tmp_path / "other", 2, NAMES)
+    o = other["alice"]
+    with pytest.raises(MixedSharesError, match=r"share 1 \(ana, set [0-9a-f]+\) does not belong"):
+        u.precheck(o.set_id, o.index, o.threshold, custodian="ana")
+    with pytest.raises(MixedSharesError, match="share set parameters"):
+        u.precheck(bob.set_id, 3, 3)
+    assert u.progress.have == 1
+
+
 def test_forged_share_is_never_a_wrong_key(made: tuple[Path, dict[str, Share]]) -> None:
     path, shares = made
     s = shares["alice"]
