@@ -599,7 +599,7 @@ class Keyring:
         self._adopt(outcome.meta, None if committed else self.pending)
         opened = UnsealedKeyring(self, outcome.master_key, outcome.secrets, store=store, rng=rng)
         if committed:  # a rekey committed here: tell the fleet (epoch)
-            opened.store.note_rekey()
+            opened._note_rekey()
         return opened
 
     def _current(self, outcome: UnsealOutcome) -> UnsealOutcome:

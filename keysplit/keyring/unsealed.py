@@ -470,8 +470,15 @@ class UnsealedKeyring:
         kr = self._kr
         with self._admin_lock:
             kr._adopt(self._key_admin().commit_rekey(kr.meta, kr.pending), None)
+        self._note_rekey()
+
+    def _note_rekey(self) -> None:
+        """Have the store count a rekey that took effect here (``status``'s fleet
+        ``rekeys``; an epoch bump tells the fleet): by :meth:`commit_rekey`, or by an unseal
+        whose shares switched the keyring. A failure is logged, not raised: the switch
+        stands, and an error after it reported a rekey or an unseal as failed."""
         try:
-            self.store.note_rekey()  # tell the fleet (epoch)
+            self.store.note_rekey()
         except KeysplitError as exc:
             _log.warning("the rekey took effect; the key store did not count it: %s", exc)
 

@@ -766,3 +766,29 @@ def test_a_hold_whose_commit_cannot_be_resolved_says_so(pg_server: object, tmp_p
         epoch = store.state().epoch
         store.set_legal_holds(["ann", "bob"], True)
         assert store.legal_holds() == ["ann", "bob"] and store.state().epoch == epoch + 1
+
+
+def test_an_unseal_that_completes_a_rekey_opens_though_its_count_is_unresolved(
+    pg_server: object, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unseal with the new shares of a rekey interrupted before its commit completes
+    it (the keyring file switches), then has the store count it. With the count's COMMIT
+    answer lost and no new connection, the unseal raised after the switch: the caller
+    was told it failed though the keyring had switched. Now the count's failure is
+    logged, as commit_rekey's is, and the session opens."""
+    extra = "&connect_timeout=2"
+    with _behind_cutter(pg_server, tmp_path, extra) as (proxy, kr, shares, first, schema):
+        with kr.unseal([shares["a"], shares["b"]], store=first) as ku:
+            new = ku.prepare_rekey()  # then the process is "killed" before the commit
+        url = f"postgresql:///keysplit?host={proxy.dir}&user=keysplit&schema={schema}{extra}"
+        store = open_store(url, keyring_id=kr.keyring_id, home=kr.path)
+        before = store.state().rekeys
+        again = Keyring.open(kr.path)
+        proxy.armed = proxy.then_refuse = True
+        with caplog.at_level("WARNING", logger="keysplit.keyring.unsealed"):
+            ku = again.unseal([new["a"], new["c"]], store=store)  # before the fix: raises
+        assert proxy.cuts == 1 and "the rekey took effect" in caplog.text
+        proxy.refuse = False
+        with ku:
+            assert ku.status().generation == 2
+            assert store.state().rekeys == before + 1  # the server had counted it
