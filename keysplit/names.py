@@ -143,12 +143,22 @@ def canonical_prefix(prefix: str) -> str:
     return _nfc(prefix, "subject prefix")
 
 
+_BYTES = (bytes, bytearray, memoryview)
+
+
 def check_batch(subjects: object) -> None:
     """``TypeError`` for one string where a batch of subjects is due: iterated, its
     characters were taken for subjects (``data_keys("user-42", create=True)`` created keys
     for "u", "s", "e"...; ``Client.shred_many("alice")`` shredded "a", "l", "i"...)."""
     if isinstance(subjects, str | bytes):
         raise TypeError("subjects must be a sequence of subjects, not one string")
+    # the batch calls put subjects first, unlike decrypt(record, subject=): swapped, the
+    # records reached the subject check as "subject must be a str", naming no order
+    if isinstance(subjects, list | tuple) and subjects and isinstance(subjects[0], _BYTES):
+        raise TypeError(
+            "subjects must be str, and come first: encrypt_many(subjects, plaintexts), "
+            "decrypt_many(subjects, records) (subjects[0] is bytes)"
+        )
 
 
 def canonical_subjects(subjects: Sequence[str]) -> Sequence[str]:

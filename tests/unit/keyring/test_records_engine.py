@@ -234,6 +234,24 @@ def test_one_string_is_not_a_batch_of_subjects() -> None:
     assert set(dk.raw) == {"a", "b"}  # only the real batch made keys
 
 
+def test_a_batch_with_subjects_and_items_swapped_names_the_order() -> None:
+    """``decrypt(record, subject=)`` takes the record first, the batch calls the subjects:
+    swapped, the records met the subject check ("subject must be a str"), which named
+    neither the argument nor the order. Nothing is sealed or asked of the keys."""
+    dk = DictKeys()
+    rec = Records(dk)
+    records = rec.encrypt_many(["a", "b"], [b"1", b"2"])
+    calls = len(dk.calls)
+    order = r"subjects must be str, and come first: encrypt_many\(subjects, plaintexts\)"
+    with pytest.raises(TypeError, match=order):
+        rec.encrypt_many([b"1", b"2"], ["a", "b"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"decrypt_many\(subjects, records\)"):
+        rec.decrypt_many(records, ["a", "b"])
+    with pytest.raises(TypeError, match=order):
+        rec.decrypt_many((memoryview(records[0]),), ("a",))  # type: ignore[arg-type]
+    assert len(dk.calls) == calls
+
+
 def test_decrypt_many_takes_the_bytes_like_records_decrypt_takes(tmp_path: Path) -> None:
     """(red team) ``decrypt`` opened a memoryview record, ``decrypt_many`` refused it with
     "records must be bytes" (a database driver may hand a column back as a memoryview);
