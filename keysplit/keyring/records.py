@@ -28,7 +28,7 @@ import struct
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import ClassVar
 
 from cryptography.exceptions import InvalidTag
@@ -49,6 +49,8 @@ _SUBJECT_CACHE = 1 << 16
 _CONTEXT_CACHE = 256
 _U32 = struct.Struct(">I")
 _PLAIN_CONTEXT = (dict, type(None))  # the contexts the single-record memo compares with ==
+_PLAIN_STR = frozenset((str,))
+_issuper = _PLAIN_STR.issuperset  # a memo hit's context holds plain str only
 _RECORD_PREFIX = fmt.MAGIC + bytes([fmt.VERSION, fmt.SUITE_AES128GCM_HKDF_COMMIT])
 
 
@@ -216,19 +218,19 @@ class Records:
 
     def _context(self, context: Mapping[str, str] | None) -> bytes:
         """The encoded context, cached by its items (a service sees a few contexts)."""
-        if not context:
+        if not context or not isinstance(context, Mapping):
             return fmt.context_part(context)  # empty: constant, or the precise TypeError
-        try:
-            memo: tuple[object, ...] | None = tuple(context.items())
-            part = self._contexts.get(memo)  # type: ignore[arg-type]
-        except (TypeError, AttributeError):  # unhashable or not a mapping: no cache
-            memo, part = None, None
+        items = tuple(context.items())
+        if not _plain_text(items):  # compared by text only: no subclass's __eq__/__hash__
+            return fmt.context_part(context)
+        part = self._contexts.get(items)
         if part is None:
-            part = fmt.context_part(context)
-            if memo is not None:
-                if len(self._contexts) >= _CONTEXT_CACHE:
-                    self._contexts.clear()
-                self._contexts[memo] = part
+            # encoded from the items the memo holds (a mapping whose items() answer
+            # otherwise next time must not leave a part another context then reuses)
+            part = fmt.context_part(dict(items))
+            if len(self._contexts) >= _CONTEXT_CACHE:
+                self._contexts.clear()
+            self._contexts[items] = part
         return part
 
     # -- records ------------------------------------------------------------------------------
@@ -244,23 +246,29 @@ class Records:
         entry holds a copy of the context, one copy shared by every subject sealed with
         equal contexts (one hot object to compare with, not one per subject).
         """
-        hit = self._tails.get(subject) if type(subject) is str else None
-        if hit is not None and type(context) in _PLAIN_CONTEXT and hit[0] == context:
+        # one snapshot of the items is checked, compared, encoded and remembered (a dict
+        # another thread changes meanwhile must not leave a memo whose tail is of others)
+        items = tuple(context.items()) if type(context) is dict else ()
+        plain = type(context) in _PLAIN_CONTEXT and _plain_text(items)
+        hit = self._tails.get(subject) if type(subject) is str and plain else None
+        if hit is not None and hit[0] == context:
             return hit[1], hit[2]
         canon, part = self._subject(subject)
-        tail = part + self._context(context)
-        if type(subject) is str and type(context) in _PLAIN_CONTEXT:
-            copy = None
-            if context is not None:  # a valid context: _context has encoded it
-                items = tuple(context.items())
-                copy = self._context_copies.get(items)
-                if copy is None:
-                    if len(self._context_copies) >= _CONTEXT_CACHE:
-                        self._context_copies.clear()
-                    copy = self._context_copies[items] = dict(context)
-            if len(self._tails) >= _SUBJECT_CACHE:
-                self._tails.clear()
-            self._tails[subject] = (copy, canon, tail)
+        if not (type(subject) is str and plain):
+            return canon, part + self._context(context)
+        copy = None
+        if context is not None:
+            copy = self._context_copies.get(items)
+            if copy is None:
+                if len(self._context_copies) >= _CONTEXT_CACHE:
+                    self._context_copies.clear()
+                copy = dict(items)
+        tail = part + self._context(copy)
+        if copy is not None:
+            self._context_copies[items] = copy  # a valid context: encoded above
+        if len(self._tails) >= _SUBJECT_CACHE:
+            self._tails.clear()
+        self._tails[subject] = (copy, canon, tail)
         return canon, tail
 
     def encrypt(
@@ -272,7 +280,15 @@ class Records:
         (the :class:`DataKeys`' lease-bound cache, when it has one) and the AEAD call.
         """
         hit = self._tails.get(subject) if type(subject) is str else None  # _tail, inlined
-        if hit is None or type(context) not in _PLAIN_CONTEXT or hit[0] != context:
+        if (
+            hit is None
+            or type(context) not in _PLAIN_CONTEXT
+            or hit[0] != context
+            or (
+                context
+                and not (_issuper(map(type, context)) and _issuper(map(type, context.values())))
+            )
+        ):
             canon, tail = self._tail(subject, context)
         else:
             canon, tail = hit[1], hit[2]
@@ -300,7 +316,15 @@ class Records:
         """Open a record; :class:`IntegrityError` if it does not belong to this subject and
         context, was altered, or the subject was shredded."""
         hit = self._tails.get(subject) if type(subject) is str else None  # _tail, inlined
-        if hit is not None and type(context) in _PLAIN_CONTEXT and hit[0] == context:
+        if (
+            hit is not None
+            and type(context) in _PLAIN_CONTEXT
+            and hit[0] == context
+            and (
+                not context
+                or (_issuper(map(type, context)) and _issuper(map(type, context.values())))
+            )
+        ):
             # seen before: its canonical spelling's key, if cached, and only if the header
             # names that key (else the full path finds the spelling or says what is wrong)
             key = self._cached(hit[1])
@@ -615,6 +639,14 @@ class _BatchTails(dict[str, bytes]):
             self.clear()
         self[subject] = tail
         return tail
+
+
+def _plain_text(items: Iterable[tuple[object, object]]) -> bool:
+    """Whether every key and value of a context's ``items`` is a plain ``str``: only then
+    may a memo of encoded contexts compare one with ``==``/``hash``. A ``str`` subclass's
+    own ``__eq__`` (one that ignores case) called ``{"t": "ACME"}`` equal to the memo's
+    ``{"t": "acme"}``, and the record was bound to the other context's text."""
+    return {*map(type, itertools.chain.from_iterable(items))} <= _PLAIN_STR
 
 
 def _frozen_bytes(plaintext: object) -> bytes:

@@ -7,6 +7,7 @@ whole record API; nonces come from the RNG seam, never repeat across threads or 
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import threading
 import unicodedata
@@ -15,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keysplit import IntegrityError, Keyring, names, record
 from keysplit.keyring import DataKeys, Records
@@ -379,3 +382,64 @@ def test_batch_tails_follow_the_context_and_are_shared_with_a_job_engine() -> No
             engine.decrypt(r, subject=s, context={"t": "m"})
             for s, r in zip(subjects, one, strict=True)
         ] == [b"1", b"2", b"3"]
+
+
+class _Folded(str):
+    """A str type some callers have (an ORM's case-insensitive text): equal, and hashed
+    alike, whatever its case."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and self.casefold() == other.casefold()
+
+    def __hash__(self) -> int:
+        return hash(self.casefold())
+
+
+_SPELLINGS = ["acme", "Acme", "ACME"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(_SPELLINGS),  # the context value's text
+            st.sampled_from(["k", "K"]),  # the context key's text
+            st.booleans(),  # value a case-folding str subclass
+            st.booleans(),  # key a case-folding str subclass
+            st.booleans(),  # encrypt_many rather than encrypt
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_each_record_is_bound_to_the_context_text_it_was_given_whatever_str_type(
+    picks: list[tuple[str, str, bool, bool, bool]],
+) -> None:
+    """The engine remembers encoded contexts (per subject, the last context with its AAD
+    tail; per batch context, its encoding) and compared a new context with a remembered
+    one by ``==``/``hash``: a ``str`` subclass's own ``__eq__`` (one that ignores case) made
+    ``{"k": "ACME"}`` equal to the remembered ``{"k": "acme"}``, so the record was sealed
+    with the other context's text in its AAD (and ``decrypt`` opened a record bound to
+    ``acme`` for ``ACME``). Each record must carry the text it was given, as the record
+    API (``keysplit.record``) seals it, whichever path sealed it."""
+    dk = DictKeys()
+    eng = Records(dk)
+    sealed = []
+    for value, key, fold_value, fold_key, many in picks:
+        ctx = {(_Folded(key) if fold_key else key): (_Folded(value) if fold_value else value)}
+        if many:
+            (rec,) = eng.encrypt_many(["s"], [b"pt"], ctx)
+        else:
+            rec = eng.encrypt(b"pt", subject="s", context=ctx)
+        sealed.append((rec, ctx, {key: value}))
+    k = DataKey(dk.raw["s"])
+    for rec, ctx, text in sealed:
+        assert record.decrypt(k, rec, subject="s", context=text) == b"pt"
+        assert eng.decrypt(rec, subject="s", context=ctx) == b"pt"
+        assert eng.decrypt_many(["s"], [rec], ctx) == [b"pt"]
+        for other_key, other_value, folded in itertools.product("kK", _SPELLINGS, (False, True)):
+            if {other_key: other_value} == text:
+                continue  # (plain str: compared by text)
+            other = {other_key: _Folded(other_value) if folded else other_value}
+            with pytest.raises(IntegrityError):
+                eng.decrypt(rec, subject="s", context=other)
