@@ -79,8 +79,8 @@ def is_nfc(text: str) -> bool:
 def _utf8(text: object, what: str) -> bytes:
     if not isinstance(text, str):
         raise TypeError(f"{what} must be a str")
-    try:
-        return text.encode("utf-8")
+    try:  # str.encode: a subclass's own encode() must not choose the bytes bound
+        return str.encode(text, "utf-8")
     except UnicodeEncodeError:  # lone surrogates
         raise ValueError(f"{what} is not valid Unicode text") from None
 
@@ -297,7 +297,7 @@ def normalize_context(context: Mapping[str, str] | None) -> dict[str, str]:
             raise ValueError(f"a context value is at most {MAX_CONTEXT_VALUE_BYTES} bytes")
         if nk in out:
             raise ValueError("two context keys are the same text in different Unicode spellings")
-        out[nk] = v
+        out[nk] = _plain(v)  # its text: a subclass's own encode()/__eq__ reach nothing after
     return out
 
 

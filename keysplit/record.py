@@ -197,8 +197,8 @@ def _check_key(key: object) -> None:
 def _enc_str(s: str, what: str) -> bytes:
     if not isinstance(s, str):
         raise TypeError(f"{what} must be a str")
-    try:
-        return s.encode("utf-8")
+    try:  # str.encode: the text is bound, not what a subclass's own encode() gives
+        return str.encode(s, "utf-8")
     except UnicodeEncodeError:
         raise ValueError(f"{what} is not valid Unicode text") from None
 

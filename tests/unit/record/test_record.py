@@ -7,7 +7,7 @@ import json
 import random
 import struct
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from paths import VECTORS_DIR
 
 from keysplit import FormatError, IntegrityError, KeysplitError, names, record
-from keysplit.keyring import UnsealedKeyring
+from keysplit.keyring import Records, UnsealedKeyring
 from keysplit.record import DataKey
 from keysplit.rng import DeterministicRandom
 
@@ -517,3 +517,62 @@ def test_the_opening_loops_say_format_error_for_an_oversized_record(
         with pytest.raises(Panic):  # a record within the limit: the caller's to see
             u.decrypt(short, subject="s")
         assert isinstance(u.records, Records)
+
+
+class _OneKey:
+    """The smallest DataKeys: one key for every subject."""
+
+    keyring_id = "00" * 16
+
+    def __init__(self, key: DataKey) -> None:
+        self.key = key
+
+    def export(self, subjects: Sequence[str], *, create: bool) -> list[bytes | None]:
+        raise NotImplementedError
+
+    def resolve(self, subjects: Sequence[str], *, create: bool) -> list[DataKey | None]:
+        return [self.key] * len(subjects)
+
+    def close(self) -> None:
+        pass
+
+
+class _OwnEncode(str):
+    """A str type whose own ``encode()`` answers other bytes than its text's UTF-8."""
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return b"not-" + str.encode(self, encoding, errors)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.text(min_size=1, max_size=8),
+    st.text(max_size=8),
+    st.sampled_from(["record", "record_many", "engine", "engine_many", "engine_each"]),
+)
+def test_a_context_is_bound_by_its_text_not_by_a_str_subclass_encode(
+    key: str, value: str, path: str
+) -> None:
+    """A context value (or key) of a ``str`` subclass with its own ``encode()`` was encoded
+    into the AAD by that method: every in-process path bound other bytes than the text,
+    while ``keysplit.Client`` sends the text (JSON), so a record sealed in one did not open
+    in the other. Each path must seal what the plain text seals."""
+    assume(names.is_nfc(key) and not any(0xD800 <= ord(c) <= 0xDFFF for c in key + value))
+    ctx = {_OwnEncode(key): _OwnEncode(value)}
+    text = {key: value}
+    k = DataKey(bytes(range(16)))
+    if path == "record":
+        rec = record.encrypt(k, b"pt", subject="s", context=ctx)
+    elif path == "record_many":
+        (rec,) = record.encrypt_many([k], ["s"], [b"pt"], ctx)
+    else:
+        eng = Records(_OneKey(k))
+        if path == "engine":
+            rec = eng.encrypt(b"pt", subject="s", context=ctx)
+        elif path == "engine_many":
+            (rec,) = eng.encrypt_many(["s"], [b"pt"], ctx)
+        else:
+            (rec,) = eng.encrypt_many(["s"], [b"pt"], [ctx])
+        assert eng.decrypt(rec, subject="s", context=ctx) == b"pt"
+    assert record.decrypt(k, rec, subject="s", context=text) == b"pt"
+    assert record.decrypt_many([k], ["s"], [rec], ctx) == [b"pt"]
