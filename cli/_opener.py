@@ -288,10 +288,11 @@ def _warn_if_exposed(
 def read_share_path(path: Path) -> bytes:
     """A share file's bytes (:func:`keysplit.custody.read_share_file`), with a warning if
     it is not sealed (the share itself) and other users may read it."""
-    from keysplit.custody import is_sealed, read_share_file
+    from keysplit.custody import is_sealed, kind_of, read_share_file
 
     data = read_share_file(path)
-    if not is_sealed(data):
+    kind = kind_of(data)  # a .pub or identity given as a share: refused next, not a share
+    if not is_sealed(data) and (kind is None or kind.endswith("share")):
         _warn_if_exposed(path, "share file", "no sealing (the share in clear)")
     return data
 

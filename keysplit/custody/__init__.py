@@ -82,6 +82,7 @@ __all__ = [
     "WrongPassphrase",
     "check_custodian_name",
     "is_sealed",
+    "kind_of",
     "load_share",
     "open_share",
     "read_key_file",

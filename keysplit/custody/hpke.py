@@ -39,6 +39,7 @@ from ._container import (
     Reader,
     SealedShare,
     check_name,
+    kind_of,
     parse_envelope,
     seal_envelope,
 )
@@ -189,6 +190,22 @@ _X25519_P = 2**255 - 19
 the X25519 part is the last 32 bytes of either suite's key)."""
 
 
+def _not_a_public_key(data: bytes, detail: str) -> FormatError:
+    """The error for a file given as a public key that is not one, naming what it is: an
+    operator handed a custodian's identity file (their private key) should hear so, and
+    that it goes back to its custodian."""
+    kind = kind_of(data)
+    if kind is None:
+        return FormatError(f"not a keysplit public key ({detail})")
+    hint = None
+    if data.lstrip().startswith(MAGIC_IDENTITY):
+        hint = (
+            "give the custodian's NAME.pub (keysplit custodian keygen writes it beside "
+            "NAME.identity); the identity file is private: it stays with its custodian"
+        )
+    return FormatError(f"not a keysplit public key ({detail}): {kind}", hint=hint)
+
+
 class Recipient(_KeyOfCustodian):
     """A custodian's public key: anyone may seal a share to it. Not secret."""
 
@@ -261,7 +278,7 @@ class Recipient(_KeyOfCustodian):
             try:
                 return cls.parse(bytes(data).decode("utf-8"))
             except UnicodeDecodeError:
-                raise FormatError("not a keysplit public key (bad magic)") from None
+                raise _not_a_public_key(bytes(data), "bad magic") from None
 
         def body(r: Reader) -> tuple[_Kem, str, bytes]:
             _, kem = r.code(_KEMS, "suite")
@@ -285,8 +302,9 @@ class Recipient(_KeyOfCustodian):
             ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
         ]
         if len(lines) != 1 or not lines[0].startswith(_TEXT_PREFIX):
-            raise FormatError(
-                f"not a keysplit public key (expected one line starting with {_TEXT_PREFIX})"
+            raise _not_a_public_key(
+                text.encode("utf-8", "surrogateescape"),
+                f"expected one line starting with {_TEXT_PREFIX}",
             )
         b64 = lines[0][len(_TEXT_PREFIX) :]
         try:

@@ -488,6 +488,27 @@ def test_a_sealed_share_that_cannot_count_is_refused_before_its_passphrase(
     assert error_lines(r) == ["error: need 2 shares, got 1"]
 
 
+def test_a_key_file_given_where_another_belongs_is_named_and_never_called_a_share(
+    cer: Ceremony, tmp_path: Path
+) -> None:
+    # An operator handed a custodian's identity file (their private key) for init's -c
+    # was told "not a keysplit public key (bad magic)": not what the file is, nor that it
+    # goes back. A .pub given as --share drew a warning that the "share file" had "no
+    # sealing (the share in clear)" before the error saying it is no share.
+    os.chmod(cer.pubs["alice"], 0o644)
+    r = run(["init", tmp_path / "v2", "-k", "2", "-c", f"a={cer.ids['alice']}", "-c", "b"])
+    assert r.exit_code == 1
+    assert error_lines(r) == [
+        f"error: {cer.ids['alice']}: not a keysplit public key (bad magic): an identity "
+        "file (a custodian's private key)"
+    ]
+    assert "hint: give the custodian's NAME.pub" in r.stderr and "stays with its" in r.stderr
+    r = run(["unseal", cer.kr, "--share", cer.pubs["alice"], *cer.quorum("bob")])
+    assert r.exit_code == 1
+    assert "not a keysplit share: a custodian's public key" in r.stderr
+    assert "warning" not in r.stderr and "no sealing" not in r.stderr
+
+
 def test_unseal_interactive_typo_shows_the_hint_of_what_to_check(cer: Ceremony) -> None:
     # The non-interactive error printed its hint ("check 0/o, 1/l/i, 8/b"); the prompt's
     # "rejected:" line dropped it, though it is there for exactly this custodian.
