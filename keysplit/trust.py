@@ -374,7 +374,8 @@ def verify_keyring(
     if require:
         raise UntrustedKeyringError(
             f"keyring {keyring_id} is not pinned in {store.path}",
-            hint="pass the fingerprint printed at init (--expect), or pin it first",
+            hint="pass the fingerprint printed at init (expect=FPR; the CLI's --expect FPR), "
+            "or pin it first",
         )
     return "unpinned"
 
@@ -415,9 +416,9 @@ def trust_keyring(
         raise UntrustedKeyringError(
             f"keyring {keyring.keyring_id} is not pinned in {store.path} and no fingerprint "
             "was given: its public key is unverified",
-            hint="pass --expect FPR with the fingerprint the keyring's owner gives you "
-            "(keysplit status on the machine that ran init), or pin it once with "
-            "'keysplit keyring pin DIR --expect FPR'",
+            hint="pass the fingerprint the keyring's owner gives you (expect=FPR; the CLI's "
+            "--expect FPR; keysplit status on the machine that ran init shows it), or pin it "
+            "once with 'keysplit keyring pin DIR --expect FPR'",
         )
     store.pin_keyring(keyring.keyring_id, keyring.public_key, str(keyring.path))
     return TRUST_FIRST_USE

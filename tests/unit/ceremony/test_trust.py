@@ -310,3 +310,17 @@ def test_unpinned_policy(tmp_path: Path) -> None:
     with pytest.raises(UntrustedKeyringError, match="not pinned") as info:
         verify_keyring(KID, PK, known=known, require=True)
     assert isinstance(info.value, KeysplitError) and info.value.hint
+    assert "expect=FPR" in info.value.hint  # a library caller has no --expect
+
+
+def test_an_unpinned_seal_from_the_library_names_the_keyword_to_pass(tmp_path: Path) -> None:
+    """``keysplit.encrypt_file`` on an unpinned keyring hinted "pass --expect FPR": a CLI
+    flag, where the library caller's fix is ``expect=``. Both are named now."""
+    kr, _ = keysplit.Keyring.create(tmp_path / "vault", 2, ["a", "b"])
+    (tmp_path / "in").write_bytes(b"x")
+    with pytest.raises(UntrustedKeyringError) as info:
+        keysplit.encrypt_file(
+            kr, str(tmp_path / "in"), str(tmp_path / "out"), known=KnownKeyrings(tmp_path / "k")
+        )
+    assert info.value.hint is not None and "expect=FPR" in info.value.hint
+    assert "--expect FPR" in info.value.hint and not (tmp_path / "out").exists()
