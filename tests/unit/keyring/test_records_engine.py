@@ -473,3 +473,27 @@ def test_the_single_record_memo_reuses_the_batch_memos_tail() -> None:
     assert rec.decrypt_many(["a"], [other], {"t": "n"}) == [b"7"]
     with pytest.raises(IntegrityError):
         rec.decrypt(other, subject="a", context=ctx)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [{_Folded("K"): "acme"}, {"k": _Folded("ACME")}, {_Folded("K"): _Folded("Acme")}],
+    ids=["folded key", "folded value", "both"],
+)
+def test_a_memo_hit_compares_a_folded_key_or_value_by_its_text(given: dict[str, str]) -> None:
+    """The single-record memo compares a caller's context with its copy both ways (see
+    ``_Text``): one way alone lets a case-folding key (or, the other way, value) match the
+    memo's text, and the record is bound to ``{"k": "acme"}`` instead of what was given."""
+    dk = DictKeys()
+    eng = Records(dk)
+    first = eng.encrypt(b"1", subject="s", context={"k": "acme"})  # fills the memo
+    assert eng.decrypt(first, subject="s", context={"k": "acme"}) == b"1"
+    rec = eng.encrypt(b"2", subject="s", context=given)
+    text = {str.__str__(k): str.__str__(v) for k, v in given.items()}
+    key = DataKey(dk.raw["s"])
+    assert record.decrypt(key, rec, subject="s", context=text) == b"2"
+    with pytest.raises(IntegrityError):
+        record.decrypt(key, rec, subject="s", context={"k": "acme"})
+    with pytest.raises(IntegrityError):
+        eng.decrypt(first, subject="s", context=given)  # nor opens the memo's record
+    assert eng.decrypt(rec, subject="s", context=given) == b"2"
