@@ -71,6 +71,8 @@ class _Text(str):
     plain ``str`` contexts)."""
 
     __slots__ = ()
+
+
 _RECORD_PREFIX = fmt.MAGIC + bytes([fmt.VERSION, fmt.SUITE_AES128GCM_HKDF_COMMIT])
 
 
