@@ -296,8 +296,8 @@ def encode_aad(subject: str, context: Mapping[str, str] | None = None) -> bytes:
 
 def parse(record: bytes) -> Parsed:
     """Parse and validate a record's header once; :class:`FormatError` says what is wrong."""
-    if not isinstance(record, bytes | bytearray | memoryview):
-        raise TypeError("record must be bytes")
+    if type(record) is not bytes:
+        record = _octets(record, "record")  # type: ignore[assignment]
     mv = memoryview(record)
     if len(mv) < 4 or mv[:4] != MAGIC:
         raise FormatError("not a keysplit record (bad magic)")
@@ -322,9 +322,36 @@ def parse(record: bytes) -> Parsed:
     )
 
 
-def _check_pt(plaintext: bytes) -> None:
-    if not isinstance(plaintext, bytes | bytearray | memoryview):
-        raise TypeError("plaintext must be bytes")
+_OCTET_TYPES = frozenset((bytes, bytearray))
+
+
+def _octets(data: object, what: str = "plaintext") -> bytes | bytearray | memoryview:
+    """``data`` as the bytes it holds: what is sealed (or opened) and what ``len()`` counts.
+
+    Any C-contiguous buffer is taken as its bytes, on every path (``record.*``, the engine,
+    ``keysplit.Client``): a NumPy array, an ``array('H')`` or a memoryview cast to wide items
+    was refused by single-record calls, sealed whole by batches when its items were bytes,
+    and refused there with cryptography's "Cannot convert ... to a buffer" when they were
+    wider, while the client sent it whole. A strided view, a released one or no buffer at
+    all is a ``TypeError`` that says so."""
+    if isinstance(data, bytes | bytearray):
+        return data
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{what} must be bytes or a contiguous buffer") from None
+    except ValueError:  # a released memoryview
+        raise TypeError(
+            f"{what} must be bytes or a contiguous buffer (not a released view)"
+        ) from None
+    if view.format == "B" and view.ndim == 1 and view.c_contiguous:
+        return view
+    try:
+        return view.cast("B")
+    except TypeError:
+        raise TypeError(
+            f"{what} must be bytes or a contiguous buffer (not a strided view)"
+        ) from None
 
 
 def seal(key: DataKey, nonce: bytes, plaintext: bytes, tail: bytes) -> bytes:
@@ -343,7 +370,7 @@ def encrypt(
 ) -> bytes:
     """Seal one record for ``subject`` under ``key``."""
     _check_key(key)
-    _check_pt(plaintext)
+    plaintext = _octets(plaintext)  # type: ignore[assignment]
     tail = encode_aad(subject, context)
     try:
         return seal(key, (rng or default_rng()).random_bytes(NONCE_SIZE), plaintext, tail)
@@ -498,6 +525,8 @@ def seal_planned(batch: Batch, plaintexts: Sequence[bytes], nonces: bytes) -> li
     come from the :class:`Batch`'s lists in this frame (no generator, no tuple per group:
     ~1 % of a 1 KiB record, issue 23's second profile).
     """
+    if not {*map(type, plaintexts)} <= _OCTET_TYPES:  # one C-level pass over the usual batch
+        plaintexts = [_octets(p) for p in plaintexts]  # type: ignore[misc]
     order = batch.order
     done: list[bytes] = [b""] * len(plaintexts)
     start = 0
@@ -535,8 +564,7 @@ def open_planned(batch: Batch, records: Sequence[bytes]) -> list[bytes]:
         for i in order[start:end]:
             record = records[i]
             if not (type(record) is bytes and record.startswith(prefix)):
-                _check_record(record, key)
-                record = bytes(record)
+                record = _check_record(record, key)
             header = record[:HEADER_SIZE]
             try:
                 done[i] = dec(header[PREFIX_SIZE:], record[HEADER_SIZE:], header + tail)
@@ -617,15 +645,14 @@ def encrypt_many(
     return seal_planned(batch, plaintexts, nonces)
 
 
-def _check_record(record: object, key: DataKey) -> None:
-    """The slow path of the opening loop's header check: the precise error, or return if
-    the record is fine after all (a ``bytearray`` or ``memoryview``, as :func:`decrypt`
-    takes: a database driver may hand a column back as either)."""
-    if not isinstance(record, bytes | bytearray | memoryview):
-        parse(record)  # type: ignore[arg-type]  # raises the precise FormatError
-        raise TypeError("records must be bytes")
-    if not hmac.compare_digest(parse(bytes(record)).commitment, key.commitment):
+def _check_record(record: object, key: DataKey) -> bytes:
+    """The slow path of the opening loop's header check: the precise error, or the record's
+    bytes if it is fine after all (any buffer :func:`decrypt` takes, :func:`_octets`: a
+    database driver may hand a column back as a ``bytearray`` or ``memoryview``)."""
+    held = bytes(memoryview(_octets(record, "record")))  # its bytes, not a __bytes__()
+    if not hmac.compare_digest(parse(held).commitment, key.commitment):
         raise IntegrityError()
+    return held
 
 
 def decrypt_many(

@@ -316,8 +316,8 @@ class Records:
             canon, tail = self._tail(subject, context)
         else:
             canon, tail = hit[1], hit[2]
-        if type(plaintext) is not bytes and not isinstance(plaintext, bytearray | memoryview):
-            raise TypeError("plaintext must be bytes")
+        if type(plaintext) is not bytes:
+            plaintext = fmt._octets(plaintext)  # type: ignore[assignment]
         key = self._cached(canon)
         if key is None:
             (key,) = self._dk.resolve((canon,), create=True)
@@ -374,8 +374,8 @@ class Records:
             and len(record) >= fmt.OVERHEAD
             and record.startswith(_RECORD_PREFIX)
         ):
-            fmt.parse(record)  # the precise FormatError first (a bytearray passes)
-            record = bytes(record)
+            record = bytes(memoryview(fmt._octets(record, "record")))  # any buffer: its bytes
+            fmt.parse(record)  # the precise FormatError first
         tail = self._tail(subject, context)[1]
         subject = str.__str__(subject)  # checked: a plain str on (no subclass's __hash__)
         if subject.isascii():
@@ -676,9 +676,7 @@ def _frozen_bytes(plaintext: object) -> bytes:
     else a ``TypeError`` now rather than inside the sealing."""
     if isinstance(plaintext, bytes):
         return plaintext
-    if not isinstance(plaintext, bytearray | memoryview):
-        raise TypeError("plaintext must be bytes")
-    return bytes(plaintext)
+    return bytes(fmt._octets(plaintext))
 
 
 def _commitment(record: object) -> bytes | None:

@@ -42,6 +42,7 @@ from typing import Any
 
 from .. import _json, errors
 from ..errors import FormatError, KeysplitError
+from ..record import _octets as _record_octets
 from ..store.base import MAX_BATCH
 
 __all__ = [
@@ -181,17 +182,9 @@ def _octets(item: Any) -> Any:
     and ``join`` send: ``len()`` of a NumPy array, an ``array('H')`` or a cast memoryview
     counts its items, so the frame announced fewer bytes than went out (the server sealed
     a cut plaintext, and the rest was read as the connection's next request)."""
-    if item is None or isinstance(item, bytes | bytearray):
-        return item
-    view = memoryview(item)  # TypeError for what is no buffer at all
-    if view.format == "B" and view.ndim == 1 and view.c_contiguous:
-        return view
-    try:
-        return view.cast("B")
-    except TypeError:
-        raise TypeError(
-            "plaintexts and records must be bytes or contiguous buffers (not strided views)"
-        ) from None
+    # the one rule of every path (keysplit.record._octets): any C-contiguous buffer as its
+    # bytes; a strided or released view, or no buffer, is a TypeError that says so
+    return item if item is None else _record_octets(item, "a plaintext or record")
 
 
 def encode_frame(
