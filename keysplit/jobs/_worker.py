@@ -7,12 +7,13 @@ KEKs to each (:func:`keysplit.jobs._kek.seal_keks`) and installs them; once open
 private key is dropped. Unregistering the plugin at the end of the job forgets the KEKs; so
 does the worker itself when it closes (Dask closes a worker whose scheduler connection
 broke); once ``lease`` seconds pass without the job's driver renewing them
-(:func:`renew_keys`, which the driver runs on every worker while the job runs: a driver
-killed, suspended or cut off from the scheduler renews nothing, whether or not the job has
-a deadline); and, for a job with a deadline, once ``ttl`` seconds have passed since the
-plugin's setup on that worker. (The job's driver may be gone without unregistering it.) A
-partition task asks for the KEKs batch by batch (:func:`worker_keks`), so it stops at its
-next batch once they are forgotten.
+(:func:`renew_keys`, which the driver runs on each worker on its own while the job runs: a
+driver killed, suspended or cut off from the scheduler renews nothing, whether or not the
+job has a deadline, and a renewal that reaches a worker late extends its keys no further
+than ``lease`` past the moment the driver sent it); and, for a job with a deadline, once
+``ttl`` seconds have passed since the plugin's setup on that worker. (The job's driver may
+be gone without unregistering it.) A partition task asks for the KEKs batch by batch
+(:func:`worker_keks`), so it stops at its next batch once they are forgotten.
 A task that lands on a worker without KEKs fails with :class:`NoJobKeys` and the driver
 provisions that worker and runs the task again; one on a worker that forgot them mid-job
 (lease, deadline) fails with :class:`KeysLapsed`, which the job reports as such.
@@ -87,7 +88,8 @@ class JobKeysPlugin(WorkerPlugin):
         self.keks: KekSet | None = None
         self.address = ""
         self._end: float | None = None
-        self._renewed = 0.0
+        self._lease_end: float | None = None
+        self._late = False  # a renewal arrived past its deadline (ignored)
         self._stop: threading.Event | None = None
         self.lapsed_why: str | None = None
         """Why the keys were forgotten mid-job (lease or deadline), once they were."""
@@ -102,7 +104,7 @@ class JobKeysPlugin(WorkerPlugin):
         self._private = X25519PrivateKey.generate()
         self.address = str(worker.address)
         now = time.monotonic()
-        self._renewed = now
+        self._lease_end = None if self.lease is None else now + self.lease
         self._end = None if self.ttl is None else now + self.ttl
         if self._due() is not None:
             self._stop = threading.Event()
@@ -118,8 +120,7 @@ class JobKeysPlugin(WorkerPlugin):
 
     def _due(self) -> float | None:
         """When (``time.monotonic()``) this worker forgets the keys unless renewed first."""
-        lease = None if self.lease is None else self._renewed + self.lease
-        ends = [t for t in (self._end, lease) if t is not None]
+        ends = [t for t in (self._end, self._lease_end) if t is not None]
         return min(ends) if ends else None
 
     def _watch(self, stop: threading.Event) -> None:
@@ -152,13 +153,30 @@ class JobKeysPlugin(WorkerPlugin):
                     "lease was not renewed in time, as when the worker's event loop or the "
                     "job's driver is starved of CPU; leave the workers spare CPU, e.g. fewer "
                     "threads per worker"
+                    + (
+                        " (renewals reached it past their deadline: its event loop was "
+                        "blocked, or its clock runs ahead of the driver's host's)"
+                        if self._late
+                        else ""
+                    )
                 )
         self.forget()
 
-    def renew(self) -> None:
-        """The job's driver is alive: keep the keys another ``lease`` seconds (keys already
-        forgotten stay forgotten)."""
-        self._renewed = time.monotonic()
+    def renew(self, until: float | None = None) -> None:
+        """The job's driver is alive: keep the keys another ``lease`` seconds, but not past
+        ``until`` (``time.time()``: the driver's send time plus the lease). A renewal that
+        sat queued for a stuck worker past ``until`` extends nothing, so none outlives its
+        driver by more than the lease. Keys already lapsed stay forgotten."""
+        if self.lapsed():
+            self.expire()
+            return
+        if self.lease is None or self._lease_end is None:
+            return
+        left = self.lease if until is None else min(self.lease, until - time.time())
+        if left > 0:
+            self._lease_end = max(self._lease_end, time.monotonic() + left)
+        else:
+            self._late = True
 
     def forget(self) -> None:
         """Drop the job's key pair and KEKs (for good: nothing installs them again)."""
@@ -205,12 +223,13 @@ def install_keks(job_id: str, sealed: dict[str, bytes], dask_worker: Any = None)
     return True
 
 
-def renew_keys(job_id: str, dask_worker: Any = None) -> None:
-    """Run on every worker by the job's driver (``client.run``), every fraction of the
-    lease: the driver still runs the job."""
+def renew_keys(job_id: str, until: float | None = None, dask_worker: Any = None) -> None:
+    """Run on each worker by the job's driver (``client.run``), every fraction of the
+    lease: the driver still runs the job; ``until`` bounds the renewal (see
+    :meth:`JobKeysPlugin.renew`)."""
     plugin = _plugin(dask_worker, job_id)
     if plugin is not None:
-        plugin.renew()
+        plugin.renew(until)
 
 
 def worker_keks(job_id: str) -> KekSet:

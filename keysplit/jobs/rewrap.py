@@ -34,6 +34,7 @@ import contextlib
 import math
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -555,16 +556,44 @@ def _renewing(client: Client, job_id: str, lease: float | None) -> Iterator[None
     """(Child) While inside, renew the job's keys on every worker every ``lease`` /
     :data:`RENEWALS` seconds (a thread: the job's own calls may block for longer). Only
     this process renews them, so they lapse on every worker once it stops (see
-    :data:`KEY_LEASE`)."""
+    :data:`KEY_LEASE`).
+
+    Each worker is renewed by a call of its own: ``client.run`` waits for every worker it
+    runs on (``wait=False`` only skips awaiting a coroutine on the worker), so one worker
+    whose event loop is blocked past the lease would hold back the others' renewals and
+    their keys would lapse too. A worker whose last renewal has not returned gets no new
+    one (at most one queued per worker), and each carries its deadline (send time plus
+    ``lease``): one that reaches a stuck worker late extends nothing past it."""
     if lease is None:
         yield
         return
     stop = threading.Event()
+    pending: set[str] = set()  # workers whose renewal has not returned yet
+    lock = threading.Lock()
+
+    def renew_one(worker: str, until: float) -> None:
+        try:
+            with contextlib.suppress(Exception):  # a worker gone, the client closed: retry
+                client.run(renew_keys, job_id, until, workers=[worker], on_error="ignore")
+        finally:
+            with lock:
+                pending.discard(worker)
 
     def renew() -> None:
         while not stop.wait(lease / RENEWALS):
-            with contextlib.suppress(Exception):  # a worker gone, the client closed: retry
-                client.run(renew_keys, job_id, on_error="ignore")
+            with contextlib.suppress(Exception):  # the scheduler away: next round
+                workers = [str(w) for w in client.scheduler_info(n_workers=-1)["workers"]]
+                until = time.time() + lease
+                with lock:
+                    due = [w for w in workers if w not in pending]
+                    pending.update(due)
+                for worker in due:
+                    threading.Thread(
+                        target=renew_one,
+                        args=(worker, until),
+                        name="keysplit-renew-worker",
+                        daemon=True,
+                    ).start()
 
     thread = threading.Thread(target=renew, name="keysplit-renew-keys", daemon=True)
     thread.start()

@@ -32,7 +32,8 @@ from Crypto.Cipher import AES
 pytest.importorskip("distributed")
 
 import pandas as pd
-from distributed import Client, LocalCluster
+from dask_cluster import two_workers
+from distributed import Client
 from distributed.security import Security
 from paths import VECTORS_DIR
 from service_helpers import pid_gone as _pid_gone
@@ -54,19 +55,7 @@ SECURITY = Security.temporary()  # the module's cluster runs mutual TLS, as a re
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            silence_logs=40,
-            death_timeout=120,
-            security=SECURITY,
-        ) as cluster,
-        Client(cluster, timeout=120, security=SECURITY) as c,
-    ):
-        c.wait_for_workers(2, timeout=120)
+    with two_workers(SECURITY) as c:
         yield c
 
 
