@@ -144,17 +144,21 @@ def encode_parts(
     header: Mapping[str, Any],
     items: Sequence[bytes | None],
     subjects: Sequence[str] | None = None,
+    *,
+    payloads: bool = False,
 ) -> list[bytes]:
     """One frame as buffers to send in order (or join): its head (magic, header, length
-    table, subjects) and then the items themselves, uncopied.
+    table, subjects) and then the items themselves, uncopied. ``payloads``: the items are
+    plaintexts or records, so a None among them is a TypeError (it is a data key
+    request's item), not an item sent without bytes.
 
     A client hands this list to ``socket.sendmsg`` so a 1,000-record batch is never joined
     into one fresh megabyte (whose page faults cost more than the copy).
     """
     h = dumps(dict(header))
     n = len(items)
-    if not {*map(type, items)} <= _OCTET_TYPES:  # one C-level pass over the usual batch
-        items = [_octets(b) for b in items]
+    if not {*map(type, items)} <= (_PAYLOAD_TYPES if payloads else _OCTET_TYPES):
+        items = [_octets(b, payloads) for b in items]  # (one C-level pass over the usual batch)
     if subjects is None:
         slens, blob = _zeros(n), b""
     else:
@@ -175,16 +179,19 @@ def encode_parts(
 
 
 _OCTET_TYPES = frozenset((bytes, bytearray, type(None)))
+_PAYLOAD_TYPES = frozenset((bytes, bytearray))
 
 
-def _octets(item: Any) -> Any:
+def _octets(item: Any, payload: bool = False) -> Any:
     """An item as a buffer whose ``len()`` is its size in bytes, which is what ``sendmsg``
     and ``join`` send: ``len()`` of a NumPy array, an ``array('H')`` or a cast memoryview
     counts its items, so the frame announced fewer bytes than went out (the server sealed
     a cut plaintext, and the rest was read as the connection's next request)."""
     # the one rule of every path (keysplit.record._octets): any C-contiguous buffer as its
     # bytes; a strided or released view, or no buffer, is a TypeError that says so
-    return item if item is None else _record_octets(item, "a plaintext or record")
+    if item is None and not payload:
+        return None
+    return _record_octets(item, "a plaintext or record")
 
 
 def encode_frame(

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .. import names
+from .. import record as fmt
 from ..errors import FormatError, IntegrityError, KeysplitError, NoDataKeyError, ShreddedError
 from ..keyring import KeyringStatus
 from ..keyring.admin import check_hold
@@ -774,7 +775,16 @@ class Client:
         the server may stream the answer; if it cuts it (a record failed after the first
         piece went out, or its keys changed meanwhile), the batch is asked again without
         streaming, and the whole answer names each failure at its index."""
-        body = wire.encode_parts(_header(context), items, subjects)
+        # the context checked here as the in-process engine checks it, with its errors:
+        # JSON would turn a context key 1 into "1", read a per-record context ("ab", "cd")
+        # as {"a": "b", "c": "d"}, and say "dictionary update sequence" or "not JSON
+        # serializable" for what the engine refuses by name
+        header = _header(context, len(items))
+        try:
+            body = wire.encode_parts(header, items, subjects, payloads=True)
+        except (TypeError, ValueError):  # (UnicodeEncodeError too) a subject or an item:
+            names.canonical_subjects(subjects)  # the engine's error if it is a subject
+            raise
         begun = time.monotonic()  # (the first exchange's deadline counts from a bit later)
         try:
             head, _, out = self._frame_request(path, body, len(items), stream_ok=stream_ok)
@@ -1072,13 +1082,32 @@ def _read_frame(
         raise http.client.IncompleteRead(b"") from None
 
 
-def _header(context: Context) -> dict[str, Any]:
-    h: dict[str, Any] = {}
-    if context is None or isinstance(context, Mapping):
-        h["context"] = dict(context) if context is not None else None
-    else:
-        h["contexts"] = [dict(c) if c is not None else None for c in context]
-    return h
+def _header(context: Context, n: int) -> dict[str, Any]:
+    """A batch's context (one, or one per record) as sent: the text of what the caller gave,
+    checked as in process (:func:`keysplit.record.split_contexts`, :func:`_context_doc`)."""
+    shared, per_record = fmt.split_contexts(n, context)
+    if per_record is None:
+        return {"context": _context_doc(shared)}
+    return {"contexts": [_context_doc(c) for c in per_record]}
+
+
+def _context_doc(context: Mapping[str, str] | None) -> dict[str, str] | None:
+    """One context as plain text from one pass over its ``items()`` (what the engine
+    encodes), refused with the engine's errors: a key or value that is not a ``str``
+    (JSON would send ``1`` as ``"1"``), a non-mapping, text that is not Unicode, too big."""
+    if context is None:
+        return None
+    if not isinstance(context, Mapping):
+        raise TypeError("context must be a mapping of str to str")
+    doc: dict[str, str] = {}
+    for k, v in context.items():
+        if not isinstance(k, str):
+            raise TypeError("context key must be a str")
+        if not isinstance(v, str):
+            raise TypeError("context value must be a str")
+        doc[str.__str__(k)] = str.__str__(v)
+    fmt.check_context(doc)
+    return doc
 
 
 def _item_errors(head: Mapping[str, Any], n: int) -> dict[int, Any]:

@@ -195,6 +195,71 @@ def test_a_buffer_of_wide_items_is_sealed_whole_and_the_connection_stays_in_step
         assert c.decrypt_many(["f/next"], again) == [b"next"]
 
 
+class _Upper(str):
+    """A str type whose own ``__str__`` and ``encode`` answer other text."""
+
+    def __str__(self) -> str:
+        return str.__str__(self).upper()
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return str.__str__(self).upper().encode(encoding, errors)
+
+
+_REFUSED_OR_BOUND: list[tuple[str, list[object], object]] = [
+    ("context key an int", ["f/c"], {1: "v"}),
+    ("context value an int", ["f/c"], {"t": 1}),
+    ("context value bytes", ["f/c"], {"t": b"v"}),
+    ("per-record context a pair", ["f/c"], [("ab", "cd")]),
+    ("contexts a str", ["f/c"], "ab"),
+    ("contexts strs", ["f/c", "f/d"], ["ab", "cd"]),
+    ("context value a lone surrogate", ["f/c"], {"t": "\udc80"}),
+    ("subject an int", [1], None),
+    ("subject a lone surrogate", ["a\udc80"], None),
+    ("context of str subclasses", ["f/c"], {_Upper("k"): _Upper("v")}),
+]
+
+
+@pytest.mark.parametrize("transport", ["frames", "http"])
+def test_the_client_binds_or_refuses_a_subject_and_context_as_in_process(
+    keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path], transport: str
+) -> None:
+    """The client sent a batch's context as JSON of ``dict(context)``: a context key ``1``
+    was sealed as ``"1"`` (in process: TypeError), a per-record context ``("ab", "cd")``
+    was read as ``{"a": "b", "c": "d"}`` and sealed under it, and other inputs the engine
+    refuses by name failed with "dictionary update sequence", "not JSON serializable", a
+    UnicodeEncodeError or a FormatError about the request. Each input must be refused
+    with the in-process error, or sealed under the text given (it opens in process). A
+    real ``keysplit serve``; the connection stays in step."""
+    kr, shares, _, _ = keyring
+    with _served(keyring, f"types-{transport}.sock") as (_, c):
+        if transport == "http":
+            c._frames = False
+        with kr.unseal([shares["a"], shares["b"]]) as u:
+            for label, subjects, context in _REFUSED_OR_BOUND:
+                pts = [b"p%d" % i for i in range(len(subjects))]
+                try:
+                    u.encrypt_many(subjects, pts, context)  # type: ignore[arg-type]
+                    want = None
+                except (TypeError, ValueError) as exc:
+                    want = (type(exc), str(exc))
+                try:
+                    recs = c.encrypt_many(subjects, pts, context)  # type: ignore[arg-type]
+                    got = None
+                except (TypeError, ValueError) as exc:
+                    got = (type(exc), str(exc))
+                assert got == want, label
+                if got is None:
+                    assert u.decrypt_many(subjects, recs, context) == pts, label  # type: ignore[arg-type]
+            for what in ("plaintext", "record"):
+                with pytest.raises(TypeError, match="must be bytes or a contiguous buffer"):
+                    if what == "plaintext":
+                        c.encrypt_many(["f/c"], [None])  # type: ignore[list-item]
+                    else:
+                        c.decrypt_many(["f/c"], [None])  # type: ignore[list-item]
+            again = c.encrypt_many(["f/next"], [b"next"])  # the connection is still in step
+            assert u.decrypt_many(["f/next"], again) == [b"next"]
+
+
 def test_a_refused_token_is_answered_before_the_body(
     keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path],
 ) -> None:
