@@ -87,7 +87,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import FormatError, KeyringError, StoreUnreachableError
+from ..errors import FormatError, KeyringError, KeysplitError, StoreUnreachableError
 from . import rules as _rules
 from .base import ADMIN_WAIT, KeyringState, Lease, LostInsertError, Tombstone, WrappedKey
 from .url import check_store_url, postgres_call_timeout, postgres_conninfo
@@ -161,6 +161,13 @@ MIGRATIONS: tuple[tuple[int, str, tuple[LiteralString, ...]], ...] = (
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+# the tables the migrations make: an open checks they are all there
+_TABLES = frozenset(
+    stmt.split(".", 1)[1].split(" ", 1)[0]
+    for _, _, stmts in MIGRATIONS
+    for stmt in stmts
+    if stmt.startswith("CREATE TABLE")
+) | {"keysplit_migrations"}
 
 # Per-connection staging tables (created once per pooled connection, emptied at commit).
 _TEMP_TABLES: tuple[LiteralString, ...] = (
@@ -326,11 +333,71 @@ def _copy_swap_rows(pairs: Sequence[tuple[WrappedKey, WrappedKey]]) -> Iterator[
     yield _COPY_TRAILER
 
 
-def _db_error(exc: psycopg.Error) -> KeyringError:
-    """A secret-free KeyringError: the primary message only (DETAIL may quote row values)."""
+# SQLSTATEs of a connection the server ended or lost (class 08, an operator's shutdown or
+# termination of the backend, a crash restart): the change's fate is unknown
+_LOST = ("08", "57P01", "57P02", "57P03")
+
+
+def _db_error(exc: psycopg.Error, where: str = "", schema: str = "") -> KeysplitError:
+    """A secret-free error for what the server said, in one sentence naming the store
+    (``where``: host, port, database; never a password) and saying whether anything was
+    changed, with the fix as a hint: the primary message only (DETAIL may quote row
+    values). Its class says what to do: :class:`StoreUnreachableError` for a condition
+    that passes (a lost connection, a cancelled statement, conflicts), :class:`FormatError`
+    for a schema altered by hand, :class:`KeyringError` for a URL or role to fix."""
     diag = getattr(exc, "diag", None)
     msg = (diag.message_primary if diag is not None else None) or str(exc).split("\n")[0]
-    return KeyringError(f"PostgreSQL key store: {msg}")
+    msg = msg.strip()
+    store = f"PostgreSQL key store at {where}" if where else "PostgreSQL key store"
+    state = exc.sqlstate or ""
+    if state.startswith(_LOST) or (isinstance(exc, psycopg.OperationalError) and not state):
+        lost = StoreUnreachableError(
+            f"{store}: the connection was lost ({msg}); whether a change in flight was "
+            "made is unknown",
+            hint="check that the server is up; keysplit connects again by itself, so try "
+            "again once it is (a shred or rotation: check its outcome first)",
+        )
+        lost.lost_connection = True  # type: ignore[attr-defined]  # see _rolled_back
+        return lost
+    if state == "57014":  # query_canceled: statement_timeout, or pg_cancel_backend
+        return StoreUnreachableError(
+            f"{store}: the server cancelled the call ({msg}); nothing was changed",
+            hint="try again; if it keeps happening, raise the statement_timeout set on "
+            "the role or database (keysplit bounds its own calls with call_timeout=N)",
+        )
+    if state in _ROLLED_BACK:
+        return StoreUnreachableError(
+            f"{store}: the call kept conflicting with other writers ({msg}); nothing was changed",
+            hint="try again once fewer processes write to this keyring at once",
+        )
+    if state == "42501":  # insufficient_privilege
+        return KeyringError(
+            f"{store}: the store URL's role may not do what keysplit needs ({msg}); "
+            "nothing was changed",
+            hint=f"grant the role USAGE on schema {schema!r} and SELECT, INSERT, UPDATE and "
+            "DELETE on its tables (CREATE on the database to create the store), or use the "
+            "role that created the store",
+        )
+    if state == "25006":  # read_only_sql_transaction: a standby, or a read-only role
+        return KeyringError(f"{store}: {_READ_ONLY}; nothing was changed", hint=_READ_ONLY_FIX)
+    if state in ("42P01", "42703", "42883", "42804", "3F000"):
+        return FormatError(
+            f"{store}: schema {schema!r} is not as keysplit made it ({msg}): it was changed "
+            "outside keysplit; nothing was changed",
+            hint="restore the schema from a backup (keysplit never repairs a schema "
+            "altered by hand), or point ?schema=NAME at the store's own schema",
+        )
+    return KeyringError(f"{store}: {msg}")
+
+
+_READ_ONLY = (
+    "the server accepts no writes (a read-only replica, or default_transaction_read_only "
+    "= on for the role or database)"
+)
+_READ_ONLY_FIX = (
+    "point the store URL at the primary (target_session_attrs=read-write lists several "
+    "hosts and picks it), or turn default_transaction_read_only off for keysplit's role"
+)
 
 
 class _Reach:
@@ -468,10 +535,11 @@ def _shutdown(sock: socket.socket | None) -> None:
 
 
 def _where(params: dict[str, Any]) -> str:
-    """Where libpq connects, for messages: host(s) and port(s) of the URL, nothing else."""
+    """Where libpq connects, for messages: host(s), port(s) and database of the URL, nothing
+    else (the URL never holds a password: :func:`check_store_url` refuses one)."""
     host = params.get("host") or params.get("hostaddr") or "the default local socket"
-    port = params.get("port")
-    return f"host {host}" + (f", port {port}" if port else "")
+    port, db = params.get("port"), params.get("dbname")
+    return f"host {host}" + (f", port {port}" if port else "") + (f", database {db}" if db else "")
 
 
 class PostgresKeyStore:
@@ -548,7 +616,7 @@ class PostgresKeyStore:
         except psycopg.OperationalError as exc:
             raise self._unreachable(exc) from None
         except psycopg.Error as exc:
-            raise _db_error(exc) from None
+            raise _db_error(exc, self._where, self._schema) from None
         watch: _Watch | None = None
         try:
             with first as conn, self._watchdog.bound(conn, self._call_timeout) as watch:
@@ -558,7 +626,7 @@ class PostgresKeyStore:
                 raise self._silent() from None
             if isinstance(exc, psycopg.errors.LockNotAvailable):
                 raise self._lock_waited(opening=True) from None
-            raise _db_error(exc) from None
+            raise _db_error(exc, self._where, self._schema) from None
         self._pool: ConnectionPool[_Conn] = ConnectionPool(
             conninfo,
             connection_class=_recording(self._reach),
@@ -589,7 +657,16 @@ class PostgresKeyStore:
         with conn.transaction():
             # a wait behind another session's lock on the schema's tables (a VACUUM FULL,
             # a migration, a LOCK TABLE) fails as such, before the watchdog's bound
-            conn.execute("SELECT set_config('lock_timeout', %s, true)", (self._lock_timeout,))
+            row = conn.execute(
+                "SELECT set_config('lock_timeout', %s, true), "
+                "current_setting('transaction_read_only')",
+                (self._lock_timeout,),
+            ).fetchone()
+            if row and row[1] == "on":  # else every pooled connection fails its set-up
+                raise KeyringError(
+                    f"PostgreSQL key store at {self._where}: {_READ_ONLY}; nothing was changed",
+                    hint=_READ_ONLY_FIX,
+                )
             conn.execute(self._sql["lock_subject"], (f"keysplit/{schema}",))
             has_schema = conn.execute(
                 "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)
@@ -655,6 +732,21 @@ class PostgresKeyStore:
                     ),
                     ("format", FORMAT, "keyring_id", self._keyring_id),
                 )
+            tables = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n "
+                    "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+                    (schema,),
+                )
+            }
+            if missing := sorted(_TABLES - tables):  # else each call fails on its own
+                raise FormatError(
+                    f"PostgreSQL key store at {self._where}: schema {schema!r} lacks the "
+                    f"table(s) {', '.join(missing)}: it was changed outside keysplit",
+                    hint="restore the schema from a backup (keysplit never repairs a schema "
+                    "altered by hand), or point ?schema=NAME at the store's own schema",
+                )
             meta = dict(conn.execute(sql.SQL("SELECT name, value FROM {s}.meta").format(s=ident)))
         if meta.get("format") != FORMAT:
             raise FormatError(f"schema {schema!r} is not a keysplit key store")
@@ -673,8 +765,18 @@ class PostgresKeyStore:
         answered with a lasting refusal (a wrong database, role or password: nothing to
         wait for), which stays a plain KeyringError."""
         why = str(exc).split("\n")[0].strip() if exc is not None else "no answer"
-        if "FATAL:" in why and not any(m in why for m in _TRANSIENT):
-            return KeyringError(f"PostgreSQL key store at {self._where}: {why}")
+        # the server's lasting refusal (FATAL), or libpq's own: it asked for a password
+        # that neither ~/.pgpass nor PGPASSWORD supplied (no "FATAL:": libpq ends it)
+        refused = next(
+            (why.rsplit(m, 1)[1].strip() for m in ("FATAL:", "fe_sendauth:") if m in why), None
+        )
+        if refused is not None and not any(m in why for m in _TRANSIENT):
+            return KeyringError(
+                f"PostgreSQL key store at {self._where} refused the connection: "
+                f"{refused}; nothing was changed",
+                hint="fix the store URL's database or user, or the role's password "
+                "(from ~/.pgpass, PGPASSFILE or PGPASSWORD, never the URL) or pg_hba.conf",
+            )
         return StoreUnreachableError(
             f"PostgreSQL key store unreachable at {self._where}: {why} "
             f"(no connection within {self._timeout:g} s)",
@@ -793,7 +895,7 @@ class PostgresKeyStore:
                     raise self._lock_waited() from None
                 if exc.sqlstate in _ROLLED_BACK:
                     if attempt == _RETRIES - 1:  # deadlock, serialization
-                        raise _db_error(exc) from None
+                        raise _db_error(exc, self._where, self._schema) from None
                     time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))  # jitter
                     continue
                 dropped = conn is not None and (conn.broken or conn.closed)
@@ -803,7 +905,7 @@ class PostgresKeyStore:
                     or (started and not idempotent)
                     or attempt == _RETRIES - 1
                 ):
-                    raise _db_error(exc) from None
+                    raise _db_error(exc, self._where, self._schema) from None
                 if started and fresh:
                     raise LostInsertError(
                         f"PostgreSQL key store at {self._where}: the connection was lost "
@@ -999,7 +1101,7 @@ class PostgresKeyStore:
             return self._tx(work, idempotent=False)
         except KeyringError as exc:
             if not done:  # failed before COMMIT was sent: the server rolled it back
-                raise
+                raise self._rolled_back(exc) from None
             # the connection died (or the watchdog ended it) at COMMIT: did it commit?
             self._settle(
                 exc,
@@ -1154,7 +1256,7 @@ class PostgresKeyStore:
                 "rewrap, a session idle in a transaction): run it again when none is open",
             ) from None
         except psycopg.Error as exc:
-            raise _db_error(exc) from None
+            raise _db_error(exc, self._where, self._schema) from None
 
     # ------------------------------------------------------------------ fleet state
 
@@ -1247,7 +1349,7 @@ class PostgresKeyStore:
                     conn.execute("ROLLBACK")
                 if isinstance(exc, psycopg.errors.LockNotAvailable):
                     raise _rules.busy_admin(timeout) from None
-                raise _db_error(exc) from None
+                raise _db_error(exc, self._where, self._schema) from None
             before = getattr(self._admin_held, "conn", None)
             # every change in the body checks it (_exclusive)
             self._admin_held.conn = (conn, pid)
@@ -1280,12 +1382,12 @@ class PostgresKeyStore:
 
         try:
             return self._tx(work)
-        except KeyringError:
+        except KeyringError as exc:
             if not xids:  # no attempt got as far as the change: nothing was changed
-                raise
+                raise self._rolled_back(exc) from None
             st = self._committed(xids, version)
             if st is None:
-                raise
+                raise self._rolled_back(exc) from None
             return st
 
     def _committed_before(self, conn: _Conn, xids: list[int]) -> bool:
@@ -1333,12 +1435,26 @@ class PostgresKeyStore:
         if outcome == "committed" and st is not None:
             return st
         if outcome == "aborted":
-            raise exc
+            raise self._rolled_back(exc) from None
         raise StoreUnreachableError(
             f"PostgreSQL key store at {self._where}: the connection was lost while {what} "
             "is unknown (the server could not be asked)",
             hint=hint,
         ) from None
+
+    def _rolled_back(self, exc: KeyringError) -> KeyringError:
+        """``exc`` of a change the server is known to have rolled back (COMMIT never sent,
+        or its transaction aborted): a lost connection's error says the outcome is unknown,
+        so it becomes a plain KeyringError that says nothing was changed (a refusal, as
+        :meth:`KeyStore.set_current_kek` promises: a rotation puts its keyring file back).
+        Any other error stands."""
+        if not getattr(exc, "lost_connection", False):
+            return exc
+        return KeyringError(
+            f"PostgreSQL key store at {self._where}: the connection was lost before the "
+            "change committed, and the server rolled it back; nothing was changed",
+            hint="run it again once the server answers",
+        )
 
     def _committed(self, xids: list[int], version: int) -> KeyringState | None:
         """The state if one of ``xids`` committed, None if all of them aborted; a
@@ -1397,7 +1513,7 @@ class PostgresKeyStore:
             return self._tx(work)
         except KeyringError as exc:
             if not xids:
-                raise
+                raise self._rolled_back(exc) from None
             return self._settle(exc, xids, what, hint)
 
     def note_rekey(self) -> KeyringState:
@@ -1528,7 +1644,7 @@ class PostgresKeyStore:
             return self._tx(work, idempotent=False)
         except KeyringError as exc:
             if not written:  # failed before COMMIT was sent: the server rolled it back
-                raise
+                raise self._rolled_back(exc) from None
             # every attempt's transaction: a deadlock or serialization failure (rolled
             # back) ran the work again, and only the last attempt can have committed
             self._settle(

@@ -171,3 +171,34 @@ def test_a_shred_whose_erase_is_unconfirmed_says_so(tmp_path: Path) -> None:
     warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning: key store")]
     assert warnings and "still in the WAL" in warnings[0], r.stderr
     assert "victim" not in "".join(warnings) and "log:" not in r.stderr
+
+
+def test_a_store_the_role_may_not_use_is_one_error_line_with_the_fix(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """``init --store`` with a role that may not create the schema, or on a read-only
+    server: one ``error:`` line naming the store (host and database), a ``hint:`` with the
+    fix, exit 1, no traceback. The read-only one waited out the connect bound and said
+    the server was unreachable; the other named no store and gave no hint."""
+    import psycopg
+
+    for name, setting, hint in (
+        ("weak", "", "grant"),
+        ("ro", "default_transaction_read_only = on", "primary"),
+    ):
+        role = f"{name}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(pg_server.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+            conn.execute(f"CREATE ROLE {role} LOGIN")
+            if setting:
+                conn.execute(f"ALTER ROLE {role} SET {setting}")
+        url = f"{pg_server.url}&schema=cli_{uuid.uuid4().hex[:12]}"  # type: ignore[attr-defined]
+        r = run(
+            ["init", tmp_path / name, "-k", "2", "-c", "alice", "-c", "bob", "--plain-shares",
+             "--shares-dir", tmp_path / f"{name}-shares", "--store",
+             url.replace("user=keysplit", f"user={role}")]
+        )  # fmt: skip
+        assert r.exit_code == 1, r.output
+        lines = error_lines(r)
+        assert len(lines) == 1 and "database keysplit" in lines[0], r.stderr
+        assert "unreachable" not in lines[0] and "Traceback" not in r.stderr
+        assert any(ln.startswith("hint:") and hint in ln for ln in r.stderr.splitlines())

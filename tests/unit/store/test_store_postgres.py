@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pg_fixture import end_admin_lock_backend
+from pg_fixture import end_admin_lock_backend, own_postgres
 
 from keysplit import FormatError, Keyring, KeyringError, LegalHoldError, StoreUnreachableError
 from keysplit.store import WrappedKey, check_store_url, open_store
@@ -1127,4 +1127,206 @@ def test_a_deadlock_or_serialization_failure_runs_the_call_again(
             row = c.execute(f"SELECT last_value FROM {schema}.cuts").fetchone()
         assert row == (2,)  # the trigger ran at both attempts' COMMITs
     finally:
+        store.close()
+
+
+def _role(server: object, name: str, *settings: str) -> str:
+    """A new login role ``name``_<random> with ``settings`` (``ALTER ROLE ... SET``)."""
+    import psycopg
+
+    role = f"{name}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        for setting in settings:
+            conn.execute(f"ALTER ROLE {role} SET {setting}")
+    return role
+
+
+def test_a_wrong_database_names_the_store_and_says_what_to_fix(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """A lasting refusal said libpq's whole line (socket path twice) with no hint."""
+    url = _url(pg_server).replace("/keysplit?", "/no_such_db?")
+    with pytest.raises(KeyringError) as info:
+        open_store(url, keyring_id=KID, home=tmp_path)
+    text = str(info.value)
+    assert "database no_such_db refused the connection" in text and "nothing was changed" in text
+    assert info.value.hint and "database or user" in info.value.hint
+
+
+def test_a_role_without_the_privileges_it_needs_is_told_what_to_grant(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """A role that may not create the schema, or read the keys, met "PostgreSQL key store:
+    permission denied for ..." with no store named and no hint."""
+    import psycopg
+
+    role = _role(pg_server, "weak")
+    url = _url(pg_server)
+    weak = url.replace("user=keysplit", f"user={role}")
+    with pytest.raises(KeyringError) as info:  # may not CREATE SCHEMA
+        open_store(weak, keyring_id=KID, home=tmp_path, create=True)
+    assert type(info.value) is KeyringError
+    assert "database keysplit" in str(info.value) and "nothing was changed" in str(info.value)
+    assert info.value.hint and "grant" in info.value.hint
+    open_store(url, keyring_id=KID, home=tmp_path, create=True).close()
+    _, schema = postgres_conninfo(url)
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        conn.execute(f"GRANT SELECT ON {schema}.keysplit_migrations, {schema}.meta TO {role}")
+    store = open_store(weak, keyring_id=KID, home=tmp_path)
+    try:
+        with pytest.raises(KeyringError) as info:
+            store.get_many(["alice"])
+        assert type(info.value) is KeyringError and "data_keys" in str(info.value)
+        assert info.value.hint and f"schema {schema!r}" in info.value.hint
+    finally:
+        store.close()
+
+
+def test_a_read_only_server_is_a_setting_to_fix_not_an_unreachable_one(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """A role (or a replica) whose transactions are read-only opened a store that existed,
+    then every pooled connection failed its set-up: StoreUnreachableError "no answer"
+    after the connect bound, as for a server that is down."""
+    import psycopg
+
+    url = _url(pg_server)
+    open_store(url, keyring_id=KID, home=tmp_path, create=True).close()
+    _, schema = postgres_conninfo(url)
+    role = _role(pg_server, "ro", "default_transaction_read_only = on")
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+        conn.execute(f"GRANT ALL ON SCHEMA {schema} TO {role}")
+        conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    for create in (False, True):
+        with pytest.raises(KeyringError, match="accepts no writes") as info:
+            open_store(
+                url.replace("user=keysplit", f"user={role}"),
+                keyring_id=KID,
+                home=tmp_path,
+                create=create,
+            )
+        assert not isinstance(info.value, StoreUnreachableError)
+        assert info.value.hint and "primary" in info.value.hint
+
+
+def test_a_table_dropped_by_hand_is_found_when_the_store_opens(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """It opened, and each call then failed with "relation ... does not exist"."""
+    import psycopg
+
+    url = _url(pg_server)
+    store = open_store(url, keyring_id=KID, home=tmp_path, create=True)
+    _, schema = postgres_conninfo(url)
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+        conn.execute(f"DROP TABLE {schema}.data_keys")
+    try:
+        with pytest.raises(FormatError, match="changed outside keysplit; nothing was changed"):
+            store.get_many(["alice"])  # an open store: at its next call
+    finally:
+        store.close()
+    with pytest.raises(FormatError, match=r"lacks the table\(s\) data_keys") as info:
+        open_store(url, keyring_id=KID, home=tmp_path)
+    assert info.value.hint and "backup" in info.value.hint
+
+
+def test_a_statement_timeout_is_a_condition_that_passes(pg_server: object, tmp_path: Path) -> None:
+    """The server's statement_timeout (set on the role) was a plain KeyringError; trying
+    again helps, as for a server that is slow: StoreUnreachableError, nothing changed."""
+    import psycopg
+
+    role = _role(pg_server, "slow", "statement_timeout = '1ms'")
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+        conn.execute(f"GRANT CREATE ON DATABASE keysplit TO {role}")
+        # a statement that outlasts 1 ms for certain: one waiting for a lock the test holds
+        conn.execute("BEGIN")
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('keysplit/held', 0))")
+        url = _url(pg_server, "held").replace("user=keysplit", f"user={role}")
+        try:
+            with pytest.raises(StoreUnreachableError, match="cancelled the call") as info:
+                open_store(url, keyring_id=KID, home=tmp_path, create=True)
+        finally:
+            conn.execute("ROLLBACK")
+    assert "nothing was changed" in str(info.value)
+    assert info.value.hint and "statement_timeout" in info.value.hint
+
+
+def test_a_shred_whose_backend_was_ended_mid_call_says_nothing_was_changed(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """A shred (not run twice) whose backend the server ended mid-call, before COMMIT (an
+    operator's pg_terminate_backend; an immediate shutdown ends it the same way) said only
+    "PostgreSQL key store: terminating connection due to administrator command": no store
+    named, no word on its outcome (known: rolled back), no hint."""
+    import psycopg
+
+    url = _url(pg_server)
+    _, schema = postgres_conninfo(url)
+    store = open_store(url, keyring_id=KID, home=tmp_path, create=True)
+    result: list[BaseException | None] = []
+
+    def shred() -> None:
+        try:
+            store.delete_many(["alice"])
+            result.append(None)
+        except BaseException as exc:  # the test reads it
+            result.append(exc)
+
+    try:
+        store.insert_many([WrappedKey("alice", 1, b"a" * 24)])
+        with psycopg.connect(pg_server.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+            conn.execute("BEGIN")
+            conn.execute(f"LOCK TABLE {schema}.data_keys IN ACCESS EXCLUSIVE MODE")
+            thread = threading.Thread(target=shred)
+            thread.start()
+            until(lambda: _lock_waiters(pg_server.url) >= 1, "the shred to wait")  # type: ignore[attr-defined]
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'keysplit' AND wait_event_type = 'Lock'"
+            )
+            thread.join(60)
+            conn.execute("ROLLBACK")
+        assert not thread.is_alive()
+        (err,) = result
+        assert isinstance(err, KeyringError), err
+        assert "database keysplit" in str(err) and "administrator command" not in str(err)
+        assert "rolled it back; nothing was changed" in str(err) and err.hint
+        assert store.get_many(["alice"])["alice"].wrapped == b"a" * 24  # nothing was
+    finally:
+        store.close()
+
+
+def test_a_missing_or_wrong_password_is_a_setting_to_fix_and_never_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that wants a password the environment does not supply ("fe_sendauth: no
+    password supplied", libpq's, not the server's FATAL) was StoreUnreachableError:
+    "unreachable ... no connection within 5 s". A wrong one says so; neither shows it."""
+    import psycopg
+
+    secret = "S3cret-" + uuid.uuid4().hex
+    with own_postgres() as server:
+        (server.data / "pg_hba.conf").write_text(
+            "local all keysplit trust\nlocal all all scram-sha-256\n"
+        )
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE pw LOGIN PASSWORD '{secret}'")
+            conn.execute("GRANT CREATE ON DATABASE keysplit TO pw")
+            conn.execute("SELECT pg_reload_conf()")
+        url = _url(server).replace("user=keysplit", "user=pw")
+        monkeypatch.delenv("PGPASSWORD", raising=False)
+        monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
+        for password, why in ((None, "no password supplied"), ("wrong", "authentication failed")):
+            if password:
+                monkeypatch.setenv("PGPASSWORD", password)
+            with pytest.raises(KeyringError, match=why) as info:
+                open_store(url, keyring_id=KID, home=tmp_path, create=True)
+            assert not isinstance(info.value, StoreUnreachableError)
+            assert info.value.hint and "PGPASSWORD" in info.value.hint
+            assert secret not in str(info.value) + repr(info.value) + info.value.hint
+        monkeypatch.setenv("PGPASSWORD", secret)
+        store = open_store(url, keyring_id=KID, home=tmp_path, create=True)
+        assert secret not in repr(store)
         store.close()
