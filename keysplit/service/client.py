@@ -909,7 +909,11 @@ class Client:
     ) -> list[bytes | None]:
         names.check_batch(subjects)
         subjects = list(subjects)
-        body = wire.encode_parts({"create": bool(create)}, [None] * len(subjects), subjects)
+        try:
+            body = wire.encode_parts({"create": bool(create)}, [None] * len(subjects), subjects)
+        except (TypeError, ValueError):  # (UnicodeEncodeError too) the engine's error
+            names.canonical_subjects(subjects)
+            raise
         head, _, out = self._frame_request("/v1/datakey", body, len(subjects))
         if len(out) != len(subjects):
             raise ServiceError("key service returned malformed data keys")
@@ -934,6 +938,7 @@ class Client:
 
     def shred_many(self, subjects: Sequence[str]) -> list[bool]:
         names.check_batch(subjects)
+        names.canonical_subjects(subjects)  # the in-process errors, not the service's FormatError
         if self._remote is not None:
             self._remote.evict(subjects)
         return [
@@ -942,6 +947,7 @@ class Client:
 
     def set_legal_hold(self, subject: str, hold: bool) -> None:
         check_hold(hold)
+        names.check_subject(subject)  # the in-process errors, not the service's FormatError
         self._items("/v1/hold", {"subjects": [subject], "hold": hold})
 
     def rotate(self) -> int:

@@ -10,7 +10,9 @@ when the server ends it within its configured bound plus a generous slack).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import re
 import select
 import shutil
 import socket
@@ -229,7 +231,10 @@ def test_the_client_binds_or_refuses_a_subject_and_context_as_in_process(
     refuses by name failed with "dictionary update sequence", "not JSON serializable", a
     UnicodeEncodeError or a FormatError about the request. Each input must be refused
     with the in-process error, or sealed under the text given (it opens in process). A
-    real ``keysplit serve``; the connection stays in step."""
+    real ``keysplit serve``; the connection stays in step. ``shred``, ``shred_many``,
+    ``set_legal_hold`` and ``datakeys`` of a subject the engine refuses raised the
+    service's FormatError ("'subjects' must be a list of strings"), a UnicodeEncodeError
+    or "sequence item 0: expected str instance": now the engine's error."""
     kr, shares, _, _ = keyring
     with _served(keyring, f"types-{transport}.sock") as (_, c):
         if transport == "http":
@@ -256,6 +261,23 @@ def test_the_client_binds_or_refuses_a_subject_and_context_as_in_process(
                         c.encrypt_many(["f/c"], [None])  # type: ignore[list-item]
                     else:
                         c.decrypt_many(["f/c"], [None])  # type: ignore[list-item]
+            make_keys = functools.partial(u.data_keys, create=True)
+            for bad in (1, "a\udc80", "", "a\x00"):  # shred, holds, data keys: the same errors
+                pairs: list[
+                    tuple[Callable[..., object], Callable[..., object], tuple[object, ...]]
+                ] = [
+                    (c.shred, u.shred, (bad,)),
+                    (lambda *a: c.shred_many(list(a)), u.shred, (bad,)),
+                    (c.set_legal_hold, u.set_legal_hold, (bad, True)),
+                    (lambda *a: c.datakeys(list(a)), lambda *a: make_keys(list(a)), (bad,)),
+                ]
+                for client_call, engine_call, args in pairs:
+                    with pytest.raises((TypeError, ValueError)) as engine_err:
+                        engine_call(*args)
+                    with pytest.raises(
+                        type(engine_err.value), match=re.escape(str(engine_err.value))
+                    ):
+                        client_call(*args)
             again = c.encrypt_many(["f/next"], [b"next"])  # the connection is still in step
             assert u.decrypt_many(["f/next"], again) == [b"next"]
 
