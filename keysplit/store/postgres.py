@@ -381,15 +381,13 @@ def _db_error(exc: psycopg.Error, where: str = "", schema: str = "") -> Keysplit
     if state == "25006":  # read_only_sql_transaction: a standby, or a read-only role
         return KeyringError(f"{store}: {_READ_ONLY}; nothing was changed", hint=_READ_ONLY_FIX)
     if state in ("42P01", "42703", "42883", "42804", "3F000"):
-        return FormatError(
-            f"{store}: schema {schema!r} is not as keysplit made it ({msg}): it was changed "
-            "outside keysplit; nothing was changed",
-            hint="restore the schema from a backup (keysplit never repairs a schema "
-            "altered by hand), or point ?schema=NAME at the store's own schema",
+        return _rules.changed_by_hand(
+            store, f"schema {schema!r} is not as keysplit made it ({msg})", _OWN_SCHEMA
         )
     return KeyringError(f"{store}: {msg}")
 
 
+_OWN_SCHEMA = ", or point ?schema=NAME at the store's own schema"
 _READ_ONLY = (
     "the server accepts no writes (a read-only replica, or default_transaction_read_only "
     "= on for the role or database)"
@@ -741,11 +739,10 @@ class PostgresKeyStore:
                 )
             }
             if missing := sorted(_TABLES - tables):  # else each call fails on its own
-                raise FormatError(
-                    f"PostgreSQL key store at {self._where}: schema {schema!r} lacks the "
-                    f"table(s) {', '.join(missing)}: it was changed outside keysplit",
-                    hint="restore the schema from a backup (keysplit never repairs a schema "
-                    "altered by hand), or point ?schema=NAME at the store's own schema",
+                raise _rules.changed_by_hand(
+                    f"PostgreSQL key store at {self._where}",
+                    f"schema {schema!r} lacks the table(s) {', '.join(missing)}",
+                    _OWN_SCHEMA,
                 )
             meta = dict(conn.execute(sql.SQL("SELECT name, value FROM {s}.meta").format(s=ident)))
         if meta.get("format") != FORMAT:

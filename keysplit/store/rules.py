@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from ..errors import KeyringError, LegalHoldError, StoreUnreachableError
+from ..errors import FormatError, KeyringError, LegalHoldError, StoreUnreachableError
 from .base import (
     TOMBSTONE_SIZE,
     KekInUseError,
@@ -20,6 +20,7 @@ from .base import (
 
 __all__ = [
     "busy_admin",
+    "changed_by_hand",
     "check_insert",
     "check_replace",
     "check_rotate",
@@ -67,6 +68,17 @@ def lock_waited(store: str, seconds: float, where_to_look: str = "") -> StoreUnr
         "(a long bulk insert, rewrap, rotation or shred, or a process holding its "
         "transaction open); nothing was changed",
         hint=f"try again once that writer is done{where_to_look}",
+    )
+
+
+def changed_by_hand(store: str, what: str, where_else: str = "") -> FormatError:
+    """The error of a store whose tables were dropped or altered outside keysplit (``what``:
+    what was found): one wording on every store, as for :func:`lock_waited`. Not a store
+    to wait for, nor one to reconfigure: restore it; ``where_else`` ends the hint."""
+    return FormatError(
+        f"{store}: {what}: it was changed outside keysplit; nothing was changed",
+        hint="restore it from a backup (keysplit never repairs a store altered by hand)"
+        + where_else,
     )
 
 

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import FormatError, KeyringError
+from ..errors import FormatError, KeyringError, KeysplitError
 from . import rules as _rules
 from .base import ADMIN_WAIT, KeyringState, Lease, Tombstone, WrappedKey
 
@@ -109,6 +109,8 @@ CREATE TABLE IF NOT EXISTS leases (
 ) STRICT;
 """
 _HELD = "SELECT 1 FROM legal_holds WHERE subject = ?"
+# sqlite3's words for a table or column that is not there (dropped or altered by hand)
+_ALTERED = ("no such table", "no such column", "table data_keys has no column")
 _DELETE = "DELETE FROM data_keys WHERE subject = ?"
 _STATE = "SELECT epoch, current_kek, retired, rekeys, tombstone_seq FROM keyring_state"
 _LEASE = "SELECT id, host, pid, role, current_kek, acked, cached, expires FROM leases"
@@ -116,6 +118,14 @@ _LEASE = "SELECT id, host, pid, role, current_kek, acked, cached, expires FROM l
 
 def _statements(script: str) -> list[str]:
     return [stmt for stmt in script.strip().split(";") if stmt.strip()]
+
+
+# the tables the schema makes: an open checks they are all there
+_TABLES = frozenset(
+    stmt.split("EXISTS", 1)[1].split("(", 1)[0].strip()
+    for stmt in _statements(_SCHEMA + _FLEET_SCHEMA)
+    if stmt.strip().startswith("CREATE TABLE")
+)
 
 
 class SQLiteKeyStore:
@@ -197,6 +207,11 @@ class SQLiteKeyStore:
             raise FormatError(
                 f"key store {self._path} has unsupported version {meta.get('version')!r}"
             )
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if missing := sorted(_TABLES - tables):  # else each call fails on its own
+            raise _rules.changed_by_hand(
+                f"key store {self._path}", f"it lacks the table(s) {', '.join(missing)}"
+            )
         if meta.get("keyring_id") != keyring_id:
             raise KeyringError(
                 f"key store {self._path} belongs to another keyring "
@@ -212,7 +227,7 @@ class SQLiteKeyStore:
     def path(self) -> Path:
         return self._path
 
-    def _error(self, exc: sqlite3.Error) -> KeyringError:
+    def _error(self, exc: sqlite3.Error) -> KeysplitError:
         """sqlite3's error (a full disk, a lock held past the timeout, a damaged file) as
         the library's: its message names no value, only what failed. A lock another
         writer held past the busy timeout reads as the PostgreSQL store's lock wait
@@ -222,6 +237,11 @@ class SQLiteKeyStore:
             with contextlib.suppress(sqlite3.Error):
                 waited = int(self._db.execute("PRAGMA busy_timeout").fetchone()[0])
             return _rules.lock_waited(f"key store {self._path}", waited / 1000)
+        if isinstance(exc, sqlite3.OperationalError) and str(exc).startswith(_ALTERED):
+            # as the PostgreSQL store says it (a table or column dropped by hand)
+            return _rules.changed_by_hand(
+                f"key store {self._path}", f"it is not as keysplit made it ({exc})"
+            )
         return KeyringError(f"key store {self._path}: {exc}")
 
     @contextlib.contextmanager

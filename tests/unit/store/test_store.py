@@ -402,3 +402,23 @@ def test_retiring_a_retired_version_again_lists_it_once(tmp_path: Path, kind: st
         assert again == s.state()
     finally:
         s.close()
+
+
+def test_a_table_dropped_by_hand_reads_as_on_postgresql(tmp_path: Path) -> None:
+    """A data_keys table dropped outside keysplit: the store opened, and each call said
+    "key store ...: no such table: data_keys", a plain KeyringError. Now a FormatError in
+    the PostgreSQL store's words (rules.changed_by_hand), at the call and at the open."""
+    p = tmp_path / "k.sqlite"
+    store = SQLiteKeyStore(p, KID, create=True)
+    try:
+        db = sqlite3.connect(p)
+        db.execute("DROP TABLE data_keys")
+        db.commit()
+        db.close()
+        with pytest.raises(FormatError, match="changed outside keysplit; nothing was changed"):
+            store.get_many(["alice"])
+    finally:
+        store.close()
+    with pytest.raises(FormatError, match=r"lacks the table\(s\) data_keys") as info:
+        SQLiteKeyStore(p, KID)
+    assert info.value.hint and "backup" in info.value.hint
