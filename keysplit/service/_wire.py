@@ -178,8 +178,8 @@ def encode_parts(
     return [head, blob, *present] if blob else [head, *present]
 
 
-_OCTET_TYPES = frozenset((bytes, bytearray, type(None)))
-_PAYLOAD_TYPES = frozenset((bytes, bytearray))
+_OCTET_TYPES = frozenset((bytes, type(None)))
+_PAYLOAD_TYPES = frozenset((bytes,))
 
 
 def _octets(item: Any, payload: bool = False) -> Any:
@@ -191,6 +191,10 @@ def _octets(item: Any, payload: bool = False) -> Any:
     # bytes; a strided or released view, or no buffer, is a TypeError that says so
     if item is None and not payload:
         return None
+    if isinstance(item, bytearray):
+        # a view: the frame's length table holds while the frame lives (another thread's
+        # resize is its BufferError), where the bytearray itself sent what it held by then
+        return memoryview(item)
     return _record_octets(item, "a plaintext or record")
 
 

@@ -536,3 +536,46 @@ def test_a_frame_connection_closed_by_a_seal_is_cut_if_its_answer_is_not_taken(
         finally:
             for s in peers:
                 s.close()
+
+
+@pytest.mark.parametrize("transport", ["frames", "http"])
+def test_a_bytearray_resized_while_its_batch_is_sent_leaves_the_connection_in_step(
+    keyring: tuple[keysplit.Keyring, dict[str, keysplit.Share], str, Path],
+    transport: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch's frame announces each item's length when it is encoded, and the items go
+    out uncopied: a ``bytearray`` another thread grows in between (here: right after the
+    encoding) sent more bytes than announced, and the rest was read as the connection's
+    next request. The frame now holds a view of each ``bytearray`` (its size is fixed
+    while the frame lives: the resize is the other thread's ``BufferError``), so the
+    record is the plaintext as sent and the connection answers the next batch."""
+    kr, shares, _, _ = keyring
+    grown: list[bool] = []
+    real = wire.encode_parts
+
+    def encode_then_grow(*a: object, **k: object) -> list[bytes]:
+        out = real(*a, **k)  # type: ignore[arg-type]
+        for item in a[1]:  # type: ignore[attr-defined]
+            if isinstance(item, bytearray):
+                try:
+                    item.extend(b"+grown")
+                    grown.append(True)
+                except BufferError:  # exported to the frame's view: the size holds
+                    grown.append(False)
+        return out
+
+    with _served(keyring, f"grow-{transport}.sock") as (_, c):
+        if transport == "http":
+            c._frames = False
+        with kr.unseal([shares["a"], shares["b"]]) as u:
+            pt = bytearray(b"plaintext")
+            monkeypatch.setattr(wire, "encode_parts", encode_then_grow)
+            try:
+                (rec,) = c.encrypt_many(["f/grow"], [pt])
+            finally:
+                monkeypatch.setattr(wire, "encode_parts", real)
+            assert grown == [False]
+            assert u.decrypt(rec, subject="f/grow") == b"plaintext"
+            again = c.encrypt_many(["f/next"], [b"next"])  # the connection is still in step
+            assert u.decrypt_many(["f/next"], again) == [b"next"]
