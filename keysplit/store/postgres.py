@@ -651,6 +651,7 @@ class PostgresKeyStore:
 
     def _setup(self, conn: _Conn, create: bool) -> None:
         schema = self._schema
+        store = f"PostgreSQL key store at {self._where}"  # each error names it
         ident = sql.Identifier(schema)
         with conn.transaction():
             # a wait behind another session's lock on the schema's tables (a VACUUM FULL,
@@ -678,7 +679,7 @@ class PostgresKeyStore:
             if not has_log:
                 if not create:
                     raise KeyringError(
-                        f"key store not found: no keysplit tables in schema {schema!r}",
+                        f"{store}: key store not found: no keysplit tables in schema {schema!r}",
                         hint="create the keyring with this store URL first",
                     )
                 if has_schema:
@@ -689,7 +690,8 @@ class PostgresKeyStore:
                     ).fetchone()
                     if others and others[0]:
                         raise FormatError(
-                            f"schema {schema!r} holds other tables: not a keysplit key store",
+                            f"{store}: schema {schema!r} holds other tables: not a keysplit "
+                            "key store",
                             hint="choose a schema of its own with ?schema=NAME",
                         )
                 else:
@@ -708,7 +710,7 @@ class PostgresKeyStore:
                 applied = int(row[0]) if row and row[0] is not None else 0
             if applied > SCHEMA_VERSION:
                 raise FormatError(
-                    f"key store schema {schema!r} has unsupported version {applied} "
+                    f"{store}: key store schema {schema!r} has unsupported version {applied} "
                     f"(this keysplit knows up to {SCHEMA_VERSION})",
                     hint="upgrade keysplit",
                 )
@@ -746,10 +748,10 @@ class PostgresKeyStore:
                 )
             meta = dict(conn.execute(sql.SQL("SELECT name, value FROM {s}.meta").format(s=ident)))
         if meta.get("format") != FORMAT:
-            raise FormatError(f"schema {schema!r} is not a keysplit key store")
+            raise FormatError(f"{store}: schema {schema!r} is not a keysplit key store")
         if meta.get("keyring_id") != self._keyring_id:
             raise KeyringError(
-                f"key store schema {schema!r} belongs to another keyring "
+                f"{store}: key store schema {schema!r} belongs to another keyring "
                 f"({meta.get('keyring_id')}, expected {self._keyring_id})",
                 hint="give each keyring its own schema: add ?schema=NAME to the store URL",
             )

@@ -212,17 +212,19 @@ def test_schema_is_versioned_and_strict(pg_server: object, tmp_path: Path) -> No
         rows = c.execute(f"SELECT version FROM {schema}.keysplit_migrations").fetchall()
         assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
         c.execute(f"INSERT INTO {schema}.keysplit_migrations VALUES (99, 'from the future')")
-    with pytest.raises(FormatError, match="unsupported version 99"):
+    with pytest.raises(FormatError, match="unsupported version 99") as info:
         PostgresKeyStore(url, KID)
+    # which server and database: the schema's name alone left that to guess
+    assert "database keysplit: key store schema" in str(info.value)
     # a schema that holds someone else's tables is never taken over
     other = _url(pg_server)
     _, other_schema = postgres_conninfo(other)
     with psycopg.connect(conninfo, autocommit=True) as c:
         c.execute(f"CREATE SCHEMA {other_schema}")
         c.execute(f"CREATE TABLE {other_schema}.invoices (id int)")
-    with pytest.raises(FormatError, match="other tables"):
+    with pytest.raises(FormatError, match=r"database keysplit: schema .* other tables"):
         PostgresKeyStore(other, KID, create=True)
-    with pytest.raises(KeyringError, match="not found"):
+    with pytest.raises(KeyringError, match="database keysplit: key store not found"):
         PostgresKeyStore(other, KID)
 
 
