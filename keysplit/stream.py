@@ -176,12 +176,19 @@ def check_context(context: Mapping[str, str] | None) -> None:
 
 def _same_context(expected: Mapping[str, str], stored: Mapping[str, str]) -> bool:
     """Equal up to the Unicode spelling of keys (a header written before NFC keys may
-    carry another spelling); exact comparison if the stored one cannot be normalized."""
+    carry another spelling); exact comparison of the text if the stored one cannot be
+    normalized (one key in two spellings). By text: a ``str`` subclass's own
+    ``__eq__``/``__hash__`` (a case-folding type) must not call other text equal."""
     want = _encode_context(expected)
     try:
         return want == _encode_context(stored)
     except ValueError:
-        return dict(expected) == dict(stored)
+        return _text_items(expected) == _text_items(stored)
+
+
+def _text_items(context: Mapping[str, str]) -> set[tuple[str, str]]:
+    """A context's pairs as plain ``str`` (``str.__str__`` copies a subclass's text)."""
+    return {(str.__str__(k), str.__str__(v)) for k, v in context.items()}
 
 
 def _decode_context(data: bytes) -> dict[str, str]:

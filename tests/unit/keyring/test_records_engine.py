@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from folded import Folded
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -384,17 +385,6 @@ def test_batch_tails_follow_the_context_and_are_shared_with_a_job_engine() -> No
         ] == [b"1", b"2", b"3"]
 
 
-class _Folded(str):
-    """A str type some callers have (an ORM's case-insensitive text): equal, and hashed
-    alike, whatever its case."""
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, str) and self.casefold() == other.casefold()
-
-    def __hash__(self) -> int:
-        return hash(self.casefold())
-
-
 _SPELLINGS = ["acme", "Acme", "ACME"]
 
 
@@ -426,7 +416,7 @@ def test_each_record_is_bound_to_the_context_text_it_was_given_whatever_str_type
     eng = Records(dk)
     sealed = []
     for value, key, fold_value, fold_key, many in picks:
-        ctx = {(_Folded(key) if fold_key else key): (_Folded(value) if fold_value else value)}
+        ctx = {(Folded(key) if fold_key else key): (Folded(value) if fold_value else value)}
         if many:
             (rec,) = eng.encrypt_many(["s"], [b"pt"], ctx)
         else:
@@ -440,7 +430,7 @@ def test_each_record_is_bound_to_the_context_text_it_was_given_whatever_str_type
         for other_key, other_value, folded in itertools.product("kK", _SPELLINGS, (False, True)):
             if {other_key: other_value} == text:
                 continue  # (plain str: compared by text)
-            other = {other_key: _Folded(other_value) if folded else other_value}
+            other = {other_key: Folded(other_value) if folded else other_value}
             with pytest.raises(IntegrityError):
                 eng.decrypt(rec, subject="s", context=other)
 
@@ -477,7 +467,7 @@ def test_the_single_record_memo_reuses_the_batch_memos_tail() -> None:
 
 @pytest.mark.parametrize(
     "given",
-    [{_Folded("K"): "acme"}, {"k": _Folded("ACME")}, {_Folded("K"): _Folded("Acme")}],
+    [{Folded("K"): "acme"}, {"k": Folded("ACME")}, {Folded("K"): Folded("Acme")}],
     ids=["folded key", "folded value", "both"],
 )
 def test_a_memo_hit_compares_a_folded_key_or_value_by_its_text(given: dict[str, str]) -> None:

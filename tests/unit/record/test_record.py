@@ -14,6 +14,7 @@ import pytest
 from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
+from folded import Folded
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from paths import VECTORS_DIR
@@ -244,16 +245,6 @@ def test_a_batch_seals_as_record_by_record_whatever_keys_each_subject_gets(
     assert record.decrypt_many(ks, subjects, recs, {"c": "1"}) == pts
 
 
-class _Folded(str):
-    """A subject type some callers have: equal, and hashed alike, whatever its case."""
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, str) and self.casefold() == other.casefold()
-
-    def __hash__(self) -> int:
-        return hash(self.casefold())
-
-
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(st.tuples(st.sampled_from(["ann", "Ann", "ANN", "bo"]), st.booleans()), max_size=20)
@@ -266,7 +257,7 @@ def test_a_batch_binds_each_record_to_its_own_subject_whatever_str_type_it_has(
     group, so the second was sealed with the first's subject in its AAD (under its own key):
     it failed to open as its own subject and opened as the other's. The record API binds a
     subject's text, so a batch must seal as record by record does."""
-    subjects = [_Folded(t) if folded else t for t, folded in picks]
+    subjects = [Folded(t) if folded else t for t, folded in picks]
     keys = {t: DataKey(bytes([i + 1]) * 16) for i, t in enumerate(["ann", "Ann", "ANN", "bo"])}
     ks = [keys[t] for t, _ in picks]
     pts = [b"%d" % i for i in range(len(picks))]

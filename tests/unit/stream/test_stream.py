@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from folded import Folded
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -648,6 +649,27 @@ def test_legacy_nfd_context_header_still_opens() -> None:
     assert dict(header.context) == {CLE_NFD: JOSE_NFD}
     for ctx in (None, {CLE_NFD: JOSE_NFD}, {CLE_NFC: JOSE_NFD}):
         assert unseal(LEGACY_NFD_STREAM, context=ctx) == b"legacy stream"
+
+
+@pytest.mark.parametrize("fold", ["key", "key and values"])
+def test_a_header_whose_keys_collide_is_compared_by_text(
+    monkeypatch: pytest.MonkeyPatch, fold: str
+) -> None:
+    """A header written before NFC keys may hold one key in two spellings (it cannot be
+    normalized); an expected context is then compared with it exactly, by its text: a
+    case-folding str subclass's own ``__eq__``/``__hash__`` must not make "CLÉ" match
+    "clé" (nor "V" match "v")."""
+    with monkeypatch.context() as m:  # the old writer: keys as given, not NFC
+        m.setattr(names, "normalize_context", lambda c: {} if c is None else dict(c))
+        blob = seal(b"old", context={CLE_NFC: "v", CLE_NFD: "w"})
+    assert dict(read_header(io.BytesIO(blob)).context) == {CLE_NFD: "w", CLE_NFC: "v"}
+    assert unseal(blob) == b"old"
+    # the expected keys must differ by text (one key in two spellings is refused up front)
+    given: dict[str, str] = {Folded(CLE_NFC.upper()): "v", CLE_NFD: "w"}
+    if fold != "key":
+        given = {Folded(CLE_NFC.upper()): Folded("V"), CLE_NFD: Folded("W")}
+    with pytest.raises(IntegrityError):
+        unseal(blob, context=given)
 
 
 class _AppendingStdout:
