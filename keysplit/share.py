@@ -45,6 +45,7 @@ from .errors import (
     RecoveryError,
 )
 from .hazmat import gf256, shamir
+from .record import _octets
 from .rng import RandomSource, default_rng
 
 __all__ = [
@@ -167,9 +168,7 @@ class Share:
     @classmethod
     def from_bytes(cls, data: bytes) -> Share:
         """Parse :meth:`to_bytes` output strictly (magic, version, length, checksum)."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError("data must be bytes")
-        data = bytes(data)
+        data = _held(data, "data")
         if len(data) < len(MAGIC) + 1:
             if MAGIC.startswith(data[: len(MAGIC)]):
                 raise FormatError("share is truncated")
@@ -292,6 +291,14 @@ def _text_checksum_error(values: list[int]) -> ChecksumError:
     )
 
 
+def _held(data: object, what: str) -> bytes:
+    """The bytes ``data`` holds, as :mod:`keysplit.record` takes a plaintext
+    (:func:`~keysplit.record._octets`: any C-contiguous buffer, a ``TypeError`` for a
+    strided or released view). Not ``bytes(data)``: that calls a bytes subclass's own
+    ``__bytes__``, which would choose what is split or parsed, and copies a strided view."""
+    return bytes(memoryview(_octets(data, what)))
+
+
 # -- split / combine ----------------------------------------------------------------------
 
 
@@ -303,9 +310,7 @@ def split(
     ``rng`` is the randomness seam (set id, then polynomial coefficients); the default is
     the system CSPRNG. Only pass a deterministic source to produce test vectors.
     """
-    if not isinstance(secret, (bytes, bytearray, memoryview)):
-        raise TypeError("secret must be bytes")
-    secret = bytes(secret)
+    secret = _held(secret, "secret")
     if not 1 <= len(secret) <= MAX_SECRET_LEN:
         raise ValueError(f"secret must be 1..{MAX_SECRET_LEN} bytes")
     shamir._check_params(threshold, count)
@@ -663,6 +668,4 @@ def secret_fingerprint(secret: bytes) -> str:
     ``SHA-256("keysplit secret fingerprint v1" || secret)[:8]`` in hex; 64 bits of a hash
     do not help guess a 128-bit random key.
     """
-    if not isinstance(secret, (bytes, bytearray, memoryview)):
-        raise TypeError("secret must be bytes")
-    return hashlib.sha256(_FP_DOMAIN + bytes(secret)).digest()[:8].hex()
+    return hashlib.sha256(_FP_DOMAIN + _held(secret, "secret")).digest()[:8].hex()

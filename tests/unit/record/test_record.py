@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from buffers import KINDS, as_buffer
 from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
@@ -570,44 +571,10 @@ def test_a_context_is_bound_by_its_text_not_by_a_str_subclass_encode(
     assert record.decrypt_many([k], ["s"], [rec], ctx) == [b"pt"]
 
 
-def _as_buffer(kind: str, data: bytes) -> object:
-    """``data`` held by another bytes-like type (its bytes are ``data``)."""
-    import array
-
-    np = pytest.importorskip("numpy")
-    if kind == "bytearray":
-        return bytearray(data)
-    if kind == "memoryview":
-        return memoryview(data)
-    if kind == "np.bytes_":
-        return np.bytes_(data)
-    if kind == "np.uint8":
-        return np.frombuffer(data, dtype=np.uint8).copy()
-    if kind == "np.uint16":
-        return np.frombuffer(data, dtype=np.uint16).copy()
-    if kind == "np.2d":
-        return np.frombuffer(data, dtype=np.uint8).reshape(2, -1).copy()
-    if kind == "array.H":
-        return array.array("H", data)
-    assert kind == "cast.I"
-    return memoryview(bytearray(data)).cast("I")
-
-
 @settings(max_examples=60, deadline=None)
 @given(
     st.binary(min_size=0, max_size=16).map(lambda b: b * 4),  # a multiple of 4 bytes long
-    st.sampled_from(
-        [
-            "bytearray",
-            "memoryview",
-            "np.bytes_",
-            "np.uint8",
-            "np.uint16",
-            "np.2d",
-            "array.H",
-            "cast.I",
-        ]
-    ),
+    st.sampled_from(KINDS),
     st.sampled_from(["record", "record_many", "engine", "engine_many", "sealer"]),
 )
 def test_every_path_seals_a_bytes_like_plaintext_as_its_bytes(
@@ -621,7 +588,7 @@ def test_every_path_seals_a_bytes_like_plaintext_as_its_bytes(
     its bytes with the same nonce, and opens a record held the same way."""
     if kind == "np.2d" and not data:
         data = b"\x00" * 4
-    pt = _as_buffer(kind, data)
+    pt = as_buffer(kind, data)
     k = DataKey(bytes(range(16)))
     eng = Records(_OneKey(k))
     if path == "record":
@@ -638,7 +605,7 @@ def test_every_path_seals_a_bytes_like_plaintext_as_its_bytes(
     assert rec == record.seal(k, nonce, data, record.encode_aad("s", {"c": "1"}))
     if kind not in ("np.bytes_", "np.uint8", "bytearray", "memoryview"):
         return  # a record's length is not a multiple of wide items: held as bytes only
-    held = _as_buffer(kind, rec)
+    held = as_buffer(kind, rec)
     assert record.decrypt(k, held, subject="s", context={"c": "1"}) == data  # type: ignore[arg-type]
     assert eng.decrypt(held, subject="s", context={"c": "1"}) == data  # type: ignore[arg-type]
     assert eng.decrypt_many(["s"], [held], {"c": "1"}) == [data]  # type: ignore[list-item]

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from buffers import KINDS, OwnBytes, as_buffer
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from paths import VECTORS_DIR
 from shamir_mnemonic.shamir import RawShare, _interpolate
@@ -735,3 +736,41 @@ def test_three_shares_forged_together_at_threshold_three() -> None:
     one = [_wrong(good[0]), *good[1:4]]
     with pytest.raises(RecoveryError, match=r"^share 1 does not match the others"):
         combine(one)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.binary(min_size=1, max_size=16).map(lambda b: b * 4),  # a multiple of 4 bytes long
+    st.sampled_from([*KINDS, "OwnBytes"]),
+)
+def test_split_and_from_bytes_take_any_contiguous_buffer_as_its_bytes(
+    data: bytes, kind: str
+) -> None:
+    """``bytes(x)`` let a bytes subclass's own ``__bytes__`` choose what was split or parsed,
+    took a strided view as its copied bytes and refused a NumPy array; the share entry
+    points now follow ``keysplit.record._octets``: any C-contiguous buffer as its bytes."""
+    held = OwnBytes(data) if kind == "OwnBytes" else as_buffer(kind, data)
+    want = split(data, 2, 3, rng=DeterministicRandom("b"))
+    assert split(held, 2, 3, rng=DeterministicRandom("b")) == want  # type: ignore[arg-type]
+    assert secret_fingerprint(held) == secret_fingerprint(data)  # type: ignore[arg-type]
+    blob = want[0].to_bytes()
+    if len(blob) % 4 == 0 or kind in (
+        "OwnBytes",
+        "bytearray",
+        "memoryview",
+        "np.bytes_",
+        "np.uint8",
+    ):
+        framed = OwnBytes(blob) if kind == "OwnBytes" else as_buffer(kind, blob)
+        assert Share.from_bytes(framed) == want[0]  # type: ignore[arg-type]
+
+
+def test_split_and_from_bytes_refuse_a_strided_or_released_view() -> None:
+    blob = split(b"k" * 16, 2, 3, rng=DeterministicRandom("v"))[0].to_bytes()
+    for call, data in ((lambda d: split(d, 2, 3), b"k" * 32), (Share.from_bytes, blob + blob)):
+        with pytest.raises(TypeError, match="strided"):
+            call(memoryview(data)[::2])
+        released = memoryview(data)
+        released.release()
+        with pytest.raises(TypeError, match="released"):
+            call(released)
