@@ -77,6 +77,12 @@ its own), was suspended or lost its scheduler without unregistering the job's pl
 its workers holding the KEKs at most this long, with or without a job ``timeout``."""
 RENEWALS = 4
 
+PROVISION_WAIT = 10.0
+"""Seconds the driver child waits for one worker's answer while it provisions the job
+(registering the job's plugin, a worker's public key, installing its bundle): a worker whose
+event loop is blocked longer is skipped for that round (no partition is sent to it) and
+asked again in the next; the job goes on with the others."""
+
 
 class SubjectRange(NamedTuple):
     """Subjects ``s`` with ``after < s <= last`` (``last=None``: no upper bound)."""
@@ -259,19 +265,76 @@ def _rewrap_batch(
     return len(inside), store.replace_many(pairs), bad, inside[-1].subject
 
 
-def _provision(client: Client, job_id: str, chan: Channel) -> int:
+def _provision(client: Client, job_id: str, chan: Channel) -> set[str]:
     """(Child) Ask the parent to seal the job's KEKs to every worker still waiting for them;
-    install the sealed bundles. Returns how many workers were provisioned."""
-    answers = client.run(public_keys, job_id, on_error="return")  # a dying worker: skip it
-    wanting = {
-        str(a): pk.hex() for a, pk in answers.items() if isinstance(pk, bytes) and len(pk) == 32
-    }
+    install the sealed bundles. Returns the workers provisioned now.
+
+    Each worker is asked by a call of its own, and one that has not answered within
+    :data:`PROVISION_WAIT` is skipped this round (a later round asks it again): one
+    ``client.run`` over all workers waits for every one of them, so a worker whose event
+    loop was blocked held back the job's main loop for as long as it stayed blocked."""
+    answers = _each_worker(client, public_keys, {w: (job_id,) for w in _workers(client)})
+    wanting = {a: pk.hex() for a, pk in answers.items() if isinstance(pk, bytes) and len(pk) == 32}
     if not wanting:
-        return 0
+        return set()
     reply = chan.ask({"t": "keys", "workers": wanting})
     sealed = {str(a): bytes.fromhex(h) for a, h in reply["bundles"].items()}
-    client.run(install_keks, job_id, sealed, workers=list(sealed), on_error="return")
-    return len(sealed)
+    done = _each_worker(client, install_keks, {w: (job_id, {w: b}) for w, b in sealed.items()})
+    return {w for w, ok in done.items() if ok is True}
+
+
+def _workers(client: Client) -> list[str]:
+    """(Child) The workers the scheduler knows now."""
+    return [str(w) for w in client.scheduler_info(n_workers=-1)["workers"]]
+
+
+def _each_worker(
+    client: Client, func: Callable[..., Any], args: dict[str, tuple[Any, ...]]
+) -> dict[str, Any]:
+    """(Child) Run ``func`` on each worker of ``args`` with its own arguments, by a call of
+    its own (threads), and return the answers that came within :data:`PROVISION_WAIT`: a
+    worker that did not answer in time, failed or left is absent."""
+    answers: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def one(worker: str, call: tuple[Any, ...]) -> None:
+        with contextlib.suppress(Exception):  # a worker gone: absent
+            got = client.run(func, *call, workers=[worker], on_error="return")
+            if worker in got and not isinstance(got[worker], BaseException):
+                with lock:
+                    answers[worker] = got[worker]
+
+    threads = [
+        threading.Thread(target=one, args=(w, a), name="keysplit-provision", daemon=True)
+        for w, a in args.items()
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + PROVISION_WAIT
+    for thread in threads:  # not joined past the deadline: a stuck worker's call waits on
+        thread.join(max(0.0, deadline - time.monotonic()))
+    with lock:
+        return dict(answers)
+
+
+def _bounded(call: Callable[[], Any], wait: float) -> None:
+    """(Child) Run ``call`` (a broadcast to every worker: registering or unregistering the
+    job's plugin) and wait at most ``wait`` seconds for it; re-raise its error if it failed
+    in time. The scheduler records the plugin before it broadcasts, so a worker whose loop
+    is blocked gets it when it wakes, and workers that join later get it at once."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # handed to the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="keysplit-plugin-call", daemon=True)
+    thread.start()
+    thread.join(wait)
+    if failed:
+        raise failed[0]
 
 
 def _describe(exc: BaseException) -> str:
@@ -480,10 +543,13 @@ def _run(
     errors: list[str] = []
     lost: str | None = None
     lapsed: str | None = None  # a worker forgot the job's keys mid-job (lease, deadline)
+    ready: set[str] = set()  # workers holding the job's keys
     stack = contextlib.ExitStack()
+    guard = _ReadyGuard(client)
     try:
+        stack.callback(guard.stop)
         registered.add(name)  # (before: the lifeline may unregister it from now on)
-        client.register_plugin(plugin, name=name)
+        _bounded(lambda: client.register_plugin(plugin, name=name), PROVISION_WAIT)
         stack.enter_context(_renewing(client, job_id, key_lease))
         for attempt in range(max(1, rounds)):
             if not todo:
@@ -492,7 +558,11 @@ def _run(
             if lost is not None:  # each call would wait out Dask's reconnect (Cluster.timeout)
                 errors = [lost]
                 break
-            _provision(client, job_id, chan)
+            ready |= _provision(client, job_id, chan)
+            ready &= set(_workers(client))  # workers that left since are no place for a part
+            # only to workers that hold the keys: Dask would also queue parts on a worker
+            # whose loop is blocked (it looks idle), and the job would wait for it. None
+            # does: anywhere, as before (their tasks say why: lapsed keys, none yet)
             futures: dict[Any, int] = {
                 client.submit(
                     rewrap_range,
@@ -502,11 +572,15 @@ def _run(
                     batch_size,
                     pure=False,
                     key=f"keysplit-rewrap-{job_id}-{i}-{attempt}",
+                    workers=sorted(ready) or None,
+                    allow_other_workers=False,
                 ): i
                 for i, rng in todo.items()
             }
             errors = []
             try:
+                if ready:
+                    guard.set(list(futures), ready)
                 for fut in as_completed(futures, timeout=timeout):
                     i = futures[fut]
                     try:
@@ -546,9 +620,49 @@ def _run(
         registered.discard(name)
         if lost is None:  # a lost scheduler forgets it anyway (the call would wait for it)
             with contextlib.suppress(Exception):  # best effort: a dead cluster forgets anyway
-                client.unregister_worker_plugin(name)
+                _bounded(lambda: client.unregister_worker_plugin(name), PROVISION_WAIT)
     why = (errors[0] if errors else lapsed or "workers kept joining without keys") if todo else None
     return done, corrupt, len(todo), why
+
+
+class _ReadyGuard:
+    """(Child) Cancels a round's parts once none of the workers they may run on (those
+    holding the job's keys) is left: they would wait for one for ever (Dask keeps a task
+    whose only allowed workers are gone), where cancelled they are run again next round,
+    on workers provisioned then. A thread, checking every second."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._futures: list[Any] = []
+        self._ready: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def set(self, futures: list[Any], ready: set[str]) -> None:
+        with self._lock:
+            self._futures, self._ready = futures, set(ready)
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._watch, name="keysplit-rewrap-ready", daemon=True
+            )
+            self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            with self._lock:
+                futures, ready = self._futures, self._ready
+            if not futures:
+                continue
+            with contextlib.suppress(Exception):  # the scheduler away: the job sees it
+                if not ready & set(_workers(self._client)):
+                    self._client.cancel(futures)
+                    with self._lock:
+                        if self._futures is futures:
+                            self._futures = []
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 @contextlib.contextmanager
