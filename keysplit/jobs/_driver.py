@@ -42,22 +42,38 @@ def _lifeline(argv: list[str]) -> int | None:
     return None
 
 
-def _watch_parent(fd: int, clients: list[Any]) -> None:
+class _State:
+    """(Shared by the main thread and the lifeline's) ``idle``: no job runs now; once the
+    parent is gone, ``orphaned`` stops the main thread from starting another."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.orphaned = False
+        self.idle = threading.Event()  # set whenever no job runs
+        self.idle.set()
+
+
+def _watch_parent(fd: int, clients: list[Any], state: _State | None = None) -> None:
     """(A daemon thread) Once the parent is gone (EOF on the lifeline: the parent never
     writes to it, and its end closes when it dies), unregister its jobs' plugins (their
     workers forget a rewrap's KEKs at once) and close this process's Dask client, so
     that the job in progress fails at once (its futures are cancelled; a dataset job
     removes its stage, a rewrap stops renewing its workers' keys), then, if this process
     is still there after :data:`ORPHAN_GRACE`, remove the stages its jobs left and kill its
-    process group (its LocalCluster's workers with it)."""
+    process group (its LocalCluster's workers with it). It does so as soon as no job runs
+    (none did, or the job in progress has failed and cleaned up): before, an idle driver
+    whose standard input a forked copy of the parent still held waited out the grace."""
     with contextlib.suppress(OSError):
         while os.read(fd, 1 << 12):
             pass
+    if state is not None:
+        with state.lock:
+            state.orphaned = True  # no job starts from now on
     for client in list(clients):
         _unregister_jobs(client)
         with contextlib.suppress(Exception):
             client.close(timeout=CLOSE_LOST)
-    threading.Event().wait(ORPHAN_GRACE)
+    (state.idle if state is not None else threading.Event()).wait(ORPHAN_GRACE)
     _fileio.remove_own_stages()  # the job's cleanup did not run in time: its stage goes now
     if os.getpgrp() == os.getpid():  # the leader of its group: started by the parent
         os.killpg(os.getpid(), signal.SIGKILL)
@@ -144,10 +160,11 @@ def main() -> int:
     from ..errors import KeysplitError
 
     clients: list[Any] = []
+    state = _State()
     fd = _lifeline(sys.argv)
     if fd is not None:
         watch = threading.Thread(
-            target=_watch_parent, args=(fd, clients), name="keysplit-lifeline", daemon=True
+            target=_watch_parent, args=(fd, clients, state), name="keysplit-lifeline", daemon=True
         )
         watch.start()
 
@@ -155,6 +172,10 @@ def main() -> int:
         client: Any = None
         cluster: dict[str, Any] | None = None
         while line := sys.stdin.readline():  # one job per request line, until the parent closes
+            with state.lock:
+                if state.orphaned:  # the lifeline ends this process
+                    break
+                state.idle.clear()
             try:
                 # from the parent, which trusts this process less than itself: never the other way
                 request = pickle.loads(base64.b64decode(line))  # noqa: S301
@@ -193,6 +214,9 @@ def main() -> int:
                 )
                 chan.send({"t": "error", "kind": "JobError", "message": what, "fatal": True})
                 return 1 if lost_why is None else _retire(client)
+            finally:
+                with state.lock:  # (idle from here: an orphaned one need not wait)
+                    state.idle.set()
             if scheduler_lost(client) is not None:  # the job said so in its result
                 chan.send({"t": "done", **result, "retire": True})
                 return _retire(client)
