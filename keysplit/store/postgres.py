@@ -338,18 +338,29 @@ def _copy_swap_rows(pairs: Sequence[tuple[WrappedKey, WrappedKey]]) -> Iterator[
 _LOST = ("08", "57P01", "57P02", "57P03")
 
 
-def _db_error(exc: psycopg.Error, where: str = "", schema: str = "") -> KeysplitError:
+def _db_error(
+    exc: psycopg.Error, where: str = "", schema: str = "", *, read: bool = False
+) -> KeysplitError:
     """A secret-free error for what the server said, in one sentence naming the store
     (``where``: host, port, database; never a password) and saying whether anything was
     changed, with the fix as a hint: the primary message only (DETAIL may quote row
     values). Its class says what to do: :class:`StoreUnreachableError` for a condition
     that passes (a lost connection, a cancelled statement, conflicts), :class:`FormatError`
-    for a schema altered by hand, :class:`KeyringError` for a URL or role to fix."""
+    for a schema altered by hand, :class:`KeyringError` for a URL or role to fix. ``read``:
+    the call changes nothing, so a lost connection's outcome is known (nothing changed)."""
     diag = getattr(exc, "diag", None)
     msg = (diag.message_primary if diag is not None else None) or str(exc).split("\n")[0]
     msg = msg.strip()
     store = f"PostgreSQL key store at {where}" if where else "PostgreSQL key store"
     state = exc.sqlstate or ""
+    if read and (
+        state.startswith(_LOST) or (isinstance(exc, psycopg.OperationalError) and not state)
+    ):
+        return StoreUnreachableError(
+            f"{store}: the connection was lost during a read ({msg}); nothing was changed",
+            hint="check that the server is up; keysplit connects again by itself, so try "
+            "again once it is",
+        )
     if state.startswith(_LOST) or (isinstance(exc, psycopg.OperationalError) and not state):
         lost = StoreUnreachableError(
             f"{store}: the connection was lost ({msg}); whether a change in flight was "
@@ -644,7 +655,7 @@ class PostgresKeyStore:
         try:  # the server can die after the first connection: the same bound, the same error
             self._pool.open(wait=True, timeout=self._timeout)
         except PoolTimeout:  # the pool has closed itself
-            raise self._unreachable(self._reach.error) from None
+            raise self._unreachable(self._reach.error, self._timeout) from None
         self._closed = threading.Event()
 
     # ------------------------------------------------------------------ schema
@@ -758,12 +769,16 @@ class PostgresKeyStore:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _unreachable(self, exc: psycopg.Error | None) -> KeyringError:
+    def _unreachable(self, exc: psycopg.Error | None, waited: float | None = None) -> KeyringError:
         """The error of a failed connection: where (host, port: the URL has no password)
         and libpq's first line of why. :class:`StoreUnreachableError` unless the server
         answered with a lasting refusal (a wrong database, role or password: nothing to
-        wait for), which stays a plain KeyringError."""
+        wait for), which stays a plain KeyringError. ``waited``: the seconds the call
+        waited for a connection, named only then (or when libpq's own timeout expired): a
+        connection refused at once was not "no connection within 5 s"."""
         why = str(exc).split("\n")[0].strip() if exc is not None else "no answer"
+        if waited is None and "timeout expired" in why:
+            waited = self._timeout
         # the server's lasting refusal (FATAL), or libpq's own: it asked for a password
         # that neither ~/.pgpass nor PGPASSWORD supplied (no "FATAL:": libpq ends it)
         refused = next(
@@ -776,21 +791,22 @@ class PostgresKeyStore:
                 hint="fix the store URL's database or user, or the role's password "
                 "(from ~/.pgpass, PGPASSFILE or PGPASSWORD, never the URL) or pg_hba.conf",
             )
+        within = f" (no connection within {waited:g} s)" if waited is not None else ""
         return StoreUnreachableError(
-            f"PostgreSQL key store unreachable at {self._where}: {why} "
-            f"(no connection within {self._timeout:g} s)",
+            f"PostgreSQL key store unreachable at {self._where}: {why}{within}",
             hint="check that the server is up and reachable; keysplit connects again by "
             "itself once it is (connect_timeout=N in the store URL sets this bound)",
         )
 
-    def _silent(self, bound: float | None = None) -> StoreUnreachableError:
-        """The error of a call the watchdog ended: host and port, the bound, no secret."""
+    def _silent(self, bound: float | None = None, *, read: bool = False) -> StoreUnreachableError:
+        """The error of a call the watchdog ended: host and port, the bound, no secret.
+        ``read``: the call changes nothing (no change in flight to be unsure of)."""
+        fate = "" if read else "whether a change in flight committed is unknown; "
         return StoreUnreachableError(
             f"PostgreSQL key store at {self._where} did not answer within "
             f"{self._call_timeout if bound is None else bound:g} s (connection dropped)",
-            hint="the server, its host or the network is stopped or overloaded; whether a "
-            "change in flight committed is unknown; the next call uses a new connection "
-            "(call_timeout=N in the store URL sets this bound)",
+            hint=f"the server, its host or the network is stopped or overloaded; {fate}the "
+            "next call uses a new connection (call_timeout=N in the store URL sets this bound)",
         )
 
     def _lock_waited(self, *, opening: bool = False) -> StoreUnreachableError:
@@ -828,11 +844,14 @@ class PostgresKeyStore:
             except PoolTimeout:
                 reach = self._reach
                 if reach.error is not None or reach.pending:
-                    raise self._unreachable(reach.error) from None
+                    raise self._unreachable(reach.error, wait) from None
                 if time.monotonic() - start >= busy:
                     raise KeyringError(
-                        f"PostgreSQL key store: no free connection within {busy:g} s "
-                        "(every pooled connection stayed in use)"
+                        f"PostgreSQL key store at {self._where}: no free connection within "
+                        f"{busy:g} s (every pooled connection stayed in use by other calls); "
+                        "nothing was changed",
+                        hint="try again; if it keeps happening, open the store with a larger "
+                        "pool_size or run fewer calls at once in this process",
                     ) from None
         try:
             yield conn
@@ -847,6 +866,7 @@ class PostgresKeyStore:
         pipeline: bool = False,
         limit: float | None = None,
         fresh: bool = False,
+        read: bool = False,
     ) -> _T:
         """Run ``work`` in one transaction on a pooled connection; retry lost races.
 
@@ -865,6 +885,7 @@ class PostgresKeyStore:
         their usual bounds. ``fresh`` (insert_many): a connection dropped once the work began
         raises :class:`LostInsertError` instead of running it again (the caller offers new
         rows: the same ones could bring back a key shredded after they committed).
+        ``read``: the work only reads, so its errors say that nothing was changed.
         """
         if self._closed.is_set():
             raise KeyringError("key store is closed")
@@ -889,12 +910,12 @@ class PostgresKeyStore:
                         return work(conn)
             except psycopg.Error as exc:
                 if watch is not None and watch.fired:  # no answer within the bound
-                    raise self._silent(limit) from None
+                    raise self._silent(limit, read=read) from None
                 if isinstance(exc, psycopg.errors.LockNotAvailable):
                     raise self._lock_waited() from None
                 if exc.sqlstate in _ROLLED_BACK:
                     if attempt == _RETRIES - 1:  # deadlock, serialization
-                        raise _db_error(exc, self._where, self._schema) from None
+                        raise _db_error(exc, self._where, self._schema, read=read) from None
                     time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))  # jitter
                     continue
                 dropped = conn is not None and (conn.broken or conn.closed)
@@ -904,7 +925,7 @@ class PostgresKeyStore:
                     or (started and not idempotent)
                     or attempt == _RETRIES - 1
                 ):
-                    raise _db_error(exc, self._where, self._schema) from None
+                    raise _db_error(exc, self._where, self._schema, read=read) from None
                 if started and fresh:
                     raise LostInsertError(
                         f"PostgreSQL key store at {self._where}: the connection was lost "
@@ -954,7 +975,7 @@ class PostgresKeyStore:
             cur = conn.execute(self._sql["get_many"], (wanted,), binary=True)
             return {r[0]: WrappedKey._make(r) for r in cur.fetchall()}  # fetchall: C speed
 
-        return self._tx(work)
+        return self._tx(work, read=True)
 
     def insert_many(self, rows: Sequence[WrappedKey]) -> list[WrappedKey]:
         if not rows:
@@ -1116,7 +1137,7 @@ class PostgresKeyStore:
             cur = conn.execute(self._sql["stale"], (current_version, after, limit), binary=True)
             return list(map(WrappedKey._make, cur.fetchall()))
 
-        return self._tx(work)
+        return self._tx(work, read=True)
 
     def stale_cuts(self, current_version: int, every: int) -> list[str]:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -1125,13 +1146,13 @@ class PostgresKeyStore:
         def work(conn: _Conn) -> list[str]:
             return [r[0] for r in conn.execute(self._sql["cuts"], (current_version, every))]
 
-        return self._tx(work)
+        return self._tx(work, read=True)
 
     def count_by_version(self) -> dict[int, int]:
         def work(conn: _Conn) -> dict[int, int]:
             return {int(v): int(c) for v, c in conn.execute(self._sql["counts"])}
 
-        return self._tx(work)
+        return self._tx(work, read=True)
 
     def set_legal_hold(self, subject: str, hold: bool) -> None:
         self.set_legal_holds([subject], hold)
@@ -1176,19 +1197,20 @@ class PostgresKeyStore:
         return [self._lock_prefix + str(b) for b in sorted({subject_bucket(s) for s in subjects})]
 
     def legal_holds(self) -> list[str]:
-        return self._tx(lambda conn: [r[0] for r in conn.execute(self._sql["holds"])])
+        return self._tx(lambda conn: [r[0] for r in conn.execute(self._sql["holds"])], read=True)
 
     def is_on_hold(self, subject: str) -> bool:
         """Whether the subject is under legal hold (kept for parity with SQLiteKeyStore)."""
         return self._tx(
-            lambda conn: conn.execute(self._sql["is_held"], (subject,)).fetchone() is not None
+            lambda conn: conn.execute(self._sql["is_held"], (subject,)).fetchone() is not None,
+            read=True,
         )
 
     def iter_subjects(self, batch_size: int = 1000) -> Iterator[list[WrappedKey]]:
         """Every stored key in batches ordered by subject (parity with SQLiteKeyStore)."""
         after = ""
         while True:
-            page = self._tx(functools.partial(self._page, after=after, limit=batch_size))
+            page = self._tx(functools.partial(self._page, after=after, limit=batch_size), read=True)
             if not page:
                 return
             yield page
@@ -1309,7 +1331,7 @@ class PostgresKeyStore:
         return st._replace(epoch=epoch)
 
     def state(self) -> KeyringState:
-        return self._tx(self._read_state)
+        return self._tx(self._read_state, read=True)
 
     @contextlib.contextmanager
     def admin_lock(self, timeout: float = ADMIN_WAIT) -> Iterator[None]:
@@ -1548,7 +1570,7 @@ class PostgresKeyStore:
             rows = conn.execute(self._sql["tombstones"], (seq, limit), binary=True).fetchall()
             return [Tombstone(int(q), bytes(t), float(w)) for q, t, w in rows]
 
-        return self._tx(work)
+        return self._tx(work, read=True)
 
     def has_tombstone(self, tags: Sequence[bytes]) -> bool:
         if not tags:
@@ -1556,7 +1578,8 @@ class PostgresKeyStore:
         return self._tx(
             lambda conn: (
                 conn.execute(self._sql["has_tombstone"], (list(tags),)).fetchone() is not None
-            )
+            ),
+            read=True,
         )
 
     def renew_lease(self, lease: Lease, ttl: float) -> KeyringState:
@@ -1575,7 +1598,7 @@ class PostgresKeyStore:
                 for r in rows]  # fmt: skip
 
     def leases(self, *, live: bool = True) -> list[Lease]:
-        return self._tx(functools.partial(self._leases, live=live))
+        return self._tx(functools.partial(self._leases, live=live), read=True)
 
     def wait_for_change(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds for a state change (LISTEN/NOTIFY); True if one
@@ -1606,18 +1629,22 @@ class PostgresKeyStore:
 
     def audit_lines(self) -> list[bytes]:
         return self._tx(
-            lambda conn: [bytes(r[0]) for r in conn.execute(self._sql["audit_all"], binary=True)]
+            lambda conn: [bytes(r[0]) for r in conn.execute(self._sql["audit_all"], binary=True)],
+            read=True,
         )
 
     def audit_lines_from(self, seq: int) -> list[bytes]:
         return self._tx(
             lambda conn: [
                 bytes(r[0]) for r in conn.execute(self._sql["audit_from"], (seq,), binary=True)
-            ]
+            ],
+            read=True,
         )
 
     def audit_last(self) -> bytes | None:
-        row = self._tx(lambda conn: conn.execute(self._sql["audit_last"], binary=True).fetchone())
+        row = self._tx(
+            lambda conn: conn.execute(self._sql["audit_last"], binary=True).fetchone(), read=True
+        )
         return bytes(row[1]) if row else None
 
     def audit_append(self, build: Callable[[bytes | None], bytes]) -> bytes:

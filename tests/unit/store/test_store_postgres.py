@@ -140,6 +140,7 @@ def test_a_stopped_backend_fails_the_call_within_call_timeout_and_is_replaced(
         assert isinstance(got, StoreUnreachableError), got
         msg = f"{got} {got.hint}"
         assert str(pg_server.dir) in msg and "2 s" in msg and "call_timeout" in msg  # type: ignore[attr-defined]
+        assert "in flight" not in msg, msg  # a read: nothing in flight to be unsure of
         assert "hunter2" not in msg and "hunter2" not in repr(got)
         assert store.get_many(["alice"]) == {"alice": row}
         assert backend() != pid  # the stopped backend's connection was discarded
@@ -1332,3 +1333,94 @@ def test_a_missing_or_wrong_password_is_a_setting_to_fix_and_never_shown(
         store = open_store(url, keyring_id=KID, home=tmp_path, create=True)
         assert secret not in repr(store)
         store.close()
+
+
+def test_a_connection_refused_at_once_does_not_claim_a_wait() -> None:
+    """A connection libpq could not make at once (nothing listens on the port) said
+    "(no connection within 2 s)" after libpq's reason, though nothing was waited for."""
+    pytest.importorskip("psycopg")
+    from keysplit.store.postgres import PostgresKeyStore
+
+    with socket.socket() as taken:  # bound, never listening: connect() is refused at once
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        with pytest.raises(StoreUnreachableError) as info:
+            PostgresKeyStore(f"postgresql://127.0.0.1:{port}/ks", KID, connect_timeout=2)
+    msg = str(info.value)
+    assert f"unreachable at host 127.0.0.1, port {port}" in msg and "refused" in msg, msg
+    assert "within" not in msg, msg
+
+
+def test_no_free_connection_names_the_store(
+    pg_server: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every pooled connection held by other calls: "PostgreSQL key store: no free
+    connection within 30 s" named no store (every other store error does), nor said that
+    nothing was changed."""
+    from keysplit.store import postgres
+
+    monkeypatch.setattr(postgres, "_BUSY_WAIT", 0.5)
+    store = postgres.PostgresKeyStore(
+        f"{_url(pg_server)}&connect_timeout=2", KID, create=True, pool_size=1
+    )
+    held, release = threading.Event(), threading.Event()
+
+    def hold(conn: object) -> None:
+        held.set()
+        assert release.wait(60)
+
+    holder = threading.Thread(target=store._tx, args=(hold,), daemon=True)
+    try:
+        holder.start()
+        assert held.wait(60)
+        got = _outcome(lambda: store.get_many(["alice"]), guard=60.0)
+        assert isinstance(got, KeyringError) and not isinstance(got, StoreUnreachableError), got
+        assert f"PostgreSQL key store at host {pg_server.dir}" in str(got), got  # type: ignore[attr-defined]
+        assert "no free connection" in str(got) and "nothing was changed" in str(got), got
+        assert got.hint and "pool_size" in got.hint
+    finally:
+        release.set()
+        holder.join(60)
+        store.close()
+
+
+def test_a_connection_lost_on_a_read_says_nothing_was_changed(
+    pg_server: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read whose connection was lost (after the retries: one here) said "whether a
+    change in flight was made is unknown", odd for a call that changes nothing. A write's
+    error still says its outcome is unknown."""
+    import psycopg
+
+    from keysplit.store import postgres
+
+    store = postgres.PostgresKeyStore(_url(pg_server), KID, create=True, pool_size=1)
+    try:
+        store.insert_many([WrappedKey("alice", 1, b"\x01" * 24)])
+        monkeypatch.setattr(postgres, "_RETRIES", 1)
+
+        def end_the_backend() -> None:
+            pid = store._tx(lambda c: c.execute("SELECT pg_backend_pid()").fetchone()[0])
+            with psycopg.connect(pg_server.url, autocommit=True) as admin:  # type: ignore[attr-defined]
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            until(lambda: _backend_gone(pg_server.url, pid), "the backend to end")  # type: ignore[attr-defined]
+
+        end_the_backend()
+        with pytest.raises(StoreUnreachableError) as info:
+            store.get_many(["alice"])
+        msg = str(info.value)
+        assert "lost during a read" in msg and "nothing was changed" in msg, msg
+        assert "in flight" not in msg + str(info.value.hint), msg
+        end_the_backend()
+        with pytest.raises(StoreUnreachableError, match="in flight was made is unknown"):
+            store.insert_many([WrappedKey("bob", 1, b"\x02" * 24)])
+    finally:
+        store.close()
+
+
+def _backend_gone(conninfo: str, pid: int) -> bool:
+    import psycopg
+
+    with psycopg.connect(conninfo, autocommit=True) as c:
+        row = c.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    return row is not None and int(row[0]) == 0
