@@ -358,7 +358,7 @@ class PendingVerification:
             entry["failures"] += 1
             self._write()
             raise ProofError(
-                f"the code does not match custodian {custodian!r}'s new share "
+                f"the code does not match the new share of custodian {custodian!r} "
                 f"(share {entry['index']}, set {self._doc['set_id']})",
                 hint="check the code for typos, and that it was made from the new share file",
             )

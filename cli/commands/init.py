@@ -44,7 +44,7 @@ def init_cmd(
         help="NAME=FILE: passphrase for custodian NAME's share; FILE alone: for all "
         "(automation; default: a hidden prompt with confirmation).",
     ),
-    shares_dir: Path | None = typer.Option(None, "--shares-dir", help=SHARES_DIR_HELP),
+    shares_dir: Path | None = typer.Option(None, "--shares-dir", "--out-dir", help=SHARES_DIR_HELP),
     plain_shares: bool = typer.Option(
         False,
         "--plain-shares",

@@ -64,7 +64,7 @@ def rekey_cmd(
         metavar="NAME=FILE",
         help="NAME=FILE: passphrase for NAME's NEW share.",
     ),
-    shares_dir: Path | None = typer.Option(None, "--shares-dir", help=SHARES_DIR_HELP),
+    shares_dir: Path | None = typer.Option(None, "--shares-dir", "--out-dir", help=SHARES_DIR_HELP),
     plain_shares: bool = typer.Option(
         False, "--plain-shares", help="Unprotected new share files (demos and tests only)."
     ),

@@ -115,6 +115,7 @@ def test_wrong_code_refused_complete_must_name_exactly_the_missing(tmp_path: Pat
     wrong.write_text(r.stdout.strip())  # bob's code is not alice's
     r = run(["verify", "prove", vault, "alice", "--code-file", wrong])
     assert r.exit_code == 1 and "does not match" in error_lines(r)[0]
+    assert "the new share of custodian 'alice'" in error_lines(r)[0]  # not "'alice''s"
     r = run(["verify", "prove", vault, "alice", "--code-file", wrong, "--json"])
     old_code = tmp_path / "old.code"  # a code of the old generation does not prove the new
     old_code.write_text(run(["share", "prove", shares / "alice.g1.kss"]).stdout.strip())
@@ -323,3 +324,21 @@ def test_the_service_obeys_the_rekey_gate(tmp_path: Path) -> None:
     kr = Keyring.open(vault)
     assert kr.meta.generation == 2 and kr.pending is None
     assert _events(vault)[-2:] == ["verify-complete", "rekey-switch"]
+
+
+def test_init_and_rekey_take_out_dir_as_their_shares_dir(tmp_path: Path) -> None:
+    """``custodian keygen``, ``split`` and ``share convert`` write their files to
+    ``--out-dir``; ``init`` and ``rekey`` said ``--shares-dir`` for the same idea and refused
+    ``--out-dir``. It is now the other spelling of ``--shares-dir`` (both are listed)."""
+    vault, shares = tmp_path / "vault", tmp_path / "out"
+    cs = [a for n in NAMES for a in ("-c", n)]
+    r = run(["init", vault, "-k", "2", *cs, "--plain-shares", "--out-dir", shares])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in shares.iterdir()) == [f"{n}.g1.kss" for n in NAMES]
+    r = run(["rekey", vault, *cs, "--plain-shares", "--out-dir", shares,
+             *_q(shares, 1, "alice", "bob")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert (shares / "alice.g2.kss").is_file()
+    for cmd in ("init", "rekey"):
+        r = run([cmd, "--help"])
+        assert "--shares-dir" in r.stdout and "--out-dir" in r.stdout, r.stdout
