@@ -24,7 +24,9 @@ Parquet metadata: every output part carries the dataset schema's metadata with t
 ``keysplit`` entry (sealed columns and their original types: ``sealed`` says "str" or
 "bytes", ``arrow`` the column's own Arrow type where it is not plain ``string`` or
 ``binary``, e.g. ``large_string``, ``fixed_size_binary:16``, ``dictionary:string``,
-``null``, which decrypting casts back to) and pandas' column entry
+``dictionary:int8:string`` (a dictionary's index type where it is not int32; an ordered
+dictionary is refused: its order would need its values), ``null``, which decrypting casts
+back to) and pandas' column entry
 of the changed column made to match its new type (a sealed column is ``bytes`` to pandas;
 without this pandas would decode ciphertext as text); sealing keeps the original pandas
 entry in the ``keysplit`` entry so decrypting restores it.
@@ -149,6 +151,12 @@ _PLAIN_TYPES: dict[str, pa.DataType] = {
     "null": pa.null(),
 }
 _FIXED = re.compile(r"fixed_size_binary:([1-9][0-9]{0,9})")
+_INDEX_TYPES: dict[str, pa.DataType] = {
+    str(t): t
+    for t in (pa.int8(), pa.int16(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64())
+}
+"""A dictionary's index types other than int32 (the default, untagged): pandas writes a
+categorical's codes as int8 or int16, and decrypting gave them back as int32."""
 
 
 def _type_tag(t: pa.DataType) -> str | None:
@@ -156,7 +164,10 @@ def _type_tag(t: pa.DataType) -> str | None:
     if pa.types.is_dictionary(t):
         inner = _type_tag(t.value_type) or str(t.value_type)
         known = (inner in _PLAIN_TYPES and inner != "null") or _FIXED.fullmatch(inner)
-        return f"dictionary:{inner}" if known else None
+        index = "" if t.index_type == pa.int32() else f"{t.index_type}:"
+        if not known or (index and index[:-1] not in _INDEX_TYPES):
+            return None
+        return f"dictionary:{index}{inner}"
     if pa.types.is_fixed_size_binary(t):
         return f"fixed_size_binary:{t.byte_width}"
     tag = next((k for k, v in _PLAIN_TYPES.items() if v == t), None)
@@ -168,11 +179,16 @@ def _tag_type(tag: object) -> pa.DataType:
     if isinstance(tag, str):
         dictionary = tag.startswith("dictionary:")
         inner = tag.removeprefix("dictionary:")
+        index = pa.int32()
+        if dictionary:  # "dictionary:[INDEX:]VALUE" (before: the value type only)
+            head, _, rest = inner.partition(":")
+            if head in _INDEX_TYPES:
+                index, inner = _INDEX_TYPES[head], rest
         fixed = _FIXED.fullmatch(inner)
         t = pa.binary(int(fixed.group(1))) if fixed and int(fixed.group(1)) < 1 << 31 else None
         t = t or _PLAIN_TYPES.get(inner)
         if t is not None and not (dictionary and pa.types.is_null(t)):
-            return pa.dictionary(pa.int32(), t) if dictionary else t
+            return pa.dictionary(index, t) if dictionary else t
     raise FormatError("malformed keysplit Parquet metadata")
 
 
@@ -266,7 +282,15 @@ def output_metadata(
         if column in sealed:
             raise KeysplitError(f"column {column!r} of the dataset is already sealed")
         sealed[column] = column_type(schema, column)
-        tag = _type_tag(schema.field(column).type)
+        t = schema.field(column).type
+        if pa.types.is_dictionary(t) and t.ordered:
+            raise KeysplitError(
+                f"column {column!r} is an ordered dictionary (an ordered categorical): its "
+                "category order could not be restored without keeping its values in the "
+                "clear",
+                hint="cast it to plain string or binary (or unordered) before sealing it",
+            )
+        tag = _type_tag(t)
         if tag is not None:
             arrow[column] = tag
         if entry is not None:

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 pytest.importorskip("pyarrow")
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from service_helpers import pid_gone as _pid_gone
@@ -480,6 +481,73 @@ def test_decrypt_dataset_restores_every_columns_own_arrow_type(
         assert got.schema.field(name).type == want.schema.field(name).type, name
         assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
     assert b"keysplit" not in (got.schema.metadata or {})
+
+
+def test_a_dictionary_columns_index_type_round_trips_on_real_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pandas categorical is written as a dictionary with int8 (or int16) indices;
+    sealed and opened on a real cluster it came back with int32 indices: another Arrow
+    type than the dataset's (the tag kept the value type only; fails before). The tag now
+    records the index type. The subject column is a categorical too, null where the row
+    has no value, and every record opens under its own row's subject."""
+    n = 300  # more categories than int8 holds in the second column: int16
+    df = pd.DataFrame(
+        {
+            "id": range(n),
+            "user": pd.Categorical([None if i == 7 else f"u/{i % 5}" for i in range(n)]),
+            "body": pd.Categorical([None if i == 7 else f"v{i % 3}é" for i in range(n)]),
+            "tag": pd.Categorical([None if i == 7 else f"t{i:03d}" for i in range(n)]),
+        }
+    )
+    (tmp_path / "cat").mkdir()
+    df.to_parquet(tmp_path / "cat" / "p.parquet")
+    want = pq.read_table(tmp_path / "cat")
+    assert want.schema.field("body").type.index_type == pa.int8()  # as pandas writes it
+    assert want.schema.field("tag").type.index_type == pa.int16()
+    cluster = jobs.Cluster(workers=1, timeout=1000 + next(_CASES))  # its own driver
+    with _unsealed(tmp_path, monkeypatch) as ukr, serve_keys(ukr) as src:
+        here = tmp_path / "cat"
+        for name in ("body", "tag"):
+            jobs.encrypt_dataset(here, tmp_path / f"e-{name}", name, "user", service=src,
+                                 cluster=cluster)  # fmt: skip
+            here = tmp_path / f"e-{name}"
+        sealed = pq.read_table(here).sort_by("id")
+        for i in (0, 1, 150):
+            rec, user = sealed["body"][i].as_py(), sealed["user"][i].as_py()
+            assert ukr.decrypt(rec, subject=user) == df["body"][i].encode()
+        for name in ("body", "tag"):
+            jobs.decrypt_dataset(here, tmp_path / f"d-{name}", name, "user", service=src,
+                                 text=True, cluster=cluster)  # fmt: skip
+            here = tmp_path / f"d-{name}"
+    got = pq.read_table(here)
+    for name in ("user", "body", "tag"):  # (before: body and tag with int32 indices)
+        assert got.schema.field(name).type == want.schema.field(name).type, name
+        assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
+    back = pd.read_parquet(here)
+    pd.testing.assert_frame_equal(back.sort_values("id").reset_index(drop=True), df)
+
+
+def test_an_ordered_dictionary_column_is_refused_before_any_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ordered categorical's order is its dictionary, which sealing cannot keep without
+    its values in the clear: decrypting gave it back unordered, its categories in another
+    order (``df.tag < "t5"`` changed meaning). It is now refused with a KeysplitError
+    before any part is written."""
+    df = pd.DataFrame(
+        {"user": ["u/1", "u/2"], "tag": pd.Categorical(["b", "a"], ["b", "a"], ordered=True)}
+    )
+    (tmp_path / "cat").mkdir()
+    df.to_parquet(tmp_path / "cat" / "p.parquet")
+    with (
+        _unsealed(tmp_path, monkeypatch) as ukr,
+        serve_keys(ukr) as src,
+        pytest.raises(ke.KeysplitError, match="ordered dictionary") as info,
+    ):
+        jobs.encrypt_dataset(tmp_path / "cat", tmp_path / "enc", "tag", "user", service=src)
+    assert "cast it" in (info.value.hint or "")
+    assert not (tmp_path / "enc").exists()
 
 
 def test_odd_pandas_metadata_is_ignored_not_a_crash(
