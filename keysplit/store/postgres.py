@@ -1283,8 +1283,12 @@ class PostgresKeyStore:
 
     def _read_state(self, conn: _Conn) -> KeyringState:
         row = conn.execute(self._sql["state"]).fetchone()
-        if row is None:
-            raise KeyringError("PostgreSQL key store: keyring_state row missing")
+        if row is None:  # deleted by hand: every open store has one (its creation wrote it)
+            raise _rules.changed_by_hand(
+                f"PostgreSQL key store at {self._where}",
+                f"schema {self._schema!r} has no keyring_state row",
+                _OWN_SCHEMA,
+            )
         e, cur, retired, rekeys, ts = row
         return KeyringState(int(e), int(cur), _rules.parse_retired(retired), int(rekeys), int(ts))
 

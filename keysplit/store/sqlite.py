@@ -472,7 +472,10 @@ class SQLiteKeyStore:
     # -- fleet state ------------------------------------------------------------------------
 
     def _state(self) -> KeyringState:
-        e, cur, retired, rekeys, ts = self._db.execute(_STATE).fetchone()
+        row = self._db.execute(_STATE).fetchone()
+        if row is None:  # deleted by hand (its creation wrote it): was a TypeError
+            raise _rules.changed_by_hand(f"key store {self._path}", "it has no keyring_state row")
+        e, cur, retired, rekeys, ts = row
         return KeyringState(e, cur, _rules.parse_retired(retired), rekeys, ts)
 
     def _bump(self, **changes: object) -> KeyringState:

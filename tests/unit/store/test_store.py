@@ -404,6 +404,29 @@ def test_retiring_a_retired_version_again_lists_it_once(tmp_path: Path, kind: st
         s.close()
 
 
+def _by_hand(path: Path, statement: str) -> None:
+    """``statement`` run on the store's database outside keysplit (an operator's sqlite3)."""
+    db = sqlite3.connect(path)
+    db.execute(statement)
+    db.commit()
+    db.close()
+
+
+def test_a_state_row_deleted_by_hand_is_a_store_changed_outside_keysplit(tmp_path: Path) -> None:
+    """The keyring_state row deleted outside keysplit: every state read (state(), each
+    write's guard) raised "cannot unpack non-iterable NoneType object", a bare TypeError."""
+    p = tmp_path / "k.sqlite"
+    store = SQLiteKeyStore(p, KID, create=True)
+    try:
+        _by_hand(p, "DELETE FROM keyring_state")
+        for call in (store.state, lambda: store.set_current_kek(1)):
+            with pytest.raises(FormatError, match="no keyring_state row") as info:
+                call()
+            assert str(p) in str(info.value) and "changed outside keysplit" in str(info.value)
+    finally:
+        store.close()
+
+
 def test_a_table_dropped_by_hand_reads_as_on_postgresql(tmp_path: Path) -> None:
     """A data_keys table dropped outside keysplit: the store opened, and each call said
     "key store ...: no such table: data_keys", a plain KeyringError. Now a FormatError in
@@ -411,10 +434,7 @@ def test_a_table_dropped_by_hand_reads_as_on_postgresql(tmp_path: Path) -> None:
     p = tmp_path / "k.sqlite"
     store = SQLiteKeyStore(p, KID, create=True)
     try:
-        db = sqlite3.connect(p)
-        db.execute("DROP TABLE data_keys")
-        db.commit()
-        db.close()
+        _by_hand(p, "DROP TABLE data_keys")
         with pytest.raises(FormatError, match="changed outside keysplit; nothing was changed"):
             store.get_many(["alice"])
     finally:

@@ -1424,3 +1424,25 @@ def _backend_gone(conninfo: str, pid: int) -> bool:
     with psycopg.connect(conninfo, autocommit=True) as c:
         row = c.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
     return row is not None and int(row[0]) == 0
+
+
+def test_a_state_row_deleted_by_hand_names_the_store(pg_server: object) -> None:
+    """The keyring_state row deleted outside keysplit said "PostgreSQL key store:
+    keyring_state row missing", a KeyringError naming no store (every other error does)
+    and saying nothing of what to do; now the store's words for a schema changed by hand."""
+    import psycopg
+
+    url = _url(pg_server)
+    _, schema = postgres_conninfo(url)
+    store = open_store(url, keyring_id=KID, home=Path(tempfile.gettempdir()), create=True)
+    try:
+        with psycopg.connect(pg_server.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+            conn.execute(f"DELETE FROM {schema}.keyring_state")
+        for call in (store.state, lambda: store.set_current_kek(1)):
+            with pytest.raises(FormatError, match="no keyring_state row") as info:
+                call()
+            msg = str(info.value)
+            assert f"PostgreSQL key store at host {pg_server.dir}" in msg, msg  # type: ignore[attr-defined]
+            assert "changed outside keysplit; nothing was changed" in msg, msg
+    finally:
+        store.close()
