@@ -354,6 +354,13 @@ def _octets(data: object, what: str = "plaintext") -> bytes | bytearray | memory
         ) from None
 
 
+def _octet_bytes(data: object, what: str) -> bytes:
+    """A copy of the bytes ``data`` holds, as :func:`_octets` takes them. Not ``bytes(data)``:
+    that calls a bytes subclass's own ``__bytes__``, which would choose the bytes, and copies
+    a strided view."""
+    return bytes(memoryview(_octets(data, what)))
+
+
 def seal(key: DataKey, nonce: bytes, plaintext: bytes, tail: bytes) -> bytes:
     """One record from its parts (``tail`` from :func:`encode_aad`); the engine's inner call."""
     header = key._prefix + nonce
@@ -662,7 +669,7 @@ def _check_record(record: object, key: DataKey) -> bytes:
     """The slow path of the opening loop's header check: the precise error, or the record's
     bytes if it is fine after all (any buffer :func:`decrypt` takes, :func:`_octets`: a
     database driver may hand a column back as a ``bytearray`` or ``memoryview``)."""
-    held = bytes(memoryview(_octets(record, "record")))  # its bytes, not a __bytes__()
+    held = _octet_bytes(record, "record")
     if not hmac.compare_digest(parse(held).commitment, key.commitment):
         raise IntegrityError()
     return held

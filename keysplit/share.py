@@ -45,7 +45,7 @@ from .errors import (
     RecoveryError,
 )
 from .hazmat import gf256, shamir
-from .record import _octets
+from .record import _octet_bytes
 from .rng import RandomSource, default_rng
 
 __all__ = [
@@ -168,7 +168,7 @@ class Share:
     @classmethod
     def from_bytes(cls, data: bytes) -> Share:
         """Parse :meth:`to_bytes` output strictly (magic, version, length, checksum)."""
-        data = _held(data, "data")
+        data = _octet_bytes(data, "data")
         if len(data) < len(MAGIC) + 1:
             if MAGIC.startswith(data[: len(MAGIC)]):
                 raise FormatError("share is truncated")
@@ -291,14 +291,6 @@ def _text_checksum_error(values: list[int]) -> ChecksumError:
     )
 
 
-def _held(data: object, what: str) -> bytes:
-    """The bytes ``data`` holds, as :mod:`keysplit.record` takes a plaintext
-    (:func:`~keysplit.record._octets`: any C-contiguous buffer, a ``TypeError`` for a
-    strided or released view). Not ``bytes(data)``: that calls a bytes subclass's own
-    ``__bytes__``, which would choose what is split or parsed, and copies a strided view."""
-    return bytes(memoryview(_octets(data, what)))
-
-
 # -- split / combine ----------------------------------------------------------------------
 
 
@@ -310,7 +302,7 @@ def split(
     ``rng`` is the randomness seam (set id, then polynomial coefficients); the default is
     the system CSPRNG. Only pass a deterministic source to produce test vectors.
     """
-    secret = _held(secret, "secret")
+    secret = _octet_bytes(secret, "secret")
     if not 1 <= len(secret) <= MAX_SECRET_LEN:
         raise ValueError(f"secret must be 1..{MAX_SECRET_LEN} bytes")
     shamir._check_params(threshold, count)
@@ -668,4 +660,4 @@ def secret_fingerprint(secret: bytes) -> str:
     ``SHA-256("keysplit secret fingerprint v1" || secret)[:8]`` in hex; 64 bits of a hash
     do not help guess a 128-bit random key.
     """
-    return hashlib.sha256(_FP_DOMAIN + _held(secret, "secret")).digest()[:8].hex()
+    return hashlib.sha256(_FP_DOMAIN + _octet_bytes(secret, "secret")).digest()[:8].hex()

@@ -374,7 +374,7 @@ class Records:
             and len(record) >= fmt.OVERHEAD
             and record.startswith(_RECORD_PREFIX)
         ):
-            record = bytes(memoryview(fmt._octets(record, "record")))  # any buffer: its bytes
+            record = fmt._octet_bytes(record, "record")  # any buffer: its bytes
             fmt.parse(record)  # the precise FormatError first
         tail = self._tail(subject, context)[1]
         subject = str.__str__(subject)  # checked: a plain str on (no subclass's __hash__)
