@@ -245,6 +245,10 @@ class Records:
         items = tuple(context.items())
         if not _plain_text(items):  # compared by text only: no subclass's __eq__/__hash__
             return fmt.context_part(context)
+        return self._plain_context(items)
+
+    def _plain_context(self, items: tuple[tuple[str, str], ...]) -> bytes:
+        """:meth:`_context` of a context's ``items``, all plain ``str``."""
         part = self._contexts.get(items)
         if part is None:
             # encoded from the items the memo holds (a mapping whose items() answer
@@ -285,7 +289,7 @@ class Records:
                 if len(self._context_copies) >= _CONTEXT_CACHE:
                     self._context_copies.clear()
                 copy = {_Text(k): _Text(v) for k, v in items}  # (see _Text)
-        cpart = self._context(dict(items) if copy is not None else None)
+        cpart = self._plain_context(items) if copy is not None else fmt.context_part(None)
         batch = self._batch_tails.get(cpart)
         # the batch memo's tail for this context, where a batch made one: one bytes object
         # per subject for both paths, not two (the second copy of 10^4 tails cost the
