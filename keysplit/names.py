@@ -185,7 +185,7 @@ def canonical_subjects(subjects: Sequence[str]) -> Sequence[str]:
         ):
             for s in subjects:
                 check_subject(s)  # the precise error
-        if {*map(type, subjects)} <= _PLAIN_STR:
+        if _all_plain_str(subjects):
             return subjects
         return list(map(_plain, subjects))
     memo: dict[str, str] = {}
@@ -201,6 +201,12 @@ def canonical_subjects(subjects: Sequence[str]) -> Sequence[str]:
 
 
 _PLAIN_STR = frozenset((str,))
+
+
+def _all_plain_str(values: Iterable[object]) -> bool:
+    """Whether every value is a plain ``str``, in one C-level pass: a ``str`` subclass's own
+    ``__eq__``/``__hash__`` (one that ignores case) must never decide what text is bound."""
+    return {*map(type, values)} <= _PLAIN_STR
 
 
 def subject_spellings(subject: str) -> tuple[str, ...]:

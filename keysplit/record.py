@@ -610,7 +610,6 @@ def _check_keys(keys: Iterable[object]) -> None:
 
 
 _DATAKEY_TYPE = frozenset((DataKey,))
-_PLAIN_STR = frozenset((str,))
 
 
 def _batch_for(
@@ -621,7 +620,7 @@ def _batch_for(
 ) -> Batch:
     if len(keys) != n or len(subjects) != n:
         raise ValueError("keys, subjects and records must have the same length")
-    if not {*map(type, subjects)} <= _PLAIN_STR:
+    if not names._all_plain_str(subjects):
         # grouped by their text: a str subclass's own __eq__/__hash__ (one that ignores
         # case) put two subjects in one group, sealed with the first one's AAD
         subjects = [str.__str__(s) if isinstance(s, str) else s for s in subjects]

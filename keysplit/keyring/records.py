@@ -49,7 +49,6 @@ _SUBJECT_CACHE = 1 << 16
 _CONTEXT_CACHE = 256
 _U32 = struct.Struct(">I")
 _PLAIN_CONTEXT = (dict, type(None))  # the contexts the single-record memo compares with ==
-_PLAIN_STR = frozenset((str,))
 
 
 class _Text(str):
@@ -671,7 +670,7 @@ def _plain_text(items: Iterable[tuple[object, object]]) -> bool:
     may a memo of encoded contexts compare one with ``==``/``hash``. A ``str`` subclass's
     own ``__eq__`` (one that ignores case) called ``{"t": "ACME"}`` equal to the memo's
     ``{"t": "acme"}``, and the record was bound to the other context's text."""
-    return {*map(type, itertools.chain.from_iterable(items))} <= _PLAIN_STR
+    return names._all_plain_str(itertools.chain.from_iterable(items))
 
 
 def _frozen_bytes(plaintext: object) -> bytes:
