@@ -696,7 +696,7 @@ def _renewing(client: Client, job_id: str, lease: float | None) -> Iterator[None
     def renew() -> None:
         while not stop.wait(lease / RENEWALS):
             with contextlib.suppress(Exception):  # the scheduler away: next round
-                workers = [str(w) for w in client.scheduler_info(n_workers=-1)["workers"]]
+                workers = _workers(client)
                 until = time.time() + lease
                 with lock:
                     due = [w for w in workers if w not in pending]
