@@ -356,9 +356,12 @@ class Keyring:
             return self.meta.kek_versions
         return tuple(v for v in self.meta.kek_versions if v in rec.default_iv_versions)
 
-    def open_store(self) -> KeyStore:
-        """Open this keyring's key store (bound to its keyring id)."""
-        return open_store(self.store_url, keyring_id=self.meta.keyring_id, home=self.path)
+    def open_store(self, *, read_only: bool = False) -> KeyStore:
+        """Open this keyring's key store (bound to its keyring id); ``read_only`` for a
+        caller that only reads (a PostgreSQL role granted SELECT alone suffices then)."""
+        return open_store(
+            self.store_url, keyring_id=self.meta.keyring_id, home=self.path, read_only=read_only
+        )
 
     @property
     def public_key(self) -> bytes:
@@ -538,7 +541,7 @@ class Keyring:
         """
         store = None
         if not self.store_url.startswith("sqlite:"):
-            opened = self.open_store()
+            opened = self.open_store(read_only=True)  # no MAC key: this log only reads
             if isinstance(opened, AuditStore):
                 store = opened
             else:
@@ -623,7 +626,7 @@ class Keyring:
 
     def status(self) -> KeyringStatus:
         """Public state of the keyring and counts from its store (no quorum needed)."""
-        store = self.open_store()
+        store = self.open_store(read_only=True)
         try:
             return status_of(self, store, sealed=True)
         finally:

@@ -41,11 +41,18 @@ def __getattr__(name: str) -> Any:
 
 
 def open_store(
-    url: str | None, *, keyring_id: str, home: str | Path, create: bool = False
+    url: str | None,
+    *,
+    keyring_id: str,
+    home: str | Path,
+    create: bool = False,
+    read_only: bool = False,
 ) -> KeyStore:
     """Open (or with ``create`` make) the key store a URL names, bound to ``keyring_id``.
 
     ``home`` is the keyring directory; relative sqlite paths resolve against it.
+    ``read_only``: the caller only reads, so a PostgreSQL role granted SELECT alone may
+    open it (else the open refuses a role lacking a privilege a write needs, naming it).
     """
     url = check_store_url(url or default_store_url())
     parts = urlsplit(url)
@@ -60,5 +67,5 @@ def open_store(
             hint="install the 'postgres' extra: pip install '.[postgres]' in a keysplit "
             "checkout (not on PyPI)",
         ) from None
-    store: KeyStore = PostgresKeyStore(url, keyring_id, create=create)
+    store: KeyStore = PostgresKeyStore(url, keyring_id, create=create, read_only=read_only)
     return store

@@ -169,6 +169,113 @@ _TABLES = frozenset(
     if stmt.startswith("CREATE TABLE")
 ) | {"keysplit_migrations"}
 
+# What an open checks each table against (one catalogue query, :meth:`_check_catalogue`),
+# so a table altered by hand fails the open instead of the first call that meets it: every
+# column's type as format_type() names it (all of them NOT NULL; the subjects COLLATE "C",
+# on which the rewrap cursor's order rests), and the writes keysplit makes to the table
+# beyond SELECT (a role granted less opens for reading only: ``read_only``).
+_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "keysplit_migrations": (
+        ("version", "integer"),
+        ("description", "text"),
+        ("applied_at", "timestamp with time zone"),
+    ),
+    "meta": (("name", "text"), ("value", "text")),
+    "data_keys": (("subject", "text"), ("kek_version", "integer"), ("wrapped", "bytea")),
+    "legal_holds": (("subject", "text"),),
+    "keyring_state": (
+        ("id", "integer"),
+        ("epoch", "bigint"),
+        ("current_kek", "integer"),
+        ("retired", "text"),
+        ("rekeys", "integer"),
+        ("tombstone_seq", "bigint"),
+    ),
+    "tombstones": (("seq", "bigint"), ("tag", "bytea"), ("time", "double precision")),
+    "leases": (
+        ("id", "text"),
+        ("host", "text"),
+        ("pid", "integer"),
+        ("role", "text"),
+        ("current_kek", "integer"),
+        ("acked", "bigint"),
+        ("cached", "integer"),
+        ("expires", "double precision"),
+    ),
+    "audit": (("seq", "bigint"), ("line", "bytea")),
+}
+_C_COLLATED = frozenset({("data_keys", "subject"), ("legal_holds", "subject")})
+_WRITES: dict[str, tuple[str, ...]] = {
+    "data_keys": ("INSERT", "UPDATE", "DELETE"),
+    "legal_holds": ("INSERT", "DELETE"),
+    "keyring_state": ("UPDATE",),
+    "tombstones": ("INSERT",),
+    "leases": ("INSERT", "UPDATE", "DELETE"),
+    "audit": ("INSERT",),
+}
+_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")  # the query's columns, in this order
+_CATALOGUE: LiteralString = (
+    "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+    "a.atthasdef, co.collname, has_table_privilege(c.oid, 'SELECT'), "
+    "has_table_privilege(c.oid, 'INSERT'), has_table_privilege(c.oid, 'UPDATE'), "
+    "has_table_privilege(c.oid, 'DELETE'), current_user "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+    "LEFT JOIN pg_collation co ON co.oid = a.attcollation "
+    "WHERE n.nspname = %s AND c.relkind = 'r'"
+)
+
+
+def _altered(rows: Sequence[tuple[Any, ...]]) -> list[str]:
+    """What the catalogue ``rows`` (:data:`_CATALOGUE`) show altered by hand in keysplit's
+    tables, one phrase each naming the table and column (empty: as keysplit made them).
+    A column added by hand is harmless unless it is NOT NULL without a default (every
+    insert would then fail)."""
+    found: dict[str, dict[str, tuple[str, bool, bool, str | None]]] = {}
+    for table, column, kind, notnull, hasdef, coll, *_ in rows:
+        if column is not None:
+            found.setdefault(table, {})[column] = (kind, notnull, hasdef, coll)
+    faults: list[str] = []
+    for table, columns in _COLUMNS.items():
+        have = found.get(table)
+        if have is None:
+            continue  # a missing table is reported as such
+        for column, kind in columns:
+            got = have.get(column)
+            if got is None:
+                faults.append(f"table {table} has no column {column} ({kind})")
+            elif got[0] != kind:
+                faults.append(f"column {table}.{column} is {got[0]}, not {kind}")
+            elif not got[1]:
+                faults.append(f"column {table}.{column} may be null (keysplit made it NOT NULL)")
+            elif (table, column) in _C_COLLATED and got[3] != "C":
+                faults.append(f'column {table}.{column} is not COLLATE "C" (it is {got[3]})')
+        names = {column for column, _ in columns}
+        faults.extend(
+            f"table {table} has a column {column} keysplit did not make, NOT NULL without "
+            "a default (every insert would fail)"
+            for column, (_, notnull, hasdef, _) in sorted(have.items())
+            if column not in names and notnull and not hasdef
+        )
+    return faults
+
+
+def _lacking(rows: Sequence[tuple[Any, ...]], *, read_only: bool) -> dict[str, list[str]]:
+    """The privileges the role of the catalogue ``rows`` lacks, by table: SELECT on every
+    table, and unless ``read_only`` the writes of :data:`_WRITES`."""
+    has: dict[str, dict[str, bool]] = {}
+    for row in rows:
+        has[row[0]] = dict(zip(_PRIVILEGES, row[6:10], strict=True))
+    lacking: dict[str, list[str]] = {}
+    for table in _COLUMNS:
+        if table not in has:
+            continue
+        need = ("SELECT",) if read_only else ("SELECT", *_WRITES.get(table, ()))
+        if missing := [p for p in need if not has[table][p]]:
+            lacking[table] = missing
+    return lacking
+
+
 # Per-connection staging tables (created once per pooled connection, emptied at commit).
 _TEMP_TABLES: tuple[LiteralString, ...] = (
     'CREATE TEMP TABLE ks_in (subject text COLLATE "C" NOT NULL, '
@@ -567,6 +674,13 @@ class PostgresKeyStore:
     URL's ``call_timeout=N`` (seconds, default 120) raises
     :class:`~keysplit.errors.StoreUnreachableError` too (whether a change in flight
     committed is then unknown, as with any lost connection).
+
+    The open checks the schema's tables and columns against what keysplit made
+    (:class:`~keysplit.errors.FormatError` naming the table and column altered by hand)
+    and the role's privileges (:class:`~keysplit.errors.KeyringError` naming the table,
+    the privilege and the GRANT): SELECT on every table, and the writes keysplit makes
+    unless ``read_only`` (a role granted SELECT only can then read: counts, state, the
+    audit chain; a write is refused by the server).
     """
 
     def __init__(
@@ -577,7 +691,9 @@ class PostgresKeyStore:
         create: bool = False,
         pool_size: int = 4,
         connect_timeout: float = DEFAULT_TIMEOUT,
+        read_only: bool = False,
     ) -> None:
+        self._read_only = read_only
         self._url = check_store_url(url)
         conninfo, self._schema = postgres_conninfo(self._url)
         try:
@@ -743,20 +859,10 @@ class PostgresKeyStore:
                     ),
                     ("format", FORMAT, "keyring_id", self._keyring_id),
                 )
-            tables = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n "
-                    "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
-                    (schema,),
-                )
-            }
-            if missing := sorted(_TABLES - tables):  # else each call fails on its own
-                raise _rules.changed_by_hand(
-                    f"PostgreSQL key store at {self._where}",
-                    f"schema {schema!r} lacks the table(s) {', '.join(missing)}",
-                    _OWN_SCHEMA,
-                )
+            # one query for tables, columns and privileges (it was tables alone): an
+            # altered column or a missing grant fails here, not at the first call that
+            # meets it (a ceremony's quorum typed in, then the first write refused)
+            self._check_catalogue(conn.execute(_CATALOGUE, (schema,)).fetchall())
             meta = dict(conn.execute(sql.SQL("SELECT name, value FROM {s}.meta").format(s=ident)))
         if meta.get("format") != FORMAT:
             raise FormatError(f"{store}: schema {schema!r} is not a keysplit key store")
@@ -765,6 +871,38 @@ class PostgresKeyStore:
                 f"{store}: key store schema {schema!r} belongs to another keyring "
                 f"({meta.get('keyring_id')}, expected {self._keyring_id})",
                 hint="give each keyring its own schema: add ?schema=NAME to the store URL",
+            )
+
+    def _check_catalogue(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Refuse a schema altered by hand (a table dropped, a column dropped, retyped or
+        made nullable: :class:`FormatError`) or a role that lacks a privilege a call will
+        need (:class:`KeyringError` naming the tables, privileges and the GRANT)."""
+        schema = self._schema
+        store = f"PostgreSQL key store at {self._where}"
+        if missing := sorted(_TABLES - {r[0] for r in rows}):  # else each call fails on its own
+            raise _rules.changed_by_hand(
+                store, f"schema {schema!r} lacks the table(s) {', '.join(missing)}", _OWN_SCHEMA
+            )
+        if faults := _altered(rows):
+            raise _rules.changed_by_hand(
+                store, f"schema {schema!r}: {'; '.join(faults)}", _OWN_SCHEMA
+            )
+        if lacking := _lacking(rows, read_only=self._read_only):
+            role = str(rows[0][10])
+            what = "; ".join(f"{', '.join(p)} on {t}" for t, p in lacking.items())
+            grants = " ".join(
+                f"GRANT {', '.join(p)} ON {schema}.{t} TO {role};" for t, p in lacking.items()
+            )
+            reads = (
+                ""
+                if self._read_only
+                else ("; a role that only reads (keysplit status, audit verify) needs SELECT only")
+            )
+            raise KeyringError(
+                f"{store}: the store URL's role {role!r} lacks {what} in schema {schema!r}; "
+                "nothing was changed",
+                hint=f"as the store's owner run: {grants} or use the role that created the "
+                f"store{reads}",
             )
 
     # ------------------------------------------------------------------ plumbing

@@ -202,3 +202,35 @@ def test_a_store_the_role_may_not_use_is_one_error_line_with_the_fix(
         assert len(lines) == 1 and "database keysplit" in lines[0], r.stderr
         assert "unreachable" not in lines[0] and "Traceback" not in r.stderr
         assert any(ln.startswith("hint:") and hint in ln for ln in r.stderr.splitlines())
+
+
+def test_a_role_granted_select_only_shows_status_and_is_refused_a_shred_at_the_open(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """What the CLI does with a PostgreSQL role that may only read: ``status`` (public data,
+    the audit chain) works, as it did; a command that writes (``shred``) is one ``error:``
+    line naming the missing privileges with the GRANT as its hint, at the store's open.
+    Before, it opened and the first write failed "permission denied for table ...";
+    ``status`` still opens the store for reading only (Keyring.status)."""
+    import psycopg
+
+    url = f"{pg_server.url}&schema=cli_{uuid.uuid4().hex[:12]}"  # type: ignore[attr-defined]
+    vault, shares = _init(tmp_path, "--store", url)
+    schema = url.rsplit("schema=", 1)[1]
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    reader = url.replace("user=keysplit", f"user={role}")
+    r = run(["status", vault, "--json", "--store", reader])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["audit"]["chain_ok"] is True
+    r = run(["shred", vault, "u1", "--yes", "--store", reader, *_quorum(shares, "alice", "bob")])
+    assert r.exit_code == 1, r.output
+    lines = error_lines(r)
+    assert (
+        len(lines) == 1 and f"role {role!r} lacks INSERT, UPDATE, DELETE on data_keys" in (lines[0])
+    ), r.stderr
+    assert "Traceback" not in r.stderr
+    assert any(ln.startswith("hint:") and "GRANT" in ln for ln in r.stderr.splitlines())
