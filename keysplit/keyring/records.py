@@ -16,8 +16,8 @@ record's header carries. ASCII subjects (their own NFC form) take none of those 
 
 Nonces come from the keyring's RNG seam: a batch draws ``12 * n`` bytes in one call; a
 single record takes the next 12 bytes of a pool drawn ahead in bulk (one draw per 1,024
-records), discarded in a forked child (``os.register_at_fork``) so parent and child never
-share a nonce.
+records, handed out by one C-level iterator), discarded in a forked child
+(``os.register_at_fork``) so parent and child never share a nonce.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import struct
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import ClassVar
 
 from cryptography.exceptions import InvalidTag
@@ -49,6 +49,8 @@ _SUBJECT_CACHE = 1 << 16
 _CONTEXT_CACHE = 256
 _U32 = struct.Struct(">I")
 _PLAIN_CONTEXT = (dict, type(None))  # the contexts the single-record memo compares with ==
+_SPLIT_POOL = struct.Struct(f"{fmt.NONCE_SIZE}s" * _POOL_NONCES).unpack  # a pool's nonces
+_SPENT: Iterator[bytes] = iter(())  # a pool state with no nonce left
 
 
 class _Text(str):
@@ -83,13 +85,16 @@ def _no_cached_key(subject: str) -> DataKey | None:
 class _NoncePool:
     """Nonces for single records, drawn ``_POOL_NONCES`` at a time from the RNG seam.
 
-    Thread-safe without a lock on the hot path: a pool state is ``(bytes, counter)`` read
-    in one attribute load, and ``next(counter)`` hands each index out once (atomic under
-    the GIL), so two threads never get the same slice, even across a refill. Without the
-    GIL (a free-threaded build) that atomicity is not promised and a repeated index is a
-    repeated GCM nonce: there the pool never publishes ``state`` (so the inlined fast path
-    in :meth:`Records.encrypt` always falls through to :meth:`next`) and hands every nonce
-    out under its lock.
+    Thread-safe without a lock on the hot path: a pool state is an iterator over the pool's
+    nonces (a tuple of 12-byte ``bytes``, split in one ``struct`` call), read in one
+    attribute load, and ``next(state)`` advances a tuple iterator, one C step that runs no
+    Python code (atomic under the GIL), so each nonce is handed out once: two threads never
+    get the same nonce, even across a refill. :meth:`Records.encrypt` inlines it as one
+    call (an index, a bound check and a slice per record cost ~100 ns more, issue 23).
+    Without the GIL (a free-threaded build) that atomicity is not promised and a nonce
+    handed out twice is a repeated GCM nonce: there the pool never publishes a state with
+    nonces in it (so the fast path always falls through to :meth:`next`) and hands every
+    nonce out under its lock.
     """
 
     _all: ClassVar[weakref.WeakSet[_NoncePool]] = weakref.WeakSet()
@@ -98,7 +103,7 @@ class _NoncePool:
 
     def __init__(self, rng: RandomSource) -> None:
         self._rng = rng
-        self.state: tuple[bytes, itertools.count[int]] | None = None
+        self.state: Iterator[bytes] = _SPENT
         self._locked_state: tuple[bytes, int] | None = None
         self._lock = threading.Lock()
         _NoncePool._all.add(self)
@@ -107,14 +112,13 @@ class _NoncePool:
         if self.locked:
             return self._next_locked()
         state = self.state
-        if state is not None:
-            i = next(state[1])
-            if i < _POOL_NONCES:
-                return state[0][fmt.NONCE_SIZE * i : fmt.NONCE_SIZE * i + fmt.NONCE_SIZE]
+        nonce = next(state, None)
+        if nonce is not None:
+            return nonce
         with self._lock:
             if self.state is state:  # nobody refilled meanwhile
                 pool = self._rng.random_bytes(fmt.NONCE_SIZE * _POOL_NONCES)
-                self.state = (pool, itertools.count())
+                self.state = iter(_SPLIT_POOL(pool))
         return self.next()
 
     def _next_locked(self) -> bytes:
@@ -130,7 +134,7 @@ class _NoncePool:
     def _forget_all(cls) -> None:
         """In a forked child: drop every pool (the parent keeps using its copy)."""
         for pool in list(cls._all):
-            pool.state = None
+            pool.state = _SPENT
             pool._locked_state = None
             pool._lock = threading.Lock()
 
@@ -325,10 +329,8 @@ class Records:
         if key is None:
             (key,) = self._dk.resolve((canon,), create=True)
             assert key is not None
-        state = self._nonces.state
-        i = next(state[1]) if state is not None else _POOL_NONCES
-        # the pool's fast path, inlined (see _NoncePool)
-        nonce = state[0][12 * i : 12 * i + 12] if i < _POOL_NONCES else self._nonces.next()  # type: ignore[index]
+        # the pool's fast path, inlined (see _NoncePool); a nonce is 12 bytes, never falsy
+        nonce = next(self._nonces.state, None) or self._nonces.next()
         header = key._prefix + nonce
         try:
             return header + key._aead.encrypt(nonce, plaintext, header + tail)

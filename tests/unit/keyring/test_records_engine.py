@@ -125,9 +125,9 @@ def test_nonces_never_repeat_across_threads() -> None:
 def test_without_the_gil_every_nonce_is_handed_out_under_the_lock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """(red team) The pool's lock-free path relies on ``next(itertools.count)`` being atomic,
-    which the GIL gives; a free-threaded interpreter does not promise it, and a repeated
-    index is a repeated GCM nonce. There (``_NoncePool.locked``, set from
+    """(red team) The pool's lock-free path relies on ``next()`` of its iterator of slices
+    being atomic, which the GIL gives; a free-threaded interpreter does not promise it, and
+    a nonce handed out twice is a repeated GCM nonce. There (``_NoncePool.locked``, set from
     ``sys._is_gil_enabled()``) the pool never publishes its lock-free state, so
     ``Records.encrypt``'s inlined fast path always falls through, and every nonce, still
     from the RNG seam and in order, is handed out under the lock."""
@@ -138,7 +138,7 @@ def test_without_the_gil_every_nonce_is_handed_out_under_the_lock(
     expected = DeterministicRandom("nogil").random_bytes(12 * 1024 * 2)
     got = [rec.encrypt(b"", subject="s")[38:50] for _ in range(1500)]  # across a refill
     assert got == [expected[12 * i : 12 * i + 12] for i in range(1500)]
-    assert rec._nonces.state is None  # never the lock-free path
+    assert next(rec._nonces.state, None) is None  # never the lock-free path
     every = got + _nonces_from_threads(rec, 4, 1000)
     assert len(set(every)) == len(every) == 5500
 
