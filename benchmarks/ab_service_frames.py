@@ -3,7 +3,7 @@ socket's frame transport (``keysplit.Client``'s default) against HTTP (the same 
 frames off), with the in-process call as the baseline.
 
     .venv/bin/python -m benchmarks.ab_service_frames [--rounds 60] [--n 1000]
-        [--workers 1] [--like-goal]
+        [--workers 1] [--like-goal] [--in-turn]
 
 A real ``keysplit serve --workers 1`` (bench_service's set-up). Each round calls the
 in-process ``encrypt_many`` (or ``decrypt_many``), then the framed client, then the HTTP
@@ -20,7 +20,8 @@ the goal row reads, with its counters beside it. Without them a served process i
 for every framed call (it served the HTTP call just before the in-process one), and the
 in-process baseline follows two client calls instead of the floor row's identical call,
 which is worth ~0.15 of the ratio (benchmarks/README.md, "0.40 in the goal row, 0.59 in the
-frame A/B").
+frame A/B"). ``--in-turn`` rotates each round's order by one (``harness.in_turn``), as the goal
+rows do since stop 40; without it the order is fixed, as they did before.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from keysplit import Client
 from keysplit.service import _wire as wire
 
 from .bench_service import _bound, _Echo, _floor, served
+from .harness import in_turn
 
 
 def _cpu_ns(pids: list[int]) -> int:
@@ -73,6 +75,9 @@ def main() -> int:
         action="store_true",
         help="each round as bench_service's goal rows: + the cached client and the floor",
     )
+    parser.add_argument(
+        "--in-turn", action="store_true", help="rotate each round's order by one (harness.in_turn)"
+    )
     args = parser.parse_args()
     n = args.n
     with served("--workers", str(args.workers)) as sv, sv.local() as local:
@@ -93,7 +98,8 @@ def main() -> int:
         pids = [leader, *_children(leader)]
         print(
             f"batches of {n} 1 KiB records, {args.rounds} rounds, {len(pids)} server "
-            f"process(es){', rounds as the goal rows' if args.like_goal else ''}; "
+            f"process(es){', rounds as the goal rows' if args.like_goal else ''}"
+            f"{', in turn' if args.in_turn else ''}; "
             f"load {os.getloadavg()[0]:.2f}"
         )
         for op, items in (("encrypt", plain), ("decrypt", recs)):
@@ -112,8 +118,9 @@ def main() -> int:
             theirs: dict[str, list[int]] = {k: [] for k in calls}
             for f in calls.values():
                 f()
-            for _ in range(args.rounds):
-                for k, f in calls.items():
+            for r in range(args.rounds):
+                for k in in_turn(list(calls), r) if args.in_turn else calls:
+                    f = calls[k]
                     s0, c0, t = _cpu_ns(pids), time.thread_time_ns(), time.perf_counter()
                     f()
                     wall[k].append(time.perf_counter() - t)

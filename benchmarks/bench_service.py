@@ -38,7 +38,7 @@ from keysplit.service.fleet import default_workers
 from keysplit.service.heap import keep_heap
 from keysplit.service.tokens import OPERATIONS, TokenList, mac_key
 
-from .harness import latency_ms, progress, row, throughput, time_calls
+from .harness import in_turn, latency_ms, progress, row, throughput, time_calls
 
 SUBJECTS = 1000
 SIZE = 1024
@@ -49,9 +49,10 @@ HTTP_ONLY = "keysplit.Client, HTTP only (frames off)"
 
 
 def _calls(fns: list[Callable[[], object]], n: int, quick: bool) -> list[list[float]]:
-    """Per-call seconds of each of ``fns``, their calls interleaved (a, b, c, a, b, c, ...)
-    so the drifting load of this shared machine hits every impl alike: enough calls for a
-    p99 at small batches, bounded time at large (one untimed warm-up call each)."""
+    """Per-call seconds of each of ``fns``, their calls interleaved (a, b, c, b, c, a, ...,
+    each round in turn: :func:`in_turn`) so the drifting load of this shared machine, and
+    the caches one call leaves the next, hit every impl alike: enough calls for a p99 at
+    small batches, bounded time at large (one untimed warm-up call each)."""
     want = (60 if quick else 300) if n <= 10 else (20 if quick else 60) if n <= 1000 else 5
     budget = (5 if quick else 20) * len(fns)
     for fn in fns:
@@ -59,8 +60,8 @@ def _calls(fns: list[Callable[[], object]], n: int, quick: bool) -> list[list[fl
     out: list[list[float]] = [[] for _ in fns]
     deadline = time.monotonic() + budget
     for i in range(want):
-        for fn, times in zip(fns, out, strict=True):
-            times.extend(time_calls(fn, 1, warmup=0, min_calls=1))
+        for j in in_turn(range(len(fns)), i):
+            out[j].extend(time_calls(fns[j], 1, warmup=0, min_calls=1))
         if time.monotonic() > deadline and i >= 2:
             break
     return out
@@ -260,8 +261,8 @@ def _scaling_rows(urls: dict[str, str], token: str, quick: bool) -> list[dict[st
         ("4 clients" + HEAP, urls["default"], 4, False),
     ]
     rates: dict[str, list[float]] = {name: [] for name, *_ in cases}
-    for _ in range(reps):  # interleaved: every case sees the same drift in machine load
-        for name, url, k, _base in cases:
+    for r in range(reps):  # interleaved, in turn: every case sees the same drift in load
+        for name, url, k, _base in in_turn(cases, r):
             rates[name].append(_aggregate(url, token, k, secs, heap=HEAP in name))
     rows = []
     stats = {name: throughput(1.0, [1.0 / r for r in rs]) for name, rs in rates.items()}

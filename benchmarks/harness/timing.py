@@ -28,12 +28,13 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "PROGRESS_PREFIX",
     "REQUIRED_KEYS",
     "Stats",
+    "in_turn",
     "latency_ms",
     "measure",
     "measure_interleaved",
@@ -44,6 +45,8 @@ __all__ = [
     "time_calls",
     "validate_rows",
 ]
+
+T = TypeVar("T")
 
 Stats = tuple[float, float, float]
 """(median, min, max) throughput."""
@@ -106,7 +109,8 @@ def measure(
 def measure_interleaved(
     fns: Mapping[str, Callable[[], object]], work: float, repeats: int, *, warmup: int = 1
 ) -> dict[str, Stats]:
-    """:func:`measure` for several impls at once, their repeats interleaved (a, b, a, b, ...).
+    """:func:`measure` for several impls at once, their repeats interleaved (a, b, b, a, ...:
+    each round in turn, :func:`in_turn`).
 
     On a shared machine the load drifts; interleaving gives every impl the same conditions,
     so same-run ratios stay meaningful when one repeat is long (seconds, e.g. a 1 GiB file).
@@ -117,10 +121,21 @@ def measure_interleaved(
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name].append(_timed(fn))
+    names = list(fns)
+    for r in range(repeats):
+        for name in in_turn(names, r):
+            times[name].append(_timed(fns[name]))
     return {name: throughput(work, t) for name, t in times.items()}
+
+
+def in_turn(items: Sequence[T], r: int) -> list[T]:
+    """Round ``r``'s order of interleaved ``items``: rotated by ``r``, so over ``len(items)``
+    rounds each impl runs once in each position. A fixed order hands one impl the caches of
+    the impl before it every round: in the service rows the in-process baseline followed the
+    floor row's identical in-process call and gained 0.4-0.6 ms per 1,000-record call
+    (benchmarks/README.md, "0.40 in the goal row, 0.59 in the frame A/B")."""
+    k = r % len(items) if items else 0
+    return [*items[k:], *items[:k]]
 
 
 def time_calls(

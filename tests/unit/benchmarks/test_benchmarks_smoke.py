@@ -273,9 +273,19 @@ def test_measure_interleaved_runs_each_impl_in_turn() -> None:
     stats = timing.measure_interleaved(
         {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 10, 3
     )
-    assert order == ["a", "b"] * 4  # one warm-up round, then three interleaved repeats
+    # one warm-up round, then three interleaved repeats, each starting one impl later
+    assert order == ["a", "b", "a", "b", "b", "a", "a", "b"]
     assert set(stats) == {"a", "b"}
     assert all(0 < lo <= med <= hi for med, lo, hi in stats.values())
+
+
+def test_in_turn_puts_each_impl_in_each_place_once_per_cycle() -> None:
+    impls = ["in process", "client", "http", "cached", "floor"]
+    rounds = [timing.in_turn(impls, r) for r in range(2 * len(impls))]
+    assert all(sorted(order) == sorted(impls) for order in rounds)
+    for place in range(len(impls)):
+        assert sorted(order[place] for order in rounds) == sorted(impls * 2)
+    assert timing.in_turn(range(3), 4) == [1, 2, 0] and timing.in_turn([], 3) == []
 
 
 def test_time_calls_and_throughput() -> None:
