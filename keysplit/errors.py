@@ -165,9 +165,12 @@ class SealedError(KeyringError):
 
 
 class StoreUnreachableError(KeyringError):
-    """The key store's server cannot be reached (down, restarting, cut off). Raised within
-    the store's stated bound instead of waiting; names where it looked (host, port), never
-    a password. Nothing was changed; the same call succeeds once the server is back."""
+    """The key store cannot serve the call now: its server cannot be reached (down,
+    restarting, cut off) or does not answer, or the call waited out its bound for a lock
+    another writer held or for a free pooled connection. Raised within the store's stated
+    bound instead of waiting; names where it looked (host, port), never a password. A
+    condition that passes: nothing was changed (unless the message says a change's outcome
+    is unknown), and the same call succeeds once it has passed; a service answers 503."""
 
 
 class LegalHoldError(KeyringError):

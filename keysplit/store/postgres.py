@@ -670,8 +670,9 @@ class PostgresKeyStore:
     a call waits for a server that is down or unreachable before it raises
     :class:`~keysplit.errors.StoreUnreachableError`; the store reconnects by itself once
     the server is back. A reachable server whose pooled connections are all busy is
-    waited for up to 30 s. A call on an open connection that gets no answer within the
-    URL's ``call_timeout=N`` (seconds, default 120) raises
+    waited for up to 30 s, then a StoreUnreachableError says so. A call on an open
+    connection that gets no answer within the URL's ``call_timeout=N`` (seconds, default
+    120) raises
     :class:`~keysplit.errors.StoreUnreachableError` too (whether a change in flight
     committed is then unknown, as with any lost connection).
 
@@ -971,7 +972,8 @@ class PostgresKeyStore:
     def _connection(self, limit: float | None = None) -> Iterator[_Conn]:
         """A pooled connection, or :class:`StoreUnreachableError` once none could be made
         within the bound. A reachable server whose connections are all in use by other
-        calls is waited for up to ``_BUSY_WAIT``. ``limit`` (seconds) shortens both."""
+        calls is waited for up to ``_BUSY_WAIT``, then a StoreUnreachableError says so
+        (nothing was changed). ``limit`` (seconds) shortens both."""
         start = time.monotonic()
         busy = _BUSY_WAIT if limit is None else min(_BUSY_WAIT, limit)
         wait = self._timeout if limit is None else min(self._timeout, limit)
@@ -984,7 +986,9 @@ class PostgresKeyStore:
                 if reach.error is not None or reach.pending:
                     raise self._unreachable(reach.error, wait) from None
                 if time.monotonic() - start >= busy:
-                    raise KeyringError(
+                    # a condition that passes, as a lock wait is: callers retry it (the
+                    # service answers 503 at once, not a batch item by item waiting again)
+                    raise StoreUnreachableError(
                         f"PostgreSQL key store at {self._where}: no free connection within "
                         f"{busy:g} s (every pooled connection stayed in use by other calls); "
                         "nothing was changed",

@@ -63,3 +63,45 @@ def test_a_batch_needing_the_store_while_it_is_down_is_one_503(
         server.resume()  # type: ignore[attr-defined]
     r = svc.handle(_post("/v1/encrypt", token, wire.encode_frame({}, [b"y"] * 10, new)))
     assert r.status == 200 and wire.decode_frame(r.body)[0] == {}
+
+
+def test_a_batch_meeting_a_store_pool_with_no_free_connection_is_one_503(
+    pg_server: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(known problem) "no free connection" (every pooled connection held by other calls
+    for the whole busy wait) was a plain KeyringError: a batch then failed whole and was
+    tried item by item, each item waiting the busy bound again, and answered 200 with the
+    same condition at every index (a single call: 400, "do not retry"). It is a condition
+    that passes, as a lock wait is: StoreUnreachableError, one 503 at once."""
+    import threading
+
+    from keysplit.store import postgres
+
+    url = f"{pg_server.url}&schema=svcbusy_{tmp_path.name[-8:].lower()}"  # type: ignore[attr-defined]
+    kr, shares, token = _keyring(tmp_path, url)
+    svc = KeyService(kr.path, log=lambda m: None)
+    unseal_service(svc, kr.keyring_id, [shares["a"], shares["b"]])
+    store = svc._kr.store  # type: ignore[union-attr]
+    held, release = threading.Semaphore(0), threading.Event()
+
+    def hold(conn: object) -> None:
+        held.release()
+        assert release.wait(60)
+
+    holders = [threading.Thread(target=store._tx, args=(hold,), daemon=True) for _ in range(4)]
+    try:
+        for t in holders:  # the pool's every connection (pool_size 4)
+            t.start()
+        for _ in holders:
+            assert held.acquire(timeout=60)
+        monkeypatch.setattr(postgres, "_BUSY_WAIT", 0.3)
+        new = [f"busy/{i}" for i in range(5)]
+        r = svc.handle(_post("/v1/encrypt", token, wire.encode_frame({}, [b"y"] * 5, new)))
+        assert r.status == 503, r.body[:300]  # before: 200, "no free connection" at each index
+        err = json.loads(r.body)["error"]
+        assert err["type"] == "StoreUnreachableError" and "no free connection" in err["message"]
+    finally:
+        release.set()
+        for t in holders:
+            t.join(60)
+        svc.close()

@@ -1436,7 +1436,8 @@ def test_no_free_connection_names_the_store(
 ) -> None:
     """Every pooled connection held by other calls: "PostgreSQL key store: no free
     connection within 30 s" named no store (every other store error does), nor said that
-    nothing was changed."""
+    nothing was changed. A condition that passes: StoreUnreachableError (the service's 503,
+    as for a lock wait), not a plain KeyringError (400, a batch retried item by item)."""
     from keysplit.store import postgres
 
     monkeypatch.setattr(postgres, "_BUSY_WAIT", 0.5)
@@ -1454,7 +1455,7 @@ def test_no_free_connection_names_the_store(
         holder.start()
         assert held.wait(60)
         got = _outcome(lambda: store.get_many(["alice"]), guard=60.0)
-        assert isinstance(got, KeyringError) and not isinstance(got, StoreUnreachableError), got
+        assert isinstance(got, StoreUnreachableError), got  # was a plain KeyringError
         assert f"PostgreSQL key store at host {pg_server.dir}" in str(got), got  # type: ignore[attr-defined]
         assert "no free connection" in str(got) and "nothing was changed" in str(got), got
         assert got.hint and "pool_size" in got.hint
