@@ -78,7 +78,9 @@ def is_nfc(text: str) -> bool:
 
 def _utf8(text: object, what: str) -> bytes:
     if not isinstance(text, str):
-        raise TypeError(f"{what} must be a str")
+        if text is None:  # a null from a database or a data frame: say that, not "a str"
+            raise TypeError(f"{what} must be a str, not None: {what}s cannot be null")
+        raise TypeError(f"{what} must be a str, not {type(text).__name__}")
     try:  # str.encode: a subclass's own encode() must not choose the bytes bound
         return str.encode(text, "utf-8")
     except UnicodeEncodeError:  # lone surrogates
@@ -183,19 +185,26 @@ def canonical_subjects(subjects: Sequence[str]) -> Sequence[str]:
             or not all(subjects)  # an empty str is false
             or (len(joined) > MAX_SUBJECT_BYTES and max(map(len, subjects)) > MAX_SUBJECT_BYTES)
         ):
-            for s in subjects:
-                check_subject(s)  # the precise error
+            for i, s in enumerate(subjects):
+                try:
+                    check_subject(s)  # the precise error
+                except ValueError as exc:
+                    raise ValueError(f"subjects[{i}]: {exc}") from None
         if _all_plain_str(subjects):
             return subjects
         return list(map(_plain, subjects))
     memo: dict[str, str] = {}
     out = []
-    for s in subjects:
+    for i, s in enumerate(subjects):
         if type(s) is not str and isinstance(s, str):
             s = _plain(s)  # the memo is a dict: never a subclass's __hash__/__eq__
         c = memo.get(s) if isinstance(s, str) else None
         if c is None:
-            c = memo[s] = normalize_subject(s)
+            try:
+                c = memo[s] = normalize_subject(s)
+            except (TypeError, ValueError) as exc:  # which of the batch: its index
+                kind = TypeError if isinstance(exc, TypeError) else ValueError
+                raise kind(f"subjects[{i}]: {exc}") from None
         out.append(c)
     return out
 

@@ -38,6 +38,7 @@ import contextlib
 import itertools
 import json
 import math
+import os
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -437,13 +438,36 @@ def _is_bytes(t: pa.DataType) -> bool:
     )
 
 
+def null_subjects(subject_column: str, nulls: int, column: str, where: str = "") -> KeysplitError:
+    """The error of rows whose value is to be sealed or opened but whose subject is null:
+    never skipped (the value would stay in the clear) nor keyed under some other subject.
+    ``where``: which part of a dataset, if any."""
+    return KeysplitError(
+        f"subject column {subject_column!r} is null in {nulls:,} row(s) with a value in "
+        f"{column!r}{where}: subjects cannot be null (a row's value is sealed under its "
+        "subject's key); nothing was written",
+        hint="give those rows a subject, or drop them (a row whose value is null is left as "
+        "it is, whatever its subject)",
+    )
+
+
+class _NullSubjects(KeysplitError):
+    """A part's rows with a null subject (counted): :func:`run_part` names its files."""
+
+    def __init__(self, nulls: int) -> None:
+        super().__init__(f"{nulls} null subjects")
+        self.nulls = nulls
+
+
 def _subjects(table: pa.Table, name: str, valid: pa.ChunkedArray | None) -> pa.Array:
     """The part's subjects (of the rows with a value), checked: strings, none null."""
     col = _plain(table.column(name))
     if valid is not None:
         col = col.filter(valid)
-    if len(col) and (not _is_str(col.type) or col.null_count):
-        raise KeysplitError(f"subject column {name!r} must hold strings")
+    if len(col) and col.null_count:
+        raise _NullSubjects(col.null_count)
+    if len(col) and not _is_str(col.type):
+        raise KeysplitError(f"subject column {name!r} must hold strings (it holds {col.type})")
     return col.combine_chunks()  # a few bytes a row: one array to encode
 
 
@@ -746,7 +770,14 @@ def run_part(spec: PartSpec, pieces: list[Piece], path: str) -> int:
     with atomic_writer(path, mode=0o600) as fh:
         try:
             for piece in _read_slices(pieces, spec.schema, spec.part_bytes):
-                table = _transform(piece, spec).replace_schema_metadata(dict(spec.metadata))
+                try:
+                    table = _transform(piece, spec).replace_schema_metadata(dict(spec.metadata))
+                except _NullSubjects as exc:
+                    files = ", ".join(sorted({os.path.basename(p[0]) for p in pieces}))
+                    where = f" among the rows read from {files}"
+                    raise null_subjects(
+                        spec.subject_column, exc.nulls, spec.column, where
+                    ) from None
                 if writer is None:
                     options = _write_options(table.schema, spec)
                     writer = pq.ParquetWriter(fh, table.schema, **options)

@@ -84,9 +84,14 @@ def _columns(df: pd.DataFrame, column: str, subject_column: str) -> tuple[list[i
     rows = [i for i, na in enumerate(df[column].isna().to_numpy()) if not na]
     subs = df[subject_column].to_numpy(dtype=object)
     subjects = [subs[i] for i in rows]
-    for s in subjects:
-        if not isinstance(s, str):
-            raise KeysplitError(f"subject column {subject_column!r} must hold strings")
+    if not all(isinstance(s, str) for s in subjects):
+        nulls = sum(1 for s in subjects if pd.api.types.is_scalar(s) and pd.isna(s))
+        if nulls:  # None, NaN, pd.NA: pandas' nulls of an object column
+            raise _pq.null_subjects(subject_column, nulls, column)
+        bad = next(s for s in subjects if not isinstance(s, str))
+        raise KeysplitError(
+            f"subject column {subject_column!r} must hold strings (it holds a {type(bad).__name__})"
+        )
     return rows, subjects
 
 

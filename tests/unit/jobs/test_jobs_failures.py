@@ -891,3 +891,33 @@ def test_a_hostile_driver_childs_messages_fail_the_job_at_once(
     assert error in str(result)
     assert "gave up" not in noted
     assert len(seen) <= 1 and noted.count("reply") == len(seen)
+
+
+def test_null_subjects_name_the_column_and_how_many_rows_and_write_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(known problem) Rows with a value but a null subject failed the job with "subject
+    column 'user' must hold strings", naming neither the nulls nor how many. Now the error
+    says the subject column is null in N rows with a value (a row whose value is null too
+    is left as it is: nothing to seal), that subjects cannot be null, and nothing is
+    written: never a row skipped with its value in the clear, nor one keyed under
+    another subject. The pandas path (encrypt_column) says the same."""
+    import dask.dataframe as dd
+
+    monkeypatch.setattr(jr, "PART_BYTES", 1 << 20)  # one part
+    kr, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    users = ["a", None, "b", None, None, "c"]
+    body = [b"1", b"2", b"3", None, b"5", b"6"]
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"user": users, "body": body}), tmp_path / "in" / "x.parquet")
+    with kr.unseal([shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
+        with pytest.raises(ke.KeysplitError) as info:
+            jobs.encrypt_dataset(tmp_path / "in", tmp_path / "out", "body", "user", service=src)
+        text = str(info.value)
+        assert "subject column 'user' is null in 2 row(s) with a value in 'body'" in text
+        assert "subjects cannot be null" in text and "x.parquet" in text, text
+        assert info.value.hint and "give those rows a subject" in info.value.hint
+        assert not (tmp_path / "out").exists()
+        frame = dd.from_pandas(pd.DataFrame({"user": users, "body": body}), npartitions=1)
+        with pytest.raises(ke.KeysplitError, match=r"'user' is null in 2 row\(s\) with a value"):
+            jobs.encrypt_column(frame, "body", "user", service=src).compute(scheduler="sync")

@@ -711,3 +711,32 @@ def test_a_str_subclass_subject_is_shredded_in_process(tmp_path: Path) -> None:
             ukr.decrypt_many([_Case.CAFE_NFD], many[1:])
         with pytest.raises(ShreddedError):
             ukr.decrypt(one, subject=_Case.U1)
+
+
+def test_a_null_subject_says_subjects_cannot_be_null_and_which_one(tmp_path: Path) -> None:
+    """(known problem) A None subject (a null from a database row or a data frame) was
+    refused "subject must be a str", naming neither the null nor, in a batch, which
+    subject: now "not None: subjects cannot be null", with the batch index. Every batch
+    call goes through canonical_subjects; other wrong types name their type."""
+    kr, shares = keysplit.Keyring.create(tmp_path / "kr", 2, ["a", "b"])
+    with kr.unseal([shares["a"], shares["b"]]) as ukr:
+        record_ = ukr.encrypt(b"x", subject="alice")
+        for call in (
+            lambda: ukr.encrypt(b"x", subject=None),  # type: ignore[arg-type]
+            lambda: ukr.decrypt(record_, subject=None),  # type: ignore[arg-type]
+        ):
+            with pytest.raises(TypeError, match=r"^subject must be a str, not None: subjects "
+                               r"cannot be null$"):  # fmt: skip
+                call()
+        for call in (
+            lambda: ukr.encrypt_many(["alice", "josé", None], [b"1", b"2", b"3"]),  # type: ignore[list-item]
+            lambda: ukr.encrypt_many(["alice", "bob", None], [b"1", b"2", b"3"]),  # type: ignore[list-item]
+            lambda: ukr.decrypt_many(["alice", "bob", None], [record_] * 3),  # type: ignore[list-item]
+        ):
+            with pytest.raises(TypeError, match=r"^subjects\[2\]: subject must be a str, not "
+                               r"None: subjects cannot be null$"):  # fmt: skip
+                call()
+        with pytest.raises(TypeError, match=r"^subjects\[1\]: subject must be a str, not int$"):
+            ukr.encrypt_many(["alice", 7], [b"1", b"2"])  # type: ignore[list-item]
+        with pytest.raises(ValueError, match=r"^subjects\[1\]: subject must not be empty$"):
+            ukr.encrypt_many(["alice", ""], [b"1", b"2"])
