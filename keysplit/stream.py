@@ -533,15 +533,22 @@ def _decrypt_body(
         else:
             m = 0
             last = True
+        if n == 0 and counter == 0:  # every stream has a final chunk of 16 bytes or more
+            raise IntegrityError(_TRUNCATED + "its header (it has no chunk)")
         # A final chunk is empty only when the whole stream is; counters never wrap.
         if n < TAG_SIZE or (last and n == TAG_SIZE and counter > 0) or counter >= MAX_CHUNKS:
-            raise IntegrityError()
-        nonce = nonce_prefix + counter.to_bytes(4, "big") + (_LAST if last else _NOT_LAST)
+            raise IntegrityError(_CUT_OR_ALTERED)
+        ctr = counter.to_bytes(4, "big")
         pt = out if n == full else out[: n - TAG_SIZE]
         try:
-            aead.decrypt_into(nonce, bufs[cur][:n], None, pt)
+            aead.decrypt_into(
+                nonce_prefix + ctr + (_LAST if last else _NOT_LAST), bufs[cur][:n], None, pt
+            )
         except InvalidTag:
-            raise IntegrityError() from None
+            pt[:] = bytes(len(pt))  # unauthenticated plaintext is never output, nor kept
+            raise _chunk_failed(
+                aead, nonce_prefix + ctr + _NOT_LAST, bufs[cur][:n], last and n == full, counter
+            ) from None
         if released is not None and len(pt):
             if not released[1] and before_first_release is not None:
                 before_first_release()
@@ -558,6 +565,35 @@ def _decrypt_body(
         ciphertext_size=header.size + total + counter * TAG_SIZE,
         chunks=counter,
     )
+
+
+_TRUNCATED = "truncated: the file ends after "
+_CUT_OR_ALTERED = "authentication failed: the file was truncated or altered"
+
+
+def _chunk_failed(
+    aead: AESGCM, not_last: bytes, chunk: memoryview, boundary: bool, counter: int
+) -> IntegrityError:
+    """The error of chunk ``counter`` that did not authenticate. Where the format can tell,
+    it says the file was cut: a full-size chunk read as the final one (the stream ended
+    right after it: ``boundary``) that authenticates as a *non*-final chunk is genuine, and
+    the chunks after it are missing (a cut at a chunk boundary). A cut inside a chunk
+    cannot be told from an edit: "truncated or altered". Nothing of the chunk is released
+    either way (the caller raises this). Says no more than a tamperer knows already."""
+    if boundary:
+        scratch = bytearray(len(chunk) - TAG_SIZE)
+        try:
+            aead.decrypt_into(not_last, chunk, None, scratch)
+        except InvalidTag:
+            pass
+        else:
+            scratch[:] = bytes(len(scratch))  # its plaintext is not output: not kept either
+            return IntegrityError(
+                _TRUNCATED + f"chunk {counter + 1}, before its final chunk (cut at a chunk "
+                "boundary; the chunks read authenticate)",
+                hint="the file is incomplete: copy it again from its source",
+            )
+    return IntegrityError(_CUT_OR_ALTERED)
 
 
 # --------------------------------------------------------------------------- paths
