@@ -36,6 +36,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -594,7 +595,9 @@ def _run(
                         lost = scheduler_lost(client)  # Dask cancelled every future: stop
                         if lost is not None:
                             break
-                        errors.append(_describe(exc))
+                        gone = guard.cancelled(fut) if isinstance(exc, CancelledError) else None
+                        # the guard's cancel: say why, not a bare "FutureCancelledError"
+                        errors.append(_describe(exc) if gone is None else _left(gone, attempt))
                         continue
                     if not _is_part_result(part):
                         errors.append("a worker returned a malformed partition result")
@@ -625,11 +628,24 @@ def _run(
     return done, corrupt, len(todo), why
 
 
+def _left(workers: tuple[str, ...], attempt: int) -> str:
+    """Why a round's parts were cancelled by :class:`_ReadyGuard` (a job that then fails
+    said only "FutureCancelledError"): which workers held the job's keys, and that none
+    is left. Addresses only: no secret."""
+    return (
+        f"round {attempt + 1}'s partitions were cancelled: every worker holding the job's "
+        f"keys ({', '.join(workers)}) left the cluster before they finished, and the others "
+        f"were not provisioned (no answer within {PROVISION_WAIT:g} s, or joined later); "
+        "the next round provisions the workers present then"
+    )
+
+
 class _ReadyGuard:
     """(Child) Cancels a round's parts once none of the workers they may run on (those
     holding the job's keys) is left: they would wait for one for ever (Dask keeps a task
     whose only allowed workers are gone), where cancelled they are run again next round,
-    on workers provisioned then. A thread, checking every second."""
+    on workers provisioned then. A thread, checking every second. :meth:`cancelled` says
+    whether it cancelled a future, and which workers it had found gone."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -638,6 +654,12 @@ class _ReadyGuard:
         self._ready: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._gone: dict[str, tuple[str, ...]] = {}  # future key -> the workers gone
+
+    def cancelled(self, future: Any) -> tuple[str, ...] | None:
+        """The workers whose leaving made this guard cancel ``future``, or None."""
+        with self._lock:
+            return self._gone.get(str(future.key))
 
     def set(self, futures: list[Any], ready: set[str]) -> None:
         with self._lock:
@@ -656,6 +678,8 @@ class _ReadyGuard:
                 continue
             with contextlib.suppress(Exception):  # the scheduler away: the job sees it
                 if not ready & set(_workers(self._client)):
+                    with self._lock:  # before the cancel: the job may see it at once
+                        self._gone.update((str(f.key), tuple(sorted(ready))) for f in futures)
                     self._client.cancel(futures)
                     with self._lock:
                         if self._futures is futures:
