@@ -601,7 +601,10 @@ class Keyring:
         committed = outcome.switched in ("recovered", "verified")  # here, by these shares
         self._adopt(outcome.meta, None if committed else self.pending)
         opened = UnsealedKeyring(self, outcome.master_key, outcome.secrets, store=store, rng=rng)
-        if committed:  # a rekey committed here: tell the fleet (epoch)
+        # a rekey committed here, or one whose process was killed after its switch (before
+        # or after the store counted it: the store counts each share set once): count it
+        # and tell the fleet (epoch)
+        if committed or outcome.switched == "unrecorded":
             opened._note_rekey()
         return opened
 

@@ -478,7 +478,7 @@ class UnsealedKeyring:
         whose shares switched the keyring. A failure is logged, not raised: the switch
         stands, and an error after it reported a rekey or an unseal as failed."""
         try:
-            self.store.note_rekey()
+            self.store.note_rekey(self.keyring.meta.set_id)
         except KeysplitError as exc:
             _log.warning("the rekey took effect; the key store did not count it: %s", exc)
 

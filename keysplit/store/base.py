@@ -281,8 +281,12 @@ class KeyStore(Protocol):
         this one transaction."""
         ...
 
-    def note_rekey(self) -> KeyringState:
-        """Count a committed rekey (new master key) and bump the epoch."""
+    def note_rekey(self, rekey: str) -> KeyringState:
+        """Count the committed rekey ``rekey`` (the id of its new share set) and bump the
+        epoch, once per rekey: if ``rekey`` is the one counted last, change nothing and
+        return the state. The id is stored with the count (one transaction), so the next
+        unseal can count a rekey killed after its switch without knowing whether the
+        count was made before the kill."""
         ...
 
     def tombstones_since(self, seq: int, limit: int = 10_000) -> list[Tombstone]:

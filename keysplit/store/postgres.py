@@ -376,6 +376,10 @@ _STATEMENTS: dict[str, LiteralString] = {
     "audit_add": "INSERT INTO {s}.audit (seq, line) VALUES (%s, %s) RETURNING txid_current()",
     "audit_all": "SELECT line FROM {s}.audit ORDER BY seq",
     "audit_from": "SELECT line FROM {s}.audit WHERE seq >= %s ORDER BY seq",
+    # the share set of the rekey counted last (note_rekey: each rekey is counted once)
+    "counted_rekey": "SELECT value FROM {s}.meta WHERE name = 'counted_rekey'",
+    "count_rekey": "INSERT INTO {s}.meta (name, value) VALUES ('counted_rekey', %s) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
     # each transaction id's fate: committed, aborted, in progress, or NULL (too old)
     "txid_status": "SELECT x, txid_status(x) FROM unnest(%s::bigint[]) AS x",
 }
@@ -1683,16 +1687,18 @@ class PostgresKeyStore:
                 raise self._rolled_back(exc) from None
             return self._settle(exc, xids, what, hint)
 
-    def note_rekey(self) -> KeyringState:
-        """As :meth:`KeyStore.note_rekey`, counted once per call. An increment is not
+    def note_rekey(self, rekey: str) -> KeyringState:
+        """As :meth:`KeyStore.note_rekey`: counted once per rekey (``rekey``, its share
+        set, is kept in ``meta`` in the same transaction as the count). An increment is not
         idempotent, and :meth:`_tx` runs the work again on a new connection when one is
         dropped: a server that committed the count while the client lost the answer to
         COMMIT had the rekey counted twice. So each attempt notes its transaction's id, and
         a later attempt of the same call first asks the server whether an earlier one
         committed (``txid_status``; final by then: each held the exclusive state lock to
-        its end, and this one holds it now): if so, it returns the state as it is. A
-        failure once the count was made (no new connection to retry on) is resolved as
-        :meth:`_settle` says, as :meth:`retire_kek`'s."""
+        its end, and this one holds it now): if so, it returns the state as it is (the
+        set's row says the same, and also to a later call: a re-run). A failure once the
+        count was made (no new connection to retry on) is resolved as :meth:`_settle`
+        says, as :meth:`retire_kek`'s."""
         xids: list[int] = []
 
         def work(conn: _Conn) -> KeyringState:
@@ -1700,7 +1706,11 @@ class PostgresKeyStore:
             # an earlier attempt of this call failed: did it commit?
             if self._committed_before(conn, xids):
                 return st
+            row = conn.execute(self._sql["counted_rekey"]).fetchone()
+            if row is not None and row[0] == rekey:
+                return st  # counted already (a rekey killed after its count, re-run)
             _note_xid(conn, xids)
+            conn.execute(self._sql["count_rekey"], (rekey,))
             return self._bump(conn, st._replace(rekeys=st.rekeys + 1))
 
         return self._tx_settled(

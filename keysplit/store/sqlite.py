@@ -113,6 +113,12 @@ _HELD = "SELECT 1 FROM legal_holds WHERE subject = ?"
 _ALTERED = ("no such table", "no such column", "table data_keys has no column")
 _DELETE = "DELETE FROM data_keys WHERE subject = ?"
 _STATE = "SELECT epoch, current_kek, retired, rekeys, tombstone_seq FROM keyring_state"
+# the share set of the rekey counted last (note_rekey: each rekey is counted once)
+_COUNTED_REKEY = "SELECT value FROM meta WHERE name = 'counted_rekey'"
+_COUNT_REKEY = (
+    "INSERT INTO meta (name, value) VALUES ('counted_rekey', ?) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+)
 _LEASE = "SELECT id, host, pid, role, current_kek, acked, cached, expires FROM leases"
 
 
@@ -542,8 +548,15 @@ class SQLiteKeyStore:
 
         return self._in_tx(work)
 
-    def note_rekey(self) -> KeyringState:
-        return self._in_tx(lambda: self._bump(rekeys=self._state().rekeys + 1))
+    def note_rekey(self, rekey: str) -> KeyringState:
+        def work() -> KeyringState:
+            row = self._db.execute(_COUNTED_REKEY).fetchone()
+            if row is not None and row[0] == rekey:
+                return self._state()  # counted already (a rekey killed after its count)
+            self._db.execute(_COUNT_REKEY, (rekey,))
+            return self._bump(rekeys=self._state().rekeys + 1)
+
+        return self._in_tx(work)
 
     def tombstones_since(self, seq: int, limit: int = 10_000) -> list[Tombstone]:
         with self._reading():

@@ -306,8 +306,22 @@ def test_delete_tombstones_in_its_transaction(store: KeyStore) -> None:
     with pytest.raises(ValueError):
         store.delete("b", b"short")
     assert store.delete("c") is False  # no tombstone asked: plain delete as before
-    rekeyed = store.note_rekey()
+    rekeyed = store.note_rekey("set-2")
     assert rekeyed.rekeys == 1 and rekeyed.epoch == e0 + 3
+
+
+def test_note_rekey_counts_each_rekey_once(store: KeyStore) -> None:
+    """A rekey's count is kept with its share set's id: the next unseal after a rekey
+    killed past its switch notes it again, whether or not the count was made before the
+    kill, and the store counts it once (the count stayed one short, or would count it
+    twice). A new share set counts again, and so does one after it."""
+    first = store.note_rekey("set-2")
+    assert first.rekeys == 1
+    assert store.note_rekey("set-2") == first  # noted again: no count, no epoch bump
+    assert store.state() == first
+    second = store.note_rekey("set-3")
+    assert second.rekeys == 2 and second.epoch == first.epoch + 1
+    assert store.note_rekey("set-3") == second
 
 
 def test_delete_appends_several_tombstones_in_order(store: KeyStore) -> None:
@@ -748,7 +762,7 @@ def test_note_rekey_says_each_failure_as_the_other_store_does(
         else f"PostgreSQL key store at {store._where}"  # type: ignore[attr-defined]
     )
     with _writer_holding_the_lock(backend, store), pytest.raises(StoreUnreachableError) as held:
-        store.note_rekey()
+        store.note_rekey("set-2")
     assert str(held.value) == (
         f"{prefix}: waited 0.2 s for a lock held by another writer of this keyring (a long "
         "bulk insert, rewrap, rotation or shred, or a process holding its transaction open); "
@@ -764,10 +778,10 @@ def test_note_rekey_says_each_failure_as_the_other_store_does(
     )
     assert held.value.hint == f"try again once that writer is done{look}"
     assert store.state().rekeys == 0
-    assert store.note_rekey().rekeys == 1  # once the writer is done
+    assert store.note_rekey("set-2").rekeys == 1  # once the writer is done
     store.close()
     with pytest.raises(KeyringError) as closed:
-        store.note_rekey()
+        store.note_rekey("set-3")
     assert str(closed.value) == "key store is closed"
     for s in backend.opened:
         s.close()

@@ -33,6 +33,7 @@ class _Data:
         self.state = KeyringState(0, 0, (), 0, 0)
         self.tombstones: list[Tombstone] = []
         self.leases: dict[str, Lease] = {}
+        self.counted_rekey = ""  # the share set of the rekey counted last (note_rekey)
 
     def bump(self, st: KeyringState) -> KeyringState:
         self.state = st._replace(epoch=st.epoch + 1)
@@ -164,8 +165,11 @@ class MemoryKeyStore:
             retired = tuple(sorted({*st.retired, version}))  # as SQLite and PostgreSQL
             return self._d.bump(st._replace(retired=retired))
 
-    def note_rekey(self) -> KeyringState:
+    def note_rekey(self, rekey: str) -> KeyringState:
         with self._d.lock:
+            if self._d.counted_rekey == rekey:
+                return self._d.state
+            self._d.counted_rekey = rekey
             return self._d.bump(self._d.state._replace(rekeys=self._d.state.rekeys + 1))
 
     def tombstones_since(self, seq: int, limit: int = 10_000) -> list[Tombstone]:

@@ -1011,7 +1011,7 @@ KILL_AT_NOTE_REKEY = """
 import os, signal, sys
 from keysplit.store.sqlite import SQLiteKeyStore
 from keysplit_cli.app import main
-def note_rekey(self):
+def note_rekey(self, *args):
     os.kill(os.getpid(), signal.SIGKILL)  # the keyring file switched, the store not told
 SQLiteKeyStore.note_rekey = note_rekey
 sys.argv = ["keysplit", *sys.argv[1:]]
@@ -1023,8 +1023,10 @@ def test_rekey_killed_between_its_switch_and_the_stores_count(tmp_path: Path) ->
     """``keysplit rekey`` SIGKILLed after the keyring file was rekeyed and before the store
     counted it (note_rekey): the old shares no longer unseal, the new ones do; the audit
     log owes the switch and the next quorum records it (``rekey-recovered``) once; no
-    later unseal or rekey counts the rekey twice. (The store's count, ``status``'s fleet
-    ``rekeys``, stays one short: nothing records that the count was not made.)"""
+    later unseal or rekey counts the rekey twice. The store's count (``status``'s fleet
+    ``rekeys``) was one short for good: the owed-switch mark could not tell a kill before
+    the count from one after it. Now that unseal notes the rekey to the store, which counts
+    each share set once."""
     kr, custodians, quorum = _cli_keyring(tmp_path)
     r = _script(KILL_AT_NOTE_REKEY, ["rekey", kr, *custodians, *quorum(1)])
     assert r.returncode == -signal.SIGKILL, r.stderr
@@ -1041,4 +1043,52 @@ def test_rekey_killed_between_its_switch_and_the_stores_count(tmp_path: Path) ->
     assert r.returncode == 0, r.stderr
     assert _rekey_events(kr) == [("rekey-recovered", 2), ("rekey", 3)]
     status = Keyring.open(kr).status().fleet
-    assert status is not None and status.rekeys == 1  # the killed one's count is lost
+    assert status is not None and status.rekeys == 2  # before the fix: 1
+
+
+KILL_REKEY_AT = """
+import os, signal, sys
+from keysplit.keyring.home import KeyringHome
+from keysplit.store.sqlite import SQLiteKeyStore
+from keysplit_cli.app import main
+where = sys.argv[1]
+if where == "before-switch":
+    owner, name = KeyringHome, "commit_pending"
+else:
+    owner, name = SQLiteKeyStore, "note_rekey"
+real = getattr(owner, name)
+def killed(self, *args, **kwargs):
+    if where == "after-count":
+        real(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+setattr(owner, name, killed)
+sys.argv = ["keysplit", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("where", ["before-switch", "between-switch-and-count", "after-count"])
+def test_a_rekey_killed_anywhere_around_its_count_is_counted_once(
+    tmp_path: Path, where: str
+) -> None:
+    """``keysplit rekey`` SIGKILLed just before the keyring file's switch, between the
+    switch and the store's count, and just after the count: in each case the next unseal
+    with the new shares opens the keyring and records the rekey once, the store counts it
+    exactly once (``status``'s fleet ``rekeys``: 1, however often unsealed), the old
+    shares are dead, and the next rekey counts itself once more."""
+    kr, custodians, quorum = _cli_keyring(tmp_path)
+    r = _script(KILL_REKEY_AT, [where, "rekey", kr, *custodians, *quorum(1)])
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    for _ in range(2):
+        r = _cli(["unseal", kr, *quorum(2)])
+        assert r.returncode == 0, r.stderr
+        status = Keyring.open(kr).status()
+        assert status.generation == 2 and status.fleet is not None
+        assert status.fleet.rekeys == 1, where
+    assert _rekey_events(kr) == [("rekey-recovered", 2)]
+    r = _cli(["unseal", kr, *quorum(1)])
+    assert r.returncode == 1 and "error:" in r.stderr, r.stderr  # the old shares are dead
+    r = _cli(["rekey", kr, *custodians, *quorum(2)])
+    assert r.returncode == 0, r.stderr
+    fleet = Keyring.open(kr).status().fleet
+    assert fleet is not None and fleet.rekeys == 2

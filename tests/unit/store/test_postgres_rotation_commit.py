@@ -338,7 +338,7 @@ def test_a_rekey_noted_while_its_connection_died_counts_once(
         assert after.epoch == before.epoch + 1
         assert ku.status().fleet.rekeys == before.rekeys + 1  # type: ignore[union-attr]
         proxy.armed = True  # and called directly: the same
-        assert store.note_rekey().rekeys == before.rekeys + 2
+        assert store.note_rekey("direct").rekeys == before.rekeys + 2
         assert proxy.cuts == 2 and store.state().rekeys == before.rekeys + 2
     direct = f"{pg_server.url}&schema={schema}"  # type: ignore[attr-defined]
     with kr.unseal(
@@ -739,7 +739,7 @@ def test_a_rekey_whose_count_cannot_be_resolved_still_hands_back_its_shares(
         assert store.state().rekeys == before.rekeys + 1  # the server had counted it
         proxy.armed = proxy.then_refuse = True  # called directly: the outcome is unknown
         with pytest.raises(StoreUnreachableError, match=r"rekey was being counted.*unknown"):
-            store.note_rekey()
+            store.note_rekey("direct")
         assert proxy.cuts == 2
         proxy.refuse = False
         assert store.state().rekeys == before.rekeys + 2  # it had committed

@@ -759,7 +759,7 @@ def test_a_rotation_lock_lost_while_held_fails_the_guarded_change(pg_server: obj
         assert store.state() == before
         with store.admin_lock():  # taken afresh on a new connection
             assert store.set_current_kek(1).current_kek == 1
-        assert store.note_rekey().rekeys == 1  # outside admin_lock: no check
+        assert store.note_rekey("set-2").rekeys == 1  # outside admin_lock: no check
     finally:
         rival.close()
         store.close()
