@@ -11,6 +11,11 @@ are ready is deterministic (4 connections on 2 processes: 2 and 2), and it lets 
 keep all traffic while sealed, when only it may run the unseal state machine. The leader
 hands each accepted socket, round robin, to itself or a worker over a Unix socketpair
 (``SCM_RIGHTS``); a TLS handshake then runs in the process that serves the connection.
+The leader keeps its own copy of a handed connection until the worker says it took it
+(``TOOK``): a descriptor in flight dies with a worker that dies before reading it (the
+kernel closes it, the client's request unread: a reset), so the connections a dropped
+worker never took, and those a sealed worker hands back (``BACK``), are served by the
+leader instead (answered, or told "sealed"), never reset.
 
 Lifecycle:
 
@@ -103,7 +108,7 @@ __all__ = [
 
 # leader -> worker
 SETUP = b"O"  # + JSON: a spawned worker's options and index (the first message it reads)
-CONN = b"C"  # + kind (0 plain, 1 TLS); one descriptor attached
+CONN = b"C"  # + kind (0 plain, 1 TLS), sequence number (u32); one descriptor attached
 UNSEAL = b"U"  # + key length (u8), master key, the leader's keyring sealed under it
 SEAL = b"S"  # + sequence number (u32), echoed by the worker's DROPPED
 RELOAD = b"R"
@@ -118,6 +123,8 @@ SEALED = b"s"  # + reason: a seal request arrived here
 DROPPED = b"d"  # + the SEAL's sequence number: this worker's keys are gone
 CHANGED = b"c"  # a state change here: reload the others
 FORWARD = b"P"  # + id, request: served by the leader (cluster ceremonies keep state there)
+TOOK = b"t"  # + a CONN's sequence number: this worker serves that connection
+BACK = b"b"  # + a CONN's sequence number: not taken (sealed here): the leader serves it
 ANSWER = b"p"  # (leader -> worker) + id, response
 MAX_FORWARD = 128 << 10
 """Largest forwarded request or response (one control datagram)."""
@@ -247,6 +254,9 @@ class Peer:
     """Opens of the keyring that failed in a row (reset once it is ready)."""
     retrying: bool = False
     """An ``UNSEAL`` is scheduled for it after a failed open (:meth:`Fleet._ask_again`)."""
+    handed: dict[int, tuple[socket.socket, Any]] = field(default_factory=dict)
+    """Connections sent to it (by ``CONN`` sequence number, with their TLS context) that it
+    has not said it took: the leader's copies, served by the leader if it never does."""
 
     def exited(self) -> bool:
         """Reaped now or before (never blocks)."""
@@ -376,6 +386,7 @@ class Fleet:
         self._stopping = False
         self._replacing: set[asyncio.Task[Any]] = set()
         self._next = 0
+        self._conn_seq = 0
         self._seal_seq = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         loop = asyncio.get_running_loop()
@@ -414,11 +425,14 @@ class Fleet:
             p.acks.put_nowait(GONE)
             p.dropped.put_nowait(GONE)
             self._tell_live()
-            if self._respawn is not None and not self._stopping:
-                t = asyncio.ensure_future(self._replace(p))
-                self._replacing.add(t)
-                t.add_done_callback(self._replacing.discard)
-            elif self._unreplaced and not self._stopping:
+            if self._stopping:  # stop() reaps it, and closes what was handed to it
+                return
+            # either way its exit is awaited, then the connections it never took served here
+            replace = self._respawn is not None
+            t = asyncio.ensure_future(self._replace(p) if replace else self._reap(p))
+            self._replacing.add(t)
+            t.add_done_callback(self._replacing.discard)
+            if not replace and self._unreplaced:
                 self._log(
                     f"worker {p.index} not replaced ({self._unreplaced}): "
                     f"{self.service.workers_live} of {1 + len(self.peers)} processes serve "
@@ -436,21 +450,56 @@ class Fleet:
             self._send(q, LIVE + _ID.pack(live) + _ID.pack(serving))
 
     async def _reap(self, p: Peer) -> None:
-        """Wait (bounded) for a dropped worker's exit, SIGKILL it if it lingers."""
-        with contextlib.suppress(Exception):
-            p.ctl.close()
+        """Wait (bounded) for a dropped worker's exit, SIGKILL it if it lingers; then serve
+        here the connections handed to it that it never took (:meth:`_reclaim`)."""
+        gone = False
         for kill in (False, True):
             if kill:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p.pid, signal.SIGKILL)
             deadline = time.monotonic() + REAP_TIMEOUT
-            while not p.exited():
-                if time.monotonic() >= deadline:
-                    break
+            while not (gone := p.exited()) and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
-            else:
-                return
-        self._log(f"worker {p.index} (pid {p.pid}) did not exit")
+            if gone:
+                break
+        if not gone:
+            self._log(f"worker {p.index} (pid {p.pid}) did not exit")
+        self._reclaim(p)
+        with contextlib.suppress(Exception):
+            p.ctl.close()
+
+    def _reclaim(self, p: Peer) -> None:
+        """Serve here what was handed to ``p`` (dropped, its process gone) and never taken.
+        Its messages not read yet (it was dropped while it ran) say first which ones it
+        took: those were its own, and went with it."""
+        while p.handed:
+            try:
+                msg = p.ctl.recv(DATAGRAM)
+            except OSError:  # none left (BlockingIOError), or closed
+                break
+            if not msg:
+                break
+            if msg[:1] in (TOOK, BACK):
+                self._taken(p, msg)
+        handed, p.handed = p.handed, {}
+        if handed:
+            self._log(f"{len(handed)} connection(s) worker {p.index} never took served here")
+        for conn, ctx in handed.values():
+            self._spawn(self._adopt_local(conn, ctx))
+
+    def _taken(self, p: Peer, msg: bytes) -> None:
+        """``TOOK`` (the worker has the connection: the leader's copy is closed) or
+        ``BACK`` (it does not: the leader serves it)."""
+        if len(msg) != 1 + _ID.size:
+            return
+        got = p.handed.pop(_ID.unpack_from(msg, 1)[0], None)
+        if got is None:
+            return
+        conn, ctx = got
+        if msg[:1] == BACK:
+            self._spawn(self._adopt_local(conn, ctx))
+        else:
+            conn.close()
 
     async def _replace(self, old: Peer) -> None:
         """Put a new worker in ``old``'s slot once it says it runs (``HELLO``, its imports
@@ -522,10 +571,12 @@ class Fleet:
             await self._adopt_local(conn, ctx)
             return
         p = ready[self._next - 1]
-        if not self._send(p, CONN + (b"\x00" if ctx is None else b"\x01"), [conn.fileno()]):
+        self._conn_seq = seq = (self._conn_seq + 1) & 0xFFFFFFFF
+        kind = b"\x00" if ctx is None else b"\x01"
+        if not self._send(p, CONN + kind + _ID.pack(seq), [conn.fileno()]):
             await self._adopt_local(conn, ctx)
             return
-        conn.close()
+        p.handed[seq] = (conn, ctx)  # until it says TOOK (or BACK), or is dropped
 
     # -- fan-out ----------------------------------------------------------------------------
 
@@ -682,6 +733,9 @@ class Fleet:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(p.ctl.fileno())
             p.ctl.close()
+            for conn, _ in p.handed.values():  # stopping: nothing serves them any more
+                conn.close()
+            p.handed.clear()
 
     # -- messages from workers --------------------------------------------------------------
 
@@ -709,6 +763,8 @@ class Fleet:
                 self._spawn(self._changed_from(p))
             elif kind == FORWARD:
                 self._answer(p, msg[1:])
+            elif kind in (TOOK, BACK):
+                self._taken(p, msg)
 
     def _answer(self, p: Peer, msg: bytes) -> None:
         try:
@@ -834,12 +890,17 @@ class WorkerLink:
                 return
             kind, body = msg[:1], msg[1:]
             if kind == CONN:
+                seq = bytes(body[1 : 1 + _ID.size])
                 for fd in fds:
                     conn = socket.socket(fileno=fd)
-                    if self.service.sealed:
+                    # the leader holds a copy until it reads our answer: closing ours
+                    # resets nothing (closed unread, the only copy was reset)
+                    if self.service.sealed:  # (e.g. its open failed) the leader answers it
+                        self.tell(BACK + seq)
                         conn.close()
                     else:
-                        self._spawn(self._adopt_conn(conn, body == b"\x01"))
+                        self.tell(TOOK + seq)
+                        self._spawn(self._adopt_conn(conn, body[:1] == b"\x01"))
             elif kind == UNSEAL:
                 self._master, self._copy = _unseal_parts(body)
                 self._leader_sealed.clear()

@@ -285,6 +285,65 @@ def test_a_worker_killed_mid_batch_costs_its_connections_only(
             c.close()
 
 
+def _decrypt_and_say_who(c: Client, record: bytes, out: list[object]) -> None:
+    """``c``'s answer to a decrypt of ``record`` and the process that served it (or the
+    error), appended to ``out``."""
+    try:
+        out.append((c.decrypt(record, subject="u/x"), c.service_status()["worker"]))
+    except KeysplitError as exc:
+        out.append(exc)
+
+
+def test_connections_handed_to_a_worker_that_dies_before_taking_them_are_served(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    """(CI went red on the test above: a fresh client's first connection, made after the
+    victim was a zombie, was reset.) The leader hands a connection to a worker as a
+    descriptor in a control message and closed its own copy at once: a worker that died
+    before reading that message (SIGKILLed; or its main thread a zombie while its other
+    threads still exited, when the leader's send still succeeded) took the only copy with
+    it, and the kernel reset the connection, its request unread. Made deterministic here:
+    the worker is stopped (it reads nothing), connections are handed to it, then it is
+    killed. Now the leader keeps its copy until the worker says it took the connection,
+    and serves the ones it never took itself: every client is answered."""
+    kr, shares, token = _setup(tmp_path)
+    with Server(kr.path, sockdir / "s.sock", "--workers", str(WORKERS)) as srv:
+        assert srv.proc is not None
+        _unseal(srv.url, kr, shares)
+        c = Client(srv.url, token=token, timeout=60)
+        record = c.encrypt(b"kept", subject="u/x")
+        c.close()
+        victim = min(_children(srv.proc.pid))
+        clients = [Client(srv.url, token=token, timeout=60) for _ in range(2 * WORKERS)]
+        results: list[list[object]] = [[] for _ in clients]
+        threads = [
+            threading.Thread(target=_decrypt_and_say_who, args=(c, record, out), daemon=True)
+            for c, out in zip(clients, results, strict=True)
+        ]
+        os.kill(victim, signal.SIGSTOP)  # from now on it reads nothing
+        try:
+            for t in threads:
+                t.start()
+            # round robin over WORKERS processes: two of the connections went to the victim
+            _wait_for(
+                "the answers of the processes alive",
+                lambda: sum(map(len, results)) >= 2 * WORKERS - 2,
+            )
+            assert sum(map(len, results)) == 2 * WORKERS - 2, results
+        finally:
+            os.kill(victim, signal.SIGKILL)
+        _wait_gone({victim})
+        for t in threads:
+            t.join(90)
+            assert not t.is_alive()
+        answers = [r for out in results for r in out]
+        assert len(answers) == 2 * WORKERS and all(
+            isinstance(a, tuple) and a[0] == b"kept" for a in answers
+        ), answers
+        for c in clients:
+            c.close()
+
+
 def test_status_counts_the_processes_alive_after_a_worker_dies(
     tmp_path: Path, sockdir: Path
 ) -> None:
@@ -664,6 +723,72 @@ def test_a_worker_sealed_by_a_request_does_not_reopen_on_a_reload_that_raced_the
             worker.close()
 
     asyncio.run(main())
+
+
+def test_a_sealed_worker_hands_a_connection_back_and_an_unsealed_one_says_it_took_it(
+    tmp_path: Path,
+) -> None:
+    """A worker that was sealed when a connection reached it (its open failed, a seal
+    before the leader heard of it) closed the connection at once, the request unread: the
+    client was reset. Now it answers ``BACK`` with the connection's sequence number and
+    the leader, which still holds its copy, serves it (sealed: a 503 "sealed" answer); an
+    unsealed worker answers ``TOOK`` (the leader then closes its copy) and serves it.
+    Driven in process (the worker's side of its socketpair, the leader's messages sent by
+    hand)."""
+    import asyncio
+
+    from keysplit.service import fleet
+    from keysplit.service.core import KeyService
+
+    kr, shares = Keyring.create(tmp_path / "vault", 2, ["a", "b", "c"])
+    with kr.unseal([shares["a"], shares["b"]]) as u:
+        master = bytes(u.master_key)
+
+    async def main() -> list[bool]:
+        leader, worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        leader.setblocking(False)
+        service = KeyService(kr.path)
+        adopted: list[socket.socket] = []
+
+        async def adopt(conn: socket.socket, tls: bool) -> None:
+            adopted.append(conn)
+
+        fleet.WorkerLink(worker, service, adopt, lambda: None, lambda why: None, lambda m: None)
+        loop = asyncio.get_running_loop()
+
+        async def heard() -> bytes:
+            return await asyncio.wait_for(loop.sock_recv(leader, fleet.DATAGRAM), 30)
+
+        async def hand(seq: int) -> tuple[socket.socket, socket.socket]:
+            client, conn = socket.socketpair()
+            msg = fleet.CONN + b"\x00" + fleet._ID.pack(seq)
+            await loop.run_in_executor(None, socket.send_fds, leader, [msg], [conn.fileno()])
+            return client, conn
+
+        kept = []
+        try:
+            assert service.sealed
+            client, conn = await hand(7)  # sealed: handed back
+            assert await heard() == fleet.BACK + fleet._ID.pack(7)
+            client.sendall(b"GET /v1/status HTTP/1.1\r\n\r\n")
+            kept.append(conn.recv(64).startswith(b"GET"))  # the leader's copy reads it
+            assert not adopted
+            leader.send(fleet.UNSEAL + bytes([len(master)]) + master)
+            assert await heard() == fleet.READY and not service.sealed
+            client2, conn2 = await hand(8)  # unsealed: taken
+            assert await heard() == fleet.TOOK + fleet._ID.pack(8)
+            await asyncio.sleep(0)
+            kept.append(len(adopted) == 1)
+            for s in (client, conn, client2, conn2, *adopted):
+                s.close()
+        finally:
+            service.seal("test over", audit=False)
+            loop.remove_reader(worker.fileno())
+            leader.close()
+            worker.close()
+        return kept
+
+    assert asyncio.run(main()) == [True, True]
 
 
 def _wait_for(what: str, check: Callable[[], object], seconds: float = 60) -> object:
