@@ -206,6 +206,7 @@ _COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 _C_COLLATED = frozenset({("data_keys", "subject"), ("legal_holds", "subject")})
 _WRITES: dict[str, tuple[str, ...]] = {
+    "meta": ("INSERT", "UPDATE"),  # the rekey counted last (note_rekey)
     "data_keys": ("INSERT", "UPDATE", "DELETE"),
     "legal_holds": ("INSERT", "DELETE"),
     "keyring_state": ("UPDATE",),

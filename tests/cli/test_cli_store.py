@@ -230,7 +230,9 @@ def test_a_role_granted_select_only_shows_status_and_is_refused_a_shred_at_the_o
     assert r.exit_code == 1, r.output
     lines = error_lines(r)
     assert (
-        len(lines) == 1 and f"role {role!r} lacks INSERT, UPDATE, DELETE on data_keys" in (lines[0])
+        len(lines) == 1
+        and f"role {role!r} lacks INSERT, UPDATE on meta; INSERT, UPDATE, DELETE on data_keys"
+        in (lines[0])
     ), r.stderr
     assert "Traceback" not in r.stderr
     assert any(ln.startswith("hint:") and "GRANT" in ln for ln in r.stderr.splitlines())
