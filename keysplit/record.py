@@ -154,7 +154,7 @@ class DataKey:
     one raw-key exit is :meth:`keysplit.keyring.DataKeys.export`).
     """
 
-    __slots__ = ("_aead", "_prefix", "commitment")
+    __slots__ = ("_aead", "_prefix", "_used", "commitment")
 
     def __init__(self, key: bytes) -> None:
         if not isinstance(key, bytes | bytearray | memoryview):
@@ -168,6 +168,8 @@ class DataKey:
         ).derive(key)
         self._aead = AESGCM(enc)
         self._prefix = _PREFIX + self.commitment
+        self._used = False
+        """Set by a cache hit (:class:`keysplit.keyring.fleet.KeyCache`'s second chance)."""
 
     def __repr__(self) -> str:
         return "DataKey(<redacted>)"

@@ -22,8 +22,9 @@ last shred it has acknowledged, how many keys it caches) and watches the shared
   anyway and reports it in its lease, so a retire is refused only while some live member
   still writes under the old version.
 
-:class:`KeyCache` is the bounded LRU of unwrapped data keys every :class:`DataKeys`
-implementation that caches uses; memory per key is stated in its docstring.
+:class:`KeyCache` is the bounded cache (an approximate LRU: second chance) of unwrapped
+data keys every :class:`DataKeys` implementation that caches uses; memory per key is
+stated in its docstring.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ import sys
 import threading
 import time
 import weakref
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from itertools import compress
+from itertools import repeat
 from typing import ClassVar, NamedTuple
 
 from cryptography.hazmat.primitives import hashes
@@ -71,7 +72,7 @@ DEFAULT_LEASE_TTL = 10.0
 DEFAULT_POLL = 1.0
 """Seconds between looks at the shared state (PostgreSQL also wakes on NOTIFY)."""
 DEFAULT_CACHE_KEYS = 100_000
-"""Data keys a process caches at most (LRU beyond)."""
+"""Data keys a process caches at most (least recently used evicted first, approximately)."""
 TOMBSTONE_KEY_INFO = b"keysplit keyring tombstone key v1\x00"
 
 
@@ -139,13 +140,26 @@ def _check_tag(key: bytes, subject: str, tag: bytes) -> bool:
 
 
 class KeyCache:
-    """Bounded LRU of unwrapped data keys, usable only while ``valid()`` says so.
+    """Bounded cache of unwrapped data keys, usable only while ``valid()`` says so.
+
+    Eviction is second chance (CLOCK), an approximate LRU: the keys are queued in the order
+    they were cached; a hit only marks its key (``DataKey._used``); to make room, the
+    oldest key is evicted if unmarked, else unmarked and queued again at the end (its
+    second chance). So an eviction takes a key looked up since it was cached (or since its
+    last second chance) only after every key that was not, and a key looked up before
+    every insert outlives every key never looked up. A hit used to move its key to the end of
+    the queue (``OrderedDict.move_to_end``): ~210 ns of a ~3 us single-record call, cache
+    misses on the neighbouring nodes of cold entries (issue 23); the mark is a write to
+    the key object the caller reads next anyway. Marks only order evictions: the bound,
+    drops and the lease never depend on them (a key object shared by two caches shares
+    its mark, which only shifts which of its keys each evicts first).
 
     Memory: a cached key costs about 3 KB of resident memory: ~2.4 KB the AES-GCM context
     its ``DataKey`` keeps in OpenSSL, the rest the object, its commitment, the subject
-    string, the LRU entry and the tombstone tag map entry; measured by
+    string, the queue entry and the tombstone tag map entry; measured by
     ``tests/unit/keyring/test_fleet.py::test_cache_memory_per_key``. The default bound of
-    100,000 keys is thus ~300 MB. Thread-safe.
+    100,000 keys is thus ~300 MB. Thread-safe; it never holds more than its bound, not even
+    in the middle of :meth:`put_many` (it evicts before it inserts).
     """
 
     def __init__(self, max_keys: int = DEFAULT_CACHE_KEYS, tagger: TombstoneTagger | None = None):
@@ -164,12 +178,13 @@ class KeyCache:
         return len(self._keys)
 
     def get_many(self, subjects: Sequence[str]) -> list[DataKey | None]:
-        """Cached keys in order (``None`` where absent); each cached subject becomes the
-        most recently used once (C-level passes: a batch repeats its subjects)."""
+        """Cached keys in order (``None`` where absent); each one found is marked used,
+        like a single lookup's hit (one policy: the batch path keeps no exact order)."""
         keys = self._keys
         with self._lock:
             got = list(map(keys.get, subjects))
-            deque(map(keys.move_to_end, dict.fromkeys(compress(subjects, got))), maxlen=0)
+            for key in filter(None, got):
+                key._used = True
         return got
 
     def lease_bound_get(self, member: FleetMember) -> Callable[[str], DataKey | None]:
@@ -180,16 +195,20 @@ class KeyCache:
         The same rules as the full path, in one call: a lapsed (or closed, deadline 0)
         lease serves nothing from the cache, and the lookup only reads (it never caches),
         so a drop (:meth:`drop_tags`, :meth:`drop`, :meth:`clear`) that has returned is
-        never undone. It touches the LRU like :meth:`get_many`.
+        never undone. A hit marks its key used, like :meth:`get_many`.
 
-        Under the GIL it takes no lock: ``get`` and ``move_to_end`` of an ``OrderedDict``
-        with ``str`` keys are each one C call that runs no Python code, so each is atomic
-        against the locked writers; a key dropped between the two is not served (the
-        ``KeyError`` of the touch). The lock cost as much as the rest of the lookup
-        (issue 23's profile). Without the GIL (free-threaded builds) it locks.
+        Under the GIL it takes no lock: ``get`` of an ``OrderedDict`` with ``str`` keys is
+        one C call that runs no Python code, so it is atomic against the locked writers,
+        and the lookup linearizes there. A drop that returned before the ``get`` has
+        removed the key, so it is not served; a drop that had not is ordered after this
+        lookup, exactly as one that lands just after the caller got its key. The mark
+        after the ``get`` writes to the key object, never to the cache, so it cannot put
+        a dropped or evicted key back (a mark on a key no longer cached is garbage). The
+        lock cost as much as the rest of the lookup (issue 23's profile). Without the GIL
+        (free-threaded builds) it locks.
         """
         keys, lock = self._keys, self._lock  # never rebound: clear() empties them in place
-        get, touch = keys.get, keys.move_to_end
+        get = keys.get
         mono = time.monotonic
 
         def lookup(subject: str) -> DataKey | None:
@@ -197,10 +216,7 @@ class KeyCache:
                 return None
             key = get(subject)
             if key is not None:
-                try:
-                    touch(subject)
-                except KeyError:  # dropped (or evicted) since the get: the full path decides
-                    return None
+                key._used = True  # second chance (see the class)
             return key
 
         def locked(subject: str) -> DataKey | None:
@@ -209,7 +225,7 @@ class KeyCache:
             with lock:
                 key = get(subject)
                 if key is not None:
-                    touch(subject)
+                    key._used = True
             return key
 
         gil = getattr(sys, "_is_gil_enabled", None)
@@ -226,33 +242,69 @@ class KeyCache:
         from the store) nothing is cached if a drop happened in between, so a key read
         just before its shred is processed never outlives the shred in the cache.
 
+        Each key goes to the end of the queue, unmarked (a subject cached again replaces
+        its key there). The batch's new subjects first make room (the class says which
+        keys go; none of the batch's own while the batch fits in the bound, so the cache
+        never holds more than its bound and a key is not evicted by the put that cached
+        it); a batch larger than the bound keeps its last keys.
+
         ``tags`` (one per item) is for a cache without a tagger, whose tombstone tags are
         not a function of the subject alone (a key cluster's come from each subject's PRF
         output, :mod:`keysplit.service.cluster_client`)."""
         tag = self._tag
+        items = list(items)
         with self._lock:
             if since is not None and since != self.generation:
                 return
-            keys, tagmap = self._keys, self._tags
+            keys, tagmap, tag_of = self._keys, self._tags, self._tag_of
+            given: Iterable[bytes | None] = repeat(None)
             if tags is not None:
-                items = list(items)
                 if tag is not None or len(tags) != len(items):
                     raise ValueError("one tag per key, and only for a cache without a tagger")
-                for (s, _), t in zip(items, tags, strict=True):
-                    old = self._tag_of.get(s)
+                given = tags
+            batch = {s for s, _ in items}
+            keep = {s for s in batch if s in keys}
+            self._evict(
+                min(len(keys) + len(batch) - len(keep) - self.max_keys, len(keys) - len(keep)), keep
+            )
+            for (s, k), t in zip(items, given, strict=False):  # given: as long, or endless
+                if s in keys:
+                    keys.move_to_end(s)
+                else:
+                    if len(keys) >= self.max_keys:  # only a batch larger than the bound
+                        self._untag(keys.popitem(last=False)[0])
+                    if tag is not None:
+                        tagmap[tag(s)] = s
+                if t is not None:
+                    old = tag_of.get(s)
                     if old != t:
                         if old is not None:
                             tagmap.pop(old, None)
-                        self._tag_of[s] = t
+                        tag_of[s] = t
                         tagmap[t] = s
-            for s, k in items:
-                if s not in keys and tag is not None:
-                    tagmap[tag(s)] = s
+                k._used = False
                 keys[s] = k
+
+    def _evict(self, n: int, keep: set[str]) -> None:
+        """Evict ``n`` keys not in ``keep`` (under the lock; there are that many): the
+        oldest unmarked ones, each marked key before them unmarked and queued again (its
+        second chance). Bounded: after as many second chances as there were keys (hits
+        racing the sweep may mark keys again) the oldest unmarked or not goes."""
+        keys = self._keys
+        chances = len(keys)
+        while n > 0:
+            s = next(iter(keys))
+            key = keys[s]
+            if s in keep:
                 keys.move_to_end(s)
-            while len(keys) > self.max_keys:
-                old_s, _ = keys.popitem(last=False)
-                self._untag(old_s)
+            elif key._used and chances > 0:
+                chances -= 1
+                key._used = False
+                keys.move_to_end(s)
+            else:
+                del keys[s]
+                self._untag(s)
+                n -= 1
 
     def _untag(self, subject: str) -> None:
         """Forget a dropped key's tag (under the lock)."""

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -20,6 +21,8 @@ from pathlib import Path
 import pytest
 from ceremony_helpers import Ceremony, make_ceremony, run
 from ceremony_helpers import fast_kdf_fixture as fast_kdf  # noqa: F401 - autouse fixture
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paths import REPO
 
 from keysplit import (
@@ -155,6 +158,199 @@ def test_lease_bound_get_against_concurrent_drops() -> None:
     assert lookup("s40") is keys["s40"]
     member._deadline = time.monotonic() - 1
     assert lookup("s40") is None
+
+
+class _ClockModel:
+    """The eviction order KeyCache promises, on plain lists: keys queued in the order
+    cached, a hit marks, a put first evicts the oldest unmarked key outside the batch
+    (marked ones before it unmarked and queued again), then queues its keys."""
+
+    def __init__(self, bound: int) -> None:
+        self.bound, self.queue, self.marked = bound, list[str](), set[str]()
+
+    def hit(self, s: str) -> None:
+        if s in self.queue:
+            self.marked.add(s)
+
+    def drop(self, s: str) -> None:
+        if s in self.queue:
+            self.queue.remove(s)
+            self.marked.discard(s)
+
+    def put(self, batch: list[str]) -> None:
+        keep = set(batch) & set(self.queue)
+        need = len(self.queue) + len(set(batch) - keep) - self.bound
+        while need > 0 and len(self.queue) > len(keep):
+            s = self.queue.pop(0)
+            if s in keep or s in self.marked:
+                self.marked.discard(s)
+                self.queue.append(s)
+            else:
+                need -= 1
+        for s in batch:
+            if s in self.queue:
+                self.queue.remove(s)
+            elif len(self.queue) >= self.bound:
+                self.queue.pop(0)
+            self.queue.append(s)
+            self.marked.discard(s)
+
+
+_SUBJECTS = st.sampled_from("abcdefgh")
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), st.lists(_SUBJECTS, max_size=6)),
+        st.tuples(st.just("hit"), st.lists(_SUBJECTS, min_size=1, max_size=1)),
+        st.tuples(st.just("get_many"), st.lists(_SUBJECTS, max_size=4)),
+        st.tuples(st.just("drop"), st.lists(_SUBJECTS, max_size=2)),
+        st.tuples(st.just("shred"), st.lists(_SUBJECTS, max_size=2)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bound=st.integers(1, 5), ops=_OPS)
+def test_key_cache_evicts_in_second_chance_order(
+    bound: int, ops: list[tuple[str, list[str]]]
+) -> None:
+    """Against the model: which keys are cached, in which queue order, after any mix of
+    puts (batches, repeats, larger than the bound), hits, batch lookups and drops. Before,
+    a hit moved its key to the end of an exact LRU (~210 ns a call, issue 23)."""
+
+    class Member:
+        _deadline = time.monotonic() + 600
+
+    tagger = fleet.TombstoneTagger(b"k" * 32)
+    cache = fleet.KeyCache(bound, tagger)
+    lookup = cache.lease_bound_get(Member())  # type: ignore[arg-type]
+    model = _ClockModel(bound)
+    for op, subjects in ops:
+        if op == "put":
+            cache.put_many([(s, DataKey(bytes(16))) for s in subjects])
+            model.put(subjects)
+        elif op == "hit":
+            lookup(subjects[0])
+            model.hit(subjects[0])
+        elif op == "get_many":
+            cache.get_many(subjects)
+            for s in subjects:
+                model.hit(s)
+        elif op == "drop":
+            cache.drop(subjects)
+            for s in subjects:
+                model.drop(s)
+        else:
+            cache.drop_tags([tagger(s) for s in subjects])
+            for s in subjects:
+                model.drop(s)
+        assert list(cache._keys) == model.queue
+        assert len(cache) <= bound
+        assert sorted(cache._tags.values()) == sorted(model.queue)  # the tag map, exact
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    bound=st.integers(2, 6),
+    steps=st.lists(st.tuples(st.integers(0, 30), st.lists(st.integers(0, 30), max_size=3))),
+)
+def test_a_key_in_use_outlives_keys_never_used(
+    bound: int, steps: list[tuple[int, list[int]]]
+) -> None:
+    """ "hot" is looked up before every put of one new key (other keys are looked up at
+    random): it is never evicted while a key never looked up since it was cached is in
+    the cache; and a put never evicts a key it caches itself."""
+
+    class Member:
+        _deadline = time.monotonic() + 600
+
+    cache = fleet.KeyCache(bound)
+    lookup = cache.lease_bound_get(Member())  # type: ignore[arg-type]
+    cache.put_many([("hot", DataKey(bytes(16)))])
+    unused: set[str] = set()
+    for new, hits in steps:
+        for h in hits:
+            if lookup(f"s{h}") is not None:
+                unused.discard(f"s{h}")
+        assert lookup("hot") is not None
+        before = set(cache._keys) - {"hot", f"s{new}"}
+        spare = bool(unused & before)
+        cache.put_many([(f"s{new}", DataKey(bytes(16)))])
+        unused = (unused & set(cache._keys)) | {f"s{new}"}
+        assert f"s{new}" in cache._keys
+        if spare:
+            assert "hot" in cache._keys, "evicted while a key never looked up was cached"
+        else:
+            cache.put_many([("hot", DataKey(bytes(16)))])  # evicted fairly: cache it again
+
+
+def test_key_cache_never_holds_more_than_its_bound() -> None:
+    """Not even in the middle of a put, as a reader without the lock sees it: a put of
+    more keys than fit used to insert them all and then trim the oldest."""
+    cache = fleet.KeyCache(50)
+    keys = [(f"s{i}", DataKey(bytes([i % 256]) * 16)) for i in range(400)]
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.append(len(cache))
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        for i in range(100):
+            cache.put_many(keys[i % 2 :: 2])  # 200 new keys into 50, each time
+    finally:
+        stop.set()
+        t.join()
+        sys.setswitchinterval(old)
+    assert seen and max(seen) <= 50, max(seen)
+
+
+@pytest.mark.parametrize("gil", [True, False])
+def test_a_lookup_after_a_drop_returned_never_serves_the_key(
+    gil: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lookup linearizes at its ``get``: with a writer caching and dropping a subject
+    round after round, a lookup started after round r's drop returned never serves round
+    r's key (or an older one); with and without the GIL's lock-free path."""
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: gil, raising=False)
+
+    class Member:
+        _deadline = time.monotonic() + 600
+
+    cache = fleet.KeyCache(4)
+    lookup = cache.lease_bound_get(Member())  # type: ignore[arg-type]
+    rounds = [DataKey(bytes([r % 256]) * 16) for r in range(2_000)]
+    index = {id(k): r for r, k in enumerate(rounds)}
+    dropped = [-1]
+    stop = threading.Event()
+    bad: list[tuple[int, int]] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            d = dropped[0]
+            got = lookup("s")
+            if got is not None and index[id(got)] <= d:
+                bad.append((index[id(got)], d))
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    t = threading.Thread(target=read)
+    t.start()
+    try:
+        for r, key in enumerate(rounds):
+            cache.put_many([("s", key), (f"other{r % 8}", key)])
+            cache.drop(["s"])
+            dropped[0] = r
+    finally:
+        stop.set()
+        t.join()
+        sys.setswitchinterval(old)
+    assert not bad, bad[:5]
 
 
 _CACHE_RSS = """
