@@ -16,34 +16,53 @@ from benchmarks._pgserver import PostgresUnavailable
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_ci_run_runs_every_step_with_ci_true(tmp_path: Path) -> None:
-    """(cli4) .ci/run did not set CI, so a CI service that does not set it either ran the
-    PostgreSQL tests as a developer's machine does: a server that failed to start made them
-    skip, and the run passed. Each step now sees CI=true. (A copy of the script runs, with
-    ``make`` and ``apt-get`` stand-ins that record their arguments and CI.)"""
+def _ci_run(
+    tmp_path: Path, failing: str = ""
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run a copy of .ci/run with ``make`` and ``apt-get`` stand-ins that record their
+    arguments and CI; ``make`` fails for the arguments ``failing``. Its result and calls."""
     (tmp_path / ".ci").mkdir()
     shutil.copy(ROOT / ".ci" / "run", tmp_path / ".ci" / "run")
     fake = tmp_path / "bin"
     fake.mkdir()
     log = tmp_path / "calls.log"
     for tool in ("make", "apt-get"):
-        (fake / tool).write_text(f'#!/bin/sh\necho "{tool} $* CI=${{CI-unset}}" >> "{log}"\n')
+        fail = f'if [ "$*" = "{failing}" ]; then exit 2; fi\n' if tool == "make" and failing else ""
+        (fake / tool).write_text(f'#!/bin/sh\necho "{tool} $* CI=${{CI-unset}}" >> "{log}"\n{fail}')
         (fake / tool).chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     env["PATH"] = f"{fake}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
     p = subprocess.run(
         ["bash", str(tmp_path / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=60
     )
+    return p, log.read_text().splitlines()
+
+
+def test_ci_run_runs_every_step_with_ci_true(tmp_path: Path) -> None:
+    """(cli4) .ci/run did not set CI, so a CI service that does not set it either ran the
+    PostgreSQL tests as a developer's machine does: a server that failed to start made them
+    skip, and the run passed. Each step now sees CI=true. The steps are `make test`'s (lint,
+    typecheck, pytest: lint and typecheck beside the wheel check) and the wheel check."""
+    p, calls = _ci_run(tmp_path)
     assert p.returncode == 0, p.stderr
-    calls = log.read_text().splitlines()
     made = sorted(c for c in calls if c.startswith("make "))
     assert made == [
-        "make test CI=true",
-        "make typecheck CI=true",
+        "make lint typecheck CI=true",
+        "make pytest CI=true",
         "make venv CI=true",
         "make wheel-check CI=true",
     ], calls
     assert all(c.endswith(" CI=true") for c in calls), calls
+
+
+@pytest.mark.parametrize("failing", ["lint typecheck", "wheel-check"])
+def test_ci_run_stops_at_a_failed_check_before_the_tests(tmp_path: Path, failing: str) -> None:
+    """Lint and typecheck run beside the wheel check (they ran again in `make test` after
+    it): a failure of either still fails the run, says which, and runs no tests."""
+    p, calls = _ci_run(tmp_path, failing)
+    assert p.returncode == 1, p.stderr
+    assert f"error: make {failing} failed" in p.stderr
+    assert not any(c.startswith("make pytest") for c in calls), calls
 
 
 class _NoServer:
