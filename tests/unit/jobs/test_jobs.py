@@ -666,13 +666,16 @@ def test_workers_forget_a_jobs_keks_past_its_deadline_when_its_driver_was_killed
     client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rewrap's driver child, suspended after its first partition, is killed at the
-    job's deadline (20 s and a grace of 5 s): it never unregisters the job's plugin, and
+    job's deadline (10 s and a grace of 5 s): it never unregisters the job's plugin, and
     before, every worker kept the job's KEKs for as long as it ran. Now each worker's
     plugin forgets them once the job's deadline has passed since its setup (the plugin's
-    own timer): a probe on every worker finds no job plugin holding keys."""
+    own timer): a probe on every worker finds no job plugin holding keys. The key lease is
+    an hour here, so only that timer can make them forget within the probe's 60 s."""
     path, quorum = _keyring(tmp_path / "a", 4_000)
     started = _recording_drivers(monkeypatch)
     monkeypatch.setattr(_isolate, "DEADLINE_GRACE", 5.0)
+    rewrap_module = importlib.import_module("keysplit.jobs.rewrap")
+    monkeypatch.setattr(rewrap_module, "KEY_LEASE", 3600.0)  # (60 s: it lapsed in the probe)
     suspend, suspended = _signal_at_first_part(started, signal.SIGSTOP)
     cluster = dataclasses.replace(_cluster(client), timeout=118)  # a driver of its own
     before = _job_plugins(client)
@@ -680,7 +683,7 @@ def test_workers_forget_a_jobs_keks_past_its_deadline_when_its_driver_was_killed
         with _open(path, quorum) as ukr, pytest.raises(JobError, match="it was killed"):
             jobs.rewrap(
                 ukr, cluster=cluster, partitions=8, batch_size=100, progress=suspend,
-                rounds=1, timeout=20,
+                rounds=1, timeout=10,
             )  # fmt: skip
         assert suspended and started[0].poll() == -signal.SIGKILL
         left = _job_plugins(client) - before
