@@ -520,22 +520,6 @@ _JOIN_TO_TAKE = 64 << 20
 (:func:`_take`); a smaller one is taken from its chunks."""
 
 
-def _joined(values: pa.Array | pa.ChunkedArray) -> pa.Array | None:
-    """``values`` as one contiguous array where it is a column of :data:`_JOIN_TO_TAKE`
-    or more in several chunks that fit one (past int32 offsets, 2 GiB of
-    ``binary``/``string``, the chunks are kept); None otherwise."""
-    if (
-        isinstance(values, pa.ChunkedArray)
-        and values.num_chunks > 1
-        and values.nbytes >= _JOIN_TO_TAKE
-    ):
-        t = values.type
-        large = pa.types.is_large_binary(t) or pa.types.is_large_string(t)
-        if large or values.nbytes <= _MAX_OFFSET:
-            return values.combine_chunks()
-    return None
-
-
 def _take(values: pa.Array | pa.ChunkedArray, indices: np.ndarray) -> pa.Array | pa.ChunkedArray:
     """``values.take(indices)``; a large column from one contiguous array.
 
@@ -544,29 +528,18 @@ def _take(values: pa.Array | pa.ChunkedArray, indices: np.ndarray) -> pa.Array |
     order; 25 chunks, one per key batch, back) took 2.1 to 3.4 s in a fresh process,
     joined first 0.3 to 0.4 s; they were 31 % of a 10^6-row job on a worker (issue 23).
     At 10^5 rows the job measured no faster with the join (three A/Bs), so only a column
-    of :data:`_JOIN_TO_TAKE` or more is joined (:func:`_joined`: a transient copy of it)."""
-    joined = _joined(values)
-    return (values if joined is None else joined).take(indices)
-
-
-def _in_batches(
-    values: pa.Array | pa.ChunkedArray, order: np.ndarray | None
-) -> tuple[pa.Array | pa.ChunkedArray, np.ndarray | None]:
-    """Where :func:`_seal` takes each batch's values from: ``values`` already in subject
-    order (``order`` None: grouped, or taken whole here), or a large column joined
-    (:func:`_joined`) and ``order``, for a take per key batch.
-
-    Taken whole into subject order, a 10^6-row part's values (256 MB) were written to
-    fresh memory and read back cold batch by batch; taken batch by batch from the joined
-    column each batch's take is read while it is in cache, and the next reuses its
-    memory: the values' way to Python objects took 1.0 s of CPU, now 0.36 s (issue 23).
-    A smaller column is taken whole from its chunks (per batch from chunks: slower)."""
-    if order is None:
-        return values, None
-    joined = _joined(values)
-    if joined is None:
-        return values.take(order), None
-    return joined, order
+    of :data:`_JOIN_TO_TAKE` or more is joined (the join is a transient copy of it). Past
+    int32 offsets (2 GiB of ``binary``/``string``) the chunks are kept."""
+    if (
+        isinstance(values, pa.ChunkedArray)
+        and values.num_chunks > 1
+        and values.nbytes >= _JOIN_TO_TAKE
+    ):
+        t = values.type
+        large = pa.types.is_large_binary(t) or pa.types.is_large_string(t)
+        if large or values.nbytes <= _MAX_OFFSET:
+            values = values.combine_chunks()
+    return values.take(indices)
 
 
 def _binary(values: list[bytes]) -> pa.Array | pa.ChunkedArray:
@@ -690,10 +663,8 @@ def _seal(
     values: pa.Array | pa.ChunkedArray,
     spec: PartSpec,
     fetch: _KeyFetch | None,
-    order: np.ndarray | None = None,
 ) -> pa.ChunkedArray:
-    """The engine over the part's ``values`` (in ``grouped`` order; with ``order``, taken
-    into it batch by batch: :func:`_in_batches`), one call per
+    """The engine over the part's ``values`` (in ``grouped`` order), one call per
     :data:`KEY_BATCH` of its subjects (each subject in exactly one call: the engine's
     per-subject work is done once, as for one call), each once ``fetch`` has its keys.
 
@@ -706,9 +677,7 @@ def _seal(
     chunks: list[pa.Array] = []
     for b, batch in enumerate(grouped.key_batches()):
         lo, hi = ends[batch.start - 1] if batch.start else 0, ends[batch.stop - 1]
-        part = values.slice(lo, hi - lo) if order is None else values.take(order[lo:hi])
-        items = part.to_pylist()
-        del part
+        items = values.slice(lo, hi - lo).to_pylist()
         if fetch is not None:
             fetch.wait(b)
         named = contextlib.nullcontext() if encrypt else record_errors(spec.column, items)
@@ -750,8 +719,9 @@ def _transform(table: pa.Table, spec: PartSpec) -> pa.Table:
             del col
             if encrypt and _is_str(vals.type):
                 vals = vals.cast(pa.large_binary())  # the UTF-8 bytes, no copy per value
-            vals, order = _in_batches(vals, grouped.order)
-            out = _seal(records, grouped, vals, spec, fetch, order)
+            if grouped.order is not None:
+                vals = _take(vals, grouped.order)
+            out = _seal(records, grouped, vals, spec, fetch)
             del vals
         finally:
             if fetch is not None:

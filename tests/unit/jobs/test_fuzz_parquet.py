@@ -90,10 +90,9 @@ def test_a_take_from_joined_chunks_is_the_chunked_take(
     values: list[bytes | None], cuts: list[int], text: bool, rnd: Any
 ) -> None:
     """The part's grouping and its way back (``_take``: a large column's chunks joined,
-    then one take; pyarrow's take on many chunks cost up to 2 s at 10^6 rows, issue 23),
-    and the batches taken into subject order (``_in_batches``: a large column joined,
-    then a take per batch), give exactly what ``ChunkedArray.take`` gives, for any
-    chunking, nulls and order, by either path (the limits lowered here)."""
+    then one take; pyarrow's take on many chunks cost up to 2 s at 10^6 rows, issue 23)
+    give exactly what ``ChunkedArray.take`` gives, for any chunking, nulls and order, by
+    either path (the limits lowered here)."""
     import numpy as np
 
     if text:
@@ -107,22 +106,10 @@ def test_a_take_from_joined_chunks_is_the_chunked_take(
     order = np.arange(len(arr))
     rnd.shuffle(order)
     want = chunked.take(order).to_pylist()
-
-    def batches() -> list[Any]:  # what _seal takes, batch by batch (``_in_batches``)
-        vals, idx = pq._in_batches(chunked, order)
-        out: list[Any] = []
-        for lo, hi in itertools.pairwise([*range(0, len(order), 3), len(order)]):
-            batch = vals.slice(lo, hi - lo) if idx is None else vals.take(idx[lo:hi])
-            out += batch.to_pylist()
-        return out
-
     assert pq._take(chunked, order).to_pylist() == want  # small: from the chunks
     assert pq._take(arr, order).to_pylist() == want
-    assert batches() == want
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pq, "_JOIN_TO_TAKE", 0)  # large: joined (and taken batch by batch)
+        mp.setattr(pq, "_JOIN_TO_TAKE", 0)  # large: joined
         assert pq._take(chunked, order).to_pylist() == want
-        assert batches() == want
         mp.setattr(pq, "_MAX_OFFSET", 0)  # past int32 offsets: from the chunks
         assert pq._take(chunked, order).to_pylist() == want
-        assert batches() == want

@@ -1859,32 +1859,6 @@ def test_small_files_make_one_part_per_worker_thread_in_order(tmp_path: Path) ->
     assert pq.read_table(tmp_path / "dec").schema.metadata.get(b"keysplit") is None
 
 
-def _each_row_sealed_for_its_subject(
-    ukr: UnsealedKeyring, df: pd.DataFrame, enc: Path
-) -> pd.DataFrame:
-    """The sealed dataset ``enc`` of :func:`_interleaved`'s ``df``, checked: rows in order,
-    each row's record on its own row, for its own subject (a null stays null)."""
-    out = pd.read_parquet(enc)
-    assert out["id"].tolist() == list(range(len(df)))
-    for user, body, sealed in zip(df["user"], df["body"], out["body"], strict=True):
-        if body is None:
-            assert sealed is None
-        else:
-            assert ukr.decrypt(sealed, subject=user) == body
-    return out
-
-
-def _interleaved(n: int) -> pd.DataFrame:
-    """``n`` rows of 9 users, interleaved (no user's rows together), some bodies null."""
-    return pd.DataFrame(
-        {
-            "id": range(n),
-            "user": [f"u{(7 * i) % 9}" for i in range(n)],
-            "body": [None if i % 31 == 5 else f"row {i}".encode() for i in range(n)],
-        }
-    )
-
-
 def test_a_part_is_sealed_subject_by_subject_with_keys_in_batches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1896,7 +1870,13 @@ def test_a_part_is_sealed_subject_by_subject_with_keys_in_batches(
     monkeypatch.setattr(_parquet, "KEY_BATCH", 2, raising=False)
     _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
     n = 300
-    df = _interleaved(n)
+    df = pd.DataFrame(
+        {
+            "id": range(n),
+            "user": [f"u{(7 * i) % 9}" for i in range(n)],  # interleaved: 9 users
+            "body": [None if i % 31 == 5 else f"row {i}".encode() for i in range(n)],
+        }
+    )
     (tmp_path / "in").mkdir()
     df.to_parquet(tmp_path / "in" / "part.0.parquet")
     calls = _CountingKeys.calls
@@ -1906,54 +1886,16 @@ def test_a_part_is_sealed_subject_by_subject_with_keys_in_batches(
         kwargs: dict[str, Any] = {"service": counting}
         jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", **kwargs)
         assert calls == [2, 2, 2, 2, 1]
-        _each_row_sealed_for_its_subject(ukr, df, tmp_path / "enc")
+        enc = pd.read_parquet(tmp_path / "enc")
+        assert enc["id"].tolist() == list(range(n))
+        for user, body, sealed in zip(df["user"], df["body"], enc["body"], strict=True):
+            if body is None:
+                assert sealed is None
+            else:  # each row's record, on its own row, for its own subject
+                assert ukr.decrypt(sealed, subject=user) == body
         calls.clear()
         jobs.decrypt_dataset(tmp_path / "enc", tmp_path / "dec", "body", "user", **kwargs)
         assert calls == [2, 2, 2, 2, 1]
-    dec = pd.read_parquet(tmp_path / "dec")
-    assert dec["body"].tolist() == df["body"].tolist()
-
-
-def test_a_large_parts_values_are_taken_into_subject_order_batch_by_batch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A part's column of ``_JOIN_TO_TAKE`` bytes or more (lowered here) is joined once
-    and each key batch's values taken from it into subject order just before they become
-    Python objects. Before, the whole column was taken into subject order first (10^6
-    rows: 256 MB written to fresh memory, read back cold batch by batch: 1.0 s of the
-    worker's CPU, 0.36 s now, issue 23). Each record still lands on its own row, for its
-    subject; decrypting the same way gives every value back."""
-    import pyarrow.parquet as pq
-
-    from keysplit.jobs import _parquet
-
-    monkeypatch.setattr(_parquet, "KEY_BATCH", 2, raising=False)
-    monkeypatch.setattr(_parquet, "_JOIN_TO_TAKE", 0)
-    seen: list[list[Any]] = []
-    seal = _parquet._seal
-
-    def spy(*args: Any) -> Any:
-        seen.append(args[2].to_pylist())  # what the part's batches are taken from
-        return seal(*args)
-
-    monkeypatch.setattr(_parquet, "_seal", spy)
-    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
-    n = 300
-    df = _interleaved(n)
-    (tmp_path / "in").mkdir()
-    for i, part in enumerate(np.array_split(np.arange(n), 3)):  # a column in 3 chunks
-        df.iloc[part].to_parquet(tmp_path / "in" / f"part.{i}.parquet")
-    with _open(tmp_path / "kr", [shares["bob"], shares["carol"]]) as ukr, serve_keys(ukr) as src:
-        jobs.encrypt_dataset(tmp_path / "in", tmp_path / "enc", "body", "user", service=src)
-        assert seen == [[b for b in df["body"] if b is not None]]  # row order: not taken whole
-        enc = _each_row_sealed_for_its_subject(ukr, df, tmp_path / "enc")
-        sealed_table = pq.read_table(tmp_path / "enc")
-        (tmp_path / "enc3").mkdir()
-        for i, lo in enumerate(range(0, n, 100)):  # again a column in 3 chunks
-            pq.write_table(sealed_table.slice(lo, 100), tmp_path / "enc3" / f"part.{i}.parquet")
-        seen.clear()
-        jobs.decrypt_dataset(tmp_path / "enc3", tmp_path / "dec", "body", "user", service=src)
-        assert seen == [[s for s in enc["body"] if s is not None]]
     dec = pd.read_parquet(tmp_path / "dec")
     assert dec["body"].tolist() == df["body"].tolist()
 
