@@ -149,8 +149,17 @@ def _status_for(exc: BaseException) -> int:
 
 
 def _subjects(obj: Any, what: str = "subjects") -> list[str]:
-    if not isinstance(obj, list) or not all(isinstance(s, str) for s in obj):
+    """``obj`` as a JSON request's list of subjects; a wrong item is named by its index (a
+    caller with 10,000 subjects needs to know which one)."""
+    if not isinstance(obj, list):
         raise FormatError(f"'{what}' must be a list of strings")
+    if not all(isinstance(s, str) for s in obj):
+        i, bad = next((i, s) for i, s in enumerate(obj) if not isinstance(s, str))
+        kind = "null" if bad is None else type(bad).__name__
+        raise FormatError(
+            f"'{what}'[{i}] must be a string, not {kind}"
+            + (": subjects cannot be null" if bad is None else "")
+        )
     if len(obj) > wire.MAX_ITEMS:
         raise FormatError(f"at most {wire.MAX_ITEMS} items per request")
     return obj

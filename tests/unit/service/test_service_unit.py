@@ -313,6 +313,24 @@ def test_statuses_and_per_item_errors(service: tuple[KeyService, dict[str, str]]
     assert json.loads(svc.handle(_req("/v1/status", None, method="GET")).body)["sealed"]
 
 
+@pytest.mark.parametrize("path", ["/v1/shred", "/v1/hold"])
+def test_a_json_subject_list_names_its_wrong_item(
+    service: tuple[KeyService, dict[str, str]], path: str
+) -> None:
+    """A shred or hold of many subjects says which item is not a string, and that a subject
+    cannot be null; nothing is shredded or held."""
+    svc, tokens = service
+    for subjects, said in (
+        (["u/1", None, "u/3"], "'subjects'[1] must be a string, not null: subjects cannot be null"),
+        (["u/1", "u/2", 7], "'subjects'[2] must be a string, not int"),
+        ("u/1", "'subjects' must be a list of strings"),
+    ):
+        body = json.dumps({"subjects": subjects, "hold": True}).encode()
+        r = svc.handle(_req(path, tokens["all"], body))
+        err = json.loads(r.body)["error"]
+        assert (r.status, err["type"], err["message"]) == (400, "FormatError", said)
+
+
 def test_datakey_matches_the_keyring(
     service: tuple[KeyService, dict[str, str]], ring: tuple[keysplit.Keyring, dict]
 ) -> None:
