@@ -82,7 +82,8 @@ PROVISION_WAIT = 10.0
 """Seconds the driver child waits for one worker's answer while it provisions the job
 (registering the job's plugin, a worker's public key, installing its bundle): a worker whose
 event loop is blocked longer is skipped for that round (no partition is sent to it) and
-asked again in the next; the job goes on with the others."""
+asked again in the next; the job goes on with the others. Read by the keyring process when
+the job starts and sent to the child with the job, as :data:`KEY_LEASE` is."""
 
 
 class SubjectRange(NamedTuple):
@@ -266,21 +267,25 @@ def _rewrap_batch(
     return len(inside), store.replace_many(pairs), bad, inside[-1].subject
 
 
-def _provision(client: Client, job_id: str, chan: Channel) -> set[str]:
+def _provision(
+    client: Client, job_id: str, chan: Channel, wait: float = PROVISION_WAIT
+) -> set[str]:
     """(Child) Ask the parent to seal the job's KEKs to every worker still waiting for them;
     install the sealed bundles. Returns the workers provisioned now.
 
     Each worker is asked by a call of its own, and one that has not answered within
-    :data:`PROVISION_WAIT` is skipped this round (a later round asks it again): one
-    ``client.run`` over all workers waits for every one of them, so a worker whose event
+    ``wait`` (:data:`PROVISION_WAIT`) is skipped this round (a later round asks it again):
+    one ``client.run`` over all workers waits for every one of them, so a worker whose event
     loop was blocked held back the job's main loop for as long as it stayed blocked."""
-    answers = _each_worker(client, public_keys, {w: (job_id,) for w in _workers(client)})
+    asks = {w: (job_id,) for w in _workers(client)}
+    answers = _each_worker(client, public_keys, asks, wait)
     wanting = {a: pk.hex() for a, pk in answers.items() if isinstance(pk, bytes) and len(pk) == 32}
     if not wanting:
         return set()
     reply = chan.ask({"t": "keys", "workers": wanting})
     sealed = {str(a): bytes.fromhex(h) for a, h in reply["bundles"].items()}
-    done = _each_worker(client, install_keks, {w: (job_id, {w: b}) for w, b in sealed.items()})
+    installs = {w: (job_id, {w: b}) for w, b in sealed.items()}
+    done = _each_worker(client, install_keks, installs, wait)
     return {w for w, ok in done.items() if ok is True}
 
 
@@ -290,11 +295,14 @@ def _workers(client: Client) -> list[str]:
 
 
 def _each_worker(
-    client: Client, func: Callable[..., Any], args: dict[str, tuple[Any, ...]]
+    client: Client,
+    func: Callable[..., Any],
+    args: dict[str, tuple[Any, ...]],
+    wait: float = PROVISION_WAIT,
 ) -> dict[str, Any]:
     """(Child) Run ``func`` on each worker of ``args`` with its own arguments, by a call of
-    its own (threads), and return the answers that came within :data:`PROVISION_WAIT`: a
-    worker that did not answer in time, failed or left is absent."""
+    its own (threads), and return the answers that came within ``wait`` seconds: a worker
+    that did not answer in time, failed or left is absent."""
     answers: dict[str, Any] = {}
     lock = threading.Lock()
 
@@ -311,7 +319,7 @@ def _each_worker(
     ]
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + PROVISION_WAIT
+    deadline = time.monotonic() + wait
     for thread in threads:  # not joined past the deadline: a stuck worker's call waits on
         thread.join(max(0.0, deadline - time.monotonic()))
     with lock:
@@ -453,6 +461,7 @@ def rewrap(
         # past the driver's deadline (then killed, it unregisters nothing) workers drop the KEKs
         request["key_ttl"] = None if budget is None else budget + _isolate.DEADLINE_GRACE
         request["key_lease"] = KEY_LEASE  # and whatever the deadline, once renewals stop
+        request["provision_wait"] = PROVISION_WAIT  # (read here, as KEY_LEASE is)
         done = _checked_result(run_job(request, cluster, on_message, budget=budget))
     else:
         done, corrupt = 0, []
@@ -509,6 +518,7 @@ def child_job(client: Client, request: dict[str, Any], chan: Channel) -> dict[st
         request["timeout"],
         request.get("key_ttl"),
         request.get("key_lease"),
+        request.get("provision_wait", PROVISION_WAIT),
     )
     chan.send_items("corrupt", "subjects", corrupt, ITEMS_LINE)  # may be long: in pieces
     return {
@@ -530,10 +540,12 @@ def _run(
     timeout: float | None,
     key_ttl: float | None = None,
     key_lease: float | None = None,
+    wait: float = PROVISION_WAIT,
 ) -> tuple[int, list[str], int, str | None]:
     """(Child) Returns (rewrapped, corrupt subjects, unfinished partitions, why).
     ``key_ttl``: seconds a worker keeps the job's KEKs after it set the job up;
-    ``key_lease``: seconds past this process's last renewal (:func:`_renewing`)."""
+    ``key_lease``: seconds past this process's last renewal (:func:`_renewing`);
+    ``wait``: :data:`PROVISION_WAIT`, as the parent read it."""
     if not ranges:
         return 0, [], 0, None
     name = plugin_name(job_id)
@@ -550,7 +562,7 @@ def _run(
     try:
         stack.callback(guard.stop)
         registered.add(name)  # (before: the lifeline may unregister it from now on)
-        _bounded(lambda: client.register_plugin(plugin, name=name), PROVISION_WAIT)
+        _bounded(lambda: client.register_plugin(plugin, name=name), wait)
         stack.enter_context(_renewing(client, job_id, key_lease))
         for attempt in range(max(1, rounds)):
             if not todo:
@@ -559,7 +571,7 @@ def _run(
             if lost is not None:  # each call would wait out Dask's reconnect (Cluster.timeout)
                 errors = [lost]
                 break
-            ready |= _provision(client, job_id, chan)
+            ready |= _provision(client, job_id, chan, wait)
             ready &= set(_workers(client))  # workers that left since are no place for a part
             # only to workers that hold the keys: Dask would also queue parts on a worker
             # whose loop is blocked (it looks idle), and the job would wait for it. None
@@ -597,7 +609,8 @@ def _run(
                             break
                         gone = guard.cancelled(fut) if isinstance(exc, CancelledError) else None
                         # the guard's cancel: say why, not a bare "FutureCancelledError"
-                        errors.append(_describe(exc) if gone is None else _left(gone, attempt))
+                        failed = _describe(exc) if gone is None else _left(gone, attempt, wait)
+                        errors.append(failed)
                         continue
                     if not _is_part_result(part):
                         errors.append("a worker returned a malformed partition result")
@@ -623,19 +636,19 @@ def _run(
         registered.discard(name)
         if lost is None:  # a lost scheduler forgets it anyway (the call would wait for it)
             with contextlib.suppress(Exception):  # best effort: a dead cluster forgets anyway
-                _bounded(lambda: client.unregister_worker_plugin(name), PROVISION_WAIT)
+                _bounded(lambda: client.unregister_worker_plugin(name), wait)
     why = (errors[0] if errors else lapsed or "workers kept joining without keys") if todo else None
     return done, corrupt, len(todo), why
 
 
-def _left(workers: tuple[str, ...], attempt: int) -> str:
+def _left(workers: tuple[str, ...], attempt: int, wait: float = PROVISION_WAIT) -> str:
     """Why a round's parts were cancelled by :class:`_ReadyGuard` (a job that then fails
     said only "FutureCancelledError"): which workers held the job's keys, and that none
-    is left. Addresses only: no secret."""
+    is left. Addresses only: no secret. ``wait``: the job's :data:`PROVISION_WAIT`."""
     return (
         f"round {attempt + 1}'s partitions were cancelled: every worker holding the job's "
         f"keys ({', '.join(workers)}) left the cluster before they finished, and the others "
-        f"were not provisioned (no answer within {PROVISION_WAIT:g} s, or joined later); "
+        f"were not provisioned (no answer within {wait:g} s, or joined later); "
         "the next round provisions the workers present then"
     )
 

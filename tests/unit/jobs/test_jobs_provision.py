@@ -10,6 +10,7 @@ LocalCluster of 2, its own: the stuck worker is killed at the end), a real keyri
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import threading
@@ -26,6 +27,8 @@ from distributed import Client
 from test_jobs import _keyring  # n stale keys: KEK v1, rotated to v2
 
 from keysplit import Keyring, jobs
+
+rewrap_module = importlib.import_module("keysplit.jobs.rewrap")  # (jobs.rewrap: the function)
 
 NAMES = ["alice", "bob", "carol"]
 
@@ -50,12 +53,14 @@ def _block(seconds: float, flag: str) -> None:
 
 
 def test_a_rewrap_goes_on_without_a_worker_whose_event_loop_is_stuck(
-    client: Client, tmp_path: Path
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Worker a's loop is blocked for 120 s while a rewrap without ``timeout`` starts: the
-    job skips a (after ``PROVISION_WAIT``), runs every partition on b and finishes well
-    inside the 60 s bound. Before, registering the plugin and provisioning waited for a,
-    so the job was still running at the bound (fails)."""
+    job skips a (after ``PROVISION_WAIT``, here 5 s: each of its three waits for a is one),
+    runs every partition on b and finishes well inside the 60 s bound. Before, registering
+    the plugin and provisioning waited for a, so the job was still running at the bound
+    (fails)."""
+    monkeypatch.setattr(rewrap_module, "PROVISION_WAIT", 5.0)
     path = tmp_path / "kr"
     n = 200
     _, quorum = _keyring(path, n)
