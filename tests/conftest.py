@@ -90,18 +90,3 @@ _LONG_MODULES = (
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {m: i for i, m in enumerate(_LONG_MODULES)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    """After a module's last test, before its fixtures end, stop the Dask job driver
-    children its jobs left idle in this process (keysplit.jobs._isolate keeps one per
-    cluster, with its Dask client and, for a local cluster, its worker processes, for the
-    next job). Before, they lived until the pytest worker exited: a module's LocalClusters
-    kept running beside every later module on the 2-core machine, and the worker's exit
-    waited for all of them to close. A module's tests still reuse them between each other."""
-    if nextitem is not None and nextitem.path == item.path:
-        return
-    isolate = sys.modules.get("keysplit.jobs._isolate")
-    if isolate is not None:
-        isolate._stop_idle()
