@@ -57,6 +57,7 @@ __all__ = [
     "normalize_context_key",
     "normalize_passphrase",
     "normalize_subject",
+    "not_str_error",
     "passphrase_candidates",
     "subject_spellings",
 ]
@@ -76,11 +77,19 @@ def is_nfc(text: str) -> bool:
     return unicodedata.is_normalized("NFC", text)
 
 
+def not_str_error(text: object, what: str) -> TypeError:
+    """The error for ``text`` (``what``: "subject", "context key", ...) that is not a
+    ``str``, naming its type, and a null as such (a null from a database or a data frame
+    reads better as that than as "not a str"). One wording for the library and the
+    service's client, which refuses before sending what the engine would refuse."""
+    if text is None:
+        return TypeError(f"{what} must be a str, not None: {what}s cannot be null")
+    return TypeError(f"{what} must be a str, not {type(text).__name__}")
+
+
 def _utf8(text: object, what: str) -> bytes:
     if not isinstance(text, str):
-        if text is None:  # a null from a database or a data frame: say that, not "a str"
-            raise TypeError(f"{what} must be a str, not None: {what}s cannot be null")
-        raise TypeError(f"{what} must be a str, not {type(text).__name__}")
+        raise not_str_error(text, what)
     try:  # str.encode: a subclass's own encode() must not choose the bytes bound
         return str.encode(text, "utf-8")
     except UnicodeEncodeError:  # lone surrogates

@@ -909,11 +909,8 @@ class Client:
     ) -> list[bytes | None]:
         names.check_batch(subjects)
         subjects = list(subjects)
-        try:
-            body = wire.encode_parts({"create": bool(create)}, [None] * len(subjects), subjects)
-        except (TypeError, ValueError):  # (UnicodeEncodeError too) the engine's error
-            names.canonical_subjects(subjects)
-            raise
+        names.canonical_subjects(subjects)  # the engine's errors, each naming its index
+        body = wire.encode_parts({"create": bool(create)}, [None] * len(subjects), subjects)
         head, _, out = self._frame_request("/v1/datakey", body, len(subjects))
         if len(out) != len(subjects):
             raise ServiceError("key service returned malformed data keys")
@@ -1108,9 +1105,9 @@ def _context_doc(context: Mapping[str, str] | None) -> dict[str, str] | None:
     doc: dict[str, str] = {}
     for k, v in context.items():
         if not isinstance(k, str):
-            raise TypeError("context key must be a str")
+            raise names.not_str_error(k, "context key")
         if not isinstance(v, str):
-            raise TypeError("context value must be a str")
+            raise names.not_str_error(v, "context value")
         doc[str.__str__(k)] = str.__str__(v)
     fmt.check_context(doc)
     return doc
