@@ -41,14 +41,14 @@ def _ci_run(
 def test_ci_run_runs_every_step_with_ci_true(tmp_path: Path) -> None:
     """(cli4) .ci/run did not set CI, so a CI service that does not set it either ran the
     PostgreSQL tests as a developer's machine does: a server that failed to start made them
-    skip, and the run passed. Each step now sees CI=true. The steps are `make test`'s (lint,
-    typecheck, pytest: lint and typecheck beside the wheel check) and the wheel check."""
+    skip, and the run passed. Each step now sees CI=true. The steps: lint and typecheck
+    beside the wheel check, then the README's test command, `make test`."""
     p, calls = _ci_run(tmp_path)
     assert p.returncode == 0, p.stderr
     made = sorted(c for c in calls if c.startswith("make "))
     assert made == [
         "make lint typecheck CI=true",
-        "make pytest CI=true",
+        "make test CI=true",
         "make venv CI=true",
         "make wheel-check CI=true",
     ], calls
@@ -57,12 +57,12 @@ def test_ci_run_runs_every_step_with_ci_true(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("failing", ["lint typecheck", "wheel-check"])
 def test_ci_run_stops_at_a_failed_check_before_the_tests(tmp_path: Path, failing: str) -> None:
-    """Lint and typecheck run beside the wheel check (they ran again in `make test` after
-    it): a failure of either still fails the run, says which, and runs no tests."""
+    """Lint and typecheck run beside the wheel check: a failure of either fails the run,
+    says which, and runs no tests."""
     p, calls = _ci_run(tmp_path, failing)
     assert p.returncode == 1, p.stderr
     assert f"error: make {failing} failed" in p.stderr
-    assert not any(c.startswith("make pytest") for c in calls), calls
+    assert not any(c.startswith(("make test", "make pytest")) for c in calls), calls
 
 
 class _NoServer:
