@@ -465,15 +465,13 @@ def _db_error(
     msg = msg.strip()
     store = f"PostgreSQL key store at {where}" if where else "PostgreSQL key store"
     state = exc.sqlstate or ""
-    if read and (
-        state.startswith(_LOST) or (isinstance(exc, psycopg.OperationalError) and not state)
-    ):
-        return StoreUnreachableError(
-            f"{store}: the connection was lost during a read ({msg}); nothing was changed",
-            hint="check that the server is up; keysplit connects again by itself, so try "
-            "again once it is",
-        )
     if state.startswith(_LOST) or (isinstance(exc, psycopg.OperationalError) and not state):
+        if read:  # nothing was in flight: the outcome is known
+            return StoreUnreachableError(
+                f"{store}: the connection was lost during a read ({msg}); nothing was changed",
+                hint="check that the server is up; keysplit connects again by itself, so try "
+                "again once it is",
+            )
         lost = StoreUnreachableError(
             f"{store}: the connection was lost ({msg}); whether a change in flight was "
             "made is unknown",
