@@ -7,6 +7,7 @@ from typing import Any
 
 from paths import REPO
 
+from benchmarks import bench_keywrap
 from benchmarks.harness import goals
 from benchmarks.harness.report import render_markdown
 
@@ -75,3 +76,15 @@ def test_report_lists_only_measured_goals() -> None:
         in md
     )
     assert "encrypt_many, 10k" not in md.split("## Issue goals")[1]
+
+
+def test_wrap_batch_goal_reads_wrap_batch_not_its_aes_ceiling() -> None:
+    """bench_keywrap's ceiling row sits next to wrap_batch's: the goal must not pick it up."""
+    g = _goal("wrap_batch at 10^6")
+    rows = [
+        _row(g.benchmark, 1_000_000, bench_keywrap.CEILING, 40e6),
+        _row(g.benchmark, 1_000_000, "keysplit wrap_batch", 15e6),
+        _row(g.benchmark, 1_000_000, "keysplit wrap_batch, per-row IV (subject-bound)", 14e6),
+    ]
+    assert goals.evaluate(g, rows) == 15.0
+    bench_keywrap.ecb_ceiling(b"k" * 16, 3 * (1 << 17) + 5, 12, threads=2)  # runs, any size
