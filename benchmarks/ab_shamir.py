@@ -39,13 +39,18 @@ def _load(checkout: Path) -> ModuleType:
         return importlib.import_module("keysplit_before.shamir")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_before_after(doc: str, repeats: int) -> argparse.Namespace:
+    """The command line of a before/after script: ``before [--n] [--repeats] [--clock]``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("before", type=Path, help="checkout of the older revision")
     parser.add_argument("--n", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=13)
+    parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_before_after(__doc__, 13)
     before = _load(args.before)
     n = args.n
     clock = time.perf_counter if args.clock == "wall" else time.thread_time

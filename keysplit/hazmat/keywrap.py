@@ -23,6 +23,7 @@ any row fails. Single-key :func:`wrap` / :func:`unwrap` use ``cryptography`` dir
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -61,13 +62,19 @@ def _be(t: int) -> np.uint64:
     return np.uint64(int.from_bytes(t.to_bytes(8, "big"), "little"))
 
 
-def _buffers(m: int, count: int) -> list[np.ndarray]:
-    """``count`` uint64 buffers of ``2 * m`` words plus the 16 bytes ``update_into`` wants."""
-    return [np.empty(2 * m + 2, dtype=np.uint64) for _ in range(count)]
+class _Block(NamedTuple):
+    """One (m, 2) uint64 buffer of ``A | R[i]`` rows, seen the ways a step needs it."""
+
+    buf: np.ndarray  # 2 * capacity + 2 words: update_into wants 16 bytes beyond the input
+    data: memoryview  # the m blocks' 16 * m bytes: the AES input
+    out: memoryview  # the whole buffer: AES output in place (same start as data)
+    a: np.ndarray  # (m,) left halves
+    r: np.ndarray  # (m,) right halves
 
 
-def _blocks(buf: np.ndarray, m: int) -> np.ndarray:
-    return buf[: 2 * m].reshape(m, 2)
+def _view(buf: np.ndarray, m: int) -> _Block:
+    raw = buf.view(np.uint8)
+    return _Block(buf, raw[: 16 * m].data, raw.data, buf[: 2 * m : 2], buf[1 : 2 * m : 2])
 
 
 def _as_ivs(iv: np.ndarray | None, count: int) -> np.ndarray | None:
@@ -97,10 +104,11 @@ def wrap_batch(
     how the keyring binds a wrapped data key to its subject. ``iv=None`` is byte-identical
     to RFC 3394.
 
-    Layout trick: block ``i`` of every key lives in the right half of its own (m, 2)
-    buffer, so each step is one ECB call into a spare buffer (which then *becomes* block
-    ``i``'s buffer) plus one fused numpy op writing ``A ^ t`` into the left half of the next
-    block's buffer: no copies of the R blocks at all.
+    Layout: block ``i`` of every key lives in the right half of its own (m, 2) buffer, so
+    each step is one ECB call over that buffer *in place* plus one fused numpy op writing
+    ``A ^ t`` into the left half of the next block's buffer (the last one straight into
+    the output): no copies of the R blocks, and only ``n`` buffers per chunk to keep in
+    cache (an out-of-place spare made it ``n + 1``).
     """
     _check_kek(kek)
     keys = _as_rows(keys, "keys", 16)
@@ -113,23 +121,19 @@ def wrap_batch(
     keys64 = keys.view(np.uint64)
     ivs = _as_ivs(iv, count)
     default = np.uint64(_IV)
+    ts = [_be(t) for t in range(1, 6 * n + 1)]  # step s = n * j + i uses t = s + 1
 
     def work(lo0: int, hi0: int) -> None:
         enc = Cipher(algorithms.AES(bytes(kek)), modes.ECB()).encryptor()  # noqa: S305 - RFC 3394
-        for lo, hi, m, bufs in _loaded_chunks(lo0, hi0, n, keys64, 0):
-            spare = bufs[n]
-            _blocks(bufs[0], m)[:, 0] = default if ivs is None else ivs[lo:hi]
-            for j in range(6):
-                for i in range(n):
-                    enc.update_into(bufs[i][: 2 * m].view(np.uint8).data, spare.view(np.uint8).data)
-                    bufs[i], spare = spare, bufs[i]
-                    t = _be(n * j + i + 1)
-                    nxt = _blocks(bufs[(i + 1) % n], m)
-                    np.bitwise_xor(_blocks(bufs[i], m)[:, 0], t, out=nxt[:, 0])
-            out64[lo:hi, 0] = _blocks(bufs[0], m)[:, 0]
-            for i in range(n):
-                out64[lo:hi, i + 1] = _blocks(bufs[i], m)[:, 1]
-            bufs[n] = spare  # the buffers are reused by the next chunk
+        for lo, hi, blocks in _loaded_chunks(lo0, hi0, n, keys64, 0):
+            blocks[0].a[...] = default if ivs is None else ivs[lo:hi]
+            for s, t in enumerate(ts):
+                b = blocks[s % n]
+                enc.update_into(b.data, b.out)
+                nxt = out64[lo:hi, 0] if s == len(ts) - 1 else blocks[(s + 1) % n].a
+                np.bitwise_xor(b.a, t, out=nxt)
+            for i, b in enumerate(blocks):
+                out64[lo:hi, i + 1] = b.r
 
     _parallel.run_ranges(work, count, _CHUNK, threads)
     return out
@@ -137,18 +141,20 @@ def wrap_batch(
 
 def _loaded_chunks(
     lo0: int, hi0: int, n: int, src64: np.ndarray, first: int
-) -> Iterator[tuple[int, int, int, list[np.ndarray]]]:
-    """Rows ``lo0..hi0`` in ``_CHUNK`` slices: ``(lo, hi, m, bufs)`` with the ``n`` R blocks
-    (columns ``first..first+n`` of ``src64``) in the right halves of ``bufs[:n]`` and
-    ``bufs[n]`` spare, the starting point of both directions of RFC 3394. The same list
-    and buffers serve every chunk: the caller puts its spare back in ``bufs[n]``."""
-    bufs = _buffers(min(_CHUNK, hi0 - lo0), n + 1)  # once per range: no faults per chunk
+) -> Iterator[tuple[int, int, list[_Block]]]:
+    """Rows ``lo0..hi0`` in ``_CHUNK`` slices: ``(lo, hi, blocks)`` with the ``n`` R blocks
+    (columns ``first..first+n`` of ``src64``) in the right halves of ``blocks``, the
+    starting point of both directions of RFC 3394. The same buffers serve every chunk
+    (allocated once per range: no faults per chunk), their views made once per size."""
+    bufs = [np.empty(2 * min(_CHUNK, hi0 - lo0) + 2, dtype=np.uint64) for _ in range(n)]
+    blocks: list[_Block] = []
     for lo in range(lo0, hi0, _CHUNK):
         hi = min(hi0, lo + _CHUNK)
-        m = hi - lo
-        for i in range(n):
-            _blocks(bufs[i], m)[:, 1] = src64[lo:hi, i + first]
-        yield lo, hi, m, bufs
+        if not blocks or len(blocks[0].a) != hi - lo:
+            blocks = [_view(b, hi - lo) for b in bufs]
+        for i, b in enumerate(blocks):
+            b.r[...] = src64[lo:hi, i + first]
+        yield lo, hi, blocks
 
 
 def unwrap_batch(
@@ -175,25 +181,23 @@ def unwrap_batch(
         return keys, np.zeros(0, dtype=bool)
     keys64 = keys.view(np.uint64)
     w64 = wrapped.view(np.uint64)
+    ts = [_be(t) for t in range(1, 6 * n + 1)]
 
     def work(lo0: int, hi0: int) -> None:
         dec = Cipher(algorithms.AES(bytes(kek)), modes.ECB()).decryptor()  # noqa: S305 - RFC 3394
-        for lo, hi, m, bufs in _loaded_chunks(lo0, hi0, n, w64, 1):
-            spare = bufs[n]
+        blocks: list[_Block] = []
+        for lo, hi, blocks in _loaded_chunks(lo0, hi0, n, w64, 1):
             a_src = w64[lo:hi, 0]  # current A
-            for j in range(5, -1, -1):
-                for i in range(n - 1, -1, -1):
-                    cur = _blocks(bufs[i], m)
-                    np.bitwise_xor(a_src, _be(n * j + i + 1), out=cur[:, 0])
-                    dec.update_into(bufs[i][: 2 * m].view(np.uint8).data, spare.view(np.uint8).data)
-                    bufs[i], spare = spare, bufs[i]
-                    a_src = _blocks(bufs[i], m)[:, 0]
+            for s in range(6 * n - 1, -1, -1):
+                b = blocks[s % n]
+                np.bitwise_xor(a_src, ts[s], out=b.a)
+                dec.update_into(b.data, b.out)
+                a_src = b.a
             a_final[lo:hi] = a_src
-            for i in range(n):
-                keys64[lo:hi, i] = _blocks(bufs[i], m)[:, 1]
-            bufs[n] = spare  # the buffers are reused by the next chunk
-        for b in bufs:  # the last chunk's keys (earlier ones were overwritten)
-            b.fill(0)
+            for i, b in enumerate(blocks):
+                keys64[lo:hi, i] = b.r
+        for b in blocks:  # the last chunk's keys (earlier ones were overwritten)
+            b.buf.fill(0)
 
     _parallel.run_ranges(work, count, _CHUNK, threads)
     # One comparison over all rows, after all the work: no per-key early exit.

@@ -293,3 +293,19 @@ def test_per_row_iv_across_chunks_and_threads() -> None:
         assert one[i].tobytes() == _rfc3394_by_hand(kek, ivs[i].tobytes(), keys[i].tobytes())
     back, ok = keywrap.unwrap_batch(kek, one, iv=ivs, threads=2)
     assert ok.all() and np.array_equal(back, keys)
+
+
+@pytest.mark.parametrize("direction", ["encryptor", "decryptor"])
+def test_batch_paths_rely_on_in_place_ecb(direction: str) -> None:
+    """wrap_batch/unwrap_batch run each step's AES-ECB in place (``update_into`` with the
+    output over the input's own buffer): that must give the out-of-place bytes."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    rng = np.random.default_rng(5)
+    kek = bytes(rng.integers(0, 256, 16, dtype=np.uint8))
+    buf = rng.integers(0, 256, 16 * 1000 + 16, dtype=np.uint8)
+    for m in (1000, 3):  # a full chunk and a short last one over the same buffer
+        ctx = getattr(Cipher(algorithms.AES(kek), modes.ECB()), direction)()
+        want = ctx.update(buf[: 16 * m].tobytes())
+        ctx.update_into(buf[: 16 * m].data, buf.data)
+        assert buf[: 16 * m].tobytes() == want
