@@ -46,10 +46,12 @@ typecheck: $(STAMP)
 # line without PostgreSQL, a failure under CI=true (.ci/run sets it, and installs PostgreSQL
 # when missing).
 # One pytest worker per core (pytest-xdist); a module's tests stay together and in order on
-# one worker (--dist loadfile: the served fleets and Dask clusters of a module are built once).
-# PYTEST_WORKERS=0 runs them in this process.
+# one worker (--dist loadfile: the served fleets and Dask clusters of a module are built once),
+# handed out in the order tests/conftest.py sorts them, the longest first: xdist would sort them
+# again by their number of tests (--no-loadscope-reorder keeps a long module of a few slow tests
+# from starting last). PYTEST_WORKERS=0 runs them in this process.
 PYTEST_WORKERS ?= auto
-PYTEST_ARGS := -q -n $(PYTEST_WORKERS) --dist loadfile
+PYTEST_ARGS := -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Bytecode for the checkout's own packages first: they are installed editable, so with
 # PYTHONDONTWRITEBYTECODE set (as on the CI machine) every CLI, server and worker process the
