@@ -16,6 +16,11 @@ module builds a path. Today a home is a directory::
                       does not show, and the next quorum unseal records it
                       (``rekey-recovered``, under that generation even if a rotation
                       bumped the keyring's since)
+    keyring.ksk.uncounted
+                      the set ids of the rekeys that took effect here and the key store
+                      did not count (its ``note_rekey`` failed: unreachable, a lock wait),
+                      oldest first: the next count of a rekey, or the next quorum unseal,
+                      has the store count them first, in order (it counts each set once)
     keyring.ksk.init-unrecorded
                       the set id of a new keyring's shares, from before its init ceremony
                       hands them out until its ``init`` entry is written: one killed in
@@ -69,6 +74,7 @@ __all__ = [
     "PENDING_FILE",
     "STORE_FILE",
     "STORE_RECORD_FILE",
+    "UNCOUNTED_FILE",
     "UNRECORDED_FILE",
     "KeyringHome",
     "StoreRecord",
@@ -79,6 +85,7 @@ PENDING_FILE = "keyring.pending"
 HANDOUT_FILE = "keyring.pending.handout"
 UNRECORDED_FILE = "keyring.ksk.unrecorded"
 INIT_UNRECORDED_FILE = "keyring.ksk.init-unrecorded"
+UNCOUNTED_FILE = "keyring.ksk.uncounted"
 STORE_FILE = "keys.sqlite"
 STORE_RECORD_FILE = "store.json"
 LOCK_FILE = ".lock"
@@ -264,6 +271,24 @@ class KeyringHome:
         if len(mark) == 2 and mark[1].isdigit() and len(mark[1]) <= 10:
             return int(mark[1])
         return generation
+
+    def mark_uncounted(self, set_ids: list[str]) -> None:
+        """The rekeys (their share sets' ids, oldest first) the key store has not counted:
+        none clears the mark."""
+        if set_ids:
+            atomic_write(self.path / UNCOUNTED_FILE, " ".join(set_ids).encode())
+        else:
+            self._unmark(UNCOUNTED_FILE)
+
+    def uncounted(self) -> list[str]:
+        """:meth:`mark_uncounted`'s set ids, oldest first ([] if none; a word that is not
+        a set id is skipped)."""
+        try:
+            with open(self.path / UNCOUNTED_FILE, "rb") as f:
+                words = f.read(4096).decode("ascii", "replace").split()
+        except FileNotFoundError:
+            return []
+        return [w for w in words if len(w) <= 64 and all(c in "0123456789abcdef" for c in w)]
 
     def mark_init_unrecorded(self, set_id: str) -> None:
         """An init ceremony is about to hand out the shares of set ``set_id``: until

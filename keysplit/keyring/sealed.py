@@ -602,10 +602,11 @@ class Keyring:
         self._adopt(outcome.meta, None if committed else self.pending)
         opened = UnsealedKeyring(self, outcome.master_key, outcome.secrets, store=store, rng=rng)
         # a rekey committed here, or one whose process was killed after its switch (before
-        # or after the store counted it: the store counts each share set once): count it
-        # and tell the fleet (epoch)
-        if committed or outcome.switched == "unrecorded":
-            opened._note_rekey()
+        # or after the store counted it: the store counts each share set once), or one the
+        # store failed to count (its count owed): count it and tell the fleet (epoch)
+        switched = committed or outcome.switched == "unrecorded"
+        if switched or self.home.uncounted():
+            opened._note_rekey(current=switched)
         return opened
 
     def _current(self, outcome: UnsealOutcome) -> UnsealOutcome:

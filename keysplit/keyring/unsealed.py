@@ -465,22 +465,43 @@ class UnsealedKeyring:
         From here on only the new shares unseal the keyring. The store then counts the
         rekey (``status``'s fleet ``rekeys``, an epoch bump); a store that fails that is
         logged, not raised: the rekey took effect, and an error here had :meth:`rekey`
-        lose the only shares that unseal the keyring (the count stays one short).
+        lose the only shares that unseal the keyring. The count is then owed (kept in
+        the keyring's home) and made by the next unseal or rekey (:meth:`_note_rekey`).
         """
         kr = self._kr
         with self._admin_lock:
             kr._adopt(self._key_admin().commit_rekey(kr.meta, kr.pending), None)
         self._note_rekey()
 
-    def _note_rekey(self) -> None:
+    def _note_rekey(self, *, current: bool = True) -> None:
         """Have the store count a rekey that took effect here (``status``'s fleet
         ``rekeys``; an epoch bump tells the fleet): by :meth:`commit_rekey`, or by an unseal
-        whose shares switched the keyring. A failure is logged, not raised: the switch
-        stands, and an error after it reported a rekey or an unseal as failed."""
+        whose shares switched the keyring, or that finds counts owed (``current=False``:
+        only those). A failure is logged, not raised: the switch stands, and an error after
+        it reported a rekey or an unseal as failed. The rekeys not counted are kept in the
+        keyring's home (``uncounted``), oldest first, and counted first by the next call,
+        in order (the store knows only the set it counted last, so a set counted out of
+        order would be counted again)."""
+        home = self.keyring.home
+        owed = home.uncounted()
+        now = self.keyring.meta.set_id
+        sets = owed if now in owed or not current else [*owed, now]
+        for i, rekey in enumerate(sets):
+            try:
+                self.store.note_rekey(rekey)
+            except KeysplitError as exc:
+                _log.warning("the rekey took effect; the key store did not count it: %s", exc)
+                self._owe(sets[i:])
+                return
+        if owed:
+            self._owe([])
+
+    def _owe(self, sets: list[str]) -> None:
+        """Keep ``sets`` as the rekeys the store has not counted (none: all counted)."""
         try:
-            self.store.note_rekey(self.keyring.meta.set_id)
-        except KeysplitError as exc:
-            _log.warning("the rekey took effect; the key store did not count it: %s", exc)
+            self.keyring.home.mark_uncounted(sets)
+        except OSError as exc:
+            _log.warning("cannot keep the rekeys the key store owes a count: %s", exc)
 
     def abort_rekey(self) -> bool:
         """Discard a pending rekey (its shares become useless). True if one existed."""

@@ -23,13 +23,20 @@ def test_the_readme_names_every_event_outside_the_cluster() -> None:
 
 
 def test_the_keyring_directory_table_names_every_file_keysplit_writes() -> None:
-    from keysplit.keyring.home import STORE_RECORD_FILE
+    from keysplit.keyring.home import STORE_RECORD_FILE, UNCOUNTED_FILE
     from keysplit.proof import INIT_VERIFY_FILE
     from keysplit.service.tokens import REVOKED_FILE, TOKENS_FILE
 
     page = (REPO / "docs" / "format" / "keyring.md").read_text()
     table = page.split("## Directory", 1)[1].split("\n## ", 1)[0]
-    for name in (STORE_RECORD_FILE, INIT_VERIFY_FILE, TOKENS_FILE, REVOKED_FILE, "cluster/"):
+    for name in (
+        STORE_RECORD_FILE,
+        UNCOUNTED_FILE,
+        INIT_VERIFY_FILE,
+        TOKENS_FILE,
+        REVOKED_FILE,
+        "cluster/",
+    ):
         assert f"`{name}`" in table, name
 
 

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from memory_store import MemoryKeyStore
@@ -31,6 +32,9 @@ from memory_store import MemoryKeyStore
 from keysplit import KeyringError, LegalHoldError
 from keysplit.store import KeyStore, WrappedKey, open_store
 from keysplit.store.base import AuditStore, Lease, RangedAuditStore, StaleKekError
+
+if TYPE_CHECKING:
+    from keysplit import UnsealedKeyring
 
 KID = "ab" * 16
 OTHER = "cd" * 16
@@ -797,3 +801,55 @@ class _Param:
     def __init__(self, request: pytest.FixtureRequest, param: str) -> None:
         self.param = param
         self.getfixturevalue = request.getfixturevalue
+
+
+@pytest.mark.parametrize("name", PROCESS_BACKENDS)
+def test_a_rekey_the_store_failed_to_count_is_counted_later_once_and_in_order(
+    name: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A rekey whose switch stood while the store failed to count it (here another writer
+    held the lock a change takes: a real lock wait on each store) was logged, and the
+    fleet's ``rekeys`` stayed one short for good: nothing owed the count (a *kill* there
+    was made safe by the owed-switch mark). Now the rekeys not counted are kept in the
+    keyring's home and counted, in order, by the next unseal or the next rekey's count;
+    each once, however often unsealed."""
+    from keysplit import Keyring
+
+    backend = next(_backend(_Param(request, name), tmp_path))
+    kr, shares = Keyring.create(tmp_path / "vault", 2, ["a", "b", "c"], store_url=backend.url)
+    # a short lock wait for the unsealed sessions (the schema was made under the default)
+    url = f"{backend.url}&call_timeout=1.25" if name == "postgres" else backend.url
+    assert url is not None
+
+    def unsealed(quorum: dict) -> UnsealedKeyring:
+        store = open_store(url, keyring_id=kr.keyring_id, home=kr.path)
+        return Keyring.open(kr.path).unseal([quorum["a"], quorum["b"]], store=store)
+
+    def rekeys() -> int:
+        fleet = Keyring.open(kr.path).status().fleet
+        assert fleet is not None
+        return fleet.rekeys
+
+    def rekey_uncounted(u: UnsealedKeyring) -> dict:
+        new = u.prepare_rekey()
+        with _writer_holding_the_lock(backend, u.store):
+            u.commit_rekey()  # the switch stands; the count fails (logged)
+        return new
+
+    with unsealed(shares) as u:
+        second = rekey_uncounted(u)
+    assert rekeys() == 0
+    for _ in range(2):
+        with unsealed(second):
+            pass
+        assert rekeys() == 1  # before the fix: 0
+    with unsealed(second) as u:  # two uncounted, then one counted: all three, in order
+        rekey_uncounted(u)
+        rekey_uncounted(u)
+        assert rekeys() == 1
+        fifth = u.rekey()
+        assert rekeys() == 4
+    with unsealed(fifth) as u:
+        assert u.status().fleet is not None and rekeys() == 4
+    for s in backend.opened:
+        s.close()
