@@ -28,6 +28,7 @@ length is trusted before it is checked, and nothing is read past what a head ann
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from io import BytesIO
 from typing import Any
@@ -336,6 +337,18 @@ class Sniffer(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+    def detach(self) -> socket.socket | None:
+        """Give the connection up unread, for another process to serve (None if it is
+        closing): a duplicate of its socket, this side closed. No byte of it was read:
+        a sniffer hands each one on to the connection's protocol as it arrives."""
+        t = self._transport
+        sock = t.get_extra_info("socket") if t is not None and not t.is_closing() else None
+        if t is None or sock is None:
+            return None
+        dup: socket.socket = sock.dup()
+        t.abort()  # (the duplicate keeps the connection open: no reset, no FIN)
+        return dup
 
     def data_received(self, data: bytes) -> None:
         t = self._transport

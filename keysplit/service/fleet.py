@@ -15,7 +15,10 @@ The leader keeps its own copy of a handed connection until the worker says it to
 (``TOOK``): a descriptor in flight dies with a worker that dies before reading it (the
 kernel closes it, the client's request unread: a reset), so the connections a dropped
 worker never took, and those a sealed worker hands back (``BACK``), are served by the
-leader instead (answered, or told "sealed"), never reset.
+leader instead (answered, or told "sealed"), never reset. A worker sealed (the leader's
+``SEAL``, a failed reload) after it took a connection and before it read a byte of it
+sends that connection back the same way (``RETURN``, the descriptor attached): closing
+it would reset a client whose request was on its way, on a fresh connection.
 
 Lifecycle:
 
@@ -125,6 +128,8 @@ CHANGED = b"c"  # a state change here: reload the others
 FORWARD = b"P"  # + id, request: served by the leader (cluster ceremonies keep state there)
 TOOK = b"t"  # + a CONN's sequence number: this worker serves that connection
 BACK = b"b"  # + a CONN's sequence number: not taken (sealed here): the leader serves it
+RETURN = b"r"  # + kind (as CONN's); one descriptor attached: taken, sealed before any byte
+# of it was read here: the leader serves it (closed here unread, its client was reset)
 ANSWER = b"p"  # (leader -> worker) + id, response
 MAX_FORWARD = 128 << 10
 """Largest forwarded request or response (one control datagram)."""
@@ -268,6 +273,13 @@ class Peer:
             return True
 
 
+def _recv(ctl: socket.socket) -> tuple[bytes, list[int]]:
+    """One control datagram and the descriptor it carries, if any (read without room for
+    one, a descriptor is closed by the kernel: its connection reset)."""
+    msg, fds, _, _ = socket.recv_fds(ctl, DATAGRAM, 1)
+    return msg, fds
+
+
 def _pair() -> tuple[socket.socket, socket.socket]:
     pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     for s in pair:  # room for a forwarded request (the kernel may cap it lower)
@@ -388,6 +400,8 @@ class Fleet:
         self._next = 0
         self._conn_seq = 0
         self._seal_seq = 0
+        self._tls: Any = None
+        """The TLS context of the connections handed out (there is one TCP listener)."""
         self._tasks: set[asyncio.Task[Any]] = set()
         loop = asyncio.get_running_loop()
         for p in peers:
@@ -472,14 +486,16 @@ class Fleet:
         """Serve here what was handed to ``p`` (dropped, its process gone) and never taken.
         Its messages not read yet (it was dropped while it ran) say first which ones it
         took: those were its own, and went with it."""
-        while p.handed:
+        while True:  # (a RETURN may follow the TOOKs: read to the end)
             try:
-                msg = p.ctl.recv(DATAGRAM)
+                msg, fds = _recv(p.ctl)
             except OSError:  # none left (BlockingIOError), or closed
                 break
             if not msg:
                 break
-            if msg[:1] in (TOOK, BACK):
+            if fds:
+                self._returned(msg, fds)
+            elif msg[:1] in (TOOK, BACK):
                 self._taken(p, msg)
         handed, p.handed = p.handed, {}
         if handed:
@@ -500,6 +516,21 @@ class Fleet:
             self._spawn(self._adopt_local(conn, ctx))
         else:
             conn.close()
+
+    def _returned(self, msg: bytes, fds: list[int]) -> None:
+        """A ``RETURN``: a connection a worker took, then sealed before it read any of it;
+        served here (sealed: answered 503 "sealed"; a worker whose reload failed: served).
+        A descriptor with any other message is closed (none is sent with one)."""
+        conns = [socket.socket(fileno=fd) for fd in fds]
+        if msg[:1] != RETURN or len(conns) != 1 or self._stopping:
+            for c in conns:
+                c.close()
+            return
+        ctx = self._tls if msg[1:2] == b"\x01" else None
+        if msg[1:2] == b"\x01" and ctx is None:  # no TLS connection was ever handed out
+            conns[0].close()
+            return
+        self._spawn(self._adopt_local(conns[0], ctx))
 
     async def _replace(self, old: Peer) -> None:
         """Put a new worker in ``old``'s slot once it says it runs (``HELLO``, its imports
@@ -573,6 +604,8 @@ class Fleet:
         p = ready[self._next - 1]
         self._conn_seq = seq = (self._conn_seq + 1) & 0xFFFFFFFF
         kind = b"\x00" if ctx is None else b"\x01"
+        if ctx is not None:
+            self._tls = ctx  # (one TLS listener) what a TLS connection handed back needs
         if not self._send(p, CONN + kind + _ID.pack(seq), [conn.fileno()]):
             await self._adopt_local(conn, ctx)
             return
@@ -742,15 +775,18 @@ class Fleet:
     def _on_message(self, p: Peer) -> None:
         while True:
             try:
-                msg = p.ctl.recv(DATAGRAM)
+                msg, fds = _recv(p.ctl)
             except BlockingIOError:
                 return
             except OSError:
-                msg = b""
+                msg, fds = b"", []
             if not msg:
                 self._drop(p, "exited")
                 return
             kind, body = msg[:1], msg[1:]
+            if fds:
+                self._returned(msg, fds)
+                continue
             if kind in (READY, FAILED):
                 p.acks.put_nowait(kind)
             elif kind == DROPPED:
@@ -821,6 +857,17 @@ class WorkerLink:
     def tell(self, msg: bytes) -> None:
         with contextlib.suppress(OSError):
             self.ctl.send(msg)
+
+    def give_back(self, conn: socket.socket, tls: bool) -> None:
+        """Hand ``conn`` back to the leader (``RETURN``): this process took it (``TOOK``)
+        and sealed before it read any of it. Closed here unread (the leader's copy closed
+        at ``TOOK``), its client would be reset; the leader answers it instead."""
+        try:
+            socket.send_fds(self.ctl, [RETURN + (b"\x01" if tls else b"\x00")], [conn.fileno()])
+        except OSError as exc:  # the leader is gone (or stuck): nothing can serve it
+            self._log(f"cannot hand a connection back to the leader: {exc.strerror or exc}")
+        finally:
+            conn.close()
 
     async def forward(self, req: Request) -> Response:
         """Have the leader serve ``req`` (see :func:`forwarded`)."""

@@ -448,11 +448,19 @@ class _Acceptor:
         self._sniffing.add(s)
         return s
 
-    def close_connections(self) -> None:
+    def close_connections(
+        self, give_back: Callable[[socket.socket, bool], None] | None = None
+    ) -> None:
         """Close every connection served here: idle ones at once, busy ones after the
-        request in progress (``close`` alone would leave an idle one's socket open)."""
+        request in progress (``close`` alone would leave an idle one's socket open).
+        ``give_back`` (a worker sealing) takes instead those of which no byte was read
+        yet (fresh: closed, their client's first request would be reset)."""
         for s in list(self._sniffing):
-            s.abort()
+            fresh = s.detach() if give_back is not None else None
+            if give_back is not None and fresh is not None:
+                give_back(fresh, False)
+            else:
+                s.abort()
         for fp in list(self._frames):
             fp.close()  # a frame connection is never busy between events: its answer is out
         server = self._runner.server
@@ -601,9 +609,17 @@ async def _worker(
         stop.set()
 
     async def adopt(conn: socket.socket, tls: bool) -> None:
-        await acceptor.adopt(conn, ctx if tls else None)
+        assert link is not None
+        if service.sealed:  # since it was taken (a SEAL read with its CONN): not served here
+            link.give_back(conn, tls)
+        else:
+            await acceptor.adopt(conn, ctx if tls else None)
 
-    link = WorkerLink(ctl, service, adopt, acceptor.close_connections, on_stop, log)
+    def on_seal() -> None:
+        assert link is not None
+        acceptor.close_connections(link.give_back)  # the fresh ones: back to the leader
+
+    link = WorkerLink(ctl, service, adopt, on_seal, on_stop, log)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")

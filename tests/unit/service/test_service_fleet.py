@@ -791,6 +791,140 @@ def test_a_sealed_worker_hands_a_connection_back_and_an_unsealed_one_says_it_too
     assert asyncio.run(main()) == [True, True]
 
 
+def _sockets(pid: int) -> set[str]:
+    """The sockets process ``pid`` holds ('socket:[INODE]': unique while open)."""
+    return {t for t in _descriptors(pid).values() if t.startswith("socket:")}
+
+
+def _polled(pid: int) -> set[str]:
+    """The sockets ``pid``'s event loop waits on: the targets of its epoll sets."""
+    fds = _descriptors(pid)
+    out = set()
+    for fd, what in fds.items():
+        if what == "anon_inode:[eventpoll]":
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines():
+                    target = fds.get(int(line.split()[1]), "") if line.startswith("tfd:") else ""
+                    if target.startswith("socket:"):
+                        out.add(target)
+    return out
+
+
+_STATUS = b"GET /v1/status HTTP/1.1\r\nHost: keysplit\r\nConnection: close\r\n\r\n"
+
+
+def _answer(s: socket.socket) -> dict | str:
+    """The JSON of the 200 answer read from ``s`` to its end, or what came instead."""
+    s.settimeout(60)
+    data = b""
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc} after {data[:80]!r}"
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200 "):
+        return f"no answer: {data[:200]!r}"
+    doc = json.loads(body)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _ask(s: socket.socket) -> str | None:
+    try:
+        s.sendall(_STATUS)
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.mark.parametrize("when", ["taken", "sent", "queued", "reload"])
+def test_a_connection_a_worker_took_is_answered_when_the_worker_is_sealed_before_reading_it(
+    tmp_path: Path, sockdir: Path, when: str
+) -> None:
+    """A worker that said it took a connection (``TOOK``: the leader closed its copy) and
+    was sealed (the leader's SEAL, or a failed reload) before it read the request closed
+    the connection unread: its client, on a fresh connection, was reset or saw it closed
+    with no answer. Now a sealed worker hands such a connection back to the leader, which
+    answers it. Driven deterministically with real processes, two fresh raw connections
+    (round robin over 2 processes: one is the worker's) and a seal through the leader:
+
+    * ``taken``: the worker waits on the connection (it polls it) when the seal comes; the
+      request is sent after the seal was answered (every process dropped its keys);
+    * ``sent``: as ``taken``, but the worker is stopped while the seal goes out and the
+      request is sent before it runs again: the request lies unread when SEAL is read;
+    * ``queued``: the worker is stopped before the connection reaches it: it reads CONN
+      and SEAL in one go, and its serving of the connection begins after the seal;
+    * ``reload``: as ``taken``, with no seal: a shred through the leader has the worker
+      reload, which fails (the keyring file damaged): the worker seals itself alone, and
+      the leader, unsealed, serves the connection.
+    """
+    kr, shares, token = _setup(tmp_path)
+    with Server(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
+        assert srv.proc is not None
+        leader = srv.proc.pid
+        _unseal(srv.url, kr, shares)
+        (worker,) = _children(leader)
+        pinned, go, sealed = threading.Event(), threading.Event(), []
+
+        def seal_through_the_leader() -> None:
+            c = _leader_client(srv.url, token)  # (a Client's connection is per thread)
+            pinned.set()
+            go.wait(60)
+            if when == "reload":
+                _damage_keyring_file(kr)
+                sealed.append(c.shred("u/2") is False)  # answered once the reload failed
+            else:
+                sealed.append(c.seal())
+            c.close()
+
+        sealer = threading.Thread(target=seal_through_the_leader, daemon=True)
+        sealer.start()
+        assert pinned.wait(60)
+        held, polled = _sockets(leader), _polled(worker)
+        stopped = when == "queued"
+        if stopped:
+            os.kill(worker, signal.SIGSTOP)
+        raw = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
+        try:
+            for r in raw:
+                r.connect(str(srv.sock))
+            if when == "queued":  # one is served by the leader, one held for the worker
+
+                def handed() -> bool:
+                    new = _sockets(leader) - held
+                    return len(new) == 2 and len(new & _polled(leader)) == 1
+
+                _wait_for("one connection served by the leader, one handed", handed)
+            else:
+                _wait_for("the worker waits on one", lambda: len(_polled(worker) - polled) == 1)
+            if when == "sent":
+                os.kill(worker, signal.SIGSTOP)
+                stopped = True
+            go.set()
+            if stopped:  # the leader's SEAL goes out in the loop turn that logs its seal
+                _wait_for(
+                    "the leader's seal",
+                    lambda: re.search(r"^keysplit serve: sealed \(", srv.log.read_text(), re.M),
+                )
+                time.sleep(0.3)
+            sent = [_ask(r) for r in raw] if when == "sent" else [None, None]
+        finally:
+            if stopped:
+                os.kill(worker, signal.SIGCONT)
+        sealer.join(60)
+        assert sealed == [True]
+        if when != "sent":
+            sent = [_ask(r) for r in raw]
+        answers = [s or _answer(r) for s, r in zip(sent, raw, strict=True)]
+        for r in raw:
+            r.close()
+        assert all(isinstance(a, dict) for a in answers), answers
+        if when != "sent":  # asked after the seal (the failed reload): the leader answers
+            assert [(a["sealed"], a["worker"]) for a in answers] == [(when != "reload", 0)] * 2
+            assert when != "reload" or "could not open the keyring" in srv.log.read_text()
+
+
 def _wait_for(what: str, check: Callable[[], object], seconds: float = 60) -> object:
     deadline = time.monotonic() + seconds
     while not (got := check()):
