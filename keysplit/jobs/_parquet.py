@@ -459,6 +459,16 @@ class _NullSubjects(KeysplitError):
         self.nulls = nulls
 
 
+def _null_subjects(table: pa.Table, spec: PartSpec) -> int:
+    """The rows of ``table`` with a value in ``spec.column`` but a null subject, counted as
+    :func:`_subjects` counts them (for the error's count over a part read in slices)."""
+    col = _plain(table.column(spec.column))
+    subjects = _plain(table.column(spec.subject_column))
+    if col.null_count:
+        subjects = subjects.filter(col.is_valid())
+    return int(subjects.null_count)
+
+
 def _subjects(table: pa.Table, name: str, valid: pa.ChunkedArray | None) -> pa.Array:
     """The part's subjects (of the rows with a value), checked: strings, none null."""
     col = _plain(table.column(name))
@@ -769,15 +779,18 @@ def run_part(spec: PartSpec, pieces: list[Piece], path: str) -> int:
     writer: pq.ParquetWriter | None = None
     with atomic_writer(path, mode=0o600) as fh:
         try:
-            for piece in _read_slices(pieces, spec.schema, spec.part_bytes):
+            slices = _read_slices(pieces, spec.schema, spec.part_bytes)
+            for piece in slices:
                 try:
                     table = _transform(piece, spec).replace_schema_metadata(dict(spec.metadata))
                 except _NullSubjects as exc:
+                    del piece
+                    # the whole part's count, not the rows read so far: the slices left are
+                    # read (one at a time) only to count theirs
+                    nulls = exc.nulls + sum(_null_subjects(t, spec) for t in slices)
                     files = ", ".join(sorted({os.path.basename(p[0]) for p in pieces}))
                     where = f" among the rows read from {files}"
-                    raise null_subjects(
-                        spec.subject_column, exc.nulls, spec.column, where
-                    ) from None
+                    raise null_subjects(spec.subject_column, nulls, spec.column, where) from None
                 if writer is None:
                     options = _write_options(table.schema, spec)
                     writer = pq.ParquetWriter(fh, table.schema, **options)

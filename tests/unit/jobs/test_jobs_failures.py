@@ -921,3 +921,35 @@ def test_null_subjects_name_the_column_and_how_many_rows_and_write_nothing(
         frame = dd.from_pandas(pd.DataFrame({"user": users, "body": body}), npartitions=1)
         with pytest.raises(ke.KeysplitError, match=r"'user' is null in 2 row\(s\) with a value"):
             jobs.encrypt_column(frame, "body", "user", service=src).compute(scheduler="sync")
+
+
+def test_null_subjects_in_a_part_read_in_slices_are_counted_over_the_whole_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(stop 40, found) A part whose row group is larger than the part size is read in
+    slices; the null-subject error counted only the rows read up to the first slice with a
+    null subject (here 1 of 4). Now it counts the whole part's rows, still writing nothing."""
+    n = 3000
+    users: list[str | None] = [f"u/{i % 97}" for i in range(n)]
+    body: list[bytes | None] = [os.urandom(100) for _ in range(n)]  # no dictionary: ~300 KB
+    for i in (1500, 2400, 2999):  # past the first slices, so some are sealed first
+        users[i] = None
+    users[2000] = body[2000] = None  # no value: nothing to seal, not counted
+    (tmp_path / "in").mkdir()
+    pq.write_table(
+        pa.table({"user": users, "body": body}),
+        tmp_path / "in" / "big.parquet",
+        row_group_size=n,
+    )
+    monkeypatch.setattr(jr, "PART_BYTES", 64 << 10)  # the row group is ~5 times larger
+    kr, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    with (
+        kr.unseal([shares["bob"], shares["carol"]]) as ukr,
+        serve_keys(ukr) as src,
+        pytest.raises(ke.KeysplitError) as info,
+    ):
+        jobs.encrypt_dataset(tmp_path / "in", tmp_path / "out", "body", "user", service=src)
+    text = str(info.value)
+    assert "subject column 'user' is null in 3 row(s) with a value in 'body'" in text, text
+    assert "big.parquet" in text
+    assert not (tmp_path / "out").exists()
