@@ -406,9 +406,13 @@ def _note_xid(conn: _Conn, xids: list[int]) -> None:
     xids.append(int(row[0]) if row else 0)
 
 
-def _configure(conn: _Conn, lock_timeout: str) -> None:
-    for stmt in _TEMP_TABLES:
-        conn.execute(stmt)
+def _configure(conn: _Conn, lock_timeout: str, staging: bool) -> None:
+    """Set up a pooled connection: its bulk writes' temporary tables unless the store was
+    opened for reading only (``staging`` false: a read-only role, a standby, or
+    ``default_transaction_read_only`` cannot create them, and reading never uses them)."""
+    if staging:
+        for stmt in _TEMP_TABLES:
+            conn.execute(stmt)
     # a call queued behind another writer's lock (a long insert_many holding the state
     # lock) fails as such, before the watchdog would take it for a server not answering
     conn.execute("SELECT set_config('lock_timeout', %s, false)", (lock_timeout,))
@@ -684,7 +688,9 @@ class PostgresKeyStore:
     and the role's privileges (:class:`~keysplit.errors.KeyringError` naming the table,
     the privilege and the GRANT): SELECT on every table, and the writes keysplit makes
     unless ``read_only`` (a role granted SELECT only can then read: counts, state, the
-    audit chain; a write is refused by the server).
+    audit chain; a write is refused by the server). A server whose transactions are
+    read-only (a standby, ``default_transaction_read_only``) is refused at a writing open,
+    naming the setting; opened ``read_only``, it reads (no staging tables are made).
     """
 
     def __init__(
@@ -762,7 +768,9 @@ class PostgresKeyStore:
             min_size=1,
             max_size=max(1, pool_size),
             kwargs=kwargs,
-            configure=functools.partial(_configure, lock_timeout=self._lock_timeout),
+            configure=functools.partial(
+                _configure, lock_timeout=self._lock_timeout, staging=not read_only
+            ),
             # no check query on checkout (it would cost every call a round trip): a call
             # that meets a connection the server dropped retries on another (_tx)
             timeout=self._timeout,
@@ -792,7 +800,9 @@ class PostgresKeyStore:
                 "current_setting('transaction_read_only')",
                 (self._lock_timeout,),
             ).fetchone()
-            if row and row[1] == "on":  # else every pooled connection fails its set-up
+            # a writing open only: each pooled connection's staging tables, and every write,
+            # would fail; reading needs neither (keysplit status on a standby)
+            if row and row[1] == "on" and not self._read_only:
                 raise KeyringError(
                     f"PostgreSQL key store at {self._where}: {_READ_ONLY}; nothing was changed",
                     hint=_READ_ONLY_FIX,
@@ -1079,6 +1089,17 @@ class PostgresKeyStore:
                     ) from None
         raise AssertionError("unreachable")
 
+    def _check_staging(self) -> None:
+        """Refuse a bulk write (it stages rows in the connection's temporary tables) on a
+        store opened for reading only, whose connections have none: said as such, not as
+        the missing table the server would name (a schema "changed by hand")."""
+        if self._read_only:
+            raise KeyringError(
+                f"PostgreSQL key store at {self._where}: opened for reading only, so it "
+                "takes no bulk writes; nothing was changed",
+                hint="open the store for writing (without read_only=True)",
+            )
+
     @staticmethod
     def _copy(conn: _Conn, stmt: sql.SQL, chunks: Iterable[bytes]) -> None:
         with conn.cursor() as cur, cur.copy(stmt) as copy:
@@ -1136,6 +1157,7 @@ class PostgresKeyStore:
         if len(ordered) <= _SMALL:
             stored = self._insert_small(first, ordered, versions)
             return [stored[r.subject] for r in rows]
+        self._check_staging()
 
         def work(conn: _Conn) -> dict[str, WrappedKey]:
             _rules.check_insert(self._guard(conn), versions)
@@ -1201,6 +1223,7 @@ class PostgresKeyStore:
                 pairs.setdefault(old.subject, (old, new))
         if not pairs:
             return 0
+        self._check_staging()
         staged = sorted(pairs.values())
 
         versions = {new.kek_version for _, new in staged}

@@ -9,6 +9,7 @@ import json
 import uuid
 from pathlib import Path
 
+import pytest
 from ceremony_helpers import error_lines, fast_kdf_fixture, run  # noqa: F401 (fixtures)
 
 from keysplit import Keyring, Share, load_share
@@ -204,14 +205,25 @@ def test_a_store_the_role_may_not_use_is_one_error_line_with_the_fix(
         assert any(ln.startswith("hint:") and hint in ln for ln in r.stderr.splitlines())
 
 
-def test_a_role_granted_select_only_shows_status_and_is_refused_a_shred_at_the_open(
-    pg_server: object, tmp_path: Path
+@pytest.mark.parametrize(
+    ("setting", "refusal", "hint"),
+    [
+        ("", "role {role!r} lacks INSERT, UPDATE on meta; INSERT, UPDATE, DELETE on data_keys",
+         "GRANT"),
+        ("default_transaction_read_only = on", "default_transaction_read_only = on", "primary"),
+    ],
+    ids=["select only", "read-only transactions"],
+)  # fmt: skip
+def test_a_role_that_may_only_read_shows_status_and_is_refused_a_shred_at_the_open(
+    pg_server: object, tmp_path: Path, setting: str, refusal: str, hint: str
 ) -> None:
     """What the CLI does with a PostgreSQL role that may only read: ``status`` (public data,
-    the audit chain) works, as it did; a command that writes (``shred``) is one ``error:``
-    line naming the missing privileges with the GRANT as its hint, at the store's open.
-    Before, it opened and the first write failed "permission denied for table ...";
-    ``status`` still opens the store for reading only (Keyring.status)."""
+    the audit chain) works; a command that writes (``shred``) is one ``error:`` line, at
+    the store's open, naming the missing privileges (the GRANT as its hint) or the setting
+    that makes every transaction read-only. Before, a role granted SELECT only opened and
+    the first write failed "permission denied for table ..."; and ``status`` on a role
+    with ``default_transaction_read_only = on`` (a standby's connections are read-only
+    alike) failed "the server accepts no writes" (stop 40, found): ``status`` only reads."""
     import psycopg
 
     url = f"{pg_server.url}&schema=cli_{uuid.uuid4().hex[:12]}"  # type: ignore[attr-defined]
@@ -220,6 +232,8 @@ def test_a_role_granted_select_only_shows_status_and_is_refused_a_shred_at_the_o
     role = f"reader_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_server.url, autocommit=True) as conn:  # type: ignore[attr-defined]
         conn.execute(f"CREATE ROLE {role} LOGIN")
+        if setting:
+            conn.execute(f"ALTER ROLE {role} SET {setting}")
         conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
         conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}")
     reader = url.replace("user=keysplit", f"user={role}")
@@ -229,10 +243,6 @@ def test_a_role_granted_select_only_shows_status_and_is_refused_a_shred_at_the_o
     r = run(["shred", vault, "u1", "--yes", "--store", reader, *_quorum(shares, "alice", "bob")])
     assert r.exit_code == 1, r.output
     lines = error_lines(r)
-    assert (
-        len(lines) == 1
-        and f"role {role!r} lacks INSERT, UPDATE on meta; INSERT, UPDATE, DELETE on data_keys"
-        in (lines[0])
-    ), r.stderr
+    assert len(lines) == 1 and refusal.format(role=role) in lines[0], r.stderr
     assert "Traceback" not in r.stderr
-    assert any(ln.startswith("hint:") and "GRANT" in ln for ln in r.stderr.splitlines())
+    assert any(ln.startswith("hint:") and hint in ln for ln in r.stderr.splitlines())

@@ -1295,6 +1295,56 @@ def test_a_read_only_server_is_a_setting_to_fix_not_an_unreachable_one(
         assert info.value.hint and "primary" in info.value.hint
 
 
+def test_a_read_only_role_opens_for_reading_and_is_refused_a_writing_open_naming_it(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """(stop 40, found) A role (or a standby) whose transactions are read-only
+    (``default_transaction_read_only = on``) was refused even ``open_store(read_only=True)``
+    (``keysplit status``): the open refused any read-only transaction, and each pooled
+    connection's staging tables cannot be created in one. Now a read-only open reads
+    (keys, counts, state, the audit chain); a writing open fails at the open naming the
+    setting; on the read-only store a bulk write (which stages rows) says the store was
+    opened for reading only, a small one is refused by the server, and nothing is written."""
+    import psycopg
+
+    url = _url(pg_server)
+    writer = open_store(url, keyring_id=KID, home=tmp_path, create=True)
+    try:
+        writer.insert_many([WrappedKey("alice", 1, bytes(24))])
+        state = writer.state()
+    finally:
+        writer.close()
+    _, schema = postgres_conninfo(url)
+    role = _role(pg_server, "ro", "default_transaction_read_only = on")
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    ro = url.replace("user=keysplit", f"user={role}")
+    with pytest.raises(KeyringError) as info:
+        open_store(ro, keyring_id=KID, home=tmp_path)
+    assert not isinstance(info.value, StoreUnreachableError)
+    assert "default_transaction_read_only = on" in str(info.value)
+    assert "nothing was changed" in str(info.value)
+    store = open_store(ro, keyring_id=KID, home=tmp_path, read_only=True)
+    try:
+        assert store.get_many(["alice", "bob"]) == {"alice": WrappedKey("alice", 1, bytes(24))}
+        assert store.count_by_version() == {1: 1}
+        assert store.state() == state
+        assert store.audit_lines() == []  # type: ignore[attr-defined]
+        many = [WrappedKey(f"u{i}", 1, bytes(24)) for i in range(100)]  # above _SMALL: staged
+        with pytest.raises(KeyringError, match="opened for reading only") as info:
+            store.insert_many(many)
+        assert type(info.value) is KeyringError and "nothing was changed" in str(info.value)
+        old = WrappedKey("alice", 1, bytes(24))
+        with pytest.raises(KeyringError, match="opened for reading only"):
+            store.replace_many([(old, WrappedKey("alice", 1, bytes(range(24))))])
+        with pytest.raises(KeyringError, match="accepts no writes"):  # the server refuses
+            store.insert_many([WrappedKey("bob", 1, bytes(24))])
+        assert store.get_many(["alice", "bob", "u1"]) == {"alice": old}
+    finally:
+        store.close()
+
+
 def test_a_table_dropped_by_hand_is_found_when_the_store_opens(
     pg_server: object, tmp_path: Path
 ) -> None:
