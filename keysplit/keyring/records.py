@@ -630,17 +630,24 @@ class Records:
 
 
 def _encoded_subject(memo: dict[str, tuple[str, bytes]], subject: str) -> tuple[str, bytes]:
-    """:meth:`Records._subject` over the memo ``memo`` (cleared, not grown, past its bound)."""
-    got = memo.get(subject)
+    """:meth:`Records._subject` over the memo ``memo`` (cleared, not grown, past its bound).
+
+    Keyed by plain ``str`` only: a lookup must compare text with text. A ``str`` subclass's
+    own ``__eq__``/``__hash__`` (one that ignores case) kept in the memo made a later
+    "alice" find "Alice"'s entry, and an object calling itself equal to any text found
+    another subject's: records sealed under the other subject's key. Anything else is
+    checked (and refused, or copied to a plain ``str``) on every call."""
+    got = memo.get(subject) if type(subject) is str else None
     if got is None:
         # a plain str (not a subclass's own __eq__/__hash__): the key cache is read
         # without a lock on the single-record path (fleet.KeyCache.lease_bound_get)
         canon = str.__str__(names.check_subject(subject))
         enc = canon.encode("utf-8")
         got = (canon, _U32.pack(len(enc)) + enc)
-        if len(memo) >= _SUBJECT_CACHE:
-            memo.clear()
-        memo[subject] = got
+        if type(subject) is str:
+            if len(memo) >= _SUBJECT_CACHE:
+                memo.clear()
+            memo[subject] = got
     return got
 
 

@@ -269,6 +269,68 @@ def test_decrypt_many_takes_the_bytes_like_records_decrypt_takes(tmp_path: Path)
             assert u.decrypt(wrap(recs[1]), subject=subjects[1]) == b"two"  # type: ignore[arg-type]
 
 
+class _AnyText:
+    """Not a ``str``: equal to anything (its ``__eq__`` says so), hashed as ``text`` is."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __ne__(self, other: object) -> bool:
+        return False
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+
+@pytest.mark.parametrize("where", ["subject"])
+def test_an_object_equal_to_any_text_is_refused_not_matched_to_a_memo_entry(
+    tmp_path: Path, where: str
+) -> None:
+    """(stop 40, found) The subject memo compared what was given with ``==``: an object
+    (not a ``str``) whose ``__eq__`` calls itself equal to any text matched its entry, and
+    ``encrypt`` sealed under another subject's key ("alice"'s). Now it is refused as on a
+    first call (the engine with a key cache, so ``decrypt``'s memo path is the one taken)."""
+    kr, shares = Keyring.create(tmp_path / "kr", 2, ["a", "b", "c"])
+    with kr.unseal([shares["a"], shares["b"]]) as u:
+        ctx = {"k": "acme"}
+        rec = u.encrypt(b"alice's", subject="alice", context=ctx)
+        assert u.decrypt(rec, subject="alice", context=ctx) == b"alice's"  # memo filled
+        subject: object = _AnyText("alice") if where == "subject" else "alice"
+        given: object = {
+            "subject": ctx,
+            "context key": {_AnyText("k"): "acme"},
+            "context value": {"k": _AnyText("acme")},
+        }[where]
+        message = f"{where} must be a str, not _AnyText"
+        with pytest.raises(TypeError, match=message):
+            u.encrypt(b"x", subject=subject, context=given)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=message):
+            u.decrypt(rec, subject=subject, context=given)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=message):  # a fresh engine says the same
+            Records(u.records.datakeys).encrypt(b"x", subject=subject, context=given)  # type: ignore[arg-type]
+        assert u.decrypt(rec, subject="alice", context=ctx) == b"alice's"
+
+
+def test_a_subject_subclass_never_decides_which_key_a_plain_subject_gets() -> None:
+    """The subject memo kept a ``str`` subclass as its key: after
+    ``Folded("Alice")`` (an ORM's case-insensitive text), a plain "alice" found its entry
+    and was sealed under "Alice"'s key, bound to "Alice": shredding "alice" would not have
+    reached that record. The memo is keyed by plain ``str`` only."""
+    dk = DictKeys()
+    eng = Records(dk)
+    folded = eng.encrypt(b"1", subject=Folded("Alice"))
+    plain = eng.encrypt(b"2", subject="alice")
+    assert set(dk.raw) == {"Alice", "alice"}
+    assert record.decrypt(DataKey(dk.raw["alice"]), plain, subject="alice") == b"2"
+    assert record.decrypt(DataKey(dk.raw["Alice"]), folded, subject="Alice") == b"1"
+    assert eng.decrypt(plain, subject="alice") == b"2"
+    with pytest.raises(IntegrityError):
+        eng.decrypt(folded, subject="alice")
+
+
 @pytest.mark.parametrize("bad", ["text", "t\u00e9xt", 5, None], ids=repr)
 def test_sealer_refuses_a_plaintext_that_is_not_bytes_up_front(bad: object) -> None:
     """``sealer`` promises that whatever can fail fails when it is made: a str plaintext
