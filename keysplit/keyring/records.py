@@ -48,32 +48,9 @@ _POOL_NONCES = 1024
 _SUBJECT_CACHE = 1 << 16
 _CONTEXT_CACHE = 256
 _U32 = struct.Struct(">I")
-_PLAIN_CONTEXT = (dict, type(None))  # the contexts the single-record memo compares with ==
+_PLAIN_CONTEXT = (dict, type(None))  # the contexts the single-record memo keeps
 _SPLIT_POOL = struct.Struct(f"{fmt.NONCE_SIZE}s" * _POOL_NONCES).unpack  # a pool's nonces
 _SPENT: Iterator[bytes] = iter(())  # a pool state with no nonce left
-
-
-class _Text(str):
-    """A context key or value as the single-record memo keeps it, so that comparing a
-    caller's context with the memo's copy in both directions (``copy == context and
-    context == copy``) compares text only, at the cost of two dict comparisons.
-
-    A ``str`` subclass with its own ``__eq__``/``__hash__`` (one that ignores case, as
-    some ORMs' text types do) said ``{"t": "ACME"} == {"t": "acme"}``, and the record was
-    bound to the memo's text. Python asks the right operand first only when its type is a
-    subclass of the left's: with ``_Text`` (``str``'s own comparison, no override) on the
-    left, a foreign subclass's value is compared as text (``copy == context`` checks the
-    values), and a foreign subclass's key is looked up in the copy, so compared by
-    ``_Text`` (``context == copy`` checks the keys). A plain ``str`` (a subclass of none)
-    meets ``_Text``'s comparison either way. Checking the type of every key and value on
-    each call instead cost the single-record paths 15-18 % of their rate (issue 23).
-    A non-``str`` object whose ``__eq__`` calls itself equal to other text is not guarded
-    against (the full path refuses a non-``str`` value; the memo is only ever made from
-    plain ``str`` contexts): ``str``'s comparison answers ``NotImplemented`` to it, so
-    Python asks the object either way, and the cheapest guard found, ``"".join`` over the
-    keys and values on each memo hit, cost +360 to +720 ns per call (issue 23)."""
-
-    __slots__ = ()
 
 
 _RECORD_PREFIX = fmt.MAGIC + bytes([fmt.VERSION, fmt.SUITE_AES128GCM_HKDF_COMMIT])
@@ -276,13 +253,23 @@ class Records:
         sorts the entries), so a caller that changes its mapping gets a new tail. The
         entry holds a copy of the context, one copy shared by every subject sealed with
         equal contexts (one hot object to compare with, not one per subject).
+
+        Only text decides a hit: the subject and every context key and value must be a
+        plain ``str`` (one ``type`` per key and value, then one ``==`` of ``str`` with
+        ``str``), else the call goes the full way, which refuses or encodes what it got.
+        ``str``'s comparison answers ``NotImplemented`` to anything else, so Python asks
+        the other object: a ``str`` subclass's own ``__eq__`` (one that ignores case), or
+        any object calling itself equal to text, chose the memo entry, and so the context
+        text a record was bound to or opened under. The check replaced comparing both ways
+        with a ``str``-subclass copy (which guarded subclasses only) at the same cost
+        (benchmarks/ab_context_memo.py); a type check over ``items()`` cost ~100 ns more.
         """
         # one snapshot of the items is checked, compared, encoded and remembered (a dict
         # another thread changes meanwhile must not leave a memo whose tail is of others)
         items = tuple(context.items()) if type(context) is dict else ()
         plain = type(context) in _PLAIN_CONTEXT and _plain_text(items)
         hit = self._tails.get(subject) if type(subject) is str and plain else None
-        if hit is not None and hit[0] == context and context == hit[0]:
+        if hit is not None and hit[0] == context:  # text only: plain checked each key and value
             return hit[1], hit[2]
         canon, part = self._subject(subject)
         if not (type(subject) is str and plain):
@@ -293,7 +280,7 @@ class Records:
             if copy is None:
                 if len(self._context_copies) >= _CONTEXT_CACHE:
                     self._context_copies.clear()
-                copy = {_Text(k): _Text(v) for k, v in items}  # (see _Text)
+                copy = dict(items)
         cpart = self._plain_context(items) if copy is not None else fmt.context_part(None)
         batch = self._batch_tails.get(cpart)
         # the batch memo's tail for this context, where a batch made one: one bytes object
@@ -316,12 +303,15 @@ class Records:
         (the :class:`DataKeys`' lease-bound cache, when it has one) and the AEAD call.
         """
         hit = self._tails.get(subject) if type(subject) is str else None  # _tail, inlined
-        if (
-            hit is None
-            or type(context) not in _PLAIN_CONTEXT
-            or hit[0] != context
-            or context != hit[0]  # both ways: see _Text
-        ):
+        if hit is not None and context is not None:
+            if type(context) is dict:  # text only (see _tail)
+                for k in context:
+                    if type(k) is not str or type(context[k]) is not str:
+                        hit = None
+                        break
+            else:
+                hit = None
+        if hit is None or hit[0] != context:
             canon, tail = self._tail(subject, context)
         else:
             canon, tail = hit[1], hit[2]
@@ -347,12 +337,15 @@ class Records:
         """Open a record; :class:`IntegrityError` if it does not belong to this subject and
         context, was altered, or the subject was shredded."""
         hit = self._tails.get(subject) if type(subject) is str else None  # _tail, inlined
-        if (
-            hit is not None
-            and type(context) in _PLAIN_CONTEXT
-            and hit[0] == context
-            and context == hit[0]  # both ways: see _Text
-        ):
+        if hit is not None and context is not None:
+            if type(context) is dict:  # text only (see _tail)
+                for k in context:
+                    if type(k) is not str or type(context[k]) is not str:
+                        hit = None
+                        break
+            else:
+                hit = None
+        if hit is not None and hit[0] == context:
             # seen before: its canonical spelling's key, if cached, and only if the header
             # names that key (else the full path finds the spelling or says what is wrong)
             key = self._cached(hit[1])

@@ -285,14 +285,16 @@ class _AnyText:
         return hash(self.text)
 
 
-@pytest.mark.parametrize("where", ["subject"])
+@pytest.mark.parametrize("where", ["subject", "context key", "context value"])
 def test_an_object_equal_to_any_text_is_refused_not_matched_to_a_memo_entry(
     tmp_path: Path, where: str
 ) -> None:
-    """(stop 40, found) The subject memo compared what was given with ``==``: an object
-    (not a ``str``) whose ``__eq__`` calls itself equal to any text matched its entry, and
-    ``encrypt`` sealed under another subject's key ("alice"'s). Now it is refused as on a
-    first call (the engine with a key cache, so ``decrypt``'s memo path is the one taken)."""
+    """(stop 40, found) The single-record memos compared what was given with ``==``: an
+    object (not a ``str``) whose ``__eq__`` calls itself equal to any text matched the
+    memo's entry. As a subject, ``encrypt`` sealed under another subject's key ("alice"'s);
+    in a context, ``encrypt`` bound the record to the memo's context and ``decrypt``
+    opened a record of that context. Now each is refused as on a first call (the engine
+    with a key cache, so ``decrypt``'s memo path is the one taken)."""
     kr, shares = Keyring.create(tmp_path / "kr", 2, ["a", "b", "c"])
     with kr.unseal([shares["a"], shares["b"]]) as u:
         ctx = {"k": "acme"}
@@ -315,7 +317,7 @@ def test_an_object_equal_to_any_text_is_refused_not_matched_to_a_memo_entry(
 
 
 def test_a_subject_subclass_never_decides_which_key_a_plain_subject_gets() -> None:
-    """The subject memo kept a ``str`` subclass as its key: after
+    """(found with the above) The subject memo kept a ``str`` subclass as its key: after
     ``Folded("Alice")`` (an ORM's case-insensitive text), a plain "alice" found its entry
     and was sealed under "Alice"'s key, bound to "Alice": shredding "alice" would not have
     reached that record. The memo is keyed by plain ``str`` only."""
@@ -533,9 +535,9 @@ def test_the_single_record_memo_reuses_the_batch_memos_tail() -> None:
     ids=["folded key", "folded value", "both"],
 )
 def test_a_memo_hit_compares_a_folded_key_or_value_by_its_text(given: dict[str, str]) -> None:
-    """The single-record memo compares a caller's context with its copy both ways (see
-    ``_Text``): one way alone lets a case-folding key (or, the other way, value) match the
-    memo's text, and the record is bound to ``{"k": "acme"}`` instead of what was given."""
+    """A memo hit is decided by text only (see ``Records._tail``): a case-folding key or
+    value matched the memo's text, and the record was bound to ``{"k": "acme"}`` instead
+    of what was given."""
     dk = DictKeys()
     eng = Records(dk)
     first = eng.encrypt(b"1", subject="s", context={"k": "acme"})  # fills the memo
