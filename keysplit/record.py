@@ -154,7 +154,7 @@ class DataKey:
     one raw-key exit is :meth:`keysplit.keyring.DataKeys.export`).
     """
 
-    __slots__ = ("_aead", "_prefix", "_used", "commitment")
+    __slots__ = ("_aead", "_memo", "_prefix", "_used", "commitment")
 
     def __init__(self, key: bytes) -> None:
         if not isinstance(key, bytes | bytearray | memoryview):
@@ -170,6 +170,10 @@ class DataKey:
         self._prefix = _PREFIX + self.commitment
         self._used = False
         """Set by a cache hit (:class:`keysplit.keyring.fleet.KeyCache`'s second chance)."""
+        self._memo: tuple[dict[str, str] | None, bytes] | None = None
+        """The record engine's last (context, AAD tail) of this key's own subject (public;
+        :meth:`keysplit.keyring.records.Records._remember`): one object to read after the
+        key cache's lookup on the single-record paths, not a second memo lookup."""
 
     def __repr__(self) -> str:
         return "DataKey(<redacted>)"

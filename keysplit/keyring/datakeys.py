@@ -120,6 +120,11 @@ class DataKeys(Protocol):
     and under every rule :meth:`resolve` keeps (a fleet member: its lease is valid, the key
     was not dropped), else ``None``, and the engine calls :meth:`resolve`. It never
     creates, fetches or caches anything.
+    ``cached_view: (get, lease) | None`` is ``cached_key`` for the engine to inline: ``get``
+    is the cache's own one-C-call lookup (atomic under the GIL), used only while
+    ``time.monotonic() < lease._deadline``, a found key marked ``_used``; offered only by
+    a cache whose keys each belong to one subject (the engine leaves a subject's AAD tail
+    on its key, :meth:`Records._remember`).
     ``counts_records: bool`` (default True): whether ``resolve(create=True)`` counts each
     occurrence of a subject as one record sealed (a use-bounded cache, as
     ``keysplit.Client(cache_max_records=...)``'s); then the engine passes every occurrence
@@ -351,6 +356,8 @@ class LocalDataKeys:
         self.cached_key = self._cache.lease_bound_get(self.member)
         """The single-record fast path (the optional ``cached_key`` of :class:`DataKeys`):
         a cached key while the lease is valid, else ``None``; never touches the store."""
+        self.cached_view = self._cache.lockless_view(self.member)
+        """The same, inlined by the record engine (the optional ``cached_view``)."""
         st = self.member.last_state
         if not st.current_kek:  # a store from before fleet state: record the file's version
             with contextlib.suppress(KeyringError):

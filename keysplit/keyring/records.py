@@ -27,9 +27,10 @@ import os
 import struct
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from cryptography.exceptions import InvalidTag
 
@@ -54,6 +55,28 @@ _SPENT: Iterator[bytes] = iter(())  # a pool state with no nonce left
 
 
 _RECORD_PREFIX = fmt.MAGIC + bytes([fmt.VERSION, fmt.SUITE_AES128GCM_HKDF_COMMIT])
+_OVERHEAD, _HEADER, _PREFIX = fmt.OVERHEAD, fmt.HEADER_SIZE, fmt.PREFIX_SIZE  # one load each
+_mono = time.monotonic
+
+
+class _Lease(Protocol):
+    """What the engine reads of a ``cached_view``'s lease: the monotonic time its cached
+    keys stop being served (``keysplit.keyring.fleet.FleetMember``; 0 once closed)."""
+
+    _deadline: float
+
+
+class _NoLease:
+    """The lease of a :class:`DataKeys` without ``cached_view``: never valid, so the
+    engine's first path (the key's memo) is skipped and the memo is never filled."""
+
+    __slots__ = ("_deadline",)
+
+    def __init__(self) -> None:
+        self._deadline = 0.0
+
+
+_NO_LEASE = _NoLease()
 
 
 def _no_cached_key(subject: str) -> DataKey | None:
@@ -136,6 +159,9 @@ class Records:
         "_contexts",
         "_counts",
         "_dk",
+        "_get",
+        "_lease",
+        "_memos",
         "_nonces",
         "_subjects",
         "_tails",
@@ -158,6 +184,13 @@ class Records:
             getattr(datakeys, "cached_key", None) or _no_cached_key
         )
         self._counts: bool = getattr(datakeys, "counts_records", True)
+        view = getattr(datakeys, "cached_view", None)
+        # the key cache's own lookup and its lease (see decrypt); without one, none
+        self._get: Callable[[str], DataKey | None] = _no_cached_key
+        self._lease: _Lease = _NO_LEASE
+        self._memos = view is not None
+        if view is not None:
+            self._get, self._lease = view
 
     def __repr__(self) -> str:
         return f"Records(keyring={self._dk.keyring_id}, <redacted>)"
@@ -299,9 +332,47 @@ class Records:
     ) -> bytes:
         """Seal a record for ``subject`` (its data key is created on first use).
 
-        The steady state costs one memo lookup (:meth:`_tail`), one ``cached_key`` call
-        (the :class:`DataKeys`' lease-bound cache, when it has one) and the AEAD call.
+        The steady state costs one key cache lookup (its ``cached_view``, under its lease),
+        the context comparison with the key's memo (see :meth:`decrypt`) and the AEAD call;
+        otherwise :meth:`_key_and_tail`.
         """
+        key = (
+            self._get(subject) if type(subject) is str and _mono() < self._lease._deadline else None
+        )
+        tail = None
+        if key is not None:
+            memo = key._memo
+            if memo is not None and context is not None:
+                if type(context) is dict:  # text only (see _tail)
+                    for k in context:
+                        if type(k) is not str or type(context[k]) is not str:
+                            memo = None
+                            break
+                else:
+                    memo = None
+            if memo is not None and memo[0] == context:
+                key._used = True  # (the cache's second chance)
+                tail = memo[1]
+        if key is None or tail is None:
+            key, tail = self._key_and_tail(subject, context)
+        if type(plaintext) is not bytes:
+            plaintext = fmt._octets(plaintext)  # type: ignore[assignment]
+        # the pool's fast path, inlined (see _NoncePool); a nonce is 12 bytes, never falsy
+        nonce = next(self._nonces.state, None) or self._nonces.next()
+        header = key._prefix + nonce
+        try:
+            return header + key._aead.encrypt(nonce, plaintext, header + tail)
+        except OverflowError:  # cryptography's length check (fmt.MAX_PLAINTEXT_BYTES)
+            raise fmt._too_large() from None
+        except BufferError:
+            raise fmt._strided() from None
+
+    def _key_and_tail(
+        self, subject: str, context: Mapping[str, str] | None
+    ) -> tuple[DataKey, bytes]:
+        """:meth:`encrypt`'s key and AAD tail off its first path: the subject's memo
+        (:meth:`_tail`), the ``cached_key`` of its canonical spelling, else ``resolve``
+        (which creates it); the key's memo filled on the way (:meth:`_remember`)."""
         hit = self._tails.get(subject) if type(subject) is str else None  # _tail, inlined
         if hit is not None and context is not None:
             if type(context) is dict:  # text only (see _tail)
@@ -313,29 +384,79 @@ class Records:
                 hit = None
         if hit is None or hit[0] != context:
             canon, tail = self._tail(subject, context)
+            hit = None  # (the memo entry made now is left on the key the next time)
         else:
             canon, tail = hit[1], hit[2]
-        if type(plaintext) is not bytes:
-            plaintext = fmt._octets(plaintext)  # type: ignore[assignment]
         key = self._cached(canon)
         if key is None:
             (key,) = self._dk.resolve((canon,), create=True)
             assert key is not None
-        # the pool's fast path, inlined (see _NoncePool); a nonce is 12 bytes, never falsy
-        nonce = next(self._nonces.state, None) or self._nonces.next()
-        header = key._prefix + nonce
-        try:
-            return header + key._aead.encrypt(nonce, plaintext, header + tail)
-        except OverflowError:  # cryptography's length check (fmt.MAX_PLAINTEXT_BYTES)
-            raise fmt._too_large() from None
-        except BufferError:
-            raise fmt._strided() from None
+        if hit is not None and self._memos:
+            self._remember(key, subject, hit)
+        return key, tail
+
+    def _remember(
+        self, key: DataKey, subject: str, hit: tuple[dict[str, str] | None, str, bytes]
+    ) -> None:
+        """Leave the subject's memo entry ``hit`` (context copy, canonical spelling, AAD
+        tail) on ``key``, the key of that canonical spelling, for the first path of
+        :meth:`encrypt` and :meth:`decrypt`: only where ``subject`` is that spelling (the
+        first path finds the key by the subject as given) and only over a ``cached_view``,
+        whose keys belong to one subject each (``DataKeys``), so a key's memo is always of
+        its own subject. Public data on the key object: reached only through the key
+        cache, under its lease, it is coherent with the cache (a dropped key is not found)."""
+        if hit[1] == subject:
+            key._memo = (hit[0], hit[2])
 
     def decrypt(
         self, record: bytes, *, subject: str, context: Mapping[str, str] | None = None
     ) -> bytes:
         """Open a record; :class:`IntegrityError` if it does not belong to this subject and
-        context, was altered, or the subject was shredded."""
+        context, was altered, or the subject was shredded.
+
+        First path (issue 23): the subject's key straight from the key cache's own lookup
+        (the :class:`DataKeys`' ``cached_view``, under its lease, as ``cached_key`` does:
+        a dropped or shredded key is not found, a lapsed or closed lease serves nothing),
+        and the AAD tail from the key's memo (:meth:`_remember`) if its context equals the
+        one given; one dict lookup and the AEAD call. Else :meth:`_decrypt_memo`.
+        """
+        key = (
+            self._get(subject) if type(subject) is str and _mono() < self._lease._deadline else None
+        )
+        if key is not None:
+            memo = key._memo
+            if memo is not None and context is not None:
+                if type(context) is dict:  # text only (see _tail)
+                    for k in context:
+                        if type(k) is not str or type(context[k]) is not str:
+                            memo = None
+                            break
+                else:
+                    memo = None
+            if (
+                memo is not None
+                and memo[0] == context
+                and type(record) is bytes
+                and len(record) >= _OVERHEAD
+                and record.startswith(key._prefix)  # the header names this key
+            ):
+                key._used = True  # (the cache's second chance)
+                header = record[:_HEADER]
+                try:
+                    return key._aead.decrypt(header[_PREFIX:], record[_HEADER:], header + memo[1])
+                except InvalidTag:
+                    return fmt.open_parsed(key, fmt.parse(record), subject=subject, context=context)
+                except BaseException as exc:  # no cost unless raised
+                    fmt.refuse_oversized(record, exc)
+                    raise
+        return self._decrypt_memo(record, subject, context)
+
+    def _decrypt_memo(
+        self, record: bytes, subject: str, context: Mapping[str, str] | None
+    ) -> bytes:
+        """:meth:`decrypt` off its first path: the subject's memo (:meth:`_tail`) and the
+        ``cached_key`` of its canonical spelling (filling the key's memo), else
+        :meth:`_decrypt`."""
         hit = self._tails.get(subject) if type(subject) is str else None  # _tail, inlined
         if hit is not None and context is not None:
             if type(context) is dict:  # text only (see _tail)
@@ -349,6 +470,8 @@ class Records:
             # seen before: its canonical spelling's key, if cached, and only if the header
             # names that key (else the full path finds the spelling or says what is wrong)
             key = self._cached(hit[1])
+            if key is not None and self._memos:
+                self._remember(key, subject, hit)
             if (
                 key is not None
                 and type(record) is bytes

@@ -37,7 +37,7 @@ from keysplit import (
     UnsealedKeyring,
     load_share,
 )
-from keysplit.keyring import fleet
+from keysplit.keyring import Records, fleet
 from keysplit.record import DataKey
 
 NAMES = ["alice", "bob"]
@@ -518,25 +518,34 @@ def test_single_record_fast_path_keeps_the_fleet_rules(
     """The one-subject fast path (``LocalDataKeys.cached_key``, issue 23) serves a cached
     key without ``resolve``, but never after the key was dropped for a shred, never past
     the lease, never after close. A fast path that remembered keys above the cache, or
-    skipped the lease check, fails here."""
+    skipped the lease check, fails here. The engine's first path (``cached_view``, the
+    AAD tail left on the key) too: the steady state takes it, and a dropped key that
+    still carries its memo is used neither to open nor to seal."""
     a, b = pair
     rec = a.encrypt(b"secret", subject="victim")
     keep = a.encrypt(b"kept", subject="other")
-    assert b.decrypt(rec, subject="victim") == b"secret"  # cached in b now
-    assert b.decrypt(keep, subject="other") == b"kept"
+    for _ in range(2):  # cached in b now; the second call leaves each tail on its key
+        assert b.decrypt(rec, subject="victim") == b"secret"
+        assert b.decrypt(keep, subject="other") == b"kept"
     dkb = b.local_data_keys()
+    victim = dkb.cached_key("victim")
+    assert victim is not None and victim._memo is not None
     mb = dkb.member
     mb._stop.set()  # b's poll thread stays out: b processes the shred below, at a known point
-    with monkeypatch.context() as m:  # the steady state: no resolve, no store
+    with monkeypatch.context() as m:  # the steady state: no resolve, no store, first path
         m.setattr(dkb, "resolve", lambda *a, **k: pytest.fail("resolve on the fast path"))
+        for name in ("_decrypt_memo", "_key_and_tail"):
+            m.setattr(Records, name, lambda *a, **k: pytest.fail("off the first path"))
         assert b.decrypt(rec, subject="victim") == b"secret"
         assert b.decrypt(b.encrypt(b"more", subject="other"), subject="other") == b"more"
     assert a.shred("victim") is True
     assert b.decrypt(rec, subject="victim") == b"secret"  # not seen yet: within the bound
     mb.sync()  # the tombstone reaches b: the key is dropped from its cache
     assert dkb.cached_key("victim") is None
+    assert victim._memo is not None  # the dropped key still holds its tail: not reached
     with pytest.raises(ShreddedError):
         b.decrypt(rec, subject="victim")
+    assert not b.encrypt(b"x", subject="victim").startswith(victim._prefix)  # a new key
     assert dkb.cached_key("other") is not None  # only the shredded subject's key went
 
     def unreachable(*args: object) -> object:
@@ -844,7 +853,10 @@ def test_a_forked_child_holds_a_lease_of_its_own(made: tuple[Path, dict[str, Sha
         try:
             os.close(go_w)
             os.close(out_r)
-            assert a.decrypt(rec, subject="victim") == b"secret"
+            for _ in range(3):  # the last on the engine's first path (the key's memo)
+                assert a.decrypt(rec, subject="victim") == b"secret"
+            hot = a.local_data_keys().cached_key("victim")
+            assert hot is not None and hot._memo is not None
             os.write(out_w, b"r")
             os.read(go_r, 1)
             try:

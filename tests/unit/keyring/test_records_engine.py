@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import gc
 import itertools
+import math
 import os
 import threading
+import types
 import unicodedata
 import weakref
 from collections.abc import Sequence
@@ -172,6 +174,71 @@ class CachedDictKeys(DictKeys):
     def cached_key(self, subject: str) -> DataKey | None:
         self.calls.append(("cached_key", 1, False))
         return self.derived.get(subject) if self.serve else None
+
+
+class ViewDictKeys(CachedDictKeys):
+    """CachedDictKeys with ``cached_view`` too (as LocalDataKeys has): the engine's first
+    single-record path, the key's own memo of its subject's AAD tail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lease = types.SimpleNamespace(_deadline=math.inf)
+        self.cached_view = (self._get, self.lease)
+
+    def _get(self, subject: str) -> DataKey | None:
+        self.calls.append(("view", 1, False))
+        return self.derived.get(subject) if self.serve else None
+
+
+def test_the_first_path_takes_a_tail_left_on_the_key_of_the_subject_as_given() -> None:
+    """Over a ``cached_view`` the engine leaves a subject's last (context, AAD tail) on
+    its key and reads it back after the one cache lookup: the context is still compared
+    (a mutated mapping, no context, another subject's key all refuse), only the key of
+    the exact canonical spelling carries a tail (a key stored under another spelling never
+    does, so a subject given another way never reads a tail made for its NFC form), and
+    a lapsed lease or a key the cache no longer serves leaves the first path."""
+    dk = ViewDictKeys()
+    rec = Records(dk)
+    ctx = {"t": "m"}
+    one = rec.encrypt(b"1", subject="a", context=ctx)
+    for _ in range(2):
+        assert rec.decrypt(one, subject="a", context=ctx) == b"1"
+    key = dk.derived["a"]
+    assert key._memo == ({"t": "m"}, record.encode_aad("a", ctx))
+    dk.calls.clear()
+    assert rec.decrypt(one, subject="a", context={"t": "m"}) == b"1"
+    two = rec.encrypt(b"2", subject="a", context=ctx)
+    assert dk.calls == [("view", 1, False)] * 2  # one lookup each, nothing else
+    ctx["t"] = "other"
+    with pytest.raises(IntegrityError):
+        rec.decrypt(two, subject="a", context=ctx)
+    with pytest.raises(IntegrityError):
+        rec.decrypt(two, subject="a")
+    b = rec.encrypt(b"b", subject="b", context={"t": "m"})
+    for _ in range(2):
+        assert rec.decrypt(b, subject="b", context={"t": "m"}) == b"b"
+    with pytest.raises(IntegrityError):
+        rec.decrypt(b, subject="a", context={"t": "m"})  # another subject's record
+    # spellings: NFD given, NFC key and tail; a key stored under NFD never gets a tail
+    nfd = rec.encrypt(b"3", subject=NFD)
+    for _ in range(3):
+        assert rec.decrypt(nfd, subject=NFD) == b"3"
+    assert dk.derived[NFC]._memo is None  # left only by calls that name NFC itself
+    dk.raw[NFD] = os.urandom(16)  # a legacy key under the NFD spelling
+    legacy = record.encrypt(DataKey(dk.raw[NFD]), b"4", subject=NFD)
+    for _ in range(3):
+        assert rec.decrypt(legacy, subject=NFD) == b"4"
+        assert rec.decrypt(nfd, subject=NFC) == b"3"
+    assert dk.derived[NFD]._memo is None and dk.derived[NFC]._memo is not None
+    dk.lease._deadline = 0.0  # the lease lapsed: the first path serves nothing
+    dk.calls.clear()
+    assert rec.decrypt(one, subject="a", context={"t": "m"}) == b"1"
+    assert ("view", 1, False) not in dk.calls and ("cached_key", 1, False) in dk.calls
+    dk.lease._deadline = math.inf
+    dk.serve = False  # the cache no longer has it: the full path decides
+    dk.calls.clear()
+    assert rec.decrypt(one, subject="a", context={"t": "m"}) == b"1"
+    assert [c[0] for c in dk.calls] == ["view", "cached_key", "resolve"]
 
 
 def test_single_record_memo_follows_the_context_and_the_seam() -> None:
@@ -466,8 +533,9 @@ _SPELLINGS = ["acme", "Acme", "ACME"]
         max_size=12,
     )
 )
+@pytest.mark.parametrize("source", [DictKeys, ViewDictKeys])
 def test_each_record_is_bound_to_the_context_text_it_was_given_whatever_str_type(
-    picks: list[tuple[str, str, bool, bool, bool]],
+    source: type[DictKeys], picks: list[tuple[str, str, bool, bool, bool]]
 ) -> None:
     """The engine remembers encoded contexts (per subject, the last context with its AAD
     tail; per batch context, its encoding) and compared a new context with a remembered
@@ -476,7 +544,7 @@ def test_each_record_is_bound_to_the_context_text_it_was_given_whatever_str_type
     with the other context's text in its AAD (and ``decrypt`` opened a record bound to
     ``acme`` for ``ACME``). Each record must carry the text it was given, as the record
     API (``keysplit.record``) seals it, whichever path sealed it."""
-    dk = DictKeys()
+    dk = source()
     eng = Records(dk)
     sealed = []
     for value, key, fold_value, fold_key, many in picks:
@@ -534,11 +602,14 @@ def test_the_single_record_memo_reuses_the_batch_memos_tail() -> None:
     [{Folded("K"): "acme"}, {"k": Folded("ACME")}, {Folded("K"): Folded("Acme")}],
     ids=["folded key", "folded value", "both"],
 )
-def test_a_memo_hit_compares_a_folded_key_or_value_by_its_text(given: dict[str, str]) -> None:
+@pytest.mark.parametrize("source", [DictKeys, ViewDictKeys])
+def test_a_memo_hit_compares_a_folded_key_or_value_by_its_text(
+    source: type[DictKeys], given: dict[str, str]
+) -> None:
     """A memo hit is decided by text only (see ``Records._tail``): a case-folding key or
     value matched the memo's text, and the record was bound to ``{"k": "acme"}`` instead
-    of what was given."""
-    dk = DictKeys()
+    of what was given. The key's memo (the first path over a ``cached_view``) likewise."""
+    dk = source()
     eng = Records(dk)
     first = eng.encrypt(b"1", subject="s", context={"k": "acme"})  # fills the memo
     assert eng.decrypt(first, subject="s", context={"k": "acme"}) == b"1"
