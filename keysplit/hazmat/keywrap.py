@@ -35,7 +35,10 @@ from . import _outputs, _parallel
 __all__ = ["unwrap", "unwrap_batch", "unwrap_batch_strict", "wrap", "wrap_batch"]
 
 _IV = 0xA6A6A6A6A6A6A6A6
-_CHUNK = 1 << 15  # keys per pass: 32 Ki keys -> 512 KiB working buffers, cache resident
+# Keys per pass: 512 KiB per block buffer (L3-, not L2-resident on a 512 KiB L2). 16 Ki keys
+# (the buffers L2-sized) and 64 Ki measured no faster in one thread's CPU time (0.96x, 0.98x;
+# A/A 0.99x, wrap and unwrap alike): the strided numpy passes, not cache misses, set the pace.
+_CHUNK = 1 << 15
 
 
 def _check_kek(kek: bytes) -> None:
