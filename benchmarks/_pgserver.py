@@ -151,11 +151,46 @@ class ThrowawayPostgres:
                     self._reaper.wait(5)
             self._reaper = None
 
-    def start(self) -> ThrowawayPostgres:
+    def _own_dir(self) -> None:
+        """The temp dir made private to the server's user, and the reaper started."""
         if self.user is not None:
             os.chown(self.dir, self.user.pw_uid, self.user.pw_gid)
         os.chmod(self.dir, 0o700)
         self._start_reaper()
+
+    def _launch(self, opts: list[str]) -> None:
+        """``pg_ctl start`` with ``opts``; stopped and refused if it does not come up."""
+        self._opts = opts
+        # started from here on for stop(): a start that failed its wait (-t) may still
+        # bring the server up, and stop() then stops it by its data directory
+        self._started = True
+        res = self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+            "-o", " ".join(opts), "start",
+        )  # fmt: skip
+        if res.returncode:
+            log = self.log.read_text(errors="replace")[-800:] if self.log.exists() else ""
+            self.stop()
+            raise PostgresUnavailable(f"pg_ctl start failed: {res.stdout.strip()} {log}")
+
+    def start_standby(self, primary: ThrowawayPostgres) -> ThrowawayPostgres:
+        """Start as a hot standby of ``primary`` (running): a base backup of it, then
+        streaming from it; every transaction read-only (``pg_is_in_recovery()``)."""
+        self._own_dir()
+        res = self._run(
+            "pg_basebackup", "-h", str(primary.dir), "-U", "keysplit", "-D", str(self.data),
+            "-X", "stream", "-R", "-c", "fast",
+        )  # fmt: skip
+        if res.returncode:
+            self.stop()
+            raise PostgresUnavailable(f"pg_basebackup failed: {res.stderr.strip()[-500:]}")
+        self._launch(
+            ["-c listen_addresses=''", f"-c unix_socket_directories='{self.dir}'", "-c fsync=off"]
+        )
+        return self
+
+    def start(self) -> ThrowawayPostgres:
+        self._own_dir()
         res = self._run(
             "initdb", "-D", str(self.data), "-U", "keysplit", "--auth=trust",
             "-E", "UTF8", "--locale=C", "--no-sync",
@@ -170,18 +205,7 @@ class ThrowawayPostgres:
         ]
         if not self.durable:  # tests: a crash of the server is not what they test
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
-        self._opts = opts
-        # started from here on for stop(): a start that failed its wait (-t) may still
-        # bring the server up, and stop() then stops it by its data directory
-        self._started = True
-        res = self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-            "-o", " ".join(opts), "start",
-        )  # fmt: skip
-        if res.returncode:
-            log = self.log.read_text(errors="replace")[-800:] if self.log.exists() else ""
-            self.stop()
-            raise PostgresUnavailable(f"pg_ctl start failed: {res.stdout.strip()} {log}")
+        self._launch(opts)
         # the database the URL names (createdb is in the same bindir on every layout)
         res = self._run("createdb", "-h", str(self.dir), "-U", "keysplit", DATABASE)
         if res.returncode:

@@ -26,6 +26,7 @@ __all__ = [
     "own_postgres",
     "pg_server",
     "pytest_runtest_makereport",
+    "standby_of",
 ]
 
 SKIP_REASON = "PostgreSQL store tests need a local PostgreSQL"
@@ -79,6 +80,21 @@ def own_postgres() -> Iterator[ThrowawayPostgres]:
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def standby_of(primary: ThrowawayPostgres) -> Iterator[ThrowawayPostgres]:
+    """A hot standby of ``primary`` (a server of the test's own), stopped at the end."""
+    standby = ThrowawayPostgres()
+    try:
+        standby.start_standby(primary)
+    except (PostgresUnavailable, OSError) as exc:
+        standby.stop()
+        _unavailable("PostgreSQL", exc)
+    try:
+        yield standby
+    finally:
+        standby.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)

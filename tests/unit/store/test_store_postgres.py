@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pg_fixture import end_admin_lock_backend, own_postgres
+from pg_fixture import end_admin_lock_backend, own_postgres, standby_of
 
 from keysplit import FormatError, Keyring, KeyringError, LegalHoldError, StoreUnreachableError
 from keysplit.store import WrappedKey, check_store_url, open_store
@@ -1343,6 +1343,30 @@ def test_a_read_only_role_opens_for_reading_and_is_refused_a_writing_open_naming
         assert store.get_many(["alice", "bob", "u1"]) == {"alice": old}
     finally:
         store.close()
+
+
+def test_a_standby_opens_for_reading_and_refuses_a_writing_open(tmp_path: Path) -> None:
+    """The same on a real hot standby (a base backup streaming from its primary): opened
+    ``read_only`` it reads what the primary wrote; a writing open fails at the open as a
+    read-only server (not as one unreachable). Before, both opens failed alike."""
+    with own_postgres() as primary:
+        url = _url(primary)
+        writer = open_store(url, keyring_id=KID, home=tmp_path, create=True)
+        try:
+            writer.insert_many([WrappedKey("alice", 1, bytes(24))])
+        finally:
+            writer.close()
+        with standby_of(primary) as standby:
+            on_standby = url.replace(str(primary.dir), str(standby.dir))
+            with pytest.raises(KeyringError, match="accepts no writes") as info:
+                open_store(on_standby, keyring_id=KID, home=tmp_path)
+            assert not isinstance(info.value, StoreUnreachableError)
+            store = open_store(on_standby, keyring_id=KID, home=tmp_path, read_only=True)
+            try:
+                assert store.get_many(["alice"]) == {"alice": WrappedKey("alice", 1, bytes(24))}
+                assert store.count_by_version() == {1: 1}
+            finally:
+                store.close()
 
 
 def test_a_table_dropped_by_hand_is_found_when_the_store_opens(
