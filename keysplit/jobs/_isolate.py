@@ -202,11 +202,28 @@ def _forked() -> None:
     forget the parent's driver children: they are the parent's. Before, the copies kept
     every driver child's lifeline open for as long as the forked child lived, so a driver
     whose keyring process died ran on, orphaned, with its job's keys on its workers. Only
-    the child's copies: the parent's stay open (the hook runs in the child alone)."""
+    the child's copies: the parent's stay open (the hook runs in the child alone).
+
+    The child's copies of each driver's stdin and stdout pipes are pointed at /dev/null:
+    the stdin copy kept a driver from reading EOF when this process told it to stop, so
+    a clean exit here waited out ``STOP_GRACE`` and killed it. Not closed: the inherited
+    file objects still name those descriptor numbers (a forgotten ``Popen`` lives on in
+    ``subprocess._active``) and would close, or write a buffered line into, whatever the
+    child opened under the same number later."""
     global _idle_lock
     for keep in _lifelines.values():
         with contextlib.suppress(OSError):
             os.close(keep)
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            for proc in _lifelines:
+                for stream in (proc.stdin, proc.stdout):
+                    if stream is not None and not stream.closed:
+                        with contextlib.suppress(OSError, ValueError):
+                            os.dup2(null, stream.fileno(), inheritable=False)
+        finally:
+            os.close(null)
     _lifelines.clear()
     _idle.clear()  # (neither reused nor stopped at the child's exit: not its children)
     _idle_lock = threading.Lock()  # another thread may have held it at the fork

@@ -212,6 +212,23 @@ os.kill(os.getpid(), signal.SIGKILL)  # the keyring process dies
 """
 
 
+def _noted(notes: Path) -> dict[str, int]:
+    """The driver child's and the forked child's pids a script noted (those noted yet)."""
+    words = notes.read_text().split() if notes.exists() else []
+    return {w: int(n) for w, n in itertools.pairwise(words) if w in ("driver", "fork")}
+
+
+def _kill_noted(notes: Path) -> None:
+    """(Cleanup) SIGKILL the driver child's group and the forked child a script noted."""
+    pids = _noted(notes)
+    if "driver" in pids and not _pid_gone(pids["driver"]):
+        with contextlib.suppress(OSError):
+            os.killpg(pids["driver"], signal.SIGKILL)  # its group: started as leader
+    if "fork" in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pids["fork"], signal.SIGKILL)
+
+
 def test_a_forked_child_of_the_keyring_process_does_not_keep_its_driver_child_alive(
     tmp_path: Path,
 ) -> None:
@@ -225,7 +242,6 @@ def test_a_forked_child_of_the_keyring_process_does_not_keep_its_driver_child_al
     ``ORPHAN_GRACE``, 30 s, its standard input still open in the forked child, and failed
     the bound.)"""
     notes = tmp_path / "notes"
-    pids: dict[str, int] = {}
     try:
         with (tmp_path / "stderr.log").open("w") as err:
             proc = subprocess.run(
@@ -234,7 +250,7 @@ def test_a_forked_child_of_the_keyring_process_does_not_keep_its_driver_child_al
             )  # fmt: skip
         assert proc.returncode == -signal.SIGKILL, (tmp_path / "stderr.log").read_text()
         words = notes.read_text().split()
-        pids = {w: int(n) for w, n in itertools.pairwise(words) if w in ("driver", "fork")}
+        pids = _noted(notes)
         for _ in range(100):  # the forked child notes what it holds (bounded: 10 s)
             if {"child-closed", "child-holds"} & set(words):
                 break
@@ -248,12 +264,73 @@ def test_a_forked_child_of_the_keyring_process_does_not_keep_its_driver_child_al
         assert not _pid_gone(pids["fork"])  # which it still does
         assert "child-closed" in words  # its copy of the write end (before: "child-holds")
     finally:
-        if "driver" in pids and not _pid_gone(pids["driver"]):
-            with contextlib.suppress(OSError):
-                os.killpg(pids["driver"], signal.SIGKILL)  # its group: started as leader
-        if "fork" in pids:
-            with contextlib.suppress(OSError):
-                os.kill(pids["fork"], signal.SIGKILL)
+        _kill_noted(notes)
+
+
+_FORKED_THEN_EXITS = """
+import atexit, os, signal, sys, time
+out = open(sys.argv[1], "w", buffering=1)
+began = []
+# registered before _isolate's handler, so it runs after it: how long the stop took
+atexit.register(lambda: out.write(f"stopped {time.monotonic() - began[0]:.2f}\\n"))
+from keysplit.jobs import _isolate
+proc = _isolate._start()  # an idle driver child, as between two jobs
+_isolate._idle.setdefault("local", []).append(proc)
+for _ in range(600):  # until it waits for its first request (its imports done; 60 s)
+    wchan = open(f"/proc/{proc.pid}/wchan").read()
+    if "pipe" in wchan or open(f"/proc/{proc.pid}/syscall").read().startswith("0 0x0 "):
+        break
+    time.sleep(0.1)
+pipe = os.readlink(f"/proc/self/fd/{proc.stdin.fileno()}")  # its stdin's write end
+pid = os.fork()  # as gunicorn --preload or multiprocessing's 'fork' would
+if pid == 0:  # the forked child lives on, doing its own work, until the test ends it
+    mine = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            mine.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # (the listing's own, closed by now)
+            pass
+    out.write("child-holds\\n" if pipe in mine else "child-closed\\n")
+    signal.pause()
+    os._exit(0)
+out.write(f"driver {proc.pid}\\nfork {pid}\\n")
+began.append(time.monotonic())
+sys.exit(0)  # a clean exit: at exit the idle driver is told to stop (its stdin closed)
+"""
+
+
+def test_a_forked_child_of_the_keyring_process_does_not_hold_its_driver_childs_stdin(
+    tmp_path: Path,
+) -> None:
+    """A keyring process with an idle driver child forks (not exec's) and exits cleanly,
+    its forked child living on. At exit it closes the driver's stdin and waits up to
+    STOP_GRACE (30 s) for it to leave; the forked child's copy of that pipe's write end
+    kept it open, so the driver never read EOF: the exit waited out the grace and then
+    killed the driver (SECURITY.md's stated limit). Now the fork hook points the child's
+    copies of every driver's pipes at /dev/null (the descriptor numbers stay valid: a
+    later close of the inherited file objects closes nothing of the parent's): the driver
+    reads EOF and the keyring process's stop of it takes seconds (bound: 15 s)."""
+    notes = tmp_path / "notes"
+    with (tmp_path / "stderr.log").open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _FORKED_THEN_EXITS, str(notes)],
+            stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+        )  # fmt: skip
+    try:
+        code = proc.wait(timeout=120)
+        words = notes.read_text().split()
+        pids = _noted(notes)
+        assert code == 0, (tmp_path / "stderr.log").read_text()
+        said = dict(itertools.pairwise(words))
+        assert float(said["stopped"]) < 15  # (before: 30.0, the grace, then killed)
+        assert _pid_gone(pids["driver"])
+        assert not _pid_gone(pids["fork"])  # which lives on
+        assert "child-closed" in words  # (before: "child-holds")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _kill_noted(notes)
 
 
 _LATE_PART = """
