@@ -25,11 +25,14 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .bench_service import SERVE, _aggregate, _unsealed, served
+from keysplit import Client, UnsealedKeyring
+
+from .bench_service import SERVE, Served, _aggregate, _unsealed, served
 
 N = 1000  # bench_service.SCALE_BATCH too
 
@@ -42,6 +45,35 @@ def _base_client(base: Path, tmp: Path) -> Any:
         return importlib.import_module("keysplit_base.service.client").Client
     finally:
         sys.path.remove(str(tmp))
+
+
+def base_tree(parser: argparse.ArgumentParser, base: Path) -> Path:
+    """``--base`` resolved, or the parser's error if it holds no keysplit package."""
+    base = base.resolve()
+    if not (base / "keysplit" / "__init__.py").is_file():
+        parser.error(f"{base} has no keysplit package")
+    return base
+
+
+@contextmanager
+def both_served(
+    base: Path, workers: str | None
+) -> Iterator[tuple[Served, Client, UnsealedKeyring, Path]]:
+    """One keyring served twice, by this tree (``served``: ``s.sock``) and by ``base``
+    (``old.sock``), with ``--workers`` if given: (this tree's, the base's client (its
+    connection closed: the URL), the keyring unsealed in process, a scratch directory)."""
+    extra = ("--workers", workers) if workers else ()
+    old_serve = f"import sys; sys.path.insert(0, {str(base)!r}); " + SERVE
+    with (
+        tempfile.TemporaryDirectory(prefix="ksab", dir="/tmp") as t,
+        served(*extra) as sv,
+        _unsealed(
+            sv.keyring, sv.shares, sv.token, sv.tmp / "old.sock", *extra, code=old_serve
+        ) as boot,
+        sv.local() as local,
+    ):
+        boot.close()
+        yield sv, boot, local, Path(t)
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -64,22 +96,10 @@ def main() -> int:
     )
     parser.add_argument("--secs", type=float, default=1.5, help="per scaling measurement")
     args = parser.parse_args()
-    base = args.base.resolve()
-    if not (base / "keysplit" / "__init__.py").is_file():
-        parser.error(f"{base} has no keysplit package")
-    extra = ("--workers", args.workers) if args.workers else ()
-    old_serve = f"import sys; sys.path.insert(0, {str(base)!r}); " + SERVE
+    base = base_tree(parser, args.base)
     load = [os.getloadavg()[0]]
-    with (
-        tempfile.TemporaryDirectory(prefix="ksab", dir="/tmp") as t,
-        served(*extra) as sv,
-        _unsealed(
-            sv.keyring, sv.shares, sv.token, sv.tmp / "old.sock", *extra, code=old_serve
-        ) as boot,
-        sv.local() as local,
-    ):
-        boot.close()
-        old = _base_client(base, Path(t))(boot.url, token=sv.token, timeout=300)
+    with both_served(base, args.workers) as (sv, boot, local, t):
+        old = _base_client(base, t)(boot.url, token=sv.token, timeout=300)
         new = sv.client
         names = [f"user/{i:04d}" for i in range(N)]
         pts = [os.urandom(1024) for _ in range(64)]
