@@ -22,7 +22,9 @@ whole request head within ``idle`` seconds of being idle is closed; the token is
 checked out, within ``io`` seconds (else a 408 answer and the connection closed); an
 answer the peer does not read within ``io`` seconds is cut. A malformed head (magic,
 version, op, reserved byte, sizes) is answered 400 or 413 and the connection closed: no
-length is trusted before it is checked, and nothing is read past what a head announces.
+length is trusted before it is checked, and nothing past a refused head is parsed (a new
+request's first ``recv`` takes up to :data:`STAGE_SIZE` bytes at once; what follows the
+refused head among them is dropped with the connection).
 """
 
 from __future__ import annotations
@@ -60,6 +62,16 @@ STREAM_OK = wire.FRAME_STREAM_OK
 STREAMED = wire.FRAME_STREAMED
 
 
+STAGE_SIZE = 64 << 10
+"""Bytes a new request is first read into (:data:`_STAGE`)."""
+_STAGE = memoryview(bytearray(STAGE_SIZE))
+"""Where each new request's first bytes land, in one ``recv`` with as much as has come
+(head, token and a small body together), then copied to the request's own buffers before
+the event loop runs anything else: one buffer for every connection of the process. Read
+a part at a time (the head, then the token, then the body) a single-record request took
+three turns of the event loop (benchmarks/README.md, "single-record tail")."""
+
+
 def answer_head(status: int, length: int, flags: int = 0) -> bytes:
     return ANSWER.pack(MAGIC, status, flags, length)
 
@@ -67,10 +79,11 @@ def answer_head(status: int, length: int, flags: int = 0) -> bytes:
 class FrameProtocol(asyncio.BufferedProtocol):
     """One frame connection of the Unix socket, served by ``service`` on this event loop.
 
-    Requests are read straight into their final buffer (no chunks to join) and answered
-    at once, on the event loop, as the HTTP handler answers: one request at a time owns
-    the keyring. A streamed answer's pieces go to the transport with no event-loop turn
-    in between (the rule of ``server._stream``)."""
+    A request's first bytes come in one ``recv`` into the process's stage (head, token and
+    a small body at once), the rest of it straight into its final buffer (no chunks to
+    join); it is answered at once, on the event loop, as the HTTP handler answers: one
+    request at a time owns the keyring. A streamed answer's pieces go to the transport
+    with no event-loop turn in between (the rule of ``server._stream``)."""
 
     def __init__(
         self,
@@ -96,6 +109,8 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._writing_paused = False
         self._closing = False
+        self._staged = False  # the last get_buffer handed out the stage
+        self._pending = b""  # read past an answer the peer has not taken yet
 
     # -- asyncio ------------------------------------------------------------------------------
 
@@ -108,6 +123,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._closing = True
         self._cancel()
         self._buf = self._body = None
+        self._pending = b""
         if self._done is not None:
             self._done(self)
 
@@ -120,15 +136,34 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def resume_writing(self) -> None:
         self._writing_paused = False
         if self._transport is not None and not self._closing:
-            self._transport.resume_reading()
             self._arm(self._idle)
+            pending, self._pending = self._pending, b""
+            if pending:  # requests that came with the one answered last: served now
+                self.feed(pending)
+            if not self._writing_paused and not self._closing:
+                self._transport.resume_reading()
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if self._buf is None and self._got == 0:  # a new request: as much as has come
+            self._staged = True
+            return _STAGE
+        return self._target()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._staged:  # into the stage: copied to the request's own buffers
+            self._staged = False
+            self.feed(_STAGE[:nbytes])
+            return
+        self._advance(nbytes)
+
+    def _target(self) -> memoryview:
+        """Where the request's next bytes go: its head, then its token, then its body."""
         if self._buf is None:
             return memoryview(self._head)[self._got :]
         return memoryview(self._buf)[self._got :]
 
-    def buffer_updated(self, nbytes: int) -> None:
+    def _advance(self, nbytes: int) -> None:
+        """``nbytes`` more of the request are in :meth:`_target`'s buffer."""
         self._got += nbytes
         if self._closing:
             return
@@ -144,15 +179,20 @@ class FrameProtocol(asyncio.BufferedProtocol):
 
     # -- the request --------------------------------------------------------------------------
 
-    def feed(self, data: bytes) -> None:
-        """Bytes already read from the connection (the sniffer's), as if received now."""
+    def feed(self, data: bytes | memoryview) -> None:
+        """Bytes already read from the connection (the sniffer's, or the stage's), as if
+        received now. Once an answer waits for the peer to take it (writing paused), what
+        follows that request is kept until it does, as unread bytes wait in the socket."""
         view = memoryview(data)
         while view and not self._closing:
-            buf = self.get_buffer(len(view))
+            if self._writing_paused and self._buf is None and self._got == 0:
+                self._pending = bytes(view)
+                return
+            buf = self._target()
             k = min(len(buf), len(view))
             buf[:k] = view[:k]
             view = view[k:]
-            self.buffer_updated(k)
+            self._advance(k)
 
     def _begin(self) -> None:
         """A whole request head: check it, then read the token and the body."""

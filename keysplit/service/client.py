@@ -622,7 +622,12 @@ class Client:
                     raise wire.ShortRead(f"an error answer ended at {len(data):,} bytes")
                 raise wire.error_from_body(data, status)
             fc.cut_ok = stream_ok and bool(aflags & wire.FRAME_STREAMED)
-            return wire.read_frame(fc.read, length, "key service response")
+            if length > wire.READ_PIECE or fc.cut_ok:
+                return wire.read_frame(fc.read, length, "key service response")
+            data = fc.read(length)  # small: in one recv, not one per part of the frame
+            if len(data) < length:
+                raise wire.ShortRead(f"the answer ended at {len(data):,} of {length:,} bytes")
+            return wire.decode_frame(data, "key service response")
 
         return self._call(self._fconn, attempt, size, items, True, begun)
 
