@@ -52,8 +52,10 @@ def _calls(fns: list[Callable[[], object]], n: int, quick: bool) -> list[list[fl
     """Per-call seconds of each of ``fns``, their calls interleaved (a, b, c, b, c, a, ...,
     each round in turn: :func:`in_turn`) so the drifting load of this shared machine, and
     the caches one call leaves the next, hit every impl alike: enough calls for a p99 at
-    small batches, bounded time at large (one untimed warm-up call each)."""
-    want = (60 if quick else 300) if n <= 10 else (20 if quick else 60) if n <= 1000 else 5
+    small batches (600 in quick mode: the p99 lies between the 6th and 7th slowest call,
+    where 60 calls made it nearly the slowest one), bounded time at large (one untimed
+    warm-up call each)."""
+    want = (600 if quick else 2000) if n <= 10 else (20 if quick else 60) if n <= 1000 else 5
     budget = (5 if quick else 20) * len(fns)
     for fn in fns:
         fn()  # connection, caches
