@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections.abc import Callable
 from io import BytesIO
 from typing import Any
@@ -63,13 +64,22 @@ STREAMED = wire.FRAME_STREAMED
 
 
 STAGE_SIZE = 64 << 10
-"""Bytes a new request is first read into (:data:`_STAGE`)."""
-_STAGE = memoryview(bytearray(STAGE_SIZE))
-"""Where each new request's first bytes land, in one ``recv`` with as much as has come
-(head, token and a small body together), then copied to the request's own buffers before
-the event loop runs anything else: one buffer for every connection of the process. Read
-a part at a time (the head, then the token, then the body) a single-record request took
-three turns of the event loop (benchmarks/README.md, "single-record tail")."""
+"""Bytes a new request is first read into (:func:`_stage`)."""
+_stages = threading.local()
+
+
+def _stage() -> memoryview:
+    """Where each new request's first bytes land, in one ``recv`` with as much as has come
+    (head, token and a small body together), then copied to the request's own buffers
+    before the event loop runs anything else: one buffer for every connection of the
+    thread's event loop. Read a part at a time (the head, then the token, then the body) a
+    single-record request took three turns of the event loop (benchmarks/README.md, "the
+    single-record tail")."""
+    try:
+        stage: memoryview = _stages.buffer
+    except AttributeError:
+        stage = _stages.buffer = memoryview(bytearray(STAGE_SIZE))
+    return stage
 
 
 def answer_head(status: int, length: int, flags: int = 0) -> bytes:
@@ -109,7 +119,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._writing_paused = False
         self._closing = False
-        self._staged = False  # the last get_buffer handed out the stage
+        self._staged: memoryview | None = None  # the stage the last get_buffer handed out
         self._pending = b""  # read past an answer the peer has not taken yet
 
     # -- asyncio ------------------------------------------------------------------------------
@@ -145,14 +155,14 @@ class FrameProtocol(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._buf is None and self._got == 0:  # a new request: as much as has come
-            self._staged = True
-            return _STAGE
+            self._staged = _stage()
+            return self._staged
         return self._target()
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self._staged:  # into the stage: copied to the request's own buffers
-            self._staged = False
-            self.feed(_STAGE[:nbytes])
+        if self._staged is not None:  # into the stage: copied to the request's own buffers
+            stage, self._staged = self._staged, None
+            self.feed(stage[:nbytes])
             return
         self._advance(nbytes)
 
