@@ -85,14 +85,12 @@ def _receive(p: frames.FrameProtocol, t: _Transport, data: bytes) -> tuple[int, 
     return reads, data
 
 
+_BOUNDS = {"idle": 5, "io": 5, "token_max": 64, "body_max": 1 << 20}
+"""The protocol's limits: none of them is reached here."""
+
+
 def _protocol(pause_at: int = 0) -> tuple[frames.FrameProtocol, _Transport]:
-    p = frames.FrameProtocol(
-        _Service(),  # type: ignore[arg-type]
-        idle=5,
-        io=5,
-        token_max=64,
-        body_max=1 << 20,
-    )
+    p = frames.FrameProtocol(_Service(), **_BOUNDS)  # type: ignore[arg-type]
     t = _Transport(p, pause_at)
     p.connection_made(t)
     return p, t
