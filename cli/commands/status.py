@@ -79,7 +79,7 @@ def status_cmd(
         ("data keys", f"{doc['data_keys']} ({versions})"),
         ("legal holds", str(doc["legal_holds"])),
         ("pending rekey", "yes" if doc["pending_rekey"] else "no"),
-        ("fleet", _fleet_line(doc["fleet"])),
+        ("fleet", _fleet_line(doc["fleet"], doc["uncounted_rekeys"])),
         ("live holders", _holders(doc["leases"])),
         (
             "audit log",
@@ -92,14 +92,21 @@ def status_cmd(
     Console(highlight=False, width=max(Console().width, 100)).print(table)
 
 
-def _fleet_line(fleet: dict[str, object] | None) -> str:
+def _fleet_line(fleet: dict[str, object] | None, uncounted: list[str]) -> str:
+    # rekeys that took effect here while the store failed to count them: the store's
+    # count is short by that many until the next unseal or rekey counts them
+    owed = (
+        f" (+{len(uncounted)} not yet counted by the store: the next unseal or rekey counts them)"
+        if uncounted
+        else ""
+    )
     if fleet is None:
-        return "unknown"
+        return f"unknown{owed}"
     retired = fleet["retired"]
     gone = ", ".join(f"v{v}" for v in retired) if isinstance(retired, list) and retired else "none"
     return (
         f"epoch {fleet['epoch']}, current KEK v{fleet['current_kek']}, retired {gone}, "
-        f"{fleet['shreds']} shreds, {fleet['rekeys']} rekeys"
+        f"{fleet['shreds']} shreds, {fleet['rekeys']} rekeys{owed}"
     )
 
 

@@ -42,6 +42,10 @@ class KeyringStatus:
     """The state every process holding the keyring shares (from the store)."""
     leases: tuple[Lease, ...] = ()
     """Live processes holding the keyring unsealed."""
+    uncounted_rekeys: tuple[str, ...] = ()
+    """Share set ids of rekeys that took effect here but the store failed to count
+    (oldest first): ``fleet.rekeys`` is short by this many until the next quorum unseal
+    or rekey of this keyring's home counts them (``keyring.ksk.uncounted``)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +74,7 @@ class KeyringStatus:
                 "rekeys": self.fleet.rekeys,
                 "shreds": self.fleet.tombstone_seq,
             },
+            "uncounted_rekeys": list(self.uncounted_rekeys),
             "leases": [
                 {
                     "id": x.id,
@@ -106,4 +111,5 @@ def status_of(kr: Keyring, store: KeyStore, *, sealed: bool) -> KeyringStatus:
         sealed=sealed,
         store_url=kr.store_url,
         unbound_kek_versions=kr.unbound_kek_versions,
+        uncounted_rekeys=tuple(kr.home.uncounted()),
     )

@@ -848,6 +848,40 @@ def test_status_is_public_and_needs_no_quorum(cer: Ceremony) -> None:
         assert str(_open(cer, n)) not in r.output
 
 
+def test_status_shows_the_rekeys_the_store_owes_a_count(cer: Ceremony) -> None:
+    """A rekey whose switch stood while the store failed to count it (here another writer
+    holds the file's write lock: a real lock wait) is owed a count in the keyring's home
+    (c5a1098); ``status`` showed the store's short ``rekeys`` and nothing else (stop 41,
+    found). Now ``--json`` lists the owed sets (``uncounted_rekeys``) and the fleet line
+    says how many, until the next unseal counts them."""
+    import sqlite3
+
+    kr = Keyring.open(cer.kr)
+    with kr.unseal([_open(cer, "alice"), _open(cer, "bob")]) as ukr:
+        new = ukr.prepare_rekey()
+        ukr.store._db.execute("PRAGMA busy_timeout = 200")  # type: ignore[attr-defined]
+        other = sqlite3.connect(str(cer.kr / "keys.sqlite"), isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            ukr.commit_rekey()  # the switch stands; the count fails (logged)
+        finally:
+            other.close()
+    set_id = Keyring.open(cer.kr).meta.set_id
+    r = run(["status", cer.kr, "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["fleet"]["rekeys"] == 0 and doc["uncounted_rekeys"] == [set_id]
+    r = run(["status", cer.kr])
+    assert r.exit_code == 0, r.output
+    fleet = " ".join(w for w in r.stdout.split() if w != "│")  # the table wraps the row
+    assert "0 rekeys (+1 not yet counted by the store" in fleet, r.stdout
+    with Keyring.open(cer.kr).unseal([new["alice"], new["bob"]]):
+        pass  # the next unseal counts it
+    doc = json.loads(run(["status", cer.kr, "--json"]).stdout)
+    assert doc["fleet"]["rekeys"] == 1 and doc["uncounted_rekeys"] == []
+    assert "not yet counted" not in run(["status", cer.kr]).stdout
+
+
 def test_commands_on_a_missing_keyring(tmp_path: Path) -> None:
     for cmd in (["status"], ["unseal"], ["rotate"], ["audit", "verify"]):
         r = run([*cmd, tmp_path / "nothing"])
