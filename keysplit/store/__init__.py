@@ -52,13 +52,15 @@ def open_store(
 
     ``home`` is the keyring directory; relative sqlite paths resolve against it.
     ``read_only``: the caller only reads, so a PostgreSQL role granted SELECT alone may
-    open it (else the open refuses a role lacking a privilege a write needs, naming it).
+    open it (else the open refuses a role lacking a privilege a write needs, naming it),
+    and the open never upgrades a store of an older schema (it refuses, naming both
+    versions: the upgrade writes, which a standby or a SELECT-only role refuses).
     """
     url = check_store_url(url or default_store_url())
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = Path(parts.path) if url.startswith("sqlite:///") else Path(home) / url[7:]
-        return SQLiteKeyStore(path, keyring_id, create=create)
+        return SQLiteKeyStore(path, keyring_id, create=create, read_only=read_only)
     try:
         from .postgres import PostgresKeyStore  # lazily: psycopg is an optional extra
     except ImportError as exc:

@@ -26,6 +26,8 @@ Why it is shaped like this:
   READ COMMITTED snapshot could miss one placed while the delete statement starts).
 * Schema versioned by ``keysplit_migrations``; created with ``create=True`` under an
   advisory lock (two processes creating at once get one schema); bound to one keyring id.
+  Upgraded by a writing open only: a ``read_only`` open of an older schema is refused,
+  naming both versions (the upgrade writes; a standby or a SELECT-only role refuses it).
 * Thread-safe: a psycopg-pool pool; every method runs in its own transaction on a pooled
   connection, retried on deadlock or serialization failure.
 * A server that is down or unreachable fails a call within a stated bound: the URL's
@@ -854,6 +856,13 @@ class PostgresKeyStore:
                     f"{store}: key store schema {schema!r} has unsupported version {applied} "
                     f"(this keysplit knows up to {SCHEMA_VERSION})",
                     hint="upgrade keysplit",
+                )
+            if self._read_only and applied < SCHEMA_VERSION:  # upgrading it would write
+                raise _rules.older_schema(
+                    f"{store}: schema {schema!r}",
+                    applied,
+                    SCHEMA_VERSION,
+                    f" as a role that may create tables in schema {schema!r}, on the primary",
                 )
             for version, description, stmts in MIGRATIONS:
                 if version > applied:

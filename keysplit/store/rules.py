@@ -27,6 +27,7 @@ __all__ = [
     "delete_subjects",
     "encode_retired",
     "hold_refusal",
+    "older_schema",
     "parse_retired",
     "retire_refusal",
     "tombstone_tags",
@@ -79,6 +80,21 @@ def changed_by_hand(store: str, what: str, where_else: str = "") -> FormatError:
         f"{store}: {what}: it was changed outside keysplit; nothing was changed",
         hint="restore it from a backup (keysplit never repairs a store altered by hand)"
         + where_else,
+    )
+
+
+def older_schema(store: str, have: int, need: int, writer: str = "") -> KeyringError:
+    """The error of a store opened for reading only (``read_only``: ``keysplit status``,
+    a sealed keyring's audit log) whose schema is older than this keysplit's: upgrading it
+    writes, which such an open must not (a standby or a SELECT-only role refuses it, in
+    words that name neither version), and reading an older schema as a newer one is not
+    done; one wording on every store. ``writer``: who may upgrade it (ends the hint)."""
+    return KeyringError(
+        f"{store} is at version {have}, this keysplit needs version {need}; it is "
+        "upgraded only by an open for writing, and this one only reads: nothing was changed",
+        hint="open it for writing once with this keysplit (keysplit unseal does)"
+        + writer
+        + ", then run this again",
     )
 
 

@@ -24,8 +24,9 @@ one, so a store copied from another keyring (or region) is never mixed in.
 Fleet state (:class:`~keysplit.store.base.KeyringState`, leases, tombstones) lives in
 three more tables; every rule runs inside a ``BEGIN IMMEDIATE`` transaction, which
 serializes all writers of the file, so the checks and the writes they guard are atomic.
-Version 1 stores (no fleet tables) are upgraded in place on open. Lease expiry uses this
-host's clock: every process sharing a SQLite file runs on the one host.
+Version 1 stores (no fleet tables) are upgraded in place by a writing open (a
+``read_only`` one refuses them, naming both versions). Lease expiry uses this host's
+clock: every process sharing a SQLite file runs on the one host.
 """
 
 from __future__ import annotations
@@ -137,7 +138,16 @@ _TABLES = frozenset(
 class SQLiteKeyStore:
     """SQLite-backed :class:`~keysplit.store.KeyStore`. Thread-safe (one lock)."""
 
-    def __init__(self, path: str | os.PathLike[str], keyring_id: str, *, create: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        keyring_id: str,
+        *,
+        create: bool = False,
+        read_only: bool = False,
+    ):
+        """``read_only``: the caller only reads, so the open never upgrades an older
+        schema (:func:`~keysplit.store.rules.older_schema` refuses it instead)."""
         self._path = Path(path)
         if not create and not self._path.exists():
             raise KeyringError(f"key store not found: {self._path}")
@@ -159,13 +169,13 @@ class SQLiteKeyStore:
         except sqlite3.Error as exc:
             raise KeyringError(f"cannot open key store {self._path}: {exc}") from None
         try:
-            self._init(keyring_id, create)
+            self._init(keyring_id, create, read_only)
         except BaseException:
             self._db.close()
             raise
         self._keyring_id = keyring_id
 
-    def _init(self, keyring_id: str, create: bool) -> None:
+    def _init(self, keyring_id: str, create: bool, read_only: bool) -> None:
         db = self._db
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -204,6 +214,8 @@ class SQLiteKeyStore:
         if meta.get("format") != FORMAT:
             raise FormatError(f"key store {self._path} is not a keysplit key store")
         if meta.get("version") == "1" and meta.get("keyring_id") == keyring_id:
+            if read_only:
+                raise _rules.older_schema(f"key store {self._path}", 1, VERSION)
             with self.transaction():  # upgrade in place: add the fleet tables
                 for stmt in _statements(_FLEET_SCHEMA):
                     db.execute(stmt)

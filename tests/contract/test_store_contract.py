@@ -433,12 +433,12 @@ def test_retire_races_inserts_of_stale_writers(backend: Backend) -> None:
     assert refused[0] >= 1
 
 
-def test_sqlite_store_of_version_1_is_upgraded(tmp_path: Path) -> None:
+def _sqlite_store_of_version_1(path: Path) -> None:
+    """A SQLite store at ``path`` as version 1 made it (no fleet tables), holding key a."""
     import sqlite3
 
     from keysplit.store import SQLiteKeyStore
 
-    path = tmp_path / "keys.sqlite"
     s = SQLiteKeyStore(path, KID, create=True)
     s.insert_many([wk("a", 1)])
     s.close()
@@ -448,11 +448,45 @@ def test_sqlite_store_of_version_1_is_upgraded(tmp_path: Path) -> None:
         "UPDATE meta SET value = '1' WHERE name = 'version';"
     )
     db.close()
+
+
+def test_sqlite_store_of_version_1_is_upgraded(tmp_path: Path) -> None:
+    from keysplit.store import SQLiteKeyStore
+
+    path = tmp_path / "keys.sqlite"
+    _sqlite_store_of_version_1(path)
     s = SQLiteKeyStore(path, KID)
     assert s.get_many(["a"]) == {"a": wk("a", 1)}
     assert s.state().current_kek == 0
     assert s.delete("a", b"\x03" * 16) and s.state().tombstone_seq == 1
     s.close()
+
+
+def test_a_read_only_open_of_a_sqlite_store_of_version_1_changes_nothing(tmp_path: Path) -> None:
+    """(stop 41, found) ``open_store(read_only=True)`` (``keysplit status``, a sealed
+    keyring's audit log) upgraded a version 1 store in place: a write from an open that
+    promised to read (on a read-only copy or mount it fails). It is now refused naming both
+    versions; the file is unchanged; a writing open upgrades it, and reads then open."""
+    path = tmp_path / "keys.sqlite"
+    _sqlite_store_of_version_1(path)
+    before = hashlib.sha256(path.read_bytes()).digest()
+    with pytest.raises(KeyringError) as info:
+        open_store("sqlite:keys.sqlite", keyring_id=KID, home=tmp_path, read_only=True)
+    assert type(info.value) is KeyringError
+    assert str(info.value) == (
+        f"key store {path} is at version 1, this keysplit needs version 2; it is "
+        "upgraded only by an open for writing, and this one only reads: nothing was changed"
+    )
+    assert info.value.hint == (
+        "open it for writing once with this keysplit (keysplit unseal does), then run this again"
+    )
+    assert hashlib.sha256(path.read_bytes()).digest() == before
+    open_store("sqlite:keys.sqlite", keyring_id=KID, home=tmp_path).close()  # upgrades it
+    s = open_store("sqlite:keys.sqlite", keyring_id=KID, home=tmp_path, read_only=True)
+    try:
+        assert s.get_many(["a"]) == {"a": wk("a", 1)} and s.state().rekeys == 0
+    finally:
+        s.close()
 
 
 # --------------------------------------------------------------------------- races

@@ -1224,6 +1224,53 @@ def test_a_role_that_may_only_read_opens_for_reading_and_is_refused_for_writing(
         store.close()
 
 
+def test_a_read_only_open_of_an_older_schema_names_both_versions_and_changes_nothing(
+    pg_server: object, tmp_path: Path
+) -> None:
+    """(stop 41, found) A read-only open (``keysplit status``, a sealed keyring's audit
+    log) of a schema older than this keysplit's ran the migrations: on a role granted
+    SELECT alone (or a standby) it failed in words that named no version ("permission
+    denied for schema ..."), and on a role that could it wrote. It is now refused naming
+    both versions and the open for writing that upgrades it; nothing is changed."""
+    import psycopg
+
+    url = _url(pg_server)
+    open_store(url, keyring_id=KID, home=tmp_path, create=True).close()
+    _, schema = postgres_conninfo(url)
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+        for table in ("keyring_state", "tombstones", "leases", "audit"):  # back to version 1
+            conn.execute(f"DROP TABLE {schema}.{table}")
+        conn.execute(f"DELETE FROM {schema}.keysplit_migrations WHERE version = 2")
+    role = _role(pg_server, "reader")
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    reader = url.replace("user=keysplit", f"user={role}")
+    for who in (reader, url):  # a SELECT-only role; the owner, who could upgrade it
+        with pytest.raises(KeyringError) as info:
+            open_store(who, keyring_id=KID, home=tmp_path, read_only=True)
+        text = str(info.value)
+        assert type(info.value) is KeyringError, text
+        assert (
+            f"database keysplit: schema {schema!r} is at version 1, this keysplit needs version 2"
+            in text
+        )
+        assert "nothing was changed" in text
+        assert info.value.hint and "open it for writing once" in info.value.hint
+        assert f"create tables in schema {schema!r}, on the primary" in info.value.hint
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+        row = conn.execute(f"SELECT max(version) FROM {schema}.keysplit_migrations").fetchone()
+        assert row == (1,)  # nothing was migrated
+    open_store(url, keyring_id=KID, home=tmp_path).close()  # the writing open upgrades it
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    store = open_store(reader, keyring_id=KID, home=tmp_path, read_only=True)
+    try:
+        assert store.state().rekeys == 0 and store.leases() == []
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [
