@@ -735,6 +735,10 @@ class PostgresKeyStore:
         self._conninfo, self._conn_kwargs = conninfo, None
         self._listener: _Conn | None = None
         self._listen_lock = threading.Lock()
+        # the server refused LISTEN (a hot standby): wait_for_change polls, and wake()
+        # ends a poll's wait through this event
+        self._no_listen = False
+        self._woken = threading.Event()
         # .conn: this thread's admin_lock connection and its server backend's pid
         self._admin_held = threading.local()
         ident = sql.Identifier(self._schema)
@@ -1790,10 +1794,22 @@ class PostgresKeyStore:
     def wait_for_change(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds for a state change (LISTEN/NOTIFY); True if one
         was notified. Opens its own connection on first use; a lost connection is
-        reopened on the next call (the caller polls the state either way)."""
+        reopened on the next call (the caller polls the state either way). A server that
+        refuses LISTEN (a hot standby, where a ``read_only`` open reads) is remembered for
+        the store's life: each wait then lasts its ``timeout`` (or until :meth:`wake`) and
+        returns True, so the caller polls the state once per ``timeout``, and no connection
+        is opened. No keysplit command reaches this on a standby (status and the audit log
+        do not watch; a lease watcher needs a writing open, refused there)."""
+        if self._no_listen:
+            if self._closed.is_set():
+                return False
+            if self._woken.wait(max(0.0, timeout)):
+                self._woken.clear()
+            return True
         with self._listen_lock:
             if self._closed.is_set():
                 return False
+            conn: _Conn | None = None
             try:
                 if self._listener is None or self._listener.closed:
                     conn = psycopg.connect(self._conninfo, **(self._conn_kwargs or {}))
@@ -1805,10 +1821,15 @@ class PostgresKeyStore:
                 for _ in self._listener.notifies(timeout=timeout, stop_after=1):
                     got = True
                 return got
-            except psycopg.Error:
+            except psycopg.Error as exc:
+                if conn is not None:  # it was left open before (a refused LISTEN)
+                    conn.close()
                 if self._listener is not None:
                     self._listener.close()
                 self._listener = None
+                if exc.sqlstate == "25006":  # "cannot execute LISTEN during recovery"
+                    self._no_listen = True
+                    return True  # the caller looks now, then polls
                 time.sleep(min(timeout, 1.0))
                 return True
 
@@ -1875,6 +1896,7 @@ class PostgresKeyStore:
         by a notification on this store's own channel: a closing lease watcher would
         otherwise hold :meth:`close` (and the event loop of a service replacing its
         keyring after every shred or rotate) for up to its poll. Best effort."""
+        self._woken.set()  # a polling wait (the server refused LISTEN) ends now
         if self._listener is None or self._closed.is_set():
             return  # nobody is listening: the first wait returns at once anyway
         # else the wait ends at its timeout (a server that is down: _tx's KeyringError); a

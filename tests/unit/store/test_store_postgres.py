@@ -20,7 +20,7 @@ import pytest
 from pg_fixture import end_admin_lock_backend, own_postgres, standby_of
 
 from keysplit import FormatError, Keyring, KeyringError, LegalHoldError, StoreUnreachableError
-from keysplit.store import WrappedKey, check_store_url, open_store
+from keysplit.store import KeyStore, WrappedKey, check_store_url, open_store
 from keysplit.store.url import postgres_conninfo
 
 KID = "ab" * 16
@@ -1395,7 +1395,8 @@ def test_a_read_only_role_opens_for_reading_and_is_refused_a_writing_open_naming
 def test_a_standby_opens_for_reading_and_refuses_a_writing_open(tmp_path: Path) -> None:
     """The same on a real hot standby (a base backup streaming from its primary): opened
     ``read_only`` it reads what the primary wrote; a writing open fails at the open as a
-    read-only server (not as one unreachable). Before, both opens failed alike."""
+    read-only server (not as one unreachable). Before, both opens failed alike. On the same
+    standby, ``wait_for_change`` polls (:func:`_waits_poll_on_a_standby`)."""
     with own_postgres() as primary:
         url = _url(primary)
         writer = open_store(url, keyring_id=KID, home=tmp_path, create=True)
@@ -1412,8 +1413,46 @@ def test_a_standby_opens_for_reading_and_refuses_a_writing_open(tmp_path: Path) 
             try:
                 assert store.get_many(["alice"]) == {"alice": WrappedKey("alice", 1, bytes(24))}
                 assert store.count_by_version() == {1: 1}
+                _waits_poll_on_a_standby(store)
             finally:
                 store.close()
+
+
+def _waits_poll_on_a_standby(store: KeyStore) -> None:
+    """(stop 41, found) ``wait_for_change`` LISTENs, which a hot standby refuses ("cannot
+    execute LISTEN during recovery"). No read-only caller in keysplit reaches it (status and
+    the audit log do not watch; a lease watcher needs a writing open, refused on a standby),
+    but a direct caller of the public method did: every call opened a new connection, was
+    refused, left that connection open and slept at most 1 s. Now the refusal is kept: the
+    waits poll (each waits its ``timeout``, True: look at the state), open nothing more, and
+    a close ends one at once."""
+    import psycopg
+
+    wait = store.wait_for_change  # type: ignore[attr-defined]
+    real, opened = psycopg.connect, []
+
+    def connect(*args: object, **kwargs: object) -> object:
+        conn = real(*args, **kwargs)  # type: ignore[arg-type]
+        opened.append(conn)
+        return conn
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(psycopg, "connect", connect)
+        assert wait(0.05) is True  # refused: the caller looks at once
+        for _ in range(3):
+            began = time.monotonic()
+            assert wait(0.3) is True
+            assert time.monotonic() - began >= 0.25  # waited its timeout: a poll
+    assert len(opened) == 1, "a connection per wait"  # before: 4
+    assert all(c.closed for c in opened), "the refused connection was left open"
+    done: list[bool] = []
+    waiter = threading.Thread(target=lambda: done.append(wait(30.0)))
+    waiter.start()
+    time.sleep(0.3)
+    began = time.monotonic()
+    store.close()
+    waiter.join(10.0)
+    assert done == [True] and time.monotonic() - began < 5.0
 
 
 def test_a_table_dropped_by_hand_is_found_when_the_store_opens(
