@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import _fileio
 from ._channel import Channel
-from .cluster import LOST_SETTLE, closed_when_lost, scheduler_lost
+from .cluster import LOST_SETTLE, closed_when_lost, local_workers, scheduler_lost
 
 __all__ = ["main"]
 
@@ -110,7 +110,7 @@ def _client(doc: dict[str, Any]) -> Iterator[Any]:
         sec = Security.temporary()  # mutual TLS even on this host: no foreign worker joins
         with (
             LocalCluster(
-                n_workers=doc["workers"],
+                n_workers=local_workers(doc),  # explicit: the count the job plans for
                 threads_per_worker=doc["threads_per_worker"],
                 processes=True,
                 dashboard_address=None,

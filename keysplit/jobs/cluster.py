@@ -24,14 +24,14 @@ import ipaddress
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import KeysplitError
 
-__all__ = ["Cluster", "ClusterError", "check_timeout"]
+__all__ = ["Cluster", "ClusterError", "check_timeout", "local_workers", "planned_threads"]
 
 
 class ClusterError(KeysplitError):
@@ -54,7 +54,10 @@ class Cluster:
     scheduler: str | None = None
     """``tls://host:port`` (or ``tcp://`` on loopback only); None: a LocalCluster."""
     workers: int | None = None
-    """LocalCluster only: worker processes (None: Dask's default for this host)."""
+    """LocalCluster: worker processes (None: Dask's default for this host, one per CPU).
+    A scheduler: the worker processes (of ``threads_per_worker`` threads) a dataset job
+    plans its parts for (None: the threads connected when it plans; see
+    :func:`planned_threads`)."""
     threads_per_worker: int = 1
     tls_ca: str | None = field(default=None, repr=False)
     tls_cert: str | None = field(default=None, repr=False)
@@ -195,6 +198,30 @@ def closed_when_lost(client: Any, close_timeout: float) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+
+
+def local_workers(doc: Mapping[str, Any]) -> int:
+    """(Driver child) The worker processes a job's LocalCluster starts: ``workers``, or
+    Dask's own default for this host (one per CPU for single-threaded workers)."""
+    if doc["workers"] is not None:
+        return int(doc["workers"])
+    from dask.system import CPU_COUNT
+
+    return max(1, CPU_COUNT // max(1, int(doc["threads_per_worker"])))
+
+
+def planned_threads(doc: Mapping[str, Any]) -> int | None:
+    """(Driver child) The worker threads a job plans its parts for, from its cluster's
+    options (:meth:`Cluster.to_doc`) alone; None for a scheduler given no ``workers``.
+
+    Before, a dataset job planned one part per thread *connected at that moment*: under
+    load a worker restarting or slow to join (the scheduler drops a worker whose
+    connection broke, and its nanny starts a new one) made a job of 2 parts one of 1, so
+    the output's part count depended on timing, not on the input and the options."""
+    threads = max(1, int(doc["threads_per_worker"]))
+    if doc["scheduler"] is None:
+        return local_workers(doc) * threads
+    return None if doc["workers"] is None else int(doc["workers"]) * threads
 
 
 def check_timeout(value: float | None) -> float | None:

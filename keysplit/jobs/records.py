@@ -46,7 +46,7 @@ from . import _parquet as _pq
 from ._cache import job_keys, job_records
 from ._channel import Channel
 from ._isolate import ITEMS_LINE, JobError, Message, clean, progress_of, run_job
-from .cluster import LOST_SETTLE, Cluster, check_timeout, scheduler_lost
+from .cluster import LOST_SETTLE, Cluster, check_timeout, planned_threads, scheduler_lost
 from .datakeys import ServiceDataKeys, served_here
 
 __all__ = [
@@ -460,10 +460,14 @@ def _read(src: str) -> dd.DataFrame:
     return dd.read_parquet(src, engine="pyarrow", split_row_groups="adaptive", blocksize=PART_BYTES)
 
 
-def _slots(client: Client | None) -> int:
-    """Worker threads of the cluster (1 in process): the least number of parts."""
+def _slots(client: Client | None, threads: int | None = None) -> int:
+    """The least number of parts: the worker threads the job's cluster options name
+    (``threads``, :func:`keysplit.jobs.cluster.planned_threads`), else those connected
+    now (a scheduler given no worker count); 1 in process."""
     if client is None:
         return 1
+    if threads is not None:
+        return max(1, threads)
     return max(1, sum(int(n) for n in client.nthreads().values()))
 
 
@@ -506,6 +510,7 @@ def _transform_dataset(
     dst: str,
     timeout: float | None = None,
     release: Release | None = None,
+    threads: int | None = None,
 ) -> int:
     """Plan ``src`` into parts (:func:`keysplit.jobs._parquet.plan`) and run one task per
     part, each writing ``part.NNNNN.parquet``; the rows written.
@@ -517,11 +522,12 @@ def _transform_dataset(
     killed job left is removed by the next job for the same ``dst`` on this host:
     :func:`keysplit._fileio.staging_dir`). ``release(rows)`` runs once every part is
     written and before they are put in place (a ceremony records its entry there); if it
-    raises, ``dst`` never appears and the staging directory is removed."""
+    raises, ``dst`` never appears and the staging directory is removed. ``threads``: the
+    worker threads the cluster's options name (:func:`_slots`)."""
     out = Path(dst).absolute()  # the workers' working directory is not ours
     check_destination(out, src)
     size = _part_bytes(client)
-    layout = _pq.plan(src, _slots(client), size)
+    layout = _pq.plan(src, _slots(client, threads), size)
     spec = dataclasses.replace(spec_of(layout.schema), part_bytes=size)
     out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     stage = staging_dir(out)  # also removes stages this host's killed jobs left
@@ -604,10 +610,14 @@ class _DatasetJob:
     staged: bool = False  # (on a cluster) ask the parent to release the output: _ask_release
 
     def run(
-        self, client: Client | None, progress: Progress | None, release: Release | None = None
+        self,
+        client: Client | None,
+        progress: Progress | None,
+        release: Release | None = None,
+        threads: int | None = None,
     ) -> Any:
         """Run it in this process (``client``: its Dask client, or None: no cluster);
-        ``release`` as in :func:`_transform_dataset`."""
+        ``release`` and ``threads`` as in :func:`_transform_dataset`."""
         if self.kind == "scan":
             with dask.config.set({"dataframe.convert-string": False}):
                 return scan(
@@ -622,7 +632,7 @@ class _DatasetJob:
                 )
         assert self.dst is not None
         return _transform_dataset(
-            client, progress, self._spec, self.src, self.dst, self.timeout, release
+            client, progress, self._spec, self.src, self.dst, self.timeout, release, threads
         )
 
     def _spec(self, schema: Any) -> _pq.PartSpec:
@@ -671,7 +681,8 @@ def child_job(client: Client, request: dict[str, Any], chan: Channel) -> dict[st
             raise JobError("the output was not put in place: its audit entry was not recorded")
 
     try:
-        result = job.run(client, chan.progress, release if job.staged else None)
+        threads = planned_threads(request["cluster"])  # the options', not who is connected
+        result = job.run(client, chan.progress, release if job.staged else None, threads)
     except Exception as exc:  # a call to the cluster failed: its scheduler may be gone
         lost = _lost(client, exc, LOST_SETTLE if isinstance(exc, OSError) else 0.0)
         if lost is None:

@@ -63,6 +63,7 @@ def _cluster(client: Client) -> jobs.Cluster:
     """The module's cluster as a job sees it: its tls:// address and a client certificate."""
     return jobs.Cluster(
         client.scheduler.address,
+        workers=2,  # its jobs plan for both workers, even while one restarts
         tls_ca=SECURITY.tls_ca_file,
         tls_cert=SECURITY.tls_client_cert,
         tls_key=SECURITY.tls_client_key,
@@ -1857,6 +1858,46 @@ def test_small_files_make_one_part_per_worker_thread_in_order(tmp_path: Path) ->
     dec = pd.read_parquet(tmp_path / "dec")
     assert dec["note"].tolist() == df["note"].tolist()
     assert pq.read_table(tmp_path / "dec").schema.metadata.get(b"keysplit") is None
+
+
+def test_a_dataset_jobs_part_count_follows_its_options_not_who_is_connected(
+    tmp_path: Path,
+) -> None:
+    """Under load (25-33) jobs on the module's 2-worker cluster were written as 1 part
+    where 2 were expected (progress (1, 1)): a job planned one part per worker thread
+    connected *at that moment*, and a worker restarting (the scheduler drops a worker
+    whose connection broke; its nanny starts another) or slow to join was not counted.
+    Now the count comes from the options: a scheduler's ``workers`` (here 2, with only one
+    of them connected: before, 1 part), a LocalCluster's own worker count."""
+    from keysplit.jobs.cluster import local_workers, planned_threads
+
+    local = jobs.Cluster(workers=3, threads_per_worker=2).to_doc()
+    assert planned_threads(local) == 6 and local_workers(local) == 3
+    default = jobs.Cluster().to_doc()  # Dask's default: a single-threaded worker per CPU
+    from dask.system import CPU_COUNT
+
+    assert planned_threads(default) == local_workers(default) == max(1, CPU_COUNT)
+    assert planned_threads(jobs.Cluster("tcp://127.0.0.1:1").to_doc()) is None  # connected
+    _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
+    df = _dataset(tmp_path / "in")  # two files: up to two parts
+    steps: list[tuple[int, int]] = []
+    with (
+        _doomed_cluster() as (addr, _),
+        _open(tmp_path / "kr", [shares["alice"], shares["bob"]]) as ukr,
+        serve_keys(ukr) as source,
+    ):
+        n = jobs.encrypt_dataset(
+            tmp_path / "in", tmp_path / "enc", "body", "user", service=source,
+            cluster=jobs.Cluster(addr, workers=2), progress=lambda d, t: steps.append((d, t)),
+            timeout=TIMEOUT,
+        )  # fmt: skip
+    assert n == 300 and steps[-1] == (2, 2), steps  # (before: (1, 1))
+    assert sorted(p.name for p in (tmp_path / "enc").iterdir()) == [
+        "part.00000.parquet",
+        "part.00001.parquet",
+    ]
+    enc = pd.read_parquet(tmp_path / "enc")
+    assert enc["id"].tolist() == df["id"].tolist()
 
 
 def test_a_part_is_sealed_subject_by_subject_with_keys_in_batches(
