@@ -1,7 +1,7 @@
 """Whether this process can start another Python interpreter.
 
 keysplit starts ``sys.executable`` with interpreter options for a bulk job's driver
-(``-m keysplit.jobs._driver``, :mod:`keysplit.jobs._isolate`) and for a replacement worker
+(``-m keysplit._jobs_boot``, :mod:`keysplit.jobs._isolate`) and for a replacement worker
 of ``keysplit serve`` (``-P -c ...``, :mod:`keysplit.service.fleet`). In a frozen build
 (PyInstaller, cx_Freeze, py2exe: ``sys.frozen``) ``sys.executable`` is the application
 itself, which takes those options as its own arguments (keysplit's CLI: a usage error); an

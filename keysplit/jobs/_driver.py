@@ -1,4 +1,5 @@
-"""The child process that runs a job's Dask client (``python -m keysplit.jobs._driver``).
+"""The child process that runs a job's Dask client (``python -m keysplit._jobs_boot``, which
+reads the lifeline from the start and then runs :func:`main` here).
 
 It reads one request from its parent (:mod:`keysplit.jobs._isolate`), connects to the
 cluster (or starts an authenticated LocalCluster), runs the job and reports JSON lines on
@@ -19,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from .. import _fileio
+from .. import _fileio, _jobs_boot
 from ._channel import Channel
 from .cluster import LOST_SETTLE, closed_when_lost, local_workers, scheduler_lost
 
@@ -66,6 +67,12 @@ def _watch_parent(fd: int, clients: list[Any], state: _State | None = None) -> N
     with contextlib.suppress(OSError):
         while os.read(fd, 1 << 12):
             pass
+    _orphaned(clients, state)
+
+
+def _orphaned(clients: list[Any], state: _State | None = None) -> None:
+    """What :func:`_watch_parent` does once the lifeline reads EOF (in the watching thread:
+    this module's, or :mod:`keysplit._jobs_boot`'s, which reads it from the process's start)."""
     if state is not None:
         with state.lock:
             state.orphaned = True  # no job starts from now on
@@ -162,7 +169,7 @@ def main() -> int:
     clients: list[Any] = []
     state = _State()
     fd = _lifeline(sys.argv)
-    if fd is not None:
+    if fd is not None and not _jobs_boot.hand_over(fd, lambda: _orphaned(clients, state)):
         watch = threading.Thread(
             target=_watch_parent, args=(fd, clients, state), name="keysplit-lifeline", daemon=True
         )
@@ -233,7 +240,7 @@ def _retire(client: Any) -> int:
     return 1
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # run by keysplit._jobs_boot (or ``python -m`` this module)
     try:
         sys.exit(main())
     except BrokenPipeError:  # the parent is gone (the lifeline ends this process too)

@@ -3,7 +3,8 @@
 Dask's client unpickles task results, ``client.run`` answers, exceptions and scheduler
 messages: code on any worker can make those run code in the client's process. So a job's
 Dask client runs in a **child process** (:mod:`keysplit.jobs._driver`, started with
-``python -m``), and the process that holds the unsealed keyring talks to it over pipes:
+``python -m keysplit._jobs_boot``), and the process that holds the unsealed keyring talks
+to it over pipes:
 
 * parent -> child: one request (pickled: the child trusts its parent, never the other way),
   later JSON lines (the KEK bundles sealed to each worker's public key);
@@ -105,7 +106,7 @@ def _error(msg: Message) -> KeysplitError:
 
 def check_driver() -> None:
     """Raise :class:`JobError` if this process cannot start a job's driver process: it runs
-    ``sys.executable -m keysplit.jobs._driver``, which a frozen build (``sys.frozen``:
+    ``sys.executable -m keysplit._jobs_boot``, which a frozen build (``sys.frozen``:
     ``sys.executable`` is the application, which would take ``-m ...`` as its own
     arguments) or an interpreter embedded in another program cannot do."""
     why = _interpreter.unavailable()
@@ -131,7 +132,7 @@ def _start() -> subprocess.Popen[bytes]:
     lifeline, keep = os.pipe()  # both non-inheritable: no other child gets ``keep``
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "keysplit.jobs._driver", "--lifeline", str(lifeline)],
+            [sys.executable, "-m", "keysplit._jobs_boot", "--lifeline", str(lifeline)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,

@@ -1,4 +1,4 @@
-"""A bulk job's driver process is ``sys.executable -m keysplit.jobs._driver``
+"""A bulk job's driver process is ``sys.executable -m keysplit._jobs_boot``
 (:mod:`keysplit.jobs._isolate`). A frozen build (PyInstaller, cx_Freeze: ``sys.frozen``,
 ``sys.executable`` the application itself) or an interpreter embedded in another program
 has no interpreter to start: the job says so, before anything is started or asked for."""

@@ -267,6 +267,66 @@ def test_a_forked_child_of_the_keyring_process_does_not_keep_its_driver_child_al
         _kill_noted(notes)
 
 
+_KILLED_WHILE_ITS_DRIVER_STARTS = """
+import os, signal, sys
+from keysplit.jobs import _isolate
+out = open(sys.argv[1], "w", buffering=1)
+os.environ["PYTHONPATH"] = sys.argv[2]  # the driver's imports (Dask) never end
+proc = _isolate._start()
+out.write(f"driver {proc.pid}\\n")
+out.close()
+os.kill(os.getpid(), signal.SIGKILL)  # the keyring process dies while its driver starts
+"""
+
+
+def test_a_driver_child_whose_keyring_process_dies_while_it_starts_ends_at_once(
+    tmp_path: Path,
+) -> None:
+    """The driver child read its lifeline only once it had imported keysplit.jobs (Dask,
+    pandas, pyarrow: ~3 s of CPU, 20-50 s of wall time at load 25-33), so a driver whose
+    keyring process died while it started ran on that long (under load,
+    test_a_forked_child_of_the_keyring_process_does_not_keep_its_driver_child_alive found
+    it alive past its 20 s bound). Now ``keysplit._jobs_boot`` reads the lifeline from the
+    process's start. Here the driver's import of Dask never ends (a stand-in
+    ``distributed`` that waits 120 s): before, the driver was alive at the bound; now it is
+    gone within it."""
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "distributed.py").write_text("import threading\nthreading.Event().wait(120)\n")
+    notes = tmp_path / "notes"
+    try:
+        with (tmp_path / "stderr.log").open("w") as err:
+            proc = subprocess.run(
+                [sys.executable, "-c", _KILLED_WHILE_ITS_DRIVER_STARTS, str(notes), str(slow)],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err, timeout=120,
+            )  # fmt: skip
+        assert proc.returncode == -signal.SIGKILL, (tmp_path / "stderr.log").read_text()
+        driver = _noted(notes)["driver"]
+        for _ in range(200):  # bounded: 20 s (the stand-in import waits 120 s)
+            if _pid_gone(driver):
+                break
+            threading.Event().wait(0.1)
+        assert _pid_gone(driver)  # (before: alive, still importing)
+    finally:
+        _kill_noted(notes)
+    # Once started, the driver takes the lifeline over: an EOF then runs its own orphan
+    # handling (client closed, stages removed, its group SIGKILLed), not the early exit.
+    from keysplit.jobs import _isolate
+
+    proc = _isolate._start()
+    try:
+        for _ in range(600):  # until it waits for its first request (imports done; 60 s)
+            wchan = Path(f"/proc/{proc.pid}/wchan").read_text()
+            call = Path(f"/proc/{proc.pid}/syscall").read_text()
+            if "pipe" in wchan or call.startswith("0 0x0 "):
+                break
+            threading.Event().wait(0.1)
+        os.close(_isolate._lifelines.pop(proc))  # this process "dies": EOF on the lifeline
+        assert proc.wait(timeout=60) == -signal.SIGKILL  # (the early exit: 1)
+    finally:
+        _isolate._stop(proc)
+
+
 _FORKED_THEN_EXITS = """
 import atexit, os, signal, sys, time
 out = open(sys.argv[1], "w", buffering=1)
