@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = ["PostgresUnavailable", "ThrowawayPostgres", "find_bindir", "throwaway_postgres"]
 
@@ -93,9 +94,10 @@ class ThrowawayPostgres:
     def url(self) -> str:
         return f"postgresql:///{DATABASE}?host={self.dir}&user=keysplit"
 
-    def _as_server(self) -> tuple[dict[str, object], dict[str, str]]:
-        """The keyword arguments and environment of a process run as the server's user."""
-        kwargs: dict[str, object] = {}
+    def _as_server(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """The keyword arguments and environment of a process run as the server's user
+        (``Any``: ``subprocess``'s overloads take them as the ints and list they are)."""
+        kwargs: dict[str, Any] = {}
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"}
         if self.user is not None:
             kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
@@ -112,7 +114,7 @@ class ThrowawayPostgres:
             text=True,
             timeout=timeout,
             check=False,
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
 
     def _start_reaper(self) -> None:
@@ -131,7 +133,7 @@ class ThrowawayPostgres:
                 ["/bin/sh", "-c", script, str(self.bindir / "pg_ctl"), str(self.data),
                  str(self.dir)],
                 stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                cwd="/", env=env, start_new_session=True, **kwargs,  # type: ignore[call-overload]
+                cwd="/", env=env, start_new_session=True, **kwargs,
             )  # fmt: skip
         finally:
             os.close(read_end)

@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,8 @@ def main() -> None:
             "raw ASGI on uvicorn(httptools)": _serve_raw_asgi,
         }
         results: dict[str, dict[str, float]] = {}
-        procs, clients = [], {}
+        procs: list[SpawnProcess] = []
+        clients: dict[str, Client] = {}
         try:
             for name, fn in stacks.items():
                 sock = str(tmp / f"{len(procs)}.sock")

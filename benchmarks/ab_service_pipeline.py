@@ -38,7 +38,7 @@ def pipelined(
     sent = []
     for j, c in enumerate(clients):
         lo, hi = j * step, min(n, (j + 1) * step)
-        body = wire.encode_parts(_header(None), items[lo:hi], subjects[lo:hi])
+        body = wire.encode_parts(_header(None, hi - lo), items[lo:hi], subjects[lo:hi])
         conn = c._conn()
         c._send(conn, "POST", path, body, sum(map(len, body)), wire.BATCH_TYPE, True)
         sent.append(conn)

@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,7 @@ def main() -> int:
                     order = ("base", "this") if (r + rep) % 2 == 0 else ("this", "base")
                     for name in order:
                         times["here"].append(_timed(here))
-                        times[name].append(_timed(lambda f=remote, c=clients[name]: f(c)))
+                        times[name].append(_timed(partial(remote, clients[name])))
                 med = {k: statistics.median(v) for k, v in times.items()}
                 per["base"].append(med["base"])
                 per["this"].append(med["this"])

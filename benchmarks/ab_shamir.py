@@ -15,6 +15,7 @@ import importlib.util
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -58,7 +59,7 @@ def main() -> int:
     secrets = np.random.default_rng(1).integers(0, 256, (n, 16), dtype=np.uint8)
     out = np.zeros((5, n, 16), np.uint8)
     ys = np.ascontiguousarray(current.split_batch(secrets, 3, 5)[[1, 3, 4]])
-    cases = {
+    cases: dict[str, Callable[[ModuleType], object]] = {
         "split 3-of-5": lambda m: m.split_batch(secrets, 3, 5, threads=threads),
         "split 3-of-5 out=": lambda m: m.split_batch(secrets, 3, 5, out=out, threads=threads),
         "combine x=2,4,5": lambda m: m.combine_batch([2, 4, 5], ys, threads=threads),

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -143,11 +144,11 @@ def run(quick: bool) -> list[dict[str, Any]]:
                         [
                             (
                                 "single-host keysplit serve, Client.datakeys",
-                                lambda s=subjects: single.datakeys(s, create=False),
+                                partial(single.datakeys, subjects, create=False),
                             ),
                             (
                                 "2-of-3 cluster, ClusterDataKeys.resolve",
-                                lambda s=subjects: dk.resolve(s, create=False),
+                                partial(dk.resolve, subjects, create=False),
                             ),
                         ],
                     ),
@@ -157,11 +158,11 @@ def run(quick: bool) -> list[dict[str, Any]]:
                         [
                             (
                                 "UnsealedKeyring.encrypt_many (in process)",
-                                lambda s=subjects, p=plain: local.encrypt_many(s, p),
+                                partial(local.encrypt_many, subjects, plain),
                             ),
                             (
                                 "ClusterClient, data-key cache on",
-                                lambda s=subjects, p=plain: cached.encrypt_many(s, p),
+                                partial(cached.encrypt_many, subjects, plain),
                             ),
                         ],
                     ),
@@ -170,14 +171,14 @@ def run(quick: bool) -> list[dict[str, Any]]:
                     cases[0][2].append(
                         (
                             "2-of-3 cluster, every answer's DLEQ proof made and checked",
-                            lambda s=subjects: dk.evaluate(s, proof=True),
+                            partial(dk.evaluate, subjects, proof=True),
                         )
                     )
                 for bench, unit, impls in cases:
                     for i, (impl, fn) in enumerate(impls):
                         rows.append(_row(bench, impl, n, unit, _calls(fn, n, quick), i == 0))
-            for c in (cl, cached):
-                c.close()
+            for cluster_client in (cl, cached):
+                cluster_client.close()
             single.close()
             local.close()
         finally:

@@ -33,6 +33,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,22 @@ def dataset(ku: UnsealedKeyring, tmp: Path, n_rows: int) -> tuple[Path, Path, Ca
     return src, dst, in_process
 
 
+def _noop_loop(m: int) -> list[int]:
+    return [_noop(i) for i in range(m)]
+
+
+def _noop_tasks(client: Any, m: int) -> list[int]:
+    """``m`` no-op tasks through the Dask ``client`` (what a task costs, against a call)."""
+    done: list[int] = client.gather(client.map(_noop, range(m), pure=False))
+    return done
+
+
+def _jobs_rewrap(ku: UnsealedKeyring, cluster: Any) -> int:
+    from keysplit import jobs
+
+    return jobs.rewrap(ku, cluster=cluster).rewrapped
+
+
 def _rewrap_rate(ku: UnsealedKeyring, n: int, fn: Callable[[], int], repeats: int) -> Any:
     def once() -> None:
         done = fn()
@@ -144,7 +161,7 @@ def _pg_rows(n_keys: int, repeats: int) -> list[dict[str, Any]]:
                         stats = _rewrap_rate(
                             ku,
                             n_keys,
-                            lambda c=cluster: jobs.rewrap(ku, cluster=c).rewrapped,
+                            partial(_jobs_rewrap, ku, cluster),
                             repeats,
                         )
                         rows.append(
@@ -217,7 +234,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                         stats = _rewrap_rate(
                             ku,
                             n_keys,
-                            lambda c=cluster: jobs.rewrap(ku, cluster=c).rewrapped,
+                            partial(_jobs_rewrap, ku, cluster),
                             repeats,
                         )
                         rows.append(
@@ -233,8 +250,14 @@ def run(quick: bool) -> list[dict[str, Any]]:
                     progress(f"encrypt: dask, {workers} worker(s)")
                     with jobs.serve_keys(ku) as source:
                         stats = measure(
-                            lambda c=cluster, k=source: jobs.encrypt_dataset(
-                                src, dst, "v", "s", service=k, cluster=c
+                            partial(
+                                jobs.encrypt_dataset,
+                                src,
+                                dst,
+                                "v",
+                                "s",
+                                service=source,
+                                cluster=cluster,
                             ),
                             n_rows,
                             repeats,
@@ -253,9 +276,9 @@ def run(quick: bool) -> list[dict[str, Any]]:
                     if workers == 2 and not _encrypt_only():
                         progress("dask: task overhead")
                         m = 2000 if quick else 10_000
-                        direct = measure(lambda m=m: [_noop(i) for i in range(m)], m, repeats)
+                        direct = measure(partial(_noop_loop, m), m, repeats)
                         tasks = measure(
-                            lambda c=client, m=m: c.gather(c.map(_noop, range(m), pure=False)),
+                            partial(_noop_tasks, client, m),
                             m,
                             repeats,
                         )

@@ -66,7 +66,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
     def bare_enc() -> list[bytes]:
         nonces = os.urandom(12 * n)
-        out = []
+        out: list[bytes] = []
         append, enc = out.append, bare.encrypt
         for i, p in enumerate(plain):
             nonce = nonces[12 * i : 12 * i + 12]
@@ -76,7 +76,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     blobs = bare_enc()
 
     def bare_dec() -> None:
-        out = []
+        out: list[bytes] = []
         append, dec = out.append, bare.decrypt
         for b in blobs:
             append(dec(b[:12], b[12:], None))
@@ -108,7 +108,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
     def rr_enc() -> None:
         nonces = os.urandom(12 * n)
-        out = []
+        out: list[bytes] = []
         append = out.append
         for i, (aead, p) in enumerate(zip(rr, plain, strict=True)):
             nonce = nonces[12 * i : 12 * i + 12]
@@ -116,7 +116,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
     def rr_fmt_enc() -> None:
         nonces = os.urandom(12 * n)
-        out = []
+        out: list[bytes] = []
         append = out.append
         for i, ((aead, prefix, tail), p) in enumerate(zip(rr_fmt, plain, strict=True)):
             nonce = nonces[12 * i : 12 * i + 12]
@@ -137,13 +137,13 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 done[i] = dec(header[38:], b[50:], header + tail)
 
     def rr_dec() -> None:
-        out = []
+        out: list[bytes] = []
         append = out.append
         for aead, b in zip(rr, many_blobs, strict=True):
             append(aead.decrypt(b[:12], b[12:], None))
 
     def rr_fmt_dec() -> None:
-        out = []
+        out: list[bytes] = []
         append = out.append
         for (aead, prefix, tail), b in zip(rr_fmt, fmt_blobs, strict=True):
             if not b.startswith(prefix):

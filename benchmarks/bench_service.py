@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +239,7 @@ def _aggregate(
         p.start()
     time.sleep(0.2)
     go.set()
-    total = sum(q.get(timeout=300) for _ in ps)
+    total: float = sum(q.get(timeout=300) for _ in ps)
     for p in ps:
         p.join(60)
     return total
@@ -381,11 +382,11 @@ def run(quick: bool) -> list[dict[str, Any]]:
                     [
                         (
                             "in-process keyring (same raw-key function)",
-                            lambda s=subjects: local.records.export(s, create=True),
+                            partial(local.records.export, subjects, create=True),
                         ),
                         (
                             "keysplit.Client over Unix socket",
-                            lambda s=subjects: client.datakeys(s),
+                            partial(client.datakeys, subjects),
                         ),
                     ],
                 ),

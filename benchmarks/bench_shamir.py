@@ -71,7 +71,8 @@ def _slip39_full_row(
     import shamir_mnemonic as sm
 
     def gen(key: bytes) -> list[str]:
-        return sm.generate_mnemonics(1, [(k, m)], key, b"", iteration_exponent=0)[0]
+        group: list[str] = sm.generate_mnemonics(1, [(k, m)], key, b"", iteration_exponent=0)[0]
+        return group
 
     if combine:
         sample = _sample_size(lambda: sm.combine_mnemonics(gen(keys[0])[:k]), quick)
@@ -177,7 +178,9 @@ def _keysplit_rows(
     combine_name = f"shamir combine {k}-of-{m}, 16-byte keys"
     xs = COMBINE_XS[k]
     reps = _repeats(n, quick)
-    target = {"target": TARGET} if (k, m) == (3, 5) and n in (10**6, 4 * 10**6) else {}
+    target: dict[str, Any] = (
+        {"target": TARGET} if (k, m) == (3, 5) and n in (10**6, 4 * 10**6) else {}
+    )
     secrets = gen.integers(0, 256, size=(n, KEY_BYTES), dtype=np.uint8)
     rows = []
 

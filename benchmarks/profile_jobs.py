@@ -29,9 +29,9 @@ from typing import Any
 
 def _wrap_on_worker(dask_worker: Any = None) -> None:
     """(On each worker) time the job's steps into ``keysplit.jobs._parquet._times``."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    import keysplit._fileio as fileio
     import keysplit.jobs._cache as cache
     import keysplit.jobs._parquet as part
     import keysplit.jobs.datakeys as dk
@@ -69,12 +69,12 @@ def _wrap_on_worker(dask_worker: Any = None) -> None:
     wrap(dk.LoopbackDataKeys, "export", "worker: key fetch over the socket")
     wrap(record, "seal_planned", "worker: AES-GCM loop (seal_planned)")
     wrap(pq, "write_table", "worker: pq.write_table")
-    wrap(fileio.os, "fsync", "worker: fsync")
+    wrap(os, "fsync", "worker: fsync")  # (keysplit._fileio calls os.fsync)
     wrap(part, "_sizes", "worker: row group sizes (footers)")
     wrap(part, "_spread", "worker: nulls spread back")
     wrap(pq.ParquetWriter, "write_table", "worker: ParquetWriter.write_table")
     wrap(pq.ParquetWriter, "close", "worker: ParquetWriter.close")
-    wrap(part.pc, "take", "worker: take (group order, back)")
+    wrap(pc, "take", "worker: take (group order, back)")  # (pyarrow's Array.take calls it)
     gc_start = [0.0]
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
@@ -85,7 +85,7 @@ def _wrap_on_worker(dask_worker: Any = None) -> None:
             times[label] = times.get(label, 0.0) + time.perf_counter() - gc_start[0]
 
     gc.callbacks.append(on_gc)
-    engine.fmt = record  # the engine calls record.seal_planned through this alias
+    # (the engine calls record.seal_planned through its alias ``fmt``: the same module)
 
 
 def _take_times(dask_worker: Any = None) -> dict[str, float]:
