@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from paths import REPO
 
 from benchmarks import bench_keywrap
@@ -82,9 +83,17 @@ def test_wrap_batch_goal_reads_wrap_batch_not_its_aes_ceiling() -> None:
     """bench_keywrap's ceiling row sits next to wrap_batch's: the goal must not pick it up."""
     g = _goal("wrap_batch at 10^6")
     rows = [
-        _row(g.benchmark, 1_000_000, bench_keywrap.CEILING, 40e6),
+        _row(g.benchmark, 1_000_000, bench_keywrap.ceiling_label(16), 40e6),
         _row(g.benchmark, 1_000_000, "keysplit wrap_batch", 15e6),
         _row(g.benchmark, 1_000_000, "keysplit wrap_batch, per-row IV (subject-bound)", 14e6),
     ]
     assert goals.evaluate(g, rows) == 15.0
     bench_keywrap.ecb_ceiling(b"k" * 16, 3 * (1 << 17) + 5, 12, threads=2)  # runs, any size
+
+
+@pytest.mark.parametrize(("key_bytes", "passes"), [(16, 12), (24, 18), (32, 24)])
+def test_keywrap_ceiling_row_names_the_passes_of_its_key_size(key_bytes: int, passes: int) -> None:
+    """The ceiling row said "12 passes" whatever the key size: RFC 3394 makes 6 passes per
+    64-bit half-block of the key (its 2.2.1 wrap loop), so 12 only for 16-byte keys."""
+    assert bench_keywrap.ecb_passes(key_bytes) == passes
+    assert f"the {passes} ECB passes" in bench_keywrap.ceiling_label(key_bytes)
