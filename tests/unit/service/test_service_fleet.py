@@ -91,6 +91,19 @@ def _unseal(url: str, kr: Keyring, shares: dict) -> None:
     c.close()
 
 
+@contextlib.contextmanager
+def _leader_and_worker(
+    server: type[Server], kr: Keyring, shares: dict, sockdir: Path
+) -> Iterator[tuple[Server, int, int]]:
+    """``kr`` served by ``server`` with ``--workers 2`` (the leader and one worker process)
+    and unsealed: the server, the leader's pid and the worker's."""
+    with server(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
+        assert srv.proc is not None
+        _unseal(srv.url, kr, shares)
+        (worker,) = _children(srv.proc.pid)
+        yield srv, srv.proc.pid, worker
+
+
 def test_workers_serve_and_obey_seal_shred_rotate(tmp_path: Path, sockdir: Path) -> None:
     kr, shares, token = _setup(tmp_path)
     with Server(kr.path, sockdir / "s.sock", "--workers", str(WORKERS)) as srv:
@@ -404,10 +417,7 @@ def test_a_change_while_a_worker_reloads_for_another_still_waits_for_it(
     (SIGSTOP) here, so it cannot reload: the second shred may be answered only once the
     leader gave up on it (dropped it), never while it still counts as serving."""
     kr, shares, token = _setup(tmp_path)
-    with Server(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
-        assert srv.proc is not None
-        _unseal(srv.url, kr, shares)
-        (worker,) = _children(srv.proc.pid)
+    with _leader_and_worker(Server, kr, shares, sockdir) as (srv, _, worker):
         second = _leader_client(srv.url, token)  # (a Client's connection is per thread)
         second.encrypt(b"a", subject="u/a")
         second.encrypt(b"b", subject="u/b")
@@ -630,10 +640,7 @@ def test_a_worker_that_dies_during_a_fan_out_is_not_waited_for(
     then killed once the change is under way; the server's bound is 600 s here and the
     client's 60 s, so only noticing the EOF answers the request."""
     kr, shares, token = _setup(tmp_path)
-    with _PatientServer(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
-        assert srv.proc is not None
-        _unseal(srv.url, kr, shares)
-        (worker,) = _children(srv.proc.pid)
+    with _leader_and_worker(_PatientServer, kr, shares, sockdir) as (srv, _, worker):
         pinned, go = threading.Event(), threading.Event()
         done: list[object] = []
 
@@ -860,11 +867,7 @@ def test_a_connection_a_worker_took_is_answered_when_the_worker_is_sealed_before
       the leader, unsealed, serves the connection.
     """
     kr, shares, token = _setup(tmp_path)
-    with Server(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
-        assert srv.proc is not None
-        leader = srv.proc.pid
-        _unseal(srv.url, kr, shares)
-        (worker,) = _children(leader)
+    with _leader_and_worker(Server, kr, shares, sockdir) as (srv, leader, worker):
         pinned, go, sealed = threading.Event(), threading.Event(), []
 
         def seal_through_the_leader() -> None:
@@ -1173,11 +1176,7 @@ def test_a_frozen_build_says_a_dead_worker_is_not_replaced_and_why(
     an interpreter there: it says so once at start and when a worker is dropped, starts
     nothing, and /v1/status counts the processes that serve."""
     kr, shares, token = _setup(tmp_path)
-    with _FrozenServer(kr.path, sockdir / "s.sock", "--workers", "2") as srv:
-        assert srv.proc is not None
-        leader = srv.proc.pid
-        _unseal(srv.url, kr, shares)
-        (first,) = _children(leader)
+    with _leader_and_worker(_FrozenServer, kr, shares, sockdir) as (srv, leader, first):
         os.kill(first, signal.SIGKILL)
         _wait_for("the drop logged", lambda: "dropped" in srv.log.read_text())
         _wait_for("the reason logged", lambda: "worker 1 not replaced" in srv.log.read_text())
