@@ -200,15 +200,20 @@ class DirectorySink:
         return str(path)
 
     def discard(self) -> None:
-        # Only what this sink wrote: a name it reserved may since hold another ceremony's
-        # share (two rekeys at once), which is all that unseals the keyring then.
-        for p in self._written:
-            with contextlib.suppress(OSError):
-                p.unlink()
-        self._written.clear()
+        _discard(self._written)
 
     def __repr__(self) -> str:
         return f"DirectorySink({str(self.directory)!r})"
+
+
+def _discard(written: list[Path]) -> None:
+    """Remove what a sink wrote in this ceremony, and only that: a name it reserved may
+    since hold another ceremony's share (two rekeys at once), all that unseals the keyring
+    then; a file already gone is no error."""
+    for p in written:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    written.clear()
 
 
 def _holds(path: Path, data: bytes) -> bool:
@@ -255,10 +260,7 @@ class SheetWriter:
         return str(path)
 
     def discard(self) -> None:
-        for p in self._written:
-            with contextlib.suppress(OSError):
-                p.unlink()
-        self._written.clear()
+        _discard(self._written)
 
 
 def hand_out(
