@@ -5,7 +5,9 @@ custodians) whose node n3 is reached through a Unix-socket proxy (:mod:`node_pro
 can cut chosen requests: the administrator's ``keysplit cluster refresh`` then dies after some nodes
 finished their round and before the others did. The cluster must stay usable with its
 ``cluster.json`` as it was, and running the command again must finish the job. Every wait
-is bounded.
+is bounded. The nodes are real ``keysplit serve`` processes and the coordinator that is
+killed is a real ``keysplit`` process; the other administrator commands run in this process
+(:func:`cli_here`: the same command over the same sockets and files, without a start).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from node_proxy import LyingProxy, NodeProxy
-from service_helpers import KEYSPLIT, Server, cli, make_token, share_file, start_node
+from service_helpers import KEYSPLIT, Server, cli_here, make_token, share_file, start_node
 
 from keysplit import (
     ClusterClient,
@@ -77,7 +79,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         args = ["cluster", "create", "cl", "--threshold", "3", "--region", "in"]
         for n in NODES:
             args += ["--node", f"{n}={urls[n]}"]
-        r = cli(*args, cwd=tmp)
+        r = cli_here(*args, cwd=tmp)
         assert r.returncode == 0, r.stderr
         cl = Cluster(tmp, servers, proxy)
         cl.token = make_token(tmp, tmp / "n1", "app", "datakey", "contacts/", cl.shares("n1"))
@@ -86,7 +88,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             shares: list[str] = []
             for p in cl.shares(n):
                 shares += ["--share", str(p)]
-            r = cli(
+            r = cli_here(
                 "token", "add", n, "--name", "app", "--token-file", "token",
                 "--allow", "datakey", "--subject-prefix", "contacts/", *shares, cwd=tmp,
             )  # fmt: skip
@@ -110,7 +112,7 @@ def _refresh_cut_at(cluster: Cluster, path: str) -> subprocess.CompletedProcess[
     one error line."""
     cluster.proxy.cut = {path}
     try:
-        r = cli("cluster", "refresh", "cl", cwd=cluster.tmp)
+        r = cli_here("cluster", "refresh", "cl", cwd=cluster.tmp)
     finally:
         cluster.proxy.cut = set()
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
@@ -130,7 +132,7 @@ def test_a_refresh_cut_before_every_node_finished_loses_nothing(cluster: Cluster
     _refresh_cut_at(cluster, "/v1/cluster/dkg/finish")
     assert read_cluster(cluster.dir) == before
     cluster.check_records()  # the cluster as cluster.json describes it still works
-    r = cli("cluster", "refresh", "cl", cwd=cluster.tmp)
+    r = cli_here("cluster", "refresh", "cl", cwd=cluster.tmp)
     assert r.returncode == 0, r.stderr
     after = read_cluster(cluster.dir)
     assert after.epoch == before.epoch + 1 and after.public_key == before.public_key
@@ -139,7 +141,7 @@ def test_a_refresh_cut_before_every_node_finished_loses_nothing(cluster: Cluster
         log = Keyring.open(cluster.tmp / n).audit_log().entries()
         commits = [e.data for e in log if e.event == "cluster-commit"]
         assert commits[-1]["epoch"] == after.epoch and commits[-1]["cluster"] == after.cluster_id
-    r = cli("cluster", "status", "cl", "--json", cwd=cluster.tmp)
+    r = cli_here("cluster", "status", "cl", "--json", cwd=cluster.tmp)
     assert r.returncode == 0 and '"usable": 4' in r.stdout, r.stdout
 
 
@@ -166,12 +168,12 @@ def test_a_refresh_cut_at_commit_keeps_working_and_old_shares_end(cluster: Clust
     mid = read_cluster(cluster.dir)
     assert mid.epoch == before.epoch + 1
     cluster.check_records()
-    r = cli("cluster", "status", "cl", "--json", cwd=cluster.tmp)  # n3 answers: usable
+    r = cli_here("cluster", "status", "cl", "--json", cwd=cluster.tmp)  # n3 answers: usable
     assert r.returncode == 0 and '"usable": 4' in r.stdout and "not committed" in r.stdout
     with ClusterClient(cluster.dir, token=cluster.token, timeout=20) as c:
         c.datakeys.evaluate(["contacts/0"], proof=True)  # every answer proven, n3's too
         assert c.datakeys.excluded == {}
-    r = cli("cluster", "refresh", "cl", cwd=cluster.tmp)
+    r = cli_here("cluster", "refresh", "cl", cwd=cluster.tmp)
     assert r.returncode == 0, r.stderr
     assert read_cluster(cluster.dir).epoch == mid.epoch + 1
     cluster.check_records()
@@ -231,7 +233,7 @@ def test_a_refresh_whose_coordinator_is_killed_is_reported_and_aborted(cluster: 
     assert [n for n in NODES if staged[n]] == ["n1", "n2", "n3"]
     assert read_cluster(cluster.dir) == before
     cluster.check_records()
-    r = cli("cluster", "status", "cl", "--json", cwd=cluster.tmp)
+    r = cli_here("cluster", "status", "cl", "--json", cwd=cluster.tmp)
     assert r.returncode == 0, r.stderr
     nodes = {n["name"]: n for n in json.loads(r.stdout)["nodes"]}
     assert {n: nodes[n]["staged"] for n in NODES} == {
@@ -241,18 +243,18 @@ def test_a_refresh_whose_coordinator_is_killed_is_reported_and_aborted(cluster: 
         "n4": None,
     }
     assert all("--abort" in (nodes[n]["error"] or "") for n in ("n1", "n2", "n3"))
-    r = cli("cluster", "refresh", "cl", "--abort", "--json", cwd=cluster.tmp)
+    r = cli_here("cluster", "refresh", "cl", "--abort", "--json", cwd=cluster.tmp)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"erased": ["n1", "n2", "n3"]}
     assert _staged_files(cluster, cid) == {n: [] for n in NODES}
     for n in ("n1", "n2", "n3"):
         log = Keyring.open(cluster.tmp / n).audit_log().entries()
         assert [e.data["round"] for e in log if e.event == "cluster-abort"][-1] == "refresh"
-    r = cli("cluster", "status", "cl", "--json", cwd=cluster.tmp)
+    r = cli_here("cluster", "status", "cl", "--json", cwd=cluster.tmp)
     assert r.returncode == 0 and '"usable": 4' in r.stdout and "staged here" not in r.stdout
     assert read_cluster(cluster.dir) == before
     cluster.check_records()
-    r = cli("cluster", "refresh", "cl", cwd=cluster.tmp)
+    r = cli_here("cluster", "refresh", "cl", cwd=cluster.tmp)
     assert r.returncode == 0, r.stderr
     after = read_cluster(cluster.dir)
     assert after.epoch == before.epoch + 1 and after.public_key == before.public_key
@@ -266,12 +268,12 @@ def test_an_abort_never_undoes_a_refresh_cluster_json_names(cluster: Cluster) ->
     finishes the job."""
     before = read_cluster(cluster.dir)
     _refresh_cut_at(cluster, "/v1/cluster/dkg/commit")
-    r = cli("cluster", "refresh", "cl", "--abort", cwd=cluster.tmp)
+    r = cli_here("cluster", "refresh", "cl", "--abort", cwd=cluster.tmp)
     assert r.returncode == 1 and r.stderr.startswith("error: "), r.stderr
     assert "n3" in r.stderr and "Traceback" not in r.stderr
     assert len(_staged_files(cluster, before.cluster_id)["n3"]) == 2
     cluster.check_records()
-    r = cli("cluster", "refresh", "cl", cwd=cluster.tmp)
+    r = cli_here("cluster", "refresh", "cl", cwd=cluster.tmp)
     assert r.returncode == 0, r.stderr
     assert _staged_files(cluster, before.cluster_id) == {n: [] for n in NODES}
     cluster.check_records()
@@ -315,7 +317,7 @@ def test_a_node_answering_malformed_json_is_named_not_a_traceback(
     cluster.proxy.rewrite = rewrite  # type: ignore[method-assign]
     try:
         cmd = "status" if path == "/v1/cluster/node" else "refresh"
-        r = cli("cluster", cmd, "cl", cwd=cluster.tmp)
+        r = cli_here("cluster", cmd, "cl", cwd=cluster.tmp)
     finally:
         del cluster.proxy.rewrite
     assert "Traceback" not in r.stderr, r.stderr
@@ -395,7 +397,7 @@ def test_a_reload_by_another_thread_excludes_no_honest_node(cluster: Cluster) ->
     A (with proofs) then chooses its nodes from epoch e and waits for a worker; B's reload
     completes; the gates open."""
     old = read_cluster(cluster.dir)
-    r = cli("cluster", "refresh", "cl", cwd=cluster.tmp)
+    r = cli_here("cluster", "refresh", "cl", cwd=cluster.tmp)
     assert r.returncode == 0, r.stderr
     new = read_cluster(cluster.dir)
     sockdir = cluster.proxy.path.parent
@@ -472,17 +474,17 @@ def test_a_rotation_never_keeps_another_key_the_new_cluster_holds(cluster: Clust
     args = ["cluster", "create", "cl2", "--threshold", "3", "--region", "in"]
     for n in cfg.nodes:
         args += ["--node", f"{n.name}={n.url}"]
-    r = cli(*args, cwd=t)
+    r = cli_here(*args, cwd=t)
     assert r.returncode == 0, r.stderr
     subject, rec, plain = cluster.records[0]
     with ClusterClient(t / "cl2", token=cluster.token, timeout=20) as c:
         c.encrypt(b"written early", subject=subject)  # another data key for the subject
-    r = cli("cluster", "rotate", "cl", "cl2", "--token-file", "token", cwd=t)
+    r = cli_here("cluster", "rotate", "cl", "cl2", "--token-file", "token", cwd=t)
     assert r.returncode == 1 and r.stderr.startswith("error: "), r.stderr
     assert "Traceback" not in r.stderr
     with ClusterClient(t / "cl2", token=cluster.token, timeout=20) as c:
         c.shred(subject)  # the operator resolves it (here: the early key goes)
-    r = cli("cluster", "rotate", "cl", "cl2", "--token-file", "token", cwd=t)
+    r = cli_here("cluster", "rotate", "cl", "cl2", "--token-file", "token", cwd=t)
     assert r.returncode == 0, r.stderr
     with ClusterClient(t / "cl2", token=cluster.token, timeout=20) as c:
         assert c.decrypt(rec, subject=subject) == plain
@@ -493,7 +495,7 @@ def _create(cluster: Cluster, name: str) -> Path:
     args = ["cluster", "create", name, "--threshold", "3", "--region", "in"]
     for n in read_cluster(cluster.dir).nodes:
         args += ["--node", f"{n.name}={n.url}"]
-    r = cli(*args, cwd=cluster.tmp)
+    r = cli_here(*args, cwd=cluster.tmp)
     assert r.returncode == 0, r.stderr
     return cluster.tmp / name
 
@@ -517,10 +519,12 @@ def test_a_subject_shredded_in_the_old_cluster_is_shredded_in_the_new_one(
         assert c.shred("contacts/rot-pre")  # before the rotation
     with ClusterClient(new, token=tok, timeout=20) as c:  # a backend wrote there early
         fresh = c.encrypt(b"fresh", subject="contacts/rot-pre")
-    r = cli("cluster", "rotate", "cl-old", "cl-new", "--token-file", "token", "--json", cwd=t)
+    r = cli_here("cluster", "rotate", "cl-old", "cl-new", "--token-file", "token", "--json", cwd=t)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["moved"] == 3
-    r = cli("cluster", "shred", "cl-old", "contacts/rot-a", "--token-file", "token", "--yes", cwd=t)
+    r = cli_here(
+        "cluster", "shred", "cl-old", "contacts/rot-a", "--token-file", "token", "--yes", cwd=t
+    )
     assert r.returncode == 0, r.stderr
     with ClusterClient(new, token=tok, timeout=20) as c:
         assert c.datakeys.store.get_many(["contacts/rot-a"]) == {}
@@ -533,7 +537,7 @@ def test_a_subject_shredded_in_the_old_cluster_is_shredded_in_the_new_one(
     replace(cfg, store=f"sqlite://{old / 'cluster-keys.sqlite'}").write(elsewhere)
     with ClusterClient(elsewhere, token=tok, timeout=20) as c:
         assert c.shred("contacts/rot-b")
-    r = cli("cluster", "rotate", "cl-old", "cl-new", "--token-file", "token", "--json", cwd=t)
+    r = cli_here("cluster", "rotate", "cl-old", "cl-new", "--token-file", "token", "--json", cwd=t)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"moved": 0, "shredded": 1}
     with ClusterClient(new, token=tok, timeout=20) as c:
@@ -541,9 +545,9 @@ def test_a_subject_shredded_in_the_old_cluster_is_shredded_in_the_new_one(
         assert sorted(have) == ["contacts/rot-c", "contacts/rot-pre"]
         assert c.decrypt(recs["contacts/rot-c"], subject="contacts/rot-c") == b"c"
         assert c.decrypt(fresh, subject="contacts/rot-pre") == b"fresh"
-    r = cli("cluster", "rotate", "cl-old", "cl-new", "--token-file", "token", "--json", cwd=t)
+    r = cli_here("cluster", "rotate", "cl-old", "cl-new", "--token-file", "token", "--json", cwd=t)
     assert json.loads(r.stdout) == {"moved": 0, "shredded": 0}  # nothing twice
-    r = cli("cluster", "rotate", "cl-old", "cl", "--token-file", "token", cwd=t)
+    r = cli_here("cluster", "rotate", "cl-old", "cl", "--token-file", "token", cwd=t)
     assert r.returncode == 1 and "being rotated to" in r.stderr, r.stderr
 
 
@@ -575,7 +579,7 @@ def test_a_rotation_carries_a_shred_only_onto_the_key_it_was_made_against(
     rotate = ["cluster", "rotate", old.name, new.name, "--token-file", "token", "--json"]
     with ClusterClient(old, token=tok, timeout=20) as c:
         c.encrypt_many([a, b], [b"a", b"b"])
-    r = cli(*rotate, cwd=t)
+    r = cli_here(*rotate, cwd=t)
     assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 2, "shredded": 0}, r.stderr
     new_id = read_cluster(new).cluster_id
     tags = ClusterDataKeys.tombstone_tags
@@ -595,20 +599,20 @@ def test_a_rotation_carries_a_shred_only_onto_the_key_it_was_made_against(
     with ClusterClient(new, token=tok, timeout=20) as c:
         assert c.datakeys.store.get_many([a, b]) == {}
         fresh_a = c.encrypt(b"a afresh", subject=a)
-    r = cli(*rotate, cwd=t)
+    r = cli_here(*rotate, cwd=t)
     assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 1, "shredded": 0}, r.stderr
     with ClusterClient(old, token=tok, timeout=20) as c:  # (c): written in OLD, not moved
         c.encrypt(b"c", subject=c3)
     with ClusterClient(_marker_less_copy(old, "cl-gen-copy"), token=tok, timeout=20) as c:
         assert c.shred(b) and c.shred(c3)
-    r = cli(*rotate, cwd=t)
+    r = cli_here(*rotate, cwd=t)
     assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 0, "shredded": 1}, r.stderr
     with ClusterClient(new, token=tok, timeout=20) as c:
         assert c.decrypt(fresh_a, subject=a) == b"a afresh"
         with pytest.raises(ShreddedError):
             c.decrypt(again, subject=b)
         fresh_c = c.encrypt(b"c afresh", subject=c3)
-    r = cli(*rotate, cwd=t)
+    r = cli_here(*rotate, cwd=t)
     assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 0, "shredded": 0}, r.stderr
     with ClusterClient(new, token=tok, timeout=20) as c:
         assert c.decrypt_many([a, c3], [fresh_a, fresh_c]) == [b"a afresh", b"c afresh"]
@@ -630,7 +634,7 @@ def test_a_key_never_moved_is_not_carried_onto_one_written_in_new_afresh(
     rotate = ["cluster", "rotate", old.name, new.name, "--token-file", "token", "--json"]
     with ClusterClient(old, token=tok, timeout=20) as c:
         moved_rec = c.encrypt(b"m", subject=m)
-    r = cli(*rotate, cwd=t)
+    r = cli_here(*rotate, cwd=t)
     assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 1, "shredded": 0}, r.stderr
     with ClusterClient(old, token=tok, timeout=20) as c:  # after the run: never moved
         c.encrypt(b"x in old", subject=x)
@@ -639,7 +643,7 @@ def test_a_key_never_moved_is_not_carried_onto_one_written_in_new_afresh(
     with ClusterClient(new, token=tok, timeout=20) as c:
         assert c.datakeys.store.get_many([x]) == {}
         fresh = c.encrypt(b"x afresh", subject=x)
-    r = cli(*rotate, cwd=t)
+    r = cli_here(*rotate, cwd=t)
     assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 0, "shredded": 1}, r.stderr
     with ClusterClient(new, token=tok, timeout=20) as c:
         assert c.decrypt(fresh, subject=x) == b"x afresh"
@@ -664,7 +668,7 @@ def test_a_rotation_whose_successor_json_lost_the_ledger_carries_by_the_marks(
     rotate = ["cluster", "rotate", old.name, new.name, "--token-file", "token", "--json"]
     with ClusterClient(old, token=tok, timeout=20) as c:
         c.encrypt_many([a, b], [b"a", b"b"])
-    r = cli(*rotate, cwd=t)
+    r = cli_here(*rotate, cwd=t)
     assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 2, "shredded": 0}, r.stderr
     succ = read_successor(old)
     assert succ is not None and succ.ledger
@@ -676,7 +680,7 @@ def test_a_rotation_whose_successor_json_lost_the_ledger_carries_by_the_marks(
         fresh_b = c.encrypt(b"b afresh", subject=b)
     with ClusterClient(_marker_less_copy(old, "cl-noled-copy"), token=tok, timeout=20) as c:
         assert c.shred(a)
-    r = cli(*rotate, cwd=t)
+    r = cli_here(*rotate, cwd=t)
     assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 0, "shredded": 1}, r.stderr
     assert not (old / "moved.sqlite").exists()
     with ClusterClient(new, token=tok, timeout=20) as c:
@@ -696,7 +700,7 @@ def test_a_rotation_copies_the_legal_holds_in_one_transaction(cluster: Cluster) 
             c.set_legal_hold(s, True)
     with ClusterClient(new, token=cluster.token, timeout=20) as c:
         before = c.datakeys.store.state().epoch
-    r = cli("cluster", "rotate", old.name, new.name, "--token-file", "token", cwd=cluster.tmp)
+    r = cli_here("cluster", "rotate", old.name, new.name, "--token-file", "token", cwd=cluster.tmp)
     assert r.returncode == 0, r.stderr
     with ClusterClient(new, token=cluster.token, timeout=20) as c:
         assert c.datakeys.store.legal_holds() == held
@@ -799,7 +803,7 @@ def _rotated_with_holds(
     with ClusterClient(old, token=cluster.token, timeout=20) as c:
         for s in held:
             c.set_legal_hold(s, True)
-    r = cli(*rotate, cwd=cluster.tmp)
+    r = cli_here(*rotate, cwd=cluster.tmp)
     assert r.returncode == 0, r.stderr
     return old, new, rotate
 
@@ -821,12 +825,12 @@ def test_a_hold_lifted_through_a_copy_without_the_marker_is_lifted_in_new(
         c.encrypt(b"a", subject=a)
     with ClusterClient(_marker_less_copy(old, "cl-lift-copy"), token=tok, timeout=20) as c:
         c.set_legal_hold(a, False)
-    r = cli(*rotate, cwd=t)
+    r = cli_here(*rotate, cwd=t)
     assert r.returncode == 0, r.stderr
     with ClusterClient(new, token=tok, timeout=20) as c:
         assert c.datakeys.store.legal_holds() == [b, c3]
         assert c.shred(a)
-    r = cli(*rotate, cwd=t)  # nothing more to lift
+    r = cli_here(*rotate, cwd=t)  # nothing more to lift
     assert r.returncode == 0, r.stderr
     with ClusterClient(new, token=tok, timeout=20) as c:
         assert c.datakeys.store.legal_holds() == [b, c3]
@@ -939,7 +943,7 @@ def test_the_holds_a_rotation_records_cannot_be_tested_by_a_reader_of_the_direct
     replace(succ, held=legacy, held_keyed=frozenset()).write(old)
     with ClusterClient(_marker_less_copy(old, "cl-priv-copy"), token=tok, timeout=20) as c:
         c.set_legal_hold(a, False)
-    r = cli(*rotate, cwd=t)
+    r = cli_here(*rotate, cwd=t)
     assert r.returncode == 0, r.stderr
     with ClusterClient(new, token=tok, timeout=20) as c:
         assert c.datakeys.store.legal_holds() == [b]  # the old digests' lift, honoured
@@ -968,7 +972,7 @@ def test_a_hold_outside_the_tokens_prefix_does_not_stop_the_rotation(
         c.set_legal_hold(outside, True)  # a hold needs no evaluation: any token places it
         with pytest.raises(PermissionDenied, match="may only use subjects"):
             c.encrypt(b"b", subject=outside)
-    r = cli(*rotate, cwd=t)
+    r = cli_here(*rotate, cwd=t)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"moved": 1, "shredded": 0}
     assert len(json.loads((old / "successor.json").read_text())["held_keyed"]) == 1
@@ -978,7 +982,7 @@ def test_a_hold_outside_the_tokens_prefix_does_not_stop_the_rotation(
     with ClusterClient(_marker_less_copy(old, "cl-scope-copy"), token=tok, timeout=20) as c:
         c.set_legal_hold(inside, False)
         c.set_legal_hold(outside, False)
-    r = cli(*rotate, cwd=t)
+    r = cli_here(*rotate, cwd=t)
     assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 0, "shredded": 0}, r.stderr
     with ClusterClient(new, token=tok, timeout=20) as c:
         assert c.datakeys.store.legal_holds() == [outside]  # untagged: stays (fails safe)
@@ -1000,7 +1004,7 @@ def test_a_carry_over_a_subject_outside_the_tokens_prefix_says_why_it_is_refused
     rotate = ["cluster", "rotate", old.name, new.name, "--token-file", "token"]
     with ClusterClient(old, token=tok, timeout=20) as c:
         c.encrypt(b"a", subject="contacts/carry-a")
-    r = cli(*rotate, cwd=t)
+    r = cli_here(*rotate, cwd=t)
     assert r.returncode == 0, r.stderr
     with ClusterClient(old, token=tok, timeout=20) as c:
         assert c.shred("contacts/carry-a")  # a tombstone in OLD for the next run's carry
@@ -1011,7 +1015,7 @@ def test_a_carry_over_a_subject_outside_the_tokens_prefix_says_why_it_is_refused
         store = c.datakeys.store
         (mine,) = store.get_many(["contacts/carry-b"]).values()
         store.insert_many([WrappedKey("billing/carry-x", mine.kek_version, mine.wrapped)])
-    r = cli(*rotate, cwd=t)
+    r = cli_here(*rotate, cwd=t)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "may only use subjects starting with" in r.stderr
     assert "hint: the shred carry must check every subject NEW holds" in r.stderr
@@ -1035,20 +1039,20 @@ def test_a_moved_key_shredded_and_written_again_through_a_copy_is_replaced_in_ne
     rotate = ["cluster", "rotate", old.name, new.name, "--token-file", "token", "--json"]
     with ClusterClient(old, token=tok, timeout=20) as c:
         first = c.encrypt(b"first", subject=s)
-    r = cli(*rotate, cwd=t)
+    r = cli_here(*rotate, cwd=t)
     assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 1, "shredded": 0}, r.stderr
     with ClusterClient(_marker_less_copy(old, "cl-re-copy"), token=tok, timeout=20) as c:
         assert c.shred(s)
         second = c.encrypt(b"second", subject=s)
         later = c.encrypt(b"later", subject="contacts/re-n")  # in the same batch: counted
-    r = cli(*rotate, cwd=t)
+    r = cli_here(*rotate, cwd=t)
     assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 2, "shredded": 1}, r.stderr
     with ClusterClient(new, token=tok, timeout=20) as c:
         assert c.decrypt(second, subject=s) == b"second"
         assert c.decrypt(later, subject="contacts/re-n") == b"later"
         with pytest.raises(ShreddedError):  # the shredded key is gone from NEW too
             c.decrypt(first, subject=s)
-    r = cli(*rotate, cwd=t)
+    r = cli_here(*rotate, cwd=t)
     assert r.returncode == 0 and json.loads(r.stdout) == {"moved": 0, "shredded": 0}, r.stderr
 
 
@@ -1069,11 +1073,11 @@ def test_a_replacement_cut_after_the_new_node_kept_its_share_is_finished(
         shutil.rmtree(t / "n4")
         before = read_cluster(cluster.dir)
         proxy.drop_answer = {"/v1/cluster/recover/finish"}
-        r = cli("cluster", "replace", "cl", f"n4={proxy.url}", cwd=t)
+        r = cli_here("cluster", "replace", "cl", f"n4={proxy.url}", cwd=t)
         assert r.returncode == 1 and r.stderr.startswith("error: "), r.stderr
         assert read_cluster(cluster.dir) == before
         proxy.drop_answer = set()
-        r = cli("cluster", "replace", "cl", f"n4={proxy.url}", cwd=t)
+        r = cli_here("cluster", "replace", "cl", f"n4={proxy.url}", cwd=t)
         assert r.returncode == 0, r.stderr
         after = read_cluster(cluster.dir)
         assert after.node("n4").url == proxy.url
@@ -1081,7 +1085,7 @@ def test_a_replacement_cut_after_the_new_node_kept_its_share_is_finished(
         shares: list[str] = []
         for p in cluster.shares("n5"):
             shares += ["--share", str(p)]
-        r = cli(
+        r = cli_here(
             "token", "add", "n5", "--name", "app", "--token-file", "token",
             "--allow", "datakey", "--subject-prefix", "contacts/", *shares, cwd=t,
         )  # fmt: skip
