@@ -3,7 +3,9 @@
 Three fresh node keyrings x1..x3 served by ``keysplit serve`` (x3 behind a Unix-socket
 proxy that cuts chosen requests, :mod:`node_proxy`). A create cut after some nodes finished
 their round used to leave those nodes a membership of a cluster that never existed and a
-region pin, with no command to undo either. Every wait is bounded.
+region pin, with no command to undo either. Every wait is bounded. The nodes are real
+``keysplit serve`` processes; the administrator's commands run in this process
+(:func:`cli_here`: the same command over the same sockets and files, without a start).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from node_proxy import NodeProxy
-from service_helpers import Server, cli, served_nodes, share_file
+from service_helpers import Server, cli_here, served_nodes, share_file
 
 from keysplit import Keyring
 from keysplit.service.cluster_client import node_info
@@ -43,7 +45,7 @@ class Nodes:
             args += ["--node", f"{n}={url}"]
         self.proxy.cut = {cut} if cut else set()
         try:
-            r = cli(*args, cwd=self.tmp)
+            r = cli_here(*args, cwd=self.tmp)
         finally:
             self.proxy.cut = set()
         assert "Traceback" not in r.stderr, r.stderr
@@ -92,7 +94,7 @@ def test_an_unfinished_create_is_abandoned_and_its_nodes_join_another_region(
         entry = nodes.info(n)["clusters"][cid]  # type: ignore[index]
         assert entry["pending"] is True
     assert nodes.files("x3") == []
-    r = cli("cluster", "abandon", "cl-eu", "--json", cwd=nodes.tmp)
+    r = cli_here("cluster", "abandon", "cl-eu", "--json", cwd=nodes.tmp)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"cluster_id": cid, "erased": ["x1", "x2"]}
     assert not (nodes.tmp / "cl-eu" / "creating.json").exists()
@@ -112,21 +114,21 @@ def test_a_create_cut_during_its_commits_is_finished_by_running_it_again(nodes: 
     code, err = nodes.create("cl-c", "us", cut="/v1/cluster/dkg/commit")
     assert code == 1 and "x3" in err and "did not commit" in err, err
     cfg = read_cluster(nodes.tmp / "cl-c")
-    r = cli("cluster", "status", "cl-c", "--json", cwd=nodes.tmp)
+    r = cli_here("cluster", "status", "cl-c", "--json", cwd=nodes.tmp)
     status = {n["name"]: n for n in json.loads(r.stdout)["nodes"]}
     assert status["x3"]["share_ok"] is False and "never committed" in status["x3"]["error"]
     assert status["x1"]["share_ok"] is True
-    r = cli("cluster", "abandon", "cl-c", cwd=nodes.tmp)
+    r = cli_here("cluster", "abandon", "cl-c", cwd=nodes.tmp)
     assert r.returncode == 1 and "cluster.json exists" in r.stderr, r.stderr
     url = nodes.servers["x1"].url
     by_id = ["--cluster-id", cfg.cluster_id, "--node", f"x1={url}"]
-    r = cli("cluster", "abandon", "elsewhere", *by_id, cwd=nodes.tmp)
+    r = cli_here("cluster", "abandon", "elsewhere", *by_id, cwd=nodes.tmp)
     assert r.returncode == 1 and "completed" in r.stderr, r.stderr
     code, err = nodes.create("cl-c", "us")
     assert code == 0, err
     assert read_cluster(nodes.tmp / "cl-c") == cfg
     assert not (nodes.tmp / "cl-c" / "creating.json").exists()
-    r = cli("cluster", "status", "cl-c", "--json", cwd=nodes.tmp)
+    r = cli_here("cluster", "status", "cl-c", "--json", cwd=nodes.tmp)
     assert r.returncode == 0 and json.loads(r.stdout)["usable"] == 3, r.stdout
     assert not any(f.endswith(".pending") for n in NODES for f in nodes.files(n))
 
@@ -140,7 +142,7 @@ def test_a_refresh_after_a_create_cut_during_its_commits_is_refused(nodes: Nodes
     code, err = nodes.create("cl-f", "us", cut="/v1/cluster/dkg/commit")
     assert code == 1 and "did not commit" in err, err
     cfg = read_cluster(nodes.tmp / "cl-f")
-    r = cli("cluster", "refresh", "cl-f", cwd=nodes.tmp)
+    r = cli_here("cluster", "refresh", "cl-f", cwd=nodes.tmp)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("error: ") and "keysplit cluster create" in r.stderr, r.stderr
     assert read_cluster(nodes.tmp / "cl-f") == cfg
@@ -149,10 +151,10 @@ def test_a_refresh_after_a_create_cut_during_its_commits_is_refused(nodes: Nodes
         assert entry["epoch"] == 1 and not entry.get("staged"), entry
     code, err = nodes.create("cl-f", "us")
     assert code == 0, err
-    r = cli("cluster", "refresh", "cl-f", cwd=nodes.tmp)
+    r = cli_here("cluster", "refresh", "cl-f", cwd=nodes.tmp)
     assert r.returncode == 0, r.stderr
     assert read_cluster(nodes.tmp / "cl-f").epoch == 2
-    r = cli("cluster", "status", "cl-f", "--json", cwd=nodes.tmp)
+    r = cli_here("cluster", "status", "cl-f", "--json", cwd=nodes.tmp)
     assert r.returncode == 0 and json.loads(r.stdout)["usable"] == 3, r.stdout
     assert not any(f.endswith(".pending") for n in NODES for f in nodes.files(n))
 
@@ -168,7 +170,7 @@ def test_a_node_whose_creation_is_not_committed_refuses_a_refresh(nodes: Nodes) 
     creating = nodes.tmp / "cl-g" / "creating.json"
     kept = creating.read_bytes()
     creating.unlink()
-    r = cli("cluster", "refresh", "cl-g", cwd=nodes.tmp)
+    r = cli_here("cluster", "refresh", "cl-g", cwd=nodes.tmp)
     assert r.returncode == 1 and r.stderr.startswith("error: "), r.stderr
     assert "x3" in r.stderr and "not committed" in r.stderr, r.stderr
     assert read_cluster(nodes.tmp / "cl-g") == cfg
@@ -198,7 +200,7 @@ def test_a_create_cut_before_cluster_json_is_rerun_under_the_same_id(nodes: Node
         gained = {f"{cid}.json", f"{cid}.share", "node.json"}
         assert nodes.files(n) == sorted(set(before[n]) | gained)
         assert nodes.info(n)["region"] == "us"
-    r = cli("cluster", "status", "cl-r", "--json", cwd=nodes.tmp)
+    r = cli_here("cluster", "status", "cl-r", "--json", cwd=nodes.tmp)
     assert r.returncode == 0 and json.loads(r.stdout)["usable"] == 3, r.stdout
 
 
@@ -219,22 +221,22 @@ def test_a_membership_no_cluster_json_describes_is_reported_and_abandoned(nodes:
     for n in ("x1", "x2"):  # as code before the marker left it
         (t / n / "cluster" / f"{cid}.pending").unlink()
     (t / "cl-35" / "creating.json").unlink()
-    r = cli("cluster", "status", "cl-r", "--json", cwd=t)
+    r = cli_here("cluster", "status", "cl-r", "--json", cwd=t)
     assert r.returncode == 0, r.stderr
     others = {n["name"]: n["others"] for n in json.loads(r.stdout)["nodes"]}
     assert others["x1"][cid] == others["x2"][cid] == "incomplete" and cid not in others["x3"]
-    r = cli("cluster", "status", "cl-r", cwd=t)
+    r = cli_here("cluster", "status", "cl-r", cwd=t)
     assert f"cluster {cid}: incomplete" in r.stdout and "--completed" in r.stdout, r.stdout
     everywhere = [f"--node={n}={u}" for n, u in nodes.urls().items()]
-    r = cli("cluster", "abandon", "cl-35", "--cluster-id", cid, *everywhere, cwd=t)
+    r = cli_here("cluster", "abandon", "cl-35", "--cluster-id", cid, *everywhere, cwd=t)
     assert r.returncode == 1 and "--completed" in r.stderr, r.stderr
-    r = cli("cluster", "abandon", "cl-35", "--cluster-id", cid, *everywhere, "--completed",
+    r = cli_here("cluster", "abandon", "cl-35", "--cluster-id", cid, *everywhere, "--completed",
             "--json", cwd=t)  # fmt: skip
     assert r.returncode == 0 and json.loads(r.stdout)["erased"] == ["x1", "x2"], r.stderr
     for n in NODES:
         assert not [f for f in nodes.files(n) if f.startswith(cid)]
         assert nodes.info(n)["region"] == "us"  # still a member of cl-r
-    r = cli("cluster", "status", "cl-r", "--json", cwd=t)
+    r = cli_here("cluster", "status", "cl-r", "--json", cwd=t)
     assert all(cid not in n["others"] for n in json.loads(r.stdout)["nodes"]), r.stdout
     log = Keyring.open(t / "x1").audit_log().entries()
     last = [e.data for e in log if e.event == "cluster-abort"][-1]
@@ -244,10 +246,10 @@ def test_a_membership_no_cluster_json_describes_is_reported_and_abandoned(nodes:
     assert code == 0, err
     gone = read_cluster(t / "cl-gone").cluster_id
     args = ["cluster", "abandon", "cl-gone", "--cluster-id", gone, *everywhere, "--completed"]
-    r = cli(*args, cwd=t)
+    r = cli_here(*args, cwd=t)
     assert r.returncode == 1 and "cluster.json describes" in r.stderr, r.stderr
     (t / "cl-gone" / "cluster.json").unlink()
-    r = cli(*args, "--json", cwd=t)
+    r = cli_here(*args, "--json", cwd=t)
     assert r.returncode == 0 and json.loads(r.stdout)["erased"] == list(NODES), r.stderr
     for n in NODES:
         assert gone not in nodes.info(n)["clusters"]  # type: ignore[operator]
@@ -272,7 +274,7 @@ def test_a_create_cut_before_cluster_json_is_rerun_in_another_region(tmp_path: P
         for n in NODES:
             assert fresh.info(n)["region"] == "us"
             assert not any(f.endswith(".pending") for f in fresh.files(n))
-        r = cli("cluster", "status", "cl", "--json", cwd=tmp_path)
+        r = cli_here("cluster", "status", "cl", "--json", cwd=tmp_path)
         assert r.returncode == 0 and json.loads(r.stdout)["usable"] == 3, r.stdout
 
 
@@ -335,7 +337,7 @@ def test_a_token_pinned_to_one_region_runs_no_admin_request_of_another(tmp_path:
         quorum = [
             a for c in "ab" for a in ("--share", str(share_file(tmp_path / "y2-shares", f"y2{c}")))
         ]
-        r = cli(
+        r = cli_here(
             "token", "add", "y2", "--name", "eu-admin", "--token-file", "eu-token",
             "--allow", "cluster", "--subject-prefix", "", "--region", "eu", *quorum, cwd=tmp_path,
         )  # fmt: skip
