@@ -7,9 +7,11 @@ Three arms, each its own ``Records`` engine over the same ``DataKeys`` (the same
 objects and key cache), memo warmed: ``before`` (the file given), ``after`` and ``after2``
 (this tree's ``records.py``, loaded twice: the A/A). A round runs every arm over the next
 1,000 of 10k subjects (1 KiB plaintexts, context ``{"table": "messages"}``: the
-bench_records row; ``--fresh-context``: an equal dict made per call), arms in turn; the
-figure is thread CPU per call, and each arm's paired difference with ``before`` (median
-over rounds). Not a ``bench_*`` module: the
+bench_records row; ``--fresh-context``: an equal dict made per call; ``--alternate``: each
+subject called with ``{"table": "messages"}`` then ``{"table": "mail"}``, so the key's memo
+mostly holds the other context, the caller that made the single-record paths check the
+context twice, stop 41 D1), arms in turn; the figure is thread CPU per call, and each arm's
+paired difference with ``before`` (median over rounds). Not a ``bench_*`` module: the
 harness does not run it.
 """
 
@@ -32,6 +34,7 @@ from keysplit import Keyring
 
 _SUBJECTS = 10_000
 _BLOCK = 1_000
+_MAIL = {"table": "mail"}
 
 
 def _load(path: Path, name: str) -> Any:
@@ -56,6 +59,9 @@ def main() -> None:
     ap.add_argument(
         "--fresh-context", action="store_true", help="a new context dict per call (a literal)"
     )
+    ap.add_argument(
+        "--alternate", action="store_true", help="two contexts in turn per subject (see above)"
+    )
     args = ap.parse_args()
     here = Path(keysplit.__file__).parent / "keyring" / "records.py"
     arms = {
@@ -79,10 +85,27 @@ def main() -> None:
                 for s, p, r in zip(names, plain, recs, strict=True):
                     e.encrypt(p, subject=s, context=ctx)
                     assert e.decrypt(r, subject=s, context=ctx) == p
+            # --alternate: each arm its own subjects (a key's memo is on the key, shared by
+            # engines: one arm's calls would move the next arm's path)
+            own = {a: [f"{a}-{s}" for s in names] for a in arms}
+            alt = {
+                a: (ku.encrypt_many(own[a], plain, ctx), ku.encrypt_many(own[a], plain, _MAIL))
+                for a in (arms if args.alternate else ())
+            }
             for rnd in range(args.rounds):
                 lo = (rnd * _BLOCK) % _SUBJECTS
                 hi = lo + _BLOCK
                 block = list(zip(names[lo:hi], plain[lo:hi], recs[lo:hi], strict=True))
+                if args.alternate:
+                    for op, i in (("enc", 1), ("dec", 2)):
+                        for a in in_turn(list(arms), rnd):
+                            fn = getattr(engines[a], "encrypt" if i == 1 else "decrypt")
+                            rows = [
+                                list(zip(own[a][lo:hi], plain[lo:hi], r[lo:hi], strict=True))
+                                for r in alt[a]
+                            ]
+                            res[a, op].append(_alternating(fn, *rows, i))
+                    continue
                 for a in in_turn(list(arms), rnd):
                     res[a, "enc"].append(_per_call(engines[a].encrypt, block, 1, fresh, ctx))
                 for a in in_turn(list(arms), rnd):
@@ -96,6 +119,22 @@ def main() -> None:
             mine = res[a, op]
             diff = statistics.median(x - y for x, y in zip(mine, base, strict=True))
             print(f"{op} {a:7s} {statistics.median(mine):7.0f}  vs before {diff:+6.0f}")
+
+
+def _alternating(
+    fn: Callable[..., bytes],
+    block: list[tuple[str, bytes, bytes]],
+    other: list[tuple[str, bytes, bytes]],
+    i: int,
+) -> float:
+    """Thread CPU ns per call of ``fn``, each subject of ``block`` called under the bench
+    context, then (``other``: the same subjects' rows under it) under ``{"table": "mail"}``."""
+    ctx, mail = {"table": "messages"}, dict(_MAIL)
+    t = time.thread_time_ns()
+    for row, row2 in zip(block, other, strict=True):
+        fn(row[i], subject=row[0], context=ctx)
+        fn(row2[i], subject=row2[0], context=mail)
+    return (time.thread_time_ns() - t) / (2 * len(block))
 
 
 def _per_call(

@@ -340,21 +340,21 @@ class Records:
             self._get(subject) if type(subject) is str and _mono() < self._lease._deadline else None
         )
         tail = None
+        text = True  # only text decides a memo hit (see _tail): checked once, for both memos
+        if context is not None:
+            text = type(context) is dict
+            if text:
+                for k in context:
+                    if type(k) is not str or type(context[k]) is not str:
+                        text = False
+                        break
         if key is not None:
             memo = key._memo
-            if memo is not None and context is not None:
-                if type(context) is dict:  # text only (see _tail)
-                    for k in context:
-                        if type(k) is not str or type(context[k]) is not str:
-                            memo = None
-                            break
-                else:
-                    memo = None
-            if memo is not None and memo[0] == context:
+            if memo is not None and text and memo[0] == context:
                 key._used = True  # (the cache's second chance)
                 tail = memo[1]
         if key is None or tail is None:
-            key, tail = self._key_and_tail(subject, context)
+            key, tail = self._key_and_tail(subject, context, text)
         if type(plaintext) is not bytes:
             plaintext = fmt._octets(plaintext)  # type: ignore[assignment]
         # the pool's fast path, inlined (see _NoncePool); a nonce is 12 bytes, never falsy
@@ -368,20 +368,17 @@ class Records:
             raise fmt._strided() from None
 
     def _key_and_tail(
-        self, subject: str, context: Mapping[str, str] | None
+        self, subject: str, context: Mapping[str, str] | None, text: bool
     ) -> tuple[DataKey, bytes]:
         """:meth:`encrypt`'s key and AAD tail off its first path: the subject's memo
         (:meth:`_tail`), the ``cached_key`` of its canonical spelling, else ``resolve``
-        (which creates it); the key's memo filled on the way (:meth:`_remember`)."""
-        hit = self._tails.get(subject) if type(subject) is str else None  # _tail, inlined
-        if hit is not None and context is not None:
-            if type(context) is dict:  # text only (see _tail)
-                for k in context:
-                    if type(k) is not str or type(context[k]) is not str:
-                        hit = None
-                        break
-            else:
-                hit = None
+        (which creates it); the key's memo filled on the way (:meth:`_remember`).
+
+        ``text``: :meth:`encrypt`'s verdict on ``context`` (none, or a ``dict`` of plain
+        ``str``), which decides whether a memo may be used here too: one check per call,
+        not one per memo (a caller alternating contexts per subject met the key's memo
+        holding the other one and paid it twice, issue 23)."""
+        hit = self._tails.get(subject) if type(subject) is str and text else None  # _tail
         if hit is None or hit[0] != context:
             canon, tail = self._tail(subject, context)
             hit = None  # (the memo entry made now is left on the key the next time)
@@ -423,18 +420,19 @@ class Records:
         key = (
             self._get(subject) if type(subject) is str and _mono() < self._lease._deadline else None
         )
+        text = True  # only text decides a memo hit (see _tail): checked once, for both memos
+        if context is not None:
+            text = type(context) is dict
+            if text:
+                for k in context:
+                    if type(k) is not str or type(context[k]) is not str:
+                        text = False
+                        break
         if key is not None:
             memo = key._memo
-            if memo is not None and context is not None:
-                if type(context) is dict:  # text only (see _tail)
-                    for k in context:
-                        if type(k) is not str or type(context[k]) is not str:
-                            memo = None
-                            break
-                else:
-                    memo = None
             if (
                 memo is not None
+                and text
                 and memo[0] == context
                 and type(record) is bytes
                 and len(record) >= _OVERHEAD
@@ -449,23 +447,19 @@ class Records:
                 except BaseException as exc:  # no cost unless raised
                     fmt.refuse_oversized(record, exc)
                     raise
-        return self._decrypt_memo(record, subject, context)
+        return self._decrypt_memo(record, subject, context, text)
 
     def _decrypt_memo(
-        self, record: bytes, subject: str, context: Mapping[str, str] | None
+        self,
+        record: bytes,
+        subject: str,
+        context: Mapping[str, str] | None,
+        text: bool,
     ) -> bytes:
         """:meth:`decrypt` off its first path: the subject's memo (:meth:`_tail`) and the
         ``cached_key`` of its canonical spelling (filling the key's memo), else
-        :meth:`_decrypt`."""
-        hit = self._tails.get(subject) if type(subject) is str else None  # _tail, inlined
-        if hit is not None and context is not None:
-            if type(context) is dict:  # text only (see _tail)
-                for k in context:
-                    if type(k) is not str or type(context[k]) is not str:
-                        hit = None
-                        break
-            else:
-                hit = None
+        :meth:`_decrypt`. ``text`` as in :meth:`_key_and_tail`."""
+        hit = self._tails.get(subject) if type(subject) is str and text else None  # _tail
         if hit is not None and hit[0] == context:
             # seen before: its canonical spelling's key, if cached, and only if the header
             # names that key (else the full path finds the spelling or says what is wrong)

@@ -622,3 +622,48 @@ def test_a_memo_hit_compares_a_folded_key_or_value_by_its_text(
     with pytest.raises(IntegrityError):
         eng.decrypt(first, subject="s", context=given)  # nor opens the memo's record
     assert eng.decrypt(rec, subject="s", context=given) == b"2"
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {Folded("K"): "b"},
+        {"k": Folded("B")},
+        {_AnyText("k"): "b"},
+        {"k": _AnyText("b")},
+        types.MappingProxyType({"k": Folded("B")}),
+    ],
+    ids=["folded key", "folded value", "any-text key", "any-text value", "not a dict"],
+)
+def test_the_memo_check_holds_when_the_keys_memo_holds_another_context(given: object) -> None:
+    """(stop 42, rec11) The first path's check of the context (text only) is handed down
+    to the subject's memo, not run again there. Here the two memos disagree (the key's
+    holds ``{"k": "a"}``, the subject's ``{"k": "b"}``: a caller alternating contexts), so
+    the first path checks, misses, and the subject's memo is consulted with its verdict: a
+    case-folding key or value, an object equal to any text, or a mapping that is not a
+    ``dict`` must not take the ``{"k": "b"}`` entry (bound to, or opening, its text)."""
+    dk = ViewDictKeys()
+    eng = Records(dk)
+    a, b = {"k": "a"}, {"k": "b"}
+    eng.encrypt(b"0", subject="s", context=a)  # the subject's memo: a
+    eng.encrypt(b"0", subject="s", context=a)  # a hit there: left on the key
+    rec_b = eng.encrypt(b"1", subject="s", context=b)  # the key's memo a, the subject's b
+    key = dk.derived["s"]
+    assert key._memo is not None and key._memo[0] == a
+    assert eng._tails["s"][0] == b
+    if any(isinstance(x, _AnyText) for kv in given.items() for x in kv):  # type: ignore[attr-defined]
+        with pytest.raises(TypeError, match="must be a str, not _AnyText"):
+            eng.encrypt(b"2", subject="s", context=given)  # type: ignore[arg-type]
+        assert key._memo[0] == a and eng._tails["s"][0] == b  # as they were
+        with pytest.raises(TypeError, match="must be a str, not _AnyText"):
+            eng.decrypt(rec_b, subject="s", context=given)  # type: ignore[arg-type]
+        return
+    rec = eng.encrypt(b"2", subject="s", context=given)  # type: ignore[arg-type]
+    text = {str.__str__(k): str.__str__(v) for k, v in given.items()}  # type: ignore[attr-defined]
+    assert record.decrypt(key, rec, subject="s", context=text) == b"2"
+    with pytest.raises(IntegrityError):
+        record.decrypt(key, rec, subject="s", context=b)
+    key._memo = (a, record.encode_aad("s", a))  # the memos disagree again
+    eng._tails["s"] = (b, "s", record.encode_aad("s", b))
+    with pytest.raises(IntegrityError):
+        eng.decrypt(rec_b, subject="s", context=given)  # type: ignore[arg-type]
