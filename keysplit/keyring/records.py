@@ -279,7 +279,8 @@ class Records:
     def _tail(self, subject: str, context: Mapping[str, str] | None) -> tuple[str, bytes]:
         """(canonical subject, AAD tail) of one record: the single-record paths' share of
         :meth:`_subject`/:meth:`_context`, remembered per subject with the last context it
-        came with, for a ``str`` subject and a ``dict`` (or no) context.
+        came with (or, once the key's memo holds that one, the context before: the two
+        swap, :meth:`_remember`), for a ``str`` subject and a ``dict`` (or no) context.
 
         :meth:`encrypt` and :meth:`decrypt` read the memo inline: an entry is used only if
         its context equals the one given (``==``: equal mappings encode alike, the encoding
@@ -381,15 +382,20 @@ class Records:
         hit = self._tails.get(subject) if type(subject) is str and text else None  # _tail
         if hit is None or hit[0] != context:
             canon, tail = self._tail(subject, context)
-            hit = None  # (the memo entry made now is left on the key the next time)
+            # the subject's entry of another context, replaced by _tail: onto a key with
+            # none (the memo entry made now is left on the key the next time)
+            old, hit = hit, None
         else:
-            canon, tail = hit[1], hit[2]
+            old, canon, tail = None, hit[1], hit[2]
         key = self._cached(canon)
         if key is None:
             (key,) = self._dk.resolve((canon,), create=True)
             assert key is not None
-        if hit is not None and self._memos:
-            self._remember(key, subject, hit)
+        if self._memos:
+            if hit is not None:
+                self._remember(key, subject, hit)
+            elif old is not None and key._memo is None:
+                self._remember(key, subject, old)
         return key, tail
 
     def _remember(
@@ -401,9 +407,18 @@ class Records:
         first path finds the key by the subject as given) and only over a ``cached_view``,
         whose keys belong to one subject each (``DataKeys``), so a key's memo is always of
         its own subject. Public data on the key object: reached only through the key
-        cache, under its lease, it is coherent with the cache (a dropped key is not found)."""
+        cache, under its lease, it is coherent with the cache (a dropped key is not found).
+
+        The entry the key held goes back to the subject's memo (the two memos swap), so a
+        caller alternating two contexts per subject finds each in one of them; with one
+        memo overwriting the other, every such call took the full path (:meth:`_tail`, and
+        ``resolve`` to open: ~4x the steady state's CPU, issue 23). The key's entry is of
+        this spelling (``subject``, canonical) as every entry left on it is."""
         if hit[1] == subject:
+            held = key._memo
             key._memo = (hit[0], hit[2])
+            if held is not None and held[0] != hit[0]:  # plain dicts (or None): text only
+                self._tails[subject] = (held[0], subject, held[1])
 
     def decrypt(
         self, record: bytes, *, subject: str, context: Mapping[str, str] | None = None
@@ -482,6 +497,12 @@ class Records:
                 except BaseException as exc:  # no cost unless raised
                     fmt.refuse_oversized(record, exc)
                     raise
+        elif hit is not None and self._memos:
+            # the subject's entry of another context, which _decrypt's _tail replaces:
+            # onto its key if that holds none (as _key_and_tail does)
+            key = self._cached(hit[1])
+            if key is not None and key._memo is None:
+                self._remember(key, subject, hit)
         return self._decrypt(record, subject, context)
 
     def _decrypt(self, record: bytes, subject: str, context: Mapping[str, str] | None) -> bytes:

@@ -667,3 +667,33 @@ def test_the_memo_check_holds_when_the_keys_memo_holds_another_context(given: ob
     eng._tails["s"] = (b, "s", record.encode_aad("s", b))
     with pytest.raises(IntegrityError):
         eng.decrypt(rec_b, subject="s", context=given)  # type: ignore[arg-type]
+
+
+def test_two_contexts_in_turn_per_subject_stay_off_the_full_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """(stop 42, rec11) A caller alternating two contexts per subject found the other one
+    in both memos every time (the subject's memo was overwritten by each call, the key's
+    only ever filled from a hit in it), so every call took the full path: ``_tail`` to
+    seal, ``resolve`` to open, ~4x the steady state's CPU. The two memos now swap and
+    hold one context each; every record is still bound to, and opened under, its own."""
+    dk = ViewDictKeys()
+    eng = Records(dk)
+    a, b = {"t": "a"}, {"t": "b"}
+    for _ in range(2):  # warm: both memos filled
+        ra = eng.encrypt(b"A", subject="s", context=a)
+        rb = eng.encrypt(b"B", subject="s", context=b)
+    with monkeypatch.context() as m:
+        m.setattr(dk, "resolve", lambda *_a, **_k: pytest.fail("resolve on a memo path"))
+        m.setattr(Records, "_tail", lambda *_a, **_k: pytest.fail("the full path"))
+        for _ in range(3):
+            ra = eng.encrypt(b"A", subject="s", context={"t": "a"})
+            rb = eng.encrypt(b"B", subject="s", context={"t": "b"})
+            assert eng.decrypt(ra, subject="s", context={"t": "a"}) == b"A"
+            assert eng.decrypt(rb, subject="s", context={"t": "b"}) == b"B"
+    key = DataKey(dk.raw["s"])
+    assert record.decrypt(key, ra, subject="s", context=a) == b"A"
+    assert record.decrypt(key, rb, subject="s", context=b) == b"B"
+    for rec, wrong in ((ra, b), (rb, a), (ra, None), (rb, {"t": "c"})):
+        with pytest.raises(IntegrityError):
+            eng.decrypt(rec, subject="s", context=wrong)
