@@ -100,11 +100,11 @@ def main() -> None:
                     for op, i in (("enc", 1), ("dec", 2)):
                         for a in in_turn(list(arms), rnd):
                             fn = getattr(engines[a], "encrypt" if i == 1 else "decrypt")
-                            rows = [
+                            rows_ctx, rows_mail = (
                                 list(zip(own[a][lo:hi], plain[lo:hi], r[lo:hi], strict=True))
                                 for r in alt[a]
-                            ]
-                            res[a, op].append(_alternating(fn, *rows, i))
+                            )
+                            res[a, op].append(_alternating(fn, rows_ctx, rows_mail, i))
                     continue
                 for a in in_turn(list(arms), rnd):
                     res[a, "enc"].append(_per_call(engines[a].encrypt, block, 1, fresh, ctx))

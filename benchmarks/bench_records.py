@@ -18,6 +18,12 @@ decrypt: the plaintexts of such blobs). Against it, same run, repeats interleave
   format allows, so "grouped, no header" -> "grouped, record header and AAD" is the
   format's share of the gap and the rest, down to ``encrypt_many``, the engine's
   (grouping, AAD tails and keys per call: ``record.encrypt_many`` shows that part alone);
+* the bare loop grouped over 1, 10, 100 and 1,000 keys (record ``i`` is key ``i % K``'s):
+  where the per-key cost appears as the keys' state (2.6 KB per ``AESGCM`` object) outgrows
+  the caches (benchmarks/ab_records_ceiling.py splits it further, by thread CPU);
+* the record loop at one key (a v1 header and AAD, input order), and the same sealed or
+  opened in place into one ``bytearray`` (``encrypt_into``/``decrypt_into``): the format's
+  own cost with no second key, and what one buffer saves of it;
 * the bare loop and the record loop over the 10k keys in subject order (round-robin, as
   one record per call meets them): a different key every call, so each AEAD call reads its
   key schedule from further away, to read the one-record-per-call rows by (not a ceiling:
@@ -44,10 +50,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keysplit import Keyring, record
 
+from ._record_loops import dec_grouped, enc_grouped, layout, one_key_arms, sealed
+from ._record_loops import grouped as by_key
 from .harness import measure_interleaved, row, run_standalone
 
 SUBJECTS = 10_000
-SIZE = 1024
+KEY_COUNTS = (1, 10, 100, 1000)  # the grouped rows under 10k (10k: the rows below them)
 UNIT = "records/s"
 N_QUICK, N_FULL = 50_000, 200_000
 
@@ -55,14 +63,11 @@ N_QUICK, N_FULL = 50_000, 200_000
 def run(quick: bool) -> list[dict[str, Any]]:
     n = N_QUICK if quick else N_FULL
     repeats = 3 if quick else 5
-    pts = [os.urandom(SIZE) for _ in range(256)]
-    plain = [pts[i % 256] for i in range(n)]
-    names = [f"user-{i:05d}" for i in range(SUBJECTS)]
-    subjects = [names[i % SUBJECTS] for i in range(n)]
+    plain, names, subjects = layout(n, SUBJECTS)
     ctx = {"table": "messages"}
     bare = AESGCM(os.urandom(16))
     many = [AESGCM(os.urandom(16)) for _ in range(SUBJECTS)]
-    grouped = [list(range(j, n, SUBJECTS)) for j in range(SUBJECTS)]
+    grouped = by_key(SUBJECTS, n)
 
     def bare_enc() -> list[bytes]:
         nonces = os.urandom(12 * n)
@@ -85,15 +90,6 @@ def run(quick: bool) -> list[dict[str, Any]]:
     tails = [record.encode_aad(s, ctx) for s in names]
     rr = [many[i % SUBJECTS] for i in range(n)]  # subjects[i]'s key, in input order
     rr_fmt = [(many[j], prefixes[j], tails[j]) for j in (i % SUBJECTS for i in range(n))]
-
-    def keys_enc() -> None:
-        nonces = os.urandom(12 * n)
-        done = [b""] * n
-        for aead, idx in zip(many, grouped, strict=True):
-            enc = aead.encrypt
-            for i in idx:
-                nonce = nonces[12 * i : 12 * i + 12]
-                done[i] = nonce + enc(nonce, plain[i], None)
 
     def fmt_enc() -> list[bytes]:
         nonces = os.urandom(12 * n)
@@ -151,19 +147,33 @@ def run(quick: bool) -> list[dict[str, Any]]:
             header = b[:50]
             append(aead.decrypt(header[38:], b[50:], header + tail))
 
-    many_blobs = [b""] * n
-    for aead, idx in zip(many, grouped, strict=True):
-        for i in idx:
-            nonce = os.urandom(12)
-            many_blobs[i] = nonce + aead.encrypt(nonce, plain[i], None)
+    many_blobs = sealed(many, plain)  # record i under many[i % SUBJECTS], as grouped says
+    keys_enc = enc_grouped(many, grouped, plain, n)
+    keys_dec = dec_grouped(many, grouped, many_blobs, n)
 
-    def keys_dec() -> None:
-        done = [b""] * n
-        for aead, idx in zip(many, grouped, strict=True):
-            dec = aead.decrypt
-            for i in idx:
-                b = many_blobs[i]
-                done[i] = dec(b[:12], b[12:], None)
+    sweep_enc: dict[str, tuple[Callable[[], object], float | None]] = {}
+    sweep_dec: dict[str, tuple[Callable[[], object], float | None]] = {}
+    for k in KEY_COUNTS:
+        aeads = [AESGCM(os.urandom(16)) for _ in range(k)]
+        label = f"{k} key{'s' if k > 1 else ''} grouped, no header/AAD"
+        sweep_enc[f"AESGCM.encrypt loop, {label}"] = (
+            enc_grouped(aeads, by_key(k, n), plain, n),
+            None,
+        )
+        sweep_dec[f"AESGCM.decrypt loop, {label}"] = (
+            dec_grouped(aeads, by_key(k, n), sealed(aeads, plain), n),
+            None,
+        )
+    fmt1_enc, fmt1_dec = one_key_arms(bare, prefixes[0], tails[0], plain, n)
+    for op, arms, sweep in (("encrypt", fmt1_enc, sweep_enc), ("decrypt", fmt1_dec, sweep_dec)):
+        sweep[f"AESGCM.{op} loop, 1 key, record header and AAD"] = (
+            arms["1 key, header + header+tail AAD"],
+            None,
+        )
+        sweep[f"AESGCM.{op}_into loop, 1 key, record header and AAD, one buffer"] = (
+            arms[f"1 key, header+AAD, {op}_into 1 buffer"],
+            None,
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         kr, shares = Keyring.create(Path(tmp) / "kr", 2, ["a", "b", "c"])
@@ -193,6 +203,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                     lambda: record.encrypt_many(keys, subjects, plain, ctx),  # type: ignore[arg-type]
                     None,
                 ),
+                **sweep_enc,
                 "AESGCM.encrypt loop, 10k keys grouped, no header/AAD": (keys_enc, None),
                 "AESGCM.encrypt loop, 10k keys grouped, record header and AAD": (fmt_enc, None),
                 "AESGCM.encrypt loop, 10k keys round-robin, no header/AAD": (rr_enc, None),
@@ -212,6 +223,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                     lambda: record.decrypt_many(keys, subjects, mod_recs, ctx),  # type: ignore[arg-type]
                     None,
                 ),
+                **sweep_dec,
                 "AESGCM.decrypt loop, 10k keys grouped, no header/AAD": (keys_dec, None),
                 "AESGCM.decrypt loop, 10k keys grouped, record header and AAD": (fmt_dec, None),
                 "AESGCM.decrypt loop, 10k keys round-robin, no header/AAD": (rr_dec, None),
