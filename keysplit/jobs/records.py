@@ -27,10 +27,9 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
-import dask.dataframe as dd
 import pandas as pd
 from dask.base import compute
 from dask.delayed import delayed
@@ -48,6 +47,10 @@ from ._channel import Channel
 from ._isolate import ITEMS_LINE, JobError, Message, clean, progress_of, run_job
 from .cluster import LOST_SETTLE, Cluster, check_timeout, planned_threads, scheduler_lost
 from .datakeys import ServiceDataKeys, served_here
+
+if TYPE_CHECKING:  # ~1 s of CPU to import (beyond pandas): only the column API and scans need
+    # it (their callers have it already); a dataset job's driver and parts never do
+    import dask.dataframe as dd
 
 __all__ = [
     "BadRecord",
@@ -457,6 +460,8 @@ def _part_bytes(client: Client | None) -> int:
 
 
 def _read(src: str) -> dd.DataFrame:
+    import dask.dataframe as dd  # here: the dataset jobs' parts and drivers never need it
+
     return dd.read_parquet(src, engine="pyarrow", split_row_groups="adaptive", blocksize=PART_BYTES)
 
 
