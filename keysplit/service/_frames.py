@@ -39,6 +39,7 @@ from typing import Any
 from ..errors import FormatError, KeysplitError
 from . import _wire as wire
 from .core import KeyService, Request, Response, Streamed
+from .tokens import TokenPolicy
 
 __all__ = [
     "ANSWER",
@@ -116,6 +117,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._got = 0
         self._meta: tuple[int, int, int] = (0, 0, 0)  # op, flags, body length
         self._token: bytes | None = None  # the request's token, once read
+        self._admitted: TokenPolicy | None = None  # its policy, once precheck passed it
         self._timer: asyncio.TimerHandle | None = None
         self._writing_paused = False
         self._closing = False
@@ -234,19 +236,21 @@ class FrameProtocol(asyncio.BufferedProtocol):
         headers = {"authorization": f"Bearer {token.decode()}"} if token else {}
         if flags & STREAM_OK:
             headers[wire.STREAM_OK.lower()] = "1"
-        return Request("POST", OPS[op], headers, b"", True, body)
+        return Request("POST", OPS[op], headers, b"", True, body, self._admitted)
 
     def _check_token(self) -> None:
         """The token has arrived, the body not yet: refuse here (and close), before the body
         is read or even has a buffer, what the HTTP path refuses from the headers alone;
         else make the body's buffer (checked against ``body_max`` with the head)."""
+        self._admitted = None
         try:
             r = self.service.precheck(self._request())
         except FormatError as exc:
             r = Response(400, wire.error_body(exc))
-        if r is not None:
+        if isinstance(r, Response):
             self._answer(r, close=True)
             return
+        self._admitted = r  # the request's one token check (KeyService.precheck)
         blen = self._meta[2]
         self._body = body = BytesIO()  # received into, then decoded from: never copied
         if blen:
@@ -262,6 +266,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._cancel()
         req = self._request(body)
         self._buf, self._body, self._got, self._token = None, None, 0, None
+        self._admitted = None
         r = self.service.respond(req)
         if isinstance(r, Streamed):
             self._stream(r)

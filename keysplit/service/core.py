@@ -70,6 +70,12 @@ class Request:
     BytesIO over the one buffer the socket was read into, which the batch's frame is
     decoded from item by item, so a 1 MB body is never copied whole (the copy and its
     allocation were ~100 us of a served batch's CPU, benchmarks/README.md)."""
+    admitted: TokenPolicy | None = field(default=None, repr=False, compare=False)
+    """The policy of the token :meth:`KeyService.precheck` checked when the request's token
+    arrived (before its body was read): the request's one token check. The operation's
+    own check (its route, its subjects) then uses it instead of checking the token again
+    (two ``stat`` calls and a SHA-256); None: checked there in full. Set by the server
+    only, from the request's own precheck."""
 
 
 @dataclass(frozen=True)
@@ -416,9 +422,13 @@ class KeyService:
             return None
         return "public" if path in self._PUBLIC or path == "/v1/seal" else "token"
 
-    def precheck(self, req: Request) -> Response | None:
+    def precheck(self, req: Request) -> Response | TokenPolicy | None:
         """Refuse a request from its headers alone (sealed, no or unknown token), so an
-        unauthenticated peer cannot make the server read a large body first."""
+        unauthenticated peer cannot make the server read a large body first. A token that
+        checks out gives its policy: the server passes it on as the request's
+        :attr:`Request.admitted`, so the token is checked once per request, here (a token
+        revoked or expired after this point ends the requests that arrive after it, not
+        this one). None: the route needs no token here."""
         if req.path in self._PUBLIC or (req.method, req.path) not in self._routes:
             return None
         local_seal = req.local and "authorization" not in req.headers
@@ -427,10 +437,9 @@ class KeyService:
         if (req.path in CLUSTER_ADMIN or req.path in RECOVERY_ADMIN) and local_seal:
             return None  # the Unix-socket peer administers the node's cluster membership
         try:  # a denial is audited under the route's name ('encrypt', 'cluster/eval')
-            self._authorize(req, None, route=req.path.removeprefix("/v1/"))
+            return self._authorize(req, None, route=req.path.removeprefix("/v1/"))
         except _Denied as d:
             return Response(d.status, wire.error_body(d.exc))
-        return None
 
     def _authorize(
         self, req: Request, op: str | None, subjects: Sequence[str] = (), *, route: str = "status"
@@ -446,25 +455,9 @@ class KeyService:
                     hint="custodians run: keysplit unseal --server URL (with their own share)",
                 ),
             )
-        self.reload_tokens()
-        auth = req.headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            self._audit(ev.TokenDenied(op or route, None, "no token"))
-            raise _Denied(401, PermissionDenied("a token is required (Authorization: Bearer)"))
-        pol = self._tokens.get(hash_token(token.strip()))
+        pol = req.admitted  # checked when its token arrived (precheck): not again
         if pol is None:
-            self._audit(ev.TokenDenied(op or route, None, "unknown or revoked token"))
-            raise _Denied(401, PermissionDenied("unknown or revoked token"))
-        if pol.expires and pol.expired():
-            self._audit(ev.TokenDenied(op or route, pol.name, "token expired"))
-            raise _Denied(
-                401,
-                PermissionDenied(
-                    f"token {pol.name!r} expired at {pol.expires}",
-                    hint="a quorum creates a new one: keysplit token create",
-                ),
-            )
+            pol = self._token_policy(req, op or route)
         if op is None:
             return pol
         try:
@@ -472,6 +465,31 @@ class KeyService:
         except PermissionDenied as exc:
             self._audit(ev.TokenDenied(op, pol.name, str(exc)))
             raise _Denied(403, exc) from None
+        return pol
+
+    def _token_policy(self, req: Request, what: str) -> TokenPolicy:
+        """The policy of the request's bearer token (the token list re-read if its files
+        changed), or :class:`_Denied`: none, unknown, revoked or expired (audited as
+        operation ``what``)."""
+        self.reload_tokens()
+        auth = req.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            self._audit(ev.TokenDenied(what, None, "no token"))
+            raise _Denied(401, PermissionDenied("a token is required (Authorization: Bearer)"))
+        pol = self._tokens.get(hash_token(token.strip()))
+        if pol is None:
+            self._audit(ev.TokenDenied(what, None, "unknown or revoked token"))
+            raise _Denied(401, PermissionDenied("unknown or revoked token"))
+        if pol.expires and pol.expired():
+            self._audit(ev.TokenDenied(what, pol.name, "token expired"))
+            raise _Denied(
+                401,
+                PermissionDenied(
+                    f"token {pol.name!r} expired at {pol.expires}",
+                    hint="a quorum creates a new one: keysplit token create",
+                ),
+            )
         return pol
 
     # -- public endpoints ---------------------------------------------------------------------

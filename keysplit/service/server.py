@@ -226,7 +226,8 @@ def make_app(
         headers = {k.lower(): v for k, v in request.headers.items()}
         head = Request(request.method, request.path, headers, b"", local)
         kind = service.route_kind(request.method, request.path)
-        r = service.handle(head) if kind is None else service.precheck(head)
+        checked = service.handle(head) if kind is None else service.precheck(head)
+        r, admitted = (checked, None) if isinstance(checked, Response) else (None, checked)
         if r is None:
             limit = lim.public_body if kind == "public" else lim.token_body
             try:
@@ -236,7 +237,8 @@ def make_app(
                 err = KeysplitError(str(exc), hint="the limits are in docs/API.md")
                 refused = Response(exc.status, wire.error_body(err))
                 return await _send(request, refused, lim.io, True)
-            req = Request(request.method, request.path, headers, body, local)
+            # the token checked from the headers: not again (KeyService.precheck)
+            req = Request(request.method, request.path, headers, body, local, admitted=admitted)
             was_sealed = service.sealed
             if forward is not None and forwarded(req.path):
                 r = await forward(req)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from test_frames_transport import _served, keyring  # noqa: F401 (the fixture)
+from test_service_unit import ring, service  # noqa: F401 (the fixtures)
 
 from keysplit.service import _frames as frames
 from keysplit.service import _wire as wire
@@ -181,3 +182,88 @@ def test_a_small_answer_is_read_in_two_reads(
         reads.clear()
         assert c.decrypt_many(["f/1"], [record]) == [b"x" * 1024]
         assert len(reads) == 2
+
+
+def test_a_frame_request_checks_its_token_once_when_it_arrives(
+    service: tuple[Any, dict[str, str]],  # noqa: F811 (the fixture)
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A frame request checked its token twice: before its body was read (``precheck``)
+    and again with its subjects, each time two ``stat`` calls of the token files and a
+    SHA-256 (svc9, found). Now once, when the token arrives: the operation's own check
+    (route, subjects) takes the policy that check gave. A token revoked after that point
+    ends the requests that arrive after it (at once: the next one is refused), not the
+    one whose token had already checked out (docs/API.md, "Tokens")."""
+    from keysplit.service import core
+    from keysplit.service.tokens import TokenList
+
+    svc, tokens = service
+    token = tokens["enc"].encode()
+    svc.handle(  # the subject's key made, the token list read: the steady state
+        Request("POST", "/v1/encrypt", {"authorization": f"Bearer {tokens['enc']}"},
+                wire.encode_frame({"context": None}, [b"x"], ["c/1"]))
+    )  # fmt: skip
+    signatures: list[int] = []
+    real = core.file_signature
+
+    def counted(*args: Any) -> Any:
+        signatures.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(core, "file_signature", counted)
+
+    def status(answer: bytes) -> int:
+        return int(frames.ANSWER.unpack_from(answer)[1])
+
+    async def go() -> list[int]:
+        p = frames.FrameProtocol(svc, **_BOUNDS)
+        t = _Transport(p)
+        p.connection_made(t)
+        first = _request("c/1", token)
+        arrived = frames.REQUEST.size + len(token)
+        _receive(p, t, first[:arrived])  # the head and the token: checked here
+        assert len(signatures) == 1 and not t.writes
+        TokenList.read(svc.directory, svc.keyring.keyring_id).revoke("enc")
+        _receive(p, t, first[arrived:])  # before: refused (checked again, and revoked)
+        assert len(signatures) == 1  # before: 2
+        _receive(p, t, _request("c/2", token))  # the next request: refused
+        p.close()
+        return [status(w) for w in t.writes]
+
+    assert asyncio.run(go()) == [200, 401]
+
+
+def test_an_http_request_checks_its_token_once_from_its_headers(
+    service: tuple[Any, dict[str, str]],  # noqa: F811 (the fixture)
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The HTTP twin of the test above: the token is checked from the headers, before the
+    body is read, and not again with the subjects (before: two checks per request)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from keysplit.service import core
+    from keysplit.service.server import make_app
+
+    svc, tokens = service
+    headers = {"Authorization": f"Bearer {tokens['enc']}", "Content-Type": wire.BATCH_TYPE}
+    body = wire.encode_frame({"context": None}, [b"x"], ["c/1"])
+    signatures: list[int] = []
+    real = core.file_signature
+
+    def counted(*args: Any) -> Any:
+        signatures.append(1)
+        return real(*args)
+
+    async def go() -> list[int]:
+        statuses = []
+        async with TestClient(TestServer(make_app(svc))) as client:
+            for count in (False, True):
+                if count:
+                    monkeypatch.setattr(core, "file_signature", counted)
+                r = await client.post("/v1/encrypt", data=body, headers=headers)
+                await r.read()
+                statuses.append(r.status)
+        return statuses
+
+    assert asyncio.run(go()) == [200, 200]
+    assert len(signatures) == 1  # before: 2

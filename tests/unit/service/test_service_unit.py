@@ -28,7 +28,7 @@ from keysplit.errors import (
 from keysplit.service import RecordKeyring
 from keysplit.service import _wire as wire
 from keysplit.service.core import KeyService, Request
-from keysplit.service.tokens import OPERATIONS, TokenList, hash_token, mac_key
+from keysplit.service.tokens import OPERATIONS, TokenList, TokenPolicy, hash_token, mac_key
 from keysplit.service.unseal import RemoteUnseal, StaleNonceError, seal_share_for
 
 # -- wire frames ---------------------------------------------------------------------------
@@ -391,7 +391,9 @@ def test_precheck_refuses_from_headers_alone(service: tuple[KeyService, dict[str
     svc, tokens = service
     assert svc.precheck(_req("/v1/encrypt", None)).status == 401  # type: ignore[union-attr]
     assert svc.precheck(_req("/v1/encrypt", "kst1_" + "y" * 43)).status == 401  # type: ignore[union-attr]
-    assert svc.precheck(_req("/v1/encrypt", tokens["enc"])) is None  # policy checked with body
+    # the token checked (its policy: the request's one check); its route and subjects with
+    # the body
+    assert isinstance(svc.precheck(_req("/v1/encrypt", tokens["enc"])), TokenPolicy)
     assert svc.precheck(_req("/v1/status", None, method="GET")) is None
     assert svc.precheck(Request("POST", "/v1/seal", {}, b"", local=True)) is None
     assert svc.precheck(Request("POST", "/v1/seal", {}, b"", local=False)).status == 401  # type: ignore[union-attr]
@@ -565,12 +567,12 @@ def test_a_token_check_joins_no_path_and_still_sees_a_revocation(
     from audit_parses import count_calls
 
     joins = count_calls(monkeypatch, Path, "__truediv__")
-    assert svc.precheck(req) is None
+    assert isinstance(svc.precheck(req), TokenPolicy)
     assert svc.handle(req).status == 200
     assert joins[0] == 0  # before: 2 per token check
     monkeypatch.undo()
     TokenList.read(svc.directory, svc.keyring.keyring_id).revoke("enc")
-    assert svc.precheck(req) is not None
+    assert svc.precheck(req).status == 401  # type: ignore[union-attr]
     assert svc.handle(req).status == 401
     assert svc.handle(_req("/v1/encrypt", tokens["all"], frame)).status == 200
 
