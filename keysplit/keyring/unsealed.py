@@ -31,6 +31,7 @@ from ..errors import (
     ShreddedError,
     StoreUnreachableError,
 )
+from ..packed import Packed
 from ..record import DataKey
 from ..rng import RandomSource
 from ..share import Share
@@ -160,6 +161,8 @@ class UnsealedKeyring:
         self.decrypt = records.decrypt  # type: ignore[method-assign]
         self.encrypt_many = records.encrypt_many  # type: ignore[method-assign]
         self.decrypt_many = records.decrypt_many  # type: ignore[method-assign]
+        self.encrypt_packed = records.encrypt_packed  # type: ignore[method-assign]
+        self.decrypt_packed = records.decrypt_packed  # type: ignore[method-assign]
 
     def local_data_keys(self) -> LocalDataKeys:
         """The keys held in this process; :class:`KeyringError` over a remote DataKeys."""
@@ -308,6 +311,26 @@ class UnsealedKeyring:
     ) -> list[bytes]:
         """Open many records; all-or-nothing (:class:`IntegrityError` if any fails)."""
         return self.records.decrypt_many(subjects, records, context)
+
+    def encrypt_packed(
+        self,
+        subjects: Sequence[str],
+        plaintexts: Sequence[bytes],
+        context: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
+    ) -> Packed:
+        """:meth:`encrypt_many` into one buffer (a :class:`~keysplit.packed.Packed`: record
+        ``i`` is ``result[i]``), sealed in place: no ``bytes`` per record."""
+        return self.records.encrypt_packed(subjects, plaintexts, context)
+
+    def decrypt_packed(
+        self,
+        subjects: Sequence[str],
+        records: Sequence[bytes] | Packed,
+        context: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
+    ) -> Packed:
+        """:meth:`decrypt_many` into one buffer (``records`` a list or a
+        :class:`~keysplit.packed.Packed`); all-or-nothing, no plaintext if any fails."""
+        return self.records.decrypt_packed(subjects, records, context)
 
     def hpke_open(self, ciphertext: bytes, info: bytes = b"") -> bytes:
         """Open data sealed to this keyring with :func:`hpke_seal` (RFC 9180 base mode)."""
