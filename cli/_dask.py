@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "JOB_TIMEOUT_OPTION",
     "SCHEDULER_OPTION",
+    "WORKERS_OPTION",
     "dask_rewrap",
     "job_cluster",
     "job_timeout",
@@ -42,6 +43,18 @@ SCHEDULER_OPTION = typer.Option(
     metavar="ADDRESS",
     envvar="DASK_SCHEDULER_ADDRESS",
     help="Dask scheduler (e.g. tcp://host:8786); default: a LocalCluster on this host.",
+)
+
+
+WORKERS_OPTION = typer.Option(
+    None,
+    "--workers",
+    metavar="N",
+    min=1,
+    max=4096,
+    help="Worker processes the job plans for: with --scheduler, that cluster's workers "
+    "(default: those connected when the job starts); else the local cluster's (default: "
+    "one per CPU).",
 )
 
 
@@ -62,13 +75,15 @@ def jobs_module() -> Any:
     return jobs
 
 
-def job_cluster(scheduler: str | None) -> Any:
+def job_cluster(scheduler: str | None, workers: int | None = None) -> Any:
     """The cluster a job runs on: ``scheduler`` (TLS from Dask's configuration; a remote
-    one must be ``tls://``), or a fresh authenticated LocalCluster on this host."""
+    one must be ``tls://``), or a fresh authenticated LocalCluster on this host; ``workers``:
+    the worker processes its job plans for (``--workers``: a plan that does not depend on
+    which workers are connected when the job starts)."""
     jobs = jobs_module()
     if not scheduler:
         info("starting a local Dask cluster (worker processes on this host, mutual TLS)")
-    return jobs.Cluster.from_dask_config(scheduler or None)
+    return jobs.Cluster.from_dask_config(scheduler or None, workers=workers)
 
 
 JOB_TIMEOUT_OPTION = typer.Option(
@@ -87,7 +102,9 @@ def job_timeout(value: float | None) -> float | None:
     return value
 
 
-def dask_rewrap(scheduler: str | None, timeout: float | None = None) -> RewrapRunner:
+def dask_rewrap(
+    scheduler: str | None, timeout: float | None = None, workers: int | None = None
+) -> RewrapRunner:
     """The runner of ``keysplit rewrap DIR --dask``: the ceremony unseals and records, this
     runs the work as a Dask job (same result). Fails at once if Dask is not installed, so
     before anyone gives a share; the cluster starts only once the quorum is complete."""
@@ -98,7 +115,7 @@ def dask_rewrap(scheduler: str | None, timeout: float | None = None) -> RewrapRu
     ) -> RewrapResult:
         result: RewrapResult = jobs.rewrap(
             ukr,
-            cluster=job_cluster(scheduler),
+            cluster=job_cluster(scheduler, workers),
             batch_size=batch_size,
             progress=progress,
             timeout=timeout,

@@ -21,7 +21,14 @@ import typer
 from keysplit import KeysplitError
 
 from .._common import EXIT_USAGE, check_output_dir, err_console, fail, handle_errors, info
-from .._dask import JOB_TIMEOUT_OPTION, SCHEDULER_OPTION, job_cluster, job_timeout, jobs_module
+from .._dask import (
+    JOB_TIMEOUT_OPTION,
+    SCHEDULER_OPTION,
+    WORKERS_OPTION,
+    job_cluster,
+    job_timeout,
+    jobs_module,
+)
 from .._output import JSON_HELP, emit, shown
 from .._quorum import IDENTITY_OPTION, PASSPHRASE_OPTION, SHARE_OPTION, QuorumSource, quorum
 from .._service import CA_OPTION, CERT_OPTION, KEY_OPTION, SERVER_FORMS, Tls, connect, read_token
@@ -143,7 +150,7 @@ def _dataset_job(
     tls: Tls,
     keyring: Path | None,
     quorum_source: QuorumSource,
-    scheduler: str | None,
+    scheduler: tuple[str | None, int | None],
     record: dict[str, Any],
 ) -> Any:
     """Run ``job(source, cluster, progress, release)`` with the key source and bar open (the
@@ -151,7 +158,8 @@ def _dataset_job(
 
     With ``--keyring`` (and no ``--server``) this is the library ceremony
     :func:`keysplit.ceremony.dataset`: quorum, job, one ``dataset`` audit entry (``record``
-    holds its fields), recorded by ``release`` before the output is put in place."""
+    holds its fields), recorded by ``release`` before the output is put in place.
+    ``scheduler``: ``--scheduler`` and ``--workers``."""
     from keysplit import Keyring, ceremony
 
     if keyring is not None and server is None:
@@ -159,14 +167,14 @@ def _dataset_job(
 
         def run(ukr: UnsealedKeyring, release: Callable[[Any], None]) -> Any:
             with jobs_module().serve_keys(ukr) as source, _bar(f"{what} (partitions)") as step:
-                return job(source, job_cluster(scheduler), step, release)
+                return job(source, job_cluster(*scheduler), step, release)
 
         return ceremony.dataset(kr, quorum(kr, quorum_source), run=run, **record).value
     with (
         _source(server, token_file, tls, keyring, quorum_source) as source,
         _bar(f"{what} (partitions)") as step,
     ):
-        return job(source, job_cluster(scheduler), step, None)
+        return job(source, job_cluster(*scheduler), step, None)
 
 
 def _rows(n: int) -> tuple[int, int]:
@@ -188,6 +196,7 @@ def encrypt_dataset_cmd(
     keyring: Path | None = KEYRING,
     context: list[str] = CONTEXT,
     scheduler: str | None = SCHEDULER_OPTION,
+    workers: int | None = WORKERS_OPTION,
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
@@ -224,7 +233,7 @@ def encrypt_dataset_cmd(
         (ca, cert, key),
         keyring,
         qs,
-        scheduler,
+        (scheduler, workers),
         {
             "operation": "encrypt",
             "source": str(src),
@@ -253,6 +262,7 @@ def decrypt_dataset_cmd(
     context: list[str] = CONTEXT,
     text: bool = typer.Option(False, "--text", help="Decode the opened values as UTF-8."),
     scheduler: str | None = SCHEDULER_OPTION,
+    workers: int | None = WORKERS_OPTION,
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
@@ -291,7 +301,7 @@ def decrypt_dataset_cmd(
         (ca, cert, key),
         keyring,
         qs,
-        scheduler,
+        (scheduler, workers),
         {
             "operation": "decrypt",
             "source": str(src),
@@ -318,6 +328,7 @@ def scan_dataset_cmd(
     keyring: Path | None = KEYRING,
     context: list[str] = CONTEXT,
     scheduler: str | None = SCHEDULER_OPTION,
+    workers: int | None = WORKERS_OPTION,
     share: list[Path] = SHARE_OPTION,
     identity: list[Path] = IDENTITY_OPTION,
     passphrase_file: list[str] = PASSPHRASE_OPTION,
@@ -353,7 +364,7 @@ def scan_dataset_cmd(
         (ca, cert, key),
         keyring,
         qs,
-        scheduler,
+        (scheduler, workers),
         {
             "operation": "scan",
             "source": str(src),

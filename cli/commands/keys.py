@@ -14,7 +14,7 @@ import typer
 from keysplit.store.base import MAX_BATCH
 
 from .._common import EXIT_USAGE, check_subject_arg, fail, handle_errors, info
-from .._dask import JOB_TIMEOUT_OPTION, SCHEDULER_OPTION, dask_rewrap, job_timeout
+from .._dask import JOB_TIMEOUT_OPTION, SCHEDULER_OPTION, WORKERS_OPTION, dask_rewrap, job_timeout
 from .._output import JSON_HELP, emit
 from .._progress import progress_bar
 from .._quorum import (
@@ -82,6 +82,7 @@ def rewrap_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     dask: bool = typer.Option(False, "--dask", help="Run as a Dask job (keysplit[dask])."),
     scheduler: str | None = SCHEDULER_OPTION,
+    workers: int | None = WORKERS_OPTION,
     timeout: float | None = JOB_TIMEOUT_OPTION,
 ) -> None:
     """Re-wrap every data key under the current KEK (records untouched; resumable).
@@ -96,6 +97,8 @@ def rewrap_cmd(
 
     if timeout is not None and not dask:
         fail("--timeout bounds a Dask job: give it with --dask", code=EXIT_USAGE)
+    if workers is not None and not dask:
+        fail("--workers sizes a Dask job: give it with --dask", code=EXIT_USAGE)
     limit = job_timeout(timeout)
     kr = open_keyring(directory, store)
     with progress_bar("rewrapping data keys") as bar:
@@ -104,7 +107,7 @@ def rewrap_cmd(
             quorum(kr, QuorumSource(share, identity, passphrase_file)),
             batch_size=batch_size,
             progress=bar,
-            runner=dask_rewrap(scheduler, limit) if dask else None,
+            runner=dask_rewrap(scheduler, limit, workers) if dask else None,
         )
         bar.finish(done.value.rewrapped)
     result, entry = done.value, done.entry

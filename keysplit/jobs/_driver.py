@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import _fileio, _jobs_boot
 from ._channel import Channel
-from .cluster import LOST_SETTLE, closed_when_lost, local_workers, scheduler_lost
+from .cluster import LOST_SETTLE, closed_when_lost, local_memory, local_workers, scheduler_lost
 
 __all__ = ["main"]
 
@@ -119,6 +119,7 @@ def _client(doc: dict[str, Any]) -> Iterator[Any]:
             LocalCluster(
                 n_workers=local_workers(doc),  # explicit: the count the job plans for
                 threads_per_worker=doc["threads_per_worker"],
+                memory_limit=local_memory(doc),  # explicit: the limit the job plans for
                 processes=True,
                 dashboard_address=None,
                 # no dashboard, and the scheduler's HTTP routes (health, metrics) on a free

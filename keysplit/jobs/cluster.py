@@ -31,7 +31,15 @@ from urllib.parse import urlsplit
 
 from ..errors import KeysplitError
 
-__all__ = ["Cluster", "ClusterError", "check_timeout", "local_workers", "planned_threads"]
+__all__ = [
+    "Cluster",
+    "ClusterError",
+    "check_timeout",
+    "local_memory",
+    "local_workers",
+    "planned_threads",
+    "planned_workers",
+]
 
 
 class ClusterError(KeysplitError):
@@ -55,10 +63,14 @@ class Cluster:
     """``tls://host:port`` (or ``tcp://`` on loopback only); None: a LocalCluster."""
     workers: int | None = None
     """LocalCluster: worker processes (None: Dask's default for this host, one per CPU).
-    A scheduler: the worker processes (of ``threads_per_worker`` threads) a dataset job
-    plans its parts for (None: the threads connected when it plans; see
-    :func:`planned_threads`)."""
+    A scheduler: the worker processes (of ``threads_per_worker`` threads) a job plans its
+    parts for (None: the workers connected when it plans; see :func:`planned_workers`)."""
     threads_per_worker: int = 1
+    memory_limit: int | None = None
+    """Bytes of memory per worker process a dataset job sizes its parts for. LocalCluster:
+    its workers' limit (None: Dask's default, this host's memory shared evenly). A
+    scheduler given ``workers``: None is no stated limit (parts of
+    :data:`keysplit.jobs.records.PART_BYTES`); not given ``workers``: unused."""
     tls_ca: str | None = field(default=None, repr=False)
     tls_cert: str | None = field(default=None, repr=False)
     tls_key: str | None = field(default=None, repr=False)
@@ -70,6 +82,12 @@ class Cluster:
             isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1
         ):
             raise ValueError("workers must be a positive int")
+        if self.memory_limit is not None and (
+            isinstance(self.memory_limit, bool)
+            or not isinstance(self.memory_limit, int)
+            or self.memory_limit < 1
+        ):
+            raise ValueError("memory_limit must be a positive int (bytes)")
         tls = (self.tls_ca, self.tls_cert, self.tls_key)
         if any(v is not None for v in tls) and not all(isinstance(v, str) and v for v in tls):
             raise ClusterError(
@@ -129,6 +147,7 @@ class Cluster:
             "scheduler": self.scheduler,
             "workers": self.workers,
             "threads_per_worker": self.threads_per_worker,
+            "memory_limit": self.memory_limit,
             "tls": None
             if self.tls_ca is None
             else {"ca": self.tls_ca, "cert": self.tls_cert, "key": self.tls_key},
@@ -210,6 +229,34 @@ def local_workers(doc: Mapping[str, Any]) -> int:
     return max(1, CPU_COUNT // max(1, int(doc["threads_per_worker"])))
 
 
+def local_memory(doc: Mapping[str, Any]) -> int:
+    """(Driver child) Each worker's memory limit in a job's LocalCluster: ``memory_limit``,
+    or Dask's own default (this host's memory shared evenly among :func:`local_workers`),
+    given to the LocalCluster explicitly so the job sizes its parts for what its workers
+    have, not for what is connected when it plans."""
+    if doc["memory_limit"] is not None:
+        return int(doc["memory_limit"])
+    from distributed.system import MEMORY_LIMIT  # what Dask's "auto" shares out
+
+    return max(1, int(MEMORY_LIMIT) // local_workers(doc))
+
+
+def planned_workers(doc: Mapping[str, Any]) -> list[tuple[int, int]] | None:
+    """(Driver child) ``(memory limit, threads)`` of each worker a job plans for, from its
+    cluster's options (:meth:`Cluster.to_doc`) alone (a memory limit of 0: none stated);
+    None for a scheduler given no ``workers`` (then: the workers connected when it plans).
+
+    Before, a rewrap planned 4 partitions per thread and a dataset job sized its parts by
+    the memory limits of the workers *connected at that moment*: a worker restarting or
+    slow to join changed the plan, so it depended on timing, not on the options."""
+    threads = max(1, int(doc["threads_per_worker"]))
+    if doc["scheduler"] is None:
+        return [(local_memory(doc), threads)] * local_workers(doc)
+    if doc["workers"] is None:
+        return None
+    return [(int(doc["memory_limit"] or 0), threads)] * int(doc["workers"])
+
+
 def planned_threads(doc: Mapping[str, Any]) -> int | None:
     """(Driver child) The worker threads a job plans its parts for, from its cluster's
     options (:meth:`Cluster.to_doc`) alone; None for a scheduler given no ``workers``.
@@ -218,10 +265,8 @@ def planned_threads(doc: Mapping[str, Any]) -> int | None:
     load a worker restarting or slow to join (the scheduler drops a worker whose
     connection broke, and its nanny starts a new one) made a job of 2 parts one of 1, so
     the output's part count depended on timing, not on the input and the options."""
-    threads = max(1, int(doc["threads_per_worker"]))
-    if doc["scheduler"] is None:
-        return local_workers(doc) * threads
-    return None if doc["workers"] is None else int(doc["workers"]) * threads
+    workers = planned_workers(doc)
+    return None if workers is None else sum(threads for _, threads in workers)
 
 
 def check_timeout(value: float | None) -> float | None:

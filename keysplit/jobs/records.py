@@ -45,7 +45,7 @@ from . import _parquet as _pq
 from ._cache import job_keys, job_records
 from ._channel import Channel
 from ._isolate import ITEMS_LINE, JobError, Message, clean, progress_of, run_job
-from .cluster import LOST_SETTLE, Cluster, check_timeout, planned_threads, scheduler_lost
+from .cluster import LOST_SETTLE, Cluster, check_timeout, planned_workers, scheduler_lost
 from .datakeys import ServiceDataKeys, served_here
 
 if TYPE_CHECKING:  # ~1 s of CPU to import (beyond pandas): only the column API and scans need
@@ -448,9 +448,18 @@ def part_bytes(workers: Sequence[tuple[int, int]]) -> int:
     return max(PART_BYTES, min(PART_BYTES_MAX, min(shares) // PART_SHARE))
 
 
-def _part_bytes(client: Client | None) -> int:
+Planned = Sequence[tuple[int, int]]
+"""(memory limit, threads) of each worker a job plans for, from its cluster's options
+(:func:`keysplit.jobs.cluster.planned_workers`)."""
+
+
+def _part_bytes(client: Client | None, planned: Planned | None = None) -> int:
+    """:func:`part_bytes` for the ``planned`` workers, else (a scheduler given no worker
+    count) for those connected now; :data:`PART_BYTES` in process."""
     if client is None:
         return PART_BYTES  # in this process: no stated limit
+    if planned is not None:
+        return part_bytes(planned)
     try:
         info = client.scheduler_info(n_workers=-1)
     except TypeError:  # a distributed without n_workers lists every worker
@@ -465,14 +474,14 @@ def _read(src: str) -> dd.DataFrame:
     return dd.read_parquet(src, engine="pyarrow", split_row_groups="adaptive", blocksize=PART_BYTES)
 
 
-def _slots(client: Client | None, threads: int | None = None) -> int:
+def _slots(client: Client | None, planned: Planned | None = None) -> int:
     """The least number of parts: the worker threads the job's cluster options name
-    (``threads``, :func:`keysplit.jobs.cluster.planned_threads`), else those connected
-    now (a scheduler given no worker count); 1 in process."""
+    (``planned``), else those connected now (a scheduler given no worker count); 1 in
+    process."""
     if client is None:
         return 1
-    if threads is not None:
-        return max(1, threads)
+    if planned is not None:
+        return max(1, sum(threads for _, threads in planned))
     return max(1, sum(int(n) for n in client.nthreads().values()))
 
 
@@ -515,7 +524,7 @@ def _transform_dataset(
     dst: str,
     timeout: float | None = None,
     release: Release | None = None,
-    threads: int | None = None,
+    planned: Planned | None = None,
 ) -> int:
     """Plan ``src`` into parts (:func:`keysplit.jobs._parquet.plan`) and run one task per
     part, each writing ``part.NNNNN.parquet``; the rows written.
@@ -527,12 +536,12 @@ def _transform_dataset(
     killed job left is removed by the next job for the same ``dst`` on this host:
     :func:`keysplit._fileio.staging_dir`). ``release(rows)`` runs once every part is
     written and before they are put in place (a ceremony records its entry there); if it
-    raises, ``dst`` never appears and the staging directory is removed. ``threads``: the
-    worker threads the cluster's options name (:func:`_slots`)."""
+    raises, ``dst`` never appears and the staging directory is removed. ``planned``: the
+    workers the cluster's options name (:func:`_slots`, :func:`_part_bytes`)."""
     out = Path(dst).absolute()  # the workers' working directory is not ours
     check_destination(out, src)
-    size = _part_bytes(client)
-    layout = _pq.plan(src, _slots(client, threads), size)
+    size = _part_bytes(client, planned)
+    layout = _pq.plan(src, _slots(client, planned), size)
     spec = dataclasses.replace(spec_of(layout.schema), part_bytes=size)
     out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     stage = staging_dir(out)  # also removes stages this host's killed jobs left
@@ -619,10 +628,10 @@ class _DatasetJob:
         client: Client | None,
         progress: Progress | None,
         release: Release | None = None,
-        threads: int | None = None,
+        planned: Planned | None = None,
     ) -> Any:
         """Run it in this process (``client``: its Dask client, or None: no cluster);
-        ``release`` and ``threads`` as in :func:`_transform_dataset`."""
+        ``release`` and ``planned`` as in :func:`_transform_dataset`."""
         if self.kind == "scan":
             with dask.config.set({"dataframe.convert-string": False}):
                 return scan(
@@ -637,7 +646,7 @@ class _DatasetJob:
                 )
         assert self.dst is not None
         return _transform_dataset(
-            client, progress, self._spec, self.src, self.dst, self.timeout, release, threads
+            client, progress, self._spec, self.src, self.dst, self.timeout, release, planned
         )
 
     def _spec(self, schema: Any) -> _pq.PartSpec:
@@ -686,8 +695,8 @@ def child_job(client: Client, request: dict[str, Any], chan: Channel) -> dict[st
             raise JobError("the output was not put in place: its audit entry was not recorded")
 
     try:
-        threads = planned_threads(request["cluster"])  # the options', not who is connected
-        result = job.run(client, chan.progress, release if job.staged else None, threads)
+        planned = planned_workers(request["cluster"])  # the options', not who is connected
+        result = job.run(client, chan.progress, release if job.staged else None, planned)
     except Exception as exc:  # a call to the cluster failed: its scheduler may be gone
         lost = _lost(client, exc, LOST_SETTLE if isinstance(exc, OSError) else 0.0)
         if lost is None:

@@ -64,7 +64,7 @@ from ._worker import (
     renew_keys,
     worker_keks,
 )
-from .cluster import LOST_SETTLE, Cluster, check_timeout, scheduler_lost
+from .cluster import LOST_SETTLE, Cluster, check_timeout, planned_threads, scheduler_lost
 
 __all__ = ["JobError", "StoreSpec", "SubjectRange", "plan", "rewrap", "rewrap_range"]
 
@@ -400,7 +400,9 @@ def rewrap(
     stale and current KEKs to each worker's per-job key and reads back plain counts.
     ``store_url`` names the key store as workers reach it (None: the keyring's own,
     ``keyring.keyring.store_url``; a SQLite store must then be on a path every worker
-    sees). ``partitions`` defaults to 4 per worker thread. ``progress(done, total)`` counts
+    sees). ``partitions`` defaults to 4 per worker thread the cluster's options name
+    (:func:`keysplit.jobs.cluster.planned_threads`; a scheduler given no ``workers``: the
+    threads connected when the job plans). ``progress(done, total)`` counts
     keys like :meth:`UnsealedKeyring.rewrap` (``total``: the stale keys at the start), once
     at the start and once per finished partition. Nothing is recorded here: the audit
     entry comes from :func:`keysplit.ceremony.rewrap` with this job as its runner. Failed
@@ -500,8 +502,11 @@ def child_job(client: Client, request: dict[str, Any], chan: Channel) -> dict[st
     spec: StoreSpec = request["spec"]
     current: int = request["current"]
     partitions = request["partitions"]
-    if partitions is None:
-        partitions = 4 * max(1, sum(client.nthreads().values()))
+    if partitions is None:  # the options' threads, not who is connected (planned_threads)
+        threads = planned_threads(request["cluster"])
+        if threads is None:  # a scheduler given no worker count
+            threads = sum(client.nthreads().values())
+        partitions = 4 * max(1, threads)
     store = spec.open()
     try:
         ranges = plan(store, current, partitions, request.get("stale"))

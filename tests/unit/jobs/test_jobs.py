@@ -1860,15 +1860,15 @@ def test_small_files_make_one_part_per_worker_thread_in_order(tmp_path: Path) ->
     assert pq.read_table(tmp_path / "dec").schema.metadata.get(b"keysplit") is None
 
 
-def test_a_dataset_jobs_part_count_follows_its_options_not_who_is_connected(
-    tmp_path: Path,
-) -> None:
+def test_a_jobs_plan_follows_its_options_not_who_is_connected(tmp_path: Path) -> None:
     """Under load (25-33) jobs on the module's 2-worker cluster were written as 1 part
     where 2 were expected (progress (1, 1)): a job planned one part per worker thread
     connected *at that moment*, and a worker restarting (the scheduler drops a worker
     whose connection broke; its nanny starts another) or slow to join was not counted.
     Now the count comes from the options: a scheduler's ``workers`` (here 2, with only one
-    of them connected: before, 1 part), a LocalCluster's own worker count."""
+    of them connected: before, 1 part), a LocalCluster's own worker count. So does a
+    rewrap's default partition count (4 per planned thread: 8 here; before, 4 per thread
+    connected: 4), and the CLI's ``--workers`` names them (before: no such option)."""
     from keysplit.jobs.cluster import local_workers, planned_threads
 
     local = jobs.Cluster(workers=3, threads_per_worker=2).to_doc()
@@ -1881,23 +1881,84 @@ def test_a_dataset_jobs_part_count_follows_its_options_not_who_is_connected(
     _, shares = Keyring.create(tmp_path / "kr", 2, NAMES)
     df = _dataset(tmp_path / "in")  # two files: up to two parts
     steps: list[tuple[int, int]] = []
-    with (
-        _doomed_cluster() as (addr, _),
-        _open(tmp_path / "kr", [shares["alice"], shares["bob"]]) as ukr,
-        serve_keys(ukr) as source,
-    ):
-        n = jobs.encrypt_dataset(
-            tmp_path / "in", tmp_path / "enc", "body", "user", service=source,
-            cluster=jobs.Cluster(addr, workers=2), progress=lambda d, t: steps.append((d, t)),
-            timeout=TIMEOUT,
-        )  # fmt: skip
-    assert n == 300 and steps[-1] == (2, 2), steps  # (before: (1, 1))
-    assert sorted(p.name for p in (tmp_path / "enc").iterdir()) == [
-        "part.00000.parquet",
-        "part.00001.parquet",
-    ]
-    enc = pd.read_parquet(tmp_path / "enc")
-    assert enc["id"].tolist() == df["id"].tolist()
+    quorum: list[object] = []
+    for name in ("alice", "bob"):
+        (tmp_path / f"{name}.kss").write_text(f"{shares[name]}\n")
+        quorum += ["-s", tmp_path / f"{name}.kss"]
+    with _doomed_cluster() as (addr, _):
+        with (
+            _open(tmp_path / "kr", [shares["alice"], shares["bob"]]) as ukr,
+            serve_keys(ukr) as source,
+        ):
+            n = jobs.encrypt_dataset(
+                tmp_path / "in", tmp_path / "enc", "body", "user", service=source,
+                cluster=jobs.Cluster(addr, workers=2),
+                progress=lambda d, t: steps.append((d, t)), timeout=TIMEOUT,
+            )  # fmt: skip
+            assert n == 300 and steps[-1] == (2, 2), steps  # (before: (1, 1))
+            # a rewrap's default partitions: 4 per planned thread (progress: start + each)
+            keys = ukr.keks_for_rewrap().only([1])
+            raw = np.frombuffer(os.urandom(16 * 80), np.uint8).reshape(80, 16)
+            ukr.store.insert_many(keys.wrap([f"r/{i:03d}" for i in range(80)], raw))
+            ukr.rotate()
+            rewrap_steps: list[tuple[int, int]] = []
+            done = jobs.rewrap(
+                ukr, cluster=jobs.Cluster(addr, workers=2), timeout=TIMEOUT,
+                progress=lambda d, t: rewrap_steps.append((d, t)),
+            )  # fmt: skip
+            assert done.remaining == 0 and done.rewrapped >= 80
+            assert len(rewrap_steps) == 1 + 8, rewrap_steps  # (before: 1 + 4)
+        # the CLI's --scheduler path: --workers 2 plans two parts on the one connected
+        opts = ["--column", "body", "--subject-column", "user", "--keyring", tmp_path / "kr"]
+        args = ["encrypt-dataset", tmp_path / "in", tmp_path / "cli", *opts]
+        r = _cli([*args, "--scheduler", addr, "--workers", "2", *quorum])
+        assert r.exit_code == 0, r.output  # (before: 2, no such option)
+    for out in ("enc", "cli"):
+        assert sorted(p.name for p in (tmp_path / out).iterdir()) == [
+            "part.00000.parquet",
+            "part.00001.parquet",
+        ]
+        enc = pd.read_parquet(tmp_path / out)
+        assert enc["id"].tolist() == df["id"].tolist()
+    r = _cli(["rewrap", tmp_path / "kr", "--workers", "2", *quorum])
+    assert r.exit_code == 2 and "error: --workers sizes a Dask job: give it with --dask" in r.stderr
+
+
+def test_a_dataset_jobs_part_size_follows_its_options_not_who_is_connected() -> None:
+    """A dataset job sized its parts by the memory limits of the workers connected when it
+    planned (none connected yet: 64 MB parts; all: up to 512 MB), so the plan depended on
+    timing. Now from the options: a LocalCluster's workers get an explicit limit (Dask's
+    default share of this host's memory, or ``memory_limit``) and the job plans for it; a
+    scheduler given ``workers`` plans for ``memory_limit`` (None: no stated limit); only a
+    scheduler given no ``workers`` still asks who is connected."""
+    from distributed.system import MEMORY_LIMIT
+
+    from keysplit.jobs import records as jr
+    from keysplit.jobs.cluster import local_memory, planned_workers
+
+    gib = 1 << 30
+
+    class Connected:  # a client whose one connected worker states 24 GiB
+        def scheduler_info(self, n_workers: int = -1) -> dict[str, Any]:
+            return {"workers": {"w": {"memory_limit": 24 * gib, "nthreads": 1}}}
+
+    client: Any = Connected()
+    remote = jobs.Cluster("tcp://127.0.0.1:1", workers=2).to_doc()
+    assert planned_workers(remote) == [(0, 1), (0, 1)]
+    assert jr._part_bytes(client, planned_workers(remote)) == jr.PART_BYTES  # (before: MAX)
+    sized = jobs.Cluster("tcp://127.0.0.1:1", workers=2, memory_limit=4 * gib).to_doc()
+    assert jr._part_bytes(client, planned_workers(sized)) == 256 << 20
+    unnamed = jobs.Cluster("tcp://127.0.0.1:1").to_doc()
+    assert planned_workers(unnamed) is None
+    assert jr._part_bytes(client, None) == jr.PART_BYTES_MAX  # who is connected
+    local = jobs.Cluster(workers=2, threads_per_worker=2).to_doc()
+    assert local_memory(local) == MEMORY_LIMIT // 2  # Dask's own "auto" for 2 workers
+    assert planned_workers(local) == [(MEMORY_LIMIT // 2, 2)] * 2
+    own = jobs.Cluster(workers=1, memory_limit=2 * gib).to_doc()
+    assert local_memory(own) == 2 * gib and planned_workers(own) == [(2 * gib, 1)]
+    for bad in (0, -1, True, 1.5, "1G"):
+        with pytest.raises(ValueError, match="memory_limit"):
+            jobs.Cluster(memory_limit=bad)  # type: ignore[arg-type]
 
 
 def test_a_part_is_sealed_subject_by_subject_with_keys_in_batches(
@@ -2297,7 +2358,8 @@ def test_a_local_cluster_leaves_port_8787_alone(tmp_path: Path) -> None:
         pass  # someone else holds it already: the same situation
     code = (
         "from keysplit.jobs._driver import _client\n"
-        "doc = {'scheduler': None, 'workers': 1, 'threads_per_worker': 1, 'timeout': 60}\n"
+        "doc = {'scheduler': None, 'workers': 1, 'threads_per_worker': 1, 'memory_limit': None,\n"
+        "       'timeout': 60}\n"
         "with _client(doc) as c:\n"
         "    assert c.submit(sum, [1, 2]).result(timeout=60) == 3\n"
         "print('ok')\n"
