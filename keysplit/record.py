@@ -38,7 +38,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from itertools import accumulate, count
 from typing import NamedTuple
 
-import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -472,6 +471,8 @@ def plan_groups(subjects: Sequence[str]) -> Plan:
     subjects skips the sort. Stable: a subject's records keep their input order, as in
     :func:`by_subject`. Subjects must be hashable.
     """
+    import numpy as np  # here, not with the module: a CLI start needs no numpy
+
     n = len(subjects)
     number: defaultdict[str, int] = defaultdict(count().__next__)
     gids = np.fromiter(map(number.__getitem__, subjects), np.intp, n)

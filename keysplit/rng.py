@@ -20,10 +20,12 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["RESEED_BYTES", "DeterministicRandom", "RandomSource", "SystemRandom", "default_rng"]
 
@@ -45,22 +47,30 @@ class RandomSource(Protocol):
 
 
 class _CtrStream:
-    """AES-128-CTR keystream writer shared by both generators."""
+    """AES-128-CTR keystream writer shared by both generators.
 
-    _ZEROS = np.zeros(1 << 18, dtype=np.uint8)
+    numpy is imported by the first stream, not with this module: a process that only draws
+    keys and nonces (``random_bytes``: ``os.urandom``) never needs it (a CLI start)."""
+
+    _ZEROS: np.ndarray | None = None
     _SCRATCH = 4096 + 16  # the longest tail written through scratch (see fill), plus slack
 
     def __init__(self, key: bytes, nonce: bytes) -> None:
+        import numpy as np
+
+        if _CtrStream._ZEROS is None:
+            _CtrStream._ZEROS = np.zeros(1 << 18, dtype=np.uint8)
+        self._zeros = _CtrStream._ZEROS
         self._enc = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
         self._scratch = np.empty(self._SCRATCH, dtype=np.uint8)
         self.used = 0
 
     def fill(self, out: np.ndarray) -> None:
-        if out.dtype != np.uint8 or not out.flags.c_contiguous:
+        if out.dtype != self._zeros.dtype or not out.flags.c_contiguous:
             raise TypeError("out must be a C-contiguous uint8 array")
         flat = out.reshape(-1)
         n = flat.size
-        zeros = self._ZEROS
+        zeros = self._zeros
         step = zeros.size
         pos = 0
         while pos < n:
@@ -150,6 +160,8 @@ class DeterministicRandom:
         self._lock = threading.Lock()
 
     def random_bytes(self, n: int) -> bytes:
+        import numpy as np
+
         out = np.empty(n, dtype=np.uint8)
         self.fill(out)
         return out.tobytes()

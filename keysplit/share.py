@@ -32,8 +32,8 @@ import secrets
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from functools import cache
+from typing import TYPE_CHECKING
 
 from . import _bech32
 from .errors import (
@@ -44,9 +44,15 @@ from .errors import (
     MixedSharesError,
     RecoveryError,
 )
-from .hazmat import gf256, shamir
 from .record import _octet_bytes
 from .rng import RandomSource, default_rng
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# The Shamir core (keysplit.hazmat.shamir, gf256: numpy) is imported by the functions that
+# split, check or combine, not with this module: keysplit.proof and the keyring import
+# Share, and a command that reads no share (status, encrypt) needs no numpy.
 
 __all__ = [
     "MAX_SECRET_LEN",
@@ -79,9 +85,21 @@ costs ``m k``): either search tries every anchor of a split of up to 255 shares 
 thresholds 2 and 3, in well under a second."""
 _DIRECT_SEARCH_LIMIT = 2000
 """When there are at most this many sets of ``k`` shares, :func:`_search` tries each."""
-_LOG = np.array(gf256.LOG, dtype=np.int64)
-_EXP = np.array(gf256.EXP, dtype=np.uint8)
 _IGNORED = re.compile(r"[\s\-]+")
+
+
+_MAX_SHARES = 255
+"""Most shares of one split (GF(2^8) has 255 non-zero x): ``keysplit.hazmat.shamir.MAX_SHARES``."""
+
+
+@cache
+def _log_exp() -> tuple[np.ndarray, np.ndarray]:
+    """GF(2^8)'s log and exp tables as arrays (for PUBLIC coordinates only)."""
+    import numpy as np
+
+    from .hazmat import gf256
+
+    return np.array(gf256.LOG, dtype=np.int64), np.array(gf256.EXP, dtype=np.uint8)
 
 
 def _sha4(data: bytes) -> bytes:
@@ -120,7 +138,7 @@ class Share:
             raise ValueError(f"unsupported share version {self.version}")
         if len(self.set_id) != SET_ID_LEN:
             raise ValueError(f"set_id must be {SET_ID_LEN} bytes")
-        if not 2 <= self.threshold <= self.count <= shamir.MAX_SHARES:
+        if not 2 <= self.threshold <= self.count <= _MAX_SHARES:
             raise ValueError("need 2 <= threshold <= count <= 255")
         if not 1 <= self.index <= self.count:
             raise ValueError("index must be in 1..count")
@@ -305,6 +323,8 @@ def split(
     secret = _octet_bytes(secret, "secret")
     if not 1 <= len(secret) <= MAX_SECRET_LEN:
         raise ValueError(f"secret must be 1..{MAX_SECRET_LEN} bytes")
+    from .hazmat import shamir
+
     shamir._check_params(threshold, count)
     source = rng if rng is not None else default_rng()
     set_id = source.random_bytes(SET_ID_LEN)
@@ -412,6 +432,10 @@ def _through(points: Sequence[tuple[int, bytes]], at: int) -> bytes:
 def _evaluate(points: Sequence[tuple[int, bytes]], targets: Sequence[int]) -> np.ndarray:
     """Values (one row each) at every x in ``targets`` of the polynomial through
     ``points`` (``(x, payload)``), in one pass (:func:`keysplit.hazmat.shamir.evaluate`)."""
+    import numpy as np
+
+    from .hazmat import shamir
+
     ys = np.stack([np.frombuffer(y, dtype=np.uint8) for _, y in points])
     return shamir.evaluate([x for x, _ in points], ys, targets)
 
@@ -557,18 +581,23 @@ def _with_each(fixed: Sequence[tuple[int, bytes]], extra: Sequence[Share], t: in
     (``b_j`` its basis coefficient through F alone) and ``l_s(t) = prod_F (t - x_m) /
     (x_s - x_m)``; logarithms of PUBLIC coordinates, the payloads only multiplied by
     them with the constant-time :func:`~keysplit.hazmat.gf256.mul` and xored."""
+    import numpy as np
+
+    from .hazmat import gf256
+
+    log, exp = _log_exp()
     fx = np.array([x for x, _ in fixed], dtype=np.int64)
     fy = np.stack([np.frombuffer(y, dtype=np.uint8) for _, y in fixed])
     dummy = next(x for x in range(1, 256) if x != t and x not in fx)
     at_t = np.array([s.index == t for s in extra], dtype=bool)
     xs = np.where(at_t, dummy, np.array([s.index for s in extra], dtype=np.int64))
     ys = np.stack([np.frombuffer(s.payload, dtype=np.uint8) for s in extra])
-    log_t = _LOG[fx ^ t]  # log(t - x_m), m in F
+    log_t = log[fx ^ t]  # log(t - x_m), m in F
     pair = fx[:, None] ^ fx[None, :]
-    log_b = (log_t.sum() - log_t) - _LOG[np.where(pair == 0, 1, pair)].sum(axis=1)
-    to_f = _LOG[xs[:, None] ^ fx[None, :]]  # log(x_s - x_j)
-    own = np.where(at_t, 1, _EXP[(log_t.sum() - to_f.sum(axis=1)) % 255]).astype(np.uint8)
-    coeff = _EXP[(log_b[None, :] + _LOG[xs ^ t][:, None] - to_f) % 255]
+    log_b = (log_t.sum() - log_t) - log[np.where(pair == 0, 1, pair)].sum(axis=1)
+    to_f = log[xs[:, None] ^ fx[None, :]]  # log(x_s - x_j)
+    own = np.where(at_t, 1, exp[(log_t.sum() - to_f.sum(axis=1)) % 255]).astype(np.uint8)
+    coeff = exp[(log_b[None, :] + log[xs ^ t][:, None] - to_f) % 255]
     coeff = np.where(at_t[:, None], 0, coeff).astype(np.uint8)
     terms = gf256.mul(fy[None, :, :], coeff[:, :, None])
     out: np.ndarray = np.bitwise_xor.reduce(terms, axis=1) ^ gf256.mul(ys, own[:, None])

@@ -20,9 +20,8 @@ import struct
 import threading
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -35,7 +34,7 @@ from ..errors import (
     NoDataKeyError,
     ShreddedError,
 )
-from ..hazmat import hpke, keywrap
+from ..hazmat import hpke
 from ..names import check_subject
 from ..record import DataKey
 from ..rng import RandomSource, default_rng
@@ -43,6 +42,13 @@ from ..store import KeyStore, WrappedKey
 from ..store.base import KeyringState, LostInsertError, StaleKekError
 from . import file as kf
 from . import fleet
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy and the batch key wrap (keysplit.hazmat.keywrap, numpy too) are imported by the
+# functions that wrap, unwrap or make keys, not with this module: every keysplit command
+# imports it through keysplit.keyring, and most (status, encrypt, pin) never wrap a key.
 
 __all__ = [
     "AUDIT_KEY_INFO",
@@ -83,6 +89,8 @@ class _SubjectIV:
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
     def ivs(self, subjects: Sequence[str]) -> np.ndarray:
+        import numpy as np
+
         inner, outer = self._inner, self._outer
 
         def one(subject: str) -> bytes:
@@ -277,6 +285,8 @@ class KekSet:
     def wrap(self, subjects: Sequence[str], raw: np.ndarray) -> list[WrappedKey]:
         """Rows storing ``raw[i]`` (shape ``(N, 16)``) for ``subjects[i]`` under the
         current KEK, each bound to its subject."""
+        from ..hazmat import keywrap
+
         v = self.current
         wrapped = keywrap.wrap_batch(self.kek(v), raw, iv=self._ivs(v, subjects))
         return [WrappedKey(s, v, wrapped[i].tobytes()) for i, s in enumerate(subjects)]
@@ -285,6 +295,10 @@ class KekSet:
         """Unwrap stored rows: ``(keys, ok)`` in row order, ``keys`` ``(N, 16)`` uint8 and
         ``ok`` the per-row integrity mask (failed and malformed rows are zero and False).
         One vectorized batch per KEK version."""
+        import numpy as np
+
+        from ..hazmat import keywrap
+
         keys = np.zeros((len(rows), 16), dtype=np.uint8)
         ok = np.zeros(len(rows), dtype=bool)
         by_version: dict[int, list[int]] = {}
@@ -614,6 +628,8 @@ class LocalDataKeys:
         subs = [r.subject for r in rows]
         absent = [s for s in subjects if s not in found]
         if absent and create:
+            import numpy as np
+
             made, made_subs = self._create(absent)
             raw = np.concatenate([raw, made])
             made.fill(0)
@@ -644,6 +660,8 @@ class LocalDataKeys:
         transaction; on :class:`StaleKekError` this process catches up (re-reads the
         keyring file) and tries again (up to :data:`_CREATE_TRIES` in all: each refusal
         means another rotation or retirement landed meanwhile), or refuses with the reason."""
+        import numpy as np
+
         for attempt in range(_CREATE_TRIES):
             if self._refusal is not None:
                 raise KeyringError(self._refusal, hint="another process changed the keyring")

@@ -48,7 +48,6 @@ from ..errors import (
     SealedError,
     ShreddedError,
 )
-from ..hazmat import keywrap
 from ..keyring import fleet
 from ..keyring.admin import check_hold
 from ..keyring.records import Records
@@ -586,6 +585,8 @@ class ClusterDataKeys:
         stored first wins and is unwrapped instead. ``fresh``: ``raws`` are new keys, and
         an insert whose outcome was lost (:class:`LostInsertError`) is tried again with
         other new ones (the same could bring back a key shredded meanwhile)."""
+        from ..hazmat import keywrap  # numpy: not imported by a command that wraps nothing
+
         for attempt in range(_INSERT_TRIES):
             offered = [
                 WrappedKey(s, self.config.kek_version, keywrap.wrap(keks[s], k))
@@ -637,6 +638,8 @@ def _same_keys(have: Mapping[str, bytes], given: Mapping[str, bytes]) -> None:
 
 
 def _unwrap(kek: bytes, row: WrappedKey, out: dict[str, bytes], subject: str) -> bool:
+    from ..hazmat import keywrap  # numpy: not imported by a command that unwraps nothing
+
     try:
         out[subject] = keywrap.unwrap(kek, row.wrapped)
     except (IntegrityError, ValueError):

@@ -57,8 +57,8 @@ HEAVY = (
 )
 
 
-def _imported(*args: str, cwd: Path | None = None) -> set[str]:
-    """The modules a ``keysplit ARGS`` process imported (it must succeed)."""
+def _imported(*args: str, cwd: Path | None = None, exit_code: int = 0) -> set[str]:
+    """The modules a ``keysplit ARGS`` process imported (it must exit with ``exit_code``)."""
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", KEYSPLIT, *args],
         cwd=cwd,
@@ -67,7 +67,7 @@ def _imported(*args: str, cwd: Path | None = None) -> set[str]:
         timeout=120,
         check=False,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == exit_code, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("import time:")]
     assert lines, proc.stderr[-2000:]
     return {ln.rpartition("|")[2].strip() for ln in lines}
@@ -176,3 +176,35 @@ def test_the_entry_point_shows_what_the_whole_tree_shows() -> None:
             whole = runner.invoke(cli_app.app, args, env=env, prog_name="keysplit")
             alone = runner.invoke(cli_app.app_for(args), args, env=env, prog_name="keysplit")
             assert (alone.exit_code, alone.output) == (whole.exit_code, whole.output), args
+
+
+def test_commands_that_split_or_wrap_nothing_import_no_numpy(tmp_path: Path) -> None:
+    """numpy (a quarter to a third of such a start's CPU) is the Shamir and key-wrap core's:
+    reading a keyring's public data, sealing a file to it, pinning it and asking a cluster's
+    nodes for their status import it nowhere (keysplit.rng, keyring.datakeys, record, share
+    and service.cluster_client import it in the functions that split, wrap or group)."""
+    from keysplit.service.cluster_config import ClusterConfig, ClusterNodeInfo
+
+    _, shares = keysplit.Keyring.create(tmp_path / "vault", threshold=2, custodians=["a", "b"])
+    del shares
+    fp = keysplit.Keyring.open(tmp_path / "vault").fingerprint
+    (tmp_path / "small.bin").write_bytes(b"x" * 300)
+    nodes = tuple(
+        ClusterNodeInfo(f"n{i}", i, f"unix:{tmp_path}/n{i}.sock", f"{i:032x}", "ab" * 32, "cd" * 32)
+        for i in (1, 2)
+    )
+    (tmp_path / "nodes").mkdir()
+    ClusterConfig("0f" * 16, "in", 2, nodes, "ef" * 32, commitments=("ef" * 32,) * 2).write(
+        tmp_path / "nodes"
+    )
+    runs = {
+        "status": _imported("status", "vault", cwd=tmp_path),
+        "pin": _imported("keyring", "pin", "vault", "--expect", fp, cwd=tmp_path),
+        "encrypt": _imported("encrypt", "vault", "small.bin", "small.ks", cwd=tmp_path),
+        "cluster status": _imported("cluster", "status", "nodes", cwd=tmp_path, exit_code=1),
+    }
+    assert (tmp_path / "small.ks").exists()  # the commands did run
+    assert "keysplit.service.cluster_admin" in runs["cluster status"]
+    assert {name: _heavy(mods, ("numpy",)) for name, mods in runs.items()} == {
+        name: [] for name in runs
+    }

@@ -774,3 +774,12 @@ def test_split_and_from_bytes_refuse_a_strided_or_released_view() -> None:
         released.release()
         with pytest.raises(TypeError, match="released"):
             call(released)
+
+
+def test_the_share_limit_is_the_shamir_core_s() -> None:
+    """share.py keeps its own copy of the limit (it imports the numpy core only to split or
+    combine): the two must agree."""
+    from keysplit import share as share_module
+    from keysplit.hazmat import shamir
+
+    assert share_module._MAX_SHARES == shamir.MAX_SHARES
