@@ -32,6 +32,7 @@ import typer.models
 
 import keysplit
 
+from . import _params
 from .commands import (
     audit,
     bench,
@@ -115,6 +116,8 @@ def _repeated_argument_type(self: Any, ctx: Any) -> str | None:
 
 
 typer.core.TyperArgument.display_type_rich = _repeated_argument_type  # type: ignore[method-assign]
+
+_params.install()  # plain option values coerced without pydantic (cli/_params.py)
 
 
 def _version(value: bool) -> None:

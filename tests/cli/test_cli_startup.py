@@ -178,11 +178,12 @@ def test_the_entry_point_shows_what_the_whole_tree_shows() -> None:
             assert (alone.exit_code, alone.output) == (whole.exit_code, whole.output), args
 
 
-def test_commands_that_split_or_wrap_nothing_import_no_numpy(tmp_path: Path) -> None:
+def test_commands_that_split_or_wrap_nothing_import_no_numpy_nor_pydantic(tmp_path: Path) -> None:
     """numpy (a quarter to a third of such a start's CPU) is the Shamir and key-wrap core's:
     reading a keyring's public data, sealing a file to it, pinning it and asking a cluster's
     nodes for their status import it nowhere (keysplit.rng, keyring.datakeys, record, share
-    and service.cluster_client import it in the functions that split, wrap or group)."""
+    and service.cluster_client import it in the functions that split, wrap or group). Nor
+    do their plain option values import pydantic (Typer's adapters; cli/_params.py)."""
     from keysplit.service.cluster_config import ClusterConfig, ClusterNodeInfo
 
     _, shares = keysplit.Keyring.create(tmp_path / "vault", threshold=2, custodians=["a", "b"])
@@ -205,6 +206,6 @@ def test_commands_that_split_or_wrap_nothing_import_no_numpy(tmp_path: Path) -> 
     }
     assert (tmp_path / "small.ks").exists()  # the commands did run
     assert "keysplit.service.cluster_admin" in runs["cluster status"]
-    assert {name: _heavy(mods, ("numpy",)) for name, mods in runs.items()} == {
+    assert {name: _heavy(mods, ("numpy", "pydantic")) for name, mods in runs.items()} == {
         name: [] for name in runs
     }
