@@ -38,8 +38,7 @@ from typing import Any
 
 from ..errors import FormatError, KeysplitError
 from . import _wire as wire
-from .core import KeyService, Request, Response, Streamed
-from .tokens import TokenPolicy
+from .core import Admission, KeyService, Request, Response, Streamed
 
 __all__ = [
     "ANSWER",
@@ -117,7 +116,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._got = 0
         self._meta: tuple[int, int, int] = (0, 0, 0)  # op, flags, body length
         self._token: bytes | None = None  # the request's token, once read
-        self._admitted: TokenPolicy | None = None  # its policy, once precheck passed it
+        self._admitted: Admission | None = None  # its admission, once precheck passed it
         self._timer: asyncio.TimerHandle | None = None
         self._writing_paused = False
         self._closing = False

@@ -20,6 +20,7 @@ import base64
 import binascii
 import io
 import sys
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,9 +50,23 @@ from .cluster_recovery import ClusterRecovery
 from .tokens import TokenList, TokenPolicy, file_signature, hash_token, mac_key, token_files
 from .unseal import RemoteUnseal, StaleNonceError
 
-__all__ = ["Interrupted", "KeyService", "Request", "Response", "Streamed"]
+__all__ = ["Admission", "Interrupted", "KeyService", "Request", "Response", "Streamed"]
 
 API_VERSION = 1
+
+
+class Admission:
+    """Proof that a :class:`KeyService`'s own :meth:`~KeyService.precheck` checked a
+    request's token when it arrived. It carries nothing but its identity: the policy it
+    stands for is kept by the service that issued it (a private weak map), so an admission
+    made by hand, a policy, or another service's admission in ``Request.admitted`` counts
+    for nothing and the request is checked in full; code that builds a :class:`Request`
+    cannot spare it its token check, nor widen what a real admission allows."""
+
+    __slots__ = ("__weakref__",)
+
+    def __repr__(self) -> str:
+        return "Admission()"
 
 
 @dataclass(frozen=True)
@@ -70,12 +85,13 @@ class Request:
     BytesIO over the one buffer the socket was read into, which the batch's frame is
     decoded from item by item, so a 1 MB body is never copied whole (the copy and its
     allocation were ~100 us of a served batch's CPU, benchmarks/README.md)."""
-    admitted: TokenPolicy | None = field(default=None, repr=False, compare=False)
-    """The policy of the token :meth:`KeyService.precheck` checked when the request's token
-    arrived (before its body was read): the request's one token check. The operation's
-    own check (its route, its subjects) then uses it instead of checking the token again
-    (two ``stat`` calls and a SHA-256); None: checked there in full. Set by the server
-    only, from the request's own precheck."""
+    admitted: Admission | None = field(default=None, repr=False, compare=False)
+    """What :meth:`KeyService.precheck` gave when the request's token arrived (before its
+    body was read): the request's one token check. The operation's own check (its route,
+    its subjects) then uses its policy instead of checking the token again (two ``stat``
+    calls and a SHA-256). The servers set it from the request's own precheck; the service
+    honours only an :class:`Admission` it issued itself, anything else (None, a policy,
+    another service's admission) is checked there in full."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +216,10 @@ class KeyService:
         self._audit_log: AuditLog | None = None
         self._mac_key: bytes | None = None
         self._tokens: dict[str, TokenPolicy] = {}
+        # the policy of each Admission precheck issued, while a request holds it
+        self._admissions: weakref.WeakKeyDictionary[Admission, TokenPolicy] = (
+            weakref.WeakKeyDictionary()
+        )
         self._token_sig: tuple[tuple[int, int, int], ...] | None = None
         self._token_files = token_files(self.directory)  # stat'ed before every token check
         self._serials: tuple[AuditMark | None, int] = (None, 0)
@@ -422,13 +442,14 @@ class KeyService:
             return None
         return "public" if path in self._PUBLIC or path == "/v1/seal" else "token"
 
-    def precheck(self, req: Request) -> Response | TokenPolicy | None:
+    def precheck(self, req: Request) -> Response | Admission | None:
         """Refuse a request from its headers alone (sealed, no or unknown token), so an
         unauthenticated peer cannot make the server read a large body first. A token that
-        checks out gives its policy: the server passes it on as the request's
-        :attr:`Request.admitted`, so the token is checked once per request, here (a token
-        revoked or expired after this point ends the requests that arrive after it, not
-        this one). None: the route needs no token here."""
+        checks out gives an :class:`Admission` (its policy kept here, honoured here only):
+        the server passes it on as the request's :attr:`Request.admitted`, so the token is
+        checked once per request, here (a token revoked or expired after this point ends
+        the requests that arrive after it, not this one). None: the route needs no token
+        here."""
         if req.path in self._PUBLIC or (req.method, req.path) not in self._routes:
             return None
         local_seal = req.local and "authorization" not in req.headers
@@ -437,9 +458,12 @@ class KeyService:
         if (req.path in CLUSTER_ADMIN or req.path in RECOVERY_ADMIN) and local_seal:
             return None  # the Unix-socket peer administers the node's cluster membership
         try:  # a denial is audited under the route's name ('encrypt', 'cluster/eval')
-            return self._authorize(req, None, route=req.path.removeprefix("/v1/"))
+            pol = self._authorize(req, None, route=req.path.removeprefix("/v1/"))
         except _Denied as d:
             return Response(d.status, wire.error_body(d.exc))
+        adm = Admission()
+        self._admissions[adm] = pol  # gone with the request that holds it
+        return adm
 
     def _authorize(
         self, req: Request, op: str | None, subjects: Sequence[str] = (), *, route: str = "status"
@@ -455,8 +479,9 @@ class KeyService:
                     hint="custodians run: keysplit unseal --server URL (with their own share)",
                 ),
             )
-        pol = req.admitted  # checked when its token arrived (precheck): not again
-        if pol is None:
+        adm = req.admitted  # checked when its token arrived (precheck): not again
+        pol = self._admissions.get(adm) if type(adm) is Admission else None
+        if pol is None:  # none, or not issued here (a hand-built Request): checked in full
             pol = self._token_policy(req, op or route)
         if op is None:
             return pol

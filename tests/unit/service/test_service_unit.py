@@ -27,7 +27,7 @@ from keysplit.errors import (
 )
 from keysplit.service import RecordKeyring
 from keysplit.service import _wire as wire
-from keysplit.service.core import KeyService, Request
+from keysplit.service.core import Admission, KeyService, Request
 from keysplit.service.tokens import OPERATIONS, TokenList, TokenPolicy, hash_token, mac_key
 from keysplit.service.unseal import RemoteUnseal, StaleNonceError, seal_share_for
 
@@ -393,7 +393,7 @@ def test_precheck_refuses_from_headers_alone(service: tuple[KeyService, dict[str
     assert svc.precheck(_req("/v1/encrypt", "kst1_" + "y" * 43)).status == 401  # type: ignore[union-attr]
     # the token checked (its policy: the request's one check); its route and subjects with
     # the body
-    assert isinstance(svc.precheck(_req("/v1/encrypt", tokens["enc"])), TokenPolicy)
+    assert isinstance(svc.precheck(_req("/v1/encrypt", tokens["enc"])), Admission)
     assert svc.precheck(_req("/v1/status", None, method="GET")) is None
     assert svc.precheck(Request("POST", "/v1/seal", {}, b"", local=True)) is None
     assert svc.precheck(Request("POST", "/v1/seal", {}, b"", local=False)).status == 401  # type: ignore[union-attr]
@@ -567,7 +567,7 @@ def test_a_token_check_joins_no_path_and_still_sees_a_revocation(
     from audit_parses import count_calls
 
     joins = count_calls(monkeypatch, Path, "__truediv__")
-    assert isinstance(svc.precheck(req), TokenPolicy)
+    assert isinstance(svc.precheck(req), Admission)
     assert svc.handle(req).status == 200
     assert joins[0] == 0  # before: 2 per token check
     monkeypatch.undo()
@@ -770,3 +770,40 @@ def test_a_sealed_status_shows_the_keyring_the_next_unseal_needs(tmp_path: Path)
     (kr.path / "keyring.ksk").write_bytes(b"not a keyring")
     assert shown() == (3, 3, 4, 3)  # unreadable: the last one read
     svc.close()
+
+
+def test_a_hand_built_request_cannot_claim_its_token_was_checked(
+    service: tuple[KeyService, dict[str, str]], ring: tuple[keysplit.Keyring, dict]
+) -> None:
+    """``Request.admitted`` spares a request its second token check (e0406e4); any
+    in-process code building a ``Request`` could set it, with a policy of its own making
+    and no token (or a revoked one). Only an admission this service's own ``precheck``
+    issued counts now: anything else in ``admitted`` is checked in full, like no admission
+    (fails before: the forged policy was served, 200)."""
+    svc, tokens = service
+    frame = wire.encode_frame({}, [b"x"], ["u/1"])
+    forged = TokenPolicy("id", "forged", "0" * 64, tuple(OPERATIONS), "")
+    real = svc._tokens[hash_token(tokens["all"])]
+    for admitted in (forged, real):
+        for token in (None, "kst1_" + "x" * 43):
+            headers = {"authorization": f"Bearer {token}"} if token else {}
+            req = Request("POST", "/v1/encrypt", headers, frame, admitted=admitted)  # type: ignore[arg-type]
+            assert svc.handle(req).status == 401
+    # an admission another service issued does not count here either
+    kr, shares = ring
+    other = KeyService(kr.path, log=lambda m: None)
+    unseal_service(other, kr.keyring_id, [shares["a"], shares["b"]])
+    theirs = other.precheck(_req("/v1/encrypt", tokens["all"]))
+    assert isinstance(theirs, Admission)
+    req = Request("POST", "/v1/encrypt", {}, frame, admitted=theirs)
+    assert svc.handle(req).status == 401
+    # nor one made by hand (it stands for no policy)
+    req = Request("POST", "/v1/encrypt", {}, frame, admitted=Admission())
+    assert svc.handle(req).status == 401
+    # this service's own admission is honoured: its token is not checked again
+    ours = svc.precheck(_req("/v1/encrypt", tokens["all"]))
+    assert isinstance(ours, Admission) and "kst1" not in repr(ours)
+    req = Request("POST", "/v1/encrypt", _req("", tokens["all"]).headers, frame, admitted=ours)
+    TokenList.read(svc.directory, svc.keyring.keyring_id).revoke("all")
+    assert svc.handle(req).status == 200  # judged when its token arrived (docs/API.md)
+    assert svc.handle(_req("/v1/encrypt", tokens["all"], frame)).status == 401
