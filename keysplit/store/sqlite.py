@@ -146,7 +146,9 @@ class SQLiteKeyStore:
         create: bool = False,
         read_only: bool = False,
     ):
-        """``read_only``: the caller only reads, so the open never upgrades an older
+        """``read_only``: the caller only reads. The connection is SQLite's
+        ``query_only``, so no write can go through it (each is refused as a
+        :class:`KeyringError`, the file untouched), and the open never upgrades an older
         schema (:func:`~keysplit.store.rules.older_schema` refuses it instead)."""
         self._path = Path(path)
         if not create and not self._path.exists():
@@ -162,6 +164,7 @@ class SQLiteKeyStore:
         self._lock = threading.RLock()
         self._depth = 0
         self._unerased = False  # a shred's WAL checkpoint is not confirmed yet
+        self._read_only = read_only
         try:
             self._db = sqlite3.connect(
                 self._path, isolation_level=None, check_same_thread=False, timeout=30.0
@@ -178,7 +181,12 @@ class SQLiteKeyStore:
     def _init(self, keyring_id: str, create: bool, read_only: bool) -> None:
         db = self._db
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            if read_only:  # SQLite itself refuses every write on this connection
+                # (query_only, not mode=ro: a read-only connection cannot remove the WAL
+                # and its index at close, so each status left two files behind)
+                db.execute("PRAGMA query_only=ON")
+            else:  # set at create; setting it writes the file's header
+                db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA secure_delete=ON")
             db.execute("PRAGMA foreign_keys=ON")
@@ -250,7 +258,14 @@ class SQLiteKeyStore:
         the library's: its message names no value, only what failed. A lock another
         writer held past the busy timeout reads as the PostgreSQL store's lock wait
         (:func:`~keysplit.store.rules.lock_waited`), not sqlite3's 'database is locked'."""
-        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY:
+        code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+        if code == sqlite3.SQLITE_READONLY and self._read_only:
+            return KeyringError(
+                f"key store {self._path}: opened for reading only, so it takes no writes; "
+                "nothing was changed",
+                hint="open the store for writing (without read_only=True)",
+            )
+        if code == sqlite3.SQLITE_BUSY:
             waited = _BUSY_MS
             with contextlib.suppress(sqlite3.Error):
                 waited = int(self._db.execute("PRAGMA busy_timeout").fetchone()[0])

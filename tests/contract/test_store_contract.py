@@ -489,6 +489,58 @@ def test_a_read_only_open_of_a_sqlite_store_of_version_1_changes_nothing(tmp_pat
         s.close()
 
 
+def test_a_read_only_sqlite_store_refuses_every_write_and_the_file_is_unchanged(
+    tmp_path: Path,
+) -> None:
+    """(stop 42, found) ``read_only`` only kept the open from upgrading a schema: every
+    write through such a store went through (``keysplit status`` and a sealed keyring's
+    audit log open one; a bug there could write). Its connection is now SQLite's
+    ``query_only``: each write is refused as a :class:`KeyringError` naming the read-only
+    open, and the database file's SHA-256 is unchanged (before: every write succeeded)."""
+    from keysplit.store import SQLiteKeyStore
+
+    path = tmp_path / "keys.sqlite"
+    w = SQLiteKeyStore(path, KID, create=True)
+    w.insert_many([wk("a", 1), wk("b", 1)])
+    w.renew_lease(Lease("l1", "h", 1, "serve", 1, 0, 0, 0.0), 60)
+    w.close()  # its last connection: the WAL is checkpointed into the file
+    before = hashlib.sha256(path.read_bytes()).digest()
+    s = open_store("sqlite:keys.sqlite", keyring_id=KID, home=tmp_path, read_only=True)
+    writes: list[Callable[[], object]] = [
+        lambda: s.insert_many([wk("c", 1)]),
+        lambda: s.replace_many([(wk("a", 1), wk("a", 1, "x"))]),
+        lambda: s.delete("a", b"\x03" * 16),
+        lambda: s.set_legal_hold("b", True),
+        lambda: s.set_current_kek(1),
+        lambda: s.note_rekey("r1"),
+        lambda: s.renew_lease(Lease("l2", "h", 2, "serve", 1, 0, 0, 0.0), 60),
+        lambda: s.drop_lease("l1"),
+    ]
+    try:
+        for write in writes:
+            with pytest.raises(KeyringError) as info:
+                write()
+            assert type(info.value) is KeyringError
+            assert str(info.value) == (
+                f"key store {path}: opened for reading only, so it takes no writes; "
+                "nothing was changed"
+            )
+            assert info.value.hint == "open the store for writing (without read_only=True)"
+        # it still reads
+        assert s.get_many(["a", "b"]) == {"a": wk("a", 1), "b": wk("b", 1)}
+        assert [x.id for x in s.leases()] == ["l1"] and s.legal_holds() == []
+    finally:
+        s.close()
+    assert hashlib.sha256(path.read_bytes()).digest() == before
+    wal = path.with_name(path.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    w = SQLiteKeyStore(path, KID)  # a writing open still writes
+    try:
+        assert w.insert_many([wk("c", 1)]) == [wk("c", 1)]
+    finally:
+        w.close()
+
+
 # --------------------------------------------------------------------------- races
 
 
