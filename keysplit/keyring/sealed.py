@@ -34,7 +34,7 @@ from .fingerprint import check_fingerprint, fingerprint
 from .home import KeyringHome
 from .status import KeyringStatus, status_of
 from .unseal import Unsealer, UnsealOutcome
-from .unsealed import UnsealedKeyring
+from .unsealed import UnsealedKeyring, check_writable
 
 if TYPE_CHECKING:
     from ..proof import Verification
@@ -580,9 +580,12 @@ class Keyring:
         """Unseal from at least ``threshold`` shares, through the :class:`Unsealer`'s rules,
         or open what an :meth:`Unsealer.finish` of this keyring returned.
 
-        ``store`` replaces the keyring's own store (it must belong to this keyring);
-        ``rng`` the keyring's randomness for this session.
+        ``store`` replaces the keyring's own store (it must belong to this keyring and be
+        open for writing: one opened ``read_only`` is refused here, before any share is
+        looked at); ``rng`` the keyring's randomness for this session.
         """
+        if store is not None:
+            check_writable(store)
         if isinstance(shares, UnsealOutcome):
             outcome = shares
         elif isinstance(shares, Mapping):  # create()'s dict: iterating it gives the names

@@ -74,6 +74,21 @@ def store_state(ukr: UnsealedKeyring, operation: str, subject: str) -> str:
     return "unknown"
 
 
+def check_writable(store: KeyStore) -> None:
+    """Refuse a store opened for reading only (its ``read_only``) as the store of an
+    unsealed keyring, which writes to it from its first moment: its lease in the fleet,
+    taken at once and renewed while it is open (each renewal would fail, and the keyring
+    would stop serving cached keys when the lease lapsed), new data keys, shreds."""
+    if getattr(store, "read_only", False):
+        raise KeyringError(
+            "the key store was opened for reading only, and an unsealed keyring writes to "
+            "it (its lease in the fleet, renewed while it is open; new data keys); nothing "
+            "was changed",
+            hint="give a store opened for writing (without read_only=True), or none: the "
+            "keyring then opens its own",
+        )
+
+
 class UnsealedKeyring:
     """An open keyring: encrypts and decrypts records, manages keys. Holds secrets.
 
@@ -99,6 +114,8 @@ class UnsealedKeyring:
             store = keyring.open_store()
         elif store.keyring_id != keyring.meta.keyring_id:
             raise KeyringError("the key store belongs to another keyring")
+        else:
+            check_writable(store)
         local = LocalDataKeys(
             keyring.meta.keyring_id,
             secrets,

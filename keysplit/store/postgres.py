@@ -1142,6 +1142,12 @@ class PostgresKeyStore:
         """The PostgreSQL schema holding this store's tables."""
         return self._schema
 
+    @property
+    def read_only(self) -> bool:
+        """Opened for reading only (``read_only``): an unsealed keyring, which writes its
+        lease, refuses such a store."""
+        return self._read_only
+
     def get(self, subject: str) -> WrappedKey | None:
         return self.get_many([subject]).get(subject)
 

@@ -253,6 +253,12 @@ class SQLiteKeyStore:
     def path(self) -> Path:
         return self._path
 
+    @property
+    def read_only(self) -> bool:
+        """Opened for reading only: every write is refused (an unsealed keyring, which
+        writes its lease, refuses such a store)."""
+        return self._read_only
+
     def _error(self, exc: sqlite3.Error) -> KeysplitError:
         """sqlite3's error (a full disk, a lock held past the timeout, a damaged file) as
         the library's: its message names no value, only what failed. A lock another

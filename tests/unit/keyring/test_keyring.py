@@ -38,7 +38,7 @@ from keysplit import (
 from keysplit.keyring import KEYRING_FILE, PENDING_FILE, STORE_FILE
 from keysplit.keyring import file as kf
 from keysplit.keyring.unseal import UnsealOutcome
-from keysplit.store import SQLiteKeyStore
+from keysplit.store import SQLiteKeyStore, open_store
 
 NAMES = ["alice", "bob", "carol"]
 VECTORS = json.loads((VECTORS_DIR / "keyring.json").read_text())
@@ -440,6 +440,40 @@ def test_store_from_another_keyring_is_refused(
     with pytest.raises(KeyringError, match="another keyring"):
         Keyring.open(path).unseal([shares["alice"], shares["bob"]], store=store)
     store.close()
+
+
+def test_unseal_refuses_a_store_opened_for_reading_only(
+    made: tuple[Path, dict[str, Share]],
+) -> None:
+    """(stop 42, found) ``unseal(store=<a store opened read_only>)`` opened: the keyring's
+    lease, taken at once and renewed by a watcher thread, was written through a store that
+    promised to read (SQLite wrote it; a SELECT-only role or a standby fails every renewal,
+    and the keyring stops serving cached keys when the lease lapses). It is refused now,
+    before any share is looked at, naming the fix; nothing in the directory changes."""
+    path, shares = made
+    with Keyring.open(path).unseal([shares["alice"], shares["bob"]]) as ku:
+        ku.encrypt(b"x", subject="u")
+    before = snapshot(path)
+    store = open_store("sqlite:" + STORE_FILE, keyring_id=Keyring.open(path).keyring_id,
+                       home=path, read_only=True)  # fmt: skip
+    try:
+        with pytest.raises(KeyringError) as info:
+            Keyring.open(path).unseal([shares["alice"], shares["bob"]], store=store)
+        assert str(info.value) == (
+            "the key store was opened for reading only, and an unsealed keyring writes to it "
+            "(its lease in the fleet, renewed while it is open; new data keys); nothing was "
+            "changed"
+        )
+        assert info.value.hint == (
+            "give a store opened for writing (without read_only=True), or none: the keyring "
+            "then opens its own"
+        )
+        assert store.leases(live=False) == []  # no lease was taken through it
+    finally:
+        store.close()
+    assert snapshot(path) == before
+    with Keyring.open(path).unseal([shares["alice"], shares["bob"]]) as ku:  # its own store
+        assert len(ku.store.leases()) == 1
 
 
 def test_tampered_wrapped_key_detected(made: tuple[Path, dict[str, Share]]) -> None:
