@@ -121,6 +121,10 @@ _SMALL = 64  # insert_many of up to this many rows: one pipelined round trip, no
 DEFAULT_TIMEOUT = 5.0  # seconds: the unreachable bound without connect_timeout in the URL
 _BUSY_WAIT = 30.0  # seconds a call waits for a connection while the server is reachable
 _WAKE_WAIT = 3.0  # seconds close() gives its wake notification (connection and answer)
+RELISTEN = 30.0
+"""Seconds :meth:`PostgresKeyStore.wait_for_change` polls after the server refused LISTEN
+(a hot standby) before it asks again: a standby promoted to primary is listened on within
+this bound, at the cost of one connection per bound while it stays a standby."""
 # a server's refusals that pass (57P03 cannot_connect_now, 53300 too_many_connections)
 _TRANSIENT = (
     "starting up",
@@ -735,9 +739,9 @@ class PostgresKeyStore:
         self._conninfo, self._conn_kwargs = conninfo, None
         self._listener: _Conn | None = None
         self._listen_lock = threading.Lock()
-        # the server refused LISTEN (a hot standby): wait_for_change polls, and wake()
-        # ends a poll's wait through this event
-        self._no_listen = False
+        # the server refused LISTEN (a hot standby): wait_for_change polls until this
+        # monotonic time (0.0: it listens), and wake() ends a poll's wait through this event
+        self._no_listen = 0.0
         self._woken = threading.Event()
         # .conn: this thread's admin_lock connection and its server backend's pid
         self._admin_held = threading.local()
@@ -1802,11 +1806,13 @@ class PostgresKeyStore:
         was notified. Opens its own connection on first use; a lost connection is
         reopened on the next call (the caller polls the state either way). A server that
         refuses LISTEN (a hot standby, where a ``read_only`` open reads) is remembered for
-        the store's life: each wait then lasts its ``timeout`` (or until :meth:`wake`) and
-        returns True, so the caller polls the state once per ``timeout``, and no connection
-        is opened. No keysplit command reaches this on a standby (status and the audit log
-        do not watch; a lease watcher needs a writing open, refused there)."""
-        if self._no_listen:
+        :data:`RELISTEN` seconds: each wait then lasts its ``timeout`` (or until
+        :meth:`wake`) and returns True, so the caller polls the state once per ``timeout``,
+        and no connection is opened; the first wait after that asks again (one connection),
+        so a standby promoted to primary is listened on within the bound, without the store
+        being reopened. No keysplit command reaches this on a standby (status and the audit
+        log do not watch; a lease watcher needs a writing open, refused there)."""
+        if self._no_listen and time.monotonic() < self._no_listen:
             if self._closed.is_set():
                 return False
             if self._woken.wait(max(0.0, timeout)):
@@ -1821,7 +1827,7 @@ class PostgresKeyStore:
                     conn = psycopg.connect(self._conninfo, **(self._conn_kwargs or {}))
                     for channel in (self._channel, self._wake_channel):
                         conn.execute(sql.SQL("LISTEN {c}").format(c=sql.Identifier(channel)))
-                    self._listener = conn
+                    self._listener, self._no_listen = conn, 0.0
                     return True  # changes before LISTEN were missed: have the caller look
                 got = False
                 for _ in self._listener.notifies(timeout=timeout, stop_after=1):
@@ -1834,7 +1840,7 @@ class PostgresKeyStore:
                     self._listener.close()
                 self._listener = None
                 if exc.sqlstate == "25006":  # "cannot execute LISTEN during recovery"
-                    self._no_listen = True
+                    self._no_listen = time.monotonic() + RELISTEN  # then asked again
                     return True  # the caller looks now, then polls
                 time.sleep(min(timeout, 1.0))
                 return True

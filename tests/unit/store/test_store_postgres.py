@@ -1416,6 +1416,45 @@ def test_a_standby_opens_for_reading_and_refuses_a_writing_open(tmp_path: Path) 
                 _waits_poll_on_a_standby(store)
             finally:
                 store.close()
+            _a_promoted_standby_is_listened_on(standby, on_standby, tmp_path)
+
+
+def _a_promoted_standby_is_listened_on(standby: object, url: str, tmp_path: Path) -> None:
+    """(stop 42, found) A store whose server refused LISTEN (a hot standby) polled for the
+    rest of its life: promoted to primary (``pg_ctl promote``), its changes still reached a
+    waiter only at the end of each poll's timeout, until the store was reopened. The
+    refusal is now kept for ``RELISTEN`` seconds (1 s here), then LISTEN is asked again: a
+    change on the promoted server ends a 20 s wait at once (before: after its 20 s)."""
+    from keysplit.store import postgres
+
+    store = open_store(url, keyring_id=KID, home=tmp_path, read_only=True)
+    writer = None
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(postgres, "RELISTEN", 1.0)
+            assert store.wait_for_change(0.05) is True  # type: ignore[attr-defined]  # refused
+            res = standby._run("pg_ctl", "-D", str(standby.data), "-w", "-t", "60", "promote")  # type: ignore[attr-defined]
+            assert res.returncode == 0, res.stderr
+            writer = open_store(url, keyring_id=KID, home=tmp_path)  # a primary now
+            time.sleep(1.2)  # past RELISTEN
+            assert store.wait_for_change(0.05) is True  # type: ignore[attr-defined]
+            done: list[float] = []
+
+            def wait() -> None:
+                began = time.monotonic()
+                store.wait_for_change(20.0)  # type: ignore[attr-defined]
+                done.append(time.monotonic() - began)
+
+            waiter = threading.Thread(target=wait)
+            waiter.start()
+            time.sleep(0.3)
+            writer.note_rekey("r1")  # a state change: NOTIFY at its commit
+            waiter.join(30.0)
+            assert done and done[0] < 10.0, done  # before: 20 s, the poll's timeout
+    finally:
+        if writer is not None:
+            writer.close()
+        store.close()
 
 
 def _waits_poll_on_a_standby(store: KeyStore) -> None:
