@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import typer
@@ -113,10 +112,10 @@ def _fleet_line(fleet: dict[str, object] | None, uncounted: list[str]) -> str:
 def _holders(leases: list[dict[str, object]]) -> str:
     if not leases:
         return "none"
-    now = time.time()
+    # the time left on the store's clock (status_of): this host's may be off by a skew
     return "\n".join(
         f"{x['host']} pid {x['pid']} ({x['role']}): KEK v{x['current_kek']}, "
         f"{x['cached_keys']} keys cached, acked shred #{x['acked_shreds']}, "
-        f"lease {max(0.0, float(x['expires']) - now):.0f} s"  # type: ignore[arg-type]
+        f"lease {float(x['expires_in']):.0f} s"  # type: ignore[arg-type]
         for x in leases
     )

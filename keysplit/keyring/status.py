@@ -6,6 +6,7 @@ without importing each other.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,10 @@ class KeyringStatus:
     """Share set ids of rekeys that took effect here but the store failed to count
     (oldest first): ``fleet.rekeys`` is short by this many until the next quorum unseal
     or rekey of this keyring's home counts them (``keyring.ksk.uncounted``)."""
+    store_time: float = 0.0
+    """The store's clock when the leases were read (seconds since the epoch; PostgreSQL:
+    the server's), which their ``expires`` is on: a lease's time left is the difference,
+    right on a host whose own clock is off by a skew."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +90,7 @@ class KeyringStatus:
                     "acked_shreds": x.acked,
                     "cached_keys": x.cached,
                     "expires": x.expires,
+                    "expires_in": max(0.0, x.expires - self.store_time),
                 }
                 for x in self.leases
             ],
@@ -107,9 +113,17 @@ def status_of(kr: Keyring, store: KeyStore, *, sealed: bool) -> KeyringStatus:
         legal_holds=len(store.legal_holds()),
         fleet=store.state(),
         leases=tuple(store.leases()),
+        store_time=_clock(store),
         pending_rekey=kr.pending is not None,
         sealed=sealed,
         store_url=kr.store_url,
         unbound_kek_versions=kr.unbound_kek_versions,
         uncounted_rekeys=tuple(kr.home.uncounted()),
     )
+
+
+def _clock(store: KeyStore) -> float:
+    """The store's clock (its ``clock()``: the PostgreSQL server's, the SQLite host's);
+    this host's for a store that keeps none (a lease's expiry is then on this host's)."""
+    clock = getattr(store, "clock", None)
+    return float(clock()) if callable(clock) else time.time()

@@ -377,6 +377,7 @@ _STATEMENTS: dict[str, LiteralString] = {
     "role = excluded.role, current_kek = excluded.current_kek, acked = excluded.acked, "
     "cached = excluded.cached, expires = excluded.expires",
     "drop_lease": "DELETE FROM {s}.leases WHERE id = %s",
+    "clock": "SELECT extract(epoch FROM clock_timestamp())",
     "leases": "SELECT id, host, pid, role, current_kek, acked, cached, expires FROM {s}.leases "
     "WHERE NOT %s OR expires > extract(epoch FROM clock_timestamp()) ORDER BY host, pid",
     "audit_last": "SELECT seq, line FROM {s}.audit ORDER BY seq DESC LIMIT 1",
@@ -1800,6 +1801,18 @@ class PostgresKeyStore:
 
     def leases(self, *, live: bool = True) -> list[Lease]:
         return self._tx(functools.partial(self._leases, live=live), read=True)
+
+    def clock(self) -> float:
+        """The server's clock (seconds since the epoch), which lease expiries are on
+        (``clock_timestamp()``): a host whose own clock is off by a skew reads a lease's
+        time left from this, not from its ``time.time()``."""
+
+        def work(conn: _Conn) -> float:
+            row = conn.execute(self._sql["clock"]).fetchone()
+            assert row is not None  # a SELECT of one value gives one row
+            return float(row[0])
+
+        return self._tx(work, read=True)
 
     def wait_for_change(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds for a state change (LISTEN/NOTIFY); True if one

@@ -629,6 +629,11 @@ class SQLiteKeyStore:
         with self._reading():
             return self._leases(live=live)
 
+    def clock(self) -> float:
+        """The store's clock (seconds since the epoch), which lease expiries are on: this
+        host's, as every process sharing the file runs here."""
+        return time.time()
+
     def close(self) -> None:
         """Close the database; any later call (also one that was waiting for the lock,
         from another thread) is a :class:`KeyringError`, not sqlite3's ProgrammingError."""

@@ -882,6 +882,46 @@ def test_status_shows_the_rekeys_the_store_owes_a_count(cer: Ceremony) -> None:
     assert "not yet counted" not in run(["status", cer.kr]).stdout
 
 
+def test_status_reads_a_leases_time_left_on_the_stores_clock(
+    cer: Ceremony, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease's ``expires`` is on the store's clock (PostgreSQL: the server's
+    ``clock_timestamp()``); ``status``'s "lease N s" subtracted this host's ``time.time()``,
+    off by the skew between the two (stop 42, found). Here the store's clock runs an hour
+    ahead of this host's (a wrapper shifts its clock and the expiries it reads, as a server
+    an hour ahead would): before, "lease 3609 s"; now the time left on the store's clock
+    (``--json``: ``expires_in``)."""
+    import re
+
+    ahead = 3600.0
+
+    class Ahead:
+        def __init__(self, store: object) -> None:
+            self._store = store
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._store, name)
+
+        def leases(self, *, live: bool = True) -> list[object]:
+            return [x._replace(expires=x.expires + ahead) for x in self._store.leases(live=live)]  # type: ignore[attr-defined]
+
+        def clock(self) -> float:
+            return time.time() + ahead
+
+    real = Keyring.open_store
+    with Keyring.open(cer.kr).unseal([_open(cer, "alice"), _open(cer, "bob")]) as ukr:
+        ttl = ukr.local_data_keys().member.ttl
+        monkeypatch.setattr(Keyring, "open_store", lambda kr, **kw: Ahead(real(kr, **kw)))
+        r = run(["status", cer.kr, "--json"])
+        assert r.exit_code == 0, r.output
+        (lease,) = json.loads(r.stdout)["leases"]
+        assert 0 <= lease["expires_in"] <= ttl, lease
+        r = run(["status", cer.kr])
+        assert r.exit_code == 0, r.output
+        left = [int(n) for n in re.findall(r"lease (\d+) s", " ".join(r.stdout.split()))]
+        assert len(left) == 1 and 0 <= left[0] <= ttl, r.stdout
+
+
 def test_commands_on_a_missing_keyring(tmp_path: Path) -> None:
     for cmd in (["status"], ["unseal"], ["rotate"], ["audit", "verify"]):
         r = run([*cmd, tmp_path / "nothing"])

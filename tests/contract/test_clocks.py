@@ -32,6 +32,10 @@ WALL_CLOCK_SITES = {
     ("store/sqlite.py", "work"): "a lease's expiry, written on renewal",
     ("store/sqlite.py", "_leases"): "which leases are live, by the store's clock",
     ("store/sqlite.py", "delete_many"): "a tombstone's time (a timestamp, no deadline)",
+    ("store/sqlite.py", "clock"): "the store's clock, which its leases' expiries are on",
+    # a lease's time left for status: the store's clock, this host's only for a store
+    # that keeps none (its expiries are then on this host's)
+    ("keyring/status.py", "_clock"): "a store without a clock: this host's",
 }
 
 

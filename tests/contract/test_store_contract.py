@@ -290,6 +290,19 @@ def test_retire_is_safe_by_construction(store: KeyStore) -> None:
     assert store.leases(live=False) == []
 
 
+def test_a_leases_time_left_is_read_on_the_stores_clock(store: KeyStore) -> None:
+    """A lease's ``expires`` is on the store's clock; a store that keeps one says it
+    (``clock()``: the PostgreSQL server's, the SQLite host's), so ``status`` subtracts that,
+    not this host's ``time.time()`` (stop 42, found: off by the skew); a store without one
+    (the in-memory test store) is read on this host's clock."""
+    from keysplit.keyring.status import _clock
+
+    store.renew_lease(lease("L1", 1), 60.0)
+    (x,) = store.leases()
+    assert 30.0 < x.expires - _clock(store) <= 60.0  # 30: a loaded host's slack
+    assert callable(getattr(store, "clock", None)) == (not isinstance(store, MemoryKeyStore))
+
+
 def test_delete_tombstones_in_its_transaction(store: KeyStore) -> None:
     tag_a, tag_b = b"\x01" * 16, b"\x02" * 16
     store.insert_many([wk("a"), wk("b")])
