@@ -21,7 +21,9 @@ __all__ = ["LyingProxy", "NodeProxy"]
 
 class NodeProxy:
     def __init__(self, target: Path, path: Path) -> None:
-        self.target, self.path = target, path
+        # absolute: the proxy's threads run beside in-process commands that change the
+        # process's working directory (service_helpers.cli_here)
+        self.target, self.path = target.absolute(), path.absolute()
         self.cut: set[str] = set()
         self.drop_answer: set[str] = set()
         self.gated: set[str] = set()

@@ -47,19 +47,22 @@ def cli(
 
 
 def cli_here(
-    *args: str | os.PathLike[str], cwd: Path | None = None
+    *args: str | os.PathLike[str], cwd: Path | None = None, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``keysplit ARGS`` (in ``cwd``) run in this process by Typer's test runner: the exit
     code, stdout and stderr :func:`cli` gives, without a process start (1-3 s a call on the
     loaded 2-core CI machine). For the commands around what a test checks in a real process
     (a kill, a server): what they read and write is on disk, as for the executable. Any
-    exception but an exit is raised, where the executable would print a traceback."""
+    exception but an exit is raised, where the executable would print a traceback.
+    ``cwd`` is this whole process's working directory for the call (``contextlib.chdir``):
+    safe only while no other thread of the process resolves a relative path (see "Commands
+    run in the test process" in docs/DEVELOPING.md for the threads its callers run)."""
     from keysplit_cli.app import app
     from typer.testing import CliRunner
 
     argv = [str(a) for a in args]
     with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
-        r = CliRunner().invoke(app, argv)
+        r = CliRunner().invoke(app, argv, input=input or "")
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         raise r.exception
     return subprocess.CompletedProcess(argv, r.exit_code, r.stdout, r.stderr)
@@ -89,11 +92,16 @@ def make_keyring(tmp: Path, k: int, names: Sequence[str], dirname: str = "vault"
 def make_token(
     tmp: Path, directory: Path, name: str, allow: str, prefix: str, shares: Sequence[Path]
 ) -> str:
+    """``keysplit token create`` in ``tmp``, run in this process (:func:`cli_here`): the
+    same token list on disk, which a running ``keysplit serve`` reads as it would the
+    executable's. Its callers' tests are about serving or revoking tokens, not creating
+    them (tests/unit/service/test_token_expiry.py creates them with the executable); as a
+    process it cost a start of ``keysplit`` (1.3 s of CPU) for each of its 10 callers."""
     args: list[str] = ["token", "create", str(directory), "--name", name, "--allow", allow]
     args += ["--subject-prefix", prefix]
     for s in shares:
         args += ["--share", str(s)]
-    r = cli(*args, cwd=tmp)
+    r = cli_here(*args, cwd=tmp)
     assert r.returncode == 0, r.stderr
     token = r.stdout.strip()
     assert token.startswith("kst1_") and len(token) == 48
