@@ -4,6 +4,12 @@ unsealed, and the CLI shredding, rotating, rewrapping and retiring between their
 
 Every wait is bounded; the poll interval is lowered (KEYSPLIT_POLL) so the test is quick,
 but nothing relies on timing: ``shred --wait`` reports when both holders acknowledged.
+
+The ``shred``, ``rotate``, ``rewrap`` and ``retire`` run between the holders' writes are
+``keysplit`` processes; the set-up and read-back commands around them (init, token, unseal,
+status, audit verify, the refused shred, the rotation after both holders stopped) run in
+this process (:func:`cli_here`: the same command on the same files and sockets, without a
+start of 1.3 s of CPU each).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from service_helpers import TIMEOUT, Server, cli, make_token, share_file, unseal
+from service_helpers import TIMEOUT, Server, cli, cli_here, make_token, share_file
 
 from keysplit import Client, Keyring, ShreddedError
 from keysplit.store import open_store
@@ -138,7 +144,7 @@ def test_one_keyring_many_processes(
 ) -> None:
     monkeypatch.setenv("KEYSPLIT_POLL", "0.2")  # inherited by every child process
     init = ["init", "kr", "-k", "2", "-c", "a", "-c", "b", "--plain-shares"]
-    r = cli(*init, *(["--store", store_url] if store_url else []), cwd=tmp_path)
+    r = cli_here(*init, *(["--store", store_url] if store_url else []), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     kr = tmp_path / "kr"
     shares = [share_file(tmp_path / "kr-shares", n) for n in "ab"]
@@ -149,8 +155,9 @@ def test_one_keyring_many_processes(
     srv = Server(kr, sockdir / "s.sock").start()
     holder: Holder | None = None
     try:
-        for n in "ab":
-            assert unseal(tmp_path, kr, srv, n).returncode == 0
+        for s in shares:
+            r = cli_here("unseal", kr, "--server", srv.url, "--share", s, cwd=tmp_path)
+            assert r.returncode == 0, r.stderr
         holder = Holder(tmp_path, kr, shares)
         c = Client(srv.url, token=token)
         served_by = c.service_status()["workers"]  # each process of the service holds a lease
@@ -169,7 +176,7 @@ def test_one_keyring_many_processes(
             assert doc["shredded"] and doc["holders"] == 1 + served_by
             assert doc["not_acknowledged"] == []
             shredded[victim] = kept.pop(victim)[0]
-        r = cli("shred", kr, "u/never-was", "--yes", *quorum, cwd=tmp_path)
+        r = cli_here("shred", kr, "u/never-was", "--yes", *quorum, cwd=tmp_path)
         assert r.returncode == 3 and "no data key" in r.stderr
 
         for victim, rec in shredded.items():  # acknowledged: both dropped the keys
@@ -201,7 +208,7 @@ def test_one_keyring_many_processes(
             assert c.decrypt(rec, subject=s) == pt
             assert holder.decrypt(s, rec) == {"ok": pt.hex()}
 
-        r = cli("status", kr, "--json", cwd=tmp_path)
+        r = cli_here("status", kr, "--json", cwd=tmp_path)
         doc = json.loads(r.stdout)
         assert doc["fleet"]["retired"] == [1] and doc["fleet"]["current_kek"] == 2
         assert sorted(x["role"] for x in doc["leases"]) == ["library"] + ["serve"] * served_by
@@ -219,8 +226,9 @@ def test_one_keyring_many_processes(
     # restart: every record written at any point decrypts, from the restarted service
     # and from a fresh process; the shredded stay shredded
     with Server(kr, sockdir / "s.sock") as srv2:
-        for n in "ab":
-            assert unseal(tmp_path, kr, srv2, n).returncode == 0
+        for s in shares:
+            r = cli_here("unseal", kr, "--server", srv2.url, "--share", s, cwd=tmp_path)
+            assert r.returncode == 0, r.stderr
         c = Client(srv2.url, token=token)
         for s, (rec, pt) in kept.items():
             assert c.decrypt(rec, subject=s) == pt
@@ -237,13 +245,13 @@ def test_one_keyring_many_processes(
     )  # fmt: skip
     assert fresh.returncode == 0 and fresh.stdout.strip() == "ok", fresh.stderr
 
-    r = cli("rotate", kr, *quorum, cwd=tmp_path)
+    r = cli_here("rotate", kr, *quorum, cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.strip() == "3", r.stderr
-    r = cli("rewrap", kr, *quorum, "--json", cwd=tmp_path)
+    r = cli_here("rewrap", kr, *quorum, "--json", cwd=tmp_path)
     assert r.returncode == 0 and json.loads(r.stdout)["remaining"] == 0, r.stderr
 
     # one audit trail: every shred, rotate, rewrap and retire; the chain verifies (MACs too)
-    r = cli("audit", "verify", kr, "--json", *quorum, cwd=tmp_path)
+    r = cli_here("audit", "verify", kr, "--json", *quorum, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["mac_verified"] is True
     events = [e.event for e in Keyring.open(kr).audit_log().entries()]
