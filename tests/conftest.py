@@ -71,30 +71,38 @@ def _known_keyrings(
 # The longest modules first. `make test` runs pytest-xdist with --dist loadfile (and
 # --no-loadscope-reorder, without which xdist sorted modules by their number of tests and
 # undid this order): whole modules are handed out in this order, so one started last leaves
-# one worker alone with it at the end. Stop 40's longest: test_jobs 213 s, test_crash 204 s,
-# test_cluster_interrupted 151 s on the 2-core CI machine; stop 41's run (load 15-30) put
-# test_jobs_failures, test_benchmarks_smoke, test_cli_files and test_store_postgres next;
-# the rest as stop 30's `--durations` (15-70 s each). A stable sort: order within a module,
-# and of the rest, is kept (tests/contract/test_pytest_schedule.py checks the names exist).
+# one worker alone with it at the end. Retaken at stop 43 from stop 42's full
+# `--durations=0` run (seconds per module, setup and teardown included; the two this stop
+# cut, test_fleet_processes and test_cli_custodian_side, scaled to their new share):
+# every module of 14 s or more, longest first. The rest (under 14 s each) keep their
+# collection order. A stable sort: order within a module is kept
+# (tests/contract/test_pytest_schedule.py checks the names exist).
 _LONG_MODULES = (
-    "tests/unit/jobs/test_jobs.py",
-    "tests/unit/keyring/test_crash.py",
-    "tests/unit/service/test_cluster_interrupted.py",
-    "tests/unit/jobs/test_jobs_failures.py",
-    "tests/unit/benchmarks/test_benchmarks_smoke.py",
-    "tests/cli/test_cli_files.py",
-    "tests/unit/store/test_store_postgres.py",
-    "tests/unit/service/test_fleet_processes.py",
-    "tests/unit/service/test_cluster_nodes.py",
-    "tests/unit/service/test_service.py",
-    "tests/unit/record/test_record.py",
-    "tests/contract/test_store_contract.py",
-    "tests/cli/test_cli_legacy_spellings.py",
-    "tests/unit/service/test_cluster_tls.py",
-    "tests/cli/test_cli_numbers.py",
-    "tests/cli/test_e2e_ceremony.py",
-    "tests/cli/test_cli_custodian_side.py",
-    "tests/contract/test_readme_cluster.py",
+    "tests/unit/jobs/test_jobs.py",  # 372-407 s
+    "tests/unit/keyring/test_crash.py",  # 123
+    "tests/unit/service/test_cluster_interrupted.py",  # 122
+    "tests/cli/test_cli_files.py",  # 80
+    "tests/unit/service/test_service_fleet.py",  # 73
+    "tests/unit/store/test_store_postgres.py",  # 64
+    "tests/unit/service/test_service.py",  # 56
+    "tests/unit/jobs/test_jobs_failures.py",  # 47
+    "tests/unit/store/test_postgres_rotation_commit.py",  # 45
+    "tests/unit/benchmarks/test_benchmarks_smoke.py",  # 42
+    "tests/unit/service/test_cluster_nodes.py",  # 40
+    "tests/unit/jobs/test_jobs_renew.py",  # 40
+    "tests/unit/service/test_frames_transport.py",  # 37
+    "tests/unit/service/test_fleet_processes.py",  # 33 (55 before stop 43)
+    "tests/contract/test_store_contract.py",  # 31
+    "tests/unit/jobs/test_jobs_provision.py",  # 28
+    "tests/unit/service/test_service_limits.py",  # 26
+    "tests/unit/service/test_serve_cli_errors.py",  # 23
+    "tests/unit/service/test_token_expiry.py",  # 23
+    "tests/cli/test_cli_store.py",  # 19
+    "tests/contract/test_readme_cluster.py",  # 17
+    "tests/cli/test_cli_legacy_spellings.py",  # 16
+    "tests/unit/service/test_cluster_tls.py",  # 16
+    "tests/unit/store/test_pg_server_cleanup.py",  # 16
+    "tests/unit/service/test_cluster_create_cut.py",  # 14
 )
 
 
