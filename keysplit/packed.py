@@ -20,11 +20,14 @@ checked and then opened cannot change in between (another thread writing the cal
 
 from __future__ import annotations
 
+import mmap
 import operator
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate
 from typing import overload
+
+from ._mappings import MIN_BYTES, take_mapping
 
 __all__ = ["Packed"]
 
@@ -33,9 +36,10 @@ class Packed(Sequence[memoryview]):
     """Many byte strings in one buffer: ``len``, indexing (a read-only ``memoryview``
     into the buffer, no copy), iteration, :meth:`tolist` (one ``bytes`` each)."""
 
-    __slots__ = ("_buf", "_offsets")
+    __slots__ = ("_buf", "_offsets", "_view")
 
-    _buf: bytes | bytearray
+    _buf: bytes | bytearray | mmap.mmap  # what _view is over (sliced for record headers)
+    _view: memoryview  # the items' bytes (a pooled mapping stays this Packed's while it lives)
     _offsets: array[int]
 
     def __init__(self, buffer: object, offsets: Iterable[int]) -> None:
@@ -51,26 +55,26 @@ class Packed(Sequence[memoryview]):
             raise ValueError("offsets must run from 0 to the buffer's length")
         if not all(map(operator.le, off, off[1:])):
             raise ValueError("offsets must not decrease")
-        self._buf, self._offsets = data, off
+        self._buf, self._view, self._offsets = data, memoryview(data), off
 
     @classmethod
-    def _own(cls, buffer: bytes | bytearray, offsets: array[int]) -> Packed:
-        """A :class:`Packed` over a buffer and offsets this library just made (not
-        checked, not copied: nobody else holds them)."""
+    def _own(cls, view: memoryview, offsets: array[int]) -> Packed:
+        """A :class:`Packed` over a view (of :func:`_output`, or of a joined ``bytes``) and
+        offsets this library just made (not checked, not copied: nobody else holds them)."""
         self = cls.__new__(cls)
-        self._buf, self._offsets = buffer, offsets
+        self._buf, self._view, self._offsets = view.obj, view, offsets  # type: ignore[assignment]
         return self
 
     @classmethod
     def of(cls, items: Iterable[object]) -> Packed:
         """Pack byte strings (any buffers) into one: ``Packed.of(rows)``."""
         views = [memoryview(x).cast("B") for x in items]  # type: ignore[arg-type]
-        return cls._own(b"".join(views), _offsets_of(map(len, views)))
+        return cls._own(memoryview(b"".join(views)), _offsets_of(map(len, views)))
 
     @property
     def buffer(self) -> memoryview:
         """Every item's bytes, one after another (read-only)."""
-        return memoryview(self._buf).toreadonly()
+        return self._view.toreadonly()
 
     @property
     def offsets(self) -> memoryview:
@@ -79,7 +83,7 @@ class Packed(Sequence[memoryview]):
 
     @property
     def nbytes(self) -> int:
-        return len(self._buf)
+        return len(self._view)
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -95,29 +99,42 @@ class Packed(Sequence[memoryview]):
         if not -n <= i < n:
             raise IndexError("Packed index out of range")
         i %= n
-        return memoryview(self._buf)[self._offsets[i] : self._offsets[i + 1]].toreadonly()
+        return self._view[self._offsets[i] : self._offsets[i + 1]].toreadonly()
 
     def __iter__(self) -> Iterator[memoryview]:
-        view = memoryview(self._buf).toreadonly()
+        view = self._view.toreadonly()
         off = self._offsets
         return map(view.__getitem__, map(slice, off, off[1:]))
 
     def tolist(self) -> list[bytes]:
         """One ``bytes`` per item (what ``encrypt_many``/``decrypt_many`` return)."""
-        view, off = memoryview(self._buf), self._offsets
+        view, off = self._view, self._offsets
         return list(map(bytes, map(view.__getitem__, map(slice, off, off[1:]))))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Packed):
             return NotImplemented
-        return self._offsets == other._offsets and self._buf == other._buf
+        return self._offsets == other._offsets and self._view == other._view
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:  # lengths only: a Packed may hold plaintexts
-        return f"Packed({len(self)} items, {len(self._buf)} bytes)"
+        return f"Packed({len(self)} items, {len(self._view)} bytes)"
 
 
 def _offsets_of(sizes: Iterable[int]) -> array[int]:
     """The offsets of items of ``sizes`` bytes laid out one after another."""
     return array("q", accumulate(sizes, initial=0))
+
+
+def _output(nbytes: int) -> memoryview:
+    """A writable buffer of ``nbytes`` for a batch's records or plaintexts. From
+    ``nbytes`` >= 8 MiB a kept mapping (:func:`keysplit._mappings.take_mapping`):
+    glibc hands out a fresh mapping for anything over 32 MiB and returns it on free, so a
+    fresh 54 MB answer (50k 1 KiB records) page-faulted in again on every call, ~1 us of
+    CPU per record on this VM, more than the batch's own work around the AEAD calls. The
+    mapping is reused only once no buffer over it is left (this Packed, its items' views);
+    its old bytes stay until overwritten, as freed heap memory's do (SECURITY.md)."""
+    if nbytes < MIN_BYTES:
+        return memoryview(bytearray(nbytes))
+    return take_mapping(nbytes)

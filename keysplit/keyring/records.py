@@ -23,6 +23,7 @@ records, handed out by one C-level iterator), discarded in a forked child
 from __future__ import annotations
 
 import itertools
+import operator
 import os
 import struct
 import sys
@@ -37,7 +38,7 @@ from cryptography.exceptions import InvalidTag
 from .. import names
 from .. import record as fmt
 from ..errors import FormatError, IntegrityError, KeysplitError
-from ..packed import Packed, _offsets_of
+from ..packed import Packed, _offsets_of, _output
 from ..record import DataKey
 from ..rng import RandomSource, default_rng
 from .datakeys import DataKeys
@@ -539,12 +540,15 @@ class Records:
     ) -> list[bytes]:
         """Seal many records (``subjects[i]`` owns ``plaintexts[i]``) in one pass."""
         n = len(plaintexts)
+        batch = self._seal_plan(subjects, n, context)
+        return fmt.seal_planned(batch, plaintexts, self.rng.random_bytes(fmt.NONCE_SIZE * n))
+
+    def _seal_plan(self, subjects: Sequence[str], n: int, context: Context) -> fmt.Batch:
+        """The checks and batch plan of every sealing batch (keys created on first use)."""
         names.check_batch(subjects)
         if len(subjects) != n:
             raise ValueError("subjects and plaintexts must have the same length")
-        subjects = names.canonical_subjects(subjects)
-        batch = self._batch(subjects, n, context, create=True)
-        return fmt.seal_planned(batch, plaintexts, self.rng.random_bytes(fmt.NONCE_SIZE * n))
+        return self._batch(names.canonical_subjects(subjects), n, context, create=True)
 
     def sealer(
         self, subjects: Sequence[str], plaintexts: Sequence[bytes], context: Context = None
@@ -560,24 +564,8 @@ class Records:
         For an answer written while it is sealed (the key service's streamed ``encrypt``):
         the caller must not use the function after the keys may have changed (a seal or a
         shred), as it seals with the keys resolved here."""
-        return self._sealer(subjects, plaintexts, context)[0]
-
-    def _sealer(
-        self, subjects: Sequence[str], plaintexts: Sequence[bytes], context: Context
-    ) -> tuple[Callable[[int, int, bytes], bytearray], list[int]]:
-        """:meth:`sealer` and the plaintexts' sizes in bytes."""
-        n = len(plaintexts)
-        names.check_batch(subjects)
-        if len(subjects) != n:
-            raise ValueError("subjects and plaintexts must have the same length")
-        subjects = names.canonical_subjects(subjects)
-        owner = self._owners(subjects, n, context, create=True, method="encrypt_into")
-        nonces = self.rng.random_bytes(fmt.NONCE_SIZE * n)
-        if not all(type(p) is bytes for p in plaintexts):  # len() must count bytes, now
-            plaintexts = list(map(_frozen_bytes, plaintexts))
-        sizes = list(map(len, plaintexts))
-        if sum(sizes) > fmt.MAX_PLAINTEXT_BYTES and max(sizes) > fmt.MAX_PLAINTEXT_BYTES:
-            raise fmt._too_large()  # here, not inside seal() (which can no longer fail)
+        batch, nonces, plaintexts, sizes = self._to_seal(subjects, plaintexts, context)
+        owner = _per_record(batch, len(sizes), "encrypt_into")
         head, over = fmt.HEADER_SIZE, fmt.OVERHEAD
 
         def seal(a: int, b: int, lead: bytes = b"") -> bytearray:
@@ -596,17 +584,37 @@ class Records:
                 pos = end
             return buf
 
-        return seal, sizes
+        return seal
+
+    def _to_seal(
+        self, subjects: Sequence[str], plaintexts: Sequence[bytes], context: Context
+    ) -> tuple[fmt.Batch, bytes, Sequence[bytes], list[int]]:
+        """What :meth:`sealer` and :meth:`encrypt_packed` seal, every check done: the
+        batch plan (keys resolved, created on first use), the nonces, the plaintexts as
+        ``bytes`` and their sizes."""
+        n = len(plaintexts)
+        batch = self._seal_plan(subjects, n, context)
+        nonces = self.rng.random_bytes(fmt.NONCE_SIZE * n)
+        if not all(type(p) is bytes for p in plaintexts):  # len() must count bytes, now
+            plaintexts = list(map(_frozen_bytes, plaintexts))
+        sizes = list(map(len, plaintexts))
+        if sum(sizes) > fmt.MAX_PLAINTEXT_BYTES and max(sizes) > fmt.MAX_PLAINTEXT_BYTES:
+            raise fmt._too_large()  # here, before anything is sealed
+        return batch, nonces, plaintexts, sizes
 
     def encrypt_packed(
         self, subjects: Sequence[str], plaintexts: Sequence[bytes], context: Context = None
     ) -> Packed:
         """:meth:`encrypt_many` into one buffer: record ``i`` is ``result[i]``, the bytes
         ``encrypt_many`` would give it with the same nonce, every record sealed in place
-        (:meth:`sealer`): no ``bytes`` per record for a backend that writes rows from one
-        buffer (Arrow, ``COPY``, a socket). Every check and error as ``encrypt_many``'s."""
-        seal, sizes = self._sealer(subjects, plaintexts, context)
-        return Packed._own(seal(0, len(sizes), b""), _offsets_of(map(_OVERHEAD.__add__, sizes)))
+        (``encrypt_into``), grouped by key as ``encrypt_many`` seals them: no ``bytes`` per
+        record for a backend that writes rows from one buffer (Arrow, ``COPY``, a socket).
+        Every check and error as ``encrypt_many``'s."""
+        batch, nonces, plaintexts, sizes = self._to_seal(subjects, plaintexts, context)
+        offsets = _offsets_of(map(_OVERHEAD.__add__, sizes))
+        view = _output(offsets[-1])
+        fmt.seal_planned_into(batch, plaintexts, nonces, offsets, view)
+        return Packed._own(view, offsets)
 
     def opener(
         self, subjects: Sequence[str], records: Sequence[bytes], context: Context = None
@@ -618,45 +626,82 @@ class Records:
         by the plaintexts of records ``a`` to ``b - 1`` in one buffer (each opened in
         place, ``decrypt_into``); it raises :class:`IntegrityError` if a tag fails, and then
         no byte of that piece may be used (what was written of it is unauthenticated, and
-        zeroed).
+        is zeroed).
 
         Raises ``ValueError`` for a batch it does not open piece by piece (a subject that
         is not ASCII, whose key may sit under another spelling; a record whose header does
         not name its subject's key, or that is not ``bytes``), and whatever
         :meth:`decrypt_many` raises for a missing key: the caller then opens the batch
         whole, which says precisely what is wrong. Plaintext ``i`` is
-        ``len(records[i]) - OVERHEAD`` bytes long. ``records`` may be a :class:`Packed`."""
-        return self._opener(subjects, records, context)[0]
+        ``len(records[i]) - OVERHEAD`` bytes long."""
+        batch = self._to_open(subjects, records, context)
+        owner = _per_record(batch, len(records), "decrypt_into")
+        over, head, pre = fmt.OVERHEAD, fmt.HEADER_SIZE, fmt.PREFIX_SIZE
+        for (_, prefix, _), r in zip(owner, records, strict=True):
+            if not (type(r) is bytes and len(r) >= over and r.startswith(prefix)):
+                raise _NotInPieces("not opened in pieces: a record does not name its key")
+        sizes = [len(r) - over for r in records]
+        if sizes and max(sizes) + over > fmt.MAX_RECORD_BYTES:  # cryptography panics on those
+            raise fmt._oversized()  # decrypt_many's FormatError, before any AEAD call
 
-    def _opener(
-        self, subjects: Sequence[str], records: Sequence[bytes] | Packed, context: Context
-    ) -> tuple[Callable[[int, int, bytes], bytearray], list[int]]:
-        """:meth:`opener` and the plaintexts' sizes: every check here, then the loop over
-        a list of ``bytes`` (:func:`_list_opener`) or a :class:`Packed`'s one buffer."""
+        def open_(a: int, b: int, lead: bytes = b"") -> bytearray:
+            pos = len(lead)
+            buf = bytearray(pos + sum(sizes[a:b]))
+            view = memoryview(buf)
+            view[:pos] = lead
+            for i in range(a, b):
+                dec, _, tail = owner[i]
+                r = records[i]
+                header = r[:head]
+                end = pos + sizes[i]
+                try:
+                    dec(header[pre:], r[head:], header + tail, view[pos:end])
+                except InvalidTag:
+                    view[len(lead) :] = bytes(len(buf) - len(lead))  # nothing unauthenticated
+                    raise IntegrityError() from None
+                pos = end
+            return buf
+
+        return open_
+
+    def _to_open(
+        self, subjects: Sequence[str], records: Sequence[object], context: Context
+    ) -> fmt.Batch:
+        """:meth:`opener`'s and :meth:`decrypt_packed`'s checks and batch plan (every key
+        resolved; :class:`_NotInPieces` for a subject that is not ASCII)."""
         n = len(records)
         names.check_batch(subjects)
         if len(subjects) != n:
             raise ValueError("subjects and records must have the same length")
         if names.canonical_subjects(subjects) is not subjects:  # checked before any key
             raise _NotInPieces("not opened in pieces: a subject is not ASCII (or not a plain str)")
-        owner = self._owners(subjects, n, context, create=False, method="decrypt_into")
-        if isinstance(records, Packed):
-            return _buffer_opener(owner, records._buf, records._offsets.tolist())
-        return _list_opener(owner, records)
+        return self._batch(subjects, n, context, create=False)
 
     def decrypt_packed(
         self, subjects: Sequence[str], records: Sequence[bytes] | Packed, context: Context = None
     ) -> Packed:
         """:meth:`decrypt_many` into one buffer: plaintext ``i`` is ``result[i]``, every
-        record opened in place (:meth:`opener`); ``records`` a list of records or a
-        :class:`Packed` (as :meth:`encrypt_packed` gives: a round trip makes no ``bytes``
-        per record). All-or-nothing: a failed tag anywhere raises :class:`IntegrityError`
-        and no plaintext is returned. A batch the one-buffer path does not take (a
-        subject that is not ASCII, a record that does not name its subject's key, or that
-        fails) is opened by :meth:`decrypt_many`, so every error is its error."""
+        record opened in place (``decrypt_into``), grouped by key as ``decrypt_many``
+        opens them; ``records`` a :class:`Packed` (as :meth:`encrypt_packed` gives: a round
+        trip makes no ``bytes`` per record) or a list (joined into one buffer first).
+        All-or-nothing: a failed tag anywhere raises :class:`IntegrityError` and no
+        plaintext is returned. A batch the one-buffer path does not take (a subject that
+        is not ASCII, a record that does not name its subject's key, or that fails) is
+        opened by :meth:`decrypt_many`, so every error is its error."""
         try:
-            open_, sizes = self._opener(subjects, records, context)
-            return Packed._own(open_(0, len(sizes), b""), _offsets_of(sizes))
+            batch = self._to_open(subjects, records, context)
+            packed = records if isinstance(records, Packed) else _packed_records(records)
+            if packed is not None:
+                offsets = packed._offsets.tolist()
+                sizes = list(map(operator.sub, offsets[1:], offsets))
+                if sizes and max(sizes) > fmt.MAX_RECORD_BYTES:  # cryptography panics on those
+                    raise fmt._oversized()  # decrypt_many's FormatError, before any AEAD call
+                if sizes and min(sizes) < _OVERHEAD:
+                    raise IntegrityError()  # cut short: decrypt_many says how
+                out = _offsets_of(map(_OVERHEAD.__rsub__, sizes))
+                view = _output(out[-1])
+                fmt.open_planned_into(batch, packed._view, offsets, out.tolist(), view)
+                return Packed._own(view, out)
         except (_NotInPieces, IntegrityError):
             pass  # whole: the precise error, or the records it opens (pre-NFC AADs)
         listed = records.tolist() if isinstance(records, Packed) else records
@@ -727,22 +772,6 @@ class Records:
         (uniq, order, ends), found, tails = self._plan(subjects, n, shared, create=create)
         return fmt.Batch(found, tails, order, ends, uniq, [shared] * len(uniq))
 
-    def _owners(
-        self, subjects: Sequence[str], n: int, context: Context, *, create: bool, method: str
-    ) -> list[tuple[Callable[..., object], bytes, bytes]]:
-        """For :meth:`sealer` and :meth:`opener`: per record, in input order, its key's
-        AES-GCM ``method`` (``encrypt_into``/``decrypt_into``), header prefix and AAD tail."""
-        shared, per_record = fmt.split_contexts(n, context)
-        if per_record is not None:  # one group per record, in order
-            batch = self._batch(subjects, n, context, create=create)
-            each_key = zip(batch.keys, batch.tails, strict=True)
-            return [(getattr(k._aead, method), k._prefix, tail) for k, tail in each_key]
-        plan, keys, tails = self._plan(subjects, n, shared, create=create)
-        calls = [getattr(k._aead, method) for k in keys]
-        mine = zip(calls, [k._prefix for k in keys], tails, strict=True)
-        each = dict(zip(plan[0], mine, strict=True))
-        return list(map(each.__getitem__, subjects))  # each record takes its subject's
-
     def _plan(
         self, subjects: Sequence[str], n: int, shared: Mapping[str, str] | None, *, create: bool
     ) -> tuple[tuple[list[str], Sequence[int], Sequence[int]], list[DataKey], list[bytes]]:
@@ -779,85 +808,28 @@ class Records:
         return err
 
 
-_Owner = list[tuple[Callable[..., object], bytes, bytes]]
-_Open = Callable[[int, int, bytes], bytearray]
+def _per_record(
+    batch: fmt.Batch, n: int, method: str
+) -> list[tuple[Callable[..., object], bytes, bytes]]:
+    """For :meth:`Records.sealer` and :meth:`Records.opener`: per record, in input order,
+    its key's AES-GCM ``method`` (``encrypt_into``/``decrypt_into``), header prefix and
+    AAD tail, from the batch plan."""
+    out: list[tuple[Callable[..., object], bytes, bytes]] = [None] * n  # type: ignore[list-item]
+    start = 0
+    for key, tail, end in zip(batch.keys, batch.tails, batch.ends, strict=True):
+        each = (getattr(key._aead, method), key._prefix, tail)
+        for i in batch.order[start:end]:
+            out[i] = each
+        start = end
+    return out
 
 
-def _list_opener(owner: _Owner, records: Sequence[bytes]) -> tuple[_Open, list[int]]:
-    """:meth:`Records.opener`'s pieces over a list of ``bytes`` records (the key service's
-    streamed answers), each sliced as ``decrypt_many`` slices it. Not one loop with
-    :func:`_buffer_opener`: the list joined into one buffer first cost ~25 % more CPU per
-    record (a fresh 50 MB buffer's page faults and copy; 50k 1 KiB records), and one loop
-    indexing a source, a start and an end per record ~6 % (thread CPU, A/A 1.01-1.06)."""
-    over, head, pre = fmt.OVERHEAD, fmt.HEADER_SIZE, fmt.PREFIX_SIZE
-    for (_, prefix, _), r in zip(owner, records, strict=True):
-        if not (type(r) is bytes and len(r) >= over and r.startswith(prefix)):
-            raise _NotInPieces("not opened in pieces: a record does not name its key")
-    sizes = [len(r) - over for r in records]
-    if sizes and max(sizes) + over > fmt.MAX_RECORD_BYTES:  # cryptography panics on those
-        raise fmt._oversized()  # decrypt_many's FormatError, before any AEAD call
-
-    def open_(a: int, b: int, lead: bytes = b"") -> bytearray:
-        pos = len(lead)
-        buf = bytearray(pos + sum(sizes[a:b]))
-        view = memoryview(buf)
-        view[:pos] = lead
-        for i in range(a, b):
-            dec, _, tail = owner[i]
-            r = records[i]
-            header = r[:head]
-            end = pos + sizes[i]
-            try:
-                dec(header[pre:], r[head:], header + tail, view[pos:end])
-            except InvalidTag:
-                _wipe(view, len(lead))
-                raise IntegrityError() from None
-            pos = end
-        return buf
-
-    return open_, sizes
-
-
-def _buffer_opener(
-    owner: _Owner, src: bytes | bytearray, offsets: list[int]
-) -> tuple[_Open, list[int]]:
-    """:func:`_list_opener` over one buffer (a :class:`Packed`): record ``i`` is
-    ``src[offsets[i]:offsets[i + 1]]``, its ciphertext read through a memoryview (no copy)."""
-    over, head, pre = fmt.OVERHEAD, fmt.HEADER_SIZE, fmt.PREFIX_SIZE
-    stops = offsets[1:]
-    for (_, prefix, _), a, b in zip(owner, offsets, stops, strict=False):
-        if not (b - a >= over and src.startswith(prefix, a, b)):
-            raise _NotInPieces("not opened in pieces: a record does not name its key")
-    sizes = [b - a - over for a, b in zip(offsets, stops, strict=False)]
-    if sizes and max(sizes) + over > fmt.MAX_RECORD_BYTES:  # cryptography panics on those
-        raise fmt._oversized()
-    data = memoryview(src)
-
-    def open_(a: int, b: int, lead: bytes = b"") -> bytearray:
-        pos = len(lead)
-        buf = bytearray(pos + sum(sizes[a:b]))
-        view = memoryview(buf)
-        view[:pos] = lead
-        for i in range(a, b):
-            dec, _, tail = owner[i]
-            r = offsets[i]
-            header = src[r : r + head]
-            end = pos + sizes[i]
-            try:
-                dec(header[pre:], data[r + head : stops[i]], header + tail, view[pos:end])
-            except InvalidTag:
-                _wipe(view, len(lead))
-                raise IntegrityError() from None
-            pos = end
-        return buf
-
-    return open_, sizes
-
-
-def _wipe(view: memoryview, start: int) -> None:
-    """Zero an opener's piece after a failed tag: the plaintexts opened before it and the
-    failed record's unauthenticated bytes (the piece is never handed out; nor left in memory)."""
-    view[start:] = bytes(len(view) - start)
+def _packed_records(records: Sequence[object]) -> Packed | None:
+    """A list of ``bytes`` records in one buffer (None if one is not ``bytes``: the whole
+    path then says what it is, or takes it as its bytes)."""
+    if not all(type(r) is bytes for r in records):
+        return None
+    return Packed._own(memoryview(b"".join(records)), _offsets_of(map(len, records)))  # type: ignore[arg-type]
 
 
 def _encoded_subject(memo: dict[str, tuple[str, bytes]], subject: str) -> tuple[str, bytes]:

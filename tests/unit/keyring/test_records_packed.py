@@ -269,3 +269,24 @@ def test_a_packed_buffer_whose_boundaries_move_a_record_opens_nothing() -> None:
     moved: Sequence[int] = [0, off[1] + 1, off[2]]  # a byte of record 1 read as record 0's
     with pytest.raises(KeysplitError):
         eng.decrypt_packed(["a", "b"], Packed(p.buffer, moved))
+
+
+def test_a_pooled_buffer_is_never_handed_out_while_a_packed_or_an_item_view_lives() -> None:
+    """From 8 MiB a batch's buffer is a kept mapping (no page faults again per call); it
+    goes to another batch only once nothing refers to it: not while its Packed, or one
+    item's view of it, is alive (else a later batch would overwrite a caller's records)."""
+    eng = Records(DictKeys())
+    big = [os.urandom(1 << 20) for _ in range(9)]  # 9 MiB of records: pooled
+    subjects = ["a", "b", "c"] * 3
+    first = eng.encrypt_packed(subjects, big)
+    kept = first.tolist()
+    second = eng.encrypt_packed(subjects, big)  # first still alive: another mapping
+    assert first.tolist() == kept and second.tolist() != kept
+    item = first[4]
+    del first
+    opened = eng.decrypt_packed(subjects, second)  # first's view alive: still not reused
+    assert bytes(item) == kept[4] and opened.tolist() == big
+    del item, opened
+    third = eng.encrypt_packed(subjects, big)  # may reuse the first's mapping now
+    assert eng.decrypt_many(subjects, third.tolist()) == big
+    assert eng.decrypt_many(subjects, second.tolist()) == big
