@@ -25,6 +25,9 @@ Arms, per direction:
   record as the format does); ``... , *_into one buffer``: the last sealed or opened in
   place into one ``bytearray`` (as :meth:`Records.sealer` does);
 * ``engine``: ``UnsealedKeyring.encrypt_many`` / ``decrypt_many``, keys loaded;
+* ``engine, packed``: ``encrypt_packed`` / ``decrypt_packed`` of a ``Packed`` (one buffer
+  out, records sealed and opened in place); ``packed from a list``: ``decrypt_packed`` of
+  the ``encrypt_many`` list (joined into one buffer first);
 * ``engine's loop``: :func:`keysplit.record.seal_planned`'s loop written out over the
   engine's own key objects and AAD tails, the grouping made before timing: the engine
   minus this row is keysplit's own work around the AEAD calls (checks, planning, key
@@ -121,8 +124,12 @@ def main() -> None:
                 for k, s in zip(dks, uniq, strict=True)
             ]
             order_l, ends_l = list(order), list(ends)
+            packed = ku.encrypt_packed(subjects, plain, ctx)
             enc["engine"] = lambda: ku.encrypt_many(subjects, plain, ctx)
             dec["engine"] = lambda: ku.decrypt_many(subjects, recs, ctx)
+            enc["engine, packed"] = lambda: ku.encrypt_packed(subjects, plain, ctx)
+            dec["engine, packed"] = lambda: ku.decrypt_packed(subjects, packed, ctx)
+            dec["engine, packed from a list"] = lambda: ku.decrypt_packed(subjects, recs, ctx)
             enc["engine's loop"] = seal_grouped(triples, order_l, ends_l, plain, n)
             dec["engine's loop"] = open_grouped(triples, order_l, ends_l, recs, n)
             ops = [(op, arms) for op, arms in (("enc", enc), ("dec", dec)) if op in args.ops]

@@ -8,6 +8,10 @@ decrypt: the plaintexts of such blobs). Against it, same run, repeats interleave
 * ``UnsealedKeyring.encrypt_many`` / ``decrypt_many`` (target >= 0.9x): the one record
   engine (:class:`keysplit.keyring.records.Records`) with its keys already loaded (first
   use and store I/O are bench_rewrap's and the tests' business);
+* ``UnsealedKeyring.encrypt_packed`` / ``decrypt_packed`` (target >= 0.9x): the same
+  batch into one buffer (a ``keysplit.packed.Packed``, records sealed and opened in place,
+  decrypt opening the ``Packed`` encrypt gave): no ``bytes`` per record, for a backend
+  that writes rows from one buffer;
 * ``UnsealedKeyring.encrypt`` / ``decrypt`` one record per call (target >= 0.6x);
 * ``record.encrypt_many`` / ``decrypt_many`` with the keys given (the format's loops alone);
 * the bare loop over the same 10,000 keys, grouped by key as the engine groups records
@@ -179,6 +183,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
         kr, shares = Keyring.create(Path(tmp) / "kr", 2, ["a", "b", "c"])
         with kr.unseal([shares["a"], shares["b"]]) as ku:
             recs = ku.encrypt_many(subjects, plain, ctx)  # creates the 10k data keys
+            packed = ku.encrypt_packed(subjects, plain, ctx)
             keys = ku.data_keys(subjects)
             mod_recs = record.encrypt_many(keys, subjects, plain, ctx)  # type: ignore[arg-type]
 
@@ -196,6 +201,10 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 "AESGCM.encrypt loop, 1 key, keeps nonce+ct (bare)": (bare_enc, None),
                 "UnsealedKeyring.encrypt_many, 10k subjects": (
                     lambda: ku.encrypt_many(subjects, plain, ctx),
+                    0.9,
+                ),
+                "UnsealedKeyring.encrypt_packed, 10k subjects": (
+                    lambda: ku.encrypt_packed(subjects, plain, ctx),
                     0.9,
                 ),
                 "UnsealedKeyring.encrypt, one record per call": (one_enc, 0.6),
@@ -216,6 +225,10 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 "AESGCM.decrypt loop, 1 key, keeps plaintexts (bare)": (bare_dec, None),
                 "UnsealedKeyring.decrypt_many, 10k subjects": (
                     lambda: ku.decrypt_many(subjects, recs, ctx),
+                    0.9,
+                ),
+                "UnsealedKeyring.decrypt_packed, 10k subjects": (
+                    lambda: ku.decrypt_packed(subjects, packed, ctx),
                     0.9,
                 ),
                 "UnsealedKeyring.decrypt, one record per call": (one_dec, 0.6),

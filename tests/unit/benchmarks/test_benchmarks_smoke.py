@@ -163,7 +163,11 @@ def test_bench_records_tiny(monkeypatch: pytest.MonkeyPatch) -> None:
     assert {r["benchmark"] for r in rows} == {"records-encrypt-1KiB", "records-decrypt-1KiB"}
     assert sum(r["baseline"] for r in rows) == 2
     targets = [r for r in rows if "target" in r]
-    assert len(targets) == 4 and all("x the bare loop" in r["note"] for r in rows)
+    assert len(targets) == 6 and all("x the bare loop" in r["note"] for r in rows)
+    assert {r["impl"] for r in targets if "packed" in r["impl"]} == {
+        "UnsealedKeyring.encrypt_packed, 10k subjects",
+        "UnsealedKeyring.decrypt_packed, 10k subjects",
+    }
 
 
 def test_cli_bench_runs_the_installed_suite(
