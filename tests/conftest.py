@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 import weakref
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,18 @@ def _known_keyrings(
     """Each test pins keyrings in its own known-keyrings file, never the user's."""
     path = tmp_path_factory.mktemp("known") / "known_keyrings"
     monkeypatch.setenv("KEYSPLIT_KNOWN_KEYRINGS", str(path))
+
+
+@pytest.fixture
+def harness_without_collections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark harness runs ``gc.collect()`` before every timed call, outside the
+    timed window (so a row does not pay for the previous one's garbage). The benchmark smoke
+    tests check rows, never timings, and in a pytest worker that has collected the whole
+    suite (265k objects) one collection costs 0.23-0.27 s of CPU: test_bench_records_tiny
+    made 84 of them, ~20 of its 21 s. Those tests take this fixture: no collection."""
+    from benchmarks.harness import timing
+
+    monkeypatch.setattr(timing, "gc", types.SimpleNamespace(collect=lambda *_: 0))
 
 
 # The longest modules first. `make test` runs pytest-xdist with --dist loadfile (and

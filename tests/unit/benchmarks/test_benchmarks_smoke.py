@@ -17,8 +17,9 @@ from paths import REPO
 from benchmarks import bench_records, bench_shamir, harness
 from benchmarks.harness import plots, report, runner, timing
 
-# The benchmark smoke tests run real (small) benchmarks: make test-fast skips them.
-pytestmark = pytest.mark.slow
+# The benchmark smoke tests run real (small) benchmarks: make test-fast skips them. No
+# gc.collect() before each timed call (tests/conftest.py: rows are checked, not timings).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("harness_without_collections")]
 
 TINY = """
 from .harness import measure, progress, row

@@ -359,6 +359,7 @@ def test_datakey_matches_the_keyring(
         )
 
 
+@pytest.mark.usefixtures("harness_without_collections")  # rows, not timings (conftest)
 def test_bench_service_tiny(monkeypatch: pytest.MonkeyPatch) -> None:
     """The benchmark runs and returns valid rows (no timing is asserted)."""
     from benchmarks import bench_service, harness

@@ -6,8 +6,9 @@ import pytest
 
 from benchmarks import bench_shares, harness
 
-# The benchmark smoke tests run real (small) benchmarks: make test-fast skips them.
-pytestmark = pytest.mark.slow
+# The benchmark smoke tests run real (small) benchmarks: make test-fast skips them. No
+# gc.collect() before each timed call (tests/conftest.py: rows are checked, not timings).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("harness_without_collections")]
 
 
 def test_bench_shares_tiny(monkeypatch: pytest.MonkeyPatch) -> None:
