@@ -64,36 +64,38 @@ def verify(hrp: str, data_with_checksum: Sequence[int]) -> bool:
     return _polymod([*_hrp_expand(hrp), *data_with_checksum]) == _BECH32M_CONST
 
 
-def to_5bit(data: bytes) -> list[int]:
-    """Regroup bytes into 5-bit values, zero-padding the last group."""
+def _regroup(values: Iterable[int], width: int, into: int) -> tuple[list[int], int, int]:
+    """Regroup ``width``-bit values into ``into``-bit ones, most significant bit first:
+    (the whole groups, how many bits are left over, their value). The one regrouping of
+    :func:`to_5bit` and :func:`from_5bit`, over secret share bytes: every branch and loop
+    count depends on the number of bits held (the position), none on the values, which
+    pass through shifts and masks only."""
     acc = 0
     bits = 0
     out = []
-    for byte in data:
-        acc = (acc << 8) | byte
-        bits += 8
-        while bits >= 5:
-            bits -= 5
-            out.append((acc >> bits) & 31)
+    mask = (1 << into) - 1
+    for v in values:
+        acc = (acc << width) | v
+        bits += width
+        while bits >= into:
+            bits -= into
+            out.append((acc >> bits) & mask)
         acc &= (1 << bits) - 1
-    if bits:
+    return out, bits, acc
+
+
+def to_5bit(data: bytes) -> list[int]:
+    """Regroup bytes into 5-bit values, zero-padding the last group."""
+    out, bits, acc = _regroup(data, 8, 5)
+    if bits:  # the length's, not the data's: bits is 8 * len(data) mod 5
         out.append((acc << (5 - bits)) & 31)
     return out
 
 
 def from_5bit(values: Sequence[int]) -> bytes | None:
     """Regroup 5-bit values into bytes; None if the padding is not minimal and zero."""
-    acc = 0
-    bits = 0
-    out = bytearray()
-    for v in values:
-        acc = (acc << 5) | v
-        bits += 5
-        if bits >= 8:
-            bits -= 8
-            out.append((acc >> bits) & 0xFF)
-        acc &= (1 << bits) - 1
-    if bits >= 5 or acc:
+    out, bits, acc = _regroup(values, 5, 8)
+    if bits >= 5 or acc:  # acc holds the padding bits only, no bit of any byte
         return None
     return bytes(out)
 

@@ -783,3 +783,66 @@ def test_the_share_limit_is_the_shamir_core_s() -> None:
     from keysplit.hazmat import shamir
 
     assert share_module._MAX_SHARES == shamir.MAX_SHARES
+
+
+# BIP-173 and BIP-350 addresses: (address, witness program). After the hrp's "1", the data
+# part is the witness version (one character), the program regrouped into 5-bit values
+# (zero-padded), and the 6-character checksum.
+_SEGWIT_PROGRAMS = [
+    ("BC1QW508D6QEJXTDG4Y5R3ZARVARY0C5XW7KV8F3T4", "751e76e8199196d454941c45d1b3a323f1433bd6"),
+    (
+        "bc1pw508d6qejxtdg4y5r3zarvary0c5xw7kw508d6qejxtdg4y5r3zarvary0c5xw7kt5nd6y",
+        "751e76e8199196d454941c45d1b3a323f1433bd6751e76e8199196d454941c45d1b3a323f1433bd6",
+    ),
+    ("BC1SW50QGDZ25J", "751e"),
+    ("bc1zw508d6qejxtdg4y5r3zarvaryvaxxpcs", "751e76e8199196d454941c45d1b3a323"),
+    (
+        "tb1pqqqqp399et2xygdj5xreqhjjvcmzhxw4aywxecjdzew6hylgvsesf3hn0c",
+        "000000c4a5cad46221b2a187905e5266362b99d5e91c6ce24d165dab93e86433",
+    ),
+]
+# BIP-173's invalid ones for the regrouping: more than 4 bits of padding, non-zero padding.
+_BAD_PADDING = [
+    "bc1zw508d6qejxtdg4y5r3zarvaryvqyzf3du",
+    "tb1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3pjxtptv",
+]
+
+
+def _program(address: str) -> list[int]:
+    s = address.lower()
+    values, _ = _bech32.decode_chars(s[s.rfind("1") + 1 :])
+    assert values is not None
+    return values[1:-6]
+
+
+@pytest.mark.parametrize(("address", "program"), _SEGWIT_PROGRAMS)
+def test_regrouping_matches_bip173_and_bip350_programs(address: str, program: str) -> None:
+    assert _bech32.from_5bit(_program(address)) == bytes.fromhex(program)
+    assert _bech32.to_5bit(bytes.fromhex(program)) == _program(address)
+
+
+@pytest.mark.parametrize("address", _BAD_PADDING)
+def test_regrouping_refuses_bip173_bad_padding(address: str) -> None:
+    assert _bech32.from_5bit(_program(address)) is None
+
+
+def _bits(values: Sequence[int], width: int) -> str:
+    return "".join(format(v, f"0{width}b") for v in values)
+
+
+@given(st.binary(max_size=80))
+def test_to_5bit_is_the_bit_string_cut_in_fives(data: bytes) -> None:
+    """An independent reference: the bits as a string, cut every 5, the last zero-padded."""
+    bits = _bits(data, 8)
+    want = [int(bits[i : i + 5].ljust(5, "0"), 2) for i in range(0, len(bits), 5)]
+    assert _bech32.to_5bit(data) == want
+    assert _bech32.from_5bit(want) == data
+
+
+@given(st.lists(st.integers(0, 31), max_size=130))
+def test_from_5bit_is_the_bit_string_cut_in_eights(values: list[int]) -> None:
+    bits = _bits(values, 5)
+    whole, rest = divmod(len(bits), 8)
+    ok = rest < 5 and "1" not in bits[8 * whole :]
+    want = bytes(int(bits[i : i + 8], 2) for i in range(0, 8 * whole, 8))
+    assert _bech32.from_5bit(values) == (want if ok else None)
