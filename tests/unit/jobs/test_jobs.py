@@ -33,6 +33,7 @@ pytest.importorskip("distributed")
 
 import pandas as pd
 from dask_cluster import two_workers
+from dask_procs import DaskProcess, scheduler_process, worker_process
 from distributed import Client
 from distributed.security import Security
 from paths import VECTORS_DIR
@@ -430,25 +431,23 @@ def _stuck_key_service() -> Iterator[jobs.ServiceDataKeys]:
 @contextlib.contextmanager
 def _doomed_cluster(
     kill_at: str | None = None, notes: Path | None = None, procs: list[Any] | None = None
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+) -> Iterator[tuple[str, DaskProcess]]:
     """A scheduler and one worker, each its own process on loopback (plain tcp: a test
-    may kill the scheduler); ``kill_at``: the worker kills the scheduler at that point of a
-    job (tests/support/dask_kill_preload.py), noting into ``notes``; ``procs`` gets the worker."""
+    may kill the scheduler), forked with Dask imported (tests/support/dask_procs.py);
+    ``kill_at``: the worker kills the scheduler at that point of a job
+    (tests/support/dask_kill_preload.py), noting into ``notes``; ``procs`` gets the worker."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     addr = f"tcp://127.0.0.1:{port}"
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    py = [sys.executable, "-m"]
-    opts = ["--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]
-    sched = subprocess.Popen([*py, "distributed.cli.dask_scheduler", *opts], **quiet)  # type: ignore[call-overload]
-    opts = [addr, "--nthreads", "1", "--no-nanny", "--no-dashboard"]
-    env = None
+    sched = scheduler_process(port)
+    preload: list[str] = []
+    env: dict[str, str] = {}
     if kill_at is not None:
-        opts += ["--preload", str(Path(__file__).parents[2] / "support" / "dask_kill_preload.py")]
-        env = {**os.environ, "KS_TEST_SCHEDULER_PID": str(sched.pid), "KS_TEST_KILL_AT": kill_at}
+        preload = [str(Path(__file__).parents[2] / "support" / "dask_kill_preload.py")]
+        env = {"KS_TEST_SCHEDULER_PID": str(sched.pid), "KS_TEST_KILL_AT": kill_at}
         env["KS_TEST_NOTES"] = str(notes)
-    worker = subprocess.Popen([*py, "distributed.cli.dask_worker", *opts], env=env, **quiet)  # type: ignore[call-overload]
+    worker = worker_process(addr, preload, env)
     if procs is not None:
         procs.append(worker)
     try:
@@ -461,7 +460,7 @@ def _doomed_cluster(
             p.wait(timeout=60)
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
+def _kill(proc: subprocess.Popen[bytes] | DaskProcess) -> None:
     proc.kill()
     proc.wait(timeout=60)
 
@@ -599,7 +598,7 @@ def test_a_worker_orphaned_by_its_scheduler_stops_its_partition_at_the_next_batc
     path, quorum = _keyring(tmp_path / "a", n)
     kid = Keyring.open(path).keyring_id
     notes = tmp_path / "notes"
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: list[DaskProcess] = []
     with _doomed_cluster("batch", notes, procs) as (addr, _), _open(path, quorum) as ukr:
         before = _raw_keys(ukr, _rows(path, kid))
         with pytest.raises(JobError, match="lost the connection to the Dask scheduler"):
