@@ -413,16 +413,26 @@ def _note_xid(conn: _Conn, xids: list[int]) -> None:
     xids.append(int(row[0]) if row else 0)
 
 
-def _configure(conn: _Conn, lock_timeout: str, staging: bool) -> None:
-    """Set up a pooled connection: its bulk writes' temporary tables unless the store was
-    opened for reading only (``staging`` false: a read-only role, a standby, or
-    ``default_transaction_read_only`` cannot create them, and reading never uses them)."""
-    if staging:
+def _configure(conn: _Conn, lock_timeout: str, read_only: bool) -> None:
+    """Set up a pooled connection: its bulk writes' temporary tables, or, for a store opened
+    for reading only, none (a read-only role, a standby, or ``default_transaction_read_only``
+    cannot create them, and reading never uses them) and a session whose transactions are
+    all read-only, so the server refuses every write through it (SQLSTATE 25006), as
+    SQLite's ``query_only`` does: a role that may write (the owner) no longer can."""
+    if read_only:
+        _read_only_session(conn)
+    else:
         for stmt in _TEMP_TABLES:
             conn.execute(stmt)
     # a call queued behind another writer's lock (a long insert_many holding the state
     # lock) fails as such, before the watchdog would take it for a server not answering
     conn.execute("SELECT set_config('lock_timeout', %s, false)", (lock_timeout,))
+
+
+def _read_only_session(conn: _Conn) -> None:
+    """Make every later transaction of ``conn``'s session read-only (a session setting, set
+    outside a transaction so it stays; harmless on a standby, where it is so already)."""
+    conn.execute("SELECT set_config('default_transaction_read_only', 'on', false)")
 
 
 def _copy_in_rows(rows: Sequence[WrappedKey]) -> Iterator[bytes]:
@@ -462,7 +472,12 @@ _LOST = ("08", "57P01", "57P02", "57P03")
 
 
 def _db_error(
-    exc: psycopg.Error, where: str = "", schema: str = "", *, read: bool = False
+    exc: psycopg.Error,
+    where: str = "",
+    schema: str = "",
+    *,
+    read: bool = False,
+    read_only: bool = False,
 ) -> KeysplitError:
     """A secret-free error for what the server said, in one sentence naming the store
     (``where``: host, port, database; never a password) and saying whether anything was
@@ -470,7 +485,9 @@ def _db_error(
     values). Its class says what to do: :class:`StoreUnreachableError` for a condition
     that passes (a lost connection, a cancelled statement, conflicts), :class:`FormatError`
     for a schema altered by hand, :class:`KeyringError` for a URL or role to fix. ``read``:
-    the call changes nothing, so a lost connection's outcome is known (nothing changed)."""
+    the call changes nothing, so a lost connection's outcome is known (nothing changed).
+    ``read_only``: the store was opened for reading only, so a write the server refused
+    as read-only (25006) is refused for that, in the words the SQLite store uses."""
     diag = getattr(exc, "diag", None)
     msg = (diag.message_primary if diag is not None else None) or str(exc).split("\n")[0]
     msg = msg.strip()
@@ -510,6 +527,8 @@ def _db_error(
             "DELETE on its tables (CREATE on the database to create the store), or use the "
             "role that created the store",
         )
+    if state == "25006" and read_only:  # the store's own read-only sessions (or a standby)
+        return KeyringError(f"{store}: {_OPENED_READ_ONLY}", hint=_OPENED_READ_ONLY_FIX)
     if state == "25006":  # read_only_sql_transaction: a standby, or a read-only role
         return KeyringError(f"{store}: {_READ_ONLY}; nothing was changed", hint=_READ_ONLY_FIX)
     if state in ("42P01", "42703", "42883", "42804", "3F000"):
@@ -520,6 +539,9 @@ def _db_error(
 
 
 _OWN_SCHEMA = ", or point ?schema=NAME at the store's own schema"
+# a write through a store opened read_only: as the SQLite store says it
+_OPENED_READ_ONLY = "opened for reading only, so it takes no writes; nothing was changed"
+_OPENED_READ_ONLY_FIX = "open the store for writing (without read_only=True)"
 _READ_ONLY = (
     "the server accepts no writes (a read-only replica, or default_transaction_read_only "
     "= on for the role or database)"
@@ -762,7 +784,7 @@ class PostgresKeyStore:
         except psycopg.OperationalError as exc:
             raise self._unreachable(exc) from None
         except psycopg.Error as exc:
-            raise _db_error(exc, self._where, self._schema) from None
+            raise self._error(exc) from None
         watch: _Watch | None = None
         try:
             with first as conn, self._watchdog.bound(conn, self._call_timeout) as watch:
@@ -772,7 +794,7 @@ class PostgresKeyStore:
                 raise self._silent() from None
             if isinstance(exc, psycopg.errors.LockNotAvailable):
                 raise self._lock_waited(opening=True) from None
-            raise _db_error(exc, self._where, self._schema) from None
+            raise self._error(exc) from None
         self._pool: ConnectionPool[_Conn] = ConnectionPool(
             conninfo,
             connection_class=_recording(self._reach),
@@ -780,7 +802,7 @@ class PostgresKeyStore:
             max_size=max(1, pool_size),
             kwargs=kwargs,
             configure=functools.partial(
-                _configure, lock_timeout=self._lock_timeout, staging=not read_only
+                _configure, lock_timeout=self._lock_timeout, read_only=read_only
             ),
             # no check query on checkout (it would cost every call a round trip): a call
             # that meets a connection the server dropped retries on another (_tx)
@@ -803,6 +825,8 @@ class PostgresKeyStore:
         schema = self._schema
         store = f"PostgreSQL key store at {self._where}"  # each error names it
         ident = sql.Identifier(schema)
+        if self._read_only:  # its set-up only reads too (an older schema is refused below)
+            _read_only_session(conn)
         with conn.transaction():
             # a wait behind another session's lock on the schema's tables (a VACUUM FULL,
             # a migration, a LOCK TABLE) fails as such, before the watchdog's bound
@@ -1088,7 +1112,7 @@ class PostgresKeyStore:
                     raise self._lock_waited() from None
                 if exc.sqlstate in _ROLLED_BACK:
                     if attempt == _RETRIES - 1:  # deadlock, serialization
-                        raise _db_error(exc, self._where, self._schema, read=read) from None
+                        raise self._error(exc, read=read) from None
                     time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))  # jitter
                     continue
                 dropped = conn is not None and (conn.broken or conn.closed)
@@ -1098,7 +1122,7 @@ class PostgresKeyStore:
                     or (started and not idempotent)
                     or attempt == _RETRIES - 1
                 ):
-                    raise _db_error(exc, self._where, self._schema, read=read) from None
+                    raise self._error(exc, read=read) from None
                 if started and fresh:
                     raise LostInsertError(
                         f"PostgreSQL key store at {self._where}: the connection was lost "
@@ -1107,15 +1131,20 @@ class PostgresKeyStore:
                     ) from None
         raise AssertionError("unreachable")
 
+    def _error(self, exc: psycopg.Error, *, read: bool = False) -> KeysplitError:
+        """:func:`_db_error` for this store: where it is, its schema, whether it was opened
+        for reading only."""
+        return _db_error(exc, self._where, self._schema, read=read, read_only=self._read_only)
+
     def _check_staging(self) -> None:
-        """Refuse a bulk write (it stages rows in the connection's temporary tables) on a
-        store opened for reading only, whose connections have none: said as such, not as
-        the missing table the server would name (a schema "changed by hand")."""
+        """Refuse a bulk write (it stages rows in the connection's temporary tables) or a
+        VACUUM on a store opened for reading only, whose connections have no staging
+        tables: said as the server's refusal of any other write is, not as the missing
+        table the server would name (a schema "changed by hand")."""
         if self._read_only:
             raise KeyringError(
-                f"PostgreSQL key store at {self._where}: opened for reading only, so it "
-                "takes no bulk writes; nothing was changed",
-                hint="open the store for writing (without read_only=True)",
+                f"PostgreSQL key store at {self._where}: {_OPENED_READ_ONLY}",
+                hint=_OPENED_READ_ONLY_FIX,
             )
 
     @staticmethod
@@ -1431,9 +1460,13 @@ class PostgresKeyStore:
         it. So it waits at most :data:`VACUUM_FULL_LOCK_WAIT` seconds and then raises
         :class:`~keysplit.errors.KeyringError` (nothing was changed; run it again when no
         long transaction is open): the other calls are held that long at most.
+
+        A store opened ``read_only`` refuses it, as every write: the server would run it
+        (VACUUM is allowed in a read-only session), and ``full=True`` rewrites the tables.
         """
         if self._closed.is_set():
             raise KeyringError("key store is closed")
+        self._check_staging()  # the same refusal as a write's
         stmt = (
             "VACUUM (FULL) {s}.data_keys, {s}.legal_holds"
             if full
@@ -1469,7 +1502,7 @@ class PostgresKeyStore:
                 "rewrap, a session idle in a transaction): run it again when none is open",
             ) from None
         except psycopg.Error as exc:
-            raise _db_error(exc, self._where, self._schema) from None
+            raise self._error(exc) from None
 
     # ------------------------------------------------------------------ fleet state
 
@@ -1566,7 +1599,7 @@ class PostgresKeyStore:
                     conn.execute("ROLLBACK")
                 if isinstance(exc, psycopg.errors.LockNotAvailable):
                     raise _rules.busy_admin(timeout) from None
-                raise _db_error(exc, self._where, self._schema) from None
+                raise self._error(exc) from None
             before = getattr(self._admin_held, "conn", None)
             # every change in the body checks it (_exclusive)
             self._admin_held.conn = (conn, pid)

@@ -502,52 +502,92 @@ def test_a_read_only_open_of_a_sqlite_store_of_version_1_changes_nothing(tmp_pat
         s.close()
 
 
-def test_a_read_only_sqlite_store_refuses_every_write_and_the_file_is_unchanged(
-    tmp_path: Path,
-) -> None:
-    """(stop 42, found) ``read_only`` only kept the open from upgrading a schema: every
-    write through such a store went through (``keysplit status`` and a sealed keyring's
-    audit log open one; a bug there could write). Its connection is now SQLite's
-    ``query_only``: each write is refused as a :class:`KeyringError` naming the read-only
-    open, and the database file's SHA-256 is unchanged (before: every write succeeded)."""
-    from keysplit.store import SQLiteKeyStore
+def _contents(backend: Backend) -> object:
+    """What a store holds, byte for byte: the SQLite file's SHA-256 (and its WAL's size), or
+    a dump of every table in the PostgreSQL store's schema (each row as text, sorted), read
+    as the owner role on a connection of the test's own."""
+    if backend.name == "sqlite":
+        path = backend.home / "keys.sqlite"
+        wal = path.with_name(path.name + "-wal")
+        return hashlib.sha256(path.read_bytes()).digest(), wal.exists() and wal.stat().st_size
+    import psycopg
+    from psycopg import sql
 
-    path = tmp_path / "keys.sqlite"
-    w = SQLiteKeyStore(path, KID, create=True)
+    from keysplit.store.url import postgres_conninfo
+
+    assert backend.url is not None
+    conninfo, schema = postgres_conninfo(backend.url)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", (schema,)
+        )
+        dump = {}
+        for (table,) in found.fetchall():
+            each = sql.SQL("SELECT t::text FROM {}.{} t")
+            rows = conn.execute(each.format(sql.Identifier(schema), sql.Identifier(table)))
+            dump[table] = sorted(r[0] for r in rows)
+    assert {"data_keys", "keyring_state", "leases", "legal_holds", "meta"} <= set(dump)
+    return dump
+
+
+def test_a_read_only_store_refuses_every_write_and_changes_nothing(
+    shared_backend: Backend,
+) -> None:
+    """(stop 42, found; PostgreSQL stop 43) ``read_only`` only kept the open from upgrading
+    a schema: every write through such a store went through (``keysplit status`` and a
+    sealed keyring's audit log open one; a bug there could write). SQLite's connection is
+    now ``query_only``, PostgreSQL's pooled connections ``default_transaction_read_only``
+    (before: on an owner role, every write but a bulk one committed): the server refuses
+    each write, raised as the same :class:`KeyringError` naming the read-only open, and the
+    store's contents (the SQLite file's SHA-256; a dump of the PostgreSQL schema's tables)
+    are unchanged; reads still work, and a writing open still writes."""
+    b = shared_backend
+    assert b.url is not None
+    w = open_store(b.url, keyring_id=KID, home=b.home, create=True)
     w.insert_many([wk("a", 1), wk("b", 1)])
     w.renew_lease(Lease("l1", "h", 1, "serve", 1, 0, 0, 0.0), 60)
-    w.close()  # its last connection: the WAL is checkpointed into the file
-    before = hashlib.sha256(path.read_bytes()).digest()
-    s = open_store("sqlite:keys.sqlite", keyring_id=KID, home=tmp_path, read_only=True)
+    if isinstance(w, AuditStore):
+        w.audit_append(lambda last: b"line 1")
+    w.close()  # SQLite: its last connection, so the WAL is checkpointed into the file
+    before = _contents(b)
+    s = open_store(b.url, keyring_id=KID, home=b.home, read_only=True)
     writes: list[Callable[[], object]] = [
         lambda: s.insert_many([wk("c", 1)]),
+        lambda: s.insert_many([wk(f"u{i}", 1) for i in range(100)]),  # PostgreSQL: staged
         lambda: s.replace_many([(wk("a", 1), wk("a", 1, "x"))]),
         lambda: s.delete("a", b"\x03" * 16),
+        lambda: s.delete_many(["a", "b"]),
         lambda: s.set_legal_hold("b", True),
         lambda: s.set_current_kek(1),
+        lambda: s.retire_kek(7),
         lambda: s.note_rekey("r1"),
         lambda: s.renew_lease(Lease("l2", "h", 2, "serve", 1, 0, 0, 0.0), 60),
         lambda: s.drop_lease("l1"),
     ]
+    if isinstance(s, AuditStore):
+        writes.append(lambda: s.audit_append(lambda last: b"line 2"))
+    if vacuum := getattr(s, "vacuum", None):  # PostgreSQL: the server would run it
+        writes += [vacuum, lambda: vacuum(full=True)]
+    sqlite_path = b.home / "keys.sqlite"
+    where = f"key store {sqlite_path}" if b.name == "sqlite" else "PostgreSQL key store at "
     try:
         for write in writes:
             with pytest.raises(KeyringError) as info:
                 write()
-            assert type(info.value) is KeyringError
-            assert str(info.value) == (
-                f"key store {path}: opened for reading only, so it takes no writes; "
-                "nothing was changed"
-            )
+            assert type(info.value) is KeyringError, info.value
+            assert str(info.value).startswith(where), info.value
+            assert str(info.value).endswith(
+                ": opened for reading only, so it takes no writes; nothing was changed"
+            ), info.value
             assert info.value.hint == "open the store for writing (without read_only=True)"
         # it still reads
-        assert s.get_many(["a", "b"]) == {"a": wk("a", 1), "b": wk("b", 1)}
+        assert s.get_many(["a", "b", "c"]) == {"a": wk("a", 1), "b": wk("b", 1)}
         assert [x.id for x in s.leases()] == ["l1"] and s.legal_holds() == []
+        assert s.state().current_kek == 0 and s.count_by_version() == {1: 2}
     finally:
         s.close()
-    assert hashlib.sha256(path.read_bytes()).digest() == before
-    wal = path.with_name(path.name + "-wal")
-    assert not wal.exists() or wal.stat().st_size == 0
-    w = SQLiteKeyStore(path, KID)  # a writing open still writes
+    assert _contents(b) == before
+    w = open_store(b.url, keyring_id=KID, home=b.home)  # a writing open still writes
     try:
         assert w.insert_many([wk("c", 1)]) == [wk("c", 1)]
     finally:
