@@ -11,8 +11,8 @@ one-buffer record batches (:mod:`keysplit.packed`) take their memory here.
 more (every array, view and memoryview over it is gone), so a caller never sees its result
 overwritten. At most :data:`MAX_POOLED` bytes are kept, and :func:`clear` drops them all. A
 recycled mapping still holds the last batch that used it until it is overwritten by the
-next (the same exposure as any freed heap memory of the process; see SECURITY.md "Side
-channels and memory"). No NumPy here: a record batch must not import it.
+next (the same exposure as any freed heap memory of the process; see SECURITY.md "Where
+constant time is not claimed"). No NumPy here: a record batch must not import it.
 """
 
 from __future__ import annotations
